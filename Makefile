@@ -1,0 +1,22 @@
+# The two set-up commands of the README. Both build .venv from pyproject.toml on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: quickstart test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+quickstart: $(VENV)/.installed
+	$(BIN)/python examples/quickstart/run.py
+
+# pytest exits 5 when it collected nothing; make turns every non-zero exit into a failure.
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
