@@ -1,0 +1,1 @@
+"""HTTP family: ``http_webhook`` (inbound, POSTed JSON) and ``http`` (outbound, a call per event)."""

@@ -1,0 +1,221 @@
+"""The adapter API: the one module of the core that adapters import.
+
+An adapter is a class with a pydantic ``Config`` (its spec: parses, validates, documents) and a
+lifecycle. The runtime owns everything around it: Kafka, retries, dead letters, metrics, commits.
+
+Lifecycle, in order:
+
+1. ``__init__(config, ctx)``: no I/O. Compile templates and expressions here.
+2. ``await start()``: connect / mount routes. Raise ``RetryableError`` if the other side is not
+   there yet; the runtime backs off and calls ``start()`` again.
+3. Inbound: acknowledge the source only after ``await ctx.sink.publish(event)`` returned, which
+   is after Kafka acknowledged the event. ``publish`` raises ``EventRejected`` for input that does
+   not fit its schema (tell the source it is bad: a 400, a nack without requeue) and
+   ``KafkaUnavailable`` when Kafka cannot acknowledge (tell the source to try later: a 503).
+   Outbound: ``await deliver(event)`` is called for one event at a time per key; return means
+   the target accepted it, ``RetryableError`` means back off and retry, ``PermanentError`` means
+   dead-letter. Adapters never retry on their own.
+4. ``await stop()``: idempotent; finish or refuse in-flight work, then release resources.
+
+Adapters are found by their ``type:`` through the ``bus.adapters`` entry-point group, the same
+path for built-in and third-party adapters (see ``AdapterRegistry``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Adapter",
+    "AdapterConfig",
+    "AdapterRegistry",
+    "Context",
+    "EmitSpec",
+    "Emitter",
+    "Event",
+    "EventRejected",
+    "EventSink",
+    "Health",
+    "Inbound",
+    "KafkaUnavailable",
+    "Outbound",
+    "PermanentError",
+    "RetryableError",
+    "WebMount",
+]
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError
+from bus.event import Event
+from bus.expr import Compiled, compile_expression
+from bus.mapping import Emitter
+
+ENTRY_POINT_GROUP = "bus.adapters"
+
+
+class AdapterConfig(BaseModel):
+    """Base of every adapter's config model: strict, immutable, documented."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(description="Adapter type, the registry key.")
+    name: str = Field(
+        description="Instance name, unique among inbound or outbound adapters; used in topics, metrics and logs.",
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        examples=["stripe", "erp"],
+    )
+
+
+class EmitSpec(BaseModel):  # noqa: D101 - documented below
+    """How an inbound adapter turns what it received into a canonical event.
+
+    Every value is an expression (``bus.expr``) over the received document.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_: str = Field(alias="schema", description="Canonical schema name of the event.", examples=["Payment"])
+    key: str | None = Field(default=None, description="Expression for the business key.", examples=["data.object.id"])
+    id: str | None = Field(
+        default=None,
+        description="Expression for the event id; default a fresh UUID. Use the source's own id so redeliveries keep theirs.",
+        examples=["id"],
+    )
+    subject: str | None = Field(default=None, description="Expression for ce_subject.")
+    map: dict[str, str] | None = Field(
+        default=None,
+        description="Canonical field -> expression. Without it, the document is taken as the event's fields.",
+        examples=[{"payment_id": "data.object.id", "amount": "data.object.amount"}],
+    )
+
+    @field_validator("key", "id", "subject")
+    @classmethod
+    def _check_expr(cls, text: str | None) -> str | None:
+        if text is not None:
+            compile_expression(text)
+        return text
+
+    @field_validator("map")
+    @classmethod
+    def _check_map(cls, mapping: dict[str, str] | None) -> dict[str, str] | None:
+        for field_name, text in (mapping or {}).items():
+            try:
+                compile_expression(text)
+            except ExpressionError as exc:
+                raise ValueError(f"{field_name}: {exc}") from exc
+        return mapping
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    detail: str = ""
+
+
+class EventSink(Protocol):
+    """Where inbound adapters publish. ``publish`` returns once Kafka has the event."""
+
+    async def publish(self, event: Event) -> None: ...
+
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+class WebMount(Protocol):
+    """The hub's shared HTTP server; webhook adapters add their routes to it."""
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the runtime gives an adapter. ``sink`` is set for inbound adapters, ``web`` where served."""
+
+    name: str
+    logger: logging.Logger
+    sink: EventSink | None = None
+    web: WebMount | None = None
+
+
+C = TypeVar("C", bound=AdapterConfig)
+
+
+class Adapter(ABC, Generic[C]):
+    """Common lifecycle of inbound and outbound adapters (see the module docstring)."""
+
+    Config: ClassVar[type[AdapterConfig]]
+    direction: ClassVar[Literal["inbound", "outbound"]]
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: C, ctx: Context) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect. Raise RetryableError if the other side is not reachable yet."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Release resources. Idempotent."""
+
+    async def health(self) -> Health:
+        return Health(ok=True)
+
+
+class Inbound(Adapter[C]):
+    direction: ClassVar[Literal["inbound", "outbound"]] = "inbound"
+
+    @property
+    def sink(self) -> EventSink:
+        if self.ctx.sink is None:
+            raise RuntimeError(f"inbound adapter {self.ctx.name} was built without an event sink")
+        return self.ctx.sink
+
+
+class Outbound(Adapter[C]):
+    direction: ClassVar[Literal["inbound", "outbound"]] = "outbound"
+
+    @abstractmethod
+    async def deliver(self, event: Event) -> None:
+        """Deliver one event. Return = accepted; RetryableError = retry; PermanentError = dead-letter."""
+
+
+class AdapterRegistry:
+    """Adapter classes by ``type:``. Cloneable, so tests can add types without touching the global one."""
+
+    def __init__(self, types: dict[str, type[Adapter[Any]]] | None = None) -> None:
+        self._types: dict[str, type[Adapter[Any]]] = dict(types or {})
+
+    @classmethod
+    def from_entry_points(cls) -> AdapterRegistry:
+        registry = cls()
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            registry.register(ep.name, ep.load())
+        return registry
+
+    def register(self, type_name: str, adapter: type[Adapter[Any]]) -> None:
+        if type_name in self._types and self._types[type_name] is not adapter:
+            raise ValueError(f"adapter type {type_name!r} is registered twice")
+        self._types[type_name] = adapter
+
+    def clone(self) -> AdapterRegistry:
+        return AdapterRegistry(self._types)
+
+    def get(self, type_name: str) -> type[Adapter[Any]] | None:
+        return self._types.get(type_name)
+
+    def names(self, direction: str | None = None) -> list[str]:
+        return sorted(n for n, a in self._types.items() if direction is None or a.direction == direction)
+
+    def items(self) -> Iterable[tuple[str, type[Adapter[Any]]]]:
+        return sorted(self._types.items())
+
+
+def compiled(text: str | None) -> Compiled | None:
+    """Compile an optional expression (already checked at config load)."""
+    return compile_expression(text) if text is not None else None

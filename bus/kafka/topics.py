@@ -1,0 +1,64 @@
+"""Topic names and topic bootstrap. The hub creates what it needs with explicit partition counts."""
+
+from __future__ import annotations
+
+__all__ = ["TopicNames", "TopicSpec", "ensure_topics"]
+
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from bus.errors import RetryableError
+
+log = logging.getLogger("bus.kafka.topics")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Every topic name the hub uses, derived from one prefix."""
+
+    prefix: str = "bus"
+
+    def canonical(self, schema: str) -> str:
+        return f"{self.prefix}.canonical.{schema}"
+
+    def delivery(self, subscriber: str) -> str:
+        return f"{self.prefix}.deliver.{subscriber}"
+
+    def dead_letter(self, subscriber: str) -> str:
+        return f"{self.prefix}.dlq.{subscriber}"
+
+    @property
+    def router_dead_letter(self) -> str:
+        return f"{self.prefix}.dlq._router"
+
+    @property
+    def schemas(self) -> str:
+        return f"{self.prefix}._schemas"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+async def ensure_topics(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Create the topics that do not exist yet; leave existing ones as they are."""
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return
+        new = [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs) for s in missing]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass  # another pod created it between list and create
+    except KafkaError as exc:
+        raise RetryableError(f"cannot create topics on Kafka: {exc}") from exc
+    log.info("created topics: %s", ", ".join(s.name for s in missing))

@@ -1,0 +1,42 @@
+"""The hub's Prometheus instruments, defined once. Labels name adapters, routes and subscribers,
+never event values (bounded cardinality). ops/ serves them on /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INBOUND_EVENTS = Counter(
+    "bus_inbound_events_total",
+    "Events received by inbound adapters, by outcome (accepted, rejected, unavailable).",
+    ["adapter", "outcome"],
+)
+PRODUCE_SECONDS = Histogram(
+    "bus_produce_seconds",
+    "Time from publish to Kafka's acknowledgement.",
+    ["adapter"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ROUTED_EVENTS = Counter(
+    "bus_routed_events_total",
+    "Router decisions per route: matched (sent to its subscribers), failed (dead-lettered).",
+    ["route", "outcome"],
+)
+ROUTER_UNMATCHED = Counter(
+    "bus_router_unmatched_events_total", "Events that matched no route, by schema.", ["schema"]
+)
+DELIVERIES = Counter(
+    "bus_deliveries_total",
+    "Outbound deliveries per subscriber, by outcome (delivered, retried, dead_lettered).",
+    ["subscriber", "outcome"],
+)
+DELIVERY_SECONDS = Histogram(
+    "bus_delivery_seconds",
+    "Time of one successful delivery call to the target.",
+    ["subscriber"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SECONDS_SINCE_COMMIT = Gauge(
+    "bus_consumer_seconds_since_commit",
+    "Seconds since a consumer last committed while it had work (stalled consumers, faust #175/#640).",
+    ["group"],
+)

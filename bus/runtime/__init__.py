@@ -1,0 +1,1 @@
+"""The runtime: roles, lifecycle, publishing inbound events and delivering outbound ones."""

@@ -1,0 +1,246 @@
+"""The hub's lifecycle: start what a role needs in dependency order, stop it in reverse.
+
+This is the composition root: the one place in ``bus/`` that wires in ``schemas/``, ``routing/``
+and ``ops/``. Everything else in ``bus/`` imports none of them, and no adapter by name.
+
+Start order: embedded broker -> topics -> ops server (+ embedded registry) -> schemas registered
+-> producer -> outbound (adapters, delivery workers) -> router -> inbound (adapters, webhook
+server). Stop runs the reverse, so intake stops first and in-flight work drains downstream:
+webhooks answer 503 to new requests while accepted ones finish, the router acks what Kafka has,
+delivery workers commit what targets accepted.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Hub", "Role", "ROLES"]
+
+import asyncio
+import logging
+import signal
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from bus.adapter_api import Adapter, AdapterRegistry, Context, Inbound, Outbound
+from bus.codec import Codec
+from bus.config.loader import LoadedConfig
+from bus.errors import BusError, RetryableError
+from bus.kafka.broker import EmbeddedBroker
+from bus.kafka.clients import make_admin, make_producer
+from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
+from bus.runtime.delivery import DeliveryWorker
+from bus.runtime.publisher import KafkaSink
+from bus.runtime.web import WebServer
+from ops.server import OpsServer
+from routing.app import RouterService
+from routing.router import Router
+from schemas.catalog import SchemaCatalog
+from schemas.embedded_registry import EmbeddedRegistry
+from schemas.registry_client import RegistryClient
+
+log = logging.getLogger("bus.runtime.hub")
+Role = Literal["all", "inbound", "router", "outbound"]
+ROLES: tuple[Role, ...] = ("all", "inbound", "router", "outbound")
+
+
+async def _retrying(what: str, attempt_fn: Any, *, attempts: int = 30, delay: float = 1.0) -> Any:
+    """Call ``attempt_fn`` until it stops raising RetryableError (dependencies starting up)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await attempt_fn()
+        except (RetryableError, KafkaError) as exc:
+            if attempt == attempts:
+                raise BusError(f"{what} failed after {attempts} attempts: {exc}") from exc
+            log.warning("%s: %s; retrying in %.0fs", what, exc, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class Hub:
+    """Run the hub (or one role of it). ``async with Hub(...)`` starts and stops it."""
+
+    def __init__(self, loaded: LoadedConfig, adapters: AdapterRegistry, catalog: SchemaCatalog, *, role: Role = "all") -> None:
+        if role not in ROLES:
+            raise BusError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+        self.config = loaded.hub
+        self.loaded = loaded
+        self.role = role
+        self._adapter_types = adapters
+        self._catalog = catalog
+        self.topics = TopicNames(self.config.kafka.topic_prefix)
+        self.codec = Codec()
+        self.broker: EmbeddedBroker | None = None
+        self.bootstrap = self.config.kafka.bootstrap
+        self.ops = OpsServer(self.config.ops.host, self.config.ops.port, self.readiness)
+        self.web: WebServer | None = None
+        self._registry: EmbeddedRegistry | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.inbound: list[Inbound[Any]] = []
+        self.outbound: list[Outbound[Any]] = []
+        self.workers: list[DeliveryWorker] = []
+        self.router: RouterService | None = None
+        self._schemas_ready = False
+        self._started = False
+
+    def _runs(self, role: Role) -> bool:
+        return self.role in ("all", role)
+
+    # -- start -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            raise BusError("hub already started")
+        self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("hub ready (role %s): kafka %s, ops http://127.0.0.1:%d%s", self.role, self.bootstrap, self.ops.port,
+                 f", webhooks http://127.0.0.1:{self.web.port}" if self.web else "")
+
+    async def _start(self) -> None:
+        kafka = self.config.kafka
+        if kafka.bootstrap == "embedded":
+            self.broker = EmbeddedBroker()
+            await self.broker.start()
+            self.bootstrap = self.broker.bootstrap
+        await _retrying("creating topics", self._create_topics)
+        if self.config.schema_registry.url == "embedded":
+            self._registry = EmbeddedRegistry(kafka, self.bootstrap, self.topics.schemas)
+            await _retrying("starting the embedded schema registry", self._registry.start)
+            self.ops.mount("/registry", self._registry.app())
+        await self.ops.start()
+        await _retrying("registering schemas", self._register_schemas)
+        self._producer = make_producer(kafka, self.bootstrap)
+        await _retrying("connecting the producer", self._producer.start)
+
+        if self._runs("outbound"):
+            for config in self.loaded.outbound:
+                adapter = self._build(config)
+                assert isinstance(adapter, Outbound)
+                await _retrying(f"starting outbound {config.name}", adapter.start)
+                self.outbound.append(adapter)
+                worker = DeliveryWorker(
+                    adapter, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, codec=self.codec, producer=self._producer
+                )
+                await worker.start()
+                self.workers.append(worker)
+        if self._runs("router"):
+            self.router = RouterService(Router(self.config.routes), kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, codec=self.codec)
+            await self.router.start()
+        if self._runs("inbound"):
+            self.web = WebServer(self.config.http.host, self.config.http.port)
+            for config in self.loaded.inbound:
+                sink = KafkaSink(self._producer, self.codec, self.topics, adapter=config.name, timeout=kafka.produce_timeout_s)
+                adapter = self._build(config, sink=sink)
+                assert isinstance(adapter, Inbound)
+                await _retrying(f"starting inbound {config.name}", adapter.start)
+                self.inbound.append(adapter)
+            await self.web.start()
+
+    def _build(self, config: Any, sink: KafkaSink | None = None) -> Adapter[Any]:
+        cls = self._adapter_types.get(config.type)
+        if cls is None:  # the loader already refused unknown types; this guards programmatic use
+            raise BusError(f"no adapter type {config.type!r}")
+        ctx = Context(name=config.name, logger=logging.getLogger(f"adapters.{config.type}.{config.name}"), sink=sink, web=self.web)
+        return cls(config, ctx)
+
+    def _used_schemas(self) -> list[str]:
+        names = {r.from_ for r in self.config.routes}
+        names.update(c.emit.schema_ for c in self.loaded.inbound if hasattr(c, "emit"))
+        return sorted(names)
+
+    async def _create_topics(self) -> None:
+        kafka = self.config.kafka
+        n, rf = kafka.partitions, kafka.replication_factor
+        specs = [TopicSpec(self.topics.schemas, 1, rf, {"cleanup.policy": "compact"})]
+        specs += [TopicSpec(self.topics.canonical(s), n, rf) for s in self._used_schemas()]
+        for config in self.loaded.outbound:
+            specs += [TopicSpec(self.topics.delivery(config.name), n, rf), TopicSpec(self.topics.dead_letter(config.name), n, rf)]
+        specs.append(TopicSpec(self.topics.router_dead_letter, n, rf))
+        admin = make_admin(kafka, self.bootstrap)
+        await admin.start()
+        try:
+            await ensure_topics(admin, specs)
+        finally:
+            await admin.close()
+
+    async def _register_schemas(self) -> None:
+        url = self.config.schema_registry.url
+        if url == "embedded":
+            url = f"http://127.0.0.1:{self.ops.port}/registry"
+        password = self.config.schema_registry.password
+        client = RegistryClient(url, username=self.config.schema_registry.username, password=password.get_secret_value() if password else None)
+        try:
+            for name in self._catalog.names():
+                schema = self._catalog.get(name)
+                schema_id = await client.register(schema.subject, schema.text)
+                self.codec.add(name, schema_id, schema.parsed)
+        finally:
+            await client.close()
+        self._schemas_ready = True
+        log.info("schemas registered at %s: %s", url, ", ".join(f"{n}={self.codec.schema_id(n)}" for n in self._catalog.names()))
+
+    # -- state -------------------------------------------------------------------------------
+    def readiness(self) -> dict[str, bool]:
+        checks = {
+            "kafka": self._producer is not None and bool(self._producer.client.cluster.brokers()),
+            "schemas": self._schemas_ready,
+        }
+        if self._runs("outbound"):
+            checks["outbound"] = len(self.workers) == len(self.loaded.outbound)
+        if self._runs("router"):
+            checks["router"] = self.router is not None
+        if self._runs("inbound"):
+            checks["inbound"] = self.web is not None and self.web.port != 0 and len(self.inbound) == len(self.loaded.inbound)
+        return checks
+
+    # -- stop --------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """Stop intake, drain, commit, release. Safe to call more than once, and after a failed start."""
+        for inbound in self.inbound:
+            await inbound.stop()
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
+        if self.router is not None:
+            await self.router.stop()
+            self.router = None
+        for worker in self.workers:
+            await worker.stop()
+        for outbound in self.outbound:
+            await outbound.stop()
+        self.inbound, self.outbound, self.workers = [], [], []
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._registry is not None:
+            await self._registry.stop()
+            self._registry = None
+        await self.ops.stop()
+        if self.broker is not None:
+            await self.broker.stop()
+            self.broker = None
+        self._started = False
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run_until_signalled(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+            log.info("signal received: stopping intake, draining in-flight events")
+        finally:
+            await self.stop()
+            log.info("hub stopped cleanly")

@@ -1,0 +1,1 @@
+"""Operating the hub: the ops HTTP server (health, readiness, metrics); dashboards and alert rules."""

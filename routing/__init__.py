@@ -1,0 +1,1 @@
+"""The routing layer: route models compiled once, and the faust app that applies them."""

@@ -1,0 +1,192 @@
+"""The router process: a faust app that reads canonical topics and fans events out to delivery topics.
+
+Faust stays behind this one class (STYLE.md: use faust inside routing/ only). Safety settings,
+because routing must never lose an event:
+
+- agent concurrency 1 (faust-streaming #606 commits past in-flight events with concurrency > 1);
+- the stream runs with acks disabled and this module acks each event itself, in order, only after
+  Kafka acknowledged every produce it caused (a delivery copy or a dead letter). ``take_events``
+  is not used: it acks a batch in a ``finally`` even when processing of the batch failed;
+- topics are created by the hub, never declared by faust; offsets start at the earliest record,
+  so events produced before the router's group first existed are routed too.
+
+The value bytes are forwarded untouched (no re-encoding): the router decodes only to evaluate
+conditions. Each copy gains a ``bus_route`` header naming the route that sent it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RouterService"]
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+
+from bus.codec import Codec
+from bus.config.models import KafkaConfig
+from bus.errors import BusError, PermanentError
+from bus.kafka.topics import TopicNames
+from bus.metrics import ROUTED_EVENTS, ROUTER_UNMATCHED
+from routing.router import Router
+
+log = logging.getLogger("routing.app")
+_PENDING_LIMIT = 5000  # events sent but not yet acknowledged by Kafka: bounds router memory
+
+
+def _faust_credentials(kafka: KafkaConfig) -> Any:
+    sec = kafka.security
+    ssl_context = None
+    if sec.protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context(
+            cafile=str(sec.ssl_cafile) if sec.ssl_cafile else None,
+            certfile=str(sec.ssl_certfile) if sec.ssl_certfile else None,
+            keyfile=str(sec.ssl_keyfile) if sec.ssl_keyfile else None,
+        )
+    if sec.protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=sec.sasl_username,
+            password=sec.sasl_password.get_secret_value() if sec.sasl_password else None,
+            mechanism=sec.sasl_mechanism or "PLAIN",
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context) if ssl_context else None
+
+
+class RouterService:
+    def __init__(self, router: Router, *, kafka: KafkaConfig, bootstrap: str, topics: TopicNames, codec: Codec) -> None:
+        self.router = router
+        self._codec = codec
+        self._names = topics
+        self._datadir = tempfile.TemporaryDirectory(prefix="bus-router-")
+        session_s = kafka.session_timeout_ms / 1000
+        self.app = faust.App(
+            f"{topics.prefix}-router",
+            broker=[f"kafka://{host}" for host in bootstrap.split(",")],
+            broker_credentials=_faust_credentials(kafka),
+            datadir=self._datadir.name,
+            web_enabled=False,
+            value_serializer="raw",
+            key_serializer="raw",
+            topic_partitions=kafka.partitions,
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            broker_session_timeout=session_s,
+            broker_heartbeat_interval=max(0.3, session_s / 5),
+            broker_rebalance_timeout=session_s,
+            broker_commit_interval=1.0,
+        )
+        self._sources = [topics.canonical(schema) for schema in router.schemas]
+        self._targets = {
+            name: self.app.topic(topics.delivery(name), key_type=bytes, value_type=bytes, partitions=kafka.partitions)
+            for name in router.subscribers()
+        }
+        self._dead = self.app.topic(topics.router_dead_letter, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
+        self._started = False
+        if self._sources:
+            source = self.app.topic(*self._sources, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
+            self.app.agent(source, name="route", concurrency=1)(self._agent)
+
+    @property
+    def assigned(self) -> bool:
+        return bool(self._started and self.app.consumer.assignment())
+
+    async def start(self) -> None:
+        if self._started:
+            raise BusError("router already started")
+        if not self._sources:
+            log.info("router: no routes, nothing to consume")
+            self._started = True
+            return
+        self.app.finalize()
+        await self.app.start()
+        self._started = True
+        log.info("router consuming %s", ", ".join(self._sources))
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._sources:
+            await self.app.stop()
+            # faust leaves its producer's client open on stop; close it so nothing leaks.
+            with contextlib.suppress(Exception):
+                await self.app.producer.stop()
+        self._datadir.cleanup()
+        log.info("router stopped")
+
+    async def _agent(self, stream: StreamT[Any]) -> None:
+        manual = stream.noack()
+        pending: asyncio.Queue[tuple[EventT[Any], list[asyncio.Future[Any]]]] = asyncio.Queue(_PENDING_LIMIT)
+        acker = asyncio.create_task(self._ack_in_order(manual, pending), name="router-acker")
+        try:
+            async for event in manual.events():
+                await pending.put((event, await self._dispatch(event.message)))
+        finally:
+            # Let what was already sent be acknowledged (bounded); the rest is redelivered.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(pending.join(), timeout=5)
+            acker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acker
+
+    @staticmethod
+    async def _ack_in_order(stream: StreamT[Any], pending: asyncio.Queue[tuple[EventT[Any], list[asyncio.Future[Any]]]]) -> None:
+        while True:
+            event, futures = await pending.get()
+            try:
+                if futures:
+                    await asyncio.gather(*futures)
+                await stream.ack(event)
+            except Exception:  # noqa: BLE001 - a failed produce must stop acking, not be swallowed
+                log.exception("router: a produce failed; stopping acks so the event is routed again")
+                raise
+            finally:
+                pending.task_done()
+
+    async def _dispatch(self, message: Any) -> list[asyncio.Future[Any]]:
+        """Send one canonical event to the delivery topics of every matching route."""
+        value: bytes = message.value
+        headers = list(message.headers or ())
+        try:
+            schema, data = self._codec.decode(value)
+        except PermanentError as exc:
+            return [await self._dead_letter(message, headers, "_router", exc)]
+        meta = {name[3:]: v.decode() for name, v in headers if name.startswith("ce_") and v is not None}
+        meta["key"] = message.key.decode() if message.key is not None else None
+        decision = self.router.decide(schema, data, meta)
+        futures = []
+        for route, target in decision.targets:
+            futures.append(
+                await self._targets[target].send(key=message.key, value=value, headers=[*headers, ("bus_route", route.encode())])
+            )
+        for route in decision.matched:
+            ROUTED_EVENTS.labels(route, "matched").inc()
+        for route, error in decision.failed:
+            ROUTED_EVENTS.labels(route, "failed").inc()
+            futures.append(await self._dead_letter(message, headers, route, error))
+        if not decision.matched and not decision.failed:
+            ROUTER_UNMATCHED.labels(schema).inc()
+        return futures
+
+    async def _dead_letter(self, message: Any, headers: list[tuple[str, bytes]], route: str, error: BusError) -> asyncio.Future[Any]:
+        log.warning("router dead-lettered %s/%s/%s (route %s): %s", message.topic, message.partition, message.offset, route, error)
+        return await self._dead.send(
+            key=message.key,
+            value=message.value,
+            headers=[
+                *headers,
+                ("bus_error", str(error).encode()),
+                ("bus_error_class", type(error).__name__.encode()),
+                ("bus_route", route.encode()),
+                ("bus_origin", f"{message.topic}/{message.partition}/{message.offset}".encode()),
+            ],
+        )

@@ -1,0 +1,57 @@
+"""A client for the Confluent Schema Registry REST API (also Karapace, Apicurio ccompat, Redpanda).
+
+Requests it makes:
+
+- ``POST /subjects/{subject}/versions`` ``{"schema": "..."}`` -> ``{"id": N}``: register (idempotent)
+- ``GET /schemas/ids/{id}`` -> ``{"schema": "..."}``: fetch a writer schema by id
+- ``GET /subjects``: list subjects (health check)
+"""
+
+from __future__ import annotations
+
+__all__ = ["RegistryClient"]
+
+from typing import Any
+
+import httpx
+
+from bus.errors import PermanentError, RetryableError
+
+_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+
+
+class RegistryClient:
+    def __init__(self, url: str, *, username: str | None = None, password: str | None = None, timeout: float = 10.0) -> None:
+        auth = httpx.BasicAuth(username, password or "") if username else None
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers={"Accept": _CONTENT_TYPE}
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, json: Any = None) -> Any:
+        try:
+            response = await self._http.request(method, path, json=json, headers={"Content-Type": _CONTENT_TYPE})
+        except httpx.HTTPError as exc:
+            raise RetryableError(f"schema registry {self._http.base_url} unreachable: {exc!r}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise RetryableError(f"schema registry answered {response.status_code} to {method} {path}: {response.text[:200]}")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("message", response.text)
+            except ValueError:
+                detail = response.text
+            raise PermanentError(f"schema registry refused {method} {path} ({response.status_code}): {detail}")
+        return response.json()
+
+    async def register(self, subject: str, schema: str) -> int:
+        body = await self._call("POST", f"/subjects/{subject}/versions", {"schema": schema})
+        return int(body["id"])
+
+    async def schema_by_id(self, schema_id: int) -> str:
+        body = await self._call("GET", f"/schemas/ids/{schema_id}")
+        return str(body["schema"])
+
+    async def subjects(self) -> list[str]:
+        return list(await self._call("GET", "/subjects"))
