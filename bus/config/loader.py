@@ -28,7 +28,7 @@ from bus.config.models import HubConfig
 from bus.errors import ConfigError, ConfigIssue
 
 Loc = tuple[str | int, ...]
-_VAR = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")
+_VAR = re.compile(r"\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _LIST_SECTIONS = ("inbound", "routes", "outbound", "schema_dirs")
 
 
@@ -209,6 +209,12 @@ def _build_adapters(
     return built
 
 
+def _without_follow_ons(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """A field whose ${...} could not be resolved also fails validation; report only the cause."""
+    unresolved = {i.field for i in issues if i.message.startswith(("environment variable", "cannot read secret file"))}
+    return [i for i in issues if i.field not in unresolved or i.message.startswith(("environment variable", "cannot read secret file"))]
+
+
 def load_config(
     path: Path | str,
     registry: AdapterRegistry,
@@ -229,7 +235,7 @@ def load_config(
         hub = HubConfig.model_validate(core)
     except ValidationError as exc:
         issues.extend(_issues_from(exc, (), marks, default_file))
-        raise ConfigError(issues) from None
+        raise ConfigError(_without_follow_ons(issues)) from None
     for section in ("inbound", "outbound"):
         if not isinstance(data.get(section, []), list):
             file, line = marks.find((section,), default_file)
@@ -239,7 +245,9 @@ def load_config(
     outbound = _build_adapters("outbound", data.get("outbound", []), registry, marks, default_file, issues)
 
     schemas = set(known_schemas(hub)) if known_schemas else None
-    outbound_names = {c.name for _, c in outbound}
+    # Names of every outbound block, valid or not: one broken block must not cascade into
+    # "no outbound adapter named ..." on every route that uses it.
+    outbound_names = {str(b["name"]) for b in data.get("outbound", []) if isinstance(b, dict) and "name" in b}
     route_names: set[str] = set()
     for i, route in enumerate(hub.routes):
         if route.name in route_names:
@@ -262,5 +270,5 @@ def load_config(
                 file, line = marks.find(loc, default_file)
                 issues.append(ConfigIssue(file, line, _dotted(loc), f"unknown schema {emit.schema_!r} (known: {', '.join(sorted(schemas))})"))
     if issues:
-        raise ConfigError(issues)
+        raise ConfigError(_without_follow_ons(issues))
     return LoadedConfig(hub=hub, inbound=[c for _, c in inbound], outbound=[c for _, c in outbound], files=files)

@@ -42,8 +42,10 @@ class EmbeddedBroker:
     new port when Tansu exits at start (it panics with AddrInUse on a port just released).
     """
 
-    def __init__(self, port: int | None = None, *, start_timeout: float = 10.0) -> None:
+    def __init__(self, port: int | None = None, *, advertised_port: int | None = None, start_timeout: float = 10.0) -> None:
+        # advertised_port: what clients are told to connect to (a TCP proxy in front, in fault tests).
         self._requested_port = port
+        self._advertised_port = advertised_port
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -52,7 +54,7 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         if self._proc is None:
             raise BusError("embedded broker is not running")
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self._advertised_port or self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -67,8 +69,9 @@ class EmbeddedBroker:
         for _attempt in range(5):
             self.port = self._requested_port or _free_port()
             url = f"tcp://127.0.0.1:{self.port}"
+            advertised = f"tcp://127.0.0.1:{self._advertised_port or self.port}"
             proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; we poll below
-                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C to the hub must not kill the broker before the hub drains

@@ -1,0 +1,66 @@
+"""A local HTTP target that records what the hub delivers, standing in for an ERP or a SaaS API.
+
+Its behaviour can be scripted per test: a status to answer (e.g. 503 with Retry-After), or a
+function deciding per call. It is a real server on loopback, not a mock of the hub's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Call:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Target:
+    answer: Callable[[Call], tuple[int, dict[str, str]]] = field(default=lambda call: (200, {}))
+    calls: list[Call] = field(default_factory=list)
+    accepted: list[Call] = field(default_factory=list)
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        call = Call(request.path, dict(request.headers), await request.json())
+        self.calls.append(call)
+        status, headers = self.answer(call)
+        if 200 <= status < 300:
+            self.accepted.append(call)
+        return web.json_response({"status": status}, status=status, headers=headers)
+
+    async def start(self) -> Target:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Poll for a condition with a deadline (no sleeps as synchronisation)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"condition not met within {timeout}s; {len(self.accepted)} call(s) accepted so far")
+            await asyncio.sleep(0.05)

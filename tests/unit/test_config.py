@@ -1,0 +1,176 @@
+"""`bus validate` on broken configs: every error names file, line and field."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bus.adapter_api import AdapterRegistry
+from bus.cli import main
+from bus.config.loader import load_config
+from bus.errors import ConfigError
+from schemas.catalog import SchemaCatalog
+
+GOOD = """\
+kafka:
+  bootstrap: embedded
+inbound:
+  - name: shop
+    type: http_webhook
+    path: /hooks/shop
+    emit:
+      schema: Order
+      key: id
+      map: {order_id: id, currency: currency, total: total}
+routes:
+  - name: all-orders
+    from: Order
+    to: [erp]
+outbound:
+  - name: erp
+    type: http
+    url: http://erp.local/orders
+"""
+
+
+def _issues(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    path = tmp_path / "bus.yaml"
+    path.write_text(textwrap.dedent(text))
+    catalog = SchemaCatalog.load()
+    with pytest.raises(ConfigError) as info:
+        load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names(), env=env or {})
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_good_config_loads(tmp_path: Path) -> None:
+    path = tmp_path / "bus.yaml"
+    path.write_text(GOOD)
+    catalog = SchemaCatalog.load()
+    loaded = load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names())
+    assert [c.name for c in loaded.inbound] == ["shop"]
+    assert loaded.hub.routes[0].from_ == "Order"
+
+
+def test_unknown_adapter_type(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, GOOD.replace("type: http\n", "type: htttp\n"))
+    assert len(issues) == 1
+    assert issues[0].endswith("bus.yaml:17: outbound[0].type: unknown outbound adapter type 'htttp' (known: http)")
+
+
+def test_inbound_type_used_as_outbound(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, GOOD.replace("type: http\n", "type: http_webhook\n"))
+    assert "bus.yaml:17: outbound[0].type: unknown outbound adapter type 'http_webhook'" in issues[0]
+
+
+def test_missing_field(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, GOOD.replace("    url: http://erp.local/orders\n", ""))
+    assert issues == [f"{tmp_path}/bus.yaml:16: outbound[0].url: Field required"]
+
+
+def test_unknown_field(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, GOOD.replace("    path: /hooks/shop\n", "    path: /hooks/shop\n    pth: /x\n"))
+    assert issues == [f"{tmp_path}/bus.yaml:7: inbound[0].pth: Extra inputs are not permitted"]
+
+
+def test_bad_route_reference(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, GOOD.replace("to: [erp]", "to: [erp, crm]"))
+    assert issues == [f"{tmp_path}/bus.yaml:14: routes[0].to[1]: no outbound adapter named 'crm' (known: erp)"]
+
+
+def test_unknown_schema_in_route_and_emit(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, GOOD.replace("from: Order", "from: Ordr").replace("schema: Order", "schema: Oder"))
+    assert f"{tmp_path}/bus.yaml:13: routes[0].from: unknown schema 'Ordr' (known: Customer, Order, Payment)" in issues
+    assert f"{tmp_path}/bus.yaml:8: inbound[0].emit.schema: unknown schema 'Oder' (known: Customer, Order, Payment)" in issues
+
+
+def test_bad_condition_points_at_position(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, GOOD.replace("    to: [erp]", "    when: total >= and currency\n    to: [erp]"))
+    assert issues == [
+        f"{tmp_path}/bus.yaml:14: routes[0].when: unexpected 'and' at position 10: 'total >= and currency'"
+    ]
+
+
+def test_bad_mapping_expression(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, GOOD.replace("total: total}", "total: total +}"))
+    assert len(issues) == 1
+    assert issues[0].startswith(f"{tmp_path}/bus.yaml:10: inbound[0].emit.map: total: unexpected end of expression")
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, GOOD.replace("bootstrap: embedded", "bootstrap: embedded\n  partitions: lots"))
+    assert issues == [f"{tmp_path}/bus.yaml:3: kafka.partitions: Input should be a valid integer, unable to parse string as an integer"]
+
+
+def test_duplicate_adapter_name(tmp_path: Path) -> None:
+    text = GOOD + "  - name: erp\n    type: http\n    url: http://other/\n"
+    issues = _issues(tmp_path, text)
+    assert issues == [f"{tmp_path}/bus.yaml:19: outbound[1].name: outbound adapter name 'erp' is used twice"]
+
+
+def test_missing_env_var_names_line_and_never_value(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, GOOD.replace("http://erp.local/orders", "${ERP_URL}"))
+    assert issues == [f"{tmp_path}/bus.yaml:18: outbound[0].url: environment variable ERP_URL is not set (use ${{ERP_URL:-default}})"]
+
+
+def test_env_and_secret_file_interpolation(tmp_path: Path) -> None:
+    secret = tmp_path / "key"
+    secret.write_text("s3cret\n")
+    text = GOOD.replace("    path: /hooks/shop\n", f"    path: /hooks/shop\n    auth: {{type: api_key, keys: ['${{file:{secret}}}']}}\n")
+    text = text.replace("http://erp.local/orders", "${ERP_URL:-http://fallback/}")
+    path = tmp_path / "bus.yaml"
+    path.write_text(text)
+    catalog = SchemaCatalog.load()
+    loaded = load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names(), env={})
+    assert loaded.outbound[0].url == "http://fallback/"  # type: ignore[attr-defined]
+    assert loaded.inbound[0].auth.keys[0].get_secret_value() == "s3cret"  # type: ignore[attr-defined]
+    assert "s3cret" not in repr(loaded.inbound[0])
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    issues = _issues(tmp_path, "kafka:\n  bootstrap: [oops\nroutes: []\n")
+    assert issues[0].startswith(f"{tmp_path}/bus.yaml:3: <top level>: YAML syntax:")
+
+
+def test_folder_of_files_merges_lists_and_keeps_each_files_lines(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("kafka: {bootstrap: embedded}\noutbound:\n  - name: erp\n    type: http\n    url: http://x/\n")
+    (tmp_path / "b.yaml").write_text("routes:\n  - name: r\n    from: Order\n    to: [erp, nope]\n")
+    catalog = SchemaCatalog.load()
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names())
+    assert [str(i) for i in info.value.issues] == [f"{tmp_path}/b.yaml:4: routes[0].to[1]: no outbound adapter named 'nope' (known: erp)"]
+
+
+def test_same_key_in_two_files(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("kafka: {bootstrap: embedded}\n")
+    (tmp_path / "b.yaml").write_text("\nkafka: {bootstrap: other:9092}\n")
+    catalog = SchemaCatalog.load()
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names())
+    assert [str(i) for i in info.value.issues] == [f"{tmp_path}/b.yaml:2: kafka: defined in more than one file"]
+
+
+def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    assert main(["validate", "-c", str(good)]) == 0
+    assert "valid (1 inbound, 1 route(s), 1 outbound" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("to: [erp]", "to: [crm]").replace("type: http\n", "type: nope\n"))
+    assert main(["validate", "-c", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid configuration (2 error(s))" in err
+    assert "bad.yaml:17: outbound[0].type: unknown outbound adapter type 'nope'" in err
+    assert "bad.yaml:14: routes[0].to[0]: no outbound adapter named 'crm' (known: erp)" in err
+
+
+def test_cli_validate_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "-c", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: <top level>: file not found" in capsys.readouterr().err
+
+
+def test_examples_validate() -> None:
+    root = Path(__file__).resolve().parents[2]
+    assert main(["validate", "-c", str(root / "examples/quickstart/bus.yaml")]) == 0
