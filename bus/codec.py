@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
-from fastavro.validation import validate
+from fastavro.validation import ValidationError, validate
 
 from bus.errors import EventRejected, PermanentError
 
@@ -57,7 +57,7 @@ class Codec:
         _, parsed = self._by_name[name]
         try:
             validate(record, parsed, raise_errors=True)
-        except ValueError as exc:  # fastavro's ValidationError is a ValueError listing each field
+        except ValidationError as exc:  # lists each failing field as "ns.Record.field is <v> of type ..."
             raise EventRejected(f"does not match schema {name}: {_validation_reason(exc)}") from exc
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
@@ -92,9 +92,5 @@ class Codec:
         return name, record
 
 
-def _validation_reason(exc: ValueError) -> str:
-    # fastavro puts a JSON-ish list of "field.path is <value> of type <t> expected <t>" in args[0].
-    detail = exc.args[0] if exc.args else str(exc)
-    if isinstance(detail, (list, tuple)):
-        return "; ".join(str(d) for d in detail)
-    return str(detail)
+def _validation_reason(exc: ValidationError) -> str:
+    return "; ".join(str(e) for e in exc.errors) if exc.errors else str(exc)

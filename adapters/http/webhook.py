@@ -55,6 +55,17 @@ class WebhookInbound(Inbound[WebhookConfig]):
         # compare_digest against every key: timing does not reveal which key nearly matched.
         return any(hmac.compare_digest(offered, key) for key in self._keys) if offered else False
 
+    async def _read_limited(self, request: web.Request) -> bytes | None:
+        """The body, or None as soon as it grows past the limit (chunked bodies have no length)."""
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.read(65536):
+            size += len(chunk)
+            if size > self.config.max_body_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def _handle(self, request: web.Request) -> web.Response:
         if not self._accepting:
             return _problem(503, "the hub is shutting down; retry", **{"Retry-After": "5"})
@@ -64,8 +75,8 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return _problem(413, f"body of {request.content_length} bytes exceeds the limit of {self.config.max_body_bytes}")
         if request.content_type not in ("application/json", "application/cloudevents+json") and request.content_type.split("+")[-1] != "json":
             return _problem(415, f"expected a JSON body (Content-Type application/json), got {request.content_type!r}")
-        body = await request.content.read(self.config.max_body_bytes + 1)
-        if len(body) > self.config.max_body_bytes:
+        body = await self._read_limited(request)
+        if body is None:
             return _problem(413, f"body exceeds the limit of {self.config.max_body_bytes} bytes")
         try:
             document: Any = json.loads(body)

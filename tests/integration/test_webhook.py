@@ -1,0 +1,136 @@
+"""The http_webhook inbound adapter over the real broker: every answer it can give."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastavro import schemaless_reader
+
+from bus.runtime.hub import Hub
+from schemas.catalog import SchemaCatalog
+from tests.support.hub import build_hub, payment, payment_hub_config, write_config
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, bootstrap: str) -> AsyncIterator[Hub]:
+    config = write_config(tmp_path / "bus.yaml", payment_hub_config(bootstrap, "http://127.0.0.1:9"))
+    instance = build_hub(config, role="inbound")
+    async with instance:
+        yield instance
+
+
+@pytest.fixture
+async def client(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
+    assert hub.web is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as c:
+        yield c
+
+
+async def read_canonical(hub: Hub, count: int) -> list:
+    topic = hub.topics.canonical("Payment")
+    consumer = AIOKafkaConsumer(bootstrap_servers=hub.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(3)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list = []
+        for _ in range(50):
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+            if len(records) >= count:
+                break
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def test_accepted_event_is_on_kafka_in_canonical_form(hub: Hub, client: httpx.AsyncClient) -> None:
+    response = await client.post("/hooks/payments", json=payment(1), headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+    assert response.status_code == 202
+    assert response.json() == {"id": "evt_1"}
+    [record] = await read_canonical(hub, 1)
+    headers = dict(record.headers)
+    assert record.key == b"pi_1"
+    assert headers["ce_id"] == b"evt_1"
+    assert headers["ce_type"] == b"Payment"
+    assert headers["ce_source"] == b"/inbound/payments"
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["traceparent"] == b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01"
+    assert headers["ce_time"].endswith(b"Z")
+    # Confluent wire format, readable with the registered schema and nothing of ours.
+    assert record.value[0] == 0
+    assert int.from_bytes(record.value[1:5], "big") == hub.codec.schema_id("Payment")
+    body = schemaless_reader(io.BytesIO(record.value[5:]), SchemaCatalog.load().get("Payment").parsed, None)
+    assert body == {"payment_id": "pi_1", "amount": 150_000, "currency": "usd", "customer_id": "cus_1", "status": "succeeded", "description": None}
+
+
+async def test_bad_json_is_400_with_reason(client: httpx.AsyncClient) -> None:
+    r = await client.post("/hooks/payments", content=b'{"id": ', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("invalid JSON: Expecting value: line 1 column 8")
+
+
+async def test_json_that_is_not_an_object_is_400(client: httpx.AsyncClient) -> None:
+    r = await client.post("/hooks/payments", json=[1, 2])
+    assert r.status_code == 400
+    assert r.json()["error"] == "expected a JSON object, got list"
+
+
+async def test_schema_mismatch_is_400_naming_the_field_and_nothing_is_produced(hub: Hub, client: httpx.AsyncClient) -> None:
+    bad = payment(2)
+    bad["data"]["amount"] = "a lot"
+    r = await client.post("/hooks/payments", json=bad)
+    assert r.status_code == 400
+    assert "does not match schema Payment" in r.json()["error"]
+    assert "Payment.amount" in r.json()["error"]
+    missing = payment(3)
+    del missing["data"]["id"]
+    r = await client.post("/hooks/payments", json=missing)
+    assert r.status_code == 400 and "payment_id" in r.json()["error"]
+    ok = await client.post("/hooks/payments", json=payment(4))
+    assert ok.status_code == 202
+    assert [r.key for r in await read_canonical(hub, 1)] == [b"pi_4"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}])
+async def test_failed_auth_is_401(hub: Hub, headers: dict[str, str]) -> None:
+    assert hub.web is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}") as anonymous:
+        r = await anonymous.post("/hooks/payments", json=payment(5), headers=headers)
+    assert r.status_code == 401
+    assert r.json()["error"] == "missing or invalid API key in header X-API-Key"
+
+
+async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
+    big = payment(6)
+    big["padding"] = "x" * 5000  # the test config allows 4096 bytes
+    r = await client.post("/hooks/payments", json=big)
+    assert r.status_code == 413
+    assert "exceeds the limit of 4096" in r.json()["error"]
+
+
+async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"id": "evt_7", "padding": "'
+        for _ in range(10):
+            yield b"y" * 1000
+        yield b'"}'
+
+    r = await client.post("/hooks/payments", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+async def test_wrong_content_type_is_415(client: httpx.AsyncClient) -> None:
+    r = await client.post("/hooks/payments", content=b"id=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415
+
+
+async def test_unknown_path_and_method(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/hooks/nope", json={})).status_code == 404
+    assert (await client.get("/hooks/payments")).status_code == 405

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+from fastavro import schemaless_reader
+
+from bus.codec import Codec, UnknownSchemaId
+from bus.errors import EventRejected, PermanentError
+from schemas.catalog import SchemaCatalog
+
+
+@pytest.fixture
+def codec() -> Codec:
+    catalog = SchemaCatalog.load()
+    c = Codec()
+    c.add("Payment", 42, catalog.get("Payment").parsed)
+    return c
+
+
+PAYMENT = {"payment_id": "pi_1", "amount": 1999, "currency": "usd", "customer_id": None, "status": "succeeded", "description": None}
+
+
+def test_confluent_wire_format(codec: Codec) -> None:
+    value = codec.encode("Payment", PAYMENT)
+    assert value[0] == 0 and struct.unpack(">I", value[1:5])[0] == 42
+    # Any Avro reader with the same schema reads the body: the format is not ours alone.
+    parsed = SchemaCatalog.load().get("Payment").parsed
+    assert schemaless_reader(io.BytesIO(value[5:]), parsed, None) == PAYMENT
+    assert codec.decode(value) == ("Payment", PAYMENT)
+
+
+def test_validate_names_the_field(codec: Codec) -> None:
+    with pytest.raises(EventRejected, match=r"Payment.*amount"):
+        codec.validate("Payment", {**PAYMENT, "amount": "lots"})
+    with pytest.raises(EventRejected, match="payment_id"):
+        codec.validate("Payment", {k: v for k, v in PAYMENT.items() if k != "payment_id"})
+
+
+def test_defaults_fill_missing_optional_fields(codec: Codec) -> None:
+    minimal = {"payment_id": "pi_2", "amount": 5, "currency": "eur"}
+    codec.validate("Payment", minimal)
+    assert codec.decode(codec.encode("Payment", minimal))[1]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01\x00\x00\x00\x2a", b"{json}"])
+def test_not_wire_format(codec: Codec, payload: bytes) -> None:
+    with pytest.raises(PermanentError):
+        codec.decode(payload)
+
+
+def test_unknown_schema_id(codec: Codec) -> None:
+    with pytest.raises(UnknownSchemaId, match="schema id 7 is not registered"):
+        codec.decode(b"\x00\x00\x00\x00\x07\x02")
+
+
+def test_truncated_body(codec: Codec) -> None:
+    value = codec.encode("Payment", PAYMENT)
+    with pytest.raises(PermanentError, match="undecodable Avro body"):
+        codec.decode(value[:8])
