@@ -6,13 +6,13 @@ from __future__ import annotations
 __all__ = ["OpsServer"]
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 log = logging.getLogger("ops.server")
-Readiness = Callable[[], dict[str, bool]]
+Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
 
 class OpsServer:
@@ -34,7 +34,7 @@ class OpsServer:
         return web.json_response({"status": "alive"})
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        checks = self._readiness()
+        checks = await self._readiness()
         ready = bool(checks) and all(checks.values())
         return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 

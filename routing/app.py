@@ -31,7 +31,7 @@ from bus.codec import Codec
 from bus.config.models import KafkaConfig
 from bus.errors import BusError, PermanentError
 from bus.kafka.topics import TopicNames
-from bus.metrics import ROUTED_EVENTS, ROUTER_UNMATCHED
+from bus.metrics import ROUTED_EVENTS, ROUTER_EVENTS, ROUTER_UNMATCHED
 from routing.router import Router
 
 log = logging.getLogger("routing.app")
@@ -163,6 +163,7 @@ class RouterService:
         meta = {name[3:]: v.decode() for name, v in headers if name.startswith("ce_") and v is not None}
         meta["key"] = message.key.decode() if message.key is not None else None
         decision = self.router.decide(schema, data, meta)
+        ROUTER_EVENTS.labels(schema).inc()
         futures = []
         for route, target in decision.targets:
             futures.append(

@@ -75,7 +75,10 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return _problem(413, f"body of {request.content_length} bytes exceeds the limit of {self.config.max_body_bytes}")
         if request.content_type not in ("application/json", "application/cloudevents+json") and request.content_type.split("+")[-1] != "json":
             return _problem(415, f"expected a JSON body (Content-Type application/json), got {request.content_type!r}")
-        body = await self._read_limited(request)
+        try:
+            body = await self._read_limited(request)
+        except ConnectionResetError:
+            return _problem(400, "the request body was cut off")  # the client is gone; nothing was produced
         if body is None:
             return _problem(413, f"body exceeds the limit of {self.config.max_body_bytes} bytes")
         try:

@@ -183,17 +183,22 @@ class Hub:
         log.info("schemas registered at %s: %s", url, ", ".join(f"{n}={self.codec.schema_id(n)}" for n in self._catalog.names()))
 
     # -- state -------------------------------------------------------------------------------
-    def readiness(self) -> dict[str, bool]:
+    async def readiness(self) -> dict[str, bool]:
+        """Named checks for /readyz; ready when every one holds. Adapters report their own health."""
         checks = {
             "kafka": self._producer is not None and bool(self._producer.client.cluster.brokers()),
             "schemas": self._schemas_ready,
         }
         if self._runs("outbound"):
             checks["outbound"] = len(self.workers) == len(self.loaded.outbound)
+            for adapter in self.outbound:
+                checks[f"outbound:{adapter.config.name}"] = (await adapter.health()).ok
         if self._runs("router"):
             checks["router"] = self.router is not None
         if self._runs("inbound"):
             checks["inbound"] = self.web is not None and self.web.port != 0 and len(self.inbound) == len(self.loaded.inbound)
+            for adapter in self.inbound:
+                checks[f"inbound:{adapter.config.name}"] = (await adapter.health()).ok
         return checks
 
     # -- stop --------------------------------------------------------------------------------

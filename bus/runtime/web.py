@@ -2,12 +2,18 @@
 
 Routes are looked up per request in a table the adapters fill at ``start()``, so adapters can
 start (and restart) in any order, before or after the server itself.
+
+Stopping drains: new requests are answered 503 (Retry-After, Connection: close) at once, requests
+in progress finish (up to ``drain_timeout``), and only then does aiohttp shut down. aiohttp's own
+shutdown stops reading from connections, so a request still receiving its body would otherwise
+hang until aiohttp's timeout.
 """
 
 from __future__ import annotations
 
 __all__ = ["WebServer"]
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -19,10 +25,15 @@ log = logging.getLogger("bus.runtime.web")
 
 
 class WebServer:
-    def __init__(self, host: str, port: int, *, name: str = "webhooks") -> None:
+    def __init__(self, host: str, port: int, *, name: str = "webhooks", drain_timeout: float = 8.0) -> None:
         self._host = host
         self._port = port
         self._name = name
+        self._drain_timeout = drain_timeout
+        self._stopping = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._routes: dict[tuple[str, str], Handler] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -34,9 +45,20 @@ class WebServer:
         self._routes[key] = handler
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if self._stopping:
+            return web.json_response(
+                {"error": "the hub is shutting down; retry"}, status=503, headers={"Retry-After": "5", "Connection": "close"}
+            )
         handler = self._routes.get((request.method, request.path))
         if handler is not None:
-            response: web.StreamResponse = await handler(request)
+            self._inflight += 1
+            self._idle.clear()
+            try:
+                response: web.StreamResponse = await handler(request)
+            finally:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._idle.set()
             return response
         if any(path == request.path for _, path in self._routes):
             return web.json_response({"error": f"method {request.method} not allowed on {request.path}"}, status=405)
@@ -47,7 +69,7 @@ class WebServer:
             return
         app = web.Application(client_max_size=64 * 1024 * 1024)  # adapters enforce their own limits
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
@@ -56,5 +78,11 @@ class WebServer:
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()  # waits for in-flight requests (up to shutdown_timeout)
+        if runner is None:
+            return
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=self._drain_timeout)
+        except TimeoutError:
+            log.warning("%s server: %d request(s) still in progress after %.0fs; closing them", self._name, self._inflight, self._drain_timeout)
+        await runner.cleanup()
