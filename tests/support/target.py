@@ -25,6 +25,7 @@ class Call:
 @dataclass
 class Target:
     answer: Callable[[Call], tuple[int, dict[str, str]]] = field(default=lambda call: (200, {}))
+    delay: Callable[[Call], float] = field(default=lambda call: 0.0)  # seconds before answering
     calls: list[Call] = field(default_factory=list)
     accepted: list[Call] = field(default_factory=list)
     port: int = 0
@@ -37,6 +38,8 @@ class Target:
     async def _handle(self, request: web.Request) -> web.Response:
         call = Call(request.path, dict(request.headers), await request.json())
         self.calls.append(call)
+        if (pause := self.delay(call)) > 0:
+            await asyncio.sleep(pause)  # a slow target: the hub's timeout must fire first
         status, headers = self.answer(call)
         if 200 <= status < 300:
             self.accepted.append(call)
