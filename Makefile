@@ -14,8 +14,12 @@ $(VENV)/.installed: pyproject.toml
 quickstart: $(VENV)/.installed
 	$(BIN)/python examples/quickstart/run.py
 
-# pytest exits 5 when it collected nothing; make turns every non-zero exit into a failure.
+# Lint, types, then the suite. pytest exits 5 when it collected nothing; make turns every
+# non-zero exit into a failure, so "no tests" can never pass.
 test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

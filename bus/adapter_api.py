@@ -72,7 +72,7 @@ class AdapterConfig(BaseModel):
     )
 
 
-class EmitSpec(BaseModel):  # noqa: D101 - documented below
+class EmitSpec(BaseModel):
     """How an inbound adapter turns what it received into a canonical event.
 
     Every value is an expression (``bus.expr``) over the received document.
@@ -157,10 +157,10 @@ class Adapter(ABC, Generic[C]):
         self.config = config
         self.ctx = ctx
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    async def start(self) -> None:
         """Connect. Raise RetryableError if the other side is not reachable yet."""
 
-    async def stop(self) -> None:  # noqa: B027 - optional hook
+    async def stop(self) -> None:
         """Release resources. Idempotent."""
 
     async def health(self) -> Health:

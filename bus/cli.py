@@ -3,6 +3,7 @@
     bus run -c bus.yaml [--role all|inbound|router|outbound]   start the hub (SIGTERM stops it cleanly)
     bus validate -c bus.yaml                                    check a config; no I/O
     bus adapters list                                           the adapter types installed
+    bus docs config                                             the configuration reference, from the models
 
 Exit codes: 0 success, 1 the hub failed at run time, 2 the configuration is invalid.
 """
@@ -72,6 +73,13 @@ def _adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from bus.docgen import config_reference
+
+    print(config_reference(AdapterRegistry.from_entry_points()), end="")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bus", description="The integration hub.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -89,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     adapters = sub.add_parser("adapters", help="adapter catalogue")
     adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
     adapters_sub.add_parser("list", help="list installed adapter types").set_defaults(func=_adapters)
+    docs = sub.add_parser("docs", help="generated documentation")
+    docs_sub = docs.add_subparsers(dest="docs_command", required=True)
+    docs_sub.add_parser("config", help="the configuration reference (docs/configuration.md)").set_defaults(func=_docs)
     return parser
 
 

@@ -19,7 +19,7 @@ an error, so ``amount >= 100`` simply does not match an event without an amount.
 
 from __future__ import annotations
 
-__all__ = ["Compiled", "compile_expression", "FUNCTIONS"]
+__all__ = ["FUNCTIONS", "Compiled", "compile_expression"]
 
 import operator
 import re

@@ -35,10 +35,7 @@ class Emitter:
         if not isinstance(document, Mapping):
             raise EventRejected(f"expected a JSON object, got {type(document).__name__}")
         try:
-            if self._fields:
-                data = {name: expr(document) for name, expr in self._fields}
-            else:
-                data = dict(document)
+            data = {name: expr(document) for name, expr in self._fields} if self._fields else dict(document)
             key = self._key(document) if self._key else None
             event_id = self._id(document) if self._id else None
             subject = self._subject(document) if self._subject else None

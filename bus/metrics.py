@@ -21,12 +21,8 @@ ROUTED_EVENTS = Counter(
     "Router decisions per route: matched (sent to its subscribers), failed (dead-lettered).",
     ["route", "outcome"],
 )
-ROUTER_EVENTS = Counter(
-    "bus_router_events_total", "Canonical events the router has decided on, by schema.", ["schema"]
-)
-ROUTER_UNMATCHED = Counter(
-    "bus_router_unmatched_events_total", "Events that matched no route, by schema.", ["schema"]
-)
+ROUTER_EVENTS = Counter("bus_router_events_total", "Canonical events the router has decided on, by schema.", ["schema"])
+ROUTER_UNMATCHED = Counter("bus_router_unmatched_events_total", "Events that matched no route, by schema.", ["schema"])
 DELIVERIES = Counter(
     "bus_deliveries_total",
     "Outbound deliveries per subscriber, by outcome (delivered, retried, dead_lettered).",

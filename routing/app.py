@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -124,8 +125,8 @@ class RouterService:
         log.info("router stopped")
 
     async def _agent(self, stream: StreamT[Any]) -> None:
-        manual = stream.noack()
-        pending: asyncio.Queue[tuple[EventT[Any], list[asyncio.Future[Any]]]] = asyncio.Queue(_PENDING_LIMIT)
+        manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT stub lacks noack
+        pending: asyncio.Queue[tuple[EventT[Any], list[Awaitable[Any]]]] = asyncio.Queue(_PENDING_LIMIT)
         acker = asyncio.create_task(self._ack_in_order(manual, pending), name="router-acker")
         try:
             async for event in manual.events():
@@ -139,20 +140,20 @@ class RouterService:
                 await acker
 
     @staticmethod
-    async def _ack_in_order(stream: StreamT[Any], pending: asyncio.Queue[tuple[EventT[Any], list[asyncio.Future[Any]]]]) -> None:
+    async def _ack_in_order(stream: StreamT[Any], pending: asyncio.Queue[tuple[EventT[Any], list[Awaitable[Any]]]]) -> None:
         while True:
             event, futures = await pending.get()
             try:
                 if futures:
                     await asyncio.gather(*futures)
                 await stream.ack(event)
-            except Exception:  # noqa: BLE001 - a failed produce must stop acking, not be swallowed
+            except Exception:
                 log.exception("router: a produce failed; stopping acks so the event is routed again")
                 raise
             finally:
                 pending.task_done()
 
-    async def _dispatch(self, message: Any) -> list[asyncio.Future[Any]]:
+    async def _dispatch(self, message: Any) -> list[Awaitable[Any]]:
         """Send one canonical event to the delivery topics of every matching route."""
         value: bytes = message.value
         headers = list(message.headers or ())
@@ -178,7 +179,7 @@ class RouterService:
             ROUTER_UNMATCHED.labels(schema).inc()
         return futures
 
-    async def _dead_letter(self, message: Any, headers: list[tuple[str, bytes]], route: str, error: BusError) -> asyncio.Future[Any]:
+    async def _dead_letter(self, message: Any, headers: list[tuple[str, bytes]], route: str, error: BusError) -> Awaitable[Any]:
         log.warning("router dead-lettered %s/%s/%s (route %s): %s", message.topic, message.partition, message.offset, route, error)
         return await self._dead.send(
             key=message.key,

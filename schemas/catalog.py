@@ -47,7 +47,7 @@ class SchemaCatalog:
             for path in sorted(folder.glob("*.avsc")):
                 try:
                     raw = json.loads(path.read_text())
-                    parsed = parse_schema(raw)
+                    parsed: dict[str, Any] = parse_schema(raw)  # type: ignore[assignment]  # a record schema parses to a dict
                 except (OSError, ValueError, SchemaParseException) as exc:
                     issues.append(ConfigIssue(str(path), None, "", f"invalid Avro schema: {exc}"))
                     continue

@@ -23,9 +23,7 @@ _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 class RegistryClient:
     def __init__(self, url: str, *, username: str | None = None, password: str | None = None, timeout: float = 10.0) -> None:
         auth = httpx.BasicAuth(username, password or "") if username else None
-        self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers={"Accept": _CONTENT_TYPE}
-        )
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers={"Accept": _CONTENT_TYPE})
 
     async def close(self) -> None:
         await self._http.aclose()

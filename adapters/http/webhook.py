@@ -73,7 +73,10 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return _problem(401, f"missing or invalid API key in header {self.config.auth.header if self.config.auth else ''}")
         if request.content_length is not None and request.content_length > self.config.max_body_bytes:
             return _problem(413, f"body of {request.content_length} bytes exceeds the limit of {self.config.max_body_bytes}")
-        if request.content_type not in ("application/json", "application/cloudevents+json") and request.content_type.split("+")[-1] != "json":
+        if (
+            request.content_type not in ("application/json", "application/cloudevents+json")
+            and request.content_type.split("+")[-1] != "json"
+        ):
             return _problem(415, f"expected a JSON body (Content-Type application/json), got {request.content_type!r}")
         try:
             body = await self._read_limited(request)

@@ -87,9 +87,7 @@ def _interpolate(text: str, env: Mapping[str, str], where: str, issues: list[Con
     return _VAR.sub(replace, text)
 
 
-def _read_file(
-    path: Path, env: Mapping[str, str], issues: list[ConfigIssue]
-) -> tuple[dict[str, Any], dict[Loc, int]]:
+def _read_file(path: Path, env: Mapping[str, str], issues: list[ConfigIssue]) -> tuple[dict[str, Any], dict[Loc, int]]:
     """Parse one YAML file into plain data plus the line of every mapping key and list item."""
     name = str(path)
     try:
@@ -135,9 +133,7 @@ def _read_file(
     return data, lines
 
 
-def _merge(
-    files: list[Path], env: Mapping[str, str], issues: list[ConfigIssue]
-) -> tuple[dict[str, Any], _Marks]:
+def _merge(files: list[Path], env: Mapping[str, str], issues: list[ConfigIssue]) -> tuple[dict[str, Any], _Marks]:
     merged: dict[str, Any] = {}
     marks = _Marks()
     for path in files:
@@ -152,9 +148,10 @@ def _merge(
             else:
                 merged[key] = value
         for loc, line in lines.items():
+            merged_loc = loc
             if loc and loc[0] in offsets and len(loc) > 1 and isinstance(loc[1], int):
-                loc = (loc[0], loc[1] + offsets[str(loc[0])], *loc[2:])
-            marks.at.setdefault(loc, (str(path), line))
+                merged_loc = (loc[0], loc[1] + offsets[str(loc[0])], *loc[2:])
+            marks.at.setdefault(merged_loc, (str(path), line))
     return merged, marks
 
 
@@ -176,7 +173,13 @@ def _issues_from(exc: ValidationError, prefix: Loc, marks: _Marks, default_file:
 
 
 def _build_adapters(
-    section: str, blocks: list[Any], registry: AdapterRegistry, marks: _Marks, default_file: str, issues: list[ConfigIssue]
+    section: str,
+    blocks: list[Any],
+    *,
+    registry: AdapterRegistry,
+    marks: _Marks,
+    default_file: str,
+    issues: list[ConfigIssue],
 ) -> list[tuple[int, AdapterConfig]]:
     """Validate each block with its adapter's model; returns (index in the section, config)."""
     direction = section  # "inbound" or "outbound"
@@ -241,8 +244,10 @@ def load_config(
             file, line = marks.find((section,), default_file)
             issues.append(ConfigIssue(file, line, section, "must be a list of adapter blocks"))
             data[section] = []
-    inbound = _build_adapters("inbound", data.get("inbound", []), registry, marks, default_file, issues)
-    outbound = _build_adapters("outbound", data.get("outbound", []), registry, marks, default_file, issues)
+    inbound = _build_adapters("inbound", data.get("inbound", []), registry=registry, marks=marks, default_file=default_file, issues=issues)
+    outbound = _build_adapters(
+        "outbound", data.get("outbound", []), registry=registry, marks=marks, default_file=default_file, issues=issues
+    )
 
     schemas = set(known_schemas(hub)) if known_schemas else None
     # Names of every outbound block, valid or not: one broken block must not cascade into
@@ -261,14 +266,18 @@ def load_config(
                 issues.append(ConfigIssue(file, line, f"routes[{i}].to[{j}]", f"no outbound adapter named {target!r} (known: {known})"))
         if schemas is not None and route.from_ not in schemas:
             file, line = marks.find(("routes", i, "from"), default_file)
-            issues.append(ConfigIssue(file, line, f"routes[{i}].from", f"unknown schema {route.from_!r} (known: {', '.join(sorted(schemas))})"))
+            issues.append(
+                ConfigIssue(file, line, f"routes[{i}].from", f"unknown schema {route.from_!r} (known: {', '.join(sorted(schemas))})")
+            )
     if schemas is not None:
         for i, config in inbound:
             emit = getattr(config, "emit", None)
             if isinstance(emit, EmitSpec) and emit.schema_ not in schemas:
                 loc: Loc = ("inbound", i, "emit", "schema")
                 file, line = marks.find(loc, default_file)
-                issues.append(ConfigIssue(file, line, _dotted(loc), f"unknown schema {emit.schema_!r} (known: {', '.join(sorted(schemas))})"))
+                issues.append(
+                    ConfigIssue(file, line, _dotted(loc), f"unknown schema {emit.schema_!r} (known: {', '.join(sorted(schemas))})")
+                )
     if issues:
         raise ConfigError(_without_follow_ons(issues))
     return LoadedConfig(hub=hub, inbound=[c for _, c in inbound], outbound=[c for _, c in outbound], files=files)

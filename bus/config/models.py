@@ -29,9 +29,7 @@ class _Model(BaseModel):
 class KafkaSecurity(_Model):
     """TLS and SASL settings, passed through to aiokafka."""
 
-    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        default="PLAINTEXT", description="Kafka security.protocol."
-    )
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(default="PLAINTEXT", description="Kafka security.protocol.")
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
         default=None, description="SASL mechanism, with a SASL_* protocol."
     )
@@ -65,7 +63,9 @@ class KafkaConfig(_Model):
 class SchemaRegistryConfig(_Model):
     url: str = Field(
         default="embedded",
-        description='"embedded" serves the Confluent REST API from the hub (schemas kept in a compacted topic); otherwise the registry URL.',
+        description=(
+            '"embedded" serves the Confluent REST API from the hub (schemas kept in a compacted topic); otherwise the registry URL.'
+        ),
         examples=["embedded", "http://schema-registry:8081"],
     )
     username: str | None = Field(default=None, description="Basic-auth user for an external registry.")

@@ -70,15 +70,15 @@ class EmbeddedBroker:
             self.port = self._requested_port or _free_port()
             url = f"tcp://127.0.0.1:{self.port}"
             advertised = f"tcp://127.0.0.1:{self._advertised_port or self.port}"
-            proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; we poll below
+            proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own binary, no shell; returns at once
                 [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C to the hub must not kill the broker before the hub drains
             )
             deadline = time.monotonic() + self._start_timeout
-            while time.monotonic() < deadline and proc.poll() is None and not _answers(self.port):
-                await asyncio.sleep(0.05)
+            while time.monotonic() < deadline and proc.poll() is None and not _answers(self.port):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # polling another process's port: there is no event to wait on
             if proc.poll() is None and _answers(self.port):
                 self._proc = proc
                 log.info("embedded Kafka broker (Tansu) listening on 127.0.0.1:%d, pid %d", self.port, proc.pid)

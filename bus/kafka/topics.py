@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["TopicNames", "TopicSpec", "ensure_topics"]
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -55,10 +56,8 @@ async def ensure_topics(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> N
         if not missing:
             return
         new = [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs) for s in missing]
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):  # another pod created it between list and create
             await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass  # another pod created it between list and create
     except KafkaError as exc:
         raise RetryableError(f"cannot create topics on Kafka: {exc}") from exc
     log.info("created topics: %s", ", ".join(s.name for s in missing))

@@ -12,7 +12,7 @@ delivery workers commit what targets accepted.
 
 from __future__ import annotations
 
-__all__ = ["Hub", "Role", "ROLES"]
+__all__ = ["ROLES", "Hub", "Role"]
 
 import asyncio
 import logging
@@ -96,8 +96,13 @@ class Hub:
         except BaseException:
             await self.stop()
             raise
-        log.info("hub ready (role %s): kafka %s, ops http://127.0.0.1:%d%s", self.role, self.bootstrap, self.ops.port,
-                 f", webhooks http://127.0.0.1:{self.web.port}" if self.web else "")
+        log.info(
+            "hub ready (role %s): kafka %s, ops http://127.0.0.1:%d%s",
+            self.role,
+            self.bootstrap,
+            self.ops.port,
+            f", webhooks http://127.0.0.1:{self.web.port}" if self.web else "",
+        )
 
     async def _start(self) -> None:
         kafka = self.config.kafka
@@ -127,7 +132,9 @@ class Hub:
                 await worker.start()
                 self.workers.append(worker)
         if self._runs("router"):
-            self.router = RouterService(Router(self.config.routes), kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, codec=self.codec)
+            self.router = RouterService(
+                Router(self.config.routes), kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, codec=self.codec
+            )
             await self.router.start()
         if self._runs("inbound"):
             self.web = WebServer(self.config.http.host, self.config.http.port)
@@ -171,7 +178,9 @@ class Hub:
         if url == "embedded":
             url = f"http://127.0.0.1:{self.ops.port}/registry"
         password = self.config.schema_registry.password
-        client = RegistryClient(url, username=self.config.schema_registry.username, password=password.get_secret_value() if password else None)
+        client = RegistryClient(
+            url, username=self.config.schema_registry.username, password=password.get_secret_value() if password else None
+        )
         try:
             for name in self._catalog.names():
                 schema = self._catalog.get(name)
@@ -191,14 +200,14 @@ class Hub:
         }
         if self._runs("outbound"):
             checks["outbound"] = len(self.workers) == len(self.loaded.outbound)
-            for adapter in self.outbound:
-                checks[f"outbound:{adapter.config.name}"] = (await adapter.health()).ok
+            for outbound in self.outbound:
+                checks[f"outbound:{outbound.config.name}"] = (await outbound.health()).ok
         if self._runs("router"):
             checks["router"] = self.router is not None
         if self._runs("inbound"):
             checks["inbound"] = self.web is not None and self.web.port != 0 and len(self.inbound) == len(self.loaded.inbound)
-            for adapter in self.inbound:
-                checks[f"inbound:{adapter.config.name}"] = (await adapter.health()).ok
+            for inbound in self.inbound:
+                checks[f"inbound:{inbound.config.name}"] = (await inbound.health()).ok
         return checks
 
     # -- stop --------------------------------------------------------------------------------

@@ -84,5 +84,7 @@ class WebServer:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=self._drain_timeout)
         except TimeoutError:
-            log.warning("%s server: %d request(s) still in progress after %.0fs; closing them", self._name, self._inflight, self._drain_timeout)
+            log.warning(
+                "%s server: %d request(s) still in progress after %.0fs; closing them", self._name, self._inflight, self._drain_timeout
+            )
         await runner.cleanup()

@@ -99,8 +99,8 @@ def expected(payments: list[dict[str, Any]]) -> dict[str, set[str]]:
     return {"erp": erp, "support": support}
 
 
-async def wait_ready(client: httpx.AsyncClient, url: str, hub: asyncio.subprocess.Process, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_ready(client: httpx.AsyncClient, url: str, hub: asyncio.subprocess.Process, within: float) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if hub.returncode is not None:
             raise SystemExit(f"the hub exited early with code {hub.returncode}")
@@ -110,7 +110,7 @@ async def wait_ready(client: httpx.AsyncClient, url: str, hub: asyncio.subproces
         except httpx.TransportError:
             pass
         await asyncio.sleep(0.2)
-    raise SystemExit(f"the hub was not ready within {timeout:.0f}s ({url})")
+    raise SystemExit(f"the hub was not ready within {within:.0f}s ({url})")
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -175,8 +175,10 @@ async def main() -> int:
         rc = await hub.wait()
         await targets.stop()
 
-    got = {t: {body.get("external_id") or re.sub(r"^Payment (\S+) failed$", r"\1", body.get("title", "")) for _, body in calls}
-           for t, calls in targets.received.items()}
+    got = {
+        t: {body.get("external_id") or re.sub(r"^Payment (\S+) failed$", r"\1", body.get("title", "")) for _, body in calls}
+        for t, calls in targets.received.items()
+    }
     keys = [k for calls in targets.received.values() for k, _ in calls]
     accepted = sum(1 for c in codes if c == 202)
     print()
@@ -187,8 +189,10 @@ async def main() -> int:
         print("  routed by %-28s %4d" % (route, metric(metrics, "bus_routed_events_total", route=route, outcome="matched")))
     print("  matched no route              %6d" % metric(metrics, "bus_router_unmatched_events_total"))
     for target, ids in want.items():
-        print("  delivered to %-16s %6d   (expected %d, idempotency keys unique: %s)"
-              % (target, len(targets.received[target]), len(ids), len(set(keys)) == len(keys)))
+        print(
+            "  delivered to %-16s %6d   (expected %d, idempotency keys unique: %s)"
+            % (target, len(targets.received[target]), len(ids), len(set(keys)) == len(keys))
+        )
     print("  hub stopped with exit code    %6d" % rc)
     ok = accepted == len(payments) and all(got[t] == ids for t, ids in want.items()) and rc == 0
     print("\nquickstart", "OK: every routed event arrived" if ok else "FAILED: see the counts above")

@@ -19,8 +19,12 @@ pytestmark = pytest.mark.e2e
 def mixed_payments(n: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     return [
-        payment(i, amount=rng.choice([10, 99_999, 100_000, 500_000]), currency=rng.choice(["USD", "usd", "eur"]),
-                status=rng.choice(["succeeded", "succeeded", "failed"]))
+        payment(
+            i,
+            amount=rng.choice([10, 99_999, 100_000, 500_000]),
+            currency=rng.choice(["USD", "usd", "eur"]),
+            status=rng.choice(["succeeded", "succeeded", "failed"]),
+        )
         for i in range(n)
     ]
 
@@ -84,8 +88,14 @@ async def test_thousand_events_reach_exactly_the_matching_targets(tmp_path: Path
         assert sorted(c.headers["Idempotency-Key"] for c in support_calls) == sorted(want["support"])
         for call in support_calls:  # no body mapping: the canonical fields as they are
             source = by_id[call.headers["Idempotency-Key"]]["data"]
-            assert call.body == {"payment_id": source["id"], "amount": source["amount"], "currency": source["currency"].lower(),
-                                 "customer_id": source["customer"], "status": "failed", "description": None}
+            assert call.body == {
+                "payment_id": source["id"],
+                "amount": source["amount"],
+                "currency": source["currency"].lower(),
+                "customer_id": source["customer"],
+                "status": "failed",
+                "description": None,
+            }
         unmatched = 1000 - len(want["erp"] | want["support"])
         assert unmatched > 100  # the data set really contains events that match no route...
         assert await metric(ops_port, "bus_router_unmatched_events_total") == unmatched  # ...and they went nowhere

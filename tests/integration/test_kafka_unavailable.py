@@ -24,7 +24,9 @@ async def test_webhook_answers_503_while_kafka_cannot_acknowledge(tmp_path: Path
             hub = build_hub(write_config(tmp_path / "bus.yaml", config), role="inbound")
             async with hub:
                 assert hub.web is not None
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}, timeout=30) as client:
+                async with httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}, timeout=30
+                ) as client:
                     assert (await client.post("/hooks/payments", json=payment(1))).status_code == 202
 
                     proxy.cut = True

@@ -67,7 +67,14 @@ async def test_accepted_event_is_on_kafka_in_canonical_form(hub: Hub, client: ht
     assert record.value[0] == 0
     assert int.from_bytes(record.value[1:5], "big") == hub.codec.schema_id("Payment")
     body = schemaless_reader(io.BytesIO(record.value[5:]), SchemaCatalog.load().get("Payment").parsed, None)
-    assert body == {"payment_id": "pi_1", "amount": 150_000, "currency": "usd", "customer_id": "cus_1", "status": "succeeded", "description": None}
+    assert body == {
+        "payment_id": "pi_1",
+        "amount": 150_000,
+        "currency": "usd",
+        "customer_id": "cus_1",
+        "status": "succeeded",
+        "description": None,
+    }
 
 
 async def test_bad_json_is_400_with_reason(client: httpx.AsyncClient) -> None:

@@ -36,29 +36,60 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def payment_hub_config(bootstrap: str, target_url: str, *, prefix: str | None = None, api_key: str = "k1",
-                       webhook_port: int = 0, ops_port: int = 0, **extra_kafka: Any) -> dict[str, Any]:
+def payment_hub_config(
+    bootstrap: str,
+    target_url: str,
+    *,
+    prefix: str | None = None,
+    api_key: str = "k1",
+    webhook_port: int = 0,
+    ops_port: int = 0,
+    **extra_kafka: Any,
+) -> dict[str, Any]:
     """One webhook of Payment events, two routes, two HTTP targets: the shape of the quickstart."""
     return {
-        "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix or unique_prefix(), "partitions": 3,
-                  "session_timeout_ms": 3000, **extra_kafka},
+        "kafka": {
+            "bootstrap": bootstrap,
+            "topic_prefix": prefix or unique_prefix(),
+            "partitions": 3,
+            "session_timeout_ms": 3000,
+            **extra_kafka,
+        },
         "schema_registry": {"url": "embedded"},
         "http": {"host": "127.0.0.1", "port": webhook_port},
         "ops": {"host": "127.0.0.1", "port": ops_port},
-        "inbound": [{
-            "name": "payments", "type": "http_webhook", "path": "/hooks/payments", "max_body_bytes": 4096,
-            "auth": {"type": "api_key", "keys": [api_key]},
-            "emit": {"schema": "Payment", "id": "id", "key": "data.id", "map": {
-                "payment_id": "data.id", "amount": "data.amount", "currency": "lower(data.currency)",
-                "customer_id": "data.customer", "status": "data.status"}},
-        }],
+        "inbound": [
+            {
+                "name": "payments",
+                "type": "http_webhook",
+                "path": "/hooks/payments",
+                "max_body_bytes": 4096,
+                "auth": {"type": "api_key", "keys": [api_key]},
+                "emit": {
+                    "schema": "Payment",
+                    "id": "id",
+                    "key": "data.id",
+                    "map": {
+                        "payment_id": "data.id",
+                        "amount": "data.amount",
+                        "currency": "lower(data.currency)",
+                        "customer_id": "data.customer",
+                        "status": "data.status",
+                    },
+                },
+            }
+        ],
         "routes": [
             {"name": "large-usd", "from": "Payment", "when": 'amount >= 100000 and currency == "usd"', "to": ["erp"]},
             {"name": "failed", "from": "Payment", "when": 'status == "failed"', "to": ["support", "erp"]},
         ],
         "outbound": [
-            {"name": "erp", "type": "http", "url": f"{target_url}/erp",
-             "body": {"external_id": "payment_id", "amount_cents": "amount", "event": "$id"}},
+            {
+                "name": "erp",
+                "type": "http",
+                "url": f"{target_url}/erp",
+                "body": {"external_id": "payment_id", "amount_cents": "amount", "event": "$id"},
+            },
             {"name": "support", "type": "http", "url": f"{target_url}/support"},
         ],
     }
@@ -76,8 +107,10 @@ def build_hub(path: Path, role: Role = "all") -> Hub:
 
 
 def payment(i: int, *, amount: int = 150_000, currency: str = "USD", status: str = "succeeded") -> dict[str, Any]:
-    return {"id": f"evt_{i}", "data": {"id": f"pi_{i}", "amount": amount, "currency": currency,
-                                       "customer": f"cus_{i % 7}", "status": status}}
+    return {
+        "id": f"evt_{i}",
+        "data": {"id": f"pi_{i}", "amount": amount, "currency": currency, "customer": f"cus_{i % 7}", "status": status},
+    }
 
 
 class HubProcess:

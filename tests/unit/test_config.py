@@ -87,9 +87,7 @@ def test_unknown_schema_in_route_and_emit(tmp_path: Path) -> None:
 
 def test_bad_condition_points_at_position(tmp_path: Path) -> None:
     issues = _issues(tmp_path, GOOD.replace("    to: [erp]", "    when: total >= and currency\n    to: [erp]"))
-    assert issues == [
-        f"{tmp_path}/bus.yaml:14: routes[0].when: unexpected 'and' at position 10: 'total >= and currency'"
-    ]
+    assert issues == [f"{tmp_path}/bus.yaml:14: routes[0].when: unexpected 'and' at position 10: 'total >= and currency'"]
 
 
 def test_bad_mapping_expression(tmp_path: Path) -> None:
