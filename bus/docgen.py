@@ -28,7 +28,7 @@ Unknown fields are errors. `bus validate -c FILE` checks a config without starti
 
 def _type(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     if "$ref" in prop:
-        return defs.get(prop["$ref"].split("/")[-1], {}).get("title", "object")
+        return str(defs.get(prop["$ref"].split("/")[-1], {}).get("title", "object"))
     if "anyOf" in prop:
         return " or ".join(_type(p, defs) for p in prop["anyOf"])
     if "enum" in prop:
