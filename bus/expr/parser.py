@@ -19,7 +19,7 @@ an error, so ``amount >= 100`` simply does not match an event without an amount.
 
 from __future__ import annotations
 
-__all__ = ["FUNCTIONS", "Compiled", "compile_expression"]
+__all__ = ["Compiled", "compile_expression"]
 
 import operator
 import re
@@ -28,37 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.errors import ExpressionError
+from bus.expr.functions import FUNCTIONS
 
 Doc = Mapping[str, Any]
 Meta = Mapping[str, Any]
 Evaluator = Callable[[Doc, Meta], Any]
 
-
-def _str_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapped(value: Any, *args: Any) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise TypeError(f"expected a string, got {type(value).__name__}")
-        return fn(value, *args)
-
-    return wrapped
-
-
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "lower": _str_fn(str.lower),
-    "upper": _str_fn(str.upper),
-    "startswith": _str_fn(str.startswith),
-    "endswith": _str_fn(str.endswith),
-    "contains": lambda hay, needle: hay is not None and needle in hay,
-    "matches": _str_fn(lambda s, pattern: re.search(pattern, s) is not None),
-    "len": lambda v: None if v is None else len(v),
-    "exists": lambda v: v is not None,
-    "str": lambda v: None if v is None else str(v),
-    "int": lambda v: None if v is None else int(v),
-    "float": lambda v: None if v is None else float(v),
-    "coalesce": lambda *vs: next((v for v in vs if v is not None), None),
-}
 
 _TOKEN = re.compile(
     r"""
@@ -316,7 +291,7 @@ class Compiled:
             return self._fn(doc, meta or {})
         except ExpressionError:
             raise
-        except (TypeError, ValueError, ZeroDivisionError, re.error) as exc:
+        except (TypeError, ValueError, ArithmeticError, re.error, OverflowError) as exc:
             raise ExpressionError(f"cannot evaluate {self.text!r}: {exc}") from exc
 
 

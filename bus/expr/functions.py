@@ -1,0 +1,164 @@
+"""Functions callable from expressions. Every function takes ``null`` in and gives ``null`` out
+where that is the sensible reading (a missing field stays missing instead of failing).
+
+Times are timezone-aware ``datetime`` values (UTC when the input names no zone), durations are
+``timedelta``; ``timestamp + duration``, ``timestamp - timestamp`` and comparisons work as they
+read. Money is ``Decimal``: ``minor_units("12.34", "usd") == 1234`` with the ISO 4217 exponent.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FUNCTIONS", "parse_duration", "to_timestamp"]
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+
+# ISO 4217 currencies whose minor unit is not 1/100 (the rest use 2 decimals).
+_CURRENCY_EXPONENT = {
+    **dict.fromkeys(
+        ["bif", "clp", "djf", "gnf", "isk", "jpy", "kmf", "krw", "pyg", "rwf", "ugx", "uyi", "vnd", "vuv", "xaf", "xof", "xpf"], 0
+    ),
+    **dict.fromkeys(["bhd", "iqd", "jod", "kwd", "lyd", "omr", "tnd"], 3),
+    "clf": 4,
+    "uyw": 4,
+}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _nullable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(value: Any, *args: Any) -> Any:
+        return None if value is None else fn(value, *args)
+
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+def _string(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(value: Any, *args: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__}")
+        return fn(value, *args)
+
+    return wrapped
+
+
+def to_timestamp(value: Any) -> datetime | None:
+    """ISO 8601 text, epoch milliseconds, or a datetime -> an aware datetime (UTC if unzoned)."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a timestamp")
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value / 1000, UTC)
+    if isinstance(value, str):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise TypeError(f"cannot read {type(value).__name__} as a timestamp")
+
+
+def parse_duration(value: Any) -> timedelta | None:
+    """``"90s"``, ``"1h30m"``, ``"500ms"``, ``"2d"``, ``"1w"``; a number is seconds."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip()
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+            raise ValueError(f"invalid duration {value!r} (examples: 500ms, 90s, 5m, 1h30m, 2d)")
+        return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
+    raise TypeError(f"cannot read {type(value).__name__} as a duration")
+
+
+def _millis(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return int(value.total_seconds() * 1000)
+    stamp = to_timestamp(value)
+    assert stamp is not None
+    return int(stamp.timestamp() * 1000)
+
+
+def _iso(value: Any) -> str | None:
+    stamp = to_timestamp(value)
+    return None if stamp is None else stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError(f"{value!r} is not a number") from exc
+
+
+def _exponent(currency: Any) -> int:
+    if not isinstance(currency, str) or len(currency) != 3:
+        raise ValueError(f"{currency!r} is not an ISO 4217 currency code")
+    return _CURRENCY_EXPONENT.get(currency.lower(), 2)
+
+
+def _minor_units(amount: Any, currency: Any) -> int | None:
+    """Major units (``"12.34"``, 12.34) -> integer minor units (1234), rounding half to even."""
+    value = _decimal(amount)
+    if value is None:
+        return None
+    return int((value * (Decimal(10) ** _exponent(currency))).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def _major_units(minor: Any, currency: Any) -> Decimal | None:
+    value = _decimal(minor)
+    return None if value is None else value.scaleb(-_exponent(currency))
+
+
+def _coalesce(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    # strings
+    "lower": _string(str.lower),
+    "upper": _string(str.upper),
+    "trim": _string(str.strip),
+    "startswith": _string(str.startswith),
+    "endswith": _string(str.endswith),
+    "contains": lambda hay, needle: hay is not None and needle in hay,
+    "matches": _string(lambda s, pattern: re.search(pattern, s) is not None),
+    "replace": _string(lambda s, old, new: s.replace(old, new)),
+    "split": _string(lambda s, sep: s.split(sep)),
+    "join": _nullable(lambda items, sep: sep.join(str(i) for i in items)),
+    "substr": _string(lambda s, start, end=None: s[start:end]),
+    # general
+    "len": _nullable(len),
+    "exists": lambda v: v is not None,
+    "coalesce": _coalesce,
+    "str": _nullable(str),
+    "int": _nullable(int),
+    "float": _nullable(float),
+    "bool": _nullable(bool),
+    "abs": _nullable(abs),
+    "round": _nullable(lambda v, digits=0: round(v, digits) if digits else round(v)),
+    "min": lambda *vs: min(v for v in vs if v is not None) if any(v is not None for v in vs) else None,
+    "max": lambda *vs: max(v for v in vs if v is not None) if any(v is not None for v in vs) else None,
+    # time
+    "now": lambda: datetime.now(UTC),
+    "timestamp": to_timestamp,
+    "duration": parse_duration,
+    "millis": _millis,
+    "iso": _iso,
+    "date": lambda v: None if v is None else _iso(v)[:10],  # type: ignore[index]
+    "format_time": lambda v, fmt: None if v is None else to_timestamp(v).strftime(fmt),  # type: ignore[union-attr]
+    # money
+    "decimal": _decimal,
+    "minor_units": _minor_units,
+    "major_units": _major_units,
+}

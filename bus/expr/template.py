@@ -1,0 +1,62 @@
+"""String templates: ``"Order ${order_id} for ${upper(customer.name)}"``, compiled once.
+
+Each ``${...}`` holds an expression; ``null`` renders as an empty string. ``$${`` is a literal ``${``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["compile_template"]
+
+from collections.abc import Mapping
+from typing import Any
+
+from bus.errors import ExpressionError
+from bus.expr.parser import Compiled, compile_expression
+
+
+class Template:
+    def __init__(self, text: str, parts: list[str | Compiled]) -> None:
+        self.text = text
+        self._parts = parts
+
+    def __call__(self, doc: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> str:
+        out = []
+        for part in self._parts:
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                value = part(doc, meta)
+                out.append("" if value is None else str(value))
+        return "".join(out)
+
+
+def compile_template(text: str) -> Template:
+    parts: list[str | Compiled] = []
+    pos = 0
+    literal = ""
+    while pos < len(text):
+        if text.startswith("$${", pos):
+            literal += "${"
+            pos += 3
+        elif text.startswith("${", pos):
+            end = text.find("}", pos + 2)
+            # An expression may hold "}" inside a string literal; take the first "}" that closes a parsable expression.
+            while end != -1:
+                try:
+                    expr = compile_expression(text[pos + 2 : end])
+                    break
+                except ExpressionError:
+                    end = text.find("}", end + 1)
+            if end == -1:
+                raise ExpressionError("unclosed or invalid ${...} in template", expression=text, position=pos)
+            if literal:
+                parts.append(literal)
+                literal = ""
+            parts.append(expr)
+            pos = end + 1
+        else:
+            literal += text[pos]
+            pos += 1
+    if literal:
+        parts.append(literal)
+    return Template(text, parts)
