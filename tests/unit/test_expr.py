@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
 import pytest
 
 from bus.errors import ExpressionError
-from bus.expr import compile_expression
+from bus.expr import compile_expression, compile_template
 
 DOC = {
     "amount": 150_000,
@@ -92,3 +95,74 @@ def test_and_or_short_circuit() -> None:
 
 def test_non_mapping_document_reads_as_null() -> None:
     assert compile_expression("a.b")({"a": 5}) is None
+
+
+# -- functions: time, money, strings, templates ------------------------------------------------
+
+TIMED = {"created": "2026-03-01T10:00:00Z", "ms": 1_772_359_200_000, "price": "12.345", "name": "  Ada  ", "cur": "jpy"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("timestamp(created)", datetime(2026, 3, 1, 10, tzinfo=UTC)),
+        ("timestamp(ms) == timestamp(created)", True),
+        ('timestamp(created) + duration("1h30m")', datetime(2026, 3, 1, 11, 30, tzinfo=UTC)),
+        ('timestamp(created) - timestamp("2026-03-01T09:00:00Z") == duration("1h")', True),
+        ('timestamp(created) > timestamp("2026-02-28T00:00:00+01:00")', True),
+        ('duration("500ms") < duration("1s")', True),
+        ('duration("2d") == duration("48h")', True),
+        ("millis(timestamp(created))", 1_772_359_200_000),
+        ('millis(duration("1m"))', 60_000),
+        ("iso(ms)", "2026-03-01T10:00:00.000Z"),
+        ("date(created)", "2026-03-01"),
+        ('format_time(created, "%d/%m/%Y")', "01/03/2026"),
+        ("timestamp(missing)", None),
+        ('minor_units("12.34", "usd")', 1234),
+        ('minor_units(price, "usd")', 1234),  # 1234.5 rounds half to even
+        ('minor_units("1.235", "usd")', 124),
+        ("minor_units(1200, cur)", 1200),  # yen has no minor unit
+        ('minor_units("1.5", "kwd")', 1500),  # dinar has three
+        ('major_units(1234, "eur")', Decimal("12.34")),
+        ("decimal(price) * 2", Decimal("24.690")),
+        ("trim(name)", "Ada"),
+        ('replace("a-b-c", "-", "+")', "a+b+c"),
+        ('split("a,b", ",")', ["a", "b"]),
+        ('join(["a", 1], "/")', "a/1"),
+        ('substr("abcdef", 1, 3)', "bc"),
+        ("round(2.567, 2)", 2.57),
+        ("round(2.5)", 2),
+        ("abs(-3)", 3),
+        ("min(3, null, 1)", 1),
+        ("max(null, null)", None),
+    ],
+)
+def test_functions(text: str, expected: object) -> None:
+    assert compile_expression(text)(TIMED) == expected
+
+
+def test_now_is_aware_utc() -> None:
+    got = compile_expression("now()")({})
+    assert got.tzinfo is not None and abs(got - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('duration("soon")', "invalid duration 'soon'"),
+        ('minor_units("x", "usd")', "'x' is not a number"),
+        ('minor_units("1", "dollars")', "'dollars' is not an ISO 4217 currency code"),
+        ('timestamp("yesterday")', "Invalid isoformat string"),
+    ],
+)
+def test_function_errors_are_expression_errors(text: str, message: str) -> None:
+    with pytest.raises(ExpressionError, match=message):
+        compile_expression(text)(TIMED)
+
+
+def test_templates() -> None:
+    template = compile_template('Order ${order_id} for ${upper(customer.name)}: ${missing}$${literal} ${"}"}')
+    assert template({"order_id": 7, "customer": {"name": "ada"}}) == "Order 7 for ADA: ${literal} }"
+    assert compile_template("no placeholders")({}) == "no placeholders"
+    with pytest.raises(ExpressionError, match="unclosed or invalid"):
+        compile_template("Hello ${name")
