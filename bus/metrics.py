@@ -16,11 +16,6 @@ PRODUCE_SECONDS = Histogram(
     ["adapter"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-ROUTED_EVENTS = Counter(
-    "bus_routed_events_total",
-    "Router decisions per route: matched (sent to its subscribers), failed (dead-lettered).",
-    ["route", "outcome"],
-)
 ROUTER_EVENTS = Counter("bus_router_events_total", "Canonical events the router has decided on, by schema.", ["schema"])
 ROUTER_UNMATCHED = Counter("bus_router_unmatched_events_total", "Events that matched no route, by schema.", ["schema"])
 DELIVERIES = Counter(

@@ -1,50 +1,195 @@
-"""Content-based routing, as a pure function of an event: which subscribers receive it.
+"""Content-based routing as plain functions of an event: no faust, no Kafka here.
 
-Compiled once at start-up from the ``routes:`` config; no faust or Kafka here, so ``bus test``
-and unit tests can use it without a broker.
+Compiled once at start-up from ``routes:``; ``bus test``, ``bus routes explain`` and the unit
+tests use it without a broker, and the faust app (``routing.app``) calls the same code.
+
+A route's pipeline, in order: ``when`` (filter) -> ``dedup`` (idempotent receiver) ->
+``enrich`` (lookups) -> ``split`` (one event per element) -> ``transform`` -> ``to`` (recipient
+list). ``throttle`` is applied by the app, which owns time. In ``router.mode: first`` only the
+first route whose condition holds (in file order) handles an event; in ``all`` (the default)
+every such route does.
 """
 
 from __future__ import annotations
 
-__all__ = ["CompiledRoute", "Decision", "Router"]
+__all__ = ["CompiledRoute", "Decision", "Emitted", "RouteOutcome", "RouteStats", "Router", "Tables"]
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from bus.config.models import RouteConfig
-from bus.errors import ExpressionError
-from bus.expr import Compiled, compile_expression
+from bus.config.routes import RouteConfig, RouterConfig
+from bus.errors import ExpressionError, PermanentError
+from bus.expr import compile_expression
+from bus.expr.functions import parse_duration
+from routing.state import TtlSet
+from routing.transform import Transform
+
+Tables = Mapping[str, Mapping[str, Any]]
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledRoute:
-    name: str
+@dataclass(slots=True)
+class Emitted:
+    """One event a route sends to each of its subscribers."""
+
     schema: str
-    condition: Compiled | None
-    targets: tuple[str, ...]
+    data: dict[str, Any] | None  # None: the incoming event, unchanged (its bytes are forwarded)
+    key: str | None = None  # None: keep the incoming key
+    id_suffix: str | None = None  # split elements get "<incoming id>/<index>", stable across redelivery
+
+
+@dataclass(slots=True)
+class RouteStats:
+    """Plain counters, read by the Prometheus collector at scrape time (no locks on the hot path)."""
+
+    matched: int = 0
+    emitted: int = 0
+    dropped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+Status = Literal["emitted", "dropped", "failed"]
+
+
+@dataclass(slots=True)
+class RouteOutcome:
+    route: CompiledRoute
+    status: Status
+    outputs: list[Emitted] = field(default_factory=list)
+    reason: str = ""
+    error: PermanentError | None = None
 
 
 @dataclass(slots=True)
 class Decision:
-    """The outcome for one event: subscribers to send to (each once), and routes that failed."""
+    outcomes: list[RouteOutcome] = field(default_factory=list)
 
-    targets: list[tuple[str, str]] = field(default_factory=list)  # (route, subscriber)
-    matched: list[str] = field(default_factory=list)
-    failed: list[tuple[str, ExpressionError]] = field(default_factory=list)
+    @property
+    def matched(self) -> list[str]:
+        """Routes that took the event (emitted or deliberately dropped it)."""
+        return [o.route.name for o in self.outcomes if o.status != "failed"]
+
+    @property
+    def failed(self) -> list[tuple[str, PermanentError]]:
+        return [(o.route.name, o.error) for o in self.outcomes if o.error is not None]
+
+    def deliveries(self) -> list[tuple[RouteOutcome, Emitted, tuple[str, ...]]]:
+        """Each emitted event with the subscribers that receive it, in route order.
+
+        An unchanged event reaches a subscriber once, however many routes chose it; transformed
+        events are each route's own and always go to all of that route's subscribers.
+        """
+        out: list[tuple[RouteOutcome, Emitted, tuple[str, ...]]] = []
+        unchanged_to: set[str] = set()
+        for outcome in self.outcomes:
+            if outcome.status != "emitted":
+                continue
+            for emitted in outcome.outputs:
+                targets = outcome.route.targets
+                if emitted.data is None:
+                    targets = tuple(t for t in targets if t not in unchanged_to)
+                    unchanged_to.update(targets)
+                if targets:
+                    out.append((outcome, emitted, targets))
+        return out
+
+    @property
+    def targets(self) -> list[tuple[str, str]]:
+        """(route, subscriber) pairs that receive something, in order."""
+        return [(o.route.name, t) for o, _, targets in self.deliveries() for t in targets]
+
+
+class CompiledRoute:
+    def __init__(self, config: RouteConfig, tables: Tables) -> None:
+        self.config = config
+        self.name = config.name
+        self.schema = config.from_
+        self.targets = tuple(config.to)
+        self.stats = RouteStats()
+        self._tables = tables
+        self._when = compile_expression(config.when) if config.when else None
+        self._dedup_by = compile_expression(config.dedup.by) if config.dedup else None
+        ttl = parse_duration(config.dedup.ttl) if config.dedup else None
+        self._seen = TtlSet(ttl.total_seconds()) if ttl is not None else None
+        self._enrich = [(e, compile_expression(e.key)) for e in config.enrich]
+        self._split = compile_expression(config.split.items) if config.split else None
+        self._split_as = config.split.as_ if config.split else ""
+        self._transform = Transform(config.transform, default_schema=config.from_) if config.transform else None
+        # The fast path: a plain filter forwards the incoming bytes without re-encoding.
+        self.forwards_unchanged = not (self._enrich or self._split or self._transform)
+
+    def matches(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> bool:
+        return self._when is None or bool(self._when(data, meta))
+
+    def evaluate(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> RouteOutcome | None:
+        """None when the condition does not hold; otherwise what the route does with the event."""
+        started = time.perf_counter()
+        stats = self.stats
+        try:
+            if not self.matches(data, meta):
+                return None
+            stats.matched += 1
+            outcome = self._after_match(data, meta)
+        except ExpressionError as exc:
+            outcome = RouteOutcome(self, "failed", reason=str(exc), error=exc)
+        finally:
+            stats.seconds += time.perf_counter() - started
+        if outcome.status == "emitted":
+            stats.emitted += len(outcome.outputs)
+        elif outcome.status == "dropped":
+            stats.dropped += 1
+        else:
+            stats.failed += 1
+        return outcome
+
+    def _after_match(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> RouteOutcome:
+        if self._dedup_by is not None and self._seen is not None:
+            identity = self._dedup_by(data, meta)
+            if not self._seen.add(str(identity)):
+                return RouteOutcome(self, "dropped", reason=f"duplicate of {identity} (dedup)")
+        if self.forwards_unchanged:
+            return RouteOutcome(self, "emitted", [Emitted(self.schema, None)])
+        scope: dict[str, Any] = dict(data)
+        for spec, key_expr in self._enrich:
+            key = key_expr(scope, meta)
+            row = self._tables.get(spec.table, {}).get(str(key)) if key is not None else None
+            if row is None:
+                if spec.on_missing == "drop":
+                    return RouteOutcome(self, "dropped", reason=f"no row for {key!r} in table {spec.table}")
+                if spec.on_missing == "fail":
+                    error = PermanentError(f"route {self.name}: no row for {key!r} in table {spec.table}")
+                    return RouteOutcome(self, "failed", reason=str(error), error=error)
+            scope[spec.into] = row
+        if self._split is None:
+            return RouteOutcome(self, "emitted", [self._emit(scope, meta, None)])
+        items = self._split(scope, meta)
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            raise ExpressionError(
+                f"split: {self.config.split.items if self.config.split else ''!r} gave {type(items).__name__}, not a list"
+            )
+        outputs = [self._emit({**scope, self._split_as: item}, meta, str(i)) for i, item in enumerate(items)]
+        if not outputs:
+            return RouteOutcome(self, "dropped", reason="split produced no elements")
+        return RouteOutcome(self, "emitted", outputs)
+
+    def _emit(self, scope: dict[str, Any], meta: Mapping[str, Any], id_suffix: str | None) -> Emitted:
+        if self._transform is None:
+            return Emitted(self.schema, scope, None, id_suffix)
+        return Emitted(self._transform.schema, self._transform.apply(scope, meta), self._transform.key(scope, meta), id_suffix)
 
 
 class Router:
-    def __init__(self, routes: list[RouteConfig]) -> None:
+    def __init__(self, routes: list[RouteConfig], config: RouterConfig | None = None, tables: Tables | None = None) -> None:
+        self.mode = (config or RouterConfig()).mode
+        self.tables: Tables = tables if tables is not None else {}
+        self.routes = [CompiledRoute(route, self.tables) for route in routes]
         self._by_schema: dict[str, list[CompiledRoute]] = {}
-        for route in routes:
-            compiled = CompiledRoute(
-                route.name,
-                route.from_,
-                compile_expression(route.when) if route.when else None,
-                tuple(route.to),
-            )
-            self._by_schema.setdefault(route.from_, []).append(compiled)
+        for route in self.routes:
+            self._by_schema.setdefault(route.schema, []).append(route)
 
     @property
     def schemas(self) -> list[str]:
@@ -52,25 +197,15 @@ class Router:
         return sorted(self._by_schema)
 
     def subscribers(self) -> list[str]:
-        return sorted({t for routes in self._by_schema.values() for r in routes for t in r.targets})
+        return sorted({t for route in self.routes for t in route.targets})
 
     def decide(self, schema: str, data: Mapping[str, Any], meta: Mapping[str, Any]) -> Decision:
-        """All-match routing: every route whose condition holds sends to its subscribers.
-
-        A subscriber named by two matching routes receives the event once (the first route's).
-        """
         decision = Decision()
-        seen: set[str] = set()
         for route in self._by_schema.get(schema, ()):
-            try:
-                if route.condition is not None and not route.condition(data, meta):
-                    continue
-            except ExpressionError as exc:
-                decision.failed.append((route.name, exc))
+            outcome = route.evaluate(data, meta)
+            if outcome is None:
                 continue
-            decision.matched.append(route.name)
-            for target in route.targets:
-                if target not in seen:
-                    seen.add(target)
-                    decision.targets.append((route.name, target))
+            decision.outcomes.append(outcome)
+            if self.mode == "first":
+                break
         return decision

@@ -264,6 +264,17 @@ def load_config(
                 file, line = marks.find(("routes", i, "to", j), default_file)
                 known = ", ".join(sorted(outbound_names)) or "none defined"
                 issues.append(ConfigIssue(file, line, f"routes[{i}].to[{j}]", f"no outbound adapter named {target!r} (known: {known})"))
+        output_schema = route.transform.schema_ if route.transform else None
+        if output_schema is not None and schemas is not None and output_schema not in schemas:
+            file, line = marks.find(("routes", i, "transform", "schema"), default_file)
+            message = f"unknown schema {output_schema!r} (known: {', '.join(sorted(schemas))})"
+            issues.append(ConfigIssue(file, line, f"routes[{i}].transform.schema", message))
+        table_names = {t.name for t in hub.tables}
+        for j, enrich in enumerate(route.enrich):
+            if enrich.table not in table_names:
+                file, line = marks.find(("routes", i, "enrich", j, "table"), default_file)
+                message = f"no table named {enrich.table!r} (known: {', '.join(sorted(table_names)) or 'none defined'})"
+                issues.append(ConfigIssue(file, line, f"routes[{i}].enrich[{j}].table", message))
         if schemas is not None and route.from_ not in schemas:
             file, line = marks.find(("routes", i, "from"), default_file)
             issues.append(

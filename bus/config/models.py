@@ -17,9 +17,9 @@ __all__ = [
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from bus.expr import compile_expression
+from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 
 
 class _Model(BaseModel):
@@ -77,24 +77,6 @@ class HttpServerConfig(_Model):
     port: int = Field(default=8080, ge=0, le=65535, description="Port; 0 picks a free one.")
 
 
-class RouteConfig(_Model):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Route name, used in metrics and logs.")
-    from_: str = Field(alias="from", description="Canonical schema the route reads.", examples=["Payment"])
-    when: str | None = Field(
-        default=None,
-        description="Condition (bus.expr) on the event's fields; no condition matches every event.",
-        examples=['amount >= 100000 and currency == "usd"'],
-    )
-    to: list[str] = Field(min_length=1, description="Outbound adapter names that receive matching events.")
-
-    @field_validator("when")
-    @classmethod
-    def _compile(cls, text: str | None) -> str | None:
-        if text is not None:
-            compile_expression(text)
-        return text
-
-
 class HubConfig(_Model):
     """The whole hub. ``inbound``/``outbound`` entries are checked against their adapter's own model."""
 
@@ -107,5 +89,7 @@ class HubConfig(_Model):
     )
     schema_dirs: list[Path] = Field(default_factory=list, description="Extra folders of .avsc files besides the built-in ones.")
     inbound: list[dict[str, Any]] = Field(default_factory=list)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    tables: list[TableConfig] = Field(default_factory=list, description="Lookup tables for enrichment.")
     routes: list[RouteConfig] = Field(default_factory=list)
     outbound: list[dict[str, Any]] = Field(default_factory=list)

@@ -31,6 +31,9 @@ class TopicNames:
     def dead_letter(self, subscriber: str) -> str:
         return f"{self.prefix}.dlq.{subscriber}"
 
+    def table(self, name: str) -> str:
+        return f"{self.prefix}.table.{name}"
+
     @property
     def router_dead_letter(self) -> str:
         return f"{self.prefix}.dlq._router"

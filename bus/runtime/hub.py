@@ -35,6 +35,7 @@ from bus.runtime.web import WebServer
 from ops.server import OpsServer
 from routing.app import RouterService
 from routing.router import Router
+from routing.tables import TableStore
 from schemas.catalog import SchemaCatalog
 from schemas.embedded_registry import EmbeddedRegistry
 from schemas.registry_client import RegistryClient
@@ -132,9 +133,11 @@ class Hub:
                 await worker.start()
                 self.workers.append(worker)
         if self._runs("router"):
-            self.router = RouterService(
-                Router(self.config.routes), kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, codec=self.codec
-            )
+            producer = self._producer
+            tables = TableStore(self.config.tables, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics)
+            await _retrying("writing table rows", lambda: tables.seed(producer))
+            router = Router(self.config.routes, self.config.router, tables=tables.tables)
+            self.router = RouterService(router, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, codec=self.codec, tables=tables)
             await self.router.start()
         if self._runs("inbound"):
             self.web = WebServer(self.config.http.host, self.config.http.port)
@@ -154,7 +157,7 @@ class Hub:
         return cls(config, ctx)
 
     def _used_schemas(self) -> list[str]:
-        names = {r.from_ for r in self.config.routes}
+        names = {r.from_ for r in self.config.routes} | {t.from_ for t in self.config.tables if t.from_}
         names.update(c.emit.schema_ for c in self.loaded.inbound if hasattr(c, "emit"))
         return sorted(names)
 
@@ -166,6 +169,7 @@ class Hub:
         for config in self.loaded.outbound:
             specs += [TopicSpec(self.topics.delivery(config.name), n, rf), TopicSpec(self.topics.dead_letter(config.name), n, rf)]
         specs.append(TopicSpec(self.topics.router_dead_letter, n, rf))
+        specs += [TopicSpec(self.topics.table(t.name), n, rf, {"cleanup.policy": "compact"}) for t in self.config.tables]
         admin = make_admin(kafka, self.bootstrap)
         await admin.start()
         try:

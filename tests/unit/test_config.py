@@ -81,8 +81,11 @@ def test_bad_route_reference(tmp_path: Path) -> None:
 
 def test_unknown_schema_in_route_and_emit(tmp_path: Path) -> None:
     issues = _issues(tmp_path, GOOD.replace("from: Order", "from: Ordr").replace("schema: Order", "schema: Oder"))
-    assert f"{tmp_path}/bus.yaml:13: routes[0].from: unknown schema 'Ordr' (known: Customer, Order, Payment)" in issues
-    assert f"{tmp_path}/bus.yaml:8: inbound[0].emit.schema: unknown schema 'Oder' (known: Customer, Order, Payment)" in issues
+    assert f"{tmp_path}/bus.yaml:13: routes[0].from: unknown schema 'Ordr' (known: Customer, Inventory, Invoice, Order, Payment)" in issues
+    assert (
+        f"{tmp_path}/bus.yaml:8: inbound[0].emit.schema: unknown schema 'Oder' (known: Customer, Inventory, Invoice, Order, Payment)"
+        in issues
+    )
 
 
 def test_bad_condition_points_at_position(tmp_path: Path) -> None:
@@ -172,3 +175,42 @@ def test_cli_validate_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_examples_validate() -> None:
     root = Path(__file__).resolve().parents[2]
     assert main(["validate", "-c", str(root / "examples/quickstart/bus.yaml")]) == 0
+
+
+def test_route_pattern_errors(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    to: [erp]",
+        """    to: [erp]
+  - name: split-without-transform
+    from: Order
+    split: {items: lines}
+    to: [erp]
+  - name: map-and-rename
+    from: Order
+    transform: {map: {a: b}, rename: {x: y}}
+    dedup: {ttl: soon}
+    to: [erp]""",
+    )
+    path = f"{tmp_path}/bus.yaml"
+    assert _issues(tmp_path, text) == [
+        f"{path}:15: routes[1]: split needs a transform with a schema: the elements are not events of the route's `from` schema",
+        f"{path}:22: routes[2].dedup.ttl: invalid duration 'soon' (examples: 500ms, 90s, 5m, 1h30m, 2d)",
+        f"{path}:21: routes[2].transform: rename and drop apply when copying fields; with map, list the output fields in map",
+    ]
+
+
+def test_route_reference_errors(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    to: [erp]",
+        """    to: [erp]
+  - name: bad-schema-and-table
+    from: Order
+    enrich: [{table: accounts, key: customer_id, into: acct}]
+    transform: {schema: Invoce, map: {invoice_id: order_id}}
+    to: [erp]""",
+    )
+    path = f"{tmp_path}/bus.yaml"
+    assert _issues(tmp_path, text) == [
+        f"{path}:18: routes[1].transform.schema: unknown schema 'Invoce' (known: Customer, Inventory, Invoice, Order, Payment)",
+        f"{path}:17: routes[1].enrich[0].table: no table named 'accounts' (known: none defined)",
+    ]

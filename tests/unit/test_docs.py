@@ -20,7 +20,7 @@ def test_reference_documents_every_adapter_field() -> None:
     registry = AdapterRegistry.from_entry_points()
     text = config_reference(registry)
     for name, adapter in registry.items():
-        assert f"type `{name}`" in text
+        assert f"type {name}`" in text
         for field_name, field in adapter.Config.model_fields.items():
             assert f"| `{field.alias or field_name}` |" in text
             if field_name not in ("type",):

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
-from bus.config.models import RouteConfig
+from typing import Any
+
+import pytest
+
+from bus.config.models import RouterConfig
+from bus.config.routes import RouteConfig
 from routing.router import Router
 
 
-def route(name: str, when: str | None, to: list[str], schema: str = "Payment") -> RouteConfig:
-    return RouteConfig.model_validate({"name": name, "from": schema, "when": when, "to": to})
+def route(name: str, when: str | None, to: list[str], schema: str = "Payment", **extra: Any) -> RouteConfig:
+    return RouteConfig.model_validate({"name": name, "from": schema, "when": when, "to": to, **extra})
 
 
 ROUTER = Router(
@@ -42,3 +47,149 @@ def test_routes_are_per_schema() -> None:
     assert ROUTER.decide("Order", {}, {}).targets == [("orders", "erp")]
     assert ROUTER.decide("Customer", {}, {}).targets == []
     assert ROUTER.subscribers() == ["alerts", "archive", "erp", "nowhere", "support"]
+
+
+def test_first_match_mode_stops_at_the_first_route_that_holds() -> None:
+    first = Router([r.config for r in ROUTER.routes], RouterConfig(mode="first"))
+    decision = first.decide("Payment", {"amount": 200_000, "status": "failed", "currency": "usd"}, {})
+    assert decision.targets == [("large", "erp"), ("large", "alerts")]
+    decision = first.decide("Payment", {"amount": 5, "status": "failed", "currency": "usd"}, {})
+    assert decision.targets == [("failed", "support"), ("failed", "erp")]
+
+
+ORDER = {
+    "order_id": "o-1",
+    "customer_id": "c-9",
+    "currency": "usd",
+    "total": 4_500,
+    "lines": [{"sku": "A", "quantity": 2, "unit_price": 1000}, {"sku": "B", "quantity": 1, "unit_price": 2500}],
+}
+
+
+def test_transform_converts_between_schemas() -> None:
+    router = Router(
+        [
+            route(
+                "invoice",
+                None,
+                ["books"],
+                schema="Order",
+                transform={
+                    "schema": "Invoice",
+                    "map": {"invoice_id": '"INV-" + order_id', "order_id": "order_id", "currency": "currency", "amount": "total"},
+                    "templates": {"memo": "Order ${order_id}: ${len(lines)} line(s)"},
+                    "defaults": {"due": "2026-12-31"},
+                    "key": "customer_id",
+                },
+            )
+        ]
+    )
+    [(_, out, targets)] = router.decide("Order", ORDER, {}).deliveries()
+    assert targets == ("books",)
+    assert out.schema == "Invoice"
+    assert out.key == "c-9"
+    assert out.data == {
+        "invoice_id": "INV-o-1",
+        "order_id": "o-1",
+        "currency": "usd",
+        "amount": 4500,
+        "memo": "Order o-1: 2 line(s)",
+        "due": "2026-12-31",
+    }
+
+
+def test_transform_copy_with_rename_and_drop() -> None:
+    router = Router([route("slim", None, ["x"], transform={"rename": {"total": "amount"}, "drop": ["lines"]}, schema="Order")])
+    [(_, out, _)] = router.decide("Order", ORDER, {}).deliveries()
+    assert out.data == {"order_id": "o-1", "customer_id": "c-9", "currency": "usd", "amount": 4500}
+    assert out.schema == "Order"
+
+
+def test_splitter_emits_one_event_per_element_with_stable_ids() -> None:
+    router = Router(
+        [
+            route(
+                "stock",
+                None,
+                ["wms"],
+                schema="Order",
+                split={"items": "lines", "as": "line"},
+                transform={"schema": "Inventory", "map": {"sku": "line.sku", "quantity_change": "-line.quantity", "reference": "order_id"}},
+            )
+        ]
+    )
+    decision = router.decide("Order", ORDER, {"id": "e1"})
+    outs = [out for _, out, _ in decision.deliveries()]
+    assert [o.data for o in outs] == [
+        {"sku": "A", "quantity_change": -2, "reference": "o-1"},
+        {"sku": "B", "quantity_change": -1, "reference": "o-1"},
+    ]
+    assert [o.id_suffix for o in outs] == ["0", "1"]
+    assert router.routes[0].stats.emitted == 2
+    empty = router.decide("Order", {**ORDER, "lines": []}, {})
+    assert empty.outcomes[0].status == "dropped" and empty.targets == []
+
+
+def test_split_of_a_non_list_fails_the_route() -> None:
+    router = Router(
+        [
+            route(
+                "stock",
+                None,
+                ["wms"],
+                schema="Order",
+                split={"items": "total"},
+                transform={"schema": "Inventory", "map": {"sku": "'x'", "quantity_change": "1"}},
+            )
+        ]
+    )
+    decision = router.decide("Order", ORDER, {})
+    assert decision.outcomes[0].status == "failed"
+    assert "gave int, not a list" in decision.outcomes[0].reason
+
+
+def test_dedup_drops_repeats_within_ttl() -> None:
+    router = Router([route("once", None, ["erp"], dedup={"by": "$id", "ttl": "1h"})])
+    assert router.decide("Payment", {}, {"id": "a"}).targets == [("once", "erp")]
+    repeat = router.decide("Payment", {}, {"id": "a"})
+    assert repeat.targets == [] and repeat.outcomes[0].reason == "duplicate of a (dedup)"
+    assert router.decide("Payment", {}, {"id": "b"}).targets == [("once", "erp")]
+    assert router.routes[0].stats.dropped == 1 and router.routes[0].stats.matched == 3
+
+
+@pytest.mark.parametrize(
+    ("on_missing", "status", "account"), [("null", "emitted", None), ("drop", "dropped", None), ("fail", "failed", None)]
+)
+def test_enrich_from_a_table(on_missing: str, status: str, account: Any) -> None:
+    tables = {"accounts": {"c-9": {"number": "ACC-9"}}}
+    router = Router(
+        [
+            route(
+                "bill",
+                None,
+                ["books"],
+                schema="Order",
+                enrich=[{"table": "accounts", "key": "customer_id", "into": "acct", "on_missing": on_missing}],
+                transform={
+                    "schema": "Invoice",
+                    "map": {"invoice_id": "order_id", "currency": "currency", "amount": "total", "account": "acct.number"},
+                },
+            )
+        ],
+        tables=tables,
+    )
+    [(_, out, _)] = router.decide("Order", ORDER, {}).deliveries()
+    assert out.data is not None and out.data["account"] == "ACC-9"
+    unknown = router.decide("Order", {**ORDER, "customer_id": "c-0"}, {})
+    assert unknown.outcomes[0].status == status
+    if status == "emitted":
+        assert unknown.outcomes[0].outputs[0].data["account"] is None  # type: ignore[index]
+
+
+def test_route_stats_count_time_and_outcomes() -> None:
+    router = Router([route("r", "amount > 5", ["x"])])
+    for amount in (1, 10, 20):
+        router.decide("Payment", {"amount": amount}, {})
+    stats = router.routes[0].stats
+    assert (stats.matched, stats.emitted, stats.failed) == (2, 2, 0)
+    assert stats.seconds > 0

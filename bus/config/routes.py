@@ -1,0 +1,215 @@
+"""Config models of the routing layer: routes, their transforms and patterns, lookup tables.
+
+Every expression and template is compiled here, at validation, so a mistake is a config error
+with file, line, field and position, never a surprise at run time.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DedupConfig",
+    "EnrichConfig",
+    "RouteConfig",
+    "RouterConfig",
+    "SplitConfig",
+    "TableConfig",
+    "ThrottleConfig",
+    "TransformConfig",
+]
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bus.expr import compile_expression, compile_template
+from bus.expr.functions import parse_duration
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _expressions(mapping: dict[str, str]) -> dict[str, str]:
+    for name, text in mapping.items():
+        try:
+            compile_expression(text)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+    return mapping
+
+
+def _duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+class TransformConfig(_Model):
+    """Reshape the event for its subscribers; optionally into another canonical schema.
+
+    Without ``map`` the event's fields are copied, then ``rename`` and ``drop`` apply; with
+    ``map`` only the mapped fields are kept. ``templates`` and ``defaults`` apply last.
+    Expressions read the incoming event (and, in a split route, the element under its ``as`` name).
+    """
+
+    schema_: str | None = Field(default=None, alias="schema", description="Output schema; default the route's `from`.")
+    map: dict[str, str] | None = Field(
+        default=None,
+        description="Output field -> expression (copy, rename, constant, computed).",
+        examples=[{"invoice_id": '"INV-" + order_id', "amount": "total", "due": 'iso(now() + duration("30d"))'}],
+    )
+    rename: dict[str, str] = Field(default_factory=dict, description="Old field -> new field, when copying.")
+    drop: list[str] = Field(default_factory=list, description="Fields removed, when copying.")
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Output field -> string template with ${expression} parts.",
+        examples=[{"title": "Order ${order_id}"}],
+    )
+    defaults: dict[str, Any] = Field(default_factory=dict, description="Output field -> value used when the field is missing or null.")
+    key: str | None = Field(default=None, description="Expression for the output's Kafka key; default the incoming key.")
+
+    @field_validator("map")
+    @classmethod
+    def _check_map(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return _expressions(value) if value is not None else None
+
+    @field_validator("templates")
+    @classmethod
+    def _check_templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            try:
+                compile_template(text)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_expression(value)
+        return value
+
+    @model_validator(mode="after")
+    def _copy_only_options(self) -> TransformConfig:
+        if self.map is not None and (self.rename or self.drop):
+            raise ValueError("rename and drop apply when copying fields; with map, list the output fields in map")
+        return self
+
+
+class SplitConfig(_Model):
+    """Splitter: one event in, one event out per element of a list (e.g. order lines)."""
+
+    items: str = Field(description="Expression giving the list to split.", examples=["lines"])
+    as_: str = Field(default="item", alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of the element in expressions.")
+
+    @field_validator("items")
+    @classmethod
+    def _check(cls, value: str) -> str:
+        compile_expression(value)
+        return value
+
+
+class DedupConfig(_Model):
+    """Idempotent receiver: drop an event whose id was already seen within ``ttl``."""
+
+    by: str = Field(default="$id", description="Expression giving the identity of an event.")
+    ttl: str = Field(default="1h", description="How long an identity is remembered.", examples=["10m", "24h"])
+
+    @field_validator("by")
+    @classmethod
+    def _check_by(cls, value: str) -> str:
+        compile_expression(value)
+        return value
+
+    @field_validator("ttl")
+    @classmethod
+    def _check_ttl(cls, value: str) -> str:
+        return _duration(value)
+
+
+class ThrottleConfig(_Model):
+    """Throttle: at most ``rate`` events per second through this route (bursts up to ``burst``).
+
+    Events wait in Kafka, in order, while the route is over its rate; none are dropped.
+    """
+
+    rate: float = Field(gt=0, description="Events per second.")
+    burst: int = Field(default=1, ge=1, description="Events allowed at once after a quiet spell.")
+
+
+class EnrichConfig(_Model):
+    """Enricher: add a value looked up in a table by a key taken from the event."""
+
+    table: str = Field(description="Name of a table in `tables:`.")
+    key: str = Field(description="Expression giving the lookup key.", examples=["customer_id"])
+    into: str = Field(description="Field that receives the looked-up value (visible to `transform`).")
+    on_missing: Literal["null", "drop", "fail"] = Field(
+        default="null", description="No row for the key: set null, drop the event, or dead-letter it."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: str) -> str:
+        compile_expression(value)
+        return value
+
+
+class RouteConfig(_Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Route name, used in metrics and logs.")
+    from_: str = Field(alias="from", description="Canonical schema the route reads.", examples=["Payment"])
+    when: str | None = Field(
+        default=None,
+        description="Condition (bus.expr) on the event's fields; no condition matches every event.",
+        examples=['amount >= 100000 and currency == "usd"'],
+    )
+    dedup: DedupConfig | None = Field(default=None, description="Drop repeated events (idempotent receiver).")
+    enrich: list[EnrichConfig] = Field(default_factory=list, description="Lookups applied before split and transform.")
+    split: SplitConfig | None = Field(default=None, description="Emit one event per element of a list.")
+    transform: TransformConfig | None = Field(default=None, description="Reshape the event (or convert it to another schema).")
+    throttle: ThrottleConfig | None = Field(default=None, description="Limit the route's rate.")
+    to: list[str] = Field(min_length=1, description="Outbound adapter names that receive matching events.")
+
+    @field_validator("when")
+    @classmethod
+    def _compile(cls, text: str | None) -> str | None:
+        if text is not None:
+            compile_expression(text)
+        return text
+
+    @model_validator(mode="after")
+    def _shapes_need_a_transform(self) -> RouteConfig:
+        if self.split is not None and (self.transform is None or self.transform.schema_ is None):
+            raise ValueError("split needs a transform with a schema: the elements are not events of the route's `from` schema")
+        if self.enrich and self.transform is None:
+            raise ValueError("enrich needs a transform that places the looked-up values in the output")
+        return self
+
+    @property
+    def output_schema(self) -> str:
+        return self.transform.schema_ if self.transform and self.transform.schema_ else self.from_
+
+
+class RouterConfig(_Model):
+    mode: Literal["all", "first"] = Field(
+        default="all",
+        description="all: every matching route of a schema sends the event; first: only the first matching route, in file order.",
+    )
+
+
+class TableConfig(_Model):
+    """A lookup table, kept on a compacted topic and read in full by every router process."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Table name, used by `enrich.table`.")
+    rows: dict[str, Any] = Field(default_factory=dict, description="Rows written to the table at start (key -> value).")
+    from_: str | None = Field(
+        default=None, alias="from", description="Also fill the table from a canonical schema's events (latest per key)."
+    )
+    key: str | None = Field(default=None, description="With `from`: expression giving the row key of an event.")
+
+    @model_validator(mode="after")
+    def _from_needs_key(self) -> TableConfig:
+        if (self.from_ is None) != (self.key is None):
+            raise ValueError("from and key go together")
+        if self.key is not None:
+            compile_expression(self.key)
+        return self
