@@ -3,6 +3,8 @@
     bus run -c bus.yaml [--role all|inbound|router|outbound]   start the hub (SIGTERM stops it cleanly)
     bus validate -c bus.yaml                                    check a config; no I/O
     bus adapters list                                           the adapter types installed
+    bus test -c bus.yaml tests.yaml                             route tests, no broker needed
+    bus routes explain -c bus.yaml event.json                   which routes match an event, and what they emit
     bus docs config                                             the configuration reference, from the models
 
 Exit codes: 0 success, 1 the hub failed at run time, 2 the configuration is invalid.
@@ -73,6 +75,52 @@ def _adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _test(args: argparse.Namespace) -> int:
+    from routing.testing import RouteTester, load_tests
+    from schemas.catalog import SchemaCatalog
+
+    loaded, catalog = _load(args.config, AdapterRegistry.from_entry_points())
+    assert isinstance(catalog, SchemaCatalog)
+    tester = RouteTester(loaded, catalog)
+    failed = 0
+    for path in args.tests:
+        cases = load_tests(path)
+        if not cases:
+            print(f"{path}: no tests found", file=sys.stderr)
+            failed += 1
+        for case in cases:
+            result = tester.run(case)
+            print(f"{'PASS' if result.ok else 'FAIL'}  {path}: {case.name}")
+            for failure in result.failures:
+                print("      " + failure.replace("\n", "\n      "))
+            failed += not result.ok
+    print(f"\n{'all tests passed' if not failed else f'{failed} test(s) failed'}")
+    return 0 if not failed else EXIT_RUNTIME
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import json
+
+    from routing.testing import RouteTester, TestInput
+    from schemas.catalog import SchemaCatalog
+
+    loaded, catalog = _load(args.config, AdapterRegistry.from_entry_points())
+    assert isinstance(catalog, SchemaCatalog)
+    document = json.loads(args.event.read_text())
+    if args.inbound:
+        given = TestInput(inbound=args.inbound, body=document)
+    else:
+        schema = args.schema or document.get("schema")
+        event = document.get("event", document) if not args.schema else document
+        if schema is None:
+            print('bus: name the event\'s schema with --schema, or give {"schema": ..., "event": {...}}', file=sys.stderr)
+            return EXIT_CONFIG
+        given = TestInput.model_validate({"schema": schema, "event": event})
+    for line in RouteTester(loaded, catalog).explain(given).lines:
+        print(line)
+    return 0
+
+
 def _docs(args: argparse.Namespace) -> int:
     from bus.docgen import config_reference
 
@@ -97,6 +145,20 @@ def _parser() -> argparse.ArgumentParser:
     adapters = sub.add_parser("adapters", help="adapter catalogue")
     adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
     adapters_sub.add_parser("list", help="list installed adapter types").set_defaults(func=_adapters)
+    test = sub.add_parser("test", help="run route tests (YAML) without a broker")
+    test.add_argument("-c", "--config", type=Path, required=True)
+    test.add_argument("tests", type=Path, nargs="+", help="YAML files with a tests: list")
+    test.set_defaults(func=_test)
+
+    routes = sub.add_parser("routes", help="inspect routes")
+    routes_sub = routes.add_subparsers(dest="routes_command", required=True)
+    explain = routes_sub.add_parser("explain", help="which routes match an event and what each would emit")
+    explain.add_argument("event", type=Path, help='JSON file: {"schema": "Payment", "event": {...}}, or the event with --schema')
+    explain.add_argument("-c", "--config", type=Path, required=True)
+    explain.add_argument("--schema", help="the event's canonical schema")
+    explain.add_argument("--inbound", help="treat the file as a body received by this inbound adapter")
+    explain.set_defaults(func=_explain)
+
     docs = sub.add_parser("docs", help="generated documentation")
     docs_sub = docs.add_subparsers(dest="docs_command", required=True)
     docs_sub.add_parser("config", help="the configuration reference (docs/configuration.md)").set_defaults(func=_docs)

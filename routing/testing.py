@@ -1,0 +1,192 @@
+"""``bus test`` and ``bus routes explain``: run routes on given events, without a broker.
+
+A test file (YAML)::
+
+    tests:
+      - name: a large USD payment reaches the ERP only
+        input: {schema: Payment, event: {payment_id: p1, amount: 150000, currency: usd}}
+        # or through an inbound adapter's mapping:  input: {inbound: payments, body: {...}}
+        expect:
+          erp: [{payment_id: p1, amount: 150000, currency: usd}]   # what each subscriber receives
+          support: []                                               # receives nothing
+        dead_letters: []                                            # routes expected to fail (optional)
+
+Subscribers not named under ``expect`` are not checked. Outputs are checked against their Avro
+schema as the hub would encode them. The same compiled routes as ``bus run`` are used.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Explanation", "RouteTester", "TestCase", "TestResult", "load_tests"]
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bus.adapter_api import EmitSpec
+from bus.codec import Codec
+from bus.config.loader import LoadedConfig
+from bus.errors import BusError, ConfigError, ConfigIssue, PermanentError
+from bus.mapping import Emitter
+from routing.router import Router
+from schemas.catalog import SchemaCatalog
+
+
+class TestInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: str | None = Field(default=None, alias="schema")
+    event: dict[str, Any] | None = None
+    inbound: str | None = None
+    body: Any = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TestInput:
+        if (self.schema_ is None or self.event is None) and (self.inbound is None or self.body is None):
+            raise ValueError("give either schema and event, or inbound and body")
+        return self
+
+
+class TestCase(BaseModel):
+    __test__ = False  # not a pytest class
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    input: TestInput
+    expect: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    dead_letters: list[str] | None = None
+
+
+@dataclass
+class TestResult:
+    __test__ = False
+    name: str
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class Explanation:
+    lines: list[str]
+    received: dict[str, list[dict[str, Any]]]
+    dead_letters: list[str]
+
+
+def load_tests(path: Path) -> list[TestCase]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read tests: {exc}")]) from exc
+    cases: list[TestCase] = []
+    issues: list[ConfigIssue] = []
+    for i, case in enumerate(raw.get("tests", []) if isinstance(raw, dict) else []):
+        try:
+            cases.append(TestCase.model_validate(case))
+        except ValidationError as exc:
+            for err in exc.errors(include_input=False):
+                issues.append(ConfigIssue(str(path), None, f"tests[{i}]." + ".".join(str(p) for p in err["loc"]), err["msg"]))
+    if issues:
+        raise ConfigError(issues)
+    return cases
+
+
+def _plain(value: Any) -> Any:
+    """JSON-comparable form (datetimes and decimals as text), for diffs and equality."""
+    return json.loads(json.dumps(value, default=str))
+
+
+class RouteTester:
+    def __init__(self, loaded: LoadedConfig, catalog: SchemaCatalog) -> None:
+        hub = loaded.hub
+        self.tables = {t.name: dict(t.rows) for t in hub.tables}
+        self.router = Router(hub.routes, hub.router, tables=self.tables)
+        self.codec = Codec()
+        for i, name in enumerate(catalog.names(), start=1):
+            self.codec.add(name, i, catalog.get(name).parsed)
+        self._emitters = {}
+        for config in loaded.inbound:
+            emit = getattr(config, "emit", None)
+            if isinstance(emit, EmitSpec):
+                self._emitters[config.name] = Emitter(emit, source=f"/inbound/{config.name}")
+
+    def explain(self, given: TestInput) -> Explanation:
+        lines: list[str] = []
+        received: dict[str, list[dict[str, Any]]] = {}
+        dead: list[str] = []
+        if given.inbound is not None:
+            emitter = self._emitters.get(given.inbound)
+            if emitter is None:
+                raise BusError(f"no inbound adapter named {given.inbound!r} with an emit mapping")
+            event = emitter.build(given.body)  # raises EventRejected: what the source would get as a 400
+            schema, data = event.schema, event.data
+            meta = {**event.meta(), **given.meta}
+            lines.append(f"inbound {given.inbound}: {schema} {json.dumps(_plain(data), sort_keys=True)}")
+        else:
+            assert given.schema_ is not None and given.event is not None
+            schema, data, meta = given.schema_, given.event, {"id": "test-event", "key": None, **given.meta}
+        self.codec.validate(schema, data)
+        data = self.codec.decode(self.codec.encode(schema, data))[1]  # with defaults, as the router sees it
+        decision = self.router.decide(schema, data, meta)
+        taken = {o.route.name: o for o in decision.outcomes}
+        for route in self.router.routes:
+            if route.schema != schema:
+                continue
+            outcome = taken.get(route.name)
+            if outcome is None:
+                why = "skipped (first-match mode)" if self.router.mode == "first" and decision.outcomes else "condition false"
+                lines.append(f"  route {route.name}: {why}")
+            elif outcome.status == "failed":
+                dead.append(route.name)
+                lines.append(f"  route {route.name}: FAILED -> dead letter: {outcome.reason}")
+            elif outcome.status == "dropped":
+                lines.append(f"  route {route.name}: dropped ({outcome.reason})")
+            else:
+                lines.append(f"  route {route.name}: matched, {len(outcome.outputs)} event(s) to {', '.join(route.targets)}")
+        for outcome, out, targets in decision.deliveries():
+            body = data if out.data is None else out.data
+            try:
+                self.codec.validate(out.schema, body)
+                body = self.codec.decode(self.codec.encode(out.schema, body))[1]  # exactly what the subscriber decodes
+            except PermanentError as exc:
+                dead.append(outcome.route.name)
+                lines.append(f"  route {outcome.route.name}: FAILED -> dead letter: {exc}")
+                continue
+            for target in targets:
+                received.setdefault(target, []).append(_plain(body))
+                lines.append(f"    -> {target}: {out.schema} {json.dumps(_plain(body), sort_keys=True)}")
+        if not decision.outcomes:
+            lines.append("  no route matched: the event goes nowhere")
+        return Explanation(lines, received, dead)
+
+    def run(self, case: TestCase) -> TestResult:
+        result = TestResult(case.name)
+        try:
+            explanation = self.explain(case.input)
+        except BusError as exc:
+            result.failures.append(f"input rejected: {exc}")
+            return result
+        for subscriber, expected in case.expect.items():
+            got = explanation.received.get(subscriber, [])
+            if got != _plain(expected):
+                diff = difflib.unified_diff(
+                    json.dumps(_plain(expected), indent=2, sort_keys=True).splitlines(),
+                    json.dumps(got, indent=2, sort_keys=True).splitlines(),
+                    f"expected at {subscriber}",
+                    f"received by {subscriber}",
+                    lineterm="",
+                )
+                result.failures.append("\n".join(diff))
+        if case.dead_letters is not None and sorted(case.dead_letters) != sorted(explanation.dead_letters):
+            result.failures.append(f"dead letters: expected routes {sorted(case.dead_letters)}, got {sorted(explanation.dead_letters)}")
+        if result.failures:
+            result.failures.append("what happened:\n" + "\n".join(explanation.lines))
+        return result
