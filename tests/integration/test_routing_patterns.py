@@ -30,39 +30,94 @@ def config(bootstrap: str, target: str) -> dict[str, Any]:
         "http": {"host": "127.0.0.1", "port": 0},
         "ops": {"host": "127.0.0.1", "port": 0},
         "inbound": [
-            {**hook("orders", "Order", "order_id"), "emit": {"schema": "Order", "id": "event_id", "key": "order_id",
-             "map": {"order_id": "order_id", "customer_id": "customer_id", "currency": "currency", "total": "total", "lines": "lines"}}},
-            {**hook("customers", "Customer", "customer_id"), "emit": {"schema": "Customer", "id": "event_id", "key": "customer_id",
-             "map": {"customer_id": "customer_id", "name": "name", "email": "email", "country": "country"}}},
+            {
+                **hook("orders", "Order", "order_id"),
+                "emit": {
+                    "schema": "Order",
+                    "id": "event_id",
+                    "key": "order_id",
+                    "map": {
+                        "order_id": "order_id",
+                        "customer_id": "customer_id",
+                        "currency": "currency",
+                        "total": "total",
+                        "lines": "lines",
+                    },
+                },
+            },
+            {
+                **hook("customers", "Customer", "customer_id"),
+                "emit": {
+                    "schema": "Customer",
+                    "id": "event_id",
+                    "key": "customer_id",
+                    "map": {"customer_id": "customer_id", "name": "name", "email": "email", "country": "country"},
+                },
+            },
         ],
-        "tables": [{"name": "customers", "from": "Customer", "key": "customer_id"},
-                   {"name": "terms", "rows": {"de": {"days": 14}, "us": {"days": 30}}}],
+        "tables": [
+            {"name": "customers", "from": "Customer", "key": "customer_id"},
+            {"name": "terms", "rows": {"de": {"days": 14}, "us": {"days": 30}}},
+        ],
         "routes": [
-            {"name": "invoice", "from": "Order", "when": "total < 7000",
-             "enrich": [{"table": "customers", "key": "customer_id", "into": "customer"},
-                        {"table": "terms", "key": "lower(customer.country)", "into": "term"}],
-             "transform": {"schema": "Invoice", "key": "customer_id",
-                           "map": {"invoice_id": '"INV-" + order_id', "order_id": "order_id", "customer_id": "customer_id",
-                                   "account": "customer.email", "currency": "upper(currency)", "amount": "total"},
-                           "templates": {"memo": "Net ${term.days} days for ${customer.name}"}},
-             "to": ["books"]},
-            {"name": "stock", "from": "Order", "split": {"items": "lines", "as": "line"},
-             "transform": {"schema": "Inventory", "key": "line.sku",
-                           "map": {"sku": "line.sku", "quantity_change": "-line.quantity", "reference": "order_id"}},
-             "to": ["wms"]},
+            {
+                "name": "invoice",
+                "from": "Order",
+                "when": "total < 7000",
+                "enrich": [
+                    {"table": "customers", "key": "customer_id", "into": "customer"},
+                    {"table": "terms", "key": "lower(customer.country)", "into": "term"},
+                ],
+                "transform": {
+                    "schema": "Invoice",
+                    "key": "customer_id",
+                    "map": {
+                        "invoice_id": '"INV-" + order_id',
+                        "order_id": "order_id",
+                        "customer_id": "customer_id",
+                        "account": "customer.email",
+                        "currency": "upper(currency)",
+                        "amount": "total",
+                    },
+                    "templates": {"memo": "Net ${term.days} days for ${customer.name}"},
+                },
+                "to": ["books"],
+            },
+            {
+                "name": "stock",
+                "from": "Order",
+                "split": {"items": "lines", "as": "line"},
+                "transform": {
+                    "schema": "Inventory",
+                    "key": "line.sku",
+                    "map": {"sku": "line.sku", "quantity_change": "-line.quantity", "reference": "order_id"},
+                },
+                "to": ["wms"],
+            },
             {"name": "notify-once", "from": "Order", "dedup": {"by": "order_id", "ttl": "1h"}, "to": ["notify"]},
             {"name": "audit", "from": "Order", "throttle": {"rate": THROTTLE_RATE, "burst": 1}, "to": ["audit"]},
             {"name": "risky", "from": "Order", "when": "100 / (total - 4242) > 0", "to": ["audit"]},
-            {"name": "bad-shape", "from": "Order", "when": "total == 7777",
-             "transform": {"schema": "Invoice", "map": {"invoice_id": "order_id"}}, "to": ["books"]},
+            {
+                "name": "bad-shape",
+                "from": "Order",
+                "when": "total == 7777",
+                "transform": {"schema": "Invoice", "map": {"invoice_id": "order_id"}},
+                "to": ["books"],
+            },
         ],
         "outbound": [out("books"), out("wms"), out("notify"), out("audit")],
     }
 
 
 def order(i: int, customer: str, total: int, *, event: str | None = None) -> dict[str, Any]:
-    return {"event_id": event or f"o-evt-{i}", "order_id": f"o-{i}", "customer_id": customer, "currency": "eur", "total": total,
-            "lines": [{"sku": f"sku-{i}-a", "quantity": 1, "unit_price": total}, {"sku": f"sku-{i}-b", "quantity": 3, "unit_price": 0}]}
+    return {
+        "event_id": event or f"o-evt-{i}",
+        "order_id": f"o-{i}",
+        "customer_id": customer,
+        "currency": "eur",
+        "total": total,
+        "lines": [{"sku": f"sku-{i}-a", "quantity": 1, "unit_price": total}, {"sku": f"sku-{i}-b", "quantity": 3, "unit_price": 0}],
+    }
 
 
 async def router_dead_letters(hub: Hub, count: int) -> list[Any]:
@@ -89,8 +144,16 @@ async def test_routing_patterns_over_the_real_broker(tmp_path: Path, bootstrap: 
             assert hub.web is not None and hub.router is not None and hub.router.tables is not None
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}") as client:
                 for cid, name, country in (("c-1", "Ada", "DE"), ("c-2", "Bob", "US")):
-                    r = await client.post("/hooks/customers", json={"event_id": f"cust-{cid}", "customer_id": cid, "name": name,
-                                                                   "email": f"{name.lower()}@example.com", "country": country})
+                    r = await client.post(
+                        "/hooks/customers",
+                        json={
+                            "event_id": f"cust-{cid}",
+                            "customer_id": cid,
+                            "name": name,
+                            "email": f"{name.lower()}@example.com",
+                            "country": country,
+                        },
+                    )
                     assert r.status_code == 202
                 # The table is fed through Kafka: wait until this router process has both rows.
                 await target.wait_for(lambda: len(hub.router.tables.tables["customers"]) == 2)  # type: ignore[union-attr]
@@ -109,8 +172,16 @@ async def test_routing_patterns_over_the_real_broker(tmp_path: Path, bootstrap: 
 
         # Transform + enrichment (customer from a table fed by Customer events, terms from config rows).
         invoices = {c.body["order_id"]: c for c in by("books")}
-        assert invoices["o-1"].body == {"invoice_id": "INV-o-1", "order_id": "o-1", "customer_id": "c-1", "account": "ada@example.com",
-                                        "currency": "EUR", "amount": 1001, "due": None, "memo": "Net 14 days for Ada"}
+        assert invoices["o-1"].body == {
+            "invoice_id": "INV-o-1",
+            "order_id": "o-1",
+            "customer_id": "c-1",
+            "account": "ada@example.com",
+            "currency": "EUR",
+            "amount": 1001,
+            "due": None,
+            "memo": "Net 14 days for Ada",
+        }
         assert invoices["o-2"].body["memo"] == "Net 30 days for Bob"
         assert invoices["o-1"].headers["ce-type"] == "Invoice"
         assert "o-21" not in invoices  # its output did not fit Invoice: dead-lettered instead

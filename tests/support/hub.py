@@ -116,15 +116,17 @@ def payment(i: int, *, amount: int = 150_000, currency: str = "USD", status: str
 class HubProcess:
     """`bus run` in a child process, as an operator would start it."""
 
-    def __init__(self, config: Path, ops_port: int) -> None:
+    def __init__(self, config: Path, ops_port: int, *, role: str = "all", env: dict[str, str] | None = None) -> None:
         self.config = config
         self.ops_port = ops_port
+        self.role = role
+        self.env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout: float = 60) -> None:
         bus = Path(sys.executable).with_name("bus")
         self.proc = await asyncio.create_subprocess_exec(
-            str(bus), "run", "-c", str(self.config), env={**os.environ}, stderr=asyncio.subprocess.PIPE
+            str(bus), "run", "-c", str(self.config), "--role", self.role, env={**os.environ, **self.env}, stderr=asyncio.subprocess.PIPE
         )
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as client:
