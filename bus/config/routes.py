@@ -190,6 +190,10 @@ class RouteConfig(_Model):
 
 
 class RouterConfig(_Model):
+    engine: Literal["aiokafka", "faust"] = Field(
+        default="aiokafka",
+        description="aiokafka: batches with a commit after every copy is acknowledged (fast, the default); faust: a faust agent.",
+    )
     mode: Literal["all", "first"] = Field(
         default="all",
         description="all: every matching route of a schema sends the event; first: only the first matching route, in file order.",

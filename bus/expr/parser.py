@@ -211,8 +211,7 @@ class _Parser:
         if tok.kind == "name":
             if self.tok.value == "(" and self.tok.kind == "op":
                 return self.call(tok)
-            name = tok.value
-            return lambda d, m: d.get(name) if isinstance(d, Mapping) else None
+            return _root_field(tok.value)
         if tok.kind == "op" and tok.value == "(":
             inner = self.expression(0)
             self.expect(")")
@@ -259,10 +258,25 @@ class _Parser:
         return base
 
 
+# Field reads are the hottest code in routing: try .get() and fall back, rather than paying for
+# an isinstance() check against the Mapping ABC on every read.
+def _root_field(name: str) -> Evaluator:
+    def get(d: Doc, m: Meta) -> Any:
+        try:
+            return d.get(name)
+        except AttributeError:  # the document is not a mapping
+            return None
+
+    return get
+
+
 def _field(base: Evaluator, name: str) -> Evaluator:
     def get(d: Doc, m: Meta) -> Any:
         value = base(d, m)
-        return value.get(name) if isinstance(value, Mapping) else None
+        try:
+            return value.get(name)
+        except AttributeError:  # null, a number, a string, a list: no such field
+            return None
 
     return get
 

@@ -34,8 +34,10 @@ from bus.runtime.publisher import KafkaSink
 from bus.runtime.web import WebServer
 from ops.server import OpsServer
 from routing.app import RouterService
+from routing.dispatch import Dispatcher
 from routing.router import Router
 from routing.tables import TableStore
+from routing.worker import RouterWorker
 from schemas.catalog import SchemaCatalog
 from schemas.embedded_registry import EmbeddedRegistry
 from schemas.registry_client import RegistryClient
@@ -80,7 +82,7 @@ class Hub:
         self.inbound: list[Inbound[Any]] = []
         self.outbound: list[Outbound[Any]] = []
         self.workers: list[DeliveryWorker] = []
-        self.router: RouterService | None = None
+        self.router: RouterWorker | RouterService | None = None
         self._schemas_ready = False
         self._started = False
 
@@ -137,7 +139,12 @@ class Hub:
             tables = TableStore(self.config.tables, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics)
             await _retrying("writing table rows", lambda: tables.seed(producer))
             router = Router(self.config.routes, self.config.router, tables=tables.tables)
-            self.router = RouterService(router, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, codec=self.codec, tables=tables)
+            dispatcher = Dispatcher(router, codec=self.codec, topics=self.topics, tables=self.config.tables)
+            if self.config.router.engine == "faust":
+                self.router = RouterService(dispatcher, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, tables=tables)
+            else:
+                group = f"{self.topics.prefix}-router"
+                self.router = RouterWorker(dispatcher, kafka=kafka, bootstrap=self.bootstrap, group=group, producer=producer, tables=tables)
             await self.router.start()
         if self._runs("inbound"):
             self.web = WebServer(self.config.http.host, self.config.http.port)

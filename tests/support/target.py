@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,6 @@ class Call:
     path: str
     headers: dict[str, str]
     body: Any
-    at: float = field(default_factory=time.monotonic)  # arrival, for rate checks
 
 
 @dataclass

