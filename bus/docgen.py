@@ -100,7 +100,7 @@ def config_reference(registry: AdapterRegistry) -> str:
             "routes[]",
             RouteConfig,
             "Content-based routes: events of `from` that satisfy `when` go to every name in `to`. "
-            "Pipeline: when -> dedup -> enrich -> split -> transform -> throttle -> to.",
+            "Pipeline: when -> dedup -> enrich -> split or aggregate -> transform -> throttle -> to.",
         ),
     ]
     for title, model, text in sections:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 __all__ = ["Dispatcher", "Send"]
 
+import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +18,11 @@ from typing import Any
 from bus.codec import Codec
 from bus.config.routes import TableConfig
 from bus.errors import BusError, PermanentError
+from bus.event import Event
 from bus.expr import Compiled, compile_expression
 from bus.kafka.topics import TopicNames
 from bus.metrics import ROUTER_EVENTS, ROUTER_UNMATCHED
+from routing.aggregate import Aggregator, Emission
 from routing.metrics import ROUTE_COLLECTOR
 from routing.router import Router
 from routing.state import TokenBucket
@@ -35,6 +39,7 @@ class Send:
     value: bytes | None
     headers: Headers
     throttle: TokenBucket | None = None  # wait for a token before producing this one
+    partition: int | None = None  # set for aggregator state: it lives on its source partition
 
 
 def _rewrite_headers(headers: Headers, route: str, schema: str, id_suffix: str | None) -> Headers:
@@ -67,6 +72,11 @@ class Dispatcher:
                 self._feeds.setdefault(table.from_, []).append((topics.table(table.name), compile_expression(table.key)))
         self._events: dict[str, Any] = {}
         self._unmatched: dict[str, Any] = {}
+        self.aggregators = {r.name: Aggregator(r.name, r.config.aggregate) for r in router.routes if r.config.aggregate is not None}
+        self._routes = {r.name: r for r in router.routes}
+        self.state_topics = {topics.aggregate_state(name): agg for name, agg in self.aggregators.items()}
+        # The canonical topic whose partitions each aggregator's state follows.
+        self.state_sources = {topics.aggregate_state(name): topics.canonical(self._routes[name].schema) for name in self.aggregators}
 
     @property
     def sources(self) -> list[str]:
@@ -75,7 +85,12 @@ class Dispatcher:
 
     @property
     def output_topics(self) -> list[str]:
-        return [*self._delivery.values(), self._names.router_dead_letter, *(t for feeds in self._feeds.values() for t, _ in feeds)]
+        return [
+            *self._delivery.values(),
+            self._names.router_dead_letter,
+            *(t for feeds in self._feeds.values() for t, _ in feeds),
+            *self.state_topics,
+        ]
 
     def _count(self, schema: str, unmatched: bool) -> None:
         child = self._events.get(schema)
@@ -103,7 +118,9 @@ class Dispatcher:
             ],
         )
 
-    def plan(self, key: bytes | None, value: bytes | None, headers: Headers, origin: str) -> list[Send]:
+    def plan(
+        self, key: bytes | None, value: bytes | None, headers: Headers, origin: str, *, partition: int = 0, offset: int = -1
+    ) -> list[Send]:
         """Everything one canonical record causes, in the order it must be produced."""
         try:
             schema, data = self._codec.decode(value or b"")
@@ -135,6 +152,8 @@ class Dispatcher:
             if error is not None:
                 failed.add(outcome.route.name)
                 sends.append(self.dead_letter(key, value, headers, route=outcome.route.name, error=error, origin=origin))
+            elif outcome.status == "aggregated" and outcome.scope is not None:
+                sends.extend(self._aggregate(outcome.route.name, key, partition=partition, offset=offset, scope=outcome.scope, meta=meta))
         for outcome, out, targets in decision.deliveries():
             route = outcome.route
             if route.name in failed:
@@ -150,3 +169,58 @@ class Dispatcher:
                 # One token per emitted event, however many subscribers it goes to.
                 sends.append(Send(self._delivery[target], out_key, payload, out_headers, bucket if i == 0 else None))
         return sends
+
+    def _aggregate(
+        self, route: str, key: bytes | None, *, partition: int, offset: int, scope: dict[str, Any], meta: dict[str, Any]
+    ) -> list[Send]:
+        aggregator = self.aggregators[route]
+        group = key.decode() if key is not None else ""
+        folded = aggregator.add(group, partition=partition, offset=offset, scope=scope, meta=meta, now=time.time())
+        if folded is None:
+            return []  # a redelivered event this key's state already holds
+        emissions, state = folded
+        sends = [Send(self._names.aggregate_state(route), key, state, [], partition=partition)]
+        for emission in emissions:
+            sends.extend(self._emit_aggregate(route, emission))
+        return sends
+
+    def tick(self, now: float) -> list[Send]:
+        """Close ended time windows: their emissions and the keys' new state, to produce now."""
+        sends: list[Send] = []
+        for route, aggregator in self.aggregators.items():
+            for emission, state in aggregator.tick(now):
+                sends.append(Send(self._names.aggregate_state(route), emission.key.encode(), state, [], partition=emission.partition))
+                sends.extend(self._emit_aggregate(route, emission))
+        return sends
+
+    def _emit_aggregate(self, route_name: str, emission: Emission) -> list[Send]:
+        route = self._routes[route_name]
+        meta = {"key": emission.key, "id": emission.id}
+        try:
+            out = route.emit_aggregate(emission.record, meta)
+            assert out.data is not None
+            self._codec.validate(out.schema, out.data)
+            payload = self._codec.encode(out.schema, out.data)
+        except PermanentError as exc:
+            route.stats.failed += 1
+            body = json.dumps(emission.record, default=str).encode()
+            return [
+                self.dead_letter(
+                    emission.key.encode(),
+                    body,
+                    [("content-type", b"application/json")],
+                    route=route_name,
+                    error=exc,
+                    origin=f"aggregate {emission.id}",
+                )
+            ]
+        route.stats.emitted += 1
+        event = Event(
+            schema=out.schema, data={}, source=f"/route/{route_name}", key=out.key or emission.key, id=emission.id, type=out.schema
+        )
+        headers = [*event.headers(), ("bus_route", route_name.encode())]
+        bucket = self._buckets.get(route_name)
+        return [
+            Send(self._delivery[t], (out.key or emission.key).encode(), payload, headers, bucket if i == 0 else None)
+            for i, t in enumerate(route.targets)
+        ]

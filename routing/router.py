@@ -50,7 +50,7 @@ class RouteStats:
     seconds: float = 0.0
 
 
-Status = Literal["emitted", "dropped", "failed"]
+Status = Literal["emitted", "dropped", "failed", "aggregated"]
 
 
 @dataclass(slots=True)
@@ -60,6 +60,7 @@ class RouteOutcome:
     outputs: list[Emitted] = field(default_factory=list)
     reason: str = ""
     error: PermanentError | None = None
+    scope: dict[str, Any] | None = None  # "aggregated": what the route's aggregator folds in
 
 
 @dataclass(slots=True)
@@ -140,7 +141,7 @@ class CompiledRoute:
             stats.emitted += len(outcome.outputs)
         elif outcome.status == "dropped":
             stats.dropped += 1
-        else:
+        elif outcome.status == "failed":
             stats.failed += 1
         return outcome
 
@@ -152,16 +153,11 @@ class CompiledRoute:
         if self.forwards_unchanged:
             return RouteOutcome(self, "emitted", [Emitted(self.schema, None)])
         scope: dict[str, Any] = dict(data)
-        for spec, key_expr in self._enrich:
-            key = key_expr(scope, meta)
-            row = self._tables.get(spec.table, {}).get(str(key)) if key is not None else None
-            if row is None:
-                if spec.on_missing == "drop":
-                    return RouteOutcome(self, "dropped", reason=f"no row for {key!r} in table {spec.table}")
-                if spec.on_missing == "fail":
-                    error = PermanentError(f"route {self.name}: no row for {key!r} in table {spec.table}")
-                    return RouteOutcome(self, "failed", reason=str(error), error=error)
-            scope[spec.into] = row
+        dropped = self._enrich_into(scope, meta)
+        if dropped is not None:
+            return dropped
+        if self.config.aggregate is not None:
+            return RouteOutcome(self, "aggregated", scope=scope)
         if self._split is None:
             return RouteOutcome(self, "emitted", [self._emit(scope, meta, None)])
         items = self._split(scope, meta)
@@ -175,6 +171,24 @@ class CompiledRoute:
         if not outputs:
             return RouteOutcome(self, "dropped", reason="split produced no elements")
         return RouteOutcome(self, "emitted", outputs)
+
+    def _enrich_into(self, scope: dict[str, Any], meta: Mapping[str, Any]) -> RouteOutcome | None:
+        """Add looked-up rows to ``scope``; an outcome only when a missing row drops or fails the event."""
+        for spec, key_expr in self._enrich:
+            key = key_expr(scope, meta)
+            row = self._tables.get(spec.table, {}).get(str(key)) if key is not None else None
+            if row is None:
+                if spec.on_missing == "drop":
+                    return RouteOutcome(self, "dropped", reason=f"no row for {key!r} in table {spec.table}")
+                if spec.on_missing == "fail":
+                    error = PermanentError(f"route {self.name}: no row for {key!r} in table {spec.table}")
+                    return RouteOutcome(self, "failed", reason=str(error), error=error)
+            scope[spec.into] = row
+        return None
+
+    def emit_aggregate(self, record: dict[str, Any], meta: Mapping[str, Any]) -> Emitted:
+        """Shape an aggregator's result with the route's transform (required with aggregate)."""
+        return self._emit(record, meta, None)
 
     def _emit(self, scope: dict[str, Any], meta: Mapping[str, Any], id_suffix: str | None) -> Emitted:
         if self._transform is None:

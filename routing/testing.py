@@ -149,6 +149,8 @@ class RouteTester:
                 lines.append(f"  route {route.name}: FAILED -> dead letter: {outcome.reason}")
             elif outcome.status == "dropped":
                 lines.append(f"  route {route.name}: dropped ({outcome.reason})")
+            elif outcome.status == "aggregated":
+                lines.append(f"  route {route.name}: aggregated (emitted when its window or count closes)")
             else:
                 lines.append(f"  route {route.name}: matched, {len(outcome.outputs)} event(s) to {', '.join(route.targets)}")
         for outcome, out, targets in decision.deliveries():

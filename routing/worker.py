@@ -34,22 +34,23 @@ from bus.config.models import KafkaConfig
 from bus.errors import BusError
 from bus.kafka.clients import make_consumer
 from bus.metrics import SECONDS_SINCE_COMMIT
-from routing.dispatch import Dispatcher
+from routing.dispatch import Dispatcher, Send
 from routing.tables import TableStore
 
 log = logging.getLogger("routing.worker")
 
 
-class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock = lock
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: RouterWorker) -> None:
+        self._worker = worker
 
-    async def on_partitions_revoked(self, revoked: object) -> None:
-        async with self._lock:  # the batch in hand is produced and committed before partitions go
-            pass
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._worker._lock:  # the batch in hand is produced and committed before partitions go
+            self._worker.forget_state(revoked)
 
-    async def on_partitions_assigned(self, assigned: object) -> None:
-        return None
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self._worker._lock:  # aggregator state is loaded before the first record is routed
+            await self._worker.load_state(assigned)
 
 
 class RouterWorker:
@@ -91,7 +92,7 @@ class RouterWorker:
         if not sources:
             log.info("router: no routes, nothing to consume")
             return
-        self._consumer.subscribe(sources, listener=_WaitForBatch(self._lock))
+        self._consumer.subscribe(sources, listener=_Rebalance(self))
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="router")
         log.info("router consuming %s (group %s)", ", ".join(sources), self._group)
@@ -108,10 +109,46 @@ class RouterWorker:
             await self.tables.stop()
         log.info("router stopped")
 
+    def forget_state(self, revoked: set[TopicPartition]) -> None:
+        for state_topic, aggregator in self.dispatcher.state_topics.items():
+            source = self.dispatcher.state_sources[state_topic]
+            aggregator.drop_partitions({tp.partition for tp in revoked if tp.topic == source})
+
+    async def load_state(self, assigned: set[TopicPartition]) -> None:
+        """Read the aggregator state of the newly assigned partitions from their changelogs."""
+        wanted = [
+            TopicPartition(state_topic, tp.partition)
+            for state_topic, source in self.dispatcher.state_sources.items()
+            for tp in assigned
+            if tp.topic == source
+        ]
+        if not wanted:
+            return
+        reader = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
+        await reader.start()
+        try:
+            reader.assign(wanted)
+            await reader.seek_to_beginning(*wanted)
+            pending = set(wanted)
+            while pending:  # to the fetch high watermark: the embedded broker's ListOffsets is wrong
+                for tp, records in (await reader.getmany(*pending, timeout_ms=200)).items():
+                    aggregator = self.dispatcher.state_topics[tp.topic]
+                    for record in records:
+                        aggregator.load(record.key.decode() if record.key else "", record.value, tp.partition)
+                for tp in list(pending):
+                    highwater = reader.highwater(tp)
+                    if highwater is not None and await reader.position(tp) >= highwater:
+                        pending.discard(tp)
+        finally:
+            await reader.stop()
+        log.info("router: aggregator state loaded for %d partition(s)", len(wanted))
+
     async def _run(self) -> None:
         last_commit = time.monotonic()
         while not self._stopping.is_set():
             batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
+            if self.dispatcher.aggregators:
+                await self._tick()
             if not batch:
                 last_commit = time.monotonic()
                 self._since_commit.set(0)
@@ -131,16 +168,36 @@ class RouterWorker:
                     last_commit = time.monotonic()
                     self._since_commit.set(0)
 
+    async def _tick(self) -> None:
+        """Emit time windows that have ended, with their keys' new state, before going on."""
+        async with self._lock:
+            sends = self.dispatcher.tick(time.time())
+            while sends and not self._stopping.is_set():
+                try:
+                    await asyncio.gather(*[await self._send(out) for out in sends])
+                except KafkaError as exc:  # emissions are idempotent (fixed ids): try again
+                    log.warning("router: could not emit closed windows (%r); retrying", exc)
+                    await asyncio.sleep(1)
+                else:
+                    return
+
+    async def _send(self, out: Send) -> asyncio.Future[object]:
+        if out.throttle is not None:
+            await out.throttle.take()
+        future: asyncio.Future[object] = await self._producer.send(
+            out.topic, out.value, key=out.key, headers=out.headers, partition=out.partition
+        )
+        return future
+
     async def _route(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
         plan = self.dispatcher.plan
-        send = self._producer.send
+        send = self._send
         futures = []
         for tp, records in batch.items():
             for record in records:
-                for out in plan(record.key, record.value, list(record.headers), f"{tp.topic}/{tp.partition}/{record.offset}"):
-                    if out.throttle is not None:
-                        await out.throttle.take()
-                    futures.append(await send(out.topic, out.value, key=out.key, headers=out.headers))
+                origin = f"{tp.topic}/{tp.partition}/{record.offset}"
+                for out in plan(record.key, record.value, list(record.headers), origin, partition=tp.partition, offset=record.offset):
+                    futures.append(await send(out))
         await asyncio.gather(*futures)  # the batch is done only when Kafka has every copy
 
     async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:

@@ -264,6 +264,9 @@ def load_config(
                 file, line = marks.find(("routes", i, "to", j), default_file)
                 known = ", ".join(sorted(outbound_names)) or "none defined"
                 issues.append(ConfigIssue(file, line, f"routes[{i}].to[{j}]", f"no outbound adapter named {target!r} (known: {known})"))
+        if route.aggregate is not None and hub.router.engine == "faust":
+            file, line = marks.find(("routes", i, "aggregate"), default_file)
+            issues.append(ConfigIssue(file, line, f"routes[{i}].aggregate", "aggregate needs router.engine: aiokafka (the default)"))
         output_schema = route.transform.schema_ if route.transform else None
         if output_schema is not None and schemas is not None and output_schema not in schemas:
             file, line = marks.find(("routes", i, "transform", "schema"), default_file)

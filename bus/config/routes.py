@@ -7,6 +7,7 @@ with file, line, field and position, never a surprise at run time.
 from __future__ import annotations
 
 __all__ = [
+    "AggregateConfig",
     "DedupConfig",
     "EnrichConfig",
     "RouteConfig",
@@ -17,6 +18,7 @@ __all__ = [
     "TransformConfig",
 ]
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -154,6 +156,49 @@ class EnrichConfig(_Model):
         return value
 
 
+_AGGREGATE = r"^(count)\(\s*\)$|^(sum|min|max|avg|first|last)\((.+)\)$"
+
+
+class AggregateConfig(_Model):
+    """Aggregator: combine the events of one key (the Kafka key) over a window or a count.
+
+    The result is a record of ``key``, ``window_start``, ``window_end``, ``count`` and each of
+    ``fields``; the route's ``transform`` shapes it into the output schema. Windows are tumbling
+    and follow the router's clock. State is kept on a compacted changelog topic, so a restart
+    neither loses nor double-counts events.
+    """
+
+    window: str | None = Field(default=None, description="Tumbling window length; emit when it ends.", examples=["5m"])
+    count: int | None = Field(default=None, ge=1, description="Emit after this many events of a key.")
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Output field -> count(), sum(expr), min(expr), max(expr), avg(expr), first(expr) or last(expr).",
+        examples=[{"events": "count()", "total": "sum(amount)"}],
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _check_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            match = re.match(_AGGREGATE, text.strip())
+            if match is None:
+                raise ValueError(f"{name}: {text!r} is not one of count(), sum(x), min(x), max(x), avg(x), first(x), last(x)")
+            if match.group(3):
+                try:
+                    compile_expression(match.group(3))
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _window_or_count(self) -> AggregateConfig:
+        if (self.window is None) == (self.count is None):
+            raise ValueError("give exactly one of window or count")
+        if self.window is not None:
+            _duration(self.window)
+        return self
+
+
 class RouteConfig(_Model):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Route name, used in metrics and logs.")
     from_: str = Field(alias="from", description="Canonical schema the route reads.", examples=["Payment"])
@@ -166,6 +211,7 @@ class RouteConfig(_Model):
     enrich: list[EnrichConfig] = Field(default_factory=list, description="Lookups applied before split and transform.")
     split: SplitConfig | None = Field(default=None, description="Emit one event per element of a list.")
     transform: TransformConfig | None = Field(default=None, description="Reshape the event (or convert it to another schema).")
+    aggregate: AggregateConfig | None = Field(default=None, description="Combine each key's events over a window or a count.")
     throttle: ThrottleConfig | None = Field(default=None, description="Limit the route's rate.")
     to: list[str] = Field(min_length=1, description="Outbound adapter names that receive matching events.")
 
@@ -182,6 +228,10 @@ class RouteConfig(_Model):
             raise ValueError("split needs a transform with a schema: the elements are not events of the route's `from` schema")
         if self.enrich and self.transform is None:
             raise ValueError("enrich needs a transform that places the looked-up values in the output")
+        if self.aggregate is not None and (self.transform is None or self.transform.schema_ is None):
+            raise ValueError("aggregate needs a transform with a schema: an aggregate is not an event of the route's `from` schema")
+        if self.aggregate is not None and self.split is not None:
+            raise ValueError("aggregate and split cannot be combined in one route")
         return self
 
     @property

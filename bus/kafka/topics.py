@@ -31,6 +31,9 @@ class TopicNames:
     def dead_letter(self, subscriber: str) -> str:
         return f"{self.prefix}.dlq.{subscriber}"
 
+    def aggregate_state(self, route: str) -> str:
+        return f"{self.prefix}.agg.{route}"
+
     def table(self, name: str) -> str:
         return f"{self.prefix}.table.{name}"
 

@@ -177,6 +177,10 @@ class Hub:
             specs += [TopicSpec(self.topics.delivery(config.name), n, rf), TopicSpec(self.topics.dead_letter(config.name), n, rf)]
         specs.append(TopicSpec(self.topics.router_dead_letter, n, rf))
         specs += [TopicSpec(self.topics.table(t.name), n, rf, {"cleanup.policy": "compact"}) for t in self.config.tables]
+        # Aggregator state follows its source partitions, so it has the same partition count.
+        specs += [
+            TopicSpec(self.topics.aggregate_state(r.name), n, rf, {"cleanup.policy": "compact"}) for r in self.config.routes if r.aggregate
+        ]
         admin = make_admin(kafka, self.bootstrap)
         await admin.start()
         try:

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from bus.config.routes import AggregateConfig
+from routing.aggregate import Aggregator
+
+FIELDS = {
+    "n": "count()",
+    "total": "sum(amount)",
+    "low": "min(amount)",
+    "high": "max(amount)",
+    "mean": "avg(amount)",
+    "first_sku": "first(sku)",
+    "last_sku": "last(sku)",
+}
+
+
+def agg(**config: object) -> Aggregator:
+    return Aggregator("r", AggregateConfig.model_validate({"fields": FIELDS, **config}))
+
+
+def test_count_window_emits_every_n_events_with_every_function() -> None:
+    a = agg(count=3)
+    results = [
+        a.add("k", partition=0, offset=i, scope={"amount": amt, "sku": f"s{i}"}, meta={}, now=0) for i, amt in enumerate([5, 1, 9, 4])
+    ]
+    assert [len(r[0]) for r in results if r] == [0, 0, 1, 0]
+    [emission] = results[2][0]  # type: ignore[index]
+    assert emission.id == "r:k:0"
+    assert emission.record == {
+        "key": "k",
+        "count": 3,
+        "window_start": None,
+        "window_end": None,
+        "n": 3,
+        "total": 15,
+        "low": 1,
+        "high": 9,
+        "mean": 5.0,
+        "first_sku": "s0",
+        "last_sku": "s2",
+    }
+    more = [a.add("k", partition=0, offset=i, scope={"amount": 1, "sku": "x"}, meta={}, now=0) for i in (4, 5)]
+    assert more[-1] is not None and more[-1][0][0].id == "r:k:1"  # the next window has its own id
+    assert more[-1][0][0].record["total"] == 4 + 1 + 1
+
+
+def test_redelivered_events_are_not_counted_twice() -> None:
+    a = agg(count=10)
+    assert a.add("k", partition=0, offset=7, scope={"amount": 2}, meta={}, now=0) is not None
+    assert a.add("k", partition=0, offset=7, scope={"amount": 2}, meta={}, now=0) is None
+    assert a.add("k", partition=0, offset=3, scope={"amount": 2}, meta={}, now=0) is None
+    assert a.state["k"].count == 1
+
+
+def test_state_survives_through_the_changelog_value() -> None:
+    a = agg(count=3)
+    a.add("k", partition=2, offset=0, scope={"amount": 5, "sku": "a"}, meta={}, now=0)
+    folded = a.add("k", partition=2, offset=1, scope={"amount": 7, "sku": "b"}, meta={}, now=0)
+    assert folded is not None
+    restarted = agg(count=3)
+    restarted.load("k", folded[1], partition=2)
+    assert restarted.add("k", partition=2, offset=1, scope={"amount": 7, "sku": "b"}, meta={}, now=0) is None  # replay skipped
+    emitted = restarted.add("k", partition=2, offset=2, scope={"amount": 1, "sku": "c"}, meta={}, now=0)
+    assert emitted is not None
+    assert emitted[0][0].record["total"] == 13 and emitted[0][0].record["mean"] == 13 / 3
+    restarted.load("k", None, partition=2)  # a tombstone forgets the key
+    assert "k" not in restarted.state
+
+
+def test_time_windows_close_on_tick_and_on_a_later_event() -> None:
+    a = agg(window="1m")
+    a.add("k", partition=0, offset=0, scope={"amount": 1}, meta={}, now=125)
+    a.add("j", partition=1, offset=0, scope={"amount": 2}, meta={}, now=130)
+    assert a.tick(now=179) == []
+    closed = a.tick(now=180)
+    assert sorted(e.id for e, _ in closed) == ["r:j:1970-01-01T00:02:00.000Z", "r:k:1970-01-01T00:02:00.000Z"]
+    assert closed[0][0].record["window_end"] == "1970-01-01T00:03:00.000Z"
+    assert a.tick(now=500) == []  # nothing open any more
+    a.add("k", partition=0, offset=1, scope={"amount": 3}, meta={}, now=200)
+    later = a.add("k", partition=0, offset=2, scope={"amount": 4}, meta={}, now=245)  # next window: the open one closes first
+    assert later is not None and [e.record["total"] for e in later[0]] == [3]
+
+
+def test_revoked_partitions_are_forgotten() -> None:
+    a = agg(count=5)
+    a.add("k", partition=0, offset=0, scope={"amount": 1}, meta={}, now=0)
+    a.add("j", partition=1, offset=0, scope={"amount": 1}, meta={}, now=0)
+    a.drop_partitions({1})
+    assert set(a.state) == {"k"}
+
+
+def test_aggregate_config_errors() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="give exactly one of window or count"):
+        AggregateConfig.model_validate({"fields": {}})
+    with pytest.raises(ValidationError, match="is not one of count"):
+        AggregateConfig.model_validate({"count": 2, "fields": {"x": "median(amount)"}})
