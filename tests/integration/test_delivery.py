@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from pathlib import Path
@@ -119,5 +120,21 @@ async def test_timeout_is_retried_with_the_same_idempotency_key(tmp_path: Path, 
         # Attempt 1 timed out at the hub (the target still finished it: the duplicate a target
         # dedups by key); attempt 2 was answered in time. Both carried the same key.
         assert [c.headers["Idempotency-Key"] for c in target.calls[:2]] == ["evt_1", "evt_1"]
+    finally:
+        await target.stop()
+
+
+async def test_first_match_mode_sends_each_event_to_its_first_matching_route_only(tmp_path: Path, bootstrap: str) -> None:
+    target = await Target().start()
+    cfg = payment_hub_config(bootstrap, target.url)
+    cfg["router"] = {"mode": "first"}
+    cfg["routes"][1]["to"] = ["support"]  # failed payments: support only
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", cfg)) as hub:
+            # Matches both routes; the first (large-usd -> erp) wins. Then one only the second matches.
+            await post(hub, payment(1, status="failed"), payment(2, amount=10, status="failed"))
+            await target.wait_for(lambda: len(target.accepted) == 2)
+            await asyncio.sleep(0.5)  # a wrong extra delivery would arrive now
+        assert sorted((c.path, c.headers["Idempotency-Key"]) for c in target.accepted) == [("/erp", "evt_1"), ("/support", "evt_2")]
     finally:
         await target.stop()

@@ -172,6 +172,8 @@ async def test_routing_patterns_over_the_real_broker(tmp_path: Path, bootstrap: 
             # audit gets each order once, though both `audit` and `risky` (for o-21) choose it unchanged.
             await target.wait_for(lambda: len(by("audit")) >= 23 and len(by("wms")) >= 46 and len(by("books")) >= 22, timeout=90)
             dead = await read_topic(hub, hub.topics.router_dead_letter, 2)
+            async with httpx.AsyncClient() as client:
+                metrics = (await client.get(f"http://127.0.0.1:{hub.ops.port}/metrics")).text
             audit_copies = await read_topic(hub, hub.topics.delivery("audit"), 23)
 
         # Transform + enrichment (customer from a table fed by Customer events, terms from config rows).
@@ -207,5 +209,16 @@ async def test_routing_patterns_over_the_real_broker(tmp_path: Path, bootstrap: 
         assert "division by zero" in reasons["risky"]
         assert "does not match schema Invoice" in reasons["bad-shape"] and "currency" in reasons["bad-shape"]
         assert {dict(d.headers)["ce_id"] for d in dead} == {b"o-evt-20", b"o-evt-21"}
+        # Per-route metrics, as Prometheus scrapes them.
+        for line in (
+            'bus_routed_events_total{outcome="emitted",route="stock"} 46.0',
+            'bus_routed_events_total{outcome="matched",route="notify-once"} 23.0',
+            'bus_routed_events_total{outcome="dropped",route="notify-once"} 1.0',
+            'bus_routed_events_total{outcome="failed",route="bad-shape"} 1.0',
+            'bus_routed_events_total{outcome="failed",route="risky"} 1.0',
+            'bus_routed_events_total{outcome="matched",route="risky"} 1.0',
+        ):
+            assert line in metrics, line
+        assert 'bus_route_evaluation_seconds_total{route="invoice"}' in metrics
     finally:
         await target.stop()
