@@ -37,6 +37,7 @@ __all__ = [
     "Inbound",
     "KafkaUnavailable",
     "Outbound",
+    "OutboundConfig",
     "PermanentError",
     "RetryableError",
     "WebMount",
@@ -51,6 +52,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bus.config.delivery import DeliveryPolicy
 from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError
 from bus.event import Event
 from bus.expr import Compiled, compile_expression
@@ -70,6 +72,12 @@ class AdapterConfig(BaseModel):
         pattern=r"^[a-z0-9][a-z0-9_-]*$",
         examples=["stripe", "erp"],
     )
+
+
+class OutboundConfig(AdapterConfig):
+    """Base of every outbound adapter's config: adds the runtime's ``delivery`` policy."""
+
+    delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy, description="Retries, limits and circuit breaker.")
 
 
 class EmitSpec(BaseModel):

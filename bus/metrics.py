@@ -29,6 +29,10 @@ DELIVERY_SECONDS = Histogram(
     ["subscriber"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+DELIVERY_ATTEMPTS = Counter("bus_delivery_attempts_total", "Calls made to targets, first tries and retries alike.", ["subscriber"])
+CIRCUIT_STATE = Gauge("bus_circuit_state", "Circuit breaker state per subscriber: 0 closed, 1 half-open, 2 open.", ["subscriber"])
+CIRCUIT_OPENED = Counter("bus_circuit_opened_total", "Times a subscriber's circuit opened.", ["subscriber"])
+RATE_LIMIT_WAIT = Counter("bus_rate_limit_wait_seconds_total", "Seconds deliveries waited for the subscriber's rate limit.", ["subscriber"])
 SECONDS_SINCE_COMMIT = Gauge(
     "bus_consumer_seconds_since_commit",
     "Seconds since a consumer last committed while it had work (stalled consumers, faust #175/#640).",

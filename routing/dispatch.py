@@ -22,10 +22,10 @@ from bus.event import Event
 from bus.expr import Compiled, compile_expression
 from bus.kafka.topics import TopicNames
 from bus.metrics import ROUTER_EVENTS, ROUTER_UNMATCHED
+from bus.ratelimit import TokenBucket
 from routing.aggregate import Aggregator, Emission
 from routing.metrics import ROUTE_COLLECTOR
 from routing.router import Router
-from routing.state import TokenBucket
 from routing.tables import encode_row
 
 log = logging.getLogger("routing.dispatch")

@@ -1,4 +1,4 @@
-"""Small in-process state used by routes: a TTL set for dedup, a token bucket for throttling.
+"""Small in-process state used by routes: a TTL set for dedup (throttling uses bus.ratelimit).
 
 Both are per router process. Per-key order puts every event of a key (and so every duplicate
 of an event) on one partition, hence one process at a time; after a rebalance the new owner
@@ -8,9 +8,8 @@ and deliveries carry the idempotency key for the target to finish the job).
 
 from __future__ import annotations
 
-__all__ = ["TokenBucket", "TtlSet"]
+__all__ = ["TtlSet"]
 
-import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,32 +40,3 @@ class TtlSet:
             return False
         self._seen[key] = now
         return True
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up. ``take`` waits; it never drops."""
-
-    def __init__(self, rate: float, burst: int = 1, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._at = clock()
-        self.waited_seconds = 0.0
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-
-    def delay_for(self, n: int = 1) -> float:
-        """Seconds until ``n`` tokens are available (0 if they are now); takes them."""
-        self._refill()
-        self._tokens -= n
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-
-    async def take(self, n: int = 1) -> None:
-        delay = self.delay_for(n)
-        if delay > 0:
-            self.waited_seconds += delay
-            await asyncio.sleep(delay)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bus.adapter_api import AdapterConfig, EmitSpec
+from bus.adapter_api import AdapterConfig, EmitSpec, OutboundConfig
 from bus.expr import compile_expression
 
 
@@ -32,7 +32,7 @@ class WebhookConfig(AdapterConfig):
     emit: EmitSpec = Field(description="How the JSON body becomes a canonical event.")
 
 
-class HttpOutboundConfig(AdapterConfig):
+class HttpOutboundConfig(OutboundConfig):
     """Deliver each event as one HTTP call (POST of JSON by default)."""
 
     type: Literal["http"] = "http"
@@ -46,6 +46,12 @@ class HttpOutboundConfig(AdapterConfig):
     )
     timeout_s: float = Field(default=10.0, gt=0, description="Per-call timeout; a timeout is retried.")
     idempotency_header: str = Field(default="Idempotency-Key", description="Header carrying the event id on every call.")
+    retry_statuses: list[int] = Field(
+        default_factory=list, description="Extra statuses to retry (besides 408, 425, 429 and 5xx).", examples=[[409]]
+    )
+    permanent_statuses: list[int] = Field(
+        default_factory=list, description="Statuses to dead-letter at once even if normally retried.", examples=[[501]]
+    )
 
     @field_validator("body")
     @classmethod

@@ -2,6 +2,8 @@
 
 2xx delivered. 408, 425, 429 and 5xx, timeouts and connection errors are retried (honouring a
 Retry-After in seconds). Any other 4xx is permanent: the target will refuse the same call again.
+``retry_statuses`` and ``permanent_statuses`` override this per target; the runtime's
+``delivery:`` policy decides how often and how long to retry.
 Every call carries the event id in ``Idempotency-Key`` so a target can drop repeats.
 """
 
@@ -37,6 +39,8 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         self._body = [(name, compile_expression(text)) for name, text in (config.body or {}).items()]
         self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         self._client: httpx.AsyncClient | None = None
+        self._retryable = _RETRYABLE | set(config.retry_statuses)
+        self._permanent = frozenset(config.permanent_statuses)
 
     async def start(self) -> None:
         if self._client is None:
@@ -79,6 +83,8 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         if 200 <= status < 300:
             return
         detail = f"{self.config.method} {self.config.url} answered {status}: {response.text[:300]}"
-        if status >= 500 or status in _RETRYABLE:
+        if status in self._permanent:
+            raise PermanentError(detail)
+        if status >= 500 or status in self._retryable:
             raise RetryableError(detail, retry_after=_retry_after(response))
         raise PermanentError(detail)

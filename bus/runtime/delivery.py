@@ -3,57 +3,75 @@
 Plain aiokafka with explicit commits, not faust (faust-streaming #606 can commit past an event
 still in progress). Contract:
 
-- Records of one partition are settled strictly in order, so per-key order holds; partitions
-  of a batch are settled concurrently.
-- A record is *settled* when the target accepted it (``deliver`` returned) or it is in the
+- Events of one key are delivered strictly in order: a key's later events wait while an earlier
+  one is retried. Events of different keys go concurrently, up to ``delivery.concurrency``.
+- An event is *settled* when the target accepted it (``deliver`` returned) or it is in the
   subscriber's dead-letter topic with its reason (Kafka acknowledged that produce).
-- Only settled records are committed. A ``RetryableError`` is retried with exponential backoff
-  and jitter, honouring ``retry_after``, for as long as it takes: events wait in Kafka, not in
-  memory. (Attempt and age limits, circuit breakers and rate limits are issue 4.)
-- ``stop()`` stops fetching, lets the event in progress finish (an event still being retried is
-  abandoned uncommitted, to be redelivered), commits what was settled, and leaves the group.
+- Only settled events are committed: per partition, the offset after the longest settled prefix.
+- ``RetryableError``: retried with exponential backoff and jitter, honouring ``retry_after``,
+  until ``delivery.max_attempts`` or ``delivery.max_age`` (then dead-lettered) or forever.
+  ``PermanentError``: dead-lettered at once. Events wait in Kafka, not in memory.
+- ``delivery.rate_limit`` paces calls; ``delivery.circuit_breaker`` stops calling a failing target
+  and probes it after ``reset_after``, while its events wait (or dead-letter, if configured).
+- ``stop()`` stops fetching, lets calls in progress finish (an event still being retried is left
+  unsettled, to be redelivered), commits what was settled, and leaves the group.
 """
 
 from __future__ import annotations
 
-__all__ = ["DeliveryWorker", "RetryPolicy"]
+__all__ = ["DeliveryWorker"]
 
 import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from datetime import datetime
+from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from bus.adapter_api import Outbound
+from bus.adapter_api import Outbound, OutboundConfig
 from bus.codec import Codec
+from bus.config.delivery import DeliveryPolicy
 from bus.config.models import KafkaConfig
 from bus.errors import BusError, PermanentError, RetryableError
 from bus.event import Event, now_rfc3339
+from bus.expr.functions import parse_duration
 from bus.kafka.clients import make_consumer
 from bus.kafka.topics import TopicNames
-from bus.metrics import DELIVERIES, DELIVERY_SECONDS, SECONDS_SINCE_COMMIT
+from bus.metrics import (
+    CIRCUIT_OPENED,
+    CIRCUIT_STATE,
+    DELIVERIES,
+    DELIVERY_ATTEMPTS,
+    DELIVERY_SECONDS,
+    RATE_LIMIT_WAIT,
+    SECONDS_SINCE_COMMIT,
+)
+from bus.ratelimit import TokenBucket
+from bus.runtime.breaker import CircuitBreaker
 
 log = logging.getLogger("bus.runtime.delivery")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    initial_backoff: float = 0.2
-    max_backoff: float = 30.0
-    multiplier: float = 2.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
-        backoff = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not security
-        return max(backoff, min(retry_after or 0.0, self.max_backoff))
+Record: TypeAlias = Any  # aiokafka's ConsumerRecord (aiokafka ships no type information)
 
 
 class _Stopping(Exception):
-    """Raised inside a partition task when stop() interrupts a retry."""
+    """Raised inside a delivery when stop() interrupts a wait."""
+
+
+def _seconds(text: str | None) -> float | None:
+    return None if text is None else parse_duration(text).total_seconds()  # type: ignore[union-attr]
+
+
+def _age(event: Event, first_attempt: float) -> float:
+    """Seconds since the event entered the hub (its ce_time), or since the first attempt."""
+    try:
+        return time.time() - datetime.fromisoformat(event.time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.monotonic() - first_attempt
 
 
 class DeliveryWorker:
@@ -66,26 +84,36 @@ class DeliveryWorker:
         topics: TopicNames,
         codec: Codec,
         producer: AIOKafkaProducer,
-        policy: RetryPolicy | None = None,
     ) -> None:
         self.adapter = adapter
         self.name = adapter.config.name
+        config = adapter.config
+        self.policy = config.delivery if isinstance(config, OutboundConfig) else DeliveryPolicy()
         self._topic = topics.delivery(self.name)
         self._dlq = topics.dead_letter(self.name)
         self._group = f"{topics.prefix}.deliver.{self.name}"
         self._codec = codec
         self._producer = producer
-        self._policy = policy or RetryPolicy()
         self._consumer = make_consumer(kafka, bootstrap, self._topic, group_id=self._group)
+        self._slots = asyncio.Semaphore(self.policy.concurrency)
+        self._backoff_initial = _seconds(self.policy.backoff_initial) or 0.2
+        self._backoff_max = _seconds(self.policy.backoff_max) or 30.0
+        self._max_age = _seconds(self.policy.max_age)
+        rate = self.policy.rate_limit
+        self.bucket = TokenBucket(rate.rate, rate.burst) if rate else None
+        breaker = self.policy.circuit_breaker
+        self.breaker = CircuitBreaker(breaker.failures, _seconds(breaker.reset_after) or 30.0) if breaker else None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._last_commit = time.monotonic()
         self._delivered = DELIVERIES.labels(self.name, "delivered")
         self._retried = DELIVERIES.labels(self.name, "retried")
         self._dead = DELIVERIES.labels(self.name, "dead_lettered")
+        self._attempts = DELIVERY_ATTEMPTS.labels(self.name)
         self._latency = DELIVERY_SECONDS.labels(self.name)
         self._since_commit = SECONDS_SINCE_COMMIT.labels(self._group)
-        self.assigned = False
+        self._circuit_state = CIRCUIT_STATE.labels(self.name)
+        self._circuit_opened = CIRCUIT_OPENED.labels(self.name)
+        self._rate_wait = RATE_LIMIT_WAIT.labels(self.name)
 
     async def start(self) -> None:
         if self._task is not None:
@@ -105,79 +133,141 @@ class DeliveryWorker:
             log.info("delivery worker %s stopped", self.name)
 
     async def _run(self) -> None:
+        last_commit = time.monotonic()
         while not self._stopping.is_set():
             batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
-            self.assigned = bool(self._consumer.assignment())
             if not batch:
-                self._last_commit = time.monotonic()
+                last_commit = time.monotonic()
                 self._since_commit.set(0)
                 continue
-            self._since_commit.set(time.monotonic() - self._last_commit)
-            results = await asyncio.gather(*(self._settle_partition(records) for records in batch.values()))
-            offsets = {tp: OffsetAndMetadata(offset + 1, "") for tp, offset in zip(batch, results, strict=True) if offset is not None}
-            for tp, offset in zip(batch, results, strict=True):
-                if offset is None or offset < batch[tp][-1].offset:
+            self._since_commit.set(time.monotonic() - last_commit)
+            settled = await asyncio.gather(*(self._settle_partition(records) for records in batch.values()))
+            offsets = {}
+            for (tp, records), last in zip(batch.items(), settled, strict=True):
+                if last is not None:
+                    offsets[tp] = OffsetAndMetadata(last + 1, "")
+                if last is None or last < records[-1].offset:
                     # Stopped mid-partition: rewind so this worker never skips the rest if it goes on.
-                    self._consumer.seek(tp, (offset + 1) if offset is not None else batch[tp][0].offset)
-            await self._commit(offsets)
+                    self._consumer.seek(tp, last + 1 if last is not None else records[0].offset)
+            if await self._commit(offsets):
+                last_commit = time.monotonic()
+                self._since_commit.set(0)
 
-    async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+    async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
         if not offsets:
-            return
+            return False
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # Partitions moved to another member: it will deliver these again (at-least-once).
             log.warning("delivery worker %s could not commit (%r); events will be redelivered", self.name, exc)
-            return
-        self._last_commit = time.monotonic()
-        self._since_commit.set(0)
+            return False
+        return True
 
-    async def _settle_partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> int | None:
-        """Settle records in order; return the offset of the last settled one."""
+    async def _settle_partition(self, records: list[Record]) -> int | None:
+        """Settle records, one lane per key; return the last offset of the settled prefix."""
+        lanes: dict[bytes | None, list[Record]] = defaultdict(list)
+        for record in records:
+            lanes[record.key].append(record)
+        done: set[int] = set()
+
+        async def lane(queue: list[Record]) -> None:
+            for record in queue:
+                if self._stopping.is_set():
+                    return  # graceful stop: leave the rest for the next owner
+                try:
+                    await self._settle(record)
+                except _Stopping:
+                    return
+                done.add(record.offset)
+
+        await asyncio.gather(*(lane(queue) for queue in lanes.values()))
         last: int | None = None
         for record in records:
-            if self._stopping.is_set():
-                break  # graceful stop: finish the event in hand, leave the rest for the next owner
-            try:
-                await self._settle(record)
-            except _Stopping:
+            if record.offset not in done:
                 break
             last = record.offset
         return last
 
-    async def _settle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _wait(self, seconds: float) -> None:
+        """Sleep, unless stop() comes first."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        raise _Stopping
+
+    async def _settle(self, record: Record) -> None:
         try:
             schema, data = self._codec.decode(record.value or b"")
         except PermanentError as exc:
             await self._dead_letter(record, exc, attempts=0)
             return
         event = Event.from_kafka(schema, data, record.key, record.headers)
+        first_attempt = time.monotonic()
         attempt = 0
         while True:
+            if self.breaker is not None:
+                wait = self.breaker.wait_time()
+                self._circuit_state.set(self.breaker.state)
+                if wait > 0:
+                    if self.policy.circuit_breaker and self.policy.circuit_breaker.when_open == "dead_letter":
+                        await self._dead_letter(record, RetryableError(f"circuit open for {self.name}"), attempts=attempt)
+                        return
+                    await self._wait(wait)
+                    continue
+            if self.bucket is not None:
+                delay = self.bucket.delay_for()
+                if delay > 0:
+                    self._rate_wait.inc(delay)
+                    await self._wait(delay)
             attempt += 1
+            self._attempts.inc()
             started = time.perf_counter()
             try:
-                await self.adapter.deliver(event)
+                async with self._slots:
+                    await self.adapter.deliver(event)
             except RetryableError as exc:
+                self._failed_call()
                 self._retried.inc()
-                if self._stopping.is_set():
-                    raise _Stopping from exc
-                delay = self._policy.delay(attempt, exc.retry_after)
+                exhausted = self.policy.max_attempts is not None and attempt >= self.policy.max_attempts
+                too_old = self._max_age is not None and _age(event, first_attempt) >= self._max_age
+                if exhausted or too_old:
+                    why = f"{attempt} attempt(s)" if exhausted else f"older than {self.policy.max_age}"
+                    await self._dead_letter(record, RetryableError(f"gave up after {why}: {exc}"), attempts=attempt)
+                    return
+                backoff = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
+                delay = max(random.uniform(backoff / 2, backoff), min(exc.retry_after or 0.0, self._backoff_max))  # noqa: S311
                 log.debug("delivery %s of %s failed (%s); retry in %.2fs", self.name, event.id, exc, delay)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-                except TimeoutError:
-                    continue
-                raise _Stopping from exc
+                await self._wait(delay)
+                continue
             except PermanentError as exc:
+                self._succeeded_call()  # the target answered: it is up, it just refuses this event
                 await self._dead_letter(record, exc, attempts=attempt)
                 return
+            self._succeeded_call()
             self._latency.observe(time.perf_counter() - started)
             self._delivered.inc()
             return
 
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BusError, *, attempts: int) -> None:
+    def _failed_call(self) -> None:
+        if self.breaker is not None:
+            opened = self.breaker.opened
+            self.breaker.failure()
+            self._circuit_state.set(self.breaker.state)
+            if self.breaker.opened > opened:
+                self._circuit_opened.inc()
+                log.warning("circuit opened for %s: the target keeps failing; probing again later", self.name)
+
+    def _succeeded_call(self) -> None:
+        if self.breaker is not None:
+            was_open = self.breaker.state != 0
+            self.breaker.success()
+            self._circuit_state.set(self.breaker.state)
+            if was_open:
+                log.info("circuit closed for %s: the target answers again", self.name)
+
+    async def _dead_letter(self, record: Record, error: BusError, *, attempts: int) -> None:
         headers = [
             *(record.headers or ()),
             ("bus_error", str(error).encode()),
@@ -193,8 +283,6 @@ class DeliveryWorker:
                 break
             except KafkaError as exc:  # not settled until Kafka has it: keep trying, never drop
                 log.warning("cannot write dead letter for %s to %s (%r); retrying", self.name, self._dlq, exc)
-                if self._stopping.is_set():
-                    raise _Stopping from exc
-                await asyncio.sleep(1)
+                await self._wait(1)
         self._dead.inc()
         log.warning("dead-lettered %s/%d/%d for %s: %s", record.topic, record.partition, record.offset, self.name, error)

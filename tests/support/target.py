@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ class Call:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)  # arrival, for rate checks
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Target:
     calls: list[Call] = field(default_factory=list)
     accepted: list[Call] = field(default_factory=list)
     port: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0  # the most calls the hub had open at once
     _runner: web.AppRunner | None = None
 
     @property
@@ -38,8 +42,13 @@ class Target:
     async def _handle(self, request: web.Request) -> web.Response:
         call = Call(request.path, dict(request.headers), await request.json())
         self.calls.append(call)
-        if (pause := self.delay(call)) > 0:
-            await asyncio.sleep(pause)  # a slow target: the hub's timeout must fire first
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if (pause := self.delay(call)) > 0:
+                await asyncio.sleep(pause)  # a slow target: the hub's timeout may fire first
+        finally:
+            self.in_flight -= 1
         status, headers = self.answer(call)
         if 200 <= status < 300:
             self.accepted.append(call)

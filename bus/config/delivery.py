@@ -1,0 +1,74 @@
+"""The ``delivery:`` block every outbound adapter accepts: how the runtime retries, paces and
+protects a subscriber. Adapter authors never write retry loops (STYLE.md)."""
+
+from __future__ import annotations
+
+__all__ = ["CircuitBreakerConfig", "DeliveryPolicy", "RateLimitConfig"]
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bus.expr.functions import parse_duration
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(text: str | None) -> str | None:
+    if text is not None:
+        parse_duration(text)
+    return text
+
+
+class RateLimitConfig(_Model):
+    """At most ``rate`` calls per second to the target, bursts up to ``burst``. Events wait in Kafka."""
+
+    rate: float = Field(gt=0, description="Calls per second.", examples=[10])
+    burst: int = Field(default=1, ge=1, description="Calls allowed at once after a quiet spell.", examples=[20])
+
+
+class CircuitBreakerConfig(_Model):
+    """Stop calling a target that keeps failing; probe it again after ``reset_after``."""
+
+    failures: int = Field(default=5, ge=1, description="Consecutive retryable failures that open the circuit.")
+    reset_after: str = Field(default="30s", description="How long the circuit stays open before one probe call (half-open).")
+    when_open: Literal["wait", "dead_letter"] = Field(
+        default="wait", description="While open: events wait in Kafka (default), or go to the dead-letter topic at once."
+    )
+
+    @field_validator("reset_after")
+    @classmethod
+    def _check(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class DeliveryPolicy(_Model):
+    """Retries with exponential backoff and jitter (honouring Retry-After), limits, and protection."""
+
+    concurrency: int = Field(
+        default=8, ge=1, le=1024, description="Events delivered at once; events of one key are always delivered in order."
+    )
+    max_attempts: int | None = Field(default=None, ge=1, description="Attempts before dead-lettering; none: retry until max_age.")
+    max_age: str | None = Field(
+        default=None, description="Dead-letter an event still failing this long after it entered the hub.", examples=["24h"]
+    )
+    backoff_initial: str = Field(default="200ms", description="First retry delay; doubles each attempt, with jitter.")
+    backoff_max: str = Field(default="30s", description="Longest retry delay.")
+    rate_limit: RateLimitConfig | None = Field(default=None, description="Pace calls to the target.")
+    circuit_breaker: CircuitBreakerConfig | None = Field(
+        default_factory=CircuitBreakerConfig, description="Open the circuit on repeated failures (set null to disable)."
+    )
+
+    @field_validator("backoff_initial", "backoff_max", "max_age")
+    @classmethod
+    def _check_durations(cls, value: str | None) -> str | None:
+        return _duration(value)
+
+    def seconds(self, field: Literal["backoff_initial", "backoff_max", "max_age"]) -> float | None:
+        text = getattr(self, field)
+        delta = parse_duration(text) if text is not None else None
+        return delta.total_seconds() if isinstance(delta, timedelta) else None
