@@ -5,6 +5,7 @@
     bus adapters list                                           the adapter types installed
     bus test -c bus.yaml tests.yaml                             route tests, no broker needed
     bus routes explain -c bus.yaml event.json                   which routes match an event, and what they emit
+    bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters
     bus docs config                                             the configuration reference, from the models
 
 Exit codes: 0 success, 1 the hub failed at run time, 2 the configuration is invalid.
@@ -121,6 +122,57 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dlq(args: argparse.Namespace) -> int:
+    import json
+    from datetime import datetime
+
+    from bus.deadletters import DeadLetters, Filter
+    from bus.kafka.topics import TopicNames
+
+    loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
+    kafka = loaded.hub.kafka
+    subscribers = [args.subscriber] if args.subscriber else [*(c.name for c in loaded.outbound), "_router"]
+    unknown = set(subscribers) - {c.name for c in loaded.outbound} - {"_router"}
+    if unknown:
+        print(f"bus: no outbound adapter named {', '.join(sorted(unknown))} (use _router for the router's dead letters)", file=sys.stderr)
+        return EXIT_CONFIG
+    where = Filter(
+        since=datetime.fromisoformat(args.since) if args.since else None,
+        until=datetime.fromisoformat(args.until) if args.until else None,
+        error_class=args.error_class,
+        ids=set(args.ids or ()),
+        include_handled=args.all or args.dlq_command == "show",
+    )
+    store = DeadLetters(kafka, args.bootstrap or kafka.bootstrap, TopicNames(kafka.topic_prefix))
+
+    async def run() -> int:
+        letters = [letter for name in subscribers for letter in await store.find(name, where)]
+        if args.dlq_command == "list":
+            rows = [letter.summary() for letter in letters]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                for row in rows:
+                    print(
+                        f"{row['subscriber']:<12} {row['position']:<10} {row['status']:<9} {row['failed_at']:<25} "
+                        f"{row['error_class']:<15} {row['event_id']:<24} {row['error'][:80]}"
+                    )
+                print(f"{len(rows)} dead letter(s)")
+            return 0
+        if args.dlq_command == "show":
+            for letter in letters:
+                print(json.dumps({**letter.summary(), "headers": {k: v.decode(errors="replace") for k, v in letter.headers}}, indent=2))
+            return 0 if letters else EXIT_RUNTIME
+        if args.dry_run:
+            print(f"would {args.dlq_command} {len(letters)} dead letter(s)")
+            return 0
+        done = await (store.replay(letters) if args.dlq_command == "replay" else store.purge(letters))
+        print(f"{args.dlq_command}d {done} dead letter(s)" if args.dlq_command == "purge" else f"replayed {done} dead letter(s)")
+        return 0
+
+    return asyncio.run(run())
+
+
 def _docs(args: argparse.Namespace) -> int:
     from bus.docgen import config_reference
 
@@ -158,6 +210,29 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--schema", help="the event's canonical schema")
     explain.add_argument("--inbound", help="treat the file as a body received by this inbound adapter")
     explain.set_defaults(func=_explain)
+
+    dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, purge")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name, text in (
+        ("list", "list dead letters"),
+        ("show", "show dead letters in full"),
+        ("replay", "send dead letters back"),
+        ("purge", "mark dead letters as handled"),
+    ):
+        cmd = dlq_sub.add_parser(name, help=text)
+        cmd.add_argument("-c", "--config", type=Path, required=True)
+        cmd.add_argument("--bootstrap", help="Kafka to use instead of the config's (needed when the config says embedded)")
+        cmd.add_argument("--subscriber", help="an outbound adapter name, or _router; default all")
+        cmd.add_argument("--since", help="failed at or after (ISO 8601)")
+        cmd.add_argument("--until", help="failed before (ISO 8601)")
+        cmd.add_argument("--error-class", help="e.g. PermanentError, RetryableError, UnknownSchemaId")
+        cmd.add_argument("--all", action="store_true", help="include letters already replayed or purged")
+        cmd.add_argument("ids", nargs="*", help="event ids or partition/offset positions")
+        if name == "list":
+            cmd.add_argument("--json", action="store_true")
+        if name in ("replay", "purge"):
+            cmd.add_argument("--dry-run", action="store_true")
+        cmd.set_defaults(func=_dlq)
 
     docs = sub.add_parser("docs", help="generated documentation")
     docs_sub = docs.add_subparsers(dest="docs_command", required=True)

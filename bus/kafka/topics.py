@@ -38,6 +38,10 @@ class TopicNames:
         return f"{self.prefix}.table.{name}"
 
     @property
+    def dead_letter_state(self) -> str:
+        return f"{self.prefix}.dlq-state"
+
+    @property
     def router_dead_letter(self) -> str:
         return f"{self.prefix}.dlq._router"
 

@@ -1,0 +1,212 @@
+"""Dead letters: read, filter, replay and purge them (``bus dlq``).
+
+Every dead-letter topic (``<prefix>.dlq.<subscriber>``, and ``<prefix>.dlq._router`` for events the
+router could not route) holds the original record (value, key, headers) plus why it failed:
+``bus_error``, ``bus_error_class``, ``bus_attempts``, ``bus_failed_at``, ``bus_origin``.
+
+- replay sends the original record back to where it failed (its ``bus_origin`` topic): a
+  subscriber's delivery topic, or for router dead letters the canonical topic, so a fixed route
+  routes it again. The same event id travels with it, so a target that already has it can tell.
+- purge marks letters as handled without sending them.
+
+Kafka cannot delete single records, so what was replayed or purged is kept as a mark on a
+compacted topic (``<prefix>.dlq-state``), keyed by the letter's position. ``list`` shows each
+letter's status; replay and purge skip letters already handled unless asked to redo them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DeadLetter", "DeadLetters", "Filter"]
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from bus.config.models import KafkaConfig
+from bus.errors import BusError
+from bus.event import now_rfc3339
+from bus.kafka.clients import make_admin, make_consumer, make_producer
+from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
+
+_ERROR_HEADERS = {"bus_error", "bus_error_class", "bus_attempts", "bus_failed_at", "bus_subscriber", "bus_origin", "bus_replayed_from"}
+
+
+@dataclass
+class DeadLetter:
+    subscriber: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    status: str = "new"  # new, replayed, purged
+
+    def header(self, name: str) -> str:
+        for k, v in self.headers:
+            if k == name and v is not None:
+                return v.decode(errors="replace")
+        return ""
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    @property
+    def event_id(self) -> str:
+        return self.header("ce_id")
+
+    @property
+    def failed_at(self) -> str:
+        return self.header("bus_failed_at")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "subscriber": self.subscriber,
+            "position": f"{self.partition}/{self.offset}",
+            "event_id": self.event_id,
+            "type": self.header("ce_type"),
+            "key": self.key.decode(errors="replace") if self.key is not None else None,
+            "failed_at": self.failed_at,
+            "error_class": self.header("bus_error_class"),
+            "attempts": self.header("bus_attempts"),
+            "route": self.header("bus_route"),
+            "error": self.header("bus_error"),
+            "status": self.status,
+        }
+
+
+@dataclass
+class Filter:
+    since: datetime | None = None
+    until: datetime | None = None
+    error_class: str | None = None
+    ids: set[str] = field(default_factory=set)
+    include_handled: bool = False
+
+    def __call__(self, letter: DeadLetter) -> bool:
+        if self.ids and letter.event_id not in self.ids and f"{letter.partition}/{letter.offset}" not in self.ids:
+            return False
+        if self.error_class and letter.header("bus_error_class") != self.error_class:
+            return False
+        if (self.since or self.until) and letter.failed_at:
+            at = datetime.fromisoformat(letter.failed_at.replace("Z", "+00:00"))
+            if (self.since and at < self.since) or (self.until and at >= self.until):
+                return False
+        return self.include_handled or letter.status == "new"
+
+
+class DeadLetters:
+    """Operations on the dead-letter topics of one hub (one topic prefix)."""
+
+    def __init__(self, kafka: KafkaConfig, bootstrap: str, topics: TopicNames) -> None:
+        if bootstrap == "embedded":
+            raise BusError(
+                "the embedded broker lives inside the running hub: pass --bootstrap HOST:PORT "
+                "(the hub logs it at start: 'embedded Kafka broker (Tansu) listening on ...')"
+            )
+        self._kafka = kafka
+        self._bootstrap = bootstrap
+        self._names = topics
+
+    def topic_of(self, subscriber: str) -> str:
+        return self._names.router_dead_letter if subscriber == "_router" else self._names.dead_letter(subscriber)
+
+    async def _read_all(self, topic: str) -> list[Any]:
+        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic) or await self._partitions(consumer, topic)
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            if not tps:
+                return []
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            records: list[Any] = []
+            pending = set(tps)
+            for _ in range(10_000):
+                for batch in (await consumer.getmany(*pending, timeout_ms=200)).values():
+                    records.extend(batch)
+                for tp in list(pending):  # to the fetch high watermark (ListOffsets is wrong on Tansu)
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None and await consumer.position(tp) >= highwater:
+                        pending.discard(tp)
+                if not pending:
+                    break
+            return records
+        finally:
+            await consumer.stop()
+
+    @staticmethod
+    async def _partitions(consumer: Any, topic: str) -> set[int]:
+        await consumer._client.force_metadata_update()  # aiokafka has no public way to wait for one topic's metadata
+        return consumer.partitions_for_topic(topic) or set()
+
+    async def _marks(self) -> dict[str, str]:
+        marks: dict[str, str] = {}
+        for record in await self._read_all(self._names.dead_letter_state):
+            if record.key is not None:
+                marks[record.key.decode()] = json.loads(record.value)["status"] if record.value else "new"
+        return marks
+
+    async def find(self, subscriber: str, where: Filter | None = None) -> list[DeadLetter]:
+        topic = self.topic_of(subscriber)
+        marks = await self._marks()
+        letters = [
+            DeadLetter(subscriber, topic, r.partition, r.offset, r.key, r.value, list(r.headers or ())) for r in await self._read_all(topic)
+        ]
+        for letter in letters:
+            letter.status = marks.get(letter.position, "new")
+        return [letter for letter in letters if where is None or where(letter)]
+
+    async def replay(self, letters: list[DeadLetter]) -> int:
+        """Send each letter back to where it failed, then mark it replayed. Returns how many."""
+        await self._ensure_state_topic()
+        producer = make_producer(self._kafka, self._bootstrap)
+        await producer.start()
+        try:
+            futures = []
+            for letter in letters:
+                origin = letter.header("bus_origin").rsplit("/", 2)[0] or self._names.delivery(letter.subscriber)
+                headers = [(k, v) for k, v in letter.headers if k not in _ERROR_HEADERS and k != "bus_route"]
+                headers.append(("bus_replayed_from", letter.position.encode()))
+                futures.append(await producer.send(origin, letter.value, key=letter.key, headers=headers))
+            for future in futures:
+                await future
+            await self._mark(producer, letters, "replayed")
+        finally:
+            await producer.stop()
+        return len(letters)
+
+    async def purge(self, letters: list[DeadLetter]) -> int:
+        await self._ensure_state_topic()
+        producer = make_producer(self._kafka, self._bootstrap)
+        await producer.start()
+        try:
+            await self._mark(producer, letters, "purged")
+        finally:
+            await producer.stop()
+        return len(letters)
+
+    async def _mark(self, producer: Any, letters: list[DeadLetter], status: str) -> None:
+        futures = []
+        for letter in letters:
+            value = json.dumps({"status": status, "at": now_rfc3339(), "event_id": letter.event_id}).encode()
+            futures.append(await producer.send(self._names.dead_letter_state, value, key=letter.position.encode()))
+        for future in futures:
+            await future
+        for letter in letters:
+            letter.status = status
+
+    async def _ensure_state_topic(self) -> None:
+        admin = make_admin(self._kafka, self._bootstrap)
+        await admin.start()
+        try:
+            await ensure_topics(
+                admin, [TopicSpec(self._names.dead_letter_state, 1, self._kafka.replication_factor, {"cleanup.policy": "compact"})]
+            )
+        finally:
+            await admin.close()
