@@ -31,9 +31,15 @@ class RateLimitConfig(_Model):
 
 
 class CircuitBreakerConfig(_Model):
-    """Stop calling a target that keeps failing; probe it again after ``reset_after``."""
+    """Stop calling a target that keeps failing; probe it again after ``reset_after``.
 
-    failures: int = Field(default=5, ge=1, description="Consecutive retryable failures that open the circuit.")
+    The circuit opens when at least ``failure_ratio`` of the last ``window`` calls failed (and at
+    least ``min_calls`` were made), so a flaky target keeps being called and a dead one does not.
+    """
+
+    failure_ratio: float = Field(default=0.5, gt=0, le=1, description="Share of failed calls that opens the circuit.")
+    window: int = Field(default=20, ge=1, description="How many recent calls the share is taken over.")
+    min_calls: int = Field(default=10, ge=1, description="Calls needed before the circuit can open.")
     reset_after: str = Field(default="30s", description="How long the circuit stays open before one probe call (half-open).")
     when_open: Literal["wait", "dead_letter"] = Field(
         default="wait", description="While open: events wait in Kafka (default), or go to the dead-letter topic at once."

@@ -1,5 +1,7 @@
-"""A circuit breaker per subscriber: closed -> open after N consecutive failures -> half-open after
-``reset_after`` (one probe call at a time) -> closed on success, open again on failure.
+"""A circuit breaker per subscriber: closed -> open when the failed share of recent calls reaches
+``failure_ratio`` -> half-open after ``reset_after`` (one probe call at a time) -> closed on
+success, open again on failure. Judging a share rather than a run of failures keeps a flaky
+target (30% errors) in use while a dead one (100%) is left alone.
 
 An open circuit costs the target nothing: no calls are made, and the events wait in Kafka (or go
 to the dead-letter topic, if configured). Other subscribers are unaffected: each has its own
@@ -11,6 +13,7 @@ from __future__ import annotations
 __all__ = ["CircuitBreaker", "State"]
 
 import time
+from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
 
@@ -22,11 +25,20 @@ class State(IntEnum):
 
 
 class CircuitBreaker:
-    def __init__(self, failures: int, reset_after: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._threshold = failures
+    def __init__(
+        self,
+        reset_after: float,
+        *,
+        failure_ratio: float = 0.5,
+        window: int = 20,
+        min_calls: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ratio = failure_ratio
+        self._min_calls = min(min_calls, window)
+        self._recent: deque[bool] = deque(maxlen=window)  # True = failed
         self._reset_after = reset_after
         self._clock = clock
-        self._failures = 0
         self._opened_at = 0.0
         self._probing = False
         self.state = State.CLOSED
@@ -47,14 +59,18 @@ class CircuitBreaker:
         return 0.0
 
     def success(self) -> None:
-        self._failures = 0
+        if self.state != State.CLOSED:
+            self._recent.clear()  # a fresh start after the target came back
+        self._recent.append(False)
         self._probing = False
         self.state = State.CLOSED
 
     def failure(self) -> None:
         self._probing = False
-        self._failures += 1
-        if self.state == State.HALF_OPEN or self._failures >= self._threshold:
+        self._recent.append(True)
+        failed = sum(self._recent)
+        tripped = len(self._recent) >= self._min_calls and failed >= self._ratio * len(self._recent)
+        if self.state == State.HALF_OPEN or tripped:
             if self.state != State.OPEN:
                 self.opened += 1
             self.state = State.OPEN

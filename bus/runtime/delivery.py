@@ -102,7 +102,16 @@ class DeliveryWorker:
         rate = self.policy.rate_limit
         self.bucket = TokenBucket(rate.rate, rate.burst) if rate else None
         breaker = self.policy.circuit_breaker
-        self.breaker = CircuitBreaker(breaker.failures, _seconds(breaker.reset_after) or 30.0) if breaker else None
+        self.breaker = (
+            CircuitBreaker(
+                _seconds(breaker.reset_after) or 30.0,
+                failure_ratio=breaker.failure_ratio,
+                window=breaker.window,
+                min_calls=breaker.min_calls,
+            )
+            if breaker
+            else None
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._delivered = DELIVERIES.labels(self.name, "delivered")
@@ -207,27 +216,16 @@ class DeliveryWorker:
         first_attempt = time.monotonic()
         attempt = 0
         while True:
-            if self.breaker is not None:
-                wait = self.breaker.wait_time()
-                self._circuit_state.set(self.breaker.state)
-                if wait > 0:
-                    if self.policy.circuit_breaker and self.policy.circuit_breaker.when_open == "dead_letter":
-                        await self._dead_letter(record, RetryableError(f"circuit open for {self.name}"), attempts=attempt)
-                        return
-                    await self._wait(wait)
-                    continue
             if self.bucket is not None:
                 delay = self.bucket.delay_for()
                 if delay > 0:
                     self._rate_wait.inc(delay)
                     await self._wait(delay)
-            attempt += 1
-            self._attempts.inc()
             started = time.perf_counter()
             try:
-                async with self._slots:
-                    await self.adapter.deliver(event)
+                blocked = await self._call(event)
             except RetryableError as exc:
+                attempt += 1
                 self._failed_call()
                 self._retried.inc()
                 exhausted = self.policy.max_attempts is not None and attempt >= self.policy.max_attempts
@@ -243,12 +241,34 @@ class DeliveryWorker:
                 continue
             except PermanentError as exc:
                 self._succeeded_call()  # the target answered: it is up, it just refuses this event
-                await self._dead_letter(record, exc, attempts=attempt)
+                await self._dead_letter(record, exc, attempts=attempt + 1)
                 return
+            if blocked > 0:  # the circuit is open: no call was made
+                if self.policy.circuit_breaker and self.policy.circuit_breaker.when_open == "dead_letter":
+                    await self._dead_letter(record, RetryableError(f"circuit open for {self.name}"), attempts=attempt)
+                    return
+                await self._wait(blocked)
+                continue
             self._succeeded_call()
             self._latency.observe(time.perf_counter() - started)
             self._delivered.inc()
             return
+
+    async def _call(self, event: Event) -> float:
+        """One call to the target, unless the circuit is open: then how long to wait, and no call.
+
+        The breaker is asked only once a slot is held, right before the call, so events queued
+        for a slot when the circuit opens do not call the failing target.
+        """
+        async with self._slots:
+            if self.breaker is not None:
+                wait = self.breaker.wait_time()
+                self._circuit_state.set(self.breaker.state)
+                if wait > 0:
+                    return wait
+            self._attempts.inc()
+            await self.adapter.deliver(event)
+            return 0.0
 
     def _failed_call(self) -> None:
         if self.breaker is not None:

@@ -94,7 +94,7 @@ async def test_dead_target_opens_its_circuit_without_slowing_the_others(tmp_path
     subscribers = {
         "dead": {
             "url": f"{dead.url}/dead",
-            "delivery": {"backoff_initial": "10ms", "circuit_breaker": {"failures": 3, "reset_after": "1s"}},
+            "delivery": {"backoff_initial": "10ms", "circuit_breaker": {"min_calls": 3, "reset_after": "1s"}},
         },
         "healthy": {"url": f"{healthy.url}/healthy"},
     }

@@ -11,15 +11,15 @@ class Clock:
         return self.now
 
 
-def test_opens_after_consecutive_failures_and_probes_after_reset() -> None:
+def test_opens_on_the_failed_share_of_recent_calls_and_probes_after_reset() -> None:
     clock = Clock()
-    breaker = CircuitBreaker(3, 10.0, clock=clock)
-    for _ in range(2):
-        assert breaker.wait_time() == 0
-        breaker.failure()
-    breaker.success()  # a success resets the count
+    breaker = CircuitBreaker(10.0, failure_ratio=0.5, window=4, min_calls=4, clock=clock)
     for _ in range(3):
         breaker.failure()
+    assert breaker.state == State.CLOSED  # too few calls to judge
+    breaker.success()  # 3 of 4 failed: 75% >= 50%, but this call succeeded, so no change now
+    assert breaker.state == State.CLOSED
+    breaker.failure()  # last 4: F, F, S, F -> 75% failed
     assert breaker.state == State.OPEN and breaker.opened == 1
     assert breaker.wait_time() == 10.0
     clock.now = 9.5
@@ -34,3 +34,17 @@ def test_opens_after_consecutive_failures_and_probes_after_reset() -> None:
     assert breaker.wait_time() == 0
     breaker.success()
     assert breaker.state == State.CLOSED and breaker.wait_time() == 0
+
+
+def test_a_flaky_target_keeps_its_circuit_closed() -> None:
+    breaker = CircuitBreaker(10.0, failure_ratio=0.5, window=20, min_calls=10)
+    for i in range(1000):  # 30% failures, some in long runs
+        breaker.failure() if i % 10 in (0, 1, 2) else breaker.success()
+    assert breaker.opened == 0
+
+
+def test_a_dead_target_opens_it() -> None:
+    breaker = CircuitBreaker(10.0, failure_ratio=0.5, window=20, min_calls=10)
+    for _ in range(10):
+        breaker.failure()
+    assert breaker.state == State.OPEN
