@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from bus.runtime.hub import Hub
 from tests.support.hub import build_hub, unique_prefix, write_config
@@ -46,6 +47,7 @@ async def post_all(hub: Hub, events: list[dict[str, Any]], concurrency: int = 64
         await asyncio.gather(*(post(e) for e in events))
 
 
+@pytest.mark.timeout(360)
 async def test_flaky_target_gets_every_event_and_duplicates_only_after_timeouts(tmp_path: Path, bootstrap: str) -> None:
     rng = random.Random(7)
     fate: dict[str, list[str]] = defaultdict(list)
