@@ -97,12 +97,17 @@ class RouterWorker:
         self._task = asyncio.create_task(self._run(), name="router")
         log.info("router consuming %s (group %s)", ", ".join(sources), self._group)
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The routing loop; the hub watches it and exits if it ends on its own."""
+        return self._task
+
     async def stop(self) -> None:
         self._stopping.set()
         task, self._task = self._task, None
         if task is not None:
             try:
-                await task
+                await asyncio.gather(task, return_exceptions=True)  # a crash was already reported by the hub
             finally:
                 await self._consumer.stop()
         if self.tables is not None:

@@ -130,12 +130,18 @@ class DeliveryWorker:
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"deliver:{self.name}")
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The delivery loop; the hub watches it and exits if it ends on its own."""
+        return self._task
+
     async def stop(self) -> None:
         if self._task is None:
             return
         self._stopping.set()
         try:
-            await self._task
+            # A loop that already died was reported by the hub's watch; do not raise it again here.
+            await asyncio.gather(self._task, return_exceptions=True)
         finally:
             self._task = None
             await self._consumer.stop()

@@ -214,7 +214,9 @@ class Hub:
             "schemas": self._schemas_ready,
         }
         if self._runs("outbound"):
-            checks["outbound"] = len(self.workers) == len(self.loaded.outbound)
+            checks["outbound"] = len(self.workers) == len(self.loaded.outbound) and all(
+                w.task is not None and not w.task.done() for w in self.workers
+            )
             for outbound in self.outbound:
                 checks[f"outbound:{outbound.config.name}"] = (await outbound.health()).ok
         if self._runs("router"):
@@ -260,16 +262,41 @@ class Hub:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def component_tasks(self) -> list[asyncio.Task[None]]:
+        """Background loops that must run for as long as the hub does."""
+        tasks = [w.task for w in self.workers if w.task is not None]
+        if isinstance(self.router, RouterWorker) and self.router.task is not None:
+            tasks.append(self.router.task)
+        return tasks
+
     async def run_until_signalled(self) -> None:
-        """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
+        """Start, serve until SIGTERM or SIGINT, then stop gracefully.
+
+        If a background loop ends on its own (a bug, an unexpected error), the hub stops and raises
+        BusError, so the process exits non-zero and its supervisor (Kubernetes) restarts it: a hub
+        that silently stopped delivering would be worse than one that restarts.
+        """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        failure: BusError | None = None
+        signalled = asyncio.create_task(stop.wait(), name="signal")
         try:
-            await stop.wait()
-            log.info("signal received: stopping intake, draining in-flight events")
+            done, _ = await asyncio.wait([signalled, *self.component_tasks()], return_when=asyncio.FIRST_COMPLETED)
+            if signalled in done:
+                log.info("signal received: stopping intake, draining in-flight events")
+            else:
+                crashed = next(iter(done))
+                error = None if crashed.cancelled() else crashed.exception()
+                log.error("%s stopped unexpectedly (%r); shutting down so the process is restarted", crashed.get_name(), error)
+                failure = BusError(f"{crashed.get_name()} stopped unexpectedly: {error!r}")
         finally:
+            signalled.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
             await self.stop()
-            log.info("hub stopped cleanly")
+        if failure is not None:
+            raise failure
+        log.info("hub stopped cleanly")
