@@ -6,6 +6,7 @@
     bus test -c bus.yaml tests.yaml                             route tests, no broker needed
     bus routes explain -c bus.yaml event.json                   which routes match an event, and what they emit
     bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters
+    bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for?
     bus docs config                                             the configuration reference, from the models
 
 Exit codes: 0 success, 1 the hub failed at run time, 2 the configuration is invalid.
@@ -173,6 +174,49 @@ def _dlq(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    import json
+
+    from bus.expr.functions import parse_duration
+    from bus.kafka.topics import TopicNames
+    from bus.ledger import Reconciler, render
+
+    loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
+    kafka = loaded.hub.kafka
+    names = [c.name for c in loaded.outbound]
+    subscribers = args.subscriber or names
+    unknown = set(subscribers) - set(names)
+    if unknown:
+        print(f"bus: no outbound adapter named {', '.join(sorted(unknown))}", file=sys.stderr)
+        return EXIT_CONFIG
+    window = parse_duration(args.window)
+    if window is None or window.total_seconds() < 1:
+        print(f"bus: --window {args.window!r} is not a duration of at least 1s (e.g. 15m, 1h, 1d)", file=sys.stderr)
+        return EXIT_CONFIG
+    target_ids: set[str] | None = None
+    if args.target_ids:
+        if len(subscribers) != 1:
+            print("bus: --target-ids compares one subscriber: add --subscriber NAME", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            text = args.target_ids.read_text()
+        except OSError as exc:
+            print(f"bus: cannot read --target-ids: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        target_ids = {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
+    reconciler = Reconciler(kafka, args.bootstrap or kafka.bootstrap, TopicNames(kafka.topic_prefix))
+
+    async def run() -> int:
+        balances = [await reconciler.balance(name, window_s=int(window.total_seconds()), target_ids=target_ids) for name in subscribers]
+        if args.json:
+            print(json.dumps([b.as_json() for b in balances], indent=2))
+        else:
+            print("\n\n".join(render(b, show_ids=args.show_ids) for b in balances))
+        return 0 if all(b.ok for b in balances) else EXIT_RUNTIME
+
+    return asyncio.run(run())
+
+
 def _docs(args: argparse.Namespace) -> int:
     from bus.docgen import config_reference
 
@@ -233,6 +277,21 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("replay", "purge"):
             cmd.add_argument("--dry-run", action="store_true")
         cmd.set_defaults(func=_dlq)
+
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="balance of every subscriber: entered = delivered + dead-lettered + in flight; exit 1 if an event is unaccounted for",
+    )
+    reconcile.add_argument("-c", "--config", type=Path, required=True)
+    reconcile.add_argument("--bootstrap", help="Kafka to use instead of the config's (needed when the config says embedded)")
+    reconcile.add_argument("--subscriber", action="append", help="an outbound adapter name (repeatable); default all")
+    reconcile.add_argument("--window", default="1h", help="checksum window of event time (default 1h)")
+    reconcile.add_argument(
+        "--target-ids", type=Path, help="a file of the event ids the target holds, one per line: compared with what was delivered"
+    )
+    reconcile.add_argument("--show-ids", type=int, default=20, help="how many ids to print per list (default 20)")
+    reconcile.add_argument("--json", action="store_true")
+    reconcile.set_defaults(func=_reconcile)
 
     docs = sub.add_parser("docs", help="generated documentation")
     docs_sub = docs.add_subparsers(dest="docs_command", required=True)

@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from bus.config.models import KafkaConfig
 from bus.errors import BusError
 from bus.event import now_rfc3339
-from bus.kafka.clients import make_admin, make_consumer, make_producer
+from bus.kafka.clients import make_admin, make_producer
+from bus.kafka.reader import read_topic
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 
 _ERROR_HEADERS = {"bus_error", "bus_error_class", "bus_attempts", "bus_failed_at", "bus_subscriber", "bus_origin", "bus_replayed_from"}
@@ -116,34 +115,7 @@ class DeadLetters:
         return self._names.router_dead_letter if subscriber == "_router" else self._names.dead_letter(subscriber)
 
     async def _read_all(self, topic: str) -> list[Any]:
-        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
-        await consumer.start()
-        try:
-            partitions = consumer.partitions_for_topic(topic) or await self._partitions(consumer, topic)
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            if not tps:
-                return []
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            records: list[Any] = []
-            pending = set(tps)
-            for _ in range(10_000):
-                for batch in (await consumer.getmany(*pending, timeout_ms=200)).values():
-                    records.extend(batch)
-                for tp in list(pending):  # to the fetch high watermark (ListOffsets is wrong on Tansu)
-                    highwater = consumer.highwater(tp)
-                    if highwater is not None and await consumer.position(tp) >= highwater:
-                        pending.discard(tp)
-                if not pending:
-                    break
-            return records
-        finally:
-            await consumer.stop()
-
-    @staticmethod
-    async def _partitions(consumer: Any, topic: str) -> set[int]:
-        await consumer._client.force_metadata_update()  # aiokafka has no public way to wait for one topic's metadata
-        return consumer.partitions_for_topic(topic) or set()
+        return await read_topic(self._kafka, self._bootstrap, topic)
 
     async def _marks(self) -> dict[str, str]:
         marks: dict[str, str] = {}

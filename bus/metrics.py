@@ -38,3 +38,10 @@ SECONDS_SINCE_COMMIT = Gauge(
     "Seconds since a consumer last committed while it had work (stalled consumers, faust #175/#640).",
     ["group"],
 )
+LEDGER = Gauge(
+    "bus_ledger_events",
+    "The delivery ledger per subscriber, over the partitions this process owns: entered (events on the "
+    "delivery topic), delivered and dead_lettered (settled and committed, kept in Kafka across restarts), "
+    "in_flight (entered, not yet committed). Sum over processes: entered = delivered + dead_lettered + in_flight.",
+    ["subscriber", "state"],
+)

@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from bus.config.models import KafkaConfig
 from bus.config.routes import TableConfig
 from bus.kafka.clients import make_consumer
+from bus.kafka.reader import read_to_end
 from bus.kafka.topics import TopicNames
 
 log = logging.getLogger("routing.tables")
@@ -75,33 +76,28 @@ class TableStore:
             tps = [TopicPartition(topic, p) for topic in self._by_topic for p in range(self._kafka.partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            # Load to the fetch high watermarks (ListOffsets is wrong on the embedded broker) before serving.
-            for _ in range(600):
-                await self._apply(await consumer.getmany(timeout_ms=100))
-                done = [consumer.highwater(tp) is not None and await consumer.position(tp) >= (consumer.highwater(tp) or 0) for tp in tps]
-                if all(done):
-                    break
+            await read_to_end(consumer, tps, self._apply_records)
         except BaseException:
             await consumer.stop()
             raise
         log.info("tables loaded: %s", ", ".join(f"{n}={len(rows)}" for n, rows in self.tables.items()))
         self._task = asyncio.create_task(self._follow(consumer), name="tables-follow")
 
-    async def _apply(self, batches: dict[TopicPartition, list[Any]]) -> None:
-        for tp, records in batches.items():
-            table = self.tables[self._by_topic[tp.topic]]
-            for record in records:
-                key = record.key.decode() if record.key is not None else ""
-                if record.value is None:
-                    table.pop(key, None)  # tombstone
-                else:
-                    table[key] = json.loads(record.value)
+    def _apply_records(self, tp: TopicPartition, records: list[Any]) -> None:
+        table = self.tables[self._by_topic[tp.topic]]
+        for record in records:
+            key = record.key.decode() if record.key is not None else ""
+            if record.value is None:
+                table.pop(key, None)  # tombstone
+            else:
+                table[key] = json.loads(record.value)
 
     async def _follow(self, consumer: Any) -> None:
         try:
             while True:
                 try:
-                    await self._apply(await consumer.getmany(timeout_ms=500))
+                    for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                        self._apply_records(tp, records)
                 except KafkaError as exc:
                     log.warning("tables: cannot follow updates (%r); retrying", exc)
                     await asyncio.sleep(1)

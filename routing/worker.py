@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -33,6 +34,7 @@ from aiokafka.structs import OffsetAndMetadata
 from bus.config.models import KafkaConfig
 from bus.errors import BusError
 from bus.kafka.clients import make_consumer
+from bus.kafka.reader import read_to_end
 from bus.metrics import SECONDS_SINCE_COMMIT
 from routing.dispatch import Dispatcher, Send
 from routing.tables import TableStore
@@ -134,16 +136,13 @@ class RouterWorker:
         try:
             reader.assign(wanted)
             await reader.seek_to_beginning(*wanted)
-            pending = set(wanted)
-            while pending:  # to the fetch high watermark: the embedded broker's ListOffsets is wrong
-                for tp, records in (await reader.getmany(*pending, timeout_ms=200)).items():
-                    aggregator = self.dispatcher.state_topics[tp.topic]
-                    for record in records:
-                        aggregator.load(record.key.decode() if record.key else "", record.value, tp.partition)
-                for tp in list(pending):
-                    highwater = reader.highwater(tp)
-                    if highwater is not None and await reader.position(tp) >= highwater:
-                        pending.discard(tp)
+
+            def apply(tp: TopicPartition, records: list[Any]) -> None:
+                aggregator = self.dispatcher.state_topics[tp.topic]
+                for record in records:
+                    aggregator.load(record.key.decode() if record.key else "", record.value, tp.partition)
+
+            await read_to_end(reader, wanted, apply)
         finally:
             await reader.stop()
         log.info("router: aggregator state loaded for %d partition(s)", len(wanted))

@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 from bus.config.models import KafkaConfig
 from bus.errors import RetryableError
 from bus.kafka.clients import make_consumer, make_producer
+from bus.kafka.reader import read_to_end
 
 log = logging.getLogger("schemas.embedded_registry")
 _JSON = "application/vnd.schemaregistry.v1+json"
@@ -94,17 +95,14 @@ class EmbeddedRegistry:
             tp = TopicPartition(self._topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            for _ in range(200):
-                batch = await consumer.getmany(tp, timeout_ms=200)
-                for record in batch.get(tp, []):
-                    if record.value is not None:
-                        self._apply(_Version(**json.loads(record.value)))
-                highwater = consumer.highwater(tp)
-                if highwater is not None and await consumer.position(tp) >= highwater:
-                    return
-            raise RetryableError(f"could not read {self._topic} to its end")
+            await read_to_end(consumer, [tp], self._apply_records, timeout_s=60)
         finally:
             await consumer.stop()
+
+    def _apply_records(self, _tp: TopicPartition, records: list[Any]) -> None:
+        for record in records:
+            if record.value is not None:
+                self._apply(_Version(**json.loads(record.value)))
 
     def _apply(self, version: _Version) -> None:
         versions = self._subjects.setdefault(version.subject, [])

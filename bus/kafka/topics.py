@@ -28,6 +28,12 @@ class TopicNames:
     def delivery(self, subscriber: str) -> str:
         return f"{self.prefix}.deliver.{subscriber}"
 
+    def delivery_group(self, subscriber: str) -> str:
+        return f"{self.prefix}.deliver.{subscriber}"
+
+    def ledger(self, subscriber: str) -> str:
+        return f"{self.prefix}.ledger.{subscriber}"
+
     def dead_letter(self, subscriber: str) -> str:
         return f"{self.prefix}.dlq.{subscriber}"
 

@@ -13,8 +13,12 @@ still in progress). Contract:
   ``PermanentError``: dead-lettered at once. Events wait in Kafka, not in memory.
 - ``delivery.rate_limit`` paces calls; ``delivery.circuit_breaker`` stops calling a failing target
   and probes it after ``reset_after``, while its events wait (or dead-letter, if configured).
+- Before each commit the worker writes the batch's outcome to the subscriber's ledger
+  (``bus/ledger.py``): which offsets were delivered and which dead-lettered, and running totals.
 - ``stop()`` stops fetching, lets calls in progress finish (an event still being retried is left
-  unsettled, to be redelivered), commits what was settled, and leaves the group.
+  unsettled, to be redelivered), writes the ledger, commits what was settled, and leaves the group.
+  A rebalance does the same for the batch in hand before partitions move, so a graceful hand-over
+  to another process delivers nothing twice.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -41,13 +45,16 @@ from bus.errors import BusError, PermanentError, RetryableError
 from bus.event import Event, now_rfc3339
 from bus.expr.functions import parse_duration
 from bus.kafka.clients import make_consumer
+from bus.kafka.reader import read_to_end
 from bus.kafka.topics import TopicNames
+from bus.ledger import LedgerEntry, offset_ranges, totals_at
 from bus.metrics import (
     CIRCUIT_OPENED,
     CIRCUIT_STATE,
     DELIVERIES,
     DELIVERY_ATTEMPTS,
     DELIVERY_SECONDS,
+    LEDGER,
     RATE_LIMIT_WAIT,
     SECONDS_SINCE_COMMIT,
 )
@@ -60,6 +67,17 @@ Record: TypeAlias = Any  # aiokafka's ConsumerRecord (aiokafka ships no type inf
 
 class _Stopping(Exception):
     """Raised inside a delivery when stop() interrupts a wait."""
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: DeliveryWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._worker.hand_over(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._worker.take_over(assigned)
 
 
 def _seconds(text: str | None) -> float | None:
@@ -91,10 +109,13 @@ class DeliveryWorker:
         self.policy = config.delivery if isinstance(config, OutboundConfig) else DeliveryPolicy()
         self._topic = topics.delivery(self.name)
         self._dlq = topics.dead_letter(self.name)
-        self._group = f"{topics.prefix}.deliver.{self.name}"
+        self._ledger = topics.ledger(self.name)
+        self._group = topics.delivery_group(self.name)
         self._codec = codec
         self._producer = producer
-        self._consumer = make_consumer(kafka, bootstrap, self._topic, group_id=self._group)
+        self._kafka = kafka
+        self._bootstrap = bootstrap
+        self._consumer = make_consumer(kafka, bootstrap, group_id=self._group)
         self._slots = asyncio.Semaphore(self.policy.concurrency)
         self._backoff_initial = _seconds(self.policy.backoff_initial) or 0.2
         self._backoff_max = _seconds(self.policy.backoff_max) or 30.0
@@ -114,6 +135,13 @@ class DeliveryWorker:
         )
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        # Set by stop() and by a rebalance: the batch in hand ends early (calls in progress finish,
+        # waits are cut short) and commits what was settled.
+        self._interrupt = asyncio.Event()
+        self._batch = asyncio.Lock()
+        # Per owned partition: (delivered, dead-lettered) offsets below the last commit, from the ledger.
+        self._totals: dict[int, tuple[int, int]] = {}
+        self._committed: dict[int, int] = {}
         self._delivered = DELIVERIES.labels(self.name, "delivered")
         self._retried = DELIVERIES.labels(self.name, "retried")
         self._dead = DELIVERIES.labels(self.name, "dead_lettered")
@@ -123,11 +151,13 @@ class DeliveryWorker:
         self._circuit_state = CIRCUIT_STATE.labels(self.name)
         self._circuit_opened = CIRCUIT_OPENED.labels(self.name)
         self._rate_wait = RATE_LIMIT_WAIT.labels(self.name)
+        self._ledger_gauges = {state: LEDGER.labels(self.name, state) for state in ("entered", "delivered", "dead_lettered", "in_flight")}
 
     async def start(self) -> None:
         if self._task is not None:
             raise BusError(f"delivery worker {self.name} already started")
         await self._consumer.start()
+        self._consumer.subscribe([self._topic], listener=_Rebalance(self))
         self._task = asyncio.create_task(self._run(), name=f"deliver:{self.name}")
 
     @property
@@ -139,6 +169,7 @@ class DeliveryWorker:
         if self._task is None:
             return
         self._stopping.set()
+        self._interrupt.set()
         try:
             # A loop that already died was reported by the hub's watch; do not raise it again here.
             await asyncio.gather(self._task, return_exceptions=True)
@@ -147,6 +178,56 @@ class DeliveryWorker:
             await self._consumer.stop()
             log.info("delivery worker %s stopped", self.name)
 
+    async def take_over(self, assigned: set[TopicPartition]) -> None:
+        """Partitions assigned: load their ledger totals at the committed offsets."""
+        mine = sorted(tp.partition for tp in assigned if tp.topic == self._topic)
+        if not mine:
+            return
+        for partition in mine:
+            self._committed[partition] = (await self._consumer.committed(TopicPartition(self._topic, partition))) or 0
+        entries: dict[int, list[LedgerEntry]] = defaultdict(list)
+
+        def apply(tp: TopicPartition, records: list[Record]) -> None:
+            entries[tp.partition].extend(LedgerEntry.decode(r.value) for r in records if r.value)
+
+        reader = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
+        await reader.start()
+        try:
+            tps = [TopicPartition(self._ledger, p) for p in mine]
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            await read_to_end(reader, tps, apply)
+        finally:
+            await reader.stop()
+        for partition in mine:
+            self._totals[partition] = totals_at(entries[partition], self._committed[partition])
+        self._update_ledger_gauges()
+
+    async def hand_over(self, revoked: set[TopicPartition]) -> None:
+        """Partitions revoked: end the batch in hand early, commit it, then let them go."""
+        self._interrupt.set()
+        async with self._batch:
+            for tp in revoked:
+                self._totals.pop(tp.partition, None)
+                self._committed.pop(tp.partition, None)
+        if not self._stopping.is_set():
+            self._interrupt.clear()
+        self._update_ledger_gauges()
+
+    def _update_ledger_gauges(self) -> None:
+        entered = delivered = dead = committed = 0
+        for partition, (d, x) in list(self._totals.items()):
+            highwater = self._consumer.highwater(TopicPartition(self._topic, partition))
+            offset = self._committed.get(partition, 0)
+            entered += max(highwater or 0, offset)
+            committed += offset
+            delivered += d
+            dead += x
+        self._ledger_gauges["entered"].set(entered)
+        self._ledger_gauges["delivered"].set(delivered)
+        self._ledger_gauges["dead_lettered"].set(dead)
+        self._ledger_gauges["in_flight"].set(entered - committed)
+
     async def _run(self) -> None:
         last_commit = time.monotonic()
         while not self._stopping.is_set():
@@ -154,19 +235,62 @@ class DeliveryWorker:
             if not batch:
                 last_commit = time.monotonic()
                 self._since_commit.set(0)
+                self._update_ledger_gauges()
                 continue
-            self._since_commit.set(time.monotonic() - last_commit)
-            settled = await asyncio.gather(*(self._settle_partition(records) for records in batch.values()))
-            offsets = {}
-            for (tp, records), last in zip(batch.items(), settled, strict=True):
-                if last is not None:
-                    offsets[tp] = OffsetAndMetadata(last + 1, "")
-                if last is None or last < records[-1].offset:
-                    # Stopped mid-partition: rewind so this worker never skips the rest if it goes on.
-                    self._consumer.seek(tp, last + 1 if last is not None else records[0].offset)
-            if await self._commit(offsets):
-                last_commit = time.monotonic()
-                self._since_commit.set(0)
+            async with self._batch:
+                self._since_commit.set(time.monotonic() - last_commit)
+                if await self._settle_batch(batch):
+                    last_commit = time.monotonic()
+                    self._since_commit.set(0)
+            self._update_ledger_gauges()
+
+    async def _settle_batch(self, batch: dict[TopicPartition, list[Record]]) -> bool:
+        """Settle a batch, write its ledger entries, then commit. True when something was committed."""
+        settled = await asyncio.gather(*(self._settle_partition(records) for records in batch.values()))
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        entries: list[LedgerEntry] = []
+        totals: dict[int, tuple[int, int]] = {}
+        for (tp, records), (last, delivered, dead) in zip(batch.items(), settled, strict=True):
+            upto = records[0].offset if last is None else last + 1
+            if last is None or last < records[-1].offset:
+                # Stopped mid-partition: rewind so this worker never skips the rest if it goes on.
+                self._consumer.seek(tp, upto)
+            if not delivered and not dead:
+                continue
+            base_delivered, base_dead = self._totals.get(tp.partition, (0, 0))
+            totals[tp.partition] = (
+                base_delivered + sum(1 for o in delivered if o < upto),
+                base_dead + sum(1 for o in dead if o < upto),
+            )
+            # Offsets delivered past a gap are recorded too: they reached the target, and will again.
+            entries.append(
+                LedgerEntry(tp.partition, upto, offset_ranges(delivered), offset_ranges(dead), *totals[tp.partition], now_rfc3339())
+            )
+            if last is not None:
+                offsets[tp] = OffsetAndMetadata(upto, "")
+        if not entries or not await self._write_ledger(entries):
+            return False  # not recorded, so not committed: these events will be delivered again
+        self._totals.update(totals)
+        if await self._commit(offsets):
+            self._committed.update({tp.partition: meta.offset for tp, meta in offsets.items()})
+            return True
+        return False
+
+    async def _write_ledger(self, entries: list[LedgerEntry]) -> bool:
+        while True:
+            try:
+                sent = [
+                    await self._producer.send(self._ledger, e.encode(), key=b"%d" % e.partition, partition=e.partition) for e in entries
+                ]
+                await asyncio.gather(*sent)
+            except KafkaError as exc:
+                log.warning("cannot write the ledger of %s (%r); retrying before the commit", self.name, exc)
+                try:
+                    await self._wait(1)
+                except _Stopping:
+                    return False
+            else:
+                return True
 
     async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
         if not offsets:
@@ -179,45 +303,49 @@ class DeliveryWorker:
             return False
         return True
 
-    async def _settle_partition(self, records: list[Record]) -> int | None:
-        """Settle records, one lane per key; return the last offset of the settled prefix."""
+    async def _settle_partition(self, records: list[Record]) -> tuple[int | None, list[int], list[int]]:
+        """Settle records, one lane per key. Returns the last offset of the settled prefix, and the
+        offsets delivered and dead-lettered."""
         lanes: dict[bytes | None, list[Record]] = defaultdict(list)
         for record in records:
             lanes[record.key].append(record)
-        done: set[int] = set()
+        delivered: list[int] = []
+        dead: list[int] = []
 
         async def lane(queue: list[Record]) -> None:
             for record in queue:
-                if self._stopping.is_set():
-                    return  # graceful stop: leave the rest for the next owner
+                if self._interrupt.is_set():
+                    return  # stop or rebalance: leave the rest for the next owner
                 try:
-                    await self._settle(record)
+                    outcome = await self._settle(record)
                 except _Stopping:
                     return
-                done.add(record.offset)
+                (delivered if outcome == "delivered" else dead).append(record.offset)
 
         await asyncio.gather(*(lane(queue) for queue in lanes.values()))
+        done = set(delivered) | set(dead)
         last: int | None = None
         for record in records:
             if record.offset not in done:
                 break
             last = record.offset
-        return last
+        return last, delivered, dead
 
     async def _wait(self, seconds: float) -> None:
         """Sleep, unless stop() comes first."""
         try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+            await asyncio.wait_for(self._interrupt.wait(), timeout=seconds)
         except TimeoutError:
             return
         raise _Stopping
 
-    async def _settle(self, record: Record) -> None:
+    async def _settle(self, record: Record) -> str:
+        """Deliver or dead-letter one record; returns "delivered" or "dead_lettered"."""
         try:
             schema, data = self._codec.decode(record.value or b"")
         except PermanentError as exc:
             await self._dead_letter(record, exc, attempts=0)
-            return
+            return "dead_lettered"
         event = Event.from_kafka(schema, data, record.key, record.headers)
         first_attempt = time.monotonic()
         attempt = 0
@@ -239,7 +367,7 @@ class DeliveryWorker:
                 if exhausted or too_old:
                     why = f"{attempt} attempt(s)" if exhausted else f"older than {self.policy.max_age}"
                     await self._dead_letter(record, RetryableError(f"gave up after {why}: {exc}"), attempts=attempt)
-                    return
+                    return "dead_lettered"
                 backoff = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
                 delay = max(random.uniform(backoff / 2, backoff), min(exc.retry_after or 0.0, self._backoff_max))  # noqa: S311
                 log.debug("delivery %s of %s failed (%s); retry in %.2fs", self.name, event.id, exc, delay)
@@ -248,17 +376,17 @@ class DeliveryWorker:
             except PermanentError as exc:
                 self._succeeded_call()  # the target answered: it is up, it just refuses this event
                 await self._dead_letter(record, exc, attempts=attempt + 1)
-                return
+                return "dead_lettered"
             if blocked > 0:  # the circuit is open: no call was made
                 if self.policy.circuit_breaker and self.policy.circuit_breaker.when_open == "dead_letter":
                     await self._dead_letter(record, RetryableError(f"circuit open for {self.name}"), attempts=attempt)
-                    return
+                    return "dead_lettered"
                 await self._wait(blocked)
                 continue
             self._succeeded_call()
             self._latency.observe(time.perf_counter() - started)
             self._delivered.inc()
-            return
+            return "delivered"
 
     async def _call(self, event: Event) -> float:
         """One call to the target, unless the circuit is open: then how long to wait, and no call.

@@ -174,7 +174,9 @@ class Hub:
         specs = [TopicSpec(self.topics.schemas, 1, rf, {"cleanup.policy": "compact"})]
         specs += [TopicSpec(self.topics.canonical(s), n, rf) for s in self._used_schemas()]
         for config in self.loaded.outbound:
+            # The ledger follows its delivery topic's partitions: an entry describes offsets of the same partition.
             specs += [TopicSpec(self.topics.delivery(config.name), n, rf), TopicSpec(self.topics.dead_letter(config.name), n, rf)]
+            specs.append(TopicSpec(self.topics.ledger(config.name), n, rf))
         specs.append(TopicSpec(self.topics.router_dead_letter, n, rf))
         specs += [TopicSpec(self.topics.table(t.name), n, rf, {"cleanup.policy": "compact"}) for t in self.config.tables]
         # Aggregator state follows its source partitions, so it has the same partition count.

@@ -1,0 +1,69 @@
+"""Read partitions to their end: state topics (registry, tables, aggregates, ledger) and audits.
+
+"The end" is the high watermark reported by fetch responses: the embedded broker's ListOffsets
+answers too low (shared/TANSU.md), so ``end_offsets()`` cannot be trusted. One loop here, used by
+every reader, so that workaround lives in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = ["read_to_end", "read_topic"]
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bus.config.models import KafkaConfig
+from bus.errors import RetryableError
+from bus.kafka.clients import make_consumer
+
+Record = Any  # aiokafka's ConsumerRecord (aiokafka ships no type information)
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer,
+    partitions: Iterable[TopicPartition],
+    apply: Callable[[TopicPartition, list[Record]], None],
+    *,
+    timeout_s: float = 120.0,
+) -> None:
+    """Fetch ``partitions`` (already assigned) from their positions to their ends, batch by batch."""
+    pending = set(partitions)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        for tp, records in (await consumer.getmany(*pending, timeout_ms=200)).items():
+            apply(tp, records)
+        for tp in list(pending):
+            highwater = consumer.highwater(tp)
+            if highwater is not None and await consumer.position(tp) >= highwater:
+                pending.discard(tp)
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in pending))
+            raise RetryableError(f"could not read {names} to the end within {timeout_s:.0f}s")
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()  # aiokafka has no public way to wait for one topic's metadata
+        partitions = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+async def read_topic(kafka: KafkaConfig, bootstrap: str, topic: str, *, timeout_s: float = 120.0) -> list[Record]:
+    """Every record of ``topic`` from the start, partition by partition in offset order (no group)."""
+    consumer = make_consumer(kafka, bootstrap, group_id=None)  # type: ignore[arg-type]
+    await consumer.start()
+    try:
+        tps = await partitions_of(consumer, topic)
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Record] = []
+        await read_to_end(consumer, tps, lambda _tp, batch: records.extend(batch), timeout_s=timeout_s)
+        return records
+    finally:
+        await consumer.stop()

@@ -1,0 +1,103 @@
+"""The ledger's audit: every id in exactly one state, losses found, checksums a target can match."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bus.ledger import LedgerEntry, audit, offset_ranges, totals_at, window_checksum
+
+TOPIC = "p.deliver.erp"
+
+
+@dataclass
+class Rec:  # the fields of aiokafka's ConsumerRecord that the audit reads
+    partition: int
+    offset: int
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def rec(partition: int, offset: int, event_id: str, time: str = "2026-11-24T10:15:00Z") -> Rec:
+    return Rec(partition, offset, [("ce_id", event_id.encode()), ("ce_time", time.encode())])
+
+
+def entry(partition: int, upto: int, delivered: list[int], dead: list[int] = (), totals: tuple[int, int] = (0, 0)) -> LedgerEntry:  # type: ignore[assignment]
+    return LedgerEntry(partition, upto, offset_ranges(delivered), offset_ranges(dead), *totals, "2026-11-24T10:16:00Z")
+
+
+@given(st.sets(st.integers(min_value=0, max_value=300)))
+def test_offset_ranges_round_trip(offsets: set[int]) -> None:
+    ranges = offset_ranges(offsets)
+    assert {o for first, last in ranges for o in range(first, last + 1)} == offsets
+    assert all(b[0] > a[1] + 1 for a, b in itertools.pairwise(ranges))  # maximal: no two touch
+
+
+def test_entry_survives_encoding() -> None:
+    e = entry(2, 10, [3, 4, 5, 8], [6], (7, 1))
+    assert LedgerEntry.decode(e.encode()) == e
+
+
+def test_every_id_in_one_state() -> None:
+    incoming = [rec(0, 0, "a"), rec(0, 1, "b"), rec(0, 2, "c"), rec(0, 3, "d"), rec(1, 0, "e"), rec(1, 1, "f")]
+    entries = [entry(0, 2, [0], [1], (1, 1)), entry(1, 1, [0], [], (1, 0))]
+    letters = {f"{TOPIC}/0/1"}
+    # partition 0 committed at 2: c, d in flight; partition 1 committed at 2 although f (offset 1) has no entry: lost.
+    b = audit("erp", {0: 2, 1: 2}, incoming, entries, letters, TOPIC, 3600, None)
+    assert (b.entered, b.delivered, b.dead_lettered, b.in_flight) == (6, 2, 1, 2)
+    assert b.unaccounted == ["f"]
+    assert not b.balanced
+    assert b.entered == b.delivered + b.dead_lettered + b.in_flight + len(b.unaccounted)
+
+
+def test_dead_letter_promised_by_the_ledger_but_missing_from_the_topic_is_unaccounted() -> None:
+    incoming = [rec(0, 0, "a"), rec(0, 1, "b")]
+    b = audit("erp", {0: 2}, incoming, [entry(0, 2, [0], [1])], set(), TOPIC, 3600, None)
+    assert b.unaccounted == ["b"]
+
+
+def test_a_later_copy_decides_the_state() -> None:
+    # a dead-lettered, replayed (offset 2) and delivered; b dead-lettered, replayed, still waiting.
+    incoming = [rec(0, 0, "a"), rec(0, 1, "b"), rec(0, 2, "a"), rec(0, 3, "b")]
+    entries = [entry(0, 2, [], [0, 1]), entry(0, 3, [2], [])]
+    b = audit("erp", {0: 3}, incoming, entries, {f"{TOPIC}/0/0", f"{TOPIC}/0/1"}, TOPIC, 3600, None)
+    assert (b.entered, b.delivered, b.in_flight, b.dead_lettered, b.unaccounted, b.copies) == (2, 1, 1, 0, [], 4)
+
+
+def test_redelivery_after_a_crash_is_counted_not_lost() -> None:
+    incoming = [rec(0, 0, "a"), rec(0, 1, "b")]
+    # The first owner wrote its entry and died before committing; the next one delivered both again.
+    entries = [entry(0, 2, [0, 1], [], (2, 0)), entry(0, 2, [0, 1], [], (2, 0))]
+    b = audit("erp", {0: 2}, incoming, entries, set(), TOPIC, 3600, None)
+    assert (b.delivered, b.redelivered, b.balanced) == (2, 2, True)
+    assert b.ledger_totals == b.settled_offsets == (2, 0)
+
+
+def test_running_totals_come_from_the_entry_the_commit_relies_on() -> None:
+    entries = [entry(0, 100, [], totals=(100, 0)), entry(0, 200, [], totals=(190, 10)), entry(0, 150, [], totals=(145, 5))]
+    # 200 was written but not committed; the next owner committed 150.
+    assert totals_at(entries, 150) == (145, 5)
+    assert totals_at(entries, 120) == (100, 0)
+    assert totals_at(entries, 99) == (0, 0)
+
+
+def test_checksum_is_the_documented_one_and_ignores_order_and_repeats() -> None:
+    ids = ["evt_2", "evt_10", "evt_1"]
+    expected = hashlib.sha256(b"evt_1\nevt_10\nevt_2\n").hexdigest()[:16]
+    assert window_checksum(ids) == expected == window_checksum([*reversed(ids), "evt_1"])
+    assert window_checksum(ids[:2]) != expected
+
+
+def test_windows_and_target_comparison() -> None:
+    incoming = [rec(0, 0, "a", "2026-11-24T10:59:59Z"), rec(0, 1, "b", "2026-11-24T11:00:00Z"), rec(0, 2, "c", "2026-11-24T11:30:00.5Z")]
+    entries = [entry(0, 3, [0, 1, 2])]
+    b = audit("erp", {0: 3}, incoming, entries, set(), TOPIC, 3600, {"a", "b", "zz"})
+    assert [(w.start, w.delivered) for w in b.windows] == [("2026-11-24T10:00:00Z", 1), ("2026-11-24T11:00:00Z", 2)]
+    assert [w.agrees for w in b.windows] == [True, False]
+    assert b.missing_at_target == ["c"]
+    assert b.unknown_to_hub == ["zz"]
+    assert b.balanced
+    assert not b.ok
