@@ -47,6 +47,7 @@ from bus.expr.functions import parse_duration
 from bus.kafka.clients import make_consumer
 from bus.kafka.reader import read_to_end
 from bus.kafka.topics import TopicNames
+from bus.kafka.watermarks import Watermarks
 from bus.ledger import LedgerEntry, offset_ranges, totals_at
 from bus.metrics import (
     CIRCUIT_OPENED,
@@ -78,6 +79,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.take_over(assigned)
+
+
+class _Begun:
+    """The highest offset of a partition's batch whose call to the target has begun."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self) -> None:
+        self.offset = -1
 
 
 def _seconds(text: str | None) -> float | None:
@@ -142,6 +152,9 @@ class DeliveryWorker:
         # Per owned partition: (delivered, dead-lettered) offsets below the last commit, from the ledger.
         self._totals: dict[int, tuple[int, int]] = {}
         self._committed: dict[int, int] = {}
+        self._ends: dict[int, int] = {}  # the delivery topic's end per owned partition, probed every few seconds
+        self._watermarks = Watermarks(kafka, bootstrap)
+        self._probe: asyncio.Task[None] | None = None
         self._delivered = DELIVERIES.labels(self.name, "delivered")
         self._retried = DELIVERIES.labels(self.name, "retried")
         self._dead = DELIVERIES.labels(self.name, "dead_lettered")
@@ -159,6 +172,7 @@ class DeliveryWorker:
         await self._consumer.start()
         self._consumer.subscribe([self._topic], listener=_Rebalance(self))
         self._task = asyncio.create_task(self._run(), name=f"deliver:{self.name}")
+        self._probe = asyncio.create_task(self._probe_ends(), name=f"deliver-watermarks:{self.name}")
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -175,6 +189,10 @@ class DeliveryWorker:
             await asyncio.gather(self._task, return_exceptions=True)
         finally:
             self._task = None
+            if self._probe is not None:
+                self._probe.cancel()
+                await asyncio.gather(self._probe, return_exceptions=True)
+                await self._watermarks.stop()
             await self._consumer.stop()
             log.info("delivery worker %s stopped", self.name)
 
@@ -210,16 +228,28 @@ class DeliveryWorker:
             for tp in revoked:
                 self._totals.pop(tp.partition, None)
                 self._committed.pop(tp.partition, None)
+                self._ends.pop(tp.partition, None)
         if not self._stopping.is_set():
             self._interrupt.clear()
         self._update_ledger_gauges()
+
+    async def _probe_ends(self, every_s: float = 5.0) -> None:
+        """Keep the backlog gauge true while a batch is stuck on a slow target (no fetches then)."""
+        while True:
+            try:
+                ends = await self._watermarks.ends({TopicPartition(self._topic, p) for p in self._totals})
+                self._ends = {tp.partition: end for tp, end in ends.items()}
+                self._update_ledger_gauges()
+            except Exception as exc:  # noqa: BLE001 (a gauge: never worth stopping delivery for)
+                log.debug("delivery worker %s: cannot probe the end of its topic (%r)", self.name, exc)
+            await asyncio.sleep(every_s)
 
     def _update_ledger_gauges(self) -> None:
         entered = delivered = dead = committed = 0
         for partition, (d, x) in list(self._totals.items()):
             highwater = self._consumer.highwater(TopicPartition(self._topic, partition))
             offset = self._committed.get(partition, 0)
-            entered += max(highwater or 0, offset)
+            entered += max(highwater or 0, self._ends.get(partition, 0), offset)
             committed += offset
             delivered += d
             dead += x
@@ -311,13 +341,17 @@ class DeliveryWorker:
             lanes[record.key].append(record)
         delivered: list[int] = []
         dead: list[int] = []
+        # The highest offset whose call has begun. When interrupted, records below it are still
+        # settled, so the settled prefix has no gap: nothing already delivered is delivered again
+        # by the next owner. Records beyond it are left for the next owner.
+        begun = _Begun()
 
         async def lane(queue: list[Record]) -> None:
             for record in queue:
-                if self._interrupt.is_set():
+                if self._interrupt.is_set() and record.offset > begun.offset:
                     return  # stop or rebalance: leave the rest for the next owner
                 try:
-                    outcome = await self._settle(record)
+                    outcome = await self._settle(record, begun)
                 except _Stopping:
                     return
                 (delivered if outcome == "delivered" else dead).append(record.offset)
@@ -339,7 +373,7 @@ class DeliveryWorker:
             return
         raise _Stopping
 
-    async def _settle(self, record: Record) -> str:
+    async def _settle(self, record: Record, begun: _Begun) -> str:
         """Deliver or dead-letter one record; returns "delivered" or "dead_lettered"."""
         try:
             schema, data = self._codec.decode(record.value or b"")
@@ -357,7 +391,7 @@ class DeliveryWorker:
                     await self._wait(delay)
             started = time.perf_counter()
             try:
-                blocked = await self._call(event)
+                blocked = await self._call(event, record.offset, begun)
             except RetryableError as exc:
                 attempt += 1
                 self._failed_call()
@@ -388,13 +422,16 @@ class DeliveryWorker:
             self._delivered.inc()
             return "delivered"
 
-    async def _call(self, event: Event) -> float:
+    async def _call(self, event: Event, offset: int, begun: _Begun) -> float:
         """One call to the target, unless the circuit is open: then how long to wait, and no call.
 
         The breaker is asked only once a slot is held, right before the call, so events queued
         for a slot when the circuit opens do not call the failing target.
         """
         async with self._slots:
+            if self._interrupt.is_set() and offset > begun.offset:
+                raise _Stopping  # waited for a slot past an interrupt: not begun, leave it
+            begun.offset = max(begun.offset, offset)
             if self.breaker is not None:
                 wait = self.breaker.wait_time()
                 self._circuit_state.set(self.breaker.state)
