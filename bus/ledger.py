@@ -180,8 +180,8 @@ class Reconciler:
         """The delivery group's committed offset per partition (0 where nothing was committed)."""
         topic = self._names.delivery(subscriber)
         consumer = make_consumer(self._kafka, self._bootstrap, group_id=self._names.delivery_group(subscriber))
-        await consumer.start()
         try:
+            await consumer.start()
             return {tp.partition: (await consumer.committed(tp)) or 0 for tp in await partitions_of(consumer, topic)}
         finally:
             await consumer.stop()

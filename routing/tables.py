@@ -71,8 +71,8 @@ class TableStore:
         if not self.configs or self._task is not None:
             return
         consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
-        await consumer.start()
         try:
+            await consumer.start()
             tps = [TopicPartition(topic, p) for topic in self._by_topic for p in range(self._kafka.partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)

@@ -132,8 +132,8 @@ class RouterWorker:
         if not wanted:
             return
         reader = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
-        await reader.start()
         try:
+            await reader.start()
             reader.assign(wanted)
             await reader.seek_to_beginning(*wanted)
 

@@ -90,8 +90,8 @@ class EmbeddedRegistry:
         # No group: read partition 0 from the start to the fetch high watermark (the embedded
         # broker's ListOffsets answers too low, shared/TANSU.md; the fetch's watermark is right).
         consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
-        await consumer.start()
         try:
+            await consumer.start()
             tp = TopicPartition(self._topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)

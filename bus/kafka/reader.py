@@ -55,8 +55,8 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
 async def read_topic(kafka: KafkaConfig, bootstrap: str, topic: str, *, timeout_s: float = 120.0) -> list[Record]:
     """Every record of ``topic`` from the start, partition by partition in offset order (no group)."""
     consumer = make_consumer(kafka, bootstrap, group_id=None)  # type: ignore[arg-type]
-    await consumer.start()
     try:
+        await consumer.start()
         tps = await partitions_of(consumer, topic)
         if not tps:
             return []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __all__ = ["Watermarks"]
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus.config.models import KafkaConfig
 from bus.kafka.clients import make_consumer
@@ -19,23 +19,29 @@ from bus.kafka.clients import make_consumer
 
 class Watermarks:
     def __init__(self, kafka: KafkaConfig, bootstrap: str) -> None:
-        self._consumer = make_consumer(
-            kafka,
-            bootstrap,
-            group_id=None,  # type: ignore[arg-type]
-            max_partition_fetch_bytes=64 * 1024,
-            fetch_max_bytes=1024 * 1024,
-            fetch_max_wait_ms=100,  # an empty fetch at the true end answers quickly, with the watermark
-        )
-        self._started = False
+        self._kafka = kafka
+        self._bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer | None = None  # made on first use: an unstarted consumer warns when collected
 
     async def ends(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
         """The end offset of each partition, where a fetch could tell within half a second."""
         if not partitions:
             return {}
-        if not self._started:
-            await self._consumer.start()
-            self._started = True
+        if self._consumer is None:
+            consumer = make_consumer(
+                self._kafka,
+                self._bootstrap,
+                group_id=None,  # type: ignore[arg-type]
+                max_partition_fetch_bytes=64 * 1024,
+                fetch_max_bytes=1024 * 1024,
+                fetch_max_wait_ms=100,  # an empty fetch at the true end answers quickly, with the watermark
+            )
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
+            self._consumer = consumer
         if set(self._consumer.assignment()) != partitions:
             self._consumer.assign(list(partitions))
         await self._consumer.seek_to_end(*partitions)
@@ -43,6 +49,6 @@ class Watermarks:
         return {tp: end for tp in partitions if (end := self._consumer.highwater(tp)) is not None}
 
     async def stop(self) -> None:
-        if self._started:
-            self._started = False
-            await self._consumer.stop()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()

@@ -169,7 +169,11 @@ class DeliveryWorker:
     async def start(self) -> None:
         if self._task is not None:
             raise BusError(f"delivery worker {self.name} already started")
-        await self._consumer.start()
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await self._consumer.stop()
+            raise
         self._consumer.subscribe([self._topic], listener=_Rebalance(self))
         self._task = asyncio.create_task(self._run(), name=f"deliver:{self.name}")
         self._probe = asyncio.create_task(self._probe_ends(), name=f"deliver-watermarks:{self.name}")
@@ -198,6 +202,11 @@ class DeliveryWorker:
 
     async def take_over(self, assigned: set[TopicPartition]) -> None:
         """Partitions assigned: load their ledger totals at the committed offsets."""
+        # Held while loading: records fetched meanwhile wait for the totals instead of finding none.
+        async with self._batch:
+            await self._load_totals(assigned)
+
+    async def _load_totals(self, assigned: set[TopicPartition]) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == self._topic)
         if not mine:
             return
@@ -209,8 +218,8 @@ class DeliveryWorker:
             entries[tp.partition].extend(LedgerEntry.decode(r.value) for r in records if r.value)
 
         reader = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
-        await reader.start()
         try:
+            await reader.start()
             tps = [TopicPartition(self._ledger, p) for p in mine]
             reader.assign(tps)
             await reader.seek_to_beginning(*tps)
@@ -220,6 +229,7 @@ class DeliveryWorker:
         for partition in mine:
             self._totals[partition] = totals_at(entries[partition], self._committed[partition])
         self._update_ledger_gauges()
+        log.info("delivery worker %s owns partitions %s of %s", self.name, mine, self._topic)
 
     async def hand_over(self, revoked: set[TopicPartition]) -> None:
         """Partitions revoked: end the batch in hand early, commit it, then let them go."""
@@ -276,6 +286,12 @@ class DeliveryWorker:
 
     async def _settle_batch(self, batch: dict[TopicPartition, list[Record]]) -> bool:
         """Settle a batch, write its ledger entries, then commit. True when something was committed."""
+        # Records fetched before a rebalance took their partition away: the next owner (perhaps
+        # this worker again, from the committed offset) fetches them anew. (take_over holds the
+        # batch lock while it loads, so records of a partition just assigned are never dropped.)
+        batch = {tp: records for tp, records in batch.items() if tp.partition in self._totals}
+        if not batch:
+            return False
         settled = await asyncio.gather(*(self._settle_partition(records) for records in batch.values()))
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         entries: list[LedgerEntry] = []

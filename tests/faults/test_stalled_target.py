@@ -51,7 +51,7 @@ async def test_backlog_builds_in_kafka_not_in_memory(tmp_path: Path, bootstrap: 
     target = await Target(delay=delay).start()
     config = process_config(bootstrap, unique_prefix(), target)
     config["outbound"][0].update(timeout_s=1.0)
-    config["outbound"][0]["delivery"].update(backoff_max="2s")
+    config["outbound"][0]["delivery"].update(backoff_max="2s", circuit_breaker={"reset_after": "5s"})
     path = write_config(tmp_path / "bus.yaml", config)
     hub = HubProcess(path, config["ops"]["port"])
     count = STALL_S * RATE
