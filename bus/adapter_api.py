@@ -27,6 +27,7 @@ __all__ = [
     "Adapter",
     "AdapterConfig",
     "AdapterRegistry",
+    "Body",
     "Context",
     "EmitSpec",
     "Emitter",
@@ -35,17 +36,19 @@ __all__ = [
     "EventSink",
     "Health",
     "Inbound",
+    "Intake",
     "KafkaUnavailable",
     "Outbound",
     "OutboundConfig",
     "PermanentError",
     "RetryableError",
     "WebMount",
+    "compile_template",
 ]
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -55,8 +58,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bus.config.delivery import DeliveryPolicy
 from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError
 from bus.event import Event
-from bus.expr import Compiled, compile_expression
-from bus.mapping import Emitter
+from bus.expr import Compiled, compile_expression, compile_template
+from bus.intake import Intake
+from bus.mapping import Body, Emitter
 
 ENTRY_POINT_GROUP = "bus.adapters"
 
@@ -127,9 +131,19 @@ class Health:
 
 
 class EventSink(Protocol):
-    """Where inbound adapters publish. ``publish`` returns once Kafka has the event."""
+    """Where inbound adapters publish. ``publish`` returns once Kafka has the event.
+
+    ``submit`` hands the event over in call order and returns its acknowledgement to await later,
+    for sources with many messages in flight. ``reject`` keeps a message that cannot become an
+    event on the adapter's inbound dead-letter topic, with the reason, so the source can be
+    acknowledged without losing it. Both raise ``KafkaUnavailable`` like ``publish``.
+    """
 
     async def publish(self, event: Event) -> None: ...
+
+    async def submit(self, event: Event) -> Awaitable[None]: ...
+
+    async def reject(self, payload: bytes, reason: str, *, headers: Mapping[str, str] | None = None) -> None: ...
 
 
 Handler = Callable[[Any], Awaitable[Any]]
@@ -194,10 +208,14 @@ class Outbound(Adapter[C]):
 
 
 class AdapterRegistry:
-    """Adapter classes by ``type:``. Cloneable, so tests can add types without touching the global one."""
+    """Adapter classes by direction and ``type:``. Cloneable, so tests can add types without touching the global one.
 
-    def __init__(self, types: dict[str, type[Adapter[Any]]] | None = None) -> None:
-        self._types: dict[str, type[Adapter[Any]]] = dict(types or {})
+    An entry point names one adapter class, or a tuple of classes of one family that share the
+    type name, one per direction (``amqp`` is both a queue consumer and a publisher).
+    """
+
+    def __init__(self, types: dict[tuple[str, str], type[Adapter[Any]]] | None = None) -> None:
+        self._types: dict[tuple[str, str], type[Adapter[Any]]] = dict(types or {})
 
     @classmethod
     def from_entry_points(cls) -> AdapterRegistry:
@@ -206,22 +224,25 @@ class AdapterRegistry:
             registry.register(ep.name, ep.load())
         return registry
 
-    def register(self, type_name: str, adapter: type[Adapter[Any]]) -> None:
-        if type_name in self._types and self._types[type_name] is not adapter:
-            raise ValueError(f"adapter type {type_name!r} is registered twice")
-        self._types[type_name] = adapter
+    def register(self, type_name: str, adapter: type[Adapter[Any]] | tuple[type[Adapter[Any]], ...]) -> None:
+        for one in adapter if isinstance(adapter, tuple) else (adapter,):
+            key = (one.direction, type_name)
+            if key in self._types and self._types[key] is not one:
+                raise ValueError(f"{one.direction} adapter type {type_name!r} is registered twice")
+            self._types[key] = one
 
     def clone(self) -> AdapterRegistry:
         return AdapterRegistry(self._types)
 
-    def get(self, type_name: str) -> type[Adapter[Any]] | None:
-        return self._types.get(type_name)
+    def get(self, type_name: str, direction: str) -> type[Adapter[Any]] | None:
+        return self._types.get((direction, type_name))
 
     def names(self, direction: str | None = None) -> list[str]:
-        return sorted(n for n, a in self._types.items() if direction is None or a.direction == direction)
+        return sorted({n for (d, n) in self._types if direction is None or d == direction})
 
     def items(self) -> Iterable[tuple[str, type[Adapter[Any]]]]:
-        return sorted(self._types.items())
+        """(type name, class) pairs, by name, inbound before outbound."""
+        return [(n, a) for (d, n), a in sorted(self._types.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
 
 
 def compiled(text: str | None) -> Compiled | None:

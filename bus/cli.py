@@ -3,6 +3,7 @@
     bus run -c bus.yaml [--role all|inbound|router|outbound]   start the hub (SIGTERM stops it cleanly)
     bus validate -c bus.yaml                                    check a config; no I/O
     bus adapters list                                           the adapter types installed
+    bus adapters describe TYPE [--json-schema]                  one type's config fields (or JSON Schema)
     bus test -c bus.yaml tests.yaml                             route tests, no broker needed
     bus routes explain -c bus.yaml event.json                   which routes match an event, and what they emit
     bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters
@@ -77,6 +78,30 @@ def _adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(args: argparse.Namespace) -> int:
+    import json
+
+    from bus.docgen import model_table
+
+    registry = AdapterRegistry.from_entry_points()
+    found = [
+        (d, adapter)
+        for d in ("inbound", "outbound")
+        if (adapter := registry.get(args.type, d)) is not None and (args.direction is None or d == args.direction)
+    ]
+    if not found:
+        print(f"bus: no adapter type {args.type!r} (installed: {', '.join(registry.names())})", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.json_schema:
+        schemas = {d: a.Config.model_json_schema() for d, a in found}
+        print(json.dumps(schemas[found[0][0]] if len(found) == 1 else schemas, indent=2))
+        return 0
+    for direction, adapter in found:
+        print(f"# {args.type} ({direction}): {adapter.summary}\n")
+        print(model_table(adapter.Config))
+    return 0
+
+
 def _test(args: argparse.Namespace) -> int:
     from routing.testing import RouteTester, load_tests
     from schemas.catalog import SchemaCatalog
@@ -132,10 +157,18 @@ def _dlq(args: argparse.Namespace) -> int:
 
     loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
     kafka = loaded.hub.kafka
-    subscribers = [args.subscriber] if args.subscriber else [*(c.name for c in loaded.outbound), "_router"]
-    unknown = set(subscribers) - {c.name for c in loaded.outbound} - {"_router"}
+    inbound = [f"_in.{c.name}" for c in loaded.inbound]
+    subscribers = [args.subscriber] if args.subscriber else [*(c.name for c in loaded.outbound), "_router", *inbound]
+    unknown = set(subscribers) - {c.name for c in loaded.outbound} - {"_router", *inbound}
     if unknown:
-        print(f"bus: no outbound adapter named {', '.join(sorted(unknown))} (use _router for the router's dead letters)", file=sys.stderr)
+        print(
+            f"bus: no outbound adapter named {', '.join(sorted(unknown))} "
+            "(use _router for the router's dead letters, _in.NAME for what inbound adapter NAME could not read)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if args.dlq_command == "replay" and any(s.startswith("_in.") for s in subscribers):
+        print("bus: inbound dead letters hold the source's raw message: fix it at the source and send it again", file=sys.stderr)
         return EXIT_CONFIG
     where = Filter(
         since=datetime.fromisoformat(args.since) if args.since else None,
@@ -241,6 +274,11 @@ def _parser() -> argparse.ArgumentParser:
     adapters = sub.add_parser("adapters", help="adapter catalogue")
     adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
     adapters_sub.add_parser("list", help="list installed adapter types").set_defaults(func=_adapters)
+    describe = adapters_sub.add_parser("describe", help="an adapter type's config: every field, its default and meaning")
+    describe.add_argument("type", help="the type: name, e.g. amqp")
+    describe.add_argument("--direction", choices=["inbound", "outbound"], help="only this side of a family")
+    describe.add_argument("--json-schema", action="store_true", help="print the config's JSON Schema (for editors)")
+    describe.set_defaults(func=_describe)
     test = sub.add_parser("test", help="run route tests (YAML) without a broker")
     test.add_argument("-c", "--config", type=Path, required=True)
     test.add_argument("tests", type=Path, nargs="+", help="YAML files with a tests: list")
@@ -266,7 +304,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd = dlq_sub.add_parser(name, help=text)
         cmd.add_argument("-c", "--config", type=Path, required=True)
         cmd.add_argument("--bootstrap", help="Kafka to use instead of the config's (needed when the config says embedded)")
-        cmd.add_argument("--subscriber", help="an outbound adapter name, or _router; default all")
+        cmd.add_argument("--subscriber", help="an outbound adapter name, _router, or _in.INBOUND; default all")
         cmd.add_argument("--since", help="failed at or after (ISO 8601)")
         cmd.add_argument("--until", help="failed before (ISO 8601)")
         cmd.add_argument("--error-class", help="e.g. PermanentError, RetryableError, UnknownSchemaId")

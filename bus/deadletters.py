@@ -112,6 +112,8 @@ class DeadLetters:
         self._names = topics
 
     def topic_of(self, subscriber: str) -> str:
+        if subscriber.startswith("_in."):  # messages an inbound adapter could not turn into events
+            return self._names.inbound_dead_letter(subscriber.removeprefix("_in."))
         return self._names.router_dead_letter if subscriber == "_router" else self._names.dead_letter(subscriber)
 
     async def _read_all(self, topic: str) -> list[Any]:

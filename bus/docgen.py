@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-__all__ = ["config_reference"]
+__all__ = ["config_reference", "model_table"]
 
 import inspect
 import json
@@ -88,6 +88,11 @@ def _section(title: str, model: type[BaseModel], text: str, *, skip: tuple[str, 
     return "\n".join(parts)
 
 
+def model_table(model: type[BaseModel]) -> str:
+    """A config model as Markdown tables: its fields, then each nested model's (``bus adapters describe``)."""
+    return _section(model.__name__, model, inspect.cleandoc(model.__doc__ or ""))
+
+
 def config_reference(registry: AdapterRegistry) -> str:
     parts = [HEADER]
     sections: list[tuple[str, type[BaseModel], str]] = [
@@ -107,7 +112,7 @@ def config_reference(registry: AdapterRegistry) -> str:
         parts.append(_section(title, model, text))
     for direction in ("inbound", "outbound"):
         for name in registry.names(direction):
-            adapter = registry.get(name)
+            adapter = registry.get(name, direction)
             assert adapter is not None
             parts.append(_section(f"{direction}[] type {name}", adapter.Config, adapter.summary))
     return "\n".join(parts)

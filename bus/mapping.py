@@ -5,7 +5,7 @@ Expressions are compiled once, when the adapter is built; ``Emitter.build`` only
 
 from __future__ import annotations
 
-__all__ = ["Emitter"]
+__all__ = ["Body", "Emitter"]
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -53,3 +53,27 @@ class Emitter:
         if event_id is not None:
             event.id = str(event_id)
         return event
+
+
+class Body:
+    """An outbound adapter's ``body:`` block, compiled: field -> expression over the event's
+    fields (``$id``, ``$type``... for its metadata). Without one, the body is the event's fields."""
+
+    def __init__(self, spec: Mapping[str, str] | None) -> None:
+        self._fields = [(name, compile_expression(text)) for name, text in (spec or {}).items()]
+
+    @staticmethod
+    def check(spec: dict[str, str] | None) -> dict[str, str] | None:
+        """For config validators: every expression compiles, or the error names the field."""
+        for name, text in (spec or {}).items():
+            try:
+                compile_expression(text)
+            except ExpressionError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
+        return spec
+
+    def render(self, event: Event) -> dict[str, Any]:
+        if not self._fields:
+            return event.data
+        meta = event.meta()
+        return {name: expr(event.data, meta) for name, expr in self._fields}

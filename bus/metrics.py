@@ -7,7 +7,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 INBOUND_EVENTS = Counter(
     "bus_inbound_events_total",
-    "Events received by inbound adapters, by outcome (accepted, rejected, unavailable).",
+    "Events received by inbound adapters, by outcome (accepted, rejected, unavailable, dead_lettered: kept on the inbound DLQ).",
     ["adapter", "outcome"],
 )
 PRODUCE_SECONDS = Histogram(

@@ -8,8 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bus.adapter_api import AdapterConfig, EmitSpec, OutboundConfig
-from bus.expr import compile_expression
+from bus.adapter_api import AdapterConfig, Body, EmitSpec, OutboundConfig
 
 
 class ApiKeyAuth(BaseModel):
@@ -56,9 +55,4 @@ class HttpOutboundConfig(OutboundConfig):
     @field_validator("body")
     @classmethod
     def _check_body(cls, body: dict[str, str] | None) -> dict[str, str] | None:
-        for name, text in (body or {}).items():
-            try:
-                compile_expression(text)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from exc
-        return body
+        return Body.check(body)

@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 import httpx
 
 from adapters.http.config import HttpOutboundConfig
-from bus.adapter_api import Context, Event, Outbound, PermanentError, RetryableError
-from bus.expr import compile_expression
+from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError
 
 _RETRYABLE = {408, 425, 429}
 
@@ -36,7 +35,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
 
     def __init__(self, config: HttpOutboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
-        self._body = [(name, compile_expression(text)) for name, text in (config.body or {}).items()]
+        self._body = Body(config.body)
         self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         self._client: httpx.AsyncClient | None = None
         self._retryable = _RETRYABLE | set(config.retry_statuses)
@@ -56,10 +55,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             await client.aclose()
 
     def render(self, event: Event) -> dict[str, Any]:
-        if not self._body:
-            return event.data
-        meta = event.meta()
-        return {name: expr(event.data, meta) for name, expr in self._body}
+        return self._body.render(event)
 
     async def deliver(self, event: Event) -> None:
         if self._client is None:

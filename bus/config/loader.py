@@ -192,8 +192,8 @@ def _build_adapters(
             issues.append(ConfigIssue(file, line, _dotted(loc), "must be a mapping with type: and name:"))
             continue
         type_name = block.get("type")
-        adapter = registry.get(str(type_name)) if type_name is not None else None
-        if adapter is None or adapter.direction != direction:
+        adapter = registry.get(str(type_name), direction) if type_name is not None else None
+        if adapter is None:
             known = ", ".join(registry.names(direction)) or "none installed"
             what = "missing type" if type_name is None else f"unknown {direction} adapter type {type_name!r}"
             file, line = marks.find((*loc, "type"), default_file)

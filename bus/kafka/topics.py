@@ -37,6 +37,10 @@ class TopicNames:
     def dead_letter(self, subscriber: str) -> str:
         return f"{self.prefix}.dlq.{subscriber}"
 
+    def inbound_dead_letter(self, adapter: str) -> str:
+        """Messages an inbound adapter could not turn into an event (bad JSON, schema mismatch)."""
+        return f"{self.prefix}.dlq._in.{adapter}"
+
     def aggregate_state(self, route: str) -> str:
         return f"{self.prefix}.agg.{route}"
 

@@ -157,7 +157,7 @@ class Hub:
             await self.web.start()
 
     def _build(self, config: Any, sink: KafkaSink | None = None) -> Adapter[Any]:
-        cls = self._adapter_types.get(config.type)
+        cls = self._adapter_types.get(config.type, "inbound" if sink is not None else "outbound")
         if cls is None:  # the loader already refused unknown types; this guards programmatic use
             raise BusError(f"no adapter type {config.type!r}")
         ctx = Context(name=config.name, logger=logging.getLogger(f"adapters.{config.type}.{config.name}"), sink=sink, web=self.web)
@@ -178,6 +178,7 @@ class Hub:
             specs += [TopicSpec(self.topics.delivery(config.name), n, rf), TopicSpec(self.topics.dead_letter(config.name), n, rf)]
             specs.append(TopicSpec(self.topics.ledger(config.name), n, rf))
         specs.append(TopicSpec(self.topics.router_dead_letter, n, rf))
+        specs += [TopicSpec(self.topics.inbound_dead_letter(c.name), n, rf) for c in self.loaded.inbound]
         specs += [TopicSpec(self.topics.table(t.name), n, rf, {"cleanup.policy": "compact"}) for t in self.config.tables]
         # Aggregator state follows its source partitions, so it has the same partition count.
         specs += [

@@ -6,13 +6,15 @@ __all__ = ["KafkaSink"]
 
 import asyncio
 import time
+from collections.abc import Awaitable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from bus.codec import Codec
 from bus.errors import EventRejected, KafkaUnavailable
-from bus.event import Event
+from bus.event import Event, now_rfc3339
 from bus.kafka.topics import TopicNames
 from bus.metrics import INBOUND_EVENTS, PRODUCE_SECONDS
 
@@ -36,9 +38,19 @@ class KafkaSink:
         self._accepted = INBOUND_EVENTS.labels(adapter, "accepted")
         self._rejected = INBOUND_EVENTS.labels(adapter, "rejected")
         self._unavailable = INBOUND_EVENTS.labels(adapter, "unavailable")
+        self._parked = INBOUND_EVENTS.labels(adapter, "dead_lettered")
         self._latency = PRODUCE_SECONDS.labels(adapter)
 
     async def publish(self, event: Event) -> None:
+        await (await self.submit(event))
+
+    async def submit(self, event: Event) -> Awaitable[None]:
+        """Hand the event to the producer, in call order, and return its acknowledgement to await.
+
+        For sources that keep many messages in flight (queues): submitting in arrival order keeps
+        per-key order, and each message is acknowledged to its source once its own ack resolved.
+        Raises EventRejected at once; the returned awaitable raises KafkaUnavailable.
+        """
         try:
             self._codec.validate(event.schema, event.data)
             value = self._codec.encode(event.schema, event.data)
@@ -47,17 +59,49 @@ class KafkaSink:
             raise
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout):
-                delivery = await self._producer.send(
+            delivery = await asyncio.wait_for(
+                self._producer.send(
                     self._topics.canonical(event.schema),
                     value,
                     key=event.key.encode() if event.key is not None else None,
                     headers=event.headers(),
-                )
-                # shield: a timeout here must not cancel aiokafka's own future for the batch.
-                await asyncio.shield(delivery)
+                ),
+                self._timeout,
+            )
         except (TimeoutError, KafkaError) as exc:
             self._unavailable.inc()
-            raise KafkaUnavailable(f"Kafka did not acknowledge event {event.id} within {self._timeout:g}s: {exc!r}", retry_after=5) from exc
+            raise self._unavailable_error(event.id, exc) from exc
+        return self._acknowledged(event.id, delivery, started)
+
+    async def _acknowledged(self, event_id: str, delivery: Awaitable[Any], started: float) -> None:
+        try:
+            # shield: a timeout here must not cancel aiokafka's own future for the batch.
+            await asyncio.wait_for(asyncio.shield(delivery), max(0.001, self._timeout - (time.perf_counter() - started)))
+        except (TimeoutError, KafkaError) as exc:
+            self._unavailable.inc()
+            raise self._unavailable_error(event_id, exc) from exc
         self._latency.observe(time.perf_counter() - started)
         self._accepted.inc()
+
+    def _unavailable_error(self, event_id: str, exc: Exception) -> KafkaUnavailable:
+        return KafkaUnavailable(f"Kafka did not acknowledge event {event_id} within {self._timeout:g}s: {exc!r}", retry_after=5)
+
+    async def reject(self, payload: bytes, reason: str, *, headers: Mapping[str, str] | None = None) -> None:
+        """Keep a message that could not become an event, with why, on the adapter's inbound
+        dead-letter topic, so the source can be acknowledged without losing it."""
+        record_headers = [
+            *((k, v.encode()) for k, v in (headers or {}).items()),
+            ("bus_error", reason.encode()),
+            ("bus_error_class", b"EventRejected"),
+            ("bus_failed_at", now_rfc3339().encode()),
+            ("bus_adapter", self._adapter.encode()),
+        ]
+        try:
+            delivery = await asyncio.wait_for(
+                self._producer.send(self._topics.inbound_dead_letter(self._adapter), payload, headers=record_headers), self._timeout
+            )
+            await asyncio.wait_for(asyncio.shield(delivery), self._timeout)
+        except (TimeoutError, KafkaError) as exc:
+            self._unavailable.inc()
+            raise KafkaUnavailable(f"Kafka did not take a rejected message within {self._timeout:g}s: {exc!r}", retry_after=5) from exc
+        self._parked.inc()

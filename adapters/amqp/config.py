@@ -1,0 +1,65 @@
+"""Config models of the AMQP adapter family (RabbitMQ and other AMQP 0-9-1 brokers)."""
+
+from __future__ import annotations
+
+__all__ = ["AmqpInboundConfig", "AmqpOutboundConfig", "Binding"]
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from bus.adapter_api import AdapterConfig, Body, EmitSpec, OutboundConfig, compile_template
+
+
+class Binding(BaseModel):
+    """Bind the queue to an exchange, so messages published there reach it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exchange: str = Field(description="Exchange name (declared durable, of `exchange_type`, if missing).", examples=["orders"])
+    exchange_type: Literal["direct", "topic", "fanout", "headers"] = Field(default="topic", description="Exchange type.")
+    routing_key: str = Field(default="#", description="Binding key.", examples=["order.created"])
+
+
+class AmqpInboundConfig(AdapterConfig):
+    """Consume JSON messages from a queue. Each message is acknowledged only after Kafka has its
+    event; a message that cannot become one goes to the inbound dead-letter topic with the reason,
+    then is acknowledged. While Kafka cannot acknowledge, messages are returned to the queue."""
+
+    type: Literal["amqp"] = "amqp"
+    url: SecretStr = Field(description="Broker URL (may hold a password: use ${ENV}).", examples=["amqp://guest:guest@rabbitmq:5672/"])
+    queue: str = Field(description="Queue to consume.", examples=["erp.orders"])
+    declare: bool = Field(default=True, description="Declare the queue (durable) if it does not exist.")
+    bindings: list[Binding] = Field(default_factory=list, description="Exchanges to bind the queue to (needs declare).")
+    prefetch: int = Field(default=100, ge=1, le=10_000, description="Messages in flight at once (unacknowledged).")
+    emit: EmitSpec = Field(description="How the JSON body becomes a canonical event.")
+
+
+class AmqpOutboundConfig(OutboundConfig):
+    """Publish each event as a persistent JSON message, with publisher confirms: a delivery counts
+    only once the broker confirmed it. The event id travels as the AMQP message id."""
+
+    type: Literal["amqp"] = "amqp"
+    url: SecretStr = Field(description="Broker URL (may hold a password: use ${ENV}).", examples=["amqp://guest:guest@rabbitmq:5672/"])
+    exchange: str = Field(default="", description="Exchange to publish to; empty: the default exchange (routing key = queue name).")
+    routing_key: str = Field(description="Routing key: a ${} template over the event's fields.", examples=["orders.${status}"])
+    declare_queue: str | None = Field(
+        default=None, description="Declare this durable queue first (handy with the default exchange).", examples=["billing.invoices"]
+    )
+    body: dict[str, str] | None = Field(
+        default=None,
+        description="Body field -> expression over the event's fields ($id, $type... for metadata). Default: the event's fields.",
+        examples=[{"invoice": "invoice_id", "total": "amount", "event_id": "$id"}],
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for the broker's confirm; then retry.")
+
+    @field_validator("routing_key")
+    @classmethod
+    def _check_routing_key(cls, text: str) -> str:
+        compile_template(text)
+        return text
+
+    @field_validator("body")
+    @classmethod
+    def _check_body(cls, body: dict[str, str] | None) -> dict[str, str] | None:
+        return Body.check(body)

@@ -1,0 +1,88 @@
+"""``amqp`` outbound: publish each event as a persistent JSON message, with publisher confirms.
+
+Delivered = the broker confirmed the message (it is routed and stored). Unroutable (no queue
+bound for the routing key) or refused by the broker = permanent (dead letter: fix the binding,
+then ``bus dlq replay``). Connection loss or no confirm in ``timeout_s`` = retried. The event id
+is the AMQP ``message_id`` (and ``ce_id`` header), so a consumer can drop repeats.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AmqpOutbound"]
+
+import asyncio
+import json
+from typing import Any, ClassVar
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+
+from adapters.amqp.config import AmqpOutboundConfig
+from adapters.amqp.inbound import connect
+from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template
+
+
+class AmqpOutbound(Outbound[AmqpOutboundConfig]):
+    Config: ClassVar[type[AmqpOutboundConfig]] = AmqpOutboundConfig
+    summary: ClassVar[str] = "Publish each event as a persistent JSON message to a RabbitMQ exchange, confirmed."
+
+    def __init__(self, config: AmqpOutboundConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._body = Body(config.body)
+        self._routing_key = compile_template(config.routing_key)
+        self._connection: AbstractRobustConnection | None = None
+        self._exchange: AbstractExchange | None = None
+
+    async def start(self) -> None:
+        if self._connection is not None:
+            return
+        connection = await connect(self.config.url.get_secret_value(), f"amqp {self.config.name}")
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            if self.config.declare_queue:
+                await channel.declare_queue(self.config.declare_queue, durable=True)
+            if self.config.exchange:
+                self._exchange = await channel.get_exchange(self.config.exchange, ensure=True)
+            else:
+                self._exchange = channel.default_exchange
+        except AMQPError as exc:
+            await connection.close()
+            raise RetryableError(f"amqp {self.config.name}: cannot use exchange {self.config.exchange!r}: {exc!r}") from exc
+        self._connection = connection
+
+    async def stop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+    async def health(self) -> Health:
+        ok = self._connection is not None and not self._connection.is_closed
+        return Health(ok, "" if ok else "not connected to the AMQP broker")
+
+    def message(self, event: Event) -> aio_pika.Message:
+        headers: dict[str, Any] = {"ce_id": event.id, "ce_type": event.type, "ce_source": event.source, "traceparent": event.traceparent}
+        return aio_pika.Message(
+            json.dumps(self._body.render(event), separators=(",", ":"), default=str).encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.id,
+            type=event.type,
+            headers=headers,
+        )
+
+    async def deliver(self, event: Event) -> None:
+        if self._exchange is None:
+            raise RetryableError(f"amqp outbound {self.config.name} is not started")
+        routing_key = self._routing_key(event.data, event.meta())
+        where = f"exchange {self.config.exchange or '(default)'!r} with routing key {routing_key!r}"
+        try:
+            await asyncio.wait_for(self._exchange.publish(self.message(event), routing_key=routing_key), self.config.timeout_s)
+        except PublishError as exc:
+            raise PermanentError(f"unroutable: no queue bound to {where} ({exc!r})") from exc
+        except DeliveryError as exc:
+            raise PermanentError(f"the broker refused the message for {where} ({exc!r})") from exc
+        except TimeoutError as exc:
+            raise RetryableError(f"no confirm from the AMQP broker within {self.config.timeout_s:g}s for {where}") from exc
+        except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
+            raise RetryableError(f"AMQP publish to {where} failed: {exc!r}") from exc

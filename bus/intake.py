@@ -1,0 +1,47 @@
+"""One message from a queue-like source (AMQP, MQTT, NATS, files) into the hub, in arrival order.
+
+``Intake.submit(payload)`` parses the body as JSON, maps it with the adapter's ``emit:`` block and
+hands the event to Kafka, returning an acknowledgement to await before the source message is
+acknowledged. A body that cannot become an event (not JSON, a failed mapping, a schema mismatch)
+is kept on the adapter's inbound dead-letter topic with the reason: the source message can then be
+acknowledged, and nothing is lost. ``KafkaUnavailable`` (from either path) means: do not
+acknowledge; let the source redeliver.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Intake"]
+
+import json
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from bus.errors import EventRejected
+from bus.mapping import Emitter
+
+if TYPE_CHECKING:  # adapter_api re-exports Intake: adapters import it from there
+    from bus.adapter_api import EmitSpec, EventSink
+
+
+async def _done() -> None:
+    return None
+
+
+class Intake:
+    def __init__(self, sink: EventSink, emit: EmitSpec, *, source: str) -> None:
+        self._sink = sink
+        self._emitter = Emitter(emit, source=source)
+
+    async def submit(self, payload: bytes, *, traceparent: str | None = None, origin: Mapping[str, str] | None = None) -> Awaitable[None]:
+        """Returns the acknowledgement to await; rejected bodies are parked before this returns."""
+        try:
+            document: Any = json.loads(payload)
+        except ValueError as exc:
+            await self._sink.reject(payload, f"invalid JSON: {exc}", headers=origin)
+            return _done()
+        try:
+            event = self._emitter.build(document, traceparent=traceparent)
+            return await self._sink.submit(event)
+        except EventRejected as exc:
+            await self._sink.reject(payload, str(exc), headers=origin)
+            return _done()
