@@ -28,7 +28,8 @@ from bus.config.models import HubConfig
 from bus.errors import ConfigError, ConfigIssue
 
 Loc = tuple[str | int, ...]
-_VAR = re.compile(r"\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ``$${...}`` is left as ``${...}`` for the template fields of adapters and routes (``${field}``).
+_VAR = re.compile(r"(?<!\$)\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _LIST_SECTIONS = ("inbound", "routes", "outbound", "schema_dirs")
 
 
@@ -80,11 +81,18 @@ def _interpolate(text: str, env: Mapping[str, str], where: str, issues: list[Con
         if value is None:
             if default is not None:
                 return default
-            issues.append(ConfigIssue(where, None, fld, f"environment variable {name} is not set (use ${{{name}:-default}})"))
+            issues.append(
+                ConfigIssue(
+                    where,
+                    None,
+                    fld,
+                    f"environment variable {name} is not set (use ${{{name}:-default}}; for a template field write $${{{name}}})",
+                )
+            )
             return ""
         return value
 
-    return _VAR.sub(replace, text)
+    return _VAR.sub(replace, text).replace("$${", "${")
 
 
 def _read_file(path: Path, env: Mapping[str, str], issues: list[ConfigIssue]) -> tuple[dict[str, Any], dict[Loc, int]]:

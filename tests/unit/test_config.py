@@ -58,7 +58,7 @@ def test_good_config_loads(tmp_path: Path) -> None:
 def test_unknown_adapter_type(tmp_path: Path) -> None:
     issues = _issues(tmp_path, GOOD.replace("type: http\n", "type: htttp\n"))
     assert len(issues) == 1
-    assert issues[0].endswith("bus.yaml:17: outbound[0].type: unknown outbound adapter type 'htttp' (known: amqp, http)")
+    assert issues[0].endswith("bus.yaml:17: outbound[0].type: unknown outbound adapter type 'htttp' (known: amqp, http, mqtt)")
 
 
 def test_inbound_type_used_as_outbound(tmp_path: Path) -> None:
@@ -111,7 +111,10 @@ def test_duplicate_adapter_name(tmp_path: Path) -> None:
 
 def test_missing_env_var_names_line_and_never_value(tmp_path: Path) -> None:
     issues = _issues(tmp_path, GOOD.replace("http://erp.local/orders", "${ERP_URL}"))
-    assert issues == [f"{tmp_path}/bus.yaml:18: outbound[0].url: environment variable ERP_URL is not set (use ${{ERP_URL:-default}})"]
+    assert issues == [
+        f"{tmp_path}/bus.yaml:18: outbound[0].url: environment variable ERP_URL is not set "
+        "(use ${ERP_URL:-default}; for a template field write $${ERP_URL})"
+    ]
 
 
 def test_env_and_secret_file_interpolation(tmp_path: Path) -> None:
@@ -213,3 +216,14 @@ def test_route_reference_errors(tmp_path: Path) -> None:
         f"{path}:18: routes[1].transform.schema: unknown schema 'Invoce' {KNOWN}",
         f"{path}:17: routes[1].enrich[0].table: no table named 'accounts' (known: none defined)",
     ]
+
+
+def test_double_dollar_keeps_a_template_field_from_interpolation(tmp_path: Path) -> None:
+    text = GOOD.replace("http://erp.local/orders", "http://erp.local/$${customer_id}/${HOST_PART:-x}")
+    path = tmp_path / "bus.yaml"
+    path.write_text(text)
+    catalog = SchemaCatalog.load()
+    loaded = load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names(), env={})
+    assert loaded.outbound[0].url == "http://erp.local/${customer_id}/x"  # type: ignore[attr-defined]
+    issues = _issues(tmp_path, GOOD.replace("http://erp.local/orders", "http://erp.local/${customer_id}"))
+    assert "for a template field write $${customer_id}" in issues[0]

@@ -1,0 +1,55 @@
+"""Config models of the MQTT adapter family (Mosquitto and other MQTT 3.1.1/5 brokers)."""
+
+from __future__ import annotations
+
+__all__ = ["MqttInboundConfig", "MqttOutboundConfig"]
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from bus.adapter_api import AdapterConfig, Body, EmitSpec, OutboundConfig, compile_template
+
+
+class _Broker(AdapterConfig):
+    host: str = Field(description="Broker host.", examples=["mosquitto"])
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
+    username: str | None = Field(default=None, description="User, if the broker asks for one.")
+    password: SecretStr | None = Field(default=None, description="Password (use ${ENV}).")
+
+
+class MqttInboundConfig(_Broker):
+    """Subscribe to topics (QoS 1) and turn each JSON message into an event. A message is
+    acknowledged (PUBACK) only after Kafka has its event; with a persistent session (the default),
+    the broker redelivers what was not acknowledged after a restart. A message that cannot become
+    an event goes to the inbound dead-letter topic with the reason, then is acknowledged."""
+
+    type: Literal["mqtt"] = "mqtt"
+    topics: list[str] = Field(min_length=1, description="Topic filters; + and # wildcards.", examples=[["sensors/+/usage"]])
+    client_id: str | None = Field(default=None, description="Client id of the persistent session; default bus-<name>.")
+    persistent_session: bool = Field(default=True, description="Keep the session (and unacknowledged messages) across restarts.")
+    emit: EmitSpec = Field(description="How the JSON payload becomes a canonical event.")
+
+
+class MqttOutboundConfig(OutboundConfig, _Broker):
+    """Publish each event as a JSON message with QoS 1: delivered once the broker acknowledged it."""
+
+    type: Literal["mqtt"] = "mqtt"
+    topic: str = Field(description="Topic: a ${} template over the event's fields.", examples=["accounts/${account_id}/alerts"])
+    retain: bool = Field(default=False, description="Ask the broker to keep the last message per topic.")
+    body: dict[str, str] | None = Field(
+        default=None,
+        description="Payload field -> expression over the event's fields ($id, $type... for metadata). Default: the event's fields.",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for the broker's acknowledgement; then retry.")
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, text: str) -> str:
+        compile_template(text)
+        return text
+
+    @field_validator("body")
+    @classmethod
+    def _check_body(cls, body: dict[str, str] | None) -> dict[str, str] | None:
+        return Body.check(body)

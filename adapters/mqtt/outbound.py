@@ -1,0 +1,58 @@
+"""``mqtt`` outbound: publish each event as JSON with QoS 1; delivered once the broker acknowledged.
+
+A broker that does not answer within ``timeout_s`` or a lost connection is retried (the
+connection is made again). MQTT 3.1.1 has no message id field: the event id travels in the
+payload when the ``body`` maps ``$id``, so subscribers can drop repeats.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MqttOutbound"]
+
+import contextlib
+import json
+from typing import ClassVar
+
+import aiomqtt
+
+from adapters.mqtt.config import MqttOutboundConfig
+from adapters.mqtt.inbound import client_for, connect
+from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, compile_template
+
+
+class MqttOutbound(Outbound[MqttOutboundConfig]):
+    Config: ClassVar[type[MqttOutboundConfig]] = MqttOutboundConfig
+    summary: ClassVar[str] = "Publish each event as a JSON message (QoS 1) to an MQTT topic."
+
+    def __init__(self, config: MqttOutboundConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._body = Body(config.body)
+        self._topic = compile_template(config.topic)
+        self._client: aiomqtt.Client | None = None
+
+    async def start(self) -> None:
+        if self._client is None:
+            client = client_for(self.config, None, persistent=False)
+            await connect(client, self.config)
+            self._client = client
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+
+    async def health(self) -> Health:
+        return Health(self._client is not None, "" if self._client is not None else "not connected to the MQTT broker")
+
+    async def deliver(self, event: Event) -> None:
+        if self._client is None:
+            await self.start()  # a lost connection is made again here; failing raises RetryableError
+        assert self._client is not None
+        topic = self._topic(event.data, event.meta())
+        payload = json.dumps(self._body.render(event), separators=(",", ":"), default=str)
+        try:
+            await self._client.publish(topic, payload, qos=1, retain=self.config.retain, timeout=self.config.timeout_s)
+        except aiomqtt.MqttError as exc:
+            await self.stop()
+            raise RetryableError(f"mqtt publish to {topic!r} on {self.config.host}:{self.config.port} failed: {exc}") from exc
