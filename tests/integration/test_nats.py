@@ -1,0 +1,109 @@
+"""The nats adapters against the real NATS JetStream on this machine and the real embedded broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from bus.kafka.reader import read_topic
+from tests.conftest import require_service
+from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.target import Target
+
+URL = "nats://127.0.0.1:4222"
+
+
+@pytest.fixture(autouse=True)
+def jetstream() -> None:
+    require_service("NATS", "127.0.0.1", 4222)
+
+
+def config(bootstrap: str, target: Target, run: str) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 3, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [
+            {
+                "name": "orders",
+                "type": "nats",
+                "url": URL,
+                "stream": f"IN_{run}",
+                "subject": f"t{run}.orders.>",
+                "emit": {
+                    "schema": "Payment",
+                    "id": "id",
+                    "key": "account",
+                    "map": {"payment_id": "id", "amount": "seq", "currency": '"eur"', "customer_id": "account"},
+                },
+            }
+        ],
+        "routes": [{"name": "all", "from": "Payment", "to": ["erp", "ledger", "nowhere"]}],
+        "outbound": [
+            {"name": "erp", "type": "http", "url": f"{target.url}/erp"},
+            {
+                "name": "ledger",
+                "type": "nats",
+                "url": URL,
+                "subject": f"t{run}.out.$${{customer_id}}",
+                "body": {"id": "$id", "seq": "amount"},
+            },
+            {"name": "nowhere", "type": "nats", "url": URL, "subject": f"t{run}.unstreamed", "delivery": {"max_attempts": 2}},
+        ],
+    }
+
+
+async def test_stream_in_stream_out_with_durable_resume(tmp_path: Path, bootstrap: str) -> None:
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    connection = await nats.connect(URL)
+    js = connection.jetstream()
+    await js.add_stream(name=f"OUT_{run}", subjects=[f"t{run}.out.>"])
+    path = write_config(tmp_path / "bus.yaml", config(bootstrap, target, run))
+
+    async def publish(first: int, last: int) -> None:
+        for i in range(first, last):
+            body = b"{broken" if i == 3 else json.dumps({"id": f"n{i}", "account": f"a{i % 3}", "seq": i}).encode()
+            await js.publish(f"t{run}.orders.created", body)
+
+    try:
+        async with build_hub(path) as hub:
+            await publish(0, 30)
+            await target.wait_for(lambda: len(target.accepted) == 29)
+            parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("orders"))
+            assert [r.value for r in parked] == [b"{broken"]
+            for _ in range(100):  # the stream has no subscriber: its events are dead-lettered, not lost
+                letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("nowhere"))
+                if len(letters) == 29:
+                    break
+                await asyncio.sleep(0.2)
+            assert len(letters) == 29 and b"no JetStream stream takes subject" in dict(letters[0].headers)["bus_error"]
+
+        await publish(30, 40)  # while the hub is down: the durable consumer keeps its place
+        async with build_hub(path):
+            await target.wait_for(lambda: len({c.body["payment_id"] for c in target.accepted}) == 39)
+            info = await js.stream_info(f"OUT_{run}")
+            for _ in range(100):
+                if info.state.messages >= 39:
+                    break
+                await asyncio.sleep(0.1)
+                info = await js.stream_info(f"OUT_{run}")
+
+        assert {c.body["payment_id"] for c in target.accepted} == {f"n{i}" for i in range(40) if i != 3}
+        out = await js.pull_subscribe(f"t{run}.out.>", durable=f"check{run}", stream=f"OUT_{run}")
+        messages = await out.fetch(100, timeout=2)
+        # One message per event (a redelivery would be dropped by Nats-Msg-Id), on the templated subject.
+        assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(f"n{i}" for i in range(40) if i != 3)
+        sample = messages[0]
+        assert sample.subject == f"t{run}.out.a{json.loads(sample.data)['seq'] % 3}"
+    finally:
+        for stream in (f"IN_{run}", f"OUT_{run}"):
+            await js.delete_stream(stream)
+        await connection.close()
+        await target.stop()
