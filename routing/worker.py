@@ -107,11 +107,11 @@ class RouterWorker:
     async def stop(self) -> None:
         self._stopping.set()
         task, self._task = self._task, None
-        if task is not None:
-            try:
+        try:
+            if task is not None:
                 await asyncio.gather(task, return_exceptions=True)  # a crash was already reported by the hub
-            finally:
-                await self._consumer.stop()
+        finally:
+            await self._consumer.stop()  # also when it never started (no routes): an unclosed consumer warns
         if self.tables is not None:
             await self.tables.stop()
         log.info("router stopped")

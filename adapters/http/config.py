@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from adapters.http.signatures import SignatureAuth
 from bus.adapter_api import AdapterConfig, Body, EmitSpec, OutboundConfig
 
 
@@ -26,7 +27,12 @@ class WebhookConfig(AdapterConfig):
 
     type: Literal["http_webhook"] = "http_webhook"
     path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$", description="URL path to serve.", examples=["/hooks/stripe"])
-    auth: ApiKeyAuth | None = Field(default=None, description="Authentication; none accepts every caller.")
+    auth: ApiKeyAuth | None = Field(default=None, description="API key check; none accepts every caller.")
+    signature: SignatureAuth | None = Field(
+        default=None,
+        description="Body signature check (stripe, shopify, github or generic hmac); refused requests get 401 with the reason.",
+        examples=[{"type": "stripe", "secrets": ["${STRIPE_WEBHOOK_SECRET}"]}],
+    )
     max_body_bytes: int = Field(default=1_048_576, ge=1, description="Larger bodies are answered 413.")
     emit: EmitSpec = Field(description="How the JSON body becomes a canonical event.")
 

@@ -1,7 +1,8 @@
 """``http_webhook``: events arrive as POSTed JSON and are answered only after Kafka has them.
 
 Answers: 202 accepted (body: the event id), 400 bad JSON or an event that does not fit its
-schema (body: the reason, naming the field), 401 missing or wrong API key, 413 body over
+schema (body: the reason, naming the field), 401 missing or wrong API key or body signature
+(Stripe, Shopify, GitHub or generic HMAC: ``signatures.py``), 413 body over
 ``max_body_bytes``, 415 not JSON, 503 with Retry-After when Kafka did not acknowledge in time
 or the hub is shutting down. A 503 or a lost connection means "send it again".
 """
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from adapters.http.config import WebhookConfig
+from adapters.http.signatures import check_signature
 from bus.adapter_api import Context, Emitter, EventRejected, Health, Inbound, KafkaUnavailable
 
 
@@ -84,6 +86,8 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return _problem(400, "the request body was cut off")  # the client is gone; nothing was produced
         if body is None:
             return _problem(413, f"body exceeds the limit of {self.config.max_body_bytes} bytes")
+        if self.config.signature is not None and (refused := check_signature(self.config.signature, request.headers, body)):
+            return _problem(401, refused)
         try:
             document: Any = json.loads(body)
         except ValueError as exc:

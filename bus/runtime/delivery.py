@@ -185,6 +185,7 @@ class DeliveryWorker:
 
     async def stop(self) -> None:
         if self._task is None:
+            await self._consumer.stop()  # never started: close it anyway (an unclosed consumer warns)
             return
         self._stopping.set()
         self._interrupt.set()
