@@ -43,6 +43,7 @@ __all__ = [
     "PermanentError",
     "RetryableError",
     "WebMount",
+    "compile_expression",
     "compile_template",
 ]
 

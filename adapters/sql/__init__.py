@@ -1,0 +1,1 @@
+"""SQL databases (PostgreSQL, MariaDB/MySQL): write events into tables."""

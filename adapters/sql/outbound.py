@@ -1,0 +1,166 @@
+"""``sql`` outbound: upsert, insert or delete each event in a PostgreSQL or MariaDB/MySQL table.
+
+Statements are built once at start from the config (identifiers are checked to be plain names;
+values are always bound parameters). Errors are classified by what the database said:
+
+- retried: connection loss, timeouts, deadlocks, serialization failures, too many connections;
+- permanent (dead letter with the database's message): constraint violations, bad data, a
+  missing table or column: the same statement would fail again.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SqlOutbound"]
+
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+from adapters.sql.config import SqlOutboundConfig
+from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_expression
+
+
+class _Dialect:
+    """The statements and the driver of one database family."""
+
+    def __init__(self, config: SqlOutboundConfig) -> None:
+        self.config = config
+        cols = list(config.columns)
+        self.columns = cols
+        self.key = config.key
+
+    def placeholders(self, n: int, start: int = 1) -> list[str]:
+        raise NotImplementedError
+
+    def upsert(self) -> str:
+        raise NotImplementedError
+
+    def insert(self) -> str:
+        ph = ", ".join(self.placeholders(len(self.columns)))
+        # Identifiers are checked plain names (config.py); values are bound parameters.
+        return f"INSERT INTO {self.config.table} ({', '.join(self.columns)}) VALUES ({ph})"  # noqa: S608
+
+    def delete(self) -> str:
+        ph = self.placeholders(len(self.key))
+        where = " AND ".join(f"{k} = {p}" for k, p in zip(self.key, ph, strict=True))
+        return f"DELETE FROM {self.config.table} WHERE {where}"  # noqa: S608 (checked identifiers, bound values)
+
+
+class _Postgres(_Dialect):
+    def placeholders(self, n: int, start: int = 1) -> list[str]:
+        return [f"${i}" for i in range(start, start + n)]
+
+    def upsert(self) -> str:
+        updates = [c for c in self.columns if c not in self.key]
+        action = "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in updates) if updates else "DO NOTHING"
+        return f"{self.insert()} ON CONFLICT ({', '.join(self.key)}) {action}"
+
+
+class _MySql(_Dialect):
+    def placeholders(self, n: int, start: int = 1) -> list[str]:
+        return ["%s"] * n
+
+    def upsert(self) -> str:
+        updates = [c for c in self.columns if c not in self.key] or self.key[:1]
+        return f"{self.insert()} ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in updates)
+
+
+class SqlOutbound(Outbound[SqlOutboundConfig]):
+    Config: ClassVar[type[SqlOutboundConfig]] = SqlOutboundConfig
+    summary: ClassVar[str] = "Upsert, insert or delete each event in a PostgreSQL or MariaDB/MySQL table."
+
+    def __init__(self, config: SqlOutboundConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        dsn = config.dsn.get_secret_value()
+        self._postgres = dsn.startswith(("postgresql://", "postgres://"))
+        self._dialect: _Dialect = _Postgres(config) if self._postgres else _MySql(config)
+        self._values = Body(config.columns)
+        self._delete_when = compile_expression(config.delete_when) if config.delete_when else None
+        self._write = {"upsert": self._dialect.upsert, "insert": self._dialect.insert, "delete": self._dialect.delete}[config.operation]()
+        self._delete = self._dialect.delete()
+        self._pool: Any = None
+        self._where = f"{urlsplit(dsn).hostname}:{urlsplit(dsn).port or ''}/{config.table}"
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        dsn = self.config.dsn.get_secret_value()
+        try:
+            if self._postgres:
+                import asyncpg  # each driver is imported only by the hubs that use it
+
+                self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=self.config.pool_size, timeout=10)
+            else:
+                import aiomysql
+
+                url = urlsplit(dsn)
+                self._pool = await aiomysql.create_pool(
+                    host=url.hostname or "localhost",
+                    port=url.port or 3306,
+                    user=unquote(url.username or ""),
+                    password=unquote(url.password or ""),
+                    db=url.path.lstrip("/"),
+                    minsize=1,
+                    maxsize=self.config.pool_size,
+                    autocommit=False,
+                    connect_timeout=10,
+                )
+        except Exception as exc:  # any driver failure at connect: the runtime retries start()
+            raise RetryableError(f"sql {self.config.name}: cannot connect to {self._where}: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if self._postgres:
+            await pool.close()
+        else:
+            pool.close()
+            await pool.wait_closed()
+
+    async def health(self) -> Health:
+        return Health(self._pool is not None, "" if self._pool is not None else "not connected")
+
+    def statement(self, event: Event) -> tuple[str, list[Any]]:
+        row = self._values.render(event)
+        if self._delete_when is not None and self._delete_when(event.data, event.meta()):
+            return self._delete, [row[k] for k in self.config.key]
+        if self.config.operation == "delete":
+            return self._write, [row[k] for k in self.config.key]
+        return self._write, [row[c] for c in self._dialect.columns]
+
+    async def deliver(self, event: Event) -> None:
+        if self._pool is None:
+            raise RetryableError(f"sql outbound {self.config.name} is not started")
+        sql, args = self.statement(event)
+        try:
+            if self._postgres:
+                async with self._pool.acquire() as connection, connection.transaction():
+                    await connection.execute(sql, *args)
+            else:
+                async with self._pool.acquire() as connection:
+                    async with connection.cursor() as cursor:
+                        await cursor.execute(sql, args)
+                    await connection.commit()
+        except Exception as exc:
+            raise _classify(exc, self._where) from exc
+
+
+def _classify(exc: Exception, where: str) -> Exception:
+    """Retry what may work next time; dead-letter what the database will refuse again."""
+    # PostgreSQL SQLSTATE classes: 08 connection, 40 transaction rollback (deadlock, serialization),
+    # 53 insufficient resources, 57 operator intervention (shutdown). Everything else is about the data.
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is not None:
+        if sqlstate[:2] in {"08", "40", "53", "57"}:
+            return RetryableError(f"{where}: {exc}")
+        return PermanentError(f"{where}: {type(exc).__name__}: {exc}")
+    # MySQL/MariaDB error numbers: 1205 lock wait timeout, 1213 deadlock, 1040 too many connections,
+    # 2002/2003/2006/2013 connection lost or refused.
+    errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    if errno is not None:
+        if errno in {1205, 1213, 1040, 2002, 2003, 2006, 2013}:
+            return RetryableError(f"{where}: {exc}")
+        return PermanentError(f"{where}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+        return RetryableError(f"{where}: {exc!r}")
+    return PermanentError(f"{where}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,120 @@
+"""The sql outbound adapter against the real PostgreSQL and MariaDB on this machine: upserts in key
+order, deletes, redeliveries that change nothing, and a constraint violation dead-lettered with
+the database's own message."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus.kafka.reader import read_topic
+from tests.conftest import require_service
+from tests.integration.test_delivery import post
+from tests.support.hub import build_hub, payment, payment_hub_config, write_config
+from tests.support.target import Target
+
+DATABASES = {
+    "postgresql": ("PostgreSQL", 5432, "postgresql://postgres@127.0.0.1:5432/test"),
+    "mariadb": ("MariaDB", 3306, "mysql://root@127.0.0.1:3306/test"),
+}
+
+
+async def run_sql(kind: str, dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    if kind == "postgresql":
+        import asyncpg
+
+        connection = await asyncpg.connect(dsn)
+        try:
+            return (
+                [tuple(r) for r in await connection.fetch(sql)]
+                if sql.lstrip().upper().startswith("SELECT")
+                else [await connection.execute(sql)]
+            )
+        finally:
+            await connection.close()
+    import aiomysql
+
+    connection = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", password="", db="test", autocommit=True)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(sql)
+            return list(await cursor.fetchall())
+    finally:
+        connection.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    for _ in range(int(timeout / 0.2)):
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("condition not met")
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_upsert_delete_and_refusals(kind: str, tmp_path: Path, bootstrap: str) -> None:
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    table = f"t_ledger_{uuid.uuid4().hex[:8]}"
+    await run_sql(
+        kind,
+        dsn,
+        f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL CHECK (amount >= 0), "
+        "status VARCHAR(32), event_id VARCHAR(64))",
+    )
+    target = await Target().start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["routes"] = [{"name": "all", "from": "Payment", "to": ["ledger"]}]
+    config["outbound"] = [
+        {
+            "name": "ledger",
+            "type": "sql",
+            "dsn": dsn,
+            "table": table,
+            "columns": {"payment_id": "payment_id", "amount": "amount", "status": "status", "event_id": "$id"},
+            "key": ["payment_id"],
+            "delete_when": 'status == "canceled"',
+        }
+    ]
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            await post(hub, *(payment(i, amount=100 * i) for i in range(6)))
+            # Later events of a key land after the earlier ones: an update, a delete, a repeat.
+            again = payment(2, amount=999)
+            again["id"] = "evt_2b"
+            cancel = payment(3, status="canceled")
+            cancel["id"] = "evt_3b"
+            negative = payment(9, amount=-5)
+            await post(hub, again, cancel, payment(4, amount=400), negative)
+
+            async def settled() -> bool:
+                return len(await run_sql(kind, dsn, f"SELECT payment_id FROM {table}")) == 5
+
+            await eventually(settled)
+            rows = {
+                r[0]: (int(r[1]), r[2], r[3]) for r in await run_sql(kind, dsn, f"SELECT payment_id, amount, status, event_id FROM {table}")
+            }
+            assert rows == {
+                "pi_0": (0, "succeeded", "evt_0"),
+                "pi_1": (100, "succeeded", "evt_1"),
+                "pi_2": (999, "succeeded", "evt_2b"),
+                "pi_4": (400, "succeeded", "evt_4"),
+                "pi_5": (500, "succeeded", "evt_5"),
+            }
+
+            async def refused() -> bool:
+                return bool(await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger")))
+
+            await eventually(refused)
+            letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
+            headers = dict(letters[0].headers)
+            assert len(letters) == 1 and headers["ce_id"] == b"evt_9"
+            assert headers["bus_error_class"] == b"PermanentError" and b"constraint" in headers["bus_error"].lower()
+    finally:
+        await run_sql(kind, dsn, f"DROP TABLE {table}")
+        await target.stop()
