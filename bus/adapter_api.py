@@ -45,6 +45,7 @@ __all__ = [
     "WebMount",
     "compile_expression",
     "compile_template",
+    "parse_duration",
 ]
 
 import logging
@@ -60,6 +61,7 @@ from bus.config.delivery import DeliveryPolicy
 from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError
 from bus.event import Event
 from bus.expr import Compiled, compile_expression, compile_template
+from bus.expr.functions import parse_duration
 from bus.intake import Intake
 from bus.mapping import Body, Emitter
 

@@ -31,6 +31,7 @@ class Intake:
     def __init__(self, sink: EventSink, emit: EmitSpec, *, source: str) -> None:
         self._sink = sink
         self._emitter = Emitter(emit, source=source)
+        self.parked = 0  # bodies kept on the inbound dead-letter topic so far (a file's manifest counts them)
 
     async def submit(self, payload: bytes, *, traceparent: str | None = None, origin: Mapping[str, str] | None = None) -> Awaitable[None]:
         """Returns the acknowledgement to await; rejected bodies are parked before this returns."""
@@ -38,10 +39,27 @@ class Intake:
             document: Any = json.loads(payload)
         except ValueError as exc:
             await self._sink.reject(payload, f"invalid JSON: {exc}", headers=origin)
+            self.parked += 1
             return _done()
+        return await self.submit_document(document, raw=payload, traceparent=traceparent, origin=origin)
+
+    async def submit_document(
+        self,
+        document: Any,
+        *,
+        raw: bytes,
+        event_id: str | None = None,
+        traceparent: str | None = None,
+        origin: Mapping[str, str] | None = None,
+    ) -> Awaitable[None]:
+        """The same for a document already parsed (a CSV row). ``event_id`` is used when the
+        ``emit:`` block has no ``id``: a stable id (file checksum and line) makes a re-read harmless."""
         try:
             event = self._emitter.build(document, traceparent=traceparent)
+            if event_id is not None and not self._emitter.has_id:
+                event.id = event_id
             return await self._sink.submit(event)
         except EventRejected as exc:
-            await self._sink.reject(payload, str(exc), headers=origin)
+            await self._sink.reject(raw, str(exc), headers=origin)
+            self.parked += 1
             return _done()

@@ -27,6 +27,7 @@ class Emitter:
         self.event_type = event_type or spec.schema_
         self._key = compile_expression(spec.key) if spec.key else None
         self._id = compile_expression(spec.id) if spec.id else None
+        self.has_id = self._id is not None
         self._subject = compile_expression(spec.subject) if spec.subject else None
         self._fields = [(name, compile_expression(text)) for name, text in (spec.map or {}).items()]
 

@@ -1,0 +1,160 @@
+"""``file`` inbound: a drop folder of CSV or JSON Lines files, each read whole into events.
+
+A file is taken once it has not changed for ``settle``. Its sha256 and rows are counted, every row
+is handed to Kafka in file order (a row that cannot become an event is kept on the inbound
+dead-letter topic with its line number), every acknowledgement is awaited, and only then does the
+file move to ``done/`` with a manifest. If Kafka cannot acknowledge, the file stays where it is
+and is read again at the next poll: rows keep their ids (sha256 and line, unless ``emit.id`` says
+otherwise), so a second reading is harmless downstream. A file that cannot be read (bad encoding,
+no CSV header) moves to ``failed/`` with the reason in its manifest.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FileInbound"]
+
+import asyncio
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from adapters.file.config import FileInboundConfig
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_duration
+
+
+class _Unreadable(Exception):
+    """The file as a whole cannot be read as the configured format."""
+
+
+def _rows(text: str, kind: str, delimiter: str) -> Iterator[tuple[int, Any, bytes]]:
+    """(line number, document or a ValueError, raw line) for each row."""
+    if kind == "jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line), line.encode()
+                except ValueError as exc:
+                    yield number, ValueError(f"line {number}: invalid JSON: {exc}"), line.encode()
+        return
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    if not reader.fieldnames:
+        raise _Unreadable("no CSV header row")
+    for row in reader:
+        raw = delimiter.join(v or "" for v in row.values() if isinstance(v, str)).encode()
+        if None in row:  # more fields than the header names
+            yield reader.line_num, ValueError(f"line {reader.line_num}: {len(row[None])} field(s) beyond the header"), raw
+        else:
+            yield reader.line_num, row, raw
+
+
+class FileInbound(Inbound[FileInboundConfig]):
+    Config: ClassVar[type[FileInboundConfig]] = FileInboundConfig
+    summary: ClassVar[str] = "Read CSV or JSON Lines files from a drop folder; move each to done/ once every row is on Kafka."
+
+    def __init__(self, config: FileInboundConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
+        self._interval = parse_duration(config.poll_interval).total_seconds()  # type: ignore[union-attr]
+        self._settle = parse_duration(config.settle).total_seconds()  # type: ignore[union-attr]
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        folder = self.config.path
+        if not folder.is_dir():
+            raise RetryableError(f"file {self.config.name}: drop folder {folder} does not exist")
+        for sub in ("done", "failed"):
+            (folder / sub).mkdir(exist_ok=True)
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._watch(), name=f"file-watch:{self.config.name}")
+        self.ctx.logger.info("file %s watching %s/%s", self.config.name, folder, self.config.pattern)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()  # the file in hand is finished (its acks awaited) before the loop ends
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def health(self) -> Health:
+        ok = self._task is not None and not self._task.done()
+        return Health(ok, "" if ok else "not watching its folder")
+
+    async def _watch(self) -> None:
+        while not self._stopping.is_set():
+            for path in self._ready():
+                if self._stopping.is_set():
+                    break
+                try:
+                    await self.take(path)
+                except KafkaUnavailable as exc:
+                    self.ctx.logger.warning("file %s: %s; %s stays and is read again", self.config.name, exc, path.name)
+                    break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+
+    def _ready(self) -> list[Path]:
+        now = time.time()
+        files = [p for p in sorted(self.config.path.glob(self.config.pattern)) if p.is_file() and not p.name.endswith(".manifest.json")]
+        return [p for p in files if now - p.stat().st_mtime >= self._settle]
+
+    def _kind(self, path: Path) -> str:
+        if self.config.format != "auto":
+            return self.config.format
+        return "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "csv"
+
+    async def take(self, path: Path) -> dict[str, Any]:
+        """Read one file into Kafka and move it; returns its manifest. KafkaUnavailable: left in place."""
+        data = await asyncio.to_thread(path.read_bytes)
+        checksum = hashlib.sha256(data).hexdigest()
+        manifest: dict[str, Any] = {"file": path.name, "sha256": checksum, "rows": 0, "accepted": 0, "rejected": 0}
+        try:
+            text = data.decode(self.config.encoding)
+            rows = list(_rows(text, self._kind(path), self.config.delimiter))
+        except (UnicodeDecodeError, _Unreadable, csv.Error) as exc:
+            manifest["error"] = f"{type(exc).__name__}: {exc}"
+            self._move(path, "failed", manifest)
+            self.ctx.logger.warning("file %s: %s cannot be read (%s); moved to failed/", self.config.name, path.name, manifest["error"])
+            return manifest
+        acks: list[Awaitable[None]] = []
+        parked_before = self._intake.parked
+        for line, document, raw in rows:
+            origin = {"bus_origin": f"file:{path.name}:{line}", "file_sha256": checksum, "file_line": str(line)}
+            if isinstance(document, ValueError):
+                await self.sink.reject(raw, str(document), headers=origin)
+                manifest["rejected"] += 1
+                continue
+            ack = await self._intake.submit_document(document, raw=raw, event_id=f"{checksum[:16]}:{line}", origin=origin)
+            acks.append(ack)
+        for ack in acks:
+            await ack  # KafkaUnavailable propagates: the file stays for the next poll
+        manifest["rows"] = len(rows)
+        manifest["rejected"] += self._intake.parked - parked_before  # rows refused while mapping
+        manifest["accepted"] = len(rows) - manifest["rejected"]
+        self._move(path, "done", manifest)
+        self.ctx.logger.info(
+            "file %s: %s done: %d rows, %d accepted, %d rejected, sha256 %s",
+            self.config.name,
+            path.name,
+            manifest["rows"],
+            manifest["accepted"],
+            manifest["rejected"],
+            checksum[:16],
+        )
+        return manifest
+
+    def _move(self, path: Path, where: str, manifest: dict[str, Any]) -> None:
+        manifest["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        target = self.config.path / where / path.name
+        if target.exists():  # the same name again: keep both
+            target = target.with_name(f"{path.stem}.{manifest['sha256'][:8]}{path.suffix}")
+        target.with_name(target.name + ".manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(path, target)

@@ -1,0 +1,90 @@
+"""The file drop folder over the real broker: CSV and JSON Lines in, bad rows kept with their line
+numbers, files moved with a manifest only after every row is on Kafka, unreadable files failed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from bus.kafka.reader import read_topic
+from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.target import Target
+
+
+def config(bootstrap: str, folder: Path, target: Target) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 3, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [
+            {
+                "name": "exports",
+                "type": "file",
+                "path": str(folder),
+                "encoding": "latin-1",
+                "poll_interval": "200ms",
+                "settle": "0s",
+                "emit": {
+                    "schema": "Payment",
+                    "key": "account",
+                    "map": {"payment_id": "ref", "amount": "int(cents)", "currency": "lower(cur)", "customer_id": "account"},
+                },
+            }
+        ],
+        "routes": [{"name": "all", "from": "Payment", "to": ["erp"]}],
+        "outbound": [{"name": "erp", "type": "http", "url": f"{target.url}/erp"}],
+    }
+
+
+async def wait_for_file(path: Path, timeout: float = 30) -> dict[str, Any]:
+    for _ in range(int(timeout / 0.1)):
+        manifest = path.with_name(path.name + ".manifest.json")
+        if manifest.exists() and path.exists():
+            return dict(json.loads(manifest.read_text()))
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{path} did not appear")
+
+
+async def test_drop_folder_rows_to_events_with_manifests(tmp_path: Path, bootstrap: str) -> None:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    target = await Target().start()
+    csv_bytes = "ref,cents,cur,account\nr1,100,EUR,Müller\nr2,oops,EUR,a2\nr3,300,EUR,a3,extra\nr4,400,USD,a4\n".encode("latin-1")
+    jsonl = (
+        b'{"ref": "j1", "cents": "5", "cur": "USD", "account": "b1"}\n'
+        b"{broken\n\n"
+        b'{"ref": "j2", "cents": "6", "cur": "USD", "account": "b2"}\n'
+    )
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, folder, target))) as hub:
+            (folder / "ledger.csv").write_bytes(csv_bytes)
+            (folder / "events.jsonl").write_bytes(jsonl)
+            (folder / "garbled.csv").write_bytes(b"")  # no header: the file as a whole is unreadable
+
+            csv_manifest = await wait_for_file(folder / "done" / "ledger.csv")
+            jsonl_manifest = await wait_for_file(folder / "done" / "events.jsonl")
+            failed = await wait_for_file(folder / "failed" / "garbled.csv")
+            assert {k: csv_manifest[k] for k in ("rows", "accepted", "rejected")} == {"rows": 4, "accepted": 2, "rejected": 2}
+            assert csv_manifest["sha256"] == hashlib.sha256(csv_bytes).hexdigest()
+            assert {k: jsonl_manifest[k] for k in ("rows", "accepted", "rejected")} == {"rows": 3, "accepted": 2, "rejected": 1}
+            assert "no CSV header" in failed["error"]
+            assert not (folder / "ledger.csv").exists()
+
+            await target.wait_for(lambda: len(target.accepted) == 4)
+            bodies = {c.body["payment_id"]: c.body for c in target.accepted}
+            assert set(bodies) == {"r1", "r4", "j1", "j2"}
+            assert bodies["r1"]["customer_id"] == "Müller" and bodies["r1"]["amount"] == 100 and bodies["r4"]["currency"] == "usd"
+            # Ids are stable per file and line, so a second reading of a file would change nothing downstream.
+            ids = {c.body["payment_id"]: c.headers["Idempotency-Key"] for c in target.accepted}
+            assert ids["r1"] == f"{csv_manifest['sha256'][:16]}:2"
+
+            parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("exports"))
+            where = sorted((dict(r.headers)["file_line"].decode(), dict(r.headers)["bus_origin"].decode().split(":")[1]) for r in parked)
+            assert where == [("2", "events.jsonl"), ("3", "ledger.csv"), ("4", "ledger.csv")]
+            reasons = " | ".join(dict(r.headers)["bus_error"].decode() for r in parked)
+            assert "invalid JSON" in reasons and "beyond the header" in reasons and "mapping failed" in reasons
+    finally:
+        await target.stop()
