@@ -28,6 +28,7 @@ __all__ = [
     "AdapterConfig",
     "AdapterRegistry",
     "Body",
+    "BodyMap",
     "Context",
     "EmitSpec",
     "Emitter",
@@ -42,6 +43,7 @@ __all__ = [
     "OutboundConfig",
     "PermanentError",
     "RetryableError",
+    "TemplateText",
     "WebMount",
     "compile_expression",
     "compile_template",
@@ -53,9 +55,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from bus.config.delivery import DeliveryPolicy
 from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError
@@ -66,6 +68,16 @@ from bus.intake import Intake
 from bus.mapping import Body, Emitter
 
 ENTRY_POINT_GROUP = "bus.adapters"
+
+
+def _check_template(text: str) -> str:
+    compile_template(text)  # raises with the position of the error
+    return text
+
+
+# Config field types for adapters: checked when the config loads, so errors name file and field.
+BodyMap = Annotated[dict[str, str] | None, AfterValidator(Body.check)]  # field -> expression over the event
+TemplateText = Annotated[str, AfterValidator(_check_template)]  # text with ${expression} parts
 
 
 class AdapterConfig(BaseModel):

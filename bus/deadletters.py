@@ -24,9 +24,8 @@ from datetime import datetime
 from typing import Any
 
 from bus.config.models import KafkaConfig
-from bus.errors import BusError
 from bus.event import now_rfc3339
-from bus.kafka.clients import make_admin, make_producer
+from bus.kafka.clients import make_admin, make_producer, outside_bootstrap
 from bus.kafka.reader import read_topic
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 
@@ -102,13 +101,8 @@ class DeadLetters:
     """Operations on the dead-letter topics of one hub (one topic prefix)."""
 
     def __init__(self, kafka: KafkaConfig, bootstrap: str, topics: TopicNames) -> None:
-        if bootstrap == "embedded":
-            raise BusError(
-                "the embedded broker lives inside the running hub: pass --bootstrap HOST:PORT "
-                "(the hub logs it at start: 'embedded Kafka broker (Tansu) listening on ...')"
-            )
         self._kafka = kafka
-        self._bootstrap = bootstrap
+        self._bootstrap = outside_bootstrap(bootstrap)
         self._names = topics
 
     def topic_of(self, subscriber: str) -> str:

@@ -35,8 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bus.config.models import KafkaConfig
-from bus.errors import BusError
-from bus.kafka.clients import make_consumer
+from bus.kafka.clients import make_consumer, outside_bootstrap
 from bus.kafka.reader import partitions_of, read_topic
 from bus.kafka.topics import TopicNames
 
@@ -167,13 +166,8 @@ class Reconciler:
     """Audit one hub's subscribers against Kafka (``bus reconcile``)."""
 
     def __init__(self, kafka: KafkaConfig, bootstrap: str, topics: TopicNames) -> None:
-        if bootstrap == "embedded":
-            raise BusError(
-                "the embedded broker lives inside the running hub: pass --bootstrap HOST:PORT "
-                "(the hub logs it at start: 'embedded Kafka broker (Tansu) listening on ...')"
-            )
         self._kafka = kafka
-        self._bootstrap = bootstrap
+        self._bootstrap = outside_bootstrap(bootstrap)
         self._names = topics
 
     async def committed(self, subscriber: str) -> dict[int, int]:

@@ -6,9 +6,9 @@ __all__ = ["AmqpInboundConfig", "AmqpOutboundConfig", "Binding"]
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from bus.adapter_api import AdapterConfig, Body, EmitSpec, OutboundConfig, compile_template
+from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText
 
 
 class Binding(BaseModel):
@@ -42,24 +42,13 @@ class AmqpOutboundConfig(OutboundConfig):
     type: Literal["amqp"] = "amqp"
     url: SecretStr = Field(description="Broker URL (may hold a password: use ${ENV}).", examples=["amqp://guest:guest@rabbitmq:5672/"])
     exchange: str = Field(default="", description="Exchange to publish to; empty: the default exchange (routing key = queue name).")
-    routing_key: str = Field(description="Routing key: a ${} template over the event's fields.", examples=["orders.${status}"])
+    routing_key: TemplateText = Field(description="Routing key: a ${} template over the event's fields.", examples=["orders.${status}"])
     declare_queue: str | None = Field(
         default=None, description="Declare this durable queue first (handy with the default exchange).", examples=["billing.invoices"]
     )
-    body: dict[str, str] | None = Field(
+    body: BodyMap = Field(
         default=None,
         description="Body field -> expression over the event's fields ($id, $type... for metadata). Default: the event's fields.",
         examples=[{"invoice": "invoice_id", "total": "amount", "event_id": "$id"}],
     )
     timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for the broker's confirm; then retry.")
-
-    @field_validator("routing_key")
-    @classmethod
-    def _check_routing_key(cls, text: str) -> str:
-        compile_template(text)
-        return text
-
-    @field_validator("body")
-    @classmethod
-    def _check_body(cls, body: dict[str, str] | None) -> dict[str, str] | None:
-        return Body.check(body)

@@ -6,10 +6,10 @@ __all__ = ["ApiKeyAuth", "HttpOutboundConfig", "WebhookConfig"]
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from adapters.http.signatures import SignatureAuth
-from bus.adapter_api import AdapterConfig, Body, EmitSpec, OutboundConfig
+from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig
 
 
 class ApiKeyAuth(BaseModel):
@@ -44,7 +44,7 @@ class HttpOutboundConfig(OutboundConfig):
     url: str = Field(pattern=r"^https?://", description="Target URL.", examples=["https://erp.example.com/api/payments"])
     method: Literal["POST", "PUT", "PATCH"] = Field(default="POST", description="HTTP method.")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra request headers (values may hold secrets).")
-    body: dict[str, str] | None = Field(
+    body: BodyMap = Field(
         default=None,
         description="Body field -> expression over the event's fields ($id, $type... for metadata). Default: the event's fields.",
         examples=[{"id": "payment_id", "amount_cents": "amount", "event_id": "$id"}],
@@ -57,8 +57,3 @@ class HttpOutboundConfig(OutboundConfig):
     permanent_statuses: list[int] = Field(
         default_factory=list, description="Statuses to dead-letter at once even if normally retried.", examples=[[501]]
     )
-
-    @field_validator("body")
-    @classmethod
-    def _check_body(cls, body: dict[str, str] | None) -> dict[str, str] | None:
-        return Body.check(body)

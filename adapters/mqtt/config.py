@@ -6,9 +6,9 @@ __all__ = ["MqttInboundConfig", "MqttOutboundConfig"]
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
-from bus.adapter_api import AdapterConfig, Body, EmitSpec, OutboundConfig, compile_template
+from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText
 
 
 class _Broker(AdapterConfig):
@@ -35,21 +35,10 @@ class MqttOutboundConfig(OutboundConfig, _Broker):
     """Publish each event as a JSON message with QoS 1: delivered once the broker acknowledged it."""
 
     type: Literal["mqtt"] = "mqtt"
-    topic: str = Field(description="Topic: a ${} template over the event's fields.", examples=["accounts/${account_id}/alerts"])
+    topic: TemplateText = Field(description="Topic: a ${} template over the event's fields.", examples=["accounts/${account_id}/alerts"])
     retain: bool = Field(default=False, description="Ask the broker to keep the last message per topic.")
-    body: dict[str, str] | None = Field(
+    body: BodyMap = Field(
         default=None,
         description="Payload field -> expression over the event's fields ($id, $type... for metadata). Default: the event's fields.",
     )
     timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for the broker's acknowledgement; then retry.")
-
-    @field_validator("topic")
-    @classmethod
-    def _check_topic(cls, text: str) -> str:
-        compile_template(text)
-        return text
-
-    @field_validator("body")
-    @classmethod
-    def _check_body(cls, body: dict[str, str] | None) -> dict[str, str] | None:
-        return Body.check(body)

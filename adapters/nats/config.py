@@ -6,9 +6,9 @@ __all__ = ["NatsInboundConfig", "NatsOutboundConfig"]
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
-from bus.adapter_api import AdapterConfig, Body, EmitSpec, OutboundConfig, compile_template
+from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText
 
 
 class _Server(AdapterConfig):
@@ -34,20 +34,9 @@ class NatsOutboundConfig(OutboundConfig, _Server):
     the Nats-Msg-Id header, so the stream itself drops a repeat within its duplicate window."""
 
     type: Literal["nats"] = "nats"
-    subject: str = Field(description="Subject: a ${} template over the event's fields.", examples=["billing.invoices.${currency}"])
-    body: dict[str, str] | None = Field(
+    subject: TemplateText = Field(description="Subject: a ${} template over the event's fields.", examples=["billing.invoices.${currency}"])
+    body: BodyMap = Field(
         default=None,
         description="Payload field -> expression over the event's fields ($id, $type... for metadata). Default: the event's fields.",
     )
     timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for the stream's acknowledgement; then retry.")
-
-    @field_validator("subject")
-    @classmethod
-    def _check_subject(cls, text: str) -> str:
-        compile_template(text)
-        return text
-
-    @field_validator("body")
-    @classmethod
-    def _check_body(cls, body: dict[str, str] | None) -> dict[str, str] | None:
-        return Body.check(body)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["client_options", "make_admin", "make_consumer", "make_producer"]
+__all__ = ["client_options", "make_admin", "make_consumer", "make_producer", "outside_bootstrap"]
 
 from typing import Any
 
@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from bus.config.models import KafkaConfig
+from bus.errors import BusError
 
 
 def client_options(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
@@ -62,3 +63,13 @@ def make_consumer(config: KafkaConfig, bootstrap: str, *topics: str, group_id: s
 
 def make_admin(config: KafkaConfig, bootstrap: str) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_options(config, bootstrap))
+
+
+def outside_bootstrap(bootstrap: str) -> str:
+    """The address a command-line tool uses: never "embedded", which only the running hub can resolve."""
+    if bootstrap == "embedded":
+        raise BusError(
+            "the embedded broker lives inside the running hub: pass --bootstrap HOST:PORT "
+            "(the hub logs it at start: 'embedded Kafka broker (Tansu) listening on ...')"
+        )
+    return bootstrap

@@ -79,7 +79,10 @@ async def test_flaky_target_gets_every_event_and_duplicates_only_after_timeouts(
         assert set(accepted) == {e["id"] for e in events}  # none lost
         duplicated = {key for key, n in accepted.items() if n > 1}
         assert duplicated, "the run had timeouts, so some duplicates are expected"
-        assert all("timeout" in fate[key] for key in duplicated)  # duplicates only where the target timed out
+        # Duplicates only where the target timed out: by the script, or because under load an answer
+        # took longer than the hub's 0.25 s timeout (the hub gave up on an accepted call).
+        slow = {c.headers["Idempotency-Key"] for c in target.accepted if c.answered - c.at >= 0.2}
+        assert all("timeout" in fate[key] or key in slow for key in duplicated), sorted(duplicated - slow)[:10]
         by_key: dict[str, set[str]] = defaultdict(set)
         for call in target.accepted:
             by_key[call.headers["Idempotency-Key"]].add(call.body["payment_id"])

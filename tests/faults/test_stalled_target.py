@@ -41,7 +41,7 @@ async def in_flight(ops_port: int) -> float:
     )
 
 
-@pytest.mark.timeout(STALL_S + 240)
+@pytest.mark.timeout(STALL_S + 300)
 async def test_backlog_builds_in_kafka_not_in_memory(tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
     stalled = True
 
@@ -49,7 +49,7 @@ async def test_backlog_builds_in_kafka_not_in_memory(tmp_path: Path, bootstrap: 
         return 3600.0 if stalled else 0.0  # a hung server: the connection is taken, no answer comes
 
     target = await Target(delay=delay).start()
-    config = process_config(bootstrap, unique_prefix(), target)
+    config = process_config(bootstrap, unique_prefix(), target, concurrency=64)  # drain fast once it answers
     config["outbound"][0].update(timeout_s=1.0)
     config["outbound"][0]["delivery"].update(backoff_max="2s", circuit_breaker={"reset_after": "5s"})
     path = write_config(tmp_path / "bus.yaml", config)

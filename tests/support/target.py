@@ -22,6 +22,7 @@ class Call:
     headers: dict[str, str]
     body: Any
     at: float = field(default_factory=time.monotonic)  # arrival, for rate checks
+    answered: float = 0.0  # when the answer left: answered - at is how long the caller waited here
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Target:
         finally:
             self.in_flight -= 1
         status, headers = self.answer(call)
+        call.answered = time.monotonic()
         if 200 <= status < 300:
             self.accepted.append(call)
         return web.json_response({"status": status}, status=status, headers=headers)
