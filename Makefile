@@ -17,12 +17,12 @@ quickstart: $(VENV)/.installed
 # Lint, types, then the suite. pytest exits 5 when it collected nothing; make turns every
 # non-zero exit into a failure, so "no tests" can never pass. Two workers: most tests wait on
 # brokers, processes and timers rather than the CPU (each worker starts its own embedded broker).
-# The fault tests share one worker (tests/faults/conftest.py), the rest go to the other.
+# (xdist's loadgroup would keep the fault tests on one worker, but with pytest 9 it does not group.)
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

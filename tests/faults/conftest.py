@@ -11,14 +11,6 @@ import pytest
 from bus.kafka.broker import EmbeddedBroker
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # One xdist worker runs the fault tests one after another (make test uses --dist loadgroup):
-    # they are heavy, and two at once starve each other's heartbeats and timeouts.
-    for item in items:
-        if "tests/faults/" in str(item.path):
-            item.add_marker(pytest.mark.xdist_group("faults"))
-
-
 @pytest.fixture
 def bootstrap() -> Iterator[str]:
     instance = EmbeddedBroker()
