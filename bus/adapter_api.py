@@ -48,6 +48,7 @@ __all__ = [
     "compile_expression",
     "compile_template",
     "parse_duration",
+    "stop_in_order",
 ]
 
 import logging
@@ -60,11 +61,11 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from bus.config.delivery import DeliveryPolicy
-from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError
+from bus.errors import EventRejected, KafkaUnavailable, PermanentError, RetryableError
 from bus.event import Event
 from bus.expr import Compiled, compile_expression, compile_template
 from bus.expr.functions import parse_duration
-from bus.intake import Intake
+from bus.intake import Intake, stop_in_order
 from bus.mapping import Body, Emitter
 
 ENTRY_POINT_GROUP = "bus.adapters"
@@ -131,12 +132,7 @@ class EmitSpec(BaseModel):
     @field_validator("map")
     @classmethod
     def _check_map(cls, mapping: dict[str, str] | None) -> dict[str, str] | None:
-        for field_name, text in (mapping or {}).items():
-            try:
-                compile_expression(text)
-            except ExpressionError as exc:
-                raise ValueError(f"{field_name}: {exc}") from exc
-        return mapping
+        return Body.check(mapping)
 
 
 @dataclass(frozen=True, slots=True)

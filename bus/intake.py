@@ -10,8 +10,10 @@ acknowledge; let the source redeliver.
 
 from __future__ import annotations
 
-__all__ = ["Intake"]
+__all__ = ["Intake", "stop_in_order"]
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -63,3 +65,18 @@ class Intake:
             await self._sink.reject(raw, str(exc), headers=origin)
             self.parked += 1
             return _done()
+
+
+async def stop_in_order(
+    consume: asyncio.Task[None], pending: asyncio.Queue[Any], acknowledge: asyncio.Task[None], *, grace_s: float = 5
+) -> None:
+    """Stop a consume task and its in-order acknowledger: no new messages, then the ones whose
+    events Kafka already has are acknowledged (bounded by ``grace_s``); the source redelivers the rest."""
+    consume.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consume
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(pending.join(), timeout=grace_s)
+    acknowledge.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await acknowledge

@@ -13,7 +13,6 @@ from __future__ import annotations
 __all__ = ["AmqpInbound"]
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
@@ -22,7 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
 from adapters.amqp.config import AmqpInboundConfig
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, stop_in_order
 
 
 async def connect(url: str, what: str) -> AbstractRobustConnection:
@@ -100,15 +99,7 @@ class AmqpInbound(Inbound[AmqpInboundConfig]):
         tasks, self._tasks = self._tasks, []
         if tasks:
             consume, acknowledge = tasks
-            consume.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consume
-            # Acknowledge what Kafka already has (bounded); the rest is redelivered by RabbitMQ.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pending.join(), timeout=5)
-            acknowledge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acknowledge
+            await stop_in_order(consume, self._pending, acknowledge)
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import aiomqtt
 
 from adapters.mqtt.config import MqttInboundConfig
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, stop_in_order
 
 
 def client_for(config: Any, identifier: str | None, *, persistent: bool) -> aiomqtt.Client:
@@ -105,14 +105,7 @@ class MqttInbound(Inbound[MqttInboundConfig]):
         tasks, self._tasks = self._tasks, []
         if tasks:
             consume, acknowledge = tasks
-            consume.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consume
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pending.join(), timeout=5)
-            acknowledge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acknowledge
+            await stop_in_order(consume, self._pending, acknowledge)
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
