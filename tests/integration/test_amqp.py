@@ -172,3 +172,32 @@ async def test_unreachable_broker_is_a_retryable_error_without_the_password() ->
     with pytest.raises(RetryableError) as caught:
         await adapter.start()
     assert "127.0.0.1:1" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+async def test_restart_mid_stream_loses_nothing(tmp_path: Path, bootstrap: str) -> None:
+    run = uuid.uuid4().hex[:8]
+    queue, exchange, out_queue = f"t.in.{run}", f"t.ex.{run}", f"t.out.{run}"
+    target = await Target(delay=lambda _call: 0.01).start()
+    connection = await aio_pika.connect_robust(URL)
+    try:
+        channel = await connection.channel()
+        ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        path = write_config(tmp_path / "bus.yaml", config(bootstrap, target, queue, exchange, out_queue))
+
+        async def publish(first: int, last: int) -> None:
+            for i in range(first, last):
+                body = json.dumps({"id": f"m{i}", "account": f"acc{i % 10}", "seq": i}).encode()
+                await ex.publish(aio_pika.Message(body, message_id=f"m{i}"), routing_key="order.created")
+
+        async with build_hub(path):
+            await publish(0, 300)
+            await target.wait_for(lambda: len(target.accepted) >= 50)  # stop while deliveries are still going
+        await publish(300, 400)  # while the hub is down: they wait in RabbitMQ
+        async with build_hub(path):
+            await target.wait_for(lambda: len({c.body["payment_id"] for c in target.accepted}) == 400)
+        assert {c.body["payment_id"] for c in target.accepted} == {f"m{i}" for i in range(400)}
+        remaining = await channel.declare_queue(queue, durable=True)
+        assert remaining.declaration_result.message_count == 0
+    finally:
+        await connection.close()
+        await target.stop()
