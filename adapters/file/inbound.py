@@ -113,16 +113,23 @@ class FileInbound(Inbound[FileInboundConfig]):
 
     async def take(self, path: Path) -> dict[str, Any]:
         """Read one file into Kafka and move it; returns its manifest. KafkaUnavailable: left in place."""
-        data = await asyncio.to_thread(path.read_bytes)
-        checksum = hashlib.sha256(data).hexdigest()
+        kind, encoding, delimiter = self._kind(path), self.config.encoding, self.config.delimiter
+
+        def read() -> tuple[str, list[tuple[int, Any, bytes]] | str]:
+            # Reading, hashing, decoding and parsing a whole file: off the event loop.
+            data = path.read_bytes()
+            checksum = hashlib.sha256(data).hexdigest()
+            try:
+                return checksum, list(_rows(data.decode(encoding), kind, delimiter))
+            except (UnicodeDecodeError, _Unreadable, csv.Error) as exc:
+                return checksum, f"{type(exc).__name__}: {exc}"
+
+        checksum, rows = await asyncio.to_thread(read)
         manifest: dict[str, Any] = {"file": path.name, "sha256": checksum, "rows": 0, "accepted": 0, "rejected": 0}
-        try:
-            text = data.decode(self.config.encoding)
-            rows = list(_rows(text, self._kind(path), self.config.delimiter))
-        except (UnicodeDecodeError, _Unreadable, csv.Error) as exc:
-            manifest["error"] = f"{type(exc).__name__}: {exc}"
+        if isinstance(rows, str):
+            manifest["error"] = rows
             self._move(path, "failed", manifest)
-            self.ctx.logger.warning("file %s: %s cannot be read (%s); moved to failed/", self.config.name, path.name, manifest["error"])
+            self.ctx.logger.warning("file %s: %s cannot be read (%s); moved to failed/", self.config.name, path.name, rows)
             return manifest
         acks: list[Awaitable[None]] = []
         parked_before = self._intake.parked
