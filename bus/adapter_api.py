@@ -29,12 +29,15 @@ __all__ = [
     "AdapterRegistry",
     "Body",
     "BodyMap",
+    "Checkpoints",
     "Context",
+    "Duration",
     "EmitSpec",
     "Emitter",
     "Event",
     "EventRejected",
     "EventSink",
+    "Expression",
     "Health",
     "Inbound",
     "Intake",
@@ -76,7 +79,19 @@ def _check_template(text: str) -> str:
     return text
 
 
+def _check_duration(text: str) -> str:
+    parse_duration(text)  # raises ValueError with examples
+    return text
+
+
 # Config field types for adapters: checked when the config loads, so errors name file and field.
+def _check_expression(text: str) -> str:
+    compile_expression(text)  # raises with the position of the error
+    return text
+
+
+Expression = Annotated[str, AfterValidator(_check_expression)]  # an expression over a document
+Duration = Annotated[str, AfterValidator(_check_duration)]  # "500ms", "30s", "5m", "1h30m"
 BodyMap = Annotated[dict[str, str] | None, AfterValidator(Body.check)]  # field -> expression over the event
 TemplateText = Annotated[str, AfterValidator(_check_template)]  # text with ${expression} parts
 
@@ -160,6 +175,18 @@ class EventSink(Protocol):
 Handler = Callable[[Any], Awaitable[Any]]
 
 
+class Checkpoints(Protocol):
+    """Positions of polling sources (``http_poll``, ``sql_poll``), kept in Kafka.
+
+    Save a position only after Kafka acknowledged every event before it; ``load`` after a
+    restart returns the last one saved. ``save`` raises ``KafkaUnavailable``.
+    """
+
+    async def load(self, name: str) -> dict[str, Any] | None: ...
+
+    async def save(self, name: str, position: dict[str, Any]) -> None: ...
+
+
 class WebMount(Protocol):
     """The hub's shared HTTP server; webhook adapters add their routes to it."""
 
@@ -168,12 +195,14 @@ class WebMount(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What the runtime gives an adapter. ``sink`` is set for inbound adapters, ``web`` where served."""
+    """What the runtime gives an adapter. ``sink`` and ``checkpoints`` are set for inbound
+    adapters, ``web`` where served."""
 
     name: str
     logger: logging.Logger
     sink: EventSink | None = None
     web: WebMount | None = None
+    checkpoints: Checkpoints | None = None
 
 
 C = TypeVar("C", bound=AdapterConfig)

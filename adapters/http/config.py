@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-__all__ = ["ApiKeyAuth", "HttpOutboundConfig", "WebhookConfig"]
+__all__ = [
+    "ApiKeyAuth",
+    "HttpOutboundConfig",
+    "HttpPollConfig",
+    "Pagination",
+    "SendApiKey",
+    "SinceCursor",
+    "WebhookConfig",
+    "WebhookOutboundConfig",
+    "WebhookSigning",
+]
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from adapters.http.oauth2 import OAuth2ClientCredentials
 from adapters.http.signatures import SignatureAuth
-from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig
+from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, Expression, OutboundConfig
 
 
 class ApiKeyAuth(BaseModel):
@@ -37,6 +48,16 @@ class WebhookConfig(AdapterConfig):
     emit: EmitSpec = Field(description="How the JSON body becomes a canonical event.")
 
 
+class SendApiKey(BaseModel):
+    """An API key the hub sends in a request header."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["api_key"] = "api_key"
+    header: str = Field(default="Authorization", description="Header that carries the key.")
+    key: SecretStr = Field(description="The key, sent as is (include a 'Bearer ' prefix if the API wants one).")
+
+
 class HttpOutboundConfig(OutboundConfig):
     """Deliver each event as one HTTP call (POST of JSON by default)."""
 
@@ -44,6 +65,11 @@ class HttpOutboundConfig(OutboundConfig):
     url: str = Field(pattern=r"^https?://", description="Target URL.", examples=["https://erp.example.com/api/payments"])
     method: Literal["POST", "PUT", "PATCH"] = Field(default="POST", description="HTTP method.")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra request headers (values may hold secrets).")
+    auth: SendApiKey | OAuth2ClientCredentials | None = Field(
+        default=None,
+        discriminator="type",
+        description="api_key, or oauth2 client credentials (token cached, refreshed before expiry, fetched anew after a 401).",
+    )
     body: BodyMap = Field(
         default=None,
         description="Body field -> expression over the event's fields ($id, $type... for metadata). Default: the event's fields.",
@@ -57,3 +83,110 @@ class HttpOutboundConfig(OutboundConfig):
     permanent_statuses: list[int] = Field(
         default_factory=list, description="Statuses to dead-letter at once even if normally retried.", examples=[[501]]
     )
+
+
+class SinceCursor(BaseModel):
+    """Incremental polling: each poll asks only for records changed since the last one seen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    param: str = Field(description="Query parameter that carries the watermark.", examples=["updated_since"])
+    field: Expression = Field(description="Expression over a record giving its watermark value.", examples=["updated_at"])
+    id: Expression | None = Field(
+        default=None,
+        description="Expression giving a record's id, to tell apart records that share a watermark value "
+        "(kept in the position). Default: a hash of the record.",
+        examples=["id"],
+    )
+    initial: str = Field(default="", description="Watermark of the very first poll; empty sends no parameter (everything).")
+    ordered: bool = Field(
+        default=True,
+        description="The API returns records in ascending watermark order, so the position is saved after every page "
+        "(a restart resumes mid-backfill). false: saved only after the last page of a poll.",
+    )
+
+
+class Pagination(BaseModel):
+    """How to walk the pages of one poll."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["none", "page", "offset", "cursor", "link"] = Field(
+        default="none",
+        description="page: ?page=1,2..; offset: ?offset=0,100..; cursor: the next cursor from the response (`next`); "
+        "link: the RFC 8288 Link header's rel=next (GitHub, Shopify).",
+    )
+    param: str | None = Field(
+        default=None, description="Query parameter of the page number, offset or cursor (default: page, offset, cursor)."
+    )
+    size_param: str | None = Field(default=None, description="Query parameter of the page size.", examples=["per_page", "limit"])
+    size: int = Field(default=100, ge=1, description="Page size asked for; a shorter page is the last one (page, offset).")
+    start: int = Field(default=1, description="page: number of the first page.")
+    next: Expression | None = Field(
+        default=None,
+        description="cursor: expression over the response body giving the next cursor; null or empty ends the poll.",
+        examples=["meta.next_cursor"],
+    )
+    max_pages: int = Field(default=10_000, ge=1, description="Safety stop for one poll.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Pagination:
+        if self.type == "cursor" and self.next is None:
+            raise ValueError("pagination type cursor needs `next`: where the response gives the next cursor")
+        return self
+
+
+class HttpPollConfig(AdapterConfig):
+    """Poll a REST API on an interval and publish each new record as an event. The position (the
+    watermark and the ids seen at it) is kept in Kafka, so a restart resumes where it stopped."""
+
+    type: Literal["http_poll"] = "http_poll"
+    url: str = Field(pattern=r"^https?://", description="Collection URL.", examples=["https://crm.example.com/api/leads"])
+    interval: Duration = Field(default="30s", description="Time between the end of one poll and the start of the next.")
+    params: dict[str, str] = Field(default_factory=dict, description="Fixed query parameters.", examples=[{"status": "open"}])
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra request headers (values may hold secrets).")
+    auth: SendApiKey | OAuth2ClientCredentials | None = Field(
+        default=None, discriminator="type", description="api_key or oauth2 (client credentials)."
+    )
+    records: Expression | None = Field(
+        default=None,
+        description="Expression over the response body giving the list of records; none: the body is the list.",
+        examples=["data", "records"],
+    )
+    since: SinceCursor | None = Field(
+        default=None, description="Incremental polling by a watermark; none reads the whole collection each poll."
+    )
+    pagination: Pagination = Field(default_factory=Pagination, description="How to walk the pages.")
+    etag: bool = Field(default=True, description="Send If-None-Match with the last ETag; a 304 means nothing changed.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+    max_wait: Duration = Field(
+        default="5m", description="Longest wait the hub accepts from a rate-limit answer (Retry-After, X-RateLimit-Reset)."
+    )
+    retries: int = Field(
+        default=5, ge=0, description="Retries of one request on 429, 5xx, timeouts, before the poll is given up until the next interval."
+    )
+    emit: EmitSpec = Field(
+        description="How a record becomes a canonical event. Without `id`, the id is a hash of the record, so a re-read keeps it."
+    )
+
+
+class WebhookSigning(BaseModel):
+    """How outbound webhooks are signed, so a receiver can tell they come from the hub."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheme: Literal["standard", "hmac"] = Field(
+        default="standard",
+        description="standard: Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature: v1,<base64 HMAC-SHA256 of "
+        "'<id>.<timestamp>.<body>'>), verifiable with the standardwebhooks libraries; hmac: hex HMAC-SHA256 of the body in `header`.",
+    )
+    secret: SecretStr = Field(description="Signing secret (standard: whsec_<base64>, or any text; use ${ENV}).")
+    header: str = Field(default="X-Hub-Signature-256", description="hmac: the header carrying the signature.")
+    prefix: str = Field(default="sha256=", description="hmac: text before the hex digest.")
+
+
+class WebhookOutboundConfig(HttpOutboundConfig):
+    """POST each event to a subscriber's URL, HMAC-signed (docs/adapters.md says how to verify)."""
+
+    type: Literal["webhook"] = "webhook"  # type: ignore[assignment]
+    signing: WebhookSigning = Field(description="Signature scheme and secret.")

@@ -5,17 +5,27 @@ Retry-After in seconds). Any other 4xx is permanent: the target will refuse the 
 ``retry_statuses`` and ``permanent_statuses`` override this per target; the runtime's
 ``delivery:`` policy decides how often and how long to retry.
 Every call carries the event id in ``Idempotency-Key`` so a target can drop repeats.
+
+``auth:`` sends an API key or an OAuth2 client-credentials token (cached, refreshed before it
+expires; a 401 drops it and the retry fetches a new one). ``webhook`` is the same call, signed:
+Standard Webhooks headers (or a plain HMAC header) over the exact bytes sent.
 """
 
 from __future__ import annotations
 
-__all__ = ["HttpOutbound"]
+__all__ = ["HttpOutbound", "WebhookOutbound", "standard_webhook_signature"]
 
+import base64
+import hashlib
+import hmac
+import json
+import time
 from typing import Any, ClassVar
 
 import httpx
 
-from adapters.http.config import HttpOutboundConfig
+from adapters.http.config import HttpOutboundConfig, SendApiKey, WebhookOutboundConfig
+from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials
 from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError
 
 _RETRYABLE = {408, 425, 429}
@@ -31,12 +41,15 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 class HttpOutbound(Outbound[HttpOutboundConfig]):
     Config: ClassVar[type[HttpOutboundConfig]] = HttpOutboundConfig
-    summary: ClassVar[str] = "POST (or PUT/PATCH) each event as JSON to a URL."
+    summary: ClassVar[str] = "POST (or PUT/PATCH) each event as JSON to a URL; API key or OAuth2 client credentials."
 
     def __init__(self, config: HttpOutboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._body = Body(config.body)
-        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()} | {"Content-Type": "application/json"}
+        if isinstance(config.auth, SendApiKey):
+            self._headers[config.auth.header] = config.auth.key.get_secret_value()
+        self._oauth = ClientCredentials(config.auth, what=f"{config.type} {config.name}") if isinstance(config.auth, OAuth2ClientCredentials) else None
         self._client: httpx.AsyncClient | None = None
         self._retryable = _RETRYABLE | set(config.retry_statuses)
         self._permanent = frozenset(config.permanent_statuses)
@@ -60,7 +73,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
     async def deliver(self, event: Event) -> None:
         if self._client is None:
             raise RetryableError(f"http outbound {self.config.name} is not started")
-        body = self.render(event)
+        body = json.dumps(self.render(event), separators=(",", ":"), ensure_ascii=False, default=str).encode()
         headers = {
             self.config.idempotency_header: event.id,
             "ce-id": event.id,
@@ -68,9 +81,12 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             "ce-source": event.source,
             "ce-specversion": "1.0",
             "traceparent": event.traceparent,
+            **self.signed(event, body),
         }
+        if self._oauth is not None:
+            headers |= await self._oauth.header(self._client)
         try:
-            response = await self._client.request(self.config.method, self.config.url, json=body, headers=headers)
+            response = await self._client.request(self.config.method, self.config.url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise RetryableError(f"{self.config.url} timed out after {self.config.timeout_s:g}s") from exc
         except httpx.TransportError as exc:
@@ -79,8 +95,48 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         if 200 <= status < 300:
             return
         detail = f"{self.config.method} {self.config.url} answered {status}: {response.text[:300]}"
+        if status == 401 and self._oauth is not None:
+            self._oauth.invalidate()  # revoked or rotated: the retry fetches a new token
+            raise RetryableError(detail)
         if status in self._permanent:
             raise PermanentError(detail)
         if status >= 500 or status in self._retryable:
             raise RetryableError(detail, retry_after=_retry_after(response))
         raise PermanentError(detail)
+
+    def signed(self, event: Event, body: bytes) -> dict[str, str]:
+        """Signature headers over the exact body bytes; none for plain ``http``."""
+        return {}
+
+
+def _standard_key(secret: str) -> bytes:
+    """Standard Webhooks secrets are ``whsec_`` + base64 of the key; any other text is the key itself."""
+    return base64.b64decode(secret.removeprefix("whsec_")) if secret.startswith("whsec_") else secret.encode()
+
+
+def standard_webhook_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">`` (standardwebhooks.com)."""
+    digest = hmac.new(_standard_key(secret), f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class WebhookOutbound(HttpOutbound):
+    Config: ClassVar[type[HttpOutboundConfig]] = WebhookOutboundConfig
+    summary: ClassVar[str] = "POST each event to a subscriber, HMAC-signed (Standard Webhooks or a plain HMAC header)."
+
+    def __init__(self, config: WebhookOutboundConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._signing = config.signing
+        self._secret = config.signing.secret.get_secret_value()
+
+    def signed(self, event: Event, body: bytes) -> dict[str, str]:
+        if self._signing.scheme == "hmac":
+            digest = hmac.new(self._secret.encode(), body, hashlib.sha256).hexdigest()
+            return {self._signing.header: self._signing.prefix + digest}
+        # A retry is signed anew with a fresh timestamp (receivers refuse old ones); the id stays.
+        timestamp = int(time.time())
+        return {
+            "webhook-id": event.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": standard_webhook_signature(self._secret, event.id, timestamp, body),
+        }

@@ -56,6 +56,11 @@ class TopicNames:
         return f"{self.prefix}.dlq._router"
 
     @property
+    def checkpoints(self) -> str:
+        """Positions of polling sources, keyed by adapter name (compacted)."""
+        return f"{self.prefix}._checkpoints"
+
+    @property
     def schemas(self) -> str:
         return f"{self.prefix}._schemas"
 

@@ -29,6 +29,7 @@ from bus.errors import BusError, RetryableError
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_admin, make_producer
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
+from bus.runtime.checkpoints import KafkaCheckpoints
 from bus.runtime.delivery import DeliveryWorker
 from bus.runtime.publisher import KafkaSink
 from bus.runtime.web import WebServer
@@ -160,7 +161,11 @@ class Hub:
         cls = self._adapter_types.get(config.type, "inbound" if sink is not None else "outbound")
         if cls is None:  # the loader already refused unknown types; this guards programmatic use
             raise BusError(f"no adapter type {config.type!r}")
-        ctx = Context(name=config.name, logger=logging.getLogger(f"adapters.{config.type}.{config.name}"), sink=sink, web=self.web)
+        checkpoints = None
+        if sink is not None and self._producer is not None:
+            checkpoints = KafkaCheckpoints(self._producer, self.config.kafka, self.bootstrap, self.topics.checkpoints)
+        logger = logging.getLogger(f"adapters.{config.type}.{config.name}")
+        ctx = Context(name=config.name, logger=logger, sink=sink, web=self.web, checkpoints=checkpoints)
         return cls(config, ctx)
 
     def _used_schemas(self) -> list[str]:
@@ -172,6 +177,7 @@ class Hub:
         kafka = self.config.kafka
         n, rf = kafka.partitions, kafka.replication_factor
         specs = [TopicSpec(self.topics.schemas, 1, rf, {"cleanup.policy": "compact"})]
+        specs.append(TopicSpec(self.topics.checkpoints, 1, rf, {"cleanup.policy": "compact"}))
         specs += [TopicSpec(self.topics.canonical(s), n, rf) for s in self._used_schemas()]
         for config in self.loaded.outbound:
             # The ledger follows its delivery topic's partitions: an entry describes offsets of the same partition.

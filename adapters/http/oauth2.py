@@ -1,0 +1,110 @@
+"""OAuth2 client credentials (RFC 6749 section 4.4), shared by ``http_poll`` and ``http`` outbound.
+
+One token per adapter, fetched on first use, cached, and fetched again ``refresh_before_s`` before
+it expires, so calls never carry a token about to lapse. One fetch at a time: concurrent calls that
+find no valid token wait for the same request. A 401 from the API invalidates the cached token
+(it was revoked or rotated) and the call is retried once with a fresh one.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ClientCredentials", "OAuth2ClientCredentials"]
+
+import asyncio
+import base64
+import time
+from typing import Literal
+from urllib.parse import quote_plus
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from bus.adapter_api import RetryableError
+
+
+class OAuth2ClientCredentials(BaseModel):
+    """OAuth2 client-credentials grant: the hub fetches a bearer token with its client id and secret."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["oauth2"] = "oauth2"
+    token_url: str = Field(pattern=r"^https?://", description="Token endpoint.", examples=["https://login.example.com/oauth2/token"])
+    client_id: str = Field(min_length=1, description="Client id.")
+    client_secret: SecretStr = Field(description="Client secret (use ${ENV} or ${file:...}).")
+    scope: str | None = Field(default=None, description="Space-separated scopes to ask for.", examples=["invoices.write"])
+    audience: str | None = Field(default=None, description="Audience parameter, for providers that need one (Auth0, Okta).")
+    client_auth: Literal["basic", "body"] = Field(
+        default="basic", description="basic: id and secret in an Authorization header (RFC 6749's default); body: as form fields."
+    )
+    refresh_before_s: float = Field(default=60.0, ge=0, description="Fetch a new token this long before the old one expires.")
+
+
+class ClientCredentials:
+    def __init__(self, config: OAuth2ClientCredentials, *, what: str) -> None:
+        self.config = config
+        self._what = what
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+        self.fetched = 0  # tokens fetched so far (tests and the debug log use it)
+
+    def invalidate(self) -> None:
+        self._token = None
+
+    async def header(self, client: httpx.AsyncClient) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(client)}"}
+
+    async def token(self, client: httpx.AsyncClient) -> str:
+        if self._valid():
+            assert self._token is not None
+            return self._token
+        async with self._lock:
+            if not self._valid():  # another caller may have fetched it while this one waited
+                await self._fetch(client)
+            assert self._token is not None
+            return self._token
+
+    def _valid(self) -> bool:
+        return self._token is not None and time.monotonic() < self._expires_at - self.config.refresh_before_s
+
+    async def _fetch(self, client: httpx.AsyncClient) -> None:
+        c = self.config
+        form = {"grant_type": "client_credentials"}
+        if c.scope:
+            form["scope"] = c.scope
+        if c.audience:
+            form["audience"] = c.audience
+        headers = {"Accept": "application/json"}
+        if c.client_auth == "basic":
+            # RFC 6749 2.3.1: id and secret are form-encoded, then joined and base64-encoded.
+            pair = f"{quote_plus(c.client_id)}:{quote_plus(c.client_secret.get_secret_value())}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        else:
+            form |= {"client_id": c.client_id, "client_secret": c.client_secret.get_secret_value()}
+        try:
+            response = await client.post(c.token_url, data=form, headers=headers)
+        except httpx.HTTPError as exc:
+            raise RetryableError(f"{self._what}: token endpoint {c.token_url} unreachable: {exc!r}") from exc
+        if response.status_code != 200:
+            # 400/401 invalid_client or invalid_scope: the credentials are wrong. Still retryable: once
+            # the secret is fixed the next attempt succeeds, and events wait in Kafka meanwhile.
+            raise RetryableError(
+                f"{self._what}: token endpoint {c.token_url} refused the client credentials: {response.status_code} {_error_of(response)}"
+            )
+        try:
+            answer = response.json()
+            token = str(answer["access_token"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RetryableError(f"{self._what}: token endpoint answered without an access_token: {response.text[:200]}") from exc
+        lifetime = float(answer.get("expires_in") or 3600)
+        self._token = token
+        self._expires_at = time.monotonic() + lifetime
+        self.fetched += 1
+
+
+def _error_of(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return f"{body.get('error', '')} {body.get('error_description', '')}".strip() or response.text[:200]
+    except ValueError:
+        return response.text[:200]

@@ -1,0 +1,356 @@
+"""``http_poll``: read a REST collection on an interval; publish each new record as an event.
+
+One poll walks every page (page number, offset, cursor or Link header), hands each record to Kafka
+and awaits the acknowledgements page by page. The position is a watermark (the largest ``since``
+value seen) plus the ids of the records that carry exactly that value: the next poll asks the API
+for records changed since the watermark (inclusive, as APIs answer) and skips the ones already
+seen, so records that share a timestamp are neither lost nor published twice. The position is
+saved in Kafka after the events before it were acknowledged; a restart resumes there.
+
+Answers: 304 (with ETag) is "nothing changed". 429 and 503 wait as the API asks (Retry-After,
+X-RateLimit-Reset, capped by ``max_wait``); other 5xx, timeouts and refused connections back
+off and retry; a 401 with OAuth2 fetches a new token once; any other answer ends the poll with
+the reason in the log and in /readyz, and the next interval tries again. Records that cannot
+become events are kept on the adapter's inbound dead-letter topic.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HttpPollInbound"]
+
+import asyncio
+import contextlib
+import email.utils
+import hashlib
+import json
+import time
+from collections.abc import Awaitable
+from typing import Any, ClassVar
+
+import httpx
+
+from adapters.http.config import HttpPollConfig
+from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, compile_expression, parse_duration
+from bus.errors import ExpressionError
+
+_WAIT_STATUSES = {429, 503}
+_DEFAULT_PARAM = {"page": "page", "offset": "offset", "cursor": "cursor"}
+
+
+def _seconds(value: str, now: float) -> float | None:
+    """Retry-After / X-RateLimit-Reset: delta seconds, an epoch time, or an HTTP date."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        try:
+            return email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError):
+            return None
+    return number - now if number > 1_000_000_000 else number  # an epoch time, or a delta
+
+
+def _record_id(record: Any) -> str:
+    """A hash of the record: the event id when ``emit.id`` gives none, stable across re-reads of
+    the same version of a record and different for every change."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:24]
+
+
+def _later(a: Any, b: Any) -> bool:
+    """a > b for watermark values that may mix numbers and text (compared as text then)."""
+    try:
+        return bool(a > b)
+    except TypeError:
+        return str(a) > str(b)
+
+
+class _Position:
+    """Watermark and the ids seen at exactly that watermark."""
+
+    def __init__(self, since: Any, seen: set[str], etag: str | None) -> None:
+        self.since, self.seen, self.etag = since, seen, etag
+
+    def take(self, value: Any, ident: str) -> bool:
+        """Advance past one record; False if it was already taken (same watermark, same id) or is older."""
+        if self.since in (None, "") or _later(value, self.since):
+            self.since, self.seen = value, {ident}
+            return True
+        if value == self.since and ident not in self.seen:
+            self.seen.add(ident)
+            return True
+        return False
+
+    def dump(self) -> dict[str, Any]:
+        return {"since": self.since, "seen": sorted(self.seen), "etag": self.etag}
+
+
+class HttpPollInbound(Inbound[HttpPollConfig]):
+    Config: ClassVar[type[HttpPollConfig]] = HttpPollConfig
+    summary: ClassVar[str] = "Poll a REST API (pagination, ETag, OAuth2, rate limits); position kept in Kafka."
+
+    def __init__(self, config: HttpPollConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
+        self._records = compile_expression(config.records) if config.records else None
+        self._since_of = compile_expression(config.since.field) if config.since else None
+        self._id_of = compile_expression(config.since.id) if config.since and config.since.id else None
+        self._next = compile_expression(config.pagination.next) if config.pagination.next else None
+        self._interval = parse_duration(config.interval).total_seconds()  # type: ignore[union-attr]
+        self._max_wait = parse_duration(config.max_wait).total_seconds()  # type: ignore[union-attr]
+        self._oauth = (
+            ClientCredentials(config.auth, what=f"http_poll {config.name}") if isinstance(config.auth, OAuth2ClientCredentials) else None
+        )
+        self._client: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._position = _Position(None, set(), None)
+        self._problem = "not started"
+        self.polls = 0  # completed polls (status and tests)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        if self.ctx.checkpoints is None:
+            raise RuntimeError(f"http_poll {self.config.name} needs the hub's checkpoint store")
+        saved = await self.ctx.checkpoints.load(self.config.name)
+        if saved is not None:
+            self._position = _Position(saved.get("since"), set(saved.get("seen") or ()), saved.get("etag"))
+            self.ctx.logger.info("http_poll %s resumes at %s=%r", self.config.name, self._since_param, self._position.since)
+        elif self.config.since is not None:
+            self._position = _Position(self.config.since.initial or None, set(), None)
+        headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
+        if self.config.auth is not None and not isinstance(self.config.auth, OAuth2ClientCredentials):
+            headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
+        self._client = httpx.AsyncClient(timeout=self.config.timeout_s, headers=headers, follow_redirects=True)
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name=f"http-poll:{self.config.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()  # a poll in progress ends after its current page
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=10)
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def health(self) -> Health:
+        return Health(not self._problem, self._problem)
+
+    @property
+    def _since_param(self) -> str:
+        return self.config.since.param if self.config.since else "position"
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                taken, pages = await self._poll()
+                self._problem = ""
+                self.polls += 1
+                if taken:
+                    self.ctx.logger.info(
+                        "http_poll %s: %d new record(s) on %d page(s); now at %s=%r",
+                        self.config.name, taken, pages, self._since_param, self._position.since,
+                    )  # fmt: skip
+            except RetryableError as exc:
+                if self._stopping.is_set():
+                    break
+                self._problem = str(exc)
+                self.ctx.logger.warning("http_poll %s: poll given up until the next interval: %s", self.config.name, exc)
+            except Exception as exc:  # a bug must not end polling silently; it shows in /readyz
+                self._problem = f"unexpected error: {exc!r}"
+                self.ctx.logger.exception("http_poll %s: unexpected error", self.config.name)
+            await self._sleep(max(0.0, self._interval - (time.monotonic() - started)) if self._problem == "" else self._interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # -- one poll ----------------------------------------------------------------------------
+    async def _poll(self) -> tuple[int, int]:
+        """Walk every page; returns (records taken, pages read)."""
+        pagination = self.config.pagination
+        param = pagination.param or _DEFAULT_PARAM.get(pagination.type, "")
+        params: dict[str, Any] = dict(self.config.params)
+        if self.config.since is not None and self._position.since not in (None, ""):
+            params[self.config.since.param] = self._position.since
+        if pagination.size_param:
+            params[pagination.size_param] = pagination.size
+        if pagination.type == "page":
+            params[param] = pagination.start
+        elif pagination.type == "offset":
+            params[param] = 0
+        url: str | None = self.config.url
+        position = _Position(self._position.since, set(self._position.seen), self._position.etag)
+        taken = pages = 0
+        while url is not None and pages < pagination.max_pages and not self._stopping.is_set():
+            etag = position.etag if pages == 0 and self.config.etag else None
+            response = await self._get(url, params if pagination.type != "link" or pages == 0 else None, etag)
+            if response.status_code == 304:
+                return taken, pages
+            if pages == 0 and self.config.etag:
+                position.etag = response.headers.get("ETag")
+            body = self._json(response)
+            records = self._records_of(body)
+            pages += 1
+            taken += await self._publish(records, position)
+            if self.config.since is None or self.config.since.ordered:
+                await self._save(position)
+            url = self._next_url(url, params, param=param, response=response, body=body, records=records)
+        await self._save(position)
+        return taken, pages
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise RetryableError(
+                f"{response.request.url} answered {response.status_code} with a body that is not JSON: {response.text[:200]!r}"
+            ) from exc
+
+    def _records_of(self, body: Any) -> list[Any]:
+        try:
+            records = self._records(body) if self._records else body
+        except ExpressionError as exc:
+            raise RetryableError(f"records: {exc}") from exc
+        if records is None:
+            return []
+        if not isinstance(records, list):
+            raise RetryableError(f"expected a list of records at {self.config.records or 'the top level'}, got {type(records).__name__}")
+        return records
+
+    def _next_url(
+        self, url: str, params: dict[str, Any], *, param: str, response: httpx.Response, body: Any, records: list[Any]
+    ) -> str | None:
+        kind = self.config.pagination.type
+        if kind == "none":
+            return None
+        if kind == "link":
+            link = response.links.get("next")
+            return str(response.url.join(link["url"])) if link and link.get("url") else None
+        if kind == "cursor":
+            assert self._next is not None
+            try:
+                cursor = self._next(body)
+            except ExpressionError:
+                cursor = None
+            if cursor in (None, "", False):
+                return None
+            params[param] = cursor
+            return url
+        if len(records) < self.config.pagination.size or not records:
+            return None  # page and offset: a short page is the last one
+        params[param] += 1 if kind == "page" else len(records)
+        return url
+
+    async def _publish(self, records: list[Any], position: _Position) -> int:
+        acks: list[Awaitable[None]] = []
+        for record in records:
+            digest = _record_id(record)
+            ident = self._ident(record, digest)
+            if self._since_of is not None:
+                try:
+                    value = self._since_of(record)
+                except ExpressionError:
+                    value = None
+                if value is None:
+                    raw = json.dumps(record, default=str).encode()
+                    await self.sink.reject(raw, f"record has no watermark value at {self.config.since.field!r}")  # type: ignore[union-attr]
+                    continue
+                if not position.take(value, ident):
+                    continue
+            raw = json.dumps(record, default=str).encode()
+            try:
+                acks.append(await self._intake.submit_document(record, raw=raw, event_id=f"{self.config.name}:{digest}"))
+            except KafkaUnavailable as exc:
+                raise RetryableError(f"Kafka did not take the records: {exc}") from exc
+        for ack in acks:
+            try:
+                await ack
+            except KafkaUnavailable as exc:  # the position is not saved: the next poll reads these again
+                raise RetryableError(f"Kafka did not acknowledge the records: {exc}") from exc
+        return len(acks)
+
+    def _ident(self, record: Any, digest: str) -> str:
+        if self._id_of is not None:
+            with contextlib.suppress(ExpressionError):
+                value = self._id_of(record)
+                if value is not None:
+                    return str(value)
+        return digest
+
+    async def _save(self, position: _Position) -> None:
+        if position.dump() == self._position.dump():
+            return
+        assert self.ctx.checkpoints is not None
+        try:
+            await self.ctx.checkpoints.save(self.config.name, position.dump())
+        except KafkaUnavailable as exc:
+            raise RetryableError(str(exc)) from exc
+        self._position = _Position(position.since, set(position.seen), position.etag)
+
+    # -- one request -------------------------------------------------------------------------
+    async def _get(self, url: str, params: dict[str, Any] | None, etag: str | None) -> httpx.Response:
+        assert self._client is not None
+        delay = 1.0
+        refreshed = False
+        for attempt in range(self.config.retries + 1):
+            headers = {"If-None-Match": etag} if etag else {}
+            if self._oauth is not None:
+                headers |= await self._oauth.header(self._client)
+            try:
+                response = await self._client.get(url, params=params, headers=headers)
+            except httpx.TimeoutException:
+                problem, wait = f"GET {url} timed out after {self.config.timeout_s:g}s", delay
+            except httpx.TransportError as exc:
+                problem, wait = f"GET {url} failed: {exc!r}", delay
+            else:
+                status = response.status_code
+                if status < 300 or status == 304:
+                    await self._respect_quota(response)
+                    return response
+                if status == 401 and self._oauth is not None and not refreshed:
+                    self._oauth.invalidate()  # revoked or rotated: one retry with a fresh token
+                    refreshed = True
+                    continue
+                problem = f"GET {response.request.url} answered {status}: {response.text[:200]}"
+                if status in (401, 403):
+                    raise RetryableError(f"credentials rejected: {problem}")
+                if status in _WAIT_STATUSES:
+                    wait = self._asked_wait(response) or delay
+                elif status >= 500 or status == 408:
+                    wait = delay
+                else:
+                    raise RetryableError(problem)  # 400, 404...: a config error; retrying now would not help
+            if attempt == self.config.retries:
+                raise RetryableError(f"{problem} (after {attempt + 1} attempts)")
+            self.ctx.logger.info("http_poll %s: %s; waiting %.1fs", self.config.name, problem, wait)
+            await self._sleep(min(wait, self._max_wait))
+            if self._stopping.is_set():
+                raise RetryableError("stopping")
+            delay = min(delay * 2, 60.0)
+        raise AssertionError("unreachable")
+
+    def _asked_wait(self, response: httpx.Response) -> float | None:
+        now = time.time()
+        for header in ("Retry-After", "X-RateLimit-Reset", "RateLimit-Reset"):
+            seconds = _seconds(response.headers.get(header, ""), now)
+            if seconds is not None:
+                return max(0.0, seconds)
+        return None
+
+    async def _respect_quota(self, response: httpx.Response) -> None:
+        """A success that says the quota is spent (X-RateLimit-Remaining: 0): wait for the reset
+        before the next request instead of spending a request on a 429."""
+        remaining = response.headers.get("X-RateLimit-Remaining") or response.headers.get("RateLimit-Remaining")
+        if remaining is not None and remaining.strip() == "0":
+            wait = self._asked_wait(response)
+            if wait:
+                self.ctx.logger.info("http_poll %s: rate-limit quota spent; waiting %.1fs for the reset", self.config.name, wait)
+                await self._sleep(min(wait, self._max_wait))

@@ -1,0 +1,147 @@
+"""Outbound ``http`` with OAuth2 client credentials and signed ``webhook`` deliveries, over real
+HTTP to local stand-ins, through the real embedded broker. Signatures are verified with the
+Standard Webhooks project's own library, not with the hub's code."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from bus.kafka.reader import read_topic
+from tests.support.accounting import AccountingApi
+from tests.support.hub import build_hub, payment, unique_prefix, write_config
+from tests.support.source import Source
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+HMAC_SECRET = "partner-secret"
+
+
+class Receiver:
+    """A subscriber's endpoint that verifies each delivery's signature and answers 401 when it fails."""
+
+    def __init__(self, verify: Any) -> None:
+        self.verify = verify
+        self.verified: list[dict[str, Any]] = []
+        self.refused = 0
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            self.verified.append(self.verify(body, dict(request.headers)))
+        except (WebhookVerificationError, ValueError) as exc:
+            self.refused += 1
+            return web.json_response({"error": str(exc)}, status=401)
+        return web.json_response({}, status=204)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def github_style(body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    expected = "sha256=" + hmac.new(HMAC_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(headers.get("X-Hub-Signature-256", ""), expected):
+        raise ValueError("bad signature")
+    return json.loads(body)
+
+
+async def test_oauth2_tokens_and_signed_webhooks(tmp_path: Path, bootstrap: str) -> None:
+    api = await AccountingApi(token_ttl=2.0).start()
+    standard = Receiver(lambda body, headers: Webhook(SECRET).verify(body, headers))
+    hmac_receiver = Receiver(github_style)
+    wrong = Receiver(lambda body, headers: Webhook(SECRET).verify(body, headers))
+    standard_url, hmac_url, wrong_url = await standard.start(), await hmac_receiver.start(), await wrong.start()
+    prefix = unique_prefix()
+    token = {"type": "oauth2", "token_url": f"{api.url}/oauth2/token", "client_id": "hub", "refresh_before_s": 0.5}
+    outbound = [
+        {
+            "name": "accounting",
+            "type": "http",
+            "url": f"{api.url}/v3/invoices",
+            "auth": {**token, "client_secret": "s3cret", "client_auth": "body"},
+            "body": {"CustomerRef": "customer_id", "TotalAmt": "amount"},
+        },
+        {"name": "partner", "type": "webhook", "url": standard_url, "signing": {"secret": SECRET}},
+        {"name": "github", "type": "webhook", "url": hmac_url, "signing": {"scheme": "hmac", "secret": HMAC_SECRET}},
+        {"name": "stale", "type": "webhook", "url": wrong_url, "signing": {"secret": "whsec_" + "QUFBQUFBQUFBQUFBQUFBQQ=="}},
+        {
+            "name": "locked-out",
+            "type": "http",
+            "url": f"{api.url}/v3/invoices",
+            "auth": {**token, "client_secret": "wrong"},
+            "delivery": {"backoff_initial": "200ms", "backoff_max": "500ms"},
+        },
+    ]
+    base = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [
+            {
+                "name": "payments",
+                "type": "http_webhook",
+                "path": "/hooks/payments",
+                "emit": {
+                    "schema": "Payment",
+                    "id": "id",
+                    "key": "data.id",
+                    "map": {"payment_id": "data.id", "amount": "data.amount", "currency": '"usd"', "customer_id": "data.customer"},
+                },
+            }
+        ],
+        "routes": [{"name": "all", "from": "Payment", "to": [o["name"] for o in outbound]}],
+        "outbound": outbound,
+    }
+    path = write_config(tmp_path / "bus.yaml", base)
+    try:
+        async with build_hub(path) as hub:
+            assert hub.web is not None
+            source = Source([f"http://127.0.0.1:{hub.web.port}/hooks/payments"])
+            await source.send_all(payment(i) for i in range(20))
+            while len({key for key, _ in api.invoices}) < 20:
+                await asyncio.sleep(0.05)
+            api.revoke_all()  # credentials rotated by an administrator: the next calls get 401
+            await asyncio.sleep(2.5)  # and the tokens expire on their own as well
+            await source.send_all(payment(i) for i in range(20, 40))
+            while len({key for key, _ in api.invoices}) < 40 or len(standard.verified) < 40 or len(hmac_receiver.verified) < 40:
+                await asyncio.sleep(0.05)
+            letters = []
+            for _ in range(200):
+                letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("stale"))
+                if len(letters) == 40:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(letters) == 40 and b"answered 401" in dict(letters[0].headers)["bus_error"]
+            locked_out = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("locked-out"))
+            assert locked_out == []  # refused credentials are retried, never dead-lettered: fixing the secret resumes delivery
+        assert {key for key, _ in api.invoices} == {f"evt_{i}" for i in range(40)}
+        assert api.invoices[0][1] == {"CustomerRef": "cus_0", "TotalAmt": 150000}
+        assert api.tokens_issued >= 2 and api.unauthorised >= 1  # refetched after the revocation
+        assert {p["payment_id"] for p in standard.verified} == {f"pi_{i}" for i in range(40)} and standard.refused == 0
+        assert len(hmac_receiver.verified) >= 40 and hmac_receiver.refused == 0
+        assert wrong.refused >= 40 and wrong.verified == []
+    finally:
+        for server in (standard, hmac_receiver, wrong):
+            await server.stop()
+        await api.stop()
