@@ -48,8 +48,12 @@ class ClientCredentials:
         self._lock = asyncio.Lock()
         self.fetched = 0  # tokens fetched so far (tests and the debug log use it)
 
-    def invalidate(self) -> None:
-        self._token = None
+    def invalidate(self, token: str | None = None) -> None:
+        """Drop the cached token. Given the token a 401 came back for, drop it only if it is still
+        the cached one: many concurrent calls fail with the same revoked token, and the first to
+        refetch must not have its fresh token thrown away by the others."""
+        if token is None or token == self._token:
+            self._token = None
 
     async def header(self, client: httpx.AsyncClient) -> dict[str, str]:
         return {"Authorization": f"Bearer {await self.token(client)}"}
@@ -74,7 +78,8 @@ class ClientCredentials:
             form["scope"] = c.scope
         if c.audience:
             form["audience"] = c.audience
-        headers = {"Accept": "application/json"}
+        # Explicit, so a client whose default headers say JSON still sends the form the endpoint expects.
+        headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
         if c.client_auth == "basic":
             # RFC 6749 2.3.1: id and secret are form-encoded, then joined and base64-encoded.
             pair = f"{quote_plus(c.client_id)}:{quote_plus(c.client_secret.get_secret_value())}"

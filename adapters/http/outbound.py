@@ -7,7 +7,7 @@ Retry-After in seconds). Any other 4xx is permanent: the target will refuse the 
 Every call carries the event id in ``Idempotency-Key`` so a target can drop repeats.
 
 ``auth:`` sends an API key or an OAuth2 client-credentials token (cached, refreshed before it
-expires; a 401 drops it and the retry fetches a new one). ``webhook`` is the same call, signed:
+expires; a 401 drops it and the call is made once more with a new one). ``webhook`` is the same call, signed:
 Standard Webhooks headers (or a plain HMAC header) over the exact bytes sent.
 """
 
@@ -46,10 +46,13 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
     def __init__(self, config: HttpOutboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._body = Body(config.body)
-        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()} | {"Content-Type": "application/json"}
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        # Per call, not on the client (the token request is a form), unless the config names its own.
+        self._content_type = {} if any(k.lower() == "content-type" for k in self._headers) else {"Content-Type": "application/json"}
         if isinstance(config.auth, SendApiKey):
             self._headers[config.auth.header] = config.auth.key.get_secret_value()
-        self._oauth = ClientCredentials(config.auth, what=f"{config.type} {config.name}") if isinstance(config.auth, OAuth2ClientCredentials) else None
+        oauth = config.auth if isinstance(config.auth, OAuth2ClientCredentials) else None
+        self._oauth = ClientCredentials(oauth, what=f"{config.type} {config.name}") if oauth else None
         self._client: httpx.AsyncClient | None = None
         self._retryable = _RETRYABLE | set(config.retry_statuses)
         self._permanent = frozenset(config.permanent_statuses)
@@ -75,6 +78,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             raise RetryableError(f"http outbound {self.config.name} is not started")
         body = json.dumps(self.render(event), separators=(",", ":"), ensure_ascii=False, default=str).encode()
         headers = {
+            **self._content_type,
             self.config.idempotency_header: event.id,
             "ce-id": event.id,
             "ce-type": event.type,
@@ -83,26 +87,38 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             "traceparent": event.traceparent,
             **self.signed(event, body),
         }
+        response = await self._call(body, headers)
+        if response.status_code == 401 and self._oauth is not None:
+            # A revoked or rotated token: fetch a new one and call again, once. This is not a
+            # delivery retry (no backoff, no breaker failure): the first call never reached the target.
+            response = await self._call(body, headers)
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        detail = f"{self.config.method} {self.config.url} answered {status}: {response.text[:300]}"
+        if status == 401 and self._oauth is not None:
+            raise RetryableError(detail)  # a fresh token refused too: the credentials are wrong; wait for a fix
+        if status in self._permanent:
+            raise PermanentError(detail)
+        if status >= 500 or status in self._retryable:
+            raise RetryableError(detail, retry_after=_retry_after(response))
+        raise PermanentError(detail)
+
+    async def _call(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        assert self._client is not None
+        token = None
         if self._oauth is not None:
-            headers |= await self._oauth.header(self._client)
+            token = await self._oauth.token(self._client)
+            headers = headers | {"Authorization": f"Bearer {token}"}
         try:
             response = await self._client.request(self.config.method, self.config.url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise RetryableError(f"{self.config.url} timed out after {self.config.timeout_s:g}s") from exc
         except httpx.TransportError as exc:
             raise RetryableError(f"{self.config.url} unreachable: {exc!r}") from exc
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        detail = f"{self.config.method} {self.config.url} answered {status}: {response.text[:300]}"
-        if status == 401 and self._oauth is not None:
-            self._oauth.invalidate()  # revoked or rotated: the retry fetches a new token
-            raise RetryableError(detail)
-        if status in self._permanent:
-            raise PermanentError(detail)
-        if status >= 500 or status in self._retryable:
-            raise RetryableError(detail, retry_after=_retry_after(response))
-        raise PermanentError(detail)
+        if response.status_code == 401 and self._oauth is not None:
+            self._oauth.invalidate(token)
+        return response
 
     def signed(self, event: Event, body: bytes) -> dict[str, str]:
         """Signature headers over the exact body bytes; none for plain ``http``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = ["LoadedConfig", "load_config"]
 
+import difflib
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -202,8 +203,12 @@ def _build_adapters(
         type_name = block.get("type")
         adapter = registry.get(str(type_name), direction) if type_name is not None else None
         if adapter is None:
-            known = ", ".join(registry.names(direction)) or "none installed"
+            names = registry.names(direction)
+            known = ", ".join(names) or "none installed"
             what = "missing type" if type_name is None else f"unknown {direction} adapter type {type_name!r}"
+            close = difflib.get_close_matches(str(type_name), names, n=1) if type_name is not None else []
+            if close:
+                what += f"; did you mean {close[0]!r}?"
             file, line = marks.find((*loc, "type"), default_file)
             issues.append(ConfigIssue(file, line, _dotted((*loc, "type")), f"{what} (known: {known})"))
             continue

@@ -19,6 +19,7 @@ from bus.kafka.reader import read_topic
 from tests.support.accounting import AccountingApi
 from tests.support.hub import build_hub, payment, unique_prefix, write_config
 from tests.support.source import Source
+from tests.support.wait import until
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 HMAC_SECRET = "partner-secret"
@@ -119,28 +120,33 @@ async def test_oauth2_tokens_and_signed_webhooks(tmp_path: Path, bootstrap: str)
             assert hub.web is not None
             source = Source([f"http://127.0.0.1:{hub.web.port}/hooks/payments"])
             await source.send_all(payment(i) for i in range(20))
-            while len({key for key, _ in api.invoices}) < 20:
-                await asyncio.sleep(0.05)
+            await until(lambda: len({key for key, _ in api.invoices}) == 20, "the first 20 invoices")
             api.revoke_all()  # credentials rotated by an administrator: the next calls get 401
-            await asyncio.sleep(2.5)  # and the tokens expire on their own as well
             await source.send_all(payment(i) for i in range(20, 40))
-            while len({key for key, _ in api.invoices}) < 40 or len(standard.verified) < 40 or len(hmac_receiver.verified) < 40:
-                await asyncio.sleep(0.05)
+            await until(lambda: len({key for key, _ in api.invoices}) == 40, "invoices after the revocation")
+            issued = api.tokens_issued
+            await asyncio.sleep(2.0)  # the token lapses on its own: refetched before use, no 401 needed
+            await source.send_all(payment(i) for i in range(40, 50))
+            await until(
+                lambda: len({key for key, _ in api.invoices}) == 50 and len(standard.verified) >= 50 and len(hmac_receiver.verified) >= 50,
+                "all 50 invoices and signed webhooks",
+            )
+            assert api.tokens_issued > issued
             letters = []
             for _ in range(200):
                 letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("stale"))
-                if len(letters) == 40:
+                if len(letters) == 50:
                     break
                 await asyncio.sleep(0.1)
-            assert len(letters) == 40 and b"answered 401" in dict(letters[0].headers)["bus_error"]
+            assert len(letters) == 50 and b"answered 401" in dict(letters[0].headers)["bus_error"]
             locked_out = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("locked-out"))
             assert locked_out == []  # refused credentials are retried, never dead-lettered: fixing the secret resumes delivery
-        assert {key for key, _ in api.invoices} == {f"evt_{i}" for i in range(40)}
-        assert api.invoices[0][1] == {"CustomerRef": "cus_0", "TotalAmt": 150000}
-        assert api.tokens_issued >= 2 and api.unauthorised >= 1  # refetched after the revocation
-        assert {p["payment_id"] for p in standard.verified} == {f"pi_{i}" for i in range(40)} and standard.refused == 0
-        assert len(hmac_receiver.verified) >= 40 and hmac_receiver.refused == 0
-        assert wrong.refused >= 40 and wrong.verified == []
+        assert {key for key, _ in api.invoices} == {f"evt_{i}" for i in range(50)}
+        assert dict(api.invoices)["evt_0"] == {"CustomerRef": "cus_0", "TotalAmt": 150000}
+        assert api.tokens_issued >= 3 and api.unauthorised >= 1  # refetched after the revocation and after expiry
+        assert {p["payment_id"] for p in standard.verified} == {f"pi_{i}" for i in range(50)} and standard.refused == 0
+        assert len(hmac_receiver.verified) >= 50 and hmac_receiver.refused == 0
+        assert wrong.refused >= 50 and wrong.verified == []
     finally:
         for server in (standard, hmac_receiver, wrong):
             await server.stop()

@@ -58,7 +58,10 @@ def test_good_config_loads(tmp_path: Path) -> None:
 def test_unknown_adapter_type(tmp_path: Path) -> None:
     issues = _issues(tmp_path, GOOD.replace("type: http\n", "type: htttp\n"))
     assert len(issues) == 1
-    assert issues[0].endswith("bus.yaml:17: outbound[0].type: unknown outbound adapter type 'htttp' (known: amqp, http, mqtt, nats, sql)")
+    assert issues[0].endswith(
+        "bus.yaml:17: outbound[0].type: unknown outbound adapter type 'htttp'; "
+        "did you mean 'http'? (known: amqp, http, mqtt, nats, sql, webhook)"
+    )
 
 
 def test_inbound_type_used_as_outbound(tmp_path: Path) -> None:
