@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["SqlOutboundConfig"]
+__all__ = ["SqlOutboundConfig", "SqlPollConfig", "Watermark"]
 
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from bus.adapter_api import Body, OutboundConfig, compile_expression
+from bus.adapter_api import AdapterConfig, Body, Duration, EmitSpec, OutboundConfig, compile_expression
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -18,6 +18,12 @@ def _identifier(name: str) -> str:
     if not _IDENT.match(name):
         raise ValueError(f"{name!r} is not a plain SQL identifier (letters, digits, _; optionally schema.table)")
     return name
+
+
+def _dsn(dsn: SecretStr) -> SecretStr:
+    if not dsn.get_secret_value().startswith(("postgresql://", "postgres://", "mysql://", "mariadb://")):
+        raise ValueError("dsn must start with postgresql://, postgres://, mysql:// or mariadb://")
+    return dsn
 
 
 class SqlOutboundConfig(OutboundConfig):
@@ -71,6 +77,87 @@ class SqlOutboundConfig(OutboundConfig):
         missing = [k for k in self.key if k not in self.columns]
         if missing:
             raise ValueError(f"key column(s) {missing} must also be in columns")
-        if not self.dsn.get_secret_value().startswith(("postgresql://", "postgres://", "mysql://", "mariadb://")):
-            raise ValueError("dsn must start with postgresql://, postgres://, mysql:// or mariadb://")
+        _dsn(self.dsn)
         return self
+
+
+class Watermark(BaseModel):
+    """Which columns tell new and changed rows from the ones already read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str | None = Field(
+        default=None,
+        description="A timestamp column the application sets on every insert and update (updated_at): changed rows are "
+        "read again. Without it, only new rows are read, by `id`.",
+        examples=["updated_at"],
+    )
+    id: str = Field(
+        description="A unique, ordered column (the primary key): breaks ties between rows with the same `column` value, "
+        "and is the whole watermark when `column` is not set.",
+        examples=["id"],
+    )
+
+    @field_validator("column", "id")
+    @classmethod
+    def _plain(cls, name: str | None) -> str | None:
+        return None if name is None else _identifier(name)
+
+
+class SqlPollConfig(AdapterConfig):
+    """Read new and changed rows of a table in PostgreSQL or MariaDB/MySQL, in watermark order, and
+    publish each as an event; the watermark is kept in Kafka, so a restart resumes where it stopped.
+    Rows that share a timestamp are told apart by `id`; rows committed late are waited for (`settle`,
+    and on PostgreSQL and MariaDB the start of the oldest open transaction)."""
+
+    type: Literal["sql_poll"] = "sql_poll"
+    dsn: SecretStr = Field(
+        description="postgresql://user:pass@host:5432/db or mysql://user:pass@host:3306/db (use ${ENV} for the password).",
+        examples=["postgresql://bus@legacy-db:5432/crm"],
+    )
+    table: str = Field(description="Table or view to read (schema.table allowed).", examples=["customers"])
+    columns: list[str] = Field(
+        default_factory=lambda: ["*"], description="Columns to read; each row is a document of column -> value.", examples=[["id", "name"]]
+    )
+    where: str | None = Field(
+        default=None,
+        description="Extra SQL condition (trusted config text, not user input), ANDed with the watermark.",
+        examples=["deleted = false"],
+    )
+    watermark: Watermark = Field(description="Columns that order the rows: `{column: updated_at, id: id}` or `{id: id}`.")
+    interval: Duration = Field(default="5s", description="Time between polls once caught up.")
+    batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows per query; a backfill reads batch after batch.")
+    settle: Duration = Field(
+        default="2s",
+        description="With `column`: rows newer than the database's now() minus this are left for the next poll, so a row "
+        "stamped just before a slow commit is not passed by. 0s turns the time horizon off (for a column that is not a "
+        "timestamp).",
+    )
+    wait_for_transactions: bool = Field(
+        default=True,
+        description="With `column`: also leave rows at or after the start of the oldest open transaction (PostgreSQL: "
+        "pg_stat_activity, full view needs pg_read_all_stats; MariaDB: information_schema.INNODB_TRX, needs PROCESS). "
+        "Falls back to `settle` alone, with a warning, when the database refuses.",
+    )
+    emit: EmitSpec = Field(
+        description="How a row becomes a canonical event. Without `id`, the id is `<name>:<id>@<column value>`, so a re-read "
+        "of the same row version keeps it."
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _check_dsn(cls, dsn: SecretStr) -> SecretStr:
+        return _dsn(dsn)
+
+    @field_validator("table")
+    @classmethod
+    def _check_table(cls, name: str) -> str:
+        return _identifier(name)
+
+    @field_validator("columns")
+    @classmethod
+    def _check_columns(cls, columns: list[str]) -> list[str]:
+        for column in columns:
+            if column != "*":
+                _identifier(column)
+        return columns

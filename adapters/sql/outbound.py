@@ -13,9 +13,9 @@ from __future__ import annotations
 __all__ = ["SqlOutbound"]
 
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
 
 from adapters.sql.config import SqlOutboundConfig
+from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
 from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_expression
 
 
@@ -71,51 +71,24 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
     def __init__(self, config: SqlOutboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         dsn = config.dsn.get_secret_value()
-        self._postgres = dsn.startswith(("postgresql://", "postgres://"))
+        self._postgres = is_postgres(dsn)
         self._dialect: _Dialect = _Postgres(config) if self._postgres else _MySql(config)
         self._values = Body(config.columns)
         self._delete_when = compile_expression(config.delete_when) if config.delete_when else None
         self._write = {"upsert": self._dialect.upsert, "insert": self._dialect.insert, "delete": self._dialect.delete}[config.operation]()
         self._delete = self._dialect.delete()
         self._pool: Any = None
-        self._where = f"{urlsplit(dsn).hostname}:{urlsplit(dsn).port or ''}/{config.table}"
+        self._where = describe(dsn, config.table)
 
     async def start(self) -> None:
-        if self._pool is not None:
-            return
-        dsn = self.config.dsn.get_secret_value()
-        try:
-            if self._postgres:
-                import asyncpg  # each driver is imported only by the hubs that use it
-
-                self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=self.config.pool_size, timeout=10)
-            else:
-                import aiomysql
-
-                url = urlsplit(dsn)
-                self._pool = await aiomysql.create_pool(
-                    host=url.hostname or "localhost",
-                    port=url.port or 3306,
-                    user=unquote(url.username or ""),
-                    password=unquote(url.password or ""),
-                    db=url.path.lstrip("/"),
-                    minsize=1,
-                    maxsize=self.config.pool_size,
-                    autocommit=False,
-                    connect_timeout=10,
-                )
-        except Exception as exc:  # any driver failure at connect: the runtime retries start()
-            raise RetryableError(f"sql {self.config.name}: cannot connect to {self._where}: {exc!r}") from exc
+        if self._pool is None:
+            dsn = self.config.dsn.get_secret_value()
+            self._pool = await open_pool(dsn, self.config.pool_size, what=f"sql {self.config.name} ({self._where})")
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        if self._postgres:
-            await pool.close()
-        else:
-            pool.close()
-            await pool.wait_closed()
+        if pool is not None:
+            await close_pool(pool, self.config.dsn.get_secret_value())
 
     async def health(self) -> Health:
         return Health(self._pool is not None, "" if self._pool is not None else "not connected")

@@ -1,0 +1,257 @@
+"""``sql_poll``: read new and changed rows of a legacy table, in watermark order, as events.
+
+Each query asks for the rows after the position, in ``(column, id)`` order, ``batch_size`` at a
+time (keyset pagination: rows that share a timestamp are told apart by id, so none is skipped or
+read twice). A batch's events are acknowledged by Kafka before the position moves past them, and
+the position is saved in Kafka after every batch: a restart, even mid-backfill, resumes there.
+
+Rows committed late are the classic gap of polling: a transaction stamps ``updated_at`` when it
+writes and commits seconds later, after the poller has moved past that time. The query reads only
+rows stamped before a horizon: the database's now() minus ``settle``, and, when the database lets
+us see them, the start of the oldest open transaction (on PostgreSQL ``now()`` is the start of the
+writing transaction, on MariaDB the start of the writing statement; either comes after the
+transaction's start). A row stamped before the horizon is committed, so the position never passes
+a row that could still appear.
+
+With only ``id`` (no timestamp column) the adapter reads inserts, not updates, and assumes ids
+become visible in order (a sequence handed out in one transaction and committed after a later one
+can be passed by: use a timestamp column when writers overlap).
+"""
+
+from __future__ import annotations
+
+__all__ = ["SqlPollInbound"]
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import time
+from collections.abc import Awaitable
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from adapters.sql.config import SqlPollConfig
+from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_duration
+
+_NO_PROCESS_PRIVILEGE = 1227  # MariaDB/MySQL: "Access denied; you need (at least one of) the PROCESS privilege(s)"
+
+
+def _encode(value: Any) -> Any:
+    """A watermark value as JSON that keeps its type (the checkpoint is JSON; the query needs the type back)."""
+    if isinstance(value, dt.datetime):
+        return {"datetime": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"date": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"decimal": str(value)}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "datetime" in value:
+            return dt.datetime.fromisoformat(value["datetime"])
+        if "date" in value:
+            return dt.date.fromisoformat(value["date"])
+        if "decimal" in value:
+            return Decimal(value["decimal"])
+    return value
+
+
+def _text(value: Any) -> str:
+    return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)
+
+
+class _Queries:
+    """The statements of one table, built once at start from checked identifiers."""
+
+    def __init__(self, config: SqlPollConfig, *, postgres: bool, transactions: bool) -> None:
+        mark = config.watermark
+        columns = config.columns
+        if "*" not in columns:
+            columns = columns + [c for c in (mark.column, mark.id) if c and c not in columns]
+        order = [c for c in (mark.column, mark.id) if c]
+        settle = parse_duration(config.settle).total_seconds()  # type: ignore[union-attr]
+        horizon = self._horizon(postgres, settle, transactions) if mark.column else None
+        head = f"SELECT {', '.join(columns)} FROM {config.table}"  # noqa: S608 (checked identifiers; values bound)
+        tail = f" ORDER BY {', '.join(order)} LIMIT {config.batch_size}"
+        fixed = [f"({config.where})"] if config.where else []
+        if horizon:
+            fixed.append(f"{mark.column} < {horizon}")
+        if mark.column is None:
+            after = f"{mark.id} > {'$1' if postgres else '%s'}"
+        elif postgres:
+            after = f"({mark.column}, {mark.id}) > ($1, $2)"
+        else:  # expanded, so MariaDB uses the index as a range
+            after = f"({mark.column} > %s OR ({mark.column} = %s AND {mark.id} > %s))"
+        self.first = head + (" WHERE " + " AND ".join(fixed) if fixed else "") + tail
+        self.next = head + " WHERE " + " AND ".join([*fixed, after]) + tail
+        self.postgres = postgres
+        self.keyed = mark.column is not None
+
+    @staticmethod
+    def _horizon(postgres: bool, settle: float, transactions: bool) -> str | None:
+        if postgres:
+            clock = f"now() - make_interval(secs => {settle:.6f})" if settle else "now()"
+            if not transactions:
+                return clock if settle else None
+            # LEAST ignores NULL: no open transaction, or none we may see, leaves the clock alone.
+            oldest = (
+                "(SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid())"
+            )
+            return f"LEAST({clock}, {oldest})"
+        clock = f"NOW(6) - INTERVAL {round(settle * 1_000_000)} MICROSECOND" if settle else "NOW(6)"
+        if not transactions:
+            return clock if settle else None
+        oldest = "(SELECT MIN(trx_started) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID())"
+        return f"LEAST({clock}, COALESCE({oldest}, '9999-12-31 23:59:59'))"
+
+    def args(self, position: tuple[Any, Any] | None) -> list[Any]:
+        if position is None:
+            return []
+        column, ident = position
+        if not self.keyed:
+            return [ident]
+        return [column, ident] if self.postgres else [column, column, ident]
+
+
+class SqlPollInbound(Inbound[SqlPollConfig]):
+    Config: ClassVar[type[SqlPollConfig]] = SqlPollConfig
+    summary: ClassVar[str] = "Read new and changed rows of a PostgreSQL or MariaDB/MySQL table by a watermark; position kept in Kafka."
+
+    def __init__(self, config: SqlPollConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._dsn = config.dsn.get_secret_value()
+        self._postgres = is_postgres(self._dsn)
+        self._where = describe(self._dsn, config.table)
+        self._queries = _Queries(config, postgres=self._postgres, transactions=config.wait_for_transactions)
+        self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
+        self._interval = parse_duration(config.interval).total_seconds()  # type: ignore[union-attr]
+        self._position: tuple[Any, Any] | None = None
+        self._pool: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._problem = "not started"
+        self.rows = 0  # rows published since start (status, tests)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        if self.ctx.checkpoints is None:
+            raise RuntimeError(f"sql_poll {self.config.name} needs the hub's checkpoint store")
+        saved = await self.ctx.checkpoints.load(self.config.name)
+        if saved is not None:
+            self._position = (_decode(saved.get("column")), _decode(saved.get("id")))
+            self.ctx.logger.info("sql_poll %s resumes after %s", self.config.name, self._describe(self._position))
+        self._stopping.clear()
+        # The database is reached from the task: one that is down at start shows in /readyz and is
+        # tried again every interval, and the rest of the hub starts.
+        self._task = asyncio.create_task(self._run(), name=f"sql-poll:{self.config.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()  # the batch in flight is finished and its position saved
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=10)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await close_pool(pool, self._dsn)
+
+    async def health(self) -> Health:
+        return Health(not self._problem, self._problem)
+
+    def _describe(self, position: tuple[Any, Any] | None) -> str:
+        if position is None:
+            return "the start"
+        mark = self.config.watermark
+        return f"{mark.column}={_text(position[0])}, {mark.id}={position[1]}" if mark.column else f"{mark.id}={position[1]}"
+
+    # -- polling -----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if self._pool is None:
+                    what = f"sql_poll {self.config.name} ({self._where})"
+                    self._pool = await open_pool(self._dsn, 1, what=what, autocommit=True)
+                await self._drain()
+                self._problem = ""
+            except RetryableError as exc:
+                self._problem = str(exc)
+                self.ctx.logger.warning("sql_poll %s: %s; trying again in %gs", self.config.name, exc, self._interval)
+            except Exception as exc:  # noqa: BLE001 (a bug or a query the database refuses: shown in /readyz, polling goes on)
+                self._problem = f"{self._where}: {type(exc).__name__}: {exc}"
+                self.ctx.logger.warning("sql_poll %s: query failed: %s", self.config.name, self._problem)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+
+    async def _drain(self) -> None:
+        """Read batch after batch until a short one: a backfill runs at full speed, then the
+        adapter waits ``interval`` between polls."""
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            rows = await self._query()
+            if rows:
+                await self._publish(rows)
+                self.ctx.logger.info(
+                    "sql_poll %s: %d row(s) in %.2fs; now after %s",
+                    self.config.name, len(rows), time.monotonic() - started, self._describe(self._position),
+                )  # fmt: skip
+            if len(rows) < self.config.batch_size:
+                return
+
+    async def _query(self) -> list[dict[str, Any]]:
+        sql = self._queries.first if self._position is None else self._queries.next
+        args = self._queries.args(self._position)
+        try:
+            if self._postgres:
+                async with self._pool.acquire() as connection:
+                    return [dict(row) for row in await connection.fetch(sql, *args)]
+            import aiomysql
+
+            async with self._pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
+                await cursor.execute(sql, args)
+                return list(await cursor.fetchall())
+        except Exception as exc:
+            errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+            if errno == _NO_PROCESS_PRIVILEGE and self.config.wait_for_transactions and not self._postgres:
+                self.ctx.logger.warning(
+                    "sql_poll %s: no PROCESS privilege to see open transactions; relying on settle=%s alone",
+                    self.config.name, self.config.settle,
+                )  # fmt: skip
+                self._queries = _Queries(self.config, postgres=False, transactions=False)
+                return await self._query()
+            sqlstate = str(getattr(exc, "sqlstate", "") or "")
+            if errno in {2002, 2003, 2006, 2013} or sqlstate[:2] in {"08", "57"} or isinstance(exc, (OSError, ConnectionError)):
+                raise RetryableError(f"{self._where}: connection lost: {exc!r}") from exc
+            raise
+
+    async def _publish(self, rows: list[dict[str, Any]]) -> None:
+        mark = self.config.watermark
+        acks: list[Awaitable[None]] = []
+        for row in rows:
+            position = (row.get(mark.column) if mark.column else None, row[mark.id])
+            version = f"@{_text(position[0])}" if mark.column else ""
+            raw = json.dumps(row, default=_text, ensure_ascii=False).encode()
+            try:
+                acks.append(await self._intake.submit_document(row, raw=raw, event_id=f"{self.config.name}:{row[mark.id]}{version}"))
+            except KafkaUnavailable as exc:
+                raise RetryableError(f"Kafka did not take the rows: {exc}") from exc
+        for ack in acks:
+            try:
+                await ack
+            except KafkaUnavailable as exc:  # the position stays: the next poll reads these rows again
+                raise RetryableError(f"Kafka did not acknowledge the rows: {exc}") from exc
+        last = rows[-1]
+        position = (last.get(mark.column) if mark.column else None, last[mark.id])
+        assert self.ctx.checkpoints is not None
+        try:
+            await self.ctx.checkpoints.save(self.config.name, {"column": _encode(position[0]), "id": _encode(position[1])})
+        except KafkaUnavailable as exc:
+            raise RetryableError(f"saving the position: {exc}") from exc
+        self._position = position
+        self.rows += len(rows)

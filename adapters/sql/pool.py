@@ -1,0 +1,55 @@
+"""Connection pools for PostgreSQL (asyncpg) and MariaDB/MySQL (aiomysql), shared by ``sql`` and
+``sql_poll``. Each driver is imported only by the hubs that use it."""
+
+from __future__ import annotations
+
+__all__ = ["close_pool", "describe", "is_postgres", "open_pool"]
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from bus.adapter_api import RetryableError
+
+
+def is_postgres(dsn: str) -> bool:
+    return dsn.startswith(("postgresql://", "postgres://"))
+
+
+def describe(dsn: str, table: str) -> str:
+    """host:port/table, for messages: never the user or the password."""
+    url = urlsplit(dsn)
+    return f"{url.hostname}:{url.port or ''}/{table}"
+
+
+async def open_pool(dsn: str, size: int, *, what: str, autocommit: bool = False) -> Any:
+    """autocommit (MariaDB/MySQL): every statement its own transaction, so a reader sees each new
+    commit (under REPEATABLE READ, an open transaction would keep showing its first snapshot)."""
+    try:
+        if is_postgres(dsn):
+            import asyncpg
+
+            return await asyncpg.create_pool(dsn, min_size=1, max_size=size, timeout=10)
+        import aiomysql
+
+        url = urlsplit(dsn)
+        return await aiomysql.create_pool(
+            host=url.hostname or "localhost",
+            port=url.port or 3306,
+            user=unquote(url.username or ""),
+            password=unquote(url.password or ""),
+            db=url.path.lstrip("/"),
+            minsize=1,
+            maxsize=size,
+            autocommit=autocommit,
+            connect_timeout=10,
+        )
+    except Exception as exc:  # any driver failure at connect: the caller retries
+        raise RetryableError(f"{what}: cannot connect: {exc!r}") from exc
+
+
+async def close_pool(pool: Any, dsn: str) -> None:
+    if is_postgres(dsn):
+        await pool.close()
+    else:
+        pool.close()
+        await pool.wait_closed()

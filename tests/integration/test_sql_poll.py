@@ -1,0 +1,197 @@
+"""``sql_poll`` against the real PostgreSQL and MariaDB on this machine, through the real embedded
+broker: a backfill whose batch boundaries fall inside runs of equal timestamps, a row committed
+late by a transaction held open, updates, a row that does not fit the schema, a restart in the
+middle of a backfill, and a database that is not there."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus.kafka.reader import read_topic
+from bus.runtime.hub import Hub
+from tests.conftest import require_service
+from tests.integration.test_sql import DATABASES, run_sql
+from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.wait import until
+
+COLUMNS = {
+    "postgresql": "id integer PRIMARY KEY, cust_nm varchar(100), email varchar(100), updated_at timestamptz NOT NULL DEFAULT now()",
+    "mariadb": "id integer PRIMARY KEY, cust_nm varchar(100), email varchar(100), "
+    "updated_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)",
+}
+
+
+def hub_config(bootstrap: str, dsn: str, table: str, **poll: Any) -> dict[str, Any]:
+    inbound = {
+        "name": "legacy",
+        "type": "sql_poll",
+        "dsn": dsn,
+        "table": table,
+        "columns": ["id", "cust_nm", "email"],  # the watermark columns are added to the query
+        "watermark": {"column": "updated_at", "id": "id"},
+        "interval": "200ms",
+        "settle": "300ms",
+        "emit": {"schema": "Customer", "key": "id", "map": {"customer_id": "str(id)", "name": "cust_nm", "email": "email"}},
+        **poll,
+    }
+    return {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [inbound],
+    }
+
+
+async def published(hub: Hub) -> Counter[str]:
+    """Events by ce_id: ``<adapter>:<id>@<updated_at>``, one per row version; a count above 1 is a duplicate."""
+    records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer"))
+    return Counter(dict(r.headers)["ce_id"].decode() for r in records)
+
+
+async def wait_published(hub: Hub, count: int, timeout: float = 60) -> Counter[str]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        ids = await published(hub)
+        if len(ids) >= count:
+            return ids
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{len(ids)} of {count} events published within {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+@asynccontextmanager
+async def table_in(kind: str) -> AsyncIterator[str]:
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    table = f"legacy_customers_{uuid.uuid4().hex[:8]}"
+    await run_sql(kind, dsn, f"CREATE TABLE {table} ({COLUMNS[kind]})")
+    try:
+        yield table
+    finally:
+        await run_sql(kind, dsn, f"DROP TABLE {table}")
+
+
+def insert_rows(table: str, ids: range, stamp: Any) -> str:
+    values = ", ".join(f"({i}, 'Customer {i}', 'c{i}@example.com', '{stamp(i)}')" for i in ids)
+    return f"INSERT INTO {table} (id, cust_nm, email, updated_at) VALUES {values}"
+
+
+@asynccontextmanager
+async def open_transaction(kind: str, dsn: str, sql: str) -> AsyncIterator[Any]:
+    """A writer that has inserted a row and not committed yet; yields the commit function."""
+    if kind == "postgresql":
+        import asyncpg
+
+        connection = await asyncpg.connect(dsn)
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute(sql)
+        try:
+            yield transaction.commit
+        finally:
+            await connection.close()
+        return
+    import aiomysql
+
+    connection = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", password="", db="test", autocommit=False)
+    async with connection.cursor() as cursor:
+        await cursor.execute(sql)
+    try:
+        yield connection.commit
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_backfill_ties_late_commit_updates_and_a_bad_row(kind: str, tmp_path: Path, bootstrap: str) -> None:
+    dsn = DATABASES[kind][2]
+    async with table_in(kind) as table:
+        # 230 historical rows, 50 per timestamp: batches of 40 end inside runs of equal timestamps.
+        await run_sql(kind, dsn, insert_rows(table, range(230), lambda i: f"2025-06-01 08:00:{i // 50:02d}"))
+        await run_sql(kind, dsn, f"UPDATE {table} SET cust_nm = NULL WHERE id = 7")  # Customer.name is required
+        path = write_config(tmp_path / "bus.yaml", hub_config(bootstrap, dsn, table, batch_size=40))
+        async with build_hub(path) as hub:
+            ids = await wait_published(hub, 229)
+            assert any(i.startswith("legacy:0@2025-06-01T08:00:00") for i in ids), sorted(ids)[:3]
+            parked: list[Any] = []
+
+            async def one_parked() -> bool:
+                nonlocal parked
+                parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("legacy"))
+                return len(parked) == 1
+
+            for _ in range(100):
+                if await one_parked():
+                    break
+                await asyncio.sleep(0.2)
+            assert len(parked) == 1 and b"name" in dict(parked[0].headers)["bus_error"], parked
+            assert b'"id": 7' in parked[0].value
+
+            # A writer stamps row 1000 now and commits only later; row 1001 is stamped and committed after it.
+            async with open_transaction(kind, dsn, f"INSERT INTO {table} (id, cust_nm, email) VALUES (1000, 'Late', 'l@x.io')") as commit:
+                await asyncio.sleep(0.2)
+                await run_sql(kind, dsn, f"INSERT INTO {table} (id, cust_nm, email) VALUES (1001, 'Prompt', 'p@x.io')")
+                await asyncio.sleep(2.0)  # well past settle: only the open transaction holds 1001 back
+                ids = await published(hub)
+                assert not any(i.startswith("legacy:1001@") for i in ids), "the poller moved past an open writer"
+                await commit()
+            ids = await wait_published(hub, 231)
+            assert any(i.startswith("legacy:1000@") for i in ids) and any(i.startswith("legacy:1001@") for i in ids)
+
+            now = "now()" if kind == "postgresql" else "NOW(6)"
+            await run_sql(kind, dsn, f"UPDATE {table} SET cust_nm = 'Renamed', updated_at = {now} WHERE id IN (3, 7)")
+            ids = await wait_published(hub, 233)  # row 3 changed, row 7 fixed: two new versions
+            assert sum(1 for i in ids if i.startswith("legacy:3@")) == 2
+            assert any(i.startswith("legacy:7@") for i in ids)
+            assert all(n == 1 for n in ids.values()), [i for i, n in ids.items() if n > 1]
+            assert (await hub.inbound[0].health()).ok
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_restart_mid_backfill_and_rows_written_while_down(kind: str, tmp_path: Path, bootstrap: str) -> None:
+    dsn = DATABASES[kind][2]
+    async with table_in(kind) as table:
+        await run_sql(kind, dsn, insert_rows(table, range(600), lambda i: f"2025-07-01 {i // 60:02d}:00:{i % 7:02d}"))
+        path = write_config(tmp_path / "bus.yaml", hub_config(bootstrap, dsn, table, batch_size=50))
+        async with build_hub(path) as hub:
+            poller = hub.inbound[0]
+            await until(lambda: poller.rows >= 100, "the first batches", timeout=60)  # type: ignore[attr-defined]
+        stopped_at = poller.rows  # type: ignore[attr-defined]  # read after the stop: the batch in flight was finished
+        assert stopped_at < 600, "the backfill finished before the stop: the test proves nothing"
+        await run_sql(kind, dsn, insert_rows(table, range(600, 620), lambda i: "2025-08-01 00:00:00"))
+        async with build_hub(path) as hub:
+            ids = await wait_published(hub, 620)
+            resumed = hub.inbound[0].rows  # type: ignore[attr-defined]
+        assert resumed == 620 - stopped_at, f"the restart read {resumed} rows; {620 - stopped_at} were new to it"
+        assert sum(ids.values()) == 620, f"{sum(ids.values()) - 620} duplicates after a clean stop"
+
+
+async def test_database_unreachable_or_table_missing_keeps_the_hub_up(tmp_path: Path, bootstrap: str) -> None:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    config = hub_config(bootstrap, "postgresql://postgres@127.0.0.1:1/test", "customers")
+    config["inbound"].append({**config["inbound"][0], "name": "missing", "dsn": DATABASES["postgresql"][2], "table": "no_such_table"})
+    path = write_config(tmp_path / "bus.yaml", config)
+    async with build_hub(path) as hub:
+        down, missing = hub.inbound
+
+        async def problems() -> tuple[str, str]:
+            return (await down.health()).detail, (await missing.health()).detail
+
+        for _ in range(100):
+            detail_down, detail_missing = await problems()
+            if "cannot connect" in detail_down and "no_such_table" in detail_missing:
+                break
+            await asyncio.sleep(0.1)
+        assert "127.0.0.1:1/customers" in detail_down and "cannot connect" in detail_down, detail_down
+        assert "postgres@" not in detail_down  # never the user or a password
+        assert 'relation "no_such_table" does not exist' in detail_missing, detail_missing
+        ready = await hub.readiness()
+        assert not ready["inbound:legacy"] and not ready["inbound:missing"]
