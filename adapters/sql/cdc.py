@@ -1,0 +1,193 @@
+"""``postgres_cdc``: every committed insert, update and delete of some PostgreSQL tables, as events.
+
+The adapter reads a logical replication slot with the built-in ``pgoutput`` plugin through the SQL
+interface (``pg_logical_slot_peek_binary_changes``: an ordinary connection, no replication
+protocol), decodes the messages (adapters/sql/pgoutput.py), hands each change to Kafka in commit
+order, and only once Kafka acknowledged them advances the slot past those transactions
+(``pg_replication_slot_advance``). The slot is the position: a restart, or a crash before the
+advance, reads the same transactions again with the same event ids; nothing committed is lost.
+
+A slot keeps WAL on the server until it advances: a hub that stays down makes the server's disk
+fill. Watch ``pg_replication_slots`` (the docs say how), and drop the slot of an adapter removed
+for good.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PostgresCdcInbound"]
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Awaitable
+from typing import Any, ClassVar
+
+from adapters.sql.config import PostgresCdcConfig
+from adapters.sql.pgoutput import Change, Decoder, lsn_text
+from adapters.sql.pool import describe
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_duration
+
+_PEEK = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)"
+
+
+class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
+    Config: ClassVar[type[PostgresCdcConfig]] = PostgresCdcConfig
+    summary: ClassVar[str] = "PostgreSQL change data capture (logical replication, pgoutput): inserts, updates, deletes."
+
+    def __init__(self, config: PostgresCdcConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        default = "bus_" + re.sub(r"[^a-z0-9_]", "_", config.name)
+        self._slot = config.slot or default
+        self._publication = config.publication or default
+        self._dsn = config.dsn.get_secret_value()
+        self._where = describe(self._dsn, self._slot)
+        self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
+        self._interval = parse_duration(config.interval).total_seconds()  # type: ignore[union-attr]
+        self._connection: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._problem = "not started"
+        self.changes = 0  # changes published since start (status, tests)
+        self.position = ""  # the slot's position after the last advance, as PostgreSQL writes an LSN
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stopping.clear()
+        # The database is reached from the task: a server that is down, or not set up for logical
+        # decoding, shows in /readyz and is tried again, and the rest of the hub starts.
+        self._task = asyncio.create_task(self._run(), name=f"postgres-cdc:{self.config.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()  # the transactions in flight are finished and the slot advanced
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=10)
+        await self._disconnect()
+
+    async def health(self) -> Health:
+        return Health(not self._problem, self._problem)
+
+    async def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if self._connection is None:
+                    await self._connect()
+                read = await self._read_once()
+                self._problem = ""
+                if read:
+                    continue  # more may be waiting: read again at once
+            except RetryableError as exc:
+                self._problem = str(exc)
+                self.ctx.logger.warning("postgres_cdc %s: %s", self.config.name, exc)
+                await self._disconnect()
+            except Exception as exc:  # noqa: BLE001 (the server refused something: shown in /readyz, tried again)
+                self._problem = f"{self._where}: {type(exc).__name__}: {exc}"
+                self.ctx.logger.warning("postgres_cdc %s: %s", self.config.name, self._problem)
+                await self._disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval if not self._problem else max(self._interval, 2.0))
+
+    async def _connect(self) -> None:
+        import asyncpg
+
+        try:
+            connection = await asyncpg.connect(self._dsn, timeout=10)
+        except Exception as exc:  # any driver failure at connect
+            raise RetryableError(f"{self._where}: cannot connect: {exc!r}") from exc
+        try:
+            await self._ensure(connection)
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection = connection
+        self.ctx.logger.info("postgres_cdc %s reading slot %s (publication %s)", self.config.name, self._slot, self._publication)
+
+    async def _ensure(self, connection: Any) -> None:
+        """The publication and the slot, created when missing (``create: true``). Each statement
+        on its own: a slot cannot be created in a transaction that has written."""
+        wal_level = await connection.fetchval("SHOW wal_level")
+        if wal_level != "logical":
+            raise RetryableError(
+                f"{self._where}: the server has wal_level={wal_level}; logical decoding needs wal_level=logical "
+                "(ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL)"
+            )
+        has_publication = await connection.fetchval("SELECT count(*) FROM pg_publication WHERE pubname = $1", self._publication)
+        if not has_publication:
+            if not self.config.create:
+                raise RetryableError(f"{self._where}: publication {self._publication} does not exist (create: false)")
+            if not self.config.tables:
+                raise RetryableError(f"{self._where}: publication {self._publication} does not exist and no `tables` are given")
+            # Identifiers are checked plain names (config.py).
+            await connection.execute(f"CREATE PUBLICATION {self._publication} FOR TABLE {', '.join(self.config.tables)}")
+            self.ctx.logger.info("postgres_cdc %s created publication %s", self.config.name, self._publication)
+        slot = await connection.fetchrow(
+            "SELECT plugin, confirmed_flush_lsn::text AS at FROM pg_replication_slots WHERE slot_name = $1", self._slot
+        )
+        if slot is None:
+            if not self.config.create:
+                raise RetryableError(f"{self._where}: replication slot {self._slot} does not exist (create: false)")
+            create = "SELECT lsn::text AS at FROM pg_create_logical_replication_slot($1, 'pgoutput')"
+            created = await connection.fetchrow(create, self._slot)
+            self.position = created["at"]
+            self.ctx.logger.info("postgres_cdc %s created slot %s at %s", self.config.name, self._slot, self.position)
+        elif slot["plugin"] != "pgoutput":
+            raise RetryableError(f"{self._where}: slot {self._slot} uses the {slot['plugin']} plugin, not pgoutput")
+        else:
+            self.position = slot["at"]
+
+    async def _read_once(self) -> bool:
+        """Read up to ``batch`` changes (whole transactions), publish them, advance the slot.
+        True when a full batch came back (more may be waiting)."""
+        try:
+            rows = await self._connection.fetch(_PEEK, self._slot, self.config.batch, self._publication)
+        except (OSError, ConnectionError) as exc:
+            raise RetryableError(f"{self._where}: connection lost: {exc!r}") from exc
+        decoder = Decoder()  # each peek is a new decoding session: Relation messages come again
+        changes: list[Change] = []
+        for row in rows:
+            committed = decoder.feed(bytes(row["data"]))
+            if committed:
+                changes.extend(committed)
+        if not decoder.end_lsn:
+            return False
+        await self._publish(changes)
+        # Safe now: every change up to this commit is on Kafka. Transactions without a change of the
+        # published tables move the slot too, so the server can recycle their WAL.
+        await self._connection.execute("SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)", self._slot, lsn_text(decoder.end_lsn))
+        self.position = lsn_text(decoder.end_lsn)
+        if changes:
+            self.ctx.logger.info("postgres_cdc %s: %d change(s); slot at %s", self.config.name, len(changes), self.position)
+        return len(rows) >= self.config.batch
+
+    async def _publish(self, changes: list[Change]) -> None:
+        acks: list[Awaitable[None]] = []
+        for change in changes:
+            if change.op == "t":
+                self.ctx.logger.warning(
+                    "postgres_cdc %s: TRUNCATE of %s.%s is not published (no row events)",
+                    self.config.name, change.relation.schema, change.relation.table,
+                )  # fmt: skip
+                continue
+            document = change.document()
+            raw = json.dumps(document, default=str, ensure_ascii=False).encode()
+            event_id = f"{self.config.name}:{lsn_text(change.commit_lsn)}:{change.ordinal}"
+            try:
+                acks.append(await self._intake.submit_document(document, raw=raw, event_id=event_id))
+            except KafkaUnavailable as exc:
+                raise RetryableError(f"Kafka did not take the changes: {exc}") from exc
+        for ack in acks:
+            try:
+                await ack
+            except KafkaUnavailable as exc:  # the slot stays: the same transactions are read again
+                raise RetryableError(f"Kafka did not acknowledge the changes: {exc}") from exc
+        self.changes += len(acks)

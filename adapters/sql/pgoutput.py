@@ -1,0 +1,186 @@
+"""A decoder of PostgreSQL's logical replication protocol, pgoutput version 1 (the format the
+built-in ``pgoutput`` plugin writes; "Logical Replication Message Formats" in the PostgreSQL
+manual). Only what change data capture needs: Begin, Commit, Relation, Insert, Update, Delete,
+Truncate; Origin, Type and logical Message are skipped.
+
+Column values arrive as text; the common types are turned into Python values by type oid
+(integers, numeric as Decimal, floats, booleans, json and jsonb parsed); everything else
+(timestamps, dates, uuids...) stays text, which ``emit.map`` can convert (``timestamp(...)``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Change", "Decoder", "Relation", "lsn_int", "lsn_text"]
+
+import json
+import struct
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+_BOOL, _INT8, _INT2, _INT4, _OID, _JSON, _FLOAT4, _FLOAT8, _NUMERIC, _JSONB = 16, 20, 21, 23, 26, 114, 700, 701, 1700, 3802
+_CONVERT: dict[int, Any] = {
+    _BOOL: lambda s: s == "t",
+    _INT8: int,
+    _INT2: int,
+    _INT4: int,
+    _OID: int,
+    _FLOAT4: float,
+    _FLOAT8: float,
+    _NUMERIC: Decimal,
+    _JSON: json.loads,
+    _JSONB: json.loads,
+}
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
+
+
+@dataclass(frozen=True)
+class Relation:
+    oid: int
+    schema: str
+    table: str
+    columns: tuple[tuple[str, int], ...]  # (name, type oid)
+    key: tuple[str, ...]
+
+
+@dataclass
+class Change:
+    """One row change, Debezium-like: op c (insert), u (update), d (delete), t (truncate)."""
+
+    op: str
+    relation: Relation
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    xid: int = 0
+    commit_lsn: int = 0
+    commit_ms: int = 0
+    ordinal: int = 0  # position in its transaction
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "before": self.before,
+            "after": self.after,
+            "source": {
+                "schema": self.relation.schema,
+                "table": self.relation.table,
+                "lsn": lsn_text(self.commit_lsn),
+                "txId": self.xid,
+                "ts_ms": self.commit_ms,
+            },
+        }
+
+
+def lsn_text(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def lsn_int(text: str) -> int:
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def byte(self) -> str:
+        self.at += 1
+        return chr(self.data[self.at - 1])
+
+    def integer(self, size: int) -> int:
+        fmt = {1: ">b", 2: ">h", 4: ">i", 8: ">q"}[size]
+        (value,) = struct.unpack_from(fmt, self.data, self.at)
+        self.at += size
+        return int(value)
+
+    def string(self) -> str:
+        end = self.data.index(b"\0", self.at)
+        text = self.data[self.at : end].decode()
+        self.at = end + 1
+        return text
+
+    def take(self, n: int) -> bytes:
+        self.at += n
+        return self.data[self.at - n : self.at]
+
+
+@dataclass
+class Decoder:
+    """Feed messages in order; Insert/Update/Delete/Truncate come back as changes, stamped with
+    their transaction once its Commit is read (``pending`` holds the open transaction's)."""
+
+    relations: dict[int, Relation] = field(default_factory=dict)
+    pending: list[Change] = field(default_factory=list)
+    xid: int = 0
+    end_lsn: int = 0  # end of the last Commit read: where the slot may be advanced to once its changes are safe
+
+    def feed(self, message: bytes) -> list[Change] | None:
+        """Returns the transaction's changes at its Commit, else None."""
+        r = _Reader(message)
+        kind = r.byte()
+        if kind == "B":
+            r.integer(8)  # final LSN
+            r.integer(8)  # commit time
+            self.xid = r.integer(4)
+            self.pending = []
+        elif kind == "C":
+            r.integer(1)  # flags
+            r.integer(8)  # the commit's own LSN
+            self.end_lsn, commit_us = r.integer(8), r.integer(8)
+            done, self.pending = self.pending, []
+            for change in done:
+                change.commit_lsn, change.commit_ms = self.end_lsn, (commit_us + _PG_EPOCH_US) // 1000
+            return done
+        elif kind == "R":
+            oid, schema, table = r.integer(4), r.string(), r.string()
+            r.integer(1)  # replica identity setting
+            columns, key = [], []
+            for _ in range(r.integer(2)):
+                flags, name, type_oid = r.integer(1), r.string(), r.integer(4)
+                r.integer(4)  # type modifier
+                columns.append((name, type_oid))
+                if flags & 1:
+                    key.append(name)
+            self.relations[oid] = Relation(oid, schema or "public", table, tuple(columns), tuple(key))
+        elif kind == "I":
+            relation = self.relations[r.integer(4)]
+            r.byte()  # 'N'
+            self._add(Change("c", relation, after=self._tuple(r, relation)))
+        elif kind == "U":
+            relation = self.relations[r.integer(4)]
+            before = None
+            marker = r.byte()
+            if marker in "KO":  # the old key (K) or whole old row (O, REPLICA IDENTITY FULL)
+                before = self._tuple(r, relation)
+                marker = r.byte()
+            self._add(Change("u", relation, before=before, after=self._tuple(r, relation)))
+        elif kind == "D":
+            relation = self.relations[r.integer(4)]
+            r.byte()  # 'K' or 'O'
+            self._add(Change("d", relation, before=self._tuple(r, relation)))
+        elif kind == "T":
+            count = r.integer(4)
+            r.integer(1)  # options
+            for _ in range(count):
+                self._add(Change("t", self.relations[r.integer(4)]))
+        return None  # Origin (O), Type (Y), Message (M): nothing to publish
+
+    def _add(self, change: Change) -> None:
+        change.xid, change.ordinal = self.xid, len(self.pending)
+        self.pending.append(change)
+
+    @staticmethod
+    def _tuple(r: _Reader, relation: Relation) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for name, type_oid in relation.columns[: r.integer(2)]:
+            kind = r.byte()
+            if kind == "n":
+                row[name] = None
+            elif kind == "u":
+                continue  # unchanged TOAST: PostgreSQL does not send it again
+            else:
+                text = r.take(r.integer(4)).decode()
+                convert = _CONVERT.get(type_oid)
+                row[name] = convert(text) if convert else text
+        return row

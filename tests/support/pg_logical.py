@@ -1,0 +1,88 @@
+"""A PostgreSQL server of the test's own, started with wal_level=logical for change data capture.
+
+The machine's shared PostgreSQL runs with wal_level=replica, and changing it needs a restart of a
+service other tests use; so the CDC tests start a private server from the same installed binaries
+(initdb into a temporary folder, trust auth on loopback, fsync off). It takes about a second.
+As root, the server runs as the ``postgres`` user (PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+
+
+def _bin_dir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def logical_postgres() -> Iterator[str]:
+    """Yields the DSN of a fresh server with wal_level=logical; stops and removes it after."""
+    bin_dir = _bin_dir()
+    if bin_dir is None:
+        message = "PostgreSQL server binaries (initdb) are not installed"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must run every test", pytrace=False)
+        pytest.skip(message)
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="bus-pg-"))
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+    data, port = folder / "data", _free_port()
+    subprocess.run(
+        [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    server = subprocess.Popen(
+        [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
+         "-c", "listen_addresses=127.0.0.1", "-c", "wal_level=logical", "-c", "fsync=off", "-c", "max_replication_slots=10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError as exc:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log = server.stderr.read().decode()[-2000:] if server.stderr else ""
+                    raise RuntimeError(f"the test's PostgreSQL did not start: {log}") from exc
+                time.sleep(0.1)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"], capture_output=True, check=False)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if server.stderr is not None:
+            server.stderr.close()
+        shutil.rmtree(folder, ignore_errors=True)
