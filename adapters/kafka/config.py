@@ -1,0 +1,66 @@
+"""Config models of the Kafka adapter family (a foreign cluster, or the hub's own)."""
+
+from __future__ import annotations
+
+__all__ = ["KafkaInboundConfig", "KafkaOutboundConfig"]
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText
+from bus.config.models import KafkaSecurity
+
+
+class _Cluster(AdapterConfig):
+    bootstrap: str = Field(description="The cluster's brokers, host:port[,host:port].", examples=["legacy-kafka:9092"])
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity, description="TLS and SASL, as for the hub's own cluster.")
+    registry_url: str | None = Field(
+        default=None,
+        description="Schema Registry (Confluent REST API) for Avro in the Confluent wire format.",
+        examples=["http://schema-registry:8081"],
+    )
+    session_timeout_ms: int = Field(default=10_000, ge=1000, description="Consumer group session timeout (inbound).")
+    format: Literal["json", "avro"] = Field(
+        default="json", description="json: UTF-8 JSON values; avro: the Confluent wire format (magic byte, schema id, Avro body)."
+    )
+
+
+class KafkaInboundConfig(_Cluster):
+    """Bridge a topic another team or system writes into canonical events. Offsets are committed
+    only after the hub's Kafka acknowledged the events, so a restart resumes where it stopped."""
+
+    type: Literal["kafka"] = "kafka"
+    topics: list[str] = Field(min_length=1, description="Topics to read.", examples=[["erp.orders.v1"]])
+    group: str | None = Field(default=None, description="Consumer group; default bus-bridge-<name>.")
+    start: Literal["earliest", "latest"] = Field(default="earliest", description="Where a new group starts.")
+    emit: EmitSpec = Field(
+        description="How a value becomes a canonical event. Default id: <topic>:<partition>:<offset>, stable across re-reads."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaInboundConfig:
+        if self.format == "avro" and not self.registry_url:
+            raise ValueError("format avro needs registry_url: the writer schemas are fetched from it by id")
+        return self
+
+
+class KafkaOutboundConfig(_Cluster, OutboundConfig):
+    """Publish each event to a topic, as JSON or as Avro in the Confluent wire format; delivered
+    once the cluster acknowledged (acks=all). The event id travels in the ce_id header."""
+
+    type: Literal["kafka"] = "kafka"
+    topic: TemplateText = Field(description="Topic, a ${} template over the event.", examples=["erp.payments", "sensors.${site}"])
+    key: str | None = Field(default=None, description="Expression for the record key; default the event's key.", examples=["customer_id"])
+    body: BodyMap = Field(default=None, description="The value: field -> expression; none sends the event's data as is.")
+    schema_file: Path | None = Field(
+        default=None, description="format avro: the .avsc the value is written with; registered under <topic>-value at start."
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for the cluster's acknowledgement.")
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaOutboundConfig:
+        if self.format == "avro" and (not self.registry_url or self.schema_file is None):
+            raise ValueError("format avro needs registry_url and schema_file")
+        return self

@@ -1,0 +1,138 @@
+"""``kafka`` inbound: bridge a foreign topic (JSON, or Avro in the Confluent wire format) into
+canonical events.
+
+A batch is read, each value decoded and handed to the hub's Kafka in order, and the offsets are
+committed only once every event of the batch was acknowledged (or its value parked on the inbound
+dead-letter topic with the reason and the topic/partition/offset it came from). While the hub's
+Kafka or the schema registry cannot answer, the batch is read again from its first offset.
+"""
+
+from __future__ import annotations
+
+__all__ = ["KafkaInbound"]
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable
+from typing import Any, ClassVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from adapters.kafka.avro import WireAvro
+from adapters.kafka.config import KafkaInboundConfig
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, PermanentError, RetryableError
+from bus.config.models import KafkaConfig
+from bus.kafka.clients import make_consumer
+
+
+class KafkaInbound(Inbound[KafkaInboundConfig]):
+    Config: ClassVar[type[KafkaInboundConfig]] = KafkaInboundConfig
+    summary: ClassVar[str] = "Bridge a Kafka topic (JSON or Confluent-wire Avro) into canonical events; commit after the hub's ack."
+
+    def __init__(self, config: KafkaInboundConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
+        self._avro = WireAvro(config.registry_url) if config.format == "avro" and config.registry_url else None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._problem = ""
+        self.bridged = 0  # values taken (published or parked) since start
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        c = self.config
+        cluster = KafkaConfig(bootstrap=c.bootstrap, security=c.security, session_timeout_ms=c.session_timeout_ms)
+        consumer = make_consumer(
+            cluster,
+            self.config.bootstrap,
+            *self.config.topics,
+            group_id=self.config.group or f"bus-bridge-{self.config.name}",
+            auto_offset_reset=self.config.start,
+        )
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()
+            raise RetryableError(f"kafka {self.config.name}: cannot reach {self.config.bootstrap}: {exc!r}") from exc
+        self._consumer = consumer
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._consume(), name=f"kafka-bridge:{self.config.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()  # the batch in flight is finished and committed
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=10)
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+        if self._avro is not None:
+            await self._avro.close()
+
+    async def health(self) -> Health:
+        if self._consumer is None:
+            return Health(False, "not started")
+        return Health(not self._problem, self._problem)
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None
+        while not self._stopping.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=500)
+            except KafkaError as exc:
+                self._problem = f"reading {', '.join(self.config.topics)}: {exc!r}"
+                await asyncio.sleep(1.0)
+                continue
+            if not batch:
+                continue
+            try:
+                await self._bridge(batch)
+                self._problem = ""
+            except RetryableError as exc:
+                self._problem = str(exc)
+                self.ctx.logger.warning("kafka %s: %s; reading the batch again", self.config.name, exc)
+                for tp, records in batch.items():
+                    self._consumer.seek(tp, records[0].offset)
+                await asyncio.sleep(1.0)
+
+    async def _bridge(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        assert self._consumer is not None
+        acks: list[Awaitable[None]] = []
+        for records in batch.values():
+            for record in records:
+                origin = {"kafka_topic": record.topic, "kafka_partition": str(record.partition), "kafka_offset": str(record.offset)}
+                raw = record.value or b""
+                try:
+                    document = await self._decode(raw)
+                except PermanentError as exc:
+                    await self.sink.reject(raw, str(exc), headers=origin)
+                    continue
+                event_id = f"{record.topic}:{record.partition}:{record.offset}"
+                try:
+                    acks.append(await self._intake.submit_document(document, raw=raw, event_id=event_id, origin=origin))
+                except KafkaUnavailable as exc:
+                    raise RetryableError(f"the hub's Kafka did not take the events: {exc}") from exc
+        for ack in acks:
+            try:
+                await ack
+            except KafkaUnavailable as exc:
+                raise RetryableError(f"the hub's Kafka did not acknowledge the events: {exc}") from exc
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:  # the events are on Kafka: a re-read repeats them with the same ids
+            raise RetryableError(f"committing offsets: {exc!r}") from exc
+        self.bridged += sum(len(records) for records in batch.values())
+
+    async def _decode(self, raw: bytes) -> Any:
+        if self._avro is not None:
+            return await self._avro.decode(raw)  # RetryableError (registry down) propagates: the batch is read again
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise PermanentError(f"value is not JSON: {exc}") from exc

@@ -1,0 +1,96 @@
+"""``kafka`` outbound: publish each event to a topic, JSON or Avro (Confluent wire format).
+
+Delivered once the cluster acknowledged (acks=all). The event id, type and source travel as
+``ce_*`` headers, with ``traceparent``. A value too large for the topic, or one that does not fit
+the Avro schema, is dead-lettered; a cluster that does not answer is retried.
+"""
+
+from __future__ import annotations
+
+__all__ = ["KafkaOutbound"]
+
+import asyncio
+import json
+from typing import Any, ClassVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+
+from adapters.kafka.avro import WireAvro
+from adapters.kafka.config import KafkaOutboundConfig
+from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_expression, compile_template
+from bus.config.models import KafkaConfig
+from bus.kafka.clients import make_producer
+
+
+class KafkaOutbound(Outbound[KafkaOutboundConfig]):
+    Config: ClassVar[type[KafkaOutboundConfig]] = KafkaOutboundConfig
+    summary: ClassVar[str] = "Publish each event to a Kafka topic as JSON or Confluent-wire Avro; delivered on acks=all."
+
+    def __init__(self, config: KafkaOutboundConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._body = Body(config.body)
+        self._topic = compile_template(config.topic)
+        self._key = compile_expression(config.key) if config.key else None
+        self._avro = WireAvro(config.registry_url) if config.format == "avro" and config.registry_url else None
+        self._schema = json.loads(config.schema_file.read_text()) if config.schema_file else None
+        self._writers: dict[str, tuple[int, Any]] = {}  # topic -> (schema id, parsed schema)
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        cluster = KafkaConfig(bootstrap=self.config.bootstrap, security=self.config.security)
+        producer = make_producer(cluster, self.config.bootstrap, request_timeout_ms=int(self.config.timeout_s * 1000))
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise RetryableError(f"kafka {self.config.name}: cannot reach {self.config.bootstrap}: {exc!r}") from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+        if self._avro is not None:
+            await self._avro.close()
+
+    async def health(self) -> Health:
+        return Health(self._producer is not None, "" if self._producer is not None else "not connected")
+
+    async def _value(self, topic: str, record: dict[str, Any]) -> bytes:
+        if self._avro is None:
+            return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+        writer = self._writers.get(topic)
+        if writer is None:  # registered once per topic (idempotent at the registry)
+            assert self._schema is not None
+            writer = self._writers[topic] = await self._avro.writer(f"{topic}-value", self._schema)
+        try:
+            return WireAvro.encode(*writer, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise PermanentError(f"the value does not fit {self.config.schema_file}: {exc!r}") from exc
+
+    async def deliver(self, event: Event) -> None:
+        if self._producer is None:
+            raise RetryableError(f"kafka outbound {self.config.name} is not started")
+        topic = self._topic(event.data, event.meta())
+        value = await self._value(topic, self._body.render(event))
+        key = self._key(event.data, event.meta()) if self._key else event.key
+        headers = [
+            ("ce_id", event.id.encode()),
+            ("ce_type", event.type.encode()),
+            ("ce_source", event.source.encode()),
+            ("traceparent", event.traceparent.encode()),
+        ]
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(topic, value, key=None if key is None else str(key).encode(), headers=headers),
+                timeout=self.config.timeout_s,
+            )
+        except MessageSizeTooLargeError as exc:
+            raise PermanentError(f"{len(value)} bytes is more than {topic} takes: {exc!r}") from exc
+        except (KafkaTimeoutError, TimeoutError) as exc:
+            raise RetryableError(f"no acknowledgement from {self.config.bootstrap} for {topic} within {self.config.timeout_s:g}s") from exc
+        except KafkaError as exc:
+            raise RetryableError(f"publishing to {topic}: {exc!r}") from exc

@@ -1,0 +1,165 @@
+"""The ``kafka`` adapters on the real embedded broker: a foreign JSON topic and a foreign Avro topic
+(Confluent wire format, its schema in the hub's embedded registry) bridged into Payment events,
+bad values parked with where they came from, a restart that resumes from the committed offsets,
+and events published out as JSON and as Avro that a plain fastavro reader decodes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from bus.config.models import KafkaConfig
+from bus.kafka.clients import make_admin
+from bus.kafka.reader import read_topic
+from bus.kafka.topics import TopicSpec, ensure_topics
+from bus.runtime.hub import Hub
+from schemas.registry_client import RegistryClient
+from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.wait import until
+
+LEGACY_PAYMENT = {
+    "type": "record",
+    "name": "LegacyPayment",
+    "namespace": "erp",
+    "fields": [{"name": "txn", "type": "string"}, {"name": "cents", "type": "long"}, {"name": "ccy", "type": "string"}],
+}
+PARTNER_PAYMENT = {
+    "type": "record",
+    "name": "PartnerPayment",
+    "namespace": "partner",
+    "fields": [{"name": "ref", "type": "string"}, {"name": "minor", "type": "long"}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wire(schema_id: int, record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, schema_id))
+    schemaless_writer(out, parse_schema(LEGACY_PAYMENT), record)
+    return out.getvalue()
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value)
+    finally:
+        await producer.stop()
+
+
+async def bridged(hub: Hub) -> Counter[str]:
+    records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
+    return Counter(dict(r.headers)["ce_id"].decode() for r in records)
+
+
+async def test_bridge_in_and_publish_out_as_json_and_avro(tmp_path: Path, bootstrap: str) -> None:
+    prefix = unique_prefix()
+    json_in, avro_in, json_out, avro_out = (f"{prefix}.foreign.{n}" for n in ("payments", "payments-avro", "out-json", "out-avro"))
+    admin = make_admin(KafkaConfig(bootstrap=bootstrap), bootstrap)
+    await admin.start()
+    try:
+        await ensure_topics(admin, [TopicSpec(t, 2, 1) for t in (json_in, avro_in, json_out, avro_out)])
+    finally:
+        await admin.close()
+    schema_file = tmp_path / "partner_payment.avsc"
+    schema_file.write_text(json.dumps(PARTNER_PAYMENT))
+    ops_port = free_port()
+    registry = f"http://127.0.0.1:{ops_port}/registry"
+    emit = {"schema": "Payment", "key": "txn", "map": {"payment_id": "txn", "amount": "cents", "currency": "lower(ccy)"}}
+    config = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": ops_port},
+        "inbound": [
+            {"name": "erp-json", "type": "kafka", "bootstrap": bootstrap, "topics": [json_in], "session_timeout_ms": 3000, "emit": emit},
+            {
+                "name": "erp-avro",
+                "type": "kafka",
+                "bootstrap": bootstrap,
+                "topics": [avro_in],
+                "format": "avro",
+                "registry_url": registry,
+                "session_timeout_ms": 3000,
+                "emit": emit,
+            },
+        ],
+        "routes": [{"name": "all", "from": "Payment", "to": ["partner-json", "partner-avro"]}],
+        "outbound": [
+            {"name": "partner-json", "type": "kafka", "bootstrap": bootstrap, "topic": json_out, "key": "payment_id"},
+            {
+                "name": "partner-avro",
+                "type": "kafka",
+                "bootstrap": bootstrap,
+                "topic": avro_out,
+                "format": "avro",
+                "registry_url": registry,
+                "schema_file": str(schema_file),
+                "body": {"ref": "payment_id", "minor": "amount"},
+            },
+        ],
+    }
+    path = write_config(tmp_path / "bus.yaml", config)
+
+    good = [json.dumps({"txn": f"j{i}", "cents": 100 + i, "ccy": "EUR"}).encode() for i in range(30)]
+    await produce(bootstrap, json_in, [*good[:15], b"{not json", json.dumps({"txn": "j-bad", "ccy": "EUR"}).encode(), *good[15:]])
+    async with build_hub(path) as hub:
+        client = RegistryClient(registry)
+        try:
+            schema_id = await client.register(f"{avro_in}-value", json.dumps(LEGACY_PAYMENT))
+        finally:
+            await client.close()
+        avro_values = [wire(schema_id, {"txn": f"a{i}", "cents": 500 + i, "ccy": "USD"}) for i in range(10)]
+        await produce(bootstrap, avro_in, [*avro_values[:5], struct.pack(">bI", 0, 987654) + b"\x02", *avro_values[5:]])
+        await until(lambda: sum(a.bridged for a in hub.inbound) == 32 + 11, "every value to be taken", timeout=60)  # type: ignore[attr-defined]
+        seen = await bridged(hub)
+        assert len(seen) == 40 and all(n == 1 for n in seen.values())
+        assert f"{json_in}:0:0" in seen or f"{json_in}:1:0" in seen  # default ids name topic, partition and offset
+        parked_json = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("erp-json"))
+        reasons = sorted(dict(r.headers)["bus_error"].decode() for r in parked_json)
+        assert len(reasons) == 2 and "not JSON" in reasons[1] and "amount" in reasons[0], reasons
+        assert {"kafka_topic", "kafka_partition", "kafka_offset"} <= set(dict(parked_json[0].headers))
+        parked_avro = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("erp-avro"))
+        assert len(parked_avro) == 1 and b"987654" in dict(parked_avro[0].headers)["bus_error"]
+
+    # Stopped: more values arrive; the restart reads only those (offsets were committed).
+    await produce(bootstrap, json_in, [json.dumps({"txn": f"k{i}", "cents": 7, "ccy": "EUR"}).encode() for i in range(10)])
+    async with build_hub(path) as hub:
+        await until(lambda: hub.inbound[0].bridged == 10, "the values written while the hub was down", timeout=60)  # type: ignore[attr-defined]
+        seen = await bridged(hub)
+        assert len(seen) == 50 and sum(seen.values()) == 50, "a value was bridged twice after a clean restart"
+        out_json: list[Any] = []
+        out_avro: list[Any] = []
+
+        async def outputs() -> bool:
+            nonlocal out_json, out_avro
+            out_json = await read_topic(hub.config.kafka, hub.bootstrap, json_out)
+            out_avro = await read_topic(hub.config.kafka, hub.bootstrap, avro_out)
+            return len({dict(r.headers)["ce_id"] for r in out_json}) == 50 and len({dict(r.headers)["ce_id"] for r in out_avro}) == 50
+
+        for _ in range(150):
+            if await outputs():
+                break
+            await asyncio.sleep(0.2)
+        assert await outputs(), (len(out_json), len(out_avro))
+    first = next(r for r in out_json if r.key == b"j0")
+    sent = json.loads(first.value)
+    assert sent == {"payment_id": "j0", "amount": 100, "currency": "eur", "customer_id": None, "status": "succeeded", "description": None}
+    value = next(r.value for r in out_avro if dict(r.headers)["ce_id"] == dict(first.headers)["ce_id"])
+    assert value[0] == 0  # the Confluent wire format: magic byte, then the id the registry gave
+    assert schemaless_reader(io.BytesIO(value[5:]), parse_schema(PARTNER_PAYMENT)) == {"ref": "j0", "minor": 100}
