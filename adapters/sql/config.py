@@ -51,6 +51,13 @@ class SqlOutboundConfig(OutboundConfig):
         examples=['status == "cancelled"'],
     )
     pool_size: int = Field(default=4, ge=1, le=100, description="Connections kept open.")
+    batch_size: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Most events written in one transaction. Events that arrive while a transaction runs go in the next "
+        "(group commit; delivery.concurrency bounds how many are in flight). 1: one transaction per event.",
+    )
 
     @field_validator("table")
     @classmethod

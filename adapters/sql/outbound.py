@@ -1,7 +1,16 @@
 """``sql`` outbound: upsert, insert or delete each event in a PostgreSQL or MariaDB/MySQL table.
 
 Statements are built once at start from the config (identifiers are checked to be plain names;
-values are always bound parameters). Errors are classified by what the database said:
+values are always bound parameters).
+
+Batches: the delivery loop hands events of different keys over concurrently; calls that arrive
+while a transaction is running queue up and go together in the next one (group commit: up to
+``batch_size`` events per transaction, consecutive events with the same statement sent with
+``executemany``), so a busy table gets one commit per batch instead of one per event, and a
+quiet one waits for nothing. If a batch fails on one row, it is rolled back and its events are
+written one transaction each, so only the bad row is dead-lettered.
+
+Errors are classified by what the database said:
 
 - retried: connection loss, timeouts, deadlocks, serialization failures, too many connections;
 - permanent (dead letter with the database's message): constraint violations, bad data, a
@@ -12,6 +21,8 @@ from __future__ import annotations
 
 __all__ = ["SqlOutbound"]
 
+import asyncio
+from itertools import groupby
 from typing import Any, ClassVar
 
 from adapters.sql.config import SqlOutboundConfig
@@ -75,10 +86,14 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         self._dialect: _Dialect = _Postgres(config) if self._postgres else _MySql(config)
         self._values = Body(config.columns)
         self._delete_when = compile_expression(config.delete_when) if config.delete_when else None
-        self._write = {"upsert": self._dialect.upsert, "insert": self._dialect.insert, "delete": self._dialect.delete}[config.operation]()
+        build = {"upsert": self._dialect.upsert, "insert": self._dialect.insert, "delete": self._dialect.delete}
+        self._statement = build[config.operation]()
         self._delete = self._dialect.delete()
         self._pool: Any = None
         self._where = describe(dsn, config.table)
+        self._queue: list[tuple[str, list[Any], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.transactions = 0  # committed transactions (tests and benchmarks compare it with events)
 
     async def start(self) -> None:
         if self._pool is None:
@@ -98,24 +113,81 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         if self._delete_when is not None and self._delete_when(event.data, event.meta()):
             return self._delete, [row[k] for k in self.config.key]
         if self.config.operation == "delete":
-            return self._write, [row[k] for k in self.config.key]
-        return self._write, [row[c] for c in self._dialect.columns]
+            return self._statement, [row[k] for k in self.config.key]
+        return self._statement, [row[c] for c in self._dialect.columns]
 
     async def deliver(self, event: Event) -> None:
         if self._pool is None:
             raise RetryableError(f"sql outbound {self.config.name} is not started")
         sql, args = self.statement(event)
+        if self.config.batch_size == 1:
+            await self._write([(sql, args)])
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((sql, args, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name=f"sql-batch:{self.config.name}")
+        await done
+
+    async def _flush(self) -> None:
+        """Write what is queued, batch after batch, until the queue is empty."""
+        while self._queue:
+            batch, self._queue = self._queue[: self.config.batch_size], self._queue[self.config.batch_size :]
+            try:
+                await self._write([(sql, args) for sql, args, _ in batch])
+            except Exception as exc:  # noqa: BLE001 (every outcome is handed to the events' own calls)
+                if len(batch) == 1 or isinstance(exc, RetryableError):
+                    for _, _, done in batch:
+                        _settle(done, exc)
+                    continue
+                for sql, args, done in batch:  # one bad row: find it, write the others
+                    try:
+                        await self._write([(sql, args)])
+                    except Exception as single:  # noqa: BLE001
+                        _settle(done, single)
+                    else:
+                        _settle(done, None)
+                continue
+            for _, _, done in batch:
+                _settle(done, None)
+
+    async def _write(self, statements: list[tuple[str, list[Any]]]) -> None:
+        """One transaction; consecutive statements of the same text go as one executemany."""
         try:
             if self._postgres:
                 async with self._pool.acquire() as connection, connection.transaction():
-                    await connection.execute(sql, *args)
+                    for sql, run in groupby(statements, key=lambda s: s[0]):
+                        rows = [args for _, args in run]
+                        if len(rows) == 1:
+                            await connection.execute(sql, *rows[0])
+                        else:
+                            await connection.executemany(sql, rows)
             else:
                 async with self._pool.acquire() as connection:
-                    async with connection.cursor() as cursor:
-                        await cursor.execute(sql, args)
-                    await connection.commit()
+                    try:
+                        async with connection.cursor() as cursor:
+                            for sql, run in groupby(statements, key=lambda s: s[0]):
+                                rows = [args for _, args in run]
+                                if len(rows) == 1:
+                                    await cursor.execute(sql, rows[0])
+                                else:
+                                    await cursor.executemany(sql, rows)
+                        await connection.commit()
+                    except BaseException:
+                        await connection.rollback()
+                        raise
         except Exception as exc:
             raise _classify(exc, self._where) from exc
+        self.transactions += 1
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():  # the caller gave up (the hub is stopping): the row is written or not, at least once holds
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
 
 
 def _classify(exc: Exception, where: str) -> Exception:
