@@ -1,15 +1,15 @@
-"""Config model of the file inbound adapter (a drop folder)."""
+"""Config models of the file adapters: a drop folder in, rolling files out."""
 
 from __future__ import annotations
 
-__all__ = ["FileInboundConfig"]
+__all__ = ["FileInboundConfig", "FileOutboundConfig"]
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from bus.adapter_api import AdapterConfig, EmitSpec, parse_duration
+from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, OutboundConfig, parse_duration
 
 
 class FileInboundConfig(AdapterConfig):
@@ -33,3 +33,28 @@ class FileInboundConfig(AdapterConfig):
     def _check_duration(cls, text: str) -> str:
         parse_duration(text)  # raises ValueError with examples
         return text
+
+
+class FileOutboundConfig(OutboundConfig):
+    """Append each event as a line to a rolling file: JSON Lines or CSV, for batch consumers (a data
+    lake loader, a legacy import job). A file is written as `<prefix>-<UTC time>-<n>.<ext>.part` and
+    renamed to `.<ext>` when it rolls, so a reader only ever sees complete files. An event counts as
+    delivered once its line is flushed and fsynced (one fsync per batch of events in flight)."""
+
+    type: Literal["file"] = "file"
+    path: Path = Field(description="The folder files are written to (created if missing).", examples=["/data/outbox/payments"])
+    prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$", description="File name prefix; default the adapter's name.")
+    format: Literal["jsonl", "csv"] = Field(default="jsonl", description="jsonl: one JSON object per line; csv: a header, then rows.")
+    body: BodyMap = Field(
+        default=None, description="Field -> expression; the CSV columns in this order. None: the event's fields (jsonl only)."
+    )
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="csv: the field separator.")
+    roll_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Start a new file once the current one is this large.")
+    roll_every: Duration = Field(default="1h", description="Start a new file once the current one is this old (if it has a line).")
+    fsync: bool = Field(default=True, description="fsync before an event counts as delivered (false: flushed to the OS only).")
+
+    @model_validator(mode="after")
+    def _check(self) -> FileOutboundConfig:
+        if self.format == "csv" and not self.body:
+            raise ValueError("format csv needs `body`: its fields are the columns, in order")
+        return self

@@ -1,0 +1,176 @@
+"""``file`` outbound: append events to rolling JSON Lines or CSV files.
+
+Lines are written by one task: calls that arrive while a batch is being written and fsynced queue
+up and go in the next batch, so a busy subscriber costs one fsync per batch, not per event. The
+file being written ends in ``.part``; it is renamed to its final name when it rolls (size or age)
+and when the hub stops. At start, a ``.part`` left by a crash is cut after its last complete line
+and renamed, so nothing half-written is ever published and every acknowledged line is kept.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FileOutbound"]
+
+import asyncio
+import csv
+import io
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from adapters.file.config import FileOutboundConfig
+from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, parse_duration
+
+
+class FileOutbound(Outbound[FileOutboundConfig]):
+    Config: ClassVar[type[FileOutboundConfig]] = FileOutboundConfig
+    summary: ClassVar[str] = "Append each event to rolling JSON Lines or CSV files; a file is renamed from .part when complete."
+
+    def __init__(self, config: FileOutboundConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._body = Body(config.body)
+        self._columns = list(config.body or {})
+        self._prefix = config.prefix or config.name
+        self._ext = config.format
+        self._roll_s = parse_duration(config.roll_every).total_seconds()  # type: ignore[union-attr]
+        self._file: Any = None
+        self._part: Path | None = None
+        self._opened = 0.0
+        self._size = 0
+        self._seq = 0
+        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one thread at a time touches the open file
+        self.files = 0  # files completed since start (tests)
+
+    async def start(self) -> None:
+        try:
+            self.config.path.mkdir(parents=True, exist_ok=True)
+            for part in sorted(self.config.path.glob(f"{self._prefix}-*.{self._ext}.part")):
+                await asyncio.to_thread(_recover, part)
+                self.ctx.logger.warning("file %s: completed %s left by an earlier run", self.config.name, part.name)
+        except OSError as exc:
+            raise RetryableError(f"file {self.config.name}: cannot use {self.config.path}: {exc}") from exc
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._roll_by_age(), name=f"file-roll:{self.config.name}")
+
+    async def stop(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        async with self._lock:
+            await asyncio.to_thread(self._complete)
+
+    async def _roll_by_age(self) -> None:
+        """A file whose subscriber went quiet is completed on time, not at the next event."""
+        while True:
+            await asyncio.sleep(min(self._roll_s, 1.0))
+            if self._file is not None and time.monotonic() - self._opened >= self._roll_s:
+                async with self._lock:
+                    try:
+                        await asyncio.to_thread(self._complete)
+                    except OSError as exc:
+                        self.ctx.logger.warning("file %s: completing %s: %s", self.config.name, self._part, exc)
+
+    async def health(self) -> Health:
+        ok = os.access(self.config.path, os.W_OK)
+        return Health(ok, "" if ok else f"{self.config.path} is not writable")
+
+    def _line(self, event: Event) -> bytes:
+        record = self._body.render(event)
+        if self._ext == "jsonl":
+            return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+        out = io.StringIO()
+        csv.writer(out, delimiter=self.config.delimiter, lineterminator="\n").writerow(
+            "" if record[c] is None else record[c] for c in self._columns
+        )
+        return out.getvalue().encode()
+
+    async def deliver(self, event: Event) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((self._line(event), done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued(), name=f"file-out:{self.config.name}")
+        await done
+
+    async def _write_queued(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                async with self._lock:
+                    await asyncio.to_thread(self._append, b"".join(line for line, _ in batch))
+            except OSError as exc:
+                error = RetryableError(f"file {self.config.name}: writing {self._part}: {exc}")
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    # -- file handling (in a worker thread: blocking I/O) ----------------------------------------
+    def _append(self, data: bytes) -> None:
+        if self._file is not None and (self._size >= self.config.roll_bytes or time.monotonic() - self._opened >= self._roll_s):
+            self._complete()
+        if self._file is None:
+            self._open()
+        try:
+            self._file.write(data)
+            self._file.flush()
+            if self.config.fsync:
+                os.fsync(self._file.fileno())
+        except OSError:
+            # Cut the file back to before this batch so a retry does not leave a torn line.
+            self._file.truncate(self._size)
+            self._file.seek(self._size)
+            raise
+        self._size += len(data)
+
+    def _open(self) -> None:
+        self._seq += 1
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        self._part = self.config.path / f"{self._prefix}-{stamp}-{os.getpid()}-{self._seq:04d}.{self._ext}.part"
+        self._file = open(self._part, "wb")  # noqa: SIM115 (kept open across batches; closed in _complete)
+        self._opened, self._size = time.monotonic(), 0
+        if self._ext == "csv":
+            out = io.StringIO()
+            csv.writer(out, delimiter=self.config.delimiter, lineterminator="\n").writerow(self._columns)
+            header = out.getvalue().encode()
+            self._file.write(header)
+            self._size = len(header)
+
+    def _complete(self) -> None:
+        if self._file is None or self._part is None:
+            return
+        self._file.close()
+        self._part.rename(self._part.with_suffix(""))  # drop .part: the file is complete
+        if self.config.fsync:
+            _fsync_dir(self._part.parent)
+        self._file, self._part = None, None
+        self.files += 1
+
+
+def _recover(part: Path) -> None:
+    """Keep every complete line of a file a crash left behind, then publish it."""
+    data = part.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(part, "r+b") as f:
+            f.truncate(end)
+    part.rename(part.with_suffix(""))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
