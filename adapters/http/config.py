@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ApiKeyAuth",
+    "Dedupe",
     "HttpOutboundConfig",
     "HttpPollConfig",
     "Pagination",
@@ -18,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from adapters.http.jwt_auth import JwtAuth
 from adapters.http.oauth2 import OAuth2ClientCredentials
 from adapters.http.signatures import SignatureAuth
 from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, Expression, OutboundConfig
@@ -33,12 +35,39 @@ class ApiKeyAuth(BaseModel):
     keys: list[SecretStr] = Field(min_length=1, description="Accepted keys (secrets: use ${ENV} or ${file:...}).")
 
 
+BodyKind = Literal["json", "form", "xml"]
+_JSON_ONLY: list[BodyKind] = ["json"]
+
+
+class Dedupe(BaseModel):
+    """Drop repeated deliveries: senders retry, and a retry after a lost answer is a duplicate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    header: str = Field(
+        description="Header with the sender's delivery id.", examples=["X-GitHub-Delivery", "X-Shopify-Webhook-Id", "webhook-id"]
+    )
+    window: Duration = Field(default="24h", description="How long a delivery id is remembered.")
+    max_entries: int = Field(default=100_000, ge=1, description="Most ids remembered; the oldest are forgotten first.")
+
+
 class WebhookConfig(AdapterConfig):
-    """Receive events as HTTP POSTs of JSON on the hub's webhook server."""
+    """Receive events as HTTP POSTs (JSON, form or XML) on the hub's webhook server."""
 
     type: Literal["http_webhook"] = "http_webhook"
     path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$", description="URL path to serve.", examples=["/hooks/stripe"])
-    auth: ApiKeyAuth | None = Field(default=None, description="API key check; none accepts every caller.")
+    auth: ApiKeyAuth | JwtAuth | None = Field(
+        default=None,
+        description="API key (type api_key, the default) or JWT bearer token (type jwt: a shared secret or a JWKS); "
+        "none accepts every caller.",
+    )
+    accept: list[BodyKind] = Field(
+        default_factory=_JSON_ONLY.copy,
+        min_length=1,
+        description="Bodies accepted, by Content-Type: json (application/json, +json), form (application/x-www-form-urlencoded), "
+        "xml (application/xml, text/xml; attributes as plain keys, element text beside attributes as _text).",
+    )
+    dedupe: Dedupe | None = Field(default=None, description="Drop repeated deliveries by the sender's delivery-id header.")
     signature: SignatureAuth | None = Field(
         default=None,
         description="Body signature check (stripe, shopify, github or generic hmac); refused requests get 401 with the reason.",

@@ -1,10 +1,12 @@
-"""``http_webhook``: events arrive as POSTed JSON and are answered only after Kafka has them.
+"""``http_webhook``: events arrive as POSTed JSON, form or XML and are answered only after Kafka has them.
 
-Answers: 202 accepted (body: the event id), 400 bad JSON or an event that does not fit its
-schema (body: the reason, naming the field), 401 missing or wrong API key or body signature
-(Stripe, Shopify, GitHub or generic HMAC: ``signatures.py``), 413 body over
-``max_body_bytes``, 415 not JSON, 503 with Retry-After when Kafka did not acknowledge in time
-or the hub is shutting down. A 503 or a lost connection means "send it again".
+Answers: 202 accepted (body: the event id), 200 a repeated delivery id already accepted (nothing
+produced again), 400 a body that does not parse or an event that does not fit its schema (body:
+the reason, naming the field), 401 missing or wrong API key, JWT (with ``WWW-Authenticate``,
+RFC 6750) or body signature (Stripe, Shopify, GitHub or generic HMAC: ``signatures.py``), 409 the
+same delivery id is being processed right now, 413 body over ``max_body_bytes``, 415 a body type
+not in ``accept``, 503 with Retry-After when Kafka did not acknowledge in time, the JWKS could
+not be fetched, or the hub is shutting down. A 503 or a lost connection means "send it again".
 """
 
 from __future__ import annotations
@@ -13,13 +15,71 @@ __all__ = ["WebhookInbound"]
 
 import hmac
 import json
+import time
+from collections import OrderedDict
 from typing import Any, ClassVar
+from urllib.parse import parse_qs
 
+import xmltodict
 from aiohttp import web
 
-from adapters.http.config import WebhookConfig
+from adapters.http.config import ApiKeyAuth, WebhookConfig
+from adapters.http.jwt_auth import JwtAuth, JwtVerifier, KeysUnavailable
 from adapters.http.signatures import check_signature
-from bus.adapter_api import Context, Emitter, EventRejected, Health, Inbound, KafkaUnavailable
+from bus.adapter_api import Context, Emitter, EventRejected, Health, Inbound, KafkaUnavailable, parse_duration
+
+_KINDS = {
+    "application/json": "json",
+    "application/cloudevents+json": "json",
+    "application/x-www-form-urlencoded": "form",
+    "application/xml": "xml",
+    "text/xml": "xml",
+}
+
+
+def _kind(content_type: str) -> str | None:
+    if content_type in _KINDS:
+        return _KINDS[content_type]
+    suffix = content_type.rpartition("+")[2]
+    return {"json": "json", "xml": "xml"}.get(suffix) if "+" in content_type else None
+
+
+def _parse(kind: str, body: bytes) -> Any:
+    """The body as a document; ValueError with the reason when it does not parse."""
+    if kind == "json":
+        return json.loads(body)
+    if kind == "form":
+        fields = parse_qs(body.decode("utf-8", errors="strict"), keep_blank_values=True, strict_parsing=bool(body))
+        return {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
+    # Entities (and so XXE and entity expansion bombs) are refused by xmltodict with disable_entities.
+    try:
+        return xmltodict.parse(body, attr_prefix="", cdata_key="_text", disable_entities=True)
+    except Exception as exc:  # expat's ExpatError and xmltodict's ValueError for entities
+        raise ValueError(str(exc)) from exc
+
+
+class _Seen:
+    """Delivery ids accepted within the window (oldest forgotten first), and the ones in progress."""
+
+    def __init__(self, window_s: float, max_entries: int) -> None:
+        self.window_s, self.max_entries = window_s, max_entries
+        self.accepted: OrderedDict[str, tuple[str, float]] = OrderedDict()  # delivery id -> (event id, when)
+        self.in_progress: set[str] = set()
+
+    def earlier(self, delivery_id: str) -> str | None:
+        entry = self.accepted.get(delivery_id)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[1] > self.window_s:
+            del self.accepted[delivery_id]
+            return None
+        return entry[0]
+
+    def remember(self, delivery_id: str, event_id: str) -> None:
+        self.accepted[delivery_id] = (event_id, time.monotonic())
+        self.accepted.move_to_end(delivery_id)
+        while len(self.accepted) > self.max_entries:
+            self.accepted.popitem(last=False)
 
 
 def _problem(status: int, reason: str, **headers: str) -> web.Response:
@@ -33,8 +93,15 @@ class WebhookInbound(Inbound[WebhookConfig]):
     def __init__(self, config: WebhookConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._emitter = Emitter(config.emit, source=f"/inbound/{config.name}")
-        self._keys = [k.get_secret_value().encode() for k in config.auth.keys] if config.auth else []
+        self._keys = [k.get_secret_value().encode() for k in config.auth.keys] if isinstance(config.auth, ApiKeyAuth) else []
+        self._jwt = JwtVerifier(config.auth) if isinstance(config.auth, JwtAuth) else None
+        self._seen = (
+            _Seen(parse_duration(config.dedupe.window).total_seconds(), config.dedupe.max_entries)  # type: ignore[union-attr]
+            if config.dedupe
+            else None
+        )
         self._accepting = False
+        self.duplicates = 0  # repeated deliveries dropped (tests, logs)
 
     async def start(self) -> None:
         if self.ctx.web is None:
@@ -46,16 +113,35 @@ class WebhookInbound(Inbound[WebhookConfig]):
 
     async def stop(self) -> None:
         self._accepting = False  # new requests get 503 while in-flight ones finish
+        if self._jwt is not None:
+            await self._jwt.close()
 
     async def health(self) -> Health:
         return Health(self._accepting, "" if self._accepting else "not accepting requests")
 
-    def _authorised(self, request: web.Request) -> bool:
-        if self.config.auth is None:
-            return True
-        offered = request.headers.get(self.config.auth.header, "").encode()
-        # compare_digest against every key: timing does not reveal which key nearly matched.
-        return any(hmac.compare_digest(offered, key) for key in self._keys) if offered else False
+    async def _refused(self, request: web.Request) -> web.Response | None:
+        """None when the caller is authorised, else the answer to give."""
+        auth = self.config.auth
+        if auth is None:
+            return None
+        offered = request.headers.get(auth.header, "")
+        if isinstance(auth, ApiKeyAuth):
+            # compare_digest against every key: timing does not reveal which key nearly matched.
+            if offered and any(hmac.compare_digest(offered.encode(), key) for key in self._keys):
+                return None
+            return _problem(401, f"missing or invalid API key in header {auth.header}")
+        assert self._jwt is not None
+        if not offered:
+            return _problem(401, f"missing bearer token in {auth.header}", **{"WWW-Authenticate": "Bearer"})
+        try:
+            claims, reason = await self._jwt.verify(offered)
+        except KeysUnavailable as exc:
+            self.ctx.logger.warning("http_webhook %s: %s", self.config.name, exc)
+            return _problem(503, "the signing keys could not be fetched; retry", **{"Retry-After": "10"})
+        if claims is None:
+            quoted = reason.replace('"', "'")
+            return _problem(401, reason, **{"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{quoted}"'})
+        return None
 
     async def _read_limited(self, request: web.Request) -> bytes | None:
         """The body, or None as soon as it grows past the limit (chunked bodies have no length)."""
@@ -71,15 +157,13 @@ class WebhookInbound(Inbound[WebhookConfig]):
     async def _handle(self, request: web.Request) -> web.Response:
         if not self._accepting:
             return _problem(503, "the hub is shutting down; retry", **{"Retry-After": "5"})
-        if not self._authorised(request):
-            return _problem(401, f"missing or invalid API key in header {self.config.auth.header if self.config.auth else ''}")
+        if (refusal := await self._refused(request)) is not None:
+            return refusal
         if request.content_length is not None and request.content_length > self.config.max_body_bytes:
             return _problem(413, f"body of {request.content_length} bytes exceeds the limit of {self.config.max_body_bytes}")
-        if (
-            request.content_type not in ("application/json", "application/cloudevents+json")
-            and request.content_type.split("+")[-1] != "json"
-        ):
-            return _problem(415, f"expected a JSON body (Content-Type application/json), got {request.content_type!r}")
+        kind = _kind(request.content_type)
+        if kind not in self.config.accept:
+            return _problem(415, f"Content-Type {request.content_type!r} is not accepted here; send {', '.join(self.config.accept)}")
         try:
             body = await self._read_limited(request)
         except ConnectionResetError:
@@ -89,9 +173,17 @@ class WebhookInbound(Inbound[WebhookConfig]):
         if self.config.signature is not None and (refused := check_signature(self.config.signature, request.headers, body)):
             return _problem(401, refused)
         try:
-            document: Any = json.loads(body)
-        except ValueError as exc:
-            return _problem(400, f"invalid JSON: {exc}")
+            document: Any = _parse(kind, body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _problem(400, f"invalid {kind.upper()}: {exc}")
+        delivery_id = request.headers.get(self.config.dedupe.header, "") if self.config.dedupe else ""
+        if delivery_id and self._seen is not None:  # checked after auth: forged requests cannot fill the memory
+            if (earlier := self._seen.earlier(delivery_id)) is not None:
+                self.duplicates += 1
+                return web.json_response({"id": earlier, "duplicate": True}, status=200)
+            if delivery_id in self._seen.in_progress:
+                return _problem(409, f"delivery {delivery_id} is being processed; retry if it fails", **{"Retry-After": "1"})
+            self._seen.in_progress.add(delivery_id)
         try:
             event = self._emitter.build(document, traceparent=request.headers.get("traceparent"))
             await self.sink.publish(event)
@@ -100,4 +192,9 @@ class WebhookInbound(Inbound[WebhookConfig]):
         except KafkaUnavailable as exc:
             retry = f"{exc.retry_after:.0f}" if exc.retry_after else "5"
             return _problem(503, "the event could not be stored; retry later", **{"Retry-After": retry})
+        finally:
+            if delivery_id and self._seen is not None:
+                self._seen.in_progress.discard(delivery_id)
+        if delivery_id and self._seen is not None:
+            self._seen.remember(delivery_id, event.id)  # only once Kafka has it: a failed attempt may be sent again
         return web.json_response({"id": event.id}, status=202)
