@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from adapters.http.jwt_auth import JwtAuth
 from adapters.http.oauth2 import OAuth2ClientCredentials
 from adapters.http.signatures import SignatureAuth
-from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, Expression, OutboundConfig
+from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, Expression, OutboundConfig, TemplateText
 
 
 class ApiKeyAuth(BaseModel):
@@ -36,6 +36,7 @@ class ApiKeyAuth(BaseModel):
 
 
 BodyKind = Literal["json", "form", "xml"]
+Method = Literal["POST", "PUT", "PATCH", "DELETE"]
 _JSON_ONLY: list[BodyKind] = ["json"]
 
 
@@ -91,9 +92,20 @@ class HttpOutboundConfig(OutboundConfig):
     """Deliver each event as one HTTP call (POST of JSON by default)."""
 
     type: Literal["http"] = "http"
-    url: str = Field(pattern=r"^https?://", description="Target URL.", examples=["https://erp.example.com/api/payments"])
-    method: Literal["POST", "PUT", "PATCH"] = Field(default="POST", description="HTTP method.")
-    headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra request headers (values may hold secrets).")
+    url: TemplateText = Field(
+        pattern=r"^https?://",
+        description="Target URL; a ${} template over the event (each value is percent-encoded; write $${...} in YAML).",
+        examples=["https://erp.example.com/api/payments", "https://crm.example.com/api/contacts/${customer_id}"],
+    )
+    method: Method = Field(default="POST", description="HTTP method (DELETE sends no body).")
+    method_when: dict[Method, Expression] = Field(
+        default_factory=dict,
+        description="Other methods for some events: method -> condition; the first that holds wins, else `method`.",
+        examples=[{"DELETE": 'status == "deleted"', "PUT": "exists(updated_at)"}],
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Extra request headers (values may hold secrets, and ${} templates over the event)."
+    )
     auth: SendApiKey | OAuth2ClientCredentials | None = Field(
         default=None,
         discriminator="type",

@@ -21,12 +21,13 @@ import hmac
 import json
 import time
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 
 from adapters.http.config import HttpOutboundConfig, SendApiKey, WebhookOutboundConfig
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials
-from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError
+from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError, compile_expression, compile_template
 
 _RETRYABLE = {408, 425, 429}
 
@@ -46,7 +47,12 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
     def __init__(self, config: HttpOutboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._body = Body(config.body)
-        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        self._url = compile_template(config.url, escape=lambda v: quote(v, safe=""))
+        self._methods = [(method, compile_expression(condition)) for method, condition in config.method_when.items()]
+        headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        templates = {k: compile_template(v) for k, v in headers.items()}
+        self._header_templates = {k: t for k, t in templates.items() if not t.constant}  # rendered per event
+        self._headers = {k: v for k, v in headers.items() if k not in self._header_templates}
         # Per call, not on the client (the token request is a form), unless the config names its own.
         self._content_type = {} if any(k.lower() == "content-type" for k in self._headers) else {"Content-Type": "application/json"}
         if isinstance(config.auth, SendApiKey):
@@ -73,29 +79,42 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
     def render(self, event: Event) -> dict[str, Any]:
         return self._body.render(event)
 
+    def _method(self, event: Event) -> str:
+        if self._methods:
+            meta = event.meta()
+            for method, condition in self._methods:
+                if condition(event.data, meta):
+                    return method
+        return self.config.method
+
     async def deliver(self, event: Event) -> None:
         if self._client is None:
             raise RetryableError(f"http outbound {self.config.name} is not started")
-        body = json.dumps(self.render(event), separators=(",", ":"), ensure_ascii=False, default=str).encode()
+        method = self._method(event)
+        url = self._url(event.data, event.meta()) if not self._url.constant else self.config.url
+        body = (
+            b"" if method == "DELETE" else json.dumps(self.render(event), separators=(",", ":"), ensure_ascii=False, default=str).encode()
+        )
         headers = {
-            **self._content_type,
+            **({} if method == "DELETE" else self._content_type),
             self.config.idempotency_header: event.id,
             "ce-id": event.id,
             "ce-type": event.type,
             "ce-source": event.source,
             "ce-specversion": "1.0",
             "traceparent": event.traceparent,
+            **{name: template(event.data, event.meta()) for name, template in self._header_templates.items()},
             **self.signed(event, body),
         }
-        response = await self._call(body, headers)
+        response = await self._call(method, url, body, headers)
         if response.status_code == 401 and self._oauth is not None:
             # A revoked or rotated token: fetch a new one and call again, once. This is not a
             # delivery retry (no backoff, no breaker failure): the first call never reached the target.
-            response = await self._call(body, headers)
+            response = await self._call(method, url, body, headers)
         status = response.status_code
         if 200 <= status < 300:
             return
-        detail = f"{self.config.method} {self.config.url} answered {status}: {response.text[:300]}"
+        detail = f"{method} {url} answered {status}: {response.text[:300]}"
         if status == 401 and self._oauth is not None:
             raise RetryableError(detail)  # a fresh token refused too: the credentials are wrong; wait for a fix
         if status in self._permanent:
@@ -104,18 +123,18 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             raise RetryableError(detail, retry_after=_retry_after(response))
         raise PermanentError(detail)
 
-    async def _call(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    async def _call(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
         assert self._client is not None
         token = None
         if self._oauth is not None:
             token = await self._oauth.token(self._client)
             headers = headers | {"Authorization": f"Bearer {token}"}
         try:
-            response = await self._client.request(self.config.method, self.config.url, content=body, headers=headers)
+            response = await self._client.request(method, url, content=body or None, headers=headers)
         except httpx.TimeoutException as exc:
-            raise RetryableError(f"{self.config.url} timed out after {self.config.timeout_s:g}s") from exc
+            raise RetryableError(f"{method} {url} timed out after {self.config.timeout_s:g}s") from exc
         except httpx.TransportError as exc:
-            raise RetryableError(f"{self.config.url} unreachable: {exc!r}") from exc
+            raise RetryableError(f"{method} {url} unreachable: {exc!r}") from exc
         if response.status_code == 401 and self._oauth is not None:
             self._oauth.invalidate(token)
         return response

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = ["compile_template"]
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bus.errors import ExpressionError
@@ -15,9 +15,11 @@ from bus.expr.parser import Compiled, compile_expression
 
 
 class Template:
-    def __init__(self, text: str, parts: list[str | Compiled]) -> None:
+    def __init__(self, text: str, parts: list[str | Compiled], escape: Callable[[str], str] | None = None) -> None:
         self.text = text
         self._parts = parts
+        self._escape = escape
+        self.constant = all(isinstance(p, str) for p in parts)  # no ${...}: the same text for every event
 
     def __call__(self, doc: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> str:
         out = []
@@ -26,11 +28,14 @@ class Template:
                 out.append(part)
             else:
                 value = part(doc, meta)
-                out.append("" if value is None else str(value))
+                text = "" if value is None else str(value)
+                out.append(self._escape(text) if self._escape else text)
         return "".join(out)
 
 
-def compile_template(text: str) -> Template:
+def compile_template(text: str, *, escape: Callable[[str], str] | None = None) -> Template:
+    """``escape`` is applied to every substituted value, never to the literal text (a URL template
+    passes ``urllib.parse.quote`` so a value cannot add path segments or a query)."""
     parts: list[str | Compiled] = []
     pos = 0
     literal = ""
@@ -59,4 +64,4 @@ def compile_template(text: str) -> Template:
             pos += 1
     if literal:
         parts.append(literal)
-    return Template(text, parts)
+    return Template(text, parts, escape)

@@ -151,3 +151,82 @@ async def test_oauth2_tokens_and_signed_webhooks(tmp_path: Path, bootstrap: str)
         for server in (standard, hmac_receiver, wrong):
             await server.stop()
         await api.stop()
+
+
+class Recorder:
+    """A REST API that records every call: method, raw path, headers and body."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, str], bytes]] = []
+        self._runner: web.AppRunner | None = None
+
+    async def _any(self, request: web.Request) -> web.Response:
+        self.calls.append((request.method, request.raw_path, dict(request.headers), await request.read()))
+        return web.json_response({}, status=204 if request.method == "DELETE" else 200)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._any)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        return f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def test_templated_url_method_and_headers(tmp_path: Path, bootstrap: str) -> None:
+    api = Recorder()
+    url = await api.start()
+    config = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [
+            {
+                "name": "payments",
+                "type": "http_webhook",
+                "path": "/hooks/payments",
+                "emit": {
+                    "schema": "Payment",
+                    "id": "id",
+                    "key": "data.id",
+                    "map": {"payment_id": "data.id", "amount": "data.amount", "currency": '"usd"', "status": "data.status"},
+                },
+            }
+        ],
+        "routes": [{"name": "all", "from": "Payment", "to": ["erp"]}],
+        "outbound": [
+            {
+                "name": "erp",
+                "type": "http",
+                "url": url + "/api/payments/$${payment_id}?source=bus",  # $${}: an event field, not an env variable
+                "method": "PUT",
+                "method_when": {"DELETE": 'status == "failed"'},
+                "headers": {"X-Tenant": "acme", "X-Payment-Status": "$${upper(status)}"},
+                "body": {"amount": "amount"},
+            }
+        ],
+    }
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            assert hub.web is not None
+            sender = Source([f"http://127.0.0.1:{hub.web.port}/hooks/payments"])
+            odd = payment(3)
+            odd["data"]["id"] = "pi/../../admin?x=1"  # a value must not escape its path segment
+            await sender.send_all([payment(1), payment(2, status="failed"), odd])
+            await until(lambda: len(api.calls) == 3, "three calls")
+        calls = {path: (method, headers, body) for method, path, headers, body in api.calls}
+        method, headers, body = calls["/api/payments/pi_1?source=bus"]
+        assert method == "PUT" and json.loads(body) == {"amount": 150000}
+        assert headers["X-Tenant"] == "acme" and headers["X-Payment-Status"] == "SUCCEEDED" and headers["Idempotency-Key"] == "evt_1"
+        method, headers, body = calls["/api/payments/pi_2?source=bus"]
+        assert method == "DELETE" and body == b"" and headers["X-Payment-Status"] == "FAILED"
+        assert "/api/payments/pi%2F..%2F..%2Fadmin%3Fx%3D1?source=bus" in calls
+    finally:
+        await api.stop()
