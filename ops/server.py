@@ -13,10 +13,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 log = logging.getLogger("ops.server")
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
+Problems = Callable[[], Awaitable[dict[str, str]]]
 
 
 class OpsServer:
-    def __init__(self, host: str, port: int, readiness: Readiness, *, metrics: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self, host: str, port: int, readiness: Readiness, *, problems: Problems | None = None, metrics: CollectorRegistry = REGISTRY
+    ) -> None:
+        self._problems = problems
         self._host = host
         self._port = port
         self._readiness = readiness
@@ -36,7 +40,10 @@ class OpsServer:
     async def _readyz(self, _: web.Request) -> web.Response:
         checks = await self._readiness()
         ready = bool(checks) and all(checks.values())
-        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+        answer: dict[str, object] = {"ready": ready, "checks": checks}
+        if not ready and self._problems is not None:
+            answer["problems"] = await self._problems()  # why, per failing check: what an operator reads first
+        return web.json_response(answer, status=200 if ready else 503)
 
     async def _metrics_page(self, _: web.Request) -> web.Response:
         body = generate_latest(self._metrics)

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
-import nats
+from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
@@ -25,11 +25,19 @@ from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, 
 
 
 async def connect(url: str, what: str) -> Any:
+    # With reconnects allowed without limit, nats-py also retries the *first* connection without
+    # limit: bound it, so a server that is down at start is a RetryableError, not a hang.
+    client = NatsClient()
     try:
-        return await nats.connect(servers=[url], connect_timeout=5, allow_reconnect=True, max_reconnect_attempts=-1)
+        await asyncio.wait_for(
+            client.connect(servers=[url], connect_timeout=5, allow_reconnect=True, max_reconnect_attempts=-1), timeout=10
+        )
     except (NatsError, OSError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await client.close()
         host = url.rsplit("@", 1)[-1]  # never log a password
         raise RetryableError(f"{what}: cannot connect to NATS at {host}: {exc!r}") from exc
+    return client
 
 
 class NatsInbound(Inbound[NatsInboundConfig]):

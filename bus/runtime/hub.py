@@ -76,12 +76,14 @@ class Hub:
         self.codec = Codec()
         self.broker: EmbeddedBroker | None = None
         self.bootstrap = self.config.kafka.bootstrap
-        self.ops = OpsServer(self.config.ops.host, self.config.ops.port, self.readiness)
+        self.ops = OpsServer(self.config.ops.host, self.config.ops.port, self.readiness, problems=self.problems)
         self.web: WebServer | None = None
         self._registry: EmbeddedRegistry | None = None
         self._producer: AIOKafkaProducer | None = None
         self.inbound: list[Inbound[Any]] = []
         self.outbound: list[Outbound[Any]] = []
+        self.starting: dict[str, str] = {}  # "inbound NAME" -> why it has not started yet
+        self._starters: list[asyncio.Task[None]] = []
         self.workers: list[DeliveryWorker] = []
         self.router: RouterWorker | RouterService | None = None
         self._schemas_ready = False
@@ -128,7 +130,7 @@ class Hub:
             for config in self.loaded.outbound:
                 adapter = self._build(config)
                 assert isinstance(adapter, Outbound)
-                await _retrying(f"starting outbound {config.name}", adapter.start)
+                await self._start_adapter(adapter, f"outbound {config.name}")
                 self.outbound.append(adapter)
                 worker = DeliveryWorker(
                     adapter, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, codec=self.codec, producer=self._producer
@@ -153,9 +155,40 @@ class Hub:
                 sink = KafkaSink(self._producer, self.codec, self.topics, adapter=config.name, timeout=kafka.produce_timeout_s)
                 adapter = self._build(config, sink=sink)
                 assert isinstance(adapter, Inbound)
-                await _retrying(f"starting inbound {config.name}", adapter.start)
+                await self._start_adapter(adapter, f"inbound {config.name}")
                 self.inbound.append(adapter)
             await self.web.start()
+
+    async def _start_adapter(self, adapter: Adapter[Any], what: str) -> None:
+        """Start an adapter; if its system cannot be reached (RetryableError), keep trying in the
+        background instead of holding up the hub: one system down must not stop the others.
+        Until it starts, /readyz reports it not ready with the reason, and the log says why.
+        An outbound adapter's events wait in Kafka meanwhile (its deliveries are retried)."""
+        try:
+            await adapter.start()
+        except RetryableError as exc:
+            self.starting[what] = str(exc)
+            log.warning("%s cannot start yet: %s; the rest of the hub runs, and it is tried again in the background", what, exc)
+            self._starters.append(asyncio.create_task(self._keep_starting(adapter, what), name=f"start:{what}"))
+
+    async def _keep_starting(self, adapter: Adapter[Any], what: str) -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await adapter.start()
+            except RetryableError as exc:
+                self.starting[what] = str(exc)
+                log.warning("%s still cannot start: %s; next try in %.0fs", what, exc, min(delay * 2, 10.0))
+                delay = min(delay * 2, 10.0)
+                continue
+            except Exception:  # a bug or a config the system refuses: say so, keep the hub up
+                log.exception("%s failed to start", what)
+                self.starting[what] = "failed to start (see the log)"
+                return
+            self.starting.pop(what, None)
+            log.info("%s started", what)
+            return
 
     def _build(self, config: Any, sink: KafkaSink | None = None) -> Adapter[Any]:
         cls = self._adapter_types.get(config.type, "inbound" if sink is not None else "outbound")
@@ -227,18 +260,39 @@ class Hub:
                 w.task is not None and not w.task.done() for w in self.workers
             )
             for outbound in self.outbound:
-                checks[f"outbound:{outbound.config.name}"] = (await outbound.health()).ok
+                name = outbound.config.name
+                checks[f"outbound:{name}"] = f"outbound {name}" not in self.starting and (await outbound.health()).ok
         if self._runs("router"):
             checks["router"] = self.router is not None
         if self._runs("inbound"):
             checks["inbound"] = self.web is not None and self.web.port != 0 and len(self.inbound) == len(self.loaded.inbound)
             for inbound in self.inbound:
-                checks[f"inbound:{inbound.config.name}"] = (await inbound.health()).ok
+                name = inbound.config.name
+                checks[f"inbound:{name}"] = f"inbound {name}" not in self.starting and (await inbound.health()).ok
         return checks
+
+    async def problems(self) -> dict[str, str]:
+        """Why each adapter that is not ready is not: it has not started yet, or its own health."""
+        found: dict[str, str] = {}
+        for direction, adapters in (("inbound", self.inbound), ("outbound", self.outbound)):
+            for adapter in adapters:
+                what = f"{direction} {adapter.config.name}"
+                if what in self.starting:
+                    found[f"{direction}:{adapter.config.name}"] = f"not started: {self.starting[what]}"
+                    continue
+                health = await adapter.health()
+                if not health.ok:
+                    found[f"{direction}:{adapter.config.name}"] = health.detail or "not healthy"
+        return found
 
     # -- stop --------------------------------------------------------------------------------
     async def stop(self) -> None:
         """Stop intake, drain, commit, release. Safe to call more than once, and after a failed start."""
+        starters, self._starters = self._starters, []
+        for task in starters:
+            task.cancel()
+        await asyncio.gather(*starters, return_exceptions=True)
+        self.starting.clear()
         for inbound in self.inbound:
             await inbound.stop()
         if self.web is not None:
