@@ -257,6 +257,29 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schemas(args: argparse.Namespace) -> int:
+    from schemas import commands
+    from schemas.catalog import BUILTIN_DIR, SchemaCatalog
+    from schemas.compatibility import MODES
+
+    if args.mode.upper() not in MODES:
+        print(f"bus: unknown --mode {args.mode}; use one of {', '.join(MODES)}", file=sys.stderr)
+        return commands.BAD_INPUT
+    if args.schemas_command == "diff":
+        code, report = commands.diff(Path(args.old), Path(args.new), args.mode)
+    elif args.schemas_command == "check" and args.against:
+        code, report = commands.check_against_git(Path(args.dir or BUILTIN_DIR), args.against, args.mode)
+    else:
+        if not args.registry:
+            print("bus: give --registry URL (or, for check, --against GIT_REF)", file=sys.stderr)
+            return commands.BAD_INPUT
+        catalog = SchemaCatalog.load([Path(d) for d in args.schema_dir])
+        run = commands.check_against_registry if args.schemas_command == "check" else commands.register_all
+        code, report = asyncio.run(run(catalog, args.registry))
+    print(report)
+    return code
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bus", description="The integration hub.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -330,6 +353,23 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--show-ids", type=int, default=20, help="how many ids to print per list (default 20)")
     reconcile.add_argument("--json", action="store_true")
     reconcile.set_defaults(func=_reconcile)
+
+    schemas = sub.add_parser("schemas", help="schema evolution: check (a CI gate), register, diff")
+    schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
+    check = schemas_sub.add_parser("check", help="may the catalog's schemas follow what the registry (or a git ref) has?")
+    check.add_argument("--registry", help="Schema Registry URL (its compatibility levels decide)")
+    check.add_argument("--against", metavar="GIT_REF", help="compare with the schema files at this git ref instead (no registry)")
+    check.add_argument("--dir", help="with --against: the folder of .avsc files (default: the built-in canonical schemas)")
+    register = schemas_sub.add_parser("register", help="register the catalog's schemas; refusals say why")
+    register.add_argument("--registry", required=True, help="Schema Registry URL")
+    for cmd in (check, register):
+        cmd.add_argument("--schema-dir", action="append", default=[], help="extra folder of .avsc files (repeatable)")
+    diff = schemas_sub.add_parser("diff", help="what breaks between two .avsc files, both ways")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    for cmd in (check, register, diff):
+        cmd.add_argument("--mode", default="BACKWARD", help="compatibility mode for diff and check --against (default BACKWARD)")
+        cmd.set_defaults(func=_schemas)
 
     docs = sub.add_parser("docs", help="generated documentation")
     docs_sub = docs.add_subparsers(dest="docs_command", required=True)

@@ -9,10 +9,16 @@ talking to each other, and ids stay the same even if the topic is lost.
 Readers take the last record per key themselves: the embedded broker does not compact
 (shared/TANSU.md), and doing so is also correct on Kafka.
 
-Served subset (issue 6 adds compatibility checks, per-subject config and deletes):
+Served subset of the Confluent API:
 ``GET /subjects``, ``GET /subjects/{s}/versions``, ``GET /subjects/{s}/versions/{v|latest}``,
-``POST /subjects/{s}/versions``, ``POST /subjects/{s}`` (lookup), ``GET /schemas/ids/{id}``,
-``GET /config``.
+``POST /subjects/{s}/versions`` (register; 409 with the reasons when incompatible, 422 when not a
+valid Avro schema), ``POST /subjects/{s}`` (lookup), ``GET /schemas/ids/{id}``,
+``DELETE /subjects/{s}`` and ``DELETE /subjects/{s}/versions/{v}`` (soft deletes: the versions
+leave the listings and the compatibility checks; ids keep resolving, as Confluent does),
+``POST /compatibility/subjects/{s}/versions[/{v|latest}]`` (``is_compatible`` and ``messages``),
+``GET/PUT /config`` and ``GET/PUT/DELETE /config/{s}`` (compatibility level: BACKWARD by default;
+schemas/compatibility.py checks by the Avro resolution rules). Config changes and deletes are
+records on the same topic (keys ``_config/<subject>``, and the version records with ``deleted``).
 """
 
 from __future__ import annotations
@@ -28,14 +34,31 @@ from typing import Any
 from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from fastavro import parse_schema
 
 from bus.config.models import KafkaConfig
 from bus.errors import RetryableError
 from bus.kafka.clients import make_consumer, make_producer
 from bus.kafka.reader import read_to_end
+from schemas.compatibility import MODES, check
 
 log = logging.getLogger("schemas.embedded_registry")
 _JSON = "application/vnd.schemaregistry.v1+json"
+
+
+DEFAULT_LEVEL = "BACKWARD"
+
+
+class Incompatible(Exception):
+    """A schema the subject's compatibility level refuses; ``problems`` says why."""
+
+    def __init__(self, subject: str, level: str, problems: list[str]) -> None:
+        super().__init__(f"schema for {subject} is incompatible ({level}): " + "; ".join(problems))
+        self.subject, self.level, self.problems = subject, level, problems
+
+
+class InvalidSchema(ValueError):
+    """Not an Avro schema fastavro can parse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +67,7 @@ class _Version:
     version: int
     id: int
     schema: str
+    deleted: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {"subject": self.subject, "version": self.version, "id": self.id, "schema": self.schema}
@@ -64,8 +88,9 @@ class EmbeddedRegistry:
         self._bootstrap = bootstrap
         self._topic = topic
         self._producer = make_producer(kafka, bootstrap)
-        self._subjects: dict[str, list[_Version]] = {}
+        self._subjects: dict[str, list[_Version]] = {}  # every version, soft-deleted ones too
         self._by_id: dict[int, str] = {}
+        self._levels: dict[str, str] = {}  # subject -> compatibility level; "" is the global one
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -101,8 +126,65 @@ class EmbeddedRegistry:
 
     def _apply_records(self, _tp: TopicPartition, records: list[Any]) -> None:
         for record in records:
-            if record.value is not None:
+            key = (record.key or b"").decode()
+            if key.startswith("_config/"):
+                subject = key.removeprefix("_config/")
+                if record.value is None:
+                    self._levels.pop(subject, None)
+                else:
+                    self._levels[subject] = json.loads(record.value)["compatibilityLevel"]
+            elif record.value is not None:
                 self._apply(_Version(**json.loads(record.value)))
+
+    # -- reads -----------------------------------------------------------------------------
+    def live(self, subject: str) -> list[_Version]:
+        return [v for v in self._subjects.get(subject, []) if not v.deleted]
+
+    def level(self, subject: str) -> str:
+        return self._levels.get(subject) or self._levels.get("") or DEFAULT_LEVEL
+
+    def compatibility(self, subject: str, schema: str, version: str | None = None) -> list[str]:
+        """Problems of ``schema`` against the subject's versions by its level: against one version
+        (``version``: a number or latest) or, without it, as a registration would be checked."""
+        versions = self.live(subject)
+        level = self.level(subject)
+        if version is not None:
+            wanted = versions[-1:] if version in ("latest", "-1") else [v for v in versions if str(v.version) == version]
+            if not wanted:
+                raise KeyError(version)
+            return check(level.removesuffix("_TRANSITIVE"), schema, [wanted[0].schema])
+        return check(level, schema, [v.schema for v in versions])
+
+    # -- writes ----------------------------------------------------------------------------
+    async def _store(self, key: str, value: bytes | None) -> None:
+        try:
+            await self._producer.send_and_wait(self._topic, value, key=key.encode(), partition=0)
+        except KafkaError as exc:
+            raise RetryableError(f"cannot store {key} in {self._topic}: {exc}") from exc
+
+    async def set_level(self, subject: str, level: str | None) -> None:
+        """``subject`` "" is the global level; ``level`` None removes a subject's own level."""
+        if level is not None and level.upper() not in MODES:
+            raise ValueError(f"unknown compatibility level {level!r}; use one of {', '.join(MODES)}")
+        value = None if level is None else json.dumps({"compatibilityLevel": level.upper()}).encode()
+        await self._store(f"_config/{subject}", value)
+        if level is None:
+            self._levels.pop(subject, None)
+        else:
+            self._levels[subject] = level.upper()
+
+    async def delete(self, subject: str, version: str | None = None) -> list[int]:
+        """Soft-delete one version (a number or latest) or every version; returns their numbers."""
+        versions = self.live(subject)
+        if version is not None:
+            versions = versions[-1:] if version in ("latest", "-1") else [v for v in versions if str(v.version) == version]
+        gone = []
+        for v in versions:
+            deleted = _Version(v.subject, v.version, v.id, v.schema, deleted=True)
+            await self._store(f"{subject}/{v.version}", json.dumps({**deleted.as_json(), "deleted": True}).encode())
+            self._apply(deleted)
+            gone.append(v.version)
+        return gone
 
     def _apply(self, version: _Version) -> None:
         versions = self._subjects.setdefault(version.subject, [])
@@ -121,17 +203,22 @@ class EmbeddedRegistry:
         return schema_id
 
     async def register(self, subject: str, schema: str) -> int:
+        """Raises InvalidSchema, Incompatible (the subject's level refuses it) or RetryableError."""
         schema = _normalise(schema)
-        versions = self._subjects.get(subject, [])
-        for existing in versions:
+        try:
+            parse_schema(json.loads(schema))
+        except Exception as exc:  # fastavro raises several kinds for a schema it cannot parse
+            raise InvalidSchema(f"not a valid Avro schema: {exc}") from exc
+        live = self.live(subject)
+        for existing in live:
             if existing.schema == schema:
                 return existing.id
-        version = _Version(subject, (versions[-1].version if versions else 0) + 1, self._id_for(schema), schema)
-        value = json.dumps(version.as_json()).encode()
-        try:
-            await self._producer.send_and_wait(self._topic, value, key=f"{subject}/{version.version}".encode(), partition=0)
-        except KafkaError as exc:
-            raise RetryableError(f"cannot store schema for {subject}: {exc}") from exc
+        problems = self.compatibility(subject, schema)
+        if problems:
+            raise Incompatible(subject, self.level(subject), problems)
+        every = self._subjects.get(subject, [])
+        version = _Version(subject, (every[-1].version if every else 0) + 1, self._id_for(schema), schema)
+        await self._store(f"{subject}/{version.version}", json.dumps(version.as_json()).encode())
         self._apply(version)
         log.info("registered %s version %d as id %d", subject, version.version, version.id)
         return version.id
@@ -142,18 +229,18 @@ class EmbeddedRegistry:
 
         @r.get("/subjects")
         async def subjects(_: web.Request) -> web.Response:
-            return web.json_response(sorted(self._subjects), content_type=_JSON)
+            return web.json_response(sorted(s for s in self._subjects if self.live(s)), content_type=_JSON)
 
         @r.get("/subjects/{subject}/versions")
         async def versions(request: web.Request) -> web.Response:
-            found = self._subjects.get(request.match_info["subject"])
+            found = self.live(request.match_info["subject"])
             if not found:
                 return _error(404, 40401, "Subject not found")
             return web.json_response([v.version for v in found], content_type=_JSON)
 
         @r.get("/subjects/{subject}/versions/{version}")
         async def version(request: web.Request) -> web.Response:
-            found = self._subjects.get(request.match_info["subject"])
+            found = self.live(request.match_info["subject"])
             if not found:
                 return _error(404, 40401, "Subject not found")
             wanted = request.match_info["version"]
@@ -169,18 +256,41 @@ class EmbeddedRegistry:
             schema = await self._schema_from(request)
             if isinstance(schema, web.Response):
                 return schema
+            subject = request.match_info["subject"]
             try:
-                schema_id = await self.register(request.match_info["subject"], schema)
+                schema_id = await self.register(subject, schema)
+            except InvalidSchema as exc:
+                return _error(422, 42201, str(exc))
+            except Incompatible as exc:
+                details = "; ".join(exc.problems)
+                message = f'Schema being registered is incompatible with an earlier schema for subject "{subject}" ({exc.level}): {details}'
+                return _error(409, 409, message)
             except RetryableError as exc:
                 return _error(503, 50003, str(exc))
             return web.json_response({"id": schema_id}, content_type=_JSON)
+
+        @r.delete("/subjects/{subject}")
+        async def delete_subject(request: web.Request) -> web.Response:
+            return await self._delete(request.match_info["subject"], None)
+
+        @r.delete("/subjects/{subject}/versions/{version}")
+        async def delete_version(request: web.Request) -> web.Response:
+            return await self._delete(request.match_info["subject"], request.match_info["version"])
+
+        @r.post("/compatibility/subjects/{subject}/versions")
+        async def compatible_with_all(request: web.Request) -> web.Response:
+            return await self._compatibility(request, None)
+
+        @r.post("/compatibility/subjects/{subject}/versions/{version}")
+        async def compatible_with(request: web.Request) -> web.Response:
+            return await self._compatibility(request, request.match_info["version"])
 
         @r.post("/subjects/{subject}")
         async def lookup(request: web.Request) -> web.Response:
             schema = await self._schema_from(request)
             if isinstance(schema, web.Response):
                 return schema
-            for v in self._subjects.get(request.match_info["subject"], []):
+            for v in self.live(request.match_info["subject"]):
                 if v.schema == schema:
                     return web.json_response(v.as_json(), content_type=_JSON)
             return _error(404, 40403, "Schema not found")
@@ -197,9 +307,71 @@ class EmbeddedRegistry:
 
         @r.get("/config")
         async def config(_: web.Request) -> web.Response:
-            return web.json_response({"compatibilityLevel": "BACKWARD"}, content_type=_JSON)
+            return web.json_response({"compatibilityLevel": self.level("")}, content_type=_JSON)
+
+        @r.put("/config")
+        async def set_config(request: web.Request) -> web.Response:
+            return await self._set_level(request, "")
+
+        @r.get("/config/{subject}")
+        async def subject_config(request: web.Request) -> web.Response:
+            subject = request.match_info["subject"]
+            if subject not in self._levels and request.query.get("defaultToGlobal", "false") != "true":
+                return _error(404, 40408, f"Subject {subject} does not have subject-level compatibility configured")
+            return web.json_response({"compatibilityLevel": self.level(subject)}, content_type=_JSON)
+
+        @r.put("/config/{subject}")
+        async def set_subject_config(request: web.Request) -> web.Response:
+            return await self._set_level(request, request.match_info["subject"])
+
+        @r.delete("/config/{subject}")
+        async def delete_subject_config(request: web.Request) -> web.Response:
+            subject = request.match_info["subject"]
+            previous = self.level(subject)
+            try:
+                await self.set_level(subject, None)
+            except RetryableError as exc:
+                return _error(503, 50003, str(exc))
+            return web.json_response({"compatibilityLevel": previous}, content_type=_JSON)
 
         return r
+
+    async def _delete(self, subject: str, version: str | None) -> web.Response:
+        if not self.live(subject):
+            return _error(404, 40401, "Subject not found")
+        try:
+            gone = await self.delete(subject, version)
+        except RetryableError as exc:
+            return _error(503, 50003, str(exc))
+        if not gone:
+            return _error(404, 40402, "Version not found")
+        return web.json_response(gone if version is None else gone[0], content_type=_JSON)
+
+    async def _compatibility(self, request: web.Request, version: str | None) -> web.Response:
+        schema = await self._schema_from(request)
+        if isinstance(schema, web.Response):
+            return schema
+        subject = request.match_info["subject"]
+        if not self.live(subject) and version is not None:
+            return _error(404, 40401, "Subject not found")
+        try:
+            problems = self.compatibility(subject, schema, version)
+        except KeyError:
+            return _error(404, 40402, "Version not found")
+        return web.json_response({"is_compatible": not problems, "messages": problems}, content_type=_JSON)
+
+    async def _set_level(self, request: web.Request, subject: str) -> web.Response:
+        try:
+            body = await request.json()
+            level = str(body["compatibility"])
+            await self.set_level(subject, level)
+        except (ValueError, KeyError, TypeError) as exc:
+            return _error(
+                422, 42203, f'Invalid compatibility level: the body must be {{"compatibility": "<one of {", ".join(MODES)}>"}} ({exc})'
+            )
+        except RetryableError as exc:
+            return _error(503, 50003, str(exc))
+        return web.json_response({"compatibility": level.upper()}, content_type=_JSON)
 
     @staticmethod
     async def _schema_from(request: web.Request) -> str | web.Response:

@@ -5,6 +5,10 @@ Requests it makes:
 - ``POST /subjects/{subject}/versions`` ``{"schema": "..."}`` -> ``{"id": N}``: register (idempotent)
 - ``GET /schemas/ids/{id}`` -> ``{"schema": "..."}``: fetch a writer schema by id
 - ``GET /subjects``: list subjects (health check)
+- ``POST /compatibility/subjects/{subject}/versions/latest`` ``{"schema": "..."}`` -> ``{"is_compatible": b, "messages": [...]}``
+  (``?verbose=true`` asks Confluent for the messages; Karapace and Redpanda send them or an empty list)
+- ``PUT /config[/{subject}]`` ``{"compatibility": "BACKWARD"}``: set a compatibility level
+- ``DELETE /subjects/{subject}``: soft-delete a subject's versions
 """
 
 from __future__ import annotations
@@ -53,3 +57,20 @@ class RegistryClient:
 
     async def subjects(self) -> list[str]:
         return list(await self._call("GET", "/subjects"))
+
+    async def compatibility(self, subject: str, schema: str, version: str = "latest") -> tuple[bool, list[str]]:
+        """Whether ``schema`` may follow ``version`` of ``subject`` under its level, and why not.
+        A subject the registry does not know yet is compatible (the first version of anything is)."""
+        try:
+            body = await self._call("POST", f"/compatibility/subjects/{subject}/versions/{version}?verbose=true", {"schema": schema})
+        except PermanentError as exc:
+            if "(404)" in str(exc):
+                return True, []
+            raise
+        return bool(body["is_compatible"]), [str(m) for m in body.get("messages") or []]
+
+    async def set_compatibility(self, level: str, subject: str | None = None) -> None:
+        await self._call("PUT", f"/config/{subject}" if subject else "/config", {"compatibility": level})
+
+    async def delete_subject(self, subject: str) -> list[int]:
+        return [int(v) for v in await self._call("DELETE", f"/subjects/{subject}")]

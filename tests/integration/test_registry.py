@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import httpx
+import pytest
 
+from bus.cli import main
 from schemas.registry_client import RegistryClient
 from tests.support.hub import build_hub, payment_hub_config, unique_prefix, write_config
 
@@ -63,3 +66,71 @@ async def test_health_and_readiness(tmp_path: Path, bootstrap: str) -> None:
         unready = await http.get("/readyz")
         assert unready.status_code == 503
         assert unready.json()["checks"]["inbound:payments"] is False
+
+
+NOT_AVRO = {"type": "record", "name": "X", "fields": [{"name": "a", "type": "no_such_type"}]}
+
+
+async def test_compatibility_levels_checks_and_deletes_survive_a_restart(tmp_path: Path, bootstrap: str) -> None:
+    config = write_config(tmp_path / "bus.yaml", payment_hub_config(bootstrap, "http://127.0.0.1:9", prefix=unique_prefix()))
+    v3 = {**V1, "fields": [*V1["fields"], {"name": "c", "type": "long"}]}  # added without a default
+    async with build_hub(config, role="inbound") as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/registry") as http:
+        assert (await http.get("/config")).json() == {"compatibilityLevel": "BACKWARD"}
+        assert (await http.post("/subjects/thing-value/versions", json={"schema": json.dumps(V1)})).status_code == 200
+        assert (await http.post("/subjects/thing-value/versions", json={"schema": json.dumps(V2)})).status_code == 200
+        check = await http.post("/compatibility/subjects/thing-value/versions/latest", json={"schema": json.dumps(v3)})
+        assert check.json() == {
+            "is_compatible": False,
+            "messages": [
+                "reading data of version 1 with the new schema: Thing.c: field added without a default: "
+                "data written before it cannot be read"
+            ],
+        }
+        refused = await http.post("/subjects/thing-value/versions", json={"schema": json.dumps(v3)})
+        assert refused.status_code == 409 and "Thing.c: field added without a default" in refused.json()["message"]
+        not_avro = await http.post("/subjects/thing-value/versions", json={"schema": json.dumps(NOT_AVRO)})
+        assert not_avro.status_code == 422 and "not a valid Avro schema" in not_avro.json()["message"]
+        # FORWARD for this subject: the old schema must read new data; v3 (a new field) is fine that way.
+        put = await http.put("/config/thing-value", json={"compatibility": "forward"})
+        assert put.json() == {"compatibility": "FORWARD"}
+        assert (await http.get("/config/thing-value")).json() == {"compatibilityLevel": "FORWARD"}
+        assert (await http.get("/config/other")).status_code == 404
+        bad_level = await http.put("/config/thing-value", json={"compatibility": "SIDEWAYS"})
+        assert bad_level.status_code == 422 and "BACKWARD_TRANSITIVE" in bad_level.json()["message"]
+        assert (await http.post("/subjects/thing-value/versions", json={"schema": json.dumps(v3)})).status_code == 200
+        assert (await http.delete("/subjects/thing-value/versions/1")).json() == 1
+        assert (await http.get("/subjects/thing-value/versions")).json() == [2, 3]
+
+    async with build_hub(config, role="inbound") as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/registry") as http:
+        assert (await http.get("/subjects/thing-value/versions")).json() == [2, 3]  # the delete was kept
+        assert (await http.get("/config/thing-value")).json() == {"compatibilityLevel": "FORWARD"}
+        assert (await http.delete("/config/thing-value")).json() == {"compatibilityLevel": "FORWARD"}
+        assert (await http.get("/config/thing-value?defaultToGlobal=true")).json() == {"compatibilityLevel": "BACKWARD"}
+        assert (await http.delete("/subjects/thing-value")).json() == [2, 3]
+        assert "thing-value" not in (await http.get("/subjects")).json()
+        assert (await http.get("/subjects/thing-value/versions")).status_code == 404
+
+
+async def test_schemas_cli_against_the_embedded_registry(tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bus schemas check --registry` and `register` with an extra schema folder: a compatible
+    change passes, a breaking one is refused with the field and the reason, nothing is written by check."""
+    config = write_config(tmp_path / "bus.yaml", payment_hub_config(bootstrap, "http://127.0.0.1:9", prefix=unique_prefix()))
+    extra = tmp_path / "schemas"
+    extra.mkdir()
+    thing = {**V1, "name": "Thing", "namespace": f"t{unique_prefix()}"}
+    (extra / "Thing.avsc").write_text(json.dumps(thing))
+    async with build_hub(config, role="inbound") as hub:
+        registry = f"http://127.0.0.1:{hub.ops.port}/registry"
+        argv = ["--log-level", "WARNING", "schemas"]
+        assert await asyncio.to_thread(main, [*argv, "register", "--registry", registry, "--schema-dir", str(extra)]) == 0
+        assert f"{thing['namespace']}.Thing-value: id " in capsys.readouterr().out
+        (extra / "Thing.avsc").write_text(json.dumps({**thing, "fields": [{"name": "a", "type": "int"}]}))
+        assert await asyncio.to_thread(main, [*argv, "check", "--registry", registry, "--schema-dir", str(extra)]) == 1
+        out = capsys.readouterr().out
+        assert "bus.canonical.Payment-value: ok" in out and "Thing-value: INCOMPATIBLE" in out
+        assert "Thing.a: type changed from string to int" in out
+        assert await asyncio.to_thread(main, [*argv, "register", "--registry", registry, "--schema-dir", str(extra)]) == 1
+        assert "REFUSED" in capsys.readouterr().out
+        async with httpx.AsyncClient(base_url=registry) as http:
+            assert (await http.get(f"/subjects/{thing['namespace']}.Thing-value/versions")).json() == [1]
+    assert await asyncio.to_thread(main, [*argv, "check", "--registry", "http://127.0.0.1:9/registry"]) == 3
