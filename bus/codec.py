@@ -2,6 +2,12 @@
 
 Schemas are parsed once (at start-up, or the first time an unknown id is seen) and kept by name
 and by id, so encoding and decoding an event does no schema work at all.
+
+Readers survive new versions: a value written with a schema id this process has not seen (a
+producer registered Order v3 while the hub runs on v2) is learned from the registry once
+(``learn_ids``, called by the loops before they decode a batch), and decoded with Avro schema
+resolution into the version this process was built with: new fields are dropped, missing ones
+take their defaults, so the routes and subscribers see the shape they know.
 """
 
 from __future__ import annotations
@@ -9,14 +15,18 @@ from __future__ import annotations
 __all__ = ["Codec", "UnknownSchemaId"]
 
 import io
+import json
+import logging
 import struct
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
-from bus.errors import EventRejected, PermanentError
+from bus.errors import EventRejected, PermanentError, RetryableError
+
+log = logging.getLogger("bus.codec")
 
 _HEADER = struct.Struct(">bI")
 MAGIC = 0
@@ -35,16 +45,57 @@ class Codec:
 
     def __init__(self) -> None:
         self._by_name: dict[str, tuple[int, Any]] = {}
-        self._by_id: dict[int, tuple[str, Any]] = {}
+        self._by_id: dict[int, tuple[str, Any, Any]] = {}  # id -> (name, writer schema, reader schema or None)
+        self._known_headers: set[bytes] = set()  # the 5-byte wire headers of every id above: one set lookup per value
+        self._unknown: set[int] = set()  # ids the registry does not have: not asked again
+        self.fetch_writer: Callable[[int], Awaitable[str]] | None = None  # the registry's GET /schemas/ids/{id}
 
     def add(self, name: str, schema_id: int, parsed_schema: Any) -> None:
         """Make schema ``name`` (registered as ``schema_id``) the writer schema for ``name``."""
         self._by_name[name] = (schema_id, parsed_schema)
-        self._by_id[schema_id] = (name, parsed_schema)
+        self._by_id[schema_id] = (name, parsed_schema, None)
+        self._known_headers.add(_HEADER.pack(MAGIC, schema_id))
 
     def add_reader(self, schema_id: int, name: str, parsed_schema: Any) -> None:
         """Know how to decode ``schema_id`` without making it the writer schema."""
-        self._by_id.setdefault(schema_id, (name, parsed_schema))
+        self._by_id.setdefault(schema_id, (name, parsed_schema, None))
+        self._known_headers.add(_HEADER.pack(MAGIC, schema_id))
+
+    def learn(self, schema_id: int, writer_text: str) -> str:
+        """Know another writer version: decode its values into this process's version of the same
+        record (by short name), or as written if this process has no such schema. Returns the name."""
+        writer = parse_schema(json.loads(writer_text))
+        if not isinstance(writer, dict) or "name" not in writer:
+            raise PermanentError(f"schema id {schema_id} is not a record schema")
+        name = str(writer["name"]).rpartition(".")[2]
+        mine = self._by_name.get(name)
+        reader = mine[1] if mine is not None and mine[0] != schema_id else None
+        self._by_id[schema_id] = (name, writer, reader)
+        self._known_headers.add(_HEADER.pack(MAGIC, schema_id))
+        return name
+
+    async def learn_ids(self, payloads: Iterable[bytes | None]) -> None:
+        """Fetch the writer schema of every id in ``payloads`` not known yet. A registry that
+        cannot answer is logged and skipped: decode then refuses the value (a dead letter that
+        ``bus dlq replay`` brings back once the registry answers)."""
+        if self.fetch_writer is None:
+            return
+        known = self._known_headers
+        for payload in payloads:
+            if not payload or payload[:5] in known or len(payload) < 5 or payload[0] != MAGIC:
+                continue
+            schema_id = int(_HEADER.unpack_from(payload)[1])
+            if schema_id in self._unknown:
+                continue
+            try:
+                name = self.learn(schema_id, await self.fetch_writer(schema_id))
+            except PermanentError as exc:
+                self._unknown.add(schema_id)
+                log.warning("schema id %d: %s", schema_id, exc)
+            except RetryableError as exc:
+                log.warning("schema id %d: the registry did not answer (%s); its values are dead-lettered for now", schema_id, exc)
+            else:
+                log.info("learned schema id %d (a version of %s); its values are read as this hub's %s", schema_id, name, name)
 
     def knows(self, schema_id: int) -> bool:
         return schema_id in self._by_id
@@ -82,9 +133,9 @@ class Codec:
         entry = self._by_id.get(schema_id)
         if entry is None:
             raise UnknownSchemaId(schema_id)
-        name, parsed = entry
+        name, writer, reader = entry
         try:
-            record = schemaless_reader(io.BytesIO(payload[_HEADER.size :]), parsed, None)
+            record = schemaless_reader(io.BytesIO(payload[_HEADER.size :]), writer, reader)
         except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
             raise PermanentError(f"undecodable Avro body for schema {name} (id {schema_id}): {exc}") from exc
         if not isinstance(record, dict):

@@ -11,7 +11,7 @@ __all__ = ["Dispatcher", "Send"]
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +117,10 @@ class Dispatcher:
                 ("bus_origin", origin.encode()),
             ],
         )
+
+    async def learn_ids(self, values: Iterable[bytes | None]) -> None:
+        """Before ``plan``: learn the writer schemas of ids this process has not seen (new versions)."""
+        await self._codec.learn_ids(values)
 
     def plan(
         self, key: bytes | None, value: bytes | None, headers: Headers, origin: str, *, partition: int = 0, offset: int = -1

@@ -197,6 +197,7 @@ class RouterWorker:
         plan = self.dispatcher.plan
         send = self._send
         futures = []
+        await self.dispatcher.learn_ids(record.value for records in batch.values() for record in records)
         for tp, records in batch.items():
             for record in records:
                 origin = f"{tp.topic}/{tp.partition}/{record.offset}"

@@ -28,6 +28,7 @@ __all__ = ["EmbeddedRegistry"]
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,7 @@ class EmbeddedRegistry:
         self._subjects: dict[str, list[_Version]] = {}  # every version, soft-deleted ones too
         self._by_id: dict[int, str] = {}
         self._levels: dict[str, str] = {}  # subject -> compatibility level; "" is the global one
+        self._refreshed_at = float("-inf")
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -135,6 +137,20 @@ class EmbeddedRegistry:
                     self._levels[subject] = json.loads(record.value)["compatibilityLevel"]
             elif record.value is not None:
                 self._apply(_Version(**json.loads(record.value)))
+
+    async def _caught_up(self) -> bool:
+        """Read what other processes added to the topic; at most once a second (a flood of unknown
+        ids must not become a flood of topic reads). True if it read."""
+        now = time.monotonic()
+        if now - self._refreshed_at < 1.0:
+            return False
+        self._refreshed_at = now
+        try:
+            await self._load()
+        except KafkaError as exc:
+            log.warning("embedded schema registry: cannot re-read %s: %s", self._topic, exc)
+            return False
+        return True
 
     # -- reads -----------------------------------------------------------------------------
     def live(self, subject: str) -> list[_Version]:
@@ -298,9 +314,12 @@ class EmbeddedRegistry:
         @r.get("/schemas/ids/{schema_id}")
         async def by_id(request: web.Request) -> web.Response:
             try:
-                text = self._by_id.get(int(request.match_info["schema_id"]))
+                wanted = int(request.match_info["schema_id"])
             except ValueError:
-                text = None
+                return _error(404, 40403, "Schema not found")
+            text = self._by_id.get(wanted)
+            if text is None and await self._caught_up():
+                text = self._by_id.get(wanted)  # registered by another hub process since this one started
             if text is None:
                 return _error(404, 40403, "Schema not found")
             return web.json_response({"schema": text}, content_type=_JSON)

@@ -29,6 +29,10 @@ class RegistryClient:
         auth = httpx.BasicAuth(username, password or "") if username else None
         self._http = httpx.AsyncClient(base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers={"Accept": _CONTENT_TYPE})
 
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url)
+
     async def close(self) -> None:
         await self._http.aclose()
 

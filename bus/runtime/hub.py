@@ -83,6 +83,7 @@ class Hub:
         self.inbound: list[Inbound[Any]] = []
         self.outbound: list[Outbound[Any]] = []
         self.starting: dict[str, str] = {}  # "inbound NAME" -> why it has not started yet
+        self._lookup: RegistryClient | None = None  # fetches writer schemas of ids first seen in a value
         self._starters: list[asyncio.Task[None]] = []
         self.workers: list[DeliveryWorker] = []
         self.router: RouterWorker | RouterService | None = None
@@ -230,14 +231,17 @@ class Hub:
         finally:
             await admin.close()
 
-    async def _register_schemas(self) -> None:
+    def _registry_client(self) -> RegistryClient:
         url = self.config.schema_registry.url
         if url == "embedded":
             url = f"http://127.0.0.1:{self.ops.port}/registry"
         password = self.config.schema_registry.password
-        client = RegistryClient(
+        return RegistryClient(
             url, username=self.config.schema_registry.username, password=password.get_secret_value() if password else None
         )
+
+    async def _register_schemas(self) -> None:
+        client = self._registry_client()
         try:
             for name in self._catalog.names():
                 schema = self._catalog.get(name)
@@ -245,8 +249,16 @@ class Hub:
                 self.codec.add(name, schema_id, schema.parsed)
         finally:
             await client.close()
+        # Values written with other versions (a producer that evolved) are learned on first sight.
+        if self._lookup is None:
+            self._lookup = self._registry_client()
+            self.codec.fetch_writer = self._lookup.schema_by_id
         self._schemas_ready = True
-        log.info("schemas registered at %s: %s", url, ", ".join(f"{n}={self.codec.schema_id(n)}" for n in self._catalog.names()))
+        log.info(
+            "schemas registered at %s: %s",
+            self._lookup.base_url,
+            ", ".join(f"{n}={self.codec.schema_id(n)}" for n in self._catalog.names()),
+        )
 
     # -- state -------------------------------------------------------------------------------
     async def readiness(self) -> dict[str, bool]:
@@ -309,6 +321,10 @@ class Hub:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        if self._lookup is not None:
+            self.codec.fetch_writer = None
+            await self._lookup.close()
+            self._lookup = None
         if self._registry is not None:
             await self._registry.stop()
             self._registry = None
