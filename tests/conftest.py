@@ -7,11 +7,18 @@ import os
 import socket
 from collections.abc import Iterator
 
+import hypothesis
 import pytest
 
 from bus.kafka.broker import EmbeddedBroker
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property-based tests explore new random cases on a developer's machine; in CI they replay a
+# fixed sequence, so a red build is always reproducible and never a roll of the dice.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+if IN_CI:
+    hypothesis.settings.load_profile("ci")
 
 
 def require_service(name: str, host: str, port: int) -> None:

@@ -283,7 +283,7 @@ def load_config(
         output_schema = route.transform.schema_ if route.transform else None
         if output_schema is not None and schemas is not None and output_schema not in schemas:
             file, line = marks.find(("routes", i, "transform", "schema"), default_file)
-            message = f"unknown schema {output_schema!r} (known: {', '.join(sorted(schemas))})"
+            message = _unknown_schema(output_schema, schemas)
             issues.append(ConfigIssue(file, line, f"routes[{i}].transform.schema", message))
         table_names = {t.name for t in hub.tables}
         for j, enrich in enumerate(route.enrich):
@@ -294,7 +294,7 @@ def load_config(
         if schemas is not None and route.from_ not in schemas:
             file, line = marks.find(("routes", i, "from"), default_file)
             issues.append(
-                ConfigIssue(file, line, f"routes[{i}].from", f"unknown schema {route.from_!r} (known: {', '.join(sorted(schemas))})")
+                ConfigIssue(file, line, f"routes[{i}].from", _unknown_schema(route.from_, schemas))
             )
     if schemas is not None:
         for i, config in inbound:
@@ -303,8 +303,14 @@ def load_config(
                 loc: Loc = ("inbound", i, "emit", "schema")
                 file, line = marks.find(loc, default_file)
                 issues.append(
-                    ConfigIssue(file, line, _dotted(loc), f"unknown schema {emit.schema_!r} (known: {', '.join(sorted(schemas))})")
+                    ConfigIssue(file, line, _dotted(loc), _unknown_schema(emit.schema_, schemas))
                 )
     if issues:
         raise ConfigError(_without_follow_ons(issues))
     return LoadedConfig(hub=hub, inbound=[c for _, c in inbound], outbound=[c for _, c in outbound], files=files)
+
+
+def _unknown_schema(name: str, schemas: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(schemas), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown schema {name!r}{hint} (known: {', '.join(sorted(schemas))})"

@@ -163,6 +163,8 @@ def evolved(draw: st.DrawFn, schema: dict[str, Any]) -> dict[str, Any]:
             kind = target["type"]
             if change == "symbols" and isinstance(kind, dict) and kind["type"] == "enum":
                 kind["symbols"] = draw(st.lists(st.sampled_from(SYMBOLS), min_size=1, unique=True))
+                if "default" in kind:
+                    kind["default"] = kind["symbols"][0]  # an enum's default must be one of its symbols
             elif change == "enum_default" and isinstance(kind, dict) and kind["type"] == "enum":
                 kind["default"] = kind["symbols"][0]
             elif change == "branches" and isinstance(kind, list):

@@ -13,7 +13,9 @@ from bus.config.loader import load_config
 from bus.errors import ConfigError
 from schemas.catalog import SchemaCatalog
 
-KNOWN = "(known: Customer, Inventory, Invoice, Order, Payment, UsageMetric)"
+KNOWN = (
+    "(known: Account, Customer, Inventory, Invoice, Lead, Order, PatientVisit, Payment, Product, Refund, Subscription, Ticket, UsageMetric)"
+)
 
 GOOD = """\
 kafka:
@@ -86,8 +88,8 @@ def test_bad_route_reference(tmp_path: Path) -> None:
 
 def test_unknown_schema_in_route_and_emit(tmp_path: Path) -> None:
     issues = _issues(tmp_path, GOOD.replace("from: Order", "from: Ordr").replace("schema: Order", "schema: Oder"))
-    assert f"{tmp_path}/bus.yaml:13: routes[0].from: unknown schema 'Ordr' {KNOWN}" in issues
-    assert f"{tmp_path}/bus.yaml:8: inbound[0].emit.schema: unknown schema 'Oder' {KNOWN}" in issues
+    assert f"{tmp_path}/bus.yaml:13: routes[0].from: unknown schema 'Ordr'; did you mean 'Order'? {KNOWN}" in issues
+    assert f"{tmp_path}/bus.yaml:8: inbound[0].emit.schema: unknown schema 'Oder'; did you mean 'Order'? {KNOWN}" in issues
 
 
 def test_bad_condition_points_at_position(tmp_path: Path) -> None:
@@ -216,7 +218,7 @@ def test_route_reference_errors(tmp_path: Path) -> None:
     )
     path = f"{tmp_path}/bus.yaml"
     assert _issues(tmp_path, text) == [
-        f"{path}:18: routes[1].transform.schema: unknown schema 'Invoce' {KNOWN}",
+        f"{path}:18: routes[1].transform.schema: unknown schema 'Invoce'; did you mean 'Invoice'? {KNOWN}",
         f"{path}:17: routes[1].enrich[0].table: no table named 'accounts' (known: none defined)",
     ]
 
