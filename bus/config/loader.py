@@ -293,18 +293,14 @@ def load_config(
                 issues.append(ConfigIssue(file, line, f"routes[{i}].enrich[{j}].table", message))
         if schemas is not None and route.from_ not in schemas:
             file, line = marks.find(("routes", i, "from"), default_file)
-            issues.append(
-                ConfigIssue(file, line, f"routes[{i}].from", _unknown_schema(route.from_, schemas))
-            )
+            issues.append(ConfigIssue(file, line, f"routes[{i}].from", _unknown_schema(route.from_, schemas)))
     if schemas is not None:
         for i, config in inbound:
             emit = getattr(config, "emit", None)
             if isinstance(emit, EmitSpec) and emit.schema_ not in schemas:
                 loc: Loc = ("inbound", i, "emit", "schema")
                 file, line = marks.find(loc, default_file)
-                issues.append(
-                    ConfigIssue(file, line, _dotted(loc), _unknown_schema(emit.schema_, schemas))
-                )
+                issues.append(ConfigIssue(file, line, _dotted(loc), _unknown_schema(emit.schema_, schemas)))
     if issues:
         raise ConfigError(_without_follow_ons(issues))
     return LoadedConfig(hub=hub, inbound=[c for _, c in inbound], outbound=[c for _, c in outbound], files=files)
