@@ -38,9 +38,12 @@ __all__ = [
     "EventRejected",
     "EventSink",
     "Expression",
+    "ExpressionError",
+    "GroupCommit",
     "Health",
     "Inbound",
     "Intake",
+    "KafkaSecurity",
     "KafkaUnavailable",
     "Outbound",
     "OutboundConfig",
@@ -48,8 +51,11 @@ __all__ = [
     "RetryableError",
     "TemplateText",
     "WebMount",
+    "WireFormat",
     "compile_expression",
     "compile_template",
+    "kafka_consumer",
+    "kafka_producer",
     "parse_duration",
     "stop_in_order",
 ]
@@ -63,15 +69,38 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from bus.batching import GroupCommit
+from bus.codec import Codec, wire_header
 from bus.config.delivery import DeliveryPolicy
-from bus.errors import EventRejected, KafkaUnavailable, PermanentError, RetryableError
+from bus.config.models import KafkaConfig, KafkaSecurity
+from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError
 from bus.event import Event
 from bus.expr import Compiled, compile_expression, compile_template
 from bus.expr.functions import parse_duration
 from bus.intake import Intake, stop_in_order
+from bus.kafka.clients import make_consumer, make_producer
 from bus.mapping import Body, Emitter
 
 ENTRY_POINT_GROUP = "bus.adapters"
+
+
+class WireFormat:
+    """The Confluent wire format (magic byte 0, 4-byte schema id, Avro body), as the hub's codec reads it."""
+
+    header = staticmethod(wire_header)
+    schema_id = staticmethod(Codec.peek_id)  # raises PermanentError for a value that is not in the format
+
+
+def kafka_consumer(bootstrap: str, security: KafkaSecurity, *topics: str, group_id: str, session_timeout_ms: int, **overrides: Any) -> Any:
+    """A consumer of another Kafka cluster (the ``kafka`` adapters), with the hub's defaults:
+    explicit commits, TLS and SASL as configured."""
+    cluster = KafkaConfig(bootstrap=bootstrap, security=security, session_timeout_ms=session_timeout_ms)
+    return make_consumer(cluster, bootstrap, *topics, group_id=group_id, **overrides)
+
+
+def kafka_producer(bootstrap: str, security: KafkaSecurity, **overrides: Any) -> Any:
+    """A producer to another Kafka cluster, with the hub's defaults (acks=all, TLS and SASL)."""
+    return make_producer(KafkaConfig(bootstrap=bootstrap, security=security), bootstrap, **overrides)
 
 
 def _check_template(text: str) -> str:

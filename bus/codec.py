@@ -12,7 +12,7 @@ take their defaults, so the routes and subscribers see the shape they know.
 
 from __future__ import annotations
 
-__all__ = ["Codec", "UnknownSchemaId"]
+__all__ = ["Codec", "UnknownSchemaId", "wire_header"]
 
 import io
 import json
@@ -30,6 +30,11 @@ log = logging.getLogger("bus.codec")
 
 _HEADER = struct.Struct(">bI")
 MAGIC = 0
+
+
+def wire_header(schema_id: int) -> bytes:
+    """The 5 bytes before every Confluent wire-format Avro body: magic byte 0, the schema id."""
+    return _HEADER.pack(MAGIC, schema_id)
 
 
 class UnknownSchemaId(PermanentError):
@@ -63,7 +68,7 @@ class Codec:
 
     def _remember(self, schema_id: int, entry: tuple[str, Any, Any]) -> None:
         self._by_id[schema_id] = entry
-        self._by_header[_HEADER.pack(MAGIC, schema_id)] = entry
+        self._by_header[wire_header(schema_id)] = entry
 
     def learn(self, schema_id: int, writer_text: str) -> str:
         """Know another writer version: decode its values into this process's version of the same
@@ -76,6 +81,11 @@ class Codec:
         reader = mine[1] if mine is not None and mine[0] != schema_id else None
         self._remember(schema_id, (name, writer, reader))
         return name
+
+    def knows_value(self, payload: bytes | None) -> bool:
+        """Whether ``payload``'s schema id is known (or it is not wire format at all): the per-event
+        check that lets a loop skip ``learn_ids`` (an await) in the common case."""
+        return not payload or payload[:5] in self._by_header
 
     async def learn_ids(self, payloads: Iterable[bytes | None]) -> None:
         """Fetch the writer schema of every id in ``payloads`` not known yet. A registry that
@@ -117,7 +127,7 @@ class Codec:
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         schema_id, parsed = self._by_name[name]
         buf = io.BytesIO()
-        buf.write(_HEADER.pack(MAGIC, schema_id))
+        buf.write(wire_header(schema_id))
         try:
             schemaless_writer(buf, parsed, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

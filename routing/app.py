@@ -170,7 +170,8 @@ class RouterService:
     async def _dispatch(self, message: Any) -> list[Awaitable[Any]]:
         origin = f"{message.topic}/{message.partition}/{message.offset}"
         futures: list[Awaitable[Any]] = []
-        await self.dispatcher.learn_ids((message.value,))
+        if not self.dispatcher.knows_value(message.value):
+            await self.dispatcher.learn_ids((message.value,))
         for out in self.dispatcher.plan(message.key, message.value, list(message.headers or ()), origin):
             if out.throttle is not None:
                 await out.throttle.take()

@@ -118,6 +118,9 @@ class Dispatcher:
             ],
         )
 
+    def knows_value(self, value: bytes | None) -> bool:
+        return self._codec.knows_value(value)
+
     async def learn_ids(self, values: Iterable[bytes | None]) -> None:
         """Before ``plan``: learn the writer schemas of ids this process has not seen (new versions)."""
         await self._codec.learn_ids(values)

@@ -1,7 +1,7 @@
 """``file`` outbound: append events to rolling JSON Lines or CSV files.
 
-Lines are written by one task: calls that arrive while a batch is being written and fsynced queue
-up and go in the next batch, so a busy subscriber costs one fsync per batch, not per event. The
+Lines are written with group commit (bus/batching.py): calls that arrive while a batch is being
+written and fsynced go in the next batch, so a busy subscriber costs one fsync per batch. The
 file being written ends in ``.part``; it is renamed to its final name when it rolls (size or age)
 and when the hub stops. At start, a ``.part`` left by a crash is cut after its last complete line
 and renamed, so nothing half-written is ever published and every acknowledged line is kept.
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters.file.config import FileOutboundConfig
-from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, parse_duration
+from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, RetryableError, parse_duration
 
 
 class FileOutbound(Outbound[FileOutboundConfig]):
@@ -41,8 +41,7 @@ class FileOutbound(Outbound[FileOutboundConfig]):
         self._opened = 0.0
         self._size = 0
         self._seq = 0
-        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._lines: GroupCommit[bytes] = GroupCommit(self._write_lines, max_batch=10_000, name=f"file-out:{config.name}")
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one thread at a time touches the open file
         self.files = 0  # files completed since start (tests)
@@ -63,8 +62,7 @@ class FileOutbound(Outbound[FileOutboundConfig]):
         if ticker is not None:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._lines.idle()
         async with self._lock:
             await asyncio.to_thread(self._complete)
 
@@ -94,27 +92,15 @@ class FileOutbound(Outbound[FileOutboundConfig]):
         return out.getvalue().encode()
 
     async def deliver(self, event: Event) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((self._line(event), done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queued(), name=f"file-out:{self.config.name}")
-        await done
+        await self._lines.submit(self._line(event))
 
-    async def _write_queued(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                async with self._lock:
-                    await asyncio.to_thread(self._append, b"".join(line for line, _ in batch))
-            except OSError as exc:
-                error = RetryableError(f"file {self.config.name}: writing {self._part}: {exc}")
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
-                continue
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+    async def _write_lines(self, lines: list[bytes]) -> None:
+        """One write, one flush, one fsync for every line in flight."""
+        try:
+            async with self._lock:
+                await asyncio.to_thread(self._append, b"".join(lines))
+        except OSError as exc:
+            raise RetryableError(f"file {self.config.name}: writing {self._part}: {exc}") from exc
 
     # -- file handling (in a worker thread: blocking I/O) ----------------------------------------
     def _append(self, data: bytes) -> None:

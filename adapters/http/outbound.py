@@ -53,6 +53,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         templates = {k: compile_template(v) for k, v in headers.items()}
         self._header_templates = {k: t for k, t in templates.items() if not t.constant}  # rendered per event
         self._headers = {k: v for k, v in headers.items() if k not in self._header_templates}
+        self._per_event = bool(self._methods) or not self._url.constant or bool(self._header_templates)
         # Per call, not on the client (the token request is a form), unless the config names its own.
         self._content_type = {} if any(k.lower() == "content-type" for k in self._headers) else {"Content-Type": "application/json"}
         if isinstance(config.auth, SendApiKey):
@@ -79,19 +80,18 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
     def render(self, event: Event) -> dict[str, Any]:
         return self._body.render(event)
 
-    def _method(self, event: Event) -> str:
-        if self._methods:
-            meta = event.meta()
-            for method, condition in self._methods:
-                if condition(event.data, meta):
-                    return method
+    def _method(self, event: Event, meta: dict[str, Any]) -> str:
+        for method, condition in self._methods:
+            if condition(event.data, meta):
+                return method
         return self.config.method
 
     async def deliver(self, event: Event) -> None:
         if self._client is None:
             raise RetryableError(f"http outbound {self.config.name} is not started")
-        method = self._method(event)
-        url = self._url(event.data, event.meta()) if not self._url.constant else self.config.url
+        meta = event.meta() if self._per_event else {}  # once, and only when something is templated
+        method = self._method(event, meta)
+        url = self.config.url if self._url.constant else self._url(event.data, meta)
         body = (
             b"" if method == "DELETE" else json.dumps(self.render(event), separators=(",", ":"), ensure_ascii=False, default=str).encode()
         )
@@ -103,7 +103,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             "ce-source": event.source,
             "ce-specversion": "1.0",
             "traceparent": event.traceparent,
-            **{name: template(event.data, event.meta()) for name, template in self._header_templates.items()},
+            **{name: template(event.data, meta) for name, template in self._header_templates.items()},
             **self.signed(event, body),
         }
         response = await self._call(method, url, body, headers)

@@ -31,8 +31,17 @@ import httpx
 
 from adapters.http.config import HttpPollConfig
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, compile_expression, parse_duration
-from bus.errors import ExpressionError
+from bus.adapter_api import (
+    Context,
+    ExpressionError,
+    Health,
+    Inbound,
+    Intake,
+    KafkaUnavailable,
+    RetryableError,
+    compile_expression,
+    parse_duration,
+)
 
 _WAIT_STATUSES = {429, 503}
 _DEFAULT_PARAM = {"page": "page", "offset": "offset", "cursor": "cursor"}

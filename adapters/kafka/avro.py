@@ -7,15 +7,12 @@ __all__ = ["WireAvro"]
 
 import io
 import json
-import struct
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from bus.adapter_api import PermanentError
-from schemas.registry_client import RegistryClient
-
-_HEADER = struct.Struct(">bI")
+from bus.adapter_api import PermanentError, WireFormat
+from schemas.registry_client import RegistryClient  # the registry's client: shared with the hub, by design
 
 
 class WireAvro:
@@ -29,9 +26,7 @@ class WireAvro:
     async def decode(self, payload: bytes) -> Any:
         """Raises PermanentError for a value that is not wire-format Avro or names an unknown
         schema, RetryableError while the registry cannot answer."""
-        if len(payload) < 5 or payload[0] != 0:
-            raise PermanentError("not Avro in the Confluent wire format (no magic byte 0 and schema id)")
-        _, schema_id = _HEADER.unpack_from(payload)
+        schema_id = WireFormat.schema_id(payload)
         parsed = self._readers.get(schema_id)
         if parsed is None:
             text = await self._registry.schema_by_id(schema_id)  # 404 -> PermanentError, down -> RetryableError
@@ -48,6 +43,6 @@ class WireAvro:
     @staticmethod
     def encode(schema_id: int, parsed: Any, record: Any) -> bytes:
         out = io.BytesIO()
-        out.write(_HEADER.pack(0, schema_id))
+        out.write(WireFormat.header(schema_id))
         schemaless_writer(out, parsed, record)
         return out.getvalue()

@@ -9,8 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText
-from bus.config.models import KafkaSecurity
+from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, KafkaSecurity, OutboundConfig, TemplateText
 
 
 class _Cluster(AdapterConfig):

@@ -22,9 +22,7 @@ from aiokafka.errors import KafkaError
 
 from adapters.kafka.avro import WireAvro
 from adapters.kafka.config import KafkaInboundConfig
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, PermanentError, RetryableError
-from bus.config.models import KafkaConfig
-from bus.kafka.clients import make_consumer
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, PermanentError, RetryableError, kafka_consumer
 
 
 class KafkaInbound(Inbound[KafkaInboundConfig]):
@@ -45,13 +43,13 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
         if self._consumer is not None:
             return
         c = self.config
-        cluster = KafkaConfig(bootstrap=c.bootstrap, security=c.security, session_timeout_ms=c.session_timeout_ms)
-        consumer = make_consumer(
-            cluster,
-            self.config.bootstrap,
+        consumer = kafka_consumer(
+            c.bootstrap,
+            c.security,
             *self.config.topics,
             group_id=self.config.group or f"bus-bridge-{self.config.name}",
-            auto_offset_reset=self.config.start,
+            session_timeout_ms=c.session_timeout_ms,
+            auto_offset_reset=c.start,
         )
         try:
             await consumer.start()

@@ -18,9 +18,18 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeEr
 
 from adapters.kafka.avro import WireAvro
 from adapters.kafka.config import KafkaOutboundConfig
-from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_expression, compile_template
-from bus.config.models import KafkaConfig
-from bus.kafka.clients import make_producer
+from bus.adapter_api import (
+    Body,
+    Context,
+    Event,
+    Health,
+    Outbound,
+    PermanentError,
+    RetryableError,
+    compile_expression,
+    compile_template,
+    kafka_producer,
+)
 
 
 class KafkaOutbound(Outbound[KafkaOutboundConfig]):
@@ -40,8 +49,7 @@ class KafkaOutbound(Outbound[KafkaOutboundConfig]):
     async def start(self) -> None:
         if self._producer is not None:
             return
-        cluster = KafkaConfig(bootstrap=self.config.bootstrap, security=self.config.security)
-        producer = make_producer(cluster, self.config.bootstrap, request_timeout_ms=int(self.config.timeout_s * 1000))
+        producer = kafka_producer(self.config.bootstrap, self.config.security, request_timeout_ms=int(self.config.timeout_s * 1000))
         try:
             await producer.start()
         except KafkaError as exc:

@@ -4,7 +4,8 @@ Statements are built once at start from the config (identifiers are checked to b
 values are always bound parameters).
 
 Batches: the delivery loop hands events of different keys over concurrently; calls that arrive
-while a transaction is running queue up and go together in the next one (group commit: up to
+while a transaction is running queue up and go together in the next one (group commit,
+bus/batching.py: up to
 ``batch_size`` events per transaction, consecutive events with the same statement sent with
 ``executemany``), so a busy table gets one commit per batch instead of one per event, and a
 quiet one waits for nothing. If a batch fails on one row, it is rolled back and its events are
@@ -21,13 +22,12 @@ from __future__ import annotations
 
 __all__ = ["SqlOutbound"]
 
-import asyncio
 from itertools import groupby
 from typing import Any, ClassVar
 
 from adapters.sql.config import SqlOutboundConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
-from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_expression
+from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, PermanentError, RetryableError, compile_expression
 
 
 class _Dialect:
@@ -91,8 +91,12 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         self._delete = self._dialect.delete()
         self._pool: Any = None
         self._where = describe(dsn, config.table)
-        self._queue: list[tuple[str, list[Any], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        # A refused row fails its batch; written one by one, only that row fails. A lost
+        # connection or a deadlock fails them all alike: no point in trying each.
+        self._batches: GroupCommit[tuple[str, list[Any]]] = GroupCommit(
+            self._write, max_batch=config.batch_size, name=f"sql-batch:{config.name}",
+            one_by_one=lambda exc: not isinstance(exc, RetryableError),
+        )  # fmt: skip
         self.transactions = 0  # committed transactions (tests and benchmarks compare it with events)
 
     async def start(self) -> None:
@@ -119,37 +123,10 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
     async def deliver(self, event: Event) -> None:
         if self._pool is None:
             raise RetryableError(f"sql outbound {self.config.name} is not started")
-        sql, args = self.statement(event)
-        if self.config.batch_size == 1:
-            await self._write([(sql, args)])
-            return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((sql, args, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name=f"sql-batch:{self.config.name}")
-        await done
-
-    async def _flush(self) -> None:
-        """Write what is queued, batch after batch, until the queue is empty."""
-        while self._queue:
-            batch, self._queue = self._queue[: self.config.batch_size], self._queue[self.config.batch_size :]
-            try:
-                await self._write([(sql, args) for sql, args, _ in batch])
-            except Exception as exc:  # noqa: BLE001 (every outcome is handed to the events' own calls)
-                if len(batch) == 1 or isinstance(exc, RetryableError):
-                    for _, _, done in batch:
-                        _settle(done, exc)
-                    continue
-                for sql, args, done in batch:  # one bad row: find it, write the others
-                    try:
-                        await self._write([(sql, args)])
-                    except Exception as single:  # noqa: BLE001
-                        _settle(done, single)
-                    else:
-                        _settle(done, None)
-                continue
-            for _, _, done in batch:
-                _settle(done, None)
+        if self.config.batch_size == 1:  # concurrent single transactions across the pool, not one at a time
+            await self._write([self.statement(event)])
+        else:
+            await self._batches.submit(self.statement(event))
 
     async def _write(self, statements: list[tuple[str, list[Any]]]) -> None:
         """One transaction; consecutive statements of the same text go as one executemany."""
@@ -179,15 +156,6 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         except Exception as exc:
             raise _classify(exc, self._where) from exc
         self.transactions += 1
-
-
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
-    if done.done():  # the caller gave up (the hub is stopping): the row is written or not, at least once holds
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
 
 
 def _classify(exc: Exception, where: str) -> Exception:

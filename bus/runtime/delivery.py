@@ -393,7 +393,8 @@ class DeliveryWorker:
     async def _settle(self, record: Record, begun: _Begun) -> str:
         """Deliver or dead-letter one record; returns "delivered" or "dead_lettered"."""
         try:
-            await self._codec.learn_ids((record.value,))  # a newer writer version: read as this hub's version
+            if not self._codec.knows_value(record.value):
+                await self._codec.learn_ids((record.value,))  # a newer writer version: read as this hub's version
             schema, data = self._codec.decode(record.value or b"")
         except PermanentError as exc:
             await self._dead_letter(record, exc, attempts=0)

@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from bus.kafka.reader import read_topic
 from tests.support.accounting import AccountingApi
+from tests.support.http_server import serve
 from tests.support.hub import build_hub, payment, unique_prefix, write_config
 from tests.support.source import Source
 from tests.support.wait import until
@@ -47,12 +47,7 @@ class Receiver:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner, self.port = await serve(app)
         return f"http://127.0.0.1:{self.port}/hook"
 
     async def stop(self) -> None:
@@ -167,12 +162,7 @@ class Recorder:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._any)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self._runner, port = await serve(app)
         return f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import struct
 from collections import Counter
 from pathlib import Path
@@ -23,7 +22,7 @@ from bus.kafka.reader import read_topic
 from bus.kafka.topics import TopicSpec, ensure_topics
 from bus.runtime.hub import Hub
 from schemas.registry_client import RegistryClient
-from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.hub import build_hub, free_port, unique_prefix, write_config
 from tests.support.wait import until
 
 LEGACY_PAYMENT = {
@@ -38,12 +37,6 @@ PARTNER_PAYMENT = {
     "namespace": "partner",
     "fields": [{"name": "ref", "type": "string"}, {"name": "minor", "type": "long"}],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wire(schema_id: int, record: dict[str, Any]) -> bytes:

@@ -6,7 +6,6 @@ when both come back the adapters start on their own and nothing is lost."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -17,16 +16,10 @@ import httpx
 import nats
 
 from tests.conftest import require_service
-from tests.support.hub import build_hub, payment, unique_prefix, write_config
+from tests.support.hub import build_hub, free_port, payment, unique_prefix, write_config
 from tests.support.proxy import TcpProxy
 from tests.support.source import Source
 from tests.support.wait import until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_hub_starts_without_them_and_they_join_when_back(tmp_path: Path, bootstrap: str) -> None:

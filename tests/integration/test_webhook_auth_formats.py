@@ -5,7 +5,6 @@ bomb), and repeated deliveries dropped by their delivery id."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bus.kafka.reader import read_topic
 from bus.runtime.hub import Hub
+from tests.support.http_server import serve
 from tests.support.hub import build_hub, unique_prefix, write_config
 
 SECRET = "a-shared-secret-of-32-bytes-at-least!"
@@ -59,12 +59,7 @@ class KeyServer:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_get("/.well-known/jwks.json", self._jwks)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner, self.port = await serve(app)
         return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
 
     async def stop(self) -> None:

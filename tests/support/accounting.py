@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import secrets
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
 from aiohttp import web
+
+from tests.support.http_server import serve
 
 
 @dataclass
@@ -67,12 +68,7 @@ class AccountingApi:
         app = web.Application()
         app.router.add_post("/oauth2/token", self._token)
         app.router.add_post("/v3/invoices", self._invoice)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner, self.port = await serve(app)
         return self
 
     async def stop(self) -> None:

@@ -20,12 +20,13 @@ import base64
 import hashlib
 import json
 import secrets
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.support.http_server import serve
 
 
 @dataclass
@@ -137,12 +138,7 @@ class CrmApi:
         app.router.add_get("/api/contacts", self._contacts)
         app.router.add_get("/api/v2/contacts", self._contacts_linked)
         app.router.add_get("/api/v3/contacts", self._contacts_cursor)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner, self.port = await serve(app)
         return self
 
     async def stop(self) -> None:

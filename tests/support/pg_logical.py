@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
+from tests.support.hub import free_port
 
 
 def _bin_dir() -> Path | None:
@@ -30,12 +31,6 @@ def _bin_dir() -> Path | None:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -52,7 +47,7 @@ def logical_postgres() -> Iterator[str]:
     if os.geteuid() == 0:
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(folder, "postgres")
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
     subprocess.run(
         [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
         check=True,
