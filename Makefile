@@ -11,6 +11,17 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# Prometheus and promtool for the observability tests, from Debian's package, unpacked into
+# .tools/ (no root, no service installed). Where apt is missing, the step says so and goes on:
+# the tests that need them then skip on a laptop and fail in CI.
+TOOLS := .tools
+$(TOOLS)/.prometheus:
+	@mkdir -p $(TOOLS)/deb
+	@if command -v apt-get >/dev/null; then \
+	  (cd $(TOOLS)/deb && (apt-get download prometheus >/dev/null 2>&1 || (apt-get update -qq && apt-get download prometheus))) && \
+	  dpkg-deb -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus && rm -rf $(TOOLS)/deb && touch $@; \
+	else echo "no apt-get: install prometheus and promtool yourself, or their tests skip"; fi
+
 quickstart: $(VENV)/.installed
 	$(BIN)/python examples/quickstart/run.py
 
@@ -18,11 +29,11 @@ quickstart: $(VENV)/.installed
 # non-zero exit into a failure, so "no tests" can never pass. Two workers: most tests wait on
 # brokers, processes and timers rather than the CPU (each worker starts its own embedded broker).
 # (xdist's loadgroup would keep the fault tests on one worker, but with pytest 9 it does not group.)
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(TOOLS)/.prometheus
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(TOOLS) *.egg-info .pytest_cache

@@ -192,6 +192,7 @@ class EventSink(Protocol):
     for sources with many messages in flight. ``reject`` keeps a message that cannot become an
     event on the adapter's inbound dead-letter topic, with the reason, so the source can be
     acknowledged without losing it. Both raise ``KafkaUnavailable`` like ``publish``.
+    ``refused`` only counts: sources that answer their sender (webhooks) call it for a 4xx.
     """
 
     async def publish(self, event: Event) -> None: ...
@@ -199,6 +200,10 @@ class EventSink(Protocol):
     async def submit(self, event: Event) -> Awaitable[None]: ...
 
     async def reject(self, payload: bytes, reason: str, *, headers: Mapping[str, str] | None = None) -> None: ...
+
+    def refused(self, outcome: Literal["rejected", "unauthorized"]) -> None:
+        """Count a request answered with a refusal at the edge (4xx to its sender), so it shows
+        in ``bus_inbound_events_total`` beside the accepted ones. Nothing is produced."""
 
 
 Handler = Callable[[Any], Awaitable[Any]]

@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 import argparse
 import asyncio
-import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +28,7 @@ from bus.adapter_api import AdapterRegistry
 from bus.config.loader import LoadedConfig, load_config
 from bus.config.models import HubConfig
 from bus.errors import BusError, ConfigError
+from bus.logs import REDACTOR, configure_logging, secrets_in
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
@@ -66,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     registry = AdapterRegistry.from_entry_points()
     loaded, catalog = _load(args.config, registry)
     assert isinstance(catalog, SchemaCatalog)
+    REDACTOR.remember(secrets_in([loaded.hub, loaded.inbound, loaded.outbound]))
     hub = Hub(loaded, registry, catalog, role=args.role)
     asyncio.run(hub.run_until_signalled())
     return 0
@@ -283,6 +285,12 @@ def _schemas(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bus", description="The integration hub.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("BUS_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="text for a terminal, json (one object per line) for a log pipeline; default $BUS_LOG_FORMAT or text",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start the hub")
@@ -379,9 +387,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(args.log_level, args.log_format)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -3,7 +3,9 @@ never event values (bounded cardinality). ops/ serves them on /metrics."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+BUILD = Info("bus_build", "The hub's version and the role this process runs.")
 
 INBOUND_EVENTS = Counter(
     "bus_inbound_events_total",
@@ -28,6 +30,18 @@ DELIVERY_SECONDS = Histogram(
     "Time of one successful delivery call to the target.",
     ["subscriber"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+END_TO_END_SECONDS = Histogram(
+    "bus_end_to_end_seconds",
+    "From the event's time (ce_time, set by the source or on arrival) to the target's acceptance.",
+    ["subscriber"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+DEAD_LETTERS = Gauge(
+    "bus_dead_letters",
+    "Records kept on a subscriber's dead-letter topic (all partitions, handled or not; every process "
+    "reports the same number, so aggregate with max).",
+    ["subscriber"],
 )
 DELIVERY_ATTEMPTS = Counter("bus_delivery_attempts_total", "Calls made to targets, first tries and retries alike.", ["subscriber"])
 CIRCUIT_STATE = Gauge("bus_circuit_state", "Circuit breaker state per subscriber: 0 closed, 1 half-open, 2 open.", ["subscriber"])

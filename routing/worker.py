@@ -34,6 +34,7 @@ from aiokafka.structs import OffsetAndMetadata
 from bus.config.models import KafkaConfig
 from bus.errors import BusError
 from bus.kafka.clients import make_consumer
+from bus.kafka.lag import LAG
 from bus.kafka.reader import read_to_end
 from bus.metrics import SECONDS_SINCE_COMMIT
 from routing.dispatch import Dispatcher, Send
@@ -80,6 +81,7 @@ class RouterWorker:
         self._task: asyncio.Task[None] | None = None
         self._consumer = make_consumer(kafka, bootstrap, group_id=group, max_poll_records=max_records)
         self._since_commit = SECONDS_SINCE_COMMIT.labels(group)
+        self._lag = LAG.track(group, self._consumer)
 
     @property
     def assigned(self) -> bool:
@@ -117,6 +119,7 @@ class RouterWorker:
         log.info("router stopped")
 
     def forget_state(self, revoked: set[TopicPartition]) -> None:
+        self._lag.revoked(revoked)
         for state_topic, aggregator in self.dispatcher.state_topics.items():
             source = self.dispatcher.state_sources[state_topic]
             aggregator.drop_partitions({tp.partition for tp in revoked if tp.topic == source})
@@ -211,6 +214,7 @@ class RouterWorker:
         except (CommitFailedError, KafkaError) as exc:
             log.warning("router could not commit (%r); the batch will be routed again by the partitions' next owner", exc)
             return False
+        self._lag.committed(offsets)
         return True
 
     async def __aenter__(self) -> RouterWorker:

@@ -155,6 +155,14 @@ class WebhookInbound(Inbound[WebhookConfig]):
         return b"".join(chunks)
 
     async def _handle(self, request: web.Request) -> web.Response:
+        answer = await self._answer(request)
+        if answer.status in (401, 403):
+            self.sink.refused("unauthorized")
+        elif 400 <= answer.status < 500 and answer.status != 409:  # 409: the same delivery is in flight
+            self.sink.refused("rejected")
+        return answer
+
+    async def _answer(self, request: web.Request) -> web.Response:
         if not self._accepting:
             return _problem(503, "the hub is shutting down; retry", **{"Retry-After": "5"})
         if (refusal := await self._refused(request)) is not None:

@@ -45,6 +45,7 @@ from bus.errors import BusError, PermanentError, RetryableError
 from bus.event import Event, now_rfc3339
 from bus.expr.functions import parse_duration
 from bus.kafka.clients import make_consumer
+from bus.kafka.lag import LAG
 from bus.kafka.reader import read_to_end
 from bus.kafka.topics import TopicNames
 from bus.kafka.watermarks import Watermarks
@@ -52,9 +53,11 @@ from bus.ledger import LedgerEntry, offset_ranges, totals_at
 from bus.metrics import (
     CIRCUIT_OPENED,
     CIRCUIT_STATE,
+    DEAD_LETTERS,
     DELIVERIES,
     DELIVERY_ATTEMPTS,
     DELIVERY_SECONDS,
+    END_TO_END_SECONDS,
     LEDGER,
     RATE_LIMIT_WAIT,
     SECONDS_SINCE_COMMIT,
@@ -94,12 +97,18 @@ def _seconds(text: str | None) -> float | None:
     return None if text is None else parse_duration(text).total_seconds()  # type: ignore[union-attr]
 
 
+def _since_event(event: Event) -> float | None:
+    """Seconds from the event's own time (ce_time) to now; None if the source sent a time we cannot read."""
+    try:
+        return max(0.0, time.time() - datetime.fromisoformat(event.time).timestamp())
+    except ValueError:
+        return None
+
+
 def _age(event: Event, first_attempt: float) -> float:
     """Seconds since the event entered the hub (its ce_time), or since the first attempt."""
-    try:
-        return time.time() - datetime.fromisoformat(event.time.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return time.monotonic() - first_attempt
+    since = _since_event(event)
+    return time.monotonic() - first_attempt if since is None else since
 
 
 class DeliveryWorker:
@@ -160,6 +169,9 @@ class DeliveryWorker:
         self._dead = DELIVERIES.labels(self.name, "dead_lettered")
         self._attempts = DELIVERY_ATTEMPTS.labels(self.name)
         self._latency = DELIVERY_SECONDS.labels(self.name)
+        self._end_to_end = END_TO_END_SECONDS.labels(self.name)
+        self._dead_letters = DEAD_LETTERS.labels(self.name)
+        self._lag = LAG.track(self._group, self._consumer)
         self._since_commit = SECONDS_SINCE_COMMIT.labels(self._group)
         self._circuit_state = CIRCUIT_STATE.labels(self.name)
         self._circuit_opened = CIRCUIT_OPENED.labels(self.name)
@@ -213,6 +225,7 @@ class DeliveryWorker:
             return
         for partition in mine:
             self._committed[partition] = (await self._consumer.committed(TopicPartition(self._topic, partition))) or 0
+        self._lag.committed({TopicPartition(self._topic, p): self._committed[p] for p in mine})
         entries: dict[int, list[LedgerEntry]] = defaultdict(list)
 
         def apply(tp: TopicPartition, records: list[Record]) -> None:
@@ -240,6 +253,7 @@ class DeliveryWorker:
                 self._totals.pop(tp.partition, None)
                 self._committed.pop(tp.partition, None)
                 self._ends.pop(tp.partition, None)
+        self._lag.revoked(revoked)
         if not self._stopping.is_set():
             self._interrupt.clear()
         self._update_ledger_gauges()
@@ -250,7 +264,10 @@ class DeliveryWorker:
             try:
                 ends = await self._watermarks.ends({TopicPartition(self._topic, p) for p in self._totals})
                 self._ends = {tp.partition: end for tp, end in ends.items()}
+                self._lag.ends(ends)
                 self._update_ledger_gauges()
+                dead = {TopicPartition(self._dlq, p) for p in await self._producer.partitions_for(self._dlq)}
+                self._dead_letters.set(sum((await self._watermarks.ends(dead)).values()))
             except Exception as exc:  # noqa: BLE001 (a gauge: never worth stopping delivery for)
                 log.debug("delivery worker %s: cannot probe the end of its topic (%r)", self.name, exc)
             await asyncio.sleep(every_s)
@@ -320,6 +337,7 @@ class DeliveryWorker:
         self._totals.update(totals)
         if await self._commit(offsets):
             self._committed.update({tp.partition: meta.offset for tp, meta in offsets.items()})
+            self._lag.committed(offsets)
             return True
         return False
 
@@ -438,6 +456,8 @@ class DeliveryWorker:
                 continue
             self._succeeded_call()
             self._latency.observe(time.perf_counter() - started)
+            if (since := _since_event(event)) is not None:
+                self._end_to_end.observe(since)
             self._delivered.inc()
             return "delivered"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 __all__ = ["ROLES", "Hub", "Role"]
 
 import asyncio
+import importlib.metadata
 import logging
 import signal
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from bus.errors import BusError, RetryableError
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_admin, make_producer
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
+from bus.metrics import BUILD
 from bus.runtime.checkpoints import KafkaCheckpoints
 from bus.runtime.delivery import DeliveryWorker
 from bus.runtime.publisher import KafkaSink
@@ -59,6 +61,13 @@ async def _retrying(what: str, attempt_fn: Any, *, attempts: int = 30, delay: fl
             log.warning("%s: %s; retrying in %.0fs", what, exc, delay)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("integration-bus")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 class Hub:
@@ -98,6 +107,7 @@ class Hub:
         if self._started:
             raise BusError("hub already started")
         self._started = True
+        BUILD.info({"version": _version(), "role": self.role})
         try:
             await self._start()
         except BaseException:

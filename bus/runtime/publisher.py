@@ -7,13 +7,13 @@ __all__ = ["KafkaSink"]
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from bus.codec import Codec
-from bus.errors import EventRejected, KafkaUnavailable
+from bus.errors import KafkaUnavailable
 from bus.event import Event, now_rfc3339
 from bus.kafka.topics import TopicNames
 from bus.metrics import INBOUND_EVENTS, PRODUCE_SECONDS
@@ -36,7 +36,7 @@ class KafkaSink:
         self._adapter = adapter
         self._timeout = timeout
         self._accepted = INBOUND_EVENTS.labels(adapter, "accepted")
-        self._rejected = INBOUND_EVENTS.labels(adapter, "rejected")
+        self._refused = {outcome: INBOUND_EVENTS.labels(adapter, outcome) for outcome in ("rejected", "unauthorized")}
         self._unavailable = INBOUND_EVENTS.labels(adapter, "unavailable")
         self._parked = INBOUND_EVENTS.labels(adapter, "dead_lettered")
         self._latency = PRODUCE_SECONDS.labels(adapter)
@@ -51,12 +51,10 @@ class KafkaSink:
         per-key order, and each message is acknowledged to its source once its own ack resolved.
         Raises EventRejected at once; the returned awaitable raises KafkaUnavailable.
         """
-        try:
-            self._codec.validate(event.schema, event.data)
-            value = self._codec.encode(event.schema, event.data)
-        except EventRejected:
-            self._rejected.inc()
-            raise
+        # A refusal is counted where it is settled: "rejected" by a source that answers its
+        # sender (refused), "dead_lettered" by one that keeps it on the inbound DLQ (reject).
+        self._codec.validate(event.schema, event.data)
+        value = self._codec.encode(event.schema, event.data)
         started = time.perf_counter()
         try:
             delivery = await asyncio.wait_for(
@@ -85,6 +83,9 @@ class KafkaSink:
 
     def _unavailable_error(self, event_id: str, exc: Exception) -> KafkaUnavailable:
         return KafkaUnavailable(f"Kafka did not acknowledge event {event_id} within {self._timeout:g}s: {exc!r}", retry_after=5)
+
+    def refused(self, outcome: Literal["rejected", "unauthorized"]) -> None:
+        self._refused[outcome].inc()
 
     async def reject(self, payload: bytes, reason: str, *, headers: Mapping[str, str] | None = None) -> None:
         """Keep a message that could not become an event, with why, on the adapter's inbound

@@ -1,0 +1,124 @@
+"""Logging set-up: plain text for a terminal, one JSON object per line for a log pipeline, and
+secrets never written either way.
+
+Redaction has two layers. Every secret the loaded config holds (each ``SecretStr`` value) is
+remembered and replaced wherever it appears in a message, whatever the message's shape. Beside
+that, patterns catch the usual carriers of credentials that a config never saw (a password in a
+URL, an ``Authorization`` header, ``token=...`` in a query string), e.g. in a driver's exception.
+
+Levels follow one rule (docs/operations.md): normal operation logs at INFO only on start, stop
+and state changes; each failure is one WARNING line; per-event detail is DEBUG.
+"""
+
+from __future__ import annotations
+
+__all__ = ["REDACTOR", "JsonFormatter", "Redactor", "configure_logging", "secrets_in"]
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, SecretStr
+
+MASK = "***"
+_PATTERNS = (
+    re.compile(r"(?P<keep>://[^/\s:@]+:)[^@\s/]+(?=@)"),  # scheme://user:PASSWORD@host
+    re.compile(r"(?P<keep>\b(?:authorization|proxy-authorization)['\"]?\s*[:=]\s*['\"]?(?:bearer|basic|token)?\s*)[^\s'\",}]+", re.I),
+    re.compile(
+        r"(?P<keep>\b(?:password|passwd|pwd|secret|client_secret|api[_-]?key|access[_-]?token|refresh[_-]?token|token)"
+        r"['\"]?\s*[:=]\s*['\"]?)[^\s'\"&,}]+",
+        re.I,
+    ),
+)
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+def secrets_in(value: Any) -> Iterator[str]:
+    """Every SecretStr value inside a config object (models, lists, dicts), for the redactor."""
+    if isinstance(value, SecretStr):
+        if secret := value.get_secret_value():
+            yield secret
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from secrets_in(getattr(value, name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from secrets_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from secrets_in(item)
+
+
+class Redactor(logging.Filter):
+    """Masks known secrets and credential-shaped text in the formatted message and exception."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._known: list[str] = []
+
+    def remember(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is masked whole. Very short values
+        # (under 4 characters) would mask ordinary words; they are too weak to be worth hiding.
+        self._known = sorted({s for s in (*self._known, *secrets) if len(s) >= 4}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self._known:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        for pattern in _PATTERNS:
+            text = pattern.sub(lambda m: m.group("keep") + MASK, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self.redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the trace id when there is one,
+    anything passed in ``extra=``, and the exception text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        if record.exc_info:
+            record.exc_text = record.exc_text or self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+REDACTOR = Redactor()
+
+
+def configure_logging(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> Redactor:
+    """Set up the root logger once for a process; returns the redactor to tell about secrets."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(REDACTOR)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return REDACTOR

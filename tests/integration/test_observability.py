@@ -1,0 +1,155 @@
+"""A real Prometheus scrapes a running hub: every dashboard panel's query returns data, and the
+numbers it reads are the hub's true counts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from bus.runtime.hub import Hub
+from ops.grafana.dashboards import DASHBOARDS, panel_queries
+from tests.support.hub import build_hub, free_port, payment, payment_hub_config, write_config
+from tests.support.target import Call, Target
+from tests.support.tools import tool
+from tests.support.wait import until
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@contextlib.asynccontextmanager
+async def prometheus(tmp_path: Path, ops_port: int) -> AsyncIterator[httpx.AsyncClient]:
+    """Debian's Prometheus on loopback, scraping the hub's /metrics every second."""
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{"job_name": "bus", "static_configs": [{"targets": [f"127.0.0.1:{ops_port}"]}]}],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        tool("prometheus"),
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/-/ready")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "prometheus did not become ready"
+                await asyncio.sleep(0.2)
+            yield client
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def query(client: httpx.AsyncClient, expr: str) -> list[dict[str, Any]]:
+    answer = (await client.get("/api/v1/query", params={"query": expr})).json()
+    assert answer["status"] == "success", f"{expr}: {answer}"
+    return list(answer["data"]["result"])
+
+
+def concrete(expr: str) -> str:
+    """The query as Grafana would send it for adapter `payments` and subscriber `erp`."""
+    return expr.replace("$__rate_interval", "30s").replace("$adapter", "payments").replace("$subscriber", "erp")
+
+
+async def send_traffic(hub: Hub, stop: asyncio.Event) -> None:
+    assert hub.web is not None
+    i = 0
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as client:
+        assert (
+            await client.post("/hooks/payments", content=b"{not json", headers={"Content-Type": "application/json"})
+        ).status_code == 400  # a rejected one
+        while not stop.is_set():
+            i += 1
+            status = "failed" if i % 5 == 0 else "succeeded"
+            assert (await client.post("/hooks/payments", json=payment(i, status=status))).status_code == 202
+            await asyncio.sleep(0.1)
+
+
+async def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path: Path, bootstrap: str) -> None:
+    seen: set[str] = set()
+
+    def answer(call: Call) -> tuple[int, dict[str, str]]:
+        key = call.headers["Idempotency-Key"]
+        if key == "evt_1":
+            return 422, {}  # refused for good: dead-lettered
+        if key == "evt_2" and key not in seen:
+            seen.add(key)
+            return 503, {"Retry-After": "0"}  # retried once
+        return 200, {}
+
+    target = await Target(answer=answer).start()
+    ops_port = free_port()
+    config = payment_hub_config(bootstrap, target.url, ops_port=ops_port)
+    config["outbound"][0]["delivery"] = {
+        "rate_limit": {"rate": 500, "burst": 10},
+        "circuit_breaker": {"failure_ratio": 0.9, "min_calls": 50},
+        "backoff_initial": "10ms",
+    }
+    path = write_config(tmp_path / "bus.yaml", config)
+    stop = asyncio.Event()
+    try:
+        async with build_hub(path) as hub, prometheus(tmp_path, ops_port) as prom:
+            traffic = asyncio.create_task(send_traffic(hub, stop))
+            try:
+                await until(lambda: len(target.accepted) >= 10, "deliveries")
+                queries = [
+                    (f"{name}/{title}", concrete(expr)) for name, build in DASHBOARDS.items() for title, expr in panel_queries(build())
+                ]
+                empty: list[str] = []
+                deadline = time.monotonic() + 60
+                while True:
+                    empty = [f"{where}: {expr}" for where, expr in queries if not await query(prom, expr)]
+                    if not empty or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(1)
+                assert not empty, "panels without data:\n" + "\n".join(empty)
+                # The numbers are the hub's own, not just present.
+                [dead] = await query(prom, 'sum(bus_deliveries_total{subscriber="erp",outcome="dead_lettered"})')
+                assert float(dead["value"][1]) == 1
+                [retried] = await query(prom, 'sum(bus_deliveries_total{subscriber="erp",outcome="retried"})')
+                assert float(retried["value"][1]) == 1
+                [kept] = await query(prom, 'max(bus_dead_letters{subscriber="erp"})')
+                assert float(kept["value"][1]) == 1
+                [rejected] = await query(prom, 'sum(bus_inbound_events_total{adapter="payments",outcome="rejected"})')
+                assert float(rejected["value"][1]) == 1
+            finally:
+                stop.set()
+                await traffic
+            async with httpx.AsyncClient() as client:
+                metrics_page = (await client.get(f"http://127.0.0.1:{ops_port}/metrics")).text
+    finally:
+        await target.stop()
+    conventions(metrics_page)
+
+
+ALLOWED_LABELS = {"adapter", "outcome", "route", "schema", "subscriber", "group", "topic", "partition", "state", "le", "version", "role"}
+
+
+def conventions(page: str) -> None:
+    """Prometheus naming: one bus_ prefix, counters end in _total, base units, bounded labels."""
+    types = dict(re.findall(r"^# TYPE (bus_\w+) (\w+)$", page, re.M))
+    assert len(types) >= 15, types
+    for name, kind in types.items():
+        if kind == "counter":
+            assert name.endswith("_total"), f"counter {name} does not end in _total"
+        assert not re.search(r"_(ms|milliseconds|minutes|kb|mb)(_|$)", name), f"{name}: use base units (seconds, bytes)"
+    for labels in re.findall(r"^bus_\w+\{([^}]*)\}", page, re.M):
+        names = set(re.findall(r'(\w+)="', labels))
+        assert names <= ALLOWED_LABELS, f"unexpected label(s) {names - ALLOWED_LABELS}: event values must never become labels"
