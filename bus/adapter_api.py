@@ -50,6 +50,7 @@ __all__ = [
     "PermanentError",
     "RetryableError",
     "TemplateText",
+    "Tracing",
     "WebMount",
     "WireFormat",
     "compile_expression",
@@ -80,6 +81,7 @@ from bus.expr.functions import parse_duration
 from bus.intake import Intake, stop_in_order
 from bus.kafka.clients import make_consumer, make_producer
 from bus.mapping import Body, Emitter
+from bus.tracing import NO_TRACING, Tracing
 
 ENTRY_POINT_GROUP = "bus.adapters"
 
@@ -237,6 +239,7 @@ class Context:
     sink: EventSink | None = None
     web: WebMount | None = None
     checkpoints: Checkpoints | None = None
+    tracing: Tracing = NO_TRACING  # test ``tracing.enabled`` before making spans: no cost when off
 
 
 C = TypeVar("C", bound=AdapterConfig)

@@ -193,8 +193,18 @@ class WebhookInbound(Inbound[WebhookConfig]):
                 return _problem(409, f"delivery {delivery_id} is being processed; retry if it fails", **{"Retry-After": "1"})
             self._seen.in_progress.add(delivery_id)
         try:
-            event = self._emitter.build(document, traceparent=request.headers.get("traceparent"))
-            await self.sink.publish(event)
+            if self.ctx.tracing.enabled:
+                with self.ctx.tracing.span(
+                    f"receive {self.config.name}",
+                    request.headers.get("traceparent"),
+                    kind="server",
+                    attributes={"http.route": self.config.path},
+                ) as traceparent:
+                    event = self._emitter.build(document, traceparent=traceparent)
+                    await self.sink.publish(event)
+            else:
+                event = self._emitter.build(document, traceparent=request.headers.get("traceparent"))
+                await self.sink.publish(event)
         except EventRejected as exc:
             return _problem(400, str(exc))
         except KafkaUnavailable as exc:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
+from bus.tracing import TracingConfig
 
 
 class _Model(BaseModel):
@@ -93,3 +94,4 @@ class HubConfig(_Model):
     tables: list[TableConfig] = Field(default_factory=list, description="Lookup tables for enrichment.")
     routes: list[RouteConfig] = Field(default_factory=list)
     outbound: list[dict[str, Any]] = Field(default_factory=list)
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry spans (the traceparent travels regardless).")

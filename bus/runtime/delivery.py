@@ -26,6 +26,7 @@ from __future__ import annotations
 __all__ = ["DeliveryWorker"]
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -64,6 +65,7 @@ from bus.metrics import (
 )
 from bus.ratelimit import TokenBucket
 from bus.runtime.breaker import CircuitBreaker
+from bus.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger("bus.runtime.delivery")
 Record: TypeAlias = Any  # aiokafka's ConsumerRecord (aiokafka ships no type information)
@@ -121,8 +123,10 @@ class DeliveryWorker:
         topics: TopicNames,
         codec: Codec,
         producer: AIOKafkaProducer,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.adapter = adapter
+        self._tracing = tracing
         self.name = adapter.config.name
         config = adapter.config
         self.policy = config.delivery if isinstance(config, OutboundConfig) else DeliveryPolicy()
@@ -477,7 +481,13 @@ class DeliveryWorker:
                 if wait > 0:
                     return wait
             self._attempts.inc()
-            await self.adapter.deliver(event)
+            if self._tracing.enabled:  # one span per attempt; the target gets its traceparent
+                with self._tracing.span(
+                    f"deliver {self.name}", event.traceparent, kind="client", attributes={"bus.event_id": event.id}
+                ) as tp:
+                    await self.adapter.deliver(dataclasses.replace(event, traceparent=tp or event.traceparent))
+            else:
+                await self.adapter.deliver(event)
             return 0.0
 
     def _failed_call(self) -> None:

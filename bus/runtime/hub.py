@@ -35,6 +35,7 @@ from bus.runtime.checkpoints import KafkaCheckpoints
 from bus.runtime.delivery import DeliveryWorker
 from bus.runtime.publisher import KafkaSink
 from bus.runtime.web import WebServer
+from bus.tracing import NO_TRACING, Tracing
 from ops.server import OpsServer
 from routing.app import RouterService
 from routing.dispatch import Dispatcher
@@ -98,6 +99,7 @@ class Hub:
         self.router: RouterWorker | RouterService | None = None
         self._schemas_ready = False
         self._started = False
+        self.tracing = NO_TRACING
 
     def _runs(self, role: Role) -> bool:
         return self.role in ("all", role)
@@ -123,6 +125,7 @@ class Hub:
 
     async def _start(self) -> None:
         kafka = self.config.kafka
+        self.tracing = Tracing(self.config.tracing)
         if kafka.bootstrap == "embedded":
             self.broker = EmbeddedBroker()
             await self.broker.start()
@@ -144,7 +147,13 @@ class Hub:
                 await self._start_adapter(adapter, f"outbound {config.name}")
                 self.outbound.append(adapter)
                 worker = DeliveryWorker(
-                    adapter, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, codec=self.codec, producer=self._producer
+                    adapter,
+                    kafka=kafka,
+                    bootstrap=self.bootstrap,
+                    topics=self.topics,
+                    codec=self.codec,
+                    producer=self._producer,
+                    tracing=self.tracing,
                 )
                 await worker.start()
                 self.workers.append(worker)
@@ -209,7 +218,7 @@ class Hub:
         if sink is not None and self._producer is not None:
             checkpoints = KafkaCheckpoints(self._producer, self.config.kafka, self.bootstrap, self.topics.checkpoints)
         logger = logging.getLogger(f"adapters.{config.type}.{config.name}")
-        ctx = Context(name=config.name, logger=logger, sink=sink, web=self.web, checkpoints=checkpoints)
+        ctx = Context(name=config.name, logger=logger, sink=sink, web=self.web, checkpoints=checkpoints, tracing=self.tracing)
         return cls(config, ctx)
 
     def _used_schemas(self) -> list[str]:
@@ -339,6 +348,8 @@ class Hub:
             await self._registry.stop()
             self._registry = None
         await self.ops.stop()
+        await self.tracing.shutdown()
+        self.tracing = NO_TRACING
         if self.broker is not None:
             await self.broker.stop()
             self.broker = None

@@ -1,0 +1,87 @@
+"""Logs: one JSON object per line when asked, and no secret ever written, in either format."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from bus.logs import JsonFormatter, Redactor, secrets_in
+from tests.support.hub import load, payment_hub_config, write_config
+
+
+@pytest.fixture
+def captured() -> tuple[logging.Logger, Redactor, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    redactor = Redactor()
+    handler.addFilter(redactor)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.logs")
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger, redactor, stream
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_carry_level_logger_message_and_extra_fields(captured: tuple[logging.Logger, Redactor, io.StringIO]) -> None:
+    logger, _, stream = captured
+    logger.warning("delivery to %s failed", "erp", extra={"subscriber": "erp", "attempt": 3})
+    [entry] = lines(stream)
+    assert entry["level"] == "warning" and entry["logger"] == "test.logs"
+    assert entry["message"] == "delivery to erp failed"
+    assert entry["subscriber"] == "erp" and entry["attempt"] == 3
+    assert str(entry["time"]).endswith("Z")
+
+
+def test_secrets_from_the_config_are_masked_wherever_they_appear(
+    tmp_path: Path, captured: tuple[logging.Logger, Redactor, io.StringIO]
+) -> None:
+    logger, redactor, stream = captured
+    security = {"protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_username": "bus", "sasl_password": "kafka-pw-4f9a"}
+    config = payment_hub_config("127.0.0.1:9092", "http://127.0.0.1:1", security=security)
+    loaded, _, _ = load(write_config(tmp_path / "bus.yaml", config))
+    redactor.remember(secrets_in([loaded.hub, loaded.inbound, loaded.outbound]))
+    logger.info("connecting with kafka-pw-4f9a as bus")
+    try:
+        raise RuntimeError("auth failed for password kafka-pw-4f9a")
+    except RuntimeError:
+        logger.exception("broker refused")
+    text = stream.getvalue()
+    assert "kafka-pw-4f9a" not in text
+    first, second = lines(stream)
+    assert first["message"] == "connecting with *** as bus"
+    assert "auth failed for password ***" in str(second["exception"])
+
+
+@pytest.mark.parametrize(
+    ("message", "hidden"),
+    [
+        ("cannot reach postgresql://erp:s3cr3t-pw@db:5432/erp", "s3cr3t-pw"),
+        ("request headers {'Authorization': 'Bearer eyJhbGciOi.x.y'}", "eyJhbGciOi.x.y"),
+        ("GET /v1/leads?access_token=tok_123456&page=2 answered 401", "tok_123456"),
+        ('token refresh failed: {"client_secret": "cs_live_99"}', "cs_live_99"),
+    ],
+)
+def test_credential_shaped_text_is_masked_even_when_the_config_never_saw_it(
+    captured: tuple[logging.Logger, Redactor, io.StringIO], message: str, hidden: str
+) -> None:
+    logger, _, stream = captured
+    logger.warning(message)
+    [entry] = lines(stream)
+    assert hidden not in str(entry["message"])
+    assert "***" in str(entry["message"])
+
+
+def test_ordinary_messages_pass_unchanged(captured: tuple[logging.Logger, Redactor, io.StringIO]) -> None:
+    logger, redactor, stream = captured
+    redactor.remember(["abc"])  # too short to hide: it would mask ordinary words
+    logger.info("delivered 42 events to erp (abc order)")
+    assert lines(stream)[0]["message"] == "delivered 42 events to erp (abc order)"
