@@ -22,6 +22,20 @@ $(TOOLS)/.prometheus:
 	  dpkg-deb -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus && rm -rf $(TOOLS)/deb && touch $@; \
 	else echo "no apt-get: install prometheus and promtool yourself, or their tests skip"; fi
 
+# checkov in a venv of its own (its many pins would fight the project's), for the chart's and the
+# Dockerfile's security policies; the CRD models of the Prometheus operator and KEDA from npm,
+# to validate the chart's custom resources.
+$(TOOLS)/.checkov:
+	$(PYTHON) -m venv $(TOOLS)/checkov
+	$(TOOLS)/checkov/bin/pip install --quiet 'checkov==3.3.30'
+	touch $@
+
+$(TOOLS)/.crd-models:
+	@if command -v npm >/dev/null; then \
+	  npm install --silent --no-audit --no-fund --prefix $(TOOLS)/crd-models \
+	    '@kubernetes-models/prometheus-operator@6' '@kubernetes-models/keda@2' && touch $@; \
+	else echo "no npm: the chart's custom resources cannot be validated here, their tests skip"; fi
+
 quickstart: $(VENV)/.installed
 	$(BIN)/python examples/quickstart/run.py
 
@@ -29,7 +43,7 @@ quickstart: $(VENV)/.installed
 # non-zero exit into a failure, so "no tests" can never pass. Two workers: most tests wait on
 # brokers, processes and timers rather than the CPU (each worker starts its own embedded broker).
 # (xdist's loadgroup would keep the fault tests on one worker, but with pytest 9 it does not group.)
-test: $(VENV)/.installed $(TOOLS)/.prometheus
+test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.checkov $(TOOLS)/.crd-models
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

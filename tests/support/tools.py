@@ -1,5 +1,7 @@
-"""Binaries the tests run: Prometheus and promtool (Debian's package, unpacked by `make test`
-into .tools/, or already on PATH)."""
+"""Tools the tests run that pip does not install into the venv. `make test` puts them under
+.tools/: Prometheus and promtool (Debian's package, unpacked), checkov (a venv of its own: its
+pins would fight ours) and the CRD models from npm. A test that needs one that is missing skips
+with how to get it on a laptop, and fails in CI."""
 
 from __future__ import annotations
 
@@ -11,15 +13,27 @@ import pytest
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ROOT / ".tools"
+_PLACES = {
+    "prometheus": TOOLS / "prometheus/usr/bin/prometheus",
+    "promtool": TOOLS / "prometheus/usr/bin/promtool",
+    "checkov": TOOLS / "checkov/bin/checkov",
+    "crd-models": TOOLS / "crd-models/node_modules",
+    "node": None,
+}
+
+
+def _missing(message: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{message}; CI must run every test", pytrace=False)
+    pytest.skip(message)
 
 
 def tool(name: str) -> str:
-    """The path of a tool; skip with how to get it on a laptop, fail in CI."""
-    unpacked = ROOT / ".tools" / "prometheus" / "usr" / "bin" / name
-    found = str(unpacked) if unpacked.exists() else shutil.which(name)
+    """The path of a tool (a binary, or for crd-models a node_modules folder)."""
+    place = _PLACES[name]
+    found = str(place) if place is not None and place.exists() else shutil.which(name)
     if found is None:
-        message = f"{name} not found: `make test` unpacks Debian's prometheus package into .tools/ (or install it)"
-        if IN_CI:
-            pytest.fail(f"{message}; CI must run every test", pytrace=False)
-        pytest.skip(message)
+        _missing(f"{name} not found: `make test` installs it under .tools/")
+    assert found is not None
     return found

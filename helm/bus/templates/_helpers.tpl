@@ -1,0 +1,115 @@
+{{/* Names and labels. */}}
+{{- define "bus.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "bus.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "bus.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "bus.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one role: call with (dict "root" $ "role" "inbound"). */}}
+{{- define "bus.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bus.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .role }}
+{{- end -}}
+
+{{- define "bus.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "bus.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository@digest when a digest is given (immutable, what production should pin), else repository:tag. */}}
+{{- define "bus.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The roles this release runs, as a list: ["all"] or the enabled ones of inbound, router, outbound. */}}
+{{- define "bus.roles" -}}
+{{- if eq .Values.mode "all-in-one" -}}
+{{- list "all" | toJson -}}
+{{- else -}}
+{{- $roles := list -}}
+{{- range $role := list "inbound" "router" "outbound" -}}
+{{- if (index $.Values.roles $role).enabled -}}{{- $roles = append $roles $role -}}{{- end -}}
+{{- end -}}
+{{- $roles | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The hub config: the user's `config` with Kafka, registry and servers filled from values.
+Credentials are never in it: ${file:...} reads them from Secrets mounted as files at start. */}}
+{{- define "bus.hubConfig" -}}
+{{- $c := deepCopy .Values.config -}}
+{{- $kafka := merge (dict "bootstrap" .Values.kafka.bootstrap) (deepCopy (default dict $c.kafka)) -}}
+{{- $tls := .Values.kafka.tls.enabled -}}
+{{- $sasl := .Values.kafka.sasl.mechanism -}}
+{{- if or $tls $sasl -}}
+{{- $security := dict "protocol" (ternary (ternary "SASL_SSL" "SSL" (not (empty $sasl))) "SASL_PLAINTEXT" $tls) -}}
+{{- if $tls -}}
+{{- $_ := set $security "ssl_cafile" "/etc/bus-kafka-tls/ca.crt" -}}
+{{- if .Values.kafka.tls.mutual -}}
+{{- $_ := set $security "ssl_certfile" "/etc/bus-kafka-tls/tls.crt" -}}
+{{- $_ := set $security "ssl_keyfile" "/etc/bus-kafka-tls/tls.key" -}}
+{{- end -}}
+{{- end -}}
+{{- if $sasl -}}
+{{- $_ := set $security "sasl_mechanism" $sasl -}}
+{{- $_ := set $security "sasl_username" (printf "${file:/etc/bus-secrets/kafka-sasl/%s}" .Values.kafka.sasl.usernameKey) -}}
+{{- $_ := set $security "sasl_password" (printf "${file:/etc/bus-secrets/kafka-sasl/%s}" .Values.kafka.sasl.passwordKey) -}}
+{{- end -}}
+{{- $_ := set $kafka "security" $security -}}
+{{- end -}}
+{{- $_ := set $c "kafka" $kafka -}}
+{{- $registry := dict "url" .Values.schemaRegistry.url -}}
+{{- if .Values.schemaRegistry.credentialsSecret -}}
+{{- $_ := set $registry "username" "${file:/etc/bus-secrets/schema-registry/username}" -}}
+{{- $_ := set $registry "password" "${file:/etc/bus-secrets/schema-registry/password}" -}}
+{{- end -}}
+{{- $_ := set $c "schema_registry" $registry -}}
+{{- $_ := set $c "http" (dict "host" "0.0.0.0" "port" .Values.ports.http) -}}
+{{- $_ := set $c "ops" (dict "host" "0.0.0.0" "port" .Values.ports.ops) -}}
+{{- toYaml $c -}}
+{{- end -}}
+
+{{/* Restricted pod and container security (Pod Security Standards "restricted"). */}}
+{{- define "bus.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "bus.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+privileged: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
