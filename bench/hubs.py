@@ -1,0 +1,98 @@
+"""Start `bus run` processes for the benchmarks and feed canonical events straight into Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from bench.common import free_port
+from bus.codec import Codec
+from bus.config.models import KafkaConfig
+from bus.event import Event
+from bus.kafka.clients import make_producer
+from schemas.catalog import SchemaCatalog
+
+
+class HubProcess:
+    def __init__(self, config: dict[str, Any], role: str = "all") -> None:
+        self.ops_port = free_port()
+        self.config = {**config, "ops": {"host": "127.0.0.1", "port": self.ops_port}, "http": {"host": "127.0.0.1", "port": free_port()}}
+        self.role = role
+        self.proc: asyncio.subprocess.Process | None = None
+        self._folder = tempfile.TemporaryDirectory()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def start(self) -> None:
+        path = Path(self._folder.name) / "bus.yaml"
+        path.write_text(yaml.safe_dump(self.config))
+        bus = Path(sys.executable).with_name("bus")
+        self.proc = await asyncio.create_subprocess_exec(
+            str(bus), "run", "-c", str(path), "--role", self.role, "--log-level", "WARNING", env={**os.environ}
+        )
+        async with httpx.AsyncClient() as client:
+            for _ in range(1200):
+                try:
+                    if (await client.get(f"http://127.0.0.1:{self.ops_port}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("hub not ready in 120 s")
+
+    async def metrics(self, client: httpx.AsyncClient) -> str:
+        return (await client.get(f"http://127.0.0.1:{self.ops_port}/metrics")).text
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        self._folder.cleanup()
+
+
+async def schema_id(hub: HubProcess, name: str = "Payment") -> int:
+    """The id the hub registered for a canonical schema (its embedded registry)."""
+    subject = SchemaCatalog.load().get(name).subject
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(f"http://127.0.0.1:{hub.ops_port}/registry/subjects/{subject}/versions/latest")
+        answer.raise_for_status()
+        return int(answer.json()["id"])
+
+
+async def feed_payments(bootstrap: str, topic: str, schema: int, n: int, *, keys: int = 997) -> None:
+    """n canonical Payment events, produced as fast as the broker takes them."""
+    codec = Codec()
+    codec.add("Payment", schema, SchemaCatalog.load().get("Payment").parsed)
+    rng = random.Random(3)
+    producer = make_producer(KafkaConfig(bootstrap=bootstrap), bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        pending = []
+        for i in range(n):
+            data = {
+                "payment_id": f"pi_{i}",
+                "amount": rng.randint(100, 200_000),
+                "currency": rng.choice(["usd", "eur", "gbp"]),
+                "customer_id": f"cus_{rng.randint(0, 99)}",
+                "status": rng.choice(["succeeded", "failed", "pending"]),
+                "description": "bench",
+            }
+            event = Event(schema="Payment", source="/bench", key=f"pi_{i % keys}", type="Payment", data=data)
+            pending.append(await producer.send(topic, codec.encode("Payment", data), key=event.key.encode(), headers=event.headers()))  # type: ignore[union-attr]
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()

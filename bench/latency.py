@@ -1,0 +1,181 @@
+"""End-to-end latency: a webhook POST to the HTTP target's receipt, through the whole hub (`bus run`,
+all roles in one process, on its embedded broker), at fixed offered loads.
+
+    .venv/bin/python bench/latency.py [--seconds 10] [--loads 500,1000,2000]
+
+Open loop: request i is due at start + i/rate and its latency is counted from when it was *due*,
+so a hub that falls behind shows it (no coordinated omission). The sender and the target live in
+this process, on one clock; the hub is a separate process. After the fixed loads, the load is
+raised in steps of 500/s until p99 reaches 100 ms: the highest load under it is reported.
+Issue 8's goal: p99 under 50 ms at 1,000 events/s. Writes bench/results/latency-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import free_port, write
+
+
+class Target:
+    """The receiving system: records when each event arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.arrived.setdefault(request.headers["Idempotency-Key"], time.perf_counter())
+        await request.read()
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/in", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+
+def hub_config(target_port: int, http_port: int, ops_port: int) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap": "embedded", "partitions": 4, "session_timeout_ms": 3000},
+        "schema_registry": {"url": "embedded"},
+        "http": {"host": "127.0.0.1", "port": http_port},
+        "ops": {"host": "127.0.0.1", "port": ops_port},
+        "inbound": [
+            {
+                "name": "payments",
+                "type": "http_webhook",
+                "path": "/hooks/payments",
+                "emit": {
+                    "schema": "Payment",
+                    "id": "id",
+                    "key": "data.id",
+                    "map": {"payment_id": "data.id", "amount": "data.amount", "currency": "data.currency", "status": "data.status"},
+                },
+            }
+        ],
+        "routes": [{"name": "all", "from": "Payment", "to": ["target"]}],
+        "outbound": [{"name": "target", "type": "http", "url": f"http://127.0.0.1:{target_port}/in", "delivery": {"concurrency": 32}}],
+    }
+
+
+async def offer(session: aiohttp.ClientSession, url: str, rate: int, seconds: float, prefix: str) -> dict[str, float]:
+    """Send rate*seconds webhooks on schedule; returns the due time per event id."""
+    due: dict[str, float] = {}
+    tasks: list[asyncio.Task[None]] = []
+    n = int(rate * seconds)
+
+    async def post(event_id: str, i: int) -> None:
+        body = {"id": event_id, "data": {"id": f"pi_{i}", "amount": 1000 + i, "currency": "usd", "status": "succeeded"}}
+        async with session.post(url, json=body) as answer:
+            if answer.status != 202:
+                raise RuntimeError(f"webhook answered {answer.status}: {await answer.text()}")
+
+    start = time.perf_counter() + 0.05
+    for i in range(n):
+        when = start + i / rate
+        delay = when - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        event_id = f"{prefix}-{i}"
+        due[event_id] = when
+        tasks.append(asyncio.create_task(post(event_id, i)))
+    await asyncio.gather(*tasks)
+    return due
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"p50_ms": cuts[49] * 1000, "p95_ms": cuts[94] * 1000, "p99_ms": cuts[98] * 1000, "max_ms": max(latencies) * 1000}
+
+
+async def run_load(session: aiohttp.ClientSession, url: str, target: Target, rate: int, seconds: float) -> dict[str, Any]:
+    prefix = f"r{rate}-{time.monotonic_ns()}"
+    due = await offer(session, url, rate, seconds, prefix)
+    deadline = time.perf_counter() + 30
+    while any(k not in target.arrived for k in due) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    missing = [k for k in due if k not in target.arrived]
+    latencies = [target.arrived[k] - t for k, t in due.items() if k in target.arrived]
+    return {"offered_per_s": rate, "events": len(due), "missing": len(missing), **percentiles(latencies)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--loads", default="500,1000,2000")
+    parser.add_argument("--search-limit", type=int, default=6000, help="highest load the p99 search tries")
+    args = parser.parse_args()
+    target = Target()
+    await target.start()
+    http_port, ops_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "bus.yaml"
+        config.write_text(yaml.safe_dump(hub_config(target.port, http_port, ops_port)))
+        bus = Path(sys.executable).with_name("bus")
+        hub = await asyncio.create_subprocess_exec(str(bus), "run", "-c", str(config), "--log-level", "WARNING", env={**os.environ})
+        try:
+            connector = aiohttp.TCPConnector(limit=256)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                for _ in range(600):
+                    try:
+                        async with session.get(f"http://127.0.0.1:{ops_port}/readyz") as ready:
+                            if ready.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                url = f"http://127.0.0.1:{http_port}/hooks/payments"
+                await run_load(session, url, target, 200, 3)  # warm-up: connections, group joins, code paths
+                rows = []
+                for rate in [int(x) for x in args.loads.split(",")]:
+                    rows.append(await run_load(session, url, target, rate, args.seconds))
+                    print(_row(rows[-1]), flush=True)
+                best = None
+                rate = 2500
+                while rate <= args.search_limit:
+                    row = await run_load(session, url, target, rate, args.seconds)
+                    print(_row(row), flush=True)
+                    rows.append(row)
+                    if row["p99_ms"] >= 100 or row["missing"]:
+                        break
+                    best = rate
+                    rate += 500
+                under_100 = max([r["offered_per_s"] for r in rows if r["p99_ms"] < 100 and not r["missing"]], default=None)
+        finally:
+            hub.send_signal(signal.SIGTERM)
+            await hub.wait()
+            if target.runner is not None:
+                await target.runner.cleanup()
+    print(f"\nhighest offered load with p99 < 100 ms: {under_100}/s (search stopped above {best})")
+    write("latency", {"seconds_per_load": args.seconds, "loads": rows, "highest_load_p99_under_100ms": under_100})
+
+
+def _row(row: dict[str, Any]) -> str:
+    return (
+        f"{row['offered_per_s']:>6}/s  p50 {row['p50_ms']:7.1f} ms  p95 {row['p95_ms']:7.1f} ms  "
+        f"p99 {row['p99_ms']:7.1f} ms  max {row['max_ms']:7.1f} ms  missing {row['missing']}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
