@@ -33,6 +33,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bus.config.models import KafkaConfig
 from bus.errors import BusError
+from bus.kafka.batches import BatchSender, Record
 from bus.kafka.clients import make_consumer
 from bus.kafka.lag import LAG
 from bus.kafka.reader import read_to_end
@@ -82,6 +83,7 @@ class RouterWorker:
         self._consumer = make_consumer(kafka, bootstrap, group_id=group, max_poll_records=max_records)
         self._since_commit = SECONDS_SINCE_COMMIT.labels(group)
         self._lag = LAG.track(group, self._consumer)
+        self._batches = BatchSender(producer)
 
     @property
     def assigned(self) -> bool:
@@ -198,15 +200,18 @@ class RouterWorker:
 
     async def _route(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
         plan = self.dispatcher.plan
-        send = self._send
-        futures = []
+        out_records: list[Record] = []
+        append = out_records.append
         await self.dispatcher.learn_ids(record.value for records in batch.values() for record in records)
         for tp, records in batch.items():
             for record in records:
                 origin = f"{tp.topic}/{tp.partition}/{record.offset}"
                 for out in plan(record.key, record.value, list(record.headers), origin, partition=tp.partition, offset=record.offset):
-                    futures.append(await send(out))
-        await asyncio.gather(*futures)  # the batch is done only when Kafka has every copy
+                    if out.throttle is not None:
+                        await out.throttle.take()
+                    append(Record(out.topic, out.key, out.value, out.headers, out.partition))
+        # One produce batch per partition, not a send() per copy; in the order planned, so per-key order holds.
+        await asyncio.gather(*await self._batches.send_all(out_records))  # done only when Kafka has every copy
 
     async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
         try:

@@ -1,0 +1,87 @@
+"""Produce many records at once: one aiokafka ``BatchBuilder`` per partition and one future per
+batch, instead of a ``send()`` and a future per record.
+
+The router produces several copies of every event it reads; per record, ``send()`` costs more
+than routing does (a metadata wait, the partitioner, a future, a log call). Here the partition is
+chosen the way aiokafka's default partitioner chooses it (murmur2 of the key, as the Java client
+does, so keys land where any other producer would put them), remembered per key, and records
+of one partition are appended in the order given: per-key order holds. A batch that fills up is
+sent and a new one started. The caller awaits the returned futures (every copy acknowledged)
+before it commits, exactly as with ``send()``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BatchSender", "Record"]
+
+import random
+import time
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+_KEY_CACHE_LIMIT = 100_000  # distinct keys remembered; cleared when full (murmur2 is only recomputed)
+_PARTITIONS_TTL_S = 60.0  # partition counts are looked up again after this (partitions can be added)
+
+
+class Record(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    partition: int | None = None  # None: by key (or any partition when there is no key)
+
+
+class BatchSender:
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._partitions: dict[str, list[int]] = {}
+        self._by_key: dict[tuple[str, bytes], int] = {}
+        self._loaded = time.monotonic()
+
+    async def _all_partitions(self, topic: str) -> list[int]:
+        found = self._partitions.get(topic)
+        if found is None:
+            found = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        return found
+
+    async def _partition(self, topic: str, key: bytes | None) -> int:
+        if key is None:
+            return random.choice(await self._all_partitions(topic))  # noqa: S311 (spreading load, not security)
+        cached = self._by_key.get((topic, key))
+        if cached is None:
+            partitions = await self._all_partitions(topic)
+            if len(self._by_key) >= _KEY_CACHE_LIMIT:
+                self._by_key.clear()
+            cached = self._by_key[(topic, key)] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        return cached
+
+    async def send_all(self, records: Iterable[Record]) -> list[Any]:
+        """Queue every record; returns the futures (one per batch) that resolve once Kafka acked."""
+        producer = self._producer
+        if time.monotonic() - self._loaded > _PARTITIONS_TTL_S:
+            self.forget_partitions()
+        open_batches: dict[tuple[str, int], Any] = {}
+        futures: list[Any] = []
+        for topic, key, value, headers, chosen in records:
+            partition = chosen if chosen is not None else await self._partition(topic, key)
+            where = (topic, partition)
+            batch = open_batches.get(where)
+            if batch is None:
+                batch = open_batches[where] = producer.create_batch()
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))  # full: send it, start another
+                batch = open_batches[where] = producer.create_batch()
+                if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                    raise ValueError(f"a record for {topic} is larger than a whole batch (max_batch_size)")
+        for (topic, partition), batch in open_batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    def forget_partitions(self) -> None:
+        """After a metadata change (partitions added): look the partition counts up again."""
+        self._partitions.clear()
+        self._by_key.clear()
+        self._loaded = time.monotonic()
