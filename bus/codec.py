@@ -119,10 +119,15 @@ class Codec:
     def validate(self, name: str, record: Mapping[str, Any]) -> None:
         """Raise EventRejected naming the field when ``record`` does not fit schema ``name``."""
         _, parsed = self._by_name[name]
+        # Ask yes/no first: with raise_errors=True fastavro tries union branches by raising and
+        # catching (json-dumping the value each time), 12 us against under 2 for a valid record.
+        if validate(record, parsed, raise_errors=False):
+            return
         try:
             validate(record, parsed, raise_errors=True)
         except ValidationError as exc:  # lists each failing field as "ns.Record.field is <v> of type ..."
             raise EventRejected(f"does not match schema {name}: {_validation_reason(exc)}") from exc
+        raise EventRejected(f"does not match schema {name}")  # the two answers disagreed: refuse all the same
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         schema_id, parsed = self._by_name[name]

@@ -200,18 +200,26 @@ class RouterWorker:
 
     async def _route(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
         plan = self.dispatcher.plan
+        # One produce batch per partition, not a send() per copy, in the order planned: per-key order holds.
         out_records: list[Record] = []
         append = out_records.append
+        futures: list[Any] = []
         await self.dispatcher.learn_ids(record.value for records in batch.values() for record in records)
         for tp, records in batch.items():
             for record in records:
                 origin = f"{tp.topic}/{tp.partition}/{record.offset}"
                 for out in plan(record.key, record.value, list(record.headers), origin, partition=tp.partition, offset=record.offset):
-                    if out.throttle is not None:
-                        await out.throttle.take()
-                    append(Record(out.topic, out.key, out.value, out.headers, out.partition))
-        # One produce batch per partition, not a send() per copy; in the order planned, so per-key order holds.
-        await asyncio.gather(*await self._batches.send_all(out_records))  # done only when Kafka has every copy
+                    if out.throttle is None:
+                        append(Record(out.topic, out.key, out.value, out.headers, out.partition))
+                        continue
+                    # A throttled copy leaves when its token comes, not with the batch: what was
+                    # planned before it goes first (order), then it alone.
+                    if out_records:
+                        futures += await self._batches.send_all(out_records)
+                        out_records.clear()
+                    futures.append(await self._send(out))
+        futures += await self._batches.send_all(out_records)
+        await asyncio.gather(*futures)  # done only when Kafka has every copy
 
     async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
         try:

@@ -19,7 +19,7 @@ an error, so ``amount >= 100`` simply does not match an event without an amount.
 
 from __future__ import annotations
 
-__all__ = ["Compiled", "compile_expression"]
+__all__ = ["EVALUATION_ERRORS", "Compiled", "compile_expression"]
 
 import operator
 import re
@@ -33,6 +33,16 @@ from bus.expr.functions import FUNCTIONS
 Doc = Mapping[str, Any]
 Meta = Mapping[str, Any]
 Evaluator = Callable[[Doc, Meta], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """A compiled sub-expression twice over: a closure (the reference, for any document) and
+    Python source for the fast path (see ``_generate``). The source names constants and helpers
+    only through ``_Names``; no text of the user's reaches it."""
+
+    fn: Evaluator
+    src: str
 
 
 _TOKEN = re.compile(
@@ -117,13 +127,33 @@ _PRECEDENCE = {
 _NOT_PRECEDENCE = 3
 
 
+class _Names:
+    """Constants and helpers the generated source refers to, by generated names."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {"_field": _get_field, "_index": _get_index, "_contains": _contains}
+        self._temps = 0
+
+    def const(self, value: Any) -> str:
+        if value is None or isinstance(value, bool | int):
+            return repr(value)  # exact Python literals
+        name = f"_c{len(self.values)}"
+        self.values[name] = value
+        return name
+
+    def temp(self) -> str:
+        self._temps += 1
+        return f"_t{self._temps}"
+
+
 class _Parser:
-    """Pratt parser producing closures directly: parsing is compiling."""
+    """Pratt parser producing closures and source directly: parsing is compiling."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = _tokenize(text)
         self.i = 0
+        self.names = _Names()
 
     def error(self, message: str, tok: _Tok) -> ExpressionError:
         return ExpressionError(message, expression=self.text, position=tok.pos)
@@ -143,7 +173,7 @@ class _Parser:
             raise self.error(f"expected {value!r}, found {found}", self.tok)
         return self.advance()
 
-    def parse(self) -> Evaluator:
+    def parse(self) -> _Node:
         if self.tok.kind == "end":
             raise self.error("empty expression", self.tok)
         fn = self.expression(0)
@@ -161,7 +191,7 @@ class _Parser:
             return "not in"
         return None
 
-    def expression(self, min_prec: int) -> Evaluator:
+    def expression(self, min_prec: int) -> _Node:
         left = self.unary()
         while True:
             op = self._binary_op()
@@ -173,57 +203,69 @@ class _Parser:
             right = self.expression(_PRECEDENCE[op])
             left = self._combine(op, left, right)
 
-    @staticmethod
-    def _combine(op: str, left: Evaluator, right: Evaluator) -> Evaluator:
+    def _combine(self, op: str, left: _Node, right: _Node) -> _Node:
+        lf, rf = left.fn, right.fn
         if op == "and":
-            return lambda d, m: bool(left(d, m)) and bool(right(d, m))
+            return _Node(lambda d, m: bool(lf(d, m)) and bool(rf(d, m)), f"((not not {left.src}) and (not not {right.src}))")
         if op == "or":
-            return lambda d, m: bool(left(d, m)) or bool(right(d, m))
+            return _Node(lambda d, m: bool(lf(d, m)) or bool(rf(d, m)), f"((not not {left.src}) or (not not {right.src}))")
         fn = _BINARY[op]
-        return lambda d, m: fn(left(d, m), right(d, m))
+        closure: Evaluator = lambda d, m: fn(lf(d, m), rf(d, m))  # noqa: E731
+        if op in ("==", "!=", "+", "-", "*", "/", "%"):
+            return _Node(closure, f"({left.src} {op} {right.src})")
+        if op in ("<", "<=", ">", ">="):
+            # Both sides evaluated (as the closure does), then null compares false.
+            a, b = self.names.temp(), self.names.temp()
+            return _Node(closure, f"((((({a} := {left.src}) is not None) & (({b} := {right.src}) is not None))) and {a} {op} {b})")
+        negate = "not " if op == "not in" else ""
+        return _Node(closure, f"({negate}_contains({left.src}, {right.src}))")
 
-    def unary(self) -> Evaluator:
+    def unary(self) -> _Node:
         tok = self.tok
         if tok.kind == "kw" and tok.value == "not":
             self.advance()
             inner = self.expression(_NOT_PRECEDENCE)
-            return lambda d, m: not inner(d, m)
+            fn = inner.fn
+            return _Node(lambda d, m: not fn(d, m), f"(not {inner.src})")
         if tok.kind == "op" and tok.value == "-":
             self.advance()
             inner = self.unary()
-            return lambda d, m: -inner(d, m)
+            fn = inner.fn
+            return _Node(lambda d, m: -fn(d, m), f"(-{inner.src})")
         return self.postfix(self.primary())
 
-    def primary(self) -> Evaluator:
+    def _constant(self, value: Any) -> _Node:
+        return _Node(lambda d, m: value, self.names.const(value))
+
+    def primary(self) -> _Node:
         tok = self.advance()
         if tok.kind == "number":
-            number: int | float = float(tok.value) if "." in tok.value else int(tok.value)
-            return lambda d, m: number
+            return self._constant(float(tok.value) if "." in tok.value else int(tok.value))
         if tok.kind == "string":
-            text = _unquote(tok.value)
-            return lambda d, m: text
+            return self._constant(_unquote(tok.value))
         if tok.kind == "kw" and tok.value in ("true", "false", "null"):
-            const = {"true": True, "false": False, "null": None}[tok.value]
-            return lambda d, m: const
+            return self._constant({"true": True, "false": False, "null": None}[tok.value])
         if tok.kind == "meta":
             key = tok.value[1:]
-            return lambda d, m: m.get(key)
+            return _Node(lambda d, m: m.get(key), f"m.get({self.names.const(key)})")
         if tok.kind == "name":
             if self.tok.value == "(" and self.tok.kind == "op":
                 return self.call(tok)
-            return _root_field(tok.value)
+            # The fast path runs only for dict documents (Compiled.__call__), so .get() is safe there.
+            return _Node(_root_field(tok.value), f"d.get({self.names.const(tok.value)})")
         if tok.kind == "op" and tok.value == "(":
             inner = self.expression(0)
             self.expect(")")
             return inner
         if tok.kind == "op" and tok.value == "[":
             items = self.arguments("]")
-            return lambda d, m: [item(d, m) for item in items]
+            fns = [item.fn for item in items]
+            return _Node(lambda d, m: [fn(d, m) for fn in fns], "[" + ", ".join(item.src for item in items) + "]")
         found = repr(tok.value) if tok.kind != "end" else "end of expression"
         raise self.error(f"unexpected {found}", tok)
 
-    def arguments(self, closer: str) -> list[Evaluator]:
-        items: list[Evaluator] = []
+    def arguments(self, closer: str) -> list[_Node]:
+        items: list[_Node] = []
         if self.tok.value == closer and self.tok.kind == "op":
             self.advance()
             return items
@@ -235,26 +277,28 @@ class _Parser:
             self.expect(closer)
             return items
 
-    def call(self, name_tok: _Tok) -> Evaluator:
+    def call(self, name_tok: _Tok) -> _Node:
         fn = FUNCTIONS.get(name_tok.value)
         if fn is None:
             known = ", ".join(sorted(FUNCTIONS))
             raise self.error(f"unknown function {name_tok.value!r} (known: {known})", name_tok)
         self.expect("(")
         args = self.arguments(")")
-        return lambda d, m: fn(*(arg(d, m) for arg in args))
+        fns = [arg.fn for arg in args]
+        src = f"{self.names.const(fn)}(" + ", ".join(arg.src for arg in args) + ")"
+        return _Node(lambda d, m: fn(*(a(d, m) for a in fns)), src)
 
-    def postfix(self, base: Evaluator) -> Evaluator:
+    def postfix(self, base: _Node) -> _Node:
         while self.tok.kind == "op" and self.tok.value in (".", "["):
             if self.advance().value == ".":
                 tok = self.advance()
                 if tok.kind not in ("name", "kw"):
                     raise self.error("expected a field name after '.'", tok)
-                base = _field(base, tok.value)
+                base = _Node(_field(base.fn, tok.value), f"_field({base.src}, {self.names.const(tok.value)})")
             else:
                 index = self.expression(0)
                 self.expect("]")
-                base = _index(base, index)
+                base = _Node(_index(base.fn, index.fn), f"_index({base.src}, {index.src})")
         return base
 
 
@@ -270,27 +314,43 @@ def _root_field(name: str) -> Evaluator:
     return get
 
 
-def _field(base: Evaluator, name: str) -> Evaluator:
-    def get(d: Doc, m: Meta) -> Any:
-        value = base(d, m)
-        try:
-            return value.get(name)
-        except AttributeError:  # null, a number, a string, a list: no such field
-            return None
+def _get_field(value: Any, name: str) -> Any:
+    try:
+        return value.get(name)
+    except AttributeError:  # null, a number, a string, a list: no such field
+        return None
 
-    return get
+
+def _get_index(value: Any, i: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value.get(i)
+    if isinstance(value, (list, tuple, str)) and isinstance(i, int) and -len(value) <= i < len(value):
+        return value[i]
+    return None
+
+
+def _field(base: Evaluator, name: str) -> Evaluator:
+    return lambda d, m: _get_field(base(d, m), name)
 
 
 def _index(base: Evaluator, index: Evaluator) -> Evaluator:
-    def get(d: Doc, m: Meta) -> Any:
-        value, i = base(d, m), index(d, m)
-        if isinstance(value, Mapping):
-            return value.get(i)
-        if isinstance(value, (list, tuple, str)) and isinstance(i, int) and -len(value) <= i < len(value):
-            return value[i]
+    return lambda d, m: _get_index(base(d, m), index(d, m))
+
+
+def _generate(node: _Node, names: _Names, text: str) -> Evaluator | None:
+    """One Python function for the whole expression, from the source the parser built: a route
+    condition then costs one call instead of a call per node. The source is ours (operators,
+    generated names, int/bool/None literals); strings, floats and functions are passed by name.
+    None when Python refuses it (very deep nesting): the closures serve then."""
+    try:
+        code = compile(f"lambda d, m: {node.src}", f"<expression {text!r}>", "eval")
+        return eval(code, {"__builtins__": {}, **names.values})  # type: ignore[no-any-return]  # noqa: S307
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
         return None
 
-    return get
+
+# What evaluating a well-formed expression can raise on unexpected data (a string times a list...).
+EVALUATION_ERRORS = (TypeError, ValueError, ArithmeticError, re.error, OverflowError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,16 +359,30 @@ class Compiled:
 
     text: str
     _fn: Evaluator
+    _fast: Evaluator | None = None  # for dict documents (events always are); _fn for anything else
 
     def __call__(self, doc: Doc, meta: Meta | None = None) -> Any:
         try:
+            if self._fast is not None and type(doc) is dict:
+                return self._fast(doc, meta or {})
             return self._fn(doc, meta or {})
         except ExpressionError:
             raise
-        except (TypeError, ValueError, ArithmeticError, re.error, OverflowError) as exc:
-            raise ExpressionError(f"cannot evaluate {self.text!r}: {exc}") from exc
+        except EVALUATION_ERRORS as exc:
+            raise self.failure(exc) from exc
+
+    @property
+    def fast(self) -> Evaluator | None:
+        """The generated function, for callers on the hot path that hold a dict document and a
+        metadata mapping: call it directly and turn ``EVALUATION_ERRORS`` into ``failure(exc)``."""
+        return self._fast
+
+    def failure(self, exc: Exception) -> ExpressionError:
+        return ExpressionError(f"cannot evaluate {self.text!r}: {exc}")
 
 
 def compile_expression(text: str) -> Compiled:
     """Parse and compile ``text``; raises ExpressionError with the position of a syntax error."""
-    return Compiled(text, _Parser(text).parse())
+    parser = _Parser(text)
+    node = parser.parse()
+    return Compiled(text, node.fn, _generate(node, parser.names, text))
