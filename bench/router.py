@@ -106,9 +106,9 @@ async def fill(kafka: KafkaConfig, bootstrap: str, topic: str, codec: Codec, n: 
         await producer.stop()
 
 
-async def raw_passthrough(kafka: KafkaConfig, bootstrap: str, source: str, sink: str, n: int) -> dict[str, float]:
+async def raw_passthrough(kafka: KafkaConfig, bootstrap: str, source: str, sink: str, n: int, run: int = 0) -> dict[str, float]:
     """The limit: getmany -> send the same bytes -> wait for acks -> commit; no decoding."""
-    consumer = make_consumer(kafka, bootstrap, source, group_id="bench-raw")
+    consumer = make_consumer(kafka, bootstrap, source, group_id=f"bench-raw-{run}")
     producer = make_producer(kafka, bootstrap)
     await consumer.start()
     await producer.start()
@@ -154,9 +154,9 @@ class Identity:
         return [Send(self._out, key, value, headers)]
 
 
-async def raw_batched(kafka: KafkaConfig, bootstrap: str, source: str, sink: str, n: int) -> dict[str, float]:
+async def raw_batched(kafka: KafkaConfig, bootstrap: str, source: str, sink: str, n: int, run: int = 0) -> dict[str, float]:
     """The limit with the produce path the router uses: the same bytes, one batch per partition."""
-    consumer = make_consumer(kafka, bootstrap, source, group_id="bench-raw-batched")
+    consumer = make_consumer(kafka, bootstrap, source, group_id=f"bench-raw-batched-{run}")
     producer = make_producer(kafka, bootstrap)
     await consumer.start()
     await producer.start()
@@ -180,11 +180,11 @@ async def raw_batched(kafka: KafkaConfig, bootstrap: str, source: str, sink: str
         await producer.stop()
 
 
-async def identity_router(kafka: KafkaConfig, bootstrap: str, names: TopicNames, n: int) -> dict[str, float]:
+async def identity_router(kafka: KafkaConfig, bootstrap: str, names: TopicNames, n: int, run: int = 0) -> dict[str, float]:
     identity = Identity(names)
     producer = make_producer(kafka, bootstrap)
     await producer.start()
-    service = RouterWorker(identity, kafka=kafka, bootstrap=bootstrap, group="bench-identity", producer=producer)  # type: ignore[arg-type]
+    service = RouterWorker(identity, kafka=kafka, bootstrap=bootstrap, group=f"bench-identity-{run}", producer=producer)  # type: ignore[arg-type]
     await service.start()
     try:
         while identity.counted == 0:
@@ -198,7 +198,9 @@ async def identity_router(kafka: KafkaConfig, bootstrap: str, names: TopicNames,
         await producer.stop()
 
 
-async def hub_router(kafka: KafkaConfig, bootstrap: str, names: TopicNames, codec: Codec, n: int, engine: str) -> dict[str, float]:
+async def hub_router(
+    kafka: KafkaConfig, bootstrap: str, names: TopicNames, codec: Codec, n: int, engine: str, run: int = 0
+) -> dict[str, float]:
     dispatcher = Dispatcher(Router(twenty_routes()), codec=codec, topics=names)
     producer = make_producer(kafka, bootstrap)
     await producer.start()
@@ -206,7 +208,7 @@ async def hub_router(kafka: KafkaConfig, bootstrap: str, names: TopicNames, code
     if engine == "faust":
         service = RouterService(dispatcher, kafka=kafka, bootstrap=bootstrap, topics=names)
     else:
-        service = RouterWorker(dispatcher, kafka=kafka, bootstrap=bootstrap, group=f"bench-{engine}", producer=producer)
+        service = RouterWorker(dispatcher, kafka=kafka, bootstrap=bootstrap, group=f"bench-{engine}-{run}", producer=producer)
     counter = ROUTER_EVENTS.labels("Payment")
     base = counter._value.get()
     await service.start()
@@ -227,10 +229,16 @@ async def hub_router(kafka: KafkaConfig, bootstrap: str, names: TopicNames, code
         await producer.stop()
 
 
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    ordered = sorted(runs, key=lambda r: r["events"] / r["seconds"])
+    return {**ordered[len(ordered) // 2], "rounds_events_per_s": [r["events"] / r["seconds"] for r in runs]}  # type: ignore[dict-item]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--skip-faust", action="store_true", help="leave out the faust agent (the slowest run)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the fast cases; each reports its median")
     args = parser.parse_args()
     n = args.events
     async with EmbeddedBroker() as broker:
@@ -247,10 +255,16 @@ async def main() -> None:
         await admin.close()
         print(f"filling {source} with {n} events...", flush=True)
         await fill(kafka, broker.bootstrap, source, codec, n)
-        raw = await raw_passthrough(kafka, broker.bootstrap, source, "bench.raw-sink", n)
-        batched = await raw_batched(kafka, broker.bootstrap, source, "bench.raw-sink", n)
-        identity = await identity_router(kafka, broker.bootstrap, names, n)
-        hub = await hub_router(kafka, broker.bootstrap, names, codec, n, "aiokafka")
+        # Rounds interleave the cases, and each case reports its median round: the machine is
+        # shared, and a neighbour's burst should not decide a ratio.
+        runs: dict[str, list[dict[str, float]]] = {"raw": [], "batched": [], "identity": [], "hub": []}
+        for run in range(args.rounds):
+            runs["raw"].append(await raw_passthrough(kafka, broker.bootstrap, source, "bench.raw-sink", n, run))
+            runs["batched"].append(await raw_batched(kafka, broker.bootstrap, source, "bench.raw-sink", n, run))
+            runs["identity"].append(await identity_router(kafka, broker.bootstrap, names, n, run))
+            runs["hub"].append(await hub_router(kafka, broker.bootstrap, names, codec, n, "aiokafka", run))
+            print(f"round {run + 1}: " + ", ".join(f"{k} {v[-1]['events'] / v[-1]['seconds']:,.0f}/s" for k, v in runs.items()), flush=True)
+        raw, batched, identity, hub = (median_run(runs[k]) for k in ("raw", "batched", "identity", "hub"))
         on_faust = await hub_router(kafka, broker.bootstrap, names, codec, n, "faust") if not args.skip_faust else None
 
     rows = {

@@ -11,7 +11,7 @@ __all__ = ["Dispatcher", "Send"]
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,38 @@ class Send:
     headers: Headers
     throttle: TokenBucket | None = None  # wait for a token before producing this one
     partition: int | None = None  # set for aggregator state: it lives on its source partition
+
+
+class HeaderMeta(Mapping[str, Any]):
+    """An event's metadata ($id, $type, $time, $key...) from its CloudEvents headers, decoded only
+    when an expression asks for it: most routes read fields, and decoding every header of every
+    event cost more than a route's condition."""
+
+    __slots__ = ("_data", "_headers", "_key")
+
+    def __init__(self, headers: Headers, key: bytes | None) -> None:
+        self._headers = headers
+        self._key = key
+        self._data: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is None:
+            data: dict[str, Any] = {name[3:]: v.decode() for name, v in self._headers if name.startswith("ce_") and v is not None}
+            data["key"] = self._key.decode() if self._key is not None else None
+            self._data = data
+        return self._data
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._load().get(name, default)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
 
 
 def _rewrite_headers(headers: Headers, route: str, schema: str, id_suffix: str | None) -> Headers:
@@ -133,8 +165,7 @@ class Dispatcher:
             schema, data = self._codec.decode(value or b"")
         except PermanentError as exc:
             return [self.dead_letter(key, value, headers, route="_router", error=exc, origin=origin)]
-        meta: dict[str, Any] = {name[3:]: v.decode() for name, v in headers if name.startswith("ce_") and v is not None}
-        meta["key"] = key.decode() if key is not None else None
+        meta = HeaderMeta(headers, key)
         sends: list[Send] = []
         for table_topic, key_expr in self._feeds.get(schema, ()):
             row_key = key_expr(data, meta)
@@ -178,7 +209,7 @@ class Dispatcher:
         return sends
 
     def _aggregate(
-        self, route: str, key: bytes | None, *, partition: int, offset: int, scope: dict[str, Any], meta: dict[str, Any]
+        self, route: str, key: bytes | None, *, partition: int, offset: int, scope: dict[str, Any], meta: Mapping[str, Any]
     ) -> list[Send]:
         aggregator = self.aggregators[route]
         group = key.decode() if key is not None else ""

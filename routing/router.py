@@ -120,6 +120,10 @@ class CompiledRoute:
         self._transform = Transform(config.transform, default_schema=config.from_) if config.transform else None
         # The fast path: a plain filter forwards the incoming bytes without re-encoding.
         self.forwards_unchanged = not (self._enrich or self._split or self._transform)
+        # For Router.decide on dict events: the condition as one generated function, tested inline
+        # (most routes do not match most events: that test is the whole cost for them).
+        self.fast_when = self._when.fast if self._when is not None else None
+        self.has_fast_when = self._when is None or self.fast_when is not None
 
     def matches(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> bool:
         return self._when is None or bool(self._when(data, meta))
@@ -142,6 +146,28 @@ class CompiledRoute:
             assert when is not None
             error = when.failure(exc)
             outcome = RouteOutcome(self, "failed", reason=str(error), error=error)
+        return self._counted(outcome)
+
+    def matched(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> RouteOutcome:
+        """What the route does with an event whose condition held (tested by the caller)."""
+        self.stats.matched += 1
+        try:
+            outcome = self._after_match(data, meta)
+        except ExpressionError as exc:
+            outcome = RouteOutcome(self, "failed", reason=str(exc), error=exc)
+        return self._counted(outcome)
+
+    def condition_failed(self, exc: Exception) -> RouteOutcome:
+        """The condition raised: the event fails this route (dead letter with the reason)."""
+        if isinstance(exc, ExpressionError):
+            error = exc
+        else:
+            assert self._when is not None
+            error = self._when.failure(exc)
+        return self._counted(RouteOutcome(self, "failed", reason=str(error), error=error))
+
+    def _counted(self, outcome: RouteOutcome) -> RouteOutcome:
+        stats = self.stats
         if outcome.status == "emitted":
             stats.emitted += len(outcome.outputs)
         elif outcome.status == "dropped":
@@ -225,8 +251,22 @@ class Router:
         # event would cost more than most conditions do.
         timed = not self._decisions & 15
         self._decisions += 1
+        fast = type(data) is dict and not timed
+        first_only = self.mode == "first"
         for route in self._by_schema.get(schema, ()):
-            if timed:
+            if fast and route.has_fast_when:
+                test = route.fast_when
+                if test is not None:
+                    try:
+                        if not test(data, meta):
+                            continue
+                    except (ExpressionError, *EVALUATION_ERRORS) as exc:
+                        decision.outcomes.append(route.condition_failed(exc))
+                        if first_only:
+                            break
+                        continue
+                outcome: RouteOutcome | None = route.matched(data, meta)
+            elif timed:
                 started = time.perf_counter()
                 outcome = route.evaluate(data, meta)
                 route.stats.seconds += (time.perf_counter() - started) * 16
@@ -235,6 +275,6 @@ class Router:
             if outcome is None:
                 continue
             decision.outcomes.append(outcome)
-            if self.mode == "first":
+            if first_only:
                 break
         return decision

@@ -363,9 +363,11 @@ class Compiled:
 
     def __call__(self, doc: Doc, meta: Meta | None = None) -> Any:
         try:
+            if meta is None:
+                meta = {}
             if self._fast is not None and type(doc) is dict:
-                return self._fast(doc, meta or {})
-            return self._fn(doc, meta or {})
+                return self._fast(doc, meta)
+            return self._fn(doc, meta)
         except ExpressionError:
             raise
         except EVALUATION_ERRORS as exc:
