@@ -39,7 +39,7 @@ class HubProcess:
         path.write_text(yaml.safe_dump(self.config))
         bus = Path(sys.executable).with_name("bus")
         self.proc = await asyncio.create_subprocess_exec(
-            str(bus), "run", "-c", str(path), "--role", self.role, "--log-level", "WARNING", env={**os.environ}
+            str(bus), "--log-level", "WARNING", "run", "-c", str(path), "--role", self.role, env={**os.environ}
         )
         async with httpx.AsyncClient() as client:
             for _ in range(1200):

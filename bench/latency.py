@@ -132,7 +132,7 @@ async def main() -> None:
         config = Path(folder) / "bus.yaml"
         config.write_text(yaml.safe_dump(hub_config(target.port, http_port, ops_port)))
         bus = Path(sys.executable).with_name("bus")
-        hub = await asyncio.create_subprocess_exec(str(bus), "run", "-c", str(config), "--log-level", "WARNING", env={**os.environ})
+        hub = await asyncio.create_subprocess_exec(str(bus), "--log-level", "WARNING", "run", "-c", str(config), env={**os.environ})
         try:
             connector = aiohttp.TCPConnector(limit=256)
             async with aiohttp.ClientSession(connector=connector) as session:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from bus.adapter_api import AdapterRegistry
+from bus.cli import _parser
 from bus.config.loader import load_config
 from schemas.catalog import SchemaCatalog
 from tests.support.tools import ROOT, tool
@@ -134,6 +135,10 @@ def test_wiring_points_at_things_that_exist(case: tuple[Path, list[Manifest]]) -
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert container[probe]["httpGet"]["port"] in ports, probe
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # The command line is one the hub's own CLI accepts, and it runs the config the chart mounts.
+        args = _parser().parse_args(container["args"])
+        assert args.command == "run" and str(args.config) == "/etc/bus/bus.yaml"
+        assert args.role == deployment["metadata"]["labels"]["app.kubernetes.io/component"]
         mounts = {m["name"] for m in container["volumeMounts"]}
         assert mounts == {v["name"] for v in pod["spec"]["volumes"]}
         security = container["securityContext"]
