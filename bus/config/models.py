@@ -51,6 +51,14 @@ class KafkaConfig(_Model):
     partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of the topics the hub creates.")
     replication_factor: int = Field(default=1, ge=1, description="Replication factor of the topics the hub creates.")
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    fetch_max_wait_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=60_000,
+        description="Longest a consumer's fetch waits for new records. Default: 500 on a Kafka cluster (it answers as soon "
+        "as records arrive); 25 on the embedded broker, which holds every fetch for the whole wait (a 500 ms wait made "
+        "each hop about 200 ms slower).",
+    )
     session_timeout_ms: int = Field(
         default=10_000,
         ge=1000,

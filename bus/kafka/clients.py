@@ -55,6 +55,7 @@ def make_consumer(config: KafkaConfig, bootstrap: str, *topics: str, group_id: s
         "session_timeout_ms": config.session_timeout_ms,
         "heartbeat_interval_ms": max(300, config.session_timeout_ms // 5),
         "max_poll_records": 500,
+        "fetch_max_wait_ms": config.fetch_max_wait_ms or (25 if config.bootstrap == "embedded" else 500),
         **client_options(config, bootstrap),
         **overrides,
     }
