@@ -19,20 +19,39 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+import aiohttp
 import httpx
+from multidict import CIMultiDictProxy
+from yarl import URL
 
 from adapters.http.config import HttpOutboundConfig, SendApiKey, WebhookOutboundConfig
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials
 from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError, compile_expression, compile_template
 
 _RETRYABLE = {408, 425, 429}
+_URL_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _url(text: str) -> URL:
+    """The URL exactly as built when it is already valid (template values were percent-encoded,
+    and ``%2F`` must stay one path segment); otherwise let yarl quote what needs quoting."""
+    return URL(text, encoded=True) if _URL_SAFE.fullmatch(text) else URL(text)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status_code: int
+    text: str
+    headers: CIMultiDictProxy[str]
+
+
+def _retry_after(response: _Answer) -> float | None:
     value = response.headers.get("Retry-After", "")
     try:
         return max(0.0, float(value))
@@ -60,22 +79,32 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             self._headers[config.auth.header] = config.auth.key.get_secret_value()
         oauth = config.auth if isinstance(config.auth, OAuth2ClientCredentials) else None
         self._oauth = ClientCredentials(oauth, what=f"{config.type} {config.name}") if oauth else None
-        self._client: httpx.AsyncClient | None = None
+        # Deliveries go through aiohttp: httpx's pool checks every idle connection on each request
+        # (a syscall each), which took most of the hub's CPU at 700 deliveries/s (bench/RESULTS.md).
+        # The OAuth2 token calls, rare and shared with http_poll, stay on httpx.
+        self._client: aiohttp.ClientSession | None = None
+        self._token_client: httpx.AsyncClient | None = None
+        self._constant_url = _url(config.url)
         self._retryable = _RETRYABLE | set(config.retry_statuses)
         self._permanent = frozenset(config.permanent_statuses)
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self.config.timeout_s,
+            self._client = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
                 headers=self._headers,
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
             )
+            if self._oauth is not None:
+                self._token_client = httpx.AsyncClient(timeout=self.config.timeout_s)
 
     async def stop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()
+            await client.close()
+        tokens, self._token_client = self._token_client, None
+        if tokens is not None:
+            await tokens.aclose()
 
     def render(self, event: Event) -> dict[str, Any]:
         return self._body.render(event)
@@ -123,17 +152,22 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             raise RetryableError(detail, retry_after=_retry_after(response))
         raise PermanentError(detail)
 
-    async def _call(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    async def _call(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> _Answer:
         assert self._client is not None
         token = None
         if self._oauth is not None:
-            token = await self._oauth.token(self._client)
+            assert self._token_client is not None
+            token = await self._oauth.token(self._token_client)
             headers = headers | {"Authorization": f"Bearer {token}"}
         try:
-            response = await self._client.request(method, url, content=body or None, headers=headers)
-        except httpx.TimeoutException as exc:
+            # No redirects: a target that moved answers 3xx, which is not a delivery.
+            target = self._constant_url if url is self.config.url else _url(url)
+            async with self._client.request(method, target, data=body or None, headers=headers, allow_redirects=False) as answer:
+                raw = await answer.read()
+                response = _Answer(answer.status, raw.decode("utf-8", errors="replace"), answer.headers)  # text: for the dead letter
+        except TimeoutError as exc:
             raise RetryableError(f"{method} {url} timed out after {self.config.timeout_s:g}s") from exc
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: a URL aiohttp cannot use
             raise RetryableError(f"{method} {url} unreachable: {exc!r}") from exc
         if response.status_code == 401 and self._oauth is not None:
             self._oauth.invalidate(token)
