@@ -43,6 +43,8 @@ class HubProcess:
         )
         async with httpx.AsyncClient() as client:
             for _ in range(1200):
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"hub exited with {self.proc.returncode} before it was ready (its error is above)")
                 try:
                     if (await client.get(f"http://127.0.0.1:{self.ops_port}/readyz")).status_code == 200:
                         return
