@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import platform
 import random
@@ -229,6 +230,21 @@ async def hub_router(
         await producer.stop()
 
 
+async def quix_router(bootstrap: str, source: str, n: int) -> dict[str, float] | None:
+    """Case (c), in its own process (bench/quix_router.py); None when quixstreams is not installed."""
+    if importlib.util.find_spec("quixstreams") is None:
+        print("quixstreams is not installed (pip install quixstreams): its case is left out", flush=True)
+        return None
+    script = Path(__file__).with_name("quix_router.py")
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(script), bootstrap, source, str(n), "1", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        print(f"quixstreams case failed ({proc.returncode})", flush=True)
+        return None
+    result: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     ordered = sorted(runs, key=lambda r: r["events"] / r["seconds"])
     return {**ordered[len(ordered) // 2], "rounds_events_per_s": [r["events"] / r["seconds"] for r in runs]}  # type: ignore[dict-item]
@@ -266,6 +282,7 @@ async def main() -> None:
             print(f"round {run + 1}: " + ", ".join(f"{k} {v[-1]['events'] / v[-1]['seconds']:,.0f}/s" for k, v in runs.items()), flush=True)
         raw, batched, identity, hub = (median_run(runs[k]) for k in ("raw", "batched", "identity", "hub"))
         on_faust = await hub_router(kafka, broker.bootstrap, names, codec, n, "faust") if not args.skip_faust else None
+        on_quix = await quix_router(broker.bootstrap, source, n)
 
     rows = {
         "raw aiokafka passthrough": raw,
@@ -275,6 +292,8 @@ async def main() -> None:
     }
     if on_faust is not None:
         rows["same routes as a faust agent"] = on_faust
+    if on_quix is not None:
+        rows["same routes as a quixstreams app"] = on_quix
     print(f"\n{'':28} {'events/s':>10} {'CPU s / 1M events':>18}")
     for name, r in rows.items():
         print(f"{name:30} {r['events'] / r['seconds']:>10,.0f} {r['cpu_seconds'] / r['events'] * 1e6:>18,.1f}")
@@ -286,6 +305,8 @@ async def main() -> None:
     if on_faust is not None:
         vs_faust = (hub["events"] / hub["seconds"]) / (on_faust["events"] / on_faust["seconds"])
         print(f"router / faust agent:    {vs_faust:.2f}   (goal in issue 8: >= 1.5)")
+    if on_quix is not None:
+        print(f"router / quixstreams app: {(hub['events'] / hub['seconds']) / (on_quix['events'] / on_quix['seconds']):.2f}")
     print(f"copies emitted to delivery topics per event: {hub['emitted'] / n:.2f}")
     out = Path(__file__).parent / "results" / f"router-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(exist_ok=True)
