@@ -91,7 +91,12 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
     async def start(self) -> None:
         if self._client is None:
             self._client = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+                # Per phase, as httpx counted it: a connection (from the pool) within timeout_s, and
+                # no read waiting longer than timeout_s. A total budget would also count time the
+                # hub's own event loop was busy, and give up on calls the target answered in time.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.config.timeout_s, sock_connect=self.config.timeout_s, sock_read=self.config.timeout_s
+                ),
                 headers=self._headers,
                 connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
             )
