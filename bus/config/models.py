@@ -51,6 +51,14 @@ class KafkaConfig(_Model):
     partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of the topics the hub creates.")
     replication_factor: int = Field(default=1, ge=1, description="Replication factor of the topics the hub creates.")
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    linger_ms: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="How long the producer waits to fill a batch. A webhook is answered only after Kafka's ack, so this "
+        "adds to every inbound call; the router and delivery produce whole batches regardless. 5 ms cost about 14 ms of "
+        "median webhook-to-target latency at 1,000 events/s (bench/RESULTS.md).",
+    )
     fetch_max_wait_ms: int | None = Field(
         default=None,
         ge=1,

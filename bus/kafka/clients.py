@@ -37,7 +37,7 @@ def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> AIOK
     # (shared/TANSU.md). Duplicates are handled by idempotency keys downstream.
     options = {
         "acks": "all",
-        "linger_ms": 5,
+        "linger_ms": config.linger_ms,
         "compression_type": None,
         "request_timeout_ms": int(config.produce_timeout_s * 1000),
         **client_options(config, bootstrap),
