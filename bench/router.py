@@ -15,7 +15,6 @@ import asyncio
 import importlib.util
 import json
 import platform
-import random
 import sys
 import time
 from datetime import UTC, datetime
@@ -27,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka.structs import OffsetAndMetadata
 
+from bench.hubs import feed_payments
 from bus.codec import Codec
 from bus.config.models import KafkaConfig
 from bus.config.routes import RouteConfig
-from bus.event import Event
 from bus.kafka.batches import BatchSender, Record
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_admin, make_consumer, make_producer
@@ -73,46 +72,16 @@ def twenty_route_dicts() -> list[dict[str, Any]]:
     return routes
 
 
-async def fill(kafka: KafkaConfig, bootstrap: str, topic: str, codec: Codec, n: int) -> None:
-    rng = random.Random(3)
-    producer = make_producer(kafka, bootstrap, linger_ms=20, max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        futures = []
-        for i in range(n):
-            event = Event(
-                schema="Payment",
-                source="/bench",
-                key=f"pi_{i % 997}",
-                type="Payment",
-                data={
-                    "payment_id": f"pi_{i}",
-                    "amount": rng.randint(100, 200_000),
-                    "currency": rng.choice(["usd", "eur", "gbp"]),
-                    "customer_id": f"cus_{rng.randint(0, 99)}",
-                    "status": rng.choice(["succeeded", "failed", "pending"]),
-                    "description": "bench",
-                },
-            )
-            futures.append(
-                await producer.send(
-                    topic,
-                    codec.encode("Payment", event.data),
-                    key=event.key.encode(),  # type: ignore[union-attr]
-                    headers=event.headers(),
-                )
-            )
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-async def raw_passthrough(kafka: KafkaConfig, bootstrap: str, source: str, sink: str, n: int, run: int = 0) -> dict[str, float]:
-    """The limit: getmany -> send the same bytes -> wait for acks -> commit; no decoding."""
-    consumer = make_consumer(kafka, bootstrap, source, group_id=f"bench-raw-{run}")
+async def raw_passthrough(
+    kafka: KafkaConfig, bootstrap: str, source: str, sink: str, n: int, run: int = 0, *, batched: bool = False
+) -> dict[str, float]:
+    """The limit: getmany -> produce the same bytes -> wait for acks -> commit; no decoding.
+    ``batched``: produce as the router does (one batch per partition) instead of send() per record."""
+    consumer = make_consumer(kafka, bootstrap, source, group_id=f"bench-raw-{'batched-' if batched else ''}{run}")
     producer = make_producer(kafka, bootstrap)
     await consumer.start()
     await producer.start()
+    sender = BatchSender(producer)
     try:
         done = 0
         started = cpu = 0.0
@@ -122,12 +91,14 @@ async def raw_passthrough(kafka: KafkaConfig, bootstrap: str, source: str, sink:
                 continue
             if not started:
                 started, cpu = time.perf_counter(), time.process_time()
-            futures = [
-                await producer.send(sink, r.value, key=r.key, headers=list(r.headers)) for records in batch.values() for r in records
-            ]
+            copies = [Record(sink, r.key, r.value, list(r.headers)) for records in batch.values() for r in records]
+            if batched:
+                futures = await sender.send_all(copies)
+            else:
+                futures = [await producer.send(c.topic, c.value, key=c.key, headers=c.headers) for c in copies]
             await asyncio.gather(*futures)
             await consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items()})
-            done += len(futures)
+            done += len(copies)
         return {"events": done, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}
     finally:
         await consumer.stop()
@@ -153,32 +124,6 @@ class Identity:
     def plan(self, key: bytes | None, value: bytes | None, headers: Any, origin: str, *, partition: int = 0, offset: int = -1) -> list[Any]:
         self.counted += 1
         return [Send(self._out, key, value, headers)]
-
-
-async def raw_batched(kafka: KafkaConfig, bootstrap: str, source: str, sink: str, n: int, run: int = 0) -> dict[str, float]:
-    """The limit with the produce path the router uses: the same bytes, one batch per partition."""
-    consumer = make_consumer(kafka, bootstrap, source, group_id=f"bench-raw-batched-{run}")
-    producer = make_producer(kafka, bootstrap)
-    await consumer.start()
-    await producer.start()
-    sender = BatchSender(producer)
-    try:
-        done = 0
-        started = cpu = 0.0
-        while done < n:
-            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
-            if not batch:
-                continue
-            if not started:
-                started, cpu = time.perf_counter(), time.process_time()
-            records = [Record(sink, r.key, r.value, list(r.headers)) for records in batch.values() for r in records]
-            await asyncio.gather(*await sender.send_all(records))
-            await consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items()})
-            done += len(records)
-        return {"events": done, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}
-    finally:
-        await consumer.stop()
-        await producer.stop()
 
 
 async def identity_router(kafka: KafkaConfig, bootstrap: str, names: TopicNames, n: int, run: int = 0) -> dict[str, float]:
@@ -270,13 +215,13 @@ async def main() -> None:
         await ensure_topics(admin, [TopicSpec(t, PARTITIONS) for t in topics])
         await admin.close()
         print(f"filling {source} with {n} events...", flush=True)
-        await fill(kafka, broker.bootstrap, source, codec, n)
+        await feed_payments(broker.bootstrap, source, 1, n)  # the codec below knows Payment as id 1
         # Rounds interleave the cases, and each case reports its median round: the machine is
         # shared, and a neighbour's burst should not decide a ratio.
         runs: dict[str, list[dict[str, float]]] = {"raw": [], "batched": [], "identity": [], "hub": []}
         for run in range(args.rounds):
             runs["raw"].append(await raw_passthrough(kafka, broker.bootstrap, source, "bench.raw-sink", n, run))
-            runs["batched"].append(await raw_batched(kafka, broker.bootstrap, source, "bench.raw-sink", n, run))
+            runs["batched"].append(await raw_passthrough(kafka, broker.bootstrap, source, "bench.raw-sink", n, run, batched=True))
             runs["identity"].append(await identity_router(kafka, broker.bootstrap, names, n, run))
             runs["hub"].append(await hub_router(kafka, broker.bootstrap, names, codec, n, "aiokafka", run))
             print(f"round {run + 1}: " + ", ".join(f"{k} {v[-1]['events'] / v[-1]['seconds']:,.0f}/s" for k, v in runs.items()), flush=True)

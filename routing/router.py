@@ -125,9 +125,6 @@ class CompiledRoute:
         self.fast_when = self._when.fast if self._when is not None else None
         self.has_fast_when = self._when is None or self.fast_when is not None
 
-    def matches(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> bool:
-        return self._when is None or bool(self._when(data, meta))
-
     def evaluate(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> RouteOutcome | None:
         """None when the condition does not hold; otherwise what the route does with the event."""
         stats = self.stats
