@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import statistics
@@ -25,38 +26,15 @@ from typing import Any
 
 import aiohttp
 import yaml
-from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import free_port, write
+from bench.loadgen import RawSender, RawTarget
 
 
-class Target:
-    """The receiving system: records when each event arrived."""
-
-    def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.arrived.setdefault(request.headers["Idempotency-Key"], time.perf_counter())
-        await request.read()
-        return web.Response(status=204)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/in", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-
-def hub_config(target_port: int, http_port: int, ops_port: int) -> dict[str, Any]:
+def hub_config(target_port: int, http_port: int, ops_port: int, kafka: dict[str, Any]) -> dict[str, Any]:
     return {
-        "kafka": {"bootstrap": "embedded", "partitions": 4, "session_timeout_ms": 3000},
+        "kafka": {"bootstrap": "embedded", "partitions": 4, "session_timeout_ms": 3000, **kafka},
         "schema_registry": {"url": "embedded"},
         "http": {"host": "127.0.0.1", "port": http_port},
         "ops": {"host": "127.0.0.1", "port": ops_port},
@@ -78,17 +56,20 @@ def hub_config(target_port: int, http_port: int, ops_port: int) -> dict[str, Any
     }
 
 
-async def offer(session: aiohttp.ClientSession, url: str, rate: int, seconds: float, prefix: str) -> dict[str, float]:
-    """Send rate*seconds webhooks on schedule; returns the due time per event id."""
+async def offer(sender: RawSender, rate: int, seconds: float, prefix: str) -> tuple[dict[str, float], list[float]]:
+    """Send rate*seconds webhooks on schedule; returns the due time per event id, and how long
+    each webhook took to be answered 202 (the hub answers once Kafka has the event)."""
     due: dict[str, float] = {}
+    answered: list[float] = []
     tasks: list[asyncio.Task[None]] = []
     n = int(rate * seconds)
 
     async def post(event_id: str, i: int) -> None:
         body = {"id": event_id, "data": {"id": f"pi_{i}", "amount": 1000 + i, "currency": "usd", "status": "succeeded"}}
-        async with session.post(url, json=body) as answer:
-            if answer.status != 202:
-                raise RuntimeError(f"webhook answered {answer.status}: {await answer.text()}")
+        status, answer = await sender.post(json.dumps(body).encode())
+        if status != 202:
+            raise RuntimeError(f"webhook answered {status}: {answer[:200]!r}")
+        answered.append(time.perf_counter() - due[event_id])
 
     start = time.perf_counter() + 0.05
     for i in range(n):
@@ -100,7 +81,7 @@ async def offer(session: aiohttp.ClientSession, url: str, rate: int, seconds: fl
         due[event_id] = when
         tasks.append(asyncio.create_task(post(event_id, i)))
     await asyncio.gather(*tasks)
-    return due
+    return due, answered
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
@@ -108,15 +89,16 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     return {"p50_ms": cuts[49] * 1000, "p95_ms": cuts[94] * 1000, "p99_ms": cuts[98] * 1000, "max_ms": max(latencies) * 1000}
 
 
-async def run_load(session: aiohttp.ClientSession, url: str, target: Target, rate: int, seconds: float) -> dict[str, Any]:
+async def run_load(sender: RawSender, target: RawTarget, rate: int, seconds: float) -> dict[str, Any]:
     prefix = f"r{rate}-{time.monotonic_ns()}"
-    due = await offer(session, url, rate, seconds, prefix)
+    due, answered = await offer(sender, rate, seconds, prefix)
     deadline = time.perf_counter() + 30
     while any(k not in target.arrived for k in due) and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
     missing = [k for k in due if k not in target.arrived]
     latencies = [target.arrived[k] - t for k, t in due.items() if k in target.arrived]
-    return {"offered_per_s": rate, "events": len(due), "missing": len(missing), **percentiles(latencies)}
+    accepted = {f"accepted_{k}": v for k, v in percentiles(answered).items()}
+    return {"offered_per_s": rate, "events": len(due), "missing": len(missing), **percentiles(latencies), **accepted}
 
 
 async def main() -> None:
@@ -124,13 +106,22 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--loads", default="500,1000,2000")
     parser.add_argument("--search-limit", type=int, default=6000, help="highest load the p99 search tries")
+    parser.add_argument("--fetch-wait-ms", type=int, default=None, help="kafka.fetch_max_wait_ms (default: the hub's)")
+    parser.add_argument("--linger-ms", type=int, default=None, help="kafka.linger_ms (default: the hub's)")
+    parser.add_argument("--partitions", type=int, default=None, help="kafka.partitions (default 4)")
     args = parser.parse_args()
-    target = Target()
+    kafka = {
+        k: v
+        for k, v in {"fetch_max_wait_ms": args.fetch_wait_ms, "linger_ms": args.linger_ms, "partitions": args.partitions}.items()
+        if v is not None
+    }
+    target = RawTarget()
     await target.start()
     http_port, ops_port = free_port(), free_port()
+    sender = RawSender("127.0.0.1", http_port, "/hooks/payments")
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "bus.yaml"
-        config.write_text(yaml.safe_dump(hub_config(target.port, http_port, ops_port)))
+        config.write_text(yaml.safe_dump(hub_config(target.port, http_port, ops_port, kafka)))
         bus = Path(sys.executable).with_name("bus")
         hub = await asyncio.create_subprocess_exec(str(bus), "--log-level", "WARNING", "run", "-c", str(config), env={**os.environ})
         try:
@@ -144,17 +135,16 @@ async def main() -> None:
                     except aiohttp.ClientError:
                         pass
                     await asyncio.sleep(0.1)
-                url = f"http://127.0.0.1:{http_port}/hooks/payments"
-                await run_load(session, url, target, 200, 3)  # warm-up: connections, group joins, code paths
+                await run_load(sender, target, 200, 3)  # warm-up: connections, group joins, code paths
                 rows = []
                 for rate in [int(x) for x in args.loads.split(",")]:
-                    rows.append(await run_load(session, url, target, rate, args.seconds))
+                    rows.append(await run_load(sender, target, rate, args.seconds))
                     print(_row(rows[-1]), flush=True)
                 # Search upwards from the highest fixed load that held p99 under 100 ms, in steps of 250.
                 best = max([r["offered_per_s"] for r in rows if r["p99_ms"] < 100 and not r["missing"]], default=None)
                 rate = (best or 0) + 250
                 while rate <= args.search_limit and not any(r["offered_per_s"] == rate for r in rows):
-                    row = await run_load(session, url, target, rate, args.seconds)
+                    row = await run_load(sender, target, rate, args.seconds)
                     print(_row(row), flush=True)
                     rows.append(row)
                     if row["p99_ms"] >= 100 or row["missing"]:
@@ -165,16 +155,17 @@ async def main() -> None:
         finally:
             hub.send_signal(signal.SIGTERM)
             await hub.wait()
-            if target.runner is not None:
-                await target.runner.cleanup()
+            await sender.close()
+            await target.stop()
     print(f"\nhighest offered load with p99 < 100 ms: {under_100}/s (search stopped above {best})")
-    write("latency", {"seconds_per_load": args.seconds, "loads": rows, "highest_load_p99_under_100ms": under_100})
+    write("latency", {"seconds_per_load": args.seconds, "kafka": kafka, "loads": rows, "highest_load_p99_under_100ms": under_100})
 
 
 def _row(row: dict[str, Any]) -> str:
     return (
         f"{row['offered_per_s']:>6}/s  p50 {row['p50_ms']:7.1f} ms  p95 {row['p95_ms']:7.1f} ms  "
         f"p99 {row['p99_ms']:7.1f} ms  max {row['max_ms']:7.1f} ms  missing {row['missing']}"
+        f"  (webhook answered: p50 {row['accepted_p50_ms']:.1f} ms, p99 {row['accepted_p99_ms']:.1f} ms)"
     )
 
 
