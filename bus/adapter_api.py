@@ -123,7 +123,7 @@ def _check_expression(text: str) -> str:
 
 Expression = Annotated[str, AfterValidator(_check_expression)]  # an expression over a document
 Duration = Annotated[str, AfterValidator(_check_duration)]  # "500ms", "30s", "5m", "1h30m"
-BodyMap = Annotated[dict[str, str] | None, AfterValidator(Body.check)]  # field -> expression over the event
+BodyMap = Annotated[dict[str, Any] | None, AfterValidator(Body.check)]  # field -> expression (or nested block) over the event
 TemplateText = Annotated[str, AfterValidator(_check_template)]  # text with ${expression} parts
 
 

@@ -58,23 +58,76 @@ class Emitter:
 
 class Body:
     """An outbound adapter's ``body:`` block, compiled: field -> expression over the event's
-    fields (``$id``, ``$type``... for its metadata). Without one, the body is the event's fields."""
+    fields (``$id``, ``$type``... for its metadata). Without one, the body is the event's fields.
 
-    def __init__(self, spec: Mapping[str, str] | None) -> None:
-        self._fields = [(name, compile_expression(text)) for name, text in (spec or {}).items()]
+    Targets want nested documents, so a value may also be a block of its own (a nested object),
+    and a block with ``$each: <list expression>`` becomes one object per element, the element
+    named by ``$as`` (default ``item``) in the block's expressions:
+
+        CustomerRef: {value: customer_id}
+        Line: {$each: lines, $as: line, Amount: line.quantity * line.unit_price}
+    """
+
+    def __init__(self, spec: Mapping[str, Any] | None) -> None:
+        self._fields = _compile_block(spec or {})
 
     @staticmethod
-    def check(spec: dict[str, str] | None) -> dict[str, str] | None:
+    def check(spec: dict[str, Any] | None) -> dict[str, Any] | None:
         """For config validators: every expression compiles, or the error names the field."""
-        for name, text in (spec or {}).items():
-            try:
-                compile_expression(text)
-            except ExpressionError as exc:
-                raise ValueError(f"{name}: {exc}") from exc
+        _compile_block(spec or {})
         return spec
 
     def render(self, event: Event) -> dict[str, Any]:
         if not self._fields:
             return event.data
-        meta = event.meta()
-        return {name: expr(event.data, meta) for name, expr in self._fields}
+        return _render(self._fields, event.data, event.meta())
+
+
+# A compiled block: (name, expression) for a value, (name, block) for a nested object, and
+# (name, (list expression, element name, block)) for a list of objects.
+_Block = list[tuple[str, Any]]
+
+
+def _compile_block(spec: Mapping[str, Any], path: str = "") -> _Block:
+    fields: _Block = []
+    for name, value in spec.items():
+        where = f"{path}{name}"
+        if name in ("$each", "$as"):
+            continue
+        if isinstance(value, Mapping):
+            block = _compile_block(value, f"{where}.")
+            if "$each" in value:
+                fields.append((name, (_compile(str(value["$each"]), f"{where}.$each"), str(value.get("$as", "item")), block)))
+            else:
+                fields.append((name, block))
+        elif isinstance(value, str):
+            fields.append((name, _compile(value, where)))
+        else:
+            raise ValueError(f"{where}: expected an expression (text) or a block, got {type(value).__name__} {value!r}")  # noqa: TRY004 (pydantic reports ValueError as a field error)
+    return fields
+
+
+def _compile(text: str, where: str) -> Any:
+    try:
+        return compile_expression(text)
+    except ExpressionError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _render(fields: _Block, scope: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in fields:
+        if isinstance(value, list):
+            out[name] = _render(value, scope, meta)
+        elif isinstance(value, tuple):
+            items_of, as_name, block = value
+            items = items_of(scope, meta)
+            if items is None:
+                out[name] = []
+            elif not isinstance(items, list):
+                raise ExpressionError(f"{name}.$each: expected a list, got {type(items).__name__}")
+            else:
+                out[name] = [_render(block, {**scope, as_name: item}, meta) for item in items]
+        else:
+            out[name] = value(scope, meta)
+    return out

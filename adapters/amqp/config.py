@@ -48,7 +48,10 @@ class AmqpOutboundConfig(OutboundConfig):
     )
     body: BodyMap = Field(
         default=None,
-        description="Body field -> expression over the event's fields ($id, $type... for metadata). Default: the event's fields.",
+        description=(
+            "Body field -> expression over the event's fields ($id, $type... for metadata), or a nested block; "
+            "a block with `$each: <list>` (and `$as: name`) gives one object per element. Default: the event's fields."
+        ),
         examples=[{"invoice": "invoice_id", "total": "amount", "event_id": "$id"}],
     )
     timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for the broker's confirm; then retry.")

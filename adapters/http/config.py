@@ -113,7 +113,10 @@ class HttpOutboundConfig(OutboundConfig):
     )
     body: BodyMap = Field(
         default=None,
-        description="Body field -> expression over the event's fields ($id, $type... for metadata). Default: the event's fields.",
+        description=(
+            "Body field -> expression over the event's fields ($id, $type... for metadata), or a nested block; "
+            "a block with `$each: <list>` (and `$as: name`) gives one object per element. Default: the event's fields."
+        ),
         examples=[{"id": "payment_id", "amount_cents": "amount", "event_id": "$id"}],
     )
     timeout_s: float = Field(default=10.0, gt=0, description="Per-call timeout; a timeout is retried.")

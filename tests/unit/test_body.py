@@ -1,0 +1,73 @@
+"""Outbound bodies: flat field -> expression maps, nested blocks, and lists built with $each."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from adapters.http.config import HttpOutboundConfig
+from bus.errors import ExpressionError
+from bus.event import Event
+from bus.mapping import Body
+
+ORDER = {
+    "order_id": "1001",
+    "customer_id": "c-7",
+    "currency": "usd",
+    "total": 2750,
+    "lines": [{"sku": "MUG", "quantity": 2, "unit_price": 1000}, {"sku": "TEE", "quantity": 1, "unit_price": 750}],
+}
+
+
+def order(**changes: object) -> Event:
+    return Event(schema="Order", data={**ORDER, **changes}, source="/test", id="evt-1")
+
+
+def test_flat_body_and_no_body() -> None:
+    assert Body({"id": "order_id", "event": "$id"}).render(order()) == {"id": "1001", "event": "evt-1"}
+    assert Body(None).render(order()) == ORDER
+
+
+def test_nested_blocks_and_lists_render_the_target_shape() -> None:
+    body = Body(
+        {
+            "CustomerRef": {"value": "customer_id"},
+            "Line": {
+                "$each": "lines",
+                "$as": "line",
+                "Amount": "float(major_units(line.quantity * line.unit_price, currency))",
+                "SalesItemLineDetail": {"ItemRef": {"value": "line.sku"}, "Qty": "line.quantity"},
+                "Order": "order_id",  # the event's fields stay visible beside the element
+            },
+            "PrivateNote": '"Shopify order " + order_id',
+        }
+    )
+    assert body.render(order()) == {
+        "CustomerRef": {"value": "c-7"},
+        "Line": [
+            {"Amount": 20.0, "SalesItemLineDetail": {"ItemRef": {"value": "MUG"}, "Qty": 2}, "Order": "1001"},
+            {"Amount": 7.5, "SalesItemLineDetail": {"ItemRef": {"value": "TEE"}, "Qty": 1}, "Order": "1001"},
+        ],
+        "PrivateNote": "Shopify order 1001",
+    }
+    # No list: no elements; not a list: an evaluation error naming the field (dead-lettered).
+    assert body.render(order(lines=None))["Line"] == []
+    with pytest.raises(ExpressionError, match=r"Line.\$each: expected a list, got str"):
+        body.render(order(lines="MUG"))
+
+
+def test_default_element_name_is_item() -> None:
+    assert Body({"skus": {"$each": "lines", "sku": "item.sku"}}).render(order()) == {"skus": [{"sku": "MUG"}, {"sku": "TEE"}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"Line": {"$each": "lines", "Amount": "line.quantity *"}}, "Line.Amount: unexpected end of expression"),
+        ({"Line": {"$each": "lines +", "Amount": "1"}}, r"Line.\$each"),
+        ({"Qty": 3}, "Qty: expected an expression .text. or a block, got int 3"),
+    ],
+)
+def test_config_errors_name_the_nested_field(body: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        HttpOutboundConfig.model_validate({"name": "qb", "type": "http", "url": "http://x/", "body": body})
