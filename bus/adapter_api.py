@@ -162,9 +162,12 @@ class EmitSpec(BaseModel):
         examples=["id"],
     )
     subject: str | None = Field(default=None, description="Expression for ce_subject.")
-    map: dict[str, str] | None = Field(
+    map: dict[str, Any] | None = Field(
         default=None,
-        description="Canonical field -> expression. Without it, the document is taken as the event's fields.",
+        description=(
+            "Canonical field -> expression, or a nested block (`$each: <list>` and `$as: name` for a list of records, "
+            "as in an outbound body). Without it, the document is taken as the event's fields."
+        ),
         examples=[{"payment_id": "data.object.id", "amount": "data.object.amount"}],
     )
 
@@ -177,7 +180,7 @@ class EmitSpec(BaseModel):
 
     @field_validator("map")
     @classmethod
-    def _check_map(cls, mapping: dict[str, str] | None) -> dict[str, str] | None:
+    def _check_map(cls, mapping: dict[str, Any] | None) -> dict[str, Any] | None:
         return Body.check(mapping)
 
 

@@ -29,14 +29,14 @@ class Emitter:
         self._id = compile_expression(spec.id) if spec.id else None
         self.has_id = self._id is not None
         self._subject = compile_expression(spec.subject) if spec.subject else None
-        self._fields = [(name, compile_expression(text)) for name, text in (spec.map or {}).items()]
+        self._fields = _compile_block(spec.map or {})
 
     def build(self, document: Any, *, traceparent: str | None = None) -> Event:
         """Map ``document`` to an event. Raises EventRejected naming the field that failed."""
         if not isinstance(document, Mapping):
             raise EventRejected(f"expected a JSON object, got {type(document).__name__}")
         try:
-            data = {name: expr(document) for name, expr in self._fields} if self._fields else dict(document)
+            data = _render(self._fields, document, _NO_META) if self._fields else dict(document)
             key = self._key(document) if self._key else None
             event_id = self._id(document) if self._id else None
             subject = self._subject(document) if self._subject else None
@@ -54,6 +54,9 @@ class Emitter:
         if event_id is not None:
             event.id = str(event_id)
         return event
+
+
+_NO_META: Mapping[str, Any] = {}
 
 
 class Body:

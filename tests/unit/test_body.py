@@ -71,3 +71,36 @@ def test_default_element_name_is_item() -> None:
 def test_config_errors_name_the_nested_field(body: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         HttpOutboundConfig.model_validate({"name": "qb", "type": "http", "url": "http://x/", "body": body})
+
+
+def test_emit_map_builds_lists_of_records_from_the_source_document() -> None:
+    from bus.adapter_api import EmitSpec
+    from bus.mapping import Emitter
+
+    spec = EmitSpec.model_validate(
+        {
+            "schema": "Order",
+            "id": '"shopify-order-" + str(id)',
+            "map": {
+                "order_id": "str(id)",
+                "currency": "currency",
+                "total": "minor_units(total_price, currency)",
+                "lines": {
+                    "$each": "line_items",
+                    "$as": "li",
+                    "sku": "li.sku",
+                    "quantity": "li.quantity",
+                    "unit_price": "minor_units(li.price, currency)",
+                },
+            },
+        }
+    )
+    shopify = {"id": 450789469, "currency": "USD", "total_price": "21.98", "line_items": [{"sku": "MUG", "quantity": 2, "price": "10.99"}]}
+    event = Emitter(spec, source="/inbound/shopify").build(shopify)
+    assert event.id == "shopify-order-450789469"
+    assert event.data == {
+        "order_id": "450789469",
+        "currency": "USD",
+        "total": 2198,
+        "lines": [{"sku": "MUG", "quantity": 2, "unit_price": 1099}],
+    }
