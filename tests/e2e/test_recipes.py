@@ -1,0 +1,50 @@
+"""Every recipe in examples/ run end to end: its stand-ins, `bus run -c <recipe>/bus.yaml` as a
+child process on the session's broker, the real databases and queues of this machine.
+
+Each recipe's ``run()`` is also its one command; here its report is checked field by field, so a
+recipe that stops doing what its README says fails here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.conftest import require_service
+from tests.support.hub import unique_prefix
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def recipe(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"recipe_{name.replace('-', '_')}", EXAMPLES / name / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(240)
+async def test_shopify_orders_become_quickbooks_invoices_and_stock_moves(bootstrap: str) -> None:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    run = recipe("shopify-orders-to-quickbooks")
+    report = await run.run(12, bootstrap=bootstrap, prefix=unique_prefix())
+    assert report.problems() == []
+    # One invoice per order, with Shopify's total and one line per line item, at the mapped customer.
+    assert sorted(report.invoice_totals()) == sorted(str(o["id"]) for o in report.orders)
+    first = next(i for i in report.invoices if i["DocNumber"] == str(report.orders[0]["id"]))
+    assert first["CustomerRef"] == {"value": "58"}  # Shopify customer 207, mapped by the table
+    assert {i["CustomerRef"]["value"] for i in report.invoices} == {"58", "59", "1"}
+    assert [line["SalesItemLineDetail"]["ItemRef"]["value"] for line in first["Line"]] == [
+        li["sku"] for li in report.orders[0]["line_items"]
+    ]
+    assert first["TotalAmt"] == float(Decimal(report.orders[0]["total_price"]))
+    # The throttled and the failed call were retried: more calls than invoices, none created twice.
+    assert report.quickbooks_calls >= len(report.orders) + 2
+    assert report.levels == report.expected_levels() and any(v < run.STOCK for v in report.levels.values())
