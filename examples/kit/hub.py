@@ -55,13 +55,13 @@ class RecipeHub:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    async def start(self, timeout: float = 90) -> None:
+    async def start(self, within: float = 90) -> None:
         if self._own_broker is not None:
             await self._own_broker.start()
             self.bootstrap = self._own_broker.bootstrap
         self.env["KAFKA_BOOTSTRAP"] = self.bootstrap
         self.proc = await asyncio.create_subprocess_exec(self.bus, "run", "-c", str(self.config), env=self.env)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
                 if self.proc.returncode is not None:
@@ -70,7 +70,7 @@ class RecipeHub:
                     if (await client.get(f"http://127.0.0.1:{self.ops_port}/readyz")).status_code == 200:
                         return
                 await asyncio.sleep(0.2)
-        raise RuntimeError(f"the hub was not ready within {timeout:.0f}s (http://127.0.0.1:{self.ops_port}/readyz)")
+        raise RuntimeError(f"the hub was not ready within {within:.0f}s (http://127.0.0.1:{self.ops_port}/readyz)")
 
     async def stop(self) -> int:
         """SIGTERM (a graceful stop); returns the hub's exit code."""
@@ -100,10 +100,10 @@ class RecipeHub:
             return (await client.get(f"http://127.0.0.1:{self.ops_port}/metrics")).text
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+async def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
     """Poll ``condition()`` until true; raise naming ``what`` when it never holds."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
+            raise TimeoutError(f"waited {within:.0f}s for {what}")
         await asyncio.sleep(0.2)

@@ -91,7 +91,7 @@ async def read_levels(dsn: str) -> tuple[dict[str, int], int]:
         await connection.close()
 
 
-async def run(orders: int = 30, *, bootstrap: str | None = None, prefix: str = "shop", dsn: str = DSN, timeout: float = 120) -> Report:
+async def run(orders: int = 30, *, bootstrap: str | None = None, prefix: str = "shop", dsn: str = DSN, within: float = 120) -> Report:
     quickbooks = await QuickBooks(throttle_next=1, fail_next=1).start()
     await reset_database(dsn)
     hub = RecipeHub(
@@ -122,7 +122,7 @@ async def run(orders: int = 30, *, bootstrap: str | None = None, prefix: str = "
             forged = await store.deliver(client, url, "orders/create", placed[1], secret="not-the-secret")
             report.answers["forged"] = forged.status_code
         lines = sum(len(o["line_items"]) for o in placed)
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while asyncio.get_running_loop().time() < deadline:
             if len(quickbooks.invoices) >= len(placed) and (await read_levels(dsn))[1] >= lines:
                 break
@@ -144,9 +144,7 @@ def main() -> int:
     args = parser.parse_args()
     report = asyncio.run(run(args.orders, dsn=args.dsn))
     print(f"\n  Shopify orders sent        {len(report.orders):5d}   answers: {report.answers}")
-    print(
-        f"  QuickBooks invoices        {len(report.invoices):5d}   ({report.quickbooks_calls} calls: one throttled (429) and one 503, both retried)"
-    )
+    print(f"  QuickBooks invoices        {len(report.invoices):5d}   ({report.quickbooks_calls} calls: a 429 and a 503 retried)")
     for sku, level in sorted(report.levels.items()):
         print(f"  stock {sku:<12}         {level:5d}   (expected {report.expected_levels()[sku]})")
     problems = report.problems()
