@@ -48,3 +48,20 @@ async def test_shopify_orders_become_quickbooks_invoices_and_stock_moves(bootstr
     # The throttled and the failed call were retried: more calls than invoices, none created twice.
     assert report.quickbooks_calls >= len(report.orders) + 2
     assert report.levels == report.expected_levels() and any(v < run.STOCK for v in report.levels.values())
+
+
+@pytest.mark.timeout(240)
+async def test_stripe_payments_are_posted_to_the_mariadb_ledger_and_reconcile(bootstrap: str) -> None:
+    require_service("MariaDB", "127.0.0.1", 3306)
+    run = recipe("stripe-payments-to-erp-ledger")
+    report = await run.run(15, bootstrap=bootstrap, prefix=unique_prefix())
+    assert report.problems() == []
+    posted = report.postable()
+    assert set(report.ledger) == set(posted) and len(posted) < len(report.events)  # failed payments are not posted
+    some = next(iter(posted))
+    assert report.ledger[some]["amount_minor"] == posted[some]["data"]["object"]["amount"]
+    assert report.ledger[some]["memo"] == posted[some]["data"]["object"]["description"]
+    assert report.answers["forged"] == 401 and report.answers["replayed"] == 401
+    entered = len(report.succeeded())  # the retried deliveries were dropped by the route's dedup
+    assert f"entered {entered}   delivered {entered - 1}   dead-lettered 1   in flight 0   unaccounted 0" in report.reconcile_output
+    assert "target: 0 delivered id(s) missing there, 0 id(s) the hub never saw" in report.reconcile_output
