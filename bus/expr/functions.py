@@ -10,6 +10,8 @@ from __future__ import annotations
 
 __all__ = ["FUNCTIONS", "parse_duration", "to_timestamp"]
 
+import hashlib
+import hmac
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -124,6 +126,33 @@ def _coalesce(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
+def _switch(value: Any, *cases: Any) -> Any:
+    """switch(code, "OP", "open", "CL", "closed", "unknown"): the result paired with the first
+    match; an odd last argument is the default (else null). Legacy codes to words in one place."""
+    pairs, default = (cases[:-1], cases[-1]) if len(cases) % 2 else (cases, None)
+    for i in range(0, len(pairs), 2):
+        if value == pairs[i]:
+            return pairs[i + 1]
+    return default
+
+
+def _mask(value: Any, keep: int = 4, char: str = "*") -> str | None:
+    """mask("4111111111111111") -> "************1111": all but the last ``keep`` characters hidden."""
+    if value is None:
+        return None
+    text = str(value)
+    shown = text[-keep:] if keep > 0 else ""
+    return char * (len(text) - len(shown)) + shown
+
+
+def _hmac_sha256(value: Any, key: Any) -> str | None:
+    """A keyed pseudonym (hex): the same input and key give the same output, and without the key
+    no one can test guesses against it, as they could with a plain hash of a short identifier."""
+    if value is None:
+        return None
+    return hmac.new(str(key).encode(), str(value).encode(), hashlib.sha256).hexdigest()
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     # strings
     "lower": _string(str.lower),
@@ -141,6 +170,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": _nullable(len),
     "exists": lambda v: v is not None,
     "coalesce": _coalesce,
+    "switch": _switch,
+    "mask": _mask,
+    "hmac_sha256": _hmac_sha256,
     "str": _nullable(str),
     "int": _nullable(int),
     "float": _nullable(float),

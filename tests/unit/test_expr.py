@@ -135,6 +135,16 @@ TIMED = {"created": "2026-03-01T10:00:00Z", "ms": 1_772_359_200_000, "price": "1
         ("abs(-3)", 3),
         ("min(3, null, 1)", 1),
         ("max(null, null)", None),
+        ('switch("CL", "OP", "open", "CL", "closed")', "closed"),
+        ('switch("XX", "OP", "open", "CL", "closed")', None),
+        ('switch("XX", "OP", "open", "unknown")', "unknown"),
+        ('switch(missing, null, "none", "some")', "none"),
+        ('mask("4111111111111111")', "************1111"),
+        ('mask("Ada Lovelace", 0, "#")', "############"),
+        ('mask("ab", 4)', "ab"),
+        ("mask(missing)", None),
+        ('hmac_sha256("MRN-001", "k")', "13ecaff5e5f98863a6c976ca1e13bb8301b085af0173b5b5230d877865ef2af6"),
+        ('hmac_sha256("MRN-001", "k") == hmac_sha256("MRN-001", "other")', False),
     ],
 )
 def test_functions(text: str, expected: object) -> None:
