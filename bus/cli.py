@@ -197,7 +197,10 @@ def _dlq(args: argparse.Namespace) -> int:
             return 0
         if args.dlq_command == "show":
             for letter in letters:
-                print(json.dumps({**letter.summary(), "headers": {k: v.decode(errors="replace") for k, v in letter.headers}}, indent=2))
+                shown = {**letter.summary(), "headers": {k: v.decode(errors="replace") for k, v in letter.headers}}
+                if letter.subscriber.startswith("_in.") and letter.value is not None:
+                    shown["message"] = letter.value.decode(errors="replace")  # the source's own bytes: what to fix there
+                print(json.dumps(shown, indent=2, ensure_ascii=False))
             return 0 if letters else EXIT_RUNTIME
         if args.dry_run:
             print(f"would {args.dlq_command} {len(letters)} dead letter(s)")

@@ -65,3 +65,23 @@ async def test_stripe_payments_are_posted_to_the_mariadb_ledger_and_reconcile(bo
     entered = len(report.succeeded())  # the retried deliveries were dropped by the route's dedup
     assert f"entered {entered}   delivered {entered - 1}   dead-lettered 1   in flight 0   unaccounted 0" in report.reconcile_output
     assert "target: 0 delivered id(s) missing there, 0 id(s) the hub never saw" in report.reconcile_output
+
+
+@pytest.mark.timeout(240)
+async def test_legacy_latin1_cases_are_backfilled_then_followed_live(bootstrap: str) -> None:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    run = recipe("legacy-db-to-cases")
+    report = await run.run(120, bootstrap=bootstrap, prefix=unique_prefix())
+    assert report.problems() == []
+    assert len(report.cases) == 125  # 120 historical + 5 live, the bad row kept aside
+    assert report.backfill_calls >= 120 and report.live_first_call >= report.backfill_calls
+    # Codes became words, accents survived LATIN1 -> UTF-8, live changes landed on the same cases.
+    assert report.cases["CS-4"]["SuppliedName"] == "Søren Kierkegård"
+    assert {report.cases[f"CS-{n}"]["Status"] for n in (1, 2, 3)} == {"Closed"}
+    assert report.cases["CS-121"] == {
+        **report.expected()["CS-121"],
+        "Priority": "High",
+        "Category__c": "technical",
+        "Legacy_Opened__c": "2026-12-02",
+    }
+    assert any(n in case["SuppliedName"] for case in report.cases.values() for n in ("Muñoz", "Groß", "Ørsted"))
