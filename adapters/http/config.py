@@ -143,6 +143,11 @@ class SinceCursor(BaseModel):
         examples=["id"],
     )
     initial: str = Field(default="", description="Watermark of the very first poll; empty sends no parameter (everything).")
+    prefix: str = Field(
+        default="",
+        description="Text sent before the watermark in the parameter (FHIR: `ge`, for `_lastUpdated=ge<instant>`).",
+        examples=["ge"],
+    )
     ordered: bool = Field(
         default=True,
         description="The API returns records in ascending watermark order, so the position is saved after every page "
@@ -158,7 +163,8 @@ class Pagination(BaseModel):
     type: Literal["none", "page", "offset", "cursor", "link"] = Field(
         default="none",
         description="page: ?page=1,2..; offset: ?offset=0,100..; cursor: the next cursor from the response (`next`); "
-        "link: the RFC 8288 Link header's rel=next (GitHub, Shopify).",
+        "link: the next page's URL, from the RFC 8288 Link header's rel=next (GitHub, Shopify) or, with `next`, from the body "
+        "(FHIR Bundle.link, HAL _links.next.href).",
     )
     param: str | None = Field(
         default=None, description="Query parameter of the page number, offset or cursor (default: page, offset, cursor)."
@@ -168,8 +174,9 @@ class Pagination(BaseModel):
     start: int = Field(default=1, description="page: number of the first page.")
     next: Expression | None = Field(
         default=None,
-        description="cursor: expression over the response body giving the next cursor; null or empty ends the poll.",
-        examples=["meta.next_cursor"],
+        description="cursor: expression over the response body giving the next cursor; link: giving the next page's URL "
+        "(relative URLs are resolved). Null or empty ends the poll.",
+        examples=["meta.next_cursor", 'find(link, "relation", "next").url'],
     )
     max_pages: int = Field(default=10_000, ge=1, description="Safety stop for one poll.")
 

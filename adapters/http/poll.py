@@ -188,7 +188,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         param = pagination.param or _DEFAULT_PARAM.get(pagination.type, "")
         params: dict[str, Any] = dict(self.config.params)
         if self.config.since is not None and self._position.since not in (None, ""):
-            params[self.config.since.param] = self._position.since
+            params[self.config.since.param] = f"{self.config.since.prefix}{self._position.since}"
         if pagination.size_param:
             params[pagination.size_param] = pagination.size
         if pagination.type == "page":
@@ -241,6 +241,12 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         if kind == "none":
             return None
         if kind == "link":
+            if self._next is not None:  # the next page's URL in the body (FHIR, HAL)
+                try:
+                    target = self._next(body)
+                except ExpressionError:
+                    target = None
+                return str(response.url.join(str(target))) if target else None
             link = response.links.get("next")
             return str(response.url.join(link["url"])) if link and link.get("url") else None
         if kind == "cursor":

@@ -136,6 +136,14 @@ def _switch(value: Any, *cases: Any) -> Any:
     return default
 
 
+def _find(items: Any, field: str, value: Any) -> Any:
+    """find(link, "relation", "next"): the first element of a list of objects whose ``field``
+    equals ``value`` (null if none): FHIR's Bundle.link, coded lists, name-value pairs."""
+    if not isinstance(items, list):
+        return None
+    return next((i for i in items if isinstance(i, dict) and i.get(field) == value), None)
+
+
 def _mask(value: Any, keep: int = 4, char: str = "*") -> str | None:
     """mask("4111111111111111") -> "************1111": all but the last ``keep`` characters hidden."""
     if value is None:
@@ -171,6 +179,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "exists": lambda v: v is not None,
     "coalesce": _coalesce,
     "switch": _switch,
+    "find": _find,
     "mask": _mask,
     "hmac_sha256": _hmac_sha256,
     "str": _nullable(str),

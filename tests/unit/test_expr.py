@@ -99,7 +99,14 @@ def test_non_mapping_document_reads_as_null() -> None:
 
 # -- functions: time, money, strings, templates ------------------------------------------------
 
-TIMED = {"created": "2026-03-01T10:00:00Z", "ms": 1_772_359_200_000, "price": "12.345", "name": "  Ada  ", "cur": "jpy"}
+TIMED = {
+    "created": "2026-03-01T10:00:00Z",
+    "ms": 1_772_359_200_000,
+    "price": "12.345",
+    "name": "  Ada  ",
+    "cur": "jpy",
+    "links": [{"r": "self", "u": 1}, {"r": "next", "u": 2}],
+}
 
 
 @pytest.mark.parametrize(
@@ -139,6 +146,10 @@ TIMED = {"created": "2026-03-01T10:00:00Z", "ms": 1_772_359_200_000, "price": "1
         ('switch("XX", "OP", "open", "CL", "closed")', None),
         ('switch("XX", "OP", "open", "unknown")', "unknown"),
         ('switch(missing, null, "none", "some")', "none"),
+        ('find(links, "r", "next").u', 2),
+        ('find(links, "r", "prev")', None),
+        ('find(name, "r", "next")', None),
+        ('find(missing, "r", "next")', None),
         ('mask("4111111111111111")', "************1111"),
         ('mask("Ada Lovelace", 0, "#")', "############"),
         ('mask("ab", 4)', "ab"),
