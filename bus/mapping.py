@@ -69,6 +69,7 @@ class Body:
 
         CustomerRef: {value: customer_id}
         Line: {$each: lines, $as: line, Amount: line.quantity * line.unit_price}
+        skus: {$each: lines, $value: item.sku}       # a list of values rather than of objects
     """
 
     def __init__(self, spec: Mapping[str, Any] | None) -> None:
@@ -95,10 +96,13 @@ def _compile_block(spec: Mapping[str, Any], path: str = "") -> _Block:
     fields: _Block = []
     for name, value in spec.items():
         where = f"{path}{name}"
-        if name in ("$each", "$as"):
+        if name in ("$each", "$as", "$value"):
             continue
         if isinstance(value, Mapping):
-            block = _compile_block(value, f"{where}.")
+            if "$value" in value and "$each" not in value:
+                raise ValueError(f"{where}: $value belongs in a block with $each")
+            # $value: each element becomes that one value (a list of strings, numbers), not an object.
+            block = _compile(str(value["$value"]), f"{where}.$value") if "$value" in value else _compile_block(value, f"{where}.")
             if "$each" in value:
                 fields.append((name, (_compile(str(value["$each"]), f"{where}.$each"), str(value.get("$as", "item")), block)))
             else:
@@ -129,8 +133,10 @@ def _render(fields: _Block, scope: Mapping[str, Any], meta: Mapping[str, Any]) -
                 out[name] = []
             elif not isinstance(items, list):
                 raise ExpressionError(f"{name}.$each: expected a list, got {type(items).__name__}")
-            else:
+            elif isinstance(block, list):
                 out[name] = [_render(block, {**scope, as_name: item}, meta) for item in items]
+            else:
+                out[name] = [block({**scope, as_name: item}, meta) for item in items]
         else:
             out[name] = value(scope, meta)
     return out

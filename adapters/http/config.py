@@ -115,7 +115,8 @@ class HttpOutboundConfig(OutboundConfig):
         default=None,
         description=(
             "Body field -> expression over the event's fields ($id, $type... for metadata), or a nested block; "
-            "a block with `$each: <list>` (and `$as: name`) gives one object per element. Default: the event's fields."
+            "a block with `$each: <list>` (and `$as: name`) gives one object per element (or one value: `$value`). "
+            "Default: the event's fields."
         ),
         examples=[{"id": "payment_id", "amount_cents": "amount", "event_id": "$id"}],
     )

@@ -85,3 +85,22 @@ async def test_legacy_latin1_cases_are_backfilled_then_followed_live(bootstrap: 
         "Legacy_Opened__c": "2026-12-02",
     }
     assert any(n in case["SuppliedName"] for case in report.cases.values() for n in ("Muñoz", "Groß", "Ørsted"))
+
+
+@pytest.mark.timeout(240)
+async def test_ehr_encounters_become_billing_lines_without_patient_identity(bootstrap: str) -> None:
+    run = recipe("ehr-visits-to-billing")
+    report = await run.run(16, bootstrap=bootstrap, prefix=unique_prefix())
+    assert report.problems() == []
+    assert report.encounters["enc-00001"]["meta"]["versionId"] == "2"  # finished while the hub ran...
+    assert any(k.startswith("enc-00001-") for k in report.lines)  # ...and billed then
+    cancelled = {e["id"] for e in report.encounters.values() if e["status"] != "finished"}
+    assert cancelled and not any(line["visit"] in cancelled for line in report.lines.values())
+    # The same patient gets the same pseudonym on every line; different patients, different ones.
+    by_patient: dict[str, set[str]] = {}
+    for e in report.encounters.values():
+        for line in report.lines.values():
+            if line["visit"] == e["id"]:
+                by_patient.setdefault(e["subject"]["reference"], set()).add(line["patient"])
+    assert all(len(p) == 1 for p in by_patient.values()) and len({next(iter(p)) for p in by_patient.values()}) == len(by_patient)
+    assert not any(b"Patient/" in body or b"Oliveira" in body for body in report.raw)

@@ -56,8 +56,9 @@ def test_nested_blocks_and_lists_render_the_target_shape() -> None:
         body.render(order(lines="MUG"))
 
 
-def test_default_element_name_is_item() -> None:
+def test_default_element_name_is_item_and_value_gives_a_list_of_values() -> None:
     assert Body({"skus": {"$each": "lines", "sku": "item.sku"}}).render(order()) == {"skus": [{"sku": "MUG"}, {"sku": "TEE"}]}
+    assert Body({"skus": {"$each": "lines", "$value": "lower(item.sku)"}}).render(order()) == {"skus": ["mug", "tee"]}
 
 
 @pytest.mark.parametrize(
@@ -66,6 +67,7 @@ def test_default_element_name_is_item() -> None:
         ({"Line": {"$each": "lines", "Amount": "line.quantity *"}}, "Line.Amount: unexpected end of expression"),
         ({"Line": {"$each": "lines +", "Amount": "1"}}, r"Line.\$each"),
         ({"Qty": 3}, "Qty: expected an expression .text. or a block, got int 3"),
+        ({"skus": {"$value": "item.sku"}}, r"skus: \$value belongs in a block with \$each"),
     ],
 )
 def test_config_errors_name_the_nested_field(body: dict[str, object], message: str) -> None:
