@@ -204,6 +204,10 @@ class EventSink(Protocol):
 
     async def submit(self, event: Event) -> Awaitable[None]: ...
 
+    def check(self, event: Event) -> None:
+        """Raise EventRejected if ``event`` does not fit its schema; produces nothing. For sources
+        that must accept a whole batch or none of it: check every event, then submit them."""
+
     async def reject(self, payload: bytes, reason: str, *, headers: Mapping[str, str] | None = None) -> None: ...
 
     def refused(self, outcome: Literal["rejected", "unauthorized"]) -> None:

@@ -71,11 +71,16 @@ class WebhookConfig(AdapterConfig):
     dedupe: Dedupe | None = Field(default=None, description="Drop repeated deliveries by the sender's delivery-id header.")
     signature: SignatureAuth | None = Field(
         default=None,
-        description="Body signature check (stripe, shopify, github or generic hmac); refused requests get 401 with the reason.",
+        description="Body signature check (stripe, shopify, github, hubspot or generic hmac); refused requests get 401 with the reason.",
         examples=[{"type": "stripe", "secrets": ["${STRIPE_WEBHOOK_SECRET}"]}],
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1, description="Larger bodies are answered 413.")
-    emit: EmitSpec = Field(description="How the JSON body becomes a canonical event.")
+    batch: bool = Field(
+        default=False,
+        description="The body is a JSON array (HubSpot, SendGrid): each element becomes one event. The request is answered 202 "
+        "once Kafka has all of them, or 400 naming the element that cannot be mapped (then none is published).",
+    )
+    emit: EmitSpec = Field(description="How the JSON body (each element, with `batch`) becomes a canonical event.")
 
 
 class SendApiKey(BaseModel):
@@ -148,6 +153,11 @@ class SinceCursor(BaseModel):
         default="",
         description="Text sent before the watermark in the parameter (FHIR: `ge`, for `_lastUpdated=ge<instant>`).",
         examples=["ge"],
+    )
+    suffix: str = Field(
+        default="",
+        description="Text sent after the watermark: with `prefix`, a query language's text around it (Salesforce SOQL).",
+        examples=[" ORDER BY SystemModstamp, Id"],
     )
     ordered: bool = Field(
         default=True,

@@ -188,7 +188,8 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         param = pagination.param or _DEFAULT_PARAM.get(pagination.type, "")
         params: dict[str, Any] = dict(self.config.params)
         if self.config.since is not None and self._position.since not in (None, ""):
-            params[self.config.since.param] = f"{self.config.since.prefix}{self._position.since}"
+            since = self.config.since
+            params[since.param] = f"{since.prefix}{self._position.since}{since.suffix}"
         if pagination.size_param:
             params[pagination.size_param] = pagination.size
         if pagination.type == "page":

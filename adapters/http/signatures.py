@@ -4,6 +4,10 @@
   the timestamp must be within ``tolerance_s`` of now (replayed requests are refused).
 - ``shopify``: ``X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256 of the body>``.
 - ``github``: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``.
+- ``hubspot``: HubSpot's v3 scheme, ``X-HubSpot-Signature-v3: <base64 HMAC-SHA256 of
+  method + URL + body + X-HubSpot-Request-Timestamp>``, keyed with the app's client secret; the
+  timestamp (milliseconds) must be within ``tolerance_s``. The URL is the one HubSpot called:
+  set ``url`` when the hub sits behind a proxy that changes scheme or host.
 - ``hmac``: any header, algorithm, hex or base64, optional prefix, for everyone else.
 
 Several secrets may be valid at once (rotation). Comparisons are constant-time. A failure reason
@@ -29,9 +33,15 @@ class SignatureAuth(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["stripe", "shopify", "github", "hmac"] = Field(description="Signature scheme.")
+    type: Literal["stripe", "shopify", "github", "hubspot", "hmac"] = Field(description="Signature scheme.")
     secrets: list[SecretStr] = Field(min_length=1, description="Signing secrets (several during rotation); use ${ENV}.")
-    tolerance_s: int = Field(default=300, ge=1, description="stripe: how old a signed timestamp may be, in seconds.")
+    tolerance_s: int = Field(default=300, ge=1, description="stripe, hubspot: how old a signed timestamp may be, in seconds.")
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="hubspot: the webhook URL as registered at HubSpot (default: the URL of the request as the hub sees it).",
+        examples=["https://hub.example.com/hooks/hubspot"],
+    )
     header: str = Field(default="X-Signature", description="hmac: the header carrying the signature.")
     algorithm: Literal["sha1", "sha256", "sha512"] = Field(default="sha256", description="hmac: the hash.")
     encoding: Literal["hex", "base64"] = Field(default="hex", description="hmac: how the digest is written.")
@@ -51,11 +61,17 @@ def _matches(offered: str, secrets: list[bytes], message: bytes, algorithm: str,
     return found
 
 
-def check_signature(auth: SignatureAuth, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> str | None:
-    """None when the request is signed by one of the secrets; otherwise why it is refused."""
+def check_signature(
+    auth: SignatureAuth, headers: Mapping[str, str], body: bytes, *, now: float | None = None, method: str = "POST", url: str = ""
+) -> str | None:
+    """None when the request is signed by one of the secrets; otherwise why it is refused.
+    ``method`` and ``url`` (as the hub received them) matter only to schemes that sign them."""
     secrets = [s.get_secret_value().encode() for s in auth.secrets]
     if auth.type == "stripe":
         return _stripe(headers.get("Stripe-Signature", ""), secrets, body, auth.tolerance_s, time.time() if now is None else now)
+    if auth.type == "hubspot":
+        moment = time.time() if now is None else now
+        return _hubspot(headers, secrets, body, method=method, url=auth.url or url, tolerance_s=auth.tolerance_s, now=moment)
     header, algorithm, encoding, prefix = {
         "shopify": ("X-Shopify-Hmac-Sha256", "sha256", "base64", ""),
         "github": ("X-Hub-Signature-256", "sha256", "hex", "sha256="),
@@ -68,6 +84,25 @@ def check_signature(auth: SignatureAuth, headers: Mapping[str, str], body: bytes
         return f"signature in {header} does not start with {prefix!r}"
     if not _matches(offered.removeprefix(prefix), secrets, body, algorithm, encoding):
         return f"signature in {header} does not match the body"
+    return None
+
+
+def _hubspot(
+    headers: Mapping[str, str], secrets: list[bytes], body: bytes, *, method: str, url: str, tolerance_s: int, now: float
+) -> str | None:
+    offered = headers.get("X-HubSpot-Signature-v3", "")
+    if not offered:
+        return "missing signature header X-HubSpot-Signature-v3"
+    stamp = headers.get("X-HubSpot-Request-Timestamp", "")
+    try:
+        age = abs(now - int(stamp) / 1000)
+    except ValueError:
+        return "X-HubSpot-Request-Timestamp is missing or not milliseconds"
+    if age > tolerance_s:
+        return f"X-HubSpot-Request-Timestamp is {age:.0f}s from now (tolerance {tolerance_s}s)"
+    message = method.encode() + url.encode() + body + stamp.encode()
+    if not _matches(offered, secrets, message, "sha256", "base64"):
+        return "X-HubSpot-Signature-v3 does not match method, URL, body and timestamp (is `url` the one registered at HubSpot?)"
     return None
 
 

@@ -1,6 +1,6 @@
 """``http_webhook``: events arrive as POSTed JSON, form or XML and are answered only after Kafka has them.
 
-Answers: 202 accepted (body: the event id), 200 a repeated delivery id already accepted (nothing
+Answers: 202 accepted (body: the event id; with ``batch``, the ids of every element), 200 a repeated delivery id already accepted (nothing
 produced again), 400 a body that does not parse or an event that does not fit its schema (body:
 the reason, naming the field), 401 missing or wrong API key, JWT (with ``WWW-Authenticate``,
 RFC 6750) or body signature (Stripe, Shopify, GitHub or generic HMAC: ``signatures.py``), 409 the
@@ -178,7 +178,9 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return _problem(400, "the request body was cut off")  # the client is gone; nothing was produced
         if body is None:
             return _problem(413, f"body exceeds the limit of {self.config.max_body_bytes} bytes")
-        if self.config.signature is not None and (refused := check_signature(self.config.signature, request.headers, body)):
+        if self.config.signature is not None and (
+            refused := check_signature(self.config.signature, request.headers, body, method=request.method, url=str(request.url))
+        ):
             return _problem(401, refused)
         try:
             document: Any = _parse(kind, body)
@@ -200,11 +202,9 @@ class WebhookInbound(Inbound[WebhookConfig]):
                     kind="server",
                     attributes={"http.route": self.config.path},
                 ) as traceparent:
-                    event = self._emitter.build(document, traceparent=traceparent)
-                    await self.sink.publish(event)
+                    ids = await self._store(document, traceparent)
             else:
-                event = self._emitter.build(document, traceparent=request.headers.get("traceparent"))
-                await self.sink.publish(event)
+                ids = await self._store(document, request.headers.get("traceparent"))
         except EventRejected as exc:
             return _problem(400, str(exc))
         except KafkaUnavailable as exc:
@@ -213,6 +213,30 @@ class WebhookInbound(Inbound[WebhookConfig]):
         finally:
             if delivery_id and self._seen is not None:
                 self._seen.in_progress.discard(delivery_id)
+        answer = {"ids": ids} if self.config.batch else {"id": ids[0]}
         if delivery_id and self._seen is not None:
-            self._seen.remember(delivery_id, event.id)  # only once Kafka has it: a failed attempt may be sent again
-        return web.json_response({"id": event.id}, status=202)
+            self._seen.remember(delivery_id, ",".join(ids))  # only once Kafka has it: a failed attempt may be sent again
+        return web.json_response(answer, status=202)
+
+    async def _store(self, document: Any, traceparent: str | None) -> list[str]:
+        """Publish the body's event (or, with ``batch``, every element's); their ids once Kafka has them.
+        A batch is mapped whole before anything is sent, so a bad element refuses the request
+        with nothing published."""
+        if not self.config.batch:
+            event = self._emitter.build(document, traceparent=traceparent)
+            await self.sink.publish(event)
+            return [event.id]
+        if not isinstance(document, list):
+            raise EventRejected(f"batch: expected a JSON array, got {type(document).__name__}")
+        events = []
+        for n, element in enumerate(document):
+            try:
+                event = self._emitter.build(element, traceparent=traceparent)
+                self.sink.check(event)  # every element fits before any is sent: all or none
+                events.append(event)
+            except EventRejected as exc:
+                raise EventRejected(f"element {n}: {exc}") from exc
+        acks = [await self.sink.submit(event) for event in events]
+        for ack in acks:
+            await ack
+        return [event.id for event in events]

@@ -44,6 +44,9 @@ class KafkaSink:
     async def publish(self, event: Event) -> None:
         await (await self.submit(event))
 
+    def check(self, event: Event) -> None:
+        self._codec.validate(event.schema, event.data)
+
     async def submit(self, event: Event) -> Awaitable[None]:
         """Hand the event to the producer, in call order, and return its acknowledgement to await.
 

@@ -141,3 +141,21 @@ async def test_wrong_content_type_is_415(client: httpx.AsyncClient) -> None:
 async def test_unknown_path_and_method(client: httpx.AsyncClient) -> None:
     assert (await client.post("/hooks/nope", json={})).status_code == 404
     assert (await client.get("/hooks/payments")).status_code == 405
+
+
+async def test_a_batch_is_stored_whole_or_refused_whole(tmp_path: Path, bootstrap: str) -> None:
+    config = payment_hub_config(bootstrap, "http://127.0.0.1:9")
+    config["inbound"][0]["batch"] = True  # the body is a JSON array, as HubSpot and SendGrid send
+    async with build_hub(write_config(tmp_path / "bus.yaml", config), role="inbound") as hub:
+        assert hub.web is not None
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as client:
+            bad = payment(2)
+            bad["data"]["amount"] = "a lot"
+            refused = await client.post("/hooks/payments", json=[payment(1), bad, payment(3)])
+            assert refused.status_code == 400 and refused.json()["error"].startswith("element 1: does not match schema Payment")
+            not_a_list = await client.post("/hooks/payments", json=payment(4))
+            assert not_a_list.status_code == 400 and "batch: expected a JSON array, got dict" in not_a_list.json()["error"]
+            accepted = await client.post("/hooks/payments", json=[payment(5), payment(6), payment(7)])
+            assert accepted.status_code == 202 and accepted.json() == {"ids": ["evt_5", "evt_6", "evt_7"]}
+        stored = await read_canonical(hub, 3)
+        assert sorted(r.key for r in stored) == [b"pi_5", b"pi_6", b"pi_7"]  # nothing of the refused batch
