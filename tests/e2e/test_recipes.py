@@ -104,3 +104,23 @@ async def test_ehr_encounters_become_billing_lines_without_patient_identity(boot
                 by_patient.setdefault(e["subject"]["reference"], set()).add(line["patient"])
     assert all(len(p) == 1 for p in by_patient.values()) and len({next(iter(p)) for p in by_patient.values()}) == len(by_patient)
     assert not any(b"Patient/" in body or b"Oliveira" in body for body in report.raw)
+
+
+@pytest.mark.timeout(300)
+async def test_salesforce_and_hubspot_stay_in_step_without_echoes(bootstrap: str) -> None:
+    run = recipe("salesforce-hubspot-leads")
+    report = await run.run(14, bootstrap=bootstrap, prefix=unique_prefix(), quiet=4)
+    assert report.problems() == []
+    # Exactly one write per real change, although HubSpot reported every write the hub made.
+    assert (report.hubspot_writes, report.salesforce_writes) == (16, 3)
+    assert report.echoes_seen >= 16
+    # The HubSpot edits reached Salesforce (the status in Salesforce's own words)...
+    assert report.leads["00Q5g0000000000AAA"]["Company"] == "Renamed 0 GmbH"
+    assert report.leads["00Q5g0000000001AAA"]["Status"] == "Working - Contacted"
+    # ...and the Salesforce edits HubSpot, with the lead id that ties the two records together.
+    contact = report.contacts["ada.10@example.com"]
+    assert (contact["firstname"], contact["hs_lead_status"], contact["salesforceleadid"]) == (
+        "Ada-Marie",
+        "IN_PROGRESS",
+        "00Q5g0000000010AAA",
+    )
