@@ -14,6 +14,10 @@ everything else and commits the batch only after Kafka acknowledged it, so:
 Windows follow the router's clock (processing time), tumbling, aligned to multiples of their
 length since the epoch; ``tick`` closes the ones whose end has passed. Aggregated values must be
 numbers or strings (they are kept as JSON).
+
+Change detection: ``previous`` gives each result the key's previous result, ``empty_windows``
+reports the first window a key falls silent in (count 0), and ``emit_when`` lets through only
+the results that matter ("usage fell by more than half"); the others still become ``previous``.
 """
 
 from __future__ import annotations
@@ -39,9 +43,13 @@ class _State:
     window: int | None = None  # open time window's start (epoch seconds), or count window's number
     count: int = 0
     acc: dict[str, Any] = field(default_factory=dict)
+    previous: dict[str, Any] | None = None  # the last result's count and fields (``previous: true``)
 
     def dump(self) -> bytes:
-        return json.dumps({"offset": self.offset, "window": self.window, "count": self.count, "acc": self.acc}).encode()
+        raw = {"offset": self.offset, "window": self.window, "count": self.count, "acc": self.acc}
+        if self.previous is not None:
+            raw["previous"] = self.previous
+        return json.dumps(raw).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +77,19 @@ class Aggregator:
             assert match is not None  # checked at config load
             fn = match.group(1) or match.group(2)
             self._fields.append((name, fn, compile_expression(match.group(3)) if match.group(3) else None))
+        self.keep_previous = config.previous
+        self.empty_windows = config.empty_windows
+        self._emit_when = compile_expression(config.emit_when) if config.emit_when else None
         self.state: dict[str, _State] = {}
+
+    def wanted(self, emission: Emission) -> bool:
+        """Does ``emit_when`` let this result through? (An error in it counts as no.)"""
+        if self._emit_when is None:
+            return True
+        try:
+            return bool(self._emit_when(emission.record, {"key": emission.key, "id": emission.id}))
+        except ValueError:
+            return False
 
     # -- durability ------------------------------------------------------------------------
     def load(self, key: str, value: bytes | None, partition: int) -> None:
@@ -78,7 +98,7 @@ class Aggregator:
             self.state.pop(key, None)
             return
         raw = json.loads(value)
-        self.state[key] = _State(partition, raw["offset"], raw["window"], raw["count"], raw["acc"])
+        self.state[key] = _State(partition, raw["offset"], raw["window"], raw["count"], raw["acc"], raw.get("previous"))
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget keys of partitions this process no longer owns (their new owner reloads them)."""
@@ -99,6 +119,7 @@ class Aggregator:
             start = int(now // self.window_seconds * self.window_seconds)
             if state.window is not None and state.window != start:
                 emissions.append(self._close(key, state))
+                state.window = start  # not the armed empty window _close may have set: this event opens its own
             if state.window is None:
                 state.window = start
         elif state.window is None:
@@ -115,7 +136,8 @@ class Aggregator:
             return []
         closed = []
         for key, state in self.state.items():
-            if state.window is not None and state.count and now >= state.window + self.window_seconds:
+            # An open window with events, or (empty_windows) the window after one, armed by _close.
+            if state.window is not None and (state.count or self.empty_windows) and now >= state.window + self.window_seconds:
                 closed.append((self._close(key, state), state.dump()))
         return closed
 
@@ -154,14 +176,24 @@ class Aggregator:
         for name, fn, _ in self._fields:
             if fn == "count":
                 record[name] = state.count
+            elif fn == "sum":
+                record[name] = state.acc.get(name, 0)  # a sum over no values is 0 (an empty window's usage)
             elif fn == "avg":
                 total, n = state.acc.get(name, (0, 0))
                 record[name] = total / n if n else None
             else:
                 record[name] = state.acc.get(name)
+        if self.keep_previous:
+            record["previous"] = state.previous
+            state.previous = {k: v for k, v in record.items() if k not in ("key", "previous")}
         emission = Emission(key, state.partition, ident, record)
         # Reset, keeping the offset (replay protection) and, for count windows, the window number.
-        state.window = (window + 1) if self.window_seconds is None else None
+        if self.window_seconds is None:
+            state.window = window + 1
+        else:
+            # empty_windows: a window that had events arms the next one, which then closes even if
+            # no event comes (count 0); an empty one does not, so a silent key reports once.
+            state.window = window + self.window_seconds if self.empty_windows and state.count else None
         state.count = 0
         state.acc = {}
         return emission

@@ -219,7 +219,10 @@ class Dispatcher:
         emissions, state = folded
         sends = [Send(self._names.aggregate_state(route), key, state, [], partition=partition)]
         for emission in emissions:
-            sends.extend(self._emit_aggregate(route, emission))
+            if aggregator.wanted(emission):
+                sends.extend(self._emit_aggregate(route, emission))
+            else:
+                self._routes[route].stats.dropped += 1
         return sends
 
     def tick(self, now: float) -> list[Send]:
@@ -228,7 +231,10 @@ class Dispatcher:
         for route, aggregator in self.aggregators.items():
             for emission, state in aggregator.tick(now):
                 sends.append(Send(self._names.aggregate_state(route), emission.key.encode(), state, [], partition=emission.partition))
-                sends.extend(self._emit_aggregate(route, emission))
+                if aggregator.wanted(emission):
+                    sends.extend(self._emit_aggregate(route, emission))
+                else:
+                    self._routes[route].stats.dropped += 1
         return sends
 
     def _emit_aggregate(self, route_name: str, emission: Emission) -> list[Send]:

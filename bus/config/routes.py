@@ -175,6 +175,29 @@ class AggregateConfig(_Model):
         description="Output field -> count(), sum(expr), min(expr), max(expr), avg(expr), first(expr) or last(expr).",
         examples=[{"events": "count()", "total": "sum(amount)"}],
     )
+    previous: bool = Field(
+        default=False,
+        description="Give each result the key's previous result as `previous` (its count and fields; null for the key's "
+        "first window), to compare a window with the one before.",
+    )
+    empty_windows: bool = Field(
+        default=False,
+        description="Time windows: a key that had events and then none for a whole window still gets a result for it "
+        "(count 0, sums 0), so a source that falls silent shows as a drop. One such result, not one per window for ever.",
+    )
+    emit_when: str | None = Field(
+        default=None,
+        description="Condition on the result (`count`, the fields, `previous`): only results that satisfy it are emitted; "
+        "the others just become the next one's `previous`.",
+        examples=["previous.usage > 0 and usage < previous.usage * 0.5"],
+    )
+
+    @field_validator("emit_when")
+    @classmethod
+    def _check_emit_when(cls, text: str | None) -> str | None:
+        if text is not None:
+            compile_expression(text)
+        return text
 
     @field_validator("fields")
     @classmethod
@@ -196,6 +219,8 @@ class AggregateConfig(_Model):
             raise ValueError("give exactly one of window or count")
         if self.window is not None:
             _duration(self.window)
+        if self.empty_windows and self.window is None:
+            raise ValueError("empty_windows needs a time window: a count window never ends without events")
         return self
 
 

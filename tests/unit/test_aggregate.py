@@ -97,3 +97,71 @@ def test_aggregate_config_errors() -> None:
         AggregateConfig.model_validate({"fields": {}})
     with pytest.raises(ValidationError, match="is not one of count"):
         AggregateConfig.model_validate({"count": 2, "fields": {"x": "median(amount)"}})
+
+
+def test_previous_empty_windows_and_emit_when_report_a_drop_once() -> None:
+    a = Aggregator(
+        "drops",
+        AggregateConfig.model_validate(
+            {
+                "window": "10s",
+                "fields": {"usage": "sum(n)"},
+                "previous": True,
+                "empty_windows": True,
+                "emit_when": "previous.usage > 0 and usage < previous.usage * 0.5",
+            }
+        ),
+    )
+    offset = iter(range(1000))
+
+    def feed(key: str, total: int, at: float) -> list:
+        out = []
+        for _ in range(total):
+            folded = a.add(key, partition=0, offset=next(offset), scope={"n": 1}, meta={}, now=at)
+            assert folded is not None
+            out.extend(folded[0])
+        return out
+
+    feed("steady", 20, 100)
+    feed("halved", 20, 100)
+    feed("silent", 20, 100)
+    closed = {e.key: e for e, _ in a.tick(110)}  # window [100, 110) ends: first results, no previous
+    assert {k: (e.record["usage"], e.record["previous"]) for k, e in closed.items()} == {
+        "steady": (20, None),
+        "halved": (20, None),
+        "silent": (20, None),
+    }
+    assert not any(a.wanted(e) for e in closed.values())
+    feed("steady", 18, 112)
+    feed("halved", 6, 113)
+    closed = {e.key: e for e, _ in a.tick(120)}  # "silent" sent nothing: its armed window closes with 0
+    assert {k: e.record["usage"] for k, e in closed.items()} == {"steady": 18, "halved": 6, "silent": 0}
+    assert closed["silent"].record["count"] == 0 and closed["silent"].record["previous"]["usage"] == 20
+    assert sorted(k for k, e in closed.items() if a.wanted(e)) == ["halved", "silent"]
+    feed("steady", 18, 121)
+    feed("halved", 6, 122)
+    closed = {e.key: e for e, _ in a.tick(130)}  # steady again: no drop; silent stays silent: no second result
+    assert sorted(closed) == ["halved", "steady"] and not any(a.wanted(e) for e in closed.values())
+    later = a.tick(500)  # both go silent after [120, 130): one empty result each, a drop each, then nothing
+    assert sorted((e.key, e.record["usage"], a.wanted(e)) for e, _ in later) == [("halved", 0, True), ("steady", 0, True)]
+    assert a.tick(1000) == []
+    # previous survives a restart through the changelog value.
+    state = a.state["halved"].dump()
+    b = Aggregator("drops", AggregateConfig.model_validate({"window": "10s", "fields": {"usage": "sum(n)"}, "previous": True}))
+    b.load("halved", state, partition=0)
+    assert b.state["halved"].previous == {
+        "count": 0,
+        "window_start": "1970-01-01T00:02:10.000Z",
+        "window_end": "1970-01-01T00:02:20.000Z",
+        "usage": 0,
+    }
+
+
+def test_empty_windows_need_a_time_window() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="empty_windows needs a time window"):
+        AggregateConfig.model_validate({"count": 5, "fields": {}, "empty_windows": True})
+    with pytest.raises(ValidationError, match="emit_when"):
+        AggregateConfig.model_validate({"window": "1m", "fields": {}, "emit_when": "usage <"})
