@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = ["Body", "Emitter"]
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -109,8 +110,10 @@ def _compile_block(spec: Mapping[str, Any], path: str = "") -> _Block:
                 fields.append((name, block))
         elif isinstance(value, str):
             fields.append((name, _compile(value, where)))
+        elif value is None or isinstance(value, (bool, int, float)):
+            fields.append((name, _compile(json.dumps(value), where)))  # a YAML number, boolean or null: a constant
         else:
-            raise ValueError(f"{where}: expected an expression (text) or a block, got {type(value).__name__} {value!r}")  # noqa: TRY004 (pydantic reports ValueError as a field error)
+            raise ValueError(f"{where}: expected an expression (text) or a block, got {type(value).__name__} {value!r}")
     return fields
 
 

@@ -124,3 +124,17 @@ async def test_salesforce_and_hubspot_stay_in_step_without_echoes(bootstrap: str
         "IN_PROGRESS",
         "00Q5g0000000010AAA",
     )
+
+
+@pytest.mark.timeout(240)
+async def test_usage_drops_over_mqtt_open_one_ticket_each(bootstrap: str) -> None:
+    require_service("Mosquitto", "127.0.0.1", 1883)
+    run = recipe("usage-drop-alerts")
+    report = await run.run(4, bootstrap=bootstrap, prefix=unique_prefix())
+    assert report.problems() == []
+    tickets = report.by_account()
+    assert "globex" not in tickets  # a 20 % dip stays under the 50 % threshold
+    acme, initech = tickets["acme"][0], tickets["initech"][0]
+    assert acme["subject"] == "Usage of acme fell 70%" and "usage 6.0 (6 events)" in acme["comment"]["body"]
+    assert initech["subject"] == "Usage of initech fell 100%" and "against 20.0 in the window before" in initech["comment"]["body"]
+    assert acme["tags"] == ["usage-drop", "account-acme"] and acme["external_id"].startswith("usage-drop:acme:")

@@ -25,6 +25,13 @@ def order(**changes: object) -> Event:
 
 def test_flat_body_and_no_body() -> None:
     assert Body({"id": "order_id", "event": "$id"}).render(order()) == {"id": "1001", "event": "evt-1"}
+    # YAML scalars are constants: `count: 1`, `active: true`, `note: null`
+    assert Body({"count": 1, "ratio": 0.5, "active": True, "note": None}).render(order()) == {
+        "count": 1,
+        "ratio": 0.5,
+        "active": True,
+        "note": None,
+    }
     assert Body(None).render(order()) == ORDER
 
 
@@ -66,7 +73,7 @@ def test_default_element_name_is_item_and_value_gives_a_list_of_values() -> None
     [
         ({"Line": {"$each": "lines", "Amount": "line.quantity *"}}, "Line.Amount: unexpected end of expression"),
         ({"Line": {"$each": "lines +", "Amount": "1"}}, r"Line.\$each"),
-        ({"Qty": 3}, "Qty: expected an expression .text. or a block, got int 3"),
+        ({"Qty": [3]}, r"Qty: expected an expression .text. or a block, got list \[3\]"),
         ({"skus": {"$value": "item.sku"}}, r"skus: \$value belongs in a block with \$each"),
     ],
 )
