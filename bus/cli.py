@@ -9,6 +9,7 @@
     bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters
     bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for?
     bus docs config                                             the configuration reference, from the models
+    bus new [RECIPE DIR]                                        start an integration from a recipe in examples/
 
 Exit codes: 0 success, 1 the hub failed at run time, 2 the configuration is invalid.
 """
@@ -212,6 +213,37 @@ def _dlq(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _new(args: argparse.Namespace) -> int:
+    from bus.recipes import RECIPES, copy_recipe, find_recipes
+
+    recipes = {r.name: r for r in find_recipes()}
+    if not recipes:
+        print(f"bus: no recipes found in {RECIPES} (they ship with the source tree: git clone the project)", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.recipe is None:
+        width = max(len(name) for name in recipes)
+        for recipe in recipes.values():
+            print(f"{recipe.name:<{width}}  {recipe.title}")
+        print("\nbus new RECIPE DIR   copies one into DIR (its config, README, schema and a .env.example)")
+        return 0
+    if args.recipe not in recipes or args.dir is None:
+        problem = f"no recipe named {args.recipe!r}" if args.recipe not in recipes else "where to? give a folder: bus new RECIPE DIR"
+        print(f"bus: {problem}; recipes: {', '.join(recipes)}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        written = copy_recipe(recipes[args.recipe], Path(args.dir))
+    except FileExistsError as exc:
+        print(f"bus: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for path in written:
+        print(f"  wrote {path}")
+    print(
+        f"\nnext: set the variables of {Path(args.dir) / '.env.example'} in the hub's environment (or its secrets), read its README, then"
+    )
+    print(f"  bus validate -c {Path(args.dir) / 'bus.yaml'}\n  bus run -c {Path(args.dir) / 'bus.yaml'}")
+    return 0
+
+
 def _reconcile(args: argparse.Namespace) -> int:
     import json
 
@@ -381,6 +413,11 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (check, register, diff):
         cmd.add_argument("--mode", default="BACKWARD", help="compatibility mode for diff and check --against (default BACKWARD)")
         cmd.set_defaults(func=_schemas)
+
+    new = sub.add_parser("new", help="start an integration from a recipe (without arguments: list them)")
+    new.add_argument("recipe", nargs="?", help="recipe name, e.g. stripe-payments-to-erp-ledger")
+    new.add_argument("dir", nargs="?", help="a new (or empty) folder for the copy")
+    new.set_defaults(func=_new)
 
     docs = sub.add_parser("docs", help="generated documentation")
     docs_sub = docs.add_subparsers(dest="docs_command", required=True)

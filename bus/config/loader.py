@@ -31,6 +31,7 @@ from bus.errors import ConfigError, ConfigIssue
 Loc = tuple[str | int, ...]
 # ``$${...}`` is left as ``${...}`` for the template fields of adapters and routes (``${field}``).
 _VAR = re.compile(r"(?<!\$)\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+VARIABLE = _VAR  # for tools that list what a config reads (bus new)
 _LIST_SECTIONS = ("inbound", "routes", "outbound", "schema_dirs")
 
 

@@ -1,0 +1,82 @@
+"""``bus new``: start an integration from one of the recipes in ``examples/``.
+
+A recipe is a folder with a ``bus.yaml`` and a ``README.md`` (and sometimes a ``schema.sql``
+for the target's tables). ``bus new RECIPE DIR`` copies those three into ``DIR`` and writes
+``DIR/.env.example`` with every ``${VARIABLE}`` the config reads, so pointing the copy at real
+systems is filling in one file. The stand-ins and ``run.py`` stay behind: they are the recipe's
+demonstration and test, not part of an integration.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RECIPES", "Recipe", "copy_recipe", "find_recipes", "variables"]
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bus.config.loader import VARIABLE
+
+RECIPES = Path(__file__).resolve().parents[1] / "examples"
+_COPIED = ("bus.yaml", "README.md", "schema.sql")
+# The variables every recipe's run.py sets for its demonstration; a real deployment keeps them
+# as they are (the hub's own ports) or leaves them to their defaults.
+_RUNTIME = {"HTTP_PORT", "OPS_PORT", "TOPIC_PREFIX", "KAFKA_BOOTSTRAP"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    folder: Path
+    title: str
+
+
+def find_recipes(root: Path = RECIPES) -> list[Recipe]:
+    found = []
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            readme = folder / "README.md"
+            if (folder / "bus.yaml").is_file() and readme.is_file() and folder.name != "quickstart":
+                title = readme.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
+                found.append(Recipe(folder.name, folder, title))
+    return found
+
+
+def variables(config_text: str) -> dict[str, str | None]:
+    """``${NAME}`` and ``${NAME:-default}`` in a config, in order of appearance: name -> default."""
+    found: dict[str, str | None] = {}
+    for match in VARIABLE.finditer(config_text):
+        name = match.group(1)
+        if not name.startswith("file:") and name not in found:
+            found[name] = match.group(2)
+    return found
+
+
+def copy_recipe(recipe: Recipe, target: Path) -> list[Path]:
+    """Copy the recipe's config, README and schema into ``target`` (new or empty) and write
+    ``.env.example``; returns the files written."""
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise FileExistsError(f"{target} exists and is not an empty folder: choose a new one")
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in _COPIED:
+        source = recipe.folder / name
+        if source.is_file():
+            written.append(Path(shutil.copy2(source, target / name)))
+    lines = [
+        f"# Variables read by {target.name}/bus.yaml (from the recipe {recipe.name}); set them, then:",
+        "#   bus validate -c bus.yaml && bus run -c bus.yaml",
+        "",
+    ]
+    for name, default in variables((recipe.folder / "bus.yaml").read_text(encoding="utf-8")).items():
+        if name in _RUNTIME:
+            continue
+        secret = re.search(r"SECRET|TOKEN|KEY|PASSWORD|AUTH", name)
+        lines.append(
+            f"{name}={default or ''}" + ("" if default is not None else ("    # required, a secret" if secret else "    # required"))
+        )
+    env = target / ".env.example"
+    env.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    written.append(env)
+    return written

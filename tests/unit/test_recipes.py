@@ -1,0 +1,57 @@
+"""The recipes in examples/ as configs: each one validates, and `bus new` starts an integration
+from any of them. (Each recipe runs end to end in tests/e2e/test_recipes.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bus.cli import main
+from bus.recipes import find_recipes, variables
+
+RECIPES = {r.name: r for r in find_recipes()}
+
+
+def test_the_six_recipes_are_found_with_their_titles() -> None:
+    assert sorted(RECIPES) == [
+        "ehr-visits-to-billing",
+        "legacy-db-to-cases",
+        "salesforce-hubspot-leads",
+        "shopify-orders-to-quickbooks",
+        "stripe-payments-to-erp-ledger",
+        "usage-drop-alerts",
+    ]
+    assert RECIPES["stripe-payments-to-erp-ledger"].title == "Stripe payments to the ERP ledger in MariaDB, reconciled"
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_config_validates_once_its_variables_are_set(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = RECIPES[name].folder / "bus.yaml"
+    required = [v for v, default in variables(config.read_text()).items() if default is None]
+    assert required, "a recipe that reads no secrets from the environment is suspicious"
+    for variable in required:
+        monkeypatch.delenv(variable, raising=False)
+    assert main(["validate", "-c", str(config)]) == 2  # unset: a config error naming the variable
+    for variable in required:
+        monkeypatch.setenv(variable, "1234" if variable.endswith("_ID") else "value-for-" + variable.lower())
+    assert main(["validate", "-c", str(config)]) == 0
+
+
+def test_bus_new_lists_copies_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["new"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in RECIPES)
+    target = tmp_path / "my-shop"
+    assert main(["new", "shopify-orders-to-quickbooks", str(target)]) == 0
+    assert sorted(p.name for p in target.iterdir()) == [".env.example", "README.md", "bus.yaml", "schema.sql"]
+    assert (target / "bus.yaml").read_text() == (RECIPES["shopify-orders-to-quickbooks"].folder / "bus.yaml").read_text()
+    env = (target / ".env.example").read_text()
+    assert "SHOPIFY_WEBHOOK_SECRET=    # required, a secret" in env
+    assert "QUICKBOOKS_DEFAULT_CUSTOMER=1" in env and "HTTP_PORT" not in env
+    capsys.readouterr()
+    assert main(["new", "shopify-orders-to-quickbooks", str(target)]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert main(["new", "no-such-recipe", str(tmp_path / "x")]) == 2
+    assert "no recipe named 'no-such-recipe'; recipes: ehr-visits-to-billing" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
