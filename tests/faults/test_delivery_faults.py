@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -48,7 +49,10 @@ async def post_all(hub: Hub, events: list[dict[str, Any]], concurrency: int = 64
 
 
 @pytest.mark.timeout(360)
-async def test_flaky_target_gets_every_event_and_duplicates_only_after_timeouts(tmp_path: Path, bootstrap: str) -> None:
+async def test_flaky_target_gets_every_event_and_duplicates_only_after_timeouts(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bus.runtime.delivery")  # each failed call, with its event id and reason
     rng = random.Random(7)
     fate: dict[str, list[str]] = defaultdict(list)
 
@@ -79,10 +83,17 @@ async def test_flaky_target_gets_every_event_and_duplicates_only_after_timeouts(
         assert set(accepted) == {e["id"] for e in events}  # none lost
         duplicated = {key for key, n in accepted.items() if n > 1}
         assert duplicated, "the run had timeouts, so some duplicates are expected"
-        # Duplicates only where the target timed out: by the script, or because under load an answer
-        # took longer than the hub's 0.25 s timeout (the hub gave up on an accepted call).
-        slow = {c.headers["Idempotency-Key"] for c in target.accepted if c.answered - c.at >= 0.2}
-        assert all("timeout" in fate[key] or key in slow for key in duplicated), sorted(duplicated - slow)[:10]
+        # Duplicates only where a call timed out: by the script, or because under load the hub did
+        # not see an accepted call's answer within its 0.25 s (its loop, the target's and the broker
+        # share two cores with the other test worker). The hub logs each failed call with its event
+        # id; a duplicate without a timeout before it (after a 200, or a 500 alone) would be a bug.
+        timed_out = {
+            str(r.args[1])
+            for r in caplog.records
+            if r.msg == "delivery %s of %s failed (%s); retry in %.2fs" and isinstance(r.args, tuple) and "timed out" in str(r.args[2])
+        }
+        unexplained = {key for key in duplicated if "timeout" not in fate[key] and key not in timed_out}
+        assert not unexplained, sorted(unexplained)[:10]
         by_key: dict[str, set[str]] = defaultdict(set)
         for call in target.accepted:
             by_key[call.headers["Idempotency-Key"]].add(call.body["payment_id"])
