@@ -1,7 +1,7 @@
 """``bus new``: start an integration from one of the recipes in ``examples/``.
 
 A recipe is a folder with a ``bus.yaml`` and a ``README.md`` (and sometimes a ``schema.sql``
-for the target's tables). ``bus new RECIPE DIR`` copies those three into ``DIR`` and writes
+for the target's tables, and route tests in ``tests.yaml``). ``bus new RECIPE DIR`` copies those into ``DIR`` and writes
 ``DIR/.env.example`` with every ``${VARIABLE}`` the config reads, so pointing the copy at real
 systems is filling in one file. The stand-ins and ``run.py`` stay behind: they are the recipe's
 demonstration and test, not part of an integration.
@@ -19,7 +19,7 @@ from pathlib import Path
 from bus.config.loader import VARIABLE
 
 RECIPES = Path(__file__).resolve().parents[1] / "examples"
-_COPIED = ("bus.yaml", "README.md", "schema.sql")
+_COPIED = ("bus.yaml", "README.md", "schema.sql", "tests.yaml")
 # The variables every recipe's run.py sets for its demonstration; a real deployment keeps them
 # as they are (the hub's own ports) or leaves them to their defaults.
 _RUNTIME = {"HTTP_PORT", "OPS_PORT", "TOPIC_PREFIX", "KAFKA_BOOTSTRAP"}

@@ -55,3 +55,18 @@ def test_bus_new_lists_copies_and_refuses_to_overwrite(tmp_path: Path, capsys: p
     assert main(["new", "no-such-recipe", str(tmp_path / "x")]) == 2
     assert "no recipe named 'no-such-recipe'; recipes: ehr-visits-to-billing" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_loop_guard_route_tests_pass_and_fail_with_the_wrong_app_id(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = RECIPES["salesforce-hubspot-leads"].folder
+    for name in ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "HUBSPOT_TOKEN", "HUBSPOT_CLIENT_SECRET"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("SALESFORCE_INTEGRATION_USER_ID", "005INTEGRATION0001")
+    monkeypatch.setenv("HUBSPOT_APP_ID", "4131917")
+    assert main(["test", "-c", str(folder / "bus.yaml"), str(folder / "tests.yaml")]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("HUBSPOT_APP_ID", "999")  # the guard no longer recognises the hub's own writes
+    assert main(["test", "-c", str(folder / "bus.yaml"), str(folder / "tests.yaml")]) != 0
+    assert "FAIL  " in capsys.readouterr().out
