@@ -37,11 +37,11 @@ class ShopifyStore:
 
     def order(self, number: int, customer_id: int) -> dict[str, Any]:
         skus = self.rng.sample(sorted(CATALOG), self.rng.randint(1, 3))
-        lines = [
+        lines: list[dict[str, Any]] = [
             {"id": number * 10 + i, "sku": sku, "title": sku.title(), "quantity": self.rng.randint(1, 4), "price": CATALOG[sku]}
             for i, sku in enumerate(skus)
         ]
-        total = sum(Decimal(line["price"]) * line["quantity"] for line in lines)
+        total = sum((Decimal(line["price"]) * line["quantity"] for line in lines), Decimal(0))
         return {
             "id": 5_000_000_000 + number,
             "admin_graphql_api_id": f"gid://shopify/Order/{5_000_000_000 + number}",

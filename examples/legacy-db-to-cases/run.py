@@ -94,7 +94,7 @@ async def prepare(dsn: str, history: int) -> None:
     finally:
         await admin.close()
     rng = random.Random(5)
-    rows = [
+    rows: list[tuple[Any, ...]] = [
         (
             n,
             f"C{rng.randint(1000, 9999):07d}",
