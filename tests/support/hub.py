@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import sys
@@ -21,10 +22,34 @@ from bus.runtime.hub import Hub, Role
 from schemas.catalog import SchemaCatalog
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_range()
+_PORTS = random.Random()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now and outside the kernel's ephemeral range. A port the kernel handed out for
+    binding port 0 is an ephemeral one: between a hub's stop and its restart on it, any outgoing
+    connection on the machine could take it as its local port, and the restarted hub would fail
+    to bind (seen once in twenty rolling restarts under a full test run)."""
+    low, high = _EPHEMERAL
+    candidates = (10_000, low - 1) if low > 11_000 else (high + 1, 65_535)
+    for _ in range(200):
+        port = _PORTS.randint(*candidates)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {candidates[0]} and {candidates[1]}")
 
 
 def unique_prefix() -> str:
