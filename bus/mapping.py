@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = ["Body", "Emitter"]
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bus.errors import EventRejected, ExpressionError
@@ -88,26 +88,21 @@ class Body:
         return _render(self._fields, event.data, event.meta())
 
 
-# A compiled block: (name, expression) for a value, (name, block) for a nested object, and
-# (name, (list expression, element name, block)) for a list of objects.
-_Block = list[tuple[str, Any]]
+# A compiled block: (field name, function of (scope, meta)) pairs. Nested objects and lists are
+# functions too, built once here, so rendering is one loop with no per-event type tests.
+_Evaluator = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
+_Block = list[tuple[str, _Evaluator]]
+_KEYWORDS = ("$each", "$as", "$value")
 
 
 def _compile_block(spec: Mapping[str, Any], path: str = "") -> _Block:
     fields: _Block = []
     for name, value in spec.items():
         where = f"{path}{name}"
-        if name in ("$each", "$as", "$value"):
+        if name in _KEYWORDS:
             continue
         if isinstance(value, Mapping):
-            if "$value" in value and "$each" not in value:
-                raise ValueError(f"{where}: $value belongs in a block with $each")
-            # $value: each element becomes that one value (a list of strings, numbers), not an object.
-            block = _compile(str(value["$value"]), f"{where}.$value") if "$value" in value else _compile_block(value, f"{where}.")
-            if "$each" in value:
-                fields.append((name, (_compile(str(value["$each"]), f"{where}.$each"), str(value.get("$as", "item")), block)))
-            else:
-                fields.append((name, block))
+            fields.append((name, _compile_nested(value, where)))
         elif isinstance(value, str):
             fields.append((name, _compile(value, where)))
         elif value is None or isinstance(value, (bool, int, float)):
@@ -117,7 +112,36 @@ def _compile_block(spec: Mapping[str, Any], path: str = "") -> _Block:
     return fields
 
 
-def _compile(text: str, where: str) -> Any:
+def _compile_nested(spec: Mapping[str, Any], where: str) -> _Evaluator:
+    """A nested object, or with ``$each`` a list (of objects, or of ``$value`` values)."""
+    if "$each" not in spec:
+        for keyword in ("$as", "$value"):
+            if keyword in spec:
+                raise ValueError(f"{where}: {keyword} belongs in a block with $each")
+        block = _compile_block(spec, f"{where}.")
+        return lambda scope, meta: _render(block, scope, meta)
+    items_of = _compile(str(spec["$each"]), f"{where}.$each")
+    as_name = str(spec.get("$as", "item"))
+    if "$value" in spec:
+        element = _compile(str(spec["$value"]), f"{where}.$value")
+    else:
+        inner = _compile_block(spec, f"{where}.")
+
+        def element(scope: Mapping[str, Any], meta: Mapping[str, Any]) -> Any:
+            return _render(inner, scope, meta)
+
+    def each(scope: Mapping[str, Any], meta: Mapping[str, Any]) -> list[Any]:
+        items = items_of(scope, meta)
+        if items is None:
+            return []
+        if not isinstance(items, list):
+            raise ExpressionError(f"{where}.$each: expected a list, got {type(items).__name__}")
+        return [element({**scope, as_name: item}, meta) for item in items]
+
+    return each
+
+
+def _compile(text: str, where: str) -> _Evaluator:
     try:
         return compile_expression(text)
     except ExpressionError as exc:
@@ -125,21 +149,4 @@ def _compile(text: str, where: str) -> Any:
 
 
 def _render(fields: _Block, scope: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in fields:
-        if isinstance(value, list):
-            out[name] = _render(value, scope, meta)
-        elif isinstance(value, tuple):
-            items_of, as_name, block = value
-            items = items_of(scope, meta)
-            if items is None:
-                out[name] = []
-            elif not isinstance(items, list):
-                raise ExpressionError(f"{name}.$each: expected a list, got {type(items).__name__}")
-            elif isinstance(block, list):
-                out[name] = [_render(block, {**scope, as_name: item}, meta) for item in items]
-            else:
-                out[name] = [block({**scope, as_name: item}, meta) for item in items]
-        else:
-            out[name] = value(scope, meta)
-    return out
+    return {name: evaluate(scope, meta) for name, evaluate in fields}

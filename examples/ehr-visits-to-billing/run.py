@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 from examples.kit.billing import FEES, BillingApi  # noqa: E402
 from examples.kit.fhir import FhirServer  # noqa: E402
-from examples.kit.hub import RecipeHub, wait_until  # noqa: E402
+from examples.kit.hub import RecipeHub, verdict, wait_until  # noqa: E402
 
 PSEUDONYM_KEY = "demo-pseudonym-key-rotate-me"
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -158,13 +158,7 @@ def main() -> int:
     print("\n$ bus dlq list --subscriber billing --json   (event id, error)")
     for letter in report.dead_letters:
         print(f"  {letter['event_id']}  {letter['error']}")
-    problems = report.problems()
-    print(
-        "recipe OK: every finished procedure billed once, no patient identity sent"
-        if not problems
-        else "recipe FAILED: " + "; ".join(problems)
-    )
-    return 0 if not problems else 1
+    return verdict(report.problems(), "every finished procedure billed once, no patient identity sent")
 
 
 if __name__ == "__main__":

@@ -17,33 +17,20 @@ from typing import Any
 
 from aiohttp import web
 
-from examples.kit.hub import serve
+from examples.kit.standin import StandIn
 
 FEES = {"99213": 12_500, "99214": 18_500, "99283": 32_000, "93000": 4_500, "36415": 1_500, "85025": 2_800, "71046": 9_600}
 
 
 @dataclass
-class BillingApi:
+class BillingApi(StandIn):
     api_key: str = "bill-demo-key"
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)  # line_id -> line
     raw: list[bytes] = field(default_factory=list)  # every body as received
-    port: int = 0
     _seen: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> BillingApi:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/invoice-lines", self._line)
-        self._runner, self.port = await serve(app)
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _line(self, request: web.Request) -> web.Response:
         if request.headers.get("X-Api-Key") != self.api_key:

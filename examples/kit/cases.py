@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from examples.kit.hub import serve
+from examples.kit.standin import StandIn
 
 PICKLISTS = {"Status": {"New", "Working", "Escalated", "Closed"}, "Priority": {"High", "Medium", "Low"}}
 FIELDS = {"Subject", "Description", "Status", "Priority", "Origin", "SuppliedName", "Account_Number__c", "Category__c", "Legacy_Opened__c"}
@@ -31,26 +31,13 @@ def _error(code: str, message: str, fields: list[str], status: int = 400) -> web
 
 
 @dataclass
-class CaseApi:
+class CaseApi(StandIn):
     token: str = "00Dcases!demo-session-token"
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)  # external id -> current fields
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (external id, body) in arrival order
-    port: int = 0
-    _runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> CaseApi:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_patch("/services/data/v59.0/sobjects/Case/Legacy_Case_No__c/{external_id}", self._upsert)
-        self._runner, self.port = await serve(app)
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _upsert(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.token}":

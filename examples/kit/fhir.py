@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from examples.kit.hub import serve
+from examples.kit.standin import StandIn
 
 
 def _outcome(status: int, code: str, text: str) -> web.Response:
@@ -29,28 +29,19 @@ def _outcome(status: int, code: str, text: str) -> web.Response:
 
 
 @dataclass
-class FhirServer:
+class FhirServer(StandIn):
     token: str = "ehr-demo-token"
     encounters: dict[str, dict[str, Any]] = field(default_factory=dict)
     searches: int = 0
-    port: int = 0
     _pages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _clock: datetime = field(default_factory=lambda: datetime(2026, 12, 1, 8, 0, tzinfo=UTC))
-    _runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/fhir"
 
-    async def start(self) -> FhirServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/fhir/Encounter", self._search)
-        self._runner, self.port = await serve(app)
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def save(self, encounter: dict[str, Any]) -> None:
         """Create or update an Encounter, stamping meta.lastUpdated and versionId as a server does."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RecipeHub", "free_port", "serve", "wait_until"]
+__all__ = ["RecipeHub", "free_port", "verdict", "wait_until"]
 
 import asyncio
 import contextlib
@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from aiohttp import web
 
 from bus.kafka.broker import EmbeddedBroker
 
@@ -24,14 +23,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    """Serve a stand-in on a free loopback port (the kernel picks it at bind time: no races)."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, int(runner.addresses[0][1])
 
 
 class RecipeHub:
@@ -107,3 +98,9 @@ async def wait_until(condition: Callable[[], bool], within: float, what: str) ->
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {within:.0f}s for {what}")
         await asyncio.sleep(0.2)
+
+
+def verdict(problems: list[str], ok: str) -> int:
+    """A recipe's last line and exit code: what held, or every check that did not."""
+    print(f"\nrecipe OK: {ok}" if not problems else "\nrecipe FAILED: " + "; ".join(problems))
+    return 0 if not problems else 1

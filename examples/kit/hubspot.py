@@ -27,12 +27,12 @@ import hmac
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from aiohttp import web
 
-from examples.kit.hub import serve
+from examples.kit.standin import StandIn
 
 LEAD_STATUSES = {"NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "UNQUALIFIED", "ATTEMPTED_TO_CONTACT", "CONNECTED", "BAD_TIMING"}
 
@@ -43,7 +43,7 @@ def hubspot_signature(secret: str, method: str, url: str, body: bytes, timestamp
 
 
 @dataclass
-class HubSpot:
+class HubSpot(StandIn):
     token: str = "pat-na1-demo-private-app-token"
     app_id: str = "4131917"
     client_secret: str = "hubspot-app-client-secret"
@@ -53,29 +53,23 @@ class HubSpot:
     api_writes: list[dict[str, Any]] = field(default_factory=list)  # every upsert input
     webhook_answers: list[int] = field(default_factory=list)
     delivered: dict[str, int] = field(default_factory=dict)  # webhook events delivered, by changeSource
-    port: int = 0
     _by_email: dict[str, str] = field(default_factory=dict)
     _events: list[dict[str, Any]] = field(default_factory=list)
     _event_id: int = 0
     _sender: asyncio.Task[None] | None = None
-    _runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> HubSpot:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/crm/v3/objects/contacts/batch/upsert", self._upsert)
-        self._runner, self.port = await serve(app)
+
+    async def start(self) -> Self:
+        await super().start()
         self._sender = asyncio.get_running_loop().create_task(self._send_webhooks())
         return self
 
     async def stop(self) -> None:
         if self._sender is not None:
             self._sender.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().stop()
 
     @property
     def pending_webhooks(self) -> int:

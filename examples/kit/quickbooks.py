@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from examples.kit.hub import serve
+from examples.kit.standin import StandIn
 
 
 def _fault(kind: str, message: str, detail: str, code: str, status: int) -> web.Response:
@@ -35,7 +35,7 @@ def _fault(kind: str, message: str, detail: str, code: str, status: int) -> web.
 
 
 @dataclass
-class QuickBooks:
+class QuickBooks(StandIn):
     realm: str = "9341453050143621"
     client_id: str = "ABdemoClientId"
     client_secret: str = "demo-client-secret"
@@ -46,24 +46,11 @@ class QuickBooks:
     invoices: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, Any] = field(default_factory=dict)  # requestid -> first answer
     requests: int = 0
-    port: int = 0
     _tokens: dict[str, float] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> QuickBooks:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/oauth2/v1/tokens/bearer", self._token)
         app.router.add_post("/v3/company/{realm}/invoice", self._invoice)
-        self._runner, self.port = await serve(app)
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()

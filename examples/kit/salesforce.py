@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from examples.kit.hub import serve
+from examples.kit.standin import StandIn
 
 API = "/services/data/v59.0"
 STATUSES = {"Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"}
@@ -46,35 +46,22 @@ def _stamp(moment: datetime) -> str:
 
 
 @dataclass
-class Salesforce:
+class Salesforce(StandIn):
     client_id: str = "3MVG9demoConsumerKey"
     client_secret: str = "demo-consumer-secret"
     integration_user: str = "005INTEGRATION0001"
     page_size: int = 10
     leads: dict[str, dict[str, Any]] = field(default_factory=dict)
     api_writes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (Id, body) of every PATCH
-    port: int = 0
     _tokens: set[str] = field(default_factory=set)
     _cursors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _clock: datetime = field(default_factory=lambda: datetime(2026, 12, 2, 9, 0, tzinfo=UTC))
-    _runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> Salesforce:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/services/oauth2/token", self._token)
         app.router.add_get(f"{API}/query", self._query)
         app.router.add_get(f"{API}/query/{{cursor}}", self._more)
         app.router.add_patch(f"{API}/sobjects/Lead/{{id}}", self._patch)
-        self._runner, self.port = await serve(app)
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def _touch(self, lead: dict[str, Any], by: str) -> None:
         # Salesforce stamps with its own clock; a millisecond step keeps stamps distinct and ordered.

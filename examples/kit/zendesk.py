@@ -18,35 +18,22 @@ from typing import Any
 
 from aiohttp import web
 
-from examples.kit.hub import serve
+from examples.kit.standin import StandIn
 
 
 @dataclass
-class SupportDesk:
+class SupportDesk(StandIn):
     agent: str = "alerts@example.com"
     api_token: str = "zd-demo-api-token"
     tickets: list[dict[str, Any]] = field(default_factory=list)
-    port: int = 0
     _answers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def basic(self) -> str:
         return base64.b64encode(f"{self.agent}/token:{self.api_token}".encode()).decode()
 
-    async def start(self) -> SupportDesk:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v2/tickets.json", self._create)
-        self._runner, self.port = await serve(app)
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _create(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Basic {self.basic}":

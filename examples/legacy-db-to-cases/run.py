@@ -27,7 +27,7 @@ import asyncpg
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 from examples.kit.cases import CaseApi  # noqa: E402
-from examples.kit.hub import RecipeHub, wait_until  # noqa: E402
+from examples.kit.hub import RecipeHub, verdict, wait_until  # noqa: E402
 
 DSN = "postgresql://postgres@127.0.0.1:5432/legacy_latin1"
 NAMES = ["José Muñoz", "Zoë Ørsted", "François Lefèvre", "Jürgen Groß", "Ana Conceição", "Åsa Nyström", "Seán Ó Briain", "Ada Lovelace"]
@@ -193,9 +193,7 @@ def main() -> int:
     print(f"  CS-4 after a live rename:  {sample.get('SuppliedName')!r}, status {sample.get('Status')!r}")
     print("\n$ bus dlq show --subscriber _in.legacy-cases")
     print(report.dead_letters)
-    problems = report.problems()
-    print("recipe OK: history then live changes, in words, accents intact" if not problems else "recipe FAILED: " + "; ".join(problems))
-    return 0 if not problems else 1
+    return verdict(report.problems(), "history then live changes, in words, accents intact")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-from examples.kit.hub import RecipeHub, wait_until  # noqa: E402
+from examples.kit.hub import RecipeHub, verdict, wait_until  # noqa: E402
 from examples.kit.hubspot import HubSpot  # noqa: E402
 from examples.kit.salesforce import Salesforce  # noqa: E402
 
@@ -148,13 +148,7 @@ def main() -> int:
     print(f"  writes to HubSpot by the hub   {report.hubspot_writes:4d}   (expected {hs}: one per lead, one per Salesforce edit)")
     print(f"  writes to Salesforce by the hub{report.salesforce_writes:5d}   (expected {sf}: one per HubSpot edit)")
     print(f"  echoes of the hub's own writes {report.echoes_seen:4d}   (webhook events HubSpot sent about them; none crossed over)")
-    problems = report.problems()
-    print(
-        "\nrecipe OK: both systems agree, every change crossed once, nothing echoed"
-        if not problems
-        else "\nrecipe FAILED: " + "; ".join(problems)
-    )
-    return 0 if not problems else 1
+    return verdict(report.problems(), "both systems agree, every change crossed once, nothing echoed")
 
 
 if __name__ == "__main__":

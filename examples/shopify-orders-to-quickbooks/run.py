@@ -27,7 +27,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-from examples.kit.hub import RecipeHub  # noqa: E402
+from examples.kit.hub import RecipeHub, verdict  # noqa: E402
 from examples.kit.quickbooks import QuickBooks  # noqa: E402
 from examples.kit.shopify import CATALOG, ShopifyStore  # noqa: E402
 
@@ -147,11 +147,7 @@ def main() -> int:
     print(f"  QuickBooks invoices        {len(report.invoices):5d}   ({report.quickbooks_calls} calls: a 429 and a 503 retried)")
     for sku, level in sorted(report.levels.items()):
         print(f"  stock {sku:<12}         {level:5d}   (expected {report.expected_levels()[sku]})")
-    problems = report.problems()
-    print(
-        "\nrecipe OK: every order invoiced once, stock moved once per line" if not problems else "\nrecipe FAILED: " + "; ".join(problems)
-    )
-    return 0 if not problems else 1
+    return verdict(report.problems(), "every order invoiced once, stock moved once per line")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-from examples.kit.hub import RecipeHub  # noqa: E402
+from examples.kit.hub import RecipeHub, verdict  # noqa: E402
 from examples.kit.stripe import StripeAccount  # noqa: E402
 
 SECRET = "whsec_recipe_demo_secret"
@@ -156,13 +156,7 @@ def main() -> int:
     print(report.dead_letters)
     print("$ bus reconcile --subscriber ledger --target-ids <the ledger's stripe_event_id column>")
     print(report.reconcile_output)
-    problems = report.problems()
-    print(
-        "recipe OK: every succeeded payment posted once, and the hub's ledger agrees"
-        if not problems
-        else "recipe FAILED: " + "; ".join(problems)
-    )
-    return 0 if not problems else 1
+    return verdict(report.problems(), "every succeeded payment posted once, and the hub's ledger agrees")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import aiomqtt
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-from examples.kit.hub import RecipeHub, wait_until  # noqa: E402
+from examples.kit.hub import RecipeHub, verdict, wait_until  # noqa: E402
 from examples.kit.zendesk import SupportDesk  # noqa: E402
 
 FIRST_WINDOW = {"acme": 20, "globex": 20, "initech": 20}
@@ -120,13 +120,7 @@ def main() -> int:
     for ticket in report.tickets:
         print(f"  ticket #{ticket['id']} [{ticket['priority']}] {ticket['subject']}")
         print(f"      {ticket['comment']['body']}")
-    problems = report.problems()
-    print(
-        "\nrecipe OK: one ticket per real drop, none for small dips or steady usage"
-        if not problems
-        else "\nrecipe FAILED: " + "; ".join(problems)
-    )
-    return 0 if not problems else 1
+    return verdict(report.problems(), "one ticket per real drop, none for small dips or steady usage")
 
 
 if __name__ == "__main__":

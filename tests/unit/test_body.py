@@ -75,6 +75,7 @@ def test_default_element_name_is_item_and_value_gives_a_list_of_values() -> None
         ({"Line": {"$each": "lines +", "Amount": "1"}}, r"Line.\$each"),
         ({"Qty": [3]}, r"Qty: expected an expression .text. or a block, got list \[3\]"),
         ({"skus": {"$value": "item.sku"}}, r"skus: \$value belongs in a block with \$each"),
+        ({"ref": {"$as": "x", "value": "x"}}, r"ref: \$as belongs in a block with \$each"),
     ],
 )
 def test_config_errors_name_the_nested_field(body: dict[str, object], message: str) -> None:
