@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -176,10 +177,14 @@ async def test_rate_limit_paces_calls(tmp_path: Path, bootstrap: str) -> None:
     spec = {"url": f"{target.url}/x", "delivery": {"rate_limit": {"rate": 40, "burst": 5}}}
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", hub_config(bootstrap, {"x": spec}))) as hub:
+            posted = time.monotonic()
             await post_all(hub, [{"id": f"e{i}", "key": f"k{i}", "seq": i} for i in range(85)])
             await target.wait_for(lambda: len(target.accepted) == 85, timeout=60)
-        arrivals = sorted(c.at for c in target.accepted)
-        # 85 calls, a burst of 5 free, then 40/s: at least 80/40 = 2 s. A lower bound: no timing race.
-        assert arrivals[-1] - arrivals[0] >= (85 - 5) / 40 * 0.95
+        last = max(c.at for c in target.accepted)
+        # 85 calls, a burst of 5 free, then 40/s: the last call starts at least 80/40 = 2 s after the
+        # first token was taken, which is after the first event was posted. Measured from the post,
+        # not from the first arrival: the first call's connection set-up delays its arrival by a
+        # varying amount, which made "last - first arrival" fall short of 2 s on a loaded machine.
+        assert last - posted >= (85 - 5) / 40
     finally:
         await target.stop()
