@@ -7,7 +7,12 @@ Open loop: request i is due at start + i/rate and its latency is counted from wh
 so a hub that falls behind shows it (no coordinated omission). The sender and the target live in
 this process, on one clock; the hub is a separate process. After the fixed loads, the load is
 raised in steps of 250/s from the highest fixed load under it until p99 reaches 100 ms: the highest load under it is reported.
-Issue 8's goal: p99 under 50 ms at 1,000 events/s. Writes bench/results/latency-<timestamp>.json.
+
+The same loads are first offered to a baseline (bench/raw_pipeline.py): the same three hops with
+plain aiokafka and raw sockets, on its own embedded broker with the same Kafka settings. Its p99
+is what this machine and broker allow; the hub's is reported beside it and as a ratio.
+`--pipeline hub` or `raw` runs one of them. Issue 8's goal: p99 under 50 ms at 1,000 events/s.
+Writes bench/results/latency-<timestamp>.json.
 """
 
 from __future__ import annotations
@@ -101,11 +106,72 @@ async def run_load(sender: RawSender, target: RawTarget, rate: int, seconds: flo
     return {"offered_per_s": rate, "events": len(due), "missing": len(missing), **percentiles(latencies), **accepted}
 
 
+async def measure(pipeline: str, args: argparse.Namespace, kafka: dict[str, Any]) -> dict[str, Any]:
+    """Start one pipeline as a process, offer every load, search for the p99 < 100 ms limit."""
+    target = RawTarget()
+    await target.start()
+    http_port, ops_port = free_port(), free_port()
+    sender = RawSender("127.0.0.1", http_port, "/hooks/payments")
+    with tempfile.TemporaryDirectory() as folder:
+        if pipeline == "hub":
+            config = Path(folder) / "bus.yaml"
+            config.write_text(yaml.safe_dump(hub_config(target.port, http_port, ops_port, kafka)))
+            command = [str(Path(sys.executable).with_name("bus")), "--log-level", "WARNING", "run", "-c", str(config)]
+            ready_url = f"http://127.0.0.1:{ops_port}/readyz"
+        else:
+            command = [sys.executable, str(Path(__file__).with_name("raw_pipeline.py")), "--http-port", str(http_port)]
+            command += ["--target-port", str(target.port), "--partitions", str(kafka.get("partitions", 4))]
+            flags = {"fetch_max_wait_ms": "--fetch-wait-ms", "linger_ms": "--linger-ms"}
+            command += [f"{flags[k]}={v}" for k, v in kafka.items() if k in flags]
+            ready_url = f"http://127.0.0.1:{http_port}/readyz"
+        process = await asyncio.create_subprocess_exec(*command, env={**os.environ})
+        try:
+            connector = aiohttp.TCPConnector(limit=256)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                for _ in range(600):
+                    if process.returncode is not None:
+                        raise RuntimeError(f"{pipeline} exited {process.returncode} before it was ready")
+                    try:
+                        async with session.get(ready_url) as ready:
+                            if ready.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+            await run_load(sender, target, 200, 3)  # warm-up: connections, group joins, code paths
+            rows = []
+            for rate in [int(x) for x in args.loads.split(",")]:
+                rows.append(await run_load(sender, target, rate, args.seconds))
+                print(_row(pipeline, rows[-1]), flush=True)
+            # Search upwards from the highest fixed load that held p99 under 100 ms, in steps of 250.
+            best = max([r["offered_per_s"] for r in rows if r["p99_ms"] < 100 and not r["missing"]], default=None)
+            rate = (best or 0) + 250
+            while rate <= args.search_limit and not any(r["offered_per_s"] == rate for r in rows):
+                row = await run_load(sender, target, rate, args.seconds)
+                print(_row(pipeline, row), flush=True)
+                rows.append(row)
+                if row["p99_ms"] >= 100 or row["missing"]:
+                    break
+                rate += 250
+            under_100 = max([r["offered_per_s"] for r in rows if r["p99_ms"] < 100 and not r["missing"]], default=None)
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+            await process.wait()
+            await sender.close()
+            await target.stop()
+    print(f"{pipeline}: highest offered load with p99 < 100 ms: {under_100}/s\n", flush=True)
+    return {"loads": rows, "highest_load_p99_under_100ms": under_100}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--loads", default="500,1000,2000")
     parser.add_argument("--search-limit", type=int, default=6000, help="highest load the p99 search tries")
+    parser.add_argument(
+        "--pipeline", choices=["both", "hub", "raw"], default="both", help="raw: the aiokafka baseline (bench/raw_pipeline.py)"
+    )
     parser.add_argument("--fetch-wait-ms", type=int, default=None, help="kafka.fetch_max_wait_ms (default: the hub's)")
     parser.add_argument("--linger-ms", type=int, default=None, help="kafka.linger_ms (default: the hub's)")
     parser.add_argument("--partitions", type=int, default=None, help="kafka.partitions (default 4)")
@@ -115,55 +181,20 @@ async def main() -> None:
         for k, v in {"fetch_max_wait_ms": args.fetch_wait_ms, "linger_ms": args.linger_ms, "partitions": args.partitions}.items()
         if v is not None
     }
-    target = RawTarget()
-    await target.start()
-    http_port, ops_port = free_port(), free_port()
-    sender = RawSender("127.0.0.1", http_port, "/hooks/payments")
-    with tempfile.TemporaryDirectory() as folder:
-        config = Path(folder) / "bus.yaml"
-        config.write_text(yaml.safe_dump(hub_config(target.port, http_port, ops_port, kafka)))
-        bus = Path(sys.executable).with_name("bus")
-        hub = await asyncio.create_subprocess_exec(str(bus), "--log-level", "WARNING", "run", "-c", str(config), env={**os.environ})
-        try:
-            connector = aiohttp.TCPConnector(limit=256)
-            async with aiohttp.ClientSession(connector=connector) as session:
-                for _ in range(600):
-                    try:
-                        async with session.get(f"http://127.0.0.1:{ops_port}/readyz") as ready:
-                            if ready.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-                await run_load(sender, target, 200, 3)  # warm-up: connections, group joins, code paths
-                rows = []
-                for rate in [int(x) for x in args.loads.split(",")]:
-                    rows.append(await run_load(sender, target, rate, args.seconds))
-                    print(_row(rows[-1]), flush=True)
-                # Search upwards from the highest fixed load that held p99 under 100 ms, in steps of 250.
-                best = max([r["offered_per_s"] for r in rows if r["p99_ms"] < 100 and not r["missing"]], default=None)
-                rate = (best or 0) + 250
-                while rate <= args.search_limit and not any(r["offered_per_s"] == rate for r in rows):
-                    row = await run_load(sender, target, rate, args.seconds)
-                    print(_row(row), flush=True)
-                    rows.append(row)
-                    if row["p99_ms"] >= 100 or row["missing"]:
-                        break
-                    best = rate
-                    rate += 250
-                under_100 = max([r["offered_per_s"] for r in rows if r["p99_ms"] < 100 and not r["missing"]], default=None)
-        finally:
-            hub.send_signal(signal.SIGTERM)
-            await hub.wait()
-            await sender.close()
-            await target.stop()
-    print(f"\nhighest offered load with p99 < 100 ms: {under_100}/s (search stopped above {best})")
-    write("latency", {"seconds_per_load": args.seconds, "kafka": kafka, "loads": rows, "highest_load_p99_under_100ms": under_100})
+    results = {p: await measure(p, args, kafka) for p in (["raw", "hub"] if args.pipeline == "both" else [args.pipeline])}
+    if len(results) == 2:
+        raw = {r["offered_per_s"]: r for r in results["raw"]["loads"]}
+        print("p99, hub / raw baseline:")
+        for row in results["hub"]["loads"]:
+            base = raw.get(row["offered_per_s"])
+            if base is not None:
+                print(f"{row['offered_per_s']:>6}/s  {row['p99_ms']:.1f} / {base['p99_ms']:.1f} ms = {row['p99_ms'] / base['p99_ms']:.2f}")
+    write("latency", {"seconds_per_load": args.seconds, "kafka": kafka, **results})
 
 
-def _row(row: dict[str, Any]) -> str:
+def _row(pipeline: str, row: dict[str, Any]) -> str:
     return (
-        f"{row['offered_per_s']:>6}/s  p50 {row['p50_ms']:7.1f} ms  p95 {row['p95_ms']:7.1f} ms  "
+        f"{pipeline:>4} {row['offered_per_s']:>6}/s  p50 {row['p50_ms']:7.1f} ms  p95 {row['p95_ms']:7.1f} ms  "
         f"p99 {row['p99_ms']:7.1f} ms  max {row['max_ms']:7.1f} ms  missing {row['missing']}"
         f"  (webhook answered: p50 {row['accepted_p50_ms']:.1f} ms, p99 {row['accepted_p99_ms']:.1f} ms)"
     )

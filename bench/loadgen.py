@@ -9,13 +9,13 @@ C: requests are pre-built bytes, answers are parsed only for their status and le
 
 from __future__ import annotations
 
-__all__ = ["RawSender", "RawTarget"]
+__all__ = ["RawSender", "RawTarget", "content_length"]
 
 import asyncio
 import time
 
 
-def _content_length(head: bytes) -> int:
+def content_length(head: bytes) -> int:
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
@@ -34,15 +34,16 @@ class RawSender:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._all: list[asyncio.StreamWriter] = []
 
-    async def post(self, body: bytes) -> tuple[int, bytes]:
+    async def post(self, body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
+        """``headers``: extra header lines, each ending in CRLF."""
         if self._idle:
             reader, writer = self._idle.pop()
         else:
             reader, writer = await asyncio.open_connection(self.host, self.port)
             self._all.append(writer)
-        writer.write(b"%sContent-Length: %d\r\n\r\n%s" % (self._prefix, len(body), body))
+        writer.write(b"%s%sContent-Length: %d\r\n\r\n%s" % (self._prefix, headers, len(body), body))
         head = await reader.readuntil(b"\r\n\r\n")
-        length = _content_length(head)
+        length = content_length(head)
         answer = await reader.readexactly(length) if length else b""
         self._idle.append((reader, writer))
         return int(head[9:12]), answer
@@ -68,7 +69,7 @@ class _Receiver(asyncio.Protocol):
         self.buffer += data
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
             head = self.buffer[:end]
-            total = end + 4 + _content_length(head)
+            total = end + 4 + content_length(head)
             if len(self.buffer) < total:
                 return
             self.buffer = self.buffer[total:]
