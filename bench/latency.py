@@ -33,7 +33,7 @@ import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import free_port, write
+from bench.common import children, cpu_seconds, free_port, write
 from bench.loadgen import RawSender, RawTarget
 
 
@@ -61,17 +61,22 @@ def hub_config(target_port: int, http_port: int, ops_port: int, kafka: dict[str,
     }
 
 
-async def offer(sender: RawSender, rate: int, seconds: float, prefix: str) -> tuple[dict[str, float], list[float]]:
+async def offer(sender: RawSender, rate: int, seconds: float, prefix: str) -> tuple[dict[str, float], list[float], int]:
     """Send rate*seconds webhooks on schedule; returns the due time per event id, and how long
-    each webhook took to be answered 202 (the hub answers once Kafka has the event)."""
+    each webhook took to be answered 202 (the hub answers once Kafka has the event), and how many
+    were refused (a hub that cannot store events in time answers 503: it fell behind)."""
     due: dict[str, float] = {}
     answered: list[float] = []
+    refused: list[str] = []
     tasks: list[asyncio.Task[None]] = []
     n = int(rate * seconds)
 
     async def post(event_id: str, i: int) -> None:
         body = {"id": event_id, "data": {"id": f"pi_{i}", "amount": 1000 + i, "currency": "usd", "status": "succeeded"}}
         status, answer = await sender.post(json.dumps(body).encode())
+        if status == 503:
+            refused.append(event_id)  # not taken, so not expected at the target
+            return
         if status != 202:
             raise RuntimeError(f"webhook answered {status}: {answer[:200]!r}")
         answered.append(time.perf_counter() - due[event_id])
@@ -86,7 +91,9 @@ async def offer(sender: RawSender, rate: int, seconds: float, prefix: str) -> tu
         due[event_id] = when
         tasks.append(asyncio.create_task(post(event_id, i)))
     await asyncio.gather(*tasks)
-    return due, answered
+    for event_id in refused:
+        del due[event_id]
+    return due, answered, len(refused)
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
@@ -94,16 +101,44 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     return {"p50_ms": cuts[49] * 1000, "p95_ms": cuts[94] * 1000, "p99_ms": cuts[98] * 1000, "max_ms": max(latencies) * 1000}
 
 
-async def run_load(sender: RawSender, target: RawTarget, rate: int, seconds: float) -> dict[str, Any]:
+class CpuProbe:
+    """CPU seconds used by the pipeline's process and by its embedded broker (its child)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        brokers = children(pid)
+        self.broker = brokers[0] if len(brokers) == 1 else None
+
+    def read(self) -> tuple[float, float]:
+        return cpu_seconds(self.pid), cpu_seconds(self.broker) if self.broker is not None else float("nan")
+
+
+async def run_load(sender: RawSender, target: RawTarget, rate: int, seconds: float, cpu: CpuProbe) -> dict[str, Any]:
     prefix = f"r{rate}-{time.monotonic_ns()}"
-    due, answered = await offer(sender, rate, seconds, prefix)
+    before = cpu.read()
+    due, answered, refused = await offer(sender, rate, seconds, prefix)
     deadline = time.perf_counter() + 30
     while any(k not in target.arrived for k in due) and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
     missing = [k for k in due if k not in target.arrived]
+    after = cpu.read()
+    # CPU per event is steadier than latency on a shared machine: it does not depend on who else ran.
+    per_event = {
+        "pipeline_cpu_us_per_event": (after[0] - before[0]) / max(1, len(due)) * 1e6,
+        "broker_cpu_us_per_event": (after[1] - before[1]) / max(1, len(due)) * 1e6,
+    }
     latencies = [target.arrived[k] - t for k, t in due.items() if k in target.arrived]
     accepted = {f"accepted_{k}": v for k, v in percentiles(answered).items()}
-    return {"offered_per_s": rate, "events": len(due), "missing": len(missing), **percentiles(latencies), **accepted}
+    # A refused webhook is an event the pipeline could not take: the load did not hold.
+    return {
+        "offered_per_s": rate,
+        "events": len(due),
+        "missing": len(missing) + refused,
+        "refused": refused,
+        **percentiles(latencies),
+        **accepted,
+        **per_event,
+    }
 
 
 async def measure(pipeline: str, args: argparse.Namespace, kafka: dict[str, Any]) -> dict[str, Any]:
@@ -138,16 +173,17 @@ async def measure(pipeline: str, args: argparse.Namespace, kafka: dict[str, Any]
                     except aiohttp.ClientError:
                         pass
                     await asyncio.sleep(0.1)
-            await run_load(sender, target, 200, 3)  # warm-up: connections, group joins, code paths
+            cpu = CpuProbe(process.pid)
+            await run_load(sender, target, 200, 3, cpu)  # warm-up: connections, group joins, code paths
             rows = []
             for rate in [int(x) for x in args.loads.split(",")]:
-                rows.append(await run_load(sender, target, rate, args.seconds))
+                rows.append(await run_load(sender, target, rate, args.seconds, cpu))
                 print(_row(pipeline, rows[-1]), flush=True)
             # Search upwards from the highest fixed load that held p99 under 100 ms, in steps of 250.
             best = max([r["offered_per_s"] for r in rows if r["p99_ms"] < 100 and not r["missing"]], default=None)
             rate = (best or 0) + 250
             while rate <= args.search_limit and not any(r["offered_per_s"] == rate for r in rows):
-                row = await run_load(sender, target, rate, args.seconds)
+                row = await run_load(sender, target, rate, args.seconds, cpu)
                 print(_row(pipeline, row), flush=True)
                 rows.append(row)
                 if row["p99_ms"] >= 100 or row["missing"]:
@@ -184,19 +220,24 @@ async def main() -> None:
     results = {p: await measure(p, args, kafka) for p in (["raw", "hub"] if args.pipeline == "both" else [args.pipeline])}
     if len(results) == 2:
         raw = {r["offered_per_s"]: r for r in results["raw"]["loads"]}
-        print("p99, hub / raw baseline:")
+        print("hub / raw baseline:")
         for row in results["hub"]["loads"]:
             base = raw.get(row["offered_per_s"])
             if base is not None:
-                print(f"{row['offered_per_s']:>6}/s  {row['p99_ms']:.1f} / {base['p99_ms']:.1f} ms = {row['p99_ms'] / base['p99_ms']:.2f}")
+                cpu, base_cpu = row["pipeline_cpu_us_per_event"], base["pipeline_cpu_us_per_event"]
+                print(
+                    f"{row['offered_per_s']:>6}/s  p99 {row['p99_ms']:.1f} / {base['p99_ms']:.1f} ms = {row['p99_ms'] / base['p99_ms']:.2f}"
+                    f"   CPU per event {cpu:.0f} / {base_cpu:.0f} us = {cpu / base_cpu:.2f}"
+                )
     write("latency", {"seconds_per_load": args.seconds, "kafka": kafka, **results})
 
 
 def _row(pipeline: str, row: dict[str, Any]) -> str:
     return (
         f"{pipeline:>4} {row['offered_per_s']:>6}/s  p50 {row['p50_ms']:7.1f} ms  p95 {row['p95_ms']:7.1f} ms  "
-        f"p99 {row['p99_ms']:7.1f} ms  max {row['max_ms']:7.1f} ms  missing {row['missing']}"
+        f"p99 {row['p99_ms']:7.1f} ms  max {row['max_ms']:7.1f} ms  missing {row['missing']} (refused {row['refused']})"
         f"  (webhook answered: p50 {row['accepted_p50_ms']:.1f} ms, p99 {row['accepted_p99_ms']:.1f} ms)"
+        f"  CPU us/event: {pipeline} {row['pipeline_cpu_us_per_event']:.0f}, broker {row['broker_cpu_us_per_event']:.0f}"
     )
 
 
