@@ -77,7 +77,8 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
         routing_key = self._routing_key(event.data, event.meta())
         where = f"exchange {self.config.exchange or '(default)'!r} with routing key {routing_key!r}"
         try:
-            await asyncio.wait_for(self._exchange.publish(self.message(event), routing_key=routing_key), self.config.timeout_s)
+            async with asyncio.timeout(self.config.timeout_s):  # not wait_for: no task per event
+                await self._exchange.publish(self.message(event), routing_key=routing_key)
         except PublishError as exc:
             raise PermanentError(f"unroutable: no queue bound to {where} ({exc!r})") from exc
         except DeliveryError as exc:

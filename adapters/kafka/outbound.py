@@ -92,10 +92,8 @@ class KafkaOutbound(Outbound[KafkaOutboundConfig]):
             ("traceparent", event.traceparent.encode()),
         ]
         try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(topic, value, key=None if key is None else str(key).encode(), headers=headers),
-                timeout=self.config.timeout_s,
-            )
+            async with asyncio.timeout(self.config.timeout_s):  # not wait_for: no task per event
+                await self._producer.send_and_wait(topic, value, key=None if key is None else str(key).encode(), headers=headers)
         except MessageSizeTooLargeError as exc:
             raise PermanentError(f"{len(value)} bytes is more than {topic} takes: {exc!r}") from exc
         except (KafkaTimeoutError, TimeoutError) as exc:

@@ -60,15 +60,15 @@ class KafkaSink:
         value = self._codec.encode(event.schema, event.data)
         started = time.perf_counter()
         try:
-            delivery = await asyncio.wait_for(
-                self._producer.send(
+            # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own, which cost
+            # more than the rest of publishing (two per event; bench/RESULTS.md, 2026-12-03).
+            async with asyncio.timeout(self._timeout):
+                delivery = await self._producer.send(
                     self._topics.canonical(event.schema),
                     value,
                     key=event.key.encode() if event.key is not None else None,
                     headers=event.headers(),
-                ),
-                self._timeout,
-            )
+                )
         except (TimeoutError, KafkaError) as exc:
             self._unavailable.inc()
             raise self._unavailable_error(event.id, exc) from exc
@@ -77,7 +77,8 @@ class KafkaSink:
     async def _acknowledged(self, event_id: str, delivery: Awaitable[Any], started: float) -> None:
         try:
             # shield: a timeout here must not cancel aiokafka's own future for the batch.
-            await asyncio.wait_for(asyncio.shield(delivery), max(0.001, self._timeout - (time.perf_counter() - started)))
+            async with asyncio.timeout(max(0.001, self._timeout - (time.perf_counter() - started))):
+                await asyncio.shield(delivery)
         except (TimeoutError, KafkaError) as exc:
             self._unavailable.inc()
             raise self._unavailable_error(event_id, exc) from exc
@@ -101,10 +102,10 @@ class KafkaSink:
             ("bus_adapter", self._adapter.encode()),
         ]
         try:
-            delivery = await asyncio.wait_for(
-                self._producer.send(self._topics.inbound_dead_letter(self._adapter), payload, headers=record_headers), self._timeout
-            )
-            await asyncio.wait_for(asyncio.shield(delivery), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                delivery = await self._producer.send(self._topics.inbound_dead_letter(self._adapter), payload, headers=record_headers)
+            async with asyncio.timeout(self._timeout):
+                await asyncio.shield(delivery)
         except (TimeoutError, KafkaError) as exc:
             self._unavailable.inc()
             raise KafkaUnavailable(f"Kafka did not take a rejected message within {self._timeout:g}s: {exc!r}", retry_after=5) from exc
