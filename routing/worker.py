@@ -98,8 +98,11 @@ class RouterWorker:
         if not sources:
             log.info("router: no routes, nothing to consume")
             return
-        self._consumer.subscribe(sources, listener=_Rebalance(self))
+        # Subscribe after start, not before: aiokafka's start() waits for the group join when a
+        # subscription is already set (about 2 s on the embedded broker), and the hub's start, and
+        # so its readiness, waited for it. Events wait in Kafka meanwhile; the first getmany joins.
         await self._consumer.start()
+        self._consumer.subscribe(sources, listener=_Rebalance(self))
         self._task = asyncio.create_task(self._run(), name="router")
         log.info("router consuming %s (group %s)", ", ".join(sources), self._group)
 
