@@ -9,7 +9,7 @@ C: requests are pre-built bytes, answers are parsed only for their status and le
 
 from __future__ import annotations
 
-__all__ = ["RawSender", "RawTarget", "content_length"]
+__all__ = ["RawSender", "RawTarget", "RequestProtocol", "content_length"]
 
 import asyncio
 import time
@@ -55,9 +55,11 @@ class RawSender:
         self._idle.clear()
 
 
-class _Receiver(asyncio.Protocol):
-    def __init__(self, target: RawTarget) -> None:
-        self.target = target
+class RequestProtocol(asyncio.Protocol):
+    """Server side of the same minimal HTTP/1.1: splits the byte stream into requests (Content-Length
+    bodies) and hands each to ``request``; ``answer`` writes a bodiless response."""
+
+    def __init__(self) -> None:
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
 
@@ -72,10 +74,26 @@ class _Receiver(asyncio.Protocol):
             total = end + 4 + content_length(head)
             if len(self.buffer) < total:
                 return
-            self.buffer = self.buffer[total:]
-            self.target.received(head)
-            assert self.transport is not None
-            self.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            body, self.buffer = self.buffer[end + 4 : total], self.buffer[total:]
+            self.request(head, body)
+
+    def request(self, head: bytes, body: bytes) -> None:
+        raise NotImplementedError
+
+    def answer(self, status: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            length = b"" if status.startswith(b"204") else b"Content-Length: 0\r\n"  # a 204 carries no length
+            self.transport.write(b"HTTP/1.1 %s\r\n%s\r\n" % (status, length))
+
+
+class _Receiver(RequestProtocol):
+    def __init__(self, target: RawTarget) -> None:
+        super().__init__()
+        self.target = target
+
+    def request(self, head: bytes, body: bytes) -> None:
+        self.target.received(head)
+        self.answer(b"204 No Content")
 
 
 class RawTarget:

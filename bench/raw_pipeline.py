@@ -26,7 +26,7 @@ from pathlib import Path
 from aiokafka.admin import NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.loadgen import RawSender, content_length
+from bench.loadgen import RawSender, RequestProtocol
 from bus.config.models import KafkaConfig
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_admin, make_consumer, make_producer
@@ -35,41 +35,26 @@ INBOUND, OUTBOUND = "raw.inbound", "raw.delivery"
 CONCURRENCY = 32  # as the hub bench's outbound: delivery.concurrency 32
 
 
-class Inbound(asyncio.Protocol):
+class Inbound(RequestProtocol):
     """POST: produce the body keyed by its data.id, answer 202 after the ack. GET: readiness."""
 
     def __init__(self, pipeline: Pipeline) -> None:
+        super().__init__()
         self.pipeline = pipeline
-        self.buffer = b""
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            head = self.buffer[:end]
-            total = end + 4 + content_length(head)
-            if len(self.buffer) < total:
-                return
-            body, self.buffer = self.buffer[end + 4 : total], self.buffer[total:]
-            if head.startswith(b"GET"):
-                ready = self.pipeline.ready()
-                self._answer(b"200 OK" if ready else b"503 Service Unavailable")
-            else:
-                asyncio.get_running_loop().create_task(self._publish(body))
+    def request(self, head: bytes, body: bytes) -> None:
+        if head.startswith(b"GET"):
+            self.answer(b"200 OK" if self.pipeline.ready() else b"503 Service Unavailable")
+        else:
+            task = asyncio.get_running_loop().create_task(self._publish(body))
+            self.pipeline.in_flight.add(task)  # the loop holds tasks weakly
+            task.add_done_callback(self.pipeline.in_flight.discard)
 
     async def _publish(self, body: bytes) -> None:
         event = json.loads(body)
         sent = await self.pipeline.producer.send(INBOUND, body, key=event["data"]["id"].encode(), headers=[("id", event["id"].encode())])
         await sent
-        self._answer(b"202 Accepted")
-
-    def _answer(self, status: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"HTTP/1.1 %s\r\nContent-Length: 0\r\n\r\n" % status)
+        self.answer(b"202 Accepted")
 
 
 class Pipeline:
@@ -78,6 +63,7 @@ class Pipeline:
         self.forwarder = make_consumer(config, bootstrap, INBOUND, group_id="raw-forward")
         self.deliverer = make_consumer(config, bootstrap, OUTBOUND, group_id="raw-deliver")
         self.target = RawSender("127.0.0.1", target_port, "/in")
+        self.in_flight: set[asyncio.Task[None]] = set()
 
     def ready(self) -> bool:
         return bool(self.forwarder.assignment()) and bool(self.deliverer.assignment())
