@@ -18,6 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 FULL = {
     "router.py": [],
+    "plan_cost.py": [],
     "codec.py": [],
     "latency.py": [],
     "memory.py": [],
@@ -26,6 +27,7 @@ FULL = {
 }
 QUICK = {
     "router.py": ["--events", "10000", "--rounds", "1", "--skip-faust"],
+    "plan_cost.py": ["--events", "300"],
     "codec.py": ["--events", "20000"],
     "latency.py": ["--seconds", "3", "--loads", "500", "--search-limit", "750"],
     "memory.py": ["--events", "50000"],

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from bus.config.routes import RouteConfig, RouterConfig
 from bus.errors import ExpressionError, PermanentError
-from bus.expr import EVALUATION_ERRORS, compile_expression
+from bus.expr import EVALUATION_ERRORS, Conditions, compile_conditions, compile_expression
 from bus.expr.functions import parse_duration
 from routing.state import TtlSet
 from routing.transform import Transform
@@ -124,6 +124,8 @@ class CompiledRoute:
         # (most routes do not match most events: that test is the whole cost for them).
         self.fast_when = self._when.fast if self._when is not None else None
         self.has_fast_when = self._when is None or self.fast_when is not None
+        # A plain filter's outcome is always the same: made once (outcomes are never changed).
+        self._unchanged = RouteOutcome(self, "emitted", [Emitted(self.schema, None)])
 
     def evaluate(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> RouteOutcome | None:
         """None when the condition does not hold; otherwise what the route does with the event."""
@@ -179,7 +181,7 @@ class CompiledRoute:
             if not self._seen.add(str(identity)):
                 return RouteOutcome(self, "dropped", reason=f"duplicate of {identity} (dedup)")
         if self.forwards_unchanged:
-            return RouteOutcome(self, "emitted", [Emitted(self.schema, None)])
+            return self._unchanged
         scope: dict[str, Any] = dict(data)
         dropped = self._enrich_into(scope, meta)
         if dropped is not None:
@@ -233,6 +235,14 @@ class Router:
         self._decisions = 0
         for route in self.routes:
             self._by_schema.setdefault(route.schema, []).append(route)
+        # In mode "all" every condition is tested anyway: one generated function per schema tests them all.
+        self._conditions: dict[str, Conditions] = {}
+        if self.mode == "all":
+            for schema, compiled in self._by_schema.items():
+                if all(r.has_fast_when for r in compiled):
+                    conditions = compile_conditions([r.config.when for r in compiled])
+                    if conditions is not None:
+                        self._conditions[schema] = conditions
 
     @property
     def schemas(self) -> list[str]:
@@ -249,6 +259,15 @@ class Router:
         timed = not self._decisions & 15
         self._decisions += 1
         fast = type(data) is dict and not timed
+        if fast and (conditions := self._conditions.get(schema)) is not None:
+            routes = self._by_schema[schema]
+            for held in conditions(data, meta):  # type: ignore[arg-type]  # a dict, tested above
+                if type(held) is int:
+                    decision.outcomes.append(routes[held].matched(data, meta))
+                else:
+                    index, exc = held  # type: ignore[misc]
+                    decision.outcomes.append(routes[index].condition_failed(exc))
+            return decision
         first_only = self.mode == "first"
         for route in self._by_schema.get(schema, ()):
             if fast and route.has_fast_when:

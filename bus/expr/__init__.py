@@ -5,7 +5,16 @@ See ``bus.expr.parser`` for the syntax, ``bus.expr.functions`` for the function 
 """
 
 from bus.expr.functions import FUNCTIONS
-from bus.expr.parser import EVALUATION_ERRORS, Compiled, compile_expression
+from bus.expr.parser import EVALUATION_ERRORS, Compiled, Conditions, compile_conditions, compile_expression
 from bus.expr.template import Template, compile_template
 
-__all__ = ["EVALUATION_ERRORS", "FUNCTIONS", "Compiled", "Template", "compile_expression", "compile_template"]
+__all__ = [
+    "EVALUATION_ERRORS",
+    "FUNCTIONS",
+    "Compiled",
+    "Conditions",
+    "Template",
+    "compile_conditions",
+    "compile_expression",
+    "compile_template",
+]

@@ -3,6 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bus.config.models import RouterConfig
 from bus.config.routes import RouteConfig
@@ -193,3 +195,41 @@ def test_route_stats_count_time_and_outcomes() -> None:
     stats = router.routes[0].stats
     assert (stats.matched, stats.emitted, stats.failed) == (2, 2, 0)
     assert stats.seconds > 0
+
+
+# One schema's conditions run as one generated function in mode "all" (Router._conditions); the
+# route-by-route loop is the reference. Both must take the same routes and fail the same ones.
+EQUIVALENCE_ROUTES = [
+    route("big", "amount >= 1000 and currency == 'usd'", ["a"]),
+    route("always", None, ["b"]),
+    route("arith", "amount % 7 == 0", ["c"]),  # raises on a string amount
+    route("text", 'startswith(customer_id, "cus_1") or status == "failed"', ["d"]),
+    route("listed", 'currency in ["eur", "gbp"] and not (status == "pending")', ["e"], transform={"drop": ["status"]}),
+    route("by_key", '$key == "k1"', ["f"]),
+    route("missing", "nested.value > 3", ["g"]),
+]
+
+docs = st.fixed_dictionaries(
+    {
+        "amount": st.one_of(st.integers(-5, 5000), st.text(max_size=3), st.none()),
+        "currency": st.sampled_from(["usd", "eur", "gbp", ""]),
+        "status": st.sampled_from(["failed", "pending", "succeeded"]),
+        "customer_id": st.one_of(st.sampled_from(["cus_1", "cus_12", "cus_2"]), st.none(), st.integers()),
+    },
+    optional={"nested": st.one_of(st.fixed_dictionaries({"value": st.integers(0, 6)}), st.integers())},
+)
+
+
+@given(doc=docs, key=st.sampled_from(["k1", "k2"]))
+@settings(max_examples=300)
+def test_conditions_generated_as_one_function_agree_with_the_route_loop(doc: dict[str, Any], key: str) -> None:
+    fused, loop = Router(EQUIVALENCE_ROUTES), Router(EQUIVALENCE_ROUTES)
+    assert fused._conditions, "mode all should generate one function for Payment"
+    loop._conditions = {}
+    fused._decisions = loop._decisions = 1  # not a timed (sampled) decision: that one takes the loop
+    meta = {"key": key}
+
+    def seen(router: Router) -> list[tuple[str, str, str]]:
+        return [(o.route.name, o.status, o.reason) for o in router.decide("Payment", doc, meta).outcomes]
+
+    assert seen(fused) == seen(loop)
