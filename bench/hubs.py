@@ -7,6 +7,7 @@ import os
 import random
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,26 +73,33 @@ async def schema_id(hub: HubProcess, name: str = "Payment") -> int:
         return int(answer.json()["id"])
 
 
+def payment_records(codec: Codec, n: int, *, keys: int = 997) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """n canonical Payment events as (key, Avro value, headers), the same n every time (seeded)."""
+    rng = random.Random(3)
+    for i in range(n):
+        data = {
+            "payment_id": f"pi_{i}",
+            "amount": rng.randint(100, 200_000),
+            "currency": rng.choice(["usd", "eur", "gbp"]),
+            "customer_id": f"cus_{rng.randint(0, 99)}",
+            "status": rng.choice(["succeeded", "failed", "pending"]),
+            "description": "bench",
+        }
+        key = f"pi_{i % keys}"
+        event = Event(schema="Payment", source="/bench", key=key, type="Payment", data=data)
+        yield key.encode(), codec.encode("Payment", data), event.headers()
+
+
 async def feed_payments(bootstrap: str, topic: str, schema: int, n: int, *, keys: int = 997) -> None:
     """n canonical Payment events, produced as fast as the broker takes them."""
     codec = Codec()
     codec.add("Payment", schema, SchemaCatalog.load().get("Payment").parsed)
-    rng = random.Random(3)
     producer = make_producer(KafkaConfig(bootstrap=bootstrap), bootstrap, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
         pending = []
-        for i in range(n):
-            data = {
-                "payment_id": f"pi_{i}",
-                "amount": rng.randint(100, 200_000),
-                "currency": rng.choice(["usd", "eur", "gbp"]),
-                "customer_id": f"cus_{rng.randint(0, 99)}",
-                "status": rng.choice(["succeeded", "failed", "pending"]),
-                "description": "bench",
-            }
-            event = Event(schema="Payment", source="/bench", key=f"pi_{i % keys}", type="Payment", data=data)
-            pending.append(await producer.send(topic, codec.encode("Payment", data), key=event.key.encode(), headers=event.headers()))  # type: ignore[union-attr]
+        for key, value, headers in payment_records(codec, n, keys=keys):
+            pending.append(await producer.send(topic, value, key=key, headers=headers))
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()

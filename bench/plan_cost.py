@@ -12,7 +12,6 @@ the difference divided by the events is the cost of plan(). Needs valgrind (Debi
 from __future__ import annotations
 
 import argparse
-import random
 import re
 import shutil
 import subprocess
@@ -26,9 +25,9 @@ from bench.common import write
 
 
 def workload(events: int, plan: bool) -> None:
+    from bench.hubs import payment_records
     from bench.router import twenty_routes
     from bus.codec import Codec
-    from bus.event import Event
     from bus.kafka.topics import TopicNames
     from routing.dispatch import Dispatcher
     from routing.router import Router
@@ -37,19 +36,7 @@ def workload(events: int, plan: bool) -> None:
     codec = Codec()
     codec.add("Payment", 1, SchemaCatalog.load().get("Payment").parsed)
     dispatcher = Dispatcher(Router(twenty_routes()), codec=codec, topics=TopicNames("bench"))
-    rng = random.Random(3)
-    records = []
-    for i in range(events):
-        data = {
-            "payment_id": f"pi_{i}",
-            "amount": rng.randint(100, 200_000),
-            "currency": rng.choice(["usd", "eur", "gbp"]),
-            "customer_id": f"cus_{rng.randint(0, 99)}",
-            "status": rng.choice(["succeeded", "failed", "pending"]),
-            "description": "bench",
-        }
-        event = Event(schema="Payment", source="/bench", key=f"pi_{i % 997}", type="Payment", data=data)
-        records.append((f"pi_{i % 997}".encode(), codec.encode("Payment", data), event.headers()))
+    records = list(payment_records(codec, events))
     if plan:
         for key, value, headers in records:
             dispatcher.plan(key, value, list(headers), "bench/0/0", partition=0, offset=0)
