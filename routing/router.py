@@ -125,7 +125,7 @@ class CompiledRoute:
         self.fast_when = self._when.fast if self._when is not None else None
         self.has_fast_when = self._when is None or self.fast_when is not None
         # A plain filter's outcome is always the same: made once (outcomes are never changed).
-        self._unchanged = RouteOutcome(self, "emitted", [Emitted(self.schema, None)])
+        self._unchanged = RouteOutcome(self, "emitted", [Emitted(self.schema, None)]) if self.forwards_unchanged else None
 
     def evaluate(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> RouteOutcome | None:
         """None when the condition does not hold; otherwise what the route does with the event."""
@@ -180,7 +180,7 @@ class CompiledRoute:
             identity = self._dedup_by(data, meta)
             if not self._seen.add(str(identity)):
                 return RouteOutcome(self, "dropped", reason=f"duplicate of {identity} (dedup)")
-        if self.forwards_unchanged:
+        if self._unchanged is not None:
             return self._unchanged
         scope: dict[str, Any] = dict(data)
         dropped = self._enrich_into(scope, meta)
@@ -262,10 +262,10 @@ class Router:
         if fast and (conditions := self._conditions.get(schema)) is not None:
             routes = self._by_schema[schema]
             for held in conditions(data, meta):  # type: ignore[arg-type]  # a dict, tested above
-                if type(held) is int:
+                if isinstance(held, int):
                     decision.outcomes.append(routes[held].matched(data, meta))
                 else:
-                    index, exc = held  # type: ignore[misc]
+                    index, exc = held
                     decision.outcomes.append(routes[index].condition_failed(exc))
             return decision
         first_only = self.mode == "first"
