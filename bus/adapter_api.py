@@ -53,17 +53,21 @@ __all__ = [
     "Tracing",
     "WebMount",
     "WireFormat",
+    "brief",
     "compile_expression",
     "compile_template",
     "kafka_consumer",
     "kafka_producer",
     "parse_duration",
+    "parse_json",
+    "parse_xml",
     "stop_in_order",
 ]
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -74,7 +78,8 @@ from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
 from bus.config.delivery import DeliveryPolicy
 from bus.config.models import KafkaConfig, KafkaSecurity
-from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError
+from bus.documents import parse_json, parse_xml
+from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError, brief
 from bus.event import Event
 from bus.expr import Compiled, compile_expression, compile_template
 from bus.expr.functions import parse_duration
@@ -236,10 +241,20 @@ class WebMount(Protocol):
     def add_route(self, method: str, path: str, handler: Handler) -> None: ...
 
 
+def _unsupervised(coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+    return asyncio.create_task(coro, name=name)
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What the runtime gives an adapter. ``sink`` and ``checkpoints`` are set for inbound
-    adapters, ``web`` where served."""
+    adapters, ``web`` where served.
+
+    ``spawn(coro, name=...)`` starts an adapter's background task (a consume loop, a poller)
+    under the hub's supervisor: if it ever ends on its own (raises, or returns while the adapter
+    was not being stopped), the hub logs it, counts it, restarts the adapter (``stop()`` then
+    ``start()``) with backoff and reports it in ``/readyz``. Start every long-running task with it.
+    """
 
     name: str
     logger: logging.Logger
@@ -247,6 +262,7 @@ class Context:
     web: WebMount | None = None
     checkpoints: Checkpoints | None = None
     tracing: Tracing = NO_TRACING  # test ``tracing.enabled`` before making spans: no cost when off
+    spawn: Callable[..., asyncio.Task[None]] = _unsupervised
 
 
 C = TypeVar("C", bound=AdapterConfig)

@@ -9,6 +9,10 @@
           └── ExpressionError    an expression failed to parse or to evaluate.
 
 Retryable errors may carry ``retry_after`` (seconds) when the other side said how long to wait.
+
+Messages of errors about input are cut to ``MAX_MESSAGE`` characters (``brief``): they travel to
+the sender (a 400), into dead-letter headers and logs, and a reason must never echo a sender's
+18 MB value back.
 """
 
 from __future__ import annotations
@@ -22,9 +26,19 @@ __all__ = [
     "KafkaUnavailable",
     "PermanentError",
     "RetryableError",
+    "brief",
 ]
 
 from dataclasses import dataclass
+
+MAX_MESSAGE = 1000
+
+
+def brief(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 class BusError(Exception):
@@ -58,7 +72,7 @@ class RetryableError(BusError):
     """Temporary failure: the runtime backs off and tries again."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
+        super().__init__(brief(message))
         self.retry_after = retry_after
 
 
@@ -68,6 +82,9 @@ class KafkaUnavailable(RetryableError):
 
 class PermanentError(BusError):
     """Trying again cannot help: reject the input or dead-letter the event."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(brief(message))
 
 
 class EventRejected(PermanentError):
@@ -86,4 +103,4 @@ class ExpressionError(PermanentError, ValueError):
         self.reason = message
         if position is not None and expression:
             message = f"{message} at position {position + 1}: {expression!r}"
-        super().__init__(message)
+        super().__init__(brief(message))

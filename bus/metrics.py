@@ -59,3 +59,13 @@ LEDGER = Gauge(
     "in_flight (entered, not yet committed). Sum over processes: entered = delivered + dead_lettered + in_flight.",
     ["subscriber", "state"],
 )
+COMPONENT_RESTARTS = Counter(
+    "bus_component_restarts_total", "Times a component's background task died and the supervisor restarted the component.", ["component"]
+)
+COMPONENT_UP = Gauge("bus_component_up", "1 while a supervised component runs, 0 while it is down or being restarted.", ["component"])
+SUBSCRIBER_STATE = Gauge(
+    "bus_subscriber_state",
+    "A subscriber's delivery state: 1 for the current one of healthy, retrying (events failing and being retried), "
+    "circuit_open (no calls made; events wait in Kafka).",
+    ["subscriber", "state"],
+)

@@ -14,13 +14,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 log = logging.getLogger("ops.server")
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 Problems = Callable[[], Awaitable[dict[str, str]]]
+Detail = Callable[[], dict[str, object]]
 
 
 class OpsServer:
     def __init__(
-        self, host: str, port: int, readiness: Readiness, *, problems: Problems | None = None, metrics: CollectorRegistry = REGISTRY
+        self,
+        host: str,
+        port: int,
+        readiness: Readiness,
+        *,
+        problems: Problems | None = None,
+        detail: Detail | None = None,
+        metrics: CollectorRegistry = REGISTRY,
     ) -> None:
         self._problems = problems
+        self._detail = detail
         self._host = host
         self._port = port
         self._readiness = readiness
@@ -43,6 +52,8 @@ class OpsServer:
         answer: dict[str, object] = {"ready": ready, "checks": checks}
         if not ready and self._problems is not None:
             answer["problems"] = await self._problems()  # why, per failing check: what an operator reads first
+        if self._detail is not None:
+            answer.update(self._detail())  # restarted components, subscribers' states: shown even when ready
         return web.json_response(answer, status=200 if ready else 503)
 
     async def _metrics_page(self, _: web.Request) -> web.Response:

@@ -64,8 +64,8 @@ class AmqpInbound(Inbound[AmqpInboundConfig]):
             raise RetryableError(f"amqp {self.config.name}: cannot use queue {self.config.queue!r}: {exc!r}") from exc
         self._connection = connection
         self._tasks = [
-            asyncio.create_task(self._consume(queue), name=f"amqp-consume:{self.config.name}"),
-            asyncio.create_task(self._acknowledge(), name=f"amqp-ack:{self.config.name}"),
+            self.ctx.spawn(self._consume(queue), name=f"amqp-consume:{self.config.name}"),
+            self.ctx.spawn(self._acknowledge(), name=f"amqp-ack:{self.config.name}"),
         ]
         self.ctx.logger.info("amqp %s consuming queue %s", self.config.name, self.config.queue)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters.file.config import FileInboundConfig
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_duration
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_duration, parse_json
 
 
 class _Unreadable(Exception):
@@ -39,7 +39,7 @@ def _rows(text: str, kind: str, delimiter: str) -> Iterator[tuple[int, Any, byte
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    yield number, json.loads(line), line.encode()
+                    yield number, parse_json(line), line.encode()
                 except ValueError as exc:
                     yield number, ValueError(f"line {number}: invalid JSON: {exc}"), line.encode()
         return
@@ -75,7 +75,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         for sub in ("done", "failed"):
             (folder / sub).mkdir(exist_ok=True)
         self._stopping.clear()
-        self._task = asyncio.create_task(self._watch(), name=f"file-watch:{self.config.name}")
+        self._task = self.ctx.spawn(self._watch(), name=f"file-watch:{self.config.name}")
         self.ctx.logger.info("file %s watching %s/%s", self.config.name, folder, self.config.pattern)
 
     async def stop(self) -> None:
@@ -98,6 +98,8 @@ class FileInbound(Inbound[FileInboundConfig]):
                 except KafkaUnavailable as exc:
                     self.ctx.logger.warning("file %s: %s; %s stays and is read again", self.config.name, exc, path.name)
                     break
+                except Exception as exc:  # noqa: BLE001 - one file's failure stays that file's (poison isolation)
+                    self._fail(path, f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
 
@@ -121,7 +123,7 @@ class FileInbound(Inbound[FileInboundConfig]):
             checksum = hashlib.sha256(data).hexdigest()
             try:
                 return checksum, list(_rows(data.decode(encoding), kind, delimiter))
-            except (UnicodeDecodeError, _Unreadable, csv.Error) as exc:
+            except (UnicodeDecodeError, _Unreadable, csv.Error, MemoryError) as exc:
                 return checksum, f"{type(exc).__name__}: {exc}"
 
         checksum, rows = await asyncio.to_thread(read)
@@ -157,6 +159,17 @@ class FileInbound(Inbound[FileInboundConfig]):
             checksum[:16],
         )
         return manifest
+
+    def _fail(self, path: Path, reason: str) -> None:
+        """A file that failed in a way no one foresaw: to ``failed/`` with the reason, so the next files go on."""
+        manifest: dict[str, Any] = {"file": path.name, "sha256": "unknown", "error": reason}
+        try:
+            manifest["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            self._move(path, "failed", manifest)
+        except OSError as exc:
+            self.ctx.logger.warning("file %s: %s failed (%s) and cannot be moved to failed/ (%r)", self.config.name, path.name, reason, exc)
+            return
+        self.ctx.logger.warning("file %s: %s failed (%s); moved to failed/", self.config.name, path.name, reason)
 
     def _move(self, path: Path, where: str, manifest: dict[str, Any]) -> None:
         manifest["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

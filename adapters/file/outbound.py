@@ -55,7 +55,7 @@ class FileOutbound(Outbound[FileOutboundConfig]):
         except OSError as exc:
             raise RetryableError(f"file {self.config.name}: cannot use {self.config.path}: {exc}") from exc
         if self._ticker is None:
-            self._ticker = asyncio.create_task(self._roll_by_age(), name=f"file-roll:{self.config.name}")
+            self._ticker = self.ctx.spawn(self._roll_by_age(), name=f"file-roll:{self.config.name}")
 
     async def stop(self) -> None:
         ticker, self._ticker = self._ticker, None

@@ -75,6 +75,11 @@ class WebhookConfig(AdapterConfig):
         examples=[{"type": "stripe", "secrets": ["${STRIPE_WEBHOOK_SECRET}"]}],
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1, description="Larger bodies are answered 413.")
+    body_timeout: Duration = Field(
+        default="30s",
+        description="A sender that has not finished sending its body by then is answered 408 and nothing is published "
+        "(a slow client cannot hold a request open for ever).",
+    )
     batch: bool = Field(
         default=False,
         description="The body is a JSON array (HubSpot, SendGrid): each element becomes one event. The request is answered 202 "

@@ -38,6 +38,24 @@ _RETRYABLE = {408, 425, 429}
 _URL_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 
 
+def _path_value(value: str) -> str:
+    """A template value as one path segment: percent-encoded, and ``.``/``..`` encoded too, so no
+    proxy or client that normalises paths can turn ``/items/../detail`` into ``/detail``."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
+_BAD_HEADER_CHARACTERS = re.compile(r"[\r\n\x00]")
+
+
+def _check_headers(headers: dict[str, str]) -> None:
+    """A rendered header value with a line break or NUL cannot be sent (and would split the
+    request if it were): the event is at fault, so it is a permanent error, not a retry."""
+    for name, value in headers.items():
+        if _BAD_HEADER_CHARACTERS.search(value):
+            raise PermanentError(f"header {name} of the request holds a line break or NUL character; the event cannot be sent")
+
+
 def _url(text: str) -> URL:
     """The URL exactly as built when it is already valid (template values were percent-encoded,
     and ``%2F`` must stay one path segment); otherwise let yarl quote what needs quoting."""
@@ -66,7 +84,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
     def __init__(self, config: HttpOutboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._body = Body(config.body)
-        self._url = compile_template(config.url, escape=lambda v: quote(v, safe=""))
+        self._url = compile_template(config.url, escape=_path_value)
         self._methods = [(method, compile_expression(condition)) for method, condition in config.method_when.items()]
         headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         templates = {k: compile_template(v) for k, v in headers.items()}
@@ -140,6 +158,8 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             **{name: template(event.data, meta) for name, template in self._header_templates.items()},
             **self.signed(event, body),
         }
+        if self._header_templates:
+            _check_headers(headers)
         response = await self._call(method, url, body, headers)
         if response.status_code == 401 and self._oauth is not None:
             # A revoked or rotated token: fetch a new one and call again, once. This is not a
@@ -165,15 +185,22 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             token = await self._oauth.token(self._token_client)
             headers = headers | {"Authorization": f"Bearer {token}"}
         try:
-            # No redirects: a target that moved answers 3xx, which is not a delivery.
             target = self._constant_url if url is self.config.url else _url(url)
+        except ValueError as exc:  # the event made a URL that cannot be sent: trying again cannot help
+            raise PermanentError(f"cannot build the request URL {url!r}: {exc}") from exc
+        try:
+            # No redirects: a target that moved answers 3xx, which is not a delivery.
             async with self._client.request(method, target, data=body or None, headers=headers, allow_redirects=False) as answer:
                 raw = await answer.read()
                 response = _Answer(answer.status, raw.decode("utf-8", errors="replace"), answer.headers)  # text: for the dead letter
         except TimeoutError as exc:
             raise RetryableError(f"{method} {url} timed out after {self.config.timeout_s:g}s") from exc
-        except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: a URL aiohttp cannot use
+        except aiohttp.InvalidURL as exc:  # the rendered URL (host, scheme) cannot be used: the event's fault
+            raise PermanentError(f"cannot build the request to {url!r}: {exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise RetryableError(f"{method} {url} unreachable: {exc!r}") from exc
+        except ValueError as exc:  # aiohttp refused to build the request (a header or URL it cannot send)
+            raise PermanentError(f"cannot build the request {method} {url}: {exc}") from exc
         if response.status_code == 401 and self._oauth is not None:
             self._oauth.invalidate(token)
         return response

@@ -136,7 +136,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
             headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
         self._client = httpx.AsyncClient(timeout=self.config.timeout_s, headers=headers, follow_redirects=True)
         self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name=f"http-poll:{self.config.name}")
+        self._task = self.ctx.spawn(self._run(), name=f"http-poll:{self.config.name}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 __all__ = ["WebhookInbound"]
 
+import asyncio
 import hmac
-import json
 import time
 from collections import OrderedDict
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
-import xmltodict
 from aiohttp import web
 
 from adapters.http.config import ApiKeyAuth, WebhookConfig
 from adapters.http.jwt_auth import JwtAuth, JwtVerifier, KeysUnavailable
 from adapters.http.signatures import check_signature
-from bus.adapter_api import Context, Emitter, EventRejected, Health, Inbound, KafkaUnavailable, parse_duration
+from bus.adapter_api import Context, Emitter, EventRejected, Health, Inbound, KafkaUnavailable, brief, parse_duration, parse_json, parse_xml
 
 _KINDS = {
     "application/json": "json",
@@ -44,18 +43,21 @@ def _kind(content_type: str) -> str | None:
     return {"json": "json", "xml": "xml"}.get(suffix) if "+" in content_type else None
 
 
-def _parse(kind: str, body: bytes) -> Any:
-    """The body as a document; ValueError with the reason when it does not parse."""
+# XML bodies above this size are parsed in a thread: expat on a large body holds the event loop
+# (and so every other request) for as long as it takes.
+_XML_INLINE_BYTES = 64 * 1024
+
+
+async def _parse(kind: str, body: bytes) -> Any:
+    """The body as a document; ValueError with the reason when it does not parse (or nests too deep)."""
     if kind == "json":
-        return json.loads(body)
+        return parse_json(body)
     if kind == "form":
         fields = parse_qs(body.decode("utf-8", errors="strict"), keep_blank_values=True, strict_parsing=bool(body))
         return {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
-    # Entities (and so XXE and entity expansion bombs) are refused by xmltodict with disable_entities.
-    try:
-        return xmltodict.parse(body, attr_prefix="", cdata_key="_text", disable_entities=True)
-    except Exception as exc:  # expat's ExpatError and xmltodict's ValueError for entities
-        raise ValueError(str(exc)) from exc
+    if len(body) <= _XML_INLINE_BYTES:
+        return parse_xml(body)
+    return await asyncio.to_thread(parse_xml, body)
 
 
 class _Seen:
@@ -101,6 +103,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
             else None
         )
         self._accepting = False
+        self._body_timeout = parse_duration(config.body_timeout).total_seconds()  # type: ignore[union-attr]
         self.duplicates = 0  # repeated deliveries dropped (tests, logs)
 
     async def start(self) -> None:
@@ -173,9 +176,12 @@ class WebhookInbound(Inbound[WebhookConfig]):
         if kind not in self.config.accept:
             return _problem(415, f"Content-Type {request.content_type!r} is not accepted here; send {', '.join(self.config.accept)}")
         try:
-            body = await self._read_limited(request)
+            async with asyncio.timeout(self._body_timeout):
+                body = await self._read_limited(request)
         except ConnectionResetError:
             return _problem(400, "the request body was cut off")  # the client is gone; nothing was produced
+        except TimeoutError:
+            return _problem(408, f"the body did not arrive within {self.config.body_timeout}", Connection="close")
         if body is None:
             return _problem(413, f"body exceeds the limit of {self.config.max_body_bytes} bytes")
         if self.config.signature is not None and (
@@ -183,7 +189,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
         ):
             return _problem(401, refused)
         try:
-            document: Any = _parse(kind, body)
+            document: Any = await _parse(kind, body)
         except (ValueError, UnicodeDecodeError) as exc:
             return _problem(400, f"invalid {kind.upper()}: {exc}")
         delivery_id = request.headers.get(self.config.dedupe.header, "") if self.config.dedupe else ""
@@ -210,6 +216,9 @@ class WebhookInbound(Inbound[WebhookConfig]):
         except KafkaUnavailable as exc:
             retry = f"{exc.retry_after:.0f}" if exc.retry_after else "5"
             return _problem(503, "the event could not be stored; retry later", **{"Retry-After": retry})
+        except Exception as exc:  # noqa: BLE001 - the sender's document broke something unforeseen: refuse it, not the server
+            self.ctx.logger.warning("http_webhook %s: a body could not be mapped (%r); answered 400", self.config.name, exc)
+            return _problem(400, brief(f"the body could not be mapped: {type(exc).__name__}: {exc}"))
         finally:
             if delivery_id and self._seen is not None:
                 self._seen.in_progress.discard(delivery_id)

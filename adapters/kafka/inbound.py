@@ -13,7 +13,6 @@ __all__ = ["KafkaInbound"]
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
@@ -22,7 +21,7 @@ from aiokafka.errors import KafkaError
 
 from adapters.kafka.avro import WireAvro
 from adapters.kafka.config import KafkaInboundConfig
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, PermanentError, RetryableError, kafka_consumer
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, PermanentError, RetryableError, kafka_consumer, parse_json
 
 
 class KafkaInbound(Inbound[KafkaInboundConfig]):
@@ -58,7 +57,7 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
             raise RetryableError(f"kafka {self.config.name}: cannot reach {self.config.bootstrap}: {exc!r}") from exc
         self._consumer = consumer
         self._stopping.clear()
-        self._task = asyncio.create_task(self._consume(), name=f"kafka-bridge:{self.config.name}")
+        self._task = self.ctx.spawn(self._consume(), name=f"kafka-bridge:{self.config.name}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -107,8 +106,13 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
                 raw = record.value or b""
                 try:
                     document = await self._decode(raw)
+                except RetryableError:
+                    raise
                 except PermanentError as exc:
                     await self.sink.reject(raw, str(exc), headers=origin)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - one value's failure stays that value's (poison isolation)
+                    await self.sink.reject(raw, f"value could not be decoded: {type(exc).__name__}: {exc}", headers=origin)
                     continue
                 event_id = f"{record.topic}:{record.partition}:{record.offset}"
                 try:
@@ -131,6 +135,6 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
         if self._avro is not None:
             return await self._avro.decode(raw)  # RetryableError (registry down) propagates: the batch is read again
         try:
-            return json.loads(raw)
+            return parse_json(raw)
         except ValueError as exc:
             raise PermanentError(f"value is not JSON: {exc}") from exc

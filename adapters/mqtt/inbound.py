@@ -65,8 +65,8 @@ class MqttInbound(Inbound[MqttInboundConfig]):
             raise RetryableError(f"mqtt {self.config.name}: cannot subscribe to {self.config.topics}: {exc}") from exc
         self._client = client
         self._tasks = [
-            asyncio.create_task(self._consume(client), name=f"mqtt-consume:{self.config.name}"),
-            asyncio.create_task(self._acknowledge(client), name=f"mqtt-ack:{self.config.name}"),
+            self.ctx.spawn(self._consume(client), name=f"mqtt-consume:{self.config.name}"),
+            self.ctx.spawn(self._acknowledge(client), name=f"mqtt-ack:{self.config.name}"),
         ]
         self.ctx.logger.info("mqtt %s subscribed to %s on %s:%d", self.config.name, self.config.topics, self.config.host, self.config.port)
 

@@ -71,7 +71,7 @@ class NatsInbound(Inbound[NatsInboundConfig]):
             raise RetryableError(f"nats {self.config.name}: cannot consume {self.config.stream}/{self.config.subject}: {exc!r}") from exc
         self._connection = connection
         self._stopping.clear()
-        self._task = asyncio.create_task(self._consume(subscription), name=f"nats-consume:{self.config.name}")
+        self._task = self.ctx.spawn(self._consume(subscription), name=f"nats-consume:{self.config.name}")
         self.ctx.logger.info("nats %s consuming %s from stream %s", self.config.name, self.config.subject, self.config.stream)
 
     async def _consume(self, subscription: Any) -> None:

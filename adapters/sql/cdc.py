@@ -57,7 +57,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         self._stopping.clear()
         # The database is reached from the task: a server that is down, or not set up for logical
         # decoding, shows in /readyz and is tried again, and the rest of the hub starts.
-        self._task = asyncio.create_task(self._run(), name=f"postgres-cdc:{self.config.name}")
+        self._task = self.ctx.spawn(self._run(), name=f"postgres-cdc:{self.config.name}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -150,7 +150,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         self._stopping.clear()
         # The database is reached from the task: one that is down at start shows in /readyz and is
         # tried again every interval, and the rest of the hub starts.
-        self._task = asyncio.create_task(self._run(), name=f"sql-poll:{self.config.name}")
+        self._task = self.ctx.spawn(self._run(), name=f"sql-poll:{self.config.name}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -38,9 +38,14 @@ class CircuitBreakerConfig(_Model):
     """
 
     failure_ratio: float = Field(default=0.5, gt=0, le=1, description="Share of failed calls that opens the circuit.")
-    window: int = Field(default=20, ge=1, description="How many recent calls the share is taken over.")
-    min_calls: int = Field(default=10, ge=1, description="Calls needed before the circuit can open.")
-    reset_after: str = Field(default="30s", description="How long the circuit stays open before one probe call (half-open).")
+    window: int = Field(
+        default=100,
+        ge=1,
+        description="How many recent calls the share is taken over. A short window opens on bad luck: a target failing "
+        "30% of calls reaches half of 20 calls often enough to open again and again.",
+    )
+    min_calls: int = Field(default=50, ge=1, description="Calls needed in the window before the circuit can open.")
+    reset_after: str = Field(default="15s", description="How long the circuit stays open before one probe call (half-open).")
     when_open: Literal["wait", "dead_letter"] = Field(
         default="wait", description="While open: events wait in Kafka (default), or go to the dead-letter topic at once."
     )
@@ -60,7 +65,16 @@ class DeliveryPolicy(_Model):
     )
     max_attempts: int | None = Field(default=None, ge=1, description="Attempts before dead-lettering; none: retry until max_age.")
     max_age: str | None = Field(
-        default=None, description="Dead-letter an event still failing this long after it entered the hub.", examples=["24h"]
+        default=None,
+        description="Dead-letter an event still failing this long after it entered the hub; none: 24h. Only the failing "
+        "event's key waits meanwhile. Time spent with the circuit open does not dead-letter anything by itself.",
+        examples=["24h", "15m"],
+    )
+    max_buffered: int = Field(
+        default=1000,
+        ge=1,
+        description="Events held in memory behind a failing event of their key (or waiting for a call slot). When reached, "
+        "fetching pauses until some settle; the rest waits in Kafka.",
     )
     backoff_initial: str = Field(default="200ms", description="First retry delay; doubles each attempt, with jitter.")
     backoff_max: str = Field(default="30s", description="Longest retry delay.")

@@ -58,6 +58,12 @@ class CircuitBreaker:
         self._probing = True
         return 0.0
 
+    def wait_time_peek(self) -> float:
+        """Seconds until a call may go, without claiming the half-open probe (0: a call may go)."""
+        if self.state == State.OPEN:
+            return max(0.0, self._opened_at + self._reset_after - self._clock())
+        return 0.0
+
     def success(self) -> None:
         if self.state != State.CLOSED:
             self._recent.clear()  # a fresh start after the target came back

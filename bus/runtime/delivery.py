@@ -4,21 +4,28 @@ Plain aiokafka with explicit commits, not faust (faust-streaming #606 can commit
 still in progress). Contract:
 
 - Events of one key are delivered strictly in order: a key's later events wait while an earlier
-  one is retried. Events of different keys go concurrently, up to ``delivery.concurrency``.
+  one is retried. Events of other keys do not wait for it: records are fetched continuously into
+  one *lane* per key, and lanes run concurrently, up to ``delivery.concurrency`` calls at once.
+  A key whose event keeps failing holds only its own lane (no head-of-line blocking).
+- What is held is bounded: at most ``delivery.max_buffered`` records wait in lanes; at that point
+  fetching pauses until some settle (backpressure; the rest waits in Kafka).
 - An event is *settled* when the target accepted it (``deliver`` returned) or it is in the
   subscriber's dead-letter topic with its reason (Kafka acknowledged that produce).
-- Only settled events are committed: per partition, the offset after the longest settled prefix.
-- ``RetryableError``: retried with exponential backoff and jitter, honouring ``retry_after``,
-  until ``delivery.max_attempts`` or ``delivery.max_age`` (then dead-lettered) or forever.
-  ``PermanentError``: dead-lettered at once. Events wait in Kafka, not in memory.
+- ``RetryableError`` (and anything an adapter raises that is neither retryable nor permanent, a
+  bug: logged with its traceback) is retried with exponential backoff and jitter, honouring
+  ``retry_after``, until ``delivery.max_attempts`` or ``delivery.max_age`` (default 24h; see
+  ``bus/runtime/retry.py``), then dead-lettered. ``PermanentError``: dead-lettered at once. After a
+  dead letter, the key's later events are delivered as usual.
 - ``delivery.rate_limit`` paces calls; ``delivery.circuit_breaker`` stops calling a failing target
   and probes it after ``reset_after``, while its events wait (or dead-letter, if configured).
-- Before each commit the worker writes the batch's outcome to the subscriber's ledger
-  (``bus/ledger.py``): which offsets were delivered and which dead-lettered, and running totals.
-- ``stop()`` stops fetching, lets calls in progress finish (an event still being retried is left
-  unsettled, to be redelivered), writes the ledger, commits what was settled, and leaves the group.
-  A rebalance does the same for the batch in hand before partitions move, so a graceful hand-over
-  to another process delivers nothing twice.
+- Every ``_FLUSH_S`` the worker writes a ledger entry per partition (``bus/ledger.py``): the
+  offsets settled since the last entry, and the offset it is about to commit (past every settled
+  offset in a row; ``bus/runtime/settlement.py``). Then it commits. Offsets settled past a held
+  event are in the ledger, so after a crash or a rebalance the next owner skips them: nothing the
+  ledger recorded as delivered is delivered again.
+- ``stop()`` stops fetching, lets calls in progress finish (events waiting or being retried stay
+  unsettled, to be redelivered), writes the ledger, commits, and leaves the group. A rebalance
+  does the same for the partitions it takes away, so a graceful hand-over delivers nothing twice.
 """
 
 from __future__ import annotations
@@ -26,11 +33,11 @@ from __future__ import annotations
 __all__ = ["DeliveryWorker"]
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -50,7 +57,7 @@ from bus.kafka.lag import LAG
 from bus.kafka.reader import read_to_end
 from bus.kafka.topics import TopicNames
 from bus.kafka.watermarks import Watermarks
-from bus.ledger import LedgerEntry, offset_ranges, totals_at
+from bus.ledger import LedgerEntry
 from bus.metrics import (
     CIRCUIT_OPENED,
     CIRCUIT_STATE,
@@ -65,14 +72,23 @@ from bus.metrics import (
 )
 from bus.ratelimit import TokenBucket
 from bus.runtime.breaker import CircuitBreaker
+from bus.runtime.retry import RetryPolicy
+from bus.runtime.settlement import Draft, PartitionBook
+from bus.runtime.subscriber_state import SubscriberState
 from bus.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger("bus.runtime.delivery")
 Record: TypeAlias = Any  # aiokafka's ConsumerRecord (aiokafka ships no type information)
+LaneKey: TypeAlias = tuple[int, bytes | None]  # (partition, key)
+
+# Ledger + commit: soon after something settled, at most every _FLUSH_S (one ledger write and one
+# commit per partition then, however many events settled). Also bounds what a kill -9 can make
+# the next owner deliver again.
+_FLUSH_S = 0.05
 
 
 class _Stopping(Exception):
-    """Raised inside a delivery when stop() interrupts a wait."""
+    """Raised inside a delivery when stop() or a rebalance interrupts a wait."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -86,13 +102,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._worker.take_over(assigned)
 
 
-class _Begun:
-    """The highest offset of a partition's batch whose call to the target has begun."""
+class _Partition:
+    """An owned partition: its book, and an event that cuts its waits short when it is given up."""
 
-    __slots__ = ("offset",)
+    __slots__ = ("book", "closing", "lanes")
 
-    def __init__(self) -> None:
-        self.offset = -1
+    def __init__(self, book: PartitionBook) -> None:
+        self.book = book
+        self.closing = asyncio.Event()
+        self.lanes: set[asyncio.Task[None]] = set()
 
 
 def _seconds(text: str | None) -> float | None:
@@ -130,6 +148,7 @@ class DeliveryWorker:
         self.name = adapter.config.name
         config = adapter.config
         self.policy = config.delivery if isinstance(config, OutboundConfig) else DeliveryPolicy()
+        self.retry = RetryPolicy(self.policy)
         self._topic = topics.delivery(self.name)
         self._dlq = topics.dead_letter(self.name)
         self._ledger = topics.ledger(self.name)
@@ -140,9 +159,6 @@ class DeliveryWorker:
         self._bootstrap = bootstrap
         self._consumer = make_consumer(kafka, bootstrap, group_id=self._group)
         self._slots = asyncio.Semaphore(self.policy.concurrency)
-        self._backoff_initial = _seconds(self.policy.backoff_initial) or 0.2
-        self._backoff_max = _seconds(self.policy.backoff_max) or 30.0
-        self._max_age = _seconds(self.policy.max_age)
         rate = self.policy.rate_limit
         self.bucket = TokenBucket(rate.rate, rate.burst) if rate else None
         breaker = self.policy.circuit_breaker
@@ -156,15 +172,18 @@ class DeliveryWorker:
             if breaker
             else None
         )
+        self.health = SubscriberState(self.name)
         self._task: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        # Set by stop() and by a rebalance: the batch in hand ends early (calls in progress finish,
-        # waits are cut short) and commits what was settled.
-        self._interrupt = asyncio.Event()
-        self._batch = asyncio.Lock()
-        # Per owned partition: (delivered, dead-lettered) offsets below the last commit, from the ledger.
-        self._totals: dict[int, tuple[int, int]] = {}
-        self._committed: dict[int, int] = {}
+        self._partitions: dict[int, _Partition] = {}
+        self._lanes: dict[LaneKey, deque[Record]] = {}
+        self._buffered = 0
+        self._room = asyncio.Event()  # set while fewer than max_buffered records wait in lanes
+        self._room.set()
+        self._flush_lock = asyncio.Lock()
+        self._settled = asyncio.Event()  # something settled since the last flush
+        self._last_progress = time.monotonic()
         self._ends: dict[int, int] = {}  # the delivery topic's end per owned partition, probed every few seconds
         self._watermarks = Watermarks(kafka, bootstrap)
         self._probe: asyncio.Task[None] | None = None
@@ -181,7 +200,9 @@ class DeliveryWorker:
         self._circuit_opened = CIRCUIT_OPENED.labels(self.name)
         self._rate_wait = RATE_LIMIT_WAIT.labels(self.name)
         self._ledger_gauges = {state: LEDGER.labels(self.name, state) for state in ("entered", "delivered", "dead_lettered", "in_flight")}
+        self._bug_logged: set[str] = set()  # adapter exceptions already logged with a traceback, by type
 
+    # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         if self._task is not None:
             raise BusError(f"delivery worker {self.name} already started")
@@ -192,44 +213,45 @@ class DeliveryWorker:
             raise
         self._consumer.subscribe([self._topic], listener=_Rebalance(self))
         self._task = asyncio.create_task(self._run(), name=f"deliver:{self.name}")
+        self._flusher = asyncio.create_task(self._flush_every(_FLUSH_S), name=f"deliver-commit:{self.name}")
         self._probe = asyncio.create_task(self._probe_ends(), name=f"deliver-watermarks:{self.name}")
 
     @property
     def task(self) -> asyncio.Task[None] | None:
-        """The delivery loop; the hub watches it and exits if it ends on its own."""
+        """The fetch loop; the hub's supervisor watches it and restarts the worker if it dies."""
         return self._task
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
 
     async def stop(self) -> None:
         if self._task is None:
             await self._consumer.stop()  # never started: close it anyway (an unclosed consumer warns)
             return
         self._stopping.set()
-        self._interrupt.set()
+        self._room.set()
         try:
-            # A loop that already died was reported by the hub's watch; do not raise it again here.
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.gather(self._task, return_exceptions=True)  # a crash was already reported by the supervisor
+            await self._give_up(list(self._partitions))
         finally:
             self._task = None
-            if self._probe is not None:
-                self._probe.cancel()
-                await asyncio.gather(self._probe, return_exceptions=True)
-                await self._watermarks.stop()
+            for task in (self._flusher, self._probe):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            await self._watermarks.stop()
             await self._consumer.stop()
             log.info("delivery worker %s stopped", self.name)
 
+    # -- partitions come and go ------------------------------------------------------------------
     async def take_over(self, assigned: set[TopicPartition]) -> None:
-        """Partitions assigned: load their ledger totals at the committed offsets."""
-        # Held while loading: records fetched meanwhile wait for the totals instead of finding none.
-        async with self._batch:
-            await self._load_totals(assigned)
-
-    async def _load_totals(self, assigned: set[TopicPartition]) -> None:
-        mine = sorted(tp.partition for tp in assigned if tp.topic == self._topic)
+        """Partitions assigned: their books, from the committed offsets and the ledger."""
+        mine = sorted(tp.partition for tp in assigned if tp.topic == self._topic and tp.partition not in self._partitions)
         if not mine:
             return
-        for partition in mine:
-            self._committed[partition] = (await self._consumer.committed(TopicPartition(self._topic, partition))) or 0
-        self._lag.committed({TopicPartition(self._topic, p): self._committed[p] for p in mine})
+        committed = {p: (await self._consumer.committed(TopicPartition(self._topic, p))) or 0 for p in mine}
+        self._lag.committed({TopicPartition(self._topic, p): committed[p] for p in mine})
         entries: dict[int, list[LedgerEntry]] = defaultdict(list)
 
         def apply(tp: TopicPartition, records: list[Record]) -> None:
@@ -245,108 +267,133 @@ class DeliveryWorker:
         finally:
             await reader.stop()
         for partition in mine:
-            self._totals[partition] = totals_at(entries[partition], self._committed[partition])
+            self._partitions[partition] = _Partition(PartitionBook.restore(partition, committed[partition], entries[partition]))
         self._update_ledger_gauges()
         log.info("delivery worker %s owns partitions %s of %s", self.name, mine, self._topic)
 
     async def hand_over(self, revoked: set[TopicPartition]) -> None:
-        """Partitions revoked: end the batch in hand early, commit it, then let them go."""
-        self._interrupt.set()
-        async with self._batch:
-            for tp in revoked:
-                self._totals.pop(tp.partition, None)
-                self._committed.pop(tp.partition, None)
-                self._ends.pop(tp.partition, None)
+        """Partitions revoked: finish the calls in progress, record and commit, then let them go."""
+        await self._give_up([tp.partition for tp in revoked if tp.topic == self._topic])
         self._lag.revoked(revoked)
-        if not self._stopping.is_set():
-            self._interrupt.clear()
         self._update_ledger_gauges()
 
-    async def _probe_ends(self, every_s: float = 5.0) -> None:
-        """Keep the backlog gauge true while a batch is stuck on a slow target (no fetches then)."""
-        while True:
-            try:
-                ends = await self._watermarks.ends({TopicPartition(self._topic, p) for p in self._totals})
-                self._ends = {tp.partition: end for tp, end in ends.items()}
-                self._lag.ends(ends)
-                self._update_ledger_gauges()
-                dead = {TopicPartition(self._dlq, p) for p in await self._producer.partitions_for(self._dlq)}
-                self._dead_letters.set(sum((await self._watermarks.ends(dead)).values()))
-            except Exception as exc:  # noqa: BLE001 (a gauge: never worth stopping delivery for)
-                log.debug("delivery worker %s: cannot probe the end of its topic (%r)", self.name, exc)
-            await asyncio.sleep(every_s)
+    async def _give_up(self, partitions: list[int]) -> None:
+        owned = [self._partitions[p] for p in partitions if p in self._partitions]
+        for part in owned:
+            part.closing.set()
+        await asyncio.gather(*(lane for part in owned for lane in list(part.lanes)), return_exceptions=True)
+        await self._flush([part.book.partition for part in owned])
+        for part in owned:
+            del self._partitions[part.book.partition]
+            self._ends.pop(part.book.partition, None)
+            self.health.forget(part.book.partition)
 
-    def _update_ledger_gauges(self) -> None:
-        entered = delivered = dead = committed = 0
-        for partition, (d, x) in list(self._totals.items()):
-            highwater = self._consumer.highwater(TopicPartition(self._topic, partition))
-            offset = self._committed.get(partition, 0)
-            entered += max(highwater or 0, self._ends.get(partition, 0), offset)
-            committed += offset
-            delivered += d
-            dead += x
-        self._ledger_gauges["entered"].set(entered)
-        self._ledger_gauges["delivered"].set(delivered)
-        self._ledger_gauges["dead_lettered"].set(dead)
-        self._ledger_gauges["in_flight"].set(entered - committed)
-
+    # -- fetching into lanes ---------------------------------------------------------------------
     async def _run(self) -> None:
-        last_commit = time.monotonic()
+        limit = self.policy.max_buffered
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
-            if not batch:
-                last_commit = time.monotonic()
-                self._since_commit.set(0)
-                self._update_ledger_gauges()
+            if self._buffered >= limit:
+                self._room.clear()
+                await self._room.wait()  # backpressure: wait for lanes to settle something
                 continue
-            async with self._batch:
-                self._since_commit.set(time.monotonic() - last_commit)
-                if await self._settle_batch(batch):
-                    last_commit = time.monotonic()
-                    self._since_commit.set(0)
-            self._update_ledger_gauges()
+            if self.breaker is not None and self.breaker.wait_time_peek() > 0 and self._buffered:
+                await asyncio.sleep(0.2)  # the circuit is open: nothing could be delivered, so leave the rest in Kafka
+                continue
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=min(500, limit - self._buffered))
+            for tp, records in batch.items():
+                part = self._partitions.get(tp.partition)
+                if part is None or part.closing.is_set():
+                    if tp in self._consumer.assignment() and not self._stopping.is_set():
+                        # Assigned, but its book is still loading (or it is being given up and taken
+                        # back): read these again later rather than skip them.
+                        self._consumer.seek(tp, records[0].offset)
+                    continue
+                for record in records:
+                    if not part.book.is_settled(record.offset):
+                        self._enqueue(part, record)
+            self.health.buffered = self._buffered
+            self.health.held_keys = len(self._lanes)
 
-    async def _settle_batch(self, batch: dict[TopicPartition, list[Record]]) -> bool:
-        """Settle a batch, write its ledger entries, then commit. True when something was committed."""
-        # Records fetched before a rebalance took their partition away: the next owner (perhaps
-        # this worker again, from the committed offset) fetches them anew. (take_over holds the
-        # batch lock while it loads, so records of a partition just assigned are never dropped.)
-        batch = {tp: records for tp, records in batch.items() if tp.partition in self._totals}
-        if not batch:
-            return False
-        settled = await asyncio.gather(*(self._settle_partition(records) for records in batch.values()))
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        entries: list[LedgerEntry] = []
-        totals: dict[int, tuple[int, int]] = {}
-        for (tp, records), (last, delivered, dead) in zip(batch.items(), settled, strict=True):
-            upto = records[0].offset if last is None else last + 1
-            if last is None or last < records[-1].offset:
-                # Stopped mid-partition: rewind so this worker never skips the rest if it goes on.
-                self._consumer.seek(tp, upto)
-            if not delivered and not dead:
-                continue
-            base_delivered, base_dead = self._totals.get(tp.partition, (0, 0))
-            totals[tp.partition] = (
-                base_delivered + sum(1 for o in delivered if o < upto),
-                base_dead + sum(1 for o in dead if o < upto),
-            )
-            # Offsets delivered past a gap are recorded too: they reached the target, and will again.
-            entries.append(
-                LedgerEntry(tp.partition, upto, offset_ranges(delivered), offset_ranges(dead), *totals[tp.partition], now_rfc3339())
-            )
-            if last is not None:
-                offsets[tp] = OffsetAndMetadata(upto, "")
-        if not entries or not await self._write_ledger(entries):
-            return False  # not recorded, so not committed: these events will be delivered again
-        self._totals.update(totals)
-        if await self._commit(offsets):
-            self._committed.update({tp.partition: meta.offset for tp, meta in offsets.items()})
-            self._lag.committed(offsets)
-            return True
-        return False
+    def _enqueue(self, part: _Partition, record: Record) -> None:
+        key: LaneKey = (part.book.partition, record.key)
+        self._buffered += 1
+        lane = self._lanes.get(key)
+        if lane is not None:
+            lane.append(record)
+            return
+        lane = self._lanes[key] = deque((record,))
+        task = asyncio.create_task(self._run_lane(part, key, lane), name=f"deliver-lane:{self.name}")
+        part.lanes.add(task)
+        task.add_done_callback(part.lanes.discard)
+
+    async def _run_lane(self, part: _Partition, key: LaneKey, lane: deque[Record]) -> None:
+        """Deliver one key's records in order; ends when the lane is empty or the partition is given up."""
+        try:
+            while lane and not part.closing.is_set():
+                record = lane[0]
+                try:
+                    delivered = await self._settle(record, part)
+                except _Stopping:
+                    break
+                part.book.settle(record.offset, delivered)
+                self._settled.set()
+                self.health.settled((part.book.partition, record.offset))
+                self._last_progress = time.monotonic()
+                lane.popleft()
+                self._release(1)
+        finally:
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+            self._release(len(lane))  # left unsettled (stop, rebalance): fetched again by the next owner
+
+    def _release(self, count: int) -> None:
+        if count:
+            self._buffered -= count
+            if self._buffered < self.policy.max_buffered:
+                self._room.set()
+
+    # -- ledger and commits ------------------------------------------------------------------------
+    async def _flush_every(self, seconds: float) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):  # also wakes up to keep the gauges true when idle
+                    await self._settled.wait()
+            self._settled.clear()
+            await self._flush(list(self._partitions))
+            busy = self._buffered > 0
+            self._since_commit.set(time.monotonic() - self._last_progress if busy else 0)
+            if not busy:
+                self._last_progress = time.monotonic()
+            self._update_ledger_gauges()
+            await asyncio.sleep(seconds)
+
+    async def _flush(self, partitions: list[int]) -> None:
+        """Write what was settled to the ledger, then commit what may be committed."""
+        async with self._flush_lock:
+            drafts: list[Draft] = []
+            at = now_rfc3339()
+            for partition in partitions:
+                part = self._partitions.get(partition)
+                if part is not None and (draft := part.book.draft(at)) is not None:
+                    drafts.append(draft)
+            if not drafts:
+                return
+            if not await self._write_ledger([d.entry for d in drafts]):
+                for draft in drafts:
+                    self._partitions[draft.entry.partition].book.abandon(draft)
+                return  # not recorded, so not committed: the next flush tries again
+            offsets = {
+                TopicPartition(self._topic, d.entry.partition): OffsetAndMetadata(d.entry.upto, "")
+                for d in drafts
+                if d.entry.upto > self._partitions[d.entry.partition].book.committed
+            }
+            if await self._commit(offsets):
+                for draft in drafts:
+                    self._partitions[draft.entry.partition].book.confirm(draft)
+                self._lag.committed(offsets)
 
     async def _write_ledger(self, entries: list[LedgerEntry]) -> bool:
-        while True:
+        for attempt in range(3):
             try:
                 sent = [
                     await self._producer.send(self._ledger, e.encode(), key=b"%d" % e.partition, partition=e.partition) for e in entries
@@ -354,74 +401,52 @@ class DeliveryWorker:
                 await asyncio.gather(*sent)
             except KafkaError as exc:
                 log.warning("cannot write the ledger of %s (%r); retrying before the commit", self.name, exc)
-                try:
-                    await self._wait(1)
-                except _Stopping:
-                    return False
+                if attempt < 2:
+                    await asyncio.sleep(1)
             else:
                 return True
+        return False
 
     async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
         if not offsets:
-            return False
+            return True  # nothing to move: the ledger entries (settled past a held event) are what counted
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
-            # Partitions moved to another member: it will deliver these again (at-least-once).
-            log.warning("delivery worker %s could not commit (%r); events will be redelivered", self.name, exc)
+            # Partitions moved to another member: it skips what the ledger recorded, and delivers the rest.
+            log.warning("delivery worker %s could not commit (%r); events not in the ledger will be redelivered", self.name, exc)
             return False
         return True
 
-    async def _settle_partition(self, records: list[Record]) -> tuple[int | None, list[int], list[int]]:
-        """Settle records, one lane per key. Returns the last offset of the settled prefix, and the
-        offsets delivered and dead-lettered."""
-        lanes: dict[bytes | None, list[Record]] = defaultdict(list)
-        for record in records:
-            lanes[record.key].append(record)
-        delivered: list[int] = []
-        dead: list[int] = []
-        # The highest offset whose call has begun. When interrupted, records below it are still
-        # settled, so the settled prefix has no gap: nothing already delivered is delivered again
-        # by the next owner. Records beyond it are left for the next owner.
-        begun = _Begun()
-
-        async def lane(queue: list[Record]) -> None:
-            for record in queue:
-                if self._interrupt.is_set() and record.offset > begun.offset:
-                    return  # stop or rebalance: leave the rest for the next owner
-                try:
-                    outcome = await self._settle(record, begun)
-                except _Stopping:
-                    return
-                (delivered if outcome == "delivered" else dead).append(record.offset)
-
-        await asyncio.gather(*(lane(queue) for queue in lanes.values()))
-        done = set(delivered) | set(dead)
-        last: int | None = None
-        for record in records:
-            if record.offset not in done:
-                break
-            last = record.offset
-        return last, delivered, dead
-
-    async def _wait(self, seconds: float) -> None:
-        """Sleep, unless stop() comes first."""
+    # -- one event ---------------------------------------------------------------------------------
+    async def _wait(self, seconds: float, part: _Partition) -> None:
+        """Sleep, unless the partition is given up (stop, rebalance) first."""
         try:
-            await asyncio.wait_for(self._interrupt.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await part.closing.wait()
         except TimeoutError:
             return
         raise _Stopping
 
-    async def _settle(self, record: Record, begun: _Begun) -> str:
-        """Deliver or dead-letter one record; returns "delivered" or "dead_lettered"."""
-        try:
-            if not self._codec.knows_value(record.value):
-                await self._codec.learn_ids((record.value,))  # a newer writer version: read as this hub's version
-            schema, data = self._codec.decode(record.value or b"")
-        except PermanentError as exc:
-            await self._dead_letter(record, exc, attempts=0)
-            return "dead_lettered"
-        event = Event.from_kafka(schema, data, record.key, record.headers)
+    async def _settle(self, record: Record, part: _Partition) -> bool:
+        """Deliver or dead-letter one record; True when delivered."""
+        where = (record.partition, record.offset)
+        while True:
+            try:
+                if not self._codec.knows_value(record.value):
+                    await self._codec.learn_ids((record.value,))  # a newer writer version: read as this hub's version
+                schema, data = self._codec.decode(record.value or b"")
+                event = Event.from_kafka(schema, data, record.key, record.headers)
+                break
+            except RetryableError as exc:  # the registry cannot answer yet: not the event's fault
+                self.health.failed(where, str(exc))
+                await self._wait(1.0, part)
+            except PermanentError as exc:
+                await self._dead_letter(record, exc, attempts=0, part=part)
+                return False
+            except Exception as exc:  # noqa: BLE001 - a record that cannot be read is that record's problem alone
+                await self._dead_letter(record, PermanentError(f"cannot read the record: {exc!r}"), attempts=0, part=part)
+                return False
         first_attempt = time.monotonic()
         attempt = 0
         while True:
@@ -429,55 +454,65 @@ class DeliveryWorker:
                 delay = self.bucket.delay_for()
                 if delay > 0:
                     self._rate_wait.inc(delay)
-                    await self._wait(delay)
+                    await self._wait(delay, part)
             started = time.perf_counter()
             try:
-                blocked = await self._call(event, record.offset, begun)
-            except RetryableError as exc:
+                blocked = await self._call(event, part)
+            except _Stopping:
+                raise
+            except PermanentError as exc:
+                self._succeeded_call()  # the target answered: it is up, it just refuses this event
+                await self._dead_letter(record, exc, attempts=attempt + 1, part=part)
+                return False
+            except (RetryableError, Exception) as exc:  # noqa: BLE001 - an adapter's bug is retried like an outage, never fatal
+                error = exc if isinstance(exc, RetryableError) else self._adapter_bug(exc)
                 attempt += 1
                 self._failed_call()
                 self._retried.inc()
-                exhausted = self.policy.max_attempts is not None and attempt >= self.policy.max_attempts
-                too_old = self._max_age is not None and _age(event, first_attempt) >= self._max_age
-                if exhausted or too_old:
-                    why = f"{attempt} attempt(s)" if exhausted else f"older than {self.policy.max_age}"
-                    await self._dead_letter(record, RetryableError(f"gave up after {why}: {exc}"), attempts=attempt)
-                    return "dead_lettered"
-                backoff = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
-                delay = max(random.uniform(backoff / 2, backoff), min(exc.retry_after or 0.0, self._backoff_max))  # noqa: S311
-                log.debug("delivery %s of %s failed (%s); retry in %.2fs", self.name, event.id, exc, delay)
-                await self._wait(delay)
+                self.health.failed(where, str(error))
+                why = self.retry.give_up(attempt, _age(event, first_attempt))
+                if why is not None:
+                    await self._dead_letter(record, RetryableError(f"gave up after {why}: {error}"), attempts=attempt, part=part)
+                    return False
+                delay = self.retry.delay(attempt, error)
+                log.debug("delivery %s of %s failed (%s); retry in %.2fs", self.name, event.id, error, delay)
+                await self._wait(delay, part)
                 continue
-            except PermanentError as exc:
-                self._succeeded_call()  # the target answered: it is up, it just refuses this event
-                await self._dead_letter(record, exc, attempts=attempt + 1)
-                return "dead_lettered"
             if blocked > 0:  # the circuit is open: no call was made
                 if self.policy.circuit_breaker and self.policy.circuit_breaker.when_open == "dead_letter":
-                    await self._dead_letter(record, RetryableError(f"circuit open for {self.name}"), attempts=attempt)
-                    return "dead_lettered"
-                await self._wait(blocked)
+                    await self._dead_letter(record, RetryableError(f"circuit open for {self.name}"), attempts=attempt, part=part)
+                    return False
+                await self._wait(blocked, part)
                 continue
             self._succeeded_call()
             self._latency.observe(time.perf_counter() - started)
             if (since := _since_event(event)) is not None:
                 self._end_to_end.observe(since)
             self._delivered.inc()
-            return "delivered"
+            return True
 
-    async def _call(self, event: Event, offset: int, begun: _Begun) -> float:
+    def _adapter_bug(self, exc: Exception) -> RetryableError:
+        """An adapter raised neither RetryableError nor PermanentError: a bug. Logged with its
+        traceback once per exception type (not per event), then retried like an outage."""
+        kind = type(exc).__name__
+        if kind not in self._bug_logged:
+            self._bug_logged.add(kind)
+            log.error("outbound %s raised %r, which is neither retryable nor permanent (a bug); retrying", self.name, exc, exc_info=exc)
+        return RetryableError(f"adapter error: {exc!r}")
+
+    async def _call(self, event: Event, part: _Partition) -> float:
         """One call to the target, unless the circuit is open: then how long to wait, and no call.
 
         The breaker is asked only once a slot is held, right before the call, so events queued
         for a slot when the circuit opens do not call the failing target.
         """
         async with self._slots:
-            if self._interrupt.is_set() and offset > begun.offset:
-                raise _Stopping  # waited for a slot past an interrupt: not begun, leave it
-            begun.offset = max(begun.offset, offset)
+            if part.closing.is_set():
+                raise _Stopping  # waited for a slot past a stop or rebalance: not begun, leave it
             if self.breaker is not None:
                 wait = self.breaker.wait_time()
                 self._circuit_state.set(self.breaker.state)
+                self.health.circuit(self.breaker.state != 0 and wait > 0)
                 if wait > 0:
                     return wait
             self._attempts.inc()
@@ -497,17 +532,15 @@ class DeliveryWorker:
             self._circuit_state.set(self.breaker.state)
             if self.breaker.opened > opened:
                 self._circuit_opened.inc()
-                log.warning("circuit opened for %s: the target keeps failing; probing again later", self.name)
+                self.health.circuit(True)
 
     def _succeeded_call(self) -> None:
         if self.breaker is not None:
-            was_open = self.breaker.state != 0
             self.breaker.success()
             self._circuit_state.set(self.breaker.state)
-            if was_open:
-                log.info("circuit closed for %s: the target answers again", self.name)
+            self.health.circuit(False)
 
-    async def _dead_letter(self, record: Record, error: BusError, *, attempts: int) -> None:
+    async def _dead_letter(self, record: Record, error: BusError, *, attempts: int, part: _Partition) -> None:
         headers = [
             *(record.headers or ()),
             ("bus_error", str(error).encode()),
@@ -523,6 +556,35 @@ class DeliveryWorker:
                 break
             except KafkaError as exc:  # not settled until Kafka has it: keep trying, never drop
                 log.warning("cannot write dead letter for %s to %s (%r); retrying", self.name, self._dlq, exc)
-                await self._wait(1)
+                await self._wait(1, part)
         self._dead.inc()
         log.warning("dead-lettered %s/%d/%d for %s: %s", record.topic, record.partition, record.offset, self.name, error)
+
+    # -- gauges ------------------------------------------------------------------------------------
+    async def _probe_ends(self, every_s: float = 5.0) -> None:
+        """Keep the backlog gauge true while deliveries are slow (fewer fetches then)."""
+        while True:
+            try:
+                ends = await self._watermarks.ends({TopicPartition(self._topic, p) for p in self._partitions})
+                self._ends = {tp.partition: end for tp, end in ends.items()}
+                self._lag.ends(ends)
+                self._update_ledger_gauges()
+                dead = {TopicPartition(self._dlq, p) for p in await self._producer.partitions_for(self._dlq)}
+                self._dead_letters.set(sum((await self._watermarks.ends(dead)).values()))
+            except Exception as exc:  # noqa: BLE001 (a gauge: never worth stopping delivery for)
+                log.debug("delivery worker %s: cannot probe the end of its topic (%r)", self.name, exc)
+            await asyncio.sleep(every_s)
+
+    def _update_ledger_gauges(self) -> None:
+        entered = delivered = dead = committed = 0
+        for partition, part in list(self._partitions.items()):
+            highwater = self._consumer.highwater(TopicPartition(self._topic, partition))
+            offset = part.book.committed
+            entered += max(highwater or 0, self._ends.get(partition, 0), offset)
+            committed += offset
+            delivered += part.book.totals[0]
+            dead += part.book.totals[1]
+        self._ledger_gauges["entered"].set(entered)
+        self._ledger_gauges["delivered"].set(delivered)
+        self._ledger_gauges["dead_lettered"].set(dead)
+        self._ledger_gauges["in_flight"].set(entered - committed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 __all__ = ["ROLES", "Hub", "Role"]
 
 import asyncio
+import functools
 import importlib.metadata
 import logging
 import signal
@@ -34,6 +35,7 @@ from bus.metrics import BUILD
 from bus.runtime.checkpoints import KafkaCheckpoints
 from bus.runtime.delivery import DeliveryWorker
 from bus.runtime.publisher import KafkaSink
+from bus.runtime.supervisor import Supervisor
 from bus.runtime.web import WebServer
 from bus.tracing import NO_TRACING, Tracing
 from ops.server import OpsServer
@@ -86,7 +88,7 @@ class Hub:
         self.codec = Codec()
         self.broker: EmbeddedBroker | None = None
         self.bootstrap = self.config.kafka.bootstrap
-        self.ops = OpsServer(self.config.ops.host, self.config.ops.port, self.readiness, problems=self.problems)
+        self.ops = OpsServer(self.config.ops.host, self.config.ops.port, self.readiness, problems=self.problems, detail=self.detail)
         self.web: WebServer | None = None
         self._registry: EmbeddedRegistry | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -100,6 +102,8 @@ class Hub:
         self._schemas_ready = False
         self._started = False
         self.tracing = NO_TRACING
+        self.supervisor = Supervisor()
+        self._router_tables: TableStore | None = None
 
     def _runs(self, role: Role) -> bool:
         return self.role in ("all", role)
@@ -146,29 +150,12 @@ class Hub:
                 assert isinstance(adapter, Outbound)
                 await self._start_adapter(adapter, f"outbound {config.name}")
                 self.outbound.append(adapter)
-                worker = DeliveryWorker(
-                    adapter,
-                    kafka=kafka,
-                    bootstrap=self.bootstrap,
-                    topics=self.topics,
-                    codec=self.codec,
-                    producer=self._producer,
-                    tracing=self.tracing,
-                )
-                await worker.start()
-                self.workers.append(worker)
+                self.workers.append(await self._start_worker(adapter))
         if self._runs("router"):
             producer = self._producer
-            tables = TableStore(self.config.tables, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics)
+            tables = self._router_tables = TableStore(self.config.tables, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics)
             await _retrying("writing table rows", lambda: tables.seed(producer))
-            router = Router(self.config.routes, self.config.router, tables=tables.tables)
-            dispatcher = Dispatcher(router, codec=self.codec, topics=self.topics, tables=self.config.tables)
-            if self.config.router.engine == "faust":
-                self.router = RouterService(dispatcher, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, tables=tables)
-            else:
-                group = f"{self.topics.prefix}-router"
-                self.router = RouterWorker(dispatcher, kafka=kafka, bootstrap=self.bootstrap, group=group, producer=producer, tables=tables)
-            await self.router.start()
+            self.router = await self._start_router()
         if self._runs("inbound"):
             self.web = WebServer(self.config.http.host, self.config.http.port)
             for config in self.loaded.inbound:
@@ -178,6 +165,57 @@ class Hub:
                 await self._start_adapter(adapter, f"inbound {config.name}")
                 self.inbound.append(adapter)
             await self.web.start()
+
+    async def _start_worker(self, adapter: Outbound[Any]) -> DeliveryWorker:
+        assert self._producer is not None
+        worker = DeliveryWorker(
+            adapter,
+            kafka=self.config.kafka,
+            bootstrap=self.bootstrap,
+            topics=self.topics,
+            codec=self.codec,
+            producer=self._producer,
+            tracing=self.tracing,
+        )
+        await worker.start()
+        component = f"deliver:{adapter.config.name}"
+        self.supervisor.watch(component, functools.partial(self._restart_worker, worker))
+        if worker.task is not None:
+            self.supervisor.adopt(component, worker.task)
+        return worker
+
+    async def _restart_worker(self, old: DeliveryWorker) -> None:
+        """A delivery loop died: a new worker for the same adapter (it resumes from the committed offsets)."""
+        await old.stop()
+        new = await self._start_worker(old.adapter)
+        self.workers = [new if w is old else w for w in self.workers]
+
+    async def _start_router(self) -> RouterWorker | RouterService:
+        kafka, tables = self.config.kafka, self._router_tables
+        assert self._producer is not None and tables is not None
+        router = Router(self.config.routes, self.config.router, tables=tables.tables)
+        dispatcher = Dispatcher(router, codec=self.codec, topics=self.topics, tables=self.config.tables)
+        service: RouterWorker | RouterService
+        if self.config.router.engine == "faust":
+            service = RouterService(dispatcher, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, tables=tables)
+        else:
+            group = f"{self.topics.prefix}-router"
+            service = RouterWorker(dispatcher, kafka=kafka, bootstrap=self.bootstrap, group=group, producer=self._producer, tables=tables)
+        await service.start()
+        if isinstance(service, RouterWorker) and service.task is not None:
+            self.supervisor.watch("router", self._restart_router)
+            self.supervisor.adopt("router", service.task)
+        return service
+
+    async def _restart_router(self) -> None:
+        if self.router is not None:
+            await self.router.stop()
+        self.router = await self._start_router()
+
+    async def _restart_adapter(self, adapter: Adapter[Any]) -> None:
+        """An adapter's background task died: stop it (releasing what it holds), start it again."""
+        await adapter.stop()
+        await adapter.start()
 
     async def _start_adapter(self, adapter: Adapter[Any], what: str) -> None:
         """Start an adapter; if its system cannot be reached (RetryableError), keep trying in the
@@ -218,8 +256,19 @@ class Hub:
         if sink is not None and self._producer is not None:
             checkpoints = KafkaCheckpoints(self._producer, self.config.kafka, self.bootstrap, self.topics.checkpoints)
         logger = logging.getLogger(f"adapters.{config.type}.{config.name}")
-        ctx = Context(name=config.name, logger=logger, sink=sink, web=self.web, checkpoints=checkpoints, tracing=self.tracing)
-        return cls(config, ctx)
+        component = f"{'inbound' if sink is not None else 'outbound'}:{config.name}"
+        ctx = Context(
+            name=config.name,
+            logger=logger,
+            sink=sink,
+            web=self.web,
+            checkpoints=checkpoints,
+            tracing=self.tracing,
+            spawn=functools.partial(self.supervisor.spawn, component),
+        )
+        adapter = cls(config, ctx)
+        self.supervisor.watch(component, functools.partial(self._restart_adapter, adapter))
+        return adapter
 
     def _used_schemas(self) -> list[str]:
         names = {r.from_ for r in self.config.routes} | {t.from_ for t in self.config.tables if t.from_}
@@ -300,7 +349,18 @@ class Hub:
             for inbound in self.inbound:
                 name = inbound.config.name
                 checks[f"inbound:{name}"] = f"inbound {name}" not in self.starting and (await inbound.health()).ok
+        for component, (ready, _) in self.supervisor.status().items():
+            checks[component] = checks.get(component, True) and ready
         return checks
+
+    def detail(self) -> dict[str, object]:
+        """Shown in /readyz whether ready or not: components restarted, subscribers' delivery states."""
+        found: dict[str, object] = {}
+        if restarted := self.supervisor.detail():
+            found["components"] = restarted
+        if self.workers:
+            found["subscribers"] = {w.name: w.health.as_json() for w in self.workers}
+        return found
 
     async def problems(self) -> dict[str, str]:
         """Why each adapter that is not ready is not: it has not started yet, or its own health."""
@@ -314,45 +374,49 @@ class Hub:
                 health = await adapter.health()
                 if not health.ok:
                     found[f"{direction}:{adapter.config.name}"] = health.detail or "not healthy"
+        for component, (ready, why) in self.supervisor.status().items():
+            if not ready:
+                found[component] = why
         return found
 
     # -- stop --------------------------------------------------------------------------------
     async def stop(self) -> None:
-        """Stop intake, drain, commit, release. Safe to call more than once, and after a failed start."""
+        """Stop intake, drain, commit, release. Safe to call more than once, and after a failed start.
+
+        Every step runs even if an earlier one failed (a component that died, a client that raises
+        on close): the embedded broker in particular is always stopped. The first failure is
+        logged with its traceback and the others after it still run."""
+        await self.supervisor.close()  # what ends from here on is being stopped, not failing
         starters, self._starters = self._starters, []
         for task in starters:
             task.cancel()
         await asyncio.gather(*starters, return_exceptions=True)
         self.starting.clear()
-        for inbound in self.inbound:
-            await inbound.stop()
+        steps: list[tuple[str, Any]] = [(f"inbound {a.config.name}", a.stop) for a in self.inbound]
         if self.web is not None:
-            await self.web.stop()
-            self.web = None
+            steps.append(("webhook server", self.web.stop))
         if self.router is not None:
-            await self.router.stop()
-            self.router = None
-        for worker in self.workers:
-            await worker.stop()
-        for outbound in self.outbound:
-            await outbound.stop()
-        self.inbound, self.outbound, self.workers = [], [], []
+            steps.append(("router", self.router.stop))
+        steps += [(f"delivery worker {w.name}", w.stop) for w in self.workers]
+        steps += [(f"outbound {a.config.name}", a.stop) for a in self.outbound]
         if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+            steps.append(("producer", self._producer.stop))
         if self._lookup is not None:
             self.codec.fetch_writer = None
-            await self._lookup.close()
-            self._lookup = None
+            steps.append(("registry client", self._lookup.close))
         if self._registry is not None:
-            await self._registry.stop()
-            self._registry = None
-        await self.ops.stop()
-        await self.tracing.shutdown()
-        self.tracing = NO_TRACING
+            steps.append(("embedded registry", self._registry.stop))
+        steps += [("ops server", self.ops.stop), ("tracing", self.tracing.shutdown)]
         if self.broker is not None:
-            await self.broker.stop()
-            self.broker = None
+            steps.append(("embedded broker", self.broker.stop))
+        for what, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("stopping %s failed; going on with the rest", what)
+        self.web = self.router = self._producer = self._lookup = self._registry = self.broker = None
+        self.inbound, self.outbound, self.workers = [], [], []
+        self.tracing = NO_TRACING
         self._started = False
 
     async def __aenter__(self) -> Hub:
@@ -362,41 +426,22 @@ class Hub:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def component_tasks(self) -> list[asyncio.Task[None]]:
-        """Background loops that must run for as long as the hub does."""
-        tasks = [w.task for w in self.workers if w.task is not None]
-        if isinstance(self.router, RouterWorker) and self.router.task is not None:
-            tasks.append(self.router.task)
-        return tasks
-
     async def run_until_signalled(self) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully.
 
-        If a background loop ends on its own (a bug, an unexpected error), the hub stops and raises
-        BusError, so the process exits non-zero and its supervisor (Kubernetes) restarts it: a hub
-        that silently stopped delivering would be worse than one that restarts.
+        A background loop that ends on its own is restarted by the supervisor (and reported in the
+        log, ``bus_component_restarts_total`` and ``/readyz``), so the hub serves on in the meantime.
         """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
-        failure: BusError | None = None
-        signalled = asyncio.create_task(stop.wait(), name="signal")
         try:
-            done, _ = await asyncio.wait([signalled, *self.component_tasks()], return_when=asyncio.FIRST_COMPLETED)
-            if signalled in done:
-                log.info("signal received: stopping intake, draining in-flight events")
-            else:
-                crashed = next(iter(done))
-                error = None if crashed.cancelled() else crashed.exception()
-                log.error("%s stopped unexpectedly (%r); shutting down so the process is restarted", crashed.get_name(), error)
-                failure = BusError(f"{crashed.get_name()} stopped unexpectedly: {error!r}")
+            await self.start()
+            await stop.wait()
+            log.info("signal received: stopping intake, draining in-flight events")
         finally:
-            signalled.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await self.stop()
-        if failure is not None:
-            raise failure
         log.info("hub stopped cleanly")

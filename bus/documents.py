@@ -1,0 +1,91 @@
+"""Bytes from a sender into documents, with limits a hostile sender cannot get past.
+
+Every inbound reads JSON (and the webhook also XML) through these functions, so one rule holds
+everywhere: a body that does not parse, or is nested deeper than ``MAX_DEPTH``, is a
+``ValueError`` with a reason, never a ``RecursionError`` or a stalled event loop. The reason is
+what the sender (a 400) or the dead letter (``bus_error``) says.
+
+Cost on the hot path: ``json.loads`` plus two ``bytes.count`` calls; the depth walk runs only for
+a body with more than ``MAX_DEPTH`` opening brackets.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MAX_DEPTH", "parse_json", "parse_xml"]
+
+import json
+from typing import Any
+from xml.parsers import expat
+
+import xmltodict
+
+# Deeper than any real payload (Jackson's default limit is 1,000, most APIs stay under 20), and
+# far below what Python's recursion limit lets the parser and everything after it handle.
+MAX_DEPTH = 256
+
+
+def _too_deep(document: Any, limit: int) -> bool:
+    """True when ``document`` nests objects and arrays more than ``limit`` deep (iterative)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
+    return False
+
+
+def parse_json(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """The document in ``data``; ``ValueError`` (with the reason) when it is not JSON or too deep."""
+    try:
+        document = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {max_depth} levels deep") from None
+    # UnicodeDecodeError and json's JSONDecodeError are ValueErrors: they pass through as they are.
+    openers = data.count(b"[") + data.count(b"{") if isinstance(data, bytes) else data.count("[") + data.count("{")
+    if openers > max_depth and _too_deep(document, max_depth):
+        raise ValueError(f"JSON nested more than {max_depth} levels deep")
+    return document
+
+
+def _check_xml_depth(body: bytes, max_depth: int) -> None:
+    """Walk the elements once with expat (no tree built) and stop at the first one too deep."""
+    depth = 0
+
+    def start(_name: str, _attrs: Any) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > max_depth:
+            raise ValueError(f"XML nested more than {max_depth} elements deep")
+
+    def end(_name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    def no_entities(*_args: Any) -> None:
+        raise ValueError("XML entities are not accepted")
+
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.EntityDeclHandler = no_entities  # XXE and entity-expansion bombs
+    try:
+        parser.Parse(body, True)
+    except expat.ExpatError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def parse_xml(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+    """The XML document as nested dicts (attributes without prefix, text as ``_text``).
+
+    CPU-bound: callers on the event loop run it in a thread for large bodies. Entities (and so XXE
+    and entity bombs) are refused; ``ValueError`` with the reason for anything that does not parse.
+    """
+    _check_xml_depth(body, max_depth)
+    try:
+        return xmltodict.parse(body, attr_prefix="", cdata_key="_text", disable_entities=True)
+    except (expat.ExpatError, ValueError) as exc:
+        raise ValueError(str(exc)) from exc
