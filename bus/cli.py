@@ -312,7 +312,7 @@ def _schemas(args: argparse.Namespace) -> int:
             return commands.BAD_INPUT
         catalog = SchemaCatalog.load([Path(d) for d in args.schema_dir])
         run = commands.check_against_registry if args.schemas_command == "check" else commands.register_all
-        code, report = asyncio.run(run(catalog, args.registry))
+        code, report = asyncio.run(run(catalog, args.registry, token=os.environ.get("BUS_OPS_TOKEN")))
     print(report)
     return code
 
@@ -404,7 +404,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--against", metavar="GIT_REF", help="compare with the schema files at this git ref instead (no registry)")
     check.add_argument("--dir", help="with --against: the folder of .avsc files (default: the built-in canonical schemas)")
     register = schemas_sub.add_parser("register", help="register the catalog's schemas; refusals say why")
-    register.add_argument("--registry", required=True, help="Schema Registry URL")
+    register.add_argument(
+        "--registry", required=True, help="Schema Registry URL (the hub's embedded one takes a write token from $BUS_OPS_TOKEN)"
+    )
     for cmd in (check, register):
         cmd.add_argument("--schema-dir", action="append", default=[], help="extra folder of .avsc files (repeatable)")
     diff = schemas_sub.add_parser("diff", help="what breaks between two .avsc files, both ways")

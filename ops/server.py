@@ -1,12 +1,24 @@
 """The ops server: ``/healthz`` (alive), ``/readyz`` (ready for traffic), ``/metrics`` (Prometheus),
-and, when the registry is embedded, the schema registry's REST API under ``/registry``."""
+and, when the registry is embedded, the schema registry's REST API under ``/registry``.
+
+Who may do what: health, readiness and metrics are open (probes and Prometheus need them), and so
+are reads of the registry (every Kafka consumer of the canonical topics needs the schemas; they
+are not secret). Every write (register, delete, change a compatibility level, and every write
+endpoint added later) needs a token of scope ``write`` from ``ops.tokens``: ``Authorization:
+Bearer <token>``, or Basic with the token as password (what Confluent clients send). No token:
+401; a ``read`` token: 403. Each write is logged at INFO with the token's name (the audit trail).
+"""
 
 from __future__ import annotations
 
 __all__ = ["OpsServer"]
 
+import base64
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -15,6 +27,39 @@ log = logging.getLogger("ops.server")
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 Problems = Callable[[], Awaitable[dict[str, str]]]
 Detail = Callable[[], dict[str, object]]
+Scope = Literal["read", "write"]
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    name: str
+    secret: str
+    scope: Scope
+
+
+def _is_read(request: web.Request) -> bool:
+    """GET and HEAD, and the registry's two POSTs that only read (a compatibility test, a lookup)."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return True
+    path = request.path.removeprefix("/registry")
+    return request.method == "POST" and (path.startswith("/compatibility/") or (path.startswith("/subjects/") and path.count("/") == 2))
+
+
+def _offered(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    kind, _, value = header.partition(" ")
+    if kind.lower() == "bearer":
+        return value.strip()
+    if kind.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
+
+
+_OPEN = frozenset({"/healthz", "/readyz", "/metrics"})
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="bus ops", Basic realm="bus ops"'}
 
 
 class OpsServer:
@@ -26,8 +71,12 @@ class OpsServer:
         *,
         problems: Problems | None = None,
         detail: Detail | None = None,
+        tokens: list[Token] | None = None,
+        idle_timeout_s: float = 75.0,
         metrics: CollectorRegistry = REGISTRY,
     ) -> None:
+        self._idle_timeout_s = idle_timeout_s
+        self._tokens = list(tokens or [])
         self._problems = problems
         self._detail = detail
         self._host = host
@@ -42,6 +91,32 @@ class OpsServer:
         if self._runner is not None:
             raise RuntimeError("mount sub-apps before the ops server starts")
         self._subapps.append((prefix, app))
+
+    def add_token(self, token: Token) -> None:
+        """A token the hub gives itself (its own registry client), beside the configured ones."""
+        self._tokens.append(token)
+
+    def _token(self, offered: str) -> Token | None:
+        found = None
+        for token in self._tokens:  # compare with every one: timing tells nothing about which nearly matched
+            if hmac.compare_digest(offered.encode(), token.secret.encode()):
+                found = token
+        return found
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.path in _OPEN or _is_read(request):
+            return await handler(request)
+        offered = _offered(request)
+        token = self._token(offered) if offered else None
+        if token is None:
+            reason = "this endpoint changes the hub: send a token of scope write (Authorization: Bearer <token>)"
+            return web.json_response({"error_code": 40101, "message": reason}, status=401, headers=_CHALLENGE)
+        if token.scope != "write":
+            return web.json_response({"error_code": 40301, "message": f"token {token.name!r} may only read"}, status=403)
+        response = await handler(request)
+        log.info("ops write by token %s: %s %s -> %d", token.name, request.method, request.path, response.status)
+        return response
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
@@ -63,13 +138,13 @@ class OpsServer:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        app = web.Application()
+        app = web.Application(middlewares=[self._guard])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_page)
         for prefix, sub in self._subapps:
             app.add_subapp(prefix, sub)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self._idle_timeout_s)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
         self.port = self._runner.addresses[0][1]

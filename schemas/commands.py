@@ -53,8 +53,8 @@ def diff(old: Path, new: Path, mode: str = "BACKWARD") -> tuple[int, str]:
     return (OK if not problems else INCOMPATIBLE), "\n".join(lines)
 
 
-async def check_against_registry(catalog: SchemaCatalog, url: str) -> tuple[int, str]:
-    client = RegistryClient(url)
+async def check_against_registry(catalog: SchemaCatalog, url: str, *, token: str | None = None) -> tuple[int, str]:
+    client = RegistryClient(url, token=token)
     lines, worst = [], OK
     try:
         for schema in catalog:
@@ -69,8 +69,9 @@ async def check_against_registry(catalog: SchemaCatalog, url: str) -> tuple[int,
     return worst, "\n".join(lines)
 
 
-async def register_all(catalog: SchemaCatalog, url: str) -> tuple[int, str]:
-    client = RegistryClient(url)
+async def register_all(catalog: SchemaCatalog, url: str, *, token: str | None = None) -> tuple[int, str]:
+    """Register every schema; ``token``: a write token for a registry behind the hub's ops port."""
+    client = RegistryClient(url, token=token)
     lines, worst = [], OK
     try:
         for schema in catalog:

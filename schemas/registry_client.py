@@ -4,6 +4,7 @@ Requests it makes:
 
 - ``POST /subjects/{subject}/versions`` ``{"schema": "..."}`` -> ``{"id": N}``: register (idempotent)
 - ``GET /schemas/ids/{id}`` -> ``{"schema": "..."}``: fetch a writer schema by id
+- ``POST /subjects/{subject}`` ``{"schema": "..."}`` -> ``{"id": N, "version": V}``: look a schema up
 - ``GET /subjects``: list subjects (health check)
 - ``POST /compatibility/subjects/{subject}/versions/latest`` ``{"schema": "..."}`` -> ``{"is_compatible": b, "messages": [...]}``
   (``?verbose=true`` asks Confluent for the messages; Karapace and Redpanda send them or an empty list)
@@ -25,9 +26,12 @@ _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
 class RegistryClient:
-    def __init__(self, url: str, *, username: str | None = None, password: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, username: str | None = None, password: str | None = None, token: str | None = None, timeout: float = 10.0
+    ) -> None:
         auth = httpx.BasicAuth(username, password or "") if username else None
-        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers={"Accept": _CONTENT_TYPE})
+        headers = {"Accept": _CONTENT_TYPE, **({"Authorization": f"Bearer {token}"} if token else {})}
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers=headers)
 
     @property
     def base_url(self) -> str:
@@ -54,6 +58,16 @@ class RegistryClient:
     async def register(self, subject: str, schema: str) -> int:
         body = await self._call("POST", f"/subjects/{subject}/versions", {"schema": schema})
         return int(body["id"])
+
+    async def lookup(self, subject: str, schema: str) -> tuple[int, int] | None:
+        """(id, version) of ``schema`` under ``subject``, or None if the subject does not hold it."""
+        try:
+            body = await self._call("POST", f"/subjects/{subject}", {"schema": schema})
+        except PermanentError as exc:
+            if "(404)" in str(exc):
+                return None
+            raise
+        return int(body["id"]), int(body["version"])
 
     async def schema_by_id(self, schema_id: int) -> str:
         body = await self._call("GET", f"/schemas/ids/{schema_id}")

@@ -16,8 +16,8 @@ from schemas.registry_client import RegistryClient  # the registry's client: sha
 
 
 class WireAvro:
-    def __init__(self, registry_url: str) -> None:
-        self._registry = RegistryClient(registry_url)
+    def __init__(self, registry_url: str, token: str | None = None) -> None:
+        self._registry = RegistryClient(registry_url, token=token)
         self._readers: dict[int, Any] = {}
 
     async def close(self) -> None:

@@ -7,7 +7,7 @@ __all__ = ["KafkaInboundConfig", "KafkaOutboundConfig"]
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, KafkaSecurity, OutboundConfig, TemplateText
 
@@ -19,6 +19,10 @@ class _Cluster(AdapterConfig):
         default=None,
         description="Schema Registry (Confluent REST API) for Avro in the Confluent wire format.",
         examples=["http://schema-registry:8081"],
+    )
+    registry_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for the registry: a write token of a hub's embedded registry (its writes need one).",
     )
     session_timeout_ms: int = Field(default=10_000, ge=1000, description="Consumer group session timeout (inbound).")
     format: Literal["json", "avro"] = Field(

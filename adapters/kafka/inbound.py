@@ -31,7 +31,11 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
     def __init__(self, config: KafkaInboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
-        self._avro = WireAvro(config.registry_url) if config.format == "avro" and config.registry_url else None
+        self._avro = (
+            WireAvro(config.registry_url, config.registry_token.get_secret_value() if config.registry_token else None)
+            if config.format == "avro" and config.registry_url
+            else None
+        )
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()

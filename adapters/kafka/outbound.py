@@ -41,7 +41,11 @@ class KafkaOutbound(Outbound[KafkaOutboundConfig]):
         self._body = Body(config.body)
         self._topic = compile_template(config.topic)
         self._key = compile_expression(config.key) if config.key else None
-        self._avro = WireAvro(config.registry_url) if config.format == "avro" and config.registry_url else None
+        self._avro = (
+            WireAvro(config.registry_url, config.registry_token.get_secret_value() if config.registry_token else None)
+            if config.format == "avro" and config.registry_url
+            else None
+        )
         self._schema = json.loads(config.schema_file.read_text()) if config.schema_file else None
         self._writers: dict[str, tuple[int, Any]] = {}  # topic -> (schema id, parsed schema)
         self._producer: AIOKafkaProducer | None = None

@@ -10,6 +10,8 @@ __all__ = [
     "HubConfig",
     "KafkaConfig",
     "KafkaSecurity",
+    "OpsServerConfig",
+    "OpsToken",
     "RouteConfig",
     "SchemaRegistryConfig",
 ]
@@ -90,8 +92,36 @@ class SchemaRegistryConfig(_Model):
 
 
 class HttpServerConfig(_Model):
-    host: str = Field(default="0.0.0.0", description="Address to listen on.")  # noqa: S104 - a server in a pod
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address to listen on. Loopback by default, so a hub started on a laptop or a server is not open to "
+        "the network by accident; the Helm chart sets 0.0.0.0 (the pod's network policy decides who reaches it).",
+        examples=["127.0.0.1", "0.0.0.0"],  # noqa: S104 - an example for a pod, documented as such
+    )
     port: int = Field(default=8080, ge=0, le=65535, description="Port; 0 picks a free one.")
+    idle_timeout_s: float = Field(
+        default=75.0,
+        gt=0,
+        description="A connection that sends no complete request for this long is closed (idle keep-alive connections, "
+        "and clients that send their headers too slowly).",
+    )
+
+
+class OpsToken(_Model):
+    """A token for the ops port's write endpoints (the embedded registry's writes, and later the management API)."""
+
+    name: str = Field(description="Who holds it; written in the log with every write made with it.", examples=["ci", "platform-team"])
+    token: SecretStr = Field(description="The token itself (a secret: use ${ENV} or ${file:...}).")
+    scope: Literal["read", "write"] = Field(default="write", description="read: may read what is not open; write: may also change.")
+
+
+class OpsServerConfig(HttpServerConfig):
+    port: int = Field(default=9090, ge=0, le=65535, description="Port; 0 picks a free one.")
+    tokens: list[OpsToken] = Field(
+        default_factory=list,
+        description="Tokens for the write endpoints. Health, readiness, metrics and registry reads are open; without a "
+        "token every write is refused (401).",
+    )
 
 
 class HubConfig(_Model):
@@ -100,8 +130,8 @@ class HubConfig(_Model):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     schema_registry: SchemaRegistryConfig = Field(default_factory=SchemaRegistryConfig)
     http: HttpServerConfig = Field(default_factory=HttpServerConfig, description="Server for inbound webhooks.")
-    ops: HttpServerConfig = Field(
-        default_factory=lambda: HttpServerConfig(port=9090),
+    ops: OpsServerConfig = Field(
+        default_factory=OpsServerConfig,
         description="Server for /healthz, /readyz, /metrics and the embedded schema registry.",
     )
     schema_dirs: list[Path] = Field(default_factory=list, description="Extra folders of .avsc files besides the built-in ones.")

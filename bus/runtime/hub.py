@@ -18,6 +18,7 @@ import asyncio
 import functools
 import importlib.metadata
 import logging
+import secrets
 import signal
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ from aiokafka.errors import KafkaError
 from bus.adapter_api import Adapter, AdapterRegistry, Context, Inbound, Outbound
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig
-from bus.errors import BusError, RetryableError
+from bus.errors import BusError, PermanentError, RetryableError
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_admin, make_producer
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
@@ -38,7 +39,7 @@ from bus.runtime.publisher import KafkaSink
 from bus.runtime.supervisor import Supervisor
 from bus.runtime.web import WebServer
 from bus.tracing import NO_TRACING, Tracing
-from ops.server import OpsServer
+from ops.server import OpsServer, Token
 from routing.app import RouterService
 from routing.dispatch import Dispatcher
 from routing.router import Router
@@ -88,7 +89,15 @@ class Hub:
         self.codec = Codec()
         self.broker: EmbeddedBroker | None = None
         self.bootstrap = self.config.kafka.bootstrap
-        self.ops = OpsServer(self.config.ops.host, self.config.ops.port, self.readiness, problems=self.problems, detail=self.detail)
+        ops = self.config.ops
+        tokens = [Token(t.name, t.token.get_secret_value(), t.scope) for t in ops.tokens]
+        # The hub registers its own schemas through the registry's API like any client: with a
+        # write token of its own, made anew each start and never shown.
+        self._own_token = secrets.token_urlsafe(32)
+        tokens.append(Token("the hub itself", self._own_token, "write"))
+        self.ops = OpsServer(
+            ops.host, ops.port, self.readiness, problems=self.problems, detail=self.detail, tokens=tokens, idle_timeout_s=ops.idle_timeout_s
+        )
         self.web: WebServer | None = None
         self._registry: EmbeddedRegistry | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -157,7 +166,7 @@ class Hub:
             await _retrying("writing table rows", lambda: tables.seed(producer))
             self.router = await self._start_router()
         if self._runs("inbound"):
-            self.web = WebServer(self.config.http.host, self.config.http.port)
+            self.web = WebServer(self.config.http.host, self.config.http.port, idle_timeout_s=self.config.http.idle_timeout_s)
             for config in self.loaded.inbound:
                 sink = KafkaSink(self._producer, self.codec, self.topics, adapter=config.name, timeout=kafka.produce_timeout_s)
                 adapter = self._build(config, sink=sink)
@@ -302,7 +311,7 @@ class Hub:
     def _registry_client(self) -> RegistryClient:
         url = self.config.schema_registry.url
         if url == "embedded":
-            url = f"http://127.0.0.1:{self.ops.port}/registry"
+            return RegistryClient(f"http://127.0.0.1:{self.ops.port}/registry", token=self._own_token)
         password = self.config.schema_registry.password
         return RegistryClient(
             url, username=self.config.schema_registry.username, password=password.get_secret_value() if password else None
@@ -313,7 +322,7 @@ class Hub:
         try:
             for name in self._catalog.names():
                 schema = self._catalog.get(name)
-                schema_id = await client.register(schema.subject, schema.text)
+                schema_id = await self._register(client, schema.subject, schema.text)
                 self.codec.add(name, schema_id, schema.parsed)
         finally:
             await client.close()
@@ -327,6 +336,31 @@ class Hub:
             self._lookup.base_url,
             ", ".join(f"{n}={self.codec.schema_id(n)}" for n in self._catalog.names()),
         )
+
+    @staticmethod
+    async def _register(client: RegistryClient, subject: str, text: str) -> int:
+        """Register the hub's version of a schema. When the registry refuses it because the subject
+        was changed behind the hub's back (an incompatible version added, its level changed) and
+        the hub's version is still there, the hub goes on with it and says what it found."""
+        try:
+            return await client.register(subject, text)
+        except PermanentError as refused:
+            found = await client.lookup(subject, text)
+            if found is None:
+                raise BusError(
+                    f"the schema registry refuses this hub's schema for subject {subject} and does not hold it: {refused}. "
+                    f"Someone changed the subject; restore it (bus schemas) or delete the versions that were added."
+                ) from refused
+            schema_id, version = found
+            log.warning(
+                "subject %s was changed outside the hub: the registry refuses to register the hub's schema again (%s). "
+                "The hub goes on with its own version %d (id %d); check the subject's later versions",
+                subject,
+                refused,
+                version,
+                schema_id,
+            )
+            return schema_id
 
     # -- state -------------------------------------------------------------------------------
     async def readiness(self) -> dict[str, bool]:

@@ -25,7 +25,8 @@ log = logging.getLogger("bus.runtime.web")
 
 
 class WebServer:
-    def __init__(self, host: str, port: int, *, name: str = "webhooks", drain_timeout: float = 8.0) -> None:
+    def __init__(self, host: str, port: int, *, name: str = "webhooks", drain_timeout: float = 8.0, idle_timeout_s: float = 75.0) -> None:
+        self._idle_timeout_s = idle_timeout_s  # also bounds a client that sends its headers too slowly (aiohttp's keep-alive timer)
         self._host = host
         self._port = port
         self._name = name
@@ -69,7 +70,7 @@ class WebServer:
             return
         app = web.Application(client_max_size=64 * 1024 * 1024)  # adapters enforce their own limits
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1, keepalive_timeout=self._idle_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()

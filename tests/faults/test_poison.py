@@ -81,7 +81,11 @@ async def source(kind: str, run: str, bootstrap: str, folder: Path) -> tuple[dic
             for body in bodies:
                 await js.publish(f"t{run}.in", body)
 
-        return {"type": "nats", "url": "nats://127.0.0.1:4222", "stream": f"POISON_{run}", "subject": f"t{run}.in"}, send_nats, connection.close
+        return (
+            {"type": "nats", "url": "nats://127.0.0.1:4222", "stream": f"POISON_{run}", "subject": f"t{run}.in"},
+            send_nats,
+            connection.close,
+        )
     if kind == "kafka":
         topic = f"poison-in-{run}"
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -78,7 +78,7 @@ async def test_bridge_in_and_publish_out_as_json_and_avro(tmp_path: Path, bootst
     config = {
         "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 2, "session_timeout_ms": 3000},
         "http": {"host": "127.0.0.1", "port": 0},
-        "ops": {"host": "127.0.0.1", "port": ops_port},
+        "ops": {"host": "127.0.0.1", "port": ops_port, "tokens": [{"name": "partner-avro", "token": "tok-partner", "scope": "write"}]},
         "inbound": [
             {"name": "erp-json", "type": "kafka", "bootstrap": bootstrap, "topics": [json_in], "session_timeout_ms": 3000, "emit": emit},
             {
@@ -102,6 +102,7 @@ async def test_bridge_in_and_publish_out_as_json_and_avro(tmp_path: Path, bootst
                 "topic": avro_out,
                 "format": "avro",
                 "registry_url": registry,
+                "registry_token": "tok-partner",  # the embedded registry's writes need a token
                 "schema_file": str(schema_file),
                 "body": {"ref": "payment_id", "minor": "amount"},
             },

@@ -13,17 +13,29 @@ from bus.cli import main
 from schemas.registry_client import RegistryClient
 from tests.support.hub import build_hub, payment_hub_config, unique_prefix, write_config
 
+WRITE = {"Authorization": "Bearer tok-write"}
+
+
+def config_with_tokens(bootstrap: str, tmp_path: Path) -> Path:
+    config = payment_hub_config(bootstrap, "http://127.0.0.1:9", prefix=unique_prefix())
+    config["ops"]["tokens"] = [
+        {"name": "ci", "token": "tok-write", "scope": "write"},
+        {"name": "dashboards", "token": "tok-read", "scope": "read"},
+    ]
+    return write_config(tmp_path / "bus.yaml", config)
+
+
 V1 = {"type": "record", "name": "Thing", "namespace": "test", "fields": [{"name": "a", "type": "string"}]}
 V2 = {**V1, "fields": [*V1["fields"], {"name": "b", "type": "int", "default": 0}]}
 
 
 async def test_rest_api_and_persistence_across_hub_restarts(tmp_path: Path, bootstrap: str) -> None:
-    config = write_config(tmp_path / "bus.yaml", payment_hub_config(bootstrap, "http://127.0.0.1:9", prefix=unique_prefix()))
+    config = config_with_tokens(bootstrap, tmp_path)
 
     async with build_hub(config, role="inbound") as hub:
         base = f"http://127.0.0.1:{hub.ops.port}/registry"
         first_ids = {name: hub.codec.schema_id(name) for name in ("Payment", "Order", "Customer")}
-        client = RegistryClient(base)
+        client = RegistryClient(base, token="tok-write")
         try:
             id1 = await client.register("thing-value", json.dumps(V1))
             id2 = await client.register("thing-value", json.dumps(V2, indent=2))
@@ -33,7 +45,7 @@ async def test_rest_api_and_persistence_across_hub_restarts(tmp_path: Path, boot
             assert "bus.canonical.Payment-value" in await client.subjects()
         finally:
             await client.close()
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with httpx.AsyncClient(base_url=base, headers=WRITE) as http:
             assert (await http.get("/subjects/thing-value/versions")).json() == [1, 2]
             latest = (await http.get("/subjects/thing-value/versions/latest")).json()
             assert (latest["version"], latest["id"]) == (2, id2)
@@ -72,9 +84,12 @@ NOT_AVRO = {"type": "record", "name": "X", "fields": [{"name": "a", "type": "no_
 
 
 async def test_compatibility_levels_checks_and_deletes_survive_a_restart(tmp_path: Path, bootstrap: str) -> None:
-    config = write_config(tmp_path / "bus.yaml", payment_hub_config(bootstrap, "http://127.0.0.1:9", prefix=unique_prefix()))
+    config = config_with_tokens(bootstrap, tmp_path)
     v3 = {**V1, "fields": [*V1["fields"], {"name": "c", "type": "long"}]}  # added without a default
-    async with build_hub(config, role="inbound") as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/registry") as http:
+    async with (
+        build_hub(config, role="inbound") as hub,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/registry", headers=WRITE) as http,
+    ):
         assert (await http.get("/config")).json() == {"compatibilityLevel": "BACKWARD"}
         assert (await http.post("/subjects/thing-value/versions", json={"schema": json.dumps(V1)})).status_code == 200
         assert (await http.post("/subjects/thing-value/versions", json={"schema": json.dumps(V2)})).status_code == 200
@@ -101,7 +116,10 @@ async def test_compatibility_levels_checks_and_deletes_survive_a_restart(tmp_pat
         assert (await http.delete("/subjects/thing-value/versions/1")).json() == 1
         assert (await http.get("/subjects/thing-value/versions")).json() == [2, 3]
 
-    async with build_hub(config, role="inbound") as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/registry") as http:
+    async with (
+        build_hub(config, role="inbound") as hub,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/registry", headers=WRITE) as http,
+    ):
         assert (await http.get("/subjects/thing-value/versions")).json() == [2, 3]  # the delete was kept
         assert (await http.get("/config/thing-value")).json() == {"compatibilityLevel": "FORWARD"}
         assert (await http.delete("/config/thing-value")).json() == {"compatibilityLevel": "FORWARD"}
@@ -111,10 +129,13 @@ async def test_compatibility_levels_checks_and_deletes_survive_a_restart(tmp_pat
         assert (await http.get("/subjects/thing-value/versions")).status_code == 404
 
 
-async def test_schemas_cli_against_the_embedded_registry(tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_schemas_cli_against_the_embedded_registry(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`bus schemas check --registry` and `register` with an extra schema folder: a compatible
     change passes, a breaking one is refused with the field and the reason, nothing is written by check."""
-    config = write_config(tmp_path / "bus.yaml", payment_hub_config(bootstrap, "http://127.0.0.1:9", prefix=unique_prefix()))
+    config = config_with_tokens(bootstrap, tmp_path)
+    monkeypatch.setenv("BUS_OPS_TOKEN", "tok-write")
     extra = tmp_path / "schemas"
     extra.mkdir()
     thing = {**V1, "name": "Thing", "namespace": f"t{unique_prefix()}"}
@@ -134,3 +155,53 @@ async def test_schemas_cli_against_the_embedded_registry(tmp_path: Path, bootstr
         async with httpx.AsyncClient(base_url=registry) as http:
             assert (await http.get(f"/subjects/{thing['namespace']}.Thing-value/versions")).json() == [1]
     assert await asyncio.to_thread(main, [*argv, "check", "--registry", "http://127.0.0.1:9/registry"]) == 3
+
+
+async def test_registry_writes_need_a_write_token_and_reads_stay_open(tmp_path: Path, bootstrap: str) -> None:
+    config = config_with_tokens(bootstrap, tmp_path)
+    body = {"schema": json.dumps(V1)}
+    async with build_hub(config, role="inbound") as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}") as http:
+        for method, path, payload in [
+            ("POST", "/registry/subjects/thing-value/versions", body),
+            ("PUT", "/registry/config/bus.canonical.Payment-value", {"compatibility": "NONE"}),
+            ("PUT", "/registry/config", {"compatibility": "NONE"}),
+            ("DELETE", "/registry/subjects/bus.canonical.Payment-value", None),
+        ]:
+            anonymous = await http.request(method, path, json=payload)
+            assert anonymous.status_code == 401, (method, path)
+            assert "Bearer" in anonymous.headers["WWW-Authenticate"]
+            wrong = await http.request(method, path, json=payload, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            reader = await http.request(method, path, json=payload, headers={"Authorization": "Bearer tok-read"})
+            assert reader.status_code == 403 and "dashboards" in reader.json()["message"]
+        # Nothing was changed by any of them.
+        assert (await http.get("/registry/config")).json() == {"compatibilityLevel": "BACKWARD"}
+        assert "bus.canonical.Payment-value" in (await http.get("/registry/subjects")).json()
+        # Reads, a compatibility test and a lookup stay open; health and metrics too.
+        assert (await http.get("/registry/subjects/bus.canonical.Payment-value/versions")).status_code == 200
+        assert (await http.post("/registry/compatibility/subjects/thing-value/versions/latest", json=body)).status_code == 200
+        assert (await http.get("/healthz")).status_code == 200 and (await http.get("/metrics")).status_code == 200
+        # Basic auth with the token as password (what Confluent clients send) writes.
+        basic = await http.post("/registry/subjects/thing-value/versions", json=body, auth=("ci", "tok-write"))
+        assert basic.status_code == 200
+
+
+async def test_the_hub_restarts_cleanly_after_its_subject_was_tampered_with(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = config_with_tokens(bootstrap, tmp_path)
+    async with (
+        build_hub(config, role="inbound") as hub,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}", headers=WRITE) as http,
+    ):
+        payment_id = hub.codec.schema_id("Payment")
+        subject = "bus.canonical.Payment-value"
+        # Someone with a token turns the subject's checks off and registers an unrelated schema.
+        assert (await http.put(f"/registry/config/{subject}", json={"compatibility": "NONE"})).status_code == 200
+        assert (await http.post(f"/registry/subjects/{subject}/versions", json={"schema": json.dumps(V1)})).status_code == 200
+        assert (await http.put(f"/registry/config/{subject}", json={"compatibility": "FULL"})).status_code == 200
+    with caplog.at_level("WARNING", logger="bus.runtime.hub"):
+        async with build_hub(config, role="inbound") as hub:
+            assert hub.codec.schema_id("Payment") == payment_id  # its own version, found again
+    warned = [r.getMessage() for r in caplog.records if "changed outside the hub" in r.getMessage()]
+    assert warned and subject in warned[0] and "version 1" in warned[0], warned

@@ -65,6 +65,7 @@ async def test_order_v1_v2_v3_while_events_flow(tmp_path: Path, bootstrap: str) 
     v1, v2, v3, v4 = order_versions()
     target = await Target().start()
     config = payment_hub_config(bootstrap, target.url, prefix=unique_prefix())
+    config["ops"]["tokens"] = [{"name": "evolve", "token": "tok-evolve"}]
     config["routes"] = [{"name": "orders", "from": "Order", "to": ["erp"]}]
     config["outbound"] = [
         {"name": "erp", "type": "http", "url": target.url, "body": {"order": "order_id", "total": "total", "lines": "lines"}}
@@ -85,7 +86,7 @@ async def test_order_v1_v2_v3_while_events_flow(tmp_path: Path, bootstrap: str) 
                     topic, wire(schema_id, schema, order(i, version)), key=f"o{i}".encode(), headers=event.headers()
                 )
 
-            async with httpx.AsyncClient(base_url=registry) as http:
+            async with httpx.AsyncClient(base_url=registry, headers={"Authorization": "Bearer tok-evolve"}) as http:
                 v1_id = hub.codec.schema_id("Order")
                 for i in range(0, 10):
                     await send(i, 1, v1_id, v1)

@@ -86,8 +86,9 @@ Credentials are never in it: ${file:...} reads them from Secrets mounted as file
 {{- $_ := set $registry "password" "${file:/etc/bus-secrets/schema-registry/password}" -}}
 {{- end -}}
 {{- $_ := set $c "schema_registry" $registry -}}
-{{- $_ := set $c "http" (dict "host" "0.0.0.0" "port" .Values.ports.http) -}}
-{{- $_ := set $c "ops" (dict "host" "0.0.0.0" "port" .Values.ports.ops) -}}
+{{- /* In a pod the servers listen on every interface (the NetworkPolicy decides who reaches them); the rest of config.http and config.ops (tokens, timeouts) is kept. */ -}}
+{{- $_ := set $c "http" (merge (dict "host" "0.0.0.0" "port" .Values.ports.http) (deepCopy (default dict $c.http))) -}}
+{{- $_ := set $c "ops" (merge (dict "host" "0.0.0.0" "port" .Values.ports.ops) (deepCopy (default dict $c.ops))) -}}
 {{- toYaml $c -}}
 {{- end -}}
 
