@@ -61,6 +61,7 @@ __all__ = [
     "parse_duration",
     "parse_json",
     "parse_xml",
+    "redact",
     "stop_in_order",
 ]
 
@@ -85,6 +86,7 @@ from bus.expr import Compiled, compile_expression, compile_template
 from bus.expr.functions import parse_duration
 from bus.intake import Intake, stop_in_order
 from bus.kafka.clients import make_consumer, make_producer
+from bus.logs import REDACTOR
 from bus.mapping import Body, Emitter
 from bus.tracing import NO_TRACING, Tracing
 
@@ -108,6 +110,12 @@ def kafka_consumer(bootstrap: str, security: KafkaSecurity, *topics: str, group_
 def kafka_producer(bootstrap: str, security: KafkaSecurity, **overrides: Any) -> Any:
     """A producer to another Kafka cluster, with the hub's defaults (acks=all, TLS and SASL)."""
     return make_producer(KafkaConfig(bootstrap=bootstrap, security=security), bootstrap, **overrides)
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret of the loaded config (and credential-shaped text) masked: for
+    anything an adapter sends back to a caller (a 4xx reason) or keeps (a dead-letter reason)."""
+    return REDACTOR.redact(text)
 
 
 def _check_template(text: str) -> str:

@@ -21,12 +21,14 @@ import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, SecretStr
 
 MASK = "***"
 _PATTERNS = (
-    re.compile(r"(?P<keep>://[^/\s:@]+:)[^@\s/]+(?=@)"),  # scheme://user:PASSWORD@host
+    re.compile(r"(?P<keep>://)[^/\s@'\"]+(?=@)"),  # scheme://USERINFO@host: user and password alike
+    re.compile(r"(?P<keep>://[^\s'\"]*?[?&][^=&#\s'\"]+=)[^&#\s'\"]+"),  # a URL's query values (a token in ?sig=...)
     re.compile(r"(?P<keep>\b(?:authorization|proxy-authorization)['\"]?\s*[:=]\s*['\"]?(?:bearer|basic|token)?\s*)[^\s'\",}]+", re.I),
     re.compile(
         r"(?P<keep>\b(?:password|passwd|pwd|secret|client_secret|api[_-]?key|access[_-]?token|refresh[_-]?token|token)"
@@ -34,6 +36,7 @@ _PATTERNS = (
         re.I,
     ),
 )
+_QUERY_VALUE = re.compile(r"(?P<keep>[?&][^=&#\s'\"/]+=)(?!\*\*\*)[^&#\s'\"]+")  # every further value of a query
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
@@ -63,7 +66,10 @@ class Redactor(logging.Filter):
     def remember(self, secrets: Iterable[str]) -> None:
         # Longest first, so a secret that contains another is masked whole. Very short values
         # (under 4 characters) would mask ordinary words; they are too weak to be worth hiding.
-        self._known = sorted({s for s in (*self._known, *secrets) if len(s) >= 4}, key=len, reverse=True)
+        # A secret placed in a URL travels percent-encoded: that form is masked too.
+        values = {s for s in (*self._known, *secrets) if len(s) >= 4}
+        values |= {quote(s, safe="") for s in values}
+        self._known = sorted(values, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for secret in self._known:
@@ -71,7 +77,7 @@ class Redactor(logging.Filter):
                 text = text.replace(secret, MASK)
         for pattern in _PATTERNS:
             text = pattern.sub(lambda m: m.group("keep") + MASK, text)
-        return text
+        return _QUERY_VALUE.sub(lambda m: m.group("keep") + MASK, text) if "://" in text else text
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

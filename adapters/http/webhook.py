@@ -25,7 +25,19 @@ from aiohttp import web
 from adapters.http.config import ApiKeyAuth, WebhookConfig
 from adapters.http.jwt_auth import JwtAuth, JwtVerifier, KeysUnavailable
 from adapters.http.signatures import check_signature
-from bus.adapter_api import Context, Emitter, EventRejected, Health, Inbound, KafkaUnavailable, brief, parse_duration, parse_json, parse_xml
+from bus.adapter_api import (
+    Context,
+    Emitter,
+    EventRejected,
+    Health,
+    Inbound,
+    KafkaUnavailable,
+    brief,
+    parse_duration,
+    parse_json,
+    parse_xml,
+    redact,
+)
 
 _KINDS = {
     "application/json": "json",
@@ -85,7 +97,7 @@ class _Seen:
 
 
 def _problem(status: int, reason: str, **headers: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status, headers=headers)
+    return web.json_response({"error": redact(reason)}, status=status, headers=headers)
 
 
 class WebhookInbound(Inbound[WebhookConfig]):

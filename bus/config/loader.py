@@ -41,6 +41,9 @@ class LoadedConfig:
     inbound: list[AdapterConfig]
     outbound: list[AdapterConfig]
     files: list[Path] = field(default_factory=list)
+    # Every value that came from the environment or a file (${NAME}, ${file:...}): treated as a
+    # secret wherever it could appear (logs, dead letters, API answers), whatever its field's type.
+    secrets: set[str] = field(default_factory=set)
 
 
 class _Marks:
@@ -69,16 +72,21 @@ def _config_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _interpolate(text: str, env: Mapping[str, str], where: str, issues: list[ConfigIssue], fld: str) -> str:
+def _interpolate(
+    text: str, env: Mapping[str, str], where: str, issues: list[ConfigIssue], fld: str, *, found: set[str] | None = None
+) -> str:
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name.startswith("file:"):
             secret_path = Path(name[5:])
             try:
-                return secret_path.read_text().rstrip("\n")
+                content = secret_path.read_text().rstrip("\n")
             except OSError as exc:
                 issues.append(ConfigIssue(where, None, fld, f"cannot read secret file {secret_path}: {exc.strerror}"))
                 return ""
+            if found is not None:
+                found.add(content)
+            return content
         value = env.get(name)
         if value is None:
             if default is not None:
@@ -92,12 +100,16 @@ def _interpolate(text: str, env: Mapping[str, str], where: str, issues: list[Con
                 )
             )
             return ""
+        if found is not None:
+            found.add(value)
         return value
 
     return _VAR.sub(replace, text).replace("$${", "${")
 
 
-def _read_file(path: Path, env: Mapping[str, str], issues: list[ConfigIssue]) -> tuple[dict[str, Any], dict[Loc, int]]:
+def _read_file(
+    path: Path, env: Mapping[str, str], issues: list[ConfigIssue], found: set[str] | None = None
+) -> tuple[dict[str, Any], dict[Loc, int]]:
     """Parse one YAML file into plain data plus the line of every mapping key and list item."""
     name = str(path)
     try:
@@ -131,7 +143,7 @@ def _read_file(path: Path, env: Mapping[str, str], issues: list[ConfigIssue]) ->
         value = yaml.SafeLoader("").construct_object(n)  # scalar: reuse YAML's own typing rules
         if isinstance(value, str) and "${" in value:
             issue_count = len(issues)
-            value = _interpolate(value, env, name, issues, _dotted(loc))
+            value = _interpolate(value, env, name, issues, _dotted(loc), found=found)
             for i in range(issue_count, len(issues)):
                 issues[i] = ConfigIssue(name, n.start_mark.line + 1, issues[i].field, issues[i].message)
         return value
@@ -143,11 +155,13 @@ def _read_file(path: Path, env: Mapping[str, str], issues: list[ConfigIssue]) ->
     return data, lines
 
 
-def _merge(files: list[Path], env: Mapping[str, str], issues: list[ConfigIssue]) -> tuple[dict[str, Any], _Marks]:
+def _merge(
+    files: list[Path], env: Mapping[str, str], issues: list[ConfigIssue], found: set[str] | None = None
+) -> tuple[dict[str, Any], _Marks]:
     merged: dict[str, Any] = {}
     marks = _Marks()
     for path in files:
-        data, lines = _read_file(path, env, issues)
+        data, lines = _read_file(path, env, issues, found)
         offsets: dict[str, int] = {}
         for key, value in data.items():
             if key in _LIST_SECTIONS and isinstance(value, list):
@@ -243,7 +257,8 @@ def load_config(
     path = Path(path)
     files = _config_files(path)
     issues: list[ConfigIssue] = []
-    data, marks = _merge(files, os.environ if env is None else env, issues)
+    interpolated: set[str] = set()
+    data, marks = _merge(files, os.environ if env is None else env, issues, interpolated)
     default_file = str(files[0])
 
     core = {k: v for k, v in data.items() if k not in ("inbound", "outbound")}
@@ -304,7 +319,15 @@ def load_config(
                 issues.append(ConfigIssue(file, line, _dotted(loc), _unknown_schema(emit.schema_, schemas)))
     if issues:
         raise ConfigError(_without_follow_ons(issues))
-    return LoadedConfig(hub=hub, inbound=[c for _, c in inbound], outbound=[c for _, c in outbound], files=files)
+    return LoadedConfig(
+        hub=hub, inbound=[c for _, c in inbound], outbound=[c for _, c in outbound], files=files, secrets=_secret_shaped(interpolated)
+    )
+
+
+def _secret_shaped(values: set[str]) -> set[str]:
+    """The interpolated values worth masking: numbers and booleans (a port, a partition count)
+    cannot be secrets, and masking them would blank out ordinary numbers in every log line."""
+    return {v for v in values if len(v) >= 4 and not v.isdigit() and v.lower() not in ("true", "false")}
 
 
 def _unknown_schema(name: str, schemas: Collection[str]) -> str:

@@ -58,6 +58,7 @@ from bus.kafka.reader import read_to_end
 from bus.kafka.topics import TopicNames
 from bus.kafka.watermarks import Watermarks
 from bus.ledger import LedgerEntry
+from bus.logs import REDACTOR
 from bus.metrics import (
     CIRCUIT_OPENED,
     CIRCUIT_STATE,
@@ -543,7 +544,7 @@ class DeliveryWorker:
     async def _dead_letter(self, record: Record, error: BusError, *, attempts: int, part: _Partition) -> None:
         headers = [
             *(record.headers or ()),
-            ("bus_error", str(error).encode()),
+            ("bus_error", REDACTOR.redact(str(error)).encode()),
             ("bus_error_class", type(error).__name__.encode()),
             ("bus_attempts", str(attempts).encode()),
             ("bus_failed_at", now_rfc3339().encode()),

@@ -32,6 +32,7 @@ from bus.errors import BusError, PermanentError, RetryableError
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_admin, make_producer
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
+from bus.logs import REDACTOR, secrets_in
 from bus.metrics import BUILD
 from bus.runtime.checkpoints import KafkaCheckpoints
 from bus.runtime.delivery import DeliveryWorker
@@ -82,6 +83,8 @@ class Hub:
             raise BusError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
         self.config = loaded.hub
         self.loaded = loaded
+        # Masked in every log line, dead letter and answer this process writes (bus/logs.py).
+        REDACTOR.remember([*loaded.secrets, *secrets_in([loaded.hub, loaded.inbound, loaded.outbound])])
         self.role = role
         self._adapter_types = adapters
         self._catalog = catalog

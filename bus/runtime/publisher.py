@@ -16,6 +16,7 @@ from bus.codec import Codec
 from bus.errors import KafkaUnavailable
 from bus.event import Event, now_rfc3339
 from bus.kafka.topics import TopicNames
+from bus.logs import REDACTOR
 from bus.metrics import INBOUND_EVENTS, PRODUCE_SECONDS
 
 
@@ -96,7 +97,7 @@ class KafkaSink:
         dead-letter topic, so the source can be acknowledged without losing it."""
         record_headers = [
             *((k, v.encode()) for k, v in (headers or {}).items()),
-            ("bus_error", reason.encode()),
+            ("bus_error", REDACTOR.redact(reason).encode()),
             ("bus_error_class", b"EventRejected"),
             ("bus_failed_at", now_rfc3339().encode()),
             ("bus_adapter", self._adapter.encode()),

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+from bus.logs import REDACTOR
 from bus.metrics import SUBSCRIBER_STATE
 
 log = logging.getLogger("bus.runtime.delivery")
@@ -35,7 +36,7 @@ class SubscriberState:
 
     def failed(self, where: tuple[int, int], error: str) -> None:
         self._failing.add(where)
-        self.last_error = error
+        self.last_error = REDACTOR.redact(error)
         self._update()
 
     def settled(self, where: tuple[int, int]) -> None:
