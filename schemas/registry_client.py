@@ -69,6 +69,11 @@ class RegistryClient:
             raise
         return int(body["id"]), int(body["version"])
 
+    async def latest(self, subject: str) -> tuple[int, int]:
+        """(id, version) of the subject's latest version."""
+        body = await self._call("GET", f"/subjects/{subject}/versions/latest")
+        return int(body["id"]), int(body["version"])
+
     async def schema_by_id(self, schema_id: int) -> str:
         body = await self._call("GET", f"/schemas/ids/{schema_id}")
         return str(body["schema"])

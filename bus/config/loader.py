@@ -107,6 +107,13 @@ def _interpolate(
     return _VAR.sub(replace, text).replace("$${", "${")
 
 
+_MAX_VALUES = 200_000  # mappings, lists and scalars in one file once aliases are expanded; real configs have thousands
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def _read_file(
     path: Path, env: Mapping[str, str], issues: list[ConfigIssue], found: set[str] | None = None
 ) -> tuple[dict[str, Any], dict[Loc, int]]:
@@ -125,11 +132,18 @@ def _read_file(
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
         issues.append(ConfigIssue(name, None, "", f"cannot read: {exc}"))
         return {}, {}
+    except RecursionError:
+        issues.append(ConfigIssue(name, None, "", "nested too deeply to be a config (thousands of levels)"))
+        return {}, {}
     if node is None:
         return {}, {}
     lines: dict[Loc, int] = {}
+    budget = [_MAX_VALUES]
 
     def walk(n: yaml.Node, loc: Loc) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:  # aliases expand as often as they are used: a "billion laughs" file never ends
+            raise _TooLarge
         lines.setdefault(loc, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
             out: dict[str, Any] = {}
@@ -148,7 +162,14 @@ def _read_file(
                 issues[i] = ConfigIssue(name, n.start_mark.line + 1, issues[i].field, issues[i].message)
         return value
 
-    data = walk(node, ())
+    try:
+        data = walk(node, ())
+    except _TooLarge:
+        issues.append(ConfigIssue(name, None, "", f"expands to more than {_MAX_VALUES} values (YAML aliases used over and over?)"))
+        return {}, {}
+    except RecursionError:
+        issues.append(ConfigIssue(name, None, "", "nested too deeply to be a config (a recursive YAML alias?)"))
+        return {}, {}
     if not isinstance(data, dict):
         issues.append(ConfigIssue(name, 1, "", "the top level must be a mapping (kafka:, inbound:, routes:, outbound: ...)"))
         return {}, {}

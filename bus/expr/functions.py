@@ -122,6 +122,25 @@ def _major_units(minor: Any, currency: Any) -> Decimal | None:
     return None if value is None else value.scaleb(-_exponent(currency))
 
 
+_MAX_TEXT = 1_000_000  # the longest string a function may build from event values (see parser.MAX_RESULT)
+
+
+def _bounded(length: int, what: str) -> None:
+    if length > _MAX_TEXT:
+        raise ValueError(f"{what} would make {length} characters (limit {_MAX_TEXT})")
+
+
+def _replace(s: str, old: Any, new: Any) -> str:
+    _bounded(len(s) + (s.count(old) if old else len(s) + 1) * max(0, len(new) - len(old)), "replace")
+    return s.replace(old, new)
+
+
+def _join(items: Any, sep: Any) -> str:
+    parts = [str(i) for i in items]
+    _bounded(sum(map(len, parts)) + len(str(sep)) * max(0, len(parts) - 1), "join")
+    return str(sep).join(parts)
+
+
 def _coalesce(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
@@ -150,6 +169,7 @@ def _mask(value: Any, keep: int = 4, char: str = "*") -> str | None:
         return None
     text = str(value)
     shown = text[-keep:] if keep > 0 else ""
+    _bounded(len(str(char)) * (len(text) - len(shown)) + len(shown), "mask")
     return char * (len(text) - len(shown)) + shown
 
 
@@ -170,9 +190,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "endswith": _string(str.endswith),
     "contains": lambda hay, needle: hay is not None and needle in hay,
     "matches": _string(lambda s, pattern: re.search(pattern, s) is not None),
-    "replace": _string(lambda s, old, new: s.replace(old, new)),
+    "replace": _string(_replace),
     "split": _string(lambda s, sep: s.split(sep)),
-    "join": _nullable(lambda items, sep: sep.join(str(i) for i in items)),
+    "join": _nullable(_join),
     "substr": _string(lambda s, start, end=None: s[start:end]),
     # general
     "len": _nullable(len),

@@ -104,6 +104,33 @@ def _contains(item: Any, container: Any) -> bool:
     return container is not None and item in container
 
 
+# Results an expression may build from sender-controlled values: a string or list past this many
+# characters or items is an evaluation error, never a MemoryError that takes the process down.
+MAX_RESULT = 1_000_000
+_SEQUENCES = (str, bytes, list, tuple, dict)
+
+
+def _numeric(name: str, op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """``*``, ``/`` and ``%`` are arithmetic only: ``"ab" * 10**9`` or ``"%999999999d" % 1`` would
+    build a value as large as the sender asks for."""
+
+    def apply(a: Any, b: Any) -> Any:
+        if isinstance(a, _SEQUENCES) or isinstance(b, _SEQUENCES):
+            raise TypeError(f"{name} takes numbers, not {type(a).__name__} and {type(b).__name__}")
+        return op(a, b)
+
+    return apply
+
+
+def _add(a: Any, b: Any) -> Any:
+    result = a + b
+    if isinstance(result, _SEQUENCES) and len(result) > MAX_RESULT:
+        raise ValueError(f"+ made a value of {len(result)} characters or items (limit {MAX_RESULT})")
+    return result
+
+
+_MUL, _DIV, _MOD = _numeric("*", operator.mul), _numeric("/", operator.truediv), _numeric("%", operator.mod)
+
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "==": operator.eq,
     "!=": operator.ne,
@@ -113,11 +140,11 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     ">=": _compare(operator.ge),
     "in": _contains,
     "not in": lambda a, b: not _contains(a, b),
-    "+": operator.add,
+    "+": _add,
     "-": operator.sub,
-    "*": operator.mul,
-    "/": operator.truediv,
-    "%": operator.mod,
+    "*": _MUL,
+    "/": _DIV,
+    "%": _MOD,
 }
 _PRECEDENCE = {
     "or": 1, "and": 2,
@@ -131,7 +158,15 @@ class _Names:
     """Constants and helpers the generated source refers to, by generated names."""
 
     def __init__(self) -> None:
-        self.values: dict[str, Any] = {"_field": _get_field, "_index": _get_index, "_contains": _contains}
+        self.values: dict[str, Any] = {
+            "_field": _get_field,
+            "_index": _get_index,
+            "_contains": _contains,
+            "_add": _add,
+            "_mul": _MUL,
+            "_div": _DIV,
+            "_mod": _MOD,
+        }
         self._temps = 0
 
     def const(self, value: Any) -> str:
@@ -211,8 +246,11 @@ class _Parser:
             return _Node(lambda d, m: bool(lf(d, m)) or bool(rf(d, m)), f"((not not {left.src}) or (not not {right.src}))")
         fn = _BINARY[op]
         closure: Evaluator = lambda d, m: fn(lf(d, m), rf(d, m))  # noqa: E731
-        if op in ("==", "!=", "+", "-", "*", "/", "%"):
+        if op in ("==", "!=", "-"):
             return _Node(closure, f"({left.src} {op} {right.src})")
+        if op in ("+", "*", "/", "%"):  # through the guarded helpers, as the closure does
+            helper = {"+": "_add", "*": "_mul", "/": "_div", "%": "_mod"}[op]
+            return _Node(closure, f"{helper}({left.src}, {right.src})")
         if op in ("<", "<=", ">", ">="):
             # Both sides evaluated (as the closure does), then null compares false.
             a, b = self.names.temp(), self.names.temp()
@@ -350,7 +388,9 @@ def _generate(node: _Node, names: _Names, text: str) -> Evaluator | None:
 
 
 # What evaluating a well-formed expression can raise on unexpected data (a string times a list...).
-EVALUATION_ERRORS = (TypeError, ValueError, ArithmeticError, re.error, OverflowError)
+# MemoryError and RecursionError too: whatever one event's values make an expression do, it is
+# that event's failure (a 400, a dead letter), never the process's.
+EVALUATION_ERRORS = (TypeError, ValueError, ArithmeticError, re.error, OverflowError, MemoryError, RecursionError)
 
 
 @dataclass(frozen=True, slots=True)

