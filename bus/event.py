@@ -1,6 +1,6 @@
 """The canonical event: what travels on the bus between adapters.
 
-On Kafka an event is three things (see DESIGN.md, "The canonical event"):
+On Kafka an event is three things (docs/architecture.md):
 
 - value: Avro in the Confluent wire format (``bus.codec``);
 - key: the business key (order id, customer id), so per-entity order holds end to end;

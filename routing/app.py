@@ -1,7 +1,7 @@
 """The router's faust engine (``router.engine: faust``); the default is ``routing.worker``.
 
 Same dispatch as the default engine (``routing.dispatch``), run as a faust agent. Faust stays
-behind this one class (STYLE.md: use faust inside routing/ only). Safety settings, because
+behind this one class (faust stays inside routing/). Safety settings, because
 routing must never lose an event:
 
 - agent concurrency 1 (faust-streaming #606 commits past in-flight events with concurrency > 1);

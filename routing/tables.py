@@ -6,7 +6,7 @@ and, with ``from:``, from a canonical schema's events (the router writes the lat
 key). A background task follows the topic, so updates reach every process.
 
 Readers take the last value per key themselves: the embedded broker does not compact
-(shared/TANSU.md), and that is also correct on Kafka. A faust GlobalTable was the other option;
+(docs/embedded-broker.md), and that is also correct on Kafka. A faust GlobalTable was the other option;
 reading the topic directly keeps the state where operators can see it and leaves no faust
 recovery path (faust #217, duplicated recovery code) between a row and its use.
 """

@@ -7,7 +7,7 @@ the rare collision), so two hub processes that register the same schema agree on
 talking to each other, and ids stay the same even if the topic is lost.
 
 Readers take the last record per key themselves: the embedded broker does not compact
-(shared/TANSU.md), and doing so is also correct on Kafka.
+(docs/embedded-broker.md), and doing so is also correct on Kafka.
 
 Served subset of the Confluent API:
 ``GET /subjects``, ``GET /subjects/{s}/versions``, ``GET /subjects/{s}/versions/{v|latest}``,
@@ -115,7 +115,7 @@ class EmbeddedRegistry:
 
     async def _load(self) -> None:
         # No group: read partition 0 from the start to the fetch high watermark (the embedded
-        # broker's ListOffsets answers too low, shared/TANSU.md; the fetch's watermark is right).
+        # broker's ListOffsets answers too low, docs/embedded-broker.md; the fetch's watermark is right).
         consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
         try:
             await consumer.start()

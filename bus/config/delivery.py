@@ -1,5 +1,5 @@
 """The ``delivery:`` block every outbound adapter accepts: how the runtime retries, paces and
-protects a subscriber. Adapter authors never write retry loops (STYLE.md)."""
+protects a subscriber. Adapter authors never write retry loops (docs/architecture.md)."""
 
 from __future__ import annotations
 

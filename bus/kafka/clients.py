@@ -34,7 +34,7 @@ def client_options(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
 def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
     # acks=all: an inbound source is acknowledged only after every in-sync replica has the event.
     # No idempotent producer: open aiokafka bugs, and the embedded broker lacks InitProducerId
-    # (shared/TANSU.md). Duplicates are handled by idempotency keys downstream.
+    # (docs/embedded-broker.md). Duplicates are handled by idempotency keys downstream.
     options = {
         "acks": "all",
         "linger_ms": config.linger_ms,

@@ -1,7 +1,7 @@
 """Read partitions to their end: state topics (registry, tables, aggregates, ledger) and audits.
 
 "The end" is the high watermark reported by fetch responses: the embedded broker's ListOffsets
-answers too low (shared/TANSU.md), so ``end_offsets()`` cannot be trusted. One loop here, used by
+answers too low (docs/embedded-broker.md), so ``end_offsets()`` cannot be trusted. One loop here, used by
 every reader, so that workaround lives in one place.
 """
 

@@ -3,7 +3,7 @@
 A consumer's ``highwater()`` only moves when it fetches, and a delivery worker stuck on a slow
 target does not fetch: its view of the backlog freezes. This probe is a separate group-less
 consumer that seeks to the end and fetches once. It seeks with ListOffsets, which the embedded
-broker answers too low (shared/TANSU.md), so it trusts only the high watermark of the fetch that
+broker answers too low (docs/embedded-broker.md), so it trusts only the high watermark of the fetch that
 follows: at most one produce batch is read and dropped per partition and probe.
 """
 

@@ -1,5 +1,5 @@
 """A TCP proxy the test controls, to cut the hub off from Kafka without restarting the broker
-(the embedded broker keeps nothing across a restart, shared/TANSU.md)."""
+(the embedded broker keeps nothing across a restart, docs/embedded-broker.md)."""
 
 from __future__ import annotations
 
