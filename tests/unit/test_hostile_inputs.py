@@ -1,0 +1,132 @@
+"""Hostile input gets a documented error, never a crash: fuzzing (hypothesis, bounded in time) over
+the bytes every inbound decodes, the webhook's XML parser, the expression language over
+sender-controlled values, and the config loader; plus the known bombs, one by one."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bus.adapter_api import AdapterRegistry
+from bus.config.loader import load_config
+from bus.documents import parse_json, parse_xml
+from bus.errors import ConfigError, ExpressionError
+from bus.expr import compile_expression
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(st.binary(max_size=2000) | st.text(alphabet='[]{}":,0123456789.eE-truefalsn ', max_size=2000).map(str.encode))
+def test_any_bytes_parse_as_json_or_fail_with_a_value_error(data: bytes) -> None:
+    with contextlib.suppress(ValueError):  # the documented error: anything else fails the test
+        parse_json(data)
+
+
+@FAST
+@given(st.binary(max_size=2000) | st.text(alphabet="<>/a b=\"'&;!?-[]CDAT", max_size=2000).map(str.encode))
+def test_any_bytes_parse_as_xml_or_fail_with_a_value_error(data: bytes) -> None:
+    with contextlib.suppress(ValueError):  # the documented error: anything else fails the test
+        parse_xml(data)
+
+
+@pytest.mark.parametrize("depth", [257, 100_000])
+def test_json_and_xml_nested_too_deep_are_value_errors_with_the_reason(depth: int) -> None:
+    with pytest.raises(ValueError, match="nested more than 256"):
+        parse_json(b"[" * depth + b"]" * depth)
+    with pytest.raises(ValueError, match="nested more than 256"):
+        parse_json(b'{"a":' * depth + b"1" + b"}" * depth)
+    with pytest.raises(ValueError, match="nested more than 256"):
+        parse_xml(b"<a>" * depth + b"</a>" * depth)
+    assert parse_json(b"[" * 200 + b"]" * 200) is not None  # deep, but within the limit
+
+
+def test_xml_entities_are_refused() -> None:
+    bomb = b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><l>&b;</l>'
+    with pytest.raises(ValueError, match="entities"):
+        parse_xml(bomb)
+
+
+@pytest.mark.parametrize(
+    ("expression", "document"),
+    [
+        ("data.a * data.b", {"data": {"a": "x" * 1000, "b": 10**12}}),
+        ("data.a % data.b", {"data": {"a": "%999999999d", "b": 1}}),
+        ("replace(data.a, '', data.b)", {"data": {"a": "x" * 100_000, "b": "y" * 100_000}}),
+        ("join(data.items, data.sep)", {"data": {"items": list(range(100_000)), "sep": "z" * 1000}}),
+        ("mask(data.a, 0, data.c)", {"data": {"a": "x" * 100_000, "c": "y" * 100_000}}),
+        ("data.a + data.a", {"data": {"a": "x" * 600_000}}),
+    ],
+)
+def test_expressions_cannot_be_made_to_build_huge_values(expression: str, document: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ExpressionError) as caught:
+        compile_expression(expression)(document)
+    assert len(str(caught.value)) < 1200  # the reason never echoes the sender's value whole
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+EXPRESSIONS = [
+    "a + b",
+    "a * b",
+    "a / b",
+    "a % b",
+    "a - b",
+    "a < b",
+    "a in b",
+    "len(a)",
+    "upper(a)",
+    "replace(a, b, a)",
+    "join(a, b)",
+    "substr(a, b)",
+    "int(a)",
+    "timestamp(a)",
+    "minor_units(a, b)",
+    "a.b[0].c",
+    "coalesce(a, b) + 1",
+    "mask(a, b)",
+    "round(a, b)",
+]
+
+
+@FAST
+@given(st.sampled_from(EXPRESSIONS), JSON_VALUES, JSON_VALUES)
+def test_expressions_over_any_values_return_or_raise_expression_error(expression: str, a: object, b: object) -> None:
+    with contextlib.suppress(ExpressionError):  # the documented error: anything else fails the test
+        compile_expression(expression)({"a": a, "b": b})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=400))
+def test_any_config_text_loads_or_fails_with_a_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "bus.yaml"
+    path.write_text(text)
+    with contextlib.suppress(ConfigError):  # the documented error: anything else fails the test
+        load_config(path, AdapterRegistry.from_entry_points(), env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
+            "expands to more than",
+        ),
+        ("a: &a [*a]\n", "nested too deeply"),
+        ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+    ],
+)
+def test_yaml_bombs_are_one_line_config_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bus.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, AdapterRegistry.from_entry_points(), env={})
+    assert message in str(caught.value)
