@@ -78,7 +78,7 @@ class NatsInbound(Inbound[NatsInboundConfig]):
         while not self._stopping.is_set():
             try:
                 messages = await subscription.fetch(self.config.batch, timeout=1)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):  # nats-py also raises asyncio's own when its deadline runs out mid-fetch
                 continue
             except NatsError as exc:
                 self.ctx.logger.warning("nats %s: fetch failed (%r); retrying", self.config.name, exc)

@@ -99,7 +99,8 @@ async def test_a_buggy_outbound_is_retried_and_dead_lettered_while_the_rest_flow
     finally:
         await target.stop()
     bugs = [r for r in caplog.records if "neither retryable nor permanent" in r.getMessage()]
-    assert len(bugs) == 1 and bugs[0].exc_info is not None  # once, with the traceback: not once per event
+    # Once, with the traceback (kept as exc_text once the log's redactor has masked it): not once per event.
+    assert len(bugs) == 1 and (bugs[0].exc_info is not None or bugs[0].exc_text)
 
 
 async def test_a_dying_inbound_task_is_restarted_and_reported_and_one_that_keeps_dying_fails_readiness(
@@ -123,7 +124,7 @@ async def test_a_dying_inbound_task_is_restarted_and_reported_and_one_that_keeps
         metrics = (await ops.get("/metrics")).text
         assert 'bus_component_restarts_total{component="inbound:once"} 1.0' in metrics
     died = [r for r in caplog.records if r.levelno == logging.ERROR and "inbound:once" in r.getMessage()]
-    assert died and died[0].exc_info is not None
+    assert died and (died[0].exc_info is not None or died[0].exc_text)
 
     config["inbound"] = [{"name": "always", "type": "dying", "emit": emit}]
     DyingInbound.starts = 0

@@ -93,7 +93,20 @@ class Failed(Exception):
 
 
 ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "%": operator.mod}
+
+
+def _numbers_only(op: Any) -> Any:
+    """``*`` and ``%`` take numbers only: on text or lists they would build what a sender asks for."""
+
+    def apply(a: Any, b: Any) -> Any:
+        if isinstance(a, (str, list, dict)) or isinstance(b, (str, list, dict)):
+            raise TypeError("numbers only")
+        return op(a, b)
+
+    return apply
+
+
+ARITH = {"+": operator.add, "-": operator.sub, "*": _numbers_only(operator.mul), "%": _numbers_only(operator.mod)}
 
 
 def reference(t: tuple, doc: dict[str, Any]) -> Any:
