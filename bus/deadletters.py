@@ -16,7 +16,7 @@ letter's status; replay and purge skip letters already handled unless asked to r
 
 from __future__ import annotations
 
-__all__ = ["DeadLetter", "DeadLetters", "Filter"]
+__all__ = ["DeadLetter", "DeadLetters", "Filter", "why_headers"]
 
 import json
 from dataclasses import dataclass, field
@@ -28,6 +28,20 @@ from bus.event import now_rfc3339
 from bus.kafka.clients import make_admin, make_producer, outside_bootstrap
 from bus.kafka.reader import read_topic
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
+from bus.logs import REDACTOR
+
+
+def why_headers(reason: str, error_class: str, **fields: str) -> list[tuple[str, bytes]]:
+    """The headers that say why a record is a dead letter, for every dead-letter topic (inbound,
+    router, subscriber): the reason (secrets masked: it is kept for as long as the letter is),
+    its class, when, and ``bus_<field>`` for each of ``fields`` (origin, subscriber, attempts...)."""
+    return [
+        ("bus_error", REDACTOR.redact(reason).encode()),
+        ("bus_error_class", error_class.encode()),
+        ("bus_failed_at", now_rfc3339().encode()),
+        *((f"bus_{name}", value.encode()) for name, value in fields.items()),
+    ]
+
 
 _ERROR_HEADERS = {"bus_error", "bus_error_class", "bus_attempts", "bus_failed_at", "bus_subscriber", "bus_origin", "bus_replayed_from"}
 

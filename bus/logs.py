@@ -79,6 +79,16 @@ class Redactor(logging.Filter):
             text = pattern.sub(lambda m: m.group("keep") + MASK, text)
         return _QUERY_VALUE.sub(lambda m: m.group("keep") + MASK, text) if "://" in text else text
 
+    def redact_tree(self, value: Any) -> Any:
+        """Every string inside ``value`` (dicts, lists) redacted: for answers that leave the hub."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self.redact_tree(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.redact_tree(v) for v in value]
+        return value
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         clean = self.redact(message)

@@ -23,6 +23,8 @@ from typing import Literal
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from bus.logs import REDACTOR
+
 log = logging.getLogger("ops.server")
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 Problems = Callable[[], Awaitable[dict[str, str]]]
@@ -129,7 +131,8 @@ class OpsServer:
             answer["problems"] = await self._problems()  # why, per failing check: what an operator reads first
         if self._detail is not None:
             answer.update(self._detail())  # restarted components, subscribers' states: shown even when ready
-        return web.json_response(answer, status=200 if ready else 503)
+        # Reasons quote targets' answers and URLs: secrets are masked here, where the answer leaves.
+        return web.json_response(REDACTOR.redact_tree(answer), status=200 if ready else 503)
 
     async def _metrics_page(self, _: web.Request) -> web.Response:
         body = generate_latest(self._metrics)

@@ -17,6 +17,7 @@ from typing import Any
 
 from bus.codec import Codec
 from bus.config.routes import TableConfig
+from bus.deadletters import why_headers
 from bus.errors import BusError, PermanentError
 from bus.event import Event
 from bus.expr import Compiled, compile_expression
@@ -141,13 +142,7 @@ class Dispatcher:
             self._names.router_dead_letter,
             key,
             value,
-            [
-                *headers,
-                ("bus_error", str(error).encode()),
-                ("bus_error_class", type(error).__name__.encode()),
-                ("bus_route", route.encode()),
-                ("bus_origin", origin.encode()),
-            ],
+            [*headers, *why_headers(str(error), type(error).__name__, route=route, origin=origin)],
         )
 
     def knows_value(self, value: bytes | None) -> bool:

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 __all__ = ["RegistryClient"]
 
+import logging
 from typing import Any
 
 import httpx
 
-from bus.errors import PermanentError, RetryableError
+from bus.errors import BusError, PermanentError, RetryableError
+
+log = logging.getLogger("schemas.registry_client")
 
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -58,6 +61,45 @@ class RegistryClient:
     async def register(self, subject: str, schema: str) -> int:
         body = await self._call("POST", f"/subjects/{subject}/versions", {"schema": schema})
         return int(body["id"])
+
+    async def register_own(self, subject: str, text: str) -> int:
+        """Register a hub's own version of a schema, and say when the subject is not as the hub left it.
+
+        When the registry refuses it because the subject was changed behind the hub's back (an
+        incompatible version added, its level changed) and the hub's version is still there, the
+        hub goes on with that version and a WARNING says what was found; a later version than the
+        hub's is also reported. Raises BusError when the subject does not hold the hub's version.
+        """
+        try:
+            schema_id = await self.register(subject, text)
+        except PermanentError as refused:
+            found = await self.lookup(subject, text)
+            if found is None:
+                raise BusError(
+                    f"the schema registry refuses this hub's schema for subject {subject} and does not hold it: {refused}. "
+                    f"Someone changed the subject; restore it (bus schemas) or delete the versions that were added."
+                ) from refused
+            schema_id, version = found
+            log.warning(
+                "subject %s was changed outside the hub: the registry refuses to register the hub's schema again (%s). "
+                "The hub goes on with its own version %d (id %d); check the subject's later versions",
+                subject,
+                refused,
+                version,
+                schema_id,
+            )
+            return schema_id
+        latest_id, latest_version = await self.latest(subject)
+        if latest_id != schema_id:
+            log.warning(
+                "subject %s has a later version %d (id %d) than this hub's schema (id %d): registered by a newer hub, or "
+                "changed outside the hub; this hub writes and reads with its own version",
+                subject,
+                latest_version,
+                latest_id,
+                schema_id,
+            )
+        return schema_id
 
     async def lookup(self, subject: str, schema: str) -> tuple[int, int] | None:
         """(id, version) of ``schema`` under ``subject``, or None if the subject does not hold it."""

@@ -49,16 +49,15 @@ from bus.adapter_api import Outbound, OutboundConfig
 from bus.codec import Codec
 from bus.config.delivery import DeliveryPolicy
 from bus.config.models import KafkaConfig
+from bus.deadletters import why_headers
 from bus.errors import BusError, PermanentError, RetryableError
 from bus.event import Event, now_rfc3339
-from bus.expr.functions import parse_duration
 from bus.kafka.clients import make_consumer
 from bus.kafka.lag import LAG
 from bus.kafka.reader import read_to_end
 from bus.kafka.topics import TopicNames
 from bus.kafka.watermarks import Watermarks
 from bus.ledger import LedgerEntry
-from bus.logs import REDACTOR
 from bus.metrics import (
     CIRCUIT_OPENED,
     CIRCUIT_STATE,
@@ -72,8 +71,8 @@ from bus.metrics import (
     SECONDS_SINCE_COMMIT,
 )
 from bus.ratelimit import TokenBucket
-from bus.runtime.breaker import CircuitBreaker
-from bus.runtime.retry import RetryPolicy
+from bus.runtime.breaker import CircuitBreaker, State
+from bus.runtime.retry import RetryPolicy, seconds
 from bus.runtime.settlement import Draft, PartitionBook
 from bus.runtime.subscriber_state import SubscriberState
 from bus.tracing import NO_TRACING, Tracing
@@ -112,10 +111,6 @@ class _Partition:
         self.book = book
         self.closing = asyncio.Event()
         self.lanes: set[asyncio.Task[None]] = set()
-
-
-def _seconds(text: str | None) -> float | None:
-    return None if text is None else parse_duration(text).total_seconds()  # type: ignore[union-attr]
 
 
 def _since_event(event: Event) -> float | None:
@@ -165,7 +160,7 @@ class DeliveryWorker:
         breaker = self.policy.circuit_breaker
         self.breaker = (
             CircuitBreaker(
-                _seconds(breaker.reset_after) or 30.0,
+                seconds(breaker.reset_after, 30.0),
                 failure_ratio=breaker.failure_ratio,
                 window=breaker.window,
                 min_calls=breaker.min_calls,
@@ -222,9 +217,9 @@ class DeliveryWorker:
         """The fetch loop; the hub's supervisor watches it and restarts the worker if it dies."""
         return self._task
 
-    @property
-    def buffered(self) -> int:
-        return self._buffered
+    def status(self) -> dict[str, Any]:
+        """The subscriber's state for /readyz: its health, and what waits in memory."""
+        return {**self.health.as_json(), "held_keys": len(self._lanes), "buffered": self._buffered}
 
     async def stop(self) -> None:
         if self._task is None:
@@ -312,8 +307,6 @@ class DeliveryWorker:
                 for record in records:
                     if not part.book.is_settled(record.offset):
                         self._enqueue(part, record)
-            self.health.buffered = self._buffered
-            self.health.held_keys = len(self._lanes)
 
     def _enqueue(self, part: _Partition, record: Record) -> None:
         key: LaneKey = (part.book.partition, record.key)
@@ -512,8 +505,7 @@ class DeliveryWorker:
                 raise _Stopping  # waited for a slot past a stop or rebalance: not begun, leave it
             if self.breaker is not None:
                 wait = self.breaker.wait_time()
-                self._circuit_state.set(self.breaker.state)
-                self.health.circuit(self.breaker.state != 0 and wait > 0)
+                self._breaker_moved()
                 if wait > 0:
                     return wait
             self._attempts.inc()
@@ -530,26 +522,31 @@ class DeliveryWorker:
         if self.breaker is not None:
             opened = self.breaker.opened
             self.breaker.failure()
-            self._circuit_state.set(self.breaker.state)
             if self.breaker.opened > opened:
                 self._circuit_opened.inc()
-                self.health.circuit(True)
+            self._breaker_moved()
 
     def _succeeded_call(self) -> None:
         if self.breaker is not None:
             self.breaker.success()
-            self._circuit_state.set(self.breaker.state)
-            self.health.circuit(False)
+            self._breaker_moved()
+
+    def _breaker_moved(self) -> None:
+        """After anything that can change the breaker's state: the gauge and the subscriber's state follow it."""
+        assert self.breaker is not None
+        self._circuit_state.set(self.breaker.state)
+        self.health.circuit(self.breaker.state != State.CLOSED)
 
     async def _dead_letter(self, record: Record, error: BusError, *, attempts: int, part: _Partition) -> None:
         headers = [
             *(record.headers or ()),
-            ("bus_error", REDACTOR.redact(str(error)).encode()),
-            ("bus_error_class", type(error).__name__.encode()),
-            ("bus_attempts", str(attempts).encode()),
-            ("bus_failed_at", now_rfc3339().encode()),
-            ("bus_subscriber", self.name.encode()),
-            ("bus_origin", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+            *why_headers(
+                str(error),
+                type(error).__name__,
+                attempts=str(attempts),
+                subscriber=self.name,
+                origin=f"{record.topic}/{record.partition}/{record.offset}",
+            ),
         ]
         while True:
             try:

@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from bus.adapter_api import Adapter, AdapterRegistry, Context, Inbound, Outbound
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig
-from bus.errors import BusError, PermanentError, RetryableError
+from bus.errors import BusError, RetryableError
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_admin, make_producer
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
@@ -325,7 +325,7 @@ class Hub:
         try:
             for name in self._catalog.names():
                 schema = self._catalog.get(name)
-                schema_id = await self._register(client, schema.subject, schema.text)
+                schema_id = await client.register_own(schema.subject, schema.text)
                 self.codec.add(name, schema_id, schema.parsed)
         finally:
             await client.close()
@@ -339,42 +339,6 @@ class Hub:
             self._lookup.base_url,
             ", ".join(f"{n}={self.codec.schema_id(n)}" for n in self._catalog.names()),
         )
-
-    @staticmethod
-    async def _register(client: RegistryClient, subject: str, text: str) -> int:
-        """Register the hub's version of a schema. When the registry refuses it because the subject
-        was changed behind the hub's back (an incompatible version added, its level changed) and
-        the hub's version is still there, the hub goes on with it and says what it found."""
-        try:
-            schema_id = await client.register(subject, text)
-        except PermanentError as refused:
-            found = await client.lookup(subject, text)
-            if found is None:
-                raise BusError(
-                    f"the schema registry refuses this hub's schema for subject {subject} and does not hold it: {refused}. "
-                    f"Someone changed the subject; restore it (bus schemas) or delete the versions that were added."
-                ) from refused
-            schema_id, version = found
-            log.warning(
-                "subject %s was changed outside the hub: the registry refuses to register the hub's schema again (%s). "
-                "The hub goes on with its own version %d (id %d); check the subject's later versions",
-                subject,
-                refused,
-                version,
-                schema_id,
-            )
-            return schema_id
-        latest_id, latest_version = await client.latest(subject)
-        if latest_id != schema_id:
-            log.warning(
-                "subject %s has a later version %d (id %d) than this hub's schema (id %d): registered by a newer hub, or "
-                "changed outside the hub; this hub writes and reads with its own version",
-                subject,
-                latest_version,
-                latest_id,
-                schema_id,
-            )
-        return schema_id
 
     # -- state -------------------------------------------------------------------------------
     async def readiness(self) -> dict[str, bool]:
@@ -407,7 +371,7 @@ class Hub:
         if restarted := self.supervisor.detail():
             found["components"] = restarted
         if self.workers:
-            found["subscribers"] = {w.name: w.health.as_json() for w in self.workers}
+            found["subscribers"] = {w.name: w.status() for w in self.workers}
         return found
 
     async def problems(self) -> dict[str, str]:

@@ -13,10 +13,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from bus.codec import Codec
+from bus.deadletters import why_headers
 from bus.errors import KafkaUnavailable
-from bus.event import Event, now_rfc3339
+from bus.event import Event
 from bus.kafka.topics import TopicNames
-from bus.logs import REDACTOR
 from bus.metrics import INBOUND_EVENTS, PRODUCE_SECONDS
 
 
@@ -97,10 +97,7 @@ class KafkaSink:
         dead-letter topic, so the source can be acknowledged without losing it."""
         record_headers = [
             *((k, v.encode()) for k, v in (headers or {}).items()),
-            ("bus_error", REDACTOR.redact(reason).encode()),
-            ("bus_error_class", b"EventRejected"),
-            ("bus_failed_at", now_rfc3339().encode()),
-            ("bus_adapter", self._adapter.encode()),
+            *why_headers(reason, "EventRejected", adapter=self._adapter),
         ]
         try:
             async with asyncio.timeout(self._timeout):

@@ -10,7 +10,7 @@ the circuit closes again judge their age (see docs/delivery.md).
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MAX_AGE", "RetryPolicy"]
+__all__ = ["DEFAULT_MAX_AGE", "RetryPolicy", "seconds"]
 
 import random
 from datetime import timedelta
@@ -22,7 +22,8 @@ from bus.expr.functions import parse_duration
 DEFAULT_MAX_AGE = "24h"
 
 
-def _seconds(text: str | None, default: float) -> float:
+def seconds(text: str | None, default: float) -> float:
+    """A duration field (``"30s"``) in seconds, or ``default`` when it is not set."""
     delta = parse_duration(text) if text is not None else None
     return delta.total_seconds() if isinstance(delta, timedelta) else default
 
@@ -31,9 +32,9 @@ class RetryPolicy:
     def __init__(self, policy: DeliveryPolicy, *, rng: random.Random | None = None) -> None:
         self.max_attempts = policy.max_attempts
         self.max_age_text = policy.max_age or DEFAULT_MAX_AGE
-        self.max_age = _seconds(self.max_age_text, 86400.0)
-        self.backoff_initial = _seconds(policy.backoff_initial, 0.2)
-        self.backoff_max = _seconds(policy.backoff_max, 30.0)
+        self.max_age = seconds(self.max_age_text, 86400.0)
+        self.backoff_initial = seconds(policy.backoff_initial, 0.2)
+        self.backoff_max = seconds(policy.backoff_max, 30.0)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
 
     def give_up(self, attempts: int, age_s: float) -> str | None:

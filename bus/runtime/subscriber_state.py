@@ -14,7 +14,6 @@ import logging
 import time
 from typing import Any
 
-from bus.logs import REDACTOR
 from bus.metrics import SUBSCRIBER_STATE
 
 log = logging.getLogger("bus.runtime.delivery")
@@ -31,12 +30,10 @@ class SubscriberState:
         self._circuit_open = False
         self._gauges = {state: SUBSCRIBER_STATE.labels(subscriber, state) for state in STATES}
         self._gauges["healthy"].set(1)
-        self.held_keys = 0
-        self.buffered = 0
 
     def failed(self, where: tuple[int, int], error: str) -> None:
         self._failing.add(where)
-        self.last_error = REDACTOR.redact(error)
+        self.last_error = error
         self._update()
 
     def settled(self, where: tuple[int, int]) -> None:
@@ -78,7 +75,5 @@ class SubscriberState:
             "state": self.state,
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),
             "failing_events": len(self._failing),
-            "held_keys": self.held_keys,
-            "buffered": self.buffered,
             "last_error": self.last_error,
         }

@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from bus.logs import REDACTOR
 from bus.metrics import COMPONENT_RESTARTS as RESTARTS
 from bus.metrics import COMPONENT_UP as UP
 
@@ -101,7 +100,7 @@ class Supervisor:
         why = f"{task.get_name()} ended on its own" if error is None else f"{task.get_name()} died: {error!r}"
         log.error("%s: %s; restarting it", component, why, exc_info=error)
         state.up = False
-        state.last_error = REDACTOR.redact(why)
+        state.last_error = why
         state.failures.append(time.monotonic())
         UP.labels(component).set(0)
         RESTARTS.labels(component).inc()
@@ -118,7 +117,7 @@ class Supervisor:
                     async with self.stopping(state.name):
                         await state.restart()
                 except Exception as exc:  # noqa: BLE001 - a restart that fails is retried, never allowed to end supervision
-                    state.last_error = REDACTOR.redact(f"restart failed: {exc!r}")
+                    state.last_error = f"restart failed: {exc!r}"
                     log.warning("%s: restart failed (%r); trying again in %.0fs", state.name, exc, min(delay * 2, self._backoff_max))
                     delay *= 2
                     continue

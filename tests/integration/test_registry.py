@@ -201,7 +201,7 @@ async def test_the_hub_restarts_cleanly_after_its_subject_was_tampered_with(
         assert (await http.put(f"/registry/config/{subject}", json={"compatibility": "NONE"})).status_code == 200
         assert (await http.post(f"/registry/subjects/{subject}/versions", json={"schema": json.dumps(V1)})).status_code == 200
         assert (await http.put(f"/registry/config/{subject}", json={"compatibility": "FULL"})).status_code == 200
-    with caplog.at_level("WARNING", logger="bus.runtime.hub"):
+    with caplog.at_level("WARNING", logger="schemas.registry_client"):
         async with build_hub(config, role="inbound") as hub:
             assert hub.codec.schema_id("Payment") == payment_id  # its own version, found again
     warned = [r.getMessage() for r in caplog.records if "changed outside the hub" in r.getMessage()]
