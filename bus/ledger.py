@@ -17,6 +17,12 @@ and the dead-letter topic, and puts every event id in exactly one state:
 - unaccounted: none of these: below the committed offset with no ledger entry, or a dead letter
   the ledger promises but the topic lacks. Anything here means an event was lost.
 
+Some states of Kafka leave nothing to prove a balance with, and the audit says so instead of
+calling an empty subscriber balanced (``unprovable``): the subscriber's delivery or ledger topic
+does not exist (a broker that started afresh, as the embedded one does after a restart, or a
+wrong topic prefix), or a partition's committed offset is not one the ledger ever recorded (the
+ledger is younger than the consumer group, or lost).
+
 entered = delivered + dead-lettered + in flight + unaccounted; the subscriber balances when
 nothing is unaccounted. Delivered ids are also summed per window of event time (when the event
 entered the hub) into a checksum a target can compute from its own ids (``window_checksum``).
@@ -35,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bus.config.models import KafkaConfig
-from bus.kafka.clients import make_consumer, outside_bootstrap
+from bus.kafka.clients import make_admin, make_consumer, outside_bootstrap
 from bus.kafka.reader import partitions_of, read_topic
 from bus.kafka.topics import TopicNames
 
@@ -139,10 +145,11 @@ class Balance:
     missing_at_target: list[str] = field(default_factory=list)
     unknown_to_hub: list[str] = field(default_factory=list)
     compared_with_target: bool = False
+    unprovable: list[str] = field(default_factory=list)  # why the ledger cannot prove a balance here
 
     @property
     def balanced(self) -> bool:
-        return not self.unaccounted
+        return not self.unaccounted and not self.unprovable
 
     @property
     def ok(self) -> bool:
@@ -180,7 +187,22 @@ class Reconciler:
         finally:
             await consumer.stop()
 
+    async def missing_topics(self, subscriber: str) -> list[str]:
+        """The subscriber's topics the cluster does not have (asked without creating them: a
+        read of a missing topic would create it empty on brokers that auto-create)."""
+        admin = make_admin(self._kafka, self._bootstrap)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+        finally:
+            await admin.close()
+        return [t for t in (self._names.delivery(subscriber), self._names.ledger(subscriber)) if t not in existing]
+
     async def balance(self, subscriber: str, *, window_s: int = 3600, target_ids: set[str] | None = None) -> Balance:
+        if missing := await self.missing_topics(subscriber):
+            names = ", ".join(missing)
+            why = f"{names} do not exist: a broker that started afresh (the embedded one keeps nothing), or a wrong topic prefix"
+            return Balance(subscriber, unprovable=[why])
         # Committed offsets first: every ledger entry they rely on was written before them.
         committed = await self.committed(subscriber)
         incoming = await read_topic(self._kafka, self._bootstrap, self._names.delivery(subscriber))
@@ -235,6 +257,12 @@ def audit(  # noqa: PLR0917 (the inputs of one audit, read by Reconciler.balance
     balance.redelivered = sum(1 for n in delivered_at.values() if n > 1)
     below = {(p, o) for (p, o) in delivered_at if o < committed.get(p, 0)}
     balance.settled_offsets = (len(below), sum(1 for p, o in dead_at if o < committed.get(p, 0) and (p, o) not in below))
+    for partition, offset in sorted(committed.items()):
+        if offset > 0 and not any(e.upto == offset for e in by_partition[partition]):
+            balance.unprovable.append(
+                f"partition {partition}: committed offset {offset} is not one the ledger recorded (the ledger is younger than the "
+                "consumer group, or was lost): offsets below it cannot be accounted for"
+            )
     totals = [totals_at(by_partition[p], c) for p, c in committed.items()]
     balance.ledger_totals = (sum(t[0] for t in totals), sum(t[1] for t in totals))
 
@@ -261,6 +289,8 @@ def audit(  # noqa: PLR0917 (the inputs of one audit, read by Reconciler.balance
 def render(balance: Balance, *, show_ids: int = 20) -> str:
     """The human report of one subscriber."""
     b = balance
+    if b.unprovable:
+        return "\n".join([f"subscriber {b.subscriber}: CANNOT PROVE a balance", *(f"  {why}" for why in b.unprovable)])
     verdict = "balanced" if b.balanced else f"NOT BALANCED: {len(b.unaccounted)} event(s) unaccounted for"
     lines = [
         f"subscriber {b.subscriber}: {verdict}",

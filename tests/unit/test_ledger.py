@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bus.ledger import LedgerEntry, audit, offset_ranges, totals_at, window_checksum
+from bus.ledger import LedgerEntry, audit, offset_ranges, render, totals_at, window_checksum
 
 TOPIC = "p.deliver.erp"
 
@@ -101,3 +101,15 @@ def test_windows_and_target_comparison() -> None:
     assert b.unknown_to_hub == ["zz"]
     assert b.balanced
     assert not b.ok
+
+
+def test_a_commit_the_ledger_never_recorded_cannot_be_proved_balanced() -> None:
+    # Offsets 0-4 were committed by a consumer the ledger knows nothing of (it is younger, or lost).
+    incoming = [rec(0, i, f"e{i}") for i in range(6)]
+    entries = [entry(0, 6, [5], totals=(1, 0))]
+    b = audit("erp", {0: 5}, incoming, entries, set(), TOPIC, 3600, None)
+    assert not b.balanced and b.unprovable and "committed offset 5" in b.unprovable[0]
+    assert "CANNOT PROVE" in render(b)
+    # With the entry the commit relied on, the same audit is balanced.
+    b = audit("erp", {0: 5}, incoming, [entry(0, 5, [0, 1, 2, 3, 4], totals=(5, 0))], set(), TOPIC, 3600, None)
+    assert b.balanced and not b.unprovable

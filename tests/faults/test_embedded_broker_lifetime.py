@@ -1,0 +1,59 @@
+"""The embedded broker lives and dies with its hub, and `bus reconcile` does not pretend.
+
+- kill -9 of a `bus run` on the embedded broker leaves no broker process behind (the kernel ends it
+  with its parent), so a machine does not fill with orphaned brokers.
+- `bus reconcile` against a broker that started afresh (what a restarted embedded broker is: it
+  keeps nothing) says it cannot prove a balance and exits non-zero, instead of "balanced".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from bus.cli import main
+from tests.support.hub import HubProcess, free_port, payment_hub_config, write_config
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's wait is missing
+
+
+async def test_kill_9_of_the_hub_leaves_no_embedded_broker_behind(tmp_path: Path) -> None:
+    config = payment_hub_config("embedded", "http://127.0.0.1:9", webhook_port=free_port(), ops_port=free_port())
+    path = write_config(tmp_path / "bus.yaml", config)
+    hub = HubProcess(path, config["ops"]["port"])
+    await hub.start()
+    assert hub.proc is not None
+    brokers = [p for p in children(hub.proc.pid) if "tansu" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    assert len(brokers) == 1, brokers
+    await hub.kill()
+    deadline = time.monotonic() + 10
+    while alive(brokers[0]):
+        assert time.monotonic() < deadline, f"broker {brokers[0]} outlived the killed hub"
+        await asyncio.sleep(0.1)
+
+
+async def test_reconcile_against_a_fresh_broker_cannot_prove_a_balance(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The config of a hub that delivered to erp and support, pointed at a broker that holds nothing of it.
+    path = write_config(tmp_path / "bus.yaml", payment_hub_config(bootstrap, "http://127.0.0.1:9"))
+    code = await asyncio.to_thread(main, ["reconcile", "-c", str(path), "--bootstrap", bootstrap])
+    out = capsys.readouterr().out
+    assert code != 0
+    assert "CANNOT PROVE" in out and "started afresh" in out and "balanced" not in out.replace("CANNOT PROVE a balance", "")
