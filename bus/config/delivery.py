@@ -5,7 +5,6 @@ from __future__ import annotations
 
 __all__ = ["CircuitBreakerConfig", "DeliveryPolicy", "RateLimitConfig"]
 
-from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -87,8 +86,3 @@ class DeliveryPolicy(_Model):
     @classmethod
     def _check_durations(cls, value: str | None) -> str | None:
         return _duration(value)
-
-    def seconds(self, field: Literal["backoff_initial", "backoff_max", "max_age"]) -> float | None:
-        text = getattr(self, field)
-        delta = parse_duration(text) if text is not None else None
-        return delta.total_seconds() if isinstance(delta, timedelta) else None
