@@ -20,8 +20,9 @@ and the dead-letter topic, and puts every event id in exactly one state:
 Some states of Kafka leave nothing to prove a balance with, and the audit says so instead of
 calling an empty subscriber balanced (``unprovable``): the subscriber's delivery or ledger topic
 does not exist (a broker that started afresh, as the embedded one does after a restart, or a
-wrong topic prefix), or a partition's committed offset is not one the ledger ever recorded (the
-ledger is younger than the consumer group, or lost).
+wrong topic prefix), or a partition has a committed offset and no ledger entries at all (the
+ledger is younger than the consumer group, or lost). A commit the ledger has entries around but
+never recorded is not that: it is events committed past without being settled, unaccounted.
 
 entered = delivered + dead-lettered + in flight + unaccounted; the subscriber balances when
 nothing is unaccounted. Delivered ids are also summed per window of event time (when the event
@@ -258,10 +259,12 @@ def audit(  # noqa: PLR0917 (the inputs of one audit, read by Reconciler.balance
     below = {(p, o) for (p, o) in delivered_at if o < committed.get(p, 0)}
     balance.settled_offsets = (len(below), sum(1 for p, o in dead_at if o < committed.get(p, 0) and (p, o) not in below))
     for partition, offset in sorted(committed.items()):
-        if offset > 0 and not any(e.upto == offset for e in by_partition[partition]):
+        # No entry at all behind a commit: nothing to judge by (a commit the ledger has entries
+        # around but never recorded is different: that is events committed past, unaccounted).
+        if offset > 0 and not by_partition[partition]:
             balance.unprovable.append(
-                f"partition {partition}: committed offset {offset} is not one the ledger recorded (the ledger is younger than the "
-                "consumer group, or was lost): offsets below it cannot be accounted for"
+                f"partition {partition}: offsets below the committed {offset} have no ledger entries (the ledger is younger than "
+                "the consumer group, or was lost): they cannot be accounted for"
             )
     totals = [totals_at(by_partition[p], c) for p, c in committed.items()]
     balance.ledger_totals = (sum(t[0] for t in totals), sum(t[1] for t in totals))

@@ -103,13 +103,15 @@ def test_windows_and_target_comparison() -> None:
     assert not b.ok
 
 
-def test_a_commit_the_ledger_never_recorded_cannot_be_proved_balanced() -> None:
+def test_a_commit_with_no_ledger_behind_it_cannot_be_proved_balanced() -> None:
     # Offsets 0-4 were committed by a consumer the ledger knows nothing of (it is younger, or lost).
     incoming = [rec(0, i, f"e{i}") for i in range(6)]
-    entries = [entry(0, 6, [5], totals=(1, 0))]
-    b = audit("erp", {0: 5}, incoming, entries, set(), TOPIC, 3600, None)
-    assert not b.balanced and b.unprovable and "committed offset 5" in b.unprovable[0]
+    b = audit("erp", {0: 5}, incoming, [], set(), TOPIC, 3600, None)
+    assert not b.balanced and b.unprovable and "committed 5" in b.unprovable[0]
     assert "CANNOT PROVE" in render(b)
+    # A ledger that has entries but not this commit: events committed past, named as unaccounted.
+    b = audit("erp", {0: 5}, incoming, [entry(0, 2, [0, 1], totals=(2, 0))], set(), TOPIC, 3600, None)
+    assert not b.unprovable and b.unaccounted == ["e2", "e3", "e4"]
     # With the entry the commit relied on, the same audit is balanced.
     b = audit("erp", {0: 5}, incoming, [entry(0, 5, [0, 1, 2, 3, 4], totals=(5, 0))], set(), TOPIC, 3600, None)
     assert b.balanced and not b.unprovable
