@@ -45,10 +45,13 @@ __all__ = [
     "Intake",
     "KafkaSecurity",
     "KafkaUnavailable",
+    "Kind",
     "Outbound",
     "OutboundConfig",
+    "PayloadShape",
     "PermanentError",
     "RetryableError",
+    "SecretTemplate",
     "TemplateText",
     "Tracing",
     "WebMount",
@@ -71,13 +74,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
 from bus.config.delivery import DeliveryPolicy
+from bus.config.fields import BodyMap, Duration, Expression, Kind, SecretTemplate, TemplateText
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.documents import parse_json, parse_xml
 from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError, brief
@@ -118,28 +122,6 @@ def redact(text: str) -> str:
     return REDACTOR.redact(text)
 
 
-def _check_template(text: str) -> str:
-    compile_template(text)  # raises with the position of the error
-    return text
-
-
-def _check_duration(text: str) -> str:
-    parse_duration(text)  # raises ValueError with examples
-    return text
-
-
-# Config field types for adapters: checked when the config loads, so errors name file and field.
-def _check_expression(text: str) -> str:
-    compile_expression(text)  # raises with the position of the error
-    return text
-
-
-Expression = Annotated[str, AfterValidator(_check_expression)]  # an expression over a document
-Duration = Annotated[str, AfterValidator(_check_duration)]  # "500ms", "30s", "5m", "1h30m"
-BodyMap = Annotated[dict[str, Any] | None, AfterValidator(Body.check)]  # field -> expression (or nested block) over the event
-TemplateText = Annotated[str, AfterValidator(_check_template)]  # text with ${expression} parts
-
-
 class AdapterConfig(BaseModel):
     """Base of every adapter's config model: strict, immutable, documented."""
 
@@ -159,6 +141,32 @@ class OutboundConfig(AdapterConfig):
     delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy, description="Retries, limits and circuit breaker.")
 
 
+class PayloadShape(BaseModel):
+    """What the source sends, so the checker can check ``emit`` against it: a JSON Schema, or a
+    sample payload. Either inline or a path to a .json or .yaml file (relative to the config
+    file). Only read at config load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    json_schema: dict[str, Any] | str | None = Field(
+        default=None,
+        description="A JSON Schema of one received document (objects list their properties; a field not listed is an "
+        "error unless `additionalProperties: true`).",
+        examples=["schemas/stripe-charge.schema.json"],
+    )
+    sample: dict[str, Any] | str | None = Field(
+        default=None,
+        description="A sample document, with every field the mapping reads (null where it may be missing).",
+        examples=["samples/charge.succeeded.json"],
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> PayloadShape:
+        if (self.json_schema is None) == (self.sample is None):
+            raise ValueError("give exactly one of json_schema or sample")
+        return self
+
+
 class EmitSpec(BaseModel):
     """How an inbound adapter turns what it received into a canonical event.
 
@@ -168,33 +176,28 @@ class EmitSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_: str = Field(alias="schema", description="Canonical schema name of the event.", examples=["Payment"])
-    key: str | None = Field(default=None, description="Expression for the business key.", examples=["data.object.id"])
-    id: str | None = Field(
+    key: Expression | None = Field(default=None, description="Expression for the business key.", examples=["data.object.id"])
+    id: Expression | None = Field(
         default=None,
         description="Expression for the event id; default a fresh UUID. Use the source's own id so redeliveries keep theirs.",
         examples=["id"],
     )
-    subject: str | None = Field(default=None, description="Expression for ce_subject.")
-    map: dict[str, Any] | None = Field(
+    subject: Expression | None = Field(default=None, description="Expression for ce_subject.")
+    map: BodyMap = Field(
         default=None,
         description=(
             "Canonical field -> expression, or a nested block (`$each: <list>` and `$as: name` for a list of records, "
-            "as in an outbound body). Without it, the document is taken as the event's fields."
+            "as in an outbound body). Without it, the document is taken as the event's fields. A field you map is what "
+            "the expression gives (null stays null, and is refused where the schema does not allow null); a field you "
+            "do not map takes the schema's default; a field with neither is a config error."
         ),
         examples=[{"payment_id": "data.object.id", "amount": "data.object.amount"}],
     )
-
-    @field_validator("key", "id", "subject")
-    @classmethod
-    def _check_expr(cls, text: str | None) -> str | None:
-        if text is not None:
-            compile_expression(text)
-        return text
-
-    @field_validator("map")
-    @classmethod
-    def _check_map(cls, mapping: dict[str, Any] | None) -> dict[str, Any] | None:
-        return Body.check(mapping)
+    payload: PayloadShape | None = Field(
+        default=None,
+        description="The shape of what the source sends (a JSON Schema or a sample): the paths `map`, `key`, `id` and "
+        "`subject` read are then checked against it at load, with suggestions for typos.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,45 +20,65 @@ __all__ = ["main"]
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bus.adapter_api import AdapterRegistry
 from bus.config.loader import LoadedConfig, load_config
 from bus.config.models import HubConfig
-from bus.errors import BusError, ConfigError
+from bus.errors import BusError, ConfigError, ConfigIssue
 from bus.logs import REDACTOR, configure_logging, secrets_in
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 
 
-def _load(path: Path, registry: AdapterRegistry) -> tuple[LoadedConfig, object]:
+def _load(path: Path, registry: AdapterRegistry, *, strict: bool = False) -> tuple[LoadedConfig, object]:
     from schemas.catalog import SchemaCatalog  # composition root: the CLI wires schemas/ in
 
     catalogs: dict[tuple[Path, ...], SchemaCatalog] = {}
 
-    def known(hub: HubConfig) -> list[str]:
+    def known(hub: HubConfig) -> dict[str, Any]:
         base = path if path.is_dir() else path.parent
         dirs = tuple(d if d.is_absolute() else base / d for d in hub.schema_dirs)
         catalogs[dirs] = SchemaCatalog.load(dirs)
-        return catalogs[dirs].names()
+        return catalogs[dirs].parsed()
 
-    loaded = load_config(path, registry, known_schemas=known)
+    loaded = load_config(path, registry, known_schemas=known, strict=strict)
     return loaded, next(iter(catalogs.values()))
 
 
 def _validate(args: argparse.Namespace) -> int:
+    """Exit 2 with every error (by file and line), else 0; warnings are printed and, with
+    ``--strict``, refused too, with the mapping paths no declared payload shape could check."""
     registry = AdapterRegistry.from_entry_points()
-    loaded, _ = _load(args.config, registry)
+    try:
+        loaded, _ = _load(args.config, registry, strict=args.strict)
+    except ConfigError as exc:
+        if not args.json:
+            raise
+        print(json.dumps({"valid": False, "errors": [_issue_json(i) for i in exc.issues], "warnings": []}, indent=2))
+        return EXIT_CONFIG
     hub = loaded.hub
+    if args.json:
+        print(json.dumps({"valid": True, "errors": [], "warnings": [_issue_json(i) for i in loaded.warnings]}, indent=2))
+        return 0
+    for issue in loaded.warnings:
+        print(f"warning: {issue}", file=sys.stderr)
     print(
         f"{args.config}: valid ({len(loaded.inbound)} inbound, {len(hub.routes)} route(s), "
         f"{len(loaded.outbound)} outbound; kafka {hub.kafka.bootstrap}, schema registry {hub.schema_registry.url})"
+        + (f"; {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
     )
     return 0
+
+
+def _issue_json(issue: ConfigIssue) -> dict[str, object]:
+    return {"file": issue.file, "line": issue.line, "field": issue.field, "message": issue.message}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -82,7 +102,6 @@ def _adapters(args: argparse.Namespace) -> int:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    import json
 
     from bus.docgen import model_table
 
@@ -129,7 +148,6 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    import json
 
     from routing.testing import RouteTester, TestInput
     from schemas.catalog import SchemaCatalog
@@ -152,7 +170,6 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    import json
     from datetime import datetime
 
     from bus.deadletters import DeadLetters, Filter
@@ -245,7 +262,6 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    import json
 
     from bus.expr.functions import parse_duration
     from bus.kafka.topics import TopicNames
@@ -335,6 +351,8 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a config without starting anything")
     validate.add_argument("-c", "--config", type=Path, required=True)
+    validate.add_argument("--strict", action="store_true", help="refuse warnings too, and mapping paths no payload shape checks")
+    validate.add_argument("--json", action="store_true", help="errors and warnings as JSON (for tools and editors)")
     validate.set_defaults(func=_validate)
 
     adapters = sub.add_parser("adapters", help="adapter catalogue")

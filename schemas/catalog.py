@@ -64,6 +64,10 @@ class SchemaCatalog:
     def names(self) -> list[str]:
         return sorted(self._by_name)
 
+    def parsed(self) -> dict[str, Any]:
+        """Name -> parsed Avro schema: what the config checker types field references with."""
+        return {name: self._by_name[name].parsed for name in sorted(self._by_name)}
+
     def get(self, name: str) -> SchemaFile:
         return self._by_name[name]
 

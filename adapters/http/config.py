@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from adapters.http.jwt_auth import JwtAuth
 from adapters.http.oauth2 import OAuth2ClientCredentials
 from adapters.http.signatures import SignatureAuth
-from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, Expression, OutboundConfig, TemplateText
+from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, Expression, OutboundConfig, SecretTemplate, TemplateText
 
 
 class ApiKeyAuth(BaseModel):
@@ -113,7 +113,7 @@ class HttpOutboundConfig(OutboundConfig):
         description="Other methods for some events: method -> condition; the first that holds wins, else `method`.",
         examples=[{"DELETE": 'status == "deleted"', "PUT": "exists(updated_at)"}],
     )
-    headers: dict[str, SecretStr] = Field(
+    headers: dict[str, SecretTemplate] = Field(
         default_factory=dict, description="Extra request headers (values may hold secrets, and ${} templates over the event)."
     )
     auth: SendApiKey | OAuth2ClientCredentials | None = Field(

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, KafkaSecurity, OutboundConfig, TemplateText
+from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, Expression, KafkaSecurity, OutboundConfig, TemplateText
 
 
 class _Cluster(AdapterConfig):
@@ -55,7 +55,9 @@ class KafkaOutboundConfig(_Cluster, OutboundConfig):
 
     type: Literal["kafka"] = "kafka"
     topic: TemplateText = Field(description="Topic, a ${} template over the event.", examples=["erp.payments", "sensors.${site}"])
-    key: str | None = Field(default=None, description="Expression for the record key; default the event's key.", examples=["customer_id"])
+    key: Expression | None = Field(
+        default=None, description="Expression for the record key; default the event's key.", examples=["customer_id"]
+    )
     body: BodyMap = Field(default=None, description="The value: field -> expression; none sends the event's data as is.")
     schema_file: Path | None = Field(
         default=None, description="format avro: the .avsc the value is written with; registered under <topic>-value at start."

@@ -5,11 +5,11 @@ from __future__ import annotations
 __all__ = ["PostgresCdcConfig", "SqlOutboundConfig", "SqlPollConfig", "Watermark"]
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from bus.adapter_api import AdapterConfig, Body, Duration, EmitSpec, OutboundConfig, compile_expression
+from bus.adapter_api import AdapterConfig, Body, Duration, EmitSpec, Expression, Kind, OutboundConfig
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -38,14 +38,14 @@ class SqlOutboundConfig(OutboundConfig):
         examples=["postgresql://bus@postgres:5432/erp"],
     )
     table: str = Field(description="Target table (schema.table allowed).", examples=["ledger_payments"])
-    columns: dict[str, str] = Field(
+    columns: Annotated[dict[str, str], Kind("body")] = Field(
         min_length=1,
         description="Column -> expression over the event's fields ($id, $time... for metadata).",
         examples=[{"payment_id": "payment_id", "amount_cents": "amount", "event_id": "$id"}],
     )
     key: list[str] = Field(min_length=1, description="Key columns: the upsert's conflict target (a unique index), the delete's WHERE.")
     operation: Literal["upsert", "insert", "delete"] = Field(default="upsert", description="What to do with each event.")
-    delete_when: str | None = Field(
+    delete_when: Expression | None = Field(
         default=None,
         description="With upsert: an expression; when true, the row with the event's key is deleted instead.",
         examples=['status == "cancelled"'],
@@ -71,13 +71,6 @@ class SqlOutboundConfig(OutboundConfig):
             _identifier(column)
         Body.check(columns)
         return columns
-
-    @field_validator("delete_when")
-    @classmethod
-    def _check_delete_when(cls, text: str | None) -> str | None:
-        if text is not None:
-            compile_expression(text)
-        return text
 
     @model_validator(mode="after")
     def _check_key(self) -> SqlOutboundConfig:

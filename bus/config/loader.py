@@ -25,8 +25,10 @@ import yaml
 from pydantic import ValidationError
 
 from bus.adapter_api import AdapterConfig, AdapterRegistry, EmitSpec
+from bus.config.check import check_config
 from bus.config.models import HubConfig
 from bus.errors import ConfigError, ConfigIssue
+from bus.expr.typecheck import closest
 
 Loc = tuple[str | int, ...]
 # ``$${...}`` is left as ``${...}`` for the template fields of adapters and routes (``${field}``).
@@ -41,6 +43,10 @@ class LoadedConfig:
     inbound: list[AdapterConfig]
     outbound: list[AdapterConfig]
     files: list[Path] = field(default_factory=list)
+    # What the checker found that does not stop the config from loading (bus.config.check);
+    # ``strict`` loading refuses them. ``unchecked``: paths no declared shape could check.
+    warnings: list[ConfigIssue] = field(default_factory=list)
+    unchecked: list[ConfigIssue] = field(default_factory=list)
     # Every value that came from the environment or a file (${NAME}, ${file:...}): treated as a
     # secret wherever it could appear (logs, dead letters, API answers), whatever its field's type.
     secrets: set[str] = field(default_factory=set)
@@ -271,10 +277,16 @@ def load_config(
     path: Path | str,
     registry: AdapterRegistry,
     *,
-    known_schemas: Callable[[HubConfig], Collection[str]] | None = None,
+    known_schemas: Callable[[HubConfig], Collection[str] | Mapping[str, Any]] | None = None,
     env: Mapping[str, str] | None = None,
+    strict: bool = False,
 ) -> LoadedConfig:
-    """Load and check everything; raise ConfigError listing every issue found."""
+    """Load and check everything; raise ConfigError listing every issue found, by file and line.
+
+    ``known_schemas`` gives the canonical schema names, or better a mapping of name -> parsed
+    Avro schema: then the meaning of the config is checked too (``bus.config.check``): every
+    field reference against its schema, types, mappings. ``strict`` refuses warnings and paths
+    that could not be checked, as errors."""
     path = Path(path)
     files = _config_files(path)
     issues: list[ConfigIssue] = []
@@ -284,11 +296,11 @@ def load_config(
 
     core = {k: v for k, v in data.items() if k not in ("inbound", "outbound")}
     core.update({"inbound": [], "outbound": []})
+    hub: HubConfig | None = None
     try:
         hub = HubConfig.model_validate(core)
     except ValidationError as exc:
-        issues.extend(_issues_from(exc, (), marks, default_file))
-        raise ConfigError(_without_follow_ons(issues)) from None
+        issues.extend(_issues_from(exc, (), marks, default_file))  # and go on: the adapters' issues too, at once
     for section in ("inbound", "outbound"):
         if not isinstance(data.get(section, []), list):
             file, line = marks.find((section,), default_file)
@@ -299,7 +311,10 @@ def load_config(
         "outbound", data.get("outbound", []), registry=registry, marks=marks, default_file=default_file, issues=issues
     )
 
-    schemas = set(known_schemas(hub)) if known_schemas else None
+    if hub is None:
+        raise ConfigError(_in_order(_without_follow_ons(issues)))
+    found_schemas = known_schemas(hub) if known_schemas else None
+    schemas = set(found_schemas) if found_schemas is not None else None
     # Names of every outbound block, valid or not: one broken block must not cascade into
     # "no outbound adapter named ..." on every route that uses it.
     outbound_names = {str(b["name"]) for b in data.get("outbound", []) if isinstance(b, dict) and "name" in b}
@@ -313,7 +328,10 @@ def load_config(
             if target not in outbound_names:
                 file, line = marks.find(("routes", i, "to", j), default_file)
                 known = ", ".join(sorted(outbound_names)) or "none defined"
-                issues.append(ConfigIssue(file, line, f"routes[{i}].to[{j}]", f"no outbound adapter named {target!r} (known: {known})"))
+                hint = closest(target, outbound_names)
+                issues.append(
+                    ConfigIssue(file, line, f"routes[{i}].to[{j}]", f"no outbound adapter named {target!r}{hint} (known: {known})")
+                )
         if route.aggregate is not None and hub.router.engine == "faust":
             file, line = marks.find(("routes", i, "aggregate"), default_file)
             issues.append(ConfigIssue(file, line, f"routes[{i}].aggregate", "aggregate needs router.engine: aiokafka (the default)"))
@@ -338,11 +356,39 @@ def load_config(
                 loc: Loc = ("inbound", i, "emit", "schema")
                 file, line = marks.find(loc, default_file)
                 issues.append(ConfigIssue(file, line, _dotted(loc), _unknown_schema(emit.schema_, schemas)))
+    warnings: list[ConfigIssue] = []
+    unchecked: list[ConfigIssue] = []
+    if isinstance(found_schemas, Mapping):
+        base_dir = path if path.is_dir() else path.parent
+        findings = check_config(
+            hub,
+            inbound=inbound,
+            outbound=outbound,
+            schemas=found_schemas,
+            locate=lambda loc: marks.find(loc, default_file),
+            base_dir=base_dir,
+        )
+        issues.extend(findings.errors)
+        warnings, unchecked = _in_order(findings.warnings), _in_order(findings.unchecked)
+        if strict:
+            issues.extend(warnings + unchecked)
     if issues:
-        raise ConfigError(_without_follow_ons(issues))
+        raise ConfigError(_in_order(_without_follow_ons(issues)))
     return LoadedConfig(
-        hub=hub, inbound=[c for _, c in inbound], outbound=[c for _, c in outbound], files=files, secrets=_secret_shaped(interpolated)
+        hub=hub,
+        inbound=[c for _, c in inbound],
+        outbound=[c for _, c in outbound],
+        files=files,
+        secrets=_secret_shaped(interpolated),
+        warnings=warnings,
+        unchecked=unchecked,
     )
+
+
+def _in_order(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """By file, then line (issues with no line last in their file), duplicates removed."""
+    unique = list(dict.fromkeys(issues))
+    return sorted(unique, key=lambda i: (i.file, i.line is None, i.line or 0))
 
 
 def _secret_shaped(values: set[str]) -> set[str]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.errors import ExpressionError
+from bus.expr import tree as t
 from bus.expr.functions import FUNCTIONS
 
 Doc = Mapping[str, Any]
@@ -43,6 +44,7 @@ class _Node:
 
     fn: Evaluator
     src: str
+    tree: t.Node  # for the config checker (bus.expr.typecheck); never read per event
 
 
 _TOKEN = re.compile(
@@ -235,28 +237,30 @@ class _Parser:
             self.advance()
             if op == "not in":
                 self.advance()
+            op_pos = self.tokens[self.i - (2 if op == "not in" else 1)].pos
             right = self.expression(_PRECEDENCE[op])
-            left = self._combine(op, left, right)
+            left = self._combine(op, left, right, op_pos)
 
-    def _combine(self, op: str, left: _Node, right: _Node) -> _Node:
+    def _combine(self, op: str, left: _Node, right: _Node, pos: int) -> _Node:
         lf, rf = left.fn, right.fn
+        node = t.Binary(op, left.tree, right.tree, pos)
         if op == "and":
-            return _Node(lambda d, m: bool(lf(d, m)) and bool(rf(d, m)), f"((not not {left.src}) and (not not {right.src}))")
+            return _Node(lambda d, m: bool(lf(d, m)) and bool(rf(d, m)), f"((not not {left.src}) and (not not {right.src}))", node)
         if op == "or":
-            return _Node(lambda d, m: bool(lf(d, m)) or bool(rf(d, m)), f"((not not {left.src}) or (not not {right.src}))")
+            return _Node(lambda d, m: bool(lf(d, m)) or bool(rf(d, m)), f"((not not {left.src}) or (not not {right.src}))", node)
         fn = _BINARY[op]
         closure: Evaluator = lambda d, m: fn(lf(d, m), rf(d, m))  # noqa: E731
         if op in ("==", "!=", "-"):
-            return _Node(closure, f"({left.src} {op} {right.src})")
+            return _Node(closure, f"({left.src} {op} {right.src})", node)
         if op in ("+", "*", "/", "%"):  # through the guarded helpers, as the closure does
             helper = {"+": "_add", "*": "_mul", "/": "_div", "%": "_mod"}[op]
-            return _Node(closure, f"{helper}({left.src}, {right.src})")
+            return _Node(closure, f"{helper}({left.src}, {right.src})", node)
         if op in ("<", "<=", ">", ">="):
             # Both sides evaluated (as the closure does), then null compares false.
             a, b = self.names.temp(), self.names.temp()
-            return _Node(closure, f"((((({a} := {left.src}) is not None) & (({b} := {right.src}) is not None))) and {a} {op} {b})")
+            return _Node(closure, f"((((({a} := {left.src}) is not None) & (({b} := {right.src}) is not None))) and {a} {op} {b})", node)
         negate = "not " if op == "not in" else ""
-        return _Node(closure, f"({negate}_contains({left.src}, {right.src}))")
+        return _Node(closure, f"({negate}_contains({left.src}, {right.src}))", node)
 
     def unary(self) -> _Node:
         tok = self.tok
@@ -264,33 +268,33 @@ class _Parser:
             self.advance()
             inner = self.expression(_NOT_PRECEDENCE)
             fn = inner.fn
-            return _Node(lambda d, m: not fn(d, m), f"(not {inner.src})")
+            return _Node(lambda d, m: not fn(d, m), f"(not {inner.src})", t.Unary("not", inner.tree, tok.pos))
         if tok.kind == "op" and tok.value == "-":
             self.advance()
             inner = self.unary()
             fn = inner.fn
-            return _Node(lambda d, m: -fn(d, m), f"(-{inner.src})")
+            return _Node(lambda d, m: -fn(d, m), f"(-{inner.src})", t.Unary("-", inner.tree, tok.pos))
         return self.postfix(self.primary())
 
-    def _constant(self, value: Any) -> _Node:
-        return _Node(lambda d, m: value, self.names.const(value))
+    def _constant(self, value: Any, pos: int) -> _Node:
+        return _Node(lambda d, m: value, self.names.const(value), t.Const(value, pos))
 
     def primary(self) -> _Node:
         tok = self.advance()
         if tok.kind == "number":
-            return self._constant(float(tok.value) if "." in tok.value else int(tok.value))
+            return self._constant(float(tok.value) if "." in tok.value else int(tok.value), tok.pos)
         if tok.kind == "string":
-            return self._constant(_unquote(tok.value))
+            return self._constant(_unquote(tok.value), tok.pos)
         if tok.kind == "kw" and tok.value in ("true", "false", "null"):
-            return self._constant({"true": True, "false": False, "null": None}[tok.value])
+            return self._constant({"true": True, "false": False, "null": None}[tok.value], tok.pos)
         if tok.kind == "meta":
             key = tok.value[1:]
-            return _Node(lambda d, m: m.get(key), f"m.get({self.names.const(key)})")
+            return _Node(lambda d, m: m.get(key), f"m.get({self.names.const(key)})", t.Meta(key, tok.pos))
         if tok.kind == "name":
             if self.tok.value == "(" and self.tok.kind == "op":
                 return self.call(tok)
             # The fast path runs only for dict documents (Compiled.__call__), so .get() is safe there.
-            return _Node(_root_field(tok.value), f"d.get({self.names.const(tok.value)})")
+            return _Node(_root_field(tok.value), f"d.get({self.names.const(tok.value)})", t.Field(None, tok.value, tok.pos))
         if tok.kind == "op" and tok.value == "(":
             inner = self.expression(0)
             self.expect(")")
@@ -298,7 +302,8 @@ class _Parser:
         if tok.kind == "op" and tok.value == "[":
             items = self.arguments("]")
             fns = [item.fn for item in items]
-            return _Node(lambda d, m: [fn(d, m) for fn in fns], "[" + ", ".join(item.src for item in items) + "]")
+            src = "[" + ", ".join(item.src for item in items) + "]"
+            return _Node(lambda d, m: [fn(d, m) for fn in fns], src, t.ListOf(tuple(item.tree for item in items), tok.pos))
         found = repr(tok.value) if tok.kind != "end" else "end of expression"
         raise self.error(f"unexpected {found}", tok)
 
@@ -324,7 +329,8 @@ class _Parser:
         args = self.arguments(")")
         fns = [arg.fn for arg in args]
         src = f"{self.names.const(fn)}(" + ", ".join(arg.src for arg in args) + ")"
-        return _Node(lambda d, m: fn(*(a(d, m) for a in fns)), src)
+        node = t.Call(name_tok.value, tuple(arg.tree for arg in args), name_tok.pos)
+        return _Node(lambda d, m: fn(*(a(d, m) for a in fns)), src, node)
 
     def postfix(self, base: _Node) -> _Node:
         while self.tok.kind == "op" and self.tok.value in (".", "["):
@@ -332,11 +338,13 @@ class _Parser:
                 tok = self.advance()
                 if tok.kind not in ("name", "kw"):
                     raise self.error("expected a field name after '.'", tok)
-                base = _Node(_field(base.fn, tok.value), f"_field({base.src}, {self.names.const(tok.value)})")
+                node = t.Field(base.tree, tok.value, tok.pos)
+                base = _Node(_field(base.fn, tok.value), f"_field({base.src}, {self.names.const(tok.value)})", node)
             else:
                 index = self.expression(0)
                 self.expect("]")
-                base = _Node(_index(base.fn, index.fn), f"_index({base.src}, {index.src})")
+                node2 = t.Index(base.tree, index.tree, index.tree.pos)
+                base = _Node(_index(base.fn, index.fn), f"_index({base.src}, {index.src})", node2)
         return base
 
 
@@ -400,6 +408,7 @@ class Compiled:
     text: str
     _fn: Evaluator
     _fast: Evaluator | None = None  # for dict documents (events always are); _fn for anything else
+    tree: t.Node | None = None  # the syntax tree, for the config checker
 
     def __call__(self, doc: Doc, meta: Meta | None = None) -> Any:
         try:
@@ -427,7 +436,7 @@ def compile_expression(text: str) -> Compiled:
     """Parse and compile ``text``; raises ExpressionError with the position of a syntax error."""
     parser = _Parser(text)
     node = parser.parse()
-    return Compiled(text, node.fn, _generate(node, parser.names, text))
+    return Compiled(text, node.fn, _generate(node, parser.names, text), node.tree)
 
 
 # Indices of the conditions that held, in order; (index, exception) for one that raised.

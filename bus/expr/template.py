@@ -21,6 +21,11 @@ class Template:
         self._escape = escape
         self.constant = all(isinstance(p, str) for p in parts)  # no ${...}: the same text for every event
 
+    @property
+    def expressions(self) -> list[Compiled]:
+        """The ``${...}`` parts, for the config checker."""
+        return [p for p in self._parts if isinstance(p, Compiled)]
+
     def __call__(self, doc: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> str:
         out = []
         for part in self._parts:

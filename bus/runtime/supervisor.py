@@ -138,10 +138,16 @@ class Supervisor:
         found: dict[str, tuple[bool, str]] = {}
         for name, state in self._components.items():
             failures = self.recent_failures(state)
-            if not state.up:
+            # "keeps failing" wins over "down": a component that dies at once is down nearly all the
+            # time, and the operator needs to hear that it is a loop, not a single restart.
+            if failures >= self._failing_after:
+                now = "down, being restarted" if not state.up else "up"
+                found[name] = (
+                    False,
+                    f"keeps failing: {failures} failure(s) in {self._window_s:.0f}s, {now}, last: {state.last_error}",
+                )
+            elif not state.up:
                 found[name] = (False, f"down, being restarted: {state.last_error}")
-            elif failures >= self._failing_after:
-                found[name] = (False, f"keeps failing: {failures} failure(s) in {self._window_s:.0f}s, last: {state.last_error}")
             else:
                 found[name] = (True, "")
         return found

@@ -193,7 +193,7 @@ def test_the_hub_accepts_the_config_the_chart_renders(case: tuple[Path, list[Man
     config.write_text(text.replace("${file:/", f"${{file:{tmp_path}/"))
     catalog = SchemaCatalog.load()
     env = {"ERP_URL": "http://erp.internal/api"}  # roles-values sets it through `env`
-    loaded = load_config(config, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names(), env=env)
+    loaded = load_config(config, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.parsed(), env=env)
     assert loaded.hub.ops.port == 9090 and loaded.hub.http.port == 8080
     checksums = {d["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for d in by_kind(manifests, "Deployment")}
     assert len(checksums) == 1

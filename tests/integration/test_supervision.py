@@ -75,7 +75,7 @@ class DyingInbound(Inbound[DyingConfig]):
 def _hub(tmp_path: Path, config: dict, registry: AdapterRegistry) -> Hub:  # type: ignore[type-arg]
     catalog = SchemaCatalog.load()
     return Hub(
-        load_config(write_config(tmp_path / "bus.yaml", config), registry, known_schemas=lambda h: catalog.names()), registry, catalog
+        load_config(write_config(tmp_path / "bus.yaml", config), registry, known_schemas=lambda h: catalog.parsed()), registry, catalog
     )
 
 

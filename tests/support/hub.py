@@ -123,7 +123,7 @@ def payment_hub_config(
 def load(path: Path) -> tuple[LoadedConfig, AdapterRegistry, SchemaCatalog]:
     registry = AdapterRegistry.from_entry_points()
     catalog = SchemaCatalog.load()
-    return load_config(path, registry, known_schemas=lambda hub: catalog.names()), registry, catalog
+    return load_config(path, registry, known_schemas=lambda hub: catalog.parsed()), registry, catalog
 
 
 def build_hub(path: Path, role: Role = "all") -> Hub:

@@ -28,10 +28,12 @@ routes:
     split: {items: lines, as: line}
     transform: {schema: Inventory, map: {sku: line.sku, quantity_change: -line.quantity, reference: order_id}}
     to: [wms]
-  - name: broken-shape
+  - name: broken-shape             # a table row's value is not typed: only run time can find it does not fit
     from: Order
     when: total > 1000000
-    transform: {schema: Invoice, map: {invoice_id: order_id}}
+    enrich: [{table: accounts, key: customer_id, into: acct}]
+    transform: {schema: Invoice, map: {invoice_id: order_id, order_id: order_id, customer_id: customer_id,
+                                       currency: currency, amount: acct.number}}
     to: [books]
 outbound:
   - {name: books, type: http, url: "http://books/"}

@@ -44,7 +44,7 @@ def _issues(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> lis
     path.write_text(textwrap.dedent(text))
     catalog = SchemaCatalog.load()
     with pytest.raises(ConfigError) as info:
-        load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names(), env=env or {})
+        load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.parsed(), env=env or {})
     return [str(issue) for issue in info.value.issues]
 
 
@@ -52,7 +52,7 @@ def test_good_config_loads(tmp_path: Path) -> None:
     path = tmp_path / "bus.yaml"
     path.write_text(GOOD)
     catalog = SchemaCatalog.load()
-    loaded = load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names())
+    loaded = load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.parsed())
     assert [c.name for c in loaded.inbound] == ["shop"]
     assert loaded.hub.routes[0].from_ == "Order"
 
@@ -130,7 +130,7 @@ def test_env_and_secret_file_interpolation(tmp_path: Path) -> None:
     path = tmp_path / "bus.yaml"
     path.write_text(text)
     catalog = SchemaCatalog.load()
-    loaded = load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names(), env={})
+    loaded = load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.parsed(), env={})
     assert loaded.outbound[0].url == "http://fallback/"  # type: ignore[attr-defined]
     assert loaded.inbound[0].auth.keys[0].get_secret_value() == "s3cret"  # type: ignore[attr-defined]
     assert "s3cret" not in repr(loaded.inbound[0])
@@ -146,7 +146,7 @@ def test_folder_of_files_merges_lists_and_keeps_each_files_lines(tmp_path: Path)
     (tmp_path / "b.yaml").write_text("routes:\n  - name: r\n    from: Order\n    to: [erp, nope]\n")
     catalog = SchemaCatalog.load()
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names())
+        load_config(tmp_path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.parsed())
     assert [str(i) for i in info.value.issues] == [f"{tmp_path}/b.yaml:4: routes[0].to[1]: no outbound adapter named 'nope' (known: erp)"]
 
 
@@ -155,7 +155,7 @@ def test_same_key_in_two_files(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("\nkafka: {bootstrap: other:9092}\n")
     catalog = SchemaCatalog.load()
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names())
+        load_config(tmp_path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.parsed())
     assert [str(i) for i in info.value.issues] == [f"{tmp_path}/b.yaml:2: kafka: defined in more than one file"]
 
 
@@ -201,8 +201,8 @@ def test_route_pattern_errors(tmp_path: Path) -> None:
     path = f"{tmp_path}/bus.yaml"
     assert _issues(tmp_path, text) == [
         f"{path}:15: routes[1]: split needs a transform with a schema: the elements are not events of the route's `from` schema",
-        f"{path}:22: routes[2].dedup.ttl: invalid duration 'soon' (examples: 500ms, 90s, 5m, 1h30m, 2d)",
         f"{path}:21: routes[2].transform: rename and drop apply when copying fields; with map, list the output fields in map",
+        f"{path}:22: routes[2].dedup.ttl: invalid duration 'soon' (examples: 500ms, 90s, 5m, 1h30m, 2d)",
     ]
 
 
@@ -218,8 +218,8 @@ def test_route_reference_errors(tmp_path: Path) -> None:
     )
     path = f"{tmp_path}/bus.yaml"
     assert _issues(tmp_path, text) == [
-        f"{path}:18: routes[1].transform.schema: unknown schema 'Invoce'; did you mean 'Invoice'? {KNOWN}",
         f"{path}:17: routes[1].enrich[0].table: no table named 'accounts' (known: none defined)",
+        f"{path}:18: routes[1].transform.schema: unknown schema 'Invoce'; did you mean 'Invoice'? {KNOWN}",
     ]
 
 
@@ -228,7 +228,7 @@ def test_double_dollar_keeps_a_template_field_from_interpolation(tmp_path: Path)
     path = tmp_path / "bus.yaml"
     path.write_text(text)
     catalog = SchemaCatalog.load()
-    loaded = load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.names(), env={})
+    loaded = load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.parsed(), env={})
     assert loaded.outbound[0].url == "http://erp.local/${customer_id}/x"  # type: ignore[attr-defined]
     issues = _issues(tmp_path, GOOD.replace("http://erp.local/orders", "http://erp.local/${customer_id}"))
     assert "for a template field write $${customer_id}" in issues[0]

@@ -1,0 +1,86 @@
+"""The syntax tree of an expression, kept beside its compiled form for the config checker.
+
+The parser builds it once, at start-up, as it compiles; nothing on the event path reads it.
+Every node carries ``pos``, its 0-based offset in the expression text, so a problem found in
+it can point at the exact character.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Binary", "Call", "Const", "Field", "Index", "ListOf", "Meta", "Node", "Unary", "dotted"]
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    value: Any
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """``name`` read from the document (``base`` None) or from ``base``'s value."""
+
+    base: Node | None
+    name: str
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    base: Node
+    index: Node
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """``$name``: event metadata."""
+
+    name: str
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    name: str
+    args: tuple[Node, ...]
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    op: str
+    left: Node
+    right: Node
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    op: str  # "not" or "-"
+    operand: Node
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListOf:
+    items: tuple[Node, ...]
+    pos: int
+
+
+Node = Const | Field | Index | Meta | Call | Binary | Unary | ListOf
+
+
+def dotted(node: Node) -> str | None:
+    """``a.b.c`` for a chain of plain field reads from the document, else None."""
+    parts: list[str] = []
+    current: Node | None = node
+    while isinstance(current, Field):
+        parts.append(current.name)
+        current = current.base
+    if current is not None or not parts:
+        return None
+    return ".".join(reversed(parts))
