@@ -527,7 +527,9 @@ def check_config(
             continue
         check.outbound(i, config, inputs)
     for schema, setters in produced.items():
-        if any(s is None for s in setters):
+        # Only schemas an inbound builds: a transform's output schema is often a shared
+        # canonical one whose other fields other integrations set.
+        if any(s is None for s in setters) or first_producer[schema][0] != "inbound":
             continue
         record = _record(types.get(schema))
         if record is None:

@@ -190,7 +190,8 @@ class _Checker:
                 self.problem(f"${node.name}: there is no event yet where this expression runs (it reads null)", node)
                 return NULL
             if node.name not in META_FIELDS:
-                self.problem(f"unknown metadata ${node.name}{closest(node.name, META_FIELDS)} (known: ${', $'.join(META_FIELDS)})", node)
+                hint = closest(node.name, META_FIELDS).replace(" '", " $").replace("'?", "?")
+                self.problem(f"unknown metadata ${node.name}{hint} (known: ${', $'.join(META_FIELDS)})", node)
                 return ANY
             return META_FIELDS[node.name]
         if isinstance(node, t.ListOf):

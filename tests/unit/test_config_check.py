@@ -1,0 +1,333 @@
+"""The config checker: a config that loads means what it says (every field reference, type and
+mapping checked against the schema in scope), reported all at once by `bus validate`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bus.cli import main
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
+
+
+@pytest.fixture
+def quickstart(tmp_path: Path) -> Path:
+    """A copy of the quickstart, to edit one thing at a time."""
+    for name in ("bus.yaml", "payment-event.sample.json"):
+        shutil.copy(QUICKSTART / name, tmp_path / name)
+    return tmp_path / "bus.yaml"
+
+
+def _edit(config: Path, old: str, new: str) -> int:
+    """Replace ``old`` (which must be there once) and return the 1-based line of the change."""
+    text = config.read_text()
+    assert text.count(old) == 1, old
+    config.write_text(text.replace(old, new))
+    return text[: text.index(old)].count("\n") + 1 + old[: len(old) - len(old.lstrip("\n"))].count("\n")
+
+
+def _validate(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, list[dict[str, object]], list[dict[str, object]]]:
+    code = main(["validate", "--json", *extra, "-c", str(config)])
+    report = json.loads(capsys.readouterr().out)
+    return code, report["errors"], report["warnings"]
+
+
+def test_the_quickstart_is_valid_with_no_warnings_even_strictly(quickstart: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _validate(quickstart, capsys, "--strict") == (0, [], [])
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "says"),
+    [
+        pytest.param(
+            "        status: data.object.status",
+            "        statuss: data.object.status",
+            "inbound[0].emit.map.statuss",
+            "schema Payment has no field 'statuss'; did you mean 'status'?",
+            id="emit.map key",
+        ),
+        pytest.param(
+            "        status: data.object.status",
+            "        status: data.object.statsu",
+            "inbound[0].emit.map.status",
+            "has no field 'statsu'; did you mean 'status'?",
+            id="emit.map value path, with the payload's shape declared",
+        ),
+        pytest.param(
+            '    when: status == "failed"',
+            '    when: statuz == "failed"',
+            "routes[1].when",
+            "schema Payment has no field 'statuz'; did you mean 'status'?",
+            id="when field",
+        ),
+        pytest.param(
+            "      customer: customer_id\n  - name: support",
+            "      customer: customer_idd\n  - name: support",
+            "outbound[0].body.customer",
+            "schema Payment has no field 'customer_idd'; did you mean 'customer_id'?",
+            id="body field",
+        ),
+        pytest.param(
+            "    url: ${ERP_URL:-http://127.0.0.1:8901/erp/payments}",
+            "    url: ${ERP_URL:-http://127.0.0.1:8901/erp/payments}\n    headers: {X-Customer: \"$${customer_idd}\"}",
+            "outbound[0].headers.X-Customer",
+            "has no field 'customer_idd'; did you mean 'customer_id'?",
+            id="header template",
+        ),
+        pytest.param(
+            '    when: status == "failed"',
+            "    when: status == 3",
+            "routes[1].when",
+            "compares a string with an integer: == is never true",
+            id="string field against a number",
+        ),
+        pytest.param(
+            "    to: [support]",
+            "    to: [suport]",
+            "routes[1].to[0]",
+            "no outbound adapter named 'suport'; did you mean 'support'?",
+            id="subscriber name",
+        ),
+    ],
+)
+def test_one_edit_to_the_quickstart_is_refused_with_line_and_suggestion(
+    quickstart: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, field: str, says: str
+) -> None:
+    line = _edit(quickstart, old, new)
+    code, errors, _ = _validate(quickstart, capsys)
+    assert code == 2
+    assert [e for e in errors if e["field"] == field and says in str(e["message"])], errors
+    [error] = [e for e in errors if e["field"] == field]
+    assert error["file"] == str(quickstart) and error["line"] == line + new.count("\n") * (field.startswith("outbound[0].headers"))
+    # Text output too: file:line, field, message.
+    assert main(["validate", "-c", str(quickstart)]) == 2
+    assert f"{quickstart}:{error['line']}: {field}: " in capsys.readouterr().err
+
+
+def test_an_enum_symbol_that_does_not_exist(quickstart: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    schemas = quickstart.parent / "schemas"
+    schemas.mkdir()
+    (schemas / "Shipment.avsc").write_text(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "Shipment",
+                "namespace": "acme",
+                "fields": [
+                    {"name": "id", "type": "string"},
+                    {"name": "state", "type": {"type": "enum", "name": "ShipmentState", "symbols": ["PACKED", "SHIPPED", "DELIVERED"]}},
+                ],
+            }
+        )
+    )
+    _edit(quickstart, "schema_registry:", "schema_dirs: [schemas]\nschema_registry:")
+    _edit(
+        quickstart,
+        "\noutbound:",
+        "\n  - name: delivered\n    from: Shipment\n    when: state == \"DELIVERD\" or state in [\"PACKED\", \"SHIPED\"]\n    to: [support]\n\noutbound:",
+    )
+    code, errors, _ = _validate(quickstart, capsys)
+    assert code == 2
+    messages = [str(e["message"]) for e in errors if e["field"] == "routes[2].when"]
+    assert any("'DELIVERD' is not a symbol of ShipmentState; did you mean 'DELIVERED'?" in m for m in messages), errors
+    assert any("'SHIPED' is not a symbol of ShipmentState; did you mean 'SHIPPED'?" in m for m in messages), errors
+    line = quickstart.read_text().splitlines().index('    when: state == "DELIVERD" or state in ["PACKED", "SHIPED"]') + 1
+    assert {e["line"] for e in errors if e["field"] == "routes[2].when"} == {line}
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bus.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """\
+inbound:
+  - name: orders
+    type: http_webhook
+    path: /orders
+    emit:
+      schema: Order
+      map: {order_id: id, customer_id: customer, currency: currency, total: total, lines: lines}
+routes:
+{routes}
+outbound:
+  - {name: books, type: http, url: "http://books/"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("route", "says"),
+    [
+        ('when: currency + 1 > 2', "+ cannot combine a string and an integer: convert with str(...) first"),
+        ('when: currency * 2 == "x"', "* cannot combine a string and an integer: it is arithmetic"),
+        ("when: decimal(total) + 0.5 > 1", "+ mixes a decimal (money) with a float"),
+        ("when: lower(total) == \"x\"", "lower() takes string as argument 1, not an integer"),
+        ("when: total", "a condition must be true or false, and 'total' is an integer"),
+        ("when: len(customer_id) > 0 and customer_id + \"!\" == \"x!\"", "customer_id may be null (a string or null) and + fails on null"),
+        ("when: $idd == \"x\"", "unknown metadata $idd; did you mean $id?"),
+        ("when: lines[0].skux == \"A\"", "record OrderLine has no field 'skux'; did you mean 'sku'?"),
+        ("when: currency.code == \"usd\"", "'code' is read from a string, which has no fields"),
+        ("when: upper(currency, 2) == \"USD\"", "upper() takes 1 argument(s), given 2"),
+    ],
+)
+def test_expression_types_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str], route: str, says: str) -> None:
+    config = _config(tmp_path, BASE.replace("{routes}", f"  - name: r\n    from: Order\n    {route}\n    to: [books]"))
+    code, errors, _ = _validate(config, capsys)
+    assert code == 2 and any(says in str(e["message"]) for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        'when: customer_id != null and customer_id + "!" == "x!"',  # a null check before the use
+        'when: exists(customer_id) and customer_id + "!" == "x!"',
+        'when: coalesce(customer_id, "") + "!" == "x!"',
+        "when: total * 2 > 10 and currency in [\"usd\", \"eur\"] and lines[0].quantity > 1",
+        'when: timestamp("2026-01-01") + duration("1d") > now()',
+        'when: decimal(total) + decimal("0.5") > decimal(1)',
+    ],
+)
+def test_expressions_that_are_sound_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str], route: str) -> None:
+    config = _config(tmp_path, BASE.replace("{routes}", f"  - name: r\n    from: Order\n    {route}\n    to: [books]"))
+    assert _validate(config, capsys) == (0, [], [])
+
+
+def test_mappings_must_fit_their_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = BASE.replace("currency: currency, ", "").replace(
+        "{routes}",
+        """  - name: r
+    from: Order
+    transform:
+      schema: Invoice
+      map: {invoice_id: order_id, order_id: order_id, customer_id: customer_id, currency: currency, amount: currency, amout: total}
+    to: [books]"""
+    )
+    code, errors, _ = _validate(_config(tmp_path, text), capsys)
+    found = {(e["field"], str(e["message"])) for e in errors}
+    assert code == 2
+    assert any(f == "routes[0].transform.map.amout" and "schema Invoice has no field 'amout'; did you mean 'amount'?" in m for f, m in found)
+    assert any(f == "routes[0].transform.map.amount" and "'currency' is a string, and the field is an integer" in m for f, m in found)
+    # currency is unmapped at the inbound: the Order field has no default, so every event would be refused.
+    assert any(f == "inbound[0].emit.map" and "schema Order.currency has no default and is not mapped" in m for f, m in found), found
+
+
+def test_a_nullable_value_into_a_required_field_needs_a_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    route = """  - name: r
+    from: Order
+    transform:
+      schema: Invoice
+      map: {invoice_id: order_id, order_id: order_id, customer_id: customer_id, currency: customer_id, amount: total}
+      {defaults}
+    to: [books]"""
+    code, errors, _ = _validate(_config(tmp_path, BASE.replace("{routes}", route.replace("{defaults}", ""))), capsys)
+    assert code == 2 and any(e["field"] == "routes[0].transform.map.currency" and "may be null" in str(e["message"]) for e in errors)
+    fixed = route.replace("{defaults}", 'defaults: {currency: "usd"}')
+    assert _validate(_config(tmp_path, BASE.replace("{routes}", fixed)), capsys) == (0, [], [])
+
+
+def test_warnings_say_what_never_happens_and_strict_refuses_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    routes = """  - name: never
+    from: Order
+    when: 1 == 2
+    to: [books]
+  - name: always
+    from: Order
+    when: 2 > 1
+    to: [books]
+  - name: nobody-sends-payments
+    from: Payment
+    to: [books]"""
+    text = BASE.replace("{routes}", routes).replace(", lines: lines}", "}") + '  - {name: idle, type: http, url: "http://idle/"}\n'
+    config = _config(tmp_path, text)
+    code, errors, warnings = _validate(config, capsys)
+    assert (code, errors) == (0, [])
+    said = {(w["field"], str(w["message"])) for w in warnings}
+    assert ("routes[0].when", "'1 == 2' is never true: this route can never match") in said
+    assert ("routes[1].when", "'2 > 1' is always true: leave `when` out to match every event") in said
+    assert ("routes[2].from", "no inbound adapter or route produces Payment events here, so this route never runs") in said
+    assert ("outbound[1].name", "no route sends to outbound 'idle': it never delivers anything") in said
+    assert any(f == "inbound[0].emit.map" and "lines of schema Order set by no inbound mapping" in m for f, m in said), said
+    assert main(["validate", "--strict", "-c", str(config)]) == 2
+    assert "is never true: this route can never match" in capsys.readouterr().err
+
+
+def test_every_error_at_once_in_file_and_line_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    routes = """  - name: a
+    from: Order
+    when: totl > 1
+    to: [bookz]
+  - name: b
+    from: Order
+    when: currncy == "usd"
+    to: [books]"""
+    text = BASE.replace("{routes}", routes) + '  - {name: two, type: http, url: "http://x/", body: {a: custmer_id}, timeout_s: -1}\n'
+    code, errors, _ = _validate(_config(tmp_path, text), capsys)
+    assert code == 2
+    assert [e["field"] for e in errors] == ["routes[0].when", "routes[0].to[0]", "routes[1].when", "outbound[1].timeout_s"]
+    lines = [e["line"] for e in errors]
+    assert lines == sorted(lines)  # type: ignore[type-var]
+
+
+def test_a_json_schema_payload_shape_checks_the_mapping(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "order.schema.json").write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "required": ["id", "total", "currency", "lines"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "customer": {"$ref": "#/$defs/customer"},
+                    "currency": {"type": "string"},
+                    "total": {"type": "integer"},
+                    "lines": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+                    "status": {"type": "string", "enum": ["open", "paid"]},
+                },
+                "$defs": {"customer": {"type": "object", "properties": {"id": {"type": "string"}}}},
+            }
+        )
+    )
+    text = BASE.replace("{routes}", "  - {name: r, from: Order, to: [books]}").replace(
+        "      map: {order_id: id, customer_id: customer,",
+        "      payload: {json_schema: order.schema.json}\n      map: {order_id: id, customer_id: customer.idd,",
+    )
+    code, errors, _ = _validate(_config(tmp_path, text), capsys)
+    assert code == 2
+    assert [(e["field"], str(e["message"]).split(" (")[0]) for e in errors] == [
+        ("inbound[0].emit.map.customer_id", "this object has no field 'idd'; did you mean 'id'?")
+    ]
+    assert _validate(_config(tmp_path, text.replace("customer.idd", "customer.id")), capsys) == (0, [], [])
+
+
+def test_strict_names_the_payload_paths_it_could_not_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, BASE.replace("{routes}", "  - {name: r, from: Order, to: [books]}"))
+    assert _validate(config, capsys) == (0, [], [])
+    code, errors, _ = _validate(config, capsys, "--strict")
+    assert code == 2
+    [error] = errors
+    assert error["field"] == "inbound[0].emit.map" and "5 payload path(s) not checked (currency, customer, id, lines, total)" in str(error["message"])
+
+
+def test_outbound_expressions_of_every_adapter_family_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outbound = """  - {name: books, type: http, url: "http://books/$${ordr_id}", method_when: {DELETE: 'stauts == "x"'}}
+  - {name: ledger, type: sql, dsn: "postgresql://u@h/db", table: t, columns: {id: ordr_id}, key: [id], delete_when: 'stats == "x"'}
+  - {name: feed, type: kafka, bootstrap: "k:9092", topic: "orders.$${curency}", key: custmer_id}
+  - {name: queue, type: amqp, url: "amqp://guest:guest@h/", exchange: x, routing_key: "o.$${stat}"}
+"""
+    text = BASE.replace("{routes}", "  - {name: r, from: Order, to: [books, ledger, feed, queue]}").split("outbound:")[0] + "outbound:\n" + outbound
+    code, errors, _ = _validate(_config(tmp_path, text), capsys)
+    assert code == 2
+    fields = {e["field"] for e in errors if "has no field" in str(e["message"])}
+    assert fields == {
+        "outbound[0].url",
+        "outbound[0].method_when.DELETE",
+        "outbound[1].columns.id",
+        "outbound[1].delete_when",
+        "outbound[2].topic",
+        "outbound[2].key",
+        "outbound[3].routing_key",
+    }, errors
