@@ -23,6 +23,7 @@ from __future__ import annotations
 
 __all__ = ["Findings", "check_config"]
 
+import functools
 import json
 import re
 import types as pytypes
@@ -39,8 +40,9 @@ from bus.config.fields import kinds_of
 from bus.config.models import HubConfig
 from bus.config.routes import AggregateConfig, RouteConfig
 from bus.errors import ConfigIssue, ExpressionError
-from bus.expr import Compiled, compile_expression, compile_template
+from bus.expr import compile_expression, compile_template
 from bus.expr import tree as t
+from bus.expr.parser import parse_tree
 from bus.expr.typecheck import Problem, Scope, assignable, closest, facts, infer
 from bus.expr.types import (
     ANY,
@@ -101,19 +103,14 @@ class _Check:
     # -- expressions ----------------------------------------------------------------------------
     def expression(self, text: str, scope: Scope, loc: Loc, *, want: Type | None = None, where: str = "") -> Type:
         """Check one expression; ``want`` is BOOL for conditions. Returns its type (ANY if it does not compile)."""
-        try:
-            compiled = compile_expression(text)
-        except ExpressionError:
+        node = _tree(text)
+        if node is None:
             return ANY  # the model's own validation reported it
-        return self.compiled(compiled, scope, loc, want=want, where=where)
-
-    def compiled(self, compiled: Compiled, scope: Scope, loc: Loc, *, want: Type | None = None, where: str = "") -> Type:
-        assert compiled.tree is not None
-        found, problems = infer(compiled.tree, scope)
+        found, problems = infer(node, scope)
         for problem in problems:
-            self.error(loc, self._say(problem, compiled.text, where))
+            self.error(loc, self._say(problem, text, where))
         if want == BOOL and not problems and non_null(found) not in (BOOL, ANY):
-            self.error(loc, f"a condition must be true or false, and {compiled.text!r} is {describe(found)}{where}")
+            self.error(loc, f"a condition must be true or false, and {text!r} is {describe(found)}{where}")
         return found
 
     @staticmethod
@@ -127,7 +124,7 @@ class _Check:
         except ExpressionError:
             return
         for part in template.expressions:
-            self.compiled(part, scope, loc, where=where)
+            self.expression(part.text, scope, loc, where=where)
 
     def block(self, spec: Mapping[str, Any], scope: Scope, loc: Loc, target: Type | None, where: str = "") -> set[str]:
         """A body or ``emit.map`` block: each value read in ``scope`` and, with a ``target``
@@ -150,13 +147,12 @@ class _Check:
                 self.nested(value, scope, here, field_type, where)
             elif isinstance(value, str) or value is None or isinstance(value, bool | int | float):
                 text = value if isinstance(value, str) else json.dumps(value)
-                try:
-                    compiled = compile_expression(text)
-                except ExpressionError:
+                node = _tree(text)
+                if node is None:
                     continue
-                found = self.compiled(compiled, scope, here, where=where)
-                if field_type is not None and compiled.tree is not None:
-                    reason = assignable(found, field_type, compiled.tree)
+                found = self.expression(text, scope, here, where=where)
+                if field_type is not None:
+                    reason = assignable(found, field_type, node)
                     if reason is not None:
                         self.error(here, f"{text!r} {reason}{where}")
         if record is not None and not record.open:
@@ -340,16 +336,14 @@ class _Check:
             return
         if text is None:
             return
-        try:
-            compiled = compile_expression(text)
-        except ExpressionError:
+        node = _tree(text)
+        if node is None:
             return
-        assert compiled.tree is not None
-        found, problems = infer(compiled.tree, scope)
+        found, problems = infer(node, scope)
         if problems:
             return  # reported by block()
         target = record.fields[name].type
-        reason = assignable(non_null(found) if defaulted else found, target, compiled.tree)
+        reason = assignable(non_null(found) if defaulted else found, target, node)
         if reason is not None:
             self.error(loc, f"{text!r} {reason}")
 
@@ -370,11 +364,17 @@ class _Check:
 def _facts(condition: str | None) -> frozenset[str]:
     if condition is None:
         return frozenset()
-    try:
-        tree = compile_expression(condition).tree
-    except ExpressionError:
-        return frozenset()
+    tree = _tree(condition)
     return facts(tree) if tree is not None else frozenset()
+
+
+@functools.lru_cache(maxsize=4096)
+def _tree(text: str) -> t.Node | None:
+    """The syntax tree of an expression (trees are immutable: shared), None if it does not parse."""
+    try:
+        return parse_tree(text)
+    except ExpressionError:
+        return None
 
 
 def _record(x: Type | None) -> Record | None:
@@ -397,10 +397,7 @@ def _texts(spec: Mapping[str, Any]) -> Iterator[str]:
 
 
 def _paths(text: str) -> set[str]:
-    try:
-        compiled = compile_expression(text)
-    except ExpressionError:
-        return set()
+    tree = _tree(text)
     found: set[str] = set()
 
     def walk(node: t.Node) -> None:
@@ -411,8 +408,8 @@ def _paths(text: str) -> set[str]:
         for child in _children(node):
             walk(child)
 
-    if compiled.tree is not None:
-        walk(compiled.tree)
+    if tree is not None:
+        walk(tree)
     return found
 
 
@@ -555,14 +552,11 @@ def _transform_sets(route: RouteConfig) -> set[str] | None:
 
 def _condition_warnings(check: _Check, route: RouteConfig, index: int) -> None:
     assert route.when is not None
-    try:
-        compiled = compile_expression(route.when)
-    except ExpressionError:
-        return
-    if compiled.tree is None or not _constant(compiled.tree):
+    tree = _tree(route.when)
+    if tree is None or not _constant(tree):
         return
     try:
-        value = compiled({}, {})
+        value = compile_expression(route.when)({}, {})
     except ExpressionError:
         return
     if value:

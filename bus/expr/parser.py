@@ -19,7 +19,7 @@ an error, so ``amount >= 100`` simply does not match an event without an amount.
 
 from __future__ import annotations
 
-__all__ = ["EVALUATION_ERRORS", "Compiled", "Conditions", "compile_conditions", "compile_expression"]
+__all__ = ["EVALUATION_ERRORS", "Compiled", "Conditions", "compile_conditions", "compile_expression", "parse_tree"]
 
 import operator
 import re
@@ -430,6 +430,11 @@ class Compiled:
 
     def failure(self, exc: Exception) -> ExpressionError:
         return ExpressionError(f"cannot evaluate {self.text!r}: {exc}")
+
+
+def parse_tree(text: str) -> t.Node:
+    """Only the syntax tree of ``text`` (no code generated): for the config checker."""
+    return _Parser(text).parse().tree
 
 
 def compile_expression(text: str) -> Compiled:

@@ -30,7 +30,9 @@ def _edit(config: Path, old: str, new: str) -> int:
     return text[: text.index(old)].count("\n") + 1 + old[: len(old) - len(old.lstrip("\n"))].count("\n")
 
 
-def _validate(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, list[dict[str, object]], list[dict[str, object]]]:
+def _validate(
+    config: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, list[dict[str, object]], list[dict[str, object]]]:
     code = main(["validate", "--json", *extra, "-c", str(config)])
     report = json.loads(capsys.readouterr().out)
     return code, report["errors"], report["warnings"]
@@ -73,7 +75,7 @@ def test_the_quickstart_is_valid_with_no_warnings_even_strictly(quickstart: Path
         ),
         pytest.param(
             "    url: ${ERP_URL:-http://127.0.0.1:8901/erp/payments}",
-            "    url: ${ERP_URL:-http://127.0.0.1:8901/erp/payments}\n    headers: {X-Customer: \"$${customer_idd}\"}",
+            '    url: ${ERP_URL:-http://127.0.0.1:8901/erp/payments}\n    headers: {X-Customer: "$${customer_idd}"}',
             "outbound[0].headers.X-Customer",
             "has no field 'customer_idd'; did you mean 'customer_id'?",
             id="header template",
@@ -128,7 +130,8 @@ def test_an_enum_symbol_that_does_not_exist(quickstart: Path, capsys: pytest.Cap
     _edit(
         quickstart,
         "\noutbound:",
-        "\n  - name: delivered\n    from: Shipment\n    when: state == \"DELIVERD\" or state in [\"PACKED\", \"SHIPED\"]\n    to: [support]\n\noutbound:",
+        "\n  - name: delivered\n    from: Shipment\n"
+        '    when: state == "DELIVERD" or state in ["PACKED", "SHIPED"]\n    to: [support]\n\noutbound:',
     )
     code, errors, _ = _validate(quickstart, capsys)
     assert code == 2
@@ -163,16 +166,16 @@ outbound:
 @pytest.mark.parametrize(
     ("route", "says"),
     [
-        ('when: currency + 1 > 2', "+ cannot combine a string and an integer: convert with str(...) first"),
+        ("when: currency + 1 > 2", "+ cannot combine a string and an integer: convert with str(...) first"),
         ('when: currency * 2 == "x"', "* cannot combine a string and an integer: it is arithmetic"),
         ("when: decimal(total) + 0.5 > 1", "+ mixes a decimal (money) with a float"),
-        ("when: lower(total) == \"x\"", "lower() takes string as argument 1, not an integer"),
+        ('when: lower(total) == "x"', "lower() takes string as argument 1, not an integer"),
         ("when: total", "a condition must be true or false, and 'total' is an integer"),
-        ("when: len(customer_id) > 0 and customer_id + \"!\" == \"x!\"", "customer_id may be null (a string or null) and + fails on null"),
-        ("when: $idd == \"x\"", "unknown metadata $idd; did you mean $id?"),
-        ("when: lines[0].skux == \"A\"", "record OrderLine has no field 'skux'; did you mean 'sku'?"),
-        ("when: currency.code == \"usd\"", "'code' is read from a string, which has no fields"),
-        ("when: upper(currency, 2) == \"USD\"", "upper() takes 1 argument(s), given 2"),
+        ('when: len(customer_id) > 0 and customer_id + "!" == "x!"', "customer_id may be null (a string or null) and + fails on null"),
+        ('when: $idd == "x"', "unknown metadata $idd; did you mean $id?"),
+        ('when: lines[0].skux == "A"', "record OrderLine has no field 'skux'; did you mean 'sku'?"),
+        ('when: currency.code == "usd"', "'code' is read from a string, which has no fields"),
+        ('when: upper(currency, 2) == "USD"', "upper() takes 1 argument(s), given 2"),
     ],
 )
 def test_expression_types_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str], route: str, says: str) -> None:
@@ -187,7 +190,7 @@ def test_expression_types_are_checked(tmp_path: Path, capsys: pytest.CaptureFixt
         'when: customer_id != null and customer_id + "!" == "x!"',  # a null check before the use
         'when: exists(customer_id) and customer_id + "!" == "x!"',
         'when: coalesce(customer_id, "") + "!" == "x!"',
-        "when: total * 2 > 10 and currency in [\"usd\", \"eur\"] and lines[0].quantity > 1",
+        'when: total * 2 > 10 and currency in ["usd", "eur"] and lines[0].quantity > 1',
         'when: timestamp("2026-01-01") + duration("1d") > now()',
         'when: decimal(total) + decimal("0.5") > decimal(1)',
     ],
@@ -205,12 +208,14 @@ def test_mappings_must_fit_their_schema(tmp_path: Path, capsys: pytest.CaptureFi
     transform:
       schema: Invoice
       map: {invoice_id: order_id, order_id: order_id, customer_id: customer_id, currency: currency, amount: currency, amout: total}
-    to: [books]"""
+    to: [books]""",
     )
     code, errors, _ = _validate(_config(tmp_path, text), capsys)
     found = {(e["field"], str(e["message"])) for e in errors}
     assert code == 2
-    assert any(f == "routes[0].transform.map.amout" and "schema Invoice has no field 'amout'; did you mean 'amount'?" in m for f, m in found)
+    assert any(
+        f == "routes[0].transform.map.amout" and "schema Invoice has no field 'amout'; did you mean 'amount'?" in m for f, m in found
+    )
     assert any(f == "routes[0].transform.map.amount" and "'currency' is a string, and the field is an integer" in m for f, m in found)
     # currency is unmapped at the inbound: the Order field has no default, so every event would be refused.
     assert any(f == "inbound[0].emit.map" and "schema Order.currency has no default and is not mapped" in m for f, m in found), found
@@ -309,7 +314,9 @@ def test_strict_names_the_payload_paths_it_could_not_check(tmp_path: Path, capsy
     code, errors, _ = _validate(config, capsys, "--strict")
     assert code == 2
     [error] = errors
-    assert error["field"] == "inbound[0].emit.map" and "5 payload path(s) not checked (currency, customer, id, lines, total)" in str(error["message"])
+    assert error["field"] == "inbound[0].emit.map" and "5 payload path(s) not checked (currency, customer, id, lines, total)" in str(
+        error["message"]
+    )
 
 
 def test_outbound_expressions_of_every_adapter_family_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -318,7 +325,11 @@ def test_outbound_expressions_of_every_adapter_family_are_checked(tmp_path: Path
   - {name: feed, type: kafka, bootstrap: "k:9092", topic: "orders.$${curency}", key: custmer_id}
   - {name: queue, type: amqp, url: "amqp://guest:guest@h/", exchange: x, routing_key: "o.$${stat}"}
 """
-    text = BASE.replace("{routes}", "  - {name: r, from: Order, to: [books, ledger, feed, queue]}").split("outbound:")[0] + "outbound:\n" + outbound
+    text = (
+        BASE.replace("{routes}", "  - {name: r, from: Order, to: [books, ledger, feed, queue]}").split("outbound:")[0]
+        + "outbound:\n"
+        + outbound
+    )
     code, errors, _ = _validate(_config(tmp_path, text), capsys)
     assert code == 2
     fields = {e["field"] for e in errors if "has no field" in str(e["message"])}

@@ -155,7 +155,9 @@ def test_a_config_that_uses_its_schema_correctly_validates(tmp_path: Path, field
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fields=schemas(), data=st.data())
-def test_one_changed_character_in_any_field_reference_is_refused_and_named(tmp_path: Path, fields: list[Field], data: st.DataObject) -> None:
+def test_one_changed_character_in_any_field_reference_is_refused_and_named(
+    tmp_path: Path, fields: list[Field], data: st.DataObject
+) -> None:
     _, sites = _config(fields, {})
     site = data.draw(st.sampled_from(sites), label="site")
     written = site[1]
@@ -165,7 +167,11 @@ def test_one_changed_character_in_any_field_reference_is_refused_and_named(tmp_p
     at = data.draw(st.integers(0, len(word) - 1), label="position")
     how = data.draw(st.sampled_from(["replace", "delete", "insert"]), label="how")
     letter = data.draw(st.sampled_from("abcdefghijklmnopqrstuvwxyz_"), label="letter")
-    changed = {"replace": word[:at] + letter + word[at + 1 :], "delete": word[:at] + word[at + 1 :], "insert": word[:at] + letter + word[at:]}[how]
+    changed = {
+        "replace": word[:at] + letter + word[at + 1 :],
+        "delete": word[:at] + word[at + 1 :],
+        "insert": word[:at] + letter + word[at:],
+    }[how]
     assume(changed and changed[0] != "_" and changed not in _KEYWORDS and changed != word)
     pieces[part] = changed
     new = ".".join(pieces)

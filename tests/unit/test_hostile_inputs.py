@@ -5,6 +5,7 @@ sender-controlled values, and the config loader; plus the known bombs, one by on
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ def test_any_config_text_loads_or_fails_with_a_config_error(tmp_path: Path, text
             "expands to more than",
         ),
         ("a: &a [*a]\n", "nested too deeply"),
-        ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+        ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply|exceeded maximum nesting depth"),  # ours, or libyaml's
     ],
 )
 def test_yaml_bombs_are_one_line_config_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -129,4 +130,5 @@ def test_yaml_bombs_are_one_line_config_errors(tmp_path: Path, text: str, messag
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
         load_config(path, AdapterRegistry.from_entry_points(), env={})
-    assert message in str(caught.value)
+    assert re.search(message, str(caught.value)), caught.value
+    assert len(caught.value.issues) == 1
