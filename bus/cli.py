@@ -9,6 +9,7 @@
     bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters
     bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for?
     bus docs config                                             the configuration reference, from the models
+    bus docs json-schema [--chart FILE]                         a JSON Schema of the whole config (editors, the chart)
     bus new [RECIPE DIR]                                        start an integration from a recipe in examples/
 
 Exit codes: 0 success, 1 the hub failed at run time, 2 the configuration is invalid.
@@ -310,6 +311,19 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_schema(args: argparse.Namespace) -> int:
+    from bus.config.json_schema import config_json_schema, into_chart
+
+    schema = config_json_schema(AdapterRegistry.from_entry_points())
+    if args.chart is None:
+        print(json.dumps(schema, indent=2))
+        return 0
+    values = json.loads(args.chart.read_text())
+    args.chart.write_text(json.dumps(into_chart(values, schema), indent=2) + "\n")
+    print(f"{args.chart}: config schema refreshed ({len(schema['$defs'])} definitions)")
+    return 0
+
+
 def _schemas(args: argparse.Namespace) -> int:
     from schemas import commands
     from schemas.catalog import BUILTIN_DIR, SchemaCatalog
@@ -442,6 +456,9 @@ def _parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="generated documentation")
     docs_sub = docs.add_subparsers(dest="docs_command", required=True)
     docs_sub.add_parser("config", help="the configuration reference (docs/configuration.md)").set_defaults(func=_docs)
+    schema = docs_sub.add_parser("json-schema", help="a JSON Schema of the whole config, for editors and the Helm chart")
+    schema.add_argument("--chart", type=Path, help="write it into this values.schema.json (the chart's copy) instead of printing it")
+    schema.set_defaults(func=_json_schema)
     return parser
 
 
@@ -450,6 +467,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (`bus docs json-schema | head`): not an error of ours. Point stdout
+        # at nothing so the interpreter's final flush does not complain a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG

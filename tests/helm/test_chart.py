@@ -194,6 +194,7 @@ def test_the_hub_accepts_the_config_the_chart_renders(case: tuple[Path, list[Man
     catalog = SchemaCatalog.load()
     env = {"ERP_URL": "http://erp.internal/api"}  # roles-values sets it through `env`
     loaded = load_config(config, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.parsed(), env=env)
+    assert loaded.warnings == []  # the config checker found nothing to say
     assert loaded.hub.ops.port == 9090 and loaded.hub.http.port == 8080
     checksums = {d["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for d in by_kind(manifests, "Deployment")}
     assert len(checksums) == 1
@@ -229,3 +230,11 @@ def test_bad_values_are_refused_by_the_schema_naming_the_field(values: dict[str,
     with pytest.raises(helm.HelmError) as refused:
         chart.render(values, name="bus", namespace="integration")
     assert complaint in str(refused.value)
+
+
+def test_helm_refuses_a_config_with_a_misspelt_field() -> None:
+    values = yaml.safe_load((CHART / "ci" / "roles-values.yaml").read_text())
+    values["config"].setdefault("routes", [{"name": "r", "from": "Payment", "to": ["erp"]}])
+    values["config"]["routes"][0]["whn"] = 'status == "failed"'
+    with pytest.raises(Exception, match="additional properties 'whn' not allowed"):
+        render(values)
