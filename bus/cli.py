@@ -22,6 +22,7 @@ __all__ = ["main"]
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -90,6 +91,8 @@ def _run(args: argparse.Namespace) -> int:
     loaded, catalog = _load(args.config, registry)
     assert isinstance(catalog, SchemaCatalog)
     REDACTOR.remember(secrets_in([loaded.hub, loaded.inbound, loaded.outbound]))
+    for issue in loaded.warnings:  # the config loads, but says something that never happens
+        logging.getLogger("bus.config").warning("%s", issue)
     hub = Hub(loaded, registry, catalog, role=args.role)
     asyncio.run(hub.run_until_signalled())
     return 0

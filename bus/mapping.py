@@ -83,9 +83,12 @@ class Body:
         return spec
 
     def render(self, event: Event) -> dict[str, Any]:
+        return self.render_fields(event.data, event.meta())
+
+    def render_fields(self, data: dict[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
         if not self._fields:
-            return event.data
-        return _render(self._fields, event.data, event.meta())
+            return data
+        return _render(self._fields, data, meta)
 
 
 # A compiled block: (field name, function of (scope, meta)) pairs. Nested objects and lists are

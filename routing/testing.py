@@ -9,10 +9,15 @@ A test file (YAML)::
         expect:
           erp: [{payment_id: p1, amount: 150000, currency: usd}]   # what each subscriber receives
           support: []                                               # receives nothing
+        sent:                                                       # what each one's adapter sends (optional)
+          erp: [{body: {external_id: p1, amount_cents: 150000}, url: "https://erp.example.com/api/payments"}]
         dead_letters: []                                            # routes expected to fail (optional)
 
 Subscribers not named under ``expect`` are not checked. Outputs are checked against their Avro
 schema as the hub would encode them. The same compiled routes as ``bus run`` are used.
+``sent`` renders every expression, template and body block of the subscriber's adapter config
+for each event it receives (``body``, ``url``, ``headers.NAME``, ``topic``, ``columns`` ...);
+an expected entry names only the parts it checks. Secrets from the environment are masked.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bus.adapter_api import EmitSpec
 from bus.codec import Codec
+from bus.config.fields import expression_fields
 from bus.config.loader import LoadedConfig
-from bus.errors import BusError, ConfigError, ConfigIssue, PermanentError
-from bus.mapping import Emitter
+from bus.errors import BusError, ConfigError, ConfigIssue, ExpressionError, PermanentError
+from bus.expr import compile_expression, compile_template
+from bus.logs import Redactor
+from bus.mapping import Body, Emitter
 from routing.router import Router
 from schemas.catalog import SchemaCatalog
 
@@ -60,6 +68,7 @@ class TestCase(BaseModel):
     name: str
     input: TestInput
     expect: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    sent: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     dead_letters: list[str] | None = None
 
 
@@ -79,6 +88,7 @@ class Explanation:
     lines: list[str]
     received: dict[str, list[dict[str, Any]]]
     dead_letters: list[str]
+    sent: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def load_tests(path: Path) -> list[TestCase]:
@@ -112,6 +122,9 @@ class RouteTester:
         self.codec = Codec()
         for i, name in enumerate(catalog.names(), start=1):
             self.codec.add(name, i, catalog.get(name).parsed)
+        self._outbound = {c.name: c for c in loaded.outbound}
+        self._redactor = Redactor()
+        self._redactor.remember(loaded.secrets)
         self._emitters = {}
         for config in loaded.inbound:
             emit = getattr(config, "emit", None)
@@ -121,6 +134,7 @@ class RouteTester:
     def explain(self, given: TestInput) -> Explanation:
         lines: list[str] = []
         received: dict[str, list[dict[str, Any]]] = {}
+        sent: dict[str, list[dict[str, Any]]] = {}
         dead: list[str] = []
         if given.inbound is not None:
             emitter = self._emitters.get(given.inbound)
@@ -165,9 +179,33 @@ class RouteTester:
             for target in targets:
                 received.setdefault(target, []).append(_plain(body))
                 lines.append(f"    -> {target}: {out.schema} {json.dumps(_plain(body), sort_keys=True)}")
+                if target in self._outbound:
+                    request = self.render(self._outbound[target], body, {**meta, "schema": out.schema})
+                    sent.setdefault(target, []).append(request)
+                    lines.extend(f"       {part}: {json.dumps(value, sort_keys=True)}" for part, value in request.items())
         if not decision.outcomes:
             lines.append("  no route matched: the event goes nowhere")
-        return Explanation(lines, received, dead)
+        return Explanation(lines, received, dead, sent)
+
+    def render(self, config: BaseModel, data: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        """What an outbound adapter sends for one event: each of its expressions, templates and
+        body blocks rendered (a body left out is the event's fields)."""
+        rendered: dict[str, Any] = {}
+        if "body" in type(config).model_fields and getattr(config, "body", None) is None:
+            rendered["body"] = _plain(data)
+        for loc, kind, value in expression_fields(config):
+            part = ".".join(str(p) for p in loc)
+            try:
+                if kind == "body":
+                    result: Any = Body(value).render_fields(data, meta)
+                elif kind == "template":
+                    result = compile_template(value)(data, meta)
+                else:
+                    result = compile_expression(value)(data, meta)
+            except ExpressionError as exc:
+                result = f"<fails: {exc}>"
+            rendered[part] = self._redactor.redact_tree(_plain(result))
+        return rendered
 
     def run(self, case: TestCase) -> TestResult:
         result = TestResult(case.name)
@@ -184,6 +222,21 @@ class RouteTester:
                     json.dumps(got, indent=2, sort_keys=True).splitlines(),
                     f"expected at {subscriber}",
                     f"received by {subscriber}",
+                    lineterm="",
+                )
+                result.failures.append("\n".join(diff))
+        for subscriber, expected_requests in case.sent.items():
+            got_requests = explanation.sent.get(subscriber, [])
+            # Each expected request names the parts it checks; the rest of what is sent is not compared.
+            shown = [{part: request.get(part) for part in want} for request, want in zip(got_requests, expected_requests, strict=False)]
+            if len(got_requests) != len(expected_requests) or shown != _plain(expected_requests):
+                diff = difflib.unified_diff(
+                    json.dumps(_plain(expected_requests), indent=2, sort_keys=True).splitlines(),
+                    json.dumps(
+                        shown if len(got_requests) == len(expected_requests) else got_requests, indent=2, sort_keys=True
+                    ).splitlines(),
+                    f"expected sent by {subscriber}",
+                    f"sent by {subscriber}",
                     lineterm="",
                 )
                 result.failures.append("\n".join(diff))

@@ -26,17 +26,15 @@ __all__ = ["Findings", "check_config"]
 import functools
 import json
 import re
-import types as pytypes
-import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 
-from bus.config.fields import kinds_of
+from bus.config.fields import expression_fields
 from bus.config.models import HubConfig
 from bus.config.routes import AggregateConfig, RouteConfig
 from bus.errors import ConfigIssue, ExpressionError
@@ -352,7 +350,7 @@ class _Check:
         for schema, document, routes in inputs:
             scope = Scope(document, what=f"schema {schema}")
             where = f" (events of schema {schema}, from {routes})" if len(inputs) > 1 else ""
-            for loc, kind, value in _expressions_of(config, ("outbound", index)):
+            for loc, kind, value in expression_fields(config, ("outbound", index)):
                 if kind == "expression":
                     self.expression(value, scope, loc, where=where)
                 elif kind == "template":
@@ -436,41 +434,6 @@ def _constant(node: t.Node) -> bool:
     if isinstance(node, t.Call) and node.name == "now":
         return False
     return all(_constant(c) for c in _children(node))
-
-
-# -- finding expressions in any config model ----------------------------------------------------
-def _expressions_of(model: BaseModel, loc: Loc) -> Iterator[tuple[Loc, str, Any]]:
-    for name, info in type(model).model_fields.items():
-        value = getattr(model, name)
-        yield from _walk(info.annotation, list(info.metadata), value, (*loc, info.alias or name))
-
-
-def _walk(annotation: Any, metadata: list[Any], value: Any, loc: Loc) -> Iterator[tuple[Loc, str, Any]]:
-    if value is None:
-        return
-    kind = kinds_of(metadata)
-    if kind is not None:
-        yield loc, kind.kind, value.get_secret_value() if isinstance(value, SecretStr) else value
-        return
-    if isinstance(value, BaseModel):
-        yield from _expressions_of(value, loc)
-        return
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Annotated:
-        yield from _walk(args[0], list(annotation.__metadata__), value, loc)
-    elif origin in (typing.Union, pytypes.UnionType):
-        for option in args:
-            found = list(_walk(option, [], value, loc))
-            if found:
-                yield from found
-                return
-    elif origin is dict and isinstance(value, Mapping) and len(args) == 2:
-        for key, item in value.items():
-            yield from _walk(args[1], [], item, (*loc, key))
-    elif origin is list and isinstance(value, list) and args:
-        for i, item in enumerate(value):
-            yield from _walk(args[0], [], item, (*loc, i))
 
 
 def check_config(

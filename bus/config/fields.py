@@ -9,12 +9,15 @@ gets the checks for free; one that declares them as plain ``str`` gets only its 
 
 from __future__ import annotations
 
-__all__ = ["BodyMap", "Duration", "Expression", "Kind", "SecretTemplate", "TemplateText", "kinds_of"]
+__all__ = ["BodyMap", "Duration", "Expression", "Kind", "SecretTemplate", "TemplateText", "expression_fields", "kinds_of"]
 
+import types as pytypes
+import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, SecretStr
+from pydantic import AfterValidator, BaseModel, SecretStr
 
 from bus.expr import compile_expression, compile_template
 from bus.expr.functions import parse_duration
@@ -58,3 +61,42 @@ Duration = Annotated[str, AfterValidator(_check_duration)]  # "500ms", "30s", "5
 
 def kinds_of(metadata: list[Any]) -> Kind | None:
     return next((m for m in metadata if isinstance(m, Kind)), None)
+
+
+Loc = tuple[str | int, ...]
+
+
+def expression_fields(model: BaseModel, loc: Loc = ()) -> Iterator[tuple[Loc, str, Any]]:
+    """Every expression, template and body block in ``model`` (nested models, lists and maps
+    included): (where, kind, text or block). Secret templates are given in clear."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        yield from _walk(info.annotation, list(info.metadata), value, (*loc, info.alias or name))
+
+
+def _walk(annotation: Any, metadata: list[Any], value: Any, loc: Loc) -> Iterator[tuple[Loc, str, Any]]:
+    if value is None:
+        return
+    kind = kinds_of(metadata)
+    if kind is not None:
+        yield loc, kind.kind, value.get_secret_value() if isinstance(value, SecretStr) else value
+        return
+    if isinstance(value, BaseModel):
+        yield from expression_fields(value, loc)
+        return
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        yield from _walk(args[0], list(annotation.__metadata__), value, loc)
+    elif origin in (typing.Union, pytypes.UnionType):
+        for option in args:
+            found = list(_walk(option, [], value, loc))
+            if found:
+                yield from found
+                return
+    elif origin is dict and isinstance(value, Mapping) and len(args) == 2:
+        for key, item in value.items():
+            yield from _walk(args[1], [], item, (*loc, key))
+    elif origin is list and isinstance(value, list) and args:
+        for i, item in enumerate(value):
+            yield from _walk(args[0], [], item, (*loc, i))

@@ -166,3 +166,21 @@ def test_routes_explain(config: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 def test_quickstart_route_tests_pass() -> None:
     root = Path(__file__).resolve().parents[2]
     assert main(["test", "-c", str(root / "examples/quickstart/bus.yaml"), str(root / "examples/quickstart/tests.yaml")]) == 0
+
+
+def test_tests_can_assert_what_an_adapter_sends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bus.yaml"
+    config.write_text(
+        CONFIG.replace(
+            '  - {name: books, type: http, url: "http://books/"}',
+            '  - {name: books, type: http, url: "http://books/$${invoice_id}", headers: {X-Account: "$${account}"},'
+            " body: {ref: invoice_id, cents: amount * 100}}",
+        )
+    )
+    sent = {"url": "http://books/INV-o-1", "headers.X-Account": "ACC-1", "body": {"ref": "INV-o-1", "cents": 300000}}
+    case = {"name": "what the books adapter sends", "input": {"schema": "Order", "event": ORDER}}
+    assert main(["test", "-c", str(config), str(write_tests(tmp_path, [{**case, "sent": {"books": [sent]}}]))]) == 0
+    assert main(["test", "-c", str(config), str(write_tests(tmp_path, [{**case, "sent": {"books": [{"body": {"ref": "x"}}]}}]))]) == 1
+    out = capsys.readouterr().out
+    assert '-      "ref": "x"' in out and '"cents": 300000' in out
+    assert 'url: "http://books/INV-o-1"' in out  # explained, for the reader
