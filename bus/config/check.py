@@ -238,7 +238,8 @@ class _Check:
             self.expression(route.dedup.by, scope, (*loc, "dedup", "by"))
         names: dict[str, Type] = {}
         for j, enrich in enumerate(route.enrich):
-            self.expression(enrich.key, scope, (*loc, "enrich", j, "key"))
+            # An enrichment may look up by what an earlier one found (customer.country).
+            self.expression(enrich.key, Scope(source, dict(names), what=f"schema {route.from_}"), (*loc, "enrich", j, "key"))
             value = tables.get(enrich.table, ANY)
             names[enrich.into] = value if enrich.on_missing == "drop" else join(value, NULL)
         if route.split is not None:

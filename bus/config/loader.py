@@ -29,6 +29,7 @@ from bus.config.check import check_config
 from bus.config.models import HubConfig
 from bus.errors import ConfigError, ConfigIssue
 from bus.expr.typecheck import closest
+from bus.logs import Redactor
 
 Loc = tuple[str | int, ...]
 # ``$${...}`` is left as ``${...}`` for the template fields of adapters and routes (``${field}``).
@@ -372,8 +373,15 @@ def load_config(
             locate=lambda loc: marks.find(loc, default_file),
             base_dir=base_dir,
         )
-        issues.extend(findings.errors)
-        warnings, unchecked = _in_order(findings.warnings), _in_order(findings.unchecked)
+        # The checker quotes expressions, and an expression may hold a ${SECRET}: mask them.
+        masked = Redactor()
+        masked.remember(_secret_shaped(interpolated))
+        clean = [
+            [ConfigIssue(i.file, i.line, i.field, masked.redact(i.message)) for i in found]
+            for found in (findings.errors, findings.warnings, findings.unchecked)
+        ]
+        issues.extend(clean[0])
+        warnings, unchecked = _in_order(clean[1]), _in_order(clean[2])
         if strict:
             issues.extend(warnings + unchecked)
     if issues:

@@ -48,7 +48,7 @@ async def test_a_planted_secret_appears_in_no_log_dead_letter_or_answer(
             "name": "support",
             "type": "http",
             "url": f"{target.url}/support",
-            "body": {"tag": 'substr(customer_id, "${EXPR_SECRET}")'},  # fails on every event, naming the expression
+            "body": {"tag": 'substr(customer_id, int("${EXPR_SECRET}"))'},  # fails on every event, naming the expression
         },
     ]
     path = write_config(tmp_path / "bus.yaml", config)

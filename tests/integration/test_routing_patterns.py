@@ -100,10 +100,17 @@ def config(bootstrap: str, target: str, engine: str) -> dict[str, Any]:
             {"name": "audit", "from": "Order", "throttle": {"rate": THROTTLE_RATE, "burst": 1}, "to": ["audit"]},
             {"name": "risky", "from": "Order", "when": "100 / (total - 4242) > 0", "to": ["audit"]},
             {
+                # A value only run time can find does not fit (a table row's is not typed): the
+                # output fails its schema and is dead-lettered. (A mapping the checker can see
+                # is wrong never loads.)
                 "name": "bad-shape",
                 "from": "Order",
                 "when": "total == 7777",
-                "transform": {"schema": "Invoice", "map": {"invoice_id": "order_id"}},
+                "enrich": [{"table": "terms", "key": '"de"', "into": "term"}],
+                "transform": {
+                    "schema": "Invoice",
+                    "map": {"invoice_id": "order_id", "currency": "term.days", "amount": "total"},  # a number as currency
+                },
                 "to": ["books"],
             },
         ],
@@ -163,7 +170,7 @@ async def test_routing_patterns_over_the_real_broker(tmp_path: Path, bootstrap: 
 
                 orders = [order(i, "c-1" if i % 2 else "c-2", 1000 + i) for i in range(20)]
                 orders.append(order(20, "c-1", 4242))  # its `risky` condition divides by zero
-                orders.append(order(21, "c-2", 7777))  # `bad-shape` builds an Invoice without currency
+                orders.append(order(21, "c-2", 7777))  # `bad-shape` builds an Invoice with a number as currency
                 orders.append(order(3, "c-1", 1003, event="o-evt-3-redelivered"))  # same order, new event id
                 for o in orders:
                     assert (await client.post("/hooks/orders", json=o)).status_code == 202

@@ -342,3 +342,14 @@ def test_outbound_expressions_of_every_adapter_family_are_checked(tmp_path: Path
         "outbound[2].key",
         "outbound[3].routing_key",
     }, errors
+
+
+def test_an_expression_holding_a_secret_is_quoted_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PSEUDONYM_KEY", "s3cr3t-pseudonym-key")
+    route = '  - name: r\n    from: Order\n    when: hmac_sha256(customer_id, "${PSEUDONYM_KEY}") == 3\n    to: [books]'
+    code, errors, _ = _validate(_config(tmp_path, BASE.replace("{routes}", route)), capsys)
+    assert code == 2 and errors
+    assert "s3cr3t-pseudonym-key" not in json.dumps(errors)
+    assert "compares a string with an integer" in str(errors[0]["message"])
