@@ -30,6 +30,7 @@ __all__ = [
     "Body",
     "BodyMap",
     "Checkpoints",
+    "ConfigModel",
     "Context",
     "Duration",
     "EmitSpec",
@@ -76,10 +77,11 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
+from bus.config.base import ConfigModel
 from bus.config.delivery import DeliveryPolicy
 from bus.config.fields import BodyMap, Duration, Expression, Kind, SecretTemplate, TemplateText
 from bus.config.models import KafkaConfig, KafkaSecurity
@@ -122,10 +124,8 @@ def redact(text: str) -> str:
     return REDACTOR.redact(text)
 
 
-class AdapterConfig(BaseModel):
+class AdapterConfig(ConfigModel):
     """Base of every adapter's config model: strict, immutable, documented."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str = Field(description="Adapter type, the registry key.")
     name: str = Field(
@@ -141,12 +141,10 @@ class OutboundConfig(AdapterConfig):
     delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy, description="Retries, limits and circuit breaker.")
 
 
-class PayloadShape(BaseModel):
+class PayloadShape(ConfigModel):
     """What the source sends, so the checker can check ``emit`` against it: a JSON Schema, or a
     sample payload. Either inline or a path to a .json or .yaml file (relative to the config
     file). Only read at config load."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     json_schema: dict[str, Any] | str | None = Field(
         default=None,
@@ -167,13 +165,11 @@ class PayloadShape(BaseModel):
         return self
 
 
-class EmitSpec(BaseModel):
+class EmitSpec(ConfigModel):
     """How an inbound adapter turns what it received into a canonical event.
 
     Every value is an expression (``bus.expr``) over the received document.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_: str = Field(alias="schema", description="Canonical schema name of the event.", examples=["Payment"])
     key: Expression | None = Field(default=None, description="Expression for the business key.", examples=["data.object.id"])

@@ -18,14 +18,13 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bus.config.base import ConfigModel
 from bus.errors import BusError
 
 
-class TracingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class TracingConfig(ConfigModel):
     exporter: Literal["none", "otlp", "console"] = Field(
         default="none", description="Where spans go: none (traceparent still travels, no spans), otlp (OTLP/HTTP), console (stderr)."
     )

@@ -6,15 +6,13 @@ __all__ = ["AmqpInboundConfig", "AmqpOutboundConfig", "Binding"]
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText
+from bus.adapter_api import AdapterConfig, BodyMap, ConfigModel, EmitSpec, OutboundConfig, TemplateText
 
 
-class Binding(BaseModel):
+class Binding(ConfigModel):
     """Bind the queue to an exchange, so messages published there reach it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     exchange: str = Field(description="Exchange name (declared durable, of `exchange_type`, if missing).", examples=["orders"])
     exchange_type: Literal["direct", "topic", "fanout", "headers"] = Field(default="topic", description="Exchange type.")

@@ -17,18 +17,26 @@ __all__ = [
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from adapters.http.jwt_auth import JwtAuth
 from adapters.http.oauth2 import OAuth2ClientCredentials
 from adapters.http.signatures import SignatureAuth
-from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, Expression, OutboundConfig, SecretTemplate, TemplateText
+from bus.adapter_api import (
+    AdapterConfig,
+    BodyMap,
+    ConfigModel,
+    Duration,
+    EmitSpec,
+    Expression,
+    OutboundConfig,
+    SecretTemplate,
+    TemplateText,
+)
 
 
-class ApiKeyAuth(BaseModel):
+class ApiKeyAuth(ConfigModel):
     """A shared API key in a request header. Several keys may be valid at once, for rotation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["api_key"] = "api_key"
     header: str = Field(default="X-API-Key", description="Header that carries the key.")
@@ -40,10 +48,8 @@ Method = Literal["POST", "PUT", "PATCH", "DELETE"]
 _JSON_ONLY: list[BodyKind] = ["json"]
 
 
-class Dedupe(BaseModel):
+class Dedupe(ConfigModel):
     """Drop repeated deliveries: senders retry, and a retry after a lost answer is a duplicate."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     header: str = Field(
         description="Header with the sender's delivery id.", examples=["X-GitHub-Delivery", "X-Shopify-Webhook-Id", "webhook-id"]
@@ -88,10 +94,8 @@ class WebhookConfig(AdapterConfig):
     emit: EmitSpec = Field(description="How the JSON body (each element, with `batch`) becomes a canonical event.")
 
 
-class SendApiKey(BaseModel):
+class SendApiKey(ConfigModel):
     """An API key the hub sends in a request header."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["api_key"] = "api_key"
     header: str = Field(default="Authorization", description="Header that carries the key.")
@@ -140,10 +144,8 @@ class HttpOutboundConfig(OutboundConfig):
     )
 
 
-class SinceCursor(BaseModel):
+class SinceCursor(ConfigModel):
     """Incremental polling: each poll asks only for records changed since the last one seen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     param: str = Field(description="Query parameter that carries the watermark.", examples=["updated_since"])
     field: Expression = Field(description="Expression over a record giving its watermark value.", examples=["updated_at"])
@@ -171,10 +173,8 @@ class SinceCursor(BaseModel):
     )
 
 
-class Pagination(BaseModel):
+class Pagination(ConfigModel):
     """How to walk the pages of one poll."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["none", "page", "offset", "cursor", "link"] = Field(
         default="none",
@@ -237,10 +237,8 @@ class HttpPollConfig(AdapterConfig):
     )
 
 
-class WebhookSigning(BaseModel):
+class WebhookSigning(ConfigModel):
     """How outbound webhooks are signed, so a receiver can tell they come from the hub."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     scheme: Literal["standard", "hmac"] = Field(
         default="standard",

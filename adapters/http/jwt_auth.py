@@ -16,15 +16,15 @@ from typing import Any, Literal
 
 import httpx
 import jwt
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
+
+from bus.adapter_api import ConfigModel
 
 _ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
 
-class JwtAuth(BaseModel):
+class JwtAuth(ConfigModel):
     """A JWT in a bearer header, verified with a shared secret or the keys of a JWKS URL."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["jwt"] = "jwt"
     header: str = Field(default="Authorization", description="Header that carries `Bearer <token>`.")

@@ -17,15 +17,13 @@ from typing import Literal
 from urllib.parse import quote_plus
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from bus.adapter_api import RetryableError
+from bus.adapter_api import ConfigModel, RetryableError
 
 
-class OAuth2ClientCredentials(BaseModel):
+class OAuth2ClientCredentials(ConfigModel):
     """OAuth2 client-credentials grant: the hub fetches a bearer token with its client id and secret."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["oauth2"] = "oauth2"
     token_url: str = Field(pattern=r"^https?://", description="Token endpoint.", examples=["https://login.example.com/oauth2/token"])

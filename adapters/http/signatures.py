@@ -25,13 +25,13 @@ import time
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
+
+from bus.adapter_api import ConfigModel
 
 
-class SignatureAuth(BaseModel):
+class SignatureAuth(ConfigModel):
     """An HMAC signature of the body, in the scheme of a known sender or a generic one."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["stripe", "shopify", "github", "hubspot", "hmac"] = Field(description="Signature scheme.")
     secrets: list[SecretStr] = Field(min_length=1, description="Signing secrets (several during rotation); use ${ENV}.")

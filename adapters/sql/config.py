@@ -7,9 +7,9 @@ __all__ = ["PostgresCdcConfig", "SqlOutboundConfig", "SqlPollConfig", "Watermark
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bus.adapter_api import AdapterConfig, Body, Duration, EmitSpec, Expression, Kind, OutboundConfig
+from bus.adapter_api import AdapterConfig, Body, ConfigModel, Duration, EmitSpec, Expression, Kind, OutboundConfig
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -81,10 +81,8 @@ class SqlOutboundConfig(OutboundConfig):
         return self
 
 
-class Watermark(BaseModel):
+class Watermark(ConfigModel):
     """Which columns tell new and changed rows from the ones already read."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     column: str | None = Field(
         default=None,

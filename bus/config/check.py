@@ -40,7 +40,6 @@ from bus.config.routes import AggregateConfig, RouteConfig
 from bus.errors import ConfigIssue, ExpressionError
 from bus.expr import compile_expression, compile_template
 from bus.expr import tree as t
-from bus.expr.parser import parse_tree
 from bus.expr.typecheck import Problem, Scope, assignable, closest, facts, infer
 from bus.expr.types import (
     ANY,
@@ -369,9 +368,10 @@ def _facts(condition: str | None) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=4096)
 def _tree(text: str) -> t.Node | None:
-    """The syntax tree of an expression (trees are immutable: shared), None if it does not parse."""
+    """The syntax tree of an expression, None if it does not parse. The models compiled every
+    expression when the config loaded (``compile_expression`` is cached): this reuses that."""
     try:
-        return parse_tree(text)
+        return compile_expression(text).tree
     except ExpressionError:
         return None
 

@@ -7,13 +7,10 @@ __all__ = ["CircuitBreakerConfig", "DeliveryPolicy", "RateLimitConfig"]
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from bus.config.base import ConfigModel
 from bus.expr.functions import parse_duration
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _duration(text: str | None) -> str | None:
@@ -22,14 +19,14 @@ def _duration(text: str | None) -> str | None:
     return text
 
 
-class RateLimitConfig(_Model):
+class RateLimitConfig(ConfigModel):
     """At most ``rate`` calls per second to the target, bursts up to ``burst``. Events wait in Kafka."""
 
     rate: float = Field(gt=0, description="Calls per second.", examples=[10])
     burst: int = Field(default=1, ge=1, description="Calls allowed at once after a quiet spell.", examples=[20])
 
 
-class CircuitBreakerConfig(_Model):
+class CircuitBreakerConfig(ConfigModel):
     """Stop calling a target that keeps failing; probe it again after ``reset_after``.
 
     The circuit opens when at least ``failure_ratio`` of the last ``window`` calls failed (and at
@@ -56,7 +53,7 @@ class CircuitBreakerConfig(_Model):
         return value
 
 
-class DeliveryPolicy(_Model):
+class DeliveryPolicy(ConfigModel):
     """Retries with exponential backoff and jitter (honouring Retry-After), limits, and protection."""
 
     concurrency: int = Field(

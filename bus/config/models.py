@@ -19,17 +19,14 @@ __all__ = [
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
+from bus.config.base import ConfigModel
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.tracing import TracingConfig
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class KafkaSecurity(_Model):
+class KafkaSecurity(ConfigModel):
     """TLS and SASL settings, passed through to aiokafka."""
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(default="PLAINTEXT", description="Kafka security.protocol.")
@@ -43,7 +40,7 @@ class KafkaSecurity(_Model):
     ssl_keyfile: Path | None = Field(default=None, description="Client key for mutual TLS.")
 
 
-class KafkaConfig(_Model):
+class KafkaConfig(ConfigModel):
     bootstrap: str = Field(
         default="embedded",
         description='"embedded" starts the Tansu broker shipped with the hub; otherwise host:port[,host:port].',
@@ -79,7 +76,7 @@ class KafkaConfig(_Model):
     )
 
 
-class SchemaRegistryConfig(_Model):
+class SchemaRegistryConfig(ConfigModel):
     url: str = Field(
         default="embedded",
         description=(
@@ -91,7 +88,7 @@ class SchemaRegistryConfig(_Model):
     password: SecretStr | None = Field(default=None, description="Basic-auth password for an external registry.")
 
 
-class HttpServerConfig(_Model):
+class HttpServerConfig(ConfigModel):
     host: str = Field(
         default="127.0.0.1",
         description="Address to listen on. Loopback by default, so a hub started on a laptop or a server is not open to "
@@ -107,7 +104,7 @@ class HttpServerConfig(_Model):
     )
 
 
-class OpsToken(_Model):
+class OpsToken(ConfigModel):
     """A token for the ops port's write endpoints (the embedded registry's writes, and later the management API)."""
 
     name: str = Field(description="Who holds it; written in the log with every write made with it.", examples=["ci", "platform-team"])
@@ -124,7 +121,7 @@ class OpsServerConfig(HttpServerConfig):
     )
 
 
-class HubConfig(_Model):
+class HubConfig(ConfigModel):
     """The whole hub. ``inbound``/``outbound`` entries are checked against their adapter's own model."""
 
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)

@@ -21,31 +21,14 @@ __all__ = [
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from bus.expr import compile_expression, compile_template
-from bus.expr.functions import parse_duration
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+from bus.config.base import ConfigModel
+from bus.config.fields import Duration, Expression, TemplateText
+from bus.expr import compile_expression
 
 
-def _expressions(mapping: dict[str, str]) -> dict[str, str]:
-    for name, text in mapping.items():
-        try:
-            compile_expression(text)
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from exc
-    return mapping
-
-
-def _duration(text: str) -> str:
-    parse_duration(text)
-    return text
-
-
-class TransformConfig(_Model):
+class TransformConfig(ConfigModel):
     """Reshape the event for its subscribers; optionally into another canonical schema.
 
     Without ``map`` the event's fields are copied, then ``rename`` and ``drop`` apply; with
@@ -54,42 +37,20 @@ class TransformConfig(_Model):
     """
 
     schema_: str | None = Field(default=None, alias="schema", description="Output schema; default the route's `from`.")
-    map: dict[str, str] | None = Field(
+    map: dict[str, Expression] | None = Field(
         default=None,
         description="Output field -> expression (copy, rename, constant, computed).",
         examples=[{"invoice_id": '"INV-" + order_id', "amount": "total", "due": 'iso(now() + duration("30d"))'}],
     )
     rename: dict[str, str] = Field(default_factory=dict, description="Old field -> new field, when copying.")
     drop: list[str] = Field(default_factory=list, description="Fields removed, when copying.")
-    templates: dict[str, str] = Field(
+    templates: dict[str, TemplateText] = Field(
         default_factory=dict,
         description="Output field -> string template with ${expression} parts.",
         examples=[{"title": "Order ${order_id}"}],
     )
     defaults: dict[str, Any] = Field(default_factory=dict, description="Output field -> value used when the field is missing or null.")
-    key: str | None = Field(default=None, description="Expression for the output's Kafka key; default the incoming key.")
-
-    @field_validator("map")
-    @classmethod
-    def _check_map(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return _expressions(value) if value is not None else None
-
-    @field_validator("templates")
-    @classmethod
-    def _check_templates(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            try:
-                compile_template(text)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from exc
-        return value
-
-    @field_validator("key")
-    @classmethod
-    def _check_key(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_expression(value)
-        return value
+    key: Expression | None = Field(default=None, description="Expression for the output's Kafka key; default the incoming key.")
 
     @model_validator(mode="after")
     def _copy_only_options(self) -> TransformConfig:
@@ -98,38 +59,21 @@ class TransformConfig(_Model):
         return self
 
 
-class SplitConfig(_Model):
+class SplitConfig(ConfigModel):
     """Splitter: one event in, one event out per element of a list (e.g. order lines)."""
 
-    items: str = Field(description="Expression giving the list to split.", examples=["lines"])
+    items: Expression = Field(description="Expression giving the list to split.", examples=["lines"])
     as_: str = Field(default="item", alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of the element in expressions.")
 
-    @field_validator("items")
-    @classmethod
-    def _check(cls, value: str) -> str:
-        compile_expression(value)
-        return value
 
-
-class DedupConfig(_Model):
+class DedupConfig(ConfigModel):
     """Idempotent receiver: drop an event whose id was already seen within ``ttl``."""
 
-    by: str = Field(default="$id", description="Expression giving the identity of an event.")
-    ttl: str = Field(default="1h", description="How long an identity is remembered.", examples=["10m", "24h"])
-
-    @field_validator("by")
-    @classmethod
-    def _check_by(cls, value: str) -> str:
-        compile_expression(value)
-        return value
-
-    @field_validator("ttl")
-    @classmethod
-    def _check_ttl(cls, value: str) -> str:
-        return _duration(value)
+    by: Expression = Field(default="$id", description="Expression giving the identity of an event.")
+    ttl: Duration = Field(default="1h", description="How long an identity is remembered.", examples=["10m", "24h"])
 
 
-class ThrottleConfig(_Model):
+class ThrottleConfig(ConfigModel):
     """Throttle: at most ``rate`` events per second through this route (bursts up to ``burst``).
 
     Events wait in Kafka, in order, while the route is over its rate; none are dropped.
@@ -139,27 +83,21 @@ class ThrottleConfig(_Model):
     burst: int = Field(default=1, ge=1, description="Events allowed at once after a quiet spell.")
 
 
-class EnrichConfig(_Model):
+class EnrichConfig(ConfigModel):
     """Enricher: add a value looked up in a table by a key taken from the event."""
 
     table: str = Field(description="Name of a table in `tables:`.")
-    key: str = Field(description="Expression giving the lookup key.", examples=["customer_id"])
+    key: Expression = Field(description="Expression giving the lookup key.", examples=["customer_id"])
     into: str = Field(description="Field that receives the looked-up value (visible to `transform`).")
     on_missing: Literal["null", "drop", "fail"] = Field(
         default="null", description="No row for the key: set null, drop the event, or dead-letter it."
     )
 
-    @field_validator("key")
-    @classmethod
-    def _check_key(cls, value: str) -> str:
-        compile_expression(value)
-        return value
-
 
 _AGGREGATE = r"^(count)\(\s*\)$|^(sum|min|max|avg|first|last)\((.+)\)$"
 
 
-class AggregateConfig(_Model):
+class AggregateConfig(ConfigModel):
     """Aggregator: combine the events of one key (the Kafka key) over a window or a count.
 
     The result is a record of ``key``, ``window_start``, ``window_end``, ``count`` and each of
@@ -168,7 +106,7 @@ class AggregateConfig(_Model):
     neither loses nor double-counts events.
     """
 
-    window: str | None = Field(default=None, description="Tumbling window length; emit when it ends.", examples=["5m"])
+    window: Duration | None = Field(default=None, description="Tumbling window length; emit when it ends.", examples=["5m"])
     count: int | None = Field(default=None, ge=1, description="Emit after this many events of a key.")
     fields: dict[str, str] = Field(
         default_factory=dict,
@@ -185,19 +123,12 @@ class AggregateConfig(_Model):
         description="Time windows: a key that had events and then none for a whole window still gets a result for it "
         "(count 0, sums 0), so a source that falls silent shows as a drop. One such result, not one per window for ever.",
     )
-    emit_when: str | None = Field(
+    emit_when: Expression | None = Field(
         default=None,
         description="Condition on the result (`count`, the fields, `previous`): only results that satisfy it are emitted; "
         "the others just become the next one's `previous`.",
         examples=["previous.usage > 0 and usage < previous.usage * 0.5"],
     )
-
-    @field_validator("emit_when")
-    @classmethod
-    def _check_emit_when(cls, text: str | None) -> str | None:
-        if text is not None:
-            compile_expression(text)
-        return text
 
     @field_validator("fields")
     @classmethod
@@ -217,17 +148,15 @@ class AggregateConfig(_Model):
     def _window_or_count(self) -> AggregateConfig:
         if (self.window is None) == (self.count is None):
             raise ValueError("give exactly one of window or count")
-        if self.window is not None:
-            _duration(self.window)
         if self.empty_windows and self.window is None:
             raise ValueError("empty_windows needs a time window: a count window never ends without events")
         return self
 
 
-class RouteConfig(_Model):
+class RouteConfig(ConfigModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Route name, used in metrics and logs.")
     from_: str = Field(alias="from", description="Canonical schema the route reads.", examples=["Payment"])
-    when: str | None = Field(
+    when: Expression | None = Field(
         default=None,
         description="Condition (bus.expr) on the event's fields; no condition matches every event.",
         examples=['amount >= 100000 and currency == "usd"'],
@@ -239,13 +168,6 @@ class RouteConfig(_Model):
     aggregate: AggregateConfig | None = Field(default=None, description="Combine each key's events over a window or a count.")
     throttle: ThrottleConfig | None = Field(default=None, description="Limit the route's rate.")
     to: list[str] = Field(min_length=1, description="Outbound adapter names that receive matching events.")
-
-    @field_validator("when")
-    @classmethod
-    def _compile(cls, text: str | None) -> str | None:
-        if text is not None:
-            compile_expression(text)
-        return text
 
     @model_validator(mode="after")
     def _shapes_need_a_transform(self) -> RouteConfig:
@@ -264,7 +186,7 @@ class RouteConfig(_Model):
         return self.transform.schema_ if self.transform and self.transform.schema_ else self.from_
 
 
-class RouterConfig(_Model):
+class RouterConfig(ConfigModel):
     engine: Literal["aiokafka", "faust"] = Field(
         default="aiokafka",
         description="aiokafka: batches with a commit after every copy is acknowledged (fast, the default); faust: a faust agent.",
@@ -275,7 +197,7 @@ class RouterConfig(_Model):
     )
 
 
-class TableConfig(_Model):
+class TableConfig(ConfigModel):
     """A lookup table, kept on a compacted topic and read in full by every router process."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Table name, used by `enrich.table`.")
@@ -283,12 +205,10 @@ class TableConfig(_Model):
     from_: str | None = Field(
         default=None, alias="from", description="Also fill the table from a canonical schema's events (latest per key)."
     )
-    key: str | None = Field(default=None, description="With `from`: expression giving the row key of an event.")
+    key: Expression | None = Field(default=None, description="With `from`: expression giving the row key of an event.")
 
     @model_validator(mode="after")
     def _from_needs_key(self) -> TableConfig:
         if (self.from_ is None) != (self.key is None):
             raise ValueError("from and key go together")
-        if self.key is not None:
-            compile_expression(self.key)
         return self

@@ -19,8 +19,9 @@ an error, so ``amount >= 100`` simply does not match an event without an amount.
 
 from __future__ import annotations
 
-__all__ = ["EVALUATION_ERRORS", "Compiled", "Conditions", "compile_conditions", "compile_expression", "parse_tree"]
+__all__ = ["EVALUATION_ERRORS", "Compiled", "Conditions", "compile_conditions", "compile_expression"]
 
+import functools
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -432,13 +433,13 @@ class Compiled:
         return ExpressionError(f"cannot evaluate {self.text!r}: {exc}")
 
 
-def parse_tree(text: str) -> t.Node:
-    """Only the syntax tree of ``text`` (no code generated): for the config checker."""
-    return _Parser(text).parse().tree
-
-
+@functools.lru_cache(maxsize=16_384)
 def compile_expression(text: str) -> Compiled:
-    """Parse and compile ``text``; raises ExpressionError with the position of a syntax error."""
+    """Parse and compile ``text``; raises ExpressionError with the position of a syntax error.
+
+    Cached: the config models check an expression when the config loads, the checker reads its
+    tree, the runtime compiles it again where it is used; all three get the one compiled form.
+    (A ``Compiled`` is immutable; only config text reaches here, never event data.)"""
     parser = _Parser(text)
     node = parser.parse()
     return Compiled(text, node.fn, _generate(node, parser.names, text), node.tree)

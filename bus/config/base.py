@@ -1,0 +1,14 @@
+"""The one base of every config model, the core's and every adapter's."""
+
+from __future__ import annotations
+
+__all__ = ["ConfigModel"]
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ConfigModel(BaseModel):
+    """Strict (an unknown field is an error, with the closest name), immutable once loaded, and
+    filled by field name or by its YAML alias (``from``, ``schema``, ``as``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
