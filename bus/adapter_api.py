@@ -60,6 +60,7 @@ __all__ = [
     "brief",
     "compile_expression",
     "compile_template",
+    "duration",
     "kafka_consumer",
     "kafka_producer",
     "parse_duration",
@@ -83,7 +84,7 @@ from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
 from bus.config.base import ConfigModel
 from bus.config.delivery import DeliveryPolicy
-from bus.config.fields import BodyMap, Duration, Expression, Kind, SecretTemplate, TemplateText
+from bus.config.fields import BodyMap, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.documents import parse_json, parse_xml
 from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError, brief

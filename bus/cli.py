@@ -119,7 +119,9 @@ def _describe(args: argparse.Namespace) -> int:
         print(f"bus: no adapter type {args.type!r} (installed: {', '.join(registry.names())})", file=sys.stderr)
         return EXIT_CONFIG
     if args.json_schema:
-        schemas = {d: a.Config.model_json_schema() for d, a in found}
+        from bus.config.fields import ConfigJsonSchema
+
+        schemas = {d: a.Config.model_json_schema(schema_generator=ConfigJsonSchema) for d, a in found}
         print(json.dumps(schemas[found[0][0]] if len(found) == 1 else schemas, indent=2))
         return 0
     for direction, adapter in found:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bus.adapter_api import AdapterRegistry
+from bus.config.fields import ConfigJsonSchema
 from bus.config.models import HttpServerConfig, KafkaConfig, SchemaRegistryConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.tracing import TracingConfig
@@ -50,7 +51,7 @@ def _type(prop: dict[str, Any] | bool, defs: dict[str, Any]) -> str:
 
 
 def _table(model: type[BaseModel], *, skip: tuple[str, ...] = ()) -> str:
-    schema = model.model_json_schema(by_alias=True)
+    schema = model.model_json_schema(by_alias=True, schema_generator=ConfigJsonSchema)
     defs = schema.get("$defs", {})
     required = set(schema.get("required", []))
     rows = ["| field | type | default | description |", "| --- | --- | --- | --- |"]

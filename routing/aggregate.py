@@ -33,7 +33,6 @@ from typing import Any
 
 from bus.config.routes import _AGGREGATE, AggregateConfig
 from bus.expr import Compiled, compile_expression
-from bus.expr.functions import parse_duration
 
 
 @dataclass(slots=True)
@@ -69,7 +68,7 @@ def _iso(seconds: float | None) -> str | None:
 class Aggregator:
     def __init__(self, route: str, config: AggregateConfig) -> None:
         self.route = route
-        self.window_seconds = int(parse_duration(config.window).total_seconds()) if config.window else None  # type: ignore[union-attr]
+        self.window_seconds = int(config.window.total_seconds()) if config.window else None
         self.count_limit = config.count
         self._fields: list[tuple[str, str, Compiled | None]] = []
         for name, text in config.fields.items():

@@ -22,7 +22,6 @@ from typing import Any, Literal
 from bus.config.routes import RouteConfig, RouterConfig
 from bus.errors import ExpressionError, PermanentError
 from bus.expr import EVALUATION_ERRORS, Conditions, compile_conditions, compile_expression
-from bus.expr.functions import parse_duration
 from routing.state import TtlSet
 from routing.transform import Transform
 
@@ -112,7 +111,7 @@ class CompiledRoute:
         self._tables = tables
         self._when = compile_expression(config.when) if config.when else None
         self._dedup_by = compile_expression(config.dedup.by) if config.dedup else None
-        ttl = parse_duration(config.dedup.ttl) if config.dedup else None
+        ttl = config.dedup.ttl if config.dedup else None
         self._seen = TtlSet(ttl.total_seconds()) if ttl is not None else None
         self._enrich = [(e, compile_expression(e.key)) for e in config.enrich]
         self._split = compile_expression(config.split.items) if config.split else None

@@ -7,9 +7,9 @@ __all__ = ["FileInboundConfig", "FileOutboundConfig"]
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, OutboundConfig, parse_duration
+from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, OutboundConfig, duration
 
 
 class FileInboundConfig(AdapterConfig):
@@ -24,15 +24,11 @@ class FileInboundConfig(AdapterConfig):
     format: Literal["auto", "csv", "jsonl"] = Field(default="auto", description="auto: by suffix (.csv, .jsonl/.ndjson).")
     encoding: str = Field(default="utf-8", description="Text encoding of the files (legacy exports are often latin-1).")
     delimiter: str = Field(default=",", min_length=1, max_length=1, description="csv: the field separator.")
-    poll_interval: str = Field(default="5s", description="How often the folder is looked at.")
-    settle: str = Field(default="2s", description="A file must be unchanged this long before it is read (still being written).")
+    poll_interval: Duration = Field(default=duration("5s"), description="How often the folder is looked at.")
+    settle: Duration = Field(
+        default=duration("2s"), description="A file must be unchanged this long before it is read (still being written)."
+    )
     emit: EmitSpec = Field(description="How a row (CSV: header -> value, as text) becomes a canonical event.")
-
-    @field_validator("poll_interval", "settle")
-    @classmethod
-    def _check_duration(cls, text: str) -> str:
-        parse_duration(text)  # raises ValueError with examples
-        return text
 
 
 class FileOutboundConfig(OutboundConfig):
@@ -50,7 +46,9 @@ class FileOutboundConfig(OutboundConfig):
     )
     delimiter: str = Field(default=",", min_length=1, max_length=1, description="csv: the field separator.")
     roll_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Start a new file once the current one is this large.")
-    roll_every: Duration = Field(default="1h", description="Start a new file once the current one is this old (if it has a line).")
+    roll_every: Duration = Field(
+        default=duration("1h"), description="Start a new file once the current one is this old (if it has a line)."
+    )
     fsync: bool = Field(default=True, description="fsync before an event counts as delivered (false: flushed to the OS only).")
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters.file.config import FileInboundConfig
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_duration, parse_json
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_json
 
 
 class _Unreadable(Exception):
@@ -61,8 +61,8 @@ class FileInbound(Inbound[FileInboundConfig]):
     def __init__(self, config: FileInboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
-        self._interval = parse_duration(config.poll_interval).total_seconds()  # type: ignore[union-attr]
-        self._settle = parse_duration(config.settle).total_seconds()  # type: ignore[union-attr]
+        self._interval = config.poll_interval.total_seconds()
+        self._settle = config.settle.total_seconds()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters.file.config import FileOutboundConfig
-from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, RetryableError, parse_duration
+from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, RetryableError
 
 
 class FileOutbound(Outbound[FileOutboundConfig]):
@@ -35,7 +35,7 @@ class FileOutbound(Outbound[FileOutboundConfig]):
         self._columns = list(config.body or {})
         self._prefix = config.prefix or config.name
         self._ext = config.format
-        self._roll_s = parse_duration(config.roll_every).total_seconds()  # type: ignore[union-attr]
+        self._roll_s = config.roll_every.total_seconds()
         self._file: Any = None
         self._part: Path | None = None
         self._opened = 0.0

@@ -32,6 +32,7 @@ from bus.adapter_api import (
     OutboundConfig,
     SecretTemplate,
     TemplateText,
+    duration,
 )
 
 
@@ -54,7 +55,7 @@ class Dedupe(ConfigModel):
     header: str = Field(
         description="Header with the sender's delivery id.", examples=["X-GitHub-Delivery", "X-Shopify-Webhook-Id", "webhook-id"]
     )
-    window: Duration = Field(default="24h", description="How long a delivery id is remembered.")
+    window: Duration = Field(default=duration("24h"), description="How long a delivery id is remembered.")
     max_entries: int = Field(default=100_000, ge=1, description="Most ids remembered; the oldest are forgotten first.")
 
 
@@ -82,7 +83,7 @@ class WebhookConfig(AdapterConfig):
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1, description="Larger bodies are answered 413.")
     body_timeout: Duration = Field(
-        default="30s",
+        default=duration("30s"),
         description="A sender that has not finished sending its body by then is answered 408 and nothing is published "
         "(a slow client cannot hold a request open for ever).",
     )
@@ -209,7 +210,7 @@ class HttpPollConfig(AdapterConfig):
 
     type: Literal["http_poll"] = "http_poll"
     url: str = Field(pattern=r"^https?://", description="Collection URL.", examples=["https://crm.example.com/api/leads"])
-    interval: Duration = Field(default="30s", description="Time between the end of one poll and the start of the next.")
+    interval: Duration = Field(default=duration("30s"), description="Time between the end of one poll and the start of the next.")
     params: dict[str, str] = Field(default_factory=dict, description="Fixed query parameters.", examples=[{"status": "open"}])
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra request headers (values may hold secrets).")
     auth: SendApiKey | OAuth2ClientCredentials | None = Field(
@@ -227,7 +228,7 @@ class HttpPollConfig(AdapterConfig):
     etag: bool = Field(default=True, description="Send If-None-Match with the last ETag; a 304 means nothing changed.")
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
     max_wait: Duration = Field(
-        default="5m", description="Longest wait the hub accepts from a rate-limit answer (Retry-After, X-RateLimit-Reset)."
+        default=duration("5m"), description="Longest wait the hub accepts from a rate-limit answer (Retry-After, X-RateLimit-Reset)."
     )
     retries: int = Field(
         default=5, ge=0, description="Retries of one request on 429, 5xx, timeouts, before the poll is given up until the next interval."

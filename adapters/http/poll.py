@@ -40,7 +40,6 @@ from bus.adapter_api import (
     KafkaUnavailable,
     RetryableError,
     compile_expression,
-    parse_duration,
 )
 
 _WAIT_STATUSES = {429, 503}
@@ -107,8 +106,8 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         self._since_of = compile_expression(config.since.field) if config.since else None
         self._id_of = compile_expression(config.since.id) if config.since and config.since.id else None
         self._next = compile_expression(config.pagination.next) if config.pagination.next else None
-        self._interval = parse_duration(config.interval).total_seconds()  # type: ignore[union-attr]
-        self._max_wait = parse_duration(config.max_wait).total_seconds()  # type: ignore[union-attr]
+        self._interval = config.interval.total_seconds()
+        self._max_wait = config.max_wait.total_seconds()
         self._oauth = (
             ClientCredentials(config.auth, what=f"http_poll {config.name}") if isinstance(config.auth, OAuth2ClientCredentials) else None
         )

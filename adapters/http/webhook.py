@@ -33,7 +33,6 @@ from bus.adapter_api import (
     Inbound,
     KafkaUnavailable,
     brief,
-    parse_duration,
     parse_json,
     parse_xml,
     redact,
@@ -109,13 +108,9 @@ class WebhookInbound(Inbound[WebhookConfig]):
         self._emitter = Emitter(config.emit, source=f"/inbound/{config.name}")
         self._keys = [k.get_secret_value().encode() for k in config.auth.keys] if isinstance(config.auth, ApiKeyAuth) else []
         self._jwt = JwtVerifier(config.auth) if isinstance(config.auth, JwtAuth) else None
-        self._seen = (
-            _Seen(parse_duration(config.dedupe.window).total_seconds(), config.dedupe.max_entries)  # type: ignore[union-attr]
-            if config.dedupe
-            else None
-        )
+        self._seen = _Seen(config.dedupe.window.total_seconds(), config.dedupe.max_entries) if config.dedupe else None
         self._accepting = False
-        self._body_timeout = parse_duration(config.body_timeout).total_seconds()  # type: ignore[union-attr]
+        self._body_timeout = config.body_timeout.total_seconds()
         self.duplicates = 0  # repeated deliveries dropped (tests, logs)
 
     async def start(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from adapters.sql.config import PostgresCdcConfig
 from adapters.sql.pgoutput import Change, Decoder, lsn_text
 from adapters.sql.pool import describe
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_duration
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
 
 _PEEK = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)"
 
@@ -43,7 +43,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         self._dsn = config.dsn.get_secret_value()
         self._where = describe(self._dsn, self._slot)
         self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
-        self._interval = parse_duration(config.interval).total_seconds()  # type: ignore[union-attr]
+        self._interval = config.interval.total_seconds()
         self._connection: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bus.adapter_api import AdapterConfig, Body, ConfigModel, Duration, EmitSpec, Expression, Kind, OutboundConfig
+from bus.adapter_api import AdapterConfig, Body, ConfigModel, Duration, EmitSpec, Expression, Kind, OutboundConfig, duration
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -123,10 +123,10 @@ class SqlPollConfig(AdapterConfig):
         examples=["deleted = false"],
     )
     watermark: Watermark = Field(description="Columns that order the rows: `{column: updated_at, id: id}` or `{id: id}`.")
-    interval: Duration = Field(default="5s", description="Time between polls once caught up.")
+    interval: Duration = Field(default=duration("5s"), description="Time between polls once caught up.")
     batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows per query; a backfill reads batch after batch.")
     settle: Duration = Field(
-        default="2s",
+        default=duration("2s"),
         description="With `column`: rows newer than the database's now() minus this are left for the next poll, so a row "
         "stamped just before a slow commit is not passed by. 0s turns the time horizon off (for a column that is not a "
         "timestamp).",
@@ -181,7 +181,7 @@ class PostgresCdcConfig(AdapterConfig):
     publication: str | None = Field(default=None, description="Publication to read; default bus_<name>.")
     slot: str | None = Field(default=None, description="Logical replication slot; default bus_<name>.")
     create: bool = Field(default=True, description="Create the publication (FOR TABLE `tables`) and the slot if missing.")
-    interval: Duration = Field(default="500ms", description="Wait between reads of the slot when there was nothing new.")
+    interval: Duration = Field(default=duration("500ms"), description="Wait between reads of the slot when there was nothing new.")
     batch: int = Field(default=1000, ge=1, description="Changes read at a time (whole transactions; a large one is read at once).")
     emit: EmitSpec = Field(
         description="How a change becomes a canonical event. The document is Debezium-like: op (c insert, u update, d delete), "

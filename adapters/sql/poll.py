@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from adapters.sql.config import SqlPollConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_duration
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
 
 _NO_PROCESS_PRIVILEGE = 1227  # MariaDB/MySQL: "Access denied; you need (at least one of) the PROCESS privilege(s)"
 
@@ -73,7 +73,7 @@ class _Queries:
         if "*" not in columns:
             columns = columns + [c for c in (mark.column, mark.id) if c and c not in columns]
         order = [c for c in (mark.column, mark.id) if c]
-        settle = parse_duration(config.settle).total_seconds()  # type: ignore[union-attr]
+        settle = config.settle.total_seconds()
         horizon = self._horizon(postgres, settle, transactions) if mark.column else None
         head = f"SELECT {', '.join(columns)} FROM {config.table}"  # noqa: S608 (checked identifiers; values bound)
         tail = f" ORDER BY {', '.join(order)} LIMIT {config.batch_size}"
@@ -129,7 +129,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         self._where = describe(self._dsn, config.table)
         self._queries = _Queries(config, postgres=self._postgres, transactions=config.wait_for_transactions)
         self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
-        self._interval = parse_duration(config.interval).total_seconds()  # type: ignore[union-attr]
+        self._interval = config.interval.total_seconds()
         self._position: tuple[Any, Any] | None = None
         self._pool: Any = None
         self._task: asyncio.Task[None] | None = None

@@ -7,16 +7,10 @@ __all__ = ["CircuitBreakerConfig", "DeliveryPolicy", "RateLimitConfig"]
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from bus.config.base import ConfigModel
-from bus.expr.functions import parse_duration
-
-
-def _duration(text: str | None) -> str | None:
-    if text is not None:
-        parse_duration(text)
-    return text
+from bus.config.fields import Duration, duration
 
 
 class RateLimitConfig(ConfigModel):
@@ -41,16 +35,10 @@ class CircuitBreakerConfig(ConfigModel):
         "30% of calls reaches half of 20 calls often enough to open again and again.",
     )
     min_calls: int = Field(default=50, ge=1, description="Calls needed in the window before the circuit can open.")
-    reset_after: str = Field(default="15s", description="How long the circuit stays open before one probe call (half-open).")
+    reset_after: Duration = Field(default=duration("15s"), description="How long the circuit stays open before one probe call (half-open).")
     when_open: Literal["wait", "dead_letter"] = Field(
         default="wait", description="While open: events wait in Kafka (default), or go to the dead-letter topic at once."
     )
-
-    @field_validator("reset_after")
-    @classmethod
-    def _check(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class DeliveryPolicy(ConfigModel):
@@ -60,7 +48,7 @@ class DeliveryPolicy(ConfigModel):
         default=8, ge=1, le=1024, description="Events delivered at once; events of one key are always delivered in order."
     )
     max_attempts: int | None = Field(default=None, ge=1, description="Attempts before dead-lettering; none: retry until max_age.")
-    max_age: str | None = Field(
+    max_age: Duration | None = Field(
         default=None,
         description="Dead-letter an event still failing this long after it entered the hub; none: 24h. Only the failing "
         "event's key waits meanwhile. Time spent with the circuit open does not dead-letter anything by itself.",
@@ -72,14 +60,9 @@ class DeliveryPolicy(ConfigModel):
         description="Events held in memory behind a failing event of their key (or waiting for a call slot). When reached, "
         "fetching pauses until some settle; the rest waits in Kafka.",
     )
-    backoff_initial: str = Field(default="200ms", description="First retry delay; doubles each attempt, with jitter.")
-    backoff_max: str = Field(default="30s", description="Longest retry delay.")
+    backoff_initial: Duration = Field(default=duration("200ms"), description="First retry delay; doubles each attempt, with jitter.")
+    backoff_max: Duration = Field(default=duration("30s"), description="Longest retry delay.")
     rate_limit: RateLimitConfig | None = Field(default=None, description="Pace calls to the target.")
     circuit_breaker: CircuitBreakerConfig | None = Field(
         default_factory=CircuitBreakerConfig, description="Open the circuit on repeated failures (set null to disable)."
     )
-
-    @field_validator("backoff_initial", "backoff_max", "max_age")
-    @classmethod
-    def _check_durations(cls, value: str | None) -> str | None:
-        return _duration(value)

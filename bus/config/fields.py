@@ -9,15 +9,29 @@ gets the checks for free; one that declares them as plain ``str`` gets only its 
 
 from __future__ import annotations
 
-__all__ = ["BodyMap", "Duration", "Expression", "Kind", "SecretTemplate", "TemplateText", "expression_fields", "kinds_of"]
+__all__ = [
+    "BodyMap",
+    "ConfigJsonSchema",
+    "Duration",
+    "Expression",
+    "Kind",
+    "SecretTemplate",
+    "TemplateText",
+    "duration",
+    "expression_fields",
+    "format_duration",
+    "kinds_of",
+]
 
 import types as pytypes
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainSerializer, SecretStr, WithJsonSchema
+from pydantic.json_schema import GenerateJsonSchema
 
 from bus.expr import compile_expression, compile_template
 from bus.expr.functions import parse_duration
@@ -47,16 +61,57 @@ def _check_secret_template(value: SecretStr) -> SecretStr:
     return value
 
 
-def _check_duration(text: str) -> str:
-    parse_duration(text)  # raises ValueError with examples
-    return text
+def _to_duration(value: Any) -> timedelta:
+    try:
+        parsed = parse_duration(value)  # raises ValueError with examples
+    except TypeError as exc:
+        raise ValueError(f"{exc} (examples: 500ms, 90s, 5m, 1h30m, 2d)") from exc
+    if parsed is None:
+        raise ValueError("a duration is required (examples: 500ms, 90s, 5m, 1h30m, 2d)")
+    if parsed < timedelta(0):
+        raise ValueError("a duration cannot be negative")
+    return parsed
+
+
+def duration(text: str) -> timedelta:
+    """A duration written as text, for a model's default: ``Field(default=duration("30s"))``."""
+    return _to_duration(text)
+
+
+def format_duration(delta: timedelta) -> str:
+    """``timedelta(minutes=90)`` -> ``"1h30m"``: how durations are written back (docs, JSON)."""
+    millis = round(delta.total_seconds() * 1000)
+    if millis % 1000:
+        return f"{millis}ms"
+    rest, parts = millis // 1000, []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts) or "0s"
 
 
 Expression = Annotated[str, AfterValidator(_check_expression), Kind("expression")]  # an expression over a document
 TemplateText = Annotated[str, AfterValidator(_check_template), Kind("template")]  # text with ${expression} parts
 SecretTemplate = Annotated[SecretStr, AfterValidator(_check_secret_template), Kind("template")]  # a secret that may hold ${}
 BodyMap = Annotated[dict[str, Any] | None, AfterValidator(Body.check), Kind("body")]  # field -> expression or nested block
-Duration = Annotated[str, AfterValidator(_check_duration)]  # "500ms", "30s", "5m", "1h30m"
+# "500ms", "30s", "5m", "1h30m" in YAML; a timedelta from the moment the config is loaded.
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_to_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$"}),
+]
+
+
+class ConfigJsonSchema(GenerateJsonSchema):
+    """JSON Schema of config models, with defaults written as a config writes them (a duration
+    as ``"30s"``, not pydantic's ISO 8601 ``"PT30S"``)."""
+
+    def encode_default(self, dft: Any) -> Any:
+        if isinstance(dft, timedelta):
+            return format_duration(dft)
+        return super().encode_default(dft)
 
 
 def kinds_of(metadata: list[Any]) -> Kind | None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from bus.adapter_api import AdapterRegistry
+from bus.config.fields import ConfigJsonSchema
 from bus.config.models import HubConfig
 
 ROOT = "BusConfig"
@@ -34,7 +35,9 @@ def config_json_schema(registry: AdapterRegistry) -> dict[str, Any]:
     for type_name, adapter in registry.items():
         adapters[adapter.direction].append((type_name, adapter.Config))
     models: list[type[BaseModel]] = [HubConfig, *(m for items in adapters.values() for _, m in items)]
-    refs, schema = models_json_schema([(m, "validation") for m in models], ref_template="#/$defs/{model}")
+    refs, schema = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/$defs/{model}", schema_generator=ConfigJsonSchema
+    )
     defs: dict[str, Any] = schema["$defs"]
     hub_name = refs[(HubConfig, "validation")]["$ref"].split("/")[-1]
     root = copy.deepcopy(defs[hub_name])

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from bus.config.base import ConfigModel
-from bus.config.fields import Duration, Expression, TemplateText
+from bus.config.fields import Duration, Expression, TemplateText, duration
 from bus.expr import compile_expression
 
 
@@ -70,7 +70,7 @@ class DedupConfig(ConfigModel):
     """Idempotent receiver: drop an event whose id was already seen within ``ttl``."""
 
     by: Expression = Field(default="$id", description="Expression giving the identity of an event.")
-    ttl: Duration = Field(default="1h", description="How long an identity is remembered.", examples=["10m", "24h"])
+    ttl: Duration = Field(default=duration("1h"), description="How long an identity is remembered.", examples=["10m", "24h"])
 
 
 class ThrottleConfig(ConfigModel):

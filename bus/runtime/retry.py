@@ -16,23 +16,22 @@ import random
 from datetime import timedelta
 
 from bus.config.delivery import DeliveryPolicy
+from bus.config.fields import format_duration
 from bus.errors import RetryableError
-from bus.expr.functions import parse_duration
 
 DEFAULT_MAX_AGE = "24h"
 
 
-def seconds(text: str | None, default: float) -> float:
-    """A duration field (``"30s"``) in seconds, or ``default`` when it is not set."""
-    delta = parse_duration(text) if text is not None else None
-    return delta.total_seconds() if isinstance(delta, timedelta) else default
+def seconds(delta: timedelta | None, default: float) -> float:
+    """A duration field in seconds, or ``default`` when it is not set."""
+    return delta.total_seconds() if delta is not None else default
 
 
 class RetryPolicy:
     def __init__(self, policy: DeliveryPolicy, *, rng: random.Random | None = None) -> None:
         self.max_attempts = policy.max_attempts
-        self.max_age_text = policy.max_age or DEFAULT_MAX_AGE
-        self.max_age = seconds(self.max_age_text, 86400.0)
+        self.max_age_text = format_duration(policy.max_age) if policy.max_age is not None else DEFAULT_MAX_AGE
+        self.max_age = seconds(policy.max_age, 86400.0)
         self.backoff_initial = seconds(policy.backoff_initial, 0.2)
         self.backoff_max = seconds(policy.backoff_max, 30.0)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security

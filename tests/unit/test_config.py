@@ -232,3 +232,22 @@ def test_double_dollar_keeps_a_template_field_from_interpolation(tmp_path: Path)
     assert loaded.outbound[0].url == "http://erp.local/${customer_id}/x"  # type: ignore[attr-defined]
     issues = _issues(tmp_path, GOOD.replace("http://erp.local/orders", "http://erp.local/${customer_id}"))
     assert "for a template field write $${customer_id}" in issues[0]
+
+
+def test_durations_are_timedeltas_from_the_moment_the_config_loads(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from bus.config.fields import format_duration
+
+    text = GOOD.replace("    to: [erp]", "    dedup: {ttl: 1h30m}\n    to: [erp]", 1)
+    path = tmp_path / "bus.yaml"
+    path.write_text(text)
+    loaded = load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: SchemaCatalog.load().parsed(), env={})
+    dedup = loaded.hub.routes[0].dedup
+    assert dedup is not None and dedup.ttl == timedelta(minutes=90)
+    assert loaded.outbound[0].delivery.backoff_initial == timedelta(milliseconds=200)  # type: ignore[attr-defined]  # a default, typed too
+    assert [format_duration(timedelta(seconds=s)) for s in (0.2, 30, 5400, 86400)] == ["200ms", "30s", "1h30m", "24h"]
+    for bad, says in (("-5s", "invalid duration"), ("[1, 2]", "cannot read list as a duration")):
+        path.write_text(GOOD.replace("    to: [erp]", f"    dedup: {{ttl: {bad}}}\n    to: [erp]", 1))
+        with pytest.raises(ConfigError, match=says):
+            load_config(path, AdapterRegistry.from_entry_points(), env={})
