@@ -142,6 +142,16 @@ class OutboundConfig(AdapterConfig):
     delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy, description="Retries, limits and circuit breaker.")
 
 
+class OpenApiOperation(ConfigModel):
+    """An operation of an OpenAPI 3 document whose JSON request body is what the source sends."""
+
+    document: str = Field(description="Path of the OpenAPI document (.yaml or .json), relative to the config file.")
+    operation: str = Field(
+        description="Its operationId, or `METHOD /path`; a webhook (OpenAPI 3.1 `webhooks:`) by its name or operationId.",
+        examples=["createOrder", "POST /orders", "orderCreated"],
+    )
+
+
 class PayloadShape(ConfigModel):
     """What the source sends, so the checker can check ``emit`` against it: a JSON Schema, or a
     sample payload. Either inline or a path to a .json or .yaml file (relative to the config
@@ -158,11 +168,14 @@ class PayloadShape(ConfigModel):
         description="A sample document, with every field the mapping reads (null where it may be missing).",
         examples=["samples/charge.succeeded.json"],
     )
+    openapi: OpenApiOperation | None = Field(
+        default=None, description="The JSON request body of an operation (or webhook) of an OpenAPI 3 document."
+    )
 
     @model_validator(mode="after")
     def _one(self) -> PayloadShape:
-        if (self.json_schema is None) == (self.sample is None):
-            raise ValueError("give exactly one of json_schema or sample")
+        if sum(x is not None for x in (self.json_schema, self.sample, self.openapi)) != 1:
+            raise ValueError("give exactly one of json_schema, sample or openapi")
         return self
 
 

@@ -212,6 +212,8 @@ class _Check:
         return emit.schema_, set(emit.map)
 
     def payload(self, shape: Any, loc: Loc) -> Type | None:
+        if shape.openapi is not None:
+            return self.openapi(shape.openapi, (*loc, "openapi"))
         for what, convert in (("json_schema", from_json_schema), ("sample", from_sample)):
             value = getattr(shape, what)
             if value is None:
@@ -225,6 +227,35 @@ class _Check:
                     return None
             return convert(value)
         return None
+
+    def openapi(self, spec: Any, loc: Loc) -> Type | None:
+        path = Path(spec.document) if Path(spec.document).is_absolute() else self.base_dir / spec.document
+        try:
+            document = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            self.error((*loc, "document"), f"cannot read {path}: {exc}")
+            return None
+        found: dict[str, Any] = {}
+        for section in ("paths", "webhooks"):
+            for route, methods in (document.get(section) or {}).items() if isinstance(document, Mapping) else ():
+                for method, operation in (methods or {}).items():
+                    if not isinstance(operation, Mapping):
+                        continue
+                    for name in (operation.get("operationId"), f"{method.upper()} {route}", route if section == "webhooks" else None):
+                        if name:
+                            found[str(name)] = operation
+        operation = found.get(spec.operation)
+        if operation is None:
+            self.error((*loc, "operation"), f"{path} has no operation {spec.operation!r}{closest(spec.operation, found)}")
+            return None
+        body = operation.get("requestBody") or {}
+        if "$ref" in body:
+            body = from_ref(document, body["$ref"]) or {}
+        schema = ((body.get("content") or {}).get("application/json") or {}).get("schema")
+        if schema is None:
+            self.error((*loc, "operation"), f"operation {spec.operation!r} of {path} has no application/json request body")
+            return None
+        return from_json_schema(schema, document)
 
     def route(self, index: int, route: RouteConfig, tables: Mapping[str, Type]) -> tuple[str, Type]:
         """Check a route; returns (output schema, output type) for its subscribers."""
@@ -357,6 +388,14 @@ class _Check:
                     self.template(value, scope, loc, where=where)
                 elif isinstance(value, Mapping):
                     self.block(value, scope, loc, None, where)
+
+
+def from_ref(document: Any, ref: str) -> Any:
+    """What a local ``$ref`` (``#/components/requestBodies/Order``) points at in ``document``."""
+    target = document
+    for part in ref.removeprefix("#/").split("/"):
+        target = target.get(part) if isinstance(target, Mapping) else None
+    return target
 
 
 def _facts(condition: str | None) -> frozenset[str]:

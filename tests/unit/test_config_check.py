@@ -353,3 +353,59 @@ def test_an_expression_holding_a_secret_is_quoted_masked(
     assert code == 2 and errors
     assert "s3cr3t-pseudonym-key" not in json.dumps(errors)
     assert "compares a string with an integer" in str(errors[0]["message"])
+
+
+OPENAPI = """\
+openapi: 3.1.0
+info: {title: Shop, version: "1"}
+paths:
+  /orders:
+    post:
+      operationId: createOrder
+      requestBody: {$ref: "#/components/requestBodies/Order"}
+      responses: {"201": {description: created}}
+webhooks:
+  orderCreated:
+    post:
+      requestBody:
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Order"}
+      responses: {"200": {description: ok}}
+components:
+  requestBodies:
+    Order:
+      content:
+        application/json:
+          schema: {$ref: "#/components/schemas/Order"}
+  schemas:
+    Order:
+      type: object
+      required: [id, currency, total, lines]
+      properties:
+        id: {type: string}
+        customer: {type: object, properties: {id: {type: string}}}
+        currency: {type: string}
+        total: {type: integer}
+        lines: {type: array, items: {type: object, additionalProperties: true}}
+"""
+
+
+@pytest.mark.parametrize("operation", ["createOrder", "POST /orders", "orderCreated"])
+def test_an_openapi_operation_is_a_payload_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str], operation: str) -> None:
+    (tmp_path / "shop.openapi.yaml").write_text(OPENAPI)
+    shape = f"      payload: {{openapi: {{document: shop.openapi.yaml, operation: {operation!r}}}}}\n"
+    text = BASE.replace("{routes}", "  - {name: r, from: Order, to: [books]}").replace("      map:", shape + "      map:")
+    assert _validate(_config(tmp_path, text.replace("customer_id: customer,", "customer_id: customer.id,")), capsys) == (0, [], [])
+    code, errors, _ = _validate(_config(tmp_path, text.replace("customer_id: customer,", "customer_id: customer.idd,")), capsys)
+    assert code == 2 and "has no field 'idd'; did you mean 'id'?" in str(errors[0]["message"])
+
+
+def test_an_openapi_operation_that_does_not_exist_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "shop.openapi.yaml").write_text(OPENAPI)
+    shape = "      payload: {openapi: {document: shop.openapi.yaml, operation: creatOrder}}\n"
+    text = BASE.replace("{routes}", "  - {name: r, from: Order, to: [books]}").replace("      map:", shape + "      map:")
+    code, errors, _ = _validate(_config(tmp_path, text), capsys)
+    assert code == 2
+    assert errors[0]["field"] == "inbound[0].emit.payload.openapi.operation"
+    assert "has no operation 'creatOrder'; did you mean 'createOrder'?" in str(errors[0]["message"])
