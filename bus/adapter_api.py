@@ -61,6 +61,7 @@ __all__ = [
     "compile_expression",
     "compile_template",
     "duration",
+    "json_dumps",
     "kafka_consumer",
     "kafka_producer",
     "parse_duration",
@@ -92,6 +93,7 @@ from bus.event import Event
 from bus.expr import Compiled, compile_expression, compile_template
 from bus.expr.functions import parse_duration
 from bus.intake import Intake, stop_in_order
+from bus.jsontext import dumps as json_dumps
 from bus.kafka.clients import make_consumer, make_producer
 from bus.logs import REDACTOR
 from bus.mapping import Body, Emitter

@@ -39,6 +39,7 @@ from bus.config.fields import expression_fields
 from bus.config.loader import LoadedConfig
 from bus.errors import BusError, ConfigError, ConfigIssue, ExpressionError, PermanentError
 from bus.expr import compile_expression, compile_template
+from bus.jsontext import dumps as json_dumps
 from bus.logs import Redactor
 from bus.mapping import Body, Emitter
 from routing.router import Router
@@ -110,8 +111,8 @@ def load_tests(path: Path) -> list[TestCase]:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-comparable form (datetimes and decimals as text), for diffs and equality."""
-    return json.loads(json.dumps(value, default=str))
+    """JSON-comparable form, as a target would read it (timestamps as RFC 3339, decimals as text)."""
+    return json.loads(json_dumps(value))
 
 
 class RouteTester:

@@ -11,7 +11,6 @@ from __future__ import annotations
 __all__ = ["AmqpOutbound"]
 
 import asyncio
-import json
 from typing import Any, ClassVar
 
 import aio_pika
@@ -20,7 +19,7 @@ from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 
 from adapters.amqp.config import AmqpOutboundConfig
 from adapters.amqp.inbound import connect
-from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template
+from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, json_dumps
 
 
 class AmqpOutbound(Outbound[AmqpOutboundConfig]):
@@ -63,7 +62,7 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
     def message(self, event: Event) -> aio_pika.Message:
         headers: dict[str, Any] = {"ce_id": event.id, "ce_type": event.type, "ce_source": event.source, "traceparent": event.traceparent}
         return aio_pika.Message(
-            json.dumps(self._body.render(event), separators=(",", ":"), default=str).encode(),
+            json_dumps(self._body.render(event)).encode(),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=event.id,

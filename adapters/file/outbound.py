@@ -14,7 +14,6 @@ __all__ = ["FileOutbound"]
 import asyncio
 import csv
 import io
-import json
 import os
 import time
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters.file.config import FileOutboundConfig
-from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, RetryableError
+from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, RetryableError, json_dumps
 
 
 class FileOutbound(Outbound[FileOutboundConfig]):
@@ -84,7 +83,7 @@ class FileOutbound(Outbound[FileOutboundConfig]):
     def _line(self, event: Event) -> bytes:
         record = self._body.render(event)
         if self._ext == "jsonl":
-            return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+            return json_dumps(record).encode() + b"\n"
         out = io.StringIO()
         csv.writer(out, delimiter=self.config.delimiter, lineterminator="\n").writerow(
             "" if record[c] is None else record[c] for c in self._columns

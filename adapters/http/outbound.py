@@ -18,7 +18,6 @@ __all__ = ["HttpOutbound", "WebhookOutbound", "standard_webhook_signature"]
 import base64
 import hashlib
 import hmac
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from yarl import URL
 
 from adapters.http.config import HttpOutboundConfig, SendApiKey, WebhookOutboundConfig
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials
-from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError, compile_expression, compile_template
+from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError, compile_expression, compile_template, json_dumps
 
 _RETRYABLE = {408, 425, 429}
 _URL_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
@@ -144,9 +143,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         meta = event.meta() if self._per_event else {}  # once, and only when something is templated
         method = self._method(event, meta)
         url = self.config.url if self._url.constant else self._url(event.data, meta)
-        body = (
-            b"" if method == "DELETE" else json.dumps(self.render(event), separators=(",", ":"), ensure_ascii=False, default=str).encode()
-        )
+        body = b"" if method == "DELETE" else json_dumps(self.render(event)).encode()
         headers = {
             **({} if method == "DELETE" else self._content_type),
             self.config.idempotency_header: event.id,

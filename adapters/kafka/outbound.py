@@ -28,6 +28,7 @@ from bus.adapter_api import (
     RetryableError,
     compile_expression,
     compile_template,
+    json_dumps,
     kafka_producer,
 )
 
@@ -73,7 +74,7 @@ class KafkaOutbound(Outbound[KafkaOutboundConfig]):
 
     async def _value(self, topic: str, record: dict[str, Any]) -> bytes:
         if self._avro is None:
-            return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+            return json_dumps(record).encode()
         writer = self._writers.get(topic)
         if writer is None:  # registered once per topic (idempotent at the registry)
             assert self._schema is not None

@@ -10,14 +10,13 @@ from __future__ import annotations
 __all__ = ["MqttOutbound"]
 
 import contextlib
-import json
 from typing import ClassVar
 
 import aiomqtt
 
 from adapters.mqtt.config import MqttOutboundConfig
 from adapters.mqtt.inbound import client_for, connect
-from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, compile_template
+from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, compile_template, json_dumps
 
 
 class MqttOutbound(Outbound[MqttOutboundConfig]):
@@ -50,7 +49,7 @@ class MqttOutbound(Outbound[MqttOutboundConfig]):
             await self.start()  # a lost connection is made again here; failing raises RetryableError
         assert self._client is not None
         topic = self._topic(event.data, event.meta())
-        payload = json.dumps(self._body.render(event), separators=(",", ":"), default=str)
+        payload = json_dumps(self._body.render(event))
         try:
             await self._client.publish(topic, payload, qos=1, retain=self.config.retain, timeout=self.config.timeout_s)
         except aiomqtt.MqttError as exc:

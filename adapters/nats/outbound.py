@@ -9,7 +9,6 @@ from __future__ import annotations
 
 __all__ = ["NatsOutbound"]
 
-import json
 from typing import Any, ClassVar
 
 from nats.errors import Error as NatsError
@@ -19,7 +18,7 @@ from nats.js.errors import NoStreamResponseError
 
 from adapters.nats.config import NatsOutboundConfig
 from adapters.nats.inbound import connect
-from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template
+from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, json_dumps
 
 
 class NatsOutbound(Outbound[NatsOutboundConfig]):
@@ -49,7 +48,7 @@ class NatsOutbound(Outbound[NatsOutboundConfig]):
         if self._connection is None:
             raise RetryableError(f"nats outbound {self.config.name} is not started")
         subject = self._subject(event.data, event.meta())
-        payload = json.dumps(self._body.render(event), separators=(",", ":"), default=str).encode()
+        payload = json_dumps(self._body.render(event)).encode()
         headers = {"Nats-Msg-Id": event.id, "ce_id": event.id, "ce_type": event.type, "traceparent": event.traceparent}
         try:
             await self._connection.jetstream().publish(subject, payload, headers=headers, timeout=self.config.timeout_s)

@@ -1,0 +1,60 @@
+"""How the hub writes JSON for others to read: outbound bodies, files, messages, `bus test`.
+
+One rule everywhere, so what a target receives does not depend on the adapter:
+
+- a timestamp is RFC 3339 text in UTC with milliseconds: ``2026-11-01T08:00:00.000Z`` (what
+  strict parsers, Java's ``Instant.parse`` among them, accept); a date is ``2026-11-01``;
+- a decimal (money) is a string, ``"12.34"``: a JSON number would become a binary float in most
+  readers, and cents would be lost;
+- a duration is ISO 8601, ``"PT1H30M"``; bytes are base64; a UUID is its text.
+"""
+
+from __future__ import annotations
+
+__all__ = ["dumps", "jsonable"]
+
+import base64
+import json
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+
+def jsonable(value: Any) -> Any:
+    """The JSON form of a value ``json`` cannot write itself (the ``default`` hook)."""
+    if isinstance(value, datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, timedelta):
+        return _iso_duration(value)
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def _iso_duration(delta: timedelta) -> str:
+    total = delta.total_seconds()
+    sign, total = ("-", -total) if total < 0 else ("", total)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    day_part = f"{int(days)}D" if days else ""
+    clock = "".join(f"{int(n)}{unit}" for n, unit in ((hours, "H"), (minutes, "M")) if n) + (f"{seconds:g}S" if seconds else "")
+    if not day_part and not clock:
+        clock = "0S"
+    return f"{sign}P{day_part}" + (f"T{clock}" if clock else "")
+
+
+def dumps(value: Any, *, indent: int | None = None) -> str:
+    """Compact JSON text of ``value`` under the rules above (UTF-8 kept as is)."""
+    separators = (",", ":") if indent is None else None
+    return json.dumps(value, separators=separators, indent=indent, ensure_ascii=False, default=jsonable)
