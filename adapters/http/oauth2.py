@@ -34,7 +34,12 @@ class OAuth2ClientCredentials(ConfigModel):
     client_auth: Literal["basic", "body"] = Field(
         default="basic", description="basic: id and secret in an Authorization header (RFC 6749's default); body: as form fields."
     )
-    refresh_before_s: float = Field(default=60.0, ge=0, description="Fetch a new token this long before the old one expires.")
+    refresh_before_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Fetch a new token this long before the old one expires, or a tenth of the token's lifetime if that is "
+        "shorter (a token that lives 5 s is used for 4.5 s, not fetched again for every call).",
+    )
 
 
 class ClientCredentials:
@@ -42,7 +47,7 @@ class ClientCredentials:
         self.config = config
         self._what = what
         self._token: str | None = None
-        self._expires_at = 0.0
+        self._refresh_at = 0.0
         self._lock = asyncio.Lock()
         self.fetched = 0  # tokens fetched so far (tests and the debug log use it)
 
@@ -67,7 +72,7 @@ class ClientCredentials:
             return self._token
 
     def _valid(self) -> bool:
-        return self._token is not None and time.monotonic() < self._expires_at - self.config.refresh_before_s
+        return self._token is not None and time.monotonic() < self._refresh_at
 
     async def _fetch(self, client: httpx.AsyncClient) -> None:
         c = self.config
@@ -101,7 +106,7 @@ class ClientCredentials:
             raise RetryableError(f"{self._what}: token endpoint answered without an access_token: {response.text[:200]}") from exc
         lifetime = float(answer.get("expires_in") or 3600)
         self._token = token
-        self._expires_at = time.monotonic() + lifetime
+        self._refresh_at = time.monotonic() + lifetime - min(self.config.refresh_before_s, lifetime / 10)
         self.fetched += 1
 
 

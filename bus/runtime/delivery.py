@@ -462,12 +462,12 @@ class DeliveryWorker:
                 error = exc if isinstance(exc, RetryableError) else self._adapter_bug(exc)
                 attempt += 1
                 self._failed_call()
-                self._retried.inc()
                 self.health.failed(where, str(error))
                 why = self.retry.give_up(attempt, _age(event, first_attempt))
                 if why is not None:
                     await self._dead_letter(record, RetryableError(f"gave up after {why}: {error}"), attempts=attempt, part=part)
                     return False
+                self._retried.inc()  # counted when a retry follows: the last failure of a dead-lettered event is not one
                 delay = self.retry.delay(attempt, error)
                 log.debug("delivery %s of %s failed (%s); retry in %.2fs", self.name, event.id, error, delay)
                 await self._wait(delay, part)

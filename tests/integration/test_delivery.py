@@ -138,3 +138,28 @@ async def test_first_match_mode_sends_each_event_to_its_first_matching_route_onl
         assert sorted((c.path, c.headers["Idempotency-Key"]) for c in target.accepted) == [("/erp", "evt_1"), ("/support", "evt_2")]
     finally:
         await target.stop()
+
+
+async def test_retries_count_the_attempts_that_were_retried_not_the_last_one(tmp_path: Path, bootstrap: str) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("bus_deliveries_total", {"subscriber": "erp", "outcome": outcome}) or 0.0
+
+    target = await Target(answer=lambda c: (500, {})).start()
+    raw = payment_hub_config(bootstrap, target.url)
+    raw["outbound"][0]["delivery"] = {"max_attempts": 4, "backoff_initial": "10ms", "backoff_max": "20ms"}
+    config = write_config(tmp_path / "bus.yaml", raw)
+    before = {o: count(o) for o in ("retried", "dead_lettered")}
+    try:
+        async with build_hub(config) as hub:
+            await post(hub, *(payment(i) for i in range(1, 6)))
+            await dead_letters(hub, "erp", 5)
+            deadline = time.monotonic() + 10
+            while count("dead_lettered") - before["dead_lettered"] < 5 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        assert count("dead_lettered") - before["dead_lettered"] == 5
+        assert count("retried") - before["retried"] == 5 * 3  # four attempts each: three of them were retried
+        assert len(target.calls) == 5 * 4
+    finally:
+        await target.stop()
