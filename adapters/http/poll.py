@@ -156,7 +156,6 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
-            started = time.monotonic()
             try:
                 taken, pages = await self._poll()
                 self._problem = ""
@@ -174,7 +173,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
             except Exception as exc:  # a bug must not end polling silently; it shows in /readyz
                 self._problem = f"unexpected error: {exc!r}"
                 self.ctx.logger.exception("http_poll %s: unexpected error", self.config.name)
-            await self._sleep(max(0.0, self._interval - (time.monotonic() - started)) if self._problem == "" else self._interval)
+            await self._sleep(self._interval)  # from the end of this poll to the start of the next, as documented
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -91,7 +91,7 @@ class CrmApi:
         text = json.dumps(body)
         etag = '"' + hashlib.sha256(text.encode()).hexdigest()[:16] + '"'
         status = 304 if request.headers.get("If-None-Match") == etag else 200
-        self.requests.append({"path": request.path, "query": dict(request.query), "status": status})
+        self.requests.append({"path": request.path, "query": dict(request.query), "status": status, "at": time.monotonic()})
         if status == 304:
             return web.Response(status=304, headers={"ETag": etag})
         return web.Response(text=text, content_type="application/json", headers={"ETag": etag, **(headers or {})})
