@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -158,12 +159,13 @@ async def test_cursor_pages_bad_records_and_rejected_credentials(tmp_path: Path,
 async def test_interval_runs_from_the_end_of_one_poll_to_the_start_of_the_next(tmp_path: Path, bootstrap: str) -> None:
     api = await CrmApi(delay=0.4).start()  # every answer takes 0.4 s: longer than the interval
     try:
-        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, api, {"interval": "300ms", "url": f"{api.url}/api/contacts", "records": "data"}))):
+        poll = {"interval": "300ms", "url": f"{api.url}/api/contacts", "records": "data"}
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, api, poll))):
             deadline = asyncio.get_running_loop().time() + 20
             while len([r for r in api.requests if "at" in r]) < 4 and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.1)
         arrivals = [r["at"] for r in api.requests if "at" in r]
-        gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
         assert len(gaps) >= 3
         # One page per poll: a poll ends 0.4 s after its request arrives, the next starts 0.3 s later.
         assert min(gaps) >= 0.4 + 0.3 - 0.05, gaps
