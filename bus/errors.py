@@ -2,6 +2,7 @@
 
     BusError
      ├── ConfigError          a config file is wrong; names file, line and field. Exit code 2.
+     ├── StartupError         the config is valid but the hub cannot start as it says (a port in use).
      ├── RetryableError       a dependency is unavailable for now; back off and try again.
      │    └── KafkaUnavailable   Kafka did not acknowledge in time (webhooks answer 503).
      └── PermanentError       the same input will fail the same way; dead-letter or reject it.
@@ -26,6 +27,7 @@ __all__ = [
     "KafkaUnavailable",
     "PermanentError",
     "RetryableError",
+    "StartupError",
     "brief",
 ]
 
@@ -66,6 +68,11 @@ class ConfigError(BusError):
         self.issues = issues
         lines = "\n".join(f"  {issue}" for issue in issues)
         super().__init__(f"invalid configuration ({len(issues)} error(s)):\n{lines}")
+
+
+class StartupError(BusError):
+    """The hub cannot start as configured: one line naming the config field, its value and what
+    to do (a port in use, an address no interface has). Exit code 1."""
 
 
 class RetryableError(BusError):

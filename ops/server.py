@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from bus.logs import REDACTOR
+from bus.runtime.web import listen
 
 log = logging.getLogger("ops.server")
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
@@ -149,7 +150,7 @@ class OpsServer:
             app.add_subapp(prefix, sub)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self._idle_timeout_s)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        await listen(web.TCPSite(self._runner, self._host, self._port), field="ops", host=self._host, port=self._port)
         self.port = self._runner.addresses[0][1]
         log.info("ops server on http://%s:%d (/healthz /readyz /metrics)", self._host, self.port)
 

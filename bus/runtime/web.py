@@ -14,14 +14,31 @@ from __future__ import annotations
 __all__ = ["WebServer"]
 
 import asyncio
+import errno
 import logging
 
 from aiohttp import web
 
 from bus.adapter_api import Handler
-from bus.errors import BusError
+from bus.errors import BusError, StartupError
 
 log = logging.getLogger("bus.runtime.web")
+
+
+async def listen(site: web.TCPSite, *, field: str, host: str, port: int) -> None:
+    """Start listening, or raise StartupError naming ``field`` (``http``, ``ops``), the address
+    and what to do."""
+    try:
+        await site.start()
+    except OSError as exc:
+        fixes = {
+            errno.EADDRINUSE: f"another process listens there: stop it, or set {field}.port to a free port (0 picks one)",
+            errno.EACCES: f"ports below 1024 need privileges: set {field}.port to 1024 or above",
+            errno.EADDRNOTAVAIL: f"no network interface has that address: set {field}.host to 127.0.0.1 or 0.0.0.0",
+        }
+        what = fixes.get(exc.errno or 0, f"check {field}.host and {field}.port")
+        culprit = f"{field}.host" if exc.errno == errno.EADDRNOTAVAIL else f"{field}.port"
+        raise StartupError(f"{culprit}: cannot listen on {host}:{port}: {exc.strerror or exc}; {what}") from None
 
 
 class WebServer:
@@ -72,8 +89,7 @@ class WebServer:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1, keepalive_timeout=self._idle_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        await listen(web.TCPSite(self._runner, self._host, self._port), field="http", host=self._host, port=self._port)
         self.port = self._runner.addresses[0][1]
         log.info("%s server listening on http://%s:%d", self._name, self._host, self.port)
 
