@@ -120,6 +120,30 @@ def _health(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bootstrap(args: argparse.Namespace, hub: HubConfig) -> str:
+    """The Kafka a command uses: ``--bootstrap``; else the one a running hub reports on its ops
+    port (``--hub URL``, by default the config's own ops port when the config says embedded: an
+    embedded broker's port is known only to its hub); else the config's."""
+    if args.bootstrap:
+        return str(args.bootstrap)
+    url = args.hub
+    if url is None and hub.kafka.bootstrap != "embedded":
+        return hub.kafka.bootstrap
+    if url is None:
+        host = "127.0.0.1" if hub.ops.host in ("0.0.0.0", "::", "") else hub.ops.host  # noqa: S104 - listening everywhere: ask locally
+        url = f"http://{host}:{hub.ops.port}"
+    import httpx
+
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/readyz", timeout=5).json()
+        return str(answer["kafka"]["bootstrap"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise BusError(
+            f"cannot ask the hub at {url} for its Kafka address ({exc.__class__.__name__}: {exc}); is it running? "
+            "Name it with --hub http://HOST:OPS_PORT, or the broker with --bootstrap HOST:PORT"
+        ) from None
+
+
 def _adapters(args: argparse.Namespace) -> int:
     registry = AdapterRegistry.from_entry_points()
     for name, adapter in registry.items():
@@ -225,7 +249,7 @@ def _dlq(args: argparse.Namespace) -> int:
         ids=set(args.ids or ()),
         include_handled=args.all or args.dlq_command == "show",
     )
-    store = DeadLetters(kafka, args.bootstrap or kafka.bootstrap, TopicNames(kafka.topic_prefix))
+    store = DeadLetters(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix))
 
     async def run() -> int:
         letters = [letter for name in subscribers for letter in await store.find(name, where)]
@@ -318,7 +342,7 @@ def _reconcile(args: argparse.Namespace) -> int:
             print(f"bus: cannot read --target-ids: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         target_ids = {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
-    reconciler = Reconciler(kafka, args.bootstrap or kafka.bootstrap, TopicNames(kafka.topic_prefix))
+    reconciler = Reconciler(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix))
 
     async def run() -> int:
         balances = [await reconciler.balance(name, window_s=int(window.total_seconds()), target_ids=target_ids) for name in subscribers]
@@ -434,7 +458,8 @@ def _parser() -> argparse.ArgumentParser:
     ):
         cmd = dlq_sub.add_parser(name, help=text)
         cmd.add_argument("-c", "--config", type=Path, required=True)
-        cmd.add_argument("--bootstrap", help="Kafka to use instead of the config's (needed when the config says embedded)")
+        cmd.add_argument("--bootstrap", help="Kafka to use instead of the config's")
+        cmd.add_argument("--hub", help="a running hub's ops URL, to use its Kafka (default with an embedded broker: the config's ops port)")
         cmd.add_argument("--subscriber", help="an outbound adapter name, _router, or _in.INBOUND; default all")
         cmd.add_argument("--since", help="failed at or after (ISO 8601)")
         cmd.add_argument("--until", help="failed before (ISO 8601)")
@@ -452,7 +477,10 @@ def _parser() -> argparse.ArgumentParser:
         help="balance of every subscriber: entered = delivered + dead-lettered + in flight; exit 1 if an event is unaccounted for",
     )
     reconcile.add_argument("-c", "--config", type=Path, required=True)
-    reconcile.add_argument("--bootstrap", help="Kafka to use instead of the config's (needed when the config says embedded)")
+    reconcile.add_argument("--bootstrap", help="Kafka to use instead of the config's")
+    reconcile.add_argument(
+        "--hub", help="a running hub's ops URL, to use its Kafka (default with an embedded broker: the config's ops port)"
+    )
     reconcile.add_argument("--subscriber", action="append", help="an outbound adapter name (repeatable); default all")
     reconcile.add_argument("--window", default="1h", help="checksum window of event time (default 1h)")
     reconcile.add_argument(

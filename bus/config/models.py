@@ -46,6 +46,13 @@ class KafkaConfig(ConfigModel):
         description='"embedded" starts the Tansu broker shipped with the hub; otherwise host:port[,host:port].',
         examples=["embedded", "kafka-0:9092,kafka-1:9092"],
     )
+    embedded_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description='With bootstrap "embedded": the port the embedded broker listens on (127.0.0.1); 0 picks a free one. '
+        "CLI commands find it anyway through the hub's ops port (`bus dlq ... --hub http://127.0.0.1:9090`).",
+    )
     topic_prefix: str = Field(default="bus", pattern=r"^[A-Za-z0-9._-]+$", description="Prefix of every topic the hub creates.")
     partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of the topics the hub creates.")
     replication_factor: int = Field(default=1, ge=1, description="Replication factor of the topics the hub creates.")

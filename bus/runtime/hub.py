@@ -143,7 +143,7 @@ class Hub:
         kafka = self.config.kafka
         self.tracing = Tracing(self.config.tracing)
         if kafka.bootstrap == "embedded":
-            self.broker = EmbeddedBroker()
+            self.broker = EmbeddedBroker(kafka.embedded_port or None)
             await self.broker.start()
             self.bootstrap = self.broker.bootstrap
         await _retrying("creating topics", self._create_topics)
@@ -367,7 +367,7 @@ class Hub:
 
     def detail(self) -> dict[str, object]:
         """Shown in /readyz whether ready or not: components restarted, subscribers' delivery states."""
-        found: dict[str, object] = {}
+        found: dict[str, object] = {"kafka": {"bootstrap": self.bootstrap}}  # for `bus dlq --hub`, `bus reconcile --hub`
         if restarted := self.supervisor.detail():
             found["components"] = restarted
         if self.workers:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bus.cli import main
@@ -63,15 +64,24 @@ async def test_reconcile_against_a_fresh_broker_cannot_prove_a_balance(
 async def test_a_user_with_no_home_runs_the_embedded_broker_and_bus_health_finds_the_ops_port(tmp_path: Path) -> None:
     """The image's user has no home directory: the broker runs from the installed package. The
     image's HEALTHCHECK is `bus health`, which reads the ops port from the config."""
-    config = payment_hub_config("embedded", "http://127.0.0.1:9", webhook_port=free_port(), ops_port=free_port())
+    broker_port = free_port()
+    config = payment_hub_config("embedded", "http://127.0.0.1:9", webhook_port=free_port(), ops_port=free_port(), embedded_port=broker_port)
     path = write_config(tmp_path / "bus.yaml", config)
     hub = HubProcess(path, config["ops"]["port"], env={"HOME": "/nonexistent"})
     await hub.start()
     try:
         assert not (Path("/nonexistent") / ".calfkit").exists()
+        bus = str(Path(sys.executable).with_name("bus"))
         for extra in ([], ["--ready"]):
-            done = await asyncio.create_subprocess_exec(str(Path(sys.executable).with_name("bus")), "health", "-c", str(path), *extra)
+            done = await asyncio.create_subprocess_exec(bus, "health", "-c", str(path), *extra)
             assert await done.wait() == 0
+        # The broker listens where the config says, and `bus dlq` finds it through the hub's ops port.
+        done = await asyncio.create_subprocess_exec(bus, "dlq", "list", "-c", str(path), "--json", stdout=asyncio.subprocess.PIPE)
+        out, _ = await done.communicate()
+        assert done.returncode == 0 and out.strip() == b"[]"
+        async with httpx.AsyncClient() as client:
+            ready = (await client.get(f"http://127.0.0.1:{config['ops']['port']}/readyz")).json()
+        assert ready["kafka"]["bootstrap"] == f"127.0.0.1:{broker_port}"
     finally:
         assert await hub.terminate() == 0
     done = await asyncio.create_subprocess_exec(

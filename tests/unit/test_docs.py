@@ -25,3 +25,18 @@ def test_reference_documents_every_adapter_field() -> None:
             assert f"| `{field.alias or field_name}` |" in text
             if field_name not in ("type",):
                 assert field.description, f"{name}.{field_name} has no description"
+
+
+def test_docs_name_only_commands_and_options_that_exist() -> None:
+    """Every `bus SUBCOMMAND` the docs, the README and the chart's notes mention is one the CLI has,
+    and `bus reconcile` is given its subscriber with --subscriber (the CLI refuses a bare name)."""
+    import re
+
+    from bus.cli import _parser
+
+    commands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    texts = {p: p.read_text() for p in [*ROOT.glob("docs/*.md"), ROOT / "README.md", ROOT / "helm/bus/templates/NOTES.txt"]}
+    for path, text in texts.items():
+        for command in re.findall(r"`bus ([a-z][a-z-]+)", text) + re.findall(r"\bbus ([a-z][a-z-]+) -c", text):
+            assert command in commands, f"{path.name} mentions `bus {command}`, which does not exist"
+        assert not re.search(r"bus reconcile -c \S+ [A-Z]+\b", text), f"{path.name}: bus reconcile takes --subscriber NAME"
