@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from bus.adapter_api import AdapterRegistry
 from bus.config.fields import ConfigJsonSchema
-from bus.config.models import HttpServerConfig, KafkaConfig, SchemaRegistryConfig
+from bus.config.models import HttpServerConfig, HubConfig, KafkaConfig, OpsServerConfig, SchemaRegistryConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.tracing import TracingConfig
 
@@ -82,12 +82,20 @@ def _nested_models(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
 
 def _section(title: str, model: type[BaseModel], text: str, *, skip: tuple[str, ...] = ()) -> str:
     parts = [f"## `{title}`\n\n{text}\n\n{_table(model, skip=skip)}\n"]
-    for name, nested in _nested_models(model):
-        if name in skip:
-            continue
-        doc = inspect.cleandoc(nested.__doc__ or "")
-        parts.append(f"### `{title}.{name}`\n\n{doc}\n\n{_table(nested)}\n")
+    _nested_sections(title, model, parts, skip=skip)
     return "\n".join(parts)
+
+
+def _nested_sections(title: str, model: type[BaseModel], parts: list[str], *, skip: tuple[str, ...] = (), depth: int = 0) -> None:
+    """Every model inside ``model``, at any depth (``delivery.circuit_breaker``), under its dotted path."""
+    nested_models = [(n, m) for n, m in _nested_models(model) if n not in skip]
+    for name, nested in nested_models:
+        doc = inspect.cleandoc(nested.__doc__ or "")
+        one_of = sum(1 for n, _ in nested_models if n == name) > 1  # a union of models: say which one this is
+        heading = f"`{title}.{name}`" + (f" ({nested.__name__})" if one_of else "")
+        parts.append(f"### {heading}\n\n{doc}\n\n{_table(nested)}\n")
+        if depth < 3:
+            _nested_sections(f"{title}.{name}", nested, parts, depth=depth + 1)
 
 
 def model_table(model: type[BaseModel]) -> str:
@@ -95,12 +103,19 @@ def model_table(model: type[BaseModel]) -> str:
     return _section(model.__name__, model, inspect.cleandoc(model.__doc__ or ""))
 
 
+def _top_level() -> str:
+    """The top level's own fields (the sections below are its blocks)."""
+    blocks = ("kafka", "schema_registry", "http", "ops", "router", "tracing", "tables", "routes", "inbound", "outbound")
+    return f"## Top level\n\nThe blocks below, and:\n\n{_table(HubConfig, skip=blocks)}\n"
+
+
 def config_reference(registry: AdapterRegistry) -> str:
     parts = [HEADER]
     sections: list[tuple[str, type[BaseModel], str]] = [
         ("kafka", KafkaConfig, "Where Kafka is and how the hub's topics are made."),
         ("schema_registry", SchemaRegistryConfig, "Where canonical schemas are registered."),
-        ("http / ops", HttpServerConfig, "`http`: the webhook server (default port 8080). `ops`: health, metrics, registry (9090)."),
+        ("http", HttpServerConfig, "The webhook server (default port 8080)."),
+        ("ops", OpsServerConfig, "Health, readiness, metrics and the embedded schema registry (default port 9090)."),
         ("router", RouterConfig, "How routes of one schema combine."),
         ("tracing", TracingConfig, "OpenTelemetry spans; the W3C traceparent travels with every event either way."),
         ("tables[]", TableConfig, "Lookup tables for `enrich`."),
@@ -111,6 +126,7 @@ def config_reference(registry: AdapterRegistry) -> str:
             "Pipeline: when -> dedup -> enrich -> split or aggregate -> transform -> throttle -> to.",
         ),
     ]
+    parts.append(_top_level())
     for title, model, text in sections:
         parts.append(_section(title, model, text))
     for direction in ("inbound", "outbound"):

@@ -40,3 +40,37 @@ def test_docs_name_only_commands_and_options_that_exist() -> None:
         for command in re.findall(r"`bus ([a-z][a-z-]+)", text) + re.findall(r"\bbus ([a-z][a-z-]+) -c", text):
             assert command in commands, f"{path.name} mentions `bus {command}`, which does not exist"
         assert not re.search(r"bus reconcile -c \S+ [A-Z]+\b", text), f"{path.name}: bus reconcile takes --subscriber NAME"
+
+
+def test_the_reference_lists_every_field_at_any_depth() -> None:
+    """Top-level fields (schema_dirs), ops tokens, and models nested two deep (an outbound's
+    delivery.circuit_breaker and delivery.rate_limit) are in the reference and in `adapters describe`."""
+    from pydantic import BaseModel
+
+    from bus.config.models import HubConfig
+    from bus.docgen import model_table
+
+    registry = AdapterRegistry.from_entry_points()
+    text = config_reference(registry)
+
+    def fields(model: type[BaseModel], seen: set[type]) -> set[str]:
+        found = set()
+        for name, info in model.model_fields.items():
+            found.add(info.alias or name)
+            stack = [info.annotation]
+            while stack:
+                candidate = stack.pop()
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel) and candidate not in seen:
+                    seen.add(candidate)
+                    found |= fields(candidate, seen)
+                else:
+                    stack.extend(getattr(candidate, "__args__", ()))
+        return found
+
+    for name in fields(HubConfig, set()) - {"inbound", "outbound"}:
+        assert f"| `{name}` |" in text, name
+    http = registry.get("http", "outbound")
+    assert http is not None
+    described = model_table(http.Config)
+    for name in ("failure_ratio", "reset_after", "when_open", "rate", "burst"):
+        assert f"| `{name}` |" in described
