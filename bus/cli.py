@@ -271,6 +271,9 @@ def _dlq(args: argparse.Namespace) -> int:
                 if letter.subscriber.startswith("_in.") and letter.value is not None:
                     shown["message"] = letter.value.decode(errors="replace")  # the source's own bytes: what to fix there
                 print(json.dumps(shown, indent=2, ensure_ascii=False))
+            if not letters:
+                asked = " ".join(args.ids) or "the filters given"
+                print(f"bus: no dead letter of {', '.join(subscribers)} matches {asked}", file=sys.stderr)
             return 0 if letters else EXIT_RUNTIME
         if args.dry_run:
             print(f"would {args.dlq_command} {len(letters)} dead letter(s)")

@@ -46,6 +46,9 @@ def why_headers(reason: str, error_class: str, **fields: str) -> list[tuple[str,
 _ERROR_HEADERS = {"bus_error", "bus_error_class", "bus_attempts", "bus_failed_at", "bus_subscriber", "bus_origin", "bus_replayed_from"}
 
 
+_SUMMARY = {"subscriber", "position", "event_id", "type", "key", "failed_at", "error_class", "attempts", "route", "error", "status"}
+
+
 @dataclass
 class DeadLetter:
     subscriber: str
@@ -88,6 +91,13 @@ class DeadLetter:
             "route": self.header("bus_route"),
             "error": self.header("bus_error"),
             "status": self.status,
+            # Whatever else the letter says about where it came from (a file's line, an origin topic):
+            # list --json shows all that show does, but the payload.
+            **{
+                name: v.decode(errors="replace")
+                for k, v in self.headers
+                if not k.startswith("ce_") and k not in ("traceparent", "content-type") and (name := k.removeprefix("bus_")) not in _SUMMARY
+            },
         }
 
 

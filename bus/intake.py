@@ -69,11 +69,18 @@ class Intake:
         except KafkaUnavailable:
             raise
         except EventRejected as exc:
-            return await self.park(raw, str(exc), origin)
+            return await self.park(raw, str(exc), self._with_id(document, event_id, origin))
         except Exception as exc:  # noqa: BLE001 - one message's failure, whatever it is, stays that message's
             # Not foreseen, so worth a look (once per message, at WARNING), but no reason to stop reading.
             log.warning("%s: a message could not be mapped (%r); parked on the inbound dead letters", self._emitter.source, exc)
-            return await self.park(raw, f"could not map the message: {type(exc).__name__}: {exc}", origin)
+            reason = f"could not map the message: {type(exc).__name__}: {exc}"
+            return await self.park(raw, reason, self._with_id(document, event_id, origin))
+
+    def _with_id(self, document: Any, event_id: str | None, origin: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """``origin`` plus ``ce_id``: the id the event would have had, when it can be told
+        (``bus dlq show EVENT_ID`` then finds the refused message)."""
+        found = self._emitter.id_of(document) or event_id
+        return {"ce_id": found, **(origin or {})} if found is not None else origin
 
     async def park(self, raw: bytes, reason: str, origin: Mapping[str, str] | None = None) -> Awaitable[None]:
         """Keep ``raw`` on the inbound dead letters with ``reason``; an acknowledgement already done.

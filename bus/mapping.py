@@ -32,6 +32,17 @@ class Emitter:
         self._subject = compile_expression(spec.subject) if spec.subject else None
         self._fields = _compile_block(spec.map or {})
 
+    def id_of(self, document: Any) -> str | None:
+        """The event id ``emit.id`` gives for ``document``, or None (no ``id``, or it cannot be
+        read from this document): for a message that is refused, so its dead letter carries it."""
+        if self._id is None or not isinstance(document, Mapping):
+            return None
+        try:
+            found = self._id(document)
+        except ExpressionError:
+            return None
+        return None if found is None else str(found)
+
     def build(self, document: Any, *, traceparent: str | None = None) -> Event:
         """Map ``document`` to an event. Raises EventRejected naming the field that failed."""
         if not isinstance(document, Mapping):

@@ -8,6 +8,7 @@ killed the consume task with nothing said, and stopped the same inbound again af
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -175,4 +176,43 @@ async def test_the_webhook_answers_400_to_a_body_nested_too_deep(tmp_path: Path,
             await post(hub, payment(1))  # and the next good one is taken as ever
             await target.wait_for(lambda: len(target.accepted) == 1)
     finally:
+        await target.stop()
+
+
+async def test_a_refused_message_keeps_its_event_id_and_bus_dlq_shows_all_of_it(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bus.cli import main
+
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    block, send, close = await source("file", run, bootstrap, tmp_path / "drop")
+    config = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [{"name": "orders", **block, "emit": EMIT}],
+        "routes": [{"name": "all", "from": "Payment", "to": ["erp"]}],
+        "outbound": [{"name": "erp", "type": "http", "url": f"{target.url}/erp"}],
+    }
+    path = write_config(tmp_path / "bus.yaml", config)
+    refused = json.dumps({"id": f"{run}-bad", "account": "acc-1", "seq": "not a number"}).encode()  # amount must be a long
+    try:
+        async with build_hub(path) as hub:
+            await send([good(run, 1), refused])
+            deadline = asyncio.get_running_loop().time() + 30
+            while not await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("orders")):
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+            common = ["-c", str(path), "--bootstrap", hub.bootstrap, "--subscriber", "_in.orders"]
+            assert await asyncio.to_thread(main, ["dlq", "list", *common, "--json"]) == 0
+            [row] = json.loads(capsys.readouterr().out)
+            assert row["event_id"] == f"{run}-bad"  # the id emit.id gives, though the event could not be built
+            assert row["file_line"] == "2"  # what show has (where in the file), list --json has too
+            assert await asyncio.to_thread(main, ["dlq", "show", *common, f"{run}-bad"]) == 0
+            assert json.loads(capsys.readouterr().out)["message"] == refused.decode()
+            assert await asyncio.to_thread(main, ["dlq", "show", *common, "no-such-event"]) == 1
+            assert "no dead letter of _in.orders matches no-such-event" in capsys.readouterr().err
+    finally:
+        await close()
         await target.stop()
