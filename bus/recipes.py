@@ -20,9 +20,9 @@ from bus.config.loader import VARIABLE
 
 RECIPES = Path(__file__).resolve().parents[1] / "examples"
 _COPIED = ("bus.yaml", "README.md", "schema.sql", "tests.yaml")
-# The variables every recipe's run.py sets for its demonstration; a real deployment keeps them
-# as they are (the hub's own ports) or leaves them to their defaults.
-_RUNTIME = {"HTTP_PORT", "OPS_PORT", "TOPIC_PREFIX", "KAFKA_BOOTSTRAP"}
+# The hub's own settings, which every recipe reads too: listed apart in .env.example, with their
+# defaults (a real deployment sets KAFKA_BOOTSTRAP; the rest can stay).
+_RUNTIME = ("KAFKA_BOOTSTRAP", "TOPIC_PREFIX", "HTTP_PORT", "OPS_PORT")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,24 @@ def variables(config_text: str) -> dict[str, str | None]:
     return found
 
 
+def _readme_for_a_copy(recipe: Recipe, text: str) -> str:
+    """The recipe's README, saying where its demonstration is: ``run.py`` and the stand-ins for the
+    real systems stay in the hub's source tree, so a command that runs them is replaced here."""
+    note = (
+        f"> Copied by `bus new {recipe.name}`. The demonstration (`run.py`, with stand-ins for the real systems) is in the\n"
+        f"> hub's source tree, `examples/{recipe.name}/`. Here: fill in `.env.example`, then\n"
+        "> `bus validate -c bus.yaml` and `bus run -c bus.yaml`.\n\n"
+    )
+    lines = [
+        f"bus validate -c bus.yaml && bus run -c bus.yaml   # (the demonstration: examples/{recipe.name}/run.py in the source tree)"
+        if "run.py" in line and line.lstrip().startswith((".venv/", "python", "$ python"))
+        else line
+        for line in text.splitlines()
+    ]
+    title, _, rest = "\n".join(lines).partition("\n")
+    return f"{title}\n\n{note}{rest.lstrip()}\n"
+
+
 def copy_recipe(recipe: Recipe, target: Path) -> list[Path]:
     """Copy the recipe's config, README and schema into ``target`` (new or empty) and write
     ``.env.example``; returns the files written."""
@@ -62,20 +80,28 @@ def copy_recipe(recipe: Recipe, target: Path) -> list[Path]:
     written = []
     for name in _COPIED:
         source = recipe.folder / name
-        if source.is_file():
+        if name == "README.md" and source.is_file():
+            (target / name).write_text(_readme_for_a_copy(recipe, source.read_text(encoding="utf-8")), encoding="utf-8")
+            written.append(target / name)
+        elif source.is_file():
             written.append(Path(shutil.copy2(source, target / name)))
     lines = [
         f"# Variables read by {target.name}/bus.yaml (from the recipe {recipe.name}); set them, then:",
         "#   bus validate -c bus.yaml && bus run -c bus.yaml",
         "",
     ]
-    for name, default in variables((recipe.folder / "bus.yaml").read_text(encoding="utf-8")).items():
+    found = variables((recipe.folder / "bus.yaml").read_text(encoding="utf-8"))
+    for name, default in found.items():
         if name in _RUNTIME:
             continue
         secret = re.search(r"SECRET|TOKEN|KEY|PASSWORD|AUTH", name)
         lines.append(
             f"{name}={default or ''}" + ("" if default is not None else ("    # required, a secret" if secret else "    # required"))
         )
+    hub_own = [(name, found[name]) for name in _RUNTIME if name in found]
+    if hub_own:
+        lines += ["", "# The hub's own settings (embedded: a broker inside the hub, to try it; in production a Kafka's host:port)"]
+        lines += [f"{name}={default or ''}" for name, default in hub_own]
     env = target / ".env.example"
     env.write_text("\n".join(lines) + "\n", encoding="utf-8")
     written.append(env)

@@ -48,7 +48,17 @@ def test_bus_new_lists_copies_and_refuses_to_overwrite(tmp_path: Path, capsys: p
     assert (target / "bus.yaml").read_text() == (RECIPES["shopify-orders-to-quickbooks"].folder / "bus.yaml").read_text()
     env = (target / ".env.example").read_text()
     assert "SHOPIFY_WEBHOOK_SECRET=    # required, a secret" in env
-    assert "QUICKBOOKS_DEFAULT_CUSTOMER=1" in env and "HTTP_PORT" not in env
+    assert "QUICKBOOKS_DEFAULT_CUSTOMER=1" in env
+    # Every variable the config reads is there, the hub's own ones with their defaults.
+    from bus.recipes import variables
+
+    read = variables((target / "bus.yaml").read_text())
+    assert [name for name in read if f"\n{name}=" not in env] == []
+    assert "\nKAFKA_BOOTSTRAP=embedded\n" in env and "\nHTTP_PORT=" in env
+    # The copy's README does not send the reader to a run.py that was not copied.
+    readme = (target / "README.md").read_text()
+    assert "examples/shopify-orders-to-quickbooks/run.py" not in readme.replace("(the demonstration: examples/", "")
+    assert "Copied by `bus new shopify-orders-to-quickbooks`" in readme and "bus run -c bus.yaml" in readme
     capsys.readouterr()
     assert main(["new", "shopify-orders-to-quickbooks", str(target)]) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
