@@ -88,6 +88,9 @@ class Event:
         cls, schema: str, data: dict[str, Any], key: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
     ) -> Event:
         h = {name: value.decode() for name, value in headers if value is not None}
+        if "bus_absent" in h:  # fields a route's `drop:` removed: absent, not null, for the subscriber
+            for name in h["bus_absent"].split(","):
+                data.pop(name, None)
         return cls(
             schema=schema,
             data=data,

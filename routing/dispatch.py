@@ -75,8 +75,10 @@ class HeaderMeta(Mapping[str, Any]):
         return len(self._load())
 
 
-def _rewrite_headers(headers: Headers, route: str, schema: str, id_suffix: str | None) -> Headers:
-    """Headers of a transformed copy: its own ce_type, and for split elements an id of its own."""
+def _rewrite_headers(headers: Headers, route: str, schema: str, id_suffix: str | None, absent: bytes | None = None) -> Headers:
+    """Headers of a transformed copy: its own ce_type, for split elements an id of its own, and
+    the fields its ``drop:`` removed (``bus_absent``): Avro still carries them (as their default),
+    so the subscriber's side leaves them out of what it delivers (``Event.from_kafka``)."""
     out: Headers = []
     for name, value in headers:
         if name == "ce_type":
@@ -86,6 +88,8 @@ def _rewrite_headers(headers: Headers, route: str, schema: str, id_suffix: str |
         else:
             out.append((name, value))
     out.append(("bus_route", route.encode()))
+    if absent is not None:
+        out.append(("bus_absent", absent))
     return out
 
 
@@ -107,6 +111,9 @@ class Dispatcher:
         self._unmatched: dict[str, Any] = {}
         self.aggregators = {r.name: Aggregator(r.name, r.config.aggregate) for r in router.routes if r.config.aggregate is not None}
         self._routes = {r.name: r for r in router.routes}
+        self._absent = {
+            r.name: ",".join(r.config.transform.drop).encode() for r in router.routes if r.config.transform and r.config.transform.drop
+        }
         self.state_topics = {topics.aggregate_state(name): agg for name, agg in self.aggregators.items()}
         # The canonical topic whose partitions each aggregator's state follows.
         self.state_sources = {topics.aggregate_state(name): topics.canonical(self._routes[name].schema) for name in self.aggregators}
@@ -197,7 +204,7 @@ class Dispatcher:
             else:
                 payload = encoded[id(out)]
                 out_key = out.key.encode() if out.key is not None else key
-                out_headers = _rewrite_headers(headers, route.name, out.schema, out.id_suffix)
+                out_headers = _rewrite_headers(headers, route.name, out.schema, out.id_suffix, self._absent.get(route.name))
             for i, target in enumerate(targets):
                 # One token per emitted event, however many subscribers it goes to.
                 sends.append(Send(self._delivery[target], out_key, payload, out_headers, bucket if i == 0 else None))

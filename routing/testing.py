@@ -177,6 +177,9 @@ class RouteTester:
                 dead.append(outcome.route.name)
                 lines.append(f"  route {outcome.route.name}: FAILED -> dead letter: {exc}")
                 continue
+            transform = outcome.route.config.transform
+            if transform is not None and transform.drop and out.data is not None:
+                body = {k: v for k, v in body.items() if k not in transform.drop}  # dropped means absent, as delivered
             for target in targets:
                 received.setdefault(target, []).append(_plain(body))
                 lines.append(f"    -> {target}: {out.schema} {json.dumps(_plain(body), sort_keys=True)}")

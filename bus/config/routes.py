@@ -43,7 +43,11 @@ class TransformConfig(ConfigModel):
         examples=[{"invoice_id": '"INV-" + order_id', "amount": "total", "due": 'iso(now() + duration("30d"))'}],
     )
     rename: dict[str, str] = Field(default_factory=dict, description="Old field -> new field, when copying.")
-    drop: list[str] = Field(default_factory=list, description="Fields removed, when copying.")
+    drop: list[str] = Field(
+        default_factory=list,
+        description="Fields removed, when copying: absent from what subscribers receive (a body without `body:` leaves them "
+        "out; the Avro event still carries them, as their default, since its schema has them).",
+    )
     templates: dict[str, TemplateText] = Field(
         default_factory=dict,
         description="Output field -> string template with ${expression} parts.",

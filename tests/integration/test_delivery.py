@@ -163,3 +163,20 @@ async def test_retries_count_the_attempts_that_were_retried_not_the_last_one(tmp
         assert len(target.calls) == 5 * 4
     finally:
         await target.stop()
+
+
+async def test_a_dropped_field_is_absent_from_what_the_subscriber_receives(tmp_path: Path, bootstrap: str) -> None:
+    target = await Target().start()
+    raw = payment_hub_config(bootstrap, target.url)
+    # support receives the event's fields as they are (no body:): customer_id and description dropped.
+    raw["routes"][1]["transform"] = {"drop": ["customer_id", "description"]}
+    config = write_config(tmp_path / "bus.yaml", raw)
+    try:
+        async with build_hub(config) as hub:
+            await post(hub, payment(1, status="failed"))
+            await target.wait_for(lambda: any(c.path.endswith("/support") for c in target.accepted))
+        [body] = [c.body for c in target.accepted if c.path.endswith("/support")]
+        assert "customer_id" not in body and "description" not in body  # absent, not null
+        assert body["payment_id"] == "pi_1" and body["status"] == "failed"
+    finally:
+        await target.stop()
