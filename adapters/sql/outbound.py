@@ -158,20 +158,48 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         self.transactions += 1
 
 
+# What says the target's schema or grants do not match the config (SQLSTATEs; MySQL error numbers).
+_PG_SETUP = {
+    "42P01": "no such table",
+    "42703": "no such column",
+    "3F000": "no such schema",
+    "42501": "permission denied",
+    "42883": "no such function or operator",
+    "42P10": "no unique index matches the key columns (the upsert's conflict target)",
+}
+_MYSQL_SETUP = {
+    1146: "no such table",
+    1054: "no such column",
+    1049: "no such database",
+    1142: "permission denied on the table",
+    1143: "permission denied on a column",
+    1044: "permission denied on the database",
+}
+
+
 def _classify(exc: Exception, where: str) -> Exception:
     """Retry what may work next time; dead-letter what the database will refuse again."""
     # PostgreSQL SQLSTATE classes: 08 connection, 40 transaction rollback (deadlock, serialization),
     # 53 insufficient resources, 57 operator intervention (shutdown). Everything else is about the data.
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate is not None:
-        if sqlstate[:2] in {"08", "40", "53", "57"}:
-            return RetryableError(f"{where}: {exc}")
-        return PermanentError(f"{where}: {type(exc).__name__}: {exc}")
-    # MySQL/MariaDB error numbers: 1205 lock wait timeout, 1213 deadlock, 1040 too many connections,
-    # 2002/2003/2006/2013 connection lost or refused.
+    # A missing table, column or schema, or a missing privilege, is the target's configuration (a
+    # migration not run yet, a grant forgotten), not the event's fault: every event would fail the
+    # same way until someone fixes it, and then every one should go through. Retried behind the
+    # circuit breaker, with the reason in /readyz and the WARNING log, never dead-lettered as data.
+    # MySQL/MariaDB error numbers first (PyMySQL errors carry a SQLSTATE too, but "HY000" says
+    # nothing: a lock wait timeout has it): 1205 lock wait timeout, 1213 deadlock, 1040 too many
+    # connections, 2002/2003/2006/2013 connection lost or refused.
     errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
     if errno is not None:
+        if errno in _MYSQL_SETUP:
+            return RetryableError(f"{where}: the target is not set up for this config ({_MYSQL_SETUP[errno]}): {exc}")
         if errno in {1205, 1213, 1040, 2002, 2003, 2006, 2013}:
+            return RetryableError(f"{where}: {exc}")
+        return PermanentError(f"{where}: {type(exc).__name__}: {exc}")
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is not None:
+        if sqlstate in _PG_SETUP:
+            return RetryableError(f"{where}: the target is not set up for this config ({_PG_SETUP[sqlstate]}): {exc}")
+        if sqlstate[:2] in {"08", "40", "53", "57"}:
             return RetryableError(f"{where}: {exc}")
         return PermanentError(f"{where}: {type(exc).__name__}: {exc}")
     if isinstance(exc, (OSError, TimeoutError, ConnectionError)):

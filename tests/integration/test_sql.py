@@ -204,3 +204,52 @@ async def test_events_waiting_together_share_a_transaction(kind: str, tmp_path: 
     finally:
         await run_sql(kind, dsn, f"DROP TABLE {table}")
         await target.stop()
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_a_table_not_created_yet_is_retried_loudly_not_dead_lettered(kind: str, tmp_path: Path, bootstrap: str) -> None:
+    """A migration not run yet: the target's setup, not the events' fault. The events wait (retried
+    behind the circuit breaker, the reason in /readyz), none is dead-lettered, and once the table
+    exists every one of them is written."""
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    table = f"t_later_{uuid.uuid4().hex[:8]}"
+    target = await Target().start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["routes"] = [{"name": "all", "from": "Payment", "to": ["ledger"]}]
+    config["outbound"] = [
+        {
+            "name": "ledger",
+            "type": "sql",
+            "dsn": dsn,
+            "table": table,
+            "columns": {"payment_id": "payment_id", "amount": "amount"},
+            "key": ["payment_id"],
+            "delivery": {"backoff_initial": "50ms", "backoff_max": "300ms", "circuit_breaker": None},
+        }
+    ]
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            await post(hub, *(payment(i) for i in range(5)))
+            worker = hub.workers[0]
+
+            async def says_why() -> bool:
+                status = worker.status()
+                return status["state"] == "retrying" and "no such table" in str(status.get("last_error", ""))
+
+            try:
+                await eventually(says_why)
+            except AssertionError:
+                letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
+                raise AssertionError((worker.status(), [dict(x.headers).get("bus_error") for x in letters])) from None
+            assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger")) == []
+            await run_sql(kind, dsn, f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL)")
+
+            async def all_written() -> bool:
+                return len(await run_sql(kind, dsn, f"SELECT payment_id FROM {table}")) == 5
+
+            await eventually(all_written)
+            assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger")) == []
+    finally:
+        await target.stop()
+        await run_sql(kind, dsn, f"DROP TABLE IF EXISTS {table}")
