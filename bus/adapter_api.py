@@ -67,6 +67,7 @@ __all__ = [
     "parse_duration",
     "parse_json",
     "parse_xml",
+    "paths_of",
     "redact",
     "stop_in_order",
 ]
@@ -91,6 +92,7 @@ from bus.documents import parse_json, parse_xml
 from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError, brief
 from bus.event import Event
 from bus.expr import Compiled, compile_expression, compile_template
+from bus.expr import tree as t
 from bus.expr.functions import parse_duration
 from bus.intake import Intake, stop_in_order
 from bus.jsontext import dumps as json_dumps
@@ -366,6 +368,12 @@ class AdapterRegistry:
     def items(self) -> Iterable[tuple[str, type[Adapter[Any]]]]:
         """(type name, class) pairs, by name, inbound before outbound."""
         return [(n, a) for (d, n), a in sorted(self._types.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+
+
+def paths_of(text: str) -> set[str]:
+    """The document paths an expression reads (``data.object.id``), for an adapter's config checks."""
+    tree = compile_expression(text).tree
+    return t.paths(tree) if tree is not None else set()
 
 
 def compiled(text: str | None) -> Compiled | None:

@@ -15,6 +15,7 @@ __all__ = [
     "WebhookSigning",
 ]
 
+import re
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -33,6 +34,7 @@ from bus.adapter_api import (
     SecretTemplate,
     TemplateText,
     duration,
+    paths_of,
 )
 
 
@@ -221,8 +223,9 @@ class HttpPollConfig(AdapterConfig):
         description="Expression over the response body giving the list of records; none: the body is the list.",
         examples=["data", "records"],
     )
-    since: SinceCursor | None = Field(
-        default=None, description="Incremental polling by a watermark; none reads the whole collection each poll."
+    since: SinceCursor = Field(
+        description="Incremental polling by a watermark: each poll asks only for records changed since the last one seen. "
+        "Required: without it every poll would publish the whole collection again."
     )
     pagination: Pagination = Field(default_factory=Pagination, description="How to walk the pages.")
     etag: bool = Field(default=True, description="Send If-None-Match with the last ETag; a 304 means nothing changed.")
@@ -234,8 +237,29 @@ class HttpPollConfig(AdapterConfig):
         default=5, ge=0, description="Retries of one request on 429, 5xx, timeouts, before the poll is given up until the next interval."
     )
     emit: EmitSpec = Field(
-        description="How a record becomes a canonical event. Without `id`, the id is a hash of the record, so a re-read keeps it."
+        description="How a record becomes a canonical event. Without `id`, the id is a hash of the record, so a re-read keeps it. "
+        'With `id`, make it name the version too (`id + "@" + updated_at`): an updated record is a new event.'
     )
+
+    def config_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Found by ``bus validate``: an ``emit.id`` that does not change when a record does (it reads
+        neither the watermark nor a field named like a version)."""
+        if self.emit.id is None:
+            return []
+        watermark, ids = paths_of(self.since.field), paths_of(self.emit.id)
+        # It reads the watermark, or a field that names a version itself (FHIR's meta.versionId, an ETag).
+        versioned = any(re.search(r"version|(^|[._])rev|etag", path, re.IGNORECASE) for path in ids)
+        if watermark and not watermark & ids and not versioned:
+            example = f'{self.emit.id} + "@" + {sorted(watermark)[0]}'
+            return [
+                (
+                    ("emit", "id"),
+                    f"{self.emit.id!r} does not change when a record changes ({', '.join(sorted(watermark))} does): an "
+                    f"updated record gets the id of its first version, and a target that deduplicates by id drops the "
+                    f"update; name the version in it, e.g. {example!r}",
+                )
+            ]
+        return []
 
 
 class WebhookSigning(ConfigModel):

@@ -103,8 +103,8 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         super().__init__(config, ctx)
         self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
         self._records = compile_expression(config.records) if config.records else None
-        self._since_of = compile_expression(config.since.field) if config.since else None
-        self._id_of = compile_expression(config.since.id) if config.since and config.since.id else None
+        self._since_of = compile_expression(config.since.field)
+        self._id_of = compile_expression(config.since.id) if config.since.id else None
         self._next = compile_expression(config.pagination.next) if config.pagination.next else None
         self._interval = config.interval.total_seconds()
         self._max_wait = config.max_wait.total_seconds()
@@ -128,7 +128,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         if saved is not None:
             self._position = _Position(saved.get("since"), set(saved.get("seen") or ()), saved.get("etag"))
             self.ctx.logger.info("http_poll %s resumes at %s=%r", self.config.name, self._since_param, self._position.since)
-        elif self.config.since is not None:
+        else:
             self._position = _Position(self.config.since.initial or None, set(), None)
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
         if self.config.auth is not None and not isinstance(self.config.auth, OAuth2ClientCredentials):
@@ -152,7 +152,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
 
     @property
     def _since_param(self) -> str:
-        return self.config.since.param if self.config.since else "position"
+        return self.config.since.param
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -185,7 +185,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         pagination = self.config.pagination
         param = pagination.param or _DEFAULT_PARAM.get(pagination.type, "")
         params: dict[str, Any] = dict(self.config.params)
-        if self.config.since is not None and self._position.since not in (None, ""):
+        if self._position.since not in (None, ""):
             since = self.config.since
             params[since.param] = f"{since.prefix}{self._position.since}{since.suffix}"
         if pagination.size_param:
@@ -208,7 +208,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
             records = self._records_of(body)
             pages += 1
             taken += await self._publish(records, position)
-            if self.config.since is None or self.config.since.ordered:
+            if self.config.since.ordered:
                 await self._save(position)
             url = self._next_url(url, params, param=param, response=response, body=body, records=records)
         await self._save(position)
@@ -268,17 +268,16 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         for record in records:
             digest = _record_id(record)
             ident = self._ident(record, digest)
-            if self._since_of is not None:
-                try:
-                    value = self._since_of(record)
-                except ExpressionError:
-                    value = None
-                if value is None:
-                    raw = json.dumps(record, default=str).encode()
-                    await self.sink.reject(raw, f"record has no watermark value at {self.config.since.field!r}")  # type: ignore[union-attr]
-                    continue
-                if not position.take(value, ident):
-                    continue
+            try:
+                value = self._since_of(record)
+            except ExpressionError:
+                value = None
+            if value is None:
+                raw = json.dumps(record, default=str).encode()
+                await self.sink.reject(raw, f"record has no watermark value at {self.config.since.field!r}")
+                continue
+            if not position.take(value, ident):
+                continue
             raw = json.dumps(record, default=str).encode()
             try:
                 acks.append(await self._intake.submit_document(record, raw=raw, event_id=f"{self.config.name}:{digest}"))

@@ -196,6 +196,9 @@ class _Check:
             text = getattr(emit, name, None)
             if text is not None:
                 self.expression(text, scope, (*loc, name))
+        # An adapter's own checks of how its fields fit together (``config_warnings()``).
+        for where, message in getattr(config, "config_warnings", lambda: [])():
+            self.warn(("inbound", index, *where), message)
         target = self.schema(emit.schema_)
         if emit.map is None:
             return emit.schema_, None
@@ -436,35 +439,7 @@ def _texts(spec: Mapping[str, Any]) -> Iterator[str]:
 
 def _paths(text: str) -> set[str]:
     tree = _tree(text)
-    found: set[str] = set()
-
-    def walk(node: t.Node) -> None:
-        path = t.dotted(node)
-        if path is not None:
-            found.add(path)
-            return
-        for child in _children(node):
-            walk(child)
-
-    if tree is not None:
-        walk(tree)
-    return found
-
-
-def _children(node: t.Node) -> tuple[t.Node, ...]:
-    if isinstance(node, t.Field):
-        return (node.base,) if node.base is not None else ()
-    if isinstance(node, t.Index):
-        return (node.base, node.index)
-    if isinstance(node, t.Call):
-        return node.args
-    if isinstance(node, t.Binary):
-        return (node.left, node.right)
-    if isinstance(node, t.Unary):
-        return (node.operand,)
-    if isinstance(node, t.ListOf):
-        return node.items
-    return ()
+    return t.paths(tree) if tree is not None else set()
 
 
 def _constant(node: t.Node) -> bool:
@@ -473,7 +448,7 @@ def _constant(node: t.Node) -> bool:
         return False
     if isinstance(node, t.Call) and node.name == "now":
         return False
-    return all(_constant(c) for c in _children(node))
+    return all(_constant(c) for c in t.children(node))
 
 
 def check_config(

@@ -7,7 +7,7 @@ it can point at the exact character.
 
 from __future__ import annotations
 
-__all__ = ["Binary", "Call", "Const", "Field", "Index", "ListOf", "Meta", "Node", "Unary", "dotted"]
+__all__ = ["Binary", "Call", "Const", "Field", "Index", "ListOf", "Meta", "Node", "Unary", "children", "dotted", "paths"]
 
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +72,30 @@ class ListOf:
 
 
 Node = Const | Field | Index | Meta | Call | Binary | Unary | ListOf
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    if isinstance(node, Field):
+        return (node.base,) if node.base is not None else ()
+    if isinstance(node, Index):
+        return (node.base, node.index)
+    if isinstance(node, Call):
+        return node.args
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, ListOf):
+        return node.items
+    return ()
+
+
+def paths(node: Node) -> set[str]:
+    """The document paths ``node`` reads (``data.object.id``; ``lines`` for ``lines[0].sku``)."""
+    path = dotted(node)
+    if path is not None:
+        return {path}
+    return set().union(*(paths(child) for child in children(node))) if children(node) else set()
 
 
 def dotted(node: Node) -> str | None:

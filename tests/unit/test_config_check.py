@@ -409,3 +409,30 @@ def test_an_openapi_operation_that_does_not_exist_is_named(tmp_path: Path, capsy
     assert code == 2
     assert errors[0]["field"] == "inbound[0].emit.payload.openapi.operation"
     assert "has no operation 'creatOrder'; did you mean 'createOrder'?" in str(errors[0]["message"])
+
+
+POLL = """\
+inbound:
+  - name: crm
+    type: http_poll
+    url: https://crm.example.com/api/contacts
+    records: data
+{since}    emit: {{schema: Customer, id: {id}, key: id, map: {{customer_id: id, email: email, name: name}}}}
+routes:
+  - {{name: r, from: Customer, to: [books]}}
+outbound:
+  - {{name: books, type: http, url: "http://books/"}}
+"""
+
+
+def test_http_poll_needs_a_watermark_and_a_version_aware_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    since = "    since: {param: updated_since, field: updated_at, id: id}\n"
+    code, errors, _ = _validate(_config(tmp_path, POLL.format(since="", id="id")), capsys)
+    assert code == 2 and [e["field"] for e in errors] == ["inbound[0].since"]  # each poll would publish everything again
+    code, errors, warnings = _validate(_config(tmp_path, POLL.format(since=since, id="id")), capsys)
+    assert (code, errors) == (0, [])
+    [warning] = [w for w in warnings if w["field"] == "inbound[0].emit.id"]
+    assert "an updated record gets the id of its first version" in str(warning["message"])
+    assert """'id + "@" + updated_at'""" in str(warning["message"])
+    code, errors, warnings = _validate(_config(tmp_path, POLL.format(since=since, id="'id + \"@\" + updated_at'")), capsys)
+    assert (code, errors) == (0, []) and not [w for w in warnings if w["field"] == "inbound[0].emit.id"]
