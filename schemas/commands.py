@@ -47,9 +47,15 @@ def diff(old: Path, new: Path, mode: str = "BACKWARD") -> tuple[int, str]:
     lines.append(f"new reads old data (BACKWARD): {'yes' if not backward else 'no'}")
     lines += [f"  {p}" for p in backward]
     lines.append(f"old reads new data (FORWARD): {'yes' if not forward else 'no'}")
-    lines += [f"  {p}" for p in forward]
+    lines += [f"  {p.as_change(reader_is_new=False)}" for p in forward]
     problems = check(mode, after, [before])
     lines.append(f"{mode.upper()}: {'compatible' if not problems else 'incompatible'}")
+    removed = [p for p in forward if p.kind == "field"]
+    if removed and not problems and mode.upper().startswith("BACKWARD"):
+        lines.append(
+            f"note: {mode.upper()} allows removing a field with no default ({', '.join(p.path for p in removed)}), but a "
+            "consumer not yet upgraded fails on new data; upgrade every consumer first, or use FULL to forbid it"
+        )
     return (OK if not problems else INCOMPATIBLE), "\n".join(lines)
 
 

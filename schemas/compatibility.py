@@ -56,9 +56,22 @@ _NARROWER = {("long", "int"), ("double", "float"), ("double", "long"), ("double"
 class Incompatibility:
     path: str
     message: str
+    kind: str = ""  # "field" (the reader has a field the writer lacks), "symbols" (the writer has symbols the reader lacks)
+    detail: str = ""
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
+
+    def as_change(self, reader_is_new: bool) -> str:
+        """Said in the direction of the change (old schema -> new), not of the resolution: the
+        same missing field is "added" when the new schema reads old data and "removed" when the
+        old one reads new data."""
+        if reader_is_new or not self.kind:
+            return str(self)
+        stuck = "consumers still on the old schema cannot read"
+        if self.kind == "field":
+            return f"{self.path}: field removed, and the old schema has no default for it: {stuck} new data"
+        return f"{self.path}: enum symbol(s) {self.detail} added: {stuck} them (it has no default symbol)"
 
 
 class _Names:
@@ -141,8 +154,8 @@ class _Resolver:
         self.found: list[Incompatibility] = []
         self._seen: set[tuple[str, str]] = set()  # recursive records: each pair checked once
 
-    def problem(self, path: str, message: str) -> None:
-        self.found.append(Incompatibility(path, message))
+    def problem(self, path: str, message: str, kind: str = "", detail: str = "") -> None:
+        self.found.append(Incompatibility(path, message, kind, detail))
 
     def matches(self, reader: Any, writer: Any) -> bool:
         """Whether the pair resolves, without recording anything (for choosing a union branch)."""
@@ -227,14 +240,14 @@ class _Resolver:
             where = f"{path}.{field['name']}"
             if source is None:
                 if "default" not in field:
-                    self.problem(where, "field added without a default: data written before it cannot be read")
+                    self.problem(where, "field added without a default: data written before it cannot be read", "field")
                 continue
             self.resolve(field["type"], source["type"], where)
 
     def _enum(self, reader: dict[str, Any], writer: dict[str, Any], path: str) -> None:
         missing = [s for s in writer.get("symbols", []) if s not in reader.get("symbols", [])]
         if missing and "default" not in reader:
-            self.problem(path, f"enum symbol(s) {', '.join(missing)} removed and the reader has no default")
+            self.problem(path, f"enum symbol(s) {', '.join(missing)} removed and the reader has no default", "symbols", ", ".join(missing))
 
     def _fixed(self, reader: dict[str, Any], writer: dict[str, Any], path: str) -> None:
         if reader.get("size") != writer.get("size"):
@@ -261,7 +274,7 @@ def resolve(reader: Any, writer: Any) -> list[Incompatibility]:
         return []  # the same schema: read without resolution
     resolver = _Resolver(reader, writer)
     resolver.resolve(reader, writer, "")
-    return [Incompatibility(p.path or "(top level)", p.message) for p in resolver.found]
+    return [Incompatibility(p.path or "(top level)", p.message, p.kind, p.detail) for p in resolver.found]
 
 
 def check(mode: str, new: Any, previous: list[Any]) -> list[str]:
@@ -281,5 +294,5 @@ def check(mode: str, new: Any, previous: list[Any]) -> list[str]:
         if base in ("BACKWARD", "FULL"):
             problems += [f"reading data of version {number} with the new schema: {p}" for p in resolve(new, old)]
         if base in ("FORWARD", "FULL"):
-            problems += [f"reading new data with version {number}: {p}" for p in resolve(old, new)]
+            problems += [f"reading new data with version {number}: {p.as_change(reader_is_new=False)}" for p in resolve(old, new)]
     return problems

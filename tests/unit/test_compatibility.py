@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import io
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,3 +212,19 @@ def test_a_compatible_verdict_means_fastavro_reads_every_datum(data: st.DataObje
             with pytest.raises(Exception):  # noqa: B017 (fastavro raises SchemaResolutionError or KeyError by version)
                 round_trip(writer, reader, datum)
             return
+
+
+def test_diff_speaks_in_the_direction_of_the_change_and_warns_what_backward_allows(tmp_path: Path) -> None:
+    from schemas.commands import diff
+
+    old = {"type": "record", "name": "T", "namespace": "x", "fields": [{"name": "a", "type": "string"}, {"name": "b", "type": "string"}]}
+    new = {**old, "fields": old["fields"][:1]}  # b removed; it had no default
+    (tmp_path / "old.avsc").write_text(json.dumps(old))
+    (tmp_path / "new.avsc").write_text(json.dumps(new))
+    code, text = diff(tmp_path / "old.avsc", tmp_path / "new.avsc")
+    assert code == 0 and "added" not in text  # it was removed, not added
+    assert "T.b: field removed, and the old schema has no default for it: consumers still on the old schema cannot read new data" in text
+    assert "note: BACKWARD allows removing a field with no default (T.b)" in text
+    code, text = diff(tmp_path / "new.avsc", tmp_path / "old.avsc")  # the other way round: b added
+    assert code != 0 and "T.b: field added without a default: data written before it cannot be read" in text
+    assert "note:" not in text
