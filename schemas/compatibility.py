@@ -100,13 +100,43 @@ class _Names:
                 self.collect(kind, namespace)
 
     def deref(self, schema: Any) -> Any:
-        """A reference by name -> its definition (full name, else the one type with that short name)."""
+        """A reference by (full) name -> its definition."""
         if isinstance(schema, str) and schema not in _PRIMITIVES:
-            if schema in self.types:
-                return self.types[schema]
-            short = [t for name, t in self.types.items() if name.rpartition(".")[2] == schema]
-            return short[0] if len(short) == 1 else schema
+            return self.types.get(schema, schema)
         return schema
+
+
+def _qualified(schema: Any, namespace: str = "") -> Any:
+    """A copy of ``schema`` where every named type, alias and reference is a full name, as the
+    specification reads them: a name without a dot takes the enclosing namespace. Comparing
+    full names is what tells a record moved to another namespace (which fastavro refuses to read
+    without an alias naming the old full name) from the same record."""
+    if isinstance(schema, str):
+        if schema in _PRIMITIVES or "." in schema or not namespace:
+            return schema
+        return f"{namespace}.{schema}"
+    if isinstance(schema, list):
+        return [_qualified(branch, namespace) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    kind = schema.get("type")
+    if kind in ("record", "error", "enum", "fixed"):
+        full = _full_name(schema, namespace)
+        inner = full.rpartition(".")[0]
+        out["name"] = full
+        out.pop("namespace", None)
+        out["aliases"] = [a if "." in a or not inner else f"{inner}.{a}" for a in (str(x) for x in schema.get("aliases", []))]
+        if kind in ("record", "error"):
+            out["fields"] = [{**f, "type": _qualified(f["type"], inner)} for f in schema.get("fields", [])]
+        return out
+    if kind == "array":
+        out["items"] = _qualified(schema["items"], namespace)
+    elif kind == "map":
+        out["values"] = _qualified(schema["values"], namespace)
+    elif isinstance(kind, (dict, list, str)) and kind not in _PRIMITIVES and kind not in ("array", "map"):
+        out["type"] = _qualified(kind, namespace)
+    return out
 
 
 def _full_name(schema: dict[str, Any], namespace: str = "") -> str:
@@ -207,9 +237,12 @@ class _Resolver:
             self.resolve(reader["values"], writer["values"], f"{path}{{}}")
         elif r_kind in ("record", "enum", "fixed"):
             if not self._same_name(reader, writer):
-                self.problem(path, f"{r_kind} renamed from {writer['name']} to {reader['name']} (add the old name to `aliases`)")
+                old, new = str(writer["name"]), str(reader["name"])
+                if old.rpartition(".")[0] == new.rpartition(".")[0]:  # same namespace: the short names say it
+                    old, new = old.rpartition(".")[2], new.rpartition(".")[2]
+                self.problem(path, f"{r_kind} renamed from {old} to {new} (add the old full name to `aliases`)")
                 return
-            getattr(self, f"_{r_kind}")(reader, writer, path or str(reader["name"]))
+            getattr(self, f"_{r_kind}")(reader, writer, path or str(reader["name"]).rpartition(".")[2])  # paths read short
 
     def _loosely(self, reader: Any, writer: Any) -> bool:
         """The spec's "matches" for choosing a union branch: same kind (and name), or a promotion."""
@@ -224,9 +257,13 @@ class _Resolver:
 
     @staticmethod
     def _same_name(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
-        unqualified = str(writer["name"]).rpartition(".")[2]
-        names = {str(reader["name"]).rpartition(".")[2], *(str(a).rpartition(".")[2] for a in reader.get("aliases", []))}
-        return unqualified in names
+        """As the specification resolves named types: the same unqualified name, or else the
+        writer's full name is one of the reader's aliases, which are full names (``_qualified``
+        made a relative alias full with the reader's namespace). An alias "bus.v2.Ticket" does not
+        name the writer's "bus.v1.Ticket", whatever their short names."""
+        if str(writer["name"]).rpartition(".")[2] == str(reader["name"]).rpartition(".")[2]:
+            return True
+        return str(writer["name"]) in {str(a) for a in reader.get("aliases", [])}
 
     def _record(self, reader: dict[str, Any], writer: dict[str, Any], path: str) -> None:
         key = (json.dumps(reader, sort_keys=True), json.dumps(writer, sort_keys=True))
@@ -272,6 +309,7 @@ def resolve(reader: Any, writer: Any) -> list[Incompatibility]:
     writer = json.loads(writer) if isinstance(writer, str) and writer.lstrip().startswith(("{", "[", '"')) else writer
     if reader == writer:
         return []  # the same schema: read without resolution
+    reader, writer = _qualified(reader), _qualified(writer)
     resolver = _Resolver(reader, writer)
     resolver.resolve(reader, writer, "")
     return [Incompatibility(p.path or "(top level)", p.message, p.kind, p.detail) for p in resolver.found]
