@@ -204,8 +204,8 @@ class _Resolver:
                     self.resolve(reader, branch, path)
                 elif not self.matches(reader, branch):
                     b = _unwrap(self.writers.deref(branch))
-                    if _kind(b) == r_kind and r_kind in ("record", "enum", "fixed", "array", "map"):
-                        self.resolve(reader, b, path)  # same kind: say what inside it breaks
+                    if _kind(b) == r_kind:
+                        self.resolve(reader, b, path)  # same kind (a record, a decimal...): say what inside it breaks
                     else:
                         self.problem(path, f"the writer's union branch {_describe(b)} cannot be read as {_describe(reader)}")
             return

@@ -288,3 +288,11 @@ def _record(name: str, namespace: str, fields: list[dict[str, Any]], **extra: An
 def test_names_resolve_as_the_specification_says(writer: dict[str, Any], reader: dict[str, Any], compatible: bool) -> None:
     assert (not resolve(reader, writer)) == compatible
     assert avro_says_compatible(reader, writer) == compatible  # and Apache Avro agrees
+
+
+def test_a_decimal_changed_inside_a_writers_union_says_so() -> None:
+    decimal = {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}
+    writer = _record("R", "x", [{"name": "a", "type": ["null", decimal]}])
+    reader = _record("R", "x", [{"name": "a", "type": {**decimal, "precision": 12}}])
+    messages = [str(p) for p in resolve(reader, writer)]
+    assert "R.a: decimal changed from precision 10 scale 2 to precision 12 scale 2: the same bytes would read as another number" in messages
