@@ -206,6 +206,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
                 position.etag = response.headers.get("ETag")
             body = self._json(response)
             records = self._records_of(body)
+            self._problem = ""  # the API answers: ready while the first poll (a backfill) still walks its pages
             pages += 1
             taken += await self._publish(records, position)
             if self.config.since.ordered:

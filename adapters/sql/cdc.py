@@ -82,6 +82,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
             try:
                 if self._connection is None:
                     await self._connect()
+                    self._problem = ""  # connected to the slot: ready while a long backlog is still being read
                 read = await self._read_once()
                 self._problem = ""
                 if read:

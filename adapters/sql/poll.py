@@ -195,6 +195,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         while not self._stopping.is_set():
             started = time.monotonic()
             rows = await self._query()
+            self._problem = ""  # the source answers: ready, though a long backfill may go on for hours
             if rows:
                 await self._publish(rows)
                 self.ctx.logger.info(

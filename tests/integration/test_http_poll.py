@@ -171,3 +171,22 @@ async def test_interval_runs_from_the_end_of_one_poll_to_the_start_of_the_next(t
         assert min(gaps) >= 0.4 + 0.3 - 0.05, gaps
     finally:
         await api.stop()
+
+
+async def test_ready_while_the_first_poll_still_walks_its_pages(tmp_path: Path, bootstrap: str) -> None:
+    """Ready means serving: a backfill of many pages keeps the first poll going, and the hub is
+    ready as soon as the API answers and records flow, not when the backfill ends."""
+    api = await CrmApi(delay=0.25).start()
+    for i in range(40):
+        api.add(f"c{i:03}", f"2026-01-01T00:00:{i:02d}Z")
+    poll = {"url": f"{api.url}/api/contacts", "records": "data", "pagination": {"type": "page", "size_param": "per_page", "size": 2}}
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, api, poll))) as hub:
+            adapter = hub.inbound[0]
+            seen = await wait_published(hub, 4)
+            assert getattr(adapter, "polls", None) == 0 and len(seen) < 40  # the first poll is still walking its 20 pages
+            assert (await adapter.health()).ok
+            checks = await hub.readiness()
+            assert all(checks.values()), checks  # /readyz is 200
+    finally:
+        await api.stop()
