@@ -28,6 +28,12 @@ class FileInboundConfig(AdapterConfig):
     settle: Duration = Field(
         default=duration("2s"), description="A file must be unchanged this long before it is read (still being written)."
     )
+    duplicates: Literal["skip", "import"] = Field(
+        default="skip",
+        description="A file with the same content (SHA-256) as one already in done/: skip moves it to skipped/ with a "
+        "manifest naming the earlier import (and logs a warning); import reads it again (its rows keep their ids, so a "
+        "target that deduplicates sees repeats).",
+    )
     emit: EmitSpec = Field(description="How a row (CSV: header -> value, as text) becomes a canonical event.")
 
 

@@ -65,6 +65,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         self._settle = config.settle.total_seconds()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._digests: dict[str, dict[str, str]] | None = None  # what done/ holds, by content (see _imported)
 
     async def start(self) -> None:
         if self._task is not None:
@@ -72,7 +73,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         folder = self.config.path
         if not folder.is_dir():
             raise RetryableError(f"file {self.config.name}: drop folder {folder} does not exist")
-        for sub in ("done", "failed"):
+        for sub in ("done", "failed", "skipped"):
             (folder / sub).mkdir(exist_ok=True)
         self._stopping.clear()
         self._task = self.ctx.spawn(self._watch(), name=f"file-watch:{self.config.name}")
@@ -128,6 +129,15 @@ class FileInbound(Inbound[FileInboundConfig]):
 
         checksum, rows = await asyncio.to_thread(read)
         manifest: dict[str, Any] = {"file": path.name, "sha256": checksum, "rows": 0, "accepted": 0, "rejected": 0}
+        earlier = self._imported().get(checksum) if self.config.duplicates == "skip" else None
+        if earlier is not None:
+            manifest["duplicate_of"] = earlier
+            self._move(path, "skipped", manifest)
+            self.ctx.logger.warning(
+                "file %s: %s has the content of %s, imported before; moved to skipped/ (duplicates: import reads it again)",
+                self.config.name, path.name, earlier["file"],
+            )  # fmt: skip
+            return manifest
         if isinstance(rows, str):
             manifest["error"] = rows
             self._move(path, "failed", manifest)
@@ -149,6 +159,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         manifest["rejected"] += self._intake.parked - parked_before  # rows refused while mapping
         manifest["accepted"] = len(rows) - manifest["rejected"]
         self._move(path, "done", manifest)
+        self._imported()[checksum] = {"file": path.name, "at": manifest["at"]}
         self.ctx.logger.info(
             "file %s: %s done: %d rows, %d accepted, %d rejected, sha256 %s",
             self.config.name,
@@ -159,6 +170,19 @@ class FileInbound(Inbound[FileInboundConfig]):
             checksum[:16],
         )
         return manifest
+
+    def _imported(self) -> dict[str, dict[str, str]]:
+        """SHA-256 -> the file imported with it: read once from done/'s manifests (they outlive
+        restarts and are shared by every replica reading the folder), then kept up to date."""
+        if self._digests is None:
+            self._digests = {}
+            for manifest_path in sorted((self.config.path / "done").glob("*.manifest.json")):
+                try:
+                    seen = json.loads(manifest_path.read_text())
+                    self._digests.setdefault(str(seen["sha256"]), {"file": str(seen["file"]), "at": str(seen.get("at", ""))})
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue  # a manifest someone edited or truncated: it just does not count
+        return self._digests
 
     def _fail(self, path: Path, reason: str) -> None:
         """A file that failed in a way no one foresaw: to ``failed/`` with the reason, so the next files go on."""

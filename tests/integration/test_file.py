@@ -88,3 +88,30 @@ async def test_drop_folder_rows_to_events_with_manifests(tmp_path: Path, bootstr
             assert "invalid JSON" in reasons and "beyond the header" in reasons and "mapping failed" in reasons
     finally:
         await target.stop()
+
+
+async def test_a_file_dropped_twice_is_imported_once_unless_asked(tmp_path: Path, bootstrap: str) -> None:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    target = await Target().start()
+    content = b"ref,cents,cur,account\nr1,100,EUR,a1\nr2,200,EUR,a2\n"
+    raw = config(bootstrap, folder, target)
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", raw)):
+            (folder / "monday.csv").write_bytes(content)
+            first = await wait_for_file(folder / "done" / "monday.csv")
+            (folder / "monday-again.csv").write_bytes(content)  # the same export, dropped a second time
+            skipped = await wait_for_file(folder / "skipped" / "monday-again.csv")
+            assert skipped["duplicate_of"]["file"] == "monday.csv" and skipped["sha256"] == first["sha256"]
+            await target.wait_for(lambda: len(target.accepted) == 2)
+            await asyncio.sleep(1.0)
+            assert len(target.accepted) == 2  # imported once
+        # After a restart done/ still says what was imported; `duplicates: import` reads it again.
+        raw["inbound"][0]["duplicates"] = "import"
+        async with build_hub(write_config(tmp_path / "bus.yaml", raw)):
+            (folder / "monday-third.csv").write_bytes(content)
+            again = await wait_for_file(folder / "done" / "monday-third.csv")
+            assert again["accepted"] == 2
+            await target.wait_for(lambda: len(target.calls) >= 4)
+    finally:
+        await target.stop()
