@@ -43,15 +43,18 @@ class Emitter:
             return None
         return None if found is None else str(found)
 
-    def build(self, document: Any, *, traceparent: str | None = None) -> Event:
-        """Map ``document`` to an event. Raises EventRejected naming the field that failed."""
+    def build(self, document: Any, *, traceparent: str | None = None, headers: Mapping[str, str] | None = None) -> Event:
+        """Map ``document`` to an event. Raises EventRejected naming the field that failed.
+        ``headers``: what came with the document (a webhook's request headers, names in lower
+        case), read in expressions as ``$headers["x-github-event"]``."""
         if not isinstance(document, Mapping):
             raise EventRejected(f"expected a JSON object, got {type(document).__name__}")
+        meta = _NO_META if headers is None else {"headers": headers}
         try:
-            data = _render(self._fields, document, _NO_META) if self._fields else dict(document)
-            key = self._key(document) if self._key else None
-            event_id = self._id(document) if self._id else None
-            subject = self._subject(document) if self._subject else None
+            data = _render(self._fields, document, meta) if self._fields else dict(document)
+            key = self._key(document, meta) if self._key else None
+            event_id = self._id(document, meta) if self._id else None
+            subject = self._subject(document, meta) if self._subject else None
         except ExpressionError as exc:
             raise EventRejected(f"mapping failed: {exc}") from exc
         event = Event(

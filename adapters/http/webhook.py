@@ -17,6 +17,7 @@ import asyncio
 import hmac
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
@@ -106,6 +107,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
     def __init__(self, config: WebhookConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._emitter = Emitter(config.emit, source=f"/inbound/{config.name}")
+        self._reads_headers = "$headers" in config.emit.model_dump_json()
         self._keys = [k.get_secret_value().encode() for k in config.auth.keys] if isinstance(config.auth, ApiKeyAuth) else []
         self._jwt = JwtVerifier(config.auth) if isinstance(config.auth, JwtAuth) else None
         self._seen = _Seen(config.dedupe.window.total_seconds(), config.dedupe.max_entries) if config.dedupe else None
@@ -215,9 +217,9 @@ class WebhookInbound(Inbound[WebhookConfig]):
                     kind="server",
                     attributes={"http.route": self.config.path},
                 ) as traceparent:
-                    ids = await self._store(document, traceparent)
+                    ids = await self._store(document, traceparent, self._headers_of(request))
             else:
-                ids = await self._store(document, request.headers.get("traceparent"))
+                ids = await self._store(document, request.headers.get("traceparent"), self._headers_of(request))
         except EventRejected as exc:
             return _problem(400, str(exc))
         except KafkaUnavailable as exc:
@@ -234,12 +236,17 @@ class WebhookInbound(Inbound[WebhookConfig]):
             self._seen.remember(delivery_id, ",".join(ids))  # only once Kafka has it: a failed attempt may be sent again
         return web.json_response(answer, status=202)
 
-    async def _store(self, document: Any, traceparent: str | None) -> list[str]:
+    def _headers_of(self, request: web.Request) -> dict[str, str] | None:
+        """The request's headers for ``$headers`` in emit, by lower-case name; only built when the
+        mapping reads them."""
+        return {name.lower(): value for name, value in request.headers.items()} if self._reads_headers else None
+
+    async def _store(self, document: Any, traceparent: str | None, headers: Mapping[str, str] | None = None) -> list[str]:
         """Publish the body's event (or, with ``batch``, every element's); their ids once Kafka has them.
         A batch is mapped whole before anything is sent, so a bad element refuses the request
         with nothing published."""
         if not self.config.batch:
-            event = self._emitter.build(document, traceparent=traceparent)
+            event = self._emitter.build(document, traceparent=traceparent, headers=headers)
             await self.sink.publish(event)
             return [event.id]
         if not isinstance(document, list):
@@ -247,7 +254,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
         events = []
         for n, element in enumerate(document):
             try:
-                event = self._emitter.build(element, traceparent=traceparent)
+                event = self._emitter.build(element, traceparent=traceparent, headers=headers)
                 self.sink.check(event)  # every element fits before any is sent: all or none
                 events.append(event)
             except EventRejected as exc:

@@ -187,7 +187,12 @@ class _Checker:
             return self.index(node, narrowed)
         if isinstance(node, t.Meta):
             if not self.scope.meta:
-                self.problem(f"${node.name}: there is no event yet where this expression runs (it reads null)", node)
+                if node.name == "headers":  # what came with the document (a webhook's request headers)
+                    return MapOf(STRING)
+                self.problem(
+                    f"${node.name}: there is no event yet where this expression runs (only $headers is: what came with the document)",
+                    node,
+                )
                 return NULL
             if node.name not in META_FIELDS:
                 hint = closest(node.name, META_FIELDS).replace(" '", " $").replace("'?", "?")

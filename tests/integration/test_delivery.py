@@ -180,3 +180,25 @@ async def test_a_dropped_field_is_absent_from_what_the_subscriber_receives(tmp_p
         assert body["payment_id"] == "pi_1" and body["status"] == "failed"
     finally:
         await target.stop()
+
+
+async def test_a_webhooks_request_headers_can_be_read_in_its_mapping(tmp_path: Path, bootstrap: str) -> None:
+    """GitHub says what an event is in X-GitHub-Event, not in the body: emit reads $headers."""
+    target = await Target().start()
+    raw = payment_hub_config(bootstrap, target.url)
+    raw["inbound"][0]["emit"]["map"]["description"] = '$headers["x-github-event"]'  # names in lower case
+    raw["routes"] = [{"name": "pushes", "from": "Payment", "when": 'description == "push"', "to": ["support"]}]
+    raw["outbound"] = raw["outbound"][1:]
+    config = write_config(tmp_path / "bus.yaml", raw)
+    try:
+        async with build_hub(config) as hub:
+            assert hub.web is not None
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as client:
+                for i, kind in ((1, "push"), (2, "issues"), (3, "push")):
+                    answer = await client.post("/hooks/payments", json=payment(i), headers={"X-GitHub-Event": kind})
+                    assert answer.status_code == 202
+            await target.wait_for(lambda: len(target.accepted) == 2)
+        assert sorted(c.body["payment_id"] for c in target.accepted) == ["pi_1", "pi_3"]
+        assert {c.body["description"] for c in target.accepted} == {"push"}
+    finally:
+        await target.stop()
