@@ -196,7 +196,8 @@ class CompiledRoute:
             raise ExpressionError(
                 f"split: {self.config.split.items if self.config.split else ''!r} gave {type(items).__name__}, not a list"
             )
-        outputs = [self._emit({**scope, self._split_as: item}, meta, str(i)) for i, item in enumerate(items)]
+        # $index: the element's position (from 0), for the transform and its key (line numbers, "2 of 5").
+        outputs = [self._emit({**scope, self._split_as: item}, {**meta, "index": i}, str(i)) for i, item in enumerate(items)]
         if not outputs:
             return RouteOutcome(self, "dropped", reason="split produced no elements")
         return RouteOutcome(self, "emitted", outputs)

@@ -282,7 +282,13 @@ class _Check:
                 self.error((*loc, "split", "items"), f"split needs a list, and {route.split.items!r} is {describe(items)}")
             names[route.split.as_] = plain.item if isinstance(plain, Array) else ANY
         # What the route's condition proved (x != null and ...) holds in its transform too.
-        inner = Scope(source, names, what=f"schema {route.from_}", narrowed=_facts(route.when))
+        inner = Scope(
+            source,
+            names,
+            what=f"schema {route.from_}",
+            narrowed=_facts(route.when),
+            metadata={"index": INT} if route.split is not None else {},  # each element's position
+        )
         if route.aggregate is not None:
             result = self.aggregate(route.aggregate, inner, (*loc, "aggregate"))
             inner = Scope(result, what="the aggregate", narrowed=_facts(route.aggregate.emit_when))

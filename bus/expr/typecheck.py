@@ -54,6 +54,7 @@ META_FIELDS: dict[str, Type] = {
     "time": TIMESTAMP,
     "key": join(STRING, NULL),
     "schema": STRING,
+    "index": join(INT, NULL),  # a split element's position (from 0); null elsewhere
 }
 
 
@@ -75,6 +76,7 @@ class Scope:
     meta: bool = True
     what: str = ""  # how the document is named in messages: "schema Payment", "the payload"
     narrowed: frozenset[str] = frozenset()  # paths known not to be null here (a condition that held before)
+    metadata: Mapping[str, Type] = field(default_factory=dict)  # $names typed more precisely here ($index in a split)
 
 
 def closest(name: str, known: Iterable[str]) -> str:
@@ -194,6 +196,8 @@ class _Checker:
                     node,
                 )
                 return NULL
+            if node.name in self.scope.metadata:
+                return self.scope.metadata[node.name]
             if node.name not in META_FIELDS:
                 hint = closest(node.name, META_FIELDS).replace(" '", " $").replace("'?", "?")
                 self.problem(f"unknown metadata ${node.name}{hint} (known: ${', $'.join(META_FIELDS)})", node)

@@ -436,3 +436,15 @@ def test_http_poll_needs_a_watermark_and_a_version_aware_id(tmp_path: Path, caps
     assert """'id + "@" + updated_at'""" in str(warning["message"])
     code, errors, warnings = _validate(_config(tmp_path, POLL.format(since=since, id="'id + \"@\" + updated_at'")), capsys)
     assert (code, errors) == (0, []) and not [w for w in warnings if w["field"] == "inbound[0].emit.id"]
+
+
+def test_index_is_a_number_in_a_split_route_and_null_elsewhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    split = """  - name: r
+    from: Order
+    split: {items: lines, as: line}
+    transform: {schema: Inventory, map: {sku: line.sku, quantity_change: -line.quantity, reference: 'order_id + "#" + str($index + 1)'}}
+    to: [books]"""
+    assert _validate(_config(tmp_path, BASE.replace("{routes}", split)), capsys) == (0, [], [])
+    plain = "  - name: r\n    from: Order\n    when: $index + 1 > 1\n    to: [books]"
+    code, errors, _ = _validate(_config(tmp_path, BASE.replace("{routes}", plain)), capsys)
+    assert code == 2 and "$index may be null" in str(errors[0]["message"])

@@ -132,6 +132,16 @@ def test_splitter_emits_one_event_per_element_with_stable_ids() -> None:
     assert empty.outcomes[0].status == "dropped" and empty.targets == []
 
 
+def test_a_split_element_knows_its_position() -> None:
+    transform = {
+        "schema": "Inventory",
+        "map": {"sku": "line.sku", "quantity_change": "-line.quantity", "reference": 'order_id + "#" + str($index + 1)'},
+    }
+    router = Router([route("stock", None, ["wms"], schema="Order", split={"items": "lines", "as": "line"}, transform=transform)])
+    outs = [out for _, out, _ in router.decide("Order", ORDER, {"id": "e1"}).deliveries()]
+    assert [o.data["reference"] for o in outs if o.data] == ["o-1#1", "o-1#2"]
+
+
 def test_split_of_a_non_list_fails_the_route() -> None:
     router = Router(
         [
