@@ -13,12 +13,22 @@ __all__ = ["RECIPES", "Recipe", "copy_recipe", "find_recipes", "variables"]
 
 import re
 import shutil
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
 from bus.config.loader import VARIABLE
 
-RECIPES = Path(__file__).resolve().parents[1] / "examples"
+def _recipes_folder() -> Path:
+    """examples/ beside the package (a source checkout, an editable install), else where a wheel
+    installs them (``<prefix>/share/integration-bus/examples``, pyproject's data-files)."""
+    beside = Path(__file__).resolve().parents[1] / "examples"
+    if beside.is_dir():
+        return beside
+    return Path(sysconfig.get_paths()["data"]) / "share" / "integration-bus" / "examples"
+
+
+RECIPES = _recipes_folder()
 _COPIED = ("bus.yaml", "README.md", "schema.sql", "tests.yaml")
 # The hub's own settings, which every recipe reads too: listed apart in .env.example, with their
 # defaults (a real deployment sets KAFKA_BOOTSTRAP; the rest can stay).
