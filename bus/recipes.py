@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bus.config.loader import VARIABLE
 
+
 def _recipes_folder() -> Path:
     """examples/ beside the package (a source checkout, an editable install), else where a wheel
     installs them (``<prefix>/share/integration-bus/examples``, pyproject's data-files)."""
