@@ -130,6 +130,11 @@ def _bootstrap(args: argparse.Namespace, hub: HubConfig) -> str:
     if url is None and hub.kafka.bootstrap != "embedded":
         return hub.kafka.bootstrap
     if url is None:
+        if hub.ops.port == 0:
+            raise BusError(
+                "the config says embedded, and its ops.port is 0 (a free port picked at start): name the running hub with "
+                "--hub http://HOST:OPS_PORT (its start-up log says the port), or its broker with --bootstrap HOST:PORT"
+            )
         host = "127.0.0.1" if hub.ops.host in ("0.0.0.0", "::", "") else hub.ops.host  # noqa: S104 - listening everywhere: ask locally
         url = f"http://{host}:{hub.ops.port}"
     import httpx

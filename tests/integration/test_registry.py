@@ -71,7 +71,11 @@ async def test_health_and_readiness(tmp_path: Path, bootstrap: str) -> None:
         assert (await http.get("/healthz")).json() == {"status": "alive"}
         ready = await http.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"ready": True, "checks": {"kafka": True, "schemas": True, "inbound": True, "inbound:payments": True}}
+        assert ready.json() == {
+            "ready": True,
+            "checks": {"kafka": True, "schemas": True, "inbound": True, "inbound:payments": True},
+            "kafka": {"bootstrap": hub.bootstrap},  # where `bus dlq --hub` finds the hub's Kafka
+        }
         metrics = (await http.get("/metrics")).text
         assert "bus_inbound_events_total" in metrics
         await hub.inbound[0].stop()  # a webhook that stopped accepting makes the hub unready
