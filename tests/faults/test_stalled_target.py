@@ -68,8 +68,11 @@ async def test_backlog_builds_in_kafka_not_in_memory(tmp_path: Path, bootstrap: 
             await asyncio.sleep(2)
         await sending
         assert source.rejected == []
-        await asyncio.sleep(6)  # one probe of the delivery topic's end
-        backlog = await in_flight(config["ops"]["port"])
+        # The gauge follows the delivery topic's end, probed every 5 s: wait for it (longer on a loaded machine).
+        backlog, deadline = 0.0, time.monotonic() + 60
+        while backlog < 0.95 * count and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            backlog = await in_flight(config["ops"]["port"])
         code = await asyncio.to_thread(main, ["reconcile", "-c", str(path), "--bootstrap", bootstrap, "--json"])
         audit = json.loads(capsys.readouterr().out)[0]
 
