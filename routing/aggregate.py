@@ -26,7 +26,7 @@ __all__ = ["Aggregator", "Emission"]
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -105,9 +105,11 @@ class Aggregator:
 
     # -- events ----------------------------------------------------------------------------
     def add(
-        self, key: str, *, partition: int, offset: int, scope: Mapping[str, Any], meta: Mapping[str, Any], now: float
+        self, key: str, *, partition: int, offset: int, folds: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], now: float
     ) -> tuple[list[Emission], bytes] | None:
-        """Fold one event in. Returns (emissions, changelog value), or None for a replayed event."""
+        """Fold one event in: its (scope, meta), or each of its split elements', as one step (one
+        offset, one changelog value), so a replay neither loses nor repeats part of an event.
+        Returns (emissions, changelog value), or None for a replayed event."""
         state = self.state.get(key)
         if state is None:
             state = self.state[key] = _State(partition)
@@ -123,10 +125,11 @@ class Aggregator:
                 state.window = start
         elif state.window is None:
             state.window = 0
-        self._fold(state, scope, meta)
+        for scope, meta in folds:
+            self._fold(state, scope, meta)
+            if self.count_limit is not None and state.count >= self.count_limit:
+                emissions.append(self._close(key, state))  # a count window may end in the middle of an event's elements
         state.offset = offset
-        if self.count_limit is not None and state.count >= self.count_limit:
-            emissions.append(self._close(key, state))
         return emissions, state.dump()
 
     def tick(self, now: float) -> list[tuple[Emission, bytes]]:

@@ -192,8 +192,8 @@ class Dispatcher:
             if error is not None:
                 failed.add(outcome.route.name)
                 sends.append(self.dead_letter(key, value, headers, route=outcome.route.name, error=error, origin=origin))
-            elif outcome.status == "aggregated" and outcome.scope is not None:
-                sends.extend(self._aggregate(outcome.route.name, key, partition=partition, offset=offset, scope=outcome.scope, meta=meta))
+            elif outcome.status == "aggregated" and outcome.folds:
+                sends.extend(self._aggregate(outcome.route.name, key, partition=partition, offset=offset, folds=outcome.folds))
         for outcome, out, targets in decision.deliveries():
             route = outcome.route
             if route.name in failed:
@@ -211,11 +211,11 @@ class Dispatcher:
         return sends
 
     def _aggregate(
-        self, route: str, key: bytes | None, *, partition: int, offset: int, scope: dict[str, Any], meta: Mapping[str, Any]
+        self, route: str, key: bytes | None, *, partition: int, offset: int, folds: list[tuple[dict[str, Any], Mapping[str, Any]]]
     ) -> list[Send]:
         aggregator = self.aggregators[route]
         group = key.decode() if key is not None else ""
-        folded = aggregator.add(group, partition=partition, offset=offset, scope=scope, meta=meta, now=time.time())
+        folded = aggregator.add(group, partition=partition, offset=offset, folds=folds, now=time.time())
         if folded is None:
             return []  # a redelivered event this key's state already holds
         emissions, state = folded

@@ -59,7 +59,9 @@ class RouteOutcome:
     outputs: list[Emitted] = field(default_factory=list)
     reason: str = ""
     error: PermanentError | None = None
-    scope: dict[str, Any] | None = None  # "aggregated": what the route's aggregator folds in
+    # "aggregated": what the route's aggregator folds in, as (scope, meta) pairs: the event, or
+    # each element of its split (all of one event's elements are folded as one step).
+    folds: list[tuple[dict[str, Any], Mapping[str, Any]]] | None = None
 
 
 @dataclass(slots=True)
@@ -185,9 +187,9 @@ class CompiledRoute:
         dropped = self._enrich_into(scope, meta)
         if dropped is not None:
             return dropped
-        if self.config.aggregate is not None:
-            return RouteOutcome(self, "aggregated", scope=scope)
         if self._split is None:
+            if self.config.aggregate is not None:
+                return RouteOutcome(self, "aggregated", folds=[(scope, meta)])
             return RouteOutcome(self, "emitted", [self._emit(scope, meta, None)])
         items = self._split(scope, meta)
         if items is None:
@@ -197,7 +199,12 @@ class CompiledRoute:
                 f"split: {self.config.split.items if self.config.split else ''!r} gave {type(items).__name__}, not a list"
             )
         # $index: the element's position (from 0), for the transform and its key (line numbers, "2 of 5").
-        outputs = [self._emit({**scope, self._split_as: item}, {**meta, "index": i}, str(i)) for i, item in enumerate(items)]
+        elements: list[tuple[dict[str, Any], Mapping[str, Any]]] = [
+            ({**scope, self._split_as: item}, {**meta, "index": i}) for i, item in enumerate(items)
+        ]
+        if self.config.aggregate is not None and elements:
+            return RouteOutcome(self, "aggregated", folds=elements)
+        outputs = [self._emit(element, element_meta, str(i)) for i, (element, element_meta) in enumerate(elements)]
         if not outputs:
             return RouteOutcome(self, "dropped", reason="split produced no elements")
         return RouteOutcome(self, "emitted", outputs)

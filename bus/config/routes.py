@@ -107,7 +107,8 @@ class AggregateConfig(ConfigModel):
     The result is a record of ``key``, ``window_start``, ``window_end``, ``count`` and each of
     ``fields``; the route's ``transform`` shapes it into the output schema. Windows are tumbling
     and follow the router's clock. State is kept on a compacted changelog topic, so a restart
-    neither loses nor double-counts events.
+    neither loses nor double-counts events. In a split route the elements are what is counted
+    (``sum(line.quantity)``), under the event's key; one event's elements go in as one step.
     """
 
     window: Duration | None = Field(default=None, description="Tumbling window length; emit when it ends.", examples=["5m"])
@@ -181,8 +182,6 @@ class RouteConfig(ConfigModel):
             raise ValueError("enrich needs a transform that places the looked-up values in the output")
         if self.aggregate is not None and (self.transform is None or self.transform.schema_ is None):
             raise ValueError("aggregate needs a transform with a schema: an aggregate is not an event of the route's `from` schema")
-        if self.aggregate is not None and self.split is not None:
-            raise ValueError("aggregate and split cannot be combined in one route")
         return self
 
     @property

@@ -150,3 +150,28 @@ async def test_time_window_closes_by_itself(tmp_path: Path, bootstrap: str) -> N
             assert start < end and call.headers["Idempotency-Key"] == f"order-totals:{call.body['account_id']}:{start}"
     finally:
         await target.stop()
+
+
+async def test_a_split_route_feeds_an_aggregate(tmp_path: Path, bootstrap: str) -> None:
+    """Units per customer, from order lines: each order's lines are folded in together, and a
+    count window of 5 lines closes in the middle of an order."""
+    target = await Target().start()
+    cfg = config(bootstrap, target.url, aggregate={"count": 5})
+    cfg["inbound"][0]["emit"]["map"]["lines"] = "lines"
+    route = cfg["routes"][0]
+    route["split"] = {"items": "lines", "as": "line"}
+    route["aggregate"]["fields"] = {"orders": "count()", "sum": "sum(line.quantity)"}
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", cfg)) as hub:
+            assert hub.web is not None
+            async with httpx.AsyncClient() as client:
+                for i, quantities in enumerate([[1, 2, 3], [4, 5, 6]]):
+                    lines = [{"sku": f"s{q}", "quantity": q, "unit_price": 100} for q in quantities]
+                    body = {"event_id": f"acme-{i}", "account": "acme", "total": 1, "lines": lines}
+                    assert (await client.post(f"http://127.0.0.1:{hub.web.port}/orders", json=body)).status_code == 202
+            await target.wait_for(lambda: len(target.accepted) == 1)
+        [emitted] = [c.body for c in target.accepted]
+        assert emitted["count"] == 5 and emitted["value"] == 1 + 2 + 3 + 4 + 5  # the sixth line waits for the next window
+        assert emitted["account_id"] == "acme"
+    finally:
+        await target.stop()
