@@ -23,6 +23,7 @@ from __future__ import annotations
 
 __all__ = ["Findings", "check_config"]
 
+import dataclasses
 import functools
 import json
 import re
@@ -168,7 +169,7 @@ class _Check:
         item: Type = plain.item if isinstance(plain, Array) else ANY
         if plain not in (ANY, NULL) and not isinstance(plain, Array):
             self.error((*loc, "$each"), f"$each needs a list, and {spec['$each']!r} is {describe(items)}{where}")
-        inner = Scope(scope.document, {**scope.names, str(spec.get("$as", "item")): item}, scope.meta, scope.what)
+        inner = dataclasses.replace(scope, names={**scope.names, str(spec.get("$as", "item")): item})
         goal = non_null(target) if target is not None else None
         element = goal.item if isinstance(goal, Array) else None
         if "$value" in spec:
