@@ -45,6 +45,9 @@ from bus.expr.typecheck import Problem, Scope, assignable, closest, facts, infer
 from bus.expr.types import (
     ANY,
     BOOL,
+    DECIMAL,
+    DURATION,
+    FLOAT,
     INT,
     NULL,
     STRING,
@@ -52,6 +55,7 @@ from bus.expr.types import (
     Record,
     RecordField,
     Type,
+    Union,
     describe,
     from_avro,
     from_json_schema,
@@ -265,29 +269,28 @@ class _Check:
         """Check a route; returns (output schema, output type) for its subscribers."""
         loc: Loc = ("routes", index)
         source = self.schema(route.from_)
-        scope = Scope(source, what=f"schema {route.from_}")
+        what = f"schema {route.from_}"
         if route.when is not None:
-            self.expression(route.when, scope, (*loc, "when"), want=BOOL)
+            self.expression(route.when, Scope(source, what=what), (*loc, "when"), want=BOOL)
+        proved = _facts(route.when)  # what the condition proved (x != null and ...) holds in every later step
+        scope = Scope(source, what=what, narrowed=proved)
         if route.dedup is not None:
             self.expression(route.dedup.by, scope, (*loc, "dedup", "by"))
         names: dict[str, Type] = {}
         for j, enrich in enumerate(route.enrich):
             # An enrichment may look up by what an earlier one found (customer.country).
-            self.expression(enrich.key, Scope(source, dict(names), what=f"schema {route.from_}"), (*loc, "enrich", j, "key"))
+            self.expression(enrich.key, dataclasses.replace(scope, names=dict(names)), (*loc, "enrich", j, "key"))
             value = tables.get(enrich.table, ANY)
             names[enrich.into] = value if enrich.on_missing == "drop" else join(value, NULL)
         if route.split is not None:
-            items = self.expression(route.split.items, scope, (*loc, "split", "items"))
+            items = self.expression(route.split.items, dataclasses.replace(scope, names=dict(names)), (*loc, "split", "items"))
             plain = non_null(items)
             if plain not in (ANY, NULL) and not isinstance(plain, Array):
                 self.error((*loc, "split", "items"), f"split needs a list, and {route.split.items!r} is {describe(items)}")
             names[route.split.as_] = plain.item if isinstance(plain, Array) else ANY
-        # What the route's condition proved (x != null and ...) holds in its transform too.
-        inner = Scope(
-            source,
-            names,
-            what=f"schema {route.from_}",
-            narrowed=_facts(route.when),
+        inner = dataclasses.replace(
+            scope,
+            names=names,
             metadata={"index": INT} if route.split is not None else {},  # each element's position
         )
         if route.aggregate is not None:
@@ -311,6 +314,8 @@ class _Check:
                 continue
             fn = match.group(1) or match.group(2)
             value = self.expression(match.group(3), scope, (*loc, "fields", name)) if match.group(3) else INT
+            if fn in ("sum", "avg") and non_null(value) not in (ANY, NULL) and not _numeric(non_null(value)):
+                self.error((*loc, "fields", name), f"{fn}() adds numbers, and {match.group(3)!r} is {describe(value)}")
             if fn in ("sum", "count"):
                 result.fields[name] = RecordField(non_null(value) if fn == "sum" else INT)
             elif fn == "avg":
@@ -406,6 +411,10 @@ def from_ref(document: Any, ref: str) -> Any:
     for part in ref.removeprefix("#/").split("/"):
         target = target.get(part) if isinstance(target, Mapping) else None
     return target
+
+
+def _numeric(x: Type) -> bool:
+    return all(o in (INT, FLOAT, DECIMAL, DURATION) for o in (x.options if isinstance(x, Union) else (x,)))
 
 
 def _facts(condition: str | None) -> frozenset[str]:

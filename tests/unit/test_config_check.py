@@ -448,3 +448,20 @@ def test_index_is_a_number_in_a_split_route_and_null_elsewhere(tmp_path: Path, c
     plain = "  - name: r\n    from: Order\n    when: $index + 1 > 1\n    to: [books]"
     code, errors, _ = _validate(_config(tmp_path, BASE.replace("{routes}", plain)), capsys)
     assert code == 2 and "$index may be null" in str(errors[0]["message"])
+
+
+def test_aggregate_sums_need_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    route = """  - name: r
+    from: Order
+    when: customer_id != null
+    split: {items: lines, as: line}
+    aggregate: {count: 10, fields: {units: sum(line.sku), n: count()}}
+    transform:
+      schema: UsageMetric
+      map: {account_id: key, metric: '"units"', value: "1.0", count: n, window_start: "null", window_end: "null"}
+    to: [books]"""
+    code, errors, _ = _validate(_config(tmp_path, BASE.replace("{routes}", route)), capsys)
+    assert code == 2
+    assert [(e["field"], str(e["message"])) for e in errors] == [
+        ("routes[0].aggregate.fields.units", "sum() adds numbers, and 'line.sku' is a string")
+    ]
