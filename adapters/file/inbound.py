@@ -129,7 +129,9 @@ class FileInbound(Inbound[FileInboundConfig]):
 
         checksum, rows = await asyncio.to_thread(read)
         manifest: dict[str, Any] = {"file": path.name, "sha256": checksum, "rows": 0, "accepted": 0, "rejected": 0}
-        earlier = self._imported().get(checksum) if self.config.duplicates == "skip" else None
+        if self._digests is None:
+            self._digests = await asyncio.to_thread(self._read_digests)  # many manifests: off the event loop, once
+        earlier = self._digests.get(checksum) if self.config.duplicates == "skip" else None
         if earlier is not None:
             manifest["duplicate_of"] = earlier
             self._move(path, "skipped", manifest)
@@ -159,7 +161,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         manifest["rejected"] += self._intake.parked - parked_before  # rows refused while mapping
         manifest["accepted"] = len(rows) - manifest["rejected"]
         self._move(path, "done", manifest)
-        self._imported()[checksum] = {"file": path.name, "at": manifest["at"]}
+        self._digests[checksum] = {"file": path.name, "at": manifest["at"]}
         self.ctx.logger.info(
             "file %s: %s done: %d rows, %d accepted, %d rejected, sha256 %s",
             self.config.name,
@@ -171,18 +173,17 @@ class FileInbound(Inbound[FileInboundConfig]):
         )
         return manifest
 
-    def _imported(self) -> dict[str, dict[str, str]]:
-        """SHA-256 -> the file imported with it: read once from done/'s manifests (they outlive
-        restarts and are shared by every replica reading the folder), then kept up to date."""
-        if self._digests is None:
-            self._digests = {}
-            for manifest_path in sorted((self.config.path / "done").glob("*.manifest.json")):
-                try:
-                    seen = json.loads(manifest_path.read_text())
-                    self._digests.setdefault(str(seen["sha256"]), {"file": str(seen["file"]), "at": str(seen.get("at", ""))})
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue  # a manifest someone edited or truncated: it just does not count
-        return self._digests
+    def _read_digests(self) -> dict[str, dict[str, str]]:
+        """SHA-256 -> the file imported with it, from done/'s manifests (they outlive restarts and
+        are shared by every replica reading the folder); ``take`` keeps it up to date after."""
+        found: dict[str, dict[str, str]] = {}
+        for manifest_path in sorted((self.config.path / "done").glob("*.manifest.json")):
+            try:
+                seen = json.loads(manifest_path.read_text())
+                found.setdefault(str(seen["sha256"]), {"file": str(seen["file"]), "at": str(seen.get("at", ""))})
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a manifest someone edited or truncated: it just does not count
+        return found
 
     def _fail(self, path: Path, reason: str) -> None:
         """A file that failed in a way no one foresaw: to ``failed/`` with the reason, so the next files go on."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 __all__ = ["Findings", "check_config"]
 
 import dataclasses
-import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -424,7 +423,6 @@ def _facts(condition: str | None) -> frozenset[str]:
     return facts(tree) if tree is not None else frozenset()
 
 
-@functools.lru_cache(maxsize=4096)
 def _tree(text: str) -> t.Node | None:
     """The syntax tree of an expression, None if it does not parse. The models compiled every
     expression when the config loaded (``compile_expression`` is cached): this reuses that."""

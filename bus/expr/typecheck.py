@@ -40,6 +40,7 @@ from bus.expr.types import (
     Type,
     Union,
     describe,
+    from_sample,
     is_nullable,
     join,
     non_null,
@@ -182,7 +183,7 @@ class _Checker:
     # -- the rest ---------------------------------------------------------------------------
     def infer(self, node: t.Node, narrowed: frozenset[str] = frozenset()) -> Type:
         if isinstance(node, t.Const):
-            return _const_type(node.value)
+            return from_sample(node.value)  # a literal is typed as a sample's value is
         if isinstance(node, t.Field):
             return self.field(node, narrowed)
         if isinstance(node, t.Index):
@@ -382,18 +383,6 @@ def show(node: t.Node) -> str:
 
 def _mixed_ok(x: Type, kinds: list[str]) -> bool:
     return all(_kind(o) in kinds for o in _options(x) if o != NULL)
-
-
-def _const_type(value: object) -> Type:
-    if value is None:
-        return NULL
-    if isinstance(value, bool):
-        return BOOL
-    if isinstance(value, int):
-        return INT
-    if isinstance(value, float):
-        return FLOAT
-    return STRING
 
 
 def facts(node: t.Node) -> frozenset[str]:

@@ -47,6 +47,18 @@ def good(run: str, i: int) -> bytes:
 Send = Callable[[list[bytes]], Awaitable[None]]
 
 
+def hub_config(bootstrap: str, block: dict[str, Any], target: Target) -> dict[str, Any]:
+    """The source ``block`` as inbound "orders", every Payment to an HTTP target."""
+    return {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [{"name": "orders", **block, "emit": EMIT}],
+        "routes": [{"name": "all", "from": "Payment", "to": ["erp"]}],
+        "outbound": [{"name": "erp", "type": "http", "url": f"{target.url}/erp"}],
+    }
+
+
 async def source(kind: str, run: str, bootstrap: str, folder: Path) -> tuple[dict[str, Any], Send, Callable[[], Awaitable[None]]]:
     """The inbound block for ``kind`` and a function that puts raw messages on its source, in order."""
     if kind == "amqp":
@@ -124,14 +136,7 @@ async def test_a_poison_message_is_parked_and_the_flow_goes_on(
     run = uuid.uuid4().hex[:8]
     target = await Target().start()
     block, send, close = await source(kind, run, bootstrap, tmp_path / "drop")
-    config = {
-        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "ops": {"host": "127.0.0.1", "port": 0},
-        "inbound": [{"name": "orders", **block, "emit": EMIT}],
-        "routes": [{"name": "all", "from": "Payment", "to": ["erp"]}],
-        "outbound": [{"name": "erp", "type": "http", "url": f"{target.url}/erp"}],
-    }
+    config = hub_config(bootstrap, block, target)
     path = write_config(tmp_path / "bus.yaml", config)
     caplog.set_level(logging.INFO)
     try:
@@ -187,14 +192,7 @@ async def test_a_refused_message_keeps_its_event_id_and_bus_dlq_shows_all_of_it(
     run = uuid.uuid4().hex[:8]
     target = await Target().start()
     block, send, close = await source("file", run, bootstrap, tmp_path / "drop")
-    config = {
-        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "ops": {"host": "127.0.0.1", "port": 0},
-        "inbound": [{"name": "orders", **block, "emit": EMIT}],
-        "routes": [{"name": "all", "from": "Payment", "to": ["erp"]}],
-        "outbound": [{"name": "erp", "type": "http", "url": f"{target.url}/erp"}],
-    }
+    config = hub_config(bootstrap, block, target)
     path = write_config(tmp_path / "bus.yaml", config)
     refused = json.dumps({"id": f"{run}-bad", "account": "acc-1", "seq": "not a number"}).encode()  # amount must be a long
     try:

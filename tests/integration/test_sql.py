@@ -49,6 +49,17 @@ async def run_sql(kind: str, dsn: str, sql: str) -> list[tuple[Any, ...]]:
         connection.close()
 
 
+def ledger_config(bootstrap: str, target: Target, dsn: str, table: str, **outbound: Any) -> dict[str, Any]:
+    """Every Payment to one sql outbound, "ledger", upserting payment_id and amount into ``table``."""
+    config = payment_hub_config(bootstrap, target.url)
+    config["routes"] = [{"name": "all", "from": "Payment", "to": ["ledger"]}]
+    columns = {"payment_id": "payment_id", "amount": "amount"}
+    config["outbound"] = [
+        {"name": "ledger", "type": "sql", "dsn": dsn, "table": table, "columns": columns, "key": ["payment_id"], **outbound}
+    ]
+    return config
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
     for _ in range(int(timeout / 0.2)):
         if await check():
@@ -159,20 +170,7 @@ async def test_events_waiting_together_share_a_transaction(kind: str, tmp_path: 
     table = f"t_batch_{uuid.uuid4().hex[:8]}"
     await run_sql(kind, dsn, f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL CHECK (amount >= 0))")
     target = await Target().start()
-    config = payment_hub_config(bootstrap, target.url)
-    config["routes"] = [{"name": "all", "from": "Payment", "to": ["ledger"]}]
-    config["outbound"] = [
-        {
-            "name": "ledger",
-            "type": "sql",
-            "dsn": dsn,
-            "table": table,
-            "columns": {"payment_id": "payment_id", "amount": "amount"},
-            "key": ["payment_id"],
-            "batch_size": 50,
-            "delivery": {"concurrency": 64},
-        }
-    ]
+    config = ledger_config(bootstrap, target, dsn, table, batch_size=50, delivery={"concurrency": 64})
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
             ledger = hub.outbound[0]
@@ -215,19 +213,9 @@ async def test_a_table_not_created_yet_is_retried_loudly_not_dead_lettered(kind:
     require_service(name, "127.0.0.1", port)
     table = f"t_later_{uuid.uuid4().hex[:8]}"
     target = await Target().start()
-    config = payment_hub_config(bootstrap, target.url)
-    config["routes"] = [{"name": "all", "from": "Payment", "to": ["ledger"]}]
-    config["outbound"] = [
-        {
-            "name": "ledger",
-            "type": "sql",
-            "dsn": dsn,
-            "table": table,
-            "columns": {"payment_id": "payment_id", "amount": "amount"},
-            "key": ["payment_id"],
-            "delivery": {"backoff_initial": "50ms", "backoff_max": "300ms", "circuit_breaker": None},
-        }
-    ]
+    config = ledger_config(
+        bootstrap, target, dsn, table, delivery={"backoff_initial": "50ms", "backoff_max": "300ms", "circuit_breaker": None}
+    )
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
             await post(hub, *(payment(i) for i in range(5)))
