@@ -26,7 +26,7 @@ from bus.metrics import ROUTER_EVENTS, ROUTER_UNMATCHED
 from bus.ratelimit import TokenBucket
 from routing.aggregate import Aggregator, Emission
 from routing.metrics import ROUTE_COLLECTOR
-from routing.router import Router
+from routing.router import Decision, Router
 from routing.tables import encode_row
 
 log = logging.getLogger("routing.dispatch")
@@ -111,6 +111,7 @@ class Dispatcher:
         self._unmatched: dict[str, Any] = {}
         self.aggregators = {r.name: Aggregator(r.name, r.config.aggregate) for r in router.routes if r.config.aggregate is not None}
         self._routes = {r.name: r for r in router.routes}
+        self.last_decision: Decision | None = None
         self._absent = {
             r.name: ",".join(r.config.transform.drop).encode() for r in router.routes if r.config.transform and r.config.transform.drop
         }
@@ -174,6 +175,7 @@ class Dispatcher:
             if row_key is not None:
                 sends.append(Send(table_topic, str(row_key).encode(), encode_row(data), []))
         decision = self.router.decide(schema, data, meta)
+        self.last_decision = decision  # for `bus test`, which explains what plan() did
         self._count(schema, unmatched=not decision.outcomes)
         # Encode every transformed output first: a route sends all of its outputs or none.
         encoded: dict[int, bytes] = {}

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from bus.config.routes import RouteConfig, RouterConfig
 from bus.errors import ExpressionError, PermanentError
-from bus.expr import EVALUATION_ERRORS, Conditions, compile_conditions, compile_expression
+from bus.expr import Conditions, compile_conditions, compile_expression
 from routing.state import TtlSet
 from routing.transform import Transform
 
@@ -121,32 +121,8 @@ class CompiledRoute:
         self._transform = Transform(config.transform, default_schema=config.from_) if config.transform else None
         # The fast path: a plain filter forwards the incoming bytes without re-encoding.
         self.forwards_unchanged = not (self._enrich or self._split or self._transform)
-        # For Router.decide on dict events: the condition as one generated function, tested inline
-        # (most routes do not match most events: that test is the whole cost for them).
-        self.fast_when = self._when.fast if self._when is not None else None
-        self.has_fast_when = self._when is None or self.fast_when is not None
         # A plain filter's outcome is always the same: made once (outcomes are never changed).
         self._unchanged = RouteOutcome(self, "emitted", [Emitted(self.schema, None)]) if self.forwards_unchanged else None
-
-    def evaluate(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> RouteOutcome | None:
-        """None when the condition does not hold; otherwise what the route does with the event."""
-        stats = self.stats
-        when = self._when
-        try:
-            if when is not None:
-                # Events are dicts: their condition runs as one generated function (bus/expr).
-                test = when.fast if type(data) is dict else None
-                if not (test(data, meta) if test is not None else when(data, meta)):
-                    return None
-            stats.matched += 1
-            outcome = self._after_match(data, meta)
-        except ExpressionError as exc:
-            outcome = RouteOutcome(self, "failed", reason=str(exc), error=exc)
-        except EVALUATION_ERRORS as exc:  # only the fast condition lets these through
-            assert when is not None
-            error = when.failure(exc)
-            outcome = RouteOutcome(self, "failed", reason=str(error), error=error)
-        return self._counted(outcome)
 
     def matched(self, data: Mapping[str, Any], meta: Mapping[str, Any]) -> RouteOutcome:
         """What the route does with an event whose condition held (tested by the caller)."""
@@ -161,7 +137,7 @@ class CompiledRoute:
         """The condition raised: the event fails this route (dead letter with the reason)."""
         if isinstance(exc, ExpressionError):
             error = exc
-        else:
+        else:  # raised inside the generated conditions: name the expression, as Compiled does
             assert self._when is not None
             error = self._when.failure(exc)
         return self._counted(RouteOutcome(self, "failed", reason=str(error), error=error))
@@ -242,14 +218,13 @@ class Router:
         self._decisions = 0
         for route in self.routes:
             self._by_schema.setdefault(route.schema, []).append(route)
-        # In mode "all" every condition is tested anyway: one generated function per schema tests them all.
-        self._conditions: dict[str, Conditions] = {}
-        if self.mode == "all":
-            for schema, compiled in self._by_schema.items():
-                if all(r.has_fast_when for r in compiled):
-                    conditions = compile_conditions([r.config.when for r in compiled])
-                    if conditions is not None:
-                        self._conditions[schema] = conditions
+        # Each schema's conditions as one generated function (bus.expr.compiler): most routes do
+        # not match most events, and that test is then the whole cost of the route.
+        first_only = self.mode == "first"
+        self._conditions: dict[str, Conditions] = {
+            schema: compile_conditions([r.config.when for r in compiled], first_only=first_only)
+            for schema, compiled in self._by_schema.items()
+        }
 
     @property
     def schemas(self) -> list[str]:
@@ -261,43 +236,32 @@ class Router:
 
     def decide(self, schema: str, data: Mapping[str, Any], meta: Mapping[str, Any]) -> Decision:
         decision = Decision()
+        conditions = self._conditions.get(schema)
+        if conditions is None:
+            return decision
+        if type(data) is not dict:
+            data = dict(data)  # the generated conditions read fields with dict.get
+        routes = self._by_schema[schema]
         # Route timings are sampled, one decision in 16 (scaled up): two clock reads per route and
-        # event would cost more than most conditions do.
+        # event would cost more than most conditions do. The conditions' time is shared equally.
         timed = not self._decisions & 15
         self._decisions += 1
-        fast = type(data) is dict and not timed
-        if fast and (conditions := self._conditions.get(schema)) is not None:
-            routes = self._by_schema[schema]
-            for held in conditions(data, meta):  # type: ignore[arg-type]  # a dict, tested above
-                if isinstance(held, int):
-                    decision.outcomes.append(routes[held].matched(data, meta))
+        started = time.perf_counter() if timed else 0.0
+        held_list = conditions(data, meta)  # a dict, made so above
+        if timed:
+            share = (time.perf_counter() - started) * 16 / len(routes)
+            for route in routes:
+                route.stats.seconds += share
+        for held in held_list:
+            if isinstance(held, int):
+                route = routes[held]
+                if timed:
+                    started = time.perf_counter()
+                    decision.outcomes.append(route.matched(data, meta))
+                    route.stats.seconds += (time.perf_counter() - started) * 16
                 else:
-                    index, exc = held
-                    decision.outcomes.append(routes[index].condition_failed(exc))
-            return decision
-        first_only = self.mode == "first"
-        for route in self._by_schema.get(schema, ()):
-            if fast and route.has_fast_when:
-                test = route.fast_when
-                if test is not None:
-                    try:
-                        if not test(data, meta):
-                            continue
-                    except (ExpressionError, *EVALUATION_ERRORS) as exc:
-                        decision.outcomes.append(route.condition_failed(exc))
-                        if first_only:
-                            break
-                        continue
-                outcome: RouteOutcome | None = route.matched(data, meta)
-            elif timed:
-                started = time.perf_counter()
-                outcome = route.evaluate(data, meta)
-                route.stats.seconds += (time.perf_counter() - started) * 16
+                    decision.outcomes.append(route.matched(data, meta))
             else:
-                outcome = route.evaluate(data, meta)
-            if outcome is None:
-                continue
-            decision.outcomes.append(outcome)
-            if first_only:
-                break
+                index, exc = held
+                decision.outcomes.append(routes[index].condition_failed(exc))
         return decision

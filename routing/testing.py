@@ -37,11 +37,14 @@ from bus.adapter_api import EmitSpec
 from bus.codec import Codec
 from bus.config.fields import expression_fields
 from bus.config.loader import LoadedConfig
-from bus.errors import BusError, ConfigError, ConfigIssue, ExpressionError, PermanentError
+from bus.errors import BusError, ConfigError, ConfigIssue, ExpressionError
+from bus.event import Event
 from bus.expr import compile_expression, compile_template
 from bus.jsontext import dumps as json_dumps
+from bus.kafka.topics import TopicNames
 from bus.logs import Redactor
 from bus.mapping import Body, Emitter
+from routing.dispatch import Dispatcher, Send
 from routing.router import Router
 from schemas.catalog import SchemaCatalog
 
@@ -123,6 +126,9 @@ class RouteTester:
         self.codec = Codec()
         for i, name in enumerate(catalog.names(), start=1):
             self.codec.add(name, i, catalog.get(name).parsed)
+        self.topics = TopicNames(hub.kafka.topic_prefix)
+        self.dispatcher = Dispatcher(self.router, codec=self.codec, topics=self.topics, tables=hub.tables)
+        self._subscriber_of = {self.topics.delivery(name): name for name in self.router.subscribers()}
         self._outbound = {c.name: c for c in loaded.outbound}
         self._redactor = Redactor()
         self._redactor.remember(loaded.secrets)
@@ -149,9 +155,30 @@ class RouteTester:
             assert given.schema_ is not None and given.event is not None
             schema, data, meta = given.schema_, given.event, {"id": "test-event", "key": None, **given.meta}
         self.codec.validate(schema, data)
-        data = self.codec.decode(self.codec.encode(schema, data))[1]  # with defaults, as the router sees it
-        decision = self.router.decide(schema, data, meta)
+        # The hub's own path from here: the record as an inbound adapter produces it, planned by
+        # the router's Dispatcher, each delivery decoded as its subscriber decodes it.
+        key = meta.get("key")
+        event = Event(
+            schema=schema,
+            data=data,
+            source=str(meta.get("source") or "/test"),
+            key=key,
+            id=str(meta.get("id") or "test-event"),
+            type=schema,
+        )
+        if meta.get("subject") is not None:
+            event.subject = str(meta["subject"])
+        sends = self.dispatcher.plan(
+            key.encode() if key is not None else None, self.codec.encode(schema, data), event.headers(), "bus test"
+        )
+        decision = self.dispatcher.last_decision
+        assert decision is not None
         taken = {o.route.name: o for o in decision.outcomes}
+        failed = {
+            self._header(send, "bus_route"): self._header(send, "bus_error")
+            for send in sends
+            if send.topic == self.topics.router_dead_letter
+        }
         for route in self.router.routes:
             if route.schema != schema:
                 continue
@@ -159,37 +186,35 @@ class RouteTester:
             if outcome is None:
                 why = "skipped (first-match mode)" if self.router.mode == "first" and decision.outcomes else "condition false"
                 lines.append(f"  route {route.name}: {why}")
-            elif outcome.status == "failed":
+            elif route.name in failed:
                 dead.append(route.name)
-                lines.append(f"  route {route.name}: FAILED -> dead letter: {outcome.reason}")
+                lines.append(f"  route {route.name}: FAILED -> dead letter: {failed[route.name]}")
             elif outcome.status == "dropped":
                 lines.append(f"  route {route.name}: dropped ({outcome.reason})")
             elif outcome.status == "aggregated":
                 lines.append(f"  route {route.name}: aggregated (emitted when its window or count closes)")
             else:
                 lines.append(f"  route {route.name}: matched, {len(outcome.outputs)} event(s) to {', '.join(route.targets)}")
-        for outcome, out, targets in decision.deliveries():
-            body = data if out.data is None else out.data
-            try:
-                self.codec.validate(out.schema, body)
-                body = self.codec.decode(self.codec.encode(out.schema, body))[1]  # exactly what the subscriber decodes
-            except PermanentError as exc:
-                dead.append(outcome.route.name)
-                lines.append(f"  route {outcome.route.name}: FAILED -> dead letter: {exc}")
-                continue
-            transform = outcome.route.config.transform
-            if transform is not None and transform.drop and out.data is not None:
-                body = {k: v for k, v in body.items() if k not in transform.drop}  # dropped means absent, as delivered
-            for target in targets:
-                received.setdefault(target, []).append(_plain(body))
-                lines.append(f"    -> {target}: {out.schema} {json.dumps(_plain(body), sort_keys=True)}")
-                if target in self._outbound:
-                    request = self.render(self._outbound[target], body, {**meta, "schema": out.schema})
-                    sent.setdefault(target, []).append(request)
-                    lines.extend(f"       {part}: {json.dumps(value, sort_keys=True)}" for part, value in request.items())
+        for send in sends:
+            target = self._subscriber_of.get(send.topic)
+            if target is None:
+                continue  # a dead letter, a table feed or aggregate state
+            out_schema, decoded = self.codec.decode(send.value or b"")
+            delivered = Event.from_kafka(out_schema, decoded, send.key, send.headers)
+            body = _plain(delivered.data)
+            received.setdefault(target, []).append(body)
+            lines.append(f"    -> {target}: {out_schema} {json.dumps(body, sort_keys=True)}")
+            if target in self._outbound:
+                request = self.render(self._outbound[target], delivered.data, {**meta, **delivered.meta()})
+                sent.setdefault(target, []).append(request)
+                lines.extend(f"       {part}: {json.dumps(value, sort_keys=True)}" for part, value in request.items())
         if not decision.outcomes:
             lines.append("  no route matched: the event goes nowhere")
         return Explanation(lines, received, dead, sent)
+
+    @staticmethod
+    def _header(send: Send, name: str) -> str:
+        return next((v.decode() for k, v in send.headers if k == name), "")
 
     def render(self, config: BaseModel, data: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         """What an outbound adapter sends for one event: each of its expressions, templates and

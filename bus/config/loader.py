@@ -175,6 +175,10 @@ def _read_file(
 
     try:
         data = walk(node, ())
+    except yaml.MarkedYAMLError as exc:  # a scalar YAML cannot construct (``=``, an unknown tag)
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        issues.append(ConfigIssue(name, line, "", f"YAML: {exc.problem}"))
+        return {}, {}
     except _TooLarge:
         issues.append(ConfigIssue(name, None, "", f"expands to more than {_MAX_VALUES} values (YAML aliases used over and over?)"))
         return {}, {}

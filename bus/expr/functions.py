@@ -122,7 +122,7 @@ def _major_units(minor: Any, currency: Any) -> Decimal | None:
     return None if value is None else value.scaleb(-_exponent(currency))
 
 
-_MAX_TEXT = 1_000_000  # the longest string a function may build from event values (see parser.MAX_RESULT)
+_MAX_TEXT = 1_000_000  # the longest string a function may build from event values (see compiler.MAX_RESULT)
 
 
 def _bounded(length: int, what: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bus.errors import ExpressionError
-from bus.expr.parser import Compiled, compile_expression
+from bus.expr.compiler import Compiled, compile_expression
 
 
 class Template:

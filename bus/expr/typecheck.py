@@ -7,7 +7,7 @@ floats, a function given the wrong kind of value, and a value that may be null w
 fails at run time (arithmetic, ``+`` on text) unless the expression rules it out first
 (``x != null and ...``, ``exists(x) and ...``, ``coalesce(x, ...)``).
 
-The rules follow what evaluation does (``bus.expr.parser``): reading a missing field is null,
+The rules follow what evaluation does (``bus.expr.compiler``): reading a missing field is null,
 ordering against null is false, most functions pass null through.
 """
 

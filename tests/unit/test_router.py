@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from bus.config.models import RouterConfig
 from bus.config.routes import RouteConfig
+from bus.errors import ExpressionError
+from bus.expr import compile_conditions, compile_expression
 from routing.router import Router
 
 
@@ -207,8 +209,9 @@ def test_route_stats_count_time_and_outcomes() -> None:
     assert stats.seconds > 0
 
 
-# One schema's conditions run as one generated function in mode "all" (Router._conditions); the
-# route-by-route loop is the reference. Both must take the same routes and fail the same ones.
+# One schema's conditions run as one generated function (Router._conditions); the reference
+# here tests each route's own compiled condition in file order. Both must take the same routes
+# and fail the same ones, in either router mode.
 EQUIVALENCE_ROUTES = [
     route("big", "amount >= 1000 and currency == 'usd'", ["a"]),
     route("always", None, ["b"]),
@@ -230,16 +233,35 @@ docs = st.fixed_dictionaries(
 )
 
 
-@given(doc=docs, key=st.sampled_from(["k1", "k2"]))
+@given(doc=docs, key=st.sampled_from(["k1", "k2"]), mode=st.sampled_from(["all", "first"]))
 @settings(max_examples=300)
-def test_conditions_generated_as_one_function_agree_with_the_route_loop(doc: dict[str, Any], key: str) -> None:
-    fused, loop = Router(EQUIVALENCE_ROUTES), Router(EQUIVALENCE_ROUTES)
-    assert fused._conditions, "mode all should generate one function for Payment"
-    loop._conditions = {}
-    fused._decisions = loop._decisions = 1  # not a timed (sampled) decision: that one takes the loop
+def test_conditions_generated_as_one_function_agree_with_each_condition_alone(doc: dict[str, Any], key: str, mode: str) -> None:
+    fused, alone = Router(EQUIVALENCE_ROUTES, RouterConfig(mode=mode)), Router(EQUIVALENCE_ROUTES)
     meta = {"key": key}
+    expected: list[tuple[str, str, str]] = []
+    for compiled in alone.routes:
+        try:
+            held = compiled.config.when is None or compile_expression(compiled.config.when)(doc, meta)
+        except ExpressionError as exc:
+            expected.append((compiled.name, "failed", str(exc)))
+        else:
+            if not held:
+                continue
+            outcome = compiled.matched(doc, meta)
+            expected.append((compiled.name, outcome.status, outcome.reason))
+        if mode == "first":
+            break
+    got = [(o.route.name, o.status, o.reason) for o in fused.decide("Payment", doc, meta).outcomes]
+    assert got == expected
 
-    def seen(router: Router) -> list[tuple[str, str, str]]:
-        return [(o.route.name, o.status, o.reason) for o in router.decide("Payment", doc, meta).outcomes]
 
-    assert seen(fused) == seen(loop)
+def test_an_expression_nested_past_the_bound_is_refused_at_load_and_one_at_the_bound_compiles() -> None:
+    from bus.expr.parser import MAX_DEPTH
+
+    for text in ("(" * 100_000 + "a" + ")" * 100_000, "-" * 100_000 + "a", " or ".join(["a"] * 100_000), "not " * 5000 + "a"):
+        with pytest.raises(ExpressionError, match=f"nested more than {MAX_DEPTH} levels"):
+            compile_expression(text)
+    deepest = compile_expression(" + ".join(["a"] * (MAX_DEPTH - 1)) + " > 0")
+    assert deepest({"a": 1}) is True
+    chain = compile_conditions([" or ".join(f"x == {i}" for i in range(MAX_DEPTH - 1))] * 50)
+    assert chain({"x": MAX_DEPTH - 2}, {}) == list(range(50))
