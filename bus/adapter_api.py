@@ -75,30 +75,28 @@ __all__ = [
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import Field, model_validator
-
 from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
+from bus.config.adapters import AdapterConfig, EmitSpec, OutboundConfig, PayloadShape
 from bus.config.base import ConfigModel
-from bus.config.delivery import DeliveryPolicy
 from bus.config.fields import BodyMap, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.documents import parse_json, parse_xml
 from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError, brief
 from bus.event import Event
-from bus.expr import Compiled, compile_expression, compile_template
-from bus.expr import tree as t
+from bus.expr import compile_expression, compile_template, paths_of
+from bus.expr.body import Body
 from bus.expr.functions import parse_duration
-from bus.intake import Intake, stop_in_order
+from bus.intake import EventSink, Intake, stop_in_order
 from bus.jsontext import dumps as json_dumps
 from bus.kafka.clients import make_consumer, make_producer
 from bus.logs import REDACTOR
-from bus.mapping import Body, Emitter
+from bus.mapping import Emitter
 from bus.tracing import NO_TRACING, Tracing
 
 ENTRY_POINT_GROUP = "bus.adapters"
@@ -129,120 +127,10 @@ def redact(text: str) -> str:
     return REDACTOR.redact(text)
 
 
-class AdapterConfig(ConfigModel):
-    """Base of every adapter's config model: strict, immutable, documented."""
-
-    type: str = Field(description="Adapter type, the registry key.")
-    name: str = Field(
-        description="Instance name, unique among inbound or outbound adapters; used in topics, metrics and logs.",
-        pattern=r"^[a-z0-9][a-z0-9_-]*$",
-        examples=["stripe", "erp"],
-    )
-
-
-class OutboundConfig(AdapterConfig):
-    """Base of every outbound adapter's config: adds the runtime's ``delivery`` policy."""
-
-    delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy, description="Retries, limits and circuit breaker.")
-
-
-class OpenApiOperation(ConfigModel):
-    """An operation of an OpenAPI 3 document whose JSON request body is what the source sends."""
-
-    document: str = Field(description="Path of the OpenAPI document (.yaml or .json), relative to the config file.")
-    operation: str = Field(
-        description="Its operationId, or `METHOD /path`; a webhook (OpenAPI 3.1 `webhooks:`) by its name or operationId.",
-        examples=["createOrder", "POST /orders", "orderCreated"],
-    )
-
-
-class PayloadShape(ConfigModel):
-    """What the source sends, so the checker can check ``emit`` against it: a JSON Schema, or a
-    sample payload. Either inline or a path to a .json or .yaml file (relative to the config
-    file). Only read at config load."""
-
-    json_schema: dict[str, Any] | str | None = Field(
-        default=None,
-        description="A JSON Schema of one received document (objects list their properties; a field not listed is an "
-        "error unless `additionalProperties: true`).",
-        examples=["schemas/stripe-charge.schema.json"],
-    )
-    sample: dict[str, Any] | str | None = Field(
-        default=None,
-        description="A sample document, with every field the mapping reads (null where it may be missing).",
-        examples=["samples/charge.succeeded.json"],
-    )
-    openapi: OpenApiOperation | None = Field(
-        default=None, description="The JSON request body of an operation (or webhook) of an OpenAPI 3 document."
-    )
-
-    @model_validator(mode="after")
-    def _one(self) -> PayloadShape:
-        if sum(x is not None for x in (self.json_schema, self.sample, self.openapi)) != 1:
-            raise ValueError("give exactly one of json_schema, sample or openapi")
-        return self
-
-
-class EmitSpec(ConfigModel):
-    """How an inbound adapter turns what it received into a canonical event.
-
-    Every value is an expression (``bus.expr``) over the received document.
-    """
-
-    schema_: str = Field(alias="schema", description="Canonical schema name of the event.", examples=["Payment"])
-    key: Expression | None = Field(default=None, description="Expression for the business key.", examples=["data.object.id"])
-    id: Expression | None = Field(
-        default=None,
-        description="Expression for the event id; default a fresh UUID. Use the source's own id so redeliveries keep theirs.",
-        examples=["id"],
-    )
-    subject: Expression | None = Field(default=None, description="Expression for ce_subject.")
-    map: BodyMap = Field(
-        default=None,
-        description=(
-            "Canonical field -> expression, or a nested block (`$each: <list>` and `$as: name` for a list of records, "
-            "as in an outbound body). Without it, the document is taken as the event's fields. A field you map is what "
-            "the expression gives (null stays null, and is refused where the schema does not allow null); a field you "
-            "do not map takes the schema's default; a field with neither is a config error."
-        ),
-        examples=[{"payment_id": "data.object.id", "amount": "data.object.amount"}],
-    )
-    payload: PayloadShape | None = Field(
-        default=None,
-        description="The shape of what the source sends (a JSON Schema or a sample): the paths `map`, `key`, `id` and "
-        "`subject` read are then checked against it at load, with suggestions for typos.",
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Health:
     ok: bool
     detail: str = ""
-
-
-class EventSink(Protocol):
-    """Where inbound adapters publish. ``publish`` returns once Kafka has the event.
-
-    ``submit`` hands the event over in call order and returns its acknowledgement to await later,
-    for sources with many messages in flight. ``reject`` keeps a message that cannot become an
-    event on the adapter's inbound dead-letter topic, with the reason, so the source can be
-    acknowledged without losing it. Both raise ``KafkaUnavailable`` like ``publish``.
-    ``refused`` only counts: sources that answer their sender (webhooks) call it for a 4xx.
-    """
-
-    async def publish(self, event: Event) -> None: ...
-
-    async def submit(self, event: Event) -> Awaitable[None]: ...
-
-    def check(self, event: Event) -> None:
-        """Raise EventRejected if ``event`` does not fit its schema; produces nothing. For sources
-        that must accept a whole batch or none of it: check every event, then submit them."""
-
-    async def reject(self, payload: bytes, reason: str, *, headers: Mapping[str, str] | None = None) -> None: ...
-
-    def refused(self, outcome: Literal["rejected", "unauthorized"]) -> None:
-        """Count a request answered with a refusal at the edge (4xx to its sender), so it shows
-        in ``bus_inbound_events_total`` beside the accepted ones. Nothing is produced."""
 
 
 Handler = Callable[[Any], Awaitable[Any]]
@@ -368,14 +256,3 @@ class AdapterRegistry:
     def items(self) -> Iterable[tuple[str, type[Adapter[Any]]]]:
         """(type name, class) pairs, by name, inbound before outbound."""
         return [(n, a) for (d, n), a in sorted(self._types.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
-
-
-def paths_of(text: str) -> set[str]:
-    """The document paths an expression reads (``data.object.id``), for an adapter's config checks."""
-    tree = compile_expression(text).tree
-    return t.paths(tree) if tree is not None else set()
-
-
-def compiled(text: str | None) -> Compiled | None:
-    """Compile an optional expression (already checked at config load)."""
-    return compile_expression(text) if text is not None else None

@@ -13,23 +13,46 @@ acknowledge; let the source redeliver.
 
 from __future__ import annotations
 
-__all__ = ["Intake", "stop_in_order"]
+__all__ = ["EventSink", "Intake", "stop_in_order"]
 
 import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
+from bus.config.adapters import EmitSpec
 from bus.documents import parse_json
 from bus.errors import EventRejected, KafkaUnavailable
+from bus.event import Event
 from bus.mapping import Emitter
 
-if TYPE_CHECKING:  # adapter_api re-exports Intake: adapters import it from there
-    from bus.adapter_api import EmitSpec, EventSink
-
-
 log = logging.getLogger("bus.intake")
+
+
+class EventSink(Protocol):
+    """Where inbound adapters publish. ``publish`` returns once Kafka has the event.
+
+    ``submit`` hands the event over in call order and returns its acknowledgement to await later,
+    for sources with many messages in flight. ``reject`` keeps a message that cannot become an
+    event on the adapter's inbound dead-letter topic, with the reason, so the source can be
+    acknowledged without losing it. Both raise ``KafkaUnavailable`` like ``publish``.
+    ``refused`` only counts: sources that answer their sender (webhooks) call it for a 4xx.
+    """
+
+    async def publish(self, event: Event) -> None: ...
+
+    async def submit(self, event: Event) -> Awaitable[None]: ...
+
+    def check(self, event: Event) -> None:
+        """Raise EventRejected if ``event`` does not fit its schema; produces nothing. For sources
+        that must accept a whole batch or none of it: check every event, then submit them."""
+
+    async def reject(self, payload: bytes, reason: str, *, headers: Mapping[str, str] | None = None) -> None: ...
+
+    def refused(self, outcome: Literal["rejected", "unauthorized"]) -> None:
+        """Count a request answered with a refusal at the edge (4xx to its sender), so it shows
+        in ``bus_inbound_events_total`` beside the accepted ones. Nothing is produced."""
 
 
 async def _done() -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bus.errors import PermanentError, RetryableError
+from bus.kafka.registry_client import RegistryClient
 from schemas.catalog import SchemaCatalog
 from schemas.compatibility import check, resolve
-from schemas.registry_client import RegistryClient
 
 OK, INCOMPATIBLE, BAD_INPUT, UNREACHABLE = 0, 1, 2, 3
 

@@ -12,7 +12,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from bus.adapter_api import PermanentError, WireFormat
-from schemas.registry_client import RegistryClient  # the registry's client: shared with the hub, by design
+from bus.kafka.registry_client import RegistryClient  # the registry's client: shared with the hub, by design
 
 
 class WireAvro:

@@ -38,7 +38,7 @@ from bus.config.fields import expression_fields
 from bus.config.models import HubConfig
 from bus.config.routes import AggregateConfig, RouteConfig
 from bus.errors import ConfigIssue, ExpressionError
-from bus.expr import compile_expression, compile_template
+from bus.expr import compile_expression, compile_template, paths_of
 from bus.expr import tree as t
 from bus.expr.typecheck import Problem, Scope, assignable, closest, facts, infer
 from bus.expr.types import (
@@ -208,7 +208,7 @@ class _Check:
             return emit.schema_, None
         self.block(emit.map, scope, (*loc, "map"), target)
         if payload is None:
-            paths = sorted({p for text in _texts(emit.map) for p in _paths(text)})
+            paths = sorted({p for text in _texts(emit.map) for p in paths_of(text)})
             if paths:
                 self.issue(
                     self.found.unchecked,
@@ -449,11 +449,6 @@ def _texts(spec: Mapping[str, Any]) -> Iterator[str]:
             yield value
         elif isinstance(value, Mapping):
             yield from _texts(value)
-
-
-def _paths(text: str) -> set[str]:
-    tree = _tree(text)
-    return t.paths(tree) if tree is not None else set()
 
 
 def _constant(node: t.Node) -> bool:

@@ -34,8 +34,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainSerializer
 from pydantic.json_schema import GenerateJsonSchema
 
 from bus.expr import compile_expression, compile_template
+from bus.expr.body import Body
 from bus.expr.functions import parse_duration
-from bus.mapping import Body
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ See ``bus.expr.parser`` for the syntax, ``bus.expr.compiler`` for how a tree bec
 templates; docs/expressions.md for users.
 """
 
-from bus.expr.compiler import EVALUATION_ERRORS, Compiled, Conditions, compile_conditions, compile_expression
+from bus.expr.compiler import EVALUATION_ERRORS, Compiled, Conditions, compile_conditions, compile_expression, paths_of
 from bus.expr.functions import FUNCTIONS
 from bus.expr.template import Template, compile_template
 
@@ -18,4 +18,5 @@ __all__ = [
     "compile_conditions",
     "compile_expression",
     "compile_template",
+    "paths_of",
 ]

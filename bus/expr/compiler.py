@@ -15,7 +15,7 @@ characters or items is an evaluation error.
 
 from __future__ import annotations
 
-__all__ = ["EVALUATION_ERRORS", "MAX_RESULT", "Compiled", "Conditions", "compile_conditions", "compile_expression"]
+__all__ = ["EVALUATION_ERRORS", "MAX_RESULT", "Compiled", "Conditions", "compile_conditions", "compile_expression", "paths_of"]
 
 import ast
 import functools
@@ -209,6 +209,11 @@ def compile_expression(text: str) -> Compiled:
     tree = parse(text)
     fn = _function([ast.Return(_Builder().build(tree))], f"<expression {text!r}>")
     return Compiled(text, fn, tree)
+
+
+def paths_of(text: str) -> set[str]:
+    """The document paths an expression reads (``data.object.id``), for config checks."""
+    return t.paths(compile_expression(text).tree)
 
 
 # Indices of the conditions that held, in order; (index, exception) for one that raised.

@@ -35,7 +35,7 @@ def test_bus_new_works_from_an_installed_wheel(tmp_path: Path) -> None:
     (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     out = tmp_path / "my-integration"
     done = subprocess.run(
-        [str(python), "-m", "bus.cli", "new", "stripe-payments-to-erp-ledger", str(out)],
+        [str(python), "-m", "bus.app.cli", "new", "stripe-payments-to-erp-ledger", str(out)],
         check=False,
         cwd=tmp_path,
         capture_output=True,

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bus.runtime.hub import Hub
+from bus.app.hub import Hub
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.target import Call, Target
 

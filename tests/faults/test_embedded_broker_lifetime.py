@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bus.cli import main
+from bus.app.cli import main
 from tests.support.hub import HubProcess, free_port, payment_hub_config, write_config
 
 

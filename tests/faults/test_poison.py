@@ -187,7 +187,7 @@ async def test_the_webhook_answers_400_to_a_body_nested_too_deep(tmp_path: Path,
 async def test_a_refused_message_keeps_its_event_id_and_bus_dlq_shows_all_of_it(
     tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bus.cli import main
+    from bus.app.cli import main
 
     run = uuid.uuid4().hex[:8]
     target = await Target().start()

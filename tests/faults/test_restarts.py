@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bus.cli import main
+from bus.app.cli import main
 from tests.faults.test_delivery_faults import hub_config
 from tests.support.hub import HubProcess, free_port, unique_prefix, write_config
 from tests.support.source import Source

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.cli import main
+from bus.app.cli import main
 from tests.faults.test_restarts import process_config
 from tests.support.hub import HubProcess, free_port, unique_prefix, write_config
 from tests.support.source import Source

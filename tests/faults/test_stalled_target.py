@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bus.cli import main
+from bus.app.cli import main
 from tests.faults.test_restarts import process_config
 from tests.support.hub import HubProcess, unique_prefix, write_config
 from tests.support.source import Source

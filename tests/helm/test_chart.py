@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from bus.adapter_api import AdapterRegistry
-from bus.cli import _parser
+from bus.app.cli import _parser
 from bus.config.loader import load_config
 from schemas.catalog import SchemaCatalog
 from tests.support.tools import ROOT, tool

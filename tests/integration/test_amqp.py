@@ -16,7 +16,7 @@ import pytest
 from adapters.amqp.config import AmqpInboundConfig
 from adapters.amqp.inbound import AmqpInbound
 from bus.adapter_api import Context, RetryableError
-from bus.cli import main
+from bus.app.cli import main
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.hub import build_hub, unique_prefix, write_config

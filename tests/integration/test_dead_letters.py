@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.cli import main
+from bus.app.cli import main
 from tests.integration.test_delivery import post
 from tests.support.hub import build_hub, payment, payment_hub_config, unique_prefix, write_config
 from tests.support.target import Target

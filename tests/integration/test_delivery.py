@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bus.runtime.hub import Hub
+from bus.app.hub import Hub
 from tests.support.hub import build_hub, payment, payment_hub_config, unique_prefix, write_config
 from tests.support.target import Call, Target
 

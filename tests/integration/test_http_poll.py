@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
-from bus.runtime.hub import Hub
 from tests.support.crm import CrmApi
 from tests.support.hub import build_hub, unique_prefix, write_config
 

@@ -16,12 +16,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from bus.app.hub import Hub
 from bus.config.models import KafkaConfig
 from bus.kafka.clients import make_admin
 from bus.kafka.reader import read_topic
+from bus.kafka.registry_client import RegistryClient
 from bus.kafka.topics import TopicSpec, ensure_topics
-from bus.runtime.hub import Hub
-from schemas.registry_client import RegistryClient
 from tests.support.hub import build_hub, free_port, unique_prefix, write_config
 from tests.support.wait import until
 

@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from bus.cli import main
-from bus.runtime.hub import Hub
+from bus.app.cli import main
+from bus.app.hub import Hub
 from tests.integration.test_delivery import post
 from tests.support.hub import build_hub, payment, payment_hub_config, write_config
 from tests.support.target import Target

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from bus.runtime.hub import Hub
+from bus.app.hub import Hub
 from ops.grafana.dashboards import DASHBOARDS, panel_queries
 from tests.support.hub import build_hub, free_port, payment, payment_hub_config, write_config
 from tests.support.target import Call, Target

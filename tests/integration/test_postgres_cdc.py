@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
-from bus.runtime.hub import Hub
 from tests.conftest import require_service
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.pg_logical import logical_postgres

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bus.cli import main
-from schemas.registry_client import RegistryClient
+from bus.app.cli import main
+from bus.kafka.registry_client import RegistryClient
 from tests.support.hub import build_hub, payment_hub_config, unique_prefix, write_config
 
 WRITE = {"Authorization": "Bearer tok-write"}
@@ -205,7 +205,7 @@ async def test_the_hub_restarts_cleanly_after_its_subject_was_tampered_with(
         assert (await http.put(f"/registry/config/{subject}", json={"compatibility": "NONE"})).status_code == 200
         assert (await http.post(f"/registry/subjects/{subject}/versions", json={"schema": json.dumps(V1)})).status_code == 200
         assert (await http.put(f"/registry/config/{subject}", json={"compatibility": "FULL"})).status_code == 200
-    with caplog.at_level("WARNING", logger="schemas.registry_client"):
+    with caplog.at_level("WARNING", logger="bus.kafka.registry_client"):
         async with build_hub(config, role="inbound") as hub:
             assert hub.codec.schema_id("Payment") == payment_id  # its own version, found again
     warned = [r.getMessage() for r in caplog.records if "changed outside the hub" in r.getMessage()]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bus.runtime.hub import Hub
+from bus.app.hub import Hub
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.target import Target
 

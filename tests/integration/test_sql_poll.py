@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
-from bus.runtime.hub import Hub
 from tests.conftest import require_service
 from tests.integration.test_sql import DATABASES, run_sql
 from tests.support.hub import build_hub, unique_prefix, write_config

@@ -21,8 +21,8 @@ from pydantic import Field
 
 from adapters.http.config import HttpOutboundConfig
 from bus.adapter_api import AdapterConfig, AdapterRegistry, EmitSpec, Event, Inbound, Outbound
+from bus.app.hub import Hub
 from bus.config.loader import load_config
-from bus.runtime.hub import Hub
 from schemas.catalog import SchemaCatalog
 from tests.faults.test_delivery_faults import hub_config, post_all
 from tests.integration.test_delivery import dead_letters

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastavro import schemaless_reader
 
-from bus.runtime.hub import Hub
+from bus.app.hub import Hub
 from schemas.catalog import SchemaCatalog
 from tests.support.hub import build_hub, payment, payment_hub_config, write_config
 

@@ -15,8 +15,8 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
-from bus.runtime.hub import Hub
 from tests.support.http_server import serve
 from tests.support.hub import build_hub, unique_prefix, write_config
 

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
-from bus.runtime.hub import Hub
 from tests.support.hub import build_hub, unique_prefix, write_config
 
 EMIT = {"schema": "Payment", "id": "id", "key": "data.id", "map": {"payment_id": "data.id", "amount": "data.amount", "currency": '"usd"'}}

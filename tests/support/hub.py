@@ -17,8 +17,8 @@ import httpx
 import yaml
 
 from bus.adapter_api import AdapterRegistry
+from bus.app.hub import Hub, Role
 from bus.config.loader import LoadedConfig, load_config
-from bus.runtime.hub import Hub, Role
 from schemas.catalog import SchemaCatalog
 
 

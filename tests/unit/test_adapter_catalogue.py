@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bus.adapter_api import AdapterRegistry
-from bus.cli import main
+from bus.app.cli import main
 
 BUS = str(Path(sys.executable).with_name("bus"))
 

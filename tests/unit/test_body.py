@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from adapters.http.config import HttpOutboundConfig
 from bus.errors import ExpressionError
 from bus.event import Event
-from bus.mapping import Body
+from bus.expr.body import Body
 
 ORDER = {
     "order_id": "1001",

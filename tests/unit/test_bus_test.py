@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.cli import main
+from bus.app.cli import main
 
 CONFIG = """\
 kafka: {bootstrap: embedded}

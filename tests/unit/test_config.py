@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bus.adapter_api import AdapterRegistry
-from bus.cli import main
+from bus.app.cli import main
 from bus.config.loader import load_config
 from bus.errors import ConfigError
 from schemas.catalog import SchemaCatalog

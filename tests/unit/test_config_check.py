@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.cli import main
+from bus.app.cli import main
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 

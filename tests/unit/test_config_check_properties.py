@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bus.cli import main
+from bus.app.cli import main
 
 _KEYWORDS = {"and", "or", "not", "in", "true", "false", "null"}
 names = st.from_regex(r"[a-z]{3,8}", fullmatch=True).filter(lambda n: n not in _KEYWORDS)

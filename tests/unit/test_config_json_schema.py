@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bus.adapter_api import AdapterRegistry
-from bus.cli import main
+from bus.app.cli import main
 from bus.config.json_schema import config_json_schema, into_chart
 
 ROOT = Path(__file__).resolve().parents[2]

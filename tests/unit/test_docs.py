@@ -32,7 +32,7 @@ def test_docs_name_only_commands_and_options_that_exist() -> None:
     and `bus reconcile` is given its subscriber with --subscriber (the CLI refuses a bare name)."""
     import re
 
-    from bus.cli import _parser
+    from bus.app.cli import _parser
 
     commands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     texts = {p: p.read_text() for p in [*ROOT.glob("docs/*.md"), ROOT / "README.md", ROOT / "helm/bus/templates/NOTES.txt"]}

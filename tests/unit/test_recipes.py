@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.cli import main
+from bus.app.cli import main
 from bus.recipes import find_recipes, variables
 
 RECIPES = {r.name: r for r in find_recipes()}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.cli import main
+from bus.app.cli import main
 
 V1 = {"type": "record", "name": "Order", "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "long"}]}
 V2_OK = {**V1, "fields": [*V1["fields"], {"name": "channel", "type": "string", "default": "web"}]}

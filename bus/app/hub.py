@@ -31,6 +31,7 @@ from bus.config.loader import LoadedConfig
 from bus.errors import BusError, RetryableError
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_admin, make_producer
+from bus.kafka.registry_client import RegistryClient
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 from bus.logs import REDACTOR, secrets_in
 from bus.metrics import BUILD
@@ -48,9 +49,8 @@ from routing.tables import TableStore
 from routing.worker import RouterWorker
 from schemas.catalog import SchemaCatalog
 from schemas.embedded_registry import EmbeddedRegistry
-from schemas.registry_client import RegistryClient
 
-log = logging.getLogger("bus.runtime.hub")
+log = logging.getLogger("bus.app.hub")
 Role = Literal["all", "inbound", "router", "outbound"]
 ROLES: tuple[Role, ...] = ("all", "inbound", "router", "outbound")
 

@@ -23,7 +23,7 @@ import httpx
 
 from bus.errors import BusError, PermanentError, RetryableError
 
-log = logging.getLogger("schemas.registry_client")
+log = logging.getLogger("bus.kafka.registry_client")
 
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 

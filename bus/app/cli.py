@@ -85,7 +85,7 @@ def _issue_json(issue: ConfigIssue) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bus.runtime.hub import Hub
+    from bus.app.hub import Hub
     from schemas.catalog import SchemaCatalog
 
     registry = AdapterRegistry.from_entry_points()
@@ -182,7 +182,7 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from routing.testing import RouteTester, load_tests
+    from bus.app.route_tests import RouteTester, load_tests
     from schemas.catalog import SchemaCatalog
 
     loaded, catalog = _load(args.config, AdapterRegistry.from_entry_points())
@@ -206,7 +206,7 @@ def _test(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
 
-    from routing.testing import RouteTester, TestInput
+    from bus.app.route_tests import RouteTester, TestInput
     from schemas.catalog import SchemaCatalog
 
     loaded, catalog = _load(args.config, AdapterRegistry.from_entry_points())

@@ -40,10 +40,11 @@ from bus.config.loader import LoadedConfig
 from bus.errors import BusError, ConfigError, ConfigIssue, ExpressionError
 from bus.event import Event
 from bus.expr import compile_expression, compile_template
+from bus.expr.body import Body
 from bus.jsontext import dumps as json_dumps
 from bus.kafka.topics import TopicNames
 from bus.logs import Redactor
-from bus.mapping import Body, Emitter
+from bus.mapping import Emitter
 from routing.dispatch import Dispatcher, Send
 from routing.router import Router
 from schemas.catalog import SchemaCatalog

@@ -1,0 +1,102 @@
+"""The config models every adapter builds on: the base of an adapter's section, the delivery
+policy of outbound ones, and ``emit`` (how an inbound turns what it received into an event).
+
+Adapters import them through ``bus.adapter_api``; the loader and the checker read them here.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AdapterConfig", "EmitSpec", "OpenApiOperation", "OutboundConfig", "PayloadShape"]
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from bus.config.base import ConfigModel
+from bus.config.delivery import DeliveryPolicy
+from bus.config.fields import BodyMap, Expression
+
+
+class AdapterConfig(ConfigModel):
+    """Base of every adapter's config model: strict, immutable, documented."""
+
+    type: str = Field(description="Adapter type, the registry key.")
+    name: str = Field(
+        description="Instance name, unique among inbound or outbound adapters; used in topics, metrics and logs.",
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        examples=["stripe", "erp"],
+    )
+
+
+class OutboundConfig(AdapterConfig):
+    """Base of every outbound adapter's config: adds the runtime's ``delivery`` policy."""
+
+    delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy, description="Retries, limits and circuit breaker.")
+
+
+class OpenApiOperation(ConfigModel):
+    """An operation of an OpenAPI 3 document whose JSON request body is what the source sends."""
+
+    document: str = Field(description="Path of the OpenAPI document (.yaml or .json), relative to the config file.")
+    operation: str = Field(
+        description="Its operationId, or `METHOD /path`; a webhook (OpenAPI 3.1 `webhooks:`) by its name or operationId.",
+        examples=["createOrder", "POST /orders", "orderCreated"],
+    )
+
+
+class PayloadShape(ConfigModel):
+    """What the source sends, so the checker can check ``emit`` against it: a JSON Schema, or a
+    sample payload. Either inline or a path to a .json or .yaml file (relative to the config
+    file). Only read at config load."""
+
+    json_schema: dict[str, Any] | str | None = Field(
+        default=None,
+        description="A JSON Schema of one received document (objects list their properties; a field not listed is an "
+        "error unless `additionalProperties: true`).",
+        examples=["schemas/stripe-charge.schema.json"],
+    )
+    sample: dict[str, Any] | str | None = Field(
+        default=None,
+        description="A sample document, with every field the mapping reads (null where it may be missing).",
+        examples=["samples/charge.succeeded.json"],
+    )
+    openapi: OpenApiOperation | None = Field(
+        default=None, description="The JSON request body of an operation (or webhook) of an OpenAPI 3 document."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> PayloadShape:
+        if sum(x is not None for x in (self.json_schema, self.sample, self.openapi)) != 1:
+            raise ValueError("give exactly one of json_schema, sample or openapi")
+        return self
+
+
+class EmitSpec(ConfigModel):
+    """How an inbound adapter turns what it received into a canonical event.
+
+    Every value is an expression (``bus.expr``) over the received document.
+    """
+
+    schema_: str = Field(alias="schema", description="Canonical schema name of the event.", examples=["Payment"])
+    key: Expression | None = Field(default=None, description="Expression for the business key.", examples=["data.object.id"])
+    id: Expression | None = Field(
+        default=None,
+        description="Expression for the event id; default a fresh UUID. Use the source's own id so redeliveries keep theirs.",
+        examples=["id"],
+    )
+    subject: Expression | None = Field(default=None, description="Expression for ce_subject.")
+    map: BodyMap = Field(
+        default=None,
+        description=(
+            "Canonical field -> expression, or a nested block (`$each: <list>` and `$as: name` for a list of records, "
+            "as in an outbound body). Without it, the document is taken as the event's fields. A field you map is what "
+            "the expression gives (null stays null, and is refused where the schema does not allow null); a field you "
+            "do not map takes the schema's default; a field with neither is a config error."
+        ),
+        examples=[{"payment_id": "data.object.id", "amount": "data.object.amount"}],
+    )
+    payload: PayloadShape | None = Field(
+        default=None,
+        description="The shape of what the source sends (a JSON Schema or a sample): the paths `map`, `key`, `id` and "
+        "`subject` read are then checked against it at load, with suggestions for typos.",
+    )
