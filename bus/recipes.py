@@ -17,7 +17,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from bus.config.loader import VARIABLE
+from bus.config.yaml_files import VARIABLE
 
 
 def _recipes_folder() -> Path:

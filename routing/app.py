@@ -102,6 +102,12 @@ class RouterService:
             name: self.app.topic(name, key_type=bytes, value_type=bytes, partitions=kafka.partitions) for name in dispatcher.output_topics
         }
         self._started = False
+        # The engine's health as a task the hub's supervisor watches (as it watches the default
+        # engine's loop): it ends with the error when the agent or its in-order acker fails, so
+        # the router is restarted and /readyz says why, instead of the agent filling its pending
+        # queue and blocking for ever unseen.
+        self._failure: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
         if self._sources:
             source = self.app.topic(*self._sources, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
             self.app.agent(source, name="route", concurrency=1)(self._agent)
@@ -109,6 +115,23 @@ class RouterService:
     @property
     def assigned(self) -> bool:
         return bool(self._started and self.app.consumer.assignment())
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """Ends (with the error) when the engine fails; None when there is nothing to consume."""
+        return self._task
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is not None and not self._failure.done():
+            self._failure.set_exception(exc)
+
+    def _acker_ended(self, acker: asyncio.Task[None]) -> None:
+        if not acker.cancelled() and (error := acker.exception()) is not None:
+            self._fail(error)
+
+    @staticmethod
+    async def _watch(failure: asyncio.Future[None]) -> None:
+        await failure
 
     async def start(self) -> None:
         if self._started:
@@ -120,7 +143,9 @@ class RouterService:
             self._started = True
             return
         self.app.finalize()
+        self._failure = asyncio.get_running_loop().create_future()
         await self.app.start()
+        self._task = asyncio.create_task(self._watch(self._failure), name="router")
         self._started = True
         log.info("router (faust engine) consuming %s", ", ".join(self._sources))
 
@@ -128,6 +153,10 @@ class RouterService:
         if not self._started:
             return
         self._started = False
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()  # a deliberate stop: cancelled, so the supervisor does not take it for a failure
+            await asyncio.gather(task, return_exceptions=True)
         if self.tables is not None:
             await self.tables.stop()
         if self._sources:
@@ -142,9 +171,13 @@ class RouterService:
         manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT stub lacks noack
         pending: asyncio.Queue[tuple[EventT[Any], list[Awaitable[Any]]]] = asyncio.Queue(_PENDING_LIMIT)
         acker = asyncio.create_task(self._ack_in_order(manual, pending), name="router-acker")
+        acker.add_done_callback(self._acker_ended)
         try:
             async for event in manual.events():
                 await pending.put((event, await self._dispatch(event.message)))
+        except Exception as exc:
+            self._fail(exc)
+            raise
         finally:
             # Let what was already sent be acknowledged (bounded); the rest is redelivered.
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):

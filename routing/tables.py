@@ -28,8 +28,7 @@ from aiokafka.errors import KafkaError
 
 from bus.config.models import KafkaConfig
 from bus.config.routes import TableConfig
-from bus.kafka.clients import make_consumer
-from bus.kafka.reader import read_to_end
+from bus.kafka.reader import replay_and_keep
 from bus.kafka.topics import TopicNames
 
 log = logging.getLogger("routing.tables")
@@ -70,16 +69,8 @@ class TableStore:
     async def start(self) -> None:
         if not self.configs or self._task is not None:
             return
-        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
-        try:
-            await consumer.start()
-            tps = [TopicPartition(topic, p) for topic in self._by_topic for p in range(self._kafka.partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            await read_to_end(consumer, tps, self._apply_records)
-        except BaseException:
-            await consumer.stop()
-            raise
+        tps = [TopicPartition(topic, p) for topic in self._by_topic for p in range(self._kafka.partitions)]
+        consumer = await replay_and_keep(self._kafka, self._bootstrap, tps, self._apply_records)
         log.info("tables loaded: %s", ", ".join(f"{n}={len(rows)}" for n, rows in self.tables.items()))
         self._task = asyncio.create_task(self._follow(consumer), name="tables-follow")
 

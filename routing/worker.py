@@ -36,7 +36,7 @@ from bus.errors import BusError
 from bus.kafka.batches import BatchSender, Record
 from bus.kafka.clients import make_consumer
 from bus.kafka.lag import LAG
-from bus.kafka.reader import read_to_end
+from bus.kafka.reader import replay
 from bus.metrics import SECONDS_SINCE_COMMIT
 from routing.dispatch import Dispatcher, Send
 from routing.tables import TableStore
@@ -139,20 +139,13 @@ class RouterWorker:
         ]
         if not wanted:
             return
-        reader = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
-        try:
-            await reader.start()
-            reader.assign(wanted)
-            await reader.seek_to_beginning(*wanted)
 
-            def apply(tp: TopicPartition, records: list[Any]) -> None:
-                aggregator = self.dispatcher.state_topics[tp.topic]
-                for record in records:
-                    aggregator.load(record.key.decode() if record.key else "", record.value, tp.partition)
+        def apply(tp: TopicPartition, records: list[Any]) -> None:
+            aggregator = self.dispatcher.state_topics[tp.topic]
+            for record in records:
+                aggregator.load(record.key.decode() if record.key else "", record.value, tp.partition)
 
-            await read_to_end(reader, wanted, apply)
-        finally:
-            await reader.stop()
+        await replay(self._kafka, self._bootstrap, wanted, apply)
         log.info("router: aggregator state loaded for %d partition(s)", len(wanted))
 
     async def _run(self) -> None:

@@ -39,8 +39,8 @@ from fastavro import parse_schema
 
 from bus.config.models import KafkaConfig
 from bus.errors import RetryableError
-from bus.kafka.clients import make_consumer, make_producer
-from bus.kafka.reader import read_to_end
+from bus.kafka.clients import make_producer
+from bus.kafka.reader import replay
 from schemas.compatibility import MODES, check
 
 log = logging.getLogger("schemas.embedded_registry")
@@ -116,15 +116,7 @@ class EmbeddedRegistry:
     async def _load(self) -> None:
         # No group: read partition 0 from the start to the fetch high watermark (the embedded
         # broker's ListOffsets answers too low, docs/embedded-broker.md; the fetch's watermark is right).
-        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)  # type: ignore[arg-type]
-        try:
-            await consumer.start()
-            tp = TopicPartition(self._topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            await read_to_end(consumer, [tp], self._apply_records, timeout_s=60)
-        finally:
-            await consumer.stop()
+        await replay(self._kafka, self._bootstrap, [TopicPartition(self._topic, 0)], self._apply_records, timeout_s=60)
 
     def _apply_records(self, _tp: TopicPartition, records: list[Any]) -> None:
         for record in records:

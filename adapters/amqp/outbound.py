@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 
 from adapters.amqp.config import AmqpOutboundConfig
-from adapters.amqp.inbound import connect
+from adapters.amqp.connection import connect
 from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, json_dumps
 
 

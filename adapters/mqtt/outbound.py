@@ -15,7 +15,7 @@ from typing import ClassVar
 import aiomqtt
 
 from adapters.mqtt.config import MqttOutboundConfig
-from adapters.mqtt.inbound import client_for, connect
+from adapters.mqtt.connection import client_for, connect
 from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, compile_template, json_dumps
 
 

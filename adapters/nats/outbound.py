@@ -17,7 +17,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NoStreamResponseError
 
 from adapters.nats.config import NatsOutboundConfig
-from adapters.nats.inbound import connect
+from adapters.nats.connection import connect
 from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, json_dumps
 
 

@@ -1,7 +1,7 @@
 """The hub's lifecycle: start what a role needs in dependency order, stop it in reverse.
 
-This is the composition root: the one place in ``bus/`` that wires in ``schemas/``, ``routing/``
-and ``ops/``. Everything else in ``bus/`` imports none of them, and no adapter by name.
+Part of the composition root (``bus.app``): the one place in ``bus/`` that wires in ``schemas/``,
+``routing/`` and ``ops/``. Everything else in ``bus/`` imports none of them, and no adapter by name.
 
 Start order: embedded broker -> topics -> ops server (+ embedded registry) -> schemas registered
 -> producer -> outbound (adapters, delivery workers) -> router -> inbound (adapters, webhook
@@ -16,23 +16,22 @@ __all__ = ["ROLES", "Hub", "Role"]
 
 import asyncio
 import functools
-import importlib.metadata
 import logging
 import secrets
 import signal
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from bus.adapter_api import Adapter, AdapterRegistry, Context, Inbound, Outbound
+from bus.app.setup import create_topics, register_schemas, registry_client, retrying, topic_specs, version
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig
 from bus.errors import BusError, RetryableError
 from bus.kafka.broker import EmbeddedBroker
-from bus.kafka.clients import make_admin, make_producer
+from bus.kafka.clients import make_producer
 from bus.kafka.registry_client import RegistryClient
-from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
+from bus.kafka.topics import TopicNames
 from bus.logs import REDACTOR, secrets_in
 from bus.metrics import BUILD
 from bus.runtime.checkpoints import KafkaCheckpoints
@@ -53,26 +52,6 @@ from schemas.embedded_registry import EmbeddedRegistry
 log = logging.getLogger("bus.app.hub")
 Role = Literal["all", "inbound", "router", "outbound"]
 ROLES: tuple[Role, ...] = ("all", "inbound", "router", "outbound")
-
-
-async def _retrying(what: str, attempt_fn: Any, *, attempts: int = 30, delay: float = 1.0) -> Any:
-    """Call ``attempt_fn`` until it stops raising RetryableError (dependencies starting up)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await attempt_fn()
-        except (RetryableError, KafkaError) as exc:
-            if attempt == attempts:
-                raise BusError(f"{what} failed after {attempts} attempts: {exc}") from exc
-            log.warning("%s: %s; retrying in %.0fs", what, exc, delay)
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("integration-bus")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
 
 
 class Hub:
@@ -125,7 +104,7 @@ class Hub:
         if self._started:
             raise BusError("hub already started")
         self._started = True
-        BUILD.info({"version": _version(), "role": self.role})
+        BUILD.info({"version": version(), "role": self.role})
         try:
             await self._start()
         except BaseException:
@@ -146,15 +125,15 @@ class Hub:
             self.broker = EmbeddedBroker(kafka.embedded_port or None)
             await self.broker.start()
             self.bootstrap = self.broker.bootstrap
-        await _retrying("creating topics", self._create_topics)
+        await retrying("creating topics", lambda: create_topics(kafka, self.bootstrap, topic_specs(self.loaded, self.topics)))
         if self.config.schema_registry.url == "embedded":
             self._registry = EmbeddedRegistry(kafka, self.bootstrap, self.topics.schemas)
-            await _retrying("starting the embedded schema registry", self._registry.start)
+            await retrying("starting the embedded schema registry", self._registry.start)
             self.ops.mount("/registry", self._registry.app())
         await self.ops.start()
-        await _retrying("registering schemas", self._register_schemas)
+        await retrying("registering schemas", self._register_schemas)
         self._producer = make_producer(kafka, self.bootstrap)
-        await _retrying("connecting the producer", self._producer.start)
+        await retrying("connecting the producer", self._producer.start)
 
         if self._runs("outbound"):
             for config in self.loaded.outbound:
@@ -166,7 +145,7 @@ class Hub:
         if self._runs("router"):
             producer = self._producer
             tables = self._router_tables = TableStore(self.config.tables, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics)
-            await _retrying("writing table rows", lambda: tables.seed(producer))
+            await retrying("writing table rows", lambda: tables.seed(producer))
             self.router = await self._start_router()
         if self._runs("inbound"):
             self.web = WebServer(self.config.http.host, self.config.http.port, idle_timeout_s=self.config.http.idle_timeout_s)
@@ -214,7 +193,7 @@ class Hub:
             group = f"{self.topics.prefix}-router"
             service = RouterWorker(dispatcher, kafka=kafka, bootstrap=self.bootstrap, group=group, producer=self._producer, tables=tables)
         await service.start()
-        if isinstance(service, RouterWorker) and service.task is not None:
+        if service.task is not None:  # either engine: its loop, or the faust engine's health
             self.supervisor.watch("router", self._restart_router)
             self.supervisor.adopt("router", service.task)
         return service
@@ -282,56 +261,15 @@ class Hub:
         self.supervisor.watch(component, functools.partial(self._restart_adapter, adapter))
         return adapter
 
-    def _used_schemas(self) -> list[str]:
-        names = {r.from_ for r in self.config.routes} | {t.from_ for t in self.config.tables if t.from_}
-        names.update(c.emit.schema_ for c in self.loaded.inbound if hasattr(c, "emit"))
-        return sorted(names)
-
-    async def _create_topics(self) -> None:
-        kafka = self.config.kafka
-        n, rf = kafka.partitions, kafka.replication_factor
-        specs = [TopicSpec(self.topics.schemas, 1, rf, {"cleanup.policy": "compact"})]
-        specs.append(TopicSpec(self.topics.checkpoints, 1, rf, {"cleanup.policy": "compact"}))
-        specs += [TopicSpec(self.topics.canonical(s), n, rf) for s in self._used_schemas()]
-        for config in self.loaded.outbound:
-            # The ledger follows its delivery topic's partitions: an entry describes offsets of the same partition.
-            specs += [TopicSpec(self.topics.delivery(config.name), n, rf), TopicSpec(self.topics.dead_letter(config.name), n, rf)]
-            specs.append(TopicSpec(self.topics.ledger(config.name), n, rf))
-        specs.append(TopicSpec(self.topics.router_dead_letter, n, rf))
-        specs += [TopicSpec(self.topics.inbound_dead_letter(c.name), n, rf) for c in self.loaded.inbound]
-        specs += [TopicSpec(self.topics.table(t.name), n, rf, {"cleanup.policy": "compact"}) for t in self.config.tables]
-        # Aggregator state follows its source partitions, so it has the same partition count.
-        specs += [
-            TopicSpec(self.topics.aggregate_state(r.name), n, rf, {"cleanup.policy": "compact"}) for r in self.config.routes if r.aggregate
-        ]
-        admin = make_admin(kafka, self.bootstrap)
-        await admin.start()
-        try:
-            await ensure_topics(admin, specs)
-        finally:
-            await admin.close()
-
-    def _registry_client(self) -> RegistryClient:
-        url = self.config.schema_registry.url
-        if url == "embedded":
-            return RegistryClient(f"http://127.0.0.1:{self.ops.port}/registry", token=self._own_token)
-        password = self.config.schema_registry.password
-        return RegistryClient(
-            url, username=self.config.schema_registry.username, password=password.get_secret_value() if password else None
-        )
-
     async def _register_schemas(self) -> None:
-        client = self._registry_client()
+        client = registry_client(self.config.schema_registry, ops_port=self.ops.port, own_token=self._own_token)
         try:
-            for name in self._catalog.names():
-                schema = self._catalog.get(name)
-                schema_id = await client.register_own(schema.subject, schema.text)
-                self.codec.add(name, schema_id, schema.parsed)
+            await register_schemas(self._catalog, self.codec, client)
         finally:
             await client.close()
         # Values written with other versions (a producer that evolved) are learned on first sight.
         if self._lookup is None:
-            self._lookup = self._registry_client()
+            self._lookup = registry_client(self.config.schema_registry, ops_port=self.ops.port, own_token=self._own_token)
             self.codec.fetch_writer = self._lookup.schema_by_id
         self._schemas_ready = True
         log.info(
@@ -355,7 +293,7 @@ class Hub:
                 name = outbound.config.name
                 checks[f"outbound:{name}"] = f"outbound {name}" not in self.starting and (await outbound.health()).ok
         if self._runs("router"):
-            checks["router"] = self.router is not None
+            checks["router"] = self.router is not None and (self.router.task is None or not self.router.task.done())
         if self._runs("inbound"):
             checks["inbound"] = self.web is not None and self.web.port != 0 and len(self.inbound) == len(self.loaded.inbound)
             for inbound in self.inbound:

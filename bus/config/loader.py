@@ -15,27 +15,22 @@ __all__ = ["LoadedConfig", "load_config"]
 
 import difflib
 import os
-import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from bus.adapter_api import AdapterConfig, AdapterRegistry, EmitSpec
 from bus.config.check import check_config
 from bus.config.models import HubConfig
+from bus.config.yaml_files import Marks, config_files, dotted, merge
 from bus.errors import ConfigError, ConfigIssue
 from bus.expr.typecheck import closest
 from bus.logs import Redactor
 
 Loc = tuple[str | int, ...]
-# ``$${...}`` is left as ``${...}`` for the template fields of adapters and routes (``${field}``).
-_VAR = re.compile(r"(?<!\$)\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-VARIABLE = _VAR  # for tools that list what a config reads (bus new)
-_LIST_SECTIONS = ("inbound", "routes", "outbound", "schema_dirs")
 
 
 @dataclass(frozen=True)
@@ -53,182 +48,13 @@ class LoadedConfig:
     secrets: set[str] = field(default_factory=set)
 
 
-class _Marks:
-    """Where each value came from: (file, line) by its path in the merged document."""
-
-    def __init__(self) -> None:
-        self.at: dict[Loc, tuple[str, int]] = {}
-
-    def find(self, loc: Loc, default_file: str) -> tuple[str, int | None]:
-        # A missing field has no line of its own: point at the closest enclosing block.
-        for end in range(len(loc), -1, -1):
-            hit = self.at.get(loc[:end])
-            if hit is not None:
-                return hit
-        return default_file, None
-
-
-def _config_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-        if not files:
-            raise ConfigError([ConfigIssue(str(path), None, "", "folder holds no .yaml or .yml file")])
-        return files
-    if not path.exists():
-        raise ConfigError([ConfigIssue(str(path), None, "", "file not found")])
-    return [path]
-
-
-def _interpolate(
-    text: str, env: Mapping[str, str], where: str, issues: list[ConfigIssue], fld: str, *, found: set[str] | None = None
-) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name.startswith("file:"):
-            secret_path = Path(name[5:])
-            try:
-                content = secret_path.read_text().rstrip("\n")
-            except OSError as exc:
-                issues.append(ConfigIssue(where, None, fld, f"cannot read secret file {secret_path}: {exc.strerror}"))
-                return ""
-            if found is not None:
-                found.add(content)
-            return content
-        value = env.get(name)
-        if value is None:
-            if default is not None:
-                return default
-            issues.append(
-                ConfigIssue(
-                    where,
-                    None,
-                    fld,
-                    f"environment variable {name} is not set (use ${{{name}:-default}}; for a template field write $${{{name}}})",
-                )
-            )
-            return ""
-        if found is not None:
-            found.add(value)
-        return value
-
-    return _VAR.sub(replace, text).replace("$${", "${")
-
-
-# libyaml's parser where PyYAML was built with it (its wheels are): the same nodes and marks,
-# several times faster than the pure-Python one on a config of hundreds of routes.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_MAX_VALUES = 200_000  # mappings, lists and scalars in one file once aliases are expanded; real configs have thousands
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def _read_file(
-    path: Path, env: Mapping[str, str], issues: list[ConfigIssue], found: set[str] | None = None
-) -> tuple[dict[str, Any], dict[Loc, int]]:
-    """Parse one YAML file into plain data plus the line of every mapping key and list item."""
-    name = str(path)
-    try:
-        loader = _Loader(path.read_text())
-        try:
-            node = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        issues.append(ConfigIssue(name, line, "", f"YAML syntax: {exc.problem}"))
-        return {}, {}
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-        issues.append(ConfigIssue(name, None, "", f"cannot read: {exc}"))
-        return {}, {}
-    except RecursionError:
-        issues.append(ConfigIssue(name, None, "", "nested too deeply to be a config (thousands of levels)"))
-        return {}, {}
-    if node is None:
-        return {}, {}
-    lines: dict[Loc, int] = {}
-    budget = [_MAX_VALUES]
-    scalars = yaml.SafeLoader("")  # one constructor for the file's scalars, not one per value
-
-    def walk(n: yaml.Node, loc: Loc) -> Any:
-        budget[0] -= 1
-        if budget[0] < 0:  # aliases expand as often as they are used: a "billion laughs" file never ends
-            raise _TooLarge
-        lines.setdefault(loc, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in n.value:
-                key = str(key_node.value)
-                lines[(*loc, key)] = key_node.start_mark.line + 1
-                out[key] = walk(value_node, (*loc, key))
-            return out
-        if isinstance(n, yaml.SequenceNode):
-            return [walk(item, (*loc, i)) for i, item in enumerate(n.value)]
-        value = scalars.construct_object(n)  # scalar: reuse YAML's own typing rules
-        if isinstance(value, str) and "${" in value:
-            issue_count = len(issues)
-            value = _interpolate(value, env, name, issues, _dotted(loc), found=found)
-            for i in range(issue_count, len(issues)):
-                issues[i] = ConfigIssue(name, n.start_mark.line + 1, issues[i].field, issues[i].message)
-        return value
-
-    try:
-        data = walk(node, ())
-    except yaml.MarkedYAMLError as exc:  # a scalar YAML cannot construct (``=``, an unknown tag)
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        issues.append(ConfigIssue(name, line, "", f"YAML: {exc.problem}"))
-        return {}, {}
-    except _TooLarge:
-        issues.append(ConfigIssue(name, None, "", f"expands to more than {_MAX_VALUES} values (YAML aliases used over and over?)"))
-        return {}, {}
-    except RecursionError:
-        issues.append(ConfigIssue(name, None, "", "nested too deeply to be a config (a recursive YAML alias?)"))
-        return {}, {}
-    if not isinstance(data, dict):
-        issues.append(ConfigIssue(name, 1, "", "the top level must be a mapping (kafka:, inbound:, routes:, outbound: ...)"))
-        return {}, {}
-    return data, lines
-
-
-def _merge(
-    files: list[Path], env: Mapping[str, str], issues: list[ConfigIssue], found: set[str] | None = None
-) -> tuple[dict[str, Any], _Marks]:
-    merged: dict[str, Any] = {}
-    marks = _Marks()
-    for path in files:
-        data, lines = _read_file(path, env, issues, found)
-        offsets: dict[str, int] = {}
-        for key, value in data.items():
-            if key in _LIST_SECTIONS and isinstance(value, list):
-                offsets[key] = len(merged.setdefault(key, []))
-                merged[key].extend(value)
-            elif key in merged:
-                issues.append(ConfigIssue(str(path), lines.get((key,)), key, "defined in more than one file"))
-            else:
-                merged[key] = value
-        for loc, line in lines.items():
-            merged_loc = loc
-            if loc and loc[0] in offsets and len(loc) > 1 and isinstance(loc[1], int):
-                merged_loc = (loc[0], loc[1] + offsets[str(loc[0])], *loc[2:])
-            marks.at.setdefault(merged_loc, (str(path), line))
-    return merged, marks
-
-
-def _dotted(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _issues_from(exc: ValidationError, prefix: Loc, marks: _Marks, default_file: str) -> list[ConfigIssue]:
+def _issues_from(exc: ValidationError, prefix: Loc, marks: Marks, default_file: str) -> list[ConfigIssue]:
     found = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = (*prefix, *(p for p in err["loc"] if p not in ("function-after", "function-before")))
         file, line = marks.find(loc, default_file)
         message = err["msg"].removeprefix("Value error, ")
-        found.append(ConfigIssue(file, line, _dotted(loc), message))
+        found.append(ConfigIssue(file, line, dotted(loc), message))
     return found
 
 
@@ -237,7 +63,7 @@ def _build_adapters(
     blocks: list[Any],
     *,
     registry: AdapterRegistry,
-    marks: _Marks,
+    marks: Marks,
     default_file: str,
     issues: list[ConfigIssue],
 ) -> list[tuple[int, AdapterConfig]]:
@@ -249,7 +75,7 @@ def _build_adapters(
         loc: Loc = (section, i)
         file, line = marks.find(loc, default_file)
         if not isinstance(block, dict):
-            issues.append(ConfigIssue(file, line, _dotted(loc), "must be a mapping with type: and name:"))
+            issues.append(ConfigIssue(file, line, dotted(loc), "must be a mapping with type: and name:"))
             continue
         type_name = block.get("type")
         adapter = registry.get(str(type_name), direction) if type_name is not None else None
@@ -261,7 +87,7 @@ def _build_adapters(
             if close:
                 what += f"; did you mean {close[0]!r}?"
             file, line = marks.find((*loc, "type"), default_file)
-            issues.append(ConfigIssue(file, line, _dotted((*loc, "type")), f"{what} (known: {known})"))
+            issues.append(ConfigIssue(file, line, dotted((*loc, "type")), f"{what} (known: {known})"))
             continue
         try:
             config = adapter.Config.model_validate(block)
@@ -270,7 +96,7 @@ def _build_adapters(
             continue
         if config.name in seen:
             file, line = marks.find((*loc, "name"), default_file)
-            issues.append(ConfigIssue(file, line, _dotted((*loc, "name")), f"{direction} adapter name {config.name!r} is used twice"))
+            issues.append(ConfigIssue(file, line, dotted((*loc, "name")), f"{direction} adapter name {config.name!r} is used twice"))
         seen[config.name] = i
         built.append((i, config))
     return built
@@ -297,10 +123,10 @@ def load_config(
     field reference against its schema, types, mappings. ``strict`` refuses warnings and paths
     that could not be checked, as errors."""
     path = Path(path)
-    files = _config_files(path)
+    files = config_files(path)
     issues: list[ConfigIssue] = []
     interpolated: set[str] = set()
-    data, marks = _merge(files, os.environ if env is None else env, issues, interpolated)
+    data, marks = merge(files, os.environ if env is None else env, issues, interpolated)
     default_file = str(files[0])
 
     core = {k: v for k, v in data.items() if k not in ("inbound", "outbound")}
@@ -364,7 +190,7 @@ def load_config(
             if isinstance(emit, EmitSpec) and emit.schema_ not in schemas:
                 loc: Loc = ("inbound", i, "emit", "schema")
                 file, line = marks.find(loc, default_file)
-                issues.append(ConfigIssue(file, line, _dotted(loc), _unknown_schema(emit.schema_, schemas)))
+                issues.append(ConfigIssue(file, line, dotted(loc), _unknown_schema(emit.schema_, schemas)))
     warnings: list[ConfigIssue] = []
     unchecked: list[ConfigIssue] = []
     if isinstance(found_schemas, Mapping):

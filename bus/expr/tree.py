@@ -7,7 +7,7 @@ it can point at the exact character.
 
 from __future__ import annotations
 
-__all__ = ["Binary", "Call", "Const", "Field", "Index", "ListOf", "Meta", "Node", "Unary", "children", "dotted", "paths"]
+__all__ = ["Binary", "Call", "Const", "Field", "Index", "ListOf", "Meta", "Node", "Unary", "children", "dotted", "facts", "paths", "show"]
 
 from dataclasses import dataclass
 from typing import Any
@@ -108,3 +108,43 @@ def dotted(node: Node) -> str | None:
     if current is not None or not parts:
         return None
     return ".".join(reversed(parts))
+
+
+def show(node: Node) -> str:
+    """The expression text of ``node`` (normalised), for messages."""
+    if isinstance(node, Const):
+        return "null" if node.value is None else ("true" if node.value is True else "false" if node.value is False else repr(node.value))
+    if isinstance(node, Field):
+        return node.name if node.base is None else f"{show(node.base)}.{node.name}"
+    if isinstance(node, Index):
+        return f"{show(node.base)}[{show(node.index)}]"
+    if isinstance(node, Meta):
+        return f"${node.name}"
+    if isinstance(node, Call):
+        return f"{node.name}({', '.join(show(a) for a in node.args)})"
+    if isinstance(node, Unary):
+        return f"not {show(node.operand)}" if node.op == "not" else f"-{show(node.operand)}"
+    if isinstance(node, ListOf):
+        return f"[{', '.join(show(i) for i in node.items)}]"
+    return f"({show(node.left)} {node.op} {show(node.right)})"
+
+
+def facts(node: Node) -> frozenset[str]:
+    """Field paths that are not null wherever ``node`` held: what ``and`` may rely on on its right."""
+    if isinstance(node, Binary):
+        if node.op == "and":
+            return facts(node.left) | facts(node.right)
+        sides = [s for s in (node.left, node.right) if dotted(s) is not None]
+        other = {id(node.left): node.right, id(node.right): node.left}
+        if node.op == "!=" or node.op in ("<", "<=", ">", ">=", "in"):
+            if node.op == "!=":
+                sides = [s for s in sides if isinstance(other[id(s)], Const) and other[id(s)].value is None]  # type: ignore[union-attr]
+            return frozenset(p for s in sides if (p := dotted(s)) is not None)
+        if node.op == "==":
+            return frozenset(
+                p for s in sides if (p := dotted(s)) is not None and isinstance(o := other[id(s)], Const) and o.value is not None
+            )
+    if isinstance(node, Call) and node.name == "exists" and len(node.args) == 1:
+        path = dotted(node.args[0])
+        return frozenset({path}) if path is not None else frozenset()
+    return frozenset()

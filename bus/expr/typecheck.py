@@ -13,18 +13,18 @@ ordering against null is false, most functions pass null through.
 
 from __future__ import annotations
 
-__all__ = ["META_FIELDS", "Problem", "Scope", "assignable", "closest", "facts", "infer", "show"]
+__all__ = ["META_FIELDS", "Problem", "Scope", "closest", "infer"]
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bus.expr import tree as t
+from bus.expr.signatures import SIGNATURES
+from bus.expr.tree import facts, show
 from bus.expr.types import (
     ANY,
     BOOL,
-    BYTES,
-    DATE,
     DECIMAL,
     DURATION,
     FLOAT,
@@ -362,137 +362,8 @@ class _Checker:
         return signature.result(args)
 
 
-def show(node: t.Node) -> str:
-    """The expression text of ``node`` (normalised), for messages."""
-    if isinstance(node, t.Const):
-        return "null" if node.value is None else ("true" if node.value is True else "false" if node.value is False else repr(node.value))
-    if isinstance(node, t.Field):
-        return node.name if node.base is None else f"{show(node.base)}.{node.name}"
-    if isinstance(node, t.Index):
-        return f"{show(node.base)}[{show(node.index)}]"
-    if isinstance(node, t.Meta):
-        return f"${node.name}"
-    if isinstance(node, t.Call):
-        return f"{node.name}({', '.join(show(a) for a in node.args)})"
-    if isinstance(node, t.Unary):
-        return f"not {show(node.operand)}" if node.op == "not" else f"-{show(node.operand)}"
-    if isinstance(node, t.ListOf):
-        return f"[{', '.join(show(i) for i in node.items)}]"
-    return f"({show(node.left)} {node.op} {show(node.right)})"
-
-
 def _mixed_ok(x: Type, kinds: list[str]) -> bool:
     return all(_kind(o) in kinds for o in _options(x) if o != NULL)
-
-
-def facts(node: t.Node) -> frozenset[str]:
-    """Field paths that are not null wherever ``node`` held: what ``and`` may rely on on its right."""
-    if isinstance(node, t.Binary):
-        if node.op == "and":
-            return facts(node.left) | facts(node.right)
-        sides = [s for s in (node.left, node.right) if t.dotted(s) is not None]
-        other = {id(node.left): node.right, id(node.right): node.left}
-        if node.op == "!=" or node.op in ("<", "<=", ">", ">=", "in"):
-            if node.op == "!=":
-                sides = [s for s in sides if isinstance(other[id(s)], t.Const) and other[id(s)].value is None]  # type: ignore[union-attr]
-            return frozenset(p for s in sides if (p := t.dotted(s)) is not None)
-        if node.op == "==":
-            return frozenset(
-                p for s in sides if (p := t.dotted(s)) is not None and isinstance(o := other[id(s)], t.Const) and o.value is not None
-            )
-    if isinstance(node, t.Call) and node.name == "exists" and len(node.args) == 1:
-        path = t.dotted(node.args[0])
-        return frozenset({path}) if path is not None else frozenset()
-    return frozenset()
-
-
-# -- function signatures ---------------------------------------------------------------------
-# A parameter is "any" or kinds joined by "|" ("string", "number", "list", "map", "time",
-# "duration", "bool", "record"); a trailing "!" means null fails there.
-@dataclass(frozen=True)
-class _Signature:
-    arity: tuple[int, int]  # -1: any number
-    params: tuple[str, ...]
-    result: Callable[[list[Type]], Type]
-
-
-def _same_nullability(result: Type) -> Callable[[list[Type]], Type]:
-    return lambda args: join(result, NULL) if args and is_nullable(args[0]) else result
-
-
-def _fixed(result: Type) -> Callable[[list[Type]], Type]:
-    return lambda args: result
-
-
-def _coalesce(args: list[Type]) -> Type:
-    found: list[Type] = []
-    for arg in args:
-        found.append(non_null(arg))
-        if not is_nullable(arg):
-            return join(*found)
-    return join(*found, NULL)
-
-
-def _switch(args: list[Type]) -> Type:
-    cases = args[1:]
-    results = [cases[i] for i in range(1, len(cases), 2)]
-    default = [cases[-1]] if len(cases) % 2 else [NULL]
-    return join(*results, *default)
-
-
-def _first_item(args: list[Type]) -> Type:
-    items = non_null(args[0]) if args else ANY
-    return join(items.item, NULL) if isinstance(items, Array) else ANY
-
-
-def _extreme(args: list[Type]) -> Type:
-    return join(*(non_null(a) for a in args), *((NULL,) if all(is_nullable(a) for a in args) else ()))
-
-
-def _rounded(args: list[Type]) -> Type:
-    base = INT if len(args) == 1 else non_null(args[0])
-    return join(base, NULL) if is_nullable(args[0]) else base
-
-
-_TEXT = "string|number|bool|time|clock|duration|bytes"
-SIGNATURES: dict[str, _Signature] = {
-    "lower": _Signature((1, 1), ("string",), _same_nullability(STRING)),
-    "upper": _Signature((1, 1), ("string",), _same_nullability(STRING)),
-    "trim": _Signature((1, 1), ("string",), _same_nullability(STRING)),
-    "startswith": _Signature((2, 2), ("string", "string!"), _same_nullability(BOOL)),
-    "endswith": _Signature((2, 2), ("string", "string!"), _same_nullability(BOOL)),
-    "contains": _Signature((2, 2), ("string|list|map", "any"), _fixed(BOOL)),
-    "matches": _Signature((2, 2), ("string", "string!"), _same_nullability(BOOL)),
-    "replace": _Signature((3, 3), ("string", "string!", "string!"), _same_nullability(STRING)),
-    "split": _Signature((2, 2), ("string", "string!"), _same_nullability(Array(STRING))),
-    "join": _Signature((2, 2), ("list", "any"), _same_nullability(STRING)),
-    "substr": _Signature((2, 3), ("string", "number!", "number"), _same_nullability(STRING)),
-    "len": _Signature((1, 1), ("string|list|map|bytes",), _same_nullability(INT)),
-    "exists": _Signature((1, 1), ("any",), _fixed(BOOL)),
-    "coalesce": _Signature((1, -1), ("any",), _coalesce),
-    "switch": _Signature((1, -1), ("any",), _switch),
-    "find": _Signature((3, 3), ("list", "string!", "any"), _first_item),
-    "mask": _Signature((1, 3), ("any", "number!", "string!"), _same_nullability(STRING)),
-    "hmac_sha256": _Signature((2, 2), ("any", "string!"), _same_nullability(STRING)),
-    "str": _Signature((1, 1), ("any",), _same_nullability(STRING)),
-    "int": _Signature((1, 1), ("string|number|bool",), _same_nullability(INT)),
-    "float": _Signature((1, 1), ("string|number|bool",), _same_nullability(FLOAT)),
-    "bool": _Signature((1, 1), ("any",), _same_nullability(BOOL)),
-    "abs": _Signature((1, 1), ("number|duration",), lambda args: args[0]),
-    "round": _Signature((1, 2), ("number", "number!"), _rounded),
-    "min": _Signature((1, -1), ("number|string|time|duration",), _extreme),
-    "max": _Signature((1, -1), ("number|string|time|duration",), _extreme),
-    "now": _Signature((0, 0), (), _fixed(TIMESTAMP)),
-    "timestamp": _Signature((1, 1), ("string|number|time",), _same_nullability(TIMESTAMP)),
-    "duration": _Signature((1, 1), ("string|number|duration",), _same_nullability(DURATION)),
-    "millis": _Signature((1, 1), ("string|number|time|duration",), _same_nullability(INT)),
-    "iso": _Signature((1, 1), ("string|number|time",), _same_nullability(STRING)),
-    "date": _Signature((1, 1), ("string|number|time",), _same_nullability(STRING)),
-    "format_time": _Signature((2, 2), ("string|number|time", "string!"), _same_nullability(STRING)),
-    "decimal": _Signature((1, 1), ("string|number",), _same_nullability(DECIMAL)),
-    "minor_units": _Signature((2, 2), ("string|number", "string!"), _same_nullability(INT)),
-    "major_units": _Signature((2, 2), ("string|number", "string!"), _same_nullability(DECIMAL)),
-}
 
 
 def infer(node: t.Node, scope: Scope) -> tuple[Type, list[Problem]]:
@@ -500,55 +371,3 @@ def infer(node: t.Node, scope: Scope) -> tuple[Type, list[Problem]]:
     checker = _Checker(scope)
     found = checker.infer(node, scope.narrowed)
     return found, checker.problems
-
-
-# -- assigning a value to a field of a schema --------------------------------------------------
-def assignable(value: Type, target: Type, node: t.Node | None = None) -> str | None:
-    """Why a value of type ``value`` cannot be written into a field of type ``target`` (None: it can).
-
-    Null into a field that cannot hold it is refused at run time (the event is refused or
-    dead-lettered), so a value that may be null needs coalesce() or the route's ``defaults``.
-    """
-    if ANY in (value, target):
-        return None
-    if is_nullable(value) and not is_nullable(target):
-        if value == NULL:
-            return f"is null, and the field is {describe(target)}, which cannot be null"
-        return f"may be null ({describe(value)}), and the field cannot be: use coalesce(..., default) or a `defaults:` entry"
-    plain, goal = non_null(value), non_null(target)
-    if plain == NULL:
-        return None
-    for option in _options(plain):
-        if not any(_fits(option, g, node) for g in _options(goal) if g != NULL):
-            return f"is {describe(option)}, and the field is {describe(goal)}"
-    return None
-
-
-def _fits(value: Type, target: Type, node: t.Node | None) -> bool:
-    if ANY in (value, target):
-        return True
-    if isinstance(target, Enum):
-        if isinstance(node, t.Const) and isinstance(node.value, str):
-            return node.value in target.symbols
-        return isinstance(value, Enum) or value == STRING
-    if isinstance(target, Record):
-        return isinstance(value, Record | MapOf)
-    if isinstance(target, Array):
-        return isinstance(value, Array) and (
-            value.item == ANY or any(_fits(o, g, None) for o in _options(value.item) for g in _options(target.item))
-        )
-    if isinstance(target, MapOf):
-        return isinstance(value, MapOf | Record)
-    accepts: dict[Type, tuple[Type, ...]] = {
-        INT: (INT,),
-        FLOAT: (INT, FLOAT),
-        DECIMAL: (DECIMAL,),
-        STRING: (STRING,),
-        BYTES: (BYTES, STRING),
-        BOOL: (BOOL,),
-        TIMESTAMP: (TIMESTAMP, INT),  # epoch milliseconds, or a timestamp
-        DATE: (DATE, INT),
-    }
-    if isinstance(value, Enum):
-        value = STRING
-    return value in accepts.get(target, (target,))

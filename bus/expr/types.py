@@ -29,6 +29,7 @@ __all__ = [
     "RecordField",
     "Type",
     "Union",
+    "assignable",
     "describe",
     "from_avro",
     "from_json_schema",
@@ -41,6 +42,8 @@ __all__ = [
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from bus.expr.tree import Const, Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,3 +287,59 @@ def from_sample(value: Any, depth: int = 0) -> Type:
             record.fields[str(k)] = RecordField(from_sample(v, depth + 1))
         return record
     return ANY
+
+
+# -- assigning a value to a field of a schema --------------------------------------------------
+def assignable(value: Type, target: Type, node: Node | None = None) -> str | None:
+    """Why a value of type ``value`` cannot be written into a field of type ``target`` (None: it can).
+
+    Null into a field that cannot hold it is refused at run time (the event is refused or
+    dead-lettered), so a value that may be null needs coalesce() or the route's ``defaults``.
+    """
+    if ANY in (value, target):
+        return None
+    if is_nullable(value) and not is_nullable(target):
+        if value == NULL:
+            return f"is null, and the field is {describe(target)}, which cannot be null"
+        return f"may be null ({describe(value)}), and the field cannot be: use coalesce(..., default) or a `defaults:` entry"
+    plain, goal = non_null(value), non_null(target)
+    if plain == NULL:
+        return None
+    for option in _options(plain):
+        if not any(_fits(option, g, node) for g in _options(goal) if g != NULL):
+            return f"is {describe(option)}, and the field is {describe(goal)}"
+    return None
+
+
+def _fits(value: Type, target: Type, node: Node | None) -> bool:
+    if ANY in (value, target):
+        return True
+    if isinstance(target, Enum):
+        if isinstance(node, Const) and isinstance(node.value, str):
+            return node.value in target.symbols
+        return isinstance(value, Enum) or value == STRING
+    if isinstance(target, Record):
+        return isinstance(value, Record | MapOf)
+    if isinstance(target, Array):
+        return isinstance(value, Array) and (
+            value.item == ANY or any(_fits(o, g, None) for o in _options(value.item) for g in _options(target.item))
+        )
+    if isinstance(target, MapOf):
+        return isinstance(value, MapOf | Record)
+    accepts: dict[Type, tuple[Type, ...]] = {
+        INT: (INT,),
+        FLOAT: (INT, FLOAT),
+        DECIMAL: (DECIMAL,),
+        STRING: (STRING,),
+        BYTES: (BYTES, STRING),
+        BOOL: (BOOL,),
+        TIMESTAMP: (TIMESTAMP, INT),  # epoch milliseconds, or a timestamp
+        DATE: (DATE, INT),
+    }
+    if isinstance(value, Enum):
+        value = STRING
+    return value in accepts.get(target, (target,))
+
+
+def _options(x: Type) -> tuple[Type, ...]:
+    return x.options if isinstance(x, Union) else (x,)

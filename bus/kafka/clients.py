@@ -46,8 +46,9 @@ def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> AIOK
     return AIOKafkaProducer(**options)
 
 
-def make_consumer(config: KafkaConfig, bootstrap: str, *topics: str, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
+def make_consumer(config: KafkaConfig, bootstrap: str, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
     # Commits are always explicit: an offset is committed only after its event is settled.
+    # group_id None: a reader of assigned partitions that never commits (bus.kafka.reader.replay).
     options = {
         "group_id": group_id,
         "enable_auto_commit": False,

@@ -7,7 +7,7 @@ every reader, so that workaround lives in one place.
 
 from __future__ import annotations
 
-__all__ = ["read_to_end", "read_topic"]
+__all__ = ["read_to_end", "read_topic", "replay", "replay_and_keep"]
 
 import time
 from collections.abc import Callable, Iterable
@@ -44,6 +44,44 @@ async def read_to_end(
             raise RetryableError(f"could not read {names} to the end within {timeout_s:.0f}s")
 
 
+async def replay_and_keep(
+    kafka: KafkaConfig,
+    bootstrap: str,
+    partitions: list[TopicPartition],
+    apply: Callable[[TopicPartition, list[Record]], None],
+    *,
+    timeout_s: float = 120.0,
+) -> AIOKafkaConsumer:
+    """Replay ``partitions`` from their start to their end into ``apply``, with a reader in no
+    group, and return that reader still open (to follow the partitions on)."""
+    consumer = make_consumer(kafka, bootstrap, group_id=None)
+    try:
+        await consumer.start()
+        if partitions:
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            await read_to_end(consumer, partitions, apply, timeout_s=timeout_s)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
+async def replay(
+    kafka: KafkaConfig,
+    bootstrap: str,
+    partitions: list[TopicPartition],
+    apply: Callable[[TopicPartition, list[Record]], None],
+    *,
+    timeout_s: float = 120.0,
+) -> None:
+    """Replay ``partitions`` from their start to their end into ``apply``: state topics (the
+    ledger, tables, aggregator state, the registry) rebuilt in memory."""
+    if partitions:
+        consumer = await replay_and_keep(kafka, bootstrap, partitions, apply, timeout_s=timeout_s)
+        await consumer.stop()
+
+
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
@@ -54,7 +92,7 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
 
 async def read_topic(kafka: KafkaConfig, bootstrap: str, topic: str, *, timeout_s: float = 120.0) -> list[Record]:
     """Every record of ``topic`` from the start, partition by partition in offset order (no group)."""
-    consumer = make_consumer(kafka, bootstrap, group_id=None)  # type: ignore[arg-type]
+    consumer = make_consumer(kafka, bootstrap, group_id=None)
     try:
         await consumer.start()
         tps = await partitions_of(consumer, topic)

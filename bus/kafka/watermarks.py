@@ -31,7 +31,7 @@ class Watermarks:
             consumer = make_consumer(
                 self._kafka,
                 self._bootstrap,
-                group_id=None,  # type: ignore[arg-type]
+                group_id=None,
                 max_partition_fetch_bytes=64 * 1024,
                 fetch_max_bytes=1024 * 1024,
                 fetch_max_wait_ms=100,  # an empty fetch at the true end answers quickly, with the watermark

@@ -1,4 +1,5 @@
-"""What to do after a failed delivery attempt: wait and retry, or give up (dead-letter). Pure.
+"""What to do next with a delivery attempt's outcome: done, retry after a delay, wait for the
+circuit, or dead-letter with the reason. Pure: no I/O, no clock (the caller passes the age).
 
 The default policy (``delivery:`` without ``max_attempts`` or ``max_age``) retries an event for up
 to 24 hours after it entered the hub, with exponential backoff (200 ms doubling to 30 s, with
@@ -10,14 +11,16 @@ the circuit closes again judge their age (see docs/delivery.md).
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MAX_AGE", "RetryPolicy", "seconds"]
+__all__ = ["DEFAULT_MAX_AGE", "RetryPolicy", "Step", "event_age", "seconds"]
 
 import random
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
 
 from bus.config.delivery import DeliveryPolicy
 from bus.config.fields import format_duration
-from bus.errors import RetryableError
+from bus.errors import BusError, PermanentError, RetryableError
 
 DEFAULT_MAX_AGE = "24h"
 
@@ -27,8 +30,31 @@ def seconds(delta: timedelta | None, default: float) -> float:
     return delta.total_seconds() if delta is not None else default
 
 
+def event_age(event_time: str, now: float) -> float | None:
+    """Seconds from an event's own time (ce_time) to ``now`` (epoch); None for a time we cannot read."""
+    try:
+        return max(0.0, now - datetime.fromisoformat(event_time).timestamp())
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What the delivery worker does next with an event."""
+
+    kind: Literal["done", "retry", "wait", "dead_letter"]
+    delay: float = 0.0  # retry, wait: seconds first
+    error: BusError | None = None  # dead_letter: the reason kept with it
+
+
+DONE = Step("done")
+
+
 class RetryPolicy:
-    def __init__(self, policy: DeliveryPolicy, *, rng: random.Random | None = None) -> None:
+    def __init__(self, policy: DeliveryPolicy, *, subscriber: str = "", rng: random.Random | None = None) -> None:
+        self.subscriber = subscriber
+        breaker = policy.circuit_breaker
+        self.dead_letter_when_open = breaker is not None and breaker.when_open == "dead_letter"
         self.max_attempts = policy.max_attempts
         self.max_age_text = format_duration(policy.max_age) if policy.max_age is not None else DEFAULT_MAX_AGE
         self.max_age = seconds(policy.max_age, 86400.0)
@@ -48,3 +74,20 @@ class RetryPolicy:
         """Seconds to wait before the next attempt: exponential with jitter, at least the target's Retry-After."""
         backoff = min(self.backoff_max, self.backoff_initial * 2 ** min(attempts - 1, 30))
         return max(self._rng.uniform(backoff / 2, backoff), min(error.retry_after or 0.0, self.backoff_max))
+
+    def next_step(self, attempts: int, age_s: float, *, error: BusError | None = None, blocked: float = 0.0) -> Step:
+        """After attempt number ``attempts`` of an event ``age_s`` old: ``error`` what it raised
+        (None: the target took it), ``blocked`` how long the open circuit says to wait (no call
+        was made)."""
+        if blocked > 0:
+            if self.dead_letter_when_open:
+                return Step("dead_letter", error=RetryableError(f"circuit open for {self.subscriber}"))
+            return Step("wait", blocked)
+        if error is None:
+            return DONE
+        if isinstance(error, PermanentError):
+            return Step("dead_letter", error=error)
+        why = self.give_up(attempts, age_s)
+        if why is not None:
+            return Step("dead_letter", error=RetryableError(f"gave up after {why}: {error}"))
+        return Step("retry", self.delay(attempts, error if isinstance(error, RetryableError) else RetryableError(str(error))))

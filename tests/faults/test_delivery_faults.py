@@ -122,7 +122,7 @@ async def test_dead_target_opens_its_circuit_without_slowing_the_others(tmp_path
             # All 300 reached the healthy target while the dead one was refusing everything...
             assert dead.accepted == []
             worker = next(w for w in hub.workers if w.name == "dead")
-            assert worker.breaker is not None and worker.breaker.opened >= 1
+            assert worker.gate.breaker is not None and worker.gate.breaker.opened >= 1
             # ...and the open circuit spared the dead target: a few probes, not 300 events x retries.
             calls_while_down = len(dead.calls)
             assert calls_while_down < 100, calls_while_down

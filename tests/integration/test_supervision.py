@@ -137,3 +137,44 @@ async def test_a_dying_inbound_task_is_restarted_and_reported_and_one_that_keeps
             assert asyncio.get_running_loop().time() < deadline, answer.json()
             await asyncio.sleep(0.2)
         assert DyingInbound.starts >= 3
+
+
+async def test_the_faust_engine_is_watched_a_failed_produce_restarts_it_and_nothing_is_lost(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The faust engine acknowledges in order from a task of its own: when a produce fails there
+    (here: faust's producer is stopped under it), the router is restarted like the default
+    engine's loop, the restart shows in /readyz and the metrics, and the events of the failed
+    batch are routed again rather than lost."""
+    target = await Target().start()
+    config = hub_config(bootstrap, {"good": {"url": f"{target.url}/good"}})
+    config["router"] = {"engine": "faust"}
+    caplog.set_level(logging.INFO)
+    try:
+        hub = Hub(*_loaded(tmp_path, config))
+        async with hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}") as ops:
+            await post_all(hub, [{"id": f"a{i}", "key": f"k{i}", "seq": i} for i in range(5)])
+            await target.wait_for(lambda: len(target.accepted) == 5, timeout=60)
+            first = hub.router
+            assert first is not None and first.task is not None and not first.task.done()
+            await first.app.producer.stop()  # type: ignore[union-attr]  # the faust engine: its producer fails under it
+            await post_all(hub, [{"id": f"b{i}", "key": f"k{i}", "seq": i} for i in range(5)])
+            deadline = asyncio.get_running_loop().time() + 60
+            while hub.router is first or hub.supervisor.detail().get("router", {}).get("restarts", 0) < 1:
+                assert asyncio.get_running_loop().time() < deadline, hub.supervisor.detail()
+                await asyncio.sleep(0.2)
+            await target.wait_for(lambda: {c.headers["Idempotency-Key"] for c in target.accepted} >= {f"b{i}" for i in range(5)}, timeout=90)
+            ready = (await ops.get("/readyz")).json()
+            assert ready["components"]["router"]["restarts"] == 1, ready
+            assert 'bus_component_restarts_total{component="router"} 1.0' in (await ops.get("/metrics")).text
+    finally:
+        await target.stop()
+    died = [r for r in caplog.records if r.levelno == logging.ERROR and r.getMessage().startswith("router:")]
+    assert died, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _loaded(tmp_path: Path, config: dict) -> tuple:  # type: ignore[type-arg]
+    registry = AdapterRegistry.from_entry_points()
+    catalog = SchemaCatalog.load()
+    loaded = load_config(write_config(tmp_path / "bus.yaml", config), registry, known_schemas=lambda h: catalog.parsed())
+    return loaded, registry, catalog

@@ -1,0 +1,148 @@
+"""The ``bus`` subcommands that read the hub's topics: ``bus dlq`` and ``bus reconcile``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from bus.adapter_api import AdapterRegistry
+from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME, _load
+from bus.config.models import HubConfig
+from bus.errors import BusError
+
+
+def _bootstrap(args: argparse.Namespace, hub: HubConfig) -> str:
+    """The Kafka a command uses: ``--bootstrap``; else the one a running hub reports on its ops
+    port (``--hub URL``, by default the config's own ops port when the config says embedded: an
+    embedded broker's port is known only to its hub); else the config's."""
+    if args.bootstrap:
+        return str(args.bootstrap)
+    url = args.hub
+    if url is None and hub.kafka.bootstrap != "embedded":
+        return hub.kafka.bootstrap
+    if url is None:
+        if hub.ops.port == 0:
+            raise BusError(
+                "the config says embedded, and its ops.port is 0 (a free port picked at start): name the running hub with "
+                "--hub http://HOST:OPS_PORT (its start-up log says the port), or its broker with --bootstrap HOST:PORT"
+            )
+        host = "127.0.0.1" if hub.ops.host in ("0.0.0.0", "::", "") else hub.ops.host  # noqa: S104 - listening everywhere: ask locally
+        url = f"http://{host}:{hub.ops.port}"
+    import httpx
+
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/readyz", timeout=5).json()
+        return str(answer["kafka"]["bootstrap"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise BusError(
+            f"cannot ask the hub at {url} for its Kafka address ({exc.__class__.__name__}: {exc}); is it running? "
+            "Name it with --hub http://HOST:OPS_PORT, or the broker with --bootstrap HOST:PORT"
+        ) from None
+
+
+def dlq(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from bus.deadletters import DeadLetters, Filter
+    from bus.kafka.topics import TopicNames
+
+    loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
+    kafka = loaded.hub.kafka
+    inbound = [f"_in.{c.name}" for c in loaded.inbound]
+    subscribers = [args.subscriber] if args.subscriber else [*(c.name for c in loaded.outbound), "_router", *inbound]
+    unknown = set(subscribers) - {c.name for c in loaded.outbound} - {"_router", *inbound}
+    if unknown:
+        print(
+            f"bus: no outbound adapter named {', '.join(sorted(unknown))} "
+            "(use _router for the router's dead letters, _in.NAME for what inbound adapter NAME could not read)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if args.dlq_command == "replay" and any(s.startswith("_in.") for s in subscribers):
+        print("bus: inbound dead letters hold the source's raw message: fix it at the source and send it again", file=sys.stderr)
+        return EXIT_CONFIG
+    where = Filter(
+        since=datetime.fromisoformat(args.since) if args.since else None,
+        until=datetime.fromisoformat(args.until) if args.until else None,
+        error_class=args.error_class,
+        ids=set(args.ids or ()),
+        include_handled=args.all or args.dlq_command == "show",
+    )
+    store = DeadLetters(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix))
+
+    async def run() -> int:
+        letters = [letter for name in subscribers for letter in await store.find(name, where)]
+        if args.dlq_command == "list":
+            rows = [letter.summary() for letter in letters]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                for row in rows:
+                    print(
+                        f"{row['subscriber']:<12} {row['position']:<10} {row['status']:<9} {row['failed_at']:<25} "
+                        f"{row['error_class']:<15} {row['event_id']:<24} {row['error'][:80]}"
+                    )
+                print(f"{len(rows)} dead letter(s)")
+            return 0
+        if args.dlq_command == "show":
+            for letter in letters:
+                shown = {**letter.summary(), "headers": {k: v.decode(errors="replace") for k, v in letter.headers}}
+                if letter.subscriber.startswith("_in.") and letter.value is not None:
+                    shown["message"] = letter.value.decode(errors="replace")  # the source's own bytes: what to fix there
+                print(json.dumps(shown, indent=2, ensure_ascii=False))
+            if not letters:
+                asked = " ".join(args.ids) or "the filters given"
+                print(f"bus: no dead letter of {', '.join(subscribers)} matches {asked}", file=sys.stderr)
+            return 0 if letters else EXIT_RUNTIME
+        if args.dry_run:
+            print(f"would {args.dlq_command} {len(letters)} dead letter(s)")
+            return 0
+        done = await (store.replay(letters) if args.dlq_command == "replay" else store.purge(letters))
+        print(f"{args.dlq_command}d {done} dead letter(s)" if args.dlq_command == "purge" else f"replayed {done} dead letter(s)")
+        return 0
+
+    return asyncio.run(run())
+
+
+def reconcile(args: argparse.Namespace) -> int:
+
+    from bus.expr.functions import parse_duration
+    from bus.kafka.topics import TopicNames
+    from bus.ledger import Reconciler, render
+
+    loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
+    kafka = loaded.hub.kafka
+    names = [c.name for c in loaded.outbound]
+    subscribers = args.subscriber or names
+    unknown = set(subscribers) - set(names)
+    if unknown:
+        print(f"bus: no outbound adapter named {', '.join(sorted(unknown))}", file=sys.stderr)
+        return EXIT_CONFIG
+    window = parse_duration(args.window)
+    if window is None or window.total_seconds() < 1:
+        print(f"bus: --window {args.window!r} is not a duration of at least 1s (e.g. 15m, 1h, 1d)", file=sys.stderr)
+        return EXIT_CONFIG
+    target_ids: set[str] | None = None
+    if args.target_ids:
+        if len(subscribers) != 1:
+            print("bus: --target-ids compares one subscriber: add --subscriber NAME", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            text = args.target_ids.read_text()
+        except OSError as exc:
+            print(f"bus: cannot read --target-ids: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        target_ids = {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
+    reconciler = Reconciler(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix))
+
+    async def run() -> int:
+        balances = [await reconciler.balance(name, window_s=int(window.total_seconds()), target_ids=target_ids) for name in subscribers]
+        if args.json:
+            print(json.dumps([b.as_json() for b in balances], indent=2))
+        else:
+            print("\n\n".join(render(b, show_ids=args.show_ids) for b in balances))
+        return 0 if all(b.ok for b in balances) else EXIT_RUNTIME
+
+    return asyncio.run(run())

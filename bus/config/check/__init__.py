@@ -1,0 +1,122 @@
+"""The config checker: does the config mean what it says? Run on every load, never per event.
+
+Types flow through the whole config. An inbound's ``emit`` builds a schema from the payload
+(its declared shape, or unknown); a route reads its ``from`` schema, binds a split element, an
+enrichment or an aggregate's result, and writes its output schema; a subscriber reads what its
+routes send it. Every field path in every expression (conditions, mappings, bodies, headers,
+URL and topic templates, keys, split and aggregate fields) is resolved against the schema in
+scope, with the types checked (``bus.expr.typecheck``); every mapped field must exist in the
+schema it is written to, with a value that fits it, and every field with no default must be
+mapped.
+
+The rule for a missing value, a default and null, the same in inbound mappings and transforms:
+a field that is mapped is what its expression gives (null stays null, and an event whose null
+lands in a field that cannot hold it is refused or dead-lettered); a field that is not mapped
+takes the schema's default; a transform's ``defaults:`` replace a null. A field with no
+mapping and no default is an error here, so it never reaches run time.
+
+Findings are errors (the config is refused), warnings (it loads; ``--strict`` refuses it) and,
+with ``strict``, notes on what could not be checked (a payload with no declared shape).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Findings", "check_config"]
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from bus.config.check.checker import Findings, Loc, Locate, record_of
+from bus.config.check.payloads import PayloadChecks
+from bus.config.check.routes import RouteChecks, condition_warnings, transform_sets
+from bus.config.fields import expression_fields
+from bus.config.models import HubConfig
+from bus.expr.typecheck import Scope
+from bus.expr.types import ANY, Type, from_avro
+
+
+class _Check(PayloadChecks, RouteChecks):
+    def outbound(self, index: int, config: BaseModel, inputs: Sequence[tuple[str, Type, str]]) -> None:
+        """Every expression of an outbound's config, against each schema its routes send it."""
+        for schema, document, routes in inputs:
+            scope = Scope(document, what=f"schema {schema}")
+            where = f" (events of schema {schema}, from {routes})" if len(inputs) > 1 else ""
+            for loc, kind, value in expression_fields(config, ("outbound", index)):
+                if kind == "expression":
+                    self.expression(value, scope, loc, where=where)
+                elif kind == "template":
+                    self.template(value, scope, loc, where=where)
+                elif isinstance(value, Mapping):
+                    self.block(value, scope, loc, None, where)
+
+
+def check_config(
+    hub: HubConfig,
+    *,
+    inbound: Sequence[tuple[int, BaseModel]],
+    outbound: Sequence[tuple[int, BaseModel]],
+    schemas: Mapping[str, Any],
+    locate: Locate,
+    base_dir: Path,
+) -> Findings:
+    """Check the meaning of a config whose shape is valid. ``schemas``: name -> parsed Avro schema."""
+    types = {name: from_avro(parsed) for name, parsed in schemas.items()}
+    check = _Check(locate, types, base_dir)
+    produced: dict[str, list[set[str] | None]] = {}
+    first_producer: dict[str, Loc] = {}
+    for i, config in inbound:
+        made = check.inbound(i, config)
+        if made is not None:
+            produced.setdefault(made[0], []).append(made[1])
+            first_producer.setdefault(made[0], ("inbound", i, "emit", "map"))
+    tables: dict[str, Type] = {}
+    for j, table in enumerate(hub.tables):
+        value: Type = ANY
+        if table.from_ is not None and table.key is not None:
+            value = types.get(table.from_, ANY)
+            check.expression(table.key, Scope(value, what=f"schema {table.from_}"), ("tables", j, "key"))
+        tables[table.name] = value
+    feeds: dict[str, list[tuple[str, Type, str]]] = {}
+    for i, route in enumerate(hub.routes):
+        schema, output = check.route(i, route, tables)
+        if route.transform is not None:
+            produced.setdefault(schema, []).append(transform_sets(route))
+            first_producer.setdefault(schema, ("routes", i, "transform", "map"))
+        for target in route.to:
+            feeds.setdefault(target, [])
+            known = next((f for f in feeds[target] if f[0] == schema), None)
+            if known is None:
+                feeds[target].append((schema, output, route.name))
+            else:
+                feeds[target][feeds[target].index(known)] = (schema, output, f"{known[2]}, {route.name}")
+        if route.when is not None:
+            condition_warnings(check, route, i)
+        if inbound and route.from_ not in produced and route.from_ not in {r.output_schema for r in hub.routes if r.transform}:
+            check.warn(("routes", i, "from"), f"no inbound adapter or route produces {route.from_} events here, so this route never runs")
+    for i, config in outbound:
+        name = str(getattr(config, "name", ""))
+        inputs = feeds.get(name, [])
+        if not inputs:
+            check.warn(("outbound", i, "name"), f"no route sends to outbound {name!r}: it never delivers anything")
+            continue
+        check.outbound(i, config, inputs)
+    for schema, setters in produced.items():
+        # Only schemas an inbound builds: a transform's output schema is often a shared
+        # canonical one whose other fields other integrations set.
+        if any(s is None for s in setters) or first_producer[schema][0] != "inbound":
+            continue
+        record = record_of(types.get(schema))
+        if record is None:
+            continue
+        set_anywhere = set().union(*[s for s in setters if s is not None])
+        never = [n for n in record.fields if n not in set_anywhere]
+        if never:
+            check.warn(
+                first_producer[schema],
+                f"field(s) {', '.join(never)} of schema {schema} set by no inbound mapping or transform: always their "
+                'default (map a field to "null" to say it is left empty on purpose)',
+            )
+    return check.found

@@ -1,0 +1,107 @@
+"""Checks of an inbound's ``emit``: its expressions against the payload's declared shape (a JSON
+Schema, a sample, or an OpenAPI operation's request body), its mapping against its schema."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from bus.config.check.checker import Checker, Loc, texts_of
+from bus.expr import paths_of
+from bus.expr.typecheck import Scope, closest
+from bus.expr.types import (
+    ANY,
+    Type,
+    from_json_schema,
+    from_sample,
+)
+
+
+class PayloadChecks(Checker):
+    def inbound(self, index: int, config: BaseModel) -> tuple[str, set[str] | None] | None:
+        """Check an inbound's ``emit``; returns (schema, fields it sets; None: all of them)."""
+        emit = getattr(config, "emit", None)
+        if emit is None or not hasattr(emit, "schema_"):
+            return None
+        loc: Loc = ("inbound", index, "emit")
+        payload = self.payload(emit.payload, (*loc, "payload")) if getattr(emit, "payload", None) is not None else None
+        scope = Scope(payload or ANY, meta=False, what="the payload")
+        for name in ("key", "id", "subject"):
+            text = getattr(emit, name, None)
+            if text is not None:
+                self.expression(text, scope, (*loc, name))
+        # An adapter's own checks of how its fields fit together (``config_warnings()``).
+        for where, message in getattr(config, "config_warnings", lambda: [])():
+            self.warn(("inbound", index, *where), message)
+        target = self.schema(emit.schema_)
+        if emit.map is None:
+            return emit.schema_, None
+        self.block(emit.map, scope, (*loc, "map"), target)
+        if payload is None:
+            paths = sorted({p for text in texts_of(emit.map) for p in paths_of(text)})
+            if paths:
+                self.issue(
+                    self.found.unchecked,
+                    (*loc, "map"),
+                    f"{len(paths)} payload path(s) not checked ({', '.join(paths[:8])}{', ...' if len(paths) > 8 else ''}): "
+                    "declare the payload's shape in emit.payload (a JSON Schema or a sample)",
+                )
+        return emit.schema_, set(emit.map)
+
+    def payload(self, shape: Any, loc: Loc) -> Type | None:
+        if shape.openapi is not None:
+            return self.openapi(shape.openapi, (*loc, "openapi"))
+        for what, convert in (("json_schema", from_json_schema), ("sample", from_sample)):
+            value = getattr(shape, what)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                path = Path(value) if Path(value).is_absolute() else self.base_dir / value
+                try:
+                    value = yaml.safe_load(path.read_text())  # JSON is YAML
+                except (OSError, yaml.YAMLError) as exc:
+                    self.error((*loc, what), f"cannot read {path}: {exc}")
+                    return None
+            return convert(value)
+        return None
+
+    def openapi(self, spec: Any, loc: Loc) -> Type | None:
+        path = Path(spec.document) if Path(spec.document).is_absolute() else self.base_dir / spec.document
+        try:
+            document = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            self.error((*loc, "document"), f"cannot read {path}: {exc}")
+            return None
+        found: dict[str, Any] = {}
+        for section in ("paths", "webhooks"):
+            for route, methods in (document.get(section) or {}).items() if isinstance(document, Mapping) else ():
+                for method, operation in (methods or {}).items():
+                    if not isinstance(operation, Mapping):
+                        continue
+                    for name in (operation.get("operationId"), f"{method.upper()} {route}", route if section == "webhooks" else None):
+                        if name:
+                            found[str(name)] = operation
+        operation = found.get(spec.operation)
+        if operation is None:
+            self.error((*loc, "operation"), f"{path} has no operation {spec.operation!r}{closest(spec.operation, found)}")
+            return None
+        body = operation.get("requestBody") or {}
+        if "$ref" in body:
+            body = from_ref(document, body["$ref"]) or {}
+        schema = ((body.get("content") or {}).get("application/json") or {}).get("schema")
+        if schema is None:
+            self.error((*loc, "operation"), f"operation {spec.operation!r} of {path} has no application/json request body")
+            return None
+        return from_json_schema(schema, document)
+
+
+def from_ref(document: Any, ref: str) -> Any:
+    """What a local ``$ref`` (``#/components/requestBodies/Order``) points at in ``document``."""
+    target = document
+    for part in ref.removeprefix("#/").split("/"):
+        target = target.get(part) if isinstance(target, Mapping) else None
+    return target
