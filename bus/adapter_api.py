@@ -201,6 +201,11 @@ class Adapter(ABC, Generic[C]):
     async def health(self) -> Health:
         return Health(ok=True)
 
+    def progress(self) -> dict[str, int | str]:
+        """What the adapter has done since it started (``{"polls": 12}``, a replication slot's
+        position...): shown under ``adapters`` in ``/readyz``'s detail. Cheap: read per request."""
+        return {}
+
 
 class Inbound(Adapter[C]):
     direction: ClassVar[Literal["inbound", "outbound"]] = "inbound"

@@ -61,11 +61,6 @@ class Codec:
         self._by_name[name] = (schema_id, parsed_schema)
         self._remember(schema_id, (name, parsed_schema, None))
 
-    def add_reader(self, schema_id: int, name: str, parsed_schema: Any) -> None:
-        """Know how to decode ``schema_id`` without making it the writer schema."""
-        if schema_id not in self._by_id:
-            self._remember(schema_id, (name, parsed_schema, None))
-
     def _remember(self, schema_id: int, entry: tuple[str, Any, Any]) -> None:
         self._by_id[schema_id] = entry
         self._by_header[wire_header(schema_id)] = entry

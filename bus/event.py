@@ -19,8 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-SPEC_VERSION = b"1.0"
-CONTENT_TYPE = b"application/avro"
+from bus.cloudevents import kafka_headers
 
 
 @functools.lru_cache(maxsize=4)
@@ -70,18 +69,8 @@ class Event:
         }
 
     def headers(self) -> list[tuple[str, bytes]]:
-        headers = [
-            ("ce_specversion", SPEC_VERSION),
-            ("ce_id", self.id.encode()),
-            ("ce_source", self.source.encode()),
-            ("ce_type", self.type.encode()),
-            ("ce_time", self.time.encode()),
-            ("content-type", CONTENT_TYPE),
-            ("traceparent", self.traceparent.encode()),
-        ]
-        if self.subject is not None:
-            headers.append(("ce_subject", self.subject.encode()))
-        return headers
+        """The CloudEvents Kafka binding, binary mode (``bus.cloudevents``)."""
+        return kafka_headers(self)
 
     @classmethod
     def from_kafka(

@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = ["Emitter"]
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from bus.config.adapters import EmitSpec
@@ -41,10 +42,19 @@ class Emitter:
             return None
         return None if found is None else str(found)
 
-    def build(self, document: Any, *, traceparent: str | None = None, headers: Mapping[str, str] | None = None) -> Event:
+    def build(
+        self,
+        document: Any,
+        *,
+        traceparent: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        cloudevent: Mapping[str, str] | None = None,
+    ) -> Event:
         """Map ``document`` to an event. Raises EventRejected naming the field that failed.
         ``headers``: what came with the document (a webhook's request headers, names in lower
-        case), read in expressions as ``$headers["x-github-event"]``."""
+        case), read in expressions as ``$headers["x-github-event"]``. ``cloudevent``: the
+        CloudEvents attributes it came with (``bus.cloudevents``): they give the event its id,
+        time and subject where ``emit`` does not."""
         if not isinstance(document, Mapping):
             raise EventRejected(f"expected a JSON object, got {type(document).__name__}")
         meta: Mapping[str, Any] = {} if headers is None else {"headers": headers}
@@ -66,4 +76,19 @@ class Emitter:
         )
         if event_id is not None:
             event.id = str(event_id)
+        if cloudevent:
+            self._adopt(event, cloudevent, subject_mapped=self._subject is not None, id_mapped=event_id is not None)
         return event
+
+    @staticmethod
+    def _adopt(event: Event, cloudevent: Mapping[str, str], *, subject_mapped: bool, id_mapped: bool) -> None:
+        if not id_mapped and cloudevent.get("id"):
+            event.id = cloudevent["id"]  # the sender's own id: a redelivery keeps it
+        if cloudevent.get("time"):
+            try:
+                datetime.fromisoformat(cloudevent["time"])
+            except ValueError:
+                raise EventRejected(f"the CloudEvent's time {cloudevent['time']!r} is not an RFC 3339 timestamp") from None
+            event.time = cloudevent["time"]
+        if not subject_mapped and cloudevent.get("subject"):
+            event.subject = cloudevent["subject"]

@@ -18,7 +18,6 @@ class TokenBucket:
         self._clock = clock
         self._tokens = float(burst)
         self._at = clock()
-        self.waited_seconds = 0.0
 
     def _refill(self) -> None:
         now = self._clock()
@@ -34,5 +33,4 @@ class TokenBucket:
     async def take(self, n: int = 1) -> None:
         delay = self.delay_for(n)
         if delay > 0:
-            self.waited_seconds += delay
             await asyncio.sleep(delay)

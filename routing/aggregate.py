@@ -25,13 +25,12 @@ from __future__ import annotations
 __all__ = ["Aggregator", "Emission"]
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bus.config.routes import _AGGREGATE, AggregateConfig
+from bus.config.routes import AGGREGATE_FIELD, AggregateConfig
 from bus.expr import Compiled, compile_expression
 
 
@@ -72,7 +71,7 @@ class Aggregator:
         self.count_limit = config.count
         self._fields: list[tuple[str, str, Compiled | None]] = []
         for name, text in config.fields.items():
-            match = re.match(_AGGREGATE, text.strip())
+            match = AGGREGATE_FIELD.match(text.strip())
             assert match is not None  # checked at config load
             fn = match.group(1) or match.group(2)
             self._fields.append((name, fn, compile_expression(match.group(3)) if match.group(3) else None))

@@ -113,10 +113,6 @@ class RouterService:
             self.app.agent(source, name="route", concurrency=1)(self._agent)
 
     @property
-    def assigned(self) -> bool:
-        return bool(self._started and self.app.consumer.assignment())
-
-    @property
     def task(self) -> asyncio.Task[None] | None:
         """Ends (with the error) when the engine fails; None when there is nothing to consume."""
         return self._task
@@ -160,6 +156,10 @@ class RouterService:
         if self.tables is not None:
             await self.tables.stop()
         if self._sources:
+            if self._failure is not None and self._failure.done():
+                # Failed: the events it could not acknowledge never will be, and faust would wait
+                # for them for ever. They were not committed: the next engine routes them again.
+                self.app.conf.stream_wait_empty = False
             await self.app.stop()
             # faust leaves its producer's client open on stop; close it so nothing leaks.
             with contextlib.suppress(Exception):

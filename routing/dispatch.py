@@ -44,21 +44,23 @@ class Send:
 
 
 class HeaderMeta(Mapping[str, Any]):
-    """An event's metadata ($id, $type, $time, $key...) from its CloudEvents headers, decoded only
+    """An event's metadata ($id, $type, $time, $key, $schema...) from its CloudEvents headers, decoded only
     when an expression asks for it: most routes read fields, and decoding every header of every
     event cost more than a route's condition."""
 
-    __slots__ = ("_data", "_headers", "_key")
+    __slots__ = ("_data", "_headers", "_key", "_schema")
 
-    def __init__(self, headers: Headers, key: bytes | None) -> None:
+    def __init__(self, headers: Headers, key: bytes | None, schema: str) -> None:
         self._headers = headers
         self._key = key
+        self._schema = schema
         self._data: dict[str, Any] | None = None
 
     def _load(self) -> dict[str, Any]:
         if self._data is None:
             data: dict[str, Any] = {name[3:]: v.decode() for name, v in self._headers if name.startswith("ce_") and v is not None}
             data["key"] = self._key.decode() if self._key is not None else None
+            data["schema"] = self._schema
             self._data = data
         return self._data
 
@@ -168,7 +170,7 @@ class Dispatcher:
             schema, data = self._codec.decode(value or b"")
         except PermanentError as exc:
             return [self.dead_letter(key, value, headers, route="_router", error=exc, origin=origin)]
-        meta = HeaderMeta(headers, key)
+        meta = HeaderMeta(headers, key, schema)
         sends: list[Send] = []
         for table_topic, key_expr in self._feeds.get(schema, ()):
             row_key = key_expr(data, meta)

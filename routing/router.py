@@ -22,7 +22,7 @@ from typing import Any, Literal
 from bus.config.routes import RouteConfig, RouterConfig
 from bus.errors import ExpressionError, PermanentError
 from bus.expr import Conditions, compile_conditions, compile_expression
-from routing.state import TtlSet
+from bus.ttl import TtlMap
 from routing.transform import Transform
 
 Tables = Mapping[str, Mapping[str, Any]]
@@ -114,7 +114,7 @@ class CompiledRoute:
         self._when = compile_expression(config.when) if config.when else None
         self._dedup_by = compile_expression(config.dedup.by) if config.dedup else None
         ttl = config.dedup.ttl if config.dedup else None
-        self._seen = TtlSet(ttl.total_seconds()) if ttl is not None else None
+        self._seen: TtlMap[None] | None = TtlMap(ttl.total_seconds()) if ttl is not None else None
         self._enrich = [(e, compile_expression(e.key)) for e in config.enrich]
         self._split = compile_expression(config.split.items) if config.split else None
         self._split_as = config.split.as_ if config.split else ""

@@ -85,10 +85,6 @@ class RouterWorker:
         self._lag = LAG.track(group, self._consumer)
         self._batches = BatchSender(producer)
 
-    @property
-    def assigned(self) -> bool:
-        return bool(self._consumer.assignment())
-
     async def start(self) -> None:
         if self._task is not None:
             raise BusError("router already started")

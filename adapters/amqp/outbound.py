@@ -20,6 +20,7 @@ from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 from adapters.amqp.config import AmqpOutboundConfig
 from adapters.amqp.connection import connect
 from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, json_dumps
+from bus.cloudevents import prefixed_headers
 
 
 class AmqpOutbound(Outbound[AmqpOutboundConfig]):
@@ -60,7 +61,7 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
         return Health(ok, "" if ok else "not connected to the AMQP broker")
 
     def message(self, event: Event) -> aio_pika.Message:
-        headers: dict[str, Any] = {"ce_id": event.id, "ce_type": event.type, "ce_source": event.source, "traceparent": event.traceparent}
+        headers: dict[str, Any] = prefixed_headers(event, "ce-")  # the CloudEvents RabbitMQ binding, binary mode
         return aio_pika.Message(
             json_dumps(self._body.render(event)).encode(),
             content_type="application/json",

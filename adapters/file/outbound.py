@@ -43,7 +43,7 @@ class FileOutbound(Outbound[FileOutboundConfig]):
         self._lines: GroupCommit[bytes] = GroupCommit(self._write_lines, max_batch=10_000, name=f"file-out:{config.name}")
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one thread at a time touches the open file
-        self.files = 0  # files completed since start (tests)
+        self.files = 0  # files completed since start
 
     async def start(self) -> None:
         try:
@@ -75,6 +75,9 @@ class FileOutbound(Outbound[FileOutboundConfig]):
                         await asyncio.to_thread(self._complete)
                     except OSError as exc:
                         self.ctx.logger.warning("file %s: completing %s: %s", self.config.name, self._part, exc)
+
+    def progress(self) -> dict[str, int | str]:
+        return {"files": self.files}
 
     async def health(self) -> Health:
         ok = os.access(self.config.path, os.W_OK)

@@ -8,14 +8,17 @@ find no valid token wait for the same request. A 401 from the API invalidates th
 
 from __future__ import annotations
 
-__all__ = ["ClientCredentials", "OAuth2ClientCredentials"]
+__all__ = ["ClientCredentials", "OAuth2ClientCredentials", "Post", "Unreachable", "via_aiohttp", "via_httpx"]
 
 import asyncio
 import base64
+import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Literal
 from urllib.parse import quote_plus
 
+import aiohttp
 import httpx
 from pydantic import Field, SecretStr
 
@@ -42,6 +45,37 @@ class OAuth2ClientCredentials(ConfigModel):
     )
 
 
+# The token request goes through the adapter's own HTTP client (docs/architecture.md: one client
+# per adapter): a form POST answering (status, body text), or Unreachable.
+Post = Callable[[str, dict[str, str], dict[str, str]], Awaitable[tuple[int, str]]]
+
+
+class Unreachable(Exception):
+    pass
+
+
+def via_httpx(client: httpx.AsyncClient) -> Post:
+    async def post(url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+        try:
+            response = await client.post(url, data=form, headers=headers)
+        except httpx.HTTPError as exc:
+            raise Unreachable(repr(exc)) from exc
+        return response.status_code, response.text
+
+    return post
+
+
+def via_aiohttp(session: aiohttp.ClientSession, timeout_s: float) -> Post:
+    async def post(url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+        try:
+            async with session.post(url, data=form, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as answer:
+                return answer.status, await answer.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unreachable(repr(exc)) from exc
+
+    return post
+
+
 class ClientCredentials:
     def __init__(self, config: OAuth2ClientCredentials, *, what: str) -> None:
         self.config = config
@@ -58,23 +92,23 @@ class ClientCredentials:
         if token is None or token == self._token:
             self._token = None
 
-    async def header(self, client: httpx.AsyncClient) -> dict[str, str]:
-        return {"Authorization": f"Bearer {await self.token(client)}"}
+    async def header(self, post: Post) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(post)}"}
 
-    async def token(self, client: httpx.AsyncClient) -> str:
+    async def token(self, post: Post) -> str:
         if self._valid():
             assert self._token is not None
             return self._token
         async with self._lock:
             if not self._valid():  # another caller may have fetched it while this one waited
-                await self._fetch(client)
+                await self._fetch(post)
             assert self._token is not None
             return self._token
 
     def _valid(self) -> bool:
         return self._token is not None and time.monotonic() < self._refresh_at
 
-    async def _fetch(self, client: httpx.AsyncClient) -> None:
+    async def _fetch(self, post: Post) -> None:
         c = self.config
         form = {"grant_type": "client_credentials"}
         if c.scope:
@@ -90,29 +124,27 @@ class ClientCredentials:
         else:
             form |= {"client_id": c.client_id, "client_secret": c.client_secret.get_secret_value()}
         try:
-            response = await client.post(c.token_url, data=form, headers=headers)
-        except httpx.HTTPError as exc:
-            raise RetryableError(f"{self._what}: token endpoint {c.token_url} unreachable: {exc!r}") from exc
-        if response.status_code != 200:
+            status, text = await post(c.token_url, form, headers)
+        except Unreachable as exc:
+            raise RetryableError(f"{self._what}: token endpoint {c.token_url} unreachable: {exc}") from exc
+        if status != 200:
             # 400/401 invalid_client or invalid_scope: the credentials are wrong. Still retryable: once
             # the secret is fixed the next attempt succeeds, and events wait in Kafka meanwhile.
-            raise RetryableError(
-                f"{self._what}: token endpoint {c.token_url} refused the client credentials: {response.status_code} {_error_of(response)}"
-            )
+            raise RetryableError(f"{self._what}: token endpoint {c.token_url} refused the client credentials: {status} {_error_of(text)}")
         try:
-            answer = response.json()
+            answer = json.loads(text)
             token = str(answer["access_token"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise RetryableError(f"{self._what}: token endpoint answered without an access_token: {response.text[:200]}") from exc
+            raise RetryableError(f"{self._what}: token endpoint answered without an access_token: {text[:200]}") from exc
         lifetime = float(answer.get("expires_in") or 3600)
         self._token = token
         self._refresh_at = time.monotonic() + lifetime - min(self.config.refresh_before_s, lifetime / 10)
         self.fetched += 1
 
 
-def _error_of(response: httpx.Response) -> str:
+def _error_of(text: str) -> str:
     try:
-        body = response.json()
-        return f"{body.get('error', '')} {body.get('error_description', '')}".strip() or response.text[:200]
-    except ValueError:
-        return response.text[:200]
+        body = json.loads(text)
+        return f"{body.get('error', '')} {body.get('error_description', '')}".strip() or text[:200]
+    except (ValueError, AttributeError):
+        return text[:200]

@@ -25,13 +25,13 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 import aiohttp
-import httpx
 from multidict import CIMultiDictProxy
 from yarl import URL
 
 from adapters.http.config import HttpOutboundConfig, SendApiKey, WebhookOutboundConfig
-from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials
+from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, Post, via_aiohttp
 from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError, compile_expression, compile_template, json_dumps
+from bus.cloudevents import http_headers
 
 _RETRYABLE = {408, 425, 429}
 _URL_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
@@ -98,9 +98,9 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         self._oauth = ClientCredentials(oauth, what=f"{config.type} {config.name}") if oauth else None
         # Deliveries go through aiohttp: httpx's pool checks every idle connection on each request
         # (a syscall each), which took most of the hub's CPU at 700 deliveries/s (bench/RESULTS.md).
-        # The OAuth2 token calls, rare and shared with http_poll, stay on httpx.
+        # The OAuth2 token calls go through the same session (one HTTP client per adapter).
         self._client: aiohttp.ClientSession | None = None
-        self._token_client: httpx.AsyncClient | None = None
+        self._token_post: Post | None = None
         self._constant_url = _url(config.url)
         self._retryable = _RETRYABLE | set(config.retry_statuses)
         self._permanent = frozenset(config.permanent_statuses)
@@ -114,19 +114,16 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=self.config.timeout_s, sock_connect=self.config.timeout_s, sock_read=self.config.timeout_s
                 ),
-                headers=self._headers,
                 connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
-            )
+            )  # no default headers: the configured ones go with each delivery, never to the token endpoint
             if self._oauth is not None:
-                self._token_client = httpx.AsyncClient(timeout=self.config.timeout_s)
+                self._token_post = via_aiohttp(self._client, self.config.timeout_s)
 
     async def stop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
-        tokens, self._token_client = self._token_client, None
-        if tokens is not None:
-            await tokens.aclose()
+        self._token_post = None
 
     def render(self, event: Event) -> dict[str, Any]:
         return self._body.render(event)
@@ -145,13 +142,10 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         url = self.config.url if self._url.constant else self._url(event.data, meta)
         body = b"" if method == "DELETE" else json_dumps(self.render(event)).encode()
         headers = {
+            **self._headers,
             **({} if method == "DELETE" else self._content_type),
             self.config.idempotency_header: event.id,
-            "ce-id": event.id,
-            "ce-type": event.type,
-            "ce-source": event.source,
-            "ce-specversion": "1.0",
-            "traceparent": event.traceparent,
+            **http_headers(event),  # CloudEvents HTTP binding, binary mode; and traceparent
             **{name: template(event.data, meta) for name, template in self._header_templates.items()},
             **self.signed(event, body),
         }
@@ -178,8 +172,8 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         assert self._client is not None
         token = None
         if self._oauth is not None:
-            assert self._token_client is not None
-            token = await self._oauth.token(self._token_client)
+            assert self._token_post is not None
+            token = await self._oauth.token(self._token_post)
             headers = headers | {"Authorization": f"Bearer {token}"}
         try:
             target = self._constant_url if url is self.config.url else _url(url)

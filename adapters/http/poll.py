@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import httpx
 
 from adapters.http.config import HttpPollConfig
-from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials
+from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_httpx
 from bus.adapter_api import (
     Context,
     ExpressionError,
@@ -116,7 +116,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         self._stopping = asyncio.Event()
         self._position = _Position(None, set(), None)
         self._problem = "not started"
-        self.polls = 0  # completed polls (status and tests)
+        self.polls = 0  # completed polls
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -146,6 +146,9 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+    def progress(self) -> dict[str, int | str]:
+        return {"polls": self.polls}
 
     async def health(self) -> Health:
         return Health(not self._problem, self._problem)
@@ -317,7 +320,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         for attempt in range(self.config.retries + 1):
             headers = {"If-None-Match": etag} if etag else {}
             if self._oauth is not None:
-                headers |= await self._oauth.header(self._client)
+                headers |= await self._oauth.header(via_httpx(self._client))
             try:
                 response = await self._client.get(url, params=params, headers=headers)
             except httpx.TimeoutException:

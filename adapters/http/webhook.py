@@ -15,8 +15,6 @@ __all__ = ["WebhookInbound"]
 
 import asyncio
 import hmac
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
@@ -38,6 +36,8 @@ from bus.adapter_api import (
     parse_xml,
     redact,
 )
+from bus.cloudevents import from_http
+from bus.ttl import TtlMap
 
 _KINDS = {
     "application/json": "json",
@@ -73,27 +73,17 @@ async def _parse(kind: str, body: bytes) -> Any:
 
 
 class _Seen:
-    """Delivery ids accepted within the window (oldest forgotten first), and the ones in progress."""
+    """Delivery ids accepted within the window, with the ids of their events, and the ones in progress."""
 
     def __init__(self, window_s: float, max_entries: int) -> None:
-        self.window_s, self.max_entries = window_s, max_entries
-        self.accepted: OrderedDict[str, tuple[str, float]] = OrderedDict()  # delivery id -> (event id, when)
+        self.accepted: TtlMap[str] = TtlMap(window_s, max_size=max_entries)
         self.in_progress: set[str] = set()
 
     def earlier(self, delivery_id: str) -> str | None:
-        entry = self.accepted.get(delivery_id)
-        if entry is None:
-            return None
-        if time.monotonic() - entry[1] > self.window_s:
-            del self.accepted[delivery_id]
-            return None
-        return entry[0]
+        return self.accepted.get(delivery_id)
 
-    def remember(self, delivery_id: str, event_id: str) -> None:
-        self.accepted[delivery_id] = (event_id, time.monotonic())
-        self.accepted.move_to_end(delivery_id)
-        while len(self.accepted) > self.max_entries:
-            self.accepted.popitem(last=False)
+    def remember(self, delivery_id: str, event_ids: str) -> None:
+        self.accepted.put(delivery_id, event_ids)
 
 
 def _problem(status: int, reason: str, **headers: str) -> web.Response:
@@ -113,7 +103,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
         self._seen = _Seen(config.dedupe.window.total_seconds(), config.dedupe.max_entries) if config.dedupe else None
         self._accepting = False
         self._body_timeout = config.body_timeout.total_seconds()
-        self.duplicates = 0  # repeated deliveries dropped (tests, logs)
+        self.duplicates = 0  # repeated deliveries answered from memory, not stored again
 
     async def start(self) -> None:
         if self.ctx.web is None:
@@ -127,6 +117,9 @@ class WebhookInbound(Inbound[WebhookConfig]):
         self._accepting = False  # new requests get 503 while in-flight ones finish
         if self._jwt is not None:
             await self._jwt.close()
+
+    def progress(self) -> dict[str, int | str]:
+        return {"duplicates": self.duplicates}
 
     async def health(self) -> Health:
         return Health(self._accepting, "" if self._accepting else "not accepting requests")
@@ -199,8 +192,12 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return _problem(401, refused)
         try:
             document: Any = await _parse(kind, body)
+            # CloudEvents in either content mode: the document to map, and its attributes (id, time...).
+            document, cloudevent = from_http(request.headers, document, request.content_type)
         except (ValueError, UnicodeDecodeError) as exc:
             return _problem(400, f"invalid {kind.upper()}: {exc}")
+        except EventRejected as exc:
+            return _problem(400, str(exc))
         delivery_id = request.headers.get(self.config.dedupe.header, "") if self.config.dedupe else ""
         if delivery_id and self._seen is not None:  # checked after auth: forged requests cannot fill the memory
             if (earlier := self._seen.earlier(delivery_id)) is not None:
@@ -217,9 +214,9 @@ class WebhookInbound(Inbound[WebhookConfig]):
                     kind="server",
                     attributes={"http.route": self.config.path},
                 ) as traceparent:
-                    ids = await self._store(document, traceparent, self._headers_of(request))
+                    ids = await self._store(document, traceparent, self._headers_of(request, cloudevent), cloudevent)
             else:
-                ids = await self._store(document, request.headers.get("traceparent"), self._headers_of(request))
+                ids = await self._store(document, request.headers.get("traceparent"), self._headers_of(request, cloudevent), cloudevent)
         except EventRejected as exc:
             return _problem(400, str(exc))
         except KafkaUnavailable as exc:
@@ -236,17 +233,22 @@ class WebhookInbound(Inbound[WebhookConfig]):
             self._seen.remember(delivery_id, ",".join(ids))  # only once Kafka has it: a failed attempt may be sent again
         return web.json_response(answer, status=202)
 
-    def _headers_of(self, request: web.Request) -> dict[str, str] | None:
+    def _headers_of(self, request: web.Request, cloudevent: Mapping[str, str]) -> dict[str, str] | None:
         """The request's headers for ``$headers`` in emit, by lower-case name; only built when the
-        mapping reads them."""
-        return {name.lower(): value for name, value in request.headers.items()} if self._reads_headers else None
+        mapping reads them. A structured CloudEvent's attributes read as their binary-mode headers
+        (``$headers["ce-source"]``), so a mapping reads them the same in either mode."""
+        if not self._reads_headers:
+            return None
+        return {**{f"ce-{k}": v for k, v in cloudevent.items()}, **{name.lower(): value for name, value in request.headers.items()}}
 
-    async def _store(self, document: Any, traceparent: str | None, headers: Mapping[str, str] | None = None) -> list[str]:
+    async def _store(
+        self, document: Any, traceparent: str | None, headers: Mapping[str, str] | None = None, cloudevent: Mapping[str, str] | None = None
+    ) -> list[str]:
         """Publish the body's event (or, with ``batch``, every element's); their ids once Kafka has them.
         A batch is mapped whole before anything is sent, so a bad element refuses the request
         with nothing published."""
         if not self.config.batch:
-            event = self._emitter.build(document, traceparent=traceparent, headers=headers)
+            event = self._emitter.build(document, traceparent=traceparent, headers=headers, cloudevent=cloudevent)
             await self.sink.publish(event)
             return [event.id]
         if not isinstance(document, list):

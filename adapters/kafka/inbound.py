@@ -75,6 +75,9 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
         if self._avro is not None:
             await self._avro.close()
 
+    def progress(self) -> dict[str, int | str]:
+        return {"bridged": self.bridged}
+
     async def health(self) -> Health:
         if self._consumer is None:
             return Health(False, "not started")

@@ -31,6 +31,7 @@ from bus.adapter_api import (
     json_dumps,
     kafka_producer,
 )
+from bus.cloudevents import prefixed_headers
 
 
 class KafkaOutbound(Outbound[KafkaOutboundConfig]):
@@ -90,12 +91,7 @@ class KafkaOutbound(Outbound[KafkaOutboundConfig]):
         topic = self._topic(event.data, event.meta())
         value = await self._value(topic, self._body.render(event))
         key = self._key(event.data, event.meta()) if self._key else event.key
-        headers = [
-            ("ce_id", event.id.encode()),
-            ("ce_type", event.type.encode()),
-            ("ce_source", event.source.encode()),
-            ("traceparent", event.traceparent.encode()),
-        ]
+        headers = [(name, value.encode()) for name, value in prefixed_headers(event, "ce_").items()]  # CloudEvents Kafka binding
         try:
             async with asyncio.timeout(self.config.timeout_s):  # not wait_for: no task per event
                 await self._producer.send_and_wait(topic, value, key=None if key is None else str(key).encode(), headers=headers)

@@ -19,6 +19,7 @@ from nats.js.errors import NoStreamResponseError
 from adapters.nats.config import NatsOutboundConfig
 from adapters.nats.connection import connect
 from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, json_dumps
+from bus.cloudevents import prefixed_headers
 
 
 class NatsOutbound(Outbound[NatsOutboundConfig]):
@@ -49,7 +50,7 @@ class NatsOutbound(Outbound[NatsOutboundConfig]):
             raise RetryableError(f"nats outbound {self.config.name} is not started")
         subject = self._subject(event.data, event.meta())
         payload = json_dumps(self._body.render(event)).encode()
-        headers = {"Nats-Msg-Id": event.id, "ce_id": event.id, "ce_type": event.type, "traceparent": event.traceparent}
+        headers = {"Nats-Msg-Id": event.id, **prefixed_headers(event, "ce-")}  # the CloudEvents NATS binding, binary mode
         try:
             await self._connection.jetstream().publish(subject, payload, headers=headers, timeout=self.config.timeout_s)
         except (NoRespondersError, NoStreamResponseError) as exc:

@@ -48,7 +48,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._problem = "not started"
-        self.changes = 0  # changes published since start (status, tests)
+        self.changes = 0  # changes published since start
         self.position = ""  # the slot's position after the last advance, as PostgreSQL writes an LSN
 
     async def start(self) -> None:
@@ -66,6 +66,9 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, timeout=10)
         await self._disconnect()
+
+    def progress(self) -> dict[str, int | str]:
+        return {"changes": self.changes, "position": self.position}
 
     async def health(self) -> Health:
         return Health(not self._problem, self._problem)

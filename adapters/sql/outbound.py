@@ -97,7 +97,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             self._write, max_batch=config.batch_size, name=f"sql-batch:{config.name}",
             one_by_one=lambda exc: not isinstance(exc, RetryableError),
         )  # fmt: skip
-        self.transactions = 0  # committed transactions (tests and benchmarks compare it with events)
+        self.transactions = 0  # committed transactions (benchmarks compare it with events)
 
     async def start(self) -> None:
         if self._pool is None:
@@ -108,6 +108,9 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         pool, self._pool = self._pool, None
         if pool is not None:
             await close_pool(pool, self.config.dsn.get_secret_value())
+
+    def progress(self) -> dict[str, int | str]:
+        return {"transactions": self.transactions}
 
     async def health(self) -> Health:
         return Health(self._pool is not None, "" if self._pool is not None else "not connected")

@@ -135,7 +135,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._problem = "not started"
-        self.rows = 0  # rows published since start (status, tests)
+        self.rows = 0  # rows published since start
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -161,6 +161,9 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         pool, self._pool = self._pool, None
         if pool is not None:
             await close_pool(pool, self._dsn)
+
+    def progress(self) -> dict[str, int | str]:
+        return {"rows": self.rows}
 
     async def health(self) -> Health:
         return Health(not self._problem, self._problem)

@@ -310,6 +310,9 @@ class Hub:
             found["components"] = restarted
         if self.workers:
             found["subscribers"] = {w.name: w.status() for w in self.workers}
+        done = {f"{a.direction}:{a.config.name}": p for a in (*self.inbound, *self.outbound) if (p := a.progress())}
+        if done:
+            found["adapters"] = done
         return found
 
     async def problems(self) -> dict[str, str]:

@@ -130,7 +130,6 @@ def load_config(
     default_file = str(files[0])
 
     core = {k: v for k, v in data.items() if k not in ("inbound", "outbound")}
-    core.update({"inbound": [], "outbound": []})
     hub: HubConfig | None = None
     try:
         hub = HubConfig.model_validate(core)

@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -129,7 +129,8 @@ class OpsServerConfig(HttpServerConfig):
 
 
 class HubConfig(ConfigModel):
-    """The whole hub. ``inbound``/``outbound`` entries are checked against their adapter's own model."""
+    """The whole hub, but for ``inbound``/``outbound``: each entry there is checked against its
+    adapter's own model (``bus.config.loader``), and the JSON Schema lists them per adapter type."""
 
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     schema_registry: SchemaRegistryConfig = Field(default_factory=SchemaRegistryConfig)
@@ -139,9 +140,7 @@ class HubConfig(ConfigModel):
         description="Server for /healthz, /readyz, /metrics and the embedded schema registry.",
     )
     schema_dirs: list[Path] = Field(default_factory=list, description="Extra folders of .avsc files besides the built-in ones.")
-    inbound: list[dict[str, Any]] = Field(default_factory=list)
     router: RouterConfig = Field(default_factory=RouterConfig)
     tables: list[TableConfig] = Field(default_factory=list, description="Lookup tables for enrichment.")
     routes: list[RouteConfig] = Field(default_factory=list)
-    outbound: list[dict[str, Any]] = Field(default_factory=list)
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry spans (the traceparent travels regardless).")

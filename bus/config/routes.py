@@ -98,7 +98,8 @@ class EnrichConfig(ConfigModel):
     )
 
 
-_AGGREGATE = r"^(count)\(\s*\)$|^(sum|min|max|avg|first|last)\((.+)\)$"
+# One aggregate field: ``count()`` or ``fn(expression)``; groups: count, fn, expression.
+AGGREGATE_FIELD = re.compile(r"^(count)\(\s*\)$|^(sum|min|max|avg|first|last)\((.+)\)$")
 
 
 class AggregateConfig(ConfigModel):
@@ -139,7 +140,7 @@ class AggregateConfig(ConfigModel):
     @classmethod
     def _check_fields(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
-            match = re.match(_AGGREGATE, text.strip())
+            match = AGGREGATE_FIELD.match(text.strip())
             if match is None:
                 raise ValueError(f"{name}: {text!r} is not one of count(), sum(x), min(x), max(x), avg(x), first(x), last(x)")
             if match.group(3):

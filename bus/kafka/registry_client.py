@@ -134,8 +134,5 @@ class RegistryClient:
             raise
         return bool(body["is_compatible"]), [str(m) for m in body.get("messages") or []]
 
-    async def set_compatibility(self, level: str, subject: str | None = None) -> None:
-        await self._call("PUT", f"/config/{subject}" if subject else "/config", {"compatibility": level})
-
     async def delete_subject(self, subject: str) -> list[int]:
         return [int(v) for v in await self._call("DELETE", f"/subjects/{subject}")]

@@ -104,7 +104,7 @@ async def test_inserts_updates_deletes_and_restart(logical_dsn: str, tmp_path: P
     path = write_config(tmp_path / "bus.yaml", hub_config(bootstrap, logical_dsn))
     async with build_hub(path) as hub:
         cdc = hub.inbound[0]
-        await until(lambda: bool(cdc.position), "the slot to be created")  # type: ignore[attr-defined]
+        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
         await sql(
             logical_dsn,
             "BEGIN; INSERT INTO cust_master SELECT i, 'Customer ' || i, 'c' || i || '@x.io', i * 1.5 FROM generate_series(1, 40) i; COMMIT",
@@ -118,7 +118,7 @@ async def test_inserts_updates_deletes_and_restart(logical_dsn: str, tmp_path: P
         assert len({event_id for _, _, event_id in seen}) == 44
         assert (await cdc.health()).ok
         position = await slot_position(logical_dsn)
-        assert position == cdc.position  # type: ignore[attr-defined]  # advanced after Kafka acknowledged
+        assert position == cdc.progress()["position"]  # advanced after Kafka acknowledged
 
     # While the hub is down: more changes. They wait in the slot.
     await sql(
@@ -145,7 +145,7 @@ async def test_bad_rows_are_parked_and_the_slot_moves_on(logical_dsn: str, tmp_p
     path = write_config(tmp_path / "bus.yaml", config)
     async with build_hub(path) as hub:
         cdc = hub.inbound[0]
-        await until(lambda: bool(cdc.position), "the slot to be created")  # type: ignore[attr-defined]
+        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
         await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'Ok', NULL), (2, NULL, NULL), (3, 'Ok too', NULL)")
         await wait_changes(hub, 2)
         for _ in range(100):
@@ -154,7 +154,7 @@ async def test_bad_rows_are_parked_and_the_slot_moves_on(logical_dsn: str, tmp_p
                 break
             await asyncio.sleep(0.1)
         assert len(parked) == 1 and b'"cust_no": 2' in parked[0].value and b"name" in dict(parked[0].headers)["bus_error"]
-        await until(lambda: cdc.changes == 3, "the parked row to count as handled")  # type: ignore[attr-defined]
+        await until(lambda: cdc.progress()["changes"] == 3, "the parked row to count as handled")
 
 
 async def test_a_server_without_logical_decoding_is_named_with_the_fix(tmp_path: Path, bootstrap: str) -> None:

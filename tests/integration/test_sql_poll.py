@@ -163,13 +163,13 @@ async def test_restart_mid_backfill_and_rows_written_while_down(kind: str, tmp_p
         path = write_config(tmp_path / "bus.yaml", hub_config(bootstrap, dsn, table, batch_size=50))
         async with build_hub(path) as hub:
             poller = hub.inbound[0]
-            await until(lambda: poller.rows >= 100, "the first batches", timeout=60)  # type: ignore[attr-defined]
-        stopped_at = poller.rows  # type: ignore[attr-defined]  # read after the stop: the batch in flight was finished
+            await until(lambda: int(poller.progress()["rows"]) >= 100, "the first batches", timeout=60)
+        stopped_at = int(poller.progress()["rows"])  # read after the stop: the batch in flight was finished
         assert stopped_at < 600, "the backfill finished before the stop: the test proves nothing"
         await run_sql(kind, dsn, insert_rows(table, range(600, 620), lambda i: "2025-08-01 00:00:00"))
         async with build_hub(path) as hub:
             ids = await wait_published(hub, 620)
-            resumed = hub.inbound[0].rows  # type: ignore[attr-defined]
+            resumed = int(hub.inbound[0].progress()["rows"])
         assert resumed == 620 - stopped_at, f"the restart read {resumed} rows; {620 - stopped_at} were new to it"
         assert sum(ids.values()) == 620, f"{sum(ids.values()) - 620} duplicates after a clean stop"
 

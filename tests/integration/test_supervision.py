@@ -163,7 +163,9 @@ async def test_the_faust_engine_is_watched_a_failed_produce_restarts_it_and_noth
             while hub.router is first or hub.supervisor.detail().get("router", {}).get("restarts", 0) < 1:
                 assert asyncio.get_running_loop().time() < deadline, hub.supervisor.detail()
                 await asyncio.sleep(0.2)
-            await target.wait_for(lambda: {c.headers["Idempotency-Key"] for c in target.accepted} >= {f"b{i}" for i in range(5)}, timeout=90)
+            await target.wait_for(
+                lambda: {c.headers["Idempotency-Key"] for c in target.accepted} >= {f"b{i}" for i in range(5)}, timeout=90
+            )
             ready = (await ops.get("/readyz")).json()
             assert ready["components"]["router"]["restarts"] == 1, ready
             assert 'bus_component_restarts_total{component="router"} 1.0' in (await ops.get("/metrics")).text

@@ -212,4 +212,4 @@ async def test_form_and_xml_bodies_and_repeated_deliveries(tmp_path: Path, boots
             assert (await client.post("/hooks/erp", content=fixed, headers={**headers, "X-Delivery-Id": "d-9"})).status_code == 202
         ids = await payment_ids(hub)
         assert ids == Counter({"SM1": 1, "PAY-7": 1, "PAY-8": 1, "PAY-9": 1})
-        assert hub.inbound[1].duplicates == 1  # type: ignore[attr-defined]
+        assert hub.inbound[1].progress()["duplicates"] == 1

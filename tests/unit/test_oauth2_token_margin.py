@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import httpx
+import pytest
 
-from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials
+from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_aiohttp, via_httpx
 from tests.support.accounting import AccountingApi
 
 
-async def test_a_one_second_token_is_fetched_once_for_many_calls_then_again_before_it_lapses() -> None:
+@pytest.mark.parametrize("library", ["httpx", "aiohttp"])  # http_poll's client, the http outbound's
+async def test_a_one_second_token_is_fetched_once_for_many_calls_then_again_before_it_lapses(library: str) -> None:
     api = await AccountingApi(token_ttl=1.0).start()
     config = OAuth2ClientCredentials(type="oauth2", token_url=f"{api.url}/oauth2/token", client_id="hub", client_secret="s3cret")
     credentials = ClientCredentials(config, what="test")
     try:
-        async with httpx.AsyncClient() as client:
-            tokens = {await credentials.token(client) for _ in range(50)}
+        async with httpx.AsyncClient() as client, aiohttp.ClientSession() as session:
+            post = via_httpx(client) if library == "httpx" else via_aiohttp(session, 10.0)
+            tokens = {await credentials.token(post) for _ in range(50)}
             assert len(tokens) == 1 and api.tokens_issued == 1  # not one fetch per call (the 60 s margin exceeds its life)
             await asyncio.sleep(0.95)  # inside the last tenth of its life: fetched anew before it lapses
-            assert await credentials.token(client) not in tokens and api.tokens_issued == 2
+            assert await credentials.token(post) not in tokens and api.tokens_issued == 2
     finally:
         await api.stop()

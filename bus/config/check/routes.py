@@ -4,11 +4,10 @@ in the scope the steps before it built; and conditions that are always or never 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 
 from bus.config.check.checker import Checker, Loc, facts_of, is_constant, is_numeric, record_name, record_of, tree_of
-from bus.config.routes import AggregateConfig, RouteConfig
+from bus.config.routes import AGGREGATE_FIELD, AggregateConfig, RouteConfig
 from bus.errors import ExpressionError
 from bus.expr import compile_expression
 from bus.expr.typecheck import Scope, closest
@@ -28,8 +27,6 @@ from bus.expr.types import (
     join,
     non_null,
 )
-
-_AGGREGATE = re.compile(r"^(count)\(\s*\)$|^(sum|min|max|avg|first|last)\((.+)\)$")
 
 
 class RouteChecks(Checker):
@@ -77,7 +74,7 @@ class RouteChecks(Checker):
         result.fields["window_start"] = RecordField(window)
         result.fields["window_end"] = RecordField(window)
         for name, text in config.fields.items():
-            match = _AGGREGATE.match(text.strip())
+            match = AGGREGATE_FIELD.match(text.strip())
             if match is None:
                 continue
             fn = match.group(1) or match.group(2)
