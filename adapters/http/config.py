@@ -16,7 +16,7 @@ __all__ = [
 ]
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -63,6 +63,8 @@ class Dedupe(ConfigModel):
 
 class WebhookConfig(AdapterConfig):
     """Receive events as HTTP POSTs (JSON, form or XML) on the hub's webhook server."""
+
+    provides_headers: ClassVar[bool] = True  # the request's headers, as $headers[...]
 
     type: Literal["http_webhook"] = "http_webhook"
     path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$", description="URL path to serve.", examples=["/hooks/stripe"])

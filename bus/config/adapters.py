@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = ["AdapterConfig", "EmitSpec", "OpenApiOperation", "OutboundConfig", "PayloadShape"]
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -26,6 +26,9 @@ class AdapterConfig(ConfigModel):
         pattern=r"^[a-z0-9][a-z0-9_-]*$",
         examples=["stripe", "erp"],
     )
+    # An inbound whose source sends headers with each document, readable as ``$headers[...]`` in
+    # ``emit`` (the webhook's request headers). Elsewhere ``$headers`` reads null: the checker says so.
+    provides_headers: ClassVar[bool] = False
 
 
 class OutboundConfig(AdapterConfig):

@@ -465,3 +465,17 @@ def test_aggregate_sums_need_numbers(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert [(e["field"], str(e["message"])) for e in errors] == [
         ("routes[0].aggregate.fields.units", "sum() adds numbers, and 'line.sku' is a string")
     ]
+
+
+def test_headers_read_where_no_source_sends_any_are_flagged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    webhook = BASE.replace("{routes}", "  - {name: r, from: Order, to: [books]}").replace(
+        "customer_id: customer,", """customer_id: '$headers["x-customer"]',"""
+    )
+    code, errors, warnings = _validate(_config(tmp_path, webhook), capsys)
+    assert (code, errors) == (0, []) and not [w for w in warnings if "$headers" in str(w["message"])]
+    queue = webhook.replace(
+        "type: http_webhook\n    path: /orders", "type: amqp\n    url: amqp://guest:guest@localhost/\n    queue: orders"
+    )
+    code, errors, warnings = _validate(_config(tmp_path, queue), capsys)
+    [warning] = [w for w in warnings if "$headers" in str(w["message"])]
+    assert warning["field"] == "inbound[0].emit" and "the amqp inbound has no request headers" in str(warning["message"])

@@ -34,6 +34,9 @@ class PayloadChecks(Checker):
             text = getattr(emit, name, None)
             if text is not None:
                 self.expression(text, scope, (*loc, name))
+        if not getattr(type(config), "provides_headers", False) and "$headers" in emit.model_dump_json():
+            kind = getattr(config, "type", "this")
+            self.warn(loc, f"$headers reads null here: the {kind} inbound has no request headers (http_webhook has)")
         # An adapter's own checks of how its fields fit together (``config_warnings()``).
         for where, message in getattr(config, "config_warnings", lambda: [])():
             self.warn(("inbound", index, *where), message)
