@@ -181,8 +181,14 @@ class FileInbound(Inbound[FileInboundConfig]):
             try:
                 seen = json.loads(manifest_path.read_text())
                 found.setdefault(str(seen["sha256"]), {"file": str(seen["file"]), "at": str(seen.get("at", ""))})
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # a manifest someone edited or truncated: it just does not count
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # Edited or truncated: it does not count, so a file it described could be imported again.
+                self.ctx.logger.warning(
+                    "file %s: %s cannot be read (%r); the file it describes no longer counts as imported",
+                    self.config.name,
+                    manifest_path,
+                    exc,
+                )
         return found
 
     def _fail(self, path: Path, reason: str) -> None:

@@ -226,7 +226,7 @@ def from_json_schema(schema: Any, root: Any = None, depth: int = 0) -> Type:
     """The type of documents a JSON Schema describes (the parts that matter to field reads:
     objects and their properties, arrays, scalars, ``$ref`` within the document, ``anyOf`` and
     ``oneOf``). A field an object does not list is an error, unless the object says
-    ``additionalProperties: true`` (or gives them a schema): a declared shape is what the sender
+    ``additionalProperties: true`` (or gives them a schema); ``allOf`` parts are merged. A declared shape is what the sender
     sends, and the point of declaring it is that a typo in a path is caught."""
     root = schema if root is None else root
     if depth > 64 or not isinstance(schema, Mapping):
@@ -237,6 +237,8 @@ def from_json_schema(schema: Any, root: Any = None, depth: int = 0) -> Type:
         for part in ref[2:].split("/"):
             target = target.get(part) if isinstance(target, Mapping) else None
         return from_json_schema(target, root, depth + 1)
+    if isinstance(schema.get("allOf"), list):
+        return from_json_schema(_all_of(schema, root, depth), root, depth + 1)
     for combinator in ("anyOf", "oneOf"):
         if isinstance(schema.get(combinator), list):
             return join(*(from_json_schema(s, root, depth + 1) for s in schema[combinator]))
@@ -261,6 +263,37 @@ def from_json_schema(schema: Any, root: Any = None, depth: int = 0) -> Type:
     if kind == "string" and schema.get("format") in _JSON_FORMATS:
         return STRING  # JSON carries text; the format says what it holds, not how it reads
     return _JSON_TYPES.get(str(kind), ANY)
+
+
+def _all_of(schema: Mapping[str, Any], root: Any, depth: int) -> dict[str, Any]:
+    """``allOf`` as one schema: the parts' properties and ``required`` together (a part that is a
+    ``$ref`` followed, nested ``allOf`` flattened); open when any part allows other properties."""
+    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+    properties = dict(merged.get("properties") or {})
+    required = list(merged.get("required") or [])
+    for given in schema["allOf"]:
+        part = given
+        for _ in range(64):  # a chain of $refs, bounded
+            ref = part.get("$ref") if isinstance(part, Mapping) else None
+            if not (isinstance(ref, str) and ref.startswith("#/")):
+                break
+            part = root
+            for name in ref[2:].split("/"):
+                part = part.get(name) if isinstance(part, Mapping) else None
+        if not isinstance(part, Mapping):
+            continue
+        if isinstance(part.get("allOf"), list) and depth < 64:
+            part = _all_of(part, root, depth + 1)
+        properties.update(part.get("properties") or {})
+        required += list(part.get("required") or [])
+        if part.get("additionalProperties") is True or isinstance(part.get("additionalProperties"), Mapping):
+            merged["additionalProperties"] = True
+        if "type" in part and "type" not in merged:
+            merged["type"] = part["type"]
+    if properties:
+        merged["properties"] = properties
+    merged["required"] = required
+    return merged
 
 
 def from_sample(value: Any, depth: int = 0) -> Type:

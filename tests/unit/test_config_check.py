@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import pytest
 
+from bus.adapter_api import AdapterConfig, AdapterRegistry, EmitSpec, Inbound
 from bus.app.cli import main
+from bus.config.loader import load_config
+from bus.errors import ConfigError
+from schemas.catalog import SchemaCatalog
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 
@@ -479,3 +484,28 @@ def test_headers_read_where_no_source_sends_any_are_flagged(tmp_path: Path, caps
     code, errors, warnings = _validate(_config(tmp_path, queue), capsys)
     [warning] = [w for w in warnings if "$headers" in str(w["message"])]
     assert warning["field"] == "inbound[0].emit" and "the amqp inbound has no request headers" in str(warning["message"])
+
+
+class BrokenCheckConfig(AdapterConfig):
+    type: Literal["broken_check"] = "broken_check"
+    emit: EmitSpec
+
+    def config_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        raise KeyError("a field the check assumed")
+
+
+class BrokenCheck(Inbound[BrokenCheckConfig]):
+    Config: ClassVar[type[BrokenCheckConfig]] = BrokenCheckConfig
+    summary: ClassVar[str] = "an adapter whose own config check has a bug"
+
+
+def test_an_adapter_whose_own_check_breaks_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    registry = AdapterRegistry.from_entry_points().clone()
+    registry.register("broken_check", BrokenCheck)
+    catalog = SchemaCatalog.load()
+    text = BASE.replace("{routes}", "  - {name: r, from: Order, to: [books]}").replace(
+        "type: http_webhook\n    path: /orders", "type: broken_check"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(_config(tmp_path, text), registry, known_schemas=lambda h: catalog.parsed())
+    assert "inbound[0]: the broken_check adapter's own config check failed: KeyError('a field the check assumed')" in str(info.value)

@@ -38,7 +38,12 @@ class PayloadChecks(Checker):
             kind = getattr(config, "type", "this")
             self.warn(loc, f"$headers reads null here: the {kind} inbound has no request headers (http_webhook has)")
         # An adapter's own checks of how its fields fit together (``config_warnings()``).
-        for where, message in getattr(config, "config_warnings", lambda: [])():
+        try:
+            own = list(getattr(config, "config_warnings", lambda: [])())
+        except Exception as exc:  # noqa: BLE001 - a third-party adapter's check that breaks is its bug, said as such
+            self.error(("inbound", index), f"the {getattr(config, 'type', '')} adapter's own config check failed: {exc!r}")
+            own = []
+        for where, message in own:
             self.warn(("inbound", index, *where), message)
         target = self.schema(emit.schema_)
         if emit.map is None:
