@@ -119,7 +119,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
             await self._jwt.close()
 
     def progress(self) -> dict[str, int | str]:
-        return {"duplicates": self.duplicates}
+        return {"duplicates": self.duplicates} if self._seen is not None else {}  # only with dedupe on
 
     async def health(self) -> Health:
         return Health(self._accepting, "" if self._accepting else "not accepting requests")
