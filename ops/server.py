@@ -7,6 +7,8 @@ are not secret). Every write (register, delete, change a compatibility level, an
 endpoint added later) needs a token of scope ``write`` from ``ops.tokens``: ``Authorization:
 Bearer <token>``, or Basic with the token as password (what Confluent clients send). No token:
 401; a ``read`` token: 403. Each write is logged at INFO with the token's name (the audit trail).
+The management API (``/api/v1``, ``ops.api``) needs a token for reads too; its refusals are RFC
+9457 problems.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from bus.logs import REDACTOR
 from bus.runtime.web import listen
+from ops.api.app import PREFIX as API_PREFIX
+from ops.api.app import problem
 
 log = logging.getLogger("ops.server")
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
@@ -108,6 +112,8 @@ class OpsServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX:
+            return await self._guard_api(request, handler)
         if request.path in _OPEN or _is_read(request):
             return await handler(request)
         offered = _offered(request)
@@ -119,6 +125,21 @@ class OpsServer:
             return web.json_response({"error_code": 40301, "message": f"token {token.name!r} may only read"}, status=403)
         response = await handler(request)
         log.info("ops write by token %s: %s %s -> %d", token.name, request.method, request.path, response.status)
+        return response
+
+    async def _guard_api(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        offered = _offered(request)
+        token = self._token(offered) if offered else None
+        if token is None:
+            why = "send a token from ops.tokens (Authorization: Bearer <token>)" if not offered else "the token is not one of ops.tokens"
+            return problem(401, why, request.path, **_CHALLENGE)
+        reads = request.method in ("GET", "HEAD", "OPTIONS") or request.path == f"{API_PREFIX}/config/validate"
+        if reads:
+            return await handler(request)
+        if token.scope != "write":
+            return problem(403, f"token {token.name!r} may only read", request.path)
+        response = await handler(request)
+        log.info("api write by token %s: %s %s -> %d", token.name, request.method, request.path, response.status)
         return response
 
     async def _healthz(self, _: web.Request) -> web.Response:

@@ -24,10 +24,11 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaProducer
 
 from bus.adapter_api import Adapter, AdapterRegistry, Context, Inbound, Outbound
-from bus.app.setup import create_topics, register_schemas, registry_client, retrying, topic_specs, version
+from bus.app.hub_view import HubView
+from bus.app.setup import BackgroundStarts, create_topics, register_schemas, registry_client, retrying, topic_specs, version
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig
-from bus.errors import BusError, RetryableError
+from bus.errors import BusError
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_producer
 from bus.kafka.registry_client import RegistryClient
@@ -40,6 +41,8 @@ from bus.runtime.publisher import KafkaSink
 from bus.runtime.supervisor import Supervisor
 from bus.runtime.web import WebServer
 from bus.tracing import NO_TRACING, Tracing
+from ops.api.app import PREFIX as API_PREFIX
+from ops.api.app import api_app
 from ops.server import OpsServer, Token
 from routing.app import RouterService
 from routing.dispatch import Dispatcher
@@ -80,14 +83,15 @@ class Hub:
         self.ops = OpsServer(
             ops.host, ops.port, self.readiness, problems=self.problems, detail=self.detail, tokens=tokens, idle_timeout_s=ops.idle_timeout_s
         )
+        self.ops.mount(API_PREFIX, api_app(HubView(self, adapters, catalog)))  # the management API
         self.web: WebServer | None = None
         self._registry: EmbeddedRegistry | None = None
         self._producer: AIOKafkaProducer | None = None
         self.inbound: list[Inbound[Any]] = []
         self.outbound: list[Outbound[Any]] = []
-        self.starting: dict[str, str] = {}  # "inbound NAME" -> why it has not started yet
+        self._starts = BackgroundStarts()
+        self.starting = self._starts.why  # "inbound NAME" -> why it has not started yet
         self._lookup: RegistryClient | None = None  # fetches writer schemas of ids first seen in a value
-        self._starters: list[asyncio.Task[None]] = []
         self.workers: list[DeliveryWorker] = []
         self.router: RouterWorker | RouterService | None = None
         self._schemas_ready = False
@@ -139,7 +143,7 @@ class Hub:
             for config in self.loaded.outbound:
                 adapter = self._build(config)
                 assert isinstance(adapter, Outbound)
-                await self._start_adapter(adapter, f"outbound {config.name}")
+                await self._starts.start(adapter, f"outbound {config.name}")
                 self.outbound.append(adapter)
                 self.workers.append(await self._start_worker(adapter))
         if self._runs("router"):
@@ -153,7 +157,7 @@ class Hub:
                 sink = KafkaSink(self._producer, self.codec, self.topics, adapter=config.name, timeout=kafka.produce_timeout_s)
                 adapter = self._build(config, sink=sink)
                 assert isinstance(adapter, Inbound)
-                await self._start_adapter(adapter, f"inbound {config.name}")
+                await self._starts.start(adapter, f"inbound {config.name}")
                 self.inbound.append(adapter)
             await self.web.start()
 
@@ -207,37 +211,6 @@ class Hub:
         """An adapter's background task died: stop it (releasing what it holds), start it again."""
         await adapter.stop()
         await adapter.start()
-
-    async def _start_adapter(self, adapter: Adapter[Any], what: str) -> None:
-        """Start an adapter; if its system cannot be reached (RetryableError), keep trying in the
-        background instead of holding up the hub: one system down must not stop the others.
-        Until it starts, /readyz reports it not ready with the reason, and the log says why.
-        An outbound adapter's events wait in Kafka meanwhile (its deliveries are retried)."""
-        try:
-            await adapter.start()
-        except RetryableError as exc:
-            self.starting[what] = str(exc)
-            log.warning("%s cannot start yet: %s; the rest of the hub runs, and it is tried again in the background", what, exc)
-            self._starters.append(asyncio.create_task(self._keep_starting(adapter, what), name=f"start:{what}"))
-
-    async def _keep_starting(self, adapter: Adapter[Any], what: str) -> None:
-        delay = 1.0
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await adapter.start()
-            except RetryableError as exc:
-                self.starting[what] = str(exc)
-                log.warning("%s still cannot start: %s; next try in %.0fs", what, exc, min(delay * 2, 10.0))
-                delay = min(delay * 2, 10.0)
-                continue
-            except Exception:  # a bug or a config the system refuses: say so, keep the hub up
-                log.exception("%s failed to start", what)
-                self.starting[what] = "failed to start (see the log)"
-                return
-            self.starting.pop(what, None)
-            log.info("%s started", what)
-            return
 
     def _build(self, config: Any, sink: KafkaSink | None = None) -> Adapter[Any]:
         cls = self._adapter_types.get(config.type, "inbound" if sink is not None else "outbound")
@@ -340,11 +313,7 @@ class Hub:
         on close): the embedded broker in particular is always stopped. The first failure is
         logged with its traceback and the others after it still run."""
         await self.supervisor.close()  # what ends from here on is being stopped, not failing
-        starters, self._starters = self._starters, []
-        for task in starters:
-            task.cancel()
-        await asyncio.gather(*starters, return_exceptions=True)
-        self.starting.clear()
+        await self._starts.cancel()
         steps: list[tuple[str, Any]] = [(f"inbound {a.config.name}", a.stop) for a in self.inbound]
         if self.web is not None:
             steps.append(("webhook server", self.web.stop))

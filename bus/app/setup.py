@@ -4,7 +4,7 @@ installed version."""
 
 from __future__ import annotations
 
-__all__ = ["create_topics", "register_schemas", "registry_client", "retrying", "topic_specs", "version"]
+__all__ = ["BackgroundStarts", "create_topics", "register_schemas", "registry_client", "retrying", "topic_specs", "version"]
 
 import asyncio
 import importlib.metadata
@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from bus.adapter_api import Adapter
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig
 from bus.config.models import KafkaConfig, SchemaRegistryConfig
@@ -96,3 +97,48 @@ async def register_schemas(catalog: SchemaCatalog, codec: Codec, client: Registr
         schema = catalog.get(name)
         schema_id = await client.register_own(schema.subject, schema.text)
         codec.add(name, schema_id, schema.parsed)
+
+
+class BackgroundStarts:
+    """Adapters whose system could not be reached at start, tried again in the background instead
+    of holding up the hub: one system down must not stop the others. Until one starts, ``why``
+    says why (/readyz reports it not ready with that reason) and the log says so; an outbound
+    adapter's events wait in Kafka meanwhile (its deliveries are retried)."""
+
+    def __init__(self) -> None:
+        self.why: dict[str, str] = {}  # "inbound NAME" -> why it has not started yet
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, adapter: Adapter[Any], what: str) -> None:
+        try:
+            await adapter.start()
+        except RetryableError as exc:
+            self.why[what] = str(exc)
+            log.warning("%s cannot start yet: %s; the rest of the hub runs, and it is tried again in the background", what, exc)
+            self._tasks.append(asyncio.create_task(self._keep_starting(adapter, what), name=f"start:{what}"))
+
+    async def _keep_starting(self, adapter: Adapter[Any], what: str) -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await adapter.start()
+            except RetryableError as exc:
+                self.why[what] = str(exc)
+                log.warning("%s still cannot start: %s; next try in %.0fs", what, exc, min(delay * 2, 10.0))
+                delay = min(delay * 2, 10.0)
+                continue
+            except Exception:  # a bug or a config the system refuses: say so, keep the hub up
+                log.exception("%s failed to start", what)
+                self.why[what] = "failed to start (see the log)"
+                return
+            self.why.pop(what, None)
+            log.info("%s started", what)
+            return
+
+    async def cancel(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.why.clear()

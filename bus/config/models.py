@@ -112,7 +112,7 @@ class HttpServerConfig(ConfigModel):
 
 
 class OpsToken(ConfigModel):
-    """A token for the ops port's write endpoints (the embedded registry's writes, and later the management API)."""
+    """A token for the ops port: the management API (/api/v1, every call) and the embedded registry's writes."""
 
     name: str = Field(description="Who holds it; written in the log with every write made with it.", examples=["ci", "platform-team"])
     token: SecretStr = Field(description="The token itself (a secret: use ${ENV} or ${file:...}).")

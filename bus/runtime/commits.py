@@ -163,7 +163,7 @@ class Bookkeeper:
                 log.debug("delivery worker %s: cannot probe the end of its topic (%r)", self.name, exc)
             await asyncio.sleep(every_s)
 
-    def update_gauges(self, books: list[PartitionBook]) -> None:
+    def balance(self, books: list[PartitionBook]) -> dict[str, int]:
         """The ledger balance of the owned partitions: entered, delivered, dead-lettered, in flight."""
         entered = delivered = dead = committed = 0
         for book in books:
@@ -172,7 +172,8 @@ class Bookkeeper:
             committed += book.committed
             delivered += book.totals[0]
             dead += book.totals[1]
-        self._gauges["entered"].set(entered)
-        self._gauges["delivered"].set(delivered)
-        self._gauges["dead_lettered"].set(dead)
-        self._gauges["in_flight"].set(entered - committed)
+        return {"entered": entered, "delivered": delivered, "dead_lettered": dead, "in_flight": entered - committed}
+
+    def update_gauges(self, books: list[PartitionBook]) -> None:
+        for state, value in self.balance(books).items():
+            self._gauges[state].set(value)

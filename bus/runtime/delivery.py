@@ -168,6 +168,10 @@ class DeliveryWorker:
         """The fetch loop; the hub's supervisor watches it and restarts the worker if it dies."""
         return self._task
 
+    def balance(self) -> dict[str, int]:
+        """The ledger balance of the partitions this worker owns (``bus reconcile`` has the whole story)."""
+        return self._books.balance([part.book for part in list(self._partitions.values())])
+
     def status(self) -> dict[str, Any]:
         """The subscriber's state for /readyz: its health, and what waits in memory."""
         return {**self.health.as_json(), "held_keys": len(self._lanes), "buffered": self._buffered}

@@ -1,0 +1,168 @@
+"""What the management API (``ops.api``) reads of a running hub: its topology with each part's
+live state, one subscriber in detail, and the checks of ``bus validate`` for a posted config.
+
+Built from the hub's parts (``HubParts``), read at request time: nothing here runs per event.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HubParts", "HubView"]
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from bus.adapter_api import AdapterRegistry
+from bus.config.loader import LoadedConfig, load_config
+from bus.errors import ConfigError, ConfigIssue
+from bus.kafka.topics import TopicNames
+from bus.runtime.delivery import DeliveryWorker
+from ops.api.models import (
+    ConfigIssueOut,
+    InboundNode,
+    LedgerBalance,
+    RouteNode,
+    SubscriberDetail,
+    SubscriberNode,
+    Topology,
+    ValidationReport,
+)
+from schemas.catalog import SchemaCatalog
+
+
+class HubParts(Protocol):
+    """The attributes of ``bus.app.hub.Hub`` read here (read only: hence properties)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def loaded(self) -> LoadedConfig: ...
+    @property
+    def topics(self) -> TopicNames: ...
+    @property
+    def inbound(self) -> Sequence[Any]: ...
+    @property
+    def outbound(self) -> Sequence[Any]: ...
+    @property
+    def workers(self) -> Sequence[DeliveryWorker]: ...
+    @property
+    def router(self) -> Any: ...
+    @property
+    def starting(self) -> Mapping[str, str]: ...
+
+
+def _issue(issue: ConfigIssue) -> ConfigIssueOut:
+    return ConfigIssueOut(file=issue.file, line=issue.line, field=issue.field, message=issue.message)
+
+
+class HubView:
+    def __init__(self, hub: HubParts, registry: AdapterRegistry, catalog: SchemaCatalog) -> None:
+        self._hub = hub
+        self._registry = registry
+        self._catalog = catalog
+
+    def _runs(self, role: str) -> bool:
+        return self._hub.role in ("all", role)
+
+    async def _inbound(self) -> list[InboundNode]:
+        hub = self._hub
+        running = {a.config.name: a for a in hub.inbound}
+        nodes = []
+        for config in hub.loaded.inbound:
+            emit = getattr(config, "emit", None)
+            schema = getattr(emit, "schema_", None)
+            adapter = running.get(config.name)
+            state, detail = "running", ""
+            if f"inbound {config.name}" in hub.starting:
+                state, detail = "starting", hub.starting[f"inbound {config.name}"]
+            elif adapter is not None and not (health := await adapter.health()).ok:
+                state, detail = "unhealthy", health.detail
+            nodes.append(
+                InboundNode(
+                    name=config.name,
+                    type=config.type,
+                    state=state,
+                    detail=detail,
+                    schema=schema,
+                    topic=hub.topics.canonical(schema) if schema else None,
+                    progress=adapter.progress() if adapter is not None else {},
+                )
+            )
+        return nodes
+
+    def _routes(self) -> list[RouteNode]:
+        hub = self._hub
+        stats = {r.name: r.stats for r in hub.router.router.routes} if hub.router is not None else {}
+        nodes = []
+        for route in hub.loaded.hub.routes:
+            s = stats.get(route.name)
+            nodes.append(
+                RouteNode(
+                    name=route.name,
+                    **{"from": route.from_},
+                    topic=hub.topics.canonical(route.from_),
+                    to=list(route.to),
+                    output_schema=route.output_schema,
+                    matched=s.matched if s else 0,
+                    emitted=s.emitted if s else 0,
+                    dropped=s.dropped if s else 0,
+                    failed=s.failed if s else 0,
+                )
+            )
+        return nodes
+
+    async def _subscriber(self, config: Any) -> SubscriberDetail:
+        hub = self._hub
+        name = config.name
+        routes = [r.name for r in hub.loaded.hub.routes if name in r.to]
+        base: dict[str, Any] = {"name": name, "type": config.type, "topic": hub.topics.delivery(name), "routes": routes}
+        if not self._runs("outbound"):
+            return SubscriberDetail(**base, state="not_running_here")
+        worker = next((w for w in hub.workers if w.name == name), None)
+        adapter = next((a for a in hub.outbound if a.config.name == name), None)
+        progress = adapter.progress() if adapter is not None else {}
+        if f"outbound {name}" in hub.starting:
+            return SubscriberDetail(**base, state="starting", last_error=hub.starting[f"outbound {name}"], progress=progress)
+        if worker is None:
+            return SubscriberDetail(**base, state="unhealthy", last_error="its delivery worker is not running", progress=progress)
+        status = worker.status()
+        state = status["state"]
+        if adapter is not None and state == "healthy" and not (health := await adapter.health()).ok:
+            state, status["last_error"] = "unhealthy", health.detail
+        return SubscriberDetail(
+            **base,
+            state=state,
+            since=status.get("since"),
+            failing_events=status.get("failing_events", 0),
+            held_keys=status.get("held_keys", 0),
+            buffered=status.get("buffered", 0),
+            last_error=status.get("last_error") or "",
+            ledger=LedgerBalance(**worker.balance()),
+            progress=progress,
+        )
+
+    async def topology(self) -> Topology:
+        subscribers = [await self._subscriber(c) for c in self._hub.loaded.outbound]
+        return Topology(
+            role=self._hub.role,
+            inbound=await self._inbound(),
+            routes=self._routes(),
+            subscribers=[SubscriberNode(**s.model_dump(exclude={"ledger", "progress"})) for s in subscribers],
+        )
+
+    async def subscriber(self, name: str) -> SubscriberDetail | None:
+        config = next((c for c in self._hub.loaded.outbound if c.name == name), None)
+        return None if config is None else await self._subscriber(config)
+
+    def validate(self, text: str) -> ValidationReport:
+        """``bus validate`` on ``text``: its schemas are the hub's own; ``${VAR}`` reads the hub's
+        environment (values never appear in the report)."""
+        with tempfile.TemporaryDirectory(prefix="bus-validate-") as folder:
+            path = Path(folder) / "bus.yaml"
+            path.write_text(text)
+            try:
+                loaded = load_config(path, self._registry, known_schemas=lambda _: self._catalog.parsed())
+            except ConfigError as exc:
+                return ValidationReport(valid=False, errors=[_issue(i) for i in exc.issues], warnings=[])
+        return ValidationReport(valid=True, errors=[], warnings=[_issue(i) for i in loaded.warnings])

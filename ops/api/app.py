@@ -1,0 +1,123 @@
+"""The management API: ``/api/v1`` on the ops port, described by ``/api/v1/openapi.json``.
+
+Every answer is a model of ``ops.api.models``; every error is an RFC 9457 problem
+(``application/problem+json``), whatever went wrong: an unknown name (404), a bad body (400), a
+missing or weak token (401, 403, from the ops server's guard), or a bug (500, logged with its
+traceback, the answer saying only that). What the hub is doing comes from a ``HubView``, which
+the composition root (``bus.app``) provides: this package reads the hub only through it.
+
+Access: every call needs a token from ``ops.tokens`` (``Authorization: Bearer <token>``); a
+``read`` token reads, a ``write`` token also changes things. Reads here include
+``POST /config/validate``, which changes nothing.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HubView", "api_app"]
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Protocol
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from bus.logs import REDACTOR
+from ops.api.models import Problem, SubscriberDetail, Topology, ValidationReport
+from ops.api.openapi import openapi_document
+
+log = logging.getLogger("ops.api")
+PREFIX = "/api/v1"
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class HubView(Protocol):
+    """What the API reads of a running hub."""
+
+    async def topology(self) -> Topology: ...
+
+    async def subscriber(self, name: str) -> SubscriberDetail | None: ...
+
+    def validate(self, text: str) -> ValidationReport: ...
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def problem(status: int, detail: str, instance: str | None = None, **headers: str) -> web.Response:
+    body = Problem(title=HTTPStatus(status).phrase, status=status, detail=REDACTOR.redact(detail), instance=instance)
+    return web.Response(
+        text=body.model_dump_json(exclude_none=True), status=status, content_type="application/problem+json", headers=headers
+    )
+
+
+def _answer(model: BaseModel) -> web.Response:
+    # Secrets are masked where the answer leaves, as /readyz does.
+    return web.json_response(REDACTOR.redact_tree(model.model_dump(mode="json", by_alias=True)))
+
+
+@web.middleware
+async def _problems(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return problem(exc.status, exc.detail, request.path)
+    except web.HTTPException as exc:  # aiohttp's own: no such path (404), method (405), ...
+        if exc.status < 400:
+            raise
+        detail = exc.text if exc.text and exc.text != exc.reason else f"{request.method} {request.path}: {exc.reason.lower()}"
+        return problem(exc.status, detail, request.path)
+    except Exception:
+        log.exception("management API: %s %s failed", request.method, request.path)
+        return problem(500, "the hub failed to answer this request (its log has the details)", request.path)
+
+
+def api_app(view: HubView) -> web.Application:
+    """The API's aiohttp application, to mount at ``/api/v1`` on the ops server."""
+    app = web.Application(middlewares=[_problems], client_max_size=MAX_CONFIG_BYTES)
+    document = openapi_document()
+
+    async def get_openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    async def get_topology(_: web.Request) -> web.Response:
+        return _answer(await view.topology())
+
+    async def get_subscribers(_: web.Request) -> web.Response:
+        return web.json_response(REDACTOR.redact_tree([s.model_dump(mode="json") for s in (await view.topology()).subscribers]))
+
+    async def get_subscriber(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        found = await view.subscriber(name)
+        if found is None:
+            known = ", ".join(s.name for s in (await view.topology()).subscribers) or "none"
+            raise ApiError(404, f"no subscriber named {name!r} (subscribers: {known})")
+        return _answer(found)
+
+    async def post_validate(request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, f"the config is not UTF-8 text: {exc}") from exc
+        if request.content_type == "application/json":
+            try:
+                text = json.dumps(json.loads(text))  # JSON is YAML: validated as the same document
+            except ValueError as exc:
+                raise ApiError(400, f"invalid JSON: {exc}") from exc
+        if not text.strip():
+            raise ApiError(400, "send the config (YAML or JSON) as the request body")
+        return _answer(view.validate(text))
+
+    app.router.add_get("/openapi.json", get_openapi)
+    app.router.add_get("/topology", get_topology)
+    app.router.add_get("/subscribers", get_subscribers)
+    app.router.add_get("/subscribers/{name}", get_subscriber)
+    app.router.add_post("/config/validate", post_validate)
+    return app

@@ -1,0 +1,105 @@
+"""What the management API answers, as pydantic models: the OpenAPI document is generated from
+them (``ops.api.openapi``), never written by hand, and every answer is one of them."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigIssueOut",
+    "InboundNode",
+    "LedgerBalance",
+    "Problem",
+    "RouteNode",
+    "SubscriberDetail",
+    "SubscriberNode",
+    "Topology",
+    "ValidationReport",
+]
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(_Out):
+    """RFC 9457 problem details: the one error shape of the API."""
+
+    type: str = Field(default="about:blank", description="A URI naming the kind of problem.")
+    title: str = Field(description="The HTTP status's phrase.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="What went wrong with this request, and what to do about it.")
+    instance: str | None = Field(default=None, description="The request path.")
+
+
+class InboundNode(_Out):
+    name: str
+    type: str = Field(description="The adapter type.")
+    state: Literal["running", "starting", "unhealthy"] = Field(description="starting: its system could not be reached yet.")
+    detail: str = Field(default="", description="Why it is not running, secrets masked.")
+    schema_: str | None = Field(default=None, alias="schema", description="The canonical schema it emits.")
+    topic: str | None = Field(default=None, description="The canonical topic it publishes to.")
+    progress: dict[str, int | str] = Field(default_factory=dict, description="What it has done since it started.")
+
+
+class RouteNode(_Out):
+    name: str
+    from_: str = Field(alias="from", description="The canonical schema it reads.")
+    topic: str = Field(description="The canonical topic it consumes.")
+    to: list[str] = Field(description="The subscribers it sends to.")
+    output_schema: str = Field(description="The schema of what it sends.")
+    matched: int = Field(description="Events whose condition held, since this process started.")
+    emitted: int
+    dropped: int
+    failed: int = Field(description="Events dead-lettered by this route (bus dlq list --subscriber _router).")
+
+
+class LedgerBalance(_Out):
+    entered: int = Field(description="Events that entered the delivery topic (owned partitions).")
+    delivered: int
+    dead_lettered: int
+    in_flight: int = Field(description="Entered, not yet settled (waiting, being retried, or not yet fetched).")
+
+
+class SubscriberNode(_Out):
+    name: str
+    type: str = Field(description="The outbound adapter type.")
+    state: Literal["healthy", "retrying", "circuit_open", "starting", "unhealthy", "not_running_here"] = Field(
+        description="Delivery state; not_running_here: this process does not run the outbound role."
+    )
+    since: str | None = Field(default=None, description="When it entered this state (RFC 3339).")
+    failing_events: int = 0
+    held_keys: int = Field(default=0, description="Keys whose events wait in memory behind an earlier one.")
+    buffered: int = Field(default=0, description="Events fetched and not yet settled.")
+    last_error: str = Field(default="", description="The last failure, secrets masked.")
+    topic: str = Field(description="Its delivery topic.")
+    routes: list[str] = Field(description="The routes that send to it.")
+
+
+class SubscriberDetail(SubscriberNode):
+    ledger: LedgerBalance | None = Field(default=None, description="Its ledger balance (null where the outbound role does not run).")
+    progress: dict[str, int | str] = Field(default_factory=dict, description="What its adapter has done since it started.")
+
+
+class Topology(_Out):
+    """Inbound adapters -> canonical topics -> routes -> delivery topics -> subscribers."""
+
+    role: str = Field(description="The role this process runs: all, inbound, router or outbound.")
+    inbound: list[InboundNode]
+    routes: list[RouteNode]
+    subscribers: list[SubscriberNode]
+
+
+class ConfigIssueOut(_Out):
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+
+class ValidationReport(_Out):
+    valid: bool
+    errors: list[ConfigIssueOut]
+    warnings: list[ConfigIssueOut]

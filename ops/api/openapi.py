@@ -1,0 +1,98 @@
+"""The management API's OpenAPI 3.1 document, generated from its pydantic models."""
+
+from __future__ import annotations
+
+__all__ = ["openapi_document"]
+
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import models_json_schema
+
+from ops.api.models import Problem, SubscriberDetail, SubscriberNode, Topology, ValidationReport
+
+_REF = "#/components/schemas/{model}"
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_ERRORS = {
+    "401": {"description": "No token, or an unknown one.", "content": _PROBLEM},
+    "403": {"description": "The token may not do this.", "content": _PROBLEM},
+    "500": {"description": "The hub failed to answer.", "content": _PROBLEM},
+}
+
+
+def _ok(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"200": {"description": description, "content": {"application/json": {"schema": schema}}}, **_ERRORS}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def openapi_document() -> dict[str, Any]:
+    models: list[type[BaseModel]] = [Problem, Topology, SubscriberNode, SubscriberDetail, ValidationReport]
+    _, schemas = models_json_schema([(m, "serialization") for m in models], ref_template=_REF, by_alias=True)
+    components = dict(schemas.get("$defs", {}))
+    subscribers = TypeAdapter(list[SubscriberNode]).json_schema(ref_template=_REF, mode="serialization", by_alias=True)
+    not_found = {"404": {"description": "No such subscriber.", "content": _PROBLEM}}
+    bad_body = {"400": {"description": "The body is not a config.", "content": _PROBLEM}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Integration hub management API",
+            "version": "1",
+            "description": "See and steer a running hub. Every call needs `Authorization: Bearer <token>` (ops.tokens); "
+            "errors are RFC 9457 problem details.",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/topology": {
+                "get": {
+                    "operationId": "getTopology",
+                    "summary": "Inbound adapters, routes and subscribers, with each one's live state.",
+                    "responses": _ok(_ref(Topology), "The topology."),
+                }
+            },
+            "/subscribers": {
+                "get": {
+                    "operationId": "listSubscribers",
+                    "summary": "Every subscriber's delivery state.",
+                    "responses": _ok(subscribers, "The subscribers."),
+                }
+            },
+            "/subscribers/{name}": {
+                "get": {
+                    "operationId": "getSubscriber",
+                    "summary": "One subscriber in detail, with its ledger balance.",
+                    "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {**_ok(_ref(SubscriberDetail), "The subscriber."), **not_found},
+                }
+            },
+            "/config/validate": {
+                "post": {
+                    "operationId": "validateConfig",
+                    "summary": "The checks of `bus validate` for the config in the body. Changes nothing.",
+                    "description": "YAML as text/plain (application/yaml is read the same way), or the same document as JSON.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "text/plain": {"schema": {"type": "string", "pattern": "\\S"}},  # not only white space
+                            "application/json": {"schema": {"type": "object"}},
+                        },
+                    },
+                    "responses": {**_ok(_ref(ValidationReport), "The report: valid, or every error at once."), **bad_body},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApi",
+                    "summary": "This document.",
+                    "responses": _ok({"type": "object"}, "The OpenAPI document."),
+                }
+            },
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
