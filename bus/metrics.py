@@ -66,6 +66,6 @@ COMPONENT_UP = Gauge("bus_component_up", "1 while a supervised component runs, 0
 SUBSCRIBER_STATE = Gauge(
     "bus_subscriber_state",
     "A subscriber's delivery state: 1 for the current one of healthy, retrying (events failing and being retried), "
-    "circuit_open (no calls made; events wait in Kafka).",
+    "circuit_open (no calls made; events wait in Kafka), paused (by an operator; events wait in Kafka).",
     ["subscriber", "state"],
 )

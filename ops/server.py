@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from bus.logs import REDACTOR
 from bus.runtime.web import listen
 from ops.api.app import PREFIX as API_PREFIX
-from ops.api.app import problem
+from ops.api.app import TOKEN_NAME, problem
 
 log = logging.getLogger("ops.server")
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
@@ -133,6 +133,7 @@ class OpsServer:
         if token is None:
             why = "send a token from ops.tokens (Authorization: Bearer <token>)" if not offered else "the token is not one of ops.tokens"
             return problem(401, why, request.path, **_CHALLENGE)
+        request[TOKEN_NAME] = token.name  # who, for the audit record of a write
         reads = request.method in ("GET", "HEAD", "OPTIONS") or request.path == f"{API_PREFIX}/config/validate"
         if reads:
             return await handler(request)

@@ -36,6 +36,7 @@ from bus.kafka.topics import TopicNames
 from bus.logs import REDACTOR, secrets_in
 from bus.metrics import BUILD
 from bus.runtime.checkpoints import KafkaCheckpoints
+from bus.runtime.control import ControlWatcher
 from bus.runtime.delivery import DeliveryWorker
 from bus.runtime.publisher import KafkaSink
 from bus.runtime.supervisor import Supervisor
@@ -93,6 +94,8 @@ class Hub:
         self.starting = self._starts.why  # "inbound NAME" -> why it has not started yet
         self._lookup: RegistryClient | None = None  # fetches writer schemas of ids first seen in a value
         self.workers: list[DeliveryWorker] = []
+        self.paused: dict[str, str] = {}  # subscriber -> who paused it (the control topic's word)
+        self._control: ControlWatcher | None = None
         self.router: RouterWorker | RouterService | None = None
         self._schemas_ready = False
         self._started = False
@@ -146,6 +149,11 @@ class Hub:
                 await self._starts.start(adapter, f"outbound {config.name}")
                 self.outbound.append(adapter)
                 self.workers.append(await self._start_worker(adapter))
+            self._control = ControlWatcher(kafka, self.bootstrap, self.topics.control, self._on_control)
+            await self._control.start()  # what operators asked (paused subscribers) holds here too
+            self.supervisor.watch("control", None)
+            if self._control.task is not None:
+                self.supervisor.adopt("control", self._control.task)
         if self._runs("router"):
             producer = self._producer
             tables = self._router_tables = TableStore(self.config.tables, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics)
@@ -173,11 +181,31 @@ class Hub:
             tracing=self.tracing,
         )
         await worker.start()
+        if (asked := self.paused.get(worker.name)) is not None:
+            worker.pause(asked)  # a restarted worker of a paused subscriber stays paused
         component = f"deliver:{adapter.config.name}"
         self.supervisor.watch(component, functools.partial(self._restart_worker, worker))
         if worker.task is not None:
             self.supervisor.adopt(component, worker.task)
         return worker
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        return self._producer
+
+    def _on_control(self, key: str, value: dict[str, Any] | None) -> None:
+        """A control record (bus.runtime.control): pause or resume a subscriber of this process."""
+        name = key.removeprefix("pause/")
+        if not key.startswith("pause/"):
+            return
+        by = str(value.get("by") or "someone") if value and value.get("paused") else None
+        if by is None:
+            self.paused.pop(name, None)
+        else:
+            self.paused[name] = by
+        for worker in self.workers:
+            if worker.name == name:
+                worker.pause(by) if by is not None else worker.resume()
 
     async def _restart_worker(self, old: DeliveryWorker) -> None:
         """A delivery loop died: a new worker for the same adapter (it resumes from the committed offsets)."""
@@ -319,6 +347,8 @@ class Hub:
             steps.append(("webhook server", self.web.stop))
         if self.router is not None:
             steps.append(("router", self.router.stop))
+        if self._control is not None:
+            steps.append(("control watcher", self._control.stop))
         steps += [(f"delivery worker {w.name}", w.stop) for w in self.workers]
         steps += [(f"outbound {a.config.name}", a.stop) for a in self.outbound]
         if self._producer is not None:
@@ -336,7 +366,7 @@ class Hub:
                 await step()
             except Exception:
                 log.exception("stopping %s failed; going on with the rest", what)
-        self.web = self.router = self._producer = self._lookup = self._registry = self.broker = None
+        self.web = self.router = self._producer = self._lookup = self._registry = self.broker = self._control = None
         self.inbound, self.outbound, self.workers = [], [], []
         self.tracing = NO_TRACING
         self._started = False

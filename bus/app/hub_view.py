@@ -17,11 +17,13 @@ from bus.adapter_api import AdapterRegistry
 from bus.config.loader import LoadedConfig, load_config
 from bus.errors import ConfigError, ConfigIssue
 from bus.kafka.topics import TopicNames
+from bus.runtime.control import write_control
 from bus.runtime.delivery import DeliveryWorker
 from ops.api.models import (
     ConfigIssueOut,
     InboundNode,
     LedgerBalance,
+    PauseState,
     RouteNode,
     SubscriberDetail,
     SubscriberNode,
@@ -50,6 +52,10 @@ class HubParts(Protocol):
     def router(self) -> Any: ...
     @property
     def starting(self) -> Mapping[str, str]: ...
+    @property
+    def producer(self) -> Any: ...
+    @property
+    def paused(self) -> Mapping[str, str]: ...
 
 
 def _issue(issue: ConfigIssue) -> ConfigIssueOut:
@@ -138,6 +144,7 @@ class HubView:
             held_keys=status.get("held_keys", 0),
             buffered=status.get("buffered", 0),
             last_error=status.get("last_error") or "",
+            paused_by=status.get("paused_by"),
             ledger=LedgerBalance(**worker.balance()),
             progress=progress,
         )
@@ -150,6 +157,17 @@ class HubView:
             routes=self._routes(),
             subscribers=[SubscriberNode(**s.model_dump(exclude={"ledger", "progress"})) for s in subscribers],
         )
+
+    async def set_paused(self, name: str, paused: bool, by: str) -> PauseState | None:
+        """Ask every replica to pause (or resume) subscriber ``name``: a control record, obeyed
+        within a fetch by each process that delivers to it (``bus.runtime.control``)."""
+        if not any(c.name == name for c in self._hub.loaded.outbound):
+            return None
+        producer = self._hub.producer
+        if producer is None:
+            raise RuntimeError("the hub has no producer yet: try again once it is ready")
+        await write_control(producer, self._hub.topics.control, f"pause/{name}", {"paused": paused, "by": by})
+        return PauseState(subscriber=name, paused=paused, by=by)
 
     async def subscriber(self, name: str) -> SubscriberDetail | None:
         config = next((c for c in self._hub.loaded.outbound if c.name == name), None)

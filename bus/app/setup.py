@@ -60,6 +60,7 @@ def topic_specs(loaded: LoadedConfig, topics: TopicNames) -> list[TopicSpec]:
     n, rf = hub.kafka.partitions, hub.kafka.replication_factor
     specs = [TopicSpec(topics.schemas, 1, rf, {"cleanup.policy": "compact"})]
     specs.append(TopicSpec(topics.checkpoints, 1, rf, {"cleanup.policy": "compact"}))
+    specs.append(TopicSpec(topics.control, 1, rf, {"cleanup.policy": "compact"}))
     specs += [TopicSpec(topics.canonical(s), n, rf) for s in used_schemas(loaded)]
     for config in loaded.outbound:
         # The ledger follows its delivery topic's partitions: an entry describes offsets of the same partition.

@@ -64,6 +64,12 @@ class TopicNames:
     def schemas(self) -> str:
         return f"{self.prefix}._schemas"
 
+    @property
+    def control(self) -> str:
+        """What operators asked of the running hub (a subscriber paused...), keyed by what it is
+        about (compacted): every replica reads it, so a restarted or scaled pod obeys it too."""
+        return f"{self.prefix}._control"
+
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:

@@ -95,6 +95,8 @@ class EventDelivery:
         first_attempt = time.monotonic()
         attempt = 0
         while True:
+            if not self.gate.flowing.is_set() and not await self.gate.until_flowing(closing):
+                raise Stopping  # paused, then given up (stop, rebalance): not settled, redelivered
             delay = self.gate.rate_delay()
             if delay > 0:
                 await wait_unless(delay, closing)

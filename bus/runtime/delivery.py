@@ -168,6 +168,18 @@ class DeliveryWorker:
         """The fetch loop; the hub's supervisor watches it and restarts the worker if it dies."""
         return self._task
 
+    def pause(self, by: str) -> None:
+        """Stop delivering (an operator's request): no new call starts, nothing new is fetched;
+        calls in progress finish. Events wait in Kafka until ``resume``."""
+        self.gate.flowing.clear()
+        self._consumer.pause(*self._consumer.assignment())
+        self.health.pause(by)
+
+    def resume(self) -> None:
+        self.gate.flowing.set()
+        self._consumer.resume(*self._consumer.assignment())
+        self.health.pause(None)
+
     def balance(self) -> dict[str, int]:
         """The ledger balance of the partitions this worker owns (``bus reconcile`` has the whole story)."""
         return self._books.balance([part.book for part in list(self._partitions.values())])
@@ -203,6 +215,8 @@ class DeliveryWorker:
             return
         for partition, book in (await self._books.restore(mine)).items():
             self._partitions[partition] = _Partition(book)
+        if not self.gate.flowing.is_set():  # paused: what is assigned meanwhile waits too
+            self._consumer.pause(*(TopicPartition(self._topic, p) for p in mine))
         self._update_ledger_gauges()
         log.info("delivery worker %s owns partitions %s of %s", self.name, mine, self._topic)
 

@@ -1,5 +1,6 @@
-"""What stands between a delivery worker and its target: call slots (``delivery.concurrency``),
-the rate limit and the circuit breaker, each with its metrics and the subscriber's state."""
+"""What stands between a delivery worker and its target: an operator's pause, call slots
+(``delivery.concurrency``), the rate limit and the circuit breaker, each with its metrics and
+the subscriber's state."""
 
 from __future__ import annotations
 
@@ -29,9 +30,19 @@ class TargetGate:
             else None
         )
         self._health = health
+        self.flowing = asyncio.Event()  # cleared while an operator has the subscriber paused
+        self.flowing.set()
         self._circuit_state = CIRCUIT_STATE.labels(name)
         self._circuit_opened = CIRCUIT_OPENED.labels(name)
         self._rate_wait = RATE_LIMIT_WAIT.labels(name)
+
+    async def until_flowing(self, closing: asyncio.Event) -> bool:
+        """While paused: wait until resumed (True) or until ``closing`` is set (False)."""
+        resumed, closed = asyncio.ensure_future(self.flowing.wait()), asyncio.ensure_future(closing.wait())
+        done, pending = await asyncio.wait((resumed, closed), return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return resumed in done
 
     def rate_delay(self) -> float:
         """Seconds to wait before the next call for the rate limit (a token is taken)."""

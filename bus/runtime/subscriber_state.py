@@ -17,7 +17,7 @@ from typing import Any
 from bus.metrics import SUBSCRIBER_STATE
 
 log = logging.getLogger("bus.runtime.delivery")
-STATES = ("healthy", "retrying", "circuit_open")
+STATES = ("healthy", "retrying", "circuit_open", "paused")
 
 
 class SubscriberState:
@@ -28,6 +28,7 @@ class SubscriberState:
         self.last_error = ""
         self._failing: set[tuple[int, int]] = set()  # (partition, offset) of events whose last attempt failed
         self._circuit_open = False
+        self.paused_by = ""  # who paused it (a token's name), while paused
         self._gauges = {state: SUBSCRIBER_STATE.labels(subscriber, state) for state in STATES}
         self._gauges["healthy"].set(1)
 
@@ -51,8 +52,14 @@ class SubscriberState:
             self._circuit_open = is_open
             self._update()
 
+    def pause(self, by: str | None) -> None:
+        """Paused by an operator (``by``: who), or resumed (None)."""
+        if (by or "") != self.paused_by:
+            self.paused_by = by or ""
+            self._update()
+
     def _update(self) -> None:
-        state = "circuit_open" if self._circuit_open else "retrying" if self._failing else "healthy"
+        state = "paused" if self.paused_by else "circuit_open" if self._circuit_open else "retrying" if self._failing else "healthy"
         if state == self.state:
             return
         before, self.state, self.since = self.state, state, time.time()
@@ -60,6 +67,8 @@ class SubscriberState:
             gauge.set(1 if name == state else 0)
         if state == "healthy":
             log.warning("subscriber %s: healthy again (was %s)", self.subscriber, before)
+        elif state == "paused":
+            log.warning("subscriber %s: paused by %s (was %s); its events wait in Kafka", self.subscriber, self.paused_by, before)
         else:
             log.warning(
                 "subscriber %s: %s (was %s); %d event(s) failing; last error: %s",
@@ -76,4 +85,5 @@ class SubscriberState:
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),
             "failing_events": len(self._failing),
             "last_error": self.last_error,
+            **({"paused_by": self.paused_by} if self.paused_by else {}),
         }

@@ -13,7 +13,7 @@ Access: every call needs a token from ``ops.tokens`` (``Authorization: Bearer <t
 
 from __future__ import annotations
 
-__all__ = ["HubView", "api_app"]
+__all__ = ["PREFIX", "TOKEN_NAME", "HubView", "api_app", "problem"]
 
 import json
 import logging
@@ -25,11 +25,12 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from bus.logs import REDACTOR
-from ops.api.models import Problem, SubscriberDetail, Topology, ValidationReport
+from ops.api.models import PauseState, Problem, SubscriberDetail, Topology, ValidationReport
 from ops.api.openapi import openapi_document
 
 log = logging.getLogger("ops.api")
 PREFIX = "/api/v1"
+TOKEN_NAME = web.RequestKey("token_name", str)  # who made the request (set by the ops server's guard)
 MAX_CONFIG_BYTES = 1_000_000
 
 
@@ -41,6 +42,8 @@ class HubView(Protocol):
     async def subscriber(self, name: str) -> SubscriberDetail | None: ...
 
     def validate(self, text: str) -> ValidationReport: ...
+
+    async def set_paused(self, name: str, paused: bool, by: str) -> PauseState | None: ...
 
 
 class ApiError(Exception):
@@ -119,5 +122,16 @@ def api_app(view: HubView) -> web.Application:
     app.router.add_get("/topology", get_topology)
     app.router.add_get("/subscribers", get_subscribers)
     app.router.add_get("/subscribers/{name}", get_subscriber)
+
+    async def post_pause(request: web.Request) -> web.Response:
+        name, paused = request.match_info["name"], request.match_info["action"] == "pause"
+        state = await view.set_paused(name, paused, by=request.get(TOKEN_NAME, "unknown"))
+        if state is None:
+            known = ", ".join(s.name for s in (await view.topology()).subscribers) or "none"
+            raise ApiError(404, f"no subscriber named {name!r} (subscribers: {known})")
+        log.warning("audit: %s %s subscriber %s", state.by, "paused" if paused else "resumed", name)
+        return web.json_response(state.model_dump(mode="json"), status=202)
+
     app.router.add_post("/config/validate", post_validate)
+    app.router.add_post(r"/subscribers/{name}/{action:pause|resume}", post_pause)
     return app

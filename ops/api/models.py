@@ -7,6 +7,7 @@ __all__ = [
     "ConfigIssueOut",
     "InboundNode",
     "LedgerBalance",
+    "PauseState",
     "Problem",
     "RouteNode",
     "SubscriberDetail",
@@ -66,9 +67,11 @@ class LedgerBalance(_Out):
 class SubscriberNode(_Out):
     name: str
     type: str = Field(description="The outbound adapter type.")
-    state: Literal["healthy", "retrying", "circuit_open", "starting", "unhealthy", "not_running_here"] = Field(
-        description="Delivery state; not_running_here: this process does not run the outbound role."
+    state: Literal["healthy", "retrying", "circuit_open", "paused", "starting", "unhealthy", "not_running_here"] = Field(
+        description="Delivery state; paused: by an operator (events wait in Kafka); not_running_here: this process does not run "
+        "the outbound role."
     )
+    paused_by: str | None = Field(default=None, description="Who paused it (a token's name), while paused.")
     since: str | None = Field(default=None, description="When it entered this state (RFC 3339).")
     failing_events: int = 0
     held_keys: int = Field(default=0, description="Keys whose events wait in memory behind an earlier one.")
@@ -81,6 +84,14 @@ class SubscriberNode(_Out):
 class SubscriberDetail(SubscriberNode):
     ledger: LedgerBalance | None = Field(default=None, description="Its ledger balance (null where the outbound role does not run).")
     progress: dict[str, int | str] = Field(default_factory=dict, description="What its adapter has done since it started.")
+
+
+class PauseState(_Out):
+    """What was asked: every replica delivering to the subscriber obeys within seconds."""
+
+    subscriber: str
+    paused: bool
+    by: str = Field(description="The token's name: who asked.")
 
 
 class Topology(_Out):

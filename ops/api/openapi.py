@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from ops.api.models import Problem, SubscriberDetail, SubscriberNode, Topology, ValidationReport
+from ops.api.models import PauseState, Problem, SubscriberDetail, SubscriberNode, Topology, ValidationReport
 
 _REF = "#/components/schemas/{model}"
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -28,8 +28,23 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": _REF.format(model=model.__name__)}
 
 
+def _pause(action: str, summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": f"{action}Subscriber",
+            "summary": summary + " Needs a write token; the token's name is recorded as who asked.",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "202": {"description": "Asked.", "content": {"application/json": {"schema": _ref(PauseState)}}},
+                "404": {"description": "No such subscriber.", "content": _PROBLEM},
+                **_ERRORS,
+            },
+        }
+    }
+
+
 def openapi_document() -> dict[str, Any]:
-    models: list[type[BaseModel]] = [Problem, Topology, SubscriberNode, SubscriberDetail, ValidationReport]
+    models: list[type[BaseModel]] = [Problem, Topology, SubscriberNode, SubscriberDetail, ValidationReport, PauseState]
     _, schemas = models_json_schema([(m, "serialization") for m in models], ref_template=_REF, by_alias=True)
     components = dict(schemas.get("$defs", {}))
     subscribers = TypeAdapter(list[SubscriberNode]).json_schema(ref_template=_REF, mode="serialization", by_alias=True)
@@ -68,6 +83,8 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {**_ok(_ref(SubscriberDetail), "The subscriber."), **not_found},
                 }
             },
+            "/subscribers/{name}/pause": _pause("pause", "Stop delivering to it, in every replica within seconds: events wait in Kafka."),
+            "/subscribers/{name}/resume": _pause("resume", "Deliver to it again, in every replica within seconds."),
             "/config/validate": {
                 "post": {
                     "operationId": "validateConfig",

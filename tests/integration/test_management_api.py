@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate as validate_openapi
 
+from bus.app.cli import main
 from tests.faults.test_delivery_faults import hub_config, post_all
 from tests.support.hub import build_hub, write_config
 from tests.support.target import Target
@@ -118,3 +119,51 @@ def fuzz(document: dict[str, Any], base: str) -> None:
             case.call_and_validate(base_url=base, headers={"Authorization": f"Bearer {READ}"})
 
         call()
+
+
+async def test_a_pause_stops_both_outbound_replicas_within_seconds_and_a_resume_loses_nothing(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = await Target().start()
+    path = write_config(tmp_path / "bus.yaml", config(bootstrap, target, target))
+    try:
+        async with (
+            build_hub(path, role="inbound") as edge,
+            build_hub(path, role="router"),
+            build_hub(path, role="outbound") as first,
+            build_hub(path, role="outbound") as second,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.ops.port}/api/v1") as api,
+        ):
+            await post_all(edge, [{"id": f"a{i}", "key": f"k{i}", "seq": i} for i in range(30)])
+            await target.wait_for(lambda: len([c for c in target.accepted if c.path == "/erp"]) == 30, timeout=60)
+
+            viewer, admin = {"Authorization": f"Bearer {READ}"}, {"Authorization": f"Bearer {WRITE}"}
+            refused = await api.post("/subscribers/erp/pause", headers=viewer)
+            assert refused.status_code == 403 and refused.json()["detail"] == "token 'viewer' may only read"
+            assert (await api.post("/subscribers/nope/pause", headers=admin)).status_code == 404
+            asked = await api.post("/subscribers/erp/pause", headers=admin)
+            assert asked.status_code == 202 and asked.json() == {"subscriber": "erp", "paused": True, "by": "admin"}
+
+            started = asyncio.get_running_loop().time()
+            while not all(w.health.state == "paused" for hub in (first, second) for w in hub.workers if w.name == "erp"):
+                assert asyncio.get_running_loop().time() - started < 5, "both replicas pause within 5 s"
+                await asyncio.sleep(0.05)
+            print(f"both replicas paused {asyncio.get_running_loop().time() - started:.2f}s after the request")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{first.ops.port}/api/v1", headers=viewer) as replica:
+                shown = (await replica.get("/subscribers/erp")).json()
+                assert (shown["state"], shown["paused_by"]) == ("paused", "admin")
+
+            await post_all(edge, [{"id": f"b{i}", "key": f"k{i}", "seq": i} for i in range(30)])
+            await target.wait_for(lambda: len([c for c in target.accepted if c.path == "/crm"]) == 60, timeout=60)
+            assert len([c for c in target.accepted if c.path == "/erp"]) == 30  # crm flows on; erp's events wait in Kafka
+
+            assert (await api.post("/subscribers/erp/resume", headers=admin)).status_code == 202
+            await target.wait_for(lambda: len([c for c in target.accepted if c.path == "/erp"]) >= 60, timeout=60)
+            erp = [c.headers["Idempotency-Key"] for c in target.accepted if c.path == "/erp"]
+            assert sorted(erp) == sorted([f"a{i}" for i in range(30)] + [f"b{i}" for i in range(30)])  # each once
+    finally:
+        await target.stop()
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["reconcile", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "erp"])
+    out = capsys.readouterr().out
+    assert code == 0 and "entered 60   delivered 60" in out, out
