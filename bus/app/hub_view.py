@@ -10,20 +10,28 @@ __all__ = ["HubParts", "HubView"]
 
 import tempfile
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bus.adapter_api import AdapterRegistry
 from bus.config.loader import LoadedConfig, load_config
+from bus.deadletters import DeadLetters, Filter
 from bus.errors import ConfigError, ConfigIssue
 from bus.kafka.topics import TopicNames
+from bus.ledger import Reconciler
 from bus.runtime.control import write_control
 from bus.runtime.delivery import DeliveryWorker
 from ops.api.models import (
     ConfigIssueOut,
+    DeadLetterAction,
+    DeadLetterDone,
+    DeadLetterPage,
+    DeadLetterSummary,
     InboundNode,
     LedgerBalance,
     PauseState,
+    ReconcileBalance,
     RouteNode,
     SubscriberDetail,
     SubscriberNode,
@@ -56,6 +64,8 @@ class HubParts(Protocol):
     def producer(self) -> Any: ...
     @property
     def paused(self) -> Mapping[str, str]: ...
+    @property
+    def bootstrap(self) -> str: ...
 
 
 def _issue(issue: ConfigIssue) -> ConfigIssueOut:
@@ -172,6 +182,61 @@ class HubView:
     async def subscriber(self, name: str) -> SubscriberDetail | None:
         config = next((c for c in self._hub.loaded.outbound if c.name == name), None)
         return None if config is None else await self._subscriber(config)
+
+    def _dead_letter_names(self) -> list[str]:
+        loaded = self._hub.loaded
+        return [*(c.name for c in loaded.outbound), "_router", *(f"_in.{c.name}" for c in loaded.inbound)]
+
+    async def dead_letters(self, where: DeadLetterAction, *, offset: int, limit: int) -> DeadLetterPage:
+        """Dead letters matching ``where`` (open ones, or all with ``where.all``), a page of them."""
+        letters = await self._find(where, include_handled=where.all)
+        page = [DeadLetterSummary(**letter.summary()) for letter in letters[offset : offset + limit]]
+        return DeadLetterPage(total=len(letters), offset=offset, limit=limit, items=page)
+
+    async def dead_letter_action(self, action: Literal["replay", "purge"], where: DeadLetterAction) -> DeadLetterDone:
+        """Replay or purge what ``where`` selects, as `bus dlq replay|purge` does."""
+        if not (where.subscriber or where.ids or where.since or where.until or where.error_class or where.all):
+            raise ValueError(f"say which dead letters to {action} (subscriber, ids, since, until, error_class), or all: true")
+        if action == "replay" and ((where.subscriber or "").startswith("_in.")):
+            raise ValueError("inbound dead letters hold the source's raw message: fix it at the source and send it again")
+        letters = [x for x in await self._find(where, include_handled=False) if action == "purge" or not x.subscriber.startswith("_in.")]
+        if where.dry_run:
+            return DeadLetterDone(action=action, matched=len(letters), done=0, dry_run=True)
+        store = self._store()
+        done = await (store.replay(letters) if action == "replay" else store.purge(letters))
+        return DeadLetterDone(action=action, matched=len(letters), done=done, dry_run=False)
+
+    def _store(self) -> DeadLetters:
+        kafka = self._hub.loaded.hub.kafka
+        return DeadLetters(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix))
+
+    async def _find(self, where: DeadLetterAction, *, include_handled: bool) -> list[Any]:
+        names = self._dead_letter_names()
+        if where.subscriber is not None and where.subscriber not in names:
+            raise LookupError(f"no dead letters are kept for {where.subscriber!r} (known: {', '.join(names)})")
+        rule = Filter(
+            since=datetime.fromisoformat(where.since) if where.since else None,
+            until=datetime.fromisoformat(where.until) if where.until else None,
+            error_class=where.error_class,
+            ids=set(where.ids),
+            include_handled=include_handled,
+        )
+        store = self._store()
+        found = [letter for name in ([where.subscriber] if where.subscriber else names) for letter in await store.find(name, rule)]
+        # Oldest first, in an order that does not change between calls: pages must not overlap.
+        return sorted(found, key=lambda x: (x.failed_at or "", x.subscriber, x.partition, x.offset))
+
+    async def reconcile(self, subscriber: str | None, window_s: int) -> list[ReconcileBalance]:
+        names = [c.name for c in self._hub.loaded.outbound]
+        if subscriber is not None and subscriber not in names:
+            raise LookupError(f"no subscriber named {subscriber!r} (subscribers: {', '.join(names) or 'none'})")
+        kafka = self._hub.loaded.hub.kafka
+        reconciler = Reconciler(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix))
+        found = []
+        for name in [subscriber] if subscriber else names:
+            balance = await reconciler.balance(name, window_s=window_s)
+            found.append(ReconcileBalance(**balance.as_json()))
+        return found
 
     def validate(self, text: str) -> ValidationReport:
         """``bus validate`` on ``text``: its schemas are the hub's own; ``${VAR}`` reads the hub's

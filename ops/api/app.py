@@ -17,15 +17,26 @@ __all__ = ["PREFIX", "TOKEN_NAME", "HubView", "api_app", "problem"]
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from http import HTTPStatus
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from bus.logs import REDACTOR
-from ops.api.models import PauseState, Problem, SubscriberDetail, Topology, ValidationReport
+from ops.api.models import (
+    DeadLetterAction,
+    DeadLetterDone,
+    DeadLetterPage,
+    PauseState,
+    Problem,
+    ReconcileBalance,
+    SubscriberDetail,
+    Topology,
+    ValidationReport,
+)
 from ops.api.openapi import openapi_document
 
 log = logging.getLogger("ops.api")
@@ -44,6 +55,12 @@ class HubView(Protocol):
     def validate(self, text: str) -> ValidationReport: ...
 
     async def set_paused(self, name: str, paused: bool, by: str) -> PauseState | None: ...
+
+    async def dead_letters(self, where: DeadLetterAction, *, offset: int, limit: int) -> DeadLetterPage: ...
+
+    async def dead_letter_action(self, action: Literal["replay", "purge"], where: DeadLetterAction) -> DeadLetterDone: ...
+
+    async def reconcile(self, subscriber: str | None, window_s: int) -> list[ReconcileBalance]: ...
 
 
 class ApiError(Exception):
@@ -132,6 +149,76 @@ def api_app(view: HubView) -> web.Application:
         log.warning("audit: %s %s subscriber %s", state.by, "paused" if paused else "resumed", name)
         return web.json_response(state.model_dump(mode="json"), status=202)
 
+    def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+        raw = request.query.get(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise ApiError(400, f"{name} must be a whole number from {low} to {high}, not {raw!r}")
+        return int(raw)
+
+    def filters(query: Mapping[str, str], body: Mapping[str, Any] | None = None) -> DeadLetterAction:
+        given: dict[str, Any] = dict(body or {})
+        for name in ("subscriber", "since", "until", "error_class"):
+            if name in query:
+                given[name] = query[name]
+        if "id" in query:
+            given["ids"] = [query["id"]]
+        if query.get("all") in ("true", "1"):
+            given["all"] = True
+        try:
+            where = DeadLetterAction.model_validate(given)
+            for moment in (where.since, where.until):
+                if moment is not None:
+                    datetime.fromisoformat(moment)
+        except (ValidationError, ValueError) as exc:
+            raise ApiError(400, f"bad filter: {exc}") from None
+        return where
+
+    async def get_dead_letters(request: web.Request) -> web.Response:
+        where = filters(request.query)
+        offset, limit = query_int(request, "offset", 0, 0, 10**9), query_int(request, "limit", 100, 1, 1000)
+        try:
+            return _answer(await view.dead_letters(where, offset=offset, limit=limit))
+        except LookupError as exc:
+            raise ApiError(404, str(exc)) from None
+
+    async def post_dead_letters(request: web.Request) -> web.Response:
+        action: Literal["replay", "purge"] = "replay" if request.match_info["action"] == "replay" else "purge"
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError as exc:
+            raise ApiError(400, f"invalid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "send a JSON object of filters (subscriber, ids, since, until, error_class, all, dry_run)")
+        where = filters({}, body)
+        try:
+            done = await view.dead_letter_action(action, where)
+        except LookupError as exc:
+            raise ApiError(404, str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        if not done.dry_run:
+            log.warning(
+                "audit: %s %sd %d dead letter(s) (%s)",
+                request.get(TOKEN_NAME, "unknown"),
+                action,
+                done.done,
+                where.model_dump_json(exclude_defaults=True),
+            )
+        return _answer(done)
+
+    async def get_reconcile(request: web.Request) -> web.Response:
+        window = query_int(request, "window_s", 900, 1, 31 * 86400)
+        try:
+            balances = await view.reconcile(request.query.get("subscriber"), window)
+        except LookupError as exc:
+            raise ApiError(404, str(exc)) from None
+        return web.json_response(REDACTOR.redact_tree([b.model_dump(mode="json") for b in balances]))
+
+    app.router.add_get("/dead-letters", get_dead_letters)
+    app.router.add_post(r"/dead-letters/{action:replay|purge}", post_dead_letters)
+    app.router.add_get("/reconcile", get_reconcile)
     app.router.add_post("/config/validate", post_validate)
     app.router.add_post(r"/subscribers/{name}/{action:pause|resume}", post_pause)
     return app

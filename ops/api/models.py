@@ -5,10 +5,15 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigIssueOut",
+    "DeadLetterAction",
+    "DeadLetterDone",
+    "DeadLetterPage",
+    "DeadLetterSummary",
     "InboundNode",
     "LedgerBalance",
     "PauseState",
     "Problem",
+    "ReconcileBalance",
     "RouteNode",
     "SubscriberDetail",
     "SubscriberNode",
@@ -114,3 +119,64 @@ class ValidationReport(_Out):
     valid: bool
     errors: list[ConfigIssueOut]
     warnings: list[ConfigIssueOut]
+
+
+class DeadLetterSummary(BaseModel):
+    """One dead letter, as `bus dlq list --json` shows it (plus whatever its headers say of where it came from)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    subscriber: str = Field(description="The outbound adapter, `_router`, or `_in.<inbound>`.")
+    position: str = Field(description="partition/offset on its dead-letter topic.")
+    event_id: str
+    type: str
+    key: str | None
+    failed_at: str
+    error_class: str
+    attempts: str
+    route: str
+    error: str = Field(description="Why, secrets masked.")
+    status: str = Field(description="new, replayed or purged.")
+
+
+class DeadLetterPage(_Out):
+    total: int = Field(description="Dead letters matching the filters.")
+    offset: int
+    limit: int
+    items: list[DeadLetterSummary]
+
+
+class DeadLetterAction(_Out):
+    """Which dead letters to replay or purge: every filter given must hold."""
+
+    subscriber: str | None = Field(default=None, description="One subscriber (default: every outbound, `_router`, `_in.*`).")
+    ids: list[str] = Field(default_factory=list, description="Event ids or partition/offset positions.")
+    since: str | None = Field(default=None, description="Failed at or after (RFC 3339).")
+    until: str | None = Field(default=None, description="Failed before (RFC 3339).")
+    error_class: str | None = None
+    all: bool = Field(
+        default=False, description="Match every dead letter when no other filter is given (a guard against replaying all by mistake)."
+    )
+    dry_run: bool = Field(default=False, description="Say how many would be affected; change nothing.")
+
+
+class DeadLetterDone(_Out):
+    action: Literal["replay", "purge"]
+    matched: int
+    done: int = Field(description="How many were replayed or purged (0 on a dry run).")
+    dry_run: bool
+
+
+class ReconcileBalance(BaseModel):
+    """A subscriber's ledger balance, as `bus reconcile --json` prints it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    subscriber: str
+    entered: int
+    delivered: int
+    dead_lettered: int
+    in_flight: int
+    unaccounted: list[str]
+    balanced: bool
+    ok: bool

@@ -9,7 +9,18 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from ops.api.models import PauseState, Problem, SubscriberDetail, SubscriberNode, Topology, ValidationReport
+from ops.api.models import (
+    DeadLetterAction,
+    DeadLetterDone,
+    DeadLetterPage,
+    PauseState,
+    Problem,
+    ReconcileBalance,
+    SubscriberDetail,
+    SubscriberNode,
+    Topology,
+    ValidationReport,
+)
 
 _REF = "#/components/schemas/{model}"
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -43,13 +54,44 @@ def _pause(action: str, summary: str) -> dict[str, Any]:
     }
 
 
+def _query(name: str, description: str, *, kind: str = "string", fmt: str | None = None, **bounds: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": kind, **bounds, **({"format": fmt} if fmt else {})}
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _dead_letters(action: str, summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": f"{action}DeadLetters",
+            "summary": summary + " Needs a write token; try `dry_run: true` first.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(DeadLetterAction)}}},
+            "responses": {
+                **_ok(_ref(DeadLetterDone), "How many matched, and how many were done."),
+                "400": {"description": "No filter given, or a bad one.", "content": _PROBLEM},
+                "404": {"description": "No such subscriber.", "content": _PROBLEM},
+            },
+        }
+    }
+
+
 def openapi_document() -> dict[str, Any]:
-    models: list[type[BaseModel]] = [Problem, Topology, SubscriberNode, SubscriberDetail, ValidationReport, PauseState]
+    models: list[type[BaseModel]] = [
+        Problem,
+        Topology,
+        SubscriberNode,
+        SubscriberDetail,
+        ValidationReport,
+        PauseState,
+        DeadLetterPage,
+        DeadLetterAction,
+        DeadLetterDone,
+        ReconcileBalance,
+    ]
     _, schemas = models_json_schema([(m, "serialization") for m in models], ref_template=_REF, by_alias=True)
     components = dict(schemas.get("$defs", {}))
     subscribers = TypeAdapter(list[SubscriberNode]).json_schema(ref_template=_REF, mode="serialization", by_alias=True)
     not_found = {"404": {"description": "No such subscriber.", "content": _PROBLEM}}
-    bad_body = {"400": {"description": "The body is not a config.", "content": _PROBLEM}}
+    bad_body = {"400": {"description": "A bad body or parameter, said why.", "content": _PROBLEM}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -85,6 +127,46 @@ def openapi_document() -> dict[str, Any]:
             },
             "/subscribers/{name}/pause": _pause("pause", "Stop delivering to it, in every replica within seconds: events wait in Kafka."),
             "/subscribers/{name}/resume": _pause("resume", "Deliver to it again, in every replica within seconds."),
+            "/dead-letters": {
+                "get": {
+                    "operationId": "listDeadLetters",
+                    "summary": "Dead letters, newest last, a page at a time (the filters of `bus dlq list`).",
+                    "parameters": [
+                        _query("subscriber", "One subscriber: an outbound adapter, `_router`, or `_in.<inbound>`."),
+                        _query("id", "An event id, or a partition/offset position."),
+                        _query("since", "Failed at or after (RFC 3339).", fmt="date-time"),
+                        _query("until", "Failed before (RFC 3339).", fmt="date-time"),
+                        _query("error_class", "PermanentError, RetryableError, ..."),
+                        _query("all", "true: replayed and purged ones too.", kind="boolean"),
+                        _query("offset", "Skip this many.", kind="integer", minimum=0, maximum=10**9),
+                        _query("limit", "At most this many (1 to 1000, default 100).", kind="integer", minimum=1, maximum=1000),
+                    ],
+                    "responses": {**_ok(_ref(DeadLetterPage), "A page of dead letters."), **bad_body, **not_found},
+                }
+            },
+            "/dead-letters/replay": _dead_letters("replay", "Send the selected dead letters back where they failed (as `bus dlq replay`)."),
+            "/dead-letters/purge": _dead_letters("purge", "Mark the selected dead letters purged (as `bus dlq purge`)."),
+            "/reconcile": {
+                "get": {
+                    "operationId": "reconcile",
+                    "summary": "Each subscriber's ledger balance, as `bus reconcile --json` prints it.",
+                    "parameters": [
+                        _query("subscriber", "One subscriber (default: all)."),
+                        _query(
+                            "window_s",
+                            "Window of the time breakdown, in seconds (default 900).",
+                            kind="integer",
+                            minimum=1,
+                            maximum=2678400,
+                        ),
+                    ],
+                    "responses": {
+                        **_ok({"type": "array", "items": _ref(ReconcileBalance)}, "One balance per subscriber."),
+                        **bad_body,
+                        **not_found,
+                    },
+                }
+            },
             "/config/validate": {
                 "post": {
                     "operationId": "validateConfig",

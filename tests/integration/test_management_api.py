@@ -8,6 +8,7 @@ answer that breaks the document's own schema."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def fuzz(document: dict[str, Any], base: str) -> None:
     assert {op.label for op in operations} >= {"GET /topology", "GET /subscribers/{name}", "POST /config/validate"}
     for operation in operations:
 
-        @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def call(case: schemathesis.Case) -> None:
             case.call_and_validate(base_url=base, headers={"Authorization": f"Bearer {READ}"})
@@ -167,3 +168,57 @@ async def test_a_pause_stops_both_outbound_replicas_within_seconds_and_a_resume_
     code = await asyncio.to_thread(main, ["reconcile", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "erp"])
     out = capsys.readouterr().out
     assert code == 0 and "entered 60   delivered 60" in out, out
+
+
+async def test_dead_letters_and_the_ledger_through_the_api_are_what_the_cli_says(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refusing = True
+    good = await Target().start()
+    bad = await Target(answer=lambda call: (500, {}) if refusing else (200, {})).start()
+    found = config(bootstrap, good, bad)
+    found["outbound"][1]["delivery"] = {"max_attempts": 2, "backoff_initial": "50ms"}
+    path = write_config(tmp_path / "bus.yaml", found)
+    viewer, admin = {"Authorization": f"Bearer {READ}"}, {"Authorization": f"Bearer {WRITE}"}
+    try:
+        async with build_hub(path) as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1") as api:
+            await post_all(hub, [{"id": f"e{i}", "key": f"k{i}", "seq": i} for i in range(3)])
+            deadline = asyncio.get_running_loop().time() + 60
+            while (page := (await api.get("/dead-letters", params={"subscriber": "crm"}, headers=viewer)).json())["total"] < 3:
+                assert asyncio.get_running_loop().time() < deadline, page
+                await asyncio.sleep(0.3)
+            assert sorted(item["event_id"] for item in page["items"]) == ["e0", "e1", "e2"]
+            assert all("500" in item["error"] and item["status"] == "new" for item in page["items"]), page["items"]
+            one = (await api.get("/dead-letters", params={"subscriber": "crm", "limit": 1, "offset": 1}, headers=viewer)).json()
+            assert (one["total"], len(one["items"]), one["items"][0]) == (3, 1, page["items"][1])
+
+            capsys.readouterr()
+            args = ["dlq", "list", "-c", str(path), "--bootstrap", hub.bootstrap, "--subscriber", "crm", "--json"]
+            assert await asyncio.to_thread(main, args) == 0
+            by_position = sorted(json.loads(capsys.readouterr().out), key=lambda row: str(row["position"]))
+            assert by_position == sorted(page["items"], key=lambda row: str(row["position"]))  # the API and `bus dlq` agree
+
+            assert (await api.post("/dead-letters/replay", json={"subscriber": "crm"}, headers=viewer)).status_code == 403
+            unfiltered = await api.post("/dead-letters/purge", json={}, headers=admin)
+            assert unfiltered.status_code == 400 and "say which dead letters to purge" in unfiltered.json()["detail"]
+            dry = (await api.post("/dead-letters/replay", json={"subscriber": "crm", "dry_run": True}, headers=admin)).json()
+            assert dry == {"action": "replay", "matched": 3, "done": 0, "dry_run": True}
+            refusing = False  # the target recovered
+            done = (await api.post("/dead-letters/replay", json={"subscriber": "crm"}, headers=admin)).json()
+            assert (done["matched"], done["done"]) == (3, 3)
+            await bad.wait_for(lambda: len(bad.accepted) == 3, timeout=60)
+            assert sorted(c.headers["Idempotency-Key"] for c in bad.accepted) == ["e0", "e1", "e2"]  # each arrived once
+            assert (await api.get("/dead-letters", params={"subscriber": "crm"}, headers=viewer)).json()["total"] == 0
+            handled = (await api.get("/dead-letters", params={"subscriber": "crm", "all": "true"}, headers=viewer)).json()
+            assert {item["status"] for item in handled["items"]} == {"replayed"}
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while not (balances := (await api.get("/reconcile", params={"subscriber": "crm"}, headers=viewer)).json())[0]["ok"]:
+                assert asyncio.get_running_loop().time() < deadline, balances
+                await asyncio.sleep(0.5)
+            [crm] = balances
+            assert (crm["subscriber"], crm["balanced"], crm["unaccounted"]) == ("crm", True, [])
+            assert (await api.get("/reconcile", params={"subscriber": "nope"}, headers=viewer)).status_code == 404
+    finally:
+        await good.stop()
+        await bad.stop()
