@@ -3,6 +3,7 @@
     bus run -c bus.yaml [--role all|inbound|router|outbound]   start the hub (SIGTERM stops it cleanly)
     bus validate -c bus.yaml                                    check a config; no I/O
     bus health -c bus.yaml [--ready]                            is the hub of this config alive (ready)? exit 0 or 1
+    bus status --hub URL [--watch S] [--json]                   a running hub's parts and their states (management API)
     bus adapters list                                           the adapter types installed
     bus adapters describe TYPE [--json-schema]                  one type's config fields (or JSON Schema)
     bus test -c bus.yaml tests.yaml                             route tests, no broker needed
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from bus.app import commands, kafka_commands
 from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME
+from bus.app.status import status
 from bus.errors import BusError, ConfigError
 from bus.logs import configure_logging
 
@@ -59,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--ready", action="store_true", help="ask /readyz (serving) instead of /healthz (alive)")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer (default 3)")
     health.set_defaults(func=commands.health)
+
+    shown = sub.add_parser("status", help="a running hub's topology and each part's state, through its management API")
+    shown.add_argument("--hub", required=True, help="the hub's ops address, e.g. http://127.0.0.1:9090")
+    shown.add_argument("--token-file", type=Path, help="a file holding the API token (default: $BUS_OPS_TOKEN)")
+    shown.add_argument("--watch", type=float, metavar="SECONDS", help="show it again every SECONDS, until Ctrl-C")
+    shown.add_argument("--json", action="store_true", help="the API's answer as it is")
+    shown.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
+    shown.set_defaults(func=status)
 
     adapters = sub.add_parser("adapters", help="adapter catalogue")
     adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)

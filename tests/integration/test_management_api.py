@@ -33,7 +33,9 @@ def config(bootstrap: str, good: Target, bad: Target) -> dict[str, Any]:
     return found
 
 
-async def test_the_api_shows_a_failing_subscriber_and_refuses_what_it_should(tmp_path: Path, bootstrap: str) -> None:
+async def test_the_api_shows_a_failing_subscriber_and_refuses_what_it_should(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     good, bad = await Target().start(), await Target(answer=lambda call: (500, {})).start()
     try:
         async with (
@@ -70,6 +72,22 @@ async def test_the_api_shows_a_failing_subscriber_and_refuses_what_it_should(tmp
                     "progress": {},
                 }
             ]
+
+            # `bus status` says the same, over the API: exit 1 while a subscriber is not healthy.
+            hub_url = f"http://127.0.0.1:{hub.ops.port}"
+            monkeypatch.delenv("BUS_OPS_TOKEN", raising=False)
+            capsys.readouterr()
+            assert await asyncio.to_thread(main, ["status", "--hub", hub_url]) == 2
+            assert "needs a token" in capsys.readouterr().err
+            monkeypatch.setenv("BUS_OPS_TOKEN", "wrong")
+            assert await asyncio.to_thread(main, ["status", "--hub", hub_url]) == 2
+            assert "401 the token is not one of ops.tokens" in capsys.readouterr().err
+            monkeypatch.setenv("BUS_OPS_TOKEN", READ)
+            assert await asyncio.to_thread(main, ["status", "--hub", hub_url]) == 1
+            table = capsys.readouterr().out
+            [crm_row] = [line for line in table.splitlines() if line.startswith("crm ")]
+            [erp_row] = [line for line in table.splitlines() if line.startswith("erp ")]
+            assert "retrying" in crm_row and "500" in crm_row and "healthy" in erp_row
 
             crm = (await api.get("/subscribers/crm", headers=reader)).json()
             assert crm["ledger"]["entered"] == 3 and crm["ledger"]["delivered"] == 0 and crm["ledger"]["in_flight"] == 3

@@ -1,0 +1,96 @@
+"""``bus status``: a running hub's topology and each part's state, through the management API.
+
+    bus status --hub http://127.0.0.1:9090            one table (token from $BUS_OPS_TOKEN)
+    bus status --hub URL --watch 5                     again every 5 s, until Ctrl-C
+    bus status --hub URL --json                        the API's answer as it is
+
+Exit code: 0 when every part is running or healthy, 1 when one is not (a paused subscriber
+counts as not), 2 when the hub cannot be asked (no answer, no token, a refused token).
+"""
+
+from __future__ import annotations
+
+__all__ = ["status"]
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME
+
+_FINE = {"running", "healthy", "not_running_here"}
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows])
+
+
+def render(topology: dict[str, Any]) -> str:
+    """The topology as three tables: inbound, routes, subscribers."""
+    inbound = [[n["name"], n["type"], n["state"], n.get("topic") or "", n.get("detail") or ""] for n in topology["inbound"]]
+    routes = [
+        [r["name"], r["from"], ", ".join(r["to"]), str(r["matched"]), str(r["emitted"]), str(r["dropped"]), str(r["failed"])]
+        for r in topology["routes"]
+    ]
+    subscribers = [
+        [
+            s["name"],
+            s["type"],
+            s["state"] + (f" (by {s['paused_by']})" if s.get("paused_by") else ""),
+            str(s["failing_events"]),
+            str(s["held_keys"]),
+            (s.get("last_error") or "")[:80],
+        ]
+        for s in topology["subscribers"]
+    ]
+    return "\n\n".join(
+        [
+            f"role: {topology['role']}",
+            _table(inbound, ["INBOUND", "TYPE", "STATE", "TOPIC", "DETAIL"]) if inbound else "no inbound adapters here",
+            _table(routes, ["ROUTE", "FROM", "TO", "MATCHED", "EMITTED", "DROPPED", "FAILED"]) if routes else "no routes",
+            _table(subscribers, ["SUBSCRIBER", "TYPE", "STATE", "FAILING", "HELD KEYS", "LAST ERROR"]) if subscribers else "no subscribers",
+        ]
+    )
+
+
+def healthy(topology: dict[str, Any]) -> bool:
+    return all(n["state"] in _FINE for n in [*topology["inbound"], *topology["subscribers"]])
+
+
+def status(args: argparse.Namespace) -> int:
+    token = os.environ.get("BUS_OPS_TOKEN", "")
+    if args.token_file is not None:
+        token = args.token_file.read_text().strip()
+    if not token:
+        print("bus: the management API needs a token: set BUS_OPS_TOKEN or pass --token-file (ops.tokens in the config)", file=sys.stderr)
+        return EXIT_CONFIG
+    url = f"{args.hub.rstrip('/')}/api/v1/topology"
+    while True:
+        try:
+            answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=args.timeout)
+        except httpx.HTTPError as exc:
+            print(f"bus: {url}: no answer ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+            return EXIT_CONFIG
+        if answer.status_code != 200:
+            try:
+                detail = answer.json().get("detail", answer.text)
+            except ValueError:
+                detail = answer.text[:300]
+            print(f"bus: {url}: {answer.status_code} {detail}", file=sys.stderr)
+            return EXIT_CONFIG
+        topology = answer.json()
+        if args.json:
+            print(json.dumps(topology, indent=2))
+        else:
+            if args.watch:
+                print("\033[2J\033[H", end="")  # clear the terminal between rounds
+            print(render(topology), flush=True)
+        if not args.watch:
+            return 0 if healthy(topology) else EXIT_RUNTIME
+        time.sleep(args.watch)
