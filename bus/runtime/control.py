@@ -58,8 +58,20 @@ class ControlWatcher:
         self.task = asyncio.create_task(self._follow(), name="control")
 
     async def _follow(self) -> None:
+        failing = False
         while True:
-            for tp, records in (await self._consumer.getmany(timeout_ms=500)).items():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500)
+            except Exception as exc:  # noqa: BLE001 - Kafka away for a while: keep following, say so once
+                if not failing:
+                    log.warning("cannot read the control topic %s (%r); operators' requests wait until it answers", self._topic, exc)
+                failing = True
+                await asyncio.sleep(1)
+                continue
+            if failing:
+                log.warning("the control topic %s answers again", self._topic)
+                failing = False
+            for tp, records in batch.items():
                 self._records(tp, records)
 
     async def stop(self) -> None:
