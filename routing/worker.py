@@ -36,7 +36,7 @@ from bus.errors import BusError
 from bus.kafka.batches import BatchSender, Record
 from bus.kafka.clients import make_consumer
 from bus.kafka.lag import LAG
-from bus.kafka.reader import replay
+from bus.kafka.reader import replay, until_kafka_answers
 from bus.metrics import SECONDS_SINCE_COMMIT
 from routing.dispatch import Dispatcher, Send
 from routing.tables import TableStore
@@ -141,7 +141,8 @@ class RouterWorker:
             for record in records:
                 aggregator.load(record.key.decode() if record.key else "", record.value, tp.partition)
 
-        await replay(self._kafka, self._bootstrap, wanted, apply)
+        # Retried until Kafka answers: aggregating without the state read back would count anew.
+        await until_kafka_answers("router: aggregator state", lambda: replay(self._kafka, self._bootstrap, wanted, apply))
         log.info("router: aggregator state loaded for %d partition(s)", len(wanted))
 
     async def _run(self) -> None:

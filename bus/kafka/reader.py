@@ -7,19 +7,24 @@ every reader, so that workaround lives in one place.
 
 from __future__ import annotations
 
-__all__ = ["read_to_end", "read_topic", "replay", "replay_and_keep"]
+__all__ = ["read_to_end", "read_topic", "replay", "replay_and_keep", "until_kafka_answers"]
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from bus.config.models import KafkaConfig
 from bus.errors import RetryableError
 from bus.kafka.clients import make_consumer
 
 Record = Any  # aiokafka's ConsumerRecord (aiokafka ships no type information)
+T = TypeVar("T")
+log = logging.getLogger("bus.kafka.reader")
 
 
 async def read_to_end(
@@ -80,6 +85,20 @@ async def replay(
     if partitions:
         consumer = await replay_and_keep(kafka, bootstrap, partitions, apply, timeout_s=timeout_s)
         await consumer.stop()
+
+
+async def until_kafka_answers(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()`` until Kafka answers it, logged at WARNING each time it cannot (backing off to
+    5 s). For state that must be read before work can go on (a partition's ledger or aggregator
+    state on assignment): giving up would leave the partition owned and never worked on."""
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except (KafkaError, RetryableError, OSError) as exc:
+            log.warning("%s: Kafka does not answer yet (%r); trying again in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

@@ -48,6 +48,7 @@ from bus.config.models import KafkaConfig
 from bus.errors import BusError
 from bus.kafka.clients import make_consumer
 from bus.kafka.lag import LAG
+from bus.kafka.reader import until_kafka_answers
 from bus.kafka.topics import TopicNames
 from bus.metrics import (
     SECONDS_SINCE_COMMIT,
@@ -213,7 +214,9 @@ class DeliveryWorker:
         mine = sorted(tp.partition for tp in assigned if tp.topic == self._topic and tp.partition not in self._partitions)
         if not mine:
             return
-        for partition, book in (await self._books.restore(mine)).items():
+        # However long Kafka takes: a partition taken without its book would never be delivered.
+        books = await until_kafka_answers(f"delivery worker {self.name}: the ledger of {mine}", lambda: self._books.restore(mine))
+        for partition, book in books.items():
             self._partitions[partition] = _Partition(book)
         if not self.gate.flowing.is_set():  # paused: what is assigned meanwhile waits too
             self._consumer.pause(*(TopicPartition(self._topic, p) for p in mine))
