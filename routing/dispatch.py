@@ -41,6 +41,8 @@ class Send:
     headers: Headers
     throttle: TokenBucket | None = None  # wait for a token before producing this one
     partition: int | None = None  # set for aggregator state: it lives on its source partition
+    route: str = ""  # the route that planned this copy ("" for tables and aggregator state): lineage records it
+    id_suffix: str | None = None  # a split element's copy: its id is the event's id + "/" + this
 
 
 class HeaderMeta(Mapping[str, Any]):
@@ -153,6 +155,7 @@ class Dispatcher:
             key,
             value,
             [*headers, *why_headers(str(error), type(error).__name__, route=route, origin=origin)],
+            route=route,
         )
 
     def knows_value(self, value: bytes | None) -> bool:
@@ -205,13 +208,25 @@ class Dispatcher:
             bucket = self._buckets.get(route.name)
             if out.data is None:
                 out_key, payload, out_headers = key, value, [*headers, ("bus_route", route.name.encode())]
+                suffix = None
             else:
                 payload = encoded[id(out)]
                 out_key = out.key.encode() if out.key is not None else key
                 out_headers = _rewrite_headers(headers, route.name, out.schema, out.id_suffix, self._absent.get(route.name))
+                suffix = out.id_suffix
             for i, target in enumerate(targets):
                 # One token per emitted event, however many subscribers it goes to.
-                sends.append(Send(self._delivery[target], out_key, payload, out_headers, bucket if i == 0 else None))
+                sends.append(
+                    Send(
+                        self._delivery[target],
+                        out_key,
+                        payload,
+                        out_headers,
+                        bucket if i == 0 else None,
+                        route=route.name,
+                        id_suffix=suffix,
+                    )
+                )
         return sends
 
     def _aggregate(
@@ -271,6 +286,6 @@ class Dispatcher:
         headers = [*event.headers(), ("bus_route", route_name.encode())]
         bucket = self._buckets.get(route_name)
         return [
-            Send(self._delivery[t], (out.key or emission.key).encode(), payload, headers, bucket if i == 0 else None)
+            Send(self._delivery[t], (out.key or emission.key).encode(), payload, headers, bucket if i == 0 else None, route=route_name)
             for i, t in enumerate(route.targets)
         ]

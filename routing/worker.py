@@ -33,10 +33,12 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bus.config.models import KafkaConfig
 from bus.errors import BusError
+from bus.event import now_rfc3339
 from bus.kafka.batches import BatchSender, Record
 from bus.kafka.clients import make_consumer
 from bus.kafka.lag import LAG
 from bus.kafka.reader import replay, until_kafka_answers
+from bus.lineage import LineageBatch
 from bus.metrics import SECONDS_SINCE_COMMIT
 from routing.dispatch import Dispatcher, Send
 from routing.tables import TableStore
@@ -68,6 +70,7 @@ class RouterWorker:
         producer: AIOKafkaProducer,
         tables: TableStore | None = None,
         max_records: int = 2000,
+        lineage: LineageBatch | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.router = dispatcher.router
@@ -84,6 +87,7 @@ class RouterWorker:
         self._since_commit = SECONDS_SINCE_COMMIT.labels(group)
         self._lag = LAG.track(group, self._consumer)
         self._batches = BatchSender(producer)
+        self._lineage = lineage  # where every event went, written with the batch (bus.lineage)
 
     async def start(self) -> None:
         if self._task is not None:
@@ -198,10 +202,18 @@ class RouterWorker:
         append = out_records.append
         futures: list[Any] = []
         await self.dispatcher.learn_ids(record.value for records in batch.values() for record in records)
+        lineage = self._lineage
+        if lineage:
+            lineage.take()  # noted by a batch that failed before it was produced: that batch is routed again
+        at = now_rfc3339()
         for tp, records in batch.items():
             for record in records:
                 origin = f"{tp.topic}/{tp.partition}/{record.offset}"
-                for out in plan(record.key, record.value, list(record.headers), origin, partition=tp.partition, offset=record.offset):
+                outs = plan(record.key, record.value, list(record.headers), origin, partition=tp.partition, offset=record.offset)
+                if lineage is not None:
+                    copies = [[o.route, o.topic] if o.id_suffix is None else [o.route, o.topic, o.id_suffix] for o in outs if o.route]
+                    lineage.routed(record.headers, record.key, origin, copies, at)
+                for out in outs:
                     if out.throttle is None:
                         append(Record(out.topic, out.key, out.value, out.headers, out.partition))
                         continue
@@ -211,6 +223,9 @@ class RouterWorker:
                         futures += await self._batches.send_all(out_records)
                         out_records.clear()
                     futures.append(await self._send(out))
+        if lineage is not None:
+            # With the batch, before the commit: an entry is as durable as the routing it records.
+            out_records += lineage.take()
         futures += await self._batches.send_all(out_records)
         await asyncio.gather(*futures)  # done only when Kafka has every copy
 

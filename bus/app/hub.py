@@ -33,6 +33,7 @@ from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_producer
 from bus.kafka.registry_client import RegistryClient
 from bus.kafka.topics import TopicNames
+from bus.lineage import LineageBatch
 from bus.logs import REDACTOR, secrets_in
 from bus.metrics import BUILD
 from bus.runtime.checkpoints import KafkaCheckpoints
@@ -179,6 +180,7 @@ class Hub:
             codec=self.codec,
             producer=self._producer,
             tracing=self.tracing,
+            lineage=await self._lineage(),
         )
         await worker.start()
         if (asked := self.paused.get(worker.name)) is not None:
@@ -188,6 +190,16 @@ class Hub:
         if worker.task is not None:
             self.supervisor.adopt(component, worker.task)
         return worker
+
+    async def _lineage(self) -> LineageBatch | None:
+        """A writer of the lineage index, or None with lineage off (one per writer: each fills its own batches)."""
+        producer = self._producer
+        if not self.config.lineage.enabled or producer is None:
+            return None
+        topic = self.topics.lineage
+        # The topic's own count, which may predate a change of ``lineage.partitions``: lookups use it too.
+        partitions = await retrying("reading the lineage topic", lambda: producer.partitions_for(topic))
+        return LineageBatch(topic, len(partitions))
 
     @property
     def producer(self) -> AIOKafkaProducer | None:
@@ -223,7 +235,15 @@ class Hub:
             service = RouterService(dispatcher, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics, tables=tables)
         else:
             group = f"{self.topics.prefix}-router"
-            service = RouterWorker(dispatcher, kafka=kafka, bootstrap=self.bootstrap, group=group, producer=self._producer, tables=tables)
+            service = RouterWorker(
+                dispatcher,
+                kafka=kafka,
+                bootstrap=self.bootstrap,
+                group=group,
+                producer=self._producer,
+                tables=tables,
+                lineage=await self._lineage(),
+            )
         await service.start()
         if service.task is not None:  # either engine: its loop, or the faust engine's health
             self.supervisor.watch("router", self._restart_router)

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from bus.adapter_api import AdapterRegistry
+from bus.codec import Codec
 from bus.config.loader import LoadedConfig, load_config
 from bus.deadletters import DeadLetters, Filter
 from bus.errors import ConfigError, ConfigIssue
 from bus.kafka.topics import TopicNames
 from bus.ledger import Reconciler
+from bus.lineage import DeliveryHop, IndexHits, RoutedHop, fetch_at, read_index
+from bus.logs import REDACTOR
 from bus.runtime.control import write_control
 from bus.runtime.delivery import DeliveryWorker
 from ops.api.models import (
@@ -28,8 +31,15 @@ from ops.api.models import (
     DeadLetterDone,
     DeadLetterPage,
     DeadLetterSummary,
+    EventLineage,
+    EventSearch,
     InboundNode,
     LedgerBalance,
+    LineageAttempt,
+    LineageCopy,
+    LineageDelivery,
+    LineageEntered,
+    LineageWhere,
     PauseState,
     ReconcileBalance,
     RouteNode,
@@ -66,6 +76,8 @@ class HubParts(Protocol):
     def paused(self) -> Mapping[str, str]: ...
     @property
     def bootstrap(self) -> str: ...
+    @property
+    def codec(self) -> Codec: ...
 
 
 def _issue(issue: ConfigIssue) -> ConfigIssueOut:
@@ -249,3 +261,120 @@ class HubView:
             except ConfigError as exc:
                 return ValidationReport(valid=False, errors=[_issue(i) for i in exc.issues], warnings=[])
         return ValidationReport(valid=True, errors=[], warnings=[_issue(i) for i in loaded.warnings])
+
+    # -- lineage (bus.lineage) ---------------------------------------------------------------------
+    async def _index(self, values: list[str]) -> dict[str, IndexHits] | None:
+        kafka = self._hub.loaded.hub.kafka
+        if not self._hub.loaded.hub.lineage.enabled:
+            return None
+        return await read_index(kafka, self._hub.bootstrap, self._hub.topics.lineage, values)
+
+    async def search_events(self, value: str) -> EventSearch:
+        """Event ids by ``value``: the id itself when the index or a dead-letter topic knows it,
+        then the events whose key or subject it is."""
+        found = await self._index([value])
+        hits = (found or {}).get(value, IndexHits())
+        ids = [value] if hits.hops or await self._find(DeadLetterAction(ids=[value], all=True), include_handled=True) else []
+        ids += [i for i in hits.aliases if i != value]
+        return EventSearch(value=value, ids=ids, lineage_enabled=found is not None)
+
+    async def event(self, event_id: str) -> EventLineage | None:
+        """Where one event went: its index entries (and its split elements'), the records they
+        point at, and its dead letters."""
+        found = await self._index([event_id]) or {}
+        hops = found.get(event_id, IndexHits()).hops
+        routed = [h for h in hops if isinstance(h, RoutedHop)]
+        elements = sorted({f"{event_id}/{e}" for h in routed for e in h.elements})[:50]
+        if elements:  # a split event's elements are settled under ids of their own
+            more = await self._index(elements) or {}
+            hops = hops + [h for e in elements for h in more.get(e, IndexHits()).hops]
+        deliveries = sorted((h for h in hops if isinstance(h, DeliveryHop)), key=lambda h: h.at)
+        letters = await self._find(DeadLetterAction(ids=[event_id, *elements], all=True), include_handled=True)
+        if not hops and not letters:
+            return None
+        records = await fetch_at(
+            self._hub.loaded.hub.kafka, self._hub.bootstrap, [*(h.position for h in routed[-1:]), *(d.position for d in deliveries)]
+        )
+        entered = None
+        if routed:
+            first = routed[0]
+            entered = LineageEntered(
+                at=first.at,
+                source=first.source,
+                type=first.type,
+                time=first.time,
+                key=first.key,
+                subject=first.subject,
+                position=first.position,
+                data=await self._decode(records.get(routed[-1].position)),
+            )
+        copies = self._copies(routed[-1]) if routed else []
+        return EventLineage(
+            id=event_id,
+            entered=entered,
+            routed=copies,
+            deliveries=[
+                LineageDelivery(
+                    event_id=d.event_id,
+                    subscriber=d.subscriber,
+                    at=d.at,
+                    outcome="delivered" if d.outcome == "delivered" else "dead_lettered",
+                    attempts=d.attempts,
+                    failures=[LineageAttempt(at=at, answer=answer) for at, answer in d.failures],
+                    position=d.position,
+                    replayed_from=d.replayed_from,
+                    data=await self._decode(records.get(d.position)),
+                )
+                for d in deliveries
+            ],
+            dead_letters=[DeadLetterSummary(**letter.summary()) for letter in letters],
+            now=self._where_now(copies, deliveries, letters),
+        )
+
+    def _copies(self, hop: RoutedHop) -> list[LineageCopy]:
+        subscriber_of = {self._hub.topics.delivery(c.name): c.name for c in self._hub.loaded.outbound}
+        subscriber_of[self._hub.topics.router_dead_letter] = "_router"
+        suffixes = iter(hop.elements)
+        copies = []
+        for route, topic in hop.copies:
+            element = None
+            if hop.elements and topic != self._hub.topics.router_dead_letter:
+                element = next(suffixes, None)
+            copies.append(LineageCopy(route=route, to=subscriber_of.get(topic, topic), element=element))
+        return copies
+
+    @staticmethod
+    def _where_now(copies: list[LineageCopy], deliveries: list[DeliveryHop], letters: list[Any]) -> list[LineageWhere]:
+        """Per subscriber: the last settlement, unless a dead letter was replayed or purged since."""
+        where: dict[str, LineageWhere] = {}
+        for letter in letters:
+            if letter.subscriber == "_router" or letter.subscriber.startswith("_in."):
+                detail = f"{letter.header('bus_error_class')}: {letter.header('bus_error')}"
+                where[letter.subscriber] = LineageWhere(subscriber=letter.subscriber, state="refused", detail=detail)
+        for copy in copies:
+            if copy.to != "_router":
+                where.setdefault(copy.to, LineageWhere(subscriber=copy.to, state="in_flight", detail="routed; not settled yet"))
+        for hop in deliveries:  # oldest first: the last one stands
+            state: Literal["delivered", "dead_lettered"] = "delivered" if hop.outcome == "delivered" else "dead_lettered"
+            detail = f"after {hop.attempts} attempt(s)" + (f": {hop.failures[-1][1]}" if hop.failures and state != "delivered" else "")
+            where[hop.subscriber] = LineageWhere(subscriber=hop.subscriber, state=state, detail=detail)
+        for letter in letters:
+            now = where.get(letter.subscriber)
+            if now is not None and now.state == "dead_lettered" and letter.status in ("replayed", "purged"):
+                detail = "sent back to be delivered again; not settled yet" if letter.status == "replayed" else "purged by an operator"
+                where[letter.subscriber] = LineageWhere(subscriber=letter.subscriber, state=letter.status, detail=detail)
+        return list(where.values())
+
+    async def _decode(self, record: Any) -> dict[str, object] | None:
+        """A record's event as data, secrets masked; None when it is gone or cannot be read."""
+        if record is None or record.value is None:
+            return None
+        codec = self._hub.codec
+        try:
+            if not codec.knows_value(record.value):
+                await codec.learn_ids((record.value,))
+            _schema, data = codec.decode(record.value)
+        except Exception:  # noqa: BLE001 (shown as unknown: the lineage is still worth answering)
+            return None
+        redacted: dict[str, object] = REDACTOR.redact_tree(data)
+        return redacted

@@ -10,6 +10,7 @@ __all__ = [
     "HubConfig",
     "KafkaConfig",
     "KafkaSecurity",
+    "LineageConfig",
     "OpsServerConfig",
     "OpsToken",
     "RouteConfig",
@@ -128,6 +129,22 @@ class OpsServerConfig(HttpServerConfig):
     )
 
 
+class LineageConfig(ConfigModel):
+    """The event lineage index (``GET /api/v1/events/{id}``, the console's search): one topic,
+    ``<prefix>._lineage``, written by the router and the delivery workers with the batches they
+    already produce (bus/lineage.py; its cost per event is measured in bench/lineage_cost.py)."""
+
+    enabled: bool = Field(default=True, description="Record where every event went. Off: lookups answer that lineage is off.")
+    partitions: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Partitions of the index topic. A lookup reads one of them, so more partitions make lookups cheaper. "
+        "Set it before the first start: entries already written stay where the old count put them.",
+    )
+    retention_hours: float = Field(default=168, gt=0, description="How long lineage is kept (the index topic's retention.ms).")
+
+
 class HubConfig(ConfigModel):
     """The whole hub, but for ``inbound``/``outbound``: each entry there is checked against its
     adapter's own model (``bus.config.loader``), and the JSON Schema lists them per adapter type."""
@@ -144,3 +161,4 @@ class HubConfig(ConfigModel):
     tables: list[TableConfig] = Field(default_factory=list, description="Lookup tables for enrichment.")
     routes: list[RouteConfig] = Field(default_factory=list)
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry spans (the traceparent travels regardless).")
+    lineage: LineageConfig = Field(default_factory=LineageConfig, description="Where every event went, for lookups by id or key.")

@@ -65,6 +65,11 @@ class TopicNames:
         return f"{self.prefix}._schemas"
 
     @property
+    def lineage(self) -> str:
+        """The event lineage index (``bus.lineage``), hash-partitioned by event id and key."""
+        return f"{self.prefix}._lineage"
+
+    @property
     def control(self) -> str:
         """What operators asked of the running hub (a subscriber paused...), keyed by what it is
         about (compacted): every replica reads it, so a restarted or scaled pod obeys it too."""

@@ -16,7 +16,8 @@ from typing import Any
 from bus.adapter_api import Outbound
 from bus.codec import Codec
 from bus.errors import BusError, PermanentError, RetryableError
-from bus.event import Event
+from bus.event import Event, now_rfc3339
+from bus.logs import REDACTOR
 from bus.metrics import DELIVERIES, DELIVERY_ATTEMPTS, DELIVERY_SECONDS, END_TO_END_SECONDS
 from bus.runtime.commits import Bookkeeper
 from bus.runtime.gate import TargetGate
@@ -40,6 +41,14 @@ async def wait_unless(seconds: float, closing: asyncio.Event) -> None:
     except TimeoutError:
         return
     raise Stopping
+
+
+def _id_of(record: Record) -> str:
+    """The event id of a record that could not be read (from its CloudEvents header), else its position."""
+    for name, value in record.headers or ():
+        if name == "ce_id" and value:
+            return str(value.decode(errors="replace"))
+    return f"{record.topic}/{record.partition}/{record.offset}"
 
 
 def _since_event(event: Event) -> float | None:
@@ -88,12 +97,16 @@ class EventDelivery:
                 await wait_unless(1.0, closing)
             except PermanentError as exc:
                 await self._dead_letter(record, exc, attempts=0, closing=closing)
+                self._books.settled(record, _id_of(record), delivered=False, attempts=0, failures=[(now_rfc3339(), str(exc))])
                 return False
             except Exception as exc:  # noqa: BLE001 - a record that cannot be read is that record's problem alone
-                await self._dead_letter(record, PermanentError(f"cannot read the record: {exc!r}"), attempts=0, closing=closing)
+                unreadable = PermanentError(f"cannot read the record: {exc!r}")
+                await self._dead_letter(record, unreadable, attempts=0, closing=closing)
+                self._books.settled(record, _id_of(record), delivered=False, attempts=0, failures=[(now_rfc3339(), str(unreadable))])
                 return False
         first_attempt = time.monotonic()
         attempt = 0
+        failures: list[tuple[str, str]] | None = None  # each failed attempt's answer, for the lineage (none on the happy path)
         while True:
             if not self.gate.flowing.is_set() and not await self.gate.until_flowing(closing):
                 raise Stopping  # paused, then given up (stop, rebalance): not settled, redelivered
@@ -116,6 +129,12 @@ class EventDelivery:
                     self.health.failed(where, str(error))
                 else:  # delivered, or refused: either way the target answered
                     self.gate.answered()
+                if error is not None:
+                    failures = failures or []
+                    if len(failures) < 1000:  # bounded however long it retries (the lineage keeps the first and last few)
+                        failures.append((now_rfc3339(), REDACTOR.redact(str(error))))
+                    else:
+                        failures[-1] = (now_rfc3339(), REDACTOR.redact(str(error)))
             since = _since_event(event)
             step = self.retry.next_step(attempt, time.monotonic() - first_attempt if since is None else since, error=error, blocked=blocked)
             if step.kind == "done":
@@ -123,10 +142,14 @@ class EventDelivery:
                 if since is not None:
                     self._end_to_end.observe(since)
                 self._delivered.inc()
+                self._books.settled(record, event.id, delivered=True, attempts=attempt, failures=failures)
                 return True
             if step.kind == "dead_letter":
                 assert step.error is not None
                 await self._dead_letter(record, step.error, attempts=attempt, closing=closing)
+                if step.error is not error:  # a reason of its own (too old, too many attempts): the last answer
+                    failures = [*(failures or []), (now_rfc3339(), REDACTOR.redact(str(step.error)))]
+                self._books.settled(record, event.id, delivered=False, attempts=attempt, failures=failures)
                 return False
             if step.kind == "retry":
                 self._retried.inc()  # counted when a retry follows: the last failure of a dead-lettered event is not one

@@ -24,9 +24,11 @@ from bus.config.models import KafkaConfig
 from bus.deadletters import why_headers
 from bus.errors import BusError
 from bus.event import now_rfc3339
+from bus.kafka.batches import Record
 from bus.kafka.reader import replay
 from bus.kafka.watermarks import Watermarks
 from bus.ledger import LedgerEntry
+from bus.lineage import LineageBatch
 from bus.metrics import DEAD_LETTERS, DELIVERIES, LEDGER
 from bus.runtime.settlement import Draft, PartitionBook
 
@@ -46,8 +48,10 @@ class Bookkeeper:
         kafka: KafkaConfig,
         bootstrap: str,
         lag: Any,
+        lineage: LineageBatch | None = None,
     ) -> None:
         self.name = name
+        self._lineage = lineage  # where every event went: written with the ledger entries (bus.lineage)
         self._topic = topic
         self._ledger = ledger
         self._dlq = dead_letters
@@ -82,9 +86,12 @@ class Bookkeeper:
             drafts: list[tuple[PartitionBook, Draft]] = [(book, d) for book in books if (d := book.draft(at)) is not None]
             if not drafts:
                 return
-            if not await self._write_ledger([d.entry for _, d in drafts]):
+            hops = self._lineage.take() if self._lineage is not None else []
+            if not await self._write_ledger([d.entry for _, d in drafts], hops):
                 for book, draft in drafts:
                     book.abandon(draft)
+                if self._lineage is not None:
+                    self._lineage.put_back(hops)
                 return  # not recorded, so not committed: the next flush tries again
             offsets = {
                 TopicPartition(self._topic, d.entry.partition): OffsetAndMetadata(d.entry.upto, "")
@@ -96,12 +103,24 @@ class Bookkeeper:
                     book.confirm(draft)
                 self._lag.committed(offsets)
 
-    async def _write_ledger(self, entries: list[LedgerEntry]) -> bool:
+    def settled(self, record: Any, event_id: str, *, delivered: bool, attempts: int, failures: list[tuple[str, str]] | None) -> None:
+        """Note in the lineage index how ``record`` was settled (written by the next flush)."""
+        if self._lineage is None:
+            return
+        replayed_from = None
+        for name, value in record.headers or ():
+            if name == "bus_replayed_from" and value is not None:
+                replayed_from = value.decode(errors="replace")
+        position = f"{record.topic}/{record.partition}/{record.offset}"
+        self._lineage.settled(event_id, now_rfc3339(), self.name, position, delivered, attempts, failures or [], replayed_from)
+
+    async def _write_ledger(self, entries: list[LedgerEntry], hops: list[Record]) -> bool:
         for attempt in range(3):
             try:
                 sent = [
                     await self._producer.send(self._ledger, e.encode(), key=b"%d" % e.partition, partition=e.partition) for e in entries
                 ]
+                sent += [await self._producer.send(h.topic, h.value, partition=h.partition) for h in hops]
                 await asyncio.gather(*sent)
             except KafkaError as exc:
                 log.warning("cannot write the ledger of %s (%r); retrying before the commit", self.name, exc)

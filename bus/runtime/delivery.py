@@ -50,6 +50,7 @@ from bus.kafka.clients import make_consumer
 from bus.kafka.lag import LAG
 from bus.kafka.reader import until_kafka_answers
 from bus.kafka.topics import TopicNames
+from bus.lineage import LineageBatch
 from bus.metrics import (
     SECONDS_SINCE_COMMIT,
 )
@@ -104,6 +105,7 @@ class DeliveryWorker:
         codec: Codec,
         producer: AIOKafkaProducer,
         tracing: Tracing = NO_TRACING,
+        lineage: LineageBatch | None = None,
     ) -> None:
         self.adapter = adapter
         self._tracing = tracing
@@ -143,6 +145,7 @@ class DeliveryWorker:
             kafka=kafka,
             bootstrap=bootstrap,
             lag=self._lag,
+            lineage=lineage,
         )
         self._delivery = EventDelivery(
             adapter, retry=self.retry, gate=self.gate, codec=codec, books=self._books, health=self.health, tracing=tracing

@@ -30,6 +30,8 @@ from ops.api.models import (
     DeadLetterAction,
     DeadLetterDone,
     DeadLetterPage,
+    EventLineage,
+    EventSearch,
     PauseState,
     Problem,
     ReconcileBalance,
@@ -61,6 +63,10 @@ class HubView(Protocol):
     async def dead_letter_action(self, action: Literal["replay", "purge"], where: DeadLetterAction) -> DeadLetterDone: ...
 
     async def reconcile(self, subscriber: str | None, window_s: int) -> list[ReconcileBalance]: ...
+
+    async def search_events(self, value: str) -> EventSearch: ...
+
+    async def event(self, event_id: str) -> EventLineage | None: ...
 
 
 class ApiError(Exception):
@@ -216,6 +222,21 @@ def api_app(view: HubView) -> web.Application:
             raise ApiError(404, str(exc)) from None
         return web.json_response(REDACTOR.redact_tree([b.model_dump(mode="json") for b in balances]))
 
+    async def get_events(request: web.Request) -> web.Response:
+        value = request.query.get("q", "")
+        if not value:
+            raise ApiError(400, "say what to look for: ?q=<event id, key or subject>")
+        return _answer(await view.search_events(value))
+
+    async def get_event(request: web.Request) -> web.Response:
+        event_id = request.match_info["id"]
+        found = await view.event(event_id)
+        if found is None:
+            raise ApiError(404, f"no event {event_id!r} is known: not in the lineage index nor on a dead-letter topic")
+        return _answer(found)
+
+    app.router.add_get("/events", get_events)
+    app.router.add_get("/events/{id:.+}", get_event)
     app.router.add_get("/dead-letters", get_dead_letters)
     app.router.add_post(r"/dead-letters/{action:replay|purge}", post_dead_letters)
     app.router.add_get("/reconcile", get_reconcile)

@@ -9,6 +9,8 @@ __all__ = [
     "DeadLetterDone",
     "DeadLetterPage",
     "DeadLetterSummary",
+    "EventLineage",
+    "EventSearch",
     "InboundNode",
     "LedgerBalance",
     "PauseState",
@@ -180,3 +182,65 @@ class ReconcileBalance(BaseModel):
     unaccounted: list[str]
     balanced: bool
     ok: bool
+
+
+class LineageAttempt(_Out):
+    at: str = Field(description="When the attempt failed (RFC 3339).")
+    answer: str = Field(description="What the target answered, or the error (secrets masked).")
+
+
+class LineageEntered(_Out):
+    at: str = Field(description="When the router read it (RFC 3339).")
+    source: str = Field(description="CloudEvents source: the inbound adapter and its source reference.")
+    type: str
+    time: str = Field(description="The event's own time (when it entered the hub).")
+    key: str | None
+    subject: str | None
+    position: str = Field(description="topic/partition/offset of the canonical event.")
+    data: dict[str, object] | None = Field(default=None, description="The canonical event, secrets masked (null once Kafka dropped it).")
+
+
+class LineageCopy(_Out):
+    route: str
+    to: str = Field(description="The subscriber, or `_router` for a copy the router dead-lettered.")
+    element: str | None = Field(default=None, description="For a split element: its id suffix (the copy's id is `<id>/<element>`).")
+
+
+class LineageDelivery(_Out):
+    event_id: str = Field(description="The copy's id (a split element's id ends in `/<element>`).")
+    subscriber: str
+    at: str = Field(description="When it was settled (RFC 3339).")
+    outcome: Literal["delivered", "dead_lettered"]
+    attempts: int = Field(description="Calls made to the target.")
+    failures: list[LineageAttempt] = Field(description="The failed attempts (the first and last few of a long run).")
+    position: str = Field(description="topic/partition/offset of the copy on the delivery topic.")
+    replayed_from: str | None = Field(default=None, description="The dead letter this copy was replayed from.")
+    data: dict[str, object] | None = Field(default=None, description="What the route emitted for this subscriber, secrets masked.")
+
+
+class LineageWhere(_Out):
+    subscriber: str
+    state: Literal["delivered", "dead_lettered", "replayed", "purged", "in_flight", "refused"] = Field(
+        description="in_flight: routed, not settled yet (waiting, retrying, or paused); replayed: a dead letter sent back, "
+        "not settled again yet; refused: dead-lettered at the edge (inbound) or by the router."
+    )
+    detail: str = ""
+
+
+class EventLineage(_Out):
+    """Where one event went: entered, routed, each delivery, dead letters and replays, and where it is now."""
+
+    id: str
+    entered: LineageEntered | None = Field(description="Null when the router never read it (refused at the edge, or not routed yet).")
+    routed: list[LineageCopy]
+    deliveries: list[LineageDelivery] = Field(description="Oldest first; a redelivery after a crash or a replay is another one.")
+    dead_letters: list[DeadLetterSummary] = Field(description="Its dead letters on every dead-letter topic, with their status.")
+    now: list[LineageWhere] = Field(description="Where it is now, per subscriber.")
+
+
+class EventSearch(_Out):
+    """Events found by a value: an event id, or a key or subject an inbound recorded."""
+
+    value: str
+    ids: list[str] = Field(description="Event ids: the value itself when it is one, then events with it as key or subject.")
+    lineage_enabled: bool

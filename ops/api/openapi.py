@@ -13,6 +13,8 @@ from ops.api.models import (
     DeadLetterAction,
     DeadLetterDone,
     DeadLetterPage,
+    EventLineage,
+    EventSearch,
     PauseState,
     Problem,
     ReconcileBalance,
@@ -86,6 +88,8 @@ def openapi_document() -> dict[str, Any]:
         DeadLetterAction,
         DeadLetterDone,
         ReconcileBalance,
+        EventLineage,
+        EventSearch,
     ]
     _, schemas = models_json_schema([(m, "serialization") for m in models], ref_template=_REF, by_alias=True)
     components = dict(schemas.get("$defs", {}))
@@ -164,6 +168,27 @@ def openapi_document() -> dict[str, Any]:
                         **_ok({"type": "array", "items": _ref(ReconcileBalance)}, "One balance per subscriber."),
                         **bad_body,
                         **not_found,
+                    },
+                }
+            },
+            "/events": {
+                "get": {
+                    "operationId": "searchEvents",
+                    "summary": "Event ids by a value: an event id, or a key or subject an inbound recorded.",
+                    "parameters": [
+                        {**_query("q", "The value to look for."), "required": True, "schema": {"type": "string", "minLength": 1}}
+                    ],
+                    "responses": {**_ok(_ref(EventSearch), "The ids found (none is not an error)."), **bad_body},
+                }
+            },
+            "/events/{id}": {
+                "get": {
+                    "operationId": "getEventLineage",
+                    "summary": "The lineage of one event: where it entered, the routes, each delivery, dead letters, where it is now.",
+                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {
+                        **_ok(_ref(EventLineage), "Its lineage."),
+                        "404": {"description": "No event with this id is known (or lineage is off).", "content": _PROBLEM},
                     },
                 }
             },

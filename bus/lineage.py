@@ -1,0 +1,260 @@
+"""Event lineage: where one event went, found by its id (or its key) without reading every topic.
+
+The index is one topic, ``<prefix>._lineage``, hash-partitioned by what a lookup asks for: every
+entry about event ``X`` lives on partition ``crc32(X) % partitions``. A lookup reads that one
+partition (a fraction of a small topic), not the data topics from their beginning; then it
+fetches the few records the entries point at by their exact position.
+
+Writers add entries to the batch they are already producing, before they commit, so an entry is
+exactly as durable as the work it describes (a crash re-routes or redelivers, and writes the
+entry again: a lookup shows the repeat, which is what happened). Per event the cost is a list
+built and appended; per batch one JSON record per index partition touched (bench/lineage_cost.py):
+
+- the router (``"r"``), per event read from a canonical topic: its id, source, type, event time,
+  key and subject, its position, and each copy it planned: ``[route, topic]`` (a subscriber's
+  delivery topic, or the router's dead-letter topic). Also an alias entry (``"k"``) under the key
+  and under the subject when they differ from the id, so an event can be found by a business
+  value the inbound recorded (an order number, a customer id);
+- each delivery worker (``"d"``), per event settled: the subscriber, the position of its copy,
+  delivered or dead-lettered, how many attempts, the failed attempts' answers (the last
+  ``MAX_FAILURES``), and the dead letter it was replayed from, if it was.
+
+Entries are JSON arrays, not objects, to keep the index small; ``Hop`` reads them back. Dead
+letters themselves are found on their own topics by id (``bus.deadletters``), not in the index.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MAX_FAILURES",
+    "DeliveryHop",
+    "Hop",
+    "LineageBatch",
+    "RoutedHop",
+    "index_partition",
+    "read_index",
+]
+
+import json
+import logging
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from bus.config.models import KafkaConfig
+from bus.kafka.batches import Record
+from bus.kafka.clients import make_consumer
+from bus.kafka.reader import partitions_of, read_to_end
+
+log = logging.getLogger("bus.lineage")
+MAX_FAILURES = 10  # failed attempts kept per settled event: the first ones and the last ones matter most
+
+
+def index_partition(value: str, partitions: int) -> int:
+    """The index partition that holds the entries about ``value`` (an event id, key or subject)."""
+    return zlib.crc32(value.encode()) % partitions
+
+
+class LineageBatch:
+    """Entries noted while one batch is handled; ``records()`` turns them into one index record
+    per index partition touched, to produce with the batch."""
+
+    __slots__ = ("_by_partition", "_partitions", "topic")
+
+    def __init__(self, topic: str, partitions: int) -> None:
+        self.topic = topic
+        self._partitions = partitions
+        self._by_partition: dict[int, list[list[Any]]] = {}
+
+    def note(self, under: str, entry: list[Any]) -> None:
+        partition = zlib.crc32(under.encode()) % self._partitions
+        found = self._by_partition.get(partition)
+        if found is None:
+            self._by_partition[partition] = [entry]
+        else:
+            found.append(entry)
+
+    def routed(self, headers: Sequence[tuple[str, bytes | None]], key: bytes | None, origin: str, copies: list[list[str]], at: str) -> None:
+        """The router read the event at ``origin`` and planned ``copies`` ([route, topic] each)."""
+        ce: dict[str, bytes | None] = {}
+        for name, value in headers:
+            if name[:3] == "ce_":
+                ce[name] = value
+        event_id = (ce.get("ce_id") or b"").decode(errors="replace") or origin
+        key_text = key.decode(errors="replace") if key is not None else None
+        subject = ce.get("ce_subject")
+        subject_text = subject.decode(errors="replace") if subject else None
+        self.note(
+            event_id,
+            [
+                "r",
+                event_id,
+                at,
+                (ce.get("ce_source") or b"").decode(errors="replace"),
+                (ce.get("ce_type") or b"").decode(errors="replace"),
+                (ce.get("ce_time") or b"").decode(errors="replace"),
+                key_text,
+                subject_text,
+                origin,
+                copies,
+            ],
+        )
+        if key_text and key_text != event_id:
+            self.note(key_text, ["k", key_text, event_id])
+        if subject_text and subject_text not in (event_id, key_text):
+            self.note(subject_text, ["k", subject_text, event_id])
+
+    def settled(  # noqa: PLR0917 (one entry's fields)
+        self,
+        event_id: str,
+        at: str,
+        subscriber: str,
+        position: str,
+        delivered: bool,
+        attempts: int,
+        failures: list[tuple[str, str]],
+        replayed_from: str | None,
+    ) -> None:
+        """A delivery worker settled the copy at ``position``."""
+        kept = failures if len(failures) <= MAX_FAILURES else [*failures[: MAX_FAILURES // 2], *failures[-MAX_FAILURES // 2 :]]
+        self.note(
+            event_id,
+            ["d", event_id, at, subscriber, position, "delivered" if delivered else "dead_lettered", attempts, kept, replayed_from],
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._by_partition)
+
+    def take(self) -> list[Record]:
+        """The index records of what was noted (and forget it)."""
+        noted, self._by_partition = self._by_partition, {}
+        return [Record(self.topic, None, json.dumps(entries, separators=(",", ":")).encode(), [], p) for p, entries in noted.items()]
+
+    def put_back(self, records: Iterable[Record]) -> None:
+        """Records that could not be written: noted again, for the next ``take``."""
+        for record in records:
+            assert record.partition is not None and record.value is not None
+            self._by_partition.setdefault(record.partition, [])[:0] = json.loads(record.value)
+
+
+@dataclass
+class RoutedHop:
+    event_id: str
+    at: str
+    source: str
+    type: str
+    time: str
+    key: str | None
+    subject: str | None
+    position: str  # topic/partition/offset of the canonical record
+    copies: list[tuple[str, str]]  # (route, topic)
+    elements: list[str]  # id suffixes of split elements: their copies have ids ``<id>/<suffix>``
+
+
+@dataclass
+class DeliveryHop:
+    event_id: str
+    at: str
+    subscriber: str
+    position: str  # topic/partition/offset of the subscriber's copy
+    outcome: str  # delivered, dead_lettered
+    attempts: int
+    failures: list[tuple[str, str]]  # (when, the answer or error) per failed attempt kept
+    replayed_from: str | None
+
+
+Hop = RoutedHop | DeliveryHop
+
+
+@dataclass
+class IndexHits:
+    """What the index holds about one value: the hops of the event with that id, and the ids of
+    events whose key or subject it is."""
+
+    hops: list[Hop] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+
+
+def _parse(entry: list[Any]) -> Hop | str | None:
+    kind = entry[0] if entry else None
+    if kind == "r" and len(entry) >= 10:
+        event_id, at, source, kind_, time, key, subject, position = entry[1:9]
+        copies = [(c[0], c[1]) for c in entry[9]]
+        return RoutedHop(event_id, at, source, kind_, time, key, subject, position, copies, [c[2] for c in entry[9] if len(c) > 2])
+    if kind == "d" and len(entry) >= 9:
+        event_id, at, subscriber, position, outcome, attempts = entry[1:7]
+        return DeliveryHop(event_id, at, subscriber, position, outcome, attempts, [(f[0], f[1]) for f in entry[7]], entry[8])
+    if kind == "k" and len(entry) >= 3:
+        return str(entry[2])
+    return None  # a newer hub's entry kind: skipped, not an error
+
+
+async def read_index(
+    kafka: KafkaConfig, bootstrap: str, topic: str, values: Iterable[str], *, timeout_s: float = 60.0
+) -> dict[str, IndexHits] | None:
+    """Every entry about each of ``values``, oldest first, read from their index partitions only
+    (one pass); None when the index topic does not exist (lineage off, or a broker that started afresh)."""
+    wanted = {v: IndexHits() for v in values}
+    consumer = make_consumer(kafka, bootstrap, group_id=None)
+
+    def apply(_tp: TopicPartition, records: list[Any]) -> None:
+        for record in records:
+            try:
+                entries = json.loads(record.value)
+            except (TypeError, ValueError):
+                continue  # not an index record: nothing to learn from it
+            for entry in entries:
+                if not isinstance(entry, list) or len(entry) < 2 or (hits := wanted.get(entry[1])) is None:
+                    continue
+                parsed = _parse(entry)
+                if isinstance(parsed, str):
+                    if parsed not in hits.aliases:
+                        hits.aliases.append(parsed)
+                elif parsed is not None:
+                    hits.hops.append(parsed)
+
+    try:
+        await consumer.start()
+        partitions = await partitions_of(consumer, topic)
+        if not partitions:
+            return None
+        tps = sorted({TopicPartition(topic, index_partition(v, len(partitions))) for v in wanted})
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        await read_to_end(consumer, tps, apply, timeout_s=timeout_s)
+    finally:
+        await consumer.stop()
+    return wanted
+
+
+async def fetch_at(kafka: KafkaConfig, bootstrap: str, positions: Iterable[str], *, timeout_s: float = 3.0) -> dict[str, Any]:
+    """The records at ``topic/partition/offset`` positions, by position (missing ones left out:
+    gone with the topic's retention, or never there)."""
+    wanted: dict[TopicPartition, set[int]] = {}
+    for position in positions:
+        topic, partition_text, offset_text = position.rsplit("/", 2)
+        wanted.setdefault(TopicPartition(topic, int(partition_text)), set()).add(int(offset_text))
+    found: dict[str, Any] = {}
+    if not wanted:
+        return found
+    consumer = make_consumer(kafka, bootstrap, group_id=None)
+    try:
+        await consumer.start()
+        for tp, offsets in wanted.items():
+            consumer.assign([tp])
+            for offset in sorted(offsets):
+                consumer.seek(tp, offset)
+                try:
+                    batch = await consumer.getmany(tp, timeout_ms=int(timeout_s * 1000), max_records=1)
+                except Exception as exc:  # noqa: BLE001 (out of range, no such topic: the record is not there)
+                    log.debug("lineage: no record at %s/%d/%d (%r)", tp.topic, tp.partition, offset, exc)
+                    continue
+                for record in batch.get(tp, []):
+                    if record.offset == offset:
+                        found[f"{tp.topic}/{tp.partition}/{offset}"] = record
+    finally:
+        await consumer.stop()
+    return found
