@@ -10,16 +10,18 @@ exactly as durable as the work it describes (a crash re-routes or redelivers, an
 entry again: a lookup shows the repeat, which is what happened). Per event the cost is a list
 built and appended; per batch one JSON record per index partition touched (bench/lineage_cost.py):
 
-- the router (``"r"``), per event read from a canonical topic: its id, source, type, event time,
-  key and subject, its position, and each copy it planned: ``[route, topic]`` (a subscriber's
-  delivery topic, or the router's dead-letter topic). Also an alias entry (``"k"``) under the key
-  and under the subject when they differ from the id, so an event can be found by a business
-  value the inbound recorded (an order number, a customer id);
+- the router (``"r"``), per event read from a canonical topic: its id, its position, and each
+  copy it planned: ``route>topic`` (a subscriber's delivery topic, or the router's dead-letter
+  topic). What the canonical record says itself (source, type, event time, subject) is read
+  from the record at lookup, not copied here. Also an alias entry (``"k"``) under the event's
+  key when it differs from the id, so an event can be found by the business value the inbound
+  keyed it by (an order number, a customer id);
 - each delivery worker (``"d"``), per event settled: the subscriber, the position of its copy,
   delivered or dead-lettered, how many attempts, the failed attempts' answers (the last
   ``MAX_FAILURES``), and the dead letter it was replayed from, if it was.
 
-Entries are JSON arrays, not objects, to keep the index small; ``Hop`` reads them back. Dead
+An index record is ``{"at": <when the batch was handled>, "hops": [entry, ...]}``; entries are
+JSON arrays, not objects, to keep the index small; ``read_index`` reads them back. Dead
 letters themselves are found on their own topics by id (``bus.deadletters``), not in the index.
 """
 
@@ -38,7 +40,7 @@ __all__ = [
 import json
 import logging
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,12 +64,13 @@ class LineageBatch:
     """Entries noted while one batch is handled; ``records()`` turns them into one index record
     per index partition touched, to produce with the batch."""
 
-    __slots__ = ("_by_partition", "_partitions", "topic")
+    __slots__ = ("_by_partition", "_copy_names", "_partitions", "topic")
 
     def __init__(self, topic: str, partitions: int) -> None:
         self.topic = topic
         self._partitions = partitions
         self._by_partition: dict[int, list[list[Any]]] = {}
+        self._copy_names: dict[tuple[str, str], str] = {}
 
     def note(self, under: str, entry: list[Any]) -> None:
         partition = zlib.crc32(under.encode()) % self._partitions
@@ -77,35 +80,39 @@ class LineageBatch:
         else:
             found.append(entry)
 
-    def routed(self, headers: Sequence[tuple[str, bytes | None]], key: bytes | None, origin: str, copies: list[list[str]], at: str) -> None:
-        """The router read the event at ``origin`` and planned ``copies`` ([route, topic] each)."""
-        ce: dict[str, bytes | None] = {}
+    def copies(self, outs: Iterable[Any]) -> list[str]:
+        """The copies the router planned (``routing.dispatch.Send``), as ``route>topic`` (a split
+        element's: ``route>topic>suffix``); the strings are made once per route and topic."""
+        names = self._copy_names
+        found = []
+        for out in outs:
+            if not out.route:
+                continue  # table rows, aggregator state: not copies of the event
+            if out.id_suffix is not None:
+                found.append(f"{out.route}>{out.topic}>{out.id_suffix}")
+                continue
+            name = names.get((out.route, out.topic))
+            if name is None:
+                name = names[(out.route, out.topic)] = f"{out.route}>{out.topic}"
+            found.append(name)
+        return found
+
+    def routed(self, headers: Iterable[tuple[str, bytes | None]], key: bytes | None, origin: str, copies: list[str]) -> None:
+        """The router read the event at ``origin`` (``topic/partition/offset``) and planned ``copies``.
+
+        Only what the canonical record does not say is kept: the lookup reads the rest (source,
+        type, time, subject) from the record itself."""
+        event_id = origin
         for name, value in headers:
-            if name[:3] == "ce_":
-                ce[name] = value
-        event_id = (ce.get("ce_id") or b"").decode(errors="replace") or origin
-        key_text = key.decode(errors="replace") if key is not None else None
-        subject = ce.get("ce_subject")
-        subject_text = subject.decode(errors="replace") if subject else None
-        self.note(
-            event_id,
-            [
-                "r",
-                event_id,
-                at,
-                (ce.get("ce_source") or b"").decode(errors="replace"),
-                (ce.get("ce_type") or b"").decode(errors="replace"),
-                (ce.get("ce_time") or b"").decode(errors="replace"),
-                key_text,
-                subject_text,
-                origin,
-                copies,
-            ],
-        )
-        if key_text and key_text != event_id:
-            self.note(key_text, ["k", key_text, event_id])
-        if subject_text and subject_text not in (event_id, key_text):
-            self.note(subject_text, ["k", subject_text, event_id])
+            if name == "ce_id":
+                if value:
+                    event_id = value.decode(errors="replace")
+                break
+        self.note(event_id, ["r", event_id, origin, copies])
+        if key is not None:
+            key_text = key.decode(errors="replace")
+            if key_text != event_id:
+                self.note(key_text, ["k", key_text, event_id])
 
     def settled(  # noqa: PLR0917 (one entry's fields)
         self,
@@ -128,30 +135,33 @@ class LineageBatch:
     def __bool__(self) -> bool:
         return bool(self._by_partition)
 
-    def take(self) -> list[Record]:
-        """The index records of what was noted (and forget it)."""
+    def take(self, at: str = "") -> list[Record]:
+        """The index records of what was noted (and forget it); ``at``: when the router's entries
+        were made (theirs have no time of their own: one per batch)."""
         noted, self._by_partition = self._by_partition, {}
-        return [Record(self.topic, None, json.dumps(entries, separators=(",", ":")).encode(), [], p) for p, entries in noted.items()]
+        return [
+            Record(self.topic, None, json.dumps({"at": at, "hops": entries}, separators=(",", ":")).encode(), [], p)
+            for p, entries in noted.items()
+        ]
 
     def put_back(self, records: Iterable[Record]) -> None:
         """Records that could not be written: noted again, for the next ``take``."""
         for record in records:
             assert record.partition is not None and record.value is not None
-            self._by_partition.setdefault(record.partition, [])[:0] = json.loads(record.value)
+            self._by_partition.setdefault(record.partition, [])[:0] = json.loads(record.value)["hops"]
 
 
 @dataclass
 class RoutedHop:
     event_id: str
-    at: str
-    source: str
-    type: str
-    time: str
-    key: str | None
-    subject: str | None
+    at: str  # when the router read it
     position: str  # topic/partition/offset of the canonical record
-    copies: list[tuple[str, str]]  # (route, topic)
-    elements: list[str]  # id suffixes of split elements: their copies have ids ``<id>/<suffix>``
+    copies: list[tuple[str, str, str | None]]  # (route, topic, a split element's id suffix)
+
+    @property
+    def elements(self) -> list[str]:
+        """Id suffixes of split elements: their copies have ids ``<id>/<suffix>``."""
+        return [suffix for _, _, suffix in self.copies if suffix is not None]
 
 
 @dataclass
@@ -178,12 +188,15 @@ class IndexHits:
     aliases: list[str] = field(default_factory=list)
 
 
-def _parse(entry: list[Any]) -> Hop | str | None:
+def _copy(text: str) -> tuple[str, str, str | None]:
+    route, topic, *suffix = text.split(">", 2)
+    return route, topic, suffix[0] if suffix else None
+
+
+def _parse(entry: list[Any], at: str) -> Hop | str | None:
     kind = entry[0] if entry else None
-    if kind == "r" and len(entry) >= 10:
-        event_id, at, source, kind_, time, key, subject, position = entry[1:9]
-        copies = [(c[0], c[1]) for c in entry[9]]
-        return RoutedHop(event_id, at, source, kind_, time, key, subject, position, copies, [c[2] for c in entry[9] if len(c) > 2])
+    if kind == "r" and len(entry) >= 4:
+        return RoutedHop(entry[1], at, entry[2], [_copy(c) for c in entry[3]])
     if kind == "d" and len(entry) >= 9:
         event_id, at, subscriber, position, outcome, attempts = entry[1:7]
         return DeliveryHop(event_id, at, subscriber, position, outcome, attempts, [(f[0], f[1]) for f in entry[7]], entry[8])
@@ -203,13 +216,14 @@ async def read_index(
     def apply(_tp: TopicPartition, records: list[Any]) -> None:
         for record in records:
             try:
-                entries = json.loads(record.value)
-            except (TypeError, ValueError):
+                value = json.loads(record.value)
+                at, entries = str(value["at"]), value["hops"]
+            except (TypeError, ValueError, KeyError):
                 continue  # not an index record: nothing to learn from it
             for entry in entries:
                 if not isinstance(entry, list) or len(entry) < 2 or (hits := wanted.get(entry[1])) is None:
                     continue
-                parsed = _parse(entry)
+                parsed = _parse(entry, at)
                 if isinstance(parsed, str):
                     if parsed not in hits.aliases:
                         hits.aliases.append(parsed)

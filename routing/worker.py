@@ -205,14 +205,13 @@ class RouterWorker:
         lineage = self._lineage
         if lineage:
             lineage.take()  # noted by a batch that failed before it was produced: that batch is routed again
-        at = now_rfc3339()
+        at = now_rfc3339() if lineage is not None else ""
         for tp, records in batch.items():
             for record in records:
                 origin = f"{tp.topic}/{tp.partition}/{record.offset}"
                 outs = plan(record.key, record.value, list(record.headers), origin, partition=tp.partition, offset=record.offset)
                 if lineage is not None:
-                    copies = [[o.route, o.topic] if o.id_suffix is None else [o.route, o.topic, o.id_suffix] for o in outs if o.route]
-                    lineage.routed(record.headers, record.key, origin, copies, at)
+                    lineage.routed(record.headers, record.key, origin, lineage.copies(outs))
                 for out in outs:
                     if out.throttle is None:
                         append(Record(out.topic, out.key, out.value, out.headers, out.partition))
@@ -225,7 +224,7 @@ class RouterWorker:
                     futures.append(await self._send(out))
         if lineage is not None:
             # With the batch, before the commit: an entry is as durable as the routing it records.
-            out_records += lineage.take()
+            out_records += lineage.take(at)
         futures += await self._batches.send_all(out_records)
         await asyncio.gather(*futures)  # done only when Kafka has every copy
 

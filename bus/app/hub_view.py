@@ -297,16 +297,17 @@ class HubView:
         )
         entered = None
         if routed:
-            first = routed[0]
+            canonical = records.get(routed[-1].position)
+            header = {k: v.decode(errors="replace") for k, v in (canonical.headers or ()) if v is not None} if canonical else {}
             entered = LineageEntered(
-                at=first.at,
-                source=first.source,
-                type=first.type,
-                time=first.time,
-                key=first.key,
-                subject=first.subject,
-                position=first.position,
-                data=await self._decode(records.get(routed[-1].position)),
+                at=routed[0].at,
+                source=header.get("ce_source", ""),
+                type=header.get("ce_type", ""),
+                time=header.get("ce_time", ""),
+                key=canonical.key.decode(errors="replace") if canonical is not None and canonical.key is not None else None,
+                subject=header.get("ce_subject"),
+                position=routed[0].position,
+                data=await self._decode(canonical),
             )
         copies = self._copies(routed[-1]) if routed else []
         return EventLineage(
@@ -334,14 +335,7 @@ class HubView:
     def _copies(self, hop: RoutedHop) -> list[LineageCopy]:
         subscriber_of = {self._hub.topics.delivery(c.name): c.name for c in self._hub.loaded.outbound}
         subscriber_of[self._hub.topics.router_dead_letter] = "_router"
-        suffixes = iter(hop.elements)
-        copies = []
-        for route, topic in hop.copies:
-            element = None
-            if hop.elements and topic != self._hub.topics.router_dead_letter:
-                element = next(suffixes, None)
-            copies.append(LineageCopy(route=route, to=subscriber_of.get(topic, topic), element=element))
-        return copies
+        return [LineageCopy(route=route, to=subscriber_of.get(topic, topic), element=suffix) for route, topic, suffix in hop.copies]
 
     @staticmethod
     def _where_now(copies: list[LineageCopy], deliveries: list[DeliveryHop], letters: list[Any]) -> list[LineageWhere]:
