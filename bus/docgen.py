@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from bus.adapter_api import AdapterRegistry
 from bus.config.fields import ConfigJsonSchema
-from bus.config.models import HttpServerConfig, HubConfig, KafkaConfig, OpsServerConfig, SchemaRegistryConfig
+from bus.config.models import HttpServerConfig, HubConfig, KafkaConfig, LineageConfig, OpsServerConfig, SchemaRegistryConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.tracing import TracingConfig
 
@@ -105,7 +105,7 @@ def model_table(model: type[BaseModel]) -> str:
 
 def _top_level() -> str:
     """The top level's own fields (the sections below are its blocks)."""
-    blocks = ("kafka", "schema_registry", "http", "ops", "router", "tracing", "tables", "routes", "inbound", "outbound")
+    blocks = ("kafka", "schema_registry", "http", "ops", "router", "tracing", "lineage", "tables", "routes", "inbound", "outbound")
     return f"## Top level\n\nThe blocks below, and:\n\n{_table(HubConfig, skip=blocks)}\n"
 
 
@@ -118,6 +118,7 @@ def config_reference(registry: AdapterRegistry) -> str:
         ("ops", OpsServerConfig, "Health, readiness, metrics and the embedded schema registry (default port 9090)."),
         ("router", RouterConfig, "How routes of one schema combine."),
         ("tracing", TracingConfig, "OpenTelemetry spans; the W3C traceparent travels with every event either way."),
+        ("lineage", LineageConfig, "Where every event went: the index behind `GET /api/v1/events/{id}` and the console's search."),
         ("tables[]", TableConfig, "Lookup tables for `enrich`."),
         (
             "routes[]",

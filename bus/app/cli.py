@@ -8,8 +8,8 @@
     bus adapters describe TYPE [--json-schema]                  one type's config fields (or JSON Schema)
     bus test -c bus.yaml tests.yaml                             route tests, no broker needed
     bus routes explain -c bus.yaml event.json                   which routes match an event, and what they emit
-    bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters
-    bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for?
+    bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters (or --hub URL: through the management API)
+    bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for? (or --hub URL)
     bus docs config                                             the configuration reference, from the models
     bus docs json-schema [--chart FILE]                         a JSON Schema of the whole config (editors, the chart)
     bus new [RECIPE DIR]                                        start an integration from a recipe in examples/
@@ -101,9 +101,10 @@ def _parser() -> argparse.ArgumentParser:
         ("purge", "mark dead letters as handled"),
     ):
         cmd = dlq_sub.add_parser(name, help=text)
-        cmd.add_argument("-c", "--config", type=Path, required=True)
+        cmd.add_argument("-c", "--config", type=Path, help="the hub's config: go straight to its Kafka")
         cmd.add_argument("--bootstrap", help="Kafka to use instead of the config's")
-        cmd.add_argument("--hub", help="a running hub's ops URL, to use its Kafka (default with an embedded broker: the config's ops port)")
+        cmd.add_argument("--hub", help="a running hub's ops URL, e.g. http://127.0.0.1:9090: go through its management API instead")
+        cmd.add_argument("--token-file", type=Path, help="with --hub: a file holding the API token (default: $BUS_OPS_TOKEN)")
         cmd.add_argument("--subscriber", help="an outbound adapter name, _router, or _in.INBOUND; default all")
         cmd.add_argument("--since", help="failed at or after (ISO 8601)")
         cmd.add_argument("--until", help="failed before (ISO 8601)")
@@ -120,11 +121,10 @@ def _parser() -> argparse.ArgumentParser:
         "reconcile",
         help="balance of every subscriber: entered = delivered + dead-lettered + in flight; exit 1 if an event is unaccounted for",
     )
-    reconcile.add_argument("-c", "--config", type=Path, required=True)
+    reconcile.add_argument("-c", "--config", type=Path, help="the hub's config: go straight to its Kafka")
     reconcile.add_argument("--bootstrap", help="Kafka to use instead of the config's")
-    reconcile.add_argument(
-        "--hub", help="a running hub's ops URL, to use its Kafka (default with an embedded broker: the config's ops port)"
-    )
+    reconcile.add_argument("--hub", help="a running hub's ops URL, e.g. http://127.0.0.1:9090: go through its management API instead")
+    reconcile.add_argument("--token-file", type=Path, help="with --hub: a file holding the API token (default: $BUS_OPS_TOKEN)")
     reconcile.add_argument("--subscriber", action="append", help="an outbound adapter name (repeatable); default all")
     reconcile.add_argument("--window", default="1h", help="checksum window of event time (default 1h)")
     reconcile.add_argument(

@@ -1,4 +1,7 @@
-"""The ``bus`` subcommands that read the hub's topics: ``bus dlq`` and ``bus reconcile``."""
+"""The ``bus`` subcommands that read the hub's topics: ``bus dlq`` and ``bus reconcile``.
+
+Straight to Kafka with the config (``-c``), or through a running hub's management API with
+``--hub URL`` (``bus.app.api_client``): the same operations, the same output."""
 
 from __future__ import annotations
 
@@ -6,17 +9,19 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import Any
 
 from bus.adapter_api import AdapterRegistry
+from bus.app.api_client import ApiClient, token_from
 from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME, _load
 from bus.config.models import HubConfig
 from bus.errors import BusError
 
 
 def _bootstrap(args: argparse.Namespace, hub: HubConfig) -> str:
-    """The Kafka a command uses: ``--bootstrap``; else the one a running hub reports on its ops
-    port (``--hub URL``, by default the config's own ops port when the config says embedded: an
-    embedded broker's port is known only to its hub); else the config's."""
+    """The Kafka a command uses: ``--bootstrap``; else, when the config says embedded, the one its
+    running hub reports on the config's ops port (an embedded broker's port is known only to its
+    hub); else the config's."""
     if args.bootstrap:
         return str(args.bootstrap)
     url = args.hub
@@ -42,12 +47,74 @@ def _bootstrap(args: argparse.Namespace, hub: HubConfig) -> str:
         ) from None
 
 
+def _print_letters(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        print(
+            f"{row['subscriber']:<12} {row['position']:<10} {row['status']:<9} {row['failed_at']:<25} "
+            f"{row['error_class']:<15} {row['event_id']:<24} {row['error'][:80]}"
+        )
+    print(f"{len(rows)} dead letter(s)")
+
+
+def _dlq_through_api(args: argparse.Namespace) -> int:
+    """``bus dlq`` with ``--hub``: the management API does the work, on the hub's own Kafka."""
+    client = ApiClient(args.hub, token_from(args.token_file))
+    command = args.dlq_command
+    if command in ("list", "show"):
+        rows = client.dead_letters(
+            subscriber=args.subscriber,
+            ids=list(args.ids or ()),
+            since=args.since,
+            until=args.until,
+            error_class=args.error_class,
+            all_=args.all or command == "show",
+        )
+        if command == "list":
+            _print_letters(rows, args.json)
+            return 0
+        for row in rows:
+            print(json.dumps(row, indent=2, ensure_ascii=False))
+        if not rows:
+            print(f"bus: no dead letter matches {' '.join(args.ids) or 'the filters given'}", file=sys.stderr)
+        return 0 if rows else EXIT_RUNTIME
+    body = {
+        "subscriber": args.subscriber,
+        "ids": list(args.ids or ()),
+        "since": args.since,
+        "until": args.until,
+        "error_class": args.error_class,
+        "all": args.all,
+        "dry_run": args.dry_run,
+    }
+    done = client.post(f"/dead-letters/{command}", {k: v for k, v in body.items() if v not in (None, [])})
+    if done["dry_run"]:
+        print(f"would {command} {done['matched']} dead letter(s)")
+    else:
+        print(f"{command}d {done['done']} dead letter(s)" if command == "purge" else f"replayed {done['done']} dead letter(s)")
+    return 0
+
+
+def _no_config(args: argparse.Namespace) -> int | None:
+    """Straight to Kafka needs the config: say so when neither it nor --hub was given."""
+    if args.config is None and args.hub is None:
+        print("bus: give the config (-c bus.yaml) to go straight to Kafka, or --hub URL to go through a running hub", file=sys.stderr)
+        return EXIT_CONFIG
+    return None
+
+
 def dlq(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from bus.deadletters import DeadLetters, Filter
     from bus.kafka.topics import TopicNames
 
+    if (refused := _no_config(args)) is not None:
+        return refused
+    if args.hub is not None:
+        return _dlq_through_api(args)
     loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
     kafka = loaded.hub.kafka
     inbound = [f"_in.{c.name}" for c in loaded.inbound]
@@ -75,16 +142,7 @@ def dlq(args: argparse.Namespace) -> int:
     async def run() -> int:
         letters = [letter for name in subscribers for letter in await store.find(name, where)]
         if args.dlq_command == "list":
-            rows = [letter.summary() for letter in letters]
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            else:
-                for row in rows:
-                    print(
-                        f"{row['subscriber']:<12} {row['position']:<10} {row['status']:<9} {row['failed_at']:<25} "
-                        f"{row['error_class']:<15} {row['event_id']:<24} {row['error'][:80]}"
-                    )
-                print(f"{len(rows)} dead letter(s)")
+            _print_letters([letter.summary() for letter in letters], args.json)
             return 0
         if args.dlq_command == "show":
             for letter in letters:
@@ -112,6 +170,27 @@ def reconcile(args: argparse.Namespace) -> int:
     from bus.kafka.topics import TopicNames
     from bus.ledger import Reconciler, render
 
+    if (refused := _no_config(args)) is not None:
+        return refused
+    window = parse_duration(args.window)
+    if window is None or window.total_seconds() < 1:
+        print(f"bus: --window {args.window!r} is not a duration of at least 1s (e.g. 15m, 1h, 1d)", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.hub is not None:
+        if args.target_ids:
+            print("bus: --target-ids reads a file here: compare straight against Kafka (-c, without --hub)", file=sys.stderr)
+            return EXIT_CONFIG
+        client = ApiClient(args.hub, token_from(args.token_file))
+        found = [
+            balance
+            for name in args.subscriber or [None]
+            for balance in client.get("/reconcile", subscriber=name, window_s=int(window.total_seconds()))
+        ]
+        if args.json:
+            print(json.dumps(found, indent=2))
+        else:
+            print("\n\n".join(render(balance_of(b), show_ids=args.show_ids) for b in found))
+        return 0 if all(b["ok"] for b in found) else EXIT_RUNTIME
     loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
     kafka = loaded.hub.kafka
     names = [c.name for c in loaded.outbound]
@@ -119,10 +198,6 @@ def reconcile(args: argparse.Namespace) -> int:
     unknown = set(subscribers) - set(names)
     if unknown:
         print(f"bus: no outbound adapter named {', '.join(sorted(unknown))}", file=sys.stderr)
-        return EXIT_CONFIG
-    window = parse_duration(args.window)
-    if window is None or window.total_seconds() < 1:
-        print(f"bus: --window {args.window!r} is not a duration of at least 1s (e.g. 15m, 1h, 1d)", file=sys.stderr)
         return EXIT_CONFIG
     target_ids: set[str] | None = None
     if args.target_ids:
@@ -146,3 +221,15 @@ def reconcile(args: argparse.Namespace) -> int:
         return 0 if all(b.ok for b in balances) else EXIT_RUNTIME
 
     return asyncio.run(run())
+
+
+def balance_of(found: dict[str, Any]) -> Any:
+    """A balance as the API (``bus reconcile --json``) gives it, back as ``bus.ledger.Balance`` to render."""
+    from bus.ledger import Balance, Window
+
+    fields = {k: v for k, v in found.items() if k not in ("balanced", "ok")}
+    fields["windows"] = [Window(**w) for w in fields.get("windows", [])]
+    for pair in ("ledger_totals", "settled_offsets"):
+        if pair in fields:
+            fields[pair] = tuple(fields[pair])
+    return Balance(**fields)

@@ -14,13 +14,13 @@ __all__ = ["status"]
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
 
 import httpx
 
+from bus.app.api_client import ApiRefused, token_from
 from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME
 
 _FINE = {"running", "healthy", "not_running_here"}
@@ -64,11 +64,10 @@ def healthy(topology: dict[str, Any]) -> bool:
 
 
 def status(args: argparse.Namespace) -> int:
-    token = os.environ.get("BUS_OPS_TOKEN", "")
-    if args.token_file is not None:
-        token = args.token_file.read_text().strip()
-    if not token:
-        print("bus: the management API needs a token: set BUS_OPS_TOKEN or pass --token-file (ops.tokens in the config)", file=sys.stderr)
+    try:
+        token = token_from(args.token_file)
+    except ApiRefused as exc:
+        print(f"bus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     url = f"{args.hub.rstrip('/')}/api/v1/topology"
     while True:

@@ -39,6 +39,15 @@ def _nullable(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+_MAX_ROUND_DIGITS = 100  # round(x, 10**9) builds a number of 10**9 digits: minutes of CPU for one event
+
+
+def _round(value: Any, digits: Any = 0) -> Any:
+    if isinstance(digits, bool) or not isinstance(digits, int) or abs(digits) > _MAX_ROUND_DIGITS:
+        raise ValueError(f"round: digits must be a whole number from -{_MAX_ROUND_DIGITS} to {_MAX_ROUND_DIGITS}, not {digits!r}")
+    return round(value, digits) if digits else round(value)
+
+
 def _string(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(value: Any, *args: Any) -> Any:
         if value is None:
@@ -207,7 +216,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "float": _nullable(float),
     "bool": _nullable(bool),
     "abs": _nullable(abs),
-    "round": _nullable(lambda v, digits=0: round(v, digits) if digits else round(v)),
+    "round": _nullable(_round),
     "min": lambda *vs: min(v for v in vs if v is not None) if any(v is not None for v in vs) else None,
     "max": lambda *vs: max(v for v in vs if v is not None) if any(v is not None for v in vs) else None,
     # time

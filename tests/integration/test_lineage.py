@@ -7,11 +7,14 @@ is found by its key too. A split event's elements are found under the id of the 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from bus.app.cli import main
 from tests.faults.test_delivery_faults import hub_config, post_all
 from tests.support.hub import build_hub, write_config
 from tests.support.target import Target
@@ -30,7 +33,16 @@ async def lineage_when(api: httpx.AsyncClient, event_id: str, done: Any, timeout
         await asyncio.sleep(0.3)
 
 
-async def test_an_event_is_followed_through_delivery_dead_letter_and_replay(tmp_path: Path, bootstrap: str) -> None:
+async def cli(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_an_event_is_followed_through_delivery_dead_letter_and_replay(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     refusing = {"on": True}
     good = await Target().start()
     bad = await Target(answer=lambda call: (500, {}) if refusing["on"] and call.body["payment_id"] == "p-7" else (200, {})).start()
@@ -79,10 +91,33 @@ async def test_an_event_is_followed_through_delivery_dead_letter_and_replay(tmp_
             missing = await api.get("/events/nobody", headers=AUTH)
             assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
 
-            # The target recovers; the dead letter is replayed: the lineage shows the replay and its delivery.
+            # `bus dlq` and `bus reconcile` through the API (--hub) say what they say straight from Kafka (-c).
+            monkeypatch.setenv("BUS_OPS_TOKEN", TOKEN)
+            hub_url, config_file = f"http://127.0.0.1:{hub.ops.port}", str(tmp_path / "bus.yaml")
+            through_api = await cli(capsys, ["dlq", "list", "--hub", hub_url])
+            assert through_api == await cli(capsys, ["dlq", "list", "-c", config_file])
+            assert "p-7" in through_api[1] and "1 dead letter(s)" in through_api[1] and through_api[0] == 0
+            balances = await cli(capsys, ["reconcile", "--hub", hub_url, "--json"])
+            assert json.loads(balances[1]) == json.loads((await cli(capsys, ["reconcile", "-c", config_file, "--json"]))[1])
+            assert {b["subscriber"]: (b["delivered"], b["dead_lettered"], b["ok"]) for b in json.loads(balances[1])} == {
+                "erp": (10, 0, True),
+                "crm": (9, 1, True),
+            }
+            assert "subscriber crm: balanced" in (await cli(capsys, ["reconcile", "--hub", hub_url]))[1]
+            monkeypatch.delenv("BUS_OPS_TOKEN")
+            refused = await cli(capsys, ["dlq", "list", "--hub", hub_url])
+            assert refused[0] != 0 and "token" in refused[2]
+
+            # The target recovers; the dead letter is replayed (through the API, dry run first): the
+            # lineage shows the replay and its delivery.
             refusing["on"] = False
-            replay = await api.post("/dead-letters/replay", json={"subscriber": "crm", "ids": ["p-7"]}, headers=AUTH)
-            assert replay.status_code == 200 and replay.json()["done"] == 1
+            monkeypatch.setenv("BUS_OPS_TOKEN", TOKEN)
+            assert (await cli(capsys, ["dlq", "replay", "--hub", hub_url, "--subscriber", "crm", "--dry-run", "p-7"]))[1] == (
+                "would replay 1 dead letter(s)\n"
+            )
+            assert (await cli(capsys, ["dlq", "replay", "--hub", hub_url, "--subscriber", "crm", "p-7"]))[
+                1
+            ] == "replayed 1 dead letter(s)\n"
             found = await lineage_when(api, "p-7", lambda f: {w["subscriber"]: w["state"] for w in f["now"]}.get("crm") == "delivered")
             crm_deliveries = [d for d in found["deliveries"] if d["subscriber"] == "crm"]
             assert [d["outcome"] for d in crm_deliveries] == ["dead_lettered", "delivered"]

@@ -1,0 +1,79 @@
+"""The CLI's side of the management API (``ops.api``): ``bus status``, and ``bus dlq`` and
+``bus reconcile`` with ``--hub URL``, which go through a running hub instead of straight to Kafka
+(no config file needed, no line to Kafka: what an operator has outside the cluster).
+
+The token comes from ``--token-file`` or ``$BUS_OPS_TOKEN``. A refusal comes back as the API's
+problem detail (``ApiRefused``), said as the API said it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ApiClient", "ApiRefused", "token_from"]
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bus.errors import BusError
+
+
+class ApiRefused(BusError):
+    """The hub answered with an error, or did not answer."""
+
+
+def token_from(token_file: Path | None) -> str:
+    token = token_file.read_text().strip() if token_file is not None else os.environ.get("BUS_OPS_TOKEN", "")
+    if not token:
+        raise ApiRefused("the management API needs a token: set BUS_OPS_TOKEN or pass --token-file (ops.tokens in the config)")
+    return token
+
+
+class ApiClient:
+    def __init__(self, hub: str, token: str, *, timeout: float = 120.0) -> None:
+        self.base = f"{hub.rstrip('/')}/api/v1"
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._timeout = timeout
+
+    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+        url = f"{self.base}{path}"
+        try:
+            answer = httpx.request(method, url, params=params, json=body, headers=self._headers, timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            raise ApiRefused(f"{url}: no answer ({exc.__class__.__name__}: {exc}); is the hub running there?") from None
+        if answer.status_code >= 400:
+            try:
+                detail = answer.json().get("detail", answer.text)
+            except ValueError:
+                detail = answer.text[:300]
+            raise ApiRefused(f"{method} {url}: {answer.status_code} {detail}")
+        return answer.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.call("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.call("POST", path, body=body)
+
+    def dead_letters(self, *, ids: list[str], all_: bool, **filters: str | None) -> list[dict[str, Any]]:
+        """Every dead letter matching the filters (subscriber, since, until, error_class), page by
+        page; one query per id (the API filters by one)."""
+        found: list[dict[str, Any]] = []
+        wanted: list[str | None] = [*ids] or [None]
+        for event_id in wanted:
+            offset = 0
+            while True:
+                page = self.get(
+                    "/dead-letters",
+                    id=event_id,
+                    all="true" if all_ else None,
+                    **filters,
+                    offset=offset,
+                    limit=1000,
+                )
+                found += page["items"]
+                offset += len(page["items"])
+                if not page["items"] or offset >= page["total"]:
+                    break
+        return found
