@@ -36,6 +36,17 @@ $(TOOLS)/.crd-models:
 	    '@kubernetes-models/prometheus-operator@6' '@kubernetes-models/keda@2' && touch $@; \
 	else echo "no npm: the chart's custom resources cannot be validated here, their tests skip"; fi
 
+# Debian's chromium for the console's browser tests (Playwright drives it; its own browser
+# download cannot work offline). Installed with apt-get when this is root on Debian; otherwise
+# the step says so, and the browser tests skip on a laptop and fail in CI.
+$(TOOLS)/.chromium:
+	@mkdir -p $(TOOLS)
+	@if command -v chromium >/dev/null; then touch $@; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)) && touch $@; \
+	else echo "no chromium: install Debian's chromium package, or the console's browser tests skip"; fi
+
 quickstart: $(VENV)/.installed
 	$(BIN)/python examples/quickstart/run.py
 
@@ -43,7 +54,7 @@ quickstart: $(VENV)/.installed
 # non-zero exit into a failure, so "no tests" can never pass. Two workers: most tests wait on
 # brokers, processes and timers rather than the CPU (each worker starts its own embedded broker).
 # (xdist's loadgroup would keep the fault tests on one worker, but with pytest 9 it does not group.)
-test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.checkov $(TOOLS)/.crd-models
+test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.checkov $(TOOLS)/.crd-models $(TOOLS)/.chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -29,6 +29,7 @@ from bus.logs import REDACTOR
 from bus.runtime.web import listen
 from ops.api.app import PREFIX as API_PREFIX
 from ops.api.app import TOKEN_NAME, problem
+from ops.console import add_console
 
 log = logging.getLogger("ops.server")
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
@@ -168,13 +169,14 @@ class OpsServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_page)
+        add_console(app)
         for prefix, sub in self._subapps:
             app.add_subapp(prefix, sub)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self._idle_timeout_s)
         await self._runner.setup()
         await listen(web.TCPSite(self._runner, self._host, self._port), field="ops", host=self._host, port=self._port)
         self.port = self._runner.addresses[0][1]
-        log.info("ops server on http://%s:%d (/healthz /readyz /metrics)", self._host, self.port)
+        log.info("ops server on http://%s:%d (/healthz /readyz /metrics /api/v1 /console/)", self._host, self.port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

@@ -177,7 +177,7 @@ class HubView:
             role=self._hub.role,
             inbound=await self._inbound(),
             routes=self._routes(),
-            subscribers=[SubscriberNode(**s.model_dump(exclude={"ledger", "progress"})) for s in subscribers],
+            subscribers=[SubscriberNode(**s.model_dump(exclude={"progress"})) for s in subscribers],
         )
 
     async def set_paused(self, name: str, paused: bool, by: str) -> PauseState | None:
@@ -261,6 +261,16 @@ class HubView:
             except ConfigError as exc:
                 return ValidationReport(valid=False, errors=[_issue(i) for i in exc.issues], warnings=[])
         return ValidationReport(valid=True, errors=[], warnings=[_issue(i) for i in loaded.warnings])
+
+    def running_config(self) -> dict[str, Any]:
+        """The config this hub runs, secrets masked (``SecretStr`` fields, and every value read
+        from the environment or a file)."""
+        loaded = self._hub.loaded
+        found: dict[str, Any] = loaded.hub.model_dump(mode="json", by_alias=True)
+        found["inbound"] = [c.model_dump(mode="json", by_alias=True) for c in loaded.inbound]
+        found["outbound"] = [c.model_dump(mode="json", by_alias=True) for c in loaded.outbound]
+        masked: dict[str, Any] = REDACTOR.redact_tree(found)
+        return masked
 
     # -- lineage (bus.lineage) ---------------------------------------------------------------------
     async def _index(self, values: list[str]) -> dict[str, IndexHits] | None:

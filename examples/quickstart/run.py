@@ -6,7 +6,8 @@
 2. starts ``bus run -c examples/quickstart/bus.yaml`` as a separate process (embedded Kafka);
 3. posts payment webhooks like a payment provider would, plus two bad ones to show the errors;
 4. waits until every event that should arrive has arrived, then prints what was sent, routed
-   and delivered, and stops the hub with SIGTERM (a graceful stop).
+   and delivered, and stops the hub with SIGTERM (a graceful stop). With ``--keep`` the hub
+   stays up until Ctrl-C, to look around in its web console (the address and token are printed).
 
 Exit code 0 when every expected event arrived exactly as routed, 1 otherwise.
 """
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -127,11 +130,13 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=300, help="payment webhooks to post (default 300)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for delivery")
+    parser.add_argument("--keep", action="store_true", help="keep the hub running after the summary, until Ctrl-C (to use the console)")
     args = parser.parse_args()
 
     targets = SampleTargets()
     await targets.start()
     webhook_port, ops_port = free_port(), free_port()
+    console_token = secrets.token_urlsafe(16)
     env = {
         **os.environ,
         "WEBHOOK_PORT": str(webhook_port),
@@ -139,6 +144,7 @@ async def main() -> int:
         "ERP_URL": f"http://127.0.0.1:{targets.port}/erp/payments",
         "SUPPORT_URL": f"http://127.0.0.1:{targets.port}/support/tickets",
         "PAYMENTS_API_KEY": API_KEY,
+        "BUS_OPS_TOKEN": console_token,
     }
     bus = Path(sys.executable).with_name("bus")
     print(f"starting the hub: {bus.name} run -c {HERE.relative_to(Path.cwd()) if HERE.is_relative_to(Path.cwd()) else HERE}/bus.yaml")
@@ -148,6 +154,15 @@ async def main() -> int:
         async with httpx.AsyncClient(timeout=30) as client:
             await wait_ready(client, f"http://127.0.0.1:{ops_port}/readyz", hub, 90)
             print(f"hub ready in {time.monotonic() - started:.1f}s; posting {args.events} payment webhooks")
+            console = f"http://127.0.0.1:{ops_port}/console/"
+            page = await client.get(console)
+            topology = await client.get(
+                f"http://127.0.0.1:{ops_port}/api/v1/topology", headers={"Authorization": f"Bearer {console_token}"}
+            )
+            console_ok = page.status_code == 200 and topology.status_code == 200
+            print(
+                f"web console: {console}  (sign in with the token {console_token}; answers: {page.status_code}, API {topology.status_code})"
+            )
             payments = sample_payments(args.events)
             url = f"http://127.0.0.1:{webhook_port}/hooks/payments"
             sem = asyncio.Semaphore(32)
@@ -169,6 +184,10 @@ async def main() -> int:
                     break
                 await asyncio.sleep(0.2)
             metrics = (await client.get(f"http://127.0.0.1:{ops_port}/metrics")).text
+            if args.keep:
+                print(f"\nthe hub keeps running: web console at {console} (token {console_token}); Ctrl-C stops it")
+                with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+                    await hub.wait()
     finally:
         if hub.returncode is None:
             hub.send_signal(signal.SIGTERM)
@@ -194,7 +213,8 @@ async def main() -> int:
             % (target, len(targets.received[target]), len(ids), len(set(keys)) == len(keys))
         )
     print("  hub stopped with exit code    %6d" % rc)
-    ok = accepted == len(payments) and all(got[t] == ids for t, ids in want.items()) and rc == 0
+    print("  web console                   %6s   (%s)" % ("ok" if console_ok else "FAILED", console))
+    ok = accepted == len(payments) and all(got[t] == ids for t, ids in want.items()) and rc == 0 and console_ok
     print("\nquickstart", "OK: every routed event arrived" if ok else "FAILED: see the counts above")
     return 0 if ok else 1
 

@@ -64,6 +64,8 @@ class HubView(Protocol):
 
     async def reconcile(self, subscriber: str | None, window_s: int) -> list[ReconcileBalance]: ...
 
+    def running_config(self) -> dict[str, Any]: ...
+
     async def search_events(self, value: str) -> EventSearch: ...
 
     async def event(self, event_id: str) -> EventLineage | None: ...
@@ -235,6 +237,10 @@ def api_app(view: HubView) -> web.Application:
             raise ApiError(404, f"no event {event_id!r} is known: not in the lineage index nor on a dead-letter topic")
         return _answer(found)
 
+    async def get_config(_: web.Request) -> web.Response:
+        return web.json_response(REDACTOR.redact_tree(view.running_config()))
+
+    app.router.add_get("/config", get_config)
     app.router.add_get("/events", get_events)
     app.router.add_get("/events/{id:.+}", get_event)
     app.router.add_get("/dead-letters", get_dead_letters)

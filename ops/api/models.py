@@ -86,10 +86,14 @@ class SubscriberNode(_Out):
     last_error: str = Field(default="", description="The last failure, secrets masked.")
     topic: str = Field(description="Its delivery topic.")
     routes: list[str] = Field(description="The routes that send to it.")
+    ledger: LedgerBalance | None = Field(
+        default=None,
+        description="Its ledger balance in this process (null where the outbound role does not run): the console's rates "
+        "come from its counts.",
+    )
 
 
 class SubscriberDetail(SubscriberNode):
-    ledger: LedgerBalance | None = Field(default=None, description="Its ledger balance (null where the outbound role does not run).")
     progress: dict[str, int | str] = Field(default_factory=dict, description="What its adapter has done since it started.")
 
 

@@ -192,6 +192,13 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/config": {
+                "get": {
+                    "operationId": "getConfig",
+                    "summary": "The config this hub runs, secrets masked (every value read from the environment or a file).",
+                    "responses": _ok({"type": "object"}, "The config, as JSON."),
+                }
+            },
             "/config/validate": {
                 "post": {
                     "operationId": "validateConfig",

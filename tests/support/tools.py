@@ -20,6 +20,7 @@ _PLACES = {
     "checkov": TOOLS / "checkov/bin/checkov",
     "crd-models": TOOLS / "crd-models/node_modules",
     "node": None,
+    "chromium": None,  # Debian's package: `make test` installs it with apt-get where it can
 }
 
 
@@ -34,6 +35,7 @@ def tool(name: str) -> str:
     place = _PLACES[name]
     found = str(place) if place is not None and place.exists() else shutil.which(name)
     if found is None:
-        _missing(f"{name} not found: `make test` installs it under .tools/")
+        where = "with apt-get (Debian's chromium package)" if name == "chromium" else "under .tools/"
+        _missing(f"{name} not found: `make test` installs it {where}")
     assert found is not None
     return found

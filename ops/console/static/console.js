@@ -1,0 +1,444 @@
+// The hub's console: every number and state comes from the management API (/api/v1), called with
+// the token the operator signs in with (kept for this browser tab only, in sessionStorage).
+// Elements are built with textContent, never innerHTML: event data and error texts are untrusted.
+"use strict";
+
+const API = "/api/v1";
+const TOKEN_KEY = "bus-console-token";
+const POLL_MS = 2000; // topology and subscriber pages
+const LETTERS_POLL_MS = 10000; // dead-letter counts read every dead-letter topic: less often
+const main = document.getElementById("main");
+const statusLine = document.getElementById("status");
+let timers = [];
+let lettersByName = null; // open dead letters per subscriber, refreshed every LETTERS_POLL_MS
+let lettersAt = 0;
+let previous = null; // the last topology and when, for rates
+
+// -- small helpers -----------------------------------------------------------------------------
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+const SVG = "http://www.w3.org/2000/svg";
+function s(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs || {})) el.setAttribute(name, String(value));
+  for (const child of children.flat()) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return el;
+}
+// The page's content: children that are null or false (a section with nothing to show) are left out.
+function show(...children) {
+  main.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+function say(text, isError) {
+  statusLine.textContent = text || "";
+  statusLine.className = isError ? "error" : "";
+}
+function clearTimers() {
+  timers.forEach(clearInterval);
+  timers = [];
+}
+function every(ms, fn) {
+  timers.push(setInterval(fn, ms));
+}
+const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+class Refused extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${token()}` };
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const answer = await fetch(API + path, {
+    method: options.method || "GET",
+    headers,
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+  });
+  const body = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    if (answer.status === 401) signIn(body.detail || "the hub refused the token");
+    throw new Refused(answer.status, body.detail || answer.statusText);
+  }
+  return body;
+}
+
+const STATE_CLASS = {
+  running: "ok", healthy: "ok", delivered: "ok",
+  retrying: "warn", starting: "warn", in_flight: "warn", replayed: "warn", not_running_here: "warn",
+  circuit_open: "bad", unhealthy: "bad", dead_lettered: "bad", refused: "bad",
+  paused: "paused", purged: "paused",
+};
+const stateClass = (state) => STATE_CLASS[state] || "warn";
+const badge = (state, text) => h("span", { class: `badge s-${stateClass(state)}` }, text || state.replaceAll("_", " "));
+const needsAttention = (s) => !["healthy", "not_running_here"].includes(s.state) || (lettersByName && lettersByName[s.name] > 0);
+
+// -- sign in -----------------------------------------------------------------------------------
+function signIn(why) {
+  clearTimers();
+  sessionStorage.removeItem(TOKEN_KEY);
+  document.getElementById("signout").hidden = true;
+  document.getElementById("who").textContent = "";
+  show(
+    h("h2", {}, "Sign in"),
+    h("p", {}, "The console reads the hub through its management API. Enter a token from ops.tokens in the hub's config."),
+    why ? h("p", { class: "attention", role: "alert" }, why) : null,
+    h(
+      "form",
+      {
+        id: "signin",
+        onsubmit: (e) => {
+          e.preventDefault();
+          sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
+          route();
+        },
+      },
+      h("label", { for: "token" }, "API token"),
+      h("input", { id: "token", type: "password", autocomplete: "current-password", required: true }),
+      " ",
+      h("button", { class: "primary", type: "submit" }, "Sign in"),
+    ),
+  );
+  document.getElementById("token").focus();
+}
+
+// -- topology ----------------------------------------------------------------------------------
+function rates(topology) {
+  const now = Date.now();
+  const found = { routes: {}, subscribers: {} };
+  if (previous) {
+    const seconds = (now - previous.at) / 1000;
+    const before = previous.topology;
+    for (const r of topology.routes) {
+      const old = before.routes.find((x) => x.name === r.name);
+      if (old) found.routes[r.name] = { in: (r.matched - old.matched) / seconds, out: (r.emitted - old.emitted) / seconds };
+    }
+    for (const sub of topology.subscribers) {
+      const old = before.subscribers.find((x) => x.name === sub.name);
+      if (old && old.ledger && sub.ledger) {
+        found.subscribers[sub.name] = {
+          in: (sub.ledger.entered - old.ledger.entered) / seconds,
+          out: (sub.ledger.delivered - old.ledger.delivered) / seconds,
+        };
+      }
+    }
+  }
+  previous = { topology, at: now };
+  return found;
+}
+const perSecond = (rate) => (rate === undefined ? "–" : `${rate < 10 ? rate.toFixed(1) : Math.round(rate)}/s`);
+
+async function refreshLetters(force) {
+  if (!force && lettersByName && Date.now() - lettersAt < LETTERS_POLL_MS) return;
+  lettersAt = Date.now();
+  try {
+    const page = await api("/dead-letters?limit=1000");
+    const counts = {};
+    for (const letter of page.items) counts[letter.subscriber] = (counts[letter.subscriber] || 0) + 1;
+    lettersByName = counts;
+  } catch (e) {
+    if (e.status === 401) throw e;
+  }
+}
+
+function graph(topology, rate) {
+  const col = [20, 330, 640];
+  const width = 300, nodeH = 46, gap = 14, pad = 20;
+  const rows = Math.max(topology.inbound.length, topology.routes.length, topology.subscribers.length, 1);
+  const height = pad * 2 + rows * (nodeH + gap);
+  const y = (i) => pad + i * (nodeH + gap);
+  const svg = s("svg", {
+    width: col[2] + width + 20, height, role: "img", "aria-labelledby": "graph-title",
+    viewBox: `0 0 ${col[2] + width + 20} ${height}`,
+  });
+  svg.append(s("title", { id: "graph-title" }, "Topology: inbound adapters, routes and subscribers, with their states"));
+  const edges = s("g", {});
+  svg.append(edges);
+  const at = { inbound: {}, route: {}, subscriber: {} };
+  topology.inbound.forEach((n, i) => (at.inbound[n.name] = y(i)));
+  topology.routes.forEach((r, i) => (at.route[r.name] = y(i)));
+  topology.subscribers.forEach((n, i) => (at.subscriber[n.name] = y(i)));
+  const edge = (x1, y1, x2, y2) => {
+    const mid = (x1 + x2) / 2;
+    edges.append(s("path", { d: `M${x1},${y1 + nodeH / 2} C${mid},${y1 + nodeH / 2} ${mid},${y2 + nodeH / 2} ${x2},${y2 + nodeH / 2}` }));
+  };
+  for (const r of topology.routes) {
+    for (const n of topology.inbound) if (n.schema === r.from) edge(col[0] + width, at.inbound[n.name], col[1], at.route[r.name]);
+    for (const to of r.to) if (to in at.subscriber) edge(col[1] + width, at.route[r.name], col[2], at.subscriber[to]);
+  }
+  const node = (x, yy, kind, title, line, href, label) => {
+    const g = s("g", { class: `node n-${kind}` },
+      s("rect", { x, y: yy, width, height: nodeH }),
+      s("text", { x: x + 10, y: yy + 18 }, title),
+      s("text", { x: x + 10, y: yy + 36, class: "sub" }, line));
+    if (!href) return g;
+    const a = s("a", { href, "aria-label": label }, g);
+    return a;
+  };
+  topology.inbound.forEach((n, i) =>
+    svg.append(node(col[0], y(i), stateClass(n.state), `${n.name} (${n.type})`, `${n.state} · ${n.schema || ""}`, null)));
+  topology.routes.forEach((r, i) => {
+    const rr = rate.routes[r.name] || {};
+    svg.append(node(col[1], y(i), "route", r.name, `in ${perSecond(rr.in)} · out ${perSecond(rr.out)} · failed ${r.failed}`, null));
+  });
+  topology.subscribers.forEach((n, i) => {
+    const letters = (lettersByName && lettersByName[n.name]) || 0;
+    const kind = letters > 0 && n.state === "healthy" ? "bad" : stateClass(n.state);
+    const rr = rate.subscribers[n.name] || {};
+    const state = n.state.replaceAll("_", " ") + (letters ? ` · ${letters} dead letter(s)` : "");
+    const line = `${state} · ${perSecond(rr.out)}`;
+    const el = node(col[2], y(i), kind, `${n.name} (${n.type})`, line, `#/subscriber/${encodeURIComponent(n.name)}`,
+      `Subscriber ${n.name}: ${state}`);
+    el.setAttribute("data-subscriber", n.name);
+    el.setAttribute("data-state", n.state);
+    el.setAttribute("data-attention", needsAttention(n) ? "yes" : "no");
+    svg.append(el);
+  });
+  return h("div", { class: "graph" }, svg);
+}
+
+async function showTopology() {
+  const draw = async () => {
+    const topology = await api("/topology");
+    await refreshLetters(false);
+    const rate = rates(topology);
+    const trouble = topology.subscribers.filter(needsAttention);
+    const badInbound = topology.inbound.filter((n) => n.state !== "running");
+    document.getElementById("who").textContent = `role: ${topology.role}`;
+    show(
+      h("h2", {}, "Topology"),
+      trouble.length || badInbound.length
+        ? h("div", { class: "attention", id: "attention" },
+            h("strong", {}, `${trouble.length + badInbound.length} part(s) need attention`),
+            h("ul", {},
+              badInbound.map((n) => h("li", {}, `inbound ${n.name}: ${n.state} ${n.detail || ""}`)),
+              trouble.map((n) => h("li", {},
+                h("a", { href: `#/subscriber/${encodeURIComponent(n.name)}` }, n.name), ": ", badge(n.state), " ",
+                lettersByName && lettersByName[n.name] ? `${lettersByName[n.name]} open dead letter(s) ` : "",
+                n.last_error || ""))))
+        : h("p", { id: "attention" }, badge("healthy", "all parts healthy")),
+      h("div", { class: "legend", "aria-hidden": "true" },
+        badge("healthy"), badge("retrying"), badge("circuit_open", "circuit open / dead letters"), badge("paused")),
+      graph(topology, rate),
+      h("p", {}, `${topology.inbound.length} inbound, ${topology.routes.length} routes, ${topology.subscribers.length} subscribers. `,
+        "Rates are per second over the last refresh (every 2 s)."),
+    );
+  };
+  await draw();
+  every(POLL_MS, () => draw().catch(failed));
+}
+
+// -- one subscriber ----------------------------------------------------------------------------
+async function showSubscriber(name) {
+  let confirming = null; // {action, where, matched}
+  const draw = async () => {
+    const sub = await api(`/subscribers/${encodeURIComponent(name)}`);
+    const page = await api(`/dead-letters?subscriber=${encodeURIComponent(name)}&limit=200`);
+    const ledger = sub.ledger || {};
+    const ask = async (action, where) => {
+      const done = await api(`/dead-letters/${action}`, { method: "POST", body: { subscriber: name, ...where, dry_run: true } });
+      confirming = { action, where, matched: done.matched };
+      await draw();
+      document.getElementById("confirm-yes")?.focus();
+    };
+    const confirmBox = confirming
+      ? h("div", { class: "confirm", role: "alertdialog", "aria-label": "Confirm" },
+          `${confirming.matched} dead letter(s) would be ${confirming.action === "replay" ? "replayed" : "purged"}. `,
+          h("button", {
+            id: "confirm-yes", class: "primary", type: "button",
+            onclick: async () => {
+              const { action, where } = confirming;
+              confirming = null;
+              const done = await api(`/dead-letters/${action}`, { method: "POST", body: { subscriber: name, ...where } });
+              say(`${action === "replay" ? "Replayed" : "Purged"} ${done.done} dead letter(s).`);
+              await refreshLetters(true);
+              await draw();
+            },
+          }, `Yes, ${confirming.action}`),
+          " ",
+          h("button", { type: "button", onclick: async () => { confirming = null; await draw(); } }, "Cancel"))
+      : null;
+    show(
+      h("p", {}, h("a", { href: "#/" }, "← Topology")),
+      h("h2", {}, `Subscriber ${sub.name} `, badge(sub.state),
+        page.total ? [" ", badge("dead_lettered", `${page.total} open dead letter(s)`)] : null),
+      h("div", { class: "cards" },
+        h("div", { class: "card" }, "Entered", h("b", {}, ledger.entered ?? "–")),
+        h("div", { class: "card" }, "Delivered", h("b", {}, ledger.delivered ?? "–")),
+        h("div", { class: "card" }, "Dead-lettered", h("b", {}, ledger.dead_lettered ?? "–")),
+        h("div", { class: "card" }, "In flight", h("b", {}, ledger.in_flight ?? "–")),
+        h("div", { class: "card" }, "Failing events", h("b", {}, sub.failing_events)),
+        h("div", { class: "card" }, "Held keys", h("b", {}, sub.held_keys))),
+      h("table", {},
+        h("tbody", {},
+          h("tr", {}, h("th", { scope: "row" }, "Type"), h("td", {}, sub.type)),
+          h("tr", {}, h("th", { scope: "row" }, "Routes"), h("td", {}, sub.routes.join(", ") || "none")),
+          h("tr", {}, h("th", { scope: "row" }, "Since"), h("td", {}, sub.since || "–")),
+          h("tr", {}, h("th", { scope: "row" }, "Paused by"), h("td", {}, sub.paused_by || "–")),
+          h("tr", {}, h("th", { scope: "row" }, "Last error"), h("td", { id: "last-error" }, sub.last_error || "–")))),
+      h("div", { class: "actions" },
+        sub.state === "paused"
+          ? h("button", { id: "resume", type: "button", onclick: () => steer("resume") }, "Resume deliveries")
+          : h("button", { id: "pause", type: "button", onclick: () => steer("pause") }, "Pause deliveries")),
+      h("h3", {}, `Open dead letters (${page.total})`),
+      h("div", { class: "actions" },
+        h("button", { id: "replay-all", type: "button", disabled: page.total === 0, onclick: () => ask("replay", { all: true }) },
+          "Replay all…"),
+        h("button", { id: "purge-all", class: "danger", type: "button", disabled: page.total === 0, onclick: () => ask("purge", { all: true }) },
+          "Purge all…")),
+      confirmBox,
+      page.total === 0
+        ? h("p", { id: "no-letters" }, "None.")
+        : h("table", { id: "letters" },
+            h("thead", {}, h("tr", {}, ["Event", "Failed at", "Class", "Attempts", "Error", ""].map((t) => h("th", { scope: "col" }, t)))),
+            h("tbody", {}, page.items.map((x) => h("tr", {},
+              h("td", {}, h("a", { href: `#/event/${encodeURIComponent(x.event_id)}` }, x.event_id)),
+              h("td", {}, x.failed_at), h("td", {}, x.error_class), h("td", {}, x.attempts), h("td", {}, x.error),
+              h("td", {}, h("button", { type: "button", "aria-label": `Replay ${x.event_id}`, onclick: () => ask("replay", { ids: [x.event_id] }) },
+                "Replay…")))))),
+    );
+  };
+  const steer = async (action) => {
+    const done = await api(`/subscribers/${encodeURIComponent(name)}/${action}`, { method: "POST" });
+    say(`${done.paused ? "Paused" : "Resumed"} ${name}: every replica obeys within seconds.`);
+    await draw();
+  };
+  await draw();
+  every(POLL_MS * 2, () => { if (!main.querySelector(".confirm")) draw().catch(failed); });
+}
+
+// -- events ------------------------------------------------------------------------------------
+function showSearch(query) {
+  const results = h("div", { id: "results" });
+  const search = async (value) => {
+    const found = await api(`/events?q=${encodeURIComponent(value)}`);
+    if (found.ids.length === 1 && found.ids[0] === value) {
+      location.hash = `#/event/${encodeURIComponent(value)}`;
+      return;
+    }
+    results.replaceChildren(
+      ...[!found.lineage_enabled ? h("p", { class: "attention" }, "Lineage is off on this hub (lineage.enabled): only dead letters are searched.") : null,
+      found.ids.length === 0
+        ? h("p", {}, `No event has the id, key or subject “${value}”.`)
+        : h("div", {}, h("p", {}, `${found.ids.length} event(s):`),
+            h("ul", {}, found.ids.map((id) => h("li", {}, h("a", { href: `#/event/${encodeURIComponent(id)}` }, id))))),
+      ].filter((c) => c !== null),
+    );
+  };
+  show(
+    h("h2", {}, "Event search"),
+    h("form", {
+      role: "search",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const value = document.getElementById("q").value.trim();
+        if (value) search(value).catch(failed);
+      },
+    },
+      h("label", { for: "q" }, "Event id, key or subject"),
+      h("input", { id: "q", type: "text", value: query || "", required: true }),
+      " ",
+      h("button", { class: "primary", type: "submit" }, "Find")),
+    results,
+  );
+  document.getElementById("q").focus();
+  if (query) search(query).catch(failed);
+}
+
+async function showEvent(id) {
+  const e = await api(`/events/${encodeURIComponent(id)}`);
+  const entered = e.entered;
+  show(
+    h("p", {}, h("a", { href: "#/events" }, "← Event search")),
+    h("h2", {}, `Event ${e.id}`),
+    h("h3", {}, "Where it is now"),
+    h("ul", { id: "now" }, e.now.map((w) => h("li", { "data-subscriber": w.subscriber, "data-state": w.state },
+      h("strong", {}, w.subscriber), " ", badge(w.state), " ", w.detail))),
+    h("h3", {}, "Entered"),
+    entered
+      ? h("table", { id: "entered" }, h("tbody", {},
+          [["Source", entered.source], ["Type", entered.type], ["Event time", entered.time], ["Key", entered.key ?? "–"],
+           ["Subject", entered.subject ?? "–"], ["Routed at", entered.at], ["Canonical position", entered.position]]
+            .map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v)))))
+      : h("p", {}, "The router has not read it (refused at the edge, or not routed yet)."),
+    entered && entered.data ? h("details", {}, h("summary", {}, "Canonical event data"), h("pre", {}, JSON.stringify(entered.data, null, 2))) : null,
+    h("h3", {}, "Routes"),
+    e.routed.length
+      ? h("table", { id: "routed" },
+          h("thead", {}, h("tr", {}, ["Route", "Sent to", "Element"].map((t) => h("th", { scope: "col" }, t)))),
+          h("tbody", {}, e.routed.map((c) => h("tr", {}, h("td", {}, c.route), h("td", {}, c.to), h("td", {}, c.element ?? "–")))))
+      : h("p", {}, "No route sent a copy."),
+    h("h3", {}, "Deliveries"),
+    e.deliveries.length
+      ? h("table", { id: "deliveries" },
+          h("thead", {}, h("tr", {}, ["Subscriber", "Settled at", "Outcome", "Attempts", "Failed attempts", "Replayed from"]
+            .map((t) => h("th", { scope: "col" }, t)))),
+          h("tbody", {}, e.deliveries.map((d) => h("tr", { "data-subscriber": d.subscriber, "data-outcome": d.outcome },
+            h("td", {}, d.subscriber), h("td", {}, d.at), h("td", {}, badge(d.outcome)), h("td", {}, d.attempts),
+            h("td", {}, d.failures.length ? h("ul", {}, d.failures.map((f) => h("li", {}, `${f.at}: ${f.answer}`))) : "–"),
+            h("td", {}, d.replayed_from ?? "–")))))
+      : h("p", {}, "Not settled by any subscriber yet."),
+    h("h3", {}, "Dead letters"),
+    e.dead_letters.length
+      ? h("table", { id: "dead-letters" },
+          h("thead", {}, h("tr", {}, ["Subscriber", "Failed at", "Error", "Status"].map((t) => h("th", { scope: "col" }, t)))),
+          h("tbody", {}, e.dead_letters.map((x) => h("tr", {},
+            h("td", {}, h("a", { href: `#/subscriber/${encodeURIComponent(x.subscriber)}` }, x.subscriber)),
+            h("td", {}, x.failed_at), h("td", {}, x.error), h("td", {}, badge(x.status === "new" ? "dead_lettered" : x.status, x.status))))))
+      : h("p", {}, "None."),
+  );
+}
+
+async function showConfig() {
+  const config = await api("/config");
+  show(
+    h("h2", {}, "Running config"),
+    h("p", {}, "As this hub runs it. Secrets (and every value read from the environment or a file) are masked."),
+    h("pre", { id: "config" }, JSON.stringify(config, null, 2)),
+  );
+}
+
+// -- routing -----------------------------------------------------------------------------------
+function failed(e) {
+  if (e instanceof Refused && e.status === 401) return;
+  say(e instanceof Refused ? `The hub refused: ${e.message}` : `Could not reach the hub: ${e.message}`, true);
+}
+
+async function route() {
+  clearTimers();
+  say("");
+  if (!token()) return signIn();
+  document.getElementById("signout").hidden = false;
+  const hash = location.hash || "#/";
+  for (const a of document.querySelectorAll("nav a")) {
+    const current = a.getAttribute("href") === hash || (a.getAttribute("href") === "#/" && hash.startsWith("#/subscriber/"))
+      || (a.getAttribute("href") === "#/events" && hash.startsWith("#/event"));
+    if (current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  const [, page, rest] = hash.match(/^#\/([^/?]*)\/?(.*)$/) || [];
+  try {
+    if (page === "subscriber") await showSubscriber(decodeURIComponent(rest));
+    else if (page === "event") await showEvent(decodeURIComponent(rest));
+    else if (page === "events") showSearch(new URLSearchParams(location.hash.split("?")[1] || "").get("q"));
+    else if (page === "config") await showConfig();
+    else await showTopology();
+  } catch (e) {
+    failed(e);
+  }
+}
+
+document.getElementById("signout").addEventListener("click", () => signIn("Signed out."));
+window.addEventListener("hashchange", () => { previous = null; route(); });
+route();
