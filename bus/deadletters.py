@@ -26,7 +26,7 @@ from typing import Any
 from bus.config.models import KafkaConfig
 from bus.event import now_rfc3339
 from bus.kafka.clients import make_admin, make_producer, outside_bootstrap
-from bus.kafka.reader import read_topic
+from bus.kafka.reader import read_topics
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 from bus.logs import REDACTOR
 
@@ -134,21 +134,22 @@ class DeadLetters:
             return self._names.inbound_dead_letter(subscriber.removeprefix("_in."))
         return self._names.router_dead_letter if subscriber == "_router" else self._names.dead_letter(subscriber)
 
-    async def _read_all(self, topic: str) -> list[Any]:
-        return await read_topic(self._kafka, self._bootstrap, topic)
+    async def find(self, subscriber: str, where: Filter | None = None) -> list[DeadLetter]:
+        return await self.find_all([subscriber], where)
 
-    async def _marks(self) -> dict[str, str]:
+    async def find_all(self, subscribers: list[str], where: Filter | None = None) -> list[DeadLetter]:
+        """The letters of every one of ``subscribers`` (in that order) that ``where`` selects,
+        their topics and the marks read in one pass."""
+        topics = {name: self.topic_of(name) for name in subscribers}
+        records = await read_topics(self._kafka, self._bootstrap, [*topics.values(), self._names.dead_letter_state])
         marks: dict[str, str] = {}
-        for record in await self._read_all(self._names.dead_letter_state):
+        for record in records[self._names.dead_letter_state]:
             if record.key is not None:
                 marks[record.key.decode()] = json.loads(record.value)["status"] if record.value else "new"
-        return marks
-
-    async def find(self, subscriber: str, where: Filter | None = None) -> list[DeadLetter]:
-        topic = self.topic_of(subscriber)
-        marks = await self._marks()
         letters = [
-            DeadLetter(subscriber, topic, r.partition, r.offset, r.key, r.value, list(r.headers or ())) for r in await self._read_all(topic)
+            DeadLetter(name, topic, r.partition, r.offset, r.key, r.value, list(r.headers or ()))
+            for name, topic in topics.items()
+            for r in records[topic]
         ]
         for letter in letters:
             letter.status = marks.get(letter.position, "new")

@@ -43,7 +43,7 @@ from typing import Any
 
 from bus.config.models import KafkaConfig
 from bus.kafka.clients import make_admin, make_consumer, outside_bootstrap
-from bus.kafka.reader import partitions_of, read_topic
+from bus.kafka.reader import partitions_of, read_topics
 from bus.kafka.topics import TopicNames
 
 
@@ -206,9 +206,11 @@ class Reconciler:
             return Balance(subscriber, unprovable=[why])
         # Committed offsets first: every ledger entry they rely on was written before them.
         committed = await self.committed(subscriber)
-        incoming = await read_topic(self._kafka, self._bootstrap, self._names.delivery(subscriber))
-        entries = [LedgerEntry.decode(r.value) for r in await read_topic(self._kafka, self._bootstrap, self._names.ledger(subscriber))]
-        letters = {_header(r, "bus_origin") for r in await read_topic(self._kafka, self._bootstrap, self._names.dead_letter(subscriber))}
+        delivery, ledger, dead = self._names.delivery(subscriber), self._names.ledger(subscriber), self._names.dead_letter(subscriber)
+        records = await read_topics(self._kafka, self._bootstrap, [delivery, ledger, dead])  # one reader for the three
+        incoming = records[delivery]
+        entries = [LedgerEntry.decode(r.value) for r in records[ledger]]
+        letters = {_header(r, "bus_origin") for r in records[dead]}
         return audit(subscriber, committed, incoming, entries, letters, self._names.delivery(subscriber), window_s, target_ids)
 
 

@@ -234,7 +234,7 @@ class HubView:
             include_handled=include_handled,
         )
         store = self._store()
-        found = [letter for name in ([where.subscriber] if where.subscriber else names) for letter in await store.find(name, rule)]
+        found = await store.find_all([where.subscriber] if where.subscriber else names, rule)
         # Oldest first, in an order that does not change between calls: pages must not overlap.
         return sorted(found, key=lambda x: (x.failed_at or "", x.subscriber, x.partition, x.offset))
 

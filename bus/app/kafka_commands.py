@@ -140,7 +140,7 @@ def dlq(args: argparse.Namespace) -> int:
     store = DeadLetters(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix))
 
     async def run() -> int:
-        letters = [letter for name in subscribers for letter in await store.find(name, where)]
+        letters = await store.find_all(subscribers, where)
         if args.dlq_command == "list":
             _print_letters([letter.summary() for letter in letters], args.json)
             return 0

@@ -237,6 +237,7 @@ async function showTopology() {
     );
   };
   await draw();
+  window.busConsoleRedraw = draw; // one refresh on demand: the tests time it
   every(POLL_MS, () => draw().catch(failed));
 }
 
