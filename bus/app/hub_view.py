@@ -9,10 +9,14 @@ from __future__ import annotations
 __all__ = ["HubParts", "HubView"]
 
 import tempfile
+import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from prometheus_client import REGISTRY
 
 from bus.adapter_api import AdapterRegistry
 from bus.codec import Codec
@@ -80,6 +84,28 @@ class HubParts(Protocol):
     def codec(self) -> Codec: ...
 
 
+class Rates:
+    """Per-second rates of the topology's counters, between now and the newest earlier sample
+    that is at least ``window_s`` old (or the oldest one): sampled when the topology is asked
+    for, so nothing runs between calls. Null until there are two samples."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self._window_s = window_s
+        self._samples: deque[tuple[float, dict[str, float]]] = deque()
+
+    def __call__(self, counters: dict[str, float], now: float | None = None) -> dict[str, float]:
+        now = time.monotonic() if now is None else now
+        samples = self._samples
+        while len(samples) > 1 and now - samples[1][0] >= self._window_s:
+            samples.popleft()  # the next one is old enough to measure from
+        rates: dict[str, float] = {}
+        if samples and (seconds := now - samples[0][0]) > 0:
+            then = samples[0][1]
+            rates = {name: round(max(0.0, value - then[name]) / seconds, 3) for name, value in counters.items() if name in then}
+        samples.append((now, counters))
+        return rates
+
+
 def _issue(issue: ConfigIssue) -> ConfigIssueOut:
     return ConfigIssueOut(file=issue.file, line=issue.line, field=issue.field, message=issue.message)
 
@@ -89,6 +115,7 @@ class HubView:
         self._hub = hub
         self._registry = registry
         self._catalog = catalog
+        self._rates = Rates()
 
     def _runs(self, role: str) -> bool:
         return self._hub.role in ("all", role)
@@ -172,13 +199,28 @@ class HubView:
         )
 
     async def topology(self) -> Topology:
-        subscribers = [await self._subscriber(c) for c in self._hub.loaded.outbound]
-        return Topology(
-            role=self._hub.role,
-            inbound=await self._inbound(),
-            routes=self._routes(),
-            subscribers=[SubscriberNode(**s.model_dump(exclude={"progress"})) for s in subscribers],
-        )
+        subscribers = [
+            SubscriberNode(**s.model_dump(exclude={"progress"})) for c in self._hub.loaded.outbound for s in [await self._subscriber(c)]
+        ]
+        inbound, routes = await self._inbound(), self._routes()
+        counters: dict[str, float] = {}
+        for node in inbound:
+            counters[f"in/{node.name}"] = (
+                REGISTRY.get_sample_value("bus_inbound_events_total", {"adapter": node.name, "outcome": "accepted"}) or 0.0
+            )
+        for route in routes:
+            counters[f"matched/{route.name}"], counters[f"emitted/{route.name}"] = route.matched, route.emitted
+        for sub in subscribers:
+            if sub.ledger is not None:
+                counters[f"entered/{sub.name}"], counters[f"delivered/{sub.name}"] = sub.ledger.entered, sub.ledger.delivered
+        rates = self._rates(counters)
+        for node in inbound:
+            node.rate = rates.get(f"in/{node.name}")
+        for route in routes:
+            route.rate_in, route.rate_out = rates.get(f"matched/{route.name}"), rates.get(f"emitted/{route.name}")
+        for sub in subscribers:
+            sub.rate_in, sub.rate_out = rates.get(f"entered/{sub.name}"), rates.get(f"delivered/{sub.name}")
+        return Topology(role=self._hub.role, inbound=inbound, routes=routes, subscribers=subscribers)
 
     async def set_paused(self, name: str, paused: bool, by: str) -> PauseState | None:
         """Ask every replica to pause (or resume) subscriber ``name``: a control record, obeyed

@@ -50,6 +50,10 @@ class InboundNode(_Out):
     schema_: str | None = Field(default=None, alias="schema", description="The canonical schema it emits.")
     topic: str | None = Field(default=None, description="The canonical topic it publishes to.")
     progress: dict[str, int | str] = Field(default_factory=dict, description="What it has done since it started.")
+    rate: float | None = Field(
+        default=None,
+        description="Events accepted per second over about the last 10 s, between this call and an earlier one (null on the first call).",
+    )
 
 
 class RouteNode(_Out):
@@ -62,6 +66,14 @@ class RouteNode(_Out):
     emitted: int
     dropped: int
     failed: int = Field(description="Events dead-lettered by this route (bus dlq list --subscriber _router).")
+    rate_in: float | None = Field(
+        default=None,
+        description="Events matched per second over about the last 10 s, between this call and an earlier one (null on the first call).",
+    )
+    rate_out: float | None = Field(
+        default=None,
+        description="Copies emitted per second over about the last 10 s, between this call and an earlier one (null on the first call).",
+    )
 
 
 class LedgerBalance(_Out):
@@ -88,8 +100,16 @@ class SubscriberNode(_Out):
     routes: list[str] = Field(description="The routes that send to it.")
     ledger: LedgerBalance | None = Field(
         default=None,
-        description="Its ledger balance in this process (null where the outbound role does not run): the console's rates "
-        "come from its counts.",
+        description="Its ledger balance in this process (null where the outbound role does not run).",
+    )
+    rate_in: float | None = Field(
+        default=None,
+        description="Events entering its delivery topic per second over about the last 10 s, between this call and an earlier one "
+        "(null on the first call).",
+    )
+    rate_out: float | None = Field(
+        default=None,
+        description="Events delivered per second over about the last 10 s, between this call and an earlier one (null on the first call).",
     )
 
 

@@ -223,6 +223,8 @@ def test_a_config_change_rolls_the_pods() -> None:
         ({"image": {"repository": "r", "digest": "latest"}}, "digest"),
         ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "interval"),
         ({"replicaCount": 3}, "replicaCount"),  # a typo of another chart's habit
+        ({"opsTokens": {"tokens": [{"name": "admin", "key": "admin"}]}}, "secretName"),  # tokens from which Secret?
+        ({"opsTokens": {"secretName": "t", "tokens": [{"name": "admin", "key": "a", "scope": "admin"}]}}, "scope"),
     ],
 )
 def test_bad_values_are_refused_by_the_schema_naming_the_field(values: dict[str, Any], complaint: str) -> None:
@@ -238,3 +240,26 @@ def test_helm_refuses_a_config_with_a_misspelt_field() -> None:
     values["config"]["routes"][0]["whn"] = 'status == "failed"'
     with pytest.raises(Exception, match="additional properties 'whn' not allowed"):
         render(values)
+
+
+def test_api_tokens_come_from_a_secret_as_files() -> None:
+    """The chart's only way to give the hub API tokens (config.ops is the chart's own: ports, host)."""
+    manifests = render(
+        {
+            "opsTokens": {
+                "secretName": "bus-ops-tokens",
+                "tokens": [{"name": "team", "key": "admin", "scope": "write"}, {"name": "ro", "key": "viewer"}],
+            },
+        }
+    )
+    [configmap] = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-config")]
+    tokens = yaml.safe_load(configmap["data"]["bus.yaml"])["ops"]["tokens"]
+    assert tokens == [
+        {"name": "team", "token": "${file:/etc/bus-secrets/ops-tokens/admin}", "scope": "write"},
+        {"name": "ro", "token": "${file:/etc/bus-secrets/ops-tokens/viewer}", "scope": "read"},  # read unless said
+    ]
+    for deployment in by_kind(manifests, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert {"name": "ops-tokens", "secret": {"secretName": "bus-ops-tokens"}} in pod["volumes"]
+        mounts = pod["containers"][0]["volumeMounts"]
+        assert {"name": "ops-tokens", "mountPath": "/etc/bus-secrets/ops-tokens", "readOnly": True} in mounts

@@ -61,6 +61,9 @@ async def test_the_api_shows_a_failing_subscriber_and_refuses_what_it_should(
             assert states["erp"]["state"] == "healthy"
             assert states["crm"]["failing_events"] >= 1 and "500" in states["crm"]["last_error"]
             assert [(r["name"], r["to"], r["matched"]) for r in topology["routes"]] == [("all", ["erp", "crm"], 3)]
+            rate = topology["inbound"][0].pop("rate")
+            assert rate is None or rate >= 0  # per second over the last calls (tests/unit/test_topology_rates.py)
+            assert all(r["rate_in"] is None or r["rate_in"] >= 0 for r in topology["routes"])
             assert topology["inbound"] == [
                 {
                     "name": "in",

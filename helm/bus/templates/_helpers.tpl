@@ -88,7 +88,15 @@ Credentials are never in it: ${file:...} reads them from Secrets mounted as file
 {{- $_ := set $c "schema_registry" $registry -}}
 {{- /* In a pod the servers listen on every interface (the NetworkPolicy decides who reaches them); the rest of config.http and config.ops (tokens, timeouts) is kept. */ -}}
 {{- $_ := set $c "http" (merge (dict "host" "0.0.0.0" "port" .Values.ports.http) (deepCopy (default dict $c.http))) -}}
-{{- $_ := set $c "ops" (merge (dict "host" "0.0.0.0" "port" .Values.ports.ops) (deepCopy (default dict $c.ops))) -}}
+{{- $ops := merge (dict "host" "0.0.0.0" "port" .Values.ports.ops) (deepCopy (default dict $c.ops)) -}}
+{{- if .Values.opsTokens.secretName -}}
+{{- $tokens := default list $ops.tokens -}}
+{{- range .Values.opsTokens.tokens -}}
+{{- $tokens = append $tokens (dict "name" .name "token" (printf "${file:/etc/bus-secrets/ops-tokens/%s}" .key) "scope" (default "read" .scope)) -}}
+{{- end -}}
+{{- $_ := set $ops "tokens" $tokens -}}
+{{- end -}}
+{{- $_ := set $c "ops" $ops -}}
 {{- toYaml $c -}}
 {{- end -}}
 

@@ -12,7 +12,6 @@ const statusLine = document.getElementById("status");
 let timers = [];
 let lettersByName = null; // open dead letters per subscriber, refreshed every LETTERS_POLL_MS
 let lettersAt = 0;
-let previous = null; // the last topology and when, for rates
 
 // -- small helpers -----------------------------------------------------------------------------
 function h(tag, attrs, ...children) {
@@ -114,31 +113,9 @@ function signIn(why) {
   document.getElementById("token").focus();
 }
 
-// -- topology ----------------------------------------------------------------------------------
-function rates(topology) {
-  const now = Date.now();
-  const found = { routes: {}, subscribers: {} };
-  if (previous) {
-    const seconds = (now - previous.at) / 1000;
-    const before = previous.topology;
-    for (const r of topology.routes) {
-      const old = before.routes.find((x) => x.name === r.name);
-      if (old) found.routes[r.name] = { in: (r.matched - old.matched) / seconds, out: (r.emitted - old.emitted) / seconds };
-    }
-    for (const sub of topology.subscribers) {
-      const old = before.subscribers.find((x) => x.name === sub.name);
-      if (old && old.ledger && sub.ledger) {
-        found.subscribers[sub.name] = {
-          in: (sub.ledger.entered - old.ledger.entered) / seconds,
-          out: (sub.ledger.delivered - old.ledger.delivered) / seconds,
-        };
-      }
-    }
-  }
-  previous = { topology, at: now };
-  return found;
-}
-const perSecond = (rate) => (rate === undefined ? "–" : `${rate < 10 ? rate.toFixed(1) : Math.round(rate)}/s`);
+// -- topology ---------------------------------------------------------------------------------
+// Rates come from the API (rate, rate_in, rate_out: per second over about the last 10 s).
+const perSecond = (rate) => (rate === null || rate === undefined ? "–" : `${rate < 10 ? rate.toFixed(1) : Math.round(rate)}/s`);
 
 async function refreshLetters(force) {
   if (!force && lettersByName && Date.now() - lettersAt < LETTERS_POLL_MS) return;
@@ -153,7 +130,7 @@ async function refreshLetters(force) {
   }
 }
 
-function graph(topology, rate) {
+function graph(topology) {
   const col = [20, 330, 640];
   const width = 300, nodeH = 46, gap = 14, pad = 20;
   const rows = Math.max(topology.inbound.length, topology.routes.length, topology.subscribers.length, 1);
@@ -188,17 +165,15 @@ function graph(topology, rate) {
     return a;
   };
   topology.inbound.forEach((n, i) =>
-    svg.append(node(col[0], y(i), stateClass(n.state), `${n.name} (${n.type})`, `${n.state} · ${n.schema || ""}`, null)));
+    svg.append(node(col[0], y(i), stateClass(n.state), `${n.name} (${n.type})`, `${n.state} · ${n.schema || ""} · ${perSecond(n.rate)}`, null)));
   topology.routes.forEach((r, i) => {
-    const rr = rate.routes[r.name] || {};
-    svg.append(node(col[1], y(i), "route", r.name, `in ${perSecond(rr.in)} · out ${perSecond(rr.out)} · failed ${r.failed}`, null));
+    svg.append(node(col[1], y(i), "route", r.name, `in ${perSecond(r.rate_in)} · out ${perSecond(r.rate_out)} · failed ${r.failed}`, null));
   });
   topology.subscribers.forEach((n, i) => {
     const letters = (lettersByName && lettersByName[n.name]) || 0;
     const kind = letters > 0 && n.state === "healthy" ? "bad" : stateClass(n.state);
-    const rr = rate.subscribers[n.name] || {};
     const state = n.state.replaceAll("_", " ") + (letters ? ` · ${letters} dead letter(s)` : "");
-    const line = `${state} · ${perSecond(rr.out)}`;
+    const line = `${state} · in ${perSecond(n.rate_in)} · out ${perSecond(n.rate_out)}`;
     const el = node(col[2], y(i), kind, `${n.name} (${n.type})`, line, `#/subscriber/${encodeURIComponent(n.name)}`,
       `Subscriber ${n.name}: ${state}`);
     el.setAttribute("data-subscriber", n.name);
@@ -213,7 +188,6 @@ async function showTopology() {
   const draw = async () => {
     const topology = await api("/topology");
     await refreshLetters(false);
-    const rate = rates(topology);
     const trouble = topology.subscribers.filter(needsAttention);
     const badInbound = topology.inbound.filter((n) => n.state !== "running");
     document.getElementById("who").textContent = `role: ${topology.role}`;
@@ -231,9 +205,9 @@ async function showTopology() {
         : h("p", { id: "attention" }, badge("healthy", "all parts healthy")),
       h("div", { class: "legend", "aria-hidden": "true" },
         badge("healthy"), badge("retrying"), badge("circuit_open", "circuit open / dead letters"), badge("paused")),
-      graph(topology, rate),
+      graph(topology),
       h("p", {}, `${topology.inbound.length} inbound, ${topology.routes.length} routes, ${topology.subscribers.length} subscribers. `,
-        "Rates are per second over the last refresh (every 2 s)."),
+        "Rates are per second over about the last 10 s; the page refreshes every 2 s."),
     );
   };
   await draw();
@@ -441,5 +415,5 @@ async function route() {
 }
 
 document.getElementById("signout").addEventListener("click", () => signIn("Signed out."));
-window.addEventListener("hashchange", () => { previous = null; route(); });
+window.addEventListener("hashchange", route);
 route();
