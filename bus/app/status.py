@@ -31,11 +31,25 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows])
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def render(topology: dict[str, Any]) -> str:
     """The topology as three tables: inbound, routes, subscribers."""
     inbound = [[n["name"], n["type"], n["state"], n.get("topic") or "", n.get("detail") or ""] for n in topology["inbound"]]
     routes = [
-        [r["name"], r["from"], ", ".join(r["to"]), str(r["matched"]), str(r["emitted"]), str(r["dropped"]), str(r["failed"])]
+        [
+            r["name"],
+            r["from"],
+            ", ".join(r["to"]),
+            str(r["matched"]),
+            str(r["emitted"]),
+            str(r["dropped"]),
+            str(r["failed"]),
+            _rate(r.get("rate_in")),
+            _rate(r.get("rate_out")),
+        ]
         for r in topology["routes"]
     ]
     subscribers = [
@@ -45,6 +59,7 @@ def render(topology: dict[str, Any]) -> str:
             s["state"] + (f" (by {s['paused_by']})" if s.get("paused_by") else ""),
             str(s["failing_events"]),
             str(s["held_keys"]),
+            _rate(s.get("rate_out")),
             (s.get("last_error") or "")[:80],
         ]
         for s in topology["subscribers"]
@@ -53,8 +68,10 @@ def render(topology: dict[str, Any]) -> str:
         [
             f"role: {topology['role']}",
             _table(inbound, ["INBOUND", "TYPE", "STATE", "TOPIC", "DETAIL"]) if inbound else "no inbound adapters here",
-            _table(routes, ["ROUTE", "FROM", "TO", "MATCHED", "EMITTED", "DROPPED", "FAILED"]) if routes else "no routes",
-            _table(subscribers, ["SUBSCRIBER", "TYPE", "STATE", "FAILING", "HELD KEYS", "LAST ERROR"]) if subscribers else "no subscribers",
+            _table(routes, ["ROUTE", "FROM", "TO", "MATCHED", "EMITTED", "DROPPED", "FAILED", "IN/S", "OUT/S"]) if routes else "no routes",
+            _table(subscribers, ["SUBSCRIBER", "TYPE", "STATE", "FAILING", "HELD KEYS", "DELIVERED/S", "LAST ERROR"])
+            if subscribers
+            else "no subscribers",
         ]
     )
 
