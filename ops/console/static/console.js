@@ -10,6 +10,9 @@ const LETTERS_POLL_MS = 10000; // dead-letter counts read every dead-letter topi
 const main = document.getElementById("main");
 const statusLine = document.getElementById("status");
 let timers = [];
+// Bumped at every navigation: a page whose API call returns after the operator moved on must not
+// draw over the new page, nor start refreshing itself again.
+let generation = 0;
 let lettersByName = null; // open dead letters per subscriber, refreshed every LETTERS_POLL_MS
 let lettersAt = 0;
 
@@ -86,6 +89,7 @@ const needsAttention = (s) => !["healthy", "not_running_here"].includes(s.state)
 
 // -- sign in -----------------------------------------------------------------------------------
 function signIn(why) {
+  generation += 1;
   clearTimers();
   sessionStorage.removeItem(TOKEN_KEY);
   document.getElementById("signout").hidden = true;
@@ -185,9 +189,11 @@ function graph(topology) {
 }
 
 async function showTopology() {
+  const gen = generation;
   const draw = async () => {
     const topology = await api("/topology");
     await refreshLetters(false);
+    if (gen !== generation) return;
     const trouble = topology.subscribers.filter(needsAttention);
     const badInbound = topology.inbound.filter((n) => n.state !== "running");
     document.getElementById("who").textContent = `role: ${topology.role}`;
@@ -211,16 +217,19 @@ async function showTopology() {
     );
   };
   await draw();
+  if (gen !== generation) return;
   window.busConsoleRedraw = draw; // one refresh on demand: the tests time it
   every(POLL_MS, () => draw().catch(failed));
 }
 
 // -- one subscriber ----------------------------------------------------------------------------
 async function showSubscriber(name) {
+  const gen = generation;
   let confirming = null; // {action, where, matched}
   const draw = async () => {
     const sub = await api(`/subscribers/${encodeURIComponent(name)}`);
     const page = await api(`/dead-letters?subscriber=${encodeURIComponent(name)}&limit=200`);
+    if (gen !== generation) return;
     const ledger = sub.ledger || {};
     const ask = async (action, where) => {
       const done = await api(`/dead-letters/${action}`, { method: "POST", body: { subscriber: name, ...where, dry_run: true } });
@@ -291,14 +300,17 @@ async function showSubscriber(name) {
     await draw();
   };
   await draw();
+  if (gen !== generation) return;
   every(POLL_MS * 2, () => { if (!main.querySelector(".confirm")) draw().catch(failed); });
 }
 
 // -- events ------------------------------------------------------------------------------------
 function showSearch(query) {
   const results = h("div", { id: "results" });
+  const gen = generation;
   const search = async (value) => {
     const found = await api(`/events?q=${encodeURIComponent(value)}`);
+    if (gen !== generation) return;
     if (found.ids.length === 1 && found.ids[0] === value) {
       location.hash = `#/event/${encodeURIComponent(value)}`;
       return;
@@ -333,7 +345,9 @@ function showSearch(query) {
 }
 
 async function showEvent(id) {
+  const gen = generation;
   const e = await api(`/events/${encodeURIComponent(id)}`);
+  if (gen !== generation) return;
   const entered = e.entered;
   show(
     h("p", {}, h("a", { href: "#/events" }, "← Event search")),
@@ -377,7 +391,9 @@ async function showEvent(id) {
 }
 
 async function showConfig() {
+  const gen = generation;
   const config = await api("/config");
+  if (gen !== generation) return;
   show(
     h("h2", {}, "Running config"),
     h("p", {}, "As this hub runs it. Secrets (and every value read from the environment or a file) are masked."),
@@ -392,6 +408,7 @@ function failed(e) {
 }
 
 async function route() {
+  generation += 1;
   clearTimers();
   say("");
   if (!token()) return signIn();
