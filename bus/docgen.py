@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from bus.adapter_api import AdapterRegistry
 from bus.config.fields import ConfigJsonSchema
+from bus.config.migrations import MigrationConfig
 from bus.config.models import HttpServerConfig, HubConfig, KafkaConfig, LineageConfig, OpsServerConfig, SchemaRegistryConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.tracing import TracingConfig
@@ -105,7 +106,20 @@ def model_table(model: type[BaseModel]) -> str:
 
 def _top_level() -> str:
     """The top level's own fields (the sections below are its blocks)."""
-    blocks = ("kafka", "schema_registry", "http", "ops", "router", "tracing", "lineage", "tables", "routes", "inbound", "outbound")
+    blocks = (
+        "kafka",
+        "schema_registry",
+        "http",
+        "ops",
+        "router",
+        "tracing",
+        "lineage",
+        "tables",
+        "routes",
+        "migrations",
+        "inbound",
+        "outbound",
+    )
     return f"## Top level\n\nThe blocks below, and:\n\n{_table(HubConfig, skip=blocks)}\n"
 
 
@@ -125,6 +139,11 @@ def config_reference(registry: AdapterRegistry) -> str:
             RouteConfig,
             "Content-based routes: events of `from` that satisfy `when` go to every name in `to`. "
             "Pipeline: when -> dedup -> enrich -> split or aggregate -> transform -> throttle -> to.",
+        ),
+        (
+            "migrations[]",
+            MigrationConfig,
+            "Moving what a source already holds through the routes: `bus migrate plan NAME` (docs/migrations.md).",
         ),
     ]
     parts.append(_top_level())

@@ -9,6 +9,7 @@
     bus test -c bus.yaml tests.yaml                             route tests, no broker needed
     bus routes explain -c bus.yaml event.json                   which routes match an event, and what they emit
     bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters (or --hub URL: through the management API)
+    bus migrate plan NAME -c bus.yaml                           a migration's dry run: what it would write, what refuse
     bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for? (or --hub URL)
     bus docs config                                             the configuration reference, from the models
     bus docs json-schema [--chart FILE]                         a JSON Schema of the whole config (editors, the chart)
@@ -152,6 +153,16 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (check, register, diff):
         cmd.add_argument("--mode", default="BACKWARD", help="compatibility mode for diff and check --against (default BACKWARD)")
         cmd.set_defaults(func=commands.schemas)
+
+    migrate = sub.add_parser("migrate", help="move what a source already holds through the routes: plan (a dry run)")
+    migrate_sub = migrate.add_subparsers(dest="migrate_command", required=True)
+    plan = migrate_sub.add_parser(
+        "plan", help="read, map and route every row without writing anything: what would be written, what refused"
+    )
+    plan.add_argument("name", help="the migration's name (migrations: in the config)")
+    plan.add_argument("-c", "--config", type=Path, required=True)
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=commands.migrate)
 
     new = sub.add_parser("new", help="start an integration from a recipe (without arguments: list them)")
     new.add_argument("recipe", nargs="?", help="recipe name, e.g. stripe-payments-to-erp-ledger")

@@ -139,6 +139,10 @@ class RouteTester:
             if isinstance(emit, EmitSpec):
                 self._emitters[config.name] = Emitter(emit, source=f"/inbound/{config.name}")
 
+    def subscriber_of(self, topic: str) -> str | None:
+        """The subscriber whose delivery topic ``topic`` is (None for dead letters, tables, state)."""
+        return self._subscriber_of.get(topic)
+
     def explain(self, given: TestInput) -> Explanation:
         lines: list[str] = []
         received: dict[str, list[dict[str, Any]]] = {}

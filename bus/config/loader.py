@@ -48,6 +48,27 @@ class LoadedConfig:
     secrets: set[str] = field(default_factory=set)
 
 
+def _migration_issues(hub: HubConfig, schemas: Any, marks: Marks, default_file: str) -> list[ConfigIssue]:
+    """A migration emits a known schema and feeds routes that exist and read that schema."""
+    issues = []
+    route_from = {r.name: r.from_ for r in hub.routes}
+    for i, migration in enumerate(hub.migrations):
+        schema = migration.emit.schema_
+        if schemas is not None and schema not in schemas:
+            loc: Loc = ("migrations", i, "emit", "schema")
+            issues.append(ConfigIssue(*marks.find(loc, default_file), dotted(loc), _unknown_schema(schema, schemas)))
+        for j, name in enumerate(migration.routes):
+            loc = ("migrations", i, "routes", j)
+            if name not in route_from:
+                why = f"no route named {name!r} (routes: {', '.join(route_from) or 'none'})"
+            elif route_from[name] != schema:
+                why = f"route {name!r} reads {route_from[name]} events; this migration emits {schema}"
+            else:
+                continue
+            issues.append(ConfigIssue(*marks.find(loc, default_file), dotted(loc), why))
+    return issues
+
+
 def _issues_from(exc: ValidationError, prefix: Loc, marks: Marks, default_file: str) -> list[ConfigIssue]:
     found = []
     for err in exc.errors(include_input=False, include_url=False):
@@ -190,6 +211,7 @@ def load_config(
                 loc: Loc = ("inbound", i, "emit", "schema")
                 file, line = marks.find(loc, default_file)
                 issues.append(ConfigIssue(file, line, dotted(loc), _unknown_schema(emit.schema_, schemas)))
+    issues.extend(_migration_issues(hub, schemas, marks, default_file))
     warnings: list[ConfigIssue] = []
     unchecked: list[ConfigIssue] = []
     if isinstance(found_schemas, Mapping):

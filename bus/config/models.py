@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 
 from bus.config.base import ConfigModel
+from bus.config.migrations import MigrationConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.tracing import TracingConfig
 
@@ -162,3 +163,6 @@ class HubConfig(ConfigModel):
     routes: list[RouteConfig] = Field(default_factory=list)
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry spans (the traceparent travels regardless).")
     lineage: LineageConfig = Field(default_factory=LineageConfig, description="Where every event went, for lookups by id or key.")
+    migrations: list[MigrationConfig] = Field(
+        default_factory=list, description="Jobs that move what a source already holds through the routes (`bus migrate`)."
+    )

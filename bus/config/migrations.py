@@ -1,0 +1,54 @@
+"""Config of ``migrations:``: jobs that move what a source already holds (a SQL table or query, a
+CSV or JSON Lines file) through the hub's own mapping and routes (``bus migrate``)."""
+
+from __future__ import annotations
+
+__all__ = ["FileSource", "MigrationConfig", "MigrationSource", "SqlSource"]
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from bus.config.adapters import EmitSpec
+from bus.config.base import ConfigModel
+
+
+class SqlSource(ConfigModel):
+    dsn: SecretStr = Field(description="postgresql://... or mysql://... (MariaDB); a secret: use ${ENV} or ${file:...}.")
+    table: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", description="Read every row of this table.")
+    query: str | None = Field(default=None, description="Or read what this SELECT returns (the source's own filter goes here).")
+    batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows fetched at a time (a server-side cursor).")
+
+    @model_validator(mode="after")
+    def _one(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give either table or query")
+        return self
+
+
+class FileSource(ConfigModel):
+    path: Path = Field(description="The file (relative to the config file's folder).")
+    format: Literal["csv", "jsonl"] | None = Field(default=None, description="Default: by the file's suffix (.csv, .jsonl, .ndjson).")
+    encoding: str = Field(default="utf-8", description="The file's text encoding (e.g. latin-1 for an old export).")
+
+
+class MigrationSource(ConfigModel):
+    sql: SqlSource | None = None
+    file: FileSource | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> MigrationSource:
+        if (self.sql is None) == (self.file is None):
+            raise ValueError("give either sql or file")
+        return self
+
+
+class MigrationConfig(ConfigModel):
+    """A migration: a source's rows mapped by ``emit`` (an inbound's mapping, over one row as the
+    document), then routed by ``routes`` exactly as live events are."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Its name: `bus migrate plan NAME`.")
+    source: MigrationSource
+    emit: EmitSpec = Field(description="How a row becomes a canonical event; `key` identifies the row in reports.")
+    routes: list[str] = Field(default_factory=list, description="The routes it feeds (default: every route of emit.schema).")
