@@ -1,4 +1,4 @@
-"""`bus migrate plan`: a migration's dry run over real sources (a PostgreSQL table, a MariaDB
+"""`bus migrate plan`: a migration's dry run over real sources (a table of a LATIN1 PostgreSQL database, a MariaDB
 query, a CSV export of the same rows). It predicts exactly what each subscriber would receive and
 which rows would be refused and why, writes nothing (no Kafka: the config's broker does not even
 exist; the targets are not contacted), and its content checksum is the same for the same mapped
@@ -6,6 +6,7 @@ rows whatever the source and order, and different when one value differs."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import uuid
@@ -88,12 +89,24 @@ def check(found: dict[str, Any]) -> None:
     assert len(refusal["samples"]) == 3 and {s["row"]["ref"] for s in refusal["samples"]} <= refused  # rows that were refused
 
 
+async def latin1_database(asyncpg: Any) -> str:
+    """A LATIN1 database, as old systems have them (the driver reads it as UTF-8 text)."""
+    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = 'legacy_latin1'"):
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):  # another test worker made it meanwhile
+                await admin.execute("CREATE DATABASE legacy_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    finally:
+        await admin.close()
+    return "postgresql://postgres@127.0.0.1:5432/legacy_latin1"
+
+
 async def test_a_postgresql_table_is_planned_exactly_and_nothing_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     require_service("PostgreSQL", "127.0.0.1", 5432)
     import asyncpg
 
     table = f"legacy_payments_{uuid.uuid4().hex[:8]}"
-    dsn = "postgresql://postgres@127.0.0.1:5432/test"
+    dsn = await latin1_database(asyncpg)
     connection = await asyncpg.connect(dsn)
     try:
         await connection.execute(f"CREATE TABLE {table} (ref text PRIMARY KEY, amount_cents bigint, currency text, customer text)")
