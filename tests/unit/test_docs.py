@@ -67,7 +67,20 @@ def test_the_reference_lists_every_field_at_any_depth() -> None:
                     stack.extend(getattr(candidate, "__args__", ()))
         return found
 
-    blocks = {"kafka", "schema_registry", "http", "ops", "router", "tracing", "lineage", "tables", "routes", "migrations", "inbound", "outbound"}
+    blocks = {
+        "kafka",
+        "schema_registry",
+        "http",
+        "ops",
+        "router",
+        "tracing",
+        "lineage",
+        "tables",
+        "routes",
+        "migrations",
+        "inbound",
+        "outbound",
+    }
     for name in fields(HubConfig, set()) - blocks:  # the blocks are sections of their own
         assert f"| `{name}` |" in text, name
     for block in blocks - {"inbound", "outbound"}:
