@@ -22,9 +22,10 @@ from tests.support.target import Target
 from tests.support.tools import ROOT, tool
 
 TOKEN = "console-admin-token"
-# A key no other test's config holds as a secret: the hub masks any value equal to a secret it
-# knows, and tests in one process share what is known ("acme" was one, in another test).
-ACME = "acme-corp-7f3e9c"
+# A key in which no other test's secret can appear: the hub masks every secret it knows wherever
+# it appears in an answer, and tests in one process share what is known ("acme" is one, in
+# another test: the key "acme-corp" was shown as "***-corp").
+ACME = "k7f3e9cw2x"
 SHOTS = ROOT / "test-artifacts" / "console"
 
 
