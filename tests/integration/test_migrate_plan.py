@@ -177,3 +177,18 @@ async def _in_thread(fn: Any, *args: Any) -> Any:
     import asyncio
 
     return await asyncio.to_thread(fn, *args)
+
+
+def test_a_migrations_mapping_is_checked_against_its_schema_like_an_inbounds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in a migration's mapping is a config error at load, not a silent null in every row."""
+    path = config(tmp_path, {"file": {"path": "export.csv"}})
+    document = yaml.safe_load(path.read_text())
+    emit = document["migrations"][0]["emit"]
+    emit["map"]["amonut"] = emit["map"].pop("amount")  # the schema has amount, required
+    emit["key"] = "upper(ref, 3)"  # a function called wrongly
+    path.write_text(yaml.safe_dump(document, allow_unicode=True))
+    assert main(["validate", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "migrations[0].emit.map.amonut: schema Payment has no field 'amonut'; did you mean 'amount'?" in err
+    assert "migrations[0].emit.map: schema Payment.amount has no default and is not mapped" in err
+    assert "migrations[0].emit.key: upper() takes 1 argument(s), given 2" in err

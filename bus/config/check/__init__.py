@@ -72,6 +72,10 @@ def check_config(
         if made is not None:
             produced.setdefault(made[0], []).append(made[1])
             first_producer.setdefault(made[0], ("inbound", i, "emit", "map"))
+    for i, migration in enumerate(hub.migrations):
+        made = check.migration(i, migration.emit)
+        produced.setdefault(made[0], []).append(made[1])
+        first_producer.setdefault(made[0], ("migrations", i, "emit", "map"))
     tables: dict[str, Type] = {}
     for j, table in enumerate(hub.tables):
         value: Type = ANY

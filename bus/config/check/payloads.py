@@ -28,12 +28,6 @@ class PayloadChecks(Checker):
         if emit is None or not hasattr(emit, "schema_"):
             return None
         loc: Loc = ("inbound", index, "emit")
-        payload = self.payload(emit.payload, (*loc, "payload")) if getattr(emit, "payload", None) is not None else None
-        scope = Scope(payload or ANY, meta=False, what="the payload")
-        for name in ("key", "id", "subject"):
-            text = getattr(emit, name, None)
-            if text is not None:
-                self.expression(text, scope, (*loc, name))
         if not getattr(type(config), "provides_headers", False) and "$headers" in emit.model_dump_json():
             kind = getattr(config, "type", "this")
             self.warn(loc, f"$headers reads null here: the {kind} inbound has no request headers (http_webhook has)")
@@ -45,6 +39,20 @@ class PayloadChecks(Checker):
             own = []
         for where, message in own:
             self.warn(("inbound", index, *where), message)
+        return self.emit(emit, loc)
+
+    def migration(self, index: int, emit: Any) -> tuple[str, set[str] | None]:
+        """Check a migration's ``emit`` (``migrations[i].emit``) as an inbound's is checked: a row is its document."""
+        return self.emit(emit, ("migrations", index, "emit"))
+
+    def emit(self, emit: Any, loc: Loc) -> tuple[str, set[str] | None]:
+        """An ``emit`` block: its expressions against the payload's shape, its mapping against its schema."""
+        payload = self.payload(emit.payload, (*loc, "payload")) if getattr(emit, "payload", None) is not None else None
+        scope = Scope(payload or ANY, meta=False, what="the payload")
+        for name in ("key", "id", "subject"):
+            text = getattr(emit, name, None)
+            if text is not None:
+                self.expression(text, scope, (*loc, name))
         target = self.schema(emit.schema_)
         if emit.map is None:
             return emit.schema_, None
