@@ -85,3 +85,21 @@ def metric(page: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def callgrind_instructions(script: str, args: list[str]) -> int:
+    """Instructions valgrind's callgrind counts for ``python script *args``: the same count for the
+    same code whatever else the machine is doing (the hot-path benches compare two such runs)."""
+    import re
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "callgrind.out"
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, script, *args]
+        run = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603 - our own command line
+        found = re.search(r"Collected : (\d+)", run.stderr)
+        if found is None:
+            raise RuntimeError(f"no instruction count in valgrind's output: {run.stderr[-500:]}")
+        return int(found.group(1))

@@ -12,16 +12,13 @@ the difference divided by the events is the cost of plan(). Needs valgrind (Debi
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write
+from bench.common import callgrind_instructions, write
 
 
 def workload(events: int, plan: bool) -> None:
@@ -43,15 +40,7 @@ def workload(events: int, plan: bool) -> None:
 
 
 def instructions(events: int, plan: bool) -> int:
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "callgrind.out"
-        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__]
-        command += ["--events", str(events), "--inside", "plan" if plan else "inputs"]
-        run = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603 - our own command line
-        found = re.search(r"Collected : (\d+)", run.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count in valgrind's output: {run.stderr[-500:]}")
-        return int(found.group(1))
+    return callgrind_instructions(__file__, ["--events", str(events), "--inside", "plan" if plan else "inputs"])
 
 
 def main() -> None:

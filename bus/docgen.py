@@ -104,23 +104,26 @@ def model_table(model: type[BaseModel]) -> str:
     return _section(model.__name__, model, inspect.cleandoc(model.__doc__ or ""))
 
 
+# The top level's fields that are sections of their own in the reference.
+BLOCKS = (
+    "kafka",
+    "schema_registry",
+    "http",
+    "ops",
+    "router",
+    "tracing",
+    "lineage",
+    "tables",
+    "routes",
+    "migrations",
+    "inbound",
+    "outbound",
+)
+
+
 def _top_level() -> str:
     """The top level's own fields (the sections below are its blocks)."""
-    blocks = (
-        "kafka",
-        "schema_registry",
-        "http",
-        "ops",
-        "router",
-        "tracing",
-        "lineage",
-        "tables",
-        "routes",
-        "migrations",
-        "inbound",
-        "outbound",
-    )
-    return f"## Top level\n\nThe blocks below, and:\n\n{_table(HubConfig, skip=blocks)}\n"
+    return f"## Top level\n\nThe blocks below, and:\n\n{_table(HubConfig, skip=BLOCKS)}\n"
 
 
 def config_reference(registry: AdapterRegistry) -> str:

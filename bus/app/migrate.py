@@ -80,17 +80,25 @@ async def _file_rows(config: MigrationConfig, base_dir: Path) -> AsyncIterator[t
     assert source is not None
     path = source.path if source.path.is_absolute() else base_dir / source.path
     kind = source.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-    with path.open(encoding=source.encoding, newline="") as handle:
-        if kind == "csv":
-            for line, row in enumerate(csv.DictReader(handle), start=2):
-                yield f"{path.name}:{line}", row
-            return
-        for line, text in enumerate(handle, start=1):
-            if text.strip():
-                try:
-                    yield f"{path.name}:{line}", json.loads(text)
-                except ValueError as exc:
-                    yield f"{path.name}:{line}", ValueError(f"not JSON: {exc}")
+    try:
+        with path.open(encoding=source.encoding, newline="") as handle:
+            if kind == "csv":
+                for line, row in enumerate(csv.DictReader(handle), start=2):
+                    yield f"{path.name}:{line}", row
+                return
+            for line, text in enumerate(handle, start=1):
+                if text.strip():
+                    try:
+                        yield f"{path.name}:{line}", json.loads(text)
+                    except ValueError as exc:
+                        yield f"{path.name}:{line}", ValueError(f"not JSON: {exc}")
+    except OSError as exc:
+        raise BusError(f"migration {config.name}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # the whole file is in another encoding: say which setting to change
+        raise BusError(
+            f"migration {config.name}: {path} is not {source.encoding} text (byte {exc.start}: {exc.reason}); "
+            "set source.file.encoding (e.g. latin-1)"
+        ) from None
 
 
 async def _sql_rows(config: MigrationConfig) -> AsyncIterator[tuple[str, Any]]:

@@ -18,9 +18,7 @@ import sys
 import time
 from typing import Any
 
-import httpx
-
-from bus.app.api_client import ApiRefused, token_from
+from bus.app.api_client import ApiClient, ApiRefused, token_from
 from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME
 
 _FINE = {"running", "healthy", "not_running_here"}
@@ -82,31 +80,18 @@ def healthy(topology: dict[str, Any]) -> bool:
 
 def status(args: argparse.Namespace) -> int:
     try:
-        token = token_from(args.token_file)
-    except ApiRefused as exc:
+        client = ApiClient(args.hub, token_from(args.token_file), timeout=args.timeout)
+        while True:
+            topology = client.get("/topology")
+            if args.json:
+                print(json.dumps(topology, indent=2))
+            else:
+                if args.watch:
+                    print("\033[2J\033[H", end="")  # clear the terminal between rounds
+                print(render(topology), flush=True)
+            if not args.watch:
+                return 0 if healthy(topology) else EXIT_RUNTIME
+            time.sleep(args.watch)
+    except ApiRefused as exc:  # no token, no answer, a refusal: the hub cannot be asked
         print(f"bus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    url = f"{args.hub.rstrip('/')}/api/v1/topology"
-    while True:
-        try:
-            answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=args.timeout)
-        except httpx.HTTPError as exc:
-            print(f"bus: {url}: no answer ({exc.__class__.__name__}: {exc})", file=sys.stderr)
-            return EXIT_CONFIG
-        if answer.status_code != 200:
-            try:
-                detail = answer.json().get("detail", answer.text)
-            except ValueError:
-                detail = answer.text[:300]
-            print(f"bus: {url}: {answer.status_code} {detail}", file=sys.stderr)
-            return EXIT_CONFIG
-        topology = answer.json()
-        if args.json:
-            print(json.dumps(topology, indent=2))
-        else:
-            if args.watch:
-                print("\033[2J\033[H", end="")  # clear the terminal between rounds
-            print(render(topology), flush=True)
-        if not args.watch:
-            return 0 if healthy(topology) else EXIT_RUNTIME
-        time.sleep(args.watch)

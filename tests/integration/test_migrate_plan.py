@@ -192,3 +192,17 @@ def test_a_migrations_mapping_is_checked_against_its_schema_like_an_inbounds(tmp
     assert "migrations[0].emit.map.amonut: schema Payment has no field 'amonut'; did you mean 'amount'?" in err
     assert "migrations[0].emit.map: schema Payment.amount has no default and is not mapped" in err
     assert "migrations[0].emit.key: upper() takes 1 argument(s), given 2" in err
+
+
+def test_a_file_that_cannot_be_read_is_said_plainly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = config(tmp_path, {"file": {"path": "nowhere.csv"}})
+    assert main(["migrate", "plan", "legacy-payments", "-c", str(missing)]) == 1
+    assert "migration legacy-payments: cannot read" in capsys.readouterr().err
+    (tmp_path / "export.csv").write_bytes("ref,amount_cents,currency,customer\nLEG-1,10,eur,M\xfcller\n".encode("latin-1"))
+    assert main(["migrate", "plan", "legacy-payments", "-c", str(config(tmp_path, {"file": {"path": "export.csv"}}))]) == 1
+    err = capsys.readouterr().err
+    assert "is not utf-8 text" in err and "set source.file.encoding (e.g. latin-1)" in err
+    latin = config(tmp_path, {"file": {"path": "export.csv", "encoding": "latin-1"}}, amount="int(amount_cents)")
+    capsys.readouterr()
+    assert main(["migrate", "plan", "legacy-payments", "-c", str(latin), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["per_subscriber"] == {"crm": 1}
