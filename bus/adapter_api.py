@@ -54,6 +54,8 @@ __all__ = [
     "RetryableError",
     "SecretTemplate",
     "TemplateText",
+    "TargetOptions",
+    "TargetState",
     "Tracing",
     "WebMount",
     "WireFormat",
@@ -223,6 +225,44 @@ class Outbound(Adapter[C]):
     @abstractmethod
     async def deliver(self, event: Event) -> None:
         """Deliver one event. Return = accepted; RetryableError = retry; PermanentError = dead-letter."""
+
+    def target_state(self, options: TargetOptions) -> TargetState | None:
+        """What ``bus migrate`` may read back from and put back into this target (optional):
+        None when the adapter can do neither (a queue, a topic: sent is sent)."""
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetOptions:
+    """A migration's settings for one of its targets (``migrations[].targets.NAME``)."""
+
+    read: str | None = None  # a ${} template: where the target's record for an event is read (HTTP)
+    delete: str | None = None  # where it is deleted, to roll back what a run created (default: read)
+    restore_method: str = "PUT"  # how a record a run replaced is put back (to ``read``)
+
+
+class TargetState(Protocol):
+    """Optional outbound capability for ``bus migrate``: read what the target holds for an event's
+    key (the before-image, and the read-back checksum after the load) and put it back (rollback).
+
+    ``address(event)`` is where the event's record lives (the key columns' values, a URL); it must
+    survive JSON with Decimal, datetime and bytes (the journal keeps it). ``expected(event)`` is
+    what ``deliver`` leaves there (the columns or body as rendered; None: it deletes the record).
+    ``read`` returns, per address, the record's fields as the target holds them (None: absent).
+    ``restore`` writes each record back (None: deletes it). Reads and restores may raise
+    ``RetryableError`` (tried again) or ``PermanentError``.
+    """
+
+    verifiable: bool  # read works: checksums of what the target holds
+    rollback: str  # "" when restore works; otherwise why a run cannot be rolled back
+
+    def address(self, event: Event) -> Any: ...
+
+    def expected(self, event: Event) -> dict[str, Any] | None: ...
+
+    async def read(self, addresses: list[Any]) -> list[dict[str, Any] | None]: ...
+
+    async def restore(self, items: list[tuple[Any, dict[str, Any] | None]]) -> None: ...
 
 
 class AdapterRegistry:

@@ -30,7 +30,19 @@ from yarl import URL
 
 from adapters.http.config import HttpOutboundConfig, SendApiKey, WebhookOutboundConfig
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, Post, via_aiohttp
-from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError, compile_expression, compile_template, json_dumps
+from adapters.http.target_state import HttpTargetState
+from bus.adapter_api import (
+    Body,
+    Context,
+    Event,
+    Outbound,
+    PermanentError,
+    RetryableError,
+    TargetOptions,
+    compile_expression,
+    compile_template,
+    json_dumps,
+)
 from bus.cloudevents import http_headers
 
 _RETRYABLE = {408, 425, 429}
@@ -199,6 +211,26 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
     def signed(self, event: Event, body: bytes) -> dict[str, str]:
         """Signature headers over the exact body bytes; none for plain ``http``."""
         return {}
+
+    # What bus migrate uses (adapters/http/target_state.py): the same client, auth and headers.
+    def expected(self, event: Event) -> dict[str, Any] | None:
+        """The body a delivery of ``event`` sends (None: the call is a DELETE)."""
+        meta = event.meta() if self._per_event else {}
+        return None if self._method(event, meta) == "DELETE" else self.render(event)
+
+    async def request(self, method: str, url: str, document: Any = None) -> tuple[int, str]:
+        """One call with the configured headers and auth (no event headers): (status, text)."""
+        if self._client is None:
+            raise RetryableError(f"http outbound {self.config.name} is not started")
+        body = b"" if document is None else json_dumps(document).encode()
+        headers = {**self._headers, **(self._content_type if body else {})}
+        response = await self._call(method, url, body, headers)
+        if response.status_code == 401 and self._oauth is not None:
+            response = await self._call(method, url, body, headers)
+        return response.status_code, response.text
+
+    def target_state(self, options: TargetOptions) -> HttpTargetState:
+        return HttpTargetState(self, options, escape=_path_value)
 
 
 def _standard_key(secret: str) -> bytes:

@@ -27,7 +27,19 @@ from typing import Any, ClassVar
 
 from adapters.sql.config import SqlOutboundConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
-from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, PermanentError, RetryableError, compile_expression
+from adapters.sql.target_state import SqlTargetState
+from bus.adapter_api import (
+    Body,
+    Context,
+    Event,
+    GroupCommit,
+    Health,
+    Outbound,
+    PermanentError,
+    RetryableError,
+    TargetOptions,
+    compile_expression,
+)
 
 
 class _Dialect:
@@ -115,6 +127,16 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
     async def health(self) -> Health:
         return Health(self._pool is not None, "" if self._pool is not None else "not connected")
 
+    def rendered(self, event: Event) -> dict[str, Any]:
+        """The row's columns as this event gives them (before any statement is chosen)."""
+        return self._values.render(event)
+
+    def deletes(self, event: Event, row: dict[str, Any]) -> bool:
+        """Whether this event deletes its row (``operation: delete``, or ``delete_when`` holds)."""
+        if self._delete_when is not None and self._delete_when(event.data, event.meta()):
+            return True
+        return self.config.operation == "delete"
+
     def statement(self, event: Event) -> tuple[str, list[Any]]:
         row = self._values.render(event)
         if self._delete_when is not None and self._delete_when(event.data, event.meta()):
@@ -122,6 +144,31 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         if self.config.operation == "delete":
             return self._statement, [row[k] for k in self.config.key]
         return self._statement, [row[c] for c in self._dialect.columns]
+
+    # What bus migrate uses (adapters/sql/target_state.py): the same pool, statements and errors.
+    @property
+    def pool(self) -> Any:
+        return self._pool
+
+    @property
+    def is_postgres(self) -> bool:
+        return self._postgres
+
+    @property
+    def dialect(self) -> _Dialect:
+        return self._dialect
+
+    def classify(self, exc: Exception) -> Exception:
+        return _classify(exc, self._where)
+
+    async def write(self, statements: list[tuple[str, list[Any]]]) -> None:
+        """Statements in one transaction (a failure rolls all back), classified like deliveries."""
+        if self._pool is None:
+            raise RetryableError(f"sql outbound {self.config.name} is not started")
+        await self._write(statements)
+
+    def target_state(self, options: TargetOptions) -> SqlTargetState:
+        return SqlTargetState(self)
 
     async def deliver(self, event: Event) -> None:
         if self._pool is None:

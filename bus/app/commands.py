@@ -259,7 +259,7 @@ def migrate(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from bus.app.migrate import plan_migration, render_plan
+    from bus.migrate.plan import plan_migration, render_plan
     from schemas.catalog import SchemaCatalog
 
     loaded, catalog = _load(args.config, AdapterRegistry.from_entry_points())

@@ -48,8 +48,9 @@ class LoadedConfig:
     secrets: set[str] = field(default_factory=set)
 
 
-def _migration_issues(hub: HubConfig, schemas: Any, marks: Marks, default_file: str) -> list[ConfigIssue]:
-    """A migration emits a known schema and feeds routes that exist and read that schema."""
+def _migration_issues(hub: HubConfig, schemas: Any, marks: Marks, default_file: str, outbound: list[str]) -> list[ConfigIssue]:
+    """A migration emits a known schema, feeds routes that exist and read that schema, and names
+    only outbound adapters under ``targets``."""
     issues = []
     route_from = {r.name: r.from_ for r in hub.routes}
     for i, migration in enumerate(hub.migrations):
@@ -66,6 +67,11 @@ def _migration_issues(hub: HubConfig, schemas: Any, marks: Marks, default_file: 
             else:
                 continue
             issues.append(ConfigIssue(*marks.find(loc, default_file), dotted(loc), why))
+        for name in migration.targets:
+            if name not in outbound:
+                loc = ("migrations", i, "targets", name)
+                why = f"no outbound adapter named {name!r} (outbound: {', '.join(outbound) or 'none'})"
+                issues.append(ConfigIssue(*marks.find(loc, default_file), dotted(loc), why))
     return issues
 
 
@@ -211,7 +217,7 @@ def load_config(
                 loc: Loc = ("inbound", i, "emit", "schema")
                 file, line = marks.find(loc, default_file)
                 issues.append(ConfigIssue(file, line, dotted(loc), _unknown_schema(emit.schema_, schemas)))
-    issues.extend(_migration_issues(hub, schemas, marks, default_file))
+    issues.extend(_migration_issues(hub, schemas, marks, default_file, [c.name for _, c in outbound]))
     warnings: list[ConfigIssue] = []
     unchecked: list[ConfigIssue] = []
     if isinstance(found_schemas, Mapping):

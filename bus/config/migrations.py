@@ -3,7 +3,7 @@ CSV or JSON Lines file) through the hub's own mapping and routes (``bus migrate`
 
 from __future__ import annotations
 
-__all__ = ["FileSource", "MigrationConfig", "MigrationSource", "SqlSource"]
+__all__ = ["FileSource", "MigrationConfig", "MigrationSource", "MigrationTarget", "SqlSource"]
 
 from pathlib import Path
 from typing import Literal
@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from bus.config.adapters import EmitSpec
 from bus.config.base import ConfigModel
+from bus.config.fields import TemplateText
 
 
 class SqlSource(ConfigModel):
@@ -44,6 +45,25 @@ class MigrationSource(ConfigModel):
         return self
 
 
+class MigrationTarget(ConfigModel):
+    """How `bus migrate` reads back and restores one target that has no key of its own to read
+    by (an HTTP API). SQL targets need nothing here: they are read by their key columns."""
+
+    read: TemplateText | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="GET here answers the target's record for an event as JSON (404: none); a ${} template over the "
+        "delivered event. Without it the target is unverifiable and a run into it cannot be rolled back.",
+        examples=["https://crm.example.com/api/customers/${customer_id}"],
+    )
+    delete: TemplateText | None = Field(
+        default=None, pattern=r"^https?://", description="Rollback deletes a record the run created here (default: `read`)."
+    )
+    restore_method: Literal["PUT", "POST", "PATCH"] = Field(
+        default="PUT", description="Rollback sends a record the run replaced back to `read` as it was before, with this method."
+    )
+
+
 class MigrationConfig(ConfigModel):
     """A migration: a source's rows mapped by ``emit`` (an inbound's mapping, over one row as the
     document), then routed by ``routes`` exactly as live events are."""
@@ -52,3 +72,9 @@ class MigrationConfig(ConfigModel):
     source: MigrationSource
     emit: EmitSpec = Field(description="How a row becomes a canonical event; `key` identifies the row in reports.")
     routes: list[str] = Field(default_factory=list, description="The routes it feeds (default: every route of emit.schema).")
+    targets: dict[str, MigrationTarget] = Field(
+        default_factory=dict, description="Per outbound adapter it feeds: how to read back and restore it (HTTP targets)."
+    )
+    batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Rows a run maps, journals and writes together (one checkpoint per batch)."
+    )

@@ -1,0 +1,96 @@
+"""What ``bus migrate`` reads back from and puts back into a ``sql`` target.
+
+A record's address is the values of its key columns. ``read`` selects the mapped columns of many
+keys at once (``key IN (...)`` for one key column, ``(k1 = .. AND k2 = ..) OR ...`` for more);
+``restore`` upserts a before-image with the outbound's own upsert statement and deletes a row the
+run created with its own delete statement, each batch in one transaction. Columns the mapping does
+not write are neither compared nor restored (a row the run created is deleted whole).
+"""
+
+from __future__ import annotations
+
+__all__ = ["SqlTargetState"]
+
+from typing import TYPE_CHECKING, Any
+
+from bus.adapter_api import Event, RetryableError
+from bus.migrate.canonical import canonical
+
+if TYPE_CHECKING:
+    from adapters.sql.outbound import SqlOutbound
+
+READ_CHUNK = 500  # keys per SELECT (PostgreSQL allows 32,767 parameters)
+
+
+class SqlTargetState:
+    verifiable = True
+    rollback = ""
+
+    def __init__(self, outbound: SqlOutbound) -> None:
+        self._out = outbound
+        config = outbound.config
+        self._key = list(config.key)
+        self._columns = list(config.columns)
+        self._postgres = outbound.is_postgres
+        self._upsert = outbound.dialect.upsert()
+        self._delete = outbound.dialect.delete()
+
+    def address(self, event: Event) -> list[Any]:
+        row = self._out.rendered(event)
+        return [row[k] for k in self._key]
+
+    def expected(self, event: Event) -> dict[str, Any] | None:
+        row = self._out.rendered(event)
+        return None if self._out.deletes(event, row) else row
+
+    def _placeholder(self, i: int) -> str:
+        return f"${i}" if self._postgres else "%s"
+
+    def _select(self, n: int) -> str:
+        names = list(dict.fromkeys([*self._key, *self._columns]))
+        if len(self._key) == 1:
+            where = f"{self._key[0]} IN ({', '.join(self._placeholder(i) for i in range(1, n + 1))})"
+        else:
+            width = len(self._key)
+            where = " OR ".join(
+                "(" + " AND ".join(f"{k} = {self._placeholder(r * width + j + 1)}" for j, k in enumerate(self._key)) + ")" for r in range(n)
+            )
+        # Identifiers are the config's checked plain names; values are bound parameters.
+        return f"SELECT {', '.join(names)} FROM {self._out.config.table} WHERE {where}"  # noqa: S608
+
+    async def read(self, addresses: list[Any]) -> list[dict[str, Any] | None]:
+        found: dict[str, dict[str, Any]] = {}
+        pool = self._out.pool
+        for start in range(0, len(addresses), READ_CHUNK):
+            chunk = addresses[start : start + READ_CHUNK]
+            args = [value for address in chunk for value in address]
+            sql = self._select(len(chunk))
+            try:
+                if self._postgres:
+                    async with pool.acquire() as connection:
+                        rows = [dict(r) for r in await connection.fetch(sql, *args)]
+                else:
+                    import aiomysql
+
+                    async with pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
+                        await cursor.execute(sql, args)
+                        rows = list(await cursor.fetchall())
+                        await connection.commit()  # end the read's transaction: the next read sees new commits
+            except Exception as exc:
+                raise self._out.classify(exc) from exc
+            for row in rows:
+                found[_key_text([row[k] for k in self._key])] = {c: row[c] for c in self._columns}
+        return [found.get(_key_text(address)) for address in addresses]
+
+    async def restore(self, items: list[tuple[Any, dict[str, Any] | None]]) -> None:
+        if self._out.pool is None:
+            raise RetryableError(f"sql outbound {self._out.config.name} is not started")
+        statements = [
+            (self._delete, list(address)) if before is None else (self._upsert, [before[c] for c in self._columns])
+            for address, before in items
+        ]
+        await self._out.write(statements)
+
+
+def _key_text(values: list[Any]) -> str:
+    return repr(canonical(values))

@@ -1,0 +1,122 @@
+"""Two forms of a value that a migration keeps:
+
+- the *canonical* form, for comparing what was meant with what a target holds. Numbers of every
+  kind (int, float, Decimal) become one normalised decimal text (``12.5`` whether the target
+  returned ``Decimal('12.50')`` or the mapping gave ``12.5``); timestamps become ISO text in UTC
+  without a zone (a DATETIME column drops it); booleans become 1/0 (MariaDB has no boolean);
+  bytes become hex; text stays exactly as it is, so a truncated string or a changed character is
+  a difference. ``digest`` hashes the canonical JSON (sorted keys).
+- the *typed* form, for keeping a target's values in the journal and writing them back on
+  rollback with their own types (a Decimal column refuses text under asyncpg): JSON where
+  Decimal, datetime, date, time and bytes are tagged objects.
+"""
+
+from __future__ import annotations
+
+__all__ = ["canonical", "differing_fields", "digest", "from_typed_json", "to_typed_json"]
+
+import base64
+import hashlib
+import json
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+
+def _number(value: int | float | Decimal) -> str:
+    try:
+        number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        return str(value)
+    if not number.is_finite():
+        return str(number)
+    text = format(number.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def canonical(value: Any) -> Any:
+    """The comparable form of a value (see the module docstring)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float | Decimal):
+        return _number(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat()
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return str(value)
+
+
+def digest(value: Any) -> str:
+    """sha256 of the canonical JSON of ``value`` (first 32 hex digits)."""
+    text = json.dumps(canonical(value), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def differing_fields(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
+    """field -> (expected, actual), canonical, for every field of ``expected`` the target holds
+    otherwise. A missing row is the field ``(row)``; fields the target has beyond those
+    expected (columns the mapping does not write, fields a service adds) are not differences."""
+    if expected is None or actual is None:
+        if expected is None and actual is None:
+            return {}
+        return {"(row)": ("absent" if expected is None else "present", "absent" if actual is None else "present")}
+    out: dict[str, tuple[Any, Any]] = {}
+    for name, want in expected.items():
+        want_c, got_c = canonical(want), canonical(actual.get(name))
+        if want_c != got_c:
+            out[name] = (want_c, got_c)
+    return out
+
+
+def _tag(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    if isinstance(value, datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, time):
+        return {"$time": value.isoformat()}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, dict):
+        return {str(k): _tag(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_tag(v) for v in value]
+    return value
+
+
+_UNTAG = {
+    "$decimal": Decimal,
+    "$datetime": datetime.fromisoformat,
+    "$date": date.fromisoformat,
+    "$time": time.fromisoformat,
+    "$bytes": base64.b64decode,
+}
+
+
+def _untag(value: dict[str, Any]) -> Any:
+    if len(value) == 1:
+        ((name, text),) = value.items()
+        if name in _UNTAG and isinstance(text, str):
+            return _UNTAG[name](text)
+    return value
+
+
+def to_typed_json(value: Any) -> str:
+    return json.dumps(_tag(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def from_typed_json(text: str) -> Any:
+    return json.loads(text, object_hook=_untag)

@@ -1,0 +1,142 @@
+"""``bus migrate plan NAME``: a migration's dry run. Reads the whole source, maps each row with the
+migration's ``emit`` and routes it with the hub's own Dispatcher (the path ``bus run`` takes,
+without Kafka), and reports what each subscriber would receive, the rows that would be refused
+and why (grouped by reason, with samples), and a checksum of the source's content. Nothing is
+written anywhere, not even to Kafka; the targets are not contacted.
+
+The content checksum: for each row, sha256 of the canonical JSON (sorted keys) of its mapped
+event; overall, sha256 of the sorted ``key<TAB>digest`` lines, first 16 hex digits. It is the
+same whatever order the source returns rows in, and changes with any mapped field's value.
+
+``bus migrate run`` (bus/migrate/run.py) writes; this module only looks.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MigrationPlan", "plan_migration", "render_plan"]
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bus.config.loader import LoadedConfig
+from bus.errors import EventRejected
+from bus.jsontext import dumps as json_dumps
+from bus.migrate.flow import RowFlow, find_migration
+from bus.migrate.sources import source_rows
+from schemas.catalog import SchemaCatalog
+
+MAX_SAMPLES = 3  # rows shown per refusal reason
+MAX_REASONS = 50  # distinct reasons kept; the rest are counted under one
+
+
+@dataclass
+class Refusal:
+    count: int = 0
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class MigrationPlan:
+    migration: str
+    rows: int = 0
+    routed: int = 0  # rows at least one route sent somewhere
+    unrouted: int = 0  # rows no route matched
+    per_subscriber: Counter[str] = field(default_factory=Counter)
+    per_route: Counter[str] = field(default_factory=Counter)
+    refused: dict[str, Refusal] = field(default_factory=dict)
+    checksum: str = ""
+    duplicate_keys: int = 0
+
+    @property
+    def refused_rows(self) -> int:
+        return sum(r.count for r in self.refused.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "migration": self.migration,
+            "rows": self.rows,
+            "routed": self.routed,
+            "unrouted": self.unrouted,
+            "refused": self.refused_rows,
+            "duplicate_keys": self.duplicate_keys,
+            "per_subscriber": dict(sorted(self.per_subscriber.items())),
+            "per_route": dict(sorted(self.per_route.items())),
+            "refusals": [{"reason": reason, "count": r.count, "samples": r.samples} for reason, r in self.refused.items()],
+            "checksum": self.checksum,
+        }
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, (EventRejected, ValueError)) else f"{type(exc).__name__}: {exc}"
+
+
+def _sample(where: str, row: Any) -> dict[str, Any]:
+    return {"where": where, "row": None if isinstance(row, Exception) else json.loads(json_dumps(row))}
+
+
+def note_refusal(refused: dict[str, Refusal], reason: str, where: str, row: Any) -> None:
+    """Count a refused row under its reason, keeping a few samples (at most MAX_REASONS reasons)."""
+    refusal = refused.get(reason)
+    if refusal is None:
+        reason = reason if len(refused) < MAX_REASONS else "other reasons (more than 50 distinct ones)"
+        refusal = refused.setdefault(reason, Refusal())
+    refusal.count += 1
+    if len(refusal.samples) < MAX_SAMPLES:
+        refusal.samples.append(_sample(where, row))
+
+
+def overall_checksum(digests: dict[str, str]) -> str:
+    """sha256 of the sorted ``key<TAB>digest`` lines, first 16 hex digits: independent of order."""
+    overall = hashlib.sha256()
+    for key in sorted(digests):
+        overall.update(f"{key}\t{digests[key]}\n".encode())
+    return overall.hexdigest()[:16]
+
+
+async def plan_migration(loaded: LoadedConfig, catalog: SchemaCatalog, name: str, *, base_dir: Path) -> MigrationPlan:
+    migration = find_migration(loaded, name)
+    flow = RowFlow(loaded, catalog, migration)
+    plan = MigrationPlan(migration.name)
+    digests: dict[str, str] = {}
+    async for where, row in source_rows(migration, base_dir):
+        plan.rows += 1
+        try:
+            routed = flow.route(row, where)
+        except Exception as exc:  # noqa: BLE001 - a row that cannot become an event is reported, not fatal
+            note_refusal(plan.refused, _reason(exc), where, row)
+            continue
+        if routed.key in digests:
+            plan.duplicate_keys += 1
+        digests[routed.key] = routed.digest
+        for route in routed.failed_routes:
+            note_refusal(plan.refused, f"route {route} failed", where, row)
+        for subscriber, route, _ in routed.deliveries:
+            plan.per_subscriber[subscriber] += 1
+            plan.per_route[route] += 1
+        if routed.deliveries:
+            plan.routed += 1
+        else:
+            plan.unrouted += 1
+    plan.checksum = overall_checksum(digests)
+    return plan
+
+
+def render_plan(plan: MigrationPlan) -> str:
+    lines = [
+        f"migration {plan.migration}: a dry run (nothing was written)",
+        f"  rows read {plan.rows}   would be routed {plan.routed}   match no route {plan.unrouted}   refused {plan.refused_rows}",
+        f"  source checksum (mapped content) {plan.checksum}" + (f"   duplicate keys {plan.duplicate_keys}" if plan.duplicate_keys else ""),
+    ]
+    if plan.per_subscriber:
+        lines.append("  would write, per subscriber:")
+        lines += [f"    {name:<24} {count:>8}" for name, count in sorted(plan.per_subscriber.items())]
+    if plan.refused:
+        lines.append("  refused, by reason:")
+        for reason, refusal in sorted(plan.refused.items(), key=lambda item: -item[1].count):
+            lines.append(f"    {refusal.count:>8}  {reason}")
+            lines += [f"              e.g. {s['where']}: {json.dumps(s['row'], ensure_ascii=False)[:160]}" for s in refusal.samples]
+    return "\n".join(lines)
