@@ -69,3 +69,9 @@ SUBSCRIBER_STATE = Gauge(
     "circuit_open (no calls made; events wait in Kafka), paused (by an operator; events wait in Kafka).",
     ["subscriber", "state"],
 )
+MIGRATION_ROWS = Counter(
+    "bus_migration_rows_total",
+    "Rows a migration run has handled, by outcome (read, written, unchanged, refused, failed: a target refused it).",
+    ["migration", "outcome"],
+)
+MIGRATION_ROWS_EXPECTED = Gauge("bus_migration_rows_expected", "Rows the running migration's source holds (0: not known).", ["migration"])

@@ -10,6 +10,8 @@
     bus routes explain -c bus.yaml event.json                   which routes match an event, and what they emit
     bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters (or --hub URL: through the management API)
     bus migrate plan NAME -c bus.yaml                           a migration's dry run: what it would write, what refuse
+    bus migrate run NAME -c bus.yaml                            the load: resumable, checked by reading back, with a report
+    bus migrate rollback RUN -c bus.yaml                        put the targets back as they were before a run
     bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for? (or --hub URL)
     bus docs config                                             the configuration reference, from the models
     bus docs json-schema [--chart FILE]                         a JSON Schema of the whole config (editors, the chart)
@@ -154,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--mode", default="BACKWARD", help="compatibility mode for diff and check --against (default BACKWARD)")
         cmd.set_defaults(func=commands.schemas)
 
-    migrate = sub.add_parser("migrate", help="move what a source already holds through the routes: plan (a dry run)")
+    migrate = sub.add_parser("migrate", help="move what a source already holds through the routes: plan, run, verify, rollback, runs")
     migrate_sub = migrate.add_subparsers(dest="migrate_command", required=True)
     plan = migrate_sub.add_parser(
         "plan", help="read, map and route every row without writing anything: what would be written, what refused"
@@ -163,6 +165,25 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("-c", "--config", type=Path, required=True)
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=commands.migrate)
+    run = migrate_sub.add_parser("run", help="load: resumable after a crash, read back and checked, with a report")
+    run.add_argument("name", help="the migration's name")
+    run.add_argument("--without-rollback", action="store_true", help="start although some target cannot be rolled back")
+    run.add_argument("--again", action="store_true", help="import a file although a finished run imported the same bytes")
+    run.add_argument("--metrics-port", type=int, help="serve the run's Prometheus metrics on this port")
+    verify = migrate_sub.add_parser("verify", help="read every record of a run back again and rewrite its report")
+    verify.add_argument("run", help="the run's id (bus migrate runs)")
+    rollback = migrate_sub.add_parser("rollback", help="put the targets back as they were before a run")
+    rollback.add_argument("run", help="the run's id (bus migrate runs)")
+    rollback.add_argument("--force", action="store_true", help="although a later run of the same migration was not rolled back")
+    runs = migrate_sub.add_parser("runs", help="the runs in the journal, newest last")
+    runs.add_argument("name", nargs="?", help="only this migration's")
+    for cmd in (run, verify, rollback, runs):
+        cmd.add_argument("-c", "--config", type=Path, required=True)
+        cmd.add_argument(
+            "--state", type=Path, help="the journal and reports folder (default: .bus-migrate beside the config; $BUS_MIGRATE_STATE)"
+        )
+        cmd.add_argument("--json", action="store_true")
+        cmd.set_defaults(func=commands.migrate)
 
     new = sub.add_parser("new", help="start an integration from a recipe (without arguments: list them)")
     new.add_argument("recipe", nargs="?", help="recipe name, e.g. stripe-payments-to-erp-ledger")

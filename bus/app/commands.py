@@ -255,16 +255,8 @@ def schemas(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    """``bus migrate plan NAME``: the dry run; exit 1 when rows would be refused."""
-    import asyncio
-    import json
+    """``bus migrate plan|run|verify|rollback|runs``; exit 1 when rows would be (or were) refused,
+    records differ after a load, or a rollback left records different."""
+    from bus.app.migrate_commands import migrate_command
 
-    from bus.migrate.plan import plan_migration, render_plan
-    from schemas.catalog import SchemaCatalog
-
-    loaded, catalog = _load(args.config, AdapterRegistry.from_entry_points())
-    assert isinstance(catalog, SchemaCatalog)
-    base_dir = args.config if args.config.is_dir() else args.config.parent
-    plan = asyncio.run(plan_migration(loaded, catalog, args.name, base_dir=base_dir))
-    print(json.dumps(plan.as_json(), indent=2, ensure_ascii=False) if args.json else render_plan(plan))
-    return EXIT_RUNTIME if plan.refused_rows else 0
+    return migrate_command(args, _load)

@@ -18,6 +18,7 @@ __all__ = ["canonical", "differing_fields", "digest", "from_typed_json", "to_typ
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -97,7 +98,7 @@ def _tag(value: Any) -> Any:
     return value
 
 
-_UNTAG = {
+_UNTAG: dict[str, Callable[[str], Any]] = {
     "$decimal": Decimal,
     "$datetime": datetime.fromisoformat,
     "$date": date.fromisoformat,

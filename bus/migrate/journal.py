@@ -1,0 +1,249 @@
+"""A migration's journal: what every run did, kept in one SQLite file in the state folder
+(``--state``, default ``.bus-migrate/`` beside the config; in Kubernetes, a volume that outlives
+the job's pod). SQLite commits survive a SIGKILL of the job, and the journal is what makes a run
+resumable, verifiable and reversible:
+
+- ``runs``: one row per run: its id, migration, status (running, finished, failed,
+  rolling_back, rolled_back), who ran it, the config's digest, the source file's digest, counts,
+  the checkpoint (rows done), the reports it wrote.
+- ``entries``: per run, subscriber and record address: what the record held before the run (the
+  before-image, typed JSON; NULL when it did not exist), what the run meant it to hold, and the
+  entry's state: ``pending`` (about to be written: journaled before the write, so a crash
+  between the two leaves the before-image known), ``written``, ``unchanged`` (it already held
+  that: nothing written), ``failed`` (the target refused it), ``rolled_back``.
+- ``refused``: rows that could not become events, or that a target refused, with the reason.
+- ``batches``: the content checksum of each batch of source rows.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Entry", "Journal", "RunInfo"]
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, migration TEXT NOT NULL, status TEXT NOT NULL, started REAL NOT NULL, finished REAL,
+    user TEXT, host TEXT, config_digest TEXT, source_digest TEXT, total INTEGER, position INTEGER NOT NULL DEFAULT 0,
+    counts TEXT NOT NULL DEFAULT '{}', options TEXT NOT NULL DEFAULT '{}', reports TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS entries (
+    run TEXT NOT NULL, subscriber TEXT NOT NULL, key TEXT NOT NULL, address TEXT NOT NULL,
+    before TEXT, expected TEXT, digest TEXT, state TEXT NOT NULL, error TEXT,
+    PRIMARY KEY (run, subscriber, key)
+);
+CREATE TABLE IF NOT EXISTS refused (
+    run TEXT NOT NULL, row_where TEXT NOT NULL, subscriber TEXT NOT NULL, reason TEXT NOT NULL, row TEXT,
+    PRIMARY KEY (run, row_where, subscriber)
+);
+CREATE TABLE IF NOT EXISTS batches (run TEXT NOT NULL, batch INTEGER NOT NULL, rows INTEGER, checksum TEXT, PRIMARY KEY (run, batch));
+CREATE INDEX IF NOT EXISTS entries_by_key ON entries (subscriber, key);
+"""
+
+
+@dataclass
+class RunInfo:
+    id: str
+    migration: str
+    status: str
+    started: float
+    finished: float | None
+    user: str
+    host: str
+    config_digest: str
+    source_digest: str | None
+    total: int | None
+    position: int
+    counts: dict[str, int] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    reports: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "migration": self.migration,
+            "status": self.status,
+            "started": self.started,
+            "finished": self.finished,
+            "user": self.user,
+            "host": self.host,
+            "config_digest": self.config_digest,
+            "source_digest": self.source_digest,
+            "total": self.total,
+            "position": self.position,
+            "counts": self.counts,
+            "options": self.options,
+            "reports": self.reports,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    subscriber: str
+    key: str
+    address: str  # typed JSON
+    before: str | None  # typed JSON; None: the record did not exist
+    expected: str | None  # typed JSON; None: the run deletes it
+    digest: str | None
+    state: str
+    error: str | None = None
+
+
+class Journal:
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "journal.sqlite"
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def new_run(self, run: RunInfo) -> None:
+        self._db.execute(
+            "INSERT INTO runs (id, migration, status, started, user, host, config_digest, source_digest, total, options)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run.id, run.migration, run.status, run.started, run.user, run.host, run.config_digest, run.source_digest, run.total,
+             json.dumps(run.options)),
+        )  # fmt: skip
+
+    def _run(self, row: tuple[Any, ...]) -> RunInfo:
+        (id_, migration, status, started, finished, user, host, config_digest, source_digest, total, position, counts, options,
+         reports) = row  # fmt: skip
+        return RunInfo(
+            id_, migration, status, started, finished, user or "", host or "", config_digest or "", source_digest, total, position,
+            json.loads(counts), json.loads(options), json.loads(reports),
+        )  # fmt: skip
+
+    _COLUMNS = (
+        "id, migration, status, started, finished, user, host, config_digest, source_digest, total, position, counts, options, reports"
+    )
+
+    def run(self, run_id: str) -> RunInfo | None:
+        row = self._db.execute(f"SELECT {self._COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()  # noqa: S608
+        return None if row is None else self._run(row)
+
+    def runs(self, migration: str | None = None) -> list[RunInfo]:
+        if migration is None:
+            rows = self._db.execute(f"SELECT {self._COLUMNS} FROM runs ORDER BY started").fetchall()  # noqa: S608
+        else:
+            rows = self._db.execute(f"SELECT {self._COLUMNS} FROM runs WHERE migration = ? ORDER BY started", (migration,)).fetchall()  # noqa: S608
+        return [self._run(r) for r in rows]
+
+    def set_status(self, run_id: str, status: str, *, finished: bool = False) -> None:
+        self._db.execute("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, time.time() if finished else None, run_id))
+
+    def remember(self, run_id: str, **options: Any) -> None:
+        """Add to the run's recorded options (the source checksum, the rollback's outcome)."""
+        run = self.run(run_id)
+        if run is not None:
+            self._db.execute("UPDATE runs SET options = ? WHERE id = ?", (json.dumps({**run.options, **options}), run_id))
+
+    def set_reports(self, run_id: str, reports: dict[str, str]) -> None:
+        self._db.execute("UPDATE runs SET reports = ? WHERE id = ?", (json.dumps(reports), run_id))
+
+    def checkpoint(self, run_id: str, *, position: int, counts: dict[str, int], batch: int, rows: int, checksum: str) -> None:
+        """A batch is done: its rows' entries are settled. One transaction."""
+        with self._tx():
+            self._db.execute("UPDATE runs SET position = ?, counts = ? WHERE id = ?", (position, json.dumps(counts), run_id))
+            self._db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)", (run_id, batch, rows, checksum))
+
+    def batch_checksums(self, run_id: str) -> list[tuple[int, int, str]]:
+        return self._db.execute("SELECT batch, rows, checksum FROM batches WHERE run = ? ORDER BY batch", (run_id,)).fetchall()
+
+    # -- entries ------------------------------------------------------------------------------
+
+    def _tx(self) -> Any:
+        db = self._db
+
+        class _Tx:
+            def __enter__(self) -> None:
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, kind: Any, *_: Any) -> None:
+                db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+        return _Tx()
+
+    def journal(self, run_id: str, subscriber: str, entries: list[Entry]) -> None:
+        """Record entries before their writes. An entry already there (a resumed run, a key seen
+        twice) keeps its first before-image and takes the new expected value."""
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO entries (run, subscriber, key, address, before, expected, digest, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run, subscriber, key) DO UPDATE SET expected = excluded.expected, digest = excluded.digest,"
+                # Found already holding what it should after an earlier attempt wrote it: written by us.
+                " state = CASE WHEN excluded.state = 'unchanged' AND entries.state IN ('pending', 'written') THEN 'written'"
+                " ELSE excluded.state END",
+                [(run_id, subscriber, e.key, e.address, e.before, e.expected, e.digest, e.state) for e in entries],
+            )
+
+    def mark(self, run_id: str, subscriber: str, keys: list[str], state: str, errors: list[str | None] | None = None) -> None:
+        with self._tx():
+            self._db.executemany(
+                "UPDATE entries SET state = ?, error = ? WHERE run = ? AND subscriber = ? AND key = ?",
+                [(state, (errors[i] if errors else None), run_id, subscriber, key) for i, key in enumerate(keys)],
+            )
+
+    def states(self, run_id: str) -> dict[tuple[str, str], tuple[str, str | None]]:
+        """(subscriber, key) -> (state, digest), for resuming."""
+        rows = self._db.execute("SELECT subscriber, key, state, digest FROM entries WHERE run = ?", (run_id,))
+        return {(s, k): (st, d) for s, k, st, d in rows}
+
+    def delivered_digests(self, migration: str, subscriber: str, *, before_run: str) -> dict[str, str]:
+        """key -> digest written to ``subscriber`` by earlier finished runs of ``migration`` that were
+        not rolled back: what a target that cannot be read already has from us."""
+        rows = self._db.execute(
+            "SELECT e.key, e.digest FROM entries e JOIN runs r ON r.id = e.run WHERE r.migration = ? AND r.id != ?"
+            " AND r.status = 'finished' AND e.subscriber = ? AND e.state IN ('written', 'unchanged') ORDER BY r.started",
+            (migration, before_run, subscriber),
+        )
+        return dict(rows.fetchall())
+
+    def entries(self, run_id: str, subscriber: str | None = None, states: tuple[str, ...] = ()) -> Iterator[list[Entry]]:
+        """The run's entries in chunks of 500, in the order they were journaled."""
+        last = 0
+        while True:
+            sql = "SELECT rowid, subscriber, key, address, before, expected, digest, state, error FROM entries WHERE run = ? AND rowid > ?"
+            args: list[Any] = [run_id, last]
+            if subscriber is not None:
+                sql += " AND subscriber = ?"
+                args.append(subscriber)
+            if states:
+                sql += f" AND state IN ({', '.join('?' * len(states))})"
+                args += states
+            rows = self._db.execute(sql + " ORDER BY rowid LIMIT 500", args).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [Entry(*r[1:]) for r in rows]
+
+    def count_entries(self, run_id: str) -> dict[str, dict[str, int]]:
+        """subscriber -> state -> how many."""
+        out: dict[str, dict[str, int]] = {}
+        for subscriber, state, n in self._db.execute(
+            "SELECT subscriber, state, count(*) FROM entries WHERE run = ? GROUP BY subscriber, state", (run_id,)
+        ):
+            out.setdefault(subscriber, {})[state] = n
+        return out
+
+    # -- refused rows -------------------------------------------------------------------------
+
+    def refuse(self, run_id: str, items: list[tuple[str, str, str, str | None]]) -> None:
+        """(where, subscriber or "", reason, row JSON)."""
+        if items:
+            with self._tx():
+                self._db.executemany("INSERT OR REPLACE INTO refused VALUES (?, ?, ?, ?, ?)", [(run_id, *item) for item in items])
+
+    def refused(self, run_id: str) -> list[tuple[str, str, str, str | None]]:
+        return self._db.execute("SELECT row_where, subscriber, reason, row FROM refused WHERE run = ? ORDER BY rowid", (run_id,)).fetchall()

@@ -1,0 +1,356 @@
+"""``bus migrate run NAME``: the load itself, as a job.
+
+Rows are read in batches of ``batch_size``. For each batch, per subscriber:
+
+1. every row is mapped and routed as ``plan`` does (bus/migrate/flow.py); a row that cannot
+   become an event is refused with its reason (kept in the journal and the report);
+2. what the target holds at each record's address is read (the before-image). A record already
+   holding what the run would write is ``unchanged`` and not written: running a migration again
+   writes nothing. A target that cannot be read is compared with what earlier runs wrote to it;
+3. the entries (address, before-image, what will be written) are committed to the journal
+   before the writes, so a kill between the two still knows what to put back;
+4. the events go to the subscriber's own outbound adapter with its retry policy; each entry ends
+   ``written`` or ``failed`` (with the target's reason);
+5. the batch's checkpoint and content checksum are committed.
+
+A run killed at any point (SIGKILL included) is resumed by the next ``bus migrate run NAME``: it
+reads the source again and skips every record the journal shows as settled with the same
+content, and writes the rest. Only one process runs a migration at a time (a lock file).
+
+After the last batch, every record is read back and compared (bus/migrate/verify.py), and the
+reconciliation report is written (bus/migrate/report.py).
+"""
+
+from __future__ import annotations
+
+__all__ = ["RunOptions", "run_migration"]
+
+import asyncio
+import contextlib
+import fcntl
+import getpass
+import hashlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from bus.adapter_api import AdapterRegistry
+from bus.config.loader import LoadedConfig
+from bus.config.migrations import MigrationConfig
+from bus.errors import BusError, EventRejected
+from bus.event import Event
+from bus.jsontext import dumps as json_dumps
+from bus.logs import REDACTOR
+from bus.migrate.canonical import differing_fields, digest, to_typed_json
+from bus.migrate.flow import Routed, RowFlow, find_migration
+from bus.migrate.journal import Entry, Journal, RunInfo
+from bus.migrate.plan import overall_checksum
+from bus.migrate.progress import Progress
+from bus.migrate.report import write_report
+from bus.migrate.sources import count_rows, file_digest, source_path, source_rows
+from bus.migrate.targets import Target, Targets
+from bus.migrate.verify import verify_run
+from schemas.catalog import SchemaCatalog
+
+log = logging.getLogger("bus.migrate")
+RESUMABLE = ("running", "interrupted")
+SETTLED = ("written", "unchanged", "failed")
+
+
+@dataclass
+class RunOptions:
+    without_rollback: bool = False  # start although some target cannot be rolled back
+    again: bool = False  # import a file although a finished run already imported the same bytes
+    stream: TextIO | None = None  # where the progress bar goes (default stderr)
+    stop_after_batches: int | None = None  # tests and benches: stop (as if interrupted) after this many batches
+
+
+@dataclass
+class _Item:
+    where: str
+    row: Any
+    key: str
+    address: Any
+    event: Event
+    expected: dict[str, Any] | None
+    digest: str
+
+
+@dataclass
+class _Batch:
+    rows: list[tuple[str, Any]] = field(default_factory=list)
+
+
+def config_digest(loaded: LoadedConfig, migration: MigrationConfig, subscribers: list[str]) -> str:
+    """Of what decides what a run writes: the migration, its routes and its targets' configs."""
+    wanted = set(migration.routes) or {r.name for r in loaded.hub.routes if r.from_ == migration.emit.schema_}
+    parts = {
+        "migration": migration.model_dump(mode="json"),
+        "routes": [r.model_dump(mode="json", by_alias=True) for r in loaded.hub.routes if r.name in wanted],
+        "targets": [c.model_dump(mode="json") for c in loaded.outbound if c.name in subscribers],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def migration_lock(folder: Path, migration: str) -> Iterator[None]:
+    """One process per migration at a time; the OS releases the lock when the process dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{migration}.lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise BusError(f"migration {migration} is being run or rolled back by another process ({handle.read().strip()})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
+
+
+def _row_json(row: Any) -> str | None:
+    return None if isinstance(row, Exception) else json_dumps(row)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) if isinstance(exc, EventRejected | ValueError) else f"{type(exc).__name__}: {exc}"
+    return REDACTOR.redact(text)
+
+
+class _Runner:
+    def __init__(self, flow: RowFlow, targets: Targets, journal: Journal, run: RunInfo, *, progress: Progress) -> None:
+        self.flow = flow
+        self.targets = targets
+        self.journal = journal
+        self.run = run
+        self.progress = progress
+        self.settled = journal.states(run.id)  # what a resumed run finds done
+        self.earlier = {t.name: journal.delivered_digests(run.migration, t.name, before_run=run.id) for t in targets if not t.verifiable}
+        self.digests: dict[str, str] = {}  # row key -> content digest: the source checksum
+
+    async def batch(self, number: int, rows: list[tuple[str, Any]]) -> None:
+        refused: list[tuple[str, str, str, str | None]] = []
+        per_target: dict[str, dict[str, _Item]] = {t.name: {} for t in self.targets}
+        digests: dict[str, str] = {}
+        for where, row in rows:
+            self.progress.add("read")
+            try:
+                routed: Routed = self.flow.route(row, where)
+            except Exception as exc:  # noqa: BLE001 - a row that cannot become an event is refused, not fatal
+                refused.append((where, "", _reason(exc), _row_json(row)))
+                self.progress.add("refused")
+                continue
+            digests[routed.key] = routed.digest
+            refused += [(where, "", f"route {route} failed", _row_json(row)) for route in routed.failed_routes]
+            for subscriber, _, event in routed.deliveries:
+                target = self.targets[subscriber]
+                try:
+                    item = self._item(target, where, row, event)
+                except Exception as exc:  # noqa: BLE001 - the target's mapping fails on this event
+                    refused.append((where, subscriber, _reason(exc), _row_json(row)))
+                    continue
+                per_target[subscriber][item.key] = item  # a key seen twice in a batch: the last one is what stays
+        self.digests.update(digests)
+        self.journal.refuse(self.run.id, refused)
+        failed = await asyncio.gather(*(self._write(self.targets[name], items) for name, items in per_target.items() if items))
+        self.journal.refuse(self.run.id, [f for one in failed for f in one])
+        batch_sum = overall_checksum(digests)
+        self.run.position += len(rows)
+        self.journal.checkpoint(
+            self.run.id, position=self.run.position, counts=dict(self.progress.counts), batch=number, rows=len(rows), checksum=batch_sum
+        )
+        self.progress.show()
+
+    def _item(self, target: Target, where: str, row: Any, event: Event) -> _Item:
+        if target.state is None:
+            expected: dict[str, Any] | None = event.data
+            address: Any = [event.key or event.id]
+        else:
+            expected = target.state.expected(event)
+            address = target.state.address(event)
+        return _Item(where, row, to_typed_json(address), address, event, expected, digest(expected))
+
+    async def _write(self, target: Target, items: dict[str, _Item]) -> list[tuple[str, str, str, str | None]]:
+        todo = []
+        for key, item in items.items():
+            done = self.settled.get((target.name, key))
+            if done is not None and done[0] in SETTLED and done[1] == item.digest:
+                self.progress.add("unchanged" if done[0] == "unchanged" else "written" if done[0] == "written" else "failed")
+                continue
+            todo.append(item)
+        if not todo:
+            return []
+        entries: list[Entry] = []
+        if target.state is not None and target.state.verifiable:
+            state = target.state
+            current = await target.with_retries("reading the records before writing", state.read, [i.address for i in todo])
+            for item, before in zip(todo, current, strict=True):
+                same = not differing_fields(item.expected, before)
+                entries.append(Entry(target.name, item.key, to_typed_json(item.address), None if before is None else to_typed_json(before),
+                                     to_typed_json(item.expected), item.digest, "unchanged" if same else "pending"))  # fmt: skip
+        else:
+            earlier = self.earlier.get(target.name, {})
+            for item in todo:
+                same = earlier.get(item.key) == item.digest
+                entries.append(Entry(target.name, item.key, to_typed_json(item.address), None, to_typed_json(item.expected), item.digest,
+                                     "unchanged" if same else "pending"))  # fmt: skip
+        self.journal.journal(self.run.id, target.name, entries)
+        pending = [item for item, entry in zip(todo, entries, strict=True) if entry.state == "pending"]
+        self.progress.add("unchanged", len(todo) - len(pending))
+        slots = asyncio.Semaphore(target.in_flight)
+
+        async def one(item: _Item) -> str | None:
+            async with slots:
+                return await target.deliver(item.event)
+
+        errors = await asyncio.gather(*(one(item) for item in pending))
+        written = [item.key for item, error in zip(pending, errors, strict=True) if error is None]
+        failed = [(item, error) for item, error in zip(pending, errors, strict=True) if error is not None]
+        self.journal.mark(self.run.id, target.name, written, "written")
+        if failed:
+            self.journal.mark(self.run.id, target.name, [i.key for i, _ in failed], "failed", [e for _, e in failed])
+        self.progress.add("written", len(written))
+        self.progress.add("failed", len(failed))
+        return [(item.where, target.name, error, _row_json(item.row)) for item, error in failed]
+
+
+def _new_run_id(migration: str) -> str:
+    return f"{migration}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+async def run_migration(
+    loaded: LoadedConfig,
+    catalog: SchemaCatalog,
+    name: str,
+    *,
+    base_dir: Path,
+    state_dir: Path,
+    registry: AdapterRegistry,
+    options: RunOptions | None = None,
+) -> RunInfo:
+    options = options or RunOptions()
+    migration = find_migration(loaded, name)
+    flow = RowFlow(loaded, catalog, migration)
+    if not flow.subscribers:
+        raise BusError(f"migration {name} feeds no subscriber: no route of {migration.emit.schema_} sends to an outbound adapter")
+    targets = Targets(loaded, migration, flow.subscribers, registry)
+    with migration_lock(state_dir, name):
+        journal = Journal(state_dir)
+        try:
+            run = _open_run(journal, loaded, migration, flow, targets, base_dir=base_dir, options=options)
+            return await _execute(journal, run, migration, flow, targets, base_dir=base_dir, state_dir=state_dir, options=options)
+        finally:
+            journal.close()
+
+
+def _open_run(
+    journal: Journal,
+    loaded: LoadedConfig,
+    migration: MigrationConfig,
+    flow: RowFlow,
+    targets: Targets,
+    *,
+    base_dir: Path,
+    options: RunOptions,
+) -> RunInfo:
+    digest_now = config_digest(loaded, migration, flow.subscribers)
+    source_digest = file_digest(source_path(migration, base_dir)) if migration.source.file is not None else None
+    earlier = journal.runs(migration.name)
+    unfinished = [r for r in earlier if r.status in RESUMABLE]
+    if unfinished:
+        run = unfinished[-1]
+        if run.config_digest != digest_now:
+            raise BusError(
+                f"run {run.id} of {migration.name} did not finish and the config has changed since it started; "
+                f"run it to its end with the config it started with, or undo it: bus migrate rollback {run.id}"
+            )
+        if run.source_digest != source_digest:
+            raise BusError(
+                f"run {run.id} did not finish and its source file has changed since; undo it first: bus migrate rollback {run.id}"
+            )
+        log.warning("resuming run %s of %s from row %d", run.id, migration.name, run.position)
+        return run
+    impossible = {t.name: t.why_no_rollback for t in targets if t.why_no_rollback}
+    if impossible and not options.without_rollback:
+        lines = "; ".join(f"{name}: {why}" for name, why in impossible.items())
+        raise BusError(f"a run of {migration.name} could not be rolled back ({lines}). Start it anyway with --without-rollback")
+    if source_digest is not None and not options.again:
+        same = [r for r in earlier if r.source_digest == source_digest and r.status == "finished"]
+        if same:
+            raise BusError(
+                f"{source_path(migration, base_dir).name} (sha256 {source_digest[:16]}) was imported by run {same[-1].id} "
+                f"on {datetime.fromtimestamp(same[-1].started, UTC):%Y-%m-%d %H:%M} UTC; import it again with --again"
+            )
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    run = RunInfo(
+        _new_run_id(migration.name), migration.name, "running", time.time(), None, os.environ.get("BUS_MIGRATE_USER", user),
+        socket.gethostname(), digest_now, source_digest, None, 0,
+        options={"without_rollback": options.without_rollback, "again": options.again,
+                 "rollback_impossible": impossible},
+    )  # fmt: skip
+    journal.new_run(run)
+    return run
+
+
+async def _execute(
+    journal: Journal,
+    run: RunInfo,
+    migration: MigrationConfig,
+    flow: RowFlow,
+    targets: Targets,
+    *,
+    base_dir: Path,
+    state_dir: Path,
+    options: RunOptions,
+) -> RunInfo:
+    total = await count_rows(migration, base_dir)
+    progress = Progress(migration.name, total, stream=options.stream)
+    await targets.start()
+    journal.set_status(run.id, "running")
+    try:
+        runner = _Runner(flow, targets, journal, run, progress=progress)
+        run.position = 0  # the source is read again from its start; what is settled is skipped
+        batch: list[tuple[str, Any]] = []
+        number = 0
+        async for where, row in source_rows(migration, base_dir):
+            batch.append((where, row))
+            if len(batch) >= migration.batch_size:
+                number += 1
+                await runner.batch(number, batch)
+                batch = []
+                if options.stop_after_batches is not None and number >= options.stop_after_batches:
+                    _stop_here()
+        if batch:
+            number += 1
+            await runner.batch(number, batch)
+        progress.show(final=True)
+        journal.set_status(run.id, "verifying")
+        checks = await verify_run(journal, run.id, targets)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        journal.set_status(run.id, "interrupted")
+        log.warning("run %s of %s interrupted at row %d: run it again to resume", run.id, migration.name, run.position)
+        raise
+    finally:
+        await targets.stop()
+    journal.set_status(run.id, "finished", finished=True)
+    finished = journal.run(run.id)
+    assert finished is not None
+    finished.reports = write_report(journal, finished, checks, state_dir, source_checksum=overall_checksum(runner.digests))
+    journal.set_reports(run.id, finished.reports)
+    return finished
+
+
+def _stop_here() -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,124 @@
+"""The subscribers a migration feeds, as their own outbound adapters (built from the same config
+as ``bus run`` builds them) and what each can do for a migration: be read back (verifiable) and be
+put back (rollback). ``deliver`` is the adapter's own delivery with the subscriber's retry policy:
+retryable errors are tried again with backoff until the policy gives up, permanent ones fail the
+row at once, with the target's reason."""
+
+from __future__ import annotations
+
+__all__ = ["Target", "Targets"]
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from bus.adapter_api import AdapterRegistry, Context, Event, Outbound, OutboundConfig, TargetOptions, TargetState
+from bus.config.loader import LoadedConfig
+from bus.config.migrations import MigrationConfig
+from bus.errors import BusError, PermanentError, RetryableError
+from bus.logs import REDACTOR
+from bus.runtime.retry import RetryPolicy
+
+log = logging.getLogger("bus.migrate")
+T = TypeVar("T")
+
+
+@dataclass
+class Target:
+    name: str
+    type: str
+    outbound: Outbound[Any]
+    state: TargetState | None
+    policy: RetryPolicy
+    in_flight: int
+
+    @property
+    def verifiable(self) -> bool:
+        return self.state is not None and self.state.verifiable
+
+    @property
+    def why_no_rollback(self) -> str:
+        if self.state is None:
+            return f"a {self.type} target cannot be read back or restored (what is sent is sent)"
+        return self.state.rollback
+
+    async def deliver(self, event: Event) -> str | None:
+        """Deliver with retries; None when the target took it, else why it did not (redacted)."""
+        attempts, first = 0, time.monotonic()
+        while True:
+            attempts += 1
+            try:
+                await self.outbound.deliver(event)
+            except PermanentError as exc:
+                return REDACTOR.redact(str(exc))
+            except Exception as exc:  # noqa: BLE001 - retryable, or an adapter bug: retried like the delivery worker does
+                error = exc if isinstance(exc, RetryableError) else RetryableError(f"{type(exc).__name__}: {exc}")
+                why = self.policy.give_up(attempts, time.monotonic() - first)
+                if why is not None:
+                    return REDACTOR.redact(f"gave up after {why}: {error}")
+                if attempts == 1:
+                    log.warning("migration target %s: retrying %s: %s", self.name, event.key or event.id, REDACTOR.redact(str(error)))
+                await asyncio.sleep(self.policy.delay(attempts, error))
+            else:
+                return None
+
+    async def with_retries(self, what: str, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """A read or restore call, retried like a delivery (then raised)."""
+        attempts, first = 0, time.monotonic()
+        while True:
+            attempts += 1
+            try:
+                return await call(*args)
+            except RetryableError as exc:
+                if self.policy.give_up(attempts, time.monotonic() - first) is not None:
+                    raise
+                log.warning("migration target %s: %s failed, retrying: %s", self.name, what, REDACTOR.redact(str(exc)))
+                await asyncio.sleep(self.policy.delay(attempts, exc))
+
+
+class Targets:
+    def __init__(self, loaded: LoadedConfig, migration: MigrationConfig, subscribers: list[str], registry: AdapterRegistry) -> None:
+        configs = {c.name: c for c in loaded.outbound}
+        self.targets: dict[str, Target] = {}
+        for name in subscribers:
+            config = configs[name]
+            cls = registry.get(config.type, "outbound")
+            if cls is None:
+                raise BusError(f"no outbound adapter type {config.type!r}")
+            outbound = cls(config, Context(name=name, logger=logging.getLogger(f"adapters.{config.type}.{name}")))
+            assert isinstance(outbound, Outbound)
+            given = migration.targets.get(name)
+            options = TargetOptions() if given is None else TargetOptions(given.read, given.delete, given.restore_method)
+            assert isinstance(config, OutboundConfig)
+            policy = config.delivery
+            self.targets[name] = Target(
+                name,
+                config.type,
+                outbound,
+                outbound.target_state(options),
+                RetryPolicy(policy, subscriber=name),
+                max(policy.concurrency, int(getattr(config, "batch_size", 0) or 0)),
+            )
+
+    def __iter__(self) -> Any:
+        return iter(self.targets.values())
+
+    def __getitem__(self, name: str) -> Target:
+        return self.targets[name]
+
+    async def start(self) -> None:
+        for target in self:
+            try:
+                await target.outbound.start()
+            except RetryableError as exc:
+                raise BusError(f"target {target.name} is not reachable: {REDACTOR.redact(str(exc))}") from None
+
+    async def stop(self) -> None:
+        for target in self:
+            try:
+                await target.outbound.stop()
+            except Exception:
+                log.exception("stopping target %s", target.name)
