@@ -1,0 +1,164 @@
+"""`bus migrate run` from a CSV export into a PostgreSQL table (numeric and timestamp columns, read
+back and restored with their own types) and a file outbound (a target that cannot be read back
+or restored: what is written is written).
+
+- a run that could not be rolled back is refused unless the user says so, naming the target;
+- the same file (by digest) is not imported twice unless asked, and when asked nothing is
+  written again, to either target (the readable one holds it; the other got it from the earlier run);
+- rollback restores the PostgreSQL rows exactly (values with their types), names the records
+  it cannot take back from the file target, and says so with its exit code;
+- one process per migration: a second one is refused while the first holds the migration."""
+
+from __future__ import annotations
+
+import csv
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bus.app.cli import main
+from bus.errors import BusError
+from bus.migrate.run import migration_lock
+from tests.conftest import require_service
+
+DSN = "postgresql://postgres@127.0.0.1:5432/test"
+ROWS = 300
+
+
+def write_export(path: Path) -> None:
+    with path.open("w", newline="", encoding="latin-1") as handle:  # an old system's export
+        writer = csv.writer(handle)
+        writer.writerow(["ref", "amount", "currency", "customer", "paid"])
+        for i in range(ROWS):
+            writer.writerow([f"F-{i:04d}", f"{i}.{i % 100:02d}", "eur", f"Société {i % 7}", f"2024-03-{1 + i % 28:02d}T10:00:00+02:00"])
+
+
+def write_config(tmp_path: Path, table: str) -> Path:
+    document = {
+        "kafka": {"bootstrap": "127.0.0.1:1", "topic_prefix": f"m{uuid.uuid4().hex[:8]}"},
+        "routes": [{"name": "all", "from": "Payment", "to": ["books", "archive"]}],
+        "outbound": [
+            {
+                "name": "books",
+                "type": "sql",
+                "dsn": DSN,
+                "table": table,
+                "key": ["ref"],
+                "columns": {"ref": "payment_id", "amount": "decimal(amount) / 100", "customer": "customer_id",
+                            "paid": 'timestamp(description)'},
+            },  # fmt: skip
+            {"name": "archive", "type": "file", "path": str(tmp_path / "archive")},
+        ],
+        "migrations": [
+            {
+                "name": "export",
+                "source": {"file": {"path": "export.csv", "encoding": "latin-1"}},
+                "emit": {
+                    "schema": "Payment",
+                    "key": "ref",
+                    "map": {
+                        "payment_id": "ref",
+                        "amount": "minor_units(amount, currency)",
+                        "currency": "currency",
+                        "customer_id": "customer",
+                        "description": "paid",
+                    },
+                },
+                "batch_size": 64,
+            }
+        ],
+    }
+    path = tmp_path / "bus.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True))
+    return path
+
+
+def archived(tmp_path: Path) -> int:
+    folder = tmp_path / "archive"
+    return sum(len(p.read_text().splitlines()) for p in folder.glob("*")) if folder.exists() else 0
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def table_rows(connection: Any, table: str) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in await connection.fetch(f"SELECT ref, amount, customer, paid FROM {table} ORDER BY ref")]
+
+
+async def test_a_file_is_loaded_once_checked_and_rolled_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import asyncio
+
+    import asyncpg
+
+    table = f"books_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(DSN)
+    await connection.execute(f"CREATE TABLE {table} (ref text PRIMARY KEY, amount numeric(12, 2), customer text, paid timestamptz)")
+    try:
+        await connection.execute(
+            f"INSERT INTO {table} VALUES ('F-0005', 99.95, 'Before', '2020-01-01T00:00:00Z'), ('X-1', 1.10, 'Other', NULL)"
+        )
+        before = await table_rows(connection, table)
+        write_export(tmp_path / "export.csv")
+        config = str(write_config(tmp_path, table))
+
+        def run(*extra: str) -> tuple[int, str, str]:
+            return cli(capsys, "migrate", "run", "export", "-c", config, "--json", *extra)
+
+        code, _, err = await asyncio.to_thread(run)
+        assert code == 1 and "archive: a file target cannot be read back or restored" in err and "--without-rollback" in err
+        assert archived(tmp_path) == 0 and await table_rows(connection, table) == before  # refused before writing anything
+
+        code, out, err = await asyncio.to_thread(run, "--without-rollback")
+        assert code == 0, err
+        report = json.loads(out)
+        first = report["run"]
+        subscribers = {s["subscriber"]: s for s in report["subscribers"]}
+        assert subscribers["books"]["checksums_equal"] and subscribers["books"]["records"] == ROWS
+        assert subscribers["archive"]["verifiable"] is False and subscribers["archive"]["target_checksum"] is None
+        assert archived(tmp_path) == ROWS
+        row = await connection.fetchrow(f"SELECT amount, customer FROM {table} WHERE ref = 'F-0123'")
+        assert str(row["amount"]) == "123.23" and row["customer"] == "Société 4"
+
+        # The same bytes again: refused, naming the run that imported them; with --again nothing is written.
+        code, _, err = await asyncio.to_thread(run, "--without-rollback")
+        assert code == 1 and f"was imported by run {first}" in err and "--again" in err
+        code, out, err = await asyncio.to_thread(run, "--without-rollback", "--again")
+        assert code == 0, err
+        again = {s["subscriber"]: s["entries"] for s in json.loads(out)["subscribers"]}
+        assert again == {"books": {"unchanged": ROWS}, "archive": {"unchanged": ROWS}}
+        assert archived(tmp_path) == ROWS
+
+        # One process per migration.
+        with migration_lock(tmp_path / ".bus-migrate", "export"):
+            code, _, err = await asyncio.to_thread(run, "--without-rollback", "--again")
+            assert code == 1 and "being run or rolled back by another process" in err
+
+        # Rollback, newest first: the table as it was (numeric and timestamp values included); the
+        # archive's records stay, and the exit code says so.
+        code, out, _ = await asyncio.to_thread(cli, capsys, "migrate", "runs", "export", "-c", config, "--json")
+        second = [r["id"] for r in json.loads(out)][-1]
+        code, out, _ = await asyncio.to_thread(cli, capsys, "migrate", "rollback", second, "-c", config)
+        assert code == 0, out  # it wrote nothing: nothing to take back, nothing left
+        code, out, _ = await asyncio.to_thread(cli, capsys, "migrate", "rollback", first, "-c", config)
+        assert code == 1 and f"archive: 0 deleted, 0 restored, {ROWS} left as they are" in out
+        assert "books: 299 deleted, 1 restored" in out
+        assert await table_rows(connection, table) == before
+        code, _, err = await asyncio.to_thread(cli, capsys, "migrate", "rollback", first, "-c", config)
+        assert code == 1 and "already rolled back" in err
+    finally:
+        await connection.execute(f"DROP TABLE IF EXISTS {table}")
+        await connection.close()
+
+
+def test_the_lock_names_its_holder(tmp_path: Path) -> None:
+    with migration_lock(tmp_path, "m"), pytest.raises(BusError, match=r"another process \(pid \d+ on "), migration_lock(tmp_path, "m"):
+        pass
