@@ -218,6 +218,16 @@ class Inbound(Adapter[C]):
             raise RuntimeError(f"inbound adapter {self.ctx.name} was built without an event sink")
         return self.ctx.sink
 
+    # Optional, for a migration's hand-over to this inbound (``migrations[].then``).
+    handover: ClassVar[bool] = False
+
+    @classmethod
+    async def position_now(cls, config: Any) -> dict[str, Any] | None:
+        """The checkpoint from which this inbound reads only what changes from now on (None: the
+        source is empty). Taken by ``bus migrate run`` before it reads the history; saved by
+        ``bus migrate cutover``. Only inbounds with ``handover = True`` implement it."""
+        raise NotImplementedError
+
 
 class Outbound(Adapter[C]):
     direction: ClassVar[Literal["inbound", "outbound"]] = "outbound"

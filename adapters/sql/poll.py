@@ -87,6 +87,13 @@ class _Queries:
         else:  # expanded, so MariaDB uses the index as a range
             after = f"({mark.column} > %s OR ({mark.column} = %s AND {mark.id} > %s))"
         self.first = head + (" WHERE " + " AND ".join(fixed) if fixed else "") + tail
+        # The newest row a poll would read now: where a poller that takes over from a migration starts.
+        descending = ", ".join(f"{c} DESC" for c in order)
+        self.newest = (
+            f"SELECT {', '.join(order)} FROM {config.table}"  # noqa: S608 (checked identifiers)
+            + (" WHERE " + " AND ".join(fixed) if fixed else "")
+            + f" ORDER BY {descending} LIMIT 1"
+        )
         self.next = head + " WHERE " + " AND ".join([*fixed, after]) + tail
         self.postgres = postgres
         self.keyed = mark.column is not None
@@ -121,6 +128,35 @@ class _Queries:
 class SqlPollInbound(Inbound[SqlPollConfig]):
     Config: ClassVar[type[SqlPollConfig]] = SqlPollConfig
     summary: ClassVar[str] = "Read new and changed rows of a PostgreSQL or MariaDB/MySQL table by a watermark; position kept in Kafka."
+    handover: ClassVar[bool] = True
+
+    @classmethod
+    async def position_now(cls, config: SqlPollConfig) -> dict[str, Any] | None:
+        """The newest row a poll would read now (within the settle horizon, before open
+        transactions): a migration that reads the table afterwards has every row up to it, and
+        the poller, started after this position, reads every row changed since (some of them the
+        migration also wrote: written again by key, not doubled)."""
+        dsn = config.dsn.get_secret_value()
+        postgres = is_postgres(dsn)
+        queries = _Queries(config, postgres=postgres, transactions=config.wait_for_transactions and postgres)
+        pool = await open_pool(dsn, 1, what=f"sql_poll {config.name}")
+        try:
+            async with pool.acquire() as connection:
+                if postgres:
+                    found = await connection.fetchrow(queries.newest)
+                    row = None if found is None else dict(found)
+                else:
+                    import aiomysql
+
+                    async with connection.cursor(aiomysql.DictCursor) as cursor:
+                        await cursor.execute(queries.newest)
+                        row = await cursor.fetchone()
+        finally:
+            await close_pool(pool, dsn)
+        if row is None:
+            return None
+        mark = config.watermark
+        return {"column": _encode(row[mark.column]) if mark.column else None, "id": _encode(row[mark.id])}
 
     def __init__(self, config: SqlPollConfig, ctx: Context) -> None:
         super().__init__(config, ctx)

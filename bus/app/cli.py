@@ -12,6 +12,7 @@
     bus migrate plan NAME -c bus.yaml                           a migration's dry run: what it would write, what refuse
     bus migrate run NAME -c bus.yaml                            the load: resumable, checked by reading back, with a report
     bus migrate rollback RUN -c bus.yaml                        put the targets back as they were before a run
+    bus migrate cutover RUN -c bus.yaml                         the live inbound (then:) takes over where the run began
     bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for? (or --hub URL)
     bus docs config                                             the configuration reference, from the models
     bus docs json-schema [--chart FILE]                         a JSON Schema of the whole config (editors, the chart)
@@ -177,7 +178,12 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--force", action="store_true", help="although a later run of the same migration was not rolled back")
     runs = migrate_sub.add_parser("runs", help="the runs in the journal, newest last")
     runs.add_argument("name", nargs="?", help="only this migration's")
-    for cmd in (run, verify, rollback, runs):
+    cutover = migrate_sub.add_parser("cutover", help="hand over to the live inbound (then:) from where the run started reading")
+    cutover.add_argument("run", help="a finished run's id")
+    cutover.add_argument("--bootstrap", help="the Kafka to write the inbound's position to (default: the config's)")
+    cutover.add_argument("--hub", help="or the running hub whose (embedded) broker to use: http://HOST:OPS_PORT")
+    cutover.add_argument("--force", action="store_true", help="replace a position the inbound already has")
+    for cmd in (run, verify, rollback, runs, cutover):
         cmd.add_argument("-c", "--config", type=Path, required=True)
         cmd.add_argument(
             "--state", type=Path, help="the journal and reports folder (default: .bus-migrate beside the config; $BUS_MIGRATE_STATE)"

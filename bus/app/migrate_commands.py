@@ -82,6 +82,18 @@ def migrate_command(args: argparse.Namespace, load: Callable[[Path, AdapterRegis
                 print(line)
             print(f"  report: {run.reports.get('html')}")
         return EXIT_PROBLEMS if any(r["still_different"] or r["left"] for r in outcome.values()) else 0
+    if command == "cutover":
+        from bus.app.kafka_commands import _bootstrap
+        from bus.migrate.cutover import cutover
+
+        done = asyncio.run(cutover(loaded, args.run, state_dir=state, bootstrap=_bootstrap(args, loaded.hub), force=args.force))
+        if args.json:
+            print(json.dumps(done, indent=2, default=str))
+        elif done["position"] is None:
+            print(f"{done['inbound']} starts from the beginning of its table (it was empty when run {done['run']} began)")
+        else:
+            print(f"{done['inbound']} will start after {done['position']} (where run {done['run']} began reading)")
+        return 0
     raise BusError(f"unknown migrate command {command}")
 
 

@@ -48,7 +48,9 @@ class LoadedConfig:
     secrets: set[str] = field(default_factory=set)
 
 
-def _migration_issues(hub: HubConfig, schemas: Any, marks: Marks, default_file: str, outbound: list[str]) -> list[ConfigIssue]:
+def _migration_issues(
+    hub: HubConfig, schemas: Any, marks: Marks, default_file: str, *, outbound: list[str], inbound: list[str]
+) -> list[ConfigIssue]:
     """A migration emits a known schema, feeds routes that exist and read that schema, and names
     only outbound adapters under ``targets``."""
     issues = []
@@ -72,6 +74,10 @@ def _migration_issues(hub: HubConfig, schemas: Any, marks: Marks, default_file: 
                 loc = ("migrations", i, "targets", name)
                 why = f"no outbound adapter named {name!r} (outbound: {', '.join(outbound) or 'none'})"
                 issues.append(ConfigIssue(*marks.find(loc, default_file), dotted(loc), why))
+        if migration.then is not None and migration.then not in inbound:
+            loc = ("migrations", i, "then")
+            why = f"no inbound adapter named {migration.then!r} (inbound: {', '.join(inbound) or 'none'})"
+            issues.append(ConfigIssue(*marks.find(loc, default_file), dotted(loc), why))
     return issues
 
 
@@ -217,7 +223,9 @@ def load_config(
                 loc: Loc = ("inbound", i, "emit", "schema")
                 file, line = marks.find(loc, default_file)
                 issues.append(ConfigIssue(file, line, dotted(loc), _unknown_schema(emit.schema_, schemas)))
-    issues.extend(_migration_issues(hub, schemas, marks, default_file, [c.name for _, c in outbound]))
+    issues.extend(
+        _migration_issues(hub, schemas, marks, default_file, outbound=[c.name for _, c in outbound], inbound=[c.name for _, c in inbound])
+    )
     warnings: list[ConfigIssue] = []
     unchecked: list[ConfigIssue] = []
     if isinstance(found_schemas, Mapping):

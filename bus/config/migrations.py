@@ -78,3 +78,9 @@ class MigrationConfig(ConfigModel):
     batch_size: int = Field(
         default=500, ge=1, le=10_000, description="Rows a run maps, journals and writes together (one checkpoint per batch)."
     )
+    then: str | None = Field(
+        default=None,
+        description="The live inbound that takes over after the migration (an sql_poll of the same table): a run records "
+        "its position before reading; `bus migrate cutover RUN` hands it over (docs/migrations.md).",
+        examples=["legacy-customers"],
+    )

@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from bus.adapter_api import AdapterRegistry
+from bus.adapter_api import AdapterRegistry, Inbound
 from bus.config.loader import LoadedConfig
 from bus.config.migrations import MigrationConfig
 from bus.errors import BusError, EventRejected
@@ -223,6 +223,21 @@ class _Runner:
         return [(item.where, target.name, error, _row_json(item.row)) for item, error in failed]
 
 
+async def _handover_position(loaded: LoadedConfig, migration: MigrationConfig, registry: AdapterRegistry) -> dict[str, Any] | None:
+    """Where the live inbound named by ``then`` will start: its position now, before the run reads."""
+    if migration.then is None:
+        return None
+    config = next(c for c in loaded.inbound if c.name == migration.then)
+    cls = registry.get(config.type, "inbound")
+    if not isinstance(cls, type) or not issubclass(cls, Inbound) or not cls.handover:
+        raise BusError(
+            f"migration {migration.name}: then: {migration.then} is a {config.type} inbound, which cannot take over "
+            "from a migration (sql_poll can)"
+        )
+    position = await cls.position_now(config)
+    return {"inbound": migration.then, "position": position}
+
+
 def _new_run_id(migration: str) -> str:
     return f"{migration}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
@@ -246,13 +261,13 @@ async def run_migration(
     with migration_lock(state_dir, name):
         journal = Journal(state_dir)
         try:
-            run = _open_run(journal, loaded, migration, flow, targets, base_dir=base_dir, options=options)
+            run = await _open_run(journal, loaded, migration, flow, targets, base_dir=base_dir, options=options)
             return await _execute(journal, run, migration, flow, targets, base_dir=base_dir, state_dir=state_dir, options=options)
         finally:
             journal.close()
 
 
-def _open_run(
+async def _open_run(
     journal: Journal,
     loaded: LoadedConfig,
     migration: MigrationConfig,
@@ -290,6 +305,7 @@ def _open_run(
                 f"{source_path(migration, base_dir).name} (sha256 {source_digest[:16]}) was imported by run {same[-1].id} "
                 f"on {datetime.fromtimestamp(same[-1].started, UTC):%Y-%m-%d %H:%M} UTC; import it again with --again"
             )
+    handover = await _handover_position(loaded, migration, targets.registry)  # before the history is read
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -298,7 +314,7 @@ def _open_run(
         _new_run_id(migration.name), migration.name, "running", time.time(), None, os.environ.get("BUS_MIGRATE_USER", user),
         socket.gethostname(), digest_now, source_digest, None, 0,
         options={"without_rollback": options.without_rollback, "again": options.again,
-                 "rollback_impossible": impossible},
+                 "rollback_impossible": impossible, **({"handover": handover} if handover else {})},
     )  # fmt: skip
     journal.new_run(run)
     return run

@@ -82,6 +82,7 @@ class Target:
 class Targets:
     def __init__(self, loaded: LoadedConfig, migration: MigrationConfig, subscribers: list[str], registry: AdapterRegistry) -> None:
         configs = {c.name: c for c in loaded.outbound}
+        self.registry = registry
         self.targets: dict[str, Target] = {}
         for name in subscribers:
             config = configs[name]

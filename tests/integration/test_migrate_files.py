@@ -48,9 +48,13 @@ def write_config(tmp_path: Path, table: str) -> Path:
                 "dsn": DSN,
                 "table": table,
                 "key": ["ref"],
-                "columns": {"ref": "payment_id", "amount": "decimal(amount) / 100", "customer": "customer_id",
-                            "paid": 'timestamp(description)'},
-            },  # fmt: skip
+                "columns": {
+                    "ref": "payment_id",
+                    "amount": "decimal(amount) / 100",
+                    "customer": "customer_id",
+                    "paid": "timestamp(description)",
+                },
+            },
             {"name": "archive", "type": "file", "path": str(tmp_path / "archive")},
         ],
         "migrations": [
