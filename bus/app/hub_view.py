@@ -8,11 +8,12 @@ from __future__ import annotations
 
 __all__ = ["HubParts", "HubView"]
 
+import asyncio
 import tempfile
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -27,6 +28,7 @@ from bus.kafka.topics import TopicNames
 from bus.ledger import Reconciler
 from bus.lineage import DeliveryHop, IndexHits, RoutedHop, fetch_at, read_index
 from bus.logs import REDACTOR
+from bus.migrate.journal import RunInfo
 from bus.runtime.control import write_control
 from bus.runtime.delivery import DeliveryWorker
 from ops.api.models import (
@@ -44,6 +46,8 @@ from ops.api.models import (
     LineageDelivery,
     LineageEntered,
     LineageWhere,
+    MigrationRun,
+    MigrationRuns,
     PauseState,
     ReconcileBalance,
     RouteNode,
@@ -313,6 +317,55 @@ class HubView:
         found["outbound"] = [c.model_dump(mode="json", by_alias=True) for c in loaded.outbound]
         masked: dict[str, Any] = REDACTOR.redact_tree(found)
         return masked
+
+    # -- migrations (bus.migrate) -----------------------------------------------------------------
+    def _migration_state(self) -> Path:
+        from bus.app.migrate_commands import state_folder
+
+        files = self._hub.loaded.files
+        return state_folder(files[0] if files else Path.cwd())
+
+    def _journal_runs(self) -> tuple[Path, list[RunInfo]]:
+        from bus.migrate.journal import Journal
+
+        folder = self._migration_state()
+        if not (folder / "journal.sqlite").exists():
+            return folder, []
+        journal = Journal(folder)
+        try:
+            return folder, journal.runs()
+        finally:
+            journal.close()
+
+    async def migrations(self) -> MigrationRuns:
+        folder, runs = await asyncio.to_thread(self._journal_runs)
+        return MigrationRuns(
+            state_folder=str(folder),
+            runs=[
+                MigrationRun(
+                    id=r.id,
+                    migration=r.migration,
+                    status=r.status,
+                    started=datetime.fromtimestamp(r.started, UTC).isoformat(timespec="seconds"),
+                    finished=None if r.finished is None else datetime.fromtimestamp(r.finished, UTC).isoformat(timespec="seconds"),
+                    ran_by=r.user,
+                    rows_read=r.position,
+                    counts=r.counts,
+                    report=f"/api/v1/migrations/{r.id}/report" if r.reports.get("html") else None,
+                )
+                for r in runs
+            ],
+        )
+
+    async def migration_report(self, run_id: str) -> str | None:
+        _, runs = await asyncio.to_thread(self._journal_runs)
+        run = next((r for r in runs if r.id == run_id), None)  # only a run the journal names: never a path from the request
+        if run is None or not run.reports.get("html"):
+            return None
+        try:
+            return await asyncio.to_thread(Path(run.reports["html"]).read_text, encoding="utf-8")
+        except OSError:
+            return None
 
     # -- lineage (bus.lineage) ---------------------------------------------------------------------
     async def _index(self, values: list[str]) -> dict[str, IndexHits] | None:

@@ -32,6 +32,7 @@ from ops.api.models import (
     DeadLetterPage,
     EventLineage,
     EventSearch,
+    MigrationRuns,
     PauseState,
     Problem,
     ReconcileBalance,
@@ -69,6 +70,10 @@ class HubView(Protocol):
     async def search_events(self, value: str) -> EventSearch: ...
 
     async def event(self, event_id: str) -> EventLineage | None: ...
+
+    async def migrations(self) -> MigrationRuns: ...
+
+    async def migration_report(self, run_id: str) -> str | None: ...
 
 
 class ApiError(Exception):
@@ -240,6 +245,18 @@ def api_app(view: HubView) -> web.Application:
     async def get_config(_: web.Request) -> web.Response:
         return web.json_response(REDACTOR.redact_tree(view.running_config()))
 
+    async def get_migrations(_: web.Request) -> web.Response:
+        return _answer(await view.migrations())
+
+    async def get_migration_report(request: web.Request) -> web.Response:
+        run_id = request.match_info["run"]
+        page = await view.migration_report(run_id)
+        if page is None:
+            raise ApiError(404, f"no report of a migration run {run_id!r} (GET {PREFIX}/migrations lists the runs)")
+        return web.Response(text=REDACTOR.redact(page), content_type="text/html")
+
+    app.router.add_get("/migrations", get_migrations)
+    app.router.add_get("/migrations/{run}/report", get_migration_report)
     app.router.add_get("/config", get_config)
     app.router.add_get("/events", get_events)
     app.router.add_get("/events/{id:.+}", get_event)

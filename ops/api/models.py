@@ -13,6 +13,8 @@ __all__ = [
     "EventSearch",
     "InboundNode",
     "LedgerBalance",
+    "MigrationRun",
+    "MigrationRuns",
     "PauseState",
     "Problem",
     "ReconcileBalance",
@@ -268,3 +270,24 @@ class EventSearch(_Out):
     value: str
     ids: list[str] = Field(description="Event ids: the value itself when it is one, then events with it as key or subject.")
     lineage_enabled: bool
+
+
+class MigrationRun(_Out):
+    """One run of ``bus migrate run``, as its journal has it (its checkpoint and counts move while it runs)."""
+
+    id: str
+    migration: str
+    status: str = Field(description="running, interrupted (resumable), verifying, finished, rolling_back, rolled_back.")
+    started: str
+    finished: str | None
+    ran_by: str
+    rows_read: int = Field(description="Source rows done (the checkpoint).")
+    counts: dict[str, int] = Field(description="read, written, unchanged, refused, failed, as of the last checkpoint.")
+    report: str | None = Field(description="The reconciliation report's path in this API (HTML), once written.")
+
+
+class MigrationRuns(_Out):
+    """The migration runs in the state folder this hub can see (``$BUS_MIGRATE_STATE`` or ``.bus-migrate`` beside its config)."""
+
+    state_folder: str
+    runs: list[MigrationRun]

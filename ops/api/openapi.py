@@ -15,6 +15,7 @@ from ops.api.models import (
     DeadLetterPage,
     EventLineage,
     EventSearch,
+    MigrationRuns,
     PauseState,
     Problem,
     ReconcileBalance,
@@ -90,6 +91,7 @@ def openapi_document() -> dict[str, Any]:
         ReconcileBalance,
         EventLineage,
         EventSearch,
+        MigrationRuns,
     ]
     _, schemas = models_json_schema([(m, "serialization") for m in models], ref_template=_REF, by_alias=True)
     components = dict(schemas.get("$defs", {}))
@@ -189,6 +191,25 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         **_ok(_ref(EventLineage), "Its lineage."),
                         "404": {"description": "No event with this id is known (or lineage is off).", "content": _PROBLEM},
+                    },
+                }
+            },
+            "/migrations": {
+                "get": {
+                    "operationId": "listMigrationRuns",
+                    "summary": "The runs of `bus migrate` in the journal this hub can see, with their progress.",
+                    "responses": _ok(_ref(MigrationRuns), "The runs, oldest first (none is not an error)."),
+                }
+            },
+            "/migrations/{run}/report": {
+                "get": {
+                    "operationId": "getMigrationReport",
+                    "summary": "A run's reconciliation report, as the HTML page `bus migrate` wrote.",
+                    "parameters": [{"name": "run", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "The report.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                        "404": {"description": "No such run, or no report written for it yet.", "content": _PROBLEM},
+                        **_ERRORS,
                     },
                 }
             },

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bus.app.cli import main
@@ -23,6 +24,7 @@ from tests.support.hub import build_hub, load, unique_prefix, write_config
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ROWS = 400
+TOKEN = "migration-viewer-5b1d9e"
 
 
 def hub_config(bootstrap: str, source: str, target: str) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def hub_config(bootstrap: str, source: str, target: str) -> dict[str, Any]:
     return {
         "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
         "http": {"host": "127.0.0.1", "port": 0},
-        "ops": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0, "tokens": [{"name": "viewer", "token": TOKEN, "scope": "read"}]},
         "inbound": [
             {
                 "name": "accounts-live",
@@ -80,7 +82,7 @@ async def test_history_by_migration_then_sql_poll_from_where_it_began(tmp_path: 
         await db.execute(f"INSERT INTO {source} SELECT i, 'Account ' || i, now() - interval '1 hour' FROM generate_series(1, {ROWS}) AS i")
         path = write_config(tmp_path / "bus.yaml", hub_config(bootstrap, source, target))
         loaded, registry, catalog = load(path)
-        state = tmp_path / "state"
+        state = tmp_path / ".bus-migrate"  # the default, beside the config: where the hub looks too
 
         # The run stops after its first batch; rows change meanwhile (one it has written, one it
         # has not read yet), then it resumes and finishes. It recorded its position before reading.
@@ -118,6 +120,19 @@ async def test_history_by_migration_then_sql_poll_from_where_it_began(tmp_path: 
             published = sorted(int(dict(r.headers)["ce_id"].decode().split(":")[1].split("@")[0]) for r in records)
             # Exactly the rows changed since the run began: the history was not read again.
             assert published == [1, 2, 200, 350, ROWS + 1]
+
+            # The hub's API lists the run with its progress, and serves its report.
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as api:
+                listed = (await api.get("/migrations")).json()
+                [shown] = listed["runs"]
+                assert shown["id"] == run.id and shown["status"] == "finished" and shown["rows_read"] == ROWS
+                assert shown["counts"]["written"] + shown["counts"]["unchanged"] >= ROWS
+                page = await api.get(f"http://127.0.0.1:{hub.ops.port}{shown['report']}")  # a path from the root
+                assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and run.id in page.text
+                missing = await api.get("/migrations/no-such-run/report")
+                assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
 
         code = await asyncio.to_thread(
             main, ["migrate", "cutover", run.id, "-c", str(path), "--state", str(state), "--bootstrap", bootstrap]
