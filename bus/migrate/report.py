@@ -11,7 +11,7 @@ the per-batch checksums, and the rollback's outcome when there was one.
 
 from __future__ import annotations
 
-__all__ = ["build_report", "key_label", "render_html", "write_report"]
+__all__ = ["STYLE", "build_report", "key_label", "render_html", "write_report"]
 
 import html
 import json
@@ -124,7 +124,7 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-_CSS = """
+STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:68rem;color:#1d2330;padding:0 1rem}
 h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d8dce4;padding-bottom:.3rem}
 table{border-collapse:collapse;width:100%;margin:.5rem 0}th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #eceef3;
@@ -146,7 +146,7 @@ def render_html(report: dict[str, Any]) -> str:
     """The report as one self-contained page (no script, no external resource)."""
     out = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Migration report {_e(report['run'])}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>",  # its hash is allowed by the console's CSP
         f"<h1>Migration <code>{_e(report['migration'])}</code>: run <code>{_e(report['run'])}</code></h1>",
         f"<p>Status: <strong id=status>{_e(report['status'])}</strong></p>",
         "<dl>",
@@ -175,7 +175,10 @@ def render_html(report: dict[str, Any]) -> str:
     out.append("</table>")
     differing = [(s["subscriber"], d) for s in report["subscribers"] for d in s.get("differences", [])]
     out.append("<h2>Records that differ</h2>")
-    if not differing:
+    unread = [s["subscriber"] for s in report["subscribers"] if not s.get("verifiable")]
+    if not differing and len(unread) == len(report["subscribers"]):
+        out.append('<p class="muted" id=no-differences>Not compared: no target of this run can be read back.</p>')
+    elif not differing:
         out.append('<p class="ok" id=no-differences>None: every record read back holds what the run wrote.</p>')
     else:
         out.append("<table id=differences><tr><th>Subscriber</th><th>Key</th><th>Field</th><th>Expected</th><th>Actual</th></tr>")
@@ -186,6 +189,8 @@ def render_html(report: dict[str, Any]) -> str:
                     f"<td class=mono>{_e(values['expected'])}</td><td class='mono bad'>{_e(values['actual'])}</td></tr>"
                 )
         out.append("</table>")
+    if unread and len(unread) < len(report["subscribers"]):
+        out.append(f"<p class=muted>Not read back (unverifiable): {_e(', '.join(unread))}.</p>")
     out.append("<h2>Refused rows</h2>")
     if not report["refusals"]:
         out.append("<p class=muted>None.</p>")

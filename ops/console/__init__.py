@@ -6,19 +6,29 @@ for ``pip install``, no request leaves the hub (no CDN), and no library to keep 
 page itself holds no data, so it is served without a token; every call it makes carries the
 token. Its Content-Security-Policy allows scripts, styles and requests to this origin only, and
 the script builds every element with ``textContent`` (event data is untrusted input).
+
+A migration's report (bus/migrate/report.py) opens from the console as a page of its own (a blob
+of this origin, which keeps this policy): its one inline stylesheet is allowed by its hash, and
+nothing else inline is.
 """
 
 from __future__ import annotations
 
 __all__ = ["add_console"]
 
+import base64
+import hashlib
 from pathlib import Path
 
 from aiohttp import web
 
+from bus.migrate.report import STYLE
+
 STATIC = Path(__file__).parent / "static"
+_REPORT_STYLE = "'sha256-" + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode() + "'"
 _HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "Content-Security-Policy": f"default-src 'self'; style-src 'self' {_REPORT_STYLE}; img-src 'self' data:; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",

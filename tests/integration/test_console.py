@@ -8,6 +8,7 @@ they are how a person checks what the page looks like)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -180,3 +181,49 @@ async def test_the_topology_of_a_hub_with_200_routes_draws_every_part(tmp_path: 
             await shot(page, "topology-200-routes")
     finally:
         await target.stop()
+
+
+async def test_migration_runs_are_listed_and_a_report_opens_styled(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
+    """The Migrations page lists the runs of the state folder beside the hub's config, and opens a
+    run's report (fetched with the token) in a page of its own, its stylesheet allowed by the CSP."""
+    from bus.migrate.run import RunOptions, run_migration
+    from tests.support.hub import load, unique_prefix
+
+    lines = [{"ref": f"M-{i}", "cents": None if i == 3 else i * 100, "currency": "eur"} for i in range(12)]
+    (tmp_path / "export.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0, "tokens": [{"name": "admin", "token": TOKEN}]},
+        "routes": [{"name": "all", "from": "Payment", "to": ["archive"]}],
+        "outbound": [{"name": "archive", "type": "file", "path": str(tmp_path / "archive")}],
+        "migrations": [
+            {
+                "name": "old-payments",
+                "source": {"file": {"path": "export.jsonl"}},
+                "emit": {"schema": "Payment", "key": "ref", "map": {"payment_id": "ref", "amount": "cents", "currency": "currency"}},
+            }
+        ],
+    }
+    path = write_config(tmp_path / "bus.yaml", config)
+    loaded, registry, catalog = load(path)
+    run = await run_migration(loaded, catalog, "old-payments", base_dir=tmp_path, state_dir=tmp_path / ".bus-migrate",
+                              registry=registry, options=RunOptions(without_rollback=True))  # fmt: skip
+    async with build_hub(path) as hub:
+        page = await signed_in(browser, hub.ops.port)
+        await page.goto(f"http://127.0.0.1:{hub.ops.port}/console/#/migrations")
+        row = page.locator("#migrations tbody tr")
+        await expect(row).to_have_count(1)
+        await expect(row).to_contain_text(run.id)
+        await expect(row).to_contain_text("finished")
+        await expect(row.locator("td").nth(8)).to_have_text("1")  # the row without an amount was refused
+        await shot(page, "migrations")
+        async with page.context.expect_page() as opened:
+            await page.get_by_role("button", name="Open report").click()
+        report = await opened.value
+        await report.wait_for_load_state()
+        await expect(report.locator("#status")).to_have_text("finished")
+        await expect(report.locator("#refusals")).to_contain_text("amount")
+        # Styled: the report's stylesheet ran under the console's policy (h1 is 1.5rem there, 2em unstyled).
+        assert await report.evaluate("getComputedStyle(document.querySelector('h1')).fontSize") == "24px"
+        await shot(report, "migration-report")

@@ -401,6 +401,49 @@ async function showConfig() {
   );
 }
 
+// -- migrations (bus migrate) ------------------------------------------------------------------
+const RUN_STATE = { finished: "healthy", running: "retrying", verifying: "retrying", rolling_back: "retrying",
+  interrupted: "circuit_open", rolled_back: "paused" };
+
+// The report needs the token too: fetched, then shown from a blob in a new tab.
+async function openReport(path) {
+  const answer = await fetch(path, { headers: { Authorization: `Bearer ${token()}` } });
+  if (!answer.ok) throw new Refused(answer.status, (await answer.json().catch(() => ({}))).detail || answer.statusText);
+  const page = URL.createObjectURL(new Blob([await answer.text()], { type: "text/html" }));
+  window.open(page, "_blank", "noopener");
+}
+
+async function showMigrations() {
+  const gen = generation;
+  const draw = async () => {
+    const found = await api("/migrations");
+    if (gen !== generation) return;
+    const count = (r, name) => (r.counts[name] || 0).toLocaleString("en");
+    show(
+      h("h2", {}, "Migrations"),
+      h("p", {}, `Runs of bus migrate in ${found.state_folder}, oldest first; the page refreshes every 2 s.`),
+      found.runs.length
+        ? h("table", { id: "migrations" },
+            h("thead", {}, h("tr", {}, ["Run", "Migration", "State", "Started", "Ran by", "Rows read", "Written", "Unchanged",
+              "Refused", "Failed", "Report"].map((t) => h("th", { scope: "col" }, t)))),
+            h("tbody", {}, found.runs.map((r) => h("tr", {},
+              h("td", {}, h("code", {}, r.id)), h("td", {}, r.migration),
+              h("td", {}, h("span", { class: `badge s-${stateClass(RUN_STATE[r.status] || "retrying")}` }, r.status.replaceAll("_", " "))),
+              h("td", {}, r.started), h("td", {}, r.ran_by), h("td", {}, r.rows_read.toLocaleString("en")),
+              h("td", {}, count(r, "written")), h("td", {}, count(r, "unchanged")), h("td", {}, count(r, "refused")),
+              h("td", {}, count(r, "failed")),
+              h("td", {}, r.report
+                ? h("button", { type: "button", onclick: () => openReport(r.report).catch(failed) }, "Open report")
+                : "–")))))
+        : h("p", { id: "migrations" }, "No migration has run with this state folder."),
+    );
+  };
+  await draw();
+  if (gen !== generation) return;
+  window.busConsoleRedraw = draw;
+  every(POLL_MS, () => draw().catch(failed));
+}
+
 // -- routing -----------------------------------------------------------------------------------
 function failed(e) {
   if (e instanceof Refused && e.status === 401) return;
@@ -425,6 +468,7 @@ async function route() {
     else if (page === "event") await showEvent(decodeURIComponent(rest));
     else if (page === "events") showSearch(new URLSearchParams(location.hash.split("?")[1] || "").get("q"));
     else if (page === "config") await showConfig();
+    else if (page === "migrations") await showMigrations();
     else await showTopology();
   } catch (e) {
     failed(e);
