@@ -255,9 +255,9 @@ class TargetState(Protocol):
     """Optional outbound capability for ``bus migrate``: read what the target holds for an event's
     key (the before-image, and the read-back checksum after the load) and put it back (rollback).
 
-    ``address(event)`` is where the event's record lives (the key columns' values, a URL); it must
-    survive JSON with Decimal, datetime and bytes (the journal keeps it). ``expected(event)`` is
-    what ``deliver`` leaves there (the columns or body as rendered; None: it deletes the record).
+    ``record(event)`` is ``(address, expected)``: where the event's record lives (the key columns'
+    values, a URL; it must survive JSON with Decimal, datetime and bytes: the journal keeps it),
+    and what ``deliver`` leaves there (the columns or body as rendered; None: it deletes it).
     ``read`` returns, per address, the record's fields as the target holds them (None: absent).
     ``restore`` writes each record back (None: deletes it). Reads and restores may raise
     ``RetryableError`` (tried again) or ``PermanentError``.
@@ -266,9 +266,7 @@ class TargetState(Protocol):
     verifiable: bool  # read works: checksums of what the target holds
     rollback: str  # "" when restore works; otherwise why a run cannot be rolled back
 
-    def address(self, event: Event) -> Any: ...
-
-    def expected(self, event: Event) -> dict[str, Any] | None: ...
+    def record(self, event: Event) -> tuple[Any, dict[str, Any] | None]: ...
 
     async def read(self, addresses: list[Any]) -> list[dict[str, Any] | None]: ...
 

@@ -146,7 +146,7 @@ def config_reference(registry: AdapterRegistry) -> str:
         (
             "migrations[]",
             MigrationConfig,
-            "Moving what a source already holds through the routes: `bus migrate plan NAME` (docs/migrations.md).",
+            "Moving what a source already holds through the routes: `bus migrate plan|run|verify|rollback|cutover` (docs/migrations.md).",
         ),
     ]
     parts.append(_top_level())

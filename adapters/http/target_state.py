@@ -39,14 +39,12 @@ class HttpTargetState:
         self._delete = compile_template(options.delete, escape=escape) if options.delete else self._read
         self._slots = asyncio.Semaphore(CONCURRENT_CALLS)
 
-    def address(self, event: Event) -> list[str]:
+    def record(self, event: Event) -> tuple[list[str], dict[str, Any] | None]:
+        expected = self._out.expected(event)
         if self._read is None or self._delete is None:
-            return [event.key or event.id]
+            return [event.key or event.id], expected
         meta = event.meta()
-        return [self._read(event.data, meta), self._delete(event.data, meta)]
-
-    def expected(self, event: Event) -> dict[str, Any] | None:
-        return self._out.expected(event)
+        return [self._read(event.data, meta), self._delete(event.data, meta)], expected
 
     async def _call(self, method: str, url: str, document: Any = None) -> tuple[int, str]:
         async with self._slots:

@@ -35,13 +35,9 @@ class SqlTargetState:
         self._upsert = outbound.dialect.upsert()
         self._delete = outbound.dialect.delete()
 
-    def address(self, event: Event) -> list[Any]:
+    def record(self, event: Event) -> tuple[list[Any], dict[str, Any] | None]:
         row = self._out.rendered(event)
-        return [row[k] for k in self._key]
-
-    def expected(self, event: Event) -> dict[str, Any] | None:
-        row = self._out.rendered(event)
-        return None if self._out.deletes(event, row) else row
+        return [row[k] for k in self._key], None if self._out.deletes(event, row) else row
 
     def _placeholder(self, i: int) -> str:
         return f"${i}" if self._postgres else "%s"

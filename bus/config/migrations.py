@@ -68,7 +68,7 @@ class MigrationConfig(ConfigModel):
     """A migration: a source's rows mapped by ``emit`` (an inbound's mapping, over one row as the
     document), then routed by ``routes`` exactly as live events are."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Its name: `bus migrate plan NAME`.")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Its name: `bus migrate plan NAME`, `bus migrate run NAME`.")
     source: MigrationSource
     emit: EmitSpec = Field(description="How a row becomes a canonical event; `key` identifies the row in reports.")
     routes: list[str] = Field(default_factory=list, description="The routes it feeds (default: every route of emit.schema).")

@@ -37,8 +37,13 @@ def _number(value: int | float | Decimal) -> str:
 
 def canonical(value: Any) -> Any:
     """The comparable form of a value (see the module docstring)."""
-    if value is None or isinstance(value, str):
+    kind = type(value)
+    if kind is str or value is None:  # the common cases first: this runs for every field of every record
         return value
+    if kind is int:
+        return str(value)
+    if kind is dict:
+        return {str(k): canonical(v) for k, v in value.items()}
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int | float | Decimal):

@@ -175,8 +175,7 @@ class _Runner:
             expected: dict[str, Any] | None = event.data
             address: Any = [event.key or event.id]
         else:
-            expected = target.state.expected(event)
-            address = target.state.address(event)
+            address, expected = target.state.record(event)
         return _Item(where, row, to_typed_json(address), address, event, expected, digest(expected))
 
     async def _write(self, target: Target, items: dict[str, _Item]) -> list[tuple[str, str, str, str | None]]:

@@ -1,0 +1,68 @@
+"""The canonical form a migration compares values in, and the typed form its journal keeps them in."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from bus.migrate.canonical import canonical, differing_fields, digest, from_typed_json, to_typed_json
+
+
+@pytest.mark.parametrize(
+    ("meant", "held"),
+    [
+        (12.5, Decimal("12.50")),  # a float mapped, a NUMERIC(12,2) read back
+        (5, Decimal("5.00")),
+        (0, Decimal("-0.0")),
+        (True, 1),  # MariaDB has no boolean
+        (datetime(2024, 3, 1, 10, 0, tzinfo=timezone(timedelta(hours=2))), datetime(2024, 3, 1, 8, 0)),  # DATETIME drops the zone
+        (datetime(2024, 3, 1, 8, 0, tzinfo=UTC), datetime(2024, 3, 1, 8, 0, tzinfo=UTC)),
+        (b"\x00\xff", memoryview(b"\x00\xff")),
+        ({"a": [1, 2.0]}, {"a": [Decimal(1), 2]}),
+    ],
+)
+def test_the_same_value_as_a_target_returns_it_is_equal(meant: object, held: object) -> None:
+    assert canonical(meant) == canonical(held)
+    assert digest({"v": meant}) == digest({"v": held})
+
+
+@pytest.mark.parametrize(
+    ("meant", "held"),
+    [
+        ("Müller & Søn", "M?ller & S?n"),  # an encoding change
+        ("Café Zürich", "Café Zür"),  # truncated
+        ("0012", "12"),  # text is compared as text, never as a number
+        (Decimal("12.50"), Decimal("12.51")),
+        (None, ""),
+        (datetime(2024, 3, 1, 10, 0, tzinfo=UTC), datetime(2024, 3, 1, 10, 0, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_different_value_is_a_difference(meant: object, held: object) -> None:
+    assert canonical(meant) != canonical(held)
+    assert differing_fields({"f": meant}, {"f": held, "extra": 1}) == {"f": (canonical(meant), canonical(held))}
+
+
+def test_fields_beyond_those_meant_and_missing_records() -> None:
+    assert differing_fields({"a": 1}, {"a": Decimal(1), "created_at": "now"}) == {}  # what a service adds is not compared
+    assert differing_fields({"a": 1}, None) == {"(row)": ("present", "absent")}
+    assert differing_fields(None, {"a": 1}) == {"(row)": ("absent", "present")}
+    assert differing_fields(None, None) == {}
+
+
+def test_the_typed_form_keeps_types_for_a_restore() -> None:
+    value = {
+        "amount": Decimal("99.95"),
+        "paid": datetime(2020, 1, 1, tzinfo=UTC),
+        "day": date(2020, 1, 2),
+        "at": time(10, 30),
+        "blob": b"\x00\x01",
+        "name": "Ærø",
+        "n": 3,
+        "list": [Decimal("1.5"), None],
+        "looks_tagged": {"$decimal": "1", "other": 2},  # two keys: not a tag, kept as it is
+    }
+    back = from_typed_json(to_typed_json(value))
+    assert back == value
+    assert type(back["amount"]) is Decimal and type(back["paid"]) is datetime and type(back["blob"]) is bytes
