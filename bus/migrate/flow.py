@@ -18,7 +18,6 @@ from bus.config.migrations import MigrationConfig
 from bus.errors import BusError
 from bus.event import Event
 from bus.mapping import Emitter
-from bus.migrate.canonical import digest
 from schemas.catalog import SchemaCatalog
 
 
@@ -55,13 +54,14 @@ class RowFlow:
             raise row
         event = self.emitter.build(row)
         self.codec.validate(event.schema, event.data)
-        content = digest(event.data)
+        encoded = self.codec.encode(event.schema, event.data)
+        # The content's digest: of its Avro encoding, which is canonical (one encoding per value of
+        # the schema), whatever the source's own types were (a CSV's text, a table's numbers).
+        content = hashlib.sha256(encoded).hexdigest()[:32]
         key = event.key if event.key is not None else content
         if not self.emitter.has_id:  # a stable id: the same row makes the same event in every run
             event.id = f"migrate-{self.migration.name}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
-        sends = self.tester.dispatcher.plan(
-            event.key.encode() if event.key is not None else None, self.codec.encode(event.schema, event.data), event.headers(), where
-        )
+        sends = self.tester.dispatcher.plan(event.key.encode() if event.key is not None else None, encoded, event.headers(), where)
         routed = Routed(key, content)
         for send in sends:
             if send.route not in self.wanted:

@@ -4,9 +4,10 @@ without Kafka), and reports what each subscriber would receive, the rows that wo
 and why (grouped by reason, with samples), and a checksum of the source's content. Nothing is
 written anywhere, not even to Kafka; the targets are not contacted.
 
-The content checksum: for each row, sha256 of the canonical JSON (sorted keys) of its mapped
-event; overall, sha256 of the sorted ``key<TAB>digest`` lines, first 16 hex digits. It is the
-same whatever order the source returns rows in, and changes with any mapped field's value.
+The content checksum: for each row, sha256 of its mapped event's Avro encoding (one encoding per
+value of the schema: the same whatever the source's own types were); overall, sha256 of the
+sorted ``key<TAB>digest`` lines, first 16 hex digits. It is the same whatever order the source
+returns rows in, and changes with any mapped field's value.
 
 ``bus migrate run`` (bus/migrate/run.py) writes; this module only looks.
 """
