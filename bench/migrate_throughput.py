@@ -98,8 +98,8 @@ def migrate_job(folder: Path, source: str, target: str) -> Any:
     """The run, with the config loaded (once per process, as `bus migrate run` does, and not timed:
     about a second of imports and compiling, whatever the rows)."""
     from bus.adapter_api import AdapterRegistry
+    from bus.app.migrate.run import run_migration
     from bus.config.loader import load_config
-    from bus.migrate.run import run_migration
     from schemas.catalog import SchemaCatalog
 
     registry = AdapterRegistry.from_entry_points()

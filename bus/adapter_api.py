@@ -60,6 +60,7 @@ __all__ = [
     "WebMount",
     "WireFormat",
     "brief",
+    "comparable",
     "compile_expression",
     "compile_template",
     "duration",
@@ -99,6 +100,7 @@ from bus.jsontext import dumps as json_dumps
 from bus.kafka.clients import make_consumer, make_producer
 from bus.logs import REDACTOR
 from bus.mapping import Emitter
+from bus.migrate.canonical import canonical as comparable  # a value as bus migrate compares it
 from bus.tracing import NO_TRACING, Tracing
 
 ENTRY_POINT_GROUP = "bus.adapters"

@@ -13,8 +13,7 @@ __all__ = ["SqlTargetState"]
 
 from typing import TYPE_CHECKING, Any
 
-from bus.adapter_api import Event, RetryableError
-from bus.migrate.canonical import canonical
+from bus.adapter_api import Event, RetryableError, comparable
 
 if TYPE_CHECKING:
     from adapters.sql.outbound import SqlOutbound
@@ -89,4 +88,4 @@ class SqlTargetState:
 
 
 def _key_text(values: list[Any]) -> str:
-    return repr(canonical(values))
+    return repr(comparable(values))

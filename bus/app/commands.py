@@ -257,6 +257,6 @@ def schemas(args: argparse.Namespace) -> int:
 def migrate(args: argparse.Namespace) -> int:
     """``bus migrate plan|run|verify|rollback|runs``; exit 1 when rows would be (or were) refused,
     records differ after a load, or a rollback left records different."""
-    from bus.app.migrate_commands import migrate_command
+    from bus.app.migrate.commands import migrate_command
 
     return migrate_command(args, _load)

@@ -28,7 +28,7 @@ from bus.kafka.topics import TopicNames
 from bus.ledger import Reconciler
 from bus.lineage import DeliveryHop, IndexHits, RoutedHop, fetch_at, read_index
 from bus.logs import REDACTOR
-from bus.migrate.journal import RunInfo
+from bus.migrate.journal import RunInfo, state_folder
 from bus.runtime.control import write_control
 from bus.runtime.delivery import DeliveryWorker
 from ops.api.models import (
@@ -320,8 +320,6 @@ class HubView:
 
     # -- migrations (bus.migrate) -----------------------------------------------------------------
     def _migration_state(self) -> Path:
-        from bus.app.migrate_commands import state_folder
-
         files = self._hub.loaded.files
         return state_folder(files[0] if files else Path.cwd())
 

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-__all__ = ["canonical", "differing_fields", "digest", "from_typed_json", "to_typed_json"]
+__all__ = ["canonical", "differing_fields", "digest", "from_typed_json", "overall_checksum", "to_typed_json"]
 
 import base64
 import hashlib
@@ -83,6 +83,14 @@ def differing_fields(expected: dict[str, Any] | None, actual: dict[str, Any] | N
         if want_c != got_c:
             out[name] = (want_c, got_c)
     return out
+
+
+def overall_checksum(digests: dict[str, str]) -> str:
+    """sha256 of the sorted ``key<TAB>digest`` lines, first 16 hex digits: independent of order."""
+    overall = hashlib.sha256()
+    for key in sorted(digests):
+        overall.update(f"{key}\t{digests[key]}\n".encode())
+    return overall.hexdigest()[:16]
 
 
 def _tag(value: Any) -> Any:

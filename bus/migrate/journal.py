@@ -17,9 +17,10 @@ resumable, verifiable and reversible:
 
 from __future__ import annotations
 
-__all__ = ["Entry", "Journal", "RunInfo"]
+__all__ = ["Entry", "Journal", "RunInfo", "state_folder"]
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -45,6 +46,15 @@ CREATE TABLE IF NOT EXISTS refused (
 CREATE TABLE IF NOT EXISTS batches (run TEXT NOT NULL, batch INTEGER NOT NULL, rows INTEGER, checksum TEXT, PRIMARY KEY (run, batch));
 CREATE INDEX IF NOT EXISTS entries_by_key ON entries (subscriber, key);
 """
+
+
+def state_folder(config: Path, given: Path | None = None) -> Path:
+    """``--state``, else ``$BUS_MIGRATE_STATE``, else ``.bus-migrate`` beside the config."""
+    if given is not None:
+        return given
+    if os.environ.get("BUS_MIGRATE_STATE"):
+        return Path(os.environ["BUS_MIGRATE_STATE"])
+    return (config if config.is_dir() else config.parent) / ".bus-migrate"
 
 
 @dataclass

@@ -16,9 +16,8 @@ __all__ = ["SubscriberCheck", "verify_run"]
 from dataclasses import dataclass, field
 from typing import Any
 
-from bus.migrate.canonical import differing_fields, digest, from_typed_json
+from bus.migrate.canonical import differing_fields, digest, from_typed_json, overall_checksum
 from bus.migrate.journal import Journal
-from bus.migrate.plan import overall_checksum
 from bus.migrate.targets import Targets
 
 MAX_LISTED = 1000  # differences named in the report per subscriber (all are counted)

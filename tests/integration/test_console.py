@@ -186,7 +186,7 @@ async def test_the_topology_of_a_hub_with_200_routes_draws_every_part(tmp_path: 
 async def test_migration_runs_are_listed_and_a_report_opens_styled(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
     """The Migrations page lists the runs of the state folder beside the hub's config, and opens a
     run's report (fetched with the token) in a page of its own, its stylesheet allowed by the CSP."""
-    from bus.migrate.run import RunOptions, run_migration
+    from bus.app.migrate.run import RunOptions, run_migration
     from tests.support.hub import load, unique_prefix
 
     lines = [{"ref": f"M-{i}", "cents": None if i == 3 else i * 100, "currency": "eur"} for i in range(12)]

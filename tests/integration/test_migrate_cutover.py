@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from bus.app.cli import main
+from bus.app.migrate.run import RunOptions, run_migration
 from bus.kafka.reader import read_topic
-from bus.migrate.run import RunOptions, run_migration
 from tests.conftest import require_service
 from tests.support.hub import build_hub, load, unique_prefix, write_config
 

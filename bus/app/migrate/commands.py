@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["migrate_command", "state_folder"]
+__all__ = ["migrate_command"]
 
 import argparse
 import asyncio
 import json
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,18 +15,9 @@ from typing import Any
 from bus.adapter_api import AdapterRegistry
 from bus.config.loader import LoadedConfig
 from bus.errors import BusError
-from bus.migrate.journal import Journal, RunInfo
+from bus.migrate.journal import Journal, RunInfo, state_folder
 
 EXIT_PROBLEMS = 1
-
-
-def state_folder(config: Path, given: Path | None = None) -> Path:
-    """``--state``, else ``$BUS_MIGRATE_STATE``, else ``.bus-migrate`` beside the config."""
-    if given is not None:
-        return given
-    if os.environ.get("BUS_MIGRATE_STATE"):
-        return Path(os.environ["BUS_MIGRATE_STATE"])
-    return (config if config.is_dir() else config.parent) / ".bus-migrate"
 
 
 def migrate_command(args: argparse.Namespace, load: Callable[[Path, AdapterRegistry], tuple[LoadedConfig, object]]) -> int:
@@ -39,7 +29,7 @@ def migrate_command(args: argparse.Namespace, load: Callable[[Path, AdapterRegis
     base_dir = args.config if args.config.is_dir() else args.config.parent
     command = args.migrate_command
     if command == "plan":
-        from bus.migrate.plan import plan_migration, render_plan
+        from bus.app.migrate.plan import plan_migration, render_plan
 
         plan = asyncio.run(plan_migration(loaded, catalog, args.name, base_dir=base_dir))
         print(json.dumps(plan.as_json(), indent=2, ensure_ascii=False) if args.json else render_plan(plan))
@@ -48,7 +38,7 @@ def migrate_command(args: argparse.Namespace, load: Callable[[Path, AdapterRegis
     if command == "runs":
         return _list_runs(state, args.name, as_json=args.json)
     if command == "run":
-        from bus.migrate.run import RunOptions, run_migration
+        from bus.app.migrate.run import RunOptions, run_migration
 
         if args.metrics_port:
             from prometheus_client import start_http_server
@@ -66,7 +56,7 @@ def migrate_command(args: argparse.Namespace, load: Callable[[Path, AdapterRegis
     if command == "verify":
         return _print_outcome(asyncio.run(_verify(loaded, catalog, args.run, state, registry)), as_json=args.json)
     if command == "rollback":
-        from bus.migrate.rollback import rollback_run
+        from bus.app.migrate.rollback import rollback_run
 
         run, outcome = asyncio.run(rollback_run(loaded, args.run, state_dir=state, registry=registry, force=args.force))
         if args.json:
@@ -83,10 +73,10 @@ def migrate_command(args: argparse.Namespace, load: Callable[[Path, AdapterRegis
             print(f"  report: {run.reports.get('html')}")
         return EXIT_PROBLEMS if any(r["still_different"] or r["left"] for r in outcome.values()) else 0
     if command == "cutover":
-        from bus.app.kafka_commands import _bootstrap
-        from bus.migrate.cutover import cutover
+        from bus.app.kafka_address import kafka_bootstrap
+        from bus.app.migrate.cutover import cutover
 
-        done = asyncio.run(cutover(loaded, args.run, state_dir=state, bootstrap=_bootstrap(args, loaded.hub), force=args.force))
+        done = asyncio.run(cutover(loaded, args.run, state_dir=state, bootstrap=kafka_bootstrap(args, loaded.hub), force=args.force))
         if args.json:
             print(json.dumps(done, indent=2, default=str))
         elif done["position"] is None:
@@ -98,7 +88,7 @@ def migrate_command(args: argparse.Namespace, load: Callable[[Path, AdapterRegis
 
 
 async def _verify(loaded: LoadedConfig, catalog: Any, run_id: str, state: Path, registry: AdapterRegistry) -> RunInfo:
-    from bus.migrate.flow import find_migration
+    from bus.app.migrate.flow import find_migration
     from bus.migrate.report import write_report
     from bus.migrate.targets import Targets
     from bus.migrate.verify import verify_run

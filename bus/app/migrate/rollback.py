@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bus.adapter_api import AdapterRegistry
+from bus.app.migrate.flow import find_migration
+from bus.app.migrate.run import migration_lock
 from bus.config.loader import LoadedConfig
 from bus.errors import BusError
 from bus.migrate.canonical import differing_fields, from_typed_json
-from bus.migrate.flow import find_migration
 from bus.migrate.journal import Journal, RunInfo
 from bus.migrate.progress import Progress
 from bus.migrate.report import key_label, write_report
-from bus.migrate.run import migration_lock
 from bus.migrate.targets import Targets
 
 log = logging.getLogger("bus.migrate")

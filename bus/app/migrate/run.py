@@ -2,7 +2,7 @@
 
 Rows are read in batches of ``batch_size``. For each batch, per subscriber:
 
-1. every row is mapped and routed as ``plan`` does (bus/migrate/flow.py); a row that cannot
+1. every row is mapped and routed as ``plan`` does (bus/app/migrate/flow.py); a row that cannot
    become an event is refused with its reason (kept in the journal and the report);
 2. what the target holds at each record's address is read (the before-image). A record already
    holding what the run would write is ``unchanged`` and not written: running a migration again
@@ -43,19 +43,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bus.adapter_api import AdapterRegistry, Inbound
+from bus.app.migrate.flow import Routed, RowFlow, find_migration
+from bus.app.migrate.sources import count_rows, file_digest, source_path, source_rows
 from bus.config.loader import LoadedConfig
 from bus.config.migrations import MigrationConfig
 from bus.errors import BusError, EventRejected
 from bus.event import Event
 from bus.jsontext import dumps as json_dumps
 from bus.logs import REDACTOR
-from bus.migrate.canonical import differing_fields, digest, to_typed_json
-from bus.migrate.flow import Routed, RowFlow, find_migration
+from bus.migrate.canonical import differing_fields, digest, overall_checksum, to_typed_json
 from bus.migrate.journal import Entry, Journal, RunInfo
-from bus.migrate.plan import overall_checksum
 from bus.migrate.progress import Progress
 from bus.migrate.report import write_report
-from bus.migrate.sources import count_rows, file_digest, source_path, source_rows
 from bus.migrate.targets import Target, Targets
 from bus.migrate.verify import verify_run
 from schemas.catalog import SchemaCatalog

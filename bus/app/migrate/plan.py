@@ -9,25 +9,25 @@ value of the schema: the same whatever the source's own types were); overall, sh
 sorted ``key<TAB>digest`` lines, first 16 hex digits. It is the same whatever order the source
 returns rows in, and changes with any mapped field's value.
 
-``bus migrate run`` (bus/migrate/run.py) writes; this module only looks.
+``bus migrate run`` (bus/app/migrate/run.py) writes; this module only looks.
 """
 
 from __future__ import annotations
 
 __all__ = ["MigrationPlan", "plan_migration", "render_plan"]
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bus.app.migrate.flow import RowFlow, find_migration
+from bus.app.migrate.sources import source_rows
 from bus.config.loader import LoadedConfig
 from bus.errors import EventRejected
 from bus.jsontext import dumps as json_dumps
-from bus.migrate.flow import RowFlow, find_migration
-from bus.migrate.sources import source_rows
+from bus.migrate.canonical import overall_checksum
 from schemas.catalog import SchemaCatalog
 
 MAX_SAMPLES = 3  # rows shown per refusal reason
@@ -88,14 +88,6 @@ def note_refusal(refused: dict[str, Refusal], reason: str, where: str, row: Any)
     refusal.count += 1
     if len(refusal.samples) < MAX_SAMPLES:
         refusal.samples.append(_sample(where, row))
-
-
-def overall_checksum(digests: dict[str, str]) -> str:
-    """sha256 of the sorted ``key<TAB>digest`` lines, first 16 hex digits: independent of order."""
-    overall = hashlib.sha256()
-    for key in sorted(digests):
-        overall.update(f"{key}\t{digests[key]}\n".encode())
-    return overall.hexdigest()[:16]
 
 
 async def plan_migration(loaded: LoadedConfig, catalog: SchemaCatalog, name: str, *, base_dir: Path) -> MigrationPlan:
