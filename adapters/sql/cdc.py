@@ -19,6 +19,7 @@ __all__ = ["PostgresCdcInbound"]
 import asyncio
 import contextlib
 import json
+import logging
 import re
 from collections.abc import Awaitable
 from typing import Any, ClassVar
@@ -31,15 +32,52 @@ from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, 
 _PEEK = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)"
 
 
+def _names(config: PostgresCdcConfig) -> tuple[str, str]:
+    """The slot's and the publication's names: configured, or ``bus_<adapter name>``."""
+    default = "bus_" + re.sub(r"[^a-z0-9_]", "_", config.name)
+    return config.slot or default, config.publication or default
+
+
+async def _ensure_slot(connection: Any, config: PostgresCdcConfig, where: str, logger: logging.Logger) -> str:
+    """The publication and the slot, created when missing (``create: true``); the slot's position.
+    Each statement on its own: a slot cannot be created in a transaction that has written."""
+    slot_name, publication = _names(config)
+    wal_level = await connection.fetchval("SHOW wal_level")
+    if wal_level != "logical":
+        raise RetryableError(
+            f"{where}: the server has wal_level={wal_level}; logical decoding needs wal_level=logical "
+            "(ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL)"
+        )
+    has_publication = await connection.fetchval("SELECT count(*) FROM pg_publication WHERE pubname = $1", publication)
+    if not has_publication:
+        if not config.create:
+            raise RetryableError(f"{where}: publication {publication} does not exist (create: false)")
+        if not config.tables:
+            raise RetryableError(f"{where}: publication {publication} does not exist and no `tables` are given")
+        # Identifiers are checked plain names (config.py).
+        await connection.execute(f"CREATE PUBLICATION {publication} FOR TABLE {', '.join(config.tables)}")
+        logger.info("postgres_cdc %s created publication %s", config.name, publication)
+    slot = await connection.fetchrow(
+        "SELECT plugin, confirmed_flush_lsn::text AS at FROM pg_replication_slots WHERE slot_name = $1", slot_name
+    )
+    if slot is None:
+        if not config.create:
+            raise RetryableError(f"{where}: replication slot {slot_name} does not exist (create: false)")
+        created = await connection.fetchrow("SELECT lsn::text AS at FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot_name)
+        logger.info("postgres_cdc %s created slot %s at %s", config.name, slot_name, created["at"])
+        return str(created["at"])
+    if slot["plugin"] != "pgoutput":
+        raise RetryableError(f"{where}: slot {slot_name} uses the {slot['plugin']} plugin, not pgoutput")
+    return str(slot["at"])
+
+
 class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
     Config: ClassVar[type[PostgresCdcConfig]] = PostgresCdcConfig
     summary: ClassVar[str] = "PostgreSQL change data capture (logical replication, pgoutput): inserts, updates, deletes."
 
     def __init__(self, config: PostgresCdcConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
-        default = "bus_" + re.sub(r"[^a-z0-9_]", "_", config.name)
-        self._slot = config.slot or default
-        self._publication = config.publication or default
+        self._slot, self._publication = _names(config)
         self._dsn = config.dsn.get_secret_value()
         self._where = describe(self._dsn, self._slot)
         self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
@@ -117,37 +155,27 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         self.ctx.logger.info("postgres_cdc %s reading slot %s (publication %s)", self.config.name, self._slot, self._publication)
 
     async def _ensure(self, connection: Any) -> None:
-        """The publication and the slot, created when missing (``create: true``). Each statement
-        on its own: a slot cannot be created in a transaction that has written."""
-        wal_level = await connection.fetchval("SHOW wal_level")
-        if wal_level != "logical":
-            raise RetryableError(
-                f"{self._where}: the server has wal_level={wal_level}; logical decoding needs wal_level=logical "
-                "(ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL)"
-            )
-        has_publication = await connection.fetchval("SELECT count(*) FROM pg_publication WHERE pubname = $1", self._publication)
-        if not has_publication:
-            if not self.config.create:
-                raise RetryableError(f"{self._where}: publication {self._publication} does not exist (create: false)")
-            if not self.config.tables:
-                raise RetryableError(f"{self._where}: publication {self._publication} does not exist and no `tables` are given")
-            # Identifiers are checked plain names (config.py).
-            await connection.execute(f"CREATE PUBLICATION {self._publication} FOR TABLE {', '.join(self.config.tables)}")
-            self.ctx.logger.info("postgres_cdc %s created publication %s", self.config.name, self._publication)
-        slot = await connection.fetchrow(
-            "SELECT plugin, confirmed_flush_lsn::text AS at FROM pg_replication_slots WHERE slot_name = $1", self._slot
-        )
-        if slot is None:
-            if not self.config.create:
-                raise RetryableError(f"{self._where}: replication slot {self._slot} does not exist (create: false)")
-            create = "SELECT lsn::text AS at FROM pg_create_logical_replication_slot($1, 'pgoutput')"
-            created = await connection.fetchrow(create, self._slot)
-            self.position = created["at"]
-            self.ctx.logger.info("postgres_cdc %s created slot %s at %s", self.config.name, self._slot, self.position)
-        elif slot["plugin"] != "pgoutput":
-            raise RetryableError(f"{self._where}: slot {self._slot} uses the {slot['plugin']} plugin, not pgoutput")
-        else:
-            self.position = slot["at"]
+        self.position = await _ensure_slot(connection, self.config, self._where, self.ctx.logger)
+
+    # -- a migration's hand-over (``migrations[].then``) ---------------------------------------------
+    handover: ClassVar[bool] = True
+
+    @classmethod
+    async def position_now(cls, config: PostgresCdcConfig) -> dict[str, Any] | None:
+        """The slot, created now if it is missing: from here on it keeps every change committed,
+        and a migration that reads the tables afterwards has everything before. The position is
+        the slot itself (nothing to save in Kafka): started after the migration, the adapter
+        applies the changes since, in commit order, after the history."""
+        import asyncpg
+
+        slot, _ = _names(config)
+        where = describe(config.dsn.get_secret_value(), slot)
+        connection = await asyncpg.connect(config.dsn.get_secret_value(), timeout=10)
+        try:
+            lsn = await _ensure_slot(connection, config, where, logging.getLogger(f"adapters.postgres_cdc.{config.name}"))
+        finally:
+            await connection.close()
+        return {"slot": slot, "lsn": lsn, "held_by": "source"}
 
     async def _read_once(self) -> bool:
         """Read up to ``batch`` changes (whole transactions), publish them, advance the slot.

@@ -80,7 +80,7 @@ class MigrationConfig(ConfigModel):
     )
     then: str | None = Field(
         default=None,
-        description="The live inbound that takes over after the migration (an sql_poll of the same table): a run records "
-        "its position before reading; `bus migrate cutover RUN` hands it over (docs/migrations.md).",
+        description="The live inbound that takes over after the migration (an sql_poll or postgres_cdc of the same tables): "
+        "a run takes its position before reading; `bus migrate cutover RUN` hands it over (docs/migrations.md).",
         examples=["legacy-customers"],
     )

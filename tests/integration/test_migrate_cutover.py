@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from bus.app.migrate.run import RunOptions, run_migration
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.hub import build_hub, load, unique_prefix, write_config
+from tests.support.pg_logical import logical_postgres
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ROWS = 400
@@ -139,6 +141,80 @@ async def test_history_by_migration_then_sql_poll_from_where_it_began(tmp_path: 
         )
         assert code == 1  # the inbound has its own position now
     finally:
+        await db.execute(f"DROP TABLE IF EXISTS {source}")
+        await db.execute(f"DROP TABLE IF EXISTS {target}")
+        await db.close()
+
+
+@pytest.fixture(scope="module")
+def logical_dsn() -> Iterator[str]:
+    with logical_postgres() as dsn:
+        yield dsn
+
+
+async def test_history_by_migration_then_postgres_cdc_from_its_slot(tmp_path: Path, bootstrap: str, logical_dsn: str) -> None:
+    """The same cut-over to `postgres_cdc`: the run creates the replication slot before it reads, so
+    the slot keeps every change committed while the run is stopped and after it; the cut-over has
+    nothing to save (the slot is the position); the hub then applies exactly those changes."""
+    import asyncpg
+
+    suffix = uuid.uuid4().hex[:8]
+    source, target, slot = f"accounts_{suffix}", f"crm_{suffix}", f"bus_cut_{suffix}"
+    db = await asyncpg.connect(logical_dsn)
+    await db.execute(f"CREATE TABLE {source} (id integer PRIMARY KEY, name text)")
+    await db.execute(f"CREATE TABLE {target} (customer_id text PRIMARY KEY, name text)")
+    await db.execute(f"INSERT INTO {source} SELECT i, 'Account ' || i FROM generate_series(1, 300) AS i")
+    config = hub_config(bootstrap, source, target)
+    config["outbound"][0]["dsn"] = logical_dsn
+    config["inbound"] = [
+        {
+            "name": "accounts-cdc",
+            "type": "postgres_cdc",
+            "dsn": logical_dsn,
+            "tables": [source],
+            "slot": slot,
+            "publication": slot,
+            "interval": "100ms",
+            "emit": {
+                "schema": "Customer",
+                "key": "str(coalesce(after.id, before.id))",
+                "map": {"customer_id": "str(coalesce(after.id, before.id))", "name": 'coalesce(after.name, before.name, "")'},
+            },
+        }
+    ]
+    migration = config["migrations"][0]
+    migration["source"]["sql"]["dsn"] = logical_dsn
+    migration["then"] = "accounts-cdc"
+    path = write_config(tmp_path / "bus.yaml", config)
+    loaded, registry, catalog = load(path)
+    state = tmp_path / ".bus-migrate"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            await run_migration(loaded, catalog, "accounts-history", base_dir=tmp_path, state_dir=state, registry=registry,
+                                options=RunOptions(stop_after_batches=1))  # fmt: skip
+        assert await db.fetchval("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slot) == 1  # made before reading
+        await db.execute(f"UPDATE {source} SET name = name || ' (renamed while stopped)' WHERE id IN (1, 250)")
+        run = await run_migration(loaded, catalog, "accounts-history", base_dir=tmp_path, state_dir=state, registry=registry)
+        assert run.status == "finished" and run.options["handover"]["position"]["slot"] == slot
+        await db.execute(f"UPDATE {source} SET name = name || ' (renamed after)' WHERE id IN (2, 200)")
+        await db.execute(f"INSERT INTO {source} VALUES (301, 'Account new')")
+
+        code = await asyncio.to_thread(main, ["migrate", "cutover", run.id, "-c", str(path)])  # no Kafka needed: the slot is the position
+        assert code == 0
+
+        async with build_hub(path) as hub:
+            for _ in range(600):
+                want = {str(r["id"]): r["name"] for r in await db.fetch(f"SELECT id, name FROM {source}")}
+                have = {r["customer_id"]: r["name"] for r in await db.fetch(f"SELECT customer_id, name FROM {target}")}
+                if want == have:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the target did not come to equal the source within 60 s")
+            records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer"))
+            assert sorted(int((r.key or b"").decode()) for r in records) == [1, 2, 200, 250, 301]  # the changes, not the history
+    finally:
+        await db.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot)
         await db.execute(f"DROP TABLE IF EXISTS {source}")
         await db.execute(f"DROP TABLE IF EXISTS {target}")
         await db.close()

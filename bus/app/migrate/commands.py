@@ -76,9 +76,15 @@ def migrate_command(args: argparse.Namespace, load: Callable[[Path, AdapterRegis
         from bus.app.kafka_address import kafka_bootstrap
         from bus.app.migrate.cutover import cutover
 
-        done = asyncio.run(cutover(loaded, args.run, state_dir=state, bootstrap=kafka_bootstrap(args, loaded.hub), force=args.force))
+        done = asyncio.run(
+            cutover(loaded, args.run, state_dir=state, bootstrap=lambda: kafka_bootstrap(args, loaded.hub), force=args.force)
+        )
         if args.json:
             print(json.dumps(done, indent=2, default=str))
+        elif done.get("held_by_source"):
+            position = done["position"]
+            print(f"{done['inbound']}: replication slot {position['slot']} holds every change since {position['lsn']} "
+                  f"(created or found before run {done['run']} read); start the hub with it")  # fmt: skip
         elif done["position"] is None:
             print(f"{done['inbound']} starts from the beginning of its table (it was empty when run {done['run']} began)")
         else:

@@ -230,7 +230,7 @@ async def _handover_position(loaded: LoadedConfig, migration: MigrationConfig, r
     if not isinstance(cls, type) or not issubclass(cls, Inbound) or not cls.handover:
         raise BusError(
             f"migration {migration.name}: then: {migration.then} is a {config.type} inbound, which cannot take over "
-            "from a migration (sql_poll can)"
+            "from a migration (sql_poll and postgres_cdc can)"
         )
     position = await cls.position_now(config)
     return {"inbound": migration.then, "position": position}
