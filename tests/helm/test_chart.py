@@ -225,6 +225,9 @@ def test_a_config_change_rolls_the_pods() -> None:
         ({"replicaCount": 3}, "replicaCount"),  # a typo of another chart's habit
         ({"opsTokens": {"tokens": [{"name": "admin", "key": "admin"}]}}, "secretName"),  # tokens from which Secret?
         ({"opsTokens": {"secretName": "t", "tokens": [{"name": "admin", "key": "a", "scope": "admin"}]}}, "scope"),
+        ({"migration": {"run": "Legacy Payments"}}, "run"),  # not a migration name
+        ({"migration": {"run": "m", "args": ["--force"]}}, "args"),  # only what a run takes
+        ({"migration": {"run": "m", "state": {"size": "5GB"}}}, "size"),
     ],
 )
 def test_bad_values_are_refused_by_the_schema_naming_the_field(values: dict[str, Any], complaint: str) -> None:
@@ -263,3 +266,36 @@ def test_api_tokens_come_from_a_secret_as_files() -> None:
         assert {"name": "ops-tokens", "secret": {"secretName": "bus-ops-tokens"}} in pod["volumes"]
         mounts = pod["containers"][0]["volumeMounts"]
         assert {"name": "ops-tokens", "mountPath": "/etc/bus-secrets/ops-tokens", "readOnly": True} in mounts
+
+
+def test_a_migration_runs_as_a_job_with_its_journal_on_a_volume() -> None:
+    """``migration.run``: `bus migrate run NAME` as a Job whose command the hub's CLI accepts, naming
+    a migration of the config, with the journal (BUS_MIGRATE_STATE) on a claim that outlives the pod."""
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    manifests = render(values)
+    [job] = by_kind(manifests, "Job")
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = _parser().parse_args(container["args"])
+    assert (args.command, args.migrate_command, args.name) == ("migrate", "run", "legacy-payments")
+    assert str(args.config) == "/etc/bus/bus.yaml" and args.metrics_port == 9090
+    [configmap] = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-config")]
+    assert args.name in {m["name"] for m in yaml.safe_load(configmap["data"]["bus.yaml"])["migrations"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["BUS_MIGRATE_USER"] == "jane.doe@example.com"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts[env["BUS_MIGRATE_STATE"]] == "migrate-state"
+    assert {m["name"] for m in container["volumeMounts"]} == {v["name"] for v in pod["volumes"]}
+    claim = next(v for v in pod["volumes"] if v["name"] == "migrate-state")["persistentVolumeClaim"]["claimName"]
+    [made] = by_kind(manifests, "PersistentVolumeClaim")
+    assert made["metadata"]["name"] == claim and made["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert made["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # rollback reads it after an uninstall too
+    assert pod["restartPolicy"] == "Never" and container["securityContext"]["readOnlyRootFilesystem"]
+
+    values["migration"]["state"] = {"existingClaim": "our-journal"}
+    manifests = render(values)
+    assert not list(by_kind(manifests, "PersistentVolumeClaim"))
+    [job] = by_kind(manifests, "Job")
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "migrate-state", "persistentVolumeClaim": {"claimName": "our-journal"}} in volumes
+    assert not list(by_kind(render({}), "Job"))  # no migration named: no Job

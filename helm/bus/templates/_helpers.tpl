@@ -122,3 +122,52 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The volumes every hub container mounts: its config, a /tmp, the secrets; shared by the roles'
+Deployments and the migration Job. */}}
+{{- define "bus.volumeMounts" -}}
+- {name: config, mountPath: /etc/bus, readOnly: true}
+- {name: tmp, mountPath: /tmp}
+{{- if $.Values.kafka.tls.enabled }}
+- {name: kafka-tls, mountPath: /etc/bus-kafka-tls, readOnly: true}
+{{- end }}
+{{- if $.Values.kafka.sasl.mechanism }}
+- {name: kafka-sasl, mountPath: /etc/bus-secrets/kafka-sasl, readOnly: true}
+{{- end }}
+{{- if $.Values.schemaRegistry.credentialsSecret }}
+- {name: schema-registry, mountPath: /etc/bus-secrets/schema-registry, readOnly: true}
+{{- end }}
+{{- range $.Values.secretMounts }}
+- {name: {{ printf "secret-%s" .name | quote }}, mountPath: {{ printf "/etc/bus-secrets/%s" .name | quote }}, readOnly: true}
+{{- end }}
+{{- if $.Values.opsTokens.secretName }}
+- {name: ops-tokens, mountPath: /etc/bus-secrets/ops-tokens, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{- define "bus.volumes" -}}
+- name: config
+  configMap: {name: {{ include "bus.fullname" $ }}-config}
+- name: tmp
+  emptyDir: {sizeLimit: 256Mi}
+{{- if $.Values.kafka.tls.enabled }}
+- name: kafka-tls
+  secret: {secretName: {{ $.Values.kafka.tls.secretName | quote }}}
+{{- end }}
+{{- if $.Values.kafka.sasl.mechanism }}
+- name: kafka-sasl
+  secret: {secretName: {{ $.Values.kafka.sasl.secretName | quote }}}
+{{- end }}
+{{- if $.Values.schemaRegistry.credentialsSecret }}
+- name: schema-registry
+  secret: {secretName: {{ $.Values.schemaRegistry.credentialsSecret | quote }}}
+{{- end }}
+{{- range $.Values.secretMounts }}
+- name: {{ printf "secret-%s" .name | quote }}
+  secret: {secretName: {{ .secretName | quote }}}
+{{- end }}
+{{- if $.Values.opsTokens.secretName }}
+- name: ops-tokens
+  secret: {secretName: {{ $.Values.opsTokens.secretName | quote }}}
+{{- end }}
+{{- end }}
