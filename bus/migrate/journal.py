@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS entries (
     run TEXT NOT NULL, subscriber TEXT NOT NULL, key TEXT NOT NULL, address TEXT NOT NULL,
-    before TEXT, expected TEXT, digest TEXT, state TEXT NOT NULL, error TEXT,
+    before TEXT, expected TEXT, digest TEXT, state TEXT NOT NULL, error TEXT, batch INTEGER,
     PRIMARY KEY (run, subscriber, key)
 );
 CREATE TABLE IF NOT EXISTS refused (
@@ -103,6 +103,7 @@ class Entry:
     digest: str | None
     state: str
     error: str | None = None
+    batch: int | None = None  # the batch of source rows it came from (the last, for a key seen twice)
 
 
 class Journal:
@@ -190,12 +191,14 @@ class Journal:
         twice) keeps its first before-image and takes the new expected value."""
         with self._tx():
             self._db.executemany(
-                "INSERT INTO entries (run, subscriber, key, address, before, expected, digest, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO entries (run, subscriber, key, address, before, expected, digest, state, batch)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run, subscriber, key) DO UPDATE SET expected = excluded.expected, digest = excluded.digest,"
+                " batch = excluded.batch,"
                 # Found already holding what it should after an earlier attempt wrote it: written by us.
                 " state = CASE WHEN excluded.state = 'unchanged' AND entries.state IN ('pending', 'written') THEN 'written'"
                 " ELSE excluded.state END",
-                [(run_id, subscriber, e.key, e.address, e.before, e.expected, e.digest, e.state) for e in entries],
+                [(run_id, subscriber, e.key, e.address, e.before, e.expected, e.digest, e.state, e.batch) for e in entries],
             )
 
     def mark(self, run_id: str, subscriber: str, keys: list[str], state: str, errors: list[str | None] | None = None) -> None:
@@ -224,7 +227,10 @@ class Journal:
         """The run's entries in chunks of 500, in the order they were journaled."""
         last = 0
         while True:
-            sql = "SELECT rowid, subscriber, key, address, before, expected, digest, state, error FROM entries WHERE run = ? AND rowid > ?"
+            sql = (
+                "SELECT rowid, subscriber, key, address, before, expected, digest, state, error, batch FROM entries"
+                " WHERE run = ? AND rowid > ?"
+            )
             args: list[Any] = [run_id, last]
             if subscriber is not None:
                 sql += " AND subscriber = ?"

@@ -211,6 +211,11 @@ def render_html(report: dict[str, Any]) -> str:
             out.append(f"<dt>{_e(name)}</dt><dd class=mono>{_e(shown)}</dd>")
         out.append("</dl>")
     batches = report["batches"]
-    out.append(f"<h2>Batches</h2><p class=muted>{len(batches):,} batches; the content checksum of each is in the JSON report.</p>")
+    out.append(f"<h2>Batches</h2><p class=muted>{len(batches):,} batches of source rows; each one's checksums are in the JSON report.")
+    for s in report["subscribers"]:
+        if s.get("batches_differing"):
+            shown = ", ".join(str(b) for b in s["batches_differing"][:20]) + (" ..." if len(s["batches_differing"]) > 20 else "")
+            out.append(f"</p><p id=batches-differing>Batches whose records differ in <code>{_e(s['subscriber'])}</code>: {_e(shown)}")
+    out.append("</p>")
     out.append("</body></html>")
     return "\n".join(out)

@@ -34,6 +34,7 @@ class SubscriberCheck:
     differences: list[dict[str, Any]] = field(default_factory=list)
     different: int = 0
     missing: int = 0  # expected present, absent
+    batches: list[dict[str, Any]] = field(default_factory=list)  # per batch of source rows: both checksums
 
     @property
     def ok(self) -> bool:
@@ -51,6 +52,8 @@ class SubscriberCheck:
             "target_checksum": self.target_checksum,
             "checksums_equal": self.verifiable and self.source_checksum == self.target_checksum,
             "differences": self.differences,
+            "batches": self.batches,
+            "batches_differing": [b["batch"] for b in self.batches if b["target_checksum"] not in (None, b["source_checksum"])],
         }
 
 
@@ -60,10 +63,12 @@ async def verify_run(journal: Journal, run_id: str, targets: Targets) -> dict[st
         check = checks[target.name] = SubscriberCheck(target.name, target.verifiable)
         meant: dict[str, str] = {}
         held: dict[str, str] = {}
+        batch_of: dict[str, int] = {}
         for chunk in journal.entries(run_id, target.name, ("written", "unchanged", "pending")):
             check.records += len(chunk)
             for entry in chunk:
                 meant[entry.key] = entry.digest or ""
+                batch_of[entry.key] = entry.batch or 0
             if not target.verifiable:
                 continue
             state = target.state
@@ -91,4 +96,21 @@ async def verify_run(journal: Journal, run_id: str, targets: Targets) -> dict[st
         check.source_checksum = overall_checksum(meant)
         if target.verifiable:
             check.target_checksum = overall_checksum(held)
+        check.batches = _per_batch(meant, held if target.verifiable else None, batch_of)
     return checks
+
+
+def _per_batch(meant: dict[str, str], held: dict[str, str] | None, batch_of: dict[str, int]) -> list[dict[str, Any]]:
+    """Both checksums of each batch's records: a difference is found by batch as well as by key."""
+    by_batch: dict[int, list[str]] = {}
+    for key, batch in batch_of.items():
+        by_batch.setdefault(batch, []).append(key)
+    return [
+        {
+            "batch": batch,
+            "records": len(keys),
+            "source_checksum": overall_checksum({k: meant[k] for k in keys}),
+            "target_checksum": None if held is None else overall_checksum({k: held.get(k, "") for k in keys}),
+        }
+        for batch, keys in sorted(by_batch.items())
+    ]

@@ -266,6 +266,7 @@ async def test_a_load_killed_twice_resumes_checks_out_reports_drift_and_rolls_ba
             check = by_name[name]
             assert check["records"] == len(meant) and check["checksums_equal"], check
             assert check["source_checksum"] == check["target_checksum"] and check["different"] == 0
+            assert check["batches_differing"] == [] and len(check["batches"]) == -(-ROWS // 1000)  # checksums per batch too
         # Every key present once, with its content (LATIN1 text arrived as the same characters).
         held = dict(await mariadb(f"SELECT payment_id, customer FROM {target_table}"))
         refused = refused_refs()
@@ -299,6 +300,7 @@ async def test_a_load_killed_twice_resumes_checks_out_reports_drift_and_rolls_ba
              "fields": {"customer": {"expected": tenth[5][3], "actual": tenth[5][3][:4]}}}
         ]  # fmt: skip
         assert by_name["ledger"]["source_checksum"] != by_name["ledger"]["target_checksum"]
+        assert by_name["ledger"]["batches_differing"] == [1] and by_name["crm"]["batches_differing"] == [1]  # rows 3 and 500
         await render(run_id, state)
 
         # Rollback, newest run first (the older one refuses while a newer one stands).

@@ -160,7 +160,7 @@ class _Runner:
                 per_target[subscriber][item.key] = item  # a key seen twice in a batch: the last one is what stays
         self.digests.update(digests)
         self.journal.refuse(self.run.id, refused)
-        failed = await asyncio.gather(*(self._write(self.targets[name], items) for name, items in per_target.items() if items))
+        failed = await asyncio.gather(*(self._write(self.targets[name], items, number) for name, items in per_target.items() if items))
         self.journal.refuse(self.run.id, [f for one in failed for f in one])
         batch_sum = overall_checksum(digests)
         self.run.position += len(rows)
@@ -177,7 +177,7 @@ class _Runner:
             address, expected = target.state.record(event)
         return _Item(where, row, to_typed_json(address), address, event, expected, digest(expected))
 
-    async def _write(self, target: Target, items: dict[str, _Item]) -> list[tuple[str, str, str, str | None]]:
+    async def _write(self, target: Target, items: dict[str, _Item], batch: int) -> list[tuple[str, str, str, str | None]]:
         todo = []
         for key, item in items.items():
             done = self.settled.get((target.name, key))
@@ -192,15 +192,16 @@ class _Runner:
             state = target.state
             current = await target.with_retries("reading the records before writing", state.read, [i.address for i in todo])
             for item, before in zip(todo, current, strict=True):
-                same = not differing_fields(item.expected, before)
-                entries.append(Entry(target.name, item.key, to_typed_json(item.address), None if before is None else to_typed_json(before),
-                                     to_typed_json(item.expected), item.digest, "unchanged" if same else "pending"))  # fmt: skip
+                state_now = "pending" if differing_fields(item.expected, before) else "unchanged"
+                image = None if before is None else to_typed_json(before)
+                entries.append(Entry(target.name, item.key, to_typed_json(item.address), image, to_typed_json(item.expected), item.digest,
+                                     state_now, batch=batch))  # fmt: skip
         else:
             earlier = self.earlier.get(target.name, {})
             for item in todo:
                 same = earlier.get(item.key) == item.digest
                 entries.append(Entry(target.name, item.key, to_typed_json(item.address), None, to_typed_json(item.expected), item.digest,
-                                     "unchanged" if same else "pending"))  # fmt: skip
+                                     "unchanged" if same else "pending", batch=batch))  # fmt: skip
         self.journal.journal(self.run.id, target.name, entries)
         pending = [item for item, entry in zip(todo, entries, strict=True) if entry.state == "pending"]
         self.progress.add("unchanged", len(todo) - len(pending))
