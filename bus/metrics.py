@@ -71,7 +71,8 @@ SUBSCRIBER_STATE = Gauge(
 )
 MIGRATION_ROWS = Counter(
     "bus_migration_rows_total",
-    "Rows a migration run has handled, by outcome (read, written, unchanged, refused, failed: a target refused it).",
+    "Rows a migration run has handled, by outcome: read and refused count source rows; written, unchanged and failed "
+    "(a target refused it) count records, one per target a row goes to.",
     ["migration", "outcome"],
 )
 MIGRATION_ROWS_EXPECTED = Gauge("bus_migration_rows_expected", "Rows the running migration's source holds (0: not known).", ["migration"])

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from bus.app.cli import main
 from bus.app.migrate.run import migration_lock
@@ -121,8 +122,11 @@ async def test_a_file_is_loaded_once_checked_and_rolled_back(tmp_path: Path, cap
         assert code == 1 and "archive: a file target cannot be read back or restored" in err and "--without-rollback" in err
         assert archived(tmp_path) == 0 and await table_rows(connection, table) == before  # refused before writing anything
 
+        written_before = REGISTRY.get_sample_value("bus_migration_rows_total", {"migration": "export", "outcome": "written"}) or 0
         code, out, err = await asyncio.to_thread(run, "--without-rollback")
         assert code == 0, err
+        written = REGISTRY.get_sample_value("bus_migration_rows_total", {"migration": "export", "outcome": "written"})
+        assert written == written_before + 2 * ROWS  # a record per target (what --metrics-port serves)
         report = json.loads(out)
         first = report["run"]
         subscribers = {s["subscriber"]: s for s in report["subscribers"]}

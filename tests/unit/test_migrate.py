@@ -1,4 +1,4 @@
-"""The canonical form a migration compares values in, and the typed form its journal keeps them in."""
+"""The canonical form a migration compares values in, the typed form its journal keeps them in, and its progress."""
 
 from __future__ import annotations
 
@@ -66,3 +66,28 @@ def test_the_typed_form_keeps_types_for_a_restore() -> None:
     back = from_typed_json(to_typed_json(value))
     assert back == value
     assert type(back["amount"]) is Decimal and type(back["paid"]) is datetime and type(back["blob"]) is bytes
+
+
+def test_progress_is_a_bar_on_a_terminal_and_counted_in_metrics() -> None:
+    import io
+
+    from prometheus_client import REGISTRY
+
+    from bus.migrate.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress("bar-test", 1000, stream=screen)
+    before = REGISTRY.get_sample_value("bus_migration_rows_total", {"migration": "bar-test", "outcome": "written"}) or 0
+    progress.add("read", 250)
+    progress.add("written", 240)
+    progress.add("refused", 10)
+    progress.show(final=True)
+    line = screen.getvalue()
+    assert line.startswith("\r\033[K[######") and " 25% " in line
+    assert "250/1,000 rows read, 240 written, 0 unchanged, 10 refused, 0 failed" in line and "ETA " in line
+    assert REGISTRY.get_sample_value("bus_migration_rows_total", {"migration": "bar-test", "outcome": "written"}) == before + 240
+    assert REGISTRY.get_sample_value("bus_migration_rows_expected", {"migration": "bar-test"}) == 1000
