@@ -174,11 +174,14 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         detail = f"{method} {url} answered {status}: {response.text[:300]}"
         if status == 401 and self._oauth is not None:
             raise RetryableError(detail)  # a fresh token refused too: the credentials are wrong; wait for a fix
-        if status in self._permanent:
-            raise PermanentError(detail)
-        if status >= 500 or status in self._retryable:
+        if self.retryable(status):
             raise RetryableError(detail, retry_after=_retry_after(response))
         raise PermanentError(detail)
+
+    def retryable(self, status: int) -> bool:
+        """Whether an answer with this (non-2xx) status is worth asking again: 5xx, 408, 425, 429
+        and ``retry_statuses``, unless ``permanent_statuses`` names it."""
+        return status not in self._permanent and (status >= 500 or status in self._retryable)
 
     async def _call(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> _Answer:
         assert self._client is not None

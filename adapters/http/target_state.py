@@ -49,7 +49,7 @@ class HttpTargetState:
     async def _call(self, method: str, url: str, document: Any = None) -> tuple[int, str]:
         async with self._slots:
             status, text = await self._out.request(method, url, document)
-        if status >= 500 or status in (408, 425, 429):
+        if not 200 <= status < 300 and self._out.retryable(status):  # the outbound's own classification
             raise RetryableError(f"{method} {url} answered {status}: {text[:200]}")
         return status, text
 

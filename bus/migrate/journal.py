@@ -17,16 +17,21 @@ resumable, verifiable and reversible:
 
 from __future__ import annotations
 
-__all__ = ["Entry", "Journal", "RunInfo", "state_folder"]
+__all__ = ["Entry", "Journal", "RunInfo", "migration_lock", "state_folder"]
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bus.errors import BusError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -55,6 +60,23 @@ def state_folder(config: Path, given: Path | None = None) -> Path:
     if os.environ.get("BUS_MIGRATE_STATE"):
         return Path(os.environ["BUS_MIGRATE_STATE"])
     return (config if config.is_dir() else config.parent) / ".bus-migrate"
+
+
+@contextlib.contextmanager
+def migration_lock(folder: Path, migration: str) -> Iterator[None]:
+    """One process per migration at a time; the OS releases the lock when the process dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{migration}.lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise BusError(f"migration {migration} is being run or rolled back by another process ({handle.read().strip()})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
 
 
 @dataclass

@@ -22,8 +22,8 @@ import yaml
 from prometheus_client import REGISTRY
 
 from bus.app.cli import main
-from bus.app.migrate.run import migration_lock
 from bus.errors import BusError
+from bus.migrate.journal import migration_lock
 from tests.conftest import require_service
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"

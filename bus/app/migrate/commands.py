@@ -144,14 +144,10 @@ def _print_outcome(run: RunInfo, *, as_json: bool) -> int:
                 fields = ", ".join(f"{k}: expected {v['expected']!r}, holds {v['actual']!r}" for k, v in d["fields"].items())
                 print(f"      {d['key']}: {fields}")
         print(f"  report: {run.reports.get('html')}")
-    problems = source_refused(report) or any(
+    problems = report.get("source", {}).get("refused", 0) or any(
         s.get("different") or s.get("entries", {}).get("failed") for s in report.get("subscribers", [])
     )
     return EXIT_PROBLEMS if problems else 0
-
-
-def source_refused(report: dict[str, Any]) -> int:
-    return int(report.get("source", {}).get("refused", 0))
 
 
 def _list_runs(state: Path, name: str | None, *, as_json: bool) -> int:

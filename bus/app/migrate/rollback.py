@@ -24,11 +24,10 @@ from typing import Any, TextIO
 
 from bus.adapter_api import AdapterRegistry
 from bus.app.migrate.flow import find_migration
-from bus.app.migrate.run import migration_lock
 from bus.config.loader import LoadedConfig
 from bus.errors import BusError
 from bus.migrate.canonical import differing_fields, from_typed_json
-from bus.migrate.journal import Journal, RunInfo
+from bus.migrate.journal import Journal, RunInfo, migration_lock
 from bus.migrate.progress import Progress
 from bus.migrate.report import key_label, write_report
 from bus.migrate.targets import Targets
@@ -73,10 +72,7 @@ async def rollback_run(
                 await targets.stop()
             done = journal.run(run_id)
             assert done is not None
-            from bus.migrate.verify import SubscriberCheck
-
-            no_checks: dict[str, SubscriberCheck] = {}
-            done.reports = write_report(journal, done, no_checks, state_dir, rollback=outcome)
+            done.reports = write_report(journal, done, {}, state_dir, rollback=outcome)
             journal.set_reports(run_id, done.reports)
             return done, outcome
     finally:

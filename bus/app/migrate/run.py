@@ -26,8 +26,6 @@ from __future__ import annotations
 __all__ = ["RunOptions", "run_migration"]
 
 import asyncio
-import contextlib
-import fcntl
 import getpass
 import hashlib
 import json
@@ -36,8 +34,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,7 +49,7 @@ from bus.event import Event
 from bus.jsontext import dumps as json_dumps
 from bus.logs import REDACTOR
 from bus.migrate.canonical import differing_fields, digest, overall_checksum, to_typed_json
-from bus.migrate.journal import Entry, Journal, RunInfo
+from bus.migrate.journal import Entry, Journal, RunInfo, migration_lock
 from bus.migrate.progress import Progress
 from bus.migrate.report import write_report
 from bus.migrate.targets import Target, Targets
@@ -83,11 +80,6 @@ class _Item:
     digest: str
 
 
-@dataclass
-class _Batch:
-    rows: list[tuple[str, Any]] = field(default_factory=list)
-
-
 def config_digest(loaded: LoadedConfig, migration: MigrationConfig, subscribers: list[str]) -> str:
     """Of what decides what a run writes: the migration, its routes and its targets' configs."""
     wanted = set(migration.routes) or {r.name for r in loaded.hub.routes if r.from_ == migration.emit.schema_}
@@ -97,23 +89,6 @@ def config_digest(loaded: LoadedConfig, migration: MigrationConfig, subscribers:
         "targets": [c.model_dump(mode="json") for c in loaded.outbound if c.name in subscribers],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def migration_lock(folder: Path, migration: str) -> Iterator[None]:
-    """One process per migration at a time; the OS releases the lock when the process dies."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{migration}.lock").open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise BusError(f"migration {migration} is being run or rolled back by another process ({handle.read().strip()})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
-        yield
 
 
 def _row_json(row: Any) -> str | None:
