@@ -78,6 +78,27 @@ class Target:
                 log.warning("migration target %s: %s failed, retrying: %s", self.name, what, REDACTOR.redact(str(exc)))
                 await asyncio.sleep(self.policy.delay(attempts, exc))
 
+    async def read_each(self, addresses: list[Any]) -> list[dict[str, Any] | PermanentError | None]:
+        """What the target holds at each address, read in one call; when that call is refused
+        (one record the target will not answer for), each address on its own, so the refused one
+        gets its error in its place and the others their records. A target that stays down
+        raises (every record would fail alike)."""
+        assert self.state is not None
+        state = self.state
+        try:
+            found: list[dict[str, Any] | PermanentError | None] = list(await self.with_retries("reading", state.read, addresses))
+        except PermanentError:
+            found = []
+            for address in addresses:
+                try:
+                    [one] = await self.with_retries("reading", state.read, [address])
+                except PermanentError as exc:
+                    log.warning("migration target %s: cannot read %s: %s", self.name, address, REDACTOR.redact(str(exc)))
+                    found.append(PermanentError(REDACTOR.redact(str(exc))))
+                else:
+                    found.append(one)
+        return found
+
 
 class Targets:
     def __init__(self, loaded: LoadedConfig, migration: MigrationConfig, subscribers: list[str], registry: AdapterRegistry) -> None:

@@ -16,6 +16,7 @@ __all__ = ["SubscriberCheck", "verify_run"]
 from dataclasses import dataclass, field
 from typing import Any
 
+from bus.errors import PermanentError
 from bus.migrate.canonical import differing_fields, digest, from_typed_json, overall_checksum
 from bus.migrate.journal import Journal
 from bus.migrate.targets import Targets
@@ -71,11 +72,14 @@ async def verify_run(journal: Journal, run_id: str, targets: Targets) -> dict[st
                 batch_of[entry.key] = entry.batch or 0
             if not target.verifiable:
                 continue
-            state = target.state
-            assert state is not None
-            addresses = [from_typed_json(e.address) for e in chunk]
-            actual = await target.with_retries("reading back", state.read, addresses)
+            actual = await target.read_each([from_typed_json(e.address) for e in chunk])
             for entry, now in zip(chunk, actual, strict=True):
+                if isinstance(now, PermanentError):  # this record cannot be read back: a difference, with the reason
+                    held[entry.key] = "unreadable"
+                    check.different += 1
+                    if len(check.differences) < MAX_LISTED:
+                        check.differences.append({"key": entry.key, "fields": {"(read)": {"expected": "readable", "actual": str(now)}}})
+                    continue
                 expected = from_typed_json(entry.expected) if entry.expected is not None else None
                 shown = now if expected is None or now is None else {name: now.get(name) for name in expected}
                 held[entry.key] = digest(shown)

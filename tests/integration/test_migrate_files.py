@@ -170,3 +170,58 @@ async def test_a_file_is_loaded_once_checked_and_rolled_back(tmp_path: Path, cap
 def test_the_lock_names_its_holder(tmp_path: Path) -> None:
     with migration_lock(tmp_path, "m"), pytest.raises(BusError, match=r"another process \(pid \d+ on "), migration_lock(tmp_path, "m"):
         pass
+
+
+async def test_a_record_the_target_will_not_show_fails_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An HTTP target that refuses to show one record (400 on its read URL): that record is not
+    written and is refused with the target's reason; every other record is loaded and checks out."""
+    import asyncio
+
+    from aiohttp import web
+
+    stored: dict[str, Any] = {}
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path.endswith("/P-7"):
+            return web.json_response({"error": "record locked by another user"}, status=400)
+        if request.method == "PUT":
+            stored[request.path] = await request.json()
+            return web.json_response({})
+        found = stored.get(request.path)
+        return web.json_response(found) if found is not None else web.json_response({}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        (tmp_path / "export.jsonl").write_text("".join(json.dumps({"ref": f"P-{i}", "cents": i}) + "\n" for i in range(20)))
+        url = f"http://127.0.0.1:{port}/p/$${{payment_id}}"
+        document = {
+            "kafka": {"bootstrap": "127.0.0.1:1", "topic_prefix": f"m{uuid.uuid4().hex[:8]}"},
+            "routes": [{"name": "all", "from": "Payment", "to": ["crm"]}],
+            "outbound": [{"name": "crm", "type": "http", "method": "PUT", "url": url, "delivery": {"max_attempts": 2}}],
+            "migrations": [
+                {
+                    "name": "payments",
+                    "source": {"file": {"path": "export.jsonl"}},
+                    "emit": {"schema": "Payment", "key": "ref", "map": {"payment_id": "ref", "amount": "cents", "currency": '"eur"'}},
+                    "targets": {"crm": {"read": url}},
+                }
+            ],
+        }
+        (tmp_path / "bus.yaml").write_text(yaml.safe_dump(document))
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "run", "payments", "-c", str(tmp_path / "bus.yaml"), "--json")
+        assert code == 1, err  # a record failed: said by the exit code
+        report = json.loads(out)
+        [crm] = report["subscribers"]
+        assert crm["records"] == 19 and crm["checksums_equal"] and crm["entries"] == {"written": 19}
+        [refusal] = report["refusals"]
+        assert refusal["subscriber"] == "crm" and refusal["count"] == 1 and "record locked by another user" in refusal["reason"]
+        assert refusal["samples"][0]["row"]["ref"] == "P-7"
+        assert len(stored) == 19 and not any(path.endswith("/P-7") for path in stored)
+    finally:
+        await runner.cleanup()

@@ -144,7 +144,8 @@ def _print_outcome(run: RunInfo, *, as_json: bool) -> int:
                 fields = ", ".join(f"{k}: expected {v['expected']!r}, holds {v['actual']!r}" for k, v in d["fields"].items())
                 print(f"      {d['key']}: {fields}")
         print(f"  report: {run.reports.get('html')}")
-    problems = report.get("source", {}).get("refused", 0) or any(
+    # Rows refused (by the mapping, or by a target, before or at the write), records that differ or failed.
+    problems = bool(report.get("refusals")) or any(
         s.get("different") or s.get("entries", {}).get("failed") for s in report.get("subscribers", [])
     )
     return EXIT_PROBLEMS if problems else 0

@@ -44,7 +44,7 @@ from bus.app.migrate.flow import Routed, RowFlow, find_migration
 from bus.app.migrate.sources import count_rows, file_digest, source_path, source_rows
 from bus.config.loader import LoadedConfig
 from bus.config.migrations import MigrationConfig
-from bus.errors import BusError, EventRejected
+from bus.errors import BusError, EventRejected, PermanentError
 from bus.event import Event
 from bus.jsontext import dumps as json_dumps
 from bus.logs import REDACTOR
@@ -164,9 +164,17 @@ class _Runner:
             return []
         entries: list[Entry] = []
         if target.state is not None and target.state.verifiable:
-            state = target.state
-            current = await target.with_retries("reading the records before writing", state.read, [i.address for i in todo])
-            for item, before in zip(todo, current, strict=True):
+            readable: list[tuple[_Item, dict[str, Any] | None]] = []
+            refused: list[tuple[str, str, str, str | None]] = []
+            for item, before in zip(todo, await target.read_each([i.address for i in todo]), strict=True):
+                if isinstance(before, PermanentError):  # the target will not show this record: not written, refused with why
+                    refused.append((item.where, target.name, f"reading the record before writing failed: {before}", _row_json(item.row)))
+                else:
+                    readable.append((item, before))
+            self.journal.refuse(self.run.id, refused)
+            self.progress.add("failed", len(refused))
+            todo = [item for item, _ in readable]
+            for item, before in readable:
                 state_now = "pending" if differing_fields(item.expected, before) else "unchanged"
                 image = None if before is None else to_typed_json(before)
                 entries.append(Entry(target.name, item.key, to_typed_json(item.address), image, to_typed_json(item.expected), item.digest,
