@@ -32,6 +32,7 @@ __all__ = [
     "Checkpoints",
     "ConfigModel",
     "Context",
+    "Contract",
     "Duration",
     "EmitSpec",
     "Emitter",
@@ -85,7 +86,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
-from bus.config.adapters import AdapterConfig, EmitSpec, OutboundConfig, PayloadShape
+from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OutboundConfig, PayloadShape
 from bus.config.base import ConfigModel
 from bus.config.fields import BodyMap, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity

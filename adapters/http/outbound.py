@@ -74,13 +74,15 @@ def _url(text: str) -> URL:
 
 
 @dataclass(frozen=True, slots=True)
-class _Answer:
+class Answer:
+    """A target's answer, read whole (the text goes into a dead letter's reason)."""
+
     status_code: int
     text: str
     headers: CIMultiDictProxy[str]
 
 
-def _retry_after(response: _Answer) -> float | None:
+def _retry_after(response: Answer) -> float | None:
     value = response.headers.get("Retry-After", "")
     try:
         return max(0.0, float(value))
@@ -170,6 +172,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             response = await self._call(method, url, body, headers)
         status = response.status_code
         if 200 <= status < 300:
+            self.check_answer(method, url, response)
             return
         detail = f"{method} {url} answered {status}: {response.text[:300]}"
         if status == 401 and self._oauth is not None:
@@ -178,12 +181,16 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             raise RetryableError(detail, retry_after=_retry_after(response))
         raise PermanentError(detail)
 
+    def check_answer(self, method: str, url: str, response: Answer) -> None:
+        """A 2xx answer is a delivery here; a protocol that reports failures inside a 2xx answer
+        (GraphQL's ``errors``) raises from this."""
+
     def retryable(self, status: int) -> bool:
         """Whether an answer with this (non-2xx) status is worth asking again: 5xx, 408, 425, 429
         and ``retry_statuses``, unless ``permanent_statuses`` names it."""
         return status not in self._permanent and (status >= 500 or status in self._retryable)
 
-    async def _call(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> _Answer:
+    async def _call(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         assert self._client is not None
         token = None
         if self._oauth is not None:
@@ -198,7 +205,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             # No redirects: a target that moved answers 3xx, which is not a delivery.
             async with self._client.request(method, target, data=body or None, headers=headers, allow_redirects=False) as answer:
                 raw = await answer.read()
-                response = _Answer(answer.status, raw.decode("utf-8", errors="replace"), answer.headers)  # text: for the dead letter
+                response = Answer(answer.status, raw.decode("utf-8", errors="replace"), answer.headers)  # text: for the dead letter
         except TimeoutError as exc:
             raise RetryableError(f"{method} {url} timed out after {self.config.timeout_s:g}s") from exc
         except aiohttp.InvalidURL as exc:  # the rendered URL (host, scheme) cannot be used: the event's fault

@@ -16,7 +16,7 @@ become events are kept on the adapter's inbound dead-letter topic.
 
 from __future__ import annotations
 
-__all__ = ["HttpPollInbound"]
+__all__ = ["HttpPollInbound", "Position", "record_id", "wait_seconds"]
 
 import asyncio
 import contextlib
@@ -46,7 +46,7 @@ _WAIT_STATUSES = {429, 503}
 _DEFAULT_PARAM = {"page": "page", "offset": "offset", "cursor": "cursor"}
 
 
-def _seconds(value: str, now: float) -> float | None:
+def wait_seconds(value: str, now: float) -> float | None:
     """Retry-After / X-RateLimit-Reset: delta seconds, an epoch time, or an HTTP date."""
     value = value.strip()
     if not value:
@@ -61,7 +61,7 @@ def _seconds(value: str, now: float) -> float | None:
     return number - now if number > 1_000_000_000 else number  # an epoch time, or a delta
 
 
-def _record_id(record: Any) -> str:
+def record_id(record: Any) -> str:
     """A hash of the record: the event id when ``emit.id`` gives none, stable across re-reads of
     the same version of a record and different for every change."""
     return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:24]
@@ -75,7 +75,7 @@ def _later(a: Any, b: Any) -> bool:
         return str(a) > str(b)
 
 
-class _Position:
+class Position:
     """Watermark and the ids seen at exactly that watermark."""
 
     def __init__(self, since: Any, seen: set[str], etag: str | None) -> None:
@@ -114,7 +114,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._position = _Position(None, set(), None)
+        self._position = Position(None, set(), None)
         self._problem = "not started"
         self.polls = 0  # completed polls
 
@@ -126,10 +126,10 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
             raise RuntimeError(f"http_poll {self.config.name} needs the hub's checkpoint store")
         saved = await self.ctx.checkpoints.load(self.config.name)
         if saved is not None:
-            self._position = _Position(saved.get("since"), set(saved.get("seen") or ()), saved.get("etag"))
+            self._position = Position(saved.get("since"), set(saved.get("seen") or ()), saved.get("etag"))
             self.ctx.logger.info("http_poll %s resumes at %s=%r", self.config.name, self._since_param, self._position.since)
         else:
-            self._position = _Position(self.config.since.initial or None, set(), None)
+            self._position = Position(self.config.since.initial or None, set(), None)
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
         if self.config.auth is not None and not isinstance(self.config.auth, OAuth2ClientCredentials):
             headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
@@ -198,7 +198,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         elif pagination.type == "offset":
             params[param] = 0
         url: str | None = self.config.url
-        position = _Position(self._position.since, set(self._position.seen), self._position.etag)
+        position = Position(self._position.since, set(self._position.seen), self._position.etag)
         taken = pages = 0
         while url is not None and pages < pagination.max_pages and not self._stopping.is_set():
             etag = position.etag if pages == 0 and self.config.etag else None
@@ -267,10 +267,10 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         params[param] += 1 if kind == "page" else len(records)
         return url
 
-    async def _publish(self, records: list[Any], position: _Position) -> int:
+    async def _publish(self, records: list[Any], position: Position) -> int:
         acks: list[Awaitable[None]] = []
         for record in records:
-            digest = _record_id(record)
+            digest = record_id(record)
             ident = self._ident(record, digest)
             try:
                 value = self._since_of(record)
@@ -302,7 +302,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
                     return str(value)
         return digest
 
-    async def _save(self, position: _Position) -> None:
+    async def _save(self, position: Position) -> None:
         if position.dump() == self._position.dump():
             return
         assert self.ctx.checkpoints is not None
@@ -310,7 +310,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
             await self.ctx.checkpoints.save(self.config.name, position.dump())
         except KafkaUnavailable as exc:
             raise RetryableError(str(exc)) from exc
-        self._position = _Position(position.since, set(position.seen), position.etag)
+        self._position = Position(position.since, set(position.seen), position.etag)
 
     # -- one request -------------------------------------------------------------------------
     async def _get(self, url: str, params: dict[str, Any] | None, etag: str | None) -> httpx.Response:
@@ -357,7 +357,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
     def _asked_wait(self, response: httpx.Response) -> float | None:
         now = time.time()
         for header in ("Retry-After", "X-RateLimit-Reset", "RateLimit-Reset"):
-            seconds = _seconds(response.headers.get(header, ""), now)
+            seconds = wait_seconds(response.headers.get(header, ""), now)
             if seconds is not None:
                 return max(0.0, seconds)
         return None

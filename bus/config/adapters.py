@@ -6,8 +6,9 @@ Adapters import them through ``bus.adapter_api``; the loader and the checker rea
 
 from __future__ import annotations
 
-__all__ = ["AdapterConfig", "EmitSpec", "OpenApiOperation", "OutboundConfig", "PayloadShape"]
+__all__ = ["AdapterConfig", "Contract", "EmitSpec", "OpenApiOperation", "OutboundConfig", "PayloadShape"]
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -29,6 +30,28 @@ class AdapterConfig(ConfigModel):
     # An inbound whose source sends headers with each document, readable as ``$headers[...]`` in
     # ``emit`` (the webhook's request headers). Elsewhere ``$headers`` reads null: the checker says so.
     provides_headers: ClassVar[bool] = False
+
+
+Where = tuple[str | int, ...]  # a field's path inside the adapter's config block
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What an adapter's config says about the system on the other side (a WSDL, a GraphQL
+    schema, an OpenAPI document), for ``bus validate``. A config model offers one with a method
+    ``contract(base_dir: Path) -> Contract``; the config checker calls it on every load, so it
+    reads files, never the network unless the config asks for it.
+
+    ``errors``: what does not fit (an operation the document lacks, a query the schema refuses),
+    each at a field of the config block. ``body``: where the outbound's body block is and the JSON
+    Schema of what the other side accepts there; the checker then checks each key and value of
+    that block against it, as it checks an ``emit.map`` against an Avro schema. ``payload``: the
+    JSON Schema of one document an inbound receives, used for its ``emit`` when the config
+    declares no ``emit.payload`` of its own."""
+
+    errors: tuple[tuple[Where, str], ...] = ()
+    body: tuple[Where, dict[str, Any]] | None = None
+    payload: dict[str, Any] | None = None
 
 
 class OutboundConfig(AdapterConfig):

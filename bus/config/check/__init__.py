@@ -35,12 +35,18 @@ from bus.config.check.routes import RouteChecks, condition_warnings, transform_s
 from bus.config.fields import expression_fields
 from bus.config.models import HubConfig
 from bus.expr.typecheck import Scope
-from bus.expr.types import ANY, Type, from_avro
+from bus.expr.types import ANY, Type, from_avro, from_json_schema
 
 
 class _Check(PayloadChecks, RouteChecks):
     def outbound(self, index: int, config: BaseModel, inputs: Sequence[tuple[str, Type, str]]) -> None:
-        """Every expression of an outbound's config, against each schema its routes send it."""
+        """Every expression of an outbound's config, against each schema its routes send it; the
+        body block against what the other side accepts, when the adapter's contract says."""
+        contract = self.contract(config, ("outbound", index))
+        body_at: Loc | None = None
+        accepts: Type | None = None
+        if contract is not None and contract.body is not None:
+            body_at, accepts = ("outbound", index, *contract.body[0]), from_json_schema(contract.body[1])
         for schema, document, routes in inputs:
             scope = Scope(document, what=f"schema {schema}")
             where = f" (events of schema {schema}, from {routes})" if len(inputs) > 1 else ""
@@ -50,7 +56,7 @@ class _Check(PayloadChecks, RouteChecks):
                 elif kind == "template":
                     self.template(value, scope, loc, where=where)
                 elif isinstance(value, Mapping):
-                    self.block(value, scope, loc, None, where)
+                    self.block(value, scope, loc, accepts if loc == body_at else None, where)
 
 
 def check_config(
@@ -105,8 +111,7 @@ def check_config(
         inputs = feeds.get(name, [])
         if not inputs:
             check.warn(("outbound", i, "name"), f"no route sends to outbound {name!r}: it never delivers anything")
-            continue
-        check.outbound(i, config, inputs)
+        check.outbound(i, config, inputs)  # with no inputs: its contract alone
     for schema, setters in produced.items():
         # Only schemas an inbound builds: a transform's output schema is often a shared
         # canonical one whose other fields other integrations set.

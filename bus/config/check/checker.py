@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bus.config.adapters import Contract
 from bus.errors import ConfigIssue, ExpressionError
 from bus.expr import compile_expression, compile_template
 from bus.expr import tree as t
@@ -69,6 +70,23 @@ class Checker:
 
     def warn(self, loc: Loc, message: str) -> None:
         self.issue(self.found.warnings, loc, message)
+
+    def contract(self, config: Any, loc: Loc) -> Contract | None:
+        """The adapter's ``contract(base_dir)`` (a WSDL, GraphQL schema or OpenAPI document it
+        names), its errors reported at their fields; None when the adapter has none."""
+        offer = getattr(config, "contract", None)
+        if not callable(offer):
+            return None
+        try:
+            found = offer(self.base_dir)
+        except Exception as exc:  # noqa: BLE001 - a third-party adapter's check that breaks is its bug, said as such
+            self.error(loc, f"the {getattr(config, 'type', '')} adapter's contract check failed: {exc!r}")
+            return None
+        if not isinstance(found, Contract):
+            return None
+        for where, message in found.errors:
+            self.error((*loc, *where), message)
+        return found
 
     # -- expressions ----------------------------------------------------------------------------
     def expression(self, text: str, scope: Scope, loc: Loc, *, want: Type | None = None, where: str = "") -> Type:
@@ -206,7 +224,11 @@ def record_of(x: Type | None) -> Record | None:
 
 
 def record_name(record: Record) -> str:
-    return f"schema {record.name}" if record.name else "the output"
+    """How a message names the record: an Avro schema by its name; a contract's type (its title
+    has words: "the variables of mutation createInvoice") as it says."""
+    if not record.name:
+        return "the output"
+    return record.name if " " in record.name else f"schema {record.name}"
 
 
 def texts_of(spec: Mapping[str, Any]) -> Iterator[str]:

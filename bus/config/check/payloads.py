@@ -39,15 +39,21 @@ class PayloadChecks(Checker):
             own = []
         for where, message in own:
             self.warn(("inbound", index, *where), message)
-        return self.emit(emit, loc)
+        contract = self.contract(config, ("inbound", index))
+        return self.emit(emit, loc, contract.payload if contract is not None else None)
 
     def migration(self, index: int, emit: Any) -> tuple[str, set[str] | None]:
         """Check a migration's ``emit`` (``migrations[i].emit``) as an inbound's is checked: a row is its document."""
         return self.emit(emit, ("migrations", index, "emit"))
 
-    def emit(self, emit: Any, loc: Loc) -> tuple[str, set[str] | None]:
-        """An ``emit`` block: its expressions against the payload's shape, its mapping against its schema."""
-        payload = self.payload(emit.payload, (*loc, "payload")) if getattr(emit, "payload", None) is not None else None
+    def emit(self, emit: Any, loc: Loc, offered: dict[str, Any] | None = None) -> tuple[str, set[str] | None]:
+        """An ``emit`` block: its expressions against the payload's shape (declared in
+        ``emit.payload``, else ``offered`` by the adapter's contract), its mapping against its schema."""
+        payload: Type | None = None
+        if getattr(emit, "payload", None) is not None:
+            payload = self.payload(emit.payload, (*loc, "payload"))
+        elif offered is not None:
+            payload = from_json_schema(offered)
         scope = Scope(payload or ANY, meta=False, what="the payload")
         for name in ("key", "id", "subject"):
             text = getattr(emit, name, None)

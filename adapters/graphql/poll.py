@@ -1,0 +1,275 @@
+"""``graphql_poll``: page through a GraphQL query's Relay connection on an interval; publish each
+new node as an event.
+
+One poll asks for pages (``after: <cursor>``) until ``pageInfo.hasNextPage`` is false, hands
+each page's nodes to Kafka and awaits their acknowledgements before it saves the position in
+Kafka, page by page: a restart resumes after the last page whose events Kafka holds, so each
+node is published once (the event id is the node's hash, or ``emit.id``, so a node read again
+after a crash keeps its id).
+
+The position is the last ``endCursor`` (each poll reads on after it: a connection ordered by
+creation), or with ``since`` a watermark and the ids seen at it, sent as a variable on each
+poll's first page (a connection filtered by update time).
+
+Answers: 429 and 503 wait as asked (Retry-After, capped by ``max_wait``); other 5xx, timeouts
+and refused connections back off and retry, as does an answer whose errors are THROTTLED;
+any other ``errors`` in an answer end the poll with the server's messages in the log and in
+/readyz, and the next interval tries again. Nodes that cannot become events go to the
+adapter's inbound dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GraphQLPollInbound"]
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable
+from typing import Any, ClassVar
+
+import httpx
+
+from adapters.graphql.config import GraphQLPollConfig
+from adapters.graphql.documents import error_codes, said
+from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_httpx
+from adapters.http.poll import Position, record_id, wait_seconds
+from bus.adapter_api import Context, ExpressionError, Health, Inbound, Intake, KafkaUnavailable, RetryableError, compile_expression
+
+_WAIT_STATUSES = {429, 503}
+_RETRY_CODES = {"THROTTLED", "RATE_LIMITED", "SERVICE_UNAVAILABLE", "TIMEOUT"}
+
+
+class _Page:
+    def __init__(self, nodes: list[Any], more: bool, cursor: str | None) -> None:
+        self.nodes, self.more, self.cursor = nodes, more, cursor
+
+
+class GraphQLPollInbound(Inbound[GraphQLPollConfig]):
+    Config: ClassVar[type[GraphQLPollConfig]] = GraphQLPollConfig
+    summary: ClassVar[str] = "Poll a GraphQL query over a Relay cursor connection; position kept in Kafka."
+
+    def __init__(self, config: GraphQLPollConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
+        self._path = config.connection_path
+        self._since_of = compile_expression(config.since.field) if config.since else None
+        self._id_of = compile_expression(config.since.id) if config.since and config.since.id else None
+        oauth = config.auth if isinstance(config.auth, OAuth2ClientCredentials) else None
+        self._oauth = ClientCredentials(oauth, what=f"graphql_poll {config.name}") if oauth else None
+        self._client: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._cursor: str | None = None
+        self._position = Position(None, set(), None)
+        self._problem = "not started"
+        self.polls = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        if self.ctx.checkpoints is None:
+            raise RuntimeError(f"graphql_poll {self.config.name} needs the hub's checkpoint store")
+        saved = await self.ctx.checkpoints.load(self.config.name) or {}
+        self._cursor = saved.get("cursor")
+        initial = self.config.since.initial if self.config.since else None
+        self._position = Position(saved.get("since", initial), set(saved.get("seen") or ()), None)
+        if saved:
+            self.ctx.logger.info("graphql_poll %s resumes at %s", self.config.name, self._where())
+        headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
+        if self.config.auth is not None and not isinstance(self.config.auth, OAuth2ClientCredentials):
+            headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
+        self._client = httpx.AsyncClient(timeout=self.config.timeout_s, headers=headers)
+        self._stopping.clear()
+        self._task = self.ctx.spawn(self._run(), name=f"graphql-poll:{self.config.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()  # a poll in progress ends after its current page
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=10)
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def progress(self) -> dict[str, int | str]:
+        return {"polls": self.polls}
+
+    async def health(self) -> Health:
+        return Health(not self._problem, self._problem)
+
+    def _where(self) -> str:
+        return f"since={self._position.since!r}" if self.config.since else f"cursor={self._cursor!r}"
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                taken, pages = await self._poll()
+                self._problem = ""
+                self.polls += 1
+                if taken:
+                    self.ctx.logger.info(
+                        "graphql_poll %s: %d new node(s) on %d page(s); now at %s", self.config.name, taken, pages, self._where()
+                    )
+            except RetryableError as exc:
+                if self._stopping.is_set():
+                    break
+                self._problem = str(exc)
+                self.ctx.logger.warning("graphql_poll %s: poll given up until the next interval: %s", self.config.name, exc)
+            except Exception as exc:  # a bug must not end polling silently; it shows in /readyz
+                self._problem = f"unexpected error: {exc!r}"
+                self.ctx.logger.exception("graphql_poll %s: unexpected error", self.config.name)
+            await self._sleep(self.config.interval.total_seconds())
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # -- one poll ----------------------------------------------------------------------------
+    async def _poll(self) -> tuple[int, int]:
+        """Every page from the position on; returns (nodes taken, pages read)."""
+        since = self.config.since
+        cursor = None if since else self._cursor
+        position = Position(self._position.since, set(self._position.seen), None)
+        fixed = dict(self.config.variables)
+        if since is not None:  # the watermark at the start of this poll, for all of its pages: the cursors are into that answer
+            fixed[since.variable] = None if position.since in (None, "") else f"{since.prefix}{position.since}"
+        taken = pages = 0
+        while not self._stopping.is_set():
+            variables = {**fixed, self.config.cursor_variable: cursor}
+            page = self._page(await self._post(variables))
+            self._problem = ""  # the server answers: ready while a first poll (a backfill) still walks its pages
+            pages += 1
+            taken += await self._publish(page.nodes, position)
+            if page.cursor:
+                cursor = page.cursor
+            await self._save(cursor, position)
+            if not page.more or not page.cursor:
+                break
+        return taken, pages
+
+    def _page(self, answer: Any) -> _Page:
+        connection = answer.get("data") if isinstance(answer, dict) else None
+        for key in self._path:
+            connection = connection.get(key) if isinstance(connection, dict) else None
+        if not isinstance(connection, dict):
+            raise RetryableError(f"the answer has no connection at data.{'.'.join(self._path)}: {json.dumps(answer)[:200]}")
+        if isinstance(connection.get("edges"), list):
+            nodes = [e.get("node") if isinstance(e, dict) else None for e in connection["edges"]]
+        elif isinstance(connection.get("nodes"), list):
+            nodes = list(connection["nodes"])
+        else:
+            raise RetryableError(f"data.{'.'.join(self._path)} has neither edges nor nodes: select edges {{ node {{ ... }} }}")
+        info = connection.get("pageInfo")
+        if not isinstance(info, dict) or "hasNextPage" not in info:
+            raise RetryableError(f"data.{'.'.join(self._path)} has no pageInfo: select pageInfo {{ hasNextPage endCursor }}")
+        cursor = info.get("endCursor")
+        return _Page([n for n in nodes if n is not None], bool(info["hasNextPage"]), str(cursor) if cursor else None)
+
+    async def _publish(self, nodes: list[Any], position: Position) -> int:
+        acks: list[Awaitable[None]] = []
+        for node in nodes:
+            digest = record_id(node)
+            if self._since_of is not None:
+                try:
+                    value = self._since_of(node)
+                except ExpressionError:
+                    value = None
+                if value is None:
+                    await self.sink.reject(
+                        json.dumps(node, default=str).encode(), f"node has no watermark value at {self._since_of.text!r}"
+                    )
+                    continue
+                if not position.take(value, self._ident(node, digest)):
+                    continue
+            raw = json.dumps(node, default=str).encode()
+            try:
+                acks.append(await self._intake.submit_document(node, raw=raw, event_id=f"{self.config.name}:{digest}"))
+            except KafkaUnavailable as exc:
+                raise RetryableError(f"Kafka did not take the nodes: {exc}") from exc
+        for ack in acks:
+            try:
+                await ack
+            except KafkaUnavailable as exc:  # the position is not saved: the next poll reads these again
+                raise RetryableError(f"Kafka did not acknowledge the nodes: {exc}") from exc
+        return len(acks)
+
+    def _ident(self, node: Any, digest: str) -> str:
+        if self._id_of is not None:
+            with contextlib.suppress(ExpressionError):
+                value = self._id_of(node)
+                if value is not None:
+                    return str(value)
+        return digest
+
+    def _dump(self, cursor: str | None, position: Position) -> dict[str, Any]:
+        return {"cursor": cursor} if self.config.since is None else {"since": position.since, "seen": sorted(position.seen)}
+
+    async def _save(self, cursor: str | None, position: Position) -> None:
+        saved = self._dump(cursor, position)
+        if saved == self._dump(self._cursor, self._position):
+            return
+        assert self.ctx.checkpoints is not None
+        try:
+            await self.ctx.checkpoints.save(self.config.name, saved)
+        except KafkaUnavailable as exc:
+            raise RetryableError(str(exc)) from exc
+        self._cursor = cursor
+        self._position = Position(position.since, set(position.seen), None)
+
+    # -- one request -------------------------------------------------------------------------
+    async def _post(self, variables: dict[str, Any]) -> Any:
+        assert self._client is not None
+        delay = 1.0
+        refreshed = False
+        url = self.config.url
+        for attempt in range(self.config.retries + 1):
+            headers: dict[str, str] = {}
+            if self._oauth is not None:
+                headers |= await self._oauth.header(via_httpx(self._client))
+            wait = delay
+            try:
+                response = await self._client.post(url, json={"query": self.config.query, "variables": variables}, headers=headers)
+            except httpx.TimeoutException:
+                problem = f"POST {url} timed out after {self.config.timeout_s:g}s"
+            except httpx.TransportError as exc:
+                problem = f"POST {url} failed: {exc!r}"
+            else:
+                status = response.status_code
+                if status == 401 and self._oauth is not None and not refreshed:
+                    self._oauth.invalidate()
+                    refreshed = True
+                    continue
+                answer = self._json(response)
+                errors = answer.get("errors") if isinstance(answer, dict) else None
+                if status < 300 and not errors:
+                    return answer
+                listed = errors if isinstance(errors, list) else []
+                problem = f"POST {url} answered {status}: {'; '.join(said(e) for e in listed[:5]) or response.text[:200]}"
+                codes = error_codes(listed)
+                if status in (401, 403):
+                    raise RetryableError(f"credentials rejected: {problem}")
+                if status in _WAIT_STATUSES or codes & _RETRY_CODES:
+                    wait = wait_seconds(response.headers.get("Retry-After", ""), time.time()) or delay
+                elif not (status >= 500 or status == 408):
+                    raise RetryableError(problem)  # the server refuses the query: a config error, shown in /readyz
+            if attempt == self.config.retries:
+                raise RetryableError(f"{problem} (after {attempt + 1} attempts)")
+            self.ctx.logger.info("graphql_poll %s: %s; waiting %.1fs", self.config.name, problem, wait)
+            await self._sleep(min(wait, self.config.max_wait.total_seconds()))
+            if self._stopping.is_set():
+                raise RetryableError("stopping")
+            delay = min(delay * 2, 60.0)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise RetryableError(
+                f"{response.request.url} answered {response.status_code} with a body that is not JSON: {response.text[:200]!r}"
+            ) from exc
