@@ -31,6 +31,7 @@ __all__ = [
     "BodyMap",
     "Checkpoints",
     "ConfigModel",
+    "ConfigPath",
     "Context",
     "Contract",
     "Duration",
@@ -88,7 +89,7 @@ from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
 from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OutboundConfig, PayloadShape
 from bus.config.base import ConfigModel
-from bus.config.fields import BodyMap, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
+from bus.config.fields import BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.documents import parse_json, parse_xml
 from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError, brief

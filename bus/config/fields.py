@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "BodyMap",
     "ConfigJsonSchema",
+    "ConfigPath",
     "Duration",
     "Expression",
     "Kind",
@@ -28,9 +29,10 @@ import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainSerializer, SecretStr, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainSerializer, SecretStr, ValidationInfo, WithJsonSchema
 from pydantic.json_schema import GenerateJsonSchema
 
 from bus.expr import compile_expression, compile_template
@@ -91,6 +93,15 @@ def format_duration(delta: timedelta) -> str:
     return "".join(parts) or "0s"
 
 
+def _beside_the_config(value: Path, info: ValidationInfo) -> Path:
+    """A relative path is relative to the config file that names it (the loader passes its folder
+    as ``config_dir``), wherever the hub is started from."""
+    base = (info.context or {}).get("config_dir")
+    return value if value.is_absolute() or base is None else Path(base) / value
+
+
+# A file the config names (a WSDL, a schema): relative to the config file, absolute once loaded.
+ConfigPath = Annotated[Path, AfterValidator(_beside_the_config)]
 Expression = Annotated[str, AfterValidator(_check_expression), Kind("expression")]  # an expression over a document
 TemplateText = Annotated[str, AfterValidator(_check_template), Kind("template")]  # text with ${expression} parts
 SecretTemplate = Annotated[SecretStr, AfterValidator(_check_secret_template), Kind("template")]  # a secret that may hold ${}

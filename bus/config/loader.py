@@ -97,6 +97,7 @@ def _build_adapters(
     *,
     registry: AdapterRegistry,
     marks: Marks,
+    config_dir: Path,
     default_file: str,
     issues: list[ConfigIssue],
 ) -> list[tuple[int, AdapterConfig]]:
@@ -123,7 +124,7 @@ def _build_adapters(
             issues.append(ConfigIssue(file, line, dotted((*loc, "type")), f"{what} (known: {known})"))
             continue
         try:
-            config = adapter.Config.model_validate(block)
+            config = adapter.Config.model_validate(block, context={"config_dir": config_dir})
         except ValidationError as exc:
             issues.extend(_issues_from(exc, loc, marks, default_file))
             continue
@@ -173,9 +174,12 @@ def load_config(
             file, line = marks.find((section,), default_file)
             issues.append(ConfigIssue(file, line, section, "must be a list of adapter blocks"))
             data[section] = []
-    inbound = _build_adapters("inbound", data.get("inbound", []), registry=registry, marks=marks, default_file=default_file, issues=issues)
-    outbound = _build_adapters(
-        "outbound", data.get("outbound", []), registry=registry, marks=marks, default_file=default_file, issues=issues
+    config_dir = path if path.is_dir() else path.parent
+    inbound, outbound = (
+        _build_adapters(
+            section, data.get(section, []), registry=registry, marks=marks, config_dir=config_dir, default_file=default_file, issues=issues
+        )
+        for section in ("inbound", "outbound")
     )
 
     if hub is None:

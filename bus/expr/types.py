@@ -220,6 +220,7 @@ def from_avro(schema: Any, named: dict[str, Type] | None = None, namespace: str 
 
 _JSON_TYPES = {"string": STRING, "integer": INT, "number": FLOAT, "boolean": BOOL, "null": NULL}
 _JSON_FORMATS = {"date-time": TIMESTAMP, "date": DATE}
+_BUS_TYPES = {"decimal": DECIMAL, "date": DATE, "timestamp": TIMESTAMP}
 
 
 def from_json_schema(schema: Any, root: Any = None, depth: int = 0) -> Type:
@@ -231,6 +232,8 @@ def from_json_schema(schema: Any, root: Any = None, depth: int = 0) -> Type:
     root = schema if root is None else root
     if depth > 64 or not isinstance(schema, Mapping):
         return ANY
+    if schema.get("x-bus-type") in _BUS_TYPES:  # what JSON has no type for, named by a contract (an XSD decimal or date)
+        return _BUS_TYPES[schema["x-bus-type"]]
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/"):
         target: Any = root

@@ -1,0 +1,110 @@
+"""``soap``: call an operation of a WSDL-described service for each event.
+
+The body is built from the event with the expression language (``body:`` as for ``http``), then
+zeep makes the envelope the WSDL's binding asks for (SOAP 1.1 or 1.2, document/literal, the
+SOAPAction, a WS-Security UsernameToken) and reads the answer; the call itself goes through the
+hub's asyncio HTTP client.
+
+What an answer means:
+- a result: delivered;
+- a fault whose code is Client (1.1) or Sender (1.2): the request was at fault, and the same
+  request fails again, so the event is dead-lettered with the fault's text and detail;
+- a fault whose code is Server or Receiver, or a WS-Security fault (FailedAuthentication:
+  the credentials are wrong, not the event): retried under the ``delivery:`` policy.
+  ``permanent_faults`` and ``retryable_faults`` turn either way by the fault's code, its
+  detail's element or text, or its string (a business fault a service sends as a Server
+  fault, such as a closed accounting period);
+- no envelope: by the HTTP status, as ``http`` does (5xx, 408, 425, 429 and timeouts retried,
+  other 4xx dead-lettered);
+- values the operation cannot take (a missing required element): dead-lettered before any call.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SoapOutbound"]
+
+import asyncio
+from typing import ClassVar
+
+import aiohttp
+
+from adapters.soap.config import SoapOutboundConfig
+from adapters.soap.wsdl import Answer, Fault, FaultError, Operation, WsdlError
+from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError
+
+_RETRYABLE = {408, 425, 429}
+
+
+class SoapOutbound(Outbound[SoapOutboundConfig]):
+    Config: ClassVar[type[SoapOutboundConfig]] = SoapOutboundConfig
+    summary: ClassVar[str] = "Call a WSDL operation per event (SOAP 1.1/1.2, document/literal, WS-Security); faults classified."
+
+    def __init__(self, config: SoapOutboundConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._body = Body(config.body)
+        self._operation: Operation | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        basic = config.basic_auth
+        self._auth = aiohttp.BasicAuth(basic.username, basic.password.get_secret_value()) if basic else None
+
+    async def start(self) -> None:
+        if self._operation is None:
+            try:  # zeep parses the WSDL and its XSDs: off the event loop
+                self._operation = await asyncio.to_thread(self.config.bound)
+            except WsdlError as exc:
+                raise RetryableError(str(exc)) from exc
+        if self._client is None:
+            timeout = self.config.timeout_s
+            self._client = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
+            )
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def deliver(self, event: Event) -> None:
+        operation, client = self._operation, self._client
+        if operation is None or client is None:
+            raise RetryableError(f"soap outbound {self.config.name} is not started")
+        try:
+            body, headers = operation.envelope(self._body.render(event))
+        except ValueError as exc:  # the event's values do not fit the operation: no call can succeed
+            raise PermanentError(str(exc)) from exc
+        headers = {**self._headers, **headers, self.config.idempotency_header: event.id}
+        url = operation.address
+        try:
+            async with client.post(url, data=body, headers=headers, auth=self._auth, allow_redirects=False) as response:
+                raw = await response.read()
+                status, content_type = response.status, response.headers.get("Content-Type", "")
+        except TimeoutError as exc:
+            raise RetryableError(f"{operation.name} at {url} timed out after {self.config.timeout_s:g}s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RetryableError(f"{operation.name} at {url} unreachable: {exc!r}") from exc
+        if raw.lstrip()[:1] == b"<":
+            try:
+                operation.reply(Answer(status, raw, {"Content-Type": content_type}))
+            except FaultError as exc:
+                raise self._classified(exc.fault, operation.name) from exc
+            except ValueError:
+                pass  # not an envelope (a proxy's HTML page): judged by its status below
+            else:
+                if 200 <= status < 300:
+                    return
+        if 200 <= status < 300 and not raw.strip():
+            return  # 202 with no body: one-way operations
+        detail = f"{operation.name} at {url} answered {status}: {raw[:300].decode('utf-8', errors='replace')}"
+        if status >= 500 or status in _RETRYABLE:
+            raise RetryableError(detail)
+        raise PermanentError(detail)
+
+    def _classified(self, fault: Fault, operation: str) -> Exception:
+        said = f"{operation}: {fault}"
+        if any(fault.matches(p) for p in self.config.permanent_faults):
+            return PermanentError(said)
+        if any(fault.matches(p) for p in self.config.retryable_faults) or fault.about_credentials:
+            return RetryableError(said)
+        return PermanentError(said) if fault.from_the_request else RetryableError(said)

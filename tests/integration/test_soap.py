@@ -1,0 +1,221 @@
+"""SOAP adapters against a stand-in ledger service described by a real WSDL (tests/support/ledger.wsdl,
+tests/support/soap_ledger.py), through the real embedded broker: invoices from a route become
+PostInvoice calls (SOAP 1.1 and 1.2, WS-Security UsernameToken), a fault dead-letters that
+event with the fault's text, a 503 is retried; ``soap_poll`` reads ListInvoices by a watermark;
+``bus validate`` checks a mapping against the WSDL's types."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bus.app.cli import main
+from bus.app.hub import Hub
+from bus.kafka.reader import read_topic
+from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.soap_ledger import SoapLedger
+from tests.support.wait import until
+
+WEBHOOK = {
+    "name": "billing",
+    "type": "http_webhook",
+    "path": "/hooks/invoices",
+    "emit": {
+        "schema": "Invoice",
+        "id": "id",
+        "key": "account",
+        "map": {"invoice_id": "id", "account": "account", "currency": '"eur"', "amount": "amount_cents", "due": "issued", "memo": "memo"},
+    },
+}
+BODY = {
+    "InvoiceNumber": "invoice_id",
+    "Account": 'coalesce(account, "none")',
+    "Amount": "major_units(amount, currency)",
+    "Currency": "upper(currency)",
+    "IssueDate": 'coalesce(due, "2026-07-01")',
+    "Memo": "memo",
+    "Line": {"$each": "[1, 2]", "$as": "n", "Description": '"part " + str(n)', "Amount": "n"},
+}
+
+
+def soap_block(ledger: SoapLedger, wsdl: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "erp",
+        "type": "soap",
+        "wsdl": wsdl.name,
+        "operation": "PostInvoice",
+        "body": BODY,
+        "permanent_faults": ["PERIOD_CLOSED"],
+        "delivery": {"backoff_initial": "100ms", "backoff_max": "300ms"},
+        **extra,
+    }
+
+
+def hub_config(bootstrap: str, inbound: list[dict[str, Any]], outbound: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": inbound,
+    }
+    if outbound:
+        config["outbound"] = outbound
+        config["routes"] = [{"name": "post-invoices", "from": "Invoice", "to": [o["name"] for o in outbound]}]
+    return config
+
+
+def write(tmp_path: Path, ledger: SoapLedger, config: dict[str, Any]) -> Path:
+    (tmp_path / "ledger.wsdl").write_text(ledger.wsdl_text())  # the WSDL as the service serves it, saved beside the config
+    return write_config(tmp_path / "bus.yaml", config)
+
+
+def invoice(i: int, **changes: Any) -> dict[str, Any]:
+    return {"id": f"INV-2026-{i:04}", "account": "4000", "amount_cents": 10_000 + i, "issued": "2026-07-15", "memo": None, **changes}
+
+
+async def post(hub: Hub, *invoices: dict[str, Any]) -> None:
+    assert hub.web is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}") as client:
+        for body in invoices:
+            assert (await client.post("/hooks/invoices", json=body)).status_code == 202
+
+
+async def parked(hub: Hub, count: int) -> list[Any]:
+    """The subscriber's dead letters, once there are ``count`` of them."""
+    for _ in range(300):
+        letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("erp"))
+        if len(letters) >= count:
+            return letters
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{len(letters)} of {count} dead letters")
+
+
+@pytest.mark.parametrize(
+    ("port", "wsse"),
+    [
+        pytest.param("LedgerSoap11Port", {"username": "hub", "password": "s3cret"}, id="soap-1.1-password-text"),
+        pytest.param("LedgerSoap12Port", {"username": "hub", "password": "s3cret", "digest": True}, id="soap-1.2-password-digest"),
+    ],
+)
+async def test_invoices_are_posted_a_fault_dead_letters_its_event_and_a_503_is_retried(
+    port: str, wsse: dict[str, Any], tmp_path: Path, bootstrap: str
+) -> None:
+    ledger = await SoapLedger(closed_periods={"2026-03"}, username="hub", password="s3cret", fail_next=2).start()
+    path = write(tmp_path, ledger, hub_config(bootstrap, [WEBHOOK], [soap_block(ledger, tmp_path / "ledger.wsdl", port=port, wsse=wsse)]))
+    good = [invoice(i, memo="first" if i == 0 else None) for i in range(10)]
+    try:
+        async with build_hub(path) as hub:
+            await post(hub, good[0], invoice(90, account="9999"), *good[1:5], invoice(91, issued="2026-03-31"), *good[5:])
+            await until(lambda: len(ledger.invoices) >= 10, "ten invoices posted", timeout=60)
+            letters = await parked(hub, 2)
+            reasons = {dict(r.headers)["ce_id"].decode(): dict(r.headers)["bus_error"].decode() for r in letters}
+            await asyncio.sleep(0.5)  # nothing more arrives
+        assert sorted(i["InvoiceNumber"] for i in ledger.invoices) == [g["id"] for g in good]  # each once, none of the refused
+        assert set(reasons) == {"INV-2026-0090", "INV-2026-0091"}, reasons
+        assert "Account 9999 does not exist" in reasons["INV-2026-0090"] and "UNKNOWN_ACCOUNT" in reasons["INV-2026-0090"]
+        assert "Period 2026-03 is closed for posting" in reasons["INV-2026-0091"]  # a Server fault the config calls permanent
+        first = next(i for i in ledger.invoices if i["InvoiceNumber"] == "INV-2026-0000")
+        assert (first["Amount"], first["Memo"], first["Lines"], first["IssueDate"]) == ("100.00", "first", 2, "2026-07-15")
+        outcomes = Counter(str(c["outcome"]) for c in ledger.calls)
+        assert outcomes["503"] == 2 and outcomes["ok"] == 10, outcomes
+        assert {c["version"] for c in ledger.calls} == {"1.1" if "11" in port else "1.2"}
+    finally:
+        await ledger.stop()
+
+
+@pytest.mark.parametrize("port", ["LedgerSoap11Port", "LedgerSoap12Port"])
+async def test_a_wrong_password_is_retried_not_dead_lettered(port: str, tmp_path: Path, bootstrap: str) -> None:
+    ledger = await SoapLedger(username="hub", password="s3cret").start()
+    block = soap_block(ledger, tmp_path / "ledger.wsdl", port=port, wsse={"username": "hub", "password": "wrong"})
+    path = write(tmp_path, ledger, hub_config(bootstrap, [WEBHOOK], [block]))
+    try:
+        async with build_hub(path) as hub:
+            await post(hub, invoice(1))
+            await until(lambda: len(ledger.calls) >= 3, "three attempts", timeout=30)
+            # The credentials are at fault, not the event: it waits for a fix instead of being dead-lettered.
+            assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("erp")) == []
+        assert ledger.invoices == [] and {c["outcome"] for c in ledger.calls} == {"wsse:FailedAuthentication"}
+    finally:
+        await ledger.stop()
+
+
+async def test_soap_poll_reads_changed_invoices_by_a_watermark(tmp_path: Path, bootstrap: str) -> None:
+    ledger = await SoapLedger().start()
+    for i in range(25):
+        ledger.add_invoice(f"L-{i:03}", "4100", f"{i}.50", f"2026-08-01T00:00:{i // 5:02d}Z")  # five share each timestamp
+    poll = {
+        "name": "ledger",
+        "type": "soap_poll",
+        "wsdl": "ledger.wsdl",
+        "operation": "ListInvoices",
+        "records": "Invoice",
+        "since": {"param": "ChangedSince", "field": "ChangedAt", "id": "InvoiceId"},
+        "interval": "300ms",
+        "emit": {
+            "schema": "Invoice",
+            "id": 'InvoiceId + "@" + ChangedAt',
+            "key": "Account",
+            "map": {
+                "invoice_id": "InvoiceNumber",
+                "account": "Account",
+                "currency": "lower(Currency)",
+                "amount": "minor_units(Amount, Currency)",
+            },
+        },
+    }
+    path = write(tmp_path, ledger, hub_config(bootstrap, [poll]))
+
+    async def published(hub: Hub) -> list[dict[str, Any]]:
+        records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Invoice"))
+        return [hub.codec.decode(r.value)[1] for r in records]
+
+    try:
+        async with build_hub(path) as hub:
+            for _ in range(300):
+                if len(await published(hub)) >= 25:
+                    break
+                await asyncio.sleep(0.1)
+            ledger.add_invoice("L-late", "4100", "1.00", "2026-08-01T00:00:04Z")  # late, at the watermark's own timestamp
+            ledger.invoices[0]["ChangedAt"] = "2026-08-01T00:01:00Z"  # an update
+            for _ in range(300):
+                if len(await published(hub)) >= 27:
+                    break
+                await asyncio.sleep(0.1)
+            polls = hub.inbound[0].progress()["polls"]
+            await until(lambda: int(hub.inbound[0].progress()["polls"]) >= int(polls) + 3, "three more polls", timeout=30)
+            events = await published(hub)
+        numbers = Counter(e["invoice_id"] for e in events)
+        assert len(events) == 27 and numbers["L-000"] == 2 and numbers["L-late"] == 1, numbers
+        assert next(e for e in events if e["invoice_id"] == "L-003")["amount"] == 350
+        since = [c for c in ledger.calls if c.get("operation") == "ListInvoices"]
+        assert since and len(since) >= 5
+    finally:
+        await ledger.stop()
+
+
+def test_bus_validate_checks_the_mapping_against_the_wsdl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger = SoapLedger()  # not started: validation reads the WSDL file only
+    body = {k: v for k, v in BODY.items() if k != "Amount"} | {"Acount": "account"}
+    block = soap_block(ledger, tmp_path / "ledger.wsdl", body=body)
+    other = soap_block(ledger, tmp_path / "ledger.wsdl", name="erp2", operation="PostInvoices")
+    path = write(tmp_path, ledger, hub_config("127.0.0.1:9", [WEBHOOK], [block, other]))
+    assert main(["validate", "--json", "-c", str(path)]) == 2
+    errors = {e["field"]: e["message"] for e in json.loads(capsys.readouterr().out)["errors"]}
+    assert "the input of PostInvoice has no field 'Acount'; did you mean 'Account'?" in errors["outbound[0].body.Acount"], errors
+    assert "the input of PostInvoice.Amount has no default and is not mapped" in errors["outbound[0].body"], errors
+    assert "has no operation 'PostInvoices' (it has PostInvoice, ListInvoices)" in errors["outbound[1].operation"], errors
+
+    block = soap_block(ledger, tmp_path / "ledger.wsdl", body=BODY | {"Amount": "currency", "IssueDate": "amount > 5"})
+    path = write(tmp_path, ledger, hub_config("127.0.0.1:9", [WEBHOOK], [block]))
+    assert main(["validate", "--json", "-c", str(path)]) == 2
+    errors = {e["field"]: e["message"] for e in json.loads(capsys.readouterr().out)["errors"]}
+    assert set(errors) == {"outbound[0].body.Amount", "outbound[0].body.IssueDate"}, errors  # text for a decimal, true or false for a date
+
+    path = write(tmp_path, ledger, hub_config("127.0.0.1:9", [WEBHOOK], [soap_block(ledger, tmp_path / "ledger.wsdl")]))
+    assert main(["validate", "-c", str(path)]) == 0, capsys.readouterr()
