@@ -31,6 +31,9 @@ def _recipes_folder() -> Path:
 
 RECIPES = _recipes_folder()
 _COPIED = ("bus.yaml", "README.md", "schema.sql", "tests.yaml")
+# The other systems' contracts a config names (a WSDL and its XSDs, a GraphQL schema, an OpenAPI
+# document): part of the integration, since `bus validate` reads them.
+_CONTRACTS = ("*.wsdl", "*.xsd", "*.graphql", "*.openapi.yaml", "*.openapi.json")
 # The hub's own settings, which every recipe reads too: listed apart in .env.example, with their
 # defaults (a real deployment sets KAFKA_BOOTSTRAP; the rest can stay).
 _RUNTIME = ("KAFKA_BOOTSTRAP", "TOPIC_PREFIX", "HTTP_PORT", "OPS_PORT")
@@ -83,8 +86,8 @@ def _readme_for_a_copy(recipe: Recipe, text: str) -> str:
 
 
 def copy_recipe(recipe: Recipe, target: Path) -> list[Path]:
-    """Copy the recipe's config, README and schema into ``target`` (new or empty) and write
-    ``.env.example``; returns the files written."""
+    """Copy the recipe's config, README, schema and contracts into ``target`` (new or empty) and
+    write ``.env.example``; returns the files written."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target} exists and is not an empty folder: choose a new one")
     target.mkdir(parents=True, exist_ok=True)
@@ -96,6 +99,8 @@ def copy_recipe(recipe: Recipe, target: Path) -> list[Path]:
             written.append(target / name)
         elif source.is_file():
             written.append(Path(shutil.copy2(source, target / name)))
+    for pattern in _CONTRACTS:
+        written += [Path(shutil.copy2(source, target / source.name)) for source in sorted(recipe.folder.glob(pattern))]
     lines = [
         f"# Variables read by {target.name}/bus.yaml (from the recipe {recipe.name}); set them, then:",
         "#   bus validate -c bus.yaml && bus run -c bus.yaml",

@@ -138,3 +138,13 @@ async def test_usage_drops_over_mqtt_open_one_ticket_each(bootstrap: str) -> Non
     assert acme["subject"] == "Usage of acme fell 70%" and "usage 6.0 (6 events)" in acme["comment"]["body"]
     assert initech["subject"] == "Usage of initech fell 100%" and "against 20.0 in the window before" in initech["comment"]["body"]
     assert acme["tags"] == ["usage-drop", "account-acme"] and acme["external_id"].startswith("usage-drop:acme:")
+
+
+@pytest.mark.timeout(240)
+async def test_shop_orders_from_graphql_become_invoices_in_the_soap_erp(bootstrap: str) -> None:
+    run = recipe("shop-orders-to-soap-erp")
+    report = await run.run(30, bootstrap=bootstrap, prefix=unique_prefix())
+    assert report.problems() == []
+    # The five orders placed while the hub ran were read on from the saved cursor.
+    assert {f"SHOP-{n}" for n in range(1030, 1035)} <= {i["InvoiceNumber"] for i in report.invoices}
+    assert report.erp_calls["UNKNOWN_ACCOUNT"] == sum(1 for o in report.orders if o["customer"]["id"] == run.UNKNOWN) > 0

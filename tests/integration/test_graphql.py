@@ -1,4 +1,4 @@
-"""GraphQL adapters against a stand-in served by graphql-core (tests/support/graphql_api.py), through
+"""GraphQL adapters against a stand-in served by graphql-core (examples/kit/graphql_shop.py), through
 the real embedded broker: ``graphql_poll`` pages a Relay connection with a restart in the middle,
 ``graphql`` runs a mutation per event and classifies the errors inside a 200 answer, and
 ``bus validate`` checks both documents against the server's schema."""
@@ -17,7 +17,7 @@ from graphql import build_schema, get_introspection_query, graphql_sync
 from bus.app.cli import main
 from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
-from tests.support.graphql_api import SDL, TOKEN, GraphQLApi
+from examples.kit.graphql_shop import SDL, TOKEN, GraphQLShop
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.wait import until
 
@@ -41,7 +41,7 @@ ORDER_EMIT = {
 }
 
 
-def poll_block(api: GraphQLApi, **extra: Any) -> dict[str, Any]:
+def poll_block(api: GraphQLShop, **extra: Any) -> dict[str, Any]:
     return {
         "name": "shop",
         "type": "graphql_poll",
@@ -56,7 +56,7 @@ def poll_block(api: GraphQLApi, **extra: Any) -> dict[str, Any]:
     }
 
 
-def invoice_block(api: GraphQLApi) -> dict[str, Any]:
+def invoice_block(api: GraphQLShop) -> dict[str, Any]:
     return {
         "name": "ledger",
         "type": "graphql",
@@ -113,7 +113,7 @@ async def wait_published(hub: Hub, count: int, timeout: float = 60) -> Counter[s
 
 
 async def test_a_connection_is_paged_once_through_a_restart_and_new_nodes_follow(tmp_path: Path, bootstrap: str) -> None:
-    api = await GraphQLApi(throttle_queries=1, fail_next=1).start()
+    api = await GraphQLShop(throttle_queries=1, fail_next=1).start()
     for i in range(500):
         api.add_order(1000 + i, 100 + i, f"2026-05-01T00:{i // 60:02d}:{i % 60:02d}Z")
     path = write(tmp_path, hub_config(bootstrap, [poll_block(api)]))
@@ -141,7 +141,7 @@ async def test_a_connection_is_paged_once_through_a_restart_and_new_nodes_follow
 
 
 async def test_since_mode_reads_changed_nodes_from_the_watermark(tmp_path: Path, bootstrap: str) -> None:
-    api = await GraphQLApi().start()
+    api = await GraphQLShop().start()
     for i in range(30):
         api.add_order(i, 10, f"2026-06-01T00:00:{i:02d}Z")
     query = ORDERS_QUERY.replace("$first: Int)", "$first: Int, $since: DateTime)").replace(
@@ -164,7 +164,7 @@ async def test_since_mode_reads_changed_nodes_from_the_watermark(tmp_path: Path,
 
 
 async def test_a_mutation_refused_for_one_input_dead_letters_that_event_only(tmp_path: Path, bootstrap: str) -> None:
-    api = await GraphQLApi(throttle_mutations=2, closed_customers={"cus_closed"}).start()
+    api = await GraphQLShop(throttle_mutations=2, closed_customers={"cus_closed"}).start()
     for i in range(40):
         api.add_order(i, 100 + i, "2026-05-01T00:00:00Z", customer="cus_closed" if i in (5, 17) else f"cus_{i % 4}")
     api.add_order(99, -5, "2026-05-01T00:00:00Z", customer="cus_1")  # refused by a user error in the payload
@@ -197,7 +197,7 @@ async def test_a_mutation_refused_for_one_input_dead_letters_that_event_only(tmp
 
 
 def test_bus_validate_checks_documents_and_mappings_against_the_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    api = GraphQLApi()  # not started: validation reads the schema file only
+    api = GraphQLShop()  # not started: validation reads the schema file only
     block = invoice_block(api)
     block["variables"] = {"input": {"number": "order_id", "amout": "total", "currency": "currency"}}  # a typo, customerId missing
     poll = poll_block(api)
@@ -231,7 +231,7 @@ def test_bus_validate_checks_documents_and_mappings_against_the_schema(tmp_path:
 
 
 def test_a_document_that_is_not_the_right_operation_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    api = GraphQLApi()
+    api = GraphQLShop()
     block = invoice_block(api)
     block["query"] = ORDERS_QUERY  # a query where a mutation belongs
     poll = poll_block(api, query=ORDERS_QUERY.replace("$after: String, ", ""))  # no cursor variable

@@ -1,5 +1,5 @@
-"""SOAP adapters against a stand-in ledger service described by a real WSDL (tests/support/ledger.wsdl,
-tests/support/soap_ledger.py), through the real embedded broker: invoices from a route become
+"""SOAP adapters against a stand-in ledger service described by a real WSDL (examples/shop-orders-to-soap-erp/ledger.wsdl,
+examples/kit/soap_erp.py), through the real embedded broker: invoices from a route become
 PostInvoice calls (SOAP 1.1 and 1.2, WS-Security UsernameToken), a fault dead-letters that
 event with the fault's text, a 503 is retried; ``soap_poll`` reads ListInvoices by a watermark;
 ``bus validate`` checks a mapping against the WSDL's types."""
@@ -18,8 +18,8 @@ import pytest
 from bus.app.cli import main
 from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
+from examples.kit.soap_erp import SoapLedger
 from tests.support.hub import build_hub, unique_prefix, write_config
-from tests.support.soap_ledger import SoapLedger
 from tests.support.wait import until
 
 WEBHOOK = {

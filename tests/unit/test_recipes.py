@@ -13,11 +13,12 @@ from bus.recipes import find_recipes, variables
 RECIPES = {r.name: r for r in find_recipes()}
 
 
-def test_the_six_recipes_are_found_with_their_titles() -> None:
+def test_the_seven_recipes_are_found_with_their_titles() -> None:
     assert sorted(RECIPES) == [
         "ehr-visits-to-billing",
         "legacy-db-to-cases",
         "salesforce-hubspot-leads",
+        "shop-orders-to-soap-erp",
         "shopify-orders-to-quickbooks",
         "stripe-payments-to-erp-ledger",
         "usage-drop-alerts",
@@ -34,7 +35,10 @@ def test_every_recipe_config_validates_once_its_variables_are_set(name: str, mon
         monkeypatch.delenv(variable, raising=False)
     assert main(["validate", "-c", str(config)]) == 2  # unset: a config error naming the variable
     for variable in required:
-        monkeypatch.setenv(variable, "1234" if variable.endswith("_ID") else "value-for-" + variable.lower())
+        value = (
+            "1234" if variable.endswith("_ID") else "http://127.0.0.1:9/x" if variable.endswith("_URL") else "value-for-" + variable.lower()
+        )
+        monkeypatch.setenv(variable, value)
     assert main(["validate", "-c", str(config)]) == 0
 
 
@@ -80,3 +84,15 @@ def test_the_loop_guard_route_tests_pass_and_fail_with_the_wrong_app_id(
     monkeypatch.setenv("HUBSPOT_APP_ID", "999")  # the guard no longer recognises the hub's own writes
     assert main(["test", "-c", str(folder / "bus.yaml"), str(folder / "tests.yaml")]) != 0
     assert "FAIL  " in capsys.readouterr().out
+
+
+def test_bus_new_copies_the_contracts_a_recipe_names_so_the_copy_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "erp"
+    assert main(["new", "shop-orders-to-soap-erp", str(target)]) == 0
+    assert {"ledger.wsdl", "shop.graphql"} <= {p.name for p in target.iterdir()}
+    for variable, default in variables((target / "bus.yaml").read_text()).items():
+        if default is None:
+            monkeypatch.setenv(variable, "http://127.0.0.1:9/x" if variable.endswith("_URL") else "value")
+    assert main(["validate", "--strict", "-c", str(target / "bus.yaml")]) == 0  # the WSDL and schema were found beside it
+    (target / "ledger.wsdl").unlink()
+    assert main(["validate", "-c", str(target / "bus.yaml")]) == 2

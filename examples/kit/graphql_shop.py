@@ -1,5 +1,5 @@
-"""A local stand-in for a shop/ledger GraphQL API (Shopify-like), served by graphql-core, the
-reference implementation's port: the schema below is parsed, validated and executed by it, so
+"""A local stand-in for a shop's GraphQL Admin API (Shopify-like), served by graphql-core, the
+reference implementation's port: the schema in shop-orders-to-soap-erp/shop.graphql is parsed, validated and executed by it, so
 the hub meets real GraphQL answers (``data`` and ``errors`` with locations, paths and
 ``extensions.code``, validation errors for a bad document).
 
@@ -19,49 +19,16 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from graphql import GraphQLError, build_schema, graphql
 
-from tests.support.http_server import serve
+from examples.kit.standin import serve
 
-SDL = """
-scalar DateTime
-
-enum InvoiceStatus { DRAFT OPEN PAID }
-
-type Customer { id: ID! name: String! email: String }
-
-type Order {
-  id: ID!
-  number: Int!
-  total: Int!
-  currency: String!
-  customer: Customer!
-  updatedAt: DateTime!
-}
-
-type PageInfo { hasNextPage: Boolean! hasPreviousPage: Boolean! startCursor: String endCursor: String }
-type OrderEdge { cursor: String! node: Order! }
-type OrderConnection { edges: [OrderEdge!]! pageInfo: PageInfo! }
-
-input InvoiceInput {
-  number: String!
-  amount: Int!
-  currency: String!
-  customerId: ID!
-  memo: String
-  status: InvoiceStatus = DRAFT
-}
-
-type Invoice { id: ID! number: String! amount: Int! }
-type UserError { field: [String!] message: String! }
-type CreateInvoicePayload { invoice: Invoice userErrors: [UserError!]! }
-
-type Query { orders(first: Int = 50, after: String, updatedSince: DateTime): OrderConnection! }
-type Mutation { createInvoice(input: InvoiceInput!): CreateInvoicePayload! }
-"""
+SCHEMA = Path(__file__).resolve().parents[1] / "shop-orders-to-soap-erp" / "shop.graphql"
+SDL = SCHEMA.read_text()
 TOKEN = "shpat_test_token"
 
 
@@ -77,7 +44,7 @@ def position_of(cursor: str) -> int:
 
 
 @dataclass
-class GraphQLApi:
+class GraphQLShop:
     orders: list[dict[str, Any]] = field(default_factory=list)
     invoices: list[dict[str, Any]] = field(default_factory=list)
     closed_customers: set[str] = field(default_factory=set)
@@ -162,7 +129,7 @@ class GraphQLApi:
         self.calls.append({"variables": variables, "outcome": "errors" if result.errors else "ok"})
         return web.json_response(answer)
 
-    async def start(self) -> GraphQLApi:
+    async def start(self) -> GraphQLShop:
         app = web.Application()
         app.router.add_post("/graphql", self._graphql)
         self._runner, self.port = await serve(app)

@@ -1,4 +1,4 @@
-"""A local stand-in for an ERP's SOAP ledger service, described by tests/support/ledger.wsdl.
+"""A local stand-in for an ERP's SOAP ledger service, described by shop-orders-to-soap-erp/ledger.wsdl.
 
 It behaves as such services do where the hub depends on it:
 - ``GET /soap?wsdl`` serves the WSDL with this server's addresses;
@@ -29,9 +29,9 @@ from typing import Any
 from aiohttp import web
 from lxml import etree
 
-from tests.support.http_server import serve
+from examples.kit.standin import serve
 
-WSDL = Path(__file__).with_name("ledger.wsdl")
+WSDL = Path(__file__).resolve().parents[1] / "shop-orders-to-soap-erp" / "ledger.wsdl"
 TNS = "urn:example:ledger"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -77,6 +77,11 @@ class SoapLedger:
         )  # fmt: skip
 
     # -- the service ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_action(action: str, operation: str) -> None:
+        if action != f"{TNS}/{operation}":
+            raise _Fault(True, f"the SOAP action {action!r} does not name {operation}")
+
     def _authenticate(self, envelope: Any, ns: str) -> None:
         if self.username is None:
             return
@@ -134,8 +139,7 @@ class SoapLedger:
         operation = call.tag.split("}")[1]
         action = request.headers.get("SOAPAction", "").strip('"') if ns == SOAP11 else content_type.partition('action="')[2].rstrip('"')
         try:
-            if action != f"{TNS}/{operation}":
-                raise _Fault(True, f"the SOAP action {action!r} does not name {operation}")
+            self._check_action(action, operation)
             self._authenticate(envelope, ns)
             answer = {"PostInvoice": self._post_invoice, "ListInvoices": self._list_invoices}[operation](call)
         except _Fault as fault:
