@@ -27,13 +27,16 @@ __all__ = [
     "Adapter",
     "AdapterConfig",
     "AdapterRegistry",
+    "ApiOperation",
     "Body",
+    "BodyCheck",
     "BodyMap",
     "Checkpoints",
     "ConfigModel",
     "ConfigPath",
     "Context",
     "Contract",
+    "ContractError",
     "Duration",
     "EmitSpec",
     "Emitter",
@@ -49,6 +52,7 @@ __all__ = [
     "KafkaSecurity",
     "KafkaUnavailable",
     "Kind",
+    "OpenApiOperation",
     "Outbound",
     "OutboundConfig",
     "PayloadShape",
@@ -69,6 +73,7 @@ __all__ = [
     "json_dumps",
     "kafka_consumer",
     "kafka_producer",
+    "operation_in",
     "parse_duration",
     "parse_json",
     "parse_xml",
@@ -87,7 +92,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
-from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OutboundConfig, PayloadShape
+from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OpenApiOperation, OutboundConfig, PayloadShape
 from bus.config.base import ConfigModel
 from bus.config.fields import BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
@@ -103,6 +108,7 @@ from bus.kafka.clients import make_consumer, make_producer
 from bus.logs import REDACTOR
 from bus.mapping import Emitter
 from bus.migrate.canonical import canonical as comparable  # a value as bus migrate compares it
+from bus.openapi import ApiOperation, BodyCheck, ContractError, operation_in
 from bus.tracing import NO_TRACING, Tracing
 
 ENTRY_POINT_GROUP = "bus.adapters"

@@ -89,6 +89,8 @@ class GraphQLOutboundConfig(HttpOutboundConfig):
             raise ValueError("a graphql outbound sends {query, variables}: map the event in `variables`, not `body`")
         if self.method_when:
             raise ValueError("a graphql outbound always POSTs: method_when has no meaning here")
+        if self.openapi is not None:
+            raise ValueError("a graphql outbound is checked against the server's GraphQL schema (`schema`), not an OpenAPI document")
         declared = {d.variable.name.value for d in operation_of(self.query, "mutation")[1].variable_definitions or ()}
         given = set(self.variables or {})
         if given - declared:

@@ -16,10 +16,12 @@ __all__ = [
 ]
 
 import re
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from adapters.http.contracts import outbound_contract, webhook_contract
 from adapters.http.jwt_auth import JwtAuth
 from adapters.http.oauth2 import OAuth2ClientCredentials
 from adapters.http.signatures import SignatureAuth
@@ -27,9 +29,11 @@ from bus.adapter_api import (
     AdapterConfig,
     BodyMap,
     ConfigModel,
+    Contract,
     Duration,
     EmitSpec,
     Expression,
+    OpenApiOperation,
     OutboundConfig,
     SecretTemplate,
     TemplateText,
@@ -96,7 +100,16 @@ class WebhookConfig(AdapterConfig):
         description="The body is a JSON array (HubSpot, SendGrid): each element becomes one event. The request is answered 202 "
         "once Kafka has all of them, or 400 naming the element that cannot be mapped (then none is published).",
     )
+    openapi: OpenApiOperation | None = Field(
+        default=None,
+        description="The OpenAPI operation (or 3.1 webhook) the senders follow: a JSON body that breaks its request body schema "
+        "is answered 400 with the reason and where, and nothing is published; `bus validate` checks `emit` against it.",
+        examples=[{"document": "contracts/shop.openapi.yaml", "operation": "orderCreated"}],
+    )
     emit: EmitSpec = Field(description="How the JSON body (each element, with `batch`) becomes a canonical event.")
+
+    def contract(self, base_dir: Path) -> Contract:
+        return webhook_contract(self.openapi)
 
 
 class SendApiKey(ConfigModel):
@@ -147,6 +160,16 @@ class HttpOutboundConfig(OutboundConfig):
     permanent_statuses: list[int] = Field(
         default_factory=list, description="Statuses to dead-letter at once even if normally retried.", examples=[[501]]
     )
+    openapi: OpenApiOperation | None = Field(
+        default=None,
+        description="The target's OpenAPI operation this call follows. `bus validate` checks the body, method, URL path and "
+        "query parameters against it; at run time a body that breaks its request body schema is dead-lettered with the "
+        "schema's reason instead of being sent.",
+        examples=[{"document": "contracts/github.openapi.json", "operation": "issues/create"}],
+    )
+
+    def contract(self, base_dir: Path) -> Contract:
+        return outbound_contract(self.url, self.method, self.body, self.openapi)
 
 
 class SinceCursor(ConfigModel):

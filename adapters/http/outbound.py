@@ -15,9 +15,11 @@ from __future__ import annotations
 
 __all__ = ["HttpOutbound", "WebhookOutbound", "standard_webhook_signature"]
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -33,7 +35,9 @@ from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, Pos
 from adapters.http.target_state import HttpTargetState
 from bus.adapter_api import (
     Body,
+    BodyCheck,
     Context,
+    ContractError,
     Event,
     Outbound,
     PermanentError,
@@ -42,6 +46,7 @@ from bus.adapter_api import (
     compile_expression,
     compile_template,
     json_dumps,
+    operation_in,
 )
 from bus.cloudevents import http_headers
 
@@ -118,8 +123,15 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         self._constant_url = _url(config.url)
         self._retryable = _RETRYABLE | set(config.retry_statuses)
         self._permanent = frozenset(config.permanent_statuses)
+        self._contract: BodyCheck | None = None  # the target's OpenAPI request body schema, read at start
 
     async def start(self) -> None:
+        if self.config.openapi is not None and self._contract is None:
+            try:
+                operation = await asyncio.to_thread(operation_in, self.config.openapi.document, self.config.openapi.operation)
+                self._contract = BodyCheck(operation)
+            except (ContractError, ValueError) as exc:
+                raise RetryableError(f"the contract cannot be read: {exc}") from exc
         if self._client is None:
             self._client = aiohttp.ClientSession(
                 # Per phase, as httpx counted it: a connection (from the pool) within timeout_s, and
@@ -155,6 +167,11 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         method = self._method(event, meta)
         url = self.config.url if self._url.constant else self._url(event.data, meta)
         body = b"" if method == "DELETE" else json_dumps(self.render(event)).encode()
+        if self._contract is not None and body:
+            # The target would refuse it: say why now, instead of spending a call on a 400.
+            problem = self._contract.problem(json.loads(body))
+            if problem is not None:
+                raise PermanentError(f"the body breaks the target's contract ({self._contract.name}): {problem}; not sent")
         headers = {
             **self._headers,
             **({} if method == "DELETE" else self._content_type),

@@ -25,13 +25,17 @@ from adapters.http.config import ApiKeyAuth, WebhookConfig
 from adapters.http.jwt_auth import JwtAuth, JwtVerifier, KeysUnavailable
 from adapters.http.signatures import check_signature
 from bus.adapter_api import (
+    BodyCheck,
     Context,
+    ContractError,
     Emitter,
     EventRejected,
     Health,
     Inbound,
     KafkaUnavailable,
+    RetryableError,
     brief,
+    operation_in,
     parse_json,
     parse_xml,
     redact,
@@ -103,11 +107,18 @@ class WebhookInbound(Inbound[WebhookConfig]):
         self._seen = _Seen(config.dedupe.window.total_seconds(), config.dedupe.max_entries) if config.dedupe else None
         self._accepting = False
         self._body_timeout = config.body_timeout.total_seconds()
+        self._contract: BodyCheck | None = None  # the senders' OpenAPI request body schema, read at start
         self.duplicates = 0  # repeated deliveries answered from memory, not stored again
 
     async def start(self) -> None:
         if self.ctx.web is None:
             raise RuntimeError(f"http_webhook {self.config.name} needs the hub's web server")
+        if self.config.openapi is not None and self._contract is None:
+            try:
+                operation = await asyncio.to_thread(operation_in, self.config.openapi.document, self.config.openapi.operation)
+                self._contract = BodyCheck(operation)
+            except (ContractError, ValueError) as exc:
+                raise RetryableError(f"the senders' contract cannot be read: {exc}") from exc
         if not self._accepting:
             self.ctx.web.add_route("POST", self.config.path, self._handle)
             self._accepting = True
@@ -198,6 +209,8 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return _problem(400, f"invalid {kind.upper()}: {exc}")
         except EventRejected as exc:
             return _problem(400, str(exc))
+        if self._contract is not None and kind == "json" and (problem := self._contract.problem(document)) is not None:
+            return _problem(400, brief(f"the body breaks the contract ({self._contract.name}): {problem}"))
         delivery_id = request.headers.get(self.config.dedupe.header, "") if self.config.dedupe else ""
         if delivery_id and self._seen is not None:  # checked after auth: forged requests cannot fill the memory
             if (earlier := self._seen.earlier(delivery_id)) is not None:

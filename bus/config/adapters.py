@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from bus.config.base import ConfigModel
 from bus.config.delivery import DeliveryPolicy
-from bus.config.fields import BodyMap, Expression
+from bus.config.fields import BodyMap, ConfigPath, Expression
 
 
 class AdapterConfig(ConfigModel):
@@ -52,6 +52,7 @@ class Contract:
     errors: tuple[tuple[Where, str], ...] = ()
     body: tuple[Where, dict[str, Any]] | None = None
     payload: dict[str, Any] | None = None
+    name: str = ""  # what messages call the body's type when its schema has no title ("the request body of issues/create")
 
 
 class OutboundConfig(AdapterConfig):
@@ -63,7 +64,7 @@ class OutboundConfig(AdapterConfig):
 class OpenApiOperation(ConfigModel):
     """An operation of an OpenAPI 3 document whose JSON request body is what the source sends."""
 
-    document: str = Field(description="Path of the OpenAPI document (.yaml or .json), relative to the config file.")
+    document: ConfigPath = Field(description="Path of the OpenAPI document (.yaml or .json), relative to the config file.")
     operation: str = Field(
         description="Its operationId, or `METHOD /path`; a webhook (OpenAPI 3.1 `webhooks:`) by its name or operationId.",
         examples=["createOrder", "POST /orders", "orderCreated"],

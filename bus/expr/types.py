@@ -238,7 +238,8 @@ def from_json_schema(schema: Any, root: Any = None, depth: int = 0) -> Type:
     if isinstance(ref, str) and ref.startswith("#/"):
         target: Any = root
         for part in ref[2:].split("/"):
-            target = target.get(part) if isinstance(target, Mapping) else None
+            key = part.replace("~1", "/").replace("~0", "~")  # a JSON pointer's escapes (RFC 6901)
+            target = target.get(key) if isinstance(target, Mapping) else None
         return from_json_schema(target, root, depth + 1)
     if isinstance(schema.get("allOf"), list):
         return from_json_schema(_all_of(schema, root, depth), root, depth + 1)
@@ -282,7 +283,8 @@ def _all_of(schema: Mapping[str, Any], root: Any, depth: int) -> dict[str, Any]:
                 break
             part = root
             for name in ref[2:].split("/"):
-                part = part.get(name) if isinstance(part, Mapping) else None
+                key = name.replace("~1", "/").replace("~0", "~")
+                part = part.get(key) if isinstance(part, Mapping) else None
         if not isinstance(part, Mapping):
             continue
         if isinstance(part.get("allOf"), list) and depth < 64:

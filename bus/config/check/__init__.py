@@ -23,6 +23,7 @@ from __future__ import annotations
 
 __all__ = ["Findings", "check_config"]
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from bus.config.check.routes import RouteChecks, condition_warnings, transform_s
 from bus.config.fields import expression_fields
 from bus.config.models import HubConfig
 from bus.expr.typecheck import Scope
-from bus.expr.types import ANY, Type, from_avro, from_json_schema
+from bus.expr.types import ANY, Record, Type, from_avro, from_json_schema
 
 
 class _Check(PayloadChecks, RouteChecks):
@@ -47,6 +48,8 @@ class _Check(PayloadChecks, RouteChecks):
         accepts: Type | None = None
         if contract is not None and contract.body is not None:
             body_at, accepts = ("outbound", index, *contract.body[0]), from_json_schema(contract.body[1])
+            if isinstance(accepts, Record) and not accepts.name and contract.name:
+                accepts = dataclasses.replace(accepts, name=contract.name)
         for schema, document, routes in inputs:
             scope = Scope(document, what=f"schema {schema}")
             where = f" (events of schema {schema}, from {routes})" if len(inputs) > 1 else ""

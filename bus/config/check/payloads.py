@@ -3,7 +3,6 @@ Schema, a sample, or an OpenAPI operation's request body), its mapping against i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from bus.expr.types import (
     from_json_schema,
     from_sample,
 )
+from bus.openapi import find_operation, load_document
 
 
 class PayloadChecks(Checker):
@@ -94,36 +94,16 @@ class PayloadChecks(Checker):
     def openapi(self, spec: Any, loc: Loc) -> Type | None:
         path = Path(spec.document) if Path(spec.document).is_absolute() else self.base_dir / spec.document
         try:
-            document = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
+            document = load_document(path)
+        except (OSError, ValueError) as exc:
             self.error((*loc, "document"), f"cannot read {path}: {exc}")
             return None
-        found: dict[str, Any] = {}
-        for section in ("paths", "webhooks"):
-            for route, methods in (document.get(section) or {}).items() if isinstance(document, Mapping) else ():
-                for method, operation in (methods or {}).items():
-                    if not isinstance(operation, Mapping):
-                        continue
-                    for name in (operation.get("operationId"), f"{method.upper()} {route}", route if section == "webhooks" else None):
-                        if name:
-                            found[str(name)] = operation
-        operation = found.get(spec.operation)
+        operation, names = find_operation(document, spec.operation)
         if operation is None:
-            self.error((*loc, "operation"), f"{path} has no operation {spec.operation!r}{closest(spec.operation, found)}")
+            self.error((*loc, "operation"), f"{path} has no operation {spec.operation!r}{closest(spec.operation, names)}")
             return None
-        body = operation.get("requestBody") or {}
-        if "$ref" in body:
-            body = from_ref(document, body["$ref"]) or {}
-        schema = ((body.get("content") or {}).get("application/json") or {}).get("schema")
+        schema = operation.json_schema()
         if schema is None:
             self.error((*loc, "operation"), f"operation {spec.operation!r} of {path} has no application/json request body")
             return None
-        return from_json_schema(schema, document)
-
-
-def from_ref(document: Any, ref: str) -> Any:
-    """What a local ``$ref`` (``#/components/requestBodies/Order``) points at in ``document``."""
-    target = document
-    for part in ref.removeprefix("#/").split("/"):
-        target = target.get(part) if isinstance(target, Mapping) else None
-    return target
+        return from_json_schema(schema)

@@ -1,0 +1,192 @@
+"""OpenAPI documents as contracts: find an operation (by operationId, ``METHOD /path`` or a
+webhook's name), say what its JSON request body must be, and check a body against it at run
+time, with the reason a validator library gives and where in the body it failed.
+
+OpenAPI 3.1 schemas are JSON Schema 2020-12; 3.0's ``nullable: true`` is read as "or null"
+(the one 3.0 keyword that changes what validates). ``$ref``s are followed within the document.
+Documents are read once per change of the file.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ApiOperation", "BodyCheck", "ContractError", "find_operation", "load_document", "operation_in"]
+
+import copy
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+_URI = "urn:bus:contract"
+
+
+@lru_cache(maxsize=16)
+def _read(path: str, modified: float) -> Any:
+    text = Path(path).read_text(encoding="utf-8")
+    return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+
+
+def load_document(path: Path) -> Any:
+    """The document at ``path`` (JSON or YAML); OSError or ValueError (yaml.YAMLError) if it cannot be read."""
+    return _read(str(path), path.stat().st_mtime)
+
+
+def _pointer(*parts: str) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _follow(document: Any, node: Any, pointer: str) -> tuple[Any, str]:
+    """A ``$ref``'d object (a requestBody, a parameter) and its pointer; chains bounded."""
+    for _ in range(32):
+        ref = node.get("$ref") if isinstance(node, Mapping) else None
+        if not (isinstance(ref, str) and ref.startswith("#/")):
+            break
+        pointer, node = ref[1:], document
+        for part in ref[2:].split("/"):
+            key = part.replace("~1", "/").replace("~0", "~")
+            node = node.get(key) if isinstance(node, Mapping) else None
+    return node, pointer
+
+
+@dataclass(frozen=True)
+class ApiOperation:
+    """One operation of an OpenAPI document."""
+
+    name: str  # as the config named it
+    method: str  # upper case; "" for a webhook that names none
+    path: str  # the path template (/repos/{owner}/{repo}/issues); a webhook's name
+    document: Any
+    body_pointer: str | None  # JSON pointer of its application/json request body schema
+    required_body: bool
+    parameters: tuple[Mapping[str, Any], ...]  # path, query and header parameters, refs followed
+
+    @property
+    def body_schema(self) -> Any:
+        return _follow(self.document, {"$ref": "#" + self.body_pointer}, "")[0] if self.body_pointer else None
+
+    def json_schema(self) -> dict[str, Any] | None:
+        """The request body's schema as plain JSON Schema (3.0's nullable read): the whole
+        document with a ``$ref`` to the body's schema at its top, so its own refs resolve."""
+        if self.body_pointer is None:
+            return None
+        document = _as_json_schema(self.document)
+        return {**document, "$ref": "#" + self.body_pointer}
+
+
+def _as_json_schema(document: Any) -> Any:
+    """3.0's ``nullable: true`` as "or null"; a deep copy, the document stays as read."""
+    converted = copy.deepcopy(document)
+    if str(converted.get("openapi", "")).startswith("3.1"):
+        return converted
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.pop("nullable", False) is True:
+                kind = node.get("type")
+                if isinstance(kind, str):
+                    node["type"] = [kind, "null"]
+                    if "enum" in node:
+                        node["enum"] = [*node["enum"], None]
+                elif kind is None:
+                    inner = {k: node.pop(k) for k in list(node) if k not in ("description", "title", "default", "example")}
+                    node["anyOf"] = [inner, {"type": "null"}]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(converted)
+    return converted
+
+
+def find_operation(document: Any, name: str) -> tuple[ApiOperation | None, list[str]]:
+    """The operation ``name`` names (operationId, ``METHOD /path``, or a webhook's name), and
+    every name the document answers to (for "did you mean")."""
+    found: dict[str, ApiOperation] = {}
+    for section in ("paths", "webhooks"):
+        routes = document.get(section) if isinstance(document, Mapping) else None
+        for route, methods in (routes or {}).items():
+            if not isinstance(methods, Mapping):
+                continue
+            shared = methods.get("parameters") or []
+            for method, operation in methods.items():
+                if method not in _METHODS or not isinstance(operation, Mapping):
+                    continue
+                here = _pointer(section, route, method)
+                body, body_at = _follow(document, operation.get("requestBody") or {}, here + "/requestBody")
+                media = (body.get("content") or {}) if isinstance(body, Mapping) else {}
+                json_media = next((m for m in media if m == "application/json" or m.endswith("+json")), None)
+                parameters = tuple(
+                    p
+                    for p in (_follow(document, p, "")[0] for p in [*shared, *(operation.get("parameters") or [])])
+                    if isinstance(p, Mapping)
+                )
+                entry = ApiOperation(
+                    name=name,
+                    method=method.upper() if section == "paths" else "",
+                    path=str(route),
+                    document=document,
+                    body_pointer=f"{body_at}{_pointer('content', json_media, 'schema')}"
+                    if json_media and "schema" in media[json_media]
+                    else None,
+                    required_body=bool(isinstance(body, Mapping) and body.get("required")),
+                    parameters=parameters,
+                )
+                for alias in (operation.get("operationId"), f"{method.upper()} {route}", route if section == "webhooks" else None):
+                    if alias:
+                        found[str(alias)] = entry
+    return found.get(name), sorted(found)
+
+
+class ContractError(ValueError):
+    """A document that cannot be read, or lacks the operation; ``field`` is "document" or "operation"."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def operation_in(path: Path, name: str) -> ApiOperation:
+    """The operation ``name`` of the document at ``path``, or ContractError saying what is wrong."""
+    try:
+        document = load_document(path)
+    except (OSError, ValueError) as exc:
+        raise ContractError("document", f"cannot read the OpenAPI document {path}: {exc}") from exc
+    operation, names = find_operation(document, name)
+    if operation is None:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (it has {len(names)} names for its operations)"
+        raise ContractError("operation", f"{path.name} has no operation {name!r}{hint}")
+    return operation
+
+
+class BodyCheck:
+    """An operation's request body schema, compiled once: ``problem(body)`` says why a body
+    breaks it (the validator's most relevant error, and where), or None."""
+
+    def __init__(self, operation: ApiOperation) -> None:
+        schema = operation.json_schema()
+        if schema is None:
+            raise ValueError(f"operation {operation.name!r} has no application/json request body")
+        root = {k: v for k, v in schema.items() if k != "$ref"}
+        registry: Registry[Any] = Registry().with_resource(_URI, Resource.from_contents(root, default_specification=DRAFT202012))
+        self._validator = Draft202012Validator({"$ref": f"{_URI}#{operation.body_pointer}"}, registry=registry)
+        self.name = operation.name
+
+    def problem(self, body: Any) -> str | None:
+        error = best_match(self._validator.iter_errors(body))
+        if error is None:
+            return None
+        text = error.message if len(error.message) <= 300 else error.message[:300] + "..."
+        return f"{text} (at {error.json_path})"
