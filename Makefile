@@ -36,6 +36,13 @@ $(TOOLS)/.crd-models:
 	    '@kubernetes-models/prometheus-operator@6' '@kubernetes-models/keda@2' && touch $@; \
 	else echo "no npm: the chart's custom resources cannot be validated here, their tests skip"; fi
 
+# The AsyncAPI Initiative's JSON Schemas of its specification (npm), to validate the hub's own
+# AsyncAPI document against the official definition of 3.0.0.
+$(TOOLS)/.asyncapi-specs:
+	@if command -v npm >/dev/null; then \
+	  npm install --silent --no-audit --no-fund --prefix $(TOOLS)/asyncapi '@asyncapi/specs@6' && touch $@; \
+	else echo "no npm: the AsyncAPI document cannot be validated here, its test skips"; fi
+
 # Debian's chromium for the console's browser tests (Playwright drives it; its own browser
 # download cannot work offline). Installed with apt-get when this is root on Debian; otherwise
 # the step says so, and the browser tests skip on a laptop and fail in CI.
@@ -54,7 +61,7 @@ quickstart: $(VENV)/.installed
 # non-zero exit into a failure, so "no tests" can never pass. Two workers: most tests wait on
 # brokers, processes and timers rather than the CPU (each worker starts its own embedded broker).
 # (xdist's loadgroup would keep the fault tests on one worker, but with pytest 9 it does not group.)
-test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.checkov $(TOOLS)/.crd-models $(TOOLS)/.chromium
+test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.checkov $(TOOLS)/.crd-models $(TOOLS)/.asyncapi-specs $(TOOLS)/.chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

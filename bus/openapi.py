@@ -9,7 +9,7 @@ Documents are read once per change of the file.
 
 from __future__ import annotations
 
-__all__ = ["ApiOperation", "BodyCheck", "ContractError", "find_operation", "load_document", "operation_in"]
+__all__ = ["ApiOperation", "BodyCheck", "ContractError", "find_operation", "inline", "load_document", "operation_in"]
 
 import copy
 import difflib
@@ -108,6 +108,32 @@ def _as_json_schema(document: Any) -> Any:
 
     walk(converted)
     return converted
+
+
+def inline(document: Any, node: Any, depth: int = 0, seen: tuple[str, ...] = ()) -> Any:
+    """``node`` with every local ``$ref`` replaced by what it points at (a recursive one left as
+    an open schema that says so) and 3.0's ``nullable`` read: a schema that stands alone, to put
+    into another document."""
+    if depth > 64:
+        return {}
+    if isinstance(node, list):
+        return [inline(document, item, depth + 1, seen) for item in node]
+    if not isinstance(node, Mapping):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        if ref in seen:
+            return {"description": f"recursive: see {ref}"}
+        target, _ = _follow(document, node, "")
+        return inline(document, target, depth + 1, (*seen, ref))
+    out = {str(k): inline(document, v, depth + 1, seen) for k, v in node.items()}
+    if out.pop("nullable", False) is True:
+        kind = out.get("type")
+        if isinstance(kind, str):
+            out["type"] = [kind, "null"]
+        elif kind is None:
+            return {"anyOf": [out, {"type": "null"}]}
+    return out
 
 
 def find_operation(document: Any, name: str) -> tuple[ApiOperation | None, list[str]]:

@@ -17,7 +17,7 @@ __all__ = [
 
 import re
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -110,6 +110,34 @@ class WebhookConfig(AdapterConfig):
 
     def contract(self, base_dir: Path) -> Contract:
         return webhook_contract(self.openapi)
+
+    def http_endpoint(self) -> dict[str, Any]:
+        """This endpoint, for the hub's own OpenAPI document (``bus docs openapi``)."""
+        security: dict[str, Any] = {}
+        if isinstance(self.auth, ApiKeyAuth):
+            security["api-key"] = {"type": "apiKey", "in": "header", "name": self.auth.header}
+        elif isinstance(self.auth, JwtAuth):
+            security["jwt"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        if self.signature is not None:
+            header = {"stripe": "Stripe-Signature", "shopify": "X-Shopify-Hmac-Sha256", "github": "X-Hub-Signature-256"}
+            name = header.get(self.signature.type, "X-HubSpot-Signature-v3" if self.signature.type == "hubspot" else self.signature.header)
+            security["signature"] = {
+                "type": "apiKey",
+                "in": "header",
+                "name": name,
+                "description": f"A {self.signature.type} signature of the exact body bytes with the shared secret.",
+            }
+        kinds = {"json": "application/json", "form": "application/x-www-form-urlencoded", "xml": "application/xml"}
+        return {
+            "path": self.path,
+            "method": "post",
+            "summary": f"{self.emit.schema_} events into the hub ({self.name})",
+            "description": "Answered 202 once Kafka holds the event"
+            + (": the body is a JSON array, one event per element." if self.batch else "."),
+            "content_types": [kinds[k] for k in self.accept],
+            "security": security,
+            "batch": self.batch,
+        }
 
 
 class SendApiKey(ConfigModel):

@@ -16,6 +16,8 @@
     bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for? (or --hub URL)
     bus docs config                                             the configuration reference, from the models
     bus docs json-schema [--chart FILE]                         a JSON Schema of the whole config (editors, the chart)
+    bus docs openapi -c bus.yaml [--server URL]                 OpenAPI 3.1 of the webhook endpoints (also /api/v1/webhooks.openapi.json)
+    bus docs asyncapi -c bus.yaml                               AsyncAPI 3.0 of the topics and schemas (also /api/v1/asyncapi.json)
     bus new [RECIPE DIR]                                        start an integration from a recipe in examples/
 
 Exit codes: 0 success, 1 the hub failed at run time, 2 the configuration is invalid.
@@ -202,6 +204,13 @@ def _parser() -> argparse.ArgumentParser:
     schema = docs_sub.add_parser("json-schema", help="a JSON Schema of the whole config, for editors and the Helm chart")
     schema.add_argument("--chart", type=Path, help="write it into this values.schema.json (the chart's copy) instead of printing it")
     schema.set_defaults(func=commands.json_schema)
+    webhooks = docs_sub.add_parser("openapi", help="an OpenAPI 3.1 document of the config's webhook endpoints, for the senders")
+    webhooks.add_argument("-c", "--config", type=Path, default=Path("bus.yaml"))
+    webhooks.add_argument("--server", help="the public base URL the senders use, e.g. https://hooks.example.com")
+    webhooks.set_defaults(func=commands.docs_openapi)
+    topics = docs_sub.add_parser("asyncapi", help="an AsyncAPI 3.0 document of the config's topics and their Avro schemas")
+    topics.add_argument("-c", "--config", type=Path, default=Path("bus.yaml"))
+    topics.set_defaults(func=commands.docs_asyncapi)
     return parser
 
 

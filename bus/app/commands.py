@@ -218,6 +218,26 @@ def docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def docs_openapi(args: argparse.Namespace) -> int:
+    """OpenAPI 3.1 of the config's webhook endpoints."""
+    from bus.apidocs import openapi_document
+
+    loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
+    base = args.config if args.config.is_dir() else args.config.parent
+    print(json.dumps(openapi_document(loaded, base, args.server), indent=2))
+    return 0
+
+
+def docs_asyncapi(args: argparse.Namespace) -> int:
+    """AsyncAPI 3.0 of the config's topics and their schemas."""
+    from bus.apidocs import asyncapi_document
+
+    loaded, catalog = _load(args.config, AdapterRegistry.from_entry_points())
+    schemas = {s.name: json.loads(s.text) for s in catalog}  # type: ignore[attr-defined]
+    print(json.dumps(asyncapi_document(loaded, schemas), indent=2))
+    return 0
+
+
 def json_schema(args: argparse.Namespace) -> int:
     from bus.config.json_schema import config_json_schema, into_chart
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = ["HubParts", "HubView"]
 
 import asyncio
+import json
 import tempfile
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from typing import Any, Literal, Protocol
 from prometheus_client import REGISTRY
 
 from bus.adapter_api import AdapterRegistry
+from bus.apidocs import asyncapi_document, openapi_document
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig, load_config
 from bus.deadletters import DeadLetters, Filter
@@ -120,6 +122,13 @@ class HubView:
         self._registry = registry
         self._catalog = catalog
         self._rates = Rates()
+
+    def webhooks_openapi(self, server: str) -> dict[str, Any]:
+        loaded = self._hub.loaded
+        return openapi_document(loaded, loaded.files[0].parent if loaded.files else Path.cwd(), server or None)
+
+    def asyncapi(self) -> dict[str, Any]:
+        return asyncapi_document(self._hub.loaded, {s.name: json.loads(s.text) for s in self._catalog})
 
     def _runs(self, role: str) -> bool:
         return self._hub.role in ("all", role)

@@ -57,6 +57,10 @@ class HubView(Protocol):
 
     def validate(self, text: str) -> ValidationReport: ...
 
+    def webhooks_openapi(self, server: str) -> dict[str, Any]: ...
+
+    def asyncapi(self) -> dict[str, Any]: ...
+
     async def set_paused(self, name: str, paused: bool, by: str) -> PauseState | None: ...
 
     async def dead_letters(self, where: DeadLetterAction, *, offset: int, limit: int) -> DeadLetterPage: ...
@@ -149,6 +153,15 @@ def api_app(view: HubView) -> web.Application:
         return _answer(view.validate(text))
 
     app.router.add_get("/openapi.json", get_openapi)
+
+    async def get_webhooks_openapi(request: web.Request) -> web.Response:
+        return web.json_response(view.webhooks_openapi(server=""))
+
+    async def get_asyncapi(_: web.Request) -> web.Response:
+        return web.json_response(view.asyncapi())
+
+    app.router.add_get("/webhooks.openapi.json", get_webhooks_openapi)
+    app.router.add_get("/asyncapi.json", get_asyncapi)
     app.router.add_get("/topology", get_topology)
     app.router.add_get("/subscribers", get_subscribers)
     app.router.add_get("/subscribers/{name}", get_subscriber)

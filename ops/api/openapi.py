@@ -242,6 +242,20 @@ def openapi_document() -> dict[str, Any]:
                     "responses": _ok({"type": "object"}, "The OpenAPI document."),
                 }
             },
+            "/webhooks.openapi.json": {
+                "get": {
+                    "operationId": "getWebhooksOpenApi",
+                    "summary": "An OpenAPI 3.1 document of this hub's webhook endpoints (as `bus docs openapi`), for the senders.",
+                    "responses": _ok({"type": "object"}, "The OpenAPI document of the webhook endpoints."),
+                }
+            },
+            "/asyncapi.json": {
+                "get": {
+                    "operationId": "getAsyncApi",
+                    "summary": "An AsyncAPI 3.0 document of this hub's topics and their Avro schemas (as `bus docs asyncapi`).",
+                    "responses": _ok({"type": "object"}, "The AsyncAPI document."),
+                }
+            },
         },
         "components": {
             "schemas": components,

@@ -1,6 +1,6 @@
 """Tools the tests run that pip does not install into the venv. `make test` puts them under
 .tools/: Prometheus and promtool (Debian's package, unpacked), checkov (a venv of its own: its
-pins would fight ours) and the CRD models from npm. A test that needs one that is missing skips
+pins would fight ours), the CRD models and the AsyncAPI specification's JSON Schemas from npm. A test that needs one that is missing skips
 with how to get it on a laptop, and fails in CI."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ _PLACES = {
     "promtool": TOOLS / "prometheus/usr/bin/promtool",
     "checkov": TOOLS / "checkov/bin/checkov",
     "crd-models": TOOLS / "crd-models/node_modules",
+    "asyncapi-specs": TOOLS / "asyncapi/node_modules/@asyncapi/specs/schemas/3.0.0-without-$id.json",
     "node": None,
     "chromium": None,  # Debian's package: `make test` installs it with apt-get where it can
 }
@@ -31,7 +32,7 @@ def _missing(message: str) -> None:
 
 
 def tool(name: str) -> str:
-    """The path of a tool (a binary, or for crd-models a node_modules folder)."""
+    """The path of a tool (a binary; for crd-models a node_modules folder; for asyncapi-specs the 3.0.0 JSON Schema)."""
     place = _PLACES[name]
     found = str(place) if place is not None and place.exists() else shutil.which(name)
     if found is None:
