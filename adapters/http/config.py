@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ApiKeyAuth",
+    "ClientTls",
     "Dedupe",
     "HttpOutboundConfig",
     "HttpPollConfig",
@@ -16,6 +17,7 @@ __all__ = [
 ]
 
 import re
+import ssl
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -29,6 +31,7 @@ from bus.adapter_api import (
     AdapterConfig,
     BodyMap,
     ConfigModel,
+    ConfigPath,
     Contract,
     Duration,
     EmitSpec,
@@ -148,6 +151,32 @@ class SendApiKey(ConfigModel):
     key: SecretStr = Field(description="The key, sent as is (include a 'Bearer ' prefix if the API wants one).")
 
 
+class ClientTls(ConfigModel):
+    """TLS to the target: the CA that signs its certificate, and the hub's own client certificate
+    for mutual TLS (banks, payment networks, B2B gateways ask for one)."""
+
+    ca: ConfigPath | None = Field(
+        default=None, description="PEM file of the CA(s) that sign the target's certificate (default: the system's trusted CAs)."
+    )
+    cert: ConfigPath | None = Field(default=None, description="PEM file of the hub's client certificate (and its chain), for mutual TLS.")
+    key: ConfigPath | None = Field(default=None, description="PEM file of the client certificate's private key.")
+    key_password: SecretStr | None = Field(default=None, description="The key's password, if it is encrypted.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> ClientTls:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("give both cert and key for a client certificate, or neither")
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        """The SSL context (reads the files: at start, or in bus validate); ssl.SSLError or OSError if they do not fit."""
+        found = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        if self.cert is not None and self.key is not None:
+            password = self.key_password.get_secret_value() if self.key_password else None
+            found.load_cert_chain(str(self.cert), str(self.key), password=password)
+        return found
+
+
 class HttpOutboundConfig(OutboundConfig):
     """Deliver each event as one HTTP call (POST of JSON by default)."""
 
@@ -188,6 +217,11 @@ class HttpOutboundConfig(OutboundConfig):
     permanent_statuses: list[int] = Field(
         default_factory=list, description="Statuses to dead-letter at once even if normally retried.", examples=[[501]]
     )
+    tls: ClientTls | None = Field(
+        default=None,
+        description="TLS settings for an https target: its CA, and a client certificate for mutual TLS.",
+        examples=[{"cert": "certs/hub.pem", "key": "certs/hub.key", "ca": "certs/bank-ca.pem"}],
+    )
     openapi: OpenApiOperation | None = Field(
         default=None,
         description="The target's OpenAPI operation this call follows. `bus validate` checks the body, method, URL path and "
@@ -197,6 +231,11 @@ class HttpOutboundConfig(OutboundConfig):
     )
 
     def contract(self, base_dir: Path) -> Contract:
+        if self.tls is not None:
+            try:
+                self.tls.context()
+            except (OSError, ssl.SSLError) as exc:
+                return Contract(errors=((("tls",), f"the TLS files cannot be used: {exc}"),))
         return outbound_contract(self.url, self.method, self.body, self.openapi)
 
 

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import re
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -133,6 +134,12 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             except (ContractError, ValueError) as exc:
                 raise RetryableError(f"the contract cannot be read: {exc}") from exc
         if self._client is None:
+            tls = None
+            if self.config.tls is not None:
+                try:
+                    tls = await asyncio.to_thread(self.config.tls.context)
+                except (OSError, ssl.SSLError) as exc:
+                    raise RetryableError(f"the TLS files cannot be used: {exc}") from exc
             self._client = aiohttp.ClientSession(
                 # Per phase, as httpx counted it: a connection (from the pool) within timeout_s, and
                 # no read waiting longer than timeout_s. A total budget would also count time the
@@ -140,7 +147,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=self.config.timeout_s, sock_connect=self.config.timeout_s, sock_read=self.config.timeout_s
                 ),
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30, ssl=tls if tls is not None else True),
             )  # no default headers: the configured ones go with each delivery, never to the token endpoint
             if self._oauth is not None:
                 self._token_post = via_aiohttp(self._client, self.config.timeout_s)
