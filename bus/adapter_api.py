@@ -34,6 +34,7 @@ __all__ = [
     "Checkpoints",
     "ConfigModel",
     "ConfigPath",
+    "ConnectionTokens",
     "Context",
     "Contract",
     "ContractError",
@@ -160,6 +161,18 @@ class Checkpoints(Protocol):
     async def save(self, name: str, position: dict[str, Any]) -> None: ...
 
 
+class ConnectionTokens(Protocol):
+    """The hub's OAuth2 connections (``connections:``), for adapters whose ``auth`` names one."""
+
+    async def token(self, name: str) -> str:
+        """A live access token of connection ``name``; RetryableError saying why when there is none."""
+        ...
+
+    async def rejected(self, name: str, token: str) -> None:
+        """The API answered 401 to ``token``: refresh it (once, however many calls saw it)."""
+        ...
+
+
 class WebMount(Protocol):
     """The hub's shared HTTP server; webhook adapters add their routes to it."""
 
@@ -186,6 +199,7 @@ class Context:
     sink: EventSink | None = None
     web: WebMount | None = None
     checkpoints: Checkpoints | None = None
+    credentials: ConnectionTokens | None = None  # set when the config declares connections
     tracing: Tracing = NO_TRACING  # test ``tracing.enabled`` before making spans: no cost when off
     spawn: Callable[..., asyncio.Task[None]] = _unsupervised
 

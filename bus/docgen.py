@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bus.adapter_api import AdapterRegistry
+from bus.config.connections import ConnectionConfig, CredentialsConfig
 from bus.config.fields import ConfigJsonSchema
 from bus.config.migrations import MigrationConfig
 from bus.config.models import HttpServerConfig, HubConfig, KafkaConfig, LineageConfig, OpsServerConfig, SchemaRegistryConfig
@@ -118,6 +119,8 @@ BLOCKS = (
     "migrations",
     "inbound",
     "outbound",
+    "credentials",
+    "connections",
 )
 
 
@@ -142,6 +145,12 @@ def config_reference(registry: AdapterRegistry) -> str:
             RouteConfig,
             "Content-based routes: events of `from` that satisfy `when` go to every name in `to`. "
             "Pipeline: when -> dedup -> enrich -> split or aggregate -> transform -> throttle -> to.",
+        ),
+        ("credentials", CredentialsConfig, "Where the tokens of `connections` are kept, encrypted (docs/connections.md)."),
+        (
+            "connections[]",
+            ConnectionConfig,
+            "OAuth2 authorization-code connections: consent given once with `bus auth login NAME` (docs/connections.md).",
         ),
         (
             "migrations[]",

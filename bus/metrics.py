@@ -76,3 +76,13 @@ MIGRATION_ROWS = Counter(
     ["migration", "outcome"],
 )
 MIGRATION_ROWS_EXPECTED = Gauge("bus_migration_rows_expected", "Rows the running migration's source holds (0: not known).", ["migration"])
+CONNECTION_STATE = Gauge(
+    "bus_connection_state",
+    "OAuth2 connection state: 1 for the state it is in (connected, refresh failing, consent lost, no consent), 0 for the others.",
+    ["connection", "state"],
+)
+CONNECTION_REFRESHES = Counter(
+    "bus_connection_refreshes_total",
+    "Token refreshes of OAuth2 connections, by outcome: refreshed, failed (the endpoint; retried), consent lost.",
+    ["connection", "outcome"],
+)

@@ -8,6 +8,7 @@ __all__ = [
     "Dedupe",
     "HttpOutboundConfig",
     "HttpPollConfig",
+    "OAuth2Connection",
     "Pagination",
     "SendApiKey",
     "SinceCursor",
@@ -151,6 +152,14 @@ class SendApiKey(ConfigModel):
     key: SecretStr = Field(description="The key, sent as is (include a 'Bearer ' prefix if the API wants one).")
 
 
+class OAuth2Connection(ConfigModel):
+    """Calls carry the access token of one of the hub's OAuth2 connections (top-level
+    `connections:`: authorization code with PKCE, consent given once with `bus auth login NAME`)."""
+
+    type: Literal["oauth2_connection"] = "oauth2_connection"
+    connection: str = Field(description="The connection's name.", examples=["quickbooks"])
+
+
 class ClientTls(ConfigModel):
     """TLS to the target: the CA that signs its certificate, and the hub's own client certificate
     for mutual TLS (banks, payment networks, B2B gateways ask for one)."""
@@ -195,10 +204,11 @@ class HttpOutboundConfig(OutboundConfig):
     headers: dict[str, SecretTemplate] = Field(
         default_factory=dict, description="Extra request headers (values may hold secrets, and ${} templates over the event)."
     )
-    auth: SendApiKey | OAuth2ClientCredentials | None = Field(
+    auth: SendApiKey | OAuth2ClientCredentials | OAuth2Connection | None = Field(
         default=None,
         discriminator="type",
-        description="api_key, or oauth2 client credentials (token cached, refreshed before expiry, fetched anew after a 401).",
+        description="api_key; oauth2 client credentials (token cached, refreshed before expiry, fetched anew after a 401); or "
+        "oauth2_connection: the token of one of the hub's `connections` (authorization code, a user's consent).",
     )
     body: BodyMap = Field(
         default=None,

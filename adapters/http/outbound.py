@@ -31,7 +31,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from adapters.http.config import HttpOutboundConfig, SendApiKey, WebhookOutboundConfig
+from adapters.http.config import HttpOutboundConfig, OAuth2Connection, SendApiKey, WebhookOutboundConfig
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, Post, via_aiohttp
 from adapters.http.target_state import HttpTargetState
 from bus.adapter_api import (
@@ -116,6 +116,8 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             self._headers[config.auth.header] = config.auth.key.get_secret_value()
         oauth = config.auth if isinstance(config.auth, OAuth2ClientCredentials) else None
         self._oauth = ClientCredentials(oauth, what=f"{config.type} {config.name}") if oauth else None
+        self._connection = config.auth.connection if isinstance(config.auth, OAuth2Connection) else None
+        self._bearer = self._oauth is not None or self._connection is not None  # a 401 means: a new token, then once more
         # Deliveries go through aiohttp: httpx's pool checks every idle connection on each request
         # (a syscall each), which took most of the hub's CPU at 700 deliveries/s (bench/RESULTS.md).
         # The OAuth2 token calls go through the same session (one HTTP client per adapter).
@@ -190,7 +192,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         if self._header_templates:
             _check_headers(headers)
         response = await self._call(method, url, body, headers)
-        if response.status_code == 401 and self._oauth is not None:
+        if response.status_code == 401 and self._bearer:
             # A revoked or rotated token: fetch a new one and call again, once. This is not a
             # delivery retry (no backoff, no breaker failure): the first call never reached the target.
             response = await self._call(method, url, body, headers)
@@ -199,7 +201,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             self.check_answer(method, url, response)
             return
         detail = f"{method} {url} answered {status}: {response.text[:300]}"
-        if status == 401 and self._oauth is not None:
+        if status == 401 and self._bearer:
             raise RetryableError(detail)  # a fresh token refused too: the credentials are wrong; wait for a fix
         if self.retryable(status):
             raise RetryableError(detail, retry_after=_retry_after(response))
@@ -221,6 +223,11 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             assert self._token_post is not None
             token = await self._oauth.token(self._token_post)
             headers = headers | {"Authorization": f"Bearer {token}"}
+        elif self._connection is not None:
+            if self.ctx.credentials is None:
+                raise RetryableError(f"outbound {self.config.name}: the hub has no connections (connections: in the config)")
+            token = await self.ctx.credentials.token(self._connection)
+            headers = headers | {"Authorization": f"Bearer {token}"}
         try:
             target = self._constant_url if url is self.config.url else _url(url)
         except ValueError as exc:  # the event made a URL that cannot be sent: trying again cannot help
@@ -240,6 +247,8 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             raise PermanentError(f"cannot build the request {method} {url}: {exc}") from exc
         if response.status_code == 401 and self._oauth is not None:
             self._oauth.invalidate(token)
+        elif response.status_code == 401 and self._connection is not None and token is not None and self.ctx.credentials is not None:
+            await self.ctx.credentials.rejected(self._connection, token)
         return response
 
     def signed(self, event: Event, body: bytes) -> dict[str, str]:
@@ -259,7 +268,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         body = b"" if document is None else json_dumps(document).encode()
         headers = {**self._headers, **(self._content_type if body else {})}
         response = await self._call(method, url, body, headers)
-        if response.status_code == 401 and self._oauth is not None:
+        if response.status_code == 401 and self._bearer:
             response = await self._call(method, url, body, headers)
         return response.status_code, response.text
 

@@ -14,6 +14,8 @@
     bus migrate rollback RUN -c bus.yaml                        put the targets back as they were before a run
     bus migrate cutover RUN -c bus.yaml                         the live inbound (then:) takes over where the run began
     bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for? (or --hub URL)
+    bus auth login NAME -c bus.yaml [--paste]                    give the hub an OAuth2 connection's consent (PKCE); tokens stored
+    bus auth status -c bus.yaml | bus auth key                  the connections' stored tokens | a new credentials.key
     bus docs config                                             the configuration reference, from the models
     bus docs json-schema [--chart FILE]                         a JSON Schema of the whole config (editors, the chart)
     bus docs openapi -c bus.yaml [--server URL]                 OpenAPI 3.1 of the webhook endpoints (also /api/v1/webhooks.openapi.json)
@@ -33,7 +35,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bus.app import commands, kafka_commands
+from bus.app import auth_commands, commands, kafka_commands
 from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME
 from bus.app.status import status
 from bus.errors import BusError, ConfigError
@@ -197,6 +199,25 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("recipe", nargs="?", help="recipe name, e.g. stripe-payments-to-erp-ledger")
     new.add_argument("dir", nargs="?", help="a new (or empty) folder for the copy")
     new.set_defaults(func=commands.new)
+
+    auth = sub.add_parser("auth", help="OAuth2 connections: give the hub a consent once (authorization code with PKCE)")
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True)
+    auth_sub.add_parser("key", help="print a new credentials.key").set_defaults(func=auth_commands.key)
+    for name, text in (
+        ("login", "run the consent flow of a connection and store its tokens"),
+        ("status", "the stored tokens of every connection"),
+    ):
+        cmd = auth_sub.add_parser(name, help=text)
+        if name == "login":
+            cmd.add_argument("name", help="the connection's name (connections[].name)")
+            cmd.add_argument(
+                "--paste", action="store_true", help="type in the code (or the redirected URL) instead of receiving the redirect"
+            )
+            cmd.add_argument("--timeout", type=float, default=600, help="seconds to wait for the provider's redirect (default 600)")
+        cmd.add_argument("-c", "--config", type=Path, default=Path("bus.yaml"))
+        cmd.add_argument("--bootstrap", help="Kafka to use instead of the config's")
+        cmd.add_argument("--hub", help="a running hub's ops URL, to ask for its embedded broker's address")
+        cmd.set_defaults(func=auth_commands.login if name == "login" else auth_commands.status)
 
     docs = sub.add_parser("docs", help="generated documentation")
     docs_sub = docs.add_subparsers(dest="docs_command", required=True)

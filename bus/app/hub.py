@@ -28,6 +28,8 @@ from bus.app.hub_view import HubView
 from bus.app.setup import BackgroundStarts, create_topics, register_schemas, registry_client, retrying, topic_specs, version
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig
+from bus.credentials.connections import Connections
+from bus.credentials.store import CredentialStore
 from bus.errors import BusError
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_producer
@@ -103,6 +105,7 @@ class Hub:
         self.tracing = NO_TRACING
         self.supervisor = Supervisor()
         self._router_tables: TableStore | None = None
+        self.connections: Connections | None = None  # OAuth2 connections (connections:), with their refreshers
 
     def _runs(self, role: Role) -> bool:
         return self.role in ("all", role)
@@ -142,6 +145,11 @@ class Hub:
         await retrying("registering schemas", self._register_schemas)
         self._producer = make_producer(kafka, self.bootstrap)
         await retrying("connecting the producer", self._producer.start)
+        if self.config.connections and self.config.credentials is not None:
+            store = CredentialStore(self.config.credentials, self._producer, kafka, self.bootstrap, self.topics.credentials)
+            self.connections = Connections(self.config.connections, store)
+            await retrying("reading the connections' tokens", self.connections.load)
+            self.connections.run(lambda component, coro: self.supervisor.spawn(component, coro, name=component))
 
         if self._runs("outbound"):
             for config in self.loaded.outbound:
@@ -275,6 +283,7 @@ class Hub:
             sink=sink,
             web=self.web,
             checkpoints=checkpoints,
+            credentials=self.connections,
             tracing=self.tracing,
             spawn=functools.partial(self.supervisor.spawn, component),
         )
@@ -331,6 +340,8 @@ class Hub:
             found["components"] = restarted
         if self.workers:
             found["subscribers"] = {w.name: w.status() for w in self.workers}
+        if self.connections is not None:
+            found["connections"] = self.connections.status()
         done = {f"{a.direction}:{a.config.name}": p for a in (*self.inbound, *self.outbound) if (p := a.progress())}
         if done:
             found["adapters"] = done
@@ -371,6 +382,8 @@ class Hub:
             steps.append(("control watcher", self._control.stop))
         steps += [(f"delivery worker {w.name}", w.stop) for w in self.workers]
         steps += [(f"outbound {a.config.name}", a.stop) for a in self.outbound]
+        if self.connections is not None:
+            steps.append(("connections", self.connections.close))
         if self._producer is not None:
             steps.append(("producer", self._producer.stop))
         if self._lookup is not None:

@@ -61,6 +61,8 @@ def topic_specs(loaded: LoadedConfig, topics: TopicNames) -> list[TopicSpec]:
     specs = [TopicSpec(topics.schemas, 1, rf, {"cleanup.policy": "compact"})]
     specs.append(TopicSpec(topics.checkpoints, 1, rf, {"cleanup.policy": "compact"}))
     specs.append(TopicSpec(topics.control, 1, rf, {"cleanup.policy": "compact"}))
+    if hub.connections:
+        specs.append(TopicSpec(topics.credentials, 1, rf, {"cleanup.policy": "compact"}))
     if hub.lineage.enabled:
         retention = str(int(hub.lineage.retention_hours * 3_600_000))
         specs.append(TopicSpec(topics.lineage, hub.lineage.partitions, rf, {"retention.ms": retention}))

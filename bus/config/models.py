@@ -20,9 +20,10 @@ __all__ = [
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from bus.config.base import ConfigModel
+from bus.config.connections import ConnectionConfig, CredentialsConfig
 from bus.config.migrations import MigrationConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.tracing import TracingConfig
@@ -163,6 +164,19 @@ class HubConfig(ConfigModel):
     routes: list[RouteConfig] = Field(default_factory=list)
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry spans (the traceparent travels regardless).")
     lineage: LineageConfig = Field(default_factory=LineageConfig, description="Where every event went, for lookups by id or key.")
+    credentials: CredentialsConfig | None = Field(default=None, description="Where the tokens of `connections` are kept, encrypted.")
+    connections: list[ConnectionConfig] = Field(
+        default_factory=list, description="OAuth2 authorization-code connections adapters call APIs with (`bus auth login NAME`)."
+    )
     migrations: list[MigrationConfig] = Field(
         default_factory=list, description="Jobs that move what a source already holds through the routes (`bus migrate`)."
     )
+
+    @model_validator(mode="after")
+    def _connections_have_a_store(self) -> HubConfig:
+        if self.connections and self.credentials is None:
+            raise ValueError("connections need credentials: {key: ...} to keep their tokens encrypted (`bus auth key` makes a key)")
+        names = [c.name for c in self.connections]
+        if len(names) != len(set(names)):
+            raise ValueError(f"connection names must be unique: {sorted({n for n in names if names.count(n) > 1})}")
+        return self

@@ -70,6 +70,11 @@ class TopicNames:
         return f"{self.prefix}._lineage"
 
     @property
+    def credentials(self) -> str:
+        """OAuth2 connections' tokens, encrypted, keyed by connection (compacted)."""
+        return f"{self.prefix}._credentials"
+
+    @property
     def control(self) -> str:
         """What operators asked of the running hub (a subscriber paused...), keyed by what it is
         about (compacted): every replica reads it, so a restarted or scaled pod obeys it too."""

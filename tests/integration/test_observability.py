@@ -156,6 +156,7 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_pat
 ALLOWED_LABELS = {
     "adapter", "outcome", "route", "schema", "subscriber", "group", "topic", "partition", "state", "le", "version", "role", "component",
     "migration",  # a migration's name in the config (bus_migration_rows_total)
+    "connection",  # an OAuth2 connection's name in the config (bus_connection_state)
 }  # fmt: skip
 
 

@@ -35,7 +35,7 @@ from bus.config.check.payloads import PayloadChecks
 from bus.config.check.routes import RouteChecks, condition_warnings, transform_sets
 from bus.config.fields import expression_fields
 from bus.config.models import HubConfig
-from bus.expr.typecheck import Scope
+from bus.expr.typecheck import Scope, closest
 from bus.expr.types import ANY, Record, Type, from_avro, from_json_schema
 
 
@@ -115,6 +115,13 @@ def check_config(
         if not inputs:
             check.warn(("outbound", i, "name"), f"no route sends to outbound {name!r}: it never delivers anything")
         check.outbound(i, config, inputs)  # with no inputs: its contract alone
+    connections = [c.name for c in hub.connections]
+    for direction, configs in (("inbound", inbound), ("outbound", outbound)):
+        for at, adapter in configs:
+            named = getattr(getattr(adapter, "auth", None), "connection", None)
+            if isinstance(named, str) and named not in connections:
+                listed = f" (connections: {', '.join(connections)})" if connections else "; declare it under connections:"
+                check.error((direction, at, "auth", "connection"), f"no connection named {named!r}{closest(named, connections)}{listed}")
     for schema, setters in produced.items():
         # Only schemas an inbound builds: a transform's output schema is often a shared
         # canonical one whose other fields other integrations set.
