@@ -5,13 +5,16 @@ from __future__ import annotations
 
 __all__ = ["GraphQLOutboundConfig", "GraphQLPollConfig", "GraphQLSince"]
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from graphql import GraphQLSchema
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.graphql.documents import (
     SchemaError,
+    introspect,
     load_schema,
     operation_of,
     selection_json_schema,
@@ -24,9 +27,25 @@ from bus.adapter_api import AdapterConfig, BodyMap, ConfigModel, Contract, Durat
 
 _SCHEMA_HELP = (
     "The server's schema, for `bus validate`: a file of SDL (.graphql) or an introspection result (.json), relative to "
-    "the config file. With it the document is checked as the server would check it, and what it sends or reads "
-    "against the types the schema declares."
+    "the config file; or `introspect` to ask the server itself (its URL, with the config's headers and API key). With it "
+    "the document is checked as the server would check it, and what it sends or reads against the types the schema declares."
 )
+
+
+def _schema(given: str, base_dir: Path, url: str, headers: dict[str, str]) -> GraphQLSchema:
+    if given == "introspect":
+        return introspect(url, headers)
+    return load_schema(_schema_path(base_dir, given))
+
+
+def _auth_headers(headers: Mapping[str, Any], auth: Any) -> dict[str, str]:
+    """Constant headers and an API key, for an introspection call at validate time."""
+    found = {k: v.get_secret_value() for k, v in headers.items() if "${" not in v.get_secret_value()}
+    if isinstance(auth, SendApiKey):
+        found[auth.header] = auth.key.get_secret_value()
+    return found
+
+
 # GraphQL has no status codes for errors inside a 200 answer; these extension codes say "later".
 _RETRY_CODES = ["THROTTLED", "RATE_LIMITED", "SERVICE_UNAVAILABLE", "TIMEOUT"]
 
@@ -101,7 +120,7 @@ class GraphQLOutboundConfig(HttpOutboundConfig):
         if self.schema_ is None:
             return Contract()
         try:
-            schema = load_schema(_schema_path(base_dir, self.schema_))
+            schema = _schema(self.schema_, base_dir, self.url, _auth_headers(self.headers, self.auth))
         except SchemaError as exc:
             return Contract(errors=((("schema",), str(exc)),))
         document, operation = operation_of(self.query, "mutation")
@@ -199,7 +218,7 @@ class GraphQLPollConfig(AdapterConfig):
         if self.schema_ is None:
             return Contract()
         try:
-            schema = load_schema(_schema_path(base_dir, self.schema_))
+            schema = _schema(self.schema_, base_dir, self.url, _auth_headers(self.headers, self.auth))
         except SchemaError as exc:
             return Contract(errors=((("schema",), str(exc)),))
         document, operation = operation_of(self.query, "query")

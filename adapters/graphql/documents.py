@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "SchemaError",
     "error_codes",
+    "introspect",
     "load_schema",
     "operation_of",
     "said",
@@ -25,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 from graphql import (
     FieldNode,
     FragmentDefinitionNode,
@@ -48,6 +50,7 @@ from graphql import (
     Undefined,
     build_client_schema,
     build_schema,
+    get_introspection_query,
     is_input_type,
     parse,
     type_from_ast,
@@ -98,6 +101,26 @@ def _load(path: str, modified: float) -> GraphQLSchema:
             raise SchemaError(f"{path} is JSON but not an introspection result (no __schema)")
         return build_client_schema(cast(Any, found))
     return build_schema(text)
+
+
+def introspect(url: str, headers: dict[str, str], timeout: float = 15.0) -> GraphQLSchema:
+    """The schema a live server describes (the standard introspection query), for ``bus validate``
+    with ``schema: introspect``; SchemaError saying why when it cannot be had (introspection is
+    often turned off in production: save the answer from a test system to a file instead)."""
+    try:
+        answer = httpx.post(url, json={"query": get_introspection_query()}, headers=headers, timeout=timeout)
+        body = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise SchemaError(f"cannot introspect {url}: {exc}") from exc
+    data = body.get("data") if isinstance(body, dict) else None
+    if answer.status_code != 200 or not isinstance(data, dict) or "__schema" not in data:
+        errors = body.get("errors") if isinstance(body, dict) else None
+        reason = "; ".join(said(e) for e in errors[:3]) if isinstance(errors, list) else answer.text[:200]
+        raise SchemaError(f"{url} did not answer the introspection query ({answer.status_code}: {reason}); save its schema to a file")
+    try:
+        return build_client_schema(cast(Any, data))
+    except (GraphQLError, TypeError, ValueError) as exc:
+        raise SchemaError(f"{url} answered an introspection result graphql-core cannot use: {exc}") from exc
 
 
 def load_schema(path: Path) -> GraphQLSchema:

@@ -240,3 +240,24 @@ def test_a_document_that_is_not_the_right_operation_is_a_config_error(tmp_path: 
     said = capsys.readouterr().err
     assert "the document's operation is a query; this adapter runs a mutation" in said, said
     assert "the query does not declare $after" in said, said
+
+
+async def test_bus_validate_can_introspect_the_live_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    api = await GraphQLShop().start()
+    try:
+        good = poll_block(api, schema="introspect")
+        path = write(tmp_path, hub_config("127.0.0.1:9", [good], [{**invoice_block(api), "schema": "introspect"}]))
+        assert await asyncio.to_thread(main, ["validate", "-c", str(path)]) == 0, capsys.readouterr()
+        capsys.readouterr()
+        typo = poll_block(api, schema="introspect", query=ORDERS_QUERY.replace("currency", "curency"))
+        path = write(tmp_path, hub_config("127.0.0.1:9", [typo]))
+        assert await asyncio.to_thread(main, ["validate", "--json", "-c", str(path)]) == 2
+        errors = {e["field"]: e["message"] for e in json.loads(capsys.readouterr().out)["errors"]}
+        assert "Cannot query field 'curency' on type 'Order'" in errors["inbound[0].query"], errors
+        anonymous = {k: v for k, v in poll_block(api, schema="introspect").items() if k != "auth"}
+        path = write(tmp_path, hub_config("127.0.0.1:9", [anonymous]))
+        assert await asyncio.to_thread(main, ["validate", "--json", "-c", str(path)]) == 2
+        errors = {e["field"]: e["message"] for e in json.loads(capsys.readouterr().out)["errors"]}
+        assert "did not answer the introspection query (401" in errors.get("inbound[0].schema", ""), errors
+    finally:
+        await api.stop()
