@@ -38,6 +38,20 @@ def _schema(given: str, base_dir: Path, url: str, headers: dict[str, str]) -> Gr
     return load_schema(_schema_path(base_dir, given))
 
 
+def _checked(config: Any, base_dir: Path, kind: str) -> tuple[GraphQLSchema, Any, Any] | Contract:
+    """The schema, document and operation of a config that names a schema; a Contract with the
+    errors when the schema cannot be had or the server would refuse the document."""
+    try:
+        schema = _schema(config.schema_, base_dir, config.url, _auth_headers(config.headers, config.auth))
+    except SchemaError as exc:
+        return Contract(errors=((("schema",), str(exc)),))
+    document, operation = operation_of(config.query, kind)
+    errors = validation_errors(schema, document)
+    if errors:
+        return Contract(errors=tuple((("query",), f"the server would refuse the {kind}: {e}") for e in errors))
+    return schema, document, operation
+
+
 def _auth_headers(headers: Mapping[str, Any], auth: Any) -> dict[str, str]:
     """Constant headers and an API key, for an introspection call at validate time."""
     found = {k: v.get_secret_value() for k, v in headers.items() if "${" not in v.get_secret_value()}
@@ -119,14 +133,10 @@ class GraphQLOutboundConfig(HttpOutboundConfig):
     def contract(self, base_dir: Path) -> Contract:
         if self.schema_ is None:
             return Contract()
-        try:
-            schema = _schema(self.schema_, base_dir, self.url, _auth_headers(self.headers, self.auth))
-        except SchemaError as exc:
-            return Contract(errors=((("schema",), str(exc)),))
-        document, operation = operation_of(self.query, "mutation")
-        errors = validation_errors(schema, document)
-        if errors:
-            return Contract(errors=tuple((("query",), f"the server would refuse the mutation: {e}") for e in errors))
+        checked = _checked(self, base_dir, "mutation")
+        if isinstance(checked, Contract):
+            return checked
+        schema, _, operation = checked
         name = operation.name.value if operation.name else "the mutation"
         accepts = variables_json_schema(schema, operation, f"the variables of {name}")
         if self.variables is None and accepts["required"]:
@@ -217,14 +227,10 @@ class GraphQLPollConfig(AdapterConfig):
     def contract(self, base_dir: Path) -> Contract:
         if self.schema_ is None:
             return Contract()
-        try:
-            schema = _schema(self.schema_, base_dir, self.url, _auth_headers(self.headers, self.auth))
-        except SchemaError as exc:
-            return Contract(errors=((("schema",), str(exc)),))
-        document, operation = operation_of(self.query, "query")
-        errors = validation_errors(schema, document)
-        if errors:
-            return Contract(errors=tuple((("query",), f"the server would refuse the query: {e}") for e in errors))
+        checked = _checked(self, base_dir, "query")
+        if isinstance(checked, Contract):
+            return checked
+        schema, document, operation = checked
         node = selection_json_schema(schema, document, operation, self.connection_path)
         if node is None:
             where = ".".join(self.connection_path)

@@ -22,11 +22,8 @@ from __future__ import annotations
 
 __all__ = ["GraphQLPollInbound"]
 
-import asyncio
-import contextlib
 import json
 import time
-from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 import httpx
@@ -35,7 +32,8 @@ from adapters.graphql.config import GraphQLPollConfig
 from adapters.graphql.documents import error_codes, said
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_httpx
 from adapters.http.poll import Position, record_id, wait_seconds
-from bus.adapter_api import Context, ExpressionError, Health, Inbound, Intake, KafkaUnavailable, RetryableError, compile_expression
+from adapters.http.polling import Poller
+from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression
 
 _WAIT_STATUSES = {429, 503}
 _RETRY_CODES = {"THROTTLED", "RATE_LIMITED", "SERVICE_UNAVAILABLE", "TIMEOUT"}
@@ -46,90 +44,44 @@ class _Page:
         self.nodes, self.more, self.cursor = nodes, more, cursor
 
 
-class GraphQLPollInbound(Inbound[GraphQLPollConfig]):
+class GraphQLPollInbound(Poller[GraphQLPollConfig]):
     Config: ClassVar[type[GraphQLPollConfig]] = GraphQLPollConfig
     summary: ClassVar[str] = "Poll a GraphQL query over a Relay cursor connection; position kept in Kafka."
+    kind: ClassVar[str] = "graphql_poll"
 
     def __init__(self, config: GraphQLPollConfig, ctx: Context) -> None:
-        super().__init__(config, ctx)
-        self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
+        super().__init__(config, ctx, id_of=config.since.id if config.since else None)
         self._path = config.connection_path
         self._since_of = compile_expression(config.since.field) if config.since else None
-        self._id_of = compile_expression(config.since.id) if config.since and config.since.id else None
         oauth = config.auth if isinstance(config.auth, OAuth2ClientCredentials) else None
         self._oauth = ClientCredentials(oauth, what=f"graphql_poll {config.name}") if oauth else None
         self._client: httpx.AsyncClient | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._cursor: str | None = None
         self._position = Position(None, set(), None)
-        self._problem = "not started"
-        self.polls = 0
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self) -> None:
-        if self._task is not None:
-            return
-        if self.ctx.checkpoints is None:
-            raise RuntimeError(f"graphql_poll {self.config.name} needs the hub's checkpoint store")
+    async def open(self) -> None:
+        assert self.ctx.checkpoints is not None
         saved = await self.ctx.checkpoints.load(self.config.name) or {}
         self._cursor = saved.get("cursor")
         initial = self.config.since.initial if self.config.since else None
         self._position = Position(saved.get("since", initial), set(saved.get("seen") or ()), None)
         if saved:
-            self.ctx.logger.info("graphql_poll %s resumes at %s", self.config.name, self._where())
+            self.ctx.logger.info("graphql_poll %s resumes at %s", self.config.name, self.where())
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
         if self.config.auth is not None and not isinstance(self.config.auth, OAuth2ClientCredentials):
             headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
         self._client = httpx.AsyncClient(timeout=self.config.timeout_s, headers=headers)
-        self._stopping.clear()
-        self._task = self.ctx.spawn(self._run(), name=f"graphql-poll:{self.config.name}")
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            self._stopping.set()  # a poll in progress ends after its current page
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, timeout=10)
+    async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
 
-    def progress(self) -> dict[str, int | str]:
-        return {"polls": self.polls}
-
-    async def health(self) -> Health:
-        return Health(not self._problem, self._problem)
-
-    def _where(self) -> str:
+    def where(self) -> str:
         return f"since={self._position.since!r}" if self.config.since else f"cursor={self._cursor!r}"
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                taken, pages = await self._poll()
-                self._problem = ""
-                self.polls += 1
-                if taken:
-                    self.ctx.logger.info(
-                        "graphql_poll %s: %d new node(s) on %d page(s); now at %s", self.config.name, taken, pages, self._where()
-                    )
-            except RetryableError as exc:
-                if self._stopping.is_set():
-                    break
-                self._problem = str(exc)
-                self.ctx.logger.warning("graphql_poll %s: poll given up until the next interval: %s", self.config.name, exc)
-            except Exception as exc:  # a bug must not end polling silently; it shows in /readyz
-                self._problem = f"unexpected error: {exc!r}"
-                self.ctx.logger.exception("graphql_poll %s: unexpected error", self.config.name)
-            await self._sleep(self.config.interval.total_seconds())
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
     # -- one poll ----------------------------------------------------------------------------
-    async def _poll(self) -> tuple[int, int]:
+    async def poll(self) -> tuple[int, int]:
         """Every page from the position on; returns (nodes taken, pages read)."""
         since = self.config.since
         cursor = None if since else self._cursor
@@ -138,10 +90,10 @@ class GraphQLPollInbound(Inbound[GraphQLPollConfig]):
         if since is not None:  # the watermark at the start of this poll, for all of its pages: the cursors are into that answer
             fixed[since.variable] = None if position.since in (None, "") else f"{since.prefix}{position.since}"
         taken = pages = 0
-        while not self._stopping.is_set():
+        while not self.stopping:
             variables = {**fixed, self.config.cursor_variable: cursor}
             page = self._page(await self._post(variables))
-            self._problem = ""  # the server answers: ready while a first poll (a backfill) still walks its pages
+            self.serving()
             pages += 1
             taken += await self._publish(page.nodes, position)
             if page.cursor:
@@ -170,40 +122,22 @@ class GraphQLPollInbound(Inbound[GraphQLPollConfig]):
         return _Page([n for n in nodes if n is not None], bool(info["hasNextPage"]), str(cursor) if cursor else None)
 
     async def _publish(self, nodes: list[Any], position: Position) -> int:
-        acks: list[Awaitable[None]] = []
+        documents: list[tuple[Any, bytes, str]] = []
         for node in nodes:
             digest = record_id(node)
+            raw = json.dumps(node, default=str).encode()
             if self._since_of is not None:
                 try:
                     value = self._since_of(node)
                 except ExpressionError:
                     value = None
                 if value is None:
-                    await self.sink.reject(
-                        json.dumps(node, default=str).encode(), f"node has no watermark value at {self._since_of.text!r}"
-                    )
+                    await self.sink.reject(raw, f"node has no watermark value at {self._since_of.text!r}")
                     continue
-                if not position.take(value, self._ident(node, digest)):
+                if not position.take(value, self.ident(node, digest)):
                     continue
-            raw = json.dumps(node, default=str).encode()
-            try:
-                acks.append(await self._intake.submit_document(node, raw=raw, event_id=f"{self.config.name}:{digest}"))
-            except KafkaUnavailable as exc:
-                raise RetryableError(f"Kafka did not take the nodes: {exc}") from exc
-        for ack in acks:
-            try:
-                await ack
-            except KafkaUnavailable as exc:  # the position is not saved: the next poll reads these again
-                raise RetryableError(f"Kafka did not acknowledge the nodes: {exc}") from exc
-        return len(acks)
-
-    def _ident(self, node: Any, digest: str) -> str:
-        if self._id_of is not None:
-            with contextlib.suppress(ExpressionError):
-                value = self._id_of(node)
-                if value is not None:
-                    return str(value)
-        return digest
+            documents.append((node, raw, f"{self.config.name}:{digest}"))
+        return await self.publish(documents)
 
     def _dump(self, cursor: str | None, position: Position) -> dict[str, Any]:
         return {"cursor": cursor} if self.config.since is None else {"since": position.since, "seen": sorted(position.seen)}
@@ -259,8 +193,8 @@ class GraphQLPollInbound(Inbound[GraphQLPollConfig]):
             if attempt == self.config.retries:
                 raise RetryableError(f"{problem} (after {attempt + 1} attempts)")
             self.ctx.logger.info("graphql_poll %s: %s; waiting %.1fs", self.config.name, problem, wait)
-            await self._sleep(min(wait, self.config.max_wait.total_seconds()))
-            if self._stopping.is_set():
+            await self.sleep(min(wait, self.config.max_wait.total_seconds()))
+            if self.stopping:
                 raise RetryableError("stopping")
             delay = min(delay * 2, 60.0)
         raise AssertionError("unreachable")

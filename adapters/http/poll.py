@@ -18,25 +18,20 @@ from __future__ import annotations
 
 __all__ = ["HttpPollInbound", "Position", "record_id", "wait_seconds"]
 
-import asyncio
-import contextlib
 import email.utils
 import hashlib
 import json
 import time
-from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 import httpx
 
 from adapters.http.config import HttpPollConfig
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_httpx
+from adapters.http.polling import Poller
 from bus.adapter_api import (
     Context,
     ExpressionError,
-    Health,
-    Inbound,
-    Intake,
     KafkaUnavailable,
     RetryableError,
     compile_expression,
@@ -95,95 +90,46 @@ class Position:
         return {"since": self.since, "seen": sorted(self.seen), "etag": self.etag}
 
 
-class HttpPollInbound(Inbound[HttpPollConfig]):
+class HttpPollInbound(Poller[HttpPollConfig]):
     Config: ClassVar[type[HttpPollConfig]] = HttpPollConfig
     summary: ClassVar[str] = "Poll a REST API (pagination, ETag, OAuth2, rate limits); position kept in Kafka."
+    kind: ClassVar[str] = "http_poll"
 
     def __init__(self, config: HttpPollConfig, ctx: Context) -> None:
-        super().__init__(config, ctx)
-        self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
+        super().__init__(config, ctx, id_of=config.since.id)
         self._records = compile_expression(config.records) if config.records else None
         self._since_of = compile_expression(config.since.field)
-        self._id_of = compile_expression(config.since.id) if config.since.id else None
         self._next = compile_expression(config.pagination.next) if config.pagination.next else None
-        self._interval = config.interval.total_seconds()
         self._max_wait = config.max_wait.total_seconds()
         self._oauth = (
             ClientCredentials(config.auth, what=f"http_poll {config.name}") if isinstance(config.auth, OAuth2ClientCredentials) else None
         )
         self._client: httpx.AsyncClient | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._position = Position(None, set(), None)
-        self._problem = "not started"
-        self.polls = 0  # completed polls
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self) -> None:
-        if self._task is not None:
-            return
-        if self.ctx.checkpoints is None:
-            raise RuntimeError(f"http_poll {self.config.name} needs the hub's checkpoint store")
+    async def open(self) -> None:
+        assert self.ctx.checkpoints is not None
         saved = await self.ctx.checkpoints.load(self.config.name)
         if saved is not None:
             self._position = Position(saved.get("since"), set(saved.get("seen") or ()), saved.get("etag"))
-            self.ctx.logger.info("http_poll %s resumes at %s=%r", self.config.name, self._since_param, self._position.since)
+            self.ctx.logger.info("http_poll %s resumes at %s", self.config.name, self.where())
         else:
             self._position = Position(self.config.since.initial or None, set(), None)
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
         if self.config.auth is not None and not isinstance(self.config.auth, OAuth2ClientCredentials):
             headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
         self._client = httpx.AsyncClient(timeout=self.config.timeout_s, headers=headers, follow_redirects=True)
-        self._stopping.clear()
-        self._task = self.ctx.spawn(self._run(), name=f"http-poll:{self.config.name}")
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            self._stopping.set()  # a poll in progress ends after its current page
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, timeout=10)
+    async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
 
-    def progress(self) -> dict[str, int | str]:
-        return {"polls": self.polls}
-
-    async def health(self) -> Health:
-        return Health(not self._problem, self._problem)
-
-    @property
-    def _since_param(self) -> str:
-        return self.config.since.param
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                taken, pages = await self._poll()
-                self._problem = ""
-                self.polls += 1
-                if taken:
-                    self.ctx.logger.info(
-                        "http_poll %s: %d new record(s) on %d page(s); now at %s=%r",
-                        self.config.name, taken, pages, self._since_param, self._position.since,
-                    )  # fmt: skip
-            except RetryableError as exc:
-                if self._stopping.is_set():
-                    break
-                self._problem = str(exc)
-                self.ctx.logger.warning("http_poll %s: poll given up until the next interval: %s", self.config.name, exc)
-            except Exception as exc:  # a bug must not end polling silently; it shows in /readyz
-                self._problem = f"unexpected error: {exc!r}"
-                self.ctx.logger.exception("http_poll %s: unexpected error", self.config.name)
-            await self._sleep(self._interval)  # from the end of this poll to the start of the next, as documented
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+    def where(self) -> str:
+        return f"{self.config.since.param}={self._position.since!r}"
 
     # -- one poll ----------------------------------------------------------------------------
-    async def _poll(self) -> tuple[int, int]:
+    async def poll(self) -> tuple[int, int]:
         """Walk every page; returns (records taken, pages read)."""
         pagination = self.config.pagination
         param = pagination.param or _DEFAULT_PARAM.get(pagination.type, "")
@@ -200,7 +146,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         url: str | None = self.config.url
         position = Position(self._position.since, set(self._position.seen), self._position.etag)
         taken = pages = 0
-        while url is not None and pages < pagination.max_pages and not self._stopping.is_set():
+        while url is not None and pages < pagination.max_pages and not self.stopping:
             etag = position.etag if pages == 0 and self.config.etag else None
             response = await self._get(url, params if pagination.type != "link" or pages == 0 else None, etag)
             if response.status_code == 304:
@@ -209,7 +155,7 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
                 position.etag = response.headers.get("ETag")
             body = self._json(response)
             records = self._records_of(body)
-            self._problem = ""  # the API answers: ready while the first poll (a backfill) still walks its pages
+            self.serving()
             pages += 1
             taken += await self._publish(records, position)
             if self.config.since.ordered:
@@ -268,39 +214,20 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
         return url
 
     async def _publish(self, records: list[Any], position: Position) -> int:
-        acks: list[Awaitable[None]] = []
+        documents: list[tuple[Any, bytes, str]] = []
         for record in records:
             digest = record_id(record)
-            ident = self._ident(record, digest)
             try:
                 value = self._since_of(record)
             except ExpressionError:
                 value = None
+            raw = json.dumps(record, default=str).encode()
             if value is None:
-                raw = json.dumps(record, default=str).encode()
                 await self.sink.reject(raw, f"record has no watermark value at {self.config.since.field!r}")
                 continue
-            if not position.take(value, ident):
-                continue
-            raw = json.dumps(record, default=str).encode()
-            try:
-                acks.append(await self._intake.submit_document(record, raw=raw, event_id=f"{self.config.name}:{digest}"))
-            except KafkaUnavailable as exc:
-                raise RetryableError(f"Kafka did not take the records: {exc}") from exc
-        for ack in acks:
-            try:
-                await ack
-            except KafkaUnavailable as exc:  # the position is not saved: the next poll reads these again
-                raise RetryableError(f"Kafka did not acknowledge the records: {exc}") from exc
-        return len(acks)
-
-    def _ident(self, record: Any, digest: str) -> str:
-        if self._id_of is not None:
-            with contextlib.suppress(ExpressionError):
-                value = self._id_of(record)
-                if value is not None:
-                    return str(value)
-        return digest
+            if position.take(value, self.ident(record, digest)):
+                documents.append((record, raw, f"{self.config.name}:{digest}"))
+        return await self.publish(documents)
 
     async def _save(self, position: Position) -> None:
         if position.dump() == self._position.dump():
@@ -348,8 +275,8 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
             if attempt == self.config.retries:
                 raise RetryableError(f"{problem} (after {attempt + 1} attempts)")
             self.ctx.logger.info("http_poll %s: %s; waiting %.1fs", self.config.name, problem, wait)
-            await self._sleep(min(wait, self._max_wait))
-            if self._stopping.is_set():
+            await self.sleep(min(wait, self._max_wait))
+            if self.stopping:
                 raise RetryableError("stopping")
             delay = min(delay * 2, 60.0)
         raise AssertionError("unreachable")
@@ -370,4 +297,4 @@ class HttpPollInbound(Inbound[HttpPollConfig]):
             wait = self._asked_wait(response)
             if wait:
                 self.ctx.logger.info("http_poll %s: rate-limit quota spent; waiting %.1fs for the reset", self.config.name, wait)
-                await self._sleep(min(wait, self._max_wait))
+                await self.sleep(min(wait, self._max_wait))

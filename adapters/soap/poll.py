@@ -15,43 +15,34 @@ from __future__ import annotations
 __all__ = ["SoapPollInbound"]
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 import aiohttp
 
 from adapters.http.poll import Position, record_id
+from adapters.http.polling import Poller
 from adapters.soap.config import SoapPollConfig
 from adapters.soap.wsdl import Answer, FaultError, Operation, WsdlError
-from bus.adapter_api import Context, ExpressionError, Health, Inbound, Intake, KafkaUnavailable, RetryableError, compile_expression
+from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression
 
 
-class SoapPollInbound(Inbound[SoapPollConfig]):
+class SoapPollInbound(Poller[SoapPollConfig]):
     Config: ClassVar[type[SoapPollConfig]] = SoapPollConfig
     summary: ClassVar[str] = "Call a WSDL operation on an interval (a watermark parameter); new records published; position kept in Kafka."
+    kind: ClassVar[str] = "soap_poll"
 
     def __init__(self, config: SoapPollConfig, ctx: Context) -> None:
-        super().__init__(config, ctx)
-        self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
+        super().__init__(config, ctx, id_of=config.since.id)
         self._since_of = compile_expression(config.since.field)
-        self._id_of = compile_expression(config.since.id) if config.since.id else None
         self._operation: Operation | None = None
         self._client: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._position = Position(None, set(), None)
-        self._problem = "not started"
         basic = config.basic_auth
         self._auth = aiohttp.BasicAuth(basic.username, basic.password.get_secret_value()) if basic else None
-        self.polls = 0
 
-    async def start(self) -> None:
-        if self._task is not None:
-            return
-        if self.ctx.checkpoints is None:
-            raise RuntimeError(f"soap_poll {self.config.name} needs the hub's checkpoint store")
+    async def open(self) -> None:
+        assert self.ctx.checkpoints is not None
         try:
             self._operation = await asyncio.to_thread(self.config.bound)
         except WsdlError as exc:
@@ -59,60 +50,26 @@ class SoapPollInbound(Inbound[SoapPollConfig]):
         saved = await self.ctx.checkpoints.load(self.config.name)
         if saved is not None:
             self._position = Position(saved.get("since"), set(saved.get("seen") or ()), None)
-            self.ctx.logger.info("soap_poll %s resumes at %s=%r", self.config.name, self.config.since.param, self._position.since)
+            self.ctx.logger.info("soap_poll %s resumes at %s", self.config.name, self.where())
         else:
             self._position = Position(self.config.since.initial, set(), None)
         timeout = self.config.timeout_s
         self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout))
-        self._stopping.clear()
-        self._task = self.ctx.spawn(self._run(), name=f"soap-poll:{self.config.name}")
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            self._stopping.set()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, timeout=10)
+    async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
 
-    def progress(self) -> dict[str, int | str]:
-        return {"polls": self.polls}
+    def where(self) -> str:
+        return f"{self.config.since.param}={self._position.since!r}"
 
-    async def health(self) -> Health:
-        return Health(not self._problem, self._problem)
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                taken = await self._poll()
-                self._problem = ""
-                self.polls += 1
-                if taken:
-                    self.ctx.logger.info(
-                        "soap_poll %s: %d new record(s); now at %s=%r",
-                        self.config.name,
-                        taken,
-                        self.config.since.param,
-                        self._position.since,
-                    )
-            except RetryableError as exc:
-                if self._stopping.is_set():
-                    break
-                self._problem = str(exc)
-                self.ctx.logger.warning("soap_poll %s: call given up until the next interval: %s", self.config.name, exc)
-            except Exception as exc:  # a bug must not end polling silently; it shows in /readyz
-                self._problem = f"unexpected error: {exc!r}"
-                self.ctx.logger.exception("soap_poll %s: unexpected error", self.config.name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.config.interval.total_seconds())
-
-    async def _poll(self) -> int:
+    async def poll(self) -> tuple[int, int]:
         values = dict(self.config.params)
         if self._position.since not in (None, ""):
             values[self.config.since.param] = self._position.since
         result = await self._call(values)
+        self.serving()
         records: Any = result
         for name in self.config.records.split("."):
             records = records.get(name) if isinstance(records, dict) else None
@@ -121,7 +78,7 @@ class SoapPollInbound(Inbound[SoapPollConfig]):
         if not isinstance(records, list):
             records = [records]  # one record: zeep gives a repeated element that occurred once as a list, but a wrapper may not
         position = Position(self._position.since, set(self._position.seen), None)
-        acks: list[Awaitable[None]] = []
+        documents: list[tuple[Any, bytes, str]] = []
         for record in records:
             raw = json.dumps(record, default=str).encode()
             try:
@@ -132,17 +89,9 @@ class SoapPollInbound(Inbound[SoapPollConfig]):
                 await self.sink.reject(raw, f"record has no watermark value at {self.config.since.field!r}")
                 continue
             digest = record_id(record)
-            if not position.take(value, self._ident(record, digest)):
-                continue
-            try:
-                acks.append(await self._intake.submit_document(record, raw=raw, event_id=f"{self.config.name}:{digest}"))
-            except KafkaUnavailable as exc:
-                raise RetryableError(f"Kafka did not take the records: {exc}") from exc
-        for ack in acks:
-            try:
-                await ack
-            except KafkaUnavailable as exc:
-                raise RetryableError(f"Kafka did not acknowledge the records: {exc}") from exc
+            if position.take(value, self.ident(record, digest)):
+                documents.append((record, raw, f"{self.config.name}:{digest}"))
+        taken = await self.publish(documents)
         if position.dump() != self._position.dump():
             assert self.ctx.checkpoints is not None
             try:
@@ -150,15 +99,7 @@ class SoapPollInbound(Inbound[SoapPollConfig]):
             except KafkaUnavailable as exc:
                 raise RetryableError(str(exc)) from exc
             self._position = position
-        return len(acks)
-
-    def _ident(self, record: Any, digest: str) -> str:
-        if self._id_of is not None:
-            with contextlib.suppress(ExpressionError):
-                value = self._id_of(record)
-                if value is not None:
-                    return str(value)
-        return digest
+        return taken, 1
 
     async def _call(self, values: dict[str, Any]) -> Any:
         operation, client = self._operation, self._client
@@ -196,9 +137,8 @@ class SoapPollInbound(Inbound[SoapPollConfig]):
             if attempt == self.config.retries:
                 raise RetryableError(f"{problem} (after {attempt + 1} attempts)")
             self.ctx.logger.info("soap_poll %s: %s; waiting %.1fs", self.config.name, problem, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-            if self._stopping.is_set():
+            await self.sleep(delay)
+            if self.stopping:
                 raise RetryableError("stopping")
             delay = min(delay * 2, 60.0)
         raise AssertionError("unreachable")

@@ -1,0 +1,146 @@
+"""What every polling inbound shares (``http_poll``, ``graphql_poll``, ``soap_poll``): a task under
+the hub's supervisor that polls, waits ``interval`` from the end of one poll to the start of the
+next, keeps why the last poll failed (``/readyz`` shows it; the next interval tries again), and
+on stop ends after the page in progress. A poller says how to open and close its client, how to
+poll once, and where it is (for the log)."""
+
+from __future__ import annotations
+
+__all__ = ["Poller"]
+
+import asyncio
+import contextlib
+from abc import abstractmethod
+from collections.abc import Awaitable
+from typing import Any, ClassVar, TypeVar
+
+from bus.adapter_api import (
+    AdapterConfig,
+    Context,
+    ExpressionError,
+    Health,
+    Inbound,
+    Intake,
+    KafkaUnavailable,
+    RetryableError,
+    compile_expression,
+)
+
+C = TypeVar("C", bound=AdapterConfig)
+
+
+class Poller(Inbound[C]):
+    kind: ClassVar[str] = "poll"  # the adapter type, for messages ("http_poll")
+
+    def __init__(self, config: C, ctx: Context, *, id_of: str | None = None) -> None:
+        super().__init__(config, ctx)
+        self.intake = Intake(self.sink, getattr(config, "emit"), source=f"/inbound/{config.name}")  # noqa: B009 - every poller emits
+        self._id_of = compile_expression(id_of) if id_of else None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._problem = "not started"
+        self.polls = 0  # completed polls
+
+    @property
+    def interval(self) -> float:
+        return float(getattr(self.config, "interval").total_seconds())  # noqa: B009 - every poller's config has one
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Load the saved position and make the client (RetryableError: not yet)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the client."""
+
+    @abstractmethod
+    async def poll(self) -> tuple[int, int]:
+        """One poll: (records published, pages read). RetryableError ends it with the reason."""
+
+    @abstractmethod
+    def where(self) -> str:
+        """The position, for the log ("since='2026-05-01T00:00:00Z'")."""
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        if self.ctx.checkpoints is None:
+            raise RuntimeError(f"{self.kind} {self.config.name} needs the hub's checkpoint store")
+        await self.open()
+        self._stopping.clear()
+        self._task = self.ctx.spawn(self._run(), name=f"{self.kind}:{self.config.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()  # a poll in progress ends after its current page
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=10)
+        await self.close()
+
+    def progress(self) -> dict[str, int | str]:
+        return {"polls": self.polls}
+
+    async def health(self) -> Health:
+        return Health(not self._problem, self._problem)
+
+    def ident(self, record: Any, digest: str) -> str:
+        """A record's id at its watermark (``since.id``), else its digest."""
+        if self._id_of is not None:
+            with contextlib.suppress(ExpressionError):
+                value = self._id_of(record)
+                if value is not None:
+                    return str(value)
+        return digest
+
+    async def publish(self, documents: list[tuple[Any, bytes, str]]) -> int:
+        """Hand each (document, raw bytes, event id) to Kafka, then wait for every acknowledgement:
+        the caller saves its position only after this returns. RetryableError when Kafka does not
+        take them (the position is not saved, the next poll reads them again)."""
+        acks: list[Awaitable[None]] = []
+        for document, raw, event_id in documents:
+            try:
+                acks.append(await self.intake.submit_document(document, raw=raw, event_id=event_id))
+            except KafkaUnavailable as exc:
+                raise RetryableError(f"Kafka did not take the records: {exc}") from exc
+        for ack in acks:
+            try:
+                await ack
+            except KafkaUnavailable as exc:
+                raise RetryableError(f"Kafka did not acknowledge the records: {exc}") from exc
+        return len(acks)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def serving(self) -> None:
+        """The source answers: ready while a first poll (a backfill) still walks its pages."""
+        self._problem = ""
+
+    async def _run(self) -> None:
+        name = self.config.name
+        while not self._stopping.is_set():
+            try:
+                taken, pages = await self.poll()
+                self._problem = ""
+                self.polls += 1
+                if taken:
+                    self.ctx.logger.info("%s %s: %d new record(s) on %d page(s); now at %s", self.kind, name, taken, pages, self.where())
+            except RetryableError as exc:
+                if self._stopping.is_set():
+                    break
+                self._problem = str(exc)
+                self.ctx.logger.warning("%s %s: poll given up until the next interval: %s", self.kind, name, exc)
+            except Exception as exc:  # a bug must not end polling silently; it shows in /readyz
+                self._problem = f"unexpected error: {exc!r}"
+                self.ctx.logger.exception("%s %s: unexpected error", self.kind, name)
+            await self.sleep(self.interval)  # from the end of this poll to the start of the next, as documented
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait, or less if the adapter is being stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.config.name}>"
