@@ -21,7 +21,7 @@ from adapters.graphql.documents import (
     validation_errors,
     variables_json_schema,
 )
-from adapters.http.config import HttpOutboundConfig, SendApiKey
+from adapters.http.config import HttpOutboundConfig, OAuth2Connection, SendApiKey
 from adapters.http.oauth2 import OAuth2ClientCredentials
 from bus.adapter_api import AdapterConfig, BodyMap, ConfigModel, Contract, Duration, EmitSpec, Expression, compile_expression, duration
 
@@ -186,8 +186,10 @@ class GraphQLPollConfig(AdapterConfig):
     )
     interval: Duration = Field(default=duration("30s"), description="Time between the end of one poll and the start of the next.")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra request headers (values may hold secrets).")
-    auth: SendApiKey | OAuth2ClientCredentials | None = Field(
-        default=None, discriminator="type", description="api_key or oauth2 (client credentials)."
+    auth: SendApiKey | OAuth2ClientCredentials | OAuth2Connection | None = Field(
+        default=None,
+        discriminator="type",
+        description="api_key, oauth2 (client credentials), or oauth2_connection (one of the hub's `connections`).",
     )
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
     retries: int = Field(

@@ -30,6 +30,7 @@ import httpx
 
 from adapters.graphql.config import GraphQLPollConfig
 from adapters.graphql.documents import error_codes, said
+from adapters.http.config import SendApiKey
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_httpx
 from adapters.http.poll import Position, record_id, wait_seconds
 from adapters.http.polling import Poller
@@ -68,7 +69,7 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
         if saved:
             self.ctx.logger.info("graphql_poll %s resumes at %s", self.config.name, self.where())
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
-        if self.config.auth is not None and not isinstance(self.config.auth, OAuth2ClientCredentials):
+        if isinstance(self.config.auth, SendApiKey):
             headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
         self._client = httpx.AsyncClient(timeout=self.config.timeout_s, headers=headers)
 
@@ -164,6 +165,7 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
             headers: dict[str, str] = {}
             if self._oauth is not None:
                 headers |= await self._oauth.header(via_httpx(self._client))
+            headers |= await self.connection_header()
             wait = delay
             try:
                 response = await self._client.post(url, json={"query": self.config.query, "variables": variables}, headers=headers)
@@ -173,8 +175,9 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
                 problem = f"POST {url} failed: {exc!r}"
             else:
                 status = response.status_code
-                if status == 401 and self._oauth is not None and not refreshed:
-                    self._oauth.invalidate()
+                if status == 401 and not refreshed and (self._oauth is not None or await self.connection_refused(headers)):
+                    if self._oauth is not None:
+                        self._oauth.invalidate()
                     refreshed = True
                     continue
                 answer = self._json(response)

@@ -317,8 +317,10 @@ class HttpPollConfig(AdapterConfig):
     interval: Duration = Field(default=duration("30s"), description="Time between the end of one poll and the start of the next.")
     params: dict[str, str] = Field(default_factory=dict, description="Fixed query parameters.", examples=[{"status": "open"}])
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra request headers (values may hold secrets).")
-    auth: SendApiKey | OAuth2ClientCredentials | None = Field(
-        default=None, discriminator="type", description="api_key or oauth2 (client credentials)."
+    auth: SendApiKey | OAuth2ClientCredentials | OAuth2Connection | None = Field(
+        default=None,
+        discriminator="type",
+        description="api_key, oauth2 (client credentials), or oauth2_connection (one of the hub's `connections`).",
     )
     records: Expression | None = Field(
         default=None,

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from adapters.http.config import HttpPollConfig
+from adapters.http.config import HttpPollConfig, SendApiKey
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_httpx
 from adapters.http.polling import Poller
 from bus.adapter_api import (
@@ -116,7 +116,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         else:
             self._position = Position(self.config.since.initial or None, set(), None)
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
-        if self.config.auth is not None and not isinstance(self.config.auth, OAuth2ClientCredentials):
+        if isinstance(self.config.auth, SendApiKey):
             headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
         self._client = httpx.AsyncClient(timeout=self.config.timeout_s, headers=headers, follow_redirects=True)
 
@@ -248,6 +248,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
             headers = {"If-None-Match": etag} if etag else {}
             if self._oauth is not None:
                 headers |= await self._oauth.header(via_httpx(self._client))
+            headers |= await self.connection_header()
             try:
                 response = await self._client.get(url, params=params, headers=headers)
             except httpx.TimeoutException:
@@ -259,8 +260,9 @@ class HttpPollInbound(Poller[HttpPollConfig]):
                 if status < 300 or status == 304:
                     await self._respect_quota(response)
                     return response
-                if status == 401 and self._oauth is not None and not refreshed:
-                    self._oauth.invalidate()  # revoked or rotated: one retry with a fresh token
+                if status == 401 and not refreshed and (self._oauth is not None or await self.connection_refused(headers)):
+                    if self._oauth is not None:
+                        self._oauth.invalidate()  # revoked or rotated: one retry with a fresh token
                     refreshed = True
                     continue
                 problem = f"GET {response.request.url} answered {status}: {response.text[:200]}"

@@ -111,6 +111,29 @@ class Poller(Inbound[C]):
         return len(acks)
 
     @property
+    def connection(self) -> str | None:
+        """The hub connection whose token this poller's calls carry (``auth: {type: oauth2_connection}``)."""
+        auth = getattr(self.config, "auth", None)
+        return getattr(auth, "connection", None) if getattr(auth, "type", "") == "oauth2_connection" else None
+
+    async def connection_header(self) -> dict[str, str]:
+        """The bearer header of the connection, if the config names one; RetryableError (why) when there is no live token."""
+        name = self.connection
+        if name is None:
+            return {}
+        if self.ctx.credentials is None:
+            raise RetryableError(f"{self.kind} {self.config.name}: the hub has no connections (connections: in the config)")
+        return {"Authorization": f"Bearer {await self.ctx.credentials.token(name)}"}
+
+    async def connection_refused(self, headers: dict[str, str]) -> bool:
+        """After a 401: refresh the connection's token (once, whoever saw it first); True if there is one to retry with."""
+        name = self.connection
+        if name is None or self.ctx.credentials is None or "Authorization" not in headers:
+            return False
+        await self.ctx.credentials.rejected(name, headers["Authorization"].removeprefix("Bearer "))
+        return True
+
+    @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 

@@ -18,14 +18,21 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from bus.app.setup import create_topics
+from bus.config.connections import ConnectionConfig, CredentialsConfig
 from bus.config.models import KafkaConfig
+from bus.credentials.grant import Grant, pkce_pair
+from bus.credentials.store import CredentialStore
+from bus.kafka.clients import make_producer
 from bus.kafka.reader import read_topic
-from tests.support.hub import HubProcess, free_port, payment, payment_hub_config, write_config
+from bus.kafka.topics import TopicNames, TopicSpec
+from tests.support.hub import HubProcess, build_hub, free_port, payment, payment_hub_config, unique_prefix, write_config
 from tests.support.oauth_provider import OAuthProvider
 
 
@@ -167,4 +174,83 @@ async def test_consent_once_rotation_through_a_kill_and_revocation_said_loudly(t
         assert await hub.terminate() == 0
     finally:
         await hub.kill()
+        await provider.stop()
+
+
+async def test_a_polling_inbound_calls_through_a_connection(tmp_path: Path, bootstrap: str) -> None:
+    """http_poll with `auth: oauth2_connection`: a consent given once serves sources too, its short
+    tokens refreshed while the poller reads on."""
+    provider = await OAuthProvider(access_ttl=3.0).start()
+    for i in range(5):
+        provider.contacts.append({"id": f"c{i}", "updated_at": f"2026-01-01T00:00:0{i}Z", "email": f"c{i}@example.com", "name": f"C{i}"})
+    prefix = unique_prefix()
+    connection = {
+        "name": "ledger",
+        "authorize_url": f"{provider.url}/authorize",
+        "token_url": f"{provider.url}/token",
+        "client_id": "hub-app",
+        "client_secret": "app-s3cret",
+        "redirect_uri": "http://127.0.0.1:9/callback",
+    }
+    key = Fernet.generate_key().decode()
+    config = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "credentials": {"key": key},
+        "connections": [connection],
+        "inbound": [
+            {
+                "name": "contacts",
+                "type": "http_poll",
+                "url": f"{provider.url}/api/contacts",
+                "interval": "500ms",
+                "auth": {"type": "oauth2_connection", "connection": "ledger"},
+                "since": {"param": "updated_since", "field": "updated_at", "id": "id"},
+                "emit": {
+                    "schema": "Customer",
+                    "id": 'id + "@" + updated_at',
+                    "key": "id",
+                    "map": {"customer_id": "id", "email": "email", "name": "name"},
+                },
+            }
+        ],
+    }
+    path = write_config(tmp_path / "bus.yaml", config)
+    # The consent, as `bus auth login` gets it (that command is tested above): approve, exchange, store.
+    async with httpx.AsyncClient() as client:
+        grant = Grant(ConnectionConfig.model_validate(connection), client)
+        verifier, challenge = pkce_pair()
+        approved = await client.get(grant.consent_url("s", challenge))
+        code = parse_qs(urlsplit(approved.headers["Location"]).query)["code"][0]
+        tokens = await grant.exchange(code, verifier)
+    kafka = KafkaConfig(bootstrap=bootstrap, topic_prefix=prefix)
+    topic = TopicNames(prefix).credentials
+    await create_topics(kafka, bootstrap, [TopicSpec(topic, 1, 1, {"cleanup.policy": "compact"})])
+    producer = make_producer(kafka, bootstrap)
+    await producer.start()
+    try:
+        await CredentialStore(CredentialsConfig(key=key), producer, kafka, bootstrap, topic).save("ledger", tokens)
+    finally:
+        await producer.stop()
+    try:
+        async with build_hub(path) as hub:
+
+            async def published() -> int:
+                return len(await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer")))
+
+            for _ in range(200):
+                if await published() >= 5:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(4)  # past the first token's life: the poller goes on with a refreshed one
+            provider.contacts.append({"id": "c9", "updated_at": "2026-01-02T00:00:00Z", "email": "c9@example.com", "name": "C9"})
+            for _ in range(200):
+                if await published() >= 6:
+                    break
+                await asyncio.sleep(0.1)
+            assert await published() == 6
+            assert (await hub.inbound[0].health()).ok
+        assert provider.count("refresh") >= 1 and provider.count("reuse") == 0, provider.events
+    finally:
         await provider.stop()

@@ -11,7 +11,8 @@ Xero, HubSpot-like), strict where the real ones are:
   (OAuth 2.0 Security BCP 4.14). ``refresh_delay`` holds the answer after the rotation is made,
   so a test can kill the client in the middle of one.
 - ``POST /admin/revoke``: the company withdraws its consent; every token of it stops working.
-- ``POST /api/invoices``: the API, for a live access token (``access_ttl`` seconds) only; 401 otherwise.
+- ``POST /api/invoices`` and ``GET /api/contacts?updated_since=``: the API, for a live access
+  token (``access_ttl`` seconds) only; 401 otherwise.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class OAuthProvider:
     refresh_delay: float = 0.0
     port: int = 0
     invoices: list[dict[str, Any]] = field(default_factory=list)
+    contacts: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # what happened: login, refresh, reuse, revoked...
     refreshing: int = 0  # refreshes answered to no one yet (held by refresh_delay)
     _codes: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -111,11 +113,22 @@ class OAuthProvider:
         self.events.append("revoked")
         return web.json_response({})
 
-    async def _invoices(self, request: web.Request) -> web.Response:
+    def _authorized(self, request: web.Request) -> bool:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         grant, expires = self._access.get(token, ("", 0.0))
         if not grant or time.time() > expires or grant in self._revoked:
             self.events.append("api 401")
+            return False
+        return True
+
+    async def _contacts(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": "invalid_token"}, status=401)
+        since = request.query.get("updated_since", "")
+        return web.json_response(sorted((c for c in self.contacts if c["updated_at"] >= since), key=lambda c: (c["updated_at"], c["id"])))
+
+    async def _invoices(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
             return web.json_response({"error": "invalid_token"}, status=401)
         self.invoices.append(await request.json())
         return web.json_response({"id": len(self.invoices)}, status=201)
@@ -126,6 +139,7 @@ class OAuthProvider:
         app.router.add_post("/token", self._token)
         app.router.add_post("/admin/revoke", self._revoke)
         app.router.add_post("/api/invoices", self._invoices)
+        app.router.add_get("/api/contacts", self._contacts)
         self._runner, self.port = await serve(app)
         return self
 
