@@ -299,3 +299,31 @@ def test_a_migration_runs_as_a_job_with_its_journal_on_a_volume() -> None:
     volumes = job["spec"]["template"]["spec"]["volumes"]
     assert {"name": "migrate-state", "persistentVolumeClaim": {"claimName": "our-journal"}} in volumes
     assert not list(by_kind(render({}), "Job"))  # no migration named: no Job
+
+
+def test_files_the_config_names_are_mounted_beside_it(tmp_path: Path) -> None:
+    """configFiles: a WSDL beside bus.yaml in the pod, so a soap outbound's `wsdl: ledger.wsdl` loads."""
+    wsdl = (Path(__file__).resolve().parents[2] / "examples/shop-orders-to-soap-erp/ledger.wsdl").read_text()
+    soap = {
+        "name": "erp",
+        "type": "soap",
+        "wsdl": "ledger.wsdl",
+        "operation": "ListInvoices",
+        "url": "http://erp.internal/soap",
+        "body": {"ChangedSince": "$time"},
+    }
+    routes = [{"name": "all", "from": "Order", "to": ["erp"]}]
+    manifests = render({"config": {"routes": routes, "outbound": [soap]}, "configFiles": {"ledger.wsdl": wsdl}})
+    [configmap] = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-config")]
+    assert configmap["data"]["ledger.wsdl"] == wsdl
+    for name, text in configmap["data"].items():  # the ConfigMap as the pod mounts it: /etc/bus/<key>
+        (tmp_path / name).write_text(text)
+    catalog = SchemaCatalog.load()
+    loaded = load_config(tmp_path / "bus.yaml", AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.parsed())
+    assert [c.name for c in loaded.outbound] == ["erp"]
+    # A new WSDL rolls the pods, as a config change does.
+    changed = render({"config": {"routes": routes, "outbound": [soap]}, "configFiles": {"ledger.wsdl": wsdl + "\n"}})
+    annotations = [next(by_kind(m, "Deployment"))["spec"]["template"]["metadata"]["annotations"] for m in (manifests, changed)]
+    assert annotations[0]["checksum/config"] != annotations[1]["checksum/config"]
+    with pytest.raises(Exception, match=r"bus\.yaml"):
+        render({"configFiles": {"bus.yaml": "inbound: []"}})  # the config itself cannot be overwritten
