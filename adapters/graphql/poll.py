@@ -32,8 +32,7 @@ from adapters.graphql.config import GraphQLPollConfig
 from adapters.graphql.documents import error_codes, said
 from adapters.http.config import SendApiKey
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_httpx
-from adapters.http.poll import Position, record_id, wait_seconds
-from adapters.http.polling import Poller
+from adapters.polling import Poller, Position, record_id, wait_seconds
 from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression
 
 _WAIT_STATUSES = {429, 503}

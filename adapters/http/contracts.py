@@ -5,13 +5,14 @@ path template, and its query parameters against the ones the operation declares.
 
 from __future__ import annotations
 
-__all__ = ["outbound_contract", "webhook_contract"]
+__all__ = ["body_check", "outbound_contract", "webhook_contract"]
 
+import asyncio
 import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from bus.adapter_api import ApiOperation, Contract, ContractError, OpenApiOperation, operation_in
+from bus.adapter_api import ApiOperation, BodyCheck, Contract, ContractError, OpenApiOperation, RetryableError, operation_in
 
 _TEMPLATE = re.compile(r"\$\{[^}]*\}")
 
@@ -70,3 +71,12 @@ def webhook_contract(spec: OpenApiOperation | None) -> Contract:
     if schema is None:
         return Contract(errors=((("openapi", "operation"), f"{spec.operation} has no JSON request body to check requests against"),))
     return Contract(payload=schema)
+
+
+async def body_check(spec: OpenApiOperation, whose: str) -> BodyCheck:
+    """The operation's request body schema, compiled at an adapter's start (the document is read
+    off the event loop); RetryableError saying why when it cannot be had."""
+    try:
+        return BodyCheck(await asyncio.to_thread(operation_in, spec.document, spec.operation))
+    except (ContractError, ValueError) as exc:
+        raise RetryableError(f"{whose} contract cannot be read: {exc}") from exc

@@ -32,13 +32,13 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from adapters.http.config import HttpOutboundConfig, OAuth2Connection, SendApiKey, WebhookOutboundConfig
+from adapters.http.contracts import body_check
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, Post, via_aiohttp
 from adapters.http.target_state import HttpTargetState
 from bus.adapter_api import (
     Body,
     BodyCheck,
     Context,
-    ContractError,
     Event,
     Outbound,
     PermanentError,
@@ -47,7 +47,6 @@ from bus.adapter_api import (
     compile_expression,
     compile_template,
     json_dumps,
-    operation_in,
 )
 from bus.cloudevents import http_headers
 
@@ -130,11 +129,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
 
     async def start(self) -> None:
         if self.config.openapi is not None and self._contract is None:
-            try:
-                operation = await asyncio.to_thread(operation_in, self.config.openapi.document, self.config.openapi.operation)
-                self._contract = BodyCheck(operation)
-            except (ContractError, ValueError) as exc:
-                raise RetryableError(f"the contract cannot be read: {exc}") from exc
+            self._contract = await body_check(self.config.openapi, "the target's")
         if self._client is None:
             tls = None
             if self.config.tls is not None:

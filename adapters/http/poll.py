@@ -16,10 +16,8 @@ become events are kept on the adapter's inbound dead-letter topic.
 
 from __future__ import annotations
 
-__all__ = ["HttpPollInbound", "Position", "record_id", "wait_seconds"]
+__all__ = ["HttpPollInbound"]
 
-import email.utils
-import hashlib
 import json
 import time
 from typing import Any, ClassVar
@@ -28,7 +26,7 @@ import httpx
 
 from adapters.http.config import HttpPollConfig, SendApiKey
 from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_httpx
-from adapters.http.polling import Poller
+from adapters.polling import Poller, Position, record_id, wait_seconds
 from bus.adapter_api import (
     Context,
     ExpressionError,
@@ -39,55 +37,6 @@ from bus.adapter_api import (
 
 _WAIT_STATUSES = {429, 503}
 _DEFAULT_PARAM = {"page": "page", "offset": "offset", "cursor": "cursor"}
-
-
-def wait_seconds(value: str, now: float) -> float | None:
-    """Retry-After / X-RateLimit-Reset: delta seconds, an epoch time, or an HTTP date."""
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        try:
-            return email.utils.parsedate_to_datetime(value).timestamp() - now
-        except (TypeError, ValueError):
-            return None
-    return number - now if number > 1_000_000_000 else number  # an epoch time, or a delta
-
-
-def record_id(record: Any) -> str:
-    """A hash of the record: the event id when ``emit.id`` gives none, stable across re-reads of
-    the same version of a record and different for every change."""
-    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:24]
-
-
-def _later(a: Any, b: Any) -> bool:
-    """a > b for watermark values that may mix numbers and text (compared as text then)."""
-    try:
-        return bool(a > b)
-    except TypeError:
-        return str(a) > str(b)
-
-
-class Position:
-    """Watermark and the ids seen at exactly that watermark."""
-
-    def __init__(self, since: Any, seen: set[str], etag: str | None) -> None:
-        self.since, self.seen, self.etag = since, seen, etag
-
-    def take(self, value: Any, ident: str) -> bool:
-        """Advance past one record; False if it was already taken (same watermark, same id) or is older."""
-        if self.since in (None, "") or _later(value, self.since):
-            self.since, self.seen = value, {ident}
-            return True
-        if value == self.since and ident not in self.seen:
-            self.seen.add(ident)
-            return True
-        return False
-
-    def dump(self) -> dict[str, Any]:
-        return {"since": self.since, "seen": sorted(self.seen), "etag": self.etag}
 
 
 class HttpPollInbound(Poller[HttpPollConfig]):

@@ -22,20 +22,18 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from adapters.http.config import ApiKeyAuth, WebhookConfig
+from adapters.http.contracts import body_check
 from adapters.http.jwt_auth import JwtAuth, JwtVerifier, KeysUnavailable
 from adapters.http.signatures import check_signature
 from bus.adapter_api import (
     BodyCheck,
     Context,
-    ContractError,
     Emitter,
     EventRejected,
     Health,
     Inbound,
     KafkaUnavailable,
-    RetryableError,
     brief,
-    operation_in,
     parse_json,
     parse_xml,
     redact,
@@ -114,11 +112,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
         if self.ctx.web is None:
             raise RuntimeError(f"http_webhook {self.config.name} needs the hub's web server")
         if self.config.openapi is not None and self._contract is None:
-            try:
-                operation = await asyncio.to_thread(operation_in, self.config.openapi.document, self.config.openapi.operation)
-                self._contract = BodyCheck(operation)
-            except (ContractError, ValueError) as exc:
-                raise RetryableError(f"the senders' contract cannot be read: {exc}") from exc
+            self._contract = await body_check(self.config.openapi, "the senders'")
         if not self._accepting:
             self.ctx.web.add_route("POST", self.config.path, self._handle)
             self._accepting = True

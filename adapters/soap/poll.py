@@ -20,8 +20,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from adapters.http.poll import Position, record_id
-from adapters.http.polling import Poller
+from adapters.polling import Poller, Position, record_id
 from adapters.soap.config import SoapPollConfig
 from adapters.soap.wsdl import Answer, FaultError, Operation, WsdlError
 from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression

@@ -165,9 +165,7 @@ class Connections:
             if connection.tokens is None or connection.state == "consent lost":
                 await asyncio.sleep(5)
                 with contextlib.suppress(KafkaUnavailable):
-                    stored = (await self._store.load_all()).get(name)
-                    if isinstance(stored, Tokens) and (connection.tokens is None or stored.obtained_at > connection.tokens.obtained_at):
-                        connection.adopt(stored)
+                    connection.adopt((await self._store.load_all()).get(name))  # a new login, once there is one
                 continue
             wait = connection.refresh_at() - time.time()
             if wait > 0 and connection.state == "connected":

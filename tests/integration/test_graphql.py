@@ -18,7 +18,7 @@ from bus.app.cli import main
 from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
 from examples.kit.graphql_shop import SDL, TOKEN, GraphQLShop
-from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.hub import build_hub, flow_config, write_config
 from tests.support.wait import until
 
 ORDERS_QUERY = """
@@ -78,16 +78,7 @@ def invoice_block(api: GraphQLShop) -> dict[str, Any]:
 
 
 def hub_config(bootstrap: str, inbound: list[dict[str, Any]], outbound: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "ops": {"host": "127.0.0.1", "port": 0},
-        "inbound": inbound,
-    }
-    if outbound:
-        config["outbound"] = outbound
-        config["routes"] = [{"name": "invoice-orders", "from": "Order", "to": [o["name"] for o in outbound]}]
-    return config
+    return flow_config(bootstrap, inbound, outbound, schema="Order")
 
 
 def write(tmp_path: Path, config: dict[str, Any]) -> Path:

@@ -61,6 +61,23 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+def flow_config(
+    bootstrap: str, inbound: list[dict[str, Any]], outbound: list[dict[str, Any]] | None = None, *, schema: str = ""
+) -> dict[str, Any]:
+    """A hub of ``inbound`` adapters on free ports and, with ``outbound``, one route sending every
+    ``schema`` event to all of them."""
+    config: dict[str, Any] = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": inbound,
+    }
+    if outbound:
+        config["outbound"] = outbound
+        config["routes"] = [{"name": f"all-{schema.lower()}", "from": schema, "to": [o["name"] for o in outbound]}]
+    return config
+
+
 def payment_hub_config(
     bootstrap: str,
     target_url: str,

@@ -1,15 +1,20 @@
-"""What every polling inbound shares (``http_poll``, ``graphql_poll``, ``soap_poll``): a task under
+"""What every polling inbound shares (``http_poll``, ``graphql_poll``, ``soap_poll``), whatever its
+protocol: a task under
 the hub's supervisor that polls, waits ``interval`` from the end of one poll to the start of the
 next, keeps why the last poll failed (``/readyz`` shows it; the next interval tries again), and
 on stop ends after the page in progress. A poller says how to open and close its client, how to
-poll once, and where it is (for the log)."""
+poll once, and where it is (for the log). Also the watermark position they keep (``Position``),
+a record's stable id (``record_id``) and rate-limit waits (``wait_seconds``)."""
 
 from __future__ import annotations
 
-__all__ = ["Poller"]
+__all__ = ["Poller", "Position", "record_id", "wait_seconds"]
 
 import asyncio
 import contextlib
+import email.utils
+import hashlib
+import json
 from abc import abstractmethod
 from collections.abc import Awaitable
 from typing import Any, ClassVar, TypeVar
@@ -25,6 +30,56 @@ from bus.adapter_api import (
     RetryableError,
     compile_expression,
 )
+
+
+def wait_seconds(value: str, now: float) -> float | None:
+    """Retry-After / X-RateLimit-Reset: delta seconds, an epoch time, or an HTTP date."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        try:
+            return email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError):
+            return None
+    return number - now if number > 1_000_000_000 else number  # an epoch time, or a delta
+
+
+def record_id(record: Any) -> str:
+    """A hash of the record: the event id when ``emit.id`` gives none, stable across re-reads of
+    the same version of a record and different for every change."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:24]
+
+
+def _later(a: Any, b: Any) -> bool:
+    """a > b for watermark values that may mix numbers and text (compared as text then)."""
+    try:
+        return bool(a > b)
+    except TypeError:
+        return str(a) > str(b)
+
+
+class Position:
+    """Watermark and the ids seen at exactly that watermark."""
+
+    def __init__(self, since: Any, seen: set[str], etag: str | None) -> None:
+        self.since, self.seen, self.etag = since, seen, etag
+
+    def take(self, value: Any, ident: str) -> bool:
+        """Advance past one record; False if it was already taken (same watermark, same id) or is older."""
+        if self.since in (None, "") or _later(value, self.since):
+            self.since, self.seen = value, {ident}
+            return True
+        if value == self.since and ident not in self.seen:
+            self.seen.add(ident)
+            return True
+        return False
+
+    def dump(self) -> dict[str, Any]:
+        return {"since": self.since, "seen": sorted(self.seen), "etag": self.etag}
+
 
 C = TypeVar("C", bound=AdapterConfig)
 
