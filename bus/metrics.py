@@ -62,6 +62,19 @@ LEDGER = Gauge(
 COMPONENT_RESTARTS = Counter(
     "bus_component_restarts_total", "Times a component's background task died and the supervisor restarted the component.", ["component"]
 )
+KAFKA_ERRORS = Counter(
+    "bus_kafka_errors_total",
+    "Kafka requests that failed in the hub's own code after the client's retries (produce, commit, ledger, "
+    "dead_letter), by component; the hub retries each one. A rise means the cluster is moving or struggling.",
+    ["component", "operation"],
+)
+KAFKA_CLIENT_WARNINGS = Counter(
+    "bus_kafka_client_warnings_total",
+    "Warnings and errors aiokafka logged, by the part of the client (producer.sender, consumer.fetcher, "
+    "consumer.group_coordinator, ...): the faults it retried by itself (a moved leader, a timed-out request, a lost "
+    "coordinator), which never reach the hub's own code. The log line says which.",
+    ["component"],
+)
 COMPONENT_UP = Gauge("bus_component_up", "1 while a supervised component runs, 0 while it is down or being restarted.", ["component"])
 SUBSCRIBER_STATE = Gauge(
     "bus_subscriber_state",

@@ -39,7 +39,7 @@ from bus.kafka.clients import make_consumer
 from bus.kafka.lag import LAG
 from bus.kafka.reader import replay, until_kafka_answers
 from bus.lineage import LineageBatch
-from bus.metrics import SECONDS_SINCE_COMMIT
+from bus.metrics import KAFKA_ERRORS, SECONDS_SINCE_COMMIT
 from routing.dispatch import Dispatcher, Send
 from routing.tables import TableStore
 
@@ -165,6 +165,7 @@ class RouterWorker:
                     await self._route(batch)
                 except KafkaError as exc:
                     # Kafka did not take every copy: route the whole batch again (same ids), never skip it.
+                    KAFKA_ERRORS.labels("router", "produce").inc()
                     log.warning("router: produce failed (%r); routing the batch again", exc)
                     for tp, records in batch.items():
                         self._consumer.seek(tp, records[0].offset)
@@ -182,6 +183,7 @@ class RouterWorker:
                 try:
                     await asyncio.gather(*[await self._send(out) for out in sends])
                 except KafkaError as exc:  # emissions are idempotent (fixed ids): try again
+                    KAFKA_ERRORS.labels("router", "produce").inc()
                     log.warning("router: could not emit closed windows (%r); retrying", exc)
                     await asyncio.sleep(1)
                 else:
@@ -232,6 +234,7 @@ class RouterWorker:
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
+            KAFKA_ERRORS.labels("router", "commit").inc()
             log.warning("router could not commit (%r); the batch will be routed again by the partitions' next owner", exc)
             return False
         self._lag.committed(offsets)

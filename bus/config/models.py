@@ -84,6 +84,14 @@ class KafkaConfig(ConfigModel):
     produce_timeout_s: float = Field(
         default=10.0, gt=0, description="How long an inbound adapter waits for Kafka's acknowledgement before answering 'try later'."
     )
+    metadata_max_age_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="How often every client refreshes the cluster's metadata (leaders, brokers) even when nothing failed. "
+        "aiokafka does not refresh it when a consumer's offset lookup (ListOffsets) hits a moved leader: that consumer "
+        "waits for this refresh. Kafka's default of 5 minutes stalled a new consumer group for as long after a leader "
+        "move (tests/faults/test_cluster_faults.py); 10 s bounds the stall at the cost of one small request per client.",
+    )
 
 
 class SchemaRegistryConfig(ConfigModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["client_options", "make_admin", "make_consumer", "make_producer", "outside_bootstrap"]
 
+import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -12,12 +13,31 @@ from aiokafka.helpers import create_ssl_context
 
 from bus.config.models import KafkaConfig
 from bus.errors import BusError
+from bus.metrics import KAFKA_CLIENT_WARNINGS
+
+
+class _ClientWarnings(logging.Handler):
+    """Counts what aiokafka complains about (it retries most cluster faults inside, where the hub
+    cannot see them), so a moving or struggling cluster shows in metrics and not only in the log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        KAFKA_CLIENT_WARNINGS.labels(record.name.removeprefix("aiokafka.")).inc()
+
+
+logging.getLogger("aiokafka").addHandler(_ClientWarnings())
 
 
 def client_options(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
     """Connection and security options shared by every client (TLS and SASL pass through)."""
     sec = config.security
-    options: dict[str, Any] = {"bootstrap_servers": bootstrap, "security_protocol": sec.protocol}
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": sec.protocol,
+        "metadata_max_age_ms": config.metadata_max_age_ms,
+    }
     if sec.protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = create_ssl_context(
             cafile=str(sec.ssl_cafile) if sec.ssl_cafile else None,

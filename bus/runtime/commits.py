@@ -29,7 +29,7 @@ from bus.kafka.reader import replay
 from bus.kafka.watermarks import Watermarks
 from bus.ledger import LedgerEntry
 from bus.lineage import LineageBatch
-from bus.metrics import DEAD_LETTERS, DELIVERIES, LEDGER
+from bus.metrics import DEAD_LETTERS, DELIVERIES, KAFKA_ERRORS, LEDGER
 from bus.runtime.settlement import Draft, PartitionBook
 
 log = logging.getLogger("bus.runtime.delivery")
@@ -123,6 +123,7 @@ class Bookkeeper:
                 sent += [await self._producer.send(h.topic, h.value, partition=h.partition) for h in hops]
                 await asyncio.gather(*sent)
             except KafkaError as exc:
+                KAFKA_ERRORS.labels(f"deliver:{self.name}", "ledger").inc()
                 log.warning("cannot write the ledger of %s (%r); retrying before the commit", self.name, exc)
                 if attempt < 2:
                     await asyncio.sleep(1)
@@ -137,6 +138,7 @@ class Bookkeeper:
             await self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # Partitions moved to another member: it skips what the ledger recorded, and delivers the rest.
+            KAFKA_ERRORS.labels(f"deliver:{self.name}", "commit").inc()
             log.warning("delivery worker %s could not commit (%r); events not in the ledger will be redelivered", self.name, exc)
             return False
         return True
@@ -162,6 +164,7 @@ class Bookkeeper:
                 await self._producer.send_and_wait(self._dlq, record.value, key=record.key, headers=headers)
                 break
             except KafkaError as exc:  # not settled until Kafka has it: keep trying, never drop
+                KAFKA_ERRORS.labels(f"deliver:{self.name}", "dead_letter").inc()
                 log.warning("cannot write dead letter for %s to %s (%r); retrying", self.name, self._dlq, exc)
                 await wait(1)
         self._dead.inc()

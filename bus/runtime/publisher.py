@@ -17,7 +17,7 @@ from bus.deadletters import why_headers
 from bus.errors import KafkaUnavailable
 from bus.event import Event
 from bus.kafka.topics import TopicNames
-from bus.metrics import INBOUND_EVENTS, PRODUCE_SECONDS
+from bus.metrics import INBOUND_EVENTS, KAFKA_ERRORS, PRODUCE_SECONDS
 
 
 class KafkaSink:
@@ -41,6 +41,7 @@ class KafkaSink:
         self._unavailable = INBOUND_EVENTS.labels(adapter, "unavailable")
         self._parked = INBOUND_EVENTS.labels(adapter, "dead_lettered")
         self._latency = PRODUCE_SECONDS.labels(adapter)
+        self._kafka_errors = KAFKA_ERRORS.labels(f"inbound:{adapter}", "produce")
 
     async def publish(self, event: Event) -> None:
         await (await self.submit(event))
@@ -87,6 +88,7 @@ class KafkaSink:
         self._accepted.inc()
 
     def _unavailable_error(self, event_id: str, exc: Exception) -> KafkaUnavailable:
+        self._kafka_errors.inc()
         return KafkaUnavailable(f"Kafka did not acknowledge event {event_id} within {self._timeout:g}s: {exc!r}", retry_after=5)
 
     def refused(self, outcome: Literal["rejected", "unauthorized"]) -> None:

@@ -157,6 +157,7 @@ ALLOWED_LABELS = {
     "adapter", "outcome", "route", "schema", "subscriber", "group", "topic", "partition", "state", "le", "version", "role", "component",
     "migration",  # a migration's name in the config (bus_migration_rows_total)
     "connection",  # an OAuth2 connection's name in the config (bus_connection_state)
+    "operation",  # a Kafka request kind that failed in the hub (bus_kafka_errors_total): produce, commit, ledger, dead_letter
 }  # fmt: skip
 
 
