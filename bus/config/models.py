@@ -9,6 +9,7 @@ __all__ = [
     "HttpServerConfig",
     "HubConfig",
     "KafkaConfig",
+    "KafkaOAuth",
     "KafkaSecurity",
     "LineageConfig",
     "OpsServerConfig",
@@ -29,18 +30,45 @@ from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.tracing import TracingConfig
 
 
+class KafkaOAuth(ConfigModel):
+    """SASL/OAUTHBEARER tokens from an OIDC provider (the client credentials grant), as managed Kafka
+    services ask (Confluent Cloud, Aiven, Event Hubs, Strimzi with Keycloak)."""
+
+    token_url: str = Field(description="The provider's token endpoint.", examples=["https://login.example.com/oauth2/token"])
+    client_id: str = Field(description="The hub's client id at the provider.")
+    client_secret: SecretStr = Field(description="The hub's client secret (a secret: use ${ENV}).")
+    scope: str | None = Field(default=None, description="Scopes to ask for, space-separated, if the provider wants any.")
+    audience: str | None = Field(default=None, description="The `audience` parameter some providers want (Auth0, Okta).")
+    extensions: dict[str, str] = Field(
+        default_factory=dict,
+        description="SASL extensions sent with the token (Confluent Cloud: logicalCluster, identityPoolId).",
+    )
+
+
 class KafkaSecurity(ConfigModel):
     """TLS and SASL settings, passed through to aiokafka."""
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(default="PLAINTEXT", description="Kafka security.protocol.")
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        default=None, description="SASL mechanism, with a SASL_* protocol."
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        default=None, description="SASL mechanism, with a SASL_* protocol (OAUTHBEARER takes its tokens from `oauth`)."
     )
+    oauth: KafkaOAuth | None = Field(default=None, description="With sasl_mechanism OAUTHBEARER: where the tokens come from.")
     sasl_username: str | None = Field(default=None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(default=None, description="SASL password (a secret: use ${ENV}).")
     ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the brokers with.")
     ssl_certfile: Path | None = Field(default=None, description="Client certificate for mutual TLS.")
     ssl_keyfile: Path | None = Field(default=None, description="Client key for mutual TLS.")
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSecurity:
+        sasl = self.protocol.startswith("SASL_")
+        if sasl and self.sasl_mechanism == "OAUTHBEARER" and self.oauth is None:
+            raise ValueError("sasl_mechanism OAUTHBEARER needs `oauth` (token_url, client_id, client_secret)")
+        if sasl and self.sasl_mechanism != "OAUTHBEARER" and (self.sasl_username is None or self.sasl_password is None):
+            raise ValueError(f"protocol {self.protocol} with {self.sasl_mechanism or 'PLAIN'} needs sasl_username and sasl_password")
+        if not sasl and (self.sasl_mechanism or self.oauth):
+            raise ValueError(f"sasl_mechanism and oauth need a SASL_PLAINTEXT or SASL_SSL protocol, not {self.protocol}")
+        return self
 
 
 class KafkaConfig(ConfigModel):

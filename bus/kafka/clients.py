@@ -11,8 +11,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
-from bus.config.models import KafkaConfig
+from bus.config.models import KafkaConfig, KafkaOAuth
 from bus.errors import BusError
+from bus.kafka.oauth import ClientCredentialsTokens
 from bus.metrics import KAFKA_CLIENT_WARNINGS
 
 
@@ -46,9 +47,23 @@ def client_options(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
         )
     if sec.protocol.startswith("SASL_"):
         options["sasl_mechanism"] = sec.sasl_mechanism or "PLAIN"
-        options["sasl_plain_username"] = sec.sasl_username
-        options["sasl_plain_password"] = sec.sasl_password.get_secret_value() if sec.sasl_password else None
+        if sec.oauth is not None:
+            options["sasl_oauth_token_provider"] = _tokens(sec.oauth)
+        else:
+            options["sasl_plain_username"] = sec.sasl_username
+            options["sasl_plain_password"] = sec.sasl_password.get_secret_value() if sec.sasl_password else None
     return options
+
+
+_token_providers: dict[int, ClientCredentialsTokens] = {}
+
+
+def _tokens(config: KafkaOAuth) -> ClientCredentialsTokens:
+    """One token provider per config block: every client of the process shares its token."""
+    provider = _token_providers.get(id(config))
+    if provider is None or provider.config is not config:
+        provider = _token_providers[id(config)] = ClientCredentialsTokens(config)
+    return provider
 
 
 def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
