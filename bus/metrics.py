@@ -3,7 +3,11 @@ never event values (bounded cardinality). ops/ serves them on /metrics."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
+
+# No `_created` series: one more series per counter and histogram that no dashboard or alert
+# reads, and that Prometheus stores as a sample that changes only at a restart.
+disable_created_metrics()
 
 BUILD = Info("bus_build", "The hub's version and the role this process runs.")
 

@@ -14,11 +14,33 @@ from __future__ import annotations
 
 __all__ = ["DASHBOARDS", "panel_queries"]
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
+
+# Every dashboard shows one or many hubs: namespace, job (one per release and role) and instance
+# (one per pod) are variables; every query keeps them apart, so two releases are two series.
+SCOPE = 'namespace=~"$namespace",job=~"$job",instance=~"$instance"'
+KEEP = "namespace, job"
+_METRIC = re.compile(r"\b(bus_[a-z_]+)(?:\{([^}]*)\})?")
+_AGGREGATION = re.compile(r"\b(sum|max|min|avg|count)(?: by \(([^)]*)\))? ?\(")
+
+
+def _scoped(expr: str) -> str:
+    """``expr`` limited to the chosen namespace, job and instance, and grouped by namespace and job."""
+
+    def selector(m: re.Match[str]) -> str:
+        labels = f"{SCOPE},{m.group(2)}" if m.group(2) else SCOPE
+        return f"{m.group(1)}{{{labels}}}"
+
+    def aggregation(m: re.Match[str]) -> str:
+        by = f"{KEEP}, {m.group(2)}" if m.group(2) else KEEP
+        return f"{m.group(1)} by ({by}) ("
+
+    return _AGGREGATION.sub(aggregation, _METRIC.sub(selector, expr))
 
 
 def _panel(title: str, queries: dict[str, str], *, unit: str = "short", kind: str = "timeseries", description: str = "") -> dict[str, Any]:
@@ -30,7 +52,7 @@ def _panel(title: str, queries: dict[str, str], *, unit: str = "short", kind: st
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
         "options": {"legend": {"displayMode": "list", "placement": "bottom"}} if kind == "timeseries" else {},
         "targets": [
-            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": _scoped(expr), "legendFormat": "{{namespace}}/{{job}} " + legend}
             for i, (legend, expr) in enumerate(queries.items())
         ],
     }
@@ -43,17 +65,29 @@ def _quantiles(metric: str, by: str, selector: str = "") -> dict[str, str]:
     }
 
 
-def _variable(name: str, query: str) -> dict[str, Any]:
-    return {
+def _variable(name: str, query: str, *, every: bool = False) -> dict[str, Any]:
+    """A query variable; ``every``: multi-select with an "All" that matches any value, even none."""
+    variable = {
         "name": name,
         "type": "query",
         "datasource": DATASOURCE,
         "query": {"query": query, "refId": name},
         "definition": query,
         "refresh": 2,
-        "includeAll": False,
-        "multi": False,
+        "includeAll": every,
+        "multi": every,
     }
+    if every:
+        variable |= {"allValue": ".*", "current": {"text": "All", "value": "$__all"}}
+    return variable
+
+
+def _scope_variables() -> list[dict[str, Any]]:
+    return [
+        _variable("namespace", "label_values(bus_build_info, namespace)", every=True),
+        _variable("job", 'label_values(bus_build_info{namespace=~"$namespace"}, job)', every=True),
+        _variable("instance", 'label_values(bus_build_info{namespace=~"$namespace",job=~"$job"}, instance)', every=True),
+    ]
 
 
 def _dashboard(uid: str, title: str, rows: list[list[dict[str, Any]]], variables: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,7 +109,7 @@ def _dashboard(uid: str, title: str, rows: list[list[dict[str, Any]]], variables
         "editable": True,
         "refresh": "30s",
         "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": [datasource, *variables]},
+        "templating": {"list": [datasource, *_scope_variables(), *variables]},
         "panels": panels,
     }
 
@@ -176,7 +210,10 @@ def adapter() -> dict[str, Any]:
         ],
     ]
     return _dashboard(
-        "bus-adapter", "Integration bus: inbound adapter", rows, [_variable("adapter", "label_values(bus_inbound_events_total, adapter)")]
+        "bus-adapter",
+        "Integration bus: inbound adapter",
+        rows,
+        [_variable("adapter", _scoped("label_values(bus_inbound_events_total, adapter)"))],
     )
 
 
@@ -205,7 +242,10 @@ def subscriber() -> dict[str, Any]:
         ],
     ]
     return _dashboard(
-        "bus-subscriber", "Integration bus: subscriber", rows, [_variable("subscriber", "label_values(bus_deliveries_total, subscriber)")]
+        "bus-subscriber",
+        "Integration bus: subscriber",
+        rows,
+        [_variable("subscriber", _scoped("label_values(bus_deliveries_total, subscriber)"))],
     )
 
 

@@ -28,10 +28,15 @@ pytestmark = pytest.mark.timeout(240)
 
 @contextlib.asynccontextmanager
 async def prometheus(tmp_path: Path, ops_port: int) -> AsyncIterator[httpx.AsyncClient]:
-    """Debian's Prometheus on loopback, scraping the hub's /metrics every second."""
+    """Debian's Prometheus on loopback, scraping the hub's /metrics every second, as two releases
+    in two namespaces would be scraped (the same hub twice, under two jobs and namespaces: the
+    dashboards must keep them apart)."""
     config = {
         "global": {"scrape_interval": "1s"},
-        "scrape_configs": [{"job_name": "bus", "static_configs": [{"targets": [f"127.0.0.1:{ops_port}"]}]}],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{ops_port}"], "labels": {"namespace": namespace}}]}
+            for job, namespace in RELEASES
+        ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -64,8 +69,14 @@ async def query(client: httpx.AsyncClient, expr: str) -> list[dict[str, Any]]:
     return list(answer["data"]["result"])
 
 
+RELEASES = [("bus-shop", "shop"), ("bus-billing", "billing")]  # (job, namespace)
+
+
 def concrete(expr: str) -> str:
-    """The query as Grafana would send it for adapter `payments` and subscriber `erp`."""
+    """The query as Grafana would send it for adapter `payments` and subscriber `erp`, every
+    namespace, job and instance ("All")."""
+    for variable in ("$namespace", "$job", "$instance"):
+        expr = expr.replace(variable, ".*")
     return expr.replace("$__rate_interval", "30s").replace("$adapter", "payments").replace("$subscriber", "erp")
 
 
@@ -127,6 +138,11 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_pat
                         break
                     await asyncio.sleep(1)
                 assert not empty, "panels without data:\n" + "\n".join(empty)
+                # Two releases in two namespaces are two series in every panel, not one summed.
+                for where, expr in queries:
+                    series = await query(prom, expr)
+                    scopes = {(s["metric"].get("namespace"), s["metric"].get("job")) for s in series}
+                    assert scopes == {(ns, job) for job, ns in RELEASES}, f"{where}: {scopes}"
                 # The numbers are the hub's own, not just present. (Counters live as long as the
                 # process, and earlier tests in it used the same names: compare with the baseline.)
                 expected = {
@@ -169,6 +185,7 @@ def conventions(page: str) -> None:
         if kind == "counter":
             assert name.endswith("_total"), f"counter {name} does not end in _total"
         assert not re.search(r"_(ms|milliseconds|minutes|kb|mb)(_|$)", name), f"{name}: use base units (seconds, bytes)"
+    assert not re.search(r"^bus_\w+_created\b", page, re.M), "no _created series: nothing reads them"
     for labels in re.findall(r"^bus_\w+\{([^}]*)\}", page, re.M):
         names = set(re.findall(r'(\w+)="', labels))
         assert names <= ALLOWED_LABELS, f"unexpected label(s) {names - ALLOWED_LABELS}: event values must never become labels"

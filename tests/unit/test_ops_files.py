@@ -15,7 +15,7 @@ from tests.support.tools import ROOT, tool
 def test_alert_rules_pass_promtool_check() -> None:
     result = subprocess.run([tool("promtool"), "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 12 rules found" in result.stdout
+    assert "SUCCESS: 16 rules found" in result.stdout
 
 
 def test_alert_rules_fire_on_their_stories() -> None:
@@ -52,3 +52,12 @@ def test_dashboards_are_well_formed() -> None:
                 assert variable == "__rate_interval" or any(v["name"] == variable for v in board["templating"]["list"]), (
                     f"{name}/{title} uses ${variable}, which the dashboard does not define"
                 )
+
+
+def test_every_alert_links_its_runbook() -> None:
+    operations = (ROOT / "docs/operations.md").read_text()
+    headings = {h.lower() for h in re.findall(r"^### (Bus\w+)$", operations, re.M)}
+    for alert, url in re.findall(r'- alert: (\w+)\n(?:.*\n)*?\s+runbook_url: "([^"]+)"', RULES.read_text()):
+        assert url.endswith(f"docs/operations.md#{alert.lower()}"), (alert, url)
+        assert alert.lower() in headings, f"no runbook section '### {alert}' in docs/operations.md"
+    assert len(re.findall("runbook_url", RULES.read_text())) == len(re.findall("- alert:", RULES.read_text()))
