@@ -92,6 +92,9 @@ ACCEPTED = {
     "production-values": set(),
     "roles-values": {"CKV_K8S_43", "CKV_K8S_15"},
     "all-in-one-values": {"CKV_K8S_43", "CKV_K8S_15", "CKV2_K8S_6"},
+    # Strimzi's example pulls the chart's default image by tag (CKV_K8S_43, _15), as roles-values does.
+    "strimzi-values": {"CKV_K8S_43", "CKV_K8S_15"},
+    "escape-hatches-values": {"CKV_K8S_43", "CKV_K8S_15"},
 }
 
 
@@ -130,7 +133,7 @@ def test_wiring_points_at_things_that_exist(case: tuple[Path, list[Manifest]]) -
         selector = deployment["spec"]["selector"]["matchLabels"]
         pod = deployment["spec"]["template"]
         assert selector.items() <= pod["metadata"]["labels"].items()
-        [container] = pod["spec"]["containers"]
+        container = next(c for c in pod["spec"]["containers"] if c["name"] == "bus")  # sidecars may stand beside it
         ports = {p["name"] for p in container["ports"]}
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert container[probe]["httpGet"]["port"] in ports, probe
@@ -268,12 +271,16 @@ def test_api_tokens_come_from_a_secret_as_files() -> None:
         assert {"name": "ops-tokens", "mountPath": "/etc/bus-secrets/ops-tokens", "readOnly": True} in mounts
 
 
+def migration_jobs(manifests: list[Manifest]) -> list[Manifest]:
+    return [j for j in by_kind(manifests, "Job") if j["metadata"]["labels"]["app.kubernetes.io/component"] != "validate"]
+
+
 def test_a_migration_runs_as_a_job_with_its_journal_on_a_volume() -> None:
     """``migration.run``: `bus migrate run NAME` as a Job whose command the hub's CLI accepts, naming
     a migration of the config, with the journal (BUS_MIGRATE_STATE) on a claim that outlives the pod."""
     values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
     manifests = render(values)
-    [job] = by_kind(manifests, "Job")
+    [job] = migration_jobs(manifests)
     pod = job["spec"]["template"]["spec"]
     [container] = pod["containers"]
     args = _parser().parse_args(container["args"])
@@ -295,10 +302,10 @@ def test_a_migration_runs_as_a_job_with_its_journal_on_a_volume() -> None:
     values["migration"]["state"] = {"existingClaim": "our-journal"}
     manifests = render(values)
     assert not list(by_kind(manifests, "PersistentVolumeClaim"))
-    [job] = by_kind(manifests, "Job")
+    [job] = migration_jobs(manifests)
     volumes = job["spec"]["template"]["spec"]["volumes"]
     assert {"name": "migrate-state", "persistentVolumeClaim": {"claimName": "our-journal"}} in volumes
-    assert not list(by_kind(render({}), "Job"))  # no migration named: no Job
+    assert not migration_jobs(render({}))  # no migration named: no Job
 
 
 def test_files_the_config_names_are_mounted_beside_it(tmp_path: Path) -> None:
@@ -327,3 +334,102 @@ def test_files_the_config_names_are_mounted_beside_it(tmp_path: Path) -> None:
     assert annotations[0]["checksum/config"] != annotations[1]["checksum/config"]
     with pytest.raises(Exception, match=r"bus\.yaml"):
         render({"configFiles": {"bus.yaml": "inbound: []"}})  # the config itself cannot be overwritten
+
+
+def test_helm_install_and_upgrade_validate_the_config_first() -> None:
+    """A pre-install/pre-upgrade hook runs `bus validate` (a command the hub's CLI accepts) on its
+    own copy of the config the release renders, with the secrets mounted as the pods have them."""
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    manifests = render(values)
+    [job] = [j for j in by_kind(manifests, "Job") if j["metadata"]["name"].endswith("-validate")]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    [config] = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-config")]
+    [copy] = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"] == job["metadata"]["name"]]
+    assert copy["data"] == config["data"] and copy["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10"
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = _parser().parse_args(container["args"])
+    assert args.command == "validate" and str(args.config) == "/etc/bus/bus.yaml"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == copy["metadata"]["name"]
+    deployment = next(by_kind(manifests, "Deployment"))["spec"]["template"]["spec"]
+    assert container["volumeMounts"] == deployment["containers"][0]["volumeMounts"]
+    assert {n for n in volumes if n != "config"} == {v["name"] for v in deployment["volumes"] if v["name"] != "config"}
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    assert not [j for j in by_kind(render({"validateHook": {"enabled": False}}), "Job")]
+
+
+def test_the_strimzi_preset_finds_the_cluster_ca_and_the_kafka_user() -> None:
+    manifests = render(yaml.safe_load((CHART / "ci" / "strimzi-values.yaml").read_text()))
+    [config] = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-config")]
+    security = yaml.safe_load(config["data"]["bus.yaml"])["kafka"]["security"]
+    assert security == {
+        "protocol": "SASL_SSL",
+        "ssl_cafile": "/etc/bus-kafka-tls/ca.crt",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_username": "bus",  # the KafkaUser's name: Strimzi's Secret holds only the password
+        "sasl_password": "${file:/etc/bus-secrets/kafka-sasl/password}",
+    }
+    pod = next(by_kind(manifests, "Deployment"))["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    [ca] = volumes["kafka-tls"]["projected"]["sources"]
+    assert ca["secret"] == {"name": "events-cluster-ca-cert", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert volumes["kafka-sasl"]["secret"]["secretName"] == "bus"
+    [rules] = by_kind(manifests, "PrometheusRule")
+    urls = {r["annotations"]["runbook_url"] for g in rules["spec"]["groups"] for r in g["rules"]}
+    assert urls and all(u.startswith("https://wiki.example.com/runbooks/integration-bus#bus") for u in urls)
+    [monitor] = by_kind(manifests, "ServiceMonitor")
+    assert {"targetLabel": "hub", "replacement": "integration-bus"} in monitor["spec"]["endpoints"][0]["relabelings"]
+
+
+def test_every_escape_hatch_lands_where_it_should() -> None:
+    values = yaml.safe_load((CHART / "ci" / "escape-hatches-values.yaml").read_text())
+    manifests = render(values)
+    assert all(m["metadata"]["name"].startswith("payments-hub") for m in manifests if m["kind"] != "Pod")
+    assert all(m["metadata"]["labels"]["team"] == "payments" for m in manifests if "labels" in m["metadata"])
+    for deployment in by_kind(manifests, "Deployment"):
+        assert deployment["metadata"]["labels"]["app.kubernetes.io/name"] == "hub"
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["priorityClassName"] == "integration-critical"
+        assert [c["name"] for c in pod["initContainers"]] == ["wait-for-dns"]
+        assert [c["name"] for c in pod["containers"]] == ["bus", "log-shipper"]
+        bus = pod["containers"][0]
+        assert {"name": "corporate-ca", "mountPath": "/etc/ssl/corporate", "readOnly": True} in bus["volumeMounts"]
+        assert {"name": "corporate-ca", "configMap": {"name": "corporate-ca"}} in pod["volumes"]
+        assert bus["startupProbe"]["failureThreshold"] == 120 and bus["startupProbe"]["httpGet"]["path"] == "/healthz"
+        assert bus["readinessProbe"]["periodSeconds"] == 10 and bus["readinessProbe"]["timeoutSeconds"] == 3
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["vault.hashicorp.com/agent-inject"] == "false"
+        sources = {v["name"]: v for v in pod["volumes"]}["kafka-tls"]["projected"]["sources"]
+        assert [s["secret"]["name"] for s in sources] == ["bus-kafka-client", "bus-kafka-client"]  # cert-manager's one Secret
+    [config] = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"] == "payments-hub-config"]
+    security = yaml.safe_load(config["data"]["bus.yaml"])["kafka"]["security"]
+    assert security["protocol"] == "SASL_SSL" and security["ssl_certfile"] == "/etc/bus-kafka-tls/tls.crt"
+    assert security["oauth"] == {
+        "token_url": "https://login.example.com/oauth2/token",
+        "client_id": "payments-hub",
+        "client_secret": "${file:/etc/bus-secrets/kafka-sasl/client-secret}",
+        "scope": "kafka",
+    }
+
+
+def test_keda_reads_the_same_secrets_and_keys_as_the_hub() -> None:
+    """KEDA's Kafka scaler authenticates with the hub's own Secrets and key names (no KEDA-only keys):
+    `sasl` and `tls` go in each trigger's metadata, the credentials through the TriggerAuthentication."""
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    values["kafka"]["tls"] |= {"certKey": "user.crt", "keyKey": "user.key", "caSecretName": "events-cluster-ca-cert"}
+    manifests = render(values)
+    [auth] = by_kind(manifests, "TriggerAuthentication")
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    sasl, tls = values["kafka"]["sasl"], values["kafka"]["tls"]
+    assert refs["username"] == (sasl["secretName"], "username") and refs["password"] == (sasl["secretName"], "password")
+    assert refs["ca"] == ("events-cluster-ca-cert", "ca.crt")
+    if tls.get("mutual"):
+        assert refs["cert"] == (tls["secretName"], "user.crt") and refs["key"] == (tls["secretName"], "user.key")
+    for scaler in by_kind(manifests, "ScaledObject"):
+        for trigger in scaler["spec"]["triggers"]:
+            assert trigger["metadata"]["sasl"] == sasl["mechanism"].lower().replace("-", "_").replace("_sha_", "_sha")
+            assert trigger["metadata"]["tls"] == "enable"
+    # A literal user name (Strimzi's KafkaUser) cannot reach KEDA: refused at render, with the way out.
+    strimzi = yaml.safe_load((CHART / "ci" / "strimzi-values.yaml").read_text()) | {"keda": {"enabled": True}}
+    with pytest.raises(Exception, match="reads the user name \\(client id\\) from a Secret only"):
+        render(strimzi)

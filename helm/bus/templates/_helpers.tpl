@@ -1,13 +1,18 @@
 {{/* Names and labels. */}}
 {{- define "bus.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "bus.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -17,6 +22,9 @@ app.kubernetes.io/name: {{ include "bus.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* Selector labels of one role: call with (dict "root" $ "role" "inbound"). */}}
@@ -74,8 +82,16 @@ Credentials are never in it: ${file:...} reads them from Secrets mounted as file
 {{- end -}}
 {{- if $sasl -}}
 {{- $_ := set $security "sasl_mechanism" $sasl -}}
-{{- $_ := set $security "sasl_username" (printf "${file:/etc/bus-secrets/kafka-sasl/%s}" .Values.kafka.sasl.usernameKey) -}}
-{{- $_ := set $security "sasl_password" (printf "${file:/etc/bus-secrets/kafka-sasl/%s}" .Values.kafka.sasl.passwordKey) -}}
+{{- $secret := printf "${file:/etc/bus-secrets/kafka-sasl/%s}" .Values.kafka.sasl.passwordKey -}}
+{{- if eq $sasl "OAUTHBEARER" -}}
+{{- $o := .Values.kafka.sasl.oauth -}}
+{{- $oauth := dict "token_url" $o.tokenUrl "client_id" $o.clientId "client_secret" $secret -}}
+{{- if $o.scope }}{{- $_ := set $oauth "scope" $o.scope -}}{{- end -}}
+{{- $_ := set $security "oauth" $oauth -}}
+{{- else -}}
+{{- $_ := set $security "sasl_username" (default (printf "${file:/etc/bus-secrets/kafka-sasl/%s}" .Values.kafka.sasl.usernameKey) .Values.kafka.sasl.username) -}}
+{{- $_ := set $security "sasl_password" $secret -}}
+{{- end -}}
 {{- end -}}
 {{- $_ := set $kafka "security" $security -}}
 {{- end -}}
@@ -143,16 +159,37 @@ Deployments and the migration Job. */}}
 {{- if $.Values.opsTokens.secretName }}
 - {name: ops-tokens, mountPath: /etc/bus-secrets/ops-tokens, readOnly: true}
 {{- end }}
+{{- with $.Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "bus.volumes" -}}
 - name: config
   configMap: {name: {{ include "bus.fullname" $ }}-config}
+{{ include "bus.secretVolumes" $ }}
+{{- end }}
+
+{{/* Every volume but the config: /tmp, Kafka's TLS files, the secrets, the user's extra volumes
+(the validation hook mounts these beside its own copy of the config). */}}
+{{- define "bus.secretVolumes" -}}
 - name: tmp
   emptyDir: {sizeLimit: 256Mi}
-{{- if $.Values.kafka.tls.enabled }}
+{{- $tls := $.Values.kafka.tls }}
+{{- if $tls.enabled }}
 - name: kafka-tls
-  secret: {secretName: {{ $.Values.kafka.tls.secretName | quote }}}
+  projected:
+    # Whatever the keys are called in the Secrets (Strimzi: user.crt; cert-manager: tls.crt), the
+    # hub finds ca.crt, tls.crt and tls.key.
+    sources:
+      - secret:
+          name: {{ default $tls.secretName $tls.caSecretName | quote }}
+          items: [{key: {{ $tls.caKey | quote }}, path: ca.crt}]
+      {{- if $tls.mutual }}
+      - secret:
+          name: {{ $tls.secretName | quote }}
+          items: [{key: {{ $tls.certKey | quote }}, path: tls.crt}, {key: {{ $tls.keyKey | quote }}, path: tls.key}]
+      {{- end }}
 {{- end }}
 {{- if $.Values.kafka.sasl.mechanism }}
 - name: kafka-sasl
@@ -169,5 +206,8 @@ Deployments and the migration Job. */}}
 {{- if $.Values.opsTokens.secretName }}
 - name: ops-tokens
   secret: {secretName: {{ $.Values.opsTokens.secretName | quote }}}
+{{- end }}
+{{- with $.Values.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
