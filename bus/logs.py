@@ -12,13 +12,15 @@ and state changes; each failure is one WARNING line; per-event detail is DEBUG.
 
 from __future__ import annotations
 
-__all__ = ["REDACTOR", "JsonFormatter", "Redactor", "configure_logging", "secrets_in"]
+__all__ = ["EVENT_TRACE", "REDACTOR", "JsonFormatter", "Redactor", "about_event", "configure_logging", "secrets_in"]
 
+import contextlib
 import json
 import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -100,9 +102,24 @@ class Redactor(logging.Filter):
         return True
 
 
+# The W3C traceparent of the event the current task is handling (a delivery, a span): every log
+# line written meanwhile carries its trace_id and span_id, so a log search finds the trace.
+EVENT_TRACE: ContextVar[str | None] = ContextVar("bus_event_trace", default=None)
+
+
+@contextlib.contextmanager
+def about_event(traceparent: str | None) -> Iterator[None]:
+    """Log lines inside are about the event with this traceparent."""
+    token = EVENT_TRACE.set(traceparent)
+    try:
+        yield
+    finally:
+        EVENT_TRACE.reset(token)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, the trace id when there is one,
-    anything passed in ``extra=``, and the exception text."""
+    """One JSON object per line: time, level, logger, message, the event's trace_id and span_id
+    when the line is about an event, anything passed in ``extra=``, and the exception text."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -111,6 +128,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        traceparent = EVENT_TRACE.get()
+        if traceparent and len(traceparent) == 55:  # 00-<trace id>-<span id>-<flags>
+            entry["trace_id"], entry["span_id"] = traceparent[3:35], traceparent[36:52]
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
             record.exc_text = record.exc_text or self.formatException(record.exc_info)

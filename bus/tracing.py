@@ -22,6 +22,7 @@ from pydantic import Field
 
 from bus.config.base import ConfigModel
 from bus.errors import BusError
+from bus.logs import about_event
 
 
 class TracingConfig(ConfigModel):
@@ -94,7 +95,9 @@ class Tracing:
         with self._tracer.start_as_current_span(name, context=parent, kind=kinds[kind], attributes=dict(attributes or {})):
             carrier: dict[str, str] = {}
             self._propagator.inject(carrier)
-            yield carrier.get("traceparent", traceparent)
+            child = carrier.get("traceparent", traceparent)
+            with about_event(child):  # log lines inside carry this span's ids
+                yield child
 
     async def shutdown(self) -> None:
         """Export what is buffered, then stop (at hub stop). The SDK exports from a thread and

@@ -40,6 +40,7 @@ from bus.kafka.lag import LAG
 from bus.kafka.reader import replay, until_kafka_answers
 from bus.lineage import LineageBatch
 from bus.metrics import KAFKA_ERRORS, SECONDS_SINCE_COMMIT
+from bus.tracing import Tracing
 from routing.dispatch import Dispatcher, Send
 from routing.tables import TableStore
 
@@ -71,6 +72,7 @@ class RouterWorker:
         tables: TableStore | None = None,
         max_records: int = 2000,
         lineage: LineageBatch | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.router = dispatcher.router
@@ -88,6 +90,8 @@ class RouterWorker:
         self._lag = LAG.track(group, self._consumer)
         self._batches = BatchSender(producer)
         self._lineage = lineage  # where every event went, written with the batch (bus.lineage)
+        # One check per event when tracing is off: None, not a disabled Tracing.
+        self._tracing = tracing if tracing is not None and tracing.enabled else None
 
     async def start(self) -> None:
         if self._task is not None:
@@ -208,10 +212,14 @@ class RouterWorker:
         if lineage:
             lineage.take()  # noted by a batch that failed before it was produced: that batch is routed again
         at = now_rfc3339() if lineage is not None else ""
+        tracing = self._tracing
         for tp, records in batch.items():
             for record in records:
                 origin = f"{tp.topic}/{tp.partition}/{record.offset}"
-                outs = plan(record.key, record.value, list(record.headers), origin, partition=tp.partition, offset=record.offset)
+                if tracing is None:
+                    outs = plan(record.key, record.value, list(record.headers), origin, partition=tp.partition, offset=record.offset)
+                else:
+                    outs = self._traced_plan(tracing, tp, record, origin)
                 if lineage is not None:
                     lineage.routed(record.headers, record.key, origin, lineage.copies(outs))
                 for out in outs:
@@ -229,6 +237,25 @@ class RouterWorker:
             out_records += lineage.take(at)
         futures += await self._batches.send_all(out_records)
         await asyncio.gather(*futures)  # done only when Kafka has every copy
+
+    def _traced_plan(self, tracing: Tracing, tp: TopicPartition, record: Any, origin: str) -> list[Send]:
+        """The event's routing as a span (OpenTelemetry messaging conventions), child of the event's
+        traceparent; every copy carries the span's traceparent on, so deliveries are its children."""
+        headers = list(record.headers)
+        parent = next((v.decode() for n, v in headers if n == "traceparent" and v), None)
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "route",
+            "messaging.destination.name": tp.topic,
+            "messaging.destination.partition.id": str(tp.partition),
+            "messaging.kafka.offset": str(record.offset),
+            "messaging.consumer.group.name": self._group,
+        }
+        with tracing.span(f"route {tp.topic}", parent, kind="consumer", attributes=attributes) as child:
+            if child:
+                headers = [(n, child.encode()) if n == "traceparent" else (n, v) for n, v in headers]
+            return self.dispatcher.plan(record.key, record.value, headers, origin, partition=tp.partition, offset=record.offset)
 
     async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
         try:

@@ -122,8 +122,12 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
                     await self.sink.reject(raw, f"value could not be decoded: {type(exc).__name__}: {exc}", headers=origin)
                     continue
                 event_id = f"{record.topic}:{record.partition}:{record.offset}"
+                # The producer's W3C trace context, when it set one as a record header (the Kafka convention).
+                traceparent = next((v.decode(errors="replace") for n, v in record.headers or () if n == "traceparent" and v), None)
                 try:
-                    acks.append(await self._intake.submit_document(document, raw=raw, event_id=event_id, origin=origin))
+                    acks.append(
+                        await self._intake.submit_document(document, raw=raw, event_id=event_id, traceparent=traceparent, origin=origin)
+                    )
                 except KafkaUnavailable as exc:
                     raise RetryableError(f"the hub's Kafka did not take the events: {exc}") from exc
         for ack in acks:

@@ -75,6 +75,10 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
     def origin(self, message: Any) -> Mapping[str, str]:
         return {"bus_origin": f"nats:{message.subject}"}
 
+    def traceparent(self, message: Any) -> str | None:
+        """The sender's W3C trace context, from the message's NATS headers."""
+        return (message.headers or {}).get("traceparent") or None
+
     async def ack(self, message: Any) -> None:
         await message.ack()
 

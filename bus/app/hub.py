@@ -251,6 +251,7 @@ class Hub:
                 producer=self._producer,
                 tables=tables,
                 lineage=await self._lineage(),
+                tracing=self.tracing,
             )
         await service.start()
         if service.task is not None:  # either engine: its loop, or the faust engine's health

@@ -17,7 +17,7 @@ from bus.adapter_api import Outbound
 from bus.codec import Codec
 from bus.errors import BusError, PermanentError, RetryableError
 from bus.event import Event, now_rfc3339
-from bus.logs import REDACTOR
+from bus.logs import EVENT_TRACE, REDACTOR
 from bus.metrics import DELIVERIES, DELIVERY_ATTEMPTS, DELIVERY_SECONDS, END_TO_END_SECONDS
 from bus.runtime.commits import Bookkeeper
 from bus.runtime.gate import TargetGate
@@ -104,6 +104,13 @@ class EventDelivery:
                 await self._dead_letter(record, unreadable, attempts=0, closing=closing)
                 self._books.settled(record, _id_of(record), delivered=False, attempts=0, failures=[(now_rfc3339(), str(unreadable))])
                 return False
+        token = EVENT_TRACE.set(event.traceparent)  # its log lines carry its trace and span ids
+        try:
+            return await self._settle_event(record, event, where, closing)
+        finally:
+            EVENT_TRACE.reset(token)
+
+    async def _settle_event(self, record: Record, event: Event, where: tuple[int, int], closing: asyncio.Event) -> bool:
         first_attempt = time.monotonic()
         attempt = 0
         failures: list[tuple[str, str]] | None = None  # each failed attempt's answer, for the lineage (none on the happy path)

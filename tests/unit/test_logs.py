@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.logs import JsonFormatter, Redactor, secrets_in
+from bus.logs import JsonFormatter, Redactor, about_event, secrets_in
 from tests.support.hub import load, payment_hub_config, write_config
 
 
@@ -85,3 +85,18 @@ def test_ordinary_messages_pass_unchanged(captured: tuple[logging.Logger, Redact
     redactor.remember(["abc"])  # too short to hide: it would mask ordinary words
     logger.info("delivered 42 events to erp (abc order)")
     assert lines(stream)[0]["message"] == "delivered 42 events to erp (abc order)"
+
+
+def test_json_lines_about_an_event_carry_its_trace_and_span_ids() -> None:
+    formatter = JsonFormatter()
+    record = logging.LogRecord("bus.delivery", logging.WARNING, __file__, 1, "dead-lettered %s", ("evt_1",), None)
+    assert "trace_id" not in json.loads(formatter.format(record))  # not about an event
+    with about_event("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"):
+        line = json.loads(formatter.format(record))
+        with about_event("00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01"):  # a span inside: its own id
+            inner = json.loads(formatter.format(record))
+    assert (line["trace_id"], line["span_id"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert inner["span_id"] == "1111111111111111"
+    assert "trace_id" not in json.loads(formatter.format(record))  # and gone after
+    with about_event("not-a-traceparent"):
+        assert "trace_id" not in json.loads(formatter.format(record))
