@@ -16,6 +16,11 @@ class _Broker(AdapterConfig):
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
     username: str | None = Field(default=None, description="User, if the broker asks for one.")
     password: SecretStr | None = Field(default=None, description="Password (use ${ENV}).")
+    protocol: Literal["3.1.1", "5"] = Field(
+        default="3.1.1",
+        description='MQTT version. "5" carries the W3C traceparent as a user property both ways (a trace continues '
+        "from a device through the hub to a subscriber); a persistent session then lasts a week after a disconnect.",
+    )
 
 
 class MqttInboundConfig(_Broker):

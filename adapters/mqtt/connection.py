@@ -9,25 +9,51 @@ with a clear error instead of acknowledging messages the hub has not stored.
 
 from __future__ import annotations
 
-__all__ = ["PahoAcks", "client_for", "connect"]
+__all__ = ["PahoAcks", "client_for", "connect", "publish_properties", "user_property"]
 
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bus.adapter_api import RetryableError
 
+# How long an MQTT 5 broker keeps a persistent session (and the messages not yet acknowledged)
+# after the hub disconnects; 3.1.1 sessions have no expiry.
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
 
 def client_for(config: Any, identifier: str | None, *, persistent: bool) -> aiomqtt.Client:
-    return aiomqtt.Client(
-        config.host,
-        config.port,
-        username=config.username,
-        password=config.password.get_secret_value() if config.password else None,
-        identifier=identifier,
-        clean_session=not persistent,
-        timeout=10,
-    )
+    credentials = {"username": config.username, "password": config.password.get_secret_value() if config.password else None}
+    if config.protocol == "5":
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S if persistent else 0
+        return aiomqtt.Client(
+            config.host,
+            config.port,
+            **credentials,
+            identifier=identifier,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=not persistent,
+            properties=properties,
+            timeout=10,
+        )
+    return aiomqtt.Client(config.host, config.port, **credentials, identifier=identifier, clean_session=not persistent, timeout=10)
+
+
+def user_property(message: aiomqtt.Message, name: str) -> str | None:
+    """An MQTT 5 user property of a received message (None on 3.1.1, which has none)."""
+    for key, value in getattr(message.properties, "UserProperty", None) or ():
+        if key == name:
+            return str(value)
+    return None
+
+
+def publish_properties(**user: str) -> Properties:
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.UserProperty = list(user.items())
+    return properties
 
 
 async def connect(client: aiomqtt.Client, config: Any) -> None:

@@ -18,7 +18,7 @@ from typing import ClassVar
 import aiomqtt
 
 from adapters.mqtt.config import MqttInboundConfig
-from adapters.mqtt.connection import PahoAcks, client_for, connect
+from adapters.mqtt.connection import PahoAcks, client_for, connect, user_property
 from bus.adapter_api import Context, RetryableError
 from bus.queue_inbound import QueueInbound
 
@@ -57,6 +57,10 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
 
     def origin(self, message: aiomqtt.Message) -> Mapping[str, str]:
         return {"bus_origin": f"mqtt:{message.topic}"}
+
+    def traceparent(self, message: aiomqtt.Message) -> str | None:
+        """The sender's W3C trace context: an MQTT 5 user property (3.1.1 has no place for one)."""
+        return user_property(message, "traceparent")
 
     async def ack(self, message: aiomqtt.Message) -> None:
         assert self._acks is not None

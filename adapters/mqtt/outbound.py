@@ -15,7 +15,7 @@ from typing import ClassVar
 import aiomqtt
 
 from adapters.mqtt.config import MqttOutboundConfig
-from adapters.mqtt.connection import client_for, connect
+from adapters.mqtt.connection import client_for, connect, publish_properties
 from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, compile_template, json_dumps
 
 
@@ -51,7 +51,11 @@ class MqttOutbound(Outbound[MqttOutboundConfig]):
         topic = self._topic(event.data, event.meta())
         payload = json_dumps(self._body.render(event))
         try:
-            await self._client.publish(topic, payload, qos=1, retain=self.config.retain, timeout=self.config.timeout_s)
+            # MQTT 5: the trace continues to the subscribers (a user property, as the W3C MQTT draft has it).
+            properties = publish_properties(traceparent=event.traceparent) if self.config.protocol == "5" else None
+            await self._client.publish(
+                topic, payload, qos=1, retain=self.config.retain, timeout=self.config.timeout_s, properties=properties
+            )
         except aiomqtt.MqttError as exc:
             await self.stop()
             raise RetryableError(f"mqtt publish to {topic!r} on {self.config.host}:{self.config.port} failed: {exc}") from exc

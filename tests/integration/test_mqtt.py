@@ -12,6 +12,8 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
@@ -104,3 +106,55 @@ async def test_sensors_in_alerts_out_bad_payload_kept_and_restart_resumes(tmp_pa
     assert len(by_id) == 59
     topic, body = next(iter(by_id.values()))
     assert topic == f"t{run}/alerts/d{body['v'] % 4}"
+
+
+async def test_mqtt5_carries_the_trace_both_ways_and_keeps_its_session(tmp_path: Path, bootstrap: str) -> None:
+    """MQTT 5: a device's `traceparent` user property continues into the hub's event and out to
+    the hub's own MQTT publishes; the persistent session (a session expiry, MQTT 5's way) keeps
+    what arrives while the hub is down."""
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    cfg = config(bootstrap, target, run, unique_prefix())
+    cfg["inbound"][0]["protocol"] = "5"
+    cfg["outbound"][1]["protocol"] = "5"
+    path = write_config(tmp_path / "bus.yaml", cfg)
+    traces = {f"r{i}": uuid.uuid4().hex for i in range(20)}
+
+    async def publish(client: aiomqtt.Client, first: int, last: int) -> None:
+        for i in range(first, last):
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = [("traceparent", f"00-{traces[f'r{i}']}-00f067aa0ba902b7-01")]
+            body = json.dumps({"id": f"r{i}", "device": f"d{i % 2}", "value": i}).encode()
+            await client.publish(f"t{run}/sensors/d{i % 2}/usage", body, qos=1, properties=properties)
+
+    alerts: dict[str, str] = {}
+    async with (
+        aiomqtt.Client("127.0.0.1", 1883, protocol=aiomqtt.ProtocolVersion.V5) as device,
+        aiomqtt.Client("127.0.0.1", 1883, protocol=aiomqtt.ProtocolVersion.V5) as watcher,
+    ):
+        await watcher.subscribe(f"t{run}/alerts/#", qos=1)
+
+        async def watch() -> None:
+            async for message in watcher.messages:
+                assert isinstance(message.payload, bytes)
+                [(_name, value)] = [p for p in message.properties.UserProperty if p[0] == "traceparent"]  # type: ignore[union-attr]
+                alerts[json.loads(message.payload)["id"]] = value.split("-")[1]
+
+        watching = asyncio.create_task(watch())
+        try:
+            async with build_hub(path):
+                await publish(device, 0, 10)
+                await target.wait_for(lambda: len({c.headers["Idempotency-Key"] for c in target.accepted}) == 10)
+            await publish(device, 10, 20)  # the hub is down: its session keeps these
+            async with build_hub(path):
+                await target.wait_for(lambda: len({c.headers["Idempotency-Key"] for c in target.accepted}) == 20)
+                for _ in range(100):
+                    if len(alerts) == 20:
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            watching.cancel()
+            await target.stop()
+    at_target = {c.headers["Idempotency-Key"]: c.headers["traceparent"].split("-")[1] for c in target.accepted}
+    assert at_target == traces  # each event continues its device's trace
+    assert alerts == traces  # and so does each MQTT 5 publish out
