@@ -211,3 +211,14 @@ Deployments and the migration Job. */}}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/* The config checksum of one role's pods: the config without the sections only other roles
+read (inbound adapters, routes, outbound adapters), plus the files beside it. Changing a route
+rolls the router alone; an outbound's URL, the outbound role alone; kafka, all of them.
+Call with (dict "root" $ "role" "router"). */}}
+{{- define "bus.roleChecksum" -}}
+{{- $c := include "bus.hubConfig" .root | fromYaml -}}
+{{- $others := dict "all" (list) "inbound" (list "routes" "router" "tables" "outbound" "migrations") "router" (list "inbound" "outbound" "migrations") "outbound" (list "inbound" "routes" "router" "tables" "migrations") -}}
+{{- range $section := index $others .role }}{{- $_ := unset $c $section }}{{- end -}}
+{{- print (toJson $c) (toJson .root.Values.configFiles) | sha256sum -}}
+{{- end -}}
