@@ -22,8 +22,8 @@ from adapters.graphql.documents import (
     variables_json_schema,
 )
 from adapters.http.config import HttpOutboundConfig, OAuth2Connection, SendApiKey
-from adapters.http.oauth2 import OAuth2ClientCredentials
 from bus.adapter_api import AdapterConfig, BodyMap, ConfigModel, Contract, Duration, EmitSpec, Expression, compile_expression, duration
+from bus.credentials.client_credentials import OAuth2ClientCredentials
 
 _SCHEMA_HELP = (
     "The server's schema, for `bus validate`: a file of SDL (.graphql) or an introspection result (.json), relative to "

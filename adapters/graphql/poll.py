@@ -31,9 +31,9 @@ import httpx
 from adapters.graphql.config import GraphQLPollConfig
 from adapters.graphql.documents import error_codes, said
 from adapters.http.config import SendApiKey
-from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_httpx
 from adapters.polling import Poller, Position, record_id, wait_seconds
 from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression
+from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, via_httpx
 
 _WAIT_STATUSES = {429, 503}
 _RETRY_CODES = {"THROTTLED", "RATE_LIMITED", "SERVICE_UNAVAILABLE", "TIMEOUT"}

@@ -26,7 +26,6 @@ from pydantic import Field, SecretStr, model_validator
 
 from adapters.http.contracts import outbound_contract, webhook_contract
 from adapters.http.jwt_auth import JwtAuth
-from adapters.http.oauth2 import OAuth2ClientCredentials
 from adapters.http.signatures import SignatureAuth
 from bus.adapter_api import (
     AdapterConfig,
@@ -44,6 +43,7 @@ from bus.adapter_api import (
     duration,
     paths_of,
 )
+from bus.credentials.client_credentials import OAuth2ClientCredentials
 
 
 class ApiKeyAuth(ConfigModel):

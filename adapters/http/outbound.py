@@ -33,7 +33,6 @@ from yarl import URL
 
 from adapters.http.config import HttpOutboundConfig, OAuth2Connection, SendApiKey, WebhookOutboundConfig
 from adapters.http.contracts import body_check
-from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, Post, via_aiohttp
 from adapters.http.target_state import HttpTargetState
 from bus.adapter_api import (
     Body,
@@ -49,6 +48,7 @@ from bus.adapter_api import (
     json_dumps,
 )
 from bus.cloudevents import http_headers
+from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, Post, via_aiohttp
 
 _RETRYABLE = {408, 425, 429}
 _URL_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")

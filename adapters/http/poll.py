@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 import httpx
 
 from adapters.http.config import HttpPollConfig, SendApiKey
-from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_httpx
 from adapters.polling import Poller, Position, record_id, wait_seconds
 from bus.adapter_api import (
     Context,
@@ -34,6 +33,7 @@ from bus.adapter_api import (
     RetryableError,
     compile_expression,
 )
+from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, via_httpx
 
 _WAIT_STATUSES = {429, 503}
 _DEFAULT_PARAM = {"page": "page", "offset": "offset", "cursor": "cursor"}

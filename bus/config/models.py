@@ -27,18 +27,14 @@ from bus.config.base import ConfigModel
 from bus.config.connections import ConnectionConfig, CredentialsConfig
 from bus.config.migrations import MigrationConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
+from bus.credentials.client_credentials import ClientCredentialsGrant
 from bus.tracing import TracingConfig
 
 
-class KafkaOAuth(ConfigModel):
+class KafkaOAuth(ClientCredentialsGrant):
     """SASL/OAUTHBEARER tokens from an OIDC provider (the client credentials grant), as managed Kafka
     services ask (Confluent Cloud, Aiven, Event Hubs, Strimzi with Keycloak)."""
 
-    token_url: str = Field(description="The provider's token endpoint.", examples=["https://login.example.com/oauth2/token"])
-    client_id: str = Field(description="The hub's client id at the provider.")
-    client_secret: SecretStr = Field(description="The hub's client secret (a secret: use ${ENV}).")
-    scope: str | None = Field(default=None, description="Scopes to ask for, space-separated, if the provider wants any.")
-    audience: str | None = Field(default=None, description="The `audience` parameter some providers want (Auth0, Okta).")
     extensions: dict[str, str] = Field(
         default_factory=dict,
         description="SASL extensions sent with the token (Confluent Cloud: logicalCluster, identityPoolId).",

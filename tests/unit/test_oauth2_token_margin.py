@@ -9,7 +9,7 @@ import aiohttp
 import httpx
 import pytest
 
-from adapters.http.oauth2 import ClientCredentials, OAuth2ClientCredentials, via_aiohttp, via_httpx
+from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, via_aiohttp, via_httpx
 from tests.support.accounting import AccountingApi
 
 

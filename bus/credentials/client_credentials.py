@@ -1,4 +1,5 @@
-"""OAuth2 client credentials (RFC 6749 section 4.4), shared by ``http_poll`` and ``http`` outbound.
+"""OAuth2 client credentials (RFC 6749 section 4.4), shared by the HTTP family's adapters
+(``http``, ``http_poll``, ``graphql``, ``graphql_poll``) and the Kafka clients' SASL/OAUTHBEARER.
 
 One token per adapter, fetched on first use, cached, and fetched again ``refresh_before_s`` before
 it expires, so calls never carry a token about to lapse. One fetch at a time: concurrent calls that
@@ -8,7 +9,7 @@ find no valid token wait for the same request. A 401 from the API invalidates th
 
 from __future__ import annotations
 
-__all__ = ["ClientCredentials", "OAuth2ClientCredentials", "Post", "Unreachable", "via_aiohttp", "via_httpx"]
+__all__ = ["ClientCredentials", "ClientCredentialsGrant", "OAuth2ClientCredentials", "Post", "Unreachable", "via_aiohttp", "via_httpx"]
 
 import asyncio
 import base64
@@ -22,13 +23,13 @@ import aiohttp
 import httpx
 from pydantic import Field, SecretStr
 
-from bus.adapter_api import ConfigModel, RetryableError
+from bus.config.base import ConfigModel
+from bus.errors import RetryableError
 
 
-class OAuth2ClientCredentials(ConfigModel):
+class ClientCredentialsGrant(ConfigModel):
     """OAuth2 client-credentials grant: the hub fetches a bearer token with its client id and secret."""
 
-    type: Literal["oauth2"] = "oauth2"
     token_url: str = Field(pattern=r"^https?://", description="Token endpoint.", examples=["https://login.example.com/oauth2/token"])
     client_id: str = Field(min_length=1, description="Client id.")
     client_secret: SecretStr = Field(description="Client secret (use ${ENV} or ${file:...}).")
@@ -43,6 +44,12 @@ class OAuth2ClientCredentials(ConfigModel):
         description="Fetch a new token this long before the old one expires, or a tenth of the token's lifetime if that is "
         "shorter (a token that lives 5 s is used for 4.5 s, not fetched again for every call).",
     )
+
+
+class OAuth2ClientCredentials(ClientCredentialsGrant):
+    """``auth: {type: oauth2, ...}`` of an HTTP-family adapter."""
+
+    type: Literal["oauth2"] = "oauth2"
 
 
 # The token request goes through the adapter's own HTTP client (docs/architecture.md: one client
@@ -77,7 +84,7 @@ def via_aiohttp(session: aiohttp.ClientSession, timeout_s: float) -> Post:
 
 
 class ClientCredentials:
-    def __init__(self, config: OAuth2ClientCredentials, *, what: str) -> None:
+    def __init__(self, config: ClientCredentialsGrant, *, what: str) -> None:
         self.config = config
         self._what = what
         self._token: str | None = None
