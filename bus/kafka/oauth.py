@@ -18,12 +18,15 @@ class ClientCredentialsTokens(AbstractTokenProvider):  # type: ignore[misc]
         self.config = config
         self._grant = ClientCredentials(config, what="kafka.security.oauth")
         self._timeout_s = timeout_s
-        self._client: httpx.AsyncClient | None = None
 
     async def token(self) -> str:
-        if self._client is None:  # made on first use, inside the event loop that uses it
-            self._client = httpx.AsyncClient(timeout=self._timeout_s)
-        return await self._grant.token(via_httpx(self._client))
+        return await self._grant.token(self._post)
+
+    async def _post(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+        # A client per token request (one per token lifetime): aiokafka gives a token provider no
+        # close hook, so a client kept between requests would never be closed.
+        async with httpx.AsyncClient(timeout=self._timeout_s) as client:
+            return await via_httpx(client)(url, form, headers)
 
     def extensions(self) -> dict[str, str]:
         return dict(self.config.extensions)
