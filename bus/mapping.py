@@ -5,6 +5,8 @@ Expressions are compiled once, when the adapter is built; ``Emitter.build`` only
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["Emitter"]
 
 from collections.abc import Mapping
@@ -16,6 +18,9 @@ from bus.errors import EventRejected, ExpressionError
 from bus.event import Event, new_traceparent
 from bus.expr import compile_expression
 from bus.expr.body import Body
+
+# A W3C traceparent (version, trace id, parent span id, flags).
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 class Emitter:
@@ -72,7 +77,9 @@ class Emitter:
             key=None if key is None else str(key),
             type=self.event_type,
             subject=None if subject is None else str(subject),
-            traceparent=traceparent or new_traceparent(),
+            # W3C trace context: a value that does not parse starts a new trace (it came from the
+            # sender, and goes on as a header to every target: a CR/LF in it must not travel).
+            traceparent=traceparent if traceparent and _TRACEPARENT.fullmatch(traceparent) else new_traceparent(),
         )
         if event_id is not None:
             event.id = str(event_id)

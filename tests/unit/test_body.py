@@ -114,3 +114,15 @@ def test_emit_map_builds_lists_of_records_from_the_source_document() -> None:
         "total": 2198,
         "lines": [{"sku": "MUG", "quantity": 2, "unit_price": 1099}],
     }
+
+
+@pytest.mark.parametrize("sent", ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331\r\nX-Evil: 1-01", "not a trace", "00-XYZ-1-01", ""])
+def test_a_traceparent_that_does_not_parse_starts_a_new_trace(sent: str) -> None:
+    from bus.adapter_api import EmitSpec
+    from bus.mapping import Emitter
+
+    spec = EmitSpec.model_validate({"schema": "Payment", "map": {"payment_id": "id", "amount": "1", "currency": '"eur"'}})
+    event = Emitter(spec, source="/inbound/x").build({"id": "p1"}, traceparent=sent)
+    assert event.traceparent != sent and len(event.traceparent) == 55 and "\n" not in event.traceparent
+    kept = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert Emitter(spec, source="/inbound/x").build({"id": "p1"}, traceparent=kept).traceparent == kept
