@@ -3,8 +3,13 @@
 # Build: docker build -t ghcr.io/integration-bus/bus:0.1.0 .
 # Two stages: wheels are built with the compilers of the full image, then only the installed
 # packages are copied into a slim runtime that runs as an unprivileged user.
+# PYTHON_IMAGE names the repository of both stages' base (the tag stays pinned here): a registry
+# mirror's copy of the official image, or any Debian bookworm root with python3, python3-venv and
+# python-is-python3 tagged 3.11-slim-bookworm (the image tests build on such a root, made with
+# debootstrap, since no registry is reachable there).
+ARG PYTHON_IMAGE=python
 
-FROM python:3.11-slim-bookworm AS build
+FROM ${PYTHON_IMAGE}:3.11-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -19,7 +24,7 @@ RUN python -m venv /opt/bus \
  && /opt/bus/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/bus/bin/pip install --no-cache-dir '.[tracing]'
 
-FROM python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="integration-bus" \
       org.opencontainers.image.description="Integration hub: adapters in config, canonical Avro events on Kafka, routing, trustworthy delivery" \
       org.opencontainers.image.licenses="Apache-2.0"

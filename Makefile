@@ -54,6 +54,17 @@ $(TOOLS)/.chromium:
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)) && touch $@; \
 	else echo "no chromium: install Debian's chromium package, or the console's browser tests skip"; fi
 
+# buildah, podman, runc and debootstrap for the image tests (tests/image): the Dockerfile built
+# and run without a Docker daemon. Installed with apt-get when this is root on Debian; otherwise
+# the step says so, and the image tests skip on a laptop and fail in CI.
+$(TOOLS)/.image-tools:
+	@mkdir -p $(TOOLS)
+	@if command -v buildah >/dev/null && command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null; then touch $@; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc debootstrap >/dev/null 2>&1 || \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc debootstrap >/dev/null)) && touch $@; \
+	else echo "no buildah/podman/runc/debootstrap: install Debian's packages, or the image tests skip"; fi
+
 quickstart: $(VENV)/.installed
 	$(BIN)/python examples/quickstart/run.py
 
@@ -61,7 +72,7 @@ quickstart: $(VENV)/.installed
 # non-zero exit into a failure, so "no tests" can never pass. Two workers: most tests wait on
 # brokers, processes and timers rather than the CPU (each worker starts its own embedded broker).
 # (xdist's loadgroup would keep the fault tests on one worker, but with pytest 9 it does not group.)
-test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.checkov $(TOOLS)/.crd-models $(TOOLS)/.asyncapi-specs $(TOOLS)/.chromium
+test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.checkov $(TOOLS)/.crd-models $(TOOLS)/.asyncapi-specs $(TOOLS)/.chromium $(TOOLS)/.image-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

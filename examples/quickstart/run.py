@@ -2,6 +2,11 @@
 
     make quickstart            (or: .venv/bin/python examples/quickstart/run.py --events 500)
 
+With ``--image IMAGE`` the hub runs from the container image instead (built from the project's
+Dockerfile), on the host's network, with this folder mounted as /etc/bus; ``--engine`` names the
+container command (docker by default; ``podman`` or ``podman --runtime runc`` work the same)
+and ``--run-args`` adds options to its ``run`` (limits, a user namespace).
+
 1. starts two sample targets (an "ERP" and a "support desk") on a local HTTP server;
 2. starts ``bus run -c examples/quickstart/bus.yaml`` as a separate process (embedded Kafka);
 3. posts payment webhooks like a payment provider would, plus two bad ones to show the errors;
@@ -21,6 +26,7 @@ import os
 import random
 import re
 import secrets
+import shlex
 import signal
 import socket
 import sys
@@ -130,6 +136,9 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=300, help="payment webhooks to post (default 300)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for delivery")
+    parser.add_argument("--image", help="run the hub from this container image instead of this environment's bus")
+    parser.add_argument("--engine", default="docker", help="container command for --image (default docker)")
+    parser.add_argument("--run-args", default="", help="more options for the engine's run, such as --ulimit nofile=4096:4096")
     parser.add_argument("--keep", action="store_true", help="keep the hub running after the summary, until Ctrl-C (to use the console)")
     args = parser.parse_args()
 
@@ -146,9 +155,20 @@ async def main() -> int:
         "PAYMENTS_API_KEY": API_KEY,
         "BUS_OPS_TOKEN": console_token,
     }
-    bus = Path(sys.executable).with_name("bus")
-    print(f"starting the hub: {bus.name} run -c {HERE.relative_to(Path.cwd()) if HERE.is_relative_to(Path.cwd()) else HERE}/bus.yaml")
-    hub = await asyncio.create_subprocess_exec(str(bus), "run", "-c", str(HERE / "bus.yaml"), env=env)
+    if args.image:
+        # The settings go in as the container's environment. The hub is the container's PID 1, as
+        # in a pod; the engine passes our SIGTERM on to it, as the kubelet's stop would.
+        names = ("WEBHOOK_PORT", "OPS_PORT", "ERP_URL", "SUPPORT_URL", "PAYMENTS_API_KEY", "BUS_OPS_TOKEN")
+        settings = [f"--env={k}={env[k]}" for k in names]
+        command = [*shlex.split(args.engine), "run", "--rm", "--network=host", f"--volume={HERE}:/etc/bus:ro", *settings]
+        command += [*shlex.split(args.run_args), args.image]
+        command += ["run", "-c", "/etc/bus/bus.yaml"]
+        print(f"starting the hub from the image {args.image}: {shlex.join(command[:2])} ... run -c /etc/bus/bus.yaml")
+    else:
+        bus = Path(sys.executable).with_name("bus")
+        command = [str(bus), "run", "-c", str(HERE / "bus.yaml")]
+        print(f"starting the hub: {bus.name} run -c {HERE.relative_to(Path.cwd()) if HERE.is_relative_to(Path.cwd()) else HERE}/bus.yaml")
+    hub = await asyncio.create_subprocess_exec(*command, env=env)
     started = time.monotonic()
     try:
         async with httpx.AsyncClient(timeout=30) as client:
