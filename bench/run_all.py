@@ -29,7 +29,7 @@ QUICK = {
     "router.py": ["--events", "10000", "--rounds", "1", "--skip-faust"],
     "plan_cost.py": ["--events", "300"],
     "codec.py": ["--events", "20000"],
-    "latency.py": ["--seconds", "3", "--loads", "500", "--search-limit", "750"],
+    "latency.py": ["--seconds", "3", "--loads", "500", "--search-limit", "750", "--rounds", "1"],
     "memory.py": ["--events", "50000"],
     "scale_out.py": ["--events", "10000"],
     "sql_batch.py": ["--events", "500"],

@@ -36,6 +36,7 @@ from bus.errors import BusError
 from bus.event import now_rfc3339
 from bus.kafka.batches import BatchSender, Record
 from bus.kafka.clients import make_consumer
+from bus.kafka.join_watch import JoinWatch
 from bus.kafka.lag import LAG
 from bus.kafka.reader import replay, until_kafka_answers
 from bus.lineage import LineageBatch
@@ -89,6 +90,7 @@ class RouterWorker:
         self._since_commit = SECONDS_SINCE_COMMIT.labels(group)
         self._lag = LAG.track(group, self._consumer)
         self._batches = BatchSender(producer)
+        self._join_watch = JoinWatch(self._consumer, group, kafka.join_timeout_s)
         self._lineage = lineage  # where every event went, written with the batch (bus.lineage)
         # One check per event when tracing is off: None, not a disabled Tracing.
         self._tracing = tracing if tracing is not None and tracing.enabled else None
@@ -156,7 +158,7 @@ class RouterWorker:
     async def _run(self) -> None:
         last_commit = time.monotonic()
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
+            batch = await self._join_watch.getmany(timeout_ms=200, max_records=self._max_records)  # bounded, a join too
             if self.dispatcher.aggregators:
                 await self._tick()
             if not batch:

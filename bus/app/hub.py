@@ -39,6 +39,7 @@ from bus.lineage import LineageBatch
 from bus.logs import REDACTOR, secrets_in
 from bus.metrics import BUILD
 from bus.runtime.checkpoints import KafkaCheckpoints
+from bus.runtime.collector import tune_after_start
 from bus.runtime.control import ControlWatcher
 from bus.runtime.delivery import DeliveryWorker
 from bus.runtime.publisher import KafkaSink
@@ -424,6 +425,7 @@ class Hub:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
+            tune_after_start()  # the process is the hub's alone: what start-up made stays for good
             await stop.wait()
             log.info("signal received: stopping intake, draining in-flight events")
         finally:

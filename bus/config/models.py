@@ -116,6 +116,14 @@ class KafkaConfig(ConfigModel):
         "waits for this refresh. Kafka's default of 5 minutes stalled a new consumer group for as long after a leader "
         "move (tests/faults/test_cluster_faults.py); 10 s bounds the stall at the cost of one small request per client.",
     )
+    join_timeout_s: float = Field(
+        default=120.0,
+        ge=5,
+        description="How long the router or a subscriber may wait for its consumer group's join (or rejoin after a "
+        "rebalance) to complete before it is treated as stuck: the component is logged, counted in "
+        "bus_component_restarts_total and started again with a new consumer. Above the session timeout and the time "
+        "the slowest member of the group takes to rejoin.",
+    )
 
 
 class SchemaRegistryConfig(ConfigModel):

@@ -47,6 +47,7 @@ from bus.config.delivery import DeliveryPolicy
 from bus.config.models import KafkaConfig
 from bus.errors import BusError
 from bus.kafka.clients import make_consumer
+from bus.kafka.join_watch import JoinWatch
 from bus.kafka.lag import LAG
 from bus.kafka.reader import until_kafka_answers
 from bus.kafka.topics import TopicNames
@@ -120,6 +121,7 @@ class DeliveryWorker:
         self._kafka = kafka
         self._bootstrap = bootstrap
         self._consumer = make_consumer(kafka, bootstrap, group_id=self._group)
+        self._join_watch = JoinWatch(self._consumer, self._group, kafka.join_timeout_s)
         self.health = SubscriberState(self.name)
         self.gate = TargetGate(self.name, self.policy, self.health)
         self._task: asyncio.Task[None] | None = None
@@ -254,7 +256,7 @@ class DeliveryWorker:
             if self.gate.open() and self._buffered:
                 await asyncio.sleep(0.2)  # the circuit is open: nothing could be delivered, so leave the rest in Kafka
                 continue
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=min(500, limit - self._buffered))
+            batch = await self._join_watch.getmany(timeout_ms=200, max_records=min(500, limit - self._buffered))
             for tp, records in batch.items():
                 part = self._partitions.get(tp.partition)
                 if part is None or part.closing.is_set():

@@ -50,8 +50,9 @@ def cluster() -> Iterator[MockCluster]:
     gc.collect()
 
 
-def prepared_config(tmp_path: Path, cluster: MockCluster, target: Target) -> tuple[Path, dict[str, Any]]:
+def prepared_config(tmp_path: Path, cluster: MockCluster, target: Target, **kafka: Any) -> tuple[Path, dict[str, Any]]:
     config = payment_hub_config(cluster.bootstrap, target.url, produce_timeout_s=3, replication_factor=3)
+    config["kafka"].update(kafka)
     path = write_config(tmp_path / "bus.yaml", config)
     loaded, _, _ = load(path)
     # As on a cluster where a platform team creates topics (the mock has no CreateTopics).
@@ -208,3 +209,40 @@ async def test_a_broker_lost_for_ten_seconds_loses_nothing(
     assert accepted_while_down > 0  # after the election the webhook took events again, with a broker still down
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any(f"node with id {lost}" in w or "NodeNotReady" in w for w in warnings), warnings
+
+
+@pytest.mark.timeout(300)
+async def test_a_join_that_never_completes_is_said_and_started_again(
+    tmp_path: Path, cluster: MockCluster, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber whose group coordinator cannot be reached never completes its join: aiokafka
+    goes on trying in the background while getmany returns nothing. The hub must not wait for
+    ever in silence: after kafka.join_timeout_s the delivery loop ends with the reason, the
+    supervisor logs it, counts it and starts the subscriber again, and once the coordinator is
+    back the flow completes with nothing lost."""
+    caplog.set_level(logging.WARNING)
+    target = await Target().start()
+    path, config = prepared_config(tmp_path, cluster, target, join_timeout_s=5)
+    erp = TopicNames(config["kafka"]["topic_prefix"]).delivery_group("erp")
+    unreachable = 2
+    assert cluster.move_leaders(away_from=unreachable) > 0  # produce and fetch go on without it
+    cluster.set_coordinator(erp, unreachable)  # ...but erp's group can only join through it
+    cluster.broker_down(unreachable)
+    restarts_before = counted("bus_component_restarts")
+    started = time.monotonic()
+    try:
+        async with build_hub(path) as hub:
+            assert hub.web is not None
+            senders = Senders(hub.web.port)
+            while counted("bus_component_restarts") == restarts_before and time.monotonic() < started + 60:
+                await asyncio.sleep(0.2)
+            stuck_for = time.monotonic() - started
+            assert not [c for c in target.accepted if c.path == "/erp"]  # nothing could be delivered meanwhile
+            cluster.broker_up(unreachable)
+            await senders.finish()
+            await promises_kept(path, cluster, target, senders.accepted, capsys)
+    finally:
+        await target.stop()
+    assert 5 <= stuck_for < 30, stuck_for  # said after the join timeout (from the hub's start), not at once and not never
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(f"consumer group {erp} has not completed a join" in w for w in said), said
