@@ -33,13 +33,14 @@ from schemas.catalog import SchemaCatalog
 
 def main() -> None:
     bootstrap, source, n, schema = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    run = sys.argv[5] if len(sys.argv) > 5 else "0"  # a group per round: each reads the topic from the start
     codec = Codec()
     codec.add("Payment", schema, SchemaCatalog.load().get("Payment").parsed)
     dispatcher = Dispatcher(Router(twenty_routes()), codec=codec, topics=TopicNames("bench"))
     with tempfile.TemporaryDirectory() as state:
         app = Application(
             broker_address=bootstrap,
-            consumer_group="bench-quix",
+            consumer_group=f"bench-quix-{run}",
             auto_offset_reset="earliest",
             auto_create_topics=False,
             use_changelog_topics=False,
