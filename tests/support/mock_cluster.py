@@ -86,6 +86,8 @@ def _load() -> ctypes.CDLL:
         "rd_kafka_mock_coordinator_set": ([p, s, s, i32], i),
     }
     for name, (args, result) in signatures.items():
+        if not hasattr(lib, name):
+            raise RuntimeError(f"{library_path()} has no {name}: the fault tests need confluent-kafka>=2.16 (pyproject.toml's dev extra)")
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, result
     # Variadic (error, rtt) pairs: declared per call, ctypes passes them as C ints.
