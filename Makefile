@@ -43,27 +43,27 @@ $(TOOLS)/.asyncapi-specs:
 	  npm install --silent --no-audit --no-fund --prefix $(TOOLS)/asyncapi '@asyncapi/specs@6' && touch $@; \
 	else echo "no npm: the AsyncAPI document cannot be validated here, its test skips"; fi
 
-# Debian's chromium for the console's browser tests (Playwright drives it; its own browser
-# download cannot work offline). Installed with apt-get when this is root on Debian; otherwise
-# the step says so, and the browser tests skip on a laptop and fail in CI.
-$(TOOLS)/.chromium:
+# Commands from Debian's packages, for tests that drive real programs: $(1) the commands, $(2) the
+# packages, $(3) which tests need them. Present: done. Root on Debian: apt-get installs them.
+# Otherwise the step says so, and those tests skip on a laptop and fail in CI.
+define debian_commands
 	@mkdir -p $(TOOLS)
-	@if command -v chromium >/dev/null; then touch $@; \
+	@if $(foreach c,$(1),command -v $(c) >/dev/null &&) true; then touch $@; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
-	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)) && touch $@; \
-	else echo "no chromium: install Debian's chromium package, or the console's browser tests skip"; fi
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null 2>&1 || \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null)) && touch $@; \
+	else echo "no $(1): install Debian's $(2), or $(3) skip"; fi
+endef
+
+# Debian's chromium for the console's browser tests (Playwright drives it; its own browser
+# download cannot work offline).
+$(TOOLS)/.chromium:
+	$(call debian_commands,chromium,chromium,the console's browser tests)
 
 # buildah, podman, runc and debootstrap for the image tests (tests/image): the Dockerfile built
-# and run without a Docker daemon. Installed with apt-get when this is root on Debian; otherwise
-# the step says so, and the image tests skip on a laptop and fail in CI.
+# and run without a Docker daemon.
 $(TOOLS)/.image-tools:
-	@mkdir -p $(TOOLS)
-	@if command -v buildah >/dev/null && command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null; then touch $@; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc debootstrap >/dev/null 2>&1 || \
-	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc debootstrap >/dev/null)) && touch $@; \
-	else echo "no buildah/podman/runc/debootstrap: install Debian's packages, or the image tests skip"; fi
+	$(call debian_commands,buildah podman runc debootstrap,buildah podman runc debootstrap,the image tests)
 
 quickstart: $(VENV)/.installed
 	$(BIN)/python examples/quickstart/run.py

@@ -28,9 +28,12 @@ GEN0_THRESHOLD = 20_000
 
 def tune_after_start() -> bool:
     """Freeze what start-up made and raise the young threshold; False when BUS_GC=default."""
-    if os.environ.get("BUS_GC", "tuned") == "default":
+    mode = os.environ.get("BUS_GC", "tuned")
+    if mode == "default":
         log.info("garbage collector left at Python's defaults (BUS_GC=default)")
         return False
+    if mode != "tuned":
+        log.warning("BUS_GC=%r is neither 'tuned' nor 'default': the collector is tuned", mode)
     gc.collect()  # start-up's own garbage goes first, so it is not frozen for ever
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()

@@ -85,15 +85,12 @@ def image() -> Iterator[str]:
         tag = f"{REPOSITORY}:test-{_context_digest(base_id)}"
         if podman("image", "exists", tag).returncode != 0:
             started = time.monotonic()
-            built = subprocess.run(
+            built = run(
                 [
                     "buildah", "build", "--isolation=chroot", "--network=host", "--pull=never",
                     "--format=docker",  # OCI images have no HEALTHCHECK; the Dockerfile declares one
                     f"--build-arg=PYTHON_IMAGE={BASE_REPOSITORY}", f"--tag={tag}", str(ROOT),
                 ],
-                check=False,
-                capture_output=True,
-                text=True,
                 timeout=900,
             )  # fmt: skip
             assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
@@ -105,8 +102,13 @@ def image() -> Iterator[str]:
     yield tag
 
 
+def run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """A command's exit code and output; the test judges them."""
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ENGINE, *args], capture_output=True, text=True, timeout=timeout, check=False)
+    return run([*ENGINE, *args], timeout)
 
 
 def test_image_runs_unprivileged_with_its_healthcheck(image: str) -> None:
@@ -138,14 +140,11 @@ def test_quickstart_runs_from_the_image_and_stops_on_sigterm(image: str) -> None
     """The README's quickstart, with the hub in the container: its sample source posts webhooks
     to the container, the routed events reach its sample targets on the host, and the SIGTERM it
     sends at the end (passed on by the engine to the hub, PID 1) stops the hub with exit code 0."""
-    done = subprocess.run(
+    done = run(
         [
             sys.executable, str(ROOT / "examples/quickstart/run.py"), "--events", "120", "--timeout", "60",
             "--image", image, "--engine", " ".join(ENGINE), "--run-args", " ".join(RUN_OPTIONS),
         ],
-        check=False,
-        capture_output=True,
-        text=True,
         timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]

@@ -38,3 +38,11 @@ def test_bus_gc_default_keeps_pythons_own_settings() -> None:
     assert found["tuned"] is False
     assert found["threshold"][0] == 700  # type: ignore[index]
     assert found["frozen"] == 0
+
+
+def test_an_unknown_bus_gc_value_is_said_and_tuned_anyway() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env={**os.environ, "BUS_GC": "defualt"}, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(done.stdout)["tuned"] is True
+    assert "BUS_GC='defualt' is neither 'tuned' nor 'default'" in done.stderr
