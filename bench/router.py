@@ -46,14 +46,43 @@ PARTITIONS = 4
 SUBSCRIBERS = ["erp", "crm", "finance", "support", "archive"]
 
 
-def planned_copies(codec: Codec, names: TopicNames, n: int) -> dict[bytes, list[str]]:
-    """The topics the router really writes each fed event to, by its Avro value: the raw fan-out
-    baseline produces exactly these copies. (Not the route outputs: the outputs of several
-    routes that leave an event unchanged for one subscriber are merged into one copy.)"""
+def planned_sends(codec: Codec, names: TopicNames, n: int) -> dict[bytes, list[Send]]:
+    """What the router really makes of each fed event, by its Avro value, planned once before any
+    timing by the real Dispatcher. The raw fan-out baseline produces exactly these copies (not the
+    route outputs: the outputs of several routes that leave an event unchanged for one subscriber
+    are merged into one copy); the planned-ahead router answers plan() from this table."""
     dispatcher = Dispatcher(Router(twenty_routes()), codec=codec, topics=names)
-    return {
-        value: [send.topic for send in dispatcher.plan(key, value, headers, "bench")] for key, value, headers in payment_records(codec, n)
-    }
+    return {value: dispatcher.plan(key, value, list(headers), "bench") for key, value, headers in payment_records(codec, n)}
+
+
+class PlannedAhead(Dispatcher):
+    """The best a compiled core for decode, conditions and encode could do: plan() costs one table
+    lookup (the table made by the real Dispatcher before the run), and everything around it (the
+    worker's loop, batch produce, acks, commits, the per-event metric) is the router's own. The
+    router's rate with this core is the ceiling of what compiling plan() can gain."""
+
+    def __init__(self, plans: dict[bytes, list[Send]], *, codec: Codec, topics: TopicNames) -> None:
+        super().__init__(Router(twenty_routes()), codec=codec, topics=topics)
+        self._plans = plans
+
+    def plan(
+        self, key: bytes | None, value: bytes | None, headers: Any, origin: str, *, partition: int = 0, offset: int = -1
+    ) -> list[Send]:
+        self._count("Payment", unmatched=False)
+        return self._plans[value or b""]
+
+
+class DecodedAhead(PlannedAhead):
+    """A compiled core at fastavro's speed: each event is really decoded (fastavro's compiled
+    reader, to a dict, as a core handing fields to Python would), the rest answered from the
+    table. Between this and the free core lies what a compiled core could gain."""
+
+    def plan(
+        self, key: bytes | None, value: bytes | None, headers: Any, origin: str, *, partition: int = 0, offset: int = -1
+    ) -> list[Send]:
+        self._codec.decode(value or b"")
+        self._count("Payment", unmatched=False)
+        return self._plans[value or b""]
 
 
 def twenty_routes() -> list[RouteConfig]:
@@ -96,7 +125,7 @@ async def raw_passthrough(
 ) -> dict[str, float]:
     """The limit: getmany -> produce the same bytes -> wait for acks -> commit; no decoding.
     ``batched``: produce as the router does (one batch per partition) instead of send() per record.
-    ``fanout``: the copies the router makes of each event (``planned_copies``), batched:
+    ``fanout``: the copies the router makes of each event (``planned_sends``), batched:
     the produce work of the router without its decoding, routing and encoding."""
     kind = "fanout-" if fanout is not None else "batched-" if batched else ""
     consumer = make_consumer(kafka, bootstrap, source, group_id=f"bench-raw-{kind}{run}")
@@ -176,16 +205,29 @@ async def identity_router(kafka: KafkaConfig, bootstrap: str, names: TopicNames,
 
 
 async def hub_router(
-    kafka: KafkaConfig, bootstrap: str, names: TopicNames, codec: Codec, n: int, engine: str, run: int = 0
+    kafka: KafkaConfig,
+    bootstrap: str,
+    names: TopicNames,
+    codec: Codec,
+    n: int,
+    engine: str,
+    run: int = 0,
+    plans: dict[bytes, list[Send]] | None = None,
+    core: type[PlannedAhead] | None = None,
 ) -> dict[str, float]:
-    dispatcher = Dispatcher(Router(twenty_routes()), codec=codec, topics=names)
+    dispatcher = (
+        Dispatcher(Router(twenty_routes()), codec=codec, topics=names)
+        if plans is None
+        else (core or PlannedAhead)(plans, codec=codec, topics=names)
+    )
     producer = make_producer(kafka, bootstrap)
     await producer.start()
     service: RouterWorker | RouterService
     if engine == "faust":
         service = RouterService(dispatcher, kafka=kafka, bootstrap=bootstrap, topics=names)
     else:
-        service = RouterWorker(dispatcher, kafka=kafka, bootstrap=bootstrap, group=f"bench-{engine}-{run}", producer=producer)
+        group = f"bench-{engine}-{(core or PlannedAhead).__name__ if plans else ''}{run}"
+        service = RouterWorker(dispatcher, kafka=kafka, bootstrap=bootstrap, group=group, producer=producer)
     counter = ROUTER_EVENTS.labels("Payment")
     base = counter._value.get()
     await service.start()
@@ -253,21 +295,27 @@ async def main() -> None:
         await admin.close()
         print(f"filling {source} with {n} events...", flush=True)
         await feed_payments(broker.bootstrap, source, 1, n)  # the codec below knows Payment as id 1
-        copies = planned_copies(codec, names, n)
+        plans = planned_sends(codec, names, n)
+        copies = {value: [send.topic for send in sends] for value, sends in plans.items()}
         per_event = sum(map(len, copies.values())) / n
         # Rounds interleave the cases, and each case reports its median round: the machine is
         # shared, and a neighbour's burst should not decide a ratio.
-        runs: dict[str, list[dict[str, float]]] = {"raw": [], "batched": [], "fanout": [], "identity": [], "hub": []}
+        cases = ("raw", "batched", "fanout", "identity", "hub", "ahead", "decoded")
+        runs: dict[str, list[dict[str, float]]] = {case: [] for case in cases}
         for run in range(args.rounds):
             runs["raw"].append(await raw_passthrough(kafka, broker.bootstrap, source, "bench.raw-sink", n, run))
             runs["batched"].append(await raw_passthrough(kafka, broker.bootstrap, source, "bench.raw-sink", n, run, batched=True))
             runs["fanout"].append(await raw_passthrough(kafka, broker.bootstrap, source, "bench.raw-sink", n, run, fanout=copies))
             runs["identity"].append(await identity_router(kafka, broker.bootstrap, names, n, run))
             runs["hub"].append(await hub_router(kafka, broker.bootstrap, names, codec, n, "aiokafka", run))
+            runs["ahead"].append(await hub_router(kafka, broker.bootstrap, names, codec, n, "aiokafka", run, plans=plans))
+            runs["decoded"].append(
+                await hub_router(kafka, broker.bootstrap, names, codec, n, "aiokafka", run, plans=plans, core=DecodedAhead)
+            )
             if (quix := await quix_router(broker.bootstrap, source, n, run)) is not None:
                 runs.setdefault("quix", []).append(quix)
             print(f"round {run + 1}: " + ", ".join(f"{k} {v[-1]['events'] / v[-1]['seconds']:,.0f}/s" for k, v in runs.items()), flush=True)
-        raw, batched, fanout, identity, hub = (median_run(runs[k]) for k in ("raw", "batched", "fanout", "identity", "hub"))
+        raw, batched, fanout, identity, hub, ahead, decoded = (median_run(runs[k]) for k in cases)
         on_faust = await hub_router(kafka, broker.bootstrap, names, codec, n, "faust") if not args.skip_faust else None
         on_quix = median_run(runs["quix"]) if "quix" in runs else None
 
@@ -277,14 +325,16 @@ async def main() -> None:
         f"raw fan-out, {per_event:.2f} copies/event": fanout,
         "hub framework, no-op route": identity,
         "hub router, 20 routes": hub,
+        "hub router, plan() free (compiled core's ceiling)": ahead,
+        "hub router, plan() = fastavro decode only": decoded,
     }
     if on_faust is not None:
         rows["same routes as a faust agent"] = on_faust
     if on_quix is not None:
         rows["same routes as a quixstreams app"] = on_quix
-    print(f"\n{'':28} {'events/s':>10} {'CPU s / 1M events':>18}")
+    print(f"\n{'':48} {'events/s':>10} {'CPU s / 1M events':>18}")
     for name, r in rows.items():
-        print(f"{name:30} {r['events'] / r['seconds']:>10,.0f} {r['cpu_seconds'] / r['events'] * 1e6:>18,.1f}")
+        print(f"{name:50} {r['events'] / r['seconds']:>10,.0f} {r['cpu_seconds'] / r['events'] * 1e6:>18,.1f}")
     ratio = (hub["events"] / hub["seconds"]) / (raw["events"] / raw["seconds"])
     ratio_batched = (hub["events"] / hub["seconds"]) / (batched["events"] / batched["seconds"])
     print(f"\nrouter / raw throughput: {ratio:.2f}   (goal in issue 8: >= 0.6)")
@@ -294,8 +344,16 @@ async def main() -> None:
         for peer in ("raw", "fanout", "quix")
         if peer in runs
     }
+    # The ceiling of a compiled core: the router with plan() free, against raw, round by round.
+    for case, label in (("ahead", "free core / raw"), ("decoded", "decode-only core / raw"), ("ahead", "free core / quix")):
+        peer = "quix" if label.endswith("quix") else "raw"
+        if peer in runs:
+            by_round[label] = [
+                (a["events"] / a["seconds"]) / (r["events"] / r["seconds"]) for a, r in zip(runs[case], runs[peer], strict=True)
+            ]
     for peer, ratios in by_round.items():
-        print(f"router / {peer} per round: {', '.join(f'{r:.2f}' for r in ratios)}  (lowest {min(ratios):.2f})")
+        label = peer if "/" in peer else f"router / {peer}"
+        print(f"{label} per round: {', '.join(f'{r:.2f}' for r in ratios)}  (lowest {min(ratios):.2f})")
     print(f"router / raw with the same batch produce: {ratio_batched:.2f}")
     ratio_fanout = (hub["events"] / hub["seconds"]) / (fanout["events"] / fanout["seconds"])
     print(f"router / raw fan-out of the same copies: {ratio_fanout:.2f}   (what decoding, routing and encoding cost)")

@@ -1,0 +1,192 @@
+"""Instructions per event of each role on the webhook-to-target path, counted by valgrind's
+callgrind: the same count for the same code whatever else the machine is doing. Run it before and
+after a change to a role's hot path and compare the counts (bench/plan_cost.py splits the
+router's further, by phase).
+
+    .venv/bin/python bench/role_cost.py [--events 2000] [--roles inbound,router,delivery]
+
+The roles, with the integration of the headline bench (bench/latency.py):
+
+- inbound: a webhook body to the record handed to the producer: JSON parse, the ``emit`` mapping,
+  the schema check, Avro encode, the CloudEvents headers (what ``KafkaSink.submit`` does before
+  ``send``). aiohttp's request handling and aiokafka's produce are not in it: see the profile in
+  bench/RESULTS.md for their share.
+- router: ``Dispatcher.plan`` of the same canonical record through the headline's one route.
+- delivery: a Kafka record to the target's answer: decode, ``Event.from_kafka``, and
+  ``HttpOutbound.deliver`` (rendering, headers, aiohttp's request and the answer read) against a
+  target in another process (not counted). Calls are made one at a time, so every event costs one
+  whole request; the hub's 32 concurrent calls share some loop work between them.
+
+Each role runs under callgrind twice, with N and 2N events; the difference divided by N is the
+cost of one event, start-up (imports, sessions, the target's process) left out. Needs valgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import callgrind_by_object, write
+
+ROLES = ("inbound", "router", "delivery")
+
+
+def bodies(n: int) -> list[bytes]:
+    """Webhook bodies as the headline bench sends them."""
+    return [
+        json.dumps({"id": f"evt-{i}", "data": {"id": f"pi_{i}", "amount": 1000 + i, "currency": "usd", "status": "succeeded"}}).encode()
+        for i in range(n)
+    ]
+
+
+def headline() -> dict[str, Any]:
+    from bench.latency import hub_config
+
+    return hub_config(target_port=9, http_port=9, ops_port=9, kafka={})
+
+
+def codec() -> Any:
+    from bus.codec import Codec
+    from schemas.catalog import SchemaCatalog
+
+    made = Codec()
+    made.add("Payment", 1, SchemaCatalog.load().get("Payment").parsed)
+    return made
+
+
+def canonical(n: int) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
+    """The canonical records the inbound role makes of the headline's webhook bodies."""
+    from bus.config.adapters import EmitSpec
+    from bus.mapping import Emitter
+
+    avro = codec()
+    emitter = Emitter(EmitSpec.model_validate(headline()["inbound"][0]["emit"]), source="/inbound/payments")
+    out = []
+    for body in bodies(n):
+        event = emitter.build(json.loads(body))
+        out.append((event.key.encode() if event.key else None, avro.encode(event.schema, event.data), event.headers()))
+    return out
+
+
+def inbound(n: int) -> Callable[[], None]:
+    from bus.config.adapters import EmitSpec
+    from bus.mapping import Emitter
+
+    avro = codec()
+    emitter = Emitter(EmitSpec.model_validate(headline()["inbound"][0]["emit"]), source="/inbound/payments")
+    work = bodies(n)
+
+    def run() -> None:
+        for body in work:
+            event = emitter.build(json.loads(body))
+            avro.validate(event.schema, event.data)
+            avro.encode(event.schema, event.data)
+            _ = event.key.encode() if event.key is not None else None
+            event.headers()
+
+    return run
+
+
+def router(n: int) -> Callable[[], None]:
+    from bus.config.routes import RouteConfig
+    from bus.kafka.topics import TopicNames
+    from routing.dispatch import Dispatcher
+    from routing.router import Router
+
+    routes = [RouteConfig.model_validate(r) for r in headline()["routes"]]
+    dispatcher = Dispatcher(Router(routes), codec=codec(), topics=TopicNames("bench"))
+    records = canonical(n)
+
+    def run() -> None:
+        for key, value, headers in records:
+            dispatcher.plan(key, value, list(headers), "bench.canonical.Payment/0/0", partition=0, offset=0)
+
+    return run
+
+
+TARGET = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from bench.loadgen import RawTarget
+async def main():
+    target = RawTarget()
+    await target.start()
+    print(target.port, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def delivery(n: int) -> Callable[[], None]:
+    from adapters.http.config import HttpOutboundConfig
+    from adapters.http.outbound import HttpOutbound
+    from bus.adapter_api import Context
+    from bus.event import Event
+
+    avro = codec()
+    records = canonical(n)
+    # The target runs in a process of its own: valgrind counts only this one.
+    target = subprocess.Popen([sys.executable, "-c", TARGET, str(Path(__file__).resolve().parents[1])], stdout=subprocess.PIPE, text=True)  # noqa: S603
+    assert target.stdout is not None
+    port = int(target.stdout.readline())
+    config = dict(headline()["outbound"][0], url=f"http://127.0.0.1:{port}/in")
+    adapter = HttpOutbound(HttpOutboundConfig.model_validate(config), Context("target", logging.getLogger("bench")))
+
+    async def deliver_all() -> None:
+        await adapter.start()
+        try:
+            for key, value, headers in records:
+                schema, data = avro.decode(value)
+                await adapter.deliver(Event.from_kafka(schema, data, key, headers))
+        finally:
+            await adapter.stop()
+
+    def run() -> None:
+        try:
+            asyncio.run(deliver_all())
+        finally:
+            target.kill()
+
+    return run
+
+
+def instructions(role: str, events: int) -> dict[str, int]:
+    return callgrind_by_object(__file__, ["--events", str(events), "--inside", role])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--roles", default=",".join(ROLES))
+    parser.add_argument("--inside", choices=ROLES, help=argparse.SUPPRESS)  # the run under valgrind
+    args = parser.parse_args()
+    if args.inside:
+        {"inbound": inbound, "router": router, "delivery": delivery}[args.inside](args.events)()
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    roles = [r for r in args.roles.split(",") if r]
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise SystemExit(f"unknown role(s) {', '.join(sorted(unknown))}: choose from {', '.join(ROLES)}")
+    results: dict[str, float] = {}
+    for role in roles:
+        once = sum(instructions(role, args.events).values())
+        twice = sum(instructions(role, 2 * args.events).values())
+        results[role] = (twice - once) / args.events
+        print(f"{role:10} {results[role]:>10,.0f} instructions per event", flush=True)
+    write("role_cost", {"events": args.events, "instructions_per_event": results})
+
+
+if __name__ == "__main__":
+    main()
