@@ -17,14 +17,17 @@ The roles, with the integration of the headline bench (bench/latency.py):
   target in another process (not counted). Calls are made one at a time, so every event costs one
   whole request; the hub's 32 concurrent calls share some loop work between them.
 
-Each role runs under callgrind twice, with N and 2N events; the difference divided by N is the
-cost of one event, start-up (imports, sessions, the target's process) left out. Needs valgrind.
+Each role runs under callgrind with N and 2N events, and each also with its inputs made but not
+run; (2N run - 2N inputs) - (N run - N inputs), divided by N, is the cost of one event, with
+start-up (imports, sessions, the target's process) and the making of the inputs left out.
+Needs valgrind.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import logging
 import shutil
@@ -137,6 +140,7 @@ def delivery(n: int) -> Callable[[], None]:
     records = canonical(n)
     # The target runs in a process of its own: valgrind counts only this one.
     target = subprocess.Popen([sys.executable, "-c", TARGET, str(Path(__file__).resolve().parents[1])], stdout=subprocess.PIPE, text=True)  # noqa: S603
+    atexit.register(target.kill)  # also when only the inputs are made
     assert target.stdout is not None
     port = int(target.stdout.readline())
     config = dict(headline()["outbound"][0], url=f"http://127.0.0.1:{port}/in")
@@ -152,16 +156,21 @@ def delivery(n: int) -> Callable[[], None]:
             await adapter.stop()
 
     def run() -> None:
-        try:
-            asyncio.run(deliver_all())
-        finally:
-            target.kill()
+        asyncio.run(deliver_all())
 
     return run
 
 
-def instructions(role: str, events: int) -> dict[str, int]:
-    return callgrind_by_object(__file__, ["--events", str(events), "--inside", role])
+def instructions(role: str, events: int, *, setup_only: bool = False) -> int:
+    args = ["--events", str(events), "--inside", role, *(["--setup-only"] if setup_only else [])]
+    return sum(callgrind_by_object(__file__, args).values())
+
+
+def per_event(role: str, events: int) -> float:
+    """What one more event costs: the inputs' making (which grows with N too) taken out of each
+    run, then the runs with N and 2N events compared (start-up taken out)."""
+    work = {n: instructions(role, n) - instructions(role, n, setup_only=True) for n in (events, 2 * events)}
+    return (work[2 * events] - work[events]) / events
 
 
 def main() -> None:
@@ -169,9 +178,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--roles", default=",".join(ROLES))
     parser.add_argument("--inside", choices=ROLES, help=argparse.SUPPRESS)  # the run under valgrind
+    parser.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)  # make the inputs, run nothing
     args = parser.parse_args()
     if args.inside:
-        {"inbound": inbound, "router": router, "delivery": delivery}[args.inside](args.events)()
+        run = {"inbound": inbound, "router": router, "delivery": delivery}[args.inside](args.events)
+        if not args.setup_only:
+            run()
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -181,9 +193,7 @@ def main() -> None:
         raise SystemExit(f"unknown role(s) {', '.join(sorted(unknown))}: choose from {', '.join(ROLES)}")
     results: dict[str, float] = {}
     for role in roles:
-        once = sum(instructions(role, args.events).values())
-        twice = sum(instructions(role, 2 * args.events).values())
-        results[role] = (twice - once) / args.events
+        results[role] = per_event(role, args.events)
         print(f"{role:10} {results[role]:>10,.0f} instructions per event", flush=True)
     write("role_cost", {"events": args.events, "instructions_per_event": results})
 

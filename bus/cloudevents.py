@@ -83,8 +83,16 @@ def prefixed_headers(event: Event, prefix: str) -> dict[str, str]:
 _HEADER_SAFE = "".join(c for c in string.punctuation if c not in '"%')
 
 
+def _header_value(value: str) -> str:
+    # Most values (ids, URIs without spaces, RFC 3339 times) are printable ASCII with nothing to
+    # encode: kept as they are without quote(), which cost more than the rest of the headers.
+    if value.isascii() and value.isprintable() and " " not in value and '"' not in value and "%" not in value:
+        return value
+    return quote(value, safe=_HEADER_SAFE)
+
+
 def http_headers(event: Event) -> dict[str, str]:
-    headers = {"ce-" + name: quote(value, safe=_HEADER_SAFE) for name, value in attributes(event).items()}
+    headers = {"ce-" + name: _header_value(value) for name, value in attributes(event).items()}
     headers["traceparent"] = event.traceparent
     return headers
 

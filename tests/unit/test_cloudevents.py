@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from cloudevents.core.bindings import http as sdk_http
@@ -17,7 +18,7 @@ from cloudevents.core.v1.event import CloudEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus.cloudevents import from_http, http_headers, prefixed_headers
+from bus.cloudevents import _HEADER_SAFE, from_http, http_headers, prefixed_headers
 from bus.config.adapters import EmitSpec
 from bus.errors import EventRejected
 from bus.event import Event
@@ -70,6 +71,20 @@ def test_outgoing_http_headers_are_the_http_binding(event: Event) -> None:
     found = sdk_http.from_binary(sdk_http.HTTPMessage(headers, b'{"amount": 1}'), JSONFormat(), CloudEvent)
     assert read_by_sdk(found) == expected(event)
     assert headers["traceparent"] == event.traceparent  # the tracing extension rides the W3C header
+
+
+def test_an_http_header_value_is_percent_encoded_exactly_where_the_binding_says() -> None:
+    # Values with nothing to encode skip quote(): every character, alone and among safe ones,
+    # comes out as the binding's percent-encoding would make it.
+    for code in [*range(0x300), 0x2028, 0xFEFF, 0x1F600]:
+        char = chr(code)
+        for value in (char, f"ab{char}cd"):
+            event = Event(schema="Payment", data={}, source="/s", id=value, type="t")
+            assert http_headers(event)["ce-id"] == quote(value, safe=_HEADER_SAFE), repr(value)
+    event = Event(schema="Payment", data={}, source="https://example.com/a?b=c&d=[e]", id="x", type="t", time="2026-12-04T13:05:18.123Z")
+    headers = http_headers(event)
+    assert headers["ce-source"] == "https://example.com/a?b=c&d=[e]"
+    assert headers["ce-time"] == "2026-12-04T13:05:18.123Z"
 
 
 @settings(max_examples=100)
