@@ -80,9 +80,10 @@ class Emitter:
             # W3C trace context: a value that does not parse starts a new trace (it came from the
             # sender, and goes on as a header to every target: a CR/LF in it must not travel).
             traceparent=traceparent if traceparent and _TRACEPARENT.fullmatch(traceparent) else new_traceparent(),
+            # The mapped id when emit gives one; a new UUID only when it does not (making one to
+            # throw away cost a fifth of the mapping).
+            **({} if event_id is None else {"id": str(event_id)}),
         )
-        if event_id is not None:
-            event.id = str(event_id)
         if cloudevent:
             self._adopt(event, cloudevent, subject_mapped=self._subject is not None, id_mapped=event_id is not None)
         return event
