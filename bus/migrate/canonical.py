@@ -63,10 +63,15 @@ def canonical(value: Any) -> Any:
     return str(value)
 
 
+# Made once: json.dumps and json.loads with options build a new encoder or decoder per call, and
+# these run several times for every row a migration moves.
+_canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+_typed_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def digest(value: Any) -> str:
     """sha256 of the canonical JSON of ``value`` (first 32 hex digits)."""
-    text = json.dumps(canonical(value), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(_canonical_json(canonical(value)).encode()).hexdigest()[:32]
 
 
 def differing_fields(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
@@ -94,6 +99,9 @@ def overall_checksum(digests: dict[str, str]) -> str:
 
 
 def _tag(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or value is None:  # most values: nothing to tag
+        return value
     if isinstance(value, Decimal):
         return {"$decimal": str(value)}
     if isinstance(value, datetime):
@@ -129,8 +137,11 @@ def _untag(value: dict[str, Any]) -> Any:
 
 
 def to_typed_json(value: Any) -> str:
-    return json.dumps(_tag(value), ensure_ascii=False, separators=(",", ":"))
+    return _typed_json(_tag(value))
+
+
+_typed_decoder = json.JSONDecoder(object_hook=_untag)
 
 
 def from_typed_json(text: str) -> Any:
-    return json.loads(text, object_hook=_untag)
+    return _typed_decoder.decode(text)
