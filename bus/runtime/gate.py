@@ -33,6 +33,8 @@ class TargetGate:
         self.flowing = asyncio.Event()  # cleared while an operator has the subscriber paused
         self.flowing.set()
         self._circuit_state = CIRCUIT_STATE.labels(name)
+        self._shown = State.CLOSED  # the state the gauge and the subscriber's state last showed
+        self._circuit_state.set(State.CLOSED)  # a new breaker starts closed, whatever one before it showed
         self._circuit_opened = CIRCUIT_OPENED.labels(name)
         self._rate_wait = RATE_LIMIT_WAIT.labels(name)
 
@@ -82,5 +84,9 @@ class TargetGate:
     def _moved(self) -> None:
         """After anything that can change the breaker's state: the gauge and the subscriber's state follow it."""
         assert self.breaker is not None
-        self._circuit_state.set(self.breaker.state)
-        self._health.circuit(self.breaker.state != State.CLOSED)
+        state = self.breaker.state
+        if state is self._shown:  # twice per call: only a change is worth the gauge's lock
+            return
+        self._shown = state
+        self._circuit_state.set(state)
+        self._health.circuit(state != State.CLOSED)

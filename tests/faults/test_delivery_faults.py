@@ -129,8 +129,13 @@ async def test_dead_target_opens_its_circuit_without_slowing_the_others(tmp_path
             async with httpx.AsyncClient() as client:
                 metrics = (await client.get(f"http://127.0.0.1:{hub.ops.port}/metrics")).text
             assert 'bus_circuit_opened_total{subscriber="dead"}' in metrics
+            assert 'bus_circuit_state{subscriber="dead"} 0.0' not in metrics  # open, or half-open while probing
+            assert 'bus_circuit_state{subscriber="healthy"} 0.0' in metrics
             down = False  # it comes back: the waiting events flow, none lost
             await dead.wait_for(lambda: len({c.headers["Idempotency-Key"] for c in dead.accepted}) == 300, timeout=60)
+            async with httpx.AsyncClient() as client:
+                metrics = (await client.get(f"http://127.0.0.1:{hub.ops.port}/metrics")).text
+            assert 'bus_circuit_state{subscriber="dead"} 0.0' in metrics  # closed again, and the gauge says so
     finally:
         await dead.stop()
         await healthy.stop()
