@@ -7,8 +7,8 @@ a server (the webhook's answer), in CPU-us per request of the side measured.
 Each side is measured in this process while its peer runs in a process of its own (not counted):
 
 - client: sequential POSTs of a delivery's JSON body and CloudEvents headers to a bare target
-  answering 204, with aiohttp (a ClientSession as ``HttpOutbound`` makes it) and with the bare
-  sender;
+  answering 204, with aiohttp (a ClientSession as ``HttpOutbound`` made it), with the client
+  deliveries use now (adapters/http/wire.py) and with the bare sender;
 - server: sequential POSTs of a webhook body from a bare sender, answered 202 with a JSON body
   by an aiohttp application (the body read, parsed, answered with ``web.json_response`` as the
   webhook does) and by the bare protocol (parsed, answered with a prebuilt 202).
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from bench.common import free_port, write
 from bench.loadgen import RawSender, RequestProtocol
@@ -100,6 +101,21 @@ async def client_aiohttp(url: str, n: int) -> float:
         return await per_request(call, n)
 
 
+async def client_wire(url: str, n: int) -> float:
+    from adapters.http.wire import WireClient
+
+    client = WireClient(limit=64, connect_timeout=10, read_timeout=10)
+    target = URL(url)
+
+    async def call() -> None:
+        await client.request("POST", target, HEADERS, DELIVERY)
+
+    try:
+        return await per_request(call, n)
+    finally:
+        await client.close()
+
+
 async def client_bare(port: int, n: int) -> float:
     sender = RawSender("127.0.0.1", port, "/in")
 
@@ -165,11 +181,18 @@ async def main(requests: int, rounds: int) -> dict[str, Any]:
     target = await asyncio.create_subprocess_exec(sys.executable, "-c", TARGET, ROOT, stdout=asyncio.subprocess.PIPE)
     assert target.stdout is not None
     port = int(await target.stdout.readline())
-    runs: dict[str, list[float]] = {"client aiohttp": [], "client bare": [], "server aiohttp": [], "server bare": []}
+    runs: dict[str, list[float]] = {
+        "client aiohttp": [],
+        "client wire": [],
+        "client bare": [],
+        "server aiohttp": [],
+        "server bare": [],
+    }
     try:
         for n in range(rounds):
             runs["client bare"].append(await client_bare(port, requests))
             runs["client aiohttp"].append(await client_aiohttp(f"http://127.0.0.1:{port}/in", requests))
+            runs["client wire"].append(await client_wire(f"http://127.0.0.1:{port}/in", requests))
             runs["server bare"].append(await serve_and_count(server_bare, requests))
             runs["server aiohttp"].append(await serve_and_count(server_aiohttp, requests))
             print(f"round {n + 1}: " + ", ".join(f"{k} {v[-1]:.1f} us" for k, v in runs.items()), flush=True)
@@ -177,7 +200,12 @@ async def main(requests: int, rounds: int) -> dict[str, Any]:
         target.kill()
         await target.wait()
     ratios = {end: [a / b for a, b in zip(runs[f"{end} aiohttp"], runs[f"{end} bare"], strict=True)] for end in ("client", "server")}
-    for end, values in ratios.items():
+    ratios["client wire"] = [w / b for w, b in zip(runs["client wire"], runs["client bare"], strict=True)]
+    wire = ratios["client wire"]
+    shown = ", ".join(f"{r:.2f}" for r in wire)
+    print(f"client wire (adapters/http/wire.py) / bare per round {shown} (median {statistics.median(wire):.2f})")
+    for end in ("client", "server"):
+        values = ratios[end]
         print(
             f"{end}: aiohttp {statistics.median(runs[f'{end} aiohttp']):.1f} us, bare {statistics.median(runs[f'{end} bare']):.1f} us "
             f"per request; aiohttp / bare per round {', '.join(f'{r:.2f}' for r in values)} (median {statistics.median(values):.2f})"

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
 from adapters.http.config import HttpOutboundConfig, OAuth2Connection, SendApiKey, WebhookOutboundConfig
 from adapters.http.contracts import body_check
 from adapters.http.target_state import HttpTargetState
+from adapters.http.wire import WireClient, via_wire
 from bus.adapter_api import (
     Body,
     BodyCheck,
@@ -48,7 +48,7 @@ from bus.adapter_api import (
     json_dumps,
 )
 from bus.cloudevents import http_headers
-from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, Post, via_aiohttp
+from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, Post
 
 _RETRYABLE = {408, 425, 429}
 _URL_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
@@ -117,10 +117,10 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         self._oauth = ClientCredentials(oauth, what=f"{config.type} {config.name}") if oauth else None
         self._connection = config.auth.connection if isinstance(config.auth, OAuth2Connection) else None
         self._bearer = self._oauth is not None or self._connection is not None  # a 401 means: a new token, then once more
-        # Deliveries go through aiohttp: httpx's pool checks every idle connection on each request
-        # (a syscall each), which took most of the hub's CPU at 700 deliveries/s (bench/RESULTS.md).
-        # The OAuth2 token calls go through the same session (one HTTP client per adapter).
-        self._client: aiohttp.ClientSession | None = None
+        # Deliveries go through the lean client of adapters/http/wire.py: httpx's pool checked every
+        # idle connection on each request, and aiohttp's client cost three times the bare HTTP/1.1
+        # of the benchmark per call (bench/RESULTS.md). OAuth2 token calls go through it too.
+        self._client: WireClient | None = None
         self._token_post: Post | None = None
         self._constant_url = _url(config.url)
         self._retryable = _RETRYABLE | set(config.retry_statuses)
@@ -137,17 +137,12 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
                     tls = await asyncio.to_thread(self.config.tls.context)
                 except (OSError, ssl.SSLError) as exc:
                     raise RetryableError(f"the TLS files cannot be used: {exc}") from exc
-            self._client = aiohttp.ClientSession(
-                # Per phase, as httpx counted it: a connection (from the pool) within timeout_s, and
-                # no read waiting longer than timeout_s. A total budget would also count time the
-                # hub's own event loop was busy, and give up on calls the target answered in time.
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self.config.timeout_s, sock_connect=self.config.timeout_s, sock_read=self.config.timeout_s
-                ),
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30, ssl=tls if tls is not None else True),
-            )  # no default headers: the configured ones go with each delivery, never to the token endpoint
-            if self._oauth is not None:
-                self._token_post = via_aiohttp(self._client, self.config.timeout_s)
+            # Per phase: connected within timeout_s, and no read waiting longer than timeout_s. A total
+            # budget would also count time the hub's own event loop was busy, and give up on calls
+            # the target answered in time.
+            self._client = WireClient(limit=64, connect_timeout=self.config.timeout_s, read_timeout=self.config.timeout_s, tls=tls)
+            if self._oauth is not None:  # the token endpoint's form posts go through the same client
+                self._token_post = via_wire(self._client)
 
     async def stop(self) -> None:
         client, self._client = self._client, None
@@ -229,17 +224,14 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             raise PermanentError(f"cannot build the request URL {url!r}: {exc}") from exc
         try:
             # No redirects: a target that moved answers 3xx, which is not a delivery.
-            async with self._client.request(method, target, data=body or None, headers=headers, allow_redirects=False) as answer:
-                raw = await answer.read()
-                response = Answer(answer.status, raw.decode("utf-8", errors="replace"), answer.headers)  # text: for the dead letter
+            answer = await self._client.request(method, target, headers, body)
         except TimeoutError as exc:
             raise RetryableError(f"{method} {url} timed out after {self.config.timeout_s:g}s") from exc
-        except aiohttp.InvalidURL as exc:  # the rendered URL (host, scheme) cannot be used: the event's fault
-            raise PermanentError(f"cannot build the request to {url!r}: {exc}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:  # refused, reset, unresolvable, TLS, an answer that is not HTTP
             raise RetryableError(f"{method} {url} unreachable: {exc!r}") from exc
-        except ValueError as exc:  # aiohttp refused to build the request (a header or URL it cannot send)
+        except ValueError as exc:  # a request that cannot be sent (the URL's scheme or host, a header): the event's fault
             raise PermanentError(f"cannot build the request {method} {url}: {exc}") from exc
+        response = Answer(answer.status, answer.body.decode("utf-8", errors="replace"), answer.headers)  # text: for the dead letter
         if response.status_code == 401 and self._oauth is not None:
             self._oauth.invalidate(token)
         elif response.status_code == 401 and self._connection is not None and token is not None and self.ctx.credentials is not None:

@@ -9,7 +9,7 @@ find no valid token wait for the same request. A 401 from the API invalidates th
 
 from __future__ import annotations
 
-__all__ = ["ClientCredentials", "ClientCredentialsGrant", "OAuth2ClientCredentials", "Post", "Unreachable", "via_aiohttp", "via_httpx"]
+__all__ = ["ClientCredentials", "ClientCredentialsGrant", "OAuth2ClientCredentials", "Post", "Unreachable", "via_httpx"]
 
 import asyncio
 import base64
@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 from urllib.parse import quote_plus
 
-import aiohttp
 import httpx
 from pydantic import Field, SecretStr
 
@@ -68,17 +67,6 @@ def via_httpx(client: httpx.AsyncClient) -> Post:
         except httpx.HTTPError as exc:
             raise Unreachable(repr(exc)) from exc
         return response.status_code, response.text
-
-    return post
-
-
-def via_aiohttp(session: aiohttp.ClientSession, timeout_s: float) -> Post:
-    async def post(url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
-        try:
-            async with session.post(url, data=form, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as answer:
-                return answer.status, await answer.text()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unreachable(repr(exc)) from exc
 
     return post
 

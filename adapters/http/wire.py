@@ -1,0 +1,282 @@
+"""The HTTP/1.1 client deliveries go through: one request, its whole answer, over kept-alive
+connections, parsed by httptools (llhttp, the parser Node.js and uvicorn use).
+
+Why not aiohttp's client, which the hub used before: a delivery is one small request and one small
+answer, and aiohttp's general machinery (request and response objects, trace hooks, cookie jar,
+payload writers, per-read timers) cost 149 CPU-us per call where the bare HTTP/1.1 of the
+benchmark's load generator costs 46 (bench/http_ends.py); it was the largest single part of a
+delivery. This client does what a delivery needs and nothing else:
+
+- keep-alive connections per (scheme, host, port), at most ``limit`` open at once; a connection
+  the target closed while idle is dropped before reuse;
+- http and https (the adapter's TLS context, or the system's default verification);
+- timeouts per phase: connecting within ``connect_timeout``, and no wait for the answer's next
+  bytes longer than ``read_timeout`` (``TimeoutError``);
+- answers with Content-Length, chunked, or ending with the connection; gzip and deflate decoded
+  (none is asked for);
+- a header name or value holding a line break or NUL is refused (``ValueError``) before anything
+  is sent: it would split the request;
+- no redirects (a 3xx is the answer), no cookies, no proxies.
+
+A target that closes a kept-alive connection at the moment a request is sent on it gets that
+request again on a new connection when the method is idempotent (PUT, DELETE); otherwise the
+error is the caller's to retry (a delivery carries its ``Idempotency-Key``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Response", "WireClient", "WireError", "via_wire"]
+
+import asyncio
+import re
+import ssl
+import zlib
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from bus.credentials.client_credentials import Post, Unreachable
+
+_BAD_NAME = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")  # an HTTP token (RFC 9110 5.6.2)
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_IDEMPOTENT = frozenset({"PUT", "DELETE", "GET", "HEAD", "OPTIONS"})
+_NO_BODY = frozenset({204, 304})
+
+
+class WireError(ConnectionError):
+    """The target's connection failed or its answer could not be read (an OSError: retryable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    headers: CIMultiDictProxy[str]
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: a request written whole, its answer parsed as it arrives."""
+
+    def __init__(self, key: tuple[str, str, int], read_timeout: float) -> None:
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self._read_timeout = read_timeout
+        self._parser = httptools.HttpResponseParser(self)
+        self._answer: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._headers: CIMultiDict[str] = CIMultiDict()
+        self._body: list[bytes] = []
+        self.got_bytes = False
+        self._headers_done = False
+        self._until_close = False  # an answer with neither length nor chunks: it ends with the connection
+        self._status = 0
+        self._keep = False  # the answer allows the connection to be kept (HTTP/1.1 without Connection: close)
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._answer is None or self._answer.done():
+            return
+        if self._headers_done and self._until_close:
+            self._finish()
+        else:
+            self._fail(WireError(f"the target closed the connection{' mid-answer' if self.got_bytes else ''}"))
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        self._arm()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(WireError("the target asked to switch protocols"))
+        except httptools.HttpParserError as exc:
+            self._fail(WireError(f"the target's answer is not HTTP/1.1: {exc}"))
+
+    # -- httptools callbacks -----------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        status = self._status = self._parser.get_status_code()
+        self._until_close = status not in _NO_BODY and "Content-Length" not in self._headers and "Transfer-Encoding" not in self._headers
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (103 Early Hints): the real one follows
+            self._headers, self._body, self._headers_done = CIMultiDict(), [], False
+            return
+        # Read now: once the message is complete the parser starts on the next one.
+        self._status, self._keep = status, self._parser.should_keep_alive()
+        self._finish()
+
+    # -- the exchange ------------------------------------------------------------------------------
+    async def exchange(self, request: bytes) -> Response:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        self._answer = loop.create_future()
+        self._headers, self._body, self.got_bytes, self._headers_done = CIMultiDict(), [], False, False
+        self._keep = False
+        self.transport.write(request)
+        self._arm()
+        try:
+            await self._answer
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        body = b"".join(self._body)
+        encoding = self._headers.get("Content-Encoding", "").lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            try:
+                body = zlib.decompress(body, 47 if encoding != "deflate" else 15)  # 47: gzip or zlib header
+            except zlib.error as exc:
+                raise WireError(f"the target's {encoding} answer cannot be decoded: {exc}") from exc
+        return Response(self._status, body, CIMultiDictProxy(self._headers))
+
+    @property
+    def keep_alive(self) -> bool:
+        return not self.closed and not self._until_close and self._keep
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _arm(self) -> None:
+        """No wait for the answer's next bytes longer than the read timeout."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._answer is not None and not self._answer.done():
+            self._timer = asyncio.get_running_loop().call_later(self._read_timeout, self._expire)
+
+    def _expire(self) -> None:
+        self._fail(TimeoutError(f"no answer within {self._read_timeout:g}s"))
+        self.close()  # what is late on it would be read as the next request's answer
+
+    def _finish(self) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(exc)
+        self.close()
+
+
+class WireClient:
+    def __init__(
+        self, *, limit: int = 64, connect_timeout: float = 10.0, read_timeout: float = 10.0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._tls = tls
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._open: set[_Connection] = set()
+        self.connections_made = 0  # for tests and diagnostics: kept-alive connections are reused
+
+    async def request(self, method: str, url: URL, headers: dict[str, str], body: bytes = b"") -> Response:
+        """``method url`` with ``headers`` and ``body``; the whole answer. Raises ValueError for a
+        request that cannot be sent (a bad URL or header), TimeoutError, or OSError (WireError)."""
+        if url.scheme not in ("http", "https") or not url.raw_host:
+            raise ValueError(f"cannot send a request to {url}: only http and https URLs with a host")
+        head = self._head(method, url, headers, body)
+        key = (url.scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80))
+        async with self._slots:
+            connection = await self._connection(key)
+            try:
+                try:
+                    answer = await connection.exchange(head + body)
+                except WireError:
+                    if not (connection.reused and not connection.got_bytes and method in _IDEMPOTENT):
+                        raise
+                    self._forget(connection)
+                    connection = await self._connection(key, fresh=True)  # the target closed it as we sent: once more
+                    answer = await connection.exchange(head + body)
+            except BaseException:
+                self._forget(connection)  # its state is unknown (cancelled, timed out, failed): never reused
+                raise
+            if connection.keep_alive:
+                connection.reused = True
+                self._idle.setdefault(key, []).append(connection)
+            else:
+                self._forget(connection)
+        return answer
+
+    def _forget(self, connection: _Connection) -> None:
+        connection.close()
+        self._open.discard(connection)
+
+    def _head(self, method: str, url: URL, headers: dict[str, str], body: bytes) -> bytes:
+        lines = [f"{method} {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"]
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}\r\n")
+        for name, value in headers.items():
+            if _BAD_NAME.search(name) or not name:
+                raise ValueError(f"{name!r} is not a valid header name")
+            if _BAD_VALUE.search(value):
+                raise ValueError(f"header {name} holds a line break or NUL character")
+            if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
+                continue  # the client's own
+            lines.append(f"{name}: {value}\r\n")
+        lines.append("\r\n")
+        try:
+            return "".join(lines).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"a header holds characters HTTP/1.1 cannot carry: {exc}") from exc
+
+    async def _connection(self, key: tuple[str, str, int], *, fresh: bool = False) -> _Connection:
+        idle = self._idle.get(key)
+        while idle and not fresh:
+            connection = idle.pop()
+            if not connection.closed:
+                return connection
+            self._open.discard(connection)
+        scheme, host, port = key
+        tls: ssl.SSLContext | None = None
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()  # once: loading the system's CAs takes milliseconds
+            tls = self._tls
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._connect_timeout):
+            _, protocol = await loop.create_connection(
+                lambda: _Connection(key, self._read_timeout), host, port, ssl=tls, server_hostname=host if tls else None
+            )
+        self.connections_made += 1
+        self._open.add(protocol)
+        return protocol
+
+    async def close(self) -> None:
+        for connection in self._open:
+            connection.close()
+        self._open.clear()
+        self._idle.clear()
+        await asyncio.sleep(0)  # let the transports close
+
+
+def via_wire(client: WireClient) -> Post:
+    """The OAuth2 token request (a form POST) through the adapter's own client: one client per adapter."""
+
+    async def post(url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+        body = urlencode(form).encode()
+        try:
+            answer = await client.request("POST", URL(url), {"Content-Type": "application/x-www-form-urlencoded", **headers}, body)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise Unreachable(repr(exc)) from exc
+        return answer.status, answer.body.decode("utf-8", errors="replace")
+
+    return post

@@ -1,0 +1,214 @@
+"""The deliveries' HTTP/1.1 client (adapters/http/wire.py) against real local servers: aiohttp's for
+the ordinary answers, and hand-written ones for what a target may do at the edges (chunks, an
+answer that ends with the connection, compressed answers, silence, connections closed under it)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from adapters.http.wire import WireClient, WireError
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[URL]:
+    """A TCP server running ``handler`` per connection; yields its URL."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield URL(f"http://127.0.0.1:{port}/in")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+    return head + await reader.readexactly(length)
+
+
+@asynccontextmanager
+async def aiohttp_server() -> AsyncIterator[tuple[URL, list[web.Request]]]:
+    seen: list[web.Request] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(request)
+        body = await request.read()
+        if request.path == "/chunked":
+            response = web.StreamResponse(status=200)
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for part in (b"one,", b"two,", b"three"):
+                await response.write(part)
+            await response.write_eof()
+            return response  # type: ignore[return-value]
+        return web.json_response(
+            {"got": body.decode(), "idem": request.headers.get("Idempotency-Key")}, status=201, headers={"X-Seen": "yes"}
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield URL(f"http://127.0.0.1:{port}/in"), seen
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[WireClient]:
+    made = WireClient(connect_timeout=2, read_timeout=0.5)
+    yield made
+    await made.close()
+
+
+async def test_answers_are_read_whole_over_one_kept_alive_connection(client: WireClient) -> None:
+    async with aiohttp_server() as (url, seen):
+        for i in range(5):
+            answer = await client.request("POST", url, {"Content-Type": "application/json", "Idempotency-Key": f"e{i}"}, b'{"n": %d}' % i)
+            assert answer.status == 201
+            assert answer.body == b'{"got": "{\\"n\\": %d}", "idem": "e%d"}' % (i, i)
+            assert answer.headers["x-seen"] == "yes"  # names in any case
+        assert client.connections_made == 1
+        assert [r.method for r in seen] == ["POST"] * 5
+        chunked = await client.request("PUT", url.with_path("/chunked"), {}, b"x")
+        assert (chunked.status, chunked.body) == (200, b"one,two,three")
+        assert client.connections_made == 1
+
+
+async def test_an_answer_without_length_ends_with_the_connection(client: WireClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+        await writer.drain()
+
+    async with raw_server(handler) as url:
+        answer = await client.request("POST", url, {}, b"{}")
+        again = await client.request("POST", url, {}, b"{}")
+    assert answer.body == again.body == b"all of it"
+    assert client.connections_made == 2  # never reused: its end was the answer's end
+
+
+async def test_a_compressed_answer_and_an_interim_one_are_read_as_the_target_meant(client: WireClient) -> None:
+    packed = gzip.compress(b'{"ok": true}')
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+            writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(packed), packed))
+            await writer.drain()
+
+    async with raw_server(handler) as url:
+        answer = await client.request("POST", url, {}, b"{}")
+    assert (answer.status, answer.body) == (202, b'{"ok": true}')
+
+
+async def test_a_silent_target_times_out_and_its_connection_is_not_reused(client: WireClient) -> None:
+    answered = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        await read_request(reader)
+        if answered == 0:
+            answered += 1
+            await asyncio.sleep(5)  # says nothing on the first connection
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+        await read_request(reader)
+
+    async with raw_server(handler) as url:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await client.request("POST", url, {}, b"{}")
+        assert loop.time() - started < 2
+        answer = await client.request("POST", url, {}, b"{}")  # a late answer on the old one is never taken for this
+        assert answer.status == 204
+        assert client.connections_made == 2
+
+
+def closes_on_second_request() -> Handler:
+    """Answers the first request of every connection, then closes it on the second without answering."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)  # then silence, and the connection closed
+
+    return handler
+
+
+async def test_a_connection_closed_as_a_request_is_sent_is_tried_again_only_for_idempotent_methods(client: WireClient) -> None:
+    async with raw_server(closes_on_second_request()) as url:
+        assert (await client.request("PUT", url, {}, b"{}")).body == b"ok"
+        assert (await client.request("PUT", url, {}, b"{}")).body == b"ok"  # failed on the kept one, sent again on a new one
+        assert client.connections_made == 2
+        with pytest.raises(WireError, match="closed the connection"):
+            await client.request("POST", url, {}, b"{}")  # a POST may have been taken: the caller decides (Idempotency-Key)
+        assert (await client.request("POST", url, {}, b"{}")).body == b"ok"  # and its next call goes on a new connection
+        assert client.connections_made == 3
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"X-Bad": "a\r\nInjected: yes"}, "line break"),
+        ({"X-Bad": "a\x00b"}, "line break or NUL"),
+        ({"Bad Name": "a"}, "not a valid header name"),
+        ({"X-Text": "emoji 😀"}, "cannot carry"),
+    ],
+)
+async def test_a_request_that_would_split_or_cannot_be_sent_is_refused_before_anything_is_sent(
+    client: WireClient, headers: dict[str, str], reason: str
+) -> None:
+    requests = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        await read_request(reader)
+        requests += 1
+
+    async with raw_server(handler) as url:
+        with pytest.raises(ValueError, match=reason):
+            await client.request("POST", url, headers, b"{}")
+        with pytest.raises(ValueError, match="only http and https"):
+            await client.request("POST", URL("ftp://127.0.0.1/x"), {}, b"")
+        await asyncio.sleep(0.05)
+    assert requests == 0 and client.connections_made == 0
+
+
+async def test_garbage_and_a_refused_connection_are_connection_errors(client: WireClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(handler) as url:
+        with pytest.raises(WireError, match="not HTTP"):
+            await client.request("POST", url, {}, b"{}")
+    with pytest.raises(OSError):
+        await client.request("POST", url, {}, b"{}")  # the server is gone: refused
