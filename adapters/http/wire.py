@@ -65,6 +65,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
+        self.idle_since = 0.0  # the loop's time it was put back in the pool
         self._read_timeout = read_timeout
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[None] | None = None
@@ -178,9 +179,18 @@ class _Connection(asyncio.Protocol):
 
 class WireClient:
     def __init__(
-        self, *, limit: int = 64, connect_timeout: float = 10.0, read_timeout: float = 10.0, tls: ssl.SSLContext | None = None
+        self,
+        *,
+        limit: int = 64,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+        keepalive: float = 30.0,
     ) -> None:
         self._slots = asyncio.Semaphore(limit)
+        # A connection idle longer than this is closed rather than reused: a target behind a
+        # load balancer or a DNS name that moved is found again, as a new connection would.
+        self._keepalive = keepalive
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._tls = tls
@@ -211,6 +221,7 @@ class WireClient:
                 raise
             if connection.keep_alive:
                 connection.reused = True
+                connection.idle_since = asyncio.get_running_loop().time()
                 self._idle.setdefault(key, []).append(connection)
             else:
                 self._forget(connection)
@@ -221,17 +232,19 @@ class WireClient:
         self._open.discard(connection)
 
     def _head(self, method: str, url: URL, headers: dict[str, str], body: bytes) -> bytes:
-        lines = [f"{method} {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"]
-        if body or method in ("POST", "PUT", "PATCH"):
-            lines.append(f"Content-Length: {len(body)}\r\n")
+        host = url.host_port_subcomponent
+        lines = ["", f"Content-Length: {len(body)}\r\n" if body or method in ("POST", "PUT", "PATCH") else ""]
         for name, value in headers.items():
             if _BAD_NAME.search(name) or not name:
                 raise ValueError(f"{name!r} is not a valid header name")
             if _BAD_VALUE.search(value):
                 raise ValueError(f"header {name} holds a line break or NUL character")
-            if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
-                continue  # the client's own
-            lines.append(f"{name}: {value}\r\n")
+            lowered = name.lower()
+            if lowered == "host":
+                host = value  # a configured Host (a target reached by address) wins over the URL's
+            elif lowered not in ("content-length", "transfer-encoding", "connection"):  # the client's own
+                lines.append(f"{name}: {value}\r\n")
+        lines[0] = f"{method} {url.raw_path_qs} HTTP/1.1\r\nHost: {host}\r\n"
         lines.append("\r\n")
         try:
             return "".join(lines).encode("latin-1")
@@ -240,18 +253,18 @@ class WireClient:
 
     async def _connection(self, key: tuple[str, str, int], *, fresh: bool = False) -> _Connection:
         idle = self._idle.get(key)
+        loop = asyncio.get_running_loop()
         while idle and not fresh:
             connection = idle.pop()
-            if not connection.closed:
+            if not connection.closed and loop.time() - connection.idle_since < self._keepalive:
                 return connection
-            self._open.discard(connection)
+            self._forget(connection)
         scheme, host, port = key
         tls: ssl.SSLContext | None = None
         if scheme == "https":
             if self._tls is None:
                 self._tls = ssl.create_default_context()  # once: loading the system's CAs takes milliseconds
             tls = self._tls
-        loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
             _, protocol = await loop.create_connection(
                 lambda: _Connection(key, self._read_timeout), host, port, ssl=tls, server_hostname=host if tls else None

@@ -212,3 +212,36 @@ async def test_garbage_and_a_refused_connection_are_connection_errors(client: Wi
             await client.request("POST", url, {}, b"{}")
     with pytest.raises(OSError):
         await client.request("POST", url, {}, b"{}")  # the server is gone: refused
+
+
+async def test_a_connection_idle_past_the_keepalive_is_not_reused() -> None:
+    client = WireClient(keepalive=0.2)
+    try:
+        async with aiohttp_server() as (url, _):
+            await client.request("POST", url, {}, b"{}")
+            await client.request("POST", url, {}, b"{}")
+            assert client.connections_made == 1
+            await asyncio.sleep(0.3)
+            await client.request("POST", url, {}, b"{}")
+            assert client.connections_made == 2
+    finally:
+        await client.close()
+
+
+async def test_the_request_names_its_host_and_length_and_a_configured_host_wins(client: WireClient) -> None:
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            heads.append(await read_request(reader))
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(handler) as url:
+        await client.request("POST", url.with_query(a="b c"), {"X-One": "1", "Content-Length": "999"}, b"{}")
+        await client.request("DELETE", url, {"host": "api.example.com"})
+    first, second = heads
+    assert first.startswith(f"POST /in?a=b+c HTTP/1.1\r\nHost: 127.0.0.1:{url.port}\r\n".encode())
+    assert b"Content-Length: 2\r\n" in first and b"999" not in first and b"X-One: 1\r\n" in first
+    assert first.endswith(b"\r\n\r\n{}")
+    assert second.startswith(b"DELETE /in HTTP/1.1\r\nHost: api.example.com\r\n") and b"Content-Length" not in second
