@@ -36,7 +36,7 @@ from aiohttp import web
 from yarl import URL
 
 from bench.common import free_port, write
-from bench.loadgen import RawSender, RequestProtocol
+from bench.loadgen import TARGET_COMMAND, RawSender, RequestProtocol
 
 ROOT = str(Path(__file__).resolve().parents[1])
 DELIVERY = json.dumps({"payment_id": "pi_1", "amount": 1234, "currency": "usd", "status": "succeeded"}).encode()
@@ -52,18 +52,6 @@ HEADERS = {
     "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
 }
 RAW_HEADERS = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in HEADERS.items() if k != "Content-Type")
-
-TARGET = """
-import asyncio, sys
-sys.path.insert(0, sys.argv[1])
-from bench.loadgen import RawTarget
-async def main():
-    target = RawTarget()
-    await target.start()
-    print(target.port, flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
 
 SENDER = """
 import asyncio, sys
@@ -178,7 +166,7 @@ async def server_bare(port: int) -> Callable[[], Awaitable[None]]:
 
 
 async def main(requests: int, rounds: int) -> dict[str, Any]:
-    target = await asyncio.create_subprocess_exec(sys.executable, "-c", TARGET, ROOT, stdout=asyncio.subprocess.PIPE)
+    target = await asyncio.create_subprocess_exec(*TARGET_COMMAND, stdout=asyncio.subprocess.PIPE)
     assert target.stdout is not None
     port = int(await target.stdout.readline())
     runs: dict[str, list[float]] = {

@@ -9,9 +9,10 @@ C: requests are pre-built bytes, answers are parsed only for their status and le
 
 from __future__ import annotations
 
-__all__ = ["RawSender", "RawTarget", "RequestProtocol", "content_length"]
+__all__ = ["TARGET_COMMAND", "RawSender", "RawTarget", "RequestProtocol", "content_length"]
 
 import asyncio
+import sys
 import time
 
 
@@ -121,3 +122,18 @@ class RawTarget:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+async def _serve_forever() -> None:
+    target = RawTarget()
+    await target.start()
+    print(target.port, flush=True)
+    await asyncio.Event().wait()
+
+
+# A RawTarget in a process of its own, which prints its port and answers until killed: for a
+# bench that measures only its own process (the peer's CPU is not the measured side's).
+TARGET_COMMAND = [sys.executable, __file__]
+
+if __name__ == "__main__":
+    asyncio.run(_serve_forever())

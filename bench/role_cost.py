@@ -40,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import callgrind_by_object, write
+from bench.loadgen import TARGET_COMMAND
 
 ROLES = ("inbound", "router", "delivery")
 
@@ -58,6 +59,14 @@ def headline() -> dict[str, Any]:
     return hub_config(target_port=9, http_port=9, ops_port=9, kafka={})
 
 
+def headline_emitter() -> Any:
+    """The headline webhook's ``emit`` mapping, compiled as the webhook adapter compiles it."""
+    from bus.config.adapters import EmitSpec
+    from bus.mapping import Emitter
+
+    return Emitter(EmitSpec.model_validate(headline()["inbound"][0]["emit"]), source="/inbound/payments")
+
+
 def codec() -> Any:
     from bus.codec import Codec
     from schemas.catalog import SchemaCatalog
@@ -69,11 +78,8 @@ def codec() -> Any:
 
 def canonical(n: int) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
     """The canonical records the inbound role makes of the headline's webhook bodies."""
-    from bus.config.adapters import EmitSpec
-    from bus.mapping import Emitter
-
     avro = codec()
-    emitter = Emitter(EmitSpec.model_validate(headline()["inbound"][0]["emit"]), source="/inbound/payments")
+    emitter = headline_emitter()
     out = []
     for body in bodies(n):
         event = emitter.build(json.loads(body))
@@ -82,11 +88,8 @@ def canonical(n: int) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]
 
 
 def inbound(n: int) -> Callable[[], None]:
-    from bus.config.adapters import EmitSpec
-    from bus.mapping import Emitter
-
     avro = codec()
-    emitter = Emitter(EmitSpec.model_validate(headline()["inbound"][0]["emit"]), source="/inbound/payments")
+    emitter = headline_emitter()
     work = bodies(n)
 
     def run() -> None:
@@ -117,19 +120,6 @@ def router(n: int) -> Callable[[], None]:
     return run
 
 
-TARGET = """
-import asyncio, sys
-sys.path.insert(0, sys.argv[1])
-from bench.loadgen import RawTarget
-async def main():
-    target = RawTarget()
-    await target.start()
-    print(target.port, flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
-
-
 def delivery(n: int) -> Callable[[], None]:
     from adapters.http.config import HttpOutboundConfig
     from adapters.http.outbound import HttpOutbound
@@ -139,7 +129,7 @@ def delivery(n: int) -> Callable[[], None]:
     avro = codec()
     records = canonical(n)
     # The target runs in a process of its own: valgrind counts only this one.
-    target = subprocess.Popen([sys.executable, "-c", TARGET, str(Path(__file__).resolve().parents[1])], stdout=subprocess.PIPE, text=True)  # noqa: S603
+    target = subprocess.Popen(TARGET_COMMAND, stdout=subprocess.PIPE, text=True)  # noqa: S603
     atexit.register(target.kill)  # also when only the inputs are made
     assert target.stdout is not None
     port = int(target.stdout.readline())

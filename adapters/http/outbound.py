@@ -61,17 +61,6 @@ def _path_value(value: str) -> str:
     return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
-_BAD_HEADER_CHARACTERS = re.compile(r"[\r\n\x00]")
-
-
-def _check_headers(headers: dict[str, str]) -> None:
-    """A rendered header value with a line break or NUL cannot be sent (and would split the
-    request if it were): the event is at fault, so it is a permanent error, not a retry."""
-    for name, value in headers.items():
-        if _BAD_HEADER_CHARACTERS.search(value):
-            raise PermanentError(f"header {name} of the request holds a line break or NUL character; the event cannot be sent")
-
-
 def _url(text: str) -> URL:
     """The URL exactly as built when it is already valid (template values were percent-encoded,
     and ``%2F`` must stay one path segment); otherwise let yarl quote what needs quoting."""
@@ -179,8 +168,6 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             **{name: template(event.data, meta) for name, template in self._header_templates.items()},
             **self.signed(event, body),
         }
-        if self._header_templates:
-            _check_headers(headers)
         response = await self._call(method, url, body, headers)
         if response.status_code == 401 and self._bearer:
             # A revoked or rotated token: fetch a new one and call again, once. This is not a

@@ -46,6 +46,15 @@ _IDEMPOTENT = frozenset({"PUT", "DELETE", "GET", "HEAD", "OPTIONS"})
 _NO_BODY = frozenset({204, 304})
 
 
+def _refuse(headers: dict[str, str]) -> None:
+    """Name the header that cannot be sent (a ValueError: the request is at fault, not the target)."""
+    for name, value in headers.items():
+        if not name or _BAD_NAME.search(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        if _BAD_VALUE.search(value):
+            raise ValueError(f"header {name} holds a line break or NUL character")
+
+
 class WireError(ConnectionError):
     """The target's connection failed or its answer could not be read (an OSError: retryable)."""
 
@@ -233,12 +242,12 @@ class WireClient:
 
     def _head(self, method: str, url: URL, headers: dict[str, str], body: bytes) -> bytes:
         host = url.host_port_subcomponent
+        # One search over every name and every value (the common case: nothing wrong); the
+        # offender is looked for only when there is one.
+        if _BAD_NAME.search("".join(headers)) or _BAD_VALUE.search("".join(headers.values())) or "" in headers:
+            _refuse(headers)
         lines = ["", f"Content-Length: {len(body)}\r\n" if body or method in ("POST", "PUT", "PATCH") else ""]
         for name, value in headers.items():
-            if _BAD_NAME.search(name) or not name:
-                raise ValueError(f"{name!r} is not a valid header name")
-            if _BAD_VALUE.search(value):
-                raise ValueError(f"header {name} holds a line break or NUL character")
             lowered = name.lower()
             if lowered == "host":
                 host = value  # a configured Host (a target reached by address) wins over the URL's

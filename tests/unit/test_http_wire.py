@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,11 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from adapters.http.config import HttpOutboundConfig
+from adapters.http.outbound import HttpOutbound
 from adapters.http.wire import WireClient, WireError
+from bus.adapter_api import Context, Event, PermanentError
+from tests.support.http_server import serve
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -66,11 +71,7 @@ async def aiohttp_server() -> AsyncIterator[tuple[URL, list[web.Request]]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app)
     try:
         yield URL(f"http://127.0.0.1:{port}/in"), seen
     finally:
@@ -245,3 +246,19 @@ async def test_the_request_names_its_host_and_length_and_a_configured_host_wins(
     assert b"Content-Length: 2\r\n" in first and b"999" not in first and b"X-One: 1\r\n" in first
     assert first.endswith(b"\r\n\r\n{}")
     assert second.startswith(b"DELETE /in HTTP/1.1\r\nHost: api.example.com\r\n") and b"Content-Length" not in second
+
+
+async def test_an_event_whose_header_renders_a_line_break_is_refused_by_the_adapter_with_the_reason() -> None:
+    async with aiohttp_server() as (url, seen):
+        config = HttpOutboundConfig.model_validate(
+            {"name": "crm", "type": "http", "url": str(url), "headers": {"X-Customer": "${customer_id}"}}
+        )
+        adapter = HttpOutbound(config, Context("crm", logging.getLogger("test")))
+        await adapter.start()
+        try:
+            await adapter.deliver(Event(schema="Payment", data={"customer_id": "cus_1"}, source="/t"))
+            with pytest.raises(PermanentError, match="X-Customer holds a line break"):
+                await adapter.deliver(Event(schema="Payment", data={"customer_id": "cus_1\r\nX-Admin: yes"}, source="/t"))
+        finally:
+            await adapter.stop()
+        assert [r.headers["X-Customer"] for r in seen] == ["cus_1"]  # the bad one never reached the target
