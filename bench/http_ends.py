@@ -11,7 +11,8 @@ Each side is measured in this process while its peer runs in a process of its ow
   deliveries use now (adapters/http/wire.py) and with the bare sender;
 - server: sequential POSTs of a webhook body from a bare sender, answered 202 with a JSON body
   by an aiohttp application (the body read, parsed, answered with ``web.json_response`` as the
-  webhook does) and by the bare protocol (parsed, answered with a prebuilt 202).
+  webhook did), by the hub's own webhook server (bus/runtime/web.py, the same handler) and by
+  the bare protocol (parsed, answered with a prebuilt 202).
 
 Rounds interleave the cases; the ratio aiohttp / bare is per round. This bounds what a lighter
 HTTP layer could take off the headline (bench/latency.py) at each end.
@@ -37,6 +38,8 @@ from yarl import URL
 
 from bench.common import free_port, write
 from bench.loadgen import TARGET_COMMAND, RawSender, RequestProtocol
+from bus.runtime.http1 import Request, Response, json_response
+from bus.runtime.web import WebServer
 
 ROOT = str(Path(__file__).resolve().parents[1])
 DELIVERY = json.dumps({"payment_id": "pi_1", "amount": 1234, "currency": "usd", "status": "succeeded"}).encode()
@@ -146,6 +149,21 @@ async def server_aiohttp(port: int) -> Callable[[], Awaitable[None]]:
     return runner.cleanup
 
 
+async def server_hub(port: int) -> Callable[[], Awaitable[None]]:
+    """The hub's own webhook server (bus/runtime/web.py on http1.py), with a handler doing what
+    the aiohttp one does: read the body, parse it, answer 202 with JSON."""
+
+    async def hook(request: Request) -> Response:
+        body = await request.read(1 << 20)
+        assert body is not None
+        return json_response({"id": json.loads(body)["id"]}, status=202)
+
+    server = WebServer("127.0.0.1", port)
+    server.add_route("POST", "/hooks/payments", hook)
+    await server.start()
+    return server.stop
+
+
 class _Bare(RequestProtocol):
     def request(self, head: bytes, body: bytes) -> None:
         answer = json.dumps({"id": json.loads(body)["id"]}).encode()
@@ -174,6 +192,7 @@ async def main(requests: int, rounds: int) -> dict[str, Any]:
         "client wire": [],
         "client bare": [],
         "server aiohttp": [],
+        "server hub": [],
         "server bare": [],
     }
     try:
@@ -183,15 +202,17 @@ async def main(requests: int, rounds: int) -> dict[str, Any]:
             runs["client wire"].append(await client_wire(f"http://127.0.0.1:{port}/in", requests))
             runs["server bare"].append(await serve_and_count(server_bare, requests))
             runs["server aiohttp"].append(await serve_and_count(server_aiohttp, requests))
+            runs["server hub"].append(await serve_and_count(server_hub, requests))
             print(f"round {n + 1}: " + ", ".join(f"{k} {v[-1]:.1f} us" for k, v in runs.items()), flush=True)
     finally:
         target.kill()
         await target.wait()
     ratios = {end: [a / b for a, b in zip(runs[f"{end} aiohttp"], runs[f"{end} bare"], strict=True)] for end in ("client", "server")}
     ratios["client wire"] = [w / b for w, b in zip(runs["client wire"], runs["client bare"], strict=True)]
-    wire = ratios["client wire"]
-    shown = ", ".join(f"{r:.2f}" for r in wire)
-    print(f"client wire (adapters/http/wire.py) / bare per round {shown} (median {statistics.median(wire):.2f})")
+    ratios["server hub"] = [h / b for h, b in zip(runs["server hub"], runs["server bare"], strict=True)]
+    for case, what in (("client wire", "adapters/http/wire.py"), ("server hub", "bus/runtime/web.py")):
+        shown = ", ".join(f"{r:.2f}" for r in ratios[case])
+        print(f"{case} ({what}) / bare per round {shown} (median {statistics.median(ratios[case]):.2f})")
     for end in ("client", "server"):
         values = ratios[end]
         print(

@@ -58,6 +58,8 @@ __all__ = [
     "OutboundConfig",
     "PayloadShape",
     "PermanentError",
+    "Request",
+    "Response",
     "RetryableError",
     "SecretTemplate",
     "TargetOptions",
@@ -72,6 +74,7 @@ __all__ = [
     "compile_template",
     "duration",
     "json_dumps",
+    "json_response",
     "kafka_consumer",
     "kafka_producer",
     "operation_in",
@@ -110,6 +113,7 @@ from bus.logs import REDACTOR
 from bus.mapping import Emitter
 from bus.migrate.canonical import canonical as comparable  # a value as bus migrate compares it
 from bus.openapi import ApiOperation, BodyCheck, ContractError, operation_in
+from bus.runtime.http1 import Request, Response, json_response
 from bus.tracing import NO_TRACING, Tracing
 
 ENTRY_POINT_GROUP = "bus.adapters"
@@ -146,7 +150,7 @@ class Health:
     detail: str = ""
 
 
-Handler = Callable[[Any], Awaitable[Any]]
+Handler = Callable[[Request], Awaitable[Response]]  # a webhook route: bus.runtime.http1's request and answer
 
 
 class Checkpoints(Protocol):

@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
-from aiohttp import web
-
 from adapters.http.config import ApiKeyAuth, WebhookConfig
 from adapters.http.contracts import body_check
 from adapters.http.jwt_auth import JwtAuth, JwtVerifier, KeysUnavailable
@@ -33,7 +31,10 @@ from bus.adapter_api import (
     Health,
     Inbound,
     KafkaUnavailable,
+    Request,
+    Response,
     brief,
+    json_response,
     parse_json,
     parse_xml,
     redact,
@@ -88,8 +89,8 @@ class _Seen:
         self.accepted.put(delivery_id, event_ids)
 
 
-def _problem(status: int, reason: str, **headers: str) -> web.Response:
-    return web.json_response({"error": redact(reason)}, status=status, headers=headers)
+def _problem(status: int, reason: str, **headers: str) -> Response:
+    return json_response({"error": redact(reason)}, status=status, headers=headers)
 
 
 class WebhookInbound(Inbound[WebhookConfig]):
@@ -129,7 +130,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
     async def health(self) -> Health:
         return Health(self._accepting, "" if self._accepting else "not accepting requests")
 
-    async def _refused(self, request: web.Request) -> web.Response | None:
+    async def _refused(self, request: Request) -> Response | None:
         """None when the caller is authorised, else the answer to give."""
         auth = self.config.auth
         if auth is None:
@@ -153,18 +154,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return _problem(401, reason, **{"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{quoted}"'})
         return None
 
-    async def _read_limited(self, request: web.Request) -> bytes | None:
-        """The body, or None as soon as it grows past the limit (chunked bodies have no length)."""
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await request.content.read(65536):
-            size += len(chunk)
-            if size > self.config.max_body_bytes:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: Request) -> Response:
         answer = await self._answer(request)
         if answer.status in (401, 403):
             self.sink.refused("unauthorized")
@@ -172,7 +162,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
             self.sink.refused("rejected")
         return answer
 
-    async def _answer(self, request: web.Request) -> web.Response:
+    async def _answer(self, request: Request) -> Response:
         if not self._accepting:
             return _problem(503, "the hub is shutting down; retry", **{"Retry-After": "5"})
         if (refusal := await self._refused(request)) is not None:
@@ -184,15 +174,15 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return _problem(415, f"Content-Type {request.content_type!r} is not accepted here; send {', '.join(self.config.accept)}")
         try:
             async with asyncio.timeout(self._body_timeout):
-                body = await self._read_limited(request)
-        except ConnectionResetError:
-            return _problem(400, "the request body was cut off")  # the client is gone; nothing was produced
+                body = await request.read(self.config.max_body_bytes)  # None past the limit
+        except ConnectionResetError as exc:  # the client went, or its body stopped being HTTP: nothing was produced
+            return _problem(400, f"the request body was cut off: {exc}")
         except TimeoutError:
             return _problem(408, f"the body did not arrive within {self.config.body_timeout}", Connection="close")
         if body is None:
             return _problem(413, f"body exceeds the limit of {self.config.max_body_bytes} bytes")
         if self.config.signature is not None and (
-            refused := check_signature(self.config.signature, request.headers, body, method=request.method, url=str(request.url))
+            refused := check_signature(self.config.signature, request.headers, body, method=request.method, url=request.url)
         ):
             return _problem(401, refused)
         try:
@@ -209,7 +199,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
         if delivery_id and self._seen is not None:  # checked after auth: forged requests cannot fill the memory
             if (earlier := self._seen.earlier(delivery_id)) is not None:
                 self.duplicates += 1
-                return web.json_response({"id": earlier, "duplicate": True}, status=200)
+                return json_response({"id": earlier, "duplicate": True}, status=200)
             if delivery_id in self._seen.in_progress:
                 return _problem(409, f"delivery {delivery_id} is being processed; retry if it fails", **{"Retry-After": "1"})
             self._seen.in_progress.add(delivery_id)
@@ -238,9 +228,9 @@ class WebhookInbound(Inbound[WebhookConfig]):
         answer = {"ids": ids} if self.config.batch else {"id": ids[0]}
         if delivery_id and self._seen is not None:
             self._seen.remember(delivery_id, ",".join(ids))  # only once Kafka has it: a failed attempt may be sent again
-        return web.json_response(answer, status=202)
+        return json_response(answer, status=202)
 
-    def _headers_of(self, request: web.Request, cloudevent: Mapping[str, str]) -> dict[str, str] | None:
+    def _headers_of(self, request: Request, cloudevent: Mapping[str, str]) -> dict[str, str] | None:
         """The request's headers for ``$headers`` in emit, by lower-case name; only built when the
         mapping reads them. A structured CloudEvent's attributes read as their binary-mode headers
         (``$headers["ce-source"]``), so a mapping reads them the same in either mode."""

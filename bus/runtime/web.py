@@ -1,12 +1,14 @@
 """The hub's webhook server, shared by every inbound adapter that serves HTTP.
 
 Routes are looked up per request in a table the adapters fill at ``start()``, so adapters can
-start (and restart) in any order, before or after the server itself.
+start (and restart) in any order, before or after the server itself. HTTP/1.1 itself is in
+``http1.py``.
 
 Stopping drains: new requests are answered 503 (Retry-After, Connection: close) at once, requests
-in progress finish (up to ``drain_timeout``), and only then does aiohttp shut down. aiohttp's own
-shutdown stops reading from connections, so a request still receiving its body would otherwise
-hang until aiohttp's timeout.
+in progress finish (up to ``drain_timeout``), and only then are connections closed.
+
+One sweeper task a second closes connections quiet for longer than ``idle_timeout_s``: kept-alive
+ones with nothing to do, and clients sending a request head too slowly (slowloris).
 """
 
 from __future__ import annotations
@@ -14,36 +16,44 @@ from __future__ import annotations
 __all__ = ["WebServer"]
 
 import asyncio
+import contextlib
 import errno
 import logging
+import time
 
 from aiohttp import web
 
 from bus.adapter_api import Handler
 from bus.errors import BusError, StartupError
+from bus.runtime.http1 import Connection, Request, Response, json_response
 
 log = logging.getLogger("bus.runtime.web")
 
 
+def cannot_listen(exc: OSError, *, field: str, host: str, port: int) -> StartupError:
+    """The StartupError for a failed listen, naming ``field`` (``http``, ``ops``), the address and
+    what to do."""
+    fixes = {
+        errno.EADDRINUSE: f"another process listens there: stop it, or set {field}.port to a free port (0 picks one)",
+        errno.EACCES: f"ports below 1024 need privileges: set {field}.port to 1024 or above",
+        errno.EADDRNOTAVAIL: f"no network interface has that address: set {field}.host to 127.0.0.1 or 0.0.0.0",
+    }
+    what = fixes.get(exc.errno or 0, f"check {field}.host and {field}.port")
+    culprit = f"{field}.host" if exc.errno == errno.EADDRNOTAVAIL else f"{field}.port"
+    return StartupError(f"{culprit}: cannot listen on {host}:{port}: {exc.strerror or exc}; {what}")
+
+
 async def listen(site: web.TCPSite, *, field: str, host: str, port: int) -> None:
-    """Start listening, or raise StartupError naming ``field`` (``http``, ``ops``), the address
-    and what to do."""
+    """Start an aiohttp site (the ops server), or raise StartupError naming ``field``."""
     try:
         await site.start()
     except OSError as exc:
-        fixes = {
-            errno.EADDRINUSE: f"another process listens there: stop it, or set {field}.port to a free port (0 picks one)",
-            errno.EACCES: f"ports below 1024 need privileges: set {field}.port to 1024 or above",
-            errno.EADDRNOTAVAIL: f"no network interface has that address: set {field}.host to 127.0.0.1 or 0.0.0.0",
-        }
-        what = fixes.get(exc.errno or 0, f"check {field}.host and {field}.port")
-        culprit = f"{field}.host" if exc.errno == errno.EADDRNOTAVAIL else f"{field}.port"
-        raise StartupError(f"{culprit}: cannot listen on {host}:{port}: {exc.strerror or exc}; {what}") from None
+        raise cannot_listen(exc, field=field, host=host, port=port) from None
 
 
 class WebServer:
     def __init__(self, host: str, port: int, *, name: str = "webhooks", drain_timeout: float = 8.0, idle_timeout_s: float = 75.0) -> None:
-        self._idle_timeout_s = idle_timeout_s  # also bounds a client that sends its headers too slowly (aiohttp's keep-alive timer)
+        self._idle_timeout_s = idle_timeout_s  # also bounds a client that sends its head too slowly
         self._host = host
         self._port = port
         self._name = name
@@ -53,7 +63,10 @@ class WebServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._routes: dict[tuple[str, str], Handler] = {}
-        self._runner: web.AppRunner | None = None
+        self._paths: set[str] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._connections: set[Connection] = set()
         self.port = 0
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
@@ -61,47 +74,66 @@ class WebServer:
         if key in self._routes and self._routes[key] is not handler:
             raise BusError(f"two inbound adapters serve {method} {path}")
         self._routes[key] = handler
+        self._paths.add(path)
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def _dispatch(self, request: Request) -> Response:
         if self._stopping:
-            return web.json_response(
+            return json_response(
                 {"error": "the hub is shutting down; retry"}, status=503, headers={"Retry-After": "5", "Connection": "close"}
             )
-        handler = self._routes.get((request.method, request.path))
+        path = request.path
+        handler = self._routes.get((request.method, path))
         if handler is not None:
             self._inflight += 1
             self._idle.clear()
             try:
-                response: web.StreamResponse = await handler(request)
+                return await handler(request)
             finally:
                 self._inflight -= 1
                 if self._inflight == 0:
                     self._idle.set()
-            return response
-        if any(path == request.path for _, path in self._routes):
-            return web.json_response({"error": f"method {request.method} not allowed on {request.path}"}, status=405)
-        return web.json_response({"error": f"no inbound adapter serves {request.path}"}, status=404)
+        if path in self._paths:
+            allowed = ", ".join(sorted(m for m, p in self._routes if p == path))
+            return json_response({"error": f"method {request.method} not allowed on {path}"}, status=405, headers={"Allow": allowed})
+        return json_response({"error": f"no inbound adapter serves {path}"}, status=404)
 
     async def start(self) -> None:
-        if self._runner is not None:
+        if self._server is not None:
             return
-        app = web.Application(client_max_size=64 * 1024 * 1024)  # adapters enforce their own limits
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1, keepalive_timeout=self._idle_timeout_s)
-        await self._runner.setup()
-        await listen(web.TCPSite(self._runner, self._host, self._port), field="http", host=self._host, port=self._port)
-        self.port = self._runner.addresses[0][1]
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: Connection(self._dispatch, self._connections), self._host, self._port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            raise cannot_listen(exc, field="http", host=self._host, port=self._port) from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = asyncio.create_task(self._sweep(), name=f"{self._name}-sweeper")
         log.info("%s server listening on http://%s:%d", self._name, self._host, self.port)
 
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self._idle_timeout_s / 2))
+            cutoff = time.monotonic() - self._idle_timeout_s
+            for connection in [c for c in self._connections if c.quiet_since is not None and c.quiet_since < cutoff]:
+                connection.close()
+
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is None:
+        server, self._server = self._server, None
+        if server is None:
             return
         self._stopping = True
+        server.close()  # no new connections; the open ones are answered 503 from here on
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=self._drain_timeout)
         except TimeoutError:
             log.warning(
                 "%s server: %d request(s) still in progress after %.0fs; closing them", self._name, self._inflight, self._drain_timeout
             )
-        await runner.cleanup()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for connection in list(self._connections):
+            connection.close()
+        await server.wait_closed()
