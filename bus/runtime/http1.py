@@ -216,6 +216,7 @@ class Connection(asyncio.Protocol):
         self._waiting: deque[Request] = deque()  # pipelined requests, in the order they came
         self._paused = False
         self._closing = False
+        self._task: asyncio.Task[None] | None = None  # the handler of the request in hand
         self._discarding = False  # answered and closing: what still arrives is dropped
         self._broken = False  # the byte stream stopped being HTTP: parse nothing more, close after the answer owed
         # Since when no request has been in hand (idle, or a head still arriving), for the server's
@@ -311,7 +312,7 @@ class Connection(asyncio.Protocol):
     def _start(self, request: Request) -> None:
         self._active = request
         self.quiet_since = None
-        asyncio.get_running_loop().create_task(self._serve(request))
+        self._task = asyncio.get_running_loop().create_task(self._serve(request))  # held: the loop keeps only a weak reference
 
     async def _serve(self, request: Request) -> None:
         try:
@@ -396,6 +397,8 @@ class Connection(asyncio.Protocol):
             self._paused = False
             self._transport.resume_reading()
 
-    @property
-    def busy(self) -> bool:
-        return self._active is not None
+    def abort(self) -> None:
+        """Stop the handler in hand (the server stops and it outlived the drain) and close."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self.close()

@@ -135,5 +135,5 @@ class WebServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         for connection in list(self._connections):
-            connection.close()
+            connection.abort()
         await server.wait_closed()

@@ -284,3 +284,29 @@ async def test_stopping_finishes_requests_in_progress_and_refuses_new_ones() -> 
     assert await busy_reader.read() == b""
     busy.close()
     other.close()
+
+
+async def test_a_handler_outliving_the_drain_is_cancelled_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def hung(request: Request) -> Response:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    server = WebServer("127.0.0.1", 0, drain_timeout=0.5)
+    server.add_route("POST", "/hooks/x", hung)
+    await server.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(post("/hooks/x", b"{}"))
+    await started.wait()
+    await asyncio.wait_for(server.stop(), 5)
+    await asyncio.wait_for(cancelled.wait(), 5)
+    assert "1 request(s) still in progress" in caplog.text
+    await closed_by_server(reader)
+    writer.close()
