@@ -173,8 +173,11 @@ class WebhookInbound(Inbound[WebhookConfig]):
         if kind not in self.config.accept:
             return _problem(415, f"Content-Type {request.content_type!r} is not accepted here; send {', '.join(self.config.accept)}")
         try:
-            async with asyncio.timeout(self._body_timeout):
+            if request.complete:  # the usual case: the body came with the head, and no timer is needed
                 body = await request.read(self.config.max_body_bytes)  # None past the limit
+            else:
+                async with asyncio.timeout(self._body_timeout):
+                    body = await request.read(self.config.max_body_bytes)
         except ConnectionResetError as exc:  # the client went, or its body stopped being HTTP: nothing was produced
             return _problem(400, f"the request body was cut off: {exc}")
         except TimeoutError:

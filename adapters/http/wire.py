@@ -14,6 +14,9 @@ delivery. This client does what a delivery needs and nothing else:
   bytes longer than ``read_timeout`` (``TimeoutError``);
 - answers with Content-Length, chunked, or ending with the connection; gzip and deflate decoded
   (none is asked for);
+- answers kept in memory are bounded: a body over ``max_answer_bytes`` (after decoding, so a
+  compression bomb is stopped too) or a head over 64 KiB is a WireError naming the limit, and
+  the connection is closed: a target that answers without end cannot exhaust the hub's memory;
 - a header name or value holding a line break or NUL is refused (``ValueError``) before anything
   is sent: it would split the request;
 - no redirects (a 3xx is the answer), no cookies, no proxies.
@@ -44,6 +47,7 @@ _BAD_NAME = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")  # an HTTP token (RFC 91
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 _IDEMPOTENT = frozenset({"PUT", "DELETE", "GET", "HEAD", "OPTIONS"})
 _NO_BODY = frozenset({204, 304})
+_MAX_HEAD_BYTES = 64 * 1024
 
 
 def _refuse(headers: dict[str, str]) -> None:
@@ -53,6 +57,10 @@ def _refuse(headers: dict[str, str]) -> None:
             raise ValueError(f"{name!r} is not a valid header name")
         if _BAD_VALUE.search(value):
             raise ValueError(f"header {name} holds a line break or NUL character")
+
+
+class _TooLarge(Exception):
+    """Raised in a parser callback: the answer outgrew its limit."""
 
 
 class WireError(ConnectionError):
@@ -69,8 +77,11 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One connection: a request written whole, its answer parsed as it arrives."""
 
-    def __init__(self, key: tuple[str, str, int], read_timeout: float) -> None:
+    def __init__(self, key: tuple[str, str, int], read_timeout: float, max_answer_bytes: int) -> None:
         self.key = key
+        self._max_answer_bytes = max_answer_bytes
+        self._body_bytes = 0
+        self._head_bytes = 0
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
@@ -108,11 +119,19 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(WireError("the target asked to switch protocols"))
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _TooLarge):
+                raise
+            self._fail(WireError(str(exc.__context__)))
+            self.close()  # the rest of the answer is never read: the connection cannot be reused
         except httptools.HttpParserError as exc:
             self._fail(WireError(f"the target's answer is not HTTP/1.1: {exc}"))
 
     # -- httptools callbacks -----------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > _MAX_HEAD_BYTES:
+            raise _TooLarge(f"the target's answer has a head over {_MAX_HEAD_BYTES} bytes")
         self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
@@ -121,12 +140,16 @@ class _Connection(asyncio.Protocol):
         self._until_close = status not in _NO_BODY and "Content-Length" not in self._headers and "Transfer-Encoding" not in self._headers
 
     def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self._max_answer_bytes:
+            raise _TooLarge(f"the target's answer is over {self._max_answer_bytes} bytes; it was not read")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (103 Early Hints): the real one follows
             self._headers, self._body, self._headers_done = CIMultiDict(), [], False
+            self._body_bytes = self._head_bytes = 0
             return
         # Read now: once the message is complete the parser starts on the next one.
         self._status, self._keep = status, self._parser.should_keep_alive()
@@ -138,6 +161,7 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._answer = loop.create_future()
         self._headers, self._body, self.got_bytes, self._headers_done = CIMultiDict(), [], False, False
+        self._body_bytes = self._head_bytes = 0
         self._keep = False
         self.transport.write(request)
         self._arm()
@@ -150,10 +174,13 @@ class _Connection(asyncio.Protocol):
         body = b"".join(self._body)
         encoding = self._headers.get("Content-Encoding", "").lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
+            decoder = zlib.decompressobj(47 if encoding != "deflate" else 15)  # 47: gzip or zlib header
             try:
-                body = zlib.decompress(body, 47 if encoding != "deflate" else 15)  # 47: gzip or zlib header
+                body = decoder.decompress(body, self._max_answer_bytes + 1)
             except zlib.error as exc:
                 raise WireError(f"the target's {encoding} answer cannot be decoded: {exc}") from exc
+            if len(body) > self._max_answer_bytes:
+                raise WireError(f"the target's {encoding} answer decodes to over {self._max_answer_bytes} bytes; it was not read")
         return Response(self._status, body, CIMultiDictProxy(self._headers))
 
     @property
@@ -195,7 +222,9 @@ class WireClient:
         read_timeout: float = 10.0,
         tls: ssl.SSLContext | None = None,
         keepalive: float = 30.0,
+        max_answer_bytes: int = 16 * 1024 * 1024,
     ) -> None:
+        self._max_answer_bytes = max_answer_bytes
         self._slots = asyncio.Semaphore(limit)
         # A connection idle longer than this is closed rather than reused: a target behind a
         # load balancer or a DNS name that moved is found again, as a new connection would.
@@ -276,7 +305,11 @@ class WireClient:
             tls = self._tls
         async with asyncio.timeout(self._connect_timeout):
             _, protocol = await loop.create_connection(
-                lambda: _Connection(key, self._read_timeout), host, port, ssl=tls, server_hostname=host if tls else None
+                lambda: _Connection(key, self._read_timeout, self._max_answer_bytes),
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls else None,
             )
         self.connections_made += 1
         self._open.add(protocol)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -159,3 +161,30 @@ async def test_a_batch_is_stored_whole_or_refused_whole(tmp_path: Path, bootstra
             assert accepted.status_code == 202 and accepted.json() == {"ids": ["evt_5", "evt_6", "evt_7"]}
         stored = await read_canonical(hub, 3)
         assert sorted(r.key for r in stored) == [b"pi_5", b"pi_6", b"pi_7"]  # nothing of the refused batch
+
+
+async def test_a_body_too_slow_is_408_and_one_cut_off_is_dropped_with_nothing_produced(tmp_path: Path, bootstrap: str) -> None:
+    config = payment_hub_config(bootstrap, "http://127.0.0.1:9")
+    config["inbound"][0]["body_timeout"] = "1s"
+    async with build_hub(write_config(tmp_path / "bus.yaml", config), role="inbound") as hub:
+        assert hub.web is not None
+        body = json.dumps(payment(8)).encode()
+        head = (
+            f"POST /hooks/payments HTTP/1.1\r\nHost: hub\r\nX-API-Key: k1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        # Half the body, then nothing: answered 408 once body_timeout passed, and the connection closed.
+        reader, writer = await asyncio.open_connection("127.0.0.1", hub.web.port)
+        writer.write(head + body[:10])
+        answer = await asyncio.wait_for(reader.read(), 10)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in answer and b"did not arrive within" in answer
+        writer.close()
+        # Half the body, then the client goes: nothing is produced, and the hub goes on serving.
+        reader, writer = await asyncio.open_connection("127.0.0.1", hub.web.port)
+        writer.write(head + body[:10])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as client:
+            assert (await client.post("/hooks/payments", json=payment(9))).status_code == 202
+        assert [r.key for r in await read_canonical(hub, 2)] == [b"pi_9"]  # not pi_8

@@ -215,6 +215,39 @@ async def test_garbage_and_a_refused_connection_are_connection_errors(client: Wi
         await client.request("POST", url, {}, b"{}")  # the server is gone: refused
 
 
+async def test_an_answer_without_end_or_a_compression_bomb_is_cut_at_the_limit() -> None:
+    """A target answering far more than anyone reads: the client stops at its limit with the
+    reason, keeps none of the rest in memory, and does not reuse the connection."""
+    client = WireClient(connect_timeout=2, read_timeout=2, max_answer_bytes=100_000)
+    bomb = gzip.compress(b"0" * 5_000_000)  # 5 MB from about 5 KB
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            if b"/endless" in request:
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for _ in range(1000):  # 64 MB, never all read
+                    writer.write(b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
+                    await writer.drain()
+            elif b"/bomb" in request:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(bomb), bomb))
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"y" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    try:
+        async with raw_server(handler) as url:
+            with pytest.raises(WireError, match="over 100000 bytes; it was not read"):
+                await client.request("POST", url.with_path("/endless"), {}, b"{}")
+            with pytest.raises(WireError, match="gzip answer decodes to over 100000 bytes"):
+                await client.request("POST", url.with_path("/bomb"), {}, b"{}")
+            with pytest.raises(WireError, match="head over 65536 bytes"):
+                await client.request("POST", url.with_path("/head"), {}, b"{}")
+            assert client.connections_made == 3  # none of the three connections was reused
+    finally:
+        await client.close()
+
+
 async def test_a_connection_idle_past_the_keepalive_is_not_reused() -> None:
     client = WireClient(keepalive=0.2)
     try:
