@@ -89,7 +89,10 @@ class _Connection(asyncio.Protocol):
         self._read_timeout = read_timeout
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[None] | None = None
+        # One timer per connection, re-armed only when it fires early, rather than one per
+        # request and per read: each would be a TimerHandle pushed on the loop's heap and cancelled.
         self._timer: asyncio.TimerHandle | None = None
+        self._last_activity = 0.0  # the loop's time of the request sent or the answer's last bytes
         self._headers: CIMultiDict[str] = CIMultiDict()
         self._body: list[bytes] = []
         self.got_bytes = False
@@ -165,12 +168,7 @@ class _Connection(asyncio.Protocol):
         self._keep = False
         self.transport.write(request)
         self._arm()
-        try:
-            await self._answer
-        finally:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        await self._answer
         body = b"".join(self._body)
         encoding = self._headers.get("Content-Encoding", "").lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
@@ -189,15 +187,29 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.close()
 
     def _arm(self) -> None:
         """No wait for the answer's next bytes longer than the read timeout."""
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._answer is not None and not self._answer.done():
-            self._timer = asyncio.get_running_loop().call_later(self._read_timeout, self._expire)
+        loop = asyncio.get_running_loop()
+        self._last_activity = loop.time()
+        if self._timer is None:
+            self._timer = loop.call_at(self._last_activity + self._read_timeout, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._answer is None or self._answer.done() or self.closed:
+            return  # no answer awaited: the next request arms it again
+        due = self._last_activity + self._read_timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() >= due:
+            self._expire()
+        else:
+            self._timer = loop.call_at(due, self._check)
 
     def _expire(self) -> None:
         self._fail(TimeoutError(f"no answer within {self._read_timeout:g}s"))

@@ -44,7 +44,28 @@ class KafkaSink:
         self._kafka_errors = KAFKA_ERRORS.labels(f"inbound:{adapter}", "produce")
 
     async def publish(self, event: Event) -> None:
-        await (await self.submit(event))
+        # submit() then its acknowledgement, under one timer rather than one each: a timer is a
+        # TimerHandle in the loop's heap per event, and a webhook publishes one event per request.
+        value = self._encoded(event)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                delivery = await self._send(event, value)
+                await asyncio.shield(delivery)  # shield: a timeout must not cancel aiokafka's own future for the batch
+        except (TimeoutError, KafkaError) as exc:
+            self._unavailable.inc()
+            raise self._unavailable_error(event.id, exc) from exc
+        self._latency.observe(time.perf_counter() - started)
+        self._accepted.inc()
+
+    def _encoded(self, event: Event) -> bytes:
+        self._codec.validate(event.schema, event.data)  # EventRejected, before anything is sent
+        return self._codec.encode(event.schema, event.data)
+
+    def _send(self, event: Event, value: bytes) -> Any:  # aiokafka's send(): a coroutine giving the delivery future
+        return self._producer.send(
+            self._topics.canonical(event.schema), value, key=event.key.encode() if event.key is not None else None, headers=event.headers()
+        )
 
     def check(self, event: Event) -> None:
         self._codec.validate(event.schema, event.data)
@@ -58,19 +79,13 @@ class KafkaSink:
         """
         # A refusal is counted where it is settled: "rejected" by a source that answers its
         # sender (refused), "dead_lettered" by one that keeps it on the inbound DLQ (reject).
-        self._codec.validate(event.schema, event.data)
-        value = self._codec.encode(event.schema, event.data)
+        value = self._encoded(event)
         started = time.perf_counter()
         try:
             # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own, which cost
             # more than the rest of publishing (two per event; bench/RESULTS.md, 2026-12-03).
             async with asyncio.timeout(self._timeout):
-                delivery = await self._producer.send(
-                    self._topics.canonical(event.schema),
-                    value,
-                    key=event.key.encode() if event.key is not None else None,
-                    headers=event.headers(),
-                )
+                delivery = await self._send(event, value)
         except (TimeoutError, KafkaError) as exc:
             self._unavailable.inc()
             raise self._unavailable_error(event.id, exc) from exc

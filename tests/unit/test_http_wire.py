@@ -151,6 +151,39 @@ async def test_a_silent_target_times_out_and_its_connection_is_not_reused(client
         assert client.connections_made == 2
 
 
+async def test_the_read_timeout_counts_from_the_last_bytes_on_a_kept_connection(client: WireClient) -> None:
+    """An answer that trickles in (each piece within the read timeout) is read whole, however long
+    it takes; silence on a reused connection times out one read timeout after the request."""
+    requests = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        while True:
+            await read_request(reader)
+            requests += 1
+            if requests == 1:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+                for piece in b"slow!":  # 1.5 s in all, 0.3 s apart: past the 0.5 s read timeout as a whole
+                    await asyncio.sleep(0.3)
+                    writer.write(bytes([piece]))
+                    await writer.drain()
+            elif requests == 2:
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+            # the third: silence
+
+    async with raw_server(handler) as url:
+        assert (await client.request("POST", url, {}, b"{}")).body == b"slow!"
+        assert (await client.request("POST", url, {}, b"{}")).status == 204
+        await asyncio.sleep(0.3)  # the connection's timer was armed by the first request: it must not cut the third short or late
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await client.request("POST", url, {}, b"{}")
+        assert 0.45 <= loop.time() - started < 1.5
+        assert client.connections_made == 1
+
+
 def closes_on_second_request() -> Handler:
     """Answers the first request of every connection, then closes it on the second without answering."""
 
