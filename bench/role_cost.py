@@ -9,11 +9,11 @@ The roles, with the integration of the headline bench (bench/latency.py):
 
 - inbound: a webhook body to the record handed to the producer: JSON parse, the ``emit`` mapping,
   the schema check, Avro encode, the CloudEvents headers (what ``KafkaSink.submit`` does before
-  ``send``). aiohttp's request handling and aiokafka's produce are not in it: see the profile in
-  bench/RESULTS.md for their share.
+  ``send``). The HTTP server's request handling and aiokafka's produce are not in it: see the
+  profile in bench/RESULTS.md for their share.
 - router: ``Dispatcher.plan`` of the same canonical record through the headline's one route.
 - delivery: a Kafka record to the target's answer: decode, ``Event.from_kafka``, and
-  ``HttpOutbound.deliver`` (rendering, headers, aiohttp's request and the answer read) against a
+  ``HttpOutbound.deliver`` (rendering, headers, the wire client's request and the answer read) against a
   target in another process (not counted). Calls are made one at a time, so every event costs one
   whole request; the hub's 32 concurrent calls share some loop work between them.
 
