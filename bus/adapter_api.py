@@ -264,6 +264,16 @@ class Outbound(Adapter[C]):
     async def deliver(self, event: Event) -> None:
         """Deliver one event. Return = accepted; RetryableError = retry; PermanentError = dead-letter."""
 
+    # Whether ``deliver_many`` writes a batch more cheaply than ``deliver`` one by one (a SQL table:
+    # one transaction). ``bus migrate`` uses it for its loads.
+    delivers_many: ClassVar[bool] = False
+
+    async def deliver_many(self, events: list[Event]) -> None:
+        """Deliver every event or none: one transaction. Raises like ``deliver`` for the whole
+        batch (a PermanentError may be about one event only: the caller then delivers them one
+        by one to find it). Only adapters with ``delivers_many = True`` implement it."""
+        raise NotImplementedError
+
     def target_state(self, options: TargetOptions) -> TargetState | None:
         """What ``bus migrate`` may read back from and put back into this target (optional):
         None when the adapter can do neither (a queue, a topic: sent is sent)."""

@@ -45,6 +45,44 @@ class Target:
             return f"a {self.type} target cannot be read back or restored (what is sent is sent)"
         return self.state.rollback
 
+    async def deliver_all(self, events: list[Event]) -> list[str | None]:
+        """Deliver every event, with retries; for each, None when the target took it, else why
+        not. An adapter that writes batches (``delivers_many``: a SQL table) gets them in
+        transactions of its ``batch_size``; a batch refused as a whole (one bad row among them)
+        is delivered again one event at a time, so only that row fails. Others get up to
+        ``in_flight`` single deliveries at once."""
+        if self.outbound.delivers_many:
+            size = max(1, int(getattr(self.outbound.config, "batch_size", 0) or 0))
+            outcomes: list[str | None] = []
+            for start in range(0, len(events), size):
+                outcomes += await self._deliver_batch(events[start : start + size])
+            return outcomes
+        slots = asyncio.Semaphore(self.in_flight)
+
+        async def one(event: Event) -> str | None:
+            async with slots:
+                return await self.deliver(event)
+
+        return list(await asyncio.gather(*(one(event) for event in events)))
+
+    async def _deliver_batch(self, events: list[Event]) -> list[str | None]:
+        attempts, first = 0, time.monotonic()
+        while True:
+            attempts += 1
+            try:
+                await self.outbound.deliver_many(events)
+            except RetryableError as exc:  # the target, not a row: the whole batch waits and goes again
+                why = self.policy.give_up(attempts, time.monotonic() - first)
+                if why is not None:
+                    return [REDACTOR.redact(f"gave up after {why}: {exc}")] * len(events)
+                if attempts == 1:
+                    log.warning("migration target %s: retrying a batch of %d: %s", self.name, len(events), REDACTOR.redact(str(exc)))
+                await asyncio.sleep(self.policy.delay(attempts, exc))
+            except Exception:  # noqa: BLE001 - a refused row (or one that cannot be written): find which, one by one
+                return [await self.deliver(event) for event in events]
+            else:
+                return [None] * len(events)
+
     async def deliver(self, event: Event) -> str | None:
         """Deliver with retries; None when the target took it, else why it did not (redacted)."""
         attempts, first = 0, time.monotonic()

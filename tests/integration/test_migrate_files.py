@@ -225,3 +225,60 @@ async def test_a_record_the_target_will_not_show_fails_alone(tmp_path: Path, cap
         assert len(stored) == 19 and not any(path.endswith("/P-7") for path in stored)
     finally:
         await runner.cleanup()
+
+
+async def test_a_row_the_database_refuses_fails_alone_the_rest_in_batches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A SQL target takes a load in transactions of its batch_size; one row its CHECK constraint
+    refuses fails alone, with the database's reason, and every other row is written and checks out."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import asyncio
+
+    import asyncpg
+
+    table = f"checked_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(DSN)
+    await connection.execute(f"CREATE TABLE {table} (ref text PRIMARY KEY, amount bigint CHECK (amount >= 0))")
+    try:
+        rows = [{"ref": f"P-{i:03d}", "cents": -5 if i == 137 else i} for i in range(300)]
+        (tmp_path / "export.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        document = {
+            "kafka": {"bootstrap": "127.0.0.1:1", "topic_prefix": f"m{uuid.uuid4().hex[:8]}"},
+            "routes": [{"name": "all", "from": "Payment", "to": ["books"]}],
+            "outbound": [
+                {
+                    "name": "books",
+                    "type": "sql",
+                    "dsn": DSN,
+                    "table": table,
+                    "key": ["ref"],
+                    "batch_size": 50,
+                    "columns": {"ref": "payment_id", "amount": "amount"},
+                    "delivery": {"max_attempts": 2},
+                },
+            ],
+            "migrations": [
+                {
+                    "name": "payments",
+                    "source": {"file": {"path": "export.jsonl"}},
+                    "emit": {"schema": "Payment", "key": "ref", "map": {"payment_id": "ref", "amount": "cents", "currency": '"eur"'}},
+                    "batch_size": 100,
+                }
+            ],
+        }
+        (tmp_path / "bus.yaml").write_text(yaml.safe_dump(document))
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "run", "payments", "-c", str(tmp_path / "bus.yaml"), "--json")
+        assert code == 1, err  # a row failed: said by the exit code
+        report = json.loads(out)
+        [books] = report["subscribers"]
+        assert books["records"] == 299 and books["checksums_equal"] and books["entries"] == {"written": 299, "failed": 1}
+        [refusal] = report["refusals"]
+        assert refusal["count"] == 1 and "violates check constraint" in refusal["reason"]
+        assert refusal["samples"][0]["row"]["ref"] == "P-137"
+        stored = {r["ref"]: r["amount"] for r in await connection.fetch(f"SELECT ref, amount FROM {table}")}
+        assert stored == {row["ref"]: row["cents"] for row in rows if row["ref"] != "P-137"}
+        # Rows written by one transaction share its xmin: five batches of 50, and the other 49 of
+        # the batch holding P-137 one at a time.
+        assert await connection.fetchval(f"SELECT count(DISTINCT xmin::text) FROM {table}") == 5 + 49
+    finally:
+        await connection.execute(f"DROP TABLE IF EXISTS {table}")
+        await connection.close()

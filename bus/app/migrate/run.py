@@ -188,13 +188,7 @@ class _Runner:
         self.journal.journal(self.run.id, target.name, entries)
         pending = [item for item, entry in zip(todo, entries, strict=True) if entry.state == "pending"]
         self.progress.add("unchanged", len(todo) - len(pending))
-        slots = asyncio.Semaphore(target.in_flight)
-
-        async def one(item: _Item) -> str | None:
-            async with slots:
-                return await target.deliver(item.event)
-
-        errors = await asyncio.gather(*(one(item) for item in pending))
+        errors = await target.deliver_all([item.event for item in pending])
         written = [item.key for item, error in zip(pending, errors, strict=True) if error is None]
         failed = [(item, error) for item, error in zip(pending, errors, strict=True) if error is not None]
         self.journal.mark(self.run.id, target.name, written, "written")
