@@ -2,7 +2,7 @@
 in one process, on its embedded broker), against the bare pipeline with the same hops.
 
     .venv/bin/python bench/latency.py [--rounds 3] [--seconds 8] [--loads 500,1000]
-                                      [--pipelines raw,hub,hub-gc-default] [--p99-limit-ms 250]
+                                      [--pipelines raw,hub,hub-gc-default,hub-lineage-off] [--p99-limit-ms 250]
 
 Per pipeline and load: CPU-us per event (the pipeline's process; its broker apart), p50/p95/p99
 from the webhook POST to the target's receipt, and, after the fixed loads, the highest load it
@@ -12,7 +12,9 @@ holds with p99 under the limit (raised in steps of 250/s). Pipelines:
   sockets on its own embedded broker with the same Kafka settings: what this machine allows;
 - ``hub``: `bus run` as shipped;
 - ``hub-gc-default``: `bus run` with BUS_GC=default (Python's collector settings), to show what
-  the collector tuning (bus/runtime/collector.py) gains.
+  the collector tuning (bus/runtime/collector.py) gains;
+- ``hub-lineage-off``: `bus run` with ``lineage: {enabled: false}``, to show what recording every
+  event's path (the index behind ``GET /api/v1/events/{id}``) costs end to end.
 
 Rounds interleave the pipelines (the order rotates each round), so a slower spell of the shared
 machine hits them all; every figure is reported as a ratio to ``raw`` from the same round, as a
@@ -147,7 +149,7 @@ async def run_load(sender: RawSender, target: RawTarget, rate: int, seconds: flo
     }
 
 
-PIPELINES = ("raw", "hub", "hub-gc-default")
+PIPELINES = ("raw", "hub", "hub-gc-default", "hub-lineage-off")
 
 
 async def measure(pipeline: str, args: argparse.Namespace, kafka: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +163,10 @@ async def measure(pipeline: str, args: argparse.Namespace, kafka: dict[str, Any]
         env = {**os.environ}
         if pipeline.startswith("hub"):
             config = Path(folder) / "bus.yaml"
-            config.write_text(yaml.safe_dump(hub_config(target.port, http_port, ops_port, kafka)))
+            document = hub_config(target.port, http_port, ops_port, kafka)
+            if pipeline == "hub-lineage-off":
+                document["lineage"] = {"enabled": False}
+            config.write_text(yaml.safe_dump(document))
             command = [str(Path(sys.executable).with_name("bus")), "--log-level", "WARNING", "run", "-c", str(config)]
             ready_url = f"http://127.0.0.1:{ops_port}/readyz"
             env["BUS_GC"] = "default" if pipeline == "hub-gc-default" else "tuned"
