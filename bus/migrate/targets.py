@@ -66,39 +66,42 @@ class Target:
         return list(await asyncio.gather(*(one(event) for event in events)))
 
     async def _deliver_batch(self, events: list[Event]) -> list[str | None]:
-        attempts, first = 0, time.monotonic()
-        while True:
-            attempts += 1
-            try:
-                await self.outbound.deliver_many(events)
-            except RetryableError as exc:  # the target, not a row: the whole batch waits and goes again
-                why = self.policy.give_up(attempts, time.monotonic() - first)
-                if why is not None:
-                    return [REDACTOR.redact(f"gave up after {why}: {exc}")] * len(events)
-                if attempts == 1:
-                    log.warning("migration target %s: retrying a batch of %d: %s", self.name, len(events), REDACTOR.redact(str(exc)))
-                await asyncio.sleep(self.policy.delay(attempts, exc))
-            except Exception:  # noqa: BLE001 - a refused row (or one that cannot be written): find which, one by one
-                return [await self.deliver(event) for event in events]
-            else:
-                return [None] * len(events)
+        try:
+            why = await self._attempts(f"a batch of {len(events)}", self.outbound.deliver_many, events)
+        except Exception:  # noqa: BLE001 - a refused row (or one that cannot be written): find which, one by one
+            return [await self.deliver(event) for event in events]
+        return [why] * len(events)  # the target, not a row, when it gave up: every event alike
 
     async def deliver(self, event: Event) -> str | None:
         """Deliver with retries; None when the target took it, else why it did not (redacted)."""
+
+        async def once() -> None:
+            try:
+                await self.outbound.deliver(event)
+            except (PermanentError, RetryableError):
+                raise
+            except Exception as exc:  # an adapter bug: retried like the delivery worker does
+                raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+
+        try:
+            return await self._attempts(event.key or event.id, once)
+        except PermanentError as exc:
+            return REDACTOR.redact(str(exc))
+
+    async def _attempts(self, what: str, call: Callable[..., Awaitable[None]], *args: Any) -> str | None:
+        """``call`` until it succeeds (None) or the policy gives up on its RetryableErrors (then
+        why, redacted), with backoff between attempts; any other error is raised."""
         attempts, first = 0, time.monotonic()
         while True:
             attempts += 1
             try:
-                await self.outbound.deliver(event)
-            except PermanentError as exc:
-                return REDACTOR.redact(str(exc))
-            except Exception as exc:  # noqa: BLE001 - retryable, or an adapter bug: retried like the delivery worker does
-                error = exc if isinstance(exc, RetryableError) else RetryableError(f"{type(exc).__name__}: {exc}")
+                await call(*args)
+            except RetryableError as error:
                 why = self.policy.give_up(attempts, time.monotonic() - first)
                 if why is not None:
                     return REDACTOR.redact(f"gave up after {why}: {error}")
                 if attempts == 1:
-                    log.warning("migration target %s: retrying %s: %s", self.name, event.key or event.id, REDACTOR.redact(str(error)))
+                    log.warning("migration target %s: retrying %s: %s", self.name, what, REDACTOR.redact(str(error)))
                 await asyncio.sleep(self.policy.delay(attempts, error))
             else:
                 return None

@@ -157,7 +157,10 @@ class Request:
 
 
 class Response:
-    __slots__ = ("body", "close", "content_type", "headers", "status")
+    """An answer. A ``Connection: close`` header asks for the connection to be closed after it;
+    the server writes that header itself, from what the connection does."""
+
+    __slots__ = ("body", "content_type", "headers", "status")
 
     def __init__(
         self, status: int = 200, body: bytes = b"", *, headers: dict[str, str] | None = None, content_type: str = "text/plain"
@@ -166,11 +169,30 @@ class Response:
         self.body = body
         self.headers = headers or {}
         self.content_type = content_type
-        self.close = any(k.lower() == "connection" and v.lower() == "close" for k, v in self.headers.items())
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(status, json.dumps(data).encode(), headers=headers, content_type="application/json; charset=utf-8")
+
+
+def _encoded(response: Response, *, keep: bool, with_body: bool = True) -> bytes:
+    """The answer's bytes: status line, Date, Content-Type and Content-Length, its headers, whether
+    the connection stays open, and the body (not for a HEAD request)."""
+    head = [
+        b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+        % (response.status, _REASONS.get(response.status, b"Unknown"), _Clock.now(), response.content_type.encode(), len(response.body))
+    ]
+    for name, value in response.headers.items():
+        if name.lower() != "connection":  # said below, from what the connection does
+            head.append(b"%s: %s\r\n" % (_header_bytes(name), _header_bytes(value)))
+    head.append(b"\r\n" if keep else b"Connection: close\r\n\r\n")
+    if with_body:
+        head.append(response.body)
+    return b"".join(head)
+
+
+def _asks_to_close(response: Response) -> bool:
+    return any(k.lower() == "connection" and v.lower() == "close" for k, v in response.headers.items())
 
 
 def _header_bytes(text: str) -> bytes:
@@ -323,17 +345,8 @@ class Connection(asyncio.Protocol):
         self._answer(request, response)
 
     def _answer(self, request: Request, response: Response) -> None:
-        keep = request.keep_alive and request.complete and not response.close and not self._closing and not self._broken
-        head = [b"HTTP/1.1 %d %s\r\n" % (response.status, _REASONS.get(response.status, b"Unknown"))]
-        length = len(response.body)
-        head.append(b"Date: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (_Clock.now(), response.content_type.encode(), length))
-        for name, value in response.headers.items():
-            if name.lower() != "connection":  # said below, from what this connection does
-                head.append(b"%s: %s\r\n" % (_header_bytes(name), _header_bytes(value)))
-        head.append(b"\r\n" if keep else b"Connection: close\r\n\r\n")
-        if request.method != "HEAD":
-            head.append(response.body)
-        self.write(b"".join(head))
+        keep = request.keep_alive and request.complete and not self._closing and not self._broken and not _asks_to_close(response)
+        self.write(_encoded(response, keep=keep, with_body=request.method != "HEAD"))
         if not keep:
             if request.complete and not self._broken:
                 self.close()
@@ -354,11 +367,7 @@ class Connection(asyncio.Protocol):
             # The handler in hand answers first. If its own body broke, its read says why.
             self._active.fail(reason)
             return
-        body = json.dumps({"error": reason}).encode()
-        self.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, _REASONS[status], len(body), body)
-        )
+        self.write(_encoded(json_response({"error": reason}, status=status), keep=False))
         self._linger()
 
     def _linger(self) -> None:

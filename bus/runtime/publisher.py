@@ -53,10 +53,8 @@ class KafkaSink:
                 delivery = await self._send(event, value)
                 await asyncio.shield(delivery)  # shield: a timeout must not cancel aiokafka's own future for the batch
         except (TimeoutError, KafkaError) as exc:
-            self._unavailable.inc()
             raise self._unavailable_error(event.id, exc) from exc
-        self._latency.observe(time.perf_counter() - started)
-        self._accepted.inc()
+        self._count_accepted(started)
 
     def _encoded(self, event: Event) -> bytes:
         self._codec.validate(event.schema, event.data)  # EventRejected, before anything is sent
@@ -87,7 +85,6 @@ class KafkaSink:
             async with asyncio.timeout(self._timeout):
                 delivery = await self._send(event, value)
         except (TimeoutError, KafkaError) as exc:
-            self._unavailable.inc()
             raise self._unavailable_error(event.id, exc) from exc
         return self._acknowledged(event.id, delivery, started)
 
@@ -97,12 +94,16 @@ class KafkaSink:
             async with asyncio.timeout(max(0.001, self._timeout - (time.perf_counter() - started))):
                 await asyncio.shield(delivery)
         except (TimeoutError, KafkaError) as exc:
-            self._unavailable.inc()
             raise self._unavailable_error(event_id, exc) from exc
+        self._count_accepted(started)
+
+    def _count_accepted(self, started: float) -> None:
         self._latency.observe(time.perf_counter() - started)
         self._accepted.inc()
 
     def _unavailable_error(self, event_id: str, exc: Exception) -> KafkaUnavailable:
+        """Counted (unavailable, and a Kafka error of this inbound) and said: the sender retries."""
+        self._unavailable.inc()
         self._kafka_errors.inc()
         return KafkaUnavailable(f"Kafka did not acknowledge event {event_id} within {self._timeout:g}s: {exc!r}", retry_after=5)
 

@@ -63,7 +63,6 @@ class WebServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._routes: dict[tuple[str, str], Handler] = {}
-        self._paths: set[str] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._connections: set[Connection] = set()
@@ -74,7 +73,6 @@ class WebServer:
         if key in self._routes and self._routes[key] is not handler:
             raise BusError(f"two inbound adapters serve {method} {path}")
         self._routes[key] = handler
-        self._paths.add(path)
 
     async def _dispatch(self, request: Request) -> Response:
         if self._stopping:
@@ -92,8 +90,7 @@ class WebServer:
                 self._inflight -= 1
                 if self._inflight == 0:
                     self._idle.set()
-        if path in self._paths:
-            allowed = ", ".join(sorted(m for m, p in self._routes if p == path))
+        if allowed := ", ".join(sorted(m for m, p in self._routes if p == path)):
             return json_response({"error": f"method {request.method} not allowed on {path}"}, status=405, headers={"Allow": allowed})
         return json_response({"error": f"no inbound adapter serves {path}"}, status=404)
 
