@@ -104,6 +104,15 @@ async def offer(sender: RawSender, rate: int, seconds: float, prefix: str) -> tu
     return due, answered, len(refused)
 
 
+async def idle_cpu(cpu: CpuProbe, seconds: float) -> float:
+    """CPU the pipeline's process uses per second with no traffic (its background work: fetches,
+    heartbeats, sweeps), after a second for the warm-up's last deliveries to settle."""
+    await asyncio.sleep(1.0)
+    before = cpu.read()[0]
+    await asyncio.sleep(seconds)
+    return (cpu.read()[0] - before) / seconds * 1000
+
+
 def percentiles(latencies: list[float]) -> dict[str, float]:
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return {"p50_ms": cuts[49] * 1000, "p95_ms": cuts[94] * 1000, "p99_ms": cuts[98] * 1000, "max_ms": max(latencies) * 1000}
@@ -192,6 +201,8 @@ async def measure(pipeline: str, args: argparse.Namespace, kafka: dict[str, Any]
                     await asyncio.sleep(0.1)
             cpu = CpuProbe(process.pid)
             await run_load(sender, target, 200, 3, cpu)  # warm-up: connections, group joins, code paths
+            idle = await idle_cpu(cpu, args.idle_seconds)
+            print(f"{pipeline}: idle, {idle:.1f} ms of CPU per second", flush=True)
             rows = []
             for rate in [int(x) for x in args.loads.split(",")]:
                 rows.append(await run_load(sender, target, rate, args.seconds, cpu))
@@ -214,7 +225,7 @@ async def measure(pipeline: str, args: argparse.Namespace, kafka: dict[str, Any]
             await sender.close()
             await target.stop()
     print(f"{pipeline}: highest offered load with p99 < {limit:.0f} ms: {held}/s\n", flush=True)
-    return {"loads": rows, "highest_load_held": held}
+    return {"loads": rows, "highest_load_held": held, "idle_cpu_ms_per_s": idle}
 
 
 def spread(values: list[float]) -> str:
@@ -230,7 +241,10 @@ def summarise(rounds: list[dict[str, dict[str, Any]]], loads: list[int]) -> dict
     """Every pipeline against raw, per round, then median and spread over rounds."""
     summary: dict[str, Any] = {}
     for pipeline in rounds[0]:
-        entry: dict[str, Any] = {"highest_load_held": [r[pipeline]["highest_load_held"] for r in rounds]}
+        entry: dict[str, Any] = {
+            "highest_load_held": [r[pipeline]["highest_load_held"] for r in rounds],
+            "idle_cpu_ms_per_s": [r[pipeline]["idle_cpu_ms_per_s"] for r in rounds],
+        }
         for rate in loads:
             rows = [next(x for x in r[pipeline]["loads"] if x["offered_per_s"] == rate) for r in rounds]
             entry[f"cpu_us_per_event_at_{rate}"] = [x["pipeline_cpu_us_per_event"] for x in rows]
@@ -245,6 +259,7 @@ def summarise(rounds: list[dict[str, dict[str, Any]]], loads: list[int]) -> dict
         entry = summary[pipeline]
         held = [h for h in entry["highest_load_held"] if h is not None]
         print(f"  {pipeline}: holds {spread([float(h) for h in held])}/s with p99 under the limit")
+        print(f"    idle: {spread(entry['idle_cpu_ms_per_s'])} ms of CPU per second")
         for rate in loads:
             line = f"    {rate:>5}/s  CPU-us per event {spread(entry[f'cpu_us_per_event_at_{rate}'])}"
             line += f"  p99 ms {spread(entry[f'p99_ms_at_{rate}'])}"
@@ -259,6 +274,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--loads", default="500,1000")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="how long each pipeline's idle CPU is measured")
     parser.add_argument("--p99-limit-ms", type=float, default=250.0, help="the p99 a load must stay under to count as held")
     parser.add_argument("--search-limit", type=int, default=6000, help="highest load the search tries")
     parser.add_argument("--pipelines", default="raw,hub", help=f"comma-separated, from {', '.join(PIPELINES)}")

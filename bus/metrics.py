@@ -16,6 +16,12 @@ INBOUND_EVENTS = Counter(
     "Events received by inbound adapters, by outcome (accepted, rejected, unavailable, dead_lettered: kept on the inbound DLQ).",
     ["adapter", "outcome"],
 )
+HTTP_REFUSED = Counter(
+    "bus_http_refused_total",
+    "Requests the webhook server answered before any inbound adapter saw them, by reason: malformed (not valid "
+    "HTTP/1.1; 400), head_too_large (431), upgrade (h2c or WebSocket; 400), no_route (404), method_not_allowed (405).",
+    ["server", "reason"],
+)
 PRODUCE_SECONDS = Histogram(
     "bus_produce_seconds",
     "Time from publish to Kafka's acknowledgement.",

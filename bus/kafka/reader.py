@@ -56,10 +56,14 @@ async def replay_and_keep(
     apply: Callable[[TopicPartition, list[Record]], None],
     *,
     timeout_s: float = 120.0,
+    fetch_max_wait_ms: int | None = None,
 ) -> AIOKafkaConsumer:
     """Replay ``partitions`` from their start to their end into ``apply``, with a reader in no
-    group, and return that reader still open (to follow the partitions on)."""
-    consumer = make_consumer(kafka, bootstrap, group_id=None)
+    group, and return that reader still open (to follow the partitions on). ``fetch_max_wait_ms``:
+    for a reader that follows a quiet topic, how long each of its fetches may wait for data
+    (aiokafka keeps one fetch in flight all the time, and each costs CPU when it returns empty)."""
+    overrides = {} if fetch_max_wait_ms is None else {"fetch_max_wait_ms": fetch_max_wait_ms}
+    consumer = make_consumer(kafka, bootstrap, group_id=None, **overrides)
     try:
         await consumer.start()
         if partitions:

@@ -38,6 +38,8 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
+from bus.metrics import HTTP_REFUSED
+
 log = logging.getLogger("bus.runtime.web")
 
 _MAX_HEAD_BYTES = 64 * 1024  # request line and header fields together
@@ -224,8 +226,9 @@ Dispatch = Callable[[Request], Awaitable[Response]]
 class Connection(asyncio.Protocol):
     """One client connection: parses requests and answers them in order."""
 
-    def __init__(self, dispatch: Dispatch, connections: set[Connection]) -> None:
+    def __init__(self, dispatch: Dispatch, connections: set[Connection], *, server: str = "webhooks") -> None:
         self._dispatch = dispatch
+        self._server = server  # names the server in the refusal counter
         self._connections = connections
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -260,14 +263,14 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(400, "protocol upgrades are not supported here; send the request as plain HTTP/1.1")
+            self._refuse(400, "protocol upgrades are not supported here; send the request as plain HTTP/1.1", why="upgrade")
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
-                self._refuse(431, str(exc.__context__))
+                self._refuse(431, str(exc.__context__), why="head_too_large")
             else:
                 raise
         except httptools.HttpParserError as exc:
-            self._refuse(400, f"malformed HTTP request: {exc}")
+            self._refuse(400, f"malformed HTTP request: {exc}", why="malformed")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -360,9 +363,12 @@ class Connection(asyncio.Protocol):
             self.quiet_since = time.monotonic()
         self._resume()
 
-    def _refuse(self, status: int, reason: str) -> None:
-        """Answer a request that could not be parsed, and close: what follows it cannot be trusted."""
+    def _refuse(self, status: int, reason: str, *, why: str) -> None:
+        """Answer a request that could not be parsed, and close: what follows it cannot be trusted.
+        Counted, not logged: a scanner or a broken sender could fill the log, and the counter
+        (by ``why``) is what an alert reads."""
         self._broken = True
+        HTTP_REFUSED.labels(self._server, why).inc()
         if self._active is not None:
             # The handler in hand answers first. If its own body broke, its read says why.
             self._active.fail(reason)

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from bus.adapter_api import Handler
 from bus.errors import BusError, StartupError
+from bus.metrics import HTTP_REFUSED
 from bus.runtime.http1 import Connection, Request, Response, json_response
 
 log = logging.getLogger("bus.runtime.web")
@@ -91,7 +92,9 @@ class WebServer:
                 if self._inflight == 0:
                     self._idle.set()
         if allowed := ", ".join(sorted(m for m, p in self._routes if p == path)):
+            HTTP_REFUSED.labels(self._name, "method_not_allowed").inc()
             return json_response({"error": f"method {request.method} not allowed on {path}"}, status=405, headers={"Allow": allowed})
+        HTTP_REFUSED.labels(self._name, "no_route").inc()  # a sender pointed at the wrong path shows here
         return json_response({"error": f"no inbound adapter serves {path}"}, status=404)
 
     async def start(self) -> None:
@@ -100,7 +103,7 @@ class WebServer:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: Connection(self._dispatch, self._connections), self._host, self._port, reuse_address=True, backlog=1024
+                lambda: Connection(self._dispatch, self._connections, server=self._name), self._host, self._port, reuse_address=True, backlog=1024
             )
         except OSError as exc:
             raise cannot_listen(exc, field="http", host=self._host, port=self._port) from None

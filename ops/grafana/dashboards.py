@@ -124,10 +124,15 @@ def overview() -> dict[str, Any]:
             ),
             _panel(
                 "Inbound errors",
-                {"{{adapter}} {{outcome}}": f'sum by (adapter, outcome) (rate(bus_inbound_events_total{{outcome!="accepted"}}[{RATE}]))'},
+                {
+                    "{{adapter}} {{outcome}}": f'sum by (adapter, outcome) (rate(bus_inbound_events_total{{outcome!="accepted"}}[{RATE}]))',
+                    "{{server}} server: {{reason}}": f"sum by (server, reason) (rate(bus_http_refused_total[{RATE}]))",
+                },
                 unit="ops",
                 description="rejected and unauthorized (4xx to the sender), unavailable (Kafka did not ack in time), "
-                "dead_lettered (kept on the inbound DLQ).",
+                "dead_lettered (kept on the inbound DLQ); and requests the webhook server refused before any adapter "
+                "saw them: no_route (a sender posting to a path no adapter serves), method_not_allowed, malformed, "
+                "head_too_large, upgrade.",
             ),
             _panel(
                 "Routed per route",

@@ -87,6 +87,7 @@ async def send_traffic(hub: Hub, stop: asyncio.Event) -> None:
         assert (
             await client.post("/hooks/payments", content=b"{not json", headers={"Content-Type": "application/json"})
         ).status_code == 400  # a rejected one
+        assert (await client.post("/hooks/paymnets", json=payment(0))).status_code == 404  # a sender with a typo in its URL
         while not stop.is_set():
             i += 1
             status = "failed" if i % 5 == 0 else "succeeded"
@@ -177,6 +178,7 @@ ALLOWED_LABELS = {
     "migration",  # a migration's name in the config (bus_migration_rows_total)
     "connection",  # an OAuth2 connection's name in the config (bus_connection_state)
     "operation",  # a Kafka request kind that failed in the hub (bus_kafka_errors_total): produce, commit, ledger, dead_letter
+    "server", "reason",  # the webhook server and one of five fixed refusals (bus_http_refused_total)
 }  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from bus.runtime.http1 import _BODY_HIGH_WATER, Request, Response, json_response
 from bus.runtime.web import WebServer
@@ -60,6 +61,10 @@ async def closed_by_server(reader: asyncio.StreamReader) -> None:
         assert await asyncio.wait_for(reader.read(), 15) == b""
 
 
+def refused(reason: str) -> float:
+    return REGISTRY.get_sample_value("bus_http_refused_total", {"server": "webhooks", "reason": reason}) or 0.0
+
+
 def post(path: str, body: bytes, *extra: str) -> bytes:
     head = [f"POST {path} HTTP/1.1", "Host: hub.test", "Content-Type: application/json", f"Content-Length: {len(body)}", *extra]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
@@ -90,10 +95,12 @@ async def test_a_repeated_header_reads_as_all_its_values_not_the_first() -> None
 
 
 async def test_unknown_paths_and_methods_and_http_1_0() -> None:
+    before = refused("method_not_allowed"), refused("no_route")
     async with serving() as server, httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
         assert (await client.get("/hooks/x")).status_code == 405
         assert (await client.get("/hooks/x")).headers["Allow"] == "POST"
         assert (await client.post("/nowhere")).status_code == 404
+        assert (refused("method_not_allowed"), refused("no_route")) == (before[0] + 2, before[1] + 1)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"POST /hooks/x HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
         status, headers, _ = await answer_of(reader)
@@ -103,19 +110,22 @@ async def test_unknown_paths_and_methods_and_http_1_0() -> None:
 
 
 @pytest.mark.parametrize(
-    ("request_bytes", "status", "reason"),
+    ("request_bytes", "status", "reason", "counted_as"),
     [
         # Request smuggling: a length and chunking at once.
-        (b"POST /hooks/x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "Content-Length"),
-        (b"POST /hooks/x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n{}", 400, "malformed"),
-        (b"POST /hooks/x HTTP/1.1\r\nBad Name: 1\r\n\r\n", 400, "malformed"),
-        (b"NOT HTTP AT ALL\r\n\r\n", 400, "malformed"),
-        (b"POST /hooks/x HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431, "exceeds"),
-        (b"POST /hooks/x HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n", 431, "header fields"),
-        (b"POST /hooks/x HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n{}", 400, "upgrades"),
+        (b"POST /hooks/x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "Content-Length", "malformed"),
+        (b"POST /hooks/x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n{}", 400, "malformed", "malformed"),
+        (b"POST /hooks/x HTTP/1.1\r\nBad Name: 1\r\n\r\n", 400, "malformed", "malformed"),
+        (b"NOT HTTP AT ALL\r\n\r\n", 400, "malformed", "malformed"),
+        (b"POST /hooks/x HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431, "exceeds", "head_too_large"),
+        (b"POST /hooks/x HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n", 431, "header fields", "head_too_large"),
+        (b"POST /hooks/x HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n{}", 400, "upgrades", "upgrade"),
     ],
 )
-async def test_malformed_and_hostile_requests_are_refused_and_the_connection_closed(request_bytes: bytes, status: int, reason: str) -> None:
+async def test_malformed_and_hostile_requests_are_refused_and_the_connection_closed(
+    request_bytes: bytes, status: int, reason: str, counted_as: str
+) -> None:
+    before = refused(counted_as)
     calls: list[Request] = []
 
     async def handler(request: Request) -> Response:
@@ -128,6 +138,7 @@ async def test_malformed_and_hostile_requests_are_refused_and_the_connection_clo
         got, headers, body = await answer_of(reader)
         assert (got, headers["connection"]) == (status, "close")
         assert reason in json.loads(body)["error"]
+        assert refused(counted_as) == before + 1  # visible on /metrics, by reason
         await closed_by_server(reader)
         assert not calls  # nothing of it reached a handler
         writer.close()
