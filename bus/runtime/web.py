@@ -103,7 +103,11 @@ class WebServer:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: Connection(self._dispatch, self._connections, server=self._name), self._host, self._port, reuse_address=True, backlog=1024
+                lambda: Connection(self._dispatch, self._connections, server=self._name),
+                self._host,
+                self._port,
+                reuse_address=True,
+                backlog=1024,
             )
         except OSError as exc:
             raise cannot_listen(exc, field="http", host=self._host, port=self._port) from None
