@@ -47,6 +47,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from bus.config.models import KafkaConfig
+from bus.jsontext import compact
 from bus.kafka.batches import Record
 from bus.kafka.clients import make_consumer
 from bus.kafka.reader import partitions_of, read_to_end
@@ -140,7 +141,7 @@ class LineageBatch:
         were made (theirs have no time of their own: one per batch)."""
         noted, self._by_partition = self._by_partition, {}
         return [
-            Record(self.topic, None, json.dumps({"at": at, "hops": entries}, separators=(",", ":")).encode(), [], p)
+            Record(self.topic, None, compact({"at": at, "hops": entries}).encode(), [], p)
             for p, entries in noted.items()
         ]
 

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
+
+from bus.kafka.partitioner import partition_of
 
 _KEY_CACHE_LIMIT = 100_000  # distinct keys remembered; cleared when full (murmur2 is only recomputed)
 _PARTITIONS_TTL_S = 60.0  # partition counts are looked up again after this (partitions can be added)
@@ -55,7 +56,7 @@ class BatchSender:
             partitions = await self._all_partitions(topic)
             if len(self._by_key) >= _KEY_CACHE_LIMIT:
                 self._by_key.clear()
-            cached = self._by_key[(topic, key)] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            cached = self._by_key[(topic, key)] = partition_of(key, partitions)
         return cached
 
     async def send_all(self, records: Iterable[Record]) -> list[Any]:

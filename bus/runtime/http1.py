@@ -26,7 +26,6 @@ from __future__ import annotations
 __all__ = ["Connection", "Request", "Response", "json_response"]
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -38,6 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
+from bus.jsontext import compact
 from bus.metrics import HTTP_REFUSED
 
 log = logging.getLogger("bus.runtime.web")
@@ -174,7 +174,7 @@ class Response:
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(status, json.dumps(data).encode(), headers=headers, content_type="application/json; charset=utf-8")
+    return Response(status, compact(data).encode(), headers=headers, content_type="application/json; charset=utf-8")
 
 
 def _encoded(response: Response, *, keep: bool, with_body: bool = True) -> bytes:
