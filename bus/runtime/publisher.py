@@ -18,6 +18,7 @@ from bus.errors import KafkaUnavailable
 from bus.event import Event
 from bus.kafka.topics import TopicNames
 from bus.metrics import INBOUND_EVENTS, KAFKA_ERRORS, PRODUCE_SECONDS
+from bus.runtime.deadlines import Deadlines
 
 
 class KafkaSink:
@@ -36,6 +37,7 @@ class KafkaSink:
         self._topics = topics
         self._adapter = adapter
         self._timeout = timeout
+        self._deadlines = Deadlines(timeout)
         self._accepted = INBOUND_EVENTS.labels(adapter, "accepted")
         self._refused = {outcome: INBOUND_EVENTS.labels(adapter, outcome) for outcome in ("rejected", "unauthorized")}
         self._unavailable = INBOUND_EVENTS.labels(adapter, "unavailable")
@@ -44,12 +46,13 @@ class KafkaSink:
         self._kafka_errors = KAFKA_ERRORS.labels(f"inbound:{adapter}", "produce")
 
     async def publish(self, event: Event) -> None:
-        # submit() then its acknowledgement, under one timer rather than one each: a timer is a
-        # TimerHandle in the loop's heap per event, and a webhook publishes one event per request.
+        # submit() then its acknowledgement, under one deadline rather than one each, and a
+        # deadline swept with every other publish's rather than an asyncio timer per event: a
+        # webhook publishes one event per request (bus/runtime/deadlines.py).
         value = self._encoded(event)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout):
+            with self._deadlines():
                 delivery = await self._send(event, value)
                 await asyncio.shield(delivery)  # shield: a timeout must not cancel aiokafka's own future for the batch
         except (TimeoutError, KafkaError) as exc:
