@@ -140,10 +140,7 @@ class LineageBatch:
         """The index records of what was noted (and forget it); ``at``: when the router's entries
         were made (theirs have no time of their own: one per batch)."""
         noted, self._by_partition = self._by_partition, {}
-        return [
-            Record(self.topic, None, compact({"at": at, "hops": entries}).encode(), [], p)
-            for p, entries in noted.items()
-        ]
+        return [Record(self.topic, None, compact({"at": at, "hops": entries}).encode(), [], p) for p, entries in noted.items()]
 
     def put_back(self, records: Iterable[Record]) -> None:
         """Records that could not be written: noted again, for the next ``take``."""
