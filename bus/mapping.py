@@ -54,12 +54,14 @@ class Emitter:
         traceparent: str | None = None,
         headers: Mapping[str, str] | None = None,
         cloudevent: Mapping[str, str] | None = None,
+        new_id: bool = True,
     ) -> Event:
         """Map ``document`` to an event. Raises EventRejected naming the field that failed.
         ``headers``: what came with the document (a webhook's request headers, names in lower
         case), read in expressions as ``$headers["x-github-event"]``. ``cloudevent``: the
         CloudEvents attributes it came with (``bus.cloudevents``): they give the event its id,
-        time and subject where ``emit`` does not."""
+        time and subject where ``emit`` does not. ``new_id=False``: without ``emit.id`` the
+        event's id is left empty, for a caller that gives it one of its own (a migration)."""
         if not isinstance(document, Mapping):
             raise EventRejected(f"expected a JSON object, got {type(document).__name__}")
         meta: Mapping[str, Any] = {} if headers is None else {"headers": headers}
@@ -82,7 +84,7 @@ class Emitter:
             traceparent=traceparent if traceparent and _TRACEPARENT.fullmatch(traceparent) else new_traceparent(),
             # The mapped id when emit gives one; a new UUID only when it does not (making one to
             # throw away cost a fifth of the mapping).
-            **({} if event_id is None else {"id": str(event_id)}),
+            **({"id": str(event_id)} if event_id is not None else {} if new_id else {"id": ""}),
         )
         if cloudevent:
             self._adopt(event, cloudevent, subject_mapped=self._subject is not None, id_mapped=event_id is not None)

@@ -23,6 +23,8 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from bus.jsontext import encoder
+
 
 def _number(value: int | float | Decimal) -> str:
     try:
@@ -65,8 +67,8 @@ def canonical(value: Any) -> Any:
 
 # Made once: json.dumps and json.loads with options build a new encoder or decoder per call, and
 # these run several times for every row a migration moves.
-_canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
-_typed_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_canonical_json = encoder(sort_keys=True)
+_typed_json = encoder()
 
 
 def digest(value: Any) -> str:

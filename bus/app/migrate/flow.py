@@ -52,14 +52,14 @@ class RowFlow:
         """Raises what makes the row unfit (EventRejected, a schema error): the row is refused."""
         if isinstance(row, Exception):  # a line of a file that could not be read
             raise row
-        event = self.emitter.build(row)
+        event = self.emitter.build(row, new_id=False)  # the id is made below, from the key
         self.codec.validate(event.schema, event.data)
         encoded = self.codec.encode(event.schema, event.data)
         # The content's digest: of its Avro encoding, which is canonical (one encoding per value of
         # the schema), whatever the source's own types were (a CSV's text, a table's numbers).
         content = hashlib.sha256(encoded).hexdigest()[:32]
         key = event.key if event.key is not None else content
-        if not self.emitter.has_id:  # a stable id: the same row makes the same event in every run
+        if not event.id:  # no emit.id, or none in this row: a stable id, the same row makes the same event in every run
             event.id = f"migrate-{self.migration.name}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
         sends = self.tester.dispatcher.plan(event.key.encode() if event.key is not None else None, encoded, event.headers(), where)
         routed = Routed(key, content)
