@@ -27,9 +27,10 @@ log = logging.getLogger("bus.runtime.control")
 Apply = Callable[[str, dict[str, Any] | None], None]
 
 # The control topic is quiet: an operator writes to it a few times a day. With the hub's usual
-# fetch wait (25 ms on the embedded broker) its reader made 40 empty fetches a second, a third of
-# an idle hub's CPU. A fetch ends early when a record arrives (a record written mid-wait was read
-# within 0.1 s on the embedded broker), so a pause still reaches every replica well under a second.
+# fetch wait (25 ms on the embedded broker) its reader made 40 empty fetches a second, each a
+# request, an answer and a loop turn in every process of the hub. A fetch ends early when a record
+# arrives (a record written mid-wait was read within 0.1 s on the embedded broker), so a pause
+# still reaches every replica well under a second.
 _FOLLOW_WAIT_MS = 500
 
 
