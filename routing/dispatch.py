@@ -116,6 +116,7 @@ class Dispatcher:
         self.aggregators = {r.name: Aggregator(r.name, r.config.aggregate) for r in router.routes if r.config.aggregate is not None}
         self._routes = {r.name: r for r in router.routes}
         self.last_decision: Decision | None = None
+        self.last_input: dict[str, Any] | None = None  # the record the last plan() decoded (bus migrate reuses it)
         self._absent = {
             r.name: ",".join(r.config.transform.drop).encode() for r in router.routes if r.config.transform and r.config.transform.drop
         }
@@ -172,6 +173,7 @@ class Dispatcher:
         try:
             schema, data = self._codec.decode(value or b"")
         except PermanentError as exc:
+            self.last_input = None
             return [self.dead_letter(key, value, headers, route="_router", error=exc, origin=origin)]
         meta = HeaderMeta(headers, key, schema)
         sends: list[Send] = []
@@ -181,6 +183,7 @@ class Dispatcher:
                 sends.append(Send(table_topic, str(row_key).encode(), encode_row(data), []))
         decision = self.router.decide(schema, data, meta)
         self.last_decision = decision  # for `bus test`, which explains what plan() did
+        self.last_input = data
         self._count(schema, unmatched=not decision.outcomes)
         # Encode every transformed output first: a route sends all of its outputs or none.
         encoded: dict[int, bytes] = {}
