@@ -40,6 +40,7 @@ class Deadlines:
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()  # asked now: the finally below may run with no loop (a loop closed with this pending)
         try:
             while self._waits:
                 await asyncio.sleep(self.tick)
@@ -55,7 +56,7 @@ class Deadlines:
                         wait.expired = True
                         wait.task.cancel()
         finally:
-            if self._sweeper is asyncio.current_task():
+            if self._sweeper is me:
                 self._sweeper = None
 
 

@@ -25,6 +25,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _taken(port: int) -> bool:
+    """Whether another program listens on ``port`` (SO_REUSEADDR: our own closed connections'
+    TIME_WAIT does not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
 class RecipeHub:
     """The hub of one recipe: ``bus run -c bus.yaml`` with the recipe's environment.
 
@@ -51,15 +63,29 @@ class RecipeHub:
             await self._own_broker.start()
             self.bootstrap = self._own_broker.bootstrap
         self.env["KAFKA_BOOTSTRAP"] = self.bootstrap
-        self.proc = await asyncio.create_subprocess_exec(self.bus, "run", "-c", str(self.config), env=self.env)
+        for attempt in range(3):
+            self.proc = await asyncio.create_subprocess_exec(self.bus, "run", "-c", str(self.config), env=self.env)
+            if await self._ready(within):
+                return
+            # The ports were free when chosen; another program can take one before the hub binds
+            # it (it exits: "cannot listen on ..."). Then choose again; any other exit is the hub's.
+            if attempt == 2 or not (_taken(self.http_port) or _taken(self.ops_port)):
+                raise RuntimeError(f"the hub exited early with code {self.proc.returncode} (its log is above)")
+            print(f"port {self.http_port} or {self.ops_port} was taken by another program; starting the hub on new ports", flush=True)
+            self.http_port, self.ops_port = free_port(), free_port()
+            self.env.update(HTTP_PORT=str(self.http_port), OPS_PORT=str(self.ops_port))
+
+    async def _ready(self, within: float) -> bool:
+        """True once the hub answers ready; False if it exited first."""
+        assert self.proc is not None
         deadline = time.monotonic() + within
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
                 if self.proc.returncode is not None:
-                    raise RuntimeError(f"the hub exited early with code {self.proc.returncode} (its log is above)")
+                    return False
                 with contextlib.suppress(httpx.TransportError):
                     if (await client.get(f"http://127.0.0.1:{self.ops_port}/readyz")).status_code == 200:
-                        return
+                        return True
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"the hub was not ready within {within:.0f}s (http://127.0.0.1:{self.ops_port}/readyz)")
 

@@ -148,3 +148,34 @@ async def test_shop_orders_from_graphql_become_invoices_in_the_soap_erp(bootstra
     # The five orders placed while the hub ran were read on from the saved cursor.
     assert {f"SHOP-{n}" for n in range(1030, 1035)} <= {i["InvoiceNumber"] for i in report.invoices}
     assert report.erp_calls["UNKNOWN_ACCOUNT"] == sum(1 for o in report.orders if o["customer"]["id"] == run.UNKNOWN) > 0
+
+
+@pytest.mark.timeout(180)
+async def test_the_recipe_kit_starts_the_hub_on_new_ports_when_another_program_took_one(bootstrap: str, tmp_path: Path) -> None:
+    import socket
+
+    from examples.kit.hub import RecipeHub
+
+    config = tmp_path / "bus.yaml"
+    config.write_text(
+        "kafka: {bootstrap: '${KAFKA_BOOTSTRAP}', topic_prefix: '${TOPIC_PREFIX}', session_timeout_ms: 3000}\n"
+        "schema_registry: {url: embedded}\n"
+        'http: {host: 127.0.0.1, port: "${HTTP_PORT}"}\n'
+        'ops: {host: 127.0.0.1, port: "${OPS_PORT}"}\n'
+        "inbound:\n"
+        "  - {name: hooks, type: http_webhook, path: /hooks/in, emit: {schema: Payment, key: id, "
+        "map: {payment_id: id, amount: amount, currency: '\"eur\"', customer_id: 'null', status: '\"ok\"', description: 'null'}}}\n"
+        "routes: [{name: all, from: Payment, to: [sink]}]\n"
+        "outbound: [{name: sink, type: http, url: 'http://127.0.0.1:9/in'}]\n"
+    )
+    hub = RecipeHub(config, {}, bootstrap=bootstrap, prefix=unique_prefix())
+    squatter = socket.socket()  # another program takes the webhook port between choosing and binding
+    squatter.bind(("127.0.0.1", hub.http_port))
+    squatter.listen()
+    taken = hub.http_port
+    try:
+        await hub.start()
+        assert hub.http_port != taken  # started, on ports chosen again
+    finally:
+        squatter.close()
+        assert await hub.stop() == 0
