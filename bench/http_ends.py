@@ -36,8 +36,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from bench.common import free_port, write
+from bench.common import write
 from bench.loadgen import TARGET_COMMAND, RawSender, RequestProtocol
+from bus.ports import free_port
 from bus.runtime.http1 import Request, Response, json_response
 from bus.runtime.web import WebServer
 

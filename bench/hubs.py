@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.common import free_port
 from bus.codec import Codec
 from bus.config.models import KafkaConfig
 from bus.event import Event
 from bus.kafka.clients import make_producer
+from bus.ports import free_port
 from schemas.catalog import SchemaCatalog
 
 

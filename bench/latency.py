@@ -41,8 +41,9 @@ import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import children, cpu_seconds, free_port, write
+from bench.common import children, cpu_seconds, write
 from bench.loadgen import RawSender, RawTarget
+from bus.ports import free_port
 
 
 def hub_config(target_port: int, http_port: int, ops_port: int, kafka: dict[str, Any]) -> dict[str, Any]:

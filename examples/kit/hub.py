@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -17,24 +16,7 @@ from pathlib import Path
 import httpx
 
 from bus.kafka.broker import EmbeddedBroker
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _taken(port: int) -> bool:
-    """Whether another program listens on ``port`` (SO_REUSEADDR: our own closed connections'
-    TIME_WAIT does not count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-        return False
+from bus.ports import free_port, taken
 
 
 class RecipeHub:
@@ -69,7 +51,7 @@ class RecipeHub:
                 return
             # The ports were free when chosen; another program can take one before the hub binds
             # it (it exits: "cannot listen on ..."). Then choose again; any other exit is the hub's.
-            if attempt == 2 or not (_taken(self.http_port) or _taken(self.ops_port)):
+            if attempt == 2 or not (taken(self.http_port) or taken(self.ops_port)):
                 raise RuntimeError(f"the hub exited early with code {self.proc.returncode} (its log is above)")
             print(f"port {self.http_port} or {self.ops_port} was taken by another program; starting the hub on new ports", flush=True)
             self.http_port, self.ops_port = free_port(), free_port()

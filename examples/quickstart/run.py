@@ -28,7 +28,6 @@ import re
 import secrets
 import shlex
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -37,14 +36,10 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from bus.ports import free_port
+
 HERE = Path(__file__).resolve().parent
 API_KEY = "quickstart-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SampleTargets:

@@ -12,7 +12,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata
 
-from tests.support.hub import HubProcess, build_hub, free_port, unique_prefix, write_config
+from bus.ports import free_port
+from tests.support.hub import HubProcess, build_hub, unique_prefix, write_config
 from tests.support.target import Target
 
 pytestmark = pytest.mark.e2e

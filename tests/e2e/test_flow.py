@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.hub import HubProcess, free_port, payment, payment_hub_config, write_config
+from bus.ports import free_port
+from tests.support.hub import HubProcess, payment, payment_hub_config, write_config
 from tests.support.target import Target
 
 pytestmark = pytest.mark.e2e

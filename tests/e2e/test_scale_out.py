@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.hub import HubProcess, free_port, unique_prefix, write_config
+from bus.ports import free_port
+from tests.support.hub import HubProcess, unique_prefix, write_config
 from tests.support.target import Target
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from bus.app.cli import main
-from tests.support.hub import HubProcess, free_port, payment_hub_config, write_config
+from bus.ports import free_port
+from tests.support.hub import HubProcess, payment_hub_config, write_config
 
 
 def children(pid: int) -> set[int]:

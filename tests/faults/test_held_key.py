@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bus.ports import free_port
 from tests.faults.test_delivery_faults import hub_config, post_all
-from tests.support.hub import HubProcess, build_hub, free_port, write_config
+from tests.support.hub import HubProcess, build_hub, write_config
 from tests.support.source import Source
 from tests.support.target import Call, Target
 

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from bus.app.cli import main
+from bus.ports import free_port
 from tests.faults.test_delivery_faults import hub_config
-from tests.support.hub import HubProcess, free_port, unique_prefix, write_config
+from tests.support.hub import HubProcess, unique_prefix, write_config
 from tests.support.source import Source
 from tests.support.target import Target
 

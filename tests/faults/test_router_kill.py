@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from bus.app.cli import main
+from bus.ports import free_port
 from tests.faults.test_restarts import process_config
-from tests.support.hub import HubProcess, free_port, unique_prefix, write_config
+from tests.support.hub import HubProcess, unique_prefix, write_config
 from tests.support.source import Source
 from tests.support.target import Target
 

@@ -22,7 +22,8 @@ from bus.kafka.clients import make_admin
 from bus.kafka.reader import read_topic
 from bus.kafka.registry_client import RegistryClient
 from bus.kafka.topics import TopicSpec, ensure_topics
-from tests.support.hub import build_hub, free_port, unique_prefix, write_config
+from bus.ports import free_port
+from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.wait import until
 
 LEGACY_PAYMENT = {

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 
 from bus.kafka.broker import EmbeddedBroker
-from tests.support.hub import build_hub, free_port, payment, payment_hub_config, write_config
+from bus.ports import free_port
+from tests.support.hub import build_hub, payment, payment_hub_config, write_config
 from tests.support.proxy import TcpProxy
 
 

@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate as validate_openapi
 
 from bus.app.cli import main
+from bus.ports import free_port
 from tests.faults.test_delivery_faults import hub_config, post_all
-from tests.support.hub import HubProcess, build_hub, free_port, write_config
+from tests.support.hub import HubProcess, build_hub, write_config
 from tests.support.target import Target
 
 READ, WRITE = "read-token-1234", "write-token-5678"

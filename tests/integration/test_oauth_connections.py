@@ -32,7 +32,8 @@ from bus.credentials.store import CredentialStore
 from bus.kafka.clients import make_producer
 from bus.kafka.reader import read_topic
 from bus.kafka.topics import TopicNames, TopicSpec
-from tests.support.hub import HubProcess, build_hub, free_port, payment, payment_hub_config, unique_prefix, write_config
+from bus.ports import free_port
+from tests.support.hub import HubProcess, build_hub, payment, payment_hub_config, unique_prefix, write_config
 from tests.support.oauth_provider import OAuthProvider
 
 

@@ -17,8 +17,9 @@ import yaml
 from prometheus_client import REGISTRY
 
 from bus.app.hub import Hub
+from bus.ports import free_port
 from ops.grafana.dashboards import DASHBOARDS, panel_queries
-from tests.support.hub import build_hub, free_port, payment, payment_hub_config, write_config
+from tests.support.hub import build_hub, payment, payment_hub_config, write_config
 from tests.support.target import Call, Target
 from tests.support.tools import tool
 from tests.support.wait import until

@@ -15,8 +15,9 @@ import aio_pika
 import httpx
 import nats
 
+from bus.ports import free_port
 from tests.conftest import require_service
-from tests.support.hub import build_hub, free_port, payment, unique_prefix, write_config
+from tests.support.hub import build_hub, payment, unique_prefix, write_config
 from tests.support.proxy import TcpProxy
 from tests.support.source import Source
 from tests.support.wait import until

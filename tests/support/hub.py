@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -20,36 +18,6 @@ from bus.adapter_api import AdapterRegistry
 from bus.app.hub import Hub, Role
 from bus.config.loader import LoadedConfig, load_config
 from schemas.catalog import SchemaCatalog
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
-
-
-_EPHEMERAL = _ephemeral_range()
-_PORTS = random.Random()
-
-
-def free_port() -> int:
-    """A port free now and outside the kernel's ephemeral range. A port the kernel handed out for
-    binding port 0 is an ephemeral one: between a hub's stop and its restart on it, any outgoing
-    connection on the machine could take it as its local port, and the restarted hub would fail
-    to bind (seen once in twenty rolling restarts under a full test run)."""
-    low, high = _EPHEMERAL
-    candidates = (10_000, low - 1) if low > 11_000 else (high + 1, 65_535)
-    for _ in range(200):
-        port = _PORTS.randint(*candidates)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port between {candidates[0]} and {candidates[1]}")
 
 
 def unique_prefix() -> str:

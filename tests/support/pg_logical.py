@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from bus.ports import free_port
 from tests.conftest import IN_CI
-from tests.support.hub import free_port
 
 
 def _bin_dir() -> Path | None:
