@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Three test workers on a two-core machine: most tests wait on hub processes, brokers and
+# services rather than compute (the suite took 19.5 min with two workers, 14.8 with three).
+TEST_WORKERS ?= 3
 
 .PHONY: quickstart test clean
 
@@ -77,7 +80,7 @@ test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.checkov $(TOOLS)/.crd-mo
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --strict examples/kit $(foreach f,$(wildcard examples/*/run.py),&& $(BIN)/mypy --strict $(f))
-	$(BIN)/python -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) *.egg-info .pytest_cache

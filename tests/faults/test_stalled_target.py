@@ -70,14 +70,17 @@ async def test_backlog_builds_in_kafka_not_in_memory(tmp_path: Path, bootstrap: 
             samples.append((time.monotonic() - began, rss_mb(hub.proc.pid)))
             await asyncio.sleep(2)
         await sending
+        sent_s = time.monotonic() - began
         assert source.rejected == []
         # The gauge follows the delivery topic's end, probed every 5 s: wait for it (longer on a loaded machine).
         backlog, deadline = 0.0, time.monotonic() + 60
         while backlog < 0.95 * count and time.monotonic() < deadline:
             await asyncio.sleep(1)
             backlog = await in_flight(config["ops"]["port"])
+        gauge_s = time.monotonic() - began - sent_s
         code = await asyncio.to_thread(main, ["reconcile", "-c", str(path), "--bootstrap", bootstrap, "--json"])
         audit = json.loads(capsys.readouterr().out)[0]
+        audit_s = time.monotonic() - began - sent_s - gauge_s
 
         stalled = False
         drained_from = time.monotonic()
@@ -90,7 +93,8 @@ async def test_backlog_builds_in_kafka_not_in_memory(tmp_path: Path, bootstrap: 
         print(
             f"stall {STALL_S}s at {RATE}/s: backlog {backlog:.0f} events in Kafka (audit: {audit['in_flight']}); "
             f"RSS {warm[0]:.0f} -> {max(warm):.0f} MB "
-            f"(+{growth:.1f}) over {len(warm)} samples; drained in {drain_s:.1f}s"
+            f"(+{growth:.1f}) over {len(warm)} samples; sent in {sent_s:.1f}s, gauge after {gauge_s:.1f}s, "
+            f"audit in {audit_s:.1f}s, drained in {drain_s:.1f}s"
         )
         # The events wait in the delivery topic: the live gauge and the audit both say so.
         assert code == 0 and audit["in_flight"] >= 0.95 * count, audit

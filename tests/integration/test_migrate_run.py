@@ -84,7 +84,7 @@ async def service() -> AsyncIterator[DocumentService]:
     found = DocumentService()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", found.handle)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

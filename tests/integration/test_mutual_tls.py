@@ -46,7 +46,7 @@ class Gateway:
     async def start(self) -> Gateway:
         app = web.Application()
         app.router.add_post("/payments", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.context)
         await site.start()
