@@ -50,7 +50,7 @@ from bus.config.models import KafkaConfig
 from bus.jsontext import compact
 from bus.kafka.batches import Record
 from bus.kafka.clients import make_consumer
-from bus.kafka.reader import partitions_of, read_to_end
+from bus.kafka.reader import partitions_of, read_from_start
 
 log = logging.getLogger("bus.lineage")
 MAX_FAILURES = 10  # failed attempts kept per settled event: the first ones and the last ones matter most
@@ -234,9 +234,7 @@ async def read_index(
         if not partitions:
             return None
         tps = sorted({TopicPartition(topic, index_partition(v, len(partitions))) for v in wanted})
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        await read_to_end(consumer, tps, apply, timeout_s=timeout_s)
+        await read_from_start(consumer, tps, apply, timeout_s=timeout_s)
     finally:
         await consumer.stop()
     return wanted

@@ -158,7 +158,12 @@ class Hub:
                 assert isinstance(adapter, Outbound)
                 await self._starts.start(adapter, f"outbound {config.name}")
                 self.outbound.append(adapter)
-                self.workers.append(await self._start_worker(adapter))
+            # All at once: each worker's consumer start waits on the broker (about 30 ms here), and
+            # a hub with hundreds of subscribers would otherwise wait for them one by one.
+            started = await asyncio.gather(*(self._start_worker(adapter) for adapter in self.outbound), return_exceptions=True)
+            self.workers += [worker for worker in started if isinstance(worker, DeliveryWorker)]  # stopped by stop() if one failed
+            if failed := next((error for error in started if isinstance(error, BaseException)), None):
+                raise failed
             self._control = ControlWatcher(kafka, self.bootstrap, self.topics.control, self._on_control)
             await self._control.start()  # what operators asked (paused subscribers) holds here too
             self.supervisor.watch("control", None)
@@ -382,8 +387,11 @@ class Hub:
             steps.append(("router", self.router.stop))
         if self._control is not None:
             steps.append(("control watcher", self._control.stop))
-        steps += [(f"delivery worker {w.name}", w.stop) for w in self.workers]
-        steps += [(f"outbound {a.config.name}", a.stop) for a in self.outbound]
+        # Delivery workers drain and commit side by side, then the adapters close side by side:
+        # a stop takes the slowest subscriber's drain, not the sum of all of them (which could
+        # outlast the grace period Kubernetes gives before it kills the pod).
+        steps.append(("delivery workers", _together([(f"delivery worker {w.name}", w.stop) for w in self.workers])))
+        steps.append(("outbound adapters", _together([(f"outbound {a.config.name}", a.stop) for a in self.outbound])))
         if self.connections is not None:
             steps.append(("connections", self.connections.close))
         if self._producer is not None:
@@ -433,3 +441,18 @@ class Hub:
                 loop.remove_signal_handler(sig)
             await self.stop()
         log.info("hub stopped cleanly")
+
+
+def _together(steps: list[tuple[str, Any]]) -> Any:
+    """One stop step that runs ``steps`` side by side; each failure is logged on its own with its
+    traceback, and none keeps the others from finishing."""
+
+    async def run() -> None:
+        results = await asyncio.gather(*(step() for _, step in steps), return_exceptions=True)
+        for (what, _), result in zip(steps, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("stopping %s failed; going on with the rest", what, exc_info=result)
+            elif isinstance(result, BaseException):
+                raise result
+
+    return run

@@ -7,7 +7,7 @@ every reader, so that workaround lives in one place.
 
 from __future__ import annotations
 
-__all__ = ["read_to_end", "read_topic", "read_topics", "replay", "replay_and_keep", "until_kafka_answers"]
+__all__ = ["read_from_start", "read_topic", "read_topics", "replay", "replay_and_keep", "until_kafka_answers"]
 
 import asyncio
 import logging
@@ -27,22 +27,32 @@ T = TypeVar("T")
 log = logging.getLogger("bus.kafka.reader")
 
 
-async def read_to_end(
+async def read_from_start(
     consumer: AIOKafkaConsumer,
-    partitions: Iterable[TopicPartition],
+    partitions: list[TopicPartition],
     apply: Callable[[TopicPartition, list[Record]], None],
     *,
     timeout_s: float = 120.0,
 ) -> None:
-    """Fetch ``partitions`` (already assigned) from their positions to their ends, batch by batch."""
-    pending = set(partitions)
+    """Assign ``partitions`` to ``consumer`` (started, in no group) and fetch them from their start
+    to their ends as they were when called, batch by batch; the consumer stays at the ends.
+
+    Both ends are asked for before the partitions are assigned: a consumer with a fetch in flight
+    has its other requests answered after it, and on a quiet topic a fetch is answered only when its
+    ``fetch_max_wait_ms`` ends (the control topic's reader waits 500 ms). Knowing the ends, a
+    partition already read to its end, an empty one above all, is done without any fetch."""
+    starts = await consumer.beginning_offsets(partitions)
+    ends = await consumer.end_offsets(partitions)
+    consumer.assign(partitions)  # the fetcher starts with the next turn of the loop: positions first
+    for tp in partitions:
+        consumer.seek(tp, starts[tp])
+    pending = {tp for tp in partitions if starts[tp] < ends[tp]}
     deadline = time.monotonic() + timeout_s
     while pending:
         for tp, records in (await consumer.getmany(*pending, timeout_ms=200)).items():
             apply(tp, records)
         for tp in list(pending):
-            highwater = consumer.highwater(tp)
-            if highwater is not None and await consumer.position(tp) >= highwater:
+            if await consumer.position(tp) >= ends[tp]:
                 pending.discard(tp)
         if pending and time.monotonic() > deadline:
             names = ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in pending))
@@ -67,9 +77,7 @@ async def replay_and_keep(
     try:
         await consumer.start()
         if partitions:
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            await read_to_end(consumer, partitions, apply, timeout_s=timeout_s)
+            await read_from_start(consumer, partitions, apply, timeout_s=timeout_s)
     except BaseException:
         await consumer.stop()
         raise
@@ -129,10 +137,8 @@ async def read_topics(kafka: KafkaConfig, bootstrap: str, topics: Iterable[str],
         tps = [tp for topic in found for tp in await partitions_of(consumer, topic)]
         if not tps:
             return found
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         by_tp: dict[TopicPartition, list[Record]] = {tp: [] for tp in tps}
-        await read_to_end(consumer, tps, lambda tp, batch: by_tp[tp].extend(batch), timeout_s=timeout_s)
+        await read_from_start(consumer, tps, lambda tp, batch: by_tp[tp].extend(batch), timeout_s=timeout_s)
         for tp in sorted(by_tp, key=lambda tp: (tp.topic, tp.partition)):
             found[tp.topic].extend(by_tp[tp])
         return found
