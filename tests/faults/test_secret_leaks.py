@@ -4,6 +4,7 @@ whatever fails on the way (a target refusing the call, an expression failing on 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from urllib.parse import quote
@@ -64,6 +65,7 @@ async def test_a_planted_secret_appears_in_no_log_dead_letter_or_answer(
                     found = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter(subscriber))
                     if len(found) >= 2:
                         break
+                    await asyncio.sleep(0.1)
                 assert len(found) >= 2, subscriber
                 letters += found
             reasons = [dict(r.headers)["bus_error"].decode() for r in letters]
