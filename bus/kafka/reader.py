@@ -35,24 +35,28 @@ async def read_from_start(
     timeout_s: float = 120.0,
 ) -> None:
     """Assign ``partitions`` to ``consumer`` (started, in no group) and fetch them from their start
-    to their ends as they were when called, batch by batch; the consumer stays at the ends.
+    to their end, batch by batch; the consumer stays at the end.
 
-    Both ends are asked for before the partitions are assigned: a consumer with a fetch in flight
-    has its other requests answered after it, and on a quiet topic a fetch is answered only when its
-    ``fetch_max_wait_ms`` ends (the control topic's reader waits 500 ms). Knowing the ends, a
-    partition already read to its end, an empty one above all, is done without any fetch."""
+    The end is the high watermark of the fetch answers, as above. ListOffsets is asked only
+    whether a partition holds anything at all: the embedded broker's too-low latest offset is the
+    last produce batch's base offset + 1, still above the start whenever a record is there. An
+    empty partition is then done without a fetch, which on a quiet topic is answered only when its
+    ``fetch_max_wait_ms`` ends (the control topic's reader waits 500 ms: every start waited for it).
+    Both offsets are asked for before the partitions are assigned: a consumer with a fetch in
+    flight has its other requests answered after that fetch."""
     starts = await consumer.beginning_offsets(partitions)
-    ends = await consumer.end_offsets(partitions)
+    latest = await consumer.end_offsets(partitions)
     consumer.assign(partitions)  # the fetcher starts with the next turn of the loop: positions first
     for tp in partitions:
         consumer.seek(tp, starts[tp])
-    pending = {tp for tp in partitions if starts[tp] < ends[tp]}
+    pending = {tp for tp in partitions if latest[tp] > starts[tp]}
     deadline = time.monotonic() + timeout_s
     while pending:
         for tp, records in (await consumer.getmany(*pending, timeout_ms=200)).items():
             apply(tp, records)
         for tp in list(pending):
-            if await consumer.position(tp) >= ends[tp]:
+            highwater = consumer.highwater(tp)
+            if highwater is not None and await consumer.position(tp) >= highwater:
                 pending.discard(tp)
         if pending and time.monotonic() > deadline:
             names = ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in pending))

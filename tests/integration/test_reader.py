@@ -1,7 +1,7 @@
-"""Replaying a topic from its start (bus.kafka.reader): every record up to the end as it was when
-asked, in order per partition; the kept reader follows on from there; and an empty or quiet topic
-is done without waiting out a fetch (the embedded broker answers a fetch with no records only
-when its fetch_max_wait_ms ends)."""
+"""Replaying a topic from its start (bus.kafka.reader): every record up to the end, in order per
+partition, whether it came one at a time or in one produce batch; the kept reader follows on from
+there; and an empty topic is done without waiting out a fetch (the embedded broker answers a fetch
+with no records only when its fetch_max_wait_ms ends)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,14 @@ async def test_a_replay_reads_to_the_end_without_waiting_on_quiet_partitions_and
     producer = make_producer(kafka, bootstrap)
     await producer.start()
     try:
-        for i in range(30):  # partition 2 stays empty
-            await producer.send_and_wait(topic, f"v{i}".encode(), partition=i % 2)
+        # Partition 0 gets its records one produce at a time, partition 1 in one batch (the embedded
+        # broker's latest offset is then far too low: the end must come from the fetches), and
+        # partition 2 stays empty.
+        # More records in that batch than a reader takes per getmany (500): a reader that trusted
+        # the latest offset would stop inside it.
+        for i in range(0, 30, 2):
+            await producer.send_and_wait(topic, f"v{i}".encode(), partition=0)
+        await asyncio.gather(*[await producer.send(topic, f"w{i}".encode(), partition=1) for i in range(600)])
         seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
         partitions = [TopicPartition(topic, p) for p in range(3)]
 
@@ -41,7 +47,7 @@ async def test_a_replay_reads_to_the_end_without_waiting_on_quiet_partitions_and
 
         reader = await replay_and_keep(kafka, bootstrap, partitions, apply, fetch_max_wait_ms=100)
         try:
-            assert seen == {0: [f"v{i}".encode() for i in range(0, 30, 2)], 1: [f"v{i}".encode() for i in range(1, 30, 2)], 2: []}
+            assert seen == {0: [f"v{i}".encode() for i in range(0, 30, 2)], 1: [f"w{i}".encode() for i in range(600)], 2: []}
             # The reader stays at the ends and follows: a record written now is the next it reads.
             await producer.send_and_wait(topic, b"later", partition=2)
             async with asyncio.timeout(10):
