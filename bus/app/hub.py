@@ -19,6 +19,7 @@ import functools
 import logging
 import secrets
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
@@ -443,7 +444,7 @@ class Hub:
         log.info("hub stopped cleanly")
 
 
-def _together(steps: list[tuple[str, Any]]) -> Any:
+def _together(steps: list[tuple[str, Callable[[], Awaitable[object]]]]) -> Callable[[], Awaitable[None]]:
     """One stop step that runs ``steps`` side by side; each failure is logged on its own with its
     traceback, and none keeps the others from finishing."""
 

@@ -15,8 +15,8 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from bus.kafka.reader import read_topic
+from examples.kit.standin import serve
 from tests.support.accounting import AccountingApi
-from tests.support.http_server import serve
 from tests.support.hub import build_hub, payment, unique_prefix, write_config
 from tests.support.source import Source
 from tests.support.wait import until

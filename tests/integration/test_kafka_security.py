@@ -28,8 +28,8 @@ from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.clients import make_producer
 from bus.kafka.oauth import ClientCredentialsTokens
 from bus.ports import free_port
+from examples.kit.standin import serve
 from tests.support.certs import Authority
-from tests.support.http_server import serve
 from tests.support.hub import build_hub, payment, payment_hub_config, write_config
 from tests.support.kafka_gateway import KafkaGateway
 from tests.support.target import Target

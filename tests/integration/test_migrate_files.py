@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY
 from bus.app.cli import main
 from bus.errors import BusError
 from bus.migrate.journal import migration_lock
+from examples.kit.standin import serve
 from tests.conftest import require_service
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -192,11 +193,7 @@ async def test_a_record_the_target_will_not_show_fails_alone(tmp_path: Path, cap
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app)
     try:
         (tmp_path / "export.jsonl").write_text("".join(json.dumps({"ref": f"P-{i}", "cents": i}) + "\n" for i in range(20)))
         url = f"http://127.0.0.1:{port}/p/$${{payment_id}}"

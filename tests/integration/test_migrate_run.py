@@ -32,6 +32,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from examples.kit.standin import serve
 from tests.conftest import require_service
 from tests.integration.test_migrate_plan import latin1_database
 from tests.support.tools import ROOT
@@ -84,11 +85,7 @@ async def service() -> AsyncIterator[DocumentService]:
     found = DocumentService()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", found.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    found.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, found.port = await serve(app)
     try:
         yield found
     finally:

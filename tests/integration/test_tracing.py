@@ -15,8 +15,8 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from examples.kit.standin import serve
 from tests.conftest import require_service
-from tests.support.http_server import serve
 from tests.support.hub import build_hub, flow_config, payment, payment_hub_config, write_config
 from tests.support.target import Target
 

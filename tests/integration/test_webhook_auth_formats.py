@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
-from tests.support.http_server import serve
+from examples.kit.standin import serve
 from tests.support.hub import build_hub, unique_prefix, write_config
 
 SECRET = "a-shared-secret-of-32-bytes-at-least!"

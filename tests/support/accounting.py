@@ -18,7 +18,7 @@ from urllib.parse import unquote_plus
 
 from aiohttp import web
 
-from tests.support.http_server import serve
+from examples.kit.standin import serve
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.http_server import serve
+from examples.kit.standin import serve
 
 
 @dataclass

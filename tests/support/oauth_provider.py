@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from tests.support.http_server import serve
+from examples.kit.standin import serve
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.http_server import serve
+from examples.kit.standin import serve
 
 
 @dataclass

@@ -18,7 +18,7 @@ from adapters.http.config import HttpOutboundConfig
 from adapters.http.outbound import HttpOutbound
 from adapters.http.wire import WireClient, WireError
 from bus.adapter_api import Context, Event, PermanentError
-from tests.support.http_server import serve
+from examples.kit.standin import serve
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
