@@ -46,6 +46,8 @@ def canonical(value: Any) -> Any:
         return str(value)
     if kind is dict:
         return {str(k): canonical(v) for k, v in value.items()}
+    if kind is list:  # a record's address (its key values): three times for every record of a run
+        return [canonical(v) for v in value]
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int | float | Decimal):

@@ -150,6 +150,7 @@ class _Runner:
             address: Any = [event.key or event.id]
         else:
             address, expected = target.state.record(event)
+        # The key is the address's typed JSON: what the journal keeps as both the entry's key and its address.
         return _Item(where, row, to_typed_json(address), address, event, expected, digest(expected))
 
     async def _write(self, target: Target, items: dict[str, _Item], batch: int) -> list[tuple[str, str, str, str | None]]:
@@ -177,13 +178,13 @@ class _Runner:
             for item, before in readable:
                 state_now = "pending" if differing_fields(item.expected, before) else "unchanged"
                 image = None if before is None else to_typed_json(before)
-                entries.append(Entry(target.name, item.key, to_typed_json(item.address), image, to_typed_json(item.expected), item.digest,
+                entries.append(Entry(target.name, item.key, item.key, image, to_typed_json(item.expected), item.digest,
                                      state_now, batch=batch))  # fmt: skip
         else:
             earlier = self.earlier.get(target.name, {})
             for item in todo:
                 same = earlier.get(item.key) == item.digest
-                entries.append(Entry(target.name, item.key, to_typed_json(item.address), None, to_typed_json(item.expected), item.digest,
+                entries.append(Entry(target.name, item.key, item.key, None, to_typed_json(item.expected), item.digest,
                                      "unchanged" if same else "pending", batch=batch))  # fmt: skip
         self.journal.journal(self.run.id, target.name, entries)
         pending = [item for item, entry in zip(todo, entries, strict=True) if entry.state == "pending"]
