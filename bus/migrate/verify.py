@@ -65,6 +65,10 @@ async def verify_run(journal: Journal, run_id: str, targets: Targets) -> dict[st
         meant: dict[str, str] = {}
         held: dict[str, str] = {}
         batch_of: dict[str, int] = {}
+        # A SQL target reads back exactly the fields meant, so a record that holds what it should has
+        # the digest meant as it is: no need to parse what was meant. A target that answers with more
+        # fields than meant (an HTTP service's own) never does, and stops being tried that way.
+        whole_first = True
         for chunk in journal.entries(run_id, target.name, ("written", "unchanged", "pending")):
             check.records += len(chunk)
             for entry in chunk:
@@ -80,7 +84,13 @@ async def verify_run(journal: Journal, run_id: str, targets: Targets) -> dict[st
                     if len(check.differences) < MAX_LISTED:
                         check.differences.append({"key": entry.key, "fields": {"(read)": {"expected": "readable", "actual": str(now)}}})
                     continue
+                if whole_first and now is not None and digest(now) == entry.digest:
+                    held[entry.key] = entry.digest
+                    check.matching += 1
+                    continue
                 expected = from_typed_json(entry.expected) if entry.expected is not None else None
+                if expected is not None and now is not None and len(now) > len(expected):
+                    whole_first = False
                 shown = now if expected is None or now is None else {name: now.get(name) for name in expected}
                 held[entry.key] = digest(shown)
                 if held[entry.key] == entry.digest:  # equal: no field by field comparison needed
