@@ -14,7 +14,7 @@ table of the same database (each into its own fresh copy of the table), interlea
 Reported: rows/s of each, and ``migrate`` as a ratio to each baseline per round, with the median
 and spread. The goal (issue 23) is a ratio of at least 0.5 to a COPY or executemany script.
 
-    .venv/bin/python -m bench.migrate_throughput --rows 100000 --rounds 3
+    .venv/bin/python bench/migrate_throughput.py --rows 100000 --rounds 3
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -30,6 +31,7 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import write
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -135,6 +137,7 @@ async def main(rows: int, rounds: int) -> dict[str, Any]:
                     elif kind == "executemany":
                         await executemany_script(db, source, target)
                     else:
+                        assert job is not None
                         run = await job
                         assert run.status == "finished", run.status
                     seconds[kind].append(time.perf_counter() - started)

@@ -24,6 +24,8 @@ FULL = {
     "memory.py": [],
     "scale_out.py": [],
     "sql_batch.py": [],
+    "migrate_throughput.py": [],
+    "migrate_memory.py": [],
 }
 QUICK = {
     "router.py": ["--events", "10000", "--rounds", "1", "--skip-faust"],
@@ -33,6 +35,8 @@ QUICK = {
     "memory.py": ["--events", "50000"],
     "scale_out.py": ["--events", "10000"],
     "sql_batch.py": ["--events", "500"],
+    "migrate_throughput.py": ["--rows", "5000", "--rounds", "1"],
+    "migrate_memory.py": ["--small", "2000", "--large", "10000"],
 }
 
 

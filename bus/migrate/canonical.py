@@ -13,12 +13,21 @@
 
 from __future__ import annotations
 
-__all__ = ["canonical", "differing_fields", "digest", "from_typed_json", "overall_checksum", "to_typed_json"]
+__all__ = [
+    "ChecksumLines",
+    "canonical",
+    "checksum_in_order",
+    "differing_fields",
+    "digest",
+    "from_typed_json",
+    "overall_checksum",
+    "to_typed_json",
+]
 
 import base64
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -96,10 +105,31 @@ def differing_fields(expected: dict[str, Any] | None, actual: dict[str, Any] | N
 
 def overall_checksum(digests: dict[str, str]) -> str:
     """sha256 of the sorted ``key<TAB>digest`` lines, first 16 hex digits: independent of order."""
-    overall = hashlib.sha256()
-    for key in sorted(digests):
-        overall.update(f"{key}\t{digests[key]}\n".encode())
-    return overall.hexdigest()[:16]
+    return checksum_in_order(sorted(digests.items()))
+
+
+def checksum_in_order(pairs: Iterable[tuple[str, str]]) -> str:
+    """``overall_checksum`` of (key, digest) pairs that come sorted by key already (a journal read
+    in key order: SQLite's text order is Python's, code point by code point), without holding them."""
+    overall = ChecksumLines()
+    for key, value in pairs:
+        overall.add(key, value)
+    return overall.hexdigest()
+
+
+class ChecksumLines:
+    """``overall_checksum`` fed one (key, digest) at a time, keys in sorted order."""
+
+    __slots__ = ("_sha",)
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+
+    def add(self, key: str, value: str) -> None:
+        self._sha.update(f"{key}\t{value}\n".encode())
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()[:16]
 
 
 def _tag(value: Any) -> Any:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bus.errors import PermanentError
-from bus.migrate.canonical import differing_fields, digest, from_typed_json, overall_checksum
-from bus.migrate.journal import Journal
+from bus.migrate.canonical import ChecksumLines, differing_fields, digest, from_typed_json
+from bus.migrate.journal import Entry, Journal
 from bus.migrate.targets import Targets
 
 MAX_LISTED = 1000  # differences named in the report per subscriber (all are counted)
@@ -62,69 +62,76 @@ async def verify_run(journal: Journal, run_id: str, targets: Targets) -> dict[st
     checks: dict[str, SubscriberCheck] = {}
     for target in targets:
         check = checks[target.name] = SubscriberCheck(target.name, target.verifiable)
-        meant: dict[str, str] = {}
-        held: dict[str, str] = {}
-        batch_of: dict[str, int] = {}
+        # The journal hands the entries over in key order, so both checksums (and each batch's) are
+        # taken as they come: nothing is kept per record, whatever the run's size.
+        source, held = ChecksumLines(), ChecksumLines()
+        batches: dict[int, tuple[ChecksumLines, ChecksumLines, list[int]]] = {}
         # A SQL target reads back exactly the fields meant, so a record that holds what it should has
         # the digest meant as it is: no need to parse what was meant. A target that answers with more
         # fields than meant (an HTTP service's own) never does, and stops being tried that way.
         whole_first = True
         for chunk in journal.entries(run_id, target.name, ("written", "unchanged", "pending")):
             check.records += len(chunk)
-            for entry in chunk:
-                meant[entry.key] = entry.digest or ""
-                batch_of[entry.key] = entry.batch or 0
-            if not target.verifiable:
-                continue
-            actual = await target.read_each([from_typed_json(e.address) for e in chunk])
+            actual: list[Any] = [None] * len(chunk)
+            if target.verifiable:
+                actual = await target.read_each([from_typed_json(e.address) for e in chunk])
             for entry, now in zip(chunk, actual, strict=True):
-                if isinstance(now, PermanentError):  # this record cannot be read back: a difference, with the reason
-                    held[entry.key] = "unreadable"
-                    check.different += 1
-                    if len(check.differences) < MAX_LISTED:
-                        check.differences.append({"key": entry.key, "fields": {"(read)": {"expected": "readable", "actual": str(now)}}})
-                    continue
-                if whole_first and now is not None and digest(now) == entry.digest:
-                    held[entry.key] = entry.digest
-                    check.matching += 1
-                    continue
-                expected = from_typed_json(entry.expected) if entry.expected is not None else None
-                if expected is not None and now is not None and len(now) > len(expected):
+                meant = entry.digest or ""
+                found = _compare(check, entry, now, whole_first) if target.verifiable else ""
+                if found is None:  # the target answers with fields of its own
                     whole_first = False
-                shown = now if expected is None or now is None else {name: now.get(name) for name in expected}
-                held[entry.key] = digest(shown)
-                if held[entry.key] == entry.digest:  # equal: no field by field comparison needed
-                    check.matching += 1
-                    continue
-                diff = differing_fields(expected, now)
-                if not diff:
-                    check.matching += 1
-                    continue
-                check.different += 1
-                if expected is not None and now is None:
-                    check.missing += 1
-                if len(check.differences) < MAX_LISTED:
-                    check.differences.append(
-                        {"key": entry.key, "fields": {name: {"expected": want, "actual": got} for name, (want, got) in diff.items()}}
-                    )
-        check.source_checksum = overall_checksum(meant)
+                    found = _compare(check, entry, now, False)
+                source.add(entry.key, meant)
+                held.add(entry.key, found or "")
+                batch = batches.get(entry.batch or 0)
+                if batch is None:
+                    batch = batches[entry.batch or 0] = (ChecksumLines(), ChecksumLines(), [0])
+                batch[0].add(entry.key, meant)
+                batch[1].add(entry.key, found or "")
+                batch[2][0] += 1
+        check.source_checksum = source.hexdigest()
         if target.verifiable:
-            check.target_checksum = overall_checksum(held)
-        check.batches = _per_batch(meant, held if target.verifiable else None, batch_of)
+            check.target_checksum = held.hexdigest()
+        check.batches = [
+            {
+                "batch": number,
+                "records": count[0],
+                "source_checksum": meant_sum.hexdigest(),
+                "target_checksum": held_sum.hexdigest() if target.verifiable else None,
+            }
+            for number, (meant_sum, held_sum, count) in sorted(batches.items())
+        ]
     return checks
 
 
-def _per_batch(meant: dict[str, str], held: dict[str, str] | None, batch_of: dict[str, int]) -> list[dict[str, Any]]:
-    """Both checksums of each batch's records: a difference is found by batch as well as by key."""
-    by_batch: dict[int, list[str]] = {}
-    for key, batch in batch_of.items():
-        by_batch.setdefault(batch, []).append(key)
-    return [
-        {
-            "batch": batch,
-            "records": len(keys),
-            "source_checksum": overall_checksum({k: meant[k] for k in keys}),
-            "target_checksum": None if held is None else overall_checksum({k: held.get(k, "") for k in keys}),
-        }
-        for batch, keys in sorted(by_batch.items())
-    ]
+def _compare(check: SubscriberCheck, entry: Entry, now: Any, whole_first: bool) -> str | None:
+    """The digest of what the target holds of ``entry`` (counted in ``check`` as matching or not,
+    a difference listed with its fields); None when ``whole_first`` was tried on a target that
+    answers with more fields than meant (compare again without it)."""
+    if isinstance(now, PermanentError):  # this record cannot be read back: a difference, with the reason
+        check.different += 1
+        if len(check.differences) < MAX_LISTED:
+            check.differences.append({"key": entry.key, "fields": {"(read)": {"expected": "readable", "actual": str(now)}}})
+        return "unreadable"
+    if whole_first and now is not None and digest(now) == entry.digest:
+        check.matching += 1
+        return entry.digest
+    expected = from_typed_json(entry.expected) if entry.expected is not None else None
+    if whole_first and expected is not None and now is not None and len(now) > len(expected):
+        return None
+    shown = now if expected is None or now is None else {name: now.get(name) for name in expected}
+    held = digest(shown)
+    if held == entry.digest:  # equal: no field by field comparison needed
+        check.matching += 1
+        return held
+    diff = differing_fields(expected, now)
+    if not diff:
+        check.matching += 1
+        return held
+    check.different += 1
+    if expected is not None and now is None:
+        check.missing += 1
+    if len(check.differences) < MAX_LISTED:
+        fields = {name: {"expected": want, "actual": got} for name, (want, got) in diff.items()}
+        check.differences.append({"key": entry.key, "fields": fields})
+    return held

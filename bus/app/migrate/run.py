@@ -107,9 +107,9 @@ class _Runner:
         self.journal = journal
         self.run = run
         self.progress = progress
-        self.settled = journal.states(run.id)  # what a resumed run finds done
-        self.earlier = {t.name: journal.delivered_digests(run.migration, t.name, before_run=run.id) for t in targets if not t.verifiable}
-        self.digests: dict[str, str] = {}  # row key -> content digest: the source checksum
+        # What a resumed run finds done, and what earlier runs left in targets that cannot be read,
+        # are asked of the journal batch by batch: a run's memory does not grow with its rows.
+        self.resuming = journal.has_entries(run.id)
 
     async def batch(self, number: int, rows: list[tuple[str, Any]]) -> None:
         refused: list[tuple[str, str, str, str | None]] = []
@@ -133,14 +133,19 @@ class _Runner:
                     refused.append((where, subscriber, _reason(exc), _row_json(row)))
                     continue
                 per_target[subscriber][item.key] = item  # a key seen twice in a batch: the last one is what stays
-        self.digests.update(digests)
         self.journal.refuse(self.run.id, refused)
         failed = await asyncio.gather(*(self._write(self.targets[name], items, number) for name, items in per_target.items() if items))
         self.journal.refuse(self.run.id, [f for one in failed for f in one])
         batch_sum = overall_checksum(digests)
         self.run.position += len(rows)
         self.journal.checkpoint(
-            self.run.id, position=self.run.position, counts=dict(self.progress.counts), batch=number, rows=len(rows), checksum=batch_sum
+            self.run.id,
+            position=self.run.position,
+            counts=dict(self.progress.counts),
+            batch=number,
+            rows=len(rows),
+            checksum=batch_sum,
+            digests=digests,
         )
         self.progress.show()
 
@@ -155,8 +160,9 @@ class _Runner:
 
     async def _write(self, target: Target, items: dict[str, _Item], batch: int) -> list[tuple[str, str, str, str | None]]:
         todo = []
+        settled = self.journal.states(self.run.id, target.name, list(items)) if self.resuming else {}
         for key, item in items.items():
-            done = self.settled.get((target.name, key))
+            done = settled.get(key)
             if done is not None and done[0] in SETTLED and done[1] == item.digest:
                 self.progress.add("unchanged" if done[0] == "unchanged" else "written" if done[0] == "written" else "failed")
                 continue
@@ -181,7 +187,7 @@ class _Runner:
                 entries.append(Entry(target.name, item.key, item.key, image, to_typed_json(item.expected), item.digest,
                                      state_now, batch=batch))  # fmt: skip
         else:
-            earlier = self.earlier.get(target.name, {})
+            earlier = self.journal.delivered_digests(self.run.migration, target.name, [i.key for i in todo], before_run=self.run.id)
             for item in todo:
                 same = earlier.get(item.key) == item.digest
                 entries.append(Entry(target.name, item.key, item.key, None, to_typed_json(item.expected), item.digest,
@@ -340,7 +346,7 @@ async def _execute(
     journal.set_status(run.id, "finished", finished=True)
     finished = journal.run(run.id)
     assert finished is not None
-    finished.reports = write_report(journal, finished, checks, state_dir, source_checksum=overall_checksum(runner.digests))
+    finished.reports = write_report(journal, finished, checks, state_dir, source_checksum=journal.source_checksum(run.id))
     journal.set_reports(run.id, finished.reports)
     return finished
 
