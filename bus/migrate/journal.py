@@ -315,5 +315,7 @@ class Journal:
             with self._tx():
                 self._db.executemany("INSERT OR REPLACE INTO refused VALUES (?, ?, ?, ?, ?)", [(run_id, *item) for item in items])
 
-    def refused(self, run_id: str) -> list[tuple[str, str, str, str | None]]:
-        return self._db.execute("SELECT row_where, subscriber, reason, row FROM refused WHERE run = ? ORDER BY rowid", (run_id,)).fetchall()
+    def refused(self, run_id: str) -> Iterator[tuple[str, str, str, str | None]]:
+        """Every refused row of the run, in the order refused, read as it is used (a broad refusal
+        can be every row of a large source)."""
+        yield from self._db.execute("SELECT row_where, subscriber, reason, row FROM refused WHERE run = ? ORDER BY rowid", (run_id,))

@@ -23,6 +23,8 @@ from bus.migrate.journal import Journal, RunInfo
 from bus.migrate.verify import SubscriberCheck
 
 SAMPLES = 3
+MAX_REASONS = 50  # distinct reasons listed per subscriber (a reason often names the value); the rest counted under one
+OTHER_REASONS = f"other reasons (more than {MAX_REASONS} distinct ones)"
 
 
 def key_label(key: str) -> str:
@@ -51,10 +53,16 @@ def build_report(
     rollback: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     refusals: dict[str, dict[str, Any]] = {}
-    for where, subscriber, reason, row in journal.refused(run.id):
-        group = refusals.setdefault(
-            f"{subscriber}\t{reason}", {"subscriber": subscriber or None, "reason": reason, "count": 0, "samples": []}
-        )
+    reasons: dict[str, int] = {}  # distinct reasons listed, per subscriber ("": the mapping)
+    for where, subscriber, reason, row in journal.refused(run.id):  # read once, in order, none kept
+        group = refusals.get(f"{subscriber}\t{reason}")
+        if group is None:
+            shown = reason if reasons.get(subscriber, 0) < MAX_REASONS else OTHER_REASONS
+            if shown == reason:
+                reasons[subscriber] = reasons.get(subscriber, 0) + 1
+            group = refusals.setdefault(
+                f"{subscriber}\t{shown}", {"subscriber": subscriber or None, "reason": shown, "count": 0, "samples": []}
+            )
         group["count"] += 1
         if len(group["samples"]) < SAMPLES:
             group["samples"].append({"where": where, "row": None if row is None else json.loads(row)})

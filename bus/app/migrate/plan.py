@@ -28,10 +28,10 @@ from bus.config.loader import LoadedConfig
 from bus.errors import EventRejected
 from bus.jsontext import dumps as json_dumps
 from bus.migrate.canonical import overall_checksum
+from bus.migrate.report import MAX_REASONS, OTHER_REASONS, SAMPLES
 from schemas.catalog import SchemaCatalog
 
-MAX_SAMPLES = 3  # rows shown per refusal reason
-MAX_REASONS = 50  # distinct reasons kept; the rest are counted under one
+MAX_SAMPLES = SAMPLES  # rows shown per refusal reason, as in the run's report
 
 
 @dataclass
@@ -83,7 +83,7 @@ def note_refusal(refused: dict[str, Refusal], reason: str, where: str, row: Any)
     """Count a refused row under its reason, keeping a few samples (at most MAX_REASONS reasons)."""
     refusal = refused.get(reason)
     if refusal is None:
-        reason = reason if len(refused) < MAX_REASONS else "other reasons (more than 50 distinct ones)"
+        reason = reason if len(refused) < MAX_REASONS else OTHER_REASONS
         refusal = refused.setdefault(reason, Refusal())
     refusal.count += 1
     if len(refusal.samples) < MAX_SAMPLES:
