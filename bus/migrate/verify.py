@@ -58,6 +58,15 @@ class SubscriberCheck:
         }
 
 
+@dataclass
+class _BatchSums:
+    """One batch of source rows' checksums, what was meant and what is held, taken as its entries come."""
+
+    meant: ChecksumLines = field(default_factory=ChecksumLines)
+    held: ChecksumLines = field(default_factory=ChecksumLines)
+    records: int = 0
+
+
 async def verify_run(journal: Journal, run_id: str, targets: Targets) -> dict[str, SubscriberCheck]:
     checks: dict[str, SubscriberCheck] = {}
     for target in targets:
@@ -65,7 +74,7 @@ async def verify_run(journal: Journal, run_id: str, targets: Targets) -> dict[st
         # The journal hands the entries over in key order, so both checksums (and each batch's) are
         # taken as they come: nothing is kept per record, whatever the run's size.
         source, held = ChecksumLines(), ChecksumLines()
-        batches: dict[int, tuple[ChecksumLines, ChecksumLines, list[int]]] = {}
+        batches: dict[int, _BatchSums] = {}
         # A SQL target reads back exactly the fields meant, so a record that holds what it should has
         # the digest meant as it is: no need to parse what was meant. A target that answers with more
         # fields than meant (an HTTP service's own) never does, and stops being tried that way.
@@ -85,21 +94,21 @@ async def verify_run(journal: Journal, run_id: str, targets: Targets) -> dict[st
                 held.add(entry.key, found or "")
                 batch = batches.get(entry.batch or 0)
                 if batch is None:
-                    batch = batches[entry.batch or 0] = (ChecksumLines(), ChecksumLines(), [0])
-                batch[0].add(entry.key, meant)
-                batch[1].add(entry.key, found or "")
-                batch[2][0] += 1
+                    batch = batches[entry.batch or 0] = _BatchSums()
+                batch.meant.add(entry.key, meant)
+                batch.held.add(entry.key, found or "")
+                batch.records += 1
         check.source_checksum = source.hexdigest()
         if target.verifiable:
             check.target_checksum = held.hexdigest()
         check.batches = [
             {
                 "batch": number,
-                "records": count[0],
-                "source_checksum": meant_sum.hexdigest(),
-                "target_checksum": held_sum.hexdigest() if target.verifiable else None,
+                "records": sums.records,
+                "source_checksum": sums.meant.hexdigest(),
+                "target_checksum": sums.held.hexdigest() if target.verifiable else None,
             }
-            for number, (meant_sum, held_sum, count) in sorted(batches.items())
+            for number, sums in sorted(batches.items())
         ]
     return checks
 

@@ -31,8 +31,6 @@ from bus.migrate.canonical import overall_checksum
 from bus.migrate.report import MAX_REASONS, OTHER_REASONS, SAMPLES
 from schemas.catalog import SchemaCatalog
 
-MAX_SAMPLES = SAMPLES  # rows shown per refusal reason, as in the run's report
-
 
 @dataclass
 class Refusal:
@@ -86,7 +84,7 @@ def note_refusal(refused: dict[str, Refusal], reason: str, where: str, row: Any)
         reason = reason if len(refused) < MAX_REASONS else OTHER_REASONS
         refusal = refused.setdefault(reason, Refusal())
     refusal.count += 1
-    if len(refusal.samples) < MAX_SAMPLES:
+    if len(refusal.samples) < SAMPLES:  # rows shown per reason, as in the run's report
         refusal.samples.append(_sample(where, row))
 
 
