@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -41,6 +42,24 @@ def write(benchmark: str, body: dict[str, Any]) -> Path:
 
 
 # -- hubs as processes, as an operator runs them ---------------------------------------------
+
+
+async def wait_ready(process: asyncio.subprocess.Process, url: str, name: str, *, seconds: float = 60) -> None:
+    """Poll ``url`` until it answers 200; raise if the process exits first or it never does."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for _ in range(int(seconds * 10)):
+            if process.returncode is not None:
+                raise RuntimeError(f"{name} exited {process.returncode} before it was ready")
+            try:
+                async with session.get(url) as answer:
+                    if answer.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{name} was not ready after {seconds:.0f} s ({url})")
 
 
 def rss_mb(pid: int) -> float:

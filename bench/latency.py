@@ -37,11 +37,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import children, cpu_seconds, write
+from bench.common import children, cpu_seconds, wait_ready, write
 from bench.loadgen import RawSender, RawTarget
 from bus.ports import free_port
 
@@ -188,18 +187,7 @@ async def measure(pipeline: str, args: argparse.Namespace, kafka: dict[str, Any]
             ready_url = f"http://127.0.0.1:{http_port}/readyz"
         process = await asyncio.create_subprocess_exec(*command, env=env)
         try:
-            connector = aiohttp.TCPConnector(limit=256)
-            async with aiohttp.ClientSession(connector=connector) as session:
-                for _ in range(600):
-                    if process.returncode is not None:
-                        raise RuntimeError(f"{pipeline} exited {process.returncode} before it was ready")
-                    try:
-                        async with session.get(ready_url) as ready:
-                            if ready.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
+            await wait_ready(process, ready_url, pipeline)
             cpu = CpuProbe(process.pid)
             await run_load(sender, target, 200, 3, cpu)  # warm-up: connections, group joins, code paths
             idle = await idle_cpu(cpu, args.idle_seconds)

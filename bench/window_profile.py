@@ -28,11 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import RESULTS
+from bench.common import RESULTS, wait_ready
 from bench.latency import hub_config, offer
 from bench.loadgen import RawSender, RawTarget
 from bus.ports import free_port
@@ -68,17 +67,7 @@ async def profile(pipeline: str, rate: int, seconds: float, out: Path) -> int:
         process = await asyncio.create_subprocess_exec(sys.executable, "-c", _WRAPPER, *script, env=env)
         sender = RawSender("127.0.0.1", http_port, "/hooks/payments")
         try:
-            async with aiohttp.ClientSession() as session:
-                for _ in range(600):
-                    if process.returncode is not None:
-                        raise RuntimeError(f"{pipeline} exited {process.returncode} before it was ready")
-                    try:
-                        async with session.get(ready) as answer:
-                            if answer.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
+            await wait_ready(process, ready, pipeline)
             await offer(sender, 200, 3, "warm")  # connections, group joins, code paths
             await asyncio.sleep(1)
             before = len(target.arrived)

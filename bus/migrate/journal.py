@@ -36,6 +36,14 @@ from bus.migrate.canonical import checksum_in_order
 
 _KEYS_PER_QUERY = 500  # keys per IN (...): far below SQLite's limit on bound values
 
+
+def _in_parts(keys: list[str]) -> Iterator[tuple[list[str], str]]:
+    """``keys`` in parts of _KEYS_PER_QUERY, each with its ``?, ?, ...`` for an IN (...)."""
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        part = keys[start : start + _KEYS_PER_QUERY]
+        yield part, ", ".join("?" * len(part))
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, migration TEXT NOT NULL, status TEXT NOT NULL, started REAL NOT NULL, finished REAL,
@@ -253,10 +261,9 @@ class Journal:
         """key -> (state, digest) of those of ``keys`` the run journaled for ``subscriber``: what a
         resumed run finds done, asked batch by batch (a whole run's would fill the job's memory)."""
         found: dict[str, tuple[str, str | None]] = {}
-        for start in range(0, len(keys), _KEYS_PER_QUERY):
-            chunk = keys[start : start + _KEYS_PER_QUERY]
+        for chunk, marks in _in_parts(keys):
             rows = self._db.execute(
-                f"SELECT key, state, digest FROM entries WHERE run = ? AND subscriber = ? AND key IN ({', '.join('?' * len(chunk))})",  # noqa: S608
+                f"SELECT key, state, digest FROM entries WHERE run = ? AND subscriber = ? AND key IN ({marks})",  # noqa: S608
                 [run_id, subscriber, *chunk],
             )
             found.update((k, (st, d)) for k, st, d in rows)
@@ -267,12 +274,11 @@ class Journal:
         to ``subscriber`` (the latest run's), and not rolled back: what a target that cannot be
         read already has from us."""
         found: dict[str, str] = {}
-        for start in range(0, len(keys), _KEYS_PER_QUERY):
-            chunk = keys[start : start + _KEYS_PER_QUERY]
+        for chunk, marks in _in_parts(keys):
             sql = (
                 "SELECT e.key, e.digest FROM entries e JOIN runs r ON r.id = e.run WHERE r.migration = ? AND r.id != ?"  # noqa: S608
                 " AND r.status = 'finished' AND e.subscriber = ? AND e.state IN ('written', 'unchanged')"
-                f" AND e.key IN ({', '.join('?' * len(chunk))}) ORDER BY r.started"  # placeholders only
+                f" AND e.key IN ({marks}) ORDER BY r.started"  # placeholders only
             )
             rows = self._db.execute(sql, [migration, before_run, subscriber, *chunk])
             found.update(rows.fetchall())
