@@ -84,6 +84,19 @@ def _retry_after(response: Answer) -> float | None:
         return None  # an HTTP date: fall back to the runtime's backoff
 
 
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+def _json_body(document: Any) -> bytes:
+    """A document as a JSON body. What a target once answered can hold text that is no Unicode
+    (a lone surrogate, read from its ``"\\ud800"``): put back, it is sent as that same escape."""
+    text = json_dumps(document)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # only inside a JSON string can such a character be: its escape is valid JSON
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
+
+
 class HttpOutbound(Outbound[HttpOutboundConfig]):
     Config: ClassVar[type[HttpOutboundConfig]] = HttpOutboundConfig
     summary: ClassVar[str] = "POST (or PUT/PATCH) each event as JSON to a URL; API key or OAuth2 client credentials."
@@ -239,7 +252,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         """One call with the configured headers and auth (no event headers): (status, text)."""
         if self._client is None:
             raise RetryableError(f"http outbound {self.config.name} is not started")
-        body = b"" if document is None else json_dumps(document).encode()
+        body = b"" if document is None else _json_body(document)
         headers = {**self._headers, **(self._content_type if body else {})}
         response = await self._call(method, url, body, headers)
         if response.status_code == 401 and self._bearer:

@@ -8,7 +8,7 @@ __all__ = ["FileSource", "MigrationConfig", "MigrationSource", "MigrationTarget"
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bus.config.adapters import EmitSpec
 from bus.config.base import ConfigModel
@@ -31,7 +31,20 @@ class SqlSource(ConfigModel):
 class FileSource(ConfigModel):
     path: Path = Field(description="The file (relative to the config file's folder).")
     format: Literal["csv", "jsonl"] | None = Field(default=None, description="Default: by the file's suffix (.csv, .jsonl, .ndjson).")
-    encoding: str = Field(default="utf-8", description="The file's text encoding (e.g. latin-1 for an old export).")
+    encoding: str = Field(
+        default="utf-8",
+        description="The file's text encoding (e.g. latin-1 for an old export). A line that is not text in it is refused, "
+        "not the whole file; a UTF-8 file may start with a byte order mark.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            "x".encode(value)  # LookupError for a name Python does not know, and for codecs not of text (base64)
+        except LookupError as exc:
+            raise ValueError(f"{exc} (text encodings: utf-8, latin-1, cp1252, ...)") from None
+        return value
 
 
 class MigrationSource(ConfigModel):

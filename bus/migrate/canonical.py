@@ -83,8 +83,10 @@ _typed_json = encoder()
 
 
 def digest(value: Any) -> str:
-    """sha256 of the canonical JSON of ``value`` (first 32 hex digits)."""
-    return hashlib.sha256(_canonical_json(canonical(value)).encode()).hexdigest()[:32]
+    """sha256 of the canonical JSON of ``value`` (first 32 hex digits). A target may answer text
+    that is no Unicode (a lone surrogate, ``"\\ud800"`` in its JSON): "surrogatepass" gives it
+    bytes no real text has, so it differs from every value a run writes instead of failing."""
+    return hashlib.sha256(_canonical_json(canonical(value)).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def differing_fields(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:

@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -42,6 +43,20 @@ def _in_parts(keys: list[str]) -> Iterator[tuple[list[str], str]]:
     for start in range(0, len(keys), _KEYS_PER_QUERY):
         part = keys[start : start + _KEYS_PER_QUERY]
         yield part, ", ".join("?" * len(part))
+
+
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+def _storable(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``rows`` with every text SQLite can hold: a lone surrogate (no character, so not UTF-8: a
+    hostile target's ``"\\ud800"``, a reason quoting such a value) becomes its JSON escape, which
+    a JSON column reads back as the same value and a text column shows."""
+
+    def safe(value: Any) -> Any:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value) if isinstance(value, str) else value
+
+    return [tuple(safe(v) for v in row) for row in rows]
 
 
 _SCHEMA = """
@@ -219,6 +234,16 @@ class Journal:
 
     # -- entries ------------------------------------------------------------------------------
 
+    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One transaction; rows holding text that is not Unicode (rare) are made storable and
+        written again (the first attempt was rolled back as a whole)."""
+        try:
+            with self._tx():
+                self._db.executemany(sql, rows)
+        except UnicodeEncodeError:
+            with self._tx():
+                self._db.executemany(sql, _storable(rows))
+
     def _tx(self) -> Any:
         db = self._db
 
@@ -234,24 +259,22 @@ class Journal:
     def journal(self, run_id: str, subscriber: str, entries: list[Entry]) -> None:
         """Record entries before their writes. An entry already there (a resumed run, a key seen
         twice) keeps its first before-image and takes the new expected value."""
-        with self._tx():
-            self._db.executemany(
-                "INSERT INTO entries (run, subscriber, key, address, before, expected, digest, state, batch)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (run, subscriber, key) DO UPDATE SET expected = excluded.expected, digest = excluded.digest,"
-                " batch = excluded.batch,"
-                # Found already holding what it should after an earlier attempt wrote it: written by us.
-                " state = CASE WHEN excluded.state = 'unchanged' AND entries.state IN ('pending', 'written') THEN 'written'"
-                " ELSE excluded.state END",
-                [(run_id, subscriber, e.key, e.address, e.before, e.expected, e.digest, e.state, e.batch) for e in entries],
-            )
+        self._executemany(
+            "INSERT INTO entries (run, subscriber, key, address, before, expected, digest, state, batch)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run, subscriber, key) DO UPDATE SET expected = excluded.expected, digest = excluded.digest,"
+            " batch = excluded.batch,"
+            # Found already holding what it should after an earlier attempt wrote it: written by us.
+            " state = CASE WHEN excluded.state = 'unchanged' AND entries.state IN ('pending', 'written') THEN 'written'"
+            " ELSE excluded.state END",
+            [(run_id, subscriber, e.key, e.address, e.before, e.expected, e.digest, e.state, e.batch) for e in entries],
+        )
 
     def mark(self, run_id: str, subscriber: str, keys: list[str], state: str, errors: list[str | None] | None = None) -> None:
-        with self._tx():
-            self._db.executemany(
-                "UPDATE entries SET state = ?, error = ? WHERE run = ? AND subscriber = ? AND key = ?",
-                [(state, (errors[i] if errors else None), run_id, subscriber, key) for i, key in enumerate(keys)],
-            )
+        self._executemany(
+            "UPDATE entries SET state = ?, error = ? WHERE run = ? AND subscriber = ? AND key = ?",
+            [(state, (errors[i] if errors else None), run_id, subscriber, key) for i, key in enumerate(keys)],
+        )
 
     def has_entries(self, run_id: str) -> bool:
         """Whether the run journaled anything yet (a run being resumed)."""
@@ -318,8 +341,7 @@ class Journal:
     def refuse(self, run_id: str, items: list[tuple[str, str, str, str | None]]) -> None:
         """(where, subscriber or "", reason, row JSON)."""
         if items:
-            with self._tx():
-                self._db.executemany("INSERT OR REPLACE INTO refused VALUES (?, ?, ?, ?, ?)", [(run_id, *item) for item in items])
+            self._executemany("INSERT OR REPLACE INTO refused VALUES (?, ?, ?, ?, ?)", [(run_id, *item) for item in items])
 
     def refused(self, run_id: str) -> Iterator[tuple[str, str, str, str | None]]:
         """Every refused row of the run, in the order refused, read as it is used (a broad refusal

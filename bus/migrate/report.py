@@ -11,7 +11,7 @@ the per-batch checksums, and the rollback's outcome when there was one.
 
 from __future__ import annotations
 
-__all__ = ["STYLE", "build_report", "key_label", "render_html", "write_report"]
+__all__ = ["STYLE", "build_report", "key_label", "render_html", "shown_row", "write_report"]
 
 import html
 import json
@@ -25,6 +25,12 @@ from bus.migrate.verify import SubscriberCheck
 SAMPLES = 3
 MAX_REASONS = 50  # distinct reasons listed per subscriber (a reason often names the value); the rest counted under one
 OTHER_REASONS = f"other reasons (more than {MAX_REASONS} distinct ones)"
+
+
+def shown_row(row: Any) -> str:
+    """A refused row's sample on one line for people: a line that could not be read as it was
+    read, a row as JSON; at most 160 characters."""
+    return (row if isinstance(row, str) else json.dumps(row, ensure_ascii=False))[:160]
 
 
 def key_label(key: str) -> str:
@@ -119,7 +125,7 @@ def write_report(
     paths = {"json": folder / f"{run.id}.json", "html": folder / f"{run.id}.html"}
     for kind, text in (("json", json.dumps(report, indent=2, ensure_ascii=False, default=str)), ("html", render_html(report))):
         partial = paths[kind].with_suffix(f".{kind}.partial")
-        partial.write_text(text, encoding="utf-8")
+        partial.write_text(text, encoding="utf-8", errors="backslashreplace")  # a value that is no text (a lone surrogate) shown escaped
         partial.replace(paths[kind])  # never a half-written report
     if source_checksum:
         journal.remember(run.id, source_checksum=source_checksum)
@@ -205,9 +211,7 @@ def render_html(report: dict[str, Any]) -> str:
     else:
         out.append("<table id=refusals><tr><th>Count</th><th>Where</th><th>Reason</th><th>Samples</th></tr>")
         for group in report["refusals"]:
-            samples = "<br>".join(
-                f"<span class=mono>{_e(s['where'])}: {_e(json.dumps(s['row'], ensure_ascii=False)[:160])}</span>" for s in group["samples"]
-            )
+            samples = "<br>".join(f"<span class=mono>{_e(s['where'])}: {_e(shown_row(s['row']))}</span>" for s in group["samples"])
             where = f"target {group['subscriber']}" if group["subscriber"] else "mapping"
             out.append(f"<tr><td>{group['count']:,}</td><td>{_e(where)}</td><td>{_e(group['reason'])}</td><td>{samples}</td></tr>")
         out.append("</table>")

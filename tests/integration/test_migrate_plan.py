@@ -199,9 +199,10 @@ def test_a_file_that_cannot_be_read_is_said_plainly(tmp_path: Path, capsys: pyte
     assert main(["migrate", "plan", "legacy-payments", "-c", str(missing)]) == 1
     assert "migration legacy-payments: cannot read" in capsys.readouterr().err
     (tmp_path / "export.csv").write_bytes("ref,amount_cents,currency,customer\nLEG-1,10,eur,M\xfcller\n".encode("latin-1"))
-    assert main(["migrate", "plan", "legacy-payments", "-c", str(config(tmp_path, {"file": {"path": "export.csv"}}))]) == 1
-    err = capsys.readouterr().err
-    assert "is not utf-8 text" in err and "set source.file.encoding (e.g. latin-1)" in err
+    utf8 = config(tmp_path, {"file": {"path": "export.csv"}}, amount="int(amount_cents)")
+    assert main(["migrate", "plan", "legacy-payments", "-c", str(utf8)]) == 1  # the line is refused, with what to change
+    out = capsys.readouterr().out
+    assert "1  not utf-8 text" in out and "set source.file.encoding (e.g. latin-1)" in out and "M\\xfcller" in out
     latin = config(tmp_path, {"file": {"path": "export.csv", "encoding": "latin-1"}}, amount="int(amount_cents)")
     capsys.readouterr()
     assert main(["migrate", "plan", "legacy-payments", "-c", str(latin), "--json"]) == 0

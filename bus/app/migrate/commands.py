@@ -122,9 +122,10 @@ async def _verify(loaded: LoadedConfig, catalog: Any, run_id: str, state: Path, 
 
 
 def _print_outcome(run: RunInfo, *, as_json: bool) -> int:
-    report = json.loads(Path(run.reports["json"]).read_text()) if run.reports.get("json") else {}
+    text = Path(run.reports["json"]).read_text(encoding="utf-8") if run.reports.get("json") else "{}"
+    report = json.loads(text)
     if as_json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(text)  # as written: a value that is no Unicode stays a JSON escape (printed, it could not be encoded)
     else:
         source = report.get("source", {})
         print(f"run {run.id}: {run.status}; {source.get('rows', 0):,} rows read, {source.get('refused', 0):,} refused; "

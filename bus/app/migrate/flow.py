@@ -6,7 +6,7 @@ it. ``plan`` counts what comes out; ``run`` hands it to the subscribers' outboun
 
 from __future__ import annotations
 
-__all__ = ["Routed", "RowFlow", "find_migration"]
+__all__ = ["Routed", "RowFlow", "find_migration", "refusal_reason"]
 
 import hashlib
 from dataclasses import dataclass, field
@@ -15,8 +15,9 @@ from typing import Any
 from bus.app.route_tests import RouteTester
 from bus.config.loader import LoadedConfig
 from bus.config.migrations import MigrationConfig
-from bus.errors import BusError
+from bus.errors import BusError, EventRejected
 from bus.event import Event
+from bus.logs import REDACTOR
 from bus.mapping import Emitter
 from schemas.catalog import SchemaCatalog
 
@@ -27,6 +28,12 @@ def find_migration(loaded: LoadedConfig, name: str) -> MigrationConfig:
         known = ", ".join(m.name for m in loaded.hub.migrations) or "none"
         raise BusError(f"no migration named {name!r} in the config (migrations: {known})")
     return migration
+
+
+def refusal_reason(exc: Exception) -> str:
+    """Why a row is refused, as the plan and the report show it (secrets redacted)."""
+    text = str(exc) if isinstance(exc, EventRejected | ValueError) else f"{type(exc).__name__}: {exc}"
+    return REDACTOR.redact(text)
 
 
 @dataclass(slots=True)

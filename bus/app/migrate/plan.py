@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bus.app.migrate.flow import RowFlow, find_migration
-from bus.app.migrate.sources import source_rows
+from bus.app.migrate.flow import RowFlow, find_migration, refusal_reason
+from bus.app.migrate.sources import row_json, source_rows
 from bus.config.loader import LoadedConfig
-from bus.errors import EventRejected
-from bus.jsontext import dumps as json_dumps
 from bus.migrate.canonical import overall_checksum
-from bus.migrate.report import MAX_REASONS, OTHER_REASONS, SAMPLES
+from bus.migrate.report import MAX_REASONS, OTHER_REASONS, SAMPLES, shown_row
 from schemas.catalog import SchemaCatalog
 
 
@@ -69,12 +67,9 @@ class MigrationPlan:
         }
 
 
-def _reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, (EventRejected, ValueError)) else f"{type(exc).__name__}: {exc}"
-
-
 def _sample(where: str, row: Any) -> dict[str, Any]:
-    return {"where": where, "row": None if isinstance(row, Exception) else json.loads(json_dumps(row))}
+    text = row_json(row)
+    return {"where": where, "row": None if text is None else json.loads(text)}
 
 
 def note_refusal(refused: dict[str, Refusal], reason: str, where: str, row: Any) -> None:
@@ -98,7 +93,7 @@ async def plan_migration(loaded: LoadedConfig, catalog: SchemaCatalog, name: str
         try:
             routed = flow.route(row, where)
         except Exception as exc:  # noqa: BLE001 - a row that cannot become an event is reported, not fatal
-            note_refusal(plan.refused, _reason(exc), where, row)
+            note_refusal(plan.refused, refusal_reason(exc), where, row)
             continue
         if routed.key in digests:
             plan.duplicate_keys += 1
@@ -129,5 +124,5 @@ def render_plan(plan: MigrationPlan) -> str:
         lines.append("  refused, by reason:")
         for reason, refusal in sorted(plan.refused.items(), key=lambda item: -item[1].count):
             lines.append(f"    {refusal.count:>8}  {reason}")
-            lines += [f"              e.g. {s['where']}: {json.dumps(s['row'], ensure_ascii=False)[:160]}" for s in refusal.samples]
+            lines += [f"              e.g. {s['where']}: {shown_row(s['row'])}" for s in refusal.samples]
     return "\n".join(lines)

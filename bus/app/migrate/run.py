@@ -40,14 +40,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bus.adapter_api import AdapterRegistry, Inbound
-from bus.app.migrate.flow import Routed, RowFlow, find_migration
-from bus.app.migrate.sources import count_rows, file_digest, source_path, source_rows
+from bus.app.migrate.flow import Routed, RowFlow, find_migration, refusal_reason
+from bus.app.migrate.sources import count_rows, file_digest, row_json, source_path, source_rows
 from bus.config.loader import LoadedConfig
 from bus.config.migrations import MigrationConfig
-from bus.errors import BusError, EventRejected, PermanentError
+from bus.errors import BusError, PermanentError
 from bus.event import Event
-from bus.jsontext import dumps as json_dumps
-from bus.logs import REDACTOR
 from bus.migrate.canonical import differing_fields, digest, overall_checksum, to_typed_json
 from bus.migrate.journal import Entry, Journal, RunInfo, migration_lock
 from bus.migrate.progress import Progress
@@ -91,15 +89,6 @@ def config_digest(loaded: LoadedConfig, migration: MigrationConfig, subscribers:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _row_json(row: Any) -> str | None:
-    return None if isinstance(row, Exception) else json_dumps(row)
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc) if isinstance(exc, EventRejected | ValueError) else f"{type(exc).__name__}: {exc}"
-    return REDACTOR.redact(text)
-
-
 class _Runner:
     def __init__(self, flow: RowFlow, targets: Targets, journal: Journal, run: RunInfo, *, progress: Progress) -> None:
         self.flow = flow
@@ -120,17 +109,17 @@ class _Runner:
             try:
                 routed: Routed = self.flow.route(row, where)
             except Exception as exc:  # noqa: BLE001 - a row that cannot become an event is refused, not fatal
-                refused.append((where, "", _reason(exc), _row_json(row)))
+                refused.append((where, "", refusal_reason(exc), row_json(row)))
                 self.progress.add("refused")
                 continue
             digests[routed.key] = routed.digest
-            refused += [(where, "", f"route {route} failed", _row_json(row)) for route in routed.failed_routes]
+            refused += [(where, "", f"route {route} failed", row_json(row)) for route in routed.failed_routes]
             for subscriber, _, event in routed.deliveries:
                 target = self.targets[subscriber]
                 try:
                     item = self._item(target, where, row, event)
                 except Exception as exc:  # noqa: BLE001 - the target's mapping fails on this event
-                    refused.append((where, subscriber, _reason(exc), _row_json(row)))
+                    refused.append((where, subscriber, refusal_reason(exc), row_json(row)))
                     continue
                 per_target[subscriber][item.key] = item  # a key seen twice in a batch: the last one is what stays
         self.journal.refuse(self.run.id, refused)
@@ -175,7 +164,7 @@ class _Runner:
             refused: list[tuple[str, str, str, str | None]] = []
             for item, before in zip(todo, await target.read_each([i.address for i in todo]), strict=True):
                 if isinstance(before, PermanentError):  # the target will not show this record: not written, refused with why
-                    refused.append((item.where, target.name, f"reading the record before writing failed: {before}", _row_json(item.row)))
+                    refused.append((item.where, target.name, f"reading the record before writing failed: {before}", row_json(item.row)))
                 else:
                     readable.append((item, before))
             self.journal.refuse(self.run.id, refused)
@@ -203,7 +192,7 @@ class _Runner:
             self.journal.mark(self.run.id, target.name, [i.key for i, _ in failed], "failed", [e for _, e in failed])
         self.progress.add("written", len(written))
         self.progress.add("failed", len(failed))
-        return [(item.where, target.name, error, _row_json(item.row)) for item, error in failed]
+        return [(item.where, target.name, error, row_json(item.row)) for item, error in failed]
 
 
 async def _handover_position(loaded: LoadedConfig, migration: MigrationConfig, registry: AdapterRegistry) -> dict[str, Any] | None:

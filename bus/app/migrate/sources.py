@@ -1,22 +1,67 @@
 """Reading a migration's source: every row of a SQL table or query (PostgreSQL, MariaDB), or every
-line of a CSV or JSON Lines file, as ``(where, row)``; a row that cannot be read arrives as its
-error, to be refused like a bad row. Also what a run needs before it starts: how many rows there
-are (for the ETA) and, for a file, the digest of its bytes (so the same file is not imported twice).
+record of a CSV or JSON Lines file, as ``(where, row)``; a row that cannot be read arrives as an
+``UnreadableRow`` (why, and its text), to be refused like a bad row while the others go on. Also
+what a run needs before it starts: how many rows there are (for the ETA) and, for a file, the
+digest of its bytes (so the same file is not imported twice).
+
+A file is read as its declared encoding, and what is not text in that encoding stays with the row
+it is in: that row is refused ("not utf-8 text", its bytes shown as ``\\xNN``), not the whole run
+(a legacy export with a few lines in another encoding is common). A UTF-8 file may start with a
+byte order mark (Excel's "CSV UTF-8"); it is not part of the first column's name. A CSV record
+whose number of fields is not the header's (an unquoted comma shifts every column after it) is
+refused, and so is one the csv module cannot parse; a field may be up to 64 MiB.
 """
 
 from __future__ import annotations
 
-__all__ = ["count_rows", "file_digest", "source_path", "source_rows"]
+__all__ = ["UnreadableRow", "count_rows", "file_digest", "row_json", "source_columns", "source_path", "source_rows"]
 
+import codecs
 import csv
 import hashlib
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 from bus.config.migrations import MigrationConfig
 from bus.errors import BusError
+from bus.jsontext import dumps as json_dumps
+
+MAX_FIELD = 64 << 20  # the csv module's default, 128 KiB, is less than a legacy note or attachment column holds
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not decode, kept by "surrogateescape"
+_SURROGATE = re.compile("[\ud800-\udfff]")  # no character: undecoded bytes, or half of a surrogate pair alone
+
+
+class UnreadableRow(ValueError):
+    """A row of the source that cannot be read (not text in the file's encoding, not JSON, not a
+    CSV record of the header's width): refused with this reason; ``text`` is what was read (a
+    line, a record's fields), shown in the plan and the report."""
+
+    def __init__(self, reason: str, text: Any = None) -> None:
+        super().__init__(reason)
+        self.text = text
+
+
+def row_json(row: Any) -> str | None:
+    """The row as JSON text to show in a plan or a report, or None: always valid Unicode (an
+    undecoded byte shows as ``\\xNN``, a lone surrogate as ``\\udXXX``), so that the journal,
+    a terminal and the report's files can hold it."""
+    if isinstance(row, UnreadableRow):
+        row = row.text
+    elif isinstance(row, Exception):
+        return None
+    if row is None:
+        return None
+    text = json_dumps(row)
+    return _SURROGATE.sub(_escaped, text) if _SURROGATE.search(text) else text
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    # Inside a JSON string: "\\" is one backslash, so the reader sees the escape as text.
+    return f"\\\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\\\u{code:04x}"
 
 
 def source_path(config: MigrationConfig, base_dir: Path) -> Path:
@@ -29,31 +74,122 @@ def source_rows(config: MigrationConfig, base_dir: Path) -> AsyncIterator[tuple[
     return _file_rows(config, base_dir) if config.source.file is not None else _sql_rows(config)
 
 
-async def _file_rows(config: MigrationConfig, base_dir: Path) -> AsyncIterator[tuple[str, Any]]:
-    """(where, row) per line of a CSV or JSON Lines file; a line that is not JSON: (where, ValueError)."""
+def _file_kind(config: MigrationConfig, path: Path) -> str:
     source = config.source.file
     assert source is not None
-    path = source.path if source.path.is_absolute() else base_dir / source.path
-    kind = source.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    return source.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+
+
+def _open(config: MigrationConfig, path: Path) -> Any:
+    source = config.source.file
+    assert source is not None
+    # utf-8-sig: a byte order mark at the start is skipped (and nothing else differs from utf-8).
+    encoding = "utf-8-sig" if codecs.lookup(source.encoding).name == "utf-8" else source.encoding
     try:
-        with path.open(encoding=source.encoding, newline="") as handle:
-            if kind == "csv":
-                for line, row in enumerate(csv.DictReader(handle), start=2):
-                    yield f"{path.name}:{line}", row
-                return
-            for line, text in enumerate(handle, start=1):
-                if text.strip():
-                    try:
-                        yield f"{path.name}:{line}", json.loads(text)
-                    except ValueError as exc:
-                        yield f"{path.name}:{line}", ValueError(f"not JSON: {exc}")
+        return path.open(encoding=encoding, errors="surrogateescape", newline="")
     except OSError as exc:
         raise BusError(f"migration {config.name}: cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:  # the whole file is in another encoding: say which setting to change
-        raise BusError(
-            f"migration {config.name}: {path} is not {source.encoding} text (byte {exc.start}: {exc.reason}); "
-            "set source.file.encoding (e.g. latin-1)"
-        ) from None
+
+
+def _not_text(config: MigrationConfig, text: str) -> UnreadableRow:
+    source = config.source.file
+    assert source is not None
+    shown = text.encode(source.encoding, "surrogateescape").decode(source.encoding, "backslashreplace")
+    return UnreadableRow(
+        f"not {source.encoding} text (the bytes shown as \\xNN); if the whole file is in another encoding, set "
+        "source.file.encoding (e.g. latin-1)",
+        shown,
+    )
+
+
+async def _file_rows(config: MigrationConfig, base_dir: Path) -> AsyncIterator[tuple[str, Any]]:
+    """(where, row) per record of a CSV or JSON Lines file; one that cannot be read: (where, UnreadableRow)."""
+    path = source_path(config, base_dir)
+    with _open(config, path) as handle:
+        try:
+            rows = _csv_rows(config, path, handle) if _file_kind(config, path) == "csv" else _jsonl_rows(config, path, handle)
+            for where, row in rows:
+                yield where, row
+        except OSError as exc:
+            raise BusError(f"migration {config.name}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _jsonl_rows(config: MigrationConfig, path: Path, handle: Any) -> Iterator[tuple[str, Any]]:
+    for line, text in enumerate(handle, start=1):
+        if not text.strip():
+            continue
+        where = f"{path.name}:{line}"
+        if _UNDECODED.search(text):
+            yield where, _not_text(config, text.rstrip("\r\n"))
+            continue
+        try:
+            yield where, json.loads(text)
+        except ValueError as exc:
+            yield where, UnreadableRow(f"not JSON: {exc}", text.rstrip("\r\n"))
+
+
+def _csv_header(config: MigrationConfig, path: Path, reader: Any) -> list[str]:
+    try:
+        header: list[str] | None = next(reader, None)
+    except csv.Error as exc:
+        raise BusError(f"migration {config.name}: the header of {path} is not CSV: {exc}") from None
+    if not header:
+        raise BusError(f"migration {config.name}: {path} has no header line (the first line names the columns)")
+    if any(_UNDECODED.search(name) for name in header):
+        raise BusError(f"migration {config.name}: the header of {path} is not text in the file's encoding; set source.file.encoding")
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, start=1):
+        if name in seen:
+            raise BusError(
+                f"migration {config.name}: the header of {path} names column {name!r} twice (columns {seen[name]} and {number}): "
+                "one would hide the other"
+            )
+        seen[name] = number
+    return header
+
+
+def _csv_rows(config: MigrationConfig, path: Path, handle: Any) -> Iterator[tuple[str, Any]]:
+    if csv.field_size_limit() < MAX_FIELD:
+        csv.field_size_limit(MAX_FIELD)
+    reader = csv.reader(handle)
+    header = _csv_header(config, path, reader)
+    width = len(header)
+    while True:
+        where = f"{path.name}:{reader.line_num + 1}"  # the line the record starts on (a quoted field can span lines)
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield where, UnreadableRow(f"not a CSV record: {exc}")
+            continue
+        if not values:  # a blank line
+            continue
+        if _UNDECODED.search("".join(values)):
+            yield where, _not_text(config, ",".join(values))
+        elif len(values) != width:
+            yield (
+                where,
+                UnreadableRow(
+                    f"{len(values)} fields where the header has {width} (a comma or quote in a value that is not quoted?)", values
+                ),
+            )
+        else:
+            yield where, dict(zip(header, values, strict=True))
+
+
+def source_columns(config: MigrationConfig, base_dir: Path) -> list[str] | None:
+    """A CSV source's columns (its header), or None (not a CSV file, or it cannot be read now)."""
+    if config.source.file is None:
+        return None
+    path = source_path(config, base_dir)
+    if _file_kind(config, path) != "csv":
+        return None
+    try:
+        with _open(config, path) as handle:
+            return _csv_header(config, path, csv.reader(handle))
+    except (BusError, OSError, LookupError):
+        return None
 
 
 async def _sql_rows(config: MigrationConfig) -> AsyncIterator[tuple[str, Any]]:
@@ -103,8 +239,7 @@ async def count_rows(config: MigrationConfig, base_dir: Path) -> int | None:
                 lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
         except OSError:
             return None
-        kind = config.source.file.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-        return max(0, lines - 1) if kind == "csv" else lines
+        return max(0, lines - 1) if _file_kind(config, path) == "csv" else lines
     from adapters.sql.pool import close_pool, is_postgres, open_pool
 
     source = config.source.sql

@@ -82,7 +82,7 @@ def check_config(
             produced.setdefault(made[0], []).append(made[1])
             first_producer.setdefault(made[0], ("inbound", i, "emit", "map"))
     for i, migration in enumerate(hub.migrations):
-        made = check.migration(i, migration.emit)
+        made = check.migration(i, migration)
         produced.setdefault(made[0], []).append(made[1])
         first_producer.setdefault(made[0], ("migrations", i, "emit", "map"))
     tables: dict[str, Type] = {}

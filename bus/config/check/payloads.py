@@ -3,6 +3,8 @@ Schema, a sample, or an OpenAPI operation's request body), its mapping against i
 
 from __future__ import annotations
 
+import codecs
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +44,28 @@ class PayloadChecks(Checker):
         contract = self.contract(config, ("inbound", index))
         return self.emit(emit, loc, contract.payload if contract is not None else None)
 
-    def migration(self, index: int, emit: Any) -> tuple[str, set[str] | None]:
-        """Check a migration's ``emit`` (``migrations[i].emit``) as an inbound's is checked: a row is its document."""
-        return self.emit(emit, ("migrations", index, "emit"))
+    def migration(self, index: int, migration: Any) -> tuple[str, set[str] | None]:
+        """Check a migration's ``emit`` (``migrations[i].emit``) as an inbound's is checked: a row is
+        its document. A CSV file's header is the shape of its rows (every column a string), so a
+        column read that the file does not have is an error naming the closest one."""
+        return self.emit(migration.emit, ("migrations", index, "emit"), self.csv_columns(migration.source.file))
+
+    def csv_columns(self, source: Any) -> dict[str, Any] | None:
+        """A CSV source's rows as a JSON Schema, from its header; None when it is not a CSV file or
+        cannot be read now (the run reports that itself)."""
+        if source is None or (source.format or ("csv" if source.path.suffix.lower() == ".csv" else "jsonl")) != "csv":
+            return None
+        path = source.path if source.path.is_absolute() else self.base_dir / source.path
+        encoding = "utf-8-sig" if codecs.lookup(source.encoding).name == "utf-8" else source.encoding
+        try:
+            with path.open(encoding=encoding, errors="replace", newline="") as handle:
+                header = next(csv.reader(handle), None)
+        except (OSError, csv.Error):
+            return None
+        if not header:
+            return None
+        properties = {name: {"type": "string"} for name in header}  # every record has every column (others are refused)
+        return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
     def emit(self, emit: Any, loc: Loc, offered: dict[str, Any] | None = None) -> tuple[str, set[str] | None]:
         """An ``emit`` block: its expressions against the payload's shape (declared in

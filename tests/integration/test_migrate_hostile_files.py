@@ -1,0 +1,165 @@
+"""`bus migrate` over an export as real ones come, into a target that answers what it likes.
+
+The export is Excel's "CSV UTF-8" (a byte order mark first) with what legacy exports hold: a
+quoted field over two lines, a 300 KB notes field, blank lines, a record with an unquoted comma
+(one field too many), a record cut short, and lines in another encoding (latin-1 bytes in a UTF-8
+file). The HTTP target already holds one record whose text is no Unicode (a lone surrogate, as a
+JSON ``"\\ud800"`` escape), and answers another read with one.
+
+- the plan names every refused record by its line and reason, exactly as the run then refuses them;
+- the run loads every other record, writes its report (JSON and HTML), and is not stopped by any
+  of them; nothing is half-written;
+- rollback puts the record that held the lone surrogate back as it was, to the character.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+
+from bus.app.cli import main
+from examples.kit.standin import serve
+
+BOM = b"\xef\xbb\xbf"
+NOTES = "n" * 300_000  # over the csv module's default field limit (128 KiB)
+
+
+def write_export(path: Path) -> dict[str, str]:
+    """The export's bytes; returns line -> the reason its record is refused."""
+    lines = [
+        b"ref,amount,currency,customer,notes",
+        b"H-0001,1.00,eur,Plain Ltd,",  # line 2
+        b'H-0002,2.00,eur,"Two-line, Inc",' + b'"first line',  # line 3: the notes field runs over two lines
+        b'second line"',  # line 4
+        b"H-0003,3.00,eur,Replaced Ltd,ok",  # line 5: the target holds a broken record here before the run
+        b"",  # line 6: blank
+        b"H-0004,4.00,eur,M\xfcller, S\xf8n,",  # line 7: latin-1 bytes (and an unquoted comma)
+        b"H-0005,5.00,eur,Comma, Unquoted,",  # line 8: one field too many
+        b"H-0006,6.00",  # line 9: cut short
+        b"H-0007,7.00,eur,Long Notes," + NOTES.encode(),  # line 10
+        b"H-0008,8.00,eur,Caf\xc3\xa9 Z\xc3\xbcrich,",  # line 11: UTF-8, fine
+        b"H-0009,9.00,eur,Answers Oddly,",  # line 12: the target answers its read with a lone surrogate
+    ]
+    path.write_bytes(BOM + b"\r\n".join(lines) + b"\r\n")
+    return {
+        "export.csv:7": "not utf-8 text",
+        "export.csv:8": "6 fields where the header has 5",
+        "export.csv:9": "2 fields where the header has 5",
+    }
+
+
+class OddService:
+    """Stores JSON documents by URL; one record (H-0003) holds a lone surrogate from before the
+    run, and the read of H-0009 answers one in a field of its own."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, dict[str, Any]] = {"/p/H-0003": {"ref": "H-0003", "amount": 1, "customer": "Broken \ud800 Ltd"}}
+        self.writes = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.method == "PUT":
+            self.writes += 1
+            self.documents[request.path] = await request.json()
+            return web.json_response({})
+        if request.method == "DELETE":
+            return web.json_response({}, status=200 if self.documents.pop(request.path, None) else 404)
+        found = self.documents.get(request.path)
+        if found is None:
+            return web.json_response({"error": "not found"}, status=404)
+        extra = {"etag": "\udc00"} if request.path.endswith("H-0009") else {}
+        return web.json_response({**found, **extra})  # json.dumps escapes the surrogate as \udc00
+
+
+def write_config(tmp_path: Path, port: int) -> Path:
+    url = f"http://127.0.0.1:{port}/p/$${{payment_id}}"
+    document = {
+        "kafka": {"bootstrap": "127.0.0.1:1", "topic_prefix": f"h{uuid.uuid4().hex[:8]}"},
+        "routes": [{"name": "all", "from": "Payment", "to": ["crm"]}],
+        "outbound": [
+            {
+                "name": "crm",
+                "type": "http",
+                "method": "PUT",
+                "url": url,
+                "body": {"ref": "payment_id", "amount": "amount", "customer": "customer_id"},
+            }
+        ],
+        "migrations": [
+            {
+                "name": "export",
+                "source": {"file": {"path": "export.csv"}},
+                "emit": {
+                    "schema": "Payment",
+                    "key": "ref",
+                    "map": {
+                        "payment_id": "ref",
+                        "amount": "minor_units(amount, currency)",
+                        "currency": "currency",
+                        "customer_id": "customer",
+                    },
+                },
+                "targets": {"crm": {"read": url}},
+                "batch_size": 4,
+            }
+        ],
+    }
+    path = tmp_path / "bus.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True))
+    return path
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_a_hostile_export_into_an_odd_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    service = OddService()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", service.handle)
+    runner, port = await serve(app)
+    try:
+        refused = write_export(tmp_path / "export.csv")
+        config = str(write_config(tmp_path, port))
+        before = json.dumps(service.documents, sort_keys=True)
+
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "plan", "export", "-c", config, "--json")
+        plan = json.loads(out)
+        assert code == 1, err
+        assert service.writes == 0
+        planned = {s["where"]: r["reason"] for r in plan["refusals"] for s in r["samples"]}
+        assert {where: reason.split(" (")[0] for where, reason in planned.items()} == refused
+        assert plan["rows"] == 9 and plan["per_subscriber"] == {"crm": 6}
+        latin = next(r for r in plan["refusals"] if r["reason"].startswith("not utf-8"))
+        assert latin["samples"][0]["row"] == "H-0004,4.00,eur,M\\xfcller, S\\xf8n,"  # the bytes shown, not lost
+
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "run", "export", "-c", config, "--json")
+        report = json.loads(out)
+        assert code == 1, err  # rows were refused
+        assert report["status"] == "finished"
+        ran = {s["where"]: g["reason"].split(" (")[0] for g in report["refusals"] for s in g["samples"]}
+        assert ran == refused
+        html = (tmp_path / ".bus-migrate" / "reports" / f"{report['run']}.html").read_text(encoding="utf-8")
+        assert html.count("export.csv:") == 3
+        held = {path.rsplit("/", 1)[1] for path in service.documents}
+        assert held == {f"H-000{i}" for i in (1, 2, 3, 7, 8, 9)}
+        assert service.documents["/p/H-0002"]["customer"] == "Two-line, Inc"
+        assert service.documents["/p/H-0008"]["customer"] == "Café Zürich"
+        assert service.documents["/p/H-0003"]["customer"] == "Replaced Ltd"
+        crm = next(s for s in report["subscribers"] if s["subscriber"] == "crm")
+        assert crm["checksums_equal"] and crm["different"] == 0, crm  # the odd field is the target's own, not ours
+
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "rollback", report["run"], "-c", config)
+        assert code == 0, out + err
+        assert json.dumps(service.documents, sort_keys=True) == before  # the lone surrogate is back, to the character
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,147 @@
+"""A migration's file source as exports really come: each record that cannot be read is refused
+alone with its line and why, and the rest are read; the config checker reads a CSV's header as the
+shape of its rows; the journal keeps text that is no Unicode (a lone surrogate) without failing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bus.app.cli import main
+from bus.app.migrate.sources import MAX_FIELD, UnreadableRow, row_json, source_rows
+from bus.config.migrations import FileSource, MigrationConfig
+from bus.errors import BusError
+from bus.migrate.journal import Entry, Journal
+
+
+def migration(path: str, **file: Any) -> MigrationConfig:
+    return MigrationConfig.model_validate(
+        {"name": "m", "source": {"file": {"path": path, **file}}, "emit": {"schema": "Payment", "key": "ref", "map": {"payment_id": "ref"}}}
+    )
+
+
+def read(tmp_path: Path, name: str, data: bytes, **file: Any) -> list[tuple[str, Any]]:
+    (tmp_path / name).write_bytes(data)
+
+    async def collect() -> list[tuple[str, Any]]:
+        return [item async for item in source_rows(migration(name, **file), tmp_path)]
+
+    return asyncio.run(collect())
+
+
+def test_a_csv_record_is_named_by_the_line_it_starts_on_and_a_bad_one_is_refused_alone(tmp_path: Path) -> None:
+    data = (
+        b"\xef\xbb\xbfref,note\r\n"  # Excel's "CSV UTF-8": a byte order mark first
+        b'A,"two\r\nlines"\r\n'  # lines 2-3
+        b"\r\n"  # 4: blank
+        b"B,one,two\r\n"  # 5: a field too many
+        b"C\r\n"  # 6: a field short
+        b"D,caf\xe9\r\n"  # 7: latin-1 in a UTF-8 file
+        b"E," + b"x" * (MAX_FIELD + 1) + b"\r\n"  # 8: over any sane field size
+        b"F,ok\r\n"  # 9
+    )
+    rows = read(tmp_path, "e.csv", data)
+    assert [where for where, _ in rows] == [f"e.csv:{n}" for n in (2, 5, 6, 7, 8, 9)]
+    good = {where: row for where, row in rows if not isinstance(row, Exception)}
+    assert good == {"e.csv:2": {"ref": "A", "note": "two\r\nlines"}, "e.csv:9": {"ref": "F", "note": "ok"}}
+    bad = {where: row for where, row in rows if isinstance(row, Exception)}
+    assert all(isinstance(row, UnreadableRow) for row in bad.values())
+    assert str(bad["e.csv:5"]).startswith("3 fields where the header has 2") and bad["e.csv:5"].text == ["B", "one", "two"]
+    assert str(bad["e.csv:6"]).startswith("1 fields where the header has 2")
+    assert str(bad["e.csv:7"]).startswith("not utf-8 text") and "set source.file.encoding" in str(bad["e.csv:7"])
+    assert row_json(bad["e.csv:7"]) == json.dumps("D,caf\\xe9")  # the byte shown, as text that can be stored and printed
+    assert str(bad["e.csv:8"]).startswith("not a CSV record: field larger than field limit")
+
+
+def test_a_large_field_is_read(tmp_path: Path) -> None:
+    rows = read(tmp_path, "e.csv", b"ref,note\nA," + b"n" * 500_000 + b"\n")
+    assert rows == [("e.csv:2", {"ref": "A", "note": "n" * 500_000})]
+
+
+def test_a_declared_encoding_reads_its_text_and_a_bom_is_only_skipped_in_utf8(tmp_path: Path) -> None:
+    assert read(tmp_path, "l.csv", "ref\nCafé\n".encode("latin-1"), encoding="latin-1") == [("l.csv:2", {"ref": "Café"})]
+    assert read(tmp_path, "u.csv", b"\xef\xbb\xbfref\nx\n", encoding="UTF8") == [("u.csv:2", {"ref": "x"})]
+
+
+def test_json_lines_refuses_bytes_that_are_not_text_and_lines_that_are_not_json(tmp_path: Path) -> None:
+    data = b'\xef\xbb\xbf{"ref": "A"}\n{"ref": "caf\xe9"}\n\n{"ref": \n{"ref": "\\ud800"}\n'
+    rows = read(tmp_path, "e.jsonl", data)
+    assert [where for where, _ in rows] == ["e.jsonl:1", "e.jsonl:2", "e.jsonl:4", "e.jsonl:5"]
+    assert rows[0][1] == {"ref": "A"}
+    assert str(rows[1][1]).startswith("not utf-8 text") and rows[1][1].text == '{"ref": "caf\\xe9"}'
+    assert str(rows[2][1]).startswith("not JSON") and rows[2][1].text == '{"ref": '
+    assert rows[3][1] == {"ref": "\ud800"}  # valid JSON; the schema's encoding refuses it later, with its reason
+    assert row_json(rows[3][1]) == '{"ref":"\\\\ud800"}'  # and its sample can be stored and printed
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"", "has no header line"),
+        (b"ref,amount,ref\n1,2,3\n", r"names column 'ref' twice \(columns 1 and 3\)"),
+        (b"r\xe9f\n1\n", "the header of .* is not text in the file's encoding"),
+    ],
+)
+def test_a_header_that_cannot_serve_stops_before_any_row(tmp_path: Path, data: bytes, says: str) -> None:
+    with pytest.raises(BusError, match=says):
+        read(tmp_path, "e.csv", data)
+
+
+@pytest.mark.parametrize("encoding", ["latin9x", "base64", "rot13"])
+def test_an_encoding_that_is_not_one_of_text_is_a_config_error(encoding: str) -> None:
+    with pytest.raises(ValueError, match="text encodings: utf-8"):
+        FileSource.model_validate({"path": "e.csv", "encoding": encoding})
+
+
+def config_with_csv(tmp_path: Path, header: bytes, map_: dict[str, str]) -> Path:
+    (tmp_path / "export.csv").write_bytes(header + b"\nA,1,eur\n")
+    document = {
+        "kafka": {"bootstrap": "127.0.0.1:1"},
+        "routes": [{"name": "all", "from": "Payment", "to": ["archive"]}],
+        "outbound": [{"name": "archive", "type": "file", "path": str(tmp_path / "out")}],
+        "migrations": [
+            {"name": "m", "source": {"file": {"path": "export.csv"}}, "emit": {"schema": "Payment", "key": "ref", "map": map_}}
+        ],
+    }
+    path = tmp_path / "bus.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def validate(config: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    capsys.readouterr()
+    main(["validate", "--json", "-c", str(config)])
+    return [f"{e['field']}: {e['message']}" for e in json.loads(capsys.readouterr().out)["errors"]]
+
+
+def test_the_checker_reads_a_csv_header_as_the_rows_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = {"payment_id": "ref", "amount": "minor_units(amount, currency)", "currency": "currency", "customer_id": "ref"}
+    assert validate(config_with_csv(tmp_path, b"\xef\xbb\xbfref,amount,currency", good), capsys) == []
+    typo = {**good, "currency": "curency"}
+    [error] = validate(config_with_csv(tmp_path, b"ref,amount,currency", typo), capsys)
+    assert error.startswith("migrations[0].emit.map.currency:") and "'currency'" in error  # the closest column named
+    as_text = {**good, "amount": "amount"}  # a CSV holds text: a number needs converting
+    [error] = validate(config_with_csv(tmp_path, b"ref,amount,currency", as_text), capsys)
+    assert error == "migrations[0].emit.map.amount: 'amount' is a string, and the field is an integer"
+
+
+def test_the_journal_keeps_text_that_is_no_unicode(tmp_path: Path) -> None:
+    """A before-image a target answered with a lone surrogate is put back to the character; a
+    reason or a target's error holding one is stored, shown as its escape."""
+    journal = Journal(tmp_path)
+    try:
+        before = json.dumps({"customer": "Broken \ud800 Ltd"}, ensure_ascii=False)
+        journal.journal("r", "crm", [Entry("crm", '["A"]', '["A"]', before, '{"customer":"ok"}', "d", "pending")])
+        journal.mark("r", "crm", ['["A"]'], "failed", ["the target said \udc80"])
+        journal.refuse("r", [("e.csv:2", "", "bad value <x\ud800>", None)])
+        [[entry]] = list(journal.entries("r", "crm"))
+        assert entry.before is not None and json.loads(entry.before) == {"customer": "Broken \ud800 Ltd"}
+        assert entry.error == "the target said \\udc80"
+        assert [reason for _, _, reason, _ in journal.refused("r")] == ["bad value <x\\ud800>"]
+    finally:
+        journal.close()
