@@ -5,6 +5,7 @@ from __future__ import annotations
 
 __all__ = ["FileSource", "MigrationConfig", "MigrationSource", "MigrationTarget", "SqlSource"]
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -14,12 +15,23 @@ from bus.config.adapters import EmitSpec
 from bus.config.base import ConfigModel
 from bus.config.fields import TemplateText
 
+# What a source query starts with, after blanks and comments: a read. (It also runs in a read-only
+# transaction; this says it at `bus validate`, before anything is contacted.)
+_READING = re.compile(r"(?:\s+|--[^\n]*\n|/\*.*?\*/)*\(*\s*(?:SELECT|WITH|TABLE|VALUES)\b", re.IGNORECASE | re.DOTALL)
+
 
 class SqlSource(ConfigModel):
     dsn: SecretStr = Field(description="postgresql://... or mysql://... (MariaDB); a secret: use ${ENV} or ${file:...}.")
     table: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", description="Read every row of this table.")
     query: str | None = Field(default=None, description="Or read what this SELECT returns (the source's own filter goes here).")
     batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows fetched at a time (a server-side cursor).")
+
+    @field_validator("query")
+    @classmethod
+    def _reads(cls, value: str | None) -> str | None:
+        if value is not None and not _READING.match(value):
+            raise ValueError("a migration only reads its source: the query must be a SELECT (or WITH ... SELECT)")
+        return value
 
     @model_validator(mode="after")
     def _one(self) -> SqlSource:

@@ -212,11 +212,16 @@ async def _sql_rows(config: MigrationConfig) -> AsyncIterator[tuple[str, Any]]:
             import aiomysql
 
             async with pool.acquire() as conn, conn.cursor(aiomysql.SSDictCursor) as cursor:
-                await cursor.execute(query)
-                while rows := await cursor.fetchmany(source.batch_size):
-                    for row in rows:
-                        n += 1
-                        yield f"row {n}", row
+                # Read only, as PostgreSQL's above: a query that would write fails, on any engine (MyISAM too).
+                await cursor.execute("START TRANSACTION READ ONLY")
+                try:
+                    await cursor.execute(query)
+                    while rows := await cursor.fetchmany(source.batch_size):
+                        for row in rows:
+                            n += 1
+                            yield f"row {n}", row
+                finally:
+                    await conn.rollback()
     finally:
         await close_pool(pool, dsn)
 

@@ -1,4 +1,5 @@
-"""`bus migrate` over an export as real ones come, into a target that answers what it likes.
+"""`bus migrate` over an export as real ones come, into a target that answers what it likes; and a
+source query that would write, which never does.
 
 The export is Excel's "CSV UTF-8" (a byte order mark first) with what legacy exports hold: a
 quoted field over two lines, a 300 KB notes field, blank lines, a record with an unquoted comma
@@ -10,6 +11,10 @@ JSON ``"\\ud800"`` escape), and answers another read with one.
 - the run loads every other record, writes its report (JSON and HTML), and is not stopped by any
   of them; nothing is half-written;
 - rollback puts the record that held the lone surrogate back as it was, to the character.
+
+A source query is refused at `bus validate` unless it is a SELECT; under it, both databases read
+in a read-only transaction, so a query that writes anyway (a PostgreSQL CTE, a MariaDB table
+without transactions) fails without changing a row.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from pydantic import SecretStr
 
 from bus.app.cli import main
+from bus.app.migrate.sources import source_rows
+from bus.config.migrations import MigrationConfig, SqlSource
 from examples.kit.standin import serve
+from tests.conftest import require_service
 
 BOM = b"\xef\xbb\xbf"
 NOTES = "n" * 300_000  # over the csv module's default field limit (128 KiB)
@@ -163,3 +172,43 @@ async def test_a_hostile_export_into_an_odd_target(tmp_path: Path, capsys: pytes
         assert json.dumps(service.documents, sort_keys=True) == before  # the lone surrogate is back, to the character
     finally:
         await runner.cleanup()
+
+
+async def test_a_source_query_that_would_write_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="the query must be a SELECT"):
+        SqlSource.model_validate({"dsn": "mysql://root@127.0.0.1:3306/test", "query": "DELETE FROM payments"})
+    require_service("MariaDB", "127.0.0.1", 3306)
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import aiomysql
+    import asyncpg
+
+    table = f"victim_{uuid.uuid4().hex[:8]}"
+    my = await aiomysql.connect(host="127.0.0.1", user="root", db="test", autocommit=True)
+    pg = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    writes = {
+        # No transactions on MyISAM: only the read-only transaction stands between the query and the rows.
+        "mysql://root@127.0.0.1:3306/test": f"DELETE FROM {table}",
+        "postgresql://postgres@127.0.0.1:5432/test": f"WITH gone AS (DELETE FROM {table} RETURNING *) SELECT * FROM gone",
+    }
+    try:
+        async with my.cursor() as cursor:
+            await cursor.execute(f"CREATE TABLE {table} (ref varchar(10)) ENGINE=MyISAM")
+            await cursor.execute(f"INSERT INTO {table} VALUES ('A'), ('B')")
+        await pg.execute(f"CREATE TABLE {table} (ref text); INSERT INTO {table} VALUES ('A'), ('B')")
+        for dsn, query in writes.items():
+            unchecked = SqlSource.model_construct(dsn=SecretStr(dsn), table=None, query=query, batch_size=100)  # as if it had passed
+            config = MigrationConfig.model_validate(
+                {"name": "m", "source": {"sql": unchecked}, "emit": {"schema": "Payment", "map": {"payment_id": "ref"}}}
+            )
+            with pytest.raises(Exception, match=r"(?i)read.only"):
+                [row async for row in source_rows(config, tmp_path)]
+        async with my.cursor() as cursor:
+            await cursor.execute(f"SELECT count(*) FROM {table}")
+            assert await cursor.fetchone() == (2,)
+        assert await pg.fetchval(f"SELECT count(*) FROM {table}") == 2
+    finally:
+        async with my.cursor() as cursor:
+            await cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        my.close()
+        await pg.execute(f"DROP TABLE IF EXISTS {table}")
+        await pg.close()
