@@ -62,6 +62,7 @@ __all__ = [
     "Response",
     "RetryableError",
     "SecretTemplate",
+    "TargetNotReady",
     "TargetOptions",
     "TargetState",
     "TemplateText",
@@ -101,7 +102,7 @@ from bus.config.base import ConfigModel
 from bus.config.fields import BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.documents import parse_json, parse_xml
-from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError, brief
+from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError, TargetNotReady, brief
 from bus.event import Event
 from bus.expr import compile_expression, compile_template, paths_of
 from bus.expr.body import Body

@@ -83,6 +83,12 @@ class RetryableError(BusError):
         self.retry_after = retry_after
 
 
+class TargetNotReady(RetryableError):
+    """The target is not set up for this config (a table, a column or a privilege missing). Live
+    delivery retries it (every event would fail alike until someone fixes the target, and then every
+    one should go through); a migration stops at once (someone is there to fix it and resume)."""
+
+
 class KafkaUnavailable(RetryableError):
     """Kafka could not acknowledge a produce in time."""
 

@@ -37,6 +37,7 @@ from bus.adapter_api import (
     Outbound,
     PermanentError,
     RetryableError,
+    TargetNotReady,
     TargetOptions,
     compile_expression,
 )
@@ -247,14 +248,14 @@ def _classify(exc: Exception, where: str) -> Exception:
     errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
     if errno is not None:
         if errno in _MYSQL_SETUP:
-            return RetryableError(f"{where}: the target is not set up for this config ({_MYSQL_SETUP[errno]}): {exc}")
+            return TargetNotReady(f"{where}: the target is not set up for this config ({_MYSQL_SETUP[errno]}): {exc}")
         if errno in {1205, 1213, 1040, 2002, 2003, 2006, 2013}:
             return RetryableError(f"{where}: {exc}")
         return PermanentError(f"{where}: {type(exc).__name__}: {exc}")
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate is not None:
         if sqlstate in _PG_SETUP:
-            return RetryableError(f"{where}: the target is not set up for this config ({_PG_SETUP[sqlstate]}): {exc}")
+            return TargetNotReady(f"{where}: the target is not set up for this config ({_PG_SETUP[sqlstate]}): {exc}")
         if sqlstate[:2] in {"08", "40", "53", "57"}:
             return RetryableError(f"{where}: {exc}")
         return PermanentError(f"{where}: {type(exc).__name__}: {exc}")

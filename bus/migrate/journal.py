@@ -3,8 +3,9 @@
 the job's pod). SQLite commits survive a SIGKILL of the job, and the journal is what makes a run
 resumable, verifiable and reversible:
 
-- ``runs``: one row per run: its id, migration, status (running, finished, failed,
-  rolling_back, rolled_back), who ran it, the config's digest, the source file's digest, counts,
+- ``runs``: one row per run: its id, migration, status (running, interrupted, verifying,
+  finished, rolling_back, rolled_back; abandoned: it stopped before writing anything and the
+  config has changed since), who ran it, the config's digest, the source file's digest, counts,
   the checkpoint (rows done), the reports it wrote.
 - ``entries``: per run, subscriber and record address: what the record held before the run (the
   before-image, typed JSON; NULL when it did not exist), what the run meant it to hold, and the

@@ -75,7 +75,9 @@ def build_report(
     counts = journal.count_entries(run.id)
     subscribers = []
     for name in sorted(set(counts) | set(checks)):
-        entry = {"subscriber": name, "entries": counts.get(name, {})}
+        # Rows this target refused: at the read before the write, or at the write (its failed entries).
+        refused = sum(g["count"] for g in refusals.values() if g["subscriber"] == name)
+        entry = {"subscriber": name, "entries": counts.get(name, {}), "refused": refused}
         if name in checks:
             check = checks[name].as_json()
             for difference in check["differences"]:
@@ -174,7 +176,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"<dt>Verified at</dt><dd>{_e(report['verified_at'])}</dd>",
         "</dl>",
         "<h2>Per subscriber</h2><table id=subscribers><tr><th>Subscriber</th><th>Records</th><th>Written</th><th>Unchanged</th>"
-        "<th>Failed</th><th>Source checksum</th><th>Target checksum</th><th>Result</th></tr>",
+        "<th>Refused</th><th>Source checksum</th><th>Target checksum</th><th>Result</th></tr>",
     ]
     for s in report["subscribers"]:
         entries = s.get("entries", {})
@@ -182,7 +184,7 @@ def render_html(report: dict[str, Any]) -> str:
         result = _badge(None if not verifiable else s.get("checksums_equal"), "checksums equal", f"{s.get('different', 0):,} differ")
         out.append(
             f"<tr><td><code>{_e(s['subscriber'])}</code></td><td>{s.get('records', 0):,}</td><td>{entries.get('written', 0):,}</td>"
-            f"<td>{entries.get('unchanged', 0):,}</td><td>{entries.get('failed', 0):,}</td>"
+            f"<td>{entries.get('unchanged', 0):,}</td><td>{s.get('refused', 0):,}</td>"
             f"<td class=mono>{_e(s.get('source_checksum'))}</td><td class=mono>{_e(s.get('target_checksum') or '-')}</td>"
             f"<td>{result}</td></tr>"
         )

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from bus.adapter_api import AdapterRegistry, Context, Event, Outbound, OutboundConfig, TargetOptions, TargetState
 from bus.config.loader import LoadedConfig
 from bus.config.migrations import MigrationConfig
-from bus.errors import BusError, PermanentError, RetryableError
+from bus.errors import BusError, PermanentError, RetryableError, TargetNotReady
 from bus.logs import REDACTOR
 from bus.runtime.retry import RetryPolicy
 
@@ -96,6 +96,8 @@ class Target:
             attempts += 1
             try:
                 await call(*args)
+            except TargetNotReady as error:
+                raise self._not_ready(error) from None
             except RetryableError as error:
                 why = self.policy.give_up(attempts, time.monotonic() - first)
                 if why is not None:
@@ -113,11 +115,17 @@ class Target:
             attempts += 1
             try:
                 return await call(*args)
+            except TargetNotReady as exc:
+                raise self._not_ready(exc) from None
             except RetryableError as exc:
                 if self.policy.give_up(attempts, time.monotonic() - first) is not None:
                     raise
                 log.warning("migration target %s: %s failed, retrying: %s", self.name, what, REDACTOR.redact(str(exc)))
                 await asyncio.sleep(self.policy.delay(attempts, exc))
+
+    def _not_ready(self, error: TargetNotReady) -> BusError:
+        """Waiting would not help a job someone is running: stop, saying what to fix (a run stays resumable)."""
+        return BusError(f"target {self.name}: {REDACTOR.redact(str(error))}; fix the target or the config, then run the command again")
 
     async def read_each(self, addresses: list[Any]) -> list[dict[str, Any] | PermanentError | None]:
         """What the target holds at each address, read in one call; when that call is refused

@@ -212,3 +212,70 @@ async def test_a_source_query_that_would_write_changes_nothing(tmp_path: Path, c
         my.close()
         await pg.execute(f"DROP TABLE IF EXISTS {table}")
         await pg.close()
+
+
+def pg_config(tmp_path: Path, table: str) -> Path:
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"ref": f"T-{i}", "cents": i}) + "\n" for i in range(5)))
+    document = {
+        "kafka": {"bootstrap": "127.0.0.1:1"},
+        "routes": [{"name": "all", "from": "Payment", "to": ["books"]}],
+        "outbound": [
+            {
+                "name": "books",
+                "type": "sql",
+                "dsn": "postgresql://postgres@127.0.0.1:5432/test",
+                "table": table,
+                "key": ["ref"],
+                "columns": {"ref": "payment_id", "amount": "amount"},
+            }
+        ],
+        "migrations": [
+            {
+                "name": "rows",
+                "source": {"file": {"path": "rows.jsonl"}},
+                "emit": {"schema": "Payment", "key": "ref", "map": {"payment_id": "ref", "amount": "cents", "currency": '"eur"'}},
+            }
+        ],
+    }
+    path = tmp_path / "bus.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+async def test_a_target_not_set_up_stops_the_run_at_once_and_the_fix_starts_afresh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A table that is not there stops the run at its first read (retried, it would wait for
+    hours with nobody told but the log), saying what to fix; that run wrote nothing, so the config
+    with the right table starts a new one. A target that refuses every record (a key column of
+    another type) is said per target in the summary, not hidden under "0 failed"."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import asyncpg
+
+    good, wrong_type = f"books_{uuid.uuid4().hex[:8]}", f"books_{uuid.uuid4().hex[:8]}"
+    pg = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        await pg.execute(f"CREATE TABLE {good} (ref text PRIMARY KEY, amount bigint)")
+        await pg.execute(f"CREATE TABLE {wrong_type} (ref int PRIMARY KEY, amount bigint)")
+        config = str(pg_config(tmp_path, f"{good}_typo"))
+        started = asyncio.get_running_loop().time()
+        code, _, err = await asyncio.to_thread(cli, capsys, "migrate", "run", "rows", "-c", config)
+        assert code == 1 and "the target is not set up for this config (no such table)" in err and "fix the target or the config" in err
+        assert asyncio.get_running_loop().time() - started < 20  # not retried for the policy's hours
+
+        config = str(pg_config(tmp_path, good))
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "run", "rows", "-c", config)
+        assert code == 0, err
+        assert "books: 5 written, 0 unchanged, 0 refused by the target" in out and "checksums equal" in out
+        assert await pg.fetchval(f"SELECT count(*) FROM {good}") == 5
+        code, out, _ = await asyncio.to_thread(cli, capsys, "migrate", "runs", "rows", "-c", config, "--json")
+        assert [r["status"] for r in json.loads(out)] == ["abandoned", "finished"]
+
+        config = str(pg_config(tmp_path, wrong_type))
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "run", "rows", "-c", config, "--again")  # the same file
+        assert code == 1, err
+        assert "books: 0 written, 0 unchanged, 5 refused by the target" in out and "nothing it holds from this run" in out
+    finally:
+        await pg.execute(f"DROP TABLE IF EXISTS {good}")
+        await pg.execute(f"DROP TABLE IF EXISTS {wrong_type}")
+        await pg.close()

@@ -128,19 +128,21 @@ def _print_outcome(run: RunInfo, *, as_json: bool) -> int:
         print(text)  # as written: a value that is no Unicode stays a JSON escape (printed, it could not be encoded)
     else:
         source = report.get("source", {})
-        print(f"run {run.id}: {run.status}; {source.get('rows', 0):,} rows read, {source.get('refused', 0):,} refused; "
-              f"source checksum {source.get('checksum')}")  # fmt: skip
+        print(f"run {run.id}: {run.status}; {source.get('rows', 0):,} rows read, {source.get('refused', 0):,} refused by the "
+              f"mapping; source checksum {source.get('checksum')}")  # fmt: skip
         for s in report.get("subscribers", []):
             entries = s.get("entries", {})
             verdict = (
                 "unverifiable (no read-back)"
                 if not s.get("verifiable")
-                else "checksums equal"
-                if s.get("checksums_equal")
                 else f"{s.get('different', 0):,} record(s) differ"
+                if not s.get("checksums_equal")
+                else "checksums equal"
+                if s.get("records")
+                else "nothing it holds from this run to compare"
             )
             print(f"  {s['subscriber']}: {entries.get('written', 0):,} written, {entries.get('unchanged', 0):,} unchanged, "
-                  f"{entries.get('failed', 0):,} failed; target {s.get('target_checksum') or '-'}: {verdict}")  # fmt: skip
+                  f"{s.get('refused', 0):,} refused by the target; target {s.get('target_checksum') or '-'}: {verdict}")  # fmt: skip
             for d in s.get("differences", [])[:10]:
                 fields = ", ".join(f"{k}: expected {v['expected']!r}, holds {v['actual']!r}" for k, v in d["fields"].items())
                 print(f"      {d['key']}: {fields}")

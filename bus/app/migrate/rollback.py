@@ -55,7 +55,7 @@ async def rollback_run(
         with migration_lock(state_dir, run.migration):
             if run.status == "rolled_back":
                 raise BusError(f"run {run_id} was already rolled back")
-            later = [r for r in journal.runs(run.migration) if r.started > run.started and r.status != "rolled_back"]
+            later = [r for r in journal.runs(run.migration) if r.started > run.started and r.status not in ("rolled_back", "abandoned")]
             if later and not force:
                 raise BusError(
                     f"run {later[-1].id} of {run.migration} ran after {run_id}: roll it back first "

@@ -55,7 +55,7 @@ from bus.migrate.verify import verify_run
 from schemas.catalog import SchemaCatalog
 
 log = logging.getLogger("bus.migrate")
-RESUMABLE = ("running", "interrupted")
+RESUMABLE = ("running", "interrupted", "verifying")  # verifying: killed while reading back; resuming writes nothing more
 SETTLED = ("written", "unchanged", "failed")
 
 
@@ -253,6 +253,12 @@ async def _open_run(
     source_digest = file_digest(source_path(migration, base_dir)) if migration.source.file is not None else None
     earlier = journal.runs(migration.name)
     unfinished = [r for r in earlier if r.status in RESUMABLE]
+    if unfinished and unfinished[-1].config_digest != digest_now and not journal.has_entries(unfinished[-1].id):
+        # It stopped before writing anything (a target not set up, a typo in its table): nothing to
+        # finish or undo, so the config's fix starts a new run.
+        journal.set_status(unfinished[-1].id, "abandoned", finished=True)
+        log.warning("run %s of %s wrote nothing and the config has changed since: set aside", unfinished[-1].id, migration.name)
+        unfinished = []
     if unfinished:
         run = unfinished[-1]
         if run.config_digest != digest_now:
