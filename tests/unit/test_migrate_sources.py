@@ -145,3 +145,30 @@ def test_the_journal_keeps_text_that_is_no_unicode(tmp_path: Path) -> None:
         assert [reason for _, _, reason, _ in journal.refused("r")] == ["bad value <x\\ud800>"]
     finally:
         journal.close()
+
+
+def test_a_state_folder_that_cannot_serve_is_said_plainly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"ref": "A", "cents": 1}\n')
+    document = {
+        "kafka": {"bootstrap": "127.0.0.1:1"},
+        "routes": [{"name": "all", "from": "Payment", "to": ["archive"]}],
+        "outbound": [{"name": "archive", "type": "file", "path": str(tmp_path / "out")}],
+        "migrations": [
+            {
+                "name": "m",
+                "source": {"file": {"path": "rows.jsonl"}},
+                "emit": {"schema": "Payment", "key": "ref", "map": {"payment_id": "ref", "amount": "cents", "currency": '"eur"'}},
+            }
+        ],
+    }
+    config = tmp_path / "bus.yaml"
+    config.write_text(yaml.safe_dump(document))
+    (tmp_path / "a-file").write_text("")
+    capsys.readouterr()
+    assert main(["migrate", "run", "m", "-c", str(config), "--without-rollback", "--state", str(tmp_path / "a-file")]) == 1
+    assert f"the migration state folder {tmp_path / 'a-file'} cannot be used" in capsys.readouterr().err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "journal.sqlite").write_bytes(b"not a database, " * 100)
+    assert main(["migrate", "run", "m", "-c", str(config), "--without-rollback", "--state", str(tmp_path / "broken")]) == 1
+    err = capsys.readouterr().err
+    assert "the migration journal in" in err and "file is not a database" in err and "Traceback" not in err

@@ -7,6 +7,7 @@ __all__ = ["migrate_command"]
 import argparse
 import asyncio
 import json
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,20 @@ def migrate_command(args: argparse.Namespace, load: Callable[[Path, AdapterRegis
         print(json.dumps(plan.as_json(), indent=2, ensure_ascii=False) if args.json else render_plan(plan))
         return EXIT_PROBLEMS if plan.refused_rows else 0
     state = state_folder(args.config, args.state)
+    try:
+        return _with_state(args, loaded, catalog, registry, base_dir=base_dir, state=state)
+    except sqlite3.Error as exc:  # a full disk, a journal another tool holds: the run resumes once it is fixed
+        raise BusError(f"the migration journal in {state} failed: {exc}; once that is fixed, the same command resumes") from None
+    except OSError as exc:
+        if exc.filename is None or not str(exc.filename).startswith(str(state)):
+            raise
+        raise BusError(f"the migration state folder {state} cannot be used: {exc.strerror}; set --state or $BUS_MIGRATE_STATE") from None
+
+
+def _with_state(
+    args: argparse.Namespace, loaded: LoadedConfig, catalog: Any, registry: AdapterRegistry, *, base_dir: Path, state: Path
+) -> int:
+    command = args.migrate_command
     if command == "runs":
         return _list_runs(state, args.name, as_json=args.json)
     if command == "run":

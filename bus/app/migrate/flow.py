@@ -33,7 +33,8 @@ def find_migration(loaded: LoadedConfig, name: str) -> MigrationConfig:
 def refusal_reason(exc: Exception) -> str:
     """Why a row is refused, as the plan and the report show it (secrets redacted)."""
     text = str(exc) if isinstance(exc, EventRejected | ValueError) else f"{type(exc).__name__}: {exc}"
-    return REDACTOR.redact(text)
+    # A reason can quote the value, and a value can be no text (a lone surrogate): shown escaped.
+    return REDACTOR.redact(text.encode("utf-8", "backslashreplace").decode())
 
 
 @dataclass(slots=True)
