@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = ["MigrationPlan", "plan_migration", "render_plan"]
 
 import json
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ from typing import Any
 from bus.app.migrate.flow import RowFlow, find_migration, refusal_reason
 from bus.app.migrate.sources import row_json, source_rows
 from bus.config.loader import LoadedConfig
-from bus.migrate.canonical import overall_checksum
+from bus.config.migrations import MigrationConfig
+from bus.migrate.canonical import checksum_in_order
 from bus.migrate.report import MAX_REASONS, OTHER_REASONS, SAMPLES, shown_row
 from schemas.catalog import SchemaCatalog
 
@@ -83,11 +85,67 @@ def note_refusal(refused: dict[str, Refusal], reason: str, where: str, row: Any)
         refusal.samples.append(_sample(where, row))
 
 
+class SeenKeys:
+    """Each row's key and content digest, for the source checksum and to count keys that come
+    twice, kept out of the job's memory: in a private temporary SQLite database, which SQLite keeps
+    in memory while it is small and spills to a file of its own in $TMPDIR, unlinked as it is
+    made (nothing is left, even after a kill). A plan of millions of rows held them in a dict:
+    260 bytes a row. Not the journal: nothing any run or person reads."""
+
+    FLUSH = 2000  # rows added between writes to the database
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None)  # "": a private temporary database
+        self._db.execute("PRAGMA cache_size = -32768")  # 32 MiB of pages in memory, the rest on disk
+        self._db.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, digest TEXT NOT NULL) WITHOUT ROWID")
+        self._db.execute("CREATE TEMP TABLE batch (key TEXT PRIMARY KEY, digest TEXT NOT NULL) WITHOUT ROWID")
+        self._batch: dict[str, str] = {}
+        self.duplicates = 0
+
+    def add(self, key: str, digest: str) -> None:
+        if key in self._batch:
+            self.duplicates += 1
+        self._batch[key] = digest
+        if len(self._batch) >= self.FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        db = self._db
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO batch VALUES (?, ?)", self._batch.items())
+        (seen,) = db.execute("SELECT count(*) FROM batch JOIN seen USING (key)").fetchone()
+        self.duplicates += seen
+        db.execute("INSERT OR REPLACE INTO seen SELECT key, digest FROM batch")
+        db.execute("DELETE FROM batch")
+        db.execute("COMMIT")
+        self._batch = {}
+
+    def checksum(self) -> str:
+        """``overall_checksum`` of every key's latest digest (read in key order)."""
+        self._flush()
+        return checksum_in_order(self._db.execute("SELECT key, digest FROM seen ORDER BY key"))
+
+    def close(self) -> None:
+        self._db.close()
+
+
 async def plan_migration(loaded: LoadedConfig, catalog: SchemaCatalog, name: str, *, base_dir: Path) -> MigrationPlan:
     migration = find_migration(loaded, name)
     flow = RowFlow(loaded, catalog, migration)
     plan = MigrationPlan(migration.name)
-    digests: dict[str, str] = {}
+    seen = SeenKeys()
+    try:
+        await _plan_rows(plan, flow, migration, seen, base_dir)
+        plan.checksum = seen.checksum()
+        plan.duplicate_keys = seen.duplicates
+    finally:
+        seen.close()
+    return plan
+
+
+async def _plan_rows(plan: MigrationPlan, flow: RowFlow, migration: MigrationConfig, seen: SeenKeys, base_dir: Path) -> None:
     async for where, row in source_rows(migration, base_dir):
         plan.rows += 1
         try:
@@ -95,9 +153,7 @@ async def plan_migration(loaded: LoadedConfig, catalog: SchemaCatalog, name: str
         except Exception as exc:  # noqa: BLE001 - a row that cannot become an event is reported, not fatal
             note_refusal(plan.refused, refusal_reason(exc), where, row)
             continue
-        if routed.key in digests:
-            plan.duplicate_keys += 1
-        digests[routed.key] = routed.digest
+        seen.add(routed.key, routed.digest)
         for route in routed.failed_routes:
             note_refusal(plan.refused, f"route {route} failed", where, row)
         for subscriber, route, _ in routed.deliveries:
@@ -107,8 +163,6 @@ async def plan_migration(loaded: LoadedConfig, catalog: SchemaCatalog, name: str
             plan.routed += 1
         else:
             plan.unrouted += 1
-    plan.checksum = overall_checksum(digests)
-    return plan
 
 
 def render_plan(plan: MigrationPlan) -> str:
