@@ -49,7 +49,7 @@ def test_a_csv_record_is_named_by_the_line_it_starts_on_and_a_bad_one_is_refused
     assert [where for where, _ in rows] == [f"e.csv:{n}" for n in (2, 5, 6, 7, 8, 9)]
     good = {where: row for where, row in rows if not isinstance(row, Exception)}
     assert good == {"e.csv:2": {"ref": "A", "note": "two\r\nlines"}, "e.csv:9": {"ref": "F", "note": "ok"}}
-    bad = {where: row for where, row in rows if isinstance(row, Exception)}
+    bad: dict[str, Any] = {where: row for where, row in rows if isinstance(row, Exception)}
     assert all(isinstance(row, UnreadableRow) for row in bad.values())
     assert str(bad["e.csv:5"]).startswith("3 fields where the header has 2") and bad["e.csv:5"].text == ["B", "one", "two"]
     assert str(bad["e.csv:6"]).startswith("1 fields where the header has 2")
@@ -172,3 +172,24 @@ def test_a_state_folder_that_cannot_serve_is_said_plainly(tmp_path: Path, capsys
     assert main(["migrate", "run", "m", "-c", str(config), "--without-rollback", "--state", str(tmp_path / "broken")]) == 1
     err = capsys.readouterr().err
     assert "the migration journal in" in err and "file is not a database" in err and "Traceback" not in err
+
+
+def test_the_plan_counts_keys_seen_twice_and_checksums_as_a_dict_would() -> None:
+    """The plan's keys live in a temporary database, flushed every SeenKeys.FLUSH rows: keys that
+    come again in the same flush and across flushes are counted alike, and the checksum is the
+    one of each key's latest digest (what `run` gives for the same rows)."""
+    from bus.app.migrate.plan import SeenKeys
+    from bus.migrate.canonical import overall_checksum
+
+    seen, latest, again = SeenKeys(), dict[str, str](), 0
+    try:
+        for i in range(SeenKeys.FLUSH * 3 + 17):
+            key = f"k{i % (SeenKeys.FLUSH + 333)}" if i % 7 else f"é{i % 11}\U0001f600"  # repeats within and across flushes
+            digest = f"{i:032x}"
+            again += key in latest
+            latest[key] = digest
+            seen.add(key, digest)
+        assert seen.checksum() == overall_checksum(latest)
+        assert seen.duplicates == again > SeenKeys.FLUSH
+    finally:
+        seen.close()
