@@ -49,6 +49,13 @@ class FileSource(ConfigModel):
         "not the whole file; a UTF-8 file may start with a byte order mark.",
     )
 
+    delimiter: str = Field(
+        default=",",
+        min_length=1,
+        max_length=1,
+        description="A CSV file's field separator: `;` for many European exports, a tab for .tsv.",
+    )
+
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, value: str) -> str:

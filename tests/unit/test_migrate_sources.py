@@ -130,6 +130,21 @@ def test_the_checker_reads_a_csv_header_as_the_rows_shape(tmp_path: Path, capsys
     assert error == "migrations[0].emit.map.amount: 'amount' is a string, and the field is an integer"
 
 
+def test_a_file_separated_by_semicolons_is_said_and_then_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = {"payment_id": "ref", "amount": "minor_units(amount, currency)", "currency": "currency", "customer_id": "ref"}
+    config = config_with_csv(tmp_path, b"ref;amount;currency", good)
+    (tmp_path / "export.csv").write_bytes(b"ref;amount;currency\nA;1,50;eur\n")  # a European export: decimal commas
+    [error] = validate(config, capsys)
+    assert error == "migrations[0].source.file.delimiter: the header of export.csv reads as one column 'ref;amount;currency': set source.file.delimiter to ';'"
+    document = yaml.safe_load(config.read_text())
+    document["migrations"][0]["source"]["file"]["delimiter"] = ";"
+    config.write_text(yaml.safe_dump(document))
+    assert validate(config, capsys) == []
+    assert read(tmp_path, "export.csv", b"ref;amount;currency\nA;1,50;eur\n", delimiter=";") == [
+        ("export.csv:2", {"ref": "A", "amount": "1,50", "currency": "eur"})
+    ]
+
+
 def test_the_journal_keeps_text_that_is_no_unicode(tmp_path: Path) -> None:
     """A before-image a target answered with a lone surrogate is put back to the character; a
     reason or a target's error holding one is stored, shown as its escape."""

@@ -91,6 +91,11 @@ def _open(config: MigrationConfig, path: Path) -> Any:
         raise BusError(f"migration {config.name}: cannot read {path}: {exc.strerror or exc}") from None
 
 
+def _delimiter(config: MigrationConfig) -> str:
+    assert config.source.file is not None
+    return config.source.file.delimiter
+
+
 def _not_text(config: MigrationConfig, text: str) -> UnreadableRow:
     source = config.source.file
     assert source is not None
@@ -151,7 +156,7 @@ def _csv_header(config: MigrationConfig, path: Path, reader: Any) -> list[str]:
 def _csv_rows(config: MigrationConfig, path: Path, handle: Any) -> Iterator[tuple[str, Any]]:
     if csv.field_size_limit() < MAX_FIELD:
         csv.field_size_limit(MAX_FIELD)
-    reader = csv.reader(handle)
+    reader = csv.reader(handle, delimiter=_delimiter(config))
     header = _csv_header(config, path, reader)
     width = len(header)
     while True:
@@ -187,7 +192,7 @@ def source_columns(config: MigrationConfig, base_dir: Path) -> list[str] | None:
         return None
     try:
         with _open(config, path) as handle:
-            return _csv_header(config, path, csv.reader(handle))
+            return _csv_header(config, path, csv.reader(handle, delimiter=_delimiter(config)))
     except (BusError, OSError, LookupError):
         return None
 

@@ -48,7 +48,17 @@ class PayloadChecks(Checker):
         """Check a migration's ``emit`` (``migrations[i].emit``) as an inbound's is checked: a row is
         its document. A CSV file's header is the shape of its rows (every column a string), so a
         column read that the file does not have is an error naming the closest one."""
-        return self.emit(migration.emit, ("migrations", index, "emit"), self.csv_columns(migration.source.file))
+        columns = self.csv_columns(migration.source.file)
+        if columns is not None and len(columns["properties"]) == 1:
+            (only,) = columns["properties"]
+            other = next((d for d in ";\t|" if d in only), None)
+            if other is not None:  # one column whose name holds a separator: the file is not separated by commas
+                self.error(
+                    ("migrations", index, "source", "file", "delimiter"),
+                    f"the header of {migration.source.file.path} reads as one column {only!r}: set source.file.delimiter to {other!r}",
+                )
+                return self.emit(migration.emit, ("migrations", index, "emit"))
+        return self.emit(migration.emit, ("migrations", index, "emit"), columns)
 
     def csv_columns(self, source: Any) -> dict[str, Any] | None:
         """A CSV source's rows as a JSON Schema, from its header; None when it is not a CSV file or
@@ -59,7 +69,7 @@ class PayloadChecks(Checker):
         encoding = "utf-8-sig" if codecs.lookup(source.encoding).name == "utf-8" else source.encoding
         try:
             with path.open(encoding=encoding, errors="replace", newline="") as handle:
-                header = next(csv.reader(handle), None)
+                header = next(csv.reader(handle, delimiter=source.delimiter), None)
         except (OSError, csv.Error):
             return None
         if not header:
