@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = ["FileInbound"]
 
 import asyncio
+import codecs
 import contextlib
 import csv
 import hashlib
@@ -27,6 +28,8 @@ from typing import Any, ClassVar
 
 from adapters.file.config import FileInboundConfig
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_json
+
+MAX_FIELD = 64 << 20  # a CSV field's limit: the csv module's default, 128 KiB, is less than a notes column holds
 
 
 class _Unreadable(Exception):
@@ -43,13 +46,18 @@ def _rows(text: str, kind: str, delimiter: str) -> Iterator[tuple[int, Any, byte
                 except ValueError as exc:
                     yield number, ValueError(f"line {number}: invalid JSON: {exc}"), line.encode()
         return
+    if csv.field_size_limit() < MAX_FIELD:
+        csv.field_size_limit(MAX_FIELD)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     if not reader.fieldnames:
         raise _Unreadable("no CSV header row")
     for row in reader:
         raw = delimiter.join(v or "" for v in row.values() if isinstance(v, str)).encode()
-        if None in row:  # more fields than the header names
+        if None in row:  # more fields than the header names (an unquoted separator shifted the rest)
             yield reader.line_num, ValueError(f"line {reader.line_num}: {len(row[None])} field(s) beyond the header"), raw
+        elif None in row.values():  # fewer: DictReader fills the missing ones with None, read as nulls
+            missing = sum(v is None for v in row.values())
+            yield reader.line_num, ValueError(f"line {reader.line_num}: {missing} field(s) fewer than the header names"), raw
         else:
             yield reader.line_num, row, raw
 
@@ -123,7 +131,9 @@ class FileInbound(Inbound[FileInboundConfig]):
             data = path.read_bytes()
             checksum = hashlib.sha256(data).hexdigest()
             try:
-                return checksum, list(_rows(data.decode(encoding), kind, delimiter))
+                # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is skipped, not read into the first column's name.
+                text = data.decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
+                return checksum, list(_rows(text, kind, delimiter))
             except (UnicodeDecodeError, _Unreadable, csv.Error, MemoryError) as exc:
                 return checksum, f"{type(exc).__name__}: {exc}"
 

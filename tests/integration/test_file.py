@@ -32,7 +32,15 @@ def config(bootstrap: str, folder: Path, target: Target) -> dict[str, Any]:
                     "key": "account",
                     "map": {"payment_id": "ref", "amount": "int(cents)", "currency": "lower(cur)", "customer_id": "account"},
                 },
-            }
+            },
+            {  # Excel's "CSV UTF-8": a byte order mark before the header
+                "name": "exports-utf8",
+                "type": "file",
+                "path": str(folder.with_name("inbox-utf8")),
+                "poll_interval": "200ms",
+                "settle": "0s",
+                "emit": {"schema": "Payment", "key": "ref", "map": {"payment_id": "ref", "amount": "int(cents)", "currency": "cur"}},
+            },
         ],
         "routes": [{"name": "all", "from": "Payment", "to": ["erp"]}],
         "outbound": [{"name": "erp", "type": "http", "url": f"{target.url}/erp"}],
@@ -51,8 +59,13 @@ async def wait_for_file(path: Path, timeout: float = 30) -> dict[str, Any]:
 async def test_drop_folder_rows_to_events_with_manifests(tmp_path: Path, bootstrap: str) -> None:
     folder = tmp_path / "inbox"
     folder.mkdir()
+    folder.with_name("inbox-utf8").mkdir()
     target = await Target().start()
-    csv_bytes = "ref,cents,cur,account\nr1,100,EUR,Müller\nr2,oops,EUR,a2\nr3,300,EUR,a3,extra\nr4,400,USD,a4\n".encode("latin-1")
+    notes = "n" * 200_000  # a field over the csv module's default limit (128 KiB)
+    csv_bytes = (
+        "ref,cents,cur,account\nr1,100,EUR,Müller\nr2,oops,EUR,a2\nr3,300,EUR,a3,extra\nr4,400,USD,a4\n"
+        f"r5,500\nr6,600,EUR,{notes}\n"  # r5 is cut short: refused, not read as nulls
+    ).encode("latin-1")
     jsonl = (
         b'{"ref": "j1", "cents": "5", "cur": "USD", "account": "b1"}\n'
         b"{broken\n\n"
@@ -63,19 +76,23 @@ async def test_drop_folder_rows_to_events_with_manifests(tmp_path: Path, bootstr
             (folder / "ledger.csv").write_bytes(csv_bytes)
             (folder / "events.jsonl").write_bytes(jsonl)
             (folder / "garbled.csv").write_bytes(b"")  # no header: the file as a whole is unreadable
+            (folder.with_name("inbox-utf8") / "bom.csv").write_bytes(b"\xef\xbb\xbfref,cents,cur\nu1,7,EUR\n")
 
             csv_manifest = await wait_for_file(folder / "done" / "ledger.csv")
             jsonl_manifest = await wait_for_file(folder / "done" / "events.jsonl")
             failed = await wait_for_file(folder / "failed" / "garbled.csv")
-            assert {k: csv_manifest[k] for k in ("rows", "accepted", "rejected")} == {"rows": 4, "accepted": 2, "rejected": 2}
+            assert {k: csv_manifest[k] for k in ("rows", "accepted", "rejected")} == {"rows": 6, "accepted": 3, "rejected": 3}
+            bom_manifest = await wait_for_file(folder.with_name("inbox-utf8") / "done" / "bom.csv")
+            assert {k: bom_manifest[k] for k in ("rows", "accepted", "rejected")} == {"rows": 1, "accepted": 1, "rejected": 0}
             assert csv_manifest["sha256"] == hashlib.sha256(csv_bytes).hexdigest()
             assert {k: jsonl_manifest[k] for k in ("rows", "accepted", "rejected")} == {"rows": 3, "accepted": 2, "rejected": 1}
             assert "no CSV header" in failed["error"]
             assert not (folder / "ledger.csv").exists()
 
-            await target.wait_for(lambda: len(target.accepted) == 4)
+            await target.wait_for(lambda: len(target.accepted) == 6)
             bodies = {c.body["payment_id"]: c.body for c in target.accepted}
-            assert set(bodies) == {"r1", "r4", "j1", "j2"}
+            assert set(bodies) == {"r1", "r4", "r6", "j1", "j2", "u1"}
+            assert bodies["r6"]["customer_id"] == notes and bodies["u1"]["amount"] == 7
             assert bodies["r1"]["customer_id"] == "Müller" and bodies["r1"]["amount"] == 100 and bodies["r4"]["currency"] == "usd"
             # Ids are stable per file and line, so a second reading of a file would change nothing downstream.
             ids = {c.body["payment_id"]: c.headers["Idempotency-Key"] for c in target.accepted}
@@ -83,9 +100,10 @@ async def test_drop_folder_rows_to_events_with_manifests(tmp_path: Path, bootstr
 
             parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("exports"))
             where = sorted((dict(r.headers)["file_line"].decode(), dict(r.headers)["bus_origin"].decode().split(":")[1]) for r in parked)
-            assert where == [("2", "events.jsonl"), ("3", "ledger.csv"), ("4", "ledger.csv")]
+            assert where == [("2", "events.jsonl"), ("3", "ledger.csv"), ("4", "ledger.csv"), ("6", "ledger.csv")]
             reasons = " | ".join(dict(r.headers)["bus_error"].decode() for r in parked)
             assert "invalid JSON" in reasons and "beyond the header" in reasons and "mapping failed" in reasons
+            assert "2 field(s) fewer than the header names" in reasons
     finally:
         await target.stop()
 
@@ -93,6 +111,7 @@ async def test_drop_folder_rows_to_events_with_manifests(tmp_path: Path, bootstr
 async def test_a_file_dropped_twice_is_imported_once_unless_asked(tmp_path: Path, bootstrap: str) -> None:
     folder = tmp_path / "inbox"
     folder.mkdir()
+    folder.with_name("inbox-utf8").mkdir()
     target = await Target().start()
     content = b"ref,cents,cur,account\nr1,100,EUR,a1\nr2,200,EUR,a2\n"
     raw = config(bootstrap, folder, target)
