@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
+from bench.common import wait_ready
 from bus.codec import Codec
 from bus.config.models import KafkaConfig
 from bus.event import Event
@@ -42,17 +43,7 @@ class HubProcess:
         self.proc = await asyncio.create_subprocess_exec(
             str(bus), "--log-level", "WARNING", "run", "-c", str(path), "--role", self.role, env={**os.environ}
         )
-        async with httpx.AsyncClient() as client:
-            for _ in range(1200):
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"hub exited with {self.proc.returncode} before it was ready (its error is above)")
-                try:
-                    if (await client.get(f"http://127.0.0.1:{self.ops_port}/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError("hub not ready in 120 s")
+        await wait_ready(self.proc, f"http://127.0.0.1:{self.ops_port}/readyz", "the hub", seconds=120)
 
     async def metrics(self, client: httpx.AsyncClient) -> str:
         return (await client.get(f"http://127.0.0.1:{self.ops_port}/metrics")).text
