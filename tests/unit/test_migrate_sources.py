@@ -135,7 +135,10 @@ def test_a_file_separated_by_semicolons_is_said_and_then_read(tmp_path: Path, ca
     config = config_with_csv(tmp_path, b"ref;amount;currency", good)
     (tmp_path / "export.csv").write_bytes(b"ref;amount;currency\nA;1,50;eur\n")  # a European export: decimal commas
     [error] = validate(config, capsys)
-    assert error == "migrations[0].source.file.delimiter: the header of export.csv reads as one column 'ref;amount;currency': set source.file.delimiter to ';'"
+    assert error == (
+        "migrations[0].source.file.delimiter: the header of export.csv reads as one column 'ref;amount;currency': "
+        "set source.file.delimiter to ';'"
+    )
     document = yaml.safe_load(config.read_text())
     document["migrations"][0]["source"]["file"]["delimiter"] = ";"
     config.write_text(yaml.safe_dump(document))
