@@ -104,9 +104,7 @@ def config_with_csv(tmp_path: Path, header: bytes, map_: dict[str, str]) -> Path
         "kafka": {"bootstrap": "127.0.0.1:1"},
         "routes": [{"name": "all", "from": "Payment", "to": ["archive"]}],
         "outbound": [{"name": "archive", "type": "file", "path": str(tmp_path / "out")}],
-        "migrations": [
-            {"name": "m", "source": {"file": {"path": "export.csv"}}, "emit": {"schema": "Payment", "key": "ref", "map": map_}}
-        ],
+        "migrations": [{"name": "m", "source": {"file": {"path": "export.csv"}}, "emit": {"schema": "Payment", "key": "ref", "map": map_}}],
     }
     path = tmp_path / "bus.yaml"
     path.write_text(yaml.safe_dump(document))
