@@ -48,7 +48,6 @@ class FileSource(ConfigModel):
         description="The file's text encoding (e.g. latin-1 for an old export). A line that is not text in it is refused, "
         "not the whole file; a UTF-8 file may start with a byte order mark.",
     )
-
     delimiter: str = Field(
         default=",",
         min_length=1,

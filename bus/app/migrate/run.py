@@ -253,11 +253,12 @@ async def _open_run(
     source_digest = file_digest(source_path(migration, base_dir)) if migration.source.file is not None else None
     earlier = journal.runs(migration.name)
     unfinished = [r for r in earlier if r.status in RESUMABLE]
-    if unfinished and unfinished[-1].config_digest != digest_now and not journal.has_entries(unfinished[-1].id):
+    changed = bool(unfinished) and (unfinished[-1].config_digest, unfinished[-1].source_digest) != (digest_now, source_digest)
+    if changed and not journal.has_entries(unfinished[-1].id):
         # It stopped before writing anything (a target not set up, a typo in its table): nothing to
-        # finish or undo, so the config's fix starts a new run.
+        # finish or undo, so the fix (of the config, or of the file) starts a new run.
         journal.set_status(unfinished[-1].id, "abandoned", finished=True)
-        log.warning("run %s of %s wrote nothing and the config has changed since: set aside", unfinished[-1].id, migration.name)
+        log.warning("run %s of %s wrote nothing and its config or file has changed since: set aside", unfinished[-1].id, migration.name)
         unfinished = []
     if unfinished:
         run = unfinished[-1]

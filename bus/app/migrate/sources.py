@@ -14,7 +14,7 @@ refused, and so is one the csv module cannot parse; a field may be up to 64 MiB.
 
 from __future__ import annotations
 
-__all__ = ["UnreadableRow", "count_rows", "file_digest", "row_json", "source_columns", "source_path", "source_rows"]
+__all__ = ["UnreadableRow", "count_rows", "file_digest", "row_json", "source_path", "source_rows"]
 
 import codecs
 import csv
@@ -171,30 +171,16 @@ def _csv_rows(config: MigrationConfig, path: Path, handle: Any) -> Iterator[tupl
         if not values:  # a blank line
             continue
         if _UNDECODED.search("".join(values)):
-            yield where, _not_text(config, ",".join(values))
+            yield where, _not_text(config, _delimiter(config).join(values))
         elif len(values) != width:
             yield (
                 where,
                 UnreadableRow(
-                    f"{len(values)} fields where the header has {width} (a comma or quote in a value that is not quoted?)", values
+                    f"{len(values)} fields where the header has {width} (a separator or quote in a value that is not quoted?)", values
                 ),
             )
         else:
             yield where, dict(zip(header, values, strict=True))
-
-
-def source_columns(config: MigrationConfig, base_dir: Path) -> list[str] | None:
-    """A CSV source's columns (its header), or None (not a CSV file, or it cannot be read now)."""
-    if config.source.file is None:
-        return None
-    path = source_path(config, base_dir)
-    if _file_kind(config, path) != "csv":
-        return None
-    try:
-        with _open(config, path) as handle:
-            return _csv_header(config, path, csv.reader(handle, delimiter=_delimiter(config)))
-    except (BusError, OSError, LookupError):
-        return None
 
 
 async def _sql_rows(config: MigrationConfig) -> AsyncIterator[tuple[str, Any]]:
