@@ -173,12 +173,8 @@ def _csv_rows(config: MigrationConfig, path: Path, handle: Any) -> Iterator[tupl
         if _UNDECODED.search("".join(values)):
             yield where, _not_text(config, _delimiter(config).join(values))
         elif len(values) != width:
-            yield (
-                where,
-                UnreadableRow(
-                    f"{len(values)} fields where the header has {width} (a separator or quote in a value that is not quoted?)", values
-                ),
-            )
+            why = "a separator or quote in a value that is not quoted?" if len(values) > width else "a record cut short?"
+            yield where, UnreadableRow(f"{len(values)} fields where the header has {width} ({why})", values)
         else:
             yield where, dict(zip(header, values, strict=True))
 

@@ -403,7 +403,7 @@ async function showConfig() {
 
 // -- migrations (bus migrate) ------------------------------------------------------------------
 const RUN_STATE = { finished: "healthy", running: "retrying", verifying: "retrying", rolling_back: "retrying",
-  interrupted: "circuit_open", rolled_back: "paused" };
+  interrupted: "circuit_open", rolled_back: "paused", abandoned: "paused" };
 
 // The report needs the token too: fetched, then shown from a blob in a new tab.
 async function openReport(path) {
