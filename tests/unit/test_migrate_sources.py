@@ -92,6 +92,12 @@ def test_a_header_that_cannot_serve_stops_before_any_row(tmp_path: Path, data: b
         read(tmp_path, "e.csv", data)
 
 
+@pytest.mark.parametrize("data", [b'[{"ref": "A"}, {"ref": "B"}]\n', b'\n[\n  {"ref": "A"}\n]\n'])
+def test_a_json_array_is_not_taken_for_json_lines(tmp_path: Path, data: bytes) -> None:
+    with pytest.raises(BusError, match=r"holds a JSON array, not JSON Lines .* jq -c '\.\[\]' e\.json > e\.jsonl"):
+        read(tmp_path, "e.json", data)
+
+
 @pytest.mark.parametrize("encoding", ["latin9x", "base64", "rot13"])
 def test_an_encoding_that_is_not_one_of_text_is_a_config_error(encoding: str) -> None:
     with pytest.raises(ValueError, match="text encodings: utf-8"):

@@ -120,9 +120,16 @@ async def _file_rows(config: MigrationConfig, base_dir: Path) -> AsyncIterator[t
 
 
 def _jsonl_rows(config: MigrationConfig, path: Path, handle: Any) -> Iterator[tuple[str, Any]]:
+    first = True
     for line, text in enumerate(handle, start=1):
         if not text.strip():
             continue
+        if first and text.lstrip().startswith("["):  # a JSON array (an API's export), not one object per line
+            raise BusError(
+                f"migration {config.name}: {path} holds a JSON array, not JSON Lines (one object per line); "
+                f"convert it first, e.g. jq -c '.[]' {path.name} > {path.stem}.jsonl"
+            )
+        first = False
         where = f"{path.name}:{line}"
         if _UNDECODED.search(text):
             yield where, _not_text(config, text.rstrip("\r\n"))
