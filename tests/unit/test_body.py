@@ -126,3 +126,27 @@ def test_a_traceparent_that_does_not_parse_starts_a_new_trace(sent: str) -> None
     assert event.traceparent != sent and len(event.traceparent) == 55 and "\n" not in event.traceparent
     kept = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     assert Emitter(spec, source="/inbound/x").build({"id": "p1"}, traceparent=kept).traceparent == kept
+
+
+@pytest.mark.parametrize(
+    ("sent", "says"),
+    [({"a": 1}, "emit.id gave an object"), ([1, 2], "emit.id gave a list"), ("e1", None), (42, None)],
+)
+def test_an_id_or_key_that_is_not_one_value_is_refused(sent: object, says: str | None) -> None:
+    """A sender's id that is an object would become Python's text of it ("{'a': 1}") as the
+    event's id, and the same for a key: refused at the edge instead, saying which."""
+    from bus.config.adapters import EmitSpec
+    from bus.errors import EventRejected
+    from bus.mapping import Emitter
+
+    spec = EmitSpec.model_validate(
+        {"schema": "Payment", "id": "id", "key": "ref", "map": {"payment_id": "ref", "amount": "1", "currency": '"eur"'}}
+    )
+    emitter = Emitter(spec, source="/inbound/x")
+    if says is None:
+        assert emitter.build({"id": sent, "ref": "p1"}).id == str(sent)
+        return
+    with pytest.raises(EventRejected, match=says):
+        emitter.build({"id": sent, "ref": "p1"})
+    with pytest.raises(EventRejected, match=says.replace("id", "key")):
+        emitter.build({"id": "e1", "ref": sent})

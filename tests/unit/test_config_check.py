@@ -58,6 +58,13 @@ def test_the_quickstart_is_valid_with_no_warnings_even_strictly(quickstart: Path
             id="emit.map key",
         ),
         pytest.param(
+            "      id: id ",
+            "      id: data ",
+            "inbound[0].emit.id",
+            "'data' is an object: an event's id is one value, text or a number",
+            id="emit.id an object",
+        ),
+        pytest.param(
             "        status: data.object.status",
             "        status: data.object.statsu",
             "inbound[0].emit.map.status",

@@ -16,9 +16,14 @@ from bus.expr import paths_of
 from bus.expr.typecheck import Scope, closest
 from bus.expr.types import (
     ANY,
+    Array,
+    MapOf,
+    Record,
     Type,
+    describe,
     from_json_schema,
     from_sample,
+    non_null,
 )
 from bus.openapi import find_operation, load_document
 
@@ -89,7 +94,9 @@ class PayloadChecks(Checker):
         for name in ("key", "id", "subject"):
             text = getattr(emit, name, None)
             if text is not None:
-                self.expression(text, scope, (*loc, name))
+                found = non_null(self.expression(text, scope, (*loc, name)))
+                if isinstance(found, Record | Array | MapOf):  # its text would be Python's repr of it
+                    self.error((*loc, name), f"{text!r} is {describe(found)}: an event's {name} is one value, text or a number")
         target = self.schema(emit.schema_)
         if emit.map is None:
             return emit.schema_, None
