@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bus.adapter_api import AdapterRegistry
 from bus.docgen import BLOCKS, config_reference
@@ -76,3 +77,43 @@ def test_the_reference_lists_every_field_at_any_depth() -> None:
     described = model_table(http.Config)
     for name in ("failure_ratio", "reset_after", "when_open", "rate", "burst"):
         assert f"| `{name}` |" in described
+
+
+def _docs_yaml() -> list[tuple[str, dict[str, Any]]]:
+    import re
+
+    import yaml
+
+    pages = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md", *sorted((ROOT / "examples").glob("*/README.md"))]
+    found = []
+    for page in pages:
+        for number, block in enumerate(re.findall(r"```ya?ml\n(.*?)```", page.read_text(), re.S), start=1):
+            document = yaml.safe_load(block)  # a block that is not YAML fails here
+            if isinstance(document, dict):
+                found.append((f"{page.relative_to(ROOT)} block {number}", document))
+    return found
+
+
+def test_the_docs_config_examples_are_valid() -> None:
+    """A user copies these: each adapter, route and migration in a docs YAML block passes its own
+    model's validation (a flow mapping `{total: minor_units(total, currency)}` splits at the
+    comma, and did in three examples)."""
+    from bus.config.migrations import MigrationConfig
+    from bus.config.routes import RouteConfig
+
+    registry = AdapterRegistry.from_entry_points()
+    checked = 0
+    for where, document in _docs_yaml():
+        for kind in ("inbound", "outbound"):
+            for item in document.get(kind) or []:
+                cls = registry.get(item["type"], kind)
+                assert cls is not None, f"{where}: no {kind} adapter {item['type']!r}"
+                cls.Config.model_validate(item)
+                checked += 1
+        for item in document.get("routes") or []:
+            RouteConfig.model_validate(item)
+            checked += 1
+        for item in document.get("migrations") or []:
+            MigrationConfig.model_validate(item)
+            checked += 1
+    assert checked >= 15
