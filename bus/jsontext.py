@@ -11,10 +11,11 @@ One rule everywhere, so what a target receives does not depend on the adapter:
 
 from __future__ import annotations
 
-__all__ = ["compact", "dumps", "encoder", "jsonable"]
+__all__ = ["compact", "dumps", "encoder", "escape_surrogates", "jsonable"]
 
 import base64
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -80,3 +81,13 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
     if indent is None:
         return compact(value)
     return json.dumps(value, indent=indent, ensure_ascii=False, default=jsonable)
+
+
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+def escape_surrogates(text: str) -> str:
+    """JSON text with each lone surrogate (no character, so no UTF-8: a sender's or a target's
+    ``"\\ud800"``, read back) written as its escape again, as it came: the same JSON value, in
+    text that can be encoded, stored and sent. (Outside JSON, the escape shows what was there.)"""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

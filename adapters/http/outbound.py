@@ -49,6 +49,7 @@ from bus.adapter_api import (
 )
 from bus.cloudevents import http_headers
 from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, Post
+from bus.jsontext import escape_surrogates
 
 _RETRYABLE = {408, 425, 429}
 _URL_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
@@ -84,17 +85,14 @@ def _retry_after(response: Answer) -> float | None:
         return None  # an HTTP date: fall back to the runtime's backoff
 
 
-_SURROGATE = re.compile("[\\ud800-\\udfff]")
-
-
 def _json_body(document: Any) -> bytes:
     """A document as a JSON body. What a target once answered can hold text that is no Unicode
     (a lone surrogate, read from its ``"\\ud800"``): put back, it is sent as that same escape."""
     text = json_dumps(document)
     try:
         return text.encode()
-    except UnicodeEncodeError:  # only inside a JSON string can such a character be: its escape is valid JSON
-        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
+    except UnicodeEncodeError:
+        return escape_surrogates(text).encode()
 
 
 class HttpOutbound(Outbound[HttpOutboundConfig]):

@@ -24,7 +24,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import socket
 import sqlite3
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.errors import BusError
+from bus.jsontext import escape_surrogates
 from bus.migrate.canonical import checksum_in_order
 
 _KEYS_PER_QUERY = 500  # keys per IN (...): far below SQLite's limit on bound values
@@ -46,18 +46,11 @@ def _in_parts(keys: list[str]) -> Iterator[tuple[list[str], str]]:
         yield part, ", ".join("?" * len(part))
 
 
-_SURROGATE = re.compile("[\\ud800-\\udfff]")
-
-
 def _storable(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """``rows`` with every text SQLite can hold: a lone surrogate (no character, so not UTF-8: a
-    hostile target's ``"\\ud800"``, a reason quoting such a value) becomes its JSON escape, which
-    a JSON column reads back as the same value and a text column shows."""
-
-    def safe(value: Any) -> Any:
-        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value) if isinstance(value, str) else value
-
-    return [tuple(safe(v) for v in row) for row in rows]
+    """``rows`` with every text SQLite can hold: a lone surrogate (a hostile target's ``"\\ud800"``,
+    a reason quoting such a value) becomes its JSON escape, which a JSON column reads back as the
+    same value and a text column shows."""
+    return [tuple(escape_surrogates(v) if isinstance(v, str) else v for v in row) for row in rows]
 
 
 _SCHEMA = """
