@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from bus.config.adapters import EmitSpec
 from bus.config.base import ConfigModel
@@ -93,6 +93,16 @@ class MigrationTarget(ConfigModel):
     restore_method: Literal["PUT", "POST", "PATCH"] = Field(
         default="PUT", description="Rollback sends a record the run replaced back to `read` as it was before, with this method."
     )
+
+    @field_validator("read", "delete")
+    @classmethod
+    def _per_record(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and "${" not in value:  # one URL for every record: each read would answer the same one
+            raise ValueError(
+                f"{info.field_name} names no field of the event (e.g. .../payments/$${{payment_id}} in YAML): "
+                "every record would be read at the same URL"
+            )
+        return value
 
 
 class MigrationConfig(ConfigModel):

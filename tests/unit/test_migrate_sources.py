@@ -215,3 +215,14 @@ def test_the_plan_counts_keys_seen_twice_and_checksums_as_a_dict_would() -> None
         assert seen.duplicates == again > SeenKeys.FLUSH
     finally:
         seen.close()
+
+
+@pytest.mark.parametrize("field", ["read", "delete"])
+def test_a_read_or_delete_url_for_every_record_alike_is_a_config_error(field: str) -> None:
+    """A read URL naming no field of the event would answer the same record for every row: the
+    run would compare, and roll back, every row against one."""
+    from bus.config.migrations import MigrationTarget
+
+    with pytest.raises(ValueError, match=f"{field} names no field of the event"):
+        MigrationTarget.model_validate({"read": "https://crm.example/p/${payment_id}", field: "https://crm.example/payments"})
+    assert MigrationTarget.model_validate({field: "https://crm.example/p/${payment_id}"}) is not None
