@@ -279,3 +279,72 @@ async def test_a_target_not_set_up_stops_the_run_at_once_and_the_fix_starts_afre
         await pg.execute(f"DROP TABLE IF EXISTS {good}")
         await pg.execute(f"DROP TABLE IF EXISTS {wrong_type}")
         await pg.close()
+
+
+async def test_sigterm_stops_a_run_saying_where_and_the_same_command_resumes_it(tmp_path: Path) -> None:
+    """A Job's pod being stopped sends SIGTERM: the run stops where it waits, says so, is marked
+    interrupted, and the same command finishes it with every record once."""
+    import os
+    import signal
+    import sys
+
+    got: dict[str, int] = {}
+    stored: dict[str, Any] = {}
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.method == "PUT":
+            await asyncio.sleep(0.02)  # a slow target: the run is mid-way when it is stopped
+            got[request.path] = got.get(request.path, 0) + 1
+            stored[request.path] = await request.json()
+            return web.json_response({})
+        found = stored.get(request.path)
+        return web.json_response(found) if found is not None else web.json_response({}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner, port = await serve(app)
+    try:
+        rows = 300
+        (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"ref": f"S-{i}", "cents": i}) + "\n" for i in range(rows)))
+        url = f"http://127.0.0.1:{port}/p/$${{payment_id}}"
+        document = {
+            "kafka": {"bootstrap": "127.0.0.1:1"},
+            "routes": [{"name": "all", "from": "Payment", "to": ["crm"]}],
+            "outbound": [{"name": "crm", "type": "http", "method": "PUT", "url": url, "body": {"ref": "payment_id"}}],
+            "migrations": [
+                {
+                    "name": "rows",
+                    "source": {"file": {"path": "rows.jsonl"}},
+                    "emit": {"schema": "Payment", "key": "ref", "map": {"payment_id": "ref", "amount": "cents", "currency": '"eur"'}},
+                    "targets": {"crm": {"read": url}},
+                    "batch_size": 20,
+                }
+            ],
+        }
+        config = tmp_path / "bus.yaml"
+        config.write_text(yaml.safe_dump(document))
+        command = [str(Path(sys.executable).with_name("bus")), "migrate", "run", "rows", "-c", str(config)]
+        job = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        for _ in range(300):
+            if len(got) >= 40 or job.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert job.returncode is None and 40 <= len(got) < rows, len(got)
+        job.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(job.communicate(), 30)
+        assert job.returncode == 143, (out, err)
+        assert b"stopped (SIGTERM); run the same command again to resume" in out
+        assert b"interrupted at row" in err
+        listed = await asyncio.create_subprocess_exec(
+            *command[:2], "runs", "rows", "-c", str(config), "--json", stdout=asyncio.subprocess.PIPE, env=os.environ.copy()
+        )
+        [run] = json.loads((await listed.communicate())[0])
+        assert run["status"] == "interrupted"
+
+        again = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(again.communicate(), 120)
+        assert again.returncode == 0, out.decode()
+        assert f"run {run['id']}: finished".encode() in out  # the same run, resumed
+        assert len(got) == rows and max(got.values()) <= 2  # every record; one stopped mid-write may be written again
+    finally:
+        await runner.cleanup()

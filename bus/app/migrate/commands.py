@@ -7,11 +7,12 @@ __all__ = ["migrate_command"]
 import argparse
 import asyncio
 import json
+import signal
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bus.adapter_api import AdapterRegistry
 from bus.config.loader import LoadedConfig
@@ -19,6 +20,39 @@ from bus.errors import BusError
 from bus.migrate.journal import Journal, RunInfo, state_folder
 
 EXIT_PROBLEMS = 1
+T = TypeVar("T")
+
+
+class _Terminated(Exception):
+    """SIGTERM (a Job's pod being stopped) ended a run or rollback between two of its awaits."""
+
+
+def _stoppable(job: Coroutine[Any, Any, T]) -> T:
+    """Run ``job`` so that SIGTERM stops it as Ctrl-C does: cancelled where it waits, its state
+    saved (a run says ``interrupted`` and where), the same command resumes it. Without this, a
+    Job's pod being stopped ended the process with nothing said."""
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        stopped: list[bool] = []
+
+        def stop() -> None:
+            stopped.append(True)
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        try:
+            return await job
+        except asyncio.CancelledError:
+            if stopped:
+                raise _Terminated from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(main())
 
 
 def migrate_command(args: argparse.Namespace, load: Callable[[Path, AdapterRegistry], tuple[LoadedConfig, object]]) -> int:
@@ -61,19 +95,26 @@ def _with_state(
             start_http_server(args.metrics_port)
         options = RunOptions(without_rollback=args.without_rollback, again=args.again)
         try:
-            run = asyncio.run(
+            run = _stoppable(
                 run_migration(loaded, catalog, args.name, base_dir=base_dir, state_dir=state, registry=registry, options=options)
             )
         except KeyboardInterrupt:
             print("bus: interrupted; run the same command again to resume", flush=True)
             return 130
+        except _Terminated:
+            print("bus: stopped (SIGTERM); run the same command again to resume", flush=True)
+            return 143
         return _print_outcome(run, as_json=args.json)
     if command == "verify":
         return _print_outcome(asyncio.run(_verify(loaded, catalog, args.run, state, registry)), as_json=args.json)
     if command == "rollback":
         from bus.app.migrate.rollback import rollback_run
 
-        run, outcome = asyncio.run(rollback_run(loaded, args.run, state_dir=state, registry=registry, force=args.force))
+        try:
+            run, outcome = _stoppable(rollback_run(loaded, args.run, state_dir=state, registry=registry, force=args.force))
+        except _Terminated:
+            print("bus: stopped (SIGTERM); run the same command again to go on", flush=True)
+            return 143
         if args.json:
             print(json.dumps({"run": run.as_json(), "rollback": outcome}, indent=2, ensure_ascii=False))
         else:
