@@ -9,6 +9,7 @@ import asyncio
 import json
 import signal
 import sqlite3
+import threading
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +43,10 @@ def _stoppable(job: Coroutine[Any, Any, T]) -> T:
             stopped.append(True)
             task.cancel()
 
-        loop.add_signal_handler(signal.SIGTERM, stop)
+        # Only the main thread can take signals (the command is also called from a thread: the tests).
+        handled = threading.current_thread() is threading.main_thread()
+        if handled:
+            loop.add_signal_handler(signal.SIGTERM, stop)
         try:
             return await job
         except asyncio.CancelledError:
@@ -50,7 +54,8 @@ def _stoppable(job: Coroutine[Any, Any, T]) -> T:
                 raise _Terminated from None
             raise
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            if handled:
+                loop.remove_signal_handler(signal.SIGTERM)
 
     return asyncio.run(main())
 
