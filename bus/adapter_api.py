@@ -69,6 +69,7 @@ __all__ = [
     "Tracing",
     "WebMount",
     "WireFormat",
+    "allow_large_csv_fields",
     "brief",
     "comparable",
     "compile_expression",
@@ -85,6 +86,7 @@ __all__ = [
     "paths_of",
     "redact",
     "stop_in_order",
+    "text_codec",
 ]
 
 import asyncio
@@ -101,7 +103,7 @@ from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OpenApiOperat
 from bus.config.base import ConfigModel
 from bus.config.fields import BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
-from bus.documents import parse_json, parse_xml
+from bus.documents import allow_large_csv_fields, parse_json, parse_xml, text_codec
 from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError, TargetNotReady, brief
 from bus.event import Event
 from bus.expr import compile_expression, compile_template, paths_of

@@ -11,8 +11,10 @@ a body with more than ``MAX_DEPTH`` opening brackets.
 
 from __future__ import annotations
 
-__all__ = ["MAX_DEPTH", "parse_json", "parse_xml"]
+__all__ = ["CSV_MAX_FIELD", "MAX_DEPTH", "allow_large_csv_fields", "parse_json", "parse_xml", "text_codec"]
 
+import codecs
+import csv
 import json
 from typing import Any
 from xml.parsers import expat
@@ -89,3 +91,21 @@ def parse_xml(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         return xmltodict.parse(body, attr_prefix="", cdata_key="_text", disable_entities=True)
     except (expat.ExpatError, ValueError) as exc:
         raise ValueError(str(exc)) from exc
+
+
+# Files (a drop folder's, a migration's export) --------------------------------------------------
+
+CSV_MAX_FIELD = 64 << 20  # the csv module's default, 128 KiB, is less than a legacy notes or attachment column holds
+
+
+def allow_large_csv_fields() -> None:
+    """Raise the csv module's field limit (process-wide) to CSV_MAX_FIELD."""
+    if csv.field_size_limit() < CSV_MAX_FIELD:
+        csv.field_size_limit(CSV_MAX_FIELD)
+
+
+def text_codec(encoding: str) -> str:
+    """The codec to read a file declared as ``encoding`` with: for UTF-8, ``utf-8-sig``, so that a
+    byte order mark at the start (Excel's "CSV UTF-8") is skipped and not read into the first
+    column's name; nothing else differs."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding

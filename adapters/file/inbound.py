@@ -14,7 +14,6 @@ from __future__ import annotations
 __all__ = ["FileInbound"]
 
 import asyncio
-import codecs
 import contextlib
 import csv
 import hashlib
@@ -27,9 +26,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters.file.config import FileInboundConfig
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_json
-
-MAX_FIELD = 64 << 20  # a CSV field's limit: the csv module's default, 128 KiB, is less than a notes column holds
+from bus.adapter_api import (
+    Context,
+    Health,
+    Inbound,
+    Intake,
+    KafkaUnavailable,
+    RetryableError,
+    allow_large_csv_fields,
+    parse_json,
+    text_codec,
+)
 
 
 class _Unreadable(Exception):
@@ -46,8 +53,7 @@ def _rows(text: str, kind: str, delimiter: str) -> Iterator[tuple[int, Any, byte
                 except ValueError as exc:
                     yield number, ValueError(f"line {number}: invalid JSON: {exc}"), line.encode()
         return
-    if csv.field_size_limit() < MAX_FIELD:
-        csv.field_size_limit(MAX_FIELD)
+    allow_large_csv_fields()
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     if not reader.fieldnames:
         raise _Unreadable("no CSV header row")
@@ -131,8 +137,7 @@ class FileInbound(Inbound[FileInboundConfig]):
             data = path.read_bytes()
             checksum = hashlib.sha256(data).hexdigest()
             try:
-                # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is skipped, not read into the first column's name.
-                text = data.decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
+                text = data.decode(text_codec(encoding))  # a byte order mark is skipped
                 return checksum, list(_rows(text, kind, delimiter))
             except (UnicodeDecodeError, _Unreadable, csv.Error, MemoryError) as exc:
                 return checksum, f"{type(exc).__name__}: {exc}"

@@ -55,6 +55,11 @@ class FileSource(ConfigModel):
         description="A CSV file's field separator: `;` for many European exports, a tab for .tsv.",
     )
 
+    @property
+    def kind(self) -> Literal["csv", "jsonl"]:
+        """``format``, or by the file's suffix: .csv is CSV, anything else JSON Lines."""
+        return self.format or ("csv" if self.path.suffix.lower() == ".csv" else "jsonl")
+
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, value: str) -> str:

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from bus.app.cli import main
-from bus.app.migrate.sources import MAX_FIELD, UnreadableRow, row_json, source_rows
+from bus.app.migrate.sources import UnreadableRow, row_json, source_rows
 from bus.config.migrations import FileSource, MigrationConfig
+from bus.documents import CSV_MAX_FIELD
 from bus.errors import BusError
 from bus.migrate.journal import Entry, Journal
 
@@ -42,7 +43,7 @@ def test_a_csv_record_is_named_by_the_line_it_starts_on_and_a_bad_one_is_refused
         b"B,one,two\r\n"  # 5: a field too many
         b"C\r\n"  # 6: a field short
         b"D,caf\xe9\r\n"  # 7: latin-1 in a UTF-8 file
-        b"E," + b"x" * (MAX_FIELD + 1) + b"\r\n"  # 8: over any sane field size
+        b"E," + b"x" * (CSV_MAX_FIELD + 1) + b"\r\n"  # 8: over any sane field size
         b"F,ok\r\n"  # 9
     )
     rows = read(tmp_path, "e.csv", data)

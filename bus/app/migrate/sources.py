@@ -16,7 +16,6 @@ from __future__ import annotations
 
 __all__ = ["UnreadableRow", "count_rows", "file_digest", "row_json", "source_path", "source_rows"]
 
-import codecs
 import csv
 import hashlib
 import json
@@ -26,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from bus.config.migrations import MigrationConfig
+from bus.documents import allow_large_csv_fields, text_codec
 from bus.errors import BusError
 from bus.jsontext import dumps as json_dumps
 
-MAX_FIELD = 64 << 20  # the csv module's default, 128 KiB, is less than a legacy note or attachment column holds
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not decode, kept by "surrogateescape"
 _SURROGATE = re.compile("[\ud800-\udfff]")  # no character: undecoded bytes, or half of a surrogate pair alone
 
@@ -74,21 +73,18 @@ def source_rows(config: MigrationConfig, base_dir: Path) -> AsyncIterator[tuple[
     return _file_rows(config, base_dir) if config.source.file is not None else _sql_rows(config)
 
 
-def _file_kind(config: MigrationConfig, path: Path) -> str:
-    source = config.source.file
-    assert source is not None
-    return source.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-
-
 def _open(config: MigrationConfig, path: Path) -> Any:
     source = config.source.file
     assert source is not None
-    # utf-8-sig: a byte order mark at the start is skipped (and nothing else differs from utf-8).
-    encoding = "utf-8-sig" if codecs.lookup(source.encoding).name == "utf-8" else source.encoding
     try:
-        return path.open(encoding=encoding, errors="surrogateescape", newline="")
+        return path.open(encoding=text_codec(source.encoding), errors="surrogateescape", newline="")
     except OSError as exc:
         raise BusError(f"migration {config.name}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _kind(config: MigrationConfig) -> str:
+    assert config.source.file is not None
+    return config.source.file.kind
 
 
 def _delimiter(config: MigrationConfig) -> str:
@@ -112,7 +108,7 @@ async def _file_rows(config: MigrationConfig, base_dir: Path) -> AsyncIterator[t
     path = source_path(config, base_dir)
     with _open(config, path) as handle:
         try:
-            rows = _csv_rows(config, path, handle) if _file_kind(config, path) == "csv" else _jsonl_rows(config, path, handle)
+            rows = _csv_rows(config, path, handle) if _kind(config) == "csv" else _jsonl_rows(config, path, handle)
             for where, row in rows:
                 yield where, row
         except OSError as exc:
@@ -161,8 +157,7 @@ def _csv_header(config: MigrationConfig, path: Path, reader: Any) -> list[str]:
 
 
 def _csv_rows(config: MigrationConfig, path: Path, handle: Any) -> Iterator[tuple[str, Any]]:
-    if csv.field_size_limit() < MAX_FIELD:
-        csv.field_size_limit(MAX_FIELD)
+    allow_large_csv_fields()
     reader = csv.reader(handle, delimiter=_delimiter(config))
     header = _csv_header(config, path, reader)
     width = len(header)
@@ -238,7 +233,7 @@ async def count_rows(config: MigrationConfig, base_dir: Path) -> int | None:
                 lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
         except OSError:
             return None
-        return max(0, lines - 1) if _file_kind(config, path) == "csv" else lines
+        return max(0, lines - 1) if _kind(config) == "csv" else lines
     from adapters.sql.pool import close_pool, is_postgres, open_pool
 
     source = config.source.sql

@@ -3,7 +3,6 @@ Schema, a sample, or an OpenAPI operation's request body), its mapping against i
 
 from __future__ import annotations
 
-import codecs
 import csv
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import yaml
 from pydantic import BaseModel
 
 from bus.config.check.checker import Checker, Loc, texts_of
+from bus.documents import text_codec
 from bus.expr import paths_of
 from bus.expr.typecheck import Scope, closest
 from bus.expr.types import (
@@ -68,12 +68,11 @@ class PayloadChecks(Checker):
     def csv_columns(self, source: Any) -> dict[str, Any] | None:
         """A CSV source's rows as a JSON Schema, from its header; None when it is not a CSV file or
         cannot be read now (the run reports that itself)."""
-        if source is None or (source.format or ("csv" if source.path.suffix.lower() == ".csv" else "jsonl")) != "csv":
+        if source is None or source.kind != "csv":
             return None
         path = source.path if source.path.is_absolute() else self.base_dir / source.path
-        encoding = "utf-8-sig" if codecs.lookup(source.encoding).name == "utf-8" else source.encoding
         try:
-            with path.open(encoding=encoding, errors="replace", newline="") as handle:
+            with path.open(encoding=text_codec(source.encoding), errors="replace", newline="") as handle:
                 header = next(csv.reader(handle, delimiter=source.delimiter), None)
         except (OSError, csv.Error):
             return None
