@@ -24,8 +24,8 @@ from prometheus_client import REGISTRY
 from bus.app.cli import main
 from bus.errors import BusError
 from bus.migrate.journal import migration_lock
-from examples.kit.standin import serve
 from tests.conftest import require_service
+from tests.support.documents import DocumentService
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ROWS = 300
@@ -178,22 +178,8 @@ async def test_a_record_the_target_will_not_show_fails_alone(tmp_path: Path, cap
     written and is refused with the target's reason; every other record is loaded and checks out."""
     import asyncio
 
-    from aiohttp import web
-
-    stored: dict[str, Any] = {}
-
-    async def handle(request: web.Request) -> web.Response:
-        if request.path.endswith("/P-7"):
-            return web.json_response({"error": "record locked by another user"}, status=400)
-        if request.method == "PUT":
-            stored[request.path] = await request.json()
-            return web.json_response({})
-        found = stored.get(request.path)
-        return web.json_response(found) if found is not None else web.json_response({}, status=404)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner, port = await serve(app)
+    service = await DocumentService(refuse=frozenset({"/p/P-7"})).start()
+    port, stored = service.port, service.documents
     try:
         (tmp_path / "export.jsonl").write_text("".join(json.dumps({"ref": f"P-{i}", "cents": i}) + "\n" for i in range(20)))
         url = f"http://127.0.0.1:{port}/p/$${{payment_id}}"
@@ -221,7 +207,7 @@ async def test_a_record_the_target_will_not_show_fails_alone(tmp_path: Path, cap
         assert refusal["samples"][0]["row"]["ref"] == "P-7"
         assert len(stored) == 19 and not any(path.endswith("/P-7") for path in stored)
     finally:
-        await runner.cleanup()
+        await service.stop()
 
 
 async def test_a_row_the_database_refuses_fails_alone_the_rest_in_batches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,6 +35,7 @@ from bus.app.migrate.sources import source_rows
 from bus.config.migrations import MigrationConfig, SqlSource
 from examples.kit.standin import serve
 from tests.conftest import require_service
+from tests.support.documents import DocumentService
 
 BOM = b"\xef\xbb\xbf"
 NOTES = "n" * 300_000  # over the csv module's default field limit (128 KiB)
@@ -288,21 +289,8 @@ async def test_sigterm_stops_a_run_saying_where_and_the_same_command_resumes_it(
     import signal
     import sys
 
-    got: dict[str, int] = {}
-    stored: dict[str, Any] = {}
-
-    async def handle(request: web.Request) -> web.Response:
-        if request.method == "PUT":
-            await asyncio.sleep(0.02)  # a slow target: the run is mid-way when it is stopped
-            got[request.path] = got.get(request.path, 0) + 1
-            stored[request.path] = await request.json()
-            return web.json_response({})
-        found = stored.get(request.path)
-        return web.json_response(found) if found is not None else web.json_response({}, status=404)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner, port = await serve(app)
+    service = await DocumentService(delay=0.02).start()  # a slow target: the run is mid-way when it is stopped
+    port, got = service.port, service.writes
     try:
         rows = 300
         (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"ref": f"S-{i}", "cents": i}) + "\n" for i in range(rows)))
@@ -347,4 +335,4 @@ async def test_sigterm_stops_a_run_saying_where_and_the_same_command_resumes_it(
         assert f"run {run['id']}: finished".encode() in out  # the same run, resumed
         assert len(got) == rows and max(got.values()) <= 2  # every record; one stopped mid-write may be written again
     finally:
-        await runner.cleanup()
+        await service.stop()

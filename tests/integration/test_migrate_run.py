@@ -30,11 +30,10 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 
-from examples.kit.standin import serve
 from tests.conftest import require_service
 from tests.integration.test_migrate_plan import latin1_database
+from tests.support.documents import DocumentService
 from tests.support.tools import ROOT
 
 ROWS = int(os.environ.get("BUS_MIGRATE_ROWS", "100000"))
@@ -54,42 +53,13 @@ def refused_refs() -> set[str]:
     return {ref for ref, amount, _, _ in source_rows() if amount is None}
 
 
-class DocumentService:
-    """An HTTP API that stores JSON documents by URL: PUT stores, GET answers (with a field of its
-    own, as services add), DELETE removes; 404 for what is not there."""
-
-    def __init__(self) -> None:
-        self.documents: dict[str, dict[str, Any]] = {}
-        self.calls: Counter[str] = Counter()
-        self.port = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.calls[request.method] += 1
-        path = request.path
-        if request.method == "PUT":
-            document = await request.json()
-            self.documents[path] = {**document, "stored_by": "stand-in"}
-            return web.json_response({"ok": True})
-        if request.method == "DELETE":
-            found = self.documents.pop(path, None)
-            return web.json_response({"deleted": True}, status=200 if found else 404)
-        found = self.documents.get(path)
-        return web.json_response(found) if found is not None else web.json_response({"error": "not found"}, status=404)
-
-    def checksum(self) -> str:
-        return hashlib.sha256(json.dumps(self.documents, sort_keys=True).encode()).hexdigest()
-
-
 @pytest.fixture
 async def service() -> AsyncIterator[DocumentService]:
-    found = DocumentService()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", found.handle)
-    runner, found.port = await serve(app)
+    found = await DocumentService().start()
     try:
         yield found
     finally:
-        await runner.cleanup()
+        await found.stop()
 
 
 def write_config(tmp_path: Path, source_dsn: str, source_table: str, target_table: str, port: int) -> Path:
