@@ -24,6 +24,7 @@ from bus.expr.body import Body
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # what ids and keys nearly always are: checked by type alone
 _NOT_ONE_VALUE = (Mapping, list, tuple, set, bytes, bytearray)
 
 
@@ -80,9 +81,10 @@ class Emitter:
             subject = self._subject(document, meta) if self._subject else None
         except ExpressionError as exc:
             raise EventRejected(f"mapping failed: {exc}") from exc
-        for what, value in (("key", key), ("id", event_id), ("subject", subject)):
-            if isinstance(value, _NOT_ONE_VALUE):  # its text would be Python's repr: "{'a': 1}" as an id
-                raise EventRejected(f"emit.{what} gave {_kind(value)}, not text or a number")
+        if type(key) not in _PLAIN or type(event_id) not in _PLAIN or type(subject) not in _PLAIN:  # rare: look closer
+            for what, value in (("key", key), ("id", event_id), ("subject", subject)):
+                if isinstance(value, _NOT_ONE_VALUE):  # its text would be Python's repr: "{'a': 1}" as an id
+                    raise EventRejected(f"emit.{what} gave {_kind(value)}, not text or a number")
         # The mapped id when emit gives one; otherwise a new UUID, or none for a caller that sets
         # its own (a migration: a UUID made to be thrown away cost a fifth of the mapping).
         if event_id is not None:
