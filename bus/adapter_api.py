@@ -10,7 +10,8 @@ Lifecycle, in order:
    there yet; the runtime backs off and calls ``start()`` again.
 3. Inbound: acknowledge the source only after ``await ctx.sink.publish(event)`` returned, which
    is after Kafka acknowledged the event. ``publish`` raises ``EventRejected`` for input that does
-   not fit its schema (tell the source it is bad: a 400, a nack without requeue) and
+   not fit its schema, or is larger than a Kafka record (``EventTooLarge``; tell the source it is
+   bad: a 400 or 413, a nack without requeue, ``sink.reject`` to park it) and
    ``KafkaUnavailable`` when Kafka cannot acknowledge (tell the source to try later: a 503).
    Outbound: ``await deliver(event)`` is called for one event at a time per key; return means
    the target accepted it, ``RetryableError`` means back off and retry, ``PermanentError`` means
@@ -44,6 +45,7 @@ __all__ = [
     "Event",
     "EventRejected",
     "EventSink",
+    "EventTooLarge",
     "Expression",
     "ExpressionError",
     "GroupCommit",
@@ -104,7 +106,16 @@ from bus.config.base import ConfigModel
 from bus.config.fields import BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.documents import allow_large_csv_fields, parse_json, parse_xml, text_codec
-from bus.errors import EventRejected, ExpressionError, KafkaUnavailable, PermanentError, RetryableError, TargetNotReady, brief
+from bus.errors import (
+    EventRejected,
+    EventTooLarge,
+    ExpressionError,
+    KafkaUnavailable,
+    PermanentError,
+    RetryableError,
+    TargetNotReady,
+    brief,
+)
 from bus.event import Event
 from bus.expr import compile_expression, compile_template, paths_of
 from bus.expr.body import Body

@@ -16,6 +16,7 @@ __all__ = ["CSV_MAX_FIELD", "MAX_DEPTH", "allow_large_csv_fields", "parse_json",
 import codecs
 import csv
 import json
+import sys
 from typing import Any
 from xml.parsers import expat
 
@@ -46,6 +47,10 @@ def parse_json(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         document = json.loads(data)
     except RecursionError:
         raise ValueError(f"JSON nested more than {max_depth} levels deep") from None
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # Python's own limit; its advice is for Python programmers
+            raise ValueError(f"a number has more than {sys.get_int_max_str_digits():,} digits") from None
+        raise
     # UnicodeDecodeError and json's JSONDecodeError are ValueErrors: they pass through as they are.
     openers = data.count(b"[") + data.count(b"{") if isinstance(data, bytes) else data.count("[") + data.count("{")
     if openers > max_depth and _too_deep(document, max_depth):

@@ -104,6 +104,10 @@ class EventRejected(PermanentError):
     """Input refused at the edge where it came in; the message says which field and why."""
 
 
+class EventTooLarge(EventRejected):
+    """The event, as a Kafka record, is larger than Kafka takes: no retry can store it (a 413)."""
+
+
 class ExpressionError(PermanentError, ValueError):
     """An expression could not be parsed (with position) or evaluated.
 

@@ -24,6 +24,25 @@ from bus.expr.body import Body
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
+# An event's id and subject travel as Kafka and HTTP headers (ce_id, ce-subject) to every target:
+# CloudEvents allows them neither control characters (a CR or LF would end a header line) nor
+# surrogates or noncharacters, and a header line has limits (8 KiB in most servers).
+_NOT_ATTRIBUTE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_ATTRIBUTE_CHARS = 4096
+
+
+def _check_attribute(what: str, value: str) -> None:
+    if len(value) > MAX_ATTRIBUTE_CHARS:
+        raise EventRejected(f"the event's {what} is {len(value):,} characters long; at most {MAX_ATTRIBUTE_CHARS:,} are accepted")
+    found = _NOT_ATTRIBUTE_TEXT.search(value)
+    if found is not None:
+        raise EventRejected(
+            f"the event's {what} {value[:40]!r} holds U+{ord(found.group()):04X} at position {found.start()}: "
+            "an event's id and subject cannot hold control characters, surrogates or noncharacters"
+        )
+
+
 _PLAIN = frozenset({str, int, float, bool, type(None)})  # what ids and keys nearly always are: checked by type alone
 _NOT_ONE_VALUE = (Mapping, list, tuple, set, bytes, bytearray)
 
@@ -89,6 +108,8 @@ class Emitter:
         # its own (a migration: a UUID made to be thrown away cost a fifth of the mapping).
         if event_id is not None:
             ident = str(event_id)
+            if not ident:  # every empty id would be the same event to the ledger, lineage and targets
+                raise EventRejected("emit.id gave an empty value: every event needs an id of its own")
         elif new_id:
             ident = str(uuid.uuid4())
         else:
@@ -100,13 +121,19 @@ class Emitter:
             source=self.source,
             key=None if key is None else str(key),
             type=self.event_type,
-            subject=None if subject is None else str(subject),
+            subject=None if subject is None or subject == "" else str(subject),
             # W3C trace context: a value that does not parse starts a new trace (it came from the
             # sender, and goes on as a header to every target: a CR/LF in it must not travel).
             traceparent=traceparent if traceparent and _TRACEPARENT.fullmatch(traceparent) else new_traceparent(),
         )
         if cloudevent:
             self._adopt(event, cloudevent, subject_mapped=self._subject is not None, id_mapped=event_id is not None)
+        if event_id is not None or cloudevent:  # a UUID made here needs no look
+            _check_attribute("id", event.id)
+        if event.subject is not None:
+            _check_attribute("subject", event.subject)
+        if event.key is not None and _SURROGATE.search(event.key):  # not text Kafka can carry
+            raise EventRejected(f"the event's key {event.key[:40]!r} holds a lone surrogate, which is not text")
         return event
 
     @staticmethod

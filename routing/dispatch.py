@@ -18,9 +18,10 @@ from typing import Any
 from bus.codec import Codec
 from bus.config.routes import TableConfig
 from bus.deadletters import why_headers
-from bus.errors import BusError, PermanentError
+from bus.errors import BusError, EventTooLarge, PermanentError
 from bus.event import Event
 from bus.expr import Compiled, compile_expression
+from bus.kafka.clients import MAX_EVENT_BYTES
 from bus.kafka.topics import TopicNames
 from bus.metrics import ROUTER_EVENTS, ROUTER_UNMATCHED
 from bus.ratelimit import TokenBucket
@@ -195,8 +196,12 @@ class Dispatcher:
                     for out in outcome.outputs:
                         if out.data is not None:
                             self._codec.validate(out.schema, out.data)
-                            encoded[id(out)] = self._codec.encode(out.schema, out.data)
-                except PermanentError as exc:  # the transform's output does not fit its schema
+                            encoded[id(out)] = blob = self._codec.encode(out.schema, out.data)
+                            if len(blob) > MAX_EVENT_BYTES:  # Kafka would refuse it for ever, holding up the partition
+                                raise EventTooLarge(
+                                    f"the transform made an event of {len(blob):,} bytes; at most {MAX_EVENT_BYTES:,} are produced"
+                                )
+                except PermanentError as exc:  # the transform's output does not fit its schema, or Kafka
                     outcome.route.stats.failed += 1
                     error = exc
             if error is not None:

@@ -28,6 +28,7 @@ from bus.adapter_api import (
     Context,
     Emitter,
     EventRejected,
+    EventTooLarge,
     Health,
     Inbound,
     KafkaUnavailable,
@@ -217,6 +218,8 @@ class WebhookInbound(Inbound[WebhookConfig]):
                     ids = await self._store(document, traceparent, self._headers_of(request, cloudevent), cloudevent)
             else:
                 ids = await self._store(document, request.headers.get("traceparent"), self._headers_of(request, cloudevent), cloudevent)
+        except EventTooLarge as exc:
+            return _problem(413, str(exc))
         except EventRejected as exc:
             return _problem(400, str(exc))
         except KafkaUnavailable as exc:
@@ -260,7 +263,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
                 self.sink.check(event)  # every element fits before any is sent: all or none
                 events.append(event)
             except EventRejected as exc:
-                raise EventRejected(f"element {n}: {exc}") from exc
+                raise type(exc)(f"element {n}: {exc}") from exc
         acks = [await self.sink.submit(event) for event in events]
         for ack in acks:
             await ack

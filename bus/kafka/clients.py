@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["client_options", "make_admin", "make_consumer", "make_producer", "outside_bootstrap"]
+__all__ = ["MAX_EVENT_BYTES", "MAX_RECORD_BYTES", "client_options", "make_admin", "make_consumer", "make_producer", "outside_bootstrap"]
 
 import logging
 from typing import Any
@@ -67,6 +67,16 @@ def _tokens(config: KafkaOAuth) -> ClientCredentialsTokens:
     return provider
 
 
+# The largest record the hub produces (value, key and headers, as aiokafka counts them):
+# aiokafka's own default, and about Kafka's default message.max.bytes.
+MAX_RECORD_BYTES = 1_048_576
+# The largest event the hub takes in, or a route's transform may make: the rest is room for the
+# headers later hops add to the same value (bus_route, a dead letter's reason), so that a copy or
+# a dead letter of any event the hub took can be produced too. Larger ones are refused where they
+# arise (bus/runtime/publisher.py, routing/dispatch.py): no retry could ever store them.
+MAX_EVENT_BYTES = MAX_RECORD_BYTES - 64 * 1024
+
+
 def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
     # acks=all: an inbound source is acknowledged only after every in-sync replica has the event.
     # No idempotent producer: open aiokafka bugs, and the embedded broker lacks InitProducerId
@@ -77,6 +87,7 @@ def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> AIOK
         "compression_type": None,
         "request_timeout_ms": int(config.produce_timeout_s * 1000),
         "partitioner": partitioner,  # the same choice as aiokafka's default, faster
+        "max_request_size": MAX_RECORD_BYTES,
         **client_options(config, bootstrap),
         **overrides,
     }

@@ -5,28 +5,42 @@ from __future__ import annotations
 __all__ = ["KafkaSink"]
 
 import asyncio
+import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bus.codec import Codec
 from bus.deadletters import why_headers
-from bus.errors import KafkaUnavailable
+from bus.errors import EventTooLarge, KafkaUnavailable
 from bus.event import Event
+from bus.kafka.clients import MAX_EVENT_BYTES
 from bus.kafka.topics import TopicNames
 from bus.metrics import INBOUND_EVENTS, KAFKA_ERRORS, PRODUCE_SECONDS
 from bus.runtime.deadlines import Deadlines
+
+log = logging.getLogger("bus.publisher")
+
+# An event's headers are small and bounded (its id and subject are at most 4,096 characters,
+# bus/mapping.py): only a value and key near the limit are worth counting exactly.
+_COUNT_ABOVE = MAX_EVENT_BYTES - 48 * 1024
+# What a dead letter keeps of a message too large for Kafka: its start, its size and its digest.
+KEPT_OF_TOO_LARGE = 64 * 1024
 
 
 class KafkaSink:
     """One per inbound adapter (for its metrics labels); all share one producer.
 
     ``publish`` returns only after Kafka acknowledged the event (acks=all). It raises
-    EventRejected before anything is produced when the event does not fit its schema, and
-    KafkaUnavailable when no acknowledgement came within ``timeout`` seconds. In that case the
+    EventRejected before anything is produced when the event does not fit its schema or is
+    larger than the hub takes (``EventTooLarge``, above ``MAX_EVENT_BYTES``; so does a broker
+    whose own limit is lower), and KafkaUnavailable when no acknowledgement came within
+    ``timeout`` seconds. In that case the
     event may still reach Kafka later: the source retries, and the duplicate keeps its id when
     the adapter takes the id from the source (``emit.id``).
     """
@@ -55,13 +69,23 @@ class KafkaSink:
             with self._deadlines():
                 delivery = await self._send(event, value)
                 await asyncio.shield(delivery)  # shield: a timeout must not cancel aiokafka's own future for the batch
+        except MessageSizeTooLargeError as exc:
+            raise _too_large(str(exc)) from exc
         except (TimeoutError, KafkaError) as exc:
             raise self._unavailable_error(event.id, exc) from exc
         self._count_accepted(started)
 
     def _encoded(self, event: Event) -> bytes:
         self._codec.validate(event.schema, event.data)  # EventRejected, before anything is sent
-        return self._codec.encode(event.schema, event.data)
+        value = self._codec.encode(event.schema, event.data)
+        if len(value) + (0 if event.key is None else 4 * len(event.key)) > _COUNT_ABOVE:
+            key = None if event.key is None else event.key.encode()
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, event.headers())
+            if size > MAX_EVENT_BYTES:
+                # Refused, not "unavailable": a sender told to retry would retry for ever, and a
+                # queue would hand the same message back again and again.
+                raise _too_large(f"the event is {size:,} bytes as a Kafka record (its Avro value {len(value):,})")
+        return value
 
     def _send(self, event: Event, value: bytes) -> Any:  # aiokafka's send(): a coroutine giving the delivery future
         return self._producer.send(
@@ -69,7 +93,7 @@ class KafkaSink:
         )
 
     def check(self, event: Event) -> None:
-        self._codec.validate(event.schema, event.data)
+        self._encoded(event)  # its schema and its size: a batch is refused whole before any of it is sent
 
     async def submit(self, event: Event) -> Awaitable[None]:
         """Hand the event to the producer, in call order, and return its acknowledgement to await.
@@ -87,6 +111,8 @@ class KafkaSink:
             # more than the rest of publishing (two per event; bench/RESULTS.md, 2026-12-03).
             async with asyncio.timeout(self._timeout):
                 delivery = await self._send(event, value)
+        except MessageSizeTooLargeError as exc:
+            raise _too_large(str(exc)) from exc
         except (TimeoutError, KafkaError) as exc:
             raise self._unavailable_error(event.id, exc) from exc
         return self._acknowledged(event.id, delivery, started)
@@ -96,6 +122,8 @@ class KafkaSink:
             # shield: a timeout here must not cancel aiokafka's own future for the batch.
             async with asyncio.timeout(max(0.001, self._timeout - (time.perf_counter() - started))):
                 await asyncio.shield(delivery)
+        except MessageSizeTooLargeError as exc:  # the broker's own limit is lower than the hub's
+            raise _too_large(str(exc)) from exc
         except (TimeoutError, KafkaError) as exc:
             raise self._unavailable_error(event_id, exc) from exc
         self._count_accepted(started)
@@ -120,12 +148,34 @@ class KafkaSink:
             *((k, v.encode()) for k, v in (headers or {}).items()),
             *why_headers(reason, "EventRejected", adapter=self._adapter),
         ]
+        topic = self._topics.inbound_dead_letter(self._adapter)
         try:
-            async with asyncio.timeout(self._timeout):
-                delivery = await self._producer.send(self._topics.inbound_dead_letter(self._adapter), payload, headers=record_headers)
-            async with asyncio.timeout(self._timeout):
-                await asyncio.shield(delivery)
+            try:
+                await self._park(topic, payload, record_headers)
+            except MessageSizeTooLargeError:
+                # Larger than Kafka takes: its start, its size and its digest are kept with the
+                # reason (it cannot be replayed; the source or the sender still has it whole).
+                log.warning(
+                    "%s: a message of %d bytes is too large to keep on the inbound dead letters; keeping its first %d bytes",
+                    self._adapter, len(payload), KEPT_OF_TOO_LARGE,
+                )  # fmt: skip
+                kept = [
+                    *record_headers,
+                    ("bus_truncated_from_bytes", str(len(payload)).encode()),
+                    ("bus_payload_sha256", hashlib.sha256(payload).hexdigest().encode()),
+                ]
+                await self._park(topic, payload[:KEPT_OF_TOO_LARGE], kept)
         except (TimeoutError, KafkaError) as exc:
             self._unavailable.inc()
             raise KafkaUnavailable(f"Kafka did not take a rejected message within {self._timeout:g}s: {exc!r}", retry_after=5) from exc
         self._parked.inc()
+
+    async def _park(self, topic: str, payload: bytes, headers: list[tuple[str, bytes]]) -> None:
+        async with asyncio.timeout(self._timeout):
+            delivery = await self._producer.send(topic, payload, headers=headers)
+        async with asyncio.timeout(self._timeout):
+            await asyncio.shield(delivery)
+
+
+def _too_large(detail: str) -> EventTooLarge:
+    return EventTooLarge(f"{detail}; the hub takes events of at most {MAX_EVENT_BYTES:,} bytes (map fewer or smaller fields)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -150,3 +152,61 @@ def test_an_id_or_key_that_is_not_one_value_is_refused(sent: object, says: str |
         emitter.build({"id": sent, "ref": "p1"})
     with pytest.raises(EventRejected, match=says.replace("id", "key")):
         emitter.build({"id": "e1", "ref": sent})
+
+
+@pytest.mark.parametrize(
+    ("sent", "says"),
+    [
+        ("evt_1\r\nX-Evil: 1", "holds U+000D at position 5"),  # would end the header line it travels in
+        ("evt_1\x00", "holds U+0000"),
+        ("evt\x85", "holds U+0085"),  # a C1 control (NEL)
+        ("evt_\ud800", "holds U+D800"),  # a lone surrogate, from JSON's "\ud800": not text
+        ("evt_\ufffe", "holds U+FFFE"),  # a noncharacter
+        ("e" * 4097, "4,097 characters long; at most 4,096"),
+        ("", "emit.id gave an empty value"),  # every empty id would be the same event to the ledger
+        ("évt_2_🙂", None),  # any other text is an id (percent-encoded where it travels as ce-id)
+        ("   ", None),
+        ("e" * 4096, None),
+    ],
+)
+def test_an_id_or_subject_that_cannot_travel_as_a_header_is_refused_at_the_edge(sent: str, says: str | None) -> None:
+    """CloudEvents allows an id and subject no control characters, surrogates or noncharacters: a
+    CR/LF in one used to be accepted (202) and then dead-lettered by every HTTP target whose
+    headers carry it; an empty id made every such event the same one."""
+    from bus.config.adapters import EmitSpec
+    from bus.errors import EventRejected
+    from bus.mapping import Emitter
+
+    spec = EmitSpec.model_validate(
+        {"schema": "Payment", "id": "id", "subject": "sub", "map": {"payment_id": "ref", "amount": "1", "currency": '"eur"'}}
+    )
+    emitter = Emitter(spec, source="/inbound/x")
+    if says is None:
+        event = emitter.build({"id": sent, "sub": sent or "s", "ref": "p1"})
+        assert event.id == sent
+        return
+    with pytest.raises(EventRejected, match=re.escape(says)):
+        emitter.build({"id": sent, "sub": "s", "ref": "p1"})
+    if sent:  # the subject, the same way (an empty subject is no subject)
+        with pytest.raises(EventRejected, match="the event's subject"):
+            emitter.build({"id": "e1", "sub": sent, "ref": "p1"})
+    assert emitter.build({"id": "e1", "sub": "", "ref": "p1"}).subject is None
+    # A sender's CloudEvents id is held to the same rules.
+    no_id = Emitter(
+        EmitSpec.model_validate({"schema": "Payment", "map": {"payment_id": "ref", "amount": "1", "currency": '"eur"'}}), source="/x"
+    )
+    if sent:
+        with pytest.raises(EventRejected, match="the event's id"):
+            no_id.build({"ref": "p1"}, cloudevent={"id": sent})
+
+
+def test_a_key_with_a_lone_surrogate_is_refused_and_other_keys_pass() -> None:
+    from bus.config.adapters import EmitSpec
+    from bus.errors import EventRejected
+    from bus.mapping import Emitter
+
+    spec = EmitSpec.model_validate({"schema": "Payment", "key": "ref", "map": {"payment_id": '"p"', "amount": "1", "currency": '"eur"'}})
+    emitter = Emitter(spec, source="/inbound/x")
+    with pytest.raises(EventRejected, match="key 'a\\\\ud800' holds a lone surrogate"):
+        emitter.build({"ref": "a\ud800"})
+    assert emitter.build({"ref": "line\nbreak"}).key == "line\nbreak"  # a Kafka key is bytes: any text will do

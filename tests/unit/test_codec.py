@@ -38,6 +38,13 @@ def test_validate_names_the_field(codec: Codec) -> None:
         codec.validate("Payment", {k: v for k, v in PAYMENT.items() if k != "payment_id"})
 
 
+def test_a_lone_surrogate_is_refused_naming_its_field(codec: Codec) -> None:
+    """JSON's "\\ud800" parses to a lone surrogate, which UTF-8 cannot hold: the refusal names the
+    field, where it used to quote the codec ("'utf-8' codec can't encode...")."""
+    with pytest.raises(EventRejected, match=r"customer_id holds a lone surrogate \(U\+DC00\)"):
+        codec.encode("Payment", {**PAYMENT, "customer_id": "M\udc00ller"})
+
+
 def test_defaults_fill_missing_optional_fields(codec: Codec) -> None:
     minimal = {"payment_id": "pi_2", "amount": 5, "currency": "eur"}
     codec.validate("Payment", minimal)

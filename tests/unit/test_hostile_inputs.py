@@ -46,6 +46,13 @@ def test_json_and_xml_nested_too_deep_are_value_errors_with_the_reason(depth: in
     assert parse_json(b"[" * 200 + b"]" * 200) is not None  # deep, but within the limit
 
 
+def test_a_number_too_long_to_read_says_so_in_the_senders_terms() -> None:
+    with pytest.raises(
+        ValueError, match=r"^a number has more than [0-9,]+ digits$"
+    ):  # not Python's advice to call sys.set_int_max_str_digits
+        parse_json(b'{"amount": ' + b"9" * 5000 + b"}")
+
+
 def test_xml_entities_are_refused() -> None:
     bomb = b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><l>&b;</l>'
     with pytest.raises(ValueError, match="entities"):

@@ -1,0 +1,109 @@
+"""An event larger than a Kafka record can be is refused where it came in, on the real embedded
+broker: a webhook's sender gets 413 with the reason (it used to get 503 "retry later", and a
+retrying sender retried for ever), and a queue's message is parked on the inbound dead letters
+with its start, size and digest (it used to go back to the queue, be handed back and fail again,
+for ever, in front of the messages behind it)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+
+from bus.kafka.clients import MAX_EVENT_BYTES
+from bus.kafka.reader import read_topic
+from bus.runtime.publisher import KEPT_OF_TOO_LARGE
+from tests.conftest import require_service
+from tests.support.hub import build_hub, payment, payment_hub_config, unique_prefix, write_config
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def big_payment(i: int) -> dict[str, Any]:
+    body = payment(i)
+    body["data"]["customer"] = "x" * (MAX_EVENT_BYTES + 1000)  # a document pasted into a field
+    return body
+
+
+async def test_a_webhook_event_too_large_for_kafka_is_413_and_a_batch_holding_one_is_refused_whole(tmp_path: Path, bootstrap: str) -> None:
+    config = payment_hub_config(bootstrap, "http://127.0.0.1:9")
+    config["inbound"][0]["max_body_bytes"] = 4 * MAX_EVENT_BYTES  # the body limit lets it in: Kafka's cannot
+    batched = json.loads(json.dumps(config["inbound"][0]))
+    batched.update({"name": "batched", "path": "/hooks/batch", "batch": True})
+    config["inbound"].append(batched)
+    async with build_hub(write_config(tmp_path / "bus.yaml", config), role="inbound") as hub:
+        assert hub.web is not None
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}, timeout=30) as client:
+            too_large = await client.post("/hooks/payments", json=big_payment(1))
+            assert too_large.status_code == 413, too_large.text
+            reason = too_large.json()["error"]
+            assert "bytes as a Kafka record" in reason and f"the hub takes events of at most {MAX_EVENT_BYTES:,} bytes" in reason
+            assert "retry" not in reason.lower() and "Retry-After" not in too_large.headers
+
+            whole = await client.post("/hooks/batch", json=[payment(2), big_payment(3), payment(4)])
+            assert whole.status_code == 413 and whole.json()["error"].startswith("element 1: the event is"), whole.text
+
+            # The hub goes on taking events, and only these reached Kafka.
+            assert (await client.post("/hooks/payments", json=payment(5))).status_code == 202
+            assert (await client.post("/hooks/batch", json=[payment(6), payment(7)])).status_code == 202
+        stored = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
+        assert sorted(r.key for r in stored) == [b"pi_5", b"pi_6", b"pi_7"]  # nothing of the refused batch
+
+
+async def test_a_queue_message_too_large_for_kafka_is_parked_with_its_start_size_and_digest(tmp_path: Path, bootstrap: str) -> None:
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    queue = f"t.big.{uuid.uuid4().hex[:8]}"
+    config = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [
+            {
+                "name": "orders",
+                "type": "amqp",
+                "url": AMQP_URL,
+                "queue": queue,
+                "prefetch": 1,  # one message at a time: one that went back to the queue would hold up the rest
+                "emit": {"schema": "Payment", "id": "id", "key": "ref", "map": {"payment_id": "ref", "amount": "1", "currency": "note"}},
+            }
+        ],
+    }
+    big = json.dumps({"id": "m2", "ref": "r2", "note": "x" * (2 * MAX_EVENT_BYTES)}).encode()
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(queue, durable=True)
+        for i, body in enumerate(
+            [
+                json.dumps({"id": "m1", "ref": "r1", "note": "eur"}).encode(),
+                big,
+                json.dumps({"id": "m3", "ref": "r3", "note": "eur"}).encode(),
+            ]
+        ):
+            await channel.default_exchange.publish(aio_pika.Message(body, message_id=f"m{i + 1}"), routing_key=queue)
+        async with build_hub(write_config(tmp_path / "bus.yaml", config), role="inbound") as hub:
+            stored: list[Any] = []
+            async with asyncio.timeout(60):
+                while len(stored) < 2:
+                    stored = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
+                    await asyncio.sleep(0.2)
+            assert sorted(r.key for r in stored) == [b"r1", b"r3"]  # the one behind the large one went through
+
+            parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("orders"))
+            assert len(parked) == 1
+            headers = {k: v.decode() for k, v in parked[0].headers}
+            assert headers["amqp_message_id"] == "m2" and headers["ce_id"] == "m2"
+            assert "bytes as a Kafka record" in headers["bus_error"]
+            assert parked[0].value == big[:KEPT_OF_TOO_LARGE]
+            assert headers["bus_truncated_from_bytes"] == str(len(big))
+            assert headers["bus_payload_sha256"] == hashlib.sha256(big).hexdigest()
+            left = await channel.declare_queue(queue, durable=True)
+            assert left.declaration_result.message_count == 0  # acknowledged, not handed back again and again
+    finally:
+        await connection.close()
