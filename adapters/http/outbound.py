@@ -189,6 +189,12 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             self.check_answer(method, url, response)
             return
         detail = f"{method} {url} answered {status}: {response.text[:300]}"
+        if 300 <= status < 400 and "Location" in response.headers:
+            # Redirects are not followed (a POST moved elsewhere is a change of config to make on
+            # purpose, and a redirect could send signed bodies anywhere): say where it points.
+            detail = (
+                f"{method} {url} answered {status} to {response.headers['Location'][:300]}: redirects are not followed; set the url to it"
+            )
         if status == 401 and self._bearer:
             raise RetryableError(detail)  # a fresh token refused too: the credentials are wrong; wait for a fix
         if self.retryable(status):

@@ -88,6 +88,11 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0  # the loop's time it was put back in the pool
         self._read_timeout = read_timeout
         self._parser = httptools.HttpResponseParser(self)
+        # Lines that end with a bare LF, as older and hand-written servers answer (RFC 9112 2.2: a
+        # recipient MAY take LF alone as a line's end; curl and browsers do). Strictness here would
+        # protect no one (the hub is the answer's last reader, not a proxy that passes it on) and
+        # such a target could never be delivered to. Everything else stays strict (two lengths).
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self._answer: asyncio.Future[None] | None = None
         # One timer per connection, re-armed only when it fires early, rather than one per
         # request and per read: each would be a TimerHandle pushed on the loop's heap and cancelled.

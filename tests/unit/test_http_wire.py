@@ -127,6 +127,26 @@ async def test_a_compressed_answer_and_an_interim_one_are_read_as_the_target_mea
     assert (answer.status, answer.body) == (202, b'{"ok": true}')
 
 
+async def test_an_answer_whose_lines_end_with_a_bare_lf_is_read_and_an_ambiguous_one_is_not(client: WireClient) -> None:
+    """Older and hand-written servers end lines with LF alone (RFC 9112 2.2 lets a recipient take
+    it, as curl does): such a target used to be retried for a day, then dead-lettered, "not
+    HTTP/1.1". Two differing Content-Lengths stay an error: which one is the answer?"""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 201 Created\nContent-Length: 2\nX-Id: 7\n\nok")
+        await read_request(reader)  # and the connection is kept for the next one
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\nok!")
+        await writer.drain()
+
+    async with raw_server(handler) as url:
+        answer = await client.request("POST", url, {}, b"{}")
+        assert (answer.status, answer.body, answer.headers["X-Id"]) == (201, b"ok", "7")
+        with pytest.raises(WireError, match="Content-Length"):
+            await client.request("POST", url, {}, b"{}")
+    assert client.connections_made == 1
+
+
 async def test_a_silent_target_times_out_and_its_connection_is_not_reused(client: WireClient) -> None:
     answered = 0
 
@@ -328,3 +348,25 @@ async def test_an_event_whose_header_renders_a_line_break_is_refused_by_the_adap
         finally:
             await adapter.stop()
         assert [r.headers["X-Customer"] for r in seen] == ["cus_1"]  # the bad one never reached the target
+
+
+async def test_a_redirect_is_not_followed_and_its_dead_letter_says_where_it_points() -> None:
+    requests: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await read_request(reader))
+        writer.write(b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://erp.example.com/v2/in\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read()  # until the hub hangs up: no second request comes
+
+    async with raw_server(handler) as url:
+        adapter = HttpOutbound(
+            HttpOutboundConfig.model_validate({"name": "erp", "type": "http", "url": str(url)}), Context("erp", logging.getLogger("t"))
+        )
+        await adapter.start()
+        try:
+            with pytest.raises(PermanentError, match=r"answered 308 to https://erp\.example\.com/v2/in: redirects are not followed"):
+                await adapter.deliver(Event(schema="Payment", data={"payment_id": "p1"}, source="/t"))
+        finally:
+            await adapter.stop()
+    assert len(requests) == 1
