@@ -1,12 +1,16 @@
-"""``file`` inbound: a drop folder of CSV or JSON Lines files, each read whole into events.
+"""``file`` inbound: a drop folder of CSV or JSON Lines files, each read into events as it streams.
 
-A file is taken once it has not changed for ``settle``. Its sha256 and rows are counted, every row
-is handed to Kafka in file order (a row that cannot become an event is kept on the inbound
-dead-letter topic with its line number), every acknowledgement is awaited, and only then does the
-file move to ``done/`` with a manifest. If Kafka cannot acknowledge, the file stays where it is
-and is read again at the next poll: rows keep their ids (sha256 and line, unless ``emit.id`` says
-otherwise), so a second reading is harmless downstream. A file that cannot be read (bad encoding,
-no CSV header) moves to ``failed/`` with the reason in its manifest.
+A file is taken once it has not changed for ``settle``. Its sha256 is taken first (a file imported
+before is skipped), then its rows are read a batch at a time and handed to Kafka in file order (a
+row that cannot become an event, or is not text in the file's encoding, is kept on the inbound
+dead-letter topic with its line number), at most ``_IN_FLIGHT`` awaiting Kafka's acknowledgement
+at once; once every one is acknowledged the file moves to ``done/`` with a manifest. Memory stays
+flat whatever the file's size (the whole file used to be held at once, about 17 times its size:
+a 30 MB export was enough to kill an inbound pod at the chart's limit, again at every restart).
+If Kafka cannot acknowledge, the file stays where it is and is read again at the next poll: rows
+keep their ids (sha256 and line, unless ``emit.id`` says otherwise), so a second reading is
+harmless downstream. A file that cannot be read at all (no CSV header) moves to ``failed/`` with
+the reason in its manifest.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ from __future__ import annotations
 __all__ = ["FileInbound"]
 
 import asyncio
+import collections
 import contextlib
 import csv
 import hashlib
-import io
+import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
 from adapters.file.config import FileInboundConfig
 from bus.adapter_api import (
@@ -38,34 +44,76 @@ from bus.adapter_api import (
     text_codec,
 )
 
+_BATCH = 1000  # rows read and parsed (off the event loop) at a time
+_IN_FLIGHT = 10_000  # rows handed to Kafka and not yet acknowledged, at most
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not decode, kept by "surrogateescape"
+
 
 class _Unreadable(Exception):
     """The file as a whole cannot be read as the configured format."""
 
 
-def _rows(text: str, kind: str, delimiter: str) -> Iterator[tuple[int, Any, bytes]]:
-    """(line number, document or a ValueError, raw line) for each row."""
+def _rows(handle: TextIO, kind: str, delimiter: str, encoding: str) -> Iterator[tuple[int, Any, bytes]]:
+    """(line number, document or a ValueError, raw bytes) for each row, read as the file streams."""
+
+    def raw(text: str) -> bytes:
+        return text.encode(encoding, "surrogateescape")  # the row's bytes as they are in the file
+
+    def not_text(number: int) -> ValueError:
+        return ValueError(f"line {number}: not {encoding} text; if the whole file is in another encoding, set encoding (e.g. latin-1)")
+
     if kind == "jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    yield number, parse_json(line), line.encode()
-                except ValueError as exc:
-                    yield number, ValueError(f"line {number}: invalid JSON: {exc}"), line.encode()
+        for number, read in enumerate(handle, start=1):
+            line = read.rstrip("\r\n")
+            if not line.strip():
+                continue
+            if _UNDECODED.search(line):
+                yield number, not_text(number), raw(line)
+                continue
+            try:
+                yield number, parse_json(line), raw(line)
+            except ValueError as exc:
+                yield number, ValueError(f"line {number}: invalid JSON: {exc}"), raw(line)
         return
     allow_large_csv_fields()
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    if not reader.fieldnames:
+    reader = csv.reader(handle, delimiter=delimiter)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise _Unreadable(f"the CSV header cannot be read: {exc}") from None
+    if not header:
         raise _Unreadable("no CSV header row")
-    for row in reader:
-        raw = delimiter.join(v or "" for v in row.values() if isinstance(v, str)).encode()
-        if None in row:  # more fields than the header names (an unquoted separator shifted the rest)
-            yield reader.line_num, ValueError(f"line {reader.line_num}: {len(row[None])} field(s) beyond the header"), raw
-        elif None in row.values():  # fewer: DictReader fills the missing ones with None, read as nulls
-            missing = sum(v is None for v in row.values())
-            yield reader.line_num, ValueError(f"line {reader.line_num}: {missing} field(s) fewer than the header names"), raw
+    if _UNDECODED.search("".join(header)):
+        raise _Unreadable(f"the CSV header is not {encoding} text; set encoding (e.g. latin-1)")
+    width = len(header)
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # this record only; the reader goes on at the next line
+            yield reader.line_num, ValueError(f"line {reader.line_num}: not a CSV record: {exc}"), b""
+            continue
+        if not values:  # a blank line
+            continue
+        number, joined = reader.line_num, delimiter.join(values)
+        if _UNDECODED.search(joined):
+            yield number, not_text(number), raw(joined)
+        elif len(values) > width:  # an unquoted separator shifted the rest
+            yield number, ValueError(f"line {number}: {len(values) - width} field(s) beyond the header"), raw(joined)
+        elif len(values) < width:  # not read as nulls: the record was cut short
+            yield number, ValueError(f"line {number}: {width - len(values)} field(s) fewer than the header names"), raw(joined)
         else:
-            yield reader.line_num, row, raw
+            yield number, dict(zip(header, values, strict=True)), raw(joined)
+
+
+def _next_rows(rows: Iterator[tuple[int, Any, bytes]]) -> list[tuple[int, Any, bytes]]:
+    return list(itertools.islice(rows, _BATCH))
+
+
+def _digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class FileInbound(Inbound[FileInboundConfig]):
@@ -131,18 +179,7 @@ class FileInbound(Inbound[FileInboundConfig]):
     async def take(self, path: Path) -> dict[str, Any]:
         """Read one file into Kafka and move it; returns its manifest. KafkaUnavailable: left in place."""
         kind, encoding, delimiter = self._kind(path), self.config.encoding, self.config.delimiter
-
-        def read() -> tuple[str, list[tuple[int, Any, bytes]] | str]:
-            # Reading, hashing, decoding and parsing a whole file: off the event loop.
-            data = path.read_bytes()
-            checksum = hashlib.sha256(data).hexdigest()
-            try:
-                text = data.decode(text_codec(encoding))  # a byte order mark is skipped
-                return checksum, list(_rows(text, kind, delimiter))
-            except (UnicodeDecodeError, _Unreadable, csv.Error, MemoryError) as exc:
-                return checksum, f"{type(exc).__name__}: {exc}"
-
-        checksum, rows = await asyncio.to_thread(read)
+        checksum = await asyncio.to_thread(_digest, path)  # off the event loop, a block at a time
         manifest: dict[str, Any] = {"file": path.name, "sha256": checksum, "rows": 0, "accepted": 0, "rejected": 0}
         if self._digests is None:
             self._digests = await asyncio.to_thread(self._read_digests)  # many manifests: off the event loop, once
@@ -155,26 +192,35 @@ class FileInbound(Inbound[FileInboundConfig]):
                 self.config.name, path.name, earlier["file"],
             )  # fmt: skip
             return manifest
-        if isinstance(rows, str):
-            manifest["error"] = rows
-            self._move(path, "failed", manifest)
-            self.ctx.logger.warning("file %s: %s cannot be read (%s); moved to failed/", self.config.name, path.name, rows)
-            return manifest
-        acks: list[Awaitable[None]] = []
+        acks: collections.deque[Awaitable[None]] = collections.deque()
         parked_before = self._intake.parked
-        for line, document, raw in rows:
-            origin = {"bus_origin": f"file:{path.name}:{line}", "file_sha256": checksum, "file_line": str(line)}
-            if isinstance(document, ValueError):
-                await self.sink.reject(raw, str(document), headers=origin)
-                manifest["rejected"] += 1
-                continue
-            ack = await self._intake.submit_document(document, raw=raw, event_id=f"{checksum[:16]}:{line}", origin=origin)
-            acks.append(ack)
+        count = 0
+        with path.open(encoding=text_codec(encoding), errors="surrogateescape", newline="") as handle:
+            rows = _rows(handle, kind, delimiter, encoding)
+            try:
+                batch = await asyncio.to_thread(_next_rows, rows)
+            except _Unreadable as exc:  # before any row: the file as a whole
+                manifest["error"] = str(exc)
+                self._move(path, "failed", manifest)
+                self.ctx.logger.warning("file %s: %s cannot be read (%s); moved to failed/", self.config.name, path.name, exc)
+                return manifest
+            while batch:
+                for line, document, raw in batch:
+                    count += 1
+                    origin = {"bus_origin": f"file:{path.name}:{line}", "file_sha256": checksum, "file_line": str(line)}
+                    if isinstance(document, ValueError):
+                        await self.sink.reject(raw, str(document), headers=origin)
+                        manifest["rejected"] += 1
+                        continue
+                    acks.append(await self._intake.submit_document(document, raw=raw, event_id=f"{checksum[:16]}:{line}", origin=origin))
+                    while len(acks) > _IN_FLIGHT:
+                        await acks.popleft()  # KafkaUnavailable propagates: the file stays for the next poll
+                batch = await asyncio.to_thread(_next_rows, rows)
         for ack in acks:
-            await ack  # KafkaUnavailable propagates: the file stays for the next poll
-        manifest["rows"] = len(rows)
+            await ack
+        manifest["rows"] = count
         manifest["rejected"] += self._intake.parked - parked_before  # rows refused while mapping
-        manifest["accepted"] = len(rows) - manifest["rejected"]
+        manifest["accepted"] = count - manifest["rejected"]
         self._move(path, "done", manifest)
         self._digests[checksum] = {"file": path.name, "at": manifest["at"]}
         self.ctx.logger.info(
@@ -210,7 +256,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         """A file that failed in a way no one foresaw: to ``failed/`` with the reason, so the next files go on."""
         manifest: dict[str, Any] = {"file": path.name, "sha256": "unknown", "error": reason}
         try:
-            manifest["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            manifest["sha256"] = _digest(path)
             self._move(path, "failed", manifest)
         except OSError as exc:
             self.ctx.logger.warning("file %s: %s failed (%s) and cannot be moved to failed/ (%r)", self.config.name, path.name, reason, exc)

@@ -134,3 +134,54 @@ async def test_a_file_dropped_twice_is_imported_once_unless_asked(tmp_path: Path
             await target.wait_for(lambda: len(target.calls) >= 4)
     finally:
         await target.stop()
+
+
+async def test_a_line_in_another_encoding_is_refused_alone_with_its_bytes_and_the_file_streams(tmp_path: Path, bootstrap: str) -> None:
+    """A UTF-8 export with one line in latin-1 (a legacy system's record pasted in) used to fail the
+    whole file; now that row alone is refused, its exact bytes kept on the inbound dead letters,
+    and the rest imported. The file is read as it streams, a batch at a time (memory: bench/file_memory.py)."""
+    from adapters.file import inbound
+
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    folder.with_name("inbox-utf8").mkdir()
+    target = await Target().start()
+    rows = 2 * inbound._BATCH + 7  # more than one batch
+    lines = [b"ref,cents,cur\n"] + [f"r{i},{i},EUR\n".encode() for i in range(rows)]
+    lines[6] = b"r5,5,EUR \xfc\n"  # \xfc: latin-1's u-umlaut, not UTF-8 (file line 7)
+    data = b"".join(lines)
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, folder, target))) as hub:
+            (folder.with_name("inbox-utf8") / "mixed.csv").write_bytes(data)
+            manifest = await wait_for_file(folder.with_name("inbox-utf8") / "done" / "mixed.csv", timeout=60)
+            assert {k: manifest[k] for k in ("rows", "accepted", "rejected")} == {"rows": rows, "accepted": rows - 1, "rejected": 1}
+            parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("exports-utf8"))
+            assert len(parked) == 1
+            headers = {k: v.decode() for k, v in parked[0].headers}
+            assert headers["file_line"] == "7" and "not utf-8 text" in headers["bus_error"] and "set encoding" in headers["bus_error"]
+            assert parked[0].value == lines[6].rstrip(b"\n")  # the bytes as they were in the file
+            await target.wait_for(lambda: len(target.accepted) == rows - 1, timeout=60)
+    finally:
+        await target.stop()
+
+
+def test_rows_are_read_as_the_file_streams() -> None:
+    """Taking the first batch reads about a batch of the file, not all of it."""
+    import io
+    import itertools
+
+    from adapters.file.inbound import _BATCH, _next_rows, _rows
+
+    class Counting(io.StringIO):
+        lines_read = 0
+
+        def __next__(self) -> str:
+            Counting.lines_read += 1
+            return super().__next__()
+
+    text = "ref,cents\n" + "".join(f"r{i},{i}\n" for i in range(10 * _BATCH))
+    rows = _rows(Counting(text, newline=""), "csv", ",", "utf-8")
+    first = _next_rows(rows)
+    assert len(first) == _BATCH and first[0][1] == {"ref": "r0", "cents": "0"}
+    assert Counting.lines_read <= _BATCH + 2  # the header, a batch (and no more)
+    assert sum(1 for _ in itertools.chain(first, rows)) == 10 * _BATCH
