@@ -192,6 +192,12 @@ class GraphQLPollConfig(AdapterConfig):
         description="api_key, oauth2 (client credentials), or oauth2_connection (one of the hub's `connections`).",
     )
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+    max_page_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="An answer larger than this (decoded) is refused, not read: an API that ignores the page size asked for "
+        "would otherwise answer with every record it has and take the hub's memory. Ask for smaller pages first.",
+    )
     retries: int = Field(
         default=5,
         ge=0,

@@ -30,9 +30,10 @@ import httpx
 
 from adapters.graphql.config import GraphQLPollConfig
 from adapters.graphql.documents import error_codes, said
+from adapters.http.bounded import AnswerTooLarge, read_bounded
 from adapters.http.config import SendApiKey
 from adapters.polling import Poller, Position, record_id, wait_seconds
-from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression
+from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression, parse_json
 from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, via_httpx
 
 _WAIT_STATUSES = {429, 503}
@@ -167,7 +168,12 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
             headers |= await self.connection_header()
             wait = delay
             try:
-                response = await self._client.post(url, json={"query": self.config.query, "variables": variables}, headers=headers)
+                document = {"query": self.config.query, "variables": variables}
+                response = await read_bounded(self._client, "POST", url, limit=self.config.max_page_bytes, json=document, headers=headers)
+            except AnswerTooLarge as exc:  # a page too large now is as large at the next try: ask for smaller ones
+                raise RetryableError(
+                    f"{exc} (max_page_bytes): ask for smaller pages (the query's page size: first, limit) or raise the limit"
+                ) from None
             except httpx.TimeoutException:
                 problem = f"POST {url} timed out after {self.config.timeout_s:g}s"
             except httpx.TransportError as exc:
@@ -204,7 +210,7 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
     @staticmethod
     def _json(response: httpx.Response) -> Any:
         try:
-            return response.json()
+            return parse_json(response.content)  # nested at most 256 deep, as every document the hub reads
         except ValueError as exc:
             raise RetryableError(
                 f"{response.request.url} answered {response.status_code} with a body that is not JSON: {response.text[:200]!r}"

@@ -334,6 +334,12 @@ class HttpPollConfig(AdapterConfig):
     pagination: Pagination = Field(default_factory=Pagination, description="How to walk the pages.")
     etag: bool = Field(default=True, description="Send If-None-Match with the last ETag; a 304 means nothing changed.")
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+    max_page_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="An answer larger than this (decoded) is refused, not read: an API that ignores the page size asked for "
+        "would otherwise answer with every record it has and take the hub's memory. Ask for smaller pages first.",
+    )
     max_wait: Duration = Field(
         default=duration("5m"), description="Longest wait the hub accepts from a rate-limit answer (Retry-After, X-RateLimit-Reset)."
     )

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from adapters.http.bounded import AnswerTooLarge, read_bounded
 from adapters.http.config import HttpPollConfig, SendApiKey
 from adapters.polling import Poller, Position, record_id, wait_seconds
 from bus.adapter_api import (
@@ -32,6 +33,7 @@ from bus.adapter_api import (
     KafkaUnavailable,
     RetryableError,
     compile_expression,
+    parse_json,
 )
 from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, via_httpx
 
@@ -115,7 +117,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
 
     def _json(self, response: httpx.Response) -> Any:
         try:
-            return response.json()
+            return parse_json(response.content)  # nested at most 256 deep, as every document the hub reads
         except ValueError as exc:
             raise RetryableError(
                 f"{response.request.url} answered {response.status_code} with a body that is not JSON: {response.text[:200]!r}"
@@ -199,7 +201,9 @@ class HttpPollInbound(Poller[HttpPollConfig]):
                 headers |= await self._oauth.header(via_httpx(self._client))
             headers |= await self.connection_header()
             try:
-                response = await self._client.get(url, params=params, headers=headers)
+                response = await read_bounded(self._client, "GET", url, limit=self.config.max_page_bytes, params=params, headers=headers)
+            except AnswerTooLarge as exc:  # a page too large now is as large at the next try: ask for smaller ones
+                raise RetryableError(f"{exc} (max_page_bytes): ask for smaller pages (pagination.size) or raise the limit") from None
             except httpx.TimeoutException:
                 problem, wait = f"GET {url} timed out after {self.config.timeout_s:g}s", delay
             except httpx.TransportError as exc:

@@ -131,6 +131,26 @@ async def test_a_connection_is_paged_once_through_a_restart_and_new_nodes_follow
         await api.stop()
 
 
+async def test_a_page_larger_than_max_page_bytes_is_refused_unread_and_said(tmp_path: Path, bootstrap: str) -> None:
+    """A server that answers pages larger than max_page_bytes (50 orders here, about 6 KB) is not
+    read: the poll says so in the adapter's health, asking for smaller pages; nothing is published."""
+    api = await GraphQLShop().start()
+    for i in range(60):
+        api.add_order(1000 + i, 100 + i, f"2026-05-01T00:00:{i:02d}Z")
+    path = write(tmp_path, hub_config(bootstrap, [poll_block(api, max_page_bytes=2048, retries=0)]))
+    try:
+        async with build_hub(path) as hub:
+            for _ in range(100):
+                health = await hub.inbound[0].health()
+                if "max_page_bytes" in health.detail:
+                    break
+                await asyncio.sleep(0.1)
+            assert not health.ok and "at most 2,048 are read" in health.detail and "ask for smaller pages" in health.detail, health
+            assert sum((await published(hub)).values()) == 0
+    finally:
+        await api.stop()
+
+
 async def test_since_mode_reads_changed_nodes_from_the_watermark(tmp_path: Path, bootstrap: str) -> None:
     api = await GraphQLShop().start()
     for i in range(30):

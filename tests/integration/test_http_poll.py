@@ -190,3 +190,56 @@ async def test_ready_while_the_first_poll_still_walks_its_pages(tmp_path: Path, 
             assert all(checks.values()), checks  # /readyz is 200
     finally:
         await api.stop()
+
+
+async def test_a_page_larger_than_max_page_bytes_is_refused_unread_and_said(tmp_path: Path, bootstrap: str) -> None:
+    """An API that ignores the page size asked for answers with everything it has: read whole, that
+    took the inbound pod's memory at every poll. Now the poll stops at max_page_bytes (counted
+    decoded, so a gzip bomb stops too), says so in the adapter's health, and goes on once the API
+    answers pages that fit."""
+    import gzip
+
+    from aiohttp import web
+
+    from examples.kit.standin import serve
+
+    state = {"mode": "everything"}
+    contacts = [
+        {"id": f"c{i:05}", "email": f"c{i}@example.com", "name": "x" * 40, "updated_at": "2026-01-01T00:00:00Z"} for i in range(3000)
+    ]
+
+    async def handle(request: web.Request) -> web.Response:
+        if state["mode"] == "everything":  # the `limit` asked for is ignored: 3,000 records, about 300 KB
+            return web.json_response({"data": contacts})
+        if state["mode"] == "bomb":  # 2 MB of spaces before the JSON, 2 KB on the wire
+            body = gzip.compress(b" " * 2_000_000 + json.dumps({"data": contacts[:1]}).encode())
+            return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+        return web.json_response({"data": contacts[:5]})  # fixed: a page of the size asked for
+
+    app = web.Application()
+    app.router.add_get("/api/contacts", handle)
+    runner, port = await serve(app)
+    poll = {
+        "url": f"http://127.0.0.1:{port}/api/contacts",
+        "records": "data",
+        "auth": None,
+        "max_page_bytes": 64 * 1024,
+        "pagination": {"type": "page", "size_param": "limit", "size": 5},
+        "retries": 0,
+    }
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, CrmApi(), poll))) as hub:
+            adapter = hub.inbound[0]
+            for mode, says in (("everything", "answers 3"), ("bomb", "answers more than 65,536 bytes")):
+                state["mode"] = mode
+                for _ in range(100):
+                    health = await adapter.health()
+                    if "max_page_bytes" in health.detail and says in health.detail:
+                        break
+                    await asyncio.sleep(0.1)
+                assert not health.ok and "ask for smaller pages (pagination.size)" in health.detail, health
+            assert sum((await published(hub)).values()) == 0  # nothing of a page it would not read
+            state["mode"] = "fixed"
+            await wait_published(hub, 5)
+    finally:
+        await runner.cleanup()

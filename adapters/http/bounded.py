@@ -1,0 +1,44 @@
+"""Answers read whole into memory, but never past a limit, for the adapters that poll APIs with
+httpx (``http_poll``, ``graphql_poll``).
+
+An API that ignores the page size it is asked for (and answers with every record it has), or
+streams without end, would otherwise take the hub's memory: the inbound pod killed, restarted,
+and killed again at the next poll, with every inbound adapter it runs. The limit counts the body
+as decoded (a compressed answer cannot get round it) and is checked as it arrives.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AnswerTooLarge", "read_bounded"]
+
+from typing import Any
+
+import httpx
+
+# Headers of the answer as it came on the wire; the body handed on is already decoded.
+_WIRE_ONLY = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+class AnswerTooLarge(Exception):
+    """The answer's body is larger than the adapter's ``max_page_bytes``."""
+
+
+async def read_bounded(client: httpx.AsyncClient, method: str, url: str, *, limit: int, **options: Any) -> httpx.Response:
+    """``client.request(method, url, **options)``, its body read only up to ``limit`` bytes."""
+    request = client.build_request(method, url, **options)
+    response = await client.send(request, stream=True)
+    try:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit and "Content-Encoding" not in response.headers:
+            raise AnswerTooLarge(f"{method} {response.request.url} answers {int(declared):,} bytes; at most {limit:,} are read")
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(f"{method} {response.request.url} answers more than {limit:,} bytes; at most {limit:,} are read")
+            parts.append(chunk)
+    finally:
+        await response.aclose()
+    headers = [(name, value) for name, value in response.headers.multi_items() if name.lower() not in _WIRE_ONLY]
+    return httpx.Response(response.status_code, headers=headers, content=b"".join(parts), request=response.request)
