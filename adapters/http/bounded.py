@@ -1,5 +1,5 @@
-"""Answers read whole into memory, but never past a limit, for the adapters that poll APIs with
-httpx (``http_poll``, ``graphql_poll``).
+"""Answers read whole into memory, but never past a limit: for the adapters that poll APIs with
+httpx (``http_poll``, ``graphql_poll``), and for SOAP's calls over aiohttp (``soap``, ``soap_poll``).
 
 An API that ignores the page size it is asked for (and answers with every record it has), or
 streams without end, would otherwise take the hub's memory: the inbound pod killed, restarted,
@@ -9,10 +9,11 @@ as decoded (a compressed answer cannot get round it) and is checked as it arrive
 
 from __future__ import annotations
 
-__all__ = ["AnswerTooLarge", "read_bounded"]
+__all__ = ["AnswerTooLarge", "read_body_bounded", "read_bounded"]
 
 from typing import Any
 
+import aiohttp
 import httpx
 
 # Headers of the answer as it came on the wire; the body handed on is already decoded.
@@ -42,3 +43,16 @@ async def read_bounded(client: httpx.AsyncClient, method: str, url: str, *, limi
         await response.aclose()
     headers = [(name, value) for name, value in response.headers.multi_items() if name.lower() not in _WIRE_ONLY]
     return httpx.Response(response.status_code, headers=headers, content=b"".join(parts), request=response.request)
+
+
+async def read_body_bounded(response: aiohttp.ClientResponse, *, limit: int) -> bytes:
+    """An aiohttp answer's body (decoded), read only up to ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            response.close()  # the rest is never read: the connection cannot be reused
+            raise AnswerTooLarge(f"{response.method} {response.url} answers more than {limit:,} bytes; at most {limit:,} are read")
+        parts.append(chunk)
+    return b"".join(parts)

@@ -62,6 +62,12 @@ class _SoapEndpoint(ConfigModel):
     basic_auth: BasicAuth | None = Field(default=None, description="HTTP Basic authentication.")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra HTTP headers (values may hold secrets).")
     timeout_s: float = Field(default=30.0, gt=0, description="Per-call timeout; a timeout is retried.")
+    max_answer_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="An answer larger than this (decoded) is not read further and the call counts as failed (retried): a "
+        "service answering without end must not take the hub's memory.",
+    )
 
     def bound(self) -> Operation:
         """The operation, bound to its port (the WSDL is read once per change of the file)."""

@@ -28,6 +28,7 @@ from typing import ClassVar
 
 import aiohttp
 
+from adapters.http.bounded import AnswerTooLarge, read_body_bounded
 from adapters.soap.config import SoapOutboundConfig
 from adapters.soap.wsdl import Answer, Fault, FaultError, Operation, WsdlError
 from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError
@@ -78,8 +79,10 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
         url = operation.address
         try:
             async with client.post(url, data=body, headers=headers, auth=self._auth, allow_redirects=False) as response:
-                raw = await response.read()
+                raw = await read_body_bounded(response, limit=self.config.max_answer_bytes)
                 status, content_type = response.status, response.headers.get("Content-Type", "")
+        except AnswerTooLarge as exc:  # whether the service did it cannot be read: asked again, with the same idempotency key
+            raise RetryableError(f"{operation.name}: {exc} (max_answer_bytes)") from exc
         except TimeoutError as exc:
             raise RetryableError(f"{operation.name} at {url} timed out after {self.config.timeout_s:g}s") from exc
         except (aiohttp.ClientError, OSError) as exc:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from adapters.http.bounded import AnswerTooLarge, read_body_bounded
 from adapters.polling import Poller, Position, record_id
 from adapters.soap.config import SoapPollConfig
 from adapters.soap.wsdl import Answer, FaultError, Operation, WsdlError
@@ -112,8 +113,10 @@ class SoapPollInbound(Poller[SoapPollConfig]):
         for attempt in range(self.config.retries + 1):
             try:
                 async with client.post(operation.address, data=body, headers=headers, auth=self._auth) as response:
-                    raw = await response.read()
+                    raw = await read_body_bounded(response, limit=self.config.max_answer_bytes)
                     status, content_type = response.status, response.headers.get("Content-Type", "")
+            except AnswerTooLarge as exc:  # as large at the next try: say so until the service or the config changes
+                raise RetryableError(f"{operation.name}: {exc} (max_answer_bytes)") from None
             except TimeoutError:
                 problem = f"{operation.name} timed out after {self.config.timeout_s:g}s"
             except (aiohttp.ClientError, OSError) as exc:

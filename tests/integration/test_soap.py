@@ -194,6 +194,38 @@ async def test_soap_poll_reads_changed_invoices_by_a_watermark(tmp_path: Path, b
         await ledger.stop()
 
 
+async def test_an_answer_larger_than_max_answer_bytes_is_not_read_and_said(tmp_path: Path, bootstrap: str) -> None:
+    """A service answering more than max_answer_bytes (25 invoices here, against 1 KiB) is not read
+    further: the poll says so in the adapter's health, and publishes nothing of it."""
+    ledger = await SoapLedger().start()
+    for i in range(25):
+        ledger.add_invoice(f"L-{i:03}", "4100", f"{i}.50", f"2026-08-01T00:00:{i:02d}Z")
+    poll = {
+        "name": "ledger",
+        "type": "soap_poll",
+        "wsdl": "ledger.wsdl",
+        "operation": "ListInvoices",
+        "records": "Invoice",
+        "since": {"param": "ChangedSince", "field": "ChangedAt", "id": "InvoiceId"},
+        "interval": "300ms",
+        "max_answer_bytes": 1024,
+        "emit": {"schema": "Invoice", "id": "InvoiceId", "key": "Account", "map": {"invoice_id": "InvoiceNumber", "account": "Account",
+                 "currency": "lower(Currency)", "amount": "minor_units(Amount, Currency)"}},
+    }  # fmt: skip
+    path = write(tmp_path, ledger, hub_config(bootstrap, [poll]))
+    try:
+        async with build_hub(path) as hub:
+            for _ in range(100):
+                health = await hub.inbound[0].health()
+                if "max_answer_bytes" in health.detail:
+                    break
+                await asyncio.sleep(0.1)
+            assert not health.ok and "answers more than 1,024 bytes" in health.detail, health
+            assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Invoice")) == []
+    finally:
+        await ledger.stop()
+
+
 def test_bus_validate_checks_the_mapping_against_the_wsdl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ledger = SoapLedger()  # not started: validation reads the WSDL file only
     body = {k: v for k, v in BODY.items() if k != "Amount"} | {"Acount": "account"}
