@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 from bus.config.adapters import EmitSpec
 from bus.documents import parse_json
-from bus.errors import EventRejected, KafkaUnavailable
+from bus.errors import EventRejected, EventTooLarge, KafkaUnavailable
 from bus.event import Event
 from bus.mapping import Emitter
 
@@ -88,7 +88,7 @@ class Intake:
             event = self._emitter.build(document, traceparent=traceparent)
             if event_id is not None and not self._emitter.has_id:
                 event.id = event_id
-            return await self._sink.submit(event)
+            return self._parked_if_refused(await self._sink.submit(event), raw, self._with_id(document, event_id, origin))
         except KafkaUnavailable:
             raise
         except EventRejected as exc:
@@ -98,6 +98,14 @@ class Intake:
             log.warning("%s: a message could not be mapped (%r); parked on the inbound dead letters", self._emitter.source, exc)
             reason = f"could not map the message: {type(exc).__name__}: {exc}"
             return await self.park(raw, reason, self._with_id(document, event_id, origin))
+
+    async def _parked_if_refused(self, ack: Awaitable[None], raw: bytes, origin: Mapping[str, str] | None) -> None:
+        """The acknowledgement, or the message parked when the broker refuses the event as too large
+        (its own limit lower than the hub's): it would be refused again at every redelivery."""
+        try:
+            await ack
+        except EventTooLarge as exc:
+            await (await self.park(raw, str(exc), origin))
 
     def _with_id(self, document: Any, event_id: str | None, origin: Mapping[str, str] | None) -> Mapping[str, str] | None:
         """``origin`` plus ``ce_id``: the id the event would have had, when it can be told

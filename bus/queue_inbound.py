@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from bus.adapter_api import AdapterConfig, Context, Health, Inbound
-from bus.errors import EventTooLarge, KafkaUnavailable
+from bus.errors import KafkaUnavailable
 from bus.intake import Intake, stop_in_order
 
 C = TypeVar("C", bound=AdapterConfig)
@@ -118,10 +118,7 @@ class QueueInbound(Inbound[C]):
             message, ack = await self._pending.get()
             try:
                 try:
-                    try:
-                        await ack
-                    except EventTooLarge as exc:  # refused by the broker itself: parked, not handed back for ever
-                        await (await self._intake.park(self.payload(message), str(exc), self.origin(message)))
+                    await ack  # a message the broker refused as too large is parked by the intake
                 except KafkaUnavailable as exc:
                     self.ctx.logger.warning("%s %s: %s; not acknowledged, the source delivers it again", self.family, self.config.name, exc)
                     await self.give_back(message)
