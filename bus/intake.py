@@ -5,7 +5,7 @@ hands the event to Kafka, returning an acknowledgement to await before the sourc
 acknowledged. A body that cannot become an event is kept on the adapter's inbound dead-letter
 topic with the reason: the source message can then be acknowledged, and nothing is lost.
 
-Isolation: *whatever* goes wrong with one message (not JSON, nested too deep, a failed mapping, a
+Isolation: *whatever* goes wrong with one message (larger than 16 MiB, not JSON, nested too deep, a failed mapping, a
 schema mismatch, or an error no one foresaw) parks that message and nothing else; the consume
 loop calling ``submit`` never sees it. Only ``KafkaUnavailable`` comes out, meaning: do not
 acknowledge; let the source redeliver.
@@ -13,7 +13,7 @@ acknowledge; let the source redeliver.
 
 from __future__ import annotations
 
-__all__ = ["EventSink", "Intake", "stop_in_order"]
+__all__ = ["MAX_MESSAGE_BYTES", "EventSink", "Intake", "stop_in_order"]
 
 import asyncio
 import contextlib
@@ -55,6 +55,11 @@ class EventSink(Protocol):
         in ``bus_inbound_events_total`` beside the accepted ones. Nothing is produced."""
 
 
+# The largest message read. An event is at most 960 KiB (bus/kafka/clients.py), but a message may
+# carry more than its event keeps (a large document of which a few fields are mapped).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
 async def _done() -> None:
     return None
 
@@ -67,6 +72,10 @@ class Intake:
 
     async def submit(self, payload: bytes, *, traceparent: str | None = None, origin: Mapping[str, str] | None = None) -> Awaitable[None]:
         """Returns the acknowledgement to await; rejected bodies are parked before this returns."""
+        if len(payload) > MAX_MESSAGE_BYTES:
+            # Parsed, it would take ten times its size in memory (a queue takes messages of 128 MiB
+            # and more): parked unread, its start, size and digest kept (bus/runtime/publisher.py).
+            return await self.park(payload, f"a message of {len(payload):,} bytes; at most {MAX_MESSAGE_BYTES:,} are read", origin)
         try:
             document: Any = parse_json(payload)
         except ValueError as exc:

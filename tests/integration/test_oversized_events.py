@@ -16,6 +16,7 @@ from typing import Any
 import aio_pika
 import httpx
 
+from bus.intake import MAX_MESSAGE_BYTES
 from bus.kafka.clients import MAX_EVENT_BYTES
 from bus.kafka.reader import read_topic
 from bus.runtime.publisher import KEPT_OF_TOO_LARGE
@@ -75,6 +76,7 @@ async def test_a_queue_message_too_large_for_kafka_is_parked_with_its_start_size
         ],
     }
     big = json.dumps({"id": "m2", "ref": "r2", "note": "x" * (2 * MAX_EVENT_BYTES)}).encode()
+    huge = b'{"id": "m4", "ref": "r4", "note": "' + b"y" * MAX_MESSAGE_BYTES + b'"}'  # not even parsed: ten times its size in memory
     connection = await aio_pika.connect_robust(AMQP_URL)
     try:
         channel = await connection.channel()
@@ -84,6 +86,7 @@ async def test_a_queue_message_too_large_for_kafka_is_parked_with_its_start_size
                 json.dumps({"id": "m1", "ref": "r1", "note": "eur"}).encode(),
                 big,
                 json.dumps({"id": "m3", "ref": "r3", "note": "eur"}).encode(),
+                huge,
             ]
         ):
             await channel.default_exchange.publish(aio_pika.Message(body, message_id=f"m{i + 1}"), routing_key=queue)
@@ -95,8 +98,15 @@ async def test_a_queue_message_too_large_for_kafka_is_parked_with_its_start_size
                     await asyncio.sleep(0.2)
             assert sorted(r.key for r in stored) == [b"r1", b"r3"]  # the one behind the large one went through
 
-            parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("orders"))
-            assert len(parked) == 1
+            parked: list[Any] = []
+            async with asyncio.timeout(60):
+                while len(parked) < 2:
+                    parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("orders"))
+                    await asyncio.sleep(0.2)
+            assert len(parked) == 2
+            last = {k: v.decode() for k, v in parked[1].headers}
+            assert last["amqp_message_id"] == "m4" and f"at most {MAX_MESSAGE_BYTES:,} are read" in last["bus_error"]
+            assert last["bus_truncated_from_bytes"] == str(len(huge)) and parked[1].value == huge[:KEPT_OF_TOO_LARGE]
             headers = {k: v.decode() for k, v in parked[0].headers}
             assert headers["amqp_message_id"] == "m2" and headers["ce_id"] == "m2"
             assert "bytes as a Kafka record" in headers["bus_error"]
