@@ -10,8 +10,8 @@ Lifecycle, in order:
    there yet; the runtime backs off and calls ``start()`` again.
 3. Inbound: acknowledge the source only after ``await ctx.sink.publish(event)`` returned, which
    is after Kafka acknowledged the event. ``publish`` raises ``EventRejected`` for input that does
-   not fit its schema, or is larger than a Kafka record (``EventTooLarge``; tell the source it is
-   bad: a 400 or 413, a nack without requeue, ``sink.reject`` to park it) and
+   not fit its schema, or is larger than the hub takes (``EventTooLarge``, 960 KiB; tell the source
+   it is bad: a 400 or 413, a nack without requeue, ``sink.reject`` to park it) and
    ``KafkaUnavailable`` when Kafka cannot acknowledge (tell the source to try later: a 503).
    Outbound: ``await deliver(event)`` is called for one event at a time per key; return means
    the target accepted it, ``RetryableError`` means back off and retry, ``PermanentError`` means

@@ -105,7 +105,8 @@ class EventRejected(PermanentError):
 
 
 class EventTooLarge(EventRejected):
-    """The event, as a Kafka record, is larger than Kafka takes: no retry can store it (a 413)."""
+    """The event, as a Kafka record, is larger than the hub takes (``MAX_EVENT_BYTES``, under Kafka's
+    1 MiB) or than the broker took: no retry can store it (a 413, a dead letter)."""
 
 
 class ExpressionError(PermanentError, ValueError):

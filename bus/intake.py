@@ -5,10 +5,10 @@ hands the event to Kafka, returning an acknowledgement to await before the sourc
 acknowledged. A body that cannot become an event is kept on the adapter's inbound dead-letter
 topic with the reason: the source message can then be acknowledged, and nothing is lost.
 
-Isolation: *whatever* goes wrong with one message (larger than 16 MiB, not JSON, nested too deep, a failed mapping, a
-schema mismatch, or an error no one foresaw) parks that message and nothing else; the consume
-loop calling ``submit`` never sees it. Only ``KafkaUnavailable`` comes out, meaning: do not
-acknowledge; let the source redeliver.
+Isolation: *whatever* goes wrong with one message (larger than 16 MiB, not JSON, nested too deep,
+a failed mapping, a schema mismatch, an event too large for Kafka, or an error no one foresaw)
+parks that message and nothing else; the consume loop calling ``submit`` never sees it. Only
+``KafkaUnavailable`` comes out, meaning: do not acknowledge; let the source redeliver.
 """
 
 from __future__ import annotations
