@@ -128,11 +128,13 @@ class Emitter:
         )
         if cloudevent:
             self._adopt(event, cloudevent, subject_mapped=self._subject is not None, id_mapped=event_id is not None)
-        if event_id is not None or cloudevent:  # a UUID made here needs no look
-            _check_attribute("id", event.id)
-        if event.subject is not None:
+        # Printable text of a sane length (nearly every id) passes at C speed; anything else is looked at closely.
+        ident = event.id
+        if (event_id is not None or cloudevent) and not (len(ident) <= MAX_ATTRIBUTE_CHARS and ident.isprintable()):
+            _check_attribute("id", ident)  # a UUID made here needs no look
+        if event.subject is not None and not (len(event.subject) <= MAX_ATTRIBUTE_CHARS and event.subject.isprintable()):
             _check_attribute("subject", event.subject)
-        if event.key is not None and _SURROGATE.search(event.key):  # not text Kafka can carry
+        if event.key is not None and not event.key.isascii() and _SURROGATE.search(event.key):  # not text Kafka can carry
             raise EventRejected(f"the event's key {event.key[:40]!r} holds a lone surrogate, which is not text")
         return event
 

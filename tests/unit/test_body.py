@@ -166,6 +166,7 @@ def test_an_id_or_key_that_is_not_one_value_is_refused(sent: object, says: str |
         ("", "emit.id gave an empty value"),  # every empty id would be the same event to the ledger
         ("évt_2_🙂", None),  # any other text is an id (percent-encoded where it travels as ce-id)
         ("   ", None),
+        ("evt\u200b1", None),  # not printable (a format character), but nothing CloudEvents forbids
         ("e" * 4096, None),
     ],
 )
