@@ -79,6 +79,11 @@ class Aggregator:
         self.empty_windows = config.empty_windows
         self._emit_when = compile_expression(config.emit_when) if config.emit_when else None
         self.state: dict[str, _State] = {}
+        # Time windows: the keys whose window starts at each start (aligned, so there are few), for
+        # ``tick`` to visit only the windows that end. It visited every key the router had ever
+        # seen, five times a second: a million keys kept a core busy. Entries can be stale (a key
+        # moved on or dropped); ``tick`` checks each against the key's state.
+        self._starting: dict[int, dict[str, None]] = {}
 
     def wanted(self, emission: Emission) -> bool:
         """Does ``emit_when`` let this result through? (An error in it counts as no.)"""
@@ -96,7 +101,8 @@ class Aggregator:
             self.state.pop(key, None)
             return
         raw = json.loads(value)
-        self.state[key] = _State(partition, raw["offset"], raw["window"], raw["count"], raw["acc"], raw.get("previous"))
+        state = self.state[key] = _State(partition, raw["offset"], raw["window"], raw["count"], raw["acc"], raw.get("previous"))
+        self._track(key, state)
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget keys of partitions this process no longer owns (their new owner reloads them)."""
@@ -122,6 +128,7 @@ class Aggregator:
                 state.window = start  # not the armed empty window _close may have set: this event opens its own
             if state.window is None:
                 state.window = start
+            self._track(key, state)
         elif state.window is None:
             state.window = 0
         for scope, meta in folds:
@@ -136,11 +143,20 @@ class Aggregator:
         if self.window_seconds is None:
             return []
         closed = []
-        for key, state in self.state.items():
-            # An open window with events, or (empty_windows) the window after one, armed by _close.
-            if state.window is not None and (state.count or self.empty_windows) and now >= state.window + self.window_seconds:
-                closed.append((self._close(key, state), state.dump()))
+        for start in [s for s in self._starting if now >= s + self.window_seconds]:
+            for key in self._starting.pop(start):
+                state = self.state.get(key)
+                if state is None or state.window != start:
+                    continue  # moved on to another window, or forgotten: not this window's any more
+                # An open window with events, or (empty_windows) the window after one, armed by _close.
+                if state.count or self.empty_windows:
+                    closed.append((self._close(key, state), state.dump()))
+                    self._track(key, state)  # the next window _close armed, if any
         return closed
+
+    def _track(self, key: str, state: _State) -> None:
+        if self.window_seconds is not None and state.window is not None:
+            self._starting.setdefault(state.window, {})[key] = None
 
     def _fold(self, state: _State, scope: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         state.count += 1

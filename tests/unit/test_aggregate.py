@@ -209,3 +209,26 @@ def test_a_split_route_feeds_its_aggregate_elements_and_the_checker_reads_them()
     [outcome] = Router([route]).decide("Order", order, {"id": "e1"}).outcomes
     assert outcome.status == "aggregated" and outcome.folds is not None
     assert [m["index"] for _, m in outcome.folds] == [0, 1, 2] and all(s["line"]["quantity"] == 2 for s, _ in outcome.folds)
+
+
+def test_tick_closes_only_windows_that_ended_whoever_else_the_router_has_seen() -> None:
+    """tick visits the keys of windows that ended, not every key ever seen: a key reloaded from
+    the changelog, one that moved on to the next window, and one whose partition was revoked are
+    each handled once, and later ticks have nothing to look at."""
+    a = agg(window="60s")
+    for i in range(1000):  # keys of the window [0, 60)
+        a.add(f"old{i}", partition=i % 2, offset=i, folds=[({"amount": 1, "sku": "a"}, {})], now=10)
+    a.add("moved", partition=0, offset=5000, folds=[({"amount": 1}, {})], now=10)
+    a.add("moved", partition=0, offset=5001, folds=[({"amount": 2}, {})], now=70)  # its first window closed by the event
+    reloaded = agg(window="60s")
+    reloaded.load("old1", a.state["old1"].dump(), 1)
+    a.drop_partitions({1})  # the odd keys now belong to another router
+
+    closed = a.tick(now=61)
+    assert sorted(e.key for e, _ in closed) == sorted(f"old{i}" for i in range(0, 1000, 2))  # not "moved": still in [60, 120)
+    assert a.tick(now=62) == []  # nothing left to close
+    assert sum(len(keys) for keys in a._starting.values()) == 1  # only "moved", in its new window
+    [(emission, _)] = a.tick(now=121)
+    assert (emission.key, emission.record["total"]) == ("moved", 2)
+    [(again, _)] = reloaded.tick(now=61)  # a key reloaded from the changelog closes on time too
+    assert (again.key, again.record["count"]) == ("old1", 1)
