@@ -84,6 +84,12 @@ class Aggregator:
         # seen, five times a second: a million keys kept a core busy. Entries can be stale (a key
         # moved on or dropped); ``tick`` checks each against the key's state.
         self._starting: dict[int, dict[str, None]] = {}
+        # Keys left with no window open (time windows, without ``previous``), forgotten once their
+        # last event is committed: before that a replay after a crash could count it again. Kept,
+        # every key the router had ever seen stayed in memory (an order id: without end).
+        self._closed: dict[str, None] = {}
+        self._committed: dict[int, int] = {}  # partition -> the next offset to read, as committed
+        self._new_commits = False
 
     def wanted(self, emission: Emission) -> bool:
         """Does ``emit_when`` let this result through? (An error in it counts as no.)"""
@@ -103,10 +109,38 @@ class Aggregator:
         raw = json.loads(value)
         state = self.state[key] = _State(partition, raw["offset"], raw["window"], raw["count"], raw["acc"], raw.get("previous"))
         self._track(key, state)
+        if self._is_closed(state):
+            self._closed[key] = None
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget keys of partitions this process no longer owns (their new owner reloads them)."""
         self.state = {k: s for k, s in self.state.items() if s.partition not in partitions}
+        for partition in partitions:
+            self._committed.pop(partition, None)
+
+    def committed(self, partition: int, offset: int) -> None:
+        """The router committed ``partition`` up to ``offset`` (the next to read): no event below it comes again."""
+        self._committed[partition] = offset
+        self._new_commits = True
+
+    def forget_settled(self) -> list[tuple[str, int]]:
+        """Forget the closed keys whose last event is committed; (key, partition) of each, for the
+        changelog's tombstone (so that a reload does not bring them back)."""
+        if not self._new_commits or not self._closed:
+            return []
+        self._new_commits = False
+        gone: list[tuple[str, int]] = []
+        for key in list(self._closed):
+            state = self.state.get(key)
+            if state is None or not self._is_closed(state):  # reopened by an event, or already gone
+                del self._closed[key]
+            elif state.offset < self._committed.get(state.partition, -1):
+                del self.state[key], self._closed[key]
+                gone.append((key, state.partition))
+        return gone
+
+    def _is_closed(self, state: _State) -> bool:
+        return self.window_seconds is not None and not self.keep_previous and state.window is None and state.count == 0
 
     # -- events ----------------------------------------------------------------------------
     def add(
@@ -152,6 +186,8 @@ class Aggregator:
                 if state.count or self.empty_windows:
                     closed.append((self._close(key, state), state.dump()))
                     self._track(key, state)  # the next window _close armed, if any
+                    if self._is_closed(state):
+                        self._closed[key] = None
         return closed
 
     def _track(self, key: str, state: _State) -> None:

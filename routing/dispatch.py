@@ -254,10 +254,19 @@ class Dispatcher:
                 self._routes[route].stats.dropped += 1
         return sends
 
+    def committed(self, topic: str, partition: int, offset: int) -> None:
+        """The router committed ``topic``'s ``partition`` up to ``offset``: aggregators of it may forget settled keys."""
+        for state_topic, aggregator in self.state_topics.items():
+            if self.state_sources[state_topic] == topic:
+                aggregator.committed(partition, offset)
+
     def tick(self, now: float) -> list[Send]:
-        """Close ended time windows: their emissions and the keys' new state, to produce now."""
+        """Close ended time windows: their emissions and the keys' new state, to produce now; and
+        the tombstones of keys forgotten (closed, their last event committed)."""
         sends: list[Send] = []
         for route, aggregator in self.aggregators.items():
+            for key, partition in aggregator.forget_settled():
+                sends.append(Send(self._names.aggregate_state(route), key.encode(), None, [], partition=partition))
             for emission, state in aggregator.tick(now):
                 sends.append(Send(self._names.aggregate_state(route), emission.key.encode(), state, [], partition=emission.partition))
                 if aggregator.wanted(emission):

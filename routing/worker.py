@@ -267,6 +267,9 @@ class RouterWorker:
             log.warning("router could not commit (%r); the batch will be routed again by the partitions' next owner", exc)
             return False
         self._lag.committed(offsets)
+        if self.dispatcher.aggregators:
+            for tp, position in offsets.items():
+                self.dispatcher.committed(tp.topic, tp.partition, position.offset)
         return True
 
     async def __aenter__(self) -> RouterWorker:

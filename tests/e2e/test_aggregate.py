@@ -12,7 +12,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata
 
+from bus.kafka.reader import read_topic
 from bus.ports import free_port
+from routing.worker import RouterWorker
 from tests.support.hub import HubProcess, build_hub, unique_prefix, write_config
 from tests.support.target import Target
 
@@ -146,6 +148,22 @@ async def test_time_window_closes_by_itself(tmp_path: Path, bootstrap: str) -> N
                 return out
 
             await target.wait_for(lambda: totals() == {"a": (3, 7.0), "b": (1, 5.0)}, timeout=30)
+
+            # Closed, and their last events committed: a and b are forgotten (memory does not grow
+            # with every key ever seen), with tombstones on the changelog so a reload does not bring
+            # them back. One more event makes a batch to commit after the windows closed.
+            router = hub.router
+            assert isinstance(router, RouterWorker)
+            aggregator = router.dispatcher.aggregators["order-totals"]
+            await post(hub.web.port, "c", 9, 1)
+            for _ in range(100):
+                if not {"a", "b"} & set(aggregator.state):
+                    break
+                await asyncio.sleep(0.1)
+            assert not {"a", "b"} & set(aggregator.state), aggregator.state
+            changelog = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.aggregate_state("order-totals"))
+            last = {r.key: r.value for r in changelog}
+            assert last[b"a"] is None and last[b"b"] is None
         for call in target.accepted:
             start, end = call.body["window_start"], call.body["window_end"]
             assert start < end and call.headers["Idempotency-Key"] == f"order-totals:{call.body['account_id']}:{start}"

@@ -232,3 +232,36 @@ def test_tick_closes_only_windows_that_ended_whoever_else_the_router_has_seen() 
     assert (emission.key, emission.record["total"]) == ("moved", 2)
     [(again, _)] = reloaded.tick(now=61)  # a key reloaded from the changelog closes on time too
     assert (again.key, again.record["count"]) == ("old1", 1)
+
+
+def test_a_closed_key_is_forgotten_once_its_last_event_is_committed_and_not_before() -> None:
+    """Memory does not grow with every key ever seen: a key whose window closed, with nothing open,
+    is forgotten once the router committed past its last event (a replay after a crash cannot
+    bring that event back), and the changelog gets its tombstone. Before the commit, or with a
+    window still open, or when its previous result is needed, it stays."""
+    a = agg(window="60s")
+    for i in range(100):
+        a.add(f"k{i}", partition=i % 2, offset=1000 + i, folds=[({"amount": 1}, {})], now=10)
+    a.add("open", partition=0, offset=2000, folds=[({"amount": 1}, {})], now=65)
+    assert len(a.tick(now=61)) == 100
+    assert a.forget_settled() == []  # nothing committed yet: a crash now would replay these events
+    a.committed(0, 1050)  # partition 0 committed below some of its keys' last events
+    gone = a.forget_settled()
+    assert sorted(gone) == sorted((f"k{i}", 0) for i in range(0, 50, 2))  # offsets 1000..1048 on partition 0
+    a.committed(0, 3000)
+    a.committed(1, 3000)
+    assert len(a.forget_settled()) == 75  # the rest of the closed ones; "open" has a window open
+    assert set(a.state) == {"open"}
+    a.add("k3", partition=1, offset=3001, folds=[({"amount": 5}, {})], now=70)  # it comes back: counted anew
+    [(emission, _)] = [c for c in a.tick(now=121) if c[0].key == "k3"]
+    assert emission.record["count"] == 1
+
+    kept = agg(window="60s", previous=True)  # the next result needs this one: never forgotten
+    kept.add("k", partition=0, offset=1, folds=[({"amount": 1}, {})], now=10)
+    kept.tick(now=61)
+    kept.committed(0, 100)
+    assert kept.forget_settled() == [] and "k" in kept.state
+    counted = agg(count=2)  # a count window's number is part of its results' ids: kept
+    counted.add("k", partition=0, offset=1, folds=[({"amount": 1}, {}), ({"amount": 1}, {})], now=10)
+    counted.committed(0, 100)
+    assert counted.forget_settled() == [] and "k" in counted.state
