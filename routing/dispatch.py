@@ -201,7 +201,7 @@ class Dispatcher:
                                 raise EventTooLarge(
                                     f"the transform made an event of {len(blob):,} bytes; at most {MAX_EVENT_BYTES:,} are produced"
                                 )
-                except PermanentError as exc:  # the transform's output does not fit its schema, or Kafka
+                except PermanentError as exc:  # the transform's output does not fit its schema, or is too large for Kafka
                     outcome.route.stats.failed += 1
                     error = exc
             if error is not None:

@@ -5,8 +5,8 @@ before is skipped), then its rows are read a batch at a time and handed to Kafka
 row that cannot become an event, or is not text in the file's encoding, is kept on the inbound
 dead-letter topic with its line number), at most ``_IN_FLIGHT`` awaiting Kafka's acknowledgement
 at once; once every one is acknowledged the file moves to ``done/`` with a manifest. Memory stays
-flat whatever the file's size (the whole file used to be held at once, about 17 times its size:
-a 30 MB export was enough to kill an inbound pod at the chart's limit, again at every restart).
+flat whatever the file's size (the whole file used to be held at once, about 19 times its size:
+a 20 MB export was enough to kill an inbound pod at the chart's limit, again at every restart).
 If Kafka cannot acknowledge, the file stays where it is and is read again at the next poll: rows
 keep their ids (sha256 and line, unless ``emit.id`` says otherwise), so a second reading is
 harmless downstream. A file that cannot be read at all (no CSV header) moves to ``failed/`` with
