@@ -211,9 +211,14 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
                 )  # fmt: skip
                 continue
             document = change.document()
-            raw = json.dumps(document, default=str, ensure_ascii=False).encode()
+            # surrogateescape: the bytes of a value that was not UTF-8 go to the dead letter as they came.
+            raw = json.dumps(document, default=str, ensure_ascii=False).encode("utf-8", "surrogateescape")
             event_id = f"{self.config.name}:{lsn_text(change.commit_lsn)}:{change.ordinal}"
             try:
+                if change.problem is not None:  # a value that could not be read: this change alone is parked
+                    reason = f"{change.relation.schema}.{change.relation.table}: {change.problem}"
+                    acks.append(await self._intake.park(raw, reason, {"ce_id": event_id}))
+                    continue
                 acks.append(await self._intake.submit_document(document, raw=raw, event_id=event_id))
             except KafkaUnavailable as exc:
                 raise RetryableError(f"Kafka did not take the changes: {exc}") from exc

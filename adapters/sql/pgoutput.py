@@ -6,17 +6,23 @@ Truncate; Origin, Type and logical Message are skipped.
 Column values arrive as text; the common types are turned into Python values by type oid
 (integers, numeric as Decimal, floats, booleans, json and jsonb parsed); everything else
 (timestamps, dates, uuids...) stays text, which ``emit.map`` can convert (``timestamp(...)``).
+
+A value that cannot be read (text that is not UTF-8, a json document nested deeper than the hub
+reads) never stops the decoder: the change carries the ``problem`` and is parked with it, and the
+slot moves on. Raising here stopped the stream at that transaction for good, the slot holding the
+server's WAL from then on.
 """
 
 from __future__ import annotations
 
 __all__ = ["Change", "Decoder", "Relation", "lsn_int", "lsn_text"]
 
-import json
 import struct
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+from bus.adapter_api import parse_json
 
 _BOOL, _INT8, _INT2, _INT4, _OID, _JSON, _FLOAT4, _FLOAT8, _NUMERIC, _JSONB = 16, 20, 21, 23, 26, 114, 700, 701, 1700, 3802
 _CONVERT: dict[int, Any] = {
@@ -28,8 +34,8 @@ _CONVERT: dict[int, Any] = {
     _FLOAT4: float,
     _FLOAT8: float,
     _NUMERIC: Decimal,
-    _JSON: json.loads,
-    _JSONB: json.loads,
+    _JSON: parse_json,  # nested at most 256 deep, as every document the hub reads (PostgreSQL takes thousands)
+    _JSONB: parse_json,
 }
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 
@@ -55,6 +61,7 @@ class Change:
     commit_lsn: int = 0
     commit_ms: int = 0
     ordinal: int = 0  # position in its transaction
+    problem: str | None = None  # a value that could not be read: the change is parked with this
 
     def document(self) -> dict[str, Any]:
         return {
@@ -146,19 +153,22 @@ class Decoder:
         elif kind == "I":
             relation = self.relations[r.integer(4)]
             r.byte()  # 'N'
-            self._add(Change("c", relation, after=self._tuple(r, relation)))
+            after, problem = self._tuple(r, relation)
+            self._add(Change("c", relation, after=after, problem=problem))
         elif kind == "U":
             relation = self.relations[r.integer(4)]
-            before = None
+            before, problem = None, None
             marker = r.byte()
             if marker in "KO":  # the old key (K) or whole old row (O, REPLICA IDENTITY FULL)
-                before = self._tuple(r, relation)
+                before, problem = self._tuple(r, relation)
                 marker = r.byte()
-            self._add(Change("u", relation, before=before, after=self._tuple(r, relation)))
+            after, later = self._tuple(r, relation)
+            self._add(Change("u", relation, before=before, after=after, problem=problem or later))
         elif kind == "D":
             relation = self.relations[r.integer(4)]
             r.byte()  # 'K' or 'O'
-            self._add(Change("d", relation, before=self._tuple(r, relation)))
+            before, problem = self._tuple(r, relation)
+            self._add(Change("d", relation, before=before, problem=problem))
         elif kind == "T":
             count = r.integer(4)
             r.integer(1)  # options
@@ -171,8 +181,10 @@ class Decoder:
         self.pending.append(change)
 
     @staticmethod
-    def _tuple(r: _Reader, relation: Relation) -> dict[str, Any]:
+    def _tuple(r: _Reader, relation: Relation) -> tuple[dict[str, Any], str | None]:
+        """The row's values, and what could not be read of them (the first such column), if anything."""
         row: dict[str, Any] = {}
+        problem = None
         for name, type_oid in relation.columns[: r.integer(2)]:
             kind = r.byte()
             if kind == "n":
@@ -180,7 +192,20 @@ class Decoder:
             elif kind == "u":
                 continue  # unchanged TOAST: PostgreSQL does not send it again
             else:
-                text = r.take(r.integer(4)).decode()
+                data = r.take(r.integer(4))
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:  # a database in another encoding: the bytes kept, the row refused
+                    row[name] = data.decode("utf-8", "surrogateescape")
+                    problem = problem or f"column {name} is not UTF-8 text (a database encoding other than UTF8?)"
+                    continue
                 convert = _CONVERT.get(type_oid)
-                row[name] = convert(text) if convert else text
-        return row
+                if convert is None:
+                    row[name] = text
+                    continue
+                try:
+                    row[name] = convert(text)
+                except ValueError as exc:
+                    row[name] = text
+                    problem = problem or f"column {name}: {exc}"
+        return row, problem

@@ -157,6 +157,35 @@ async def test_bad_rows_are_parked_and_the_slot_moves_on(logical_dsn: str, tmp_p
         await until(lambda: cdc.progress()["changes"] == 3, "the parked row to count as handled")
 
 
+async def test_a_value_the_hub_cannot_read_parks_its_row_and_the_slot_moves_on(logical_dsn: str, tmp_path: Path, bootstrap: str) -> None:
+    """A jsonb nested 2,000 deep, which PostgreSQL takes: its change made the decoder raise, and the
+    adapter read that transaction again and again, the slot holding the server's WAL from then on.
+    Now that row is parked with the reason, and the next ones are published."""
+    await sql(
+        logical_dsn,
+        "DROP TABLE IF EXISTS cust_master",
+        "CREATE TABLE cust_master (cust_no integer PRIMARY KEY, cust_nm text, email_addr text, extra jsonb)",
+    )
+    path = write_config(tmp_path / "bus.yaml", hub_config(bootstrap, logical_dsn, slot="bus_deep", publication="bus_deep"))
+    deep = "[" * 2000 + "]" * 2000
+    async with build_hub(path) as hub:
+        cdc = hub.inbound[0]
+        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        await sql(logical_dsn, f"INSERT INTO cust_master VALUES (1, 'Before', NULL, '{{}}'), (2, 'Deep', NULL, '{deep}')")
+        await sql(logical_dsn, "INSERT INTO cust_master VALUES (3, 'After', NULL, NULL)")  # a later transaction
+        seen = await wait_changes(hub, 2)
+        assert [key for _, key, _ in seen] == ["1", "3"]
+        for _ in range(100):
+            parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("legacy-cdc"))
+            if parked:
+                break
+            await asyncio.sleep(0.1)
+        assert len(parked) == 1
+        reason = dict(parked[0].headers)["bus_error"].decode()
+        assert reason.startswith("public.cust_master: column extra: JSON nested more than 256 levels deep"), reason
+        assert b'"cust_no": 2' in parked[0].value
+
+
 async def test_a_server_without_logical_decoding_is_named_with_the_fix(tmp_path: Path, bootstrap: str) -> None:
     require_service("PostgreSQL", "127.0.0.1", 5432)  # the shared server: wal_level=replica
     path = write_config(tmp_path / "bus.yaml", hub_config(bootstrap, "postgresql://postgres@127.0.0.1:5432/test"))

@@ -5,6 +5,7 @@ after ``INSERT (1,'a',1.5)``, ``UPDATE SET v='b'``, ``DELETE`` on
 
 from __future__ import annotations
 
+import struct
 from decimal import Decimal
 
 from adapters.sql.pgoutput import Decoder, lsn_int, lsn_text
@@ -42,3 +43,35 @@ def test_insert_update_delete_as_committed_transactions() -> None:
 def test_lsn_text_round_trip() -> None:
     assert lsn_int("16/B374D848") == (0x16 << 32) | 0xB374D848
     assert lsn_text(lsn_int("0/1543568")) == "0/1543568"
+
+
+def _relation(oid: int, columns: list[tuple[str, int]]) -> bytes:
+    body = b"R" + struct.pack(">I", oid) + b"public\0docs\0" + b"d" + struct.pack(">H", len(columns))
+    for i, (name, type_oid) in enumerate(columns):
+        body += struct.pack(">B", 1 if i == 0 else 0) + name.encode() + b"\0" + struct.pack(">Ii", type_oid, -1)
+    return body
+
+
+def _insert(oid: int, values: list[bytes]) -> bytes:
+    body = b"I" + struct.pack(">I", oid) + b"N" + struct.pack(">H", len(values))
+    for value in values:
+        body += b"t" + struct.pack(">I", len(value)) + value
+    return body
+
+
+def test_a_value_that_cannot_be_read_marks_its_change_and_never_stops_the_decoder() -> None:
+    """A jsonb nested thousands deep (PostgreSQL takes it; Python's parser overflowed) or text that
+    is not UTF-8 made the decoder raise, and the adapter read the same transaction again for ever,
+    the slot holding the server's WAL. Now each such change says what, and the rest decode."""
+    begin, commit = bytes.fromhex(CAPTURED[0]), bytes.fromhex(CAPTURED[3])
+    decoder = Decoder()
+    decoder.feed(begin)
+    decoder.feed(_relation(16393, [("id", 23), ("doc", 3802), ("name", 25)]))
+    rows = [[b"1", b"[" * 5000 + b"]" * 5000, b"ok"], [b"2", b'{"a": [1]}', b"M\xfcller"], [b"3", b'{"a": [1]}', b"fine"]]
+    for values in rows:
+        decoder.feed(_insert(16393, values))
+    deep, latin, good = decoder.feed(commit) or []
+    assert deep.problem is not None and deep.problem.startswith("column doc: JSON nested more than 256 levels deep")
+    assert latin.problem == "column name is not UTF-8 text (a database encoding other than UTF8?)"
+    assert latin.after is not None and latin.after["name"].encode("utf-8", "surrogateescape") == b"M\xfcller"  # the bytes kept
+    assert good.problem is None and good.after == {"id": 3, "doc": {"a": [1]}, "name": "fine"}
