@@ -173,6 +173,11 @@ class WebhookInbound(Inbound[WebhookConfig]):
         kind = _kind(request.content_type)
         if kind not in self.config.accept:
             return _problem(415, f"Content-Type {request.content_type!r} is not accepted here; send {', '.join(self.config.accept)}")
+        coding = request.headers.get("Content-Encoding", "").strip().lower()
+        if coding not in ("", "identity"):  # a compressed body would be read as text, and refused as "invalid JSON"
+            return _problem(
+                415, f"Content-Encoding {coding!r} is not accepted here; send the body uncompressed", **{"Accept-Encoding": "identity"}
+            )
         try:
             if request.complete:  # the usual case: the body came with the head, and no timer is needed
                 body = await request.read(self.config.max_body_bytes)  # None past the limit

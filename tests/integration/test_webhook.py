@@ -140,6 +140,23 @@ async def test_wrong_content_type_is_415(client: httpx.AsyncClient) -> None:
     assert r.status_code == 415
 
 
+async def test_a_compressed_body_is_415_saying_so_not_invalid_json(client: httpx.AsyncClient) -> None:
+    """A sender that gzips its body used to get 400 "invalid JSON: 'utf-8' codec can't decode byte
+    0x8b": the answer RFC 9110 gives is 415, with the codings accepted."""
+    import gzip
+    import json
+
+    r = await client.post(
+        "/hooks/payments",
+        content=gzip.compress(json.dumps(payment(8)).encode()),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 415 and r.headers["Accept-Encoding"] == "identity"
+    assert r.json()["error"] == "Content-Encoding 'gzip' is not accepted here; send the body uncompressed"
+    same = await client.post("/hooks/payments", json=payment(8), headers={"Content-Encoding": "identity"})
+    assert same.status_code == 202
+
+
 async def test_unknown_path_and_method(client: httpx.AsyncClient) -> None:
     assert (await client.post("/hooks/nope", json={})).status_code == 404
     assert (await client.get("/hooks/payments")).status_code == 405
