@@ -41,10 +41,20 @@ def _too_deep(document: Any, limit: int) -> bool:
     return False
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (JSON has no NaN or Infinity; send null or a number)")
+
+
+# Python's parser takes NaN, Infinity and -Infinity, which JSON does not have (RFC 8259): taken, a
+# NaN went on to every target as the bare word NaN, which their JSON parsers refuse. Made once.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def parse_json(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """The document in ``data``; ``ValueError`` (with the reason) when it is not JSON or too deep."""
     try:
-        document = json.loads(data)
+        text = data.decode(json.detect_encoding(data), "surrogatepass") if isinstance(data, bytes | bytearray) else data
+        document = _DECODER.decode(text)
     except RecursionError:
         raise ValueError(f"JSON nested more than {max_depth} levels deep") from None
     except ValueError as exc:

@@ -46,6 +46,16 @@ def test_json_and_xml_nested_too_deep_are_value_errors_with_the_reason(depth: in
     assert parse_json(b"[" * 200 + b"]" * 200) is not None  # deep, but within the limit
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(constant: str) -> None:
+    """Python's parser takes them; JSON does not have them, and a target's parser would refuse the
+    bare word the hub would have written on."""
+    with pytest.raises(ValueError, match=f"^{constant} is not JSON"):
+        parse_json(f'{{"amount": {constant}}}'.encode())
+    assert parse_json(b'{"amount": 1e5, "name": "NaN"}') == {"amount": 100000.0, "name": "NaN"}
+    assert parse_json("\ufeff{}".encode("utf-8")) == {}  # a byte order mark before bytes is still skipped
+
+
 def test_a_number_too_long_to_read_says_so_in_the_senders_terms() -> None:
     with pytest.raises(
         ValueError, match=r"^a number has more than [0-9,]+ digits$"
