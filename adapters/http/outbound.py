@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 import ssl
 import time
@@ -49,7 +50,7 @@ from bus.adapter_api import (
 )
 from bus.cloudevents import http_headers
 from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, Post
-from bus.jsontext import escape_surrogates
+from bus.jsontext import compact_strict, escape_surrogates
 
 _RETRYABLE = {408, 425, 429}
 _URL_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
@@ -93,6 +94,28 @@ def _json_body(document: Any) -> bytes:
         return text.encode()
     except UnicodeEncodeError:
         return escape_surrogates(text).encode()
+
+
+def _event_body(document: Any) -> bytes:
+    """An event's body as JSON. A NaN or an infinity (a source's double, an average of nothing) has
+    no JSON: refused naming the field (a dead letter), where the target's parser would refuse the
+    bare word ``NaN`` with a 400 that says less."""
+    try:
+        return compact_strict(document).encode()
+    except ValueError:
+        raise PermanentError(f"the body's {_non_finite(document) or 'value'} is not a number JSON can carry (NaN or infinite)") from None
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinity in ``value`` (only asked on failure)."""
+    if isinstance(value, float):
+        return path if not math.isfinite(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list | tuple) else ()
+    for name, item in items:
+        found = _non_finite(item, f"{path}[{name}]" if isinstance(name, int) else f"{path}.{name}" if path else str(name))
+        if found is not None:
+            return found
+    return None
 
 
 class HttpOutbound(Outbound[HttpOutboundConfig]):
@@ -165,7 +188,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         meta = event.meta() if self._per_event else {}  # once, and only when something is templated
         method = self._method(event, meta)
         url = self.config.url if self._url.constant else self._url(event.data, meta)
-        body = b"" if method == "DELETE" else json_dumps(self.render(event)).encode()
+        body = b"" if method == "DELETE" else _event_body(self.render(event))
         if self._contract is not None and body:
             # The target would refuse it: say why now, instead of spending a call on a 400.
             problem = self._contract.problem(json.loads(body))

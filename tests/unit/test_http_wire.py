@@ -370,3 +370,21 @@ async def test_a_redirect_is_not_followed_and_its_dead_letter_says_where_it_poin
         finally:
             await adapter.stop()
     assert len(requests) == 1
+
+
+async def test_a_nan_or_an_infinity_is_refused_naming_its_field_and_never_sent() -> None:
+    """JSON has no NaN: written as the bare word, a target's parser refused it with a 400 that
+    named nothing. The event is dead-lettered naming the field instead, and never sent."""
+    async with aiohttp_server() as (url, seen):
+        config = HttpOutboundConfig.model_validate({"name": "metrics", "type": "http", "url": str(url)})
+        adapter = HttpOutbound(config, Context("metrics", logging.getLogger("test")))
+        await adapter.start()
+        try:
+            await adapter.deliver(Event(schema="UsageMetric", data={"value": 1.5, "tags": [0.25]}, source="/t"))
+            with pytest.raises(PermanentError, match=r"the body's value is not a number JSON can carry"):
+                await adapter.deliver(Event(schema="UsageMetric", data={"value": float("nan")}, source="/t"))
+            with pytest.raises(PermanentError, match=r"the body's tags\[1\] is not a number JSON can carry"):
+                await adapter.deliver(Event(schema="UsageMetric", data={"value": 1.0, "tags": [1.0, float("-inf")]}, source="/t"))
+        finally:
+            await adapter.stop()
+        assert len(seen) == 1  # only the first
