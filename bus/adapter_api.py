@@ -77,6 +77,7 @@ __all__ = [
     "compile_expression",
     "compile_template",
     "duration",
+    "first_path",
     "json_dumps",
     "json_response",
     "kafka_consumer",
@@ -105,7 +106,7 @@ from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OpenApiOperat
 from bus.config.base import ConfigModel
 from bus.config.fields import BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
-from bus.documents import allow_large_csv_fields, parse_json, parse_xml, text_codec
+from bus.documents import allow_large_csv_fields, first_path, parse_json, parse_xml, text_codec
 from bus.errors import (
     EventRejected,
     EventTooLarge,

@@ -24,6 +24,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
+from bus.documents import first_path
 from bus.errors import EventRejected, PermanentError, RetryableError
 
 log = logging.getLogger("bus.codec")
@@ -131,7 +132,7 @@ class Codec:
         try:
             schemaless_writer(buf, parsed, record)
         except UnicodeEncodeError as exc:  # a lone surrogate (from JSON's "\ud800"): not text UTF-8 can hold
-            where = _surrogate_path(record) or "a text field"
+            where = first_path(record, _has_surrogate) or "a text field"
             raise EventRejected(
                 f"cannot encode as {name}: {where} holds a lone surrogate (U+{ord(exc.object[exc.start]):04X}), which is not text"
             ) from exc
@@ -159,22 +160,8 @@ class Codec:
         return name, record  # type: ignore[return-value]  # record schemas only: add() and learn() take nothing else
 
 
-def _surrogate_path(value: Any, path: str = "") -> str | None:
-    """The path of the first text in ``value`` that holds a lone surrogate (only asked on failure)."""
-    if isinstance(value, str):
-        return path if any("\ud800" <= c <= "\udfff" for c in value) else None
-    if isinstance(value, Mapping):
-        items: Iterable[tuple[Any, Any]] = value.items()
-    elif isinstance(value, list | tuple):
-        items = enumerate(value)
-    else:
-        return None
-    for name, item in items:
-        inner = f"{path}[{name}]" if isinstance(name, int) else f"{path}.{name}" if path else str(name)
-        found = _surrogate_path(item, inner)
-        if found is not None:
-            return found
-    return None
+def _has_surrogate(value: Any) -> bool:
+    return isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value)
 
 
 def _validation_reason(exc: ValidationError) -> str:

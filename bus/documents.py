@@ -11,12 +11,13 @@ a body with more than ``MAX_DEPTH`` opening brackets.
 
 from __future__ import annotations
 
-__all__ = ["CSV_MAX_FIELD", "MAX_DEPTH", "allow_large_csv_fields", "parse_json", "parse_xml", "text_codec"]
+__all__ = ["CSV_MAX_FIELD", "MAX_DEPTH", "allow_large_csv_fields", "first_path", "parse_json", "parse_xml", "text_codec"]
 
 import codecs
 import csv
 import json
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from xml.parsers import expat
 
@@ -39,6 +40,22 @@ def _too_deep(document: Any, limit: int) -> bool:
         elif isinstance(value, list):
             stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
     return False
+
+
+def first_path(value: Any, bad: Callable[[Any], bool], path: str = "") -> str | None:
+    """The path (``lines[2].sku``) of the first leaf of a document for which ``bad`` holds, or None:
+    to name the field an encoder refused, asked only once it has."""
+    if isinstance(value, Mapping):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return path if bad(value) else None
+    for name, item in items:
+        found = first_path(item, bad, f"{path}[{name}]" if isinstance(name, int) else f"{path}.{name}" if path else str(name))
+        if found is not None:
+            return found
+    return None
 
 
 def _no_constant(name: str) -> Any:

@@ -162,7 +162,7 @@ class FileInbound(Inbound[FileInboundConfig]):
                     self.ctx.logger.warning("file %s: %s; %s stays and is read again", self.config.name, exc, path.name)
                     break
                 except Exception as exc:  # noqa: BLE001 - one file's failure stays that file's (poison isolation)
-                    self._fail(path, f"{type(exc).__name__}: {exc}")
+                    await self._fail(path, f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
 
@@ -252,11 +252,11 @@ class FileInbound(Inbound[FileInboundConfig]):
                 )
         return found
 
-    def _fail(self, path: Path, reason: str) -> None:
+    async def _fail(self, path: Path, reason: str) -> None:
         """A file that failed in a way no one foresaw: to ``failed/`` with the reason, so the next files go on."""
         manifest: dict[str, Any] = {"file": path.name, "sha256": "unknown", "error": reason}
         try:
-            manifest["sha256"] = _digest(path)
+            manifest["sha256"] = await asyncio.to_thread(_digest, path)  # a large file: off the event loop
             self._move(path, "failed", manifest)
         except OSError as exc:
             self.ctx.logger.warning("file %s: %s failed (%s) and cannot be moved to failed/ (%r)", self.config.name, path.name, reason, exc)

@@ -46,6 +46,7 @@ from bus.adapter_api import (
     TargetOptions,
     compile_expression,
     compile_template,
+    first_path,
     json_dumps,
 )
 from bus.cloudevents import http_headers
@@ -103,19 +104,13 @@ def _event_body(document: Any) -> bytes:
     try:
         return compact_strict(document).encode()
     except ValueError:
-        raise PermanentError(f"the body's {_non_finite(document) or 'value'} is not a number JSON can carry (NaN or infinite)") from None
+        raise PermanentError(
+            f"the body's {first_path(document, _not_finite) or 'value'} is not a number JSON can carry (NaN or infinite)"
+        ) from None
 
 
-def _non_finite(value: Any, path: str = "") -> str | None:
-    """The path of the first NaN or infinity in ``value`` (only asked on failure)."""
-    if isinstance(value, float):
-        return path if not math.isfinite(value) else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list | tuple) else ()
-    for name, item in items:
-        found = _non_finite(item, f"{path}[{name}]" if isinstance(name, int) else f"{path}.{name}" if path else str(name))
-        if found is not None:
-            return found
-    return None
+def _not_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 class HttpOutbound(Outbound[HttpOutboundConfig]):

@@ -19,7 +19,7 @@ from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
 from examples.kit.graphql_shop import SDL, TOKEN, GraphQLShop
 from tests.support.hub import build_hub, flow_config, write_config
-from tests.support.wait import until
+from tests.support.wait import health_saying, until
 
 ORDERS_QUERY = """
 query Orders($after: String, $first: Int) {
@@ -140,11 +140,7 @@ async def test_a_page_larger_than_max_page_bytes_is_refused_unread_and_said(tmp_
     path = write(tmp_path, hub_config(bootstrap, [poll_block(api, max_page_bytes=2048, retries=0)]))
     try:
         async with build_hub(path) as hub:
-            for _ in range(100):
-                health = await hub.inbound[0].health()
-                if "max_page_bytes" in health.detail:
-                    break
-                await asyncio.sleep(0.1)
+            health = await health_saying(hub.inbound[0], "max_page_bytes")
             assert not health.ok and "at most 2,048 are read" in health.detail and "ask for smaller pages" in health.detail, health
             assert sum((await published(hub)).values()) == 0
     finally:

@@ -13,6 +13,7 @@ from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
 from tests.support.crm import CrmApi
 from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.wait import health_saying
 
 
 def config(bootstrap: str, api: CrmApi, poll: dict[str, Any]) -> dict[str, Any]:
@@ -232,11 +233,7 @@ async def test_a_page_larger_than_max_page_bytes_is_refused_unread_and_said(tmp_
             adapter = hub.inbound[0]
             for mode, says in (("everything", "answers 3"), ("bomb", "answers more than 65,536 bytes")):
                 state["mode"] = mode
-                for _ in range(100):
-                    health = await adapter.health()
-                    if "max_page_bytes" in health.detail and says in health.detail:
-                        break
-                    await asyncio.sleep(0.1)
+                health = await health_saying(adapter, "max_page_bytes", says)
                 assert not health.ok and "ask for smaller pages (pagination.size)" in health.detail, health
             assert sum((await published(hub)).values()) == 0  # nothing of a page it would not read
             state["mode"] = "fixed"

@@ -20,7 +20,7 @@ from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
 from examples.kit.soap_erp import SoapLedger
 from tests.support.hub import build_hub, flow_config, write_config
-from tests.support.wait import until
+from tests.support.wait import health_saying, until
 
 WEBHOOK = {
     "name": "billing",
@@ -53,6 +53,31 @@ def soap_block(ledger: SoapLedger, wsdl: Path, **extra: Any) -> dict[str, Any]:
         "body": BODY,
         "permanent_faults": ["PERIOD_CLOSED"],
         "delivery": {"backoff_initial": "100ms", "backoff_max": "300ms"},
+        **extra,
+    }
+
+
+def soap_poll_block(**extra: Any) -> dict[str, Any]:
+    """ListInvoices read by a watermark: the soap_poll of these tests."""
+    return {
+        "name": "ledger",
+        "type": "soap_poll",
+        "wsdl": "ledger.wsdl",
+        "operation": "ListInvoices",
+        "records": "Invoice",
+        "since": {"param": "ChangedSince", "field": "ChangedAt", "id": "InvoiceId"},
+        "interval": "300ms",
+        "emit": {
+            "schema": "Invoice",
+            "id": 'InvoiceId + "@" + ChangedAt',
+            "key": "Account",
+            "map": {
+                "invoice_id": "InvoiceNumber",
+                "account": "Account",
+                "currency": "lower(Currency)",
+                "amount": "minor_units(Amount, Currency)",
+            },
+        },
         **extra,
     }
 
@@ -140,26 +165,7 @@ async def test_soap_poll_reads_changed_invoices_by_a_watermark(tmp_path: Path, b
     ledger = await SoapLedger().start()
     for i in range(25):
         ledger.add_invoice(f"L-{i:03}", "4100", f"{i}.50", f"2026-08-01T00:00:{i // 5:02d}Z")  # five share each timestamp
-    poll = {
-        "name": "ledger",
-        "type": "soap_poll",
-        "wsdl": "ledger.wsdl",
-        "operation": "ListInvoices",
-        "records": "Invoice",
-        "since": {"param": "ChangedSince", "field": "ChangedAt", "id": "InvoiceId"},
-        "interval": "300ms",
-        "emit": {
-            "schema": "Invoice",
-            "id": 'InvoiceId + "@" + ChangedAt',
-            "key": "Account",
-            "map": {
-                "invoice_id": "InvoiceNumber",
-                "account": "Account",
-                "currency": "lower(Currency)",
-                "amount": "minor_units(Amount, Currency)",
-            },
-        },
-    }
+    poll = soap_poll_block()
     path = write(tmp_path, ledger, hub_config(bootstrap, [poll]))
 
     async def published(hub: Hub) -> list[dict[str, Any]]:
@@ -200,26 +206,11 @@ async def test_an_answer_larger_than_max_answer_bytes_is_not_read_and_said(tmp_p
     ledger = await SoapLedger().start()
     for i in range(25):
         ledger.add_invoice(f"L-{i:03}", "4100", f"{i}.50", f"2026-08-01T00:00:{i:02d}Z")
-    poll = {
-        "name": "ledger",
-        "type": "soap_poll",
-        "wsdl": "ledger.wsdl",
-        "operation": "ListInvoices",
-        "records": "Invoice",
-        "since": {"param": "ChangedSince", "field": "ChangedAt", "id": "InvoiceId"},
-        "interval": "300ms",
-        "max_answer_bytes": 1024,
-        "emit": {"schema": "Invoice", "id": "InvoiceId", "key": "Account", "map": {"invoice_id": "InvoiceNumber", "account": "Account",
-                 "currency": "lower(Currency)", "amount": "minor_units(Amount, Currency)"}},
-    }  # fmt: skip
+    poll = soap_poll_block(max_answer_bytes=1024)
     path = write(tmp_path, ledger, hub_config(bootstrap, [poll]))
     try:
         async with build_hub(path) as hub:
-            for _ in range(100):
-                health = await hub.inbound[0].health()
-                if "max_answer_bytes" in health.detail:
-                    break
-                await asyncio.sleep(0.1)
+            health = await health_saying(hub.inbound[0], "max_answer_bytes")
             assert not health.ok and "answers more than 1,024 bytes" in health.detail, health
             assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Invoice")) == []
     finally:

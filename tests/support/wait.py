@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0, every: float = 0.05) -> None:
@@ -13,3 +14,14 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(every)
+
+
+async def health_saying(adapter: Any, *texts: str, timeout: float = 10.0) -> Any:
+    """The adapter's health once its detail says every one of ``texts`` (or, at the deadline, as
+    it is then, for the test's assertion to show)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = await adapter.health()
+        if all(text in health.detail for text in texts) or time.monotonic() > deadline:
+            return health
+        await asyncio.sleep(0.1)
