@@ -16,6 +16,7 @@ import pytest
 from bus.app.hub import Hub
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.target import Call, Target
+from tests.support.wait import until
 
 
 def hub_config(bootstrap: str, subscribers: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -122,7 +123,12 @@ async def test_dead_target_opens_its_circuit_without_slowing_the_others(tmp_path
             # All 300 reached the healthy target while the dead one was refusing everything...
             assert dead.accepted == []
             worker = next(w for w in hub.workers if w.name == "dead")
-            assert worker.gate.breaker is not None and worker.gate.breaker.opened >= 1
+            breaker = worker.gate.breaker
+            assert breaker is not None
+            # The dead subscriber's consumer may join after the healthy one has had everything (the
+            # two join apart, and a loaded machine can take seconds): the circuit opens once its
+            # first calls fail, not by the time another subscriber is done.
+            await until(lambda: breaker.opened >= 1, "the dead target's circuit to open", timeout=30)
             # ...and the open circuit spared the dead target: a few probes, not 300 events x retries.
             calls_while_down = len(dead.calls)
             assert calls_while_down < 100, calls_while_down
