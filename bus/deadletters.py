@@ -16,9 +16,22 @@ letter's status; replay and purge skip letters already handled unless asked to r
 
 from __future__ import annotations
 
-__all__ = ["DeadLetter", "DeadLetters", "Filter", "why_headers"]
+__all__ = [
+    "CUT_MARKS",
+    "HEADERS_DROPPED",
+    "KEPT_OF_TOO_LARGE",
+    "KEY_TRUNCATED_FROM",
+    "TRUNCATED_FROM",
+    "DeadLetter",
+    "DeadLetters",
+    "Filter",
+    "truncated",
+    "why_headers",
+]
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +53,27 @@ def why_headers(reason: str, error_class: str, **fields: str) -> list[tuple[str,
         ("bus_error_class", error_class.encode()),
         ("bus_failed_at", now_rfc3339().encode()),
         *((f"bus_{name}", value.encode()) for name, value in fields.items()),
+    ]
+
+
+# What a dead letter keeps of a message too large for Kafka: its start, its size and its digest.
+KEPT_OF_TOO_LARGE = 64 * 1024
+# The headers that mark a letter of which a part was cut: it cannot be replayed (its source
+# still has it whole).
+TRUNCATED_FROM = "bus_truncated_from_bytes"  # the value's size before it was cut
+KEY_TRUNCATED_FROM = "bus_key_truncated_from_bytes"
+HEADERS_DROPPED = "bus_headers_dropped"  # how many headers were left off
+CUT_MARKS = (TRUNCATED_FROM, KEY_TRUNCATED_FROM, HEADERS_DROPPED)
+
+log = logging.getLogger("bus.deadletters")
+
+
+def truncated(payload: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """What a dead letter keeps of ``payload`` when the whole is too large for Kafka: its first
+    ``KEPT_OF_TOO_LARGE`` bytes, and headers giving its size and its SHA-256."""
+    return payload[:KEPT_OF_TOO_LARGE], [
+        (TRUNCATED_FROM, str(len(payload)).encode()),
+        ("bus_payload_sha256", hashlib.sha256(payload).hexdigest().encode()),
     ]
 
 
@@ -65,6 +99,11 @@ class DeadLetter:
             if k == name and v is not None:
                 return v.decode(errors="replace")
         return ""
+
+    @property
+    def cut(self) -> bool:
+        """Only a part of the message was kept (it was too large for Kafka): it cannot be replayed."""
+        return any(k in CUT_MARKS for k, _ in self.headers)
 
     @property
     def position(self) -> str:
@@ -156,12 +195,20 @@ class DeadLetters:
         return [letter for letter in letters if where is None or where(letter)]
 
     async def replay(self, letters: list[DeadLetter]) -> int:
-        """Send each letter back to where it failed, then mark it replayed. Returns how many."""
+        """Send each letter back to where it failed, then mark it replayed. Returns how many: a
+        letter kept truncated (``bus_truncated_from_bytes``) is not replayed."""
         await self._ensure_state_topic()
         producer = make_producer(self._kafka, self._bootstrap)
         await producer.start()
         try:
             futures = []
+            cut = [letter for letter in letters if letter.cut]
+            if cut:  # only its start was kept: sending that back would route a broken event
+                log.warning(
+                    "not replaying %d dead letter(s) kept cut (a message too large for Kafka; its source still has it "
+                    "whole): %s", len(cut), ", ".join(letter.position for letter in cut[:10]),
+                )  # fmt: skip
+                letters = [letter for letter in letters if not letter.cut]
             for letter in letters:
                 origin = letter.header("bus_origin").rsplit("/", 2)[0] or self._names.delivery(letter.subscriber)
                 headers = [(k, v) for k, v in letter.headers if k not in _ERROR_HEADERS and k != "bus_route"]

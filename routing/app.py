@@ -27,12 +27,15 @@ from collections.abc import Awaitable
 from typing import Any
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 from faust.types import EventT, StreamT
 
 from bus.config.models import KafkaConfig
 from bus.errors import BusError
+from bus.kafka.clients import MAX_RECORD_BYTES
 from bus.kafka.topics import TopicNames
-from routing.dispatch import Dispatcher
+from routing.dispatch import Dispatcher, Send
 from routing.tables import TableStore
 
 log = logging.getLogger("routing.app")
@@ -91,6 +94,7 @@ class RouterService:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             producer_linger=0.005,
+            producer_max_request_size=MAX_RECORD_BYTES,  # the hub's limit, as its other producers (faust's is 1,000,000)
             broker_max_poll_records=2000,
             broker_session_timeout=session_s,
             broker_heartbeat_interval=max(0.3, session_s / 5),
@@ -205,8 +209,24 @@ class RouterService:
         futures: list[Awaitable[Any]] = []
         if not self.dispatcher.knows_value(message.value):
             await self.dispatcher.learn_ids((message.value,))
-        for out in self.dispatcher.plan(message.key, message.value, list(message.headers or ()), origin):
+        try:
+            await self._send(self.dispatcher.plan(message.key, message.value, list(message.headers or ()), origin), futures)
+        except (MessageSizeTooLargeError, ProducerSendError) as exc:
+            if not isinstance(exc, MessageSizeTooLargeError) and not isinstance(exc.__cause__, MessageSizeTooLargeError):
+                raise
+            # A producer outside the hub wrote headers too large to copy: planned again with every
+            # record measured, it becomes the router's dead letter (copies already sent are sent
+            # again with the same ids; deliveries are idempotent).
+            log.warning("router: Kafka refused a copy of %s as too large; planning it again, measured", origin)
+            self.dispatcher.exact_sizes = True
+            try:
+                await self._send(self.dispatcher.plan(message.key, message.value, list(message.headers or ()), origin), futures)
+            finally:
+                self.dispatcher.exact_sizes = False
+        return futures
+
+    async def _send(self, sends: list[Send], futures: list[Awaitable[Any]]) -> None:
+        for out in sends:
             if out.throttle is not None:
                 await out.throttle.take()
             futures.append(await self._outputs[out.topic].send(key=out.key, value=out.value, headers=out.headers))
-        return futures

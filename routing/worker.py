@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
 from bus.config.models import KafkaConfig
@@ -172,11 +172,19 @@ class RouterWorker:
                 except KafkaError as exc:
                     # Kafka did not take every copy: route the whole batch again (same ids), never skip it.
                     KAFKA_ERRORS.labels("router", "produce").inc()
+                    if isinstance(exc, MessageSizeTooLargeError) and not self.dispatcher.exact_sizes:
+                        # Routed again with every record measured: the one too large becomes a dead letter.
+                        self.dispatcher.exact_sizes = True
+                        log.warning("router: Kafka refused a copy as too large; routing the batch again, measuring every record")
+                        for tp, records in batch.items():
+                            self._consumer.seek(tp, records[0].offset)
+                        continue
                     log.warning("router: produce failed (%r); routing the batch again", exc)
                     for tp, records in batch.items():
                         self._consumer.seek(tp, records[0].offset)
                     await asyncio.sleep(1)
                     continue
+                self.dispatcher.exact_sizes = False
                 if await self._commit({tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items()}):
                     last_commit = time.monotonic()
                     self._since_commit.set(0)

@@ -129,6 +129,12 @@ def dlq(args: argparse.Namespace) -> int:
             return 0
         done = await (store.replay(letters) if args.dlq_command == "replay" else store.purge(letters))
         print(f"{args.dlq_command}d {done} dead letter(s)" if args.dlq_command == "purge" else f"replayed {done} dead letter(s)")
+        if args.dlq_command == "replay" and done < len(letters):
+            print(
+                f"bus: {len(letters) - done} not replayed: only a part of each was kept (too large for Kafka); "
+                "send them again from their source",
+                file=sys.stderr,
+            )
         return 0
 
     return asyncio.run(run())

@@ -6,7 +6,9 @@ than routing does (a metadata wait, the partitioner, a future, a log call). Here
 chosen the way aiokafka's default partitioner chooses it (murmur2 of the key, as the Java client
 does, so keys land where any other producer would put them), remembered per key, and records
 of one partition are appended in the order given: per-key order holds. A batch that fills up is
-sent and a new one started. The caller awaits the returned futures (every copy acknowledged)
+sent and a new one started. A record larger than the producers' limit raises
+``MessageSizeTooLargeError`` as ``send()`` would (a batch is not checked by aiokafka, and a broker
+with a larger limit, like the embedded one, would take it). The caller awaits the returned futures (every copy acknowledged)
 before it commits, exactly as with ``send()``.
 """
 
@@ -20,7 +22,9 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
+from bus.kafka.clients import MAX_RECORD_BYTES
 from bus.kafka.partitioner import partition_of
 
 _KEY_CACHE_LIMIT = 100_000  # distinct keys remembered; cleared when full (murmur2 is only recomputed)
@@ -65,21 +69,26 @@ class BatchSender:
         if time.monotonic() - self._loaded > _PARTITIONS_TTL_S:
             self.forget_partitions()
         open_batches: dict[tuple[str, int], Any] = {}
-        futures: list[Any] = []
+        # Batches are handed to the producer once every record is in one: a record too large is
+        # found before any of these was sent, so routing them again duplicates nothing.
+        ready: list[tuple[Any, str, int]] = []
         for topic, key, value, headers, chosen in records:
             partition = chosen if chosen is not None else await self._partition(topic, key)
             where = (topic, partition)
             batch = open_batches.get(where)
             if batch is None:
                 batch = open_batches[where] = producer.create_batch()
-            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))  # full: send it, start another
+            appended = batch.append(timestamp=None, key=key, value=value, headers=headers)
+            if appended is None:
+                ready.append((batch, topic, partition))  # full: sent in its turn, start another
                 batch = open_batches[where] = producer.create_batch()
-                if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                appended = batch.append(timestamp=None, key=key, value=value, headers=headers)
+                if appended is None:
                     raise ValueError(f"a record for {topic} is larger than a whole batch (max_batch_size)")
-        for (topic, partition), batch in open_batches.items():
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+            if appended.size > MAX_RECORD_BYTES:
+                raise MessageSizeTooLargeError(f"a record for {topic} is {appended.size:,} bytes; producers take {MAX_RECORD_BYTES:,}")
+        ready += [(batch, topic, partition) for (topic, partition), batch in open_batches.items()]
+        return [await producer.send_batch(batch, topic, partition=partition) for batch, topic, partition in ready]
 
     def forget_partitions(self) -> None:
         """After a metadata change (partitions added): look the partition counts up again."""

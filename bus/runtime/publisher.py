@@ -5,7 +5,6 @@ from __future__ import annotations
 __all__ = ["KafkaSink"]
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Mapping
@@ -16,7 +15,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bus.codec import Codec
-from bus.deadletters import why_headers
+from bus.deadletters import KEPT_OF_TOO_LARGE, truncated, why_headers
 from bus.errors import EventTooLarge, KafkaUnavailable
 from bus.event import Event
 from bus.kafka.clients import MAX_EVENT_BYTES
@@ -29,8 +28,6 @@ log = logging.getLogger("bus.publisher")
 # An event's headers are small and bounded (its id and subject are at most 4,096 characters,
 # bus/mapping.py): only a value and key near the limit are worth counting exactly.
 _COUNT_ABOVE = MAX_EVENT_BYTES - 48 * 1024
-# What a dead letter keeps of a message too large for Kafka: its start, its size and its digest.
-KEPT_OF_TOO_LARGE = 64 * 1024
 
 
 class KafkaSink:
@@ -159,12 +156,8 @@ class KafkaSink:
                     "%s: a message of %d bytes is too large to keep on the inbound dead letters; keeping its first %d bytes",
                     self._adapter, len(payload), KEPT_OF_TOO_LARGE,
                 )  # fmt: skip
-                kept = [
-                    *record_headers,
-                    ("bus_truncated_from_bytes", str(len(payload)).encode()),
-                    ("bus_payload_sha256", hashlib.sha256(payload).hexdigest().encode()),
-                ]
-                await self._park(topic, payload[:KEPT_OF_TOO_LARGE], kept)
+                start, marks = truncated(payload)
+                await self._park(topic, start, [*record_headers, *marks])
         except (TimeoutError, KafkaError) as exc:
             self._unavailable.inc()
             raise KafkaUnavailable(f"Kafka did not take a rejected message within {self._timeout:g}s: {exc!r}", retry_after=5) from exc

@@ -191,7 +191,10 @@ class DeadLetterAction(_Out):
 class DeadLetterDone(_Out):
     action: Literal["replay", "purge"]
     matched: int
-    done: int = Field(description="How many were replayed or purged (0 on a dry run).")
+    done: int = Field(
+        description="How many were replayed or purged (0 on a dry run). A replay leaves out letters of which only a part "
+        "was kept (too large for Kafka): send those again from their source."
+    )
     dry_run: bool
 
 

@@ -2,7 +2,8 @@
 broker: a webhook's sender gets 413 with the reason (it used to get 503 "retry later", and a
 retrying sender retried for ever), and a queue's message is parked on the inbound dead letters
 with its start, size and digest (it used to go back to the queue, be handed back and fail again,
-for ever, in front of the messages behind it)."""
+for ever, in front of the messages behind it). A record too large that a producer outside the hub
+wrote on a canonical topic is the router's dead letter, cut to what Kafka takes, and not replayed."""
 
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ from typing import Any
 
 import aio_pika
 import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
 
+from bus.deadletters import KEPT_OF_TOO_LARGE, DeadLetters
 from bus.intake import MAX_MESSAGE_BYTES
 from bus.kafka.clients import MAX_EVENT_BYTES
 from bus.kafka.reader import read_topic
-from bus.runtime.publisher import KEPT_OF_TOO_LARGE
 from tests.conftest import require_service
 from tests.support.hub import build_hub, payment, payment_hub_config, unique_prefix, write_config
+from tests.support.target import Target
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -117,3 +121,50 @@ async def test_a_queue_message_too_large_for_kafka_is_parked_with_its_start_size
             assert left.declaration_result.message_count == 0  # acknowledged, not handed back again and again
     finally:
         await connection.close()
+
+
+@pytest.mark.parametrize("engine", ["aiokafka", "faust"])
+async def test_a_record_too_large_written_by_a_foreign_producer_is_a_cut_router_dead_letter(
+    tmp_path: Path, bootstrap: str, engine: str
+) -> None:
+    target = await Target().start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["router"] = {"engine": engine}
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            canonical = hub.topics.canonical("Payment")
+            # Another team's producer writes straight onto the canonical topic, with a larger limit
+            # than the hub's: a value too large (not even an event), and a key as large as a document.
+            foreign = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+            await foreign.start()
+            try:
+                await foreign.send_and_wait(canonical, b"\x00" + b"z" * (MAX_EVENT_BYTES + 60_000), key=b"big-value")
+                await foreign.send_and_wait(canonical, b"\x00small", key=b"big-key" + b"k" * MAX_EVENT_BYTES)
+                # Headers are measured once Kafka (here the hub's own producer) refused a copy.
+                await foreign.send_and_wait(canonical, b"\x00small", key=b"big-hdr", headers=[("notes", b"n" * (2 * MAX_EVENT_BYTES))])
+            finally:
+                await foreign.stop()
+            assert hub.web is not None
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as client:
+                assert (await client.post("/hooks/payments", json=payment(1))).status_code == 202
+            # The records behind them are routed: the flow did not stop on them.
+            await target.wait_for(lambda: len(target.accepted) == 1, timeout=60)
+            letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.router_dead_letter)
+            by_key = {(letter.key or b"")[:7]: letter for letter in letters}
+            assert sorted(by_key) == [b"big-hdr", b"big-key", b"big-val"], sorted(by_key)
+            value_cut = dict(by_key[b"big-val"].headers)
+            assert by_key[b"big-val"].value == (b"\x00" + b"z" * (MAX_EVENT_BYTES + 60_000))[:KEPT_OF_TOO_LARGE]
+            assert value_cut["bus_truncated_from_bytes"] == str(MAX_EVENT_BYTES + 60_001).encode()
+            assert b"the hub routes records of at most" in value_cut["bus_error"] and value_cut["bus_error_class"] == b"EventTooLarge"
+            key_cut = dict(by_key[b"big-key"].headers)
+            assert by_key[b"big-key"].value == b"\x00small" and len(by_key[b"big-key"].key or b"") == KEPT_OF_TOO_LARGE
+            assert key_cut["bus_key_truncated_from_bytes"] == str(7 + MAX_EVENT_BYTES).encode()
+            headers_cut = dict(by_key[b"big-hdr"].headers)
+            assert by_key[b"big-hdr"].value == b"\x00small" and "notes" not in headers_cut and headers_cut["bus_headers_dropped"] == b"1"
+            # A replay would route a broken event: each is left out, and said.
+            store = DeadLetters(hub.config.kafka, hub.bootstrap, hub.topics)
+            found = await store.find("_router")
+            assert len(found) == 3 and all(letter.cut for letter in found)
+            assert await store.replay(found) == 0
+    finally:
+        await target.stop()

@@ -56,3 +56,51 @@ def test_a_transform_output_too_large_for_kafka_is_a_dead_letter_and_other_route
 
     small = plan("c-1")
     assert set(small) == {"books", "wms"}  # the same route, an ordinary event: delivered
+
+
+def test_a_record_too_large_to_route_is_one_dead_letter_each_oversized_part_cut_and_marked(tmp_path: Path) -> None:
+    """A producer outside the hub can write what the hub's own producers refuse: a record's
+    value, key or headers too large. Routed (or dead-lettered whole), a copy could be refused by
+    Kafka on every try; the router keeps what Kafka takes, marked so that it is never replayed."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    from bus.app.route_tests import RouteTester
+    from bus.deadletters import KEPT_OF_TOO_LARGE
+
+    path = tmp_path / "bus.yaml"
+    path.write_text(CONFIG)
+    loaded, _, catalog = load(path)
+    tester = RouteTester(loaded, catalog)
+    value = tester.codec.encode("Payment", {"payment_id": "p1", "amount": 1, "currency": "eur", "status": "ok"})
+    key, headers = b"k" * (KEPT_OF_TOO_LARGE + 1), [("ce_id", b"e1"), ("blob", b"b" * MAX_EVENT_BYTES)]
+
+    # Headers are measured only once Kafka refused a copy as too large (the exact measure of every
+    # event cost 1.3 % of plan()): a router engine then sets exact_sizes and routes the batch again.
+    tester.dispatcher.exact_sizes = True
+    (letter,) = tester.dispatcher.plan(key, value, headers, "test/0/7")
+    assert letter.topic == tester.topics.router_dead_letter and tester.dispatcher.last_input is None
+    marks = dict(letter.headers)
+    assert letter.key == key[:KEPT_OF_TOO_LARGE] and marks["bus_key_truncated_from_bytes"] == str(len(key)).encode()
+    assert marks["bus_headers_dropped"] == b"2" and "blob" not in marks and "ce_id" not in marks
+    assert letter.value == value and "bus_truncated_from_bytes" not in marks  # the value was not what was too large
+    assert marks["bus_origin"] == b"test/0/7" and marks["bus_error_class"] == b"EventTooLarge"
+    assert DefaultRecordBatchBuilder.estimate_size_in_bytes(letter.key, letter.value, letter.headers) < MAX_EVENT_BYTES
+
+    # Just under the limit as Kafka holds it, the same event is routed as any other.
+    fits = [("ce_id", b"e1"), ("blob", b"b" * (MAX_EVENT_BYTES - 1024))]
+    routed = tester.dispatcher.plan(b"p1", value, fits, "test/0/8")
+    assert {tester.subscriber_of(send.topic) for send in routed} == {"books", "wms"}
+
+
+def test_large_headers_are_measured_once_kafka_refused_a_copy(tmp_path: Path) -> None:
+    from bus.app.route_tests import RouteTester
+
+    path = tmp_path / "bus.yaml"
+    path.write_text(CONFIG)
+    loaded, _, catalog = load(path)
+    tester = RouteTester(loaded, catalog)
+    value = tester.codec.encode("Payment", {"payment_id": "p1", "amount": 1, "currency": "eur", "status": "ok"})
+    headers = [("ce_id", b"e1"), ("blob", b"b" * MAX_EVENT_BYTES)]
+    assert {tester.subscriber_of(s.topic) for s in tester.dispatcher.plan(b"p1", value, headers, "t/0/1")} == {"books", "wms"}
+    tester.dispatcher.exact_sizes = True
+    assert [s.topic for s in tester.dispatcher.plan(b"p1", value, headers, "t/0/1")] == [tester.topics.router_dead_letter]
