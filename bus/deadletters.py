@@ -21,10 +21,12 @@ __all__ = [
     "HEADERS_DROPPED",
     "KEPT_OF_TOO_LARGE",
     "KEY_TRUNCATED_FROM",
+    "MAX_REASON_CHARS",
     "TRUNCATED_FROM",
     "DeadLetter",
     "DeadLetters",
     "Filter",
+    "cut_to_fit",
     "truncated",
     "why_headers",
 ]
@@ -43,16 +45,23 @@ from bus.kafka.reader import read_topics
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 from bus.logs import REDACTOR
 
+# The longest reason a dead letter keeps: an error can quote a whole value (a mapping's, a target's),
+# and an event of 960 KiB with its value quoted again would be more than Kafka takes.
+MAX_REASON_CHARS = 8192
+
 
 def why_headers(reason: str, error_class: str, **fields: str) -> list[tuple[str, bytes]]:
     """The headers that say why a record is a dead letter, for every dead-letter topic (inbound,
     router, subscriber): the reason (secrets masked: it is kept for as long as the letter is),
     its class, when, and ``bus_<field>`` for each of ``fields`` (origin, subscriber, attempts...)."""
+    if len(reason) > MAX_REASON_CHARS:  # a reason can quote the value: the letter must still fit in Kafka
+        reason = f"{reason[:MAX_REASON_CHARS]}... ({len(reason) - MAX_REASON_CHARS:,} more characters cut)"
     return [
-        ("bus_error", REDACTOR.redact(reason).encode()),
+        # backslashreplace: a reason quoting text that cannot be UTF-8 (a lone surrogate) is still kept
+        ("bus_error", REDACTOR.redact(reason).encode("utf-8", "backslashreplace")),
         ("bus_error_class", error_class.encode()),
         ("bus_failed_at", now_rfc3339().encode()),
-        *((f"bus_{name}", value.encode()) for name, value in fields.items()),
+        *((f"bus_{name}", value.encode("utf-8", "backslashreplace")) for name, value in fields.items()),
     ]
 
 
@@ -75,6 +84,22 @@ def truncated(payload: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
         (TRUNCATED_FROM, str(len(payload)).encode()),
         ("bus_payload_sha256", hashlib.sha256(payload).hexdigest().encode()),
     ]
+
+
+def cut_to_fit(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """A record too large for Kafka, cut to what a dead letter can hold: each part larger than
+    ``KEPT_OF_TOO_LARGE`` cut (the headers left off), and marked (``CUT_MARKS``) so that it is
+    never replayed."""
+    marks: list[tuple[str, bytes]] = []
+    if value is not None and len(value) > KEPT_OF_TOO_LARGE:
+        value, marks = truncated(value)
+    if sum(len(k) + len(v or b"") for k, v in headers) > KEPT_OF_TOO_LARGE:
+        headers, marks = [], [*marks, (HEADERS_DROPPED, str(len(headers)).encode())]
+    if key is not None and len(key) > KEPT_OF_TOO_LARGE:
+        key, marks = key[:KEPT_OF_TOO_LARGE], [*marks, (KEY_TRUNCATED_FROM, str(len(key)).encode())]
+    return key, value, [*headers, *marks]
 
 
 _ERROR_HEADERS = {"bus_error", "bus_error_class", "bus_attempts", "bus_failed_at", "bus_subscriber", "bus_origin", "bus_replayed_from"}

@@ -19,7 +19,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bus.codec import Codec
 from bus.config.routes import TableConfig
-from bus.deadletters import HEADERS_DROPPED, KEPT_OF_TOO_LARGE, KEY_TRUNCATED_FROM, truncated, why_headers
+from bus.deadletters import KEPT_OF_TOO_LARGE, cut_to_fit, why_headers
 from bus.errors import BusError, EventTooLarge, PermanentError
 from bus.event import Event
 from bus.expr import Compiled, compile_expression
@@ -170,23 +170,13 @@ class Dispatcher:
             route=route,
         )
 
-    def _too_large(self, key: bytes | None, value: bytes, headers: Headers, size: int, origin: str) -> Send:
-        """The router's dead letter for a record too large to route: as much of it as Kafka takes,
-        each part cut marked (``CUT_MARKS``), so that it is not replayed."""
-        kept: Headers = []
-        if len(value) > KEPT_OF_TOO_LARGE:
-            value, kept = truncated(value)
-        if sum(len(k) + len(v or b"") for k, v in headers) > KEPT_OF_TOO_LARGE:  # the headers are what is too large
-            headers, kept = [], [*kept, (HEADERS_DROPPED, str(len(headers)).encode())]
-        if key is not None and len(key) > KEPT_OF_TOO_LARGE:
-            key, kept = key[:KEPT_OF_TOO_LARGE], [*kept, (KEY_TRUNCATED_FROM, str(len(key)).encode())]
+    def _too_large(self, key: bytes | None, value: bytes | None, headers: Headers, size: int, origin: str) -> Send:
+        """The router's dead letter for a record too large to route: as much of it as Kafka takes."""
         error = EventTooLarge(
             f"the record is {size:,} bytes as Kafka holds it; the hub routes records of at most {MAX_EVENT_BYTES:,} "
             "(a producer outside the hub wrote it); the letter keeps what Kafka takes of it"
         )
-        letter = self.dead_letter(key, value, headers, route="_router", error=error, origin=origin)
-        letter.headers.extend(kept)
-        return letter
+        return self.dead_letter(*cut_to_fit(key, value, headers), route="_router", error=error, origin=origin)
 
     def knows_value(self, value: bytes | None) -> bool:
         return self._codec.knows_value(value)
@@ -208,7 +198,7 @@ class Dispatcher:
             size = _record_size(key, value, headers)
             if size > MAX_EVENT_BYTES:
                 self.last_input = None
-                return [self._too_large(key, value or b"", headers, size, origin)]
+                return [self._too_large(key, value, headers, size, origin)]
         try:
             schema, data = self._codec.decode(value or b"")
         except PermanentError as exc:

@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
 from bus.config.models import KafkaConfig
-from bus.deadletters import why_headers
+from bus.deadletters import cut_to_fit, why_headers
 from bus.errors import BusError
 from bus.event import now_rfc3339
 from bus.kafka.batches import Record
@@ -149,21 +149,28 @@ class Bookkeeper:
     async def dead_letter(self, record: Any, error: BusError, *, attempts: int, wait: Callable[[float], Awaitable[None]]) -> None:
         """Keep ``record`` on the subscriber's dead-letter topic with why; returns once Kafka has it
         (``wait`` between tries: it raises when the partition is given up meanwhile)."""
-        headers = [
-            *(record.headers or ()),
-            *why_headers(
-                str(error),
-                type(error).__name__,
-                attempts=str(attempts),
-                subscriber=self.name,
-                origin=f"{record.topic}/{record.partition}/{record.offset}",
-            ),
-        ]
+        why = why_headers(
+            str(error),
+            type(error).__name__,
+            attempts=str(attempts),
+            subscriber=self.name,
+            origin=f"{record.topic}/{record.partition}/{record.offset}",
+        )
+        key, value, headers = record.key, record.value, [*(record.headers or ()), *why]
+        cut = False
         while True:
             try:
-                await self._producer.send_and_wait(self._dlq, record.value, key=record.key, headers=headers)
+                await self._producer.send_and_wait(self._dlq, value, key=key, headers=headers)
                 break
             except KafkaError as exc:  # not settled until Kafka has it: keep trying, never drop
+                if isinstance(exc, MessageSizeTooLargeError) and not cut:
+                    # Only a record a producer outside the hub wrote can be this large (the hub's events
+                    # leave room for these headers): what Kafka takes of it is kept, marked, never replayed.
+                    log.warning("a dead letter for %s is too large for Kafka; keeping what it takes of it", self.name)
+                    key, value, headers = cut_to_fit(record.key, record.value, list(record.headers or ()))
+                    headers += why
+                    cut = True
+                    continue
                 KAFKA_ERRORS.labels(f"deliver:{self.name}", "dead_letter").inc()
                 log.warning("cannot write dead letter for %s to %s (%r); retrying", self.name, self._dlq, exc)
                 await wait(1)

@@ -168,3 +168,37 @@ async def test_a_record_too_large_written_by_a_foreign_producer_is_a_cut_router_
             assert await store.replay(found) == 0
     finally:
         await target.stop()
+
+
+async def test_a_record_too_large_on_a_delivery_topic_is_a_cut_dead_letter_and_the_subscriber_goes_on(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its dead letter, the record with the reasons added, was more than Kafka takes: the delivery
+    worker tried to write it for ever, and the subscriber delivered nothing more."""
+    from bus.app.cli import main
+
+    target = await Target().start()
+    path = write_config(tmp_path / "bus.yaml", payment_hub_config(bootstrap, target.url))
+    try:
+        async with build_hub(path) as hub:
+            foreign = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+            await foreign.start()
+            try:
+                await foreign.send_and_wait(hub.topics.delivery("erp"), b"\x00" + b"q" * (1024 * 1024), key=b"pi_1", partition=0)
+            finally:
+                await foreign.stop()
+            assert hub.web is not None
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as client:
+                for i in range(6):
+                    assert (await client.post("/hooks/payments", json=payment(i))).status_code == 202
+            await target.wait_for(lambda: len(target.accepted) == 6, timeout=60)  # every partition delivers
+            (letter,) = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("erp"))
+            marks = dict(letter.headers)
+            assert letter.value == (b"\x00" + b"q" * (1024 * 1024))[:KEPT_OF_TOO_LARGE]
+            assert marks["bus_truncated_from_bytes"] == str(1024 * 1024 + 1).encode() and marks["bus_subscriber"] == b"erp"
+            capsys.readouterr()
+            replayed = await asyncio.to_thread(main, ["dlq", "replay", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "erp"])
+            out, err = capsys.readouterr()
+            assert replayed == 0 and "replayed 0 dead letter(s)" in out and "1 not replayed: only a part of each was kept" in err
+    finally:
+        await target.stop()

@@ -1,0 +1,47 @@
+"""What every dead letter says about why it failed, and what it keeps of a record too large for
+Kafka: a letter that Kafka refused would be written again for ever, holding up what is behind it."""
+
+from __future__ import annotations
+
+import hashlib
+
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+from bus.deadletters import KEPT_OF_TOO_LARGE, MAX_REASON_CHARS, DeadLetter, cut_to_fit, why_headers
+from bus.kafka.clients import MAX_EVENT_BYTES
+
+
+def test_a_reason_quoting_a_whole_value_is_cut_and_says_how_much() -> None:
+    value = "v" * MAX_EVENT_BYTES  # a mapping error quoting the field it could not convert
+    whole = f"cannot convert {value!r} to a number"
+    headers = dict(why_headers(whole, "PermanentError", subscriber="erp"))
+    reason = headers["bus_error"].decode()
+    assert reason == f"{whole[:MAX_REASON_CHARS]}... ({len(whole) - MAX_REASON_CHARS:,} more characters cut)"
+    assert len(reason) < MAX_REASON_CHARS + 64
+    assert headers["bus_subscriber"] == b"erp"
+    short = dict(why_headers("answered 422", "PermanentError"))
+    assert short["bus_error"] == b"answered 422"  # an ordinary reason is kept whole
+
+
+def test_a_reason_holding_text_that_is_not_utf8_is_kept_escaped() -> None:
+    headers = dict(why_headers("customer_id holds \ud800", "EventRejected", origin="t/0/\udc80"))
+    assert headers["bus_error"] == b"customer_id holds \\ud800" and headers["bus_origin"] == b"t/0/\\udc80"
+
+
+def test_a_record_too_large_is_cut_part_by_part_to_what_kafka_takes() -> None:
+    value, key = b"v" * (2 * MAX_EVENT_BYTES), b"k" * (KEPT_OF_TOO_LARGE + 1)
+    headers = [("ce_id", b"e1"), ("notes", b"n" * MAX_EVENT_BYTES)]
+    cut_key, cut_value, cut_headers = cut_to_fit(key, value, headers)
+    marks = dict(cut_headers)
+    assert cut_value == value[:KEPT_OF_TOO_LARGE] and marks["bus_truncated_from_bytes"] == str(len(value)).encode()
+    assert marks["bus_payload_sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert cut_key == key[:KEPT_OF_TOO_LARGE] and marks["bus_key_truncated_from_bytes"] == str(len(key)).encode()
+    assert marks["bus_headers_dropped"] == b"2" and "ce_id" not in marks
+    assert DefaultRecordBatchBuilder.estimate_size_in_bytes(cut_key, cut_value, cut_headers) < MAX_EVENT_BYTES
+    assert DeadLetter("erp", "t", 0, 0, cut_key, cut_value, cut_headers).cut  # never replayed
+
+    # Parts that fit are kept as they were: only the value was too large here.
+    small = [("ce_id", b"e1")]
+    same_key, _, kept = cut_to_fit(b"k1", value, small)
+    assert same_key == b"k1" and ("ce_id", b"e1") in kept and "bus_headers_dropped" not in dict(kept)
+    assert not DeadLetter("erp", "t", 0, 0, b"k1", b"whole", small).cut
