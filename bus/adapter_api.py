@@ -89,6 +89,7 @@ __all__ = [
     "paths_of",
     "redact",
     "stop_in_order",
+    "target_json",
     "text_codec",
 ]
 
@@ -123,6 +124,7 @@ from bus.expr.body import Body
 from bus.expr.functions import parse_duration
 from bus.intake import EventSink, Intake, stop_in_order
 from bus.jsontext import dumps as json_dumps
+from bus.jsontext import to_target as target_json
 from bus.kafka.clients import make_consumer, make_producer
 from bus.logs import REDACTOR
 from bus.mapping import Emitter

@@ -11,16 +11,20 @@ One rule everywhere, so what a target receives does not depend on the adapter:
 
 from __future__ import annotations
 
-__all__ = ["compact", "dumps", "encoder", "escape_surrogates", "jsonable"]
+__all__ = ["compact", "dumps", "encoder", "escape_surrogates", "jsonable", "to_target"]
 
 import base64
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+
+from bus.documents import first_path
+from bus.errors import PermanentError
 
 
 def jsonable(value: Any) -> Any:
@@ -77,6 +81,22 @@ compact = encoder(default=jsonable)  # the rules above
 # For what goes to other systems: NaN and Infinity raise ValueError (JSON has neither; a target's
 # parser refuses the bare word Python would write).
 compact_strict = encoder(default=jsonable, allow_nan=False)
+
+
+def to_target(document: Any, what: str = "body") -> str:
+    """Compact JSON of what an outbound sends (a body, a message, a record, a line). A NaN or an
+    infinity (a source's double, an average of nothing) has no JSON: PermanentError naming the
+    field (a dead letter), where Python would write the bare word ``NaN`` and the target's parser
+    refuse it, or a consumer of a queue or a file take it for a broken message."""
+    try:
+        return compact_strict(document)
+    except ValueError:
+        where = first_path(document, _not_finite) or "value"
+        raise PermanentError(f"the {what}'s {where} is not a number JSON can carry (NaN or infinite)") from None
+
+
+def _not_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def dumps(value: Any, *, indent: int | None = None) -> str:

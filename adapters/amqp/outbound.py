@@ -19,7 +19,7 @@ from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 
 from adapters.amqp.config import AmqpOutboundConfig
 from adapters.amqp.connection import connect
-from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, json_dumps
+from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, target_json
 from bus.cloudevents import prefixed_headers
 
 
@@ -63,7 +63,7 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
     def message(self, event: Event) -> aio_pika.Message:
         headers: dict[str, Any] = prefixed_headers(event, "ce-")  # the CloudEvents RabbitMQ binding, binary mode
         return aio_pika.Message(
-            json_dumps(self._body.render(event)).encode(),
+            target_json(self._body.render(event), "message").encode(),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=event.id,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters.file.config import FileOutboundConfig
-from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, RetryableError, json_dumps
+from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, RetryableError, target_json
 
 
 class FileOutbound(Outbound[FileOutboundConfig]):
@@ -86,7 +86,7 @@ class FileOutbound(Outbound[FileOutboundConfig]):
     def _line(self, event: Event) -> bytes:
         record = self._body.render(event)
         if self._ext == "jsonl":
-            return json_dumps(record).encode() + b"\n"
+            return target_json(record, "line").encode() + b"\n"
         out = io.StringIO()
         csv.writer(out, delimiter=self.config.delimiter, lineterminator="\n").writerow(
             "" if record[c] is None else record[c] for c in self._columns

@@ -20,7 +20,6 @@ import base64
 import hashlib
 import hmac
 import json
-import math
 import re
 import ssl
 import time
@@ -46,12 +45,11 @@ from bus.adapter_api import (
     TargetOptions,
     compile_expression,
     compile_template,
-    first_path,
     json_dumps,
 )
 from bus.cloudevents import http_headers
 from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, Post
-from bus.jsontext import compact_strict, escape_surrogates
+from bus.jsontext import escape_surrogates, to_target
 
 _RETRYABLE = {408, 425, 429}
 _URL_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
@@ -98,19 +96,8 @@ def _json_body(document: Any) -> bytes:
 
 
 def _event_body(document: Any) -> bytes:
-    """An event's body as JSON. A NaN or an infinity (a source's double, an average of nothing) has
-    no JSON: refused naming the field (a dead letter), where the target's parser would refuse the
-    bare word ``NaN`` with a 400 that says less."""
-    try:
-        return compact_strict(document).encode()
-    except ValueError:
-        raise PermanentError(
-            f"the body's {first_path(document, _not_finite) or 'value'} is not a number JSON can carry (NaN or infinite)"
-        ) from None
-
-
-def _not_finite(value: Any) -> bool:
-    return isinstance(value, float) and not math.isfinite(value)
+    """An event's body as JSON; a NaN or an infinity is refused naming the field (``to_target``)."""
+    return to_target(document).encode()
 
 
 class HttpOutbound(Outbound[HttpOutboundConfig]):

@@ -28,8 +28,8 @@ from bus.adapter_api import (
     RetryableError,
     compile_expression,
     compile_template,
-    json_dumps,
     kafka_producer,
+    target_json,
 )
 from bus.cloudevents import prefixed_headers
 
@@ -75,7 +75,7 @@ class KafkaOutbound(Outbound[KafkaOutboundConfig]):
 
     async def _value(self, topic: str, record: dict[str, Any]) -> bytes:
         if self._avro is None:
-            return json_dumps(record).encode()
+            return target_json(record, "record").encode()
         writer = self._writers.get(topic)
         if writer is None:  # registered once per topic (idempotent at the registry)
             assert self._schema is not None

@@ -16,7 +16,7 @@ import aiomqtt
 
 from adapters.mqtt.config import MqttOutboundConfig
 from adapters.mqtt.connection import client_for, connect, publish_properties
-from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, compile_template, json_dumps
+from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, compile_template, target_json
 
 
 class MqttOutbound(Outbound[MqttOutboundConfig]):
@@ -49,7 +49,7 @@ class MqttOutbound(Outbound[MqttOutboundConfig]):
             await self.start()  # a lost connection is made again here; failing raises RetryableError
         assert self._client is not None
         topic = self._topic(event.data, event.meta())
-        payload = json_dumps(self._body.render(event))
+        payload = target_json(self._body.render(event), "message")
         try:
             # MQTT 5: the trace continues to the subscribers (a user property, as the W3C MQTT draft has it).
             properties = publish_properties(traceparent=event.traceparent) if self.config.protocol == "5" else None

@@ -18,7 +18,7 @@ from nats.js.errors import NoStreamResponseError
 
 from adapters.nats.config import NatsOutboundConfig
 from adapters.nats.connection import connect
-from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, json_dumps
+from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, target_json
 from bus.cloudevents import prefixed_headers
 
 
@@ -49,7 +49,7 @@ class NatsOutbound(Outbound[NatsOutboundConfig]):
         if self._connection is None:
             raise RetryableError(f"nats outbound {self.config.name} is not started")
         subject = self._subject(event.data, event.meta())
-        payload = json_dumps(self._body.render(event)).encode()
+        payload = target_json(self._body.render(event), "message").encode()
         headers = {"Nats-Msg-Id": event.id, **prefixed_headers(event, "ce-")}  # the CloudEvents NATS binding, binary mode
         try:
             await self._connection.jetstream().publish(subject, payload, headers=headers, timeout=self.config.timeout_s)
