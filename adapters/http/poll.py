@@ -41,6 +41,12 @@ _WAIT_STATUSES = {429, 503}
 _DEFAULT_PARAM = {"page": "page", "offset": "offset", "cursor": "cursor"}
 
 
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port: https on 443 and on no port given are the same origin."""
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, port
+
+
 class HttpPollInbound(Poller[HttpPollConfig]):
     Config: ClassVar[type[HttpPollConfig]] = HttpPollConfig
     summary: ClassVar[str] = "Poll a REST API (pagination, ETag, OAuth2, rate limits); position kept in Kafka."
@@ -69,7 +75,22 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
         if isinstance(self.config.auth, SendApiKey):
             headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
-        self._client = httpx.AsyncClient(timeout=self.config.timeout_s, headers=headers, follow_redirects=True)
+        # Every request carries the poll's credentials: none goes outside the API's own origin (and
+        # the token endpoint's), whether a redirect or a next-page link sends it there.
+        allowed = {_origin(httpx.URL(self.config.url))}
+        if self._oauth is not None:
+            allowed.add(_origin(httpx.URL(self._oauth.config.token_url)))
+
+        async def inside(request: httpx.Request) -> None:
+            if _origin(request.url) not in allowed:
+                raise RetryableError(
+                    f"{request.method} {request.url} is outside {self.config.url}'s origin (a redirect or a next-page link "
+                    "points there): not followed, the poll's credentials would go with it"
+                )
+
+        self._client = httpx.AsyncClient(
+            timeout=self.config.timeout_s, headers=headers, follow_redirects=True, event_hooks={"request": [inside]}
+        )
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -240,3 +240,63 @@ async def test_a_page_larger_than_max_page_bytes_is_refused_unread_and_said(tmp_
             await wait_published(hub, 5)
     finally:
         await runner.cleanup()
+
+
+async def test_a_next_link_or_a_redirect_to_another_origin_is_not_followed_with_the_credentials(tmp_path: Path, bootstrap: str) -> None:
+    """The poll's API key goes with every request it makes. An answer whose next-page link, or a
+    redirect, points at another host (a compromised API, a misconfigured proxy, http instead of
+    https) would have sent the key there: now the request is not made, and the health says why."""
+    from aiohttp import web
+
+    from examples.kit.standin import serve
+
+    state = {"mode": "link"}
+    elsewhere: list[dict[str, str]] = []  # what the other origin received: nothing, ever
+
+    async def collect(request: web.Request) -> web.Response:
+        elsewhere.append(dict(request.headers))
+        return web.json_response({"data": []})
+
+    other = web.Application()
+    other.router.add_get("/{tail:.*}", collect)
+    other_runner, other_port = await serve(other)
+
+    async def handle(request: web.Request) -> web.Response:
+        assert request.headers.get("X-Api-Key") == "k-secret"
+        record = {"id": "c1", "email": "c1@example.com", "name": "One", "updated_at": "2026-01-01T00:00:00Z"}
+        if state["mode"] == "redirect":
+            raise web.HTTPFound(f"http://localhost:{other_port}/api/contacts")
+        if state["mode"] == "link" and "page" not in request.query:  # page 2 lives elsewhere, it says
+            return web.json_response({"data": [record], "next": f"http://localhost:{other_port}/api/contacts?page=2"})
+        if "page" not in request.query:  # fixed: the next page on its own origin, as a path
+            return web.json_response({"data": [record], "next": "/api/contacts?page=2"})
+        return web.json_response({"data": [{**record, "id": "c2", "email": "c2@example.com"}], "next": None})
+
+    app = web.Application()
+    app.router.add_get("/api/contacts", handle)
+    runner, port = await serve(app)
+    poll = {
+        "url": f"http://127.0.0.1:{port}/api/contacts",
+        "records": "data",
+        "auth": {"type": "api_key", "header": "X-Api-Key", "key": "k-secret"},
+        "pagination": {"type": "link", "next": "next"},
+        "retries": 0,
+    }
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, CrmApi(), poll))) as hub:
+            adapter = hub.inbound[0]
+            for mode in ("link", "redirect"):
+                state["mode"] = mode
+                health = await health_saying(adapter, f"localhost:{other_port}", "not followed, the poll's credentials would go with it")
+                assert not health.ok and f"is outside http://127.0.0.1:{port}/api/contacts's origin" in health.detail, health
+            assert elsewhere == []
+            state["mode"] = "fixed"
+            # Page 1 (also taken in the link mode), and page 2 once it is on the API's own origin.
+            for _ in range(300):
+                if len(await published(hub)) == 2:
+                    break
+                await asyncio.sleep(0.2)
+            assert len(await published(hub)) == 2
+    finally:
+        await runner.cleanup()
+        await other_runner.cleanup()
