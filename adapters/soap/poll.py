@@ -112,9 +112,16 @@ class SoapPollInbound(Poller[SoapPollConfig]):
         delay = 1.0
         for attempt in range(self.config.retries + 1):
             try:
-                async with client.post(operation.address, data=body, headers=headers, auth=self._auth) as response:
+                # Redirects are not followed: the call (its headers, and a WS-Security password in
+                # the envelope a 307 sends again) would go wherever the answer points.
+                async with client.post(operation.address, data=body, headers=headers, auth=self._auth, allow_redirects=False) as response:
                     raw = await read_body_bounded(response, limit=self.config.max_answer_bytes)
                     status, content_type = response.status, response.headers.get("Content-Type", "")
+                    if 300 <= status < 400:
+                        raise RetryableError(
+                            f"{operation.name} at {operation.address} answered {status} to {response.headers.get('Location', '')[:300]}: "
+                            "redirects are not followed (the call's credentials would go with it); set url to the service's address"
+                        )
             except AnswerTooLarge as exc:  # as large at the next try: say so until the service or the config changes
                 raise RetryableError(f"{operation.name}: {exc} (max_answer_bytes)") from None
             except TimeoutError:

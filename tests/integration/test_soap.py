@@ -237,3 +237,39 @@ def test_bus_validate_checks_the_mapping_against_the_wsdl(tmp_path: Path, capsys
 
     path = write(tmp_path, ledger, hub_config("127.0.0.1:9", [WEBHOOK], [soap_block(ledger, tmp_path / "ledger.wsdl")]))
     assert main(["validate", "-c", str(path)]) == 0, capsys.readouterr()
+
+
+async def test_a_redirect_is_not_followed_with_the_calls_credentials(tmp_path: Path, bootstrap: str) -> None:
+    """A 307 sends the envelope again, WS-Security password and all, wherever its Location points;
+    aiohttp followed it. Now the poll does not, and says where it was sent."""
+    from aiohttp import web
+
+    from examples.kit.standin import serve
+
+    elsewhere: list[bytes] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        elsewhere.append(await request.read())
+        return web.Response(status=500)
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"http://localhost:{other_port}/soap")
+
+    other = web.Application()
+    other.router.add_post("/soap", collect)
+    other_runner, other_port = await serve(other)
+    moved = web.Application()
+    moved.router.add_post("/soap", redirect)
+    moved_runner, moved_port = await serve(moved)
+    ledger = await SoapLedger().start()
+    poll = soap_poll_block(url=f"http://127.0.0.1:{moved_port}/soap", wsse={"username": "hub", "password": "s3cret"})
+    path = write(tmp_path, ledger, hub_config(bootstrap, [poll]))
+    try:
+        async with build_hub(path) as hub:
+            health = await health_saying(hub.inbound[0], "redirects are not followed")
+            assert not health.ok and f"answered 307 to http://localhost:{other_port}/soap" in health.detail, health
+            assert elsewhere == []
+    finally:
+        await ledger.stop()
+        await moved_runner.cleanup()
+        await other_runner.cleanup()
