@@ -76,6 +76,7 @@ __all__ = [
     "comparable",
     "compile_expression",
     "compile_template",
+    "csv_records",
     "duration",
     "first_path",
     "json_dumps",
@@ -107,7 +108,7 @@ from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OpenApiOperat
 from bus.config.base import ConfigModel
 from bus.config.fields import BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
-from bus.documents import allow_large_csv_fields, first_path, parse_json, parse_xml, text_codec
+from bus.documents import allow_large_csv_fields, csv_records, first_path, parse_json, parse_xml, text_codec
 from bus.errors import (
     EventRejected,
     EventTooLarge,

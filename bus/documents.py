@@ -11,13 +11,24 @@ a body with more than ``MAX_DEPTH`` opening brackets.
 
 from __future__ import annotations
 
-__all__ = ["CSV_MAX_FIELD", "MAX_DEPTH", "allow_large_csv_fields", "first_path", "parse_json", "parse_xml", "text_codec"]
+__all__ = [
+    "CSV_MAX_FIELD",
+    "MAX_DEPTH",
+    "CsvRecord",
+    "allow_large_csv_fields",
+    "csv_records",
+    "first_path",
+    "parse_json",
+    "parse_xml",
+    "text_codec",
+]
 
 import codecs
 import csv
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from xml.parsers import expat
 
@@ -141,3 +152,89 @@ def text_codec(encoding: str) -> str:
     byte order mark at the start (Excel's "CSV UTF-8") is skipped and not read into the first
     column's name; nothing else differs."""
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+@dataclass(slots=True)
+class CsvRecord:
+    """One record of a CSV file, as ``csv_records`` reads it."""
+
+    line: int  # the line it starts on
+    values: list[str] | None  # None: not a record (``error`` says why)
+    error: str  # "" when ``values`` were read
+    text: str  # its lines as they are in the file, without the last line's end
+
+
+class _NumberedLines:
+    """The lines a csv reader takes, numbered and kept until the record they make is done."""
+
+    __slots__ = ("_lines", "number", "taken")
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.number = 0
+        self.taken: list[str] = []
+
+    def __iter__(self) -> _NumberedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.number += 1
+        self.taken.append(line)
+        return line
+
+
+def csv_records(lines: Iterable[str], delimiter: str = ",") -> Iterator[CsvRecord]:
+    """Every record of a CSV text, the header first, as the file streams (blank lines skipped).
+
+    A quoted field may span lines (an address, a note). A stray quote at the start of a field
+    opens one that is never closed where it should be, and the csv module then reads every line
+    after it, up to the next quote or the end of the file, as that one field: thousands of rows
+    in one record, refused whole, or, when its width happened to match, accepted with the rows
+    inside a note. Read strictly (a closing quote must end its field; the end of the file may not
+    fall inside one), such a record is not CSV; over several lines, or of another width than the
+    header, it is taken apart: its first line is refused, saying so, and each line after it is
+    read on its own, as the rows they are.
+    """
+    allow_large_csv_fields()
+    source = _NumberedLines(lines)
+    reader = csv.reader(source, delimiter=delimiter, strict=True)
+    width: int | None = None
+    while True:
+        source.taken.clear()
+        start = source.number + 1
+        try:
+            values: list[str] | None = next(reader)
+            error = ""
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            values, error = None, f"not a CSV record: {exc}"
+        taken = source.taken
+        if values == []:  # a blank line
+            continue
+        if len(taken) > 1 and width is not None and (values is None or len(values) != width):
+            first = taken[0].rstrip("\r\n")
+            yield CsvRecord(
+                start,
+                None,
+                f"a quote opened on this line is not closed where the field ends ({len(taken)} lines were read as one "
+                "record); this line is refused and the lines after it are read on their own",
+                first,
+            )
+            for offset, line in enumerate(taken[1:], start=1):
+                if line.strip():
+                    yield _one_line(start + offset, line, delimiter)
+            continue
+        if values is not None and width is None:
+            width = len(values)
+        yield CsvRecord(start, values, error, "".join(taken).rstrip("\r\n"))
+
+
+def _one_line(number: int, line: str, delimiter: str) -> CsvRecord:
+    text = line.rstrip("\r\n")
+    try:
+        values = next(csv.reader([text], delimiter=delimiter, strict=True), [])
+    except csv.Error as exc:
+        return CsvRecord(number, None, f"not a CSV record: {exc}", text)
+    return CsvRecord(number, values, "", text)

@@ -20,7 +20,6 @@ __all__ = ["FileInbound"]
 import asyncio
 import collections
 import contextlib
-import csv
 import hashlib
 import itertools
 import json
@@ -39,7 +38,7 @@ from bus.adapter_api import (
     Intake,
     KafkaUnavailable,
     RetryableError,
-    allow_large_csv_fields,
+    csv_records,
     parse_json,
     text_codec,
 )
@@ -75,36 +74,25 @@ def _rows(handle: TextIO, kind: str, delimiter: str, encoding: str) -> Iterator[
             except ValueError as exc:
                 yield number, ValueError(f"line {number}: invalid JSON: {exc}"), raw(line)
         return
-    allow_large_csv_fields()
-    reader = csv.reader(handle, delimiter=delimiter)
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise _Unreadable(f"the CSV header cannot be read: {exc}") from None
-    if not header:
-        raise _Unreadable("no CSV header row")
-    if _UNDECODED.search("".join(header)):
+    records = csv_records(handle, delimiter)
+    header = next(records, None)
+    if header is None or not header.values:
+        raise _Unreadable(f"the CSV header cannot be read: {header.error}" if header is not None else "no CSV header row")
+    if _UNDECODED.search("".join(header.values)):
         raise _Unreadable(f"the CSV header is not {encoding} text; set encoding (e.g. latin-1)")
-    width = len(header)
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # this record only; the reader goes on at the next line
-            yield reader.line_num, ValueError(f"line {reader.line_num}: not a CSV record: {exc}"), b""
-            continue
-        if not values:  # a blank line
-            continue
-        number, joined = reader.line_num, delimiter.join(values)
-        if _UNDECODED.search(joined):
-            yield number, not_text(number), raw(joined)
+    names, width = header.values, len(header.values)
+    for record in records:
+        number, values = record.line, record.values
+        if values is None:  # this record only; the reader goes on after it
+            yield number, ValueError(f"line {number}: {record.error}"), raw(record.text)
+        elif _UNDECODED.search(record.text):
+            yield number, not_text(number), raw(record.text)
         elif len(values) > width:  # an unquoted separator shifted the rest
-            yield number, ValueError(f"line {number}: {len(values) - width} field(s) beyond the header"), raw(joined)
+            yield number, ValueError(f"line {number}: {len(values) - width} field(s) beyond the header"), raw(record.text)
         elif len(values) < width:  # not read as nulls: the record was cut short
-            yield number, ValueError(f"line {number}: {width - len(values)} field(s) fewer than the header names"), raw(joined)
+            yield number, ValueError(f"line {number}: {width - len(values)} field(s) fewer than the header names"), raw(record.text)
         else:
-            yield number, dict(zip(header, values, strict=True)), raw(joined)
+            yield number, dict(zip(names, values, strict=True)), raw(record.text)
 
 
 def _next_rows(rows: Iterator[tuple[int, Any, bytes]]) -> list[tuple[int, Any, bytes]]:

@@ -185,3 +185,23 @@ def test_rows_are_read_as_the_file_streams() -> None:
     assert len(first) == _BATCH and first[0][1] == {"ref": "r0", "cents": "0"}
     assert Counting.lines_read <= _BATCH + 2  # the header, a batch (and no more)
     assert sum(1 for _ in itertools.chain(first, rows)) == 10 * _BATCH
+
+
+def test_a_stray_quote_refuses_its_line_with_its_bytes_and_the_rows_after_it_are_read() -> None:
+    """An export with `"Smith` in a name: the csv module read every line after it, up to the next
+    quote, as one field. The drop folder imported none of those rows and parked them as one."""
+    import io
+
+    from adapters.file.inbound import _rows
+
+    text = 'ref,cents\nr1,1\nr2,"Smith\nr3,3\nr4,4\nr5,"5"\nr6,6\n'
+    rows = list(_rows(io.StringIO(text, newline=""), "csv", ",", "utf-8"))
+    assert [(n, doc) for n, doc, _ in rows if not isinstance(doc, Exception)] == [
+        (2, {"ref": "r1", "cents": "1"}),
+        (4, {"ref": "r3", "cents": "3"}),
+        (5, {"ref": "r4", "cents": "4"}),
+        (6, {"ref": "r5", "cents": "5"}),
+        (7, {"ref": "r6", "cents": "6"}),
+    ]
+    ((number, why, raw),) = [row for row in rows if isinstance(row[1], Exception)]
+    assert number == 3 and raw == b'r2,"Smith' and "a quote opened on this line is not closed" in str(why)

@@ -227,3 +227,46 @@ def test_a_read_or_delete_url_for_every_record_alike_is_a_config_error(field: st
     with pytest.raises(ValueError, match=f"{field} names no field of the event"):
         MigrationTarget.model_validate({"read": "https://crm.example/p/${payment_id}", field: "https://crm.example/payments"})
     assert MigrationTarget.model_validate({field: "https://crm.example/p/${payment_id}"}) is not None
+
+
+def test_a_stray_quote_refuses_its_line_and_not_every_row_after_it(tmp_path: Path) -> None:
+    """A field starting with a quote that is never closed (`"Smith` for Smith) made the csv
+    module read every following line, up to the next quote or the end of the file, as that one
+    field: thousands of rows became one refused record, its line number the last one's."""
+    lines = ["ref,note\n", *(f"R{i},n{i}\n" for i in range(1, 6))]
+    lines[2] = 'R2,"Smith\n'  # line 3
+    lines.append('R6,"Doe, J"\n')  # line 7: the next quote, which used to close line 3's field
+    lines.append('R7,"two\nlines"\n')  # lines 8-9: a field that really spans lines
+    rows = read(tmp_path, "q.csv", "".join(lines).encode())
+    good = {where: row for where, row in rows if not isinstance(row, Exception)}
+    assert good == {
+        "q.csv:2": {"ref": "R1", "note": "n1"},
+        "q.csv:4": {"ref": "R3", "note": "n3"},
+        "q.csv:5": {"ref": "R4", "note": "n4"},
+        "q.csv:6": {"ref": "R5", "note": "n5"},
+        "q.csv:7": {"ref": "R6", "note": "Doe, J"},
+        "q.csv:8": {"ref": "R7", "note": "two\nlines"},
+    }
+    (bad,) = [(where, row) for where, row in rows if isinstance(row, Exception)]
+    assert bad[0] == "q.csv:3" and str(bad[1]).startswith("a quote opened on this line is not closed where the field ends")
+    assert bad[1].text == 'R2,"Smith'  # the line as it is in the file
+
+
+def test_quotes_never_closed_on_every_line_are_read_in_one_pass_each() -> None:
+    """Each line alone once taken apart: a file of stray quotes costs a pass, not a pass per line."""
+    import io
+
+    from bus.documents import csv_records
+
+    class Counting(io.StringIO):
+        lines_read = 0
+
+        def __next__(self) -> str:
+            Counting.lines_read += 1
+            return super().__next__()
+
+    n = 5000
+    records = list(csv_records(Counting("ref,note\n" + "".join(f'R{i},"open {i}\n' for i in range(n)), newline="")))
+    assert [r.line for r in records] == list(range(1, n + 2))
+    assert all(r.values is None and r.text == f'R{r.line - 2},"open {r.line - 2}' for r in records[1:])  # each line refused alone
+    assert Counting.lines_read <= n + 2

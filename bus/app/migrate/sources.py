@@ -16,7 +16,6 @@ from __future__ import annotations
 
 __all__ = ["UnreadableRow", "count_rows", "file_digest", "row_json", "source_path", "source_rows"]
 
-import csv
 import hashlib
 import json
 import re
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.config.migrations import MigrationConfig
-from bus.documents import allow_large_csv_fields, text_codec
+from bus.documents import CsvRecord, csv_records, text_codec
 from bus.errors import BusError
 from bus.jsontext import dumps as json_dumps
 
@@ -136,13 +135,12 @@ def _jsonl_rows(config: MigrationConfig, path: Path, handle: Any) -> Iterator[tu
             yield where, UnreadableRow(f"not JSON: {exc}", text.rstrip("\r\n"))
 
 
-def _csv_header(config: MigrationConfig, path: Path, reader: Any) -> list[str]:
-    try:
-        header: list[str] | None = next(reader, None)
-    except csv.Error as exc:
-        raise BusError(f"migration {config.name}: the header of {path} is not CSV: {exc}") from None
-    if not header:
+def _csv_header(config: MigrationConfig, path: Path, record: CsvRecord | None) -> list[str]:
+    if record is None:
         raise BusError(f"migration {config.name}: {path} has no header line (the first line names the columns)")
+    if record.values is None:
+        raise BusError(f"migration {config.name}: the header of {path} is not CSV: {record.error}")
+    header = record.values
     if any(_UNDECODED.search(name) for name in header):
         raise BusError(f"migration {config.name}: the header of {path} is not text in the file's encoding; set source.file.encoding")
     seen: dict[str, int] = {}
@@ -157,23 +155,15 @@ def _csv_header(config: MigrationConfig, path: Path, reader: Any) -> list[str]:
 
 
 def _csv_rows(config: MigrationConfig, path: Path, handle: Any) -> Iterator[tuple[str, Any]]:
-    allow_large_csv_fields()
-    reader = csv.reader(handle, delimiter=_delimiter(config))
-    header = _csv_header(config, path, reader)
+    records = csv_records(handle, _delimiter(config))
+    header = _csv_header(config, path, next(records, None))
     width = len(header)
-    while True:
-        where = f"{path.name}:{reader.line_num + 1}"  # the line the record starts on (a quoted field can span lines)
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield where, UnreadableRow(f"not a CSV record: {exc}")
-            continue
-        if not values:  # a blank line
-            continue
-        if _UNDECODED.search("".join(values)):
-            yield where, _not_text(config, _delimiter(config).join(values))
+    for record in records:
+        where, values = f"{path.name}:{record.line}", record.values  # the line the record starts on
+        if values is None:
+            yield where, UnreadableRow(record.error, record.text)
+        elif _UNDECODED.search(record.text):
+            yield where, _not_text(config, record.text)
         elif len(values) != width:
             why = "a separator or quote in a value that is not quoted?" if len(values) > width else "a record cut short?"
             yield where, UnreadableRow(f"{len(values)} fields where the header has {width} ({why})", values)
