@@ -104,6 +104,12 @@ class WebhookConfig(AdapterConfig):
         description="The body is a JSON array (HubSpot, SendGrid): each element becomes one event. The request is answered 202 "
         "once Kafka has all of them, or 400 naming the element that cannot be mapped (then none is published).",
     )
+    max_batch_events: int = Field(
+        default=10_000,
+        ge=1,
+        description="With `batch`: a body holding more elements is answered 413 and nothing is published (each element is "
+        "mapped and checked before any is sent: a million small ones would hold the server for seconds).",
+    )
     openapi: OpenApiOperation | None = Field(
         default=None,
         description="The OpenAPI operation (or 3.1 webhook) the senders follow: a JSON body that breaks its request body schema "

@@ -62,6 +62,8 @@ def _kind(content_type: str) -> str | None:
 # XML bodies above this size are parsed in a thread: expat on a large body holds the event loop
 # (and so every other request) for as long as it takes.
 _XML_INLINE_BYTES = 64 * 1024
+# A batch's elements mapped between two turns of the event loop (about 10 ms of work).
+_BATCH_SLICE = 500
 
 
 async def _parse(kind: str, body: bytes) -> Any:
@@ -261,8 +263,15 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return [event.id]
         if not isinstance(document, list):
             raise EventRejected(f"batch: expected a JSON array, got {type(document).__name__}")
+        if len(document) > self.config.max_batch_events:
+            raise EventTooLarge(
+                f"batch: {len(document):,} elements in one request; at most {self.config.max_batch_events:,} are taken "
+                "(max_batch_events): send smaller batches"
+            )
         events = []
         for n, element in enumerate(document):
+            if n and not n % _BATCH_SLICE:
+                await asyncio.sleep(0)  # the server's other requests (and the probes) are answered meanwhile
             try:
                 event = self._emitter.build(element, traceparent=traceparent, headers=headers)
                 self.sink.check(event)  # every element fits before any is sent: all or none

@@ -40,7 +40,7 @@ async def test_a_webhook_event_too_large_for_kafka_is_413_and_a_batch_holding_on
     config = payment_hub_config(bootstrap, "http://127.0.0.1:9")
     config["inbound"][0]["max_body_bytes"] = 4 * MAX_EVENT_BYTES  # the body limit lets it in: Kafka's cannot
     batched = json.loads(json.dumps(config["inbound"][0]))
-    batched.update({"name": "batched", "path": "/hooks/batch", "batch": True})
+    batched.update({"name": "batched", "path": "/hooks/batch", "batch": True, "max_batch_events": 50})
     config["inbound"].append(batched)
     async with build_hub(write_config(tmp_path / "bus.yaml", config), role="inbound") as hub:
         assert hub.web is not None
@@ -51,14 +51,20 @@ async def test_a_webhook_event_too_large_for_kafka_is_413_and_a_batch_holding_on
             assert "bytes as a Kafka record" in reason and f"the hub takes events of at most {MAX_EVENT_BYTES:,} bytes" in reason
             assert "retry" not in reason.lower() and "Retry-After" not in too_large.headers
 
+            # More elements than max_batch_events: 413 before any is mapped (a million small ones held
+            # the server, and its probes, for seconds).
+            many = await client.post("/hooks/batch", json=[payment(100 + i) for i in range(batched["max_batch_events"] + 1)])
+            assert many.status_code == 413 and "at most 50 are taken (max_batch_events)" in many.json()["error"], many.text
             whole = await client.post("/hooks/batch", json=[payment(2), big_payment(3), payment(4)])
             assert whole.status_code == 413 and whole.json()["error"].startswith("element 1: the event is"), whole.text
 
             # The hub goes on taking events, and only these reached Kafka.
             assert (await client.post("/hooks/payments", json=payment(5))).status_code == 202
             assert (await client.post("/hooks/batch", json=[payment(6), payment(7)])).status_code == 202
+            full = await client.post("/hooks/batch", json=[payment(200 + i) for i in range(50)])
+            assert full.status_code == 202 and len(full.json()["ids"]) == 50  # at the limit: taken
         stored = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
-        assert sorted(r.key for r in stored) == [b"pi_5", b"pi_6", b"pi_7"]  # nothing of the refused batch
+        assert sorted(r.key for r in stored) == sorted([b"pi_5", b"pi_6", b"pi_7", *(f"pi_{200 + i}".encode() for i in range(50))])
 
 
 async def test_a_queue_message_too_large_for_kafka_is_parked_with_its_start_size_and_digest(tmp_path: Path, bootstrap: str) -> None:
