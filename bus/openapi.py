@@ -14,6 +14,8 @@ __all__ = ["ApiOperation", "BodyCheck", "ContractError", "find_operation", "inli
 import copy
 import difflib
 import json
+import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+from bus.patterns import PatternError
+from bus.patterns import search as pattern_search
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _URI = "urn:bus:contract"
@@ -197,6 +202,32 @@ def operation_in(path: Path, name: str) -> ApiOperation:
     return operation
 
 
+_log = logging.getLogger("bus.openapi")
+_BACKTRACKING: set[str] = set()  # patterns RE2 cannot run, said once each
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """JSON Schema's ``pattern``, on RE2: a sender's value cannot make the check take exponential
+    time (bus/patterns.py). A pattern RE2 cannot run (a lookahead in a vendor's document) is
+    checked with Python's ``re``, said once."""
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        found = pattern_search(pattern, instance)
+    except PatternError as exc:
+        if pattern not in _BACKTRACKING:
+            _BACKTRACKING.add(pattern)
+            _log.warning("contract pattern %s; checked with Python's re, which a crafted value can hold for minutes", exc)
+        found = re.search(pattern, instance) is not None
+    if not found:  # the value quoted short: it is the sender's, and can be megabytes
+        shown = repr(instance) if len(instance) <= 60 else f"{instance[:60]!r}... ({len(instance):,} characters)"
+        yield ValidationError(f"{shown} does not match {pattern!r}")
+
+
+# Draft 2020-12 with ``pattern`` on RE2.
+_Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})  # type: ignore[no-untyped-call]
+
+
 class BodyCheck:
     """An operation's request body schema, compiled once: ``problem(body)`` says why a body
     breaks it (the validator's most relevant error, and where), or None."""
@@ -207,7 +238,7 @@ class BodyCheck:
             raise ValueError(f"operation {operation.name!r} has no application/json request body")
         root = {k: v for k, v in schema.items() if k != "$ref"}
         registry: Registry[Any] = Registry().with_resource(_URI, Resource.from_contents(root, default_specification=DRAFT202012))
-        self._validator = Draft202012Validator({"$ref": f"{_URI}#{operation.body_pointer}"}, registry=registry)
+        self._validator = _Validator({"$ref": f"{_URI}#{operation.body_pointer}"}, registry=registry)
         self.name = operation.name
 
     def problem(self, body: Any) -> str | None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from bus.errors import ExpressionError
 from bus.expr import tree as t
 from bus.expr.functions import FUNCTIONS
+from bus.patterns import PatternError, compiled
 
 MAX_DEPTH = 100
 
@@ -214,7 +215,13 @@ class _Parser:
             known = ", ".join(sorted(FUNCTIONS))
             raise self.error(f"unknown function {name_tok.value!r} (known: {known})", name_tok)
         self.expect("(")
-        return t.Call(name_tok.value, tuple(self.arguments(")")), name_tok.pos)
+        args = tuple(self.arguments(")"))
+        if name_tok.value == "matches" and len(args) == 2 and isinstance(args[1], t.Const) and isinstance(args[1].value, str):
+            try:
+                compiled(args[1].value)  # a pattern written in the config: checked when the config is
+            except PatternError as exc:
+                raise ExpressionError(str(exc), expression=self.text, position=args[1].pos) from None
+        return t.Call(name_tok.value, args, name_tok.pos)
 
     def postfix(self, base: t.Node) -> t.Node:
         while self.tok.kind == "op" and self.tok.value in (".", "["):
