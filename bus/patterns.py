@@ -36,9 +36,14 @@ def compiled(pattern: str) -> Any:
             found = re2.compile(pattern, _OPTIONS)
         except re2.error as exc:
             reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            hint = (
+                "; for a negative lookahead, match what must not be there and negate: not matches(...)"
+                if "(?!" in pattern or "(?<!" in pattern
+                else ""
+            )
             raise PatternError(
                 f"{pattern!r} is not a pattern the hub runs ({reason}): RE2 syntax, as in Go and Rust, without lookaround "
-                "or backreferences (they can take exponential time on one value)"
+                f"or backreferences (they can take exponential time on one value){hint}"
             ) from None
         if len(_COMPILED) >= _MOST:
             _COMPILED.clear()
