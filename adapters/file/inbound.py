@@ -20,11 +20,13 @@ __all__ = ["FileInbound"]
 import asyncio
 import collections
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
@@ -99,8 +101,37 @@ def _next_rows(rows: Iterator[tuple[int, Any, bytes]]) -> list[tuple[int, Any, b
     return list(itertools.islice(rows, _BATCH))
 
 
+class _NotAFile(OSError):
+    """A name in the drop folder that is not a regular file (a symbolic link, a FIFO, a device)."""
+
+
+def _open_file(path: Path) -> int:
+    """A descriptor of ``path``, only when it is a regular file itself. A drop folder is often
+    writable by others (an SFTP share): a symbolic link there could point the hub at any file it
+    can read (its own credentials), to be published; a FIFO or a device would be read for ever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW on a symbolic link
+            raise _NotAFile(f"{path.name} is a symbolic link; the drop folder takes files, not links to them") from None
+        raise
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        raise _NotAFile(f"{path.name} is not a regular file ({_KINDS.get(stat.S_IFMT(kind), 'a special file')})")
+    os.set_blocking(fd, True)
+    return fd
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def _open_text(path: Path, encoding: str) -> TextIO:
+    return open(_open_file(path), encoding=text_codec(encoding), errors="surrogateescape", newline="")  # the caller closes it
+
+
 def _digest(path: Path) -> str:
-    with path.open("rb") as handle:
+    with open(_open_file(path), "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
@@ -155,9 +186,19 @@ class FileInbound(Inbound[FileInboundConfig]):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
 
     def _ready(self) -> list[Path]:
-        now = time.time()
-        files = [p for p in sorted(self.config.path.glob(self.config.pattern)) if p.is_file() and not p.name.endswith(".manifest.json")]
-        return [p for p in files if now - p.stat().st_mtime >= self._settle]
+        """What matches the pattern and has settled: regular files, and anything else that is not a
+        folder (a link, a FIFO), which ``take`` refuses to ``failed/`` rather than leave unsaid."""
+        now, ready = time.time(), []
+        for path in sorted(self.config.path.glob(self.config.pattern)):
+            try:
+                found = path.lstat()  # the name itself: a link is not followed
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(found.st_mode) or path.name.endswith(".manifest.json"):
+                continue
+            if not stat.S_ISREG(found.st_mode) or now - found.st_mtime >= self._settle:
+                ready.append(path)
+        return ready
 
     def _kind(self, path: Path) -> str:
         if self.config.format != "auto":
@@ -167,8 +208,14 @@ class FileInbound(Inbound[FileInboundConfig]):
     async def take(self, path: Path) -> dict[str, Any]:
         """Read one file into Kafka and move it; returns its manifest. KafkaUnavailable: left in place."""
         kind, encoding, delimiter = self._kind(path), self.config.encoding, self.config.delimiter
-        checksum = await asyncio.to_thread(_digest, path)  # off the event loop, a block at a time
-        manifest: dict[str, Any] = {"file": path.name, "sha256": checksum, "rows": 0, "accepted": 0, "rejected": 0}
+        try:
+            checksum = await asyncio.to_thread(_digest, path)  # off the event loop, a block at a time
+        except _NotAFile as exc:
+            manifest: dict[str, Any] = {"file": path.name, "sha256": "none", "error": str(exc)}
+            self._move(path, "failed", manifest)  # the link or FIFO itself is moved; nothing is read through it
+            self.ctx.logger.warning("file %s: %s; moved to failed/, nothing read", self.config.name, exc)
+            return manifest
+        manifest = {"file": path.name, "sha256": checksum, "rows": 0, "accepted": 0, "rejected": 0}
         if self._digests is None:
             self._digests = await asyncio.to_thread(self._read_digests)  # many manifests: off the event loop, once
         earlier = self._digests.get(checksum) if self.config.duplicates == "skip" else None
@@ -183,7 +230,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         acks: collections.deque[Awaitable[None]] = collections.deque()
         parked_before = self._intake.parked
         count = 0
-        with path.open(encoding=text_codec(encoding), errors="surrogateescape", newline="") as handle:
+        with await asyncio.to_thread(_open_text, path, encoding) as handle:
             rows = _rows(handle, kind, delimiter, encoding)
             try:
                 batch = await asyncio.to_thread(_next_rows, rows)

@@ -15,6 +15,7 @@ import asyncio
 import csv
 import io
 import os
+import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +50,11 @@ class FileOutbound(Outbound[FileOutboundConfig]):
         try:
             self.config.path.mkdir(parents=True, exist_ok=True)
             for part in sorted(self.config.path.glob(f"{self._prefix}-*.{self._ext}.part")):
-                await asyncio.to_thread(_recover, part)
+                try:
+                    await asyncio.to_thread(_recover, part)
+                except OSError as exc:  # that one alone: the others are completed, and the adapter starts
+                    self.ctx.logger.warning("file %s: cannot complete %s left by an earlier run: %s", self.config.name, part.name, exc)
+                    continue
                 self.ctx.logger.warning("file %s: completed %s left by an earlier run", self.config.name, part.name)
         except OSError as exc:
             raise RetryableError(f"file {self.config.name}: cannot use {self.config.path}: {exc}") from exc
@@ -126,7 +131,16 @@ class FileOutbound(Outbound[FileOutboundConfig]):
         self._seq += 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self._part = self.config.path / f"{self._prefix}-{stamp}-{os.getpid()}-{self._seq:04d}.{self._ext}.part"
-        self._file = open(self._part, "wb")  # noqa: SIM115 (kept open across batches; closed in _complete)
+        # Created, never opened: an outbox is often writable by others (an SFTP share), and a link
+        # planted at the next name would have had the hub write wherever it points.
+        while True:
+            try:
+                fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                break
+            except FileExistsError:
+                self._seq += 1
+                self._part = self.config.path / f"{self._prefix}-{stamp}-{os.getpid()}-{self._seq:04d}.{self._ext}.part"
+        self._file = open(fd, "wb")  # noqa: SIM115 (kept open across batches; closed in _complete)
         self._opened, self._size = time.monotonic(), 0
         if self._ext == "csv":
             out = io.StringIO()
@@ -147,7 +161,10 @@ class FileOutbound(Outbound[FileOutboundConfig]):
 
 
 def _recover(part: Path) -> None:
-    """Keep every complete line of a file a crash left behind, then publish it."""
+    """Keep every complete line of a file a crash left behind, then publish it. Only a regular
+    file: a link with that name (planted in a shared outbox) is not followed, nor cut."""
+    if not stat.S_ISREG(part.lstat().st_mode):
+        raise OSError(f"{part.name} is not a regular file (a link?); it is left as it is")
     data = part.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):

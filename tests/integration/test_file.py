@@ -205,3 +205,38 @@ def test_a_stray_quote_refuses_its_line_with_its_bytes_and_the_rows_after_it_are
     ]
     ((number, why, raw),) = [row for row in rows if isinstance(row[1], Exception)]
     assert number == 3 and raw == b'r2,"Smith' and "a quote opened on this line is not closed" in str(why)
+
+
+async def test_a_link_or_a_fifo_in_the_drop_folder_is_refused_unread(tmp_path: Path, bootstrap: str) -> None:
+    """A drop folder is often writable by others (an SFTP share). A symbolic link there was
+    followed: whatever file it pointed at that the hub could read (its own credentials) was
+    published, row by row, to every subscriber. A FIFO or a device was passed over in silence,
+    and would be read for ever once anything opened it. Each is now moved to failed/, unread, with
+    the reason; the files beside them are imported."""
+    import os
+
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    folder.with_name("inbox-utf8").mkdir()
+    outside = tmp_path / "secrets.csv"
+    outside.write_text("ref,cents,cur\nsecret,1,EUR\n")
+    target = await Target().start()
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, folder, target))) as hub:
+            (folder / "link.csv").symlink_to(outside)
+            os.mkfifo(folder / "pipe.csv")
+            (folder / "real.csv").write_text("ref,cents,cur\nr1,100,EUR\n")
+            await wait_for_file(folder / "done" / "real.csv")
+            for name, says in (("link.csv", "is a symbolic link"), ("pipe.csv", "is not a regular file (a FIFO)")):
+                manifest = folder / "failed" / f"{name}.manifest.json"
+                for _ in range(100):
+                    if manifest.exists():
+                        break
+                    await asyncio.sleep(0.1)
+                assert says in json.loads(manifest.read_text())["error"], name
+                assert os.path.lexists(folder / "failed" / name) and not os.path.lexists(folder / name)
+            published = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
+            assert len(published) == 1 and b"r1" in (published[0].value or b"")  # real.csv's row; nothing read through the link
+            assert outside.read_text() == "ref,cents,cur\nsecret,1,EUR\n"  # the file it points at untouched
+    finally:
+        await target.stop()

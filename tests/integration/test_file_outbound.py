@@ -63,3 +63,40 @@ async def test_rolling_json_lines_and_csv(tmp_path: Path, bootstrap: str) -> Non
         assert {r[2] for r in rows} == {"paid; thanks"}  # quoted, so the delimiter inside survives
     finally:
         await target.stop()
+
+
+async def test_links_planted_in_a_shared_outbox_are_never_written_through(tmp_path: Path) -> None:
+    """An outbox is often writable by others (an SFTP share). A link planted at the name of the
+    next file, or named like a .part a crash left, had the hub write, or cut, wherever it pointed
+    (its own config, say). Now each file is created new, never opened through a link, and such a
+    .part is left alone, said."""
+    import logging
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    from adapters.file.config import FileOutboundConfig
+    from adapters.file.outbound import FileOutbound
+    from bus.adapter_api import Context, Event
+
+    outbox, victim = tmp_path / "outbox", tmp_path / "bus.yaml"
+    outbox.mkdir()
+    victim.write_bytes(b"kafka: {bootstrap: kafka:9092}\nkeep: this line has no end")
+    now = datetime.now(UTC)
+    for second in range(15):  # every name the next files can take
+        stamp = (now + timedelta(seconds=second)).strftime("%Y%m%dT%H%M%S")
+        for seq in range(1, 4):
+            (outbox / f"out-{stamp}-{os.getpid()}-{seq:04d}.jsonl.part").symlink_to(victim)
+    (outbox / "out-20261101T000000-1-0001.jsonl.part").symlink_to(victim)  # "left by a crash": recovery would cut it
+    adapter = FileOutbound(
+        FileOutboundConfig.model_validate({"name": "out", "type": "file", "path": str(outbox)}), Context("out", logging.getLogger("t"))
+    )
+    await adapter.start()
+    try:
+        for i in range(3):
+            await adapter.deliver(Event(schema="Payment", data={"payment_id": f"p{i}"}, source="/t", id=f"e{i}"))
+    finally:
+        await adapter.stop()
+    assert victim.read_bytes() == b"kafka: {bootstrap: kafka:9092}\nkeep: this line has no end"
+    written = [f for f in outbox.iterdir() if not f.is_symlink()]
+    assert len(written) == 1 and [json.loads(line)["payment_id"] for line in written[0].read_text().splitlines()] == ["p0", "p1", "p2"]
+    assert written[0].suffix == ".jsonl"  # completed: renamed from .part
