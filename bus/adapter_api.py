@@ -83,6 +83,7 @@ __all__ = [
     "json_response",
     "kafka_consumer",
     "kafka_producer",
+    "one_level",
     "operation_in",
     "parse_duration",
     "parse_json",
@@ -120,7 +121,7 @@ from bus.errors import (
     brief,
 )
 from bus.event import Event
-from bus.expr import compile_expression, compile_template, paths_of
+from bus.expr import compile_expression, compile_template, one_level, paths_of
 from bus.expr.body import Body
 from bus.expr.functions import parse_duration
 from bus.intake import EventSink, Intake, stop_in_order

@@ -75,6 +75,8 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
         if self._exchange is None:
             raise RetryableError(f"amqp outbound {self.config.name} is not started")
         routing_key = self._routing_key(event.data, event.meta())
+        if len(routing_key.encode()) > 255:  # AMQP's limit: the broker closes the channel, on every try
+            raise PermanentError(f"the routing key is {len(routing_key.encode())} bytes, over AMQP's 255: {routing_key[:80]!r}...")
         where = f"exchange {self.config.exchange or '(default)'!r} with routing key {routing_key!r}"
         try:
             async with asyncio.timeout(self.config.timeout_s):  # not wait_for: no task per event

@@ -11,6 +11,7 @@ __all__ = ["KafkaOutbound"]
 
 import asyncio
 import json
+import re
 from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaProducer
@@ -32,6 +33,8 @@ from bus.adapter_api import (
     target_json,
 )
 from bus.cloudevents import prefixed_headers
+
+_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 class KafkaOutbound(Outbound[KafkaOutboundConfig]):
@@ -89,6 +92,11 @@ class KafkaOutbound(Outbound[KafkaOutboundConfig]):
         if self._producer is None:
             raise RetryableError(f"kafka outbound {self.config.name} is not started")
         topic = self._topic(event.data, event.meta())
+        if not self._topic.constant and not _TOPIC.fullmatch(topic):  # refused by the cluster on every try
+            raise PermanentError(
+                f"the topic {topic[:300]!r} is not a Kafka topic name (at most 249 of a-z, A-Z, 0-9, '.', '_' and '-'): "
+                "an event's value made it so"
+            )
         value = await self._value(topic, self._body.render(event))
         key = self._key(event.data, event.meta()) if self._key else event.key
         headers = [(name, value.encode()) for name, value in prefixed_headers(event, "ce_").items()]  # CloudEvents Kafka binding

@@ -16,7 +16,7 @@ import aiomqtt
 
 from adapters.mqtt.config import MqttOutboundConfig
 from adapters.mqtt.connection import client_for, connect, publish_properties
-from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, compile_template, target_json
+from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, compile_template, one_level, target_json
 
 
 class MqttOutbound(Outbound[MqttOutboundConfig]):
@@ -26,7 +26,8 @@ class MqttOutbound(Outbound[MqttOutboundConfig]):
     def __init__(self, config: MqttOutboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._body = Body(config.body)
-        self._topic = compile_template(config.topic)
+        # A value is one topic level: '/' would publish a level deeper (another account's topic).
+        self._topic = compile_template(config.topic, escape=one_level("the MQTT topic", "/+#"))
         self._client: aiomqtt.Client | None = None
 
     async def start(self) -> None:

@@ -18,7 +18,7 @@ from nats.js.errors import NoStreamResponseError
 
 from adapters.nats.config import NatsOutboundConfig
 from adapters.nats.connection import connect
-from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, target_json
+from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, one_level, target_json
 from bus.cloudevents import prefixed_headers
 
 
@@ -29,7 +29,8 @@ class NatsOutbound(Outbound[NatsOutboundConfig]):
     def __init__(self, config: NatsOutboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._body = Body(config.body)
-        self._subject = compile_template(config.subject)
+        # A value is one subject token: '.' would publish a token deeper (another account's subject).
+        self._subject = compile_template(config.subject, escape=one_level("the NATS subject", ".*> ", empty=False))
         self._connection: Any = None
 
     async def start(self) -> None:

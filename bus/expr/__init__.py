@@ -7,7 +7,7 @@ templates; docs/expressions.md for users.
 
 from bus.expr.compiler import EVALUATION_ERRORS, Compiled, Conditions, compile_conditions, compile_expression, paths_of
 from bus.expr.functions import FUNCTIONS
-from bus.expr.template import Template, compile_template
+from bus.expr.template import Template, compile_template, one_level
 
 __all__ = [
     "EVALUATION_ERRORS",
@@ -18,5 +18,6 @@ __all__ = [
     "compile_conditions",
     "compile_expression",
     "compile_template",
+    "one_level",
     "paths_of",
 ]

@@ -5,12 +5,12 @@ Each ``${...}`` holds an expression; ``null`` renders as an empty string. ``$${`
 
 from __future__ import annotations
 
-__all__ = ["compile_template"]
+__all__ = ["compile_template", "one_level"]
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bus.errors import ExpressionError
+from bus.errors import ExpressionError, PermanentError
 from bus.expr.compiler import Compiled, compile_expression
 
 
@@ -70,3 +70,25 @@ def compile_template(text: str, *, escape: Callable[[str], str] | None = None) -
     if literal:
         parts.append(literal)
     return Template(text, parts, escape)
+
+
+def one_level(what: str, forbidden: str, *, empty: bool = True) -> Callable[[str], str]:
+    """An ``escape`` for a destination split into levels (an MQTT topic by ``/``, a NATS subject by
+    ``.``), which has no way to quote a separator: a substituted value is one level, or the event
+    is refused (PermanentError: a dead letter saying why). A value holding a separator would
+    publish one level deeper, where another key's events go (another tenant's topic), and one
+    holding a wildcard or a control character is refused by the broker, on every try."""
+
+    def check(value: str) -> str:
+        if not value and not empty:
+            raise PermanentError(f"{what}: a value is empty (a missing field?), and a level cannot be")
+        bad = next((c for c in value if c in forbidden or c < " " or c == "\x7f"), None)
+        if bad is not None:
+            shown = value if len(value) <= 80 else value[:80] + "..."
+            raise PermanentError(
+                f"{what}: the value {shown!r} holds {bad!r}, which one level cannot hold "
+                f"(a separator, a wildcard or a control character of {what})"
+            )
+        return value
+
+    return check
