@@ -221,7 +221,7 @@ class DeadLetters:
 
     async def replay(self, letters: list[DeadLetter]) -> int:
         """Send each letter back to where it failed, then mark it replayed. Returns how many: a
-        letter kept truncated (``bus_truncated_from_bytes``) is not replayed."""
+        letter of which only a part was kept (``CUT_MARKS``) is not replayed, and said."""
         await self._ensure_state_topic()
         producer = make_producer(self._kafka, self._bootstrap)
         await producer.start()

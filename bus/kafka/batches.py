@@ -7,9 +7,10 @@ chosen the way aiokafka's default partitioner chooses it (murmur2 of the key, as
 does, so keys land where any other producer would put them), remembered per key, and records
 of one partition are appended in the order given: per-key order holds. A batch that fills up is
 sent and a new one started. A record larger than the producers' limit raises
-``MessageSizeTooLargeError`` as ``send()`` would (a batch is not checked by aiokafka, and a broker
-with a larger limit, like the embedded one, would take it). The caller awaits the returned futures (every copy acknowledged)
-before it commits, exactly as with ``send()``.
+``MessageSizeTooLargeError`` before anything is sent, as ``send()`` would (aiokafka does not
+check a batch, and a broker with a larger limit, like the embedded one, would take it). The
+caller awaits the returned futures (every copy acknowledged) before it commits, exactly as with
+``send()``.
 """
 
 from __future__ import annotations
