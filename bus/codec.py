@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import struct
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -31,6 +32,8 @@ log = logging.getLogger("bus.codec")
 
 _HEADER = struct.Struct(">bI")
 MAGIC = 0
+_LOOKUPS_PER_S = 20  # registry lookups of new schema ids a second, at most (a new version is a rare event)
+_MOST_UNKNOWN = 10_000  # ids the registry said it does not have, remembered
 
 
 def wire_header(schema_id: int) -> bytes:
@@ -54,7 +57,14 @@ class Codec:
         self._by_id: dict[int, tuple[str, Any, Any]] = {}  # id -> (name, writer schema, reader schema or None)
         # The same entries by their 5-byte wire header: decoding is one dict lookup, no unpacking.
         self._by_header: dict[bytes, tuple[str, Any, Any]] = {}
-        self._unknown: set[int] = set()  # ids the registry does not have: not asked again
+        self._unknown: set[int] = set()  # ids the registry does not have: not asked again (forgotten past _MOST_UNKNOWN)
+        # Registry lookups of ids not seen yet, at most _LOOKUPS_PER_S a second: a flood of records
+        # naming random ids (not the hub's, or not Avro at all) would otherwise hold the reading
+        # loop one registry round trip per record. An id past the budget is not known yet: its value
+        # is dead-lettered as not registered (replayable), and the id asked about again later.
+        self._budget = float(_LOOKUPS_PER_S)
+        self._budget_at = time.monotonic()
+        self._throttled = False
         self.fetch_writer: Callable[[int], Awaitable[str]] | None = None  # the registry's GET /schemas/ids/{id}
 
     def add(self, name: str, schema_id: int, parsed_schema: Any) -> None:
@@ -94,17 +104,32 @@ class Codec:
             if not payload or payload[:5] in known or len(payload) < 5 or payload[0] != MAGIC:
                 continue
             schema_id = int(_HEADER.unpack_from(payload)[1])
-            if schema_id in self._unknown:
+            if schema_id in self._unknown or not self._may_look_up():
                 continue
             try:
                 name = self.learn(schema_id, await self.fetch_writer(schema_id))
             except PermanentError as exc:
+                if len(self._unknown) >= _MOST_UNKNOWN:
+                    self._unknown.clear()  # bounded: an id forgotten is only asked about again
                 self._unknown.add(schema_id)
                 log.warning("schema id %d: %s", schema_id, exc)
             except RetryableError as exc:
                 log.warning("schema id %d: the registry did not answer (%s); its values are dead-lettered for now", schema_id, exc)
             else:
                 log.info("learned schema id %d (a version of %s); its values are read as this hub's %s", schema_id, name, name)
+
+    def _may_look_up(self) -> bool:
+        now = time.monotonic()
+        self._budget = min(float(_LOOKUPS_PER_S), self._budget + (now - self._budget_at) * _LOOKUPS_PER_S)
+        self._budget_at = now
+        if self._budget < 1:
+            if not self._throttled:
+                log.warning("schema ids not seen before come faster than %d a second; the rest are not looked up now", _LOOKUPS_PER_S)
+            self._throttled = True
+            return False
+        self._budget -= 1
+        self._throttled = False
+        return True
 
     def knows(self, schema_id: int) -> bool:
         return schema_id in self._by_id

@@ -66,3 +66,34 @@ def test_truncated_body(codec: Codec) -> None:
     value = codec.encode("Payment", PAYMENT)
     with pytest.raises(PermanentError, match="undecodable Avro body"):
         codec.decode(value[:8])
+
+
+async def test_records_naming_schema_ids_in_a_flood_do_not_hold_the_reader_on_the_registry(
+    codec: Codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records a producer outside the hub wrote with random schema ids (or bytes that only look
+    like the wire format) were each looked up in the registry, one round trip per record in the
+    reading loop, and every id the registry did not have was remembered for ever. Now at most 20
+    new ids a second are asked about; the rest are not known yet (dead-lettered as not
+    registered, replayable), and the ids remembered as unknown are bounded."""
+    import bus.codec
+
+    asked: list[int] = []
+
+    async def registry(schema_id: int) -> str:
+        asked.append(schema_id)
+        raise PermanentError("schema not found")  # what the registry's 404 becomes
+
+    codec.fetch_writer = registry
+    flood = [struct.pack(">bI", 0, 1_000_000 + i) + b"junk" for i in range(500)]
+    await codec.learn_ids(flood)
+    assert 1 <= len(asked) <= 21  # the budget (and what refilled while the loop ran)
+    for payload in flood[:3] + flood[-3:]:
+        with pytest.raises(UnknownSchemaId):
+            codec.decode(payload)
+
+    monkeypatch.setattr(bus.codec, "_MOST_UNKNOWN", 5)
+    monkeypatch.setattr(bus.codec, "_LOOKUPS_PER_S", 1_000_000)
+    codec._budget = 1_000_000.0
+    await codec.learn_ids(struct.pack(">bI", 0, 2_000_000 + i) for i in range(50))
+    assert len(codec._unknown) <= 5  # forgotten past the bound: only asked about again
