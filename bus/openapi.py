@@ -206,26 +206,62 @@ _log = logging.getLogger("bus.openapi")
 _BACKTRACKING: set[str] = set()  # patterns RE2 cannot run, said once each
 
 
-def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
-    """JSON Schema's ``pattern``, on RE2: a sender's value cannot make the check take exponential
-    time (bus/patterns.py). A pattern RE2 cannot run (a lookahead in a vendor's document) is
-    checked with Python's ``re``, said once."""
-    if not validator.is_type(instance, "string"):
-        return
+def _found(pattern: str, text: str) -> bool:
+    """Whether a contract's ``pattern`` matches ``text``, on RE2: a sender's value (or key) cannot
+    make the check take exponential time (bus/patterns.py). A pattern RE2 cannot run (a lookahead
+    in a vendor's document) is checked with Python's ``re``, said once."""
     try:
-        found = pattern_search(pattern, instance)
+        return pattern_search(pattern, text)
     except PatternError as exc:
         if pattern not in _BACKTRACKING:
             _BACKTRACKING.add(pattern)
             _log.warning("contract pattern %s; checked with Python's re, which a crafted value can hold for minutes", exc)
-        found = re.search(pattern, instance) is not None
-    if not found:  # the value quoted short: it is the sender's, and can be megabytes
+        return re.search(pattern, text) is not None
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """JSON Schema's ``pattern``, on ``_found``."""
+    if validator.is_type(instance, "string") and not _found(pattern, instance):
+        # The value quoted short: it is the sender's, and can be megabytes.
         shown = repr(instance) if len(instance) <= 60 else f"{instance[:60]!r}... ({len(instance):,} characters)"
         yield ValidationError(f"{shown} does not match {pattern!r}")
 
 
-# Draft 2020-12 with ``pattern`` on RE2.
-_Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})  # type: ignore[no-untyped-call]
+def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any, schema: Any) -> Any:
+    """JSON Schema's ``patternProperties``, on ``_found`` (the keys are the sender's)."""
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if _found(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(validator: Any, allowed: Any, instance: Any, schema: Any) -> Any:
+    """JSON Schema's ``additionalProperties``: the keys no ``properties`` names and no
+    ``patternProperties`` matches (on ``_found``), checked against ``allowed`` or refused."""
+    if not validator.is_type(instance, "object"):
+        return
+    named, patterns = schema.get("properties", {}), list(schema.get("patternProperties", {}))
+    extras = sorted((k for k in instance if k not in named and not any(_found(p, k) for p in patterns)), key=str)
+    if validator.is_type(allowed, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], allowed, path=extra)
+    elif not allowed and extras:
+        shown = ", ".join(repr(extra[:60]) for extra in extras[:10]) + (f" and {len(extras) - 10:,} more" if len(extras) > 10 else "")
+        one = len(extras) == 1
+        if patterns:
+            regexes = ", ".join(map(repr, patterns))
+            yield ValidationError(f"{shown} {'does' if one else 'do'} not match any of the regexes: {regexes}")
+        else:
+            yield ValidationError(f"Additional properties are not allowed ({shown} {'was' if one else 'were'} unexpected)")
+
+
+# Draft 2020-12 with the keywords that run regular expressions on RE2.
+_Validator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    {"pattern": _pattern, "patternProperties": _pattern_properties, "additionalProperties": _additional_properties},
+)
 
 
 class BodyCheck:

@@ -73,3 +73,34 @@ def test_a_contract_pattern_is_checked_on_re2_and_one_re2_cannot_run_still_on_re
     assert "does not match" in (check.problem({"ref": "TESTX"}) or "")
     assert check.problem({"ref": "LIVE"}) is None
     assert [r.message for r in caplog.records if "checked with Python's re" in r.message][:1]
+
+
+@pytest.mark.timeout(30)
+def test_a_contracts_pattern_properties_run_on_re2_over_the_senders_keys(tmp_path: Path) -> None:
+    """``patternProperties`` (and ``additionalProperties`` beside them) test the body's keys, which
+    the sender chose, against the document's patterns: on RE2 too."""
+    from bus.openapi import BodyCheck, operation_in
+
+    document = tmp_path / "meta.openapi.yaml"
+    document.write_text(
+        "openapi: 3.1.0\ninfo: {title: Meta, version: '1'}\npaths:\n  /tags:\n    post:\n      operationId: setTags\n"
+        "      requestBody:\n        content:\n          application/json:\n            schema:\n              type: object\n"
+        "              properties: {id: {type: string}}\n"
+        "              patternProperties: {'^(x+x+)+y$': {type: integer}}\n"
+        "              additionalProperties: false\n"
+    )
+    check = BodyCheck(operation_in(document, "setTags"))
+    assert check.problem({"id": "a", "xxy": 1}) is None
+    assert "is not of type 'integer'" in (check.problem({"xxxy": "one"}) or "")
+    crafted = "x" * 50_000  # a key: exponential in Python's re
+    problem = check.problem({crafted: 1})
+    assert problem is not None and "does not match any of the regexes: '^(x+x+)+y$'" in problem
+    assert "Additional properties are not allowed ('other' was unexpected)" in (
+        BodyCheck(operation_in(_without_patterns(tmp_path, document), "setTags")).problem({"other": 1}) or ""
+    )
+
+
+def _without_patterns(tmp_path: Path, document: Path) -> Path:
+    plain = tmp_path / "plain.openapi.yaml"
+    plain.write_text("\n".join(line for line in document.read_text().splitlines() if "patternProperties" not in line) + "\n")
+    return plain
