@@ -275,7 +275,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         found: dict[str, dict[str, str]] = {}
         for manifest_path in sorted((self.config.path / "done").glob("*.manifest.json")):
             try:
-                seen = json.loads(manifest_path.read_text())
+                seen = parse_json(manifest_path.read_text())  # a shared folder: anyone may have written it
                 found.setdefault(str(seen["sha256"]), {"file": str(seen["file"]), "at": str(seen.get("at", ""))})
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 # Edited or truncated: it does not count, so a file it described could be imported again.

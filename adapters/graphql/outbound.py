@@ -13,14 +13,13 @@ from __future__ import annotations
 
 __all__ = ["GraphQLOutbound"]
 
-import json
 from typing import Any, ClassVar
 
 from adapters.graphql.config import GraphQLOutboundConfig
 from adapters.graphql.documents import error_codes, operation_of, said
 from adapters.http.config import HttpOutboundConfig
 from adapters.http.outbound import Answer, HttpOutbound
-from bus.adapter_api import Body, Context, Event, ExpressionError, PermanentError, RetryableError, compile_expression
+from bus.adapter_api import Body, Context, Event, ExpressionError, PermanentError, RetryableError, compile_expression, parse_json
 
 
 class GraphQLOutbound(HttpOutbound):
@@ -44,7 +43,7 @@ class GraphQLOutbound(HttpOutbound):
 
     def check_answer(self, method: str, url: str, response: Answer) -> None:
         try:
-            answer = json.loads(response.text)
+            answer = parse_json(response.text)  # nested at most 256 deep: a deeper answer is no GraphQL answer
         except ValueError:
             answer = None
         if not isinstance(answer, dict) or not ("data" in answer or "errors" in answer):

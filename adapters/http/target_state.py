@@ -17,11 +17,10 @@ from __future__ import annotations
 __all__ = ["HttpTargetState"]
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bus.adapter_api import Event, PermanentError, RetryableError, TargetOptions, compile_template
+from bus.adapter_api import Event, PermanentError, RetryableError, TargetOptions, compile_template, parse_json
 
 if TYPE_CHECKING:
     from adapters.http.outbound import HttpOutbound
@@ -62,7 +61,7 @@ class HttpTargetState:
         if not 200 <= status < 300:
             raise PermanentError(f"GET {address[0]} answered {status}: {text[:200]}")
         try:
-            document = json.loads(text)
+            document = parse_json(text)
         except ValueError:
             raise PermanentError(f"GET {address[0]} answered something that is not JSON: {text[:200]!r}") from None
         return document if isinstance(document, dict) else {"(body)": document}

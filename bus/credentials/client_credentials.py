@@ -13,7 +13,6 @@ __all__ = ["ClientCredentials", "ClientCredentialsGrant", "OAuth2ClientCredentia
 
 import asyncio
 import base64
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -23,6 +22,7 @@ import httpx
 from pydantic import Field, SecretStr
 
 from bus.config.base import ConfigModel
+from bus.documents import parse_json
 from bus.errors import RetryableError
 
 
@@ -127,7 +127,7 @@ class ClientCredentials:
             # the secret is fixed the next attempt succeeds, and events wait in Kafka meanwhile.
             raise RetryableError(f"{self._what}: token endpoint {c.token_url} refused the client credentials: {status} {_error_of(text)}")
         try:
-            answer = json.loads(text)
+            answer = parse_json(text)
             token = str(answer["access_token"])
         except (ValueError, KeyError, TypeError) as exc:
             raise RetryableError(f"{self._what}: token endpoint answered without an access_token: {text[:200]}") from exc
@@ -139,7 +139,7 @@ class ClientCredentials:
 
 def _error_of(text: str) -> str:
     try:
-        body = json.loads(text)
+        body = parse_json(text)
         return f"{body.get('error', '')} {body.get('error_description', '')}".strip() or text[:200]
     except (ValueError, AttributeError):
         return text[:200]

@@ -240,3 +240,21 @@ async def test_a_link_or_a_fifo_in_the_drop_folder_is_refused_unread(tmp_path: P
             assert outside.read_text() == "ref,cents,cur\nsecret,1,EUR\n"  # the file it points at untouched
     finally:
         await target.stop()
+
+
+async def test_a_manifest_planted_in_done_cannot_fail_the_files_that_come(tmp_path: Path, bootstrap: str) -> None:
+    """done/ of a shared drop folder holds manifests anyone may have written. One nested too deep
+    raised RecursionError out of the reader of manifests, and the file being taken went to failed/."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    folder.with_name("inbox-utf8").mkdir()
+    (folder / "done").mkdir()
+    (folder / "done" / "evil.csv.manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    target = await Target().start()
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, folder, target))):
+            (folder / "real.csv").write_text("ref,cents,cur,account\nr1,100,EUR,a1\n")
+            manifest = await wait_for_file(folder / "done" / "real.csv")
+            assert manifest["accepted"] == 1 and not (folder / "failed" / "real.csv").exists()
+    finally:
+        await target.stop()

@@ -270,3 +270,14 @@ def test_quotes_never_closed_on_every_line_are_read_in_one_pass_each() -> None:
     assert [r.line for r in records] == list(range(1, n + 2))
     assert all(r.values is None and r.text == f'R{r.line - 2},"open {r.line - 2}' for r in records[1:])  # each line refused alone
     assert Counting.lines_read <= n + 2
+
+
+def test_a_json_line_nested_too_deep_or_holding_nan_is_refused_alone(tmp_path: Path) -> None:
+    """Read with json.loads, one line of 100,000 brackets raised RecursionError out of the reader:
+    `bus migrate plan` and `run` stopped there, every row after it unread. NaN was taken as a number."""
+    data = b'{"ref": "a"}\n' + b"[" * 100_000 + b"]" * 100_000 + b'\n{"ref": NaN}\n{"ref": "b"}\n'
+    rows = read(tmp_path, "deep.jsonl", data)
+    assert [where for where, _ in rows] == [f"deep.jsonl:{n}" for n in (1, 2, 3, 4)]
+    assert rows[0][1] == {"ref": "a"} and rows[3][1] == {"ref": "b"}
+    assert str(rows[1][1]) == "not JSON: JSON nested more than 256 levels deep"
+    assert str(rows[2][1]).startswith("not JSON: NaN is not JSON")
