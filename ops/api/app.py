@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from bus.documents import parse_json
 from bus.logs import REDACTOR
 from ops.api.models import (
     DeadLetterAction,
@@ -145,7 +146,7 @@ def api_app(view: HubView) -> web.Application:
             raise ApiError(400, f"the config is not UTF-8 text: {exc}") from exc
         if request.content_type == "application/json":
             try:
-                text = json.dumps(json.loads(text))  # JSON is YAML: validated as the same document
+                text = json.dumps(parse_json(text))  # JSON is YAML: validated as the same document
             except ValueError as exc:
                 raise ApiError(400, f"invalid JSON: {exc}") from exc
         if not text.strip():

@@ -110,6 +110,10 @@ async def test_the_api_shows_a_failing_subscriber_and_refuses_what_it_should(
             fine = (await api.post("/config/validate", content=(tmp_path / "bus.yaml").read_text(), headers=reader)).json()
             assert (fine["valid"], fine["errors"]) == (True, [])
             assert (await api.post("/config/validate", content=b"", headers=reader)).status_code == 400
+            deep = await api.post(
+                "/config/validate", content=b"[" * 100_000 + b"]" * 100_000, headers={**reader, "Content-Type": "application/json"}
+            )
+            assert deep.status_code == 400 and "nested more than 256 levels" in deep.json()["detail"], deep.text  # was a 500
     finally:
         await good.stop()
         await bad.stop()
