@@ -25,6 +25,7 @@ from __future__ import annotations
 __all__ = ["Aggregator", "Emission"]
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from typing import Any
 
 from bus.config.routes import AGGREGATE_FIELD, AggregateConfig
 from bus.expr import Compiled, compile_expression
+
+log = logging.getLogger("routing.aggregate")
 
 
 @dataclass(slots=True)
@@ -106,8 +109,15 @@ class Aggregator:
         if value is None:
             self.state.pop(key, None)
             return
-        raw = json.loads(value)
-        state = self.state[key] = _State(partition, raw["offset"], raw["window"], raw["count"], raw["acc"], raw.get("previous"))
+        try:
+            raw = json.loads(value)
+            state = _State(partition, int(raw["offset"]), raw["window"], int(raw["count"]), dict(raw["acc"]), raw.get("previous"))
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            # Not a state the router wrote: skipped, said (raised, it stopped the router at every start).
+            log.warning("aggregate %s: the state of key %r cannot be read (%r); the key starts anew", self.route, key, exc)
+            self.state.pop(key, None)
+            return
+        self.state[key] = state
         self._track(key, state)
         if self._is_closed(state):
             self._closed[key] = None

@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 
 from bus.config.models import KafkaConfig
 from bus.config.routes import TableConfig
+from bus.documents import parse_json
 from bus.kafka.reader import replay_and_keep
 from bus.kafka.topics import TopicNames
 
@@ -77,11 +78,20 @@ class TableStore:
     def _apply_records(self, tp: TopicPartition, records: list[Any]) -> None:
         table = self.tables[self._by_topic[tp.topic]]
         for record in records:
-            key = record.key.decode() if record.key is not None else ""
+            key = record.key.decode(errors="replace") if record.key is not None else ""
             if record.value is None:
                 table.pop(key, None)  # tombstone
-            else:
-                table[key] = json.loads(record.value)
+                continue
+            try:
+                row = parse_json(record.value)
+            except ValueError as exc:
+                row = exc
+            if not isinstance(row, dict):
+                # Not a row the hub wrote (a hand-made record, another producer): skipped, said. Raised,
+                # it stopped the router at every start, or the table's updates for good.
+                log.warning("table record %s/%d/%d is not a JSON object (%.200s); skipped", tp.topic, tp.partition, record.offset, row)
+                continue
+            table[key] = row
 
     async def _follow(self, consumer: Any) -> None:
         try:

@@ -74,7 +74,15 @@ class Bookkeeper:
         entries: dict[int, list[LedgerEntry]] = defaultdict(list)
 
         def apply(tp: TopicPartition, records: list[Any]) -> None:
-            entries[tp.partition].extend(LedgerEntry.decode(r.value) for r in records if r.value)
+            for record in records:
+                if not record.value:
+                    continue
+                try:
+                    entries[tp.partition].append(LedgerEntry.decode(record.value))
+                except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                    # Not an entry the hub wrote: skipped, said (raised, the partition was never taken up);
+                    # without it, events it settled past the commit may be delivered again (same ids).
+                    log.warning("ledger record %s/%d/%d cannot be read (%r); skipped", tp.topic, tp.partition, record.offset, exc)
 
         await replay(self._kafka, self._bootstrap, [TopicPartition(self._ledger, p) for p in partitions], apply)
         return {p: PartitionBook.restore(p, committed[p], entries[p]) for p in partitions}
