@@ -120,15 +120,20 @@ class EmbeddedRegistry:
 
     def _apply_records(self, _tp: TopicPartition, records: list[Any]) -> None:
         for record in records:
-            key = (record.key or b"").decode()
-            if key.startswith("_config/"):
-                subject = key.removeprefix("_config/")
-                if record.value is None:
-                    self._levels.pop(subject, None)
-                else:
-                    self._levels[subject] = json.loads(record.value)["compatibilityLevel"]
-            elif record.value is not None:
-                self._apply(_Version(**json.loads(record.value)))
+            key = (record.key or b"").decode(errors="replace")
+            try:
+                if key.startswith("_config/"):
+                    subject = key.removeprefix("_config/")
+                    if record.value is None:
+                        self._levels.pop(subject, None)
+                    else:
+                        self._levels[subject] = str(json.loads(record.value)["compatibilityLevel"])
+                elif record.value is not None:
+                    self._apply(_Version(**json.loads(record.value)))
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                # Not a record a registry wrote (by hand, another program): skipped, said. Raised, the
+                # registry, and with it every hub process, never started.
+                log.warning("schemas record %s/%d/%d cannot be read (%r); skipped", record.topic, record.partition, record.offset, exc)
 
     async def _caught_up(self) -> bool:
         """Read what other processes added to the topic; at most once a second (a flood of unknown

@@ -12,6 +12,7 @@ __all__ = ["KafkaCheckpoints"]
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -20,6 +21,8 @@ from aiokafka.errors import KafkaError
 from bus.config.models import KafkaConfig
 from bus.errors import KafkaUnavailable
 from bus.kafka.reader import read_topic
+
+log = logging.getLogger("bus.checkpoints")
 
 
 class KafkaCheckpoints:
@@ -34,8 +37,29 @@ class KafkaCheckpoints:
         key = name.encode()
         latest: dict[str, Any] | None = None
         for record in await read_topic(self._kafka, self._bootstrap, self.topic):
-            if record.key == key:
-                latest = None if record.value is None else json.loads(record.value)
+            if record.key != key:
+                continue
+            if record.value is None:
+                latest = None
+                continue
+            try:
+                position = json.loads(record.value)
+            except (ValueError, RecursionError) as exc:
+                position = exc
+            if not isinstance(position, dict):
+                # Not a position the adapter saved (by hand, another program): the one before it is
+                # used (read again from there, events keep their ids), and said. Raised, the adapter
+                # never started.
+                log.warning(
+                    "checkpoint of %s at %s/%d/%d cannot be read (%.200s); the one before it is used",
+                    name,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    position,
+                )
+                continue
+            latest = position
         return latest
 
     async def save(self, name: str, position: dict[str, Any]) -> None:

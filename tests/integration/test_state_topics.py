@@ -43,6 +43,9 @@ async def test_records_the_hub_cannot_read_in_its_state_topics_are_skipped_and_s
             for junk in JUNK:
                 await producer.send_and_wait(topics.table("terms"), junk, key=b"eur", partition=partition)
                 await producer.send_and_wait(topics.ledger("erp"), junk, partition=partition)
+        for junk in JUNK:  # the embedded schema registry's own topic
+            await producer.send_and_wait(topics.schemas, junk, key=b"Payment/9")
+            await producer.send_and_wait(topics.schemas, junk, key=b"_config/Payment")
     finally:
         await producer.stop()
     caplog.set_level(logging.WARNING)
@@ -59,6 +62,7 @@ async def test_records_the_hub_cannot_read_in_its_state_topics_are_skipped_and_s
         said = " ".join(r.getMessage() for r in caplog.records)
         assert "table record" in said and "is not a JSON object" in said
         assert "ledger record" in said and "cannot be read" in said
+        assert "schemas record" in said
     finally:
         await target.stop()
 
@@ -74,3 +78,24 @@ def test_an_aggregate_state_that_cannot_be_read_starts_its_key_anew(caplog: pyte
         aggregator.load("k2", junk, 0)
     assert set(aggregator.state) == {"k1"} and aggregator.state["k1"].offset == 7
     assert "the state of key 'k2' cannot be read" in caplog.text
+
+
+async def test_a_checkpoint_that_cannot_be_read_gives_way_to_the_one_before_it(bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
+    from bus.config.models import KafkaConfig
+    from bus.kafka.clients import make_producer
+    from bus.runtime.checkpoints import KafkaCheckpoints
+    from tests.support.hub import unique_prefix
+
+    kafka = KafkaConfig(bootstrap=bootstrap, topic_prefix=unique_prefix())
+    topic = TopicNames(kafka.topic_prefix).checkpoints
+    producer = make_producer(kafka, bootstrap)
+    await producer.start()
+    try:
+        checkpoints = KafkaCheckpoints(producer, kafka, bootstrap, topic)
+        await checkpoints.save("contacts", {"since": "2026-12-01T00:00:00Z"})
+        for junk in JUNK[:3]:  # not JSON objects (any object could be a position)
+            await producer.send_and_wait(topic, junk, key=b"contacts")
+        assert await checkpoints.load("contacts") == {"since": "2026-12-01T00:00:00Z"}
+    finally:
+        await producer.stop()
+    assert "checkpoint of contacts at" in caplog.text and "the one before it is used" in caplog.text
