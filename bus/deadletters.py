@@ -208,8 +208,12 @@ class DeadLetters:
         records = await read_topics(self._kafka, self._bootstrap, [*topics.values(), self._names.dead_letter_state])
         marks: dict[str, str] = {}
         for record in records[self._names.dead_letter_state]:
-            if record.key is not None:
-                marks[record.key.decode()] = json.loads(record.value)["status"] if record.value else "new"
+            if record.key is None:
+                continue
+            try:
+                marks[record.key.decode()] = str(json.loads(record.value)["status"]) if record.value else "new"
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:  # not a mark `bus dlq` wrote: skipped, said
+                log.warning("dead-letter mark %s/%d/%d cannot be read (%r); skipped", record.topic, record.partition, record.offset, exc)
         letters = [
             DeadLetter(name, topic, r.partition, r.offset, r.key, r.value, list(r.headers or ()))
             for name, topic in topics.items()

@@ -54,7 +54,7 @@ class ControlWatcher:
             key = (record.key or b"").decode()
             try:
                 value = json.loads(record.value) if record.value is not None else None
-            except ValueError:
+            except (ValueError, RecursionError):
                 log.warning("control record %s is not JSON: ignored", key)
                 continue
             self._apply(key, value if isinstance(value, dict) else None)

@@ -43,9 +43,11 @@ async def test_records_the_hub_cannot_read_in_its_state_topics_are_skipped_and_s
             for junk in JUNK:
                 await producer.send_and_wait(topics.table("terms"), junk, key=b"eur", partition=partition)
                 await producer.send_and_wait(topics.ledger("erp"), junk, partition=partition)
-        for junk in JUNK:  # the embedded schema registry's own topic
+        for junk in JUNK:  # the embedded schema registry's own topic, the operators' pauses, dead-letter marks
             await producer.send_and_wait(topics.schemas, junk, key=b"Payment/9")
             await producer.send_and_wait(topics.schemas, junk, key=b"_config/Payment")
+            await producer.send_and_wait(topics.control, junk, key=b"pause/erp")
+            await producer.send_and_wait(topics.dead_letter_state, junk, key=b"t/0/0")
     finally:
         await producer.stop()
     caplog.set_level(logging.WARNING)
@@ -57,12 +59,15 @@ async def test_records_the_hub_cannot_read_in_its_state_topics_are_skipped_and_s
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as client:
                 assert (await client.post("/hooks/payments", json=payment(1))).status_code == 202
             await target.wait_for(lambda: len(target.accepted) == 1, timeout=60)  # routed and delivered
+            from bus.deadletters import DeadLetters
+
+            assert await DeadLetters(hub.config.kafka, hub.bootstrap, hub.topics).find("erp") == []  # `bus dlq list` reads on
             # The config's row, and the one record that is a JSON object (any object is a row); the rest skipped.
             assert hub.router.tables.tables["terms"] == {"usd": {"days": 30}, "eur": {"upto": "x"}}
         said = " ".join(r.getMessage() for r in caplog.records)
         assert "table record" in said and "is not a JSON object" in said
         assert "ledger record" in said and "cannot be read" in said
-        assert "schemas record" in said
+        assert "schemas record" in said and "dead-letter mark" in said
     finally:
         await target.stop()
 
