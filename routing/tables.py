@@ -28,7 +28,6 @@ from aiokafka.errors import KafkaError
 
 from bus.config.models import KafkaConfig
 from bus.config.routes import TableConfig
-from bus.documents import parse_json
 from bus.kafka.reader import replay_and_keep
 from bus.kafka.topics import TopicNames
 
@@ -83,13 +82,11 @@ class TableStore:
                 table.pop(key, None)  # tombstone
                 continue
             try:
-                row = parse_json(record.value)
-            except ValueError as exc:
-                row = exc
-            if not isinstance(row, dict):
+                row = json.loads(record.value)  # any JSON value is a row (a mapping table's rows are text)
+            except (ValueError, RecursionError) as exc:
                 # Not a row the hub wrote (a hand-made record, another producer): skipped, said. Raised,
                 # it stopped the router at every start, or the table's updates for good.
-                log.warning("table record %s/%d/%d is not a JSON object (%.200s); skipped", tp.topic, tp.partition, record.offset, row)
+                log.warning("table record %s/%d/%d is not JSON (%.200s); skipped", tp.topic, tp.partition, record.offset, exc)
                 continue
             table[key] = row
 
