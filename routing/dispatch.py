@@ -236,7 +236,12 @@ class Dispatcher:
                 failed.add(outcome.route.name)
                 sends.append(self.dead_letter(key, value, headers, route=outcome.route.name, error=error, origin=origin))
             elif outcome.status == "aggregated" and outcome.folds:
-                sends.extend(self._aggregate(outcome.route.name, key, partition=partition, offset=offset, folds=outcome.folds))
+                try:
+                    sends.extend(self._aggregate(outcome.route.name, key, partition=partition, offset=offset, folds=outcome.folds))
+                except UnicodeDecodeError:  # a producer outside the hub wrote it: raised, it stopped the router at every start
+                    failed.add(outcome.route.name)
+                    error = PermanentError("the record's key is not UTF-8 text, and an aggregate groups events by their key as text")
+                    sends.append(self.dead_letter(key, value, headers, route=outcome.route.name, error=error, origin=origin))
         for outcome, out, targets in decision.deliveries():
             route = outcome.route
             if route.name in failed:

@@ -149,7 +149,7 @@ class RouterWorker:
         def apply(tp: TopicPartition, records: list[Any]) -> None:
             aggregator = self.dispatcher.state_topics[tp.topic]
             for record in records:
-                aggregator.load(record.key.decode() if record.key else "", record.value, tp.partition)
+                aggregator.load(record.key.decode(errors="replace") if record.key else "", record.value, tp.partition)
 
         # Retried until Kafka answers: aggregating without the state read back would count anew.
         await until_kafka_answers("router: aggregator state", lambda: replay(self._kafka, self._bootstrap, wanted, apply))

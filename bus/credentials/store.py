@@ -35,7 +35,7 @@ class CredentialStore:
         for record in await read_topic(self._kafka, self._bootstrap, self.topic):
             if record.key is None:
                 continue
-            name = record.key.decode()
+            name = record.key.decode(errors="replace")
             if record.value is None:
                 found.pop(name, None)  # logged out
                 continue

@@ -51,7 +51,7 @@ class ControlWatcher:
 
     def _records(self, _tp: TopicPartition, records: list[Any]) -> None:
         for record in records:
-            key = (record.key or b"").decode()
+            key = (record.key or b"").decode(errors="replace")
             try:
                 value = json.loads(record.value) if record.value is not None else None
             except (ValueError, RecursionError):

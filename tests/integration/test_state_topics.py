@@ -47,6 +47,7 @@ async def test_records_the_hub_cannot_read_in_its_state_topics_are_skipped_and_s
             await producer.send_and_wait(topics.schemas, junk, key=b"Payment/9")
             await producer.send_and_wait(topics.schemas, junk, key=b"_config/Payment")
             await producer.send_and_wait(topics.control, junk, key=b"pause/erp")
+            await producer.send_and_wait(topics.control, junk, key=b"pause/\xff\xfe")  # a key that is not UTF-8
             await producer.send_and_wait(topics.dead_letter_state, junk, key=b"t/0/0")
     finally:
         await producer.stop()

@@ -104,3 +104,34 @@ def test_large_headers_are_measured_once_kafka_refused_a_copy(tmp_path: Path) ->
     assert {tester.subscriber_of(s.topic) for s in tester.dispatcher.plan(b"p1", value, headers, "t/0/1")} == {"books", "wms"}
     tester.dispatcher.exact_sizes = True
     assert [s.topic for s in tester.dispatcher.plan(b"p1", value, headers, "t/0/1")] == [tester.topics.router_dead_letter]
+
+
+def test_a_record_whose_key_is_not_text_is_an_aggregate_routes_dead_letter(tmp_path: Path) -> None:
+    """An aggregate groups events by their key as text. A record a producer outside the hub wrote
+    with a key that is not UTF-8 raised out of ``plan()``: the router stopped on it at every start."""
+    from bus.app.route_tests import RouteTester
+
+    path = tmp_path / "bus.yaml"
+    path.write_text(
+        "kafka: {bootstrap: embedded}\n"
+        "routes:\n"
+        "  - name: per-key\n"
+        "    from: Payment\n"
+        "    aggregate: {count: 2, fields: {n: count()}}\n"
+        "    transform: {schema: UsageMetric, map: {account_id: key, metric: '\"payments\"', value: float(n), count: count}}\n"
+        "    to: [books]\n"
+        "  - {name: plain, from: Payment, to: [wms]}\n"
+        "outbound:\n"
+        "  - {name: books, type: http, url: 'http://books/'}\n"
+        "  - {name: wms, type: http, url: 'http://wms/'}\n"
+    )
+    loaded, _, catalog = load(path)
+    tester = RouteTester(loaded, catalog)
+    value = tester.codec.encode("Payment", {"payment_id": "p1", "amount": 1, "currency": "eur", "status": "ok"})
+    sends = tester.dispatcher.plan(b"\xff\xfe", value, [("ce_id", b"e1")], "t/0/1", offset=1)
+    letters = [s for s in sends if s.topic == tester.topics.router_dead_letter]
+    assert len(letters) == 1 and b"not UTF-8 text" in dict(letters[0].headers)["bus_error"]
+    assert tester.subscriber_of(next(s.topic for s in sends if s not in letters)) == "wms"  # the other route goes on
+    assert tester.dispatcher.aggregators["per-key"].state == {}  # nothing folded in
+    tester.dispatcher.plan(b"k1", value, [("ce_id", b"e2")], "t/0/2", offset=2)
+    assert set(tester.dispatcher.aggregators["per-key"].state) == {"k1"}
