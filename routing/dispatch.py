@@ -23,7 +23,7 @@ from bus.deadletters import KEPT_OF_TOO_LARGE, cut_to_fit, why_headers
 from bus.errors import BusError, EventTooLarge, PermanentError
 from bus.event import Event
 from bus.expr import Compiled, compile_expression
-from bus.kafka.clients import MAX_EVENT_BYTES
+from bus.kafka.clients import MAX_EVENT_BYTES, MEASURE_ABOVE
 from bus.kafka.topics import TopicNames
 from bus.metrics import ROUTER_EVENTS, ROUTER_UNMATCHED
 from bus.ratelimit import TokenBucket
@@ -35,9 +35,6 @@ from routing.tables import encode_row
 log = logging.getLogger("routing.dispatch")
 Headers = list[tuple[str, bytes]]
 _record_size = DefaultRecordBatchBuilder.estimate_size_in_bytes
-# Above this a record's value is measured exactly with its headers (the hub's own events carry
-# small headers: an id and a subject are at most 4,096 characters, bus/mapping.py).
-_COUNT_ABOVE = MAX_EVENT_BYTES - 48 * 1024
 
 
 @dataclass(slots=True)
@@ -194,7 +191,7 @@ class Dispatcher:
         # router would route the batch again for ever. Measured exactly (headers too) only when the
         # value or key is large, or after Kafka refused a copy as too large (``exact_sizes``): the
         # exact measure on every event cost 1.3 % of plan() under callgrind.
-        if (value is not None and len(value) > _COUNT_ABOVE) or (key is not None and len(key) > KEPT_OF_TOO_LARGE) or self.exact_sizes:
+        if (value is not None and len(value) > MEASURE_ABOVE) or (key is not None and len(key) > KEPT_OF_TOO_LARGE) or self.exact_sizes:
             size = _record_size(key, value, headers)
             if size > MAX_EVENT_BYTES:
                 self.last_input = None

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_EVENT_BYTES", "MAX_RECORD_BYTES", "client_options", "make_admin", "make_consumer", "make_producer", "outside_bootstrap"]
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "MAX_RECORD_BYTES",
+    "MEASURE_ABOVE",
+    "client_options",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+    "outside_bootstrap",
+]
 
 import logging
 from typing import Any
@@ -75,6 +84,9 @@ MAX_RECORD_BYTES = 1_048_576
 # a dead letter of any event the hub took can be produced too. Larger ones are refused where they
 # arise (bus/runtime/publisher.py, routing/dispatch.py): no retry could ever store them.
 MAX_EVENT_BYTES = MAX_RECORD_BYTES - 64 * 1024
+# Below this a value (with its key) is not measured with its headers: the hub's own headers are
+# small and bounded (an id and a subject are at most 4,096 characters, bus/mapping.py).
+MEASURE_ABOVE = MAX_EVENT_BYTES - 48 * 1024
 
 
 def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> AIOKafkaProducer:

@@ -18,16 +18,12 @@ from bus.codec import Codec
 from bus.deadletters import KEPT_OF_TOO_LARGE, truncated, why_headers
 from bus.errors import EventTooLarge, KafkaUnavailable
 from bus.event import Event
-from bus.kafka.clients import MAX_EVENT_BYTES
+from bus.kafka.clients import MAX_EVENT_BYTES, MEASURE_ABOVE
 from bus.kafka.topics import TopicNames
 from bus.metrics import INBOUND_EVENTS, KAFKA_ERRORS, PRODUCE_SECONDS
 from bus.runtime.deadlines import Deadlines
 
 log = logging.getLogger("bus.publisher")
-
-# An event's headers are small and bounded (its id and subject are at most 4,096 characters,
-# bus/mapping.py): only a value and key near the limit are worth counting exactly.
-_COUNT_ABOVE = MAX_EVENT_BYTES - 48 * 1024
 
 
 class KafkaSink:
@@ -75,7 +71,7 @@ class KafkaSink:
     def _encoded(self, event: Event) -> bytes:
         self._codec.validate(event.schema, event.data)  # EventRejected, before anything is sent
         value = self._codec.encode(event.schema, event.data)
-        if len(value) + (0 if event.key is None else 4 * len(event.key)) > _COUNT_ABOVE:
+        if len(value) + (0 if event.key is None else 4 * len(event.key)) > MEASURE_ABOVE:
             key = None if event.key is None else event.key.encode()
             size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, event.headers())
             if size > MAX_EVENT_BYTES:

@@ -11,6 +11,7 @@ from typing import Any
 
 from bus.kafka.reader import read_topic
 from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.lines import CountingText
 from tests.support.target import Target
 
 
@@ -167,23 +168,15 @@ async def test_a_line_in_another_encoding_is_refused_alone_with_its_bytes_and_th
 
 def test_rows_are_read_as_the_file_streams() -> None:
     """Taking the first batch reads about a batch of the file, not all of it."""
-    import io
     import itertools
 
     from adapters.file.inbound import _BATCH, _next_rows, _rows
 
-    class Counting(io.StringIO):
-        lines_read = 0
-
-        def __next__(self) -> str:
-            Counting.lines_read += 1
-            return super().__next__()
-
-    text = "ref,cents\n" + "".join(f"r{i},{i}\n" for i in range(10 * _BATCH))
-    rows = _rows(Counting(text, newline=""), "csv", ",", "utf-8")
+    text = CountingText("ref,cents\n" + "".join(f"r{i},{i}\n" for i in range(10 * _BATCH)))
+    rows = _rows(text, "csv", ",", "utf-8")
     first = _next_rows(rows)
     assert len(first) == _BATCH and first[0][1] == {"ref": "r0", "cents": "0"}
-    assert Counting.lines_read <= _BATCH + 2  # the header, a batch (and no more)
+    assert text.lines_read <= _BATCH + 2  # the header, a batch (and no more)
     assert sum(1 for _ in itertools.chain(first, rows)) == 10 * _BATCH
 
 

@@ -9,8 +9,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
+from examples.kit.standin import serve
 from tests.support.crm import CrmApi
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.wait import health_saying
@@ -32,6 +35,14 @@ def config(bootstrap: str, api: CrmApi, poll: dict[str, Any]) -> dict[str, Any]:
         "ops": {"host": "127.0.0.1", "port": 0},
         "inbound": [inbound],
     }
+
+
+async def contacts_api(handle: Any) -> tuple[web.AppRunner, int]:
+    """A stand-in API answering GET /api/contacts with ``handle``: its runner (to clean up) and port."""
+
+    app = web.Application()
+    app.router.add_get("/api/contacts", handle)
+    return await serve(app)
 
 
 async def published(hub: Hub) -> Counter[str]:
@@ -200,10 +211,6 @@ async def test_a_page_larger_than_max_page_bytes_is_refused_unread_and_said(tmp_
     answers pages that fit."""
     import gzip
 
-    from aiohttp import web
-
-    from examples.kit.standin import serve
-
     state = {"mode": "everything"}
     contacts = [
         {"id": f"c{i:05}", "email": f"c{i}@example.com", "name": "x" * 40, "updated_at": "2026-01-01T00:00:00Z"} for i in range(3000)
@@ -217,9 +224,7 @@ async def test_a_page_larger_than_max_page_bytes_is_refused_unread_and_said(tmp_
             return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
         return web.json_response({"data": contacts[:5]})  # fixed: a page of the size asked for
 
-    app = web.Application()
-    app.router.add_get("/api/contacts", handle)
-    runner, port = await serve(app)
+    runner, port = await contacts_api(handle)
     poll = {
         "url": f"http://127.0.0.1:{port}/api/contacts",
         "records": "data",
@@ -246,10 +251,6 @@ async def test_a_next_link_or_a_redirect_to_another_origin_is_not_followed_with_
     """The poll's API key goes with every request it makes. An answer whose next-page link, or a
     redirect, points at another host (a compromised API, a misconfigured proxy, http instead of
     https) would have sent the key there: now the request is not made, and the health says why."""
-    from aiohttp import web
-
-    from examples.kit.standin import serve
-
     state = {"mode": "link"}
     elsewhere: list[dict[str, str]] = []  # what the other origin received: nothing, ever
 
@@ -272,9 +273,7 @@ async def test_a_next_link_or_a_redirect_to_another_origin_is_not_followed_with_
             return web.json_response({"data": [record], "next": "/api/contacts?page=2"})
         return web.json_response({"data": [{**record, "id": "c2", "email": "c2@example.com"}], "next": None})
 
-    app = web.Application()
-    app.router.add_get("/api/contacts", handle)
-    runner, port = await serve(app)
+    runner, port = await contacts_api(handle)
     poll = {
         "url": f"http://127.0.0.1:{port}/api/contacts",
         "records": "data",

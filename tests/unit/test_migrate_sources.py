@@ -18,6 +18,7 @@ from bus.config.migrations import FileSource, MigrationConfig
 from bus.documents import CSV_MAX_FIELD
 from bus.errors import BusError
 from bus.migrate.journal import Entry, Journal
+from tests.support.lines import CountingText
 
 
 def migration(path: str, **file: Any) -> MigrationConfig:
@@ -254,22 +255,15 @@ def test_a_stray_quote_refuses_its_line_and_not_every_row_after_it(tmp_path: Pat
 
 def test_quotes_never_closed_on_every_line_are_read_in_one_pass_each() -> None:
     """Each line alone once taken apart: a file of stray quotes costs a pass, not a pass per line."""
-    import io
 
     from bus.documents import csv_records
 
-    class Counting(io.StringIO):
-        lines_read = 0
-
-        def __next__(self) -> str:
-            Counting.lines_read += 1
-            return super().__next__()
-
     n = 5000
-    records = list(csv_records(Counting("ref,note\n" + "".join(f'R{i},"open {i}\n' for i in range(n)), newline="")))
+    text = CountingText("ref,note\n" + "".join(f'R{i},"open {i}\n' for i in range(n)))
+    records = list(csv_records(text))
     assert [r.line for r in records] == list(range(1, n + 2))
     assert all(r.values is None and r.text == f'R{r.line - 2},"open {r.line - 2}' for r in records[1:])  # each line refused alone
-    assert Counting.lines_read <= n + 2
+    assert text.lines_read <= n + 2
 
 
 def test_a_json_line_nested_too_deep_or_holding_nan_is_refused_alone(tmp_path: Path) -> None:
