@@ -248,8 +248,7 @@ def _additional_properties(validator: Any, allowed: Any, instance: Any, schema: 
         for extra in extras:
             yield from validator.descend(instance[extra], allowed, path=extra)
     elif not allowed and extras:
-        shown = ", ".join(repr(extra[:60]) for extra in extras[:10]) + (f" and {len(extras) - 10:,} more" if len(extras) > 10 else "")
-        one = len(extras) == 1
+        shown, one = _listed(extras), len(extras) == 1
         if patterns:
             regexes = ", ".join(map(repr, patterns))
             yield ValidationError(f"{shown} {'does' if one else 'do'} not match any of the regexes: {regexes}")
@@ -257,10 +256,77 @@ def _additional_properties(validator: Any, allowed: Any, instance: Any, schema: 
             yield ValidationError(f"Additional properties are not allowed ({shown} {'was' if one else 'were'} unexpected)")
 
 
+def _valid(errors: Any) -> bool:
+    return next(errors, None) is None
+
+
+def _evaluated_keys(validator: Any, instance: dict[str, Any], schema: Any) -> set[str]:
+    """The keys of ``instance`` that ``schema`` evaluates (``properties``, ``patternProperties`` on
+    ``_found``, the applicators that passed): jsonschema's own walk for ``unevaluatedProperties``,
+    which runs ``patternProperties`` on Python's ``re`` over the sender's keys."""
+    if validator.is_type(schema, "boolean"):
+        return set()
+    keys: set[str] = set()
+    for keyword in ("$ref", "$dynamicRef"):
+        if (ref := schema.get(keyword)) is not None:
+            resolved = validator._resolver.lookup(ref)
+            inner = validator.evolve(schema=resolved.contents, _resolver=resolved.resolver)
+            keys |= _evaluated_keys(inner, instance, resolved.contents)
+    properties = schema.get("properties")
+    if validator.is_type(properties, "object"):
+        keys |= properties.keys() & instance.keys()
+    for keyword in ("additionalProperties", "unevaluatedProperties"):
+        if (subschema := schema.get(keyword)) is not None:
+            keys.update(key for key, value in instance.items() if _valid(validator.descend(value, subschema)))
+    for pattern in schema.get("patternProperties", {}):
+        keys.update(key for key in instance if _found(pattern, key))
+    for name, subschema in schema.get("dependentSchemas", {}).items():
+        if name in instance:
+            keys |= _evaluated_keys(validator, instance, subschema)
+    for keyword in ("allOf", "oneOf", "anyOf"):
+        for subschema in schema.get(keyword, []):
+            if _valid(validator.descend(instance, subschema)):
+                keys |= _evaluated_keys(validator, instance, subschema)
+    if "if" in schema:
+        if validator.evolve(schema=schema["if"]).is_valid(instance):
+            keys |= _evaluated_keys(validator, instance, schema["if"])
+            if "then" in schema:
+                keys |= _evaluated_keys(validator, instance, schema["then"])
+        elif "else" in schema:
+            keys |= _evaluated_keys(validator, instance, schema["else"])
+    return keys
+
+
+def _unevaluated_properties(validator: Any, unevaluated: Any, instance: Any, schema: Any) -> Any:
+    """JSON Schema's ``unevaluatedProperties``, with the evaluated keys found on ``_found``."""
+    if not validator.is_type(instance, "object"):
+        return
+    evaluated = _evaluated_keys(validator, instance, schema)
+    refused = sorted(
+        (key for key in instance if key not in evaluated and not _valid(validator.descend(instance[key], unevaluated, path=key))), key=str
+    )
+    if refused:
+        shown, were = _listed(refused), "was" if len(refused) == 1 else "were"
+        if unevaluated is False:
+            yield ValidationError(f"Unevaluated properties are not allowed ({shown} {were} unexpected)")
+        else:
+            yield ValidationError(f"Unevaluated properties are not valid under the given schema ({shown} {were} unevaluated and invalid)")
+
+
+def _listed(keys: list[str]) -> str:
+    """The sender's keys quoted short (a key can be megabytes), ten at most."""
+    return ", ".join(repr(key[:60]) for key in keys[:10]) + (f" and {len(keys) - 10:,} more" if len(keys) > 10 else "")
+
+
 # Draft 2020-12 with the keywords that run regular expressions on RE2.
 _Validator = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator,
-    {"pattern": _pattern, "patternProperties": _pattern_properties, "additionalProperties": _additional_properties},
+    {
+        "pattern": _pattern,
+        "patternProperties": _pattern_properties,
+        "additionalProperties": _additional_properties,
+        "unevaluatedProperties": _unevaluated_properties,
+    },
 )
 
 

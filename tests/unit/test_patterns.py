@@ -104,3 +104,27 @@ def _without_patterns(tmp_path: Path, document: Path) -> Path:
     plain = tmp_path / "plain.openapi.yaml"
     plain.write_text("\n".join(line for line in document.read_text().splitlines() if "patternProperties" not in line) + "\n")
     return plain
+
+
+@pytest.mark.timeout(30)
+def test_a_contracts_unevaluated_properties_find_pattern_keys_on_re2(tmp_path: Path) -> None:
+    """``unevaluatedProperties`` asks which keys ``patternProperties`` evaluated, through ``allOf``
+    and ``$ref`` too: jsonschema's own walk runs those patterns on Python's re over the sender's keys."""
+    from bus.openapi import BodyCheck, operation_in
+
+    document = tmp_path / "meta.openapi.yaml"
+    document.write_text(
+        "openapi: 3.1.0\ninfo: {title: Meta, version: '1'}\npaths:\n  /tags:\n    post:\n      operationId: setTags\n"
+        "      requestBody:\n        content:\n          application/json:\n            schema:\n"
+        "              allOf: [{$ref: '#/components/schemas/Tagged'}]\n"
+        "              properties: {id: {type: string}}\n"
+        "              unevaluatedProperties: false\n"
+        "components:\n  schemas:\n    Tagged:\n      type: object\n"
+        "      patternProperties: {'^(x+x+)+y$': {type: integer}}\n"
+    )
+    check = BodyCheck(operation_in(document, "setTags"))
+    assert check.problem({"id": "a", "xxy": 1}) is None
+    assert "Unevaluated properties are not allowed ('other' was unexpected)" in (check.problem({"id": "a", "other": 1}) or "")
+    crafted = "x" * 50_000  # a key: exponential in Python's re
+    problem = check.problem({crafted: 1})
+    assert problem is not None and "Unevaluated properties are not allowed ('xxxx" in problem
