@@ -55,6 +55,7 @@ __all__ = [
     "KafkaSecurity",
     "KafkaUnavailable",
     "Kind",
+    "LineTooLong",
     "OpenApiOperation",
     "Outbound",
     "OutboundConfig",
@@ -72,6 +73,7 @@ __all__ = [
     "WebMount",
     "WireFormat",
     "allow_large_csv_fields",
+    "bounded_lines",
     "brief",
     "comparable",
     "compile_expression",
@@ -109,7 +111,7 @@ from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OpenApiOperat
 from bus.config.base import ConfigModel
 from bus.config.fields import BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
-from bus.documents import allow_large_csv_fields, csv_records, first_path, parse_json, parse_xml, text_codec
+from bus.documents import LineTooLong, allow_large_csv_fields, bounded_lines, csv_records, first_path, parse_json, parse_xml, text_codec
 from bus.errors import (
     EventRejected,
     EventTooLarge,

@@ -14,8 +14,11 @@ from __future__ import annotations
 __all__ = [
     "CSV_MAX_FIELD",
     "MAX_DEPTH",
+    "MAX_LINE_CHARS",
     "CsvRecord",
+    "LineTooLong",
     "allow_large_csv_fields",
+    "bounded_lines",
     "csv_records",
     "first_path",
     "parse_json",
@@ -29,7 +32,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 from xml.parsers import expat
 
 import xmltodict
@@ -147,6 +150,37 @@ def allow_large_csv_fields() -> None:
         csv.field_size_limit(CSV_MAX_FIELD)
 
 
+# A line (a CSV record's or a JSON Lines document's) longer than this is refused without being held:
+# as long as the largest field a CSV may hold. A file with no line end (a binary, a JSON array
+# export minified onto one line) was read whole into memory: one such file in a drop folder could
+# kill the hub, and again at every restart, for it was still there.
+MAX_LINE_CHARS = CSV_MAX_FIELD
+_SKIP_CHUNK = 1 << 20
+
+
+class LineTooLong(ValueError):
+    """A line longer than ``MAX_LINE_CHARS``: its length and its start, the rest skipped unread."""
+
+    def __init__(self, chars: int, head: str) -> None:
+        super().__init__(f"a line of {chars:,} characters, more than the {MAX_LINE_CHARS:,} a row may have")
+        self.chars = chars
+        self.head = head
+
+
+def bounded_lines(handle: TextIO, limit: int = MAX_LINE_CHARS) -> Iterator[str | LineTooLong]:
+    """The lines of a text file as it streams, each with its line end; one longer than ``limit``
+    comes as a ``LineTooLong`` (holding its first 200 characters) and is passed over in chunks."""
+    read = handle.readline
+    while line := read(limit + 1):
+        if len(line) <= limit or line[-1] in "\n\r":
+            yield line
+            continue
+        chars, head = len(line), line[:200]
+        while (rest := read(_SKIP_CHUNK)) and rest[-1] not in "\n\r":
+            chars += len(rest)
+        yield LineTooLong(chars + len(rest.rstrip("\r\n")), head)
+
+
 def text_codec(encoding: str) -> str:
     """The codec to read a file declared as ``encoding`` with: for UTF-8, ``utf-8-sig``, so that a
     byte order mark at the start (Excel's "CSV UTF-8") is skipped and not read into the first
@@ -165,14 +199,16 @@ class CsvRecord:
 
 
 class _NumberedLines:
-    """The lines a csv reader takes, numbered and kept until the record they make is done."""
+    """The lines a csv reader takes, numbered and kept until the record they make is done. A line
+    too long is handed to the reader as a blank one and noted in ``too_long``."""
 
-    __slots__ = ("_lines", "number", "taken")
+    __slots__ = ("_lines", "number", "taken", "too_long")
 
-    def __init__(self, lines: Iterable[str]) -> None:
+    def __init__(self, lines: Iterable[str | LineTooLong]) -> None:
         self._lines = iter(lines)
         self.number = 0
         self.taken: list[str] = []
+        self.too_long: list[tuple[int, LineTooLong]] = []
 
     def __iter__(self) -> _NumberedLines:
         return self
@@ -180,11 +216,14 @@ class _NumberedLines:
     def __next__(self) -> str:
         line = next(self._lines)
         self.number += 1
+        if isinstance(line, LineTooLong):
+            self.too_long.append((self.number, line))
+            line = "\n"
         self.taken.append(line)
         return line
 
 
-def csv_records(lines: Iterable[str], delimiter: str = ",") -> Iterator[CsvRecord]:
+def csv_records(handle: TextIO, delimiter: str = ",") -> Iterator[CsvRecord]:
     """Every record of a CSV text, the header first, as the file streams (blank lines skipped).
 
     A quoted field may span lines (an address, a note). A stray quote at the start of a field
@@ -197,7 +236,7 @@ def csv_records(lines: Iterable[str], delimiter: str = ",") -> Iterator[CsvRecor
     read on its own, as the rows they are.
     """
     allow_large_csv_fields()
-    source = _NumberedLines(lines)
+    source = _NumberedLines(bounded_lines(handle))
     reader = csv.reader(source, delimiter=delimiter, strict=True)
     width: int | None = None
     while True:
@@ -211,6 +250,12 @@ def csv_records(lines: Iterable[str], delimiter: str = ",") -> Iterator[CsvRecor
         except csv.Error as exc:
             values, error = None, f"not a CSV record: {exc}"
         taken = source.taken
+        if source.too_long:  # the record is refused, whatever the reader made of it
+            (number, cut), *_ = source.too_long
+            source.too_long.clear()
+            within = f" (line {number} of the record starting here)" if number != start else ""
+            yield CsvRecord(start, None, f"{cut}{within}; the line is skipped", f"{cut.head}...")
+            continue
         if values == []:  # a blank line
             continue
         if len(taken) > 1 and width is not None and (values is None or len(values) != width):

@@ -39,7 +39,9 @@ from bus.adapter_api import (
     Inbound,
     Intake,
     KafkaUnavailable,
+    LineTooLong,
     RetryableError,
+    bounded_lines,
     csv_records,
     parse_json,
     text_codec,
@@ -64,7 +66,10 @@ def _rows(handle: TextIO, kind: str, delimiter: str, encoding: str) -> Iterator[
         return ValueError(f"line {number}: not {encoding} text; if the whole file is in another encoding, set encoding (e.g. latin-1)")
 
     if kind == "jsonl":
-        for number, read in enumerate(handle, start=1):
+        for number, read in enumerate(bounded_lines(handle), start=1):
+            if isinstance(read, LineTooLong):
+                yield number, ValueError(f"line {number}: {read}; the line is skipped"), raw(read.head + "...")
+                continue
             line = read.rstrip("\r\n")
             if not line.strip():
                 continue

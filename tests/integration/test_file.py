@@ -251,3 +251,18 @@ async def test_a_manifest_planted_in_done_cannot_fail_the_files_that_come(tmp_pa
             assert manifest["accepted"] == 1 and not (folder / "failed" / "real.csv").exists()
     finally:
         await target.stop()
+
+
+def test_a_line_too_long_is_one_failed_row_and_the_rows_after_it_are_read() -> None:
+    """A drop folder's file with a line past the limit (no line end in sight) read it whole: one
+    such file could exhaust the hub's memory, and again at every restart."""
+    import io
+
+    from adapters.file.inbound import _rows
+    from bus.documents import MAX_LINE_CHARS
+
+    text = io.StringIO('{"ref": "a"}\n' + "x" * (MAX_LINE_CHARS + 1) + '\n{"ref": "b"}\n', newline="")
+    rows = list(_rows(text, "jsonl", ",", "utf-8"))
+    assert [(number, row) for number, row, _ in rows if not isinstance(row, Exception)] == [(1, {"ref": "a"}), (3, {"ref": "b"})]
+    number, error, raw = rows[1]
+    assert number == 2 and "a line of 67,108,865 characters, more than" in str(error) and raw == b"x" * 200 + b"..."

@@ -14,3 +14,8 @@ class CountingText(io.StringIO):
     def __next__(self) -> str:
         self.lines_read += 1
         return super().__next__()
+
+    def readline(self, size: int | None = -1, /) -> str:
+        line = super().readline(size)
+        self.lines_read += bool(line)
+        return line

@@ -57,7 +57,9 @@ def test_a_csv_record_is_named_by_the_line_it_starts_on_and_a_bad_one_is_refused
     assert str(bad["e.csv:6"]).startswith("1 fields where the header has 2")
     assert str(bad["e.csv:7"]).startswith("not utf-8 text") and "set source.file.encoding" in str(bad["e.csv:7"])
     assert row_json(bad["e.csv:7"]) == json.dumps("D,caf\\xe9")  # the byte shown, as text that can be stored and printed
-    assert str(bad["e.csv:8"]).startswith("not a CSV record: field larger than field limit")
+    too_long = f"a line of {CSV_MAX_FIELD + 3:,} characters, more than the {CSV_MAX_FIELD:,} a row may have; the line is skipped"
+    assert str(bad["e.csv:8"]) == too_long
+    assert bad["e.csv:8"].text == "E," + "x" * 198 + "..."  # its start, not the 64 MiB
 
 
 def test_a_large_field_is_read(tmp_path: Path) -> None:
@@ -275,3 +277,37 @@ def test_a_json_line_nested_too_deep_or_holding_nan_is_refused_alone(tmp_path: P
     assert rows[0][1] == {"ref": "a"} and rows[3][1] == {"ref": "b"}
     assert str(rows[1][1]) == "not JSON: JSON nested more than 256 levels deep"
     assert str(rows[2][1]).startswith("not JSON: NaN is not JSON")
+
+
+def test_a_line_too_long_is_refused_alone_and_never_held_whole(tmp_path: Path) -> None:
+    """A file with no line end (a binary, an export minified onto one line) was read whole into
+    memory, by `bus migrate` and by the drop folder (which met it again at every restart)."""
+    import io
+    import tracemalloc
+
+    from bus.documents import MAX_LINE_CHARS, LineTooLong, bounded_lines
+
+    text = io.StringIO("a\r\n" + "x" * 10_000_000 + "\r\nb\n" + "y" * 3000, newline="")
+    tracemalloc.start()
+    lines = list(bounded_lines(text, limit=1000))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4_000_000  # chunks of a million characters, not the line's ten
+    assert lines[0] == "a\r\n" and lines[2] == "b\n"
+    assert isinstance(lines[1], LineTooLong) and lines[1].chars == 10_000_000 and lines[1].head == "x" * 200
+    assert isinstance(lines[3], LineTooLong) and lines[3].chars == 3000  # the last line, with no line end
+    assert len(lines) == 4
+    assert [type(line) for line in bounded_lines(io.StringIO("z" * 1000 + "\n" + "z" * 1000, newline=""), limit=1000)] == [str, str]
+
+    # Both file kinds of a migration: that line refused with its length, the rows around it read.
+    long = "x" * (MAX_LINE_CHARS + 5)
+    rows = read(tmp_path, "e.jsonl", ('{"ref": "A"}\n{"ref": "' + long + '"}\n{"ref": "B"}\n').encode())
+    assert [where for where, _ in rows] == ["e.jsonl:1", "e.jsonl:2", "e.jsonl:3"]
+    assert rows[0][1] == {"ref": "A"} and rows[2][1] == {"ref": "B"}
+    assert isinstance(rows[1][1], UnreadableRow) and str(rows[1][1]).startswith(f"a line of {MAX_LINE_CHARS + 16:,} characters")
+    csv_rows = read(tmp_path, "e.csv", ("ref,note\nA,1\nB," + long + "\nC,3\n").encode())
+    assert [row for _, row in csv_rows if not isinstance(row, Exception)] == [{"ref": "A", "note": "1"}, {"ref": "C", "note": "3"}]
+    assert str(csv_rows[1][1]).endswith("a row may have; the line is skipped")
+    # An array minified onto one line is still named for what it is.
+    with pytest.raises(BusError, match="holds a JSON array"):
+        read(tmp_path, "big.json", ('[{"ref": "' + long + '"}]').encode())

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.config.migrations import MigrationConfig
-from bus.documents import CsvRecord, csv_records, parse_json, text_codec
+from bus.documents import CsvRecord, LineTooLong, bounded_lines, csv_records, parse_json, text_codec
 from bus.errors import BusError
 from bus.jsontext import dumps as json_dumps
 
@@ -115,16 +115,20 @@ async def _file_rows(config: MigrationConfig, base_dir: Path) -> AsyncIterator[t
 
 def _jsonl_rows(config: MigrationConfig, path: Path, handle: Any) -> Iterator[tuple[str, Any]]:
     first = True
-    for line, text in enumerate(handle, start=1):
-        if not text.strip():
+    for line, text in enumerate(bounded_lines(handle), start=1):
+        start = text.head if isinstance(text, LineTooLong) else text
+        if not start.strip():
             continue
-        if first and text.lstrip().startswith("["):  # a JSON array (an API's export), not one object per line
+        if first and start.lstrip().startswith("["):  # a JSON array (an API's export), not one object per line
             raise BusError(
                 f"migration {config.name}: {path} holds a JSON array, not JSON Lines (one object per line); "
                 f"convert it first, e.g. jq -c '.[]' {path.name} > {path.stem}.jsonl"
             )
         first = False
         where = f"{path.name}:{line}"
+        if isinstance(text, LineTooLong):
+            yield where, UnreadableRow(f"{text}; the line is skipped", f"{text.head}...")
+            continue
         if _UNDECODED.search(text):
             yield where, _not_text(config, text.rstrip("\r\n"))
             continue
