@@ -22,7 +22,7 @@ the results that matter ("usage fell by more than half"); the others still becom
 
 from __future__ import annotations
 
-__all__ = ["Aggregator", "Emission"]
+__all__ = ["Aggregator", "Emission", "TooManyKeys"]
 
 import json
 import logging
@@ -32,7 +32,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bus.config.routes import AGGREGATE_FIELD, AggregateConfig
+from bus.errors import PermanentError
 from bus.expr import Compiled, compile_expression
+from routing.router import RouteStats
 
 log = logging.getLogger("routing.aggregate")
 
@@ -61,6 +63,10 @@ class Emission:
     record: dict[str, Any]  # key, window_start, window_end, count and the configured fields
 
 
+class TooManyKeys(PermanentError):
+    """An event of a new key when the aggregate already holds ``max_keys``: its dead letter's reason."""
+
+
 def _iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
@@ -68,8 +74,12 @@ def _iso(seconds: float | None) -> str | None:
 
 
 class Aggregator:
-    def __init__(self, route: str, config: AggregateConfig) -> None:
+    def __init__(self, route: str, config: AggregateConfig, stats: RouteStats | None = None) -> None:
         self.route = route
+        self.max_keys = config.max_keys
+        self._full = False  # at max_keys: said once, and once more when there is room again
+        self.stats = stats if stats is not None else RouteStats()
+        self.stats.keys = 0
         self.window_seconds = int(config.window.total_seconds()) if config.window else None
         self.count_limit = config.count
         self._fields: list[tuple[str, str, Compiled | None]] = []
@@ -108,6 +118,7 @@ class Aggregator:
         """Apply one changelog record (the last one per key wins, as compaction would leave it)."""
         if value is None:
             self.state.pop(key, None)
+            self._counted()
             return
         try:
             raw = json.loads(value)
@@ -116,8 +127,10 @@ class Aggregator:
             # Not a state the router wrote: skipped, said (raised, it stopped the router at every start).
             log.warning("aggregate %s: the state of key %r cannot be read (%r); the key starts anew", self.route, key, exc)
             self.state.pop(key, None)
+            self._counted()
             return
-        self.state[key] = state
+        self.state[key] = state  # kept even past max_keys (after it was lowered): state is never dropped
+        self._counted()
         self._track(key, state)
         if self._is_closed(state):
             self._closed[key] = None
@@ -127,6 +140,7 @@ class Aggregator:
         self.state = {k: s for k, s in self.state.items() if s.partition not in partitions}
         for partition in partitions:
             self._committed.pop(partition, None)
+        self._counted()
 
     def committed(self, partition: int, offset: int) -> None:
         """The router committed ``partition`` up to ``offset`` (the next to read): no event below it comes again."""
@@ -147,7 +161,25 @@ class Aggregator:
             elif state.offset < self._committed.get(state.partition, -1):
                 del self.state[key], self._closed[key]
                 gone.append((key, state.partition))
+        if gone:
+            self._counted()
         return gone
+
+    def _counted(self) -> None:
+        """Keys held changed: the gauge, and the WARNING when the limit is reached or left."""
+        held = self.stats.keys = len(self.state)
+        if held >= self.max_keys and not self._full:
+            self._full = True
+            log.warning(
+                "aggregate %s holds its max_keys (%s) keys: events of new keys are dead letters until keys are forgotten "
+                "or aggregate.max_keys is raised",
+                self.route,
+                f"{self.max_keys:,}",
+            )
+        elif held < self.max_keys and self._full:
+            self._full = False
+            log.warning("aggregate %s holds %s keys, under its max_keys (%s): events of new keys are aggregated again",
+                        self.route, f"{held:,}", f"{self.max_keys:,}")  # fmt: skip
 
     def _is_closed(self, state: _State) -> bool:
         return self.window_seconds is not None and not self.keep_previous and state.window is None and state.count == 0
@@ -161,7 +193,13 @@ class Aggregator:
         Returns (emissions, changelog value), or None for a replayed event."""
         state = self.state.get(key)
         if state is None:
+            if len(self.state) >= self.max_keys:
+                raise TooManyKeys(
+                    f"aggregate {self.route} holds its max_keys ({self.max_keys:,}) keys in this router process, and this "
+                    "event's key is a new one: raise aggregate.max_keys (with the router's memory) and replay it"
+                )
             state = self.state[key] = _State(partition)
+            self._counted()
         if offset <= state.offset:
             return None  # already applied before a crash or rebalance: counting it again would be wrong
         emissions: list[Emission] = []

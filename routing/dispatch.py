@@ -27,7 +27,7 @@ from bus.kafka.clients import MAX_EVENT_BYTES, MEASURE_ABOVE
 from bus.kafka.topics import TopicNames
 from bus.metrics import ROUTER_EVENTS, ROUTER_UNMATCHED
 from bus.ratelimit import TokenBucket
-from routing.aggregate import Aggregator, Emission
+from routing.aggregate import Aggregator, Emission, TooManyKeys
 from routing.metrics import ROUTE_COLLECTOR
 from routing.router import Decision, Router
 from routing.tables import encode_row
@@ -117,7 +117,9 @@ class Dispatcher:
                 self._feeds.setdefault(table.from_, []).append((topics.table(table.name), compile_expression(table.key)))
         self._events: dict[str, Any] = {}
         self._unmatched: dict[str, Any] = {}
-        self.aggregators = {r.name: Aggregator(r.name, r.config.aggregate) for r in router.routes if r.config.aggregate is not None}
+        self.aggregators = {
+            r.name: Aggregator(r.name, r.config.aggregate, r.stats) for r in router.routes if r.config.aggregate is not None
+        }
         self._routes = {r.name: r for r in router.routes}
         self.last_decision: Decision | None = None
         # Set by a router engine after Kafka refused a copy as too large: every record is then
@@ -235,9 +237,16 @@ class Dispatcher:
             elif outcome.status == "aggregated" and outcome.folds:
                 try:
                     sends.extend(self._aggregate(outcome.route.name, key, partition=partition, offset=offset, folds=outcome.folds))
-                except UnicodeDecodeError:  # a producer outside the hub wrote it: raised, it stopped the router at every start
+                except (UnicodeDecodeError, TooManyKeys) as exc:
+                    # A key a producer outside the hub wrote (raised, it stopped the router at every
+                    # start), or one more than the aggregate may hold: this event alone is refused.
                     failed.add(outcome.route.name)
-                    error = PermanentError("the record's key is not UTF-8 text, and an aggregate groups events by their key as text")
+                    outcome.route.stats.failed += 1
+                    error = (
+                        exc
+                        if isinstance(exc, TooManyKeys)
+                        else PermanentError("the record's key is not UTF-8 text, and an aggregate groups events by their key as text")
+                    )
                     sends.append(self.dead_letter(key, value, headers, route=outcome.route.name, error=error, origin=origin))
         for outcome, out, targets in decision.deliveries():
             route = outcome.route

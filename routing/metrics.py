@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Iterator
 
 from prometheus_client import REGISTRY
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from routing.router import Router
@@ -33,14 +33,22 @@ class RouteCollector(Collector):
             labels=["route", "outcome"],
         )
         seconds = CounterMetricFamily("bus_route_evaluation_seconds", "Time spent evaluating each route.", labels=["route"])
+        keys = GaugeMetricFamily(
+            "bus_aggregate_keys",
+            "Keys an aggregate route holds state for in this process (at its aggregate.max_keys, events of new keys are dead letters).",
+            labels=["route"],
+        )
         for router in list(self._routers):
             for route in router.routes:
                 s = route.stats
                 for outcome, value in (("matched", s.matched), ("emitted", s.emitted), ("dropped", s.dropped), ("failed", s.failed)):
                     events.add_metric([route.name, outcome], value)
                 seconds.add_metric([route.name], s.seconds)
+                if s.keys is not None:
+                    keys.add_metric([route.name], s.keys)
         yield events
         yield seconds
+        yield keys
 
 
 ROUTE_COLLECTOR = RouteCollector()

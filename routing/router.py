@@ -47,6 +47,7 @@ class RouteStats:
     dropped: int = 0
     failed: int = 0
     seconds: float = 0.0
+    keys: int | None = None  # an aggregate route's keys held in this process
 
 
 Status = Literal["emitted", "dropped", "failed", "aggregated"]

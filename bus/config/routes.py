@@ -129,6 +129,14 @@ class AggregateConfig(ConfigModel):
         description="Time windows: a key that had events and then none for a whole window still gets a result for it "
         "(count 0, sums 0), so a source that falls silent shows as a drop. One such result, not one per window for ever.",
     )
+    max_keys: int = Field(
+        default=250_000,
+        ge=1,
+        description="Keys one router process holds state for (its partitions'), at most: an event of a new key beyond it "
+        "is a dead letter saying so, with a WARNING and `bus_aggregate_keys` at the limit. Each key costs about 0.5 KB; "
+        "count windows and `previous` keep every key seen, so a flood of new keys (an id where a customer was meant) "
+        "would otherwise grow the router until it is killed, and again at every start. Raise it with the router's memory.",
+    )
     emit_when: Expression | None = Field(
         default=None,
         description="Condition on the result (`count`, the fields, `previous`): only results that satisfy it are emitted; "

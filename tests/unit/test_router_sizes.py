@@ -4,7 +4,10 @@ for ever, holding up every event behind it on the partition."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from bus.kafka.clients import MAX_EVENT_BYTES
 from tests.support.hub import load
@@ -135,3 +138,52 @@ def test_a_record_whose_key_is_not_text_is_an_aggregate_routes_dead_letter(tmp_p
     assert tester.dispatcher.aggregators["per-key"].state == {}  # nothing folded in
     tester.dispatcher.plan(b"k1", value, [("ce_id", b"e2")], "t/0/2", offset=2)
     assert set(tester.dispatcher.aggregators["per-key"].state) == {"k1"}
+
+
+def test_an_aggregate_at_its_max_keys_dead_letters_new_keys_only_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Count windows and ``previous`` keep every key seen: a flood of new keys (an id where a
+    customer was meant, or a hostile sender) grew the router until it was killed, and the state
+    it read back at the next start killed it again."""
+    from prometheus_client import REGISTRY
+
+    from bus.app.route_tests import RouteTester
+
+    path = tmp_path / "bus.yaml"
+    path.write_text(
+        "kafka: {bootstrap: embedded}\n"
+        "routes:\n"
+        "  - name: capped\n"
+        "    from: Payment\n"
+        "    aggregate: {count: 5, previous: true, max_keys: 3, fields: {n: count()}}\n"
+        "    transform: {schema: UsageMetric, map: {account_id: key, metric: '\"payments\"', value: float(n), count: count}}\n"
+        "    to: [books]\n"
+        "  - {name: plain, from: Payment, to: [wms]}\n"
+        "outbound:\n"
+        "  - {name: books, type: http, url: 'http://books/'}\n"
+        "  - {name: wms, type: http, url: 'http://wms/'}\n"
+    )
+    loaded, _, catalog = load(path)
+    tester = RouteTester(loaded, catalog)
+    value = tester.codec.encode("Payment", {"payment_id": "p1", "amount": 1, "currency": "eur", "status": "ok"})
+
+    def letters(key: bytes, offset: int) -> list[bytes]:
+        sends = tester.dispatcher.plan(key, value, [("ce_id", f"e{offset}".encode())], f"t/0/{offset}", offset=offset)
+        assert any(tester.subscriber_of(s.topic) == "wms" for s in sends)  # the other route goes on whatever happens here
+        return [dict(s.headers)["bus_error"] for s in sends if s.topic == tester.topics.router_dead_letter]
+
+    aggregator = tester.dispatcher.aggregators["capped"]
+    with caplog.at_level(logging.WARNING, logger="routing.aggregate"):
+        assert [letters(f"k{i}".encode(), i) for i in range(3)] == [[], [], []]
+        [error] = letters(b"k3", 3)  # a fourth key
+        assert b"holds its max_keys (3) keys" in error and b"raise aggregate.max_keys" in error
+        assert letters(b"k4", 4) != [] and letters(b"k0", 5) == []  # keys it holds still aggregate
+    assert set(aggregator.state) == {"k0", "k1", "k2"} and aggregator.state["k0"].count == 2
+    said = [r.getMessage() for r in caplog.records if r.name == "routing.aggregate"]
+    assert len(said) == 1 and "aggregate capped holds its max_keys (3) keys" in said[0]  # once, not per event
+    assert REGISTRY.get_sample_value("bus_aggregate_keys", {"route": "capped"}) == 3
+    assert REGISTRY.get_sample_value("bus_routed_events_total", {"route": "capped", "outcome": "failed"}) == 2
+
+    aggregator.drop_partitions({0})  # a rebalance takes its keys: room again, said
+    assert REGISTRY.get_sample_value("bus_aggregate_keys", {"route": "capped"}) == 0
+    assert "events of new keys are aggregated again" in [r for r in caplog.records if r.name == "routing.aggregate"][-1].getMessage()
+    assert letters(b"k9", 6) == []
