@@ -58,6 +58,8 @@ from graphql import (
 )
 from graphql.language import DocumentNode
 
+from bus.adapter_api import parse_json
+
 _SCALARS: dict[str, dict[str, Any]] = {
     "Int": {"type": "integer"},
     "Float": {"type": "number"},
@@ -109,7 +111,7 @@ def introspect(url: str, headers: dict[str, str], timeout: float = 15.0) -> Grap
     often turned off in production: save the answer from a test system to a file instead)."""
     try:
         answer = httpx.post(url, json={"query": get_introspection_query()}, headers=headers, timeout=timeout)
-        body = answer.json()
+        body = parse_json(answer.content)
     except (httpx.HTTPError, ValueError) as exc:
         raise SchemaError(f"cannot introspect {url}: {exc}") from exc
     data = body.get("data") if isinstance(body, dict) else None

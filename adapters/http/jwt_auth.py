@@ -18,7 +18,7 @@ import httpx
 import jwt
 from pydantic import Field, SecretStr, model_validator
 
-from bus.adapter_api import ConfigModel
+from bus.adapter_api import ConfigModel, parse_json
 
 _ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
@@ -123,7 +123,7 @@ class JwtVerifier:
         try:
             response = await self._client.get(self.config.jwks_url)
             response.raise_for_status()
-            keys = jwt.PyJWKSet.from_dict(response.json())
+            keys = jwt.PyJWKSet.from_dict(parse_json(response.content))
         except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as exc:
             self._fetched_at = float("-inf")  # try again on the next request
             raise KeysUnavailable(f"cannot fetch the JWKS from {self.config.jwks_url}: {exc!r}") from exc

@@ -16,6 +16,7 @@ from urllib.parse import quote_plus, urlencode
 import httpx
 
 from bus.config.connections import ConnectionConfig
+from bus.documents import parse_json
 
 
 class TokenEndpointError(Exception):
@@ -99,7 +100,7 @@ class Grant:
         except httpx.HTTPError as exc:
             raise TokenEndpointError(f"connection {c.name}: token endpoint {c.token_url} unreachable: {exc!r}") from exc
         try:
-            body = answer.json()
+            body = parse_json(answer.content)  # an answer nested 100,000 deep is no answer, not a RecursionError
         except ValueError:
             body = {}
         if answer.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:

@@ -232,6 +232,8 @@ async def test_dead_letters_and_the_ledger_through_the_api_are_what_the_cli_says
             assert by_position == sorted(page["items"], key=lambda row: str(row["position"]))  # the API and `bus dlq` agree
 
             assert (await api.post("/dead-letters/replay", json={"subscriber": "crm"}, headers=viewer)).status_code == 403
+            deep = await api.post("/dead-letters/purge", content=b"[" * 100_000 + b"]" * 100_000, headers=admin)
+            assert deep.status_code == 400 and "nested more than 256 levels" in deep.json()["detail"], deep.text  # was a 500
             unfiltered = await api.post("/dead-letters/purge", json={}, headers=admin)
             assert unfiltered.status_code == 400 and "say which dead letters to purge" in unfiltered.json()["detail"]
             dry = (await api.post("/dead-letters/replay", json={"subscriber": "crm", "dry_run": True}, headers=admin)).json()

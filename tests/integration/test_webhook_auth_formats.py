@@ -36,6 +36,7 @@ class KeyServer:
         self.keys: dict[str, Any] = {"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
         self.requests = 0
         self.down = False
+        self.deep = False  # answer JSON nested 100,000 deep
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -50,6 +51,8 @@ class KeyServer:
         self.requests += 1
         if self.down:
             return web.Response(status=503)
+        if self.deep:
+            return web.Response(body=b"[" * 100_000 + b"]" * 100_000, content_type="application/json")
         keys = []
         for kid, key in self.keys.items():
             jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
@@ -148,7 +151,10 @@ async def test_jwt_with_a_shared_secret_and_with_a_rotating_jwks(tmp_path: Path,
                 answer = await post("/hooks/idp", keys.token("k3"), 6)
                 assert answer.status_code == 503 and answer.headers["Retry-After"]  # not the sender's fault: send again
                 assert (await post("/hooks/idp", keys.token("k1"), 7)).status_code == 202  # known keys still work
-                keys.down = False
+                keys.down, keys.deep = False, True  # a key set nested 100,000 deep: RecursionError, a 500, before
+                answer = await post("/hooks/idp", keys.token("k3"), 6)
+                assert answer.status_code == 503 and answer.headers["Retry-After"], answer.text
+                keys.deep = False
                 assert (await post("/hooks/idp", keys.token("k3"), 6)).status_code == 202  # the retry gets through
             ids = await payment_ids(hub)
             assert set(ids) == {"evt_1", "evt_3", "evt_4", "evt_6", "evt_7"} and all(n == 1 for n in ids.values())
