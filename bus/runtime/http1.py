@@ -46,6 +46,9 @@ _MAX_HEAD_BYTES = 64 * 1024  # request line and header fields together
 _MAX_HEADERS = 128
 _BODY_HIGH_WATER = 1024 * 1024  # body bytes buffered for a handler before reading pauses
 _LINGER_S = 10.0  # how long a closing connection keeps reading what the client still sends
+# Requests a client may send ahead of their answers (HTTP/1.1 pipelining; webhook senders send one
+# at a time). One read of the socket can hold thousands of small requests, each parsed at once.
+_MAX_AHEAD = 64
 
 _REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
 _UNSAFE_IN_VALUE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
@@ -220,6 +223,10 @@ class _HeadTooLarge(Exception):
     pass
 
 
+class _TooFarAhead(Exception):
+    pass
+
+
 Dispatch = Callable[[Request], Awaitable[Response]]
 
 
@@ -240,6 +247,8 @@ class Connection(asyncio.Protocol):
         self._active: Request | None = None  # the request being answered
         self._waiting: deque[Request] = deque()  # pipelined requests, in the order they came
         self._paused = False
+        self._write_blocked = False  # the client does not read its answers as fast as they come
+        self._too_far_ahead: str | None = None  # why the request past _MAX_AHEAD is refused once those before it are answered
         self._closing = False
         self._task: asyncio.Task[None] | None = None  # the handler of the request in hand
         self._discarding = False  # answered and closing: what still arrives is dropped
@@ -258,7 +267,7 @@ class Connection(asyncio.Protocol):
         self._host = f"{sockname[0]}:{sockname[1]}" if isinstance(sockname, tuple) else "localhost"
 
     def data_received(self, data: bytes) -> None:
-        if self._closing or self._discarding or self._broken:
+        if self._closing or self._discarding or self._broken or self._too_far_ahead is not None:
             return
         try:
             self._parser.feed_data(data)
@@ -267,10 +276,28 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._refuse(431, str(exc.__context__), why="head_too_large")
+            elif isinstance(exc.__context__, _TooFarAhead):
+                # The requests before it are answered first, in order; then it is refused, and the
+                # connection closed (nothing after it was parsed).
+                HTTP_REFUSED.labels(self._server, "pipelined").inc()
+                self._too_far_ahead = str(exc.__context__)
+                self._pause()
             else:
                 raise
         except httptools.HttpParserError as exc:
             self._refuse(400, f"malformed HTTP request: {exc}", why="malformed")
+
+    def pause_writing(self) -> None:
+        """The transport holds more answers than its high-water mark: the client is not reading
+        them. No request is started and nothing read until they drain; answers piled up in memory
+        without end, as fast as a client could send requests it never read the answers of."""
+        self._write_blocked = True
+        self._pause()
+
+    def resume_writing(self) -> None:
+        self._write_blocked = False
+        if self._active is None and not self._closing and not self._discarding:
+            self._next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -308,9 +335,11 @@ class Connection(asyncio.Protocol):
         self._parsing = request
         if parser.should_upgrade():
             return  # feed_data raises HttpParserUpgrade once the head is parsed
-        if self._active is None:
+        if self._active is None and not self._write_blocked:
             self._start(request)
         else:
+            if len(self._waiting) >= _MAX_AHEAD:
+                raise _TooFarAhead(f"more than {_MAX_AHEAD} requests sent ahead of their answers; send them one at a time")
             self._waiting.append(request)
             self._pause()  # one request in hand and one waiting is enough; the socket buffers the rest
 
@@ -357,11 +386,24 @@ class Connection(asyncio.Protocol):
                 self._linger()
             return
         self._active = None
+        if self._write_blocked:  # resume_writing takes the next request once the client reads
+            self.quiet_since = time.monotonic()  # and the sweeper closes a connection whose client never does
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """Start the next request waiting, if any; read again once none waits (reading resumed
+        while requests waited, a client sending requests without end filled memory with them)."""
         if self._waiting:
             self._start(self._waiting.popleft())
+        elif self._too_far_ahead is not None:  # every request before it answered: refuse it, and close
+            self.write(_encoded(json_response({"error": self._too_far_ahead}, status=429), keep=False))
+            self._linger()
+            return
         else:
             self.quiet_since = time.monotonic()
-        self._resume()
+        if not self._waiting and self._too_far_ahead is None:
+            self._resume()
 
     def _refuse(self, status: int, reason: str, *, why: str) -> None:
         """Answer a request that could not be parsed, and close: what follows it cannot be trusted.

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from bus.runtime.http1 import _BODY_HIGH_WATER, Request, Response, json_response
+from bus.runtime.http1 import _BODY_HIGH_WATER, _MAX_AHEAD, Request, Response, json_response
 from bus.runtime.web import WebServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -82,6 +82,60 @@ async def test_keep_alive_and_pipelined_requests_are_answered_in_order() -> None
         assert third["url"] == "http://hub.test/hooks/a%20b?q=1"  # as the client called it, for signatures over the URL
         assert json.loads(answers[0][2])["key"] == "a"  # header names in any case
         assert answers[0][1]["content-type"] == "application/json; charset=utf-8" and "date" in answers[0][1]
+        writer.close()
+
+
+async def test_requests_sent_too_far_ahead_are_answered_up_to_the_limit_then_refused() -> None:
+    """One read of the socket can hold thousands of small pipelined requests. Reading went on while
+    they waited: one client sending requests without end filled the hub's memory with them (1.3 GB
+    in 9 s here), answering about 70 a second."""
+    before = refused("pipelined")
+    async with serving() as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"".join(post("/hooks/x", b'"%d"' % i) for i in range(1000)))
+        answers = [await answer_of(reader) for _ in range(_MAX_AHEAD + 1)]  # the one in hand and those waiting
+        assert [json.loads(body)["body"] for _, _, body in answers] == [f'"{i}"' for i in range(_MAX_AHEAD + 1)]
+        status, headers, body = await answer_of(reader)
+        assert (status, headers["connection"]) == (429, "close")
+        assert f"more than {_MAX_AHEAD} requests sent ahead of their answers" in json.loads(body)["error"]
+        await closed_by_server(reader)
+        assert refused("pipelined") == before + 1
+        writer.close()
+
+
+async def test_a_client_that_reads_no_answers_is_not_answered_into_memory() -> None:
+    """Answers a client does not read used to pile up in the hub's memory while it went on
+    reading requests. Now it stops taking requests until the client reads, and none is lost."""
+    answer, handled = b"x" * 65_536, 0
+
+    async def large(request: Request) -> Response:
+        nonlocal handled
+        handled += 1
+        await request.read(1 << 20)
+        return Response(200, answer)
+
+    async def all_handled(written: int) -> bool:
+        for _ in range(40):
+            if handled == written:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async with serving(large) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        written = 0
+        for _ in range(200):  # 200 x 32 answers of 64 KiB: 400 MB, were they all made
+            writer.write(b"".join(post("/hooks/x", b"{}") for _ in range(32)))  # within the requests allowed ahead
+            written += 32
+            if not await all_handled(written):
+                break  # the hub took no more requests: its answers wait for the client to read them
+        else:
+            raise AssertionError("the hub took every request while its answers went unread")
+        [connection] = server._connections
+        assert connection._transport is not None and connection._transport.get_write_buffer_size() < 1_000_000
+        for _ in range(written):  # reading, the client gets every answer, in order
+            status, _, body = await answer_of(reader)
+            assert (status, len(body)) == (200, len(answer))
         writer.close()
 
 
