@@ -225,7 +225,13 @@ class HttpOutboundConfig(OutboundConfig):
         ),
         examples=[{"id": "payment_id", "amount_cents": "amount", "event_id": "$id"}],
     )
-    timeout_s: float = Field(default=10.0, gt=0, description="Per-call timeout; a timeout is retried.")
+    timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Per-call timeout: to connect, and for each wait for the answer's next bytes; the whole answer must "
+        "also end within six times this (at least 60 s), so a target sending it a byte at a time cannot hold a call. "
+        "A timeout is retried.",
+    )
     idempotency_header: str = Field(default="Idempotency-Key", description="Header carrying the event id on every call.")
     retry_statuses: list[int] = Field(
         default_factory=list, description="Extra statuses to retry (besides 408, 425, 429 and 5xx).", examples=[[409]]

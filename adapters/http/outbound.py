@@ -143,9 +143,13 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
                 except (OSError, ssl.SSLError) as exc:
                     raise RetryableError(f"the TLS files cannot be used: {exc}") from exc
             # Per phase: connected within timeout_s, and no read waiting longer than timeout_s. A total
-            # budget would also count time the hub's own event loop was busy, and give up on calls
-            # the target answered in time.
-            self._client = WireClient(limit=64, connect_timeout=self.config.timeout_s, read_timeout=self.config.timeout_s, tls=tls)
+            # budget as tight would also count time the hub's own event loop was busy, and give up on
+            # calls the target answered in time; a loose one (six times, at least a minute) still
+            # ends a call whose answer comes a byte at a time, which no read timeout would.
+            timeout = self.config.timeout_s
+            self._client = WireClient(
+                limit=64, connect_timeout=timeout, read_timeout=timeout, answer_within=max(60.0, 6 * timeout), tls=tls
+            )
             if self._oauth is not None:  # the token endpoint's form posts go through the same client
                 self._token_post = via_wire(self._client)
 

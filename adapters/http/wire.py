@@ -31,6 +31,7 @@ from __future__ import annotations
 __all__ = ["Response", "WireClient", "WireError", "via_wire"]
 
 import asyncio
+import math
 import re
 import ssl
 import zlib
@@ -77,7 +78,7 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One connection: a request written whole, its answer parsed as it arrives."""
 
-    def __init__(self, key: tuple[str, str, int], read_timeout: float, max_answer_bytes: int) -> None:
+    def __init__(self, key: tuple[str, str, int], read_timeout: float, max_answer_bytes: int, answer_within: float = math.inf) -> None:
         self.key = key
         self._max_answer_bytes = max_answer_bytes
         self._body_bytes = 0
@@ -98,6 +99,10 @@ class _Connection(asyncio.Protocol):
         # request and per read: each would be a TimerHandle pushed on the loop's heap and cancelled.
         self._timer: asyncio.TimerHandle | None = None
         self._last_activity = 0.0  # the loop's time of the request sent or the answer's last bytes
+        # The whole answer within this, however its bytes come: a target that sends one byte every
+        # few seconds (a broken proxy, or one that means it) never lets the read timeout fire.
+        self._answer_within = answer_within
+        self._deadline = math.inf
         self._headers: CIMultiDict[str] = CIMultiDict()
         self._body: list[bytes] = []
         self.got_bytes = False
@@ -171,6 +176,7 @@ class _Connection(asyncio.Protocol):
         self._headers, self._body, self.got_bytes, self._headers_done = CIMultiDict(), [], False, False
         self._body_bytes = self._head_bytes = 0
         self._keep = False
+        self._deadline = loop.time() + self._answer_within
         self.transport.write(request)
         self._arm()
         await self._answer
@@ -203,21 +209,24 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._last_activity = loop.time()
         if self._timer is None:
-            self._timer = loop.call_at(self._last_activity + self._read_timeout, self._check)
+            self._timer = loop.call_at(min(self._last_activity + self._read_timeout, self._deadline), self._check)
 
     def _check(self) -> None:
         self._timer = None
         if self._answer is None or self._answer.done() or self.closed:
             return  # no answer awaited: the next request arms it again
-        due = self._last_activity + self._read_timeout
+        due = min(self._last_activity + self._read_timeout, self._deadline)
         loop = asyncio.get_running_loop()
         if loop.time() >= due:
-            self._expire()
+            self._expire(whole=loop.time() >= self._deadline)
         else:
             self._timer = loop.call_at(due, self._check)
 
-    def _expire(self) -> None:
-        self._fail(TimeoutError(f"no answer within {self._read_timeout:g}s"))
+    def _expire(self, *, whole: bool = False) -> None:
+        if whole:
+            self._fail(TimeoutError(f"the answer did not end within {self._answer_within:g}s (its bytes came slowly)"))
+        else:
+            self._fail(TimeoutError(f"no answer within {self._read_timeout:g}s"))
         self.close()  # what is late on it would be read as the next request's answer
 
     def _finish(self) -> None:
@@ -240,8 +249,10 @@ class WireClient:
         tls: ssl.SSLContext | None = None,
         keepalive: float = 30.0,
         max_answer_bytes: int = 16 * 1024 * 1024,
+        answer_within: float = math.inf,
     ) -> None:
         self._max_answer_bytes = max_answer_bytes
+        self._answer_within = answer_within
         self._slots = asyncio.Semaphore(limit)
         # A connection idle longer than this is closed rather than reused: a target behind a
         # load balancer or a DNS name that moved is found again, as a new connection would.
@@ -322,7 +333,7 @@ class WireClient:
             tls = self._tls
         async with asyncio.timeout(self._connect_timeout):
             _, protocol = await loop.create_connection(
-                lambda: _Connection(key, self._read_timeout, self._max_answer_bytes),
+                lambda: _Connection(key, self._read_timeout, self._max_answer_bytes, self._answer_within),
                 host,
                 port,
                 ssl=tls,

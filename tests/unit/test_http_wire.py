@@ -204,6 +204,38 @@ async def test_the_read_timeout_counts_from_the_last_bytes_on_a_kept_connection(
         assert client.connections_made == 1
 
 
+async def test_an_answer_that_comes_a_byte_at_a_time_ends_at_the_whole_answers_budget() -> None:
+    """Each byte within the read timeout: no read timeout ever fired, and a target (a broken proxy,
+    or one that means it) could hold a delivery, and its key's later events, without end."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        for _ in range(1_000_000):
+            await asyncio.sleep(0.2)
+            writer.write(b".")
+            await writer.drain()
+
+    client = WireClient(connect_timeout=2, read_timeout=0.5, answer_within=1.5)
+    try:
+        async with raw_server(handler) as url:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(TimeoutError, match=r"the answer did not end within 1.5s \(its bytes came slowly\)"):
+                await client.request("POST", url, {}, b"{}")
+            assert 1.4 <= loop.time() - started < 3
+    finally:
+        await client.close()
+    # The http outbound gives its client a budget of six times timeout_s, at least 60 s.
+    config = HttpOutboundConfig.model_validate({"name": "t", "type": "http", "url": "http://127.0.0.1:1/", "timeout_s": 20})
+    outbound = HttpOutbound(config, Context("t", logging.getLogger("test")))
+    await outbound.start()
+    try:
+        assert outbound._client is not None and outbound._client._answer_within == 120.0
+    finally:
+        await outbound.stop()
+
+
 def closes_on_second_request() -> Handler:
     """Answers the first request of every connection, then closes it on the second without answering."""
 
