@@ -30,7 +30,7 @@ import httpx
 
 from adapters.graphql.config import GraphQLPollConfig
 from adapters.graphql.documents import error_codes, said
-from adapters.http.bounded import AnswerTooLarge, read_bounded
+from adapters.http.bounded import AnswerTooLarge, AnswerTooSlow, answer_budget, read_bounded
 from adapters.http.config import SendApiKey
 from adapters.polling import Poller, Position, record_id, wait_seconds
 from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression, parse_json
@@ -169,13 +169,17 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
             wait = delay
             try:
                 document = {"query": self.config.query, "variables": variables}
-                response = await read_bounded(self._client, "POST", url, limit=self.config.max_page_bytes, json=document, headers=headers)
+                response = await read_bounded(
+                    self._client, "POST", url, limit=self.config.max_page_bytes, within=answer_budget(self.config.timeout_s),
+                    json=document, headers=headers,
+                )  # fmt: skip
             except AnswerTooLarge as exc:  # a page too large now is as large at the next try: ask for smaller ones
                 raise RetryableError(
                     f"{exc} (max_page_bytes): ask for smaller pages (the query's page size: first, limit) or raise the limit"
                 ) from None
-            except httpx.TimeoutException:
-                problem = f"POST {url} timed out after {self.config.timeout_s:g}s"
+            except httpx.TimeoutException as exc:
+                late = str(exc) if isinstance(exc, AnswerTooSlow) else f"timed out after {self.config.timeout_s:g}s"
+                problem = f"POST {url}: {late}"
             except httpx.TransportError as exc:
                 problem = f"POST {url} failed: {exc!r}"
             else:

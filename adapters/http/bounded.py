@@ -9,8 +9,9 @@ as decoded (a compressed answer cannot get round it) and is checked as it arrive
 
 from __future__ import annotations
 
-__all__ = ["AnswerTooLarge", "read_body_bounded", "read_bounded"]
+__all__ = ["AnswerTooLarge", "AnswerTooSlow", "answer_budget", "read_body_bounded", "read_bounded"]
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -24,23 +25,44 @@ class AnswerTooLarge(Exception):
     """The answer's body is larger than the adapter's ``max_page_bytes``."""
 
 
-async def read_bounded(client: httpx.AsyncClient, method: str, url: str, *, limit: int, **options: Any) -> httpx.Response:
-    """``client.request(method, url, **options)``, its body read only up to ``limit`` bytes."""
+class AnswerTooSlow(httpx.ReadTimeout):
+    """The whole answer did not come within its budget, though each read did within the timeout."""
+
+
+def answer_budget(timeout_s: float) -> float:
+    """How long a whole call may take, its answer read to the end: six times the adapter's
+    ``timeout_s``, at least a minute. The timeouts to connect and between reads never fire on an
+    answer that comes a byte every few seconds (a broken proxy, or a service that means it); a
+    budget as tight as ``timeout_s`` would also count the time the hub's own loop was busy."""
+    return max(60.0, 6 * timeout_s)
+
+
+async def read_bounded(
+    client: httpx.AsyncClient, method: str, url: str, *, limit: int, within: float | None = None, **options: Any
+) -> httpx.Response:
+    """``client.request(method, url, **options)``, its body read only up to ``limit`` bytes, the
+    whole of it within ``within`` seconds (AnswerTooSlow, an httpx timeout, after that)."""
     request = client.build_request(method, url, **options)
-    response = await client.send(request, stream=True)
     try:
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit and "Content-Encoding" not in response.headers:
-            raise AnswerTooLarge(f"{method} {response.request.url} answers {int(declared):,} bytes; at most {limit:,} are read")
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise AnswerTooLarge(f"{method} {response.request.url} answers more than {limit:,} bytes; at most {limit:,} are read")
-            parts.append(chunk)
-    finally:
-        await response.aclose()
+        async with asyncio.timeout(within):
+            response = await client.send(request, stream=True)
+            try:
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limit and "Content-Encoding" not in response.headers:
+                    raise AnswerTooLarge(f"{method} {response.request.url} answers {int(declared):,} bytes; at most {limit:,} are read")
+                parts: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise AnswerTooLarge(
+                            f"{method} {response.request.url} answers more than {limit:,} bytes; at most {limit:,} are read"
+                        )
+                    parts.append(chunk)
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        raise AnswerTooSlow(f"the answer did not end within {within:g}s (its bytes came slowly)", request=request) from None
     headers = [(name, value) for name, value in response.headers.multi_items() if name.lower() not in _WIRE_ONLY]
     return httpx.Response(response.status_code, headers=headers, content=b"".join(parts), request=response.request)
 

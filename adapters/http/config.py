@@ -345,7 +345,11 @@ class HttpPollConfig(AdapterConfig):
     )
     pagination: Pagination = Field(default_factory=Pagination, description="How to walk the pages.")
     etag: bool = Field(default=True, description="Send If-None-Match with the last ETag; a 304 means nothing changed.")
-    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+    timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Per-call timeout: to connect, and for each wait for the answer's next bytes; the whole answer must also end within six times this (at least 60 s). A timeout is retried.",
+    )
     max_page_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,

@@ -30,6 +30,7 @@ from urllib.parse import quote
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from adapters.http.bounded import answer_budget
 from adapters.http.config import HttpOutboundConfig, OAuth2Connection, SendApiKey, WebhookOutboundConfig
 from adapters.http.contracts import body_check
 from adapters.http.target_state import HttpTargetState
@@ -148,7 +149,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             # ends a call whose answer comes a byte at a time, which no read timeout would.
             timeout = self.config.timeout_s
             self._client = WireClient(
-                limit=64, connect_timeout=timeout, read_timeout=timeout, answer_within=max(60.0, 6 * timeout), tls=tls
+                limit=64, connect_timeout=timeout, read_timeout=timeout, answer_within=answer_budget(timeout), tls=tls
             )
             if self._oauth is not None:  # the token endpoint's form posts go through the same client
                 self._token_post = via_wire(self._client)

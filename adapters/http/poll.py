@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from adapters.http.bounded import AnswerTooLarge, read_bounded
+from adapters.http.bounded import AnswerTooLarge, AnswerTooSlow, answer_budget, read_bounded
 from adapters.http.config import HttpPollConfig, SendApiKey
 from adapters.polling import Poller, Position, record_id, wait_seconds
 from bus.adapter_api import (
@@ -222,11 +222,15 @@ class HttpPollInbound(Poller[HttpPollConfig]):
                 headers |= await self._oauth.header(via_httpx(self._client))
             headers |= await self.connection_header()
             try:
-                response = await read_bounded(self._client, "GET", url, limit=self.config.max_page_bytes, params=params, headers=headers)
+                response = await read_bounded(
+                    self._client, "GET", url, limit=self.config.max_page_bytes, within=answer_budget(self.config.timeout_s),
+                    params=params, headers=headers,
+                )  # fmt: skip
             except AnswerTooLarge as exc:  # a page too large now is as large at the next try: ask for smaller ones
                 raise RetryableError(f"{exc} (max_page_bytes): ask for smaller pages (pagination.size) or raise the limit") from None
-            except httpx.TimeoutException:
-                problem, wait = f"GET {url} timed out after {self.config.timeout_s:g}s", delay
+            except httpx.TimeoutException as exc:
+                problem = f"GET {url}: {exc}" if isinstance(exc, AnswerTooSlow) else f"GET {url} timed out after {self.config.timeout_s:g}s"
+                wait = delay
             except httpx.TransportError as exc:
                 problem, wait = f"GET {url} failed: {exc!r}", delay
             else:

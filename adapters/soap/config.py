@@ -61,7 +61,11 @@ class _SoapEndpoint(ConfigModel):
     wsse: WsseUsernameToken | None = Field(default=None, description="WS-Security UsernameToken header.")
     basic_auth: BasicAuth | None = Field(default=None, description="HTTP Basic authentication.")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra HTTP headers (values may hold secrets).")
-    timeout_s: float = Field(default=30.0, gt=0, description="Per-call timeout; a timeout is retried.")
+    timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Per-call timeout: to connect, and for each wait for the answer's next bytes; the whole answer must also end within six times this (at least 60 s). A timeout is retried.",
+    )
     max_answer_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import aiohttp
 
-from adapters.http.bounded import AnswerTooLarge, read_body_bounded
+from adapters.http.bounded import AnswerTooLarge, answer_budget, read_body_bounded
 from adapters.soap.config import SoapOutboundConfig
 from adapters.soap.wsdl import Answer, Fault, FaultError, Operation, WsdlError
 from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError
@@ -58,7 +58,7 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
         if self._client is None:
             timeout = self.config.timeout_s
             self._client = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
+                timeout=aiohttp.ClientTimeout(total=answer_budget(timeout), connect=timeout, sock_connect=timeout, sock_read=timeout),
                 connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
             )
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from adapters.http.bounded import AnswerTooLarge, read_body_bounded
+from adapters.http.bounded import AnswerTooLarge, answer_budget, read_body_bounded
 from adapters.polling import Poller, Position, record_id
 from adapters.soap.config import SoapPollConfig
 from adapters.soap.wsdl import Answer, FaultError, Operation, WsdlError
@@ -54,7 +54,9 @@ class SoapPollInbound(Poller[SoapPollConfig]):
         else:
             self._position = Position(self.config.since.initial, set(), None)
         timeout = self.config.timeout_s
-        self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout))
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=answer_budget(timeout), connect=timeout, sock_read=timeout)
+        )
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -236,6 +236,34 @@ async def test_an_answer_that_comes_a_byte_at_a_time_ends_at_the_whole_answers_b
         await outbound.stop()
 
 
+async def test_the_polls_end_a_slow_answer_at_the_whole_answers_budget() -> None:
+    """``http_poll`` and ``graphql_poll`` (httpx) had timeouts per read only, as the SOAP adapters'
+    aiohttp sessions had (now given ``answer_budget`` as their total): the same byte-at-a-time
+    answer held a poll, and with it the inbound, without end."""
+    import httpx
+
+    from adapters.http.bounded import AnswerTooSlow, answer_budget, read_bounded
+
+    assert (answer_budget(5), answer_budget(30)) == (60.0, 180.0)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        for _ in range(1_000_000):
+            await asyncio.sleep(0.2)
+            writer.write(b".")
+            await writer.drain()
+
+    async with raw_server(handler) as url:
+        loop = asyncio.get_running_loop()
+        async with httpx.AsyncClient(timeout=0.5) as client:
+            started = loop.time()
+            with pytest.raises(AnswerTooSlow, match=r"the answer did not end within 1.5s") as raised:
+                await read_bounded(client, "GET", str(url), limit=1 << 20, within=1.5)
+            assert isinstance(raised.value, httpx.TimeoutException)  # what the polls catch and retry
+            assert 1.4 <= loop.time() - started < 3
+
+
 def closes_on_second_request() -> Handler:
     """Answers the first request of every connection, then closes it on the second without answering."""
 
