@@ -194,7 +194,8 @@ class GraphQLPollConfig(AdapterConfig):
     timeout_s: float = Field(
         default=30.0,
         gt=0,
-        description="Per-call timeout: to connect, and for each wait for the answer's next bytes; the whole answer must also end within six times this (at least 60 s). A timeout is retried.",
+        description="Per-call timeout: to connect, and for each wait for the answer's next bytes; the whole answer must "
+        "also end within six times this (at least 60 s). A timeout is retried.",
     )
     max_page_bytes: int = Field(
         default=16 * 1024 * 1024,
