@@ -51,6 +51,13 @@ class SqlOutboundConfig(OutboundConfig):
         examples=['status == "cancelled"'],
     )
     pool_size: int = Field(default=4, ge=1, le=100, description="Connections kept open.")
+    statement_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a write may wait (for a lock above all: another session's open transaction on the table) "
+        "before it is given up and retried, with the reason in the log and /readyz. PostgreSQL's own default is to wait "
+        "for ever, holding up the subscriber in silence.",
+    )
     batch_size: int = Field(
         default=200,
         ge=1,
@@ -125,6 +132,12 @@ class SqlPollConfig(AdapterConfig):
     watermark: Watermark = Field(description="Columns that order the rows: `{column: updated_at, id: id}` or `{id: id}`.")
     interval: Duration = Field(default=duration("5s"), description="Time between polls once caught up.")
     batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows per query; a backfill reads batch after batch.")
+    statement_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a query may take (waiting for a lock, or reading a table without an index on the watermark) "
+        "before it is given up and tried again at the next interval, with the reason in the log and /readyz.",
+    )
     settle: Duration = Field(
         default=duration("2s"),
         description="With `column`: rows newer than the database's now() minus this are left for the next poll, so a row "

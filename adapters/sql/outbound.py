@@ -115,7 +115,12 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
     async def start(self) -> None:
         if self._pool is None:
             dsn = self.config.dsn.get_secret_value()
-            self._pool = await open_pool(dsn, self.config.pool_size, what=f"sql {self.config.name} ({self._where})")
+            self._pool = await open_pool(
+                dsn,
+                self.config.pool_size,
+                what=f"sql {self.config.name} ({self._where})",
+                statement_timeout=self.config.statement_timeout_s,
+            )
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None
@@ -259,6 +264,8 @@ def _classify(exc: Exception, where: str) -> Exception:
         if sqlstate[:2] in {"08", "40", "53", "57"}:
             return RetryableError(f"{where}: {exc}")
         return PermanentError(f"{where}: {type(exc).__name__}: {exc}")
-    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+    if isinstance(exc, TimeoutError):  # the driver gave up on the statement (statement_timeout_s)
+        return RetryableError(f"{where}: no answer within statement_timeout_s (a lock another session holds on the table?)")
+    if isinstance(exc, (OSError, ConnectionError)):
         return RetryableError(f"{where}: {exc!r}")
     return PermanentError(f"{where}: {type(exc).__name__}: {exc}")

@@ -216,7 +216,9 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             try:
                 if self._pool is None:
                     what = f"sql_poll {self.config.name} ({self._where})"
-                    self._pool = await open_pool(self._dsn, 1, what=what, autocommit=True)
+                    self._pool = await open_pool(
+                        self._dsn, 1, what=what, autocommit=True, statement_timeout=self.config.statement_timeout_s
+                    )
                 await self._drain()
                 self._problem = ""
             except RetryableError as exc:
@@ -266,6 +268,11 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                 self._queries = _Queries(self.config, postgres=False, transactions=False)
                 return await self._query()
             sqlstate = str(getattr(exc, "sqlstate", "") or "")
+            if isinstance(exc, TimeoutError) or errno == 1205:
+                raise RetryableError(
+                    f"{self._where}: the query took longer than statement_timeout_s ({self.config.statement_timeout_s:g}s): "
+                    "a lock another session holds, or no index on the watermark columns?"
+                ) from exc
             if errno in {2002, 2003, 2006, 2013} or sqlstate[:2] in {"08", "57"} or isinstance(exc, (OSError, ConnectionError)):
                 raise RetryableError(f"{self._where}: connection lost: {exc!r}") from exc
             raise

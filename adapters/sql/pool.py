@@ -21,15 +21,24 @@ def describe(dsn: str, table: str) -> str:
     return f"{url.hostname}:{url.port or ''}/{table}"
 
 
-async def open_pool(dsn: str, size: int, *, what: str, autocommit: bool = False) -> Any:
+async def open_pool(dsn: str, size: int, *, what: str, autocommit: bool = False, statement_timeout: float | None = None) -> Any:
     """autocommit (MariaDB/MySQL): every statement its own transaction, so a reader sees each new
-    commit (under REPEATABLE READ, an open transaction would keep showing its first snapshot)."""
+    commit (under REPEATABLE READ, an open transaction would keep showing its first snapshot).
+
+    statement_timeout: how long a statement may wait, for a lock above all. PostgreSQL waits for a
+    lock for ever by default: a session that forgot a transaction holding the table (a ``LOCK
+    TABLE`` in psql, a migration half done) held every write of the subscriber behind it, and
+    nothing said so. On PostgreSQL the driver cancels the statement (TimeoutError); on
+    MariaDB/MySQL the lock waits (rows and metadata) end with error 1205."""
     try:
         if is_postgres(dsn):
             import asyncpg
 
-            return await asyncpg.create_pool(dsn, min_size=1, max_size=size, timeout=10)
+            return await asyncpg.create_pool(dsn, min_size=1, max_size=size, timeout=10, command_timeout=statement_timeout)
         import aiomysql
+
+        waits = max(1, round(statement_timeout)) if statement_timeout else None
+        init = f"SET SESSION lock_wait_timeout = {waits}, innodb_lock_wait_timeout = {waits}" if waits else None
 
         url = urlsplit(dsn)
         return await aiomysql.create_pool(
@@ -42,6 +51,7 @@ async def open_pool(dsn: str, size: int, *, what: str, autocommit: bool = False)
             maxsize=size,
             autocommit=autocommit,
             connect_timeout=10,
+            init_command=init,
         )
     except Exception as exc:  # any driver failure at connect: the caller retries
         raise RetryableError(f"{what}: cannot connect: {exc!r}") from exc

@@ -140,15 +140,16 @@ async def test_upsert_delete_and_refusals(kind: str, tmp_path: Path, bootstrap: 
 
 
 @asynccontextmanager
-async def table_locked(kind: str, dsn: str, table: str) -> AsyncIterator[None]:
-    """Another session holds a write lock on the table: every write waits until it is released."""
+async def table_locked(kind: str, dsn: str, table: str, *, exclusive: bool = False) -> AsyncIterator[None]:
+    """Another session holds a write lock on the table: every write waits until it is released
+    (``exclusive``: every read too; MariaDB's write lock holds reads already)."""
     if kind == "postgresql":
         import asyncpg
 
         connection = await asyncpg.connect(dsn)
         transaction = connection.transaction()
         await transaction.start()
-        await connection.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        await connection.execute(f"LOCK TABLE {table} IN {'ACCESS EXCLUSIVE' if exclusive else 'EXCLUSIVE'} MODE")
         try:
             yield
         finally:
@@ -242,6 +243,43 @@ async def test_a_table_not_created_yet_is_retried_loudly_not_dead_lettered(kind:
 
             async def all_written() -> bool:
                 return len(await run_sql(kind, dsn, f"SELECT payment_id FROM {table}")) == 5
+
+            await eventually(all_written)
+            assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger")) == []
+    finally:
+        await target.stop()
+        await run_sql(kind, dsn, f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_a_table_another_session_holds_is_retried_loudly_and_written_once_released(kind: str, tmp_path: Path, bootstrap: str) -> None:
+    """A session that forgot a transaction holding the table (a LOCK TABLE in psql, a migration
+    half done): PostgreSQL waits for a lock for ever by default, and every write of the subscriber
+    waited behind it with nothing said. Now a write waits statement_timeout_s, is retried, and says why."""
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    table = f"t_held_{uuid.uuid4().hex[:8]}"
+    await run_sql(kind, dsn, f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL)")
+    target = await Target().start()
+    config = ledger_config(
+        bootstrap, target, dsn, table, statement_timeout_s=1,
+        delivery={"backoff_initial": "50ms", "backoff_max": "300ms", "circuit_breaker": None},
+    )  # fmt: skip
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            worker = hub.workers[0]
+            async with table_locked(kind, dsn, table):
+                await post(hub, *(payment(i) for i in range(3)))
+
+                async def says_why() -> bool:
+                    status = worker.status()
+                    error = str(status.get("last_error", ""))
+                    return status["state"] == "retrying" and ("statement_timeout_s" in error or "Lock wait timeout" in error)
+
+                await eventually(says_why)
+
+            async def all_written() -> bool:
+                return len(await run_sql(kind, dsn, f"SELECT payment_id FROM {table}")) == 3
 
             await eventually(all_written)
             assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger")) == []

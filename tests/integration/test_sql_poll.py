@@ -20,7 +20,7 @@ from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.integration.test_sql import DATABASES, run_sql
 from tests.support.hub import build_hub, unique_prefix, write_config
-from tests.support.wait import until
+from tests.support.wait import health_saying, until
 
 COLUMNS = {
     "postgresql": "id integer PRIMARY KEY, cust_nm varchar(100), email varchar(100), updated_at timestamptz NOT NULL DEFAULT now()",
@@ -195,3 +195,23 @@ async def test_database_unreachable_or_table_missing_keeps_the_hub_up(tmp_path: 
         assert 'relation "no_such_table" does not exist' in detail_missing, detail_missing
         ready = await hub.readiness()
         assert not ready["inbound:legacy"] and not ready["inbound:missing"]
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_a_table_another_session_holds_is_said_in_the_health_then_read(kind: str, tmp_path: Path, bootstrap: str) -> None:
+    """A poll waiting for a lock another session holds waited for ever on PostgreSQL, for a day on
+    MariaDB (metadata locks): the inbound stopped, its health saying nothing was wrong."""
+    from tests.integration.test_sql import table_locked
+
+    dsn = DATABASES[kind][2]
+    async with table_in(kind) as table:
+        await run_sql(kind, dsn, insert_rows(table, range(1, 4), lambda i: "2020-01-01 00:00:00"))
+        config = hub_config(bootstrap, dsn, table, statement_timeout_s=1)
+        async with table_locked(kind, dsn, table, exclusive=True), build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            [poll] = hub.inbound
+
+            health = await health_saying(poll, "statement_timeout_s (1s)", timeout=30)
+            assert "a lock another session holds" in health.detail, health.detail
+            assert await published(hub) == Counter()
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            assert len(await wait_published(hub, 3)) == 3
