@@ -176,7 +176,8 @@ class Hub:
             await retrying("writing table rows", lambda: tables.seed(producer))
             self.router = await self._start_router()
         if self._runs("inbound"):
-            self.web = WebServer(self.config.http.host, self.config.http.port, idle_timeout_s=self.config.http.idle_timeout_s)
+            http = self.config.http
+            self.web = WebServer(http.host, http.port, idle_timeout_s=http.idle_timeout_s, max_connections=http.max_connections)
             for config in self.loaded.inbound:
                 sink = KafkaSink(self._producer, self.codec, self.topics, adapter=config.name, timeout=kafka.produce_timeout_s)
                 adapter = self._build(config, sink=sink)

@@ -152,6 +152,13 @@ class HttpServerConfig(ConfigModel):
         description="A connection that sends no complete request for this long is closed (idle keep-alive connections, "
         "and clients that send their headers too slowly).",
     )
+    max_connections: int = Field(
+        default=10_000,
+        ge=1,
+        description="Connections open at once, at most; more are closed as they come (bus_http_refused_total, reason "
+        "too_many_connections, and a WARNING while the limit is reached). Without it a client opening connections without "
+        "end took the process's file descriptors, and with them Kafka's connections and every adapter's.",
+    )
 
 
 class OpsToken(ConfigModel):

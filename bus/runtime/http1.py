@@ -233,8 +233,9 @@ Dispatch = Callable[[Request], Awaitable[Response]]
 class Connection(asyncio.Protocol):
     """One client connection: parses requests and answers them in order."""
 
-    def __init__(self, dispatch: Dispatch, connections: set[Connection], *, server: str = "webhooks") -> None:
+    def __init__(self, dispatch: Dispatch, connections: set[Connection], *, server: str = "webhooks", limit: int | None = None) -> None:
         self._dispatch = dispatch
+        self._limit = limit  # connections open at once, at most (this one refused beyond it)
         self._server = server  # names the server in the refusal counter
         self._connections = connections
         self._parser = httptools.HttpRequestParser(self)
@@ -262,6 +263,11 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        if self._limit is not None and len(self._connections) >= self._limit:
+            HTTP_REFUSED.labels(self._server, "too_many_connections").inc()
+            self._closing = True
+            transport.abort()  # no answer: writing one would hold the descriptor for as long again
+            return
         self._connections.add(self)
         sockname = transport.get_extra_info("sockname")
         self._host = f"{sockname[0]}:{sockname[1]}" if isinstance(sockname, tuple) else "localhost"

@@ -53,8 +53,19 @@ async def listen(site: web.TCPSite, *, field: str, host: str, port: int) -> None
 
 
 class WebServer:
-    def __init__(self, host: str, port: int, *, name: str = "webhooks", drain_timeout: float = 8.0, idle_timeout_s: float = 75.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        name: str = "webhooks",
+        drain_timeout: float = 8.0,
+        idle_timeout_s: float = 75.0,
+        max_connections: int = 10_000,
+    ) -> None:
         self._idle_timeout_s = idle_timeout_s  # also bounds a client that sends its head too slowly
+        self._max_connections = max_connections
+        self._full = False  # at max_connections when the sweeper last looked: said once, and when it is not
         self._host = host
         self._port = port
         self._name = name
@@ -103,7 +114,7 @@ class WebServer:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: Connection(self._dispatch, self._connections, server=self._name),
+                lambda: Connection(self._dispatch, self._connections, server=self._name, limit=self._max_connections),
                 self._host,
                 self._port,
                 reuse_address=True,
@@ -121,6 +132,15 @@ class WebServer:
             cutoff = time.monotonic() - self._idle_timeout_s
             for connection in [c for c in self._connections if c.quiet_since is not None and c.quiet_since < cutoff]:
                 connection.close()
+            full = len(self._connections) >= self._max_connections
+            if full != self._full:
+                self._full = full
+                if full:
+                    log.warning("%s server: %d connections open, its http.max_connections: new ones are closed as they come",
+                                self._name, len(self._connections))  # fmt: skip
+                else:
+                    log.warning("%s server: %d connections open, under http.max_connections: new ones are served again",
+                                self._name, len(self._connections))  # fmt: skip
 
     async def stop(self) -> None:
         server, self._server = self._server, None

@@ -36,8 +36,10 @@ async def echo(request: Request) -> Response:
 
 
 @contextlib.asynccontextmanager
-async def serving(handler: Handler = echo, *, idle_timeout_s: float = 30.0, drain_timeout: float = 5.0) -> AsyncIterator[WebServer]:
-    server = WebServer("127.0.0.1", 0, idle_timeout_s=idle_timeout_s, drain_timeout=drain_timeout)
+async def serving(
+    handler: Handler = echo, *, idle_timeout_s: float = 30.0, drain_timeout: float = 5.0, max_connections: int = 10_000
+) -> AsyncIterator[WebServer]:
+    server = WebServer("127.0.0.1", 0, idle_timeout_s=idle_timeout_s, drain_timeout=drain_timeout, max_connections=max_connections)
     server.add_route("POST", "/hooks/a b", handler)
     server.add_route("POST", "/hooks/x", handler)
     await server.start()
@@ -137,6 +139,32 @@ async def test_a_client_that_reads_no_answers_is_not_answered_into_memory() -> N
             status, _, body = await answer_of(reader)
             assert (status, len(body)) == (200, len(answer))
         writer.close()
+
+
+async def test_connections_past_the_limit_are_closed_as_they_come_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    """A client opening connections without end (each idle for up to idle_timeout_s) took the
+    process's file descriptors, and with them Kafka's connections and every adapter's."""
+    before = refused("too_many_connections")
+    async with serving(max_connections=5) as server:
+        held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(5)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # the sixth
+        await closed_by_server(reader)
+        writer.close()
+        assert refused("too_many_connections") == before + 1
+        await asyncio.sleep(1.2)  # the sweeper's look
+        assert any("5 connections open, its http.max_connections" in r.getMessage() for r in caplog.records)
+        for _, one in held[:2]:
+            one.close()
+        await asyncio.sleep(1.2)
+        assert "under http.max_connections: new ones are served again" in caplog.records[-1].getMessage()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(post("/hooks/x", b'"again"'))
+        status, _, body = await answer_of(reader)
+        assert (status, json.loads(body)["body"]) == (200, '"again"')
+        writer.close()
+        for _, one in held[2:]:
+            one.close()
 
 
 async def test_a_repeated_header_reads_as_all_its_values_not_the_first() -> None:
