@@ -34,6 +34,7 @@ __all__ = [
 import hashlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,7 +42,7 @@ from typing import Any
 from bus.config.models import KafkaConfig
 from bus.event import now_rfc3339
 from bus.kafka.clients import make_admin, make_producer, outside_bootstrap
-from bus.kafka.reader import read_topics
+from bus.kafka.reader import stream_topics
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 from bus.logs import REDACTOR
 
@@ -202,26 +203,40 @@ class DeadLetters:
         return await self.find_all([subscriber], where)
 
     async def find_all(self, subscribers: list[str], where: Filter | None = None) -> list[DeadLetter]:
-        """The letters of every one of ``subscribers`` (in that order) that ``where`` selects,
-        their topics and the marks read in one pass."""
-        topics = {name: self.topic_of(name) for name in subscribers}
-        records = await read_topics(self._kafka, self._bootstrap, [*topics.values(), self._names.dead_letter_state])
+        """The letters of every one of ``subscribers`` (in that order) that ``where`` selects, each
+        topic in partition and offset order: all of them in memory, for a selection known to be
+        small (by ids) or a command that prints them all. ``scan`` reads any number."""
+        found: dict[str, list[DeadLetter]] = {name: [] for name in subscribers}
+        async for batch in self.scan(subscribers, where):
+            for letter in batch:
+                found[letter.subscriber].append(letter)
+        return [letter for name in subscribers for letter in sorted(found[name], key=lambda x: (x.partition, x.offset))]
+
+    async def scan(self, subscribers: list[str], where: Filter | None = None) -> AsyncIterator[list[DeadLetter]]:
+        """The letters ``where`` selects, batch by batch as the topics are read: the dead-letter
+        topics of a target down for a day hold every event it missed, and reading them whole (the
+        console asked every 10 s) took the hub's memory with them. The marks are read first (one
+        small record per letter handled)."""
         marks: dict[str, str] = {}
-        for record in records[self._names.dead_letter_state]:
-            if record.key is None:
-                continue
-            try:
-                marks[record.key.decode()] = str(json.loads(record.value)["status"]) if record.value else "new"
-            except (ValueError, KeyError, TypeError, RecursionError) as exc:  # not a mark `bus dlq` wrote: skipped, said
-                log.warning("dead-letter mark %s/%d/%d cannot be read (%r); skipped", record.topic, record.partition, record.offset, exc)
-        letters = [
-            DeadLetter(name, topic, r.partition, r.offset, r.key, r.value, list(r.headers or ()))
-            for name, topic in topics.items()
-            for r in records[topic]
-        ]
-        for letter in letters:
-            letter.status = marks.get(letter.position, "new")
-        return [letter for letter in letters if where is None or where(letter)]
+        async for _, records in stream_topics(self._kafka, self._bootstrap, [self._names.dead_letter_state]):
+            for record in records:
+                if record.key is None:
+                    continue
+                try:
+                    marks[record.key.decode()] = str(json.loads(record.value)["status"]) if record.value else "new"
+                except (ValueError, KeyError, TypeError, RecursionError) as exc:  # not a mark `bus dlq` wrote: skipped, said
+                    where_ = f"{record.topic}/{record.partition}/{record.offset}"
+                    log.warning("dead-letter mark %s cannot be read (%r); skipped", where_, exc)
+        names = {self.topic_of(name): name for name in subscribers}
+        async for tp, records in stream_topics(self._kafka, self._bootstrap, names):
+            name, batch = names[tp.topic], []
+            for r in records:
+                letter = DeadLetter(name, tp.topic, r.partition, r.offset, r.key, r.value, list(r.headers or ()))
+                letter.status = marks.get(letter.position, "new")
+                if where is None or where(letter):
+                    batch.append(letter)
+            if batch:
+                yield batch
 
     async def replay(self, letters: list[DeadLetter]) -> int:
         """Send each letter back to where it failed, then mark it replayed. Returns how many: a

@@ -13,7 +13,7 @@ import json
 import tempfile
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -24,7 +24,7 @@ from bus.adapter_api import AdapterRegistry
 from bus.apidocs import asyncapi_document, openapi_document
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig, load_config
-from bus.deadletters import DeadLetters, Filter
+from bus.deadletters import DeadLetter, DeadLetters, Filter
 from bus.errors import ConfigError, ConfigIssue
 from bus.kafka.topics import TopicNames
 from bus.ledger import Reconciler
@@ -59,6 +59,8 @@ from ops.api.models import (
     ValidationReport,
 )
 from schemas.catalog import SchemaCatalog
+
+_ACTION_CHUNK = 1000  # dead letters replayed or purged at a time
 
 
 class HubParts(Protocol):
@@ -255,10 +257,25 @@ class HubView:
         return [*(c.name for c in loaded.outbound), "_router", *(f"_in.{c.name}" for c in loaded.inbound)]
 
     async def dead_letters(self, where: DeadLetterAction, *, offset: int, limit: int) -> DeadLetterPage:
-        """Dead letters matching ``where`` (open ones, or all with ``where.all``), a page of them."""
-        letters = await self._find(where, include_handled=where.all)
-        page = [DeadLetterSummary(**letter.summary()) for letter in letters[offset : offset + limit]]
-        return DeadLetterPage(total=len(letters), offset=offset, limit=limit, items=page)
+        """Dead letters matching ``where`` (open ones, or all with ``where.all``), a page of them,
+        oldest first, with how many match in all and per subscriber. The topics are read as they
+        stream, keeping at most twice ``offset + limit`` letters (without their messages): they
+        can hold every event of a target that was down for a day."""
+        wanted, total = offset + limit, 0
+        counts: dict[str, int] = {}
+        kept: list[tuple[tuple[str, str, int, int], DeadLetter]] = []
+        async for batch in self._scan(where, include_handled=where.all):
+            total += len(batch)
+            for letter in batch:
+                counts[letter.subscriber] = counts.get(letter.subscriber, 0) + 1
+                letter.value = None  # a summary does not show it
+                kept.append(((letter.failed_at or "", letter.subscriber, letter.partition, letter.offset), letter))
+            if len(kept) > 2 * wanted:
+                kept.sort(key=lambda pair: pair[0])
+                del kept[wanted:]
+        kept.sort(key=lambda pair: pair[0])  # oldest first, in an order that does not change between calls: pages do not overlap
+        page = [DeadLetterSummary(**letter.summary()) for _, letter in kept[offset:wanted]]
+        return DeadLetterPage(total=total, offset=offset, limit=limit, items=page, counts=counts)
 
     async def dead_letter_action(self, action: Literal["replay", "purge"], where: DeadLetterAction) -> DeadLetterDone:
         """Replay or purge what ``where`` selects, as `bus dlq replay|purge` does."""
@@ -266,18 +283,32 @@ class HubView:
             raise ValueError(f"say which dead letters to {action} (subscriber, ids, since, until, error_class), or all: true")
         if action == "replay" and ((where.subscriber or "").startswith("_in.")):
             raise ValueError("inbound dead letters hold the source's raw message: fix it at the source and send it again")
-        letters = [x for x in await self._find(where, include_handled=False) if action == "purge" or not x.subscriber.startswith("_in.")]
-        if where.dry_run:
-            return DeadLetterDone(action=action, matched=len(letters), done=0, dry_run=True)
-        store = self._store()
-        done = await (store.replay(letters) if action == "replay" else store.purge(letters))
-        return DeadLetterDone(action=action, matched=len(letters), done=done, dry_run=False)
+        store, matched, done, chunk = self._store(), 0, 0, []
+        # As the topics stream, a chunk at a time: a replay of a day's dead letters does not hold them all.
+        async for batch in self._scan(where, include_handled=False):
+            letters = [x for x in batch if action == "purge" or not x.subscriber.startswith("_in.")]
+            matched += len(letters)
+            if where.dry_run:
+                continue
+            chunk += letters
+            if len(chunk) >= _ACTION_CHUNK:
+                done += await (store.replay(chunk) if action == "replay" else store.purge(chunk))
+                chunk = []
+        if chunk:
+            done += await (store.replay(chunk) if action == "replay" else store.purge(chunk))
+        return DeadLetterDone(action=action, matched=matched, done=done, dry_run=where.dry_run)
 
     def _store(self) -> DeadLetters:
         kafka = self._hub.loaded.hub.kafka
         return DeadLetters(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix))
 
     async def _find(self, where: DeadLetterAction, *, include_handled: bool) -> list[Any]:
+        """Every letter ``where`` selects, in memory: for selections by id (an event's letters)."""
+        found = [letter async for batch in self._scan(where, include_handled=include_handled) for letter in batch]
+        # Oldest first, in an order that does not change between calls.
+        return sorted(found, key=lambda x: (x.failed_at or "", x.subscriber, x.partition, x.offset))
+
+    def _scan(self, where: DeadLetterAction, *, include_handled: bool) -> AsyncIterator[list[DeadLetter]]:
         names = self._dead_letter_names()
         if where.subscriber is not None and where.subscriber not in names:
             raise LookupError(f"no dead letters are kept for {where.subscriber!r} (known: {', '.join(names)})")
@@ -288,10 +319,7 @@ class HubView:
             ids=set(where.ids),
             include_handled=include_handled,
         )
-        store = self._store()
-        found = await store.find_all([where.subscriber] if where.subscriber else names, rule)
-        # Oldest first, in an order that does not change between calls: pages must not overlap.
-        return sorted(found, key=lambda x: (x.failed_at or "", x.subscriber, x.partition, x.offset))
+        return self._store().scan([where.subscriber] if where.subscriber else names, rule)
 
     async def reconcile(self, subscriber: str | None, window_s: int) -> list[ReconcileBalance]:
         names = [c.name for c in self._hub.loaded.outbound]

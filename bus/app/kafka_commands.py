@@ -110,28 +110,44 @@ def dlq(args: argparse.Namespace) -> int:
     store = DeadLetters(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix))
 
     async def run() -> int:
-        letters = await store.find_all(subscribers, where)
-        if args.dlq_command == "list":
-            _print_letters([letter.summary() for letter in letters], args.json)
+        if args.dlq_command in ("replay", "purge"):
+            return await act()
+        if args.dlq_command == "list":  # summaries only: the messages are not shown, and can be a day of a target's events
+            found: dict[str, list[tuple[int, int, dict[str, Any]]]] = {name: [] for name in subscribers}
+            async for batch in store.scan(subscribers, where):
+                found[batch[0].subscriber] += [(letter.partition, letter.offset, letter.summary()) for letter in batch]
+            _print_letters([summary for name in subscribers for *_, summary in sorted(found[name], key=lambda x: x[:2])], args.json)
             return 0
-        if args.dlq_command == "show":
-            for letter in letters:
-                shown = {**letter.summary(), "headers": {k: v.decode(errors="replace") for k, v in letter.headers}}
-                if letter.subscriber.startswith("_in.") and letter.value is not None:
-                    shown["message"] = letter.value.decode(errors="replace")  # the source's own bytes: what to fix there
-                print(json.dumps(shown, indent=2, ensure_ascii=False))
-            if not letters:
-                asked = " ".join(args.ids) or "the filters given"
-                print(f"bus: no dead letter of {', '.join(subscribers)} matches {asked}", file=sys.stderr)
-            return 0 if letters else EXIT_RUNTIME
+        letters = await store.find_all(subscribers, where)  # show: the letters asked for, messages and all
+        for letter in letters:
+            shown = {**letter.summary(), "headers": {k: v.decode(errors="replace") for k, v in letter.headers}}
+            if letter.subscriber.startswith("_in.") and letter.value is not None:
+                shown["message"] = letter.value.decode(errors="replace")  # the source's own bytes: what to fix there
+            print(json.dumps(shown, indent=2, ensure_ascii=False))
+        if not letters:
+            asked = " ".join(args.ids) or "the filters given"
+            print(f"bus: no dead letter of {', '.join(subscribers)} matches {asked}", file=sys.stderr)
+        return 0 if letters else EXIT_RUNTIME
+
+    async def act() -> int:
+        """Replay or purge as the topics stream, 1,000 letters at a time: not all of them in memory."""
+        matched, done, chunk = 0, 0, []
+        async for batch in store.scan(subscribers, where):
+            matched += len(batch)
+            if not args.dry_run:
+                chunk += batch
+                if len(chunk) >= 1000:
+                    done += await (store.replay(chunk) if args.dlq_command == "replay" else store.purge(chunk))
+                    chunk = []
         if args.dry_run:
-            print(f"would {args.dlq_command} {len(letters)} dead letter(s)")
+            print(f"would {args.dlq_command} {matched} dead letter(s)")
             return 0
-        done = await (store.replay(letters) if args.dlq_command == "replay" else store.purge(letters))
+        if chunk:
+            done += await (store.replay(chunk) if args.dlq_command == "replay" else store.purge(chunk))
         print(f"{args.dlq_command}d {done} dead letter(s)" if args.dlq_command == "purge" else f"replayed {done} dead letter(s)")
-        if args.dlq_command == "replay" and done < len(letters):
+        if args.dlq_command == "replay" and done < matched:
             print(
-                f"bus: {len(letters) - done} not replayed: only a part of each was kept (too large for Kafka); "
+                f"bus: {matched - done} not replayed: only a part of each was kept (too large for Kafka); "
                 "send them again from their source",
                 file=sys.stderr,
             )

@@ -7,12 +7,21 @@ every reader, so that workaround lives in one place.
 
 from __future__ import annotations
 
-__all__ = ["read_from_start", "read_topic", "read_topics", "replay", "replay_and_keep", "until_kafka_answers"]
+__all__ = [
+    "batches_from_start",
+    "read_from_start",
+    "read_topic",
+    "read_topics",
+    "replay",
+    "replay_and_keep",
+    "stream_topics",
+    "until_kafka_answers",
+]
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -44,6 +53,15 @@ async def read_from_start(
     ``fetch_max_wait_ms`` ends (the control topic's reader waits 500 ms: every start waited for it).
     Both offsets are asked for before the partitions are assigned: a consumer with a fetch in
     flight has its other requests answered after that fetch."""
+    async for tp, records in batches_from_start(consumer, partitions, timeout_s=timeout_s):
+        apply(tp, records)
+
+
+async def batches_from_start(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *, timeout_s: float = 120.0
+) -> AsyncIterator[tuple[TopicPartition, list[Record]]]:
+    """``read_from_start`` as the batches come, for a reader that keeps only what it needs of
+    each (a topic of any size read in bounded memory)."""
     starts = await consumer.beginning_offsets(partitions)
     latest = await consumer.end_offsets(partitions)
     consumer.assign(partitions)  # the fetcher starts with the next turn of the loop: positions first
@@ -53,7 +71,7 @@ async def read_from_start(
     deadline = time.monotonic() + timeout_s
     while pending:
         for tp, records in (await consumer.getmany(*pending, timeout_ms=200)).items():
-            apply(tp, records)
+            yield tp, records
         for tp in list(pending):
             highwater = consumer.highwater(tp)
             if highwater is not None and await consumer.position(tp) >= highwater:
@@ -128,6 +146,22 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
 async def read_topic(kafka: KafkaConfig, bootstrap: str, topic: str, *, timeout_s: float = 120.0) -> list[Record]:
     """Every record of ``topic`` from the start, partition by partition in offset order (no group)."""
     return (await read_topics(kafka, bootstrap, [topic], timeout_s=timeout_s))[topic]
+
+
+async def stream_topics(
+    kafka: KafkaConfig, bootstrap: str, topics: Iterable[str], *, timeout_s: float = 120.0
+) -> AsyncIterator[tuple[TopicPartition, list[Record]]]:
+    """Every record of each of ``topics`` from the start, with one reader, batch by batch (in
+    offset order within each partition; the partitions interleaved); a missing topic: nothing."""
+    consumer = make_consumer(kafka, bootstrap, group_id=None)
+    try:
+        await consumer.start()
+        tps = [tp for topic in dict.fromkeys(topics) for tp in await partitions_of(consumer, topic)]
+        if tps:
+            async for batch in batches_from_start(consumer, tps, timeout_s=timeout_s):
+                yield batch
+    finally:
+        await consumer.stop()
 
 
 async def read_topics(kafka: KafkaConfig, bootstrap: str, topics: Iterable[str], *, timeout_s: float = 120.0) -> dict[str, list[Record]]:

@@ -46,6 +46,7 @@ from ops.api.openapi import openapi_document
 log = logging.getLogger("ops.api")
 PREFIX = "/api/v1"
 TOKEN_NAME = web.RequestKey("token_name", str)  # who made the request (set by the ops server's guard)
+_MAX_OFFSET = 100_000  # a page is found in memory of offset + limit letters: deeper ones, narrowed by time or class
 MAX_CONFIG_BYTES = 1_000_000
 
 
@@ -204,7 +205,7 @@ def api_app(view: HubView) -> web.Application:
 
     async def get_dead_letters(request: web.Request) -> web.Response:
         where = filters(request.query)
-        offset, limit = query_int(request, "offset", 0, 0, 10**9), query_int(request, "limit", 100, 1, 1000)
+        offset, limit = query_int(request, "offset", 0, 0, _MAX_OFFSET), query_int(request, "limit", 100, 1, 1000)
         try:
             return _answer(await view.dead_letters(where, offset=offset, limit=limit))
         except LookupError as exc:

@@ -172,6 +172,7 @@ class DeadLetterPage(_Out):
     offset: int
     limit: int
     items: list[DeadLetterSummary]
+    counts: dict[str, int] = Field(default_factory=dict, description="Dead letters matching the filters, per subscriber.")
 
 
 class DeadLetterAction(_Out):

@@ -84,3 +84,49 @@ async def test_dlq_needs_a_reachable_kafka(tmp_path: Path, capsys: pytest.Captur
     assert "the config says embedded, and its ops.port is 0" in capsys.readouterr().err  # nothing to ask: say what to pass
     assert await cli("dlq", "list", "-c", str(path), "--subscriber", "nope", "--bootstrap", "x:1") == 2
     assert "no outbound adapter named nope" in capsys.readouterr().err
+
+
+async def test_many_large_dead_letters_are_listed_counted_and_replayed_in_bounded_memory(tmp_path: Path, bootstrap: str) -> None:
+    """A target down for a day leaves every event it missed on its dead-letter topic. The API (the
+    console asked every 10 s) read every letter, message and all, into the hub's memory per call,
+    and counted only the first 1,000 in the console."""
+    import tracemalloc
+
+    from aiokafka import AIOKafkaProducer
+
+    from bus.adapter_api import AdapterRegistry
+    from bus.app.hub_view import HubView
+    from ops.api.models import DeadLetterAction
+
+    target = await Target().start()
+    path = write_config(tmp_path / "bus.yaml", payment_hub_config(bootstrap, target.url))
+    letters, size = 1200, 100_000  # 120 MB of messages
+    try:
+        async with build_hub(path) as hub:
+            producer = AIOKafkaProducer(bootstrap_servers=hub.bootstrap, max_request_size=2 << 20)
+            await producer.start()
+            try:
+                body = b"x" * size
+                for i in range(letters):
+                    headers = [("ce_id", f"big_{i}".encode()), ("bus_error", b"answered 500"), ("bus_error_class", b"RetryableError"),
+                               ("bus_failed_at", f"2026-12-05T10:{i // 60 % 60:02d}:{i % 60:02d}.000Z".encode())]  # fmt: skip
+                    await producer.send(hub.topics.dead_letter("erp"), body, key=f"k{i}".encode(), headers=headers)
+                await producer.flush()
+            finally:
+                await producer.stop()
+            view = HubView(hub, AdapterRegistry.from_entry_points(), hub._catalog)
+            tracemalloc.start()
+            try:
+                page = await view.dead_letters(DeadLetterAction(), offset=1000, limit=50)
+                peak_listing = tracemalloc.get_traced_memory()[1]
+                tracemalloc.reset_peak()
+                dry = await view.dead_letter_action("replay", DeadLetterAction(subscriber="erp", dry_run=True))
+                peak_action = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert (page.total, page.counts) == (letters, {"erp": letters})
+            assert [item.event_id for item in page.items] == [f"big_{i}" for i in range(1000, 1050)]  # oldest first
+            assert (dry.matched, dry.done) == (letters, 0)
+            assert peak_listing < 40_000_000 and peak_action < 40_000_000, (peak_listing, peak_action)  # not the 120 MB
+    finally:
+        await target.stop()
