@@ -43,7 +43,7 @@ from typing import Any
 
 from bus.config.models import KafkaConfig
 from bus.kafka.clients import make_admin, make_consumer, outside_bootstrap
-from bus.kafka.reader import partitions_of, read_topics
+from bus.kafka.reader import partitions_of, stream_topics
 from bus.kafka.topics import TopicNames
 
 
@@ -207,11 +207,33 @@ class Reconciler:
         # Committed offsets first: every ledger entry they rely on was written before them.
         committed = await self.committed(subscriber)
         delivery, ledger, dead = self._names.delivery(subscriber), self._names.ledger(subscriber), self._names.dead_letter(subscriber)
-        records = await read_topics(self._kafka, self._bootstrap, [delivery, ledger, dead])  # one reader for the three
-        incoming = records[delivery]
-        entries = [LedgerEntry.decode(r.value) for r in records[ledger]]
-        letters = {_header(r, "bus_origin") for r in records[dead]}
+        # One reader for the three, as they stream; of each delivery record only its id, time and
+        # position are kept: the topic holds every event of the retention, their messages unread here.
+        incoming: list[_Copy] = []
+        entries: list[LedgerEntry] = []
+        letters: set[str] = set()
+        async for tp, records in stream_topics(self._kafka, self._bootstrap, [delivery, ledger, dead]):
+            if tp.topic == delivery:
+                incoming += [_Copy(r.partition, r.offset, _kept_headers(r)) for r in records]
+            elif tp.topic == ledger:
+                entries += [LedgerEntry.decode(r.value) for r in records]
+            else:
+                letters.update(_header(r, "bus_origin") for r in records)
+        incoming.sort(key=lambda copy: (copy.partition, copy.offset))
         return audit(subscriber, committed, incoming, entries, letters, self._names.delivery(subscriber), window_s, target_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """What an audit reads of a delivery record."""
+
+    partition: int
+    offset: int
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def _kept_headers(record: Any) -> tuple[tuple[str, bytes], ...]:
+    return tuple((k, v) for k, v in record.headers or () if k in ("ce_id", "ce_time") and v is not None)
 
 
 def audit(  # noqa: PLR0917 (the inputs of one audit, read by Reconciler.balance)
