@@ -30,6 +30,8 @@ from adapters.sql.pool import describe
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
 
 _PEEK = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)"
+_PREFETCH = 1000  # rows the cursor fetches at a time
+_CHUNK = 1000  # a large transaction's changes handed to Kafka, and acknowledged, at a time
 
 
 def _names(config: PostgresCdcConfig) -> tuple[str, str]:
@@ -87,6 +89,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         self._stopping = asyncio.Event()
         self._problem = "not started"
         self.changes = 0  # changes published since start
+        self._large: dict[int, tuple[int, int]] = {}  # large transactions found, to stream at the next read (pgoutput.Decoder.known)
         self.position = ""  # the slot's position after the last advance, as PostgreSQL writes an LSN
 
     async def start(self) -> None:
@@ -179,29 +182,51 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
 
     async def _read_once(self) -> bool:
         """Read up to ``batch`` changes (whole transactions), publish them, advance the slot.
-        True when a full batch came back (more may be waiting)."""
+        True when more may be waiting (a full batch came back, or a large transaction was found).
+
+        The rows come through a cursor, a chunk at a time. A transaction of more than
+        ``large_transaction`` changes is not held: the first read finds its Commit (its changes
+        dropped as they come), and the next read publishes them as they are read, in chunks, with
+        the same ids. Read with one fetch, a bulk UPDATE of millions of rows was held whole, the
+        pod killed for its memory, and the same transaction read again at every start: the slot
+        never moved, and the server kept its WAL until its disk was full."""
+        decoder = Decoder(hold=self.config.large_transaction, known=self._large)  # a new decoding session per read
+        changes: list[Change] = []
+        rows = published = 0
         try:
-            rows = await self._connection.fetch(_PEEK, self._slot, self.config.batch, self._publication)
+            async with self._connection.transaction():
+                cursor = self._connection.cursor(_PEEK, self._slot, self.config.batch, self._publication, prefetch=_PREFETCH)
+                async for row in cursor:
+                    rows += 1
+                    committed = decoder.feed(bytes(row["data"]))
+                    if committed:
+                        changes.extend(committed)
+                    if len(decoder.ready) >= _CHUNK:  # a large transaction's changes, on their way as they come
+                        published += await self._publish([*changes, *decoder.ready])
+                        changes, decoder.ready = [], []
+                    if decoder.skimmed:
+                        break  # its Commit is known: the slot is read again from the transactions before it on
         except (OSError, ConnectionError) as exc:
             raise RetryableError(f"{self._where}: connection lost: {exc!r}") from exc
-        decoder = Decoder()  # each peek is a new decoding session: Relation messages come again
-        changes: list[Change] = []
-        for row in rows:
-            committed = decoder.feed(bytes(row["data"]))
-            if committed:
-                changes.extend(committed)
-        if not decoder.end_lsn:
-            return False
-        await self._publish(changes)
-        # Safe now: every change up to this commit is on Kafka. Transactions without a change of the
-        # published tables move the slot too, so the server can recycle their WAL.
-        await self._connection.execute("SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)", self._slot, lsn_text(decoder.end_lsn))
-        self.position = lsn_text(decoder.end_lsn)
-        if changes:
-            self.ctx.logger.info("postgres_cdc %s: %d change(s); slot at %s", self.config.name, len(changes), self.position)
-        return len(rows) >= self.config.batch
+        published += await self._publish([*changes, *decoder.ready])
+        if decoder.skimmed:
+            self.ctx.logger.info(
+                "postgres_cdc %s: a transaction of more than %d changes (commit %s): published as it is read again",
+                self.config.name, self.config.large_transaction, lsn_text(decoder.known[decoder.skimmed][0]),
+            )  # fmt: skip
+        if decoder.safe_lsn:
+            # Safe now: every change up to this commit is on Kafka. Transactions without a change of the
+            # published tables move the slot too, so the server can recycle their WAL.
+            await self._connection.execute(
+                "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)", self._slot, lsn_text(decoder.safe_lsn)
+            )
+            self.position = lsn_text(decoder.safe_lsn)
+        if published:
+            self.ctx.logger.info("postgres_cdc %s: %d change(s); slot at %s", self.config.name, published, self.position)
+        return bool(decoder.skimmed) or rows >= self.config.batch
 
-    async def _publish(self, changes: list[Change]) -> None:
+    async def _publish(self, changes: list[Change]) -> int:
+        """Hand the changes to Kafka in order and wait for every acknowledgement; how many went."""
         acks: list[Awaitable[None]] = []
         for change in changes:
             if change.op == "t":
@@ -228,3 +253,4 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
             except KafkaUnavailable as exc:  # the slot stays: the same transactions are read again
                 raise RetryableError(f"Kafka did not acknowledge the changes: {exc}") from exc
         self.changes += len(acks)
+        return len(acks)

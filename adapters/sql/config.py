@@ -195,7 +195,13 @@ class PostgresCdcConfig(AdapterConfig):
     slot: str | None = Field(default=None, description="Logical replication slot; default bus_<name>.")
     create: bool = Field(default=True, description="Create the publication (FOR TABLE `tables`) and the slot if missing.")
     interval: Duration = Field(default=duration("500ms"), description="Wait between reads of the slot when there was nothing new.")
-    batch: int = Field(default=1000, ge=1, description="Changes read at a time (whole transactions; a large one is read at once).")
+    batch: int = Field(default=1000, ge=1, description="Changes read at a time (whole transactions).")
+    large_transaction: int = Field(
+        default=10_000,
+        ge=1,
+        description="A transaction with more changes than this (a bulk UPDATE) is read twice: once to find its end, then "
+        "published as it is read, in chunks, never held whole in memory.",
+    )
     emit: EmitSpec = Field(
         description="How a change becomes a canonical event. The document is Debezium-like: op (c insert, u update, d delete), "
         "before, after, source {schema, table, lsn, txId, ts_ms}. Default id: <name>:<commit lsn>:<n>, stable across re-reads."

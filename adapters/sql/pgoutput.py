@@ -115,29 +115,53 @@ class _Reader:
 @dataclass
 class Decoder:
     """Feed messages in order; Insert/Update/Delete/Truncate come back as changes, stamped with
-    their transaction once its Commit is read (``pending`` holds the open transaction's)."""
+    their transaction once its Commit is read (``pending`` holds the open transaction's).
+
+    A transaction larger than ``hold`` changes (a bulk UPDATE of millions of rows) is not held: its
+    changes are dropped as they come (``skimming``) and only its Commit is kept, in ``known``, by
+    the transaction's final LSN. Fed again with ``known`` (the next read of the slot), that
+    transaction's changes come out stamped as they are read (``ready``), never all at once."""
 
     relations: dict[int, Relation] = field(default_factory=dict)
     pending: list[Change] = field(default_factory=list)
     xid: int = 0
-    end_lsn: int = 0  # end of the last Commit read: where the slot may be advanced to once its changes are safe
+    end_lsn: int = 0  # end of the last Commit read
+    safe_lsn: int = 0  # end of the last transaction whose changes came out: where the slot may go once they are on Kafka
+    hold: int = 1 << 62  # changes of one transaction held until its Commit, at most
+    known: dict[int, tuple[int, int]] = field(default_factory=dict)  # final LSN -> (end LSN, commit ms) of large transactions
+    ready: list[Change] = field(default_factory=list)  # a known large transaction's changes, stamped, as read
+    skimming: bool = False  # the open transaction is too large: its changes are dropped until its Commit
+    skimmed: int = 0  # the final LSN of the last transaction skimmed (0: none)
+    _final_lsn: int = 0
+    _streaming: tuple[int, int] | None = None  # (end LSN, commit ms) of the known transaction being read
+    _ordinal: int = 0
 
     def feed(self, message: bytes) -> list[Change] | None:
         """Returns the transaction's changes at its Commit, else None."""
         r = _Reader(message)
         kind = r.byte()
         if kind == "B":
-            r.integer(8)  # final LSN
+            self._final_lsn = r.integer(8)  # the transaction's commit LSN
             r.integer(8)  # commit time
             self.xid = r.integer(4)
-            self.pending = []
+            self.pending, self.skimming, self._ordinal = [], False, 0
+            self._streaming = self.known.get(self._final_lsn)
         elif kind == "C":
             r.integer(1)  # flags
             r.integer(8)  # the commit's own LSN
             self.end_lsn, commit_us = r.integer(8), r.integer(8)
+            commit_ms = (commit_us + _PG_EPOCH_US) // 1000
+            if self.skimming:  # its changes were dropped: read again, with this, they come out as they are read
+                self.known[self._final_lsn] = (self.end_lsn, commit_ms)
+                self.skimmed, self.skimming = self._final_lsn, False
+                return []
+            if self._streaming is not None:
+                self.known.pop(self._final_lsn, None)
+                self._streaming = None
+            self.safe_lsn = self.end_lsn
             done, self.pending = self.pending, []
             for change in done:
-                change.commit_lsn, change.commit_ms = self.end_lsn, (commit_us + _PG_EPOCH_US) // 1000
+                change.commit_lsn, change.commit_ms = self.end_lsn, commit_ms
             return done
         elif kind == "R":
             oid, schema, table = r.integer(4), r.string(), r.string()
@@ -177,8 +201,15 @@ class Decoder:
         return None  # Origin (O), Type (Y), Message (M): nothing to publish
 
     def _add(self, change: Change) -> None:
-        change.xid, change.ordinal = self.xid, len(self.pending)
-        self.pending.append(change)
+        change.xid, change.ordinal = self.xid, self._ordinal
+        self._ordinal += 1
+        if self._streaming is not None:
+            change.commit_lsn, change.commit_ms = self._streaming
+            self.ready.append(change)
+        elif not self.skimming:
+            self.pending.append(change)
+            if len(self.pending) > self.hold:
+                self.skimming, self.pending = True, []
 
     @staticmethod
     def _tuple(r: _Reader, relation: Relation) -> tuple[dict[str, Any], str | None]:

@@ -84,11 +84,11 @@ async def sql(dsn: str, *statements: str) -> None:
         await connection.close()
 
 
-async def slot_position(dsn: str) -> str:
+async def slot_position(dsn: str, slot: str = "bus_legacy_cdc") -> str:
     connection = await asyncpg.connect(dsn)
     try:
-        query = "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'bus_legacy_cdc'"
-        return str(await connection.fetchval(query))
+        query = "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1"
+        return str(await connection.fetchval(query, slot))
     finally:
         await connection.close()
 
@@ -198,3 +198,72 @@ async def test_a_server_without_logical_decoding_is_named_with_the_fix(tmp_path:
             await asyncio.sleep(0.1)
         assert "wal_level=replica" in detail and "ALTER SYSTEM SET wal_level = logical" in detail, detail
         assert not (await hub.readiness())["inbound:legacy-cdc"]
+
+
+async def test_a_transaction_too_large_to_hold_is_published_as_it_is_read(logical_dsn: str, tmp_path: Path, bootstrap: str) -> None:
+    """A bulk UPDATE of millions of rows was read in one fetch and held whole until its Commit:
+    the pod killed for its memory, and the same transaction read again at every start, the slot
+    never moving and the server's WAL growing. Now it is found, then streamed: the same ids, in
+    commit order, between the transactions around it, each change once."""
+    await sql(
+        logical_dsn,
+        "DROP TABLE IF EXISTS cust_master",
+        "CREATE TABLE cust_master (cust_no integer PRIMARY KEY, cust_nm text, email_addr text, credit numeric(12,2))",
+    )
+    config = hub_config(bootstrap, logical_dsn, large_transaction=50, batch=100, slot="bus_large", publication="bus_large")
+    path = write_config(tmp_path / "bus.yaml", config)
+    async with build_hub(path) as hub:
+        cdc = hub.inbound[0]
+        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        await sql(
+            logical_dsn,
+            "INSERT INTO cust_master VALUES (0, 'First', 'a@x.io', 0)",
+            "BEGIN; INSERT INTO cust_master SELECT i, 'Bulk ' || i, NULL, i FROM generate_series(1, 2500) i; COMMIT",
+            "UPDATE cust_master SET cust_nm = 'After' WHERE cust_no = 0",
+        )
+        seen = await wait_changes(hub, 2502)
+        await asyncio.sleep(1.0)  # more reads of the slot: nothing may come twice
+        seen = await changes(hub)
+        assert len(seen) == 2502 and len({event_id for *_, event_id in seen}) == 2502, "a change was published twice"
+        # (Compared as booleans: pytest's diff of two lists of 2,500 takes minutes to write.)
+        expected = [("c", "0"), *(("c", str(i)) for i in range(1, 2501)), ("u", "0")]
+        wrong = [i for i, ((op, key, _), want) in enumerate(zip(seen, expected, strict=True)) if (op, key) != want]
+        assert not wrong, f"{len(wrong)} out of commit order, the first at {wrong[0]}: {seen[wrong[0]]}"
+        bulk = [event_id.rsplit(":", 1) for _, _, event_id in seen[1:2501]]
+        assert len({commit for commit, _ in bulk}) == 1  # one transaction, its end LSN as every change's id says
+        assert all(int(ordinal) == i for i, (_, ordinal) in enumerate(bulk))  # as read whole, they would be
+        assert await slot_position(logical_dsn, "bus_large") == cdc.progress()["position"]
+
+
+def test_the_decoder_never_holds_more_than_a_large_transaction_of_changes() -> None:
+    """Skimming drops a large transaction's changes as they come; fed again with what it found,
+    the decoder hands them out stamped, as read."""
+    from adapters.sql.pgoutput import Decoder
+
+    def message(kind: bytes, *parts: bytes) -> bytes:
+        return kind + b"".join(parts)
+
+    def begin(final: int, xid: int) -> bytes:
+        return message(b"B", final.to_bytes(8, "big"), (0).to_bytes(8, "big"), xid.to_bytes(4, "big"))
+
+    def commit(final: int, end: int) -> bytes:
+        return message(b"C", b"\0", final.to_bytes(8, "big"), end.to_bytes(8, "big"), (0).to_bytes(8, "big"))
+
+    relation = message(b"R", (7).to_bytes(4, "big"), b"public\0", b"t\0", b"d", (1).to_bytes(2, "big"), b"\1", b"id\0",
+                       (23).to_bytes(4, "big"), (-1).to_bytes(4, "big", signed=True))  # fmt: skip
+
+    def insert(i: int) -> bytes:
+        value = str(i).encode()
+        return message(b"I", (7).to_bytes(4, "big"), b"N", (1).to_bytes(2, "big"), b"t", len(value).to_bytes(4, "big"), value)
+
+    stream = [relation, begin(100, 1), *(insert(i) for i in range(30)), commit(100, 120)]
+    skim = Decoder(hold=10)
+    out = [skim.feed(m) for m in stream]
+    assert skim.pending == [] and out[-1] == [] and skim.skimmed == 100 and skim.known == {100: (120, skim.known[100][1])}
+    assert skim.safe_lsn == 0  # nothing of it came out: the slot may not pass it
+    again = Decoder(hold=10, known=skim.known)
+    for m in stream:
+        assert again.feed(m) in (None, [])
+        assert len(again.pending) == 0
+    assert [(c.after, c.commit_lsn, c.ordinal) for c in again.ready] == [({"id": i}, 120, i) for i in range(30)]
+    assert again.safe_lsn == 120 and again.known == {}
