@@ -225,8 +225,8 @@ class DeadLetters:
                 try:
                     marks[record.key.decode()] = str(json.loads(record.value)["status"]) if record.value else "new"
                 except (ValueError, KeyError, TypeError, RecursionError) as exc:  # not a mark `bus dlq` wrote: skipped, said
-                    where_ = f"{record.topic}/{record.partition}/{record.offset}"
-                    log.warning("dead-letter mark %s cannot be read (%r); skipped", where_, exc)
+                    at = f"{record.topic}/{record.partition}/{record.offset}"
+                    log.warning("dead-letter mark %s cannot be read (%r); skipped", at, exc)
         names = {self.topic_of(name): name for name in subscribers}
         async for tp, records in stream_topics(self._kafka, self._bootstrap, names):
             name, batch = names[tp.topic], []
