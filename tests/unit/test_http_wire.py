@@ -204,21 +204,23 @@ async def test_the_read_timeout_counts_from_the_last_bytes_on_a_kept_connection(
         assert client.connections_made == 1
 
 
+async def dripping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A target that answers a byte every 0.2 s: each within any read timeout, the whole never."""
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+    for _ in range(1_000_000):
+        await asyncio.sleep(0.2)
+        writer.write(b".")
+        await writer.drain()
+
+
 async def test_an_answer_that_comes_a_byte_at_a_time_ends_at_the_whole_answers_budget() -> None:
     """Each byte within the read timeout: no read timeout ever fired, and a target (a broken proxy,
     or one that means it) could hold a delivery, and its key's later events, without end."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
-        for _ in range(1_000_000):
-            await asyncio.sleep(0.2)
-            writer.write(b".")
-            await writer.drain()
-
     client = WireClient(connect_timeout=2, read_timeout=0.5, answer_within=1.5)
     try:
-        async with raw_server(handler) as url:
+        async with raw_server(dripping) as url:
             loop = asyncio.get_running_loop()
             started = loop.time()
             with pytest.raises(TimeoutError, match=r"the answer did not end within 1.5s \(its bytes came slowly\)"):
@@ -246,15 +248,7 @@ async def test_the_polls_end_a_slow_answer_at_the_whole_answers_budget() -> None
 
     assert (answer_budget(5), answer_budget(30)) == (60.0, 180.0)
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
-        for _ in range(1_000_000):
-            await asyncio.sleep(0.2)
-            writer.write(b".")
-            await writer.drain()
-
-    async with raw_server(handler) as url:
+    async with raw_server(dripping) as url:
         loop = asyncio.get_running_loop()
         async with httpx.AsyncClient(timeout=0.5) as client:
             started = loop.time()

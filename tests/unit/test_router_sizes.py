@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from bus.kafka.clients import MAX_EVENT_BYTES
 from tests.support.hub import load
+
+if TYPE_CHECKING:
+    from bus.app.route_tests import RouteTester
 
 CONFIG = """\
 kafka: {bootstrap: embedded}
@@ -109,18 +113,17 @@ def test_large_headers_are_measured_once_kafka_refused_a_copy(tmp_path: Path) ->
     assert [s.topic for s in tester.dispatcher.plan(b"p1", value, headers, "t/0/1")] == [tester.topics.router_dead_letter]
 
 
-def test_a_record_whose_key_is_not_text_is_an_aggregate_routes_dead_letter(tmp_path: Path) -> None:
-    """An aggregate groups events by their key as text. A record a producer outside the hub wrote
-    with a key that is not UTF-8 raised out of ``plan()``: the router stopped on it at every start."""
+def aggregating(tmp_path: Path, route: str, aggregate: str) -> RouteTester:
+    """A route tester for a hub with one aggregate route (``route``, to books) and a plain one (to wms)."""
     from bus.app.route_tests import RouteTester
 
     path = tmp_path / "bus.yaml"
     path.write_text(
         "kafka: {bootstrap: embedded}\n"
         "routes:\n"
-        "  - name: per-key\n"
+        f"  - name: {route}\n"
         "    from: Payment\n"
-        "    aggregate: {count: 2, fields: {n: count()}}\n"
+        f"    aggregate: {aggregate}\n"
         "    transform: {schema: UsageMetric, map: {account_id: key, metric: '\"payments\"', value: float(n), count: count}}\n"
         "    to: [books]\n"
         "  - {name: plain, from: Payment, to: [wms]}\n"
@@ -129,7 +132,13 @@ def test_a_record_whose_key_is_not_text_is_an_aggregate_routes_dead_letter(tmp_p
         "  - {name: wms, type: http, url: 'http://wms/'}\n"
     )
     loaded, _, catalog = load(path)
-    tester = RouteTester(loaded, catalog)
+    return RouteTester(loaded, catalog)
+
+
+def test_a_record_whose_key_is_not_text_is_an_aggregate_routes_dead_letter(tmp_path: Path) -> None:
+    """An aggregate groups events by their key as text. A record a producer outside the hub wrote
+    with a key that is not UTF-8 raised out of ``plan()``: the router stopped on it at every start."""
+    tester = aggregating(tmp_path, "per-key", "{count: 2, fields: {n: count()}}")
     value = tester.codec.encode("Payment", {"payment_id": "p1", "amount": 1, "currency": "eur", "status": "ok"})
     sends = tester.dispatcher.plan(b"\xff\xfe", value, [("ce_id", b"e1")], "t/0/1", offset=1)
     letters = [s for s in sends if s.topic == tester.topics.router_dead_letter]
@@ -146,24 +155,7 @@ def test_an_aggregate_at_its_max_keys_dead_letters_new_keys_only_and_says_so(tmp
     it read back at the next start killed it again."""
     from prometheus_client import REGISTRY
 
-    from bus.app.route_tests import RouteTester
-
-    path = tmp_path / "bus.yaml"
-    path.write_text(
-        "kafka: {bootstrap: embedded}\n"
-        "routes:\n"
-        "  - name: capped\n"
-        "    from: Payment\n"
-        "    aggregate: {count: 5, previous: true, max_keys: 3, fields: {n: count()}}\n"
-        "    transform: {schema: UsageMetric, map: {account_id: key, metric: '\"payments\"', value: float(n), count: count}}\n"
-        "    to: [books]\n"
-        "  - {name: plain, from: Payment, to: [wms]}\n"
-        "outbound:\n"
-        "  - {name: books, type: http, url: 'http://books/'}\n"
-        "  - {name: wms, type: http, url: 'http://wms/'}\n"
-    )
-    loaded, _, catalog = load(path)
-    tester = RouteTester(loaded, catalog)
+    tester = aggregating(tmp_path, "capped", "{count: 5, previous: true, max_keys: 3, fields: {n: count()}}")
     value = tester.codec.encode("Payment", {"payment_id": "p1", "amount": 1, "currency": "eur", "status": "ok"})
 
     def letters(key: bytes, offset: int) -> list[bytes]:
