@@ -140,8 +140,12 @@ class WebhookInbound(Inbound[WebhookConfig]):
             return None
         offered = request.headers.get(auth.header, "")
         if isinstance(auth, ApiKeyAuth):
-            # compare_digest against every key: timing does not reveal which key nearly matched.
-            if offered and any(hmac.compare_digest(offered.encode(), key) for key in self._keys):
+            # compare_digest against every key, with no early exit (`any` stops at the first match):
+            # timing does not reveal which key matched or nearly matched.
+            matched = False
+            for key in self._keys:
+                matched |= hmac.compare_digest(offered.encode(), key)
+            if offered and matched:
                 return None
             return _problem(401, f"missing or invalid API key in header {auth.header}")
         assert self._jwt is not None

@@ -150,6 +150,16 @@ class SqlPollConfig(AdapterConfig):
         "pg_stat_activity, full view needs pg_read_all_stats; MariaDB: information_schema.INNODB_TRX, needs PROCESS). "
         "Falls back to `settle` alone, with a warning, when the database refuses.",
     )
+    stray_check: Duration | None = Field(
+        default=duration("5m"),
+        description="With `column`: how often to look for rows the watermark cannot reach: a NULL `column` (never read) "
+        "and, with `settle` on, a time more than `stray_ahead` after the database's now (read only when it comes). What is "
+        "found is logged at WARNING when it changes and shown in the adapter's progress (/readyz, the console, "
+        '`bus_adapter_progress{measure="stray_rows"}`). null: never look.',
+    )
+    stray_ahead: Duration = Field(
+        default=duration("1h"), description="With `stray_check`: how far after the database's now a row's time counts as stray."
+    )
     emit: EmitSpec = Field(
         description="How a row becomes a canonical event. Without `id`, the id is `<name>:<id>@<column value>`, so a re-read "
         "of the same row version keeps it."

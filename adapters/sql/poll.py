@@ -16,6 +16,12 @@ a row that could still appear.
 With only ``id`` (no timestamp column) the adapter reads inserts, not updates, and assumes ids
 become visible in order (a sequence handed out in one transaction and committed after a later one
 can be passed by: use a timestamp column when writers overlap).
+
+Some rows the watermark cannot reach: a NULL in the watermark column is never read, and a time
+stamped far ahead (a typo'd year, 'infinity') is read only when that time comes. Every
+``stray_check`` the adapter looks for them (by the watermark's index, at most 1,000 of each) and
+says so: a WARNING when what it finds changes, and the count and first ids in the adapter's
+progress (``/readyz`` detail, the console, ``bus_adapter_progress{measure="stray_rows"}``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
 
 _NO_PROCESS_PRIVILEGE = 1227  # MariaDB/MySQL: "Access denied; you need (at least one of) the PROCESS privilege(s)"
+_STRAYS_COUNTED = 1000  # rows counted per kind of stray; beyond it, "more than 1,000"
+_STRAYS_NAMED = 5  # ids named in the detail
 
 
 def _encode(value: Any) -> Any:
@@ -95,6 +103,7 @@ class _Queries:
             + f" ORDER BY {descending} LIMIT 1"
         )
         self.next = head + " WHERE " + " AND ".join([*fixed, after]) + tail
+        self.strays = self._strays(config, postgres, [f"({config.where})"] if config.where else [])
         self.postgres = postgres
         self.keyed = mark.column is not None
 
@@ -115,6 +124,25 @@ class _Queries:
             return clock if settle else None
         oldest = "(SELECT MIN(trx_started) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID())"
         return f"LEAST({clock}, COALESCE({oldest}, '9999-12-31 23:59:59'))"
+
+    @staticmethod
+    def _strays(config: SqlPollConfig, postgres: bool, where: list[str]) -> dict[str, str]:
+        """What looks for rows the watermark cannot reach, by kind: NULL in the watermark column
+        (never read), and, for a time column (``settle`` on), times more than ``stray_ahead`` after
+        the database's now (read only then). Each is a range of the watermark's index."""
+        mark = config.watermark
+        if mark.column is None or config.stray_check is None:
+            return {}
+        head = f"SELECT {mark.id}, {mark.column} FROM {config.table} WHERE "  # noqa: S608 (checked identifiers)
+        limit = f" LIMIT {_STRAYS_COUNTED + 1}"
+        found = {"null": head + " AND ".join([*where, f"{mark.column} IS NULL"]) + f" ORDER BY {mark.id}" + limit}
+        if config.settle.total_seconds():
+            ahead = config.stray_ahead.total_seconds()
+            clock = f"NOW(6) + INTERVAL {round(ahead * 1_000_000)} MICROSECOND"
+            if postgres:
+                clock = f"now() + make_interval(secs => {ahead:.6f})"
+            found["ahead"] = head + " AND ".join([*where, f"{mark.column} > {clock}"]) + f" ORDER BY {mark.column}, {mark.id}" + limit
+        return found
 
     def args(self, position: tuple[Any, Any] | None) -> list[Any]:
         if position is None:
@@ -172,6 +200,9 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         self._stopping = asyncio.Event()
         self._problem = "not started"
         self.rows = 0  # rows published since start
+        self._strays: dict[str, str] = {}  # kind -> what the last look found, for the detail
+        self._stray_rows = 0
+        self._strays_due = 0.0  # monotonic time of the next look
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,7 +230,11 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             await close_pool(pool, self._dsn)
 
     def progress(self) -> dict[str, int | str]:
-        return {"rows": self.rows}
+        found: dict[str, int | str] = {"rows": self.rows}
+        if self._strays:
+            found["stray_rows"] = self._stray_rows
+            found["strays"] = "; ".join(self._strays.values())
+        return found
 
     async def health(self) -> Health:
         return Health(not self._problem, self._problem)
@@ -221,6 +256,10 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                     )
                 await self._drain()
                 self._problem = ""
+                if self._queries.strays and time.monotonic() >= self._strays_due:
+                    assert self.config.stray_check is not None
+                    self._strays_due = time.monotonic() + self.config.stray_check.total_seconds()
+                    await self._look_for_strays()
             except RetryableError as exc:
                 self._problem = str(exc)
                 self.ctx.logger.warning("sql_poll %s: %s; trying again in %gs", self.config.name, exc, self._interval)
@@ -246,18 +285,51 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             if len(rows) < self.config.batch_size:
                 return
 
+    async def _fetch(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        if self._postgres:
+            async with self._pool.acquire() as connection:
+                return [dict(row) for row in await connection.fetch(sql, *args)]
+        import aiomysql
+
+        async with self._pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
+            await cursor.execute(sql, args)
+            return list(await cursor.fetchall())
+
+    async def _look_for_strays(self) -> None:
+        """Count the rows the watermark cannot reach; say so when what is found changes."""
+        mark = self.config.watermark
+        assert mark.column is not None  # strays are looked for only with a column
+        found: dict[str, str] = {}
+        total = 0
+        for kind, sql in self._queries.strays.items():
+            rows = await self._fetch(sql, [])
+            if not rows:
+                continue
+            many = len(rows) > _STRAYS_COUNTED
+            count = f"more than {_STRAYS_COUNTED:,}" if many else f"{len(rows):,}"
+            total += len(rows) - many
+            named = ", ".join(str(row[mark.id]) for row in rows[:_STRAYS_NAMED]) + (", ..." if len(rows) > _STRAYS_NAMED else "")
+            if kind == "null":
+                found[kind] = f"{count} row(s) with {mark.column} NULL are never read ({mark.id} {named})"
+            else:
+                first = _text(rows[0][mark.column])
+                ahead = self.config.stray_ahead.total_seconds()
+                found[kind] = (
+                    f"{count} row(s) with {mark.column} more than {ahead:g}s after the database's now are read only when that "
+                    f"time comes ({mark.id} {named}; the first at {first})"
+                )
+        if found != self._strays:
+            if found:
+                self.ctx.logger.warning("sql_poll %s (%s): %s", self.config.name, self._where, "; ".join(found.values()))
+            else:
+                self.ctx.logger.warning("sql_poll %s: no stray rows any more", self.config.name)
+        self._strays, self._stray_rows = found, total
+
     async def _query(self) -> list[dict[str, Any]]:
         sql = self._queries.first if self._position is None else self._queries.next
         args = self._queries.args(self._position)
         try:
-            if self._postgres:
-                async with self._pool.acquire() as connection:
-                    return [dict(row) for row in await connection.fetch(sql, *args)]
-            import aiomysql
-
-            async with self._pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
-                await cursor.execute(sql, args)
-                return list(await cursor.fetchall())
+            return await self._fetch(sql, args)
         except Exception as exc:
             errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
             if errno == _NO_PROCESS_PRIVILEGE and self.config.wait_for_transactions and not self._postgres:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaProducer
 
 from bus.adapter_api import Adapter, AdapterRegistry, Context, Inbound, Outbound
+from bus.app.adapter_metrics import PROGRESS
 from bus.app.hub_view import HubView
 from bus.app.setup import BackgroundStarts, create_topics, register_schemas, registry_client, retrying, topic_specs, version
 from bus.codec import Codec
@@ -95,6 +96,7 @@ class Hub:
         self._producer: AIOKafkaProducer | None = None
         self.inbound: list[Inbound[Any]] = []
         self.outbound: list[Outbound[Any]] = []
+        PROGRESS.track(self)  # bus_adapter_progress, read from the adapters at scrape time
         self._starts = BackgroundStarts()
         self.starting = self._starts.why  # "inbound NAME" -> why it has not started yet
         self._lookup: RegistryClient | None = None  # fetches writer schemas of ids first seen in a value

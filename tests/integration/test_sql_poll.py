@@ -215,3 +215,46 @@ async def test_a_table_another_session_holds_is_said_in_the_health_then_read(kin
             assert await published(hub) == Counter()
         async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
             assert len(await wait_published(hub, 3)) == 3
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_rows_the_watermark_cannot_reach_are_said(
+    kind: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NULL in the watermark column is never read, and a time stamped decades ahead only then:
+    both were left behind with nothing said. The poll names them (progress, /readyz, the metric,
+    a WARNING), reads on, and says so again when they are mended."""
+    from prometheus_client import REGISTRY
+
+    dsn = DATABASES[kind][2]
+    async with table_in(kind) as table:
+        nullable = "ALTER COLUMN updated_at DROP NOT NULL" if kind == "postgresql" else "MODIFY updated_at datetime(6) NULL"
+        await run_sql(kind, dsn, f"ALTER TABLE {table} {nullable}")
+        await run_sql(kind, dsn, insert_rows(table, range(1, 4), lambda i: "2020-01-01 00:00:00"))
+        await run_sql(
+            kind, dsn, f"INSERT INTO {table} (id, cust_nm, email, updated_at) VALUES (4, 'N', 'n@x.io', NULL), (5, 'N', 'n@x.io', NULL)"
+        )
+        await run_sql(kind, dsn, insert_rows(table, range(6, 7), lambda i: "2099-01-01 00:00:00"))
+        config = hub_config(bootstrap, dsn, table, stray_check="300ms", stray_ahead="1d")
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            [poll] = hub.inbound
+            assert len(await wait_published(hub, 3)) == 3
+            await until(lambda: poll.progress().get("stray_rows") == 3, "three stray rows counted", timeout=30)
+            strays = str(poll.progress()["strays"])
+            assert "2 row(s) with updated_at NULL are never read (id 4, 5)" in strays, strays
+            assert (
+                "1 row(s) with updated_at more than 86400s after the database's now" in strays
+                and "(id 6; the first at 2099-01-01" in strays
+            ), strays
+            assert hub.detail()["adapters"]["inbound:legacy"]["stray_rows"] == 3  # type: ignore[index]
+            labels = {"direction": "inbound", "adapter": "legacy", "measure": "stray_rows"}
+            assert REGISTRY.get_sample_value("bus_adapter_progress", labels) == 3
+            assert "are never read (id 4, 5)" in caplog.text
+            assert (await poll.health()).ok  # the rows it can reach flow on
+
+            await run_sql(kind, dsn, f"UPDATE {table} SET updated_at = '2021-01-01 00:00:00' WHERE id IN (4, 5, 6)")
+            ids = await wait_published(hub, 6)
+            assert {i.split("@")[0] for i in ids} == {f"legacy:{n}" for n in range(1, 7)}, ids
+            await until(lambda: "stray_rows" not in poll.progress(), "the strays cleared", timeout=30)
+            assert "no stray rows any more" in caplog.text
+            assert REGISTRY.get_sample_value("bus_adapter_progress", labels) is None
