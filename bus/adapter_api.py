@@ -25,6 +25,8 @@ path for built-in and third-party adapters (see ``AdapterRegistry``).
 from __future__ import annotations
 
 __all__ = [
+    "KEPT_OF_TOO_LARGE",
+    "MAX_MESSAGE_BYTES",
     "Adapter",
     "AdapterConfig",
     "AdapterRegistry",
@@ -70,6 +72,7 @@ __all__ = [
     "TargetState",
     "TemplateText",
     "Tracing",
+    "Truncated",
     "WebMount",
     "WireFormat",
     "allow_large_csv_fields",
@@ -111,6 +114,7 @@ from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OpenApiOperat
 from bus.config.base import ConfigModel
 from bus.config.fields import BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
+from bus.deadletters import KEPT_OF_TOO_LARGE
 from bus.documents import LineTooLong, allow_large_csv_fields, bounded_lines, csv_records, first_path, parse_json, parse_xml, text_codec
 from bus.errors import (
     EventRejected,
@@ -126,7 +130,7 @@ from bus.event import Event
 from bus.expr import compile_expression, compile_template, one_level, paths_of
 from bus.expr.body import Body
 from bus.expr.functions import parse_duration
-from bus.intake import EventSink, Intake, stop_in_order
+from bus.intake import MAX_MESSAGE_BYTES, EventSink, Intake, Truncated, stop_in_order
 from bus.jsontext import dumps as json_dumps
 from bus.jsontext import to_target as target_json
 from bus.kafka.clients import make_consumer, make_producer

@@ -13,7 +13,7 @@ parks that message and nothing else; the consume loop calling ``submit`` never s
 
 from __future__ import annotations
 
-__all__ = ["MAX_MESSAGE_BYTES", "EventSink", "Intake", "stop_in_order"]
+__all__ = ["MAX_MESSAGE_BYTES", "EventSink", "Intake", "Truncated", "stop_in_order"]
 
 import asyncio
 import contextlib
@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, Literal, Protocol
 
 from bus.config.adapters import EmitSpec
+from bus.deadletters import TRUNCATED_FROM
 from bus.documents import parse_json
 from bus.errors import EventRejected, EventTooLarge, KafkaUnavailable
 from bus.event import Event
@@ -60,6 +61,19 @@ class EventSink(Protocol):
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
+class Truncated(bytes):
+    """The start of a message too large to be read whole, with its ``size``: a source that can
+    stop reading a message part-way (an MQTT packet, bus.queue_inbound's families) hands this
+    instead of the whole, and it is parked as a message over ``MAX_MESSAGE_BYTES``."""
+
+    size: int
+
+    def __new__(cls, start: bytes, size: int) -> Truncated:
+        made = super().__new__(cls, start)
+        made.size = size
+        return made
+
+
 async def _done() -> None:
     return None
 
@@ -72,6 +86,9 @@ class Intake:
 
     async def submit(self, payload: bytes, *, traceparent: str | None = None, origin: Mapping[str, str] | None = None) -> Awaitable[None]:
         """Returns the acknowledgement to await; rejected bodies are parked before this returns."""
+        if isinstance(payload, Truncated):  # only its start was read: its size is marked, so it is never replayed
+            marked = {**(origin or {}), TRUNCATED_FROM: str(payload.size)}
+            return await self.park(payload, f"a message of {payload.size:,} bytes; at most {MAX_MESSAGE_BYTES:,} are read", marked)
         if len(payload) > MAX_MESSAGE_BYTES:
             # Parsed, it would take ten times its size in memory (a queue takes messages of 128 MiB
             # and more): parked unread, its start, size and digest kept (bus/runtime/publisher.py).

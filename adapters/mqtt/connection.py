@@ -9,7 +9,7 @@ with a clear error instead of acknowledging messages the hub has not stored.
 
 from __future__ import annotations
 
-__all__ = ["PahoAcks", "client_for", "connect", "publish_properties", "user_property"]
+__all__ = ["BoundedReads", "PahoAcks", "client_for", "connect", "publish_properties", "user_property"]
 
 from typing import Any
 
@@ -17,7 +17,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bus.adapter_api import RetryableError
+from bus.adapter_api import KEPT_OF_TOO_LARGE, MAX_MESSAGE_BYTES, RetryableError, Truncated
 
 # How long an MQTT 5 broker keeps a persistent session (and the messages not yet acknowledged)
 # after the hub disconnects; 3.1.1 sessions have no expiry.
@@ -79,3 +79,75 @@ class PahoAcks:
     def ack(self, message: aiomqtt.Message) -> None:
         if message.qos > 0:
             self._paho.ack(message.mid, message.qos)
+
+
+_PUBLISH = 0x30  # the packet type of PUBLISH, in the first byte's high nibble
+# What is read of a PUBLISH too large to read: its topic (up to 64 KiB), id and properties, and the
+# payload's start, of which a dead letter keeps 64 KiB.
+_KEPT = 256 * 1024
+_CHUNK = 1024 * 1024  # read and dropped at a time
+
+
+class BoundedReads:
+    """Reads no MQTT message larger than ``limit`` whole.
+
+    paho-mqtt reads a packet whole before handing it on, whatever its size (an MQTT broker takes
+    messages of up to 256 MiB): one such message took about three times its size in memory, the
+    hub was killed at its memory limit, and the persistent session gave the same message again at
+    every start. The paho client's socket reads are wrapped: of a PUBLISH over ``limit``, the first
+    256 KiB and the last byte are kept (paho then decodes its topic, id and properties as usual)
+    and the rest is read in 1 MiB pieces and dropped; its payload's start reaches the adapter as a
+    ``Truncated`` with the whole's size, and is parked with its reason like any message too large to read.
+    3.1.1 has no way to tell the broker a largest packet, and MQTT 5's (Maximum Packet Size) makes
+    the broker drop the message unsaid, so the limit is kept here, for both.
+
+    Like ``PahoAcks``, this reaches paho's private read state; checked at start, so a change in
+    paho fails the start with a clear error instead of reading without a bound.
+    """
+
+    def __init__(self, client: aiomqtt.Client, limit: int = MAX_MESSAGE_BYTES) -> None:
+        paho: Any = getattr(client, "_client", None)
+        state = getattr(paho, "_in_packet", None)
+        fields = {"command", "have_remaining", "remaining_length", "to_process", "packet"}
+        hooks = all(callable(getattr(paho, name, None)) for name in ("_sock_recv", "_handle_on_message"))
+        if not (isinstance(state, dict) and fields <= state.keys() and hooks):
+            raise RuntimeError(
+                "paho-mqtt no longer reads packets as before (_in_packet, _sock_recv, _handle_on_message): "
+                "a message of any size would be read whole into memory"
+            )
+        self._paho = paho
+        self._limit = limit
+        self._recv = paho._sock_recv
+        self._deliver = paho._handle_on_message
+        self._cut: int | None = None  # the packet length of the PUBLISH being cut, until paho hands it on
+        paho._sock_recv = self._bounded_recv
+        paho._handle_on_message = self._handed_on
+
+    def _bounded_recv(self, bufsize: int) -> bytes:
+        packet = self._paho._in_packet
+        if not packet["have_remaining"]:
+            self._cut = None  # a new packet's head: whatever was cut before was handed on or lost with its connection
+            return self._recv(bufsize)  # type: ignore[no-any-return]
+        length = packet["remaining_length"]
+        if packet["command"] & 0xF0 != _PUBLISH or length <= self._limit:
+            return self._recv(bufsize)  # type: ignore[no-any-return]
+        self._cut = length
+        held, left = len(packet["packet"]), packet["to_process"]
+        if held < _KEPT:
+            return self._recv(min(bufsize, _KEPT - held))  # type: ignore[no-any-return]
+        if left <= 1:  # the last byte is handed to paho, which then decodes the packet
+            return self._recv(1)  # type: ignore[no-any-return]
+        dropped = self._recv(min(left - 1, _CHUNK))  # BlockingIOError: paho is called again when more comes
+        if not dropped:
+            return b""  # the connection closed: paho says so
+        packet["to_process"] -= len(dropped)
+        raise BlockingIOError  # nothing for paho to add; it is called again when the socket is readable
+
+    def _handed_on(self, message: Any) -> None:
+        if self._cut is not None:
+            # What paho decoded is the kept start and the last byte: the payload's size is the
+            # packet's less its topic, id and properties.
+            size = self._cut - (_KEPT + 1 - len(message.payload))
+            message.payload = Truncated(bytes(message.payload[: min(len(message.payload) - 1, KEPT_OF_TOO_LARGE)]), size)
+            self._cut = None
+        self._deliver(message)

@@ -18,7 +18,7 @@ from typing import ClassVar
 import aiomqtt
 
 from adapters.mqtt.config import MqttInboundConfig
-from adapters.mqtt.connection import PahoAcks, client_for, connect, user_property
+from adapters.mqtt.connection import BoundedReads, PahoAcks, client_for, connect, user_property
 from bus.adapter_api import Context, RetryableError
 from bus.queue_inbound import QueueInbound
 
@@ -37,6 +37,7 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
     async def open(self) -> None:
         client = client_for(self.config, self.config.client_id or f"bus-{self.config.name}", persistent=self.config.persistent_session)
         acks = PahoAcks(client)
+        BoundedReads(client)  # a message over 16 MiB is parked from its start, never read whole
         await connect(client, self.config)
         try:
             for topic in self.config.topics:

@@ -158,3 +158,66 @@ async def test_mqtt5_carries_the_trace_both_ways_and_keeps_its_session(tmp_path:
     at_target = {c.headers["Idempotency-Key"]: c.headers["traceparent"].split("-")[1] for c in target.accepted}
     assert at_target == traces  # each event continues its device's trace
     assert alerts == traces  # and so does each MQTT 5 publish out
+
+
+def resident_peak_reset() -> None:
+    """Start this process's peak resident set (VmHWM) again from what it holds now."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def resident_peak_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_a_message_too_large_to_read_is_parked_from_its_start_and_not_given_again(
+    tmp_path: Path, bootstrap: str, protocol: str
+) -> None:
+    """A broker takes messages of up to 256 MiB and paho read each whole (three times its size in
+    memory): one took the hub past its memory limit, and the persistent session gave it again at
+    every start. It is now read past, its start parked with its size; the messages after it flow."""
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    cfg = config(bootstrap, target, run, unique_prefix())
+    cfg["inbound"][0]["protocol"] = protocol
+    cfg["outbound"] = cfg["outbound"][:1]
+    cfg["routes"][0]["to"] = ["erp"]
+    path = write_config(tmp_path / "bus.yaml", cfg)
+    head = json.dumps({"id": "big", "device": "d1", "value": 1, "pad": ""}).encode()[:-2]
+    big = tmp_path / "big.json"
+    big.write_bytes(head + b"a" * (100_000_000 - len(head) - 2) + b'"}')
+    mqtt_version = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
+    try:
+        async with aiomqtt.Client("127.0.0.1", 1883, protocol=mqtt_version) as sensor:
+            async with build_hub(path) as hub:
+                resident_peak_reset()
+                before = resident_peak_mb()
+                # Sent from another process: this one's peak is the hub's alone.
+                version = "5" if protocol == "5" else "mqttv311"
+                sent = await asyncio.create_subprocess_exec(
+                    "mosquitto_pub", "-V", version, "-q", "1", "-t", f"t{run}/sensors/d1/usage", "-f", str(big)
+                )  # fmt: skip
+                assert await sent.wait() == 0
+                await sensor.publish(f"t{run}/sensors/d2/usage", json.dumps({"id": "small", "device": "d2", "value": 2}), qos=1)
+                await target.wait_for(lambda: len(target.accepted) == 1, timeout=60)
+                grown = resident_peak_mb() - before
+                parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("sensors"))
+                assert len(parked) == 1, parked
+                headers = dict(parked[0].headers)
+                assert headers["bus_error"] == b"a message of 100,000,000 bytes; at most 16,777,216 are read", headers
+                assert headers["bus_truncated_from_bytes"] == b"100000000"
+                assert headers["bus_origin"] == f"mqtt:t{run}/sensors/d1/usage".encode()
+                assert parked[0].value == (head + b"a" * 65536)[:65536]
+                assert target.accepted[0].body["payment_id"] == "small"  # the message after it flowed
+                # Read whole, the message took about 300 MB; read past, a few MiB of buffers.
+                assert grown < 60, f"the hub's peak resident set grew by {grown:.0f} MB for a 100 MB message"
+            # Acknowledged: a restart of the persistent session does not get it again.
+            async with build_hub(path) as hub:
+                # A message the session held would come before this one, sent after the restart.
+                await sensor.publish(f"t{run}/sensors/d2/usage", json.dumps({"id": "after", "device": "d2", "value": 3}), qos=1)
+                await target.wait_for(lambda: len(target.accepted) == 2, timeout=60)
+                parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("sensors"))
+                assert len(parked) == 1, [dict(r.headers)["bus_error"] for r in parked]
+    finally:
+        await target.stop()
