@@ -21,7 +21,7 @@ Some rows the watermark cannot reach: a NULL in the watermark column is never re
 stamped far ahead (a typo'd year, 'infinity') is read only when that time comes. Every
 ``stray_check`` the adapter looks for them (by the watermark's index, at most 1,000 of each) and
 says so: a WARNING when what it finds changes, and the count and first ids in the adapter's
-progress (``/readyz`` detail, the console, ``bus_adapter_progress{measure="stray_rows"}``).
+progress (``/readyz`` detail, the management API, ``bus_adapter_progress{measure="stray_rows"}``).
 """
 
 from __future__ import annotations
