@@ -91,6 +91,7 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
         if since is not None:  # the watermark at the start of this poll, for all of its pages: the cursors are into that answer
             fixed[since.variable] = None if position.since in (None, "") else f"{since.prefix}{position.since}"
         taken = pages = 0
+        asked = {cursor: 1}  # each cursor asked after in this poll -> its page: a server that sends us back is caught
         while not self.stopping:
             variables = {**fixed, self.config.cursor_variable: cursor}
             page = self._page(await self._post(variables))
@@ -102,6 +103,12 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
             await self._save(cursor, position)
             if not page.more or not page.cursor:
                 break
+            if cursor in asked:  # hasNextPage with an endCursor already read after: the walk would never end
+                raise RetryableError(
+                    f"page {pages} has a next page after endCursor {cursor!r}, which page {asked[cursor]} was read after: "
+                    "the server's cursors go round, and the poll would never end; stopped there"
+                )
+            asked[cursor] = pages + 1
         return taken, pages
 
     def _page(self, answer: Any) -> _Page:

@@ -118,9 +118,19 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         url: str | None = self.config.url
         position = Position(self._position.since, set(self._position.seen), self._position.etag)
         taken = pages = 0
+        asked: dict[str, int] = {}  # each page asked for in this poll -> its number: an API that sends us back is caught
+        last_records = ""
         while url is not None and pages < pagination.max_pages and not self.stopping:
             etag = position.etag if pages == 0 and self.config.etag else None
-            response = await self._get(url, params if pagination.type != "link" or pages == 0 else None, etag)
+            sent = params if pagination.type != "link" or pages == 0 else None
+            request = f"{url} {sorted((sent or {}).items())}"
+            if request in asked:  # (an ordered position is saved per page: what was taken stays taken)
+                raise RetryableError(
+                    f"page {pages + 1} would ask for page {asked[request]} again ({self._describe(url, sent)}): the API's next "
+                    "page points back, and the poll would go round without end; stopped there"
+                )
+            asked[request] = pages + 1
+            response = await self._get(url, sent, etag)
             if response.status_code == 304:
                 return taken, pages
             if pages == 0 and self.config.etag:
@@ -132,9 +142,29 @@ class HttpPollInbound(Poller[HttpPollConfig]):
             taken += await self._publish(records, position)
             if self.config.since.ordered:
                 await self._save(position)
+            digest = record_id(records) if records else ""
+            if digest and digest == last_records:
+                # Some APIs answer a page past the end with the last page again; one that ignores the
+                # page parameter answers every page with the first. Either way the walk ends here.
+                self.ctx.logger.warning(
+                    "http_poll %s: page %d holds the same %d record(s) as page %d (%s): taken as the last page (if the API "
+                    "does not page by %r, the records after the first page are never read)",
+                    self.config.name, pages, len(records), pages - 1, self._describe(url, sent), param,
+                )  # fmt: skip
+                break
+            last_records = digest
             url = self._next_url(url, params, param=param, response=response, body=body, records=records)
+        if url is not None and pages >= pagination.max_pages and not self.stopping:
+            self.ctx.logger.warning(
+                "http_poll %s: stopped after max_pages (%d) pages; the next poll goes on from %s",
+                self.config.name, pagination.max_pages, self.where(),
+            )  # fmt: skip
         await self._save(position)
         return taken, pages
+
+    @staticmethod
+    def _describe(url: str, params: dict[str, Any] | None) -> str:
+        return url + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
 
     def _json(self, response: httpx.Response) -> Any:
         try:

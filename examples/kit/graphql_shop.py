@@ -51,6 +51,7 @@ class GraphQLShop:
     throttle_queries: int = 0
     throttle_mutations: int = 0
     fail_next: int = 0
+    cursors_wrap_at: int = 0  # a buggy server: the page reaching this position says there is more, after the first page
     calls: list[dict[str, Any]] = field(default_factory=list)  # variables and outcome of every call
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -82,13 +83,16 @@ class GraphQLShop:
         start = position_of(after) + 1 if after else 0
         page = rows[start : start + first]
         edges = [{"cursor": cursor_of(start + i), "node": node} for i, node in enumerate(page)]
+        more, end = start + first < len(rows), edges[-1]["cursor"] if edges else None
+        if self.cursors_wrap_at and start + first >= self.cursors_wrap_at:
+            more, end = True, cursor_of(first - 1)  # back to the end of the first page
         return {
             "edges": edges,
             "pageInfo": {
-                "hasNextPage": start + first < len(rows),
+                "hasNextPage": more,
                 "hasPreviousPage": start > 0,
                 "startCursor": edges[0]["cursor"] if edges else None,
-                "endCursor": edges[-1]["cursor"] if edges else None,
+                "endCursor": end,
             },
         }
 

@@ -147,6 +147,26 @@ async def test_a_page_larger_than_max_page_bytes_is_refused_unread_and_said(tmp_
         await api.stop()
 
 
+async def test_a_server_whose_cursors_go_round_is_said_and_not_polled_for_ever(tmp_path: Path, bootstrap: str) -> None:
+    """A server whose page reaching its 100th order says hasNextPage with the first page's
+    endCursor: the poll asked round and round for ever, healthy and silent. Now it stops there and
+    says why in the adapter's health; the orders read before are published."""
+    api = await GraphQLShop(cursors_wrap_at=100).start()
+    for i in range(150):
+        api.add_order(1000 + i, 100 + i, f"2026-05-01T00:{i // 60:02d}:{i % 60:02d}Z")
+    path = write(tmp_path, hub_config(bootstrap, [poll_block(api, retries=0)]))
+    try:
+        async with build_hub(path) as hub:
+            health = await health_saying(hub.inbound[0], "the server's cursors go round")
+            assert not health.ok and "page 2 has a next page after endCursor" in health.detail, health
+            assert len(await wait_published(hub, 100)) == 100
+            # Every poll after the first resumes after the first page's end, and stops after one page.
+            afters = [call["variables"].get("after") for call in api.calls]
+            assert afters[:2] == [None, afters[1]] and set(afters[1:]) == {afters[1]}, afters
+    finally:
+        await api.stop()
+
+
 async def test_since_mode_reads_changed_nodes_from_the_watermark(tmp_path: Path, bootstrap: str) -> None:
     api = await GraphQLShop().start()
     for i in range(30):

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from bus.app.hub import Hub
@@ -16,7 +17,7 @@ from bus.kafka.reader import read_topic
 from examples.kit.standin import serve
 from tests.support.crm import CrmApi
 from tests.support.hub import build_hub, unique_prefix, write_config
-from tests.support.wait import health_saying
+from tests.support.wait import health_saying, until
 
 
 def config(bootstrap: str, api: CrmApi, poll: dict[str, Any]) -> dict[str, Any]:
@@ -299,3 +300,50 @@ async def test_a_next_link_or_a_redirect_to_another_origin_is_not_followed_with_
     finally:
         await runner.cleanup()
         await other_runner.cleanup()
+
+
+async def test_an_api_whose_next_page_points_back_is_said_and_not_walked_without_end(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cursor that points back to a page already read, or a `page` parameter the API ignores,
+    had each poll ask for the same page 10,000 times (max_pages) with nothing said, and a GraphQL
+    poll for ever. A cursor that goes round is now a problem in the adapter's health, named; a page
+    that repeats the one before ends the walk with a WARNING. What came before is published."""
+    asked: list[str] = []
+    contacts = [{"id": f"c{i}", "email": f"c{i}@example.com", "name": "x", "updated_at": f"2026-01-01T00:00:0{i}Z"} for i in range(4)]
+
+    async def cursors(request: web.Request) -> web.Response:
+        cursor = request.query.get("cursor", "")
+        asked.append(cursor)
+        if cursor == "":
+            return web.json_response({"data": contacts[:2], "next": "p2"})
+        return web.json_response({"data": contacts[2:], "next": "p2" if cursor == "p2" else None})  # p2 points to itself
+
+    async def pages(request: web.Request) -> web.Response:
+        asked.append(request.query.get("page", ""))
+        return web.json_response({"data": contacts[:2]})  # `page` ignored: every page is the first
+
+    for handle, pagination in (
+        (cursors, {"type": "cursor", "next": "next"}),
+        (pages, {"type": "page", "size_param": "per_page", "size": 2}),
+    ):
+        asked.clear()
+        runner, port = await contacts_api(handle)
+        poll = {"url": f"http://127.0.0.1:{port}/api/contacts", "records": "data", "auth": None, "pagination": pagination, "retries": 0}
+        try:
+            async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, CrmApi(), poll))) as hub:
+                adapter = hub.inbound[0]
+                if handle is cursors:
+                    health = await health_saying(adapter, "would ask for page 2 again")
+                    assert not health.ok and "?cursor=p2" in health.detail and "go round without end" in health.detail, health
+                    assert len(await wait_published(hub, 4)) == 4
+                    # Each poll asks for the first page and p2 once, then stops: not 10,000 times.
+                    assert asked[:2] == ["", "p2"] and asked.count("p2") <= asked.count(""), asked
+                else:
+                    await wait_published(hub, 2)
+                    await until(lambda: "taken as the last page" in caplog.text, "the warning")
+                    assert "page 2 holds the same 2 record(s) as page 1" in caplog.text
+                    assert asked[:2] == ["1", "2"] and set(asked) == {"1", "2"}, asked  # two pages per poll
+                    assert (await adapter.health()).ok
+        finally:
+            await runner.cleanup()
