@@ -261,6 +261,12 @@ class Adapter(ABC, Generic[C]):
         position...): shown under ``adapters`` in ``/readyz``'s detail. Cheap: read per request."""
         return {}
 
+    def attention(self) -> str:
+        """What an operator should act on while the adapter works on (rows a poll cannot reach,
+        an API that repeats its pages), or "": the console lists it beside the parts that fail.
+        Cheap: read per request."""
+        return ""
+
 
 class Inbound(Adapter[C]):
     direction: ClassVar[Literal["inbound", "outbound"]] = "inbound"

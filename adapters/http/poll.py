@@ -63,6 +63,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         )
         self._client: httpx.AsyncClient | None = None
         self._position = Position(None, set(), None)
+        self._attention = ""  # what the last walk found to say: a page repeating the one before, max_pages reached
 
     async def open(self) -> None:
         assert self.ctx.checkpoints is not None
@@ -119,7 +120,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         position = Position(self._position.since, set(self._position.seen), self._position.etag)
         taken = pages = 0
         asked: dict[str, int] = {}  # each page asked for in this poll -> its number: an API that sends us back is caught
-        last_records = ""
+        last_records = notice = ""
         while url is not None and pages < pagination.max_pages and not self.stopping:
             etag = position.etag if pages == 0 and self.config.etag else None
             sent = params if pagination.type != "link" or pages == 0 else None
@@ -146,21 +147,30 @@ class HttpPollInbound(Poller[HttpPollConfig]):
             if digest and digest == last_records:
                 # Some APIs answer a page past the end with the last page again; one that ignores the
                 # page parameter answers every page with the first. Either way the walk ends here.
-                self.ctx.logger.warning(
-                    "http_poll %s: page %d holds the same %d record(s) as page %d (%s): taken as the last page (if the API "
-                    "does not page by %r, the records after the first page are never read)",
-                    self.config.name, pages, len(records), pages - 1, self._describe(url, sent), param,
-                )  # fmt: skip
+                notice = (
+                    f"page {pages} holds the same {len(records)} record(s) as page {pages - 1} ({self._describe(url, sent)}): "
+                    f"taken as the last page (if the API does not page by {param!r}, the records after the first page are never read)"
+                )
                 break
             last_records = digest
             url = self._next_url(url, params, param=param, response=response, body=body, records=records)
         if url is not None and pages >= pagination.max_pages and not self.stopping:
-            self.ctx.logger.warning(
-                "http_poll %s: stopped after max_pages (%d) pages; the next poll goes on from %s",
-                self.config.name, pagination.max_pages, self.where(),
-            )  # fmt: skip
+            notice = f"a poll stopped after max_pages ({pagination.max_pages:,}) pages; the next goes on from its position"
         await self._save(position)
+        self._notice(notice)
         return taken, pages
+
+    def _notice(self, notice: str) -> None:
+        """What the last walk found to say (``attention``): logged at WARNING when it changes."""
+        if notice != self._attention:
+            if notice:
+                self.ctx.logger.warning("http_poll %s: %s", self.config.name, notice)
+            else:
+                self.ctx.logger.warning("http_poll %s: its pages end as they should again", self.config.name)
+            self._attention = notice
+
+    def attention(self) -> str:
+        return self._attention
 
     @staticmethod
     def _describe(url: str, params: dict[str, Any] | None) -> str:

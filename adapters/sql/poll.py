@@ -236,6 +236,9 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             found["strays"] = "; ".join(self._strays.values())
         return found
 
+    def attention(self) -> str:
+        return "; ".join(self._strays.values())
+
     async def health(self) -> Health:
         return Health(not self._problem, self._problem)
 

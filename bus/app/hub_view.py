@@ -157,6 +157,7 @@ class HubView:
                     schema=schema,
                     topic=hub.topics.canonical(schema) if schema else None,
                     progress=adapter.progress() if adapter is not None else {},
+                    attention=adapter.attention() if adapter is not None else "",
                 )
             )
         return nodes

@@ -52,6 +52,9 @@ class InboundNode(_Out):
     schema_: str | None = Field(default=None, alias="schema", description="The canonical schema it emits.")
     topic: str | None = Field(default=None, description="The canonical topic it publishes to.")
     progress: dict[str, int | str] = Field(default_factory=dict, description="What it has done since it started.")
+    attention: str = Field(
+        default="", description="What to act on while it runs (rows a poll cannot reach, an API repeating its pages); empty when nothing."
+    )
     rate: float | None = Field(
         default=None,
         description="Events accepted per second over about the last 10 s, between this call and an earlier one (null on the first call).",

@@ -227,3 +227,30 @@ async def test_migration_runs_are_listed_and_a_report_opens_styled(tmp_path: Pat
         # Styled: the report's stylesheet ran under the console's policy (h1 is 1.5rem there, 2em unstyled).
         assert await report.evaluate("getComputedStyle(document.querySelector('h1')).fontSize") == "24px"
         await shot(report, "migration-report")
+
+
+async def test_an_inbound_that_needs_attention_while_it_runs_is_listed(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
+    """A sql_poll with rows its watermark cannot reach keeps running (the rest of the table flows),
+    so it was never marked: the topology now lists it under "need attention", amber, with why."""
+    from tests.integration.test_sql import DATABASES, run_sql
+    from tests.integration.test_sql_poll import hub_config as poll_config
+    from tests.integration.test_sql_poll import insert_rows, table_in
+
+    dsn = DATABASES["postgresql"][2]
+    async with table_in("postgresql") as table:
+        await run_sql("postgresql", dsn, f"ALTER TABLE {table} ALTER COLUMN updated_at DROP NOT NULL")
+        await run_sql("postgresql", dsn, insert_rows(table, range(1, 4), lambda i: "2020-01-01 00:00:00"))
+        await run_sql("postgresql", dsn, f"UPDATE {table} SET updated_at = NULL WHERE id = 2")
+        config = poll_config(bootstrap, dsn, table, stray_check="300ms")
+        config["ops"]["tokens"] = [{"name": "admin", "token": TOKEN}]
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            page = await signed_in(browser, hub.ops.port)
+            legacy = page.locator('[data-inbound="legacy"]')
+            await expect(legacy).to_have_attribute("data-attention", "yes", timeout=20_000)
+            await expect(legacy).to_contain_text("running · needs attention")
+            await expect(page.locator("#attention")).to_contain_text("inbound legacy: 1 row(s) with updated_at NULL are never read (id 2)")
+            await shot(page, "topology-inbound-attention")
+
+            await run_sql("postgresql", dsn, f"UPDATE {table} SET updated_at = '2021-01-01' WHERE id = 2")
+            await expect(legacy).to_have_attribute("data-attention", "no", timeout=20_000)
+            await expect(page.locator("#attention")).to_contain_text("all parts healthy")

@@ -166,8 +166,17 @@ function graph(topology) {
     const a = s("a", { href, "aria-label": label }, g);
     return a;
   };
+  const inboundNode = (n, i) => {
+    const kind = n.attention && n.state === "running" ? "warn" : stateClass(n.state);
+    const state = n.attention && n.state === "running" ? "running · needs attention" : n.state;
+    const el = node(col[0], y(i), kind, `${n.name} (${n.type})`, `${state} · ${n.schema || ""} · ${perSecond(n.rate)}`, null);
+    el.setAttribute("data-inbound", n.name);
+    el.setAttribute("data-attention", n.state !== "running" || n.attention ? "yes" : "no");
+    if (n.attention) el.append(s("title", {}, n.attention));
+    return el;
+  };
   topology.inbound.forEach((n, i) =>
-    svg.append(node(col[0], y(i), stateClass(n.state), `${n.name} (${n.type})`, `${n.state} · ${n.schema || ""} · ${perSecond(n.rate)}`, null)));
+    svg.append(inboundNode(n, i)));
   topology.routes.forEach((r, i) => {
     svg.append(node(col[1], y(i), "route", r.name, `in ${perSecond(r.rate_in)} · out ${perSecond(r.rate_out)} · failed ${r.failed}`, null));
   });
@@ -193,7 +202,7 @@ async function showTopology() {
     await refreshLetters(false);
     if (gen !== generation) return;
     const trouble = topology.subscribers.filter(needsAttention);
-    const badInbound = topology.inbound.filter((n) => n.state !== "running");
+    const badInbound = topology.inbound.filter((n) => n.state !== "running" || n.attention);
     document.getElementById("who").textContent = `role: ${topology.role}`;
     show(
       h("h2", {}, "Topology"),
@@ -201,7 +210,8 @@ async function showTopology() {
         ? h("div", { class: "attention", id: "attention" },
             h("strong", {}, `${trouble.length + badInbound.length} part(s) need attention`),
             h("ul", {},
-              badInbound.map((n) => h("li", {}, `inbound ${n.name}: ${n.state} ${n.detail || ""}`)),
+              badInbound.map((n) => h("li", {},
+                n.state === "running" ? `inbound ${n.name}: ${n.attention}` : `inbound ${n.name}: ${n.state} ${n.detail || ""}`)),
               trouble.map((n) => h("li", {},
                 h("a", { href: `#/subscriber/${encodeURIComponent(n.name)}` }, n.name), ": ", badge(n.state), " ",
                 lettersByName && lettersByName[n.name] ? `${lettersByName[n.name]} open dead letter(s) ` : "",
