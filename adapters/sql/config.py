@@ -154,7 +154,7 @@ class SqlPollConfig(AdapterConfig):
         default=duration("5m"),
         description="With `column`: how often to look for rows the watermark cannot reach: a NULL `column` (never read) "
         "and, with `settle` on, a time more than `stray_ahead` after the database's now (read only when it comes). What is "
-        "found is logged at WARNING when it changes and shown in the adapter's progress (/readyz, the management API, "
+        "found is logged at WARNING when it changes and shown in the adapter's progress (/readyz, the management API, the console, "
         '`bus_adapter_progress{measure="stray_rows"}`). null: never look.',
     )
     stray_ahead: Duration = Field(
