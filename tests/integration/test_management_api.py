@@ -74,6 +74,7 @@ async def test_the_api_shows_a_failing_subscriber_and_refuses_what_it_should(
                     "schema": "Payment",
                     "topic": hub.topics.canonical("Payment"),
                     "progress": {},
+                    "attention": "",
                 }
             ]
 
