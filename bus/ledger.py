@@ -31,11 +31,12 @@ entered the hub) into a checksum a target can compute from its own ids (``window
 
 from __future__ import annotations
 
-__all__ = ["Balance", "LedgerEntry", "Reconciler", "Window", "offset_ranges", "window_checksum"]
+__all__ = ["Audit", "Balance", "LedgerEntry", "Reconciler", "Window", "offset_ranges", "window_checksum"]
 
+import asyncio
 import hashlib
 import json
-from collections import defaultdict
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -207,110 +208,182 @@ class Reconciler:
         # Committed offsets first: every ledger entry they rely on was written before them.
         committed = await self.committed(subscriber)
         delivery, ledger, dead = self._names.delivery(subscriber), self._names.ledger(subscriber), self._names.dead_letter(subscriber)
-        # One reader for the three, as they stream; of each delivery record only its id, time and
-        # position are kept: the topic holds every event of the retention, their messages unread here.
-        incoming: list[_Copy] = []
-        entries: list[LedgerEntry] = []
-        letters: set[str] = set()
-        async for tp, records in stream_topics(self._kafka, self._bootstrap, [delivery, ledger, dead]):
-            if tp.topic == delivery:
-                incoming += [_Copy(r.partition, r.offset, _kept_headers(r)) for r in records]
-            elif tp.topic == ledger:
-                entries += [LedgerEntry.decode(r.value) for r in records]
-            else:
-                letters.update(_header(r, "bus_origin") for r in records)
-        incoming.sort(key=lambda copy: (copy.partition, copy.offset))
-        return audit(subscriber, committed, incoming, entries, letters, self._names.delivery(subscriber), window_s, target_ids)
+        # One reader for the three, as they stream into the audit's store on disk (in a thread: the
+        # hub answering GET /reconcile serves on meanwhile); of each delivery record only its id,
+        # time and position are kept: the topic holds every event of the retention.
+        audit = Audit(subscriber, committed, delivery, window_s)
+        try:
+            async for tp, records in stream_topics(self._kafka, self._bootstrap, [delivery, ledger, dead]):
+                if tp.topic == delivery:
+                    await asyncio.to_thread(audit.add_copies, records)
+                elif tp.topic == ledger:
+                    await asyncio.to_thread(audit.add_entries, [LedgerEntry.decode(r.value) for r in records])
+                else:
+                    await asyncio.to_thread(audit.add_letters, [_header(r, "bus_origin") for r in records])
+            return await asyncio.to_thread(audit.balance, target_ids)
+        finally:
+            audit.close()
 
 
-@dataclass(frozen=True, slots=True)
-class _Copy:
-    """What an audit reads of a delivery record."""
+class Audit:
+    """One subscriber's audit, fed as its topics stream in and kept on disk: SQLite's private
+    temporary database (deleted when closed), so memory stays that of its page cache. A delivery
+    topic holds every event of its retention (millions), and the audit needs each one's state
+    and time: held in dictionaries, a week of a busy subscriber took the hub's memory at a click
+    of GET /reconcile.
 
-    partition: int
-    offset: int
-    headers: tuple[tuple[str, bytes], ...]
+    The states (see the module docstring) are decided in SQL once everything is in; the windows'
+    checksums are taken as the delivered ids come out in id order (``window_checksum`` of each).
+    """
+
+    def __init__(self, subscriber: str, committed: dict[int, int], topic: str, window_s: int) -> None:
+        self._subscriber, self._committed, self._window_s = subscriber, committed, window_s
+        self._db = sqlite3.connect("", check_same_thread=False)  # "": private, on disk, gone when closed
+        self._db.executescript(
+            """
+            PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = FILE;
+            CREATE TABLE copies (part INTEGER, pos INTEGER, event_id TEXT, time TEXT);
+            CREATE TABLE delivered (part INTEGER, pos INTEGER);
+            CREATE TABLE dead (part INTEGER, pos INTEGER);
+            CREATE TABLE letters (origin TEXT);
+            CREATE TABLE committed (part INTEGER PRIMARY KEY, pos INTEGER);
+            CREATE TABLE topic (name TEXT);
+            CREATE TABLE target (event_id TEXT PRIMARY KEY);
+            """
+        )
+        self._db.executemany("INSERT INTO committed VALUES (?, ?)", committed.items())
+        self._db.execute("INSERT INTO topic VALUES (?)", (topic,))
+        self._totals = dict.fromkeys(committed, (0, 0))  # each partition's running totals at its commit (``totals_at``)
+        self._with_entries: set[int] = set()
+        self._copies = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add_copies(self, records: Iterable[Any]) -> None:
+        """Delivery records (aiokafka's, or anything with partition, offset and headers)."""
+        rows = [(r.partition, r.offset, _header(r, "ce_id") or f"{r.partition}/{r.offset}", _header(r, "ce_time")) for r in records]
+        self._db.executemany("INSERT INTO copies VALUES (?, ?, ?, ?)", rows)
+        self._copies += len(rows)
+
+    def add_entries(self, entries: Iterable[LedgerEntry]) -> None:
+        """Ledger entries, in each partition's order."""
+        delivered: list[tuple[int, int]] = []
+        dead: list[tuple[int, int]] = []
+        for entry in entries:
+            p = entry.partition
+            self._with_entries.add(p)
+            if p in self._committed and entry.upto <= self._committed[p]:
+                self._totals[p] = (entry.delivered_total, entry.dead_lettered_total)
+            delivered += [(p, offset) for offset in _expand(entry.delivered)]
+            dead += [(p, offset) for offset in _expand(entry.dead_lettered)]
+        self._db.executemany("INSERT INTO delivered VALUES (?, ?)", delivered)
+        self._db.executemany("INSERT INTO dead VALUES (?, ?)", dead)
+
+    def add_letters(self, origins: Iterable[str]) -> None:
+        """The ``bus_origin`` of each dead letter: ``<delivery topic>/<partition>/<offset>``."""
+        self._db.executemany("INSERT INTO letters VALUES (?)", [(o,) for o in origins])
+
+    def balance(self, target_ids: set[str] | None = None) -> Balance:
+        db = self._db
+        db.executescript(
+            """
+            CREATE TABLE delivered_n AS SELECT part, pos, COUNT(*) AS n FROM delivered GROUP BY part, pos;
+            CREATE UNIQUE INDEX delivered_at ON delivered_n (part, pos);
+            CREATE TABLE dead_at AS SELECT DISTINCT part, pos FROM dead;
+            CREATE UNIQUE INDEX dead_at_i ON dead_at (part, pos);
+            CREATE TABLE letters_d AS SELECT DISTINCT origin FROM letters;
+            CREATE UNIQUE INDEX letters_i ON letters_d (origin);
+            -- each copy's state: 3 delivered, 2 in flight, 1 dead-lettered, 0 unaccounted
+            CREATE TABLE ranked AS
+              SELECT c.event_id, c.time, c.part, c.pos,
+                CASE WHEN d.n IS NOT NULL THEN 3
+                     WHEN c.pos >= COALESCE(k.pos, 0) THEN 2
+                     WHEN x.part IS NOT NULL AND EXISTS (
+                       SELECT 1 FROM letters_d WHERE origin = (SELECT name FROM topic) || '/' || c.part || '/' || c.pos) THEN 1
+                     ELSE 0 END AS rank
+              FROM copies c
+              LEFT JOIN delivered_n d ON d.part = c.part AND d.pos = c.pos
+              LEFT JOIN committed k ON k.part = c.part
+              LEFT JOIN dead_at x ON x.part = c.part AND x.pos = c.pos;
+            -- each id's state is its best copy's; its time, its first copy's (the lowest position: partition, then offset below 2^48)
+            CREATE TABLE firsts AS SELECT event_id, time, MIN(part * 281474976710656 + pos) FROM ranked GROUP BY event_id;
+            CREATE TABLE states AS
+              SELECT f.event_id, f.time, m.rank FROM firsts f
+              JOIN (SELECT event_id, MAX(rank) AS rank FROM ranked GROUP BY event_id) m ON m.event_id = f.event_id;
+            CREATE UNIQUE INDEX states_i ON states (event_id);
+            """
+        )
+        counts = dict(db.execute("SELECT rank, COUNT(*) FROM states GROUP BY rank").fetchall())
+        balance = Balance(self._subscriber, entered=sum(counts.values()), copies=self._copies)
+        balance.delivered, balance.dead_lettered, balance.in_flight = counts.get(3, 0), counts.get(1, 0), counts.get(2, 0)
+        balance.unaccounted = [i for (i,) in db.execute("SELECT event_id FROM states WHERE rank = 0 ORDER BY event_id")]
+        balance.redelivered = db.execute("SELECT COUNT(*) FROM delivered_n WHERE n > 1").fetchone()[0]
+        below = db.execute("SELECT COUNT(*) FROM delivered_n d JOIN committed k ON k.part = d.part WHERE d.pos < k.pos").fetchone()[0]
+        dead_below = db.execute(
+            "SELECT COUNT(*) FROM dead_at x JOIN committed k ON k.part = x.part WHERE x.pos < k.pos "
+            "AND NOT EXISTS (SELECT 1 FROM delivered_n d WHERE d.part = x.part AND d.pos = x.pos)"
+        ).fetchone()[0]
+        balance.settled_offsets = (below, dead_below)
+        for partition, offset in sorted(self._committed.items()):
+            # No entry at all behind a commit: nothing to judge by (a commit the ledger has entries
+            # around but never recorded is different: that is events committed past, unaccounted).
+            if offset > 0 and partition not in self._with_entries:
+                balance.unprovable.append(
+                    f"partition {partition}: offsets below the committed {offset} have no ledger entries (the ledger is younger than "
+                    "the consumer group, or was lost): they cannot be accounted for"
+                )
+        balance.ledger_totals = (sum(t[0] for t in self._totals.values()), sum(t[1] for t in self._totals.values()))
+
+        windows = self._windows(db.execute("SELECT event_id, time FROM states WHERE rank = 3 ORDER BY event_id"))
+        at_target: dict[str, tuple[int, str]] = {}
+        if target_ids is not None:
+            db.executemany("INSERT OR IGNORE INTO target VALUES (?)", [(i,) for i in target_ids])
+            balance.compared_with_target = True
+            missing = "SELECT event_id FROM states WHERE rank = 3 AND event_id NOT IN (SELECT event_id FROM target) ORDER BY event_id"
+            balance.missing_at_target = [i for (i,) in db.execute(missing)]
+            unknown = "SELECT event_id FROM target WHERE event_id NOT IN (SELECT event_id FROM states) ORDER BY event_id"
+            balance.unknown_to_hub = [i for (i,) in db.execute(unknown)]
+            both = "SELECT s.event_id, s.time FROM states s JOIN target t ON t.event_id = s.event_id ORDER BY s.event_id"
+            at_target = self._windows(db.execute(both))
+        for start in sorted(windows):
+            count, checksum = windows[start]
+            window = Window(start, count, checksum)
+            if target_ids is not None:
+                window.target, window.target_checksum = at_target.get(start, (0, window_checksum([])))
+            balance.windows.append(window)
+        return balance
+
+    def _windows(self, rows: Iterable[tuple[str, str]]) -> dict[str, tuple[int, str]]:
+        """(count, ``window_checksum``) per window of event time, of ids that come in id order."""
+        found: dict[str, tuple[int, Any]] = {}
+        for event_id, time in rows:
+            start = window_start(time, self._window_s)
+            count, digest = found.get(start) or (0, hashlib.sha256())
+            digest.update(event_id.encode() + b"\n")
+            found[start] = (count + 1, digest)
+        return {start: (count, digest.hexdigest()[:16]) for start, (count, digest) in found.items()}
 
 
-def _kept_headers(record: Any) -> tuple[tuple[str, bytes], ...]:
-    return tuple((k, v) for k, v in record.headers or () if k in ("ce_id", "ce_time") and v is not None)
-
-
-def audit(  # noqa: PLR0917 (the inputs of one audit, read by Reconciler.balance)
+def audit(  # noqa: PLR0917 (the inputs of one audit, as Reconciler.balance reads them)
     subscriber: str,
     committed: dict[int, int],
-    incoming: list[Any],
-    entries: list[LedgerEntry],
-    letters: set[str],
+    incoming: Iterable[Any],
+    entries: Iterable[LedgerEntry],
+    letters: Iterable[str],
     topic: str,
     window_s: int,
     target_ids: set[str] | None,
 ) -> Balance:
     """Put every event id that entered the subscriber in one state (see the module docstring)."""
-    delivered_at: dict[tuple[int, int], int] = defaultdict(int)
-    dead_at: set[tuple[int, int]] = set()
-    by_partition: dict[int, list[LedgerEntry]] = defaultdict(list)
-    for entry in entries:
-        by_partition[entry.partition].append(entry)
-        for offset in _expand(entry.delivered):
-            delivered_at[entry.partition, offset] += 1
-        dead_at.update((entry.partition, offset) for offset in _expand(entry.dead_lettered))
-
-    states: dict[str, str] = {}
-    event_time: dict[str, str] = {}
-    rank = {"unaccounted": 0, "dead_lettered": 1, "in_flight": 2, "delivered": 3}
-    for record in incoming:
-        event_id = _header(record, "ce_id") or f"{record.partition}/{record.offset}"
-        event_time.setdefault(event_id, _header(record, "ce_time"))
-        position = (record.partition, record.offset)
-        if position in delivered_at:
-            state = "delivered"
-        elif record.offset >= committed.get(record.partition, 0):
-            state = "in_flight"
-        elif position in dead_at and f"{topic}/{record.partition}/{record.offset}" in letters:
-            state = "dead_lettered"
-        else:
-            state = "unaccounted"
-        if rank[state] > rank.get(states.get(event_id, ""), -1):
-            states[event_id] = state
-
-    balance = Balance(subscriber, entered=len(states), copies=len(incoming))
-    balance.delivered = sum(1 for s in states.values() if s == "delivered")
-    balance.dead_lettered = sum(1 for s in states.values() if s == "dead_lettered")
-    balance.in_flight = sum(1 for s in states.values() if s == "in_flight")
-    balance.unaccounted = sorted(i for i, s in states.items() if s == "unaccounted")
-    balance.redelivered = sum(1 for n in delivered_at.values() if n > 1)
-    below = {(p, o) for (p, o) in delivered_at if o < committed.get(p, 0)}
-    balance.settled_offsets = (len(below), sum(1 for p, o in dead_at if o < committed.get(p, 0) and (p, o) not in below))
-    for partition, offset in sorted(committed.items()):
-        # No entry at all behind a commit: nothing to judge by (a commit the ledger has entries
-        # around but never recorded is different: that is events committed past, unaccounted).
-        if offset > 0 and not by_partition[partition]:
-            balance.unprovable.append(
-                f"partition {partition}: offsets below the committed {offset} have no ledger entries (the ledger is younger than "
-                "the consumer group, or was lost): they cannot be accounted for"
-            )
-    totals = [totals_at(by_partition[p], c) for p, c in committed.items()]
-    balance.ledger_totals = (sum(t[0] for t in totals), sum(t[1] for t in totals))
-
-    delivered_ids = [i for i, s in states.items() if s == "delivered"]
-    windows: dict[str, list[str]] = defaultdict(list)
-    for event_id in delivered_ids:
-        windows[window_start(event_time[event_id], window_s)].append(event_id)
-    if target_ids is not None:
-        balance.compared_with_target = True
-        balance.missing_at_target = sorted(set(delivered_ids) - target_ids)
-        balance.unknown_to_hub = sorted(target_ids - set(states))
-        at_target: dict[str, list[str]] = defaultdict(list)
-        for event_id in target_ids & set(states):
-            at_target[window_start(event_time[event_id], window_s)].append(event_id)
-    for start in sorted(windows):
-        window = Window(start, len(windows[start]), window_checksum(windows[start]))
-        if target_ids is not None:
-            window.target = len(at_target.get(start, []))
-            window.target_checksum = window_checksum(at_target.get(start, []))
-        balance.windows.append(window)
-    return balance
+    found = Audit(subscriber, committed, topic, window_s)
+    try:
+        found.add_copies(incoming)
+        found.add_entries(entries)
+        found.add_letters(letters)
+        return found.balance(target_ids)
+    finally:
+        found.close()
 
 
 def render(balance: Balance, *, show_ids: int = 20) -> str:
