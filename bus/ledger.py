@@ -242,13 +242,14 @@ class Audit:
         self._db.executescript(
             """
             PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = FILE;
-            CREATE TABLE copies (part INTEGER, pos INTEGER, event_id TEXT, time TEXT);
-            CREATE TABLE delivered (part INTEGER, pos INTEGER);
-            CREATE TABLE dead (part INTEGER, pos INTEGER);
-            CREATE TABLE letters (origin TEXT);
+            CREATE TABLE copies (part INTEGER, pos INTEGER, event_id TEXT, time TEXT, PRIMARY KEY (part, pos)) WITHOUT ROWID;
+            CREATE TABLE delivered (part INTEGER, pos INTEGER, n INTEGER, PRIMARY KEY (part, pos)) WITHOUT ROWID;
+            CREATE TABLE dead (part INTEGER, pos INTEGER, PRIMARY KEY (part, pos)) WITHOUT ROWID;
+            CREATE TABLE letters (origin TEXT PRIMARY KEY) WITHOUT ROWID;
             CREATE TABLE committed (part INTEGER PRIMARY KEY, pos INTEGER);
             CREATE TABLE topic (name TEXT);
-            CREATE TABLE target (event_id TEXT PRIMARY KEY);
+            CREATE TABLE target (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+            CREATE TABLE states (event_id TEXT PRIMARY KEY, time TEXT, rank INTEGER) WITHOUT ROWID;
             """
         )
         self._db.executemany("INSERT INTO committed VALUES (?, ?)", committed.items())
@@ -263,7 +264,7 @@ class Audit:
     def add_copies(self, records: Iterable[Any]) -> None:
         """Delivery records (aiokafka's, or anything with partition, offset and headers)."""
         rows = [(r.partition, r.offset, _header(r, "ce_id") or f"{r.partition}/{r.offset}", _header(r, "ce_time")) for r in records]
-        self._db.executemany("INSERT INTO copies VALUES (?, ?, ?, ?)", rows)
+        self._db.executemany("INSERT OR IGNORE INTO copies VALUES (?, ?, ?, ?)", rows)  # a position is read once
         self._copies += len(rows)
 
     def add_entries(self, entries: Iterable[LedgerEntry]) -> None:
@@ -277,52 +278,44 @@ class Audit:
                 self._totals[p] = (entry.delivered_total, entry.dead_lettered_total)
             delivered += [(p, offset) for offset in _expand(entry.delivered)]
             dead += [(p, offset) for offset in _expand(entry.dead_lettered)]
-        self._db.executemany("INSERT INTO delivered VALUES (?, ?)", delivered)
-        self._db.executemany("INSERT INTO dead VALUES (?, ?)", dead)
+        # An offset delivered twice (a crash between delivery and commit) is counted: ``redelivered``.
+        self._db.executemany("INSERT INTO delivered VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET n = n + 1", delivered)
+        self._db.executemany("INSERT OR IGNORE INTO dead VALUES (?, ?)", dead)
 
     def add_letters(self, origins: Iterable[str]) -> None:
         """The ``bus_origin`` of each dead letter: ``<delivery topic>/<partition>/<offset>``."""
-        self._db.executemany("INSERT INTO letters VALUES (?)", [(o,) for o in origins])
+        self._db.executemany("INSERT OR IGNORE INTO letters VALUES (?)", [(o,) for o in origins])
 
     def balance(self, target_ids: set[str] | None = None) -> Balance:
         db = self._db
         db.executescript(
             """
-            CREATE TABLE delivered_n AS SELECT part, pos, COUNT(*) AS n FROM delivered GROUP BY part, pos;
-            CREATE UNIQUE INDEX delivered_at ON delivered_n (part, pos);
-            CREATE TABLE dead_at AS SELECT DISTINCT part, pos FROM dead;
-            CREATE UNIQUE INDEX dead_at_i ON dead_at (part, pos);
-            CREATE TABLE letters_d AS SELECT DISTINCT origin FROM letters;
-            CREATE UNIQUE INDEX letters_i ON letters_d (origin);
-            -- each copy's state: 3 delivered, 2 in flight, 1 dead-lettered, 0 unaccounted
-            CREATE TABLE ranked AS
-              SELECT c.event_id, c.time, c.part, c.pos,
-                CASE WHEN d.n IS NOT NULL THEN 3
-                     WHEN c.pos >= COALESCE(k.pos, 0) THEN 2
-                     WHEN x.part IS NOT NULL AND EXISTS (
-                       SELECT 1 FROM letters_d WHERE origin = (SELECT name FROM topic) || '/' || c.part || '/' || c.pos) THEN 1
-                     ELSE 0 END AS rank
+            -- each id's state is its best copy's (3 delivered, 2 in flight, 1 dead-lettered, 0 unaccounted);
+            -- its time, its first copy's (the lowest position: the key sorts by partition, then offset)
+            INSERT INTO states
+              SELECT event_id, substr(MIN(printf('%010d%020d', c.part, c.pos) || COALESCE(c.time, '')), 31),
+                MAX(CASE WHEN d.n IS NOT NULL THEN 3
+                         WHEN c.pos >= COALESCE(k.pos, 0) THEN 2
+                         WHEN x.part IS NOT NULL
+                           AND (SELECT name FROM topic) || '/' || c.part || '/' || c.pos IN (SELECT origin FROM letters) THEN 1
+                         ELSE 0 END)
               FROM copies c
-              LEFT JOIN delivered_n d ON d.part = c.part AND d.pos = c.pos
+              LEFT JOIN delivered d ON d.part = c.part AND d.pos = c.pos
               LEFT JOIN committed k ON k.part = c.part
-              LEFT JOIN dead_at x ON x.part = c.part AND x.pos = c.pos;
-            -- each id's state is its best copy's; its time, its first copy's (the lowest position: partition, then offset below 2^48)
-            CREATE TABLE firsts AS SELECT event_id, time, MIN(part * 281474976710656 + pos) FROM ranked GROUP BY event_id;
-            CREATE TABLE states AS
-              SELECT f.event_id, f.time, m.rank FROM firsts f
-              JOIN (SELECT event_id, MAX(rank) AS rank FROM ranked GROUP BY event_id) m ON m.event_id = f.event_id;
-            CREATE UNIQUE INDEX states_i ON states (event_id);
+              LEFT JOIN dead x ON x.part = c.part AND x.pos = c.pos
+              GROUP BY event_id;
+            DELETE FROM copies;  -- its pages are reused by what follows (the target's ids)
             """
         )
         counts = dict(db.execute("SELECT rank, COUNT(*) FROM states GROUP BY rank").fetchall())
         balance = Balance(self._subscriber, entered=sum(counts.values()), copies=self._copies)
         balance.delivered, balance.dead_lettered, balance.in_flight = counts.get(3, 0), counts.get(1, 0), counts.get(2, 0)
         balance.unaccounted = [i for (i,) in db.execute("SELECT event_id FROM states WHERE rank = 0 ORDER BY event_id")]
-        balance.redelivered = db.execute("SELECT COUNT(*) FROM delivered_n WHERE n > 1").fetchone()[0]
-        below = db.execute("SELECT COUNT(*) FROM delivered_n d JOIN committed k ON k.part = d.part WHERE d.pos < k.pos").fetchone()[0]
+        balance.redelivered = db.execute("SELECT COUNT(*) FROM delivered WHERE n > 1").fetchone()[0]
+        below = db.execute("SELECT COUNT(*) FROM delivered d JOIN committed k ON k.part = d.part WHERE d.pos < k.pos").fetchone()[0]
         dead_below = db.execute(
-            "SELECT COUNT(*) FROM dead_at x JOIN committed k ON k.part = x.part WHERE x.pos < k.pos "
-            "AND NOT EXISTS (SELECT 1 FROM delivered_n d WHERE d.part = x.part AND d.pos = x.pos)"
+            "SELECT COUNT(*) FROM dead x JOIN committed k ON k.part = x.part WHERE x.pos < k.pos "
+            "AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.part = x.part AND d.pos = x.pos)"
         ).fetchone()[0]
         balance.settled_offsets = (below, dead_below)
         for partition, offset in sorted(self._committed.items()):

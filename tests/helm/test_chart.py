@@ -244,6 +244,7 @@ def test_a_config_change_rolls_the_roles_that_read_it_and_no_other() -> None:
         ({"migration": {"run": "Legacy Payments"}}, "run"),  # not a migration name
         ({"migration": {"run": "m", "args": ["--force"]}}, "args"),  # only what a run takes
         ({"migration": {"run": "m", "state": {"size": "5GB"}}}, "size"),
+        ({"tmpSizeLimit": "1 GB"}, "tmpSizeLimit"),
     ],
 )
 def test_bad_values_are_refused_by_the_schema_naming_the_field(values: dict[str, Any], complaint: str) -> None:
@@ -423,6 +424,16 @@ def test_every_escape_hatch_lands_where_it_should() -> None:
         "client_secret": "${file:/etc/bus-secrets/kafka-sasl/client-secret}",
         "scope": "kafka",
     }
+
+
+def test_each_hub_pod_has_a_tmp_large_enough_for_a_reconcile() -> None:
+    """A reconcile keeps about 170 bytes per event of a delivery topic on /tmp while it runs: the
+    chart's 256Mi evicted the pod at some 1.5 million events."""
+    for values, size in (({}, "1Gi"), ({"tmpSizeLimit": "4Gi"}, "4Gi")):
+        for deployment in by_kind(render(values), "Deployment"):
+            pod = deployment["spec"]["template"]["spec"]
+            assert {v["name"]: v for v in pod["volumes"]}["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": size}}
+            assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
 
 
 def test_keda_reads_the_same_secrets_and_keys_as_the_hub() -> None:

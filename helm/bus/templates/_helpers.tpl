@@ -174,7 +174,7 @@ Deployments and the migration Job. */}}
 (the validation hook mounts these beside its own copy of the config). */}}
 {{- define "bus.secretVolumes" -}}
 - name: tmp
-  emptyDir: {sizeLimit: 256Mi}
+  emptyDir: {sizeLimit: {{ $.Values.tmpSizeLimit | quote }}}
 {{- $tls := $.Values.kafka.tls }}
 {{- if $tls.enabled }}
 - name: kafka-tls
