@@ -11,6 +11,12 @@ If Kafka cannot acknowledge, the file stays where it is and is read again at the
 keep their ids (sha256 and line, unless ``emit.id`` says otherwise), so a second reading is
 harmless downstream. A file that cannot be read at all (no CSV header) moves to ``failed/`` with
 the reason in its manifest.
+
+Moving a file out is what records it as imported, so nothing is read while files cannot be moved:
+each pass first makes and removes a file in the drop folder and in ``done/``, ``failed/`` and
+``skipped/`` (a read-only mount, a folder another user owns), and while that fails the adapter is
+not healthy, says why, and waits. Read anyway, every file would be imported again at every pass.
+``done/`` on another file system (a link to an archive volume) is written by a copy.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import itertools
 import json
 import os
 import re
+import shutil
 import stat
+import tempfile
 import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
@@ -47,6 +55,7 @@ from bus.adapter_api import (
     text_codec,
 )
 
+_OWN = ("done", "failed", "skipped")  # the folders files are moved to, in the drop folder
 _BATCH = 1000  # rows read and parsed (off the event loop) at a time
 _IN_FLIGHT = 10_000  # rows handed to Kafka and not yet acknowledged, at most
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not decode, kept by "surrogateescape"
@@ -152,6 +161,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._digests: dict[str, dict[str, str]] | None = None  # what done/ holds, by content (see _imported)
+        self._problem = ""  # why files cannot be moved out, so none is read
 
     async def start(self) -> None:
         if self._task is not None:
@@ -159,7 +169,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         folder = self.config.path
         if not folder.is_dir():
             raise RetryableError(f"file {self.config.name}: drop folder {folder} does not exist")
-        for sub in ("done", "failed", "skipped"):
+        for sub in _OWN:
             (folder / sub).mkdir(exist_ok=True)
         self._stopping.clear()
         self._task = self.ctx.spawn(self._watch(), name=f"file-watch:{self.config.name}")
@@ -172,14 +182,37 @@ class FileInbound(Inbound[FileInboundConfig]):
             await asyncio.gather(task, return_exceptions=True)
 
     async def health(self) -> Health:
-        ok = self._task is not None and not self._task.done()
-        return Health(ok, "" if ok else "not watching its folder")
+        if self._task is None or self._task.done():
+            return Health(False, "not watching its folder")
+        return Health(not self._problem, self._problem)
+
+    def _unmovable(self) -> str:
+        """Why files cannot be moved out of the drop folder now, or "": a file is made and removed
+        where a move takes it from and to (root is refused too, by a read-only mount)."""
+        for folder in (self.config.path, *(self.config.path / sub for sub in _OWN)):
+            try:
+                folder.mkdir(exist_ok=True)
+                handle, probe = tempfile.mkstemp(dir=folder, prefix=".bus-probe-")
+                os.close(handle)
+                os.unlink(probe)
+            except OSError as exc:
+                return f"cannot write in {folder} ({exc.strerror or exc}): no file is read until it can be moved out when done"
+        return ""
+
+    def _said(self, problem: str) -> None:
+        if problem != self._problem:
+            if problem:
+                self.ctx.logger.warning("file %s: %s", self.config.name, problem)
+            else:
+                self.ctx.logger.warning("file %s: files can be moved out of %s again; reading on", self.config.name, self.config.path)
+            self._problem = problem
 
     async def _watch(self) -> None:
         while not self._stopping.is_set():
             # Off the event loop: listing and stat-ing a folder of 50,000 files took 0.5 s, every pass,
             # during which no webhook of the same process was answered.
-            for path in await asyncio.to_thread(self._ready):
+            self._said(await asyncio.to_thread(self._unmovable))
+            for path in [] if self._problem else await asyncio.to_thread(self._ready):
                 if self._stopping.is_set():
                     break
                 try:
@@ -203,6 +236,8 @@ class FileInbound(Inbound[FileInboundConfig]):
                 continue
             if stat.S_ISDIR(found.st_mode) or path.name.endswith(".manifest.json"):
                 continue
+            if path.parent == self.config.path and path.name in _OWN:
+                continue  # done/, failed/ or skipped/ as a link to another volume: the adapter's own
             if not stat.S_ISREG(found.st_mode) or now - found.st_mtime >= self._settle:
                 ready.append(path)
         return ready
@@ -263,8 +298,14 @@ class FileInbound(Inbound[FileInboundConfig]):
         manifest["rows"] = count
         manifest["rejected"] += self._intake.parked - parked_before  # rows refused while mapping
         manifest["accepted"] = count - manifest["rejected"]
-        self._move(path, "done", manifest)
-        self._digests[checksum] = {"file": path.name, "at": manifest["at"]}
+        # Imported: this process does not read it again, even if the move fails (it says so).
+        self._digests[checksum] = {"file": path.name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        try:
+            self._move(path, "done", manifest)
+        except OSError as exc:
+            why = f"{path.name} was imported and cannot be moved to done/ ({exc})"
+            self._said(f"{why}: move it away, or it is imported again after a restart")
+            return manifest
         self.ctx.logger.info(
             "file %s: %s done: %d rows, %d accepted, %d rejected, sha256 %s",
             self.config.name,
@@ -311,4 +352,14 @@ class FileInbound(Inbound[FileInboundConfig]):
         if target.exists():  # the same name again: keep both
             target = target.with_name(f"{path.stem}.{manifest['sha256'][:8]}{path.suffix}")
         target.with_name(target.name + ".manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(path, target)
+        try:
+            os.replace(path, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # done/ on another file system (a link to an archive volume): copied under a name no
+            # reader takes, renamed there, then the original removed.
+            part = target.with_name(f".{target.name}.part")
+            shutil.copy2(path, part)
+            os.replace(part, target)
+            os.unlink(path)

@@ -6,13 +6,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bus.kafka.reader import read_topic
+from tests.conftest import IN_CI
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.lines import CountingText
 from tests.support.target import Target
+from tests.support.wait import health_saying
 
 
 def config(bootstrap: str, folder: Path, target: Target) -> dict[str, Any]:
@@ -266,3 +274,56 @@ def test_a_line_too_long_is_one_failed_row_and_the_rows_after_it_are_read() -> N
     assert [(number, row) for number, row, _ in rows if not isinstance(row, Exception)] == [(1, {"ref": "a"}), (3, {"ref": "b"})]
     number, error, raw = rows[1]
     assert number == 2 and "a line of 67,108,865 characters, more than" in str(error) and raw == b"x" * 200 + b"..."
+
+
+def immutable(folder: Path, on: bool) -> bool:
+    """``chattr +i`` (or ``-i``): nothing can be made, renamed or removed in ``folder``, not even by
+    root, as on a read-only mount. False where the file system or the user cannot."""
+    return subprocess.run(["chattr", "+i" if on else "-i", str(folder)], capture_output=True, check=False).returncode == 0
+
+
+async def test_no_file_is_read_while_files_cannot_be_moved_out_and_done_may_be_on_another_disk(tmp_path: Path, bootstrap: str) -> None:
+    """Moving a file out is what records it as imported. done/ linked to another file system (an
+    archive volume) could not be renamed into, and a folder that cannot be written (a read-only
+    mount) could not be moved out of: either way every file was imported again at every pass, the
+    adapter healthy. done/ elsewhere is now written by a copy; while a folder cannot be written,
+    nothing is read and the health says why."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    folder.with_name("inbox-utf8").mkdir()
+    archive = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="bus-archive-"))  # tmpfs: not the file system of tmp_path
+    assert os.stat(archive).st_dev != os.stat(folder).st_dev
+    (folder / "done").symlink_to(archive)
+    (folder / "failed").mkdir()
+    if not immutable(folder / "failed", True):
+        message = f"chattr +i is refused on {folder} (file system or capability): cannot make a folder read-only for root"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must run every test", pytrace=False)
+        pytest.skip(message)
+    immutable(folder / "failed", False)
+    target = await Target().start()
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, folder, target))) as hub:
+            exports = hub.inbound[0]
+            (folder / "monday.csv").write_bytes(b"ref,cents,cur,account\nr1,100,EUR,a1\nr2,200,EUR,a2\n")
+            manifest = await wait_for_file(archive / "monday.csv")
+            assert manifest["accepted"] == 2 and not (folder / "monday.csv").exists()
+            await target.wait_for(lambda: len(target.accepted) == 2)
+
+            assert immutable(folder / "failed", True)
+            try:
+                health = await health_saying(exports, "cannot write in", timeout=10)
+                assert not health.ok and f"{folder / 'failed'}" in health.detail, health
+                (folder / "tuesday.csv").write_bytes(b"ref,cents,cur,account\nr3,300,EUR,a3\n")
+                await asyncio.sleep(1.5)  # several passes
+                assert len(target.calls) == 2 and (folder / "tuesday.csv").exists()  # not read: it could not be moved out
+            finally:
+                immutable(folder / "failed", False)
+            await wait_for_file(archive / "tuesday.csv")
+            await target.wait_for(lambda: len(target.accepted) == 3)
+            assert (await exports.health()).ok
+            await asyncio.sleep(1.0)
+            assert len(target.calls) == 3  # each row once
+    finally:
+        await target.stop()
+        shutil.rmtree(archive, ignore_errors=True)
