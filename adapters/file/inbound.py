@@ -56,6 +56,7 @@ from bus.adapter_api import (
 )
 
 _OWN = ("done", "failed", "skipped")  # the folders files are moved to, in the drop folder
+_PROBE = ".bus-probe-"  # a file made and removed at once, to see that the folders can be written
 _BATCH = 1000  # rows read and parsed (off the event loop) at a time
 _IN_FLIGHT = 10_000  # rows handed to Kafka and not yet acknowledged, at most
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not decode, kept by "surrogateescape"
@@ -192,7 +193,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         for folder in (self.config.path, *(self.config.path / sub for sub in _OWN)):
             try:
                 folder.mkdir(exist_ok=True)
-                handle, probe = tempfile.mkstemp(dir=folder, prefix=".bus-probe-")
+                handle, probe = tempfile.mkstemp(dir=folder, prefix=_PROBE)
                 os.close(handle)
                 os.unlink(probe)
             except OSError as exc:
@@ -236,8 +237,8 @@ class FileInbound(Inbound[FileInboundConfig]):
                 continue
             if stat.S_ISDIR(found.st_mode) or path.name.endswith(".manifest.json"):
                 continue
-            if path.parent == self.config.path and path.name in _OWN:
-                continue  # done/, failed/ or skipped/ as a link to another volume: the adapter's own
+            if (path.parent == self.config.path and path.name in _OWN) or path.name.startswith(_PROBE):
+                continue  # done/, failed/ or skipped/ as a link to another volume, or a replica's probe: the adapter's own
             if not stat.S_ISREG(found.st_mode) or now - found.st_mtime >= self._settle:
                 ready.append(path)
         return ready
