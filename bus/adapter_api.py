@@ -30,6 +30,7 @@ __all__ = [
     "Adapter",
     "AdapterConfig",
     "AdapterRegistry",
+    "AnswerExpression",
     "ApiOperation",
     "Body",
     "BodyCheck",
@@ -112,7 +113,7 @@ from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
 from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OpenApiOperation, OutboundConfig, PayloadShape
 from bus.config.base import ConfigModel
-from bus.config.fields import BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
+from bus.config.fields import AnswerExpression, BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.deadletters import KEPT_OF_TOO_LARGE
 from bus.documents import LineTooLong, allow_large_csv_fields, bounded_lines, csv_records, first_path, parse_json, parse_xml, text_codec

@@ -64,3 +64,4 @@ class GraphQLOutbound(HttpOutbound):
             if found:
                 listed = found if isinstance(found, list) else [found]
                 raise PermanentError(f"{url} answered user errors: {'; '.join(said(e) for e in listed[:5])}")
+        super().check_answer(method, url, response)  # refused_when and retry_when, if set

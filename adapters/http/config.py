@@ -29,6 +29,7 @@ from adapters.http.jwt_auth import JwtAuth
 from adapters.http.signatures import SignatureAuth
 from bus.adapter_api import (
     AdapterConfig,
+    AnswerExpression,
     BodyMap,
     ConfigModel,
     ConfigPath,
@@ -238,6 +239,20 @@ class HttpOutboundConfig(OutboundConfig):
     )
     permanent_statuses: list[int] = Field(
         default_factory=list, description="Statuses to dead-letter at once even if normally retried.", examples=[[501]]
+    )
+    refused_when: AnswerExpression | None = Field(
+        default=None,
+        description="An expression over a 2xx answer's JSON object that holds (true, or any value but null, false, 0 and empty) "
+        "when the target refused the event though it answered 2xx: Slack's `ok == false`, a legacy API's `result.code != 0`, "
+        "a batch API's `errors`. The event is then dead-lettered at once, with the answer. An empty answer is a delivery; one "
+        "that is not JSON is retried (a proxy's page).",
+        examples=["ok == false"],
+    )
+    retry_when: AnswerExpression | None = Field(
+        default=None,
+        description='The same for a 2xx answer that asks to be called again later (`error == "ratelimited"`): retried like '
+        "a 503. Judged before `refused_when`.",
+        examples=['error == "ratelimited"'],
     )
     tls: ClientTls | None = Field(
         default=None,

@@ -3,7 +3,10 @@
 2xx delivered. 408, 425, 429 and 5xx, timeouts and connection errors are retried (honouring a
 Retry-After in seconds). Any other 4xx is permanent: the target will refuse the same call again.
 ``retry_statuses`` and ``permanent_statuses`` override this per target; the runtime's
-``delivery:`` policy decides how often and how long to retry.
+``delivery:`` policy decides how often and how long to retry. Many APIs answer 200 and say inside
+the answer that they refused the call (Slack's ``{"ok": false}``, a legacy API's result code):
+``refused_when`` and ``retry_when``, expressions over the answer's JSON, make such an answer a dead
+letter or a retry instead of a delivery.
 Every call carries the event id in ``Idempotency-Key`` so a target can drop repeats.
 
 ``auth:`` sends an API key or an OAuth2 client-credentials token (cached, refreshed before it
@@ -40,6 +43,7 @@ from bus.adapter_api import (
     BodyCheck,
     Context,
     Event,
+    ExpressionError,
     Outbound,
     PermanentError,
     RetryableError,
@@ -47,6 +51,7 @@ from bus.adapter_api import (
     compile_expression,
     compile_template,
     json_dumps,
+    parse_json,
 )
 from bus.cloudevents import http_headers
 from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, Post
@@ -132,6 +137,15 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         self._retryable = _RETRYABLE | set(config.retry_statuses)
         self._permanent = frozenset(config.permanent_statuses)
         self._contract: BodyCheck | None = None  # the target's OpenAPI request body schema, read at start
+        # What a 2xx answer may say inside it: (expression, what it means), the retry asked for first.
+        self._answer_checks = [
+            (compile_expression(text), error, name)
+            for text, error, name in (
+                (config.retry_when, RetryableError, "retry_when"),
+                (config.refused_when, PermanentError, "refused_when"),
+            )
+            if text
+        ]
 
     async def start(self) -> None:
         if self.config.openapi is not None and self._contract is None:
@@ -212,8 +226,23 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         raise PermanentError(detail)
 
     def check_answer(self, method: str, url: str, response: Answer) -> None:
-        """A 2xx answer is a delivery here; a protocol that reports failures inside a 2xx answer
-        (GraphQL's ``errors``) raises from this."""
+        """A 2xx answer is a delivery unless ``retry_when`` or ``refused_when`` holds over its JSON;
+        a protocol that reports failures inside a 2xx answer (GraphQL's ``errors``) raises from this too."""
+        if not self._answer_checks or not response.text.strip():
+            return  # nothing to judge (204 No Content): a delivery
+        said = f"{method} {url} answered {response.status_code}"
+        try:
+            answer = parse_json(response.text)
+        except ValueError:
+            # A proxy's or a maintenance page in a 200: the target itself may answer later.
+            raise RetryableError(f"{said} with no JSON to judge refused_when/retry_when by: {response.text[:200]!r}") from None
+        for condition, error, name in self._answer_checks:
+            try:
+                holds = condition(answer)
+            except ExpressionError as exc:
+                raise RetryableError(f"{said}, and {name} cannot be judged on its answer ({exc}): {response.text[:300]}") from exc
+            if holds not in (None, False, 0, "", [], {}):
+                raise error(f"{said}, and its answer says {name} ({condition.text}): {response.text[:300]}")
 
     def retryable(self, status: int) -> bool:
         """Whether an answer with this (non-2xx) status is worth asking again: 5xx, 408, 425, 429

@@ -10,6 +10,7 @@ gets the checks for free; one that declares them as plain ``str`` gets only its 
 from __future__ import annotations
 
 __all__ = [
+    "AnswerExpression",
     "BodyMap",
     "ConfigJsonSchema",
     "ConfigPath",
@@ -103,6 +104,9 @@ def _beside_the_config(value: Path, info: ValidationInfo) -> Path:
 # A file the config names (a WSDL, a schema): relative to the config file, absolute once loaded.
 ConfigPath = Annotated[Path, AfterValidator(_beside_the_config)]
 Expression = Annotated[str, AfterValidator(_check_expression), Kind("expression")]  # an expression over a document
+# An expression over what a target answered, not over the event: its syntax is checked when the
+# config loads, its fields are the target's and cannot be checked against a schema.
+AnswerExpression = Annotated[str, AfterValidator(_check_expression)]
 TemplateText = Annotated[str, AfterValidator(_check_template), Kind("template")]  # text with ${expression} parts
 SecretTemplate = Annotated[SecretStr, AfterValidator(_check_secret_template), Kind("template")]  # a secret that may hold ${}
 BodyMap = Annotated[dict[str, Any] | None, AfterValidator(Body.check), Kind("body")]  # field -> expression or nested block

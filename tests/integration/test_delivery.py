@@ -82,6 +82,40 @@ async def test_permanent_refusal_goes_to_the_dead_letter_topic_with_reason(tmp_p
         await target.stop()
 
 
+async def test_a_refusal_inside_a_200_answer_is_a_dead_letter_and_a_retry_asked_for_is_retried(tmp_path: Path, bootstrap: str) -> None:
+    """Slack-like: every answer is 200, and `ok: false` says the call was refused. Counted as
+    delivered, such a refusal lost the event with nothing said. With refused_when and retry_when
+    the answer decides: refused, dead-lettered with the answer; rate-limited, retried; ok, delivered."""
+    tries: Counter[str] = Counter()
+
+    def says(call: Call) -> dict[str, object]:
+        ref = call.body["external_id"]
+        tries[ref] += 1
+        if ref == "pi_1":
+            return {"ok": False, "error": "channel_not_found"}
+        if ref == "pi_2" and tries[ref] < 3:
+            return {"ok": False, "error": "ratelimited"}
+        return {"ok": True}
+
+    target = await Target(says=says).start()
+    raw = payment_hub_config(bootstrap, target.url)
+    raw["outbound"][0] |= {"refused_when": "ok == false", "retry_when": 'error == "ratelimited"'}
+    raw["outbound"][0]["delivery"] = {"backoff_initial": "50ms", "backoff_max": "100ms"}
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", raw)) as hub:
+            await post(hub, payment(1), payment(2), payment(3))
+            [letter] = await dead_letters(hub, "erp", 1)
+            await target.wait_for(lambda: tries["pi_2"] == 3 and tries["pi_3"] == 1)
+            await asyncio.sleep(0.5)
+        headers = dict(letter.headers)
+        assert headers["ce_id"] == b"evt_1" and headers["bus_error_class"] == b"PermanentError" and headers["bus_attempts"] == b"1"
+        assert b"answered 200, and its answer says refused_when (ok == false)" in headers["bus_error"]
+        assert b"channel_not_found" in headers["bus_error"]
+        assert tries == {"pi_1": 1, "pi_2": 3, "pi_3": 1}  # refused once, not retried; rate-limited twice, then taken
+    finally:
+        await target.stop()
+
+
 async def test_offset_is_committed_only_after_the_target_accepted(tmp_path: Path, bootstrap: str) -> None:
     down = True
     target = await Target(answer=lambda c: (503, {}) if down else (200, {})).start()

@@ -30,6 +30,7 @@ class Call:
 class Target:
     answer: Callable[[Call], tuple[int, dict[str, str]]] = field(default=lambda call: (200, {}))
     delay: Callable[[Call], float] = field(default=lambda call: 0.0)  # seconds before answering
+    says: Callable[[Call], Any] | None = None  # the answer's JSON body (default: {"status": <status>})
     calls: list[Call] = field(default_factory=list)
     accepted: list[Call] = field(default_factory=list)
     port: int = 0
@@ -55,7 +56,8 @@ class Target:
         call.answered = time.monotonic()
         if 200 <= status < 300:
             self.accepted.append(call)
-        return web.json_response({"status": status}, status=status, headers=headers)
+        body = {"status": status} if self.says is None else self.says(call)
+        return web.json_response(body, status=status, headers=headers)
 
     async def start(self) -> Target:
         app = web.Application()
