@@ -38,9 +38,11 @@ class JoinWatch:
 
     def joining(self) -> bool:
         """True while the consumer is subscribed but has no current assignment from its group."""
-        subscription = self._consumer._subscription.subscription
-        coordinator = self._consumer._coordinator
-        if subscription is None or coordinator is None:
+        # aiokafka's private state (it has no public "joining"): read with defaults, so a change in
+        # aiokafka makes the message less precise, never the watch fail.
+        subscription = getattr(getattr(self._consumer, "_subscription", None), "subscription", None)
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if subscription is None or coordinator is None or not hasattr(coordinator, "need_rejoin"):
             return False  # not subscribed (or not started): nothing to join
         return bool(coordinator.need_rejoin(subscription))
 
@@ -52,7 +54,7 @@ class JoinWatch:
                 batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
                 return batch
         except TimeoutError:
-            coordinator = self._consumer._coordinator.coordinator_id if self._consumer._coordinator is not None else None
+            coordinator = getattr(getattr(self._consumer, "_coordinator", None), "coordinator_id", None)
             what = "has not completed a join" if self.joining() else "has not answered a fetch"
             raise GroupJoinStuck(
                 f"consumer group {self._group} {what} in {self._within_s:.0f} s (kafka.join_timeout_s; coordinator: "
