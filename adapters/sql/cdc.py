@@ -40,9 +40,15 @@ def _names(config: PostgresCdcConfig) -> tuple[str, str]:
     return config.slot or default, config.publication or default
 
 
-async def _ensure_slot(connection: Any, config: PostgresCdcConfig, where: str, logger: logging.Logger) -> str:
+async def _ensure_slot(
+    connection: Any, config: PostgresCdcConfig, where: str, logger: logging.Logger, *, read_before: dict[str, Any] | None = None
+) -> str:
     """The publication and the slot, created when missing (``create: true``); the slot's position.
-    Each statement on its own: a slot cannot be created in a transaction that has written."""
+    Each statement on its own: a slot cannot be created in a transaction that has written.
+
+    ``read_before``: where this adapter last left the slot (kept in Kafka). A slot that is missing
+    although it was read is lost, not new: the changes since that position cannot be read, and
+    making a new slot silently would pass over them (``lost_slot``)."""
     slot_name, publication = _names(config)
     wal_level = await connection.fetchval("SHOW wal_level")
     if wal_level != "logical":
@@ -63,8 +69,22 @@ async def _ensure_slot(connection: Any, config: PostgresCdcConfig, where: str, l
         "SELECT plugin, confirmed_flush_lsn::text AS at FROM pg_replication_slots WHERE slot_name = $1", slot_name
     )
     if slot is None:
+        last = (read_before or {}).get("lsn") if (read_before or {}).get("slot") == slot_name else None
+        lost = last is not None
+        if lost and config.lost_slot == "refuse":
+            raise RetryableError(
+                f"{where}: replication slot {slot_name} is gone (dropped to free WAL, or a failover to a server without it); "
+                f"this adapter had read up to {last}, and the changes committed since cannot be read. Nothing is "
+                "read until you choose: `lost_slot: recreate` goes on from now (fill the gap with bus migrate)"
+            )
         if not config.create:
             raise RetryableError(f"{where}: replication slot {slot_name} does not exist (create: false)")
+        if lost:
+            logger.warning(
+                "postgres_cdc %s: replication slot %s was gone; made again (lost_slot: recreate): the changes committed "
+                "after %s and before now were not read",
+                config.name, slot_name, last,
+            )  # fmt: skip
         created = await connection.fetchrow("SELECT lsn::text AS at FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot_name)
         logger.info("postgres_cdc %s created slot %s at %s", config.name, slot_name, created["at"])
         return str(created["at"])
@@ -91,6 +111,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         self.changes = 0  # changes published since start
         self._large: dict[int, tuple[int, int]] = {}  # large transactions found, to stream at the next read (pgoutput.Decoder.known)
         self.position = ""  # the slot's position after the last advance, as PostgreSQL writes an LSN
+        self._remembered = ""  # the position last saved in Kafka
 
     async def start(self) -> None:
         if self._task is not None:
@@ -138,6 +159,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
             except Exception as exc:  # noqa: BLE001 (the server refused something: shown in /readyz, tried again)
                 self._problem = f"{self._where}: {type(exc).__name__}: {exc}"
                 self.ctx.logger.warning("postgres_cdc %s: %s", self.config.name, self._problem)
+                await self._disconnect()  # connected again from the start: a slot dropped meanwhile is found lost there
                 await self._disconnect()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._interval if not self._problem else max(self._interval, 2.0))
@@ -158,7 +180,20 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         self.ctx.logger.info("postgres_cdc %s reading slot %s (publication %s)", self.config.name, self._slot, self._publication)
 
     async def _ensure(self, connection: Any) -> None:
-        self.position = await _ensure_slot(connection, self.config, self._where, self.ctx.logger)
+        checkpoints = self.ctx.checkpoints
+        read_before = await checkpoints.load(self.config.name) if checkpoints is not None else None
+        self.position = await _ensure_slot(connection, self.config, self._where, self.ctx.logger, read_before=read_before)
+        await self._remember()
+
+    async def _remember(self) -> None:
+        """Where the slot is, in Kafka: a slot found missing later is known to be lost (``lost_slot``)."""
+        if self.ctx.checkpoints is None or self.position == self._remembered:
+            return
+        try:
+            await self.ctx.checkpoints.save(self.config.name, {"slot": self._slot, "lsn": self.position})
+        except KafkaUnavailable as exc:
+            raise RetryableError(f"saving the slot's position: {exc}") from exc
+        self._remembered = self.position
 
     # -- a migration's hand-over (``migrations[].then``) ---------------------------------------------
     handover: ClassVar[bool] = True
@@ -221,6 +256,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
                 "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)", self._slot, lsn_text(decoder.safe_lsn)
             )
             self.position = lsn_text(decoder.safe_lsn)
+            await self._remember()
         if published:
             self.ctx.logger.info("postgres_cdc %s: %d change(s); slot at %s", self.config.name, published, self.position)
         return bool(decoder.skimmed) or rows >= self.config.batch

@@ -204,6 +204,13 @@ class PostgresCdcConfig(AdapterConfig):
     publication: str | None = Field(default=None, description="Publication to read; default bus_<name>.")
     slot: str | None = Field(default=None, description="Logical replication slot; default bus_<name>.")
     create: bool = Field(default=True, description="Create the publication (FOR TABLE `tables`) and the slot if missing.")
+    lost_slot: Literal["refuse", "recreate"] = Field(
+        default="refuse",
+        description="When the slot this adapter has read from is gone (dropped by hand to free the server's WAL, or a "
+        "failover to a server without it), the changes committed since its last position cannot be read. `refuse`: nothing "
+        "is read, /readyz and the log say so with that position, until an operator decides; `recreate`: a new slot is made "
+        "at the server's current position and the gap is logged at WARNING (fill it with `bus migrate`).",
+    )
     interval: Duration = Field(default=duration("500ms"), description="Wait between reads of the slot when there was nothing new.")
     batch: int = Field(default=1000, ge=1, description="Changes read at a time (whole transactions).")
     large_transaction: int = Field(

@@ -267,3 +267,47 @@ def test_the_decoder_never_holds_more_than_a_large_transaction_of_changes() -> N
         assert len(again.pending) == 0
     assert [(c.after, c.commit_lsn, c.ordinal) for c in again.ready] == [({"id": i}, 120, i) for i in range(30)]
     assert again.safe_lsn == 120 and again.known == {}
+
+
+async def test_a_slot_that_is_gone_is_not_made_again_unsaid(
+    logical_dsn: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A DBA drops the slot to free the server's disk (or a failover lands on a server without it).
+    The adapter made a new one at its next connection, passing over every change committed in
+    between, with an INFO line. Now a slot it had read is known lost: nothing is read and the health
+    says from which position, until `lost_slot: recreate` says to go on (the gap logged)."""
+    from tests.support.wait import health_saying
+
+    await sql(
+        logical_dsn,
+        "DROP TABLE IF EXISTS cust_master",
+        "CREATE TABLE cust_master (cust_no integer PRIMARY KEY, cust_nm text, email_addr text, credit numeric(12,2))",
+    )
+    config = hub_config(bootstrap, logical_dsn, slot="bus_lost", publication="bus_lost")
+    path = write_config(tmp_path / "bus.yaml", config)
+    async with build_hub(path) as hub:
+        cdc = hub.inbound[0]
+        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'Before', 'a@x.io', 0)")
+        await wait_changes(hub, 1)
+        read_up_to = str(cdc.progress()["position"])
+    await sql(logical_dsn, "SELECT pg_drop_replication_slot('bus_lost')", "INSERT INTO cust_master VALUES (2, 'In the gap', 'b@x.io', 0)")
+
+    async with build_hub(path) as hub:
+        cdc = hub.inbound[0]
+        health = await health_saying(cdc, "replication slot bus_lost is gone", timeout=30)
+        assert not health.ok and f"had read up to {read_up_to}" in health.detail and "lost_slot: recreate" in health.detail, health
+        await sql(logical_dsn, "INSERT INTO cust_master VALUES (3, 'Still refused', 'c@x.io', 0)")
+        await asyncio.sleep(1.0)
+        assert len(await changes(hub)) == 1
+        assert await slot_position(logical_dsn, "bus_lost") == "None"  # not made again behind the operator's back
+
+    config["inbound"][0]["lost_slot"] = "recreate"
+    async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+        cdc = hub.inbound[0]
+        await until(lambda: bool(cdc.progress()["position"]), "the slot made again")
+        assert f"changes committed after {read_up_to} and before now were not read" in caplog.text
+        await sql(logical_dsn, "INSERT INTO cust_master VALUES (4, 'After', 'd@x.io', 0)")
+        seen = await wait_changes(hub, 2)
+        assert [key for _, key, _ in seen] == ["1", "4"]  # 2 and 3 fell in the gap, as the WARNING said
+        assert (await cdc.health()).ok
