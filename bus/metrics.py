@@ -55,6 +55,12 @@ DEAD_LETTERS = Gauge(
     "reports the same number, so aggregate with max).",
     ["subscriber"],
 )
+DELIVERY_LOST = Counter(
+    "bus_delivery_lost_total",
+    "Events removed from a subscriber's delivery topic by its retention before they were delivered or dead-lettered "
+    "(the subscriber was behind for longer than the retention).",
+    ["subscriber"],
+)
 DELIVERY_ATTEMPTS = Counter("bus_delivery_attempts_total", "Calls made to targets, first tries and retries alike.", ["subscriber"])
 CIRCUIT_STATE = Gauge("bus_circuit_state", "Circuit breaker state per subscriber: 0 closed, 1 half-open, 2 open.", ["subscriber"])
 CIRCUIT_OPENED = Counter("bus_circuit_opened_total", "Times a subscriber's circuit opened.", ["subscriber"])

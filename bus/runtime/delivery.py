@@ -52,9 +52,7 @@ from bus.kafka.lag import LAG
 from bus.kafka.reader import until_kafka_answers
 from bus.kafka.topics import TopicNames
 from bus.lineage import LineageBatch
-from bus.metrics import (
-    SECONDS_SINCE_COMMIT,
-)
+from bus.metrics import DELIVERY_LOST, SECONDS_SINCE_COMMIT
 from bus.runtime.attempts import EventDelivery, Stopping
 from bus.runtime.commits import Bookkeeper
 from bus.runtime.gate import TargetGate
@@ -87,12 +85,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class _Partition:
     """An owned partition: its book, and an event that cuts its waits short when it is given up."""
 
-    __slots__ = ("book", "closing", "lanes")
+    __slots__ = ("book", "closing", "lanes", "next")
 
     def __init__(self, book: PartitionBook) -> None:
         self.book = book
         self.closing = asyncio.Event()
         self.lanes: set[asyncio.Task[None]] = set()
+        self.next = book.committed  # the offset the next fetch should start at: a later one means records were removed
 
 
 class DeliveryWorker:
@@ -128,6 +127,7 @@ class DeliveryWorker:
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._partitions: dict[int, _Partition] = {}
+        self.lost = 0  # events removed by the topic's retention before they were read (``_pass_over``)
         self._lanes: dict[LaneKey, deque[Record]] = {}
         self._buffered = 0
         self._room = asyncio.Event()  # set while fewer than max_buffered records wait in lanes
@@ -192,7 +192,8 @@ class DeliveryWorker:
 
     def status(self) -> dict[str, Any]:
         """The subscriber's state for /readyz: its health, and what waits in memory."""
-        return {**self.health.as_json(), "held_keys": len(self._lanes), "buffered": self._buffered}
+        found = {**self.health.as_json(), "held_keys": len(self._lanes), "buffered": self._buffered}
+        return found | {"lost_to_retention": self.lost} if self.lost else found
 
     async def stop(self) -> None:
         if self._task is None:
@@ -265,9 +266,27 @@ class DeliveryWorker:
                         # back): read these again later rather than skip them.
                         self._consumer.seek(tp, records[0].offset)
                     continue
+                if records[0].offset > part.next:
+                    self._pass_over(part, part.next, records[0].offset)
+                part.next = records[-1].offset + 1
                 for record in records:
                     if not part.book.is_settled(record.offset):
                         self._enqueue(part, record)
+
+    def _pass_over(self, part: _Partition, start: int, end: int) -> None:
+        """Records ``start`` to ``end - 1`` were removed from the topic before they were read: the
+        delivery topic's retention passed a subscriber that was behind (down, paused, its target
+        failing) for longer. They are lost; said, counted, and passed over, so the commit goes on."""
+        count = end - start
+        log.warning(
+            "delivery worker %s: %d event(s) at offsets %d to %d of %s/%d were removed by the topic's retention before "
+            "they were delivered or dead-lettered: lost (the subscriber was behind for longer than the retention)",
+            self.name, count, start, end - 1, self._topic, part.book.partition,
+        )  # fmt: skip
+        DELIVERY_LOST.labels(self.name).inc(count)
+        self.lost += count
+        part.book.pass_over(start, end)
+        self._settled.set()  # the commit can move past them
 
     def _enqueue(self, part: _Partition, record: Record) -> None:
         key: LaneKey = (part.book.partition, record.key)

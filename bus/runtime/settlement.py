@@ -102,6 +102,7 @@ class PartitionBook:
         self._dead = OffsetSet()
         self._new_delivered: list[int] = []  # settled since the last draft
         self._new_dead: list[int] = []
+        self._gone: list[tuple[int, int]] = []  # [start, end) removed from the topic before they were read (``pass_over``)
 
     @classmethod
     def restore(cls, partition: int, committed: int, entries: Iterable[LedgerEntry]) -> PartitionBook:
@@ -126,7 +127,21 @@ class PartitionBook:
         return book
 
     def is_settled(self, offset: int) -> bool:
-        return offset < self.committed or offset in self._delivered or offset in self._dead
+        return offset < self.committed or offset in self._delivered or offset in self._dead or self._in_gone(offset) is not None
+
+    def _in_gone(self, offset: int) -> int | None:
+        """The end of the removed range ``offset`` is in, if any (rarely any: a list, not a set)."""
+        for start, end in self._gone:
+            if start <= offset < end:
+                return end
+        return None
+
+    def pass_over(self, start: int, end: int) -> None:
+        """Offsets ``start`` to ``end - 1`` are gone from the topic (its retention removed them
+        before they were read): neither delivered nor dead-lettered, and the commit may pass them.
+        Waited for, they held the partition's commit where it was for ever."""
+        if end > max(start, self.committed):
+            self._gone.append((max(start, self.committed), end))
 
     def settle(self, offset: int, delivered: bool) -> None:
         if self.is_settled(offset):
@@ -143,6 +158,8 @@ class PartitionBook:
         offset = self.committed
         while True:
             after = max(self._delivered.run_from(offset), self._dead.run_from(offset))
+            if self._gone and (end := self._in_gone(offset)) is not None:
+                after = max(after, end)
             if after == offset:
                 return offset
             offset = after
@@ -171,6 +188,7 @@ class PartitionBook:
             self.committed = upto
             self._delivered.drop_below(upto)
             self._dead.drop_below(upto)
+            self._gone = [(start, end) for start, end in self._gone if end > upto]
 
     def abandon(self, draft: Draft) -> None:
         """The entry could not be written: its offsets go into the next draft."""

@@ -25,10 +25,12 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
 from bus.app.cli import main
 from bus.app.setup import topic_specs
+from bus.kafka.reader import read_topic
 from bus.kafka.topics import TopicNames
 from tests.support.hub import build_hub, load, payment, payment_hub_config, write_config
 from tests.support.mock_cluster import ApiKey, ErrorCode, MockCluster
@@ -246,3 +248,63 @@ async def test_a_join_that_never_completes_is_said_and_started_again(
     assert 5 <= stuck_for < 30, stuck_for  # said after the join timeout (from the hub's start), not at once and not never
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any(f"consumer group {erp} has not completed a join" in w for w in said), said
+
+
+@pytest.mark.timeout(180)
+async def test_events_removed_by_retention_before_delivery_are_said_and_the_commit_goes_on(
+    tmp_path: Path, cluster: MockCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber behind for longer than its delivery topic's retention (down, paused, its target
+    failing): Kafka removes records it has not read. The consumer starts again at the first record
+    left, and the hub waited for the removed offsets to be settled before committing: the commit
+    stood still for ever, everything after it delivered again at every restart, with nothing said.
+    Now the removed events are named as lost (WARNING, bus_delivery_lost_total, /readyz) and the
+    commit goes on past them."""
+    caplog.set_level(logging.WARNING)
+    target = await Target().start()
+    path, config = prepared_config(tmp_path, cluster, target)
+    names = TopicNames(config["kafka"]["topic_prefix"])
+    topic = names.delivery("erp")
+    lost_before = counted("bus_delivery_lost")
+    try:
+        async with build_hub(path) as hub:
+            erp = next(w for w in hub.workers if w.name == "erp")
+            erp.pause("the test: behind, as a subscriber down for days is")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as client:  # type: ignore[union-attr]
+                for i in range(30):
+                    assert (await client.post("/hooks/payments", json=payment(i))).status_code == 202
+            waiting: list[Any] = []
+            for _ in range(200):
+                waiting = await read_topic(hub.config.kafka, hub.bootstrap, topic)
+                if len(waiting) == 30:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(waiting) == 30, len(waiting)
+            # The retention removes the older half of each partition's records.
+            ends = {p: 1 + max(r.offset for r in waiting if r.partition == p) for p in {r.partition for r in waiting}}
+            cut = {p: end // 2 for p, end in ends.items()}
+            for p, before in cut.items():
+                cluster.delete_records(topic, p, before)
+            kept = {dict(r.headers)["ce_id"].decode() for r in waiting if r.offset >= cut[r.partition]}
+            removed = sum(cut.values())
+            assert removed > 0 and len(kept) == 30 - removed
+
+            erp.resume()
+            await target.wait_for(lambda: {c.headers["Idempotency-Key"] for c in target.accepted} == kept, timeout=60)
+            assert "were removed by the topic's retention before they were delivered or dead-lettered: lost" in caplog.text
+            assert counted("bus_delivery_lost") - lost_before == removed
+            assert erp.status()["lost_to_retention"] == removed
+            # The commit went past them: every partition committed to its end.
+            consumer = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=names.delivery_group("erp"), enable_auto_commit=False)
+            await consumer.start()
+            try:
+                for _ in range(100):
+                    committed = {p: await consumer.committed(TopicPartition(topic, p)) for p in ends}
+                    if committed == ends:
+                        break
+                    await asyncio.sleep(0.1)
+                assert committed == ends, (committed, ends)
+            finally:
+                await consumer.stop()
+    finally:
+        await target.stop()

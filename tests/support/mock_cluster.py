@@ -85,6 +85,7 @@ def _load() -> ctypes.CDLL:
         "rd_kafka_mock_push_request_errors_array": ([p, i16, sz, ctypes.POINTER(i)], None),
         "rd_kafka_mock_clear_request_errors": ([p, i16], None),
         "rd_kafka_mock_coordinator_set": ([p, s, s, i32], i),
+        "rd_kafka_mock_partition_delete_records": ([p, s, i32, ctypes.c_int64], i),
     }
     for name, (args, result) in signatures.items():
         if not hasattr(lib, name):
@@ -166,6 +167,11 @@ class MockCluster:
     def set_coordinator(self, group: str, broker: int) -> None:
         """Make ``broker`` the coordinator of consumer group ``group`` (the mock never moves one by itself)."""
         self._ok(self._lib.rd_kafka_mock_coordinator_set(self._mock, b"group", group.encode(), broker), f"coordinator of {group}")
+
+    def delete_records(self, topic: str, partition: int, before: int) -> None:
+        """Remove the partition's records below offset ``before``, as a topic's retention does."""
+        err = self._lib.rd_kafka_mock_partition_delete_records(self._mock, topic.encode(), partition, before)
+        self._ok(err, f"records of {topic}/{partition} below {before}")
 
     def broker_down(self, broker: int) -> None:
         """Close the broker's connections and refuse new ones (its partitions keep it as leader)."""

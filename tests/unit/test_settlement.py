@@ -86,3 +86,21 @@ def test_commits_never_pass_an_unsettled_offset_and_a_restore_skips_only_what_wa
     restored = PartitionBook.restore(0, book.committed, entries)
     assert [restored.is_settled(o) for o in range(len(outcomes))] == [what != "held" for what in outcomes]
     assert restored.totals == book.totals
+
+
+def test_offsets_removed_before_they_were_read_are_passed_over_not_waited_for() -> None:
+    """Records 0-4 were removed by the topic's retention; 5-9 are read and delivered. Waiting for
+    0-4 held the commit at 0 for ever; passed over, the commit goes to 10 and the ledger entry says
+    only what was delivered."""
+    book = PartitionBook(0, committed=0)
+    for offset in range(5, 10):
+        book.settle(offset, delivered=True)
+    assert book.committable() == 0  # what happened before: nothing to commit, ever
+    book.pass_over(0, 5)
+    assert book.is_settled(3) and book.committable() == 10
+    draft = book.draft("2026-12-05T00:00:00Z")
+    assert draft is not None and draft.entry.upto == 10 and draft.entry.delivered == [(5, 9)] and draft.entry.delivered_total == 5
+    book.confirm(draft)
+    assert book.committed == 10 and not book.is_settled(10)
+    book.pass_over(2, 4)  # below the commit: nothing to do
+    assert book.committable() == 10
