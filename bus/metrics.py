@@ -61,6 +61,12 @@ DELIVERY_LOST = Counter(
     "(the subscriber was behind for longer than the retention).",
     ["subscriber"],
 )
+ROUTER_LOST = Counter(
+    "bus_router_lost_total",
+    "Events removed from a canonical topic by its retention before the router read them (it was stopped or behind "
+    "for longer than the retention).",
+    ["topic"],
+)
 DELIVERY_ATTEMPTS = Counter("bus_delivery_attempts_total", "Calls made to targets, first tries and retries alike.", ["subscriber"])
 CIRCUIT_STATE = Gauge("bus_circuit_state", "Circuit breaker state per subscriber: 0 closed, 1 half-open, 2 open.", ["subscriber"])
 CIRCUIT_OPENED = Counter("bus_circuit_opened_total", "Times a subscriber's circuit opened.", ["subscriber"])

@@ -40,7 +40,7 @@ from bus.kafka.join_watch import JoinWatch
 from bus.kafka.lag import LAG
 from bus.kafka.reader import replay, until_kafka_answers
 from bus.lineage import LineageBatch
-from bus.metrics import KAFKA_ERRORS, SECONDS_SINCE_COMMIT
+from bus.metrics import KAFKA_ERRORS, ROUTER_LOST, SECONDS_SINCE_COMMIT
 from bus.tracing import Tracing
 from routing.dispatch import Dispatcher, Send
 from routing.tables import TableStore
@@ -87,6 +87,7 @@ class RouterWorker:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._consumer = make_consumer(kafka, bootstrap, group_id=group, max_poll_records=max_records)
+        self._next: dict[TopicPartition, int] = {}  # per partition, the offset the next batch should start at
         self._since_commit = SECONDS_SINCE_COMMIT.labels(group)
         self._lag = LAG.track(group, self._consumer)
         self._batches = BatchSender(producer)
@@ -131,12 +132,18 @@ class RouterWorker:
 
     def forget_state(self, revoked: set[TopicPartition]) -> None:
         self._lag.revoked(revoked)
+        for tp in revoked:
+            self._next.pop(tp, None)
         for state_topic, aggregator in self.dispatcher.state_topics.items():
             source = self.dispatcher.state_sources[state_topic]
             aggregator.drop_partitions({tp.partition for tp in revoked if tp.topic == source})
 
     async def load_state(self, assigned: set[TopicPartition]) -> None:
-        """Read the aggregator state of the newly assigned partitions from their changelogs."""
+        """Read the aggregator state of the newly assigned partitions from their changelogs; note
+        where each is committed (a first record after it means records were removed unread)."""
+        for tp in assigned:
+            with contextlib.suppress(KafkaError):  # not known: nothing is checked for that partition
+                self._next[tp] = (await self._consumer.committed(tp)) or 0
         wanted = [
             TopicPartition(state_topic, tp.partition)
             for state_topic, source in self.dispatcher.state_sources.items()
@@ -167,6 +174,7 @@ class RouterWorker:
                 continue
             async with self._lock:
                 self._since_commit.set(time.monotonic() - last_commit)
+                self._check_gaps(batch)
                 try:
                     await self._route(batch)
                 except KafkaError as exc:
@@ -188,6 +196,22 @@ class RouterWorker:
                 if await self._commit({tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items()}):
                     last_commit = time.monotonic()
                     self._since_commit.set(0)
+
+    def _check_gaps(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """A batch that starts after the offset expected: the topic's retention removed records the
+        router had not read (it was stopped, or behind, for longer). Said and counted; they cannot
+        be routed."""
+        for tp, records in batch.items():
+            expected = self._next.get(tp)
+            if expected is not None and records[0].offset > expected:
+                lost = records[0].offset - expected
+                log.warning(
+                    "router: %d event(s) at offsets %d to %d of %s/%d were removed by the topic's retention before they "
+                    "were routed: lost (the router was stopped or behind for longer than the retention)",
+                    lost, expected, records[0].offset - 1, tp.topic, tp.partition,
+                )  # fmt: skip
+                ROUTER_LOST.labels(tp.topic).inc(lost)
+            self._next[tp] = records[-1].offset + 1
 
     async def _tick(self) -> None:
         """Emit time windows that have ended, with their keys' new state, before going on."""

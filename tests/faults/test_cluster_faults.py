@@ -308,3 +308,37 @@ async def test_events_removed_by_retention_before_delivery_are_said_and_the_comm
                 await consumer.stop()
     finally:
         await target.stop()
+
+
+@pytest.mark.timeout(180)
+async def test_events_removed_by_retention_before_routing_are_said(
+    tmp_path: Path, cluster: MockCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same for the router: stopped for longer than a canonical topic's retention, it went on
+    from the first record left with nothing said. The removed events are named and counted."""
+    caplog.set_level(logging.WARNING)
+    target = await Target().start()
+    path, config = prepared_config(tmp_path, cluster, target)
+    topic = TopicNames(config["kafka"]["topic_prefix"]).canonical("Payment")
+    lost_before = counted("bus_router_lost")
+    try:
+        async with build_hub(path, role="inbound") as inbound:  # no router running: the canonical topic fills
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{inbound.web.port}", headers={"X-API-Key": "k1"}) as client:  # type: ignore[union-attr]
+                for i in range(30):
+                    assert (await client.post("/hooks/payments", json=payment(i))).status_code == 202
+            waiting = await read_topic(inbound.config.kafka, inbound.bootstrap, topic)
+        assert len(waiting) == 30
+        ends = {p: 1 + max(r.offset for r in waiting if r.partition == p) for p in {r.partition for r in waiting}}
+        cut = {p: end // 2 for p, end in ends.items()}
+        for p, before in cut.items():
+            cluster.delete_records(topic, p, before)
+        kept = {dict(r.headers)["ce_id"].decode() for r in waiting if r.offset >= cut[r.partition]}
+        removed = sum(cut.values())
+        assert removed > 0
+
+        async with build_hub(path):
+            await target.wait_for(lambda: {c.headers["Idempotency-Key"] for c in target.accepted if c.path == "/erp"} == kept, timeout=60)
+            assert "were removed by the topic's retention before they were routed: lost" in caplog.text
+            assert counted("bus_router_lost") - lost_before == removed
+    finally:
+        await target.stop()
