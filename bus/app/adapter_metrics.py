@@ -1,7 +1,7 @@
 """``bus_adapter_progress``: each adapter's own counts (``Adapter.progress()``), read when /metrics is.
 
 An adapter reports what it has done and found in ``progress()`` (rows published, files written,
-stray rows a poll cannot reach); the same numbers are shown in /readyz's detail and the console.
+stray rows a poll cannot reach); the same numbers are shown in /readyz's detail and the management API.
 This collector turns the numeric ones into a gauge, so nothing is done per event and an adapter
 needs no metrics of its own.
 """

@@ -270,7 +270,7 @@ class HubView:
             for letter in batch:
                 counts[letter.subscriber] = counts.get(letter.subscriber, 0) + 1
                 letter.value = None  # a summary does not show it
-                kept.append(((letter.failed_at or "", letter.subscriber, letter.partition, letter.offset), letter))
+                kept.append((_oldest_first(letter), letter))
             if len(kept) > 2 * wanted:
                 kept.sort(key=lambda pair: pair[0])
                 del kept[wanted:]
@@ -307,7 +307,7 @@ class HubView:
         """Every letter ``where`` selects, in memory: for selections by id (an event's letters)."""
         found = [letter async for batch in self._scan(where, include_handled=include_handled) for letter in batch]
         # Oldest first, in an order that does not change between calls.
-        return sorted(found, key=lambda x: (x.failed_at or "", x.subscriber, x.partition, x.offset))
+        return sorted(found, key=_oldest_first)
 
     def _scan(self, where: DeadLetterAction, *, include_handled: bool) -> AsyncIterator[list[DeadLetter]]:
         names = self._dead_letter_names()
@@ -513,3 +513,8 @@ class HubView:
             return None
         redacted: dict[str, object] = REDACTOR.redact_tree(data)
         return redacted
+
+
+def _oldest_first(letter: DeadLetter) -> tuple[str, str, int, int]:
+    """Dead letters oldest first, in an order that does not change between calls (pages do not overlap)."""
+    return (letter.failed_at or "", letter.subscriber, letter.partition, letter.offset)
