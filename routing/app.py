@@ -27,14 +27,16 @@ from collections.abc import Awaitable
 from typing import Any
 
 import faust
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faust.exceptions import ProducerSendError
 from faust.types import EventT, StreamT
 
 from bus.config.models import KafkaConfig
 from bus.errors import BusError
-from bus.kafka.clients import MAX_RECORD_BYTES
+from bus.kafka.clients import MAX_RECORD_BYTES, make_consumer
 from bus.kafka.topics import TopicNames
+from bus.metrics import ROUTER_LOST
 from routing.dispatch import Dispatcher, Send
 from routing.tables import TableStore
 
@@ -112,9 +114,15 @@ class RouterService:
         # queue and blocking for ever unseen.
         self._failure: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        # Per partition, the offset the next event should have: a later one means the topic's retention
+        # removed events the router had not read (it was stopped, or behind, for longer).
+        self._next: dict[tuple[str, int], int] = {}
+        self._kafka, self._bootstrap, self._group = kafka, bootstrap, f"{topics.prefix}-router"
+        self._reader: Any = None  # asks Kafka where the group is committed (faust does not say), started when first needed
         if self._sources:
             source = self.app.topic(*self._sources, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
             self.app.agent(source, name="route", concurrency=1)(self._agent)
+            self.app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]  # faust's stub: no bound async methods
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -168,8 +176,39 @@ class RouterService:
             # faust leaves its producer's client open on stop; close it so nothing leaks.
             with contextlib.suppress(Exception):
                 await self.app.producer.stop()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await reader.stop()
         self._datadir.cleanup()
         log.info("router stopped")
+
+    async def _revoked(self, sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+        """faust's signal: ``args[0]`` is the set of partitions revoked."""
+        for tp in args[0]:
+            self._next.pop((tp.topic, tp.partition), None)
+
+    async def _committed(self, topic: str, partition: int) -> int | None:
+        """Where the router's group is committed on a partition (None: not known, nothing checked)."""
+        try:
+            if self._reader is None:
+                self._reader = make_consumer(self._kafka, self._bootstrap, group_id=self._group)
+                await self._reader.start()
+            return int((await self._reader.committed(TopicPartition(topic, partition))) or 0)
+        except KafkaError as exc:
+            log.warning("router (faust engine): where %s/%d is committed is not known (%r); not checked", topic, partition, exc)
+            return None
+
+    def _check_gap(self, message: Any, expected: int | None) -> None:
+        if expected is not None and message.offset > expected:
+            lost = message.offset - expected
+            log.warning(
+                "router: %d event(s) at offsets %d to %d of %s/%d were removed by the topic's retention before they "
+                "were routed: lost (the router was stopped or behind for longer than the retention)",
+                lost, expected, message.offset - 1, message.topic, message.partition,
+            )  # fmt: skip
+            ROUTER_LOST.labels(message.topic).inc(lost)
+        self._next[message.topic, message.partition] = message.offset + 1
 
     async def _agent(self, stream: StreamT[Any]) -> None:
         manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT stub lacks noack
@@ -205,6 +244,10 @@ class RouterService:
                 pending.task_done()
 
     async def _dispatch(self, message: Any) -> list[Awaitable[Any]]:
+        expected = self._next.get((message.topic, message.partition))
+        if expected is None:  # the partition's first event since it was assigned: from where it is committed
+            expected = await self._committed(message.topic, message.partition)
+        self._check_gap(message, expected)
         origin = f"{message.topic}/{message.partition}/{message.offset}"
         futures: list[Awaitable[Any]] = []
         if not self.dispatcher.knows_value(message.value):

@@ -311,14 +311,18 @@ async def test_events_removed_by_retention_before_delivery_are_said_and_the_comm
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("engine", ["default", "faust"])
 async def test_events_removed_by_retention_before_routing_are_said(
-    tmp_path: Path, cluster: MockCluster, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, cluster: MockCluster, caplog: pytest.LogCaptureFixture, engine: str
 ) -> None:
     """The same for the router: stopped for longer than a canonical topic's retention, it went on
     from the first record left with nothing said. The removed events are named and counted."""
     caplog.set_level(logging.WARNING)
     target = await Target().start()
     path, config = prepared_config(tmp_path, cluster, target)
+    if engine == "faust":
+        config["router"] = {"engine": "faust"}
+        write_config(path, config)
     topic = TopicNames(config["kafka"]["topic_prefix"]).canonical("Payment")
     lost_before = counted("bus_router_lost")
     try:
