@@ -33,6 +33,7 @@ from urllib.parse import quote
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from adapters.http.answers import AnswerChecks
 from adapters.http.bounded import answer_budget
 from adapters.http.config import HttpOutboundConfig, OAuth2Connection, SendApiKey, WebhookOutboundConfig
 from adapters.http.contracts import body_check
@@ -43,7 +44,6 @@ from bus.adapter_api import (
     BodyCheck,
     Context,
     Event,
-    ExpressionError,
     Outbound,
     PermanentError,
     RetryableError,
@@ -137,15 +137,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         self._retryable = _RETRYABLE | set(config.retry_statuses)
         self._permanent = frozenset(config.permanent_statuses)
         self._contract: BodyCheck | None = None  # the target's OpenAPI request body schema, read at start
-        # What a 2xx answer may say inside it: (expression, what it means), the retry asked for first.
-        self._answer_checks = [
-            (compile_expression(text), error, name)
-            for text, error, name in (
-                (config.retry_when, RetryableError, "retry_when"),
-                (config.refused_when, PermanentError, "refused_when"),
-            )
-            if text
-        ]
+        self._answer_checks = AnswerChecks(retry_when=config.retry_when, refused_when=config.refused_when)
 
     async def start(self) -> None:
         if self.config.openapi is not None and self._contract is None:
@@ -236,13 +228,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
         except ValueError:
             # A proxy's or a maintenance page in a 200: the target itself may answer later.
             raise RetryableError(f"{said} with no JSON to judge refused_when/retry_when by: {response.text[:200]!r}") from None
-        for condition, error, name in self._answer_checks:
-            try:
-                holds = condition(answer)
-            except ExpressionError as exc:
-                raise RetryableError(f"{said}, and {name} cannot be judged on its answer ({exc}): {response.text[:300]}") from exc
-            if holds not in (None, False, 0, "", [], {}):
-                raise error(f"{said}, and its answer says {name} ({condition.text}): {response.text[:300]}")
+        self._answer_checks.judge(answer, said, response.text)
 
     def retryable(self, status: int) -> bool:
         """Whether an answer with this (non-2xx) status is worth asking again: 5xx, 408, 425, 429

@@ -6,7 +6,8 @@ SOAPAction, a WS-Security UsernameToken) and reads the answer; the call itself g
 hub's asyncio HTTP client.
 
 What an answer means:
-- a result: delivered;
+- a result: delivered, unless ``refused_when`` (dead letter) or ``retry_when`` (retry) holds over
+  it: a service that refuses without a fault (a ``Status`` of ``HELD``);
 - a fault whose code is Client (1.1) or Sender (1.2): the request was at fault, and the same
   request fails again, so the event is dead-lettered with the fault's text and detail;
 - a fault whose code is Server or Receiver, or a WS-Security fault (FailedAuthentication:
@@ -28,6 +29,7 @@ from typing import ClassVar
 
 import aiohttp
 
+from adapters.http.answers import AnswerChecks
 from adapters.http.bounded import AnswerTooLarge, answer_budget, read_body_bounded
 from adapters.soap.config import SoapOutboundConfig
 from adapters.soap.wsdl import Answer, Fault, FaultError, Operation, WsdlError
@@ -48,6 +50,7 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
         self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         basic = config.basic_auth
         self._auth = aiohttp.BasicAuth(basic.username, basic.password.get_secret_value()) if basic else None
+        self._answer_checks = AnswerChecks(retry_when=config.retry_when, refused_when=config.refused_when)
 
     async def start(self) -> None:
         if self._operation is None:
@@ -89,13 +92,15 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
             raise RetryableError(f"{operation.name} at {url} unreachable: {exc!r}") from exc
         if raw.lstrip()[:1] == b"<":
             try:
-                operation.reply(Answer(status, raw, {"Content-Type": content_type}))
+                reply = operation.reply(Answer(status, raw, {"Content-Type": content_type}))
             except FaultError as exc:
                 raise self._classified(exc.fault, operation.name) from exc
             except ValueError:
                 pass  # not an envelope (a proxy's HTML page): judged by its status below
             else:
                 if 200 <= status < 300:
+                    # A refusal without a fault (a Status the reply carries): refused_when, retry_when.
+                    self._answer_checks.judge(reply, f"{operation.name} at {url} answered {status}", raw.decode("utf-8", "replace"))
                     return
         if 200 <= status < 300 and not raw.strip():
             return  # 202 with no body: one-way operations

@@ -51,6 +51,7 @@ class _Fault(Exception):
 class SoapLedger:
     accounts: set[str] = field(default_factory=lambda: {"4000", "4100", "4200"})
     closed_periods: set[str] = field(default_factory=set)
+    held_accounts: set[str] = field(default_factory=set)  # posted on hold: "HELD" in the reply, no fault (as some ERPs do)
     username: str | None = None
     password: str = ""
     fail_next: int = 0
@@ -107,6 +108,11 @@ class SoapLedger:
             raise _Fault(True, f"Account {account} does not exist", "UNKNOWN_ACCOUNT")
         if date[:7] in self.closed_periods:
             raise _Fault(False, f"Period {date[:7]} is closed for posting", "PERIOD_CLOSED")
+        if account in self.held_accounts:
+            answer = etree.Element(f"{{{TNS}}}PostInvoiceResponse")
+            etree.SubElement(answer, f"{{{TNS}}}InvoiceId").text = ""
+            etree.SubElement(answer, f"{{{TNS}}}Status").text = "HELD"
+            return answer
         amount = Decimal(values["Amount"] or "0")
         self.add_invoice(values["InvoiceNumber"] or "", account, str(amount), f"2026-07-01T00:00:{len(self.invoices):02d}Z")
         self.invoices[-1].update(Memo=values.get("Memo"), Lines=len(request.findall(f"{{{TNS}}}Line")), IssueDate=date)

@@ -145,6 +145,27 @@ async def test_invoices_are_posted_a_fault_dead_letters_its_event_and_a_503_is_r
         await ledger.stop()
 
 
+async def test_a_refusal_in_a_reply_without_a_fault_is_a_dead_letter(tmp_path: Path, bootstrap: str) -> None:
+    """A ledger that puts an invoice of a held account "on hold": its reply says Status HELD, no
+    fault, HTTP 200. Counted as delivered, the invoice was never posted and nothing said. With
+    refused_when over the reply, it is dead-lettered with the reply."""
+    ledger = await SoapLedger(held_accounts={"4200"}).start()
+    block = soap_block(ledger, tmp_path / "ledger.wsdl", port="LedgerSoap11Port", refused_when='Status != "POSTED"')
+    path = write(tmp_path, ledger, hub_config(bootstrap, [WEBHOOK], [block]))
+    try:
+        async with build_hub(path) as hub:
+            await post(hub, invoice(1), invoice(92, account="4200"), invoice(2))
+            await until(lambda: len(ledger.invoices) >= 2, "two invoices posted", timeout=60)
+            [letter] = await parked(hub, 1)
+        headers = dict(letter.headers)
+        assert headers["ce_id"] == b"INV-2026-0092" and headers["bus_error_class"] == b"PermanentError", headers
+        assert b'answered 200, and its answer says refused_when (Status != "POSTED")' in headers["bus_error"]
+        assert b"HELD" in headers["bus_error"]
+        assert sorted(i["InvoiceNumber"] for i in ledger.invoices) == ["INV-2026-0001", "INV-2026-0002"]
+    finally:
+        await ledger.stop()
+
+
 @pytest.mark.parametrize("port", ["LedgerSoap11Port", "LedgerSoap12Port"])
 async def test_a_wrong_password_is_retried_not_dead_lettered(port: str, tmp_path: Path, bootstrap: str) -> None:
     ledger = await SoapLedger(username="hub", password="s3cret").start()
