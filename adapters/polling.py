@@ -69,13 +69,21 @@ class Position:
 
     def take(self, value: Any, ident: str) -> bool:
         """Advance past one record; False if it was already taken (same watermark, same id) or is older."""
+        if not self.is_new(value, ident):
+            return False
+        self.advance(value, ident)
+        return True
+
+    def is_new(self, value: Any, ident: str) -> bool:
+        """Whether a record is after this position: a later watermark, or the same one and an id not seen."""
+        return self.since in (None, "") or _later(value, self.since) or (value == self.since and ident not in self.seen)
+
+    def advance(self, value: Any, ident: str) -> None:
+        """Move to a record if it is the newest yet (its id joins those seen at the same watermark)."""
         if self.since in (None, "") or _later(value, self.since):
             self.since, self.seen = value, {ident}
-            return True
-        if value == self.since and ident not in self.seen:
+        elif value == self.since:
             self.seen.add(ident)
-            return True
-        return False
 
     def dump(self) -> dict[str, Any]:
         return {"since": self.since, "seen": sorted(self.seen), "etag": self.etag}

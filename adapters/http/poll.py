@@ -64,6 +64,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         self._client: httpx.AsyncClient | None = None
         self._position = Position(None, set(), None)
         self._attention = ""  # what the last walk found to say: a page repeating the one before, max_pages reached
+        self._walk: tuple[Position, set[tuple[str, str]]] | None = None  # unsorted pages: where the poll began, what it took
 
     async def open(self) -> None:
         assert self.ctx.checkpoints is not None
@@ -118,6 +119,9 @@ class HttpPollInbound(Poller[HttpPollConfig]):
             params[param] = 0
         url: str | None = self.config.url
         position = Position(self._position.since, set(self._position.seen), self._position.etag)
+        # Unsorted pages (since.ordered: false): a record is new against where this poll began, not
+        # against the newest taken so far (an older record on a later page was dropped as "older").
+        self._walk = None if self.config.since.ordered else (Position(position.since, set(position.seen), None), set())
         taken = pages = 0
         asked: dict[str, int] = {}  # each page asked for in this poll -> its number: an API that sends us back is caught
         last_records = notice = ""
@@ -151,9 +155,22 @@ class HttpPollInbound(Poller[HttpPollConfig]):
                     f"page {pages} holds the same {len(records)} record(s) as page {pages - 1} ({self._describe(url, sent)}): "
                     f"taken as the last page (if the API does not page by {param!r}, the records after the first page are never read)"
                 )
+                url = None  # the walk is done
                 break
             last_records = digest
             url = self._next_url(url, params, param=param, response=response, body=body, records=records)
+        if url is not None and not self.config.since.ordered:
+            # A walk cut short (max_pages, a stop) of an API that does not sort by the watermark: the
+            # pages not read may hold records older than the newest taken, which a position moved to
+            # it would never ask for again. Kept where it was: the next poll walks again from it.
+            if not self.stopping:
+                notice = (
+                    f"a poll stopped after max_pages ({pagination.max_pages:,}) pages; since the API's pages are not in "
+                    "watermark order (since.ordered: false), the position stays where it was and the next poll walks "
+                    "them again: raise max_pages, or ask the API for sorted pages"
+                )
+            self._notice(notice)
+            return taken, pages
         if url is not None and pages >= pagination.max_pages and not self.stopping:
             notice = f"a poll stopped after max_pages ({pagination.max_pages:,}) pages; the next goes on from its position"
         await self._save(position)
@@ -237,7 +254,16 @@ class HttpPollInbound(Poller[HttpPollConfig]):
             if value is None:
                 await self.sink.reject(raw, f"record has no watermark value at {self.config.since.field!r}")
                 continue
-            if position.take(value, self.ident(record, digest)):
+            ident = self.ident(record, digest)
+            if self._walk is None:
+                fresh = position.take(value, ident)
+            else:
+                began, taken = self._walk
+                fresh = began.is_new(value, ident) and (str(value), ident) not in taken
+                if fresh:
+                    taken.add((str(value), ident))  # a record met again on a later page (pages that shift) once
+                    position.advance(value, ident)
+            if fresh:
                 documents.append((record, raw, f"{self.config.name}:{digest}"))
         return await self.publish(documents)
 

@@ -348,3 +348,47 @@ async def test_an_api_whose_next_page_points_back_is_said_and_not_walked_without
                     assert (await adapter.health()).ok
         finally:
             await runner.cleanup()
+
+
+async def test_a_walk_cut_short_of_an_unsorted_api_keeps_its_position(tmp_path: Path, bootstrap: str) -> None:
+    """An API that answers newest first (`since.ordered: false`), walked 1 page at a time
+    (max_pages 1): the position moved to the newest record taken, and the older records on the
+    pages not read were never asked for again, whatever max_pages became. Now the position stays
+    until a walk ends, the adapter says why, and a larger max_pages reads them all."""
+    contacts = [{"id": f"c{i}", "email": f"c{i}@example.com", "name": "x", "updated_at": f"2026-01-01T00:00:0{i}Z"} for i in range(6)]
+
+    async def newest_first(request: web.Request) -> web.Response:
+        since = request.query.get("updated_since", "")
+        page, size = int(request.query.get("page", "1")), int(request.query.get("per_page", "2"))
+        found = sorted((c for c in contacts if c["updated_at"] >= since), key=lambda c: c["updated_at"], reverse=True)
+        return web.json_response({"data": found[(page - 1) * size : page * size]})
+
+    runner, port = await contacts_api(newest_first)
+    poll = {
+        "url": f"http://127.0.0.1:{port}/api/contacts",
+        "records": "data",
+        "auth": None,
+        "since": {"param": "updated_since", "field": "updated_at", "id": "id", "ordered": False},
+        "pagination": {"type": "page", "size_param": "per_page", "size": 2, "max_pages": 1},
+    }
+    raw = config(bootstrap, CrmApi(), poll)
+
+    async def keys(hub: Hub) -> set[str]:
+        records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer"))
+        return {(r.key or b"").decode() for r in records}
+
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", raw)) as hub:
+            adapter = hub.inbound[0]
+            await until(lambda: "the position stays where it was" in adapter.attention(), "the cut walk said", timeout=30)
+            assert await keys(hub) == {"c5", "c4"}  # page 1 only, walked again at each poll
+        raw["inbound"][0]["pagination"]["max_pages"] = 10
+        async with build_hub(write_config(tmp_path / "bus.yaml", raw)) as hub:
+            for _ in range(150):
+                if await keys(hub) == {f"c{i}" for i in range(6)}:
+                    break
+                await asyncio.sleep(0.2)
+            assert await keys(hub) == {f"c{i}" for i in range(6)}  # none passed over
+            assert not hub.inbound[0].attention()
+    finally:
+        await runner.cleanup()
