@@ -36,8 +36,8 @@ from bus.config.models import KafkaConfig
 from bus.errors import BusError
 from bus.kafka.clients import MAX_RECORD_BYTES, make_consumer
 from bus.kafka.topics import TopicNames
-from bus.metrics import ROUTER_LOST
 from routing.dispatch import Dispatcher, Send
+from routing.metrics import removed_unread
 from routing.tables import TableStore
 
 log = logging.getLogger("routing.app")
@@ -201,13 +201,7 @@ class RouterService:
 
     def _check_gap(self, message: Any, expected: int | None) -> None:
         if expected is not None and message.offset > expected:
-            lost = message.offset - expected
-            log.warning(
-                "router: %d event(s) at offsets %d to %d of %s/%d were removed by the topic's retention before they "
-                "were routed: lost (the router was stopped or behind for longer than the retention)",
-                lost, expected, message.offset - 1, message.topic, message.partition,
-            )  # fmt: skip
-            ROUTER_LOST.labels(message.topic).inc(lost)
+            removed_unread(message.topic, message.partition, expected, message.offset)
         self._next[message.topic, message.partition] = message.offset + 1
 
     async def _agent(self, stream: StreamT[Any]) -> None:

@@ -6,8 +6,9 @@ Prometheus counters when /metrics is read: nothing on the per-event path takes a
 
 from __future__ import annotations
 
-__all__ = ["ROUTE_COLLECTOR"]
+__all__ = ["ROUTE_COLLECTOR", "removed_unread"]
 
+import logging
 import weakref
 from collections.abc import Iterator
 
@@ -15,7 +16,22 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bus.metrics import ROUTER_LOST
 from routing.router import Router
+
+log = logging.getLogger("routing.metrics")
+
+
+def removed_unread(topic: str, partition: int, expected: int, first: int) -> None:
+    """Either engine, when a partition's next event is at ``first`` though ``expected`` was due:
+    the topic's retention removed events the router had not read (it was stopped, or behind, for
+    longer). Said and counted (``bus_router_lost_total``); they cannot be routed."""
+    log.warning(
+        "router: %d event(s) at offsets %d to %d of %s/%d were removed by the topic's retention before they were routed: "
+        "lost (the router was stopped or behind for longer than the retention)",
+        first - expected, expected, first - 1, topic, partition,
+    )  # fmt: skip
+    ROUTER_LOST.labels(topic).inc(first - expected)
 
 
 class RouteCollector(Collector):

@@ -40,9 +40,10 @@ from bus.kafka.join_watch import JoinWatch
 from bus.kafka.lag import LAG
 from bus.kafka.reader import replay, until_kafka_answers
 from bus.lineage import LineageBatch
-from bus.metrics import KAFKA_ERRORS, ROUTER_LOST, SECONDS_SINCE_COMMIT
+from bus.metrics import KAFKA_ERRORS, SECONDS_SINCE_COMMIT
 from bus.tracing import Tracing
 from routing.dispatch import Dispatcher, Send
+from routing.metrics import removed_unread
 from routing.tables import TableStore
 
 log = logging.getLogger("routing.worker")
@@ -204,13 +205,7 @@ class RouterWorker:
         for tp, records in batch.items():
             expected = self._next.get(tp)
             if expected is not None and records[0].offset > expected:
-                lost = records[0].offset - expected
-                log.warning(
-                    "router: %d event(s) at offsets %d to %d of %s/%d were removed by the topic's retention before they "
-                    "were routed: lost (the router was stopped or behind for longer than the retention)",
-                    lost, expected, records[0].offset - 1, tp.topic, tp.partition,
-                )  # fmt: skip
-                ROUTER_LOST.labels(tp.topic).inc(lost)
+                removed_unread(tp.topic, tp.partition, expected, records[0].offset)
             self._next[tp] = records[-1].offset + 1
 
     async def _tick(self) -> None:

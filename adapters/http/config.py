@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AnswerRules",
     "ApiKeyAuth",
     "ClientTls",
     "Dedupe",
@@ -193,7 +194,29 @@ class ClientTls(ConfigModel):
         return found
 
 
-class HttpOutboundConfig(OutboundConfig):
+class AnswerRules(ConfigModel):
+    """What a target may say inside a successful answer (adapters/http/answers.py): the same two
+    settings on every outbound that calls a service and reads its answer (``http``, ``webhook``,
+    ``graphql``, ``soap``)."""
+
+    refused_when: AnswerExpression | None = Field(
+        default=None,
+        description="An expression over a successful answer (an HTTP answer's JSON object; a SOAP operation's reply, as the "
+        "WSDL names its elements) that holds (true, or any value but null, false, 0 and empty) when the target refused the "
+        "event though it answered: Slack's `ok == false`, a legacy API's `result.code != 0`, a SOAP reply's "
+        '`Status != "POSTED"`. The event is then dead-lettered at once, with the answer. An empty answer is a delivery; '
+        "an HTTP answer that is not JSON is retried (a proxy's page).",
+        examples=["ok == false"],
+    )
+    retry_when: AnswerExpression | None = Field(
+        default=None,
+        description='The same for an answer that asks to be called again later (`error == "ratelimited"`): retried like '
+        "a 503. Judged before `refused_when`.",
+        examples=['error == "ratelimited"'],
+    )
+
+
+class HttpOutboundConfig(AnswerRules, OutboundConfig):
     """Deliver each event as one HTTP call (POST of JSON by default)."""
 
     type: Literal["http"] = "http"
@@ -239,20 +262,6 @@ class HttpOutboundConfig(OutboundConfig):
     )
     permanent_statuses: list[int] = Field(
         default_factory=list, description="Statuses to dead-letter at once even if normally retried.", examples=[[501]]
-    )
-    refused_when: AnswerExpression | None = Field(
-        default=None,
-        description="An expression over a 2xx answer's JSON object that holds (true, or any value but null, false, 0 and empty) "
-        "when the target refused the event though it answered 2xx: Slack's `ok == false`, a legacy API's `result.code != 0`, "
-        "a batch API's `errors`. The event is then dead-lettered at once, with the answer. An empty answer is a delivery; one "
-        "that is not JSON is retried (a proxy's page).",
-        examples=["ok == false"],
-    )
-    retry_when: AnswerExpression | None = Field(
-        default=None,
-        description='The same for a 2xx answer that asks to be called again later (`error == "ratelimited"`): retried like '
-        "a 503. Judged before `refused_when`.",
-        examples=['error == "ratelimited"'],
     )
     tls: ClientTls | None = Field(
         default=None,

@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
+from adapters.http.config import AnswerRules
 from adapters.soap.wsdl import Operation, WsdlError, load_operation
 from bus.adapter_api import (
     AdapterConfig,
-    AnswerExpression,
     BodyMap,
     ConfigModel,
     ConfigPath,
@@ -96,7 +96,7 @@ def _wsdl_error(exc: WsdlError) -> Contract:
     return Contract(errors=(((where,), text),))
 
 
-class SoapOutboundConfig(OutboundConfig, _SoapEndpoint):
+class SoapOutboundConfig(AnswerRules, OutboundConfig, _SoapEndpoint):
     """Call an operation of a WSDL-described service for each event (SOAP 1.1 or 1.2, document/literal)."""
 
     type: Literal["soap"] = "soap"
@@ -115,19 +115,6 @@ class SoapOutboundConfig(OutboundConfig, _SoapEndpoint):
     retryable_faults: list[str] = Field(
         default_factory=list,
         description="Faults retried even when their code is Client/Sender (matched the same way): a lock the service calls a client fault.",
-    )
-    refused_when: AnswerExpression | None = Field(
-        default=None,
-        description="An expression over the operation's reply (as the WSDL names its elements) that holds when the service "
-        'refused the event without a fault: a legacy ERP\'s `Status != "POSTED"`, a `ResultCode` other than 0. The event '
-        "is then dead-lettered at once, with the reply.",
-        examples=['Status != "POSTED"'],
-    )
-    retry_when: AnswerExpression | None = Field(
-        default=None,
-        description='The same for a reply that asks to be called again later (`Status == "BUSY"`): retried like a 503. '
-        "Judged before `refused_when`.",
-        examples=['Status == "BUSY"'],
     )
     idempotency_header: str = Field(default="Idempotency-Key", description="HTTP header carrying the event id on every call.")
 

@@ -250,6 +250,17 @@ async def test_a_join_that_never_completes_is_said_and_started_again(
     assert any(f"consumer group {erp} has not completed a join" in w for w in said), said
 
 
+def remove_older_half(cluster: MockCluster, topic: str, records: list[Any]) -> tuple[set[str], int]:
+    """What a topic's retention does: the older half of each partition's ``records`` removed.
+    The ids of the events kept, and how many were removed."""
+    ends = {p: 1 + max(r.offset for r in records if r.partition == p) for p in {r.partition for r in records}}
+    cut = {p: end // 2 for p, end in ends.items()}
+    for p, before in cut.items():
+        cluster.delete_records(topic, p, before)
+    kept = {dict(r.headers)["ce_id"].decode() for r in records if r.offset >= cut[r.partition]}
+    return kept, sum(cut.values())
+
+
 @pytest.mark.timeout(180)
 async def test_events_removed_by_retention_before_delivery_are_said_and_the_commit_goes_on(
     tmp_path: Path, cluster: MockCluster, caplog: pytest.LogCaptureFixture
@@ -280,13 +291,8 @@ async def test_events_removed_by_retention_before_delivery_are_said_and_the_comm
                     break
                 await asyncio.sleep(0.1)
             assert len(waiting) == 30, len(waiting)
-            # The retention removes the older half of each partition's records.
             ends = {p: 1 + max(r.offset for r in waiting if r.partition == p) for p in {r.partition for r in waiting}}
-            cut = {p: end // 2 for p, end in ends.items()}
-            for p, before in cut.items():
-                cluster.delete_records(topic, p, before)
-            kept = {dict(r.headers)["ce_id"].decode() for r in waiting if r.offset >= cut[r.partition]}
-            removed = sum(cut.values())
+            kept, removed = remove_older_half(cluster, topic, waiting)
             assert removed > 0 and len(kept) == 30 - removed
 
             erp.resume()
@@ -332,12 +338,7 @@ async def test_events_removed_by_retention_before_routing_are_said(
                     assert (await client.post("/hooks/payments", json=payment(i))).status_code == 202
             waiting = await read_topic(inbound.config.kafka, inbound.bootstrap, topic)
         assert len(waiting) == 30
-        ends = {p: 1 + max(r.offset for r in waiting if r.partition == p) for p in {r.partition for r in waiting}}
-        cut = {p: end // 2 for p, end in ends.items()}
-        for p, before in cut.items():
-            cluster.delete_records(topic, p, before)
-        kept = {dict(r.headers)["ce_id"].decode() for r in waiting if r.offset >= cut[r.partition]}
-        removed = sum(cut.values())
+        kept, removed = remove_older_half(cluster, topic, waiting)
         assert removed > 0
 
         async with build_hub(path):

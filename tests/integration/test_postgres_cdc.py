@@ -27,6 +27,9 @@ def logical_dsn() -> Iterator[str]:
         yield dsn
 
 
+CUST_MASTER = "CREATE TABLE cust_master (cust_no integer PRIMARY KEY, cust_nm text, email_addr text, credit numeric(12,2))"
+
+
 def hub_config(bootstrap: str, dsn: str, **cdc: Any) -> dict[str, Any]:
     inbound = {
         "name": "legacy-cdc",
@@ -97,7 +100,7 @@ async def test_inserts_updates_deletes_and_restart(logical_dsn: str, tmp_path: P
     await sql(
         logical_dsn,
         "DROP TABLE IF EXISTS cust_master",
-        "CREATE TABLE cust_master (cust_no integer PRIMARY KEY, cust_nm text, email_addr text, credit numeric(12,2))",
+        CUST_MASTER,
         "ALTER TABLE cust_master REPLICA IDENTITY FULL",  # deletes carry the whole old row
         "INSERT INTO cust_master VALUES (0, 'Before the slot', 'old@x.io', 0)",  # committed before CDC starts: not a change
     )
@@ -208,7 +211,7 @@ async def test_a_transaction_too_large_to_hold_is_published_as_it_is_read(logica
     await sql(
         logical_dsn,
         "DROP TABLE IF EXISTS cust_master",
-        "CREATE TABLE cust_master (cust_no integer PRIMARY KEY, cust_nm text, email_addr text, credit numeric(12,2))",
+        CUST_MASTER,
     )
     config = hub_config(bootstrap, logical_dsn, large_transaction=50, batch=100, slot="bus_large", publication="bus_large")
     path = write_config(tmp_path / "bus.yaml", config)
@@ -281,7 +284,7 @@ async def test_a_slot_that_is_gone_is_not_made_again_unsaid(
     await sql(
         logical_dsn,
         "DROP TABLE IF EXISTS cust_master",
-        "CREATE TABLE cust_master (cust_no integer PRIMARY KEY, cust_nm text, email_addr text, credit numeric(12,2))",
+        CUST_MASTER,
     )
     config = hub_config(bootstrap, logical_dsn, slot="bus_lost", publication="bus_lost")
     path = write_config(tmp_path / "bus.yaml", config)
