@@ -255,7 +255,7 @@ class FileInbound(Inbound[FileInboundConfig]):
             checksum = await asyncio.to_thread(_digest, path)  # off the event loop, a block at a time
         except _NotAFile as exc:
             manifest: dict[str, Any] = {"file": path.name, "sha256": "none", "error": str(exc)}
-            self._move(path, "failed", manifest)  # the link or FIFO itself is moved; nothing is read through it
+            await asyncio.to_thread(self._move, path, "failed", manifest)  # the link or FIFO itself is moved; nothing is read through it
             self.ctx.logger.warning("file %s: %s; moved to failed/, nothing read", self.config.name, exc)
             return manifest
         manifest = {"file": path.name, "sha256": checksum, "rows": 0, "accepted": 0, "rejected": 0}
@@ -264,7 +264,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         earlier = self._digests.get(checksum) if self.config.duplicates == "skip" else None
         if earlier is not None:
             manifest["duplicate_of"] = earlier
-            self._move(path, "skipped", manifest)
+            await asyncio.to_thread(self._move, path, "skipped", manifest)
             self.ctx.logger.warning(
                 "file %s: %s has the content of %s, imported before; moved to skipped/ (duplicates: import reads it again)",
                 self.config.name, path.name, earlier["file"],
@@ -279,7 +279,7 @@ class FileInbound(Inbound[FileInboundConfig]):
                 batch = await asyncio.to_thread(_next_rows, rows)
             except _Unreadable as exc:  # before any row: the file as a whole
                 manifest["error"] = str(exc)
-                self._move(path, "failed", manifest)
+                await asyncio.to_thread(self._move, path, "failed", manifest)
                 self.ctx.logger.warning("file %s: %s cannot be read (%s); moved to failed/", self.config.name, path.name, exc)
                 return manifest
             while batch:
@@ -302,7 +302,7 @@ class FileInbound(Inbound[FileInboundConfig]):
         # Imported: this process does not read it again, even if the move fails (it says so).
         self._digests[checksum] = {"file": path.name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         try:
-            self._move(path, "done", manifest)
+            await asyncio.to_thread(self._move, path, "done", manifest)
         except OSError as exc:
             why = f"{path.name} was imported and cannot be moved to done/ ({exc})"
             self._said(f"{why}: move it away, or it is imported again after a restart")
@@ -341,13 +341,14 @@ class FileInbound(Inbound[FileInboundConfig]):
         manifest: dict[str, Any] = {"file": path.name, "sha256": "unknown", "error": reason}
         try:
             manifest["sha256"] = await asyncio.to_thread(_digest, path)  # a large file: off the event loop
-            self._move(path, "failed", manifest)
+            await asyncio.to_thread(self._move, path, "failed", manifest)
         except OSError as exc:
             self.ctx.logger.warning("file %s: %s failed (%s) and cannot be moved to failed/ (%r)", self.config.name, path.name, reason, exc)
             return
         self.ctx.logger.warning("file %s: %s failed (%s); moved to failed/", self.config.name, path.name, reason)
 
     def _move(self, path: Path, where: str, manifest: dict[str, Any]) -> None:
+        """In a thread (``asyncio.to_thread``): a folder on another volume is written by a copy."""
         manifest["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         target = self.config.path / where / path.name
         if target.exists():  # the same name again: keep both
