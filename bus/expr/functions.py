@@ -8,12 +8,14 @@ read. Money is ``Decimal``: ``minor_units("12.34", "usd") == 1234`` with the ISO
 
 from __future__ import annotations
 
-__all__ = ["FUNCTIONS", "parse_duration", "to_timestamp"]
+__all__ = ["FUNCTIONS", "fixed_now", "parse_duration", "to_timestamp"]
 
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
@@ -29,6 +31,28 @@ _CURRENCY_EXPONENT = {
     "clf": 4,
     "uyw": 4,
 }
+# What now() gives inside ``fixed_now``; None: the clock's time.
+_FIXED_NOW: ContextVar[datetime | None] = ContextVar("bus_fixed_now", default=None)
+
+
+@contextmanager
+def fixed_now(when: datetime) -> Iterator[None]:
+    """``now()`` gives ``when`` inside (in this task and the tasks and threads it starts). A job
+    that must render a mapping to the same value every time runs at one time, its own: a
+    migration renders what it will write, journals it, writes it (rendering it again), reads it
+    back to compare, and a resumed run renders it once more; a ``loaded_at: now()`` column read
+    the clock at each of those and every row differed from itself."""
+    token = _FIXED_NOW.set(when)
+    try:
+        yield
+    finally:
+        _FIXED_NOW.reset(token)
+
+
+def _now() -> datetime:
+    return _FIXED_NOW.get() or datetime.now(UTC)
+
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -222,7 +246,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": lambda *vs: min(v for v in vs if v is not None) if any(v is not None for v in vs) else None,
     "max": lambda *vs: max(v for v in vs if v is not None) if any(v is not None for v in vs) else None,
     # time
-    "now": lambda: datetime.now(UTC),
+    "now": _now,
     "timestamp": to_timestamp,
     "duration": parse_duration,
     "millis": _millis,

@@ -11,9 +11,11 @@ or restored: what is written is written).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +264,75 @@ async def test_a_row_the_database_refuses_fails_alone_the_rest_in_batches(tmp_pa
         # Rows written by one transaction share its xmin: five batches of 50, and the other 49 of
         # the batch holding P-137 one at a time.
         assert await connection.fetchval(f"SELECT count(DISTINCT xmin::text) FROM {table}") == 5 + 49
+    finally:
+        await connection.execute(f"DROP TABLE IF EXISTS {table}")
+        await connection.close()
+
+
+async def test_now_in_a_mapping_is_the_runs_time_so_a_resumed_run_agrees_with_itself(tmp_path: Path) -> None:
+    """A `loaded_at: now()` column and an `iso(now())` field: the run renders each record for its
+    journal, again to write it, and a resumed run renders it once more. Each read the clock, so
+    every row differed from what was journaled (the report named all of them and the exit code
+    said failed) and a resumed run wrote every settled row again. Now a run has one time, its start."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import asyncpg
+
+    from bus.app.migrate.run import RunOptions, run_migration
+    from tests.support.hub import load
+
+    table = f"stamped_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(DSN)
+    await connection.execute(f"CREATE TABLE {table} (ref text PRIMARY KEY, amount bigint, noted text, loaded_at timestamptz, sent text)")
+    try:
+        (tmp_path / "export.jsonl").write_text("".join(json.dumps({"ref": f"T-{i:03d}", "cents": i}) + "\n" for i in range(120)))
+        document = {
+            "kafka": {"bootstrap": "127.0.0.1:1", "topic_prefix": f"m{uuid.uuid4().hex[:8]}"},
+            "routes": [{"name": "all", "from": "Payment", "to": ["books"]}],
+            "outbound": [
+                {
+                    "name": "books",
+                    "type": "sql",
+                    "dsn": DSN,
+                    "table": table,
+                    "key": ["ref"],
+                    "columns": {"ref": "payment_id", "amount": "amount", "noted": "description", "loaded_at": "now()", "sent": "$time"},
+                },
+            ],
+            "migrations": [
+                {
+                    "name": "payments",
+                    "source": {"file": {"path": "export.jsonl"}},
+                    "emit": {
+                        "schema": "Payment",
+                        "key": "ref",
+                        "map": {"payment_id": "ref", "amount": "cents", "currency": '"eur"', "description": '"moved " + iso(now())'},
+                    },
+                    "batch_size": 50,
+                }
+            ],
+        }
+        (tmp_path / "bus.yaml").write_text(yaml.safe_dump(document))
+        loaded, registry, catalog = load(tmp_path / "bus.yaml")
+        state = tmp_path / ".bus-migrate"
+        with pytest.raises(KeyboardInterrupt):  # stopped after its first batch of 50
+            await run_migration(loaded, catalog, "payments", base_dir=tmp_path, state_dir=state, registry=registry,
+                                options=RunOptions(stop_after_batches=1))  # fmt: skip
+        first = {r["ref"]: r["xmin"] for r in await connection.fetch(f"SELECT ref, xmin::text AS xmin FROM {table}")}
+        assert len(first) == 50
+        await asyncio.sleep(0.05)  # the clock moves on between the two attempts
+        run = await run_migration(loaded, catalog, "payments", base_dir=tmp_path, state_dir=state, registry=registry)
+        assert run.status == "finished"
+        report = json.loads(Path(run.reports["json"]).read_text())
+        [books] = report["subscribers"]
+        assert books["differences"] == [] and books["checksums_equal"], books["differences"][:3]
+        assert books["records"] == 120
+        rows = await connection.fetch(f"SELECT ref, xmin::text AS xmin, noted, loaded_at, sent FROM {table}")
+        # The resumed run wrote only the 70 rows the first attempt had not: the 50 settled were the same records.
+        assert {r["ref"]: r["xmin"] for r in rows if r["ref"] in first} == first
+        started = datetime.fromtimestamp(run.started, UTC)
+        assert {r["loaded_at"] for r in rows} == {started}
+        stamp = f"{started:%Y-%m-%dT%H:%M:%S}.{started.microsecond // 1000:03d}Z"
+        assert {r["noted"] for r in rows} == {f"moved {stamp}"} and {r["sent"] for r in rows} == {stamp}
     finally:
         await connection.execute(f"DROP TABLE IF EXISTS {table}")
         await connection.close()

@@ -9,7 +9,10 @@ from __future__ import annotations
 __all__ = ["Routed", "RowFlow", "find_migration", "refusal_reason"]
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from bus.app.route_tests import RouteTester
@@ -17,6 +20,7 @@ from bus.config.loader import LoadedConfig
 from bus.config.migrations import MigrationConfig
 from bus.errors import BusError, EventRejected
 from bus.event import Event
+from bus.expr.functions import fixed_now
 from bus.logs import REDACTOR
 from bus.mapping import Emitter
 from schemas.catalog import SchemaCatalog
@@ -55,12 +59,29 @@ class RowFlow:
         outbound = {c.name for c in loaded.outbound}
         compiled = [r for r in self.tester.router.routes if r.name in self.wanted]
         self.subscribers = sorted({t for r in compiled for t in r.targets if t in outbound})
+        # The events' time (``$time``): the job's own, so an event made again on resume is the same
+        # event (``at``; now() in mappings is fixed the same way, bus.expr.functions.fixed_now).
+        self.time: str | None = None
+
+    @contextmanager
+    def at(self, when: datetime) -> Iterator[None]:
+        """Rows routed inside are made at ``when``: their ``$time``, and every ``now()`` in the
+        migration's mapping and in its targets' mappings (rendered for the journal, then again
+        when delivered, and again by a resumed run: all must agree)."""
+        self.time = f"{when.astimezone(UTC):%Y-%m-%dT%H:%M:%S}.{when.microsecond // 1000:03d}Z"
+        try:
+            with fixed_now(when):
+                yield
+        finally:
+            self.time = None
 
     def route(self, row: Any, where: str) -> Routed:
         """Raises what makes the row unfit (EventRejected, a schema error): the row is refused."""
         if isinstance(row, Exception):  # a line of a file that could not be read
             raise row
         event = self.emitter.build(row, new_id=False)  # the id is made below, from the key
+        if self.time is not None:
+            event.time = self.time
         self.codec.validate(event.schema, event.data)
         encoded = self.codec.encode(event.schema, event.data)
         # The content's digest: of its Avro encoding, which is canonical (one encoding per value of

@@ -20,6 +20,7 @@ import json
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,8 @@ async def plan_migration(loaded: LoadedConfig, catalog: SchemaCatalog, name: str
     plan = MigrationPlan(migration.name)
     seen = SeenKeys()
     try:
-        await _plan_rows(plan, flow, migration, seen, base_dir)
+        with flow.at(datetime.now(UTC)):
+            await _plan_rows(plan, flow, migration, seen, base_dir)
         plan.checksum = seen.checksum()
         plan.duplicate_keys = seen.duplicates
     finally:

@@ -234,7 +234,9 @@ async def run_migration(
         journal = Journal(state_dir)
         try:
             run = await _open_run(journal, loaded, migration, flow, targets, base_dir=base_dir, options=options)
-            return await _execute(journal, run, migration, flow, targets, base_dir=base_dir, state_dir=state_dir, options=options)
+            # A run happens at one time, its start: a resumed run makes the same events and renders the same records.
+            with flow.at(datetime.fromtimestamp(run.started, UTC)):
+                return await _execute(journal, run, migration, flow, targets, base_dir=base_dir, state_dir=state_dir, options=options)
         finally:
             journal.close()
 
