@@ -8,7 +8,7 @@ a record's stable id (``record_id``) and rate-limit waits (``wait_seconds``)."""
 
 from __future__ import annotations
 
-__all__ = ["Poller", "Position", "record_id", "wait_seconds"]
+__all__ = ["Poller", "Position", "Walk", "record_id", "wait_seconds"]
 
 import asyncio
 import contextlib
@@ -89,6 +89,40 @@ class Position:
         return {"since": self.since, "seen": sorted(self.seen), "etag": self.etag}
 
 
+class Walk:
+    """One poll's pass over a watermarked API's records. A record is new against where the poll
+    began, not against the newest taken so far: an API that does not sort by the watermark (a
+    GraphQL connection without its sortKey, a SOAP service in id order, newest first) gave an
+    older record after a newer one, and it was dropped as "older". A record met twice in one walk
+    (pages that shift while it is read) is taken once. ``position`` moves to the newest taken.
+
+    ``disorder`` names the first record found older than one taken before it in the walk: the
+    API does not sort by the watermark, so a position saved before the walk ends (per page, for
+    a restart mid-backfill) may pass over older records on the pages not read yet."""
+
+    __slots__ = ("_taken", "began", "disorder", "position")
+
+    def __init__(self, position: Position) -> None:
+        self.began = Position(position.since, set(position.seen), position.etag)
+        self.position = position
+        self._taken: set[tuple[str, str]] = set()
+        self.disorder = ""
+
+    def take(self, value: Any, ident: str) -> bool:
+        """Whether the record is new; if so it is taken and the position moves to it if it is the newest."""
+        if not self.began.is_new(value, ident):
+            return False
+        mark = (str(value), ident)
+        if mark in self._taken:
+            return False
+        self._taken.add(mark)
+        newest = self.position.since
+        if not self.disorder and newest not in (None, "") and _later(newest, value):
+            self.disorder = f"record {ident!r} at {value!r} came after one at {newest!r}"
+        self.position.advance(value, ident)
+        return True
+
+
 C = TypeVar("C", bound=AdapterConfig)
 
 
@@ -102,6 +136,10 @@ class Poller(Inbound[C]):
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._problem = "not started"
+        self._attention = ""  # what the last poll found to say while it worked (a page repeated, records out of order)
+        # The first record this poller found out of watermark order (``Walk.disorder``), kept: from then
+        # on it saves its position only after a poll reads to the end, as with ``since.ordered: false``.
+        self.unsorted = ""
         self.polls = 0  # completed polls
 
     @property
@@ -146,6 +184,37 @@ class Poller(Inbound[C]):
 
     async def health(self) -> Health:
         return Health(not self._problem, self._problem)
+
+    def notice(self, notice: str) -> None:
+        """What the last poll found to say (``attention``; empty: nothing): logged at WARNING when it changes."""
+        if notice != self._attention:
+            if notice:
+                self.ctx.logger.warning("%s %s: %s", self.kind, self.config.name, notice)
+            else:
+                self.ctx.logger.warning(
+                    "%s %s: its last poll found nothing wrong with the source's answers again", self.kind, self.config.name
+                )
+            self._attention = notice
+
+    def attention(self) -> str:
+        return self._attention
+
+    def saves_per_page(self, ordered: bool) -> bool:
+        """Whether a walk may save its position after each page: the config says the source sorts by
+        the watermark (``since.ordered``) and no walk has found otherwise."""
+        return ordered and not self.unsorted
+
+    def found_unsorted(self, walk: Walk, ordered: bool, *, advice: str) -> str:
+        """After a walk: what to say about a source that is not in watermark order although the
+        config says it is (kept from the first walk that found it; empty when there is nothing)."""
+        if walk.disorder and not self.unsorted:
+            self.unsorted = walk.disorder
+        if not (ordered and self.unsorted):
+            return ""
+        return (
+            f"the records are not in watermark order ({self.unsorted}), so the position moves only after a poll reads "
+            f"to its last page, and a poll cut short is read again: {advice}, or say since.ordered: false"
+        )
 
     def ident(self, record: Any, digest: str) -> str:
         """A record's id at its watermark (``since.id``), else its digest."""

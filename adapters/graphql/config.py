@@ -155,6 +155,12 @@ class GraphQLSince(ConfigModel):
     )
     initial: str | None = Field(default=None, description="Watermark of the very first poll; none sends null.")
     prefix: str = Field(default="", description="Text before the watermark (Shopify: `updated_at:>`).")
+    ordered: bool = Field(
+        default=True,
+        description="The connection returns nodes in ascending watermark order (Shopify: `sortKey: UPDATED_AT`), so the "
+        "position is saved after every page (a restart resumes mid-backfill). false: saved only after the last page of a "
+        "poll. Nodes found out of order are never dropped: the poll then saves only at its end, and says so.",
+    )
 
 
 class GraphQLPollConfig(AdapterConfig):

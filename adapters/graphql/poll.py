@@ -32,7 +32,7 @@ from adapters.graphql.config import GraphQLPollConfig
 from adapters.graphql.documents import error_codes, said
 from adapters.http.bounded import AnswerTooLarge, AnswerTooSlow, answer_budget, read_bounded
 from adapters.http.config import SendApiKey
-from adapters.polling import Poller, Position, record_id, wait_seconds
+from adapters.polling import Poller, Position, Walk, record_id, wait_seconds
 from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression, parse_json
 from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, via_httpx
 
@@ -87,6 +87,8 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
         since = self.config.since
         cursor = None if since else self._cursor
         position = Position(self._position.since, set(self._position.seen), None)
+        walk = Walk(position)
+        ordered = self.saves_per_page(since is None or since.ordered)  # saved per page, so a restart resumes mid-backfill
         fixed = dict(self.config.variables)
         if since is not None:  # the watermark at the start of this poll, for all of its pages: the cursors are into that answer
             fixed[since.variable] = None if position.since in (None, "") else f"{since.prefix}{position.since}"
@@ -97,11 +99,20 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
             page = self._page(await self._post(variables))
             self.serving()
             pages += 1
-            taken += await self._publish(page.nodes, position)
+            taken += await self._publish(page.nodes, walk)
             if page.cursor:
                 cursor = page.cursor
-            await self._save(cursor, position)
+            if ordered and walk.disorder:
+                # Not in watermark order after all (a connection without its sortKey): a position saved
+                # at a page's newest node could pass over older ones on the pages not read yet. Back to
+                # where this walk began, which moves only when a walk reads to its end (at least once).
+                ordered = False
+                await self._save(cursor, walk.began)
+            if ordered:
+                await self._save(cursor, position)
             if not page.more or not page.cursor:
+                if not ordered:
+                    await self._save(cursor, position)  # read to the end: every node since the watermark was seen
                 break
             if cursor in asked:  # hasNextPage with an endCursor already read after: the walk would never end
                 raise RetryableError(
@@ -109,6 +120,9 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
                     "the server's cursors go round, and the poll would never end; stopped there"
                 )
             asked[cursor] = pages + 1
+        if since is not None:
+            advice = f"sort the connection by {since.field!r} (Shopify: sortKey: UPDATED_AT)"
+            self.notice(self.found_unsorted(walk, since.ordered, advice=advice))
         return taken, pages
 
     def _page(self, answer: Any) -> _Page:
@@ -129,7 +143,7 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
         cursor = info.get("endCursor")
         return _Page([n for n in nodes if n is not None], bool(info["hasNextPage"]), str(cursor) if cursor else None)
 
-    async def _publish(self, nodes: list[Any], position: Position) -> int:
+    async def _publish(self, nodes: list[Any], walk: Walk) -> int:
         documents: list[tuple[Any, bytes, str]] = []
         for node in nodes:
             digest = record_id(node)
@@ -142,7 +156,7 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
                 if value is None:
                     await self.sink.reject(raw, f"node has no watermark value at {self._since_of.text!r}")
                     continue
-                if not position.take(value, self.ident(node, digest)):
+                if not walk.take(value, self.ident(node, digest)):
                     continue
             documents.append((node, raw, f"{self.config.name}:{digest}"))
         return await self.publish(documents)

@@ -310,7 +310,8 @@ class SinceCursor(ConfigModel):
     ordered: bool = Field(
         default=True,
         description="The API returns records in ascending watermark order, so the position is saved after every page "
-        "(a restart resumes mid-backfill). false: saved only after the last page of a poll.",
+        "(a restart resumes mid-backfill). false: saved only after the last page of a poll. Records found out of order are "
+        "never dropped: the poll then saves only at its end, and says so.",
     )
 
 

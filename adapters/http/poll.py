@@ -26,7 +26,7 @@ import httpx
 
 from adapters.http.bounded import AnswerTooLarge, AnswerTooSlow, answer_budget, read_bounded
 from adapters.http.config import HttpPollConfig, SendApiKey
-from adapters.polling import Poller, Position, record_id, wait_seconds
+from adapters.polling import Poller, Position, Walk, record_id, wait_seconds
 from bus.adapter_api import (
     Context,
     ExpressionError,
@@ -63,8 +63,6 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         )
         self._client: httpx.AsyncClient | None = None
         self._position = Position(None, set(), None)
-        self._attention = ""  # what the last walk found to say: a page repeating the one before, max_pages reached
-        self._walk: tuple[Position, set[tuple[str, str]]] | None = None  # unsorted pages: where the poll began, what it took
 
     async def open(self) -> None:
         assert self.ctx.checkpoints is not None
@@ -119,9 +117,8 @@ class HttpPollInbound(Poller[HttpPollConfig]):
             params[param] = 0
         url: str | None = self.config.url
         position = Position(self._position.since, set(self._position.seen), self._position.etag)
-        # Unsorted pages (since.ordered: false): a record is new against where this poll began, not
-        # against the newest taken so far (an older record on a later page was dropped as "older").
-        self._walk = None if self.config.since.ordered else (Position(position.since, set(position.seen), None), set())
+        walk = Walk(position)
+        ordered = self.saves_per_page(self.config.since.ordered)  # saved per page, so a restart resumes mid-backfill
         taken = pages = 0
         asked: dict[str, int] = {}  # each page asked for in this poll -> its number: an API that sends us back is caught
         last_records = notice = ""
@@ -144,8 +141,14 @@ class HttpPollInbound(Poller[HttpPollConfig]):
             records = self._records_of(body)
             self.serving()
             pages += 1
-            taken += await self._publish(records, position)
-            if self.config.since.ordered:
+            taken += await self._publish(records, walk)
+            if ordered and walk.disorder:
+                # Not in watermark order after all: a position saved at a page's newest record could
+                # pass over older ones on the pages not read yet. Back to where this walk began, which
+                # moves only when a walk reads to its end (a walk cut short is read again: at least once).
+                ordered = False
+                await self._save(walk.began)
+            if ordered:
                 await self._save(position)
             digest = record_id(records) if records else ""
             if digest and digest == last_records:
@@ -159,35 +162,25 @@ class HttpPollInbound(Poller[HttpPollConfig]):
                 break
             last_records = digest
             url = self._next_url(url, params, param=param, response=response, body=body, records=records)
-        if url is not None and not self.config.since.ordered:
+        unsorted = self.found_unsorted(walk, self.config.since.ordered, advice=f"ask the API to sort by {self.config.since.field!r}")
+        notice = "; ".join(filter(None, [notice, unsorted]))
+        if url is not None and not ordered:
             # A walk cut short (max_pages, a stop) of an API that does not sort by the watermark: the
             # pages not read may hold records older than the newest taken, which a position moved to
             # it would never ask for again. Kept where it was: the next poll walks again from it.
             if not self.stopping:
-                notice = (
+                notice = "; ".join(filter(None, [notice, (
                     f"a poll stopped after max_pages ({pagination.max_pages:,}) pages; since the API's pages are not in "
-                    "watermark order (since.ordered: false), the position stays where it was and the next poll walks "
+                    "watermark order, the position stays where it was and the next poll walks "
                     "them again: raise max_pages, or ask the API for sorted pages"
-                )
-            self._notice(notice)
+                )]))  # fmt: skip
+            self.notice(notice)
             return taken, pages
         if url is not None and pages >= pagination.max_pages and not self.stopping:
             notice = f"a poll stopped after max_pages ({pagination.max_pages:,}) pages; the next goes on from its position"
         await self._save(position)
-        self._notice(notice)
+        self.notice(notice)
         return taken, pages
-
-    def _notice(self, notice: str) -> None:
-        """What the last walk found to say (``attention``): logged at WARNING when it changes."""
-        if notice != self._attention:
-            if notice:
-                self.ctx.logger.warning("http_poll %s: %s", self.config.name, notice)
-            else:
-                self.ctx.logger.warning("http_poll %s: its pages end as they should again", self.config.name)
-            self._attention = notice
-
-    def attention(self) -> str:
-        return self._attention
 
     @staticmethod
     def _describe(url: str, params: dict[str, Any] | None) -> str:
@@ -242,7 +235,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         params[param] += 1 if kind == "page" else len(records)
         return url
 
-    async def _publish(self, records: list[Any], position: Position) -> int:
+    async def _publish(self, records: list[Any], walk: Walk) -> int:
         documents: list[tuple[Any, bytes, str]] = []
         for record in records:
             digest = record_id(record)
@@ -254,16 +247,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
             if value is None:
                 await self.sink.reject(raw, f"record has no watermark value at {self.config.since.field!r}")
                 continue
-            ident = self.ident(record, digest)
-            if self._walk is None:
-                fresh = position.take(value, ident)
-            else:
-                began, taken = self._walk
-                fresh = began.is_new(value, ident) and (str(value), ident) not in taken
-                if fresh:
-                    taken.add((str(value), ident))  # a record met again on a later page (pages that shift) once
-                    position.advance(value, ident)
-            if fresh:
+            if walk.take(value, self.ident(record, digest)):
                 documents.append((record, raw, f"{self.config.name}:{digest}"))
         return await self.publish(documents)
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from adapters.http.bounded import AnswerTooLarge, answer_budget, read_body_bounded
-from adapters.polling import Poller, Position, record_id
+from adapters.polling import Poller, Position, Walk, record_id
 from adapters.soap.config import SoapPollConfig
 from adapters.soap.wsdl import Answer, FaultError, Operation, WsdlError
 from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression
@@ -80,6 +80,7 @@ class SoapPollInbound(Poller[SoapPollConfig]):
         if not isinstance(records, list):
             records = [records]  # one record: zeep gives a repeated element that occurred once as a list, but a wrapper may not
         position = Position(self._position.since, set(self._position.seen), None)
+        walk = Walk(position)  # every record since the watermark, in whatever order the service lists them
         documents: list[tuple[Any, bytes, str]] = []
         for record in records:
             raw = json.dumps(record, default=str).encode()
@@ -91,7 +92,7 @@ class SoapPollInbound(Poller[SoapPollConfig]):
                 await self.sink.reject(raw, f"record has no watermark value at {self.config.since.field!r}")
                 continue
             digest = record_id(record)
-            if position.take(value, self.ident(record, digest)):
+            if walk.take(value, self.ident(record, digest)):
                 documents.append((record, raw, f"{self.config.name}:{digest}"))
         taken = await self.publish(documents)
         if position.dump() != self._position.dump():

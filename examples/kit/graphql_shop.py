@@ -52,6 +52,7 @@ class GraphQLShop:
     throttle_mutations: int = 0
     fail_next: int = 0
     cursors_wrap_at: int = 0  # a buggy server: the page reaching this position says there is more, after the first page
+    sorted_by_update: bool = True  # False: changed orders come in id order (Shopify's default sortKey), not by updatedAt
     calls: list[dict[str, Any]] = field(default_factory=list)  # variables and outcome of every call
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -79,7 +80,9 @@ class GraphQLShop:
     def _orders(self, _info: Any, first: int = 50, after: str | None = None, updatedSince: str | None = None) -> dict[str, Any]:
         rows = self.orders
         if updatedSince is not None:
-            rows = sorted((o for o in rows if o["updatedAt"] >= updatedSince), key=lambda o: (o["updatedAt"], o["id"]))
+            rows = [o for o in rows if o["updatedAt"] >= updatedSince]
+            if self.sorted_by_update:
+                rows.sort(key=lambda o: (o["updatedAt"], o["id"]))
         start = position_of(after) + 1 if after else 0
         page = rows[start : start + first]
         edges = [{"cursor": cursor_of(start + i), "node": node} for i, node in enumerate(page)]

@@ -12,7 +12,8 @@ It behaves as such services do where the hub depends on it:
   an issue date in a closed period a Server/Receiver fault (LedgerFault PERIOD_CLOSED), as ERPs
   send business rules they check late; ``fail_next`` answers that many calls 503 with no
   envelope, as a load balancer does;
-- ``ListInvoices``: invoices changed since ``ChangedSince`` (inclusive), oldest first.
+- ``ListInvoices``: invoices changed since ``ChangedSince`` (inclusive), oldest first (or in the order they
+  were made: ``lists_in_id_order``).
 
 Requests are parsed with entities and network access off.
 """
@@ -52,6 +53,7 @@ class SoapLedger:
     accounts: set[str] = field(default_factory=lambda: {"4000", "4100", "4200"})
     closed_periods: set[str] = field(default_factory=set)
     held_accounts: set[str] = field(default_factory=set)  # posted on hold: "HELD" in the reply, no fault (as some ERPs do)
+    lists_in_id_order: bool = False  # ListInvoices in the order invoices were made, not by ChangedAt (as many ERPs do)
     username: str | None = None
     password: str = ""
     fail_next: int = 0
@@ -124,7 +126,8 @@ class SoapLedger:
     def _list_invoices(self, request: Any) -> Any:
         since = request.findtext(f"{{{TNS}}}ChangedSince") or ""
         answer = etree.Element(f"{{{TNS}}}ListInvoicesResponse")
-        for invoice in sorted((i for i in self.invoices if i["ChangedAt"] >= since), key=lambda i: i["ChangedAt"]):
+        changed = [i for i in self.invoices if i["ChangedAt"] >= since]
+        for invoice in changed if self.lists_in_id_order else sorted(changed, key=lambda i: i["ChangedAt"]):
             element = etree.SubElement(answer, f"{{{TNS}}}Invoice")
             for name in ("InvoiceId", "InvoiceNumber", "Account", "Amount", "Currency", "ChangedAt"):
                 etree.SubElement(element, f"{{{TNS}}}{name}").text = invoice[name]

@@ -288,3 +288,34 @@ async def test_bus_validate_can_introspect_the_live_server(tmp_path: Path, capsy
         assert "did not answer the introspection query (401" in errors.get("inbound[0].schema", ""), errors
     finally:
         await api.stop()
+
+
+async def test_since_mode_takes_every_changed_node_when_the_connection_is_not_sorted_by_it(tmp_path: Path, bootstrap: str) -> None:
+    """A query without its sortKey (Shopify sorts by id unless told): the changed orders come in id
+    order, their updatedAt up and down. Each node older than one taken before it in the same poll
+    was dropped as "older" than the position, unsaid: 18 of 24 orders were lost. Now every changed
+    node is taken once, later changes follow, and the adapter says the connection is not sorted."""
+    api = await GraphQLShop(sorted_by_update=False).start()
+    for i in range(24):
+        api.add_order(i, 10, f"2026-06-01T00:{(i * 7) % 24:02d}:00Z")  # updatedAt out of id order
+    query = ORDERS_QUERY.replace("$first: Int)", "$first: Int, $since: DateTime)").replace(
+        "after: $after)", "after: $after, updatedSince: $since)"
+    )
+    query = query.replace("customer { id } }", "customer { id } updatedAt }")
+    since = {"variable": "since", "field": "updatedAt", "id": "id", "initial": "2026-01-01T00:00:00Z"}
+    block = poll_block(api, query=query, since=since, variables={"first": 5})
+    block["emit"] = {**ORDER_EMIT, "id": 'id + "@" + updatedAt'}
+    path = write(tmp_path, hub_config(bootstrap, [block]))
+    try:
+        async with build_hub(path) as hub:
+            seen = await wait_published(hub, 24, timeout=60)
+            newest = "2026-06-01T00:23:00Z"
+            await until(lambda: any(c["variables"].get("since") == newest for c in api.calls), "a poll from the newest", timeout=60)
+            assert "not in watermark order" in hub.inbound[0].attention(), hub.inbound[0].attention()
+            for number in (2, 9, 20):  # later changes to three orders
+                api.orders[number]["updatedAt"] = f"2026-06-01T01:00:{number:02d}Z"
+            seen = await wait_published(hub, 27, timeout=30)
+            assert len(seen) == 27 and max(seen.values()) == 1
+            assert {f"gid://shop/Order/{n}@2026-06-01T01:00:{n:02d}Z" for n in (2, 9, 20)} <= set(seen)
+    finally:
+        await api.stop()

@@ -392,3 +392,48 @@ async def test_a_walk_cut_short_of_an_unsorted_api_keeps_its_position(tmp_path: 
             assert not hub.inbound[0].attention()
     finally:
         await runner.cleanup()
+
+
+async def test_an_api_said_to_be_sorted_that_is_not_loses_no_record_and_is_said(tmp_path: Path, bootstrap: str) -> None:
+    """`since.ordered` left at its default (true) for an API that answers newest first: each record
+    older than one taken before it in the same poll was dropped as "older", unsaid (1 of 6 read).
+    Now every record since the position is taken once, the adapter says the API is not sorted, and
+    from then on it saves its position only after a whole walk."""
+    contacts = [{"id": f"c{i}", "email": f"c{i}@example.com", "name": "x", "updated_at": f"2026-01-01T00:00:0{i}Z"} for i in range(6)]
+
+    async def newest_first(request: web.Request) -> web.Response:
+        since = request.query.get("updated_since", "")
+        page, size = int(request.query.get("page", "1")), int(request.query.get("per_page", "2"))
+        found = sorted((c for c in contacts if c["updated_at"] >= since), key=lambda c: c["updated_at"], reverse=True)
+        return web.json_response({"data": found[(page - 1) * size : page * size]})
+
+    runner, port = await contacts_api(newest_first)
+    poll = {
+        "url": f"http://127.0.0.1:{port}/api/contacts",
+        "records": "data",
+        "auth": None,
+        "since": {"param": "updated_since", "field": "updated_at", "id": "id"},
+        "pagination": {"type": "page", "size_param": "per_page", "size": 2},
+    }
+    raw = config(bootstrap, CrmApi(), poll)
+
+    async def keys(hub: Hub) -> Counter[str]:
+        records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer"))
+        return Counter((r.key or b"").decode() for r in records)
+
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", raw)) as hub:
+            adapter = hub.inbound[0]
+            await until(lambda: adapter.polls >= 2, "two polls", timeout=30)
+            assert set(await keys(hub)) == {f"c{i}" for i in range(6)}
+            assert "not in watermark order" in adapter.attention(), adapter.attention()
+            contacts.append({"id": "c9", "email": "c9@example.com", "name": "x", "updated_at": "2026-01-01T00:00:09Z"})
+            for _ in range(150):
+                if "c9" in await keys(hub):
+                    break
+                await asyncio.sleep(0.2)
+            polls = adapter.polls
+            await until(lambda: adapter.polls >= polls + 2, "two more polls", timeout=30)
+            assert await keys(hub) == Counter({f"c{i}": 1 for i in [*range(6), 9]})
+    finally:
+        await runner.cleanup()

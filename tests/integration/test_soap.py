@@ -221,6 +221,38 @@ async def test_soap_poll_reads_changed_invoices_by_a_watermark(tmp_path: Path, b
         await ledger.stop()
 
 
+async def test_soap_poll_takes_every_changed_invoice_in_whatever_order_they_are_listed(tmp_path: Path, bootstrap: str) -> None:
+    """A ledger that lists changed invoices in the order they were made, not by ChangedAt: each
+    invoice older than one taken before it in the same answer was dropped as "older" than the
+    watermark, and the next call asked from the newest: 4 of 10 were published, unsaid."""
+    ledger = await SoapLedger(lists_in_id_order=True).start()
+    for i in range(10):
+        ledger.add_invoice(f"U-{i:03}", "4100", f"{i}.00", f"2026-08-01T00:00:{(i * 3) % 10:02d}Z")
+    path = write(tmp_path, ledger, hub_config(bootstrap, [soap_poll_block()]))
+
+    async def numbers(hub: Hub) -> Counter[str]:
+        records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Invoice"))
+        return Counter(hub.codec.decode(r.value)[1]["invoice_id"] for r in records)
+
+    try:
+        async with build_hub(path) as hub:
+            for _ in range(300):
+                if len(await numbers(hub)) >= 10:
+                    break
+                await asyncio.sleep(0.1)
+            ledger.invoices[4]["ChangedAt"] = "2026-08-01T00:01:00Z"  # a later change to one of them
+            for _ in range(300):
+                if sum((await numbers(hub)).values()) >= 11:
+                    break
+                await asyncio.sleep(0.1)
+            made = len(ledger.calls)
+            await until(lambda: len(ledger.calls) >= made + 3, "three more polls", timeout=30)
+            seen = await numbers(hub)
+        assert seen == Counter({f"U-{i:03}": 2 if i == 4 else 1 for i in range(10)}), seen
+    finally:
+        await ledger.stop()
+
+
 async def test_an_answer_larger_than_max_answer_bytes_is_not_read_and_said(tmp_path: Path, bootstrap: str) -> None:
     """A service answering more than max_answer_bytes (25 invoices here, against 1 KiB) is not read
     further: the poll says so in the adapter's health, and publishes nothing of it."""
