@@ -4,7 +4,8 @@ Many services answer 200 and say inside the answer that they refused the call: S
 ``{"ok": false}``, a legacy ERP's result code, a SOAP reply whose ``Status`` is ``REJECTED``.
 Counted as deliveries, such refusals lost the event with nothing said. Two expressions over the
 answer's document decide instead: ``retry_when`` (judged first) makes it a retry, ``refused_when``
-a dead letter, each with the answer in the reason. Shared by the HTTP-based outbounds (``http``,
+a dead letter, each with the answer in the reason. ``$answer`` is the whole answer (a JSON list
+of per-record results, as batch APIs give, has no fields to read otherwise). Shared by the HTTP-based outbounds (``http``,
 ``webhook``, ``graphql`` over the answer's JSON; ``soap`` over the decoded reply).
 """
 
@@ -35,7 +36,9 @@ class AnswerChecks:
         begins the reason ("POST https://... answered 200"), ``text`` is the answer as received."""
         for condition, error, name in self._checks:
             try:
-                holds = condition(document)
+                # Fields of an object answer are read by name; ``$answer`` is any answer whole (a JSON
+                # list of per-record results has no fields: judged only by it).
+                holds = condition(document, {"answer": document})
             except ExpressionError as exc:
                 raise RetryableError(f"{said}, and {name} cannot be judged on its answer ({exc}): {text[:300]}") from exc
             if holds not in _NOT_HOLDING:

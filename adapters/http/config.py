@@ -205,8 +205,9 @@ class AnswerRules(ConfigModel):
         "WSDL names its elements) that holds (true, or any value but null, false, 0 and empty) when the target refused the "
         "event though it answered: Slack's `ok == false`, a legacy API's `result.code != 0`, a SOAP reply's "
         '`Status != "POSTED"`. The event is then dead-lettered at once, with the answer. An empty answer is a delivery; '
-        "an HTTP answer that is not JSON is retried (a proxy's page).",
-        examples=["ok == false"],
+        "an HTTP answer that is not JSON is retried (a proxy's page). `$answer` is the whole answer, whatever its shape: "
+        'a JSON list (Salesforce\'s sObject Collections) is read as `find($answer, "success", false) != null`.',
+        examples=["ok == false", 'find($answer, "success", false) != null'],
     )
     retry_when: AnswerExpression | None = Field(
         default=None,

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainSerializer, SecretStr, ValidationInfo, WithJsonSchema
 from pydantic.json_schema import GenerateJsonSchema
 
-from bus.expr import compile_expression, compile_template
+from bus.expr import compile_expression, compile_template, tree
 from bus.expr.body import Body
 from bus.expr.functions import parse_duration
 
@@ -51,6 +51,19 @@ class Kind:
 
 def _check_expression(text: str) -> str:
     compile_expression(text)  # raises with the position of the error
+    return text
+
+
+def _check_answer_expression(text: str) -> str:
+    """Its syntax, and that the only ``$name`` it reads is ``$answer`` (the event's metadata is not
+    there: a ``$answr`` typo would be null, and the condition would never hold, unsaid)."""
+    compiled = compile_expression(text)
+    pending = [compiled.tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, tree.Meta) and node.name != "answer":
+            raise ValueError(f"${node.name} at position {node.pos}: an answer's condition reads its fields, or $answer (the whole answer)")
+        pending += tree.children(node)
     return text
 
 
@@ -106,7 +119,7 @@ ConfigPath = Annotated[Path, AfterValidator(_beside_the_config)]
 Expression = Annotated[str, AfterValidator(_check_expression), Kind("expression")]  # an expression over a document
 # An expression over what a target answered, not over the event: its syntax is checked when the
 # config loads, its fields are the target's and cannot be checked against a schema.
-AnswerExpression = Annotated[str, AfterValidator(_check_expression)]
+AnswerExpression = Annotated[str, AfterValidator(_check_answer_expression)]
 TemplateText = Annotated[str, AfterValidator(_check_template), Kind("template")]  # text with ${expression} parts
 SecretTemplate = Annotated[SecretStr, AfterValidator(_check_secret_template), Kind("template")]  # a secret that may hold ${}
 BodyMap = Annotated[dict[str, Any] | None, AfterValidator(Body.check), Kind("body")]  # field -> expression or nested block

@@ -116,6 +116,32 @@ async def test_a_refusal_inside_a_200_answer_is_a_dead_letter_and_a_retry_asked_
         await target.stop()
 
 
+async def test_a_refusal_in_an_answer_that_is_a_list_is_judged_by_dollar_answer(tmp_path: Path, bootstrap: str) -> None:
+    """A batch API answers 200 with one result per record, a JSON list (Salesforce's sObject
+    Collections: `[{"id": ..., "success": false, "errors": [...]}]`). A list has no fields, so no
+    condition over fields could see the refusal and the event counted as delivered. `$answer` is
+    the whole answer: the refused event is dead-lettered with it, the other delivered."""
+
+    def says(call: Call) -> list[dict[str, object]]:
+        if call.body["external_id"] == "pi_1":
+            return [{"id": None, "success": False, "errors": [{"statusCode": "REQUIRED_FIELD_MISSING"}]}]
+        return [{"id": "001xx", "success": True, "errors": []}]
+
+    target = await Target(says=says).start()
+    raw = payment_hub_config(bootstrap, target.url)
+    raw["outbound"][0] |= {"refused_when": 'find($answer, "success", false) != null'}
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", raw)) as hub:
+            await post(hub, payment(1), payment(2))
+            [letter] = await dead_letters(hub, "erp", 1)
+            await target.wait_for(lambda: len(target.calls) == 2)
+        headers = dict(letter.headers)
+        assert headers["ce_id"] == b"evt_1" and headers["bus_error_class"] == b"PermanentError"
+        assert b"REQUIRED_FIELD_MISSING" in headers["bus_error"]
+    finally:
+        await target.stop()
+
+
 async def test_offset_is_committed_only_after_the_target_accepted(tmp_path: Path, bootstrap: str) -> None:
     down = True
     target = await Target(answer=lambda c: (503, {}) if down else (200, {})).start()

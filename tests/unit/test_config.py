@@ -251,3 +251,19 @@ def test_durations_are_timedeltas_from_the_moment_the_config_loads(tmp_path: Pat
         path.write_text(GOOD.replace("    to: [erp]", f"    dedup: {{ttl: {bad}}}\n    to: [erp]", 1))
         with pytest.raises(ConfigError, match=says):
             load_config(path, AdapterRegistry.from_entry_points(), env={})
+
+
+def test_an_answer_condition_reads_only_the_answer(tmp_path: Path) -> None:
+    """`$answer` is the whole answer; any other `$name` (a typo, or the event's `$id`, which is not
+    there) would be null and the condition would never hold, unsaid: refused at load, named."""
+    good = GOOD.replace(
+        "    url: http://erp.local/orders\n",
+        '    url: http://erp.local/orders\n    refused_when: find($answer, "success", false) != null\n',
+    )
+    path = tmp_path / "bus.yaml"
+    path.write_text(good)
+    catalog = SchemaCatalog.load()
+    load_config(path, AdapterRegistry.from_entry_points(), known_schemas=lambda hub: catalog.parsed())
+    issues = _issues(tmp_path, good.replace("$answer", "$answr"))
+    assert len(issues) == 1 and f"{tmp_path}/bus.yaml:19: outbound[0].refused_when:" in issues[0], issues
+    assert "$answr at position 5: an answer's condition reads its fields, or $answer" in issues[0]
