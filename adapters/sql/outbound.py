@@ -120,6 +120,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
                 self.config.pool_size,
                 what=f"sql {self.config.name} ({self._where})",
                 statement_timeout=self.config.statement_timeout_s,
+                writes=True,
             )
 
     async def stop(self) -> None:

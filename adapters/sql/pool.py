@@ -21,7 +21,18 @@ def describe(dsn: str, table: str) -> str:
     return f"{url.hostname}:{url.port or ''}/{table}"
 
 
-async def open_pool(dsn: str, size: int, *, what: str, autocommit: bool = False, statement_timeout: float | None = None) -> Any:
+# MariaDB/MySQL outside strict mode (``sql_mode=''``: MySQL 5.6's default, which many legacy
+# servers keep for old applications) stores what it cannot hold with only a warning: a string cut
+# to the column's length, an amount over a DECIMAL's range as its largest value (123456.79 into
+# DECIMAL(5,2) is 999.99), an impossible date as 0000-00-00. A write that changes what the event
+# said must fail, with the database's reason (a dead letter), not succeed with other data. Added to
+# the session's own modes, whatever the server's are.
+_STRICT = "sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')"
+
+
+async def open_pool(
+    dsn: str, size: int, *, what: str, autocommit: bool = False, statement_timeout: float | None = None, writes: bool = False
+) -> Any:
     """autocommit (MariaDB/MySQL): every statement its own transaction, so a reader sees each new
     commit (under REPEATABLE READ, an open transaction would keep showing its first snapshot).
 
@@ -29,7 +40,9 @@ async def open_pool(dsn: str, size: int, *, what: str, autocommit: bool = False,
     lock for ever by default: a session that forgot a transaction holding the table (a ``LOCK
     TABLE`` in psql, a migration half done) held every write of the subscriber behind it, and
     nothing said so. On PostgreSQL the driver cancels the statement (TimeoutError); on
-    MariaDB/MySQL the lock waits (rows and metadata) end with error 1205."""
+    MariaDB/MySQL the lock waits (rows and metadata) end with error 1205.
+
+    writes (MariaDB/MySQL): the sessions are in strict mode (``_STRICT``)."""
     try:
         if is_postgres(dsn):
             import asyncpg
@@ -38,7 +51,10 @@ async def open_pool(dsn: str, size: int, *, what: str, autocommit: bool = False,
         import aiomysql
 
         waits = max(1, round(statement_timeout)) if statement_timeout else None
-        init = f"SET SESSION lock_wait_timeout = {waits}, innodb_lock_wait_timeout = {waits}" if waits else None
+        session = [f"lock_wait_timeout = {waits}, innodb_lock_wait_timeout = {waits}"] if waits else []
+        if writes:
+            session.append(_STRICT)
+        init = f"SET SESSION {', '.join(session)}" if session else None
 
         url = urlsplit(dsn)
         return await aiomysql.create_pool(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -286,3 +287,58 @@ async def test_a_table_another_session_holds_is_retried_loudly_and_written_once_
     finally:
         await target.stop()
         await run_sql(kind, dsn, f"DROP TABLE IF EXISTS {table}")
+
+
+# As in production, where the driver's warnings are printed, not raised (this suite raises every warning).
+@pytest.mark.filterwarnings("default::pymysql.err.Warning")
+async def test_a_legacy_mariadb_outside_strict_mode_refuses_what_it_would_have_changed(tmp_path: Path, bootstrap: str) -> None:
+    """A server with `sql_mode=''` (MySQL 5.6's default, kept by many legacy servers) stores what
+    it cannot hold with a warning only: an amount over the column's range as its largest value, a
+    status cut to the column's length. The events counted as delivered with other data in the
+    table. Now the hub's sessions are strict: each such event is dead-lettered with the database's
+    reason, and the others are written exactly."""
+    from tests.support.mariadb_private import private_mariadb
+
+    with private_mariadb("--sql-mode=") as dsn:
+        [(mode,)] = await run_sql_at(dsn, "SELECT @@GLOBAL.sql_mode")
+        assert mode == ""  # a legacy server, as its own settings say
+        table = "legacy_ledger"
+        await run_sql_at(dsn, f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount DECIMAL(6,2), status VARCHAR(9))")
+        target = await Target().start()
+        config = ledger_config(bootstrap, target, dsn, table)
+        config["outbound"][0]["columns"] = {"payment_id": "payment_id", "amount": "decimal(amount) / 100", "status": "status"}
+        try:
+            async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+                await post(hub, payment(1, amount=12345), payment(2, amount=123456789), payment(3, status="partially_refunded"), payment(4))
+
+                async def both_refused() -> bool:
+                    return len(await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))) >= 2
+
+                await eventually(both_refused)
+
+                async def written() -> bool:
+                    return len(await run_sql_at(dsn, f"SELECT payment_id FROM {table}")) >= 2
+
+                await eventually(written)
+                letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
+            rows = {r[0]: (str(r[1]), r[2]) for r in await run_sql_at(dsn, f"SELECT payment_id, amount, status FROM {table}")}
+            assert rows == {"pi_1": ("123.45", "succeeded"), "pi_4": ("1500.00", "succeeded")}, rows
+            reasons = {dict(r.headers)["ce_id"]: dict(r.headers)["bus_error"].decode() for r in letters}
+            assert set(reasons) == {b"evt_2", b"evt_3"}
+            assert "Out of range value for column 'amount'" in reasons[b"evt_2"], reasons
+            assert "Data too long for column 'status'" in reasons[b"evt_3"], reasons
+        finally:
+            await target.stop()
+
+
+async def run_sql_at(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    import aiomysql
+
+    url = urlsplit(dsn)
+    connection = await aiomysql.connect(host=url.hostname, port=url.port, user="root", password="", db="test", autocommit=True)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(sql)
+            return list(await cursor.fetchall())
+    finally:
+        connection.close()
