@@ -63,13 +63,7 @@ def private_mariadb(*settings: str) -> Iterator[str]:
                     log = server.stderr.read().decode()[-2000:] if server.stderr else ""
                     raise RuntimeError(f"the test's MariaDB did not start: {log}") from exc
                 time.sleep(0.1)
-        import pymysql
-
-        connection = pymysql.connect(host="127.0.0.1", port=port, user="root", password="")
-        try:
-            connection.cursor().execute("CREATE DATABASE test")
-        finally:
-            connection.close()
+        subprocess.run(["mariadb", "--no-defaults", "-h127.0.0.1", f"-P{port}", "-uroot", "-e", "CREATE DATABASE test"], check=True)
         yield f"mysql://root@127.0.0.1:{port}/test"
     finally:
         server.terminate()
