@@ -203,6 +203,8 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         self._strays: dict[str, str] = {}  # kind -> what the last look found, for the detail
         self._stray_rows = 0
         self._strays_due = 0.0  # monotonic time of the next look
+        self._keys_checked = False
+        self._loose_keys = ""  # why (column, id) may not pick out one row: rows at a page's end can be passed over
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -237,7 +239,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         return found
 
     def attention(self) -> str:
-        return "; ".join(self._strays.values())
+        return "; ".join(filter(None, [self._loose_keys, *self._strays.values()]))
 
     async def health(self) -> Health:
         return Health(not self._problem, self._problem)
@@ -257,6 +259,8 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                     self._pool = await open_pool(
                         self._dsn, 1, what=what, autocommit=True, statement_timeout=self.config.statement_timeout_s
                     )
+                if not self._keys_checked:
+                    await self._check_keys()
                 await self._drain()
                 self._problem = ""
                 if self._queries.strays and time.monotonic() >= self._strays_due:
@@ -297,6 +301,52 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         async with self._pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
             await cursor.execute(sql, args)
             return list(await cursor.fetchall())
+
+    async def _check_keys(self) -> None:
+        """Whether the watermark picks out one row. Each page goes on after its last row's
+        (column, id); rows that share it with that last row and come after it are passed over, with
+        nothing said. A unique index on ``id`` (or on some of ``column`` and ``id``) rules that out;
+        a table without one (a legacy table with no primary key, ``id`` naming a column that is not
+        unique) is said at WARNING and in the console. A view is not checked: it has no indexes."""
+        mark = self.config.watermark
+        wanted = {c.lower() for c in (mark.column, mark.id) if c}  # unquoted names: PostgreSQL folds them, MariaDB ignores case
+        schema, _, table = self.config.table.rpartition(".")
+        if self._postgres:
+            kind = await self._fetch("SELECT relkind::text AS kind FROM pg_class WHERE oid = to_regclass($1)", [self.config.table])
+            if not kind or kind[0]["kind"] not in ("r", "p"):
+                self._keys_checked = True
+                return
+            indexes = await self._fetch(
+                "SELECT array_agg(a.attname::text) AS columns FROM pg_index i"
+                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+                " WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL GROUP BY i.indexrelid",
+                [self.config.table],
+            )
+            unique = [{str(c).lower() for c in row["columns"]} for row in indexes]
+        else:
+            where = "TABLE_SCHEMA = COALESCE(NULLIF(%s, ''), DATABASE()) AND TABLE_NAME = %s"
+            kind = await self._fetch(f"SELECT TABLE_TYPE AS kind FROM information_schema.TABLES WHERE {where}", [schema, table])  # noqa: S608
+            if not kind or kind[0]["kind"] != "BASE TABLE":
+                self._keys_checked = True
+                return
+            indexes = await self._fetch(
+                f"SELECT INDEX_NAME AS name, COLUMN_NAME AS col FROM information_schema.STATISTICS WHERE {where} AND NON_UNIQUE = 0",  # noqa: S608
+                [schema, table],
+            )
+            by_index: dict[str, set[str]] = {}
+            for row in indexes:
+                by_index.setdefault(row["name"], set()).add(str(row["col"]).lower())
+            unique = list(by_index.values())
+        self._keys_checked = True
+        if any(columns <= wanted for columns in unique):
+            self._loose_keys = ""
+            return
+        pair = f"({mark.column}, {mark.id})" if mark.column else mark.id
+        self._loose_keys = (
+            f"{self.config.table} has no unique index on {mark.id}{' (or on ' + pair + ')' if mark.column else ''}: rows that "
+            f"share {pair} with the last row of a page are passed over; name a unique column (the primary key) in watermark.id"
+        )
+        self.ctx.logger.warning("sql_poll %s (%s): %s", self.config.name, self._where, self._loose_keys)
 
     async def _look_for_strays(self) -> None:
         """Count the rows the watermark cannot reach; say so when what is found changes."""

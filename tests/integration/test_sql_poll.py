@@ -258,3 +258,40 @@ async def test_rows_the_watermark_cannot_reach_are_said(
             await until(lambda: "stray_rows" not in poll.progress(), "the strays cleared", timeout=30)
             assert "no stray rows any more" in caplog.text
             assert REGISTRY.get_sample_value("bus_adapter_progress", labels) is None
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_a_table_whose_watermark_may_not_pick_out_one_row_is_said(
+    kind: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A legacy table with no primary key, its `id` not unique: each page goes on after its last
+    row's (updated_at, id), so rows sharing both with that row and coming after it are never read,
+    with nothing said (the table here holds two customers 2 at one time). The poll now says so at
+    start (WARNING, the console's attention); a table with a unique index on the pair says nothing."""
+    dsn = DATABASES[kind][2]
+    async with table_in(kind) as keyed:
+        loose = f"{keyed}_loose"
+        await run_sql(kind, dsn, f"CREATE TABLE {loose} ({COLUMNS[kind].replace(' PRIMARY KEY', '')})")
+        try:
+            stamp = "2020-01-01 00:00:00"
+            await run_sql(kind, dsn, insert_rows(loose, range(1, 4), lambda i: stamp).replace("(2, 'Customer 2'", "(2, 'Customer 2a'"))
+            await run_sql(kind, dsn, f"INSERT INTO {loose} (id, cust_nm, email, updated_at) VALUES (2, 'Customer 2b', 'b@x.io', '{stamp}')")
+            await run_sql(kind, dsn, f"CREATE UNIQUE INDEX {keyed}_pair ON {keyed} (updated_at, id)")
+            config = hub_config(bootstrap, dsn, loose, batch_size=2)
+            async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+                [poll] = hub.inbound
+                await until(lambda: "no unique index" in poll.attention(), "the loose key said", timeout=30)
+                assert poll.attention() == (
+                    f"{loose} has no unique index on id (or on (updated_at, id)): rows that share (updated_at, id) with the last "
+                    "row of a page are passed over; name a unique column (the primary key) in watermark.id"
+                )
+                assert "has no unique index on id" in caplog.text
+            config["inbound"][0]["table"] = keyed
+            config["kafka"]["topic_prefix"] = unique_prefix()  # a hub of its own: its own topics and position
+            await run_sql(kind, dsn, insert_rows(keyed, range(1, 4), lambda i: stamp))
+            async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+                [poll] = hub.inbound
+                assert len(await wait_published(hub, 3)) == 3
+                assert poll.attention() == ""
+        finally:
+            await run_sql(kind, dsn, f"DROP TABLE {loose}")
