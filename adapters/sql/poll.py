@@ -260,7 +260,11 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                         self._dsn, 1, what=what, autocommit=True, statement_timeout=self.config.statement_timeout_s
                     )
                 if not self._keys_checked:
-                    await self._check_keys()
+                    self._keys_checked = True
+                    try:
+                        await self._check_keys()
+                    except Exception as exc:  # noqa: BLE001 - a catalog this server does not have: the poll goes on unchecked
+                        self.ctx.logger.warning("sql_poll %s: could not check the watermark's keys: %r", self.config.name, exc)
                 await self._drain()
                 self._problem = ""
                 if self._queries.strays and time.monotonic() >= self._strays_due:
@@ -314,7 +318,6 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         if self._postgres:
             kind = await self._fetch("SELECT relkind::text AS kind FROM pg_class WHERE oid = to_regclass($1)", [self.config.table])
             if not kind or kind[0]["kind"] not in ("r", "p"):
-                self._keys_checked = True
                 return
             indexes = await self._fetch(
                 "SELECT array_agg(a.attname::text) AS columns FROM pg_index i"
@@ -327,7 +330,6 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             where = "TABLE_SCHEMA = COALESCE(NULLIF(%s, ''), DATABASE()) AND TABLE_NAME = %s"
             kind = await self._fetch(f"SELECT TABLE_TYPE AS kind FROM information_schema.TABLES WHERE {where}", [schema, table])  # noqa: S608
             if not kind or kind[0]["kind"] != "BASE TABLE":
-                self._keys_checked = True
                 return
             indexes = await self._fetch(
                 f"SELECT INDEX_NAME AS name, COLUMN_NAME AS col FROM information_schema.STATISTICS WHERE {where} AND NON_UNIQUE = 0",  # noqa: S608
@@ -337,7 +339,6 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             for row in indexes:
                 by_index.setdefault(row["name"], set()).add(str(row["col"]).lower())
             unique = list(by_index.values())
-        self._keys_checked = True
         if any(columns <= wanted for columns in unique):
             self._loose_keys = ""
             return
