@@ -99,6 +99,7 @@ __all__ = [
     "stop_in_order",
     "target_json",
     "text_codec",
+    "time_zone",
 ]
 
 import asyncio
@@ -130,7 +131,7 @@ from bus.errors import (
 from bus.event import Event
 from bus.expr import compile_expression, compile_template, one_level, paths_of
 from bus.expr.body import Body
-from bus.expr.functions import parse_duration
+from bus.expr.functions import parse_duration, time_zone
 from bus.intake import MAX_MESSAGE_BYTES, EventSink, Intake, Truncated, stop_in_order
 from bus.jsontext import dumps as json_dumps
 from bus.jsontext import to_target as target_json

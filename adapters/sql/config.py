@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bus.adapter_api import AdapterConfig, Body, ConfigModel, Duration, EmitSpec, Expression, Kind, OutboundConfig, duration
+from bus.adapter_api import AdapterConfig, Body, ConfigModel, Duration, EmitSpec, Expression, Kind, OutboundConfig, duration, time_zone
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -65,11 +65,24 @@ class SqlOutboundConfig(OutboundConfig):
         description="Most events written in one transaction. Events that arrive while a transaction runs go in the next "
         "(group commit; delivery.concurrency bounds how many are in flight). 1: one transaction per event.",
     )
+    timezone: str = Field(
+        default="UTC",
+        description="The zone of the table's date-time columns that hold no zone (PostgreSQL `timestamp`, MariaDB/MySQL "
+        "`DATETIME` and `TIMESTAMP`): a time is written as its wall-clock time there. An IANA name, as a legacy "
+        "database that keeps local time needs (`Europe/Berlin`). Columns with a zone (`timestamptz`) take the moment itself.",
+        examples=["UTC", "Europe/Berlin"],
+    )
 
     @field_validator("table")
     @classmethod
     def _check_table(cls, name: str) -> str:
         return _identifier(name)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, name: str) -> str:
+        time_zone(name)  # raises naming it
+        return name
 
     @field_validator("columns")
     @classmethod

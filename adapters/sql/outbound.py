@@ -22,6 +22,8 @@ from __future__ import annotations
 
 __all__ = ["SqlOutbound"]
 
+import contextlib
+from datetime import datetime
 from itertools import groupby
 from typing import Any, ClassVar
 
@@ -40,6 +42,7 @@ from bus.adapter_api import (
     TargetNotReady,
     TargetOptions,
     compile_expression,
+    time_zone,
 )
 
 
@@ -98,6 +101,13 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         self._postgres = is_postgres(dsn)
         self._dialect: _Dialect = _Postgres(config) if self._postgres else _MySql(config)
         self._values = Body(config.columns)
+        self._zone = time_zone(config.timezone)
+        # Columns whose times are written as wall-clock time in ``timezone``. MariaDB/MySQL: every
+        # column (DATETIME and TIMESTAMP hold no zone; the driver wrote an aware time's own wall
+        # clock, so times given with different offsets were stored in different zones, unsaid).
+        # PostgreSQL: those of type ``timestamp`` (without time zone), read from the catalog: asyncpg
+        # refuses an aware time for one, so such a table could not be written at all.
+        self._wall_clock: frozenset[str] | None = None if self._postgres else frozenset(config.columns)
         self._delete_when = compile_expression(config.delete_when) if config.delete_when else None
         build = {"upsert": self._dialect.upsert, "insert": self._dialect.insert, "delete": self._dialect.delete}
         self._statement = build[config.operation]()
@@ -122,6 +132,8 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
                 statement_timeout=self.config.statement_timeout_s,
                 writes=True,
             )
+        with contextlib.suppress(Exception):  # not readable yet: the first delivery reads it, or says why it cannot
+            await self._learn_columns()
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None
@@ -135,8 +147,28 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         return Health(self._pool is not None, "" if self._pool is not None else "not connected")
 
     def rendered(self, event: Event) -> dict[str, Any]:
-        """The row's columns as this event gives them (before any statement is chosen)."""
-        return self._values.render(event)
+        """The row's columns as this event gives them (before any statement is chosen), times in
+        columns without a zone as their wall-clock time in ``timezone``."""
+        row = self._values.render(event)
+        for column in self._wall_clock or ():
+            value = row[column]
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                row[column] = value.astimezone(self._zone).replace(tzinfo=None)
+        return row
+
+    async def _learn_columns(self) -> None:
+        """PostgreSQL: which mapped columns are ``timestamp`` (without time zone). A table not there
+        yet is left for the write to say so (the config's target is not set up)."""
+        if self._wall_clock is not None or self._pool is None:
+            return
+        sql = (
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped"
+            " AND atttypid = 'timestamp'::regtype"
+        )
+        async with self._pool.acquire() as connection:
+            if await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", self.config.table):
+                found = {row[0] for row in await connection.fetch(sql, self.config.table)}
+                self._wall_clock = frozenset(c for c in self.config.columns if c.lower() in found)  # unquoted names fold
 
     def deletes(self, event: Event, row: dict[str, Any]) -> bool:
         """Whether this event deletes its row (``operation: delete``, or ``delete_when`` holds)."""
@@ -145,7 +177,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         return self.config.operation == "delete"
 
     def statement(self, event: Event) -> tuple[str, list[Any]]:
-        row = self._values.render(event)
+        row = self.rendered(event)
         if self._delete_when is not None and self._delete_when(event.data, event.meta()):
             return self._delete, [row[k] for k in self.config.key]
         if self.config.operation == "delete":
@@ -186,6 +218,11 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
     async def deliver(self, event: Event) -> None:
         if self._pool is None:
             raise RetryableError(f"sql outbound {self.config.name} is not started")
+        if self._wall_clock is None:  # a table created after the start: its columns are read now
+            try:
+                await self._learn_columns()
+            except Exception as exc:
+                raise self.classify(exc) from exc
         if self.config.batch_size == 1:  # concurrent single transactions across the pool, not one at a time
             await self._write([self.statement(event)])
         else:

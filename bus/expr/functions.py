@@ -8,8 +8,9 @@ read. Money is ``Decimal``: ``minor_units("12.34", "usd") == 1234`` with the ISO
 
 from __future__ import annotations
 
-__all__ = ["FUNCTIONS", "fixed_now", "parse_duration", "to_timestamp"]
+__all__ = ["FUNCTIONS", "fixed_now", "parse_duration", "time_zone", "to_timestamp"]
 
+import functools
 import hashlib
 import hmac
 import re
@@ -19,6 +20,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bus.patterns import search
 
@@ -85,18 +87,37 @@ def _string(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def to_timestamp(value: Any) -> datetime | None:
-    """ISO 8601 text, epoch milliseconds, or a datetime -> an aware datetime (UTC if unzoned)."""
+@functools.lru_cache(maxsize=64)
+def time_zone(name: str) -> ZoneInfo:
+    """An IANA time zone by name; ValueError naming it when there is none such."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (an IANA name: UTC, Europe/Berlin, America/New_York)") from None
+
+
+def to_timestamp(value: Any, zone: str | None = None) -> datetime | None:
+    """ISO 8601 text, epoch milliseconds, or a datetime -> an aware datetime. A value that names
+    no zone (text without an offset, a database's ``timestamp`` or ``DATETIME``) is wall-clock
+    time in ``zone`` (UTC by default: a legacy system that keeps local time names its zone)."""
     if value is None or isinstance(value, datetime):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC if zone is None else time_zone(zone))
     if isinstance(value, bool):
         raise TypeError("a boolean is not a timestamp")
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value / 1000, UTC)
     if isinstance(value, str):
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC if zone is None else time_zone(zone))
     raise TypeError(f"cannot read {type(value).__name__} as a timestamp")
+
+
+def _format_time(value: Any, fmt: str, zone: str | None = None) -> str | None:
+    """``strftime`` of a time, in its own zone (UTC if it names none), or in ``zone``."""
+    moment = to_timestamp(value)
+    if moment is None:
+        return None
+    return (moment if zone is None else moment.astimezone(time_zone(zone))).strftime(fmt)
 
 
 def parse_duration(value: Any) -> timedelta | None:
@@ -252,7 +273,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "millis": _millis,
     "iso": _iso,
     "date": lambda v: None if v is None else _iso(v)[:10],  # type: ignore[index]
-    "format_time": lambda v, fmt: None if v is None else to_timestamp(v).strftime(fmt),  # type: ignore[union-attr]
+    "format_time": _format_time,
     # money
     "decimal": _decimal,
     "minor_units": _minor_units,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from bus.errors import ExpressionError
 from bus.expr import tree as t
-from bus.expr.functions import FUNCTIONS
+from bus.expr.functions import FUNCTIONS, time_zone
 from bus.patterns import PatternError, compiled
 
 MAX_DEPTH = 100
@@ -55,6 +55,7 @@ _PRECEDENCE = {
     "+": 5, "-": 5, "*": 6, "/": 6, "%": 6,
 }  # fmt: skip
 _NOT_PRECEDENCE = 3
+_ZONE_ARGUMENT = {"timestamp": 1, "format_time": 2}  # the functions that take a time zone, and where
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +222,13 @@ class _Parser:
                 compiled(args[1].value)  # a pattern written in the config: checked when the config is
             except PatternError as exc:
                 raise ExpressionError(str(exc), expression=self.text, position=args[1].pos) from None
+        zone_at = _ZONE_ARGUMENT.get(name_tok.value)
+        zone = args[zone_at] if zone_at is not None and len(args) > zone_at else None
+        if isinstance(zone, t.Const) and isinstance(zone.value, str):
+            try:
+                time_zone(zone.value)  # a zone written in the config: checked when the config is
+            except ValueError as exc:
+                raise ExpressionError(str(exc), expression=self.text, position=zone.pos) from None
         return t.Call(name_tok.value, args, name_tok.pos)
 
     def postfix(self, base: t.Node) -> t.Node:

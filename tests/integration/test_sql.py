@@ -342,3 +342,66 @@ async def run_sql_at(dsn: str, sql: str) -> list[tuple[Any, ...]]:
             return list(await cursor.fetchall())
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_times_go_into_columns_without_a_zone_as_wall_clock_time_in_the_tables_zone(
+    kind: str, tmp_path: Path, bootstrap: str
+) -> None:
+    """PostgreSQL's `timestamp` and MariaDB's `DATETIME` hold no zone. PostgreSQL's driver refused
+    every time the hub has (they are moments, with a zone), so such a table could not be written at
+    all; MariaDB's stored each time's own wall clock, so times sent with different offsets were
+    stored in different zones. Now each is the wall-clock time in the outbound's `timezone`
+    (UTC unless told), and a `timestamptz` column takes the moment itself."""
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    suffix = uuid.uuid4().hex[:8]
+    tables = {"utc": f"t_utc_{suffix}", "berlin": f"t_berlin_{suffix}"}
+    naive, zoned = ("timestamp", "timestamptz") if kind == "postgresql" else ("datetime(3)", None)
+    for table in tables.values():
+        await run_sql(
+            kind, dsn, f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, paid {naive}" + (f", paid_tz {zoned})" if zoned else ")")
+        )
+    target = await Target().start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["inbound"][0]["emit"]["map"]["description"] = "data.paid"
+    config["routes"] = [{"name": "all", "from": "Payment", "to": list(tables)}]
+    columns = {"payment_id": "payment_id", "paid": "timestamp(description)", **({"paid_tz": "timestamp(description)"} if zoned else {})}
+    config["outbound"] = [
+        {"name": label, "type": "sql", "dsn": dsn, "table": table, "columns": columns, "key": ["payment_id"]}
+        | ({"timezone": "Europe/Berlin"} if label == "berlin" else {})
+        for label, table in tables.items()
+    ]
+    sent = {"pi_1": "2024-03-01T10:00:00+02:00", "pi_2": "2024-03-01T08:30:00Z", "pi_3": "2024-07-01T12:00:00Z"}  # pi_3: summer time
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            events = [payment(i) for i in (1, 2, 3)]
+            for event in events:
+                event["data"]["paid"] = sent[event["data"]["id"]]
+            await post(hub, *events)
+
+            async def written() -> bool:
+                for table in tables.values():
+                    if len(await run_sql(kind, dsn, f"SELECT payment_id FROM {table}")) < 3:
+                        return False
+                return True
+
+            with contextlib.suppress(AssertionError):
+                await eventually(written)
+            letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("utc"))
+            assert not letters, dict(letters[0].headers)["bus_error"]
+        stored: dict[str, dict[str, tuple[str, ...]]] = {}
+        for label, table in tables.items():
+            stored[label] = {r[0]: tuple(str(v) for v in r[1:]) for r in await run_sql(kind, dsn, f"SELECT * FROM {table}")}
+        wall = {
+            "utc": {"pi_1": "2024-03-01 08:00:00", "pi_2": "2024-03-01 08:30:00", "pi_3": "2024-07-01 12:00:00"},
+            "berlin": {"pi_1": "2024-03-01 09:00:00", "pi_2": "2024-03-01 09:30:00", "pi_3": "2024-07-01 14:00:00"},
+        }
+        for label in tables:
+            assert {k: v[0] for k, v in stored[label].items()} == wall[label], stored[label]
+            if zoned:  # the moment itself, whatever the zone setting
+                assert {k: v[1] for k, v in stored[label].items()} == {k: f"{w}+00:00" for k, w in wall["utc"].items()}, stored[label]
+    finally:
+        for table in tables.values():
+            await run_sql(kind, dsn, f"DROP TABLE {table}")
+        await target.stop()

@@ -72,6 +72,8 @@ def test_evaluates(text: str, expected: object) -> None:
         ("a.", "expected a field name", 3),
         ("", "empty expression", 1),
         ("[1, 2", "expected ']'", 6),
+        ('timestamp(t, "Europe/Berln")', "unknown time zone 'Europe/Berln'", 14),
+        ('format_time(t, "%H", "CEST")', "unknown time zone 'CEST' (an IANA name", 22),
     ],
 )
 def test_rejects_with_position(text: str, message: str, position: int) -> None:
@@ -124,6 +126,11 @@ TIMED = {
         ("iso(ms)", "2026-03-01T10:00:00.000Z"),
         ("date(created)", "2026-03-01"),
         ('format_time(created, "%d/%m/%Y")', "01/03/2026"),
+        # A legacy system's local time names its zone: wall-clock time there, winter and summer.
+        ('iso(timestamp("2026-03-01 10:00:00", "Europe/Berlin"))', "2026-03-01T09:00:00.000Z"),
+        ('iso(timestamp("2026-07-01T10:00:00", "Europe/Berlin"))', "2026-07-01T08:00:00.000Z"),
+        ('iso(timestamp(created, "Europe/Berlin"))', "2026-03-01T10:00:00.000Z"),  # a time with its own zone keeps it
+        ('format_time(created, "%H:%M %Z", "America/New_York")', "05:00 EST"),
         ("timestamp(missing)", None),
         ('minor_units("12.34", "usd")', 1234),
         ('minor_units(price, "usd")', 1234),  # 1234.5 rounds half to even
