@@ -82,6 +82,7 @@ __all__ = [
     "comparable",
     "compile_expression",
     "compile_template",
+    "csv_header_problem",
     "csv_records",
     "duration",
     "first_path",
@@ -117,7 +118,17 @@ from bus.config.base import ConfigModel
 from bus.config.fields import AnswerExpression, BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.deadletters import KEPT_OF_TOO_LARGE
-from bus.documents import LineTooLong, allow_large_csv_fields, bounded_lines, csv_records, first_path, parse_json, parse_xml, text_codec
+from bus.documents import (
+    LineTooLong,
+    allow_large_csv_fields,
+    bounded_lines,
+    csv_header_problem,
+    csv_records,
+    first_path,
+    parse_json,
+    parse_xml,
+    text_codec,
+)
 from bus.errors import (
     EventRejected,
     EventTooLarge,

@@ -19,6 +19,7 @@ __all__ = [
     "LineTooLong",
     "allow_large_csv_fields",
     "bounded_lines",
+    "csv_header_problem",
     "csv_records",
     "first_path",
     "parse_json",
@@ -221,6 +222,30 @@ class _NumberedLines:
             line = "\n"
         self.taken.append(line)
         return line
+
+
+_SEPARATORS = (";", "\t", "|", ",")  # what exports are separated by (Excel in much of Europe writes ";")
+
+
+def csv_header_problem(names: list[str], delimiter: str) -> str:
+    """Why a CSV header cannot name a file's columns ("" when it can). A header read as one column
+    that holds another separator is a file separated by it (a European Excel export's ";"): each
+    row would be one field, every column but the first null. A name given twice: one column would
+    hide the other in each row, unsaid."""
+    if len(names) == 1:
+        found = [sep for sep in _SEPARATORS if sep != delimiter and sep in names[0]]
+        if found:
+            shown = {"\t": "\\t"}.get(found[0], found[0])
+            return (
+                f"the header is one column, {names[0][:120]!r}: its names look separated by {found[0]!r}, not {delimiter!r}; "
+                f'set delimiter: "{shown}"'
+            )
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names, start=1):
+        if name in seen:
+            return f"the header names column {name!r} twice (columns {seen[name]} and {number}): one would hide the other"
+        seen[name] = number
+    return ""
 
 
 def csv_records(handle: TextIO, delimiter: str = ",") -> Iterator[CsvRecord]:

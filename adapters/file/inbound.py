@@ -50,6 +50,7 @@ from bus.adapter_api import (
     LineTooLong,
     RetryableError,
     bounded_lines,
+    csv_header_problem,
     csv_records,
     parse_json,
     text_codec,
@@ -97,6 +98,9 @@ def _rows(handle: TextIO, kind: str, delimiter: str, encoding: str) -> Iterator[
         raise _Unreadable(f"the CSV header cannot be read: {header.error}" if header is not None else "no CSV header row")
     if _UNDECODED.search("".join(header.values)):
         raise _Unreadable(f"the CSV header is not {encoding} text; set encoding (e.g. latin-1)")
+    problem = csv_header_problem(header.values, delimiter)
+    if problem:
+        raise _Unreadable(problem)
     names, width = header.values, len(header.values)
     for record in records:
         number, values = record.line, record.values

@@ -85,6 +85,9 @@ async def test_drop_folder_rows_to_events_with_manifests(tmp_path: Path, bootstr
             (folder / "ledger.csv").write_bytes(csv_bytes)
             (folder / "events.jsonl").write_bytes(jsonl)
             (folder / "garbled.csv").write_bytes(b"")  # no header: the file as a whole is unreadable
+            # Excel's export where "," is the decimal mark: read with ",", one column, every field but the first null.
+            (folder / "semicolons.csv").write_bytes(b"ref;cents;cur;account\nr7;700;EUR;a7\n")
+            (folder / "twice.csv").write_bytes(b"ref,cents,cur,ref\nr8,800,EUR,r9\n")  # one "ref" would hide the other
             (folder.with_name("inbox-utf8") / "bom.csv").write_bytes(b"\xef\xbb\xbfref,cents,cur\nu1,7,EUR\n")
 
             csv_manifest = await wait_for_file(folder / "done" / "ledger.csv")
@@ -96,6 +99,10 @@ async def test_drop_folder_rows_to_events_with_manifests(tmp_path: Path, bootstr
             assert csv_manifest["sha256"] == hashlib.sha256(csv_bytes).hexdigest()
             assert {k: jsonl_manifest[k] for k in ("rows", "accepted", "rejected")} == {"rows": 3, "accepted": 2, "rejected": 1}
             assert "no CSV header" in failed["error"]
+            semicolons = await wait_for_file(folder / "failed" / "semicolons.csv")
+            assert "its names look separated by ';', not ','; set delimiter: \";\"" in semicolons["error"], semicolons
+            twice = await wait_for_file(folder / "failed" / "twice.csv")
+            assert "names column 'ref' twice (columns 1 and 4)" in twice["error"], twice
             assert not (folder / "ledger.csv").exists()
 
             await target.wait_for(lambda: len(target.accepted) == 6)

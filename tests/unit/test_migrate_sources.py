@@ -89,6 +89,7 @@ def test_json_lines_refuses_bytes_that_are_not_text_and_lines_that_are_not_json(
         (b"", "has no header line"),
         (b"ref,amount,ref\n1,2,3\n", r"names column 'ref' twice \(columns 1 and 3\)"),
         (b"r\xe9f\n1\n", "the header of .* is not text in the file's encoding"),
+        (b"ref;amount\n1;2\n", "its names look separated by ';', not ','; set delimiter"),
     ],
 )
 def test_a_header_that_cannot_serve_stops_before_any_row(tmp_path: Path, data: bytes, says: str) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.config.migrations import MigrationConfig
-from bus.documents import CsvRecord, LineTooLong, bounded_lines, csv_records, parse_json, text_codec
+from bus.documents import CsvRecord, LineTooLong, bounded_lines, csv_header_problem, csv_records, parse_json, text_codec
 from bus.errors import BusError
 from bus.jsontext import dumps as json_dumps
 
@@ -146,14 +146,9 @@ def _csv_header(config: MigrationConfig, path: Path, record: CsvRecord | None) -
     header = record.values
     if any(_UNDECODED.search(name) for name in header):
         raise BusError(f"migration {config.name}: the header of {path} is not text in the file's encoding; set source.file.encoding")
-    seen: dict[str, int] = {}
-    for number, name in enumerate(header, start=1):
-        if name in seen:
-            raise BusError(
-                f"migration {config.name}: the header of {path} names column {name!r} twice (columns {seen[name]} and {number}): "
-                "one would hide the other"
-            )
-        seen[name] = number
+    problem = csv_header_problem(header, _delimiter(config))
+    if problem:
+        raise BusError(f"migration {config.name}: {path}: {problem}")
     return header
 
 
