@@ -39,10 +39,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from aiokafka import TopicPartition
+
 from bus.config.models import KafkaConfig
 from bus.event import now_rfc3339
-from bus.kafka.clients import make_admin, make_producer, outside_bootstrap
-from bus.kafka.reader import stream_topics
+from bus.kafka.clients import make_admin, make_consumer, make_producer, outside_bootstrap
+from bus.kafka.reader import batches_from_start, stream_topics
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 from bus.logs import REDACTOR
 
@@ -193,6 +195,8 @@ class DeadLetters:
         self._kafka = kafka
         self._bootstrap = outside_bootstrap(bootstrap)
         self._names = topics
+        # Letters a replay left out because a later event of their key came after them: (letter, that event's id).
+        self.superseded: list[tuple[DeadLetter, str]] = []
 
     def topic_of(self, subscriber: str) -> str:
         if subscriber.startswith("_in."):  # messages an inbound adapter could not turn into events
@@ -238,9 +242,25 @@ class DeadLetters:
             if batch:
                 yield batch
 
-    async def replay(self, letters: list[DeadLetter]) -> int:
+    async def replay(self, letters: list[DeadLetter], *, include_superseded: bool = False) -> int:
         """Send each letter back to where it failed, then mark it replayed. Returns how many: a
-        letter of which only a part was kept (``CUT_MARKS``) is not replayed, and said."""
+        letter of which only a part was kept (``CUT_MARKS``) is not replayed, and said. Nor,
+        unless ``include_superseded``, is a letter a later event of its key came after on the
+        topic it failed from (``superseded``): replayed now, it would reach the target after that
+        event and put older data over newer (an upsert by key, a CRM record). Kept in
+        ``self.superseded`` for the caller to say, and replayable with ``include_superseded``."""
+        if not include_superseded and letters:
+            later = await self._later_of_their_keys(letters)
+            if later:
+                self.superseded += [(letter, later[letter.position]) for letter in letters if letter.position in later]
+                log.warning(
+                    "not replaying %d dead letter(s) that a later event of the same key came after (replayed, they would "
+                    "put older data over newer): %s", len(later),
+                    ", ".join(f"{letter.event_id} (after it: {newer})" for letter, newer in self.superseded[-len(later):][:10]),
+                )  # fmt: skip
+                letters = [letter for letter in letters if letter.position not in later]
+                if not letters:
+                    return 0
         await self._ensure_state_topic()
         producer = make_producer(self._kafka, self._bootstrap)
         await producer.start()
@@ -264,6 +284,43 @@ class DeadLetters:
         finally:
             await producer.stop()
         return len(letters)
+
+    async def _later_of_their_keys(self, letters: list[DeadLetter]) -> dict[str, str]:
+        """Letter position -> the id of a later event of its key on the topic it failed from (the
+        subscriber's delivery topic; the canonical topic for the router's), not itself one of
+        ``letters`` (replayed together, they keep their order). Each partition is read once, from
+        the earliest letter's origin on."""
+        replayed = {letter.event_id for letter in letters}
+        wanted: dict[TopicPartition, dict[bytes, list[tuple[int, DeadLetter]]]] = {}
+        for letter in letters:
+            topic, _, where = letter.header("bus_origin").rpartition("/")
+            topic, _, partition = topic.rpartition("/")
+            if letter.key is None or not topic or not (partition.isdigit() and where.isdigit()):
+                continue  # no key: no order to keep
+            by_key = wanted.setdefault(TopicPartition(topic, int(partition)), {})
+            by_key.setdefault(letter.key, []).append((int(where), letter))
+        if not wanted:
+            return {}
+        after = {tp: min(offset for group in keys.values() for offset, _ in group) for tp, keys in wanted.items()}
+        found: dict[str, str] = {}
+        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)
+        try:
+            await consumer.start()
+            async for tp, records in batches_from_start(consumer, list(wanted), after=after):
+                keys = wanted[tp]
+                for record in records:
+                    group = keys.get(record.key) if record.key is not None else None
+                    if not group:
+                        continue
+                    newer = next((v.decode(errors="replace") for k, v in record.headers or () if k == "ce_id" and v is not None), "")
+                    if newer in replayed:
+                        continue
+                    for offset, letter in group:
+                        if record.offset > offset and newer != letter.event_id:
+                            found.setdefault(letter.position, newer or f"{tp.topic}/{tp.partition}/{record.offset}")
+        finally:
+            await consumer.stop()
+        return found
 
     async def purge(self, letters: list[DeadLetter]) -> int:
         await self._ensure_state_topic()

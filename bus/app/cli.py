@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--json", action="store_true")
         if name in ("replay", "purge"):
             cmd.add_argument("--dry-run", action="store_true")
+        if name == "replay":
+            cmd.add_argument(
+                "--include-superseded",
+                action="store_true",
+                help="also replay letters that a later event of the same key came after (they would put older data over newer)",
+            )
         cmd.set_defaults(func=kafka_commands.dlq)
 
     reconcile = sub.add_parser(

@@ -285,6 +285,12 @@ class HubView:
         if action == "replay" and ((where.subscriber or "").startswith("_in.")):
             raise ValueError("inbound dead letters hold the source's raw message: fix it at the source and send it again")
         store, matched, done, chunk = self._store(), 0, 0, []
+
+        async def handle(letters: list[DeadLetter]) -> int:
+            if action == "purge":
+                return await store.purge(letters)
+            return await store.replay(letters, include_superseded=where.include_superseded)
+
         # As the topics stream, a chunk at a time: a replay of a day's dead letters does not hold them all.
         async for batch in self._scan(where, include_handled=False):
             letters = [x for x in batch if action == "purge" or not x.subscriber.startswith("_in.")]
@@ -293,11 +299,12 @@ class HubView:
                 continue
             chunk += letters
             if len(chunk) >= _ACTION_CHUNK:
-                done += await (store.replay(chunk) if action == "replay" else store.purge(chunk))
+                done += await handle(chunk)
                 chunk = []
         if chunk:
-            done += await (store.replay(chunk) if action == "replay" else store.purge(chunk))
-        return DeadLetterDone(action=action, matched=matched, done=done, dry_run=where.dry_run)
+            done += await handle(chunk)
+        superseded = [f"{letter.event_id or letter.position} (after it: {newer})" for letter, newer in store.superseded[:100]]
+        return DeadLetterDone(action=action, matched=matched, done=done, dry_run=where.dry_run, superseded=superseded)
 
     def _store(self) -> DeadLetters:
         kafka = self._hub.loaded.hub.kafka

@@ -137,21 +137,35 @@ def dlq(args: argparse.Namespace) -> int:
             if not args.dry_run:
                 chunk += batch
                 if len(chunk) >= 1000:
-                    done += await (store.replay(chunk) if args.dlq_command == "replay" else store.purge(chunk))
+                    done += await handle(chunk)
                     chunk = []
         if args.dry_run:
             print(f"would {args.dlq_command} {matched} dead letter(s)")
             return 0
         if chunk:
-            done += await (store.replay(chunk) if args.dlq_command == "replay" else store.purge(chunk))
+            done += await handle(chunk)
         print(f"{args.dlq_command}d {done} dead letter(s)" if args.dlq_command == "purge" else f"replayed {done} dead letter(s)")
-        if args.dlq_command == "replay" and done < matched:
+        superseded = store.superseded
+        if superseded:
+            shown = "; ".join(f"{letter.event_id or letter.position} (after it: {newer})" for letter, newer in superseded[:20])
             print(
-                f"bus: {matched - done} not replayed: only a part of each was kept (too large for Kafka); "
+                f"bus: {len(superseded)} not replayed: a later event of the same key came after each, and replayed now they would "
+                f"put older data over newer: {shown}{' ...' if len(superseded) > 20 else ''}; "
+                "replay them anyway with --include-superseded, or purge them",
+                file=sys.stderr,
+            )
+        if args.dlq_command == "replay" and done + len(superseded) < matched:
+            print(
+                f"bus: {matched - done - len(superseded)} not replayed: only a part of each was kept (too large for Kafka); "
                 "send them again from their source",
                 file=sys.stderr,
             )
         return 0
+
+    async def handle(chunk: list[Any]) -> int:
+        if args.dlq_command == "purge":
+            return await store.purge(chunk)
+        return await store.replay(chunk, include_superseded=args.include_superseded)
 
     return asyncio.run(run())
 

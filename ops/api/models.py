@@ -190,6 +190,10 @@ class DeadLetterAction(_Out):
         default=False, description="Match every dead letter when no other filter is given (a guard against replaying all by mistake)."
     )
     dry_run: bool = Field(default=False, description="Say how many would be affected; change nothing.")
+    include_superseded: bool = Field(
+        default=False,
+        description="Replay also letters that a later event of the same key came after (replayed, they would put older data over newer).",
+    )
 
 
 class DeadLetterDone(_Out):
@@ -200,6 +204,11 @@ class DeadLetterDone(_Out):
         "was kept (too large for Kafka): send those again from their source."
     )
     dry_run: bool
+    superseded: list[str] = Field(
+        default_factory=list,
+        description="Letters not replayed because a later event of the same key came after each (`EVENT_ID (after it: LATER_ID)`, "
+        "at most 100): replayed, they would put older data over newer. Replay them with include_superseded, or purge them.",
+    )
 
 
 class ReconcileBalance(BaseModel):

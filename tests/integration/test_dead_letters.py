@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from bus.app.cli import main
-from tests.integration.test_delivery import post
+from bus.kafka.reader import read_topic
+from tests.integration.test_delivery import dead_letters, post
 from tests.support.hub import build_hub, payment, payment_hub_config, unique_prefix, write_config
-from tests.support.target import Target
+from tests.support.target import Call, Target
 
 
 async def cli(*args: str) -> int:
@@ -48,6 +49,53 @@ async def test_refused_events_are_replayed_after_the_target_is_fixed(
             assert "replayed 0 dead letter(s)" in capsys.readouterr().out
             assert await cli("dlq", "list", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "erp", "--all", "--json") == 0
             assert {d["status"] for d in json.loads(capsys.readouterr().out)} == {"replayed"}
+    finally:
+        await target.stop()
+
+
+async def test_a_letter_that_a_later_event_of_its_key_came_after_is_not_replayed_over_it(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pi_1's first version is refused and dead-lettered; its second version is delivered. Replayed
+    after the target was fixed, the first reached the target after the second and put the older
+    amount over the newer (an upsert by key, as a CRM or ERP does), unsaid. Now replay leaves it
+    out, naming the later event, and --include-superseded sends it anyway; a letter no later event
+    of its key came after (pi_2) is replayed as before."""
+    broken = True
+    held: dict[str, int] = {}  # what the target holds, by key: the last write wins
+
+    def answer(call: Call) -> tuple[int, dict[str, object]]:
+        if broken and call.body["event"] in ("evt_1", "evt_2"):
+            return 422, {}
+        held[call.body["external_id"]] = call.body["amount_cents"]
+        return 201, {}
+
+    target = await Target(answer=answer).start()
+    path = write_config(tmp_path / "bus.yaml", payment_hub_config(bootstrap, target.url))
+    try:
+        async with build_hub(path) as hub:
+            newer = payment(1, amount=250_000)
+            newer["id"] = "evt_1b"
+            await post(hub, payment(1), payment(2))
+            await post(hub, newer)
+            await target.wait_for(lambda: held.get("pi_1") == 250_000)
+            await dead_letters(hub, "erp", 2)
+
+            broken = False
+            capsys.readouterr()
+            assert await cli("dlq", "replay", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "erp") == 0
+            out, err = capsys.readouterr()
+            assert "replayed 1 dead letter(s)" in out, out
+            assert "1 not replayed: a later event of the same key came after each" in err and "evt_1 (after it: evt_1b)" in err, err
+            await target.wait_for(lambda: "pi_2" in held)
+            sent_back = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.delivery("erp"))
+            replays = [dict(r.headers)["ce_id"] for r in sent_back if "bus_replayed_from" in dict(r.headers)]
+            assert replays == [b"evt_2"]  # evt_1 was not sent back
+            assert held == {"pi_1": 250_000, "pi_2": 150_000}  # the newer amount stays
+
+            assert await cli("dlq", "replay", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "erp", "--include-superseded") == 0
+            assert "replayed 1 dead letter(s)" in capsys.readouterr().out
+            await target.wait_for(lambda: held.get("pi_1") == 150_000)  # sent anyway, as asked
     finally:
         await target.stop()
 
