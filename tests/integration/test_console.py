@@ -114,6 +114,35 @@ async def test_a_failing_subscriber_is_marked_and_its_dead_letters_replayed_once
         await bad.stop()
 
 
+async def test_a_replay_that_would_put_older_data_over_newer_says_so(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
+    """s-1 is refused; s-2, a later event of its key, is delivered. "Replay all" sends back s-3 (no
+    later event of its key) and leaves s-1 out, saying why and naming s-2: replayed, s-1 would
+    have put its older data over s-2's at the target."""
+    refusing = {"on": True}
+    crm = await Target(answer=lambda c: (400, {}) if refusing["on"] and c.body["payment_id"] in ("s-1", "s-3") else (200, {})).start()
+    try:
+        config = hub_config(bootstrap, {"crm": {"url": f"{crm.url}/crm"}})
+        config["ops"]["tokens"] = [{"name": "admin", "token": TOKEN}]
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            await post_all(hub, [{"id": "s-1", "key": "kA", "seq": 1}, {"id": "s-3", "key": "kB", "seq": 3}])
+            page = await signed_in(browser, hub.ops.port)
+            await page.goto(f"http://127.0.0.1:{hub.ops.port}/console/#/subscriber/crm")
+            await expect(page.locator("#letters tbody tr")).to_have_count(2, timeout=30_000)
+            await post_all(hub, [{"id": "s-2", "key": "kA", "seq": 2}])
+            await crm.wait_for(lambda: [c.body["payment_id"] for c in crm.accepted] == ["s-2"])
+
+            refusing["on"] = False
+            await page.get_by_role("button", name="Replay all…").click()
+            await page.get_by_role("button", name="Yes, replay").click()
+            status = page.locator("#status")
+            await expect(status).to_contain_text("Replayed 1 dead letter(s). 1 not replayed: a later event of the same key came after each")
+            await expect(status).to_contain_text("s-1 (after it: s-2)")
+            await shot(page, "subscriber-replay-superseded")
+            await crm.wait_for(lambda: [c.body["payment_id"] for c in crm.accepted] == ["s-2", "s-3"])
+    finally:
+        await crm.stop()
+
+
 async def test_an_event_is_found_by_id_and_by_key_with_every_hop(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
     good = await Target().start()
     bad = await Target(answer=lambda call: (400, {}) if call.body["payment_id"] == "x-2" else (200, {})).start()

@@ -254,7 +254,12 @@ async function showSubscriber(name) {
               const { action, where } = confirming;
               confirming = null;
               const done = await api(`/dead-letters/${action}`, { method: "POST", body: { subscriber: name, ...where } });
-              say(`${action === "replay" ? "Replayed" : "Purged"} ${done.done} dead letter(s).`);
+              const passed = done.superseded || [];
+              say(`${action === "replay" ? "Replayed" : "Purged"} ${done.done} dead letter(s).` + (passed.length
+                ? ` ${passed.length} not replayed: a later event of the same key came after each, and replayed now it would `
+                  + `put older data over newer (${passed.slice(0, 5).join("; ")}${passed.length > 5 ? " …" : ""}). Purge them, `
+                  + "or replay them anyway with bus dlq replay --include-superseded."
+                : ""));
               await refreshLetters(true);
               await draw();
             },
