@@ -67,13 +67,6 @@ class Position:
     def __init__(self, since: Any, seen: set[str], etag: str | None) -> None:
         self.since, self.seen, self.etag = since, seen, etag
 
-    def take(self, value: Any, ident: str) -> bool:
-        """Advance past one record; False if it was already taken (same watermark, same id) or is older."""
-        if not self.is_new(value, ident):
-            return False
-        self.advance(value, ident)
-        return True
-
     def is_new(self, value: Any, ident: str) -> bool:
         """Whether a record is after this position: a later watermark, or the same one and an id not seen."""
         return self.since in (None, "") or _later(value, self.since) or (value == self.since and ident not in self.seen)
