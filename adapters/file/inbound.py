@@ -167,6 +167,10 @@ class FileInbound(Inbound[FileInboundConfig]):
         self._stopping = asyncio.Event()
         self._digests: dict[str, dict[str, str]] | None = None  # what done/ holds, by content (see _imported)
         self._problem = ""  # why files cannot be moved out, so none is read
+        # Files imported whose move to done/ failed (the file itself immutable, or owned by another
+        # user in a sticky folder): each pass tries the move again and reads them no more. Read again,
+        # each was imported anew at every pass (``duplicates: import``) or sent on to skipped/.
+        self._stuck: dict[Path, dict[str, Any]] = {}
 
     async def start(self) -> None:
         if self._task is not None:
@@ -204,6 +208,33 @@ class FileInbound(Inbound[FileInboundConfig]):
                 return f"cannot write in {folder} ({exc.strerror or exc}): no file is read until it can be moved out when done"
         return ""
 
+    async def _move_stuck(self) -> None:
+        """Try again to move each file imported but not moved to done/; one gone is forgotten."""
+        for path, manifest in list(self._stuck.items()):
+            if not path.exists():
+                del self._stuck[path]
+                continue
+            try:
+                await asyncio.to_thread(self._move, path, "done", {k: v for k, v in manifest.items() if k != "move_error"})
+            except OSError as exc:
+                manifest["move_error"] = str(exc)
+            else:
+                del self._stuck[path]
+                self.ctx.logger.warning("file %s: %s, imported before, is moved to done/ now", self.config.name, path.name)
+
+    def attention(self) -> str:
+        """Files imported and not moved to done/: the adapter reads on, but someone must see to them."""
+        return self._stuck_problem()
+
+    def _stuck_problem(self) -> str:
+        if not self._stuck:
+            return ""
+        names = ", ".join(f"{path.name} ({manifest['move_error']})" for path, manifest in list(self._stuck.items())[:5])
+        return (
+            f"{len(self._stuck)} file(s) imported and not moved to done/: {names}; they are not read again while the hub "
+            "runs, and moved when they can be: make them movable, or move them away, or they are imported again after a restart"
+        )
+
     def _said(self, problem: str) -> None:
         if problem != self._problem:
             if problem:
@@ -216,8 +247,13 @@ class FileInbound(Inbound[FileInboundConfig]):
         while not self._stopping.is_set():
             # Off the event loop: listing and stat-ing a folder of 50,000 files took 0.5 s, every pass,
             # during which no webhook of the same process was answered.
-            self._said(await asyncio.to_thread(self._unmovable))
-            for path in [] if self._problem else await asyncio.to_thread(self._ready):
+            unmovable = await asyncio.to_thread(self._unmovable)
+            if self._stuck and not unmovable:
+                await self._move_stuck()
+            self._said(unmovable)
+            for path in [] if unmovable else await asyncio.to_thread(self._ready):
+                if path in self._stuck:
+                    continue
                 if self._stopping.is_set():
                     break
                 try:
@@ -308,8 +344,8 @@ class FileInbound(Inbound[FileInboundConfig]):
         try:
             await asyncio.to_thread(self._move, path, "done", manifest)
         except OSError as exc:
-            why = f"{path.name} was imported and cannot be moved to done/ ({exc})"
-            self._said(f"{why}: move it away, or it is imported again after a restart")
+            self._stuck[path] = {**manifest, "move_error": str(exc)}
+            self.ctx.logger.warning("file %s: %s", self.config.name, self._stuck_problem())
             return manifest
         self.ctx.logger.info(
             "file %s: %s done: %d rows, %d accepted, %d rejected, sha256 %s",

@@ -20,7 +20,7 @@ from tests.conftest import IN_CI
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.lines import CountingText
 from tests.support.target import Target
-from tests.support.wait import health_saying
+from tests.support.wait import health_saying, until
 
 
 def config(bootstrap: str, folder: Path, target: Target) -> dict[str, Any]:
@@ -334,3 +334,44 @@ async def test_no_file_is_read_while_files_cannot_be_moved_out_and_done_may_be_o
     finally:
         await target.stop()
         shutil.rmtree(archive, ignore_errors=True)
+
+
+async def test_a_file_imported_that_cannot_be_moved_to_done_is_not_read_again_and_is_moved_when_it_can(
+    tmp_path: Path, bootstrap: str
+) -> None:
+    """The folders can be written, but one file cannot be moved (the file itself immutable; owned by
+    another user in a sticky folder). Imported, it stayed, and with `duplicates: import` it was
+    imported again at every pass (564 deliveries of its 2 rows in a minute). Now it is not read again while the hub runs, the console's
+    attention names it, and it is moved to done/ once it can be."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    folder.with_name("inbox-utf8").mkdir()
+    export = folder / "wednesday.csv"
+    export.write_bytes(b"ref,cents,cur,account\nr1,100,EUR,a1\nr2,200,EUR,a2\n")
+    if not immutable(export, True):
+        message = f"chattr +i is refused on {export} (file system or capability)"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must run every test", pytrace=False)
+        pytest.skip(message)
+    target = await Target().start()
+    raw = config(bootstrap, folder, target)
+    raw["inbound"][0]["duplicates"] = "import"
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", raw)) as hub:
+            exports = hub.inbound[0]
+            try:
+                await until(lambda: "wednesday.csv" in exports.attention(), "the stuck file said", timeout=20)
+                assert "1 file(s) imported and not moved to done/: wednesday.csv" in exports.attention()
+                await target.wait_for(lambda: len(target.accepted) == 2)
+                await asyncio.sleep(1.5)  # several passes
+                assert len(target.calls) == 2 and export.exists()  # imported once, though it stays
+                assert (await exports.health()).ok  # other files are read on
+            finally:
+                immutable(export, False)
+            manifest = await wait_for_file(folder / "done" / "wednesday.csv")
+            assert manifest["accepted"] == 2 and "move_error" not in manifest
+            await until(lambda: not exports.attention(), "the attention cleared", timeout=10)
+            assert len(target.calls) == 2
+    finally:
+        immutable(export, False)
+        await target.stop()
