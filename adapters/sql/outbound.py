@@ -27,6 +27,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any, ClassVar
 
+from adapters.sql.catalog import unique_keys
 from adapters.sql.config import SqlOutboundConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
 from adapters.sql.target_state import SqlTargetState
@@ -108,6 +109,10 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         # PostgreSQL: those of type ``timestamp`` (without time zone), read from the catalog: asyncpg
         # refuses an aware time for one, so such a table could not be written at all.
         self._wall_clock: frozenset[str] | None = None if self._postgres else frozenset(config.columns)
+        # MariaDB/MySQL: an upsert whose key no unique index matches is a plain INSERT (PostgreSQL
+        # refuses it): every redelivery and every update added a row, unsaid. Checked before the
+        # first write, and again before each write until it holds.
+        self._key_checked = self._postgres or config.operation != "upsert"
         self._delete_when = compile_expression(config.delete_when) if config.delete_when else None
         build = {"upsert": self._dialect.upsert, "insert": self._dialect.insert, "delete": self._dialect.delete}
         self._statement = build[config.operation]()
@@ -228,8 +233,36 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         else:
             await self._batches.submit(self.statement(event))
 
+    async def _check_key(self) -> None:
+        async def fetch(sql: str, args: list[Any]) -> list[dict[str, Any]]:
+            import aiomysql
+
+            async with self._pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
+                await cursor.execute(sql, args)
+                rows = list(await cursor.fetchall())
+                await connection.commit()
+                return rows
+
+        unique = await unique_keys(fetch, postgres=False, table=self.config.table)
+        wanted = {k.lower() for k in self.config.key}
+        if unique is None or any(columns <= wanted for columns in unique):  # a view (not checked) or a key that holds
+            self._key_checked = True
+            return
+        raise TargetNotReady(
+            f"{self._where}: the target is not set up for this config (no unique index matches the key columns "
+            f"{', '.join(self.config.key)}: an upsert would insert a new row for every event, never update one); "
+            "add a primary key or unique index on them, or say operation: insert"
+        )
+
     async def _write(self, statements: list[tuple[str, list[Any]]]) -> None:
         """One transaction; consecutive statements of the same text go as one executemany."""
+        if not self._key_checked:
+            try:
+                await self._check_key()
+            except TargetNotReady:
+                raise
+            except Exception as exc:
+                raise _classify(exc, self._where) from exc
         try:
             if self._postgres:
                 async with self._pool.acquire() as connection, connection.transaction():

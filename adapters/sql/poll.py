@@ -37,6 +37,7 @@ from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any, ClassVar
 
+from adapters.sql.catalog import unique_keys
 from adapters.sql.config import SqlPollConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
@@ -313,32 +314,10 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         a table without one (a legacy table with no primary key, ``id`` naming a column that is not
         unique) is said at WARNING and in the console. A view is not checked: it has no indexes."""
         mark = self.config.watermark
-        wanted = {c.lower() for c in (mark.column, mark.id) if c}  # unquoted names: PostgreSQL folds them, MariaDB ignores case
-        schema, _, table = self.config.table.rpartition(".")
-        if self._postgres:
-            kind = await self._fetch("SELECT relkind::text AS kind FROM pg_class WHERE oid = to_regclass($1)", [self.config.table])
-            if not kind or kind[0]["kind"] not in ("r", "p"):
-                return
-            indexes = await self._fetch(
-                "SELECT array_agg(a.attname::text) AS columns FROM pg_index i"
-                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-                " WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL GROUP BY i.indexrelid",
-                [self.config.table],
-            )
-            unique = [{str(c).lower() for c in row["columns"]} for row in indexes]
-        else:
-            where = "TABLE_SCHEMA = COALESCE(NULLIF(%s, ''), DATABASE()) AND TABLE_NAME = %s"
-            kind = await self._fetch(f"SELECT TABLE_TYPE AS kind FROM information_schema.TABLES WHERE {where}", [schema, table])  # noqa: S608
-            if not kind or kind[0]["kind"] != "BASE TABLE":
-                return
-            indexes = await self._fetch(
-                f"SELECT INDEX_NAME AS name, COLUMN_NAME AS col FROM information_schema.STATISTICS WHERE {where} AND NON_UNIQUE = 0",  # noqa: S608
-                [schema, table],
-            )
-            by_index: dict[str, set[str]] = {}
-            for row in indexes:
-                by_index.setdefault(row["name"], set()).add(str(row["col"]).lower())
-            unique = list(by_index.values())
+        wanted = {c.lower() for c in (mark.column, mark.id) if c}
+        unique = await unique_keys(self._fetch, postgres=self._postgres, table=self.config.table)
+        if unique is None:
+            return
         if any(columns <= wanted for columns in unique):
             self._loose_keys = ""
             return

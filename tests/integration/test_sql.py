@@ -405,3 +405,47 @@ async def test_times_go_into_columns_without_a_zone_as_wall_clock_time_in_the_ta
         for table in tables.values():
             await run_sql(kind, dsn, f"DROP TABLE {table}")
         await target.stop()
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_an_upsert_whose_key_no_unique_index_matches_waits_saying_so(kind: str, tmp_path: Path, bootstrap: str) -> None:
+    """A legacy table with no primary key: PostgreSQL refuses the upsert's conflict target, but
+    MariaDB's ON DUPLICATE KEY UPDATE without a unique key is a plain INSERT: each update and each
+    redelivery added a row (pi_1 twice here), unsaid. Both now wait, saying why, and once the key
+    is unique each event is written once and the update lands on its row."""
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    table = f"t_nokey_{uuid.uuid4().hex[:8]}"
+    await run_sql(kind, dsn, f"CREATE TABLE {table} (payment_id VARCHAR(64) NOT NULL, amount BIGINT NOT NULL)")
+    target = await Target().start()
+    config = ledger_config(
+        bootstrap, target, dsn, table, delivery={"backoff_initial": "50ms", "backoff_max": "300ms", "circuit_breaker": None}
+    )
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            update = payment(1, amount=999)
+            update["id"] = "evt_1b"
+            await post(hub, payment(1), payment(2))
+            await post(hub, update)
+            worker = hub.workers[0]
+
+            async def says_why() -> bool:
+                status = worker.status()
+                return status["state"] == "retrying" and "no unique index matches the key columns" in str(status.get("last_error", ""))
+
+            try:
+                await eventually(says_why)
+            except AssertionError:
+                raise AssertionError((worker.status(), await run_sql(kind, dsn, f"SELECT * FROM {table}"))) from None
+            assert await run_sql(kind, dsn, f"SELECT * FROM {table}") == []  # nothing written meanwhile
+            await run_sql(kind, dsn, f"ALTER TABLE {table} ADD PRIMARY KEY (payment_id)")
+
+            async def settled() -> bool:
+                rows = await run_sql(kind, dsn, f"SELECT payment_id, amount FROM {table}")
+                return sorted((r[0], int(r[1])) for r in rows) == [("pi_1", 999), ("pi_2", 150_000)]
+
+            await eventually(settled)
+            assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger")) == []
+    finally:
+        await target.stop()
+        await run_sql(kind, dsn, f"DROP TABLE IF EXISTS {table}")
