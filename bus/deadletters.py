@@ -249,6 +249,13 @@ class DeadLetters:
         topic it failed from (``superseded``): replayed now, it would reach the target after that
         event and put older data over newer (an upsert by key, a CRM record). Kept in
         ``self.superseded`` for the caller to say, and replayable with ``include_superseded``."""
+        cut = [letter for letter in letters if letter.cut]
+        if cut:  # only its start was kept: sending that back would route a broken event
+            log.warning(
+                "not replaying %d dead letter(s) kept cut (a message too large for Kafka; its source still has it "
+                "whole): %s", len(cut), ", ".join(letter.position for letter in cut[:10]),
+            )  # fmt: skip
+            letters = [letter for letter in letters if not letter.cut]
         if not include_superseded and letters:
             later = await self._later_of_their_keys(letters)
             if later:
@@ -259,20 +266,13 @@ class DeadLetters:
                     ", ".join(f"{letter.event_id} (after it: {newer})" for letter, newer in self.superseded[-len(later):][:10]),
                 )  # fmt: skip
                 letters = [letter for letter in letters if letter.position not in later]
-                if not letters:
-                    return 0
+        if not letters:
+            return 0
         await self._ensure_state_topic()
         producer = make_producer(self._kafka, self._bootstrap)
         await producer.start()
         try:
             futures = []
-            cut = [letter for letter in letters if letter.cut]
-            if cut:  # only its start was kept: sending that back would route a broken event
-                log.warning(
-                    "not replaying %d dead letter(s) kept cut (a message too large for Kafka; its source still has it "
-                    "whole): %s", len(cut), ", ".join(letter.position for letter in cut[:10]),
-                )  # fmt: skip
-                letters = [letter for letter in letters if not letter.cut]
             for letter in letters:
                 origin = letter.header("bus_origin").rsplit("/", 2)[0] or self._names.delivery(letter.subscriber)
                 headers = [(k, v) for k, v in letter.headers if k not in _ERROR_HEADERS and k != "bus_route"]
