@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["Poller", "Position", "Walk", "record_id", "wait_seconds"]
 
 import asyncio
+import collections
 import contextlib
 import email.utils
 import hashlib
@@ -91,14 +92,21 @@ class Walk:
 
     ``disorder`` names the first record found older than one taken before it in the walk: the
     API does not sort by the watermark, so a position saved before the walk ends (per page, for
-    a restart mid-backfill) may pass over older records on the pages not read yet."""
+    a restart mid-backfill) may pass over older records on the pages not read yet.
 
-    __slots__ = ("_taken", "began", "disorder", "position")
+    What was taken is remembered for the last ``REMEMBERED`` records only: pages shift by a few
+    records (one deleted while the walk reads), and a first poll that backfills millions of
+    records must not hold them all (a set of two million took about 300 MB)."""
+
+    REMEMBERED = 10_000
+
+    __slots__ = ("_order", "_taken", "began", "disorder", "position")
 
     def __init__(self, position: Position) -> None:
         self.began = Position(position.since, set(position.seen), position.etag)
         self.position = position
         self._taken: set[tuple[str, str]] = set()
+        self._order: collections.deque[tuple[str, str]] = collections.deque()
         self.disorder = ""
 
     def take(self, value: Any, ident: str) -> bool:
@@ -109,6 +117,9 @@ class Walk:
         if mark in self._taken:
             return False
         self._taken.add(mark)
+        self._order.append(mark)
+        if len(self._order) > self.REMEMBERED:
+            self._taken.discard(self._order.popleft())
         newest = self.position.since
         if not self.disorder and newest not in (None, "") and _later(newest, value):
             self.disorder = f"record {ident!r} at {value!r} came after one at {newest!r}"
