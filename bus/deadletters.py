@@ -197,6 +197,10 @@ class DeadLetters:
         self._names = topics
         # Letters a replay left out because a later event of their key came after them: (letter, that event's id).
         self.superseded: list[tuple[DeadLetter, str]] = []
+        # Per origin partition: where it was read from, and per key its latest live event (offset, id)
+        # and the latest of another id before that (see _index).
+        self._latest: dict[TopicPartition, tuple[int, dict[bytes, tuple[tuple[int, str], tuple[int, str] | None]]]] = {}
+        self._dead_ids: dict[str, set[str]] = {}  # subscriber -> the event ids of its dead letters
 
     def topic_of(self, subscriber: str) -> str:
         if subscriber.startswith("_in."):  # messages an inbound adapter could not turn into events
@@ -286,41 +290,71 @@ class DeadLetters:
         return len(letters)
 
     async def _later_of_their_keys(self, letters: list[DeadLetter]) -> dict[str, str]:
-        """Letter position -> the id of a later event of its key on the topic it failed from (the
-        subscriber's delivery topic; the canonical topic for the router's), not itself one of
-        ``letters`` (replayed together, they keep their order). Each partition is read once, from
-        the earliest letter's origin on."""
-        replayed = {letter.event_id for letter in letters}
-        wanted: dict[TopicPartition, dict[bytes, list[tuple[int, DeadLetter]]]] = {}
+        """Letter position -> the id of a later event of its key that reached the topic it failed
+        from (the subscriber's delivery topic; the canonical topic for the router's) and is not a
+        dead letter itself (one that never got through put nothing newer at the target; one that
+        was replayed counts, by its copy)."""
+        origins: list[tuple[DeadLetter, TopicPartition, int]] = []
         for letter in letters:
             topic, _, where = letter.header("bus_origin").rpartition("/")
             topic, _, partition = topic.rpartition("/")
-            if letter.key is None or not topic or not (partition.isdigit() and where.isdigit()):
-                continue  # no key: no order to keep
-            by_key = wanted.setdefault(TopicPartition(topic, int(partition)), {})
-            by_key.setdefault(letter.key, []).append((int(where), letter))
-        if not wanted:
-            return {}
-        after = {tp: min(offset for group in keys.values() for offset, _ in group) for tp, keys in wanted.items()}
+            if letter.key is not None and topic and partition.isdigit() and where.isdigit():  # no key: no order to keep
+                origins.append((letter, TopicPartition(topic, int(partition)), int(where)))
+        first: dict[TopicPartition, tuple[int, str]] = {}
+        for letter, tp, offset in origins:
+            if tp not in self._latest and (tp not in first or offset < first[tp][0]):
+                first[tp] = (offset, letter.subscriber)
+        for tp, (offset, subscriber) in first.items():
+            await self._index(tp, offset, subscriber)
         found: dict[str, str] = {}
+        for letter, tp, offset in origins:
+            start, latest = self._latest[tp]
+            assert letter.key is not None
+            kept = latest.get(letter.key)
+            if offset < start or kept is None:
+                continue
+            (newest, newest_id), other = kept
+            if newest_id == letter.event_id:  # its own copy, replayed before: the one before it, if any
+                if other is None:
+                    continue
+                newest, newest_id = other
+            if newest > offset:
+                found[letter.position] = newest_id
+        return found
+
+    async def _index(self, tp: TopicPartition, start: int, subscriber: str) -> None:
+        """Read ``tp`` once, from ``start`` on, keeping per key its latest event that is not a dead
+        letter of ``subscriber`` (and the latest of another id before it): a replay of a day's dead
+        letters, 1,000 at a time, reads each partition once, not once per thousand. A letter that
+        failed before ``start`` (it came out of order) is not judged: it is replayed. Memory: one
+        entry per key, and the subscriber's dead letters' ids."""
+        if subscriber not in self._dead_ids:
+            ids: set[str] = set()
+            async for _, records in stream_topics(self._kafka, self._bootstrap, [self.topic_of(subscriber)]):
+                ids.update(v.decode(errors="replace") for r in records for k, v in r.headers or () if k == "ce_id" and v is not None)
+            self._dead_ids[subscriber] = ids
+        dead = self._dead_ids[subscriber]
+        latest: dict[bytes, tuple[tuple[int, str], tuple[int, str] | None]] = {}
         consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)
         try:
             await consumer.start()
-            async for tp, records in batches_from_start(consumer, list(wanted), after=after):
-                keys = wanted[tp]
+            async for _, records in batches_from_start(consumer, [tp], after={tp: start - 1}):
                 for record in records:
-                    group = keys.get(record.key) if record.key is not None else None
-                    if not group:
+                    if record.key is None:
                         continue
-                    newer = next((v.decode(errors="replace") for k, v in record.headers or () if k == "ce_id" and v is not None), "")
-                    if newer in replayed:
-                        continue
-                    for offset, letter in group:
-                        if record.offset > offset and newer != letter.event_id:
-                            found.setdefault(letter.position, newer or f"{tp.topic}/{tp.partition}/{record.offset}")
+                    headers = dict(record.headers or ())
+                    ident = (headers.get("ce_id") or b"").decode(errors="replace")
+                    if ident in dead and "bus_replayed_from" not in headers:
+                        continue  # it failed too: nothing newer reached the target from it
+                    this = (record.offset, ident or f"{tp.topic}/{tp.partition}/{record.offset}")
+                    before = latest.get(record.key)
+                    if before is None:
+                        latest[record.key] = (this, None)
+                    else:
+                        latest[record.key] = (this, before[1] if before[0][1] == this[1] else before[0])
         finally:
             await consumer.stop()
-        return found
+        self._latest[tp] = (start, latest)
 
     async def purge(self, letters: list[DeadLetter]) -> int:
         await self._ensure_state_topic()

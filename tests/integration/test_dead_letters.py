@@ -65,7 +65,7 @@ async def test_a_letter_that_a_later_event_of_its_key_came_after_is_not_replayed
     held: dict[str, int] = {}  # what the target holds, by key: the last write wins
 
     def answer(call: Call) -> tuple[int, dict[str, object]]:
-        if broken and call.body["event"] in ("evt_1", "evt_2"):
+        if broken and call.body["event"] in ("evt_1", "evt_2", "evt_3", "evt_3b"):
             return 422, {}
         held[call.body["external_id"]] = call.body["amount_cents"]
         return 201, {}
@@ -76,22 +76,24 @@ async def test_a_letter_that_a_later_event_of_its_key_came_after_is_not_replayed
         async with build_hub(path) as hub:
             newer = payment(1, amount=250_000)
             newer["id"] = "evt_1b"
-            await post(hub, payment(1), payment(2))
-            await post(hub, newer)
+            refused_too = payment(3, amount=350_000)  # a later event of pi_3 that failed as well: nothing newer got through
+            refused_too["id"] = "evt_3b"
+            await post(hub, payment(1), payment(2), payment(3))
+            await post(hub, newer, refused_too)
             await target.wait_for(lambda: held.get("pi_1") == 250_000)
-            await dead_letters(hub, "erp", 2)
+            await dead_letters(hub, "erp", 4)
 
             broken = False
             capsys.readouterr()
-            assert await cli("dlq", "replay", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "erp") == 0
+            assert await cli("dlq", "replay", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "erp") == 1  # not all
             out, err = capsys.readouterr()
-            assert "replayed 1 dead letter(s)" in out, out
+            assert "replayed 3 dead letter(s)" in out, out
             assert "1 not replayed: a later event of the same key came after each" in err and "evt_1 (after it: evt_1b)" in err, err
-            await target.wait_for(lambda: "pi_2" in held)
+            await target.wait_for(lambda: "pi_2" in held and held.get("pi_3") == 350_000)
             sent_back = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.delivery("erp"))
-            replays = [dict(r.headers)["ce_id"] for r in sent_back if "bus_replayed_from" in dict(r.headers)]
-            assert replays == [b"evt_2"]  # evt_1 was not sent back
-            assert held == {"pi_1": 250_000, "pi_2": 150_000}  # the newer amount stays
+            replays = sorted(dict(r.headers)["ce_id"] for r in sent_back if "bus_replayed_from" in dict(r.headers))
+            assert replays == [b"evt_2", b"evt_3", b"evt_3b"]  # evt_1 was not sent back; pi_3's two in their order
+            assert held == {"pi_1": 250_000, "pi_2": 150_000, "pi_3": 350_000}  # the newer amounts stay
 
             assert await cli("dlq", "replay", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "erp", "--include-superseded") == 0
             assert "replayed 1 dead letter(s)" in capsys.readouterr().out
