@@ -9,7 +9,15 @@ with a clear error instead of acknowledging messages the hub has not stored.
 
 from __future__ import annotations
 
-__all__ = ["BoundedReads", "PahoAcks", "client_for", "connect", "publish_properties", "user_property"]
+__all__ = [
+    "BoundedReads",
+    "PahoAcks",
+    "SessionFlag",
+    "client_for",
+    "connect",
+    "publish_properties",
+    "user_property",
+]
 
 from typing import Any
 
@@ -61,6 +69,28 @@ async def connect(client: aiomqtt.Client, config: Any) -> None:
         await client.__aenter__()
     except aiomqtt.MqttError as exc:
         raise RetryableError(f"mqtt {config.name}: cannot connect to {config.host}:{config.port}: {exc}") from exc
+
+
+class SessionFlag:
+    """Whether the broker still had the client's session when it connected (CONNACK's "session
+    present"), which aiomqtt does not pass on: read from paho's connect callback, wrapped before
+    connecting (checked at start, like ``PahoAcks``)."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        paho = getattr(client, "_client", None)
+        given = getattr(paho, "on_connect", None)
+        if paho is None or given is None:
+            raise RuntimeError(
+                f"aiomqtt {getattr(aiomqtt, '__version__', '?')} no longer wraps a paho client as before: "
+                "whether the broker kept the session cannot be read"
+            )
+        self.present = False
+
+        def on_connect(*args: Any) -> None:  # paho's version 2 callback: (client, userdata, flags, reason, properties)
+            self.present = bool(getattr(args[2], "session_present", False)) if len(args) > 2 else False
+            given(*args)
+
+        paho.on_connect = on_connect
 
 
 class PahoAcks:

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import ClassVar
 
 import aiomqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters.mqtt.config import MqttInboundConfig
-from adapters.mqtt.connection import BoundedReads, PahoAcks, client_for, connect, user_property
+from adapters.mqtt.connection import BoundedReads, PahoAcks, SessionFlag, client_for, connect, user_property
 from bus.adapter_api import Context, RetryableError
 from bus.queue_inbound import QueueInbound
 
@@ -33,15 +34,27 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         super().__init__(config, ctx)
         self._client: aiomqtt.Client | None = None
         self._acks: PahoAcks | None = None
+        self._pass_retained = False  # this connection found its session kept: retained messages are re-sends
 
     async def open(self) -> None:
         client = client_for(self.config, self.config.client_id or f"bus-{self.config.name}", persistent=self.config.persistent_session)
         acks = PahoAcks(client)
         BoundedReads(client)  # a message over 16 MiB is parked from its start, never read whole
+        session = SessionFlag(client)
         await connect(client, self.config)
+        # A broker sends retained messages again whenever a client subscribes, and the hub subscribes
+        # at every start and reconnect: each was published again as a new event. A session the broker
+        # kept already brought what was published meanwhile (retain flag 0). MQTT 5 says so at the
+        # broker (retain handling 1: only for a subscription it did not have); on 3.1.1 retained
+        # messages are passed over (acknowledged, not published) when the session was kept.
+        self._pass_retained = self.config.protocol != "5" and self.config.persistent_session and session.present
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB) if self.config.protocol == "5" else None
         try:
             for topic in self.config.topics:
-                await client.subscribe(topic, qos=1)
+                if options is not None:
+                    await client.subscribe(topic, options=options)
+                else:
+                    await client.subscribe(topic, qos=1)
         except aiomqtt.MqttError as exc:
             await client.__aexit__(None, None, None)
             raise RetryableError(f"mqtt {self.config.name}: cannot subscribe to {self.config.topics}: {exc}") from exc
@@ -50,7 +63,17 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
 
     async def messages(self) -> AsyncIterator[aiomqtt.Message]:
         assert self._client is not None
+        passed = 0
         async for message in self._client.messages:
+            if self._pass_retained and message.retain:
+                await self.ack(message)
+                passed += 1
+                if passed == 1:
+                    self.ctx.logger.info(
+                        "mqtt %s: its session was kept, so retained messages the broker sends again on subscribing are "
+                        "passed over (what was published meanwhile comes from the session)", self.config.name,
+                    )  # fmt: skip
+                continue
             yield message
 
     def payload(self, message: aiomqtt.Message) -> bytes:

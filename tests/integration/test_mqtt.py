@@ -221,3 +221,41 @@ async def test_a_message_too_large_to_read_is_parked_from_its_start_and_not_give
                 assert len(parked) == 1, [dict(r.headers)["bus_error"] for r in parked]
     finally:
         await target.stop()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_a_retained_message_is_taken_once_not_at_every_start(protocol: str, tmp_path: Path, bootstrap: str) -> None:
+    """Devices keep their last state as a retained message. The broker sends retained messages
+    again whenever a client subscribes, and the hub subscribes at every start and reconnect: each
+    start published every retained message again, as a new event (a ticket opened again). Now a
+    hub whose persistent session the broker kept takes what it missed from its session and not the
+    re-sent retained messages; a message published while it was down still arrives, once."""
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    cfg = config(bootstrap, target, run, unique_prefix())
+    cfg["inbound"][0]["protocol"] = protocol
+    path = write_config(tmp_path / "bus.yaml", cfg)
+    version = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
+
+    def deliveries() -> list[str]:
+        return sorted(c.headers["Idempotency-Key"] for c in target.accepted)
+
+    try:
+        async with aiomqtt.Client("127.0.0.1", 1883, protocol=version) as device:
+            body = json.dumps({"id": "state-1", "device": "d1", "value": 7}).encode()
+            await device.publish(f"t{run}/sensors/d1/usage", body, qos=1, retain=True)  # before the hub ever ran
+            async with build_hub(path):
+                await target.wait_for(lambda: deliveries() == ["state-1"])
+            body = json.dumps({"id": "while-down", "device": "d2", "value": 8}).encode()
+            await device.publish(f"t{run}/sensors/d2/usage", body, qos=1, retain=True)  # kept by the session and retained
+            for _ in range(2):  # two more starts
+                async with build_hub(path) as hub:
+                    await target.wait_for(lambda: "while-down" in deliveries())
+                    await asyncio.sleep(1.0)  # the broker's re-sent retained messages would arrive now
+                    records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
+            assert deliveries() == ["state-1", "while-down"], deliveries()
+            assert len(records) == 2  # one event each on Kafka
+            for device_id in ("d1", "d2"):
+                await device.publish(f"t{run}/sensors/{device_id}/usage", b"", qos=1, retain=True)  # cleared
+    finally:
+        await target.stop()
