@@ -41,6 +41,9 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
         self._stopping = asyncio.Event()
         self._problem = ""
         self.bridged = 0  # values taken (published or parked) since start
+        self._next: dict[TopicPartition, int] = {}  # per partition: the offset the next batch should start at
+        self.lost = 0  # records the foreign topic's retention removed before they were read
+        self._lost_said = ""
 
     async def start(self) -> None:
         if self._consumer is not None:
@@ -76,7 +79,39 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
             await self._avro.close()
 
     def progress(self) -> dict[str, int | str]:
-        return {"bridged": self.bridged}
+        return {"bridged": self.bridged, **({"lost_to_retention": self.lost} if self.lost else {})}
+
+    def attention(self) -> str:
+        return self._lost_said
+
+    async def _gap(self, tp: TopicPartition, first: int) -> None:
+        """A batch that starts after where this partition was left. A gap inside a topic is normal
+        (compaction, transaction markers), so it is judged by the group's committed offset and the
+        partition's first offset: records below the first offset that were never committed are
+        records the topic's retention removed before the hub read them (the hub down, or behind,
+        for longer than the retention; the consumer then goes on from the first record left)."""
+        assert self._consumer is not None
+        expected = self._next.get(tp)
+        if expected is not None and first <= expected:
+            return
+        self._next[tp] = first  # judged once: a batch read again after a retry starts here too
+        committed = await self._consumer.committed(tp)
+        if committed is None or committed >= first:
+            return  # a new group (it starts where `start` says), or another replica moved it on
+        beginning = (await self._consumer.beginning_offsets([tp]))[tp]
+        if beginning <= committed:
+            return
+        lost = min(beginning, first) - committed
+        self.lost += lost
+        self._lost_said = (
+            f"{self.lost} record(s) of {', '.join(self.config.topics)} were removed by the topic's retention before the hub "
+            f"read them (last: {tp.topic}/{tp.partition} offsets {committed} to {min(beginning, first) - 1}): lost"
+        )
+        self.ctx.logger.warning(
+            "kafka %s: %d record(s) of %s/%d at offsets %d to %d were removed by the topic's retention before the hub read "
+            "them: lost; it goes on from offset %d (raise the topic's retention, or keep the hub within it)",
+            self.config.name, lost, tp.topic, tp.partition, committed, min(beginning, first) - 1, first,
+        )  # fmt: skip
 
     async def health(self) -> Health:
         if self._consumer is None:
@@ -107,6 +142,8 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
     async def _bridge(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self._consumer is not None
         acks: list[Awaitable[None]] = []
+        for tp, records in batch.items():
+            await self._gap(tp, records[0].offset)
         for records in batch.values():
             for record in records:
                 origin = {"kafka_topic": record.topic, "kafka_partition": str(record.partition), "kafka_offset": str(record.offset)}
@@ -141,6 +178,7 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
         except KafkaError as exc:  # the events are on Kafka: a re-read repeats them with the same ids
             raise RetryableError(f"committing offsets: {exc!r}") from exc
         self.bridged += sum(len(records) for records in batch.values())
+        self._next.update(offsets)
 
     async def _decode(self, raw: bytes) -> Any:
         if self._avro is not None:

@@ -158,3 +158,51 @@ async def test_bridge_in_and_publish_out_as_json_and_avro(tmp_path: Path, bootst
     value = next(r.value for r in out_avro if dict(r.headers)["ce_id"] == dict(first.headers)["ce_id"])
     assert value[0] == 0  # the Confluent wire format: magic byte, then the id the registry gave
     assert schemaless_reader(io.BytesIO(value[5:]), parse_schema(PARTNER_PAYMENT)) == {"ref": "j0", "minor": 100}
+
+
+async def test_records_a_foreign_topics_retention_removed_unread_are_said_as_lost(tmp_path: Path, bootstrap: str) -> None:
+    """The hub was down (or behind) for longer than the foreign topic's retention: Kafka removed
+    records it had not read, and the consumer went on from the first record left, with nothing
+    said. Now the records lost are counted and named (WARNING, progress, the console's attention);
+    the bridge goes on. The foreign topic is on librdkafka's mock cluster, whose partitions can
+    have records removed as retention does (the embedded broker cannot)."""
+    from tests.support.mock_cluster import MockCluster
+
+    with MockCluster(brokers=1) as foreign:
+        topic = "erp.payments"
+        foreign.create_topics([TopicSpec(topic, 1, 1)], replication_factor=1)
+        emit = {"schema": "Payment", "key": "txn", "map": {"payment_id": "txn", "amount": "cents", "currency": "lower(ccy)"}}
+        config = {
+            "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "ops": {"host": "127.0.0.1", "port": 0},
+            "inbound": [
+                {
+                    "name": "erp",
+                    "type": "kafka",
+                    "bootstrap": foreign.bootstrap,
+                    "topics": [topic],
+                    "session_timeout_ms": 3000,
+                    "emit": emit,
+                }
+            ],
+        }
+        path = write_config(tmp_path / "bus.yaml", config)
+
+        def values(first: int, last: int) -> list[bytes]:
+            return [json.dumps({"txn": f"t{i}", "cents": i, "ccy": "EUR"}).encode() for i in range(first, last)]
+
+        await produce(foreign.bootstrap, topic, values(0, 10))
+        async with build_hub(path) as hub:
+            await until(lambda: hub.inbound[0].progress()["bridged"] == 10, "the first ten", timeout=60)
+            assert "lost_to_retention" not in hub.inbound[0].progress()
+        await produce(foreign.bootstrap, topic, values(10, 20))  # the hub is down
+        foreign.delete_records(topic, 0, 15)  # retention removes 10..14 before the hub reads them
+        async with build_hub(path) as hub:
+            erp = hub.inbound[0]
+            await until(lambda: erp.progress()["bridged"] == 5, "the five left", timeout=60)
+            assert erp.progress()["lost_to_retention"] == 5
+            assert "5 record(s) of erp.payments were removed by the topic's retention before the hub read them" in erp.attention()
+            assert "erp.payments/0 offsets 10 to 14" in erp.attention()
+            seen = await bridged(hub)
+        assert sorted(seen) == sorted(f"{topic}:0:{i}" for i in [*range(10), *range(15, 20)])
