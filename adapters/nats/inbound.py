@@ -33,6 +33,7 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         super().__init__(config, ctx)
         self._connection: Any = None
         self._subscription: Any = None
+        self._attention = ""
 
     def max_in_flight(self) -> int:
         return self.config.batch
@@ -55,6 +56,32 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
             raise RetryableError(f"nats {self.config.name}: cannot consume {self.config.stream}/{self.config.subject}: {exc!r}") from exc
         self._connection, self._subscription = connection, subscription
         self.ctx.logger.info("nats %s consuming %s from stream %s", self.config.name, self.config.subject, self.config.stream)
+        await self._check_max_deliver(subscription)
+
+    async def _check_max_deliver(self, subscription: Any) -> None:
+        """A durable consumer made by someone else may give a message up after ``max_deliver``
+        deliveries. While Kafka cannot take events the hub gives each message back, once a
+        second, and each time counts: after that many the stream stops delivering it, and it is
+        lost, unsaid. Said at WARNING and in the console's attention (the hub does not change a
+        consumer it did not make)."""
+        try:
+            info = await subscription.consumer_info()
+        except NatsError as exc:
+            self.ctx.logger.warning("nats %s: could not read its consumer's settings: %r", self.config.name, exc)
+            return
+        limit = getattr(info.config, "max_deliver", None)
+        if limit is not None and limit > 0:
+            self._attention = (
+                f"consumer {info.name} of stream {info.stream_name} gives a message up after {limit} deliveries: while Kafka "
+                f"cannot take events the hub gives messages back once a second, so an outage of about {limit} s loses them; "
+                "set max_deliver to -1 on the consumer"
+            )
+            self.ctx.logger.warning("nats %s: %s", self.config.name, self._attention)
+        else:
+            self._attention = ""
+
+    def attention(self) -> str:
+        return self._attention
 
     async def messages(self) -> AsyncIterator[Any]:
         while True:
