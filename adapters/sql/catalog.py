@@ -11,26 +11,30 @@ from typing import Any
 Fetch = Callable[[str, list[Any]], Awaitable[list[dict[str, Any]]]]  # (sql, args) -> rows as dicts
 
 
-async def unique_keys(fetch: Fetch, *, postgres: bool, table: str) -> list[set[str]] | None:
-    """The column sets (lower case: PostgreSQL folds unquoted names, MariaDB ignores their case) of
-    ``table``'s unique indexes, its primary key included; None when it is not a table (a view has
-    no indexes) or not there. ``table`` may be ``schema.table``."""
+async def unique_keys(fetch: Fetch, *, postgres: bool, table: str) -> tuple[str, list[set[str]]]:
+    """What ``table`` is ("table", "view": anything without indexes, or "absent") and the column
+    sets (lower case: PostgreSQL folds unquoted names, MariaDB ignores their case) of its unique
+    indexes, its primary key included. ``table`` may be ``schema.table``."""
     if postgres:
         kind = await fetch("SELECT relkind::text AS kind FROM pg_class WHERE oid = to_regclass($1)", [table])
-        if not kind or kind[0]["kind"] not in ("r", "p"):
-            return None
+        if not kind:
+            return "absent", []
+        if kind[0]["kind"] not in ("r", "p"):
+            return "view", []
         indexes = await fetch(
             "SELECT array_agg(a.attname::text) AS columns FROM pg_index i"
             " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
             " WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL GROUP BY i.indexrelid",
             [table],
         )
-        return [{str(c).lower() for c in row["columns"]} for row in indexes]
+        return "table", [{str(c).lower() for c in row["columns"]} for row in indexes]
     schema, _, name = table.rpartition(".")
     where = "TABLE_SCHEMA = COALESCE(NULLIF(%s, ''), DATABASE()) AND TABLE_NAME = %s"
     kind = await fetch(f"SELECT TABLE_TYPE AS kind FROM information_schema.TABLES WHERE {where}", [schema, name])  # noqa: S608
-    if not kind or kind[0]["kind"] != "BASE TABLE":
-        return None
+    if not kind:
+        return "absent", []
+    if kind[0]["kind"] != "BASE TABLE":
+        return "view", []
     indexes = await fetch(
         f"SELECT INDEX_NAME AS name, COLUMN_NAME AS col FROM information_schema.STATISTICS WHERE {where} AND NON_UNIQUE = 0",  # noqa: S608
         [schema, name],
@@ -38,4 +42,4 @@ async def unique_keys(fetch: Fetch, *, postgres: bool, table: str) -> list[set[s
     by_index: dict[str, set[str]] = {}
     for row in indexes:
         by_index.setdefault(str(row["name"]), set()).add(str(row["col"]).lower())
-    return list(by_index.values())
+    return "table", list(by_index.values())

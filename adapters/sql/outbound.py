@@ -243,9 +243,11 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
                 await connection.commit()
                 return rows
 
-        unique = await unique_keys(fetch, postgres=False, table=self.config.table)
+        kind, unique = await unique_keys(fetch, postgres=False, table=self.config.table)
+        if kind == "absent":
+            return  # the write says so (the target is not set up); checked again before the next
         wanted = {k.lower() for k in self.config.key}
-        if unique is None or any(columns <= wanted for columns in unique):  # a view (not checked) or a key that holds
+        if kind == "view" or any(columns <= wanted for columns in unique):  # a view is not checked
             self._key_checked = True
             return
         raise TargetNotReady(

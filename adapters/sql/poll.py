@@ -315,8 +315,8 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         unique) is said at WARNING and in the console. A view is not checked: it has no indexes."""
         mark = self.config.watermark
         wanted = {c.lower() for c in (mark.column, mark.id) if c}
-        unique = await unique_keys(self._fetch, postgres=self._postgres, table=self.config.table)
-        if unique is None:
+        kind, unique = await unique_keys(self._fetch, postgres=self._postgres, table=self.config.table)
+        if kind != "table":  # a view has no indexes; an absent table fails the poll itself, saying so
             return
         if any(columns <= wanted for columns in unique):
             self._loose_keys = ""
