@@ -3,7 +3,7 @@ loop, one in-order acknowledgement, one way to stop.
 
 A subclass says how to reach its source (``open``, ``close``, ``connected``), how to read it
 (``messages``, ``payload``, ``origin``, ``traceparent``) and how to answer it (``ack``, and
-``give_back`` for a message Kafka did not take). The base does the rest, the same for every
+``keep_alive`` for a message held while Kafka cannot take its event). The base does the rest, the same for every
 family:
 
 - Messages are handed to Kafka in arrival order by one task (per-key order holds), and a second
@@ -12,9 +12,13 @@ family:
 - A message that cannot become an event (not JSON, nested too deep, a failed mapping, a schema
   mismatch) is parked on the adapter's inbound dead-letter topic with the reason by ``Intake``,
   then acknowledged: one poison message never stops the queue.
-- While Kafka cannot take an event, a source that can take a message back (``returns_messages``:
-  AMQP nack with requeue, JetStream nak) gets it back and consumption slows down; one that
-  cannot (MQTT has no negative acknowledgement) holds the message and tries again.
+- While Kafka cannot take an event, the message is held and tried again every second, and
+  reading stops behind it (``keep_alive`` tells the source it is still being worked on: a
+  JetStream consumer redelivers a message not acknowledged within its ack wait). It used to be
+  given back (AMQP nack with requeue, JetStream nak), but each give-back counts as a delivery,
+  and a source with a delivery limit (a RabbitMQ quorum queue's ``x-delivery-limit``, 20 by
+  default from RabbitMQ 4; a JetStream consumer's ``max_deliver``) dropped the message after that
+  many seconds of a Kafka outage, unsaid.
 - ``stop`` stops reading, lets the acknowledgements of what Kafka already has finish (bounded),
   then closes the connection; the source redelivers the rest.
 - At most ``max_in_flight()`` messages wait for Kafka's acknowledgement at once.
@@ -39,12 +43,13 @@ Message = Any  # the source library's message object
 
 class QueueInbound(Inbound[C]):
     family: ClassVar[str] = "queue"  # in log lines and task names: "amqp", "mqtt", "nats"
-    returns_messages: ClassVar[bool] = True  # the source can take a message back for redelivery
 
     def __init__(self, config: C, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")  # type: ignore[attr-defined]
         self._pending: asyncio.Queue[tuple[Message, Awaitable[None]]] = asyncio.Queue(self.max_in_flight())
+        self._flowing = asyncio.Event()  # cleared while an event Kafka did not acknowledge is sent again
+        self._flowing.set()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- what a family provides -----------------------------------------------------------------
@@ -80,8 +85,8 @@ class QueueInbound(Inbound[C]):
     @abstractmethod
     async def ack(self, message: Message) -> None: ...
 
-    async def give_back(self, message: Message) -> None:
-        """Kafka did not take the message's event: have the source deliver it again."""
+    async def keep_alive(self, message: Message) -> None:
+        """The message is held while Kafka cannot take its event: keep the source from redelivering it."""
 
     # -- the same for every family ------------------------------------------------------------------
     async def start(self) -> None:
@@ -96,36 +101,60 @@ class QueueInbound(Inbound[C]):
 
     async def _consume(self) -> None:
         async for message in self.messages():
-            ack = await self._submit(message)
-            if ack is not None:
-                await self._pending.put((message, ack))
+            await self._flowing.wait()  # an event Kafka did not acknowledge is being sent again: none goes past it
+            await self._pending.put((message, await self._submit(message)))
 
-    async def _submit(self, message: Message) -> Awaitable[None] | None:
+    async def _submit(self, message: Message) -> Awaitable[None]:
+        """The message handed to Kafka: its acknowledgement to await. While Kafka cannot take it,
+        held and tried again every second."""
+        held = 0
         while True:
             try:
-                return await self._intake.submit(self.payload(message), traceparent=self.traceparent(message), origin=self.origin(message))
+                ack = await self._intake.submit(self.payload(message), traceparent=self.traceparent(message), origin=self.origin(message))
             except KafkaUnavailable as exc:
-                if self.returns_messages:
-                    self.ctx.logger.warning("%s %s: %s; message given back to the source", self.family, self.config.name, exc)
-                    await self.give_back(message)
-                    await asyncio.sleep(1)
-                    return None
-                self.ctx.logger.warning("%s %s: %s; holding the message and retrying", self.family, self.config.name, exc)
+                if held == 0:
+                    self.ctx.logger.warning(
+                        "%s %s: %s; holding the message and trying again every second", self.family, self.config.name, exc
+                    )
+                held += 1
+                await self.keep_alive(message)
                 await asyncio.sleep(1)
+            else:
+                if held:
+                    self.ctx.logger.warning("%s %s: Kafka takes events again after %d s", self.family, self.config.name, held)
+                return ack
 
     async def _acknowledge(self) -> None:
         while True:
             message, ack = await self._pending.get()
             try:
-                try:
-                    await ack  # a message the broker refused as too large is parked by the intake
-                except KafkaUnavailable as exc:
-                    self.ctx.logger.warning("%s %s: %s; not acknowledged, the source delivers it again", self.family, self.config.name, exc)
-                    await self.give_back(message)
-                else:
-                    await self.ack(message)
+                await self._settle(message, ack)
             finally:
                 self._pending.task_done()
+                if self._pending.empty():
+                    self._flowing.set()
+
+    async def _settle(self, message: Message, ack: Awaitable[None]) -> None:
+        """Acknowledge the message at the source once Kafka acknowledged its event. An event Kafka
+        did not acknowledge is sent again, in its turn, until it is (reading stops meanwhile, so
+        per-key order holds); the message is held all the while, never given back to the source."""
+        again = 0
+        while True:
+            try:
+                await ack  # a message the broker refused as too large is parked by the intake
+            except KafkaUnavailable as exc:
+                self._flowing.clear()
+                if again == 0:
+                    self.ctx.logger.warning(
+                        "%s %s: %s; holding the message and sending it again every second", self.family, self.config.name, exc
+                    )
+                again += 1
+                await self.keep_alive(message)
+                await asyncio.sleep(1)
+                ack = await self._submit(message)
+            else:
+                await self.ack(message)
+                return
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []

@@ -22,7 +22,7 @@ class Binding(ConfigModel):
 class AmqpInboundConfig(AdapterConfig):
     """Consume JSON messages from a queue. Each message is acknowledged only after Kafka has its
     event; a message that cannot become one goes to the inbound dead-letter topic with the reason,
-    then is acknowledged. While Kafka cannot acknowledge, messages are returned to the queue."""
+    then is acknowledged. While Kafka cannot take an event, its message is held (reading stops behind it)."""
 
     type: Literal["amqp"] = "amqp"
     url: SecretStr = Field(description="Broker URL (may hold a password: use ${ENV}).", examples=["amqp://guest:guest@rabbitmq:5672/"])

@@ -1,9 +1,9 @@
 """``amqp`` inbound: consume a RabbitMQ queue; acknowledge each message once Kafka has its event.
 
 The consume loop, the in-order acknowledgement and the dead letters are ``bus.queue_inbound``'s.
-Up to ``prefetch`` messages are in flight. When Kafka cannot acknowledge, the message is
-returned to the queue (nack with requeue) and consumption slows down; RabbitMQ redelivers it,
-possibly after later ones.
+Up to ``prefetch`` messages are in flight. While Kafka cannot take an event, its message is held
+(not acknowledged) and reading stops behind it; a requeue would count as a delivery, and a
+quorum queue with a delivery limit drops a message requeued that many times.
 """
 
 from __future__ import annotations
@@ -71,9 +71,6 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
 
     async def ack(self, message: AbstractIncomingMessage) -> None:
         await message.ack()
-
-    async def give_back(self, message: AbstractIncomingMessage) -> None:
-        await message.nack(requeue=True)
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

@@ -28,7 +28,6 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
     Config: ClassVar[type[MqttInboundConfig]] = MqttInboundConfig
     summary: ClassVar[str] = "Subscribe to MQTT topics (QoS 1); acknowledge only after Kafka acknowledged."
     family: ClassVar[str] = "mqtt"
-    returns_messages: ClassVar[bool] = False
 
     def __init__(self, config: MqttInboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)

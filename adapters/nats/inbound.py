@@ -2,8 +2,8 @@
 
 Batches of ``batch`` messages are fetched; the consume loop and the in-order acknowledgement
 are ``bus.queue_inbound``'s, with at most ``batch`` messages in flight. Bad payloads go to the
-inbound dead-letter topic and are acknowledged; while Kafka cannot acknowledge, messages are
-negatively acknowledged with a delay and JetStream redelivers them.
+inbound dead-letter topic and are acknowledged; while Kafka cannot take an event, its message is
+held and marked in progress (its ack wait starts again, and no redelivery is counted).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["NatsInbound"]
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
@@ -33,7 +34,6 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         super().__init__(config, ctx)
         self._connection: Any = None
         self._subscription: Any = None
-        self._attention = ""
 
     def max_in_flight(self) -> int:
         return self.config.batch
@@ -56,32 +56,6 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
             raise RetryableError(f"nats {self.config.name}: cannot consume {self.config.stream}/{self.config.subject}: {exc!r}") from exc
         self._connection, self._subscription = connection, subscription
         self.ctx.logger.info("nats %s consuming %s from stream %s", self.config.name, self.config.subject, self.config.stream)
-        await self._check_max_deliver(subscription)
-
-    async def _check_max_deliver(self, subscription: Any) -> None:
-        """A durable consumer made by someone else may give a message up after ``max_deliver``
-        deliveries. While Kafka cannot take events the hub gives each message back, once a
-        second, and each time counts: after that many the stream stops delivering it, and it is
-        lost, unsaid. Said at WARNING and in the console's attention (the hub does not change a
-        consumer it did not make)."""
-        try:
-            info = await subscription.consumer_info()
-        except NatsError as exc:
-            self.ctx.logger.warning("nats %s: could not read its consumer's settings: %r", self.config.name, exc)
-            return
-        limit = getattr(info.config, "max_deliver", None)
-        if limit is not None and limit > 0:
-            self._attention = (
-                f"consumer {info.name} of stream {info.stream_name} gives a message up after {limit} deliveries: while Kafka "
-                f"cannot take events the hub gives messages back once a second, so an outage of about {limit} s loses them; "
-                "set max_deliver to -1 on the consumer"
-            )
-            self.ctx.logger.warning("nats %s: %s", self.config.name, self._attention)
-        else:
-            self._attention = ""
-
-    def attention(self) -> str:
-        return self._attention
 
     async def messages(self) -> AsyncIterator[Any]:
         while True:
@@ -109,8 +83,9 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
     async def ack(self, message: Any) -> None:
         await message.ack()
 
-    async def give_back(self, message: Any) -> None:
-        await message.nak(delay=1)
+    async def keep_alive(self, message: Any) -> None:
+        with contextlib.suppress(NatsError):  # "+WPI": the ack wait starts again, no redelivery counted
+            await message.in_progress()
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

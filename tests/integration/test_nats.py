@@ -107,32 +107,3 @@ async def test_stream_in_stream_out_with_durable_resume(tmp_path: Path, bootstra
             await js.delete_stream(stream)
         await connection.close()
         await target.stop()
-
-
-async def test_a_consumer_that_gives_messages_up_after_a_few_deliveries_is_said(tmp_path: Path, bootstrap: str) -> None:
-    """A durable consumer a platform team made with `max_deliver: 3`: while Kafka cannot take
-    events the hub gives each message back once a second, and after three deliveries JetStream
-    stops delivering it: lost in a three-second outage, unsaid. The adapter now says so at start
-    (WARNING, the console's attention); a consumer without a limit says nothing."""
-    from nats.js.api import ConsumerConfig
-
-    run = uuid.uuid4().hex[:8]
-    target = await Target().start()
-    cfg = config(bootstrap, target, run)
-    cfg["inbound"][0]["durable"] = f"ops-made-{run}"
-    connection = await nats.connect(URL)
-    js = connection.jetstream()
-    try:
-        await js.add_stream(name=f"IN_{run}", subjects=[f"t{run}.orders.>"])
-        await js.add_consumer(f"IN_{run}", ConsumerConfig(durable_name=f"ops-made-{run}", filter_subject=f"t{run}.orders.>", max_deliver=3))
-        async with build_hub(write_config(tmp_path / "bus.yaml", cfg)) as hub:
-            said = hub.inbound[0].attention()
-            assert said.startswith(f"consumer ops-made-{run} of stream IN_{run} gives a message up after 3 deliveries"), said
-            assert "set max_deliver to -1 on the consumer" in said
-        cfg["inbound"][0]["durable"] = f"hub-made-{run}"  # made by the hub: no limit
-        async with build_hub(write_config(tmp_path / "bus.yaml", cfg)) as hub:
-            assert hub.inbound[0].attention() == ""
-    finally:
-        await js.delete_stream(f"IN_{run}")
-        await connection.close()
-        await target.stop()
