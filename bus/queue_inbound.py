@@ -153,7 +153,13 @@ class QueueInbound(Inbound[C]):
                 await asyncio.sleep(1)
                 ack = await self._submit(message)
             else:
-                await self.ack(message)
+                try:
+                    await self.ack(message)
+                except Exception as exc:  # noqa: BLE001 - the channel it came on closed (RabbitMQ's consumer_timeout after a long hold, a reconnect)
+                    self.ctx.logger.warning(
+                        "%s %s: Kafka has the event but the source could not be told (%r); it delivers the message "
+                        "again (map emit.id from the message, so that a target can drop the repeat)", self.family, self.config.name, exc,
+                    )  # fmt: skip
                 return
 
     async def stop(self) -> None:
