@@ -55,6 +55,7 @@ from ops.api.models import (
     RouteNode,
     SubscriberDetail,
     SubscriberNode,
+    SupersededLetter,
     Topology,
     ValidationReport,
 )
@@ -303,7 +304,10 @@ class HubView:
                 chunk = []
         if chunk:
             done += await handle(chunk)
-        superseded = [f"{letter.event_id or letter.position} (after it: {newer})" for letter, newer in store.superseded[:100]]
+        superseded = [
+            SupersededLetter(event_id=letter.event_id, position=f"{letter.partition}/{letter.offset}", after=newer)
+            for letter, newer in store.superseded[:100]
+        ]
         return DeadLetterDone(action=action, matched=matched, done=done, dry_run=where.dry_run, superseded=superseded)
 
     def _store(self) -> DeadLetters:

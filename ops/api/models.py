@@ -21,6 +21,7 @@ __all__ = [
     "RouteNode",
     "SubscriberDetail",
     "SubscriberNode",
+    "SupersededLetter",
     "Topology",
     "ValidationReport",
 ]
@@ -196,6 +197,12 @@ class DeadLetterAction(_Out):
     )
 
 
+class SupersededLetter(_Out):
+    event_id: str
+    position: str = Field(description="The letter's partition/offset on its dead-letter topic.")
+    after: str = Field(description="The id of the later event of the same key that came after it.")
+
+
 class DeadLetterDone(_Out):
     action: Literal["replay", "purge"]
     matched: int
@@ -204,10 +211,10 @@ class DeadLetterDone(_Out):
         "was kept (too large for Kafka): send those again from their source."
     )
     dry_run: bool
-    superseded: list[str] = Field(
+    superseded: list[SupersededLetter] = Field(
         default_factory=list,
-        description="Letters not replayed because a later event of the same key came after each (`EVENT_ID (after it: LATER_ID)`, "
-        "at most 100): replayed, they would put older data over newer. Replay them with include_superseded, or purge them.",
+        description="Letters not replayed because a later event of the same key came after each (at most 100): replayed, "
+        "they would put older data over newer. They stay open: replay them with include_superseded, or purge them.",
     )
 
 

@@ -117,7 +117,7 @@ async def test_a_failing_subscriber_is_marked_and_its_dead_letters_replayed_once
 async def test_a_replay_that_would_put_older_data_over_newer_says_so(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
     """s-1 is refused; s-2, a later event of its key, is delivered. "Replay all" sends back s-3 (no
     later event of its key) and leaves s-1 out, saying why and naming s-2: replayed, s-1 would
-    have put its older data over s-2's at the target."""
+    have put its older data over s-2's at the target. A button then replays it anyway."""
     refusing = {"on": True}
     crm = await Target(answer=lambda c: (400, {}) if refusing["on"] and c.body["payment_id"] in ("s-1", "s-3") else (200, {})).start()
     try:
@@ -139,6 +139,14 @@ async def test_a_replay_that_would_put_older_data_over_newer_says_so(tmp_path: P
             await expect(status).to_contain_text("s-1 (after it: s-2)")
             await shot(page, "subscriber-replay-superseded")
             await crm.wait_for(lambda: [c.body["payment_id"] for c in crm.accepted] == ["s-2", "s-3"])
+
+            # The operator knows this target keeps every event: sent anyway, from the console.
+            await page.get_by_role("button", name="Replay the 1 left out anyway…").click()
+            await expect(page.locator(".confirm")).to_contain_text("1 dead letter(s) would be replayed")
+            await page.get_by_role("button", name="Yes, replay").click()
+            await expect(status).to_contain_text("Replayed 1 dead letter(s).")
+            await crm.wait_for(lambda: [c.body["payment_id"] for c in crm.accepted] == ["s-2", "s-3", "s-1"])
+            await expect(page.locator("#no-letters")).to_be_visible(timeout=15_000)
     finally:
         await crm.stop()
 

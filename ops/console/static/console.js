@@ -234,6 +234,7 @@ async function showTopology() {
 async function showSubscriber(name) {
   const gen = generation;
   let confirming = null; // {action, where, matched}
+  let leftOut = []; // letters the last replay left out: a later event of their key came after them
   const draw = async () => {
     const sub = await api(`/subscribers/${encodeURIComponent(name)}`);
     const page = await api(`/dead-letters?subscriber=${encodeURIComponent(name)}&limit=200`);
@@ -254,11 +255,11 @@ async function showSubscriber(name) {
               const { action, where } = confirming;
               confirming = null;
               const done = await api(`/dead-letters/${action}`, { method: "POST", body: { subscriber: name, ...where } });
-              const passed = done.superseded || [];
-              say(`${action === "replay" ? "Replayed" : "Purged"} ${done.done} dead letter(s).` + (passed.length
-                ? ` ${passed.length} not replayed: a later event of the same key came after each, and replayed now it would `
-                  + `put older data over newer (${passed.slice(0, 5).join("; ")}${passed.length > 5 ? " …" : ""}). Purge them, `
-                  + "or replay them anyway with bus dlq replay --include-superseded."
+              leftOut = done.superseded || [];
+              const named = leftOut.slice(0, 5).map((x) => `${x.event_id} (after it: ${x.after})`).join("; ");
+              say(`${action === "replay" ? "Replayed" : "Purged"} ${done.done} dead letter(s).` + (leftOut.length
+                ? ` ${leftOut.length} not replayed: a later event of the same key came after each, and replayed now it would `
+                  + `put older data over newer (${named}${leftOut.length > 5 ? " …" : ""}). Purge them, or replay them anyway.`
                 : ""));
               await refreshLetters(true);
               await draw();
@@ -294,7 +295,17 @@ async function showSubscriber(name) {
         h("button", { id: "replay-all", type: "button", disabled: page.total === 0, onclick: () => ask("replay", { all: true }) },
           "Replay all…"),
         h("button", { id: "purge-all", class: "danger", type: "button", disabled: page.total === 0, onclick: () => ask("purge", { all: true }) },
-          "Purge all…")),
+          "Purge all…"),
+        leftOut.length
+          ? h("button", {
+              id: "replay-left-out", type: "button",
+              onclick: () => {
+                const ids = leftOut.map((x) => x.event_id);
+                leftOut = [];
+                return ask("replay", { ids, include_superseded: true });
+              },
+            }, `Replay the ${leftOut.length} left out anyway…`)
+          : null),
       confirmBox,
       page.total === 0
         ? h("p", { id: "no-letters" }, "None.")
