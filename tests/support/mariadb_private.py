@@ -8,20 +8,14 @@ on a free port; it takes about a second. As root, the server runs as the ``mysql
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from bus.ports import free_port
-from tests.conftest import IN_CI
+from tests.support.private_server import binaries_missing, server_folder, stop_server, wait_listening
 
 
 @contextmanager
@@ -30,15 +24,8 @@ def private_mariadb(*settings: str) -> Iterator[str]:
     options: ``--sql-mode=``); stops and removes it after."""
     install, server_bin = shutil.which("mariadb-install-db"), shutil.which("mariadbd") or "/usr/sbin/mariadbd"
     if install is None or not Path(server_bin).exists():
-        message = "MariaDB server binaries (mariadb-install-db, mariadbd) are not installed"
-        if IN_CI:
-            pytest.fail(f"{message}; CI must run every test", pytrace=False)
-        pytest.skip(message)
-    as_user: list[str] = []
-    folder = Path(tempfile.mkdtemp(prefix="bus-mariadb-"))
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "mysql", "--"]
-        shutil.chown(folder, "mysql")
+        binaries_missing("MariaDB server binaries (mariadb-install-db, mariadbd) are not installed")
+    folder, as_user = server_folder("bus-mariadb-", "mysql")
     data, port = folder / "data", free_port()
     subprocess.run(
         [*as_user, install, f"--datadir={data}", "--auth-root-authentication-method=normal", "--skip-test-db"],
@@ -53,25 +40,8 @@ def private_mariadb(*settings: str) -> Iterator[str]:
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError as exc:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log = server.stderr.read().decode()[-2000:] if server.stderr else ""
-                    raise RuntimeError(f"the test's MariaDB did not start: {log}") from exc
-                time.sleep(0.1)
+        wait_listening(server, port, "MariaDB")
         subprocess.run(["mariadb", "--no-defaults", "-h127.0.0.1", f"-P{port}", "-uroot", "-e", "CREATE DATABASE test"], check=True)
         yield f"mysql://root@127.0.0.1:{port}/test"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        if server.stderr is not None:
-            server.stderr.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        stop_server(server, folder)

@@ -9,20 +9,14 @@ As root, the server runs as the ``postgres`` user (PostgreSQL refuses to run as 
 from __future__ import annotations
 
 import glob
-import os
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from bus.ports import free_port
-from tests.conftest import IN_CI
+from tests.support.private_server import binaries_missing, server_folder, stop_server, wait_listening
 
 
 def _bin_dir() -> Path | None:
@@ -38,15 +32,8 @@ def logical_postgres() -> Iterator[str]:
     """Yields the DSN of a fresh server with wal_level=logical; stops and removes it after."""
     bin_dir = _bin_dir()
     if bin_dir is None:
-        message = "PostgreSQL server binaries (initdb) are not installed"
-        if IN_CI:
-            pytest.fail(f"{message}; CI must run every test", pytrace=False)
-        pytest.skip(message)
-    as_user: list[str] = []
-    folder = Path(tempfile.mkdtemp(prefix="bus-pg-"))
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(folder, "postgres")
+        binaries_missing("PostgreSQL server binaries (initdb) are not installed")
+    folder, as_user = server_folder("bus-pg-", "postgres")
     data, port = folder / "data", free_port()
     subprocess.run(
         [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
@@ -60,24 +47,8 @@ def logical_postgres() -> Iterator[str]:
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError as exc:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log = server.stderr.read().decode()[-2000:] if server.stderr else ""
-                    raise RuntimeError(f"the test's PostgreSQL did not start: {log}") from exc
-                time.sleep(0.1)
+        wait_listening(server, port, "PostgreSQL")
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"], capture_output=True, check=False)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        if server.stderr is not None:
-            server.stderr.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        stop_server(server, folder)
