@@ -142,6 +142,15 @@ class DeadLetter:
         return self.header("ce_id")
 
     @property
+    def origin(self) -> tuple[str, int, int] | None:
+        """Where it failed from (``bus_origin``: topic, partition, offset), if the letter says."""
+        topic, _, offset = self.header("bus_origin").rpartition("/")
+        topic, _, partition = topic.rpartition("/")
+        if not topic or not (partition.isdigit() and offset.isdigit()):
+            return None
+        return topic, int(partition), int(offset)
+
+    @property
     def failed_at(self) -> str:
         return self.header("bus_failed_at")
 
@@ -278,7 +287,7 @@ class DeadLetters:
         try:
             futures = []
             for letter in letters:
-                origin = letter.header("bus_origin").rsplit("/", 2)[0] or self._names.delivery(letter.subscriber)
+                origin = letter.origin[0] if letter.origin else letter.header("bus_origin") or self._names.delivery(letter.subscriber)
                 headers = [(k, v) for k, v in letter.headers if k not in _ERROR_HEADERS and k != "bus_route"]
                 headers.append(("bus_replayed_from", letter.position.encode()))
                 futures.append(await producer.send(origin, letter.value, key=letter.key, headers=headers))
@@ -296,10 +305,9 @@ class DeadLetters:
         was replayed counts, by its copy)."""
         origins: list[tuple[DeadLetter, TopicPartition, int]] = []
         for letter in letters:
-            topic, _, where = letter.header("bus_origin").rpartition("/")
-            topic, _, partition = topic.rpartition("/")
-            if letter.key is not None and topic and partition.isdigit() and where.isdigit():  # no key: no order to keep
-                origins.append((letter, TopicPartition(topic, int(partition)), int(where)))
+            where = letter.origin
+            if letter.key is not None and where is not None:  # no key: no order to keep
+                origins.append((letter, TopicPartition(where[0], where[1]), where[2]))
         first: dict[TopicPartition, tuple[int, str]] = {}
         for letter, tp, offset in origins:
             if tp not in self._latest and (tp not in first or offset < first[tp][0]):

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -350,20 +351,29 @@ async def test_an_api_whose_next_page_points_back_is_said_and_not_walked_without
             await runner.cleanup()
 
 
-async def test_a_walk_cut_short_of_an_unsorted_api_keeps_its_position(tmp_path: Path, bootstrap: str) -> None:
-    """An API that answers newest first (`since.ordered: false`), walked 1 page at a time
-    (max_pages 1): the position moved to the newest record taken, and the older records on the
-    pages not read were never asked for again, whatever max_pages became. Now the position stays
-    until a walk ends, the adapter says why, and a larger max_pages reads them all."""
-    contacts = [{"id": f"c{i}", "email": f"c{i}@example.com", "name": "x", "updated_at": f"2026-01-01T00:00:0{i}Z"} for i in range(6)]
+def six_contacts() -> list[dict[str, str]]:
+    return [{"id": f"c{i}", "email": f"c{i}@example.com", "name": "x", "updated_at": f"2026-01-01T00:00:0{i}Z"} for i in range(6)]
 
-    async def newest_first(request: web.Request) -> web.Response:
+
+def newest_first(contacts: list[dict[str, str]]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """An API that pages the contacts changed since `updated_since`, newest first (not in watermark order)."""
+
+    async def handle(request: web.Request) -> web.Response:
         since = request.query.get("updated_since", "")
         page, size = int(request.query.get("page", "1")), int(request.query.get("per_page", "2"))
         found = sorted((c for c in contacts if c["updated_at"] >= since), key=lambda c: c["updated_at"], reverse=True)
         return web.json_response({"data": found[(page - 1) * size : page * size]})
 
-    runner, port = await contacts_api(newest_first)
+    return handle
+
+
+async def test_a_walk_cut_short_of_an_unsorted_api_keeps_its_position(tmp_path: Path, bootstrap: str) -> None:
+    """An API that answers newest first (`since.ordered: false`), walked 1 page at a time
+    (max_pages 1): the position moved to the newest record taken, and the older records on the
+    pages not read were never asked for again, whatever max_pages became. Now the position stays
+    until a walk ends, the adapter says why, and a larger max_pages reads them all."""
+    contacts = six_contacts()
+    runner, port = await contacts_api(newest_first(contacts))
     poll = {
         "url": f"http://127.0.0.1:{port}/api/contacts",
         "records": "data",
@@ -399,15 +409,8 @@ async def test_an_api_said_to_be_sorted_that_is_not_loses_no_record_and_is_said(
     older than one taken before it in the same poll was dropped as "older", unsaid (1 of 6 read).
     Now every record since the position is taken once, the adapter says the API is not sorted, and
     from then on it saves its position only after a whole walk."""
-    contacts = [{"id": f"c{i}", "email": f"c{i}@example.com", "name": "x", "updated_at": f"2026-01-01T00:00:0{i}Z"} for i in range(6)]
-
-    async def newest_first(request: web.Request) -> web.Response:
-        since = request.query.get("updated_since", "")
-        page, size = int(request.query.get("page", "1")), int(request.query.get("per_page", "2"))
-        found = sorted((c for c in contacts if c["updated_at"] >= since), key=lambda c: c["updated_at"], reverse=True)
-        return web.json_response({"data": found[(page - 1) * size : page * size]})
-
-    runner, port = await contacts_api(newest_first)
+    contacts = six_contacts()
+    runner, port = await contacts_api(newest_first(contacts))
     poll = {
         "url": f"http://127.0.0.1:{port}/api/contacts",
         "records": "data",
