@@ -17,6 +17,7 @@ letter's status; replay and purge skip letters already handled unless asked to r
 from __future__ import annotations
 
 __all__ = [
+    "AGGREGATE_HEADER",
     "CUT_MARKS",
     "HEADERS_DROPPED",
     "KEPT_OF_TOO_LARGE",
@@ -34,6 +35,7 @@ __all__ = [
 import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -104,6 +106,13 @@ def cut_to_fit(
         key, marks = key[:KEPT_OF_TOO_LARGE], [*marks, (KEY_TRUNCATED_FROM, str(len(key)).encode())]
     return key, value, [*headers, *marks]
 
+
+# On a router dead letter of an aggregate's result its route's transform refused: the route. The
+# letter's value is the result (JSON); replayed to the route's canonical topic, the router shapes
+# it again with the route as it is then.
+AGGREGATE_HEADER = "bus_aggregate"
+# What Kafka takes as a topic name: a letter whose origin is not one names nowhere to replay to.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 _ERROR_HEADERS = {"bus_error", "bus_error_class", "bus_attempts", "bus_failed_at", "bus_subscriber", "bus_origin", "bus_replayed_from"}
 
@@ -206,6 +215,8 @@ class DeadLetters:
         self._names = topics
         # Letters a replay left out because a later event of their key came after them: (letter, that event's id).
         self.superseded: list[tuple[DeadLetter, str]] = []
+        # Letters a replay cannot send at all, and why (kept cut; no topic to send them to).
+        self.unsendable: list[tuple[DeadLetter, str]] = []
         # Per origin partition: where it was read from, and per key its latest live event (offset, id)
         # and the latest of another id before that (see _index).
         self._latest: dict[TopicPartition, tuple[int, dict[bytes, tuple[tuple[int, str], tuple[int, str] | None]]]] = {}
@@ -262,13 +273,14 @@ class DeadLetters:
         topic it failed from (``superseded``): replayed now, it would reach the target after that
         event and put older data over newer (an upsert by key, a CRM record). Kept in
         ``self.superseded`` for the caller to say, and replayable with ``include_superseded``."""
-        cut = [letter for letter in letters if letter.cut]
-        if cut:  # only its start was kept: sending that back would route a broken event
+        unsendable = [(letter, why) for letter in letters if (why := self._unsendable(letter))]
+        if unsendable:
+            self.unsendable += unsendable
             log.warning(
-                "not replaying %d dead letter(s) kept cut (a message too large for Kafka; its source still has it "
-                "whole): %s", len(cut), ", ".join(letter.position for letter in cut[:10]),
+                "not replaying %d dead letter(s): %s", len(unsendable),
+                "; ".join(f"{letter.event_id or letter.position}: {why}" for letter, why in unsendable[:10]),
             )  # fmt: skip
-            letters = [letter for letter in letters if not letter.cut]
+            letters = [letter for letter in letters if not self._unsendable(letter)]
         if not include_superseded and letters:
             later = await self._later_of_their_keys(letters)
             if later:
@@ -287,7 +299,7 @@ class DeadLetters:
         try:
             futures = []
             for letter in letters:
-                origin = letter.origin[0] if letter.origin else letter.header("bus_origin") or self._names.delivery(letter.subscriber)
+                origin = self._destination(letter)
                 headers = [(k, v) for k, v in letter.headers if k not in _ERROR_HEADERS and k != "bus_route"]
                 headers.append(("bus_replayed_from", letter.position.encode()))
                 futures.append(await producer.send(origin, letter.value, key=letter.key, headers=headers))
@@ -297,6 +309,20 @@ class DeadLetters:
         finally:
             await producer.stop()
         return len(letters)
+
+    def _destination(self, letter: DeadLetter) -> str:
+        """The topic a letter goes back to: the one it failed from."""
+        return letter.origin[0] if letter.origin else letter.header("bus_origin") or self._names.delivery(letter.subscriber)
+
+    def _unsendable(self, letter: DeadLetter) -> str:
+        """Why ``letter`` cannot be replayed at all, or ''."""
+        if letter.cut:  # only its start was kept: sending that back would route a broken event
+            return "only a part of it was kept (a message too large for Kafka): send it again from its source"
+        if not _TOPIC_NAME.fullmatch(self._destination(letter)):
+            # An aggregate's result dead-lettered before it said its topic ("aggregate <id>"): sent
+            # there, Kafka would refuse the topic with the letters before it already sent and unmarked.
+            return f"it names no topic to go back to (origin {letter.header('bus_origin')!r}): purge it"
+        return ""
 
     async def _later_of_their_keys(self, letters: list[DeadLetter]) -> dict[str, str]:
         """Letter position -> the id of a later event of its key that reached the topic it failed

@@ -19,7 +19,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bus.codec import Codec
 from bus.config.routes import TableConfig
-from bus.deadletters import KEPT_OF_TOO_LARGE, cut_to_fit, why_headers
+from bus.deadletters import AGGREGATE_HEADER, KEPT_OF_TOO_LARGE, cut_to_fit, why_headers
 from bus.errors import BusError, EventTooLarge, PermanentError
 from bus.event import Event
 from bus.expr import Compiled, compile_expression
@@ -202,6 +202,9 @@ class Dispatcher:
             schema, data = self._codec.decode(value or b"")
         except PermanentError as exc:
             self.last_input = None
+            replayed = self._replayed_emission(key, value, headers, origin, partition)  # looked for only here: off the hot path
+            if replayed is not None:
+                return replayed
             return [self.dead_letter(key, value, headers, route="_router", error=exc, origin=origin)]
         meta = HeaderMeta(headers, key, schema)
         sends: list[Send] = []
@@ -293,6 +296,38 @@ class Dispatcher:
                 self._routes[route].stats.dropped += 1
         return sends
 
+    def _replayed_emission(
+        self, key: bytes | None, value: bytes | None, headers: Headers, origin: str, partition: int
+    ) -> list[Send] | None:
+        """An aggregate's result that its route's transform refused, replayed from the router's
+        dead letters (``AGGREGATE_HEADER`` names the route): shaped again by the route as it is
+        now and sent to its subscribers, or a dead letter again that says why not. None for any
+        other record."""
+        found = {k: v.decode(errors="replace") for k, v in headers if k in (AGGREGATE_HEADER, "ce_id") and v is not None}
+        route_name = found.get(AGGREGATE_HEADER)
+        if route_name is None:
+            return None
+        aggregator = self.aggregators.get(route_name)
+        try:
+            record = json.loads(value or b"")
+            group = key.decode() if key is not None else None
+        except ValueError:  # UnicodeDecodeError is one too
+            record = group = None
+        if aggregator is None:
+            why = (
+                f"a replayed result of aggregate route {route_name!r}, which the config no longer has as an aggregate route: "
+                "purge the dead letter, or bring the route back to replay it"
+            )
+        elif not isinstance(record, dict) or group is None or not found.get("ce_id"):
+            why = "a replayed aggregate result without its record (a JSON object), UTF-8 key or id: not a letter the router wrote"
+        else:
+            emission = Emission(group, partition, found["ce_id"], record)
+            if not aggregator.wanted(emission):  # the route's emit_when, as it is now, leaves it out
+                self._routes[route_name].stats.dropped += 1
+                return []
+            return self._emit_aggregate(route_name, emission)
+        return [self.dead_letter(key, value, headers, route=route_name, error=PermanentError(why), origin=origin)]
+
     def committed(self, topic: str, partition: int, offset: int) -> None:
         """The router committed ``topic``'s ``partition`` up to ``offset``: aggregators of it may forget settled keys."""
         for state_topic, aggregator in self.state_topics.items():
@@ -324,15 +359,13 @@ class Dispatcher:
             payload = self._codec.encode(out.schema, out.data)
         except PermanentError as exc:
             route.stats.failed += 1
+            # The result as JSON, sent back by `bus dlq replay` to the route's canonical topic, where
+            # the router shapes it again with the route's (fixed) transform (_replayed_emission).
             body = json.dumps(emission.record, default=str).encode()
+            headers = [("content-type", b"application/json"), ("ce_id", emission.id.encode()), (AGGREGATE_HEADER, route_name.encode())]
             return [
                 self.dead_letter(
-                    emission.key.encode(),
-                    body,
-                    [("content-type", b"application/json")],
-                    route=route_name,
-                    error=exc,
-                    origin=f"aggregate {emission.id}",
+                    emission.key.encode(), body, headers, route=route_name, error=exc, origin=self._names.canonical(route.schema)
                 )
             ]
         route.stats.emitted += 1

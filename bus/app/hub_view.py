@@ -57,6 +57,7 @@ from ops.api.models import (
     SubscriberNode,
     SupersededLetter,
     Topology,
+    UnsendableLetter,
     ValidationReport,
 )
 from schemas.catalog import SchemaCatalog
@@ -308,7 +309,13 @@ class HubView:
             SupersededLetter(event_id=letter.event_id, position=f"{letter.partition}/{letter.offset}", after=newer)
             for letter, newer in store.superseded[:100]
         ]
-        return DeadLetterDone(action=action, matched=matched, done=done, dry_run=where.dry_run, superseded=superseded)
+        unsendable = [
+            UnsendableLetter(event_id=letter.event_id, position=f"{letter.partition}/{letter.offset}", reason=why)
+            for letter, why in store.unsendable[:100]
+        ]
+        return DeadLetterDone(
+            action=action, matched=matched, done=done, dry_run=where.dry_run, superseded=superseded, unsendable=unsendable
+        )
 
     def _store(self) -> DeadLetters:
         kafka = self._hub.loaded.hub.kafka

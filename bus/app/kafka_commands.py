@@ -155,12 +155,12 @@ def dlq(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             code = EXIT_RUNTIME  # not all that was asked for was done: a script must not take it for done
-        if args.dlq_command == "replay" and done + len(superseded) < matched:
+        if store.unsendable:
+            shown = "; ".join(f"{letter.event_id or letter.position}: {why}" for letter, why in store.unsendable[:20])
             print(
-                f"bus: {matched - done - len(superseded)} not replayed: only a part of each was kept (too large for Kafka); "
-                "send them again from their source",
-                file=sys.stderr,
+                f"bus: {len(store.unsendable)} cannot be replayed: {shown}{' ...' if len(store.unsendable) > 20 else ''}", file=sys.stderr
             )
+            code = EXIT_RUNTIME
         return code
 
     async def handle(chunk: list[Any]) -> int:

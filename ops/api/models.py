@@ -203,6 +203,12 @@ class SupersededLetter(_Out):
     after: str = Field(description="The id of the later event of the same key that came after it.")
 
 
+class UnsendableLetter(_Out):
+    event_id: str
+    position: str = Field(description="The letter's partition/offset on its dead-letter topic.")
+    reason: str = Field(description="Why it cannot be replayed, and what to do instead.")
+
+
 class DeadLetterDone(_Out):
     action: Literal["replay", "purge"]
     matched: int
@@ -215,6 +221,11 @@ class DeadLetterDone(_Out):
         default_factory=list,
         description="Letters not replayed because a later event of the same key came after each (at most 100): replayed, "
         "they would put older data over newer. They stay open: replay them with include_superseded, or purge them.",
+    )
+    unsendable: list[UnsendableLetter] = Field(
+        default_factory=list,
+        description="Letters a replay cannot send at all, and why (at most 100): only a part was kept (too large for Kafka), "
+        "or they name no topic to go back to. They stay open.",
     )
 
 

@@ -4,14 +4,17 @@ and time windows close on their own."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata
 
+from bus.app.cli import main
 from bus.kafka.reader import read_topic
 from bus.ports import free_port
 from routing.worker import RouterWorker
@@ -128,6 +131,54 @@ async def test_count_window_survives_kill_9_without_double_counting(tmp_path: Pa
         assert await hub.terminate() == 0
     finally:
         await hub.kill()
+        await target.stop()
+
+
+async def test_a_result_the_transform_refused_is_replayed_through_the_fixed_route(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A window's result that the route's transform could not shape is a router dead letter;
+    once the transform is fixed, `bus dlq replay` brings it to the subscriber, shaped by the fixed
+    route, with the result's own id. (It was sent to a topic named "aggregate <id>", which Kafka
+    refuses, failing the whole replay.)"""
+    target = await Target().start()
+    broken = config(bootstrap, target.url, aggregate={"count": 2})
+    broken["routes"][0]["transform"]["map"]["value"] = "float(100 / (sum - 3))"  # no value for a window summing to 3
+    fixed = copy.deepcopy(broken)
+    fixed["routes"][0]["transform"]["map"]["value"] = "float(sum)"
+    try:
+        async with build_hub(write_config(tmp_path / "broken.yaml", broken)) as hub:
+            assert hub.web is not None
+            for i, (account, total) in enumerate([("a", 1), ("b", 2), ("a", 2), ("b", 2)]):
+                await post(hub.web.port, account, i, total)
+            await target.wait_for(lambda: len(target.accepted) == 1)  # b's window: 2 + 2 shaped by the broken transform
+            assert target.accepted[0].body["account_id"] == "b"
+        path = write_config(tmp_path / "fixed.yaml", fixed)
+        cli = ["-c", str(path), "--bootstrap", bootstrap, "--subscriber", "_router"]
+        assert await asyncio.to_thread(main, ["dlq", "list", *cli, "--json"]) == 0
+        [letter] = json.loads(capsys.readouterr().out)
+        assert letter["event_id"] == "order-totals:a:0" and "division by zero" in letter["error"], letter
+
+        # A letter of a result as hubs before this one wrote it: its origin names no topic. It is
+        # left out and named; the replay of the others goes on.
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            old = [("ce_id", b"order-totals:c:0"), ("bus_origin", b"aggregate order-totals:c:0"), ("bus_route", b"order-totals")]
+            await producer.send_and_wait(f"{fixed['kafka']['topic_prefix']}.dlq._router", b'{"key": "c"}', key=b"c", headers=old)
+        finally:
+            await producer.stop()
+        capsys.readouterr()
+        async with build_hub(path):
+            assert await asyncio.to_thread(main, ["dlq", "replay", *cli]) == 1
+            await target.wait_for(lambda: len(target.accepted) == 2)
+        said = capsys.readouterr()
+        assert "replayed 1 dead letter(s)" in said.out, said.out
+        assert "1 cannot be replayed: order-totals:c:0: it names no topic to go back to" in said.err, said.err
+        call = target.accepted[1]
+        assert call.body["account_id"] == "a" and call.body["value"] == 3.0 and call.body["count"] == 2, call.body
+        assert call.headers["Idempotency-Key"] == "order-totals:a:0"
+    finally:
         await target.stop()
 
 

@@ -260,6 +260,9 @@ async function showSubscriber(name) {
               say(`${action === "replay" ? "Replayed" : "Purged"} ${done.done} dead letter(s).` + (leftOut.length
                 ? ` ${leftOut.length} not replayed: a later event of the same key came after each, and replayed now it would `
                   + `put older data over newer (${named}${leftOut.length > 5 ? " …" : ""}). Purge them, or replay them anyway.`
+                : "") + ((done.unsendable || []).length
+                ? ` ${done.unsendable.length} cannot be replayed: `
+                  + done.unsendable.slice(0, 5).map((x) => `${x.event_id || x.position}: ${x.reason}`).join("; ")
                 : ""));
               await refreshLetters(true);
               await draw();
