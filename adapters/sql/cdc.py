@@ -25,13 +25,14 @@ from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 from adapters.sql.config import PostgresCdcConfig
-from adapters.sql.pgoutput import Change, Decoder, lsn_text
+from adapters.sql.pgoutput import Change, Decoder, Relation, column_value, lsn_text
 from adapters.sql.pool import describe
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
 
 _PEEK = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)"
 _PREFETCH = 1000  # rows the cursor fetches at a time
 _CHUNK = 1000  # a large transaction's changes handed to Kafka, and acknowledged, at a time
+_TYPE_NAMES = "SELECT format_type(t, NULL) AS name FROM unnest($1::oid[]) WITH ORDINALITY AS x(t, n) ORDER BY n"
 
 
 def _names(config: PostgresCdcConfig) -> tuple[str, str]:
@@ -112,6 +113,8 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         self._large: dict[int, tuple[int, int]] = {}  # large transactions found, to stream at the next read (pgoutput.Decoder.known)
         self.position = ""  # the slot's position after the last advance, as PostgreSQL writes an LSN
         self._remembered = ""  # the position last saved in Kafka
+        self._key_types: dict[Relation, tuple[str, ...]] = {}  # per table (as last described), its key columns' SQL types
+        self._read_back_said: set[tuple[str, str]] = set()  # tables whose unchanged large values were read back: said once
 
     async def start(self) -> None:
         if self._task is not None:
@@ -263,6 +266,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
 
     async def _publish(self, changes: list[Change]) -> int:
         """Hand the changes to Kafka in order and wait for every acknowledgement; how many went."""
+        await self._fill_unchanged(changes)
         acks: list[Awaitable[None]] = []
         for change in changes:
             if change.op == "t":
@@ -290,3 +294,102 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
                 raise RetryableError(f"Kafka did not acknowledge the changes: {exc}") from exc
         self.changes += len(acks)
         return len(acks)
+
+    # -- values an update did not send ------------------------------------------------------------
+    async def _fill_unchanged(self, changes: list[Change]) -> None:
+        """Put into each update's ``after`` the large (TOASTed) values PostgreSQL did not send
+        because the update left them as they were: from the whole old row where the table sends
+        one (REPLICA IDENTITY FULL), else read from the table by the row's key, a query per table
+        and chunk. Left out, such a value was mapped as null, and a target written by upsert lost
+        it at every update of another column of the row.
+
+        A value read back is the row's value now, not at the change: a later change of it was
+        committed after, and its own event follows. A row deleted since has no value to read: the
+        columns stay out (the delete follows), said at INFO."""
+        by_table: dict[Relation, list[Change]] = {}
+        for change in changes:
+            if not change.unchanged or change.after is None or change.problem is not None:
+                continue
+            before = change.before or {}
+            if all(name in before for name in change.unchanged):  # the whole old row came: they are in it
+                change.after.update({name: before[name] for name in change.unchanged})
+            else:
+                by_table.setdefault(change.relation, []).append(change)
+        for relation, waiting in by_table.items():
+            for at in range(0, len(waiting), 1000):
+                await self._read_back(relation, waiting[at : at + 1000])
+
+    async def _read_back(self, relation: Relation, changes: list[Change]) -> None:
+        table = f"{_quoted(relation.schema)}.{_quoted(relation.table)}"
+        if not relation.key:  # nothing to find the row by (REPLICA IDENTITY NOTHING publishes no updates; this is defence)
+            self.ctx.logger.warning(
+                "postgres_cdc %s: %d update(s) of %s left large values unsent and the table has no key to read them by: "
+                "published without them", self.config.name, len(changes), table,
+            )  # fmt: skip
+            return
+        types = self._key_types.get(relation)
+        if types is None:
+            oids = [dict(relation.columns)[name] for name in relation.key]
+            found = await self._connection.fetch(_TYPE_NAMES, oids)
+            types = self._key_types[relation] = tuple(str(row["name"]) for row in found)
+        wanted = sorted({name for change in changes for name in change.unchanged})
+        keys = [f"k{i}" for i in range(len(relation.key))]
+        arrays = ", ".join(f"${i + 1}::text[]" for i in range(len(keys)))
+        match = " AND ".join(f"t.{_quoted(name)} = k.{k}::{kind}" for name, k, kind in zip(relation.key, keys, types, strict=True))
+        query = (
+            f"SELECT k.n, {', '.join(f'{_quoted(name)}::text' for name in wanted)} FROM {table} AS t "  # noqa: S608 (quoted identifiers; values bound)
+            f"JOIN unnest({arrays}) WITH ORDINALITY AS k({', '.join(keys)}, n) ON {match}"
+        )
+        columns = [[_key_text(change.after.get(name) if change.after else None) for change in changes] for name in relation.key]
+        try:
+            rows = await self._connection.fetch(query, *columns)
+        except (OSError, ConnectionError):
+            raise
+        except Exception as exc:  # noqa: BLE001 (a column renamed or dropped since the change: said, published without)
+            self.ctx.logger.warning(
+                "postgres_cdc %s: the large values %d update(s) of %s left unsent cannot be read from the table (%s): "
+                "published without them", self.config.name, len(changes), table, exc,
+            )  # fmt: skip
+            return
+        types_of = dict(relation.columns)
+        got = {int(row["n"]): row for row in rows}
+        gone = 0
+        for n, change in enumerate(changes, start=1):
+            row = got.get(n)
+            if row is None or change.after is None:
+                gone += 1
+                continue
+            for i, name in enumerate(wanted, start=1):
+                if name in change.unchanged:
+                    text = row[i]
+                    value, problem = (None, None) if text is None else column_value(name, types_of[name], text.encode())
+                    change.after[name] = value
+                    change.problem = change.problem or problem
+        said = (relation.schema, relation.table)
+        if said not in self._read_back_said:
+            self._read_back_said.add(said)
+            self.ctx.logger.info(
+                "postgres_cdc %s: updates of %s leave large values unsent that they did not change; they are read from the "
+                "table by key (the row's value when read). ALTER TABLE %s REPLICA IDENTITY FULL sends them with each "
+                "update instead", self.config.name, table, table,
+            )  # fmt: skip
+        if gone:
+            self.ctx.logger.info(
+                "postgres_cdc %s: %d update(s) of %s: the row was deleted since, so the large values the update left "
+                "unsent cannot be read; published without them (the delete follows)", self.config.name, gone, table,
+            )  # fmt: skip
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _key_text(value: Any) -> str | None:
+    """A key column's value as PostgreSQL's text input takes it (the decoder turned some into Python values)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)

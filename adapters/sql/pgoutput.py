@@ -15,7 +15,7 @@ server's WAL from then on.
 
 from __future__ import annotations
 
-__all__ = ["Change", "Decoder", "Relation", "lsn_int", "lsn_text"]
+__all__ = ["Change", "Decoder", "Relation", "column_value", "lsn_int", "lsn_text"]
 
 import struct
 from dataclasses import dataclass, field
@@ -62,6 +62,9 @@ class Change:
     commit_ms: int = 0
     ordinal: int = 0  # position in its transaction
     problem: str | None = None  # a value that could not be read: the change is parked with this
+    # Columns of an update's new row that PostgreSQL did not send: TOASTed values (large, stored
+    # apart) the update left as they were. Filled in before the change is published (cdc.py).
+    unchanged: tuple[str, ...] = ()
 
     def document(self) -> dict[str, Any]:
         return {
@@ -187,7 +190,8 @@ class Decoder:
                 before, problem = self._tuple(r, relation)
                 marker = r.byte()
             after, later = self._tuple(r, relation)
-            self._add(Change("u", relation, before=before, after=after, problem=problem or later))
+            unchanged = tuple(name for name, _ in relation.columns if name not in after)
+            self._add(Change("u", relation, before=before, after=after, problem=problem or later, unchanged=unchanged))
         elif kind == "D":
             relation = self.relations[r.integer(4)]
             r.byte()  # 'K' or 'O'
@@ -223,20 +227,22 @@ class Decoder:
             elif kind == "u":
                 continue  # unchanged TOAST: PostgreSQL does not send it again
             else:
-                data = r.take(r.integer(4))
-                try:
-                    text = data.decode()
-                except UnicodeDecodeError:  # a database in another encoding: the bytes kept, the row refused
-                    row[name] = data.decode("utf-8", "surrogateescape")
-                    problem = problem or f"column {name} is not UTF-8 text (a database encoding other than UTF8?)"
-                    continue
-                convert = _CONVERT.get(type_oid)
-                if convert is None:
-                    row[name] = text
-                    continue
-                try:
-                    row[name] = convert(text)
-                except ValueError as exc:
-                    row[name] = text
-                    problem = problem or f"column {name}: {exc}"
+                row[name], trouble = column_value(name, type_oid, r.take(r.integer(4)))
+                problem = problem or trouble
         return row, problem
+
+
+def column_value(name: str, type_oid: int, data: bytes) -> tuple[Any, str | None]:
+    """A column's value from PostgreSQL's text form of it, and what could not be read of it, if
+    anything (then the value is the text, the bytes of one that is not UTF-8 kept)."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:  # a database in another encoding: the bytes kept, the row refused
+        return data.decode("utf-8", "surrogateescape"), f"column {name} is not UTF-8 text (a database encoding other than UTF8?)"
+    convert = _CONVERT.get(type_oid)
+    if convert is None:
+        return text, None
+    try:
+        return convert(text), None
+    except ValueError as exc:
+        return text, f"column {name}: {exc}"

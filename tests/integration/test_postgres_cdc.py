@@ -314,3 +314,54 @@ async def test_a_slot_that_is_gone_is_not_made_again_unsaid(
         seen = await wait_changes(hub, 2)
         assert [key for _, key, _ in seen] == ["1", "4"]  # 2 and 3 fell in the gap, as the WARNING said
         assert (await cdc.health()).ok
+
+
+async def test_an_update_that_left_a_large_value_unchanged_carries_that_value(logical_dsn: str, tmp_path: Path, bootstrap: str) -> None:
+    """PostgreSQL does not send again a TOASTed value (a large text, stored apart) that an UPDATE
+    did not change. Left out of `after`, it was mapped as null, and a target written by upsert lost
+    the value at every update of another column. It is taken from the whole old row where the
+    table sends one (REPLICA IDENTITY FULL), else read from the table by the row's key."""
+    large = "".join(f"{i:05d}-{i * 7919 % 100_003:06d};" for i in range(1_500))  # 19,500 characters: stored apart
+    await sql(
+        logical_dsn,
+        "DROP TABLE IF EXISTS cust_master",
+        CUST_MASTER,
+        "DROP TABLE IF EXISTS cust_pair",
+        # A key of two columns, and the default identity (only the key's old values are sent).
+        "CREATE TABLE cust_pair (region text, cust_no integer, cust_nm text, email_addr text, credit numeric(12,2), "
+        "PRIMARY KEY (region, cust_no))",
+    )
+    config = hub_config(bootstrap, logical_dsn, tables=["cust_master", "cust_pair"], slot="bus_toast", publication="bus_toast")
+    path = write_config(tmp_path / "bus.yaml", config)
+    async with build_hub(path) as hub:
+        cdc = hub.inbound[0]
+        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        await sql(
+            logical_dsn,
+            f"INSERT INTO cust_master SELECT i, 'Customer', '{large}' || i, i FROM generate_series(1, 4) i",
+            f"INSERT INTO cust_pair VALUES ('eu', 1, 'Pair', '{large}p', 1)",
+            "UPDATE cust_master SET cust_nm = 'One renamed' WHERE cust_no = 1",  # default identity: read back by key
+            "UPDATE cust_pair SET cust_nm = 'Pair renamed' WHERE region = 'eu' AND cust_no = 1",
+            "ALTER TABLE cust_master REPLICA IDENTITY FULL",
+            "UPDATE cust_master SET cust_nm = 'Two renamed' WHERE cust_no = 2",  # the whole old row comes with it
+            # Changed again before the hub reads it: the value read back is the row's latest, and its own change follows.
+            "ALTER TABLE cust_master REPLICA IDENTITY DEFAULT",
+            "UPDATE cust_master SET cust_nm = 'Three renamed' WHERE cust_no = 3",
+            "UPDATE cust_master SET email_addr = 'three@x.io' WHERE cust_no = 3",
+            # Deleted before the hub reads the update: no value to read; the delete follows.
+            "UPDATE cust_master SET cust_nm = 'Four renamed' WHERE cust_no = 4",
+            "DELETE FROM cust_master WHERE cust_no = 4",
+        )
+        seen = await wait_changes(hub, 12)
+        records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer"))
+        events = [(op, hub.codec.decode(r.value)[1]) for (op, _, _), r in zip(seen, records, strict=True)]
+    updates = [(e["name"], e["email"]) for op, e in events if op == "u"]
+    assert updates == [
+        ("One renamed", large + "1"),
+        ("Pair renamed", large + "p"),
+        ("Two renamed", large + "2"),
+        ("Three renamed", "three@x.io"),  # the row's value when it was read: its own change comes next
+        ("Three renamed", "three@x.io"),
+        ("Four renamed", None),
+    ], [(name, (email or "")[-12:]) for name, email in updates]
+    assert [op for op, _ in events][-1] == "d"
