@@ -336,16 +336,20 @@ class DeadLetters:
                 origins.append((letter, TopicPartition(where[0], where[1]), where[2]))
         first: dict[TopicPartition, tuple[int, str]] = {}
         for letter, tp, offset in origins:
-            if tp not in self._latest and (tp not in first or offset < first[tp][0]):
+            # Read each origin partition from its earliest letter on: again, from further back, when
+            # a later chunk holds a letter from before where it was read (a DLQ partition can hold
+            # letters of one origin partition in another order than another DLQ partition does).
+            read_from = self._latest[tp][0] if tp in self._latest else None
+            if (read_from is None or offset < read_from) and (tp not in first or offset < first[tp][0]):
                 first[tp] = (offset, letter.subscriber)
         for tp, (offset, subscriber) in first.items():
             await self._index(tp, offset, subscriber)
         found: dict[str, str] = {}
         for letter, tp, offset in origins:
-            start, latest = self._latest[tp]
+            _, latest = self._latest[tp]
             assert letter.key is not None
             kept = latest.get(letter.key)
-            if offset < start or kept is None:
+            if kept is None:
                 continue
             (newest, newest_id), other = kept
             if newest_id == letter.event_id:  # its own copy, replayed before: the one before it, if any
@@ -359,9 +363,9 @@ class DeadLetters:
     async def _index(self, tp: TopicPartition, start: int, subscriber: str) -> None:
         """Read ``tp`` once, from ``start`` on, keeping per key its latest event that is not a dead
         letter of ``subscriber`` (and the latest of another id before it): a replay of a day's dead
-        letters, 1,000 at a time, reads each partition once, not once per thousand. A letter that
-        failed before ``start`` (it came out of order) is not judged: it is replayed. Memory: one
-        entry per key, and the subscriber's dead letters' ids."""
+        letters, 1,000 at a time, reads each partition once, not once per thousand (again only for
+        a letter from before ``start``). Memory: one entry per key, and the subscriber's dead
+        letters' ids."""
         if subscriber not in self._dead_ids:
             ids: set[str] = set()
             async for _, records in stream_topics(self._kafka, self._bootstrap, [self.topic_of(subscriber)]):

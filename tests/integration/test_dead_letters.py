@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,42 @@ async def test_a_letter_that_a_later_event_of_its_key_came_after_is_not_replayed
             assert await cli("dlq", "replay", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "erp", "--include-superseded") == 0
             assert "replayed 1 dead letter(s)" in capsys.readouterr().out
             await target.wait_for(lambda: held.get("pi_1") == 150_000)  # sent anyway, as asked
+    finally:
+        await target.stop()
+
+
+async def test_a_letter_from_before_where_an_earlier_chunk_read_its_partition_is_judged_too(tmp_path: Path, bootstrap: str) -> None:
+    """A replay goes 1,000 letters at a time and reads each origin partition once, from the first
+    letter it judges. A letter in a later chunk from before that point (dead-letter partitions
+    hold one origin partition's letters in their own orders) was replayed unjudged, over the
+    newer event of its key. Now the partition is read again from that letter."""
+    from bus.deadletters import DeadLetters
+    from bus.kafka.topics import TopicNames
+
+    def answer(call: Call) -> tuple[int, dict[str, object]]:
+        return (422, {}) if call.body["event"] in ("evt_1", "evt_9") else (201, {})
+
+    target = await Target(answer=answer).start()
+    config = payment_hub_config(bootstrap, target.url, partitions=1)  # one origin partition: evt_1, evt_1b, evt_9 in that order
+    path = write_config(tmp_path / "bus.yaml", config)
+    try:
+        async with build_hub(path) as hub:
+            newer = payment(1, amount=250_000)
+            newer["id"] = "evt_1b"
+            await post(hub, payment(1))
+            await post(hub, newer)
+            await post(hub, payment(9))
+            store = DeadLetters(hub.config.kafka, hub.bootstrap, TopicNames(hub.config.kafka.topic_prefix))
+            by_id: dict[str, Any] = {}
+            for _ in range(150):
+                by_id = {letter.event_id: letter for letter in await store.find("erp")}
+                if len(by_id) == 2:
+                    break
+                await asyncio.sleep(0.2)
+            assert set(by_id) == {"evt_1", "evt_9"}
+            assert await store.replay([by_id["evt_9"]]) == 1  # the first chunk: its partition read from evt_9 on
+            assert await store.replay([by_id["evt_1"]]) == 0  # the next: from before that
+            assert [(letter.event_id, newer_id) for letter, newer_id in store.superseded] == [("evt_1", "evt_1b")]
     finally:
         await target.stop()
 
