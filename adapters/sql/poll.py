@@ -69,6 +69,14 @@ def _decode(value: Any) -> Any:
     return value
 
 
+_CLOCK_TOLERANCE = dt.timedelta(seconds=60)  # the database's clock may fall behind this host's by this much unsaid
+
+
+def _span(delta: dt.timedelta) -> str:
+    seconds = round(delta.total_seconds())
+    return f"{seconds // 60} min" if seconds >= 120 else f"{seconds} s"
+
+
 def _text(value: Any) -> str:
     return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)
 
@@ -104,6 +112,10 @@ class _Queries:
             + f" ORDER BY {descending} LIMIT 1"
         )
         self.next = head + " WHERE " + " AND ".join([*fixed, after]) + tail
+        # After the database's clock went back: every row from a time on (see SqlPollInbound._watch_clock).
+        self.since = head + " WHERE " + " AND ".join([*fixed, f"{mark.column} >= {'$1' if postgres else '%s'}"]) + tail
+        # The database's clock, as wall-clock time (what a column without a zone holds) and as a moment.
+        self.clock = "SELECT localtimestamp AS wall, now() AS moment" if postgres else "SELECT NOW(6) AS wall, NULL AS moment"
         self.strays = self._strays(config, postgres, [f"({config.where})"] if config.where else [])
         self.postgres = postgres
         self.keyed = mark.column is not None
@@ -206,6 +218,11 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         self._strays_due = 0.0  # monotonic time of the next look
         self._keys_checked = False
         self._loose_keys = ""  # why (column, id) may not pick out one row: rows at a page's end can be passed over
+        # The database's clock when last read, and this host's (epoch seconds) then: saved with the
+        # position, so a clock gone back while the hub was down is found too (_watch_clock).
+        self._clock: tuple[dt.datetime, float] | None = None
+        self._read_from: dt.datetime | None = None  # set when the clock went back: the next query reads every row from it
+        self.clock_went_back = 0  # times the database's clock was found gone back
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -216,6 +233,11 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         saved = await self.ctx.checkpoints.load(self.config.name)
         if saved is not None:
             self._position = (_decode(saved.get("column")), _decode(saved.get("id")))
+            read_from = _decode(saved.get("read_from"))
+            self._read_from = read_from if isinstance(read_from, dt.datetime) else None
+            clock = _decode(saved.get("clock"))
+            if isinstance(clock, dt.datetime) and isinstance(saved.get("at"), int | float):
+                self._clock = (clock, float(saved["at"]))
             self.ctx.logger.info("sql_poll %s resumes after %s", self.config.name, self._describe(self._position))
         self._stopping.clear()
         # The database is reached from the task: one that is down at start shows in /readyz and is
@@ -234,6 +256,8 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
 
     def progress(self) -> dict[str, int | str]:
         found: dict[str, int | str] = {"rows": self.rows}
+        if self.clock_went_back:
+            found["clock_went_back"] = self.clock_went_back
         if self._strays:
             found["stray_rows"] = self._stray_rows
             found["strays"] = "; ".join(self._strays.values())
@@ -284,6 +308,8 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
     async def _drain(self) -> None:
         """Read batch after batch until a short one: a backfill runs at full speed, then the
         adapter waits ``interval`` between polls."""
+        if self._queries.keyed and self.config.settle.total_seconds():
+            await self._watch_clock()
         while not self._stopping.is_set():
             started = time.monotonic()
             rows = await self._query()
@@ -358,7 +384,53 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                 self.ctx.logger.warning("sql_poll %s: no stray rows any more", self.config.name)
         self._strays, self._stray_rows = found, total
 
+    async def _watch_clock(self) -> None:
+        """Find the database's clock gone back, and read again the rows it may have stamped since.
+
+        A legacy database that keeps local time in a column without a zone (MariaDB's DATETIME
+        with NOW(), a PostgreSQL ``timestamp``) goes back an hour when summer time ends: rows
+        changed in the hour that comes twice are stamped before the position the poller reached
+        in its first pass, and were passed over for good, with nothing said (a clock corrected
+        backwards, or a failover to a server in another zone, does the same). Each poll reads the
+        database's clock and compares how far it moved with how far this host's moved since the
+        last reading (kept with the position, so a hub that was down then finds it too). When it
+        moved back by more than a minute, every row stamped since just before the move is read
+        again: those read before come again with the same event ids (the id holds the row's
+        time), and the subscribers' idempotency keys tell them apart."""
+        rows = await self._fetch(self._queries.clock, [])
+        if not rows:
+            return
+        position = self._position[0] if self._position is not None else None
+        reading = rows[0]["moment"] if isinstance(position, dt.datetime) and position.tzinfo is not None else rows[0]["wall"]
+        if not isinstance(reading, dt.datetime):
+            return
+        now, before = time.time(), self._clock
+        self._clock = (reading, now)
+        if before is None:
+            return
+        last, at = before
+        if (last.tzinfo is None) != (reading.tzinfo is None):
+            return
+        back = (last + dt.timedelta(seconds=now - at)) - reading  # how far the database's clock fell behind this host's
+        if back <= _CLOCK_TOLERANCE:
+            return
+        # Rows stamped after the move have times from just after `last - back` on (the clock read
+        # `last` or later when it moved back by `back`): read every row from there again.
+        start = last - back - self.config.settle - _CLOCK_TOLERANCE
+        self.clock_went_back += 1
+        if isinstance(position, dt.datetime) and (position.tzinfo is None) == (start.tzinfo is None) and start < position:
+            self._read_from = start  # until a row is read from there: the time that comes twice may last an hour
+            await self._save()
+        self.ctx.logger.warning(
+            "sql_poll %s (%s): the database's clock went back about %s (summer time ended in a database that keeps local "
+            "time? a clock corrected? a failover?): rows stamped from %s on are read again, so that none stamped in the "
+            "time that came twice is passed over; those read before come again with the same event ids",
+            self.config.name, self._where, _span(back), _text(start),
+        )  # fmt: skip
+
     async def _query(self) -> list[dict[str, Any]]:
+        if self._read_from is not None:
+            return await self._fetch(self._queries.since, [self._read_from])
         sql = self._queries.first if self._position is None else self._queries.next
         args = self._queries.args(self._position)
         try:
@@ -399,11 +471,22 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             except KafkaUnavailable as exc:  # the position stays: the next poll reads these rows again
                 raise RetryableError(f"Kafka did not acknowledge the rows: {exc}") from exc
         last = rows[-1]
-        position = (last.get(mark.column) if mark.column else None, last[mark.id])
-        assert self.ctx.checkpoints is not None
+        await self._save((last.get(mark.column) if mark.column else None, last[mark.id]))
+        self.rows += len(rows)
+
+    async def _save(self, position: tuple[Any, Any] | None = None) -> None:
+        """Keep where the poll is in Kafka: the position (a new one, when given: a row read, so
+        not from the time the clock went back any more), and the database's clock when last read."""
+        read_from = self._read_from if position is None else None
+        position = position or self._position
+        assert self.ctx.checkpoints is not None and position is not None
+        saved: dict[str, Any] = {"column": _encode(position[0]), "id": _encode(position[1])}
+        if self._clock is not None:
+            saved.update(clock=_encode(self._clock[0]), at=self._clock[1])
+        if read_from is not None:
+            saved["read_from"] = _encode(read_from)
         try:
-            await self.ctx.checkpoints.save(self.config.name, {"column": _encode(position[0]), "id": _encode(position[1])})
+            await self.ctx.checkpoints.save(self.config.name, saved)
         except KafkaUnavailable as exc:
             raise RetryableError(f"saving the position: {exc}") from exc
-        self._position = position
-        self.rows += len(rows)
+        self._position, self._read_from = position, read_from

@@ -6,6 +6,7 @@ middle of a backfill, and a database that is not there."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 
 from bus.app.hub import Hub
@@ -295,3 +297,37 @@ async def test_a_table_whose_watermark_may_not_pick_out_one_row_is_said(
                 assert poll.attention() == ""
         finally:
             await run_sql(kind, dsn, f"DROP TABLE {loose}")
+
+
+async def test_rows_stamped_after_the_database_clock_went_back_are_read(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A legacy database keeping local time in a DATETIME goes back an hour when summer time ends:
+    rows changed in the hour that comes twice are stamped before the position the poller reached
+    in the first pass, and were never read, with nothing said. Here a private MariaDB's zone goes
+    from +02:00 to +01:00 (what Europe/Berlin does at the end of October) with the hub running;
+    the rows stamped after are read, and the move is said."""
+    from tests.integration.test_sql import run_sql_at
+    from tests.support.mariadb_private import private_mariadb
+
+    with private_mariadb("--default-time-zone=+02:00") as dsn:
+        table = "legacy_customers"
+        await run_sql_at(dsn, f"CREATE TABLE {table} ({COLUMNS['mariadb']})")
+        config = hub_config(bootstrap, dsn, table)
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            [poll] = hub.inbound
+            await run_sql_at(dsn, f"INSERT INTO {table} (id, cust_nm, email) VALUES (1, 'a', 'a@x.io'), (2, 'b', 'b@x.io')")
+            await wait_published(hub, 2)
+            await asyncio.sleep(0.5)  # a poll or two with nothing new: the clock read at each
+
+            await run_sql_at(dsn, "SET GLOBAL time_zone = '+01:00'")
+            ours = await run_sql_at(dsn, "SELECT CONNECTION_ID()")
+            for (session,) in await run_sql_at(dsn, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'root'"):
+                if (session,) not in ours:  # the hub connects again, in the new zone, as after the change
+                    with contextlib.suppress(pymysql.err.OperationalError):  # a session that ended meanwhile
+                        await run_sql_at(dsn, f"KILL {session}")
+            await run_sql_at(dsn, f"INSERT INTO {table} (id, cust_nm, email) VALUES (3, 'c', 'c@x.io'), (4, 'd', 'd@x.io')")
+            ids = await wait_published(hub, 4, timeout=30)
+            assert {event_id.split("@")[0] for event_id in ids} == {"legacy:1", "legacy:2", "legacy:3", "legacy:4"}, ids
+            assert poll.progress()["clock_went_back"] == 1
+        assert "the database's clock went back about 60 min" in caplog.text, caplog.text
