@@ -1,9 +1,10 @@
 """What a database's catalog says about a table, for checks the adapters make before trusting it:
-the column sets of its unique indexes (a key that picks out one row)."""
+the column sets of its unique indexes (a key that picks out one row), and how finely a time
+column tells times apart."""
 
 from __future__ import annotations
 
-__all__ = ["Fetch", "unique_keys"]
+__all__ = ["Fetch", "time_step", "unique_keys"]
 
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,3 +44,31 @@ async def unique_keys(fetch: Fetch, *, postgres: bool, table: str) -> tuple[str,
     for row in indexes:
         by_index.setdefault(str(row["name"]), set()).add(str(row["col"]).lower())
     return "table", list(by_index.values())
+
+
+async def time_step(fetch: Fetch, *, postgres: bool, table: str, column: str) -> float | None:
+    """How finely ``column`` of ``table`` tells times apart, in seconds: 86,400 for a date, 1 for
+    a time of whole seconds (MariaDB's DATETIME and TIMESTAMP by default, PostgreSQL's
+    ``timestamp(0)``), 0.001 for milliseconds; None for a column that holds no time, or that the
+    catalog does not know (a view's expression, a server that hides it)."""
+    schema, _, name = table.rpartition(".")
+    if postgres:
+        found = await fetch(
+            "SELECT data_type AS kind, datetime_precision AS digits FROM information_schema.columns"
+            " WHERE table_schema = COALESCE(NULLIF($1, ''), current_schema()) AND table_name = $2 AND column_name = $3",
+            [schema.lower(), name.lower(), column.lower()],  # plain identifiers: PostgreSQL folds them to lower case
+        )
+    else:
+        found = await fetch(
+            "SELECT DATA_TYPE AS kind, DATETIME_PRECISION AS digits FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = COALESCE(NULLIF(%s, ''), DATABASE()) AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+            [schema, name, column],
+        )
+    if not found:
+        return None
+    kind, digits = str(found[0]["kind"]).lower(), found[0]["digits"]
+    if kind == "date":
+        return 86_400.0
+    if kind.startswith(("timestamp", "datetime")) and digits is not None:
+        return float(10 ** -int(digits))
+    return None

@@ -37,7 +37,7 @@ from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from adapters.sql.catalog import unique_keys
+from adapters.sql.catalog import Fetch, time_step, unique_keys
 from adapters.sql.config import SqlPollConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
@@ -69,6 +69,32 @@ def _decode(value: Any) -> Any:
     return value
 
 
+_FINEST_STEP = 0.001  # a column finer than a millisecond: the horizon needs nothing more
+
+
+def _fetcher(pool: Any, postgres: bool) -> Fetch:
+    """(sql, args) -> rows as dicts, on a connection of ``pool``."""
+
+    async def fetch(sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        if postgres:
+            async with pool.acquire() as connection:
+                return [dict(row) for row in await connection.fetch(sql, *args)]
+        import aiomysql
+
+        async with pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
+            await cursor.execute(sql, args)
+            return list(await cursor.fetchall())
+
+    return fetch
+
+
+async def _column_step(fetch: Fetch, config: SqlPollConfig, postgres: bool) -> float | None:
+    column = config.watermark.column
+    if column is None or not config.settle.total_seconds():
+        return None
+    return await time_step(fetch, postgres=postgres, table=config.table, column=column)
+
+
 _CLOCK_TOLERANCE = dt.timedelta(seconds=60)  # the database's clock may fall behind this host's by this much unsaid
 
 
@@ -84,14 +110,14 @@ def _text(value: Any) -> str:
 class _Queries:
     """The statements of one table, built once at start from checked identifiers."""
 
-    def __init__(self, config: SqlPollConfig, *, postgres: bool, transactions: bool) -> None:
+    def __init__(self, config: SqlPollConfig, *, postgres: bool, transactions: bool, step: float = 0.0) -> None:
         mark = config.watermark
         columns = config.columns
         if "*" not in columns:
             columns = columns + [c for c in (mark.column, mark.id) if c and c not in columns]
         order = [c for c in (mark.column, mark.id) if c]
         settle = config.settle.total_seconds()
-        horizon = self._horizon(postgres, settle, transactions) if mark.column else None
+        horizon = self._horizon(postgres, settle, transactions, step) if mark.column else None
         head = f"SELECT {', '.join(columns)} FROM {config.table}"  # noqa: S608 (checked identifiers; values bound)
         tail = f" ORDER BY {', '.join(order)} LIMIT {config.batch_size}"
         fixed = [f"({config.where})"] if config.where else []
@@ -118,10 +144,22 @@ class _Queries:
         self.clock = "SELECT localtimestamp AS wall, now() AS moment" if postgres else "SELECT NOW(6) AS wall, NULL AS moment"
         self.strays = self._strays(config, postgres, [f"({config.where})"] if config.where else [])
         self.postgres = postgres
+        self.transactions = transactions
         self.keyed = mark.column is not None
 
+    @classmethod
+    def _horizon(cls, postgres: bool, settle: float, transactions: bool, step: float) -> str | None:
+        """Rows stamped before this are committed. ``step``: how finely the column tells times
+        apart (``time_step``); a row stamped ``t`` may be written until ``t + step`` (a DATETIME of
+        whole seconds holds 10:00:00 for a write at 10:00:00.9, a DATE the whole day), so the
+        horizon is that much earlier."""
+        horizon = cls._clock_horizon(postgres, settle, transactions)
+        if horizon is None or step < _FINEST_STEP:
+            return horizon
+        return f"({horizon}) - make_interval(secs => {step:.6f})" if postgres else f"({horizon}) - INTERVAL {round(step * 1e6)} MICROSECOND"
+
     @staticmethod
-    def _horizon(postgres: bool, settle: float, transactions: bool) -> str | None:
+    def _clock_horizon(postgres: bool, settle: float, transactions: bool) -> str | None:
         if postgres:
             clock = f"now() - make_interval(secs => {settle:.6f})" if settle else "now()"
             if not transactions:
@@ -179,19 +217,13 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         migration also wrote: written again by key, not doubled)."""
         dsn = config.dsn.get_secret_value()
         postgres = is_postgres(dsn)
-        queries = _Queries(config, postgres=postgres, transactions=config.wait_for_transactions and postgres)
         pool = await open_pool(dsn, 1, what=f"sql_poll {config.name}")
         try:
-            async with pool.acquire() as connection:
-                if postgres:
-                    found = await connection.fetchrow(queries.newest)
-                    row = None if found is None else dict(found)
-                else:
-                    import aiomysql
-
-                    async with connection.cursor(aiomysql.DictCursor) as cursor:
-                        await cursor.execute(queries.newest)
-                        row = await cursor.fetchone()
+            fetch = _fetcher(pool, postgres)
+            step = await _column_step(fetch, config, postgres) or 0.0
+            queries = _Queries(config, postgres=postgres, transactions=config.wait_for_transactions and postgres, step=step)
+            found = await fetch(queries.newest, [])
+            row = found[0] if found else None
         finally:
             await close_pool(pool, dsn)
         if row is None:
@@ -205,6 +237,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         self._postgres = is_postgres(self._dsn)
         self._where = describe(self._dsn, config.table)
         self._queries = _Queries(config, postgres=self._postgres, transactions=config.wait_for_transactions)
+        self._step = 0.0  # how finely the watermark column tells times apart, learnt at the first poll
         self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
         self._interval = config.interval.total_seconds()
         self._position: tuple[Any, Any] | None = None
@@ -288,8 +321,9 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                     self._keys_checked = True
                     try:
                         await self._check_keys()
+                        await self._learn_step()
                     except Exception as exc:  # noqa: BLE001 - a catalog this server does not have: the poll goes on unchecked
-                        self.ctx.logger.warning("sql_poll %s: could not check the watermark's keys: %r", self.config.name, exc)
+                        self.ctx.logger.warning("sql_poll %s: could not check the watermark's columns: %r", self.config.name, exc)
                 await self._drain()
                 self._problem = ""
                 if self._queries.strays and time.monotonic() >= self._strays_due:
@@ -324,14 +358,35 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                 return
 
     async def _fetch(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
-        if self._postgres:
-            async with self._pool.acquire() as connection:
-                return [dict(row) for row in await connection.fetch(sql, *args)]
-        import aiomysql
+        return await _fetcher(self._pool, self._postgres)(sql, args)
 
-        async with self._pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
-            await cursor.execute(sql, args)
-            return list(await cursor.fetchall())
+    async def _learn_step(self) -> None:
+        """How finely the watermark column tells times apart: the horizon leaves that much more.
+        A DATETIME of whole seconds holds 10:00:00 for a row written at 10:00:00.9; a transaction
+        open since 10:00:00.5 made the horizon 10:00:00.5, and a row it wrote then, stamped
+        10:00:00 with a lower id than rows of that second read before it committed, was passed
+        over. A date column is that, a whole day wide: a row with a lower id changed later the
+        same day was never read."""
+        if not self._queries.keyed or not self.config.settle.total_seconds():
+            return
+        step = await _column_step(self._fetch, self.config, self._postgres)
+        if step is None or step < _FINEST_STEP:
+            return
+        self._step = step
+        self._queries = _Queries(self.config, postgres=self._postgres, transactions=self._queries.transactions, step=step)
+        column = self.config.watermark.column
+        if step >= 86_400:
+            self.ctx.logger.warning(
+                "sql_poll %s (%s): %s is a date: a day's rows are read once the day is over (rows changed on one day cannot "
+                "be told apart by time; read during the day, a row changed later that day with a lower %s would be passed "
+                "over); a column of the time of each change reads them as they come",
+                self.config.name, self._where, column, self.config.watermark.id,
+            )  # fmt: skip
+        else:
+            self.ctx.logger.info(
+                "sql_poll %s: %s tells times apart to %gs: rows are read once that much more than settle has passed",
+                self.config.name, column, step,
+            )  # fmt: skip
 
     async def _check_keys(self) -> None:
         """Whether the watermark picks out one row. Each page goes on after its last row's
@@ -442,7 +497,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                     "sql_poll %s: no PROCESS privilege to see open transactions; relying on settle=%s alone",
                     self.config.name, self.config.settle,
                 )  # fmt: skip
-                self._queries = _Queries(self.config, postgres=False, transactions=False)
+                self._queries = _Queries(self.config, postgres=False, transactions=False, step=self._step)
                 return await self._query()
             sqlstate = str(getattr(exc, "sqlstate", "") or "")
             if isinstance(exc, TimeoutError) or errno == 1205:

@@ -331,3 +331,51 @@ async def test_rows_stamped_after_the_database_clock_went_back_are_read(
             assert {event_id.split("@")[0] for event_id in ids} == {"legacy:1", "legacy:2", "legacy:3", "legacy:4"}, ids
             assert poll.progress()["clock_went_back"] == 1
         assert "the database's clock went back about 60 min" in caplog.text, caplog.text
+
+
+async def test_a_column_of_whole_seconds_does_not_let_an_open_writer_be_passed_over(tmp_path: Path, bootstrap: str) -> None:
+    """A `timestamp(0)` holds whole seconds. A writer whose transaction opened at 10:00:00.6
+    stamps its row 10:00:00; the horizon waited for that transaction's start, 10:00:00.6, so a row
+    stamped 10:00:00 with a higher id, committed by another session, was read before it, and the
+    writer's row (a lower id, the same time) was never read once it committed. The horizon now
+    leaves the column's step (1 s) too."""
+    dsn = DATABASES["postgresql"][2]
+    async with table_in("postgresql") as table:
+        await run_sql("postgresql", dsn, f"ALTER TABLE {table} ALTER COLUMN updated_at TYPE timestamp(0)")
+        await run_sql("postgresql", dsn, insert_rows(table, range(1, 2), lambda i: "2020-01-01 00:00:00"))
+        async with build_hub(write_config(tmp_path / "bus.yaml", hub_config(bootstrap, dsn, table))) as hub:
+            await wait_published(hub, 1)
+            import asyncpg
+
+            writer = await asyncpg.connect(dsn)
+            try:
+                async with writer.transaction():  # opened at now(), within a second: the column holds that second, before it
+                    stamp = await writer.fetchval(
+                        f"UPDATE {table} SET cust_nm = 'Held', updated_at = date_trunc('second', now()) WHERE id = 1 RETURNING updated_at"
+                    )
+                    await run_sql(
+                        "postgresql", dsn, f"INSERT INTO {table} (id, cust_nm, email, updated_at) VALUES (9, 'Other', 'o@x.io', '{stamp}')"
+                    )
+                    await asyncio.sleep(1.5)  # past settle: only the open transaction holds the poll back
+                    assert not any(i.startswith("legacy:9@") for i in await published(hub)), "the poll moved past an open writer"
+            finally:
+                await writer.close()
+            ids = await wait_published(hub, 3)
+            assert {i.split("@")[0] for i in ids} == {"legacy:1", "legacy:9"} and sum(ids.values()) == 3, ids
+
+
+async def test_a_date_watermark_reads_a_day_once_it_is_over(tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A date column cannot tell a day's changes apart: read during the day, a row changed later
+    that day with a lower id than one read before was never read. A day is now read once it is
+    over, and the adapter says why."""
+    dsn = DATABASES["mariadb"][2]
+    async with table_in("mariadb") as table:
+        await run_sql("mariadb", dsn, f"ALTER TABLE {table} MODIFY updated_at date NOT NULL")
+        today, yesterday = "CURDATE()", "CURDATE() - INTERVAL 1 DAY"
+        rows = f"(1, 'a', 'a@x.io', {yesterday}), (2, 'b', 'b@x.io', {today})"
+        await run_sql("mariadb", dsn, f"INSERT INTO {table} (id, cust_nm, email, updated_at) VALUES {rows}")
+        async with build_hub(write_config(tmp_path / "bus.yaml", hub_config(bootstrap, dsn, table))) as hub:
+            await wait_published(hub, 1)
+            await asyncio.sleep(1.0)  # polls go on: today's row waits for the day's end
+            assert [i.split("@")[0] for i in await published(hub)] == ["legacy:1"]
+        assert "updated_at is a date: a day's rows are read once the day is over" in caplog.text
