@@ -99,6 +99,7 @@ __all__ = [
     "redact",
     "stop_in_order",
     "target_json",
+    "text_cell",
     "text_codec",
     "time_zone",
 ]
@@ -145,6 +146,7 @@ from bus.expr.body import Body
 from bus.expr.functions import parse_duration, time_zone
 from bus.intake import MAX_MESSAGE_BYTES, EventSink, Intake, Truncated, stop_in_order
 from bus.jsontext import dumps as json_dumps
+from bus.jsontext import text_cell
 from bus.jsontext import to_target as target_json
 from bus.kafka.clients import make_consumer, make_producer
 from bus.logs import REDACTOR

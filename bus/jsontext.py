@@ -11,7 +11,7 @@ One rule everywhere, so what a target receives does not depend on the adapter:
 
 from __future__ import annotations
 
-__all__ = ["compact", "dumps", "encoder", "escape_surrogates", "jsonable", "to_target"]
+__all__ = ["compact", "dumps", "encoder", "escape_surrogates", "jsonable", "text_cell", "to_target"]
 
 import base64
 import json
@@ -93,6 +93,25 @@ def to_target(document: Any, what: str = "body") -> str:
     except ValueError:
         where = first_path(document, _not_finite) or "value"
         raise PermanentError(f"the {what}'s {where} is not a number JSON can carry (NaN or infinite)") from None
+
+
+def text_cell(value: Any, what: str = "cell") -> str:
+    """``value`` as one cell of text (a CSV field), under the rules above: a time as RFC 3339, a
+    boolean as ``true``/``false``, bytes as base64, a record or a list as its JSON text, None as
+    nothing. ``str()`` wrote Python's forms (``2026-11-01 08:00:00+00:00``, ``True``,
+    ``{'k': 1}``, ``b'\\x00'``) that no other reader takes for the value."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    if isinstance(value, float | dict | list):
+        return to_target(value, what)  # a float as JSON writes it; NaN refused, naming the cell
+    found = jsonable(value)
+    return found if isinstance(found, str) else to_target(found, what)
 
 
 def _not_finite(value: Any) -> bool:

@@ -51,6 +51,13 @@ class FileOutboundConfig(OutboundConfig):
         default=None, description="Field -> expression; the CSV columns in this order. None: the event's fields (jsonl only)."
     )
     delimiter: str = Field(default=",", min_length=1, max_length=1, description="csv: the field separator.")
+    formulas: Literal["keep", "escape", "refuse"] = Field(
+        default="keep",
+        description="csv: what to do with a cell a spreadsheet would run as a formula (text starting with =, +, -, @, a tab "
+        "or a carriage return, that is not a number: `=HYPERLINK(...)` in a customer's name). keep: write it as it is (for "
+        "programs that read the file). escape: write it with a leading ' (OWASP's advice for files people open in Excel or "
+        "LibreOffice; the reader sees the text). refuse: the event is a dead letter naming the column.",
+    )
     roll_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Start a new file once the current one is this large.")
     roll_every: Duration = Field(
         default=duration("1h"), description="Start a new file once the current one is this old (if it has a line)."

@@ -15,6 +15,7 @@ import asyncio
 import csv
 import io
 import os
+import re
 import stat
 import time
 from datetime import UTC, datetime
@@ -22,7 +23,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters.file.config import FileOutboundConfig
-from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, RetryableError, target_json
+from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, PermanentError, RetryableError, target_json, text_cell
+
+# What makes a spreadsheet take a cell for a formula (OWASP's CSV injection list), and a number,
+# which starts with + or - and is no formula.
+_FORMULA_STARTS = frozenset("=+-@\t\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 class FileOutbound(Outbound[FileOutboundConfig]):
@@ -92,11 +98,23 @@ class FileOutbound(Outbound[FileOutboundConfig]):
         record = self._body.render(event)
         if self._ext == "jsonl":
             return target_json(record, "line").encode() + b"\n"
+        cells = [text_cell(record[c], f"column {c}") for c in self._columns]
+        if self.config.formulas != "keep":
+            cells = [self._guard(column, cell) for column, cell in zip(self._columns, cells, strict=True)]
         out = io.StringIO()
-        csv.writer(out, delimiter=self.config.delimiter, lineterminator="\n").writerow(
-            "" if record[c] is None else record[c] for c in self._columns
-        )
+        csv.writer(out, delimiter=self.config.delimiter, lineterminator="\n").writerow(cells)
         return out.getvalue().encode()
+
+    def _guard(self, column: str, cell: str) -> str:
+        """A cell a spreadsheet would run as a formula: escaped with a leading ', or refused."""
+        if not cell or cell[0] not in _FORMULA_STARTS or _NUMBER.fullmatch(cell):
+            return cell
+        if self.config.formulas == "refuse":
+            raise PermanentError(
+                f"column {column} starts with {cell[0]!r}, which a spreadsheet runs as a formula ({cell[:40]!r}); "
+                "formulas: refuse (set escape to write it with a leading ')"
+            )
+        return "'" + cell
 
     async def deliver(self, event: Event) -> None:
         await self._lines.submit(self._line(event))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 from tests.integration.test_delivery import post
@@ -33,14 +34,23 @@ async def test_rolling_json_lines_and_csv(tmp_path: Path, bootstrap: str) -> Non
             "path": str(csv_dir),
             "format": "csv",
             "delimiter": ";",
-            "body": {"PAYMENT_ID": "payment_id", "AMOUNT": "amount", "NOTE": '"paid; thanks"'},
+            # A time and a flag as other programs read them; a status a spreadsheet would run, escaped.
+            "body": {
+                "PAYMENT_ID": "payment_id",
+                "AMOUNT": "amount",
+                "NOTE": '"paid; thanks"',
+                "AT": "$time",
+                "BIG": "amount > 50",
+                "STATUS": "status",
+            },
+            "formulas": "escape",
             "roll_every": "1s",
         },
     ]
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
             lake, legacy = hub.outbound
-            await post(hub, *(payment(i, amount=i) for i in range(60)))
+            await post(hub, *(payment(i, amount=i, status='=HYPERLINK("http://x")' if i == 7 else "succeeded") for i in range(60)))
             await until(lambda: int(legacy.progress()["files"]) >= 1, "the CSV file to roll by age (1s)", timeout=30)
             assert int(lake.progress()["files"]) >= 2  # ~100 bytes a line, 1,500 bytes a file
             # Readers see only complete files: every finished .jsonl parses line by line.
@@ -57,10 +67,13 @@ async def test_rolling_json_lines_and_csv(tmp_path: Path, bootstrap: str) -> Non
         for f in sorted(csv_dir.glob("*.csv")):
             with f.open(newline="") as handle:
                 reader = list(csv.reader(handle, delimiter=";"))
-            assert reader[0] == ["PAYMENT_ID", "AMOUNT", "NOTE"]  # a header in every file
+            assert reader[0] == ["PAYMENT_ID", "AMOUNT", "NOTE", "AT", "BIG", "STATUS"]  # a header in every file
             rows += reader[1:]
         assert sorted(r[0] for r in rows) == sorted(f"pi_{i}" for i in range(60))
         assert {r[2] for r in rows} == {"paid; thanks"}  # quoted, so the delimiter inside survives
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r[3]) for r in rows), rows[0]  # not Python's str()
+        assert {(r[0], r[4]) for r in rows if r[0] in ("pi_3", "pi_51")} == {("pi_3", "false"), ("pi_51", "true")}
+        assert {r[0]: r[5] for r in rows}["pi_7"] == '\'=HYPERLINK("http://x")' and {r[5] for r in rows} >= {"succeeded"}
     finally:
         await target.stop()
 
