@@ -1,6 +1,7 @@
 """String templates: ``"Order ${order_id} for ${upper(customer.name)}"``, compiled once.
 
-Each ``${...}`` holds an expression; ``null`` renders as an empty string. ``$${`` is a literal ``${``.
+Each ``${...}`` holds an expression; ``null`` renders as an empty string, other values as the hub
+writes them in text (``bus.jsontext.text_cell``). ``$${`` is a literal ``${``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from bus.errors import ExpressionError, PermanentError
 from bus.expr.compiler import Compiled, compile_expression
+from bus.jsontext import text_cell
 
 
 class Template:
@@ -33,7 +35,9 @@ class Template:
                 out.append(part)
             else:
                 value = part(doc, meta)
-                text = "" if value is None else str(value)
+                # Other values as the hub writes them for others (bus.jsontext): a time in RFC 3339, a
+                # flag true/false, a record as JSON; str() wrote Python's forms into URLs and topics.
+                text = value if isinstance(value, str) else text_cell(value, "destination")
                 out.append(self._escape(text) if self._escape else text)
         return "".join(out)
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from bus.errors import ExpressionError
+from bus.errors import ExpressionError, PermanentError
 from bus.expr import compile_expression, compile_template
 
 DOC = {
@@ -192,5 +192,14 @@ def test_templates() -> None:
     template = compile_template('Order ${order_id} for ${upper(customer.name)}: ${missing}$${literal} ${"}"}')
     assert template({"order_id": 7, "customer": {"name": "ada"}}) == "Order 7 for ADA: ${literal} }"
     assert compile_template("no placeholders")({}) == "no placeholders"
+    # Other values as the hub writes them for other systems, not Python's str(): "True", "2026-01-01 00:00:00+00:00", "{'k': 1}".
+    at = datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
+    url = compile_template("/flags/${on}/${off}/${at}/${filter}/${ratio}")
+    assert (
+        url({"on": True, "off": False, "at": at, "filter": {"k": [1]}, "ratio": 0.5})
+        == '/flags/true/false/2026-01-01T09:30:00.000Z/{"k":[1]}/0.5'
+    )
+    with pytest.raises(PermanentError, match="not a number"):
+        url({"on": True, "off": False, "at": at, "filter": None, "ratio": float("inf")})
     with pytest.raises(ExpressionError, match="unclosed or invalid"):
         compile_template("Hello ${name")
