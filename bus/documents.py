@@ -30,6 +30,7 @@ __all__ = [
 import codecs
 import csv
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -77,9 +78,19 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (JSON has no NaN or Infinity; send null or a number)")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise ValueError(f"the number {shown} is beyond what a double holds (about 1.8e308)")
+    return value
+
+
 # Python's parser takes NaN, Infinity and -Infinity, which JSON does not have (RFC 8259): taken, a
-# NaN went on to every target as the bare word NaN, which their JSON parsers refuse. Made once.
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+# NaN went on to every target as the bare word NaN, which their JSON parsers refuse. And it reads a
+# number beyond a double's range (1e400) as infinity: the event took it, and each target refused
+# it later (JSON has no infinity) or stored "Infinity" (a PostgreSQL double). Made once.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
 def parse_json(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:

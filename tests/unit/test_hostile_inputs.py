@@ -56,6 +56,15 @@ def test_nan_and_infinity_are_not_json(constant: str) -> None:
     assert parse_json("\ufeff{}".encode("utf-8")) == {}  # a byte order mark before bytes is still skipped
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e999", "1" + "0" * 400 + ".5"])
+def test_a_number_beyond_a_double_is_refused_not_read_as_infinity(number: str) -> None:
+    """Python reads 1e400 as infinity: the event took it, and every target refused it later (JSON
+    has no infinity) or stored Infinity (a PostgreSQL double). It is refused where it came in."""
+    with pytest.raises(ValueError, match="is beyond what a double holds"):
+        parse_json(f'{{"amount": {number}}}'.encode())
+    assert parse_json(b'{"amount": 1.7e308, "small": 1e-400}') == {"amount": 1.7e308, "small": 0.0}  # within range; too small is 0
+
+
 def test_a_number_too_long_to_read_says_so_in_the_senders_terms() -> None:
     with pytest.raises(
         ValueError, match=r"^a number has more than [0-9,]+ digits$"
