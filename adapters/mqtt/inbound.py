@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Mapping
 from typing import ClassVar
 
 import aiomqtt
+from paho.mqtt.client import topic_matches_sub
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters.mqtt.config import MqttInboundConfig
 from adapters.mqtt.connection import BoundedReads, PahoAcks, SessionFlag, client_for, connect, user_property
-from bus.adapter_api import Context, RetryableError
+from bus.adapter_api import Context, KafkaUnavailable, RetryableError
 from bus.queue_inbound import QueueInbound
 
 
@@ -34,6 +35,7 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         self._client: aiomqtt.Client | None = None
         self._acks: PahoAcks | None = None
         self._pass_retained = False  # this connection found its session kept: retained messages are re-sends
+        self._new_filters: list[str] = []  # topics the kept session did not have: their retained messages are new
 
     async def open(self) -> None:
         client = client_for(self.config, self.config.client_id or f"bus-{self.config.name}", persistent=self.config.persistent_session)
@@ -46,25 +48,54 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         # kept already brought what was published meanwhile (retain flag 0). MQTT 5 says so at the
         # broker (retain handling 1: only for a subscription it did not have); on 3.1.1 retained
         # messages are passed over (acknowledged, not published) when the session was kept.
-        self._pass_retained = self.config.protocol != "5" and self.config.persistent_session and session.present
+        kept = self.config.persistent_session and session.present
+        self._pass_retained = self.config.protocol != "5" and kept
         options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB) if self.config.protocol == "5" else None
         try:
+            # The topics the kept session has (saved at each start): a topic the config no longer
+            # names is unsubscribed (the broker kept sending its messages, published as events after
+            # it was taken out of the config), and one it did not have takes its retained messages.
+            had = await self._subscribed() if kept else None
+            self._new_filters = [t for t in self.config.topics if had is not None and t not in had]
+            gone = [t for t in had or () if t not in self.config.topics]
+            if gone:
+                await client.unsubscribe(gone)
+                self.ctx.logger.info("mqtt %s unsubscribed its kept session from %s (no longer in the config)", self.config.name, gone)
             for topic in self.config.topics:
                 if options is not None:
                     await client.subscribe(topic, options=options)
                 else:
                     await client.subscribe(topic, qos=1)
-        except aiomqtt.MqttError as exc:
+            if self.config.persistent_session and (had is None or sorted(had) != sorted(self.config.topics)):
+                await self._remember_subscribed()
+        except (aiomqtt.MqttError, KafkaUnavailable) as exc:
             await client.__aexit__(None, None, None)
             raise RetryableError(f"mqtt {self.config.name}: cannot subscribe to {self.config.topics}: {exc}") from exc
         self._client, self._acks = client, acks
         self.ctx.logger.info("mqtt %s subscribed to %s on %s:%d", self.config.name, self.config.topics, self.config.host, self.config.port)
 
+    async def _subscribed(self) -> list[str] | None:
+        """The topics the persistent session was last subscribed to, or None if never said (a hub
+        before this one: its retained messages are all taken as re-sends, nothing unsubscribed)."""
+        if self.ctx.checkpoints is None:
+            return None
+        saved = await self.ctx.checkpoints.load(self.config.name)
+        topics = saved.get("topics") if saved else None
+        return [str(t) for t in topics] if isinstance(topics, list) else None
+
+    async def _remember_subscribed(self) -> None:
+        if self.ctx.checkpoints is not None:
+            await self.ctx.checkpoints.save(self.config.name, {"topics": list(self.config.topics)})
+
     async def messages(self) -> AsyncIterator[aiomqtt.Message]:
         assert self._client is not None
         passed = 0
         async for message in self._client.messages:
-            if self._pass_retained and message.retain:
+            if (
+                self._pass_retained
+                and message.retain
+                and not any(topic_matches_sub(new, str(message.topic)) for new in self._new_filters)
+            ):
                 await self.ack(message)
                 passed += 1
                 if passed == 1:

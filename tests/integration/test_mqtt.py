@@ -259,3 +259,41 @@ async def test_a_retained_message_is_taken_once_not_at_every_start(protocol: str
                 await device.publish(f"t{run}/sensors/{device_id}/usage", b"", qos=1, retain=True)  # cleared
     finally:
         await target.stop()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_a_topic_changed_in_the_config_changes_what_the_kept_session_brings(protocol: str, tmp_path: Path, bootstrap: str) -> None:
+    """The broker keeps a persistent session's subscriptions. A topic taken out of the config was
+    never unsubscribed: its messages went on arriving and became events. And on 3.1.1, the
+    retained message of a topic added to the config was passed over as a re-send. Now the session
+    is unsubscribed from what the config no longer names, and a new topic's retained message is taken."""
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    cfg = config(bootstrap, target, run, unique_prefix())
+    cfg["inbound"][0]["protocol"] = protocol
+    version = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
+    old_topic, new_topic = f"t{run}/sensors/+/usage", f"t{run}/meters/+/usage"
+
+    def deliveries() -> list[str]:
+        return sorted(c.headers["Idempotency-Key"] for c in target.accepted)
+
+    def reading(ident: str, device: str) -> bytes:
+        return json.dumps({"id": ident, "device": device, "value": 1}).encode()
+
+    try:
+        async with aiomqtt.Client("127.0.0.1", 1883, protocol=version) as device:
+            async with build_hub(write_config(tmp_path / "old.yaml", cfg)):
+                await device.publish(f"t{run}/sensors/d1/usage", reading("old-1", "d1"), qos=1)
+                await target.wait_for(lambda: deliveries() == ["old-1"])
+            await device.publish(f"t{run}/meters/m1/usage", reading("meter-state", "m1"), qos=1, retain=True)  # before the change
+            cfg["inbound"][0]["topics"] = [new_topic]
+            async with build_hub(write_config(tmp_path / "new.yaml", cfg)):
+                await target.wait_for(lambda: "meter-state" in deliveries())  # the new topic's retained state, taken
+                await device.publish(f"t{run}/sensors/d1/usage", reading("old-2", "d1"), qos=1)  # the topic taken out
+                await device.publish(f"t{run}/meters/m1/usage", reading("meter-2", "m1"), qos=1)
+                await target.wait_for(lambda: "meter-2" in deliveries())
+                await asyncio.sleep(0.5)
+            assert deliveries() == ["meter-2", "meter-state", "old-1"], deliveries()
+            await device.publish(f"t{run}/meters/m1/usage", b"", qos=1, retain=True)  # cleared
+    finally:
+        await target.stop()
