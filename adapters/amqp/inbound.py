@@ -18,7 +18,7 @@ from aiormq.exceptions import AMQPError
 
 from adapters.amqp.config import AmqpInboundConfig
 from adapters.amqp.connection import connect
-from bus.adapter_api import Context, RetryableError
+from bus.adapter_api import Context, KafkaUnavailable, RetryableError
 from bus.queue_inbound import QueueInbound
 
 
@@ -43,16 +43,51 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
             queue: Any
             if self.config.declare:
                 queue = await channel.declare_queue(self.config.queue, durable=True)
+                had = await self._had()
+                await self._unbind_dropped(connection, had or [])
                 for binding in self.config.bindings:
                     exchange = await channel.declare_exchange(binding.exchange, binding.exchange_type, durable=True)
                     await queue.bind(exchange, binding.routing_key)
+                if self.ctx.checkpoints is not None and had != self._wanted():
+                    await self.ctx.checkpoints.save(self.config.name, {"bindings": self._wanted()})
             else:
                 queue = await channel.get_queue(self.config.queue, ensure=True)
-        except AMQPError as exc:
+        except (AMQPError, KafkaUnavailable) as exc:
             await connection.close()
             raise RetryableError(f"amqp {self.config.name}: cannot use queue {self.config.queue!r}: {exc!r}") from exc
         self._connection, self._queue = connection, queue
         self.ctx.logger.info("amqp %s consuming queue %s", self.config.name, self.config.queue)
+
+    def _wanted(self) -> list[list[str]]:
+        return sorted([b.exchange, b.routing_key] for b in self.config.bindings)
+
+    async def _had(self) -> list[list[str]] | None:
+        """The bindings the hub made at its last start (kept with its position), or None if unknown."""
+        if self.ctx.checkpoints is None:
+            return None
+        saved = await self.ctx.checkpoints.load(self.config.name)
+        found = saved.get("bindings") if saved else None
+        return [[str(e), str(k)] for e, k in found] if isinstance(found, list) else None
+
+    async def _unbind_dropped(self, connection: AbstractRobustConnection, had: list[list[str]]) -> None:
+        """A binding the config no longer names is taken off the queue. The broker keeps a durable
+        queue's bindings: the messages of a binding taken out of the config went on arriving, and
+        became events. Only bindings the hub made itself are taken off (an operator's stay)."""
+        wanted = self._wanted()
+        for exchange, key in had:
+            if [exchange, key] in wanted:
+                continue
+            try:  # a channel of its own: an exchange deleted since (its bindings gone with it) closes the channel it is named on
+                async with connection.channel() as channel:
+                    queue = await channel.get_queue(self.config.queue, ensure=False)
+                    await queue.unbind(exchange, key)
+                self.ctx.logger.info(
+                    "amqp %s: queue %s unbound from %s (%s): no longer in the config", self.config.name, self.config.queue, exchange, key
+                )
+            except AMQPError as exc:
+                self.ctx.logger.info(
+                    "amqp %s: queue %s not unbound from %s (%s): %r", self.config.name, self.config.queue, exchange, key, exc
+                )
 
     async def messages(self) -> AsyncIterator[AbstractIncomingMessage]:
         async with self._queue.iterator() as messages:

@@ -91,11 +91,7 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         assert self._client is not None
         passed = 0
         async for message in self._client.messages:
-            if (
-                self._pass_retained
-                and message.retain
-                and not any(topic_matches_sub(new, str(message.topic)) for new in self._new_filters)
-            ):
+            if self._pass_retained and message.retain and not any(topic_matches_sub(new, str(message.topic)) for new in self._new_filters):
                 await self.ack(message)
                 passed += 1
                 if passed == 1:

@@ -201,3 +201,43 @@ async def test_restart_mid_stream_loses_nothing(tmp_path: Path, bootstrap: str) 
     finally:
         await connection.close()
         await target.stop()
+
+
+async def test_a_binding_taken_out_of_the_config_is_taken_off_the_queue(tmp_path: Path, bootstrap: str) -> None:
+    """RabbitMQ keeps a durable queue's bindings: one taken out of the config stayed, and its
+    messages went on arriving and becoming events. The hub now unbinds what it bound itself and
+    the config no longer names; a binding an operator made stays."""
+    run = uuid.uuid4().hex[:8]
+    queue, exchange, out_queue = f"t.in.{run}", f"t.ex.{run}", f"t.out.{run}"
+    target = await Target().start()
+    connection = await aio_pika.connect_robust(URL)
+    try:
+        channel = await connection.channel()
+        ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        cfg = config(bootstrap, target, queue, exchange, out_queue)
+        cfg["inbound"][0]["bindings"] = [
+            {"exchange": exchange, "routing_key": "order.#"},
+            {"exchange": exchange, "routing_key": "refund.#"},
+        ]
+
+        async def publish(ident: str, key: str) -> None:
+            body = json.dumps({"id": ident, "account": "acc1", "seq": 1}).encode()
+            await ex.publish(aio_pika.Message(body, message_id=ident), routing_key=key)
+
+        async with build_hub(write_config(tmp_path / "both.yaml", cfg)):
+            await publish("o1", "order.created")
+            await publish("r1", "refund.created")
+            await target.wait_for(lambda: {c.body["payment_id"] for c in target.accepted} == {"o1", "r1"})
+        by_hand = await channel.declare_queue(queue, durable=True)
+        await by_hand.bind(ex, "audit.#")  # an operator's own binding
+        cfg["inbound"][0]["bindings"] = [{"exchange": exchange, "routing_key": "order.#"}]
+        async with build_hub(write_config(tmp_path / "orders.yaml", cfg)):
+            await publish("r2", "refund.created")  # no longer bound: goes nowhere
+            await publish("a1", "audit.created")
+            await publish("o2", "order.created")
+            await target.wait_for(lambda: {"o2", "a1"} <= {c.body["payment_id"] for c in target.accepted})
+            await asyncio.sleep(0.5)
+        assert sorted(c.body["payment_id"] for c in target.accepted if c.path == "/erp") == ["a1", "o1", "o2", "r1"]
+    finally:
+        await connection.close()
+        await target.stop()

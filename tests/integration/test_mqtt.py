@@ -272,7 +272,7 @@ async def test_a_topic_changed_in_the_config_changes_what_the_kept_session_bring
     cfg = config(bootstrap, target, run, unique_prefix())
     cfg["inbound"][0]["protocol"] = protocol
     version = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
-    old_topic, new_topic = f"t{run}/sensors/+/usage", f"t{run}/meters/+/usage"
+    new_topic = f"t{run}/meters/+/usage"  # in place of the sensors topic of config()
 
     def deliveries() -> list[str]:
         return sorted(c.headers["Idempotency-Key"] for c in target.accepted)
