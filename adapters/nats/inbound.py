@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from adapters.nats.config import NatsInboundConfig
@@ -48,14 +49,38 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
                 if not self.config.declare:
                     raise
                 await js.add_stream(name=self.config.stream, subjects=[self.config.subject])
-            subscription = await js.pull_subscribe(
-                self.config.subject, durable=self.config.durable or f"bus-{self.config.name}", stream=self.config.stream
-            )
+            durable = self.config.durable or f"bus-{self.config.name}"
+            with contextlib.suppress(NotFoundError):  # none yet: pull_subscribe makes it with the config's subject
+                await self._follow_subject(js, await js.consumer_info(self.config.stream, durable), durable)
+            subscription = await js.pull_subscribe(self.config.subject, durable=durable, stream=self.config.stream)
         except NatsError as exc:
             await connection.close()
             raise RetryableError(f"nats {self.config.name}: cannot consume {self.config.stream}/{self.config.subject}: {exc!r}") from exc
         self._connection, self._subscription = connection, subscription
         self.ctx.logger.info("nats %s consuming %s from stream %s", self.config.name, self.config.subject, self.config.stream)
+
+    async def _follow_subject(self, js: Any, info: Any, durable: str) -> None:
+        """A durable consumer made for another subject is made again for the config's, from where
+        it was. JetStream binds to an existing durable consumer whatever its filter: with
+        `subject` changed in the config, the messages of the old subject went on arriving (and
+        became events) and those of the new one never did. The new consumer starts after the old
+        one's acknowledged floor: nothing acknowledged comes again, nothing after it is passed over
+        (this server version cannot change a consumer's filter in place)."""
+        old = info.config.filter_subjects or ([info.config.filter_subject] if info.config.filter_subject else [])
+        if old == [self.config.subject]:
+            return
+        start = (info.ack_floor.stream_seq if info.ack_floor is not None else 0) + 1
+        config = info.config.evolve(
+            filter_subject=self.config.subject, filter_subjects=None, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start, opt_start_time=None,
+        )  # fmt: skip
+        await js.delete_consumer(self.config.stream, durable)
+        await js.add_consumer(self.config.stream, config=config)
+        self.ctx.logger.warning(
+            "nats %s: durable consumer %s of stream %s read %s; made again for %s (the config's subject), from stream "
+            "sequence %d on, after what it acknowledged", self.config.name, durable, self.config.stream,
+            ", ".join(old) or "the whole stream", self.config.subject, start,
+        )  # fmt: skip
 
     async def messages(self) -> AsyncIterator[Any]:
         while True:

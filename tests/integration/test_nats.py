@@ -107,3 +107,43 @@ async def test_stream_in_stream_out_with_durable_resume(tmp_path: Path, bootstra
             await js.delete_stream(stream)
         await connection.close()
         await target.stop()
+
+
+async def test_a_subject_changed_in_the_config_is_the_one_read(tmp_path: Path, bootstrap: str) -> None:
+    """JetStream binds to an existing durable consumer whatever subject it filters: with the
+    config's `subject` changed, the old subject's messages went on becoming events and the new
+    one's never did. The consumer is made again for the new subject, from after what it acknowledged."""
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    connection = await nats.connect(URL)
+    js = connection.jetstream()
+    await js.add_stream(name=f"IN_{run}", subjects=[f"t{run}.>"])
+    cfg = config(bootstrap, target, run)
+    cfg["routes"][0]["to"] = ["erp"]
+    cfg["outbound"] = cfg["outbound"][:1]
+
+    async def publish(ident: str, subject: str) -> None:
+        await js.publish(f"t{run}.{subject}", json.dumps({"id": ident, "account": "a1", "seq": 1}).encode())
+
+    def read() -> list[str]:
+        return sorted(c.body["payment_id"] for c in target.accepted)
+
+    try:
+        async with build_hub(write_config(tmp_path / "orders.yaml", cfg)):
+            await publish("o1", "orders.created")
+            await publish("r0", "refunds.created")  # before: not the subject, never read
+            await target.wait_for(lambda: read() == ["o1"])
+        await publish("o2", "orders.created")  # while the hub is down
+        await publish("r1", "refunds.created")
+        cfg["inbound"][0]["subject"] = f"t{run}.refunds.>"
+        async with build_hub(write_config(tmp_path / "refunds.yaml", cfg)):
+            await target.wait_for(lambda: "r1" in read())
+            await publish("o3", "orders.created")
+            await publish("r2", "refunds.created")
+            await target.wait_for(lambda: "r2" in read())
+            await asyncio.sleep(0.5)
+        assert read() == ["o1", "r1", "r2"], read()  # r0 came before the change: after the acknowledged floor is r1 on
+    finally:
+        await js.delete_stream(f"IN_{run}")
+        await connection.close()
+        await target.stop()
