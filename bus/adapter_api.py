@@ -296,6 +296,15 @@ class Inbound(Adapter[C]):
     handover: ClassVar[bool] = False
 
     @classmethod
+    def position_of(cls, config: Any) -> dict[str, Any] | None:
+        """What a position this inbound saves is a position in: the source and the order it is read
+        in (a table and its watermark columns, an API and its watermark field). Saved with each
+        position; a position saved for another (the config was changed to read another table, by
+        another column) is not used, and said: applied to the new source it passed over every
+        record before it. None: nothing to check (the adapter's saved state is not a position)."""
+        return None
+
+    @classmethod
     async def position_now(cls, config: Any) -> dict[str, Any] | None:
         """The checkpoint from which this inbound reads only what changes from now on (None: the
         source is empty). Taken by ``bus migrate run`` before it reads the history; saved by

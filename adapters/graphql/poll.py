@@ -50,6 +50,10 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
     summary: ClassVar[str] = "Poll a GraphQL query over a Relay cursor connection; position kept in Kafka."
     kind: ClassVar[str] = "graphql_poll"
 
+    @classmethod
+    def position_of(cls, config: GraphQLPollConfig) -> dict[str, Any] | None:
+        return {"url": config.url, "connection": config.connection, "since": config.since.field if config.since else None}
+
     def __init__(self, config: GraphQLPollConfig, ctx: Context) -> None:
         super().__init__(config, ctx, id_of=config.since.id if config.since else None)
         self._path = config.connection_path

@@ -52,6 +52,10 @@ class HttpPollInbound(Poller[HttpPollConfig]):
     summary: ClassVar[str] = "Poll a REST API (pagination, ETag, OAuth2, rate limits); position kept in Kafka."
     kind: ClassVar[str] = "http_poll"
 
+    @classmethod
+    def position_of(cls, config: HttpPollConfig) -> dict[str, Any] | None:
+        return {"url": config.url.split("?", 1)[0], "records": config.records, "since": config.since.field}
+
     def __init__(self, config: HttpPollConfig, ctx: Context) -> None:
         super().__init__(config, ctx, id_of=config.since.id)
         self._records = compile_expression(config.records) if config.records else None

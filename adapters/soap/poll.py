@@ -32,6 +32,10 @@ class SoapPollInbound(Poller[SoapPollConfig]):
     summary: ClassVar[str] = "Call a WSDL operation on an interval (a watermark parameter); new records published; position kept in Kafka."
     kind: ClassVar[str] = "soap_poll"
 
+    @classmethod
+    def position_of(cls, config: SoapPollConfig) -> dict[str, Any] | None:
+        return {"operation": config.operation, "records": config.records, "since": config.since.field}
+
     def __init__(self, config: SoapPollConfig, ctx: Context) -> None:
         super().__init__(config, ctx, id_of=config.since.id)
         self._since_of = compile_expression(config.since.field)

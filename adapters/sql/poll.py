@@ -210,6 +210,11 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
     handover: ClassVar[bool] = True
 
     @classmethod
+    def position_of(cls, config: SqlPollConfig) -> dict[str, Any] | None:
+        mark = config.watermark
+        return {"table": config.table, "column": mark.column, "id": mark.id}
+
+    @classmethod
     async def position_now(cls, config: SqlPollConfig) -> dict[str, Any] | None:
         """The newest row a poll would read now (within the settle horizon, before open
         transactions): a migration that reads the table afterwards has every row up to it, and

@@ -40,7 +40,7 @@ from bus.kafka.topics import TopicNames
 from bus.lineage import LineageBatch
 from bus.logs import REDACTOR, secrets_in
 from bus.metrics import BUILD
-from bus.runtime.checkpoints import KafkaCheckpoints
+from bus.runtime.checkpoints import KafkaCheckpoints, SourceCheckpoints
 from bus.runtime.collector import tune_after_start
 from bus.runtime.control import ControlWatcher
 from bus.runtime.delivery import DeliveryWorker
@@ -283,10 +283,11 @@ class Hub:
         cls = self._adapter_types.get(config.type, "inbound" if sink is not None else "outbound")
         if cls is None:  # the loader already refused unknown types; this guards programmatic use
             raise BusError(f"no adapter type {config.type!r}")
+        logger = logging.getLogger(f"adapters.{config.type}.{config.name}")
         checkpoints = None
         if sink is not None and self._producer is not None:
-            checkpoints = KafkaCheckpoints(self._producer, self.config.kafka, self.bootstrap, self.topics.checkpoints)
-        logger = logging.getLogger(f"adapters.{config.type}.{config.name}")
+            store = KafkaCheckpoints(self._producer, self.config.kafka, self.bootstrap, self.topics.checkpoints)
+            checkpoints = SourceCheckpoints(store, cls.position_of(config) if issubclass(cls, Inbound) else None, logger)
         component = f"{'inbound' if sink is not None else 'outbound'}:{config.name}"
         ctx = Context(
             name=config.name,

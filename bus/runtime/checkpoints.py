@@ -8,7 +8,7 @@ up to that position, so a restart resumes there: events after the last save are 
 
 from __future__ import annotations
 
-__all__ = ["KafkaCheckpoints"]
+__all__ = ["KafkaCheckpoints", "SourceCheckpoints"]
 
 import asyncio
 import json
@@ -71,3 +71,40 @@ class KafkaCheckpoints:
             )
         except (KafkaError, TimeoutError) as exc:
             raise KafkaUnavailable(f"checkpoint of {name} not stored: {exc!r}") from exc
+
+
+class SourceCheckpoints:
+    """One inbound's view of the store: each position saved says what source it is a position in
+    (``Inbound.position_of``), and one saved for another source is not used. A poller whose
+    config changed to read another table (or by another column) applied the old table's position
+    to the new one and passed over every row before it, with nothing said."""
+
+    def __init__(self, store: KafkaCheckpoints, source: dict[str, Any] | None, logger: logging.Logger) -> None:
+        self._store = store
+        self._source = source
+        self._logger = logger
+
+    async def load(self, name: str) -> dict[str, Any] | None:
+        saved = await self._store.load(name)
+        if saved is None or self._source is None:
+            return saved
+        of = saved.pop("of", None)
+        if of is None or of == self._source:  # a position saved before positions said what of is taken as it is
+            return saved
+        self._logger.warning(
+            "%s: its saved position is in %s, and the config now reads %s: that position is not used, and reading starts "
+            "again from the beginning (records read before come again, with the same event ids where the source gives them)",
+            name, _shown(of, self._source), _shown(self._source, self._source),
+        )  # fmt: skip
+        return None
+
+    async def save(self, name: str, position: dict[str, Any]) -> None:
+        await self._store.save(name, {**position, "of": self._source} if self._source is not None else position)
+
+
+def _shown(source: Any, order: dict[str, Any]) -> str:
+    """``source`` as text, its keys in ``order``'s order (a saved one comes back sorted)."""
+    if not isinstance(source, dict):
+        return repr(source)
+    keys = [*(k for k in order if k in source), *(k for k in source if k not in order)]
+    return ", ".join(f"{k} {source[k]}" for k in keys if source[k] is not None) or "nothing"

@@ -379,3 +379,21 @@ async def test_a_date_watermark_reads_a_day_once_it_is_over(tmp_path: Path, boot
             await asyncio.sleep(1.0)  # polls go on: today's row waits for the day's end
             assert [i.split("@")[0] for i in await published(hub)] == ["legacy:1"]
         assert "updated_at is a date: a day's rows are read once the day is over" in caplog.text
+
+
+async def test_a_position_saved_for_another_table_is_not_used(tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The config of a poller changed to read another table (a new version of it, a view): the
+    old table's saved position was applied to it, and every row before it was passed over, with
+    nothing said. A position now says what it is a position in; another's is not used."""
+    kind, dsn = "postgresql", DATABASES["postgresql"][2]
+    async with table_in(kind) as old, table_in(kind) as new:
+        await run_sql(kind, dsn, insert_rows(old, range(1, 3), lambda i: "2025-06-01 00:00:00"))
+        await run_sql(kind, dsn, insert_rows(new, range(1, 4), lambda i: "2020-01-01 00:00:00"))  # before the old table's position
+        config = hub_config(bootstrap, dsn, old)
+        async with build_hub(write_config(tmp_path / "old.yaml", config)) as hub:
+            assert len(await wait_published(hub, 2)) == 2
+        config["inbound"][0]["table"] = new
+        async with build_hub(write_config(tmp_path / "new.yaml", config)) as hub:
+            ids = await wait_published(hub, 5, timeout=30)
+        assert sum(1 for i in ids if i.endswith("@2020-01-01T00:00:00+00:00")) == 3, ids
+        assert f"its saved position is in table {old}, column updated_at, id id, and the config now reads table {new}" in caplog.text
