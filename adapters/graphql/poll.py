@@ -25,6 +25,7 @@ __all__ = ["GraphQLPollInbound"]
 import json
 import time
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -52,7 +53,8 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
 
     @classmethod
     def position_of(cls, config: GraphQLPollConfig) -> dict[str, Any] | None:
-        return {"url": config.url, "connection": config.connection, "since": config.since.field if config.since else None}
+        since = config.since.field if config.since else None
+        return {"path": urlsplit(config.url).path, "connection": config.connection, "since": since}  # not the host: see http_poll
 
     def __init__(self, config: GraphQLPollConfig, ctx: Context) -> None:
         super().__init__(config, ctx, id_of=config.since.id if config.since else None)

@@ -21,6 +21,7 @@ __all__ = ["HttpPollInbound"]
 import json
 import time
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -54,7 +55,8 @@ class HttpPollInbound(Poller[HttpPollConfig]):
 
     @classmethod
     def position_of(cls, config: HttpPollConfig) -> dict[str, Any] | None:
-        return {"url": config.url.split("?", 1)[0], "records": config.records, "since": config.since.field}
+        # The path, not the host: an API moved to another host is the same source.
+        return {"path": urlsplit(config.url).path, "records": config.records, "since": config.since.field}
 
     def __init__(self, config: HttpPollConfig, ctx: Context) -> None:
         super().__init__(config, ctx, id_of=config.since.id)
