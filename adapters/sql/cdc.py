@@ -66,6 +66,8 @@ async def _ensure_slot(
         # Identifiers are checked plain names (config.py).
         await connection.execute(f"CREATE PUBLICATION {publication} FOR TABLE {', '.join(config.tables)}")
         logger.info("postgres_cdc %s created publication %s", config.name, publication)
+    elif config.tables:
+        await _follow_tables(connection, config, publication, logger)
     slot = await connection.fetchrow(
         "SELECT plugin, confirmed_flush_lsn::text AS at FROM pg_replication_slots WHERE slot_name = $1", slot_name
     )
@@ -92,6 +94,42 @@ async def _ensure_slot(
     if slot["plugin"] != "pgoutput":
         raise RetryableError(f"{where}: slot {slot_name} uses the {slot['plugin']} plugin, not pgoutput")
     return str(slot["at"])
+
+
+async def _follow_tables(connection: Any, config: PostgresCdcConfig, publication: str, logger: logging.Logger) -> None:
+    """An existing publication publishes the config's `tables`. It was made once, with the tables
+    of its day: a table added to the config later was never published (its changes never came)
+    and one taken out went on coming. With ``create: true`` the publication is the adapter's
+    and is set to the config's tables; otherwise the difference is said."""
+    published = await connection.fetch(
+        "SELECT format('%I.%I', schemaname, tablename) AS name, format('%I.%I', schemaname, tablename)::regclass::oid AS id"
+        " FROM pg_publication_tables WHERE pubname = $1",
+        publication,
+    )
+    has = {int(row["id"]): str(row["name"]) for row in published}
+    wanted = {}
+    for table in config.tables:
+        oid = await connection.fetchval("SELECT to_regclass($1)::oid", table)
+        if oid is None:
+            raise RetryableError(f"postgres_cdc {config.name}: table {table} (in `tables`) does not exist")
+        wanted[int(oid)] = table
+    if set(has) == set(wanted):
+        return
+    added = [name for oid, name in wanted.items() if oid not in has]
+    removed = [name for oid, name in has.items() if oid not in wanted]
+    if not config.create:
+        logger.warning(
+            "postgres_cdc %s: publication %s publishes %s, and the config's tables are %s; not changed (create: false): "
+            "ALTER PUBLICATION %s SET TABLE %s", config.name, publication, ", ".join(has.values()) or "nothing",
+            ", ".join(config.tables), publication, ", ".join(config.tables),
+        )  # fmt: skip
+        return
+    await connection.execute(f"ALTER PUBLICATION {publication} SET TABLE {', '.join(config.tables)}")  # checked plain names
+    logger.warning(
+        "postgres_cdc %s: publication %s set to the config's tables (added: %s; taken out: %s); an added table's changes "
+        "come from now on, its rows before are not read (bus migrate copies them)", config.name, publication,
+        ", ".join(added) or "none", ", ".join(removed) or "none",
+    )  # fmt: skip
 
 
 class PostgresCdcInbound(Inbound[PostgresCdcConfig]):

@@ -365,3 +365,37 @@ async def test_an_update_that_left_a_large_value_unchanged_carries_that_value(lo
         ("Four renamed", None),
     ], [(name, (email or "")[-12:]) for name, email in updates]
     assert [op for op, _ in events][-1] == "d"
+
+
+async def test_a_table_added_to_the_config_is_published(
+    logical_dsn: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The publication is made once, with the tables of its day: a table added to the config later
+    was never published (its changes never came), one taken out went on coming. The adapter's own
+    publication is now set to the config's tables at start, and says so."""
+    await sql(
+        logical_dsn,
+        "DROP TABLE IF EXISTS cust_master",
+        CUST_MASTER,
+        "DROP TABLE IF EXISTS cust_extra",
+        CUST_MASTER.replace("cust_master", "cust_extra"),
+    )
+    config = hub_config(bootstrap, logical_dsn, slot="bus_follow", publication="bus_follow")
+    path = write_config(tmp_path / "bus.yaml", config)
+    async with build_hub(path) as hub:
+        cdc = hub.inbound[0]
+        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'One', 'a@x.io', 1)")
+        await wait_changes(hub, 1)
+    config["inbound"][0]["tables"] = ["cust_extra"]  # cust_master taken out, cust_extra added
+    async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+        cdc = hub.inbound[0]
+        await until(lambda: "publication bus_follow set to the config's tables" in caplog.text, "the publication to be set")
+        await sql(
+            logical_dsn, "INSERT INTO cust_master VALUES (2, 'Two', 'b@x.io', 2)", "INSERT INTO cust_extra VALUES (3, 'Three', 'c@x.io', 3)"
+        )
+        seen = await wait_changes(hub, 2)
+        await asyncio.sleep(1.0)
+        seen = await changes(hub)
+    assert [key for _, key, _ in seen] == ["1", "3"], seen
+    assert "(added: cust_extra; taken out: public.cust_master)" in caplog.text, caplog.text
