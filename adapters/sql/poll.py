@@ -139,7 +139,8 @@ class _Queries:
         )
         self.next = head + " WHERE " + " AND ".join([*fixed, after]) + tail
         # After the database's clock went back: every row from a time on (see SqlPollInbound._watch_clock).
-        self.since = head + " WHERE " + " AND ".join([*fixed, f"{mark.column} >= {'$1' if postgres else '%s'}"]) + tail
+        since = f"{mark.column} >= {'$1' if postgres else '%s'}" if mark.column else None
+        self.since = head + " WHERE " + " AND ".join([*fixed, since]) + tail if since else ""
         # The database's clock, as wall-clock time (what a column without a zone holds) and as a moment.
         self.clock = "SELECT localtimestamp AS wall, now() AS moment" if postgres else "SELECT NOW(6) AS wall, NULL AS moment"
         self.strays = self._strays(config, postgres, [f"({config.where})"] if config.where else [])
