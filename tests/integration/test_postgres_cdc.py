@@ -344,13 +344,13 @@ async def test_an_update_that_left_a_large_value_unchanged_carries_that_value(lo
             "UPDATE cust_pair SET cust_nm = 'Pair renamed' WHERE region = 'eu' AND cust_no = 1",
             "ALTER TABLE cust_master REPLICA IDENTITY FULL",
             "UPDATE cust_master SET cust_nm = 'Two renamed' WHERE cust_no = 2",  # the whole old row comes with it
-            # Changed again before the hub reads it: the value read back is the row's latest, and its own change follows.
             "ALTER TABLE cust_master REPLICA IDENTITY DEFAULT",
-            "UPDATE cust_master SET cust_nm = 'Three renamed' WHERE cust_no = 3",
-            "UPDATE cust_master SET email_addr = 'three@x.io' WHERE cust_no = 3",
+            # Changed again before the hub reads it (one transaction: the hub reads it whole, after its
+            # commit): the value read back is the row's latest, and its own change follows.
+            "BEGIN; UPDATE cust_master SET cust_nm = 'Three renamed' WHERE cust_no = 3; "
+            "UPDATE cust_master SET email_addr = 'three@x.io' WHERE cust_no = 3; COMMIT",
             # Deleted before the hub reads the update: no value to read; the delete follows.
-            "UPDATE cust_master SET cust_nm = 'Four renamed' WHERE cust_no = 4",
-            "DELETE FROM cust_master WHERE cust_no = 4",
+            "BEGIN; UPDATE cust_master SET cust_nm = 'Four renamed' WHERE cust_no = 4; DELETE FROM cust_master WHERE cust_no = 4; COMMIT",
         )
         seen = await wait_changes(hub, 12)
         records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer"))
