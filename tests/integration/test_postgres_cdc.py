@@ -78,6 +78,13 @@ async def wait_changes(hub: Hub, count: int, timeout: float = 60) -> list[tuple[
         await asyncio.sleep(0.2)
 
 
+async def slot_made(hub: Hub) -> Any:
+    """The hub's postgres_cdc inbound, once it has made (or found) its slot."""
+    cdc = hub.inbound[0]
+    await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+    return cdc
+
+
 async def sql(dsn: str, *statements: str) -> None:
     connection = await asyncpg.connect(dsn)
     try:
@@ -106,8 +113,7 @@ async def test_inserts_updates_deletes_and_restart(logical_dsn: str, tmp_path: P
     )
     path = write_config(tmp_path / "bus.yaml", hub_config(bootstrap, logical_dsn))
     async with build_hub(path) as hub:
-        cdc = hub.inbound[0]
-        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        cdc = await slot_made(hub)
         await sql(
             logical_dsn,
             "BEGIN; INSERT INTO cust_master SELECT i, 'Customer ' || i, 'c' || i || '@x.io', i * 1.5 FROM generate_series(1, 40) i; COMMIT",
@@ -147,8 +153,7 @@ async def test_bad_rows_are_parked_and_the_slot_moves_on(logical_dsn: str, tmp_p
     config["inbound"][0]["emit"]["map"]["name"] = "after.cust_nm"  # no fallback: a NULL name does not fit Customer
     path = write_config(tmp_path / "bus.yaml", config)
     async with build_hub(path) as hub:
-        cdc = hub.inbound[0]
-        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        cdc = await slot_made(hub)
         await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'Ok', NULL), (2, NULL, NULL), (3, 'Ok too', NULL)")
         await wait_changes(hub, 2)
         for _ in range(100):
@@ -172,8 +177,7 @@ async def test_a_value_the_hub_cannot_read_parks_its_row_and_the_slot_moves_on(l
     path = write_config(tmp_path / "bus.yaml", hub_config(bootstrap, logical_dsn, slot="bus_deep", publication="bus_deep"))
     deep = "[" * 2000 + "]" * 2000
     async with build_hub(path) as hub:
-        cdc = hub.inbound[0]
-        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        await slot_made(hub)
         await sql(logical_dsn, f"INSERT INTO cust_master VALUES (1, 'Before', NULL, '{{}}'), (2, 'Deep', NULL, '{deep}')")
         await sql(logical_dsn, "INSERT INTO cust_master VALUES (3, 'After', NULL, NULL)")  # a later transaction
         seen = await wait_changes(hub, 2)
@@ -216,8 +220,7 @@ async def test_a_transaction_too_large_to_hold_is_published_as_it_is_read(logica
     config = hub_config(bootstrap, logical_dsn, large_transaction=50, batch=100, slot="bus_large", publication="bus_large")
     path = write_config(tmp_path / "bus.yaml", config)
     async with build_hub(path) as hub:
-        cdc = hub.inbound[0]
-        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        cdc = await slot_made(hub)
         await sql(
             logical_dsn,
             "INSERT INTO cust_master VALUES (0, 'First', 'a@x.io', 0)",
@@ -289,8 +292,7 @@ async def test_a_slot_that_is_gone_is_not_made_again_unsaid(
     config = hub_config(bootstrap, logical_dsn, slot="bus_lost", publication="bus_lost")
     path = write_config(tmp_path / "bus.yaml", config)
     async with build_hub(path) as hub:
-        cdc = hub.inbound[0]
-        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        cdc = await slot_made(hub)
         await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'Before', 'a@x.io', 0)")
         await wait_changes(hub, 1)
         read_up_to = str(cdc.progress()["position"])
@@ -334,8 +336,7 @@ async def test_an_update_that_left_a_large_value_unchanged_carries_that_value(lo
     config = hub_config(bootstrap, logical_dsn, tables=["cust_master", "cust_pair"], slot="bus_toast", publication="bus_toast")
     path = write_config(tmp_path / "bus.yaml", config)
     async with build_hub(path) as hub:
-        cdc = hub.inbound[0]
-        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        await slot_made(hub)
         await sql(
             logical_dsn,
             f"INSERT INTO cust_master SELECT i, 'Customer', '{large}' || i, i FROM generate_series(1, 4) i",
@@ -383,13 +384,11 @@ async def test_a_table_added_to_the_config_is_published(
     config = hub_config(bootstrap, logical_dsn, slot="bus_follow", publication="bus_follow")
     path = write_config(tmp_path / "bus.yaml", config)
     async with build_hub(path) as hub:
-        cdc = hub.inbound[0]
-        await until(lambda: bool(cdc.progress()["position"]), "the slot to be created")
+        await slot_made(hub)
         await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'One', 'a@x.io', 1)")
         await wait_changes(hub, 1)
     config["inbound"][0]["tables"] = ["cust_extra"]  # cust_master taken out, cust_extra added
     async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
-        cdc = hub.inbound[0]
         await until(lambda: "publication bus_follow set to the config's tables" in caplog.text, "the publication to be set")
         await sql(
             logical_dsn, "INSERT INTO cust_master VALUES (2, 'Two', 'b@x.io', 2)", "INSERT INTO cust_extra VALUES (3, 'Three', 'c@x.io', 3)"
