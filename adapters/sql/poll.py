@@ -11,7 +11,9 @@ rows stamped before a horizon: the database's now() minus ``settle``, and, when 
 us see them, the start of the oldest open transaction (on PostgreSQL ``now()`` is the start of the
 writing transaction, on MariaDB the start of the writing statement; either comes after the
 transaction's start). A row stamped before the horizon is committed, so the position never passes
-a row that could still appear.
+a row that could still appear. The horizon is read in a statement of its own before each read, so
+the read's snapshot is taken after it: read in the same statement, the open transactions were
+looked at after the snapshot, and a writer that committed in between was in neither.
 
 With only ``id`` (no timestamp column) the adapter reads inserts, not updates, and assumes ids
 become visible in order (a sequence handed out in one transaction and committed after a later one
@@ -32,6 +34,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Awaitable
 from decimal import Decimal
@@ -70,6 +73,7 @@ def _decode(value: Any) -> Any:
 
 
 _FINEST_STEP = 0.001  # a column finer than a millisecond: the horizon needs nothing more
+_INNODB_TRX_AGE = 0.1  # seconds: how old MariaDB's INNODB_TRX may be (a cache refreshed at most this often)
 
 
 def _fetcher(pool: Any, postgres: bool) -> Fetch:
@@ -118,29 +122,35 @@ class _Queries:
         order = [c for c in (mark.column, mark.id) if c]
         settle = config.settle.total_seconds()
         horizon = self._horizon(postgres, settle, transactions, step) if mark.column else None
+        # The horizon's value, read first (see the module's docstring); "" when there is none.
+        self.horizon = f"SELECT {horizon if postgres else f'CAST({horizon} AS DATETIME(6))'} AS horizon" if horizon else ""
         head = f"SELECT {', '.join(columns)} FROM {config.table}"  # noqa: S608 (checked identifiers; values bound)
         tail = f" ORDER BY {', '.join(order)} LIMIT {config.batch_size}"
         fixed = [f"({config.where})"] if config.where else []
-        if horizon:
-            fixed.append(f"{mark.column} < {horizon}")
+
+        def where(*bound: str) -> str:
+            """The conditions; the horizon's value is bound last, after a position's."""
+            below = ""
+            if horizon:
+                number = max((int(n) for b in bound for n in re.findall(r"\$(\d+)", b)), default=0) + 1
+                below = f"{mark.column} < " + (f"${number}::timestamptz" if postgres else "%s")
+            found = [c for c in (*fixed, *bound, below) if c]
+            return " WHERE " + " AND ".join(found) if found else ""
+
         if mark.column is None:
             after = f"{mark.id} > {'$1' if postgres else '%s'}"
         elif postgres:
             after = f"({mark.column}, {mark.id}) > ($1, $2)"
         else:  # expanded, so MariaDB uses the index as a range
             after = f"({mark.column} > %s OR ({mark.column} = %s AND {mark.id} > %s))"
-        self.first = head + (" WHERE " + " AND ".join(fixed) if fixed else "") + tail
+        self.first = head + where() + tail
         # The newest row a poll would read now: where a poller that takes over from a migration starts.
         descending = ", ".join(f"{c} DESC" for c in order)
-        self.newest = (
-            f"SELECT {', '.join(order)} FROM {config.table}"  # noqa: S608 (checked identifiers)
-            + (" WHERE " + " AND ".join(fixed) if fixed else "")
-            + f" ORDER BY {descending} LIMIT 1"
-        )
-        self.next = head + " WHERE " + " AND ".join([*fixed, after]) + tail
+        self.newest = f"SELECT {', '.join(order)} FROM {config.table}" + where() + f" ORDER BY {descending} LIMIT 1"  # noqa: S608
+        self.next = head + where(after) + tail
         # After the database's clock went back: every row from a time on (see SqlPollInbound._watch_clock).
         since = f"{mark.column} >= {'$1' if postgres else '%s'}" if mark.column else None
-        self.since = head + " WHERE " + " AND ".join([*fixed, since]) + tail if since else ""
+        self.since = head + where(since) + tail if since else ""
         # The database's clock, as wall-clock time (what a column without a zone holds) and as a moment.
         self.clock = "SELECT localtimestamp AS wall, now() AS moment" if postgres else "SELECT NOW(6) AS wall, NULL AS moment"
         self.strays = self._strays(config, postgres, [f"({config.where})"] if config.where else [])
@@ -171,9 +181,11 @@ class _Queries:
                 " AND backend_type = 'client backend' AND pid <> pg_backend_pid())"
             )
             return f"LEAST({clock}, {oldest})"
-        clock = f"NOW(6) - INTERVAL {round(settle * 1_000_000)} MICROSECOND" if settle else "NOW(6)"
         if not transactions:
-            return clock if settle else None
+            return f"NOW(6) - INTERVAL {round(settle * 1_000_000)} MICROSECOND" if settle else None
+        # INNODB_TRX is a cache refreshed at most every 100 ms: a transaction younger than that may
+        # be missing from it, so the clock leaves at least that much.
+        clock = f"NOW(6) - INTERVAL {round(max(settle, _INNODB_TRX_AGE) * 1_000_000)} MICROSECOND"
         oldest = "(SELECT MIN(trx_started) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID())"
         return f"LEAST({clock}, COALESCE({oldest}, '9999-12-31 23:59:59'))"
 
@@ -195,6 +207,12 @@ class _Queries:
                 clock = f"now() + make_interval(secs => {ahead:.6f})"
             found["ahead"] = head + " AND ".join([*where, f"{mark.column} > {clock}"]) + f" ORDER BY {mark.column}, {mark.id}" + limit
         return found
+
+    async def read(self, fetch: Fetch, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        """``sql`` with ``args``, the horizon read first in a statement of its own (its value bound last)."""
+        if self.horizon:
+            args = [*args, (await fetch(self.horizon, []))[0]["horizon"]]
+        return await fetch(sql, args)
 
     def args(self, position: tuple[Any, Any] | None) -> list[Any]:
         if position is None:
@@ -228,7 +246,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             fetch = _fetcher(pool, postgres)
             step = await _column_step(fetch, config, postgres) or 0.0
             queries = _Queries(config, postgres=postgres, transactions=config.wait_for_transactions and postgres, step=step)
-            found = await fetch(queries.newest, [])
+            found = await queries.read(fetch, queries.newest, [])
             row = found[0] if found else None
         finally:
             await close_pool(pool, dsn)
@@ -491,11 +509,11 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
 
     async def _query(self) -> list[dict[str, Any]]:
         if self._read_from is not None:
-            return await self._fetch(self._queries.since, [self._read_from])
+            return await self._queries.read(self._fetch, self._queries.since, [self._read_from])
         sql = self._queries.first if self._position is None else self._queries.next
         args = self._queries.args(self._position)
         try:
-            return await self._fetch(sql, args)
+            return await self._queries.read(self._fetch, sql, args)
         except Exception as exc:
             errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
             if errno == _NO_PROCESS_PRIVILEGE and self.config.wait_for_transactions and not self._postgres:

@@ -397,3 +397,50 @@ async def test_a_position_saved_for_another_table_is_not_used(tmp_path: Path, bo
             ids = await wait_published(hub, 5, timeout=30)
         assert sum(1 for i in ids if i.endswith("@2020-01-01T00:00:00+00:00")) == 3, ids
         assert f"its saved position is in table {old}, column updated_at, id id, and the config now reads table {new}" in caplog.text
+
+
+async def test_a_writer_that_commits_while_a_poll_runs_is_not_passed_over(tmp_path: Path, bootstrap: str) -> None:
+    """A poll was one statement: its snapshot is taken when it starts, and the open transactions
+    that hold the horizon back were read from pg_stat_activity after. A writer that committed in
+    between was in neither: its row was not in the snapshot, its transaction no longer held the
+    horizon, and a row stamped after it and committed before was read, so the position passed the
+    writer's row for good (seen once in CI as "230 of 231 events"). Here the poll reads through a
+    view that waits half a second after the snapshot, and the writer commits in that wait. The
+    horizon is now read in a statement of its own, before the read's snapshot."""
+    kind, dsn = "postgresql", DATABASES["postgresql"][2]
+    async with table_in(kind) as table:
+        view, gate = f"{table}_slow", f"{table}_gate"
+        await run_sql(
+            kind,
+            dsn,
+            f"CREATE FUNCTION {gate}() RETURNS boolean LANGUAGE plpgsql STABLE AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN true; END $$;"
+            f" CREATE VIEW {view} AS SELECT * FROM {table} WHERE {gate}()",  # a one-time filter: run after the snapshot, before the rows
+        )
+        try:
+            await run_sql(kind, dsn, insert_rows(table, range(1, 2), lambda i: "2020-01-01 00:00:00"))
+            config = hub_config(bootstrap, dsn, view, stray_check=None)
+            async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+                await wait_published(hub, 1)
+                import asyncpg
+
+                async with open_transaction(
+                    kind, dsn, f"INSERT INTO {table} (id, cust_nm, email) VALUES (1000, 'Late', 'l@x.io')"
+                ) as commit:
+                    await run_sql(kind, dsn, f"INSERT INTO {table} (id, cust_nm, email) VALUES (1001, 'Prompt', 'p@x.io')")
+                    await asyncio.sleep(0.6)  # past settle: only the open transaction holds 1001 back
+                    watcher = await asyncpg.connect(dsn)
+                    try:
+                        waiting = f"SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%FROM {view} WHERE%'"
+                        for _ in range(100):  # a poll is in the view's wait: it took its snapshot with the writer open
+                            if await watcher.fetchval(waiting):
+                                break
+                            await asyncio.sleep(0.02)
+                        else:
+                            raise AssertionError("no poll was seen in the view's wait")
+                    finally:
+                        await watcher.close()
+                    await commit()
+                ids = await wait_published(hub, 3, timeout=20)
+            assert {i.split("@")[0] for i in ids} == {"legacy:1", "legacy:1000", "legacy:1001"} and sum(ids.values()) == 3, ids
+        finally:
+            await run_sql(kind, dsn, f"DROP VIEW {view}; DROP FUNCTION {gate}()")
