@@ -1,10 +1,10 @@
 """What a database's catalog says about a table, for checks the adapters make before trusting it:
-the column sets of its unique indexes (a key that picks out one row), and how finely a time
-column tells times apart."""
+the column sets of its unique indexes (a key that picks out one row), and a column's data type
+(whether it holds a time, and how finely it tells times apart)."""
 
 from __future__ import annotations
 
-__all__ = ["Fetch", "time_step", "unique_keys"]
+__all__ = ["Fetch", "column_type", "holds_time", "time_step", "unique_keys"]
 
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -46,11 +46,10 @@ async def unique_keys(fetch: Fetch, *, postgres: bool, table: str) -> tuple[str,
     return "table", list(by_index.values())
 
 
-async def time_step(fetch: Fetch, *, postgres: bool, table: str, column: str) -> float | None:
-    """How finely ``column`` of ``table`` tells times apart, in seconds: 86,400 for a date, 1 for
-    a time of whole seconds (MariaDB's DATETIME and TIMESTAMP by default, PostgreSQL's
-    ``timestamp(0)``), 0.001 for milliseconds; None for a column that holds no time, or that the
-    catalog does not know (a view's expression, a server that hides it)."""
+async def column_type(fetch: Fetch, *, postgres: bool, table: str, column: str) -> tuple[str, int | None] | None:
+    """The data type of ``column`` of ``table`` or view (lower case: ``timestamp with time zone``,
+    ``datetime``, ``bigint``) and its digits of fractional seconds; None when the catalog does not
+    say (a server that hides it)."""
     schema, _, name = table.rpartition(".")
     if postgres:
         found = await fetch(
@@ -66,9 +65,22 @@ async def time_step(fetch: Fetch, *, postgres: bool, table: str, column: str) ->
         )
     if not found:
         return None
-    kind, digits = str(found[0]["kind"]).lower(), found[0]["digits"]
+    digits = found[0]["digits"]
+    return str(found[0]["kind"]).lower(), None if digits is None else int(digits)
+
+
+def holds_time(kind: str) -> bool:
+    """Whether a column of this data type holds a time (a date, a timestamp, a datetime)."""
+    return kind == "date" or kind.startswith(("timestamp", "datetime"))
+
+
+def time_step(kind: str, digits: int | None) -> float | None:
+    """How finely a column of this type tells times apart, in seconds: 86,400 for a date, 1 for a
+    time of whole seconds (MariaDB's DATETIME and TIMESTAMP by default, PostgreSQL's
+    ``timestamp(0)``), 0.001 for milliseconds; None for a type that holds no time, or digits the
+    catalog does not give."""
     if kind == "date":
         return 86_400.0
-    if kind.startswith(("timestamp", "datetime")) and digits is not None:
-        return float(10 ** -int(digits))
+    if holds_time(kind) and digits is not None:
+        return float(10**-digits)
     return None

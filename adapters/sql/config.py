@@ -154,8 +154,8 @@ class SqlPollConfig(AdapterConfig):
     settle: Duration = Field(
         default=duration("2s"),
         description="With `column`: rows newer than the database's now() minus this are left for the next poll, so a row "
-        "stamped just before a slow commit is not passed by. 0s turns the time horizon off (for a column that is not a "
-        "timestamp).",
+        "stamped just before a slow commit is not passed by. 0s leaves only the wait for open transactions. A column that "
+        "holds no time (a version number) has no time horizon: found from the catalog and said at start.",
     )
     wait_for_transactions: bool = Field(
         default=True,

@@ -40,7 +40,7 @@ from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from adapters.sql.catalog import Fetch, time_step, unique_keys
+from adapters.sql.catalog import Fetch, column_type, holds_time, time_step, unique_keys
 from adapters.sql.config import SqlPollConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
@@ -92,11 +92,22 @@ def _fetcher(pool: Any, postgres: bool) -> Fetch:
     return fetch
 
 
-async def _column_step(fetch: Fetch, config: SqlPollConfig, postgres: bool) -> float | None:
+async def _watermark_type(fetch: Fetch, config: SqlPollConfig, postgres: bool) -> tuple[str, int | None] | None:
+    """The watermark column's data type and digits (``column_type``); None without a column or when the catalog does not say."""
     column = config.watermark.column
-    if column is None or not config.settle.total_seconds():
+    if column is None:
         return None
-    return await time_step(fetch, postgres=postgres, table=config.table, column=column)
+    return await column_type(fetch, postgres=postgres, table=config.table, column=column)
+
+
+def _queries_for(config: SqlPollConfig, found: tuple[str, int | None] | None, *, postgres: bool, transactions: bool) -> _Queries:
+    """The statements for a watermark column of the type found: a time horizon for a time column
+    (leaving its step), none for a column that holds no time (a version number); a type the
+    catalog does not give is taken to be a time."""
+    if found is not None and not holds_time(found[0]):
+        return _Queries(config, postgres=postgres, transactions=transactions, timeless=True)
+    step = time_step(*found) if found is not None and config.settle.total_seconds() else None
+    return _Queries(config, postgres=postgres, transactions=transactions, step=step if step and step >= _FINEST_STEP else 0.0)
 
 
 _CLOCK_TOLERANCE = dt.timedelta(seconds=60)  # the database's clock may fall behind this host's by this much unsaid
@@ -114,14 +125,15 @@ def _text(value: Any) -> str:
 class _Queries:
     """The statements of one table, built once at start from checked identifiers."""
 
-    def __init__(self, config: SqlPollConfig, *, postgres: bool, transactions: bool, step: float = 0.0) -> None:
+    def __init__(self, config: SqlPollConfig, *, postgres: bool, transactions: bool, step: float = 0.0, timeless: bool = False) -> None:
         mark = config.watermark
         columns = config.columns
         if "*" not in columns:
             columns = columns + [c for c in (mark.column, mark.id) if c and c not in columns]
         order = [c for c in (mark.column, mark.id) if c]
         settle = config.settle.total_seconds()
-        horizon = self._horizon(postgres, settle, transactions, step) if mark.column else None
+        # A column that holds no time (a version number) has no time horizon: nothing to compare with now().
+        horizon = self._horizon(postgres, settle, transactions, step) if mark.column and not timeless else None
         # The horizon's value, read first (see the module's docstring); "" when there is none.
         self.horizon = f"SELECT {horizon if postgres else f'CAST({horizon} AS DATETIME(6))'} AS horizon" if horizon else ""
         head = f"SELECT {', '.join(columns)} FROM {config.table}"  # noqa: S608 (checked identifiers; values bound)
@@ -153,10 +165,12 @@ class _Queries:
         self.since = head + where(since) + tail if since else ""
         # The database's clock, as wall-clock time (what a column without a zone holds) and as a moment.
         self.clock = "SELECT localtimestamp AS wall, now() AS moment" if postgres else "SELECT NOW(6) AS wall, NULL AS moment"
-        self.strays = self._strays(config, postgres, [f"({config.where})"] if config.where else [])
+        self.strays = self._strays(config, postgres, [f"({config.where})"] if config.where else [], timeless)
         self.postgres = postgres
         self.transactions = transactions
         self.keyed = mark.column is not None
+        self.step = step
+        self.timed = self.keyed and not timeless and bool(settle)  # a time column under a horizon: its clock is watched
 
     @classmethod
     def _horizon(cls, postgres: bool, settle: float, transactions: bool, step: float) -> str | None:
@@ -190,7 +204,7 @@ class _Queries:
         return f"LEAST({clock}, COALESCE({oldest}, '9999-12-31 23:59:59'))"
 
     @staticmethod
-    def _strays(config: SqlPollConfig, postgres: bool, where: list[str]) -> dict[str, str]:
+    def _strays(config: SqlPollConfig, postgres: bool, where: list[str], timeless: bool) -> dict[str, str]:
         """What looks for rows the watermark cannot reach, by kind: NULL in the watermark column
         (never read), and, for a time column (``settle`` on), times more than ``stray_ahead`` after
         the database's now (read only then). Each is a range of the watermark's index."""
@@ -200,7 +214,7 @@ class _Queries:
         head = f"SELECT {mark.id}, {mark.column} FROM {config.table} WHERE "  # noqa: S608 (checked identifiers)
         limit = f" LIMIT {_STRAYS_COUNTED + 1}"
         found = {"null": head + " AND ".join([*where, f"{mark.column} IS NULL"]) + f" ORDER BY {mark.id}" + limit}
-        if config.settle.total_seconds():
+        if config.settle.total_seconds() and not timeless:
             ahead = config.stray_ahead.total_seconds()
             clock = f"NOW(6) + INTERVAL {round(ahead * 1_000_000)} MICROSECOND"
             if postgres:
@@ -244,8 +258,8 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         pool = await open_pool(dsn, 1, what=f"sql_poll {config.name}")
         try:
             fetch = _fetcher(pool, postgres)
-            step = await _column_step(fetch, config, postgres) or 0.0
-            queries = _Queries(config, postgres=postgres, transactions=config.wait_for_transactions and postgres, step=step)
+            column = await _watermark_type(fetch, config, postgres)
+            queries = _queries_for(config, column, postgres=postgres, transactions=config.wait_for_transactions and postgres)
             found = await queries.read(fetch, queries.newest, [])
             row = found[0] if found else None
         finally:
@@ -261,7 +275,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         self._postgres = is_postgres(self._dsn)
         self._where = describe(self._dsn, config.table)
         self._queries = _Queries(config, postgres=self._postgres, transactions=config.wait_for_transactions)
-        self._step = 0.0  # how finely the watermark column tells times apart, learnt at the first poll
+        self._column: tuple[str, int | None] | None = None  # the watermark column's type and digits, learnt at the first poll
         self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
         self._interval = config.interval.total_seconds()
         self._position: tuple[Any, Any] | None = None
@@ -345,7 +359,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                     self._keys_checked = True
                     try:
                         await self._check_keys()
-                        await self._learn_step()
+                        await self._learn_column()
                     except Exception as exc:  # noqa: BLE001 - a catalog this server does not have: the poll goes on unchecked
                         self.ctx.logger.warning("sql_poll %s: could not check the watermark's columns: %r", self.config.name, exc)
                 await self._drain()
@@ -366,7 +380,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
     async def _drain(self) -> None:
         """Read batch after batch until a short one: a backfill runs at full speed, then the
         adapter waits ``interval`` between polls."""
-        if self._queries.keyed and self.config.settle.total_seconds():
+        if self._queries.timed:
             await self._watch_clock()
         while not self._stopping.is_set():
             started = time.monotonic()
@@ -384,29 +398,41 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
     async def _fetch(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         return await _fetcher(self._pool, self._postgres)(sql, args)
 
-    async def _learn_step(self) -> None:
-        """How finely the watermark column tells times apart: the horizon leaves that much more.
-        A DATETIME of whole seconds holds 10:00:00 for a row written at 10:00:00.9; a transaction
-        open since 10:00:00.5 made the horizon 10:00:00.5, and a row it wrote then, stamped
-        10:00:00 with a lower id than rows of that second read before it committed, was passed
-        over. A date column is that, a whole day wide: a row with a lower id changed later the
-        same day was never read."""
-        if not self._queries.keyed or not self.config.settle.total_seconds():
+    async def _learn_column(self) -> None:
+        """What the watermark column holds, from the catalog, and the horizon that fits it.
+
+        How finely a time column tells times apart: the horizon leaves that much more. A DATETIME
+        of whole seconds holds 10:00:00 for a row written at 10:00:00.9; a transaction open since
+        10:00:00.5 made the horizon 10:00:00.5, and a row it wrote then, stamped 10:00:00 with a
+        lower id than rows of that second read before it committed, was passed over. A date
+        column is that, a whole day wide: a row with a lower id changed later the same day was
+        never read.
+
+        A column that holds no time (a version number a trigger bumps) cannot be compared with the
+        database's clock: the query failed at every poll, whatever ``settle`` said. It is read
+        without a time horizon, and what that cannot guard against is said."""
+        if not self._queries.keyed:
             return
-        step = await _column_step(self._fetch, self.config, self._postgres)
-        if step is None or step < _FINEST_STEP:
+        self._column = await _watermark_type(self._fetch, self.config, self._postgres)
+        self._queries = _queries_for(self.config, self._column, postgres=self._postgres, transactions=self._queries.transactions)
+        column, ident = self.config.watermark.column, self.config.watermark.id
+        if self._column is not None and not holds_time(self._column[0]):
+            self.ctx.logger.warning(
+                "sql_poll %s (%s): %s holds no time (%s): read in its order without a time horizon (settle and "
+                "wait_for_transactions do not apply); a value a writer took before another writer's and committed after "
+                "it is passed over (a sequence, for one); a column of the time of each change, or postgres_cdc, reads them all",
+                self.config.name, self._where, column, self._column[0],
+            )  # fmt: skip
             return
-        self._step = step
-        self._queries = _Queries(self.config, postgres=self._postgres, transactions=self._queries.transactions, step=step)
-        column = self.config.watermark.column
+        step = self._queries.step
         if step >= 86_400:
             self.ctx.logger.warning(
                 "sql_poll %s (%s): %s is a date: a day's rows are read once the day is over (rows changed on one day cannot "
                 "be told apart by time; read during the day, a row changed later that day with a lower %s would be passed "
                 "over); a column of the time of each change reads them as they come",
-                self.config.name, self._where, column, self.config.watermark.id,
+                self.config.name, self._where, column, ident,
             )  # fmt: skip
-        else:
+        elif step:
             self.ctx.logger.info(
                 "sql_poll %s: %s tells times apart to %gs: rows are read once that much more than settle has passed",
                 self.config.name, column, step,
@@ -521,7 +547,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                     "sql_poll %s: no PROCESS privilege to see open transactions; relying on settle=%s alone",
                     self.config.name, self.config.settle,
                 )  # fmt: skip
-                self._queries = _Queries(self.config, postgres=False, transactions=False, step=self._step)
+                self._queries = _queries_for(self.config, self._column, postgres=False, transactions=False)
                 return await self._query()
             sqlstate = str(getattr(exc, "sqlstate", "") or "")
             if isinstance(exc, TimeoutError) or errno == 1205:

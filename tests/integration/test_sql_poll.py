@@ -444,3 +444,26 @@ async def test_a_writer_that_commits_while_a_poll_runs_is_not_passed_over(tmp_pa
             assert {i.split("@")[0] for i in ids} == {"legacy:1", "legacy:1000", "legacy:1001"} and sum(ids.values()) == 3, ids
         finally:
             await run_sql(kind, dsn, f"DROP VIEW {view}; DROP FUNCTION {gate}()")
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_a_watermark_column_that_holds_no_time_is_read(kind: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A version number a legacy application bumps at each change, as the watermark: the query
+    compared it with the database's clock (the time horizon) and failed at every poll, on
+    PostgreSQL even with `settle: 0s` as the docs said (the wait for open transactions is a time
+    too). Now the column's type is read from the catalog and a column that holds no time is read
+    in its order without a time horizon, and what that cannot guard against is said."""
+    dsn = DATABASES[kind][2]
+    async with table_in(kind) as table:
+        await run_sql(kind, dsn, f"ALTER TABLE {table} ADD COLUMN version bigint NOT NULL DEFAULT 0")
+        await run_sql(kind, dsn, insert_rows(table, range(1, 4), lambda i: "2020-01-01 00:00:00"))
+        await run_sql(kind, dsn, f"UPDATE {table} SET version = 10 + id")
+        config = hub_config(bootstrap, dsn, table, watermark={"column": "version", "id": "id"}, stray_check="200ms")
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            await wait_published(hub, 3, timeout=20)
+            await run_sql(kind, dsn, f"UPDATE {table} SET version = 20, cust_nm = 'Renamed' WHERE id = 1")
+            ids = await wait_published(hub, 4, timeout=20)
+            assert sorted(ids) == ["legacy:1@11", "legacy:1@20", "legacy:2@12", "legacy:3@13"], ids
+            assert (await hub.inbound[0].health()).ok and "stray_rows" not in hub.inbound[0].progress()
+        assert "version holds no time (bigint): read in its order without a time horizon" in caplog.text
+        assert "query failed" not in caplog.text, caplog.text
