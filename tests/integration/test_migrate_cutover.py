@@ -146,6 +146,64 @@ async def test_history_by_migration_then_sql_poll_from_where_it_began(tmp_path: 
         await db.close()
 
 
+async def test_a_cutover_to_an_inbound_that_now_reads_another_table_is_refused(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run recorded the live inbound's position in one table; the config was changed after to
+    read another (a new version of the table). The cut-over saved the old table's position for it,
+    and the poller passed over every row of the new table before it. Now the run records what the
+    position is in; the cut-over refuses another, and the checkpoint it saves says what it is in."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import asyncpg
+
+    from bus.kafka.clients import make_producer
+    from bus.kafka.topics import TopicNames
+    from bus.runtime.checkpoints import KafkaCheckpoints
+
+    suffix = uuid.uuid4().hex[:8]
+    source, other, target = f"accounts_{suffix}", f"accounts_v2_{suffix}", f"crm_{suffix}"
+    db = await asyncpg.connect(DSN)
+    try:
+        for table in (source, other):
+            await db.execute(f"CREATE TABLE {table} (id integer PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT now())")
+            await db.execute(f"INSERT INTO {table} SELECT i, 'Account ' || i, now() - interval '1 hour' FROM generate_series(1, 5) AS i")
+        await db.execute(f"CREATE TABLE {target} (customer_id text PRIMARY KEY, name text)")
+        config = hub_config(bootstrap, source, target)
+        path = write_config(tmp_path / "bus.yaml", config)
+        loaded, registry, catalog = load(path)
+        state = tmp_path / ".bus-migrate"
+        run = await run_migration(loaded, catalog, "accounts-history", base_dir=tmp_path, state_dir=state, registry=registry)
+        assert run.status == "finished"
+
+        config["inbound"][0]["table"] = other
+        moved = write_config(tmp_path / "moved.yaml", config)
+        code = await asyncio.to_thread(
+            main, ["migrate", "cutover", run.id, "-c", str(moved), "--state", str(state), "--bootstrap", bootstrap]
+        )
+        assert code == 1
+        said = capsys.readouterr()
+        assert f"recorded its hand-over position in table {source}, column updated_at, id id" in said.err + said.out
+        assert f"now reads table {other}" in said.err + said.out
+
+        code = await asyncio.to_thread(
+            main, ["migrate", "cutover", run.id, "-c", str(path), "--state", str(state), "--bootstrap", bootstrap]
+        )
+        assert code == 0
+        producer = make_producer(loaded.hub.kafka, bootstrap)
+        await producer.start()
+        try:
+            topic = TopicNames(loaded.hub.kafka.topic_prefix).checkpoints
+            saved = await KafkaCheckpoints(producer, loaded.hub.kafka, bootstrap, topic).load("accounts-live")
+        finally:
+            await producer.stop()
+        assert saved is not None and saved["of"] == {"table": source, "column": "updated_at", "id": "id"}, saved
+        assert saved["id"] == 5
+    finally:
+        for table in (source, other, target):
+            await db.execute(f"DROP TABLE IF EXISTS {table}")
+        await db.close()
+
+
 @pytest.fixture(scope="module")
 def logical_dsn() -> Iterator[str]:
     with logical_postgres() as dsn:

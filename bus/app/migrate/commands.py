@@ -138,7 +138,14 @@ def _with_state(
         from bus.app.migrate.cutover import cutover
 
         done = asyncio.run(
-            cutover(loaded, args.run, state_dir=state, bootstrap=lambda: kafka_bootstrap(args, loaded.hub), force=args.force)
+            cutover(
+                loaded,
+                args.run,
+                state_dir=state,
+                bootstrap=lambda: kafka_bootstrap(args, loaded.hub),
+                registry=registry,
+                force=args.force,
+            )
         )
         if args.json:
             print(json.dumps(done, indent=2, default=str))

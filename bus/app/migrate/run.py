@@ -207,7 +207,9 @@ async def _handover_position(loaded: LoadedConfig, migration: MigrationConfig, r
             "from a migration (sql_poll and postgres_cdc can)"
         )
     position = await cls.position_now(config)
-    return {"inbound": migration.then, "position": position}
+    # What the position is a position in (a table and its watermark): the cut-over refuses to hand
+    # it to an inbound whose config reads another by then, and stamps the checkpoint with it.
+    return {"inbound": migration.then, "position": position, "of": cls.position_of(config)}
 
 
 def _new_run_id(migration: str) -> str:
