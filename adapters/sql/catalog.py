@@ -4,7 +4,7 @@ the column sets of its unique indexes (a key that picks out one row), and a colu
 
 from __future__ import annotations
 
-__all__ = ["Fetch", "column_type", "holds_time", "time_step", "unique_keys"]
+__all__ = ["Fetch", "column_type", "column_types", "holds_time", "time_step", "unique_keys"]
 
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -46,27 +46,36 @@ async def unique_keys(fetch: Fetch, *, postgres: bool, table: str) -> tuple[str,
     return "table", list(by_index.values())
 
 
-async def column_type(fetch: Fetch, *, postgres: bool, table: str, column: str) -> tuple[str, int | None] | None:
-    """The data type of ``column`` of ``table`` or view (lower case: ``timestamp with time zone``,
-    ``datetime``, ``bigint``) and its digits of fractional seconds; None when the catalog does not
-    say (a server that hides it)."""
-    schema, _, name = table.rpartition(".")
+async def column_types(fetch: Fetch, *, postgres: bool, table: str) -> dict[str, tuple[str, int | None]] | None:
+    """Each column of ``table`` or view (by its name in lower case) -> its data type (lower case:
+    ``timestamp with time zone``, ``datetime``, ``numeric``, ``bigint``) and its digits: of
+    fractional seconds for a time, of decimal places for a fixed-point number (None: as many as
+    given). None when there is no such table. ``table`` may be ``schema.table``."""
     if postgres:
         found = await fetch(
-            "SELECT data_type AS kind, datetime_precision AS digits FROM information_schema.columns"
-            " WHERE table_schema = COALESCE(NULLIF($1, ''), current_schema()) AND table_name = $2 AND column_name = $3",
-            [schema.lower(), name.lower(), column.lower()],  # plain identifiers: PostgreSQL folds them to lower case
+            "SELECT attname::text AS name, format_type(atttypid, NULL) AS kind, CASE"
+            " WHEN atttypid IN ('timestamp'::regtype, 'timestamptz'::regtype, 'time'::regtype, 'timetz'::regtype)"
+            " THEN CASE WHEN atttypmod < 0 THEN 6 ELSE atttypmod END"
+            " WHEN atttypid = 'numeric'::regtype AND atttypmod >= 4 THEN (atttypmod - 4) & 65535 END AS digits"
+            " FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+            [table],
         )
     else:
+        schema, _, name = table.rpartition(".")
         found = await fetch(
-            "SELECT DATA_TYPE AS kind, DATETIME_PRECISION AS digits FROM information_schema.COLUMNS"
-            " WHERE TABLE_SCHEMA = COALESCE(NULLIF(%s, ''), DATABASE()) AND TABLE_NAME = %s AND COLUMN_NAME = %s",
-            [schema, name, column],
+            "SELECT COLUMN_NAME AS name, DATA_TYPE AS kind, COALESCE(DATETIME_PRECISION, NUMERIC_SCALE) AS digits"
+            " FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(NULLIF(%s, ''), DATABASE()) AND TABLE_NAME = %s",
+            [schema, name],
         )
     if not found:
         return None
-    digits = found[0]["digits"]
-    return str(found[0]["kind"]).lower(), None if digits is None else int(digits)
+    return {str(r["name"]).lower(): (str(r["kind"]).lower(), None if r["digits"] is None else int(r["digits"])) for r in found}
+
+
+async def column_type(fetch: Fetch, *, postgres: bool, table: str, column: str) -> tuple[str, int | None] | None:
+    """The data type of ``column`` and its digits (``column_types``); None when the catalog does not say."""
+    found = await column_types(fetch, postgres=postgres, table=table)
+    return None if found is None else found.get(column.lower())
 
 
 def holds_time(kind: str) -> bool:

@@ -72,6 +72,13 @@ class SqlOutboundConfig(OutboundConfig):
         "database that keeps local time needs (`Europe/Berlin`). Columns with a zone (`timestamptz`) take the moment itself.",
         examples=["UTC", "Europe/Berlin"],
     )
+    numbers: Literal["exact", "round"] = Field(
+        default="exact",
+        description="A number with more decimal places than its column keeps (1.005 into `numeric(12,2)`, 2.5 into an "
+        "integer column), which the database would round (or the driver truncate) with nothing said. exact: the event is "
+        "dead-lettered saying what it would have become. round: rounded half away from zero, as both databases round. "
+        "Float noise (19.99 * 3 = 59.97000000000001) is taken as the number meant.",
+    )
 
     @field_validator("table")
     @classmethod

@@ -27,8 +27,9 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any, ClassVar
 
-from adapters.sql.catalog import unique_keys
+from adapters.sql.catalog import column_types, unique_keys
 from adapters.sql.config import SqlOutboundConfig
+from adapters.sql.numbers import Places, places_of
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
 from adapters.sql.target_state import SqlTargetState
 from bus.adapter_api import (
@@ -108,7 +109,10 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         # clock, so times given with different offsets were stored in different zones, unsaid).
         # PostgreSQL: those of type ``timestamp`` (without time zone), read from the catalog: asyncpg
         # refuses an aware time for one, so such a table could not be written at all.
-        self._wall_clock: frozenset[str] | None = None if self._postgres else frozenset(config.columns)
+        self._wall_clock: frozenset[str] = frozenset() if self._postgres else frozenset(config.columns)
+        # The mapped columns that keep a fixed number of decimal places (adapters/sql/numbers.py).
+        self._places = Places({}, {}, round_them=False, where="")
+        self._learned = False  # the table's columns read from the catalog (at start, or at the first write)
         # MariaDB/MySQL: an upsert whose key no unique index matches is a plain INSERT (PostgreSQL
         # refuses it): every redelivery and every update added a row, unsaid. Checked before the
         # first write, and again before each write until it holds.
@@ -155,25 +159,43 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         """The row's columns as this event gives them (before any statement is chosen), times in
         columns without a zone as their wall-clock time in ``timezone``."""
         row = self._values.render(event)
-        for column in self._wall_clock or ():
+        for column in self._wall_clock:
             value = row[column]
             if isinstance(value, datetime) and value.tzinfo is not None:
                 row[column] = value.astimezone(self._zone).replace(tzinfo=None)
+        if self._places:
+            self._places.fit(row)
         return row
 
     async def _learn_columns(self) -> None:
-        """PostgreSQL: which mapped columns are ``timestamp`` (without time zone). A table not there
-        yet is left for the write to say so (the config's target is not set up)."""
-        if self._wall_clock is not None or self._pool is None:
+        """The mapped columns' types, from the catalog: which keep a fixed number of decimal places,
+        and (PostgreSQL) which are ``timestamp`` (without time zone). A table not there yet is left
+        for the write to say so (the config's target is not set up)."""
+        if self._learned or self._pool is None:
             return
-        sql = (
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped"
-            " AND atttypid = 'timestamp'::regtype"
-        )
-        async with self._pool.acquire() as connection:
-            if await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", self.config.table):
-                found = {row[0] for row in await connection.fetch(sql, self.config.table)}
-                self._wall_clock = frozenset(c for c in self.config.columns if c.lower() in found)  # unquoted names fold
+        found = await column_types(self._catalog_fetch, postgres=self._postgres, table=self.config.table)
+        if found is None:
+            return
+        mapped = {c: found[c.lower()] for c in self.config.columns if c.lower() in found}  # unquoted names fold
+        if self._postgres:
+            self._wall_clock = frozenset(c for c, (kind, _) in mapped.items() if kind == "timestamp without time zone")
+        places = {c: n for c, (kind, digits) in mapped.items() if (n := places_of(kind, digits)) is not None}
+        kinds = {c: mapped[c][0] for c in places}
+        self._places = Places(places, kinds, round_them=self.config.numbers == "round", where=self._where)
+        self._learned = True
+
+    async def _catalog_fetch(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        """A catalog query on a connection of the pool, its read ended (MariaDB: the next sees new commits)."""
+        if self._postgres:
+            async with self._pool.acquire() as connection:
+                return [dict(row) for row in await connection.fetch(sql, *args)]
+        import aiomysql
+
+        async with self._pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
+            await cursor.execute(sql, args)
+            rows = list(await cursor.fetchall())
+            await connection.commit()
+            return rows
 
     def deletes(self, event: Event, row: dict[str, Any]) -> bool:
         """Whether this event deletes its row (``operation: delete``, or ``delete_when`` holds)."""
@@ -223,7 +245,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
     async def deliver(self, event: Event) -> None:
         if self._pool is None:
             raise RetryableError(f"sql outbound {self.config.name} is not started")
-        if self._wall_clock is None:  # a table created after the start: its columns are read now
+        if not self._learned:  # a table created after the start: its columns are read now
             try:
                 await self._learn_columns()
             except Exception as exc:
@@ -234,16 +256,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             await self._batches.submit(self.statement(event))
 
     async def _check_key(self) -> None:
-        async def fetch(sql: str, args: list[Any]) -> list[dict[str, Any]]:
-            import aiomysql
-
-            async with self._pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
-                await cursor.execute(sql, args)
-                rows = list(await cursor.fetchall())
-                await connection.commit()
-                return rows
-
-        kind, unique = await unique_keys(fetch, postgres=False, table=self.config.table)
+        kind, unique = await unique_keys(self._catalog_fetch, postgres=False, table=self.config.table)
         if kind == "absent":
             return  # the write says so (the target is not set up); checked again before the next
         wanted = {k.lower() for k in self.config.key}

@@ -449,3 +449,67 @@ async def test_an_upsert_whose_key_no_unique_index_matches_waits_saying_so(kind:
     finally:
         await target.stop()
         await run_sql(kind, dsn, f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_a_number_with_more_decimal_places_than_its_column_keeps_is_not_rounded_unsaid(
+    kind: str, tmp_path: Path, bootstrap: str
+) -> None:
+    """A `numeric(12,2)` column given 1.005 (a Kuwaiti dinar amount, three decimals, in major
+    units) stored 1.01, and an integer column given 2.5 stored 3 on MariaDB and 2 on PostgreSQL
+    (asyncpg truncates), with nothing said: the target held numbers the events never had. Now
+    such an event is dead-lettered saying what it would have become (`numbers: exact`, the
+    default), or rounded half away from zero by the hub, alike on both (`numbers: round`).
+    Float noise (0.1 * 3 = 0.30000000000000004) is the number meant, and fits."""
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    suffix = uuid.uuid4().hex[:8]
+    tables = {"exact": f"t_exact_{suffix}", "rounding": f"t_round_{suffix}"}
+    for table in tables.values():
+        await run_sql(
+            kind,
+            dsn,
+            f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, major NUMERIC(12,2), tripled NUMERIC(12,2), units INTEGER)",
+        )
+    target = await Target().start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["routes"] = [{"name": "all", "from": "Payment", "to": list(tables)}]
+    columns = {
+        "payment_id": "payment_id",
+        "major": "major_units(amount, currency)",
+        "tripled": "float(major_units(amount, currency)) * 3",
+        "units": "amount / 10",
+    }
+    config["outbound"] = [
+        {"name": label, "type": "sql", "dsn": dsn, "table": table, "columns": columns, "key": ["payment_id"]}
+        | ({"numbers": "round"} if label == "rounding" else {})
+        for label, table in tables.items()
+    ]
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            await post(hub, payment(1, amount=10), payment(2, amount=1005, currency="KWD"), payment(3, amount=25))
+
+            async def stored(table: str) -> dict[str, tuple[str, int]]:
+                rows = await run_sql(kind, dsn, f"SELECT payment_id, major, tripled, units FROM {table}")
+                return {r[0]: (f"{r[1]} {r[2]}", int(r[3])) for r in rows}
+
+            async def all_there() -> bool:
+                letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("exact"))
+                return len(await stored(tables["rounding"])) == 3 and len(letters) + len(await stored(tables["exact"])) == 3
+
+            await eventually(all_there)
+            letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("exact"))
+            why = {(r.key or b"").decode(): dict(r.headers)["bus_error"].decode() for r in letters}
+        assert await stored(tables["exact"]) == {"pi_1": ("0.10 0.30", 1)}
+        assert sorted(why) == ["pi_2", "pi_3"], why
+        assert (
+            "major is Decimal('1.005'), and the column is" in why["pi_2"]
+            and "with 2 decimal places: it would be stored as 1.01, with nothing said" in why["pi_2"]
+        )
+        assert "units is 2.5, and the column is" in why["pi_3"] and "(whole numbers): it would be stored as 3" in why["pi_3"]
+        rounded = await stored(tables["rounding"])
+        assert {k: (v[0].split()[0], v[1]) for k, v in rounded.items()} == {"pi_1": ("0.10", 1), "pi_2": ("1.01", 101), "pi_3": ("0.25", 3)}
+    finally:
+        for table in tables.values():
+            await run_sql(kind, dsn, f"DROP TABLE {table}")
+        await target.stop()
