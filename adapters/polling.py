@@ -8,14 +8,16 @@ a record's stable id (``record_id``) and rate-limit waits (``wait_seconds``)."""
 
 from __future__ import annotations
 
-__all__ = ["Poller", "Position", "Walk", "record_id", "wait_seconds"]
+__all__ = ["Poller", "Position", "Walk", "earlier_by", "record_id", "wait_seconds"]
 
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import email.utils
 import hashlib
 import json
+import re
 from abc import abstractmethod
 from collections.abc import Awaitable
 from typing import Any, ClassVar, TypeVar
@@ -62,25 +64,126 @@ def _later(a: Any, b: Any) -> bool:
         return str(a) > str(b)
 
 
-class Position:
-    """Watermark and the ids seen at exactly that watermark."""
+_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})(?:([T ])(\d{2}:\d{2}(?::\d{2})?)(\.\d{1,6})?)?(Z|[+-]\d{2}(?::?\d{2})?)?")
 
-    def __init__(self, since: Any, seen: set[str], etag: str | None) -> None:
+
+def earlier_by(value: Any, seconds: float) -> Any:
+    """A watermark value ``seconds`` earlier, written as the API wrote it (an ISO 8601 time with
+    its own separator, fraction and zone; a date; epoch seconds or milliseconds); None when it is
+    not a time."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        scale = 1000 if abs(value) >= 100_000_000_000 else 1  # epoch milliseconds from 1973 on
+        moved = value - seconds * scale
+        return int(moved) if isinstance(value, int) else moved
+    if not isinstance(value, str):
+        return None
+    parts = _TIME.fullmatch(value.strip())
+    if parts is None:
+        return None
+    day, sep, clock, fraction, zone = parts.groups()
+    try:
+        moment = dt.datetime.fromisoformat(f"{day}T{clock or '00:00'}{fraction or ''}{_offset(zone)}")
+    except ValueError:
+        return None
+    moment -= dt.timedelta(seconds=seconds)
+    if clock is None:
+        return moment.date().isoformat() + (zone or "")
+    shown = moment.strftime("%H:%M:%S" if clock.count(":") == 2 else "%H:%M")
+    if fraction:
+        shown += f".{moment.microsecond:06d}"[: len(fraction)]
+    return f"{moment.date().isoformat()}{sep}{shown}{zone or ''}"
+
+
+def _offset(zone: str | None) -> str:
+    if zone is None:
+        return ""
+    if zone == "Z":
+        return "+00:00"
+    digits = zone[1:].replace(":", "")
+    return f"{zone[0]}{digits[:2]}:{digits[2:] or '00'}"
+
+
+def _in_order(mark: tuple[Any, str]) -> tuple[int, float, str, str]:
+    """A (watermark, id) in watermark order: numbers by value, anything else as text."""
+    value, ident = mark
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return 0, float(value), "", ident
+    return 1, 0.0, str(value), ident
+
+
+class Position:
+    """Watermark and the ids seen at exactly that watermark; with an ``overlap``, also the records
+    taken within that much before it (``recent``: (watermark, id)), which a poll asks for again.
+
+    Many APIs make a record visible some time after records changed later (a search index that
+    lags, a replica, a record stamped before its transaction commits: HubSpot's search, Salesforce's
+    SystemModstamp). Asked from the last watermark seen, such a record came too late and was
+    never read. With an overlap each poll asks from that much earlier; a record in that window
+    not taken before is new, and one taken before (remembered in the position, the newest
+    ``RECENT`` of them) is not published again."""
+
+    RECENT = 5_000  # records remembered in the overlap window: the checkpoint stays well under a Kafka record's limit
+
+    def __init__(
+        self, since: Any, seen: set[str], etag: str | None, *, overlap: float = 0.0, recent: set[tuple[Any, str]] | None = None
+    ) -> None:
         self.since, self.seen, self.etag = since, seen, etag
+        self.overlap = overlap
+        self.recent: set[tuple[Any, str]] = recent or set()
+        self.crowded = False  # more records in the window than RECENT: some read again are published again
+
+    def copy(self) -> Position:
+        return Position(self.since, set(self.seen), self.etag, overlap=self.overlap, recent=set(self.recent))
+
+    def asked(self) -> Any:
+        """The watermark a poll asks from: the position, or ``overlap`` before it (when it is a time)."""
+        if not self.overlap or self.since in (None, ""):
+            return self.since
+        earlier = earlier_by(self.since, self.overlap)
+        return self.since if earlier is None else earlier
 
     def is_new(self, value: Any, ident: str) -> bool:
-        """Whether a record is after this position: a later watermark, or the same one and an id not seen."""
-        return self.since in (None, "") or _later(value, self.since) or (value == self.since and ident not in self.seen)
+        """Whether a record is after this position: a later watermark, or the same one and an id not
+        seen; with an overlap, also an earlier one in the window not taken before."""
+        if self.since in (None, "") or _later(value, self.since):
+            return True
+        if value == self.since:
+            return ident not in self.seen
+        if not self.overlap or (value, ident) in self.recent:
+            return False
+        floor = self.asked()
+        return floor != self.since and not _later(floor, value)
 
     def advance(self, value: Any, ident: str) -> None:
-        """Move to a record if it is the newest yet (its id joins those seen at the same watermark)."""
+        """Move to a record if it is the newest yet (its id joins those seen at the same watermark);
+        with an overlap, an earlier one is remembered as taken."""
         if self.since in (None, "") or _later(value, self.since):
+            if self.overlap and self.since not in (None, ""):
+                self.recent.update((self.since, seen) for seen in self.seen)
             self.since, self.seen = value, {ident}
         elif value == self.since:
             self.seen.add(ident)
+        elif self.overlap:
+            self.recent.add((value, ident))
 
     def dump(self) -> dict[str, Any]:
-        return {"since": self.since, "seen": sorted(self.seen), "etag": self.etag}
+        found: dict[str, Any] = {"since": self.since, "seen": sorted(self.seen), "etag": self.etag}
+        if self.overlap and self.recent:
+            floor = self.asked()
+            kept = [mark for mark in self.recent if floor == self.since or not _later(floor, mark[0])]  # the window's only
+            if len(kept) > self.RECENT:
+                self.crowded = True
+                kept = sorted(kept, key=_in_order)[-self.RECENT :]
+            self.recent = set(kept)
+            found["recent"] = [[value, ident] for value, ident in sorted(kept, key=_in_order)]
+        return found
+
+    @classmethod
+    def load(cls, saved: dict[str, Any], *, overlap: float = 0.0) -> Position:
+        recent = {(value, str(ident)) for value, ident in saved.get("recent") or ()}
+        return cls(saved.get("since"), set(saved.get("seen") or ()), saved.get("etag"), overlap=overlap, recent=recent)
 
 
 class Walk:
@@ -100,13 +203,14 @@ class Walk:
 
     REMEMBERED = 10_000
 
-    __slots__ = ("_order", "_taken", "began", "disorder", "position")
+    __slots__ = ("_newest", "_order", "_taken", "began", "disorder", "position")
 
     def __init__(self, position: Position) -> None:
-        self.began = Position(position.since, set(position.seen), position.etag)
+        self.began = position.copy()
         self.position = position
         self._taken: set[tuple[str, str]] = set()
         self._order: collections.deque[tuple[str, str]] = collections.deque()
+        self._newest: Any = None  # the newest watermark taken in this walk
         self.disorder = ""
 
     def take(self, value: Any, ident: str) -> bool:
@@ -120,8 +224,12 @@ class Walk:
         self._order.append(mark)
         if len(self._order) > self.REMEMBERED:
             self._taken.discard(self._order.popleft())
-        newest = self.position.since
-        if not self.disorder and newest not in (None, "") and _later(newest, value):
+        # Against the newest taken in this walk: one in an overlap's window (before the position)
+        # comes first in a sorted answer, and is in order.
+        newest = self._newest
+        if newest is None or _later(value, newest):
+            self._newest = value
+        elif not self.disorder and _later(newest, value):
             self.disorder = f"record {ident!r} at {value!r} came after one at {newest!r}"
         self.position.advance(value, ident)
         return True
@@ -218,6 +326,16 @@ class Poller(Inbound[C]):
         return (
             f"the records are not in watermark order ({self.unsorted}), so the position moves only after a poll reads "
             f"to its last page, and a poll cut short is read again: {advice}, or say since.ordered: false"
+        )
+
+    @staticmethod
+    def crowded(position: Position) -> str:
+        """What to say when the overlap's window held more records than the position remembers."""
+        if not position.crowded:
+            return ""
+        return (
+            f"more than {position.RECENT:,} records changed within since.overlap of the watermark: the oldest of them are not "
+            "remembered, and a poll that reads them again publishes them again (with the same event ids); shorten the overlap"
         )
 
     def ident(self, record: Any, digest: str) -> str:

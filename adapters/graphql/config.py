@@ -155,6 +155,13 @@ class GraphQLSince(ConfigModel):
     )
     initial: str | None = Field(default=None, description="Watermark of the very first poll; none sends null.")
     prefix: str = Field(default="", description="Text before the watermark (Shopify: `updated_at:>`).")
+    overlap: Duration = Field(
+        default=duration("0s"),
+        description="Ask again from this much before the watermark at every poll (a time, or epoch seconds or milliseconds): "
+        "for APIs that make a record visible after records changed later (a search index that lags). A record in that window "
+        "not read before is published; one read before is not (remembered in the position, the newest 5,000).",
+        examples=["5m"],
+    )
     ordered: bool = Field(
         default=True,
         description="The connection returns nodes in ascending watermark order (Shopify: `sortKey: UPDATED_AT`), so the "

@@ -64,14 +64,15 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
         self._oauth = ClientCredentials(oauth, what=f"graphql_poll {config.name}") if oauth else None
         self._client: httpx.AsyncClient | None = None
         self._cursor: str | None = None
-        self._position = Position(None, set(), None)
+        self._overlap = config.since.overlap.total_seconds() if config.since else 0.0
+        self._position = Position(None, set(), None, overlap=self._overlap)
 
     async def open(self) -> None:
         assert self.ctx.checkpoints is not None
         saved = await self.ctx.checkpoints.load(self.config.name) or {}
         self._cursor = saved.get("cursor")
         initial = self.config.since.initial if self.config.since else None
-        self._position = Position(saved.get("since", initial), set(saved.get("seen") or ()), None)
+        self._position = Position.load({**saved, "since": saved.get("since", initial), "etag": None}, overlap=self._overlap)
         if saved:
             self.ctx.logger.info("graphql_poll %s resumes at %s", self.config.name, self.where())
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
@@ -92,12 +93,12 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
         """Every page from the position on; returns (nodes taken, pages read)."""
         since = self.config.since
         cursor = None if since else self._cursor
-        position = Position(self._position.since, set(self._position.seen), None)
+        position = self._position.copy()
         walk = Walk(position)
         ordered = self.saves_per_page(since is None or since.ordered)  # saved per page, so a restart resumes mid-backfill
         fixed = dict(self.config.variables)
         if since is not None:  # the watermark at the start of this poll, for all of its pages: the cursors are into that answer
-            fixed[since.variable] = None if position.since in (None, "") else f"{since.prefix}{position.since}"
+            fixed[since.variable] = None if position.since in (None, "") else f"{since.prefix}{position.asked()}"
         taken = pages = 0
         asked = {cursor: 1}  # each cursor asked after in this poll -> its page: a server that sends us back is caught
         while not self.stopping:
@@ -128,7 +129,7 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
             asked[cursor] = pages + 1
         if since is not None:
             advice = f"sort the connection by {since.field!r} (Shopify: sortKey: UPDATED_AT)"
-            self.notice(self.found_unsorted(walk, since.ordered, advice=advice))
+            self.notice("; ".join(filter(None, [self.found_unsorted(walk, since.ordered, advice=advice), self.crowded(position)])))
         return taken, pages
 
     def _page(self, answer: Any) -> _Page:
@@ -168,7 +169,11 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
         return await self.publish(documents)
 
     def _dump(self, cursor: str | None, position: Position) -> dict[str, Any]:
-        return {"cursor": cursor} if self.config.since is None else {"since": position.since, "seen": sorted(position.seen)}
+        if self.config.since is None:
+            return {"cursor": cursor}
+        found = position.dump()
+        del found["etag"]
+        return found
 
     async def _save(self, cursor: str | None, position: Position) -> None:
         saved = self._dump(cursor, position)
@@ -180,7 +185,7 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
         except KafkaUnavailable as exc:
             raise RetryableError(str(exc)) from exc
         self._cursor = cursor
-        self._position = Position(position.since, set(position.seen), None)
+        self._position = position.copy()
 
     # -- one request -------------------------------------------------------------------------
     async def _post(self, variables: dict[str, Any]) -> Any:

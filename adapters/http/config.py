@@ -308,6 +308,14 @@ class SinceCursor(ConfigModel):
         description="Text sent after the watermark: with `prefix`, a query language's text around it (Salesforce SOQL).",
         examples=[" ORDER BY SystemModstamp, Id"],
     )
+    overlap: Duration = Field(
+        default=duration("0s"),
+        description="Ask again from this much before the watermark at every poll (a time, or epoch seconds or milliseconds): "
+        "for APIs that make a record visible after records changed later (a search index that lags, a replica: HubSpot "
+        "search, Salesforce SystemModstamp). A record in that window not read before is published; one read before is not "
+        "(remembered in the position, the newest 5,000). 0s: from the watermark itself.",
+        examples=["5m"],
+    )
     ordered: bool = Field(
         default=True,
         description="The API returns records in ascending watermark order, so the position is saved after every page "

@@ -68,16 +68,17 @@ class HttpPollInbound(Poller[HttpPollConfig]):
             ClientCredentials(config.auth, what=f"http_poll {config.name}") if isinstance(config.auth, OAuth2ClientCredentials) else None
         )
         self._client: httpx.AsyncClient | None = None
-        self._position = Position(None, set(), None)
+        self._overlap = config.since.overlap.total_seconds()
+        self._position = Position(None, set(), None, overlap=self._overlap)
 
     async def open(self) -> None:
         assert self.ctx.checkpoints is not None
         saved = await self.ctx.checkpoints.load(self.config.name)
         if saved is not None:
-            self._position = Position(saved.get("since"), set(saved.get("seen") or ()), saved.get("etag"))
+            self._position = Position.load(saved, overlap=self._overlap)
             self.ctx.logger.info("http_poll %s resumes at %s", self.config.name, self.where())
         else:
-            self._position = Position(self.config.since.initial or None, set(), None)
+            self._position = Position(self.config.since.initial or None, set(), None, overlap=self._overlap)
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
         if isinstance(self.config.auth, SendApiKey):
             headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
@@ -114,7 +115,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         params: dict[str, Any] = dict(self.config.params)
         if self._position.since not in (None, ""):
             since = self.config.since
-            params[since.param] = f"{since.prefix}{self._position.since}{since.suffix}"
+            params[since.param] = f"{since.prefix}{self._position.asked()}{since.suffix}"
         if pagination.size_param:
             params[pagination.size_param] = pagination.size
         if pagination.type == "page":
@@ -122,7 +123,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         elif pagination.type == "offset":
             params[param] = 0
         url: str | None = self.config.url
-        position = Position(self._position.since, set(self._position.seen), self._position.etag)
+        position = self._position.copy()
         walk = Walk(position)
         ordered = self.saves_per_page(self.config.since.ordered)  # saved per page, so a restart resumes mid-backfill
         taken = pages = 0
@@ -185,7 +186,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         if url is not None and pages >= pagination.max_pages and not self.stopping:
             notice = f"a poll stopped after max_pages ({pagination.max_pages:,}) pages; the next goes on from its position"
         await self._save(position)
-        self.notice(notice)
+        self.notice("; ".join(filter(None, [notice, self.crowded(position)])))
         return taken, pages
 
     @staticmethod
@@ -265,7 +266,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
             await self.ctx.checkpoints.save(self.config.name, position.dump())
         except KafkaUnavailable as exc:
             raise RetryableError(str(exc)) from exc
-        self._position = Position(position.since, set(position.seen), position.etag)
+        self._position = position.copy()
 
     # -- one request -------------------------------------------------------------------------
     async def _get(self, url: str, params: dict[str, Any] | None, etag: str | None) -> httpx.Response:

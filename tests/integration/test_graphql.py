@@ -319,3 +319,34 @@ async def test_since_mode_takes_every_changed_node_when_the_connection_is_not_so
             assert {f"gid://shop/Order/{n}@2026-06-01T01:00:{n:02d}Z" for n in (2, 9, 20)} <= set(seen)
     finally:
         await api.stop()
+
+
+async def test_since_mode_with_an_overlap_reads_a_node_that_became_visible_late_once(tmp_path: Path, bootstrap: str) -> None:
+    """A node that the server makes visible only after nodes changed later (a search index that
+    lags) was never read: each poll asked from the newest seen. With `since.overlap` each poll asks
+    from that much earlier, takes the late node, and publishes none of the others again."""
+    api = await GraphQLShop().start()
+    for i in range(10):
+        api.add_order(i, 10, f"2026-06-01T00:00:{i:02d}Z")
+    query = ORDERS_QUERY.replace("$first: Int)", "$first: Int, $since: DateTime)").replace(
+        "after: $after)", "after: $after, updatedSince: $since)"
+    )
+    query = query.replace("customer { id } }", "customer { id } updatedAt }")
+    since = {"variable": "since", "field": "updatedAt", "id": "id", "overlap": "1m"}
+    block = poll_block(api, query=query, since=since, variables={"first": 4})
+    block["emit"] = {**ORDER_EMIT, "id": 'id + "@" + updatedAt'}
+    path = write(tmp_path, hub_config(bootstrap, [block]))
+    try:
+        async with build_hub(path) as hub:
+            await wait_published(hub, 10, timeout=60)
+            asked = "2026-05-31T23:59:09Z"  # a minute before the newest seen, written as the server writes it
+            await until(lambda: any(c["variables"].get("since") == asked for c in api.calls), "a poll from the overlap", timeout=60)
+            api.add_order(10, 10, "2026-06-01T00:00:05Z")  # visible only now, stamped before the newest seen
+            seen = await wait_published(hub, 11, timeout=30)
+            calls = len(api.calls)
+            await until(lambda: len(api.calls) >= calls + 3, "more polls", timeout=30)
+            seen = await published(hub)
+            assert len(seen) == 11 and max(seen.values()) == 1, seen
+            assert "gid://shop/Order/10@2026-06-01T00:00:05Z" in seen
+    finally:
+        await api.stop()
