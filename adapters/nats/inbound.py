@@ -50,14 +50,35 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
                     raise
                 await js.add_stream(name=self.config.stream, subjects=[self.config.subject])
             durable = self.config.durable or f"bus-{self.config.name}"
-            with contextlib.suppress(NotFoundError):  # none yet: pull_subscribe makes it with the config's subject
-                await self._follow_subject(js, await js.consumer_info(self.config.stream, durable), durable)
+            try:
+                info = await js.consumer_info(self.config.stream, durable)
+            except NotFoundError:  # none yet: pull_subscribe makes it with the config's subject
+                info = None
+            if info is not None:
+                self._check_acks(info, durable)
+                await self._follow_subject(js, info, durable)
             subscription = await js.pull_subscribe(self.config.subject, durable=durable, stream=self.config.stream)
         except NatsError as exc:
             await connection.close()
             raise RetryableError(f"nats {self.config.name}: cannot consume {self.config.stream}/{self.config.subject}: {exc!r}") from exc
+        except RetryableError:
+            await connection.close()
+            raise
         self._connection, self._subscription = connection, subscription
         self.ctx.logger.info("nats %s consuming %s from stream %s", self.config.name, self.config.subject, self.config.stream)
+
+    def _check_acks(self, info: Any, durable: str) -> None:
+        """A durable consumer made elsewhere (an operator's, ``declare: false``) that takes no
+        acknowledgements counts a message as delivered once it is sent: one in flight when the hub
+        stops, or held while Kafka cannot take it, is gone, and the promise of an acknowledgement
+        after Kafka's is empty. Refused, saying why (``/readyz``, tried again every interval)."""
+        policy = getattr(info.config.ack_policy, "value", info.config.ack_policy)
+        if policy == "none":
+            raise RetryableError(
+                f"nats {self.config.name}: durable consumer {durable} of stream {self.config.stream} takes no acknowledgements "
+                "(ack_policy none): a message would count as delivered once sent, and one in flight when the hub stops would be "
+                "lost; make it with ack_policy explicit, or delete it and the hub makes its own"
+            )
 
     async def _follow_subject(self, js: Any, info: Any, durable: str) -> None:
         """A durable consumer made for another subject is made again for the config's, from where

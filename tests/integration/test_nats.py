@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 
@@ -143,6 +144,48 @@ async def test_a_subject_changed_in_the_config_is_the_one_read(tmp_path: Path, b
             await target.wait_for(lambda: "r2" in read())
             await asyncio.sleep(0.5)
         assert read() == ["o1", "r1", "r2"], read()  # from after o1, the last acknowledged: r1 on
+    finally:
+        await js.delete_stream(f"IN_{run}")
+        await connection.close()
+        await target.stop()
+
+
+async def test_a_durable_consumer_that_takes_no_acknowledgements_is_refused_saying_why(tmp_path: Path, bootstrap: str) -> None:
+    """An operator made the hub's durable consumer with ack_policy none: every message counted as
+    delivered once sent, so one in flight when the hub stopped (or held while Kafka was down) was
+    gone, unsaid. The inbound now refuses it, saying why in its health, and reads nothing."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    connection = await nats.connect(URL)
+    js = connection.jetstream()
+    await js.add_stream(name=f"IN_{run}", subjects=[f"t{run}.>"])
+    await js.add_consumer(
+        f"IN_{run}", config=ConsumerConfig(durable_name="bus-orders", ack_policy=AckPolicy.NONE, filter_subject=f"t{run}.orders.>")
+    )
+    cfg = config(bootstrap, target, run)
+    cfg["routes"][0]["to"] = ["erp"]
+    cfg["outbound"] = cfg["outbound"][:1]
+    try:
+        await js.publish(f"t{run}.orders.created", json.dumps({"id": "o1", "account": "a1", "seq": 1}).encode())
+        async with build_hub(write_config(tmp_path / "bus.yaml", cfg)) as hub:
+            problems: dict[str, str] = {}
+
+            async def said() -> bool:
+                nonlocal problems
+                async with httpx.AsyncClient() as client:
+                    problems = (await client.get(f"http://127.0.0.1:{hub.ops.port}/readyz")).json().get("problems", {})
+                return "takes no acknowledgements (ack_policy none)" in problems.get("inbound:orders", "")
+
+            for _ in range(100):
+                if await said():
+                    break
+                await asyncio.sleep(0.2)
+            assert "takes no acknowledgements (ack_policy none)" in problems.get("inbound:orders", ""), problems
+            assert problems["inbound:orders"].startswith("not started:"), problems
+            info = await js.consumer_info(f"IN_{run}", "bus-orders")
+            assert info.num_pending == 1 and info.delivered.stream_seq == 0  # nothing taken from it
     finally:
         await js.delete_stream(f"IN_{run}")
         await connection.close()
