@@ -44,6 +44,7 @@ from bus.adapter_api import (
     TargetNotReady,
     TargetOptions,
     compile_expression,
+    target_json,
     time_zone,
 )
 
@@ -110,6 +111,11 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         # PostgreSQL: those of type ``timestamp`` (without time zone), read from the catalog: asyncpg
         # refuses an aware time for one, so such a table could not be written at all.
         self._wall_clock: frozenset[str] = frozenset() if self._postgres else frozenset(config.columns)
+        # Columns a record or a list goes into as its JSON text: neither driver takes one (asyncpg
+        # "expected str, got dict" for a json, jsonb or text column; PyMySQL "dict can not be used
+        # as parameter"), so every such event was dead-lettered. PostgreSQL arrays take a list as
+        # it is (the catalog says which columns are arrays).
+        self._arrays: frozenset[str] = frozenset()
         # The mapped columns that keep a fixed number of decimal places (adapters/sql/numbers.py).
         self._places = Places({}, {}, round_them=False, where="")
         self._learned = False  # the table's columns read from the catalog (at start, or at the first write)
@@ -159,6 +165,9 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         """The row's columns as this event gives them (before any statement is chosen), times in
         columns without a zone as their wall-clock time in ``timezone``."""
         row = self._values.render(event)
+        for column, value in row.items():
+            if isinstance(value, dict | list) and column not in self._arrays:
+                row[column] = target_json(value, f"column {column}")
         for column in self._wall_clock:
             value = row[column]
             if isinstance(value, datetime) and value.tzinfo is not None:
@@ -179,6 +188,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         mapped = {c: found[c.lower()] for c in self.config.columns if c.lower() in found}  # unquoted names fold
         if self._postgres:
             self._wall_clock = frozenset(c for c, (kind, _) in mapped.items() if kind == "timestamp without time zone")
+            self._arrays = frozenset(c for c, (kind, _) in mapped.items() if kind.endswith("[]"))
         places = {c: n for c, (kind, digits) in mapped.items() if (n := places_of(kind, digits)) is not None}
         kinds = {c: mapped[c][0] for c in places}
         self._places = Places(places, kinds, round_them=self.config.numbers == "round", where=self._where)

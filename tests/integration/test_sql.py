@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -512,4 +513,51 @@ async def test_a_number_with_more_decimal_places_than_its_column_keeps_is_not_ro
     finally:
         for table in tables.values():
             await run_sql(kind, dsn, f"DROP TABLE {table}")
+        await target.stop()
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_a_record_or_a_list_goes_into_a_column_as_its_json_text(kind: str, tmp_path: Path, bootstrap: str) -> None:
+    """An order's lines (a list of records) mapped to a JSON column or a text column: neither driver
+    takes one (asyncpg: "expected str, got dict", PyMySQL: "dict can not be used as parameter"),
+    so every such event was dead-lettered with a driver's words. They now go in as their JSON
+    text; a PostgreSQL array column takes a list as it is."""
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    table = f"t_orders_{uuid.uuid4().hex[:8]}"
+    json_type, array = ("jsonb", ", codes text[]") if kind == "postgresql" else ("JSON", "")
+    await run_sql(kind, dsn, f"CREATE TABLE {table} (order_id VARCHAR(64) PRIMARY KEY, order_lines {json_type}, first_line TEXT{array})")
+    target = await Target().start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["inbound"][0]["emit"] = {
+        "schema": "Order",
+        "id": "id",
+        "key": "data.id",
+        "map": {"order_id": "data.id", "currency": '"eur"', "total": "data.amount", "lines": "data.lines"},
+    }
+    config["routes"] = [{"name": "all", "from": "Order", "to": ["orders"]}]
+    columns = {"order_id": "order_id", "order_lines": "lines", "first_line": "lines[0]"} | (
+        {"codes": 'split(order_id, "_")'} if kind == "postgresql" else {}
+    )
+    config["outbound"] = [{"name": "orders", "type": "sql", "dsn": dsn, "table": table, "columns": columns, "key": ["order_id"]}]
+    lines = [{"sku": "A-1", "quantity": 2, "unit_price": 450}, {"sku": "B-7", "quantity": 1, "unit_price": 1999}]
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            order = payment(1)
+            order["data"]["lines"] = lines
+            await post(hub, order)
+
+            async def written() -> bool:
+                return bool(await run_sql(kind, dsn, f"SELECT order_id FROM {table}"))
+
+            with contextlib.suppress(AssertionError):
+                await eventually(written)
+            letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("orders"))
+            assert not letters, dict(letters[0].headers)["bus_error"]
+        [row] = await run_sql(kind, dsn, f"SELECT * FROM {table}")
+        assert json.loads(row[1]) == lines and json.loads(row[2]) == lines[0], row
+        if kind == "postgresql":
+            assert row[3] == ["pi", "1"], row
+    finally:
+        await run_sql(kind, dsn, f"DROP TABLE {table}")
         await target.stop()
