@@ -22,6 +22,8 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bus.errors import PermanentError
+from bus.jsontext import text_cell
 from bus.patterns import search
 
 # ISO 4217 currencies whose minor unit is not 1/100 (the rest use 2 decimals).
@@ -74,6 +76,20 @@ def _round(value: Any, digits: Any = 0) -> Any:
     if isinstance(digits, bool) or not isinstance(digits, int) or abs(digits) > _MAX_ROUND_DIGITS:
         raise ValueError(f"round: digits must be a whole number from -{_MAX_ROUND_DIGITS} to {_MAX_ROUND_DIGITS}, not {digits!r}")
     return round(value, digits) if digits else round(value)
+
+
+def _text(value: Any) -> str:
+    """``str(x)``: the value as the hub writes it for other systems (``true``, a time in RFC 3339,
+    a record or a list as its JSON text), not Python's forms (``True``,
+    ``2026-11-01 08:00:00+00:00``, ``{'k': 1}``) that no other reader takes for the value."""
+    if isinstance(value, str):
+        return value
+    if type(value) is int:  # str(id): the common case, as it was
+        return str(value)
+    try:
+        return text_cell(value, "str() argument")
+    except PermanentError as exc:  # NaN or an infinity: an expression's error, like any function's
+        raise ValueError(str(exc)) from None
 
 
 def _string(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -258,7 +274,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "find": _find,
     "mask": _mask,
     "hmac_sha256": _hmac_sha256,
-    "str": _nullable(str),
+    "str": _nullable(_text),
     "int": _nullable(int),
     "float": _nullable(float),
     "bool": _nullable(bool),

@@ -188,6 +188,25 @@ def test_function_errors_are_expression_errors(text: str, message: str) -> None:
         compile_expression(text)(TIMED)
 
 
+def test_str_writes_values_as_the_hub_writes_them_for_other_systems() -> None:
+    """str() gave Python's forms ("True", "2026-01-01 09:30:00+00:00", "{'k': [1]}"), which went
+    into text fields of targets as such; now the same text as templates and CSV cells."""
+    at = datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
+    data = {"on": True, "at": at, "filter": {"k": [1]}, "id": 42, "name": "Ada", "gone": None, "price": Decimal("9.90")}
+    shown = {name: compile_expression(f"str({name})")(data) for name in data}
+    assert shown == {
+        "on": "true",
+        "at": "2026-01-01T09:30:00.000Z",
+        "filter": '{"k":[1]}',
+        "id": "42",
+        "name": "Ada",
+        "gone": None,
+        "price": "9.90",
+    }
+    with pytest.raises(ExpressionError, match="not a number"):
+        compile_expression("str(ratio)")({"ratio": float("nan")})
+
+
 def test_templates() -> None:
     template = compile_template('Order ${order_id} for ${upper(customer.name)}: ${missing}$${literal} ${"}"}')
     assert template({"order_id": 7, "customer": {"name": "ada"}}) == "Order 7 for ADA: ${literal} }"
