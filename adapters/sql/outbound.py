@@ -27,7 +27,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any, ClassVar
 
-from adapters.sql.catalog import column_types, unique_keys
+from adapters.sql.catalog import column_types, holds_time, unique_keys
 from adapters.sql.config import SqlOutboundConfig
 from adapters.sql.numbers import Places, places_of
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
@@ -47,6 +47,8 @@ from bus.adapter_api import (
     target_json,
     time_zone,
 )
+
+_STEPS = [10 ** (6 - digits) for digits in range(7)]  # microseconds in the last digit a column keeps
 
 
 class _Dialect:
@@ -116,6 +118,10 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         # as parameter"), so every such event was dead-lettered. PostgreSQL arrays take a list as
         # it is (the catalog says which columns are arrays).
         self._arrays: frozenset[str] = frozenset()
+        # Time columns that keep fewer than six digits of a second, and how many (from the catalog):
+        # a time is cut to them here. PostgreSQL rounds (23:59:59.6 into `timestamp(0)` became the
+        # next day), MariaDB cuts: the same event landed in different seconds, or days, by database.
+        self._time_digits: dict[str, int] = {}
         # The mapped columns that keep a fixed number of decimal places (adapters/sql/numbers.py).
         self._places = Places({}, {}, round_them=False, where="")
         self._learned = False  # the table's columns read from the catalog (at start, or at the first write)
@@ -172,6 +178,10 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             value = row[column]
             if isinstance(value, datetime) and value.tzinfo is not None:
                 row[column] = value.astimezone(self._zone).replace(tzinfo=None)
+        for column, digits in self._time_digits.items():
+            value = row[column]
+            if isinstance(value, datetime) and value.microsecond % _STEPS[digits]:
+                row[column] = value.replace(microsecond=value.microsecond - value.microsecond % _STEPS[digits])
         if self._places:
             self._places.fit(row)
         return row
@@ -189,6 +199,9 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         if self._postgres:
             self._wall_clock = frozenset(c for c, (kind, _) in mapped.items() if kind == "timestamp without time zone")
             self._arrays = frozenset(c for c, (kind, _) in mapped.items() if kind.endswith("[]"))
+        self._time_digits = {
+            c: digits for c, (kind, digits) in mapped.items() if holds_time(kind) and kind != "date" and digits is not None and digits < 6
+        }
         places = {c: n for c, (kind, digits) in mapped.items() if (n := places_of(kind, digits)) is not None}
         kinds = {c: mapped[c][0] for c in places}
         self._places = Places(places, kinds, round_them=self.config.numbers == "round", where=self._where)

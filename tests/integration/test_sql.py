@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -558,6 +559,44 @@ async def test_a_record_or_a_list_goes_into_a_column_as_its_json_text(kind: str,
         assert json.loads(row[1]) == lines and json.loads(row[2]) == lines[0], row
         if kind == "postgresql":
             assert row[3] == ["pi", "1"], row
+    finally:
+        await run_sql(kind, dsn, f"DROP TABLE {table}")
+        await target.stop()
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_a_time_goes_into_a_column_of_fewer_digits_cut_not_rounded_into_the_next_day(
+    kind: str, tmp_path: Path, bootstrap: str
+) -> None:
+    """A payment at 23:59:59.9996 on New Year's Eve into a column of whole seconds: PostgreSQL
+    rounded it into the next year (and into `timestamp(3)` too), MariaDB cut it: the same event
+    landed in different days by database. The hub now cuts a time to the digits its column keeps."""
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    table = f"t_digits_{uuid.uuid4().hex[:8]}"
+    whole, milli = ("timestamptz(0)", "timestamp(3)") if kind == "postgresql" else ("datetime", "datetime(3)")
+    await run_sql(kind, dsn, f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, whole {whole}, milli {milli})")
+    target = await Target().start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["inbound"][0]["emit"]["map"]["description"] = "data.paid"
+    config["routes"] = [{"name": "all", "from": "Payment", "to": ["ledger"]}]
+    columns = {"payment_id": "payment_id", "whole": "timestamp(description)", "milli": "timestamp(description)"}
+    config["outbound"] = [{"name": "ledger", "type": "sql", "dsn": dsn, "table": table, "columns": columns, "key": ["payment_id"]}]
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            event = payment(1)
+            event["data"]["paid"] = "2026-12-31T23:59:59.999600Z"
+            await post(hub, event)
+
+            async def written() -> bool:
+                return bool(await run_sql(kind, dsn, f"SELECT payment_id FROM {table}"))
+
+            with contextlib.suppress(AssertionError):
+                await eventually(written)
+            letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
+            assert not letters, dict(letters[0].headers)["bus_error"]
+        [(whole_at, milli_at)] = await run_sql(kind, dsn, f"SELECT whole, milli FROM {table}")
+        assert (whole_at.replace(tzinfo=None), milli_at) == (datetime(2026, 12, 31, 23, 59, 59), datetime(2026, 12, 31, 23, 59, 59, 999000))
     finally:
         await run_sql(kind, dsn, f"DROP TABLE {table}")
         await target.stop()
