@@ -241,3 +241,40 @@ async def test_a_binding_taken_out_of_the_config_is_taken_off_the_queue(tmp_path
     finally:
         await connection.close()
         await target.stop()
+
+
+async def test_a_channel_the_broker_closes_is_opened_again_and_reading_goes_on(tmp_path: Path, bootstrap: str) -> None:
+    """RabbitMQ closes a consumer's channel on its own (`consumer_timeout` after a message held
+    long while Kafka was down, an acknowledgement it does not know): the connection stays up. The
+    inbound must open a channel again and read on, not stop with nothing said. Here the broker
+    closes the hub's channel for an acknowledgement of an unknown delivery tag."""
+    run = uuid.uuid4().hex[:8]
+    queue, exchange, out_queue = f"t.in.{run}", f"t.ex.{run}", f"t.out.{run}"
+    target = await Target().start()
+    connection = await aio_pika.connect_robust(URL)
+    try:
+        channel = await connection.channel()
+        ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        path = write_config(tmp_path / "bus.yaml", config(bootstrap, target, queue, exchange, out_queue))
+
+        async def publish(first: int, last: int) -> None:
+            for i in range(first, last):
+                body = json.dumps({"id": f"m{i}", "account": f"acc{i % 3}", "seq": i}).encode()
+                await ex.publish(aio_pika.Message(body, message_id=f"m{i}"), routing_key="order.created")
+
+        def erp() -> set[str]:
+            return {c.body["payment_id"] for c in target.accepted}
+
+        async with build_hub(path) as hub:
+            await publish(0, 5)
+            await target.wait_for(lambda: len(target.accepted) >= 5)
+            consuming = await hub.inbound[0]._queue.channel.get_underlay_channel()  # the hub's own channel, for the broker to close
+            await consuming.basic_ack(delivery_tag=999_999)  # PRECONDITION_FAILED: the broker closes this channel
+            await asyncio.sleep(1)
+            assert consuming.is_closed, "the broker did not close the channel: the test proves nothing"
+            await publish(5, 10)
+            await target.wait_for(lambda: len(erp()) >= 10, timeout=30)
+        assert erp() == {f"m{i}" for i in range(10)}, sorted(erp())
+    finally:
+        await connection.close()
+        await target.stop()
