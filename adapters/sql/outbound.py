@@ -168,8 +168,10 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         return Health(self._pool is not None, "" if self._pool is not None else "not connected")
 
     def rendered(self, event: Event) -> dict[str, Any]:
-        """The row's columns as this event gives them (before any statement is chosen), times in
-        columns without a zone as their wall-clock time in ``timezone``."""
+        """The row's columns as this event gives them (before any statement is chosen), as the
+        columns take them: a record or a list as its JSON text, times in columns without a zone as
+        their wall-clock time in ``timezone``, cut to the digits their column keeps, and numbers
+        checked against their column's decimal places (PermanentError when one would change)."""
         row = self._values.render(event)
         for column, value in row.items():
             if isinstance(value, dict | list) and column not in self._arrays:
@@ -187,9 +189,10 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         return row
 
     async def _learn_columns(self) -> None:
-        """The mapped columns' types, from the catalog: which keep a fixed number of decimal places,
-        and (PostgreSQL) which are ``timestamp`` (without time zone). A table not there yet is left
-        for the write to say so (the config's target is not set up)."""
+        """The mapped columns' types, from the catalog: which keep a fixed number of decimal places
+        or of digits of a second, and (PostgreSQL) which are ``timestamp`` (without time zone) and
+        which are arrays. A table not there yet is left for the write to say so (the config's
+        target is not set up)."""
         if self._learned or self._pool is None:
             return
         found = await column_types(self._catalog_fetch, postgres=self._postgres, table=self.config.table)
