@@ -118,6 +118,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         # as parameter"), so every such event was dead-lettered. PostgreSQL arrays take a list as
         # it is (the catalog says which columns are arrays).
         self._arrays: frozenset[str] = frozenset()
+        self.json_columns: frozenset[str] = frozenset()  # PostgreSQL jsonb: what bus migrate reads back is compared as JSON
         # Time columns that keep fewer than six digits of a second, and how many (from the catalog):
         # a time is cut to them here. PostgreSQL rounds (23:59:59.6 into `timestamp(0)` became the
         # next day), MariaDB cuts: the same event landed in different seconds, or days, by database.
@@ -202,6 +203,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         if self._postgres:
             self._wall_clock = frozenset(c for c, (kind, _) in mapped.items() if kind == "timestamp without time zone")
             self._arrays = frozenset(c for c, (kind, _) in mapped.items() if kind.endswith("[]"))
+            self.json_columns = frozenset(c for c, (kind, _) in mapped.items() if kind == "jsonb")
         self._time_digits = {
             c: digits for c, (kind, digits) in mapped.items() if holds_time(kind) and kind != "date" and digits is not None and digits < 6
         }

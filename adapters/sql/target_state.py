@@ -11,6 +11,8 @@ from __future__ import annotations
 
 __all__ = ["SqlTargetState"]
 
+import contextlib
+import json
 from typing import TYPE_CHECKING, Any
 
 from bus.adapter_api import Event, RetryableError, comparable
@@ -36,7 +38,19 @@ class SqlTargetState:
 
     def record(self, event: Event) -> tuple[list[Any], dict[str, Any] | None]:
         row = self._out.rendered(event)
+        self._as_json(row)
         return [row[k] for k in self._key], None if self._out.deletes(event, row) else row
+
+    def _as_json(self, row: dict[str, Any]) -> None:
+        """PostgreSQL's jsonb gives back its own text of what was written (``{"a": 1}`` for
+        ``{"a":1}``, keys in its order): compared as text, every record written into one was a
+        difference. Its text, both meant and held, is compared in one form (a ``json`` column keeps
+        the text written, and a before-image put back is the text it held)."""
+        for column in self._out.json_columns:
+            value = row.get(column)
+            if isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    row[column] = json.dumps(json.loads(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def _placeholder(self, i: int) -> str:
         return f"${i}" if self._postgres else "%s"
@@ -74,7 +88,9 @@ class SqlTargetState:
             except Exception as exc:
                 raise self._out.classify(exc) from exc
             for row in rows:
-                found[_key_text([row[k] for k in self._key])] = {c: row[c] for c in self._columns}
+                held = {c: row[c] for c in self._columns}
+                self._as_json(held)
+                found[_key_text([row[k] for k in self._key])] = held
         return [found.get(_key_text(address)) for address in addresses]
 
     async def restore(self, items: list[tuple[Any, dict[str, Any] | None]]) -> None:
