@@ -447,7 +447,9 @@ async def test_a_writer_that_commits_while_a_poll_runs_is_not_passed_over(tmp_pa
 
 
 @pytest.mark.parametrize("kind", list(DATABASES))
-async def test_a_watermark_column_that_holds_no_time_is_read(kind: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_watermark_column_that_holds_no_time_is_read(
+    kind: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A version number a legacy application bumps at each change, as the watermark: the query
     compared it with the database's clock (the time horizon) and failed at every poll, on
     PostgreSQL even with `settle: 0s` as the docs said (the wait for open transactions is a time
