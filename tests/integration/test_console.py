@@ -94,7 +94,8 @@ async def test_a_failing_subscriber_is_marked_and_its_dead_letters_replayed_once
             await expect(page.locator(".confirm")).to_contain_text("6 dead letter(s) would be replayed")
             assert not bad.accepted, "a dry run sent something"
             await page.get_by_role("button", name="Yes, replay").click()
-            await expect(page.locator("#status")).to_contain_text("Replayed 6 dead letter(s)")
+            # A replay reads the dead-letter topic and the subscriber's partitions: seconds on a loaded machine.
+            await expect(page.locator("#status")).to_contain_text("Replayed 6 dead letter(s)", timeout=30_000)
             await good.wait_for(lambda: len(good.accepted) == 6)
             await bad.wait_for(lambda: len(bad.accepted) == 6)
             await expect(page.locator("#no-letters")).to_be_visible(timeout=15_000)
@@ -135,7 +136,9 @@ async def test_a_replay_that_would_put_older_data_over_newer_says_so(tmp_path: P
             await page.get_by_role("button", name="Replay all…").click()
             await page.get_by_role("button", name="Yes, replay").click()
             status = page.locator("#status")
-            await expect(status).to_contain_text("Replayed 1 dead letter(s). 1 not replayed: a later event of the same key came after each")
+            await expect(status).to_contain_text(
+                "Replayed 1 dead letter(s). 1 not replayed: a later event of the same key came after each", timeout=30_000
+            )
             await expect(status).to_contain_text("s-1 (after it: s-2)")
             await shot(page, "subscriber-replay-superseded")
             await crm.wait_for(lambda: [c.body["payment_id"] for c in crm.accepted] == ["s-2", "s-3"])
@@ -144,7 +147,7 @@ async def test_a_replay_that_would_put_older_data_over_newer_says_so(tmp_path: P
             await page.get_by_role("button", name="Replay the 1 left out anyway…").click()
             await expect(page.locator(".confirm")).to_contain_text("1 dead letter(s) would be replayed")
             await page.get_by_role("button", name="Yes, replay").click()
-            await expect(status).to_contain_text("Replayed 1 dead letter(s).")
+            await expect(status).to_contain_text("Replayed 1 dead letter(s).", timeout=30_000)
             await crm.wait_for(lambda: [c.body["payment_id"] for c in crm.accepted] == ["s-2", "s-3", "s-1"])
             await expect(page.locator("#no-letters")).to_be_visible(timeout=15_000)
     finally:
