@@ -65,6 +65,11 @@ class Places:
                 row[column] = fitted
 
     def _fitted(self, column: str, value: Any, step: Decimal) -> Any:
+        places = self._places[column]
+        if type(value) is Decimal and value.is_finite() and int(value.as_tuple().exponent) >= -places:
+            return value  # no more places than the column keeps: the common case, without rounding anything
+        if type(value) is float and math.isfinite(value) and round(value, places) == value:
+            return value
         if isinstance(value, float):
             if not math.isfinite(value):
                 raise PermanentError(f"{self._where}: {column} is {value!r}, which a column of {self._type(column)} cannot hold")

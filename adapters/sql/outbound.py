@@ -49,6 +49,7 @@ from bus.adapter_api import (
 )
 
 _STEPS = [10 ** (6 - digits) for digits in range(7)]  # microseconds in the last digit a column keeps
+_STRUCTURED = (dict, list)  # values that go into a column as their JSON text
 
 
 class _Dialect:
@@ -175,7 +176,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         checked against their column's decimal places (PermanentError when one would change)."""
         row = self._values.render(event)
         for column, value in row.items():
-            if isinstance(value, dict | list) and column not in self._arrays:
+            if isinstance(value, _STRUCTURED) and column not in self._arrays:
                 row[column] = target_json(value, f"column {column}")
         for column in self._wall_clock:
             value = row[column]
