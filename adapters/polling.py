@@ -64,7 +64,7 @@ def _later(a: Any, b: Any) -> bool:
         return str(a) > str(b)
 
 
-_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})(?:([T ])(\d{2}:\d{2}(?::\d{2})?)(\.\d{1,6})?)?(Z|[+-]\d{2}(?::?\d{2})?)?")
+_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})(?:([T ])(\d{2}:\d{2}(?::\d{2})?)(\.\d+)?)?(Z|[+-]\d{2}(?::?\d{2})?)?")
 
 
 def earlier_by(value: Any, seconds: float) -> Any:
@@ -83,8 +83,8 @@ def earlier_by(value: Any, seconds: float) -> Any:
     if parts is None:
         return None
     day, sep, clock, fraction, zone = parts.groups()
-    try:
-        moment = dt.datetime.fromisoformat(f"{day}T{clock or '00:00'}{fraction or ''}{_offset(zone)}")
+    try:  # a fraction finer than microseconds (.NET writes seven digits) is read to six, written back as long
+        moment = dt.datetime.fromisoformat(f"{day}T{clock or '00:00'}{(fraction or '')[:7]}{_offset(zone)}")
     except ValueError:
         return None
     moment -= dt.timedelta(seconds=seconds)
@@ -92,7 +92,7 @@ def earlier_by(value: Any, seconds: float) -> Any:
         return moment.date().isoformat() + (zone or "")
     shown = moment.strftime("%H:%M:%S" if clock.count(":") == 2 else "%H:%M")
     if fraction:
-        shown += f".{moment.microsecond:06d}"[: len(fraction)]
+        shown += f".{moment.microsecond:06d}"[: len(fraction)].ljust(len(fraction), "0")
     return f"{moment.date().isoformat()}{sep}{shown}{zone or ''}"
 
 
@@ -330,7 +330,13 @@ class Poller(Inbound[C]):
 
     @staticmethod
     def crowded(position: Position) -> str:
-        """What to say when the overlap's window held more records than the position remembers."""
+        """What to say about the overlap: a watermark it cannot move back (not a time), or a window
+        that held more records than the position remembers."""
+        if position.overlap and position.since not in (None, "") and position.asked() == position.since:
+            return (
+                f"since.overlap cannot ask from before the watermark {position.since!r}: it is not a time (ISO 8601, epoch "
+                "seconds or milliseconds), so each poll asks from the watermark itself"
+            )
         if not position.crowded:
             return ""
         return (

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.polling import Position, Walk, earlier_by
+from adapters.polling import Poller, Position, Walk, earlier_by
 
 records = st.lists(st.tuples(st.integers(0, 20), st.sampled_from("abcde")), max_size=40)
 
@@ -61,6 +61,7 @@ def test_a_long_walk_remembers_only_its_last_records(monkeypatch: pytest.MonkeyP
         (1_767_261_600, 1_767_261_300),  # epoch seconds
         (1_767_261_600_000, 1_767_261_300_000),  # epoch milliseconds
         (1_767_261_600.5, 1_767_261_300.5),
+        ("2026-03-01T10:00:00.1234567Z", "2026-03-01T09:55:00.1234560Z"),  # .NET's seven digits: read to six, written as long
         ("v42", None),  # not a time: nothing to move
         ("2026-13-01T00:00:00Z", None),
         (True, None),
@@ -125,3 +126,9 @@ def test_with_an_overlap_every_record_in_the_window_is_taken_once_across_polls(
         position = Position.load(position.dump(), overlap=overlap)
     assert len(taken) == len(set(taken)), "a record was taken twice"
     assert set(answer) - {(since, i) for i in seen} <= set(taken)
+
+
+def test_an_overlap_that_cannot_move_the_watermark_back_is_said() -> None:
+    assert "not a time" in Poller.crowded(Position("v42", {"a"}, None, overlap=300))
+    assert Poller.crowded(Position("2026-03-01T10:00:00Z", {"a"}, None, overlap=300)) == ""
+    assert Poller.crowded(Position("v42", {"a"}, None)) == ""  # no overlap asked for: nothing to say
