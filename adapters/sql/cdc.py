@@ -180,7 +180,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
-                await connection.close()
+                await connection.close(timeout=5)  # a server that does not answer: the connection is dropped after 5 s
 
     # -- the loop ------------------------------------------------------------------------------
     async def _run(self) -> None:

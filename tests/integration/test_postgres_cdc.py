@@ -383,18 +383,23 @@ async def test_a_table_added_to_the_config_is_published(
     )
     config = hub_config(bootstrap, logical_dsn, slot="bus_follow", publication="bus_follow")
     path = write_config(tmp_path / "bus.yaml", config)
-    async with build_hub(path) as hub:
-        await slot_made(hub)
-        await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'One', 'a@x.io', 1)")
-        await wait_changes(hub, 1)
-    config["inbound"][0]["tables"] = ["cust_extra"]  # cust_master taken out, cust_extra added
-    async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
-        await until(lambda: "publication bus_follow set to the config's tables" in caplog.text, "the publication to be set")
-        await sql(
-            logical_dsn, "INSERT INTO cust_master VALUES (2, 'Two', 'b@x.io', 2)", "INSERT INTO cust_extra VALUES (3, 'Three', 'c@x.io', 3)"
-        )
-        seen = await wait_changes(hub, 2)
-        await asyncio.sleep(1.0)
-        seen = await changes(hub)
+    # This test once held a worker of the full suite for 17 minutes, and once ran past pytest-timeout
+    # with only an idle event loop to show: a bound of its own names the line it waits on.
+    async with asyncio.timeout(150):
+        async with build_hub(path) as hub:
+            await slot_made(hub)
+            await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'One', 'a@x.io', 1)")
+            await wait_changes(hub, 1)
+        config["inbound"][0]["tables"] = ["cust_extra"]  # cust_master taken out, cust_extra added
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            await until(lambda: "publication bus_follow set to the config's tables" in caplog.text, "the publication to be set")
+            await sql(
+                logical_dsn,
+                "INSERT INTO cust_master VALUES (2, 'Two', 'b@x.io', 2)",
+                "INSERT INTO cust_extra VALUES (3, 'Three', 'c@x.io', 3)",
+            )
+            seen = await wait_changes(hub, 2)
+            await asyncio.sleep(1.0)
+            seen = await changes(hub)
     assert [key for _, key, _ in seen] == ["1", "3"], seen
     assert "(added: cust_extra; taken out: public.cust_master)" in caplog.text, caplog.text

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 
 import pytest
 from fastavro import schemaless_reader
@@ -86,8 +87,10 @@ async def test_records_naming_schema_ids_in_a_flood_do_not_hold_the_reader_on_th
 
     codec.fetch_writer = registry
     flood = [struct.pack(">bI", 0, 1_000_000 + i) + b"junk" for i in range(500)]
+    began = time.monotonic()
     await codec.learn_ids(flood)
-    assert 1 <= len(asked) <= 21  # the budget (and what refilled while the loop ran)
+    refilled = 20 * (time.monotonic() - began)  # 20 a second refill while the loop runs: more on a slow machine
+    assert 1 <= len(asked) <= 20 + refilled + 1, (len(asked), refilled)  # the budget, and what refilled meanwhile
     for payload in flood[:3] + flood[-3:]:
         with pytest.raises(UnknownSchemaId):
             codec.decode(payload)
