@@ -68,8 +68,9 @@ class SqlOutboundConfig(OutboundConfig):
     timezone: str = Field(
         default="UTC",
         description="The zone of the table's date-time columns that hold no zone (PostgreSQL `timestamp`, MariaDB/MySQL "
-        "`DATETIME` and `TIMESTAMP`): a time is written as its wall-clock time there. An IANA name, as a legacy "
-        "database that keeps local time needs (`Europe/Berlin`). Columns with a zone (`timestamptz`) take the moment itself.",
+        "`DATETIME`): a time is written as its wall-clock time there. An IANA name, as a legacy database that keeps "
+        "local time needs (`Europe/Berlin`). Columns that hold a moment (`timestamptz`, MariaDB/MySQL `TIMESTAMP`) take "
+        "the moment itself (MariaDB/MySQL: a time given without a zone is read in this one).",
         examples=["UTC", "Europe/Berlin"],
     )
     numbers: Literal["exact", "round"] = Field(

@@ -23,7 +23,8 @@ from __future__ import annotations
 __all__ = ["SqlOutbound"]
 
 import contextlib
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from itertools import groupby
 from typing import Any, ClassVar
 
@@ -50,6 +51,9 @@ from bus.adapter_api import (
 
 _STEPS = [10 ** (6 - digits) for digits in range(7)]  # microseconds in the last digit a column keeps
 _STRUCTURED = (dict, list)  # values that go into a column as their JSON text
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_EARLIEST_TIMESTAMP = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)  # MariaDB/MySQL TIMESTAMP's first second
 
 
 class _Dialect:
@@ -60,27 +64,39 @@ class _Dialect:
         cols = list(config.columns)
         self.columns = cols
         self.key = config.key
+        # MariaDB/MySQL TIMESTAMP columns (from the catalog): they hold a moment, and read a
+        # wall-clock time given to them in the session's zone. Each takes FROM_UNIXTIME(epoch).
+        self.moments: frozenset[str] = frozenset()
 
-    def placeholders(self, n: int, start: int = 1) -> list[str]:
+    def marks(self, columns: list[str]) -> list[str]:
+        """The placeholders of ``columns``, in order."""
         raise NotImplementedError
 
     def upsert(self) -> str:
         raise NotImplementedError
 
-    def insert(self) -> str:
-        ph = ", ".join(self.placeholders(len(self.columns)))
+    def values(self) -> str:
+        return f"({', '.join(self.marks(self.columns))})"
+
+    def head(self) -> str:
         # Identifiers are checked plain names (config.py); values are bound parameters.
-        return f"INSERT INTO {self.config.table} ({', '.join(self.columns)}) VALUES ({ph})"  # noqa: S608
+        return f"INSERT INTO {self.config.table} ({', '.join(self.columns)}) VALUES "  # noqa: S608
+
+    def insert(self) -> str:
+        return self.head() + self.values()
+
+    def rows(self, statement: str) -> tuple[str, str, str] | None:
+        """An insert or upsert as (head, one row's values, tail), where its rows go in one statement."""
+        return None
 
     def delete(self) -> str:
-        ph = self.placeholders(len(self.key))
-        where = " AND ".join(f"{k} = {p}" for k, p in zip(self.key, ph, strict=True))
+        where = " AND ".join(f"{k} = {p}" for k, p in zip(self.key, self.marks(self.key), strict=True))
         return f"DELETE FROM {self.config.table} WHERE {where}"  # noqa: S608 (checked identifiers, bound values)
 
 
 class _Postgres(_Dialect):
-    def placeholders(self, n: int, start: int = 1) -> list[str]:
-        return [f"${i}" for i in range(start, start + n)]
+    def marks(self, columns: list[str]) -> list[str]:
+        return [f"${i}" for i in range(1, len(columns) + 1)]
 
     def upsert(self) -> str:
         updates = [c for c in self.columns if c not in self.key]
@@ -89,12 +105,26 @@ class _Postgres(_Dialect):
 
 
 class _MySql(_Dialect):
-    def placeholders(self, n: int, start: int = 1) -> list[str]:
-        return ["%s"] * n
+    def marks(self, columns: list[str]) -> list[str]:
+        return ["FROM_UNIXTIME(%s)" if c in self.moments else "%s" for c in columns]
 
     def upsert(self) -> str:
+        return f"{self.insert()}{self.upsert_tail()}"
+
+    def upsert_tail(self) -> str:
         updates = [c for c in self.columns if c not in self.key] or self.key[:1]
-        return f"{self.insert()} ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in updates)
+        return " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in updates)
+
+    def rows(self, statement: str) -> tuple[str, str, str] | None:
+        """An insert or upsert as (head, one row's values, tail), to send many rows in one
+        statement: aiomysql's executemany does so only when every value is a bare ``%s``, and
+        sends a statement per row otherwise (a TIMESTAMP column's FROM_UNIXTIME)."""
+        head = self.head()
+        if not statement.startswith(head):
+            return None
+        values = self.values()
+        tail = statement[len(head) + len(values) :]
+        return (head, values, tail) if tail in ("", self.upsert_tail()) else None
 
 
 class SqlOutbound(Outbound[SqlOutboundConfig]):
@@ -109,8 +139,8 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         self._values = Body(config.columns)
         self._zone = time_zone(config.timezone)
         # Columns whose times are written as wall-clock time in ``timezone``. MariaDB/MySQL: every
-        # column (DATETIME and TIMESTAMP hold no zone; the driver wrote an aware time's own wall
-        # clock, so times given with different offsets were stored in different zones, unsaid).
+        # column but TIMESTAMP ones (DATETIME holds no zone; the driver wrote an aware time's own
+        # wall clock, so times given with different offsets were stored in different zones, unsaid).
         # PostgreSQL: those of type ``timestamp`` (without time zone), read from the catalog: asyncpg
         # refuses an aware time for one, so such a table could not be written at all.
         self._wall_clock: frozenset[str] = frozenset() if self._postgres else frozenset(config.columns)
@@ -182,6 +212,8 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             value = row[column]
             if isinstance(value, datetime) and value.tzinfo is not None:
                 row[column] = value.astimezone(self._zone).replace(tzinfo=None)
+        for column in self._dialect.moments:
+            row[column] = self._moment(column, row[column])
         for column, digits in self._time_digits.items():
             value = row[column]
             if isinstance(value, datetime) and value.microsecond % _STEPS[digits]:
@@ -189,6 +221,38 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         if self._places:
             self._places.fit(row)
         return row
+
+    def _moment(self, column: str, value: Any) -> Any:
+        """A value for a MariaDB/MySQL TIMESTAMP column, as the moment it names (a time without a
+        zone, or text of one, is in ``timezone``). The column holds 1970-01-01 00:00:01 UTC at the
+        earliest, and FROM_UNIXTIME gives NULL for an earlier one, even in strict mode."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                raise PermanentError(f"{self._where}: column {column} is a TIMESTAMP and takes a time, not {value!r}") from None
+        elif isinstance(value, date) and not isinstance(value, datetime):
+            value = datetime.combine(value, time())
+        if not isinstance(value, datetime):
+            raise PermanentError(f"{self._where}: column {column} is a TIMESTAMP and takes a time, not {type(value).__name__} {value!r}")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=self._zone)
+        if value < _EARLIEST_TIMESTAMP:
+            raise PermanentError(
+                f"{self._where}: column {column} is a TIMESTAMP, which holds no time before 1970-01-01 00:00:01 UTC: "
+                f"{value.isoformat()} would be stored as NULL; use a DATETIME column for it"
+            )
+        return value
+
+    def arguments(self, row: dict[str, Any], columns: list[str]) -> list[Any]:
+        """The statement's values of ``columns``: a TIMESTAMP column's moment as seconds since
+        1970 with its microseconds (Decimal: exact, where a float loses the last digit)."""
+        if not self._dialect.moments:
+            return [row[c] for c in columns]
+        moments = self._dialect.moments
+        return [_epoch(row[c]) if c in moments else row[c] for c in columns]
 
     async def _learn_columns(self) -> None:
         """The mapped columns' types, from the catalog: which keep a fixed number of decimal places
@@ -205,6 +269,16 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             self._wall_clock = frozenset(c for c, (kind, _) in mapped.items() if kind == "timestamp without time zone")
             self._arrays = frozenset(c for c, (kind, _) in mapped.items() if kind.endswith("[]"))
             self.json_columns = frozenset(c for c, (kind, _) in mapped.items() if kind == "jsonb")
+        else:
+            # A TIMESTAMP column holds a moment and reads a wall-clock time in the session's zone
+            # (the server's own unless set): the moment goes in instead, whatever that zone is.
+            self._dialect.moments = frozenset(c for c, (kind, _) in mapped.items() if kind == "timestamp")
+            if self._dialect.moments:
+                await self._say_summer_time()
+            self._wall_clock = frozenset(self.config.columns) - self._dialect.moments
+            build = {"upsert": self._dialect.upsert, "insert": self._dialect.insert, "delete": self._dialect.delete}
+            self._statement = build[self.config.operation]()
+            self._delete = self._dialect.delete()
         self._time_digits = {
             c: digits for c, (kind, digits) in mapped.items() if holds_time(kind) and kind != "date" and digits is not None and digits < 6
         }
@@ -212,6 +286,24 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         kinds = {c: mapped[c][0] for c in places}
         self._places = Places(places, kinds, round_them=self.config.numbers == "round", where=self._where)
         self._learned = True
+
+    async def _say_summer_time(self) -> None:
+        """A session zone with summer time, said once: MariaDB/MySQL reads every time given to a
+        TIMESTAMP column as a wall-clock time in it (FROM_UNIXTIME's too), and in the hour its
+        clocks go back that time names two moments: the later is stored an hour early."""
+        [found] = await self._catalog_fetch(
+            "SELECT @@session.time_zone AS zone, @@system_time_zone AS system,"
+            " UNIX_TIMESTAMP('2025-07-15 12:00:00') - UNIX_TIMESTAMP('2025-01-15 12:00:00') AS span",
+            [],
+        )
+        if int(found["span"]) != 181 * 86_400:  # not the same offset in January and July
+            zone = found["system"] if found["zone"] == "SYSTEM" else found["zone"]
+            self.ctx.logger.warning(
+                "sql %s: the database session's zone (%s) has summer time; in the hour its clocks go back, a time "
+                "for TIMESTAMP column(s) %s in that hour's second pass is stored an hour early (MariaDB/MySQL cannot "
+                "tell the two apart). A server or user whose time_zone is '+00:00', or DATETIME columns, avoid it",
+                self.config.name, zone, ", ".join(sorted(self._dialect.moments)),
+            )  # fmt: skip
 
     async def _catalog_fetch(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         """A catalog query on a connection of the pool, its read ended (MariaDB: the next sees new commits)."""
@@ -235,10 +327,17 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
     def statement(self, event: Event) -> tuple[str, list[Any]]:
         row = self.rendered(event)
         if self._delete_when is not None and self._delete_when(event.data, event.meta()):
-            return self._delete, [row[k] for k in self.config.key]
+            return self._delete, self.arguments(row, self.config.key)
         if self.config.operation == "delete":
-            return self._statement, [row[k] for k in self.config.key]
-        return self._statement, [row[c] for c in self._dialect.columns]
+            return self._statement, self.arguments(row, self.config.key)
+        return self._statement, self.arguments(row, self._dialect.columns)
+
+    def restoring(self, before: dict[str, Any] | None, address: list[Any]) -> tuple[str, list[Any]]:
+        """What puts back a row as it was (``bus migrate rollback``): its before-image upserted, or
+        the row deleted when there was none."""
+        if before is None:
+            return self._dialect.delete(), self.arguments(dict(zip(self.config.key, address, strict=True)), self.config.key)
+        return self._dialect.upsert(), self.arguments(before, self._dialect.columns)
 
     # What bus migrate uses (adapters/sql/target_state.py): the same pool, statements and errors.
     @property
@@ -269,16 +368,21 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
 
     async def deliver_many(self, events: list[Event]) -> None:
         """Every event's statement in one transaction (``bus migrate``'s loads)."""
+        await self.learn()
         await self.write([self.statement(event) for event in events])
 
-    async def deliver(self, event: Event) -> None:
+    async def learn(self) -> None:
+        """The table's columns, if not read yet (a table created after the start is read now)."""
         if self._pool is None:
             raise RetryableError(f"sql outbound {self.config.name} is not started")
-        if not self._learned:  # a table created after the start: its columns are read now
+        if not self._learned:
             try:
                 await self._learn_columns()
             except Exception as exc:
                 raise self.classify(exc) from exc
+
+    async def deliver(self, event: Event) -> None:
+        await self.learn()
         if self.config.batch_size == 1:  # concurrent single transactions across the pool, not one at a time
             await self._write([self.statement(event)])
         else:
@@ -324,6 +428,8 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
                                 rows = [args for _, args in run]
                                 if len(rows) == 1:
                                     await cursor.execute(sql, rows[0])
+                                elif self._dialect.moments and (parts := self._dialect.rows(sql)) is not None:
+                                    await _execute_rows(cursor, parts, rows)
                                 else:
                                     await cursor.executemany(sql, rows)
                         await connection.commit()
@@ -352,6 +458,29 @@ _MYSQL_SETUP = {
     1143: "permission denied on a column",
     1044: "permission denied on the database",
 }
+
+
+async def _execute_rows(cursor: Any, parts: tuple[str, str, str], rows: list[list[Any]]) -> None:
+    """Many rows of an insert in as few statements as fit aiomysql's limit of a statement's size
+    (as its executemany does for bare placeholders)."""
+    head, values, tail = parts
+    chunk: list[str] = []
+    size = len(head) + len(tail)
+    for args in rows:
+        one = cursor.mogrify(values, args)
+        if chunk and size + len(one) + 1 > cursor.max_stmt_length:
+            await cursor.execute(head + ",".join(chunk) + tail)
+            chunk, size = [], len(head) + len(tail)
+        chunk.append(one)
+        size += len(one) + 1
+    await cursor.execute(head + ",".join(chunk) + tail)
+
+
+def _epoch(value: Any) -> Any:
+    """An aware time as seconds since 1970 with six decimal places; anything else as it is."""
+    if not isinstance(value, datetime):
+        return value
+    return Decimal((value - _EPOCH) // _MICROSECOND).scaleb(-6)
 
 
 def _classify(exc: Exception, where: str) -> Exception:

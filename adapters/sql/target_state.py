@@ -13,6 +13,8 @@ __all__ = ["SqlTargetState"]
 
 import contextlib
 import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from bus.adapter_api import Event, RetryableError, comparable
@@ -20,6 +22,7 @@ from bus.adapter_api import Event, RetryableError, comparable
 if TYPE_CHECKING:
     from adapters.sql.outbound import SqlOutbound
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 READ_CHUNK = 500  # keys per SELECT (PostgreSQL allows 32,767 parameters)
 
 
@@ -33,8 +36,6 @@ class SqlTargetState:
         self._key = list(config.key)
         self._columns = list(config.columns)
         self._postgres = outbound.is_postgres
-        self._upsert = outbound.dialect.upsert()
-        self._delete = outbound.dialect.delete()
 
     def record(self, event: Event) -> tuple[list[Any], dict[str, Any] | None]:
         row = self._out.rendered(event)
@@ -52,27 +53,33 @@ class SqlTargetState:
                 with contextlib.suppress(ValueError):
                     row[column] = json.dumps(json.loads(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
-    def _placeholder(self, i: int) -> str:
-        return f"${i}" if self._postgres else "%s"
+    def _placeholder(self, i: int, column: str) -> str:
+        if self._postgres:
+            return f"${i}"
+        return "FROM_UNIXTIME(%s)" if column in self._out.dialect.moments else "%s"
 
     def _select(self, n: int) -> str:
         names = list(dict.fromkeys([*self._key, *self._columns]))
         if len(self._key) == 1:
-            where = f"{self._key[0]} IN ({', '.join(self._placeholder(i) for i in range(1, n + 1))})"
+            where = f"{self._key[0]} IN ({', '.join(self._placeholder(i, self._key[0]) for i in range(1, n + 1))})"
         else:
             width = len(self._key)
             where = " OR ".join(
-                "(" + " AND ".join(f"{k} = {self._placeholder(r * width + j + 1)}" for j, k in enumerate(self._key)) + ")" for r in range(n)
+                "(" + " AND ".join(f"{k} = {self._placeholder(r * width + j + 1, k)}" for j, k in enumerate(self._key)) + ")"
+                for r in range(n)
             )
+        # A TIMESTAMP column is read as the moment it holds (its wall-clock time would be in the
+        # session's zone), as it was written (outbound.py).
+        selected = [f"UNIX_TIMESTAMP({c}) AS {c}" if c in self._out.dialect.moments else c for c in names]
         # Identifiers are the config's checked plain names; values are bound parameters.
-        return f"SELECT {', '.join(names)} FROM {self._out.config.table} WHERE {where}"  # noqa: S608
+        return f"SELECT {', '.join(selected)} FROM {self._out.config.table} WHERE {where}"  # noqa: S608
 
     async def read(self, addresses: list[Any]) -> list[dict[str, Any] | None]:
         found: dict[str, dict[str, Any]] = {}
         pool = self._out.pool
         for start in range(0, len(addresses), READ_CHUNK):
             chunk = addresses[start : start + READ_CHUNK]
-            args = [value for address in chunk for value in address]
+            args = [value for address in chunk for value in self._out.arguments(dict(zip(self._key, address, strict=True)), self._key)]
             sql = self._select(len(chunk))
             try:
                 if self._postgres:
@@ -88,6 +95,9 @@ class SqlTargetState:
             except Exception as exc:
                 raise self._out.classify(exc) from exc
             for row in rows:
+                for column in self._out.dialect.moments:
+                    if row[column] is not None:
+                        row[column] = _EPOCH + timedelta(microseconds=int(Decimal(row[column]) * 1_000_000))
                 held = {c: row[c] for c in self._columns}
                 self._as_json(held)
                 found[_key_text([row[k] for k in self._key])] = held
@@ -96,11 +106,7 @@ class SqlTargetState:
     async def restore(self, items: list[tuple[Any, dict[str, Any] | None]]) -> None:
         if self._out.pool is None:
             raise RetryableError(f"sql outbound {self._out.config.name} is not started")
-        statements = [
-            (self._delete, list(address)) if before is None else (self._upsert, [before[c] for c in self._columns])
-            for address, before in items
-        ]
-        await self._out.write(statements)
+        await self._out.write([self._out.restoring(before, list(address)) for address, before in items])
 
 
 def _key_text(values: list[Any]) -> str:
