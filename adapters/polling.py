@@ -32,6 +32,7 @@ from bus.adapter_api import (
     KafkaUnavailable,
     RetryableError,
     compile_expression,
+    finish_task,
 )
 
 
@@ -287,8 +288,7 @@ class Poller(Inbound[C]):
         task, self._task = self._task, None
         if task is not None:
             self._stopping.set()  # a poll in progress ends after its current page
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, timeout=10)
+            await finish_task(task, within=10)
         await self.close()
 
     def progress(self) -> dict[str, int | str]:

@@ -85,6 +85,7 @@ __all__ = [
     "csv_header_problem",
     "csv_records",
     "duration",
+    "finish_task",
     "first_path",
     "json_dumps",
     "json_response",
@@ -153,6 +154,7 @@ from bus.logs import REDACTOR
 from bus.mapping import Emitter
 from bus.migrate.canonical import canonical as comparable  # a value as bus migrate compares it
 from bus.openapi import ApiOperation, BodyCheck, ContractError, operation_in
+from bus.runtime.ending import finish as finish_task
 from bus.runtime.http1 import Request, Response, json_response
 from bus.tracing import NO_TRACING, Tracing
 

@@ -27,6 +27,7 @@ from bus.documents import parse_json
 from bus.errors import EventRejected, EventTooLarge, KafkaUnavailable
 from bus.event import Event
 from bus.mapping import Emitter
+from bus.runtime.ending import cancel
 
 log = logging.getLogger("bus.intake")
 
@@ -152,11 +153,7 @@ async def stop_in_order(
 ) -> None:
     """Stop a consume task and its in-order acknowledger: no new messages, then the ones whose
     events Kafka already has are acknowledged (bounded by ``grace_s``); the source redelivers the rest."""
-    consume.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await consume
+    await cancel(consume)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(pending.join(), timeout=grace_s)
-    acknowledge.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await acknowledge
+    await cancel(acknowledge)

@@ -36,6 +36,7 @@ from bus.config.models import KafkaConfig
 from bus.errors import BusError
 from bus.kafka.clients import MAX_RECORD_BYTES, make_consumer
 from bus.kafka.topics import TopicNames
+from bus.runtime.ending import cancel
 from routing.dispatch import Dispatcher, Send
 from routing.metrics import removed_unread
 from routing.tables import TableStore
@@ -219,9 +220,7 @@ class RouterService:
             # Let what was already sent be acknowledged (bounded); the rest is redelivered.
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(pending.join(), timeout=5)
-            acker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acker
+            await cancel(acker)
 
     @staticmethod
     async def _ack_in_order(stream: StreamT[Any], pending: asyncio.Queue[tuple[EventT[Any], list[Awaitable[Any]]]]) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 __all__ = ["TableStore", "encode_row"]
 
 import asyncio
-import contextlib
 import json
 import logging
 from datetime import date, datetime
@@ -30,6 +29,7 @@ from bus.config.models import KafkaConfig
 from bus.config.routes import TableConfig
 from bus.kafka.reader import replay_and_keep
 from bus.kafka.topics import TopicNames
+from bus.runtime.ending import cancel
 
 log = logging.getLogger("routing.tables")
 
@@ -105,6 +105,4 @@ class TableStore:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)

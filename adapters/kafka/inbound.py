@@ -12,7 +12,6 @@ from __future__ import annotations
 __all__ = ["KafkaInbound"]
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
@@ -21,7 +20,18 @@ from aiokafka.errors import KafkaError
 
 from adapters.kafka.avro import WireAvro
 from adapters.kafka.config import KafkaInboundConfig
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, PermanentError, RetryableError, kafka_consumer, parse_json
+from bus.adapter_api import (
+    Context,
+    Health,
+    Inbound,
+    Intake,
+    KafkaUnavailable,
+    PermanentError,
+    RetryableError,
+    finish_task,
+    kafka_consumer,
+    parse_json,
+)
 
 
 class KafkaInbound(Inbound[KafkaInboundConfig]):
@@ -70,8 +80,7 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
         task, self._task = self._task, None
         if task is not None:
             self._stopping.set()  # the batch in flight is finished and committed
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, timeout=10)
+            await finish_task(task, within=10)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from adapters.sql.config import PostgresCdcConfig
 from adapters.sql.pgoutput import Change, Decoder, Relation, column_value, lsn_text
 from adapters.sql.pool import describe
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, finish_task
 
 _PEEK = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)"
 _PREFETCH = 1000  # rows the cursor fetches at a time
@@ -166,8 +166,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         task, self._task = self._task, None
         if task is not None:
             self._stopping.set()  # the transactions in flight are finished and the slot advanced
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, timeout=10)
+            await finish_task(task, within=10)
         await self._disconnect()
 
     def progress(self) -> dict[str, int | str]:

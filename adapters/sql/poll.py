@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 from adapters.sql.catalog import Fetch, column_type, holds_time, time_step, unique_keys
 from adapters.sql.config import SqlPollConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, finish_task
 
 _NO_PROCESS_PRIVILEGE = 1227  # MariaDB/MySQL: "Access denied; you need (at least one of) the PROCESS privilege(s)"
 _STRAYS_COUNTED = 1000  # rows counted per kind of stray; beyond it, "more than 1,000"
@@ -319,8 +319,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         task, self._task = self._task, None
         if task is not None:
             self._stopping.set()  # the batch in flight is finished and its position saved
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, timeout=10)
+            await finish_task(task, within=10)
         pool, self._pool = self._pool, None
         if pool is not None:
             await close_pool(pool, self._dsn)

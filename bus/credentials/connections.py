@@ -34,6 +34,7 @@ from bus.credentials.grant import ConsentLost, Grant, TokenEndpointError, Tokens
 from bus.credentials.store import CredentialStore
 from bus.errors import KafkaUnavailable, RetryableError
 from bus.metrics import CONNECTION_REFRESHES, CONNECTION_STATE
+from bus.runtime.ending import cancel
 
 log = logging.getLogger("bus.credentials")
 STATES = ("connected", "refresh failing", "consent lost", "no consent")
@@ -191,7 +192,6 @@ class Connections:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
         self._tasks.clear()
         await self._client.aclose()

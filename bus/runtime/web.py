@@ -16,7 +16,6 @@ from __future__ import annotations
 __all__ = ["WebServer"]
 
 import asyncio
-import contextlib
 import errno
 import logging
 import time
@@ -26,6 +25,7 @@ from aiohttp import web
 from bus.adapter_api import Handler
 from bus.errors import BusError, StartupError
 from bus.metrics import HTTP_REFUSED
+from bus.runtime.ending import cancel
 from bus.runtime.http1 import Connection, Request, Response, json_response
 
 log = logging.getLogger("bus.runtime.web")
@@ -155,9 +155,7 @@ class WebServer:
                 "%s server: %d request(s) still in progress after %.0fs; closing them", self._name, self._inflight, self._drain_timeout
             )
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel(self._sweeper)
         for connection in list(self._connections):
             connection.abort()
         await server.wait_closed()

@@ -1,0 +1,51 @@
+"""Ending a task a component started, each wait bounded.
+
+The usual idiom, ``task.cancel()`` then ``await task`` under ``suppress(CancelledError)``, has two
+faults. It waits without a bound, so a task that holds on to its cancellation (a driver's close
+that swallows one) holds the stop, and the process's shutdown, for good. And it swallows a
+cancellation of the caller too, so whoever is stopping the caller waits on it in turn. Here each
+wait has a bound, a task that outlives it is said at WARNING by name and left, and a cancellation
+of the caller is passed on (after cancelling the task). A task's own failure is raised, as
+``await task`` would.
+"""
+
+from __future__ import annotations
+
+__all__ = ["cancel", "finish"]
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger("bus.tasks")
+
+
+async def finish(task: asyncio.Task[Any], *, within: float, grace: float = 5.0) -> None:
+    """Wait up to ``within`` seconds for ``task`` to end by itself (it was told to stop), then
+    cancel it (``cancel``, bounded by ``grace``)."""
+    try:
+        await asyncio.wait({task}, timeout=within)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not task.done():
+        await cancel(task, within=grace)
+        return
+    _outcome(task)
+
+
+async def cancel(task: asyncio.Task[Any], *, within: float = 5.0) -> None:
+    """Cancel ``task`` and wait up to ``within`` seconds for it to end."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=within)  # a cancellation of the caller goes on from here
+    if not task.done():
+        log.warning(
+            "task %s did not end within %gs of being cancelled (it holds on to its cancellation); left running", task.get_name(), within
+        )
+        return
+    _outcome(task)
+
+
+def _outcome(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (failure := task.exception()) is not None:
+        raise failure
