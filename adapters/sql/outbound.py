@@ -32,6 +32,7 @@ from adapters.sql.catalog import column_types, holds_time, unique_keys
 from adapters.sql.config import SqlOutboundConfig
 from adapters.sql.numbers import Places, places_of
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
+from adapters.sql.pool import fetch as fetch_rows
 from adapters.sql.target_state import SqlTargetState
 from bus.adapter_api import (
     Body,
@@ -149,6 +150,11 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         # as parameter"), so every such event was dead-lettered. PostgreSQL arrays take a list as
         # it is (the catalog says which columns are arrays).
         self._arrays: frozenset[str] = frozenset()
+        # Date columns (from the catalog): a time goes into one as its date in ``timezone``. asyncpg
+        # took an aware time's own date (23:30 at -05:00 went in as that day, the next in UTC), and
+        # MariaDB the date of the wall clock the hub gave it: by database and by the sender's
+        # offset, one moment landed on different days.
+        self._dates: frozenset[str] = frozenset()
         self.json_columns: frozenset[str] = frozenset()  # PostgreSQL jsonb: what bus migrate reads back is compared as JSON
         # Time columns that keep fewer than six digits of a second, and how many (from the catalog):
         # a time is cut to them here. PostgreSQL rounds (23:59:59.6 into `timestamp(0)` became the
@@ -202,12 +208,17 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
     def rendered(self, event: Event) -> dict[str, Any]:
         """The row's columns as this event gives them (before any statement is chosen), as the
         columns take them: a record or a list as its JSON text, times in columns without a zone as
-        their wall-clock time in ``timezone``, cut to the digits their column keeps, and numbers
-        checked against their column's decimal places (PermanentError when one would change)."""
+        their wall-clock time in ``timezone`` (in date columns, their date there), in MariaDB/MySQL
+        TIMESTAMP columns as moments, cut to the digits their column keeps, and numbers checked
+        against their column's decimal places (PermanentError when one would change)."""
         row = self._values.render(event)
         for column, value in row.items():
             if isinstance(value, _STRUCTURED) and column not in self._arrays:
                 row[column] = target_json(value, f"column {column}")
+        for column in self._dates:
+            value = row[column]
+            if isinstance(value, datetime):
+                row[column] = (value.astimezone(self._zone) if value.tzinfo is not None else value).date()
         for column in self._wall_clock:
             value = row[column]
             if isinstance(value, datetime) and value.tzinfo is not None:
@@ -265,6 +276,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         if found is None:
             return
         mapped = {c: found[c.lower()] for c in self.config.columns if c.lower() in found}  # unquoted names fold
+        self._dates = frozenset(c for c, (kind, _) in mapped.items() if kind == "date")
         if self._postgres:
             self._wall_clock = frozenset(c for c, (kind, _) in mapped.items() if kind == "timestamp without time zone")
             self._arrays = frozenset(c for c, (kind, _) in mapped.items() if kind.endswith("[]"))
@@ -306,17 +318,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             )  # fmt: skip
 
     async def _catalog_fetch(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
-        """A catalog query on a connection of the pool, its read ended (MariaDB: the next sees new commits)."""
-        if self._postgres:
-            async with self._pool.acquire() as connection:
-                return [dict(row) for row in await connection.fetch(sql, *args)]
-        import aiomysql
-
-        async with self._pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
-            await cursor.execute(sql, args)
-            rows = list(await cursor.fetchall())
-            await connection.commit()
-            return rows
+        return await fetch_rows(self._pool, sql, args, postgres=self._postgres)
 
     def deletes(self, event: Event, row: dict[str, Any]) -> bool:
         """Whether this event deletes its row (``operation: delete``, or ``delete_when`` holds)."""

@@ -33,6 +33,7 @@ __all__ = ["SqlPollInbound"]
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import re
 import time
@@ -43,6 +44,7 @@ from typing import Any, ClassVar
 from adapters.sql.catalog import Fetch, column_type, holds_time, time_step, unique_keys
 from adapters.sql.config import SqlPollConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
+from adapters.sql.pool import fetch as fetch_rows
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, finish_task
 
 _NO_PROCESS_PRIVILEGE = 1227  # MariaDB/MySQL: "Access denied; you need (at least one of) the PROCESS privilege(s)"
@@ -74,22 +76,6 @@ def _decode(value: Any) -> Any:
 
 _FINEST_STEP = 0.001  # a column finer than a millisecond: the horizon needs nothing more
 _INNODB_TRX_AGE = 0.1  # seconds: how old MariaDB's INNODB_TRX may be (a cache refreshed at most this often)
-
-
-def _fetcher(pool: Any, postgres: bool) -> Fetch:
-    """(sql, args) -> rows as dicts, on a connection of ``pool``."""
-
-    async def fetch(sql: str, args: list[Any]) -> list[dict[str, Any]]:
-        if postgres:
-            async with pool.acquire() as connection:
-                return [dict(row) for row in await connection.fetch(sql, *args)]
-        import aiomysql
-
-        async with pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
-            await cursor.execute(sql, args)
-            return list(await cursor.fetchall())
-
-    return fetch
 
 
 async def _watermark_type(fetch: Fetch, config: SqlPollConfig, postgres: bool) -> tuple[str, int | None] | None:
@@ -257,7 +243,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         postgres = is_postgres(dsn)
         pool = await open_pool(dsn, 1, what=f"sql_poll {config.name}")
         try:
-            fetch = _fetcher(pool, postgres)
+            fetch = functools.partial(fetch_rows, pool, postgres=postgres)
             column = await _watermark_type(fetch, config, postgres)
             queries = _queries_for(config, column, postgres=postgres, transactions=config.wait_for_transactions and postgres)
             found = await queries.read(fetch, queries.newest, [])
@@ -395,7 +381,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                 return
 
     async def _fetch(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
-        return await _fetcher(self._pool, self._postgres)(sql, args)
+        return await fetch_rows(self._pool, sql, args, postgres=self._postgres)
 
     async def _learn_column(self) -> None:
         """What the watermark column holds, from the catalog, and the horizon that fits it.

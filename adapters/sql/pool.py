@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-__all__ = ["close_pool", "describe", "is_postgres", "open_pool"]
+__all__ = ["close_pool", "describe", "fetch", "is_postgres", "open_pool"]
 
+import asyncio
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -73,9 +74,38 @@ async def open_pool(
         raise RetryableError(f"{what}: cannot connect: {exc!r}") from exc
 
 
+async def fetch(pool: Any, sql: str, args: list[Any], *, postgres: bool) -> list[dict[str, Any]]:
+    """The rows of one query, as dicts, on a connection of ``pool``. MariaDB/MySQL: the read's
+    transaction is ended, so the next read sees new commits (REPEATABLE READ keeps the first
+    snapshot of a transaction; a no-op on an autocommit connection)."""
+    if postgres:
+        async with pool.acquire() as connection:
+            return [dict(row) for row in await connection.fetch(sql, *args)]
+    import aiomysql
+
+    async with pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
+        await cursor.execute(sql, args)
+        rows = list(await cursor.fetchall())
+        await connection.commit()
+        return rows
+
+
+CLOSE_WITHIN = 10.0  # seconds for a pool's connections to be given back; then they are dropped
+
+
 async def close_pool(pool: Any, dsn: str) -> None:
+    """Close a pool, bounded: asyncpg's close waits for every connection to be given back, and a
+    query that never ends held it, and so the stop, for good (asyncpg drops them all when its
+    close is cancelled; aiomysql's close drops the free ones and waits for the others)."""
     if is_postgres(dsn):
-        await pool.close()
+        try:
+            await asyncio.wait_for(pool.close(), timeout=CLOSE_WITHIN)
+        except TimeoutError:
+            pool.terminate()
     else:
         pool.close()
-        await pool.wait_closed()
+        try:
+            await asyncio.wait_for(pool.wait_closed(), timeout=CLOSE_WITHIN)
+        except TimeoutError:
+            pool.terminate()
+            await pool.wait_closed()

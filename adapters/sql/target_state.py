@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from adapters.sql.pool import fetch as fetch_rows
 from bus.adapter_api import Event, RetryableError, comparable
 
 if TYPE_CHECKING:
@@ -82,16 +83,7 @@ class SqlTargetState:
             args = [value for address in chunk for value in self._out.arguments(dict(zip(self._key, address, strict=True)), self._key)]
             sql = self._select(len(chunk))
             try:
-                if self._postgres:
-                    async with pool.acquire() as connection:
-                        rows = [dict(r) for r in await connection.fetch(sql, *args)]
-                else:
-                    import aiomysql
-
-                    async with pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
-                        await cursor.execute(sql, args)
-                        rows = list(await cursor.fetchall())
-                        await connection.commit()  # end the read's transaction: the next read sees new commits
+                rows = await fetch_rows(pool, sql, args, postgres=self._postgres)
             except Exception as exc:
                 raise self._out.classify(exc) from exc
             for row in rows:

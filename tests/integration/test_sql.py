@@ -642,3 +642,69 @@ async def test_what_bus_migrate_reads_back_from_a_jsonb_column_is_what_was_writt
     finally:
         await outbound.stop()
         await run_sql("postgresql", dsn, f"DROP TABLE {table}")
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_a_pool_whose_connection_is_never_given_back_closes_within_its_bound(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing a pool waits for its connections to be given back: a query that never ended (a lock
+    wait, a stuck server) held the adapter's stop, and the hub's, for good. Now the wait has a
+    bound, after which the connections are dropped."""
+    from adapters.sql import pool as pools
+
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    monkeypatch.setattr(pools, "CLOSE_WITHIN", 0.5)
+    pool = await pools.open_pool(dsn, 2, what="test")
+    held = await pool.acquire()  # as a task stuck in a query would hold it
+    try:
+        await asyncio.wait_for(pools.close_pool(pool, dsn), timeout=10)  # before: waited for good
+        if kind == "postgresql":
+            import asyncpg
+
+            with pytest.raises(asyncpg.InterfaceError, match="released back to the pool"):  # dropped with the pool
+                await held.fetchval("SELECT 1")
+        else:
+            assert held.closed, "the connection still held is dropped"
+    finally:
+        if kind == "mariadb":
+            held.close()
+
+
+@pytest.mark.parametrize("kind", list(DATABASES))
+async def test_a_time_goes_into_a_date_column_as_its_date_in_the_tables_zone(kind: str, tmp_path: Path, bootstrap: str) -> None:
+    """asyncpg put an aware time into a `date` column as its own date: 23:30 at -05:00 went in as
+    that day, though it is the next in UTC and in the outbound's `timezone`, while MariaDB took the
+    date of the wall clock in `timezone`. One moment landed on different days by database and by
+    the sender's offset. Now a time goes into a date column as its date in `timezone`, on both."""
+    name, port, dsn = DATABASES[kind]
+    require_service(name, "127.0.0.1", port)
+    table = f"t_dates_{uuid.uuid4().hex[:8]}"
+    await run_sql(kind, dsn, f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, paid_on DATE)")
+    target = await Target().start()
+    config = ledger_config(bootstrap, target, dsn, table, timezone="Asia/Tokyo")
+    config["inbound"][0]["emit"]["map"]["description"] = "data.paid"
+    config["outbound"][0]["columns"] = {"payment_id": "payment_id", "paid_on": "timestamp(description)"}
+    sent = {
+        "pi_1": "2024-03-01T23:30:00-05:00",  # 04:30 the next day in UTC, 13:30 in Tokyo
+        "pi_2": "2024-03-02T00:30:00+02:00",  # 22:30 the day before in UTC, 07:30 in Tokyo
+        "pi_3": "2024-03-01T10:00:00Z",  # 19:00 in Tokyo, the same day
+    }
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            events = [payment(i) for i in (1, 2, 3)]
+            for event in events:
+                event["data"]["paid"] = sent[event["data"]["id"]]
+            await post(hub, *events)
+
+            async def written() -> bool:
+                return len(await run_sql(kind, dsn, f"SELECT payment_id FROM {table}")) >= 3
+
+            with contextlib.suppress(AssertionError):
+                await eventually(written)
+            letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
+            assert not letters, dict(letters[0].headers)["bus_error"]
+        stored = {r[0]: str(r[1]) for r in await run_sql(kind, dsn, f"SELECT payment_id, paid_on FROM {table}")}
+        assert stored == {"pi_1": "2024-03-02", "pi_2": "2024-03-02", "pi_3": "2024-03-01"}, stored
+    finally:
+        await target.stop()
+        await run_sql(kind, dsn, f"DROP TABLE IF EXISTS {table}")
