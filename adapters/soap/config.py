@@ -138,6 +138,14 @@ class SoapSince(ConfigModel):
         default=None, description="A record's id, to tell apart records that share a watermark. Default: a hash of the record."
     )
     initial: str | None = Field(default=None, description="Watermark of the very first call; none leaves the parameter out.")
+    overlap: Duration = Field(
+        default=duration("0s"),
+        description="Ask again from this much before the watermark at every call (a time, or epoch seconds or milliseconds): "
+        "for services that make a record visible after records changed later (a replica, a record stamped before its "
+        "transaction commits). A record in that window not read before is published; one read before is not (remembered "
+        "in the position, the newest 5,000). 0s: from the watermark itself.",
+        examples=["5m"],
+    )
 
 
 class SoapPollConfig(AdapterConfig, _SoapEndpoint):

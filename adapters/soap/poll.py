@@ -41,7 +41,8 @@ class SoapPollInbound(Poller[SoapPollConfig]):
         self._since_of = compile_expression(config.since.field)
         self._operation: Operation | None = None
         self._client: aiohttp.ClientSession | None = None
-        self._position = Position(None, set(), None)
+        self._overlap = config.since.overlap.total_seconds()
+        self._position = Position(None, set(), None, overlap=self._overlap)
         basic = config.basic_auth
         self._auth = aiohttp.BasicAuth(basic.username, basic.password.get_secret_value()) if basic else None
 
@@ -53,10 +54,10 @@ class SoapPollInbound(Poller[SoapPollConfig]):
             raise RetryableError(str(exc)) from exc
         saved = await self.ctx.checkpoints.load(self.config.name)
         if saved is not None:
-            self._position = Position(saved.get("since"), set(saved.get("seen") or ()), None)
+            self._position = Position.load({**saved, "etag": None}, overlap=self._overlap)
             self.ctx.logger.info("soap_poll %s resumes at %s", self.config.name, self.where())
         else:
-            self._position = Position(self.config.since.initial, set(), None)
+            self._position = Position(self.config.since.initial, set(), None, overlap=self._overlap)
         timeout = self.config.timeout_s
         self._client = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=answer_budget(timeout), connect=timeout, sock_read=timeout)
@@ -73,7 +74,7 @@ class SoapPollInbound(Poller[SoapPollConfig]):
     async def poll(self) -> tuple[int, int]:
         values = dict(self.config.params)
         if self._position.since not in (None, ""):
-            values[self.config.since.param] = self._position.since
+            values[self.config.since.param] = self._position.asked()
         result = await self._call(values)
         self.serving()
         records: Any = result
@@ -83,7 +84,7 @@ class SoapPollInbound(Poller[SoapPollConfig]):
             records = []
         if not isinstance(records, list):
             records = [records]  # one record: zeep gives a repeated element that occurred once as a list, but a wrapper may not
-        position = Position(self._position.since, set(self._position.seen), None)
+        position = self._position.copy()
         walk = Walk(position)  # every record since the watermark, in whatever order the service lists them
         documents: list[tuple[Any, bytes, str]] = []
         for record in records:
@@ -99,10 +100,13 @@ class SoapPollInbound(Poller[SoapPollConfig]):
             if walk.take(value, self.ident(record, digest)):
                 documents.append((record, raw, f"{self.config.name}:{digest}"))
         taken = await self.publish(documents)
-        if position.dump() != self._position.dump():
+        found = position.dump()
+        self.notice(self.crowded(position))
+        if found != self._position.dump():
             assert self.ctx.checkpoints is not None
+            found.pop("etag")
             try:
-                await self.ctx.checkpoints.save(self.config.name, {"since": position.since, "seen": sorted(position.seen)})
+                await self.ctx.checkpoints.save(self.config.name, found)
             except KafkaUnavailable as exc:
                 raise RetryableError(str(exc)) from exc
             self._position = position

@@ -155,7 +155,8 @@ class SoapLedger:
             self.calls.append({"version": version, "operation": operation, "outcome": fault.code or "fault"})
             status = 500 if ns == SOAP11 or not fault.sender else 400
             return web.Response(status=status, body=self._fault(ns, fault), content_type=wanted)
-        self.calls.append({"version": version, "operation": operation, "outcome": "ok"})
+        asked = {"since": call.findtext(f"{{{TNS}}}ChangedSince") or ""} if operation == "ListInvoices" else {}
+        self.calls.append({"version": version, "operation": operation, "outcome": "ok", **asked})
         return web.Response(body=self._envelope(ns, answer), content_type=wanted)
 
     @staticmethod

@@ -253,6 +253,44 @@ async def test_soap_poll_takes_every_changed_invoice_in_whatever_order_they_are_
         await ledger.stop()
 
 
+async def test_soap_poll_with_an_overlap_takes_an_invoice_that_became_visible_late_once_across_a_restart(
+    tmp_path: Path, bootstrap: str
+) -> None:
+    """An invoice stamped before the watermark but listed only later (a replica, a record stamped
+    before its transaction committed) was never asked for again. With `since.overlap` each call asks
+    from that much earlier: the late invoice is published, and the ones read before are not, also
+    after a restart (they are remembered in the saved position)."""
+    ledger = await SoapLedger().start()
+    for i in range(10):
+        ledger.add_invoice(f"O-{i:03}", "4100", f"{i}.00", f"2026-08-01T00:00:{i:02d}Z")
+    config = hub_config(bootstrap, [soap_poll_block(since={**soap_poll_block()["since"], "overlap": "5m"})])
+    path = write(tmp_path, ledger, config)
+
+    async def numbers(hub: Hub) -> Counter[str]:
+        records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Invoice"))
+        return Counter(hub.codec.decode(r.value)[1]["invoice_id"] for r in records)
+
+    def asked_since() -> list[str]:
+        return [c.get("since", "") for c in ledger.calls if c.get("operation") == "ListInvoices"]
+
+    try:
+        async with build_hub(path) as hub:
+            await until(lambda: len(asked_since()) >= 2, "two calls", timeout=30)
+            ledger.add_invoice("O-late", "4100", "1.00", "2026-08-01T00:00:03Z")  # stamped before the watermark (00:00:09)
+            made = len(asked_since())
+            await until(lambda: len(asked_since()) >= made + 3, "three more calls", timeout=30)
+            first = await numbers(hub)
+        async with build_hub(path) as hub:  # the window's invoices come again in its answers; none is published again
+            made = len(asked_since())
+            await until(lambda: len(asked_since()) >= made + 3, "three calls after the restart", timeout=30)
+            second = await numbers(hub)
+        assert first == Counter({**{f"O-{i:03}": 1 for i in range(10)}, "O-late": 1}), first
+        assert second == first, second
+        assert asked_since()[-1].startswith("2026-07-31T23:55:09"), asked_since()[-3:]  # five minutes before the watermark
+    finally:
+        await ledger.stop()
+
+
 async def test_an_answer_larger_than_max_answer_bytes_is_not_read_and_said(tmp_path: Path, bootstrap: str) -> None:
     """A service answering more than max_answer_bytes (25 invoices here, against 1 KiB) is not read
     further: the poll says so in the adapter's health, and publishes nothing of it."""
