@@ -155,6 +155,11 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         # MariaDB the date of the wall clock the hub gave it: by database and by the sender's
         # offset, one moment landed on different days.
         self._dates: frozenset[str] = frozenset()
+        # Time-of-day columns (``time``, MariaDB/MySQL ``TIME``) and the digits of a second they keep:
+        # a time goes into one as its wall-clock time of day in ``timezone``, cut to those digits.
+        # asyncpg took an aware time's own time of day (at the sender's offset), rounded, where
+        # MariaDB took the wall clock the hub gave it in ``timezone``.
+        self._times_of_day: dict[str, int] = {}
         self.json_columns: frozenset[str] = frozenset()  # PostgreSQL jsonb: what bus migrate reads back is compared as JSON
         # Time columns that keep fewer than six digits of a second, and how many (from the catalog):
         # a time is cut to them here. PostgreSQL rounds (23:59:59.6 into `timestamp(0)` became the
@@ -208,7 +213,8 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
     def rendered(self, event: Event) -> dict[str, Any]:
         """The row's columns as this event gives them (before any statement is chosen), as the
         columns take them: a record or a list as its JSON text, times in columns without a zone as
-        their wall-clock time in ``timezone`` (in date columns, their date there), in MariaDB/MySQL
+        their wall-clock time in ``timezone`` (in date and time-of-day columns, their date or time
+        of day there), in MariaDB/MySQL
         TIMESTAMP columns as moments, cut to the digits their column keeps, and numbers checked
         against their column's decimal places (PermanentError when one would change)."""
         row = self._values.render(event)
@@ -219,6 +225,11 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             value = row[column]
             if isinstance(value, datetime):
                 row[column] = (value.astimezone(self._zone) if value.tzinfo is not None else value).date()
+        for column, digits in self._times_of_day.items():
+            value = row[column]
+            if isinstance(value, datetime):
+                local = value.astimezone(self._zone) if value.tzinfo is not None else value
+                row[column] = local.time().replace(microsecond=local.microsecond - local.microsecond % _STEPS[digits])
         for column in self._wall_clock:
             value = row[column]
             if isinstance(value, datetime) and value.tzinfo is not None:
@@ -277,6 +288,9 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             return
         mapped = {c: found[c.lower()] for c in self.config.columns if c.lower() in found}  # unquoted names fold
         self._dates = frozenset(c for c, (kind, _) in mapped.items() if kind == "date")
+        self._times_of_day = {
+            c: min(6, 6 if digits is None else digits) for c, (kind, digits) in mapped.items() if kind in ("time", "time without time zone")
+        }
         if self._postgres:
             self._wall_clock = frozenset(c for c, (kind, _) in mapped.items() if kind == "timestamp without time zone")
             self._arrays = frozenset(c for c, (kind, _) in mapped.items() if kind.endswith("[]"))

@@ -671,21 +671,27 @@ async def test_a_pool_whose_connection_is_never_given_back_closes_within_its_bou
 
 
 @pytest.mark.parametrize("kind", list(DATABASES))
-async def test_a_time_goes_into_a_date_column_as_its_date_in_the_tables_zone(kind: str, tmp_path: Path, bootstrap: str) -> None:
+async def test_a_time_goes_into_date_and_time_of_day_columns_as_its_date_and_time_in_the_tables_zone(
+    kind: str, tmp_path: Path, bootstrap: str
+) -> None:
     """asyncpg put an aware time into a `date` column as its own date: 23:30 at -05:00 went in as
     that day, though it is the next in UTC and in the outbound's `timezone`, while MariaDB took the
     date of the wall clock in `timezone`. One moment landed on different days by database and by
-    the sender's offset. Now a time goes into a date column as its date in `timezone`, on both."""
+    the sender's offset. A `time` column took the time of day at the sender's offset on PostgreSQL
+    (rounded: 23:30:00.9 became 23:30:01), and in `timezone` on MariaDB. Now a time goes into a date column
+    as its date in `timezone`, and into a time-of-day column as its wall-clock time there, cut to
+    the column's digits, on both."""
     name, port, dsn = DATABASES[kind]
     require_service(name, "127.0.0.1", port)
     table = f"t_dates_{uuid.uuid4().hex[:8]}"
-    await run_sql(kind, dsn, f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, paid_on DATE)")
+    await run_sql(kind, dsn, f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, paid_on DATE, paid_at TIME(0))")
     target = await Target().start()
     config = ledger_config(bootstrap, target, dsn, table, timezone="Asia/Tokyo")
     config["inbound"][0]["emit"]["map"]["description"] = "data.paid"
-    config["outbound"][0]["columns"] = {"payment_id": "payment_id", "paid_on": "timestamp(description)"}
+    paid = "timestamp(description)"
+    config["outbound"][0]["columns"] = {"payment_id": "payment_id", "paid_on": paid, "paid_at": paid}
     sent = {
-        "pi_1": "2024-03-01T23:30:00-05:00",  # 04:30 the next day in UTC, 13:30 in Tokyo
+        "pi_1": "2024-03-01T23:30:00.9-05:00",  # 04:30 the next day in UTC, 13:30 in Tokyo
         "pi_2": "2024-03-02T00:30:00+02:00",  # 22:30 the day before in UTC, 07:30 in Tokyo
         "pi_3": "2024-03-01T10:00:00Z",  # 19:00 in Tokyo, the same day
     }
@@ -703,8 +709,14 @@ async def test_a_time_goes_into_a_date_column_as_its_date_in_the_tables_zone(kin
                 await eventually(written)
             letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
             assert not letters, dict(letters[0].headers)["bus_error"]
-        stored = {r[0]: str(r[1]) for r in await run_sql(kind, dsn, f"SELECT payment_id, paid_on FROM {table}")}
-        assert stored == {"pi_1": "2024-03-02", "pi_2": "2024-03-02", "pi_3": "2024-03-01"}, stored
+        rows = await run_sql(kind, dsn, f"SELECT payment_id, paid_on, paid_at FROM {table}")
+        of_day = [r[2] if kind == "postgresql" else (datetime.min + r[2]).time() for r in rows]  # MariaDB: a timedelta
+        stored = {r[0]: (str(r[1]), str(t)) for r, t in zip(rows, of_day, strict=True)}
+        assert stored == {
+            "pi_1": ("2024-03-02", "13:30:00"),  # .9 cut, not rounded into the next second
+            "pi_2": ("2024-03-02", "07:30:00"),
+            "pi_3": ("2024-03-01", "19:00:00"),
+        }, stored
     finally:
         await target.stop()
         await run_sql(kind, dsn, f"DROP TABLE IF EXISTS {table}")
