@@ -300,7 +300,8 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             # (the server's own unless set): the moment goes in instead, whatever that zone is.
             self._dialect.moments = frozenset(c for c, (kind, _) in mapped.items() if kind == "timestamp")
             if self._dialect.moments:
-                await self._say_summer_time()
+                with contextlib.suppress(Exception):  # a notice only: a server that cannot answer it still takes the writes
+                    await self._say_summer_time()
             self._wall_clock = frozenset(self.config.columns) - self._dialect.moments
             build = {"upsert": self._dialect.upsert, "insert": self._dialect.insert, "delete": self._dialect.delete}
             self._statement = build[self.config.operation]()
