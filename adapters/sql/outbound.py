@@ -214,9 +214,9 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         """The row's columns as this event gives them (before any statement is chosen), as the
         columns take them: a record or a list as its JSON text, times in columns without a zone as
         their wall-clock time in ``timezone`` (in date and time-of-day columns, their date or time
-        of day there), in MariaDB/MySQL
-        TIMESTAMP columns as moments, cut to the digits their column keeps, and numbers checked
-        against their column's decimal places (PermanentError when one would change)."""
+        of day there), in MariaDB/MySQL TIMESTAMP columns as moments, cut to the digits their
+        column keeps, and numbers checked against their column's decimal places (PermanentError
+        when one would change)."""
         row = self._values.render(event)
         for column, value in row.items():
             if isinstance(value, _STRUCTURED) and column not in self._arrays:
@@ -328,7 +328,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             self.ctx.logger.warning(
                 "sql %s: the database session's zone (%s) has summer time; in the hour its clocks go back, a time "
                 "for TIMESTAMP column(s) %s in that hour's second pass is stored an hour early (MariaDB/MySQL cannot "
-                "tell the two apart). A server or user whose time_zone is '+00:00', or DATETIME columns, avoid it",
+                "tell the two apart). A server whose time_zone is '+00:00', or DATETIME columns, avoid it",
                 self.config.name, zone, ", ".join(sorted(self._dialect.moments)),
             )  # fmt: skip
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 __all__ = ["close_pool", "describe", "fetch", "is_postgres", "open_pool"]
 
 import asyncio
+import contextlib
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -108,4 +109,5 @@ async def close_pool(pool: Any, dsn: str) -> None:
             await asyncio.wait_for(pool.wait_closed(), timeout=CLOSE_WITHIN)
         except TimeoutError:
             pool.terminate()
-            await pool.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pool.wait_closed(), timeout=1)
