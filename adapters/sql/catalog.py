@@ -4,10 +4,10 @@ the column sets of its unique indexes (a key that picks out one row), and a colu
 
 from __future__ import annotations
 
-__all__ = ["Fetch", "column_type", "column_types", "holds_time", "time_step", "unique_keys"]
+__all__ = ["Fetch", "SessionZone", "column_type", "column_types", "holds_time", "session_zone", "time_step", "unique_keys"]
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 Fetch = Callable[[str, list[Any]], Awaitable[list[dict[str, Any]]]]  # (sql, args) -> rows as dicts
 
@@ -93,3 +93,32 @@ def time_step(kind: str, digits: int | None) -> float | None:
     if holds_time(kind) and digits is not None:
         return float(10**-digits)
     return None
+
+
+class SessionZone(NamedTuple):
+    """A MariaDB/MySQL session's zone: its name (SYSTEM's as the server calls it), its offset from
+    UTC now, and whether it has summer time (not the same offset in January and July)."""
+
+    name: str
+    offset_s: int
+    summer_time: bool
+
+    @property
+    def is_utc(self) -> bool:
+        return self.offset_s == 0 and not self.summer_time
+
+    def described(self) -> str:
+        hours, minutes = divmod(abs(self.offset_s) // 60, 60)
+        now = f"UTC{'-' if self.offset_s < 0 else '+'}{hours:02d}:{minutes:02d} now"
+        return f"{self.name}, {now}" + (", with summer time" if self.summer_time else "")
+
+
+async def session_zone(fetch: Fetch) -> SessionZone:
+    """The zone a MariaDB/MySQL session reads and writes TIMESTAMP columns' wall-clock times in."""
+    [found] = await fetch(
+        "SELECT @@session.time_zone AS zone, @@system_time_zone AS system, TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), NOW()) AS utc_offset,"
+        " UNIX_TIMESTAMP('2025-07-15 12:00:00') - UNIX_TIMESTAMP('2025-01-15 12:00:00') AS span",
+        [],
+    )
+    name = str(found["system"] if found["zone"] == "SYSTEM" else found["zone"])
+    return SessionZone(name, int(found["utc_offset"]), int(found["span"]) != 181 * 86_400)

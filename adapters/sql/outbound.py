@@ -28,7 +28,7 @@ from decimal import Decimal
 from itertools import groupby
 from typing import Any, ClassVar
 
-from adapters.sql.catalog import column_types, holds_time, unique_keys
+from adapters.sql.catalog import column_types, holds_time, session_zone, unique_keys
 from adapters.sql.config import SqlOutboundConfig
 from adapters.sql.numbers import Places, places_of
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
@@ -318,18 +318,13 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         """A session zone with summer time, said once: MariaDB/MySQL reads every time given to a
         TIMESTAMP column as a wall-clock time in it (FROM_UNIXTIME's too), and in the hour its
         clocks go back that time names two moments: the later is stored an hour early."""
-        [found] = await self._catalog_fetch(
-            "SELECT @@session.time_zone AS zone, @@system_time_zone AS system,"
-            " UNIX_TIMESTAMP('2025-07-15 12:00:00') - UNIX_TIMESTAMP('2025-01-15 12:00:00') AS span",
-            [],
-        )
-        if int(found["span"]) != 181 * 86_400:  # not the same offset in January and July
-            zone = found["system"] if found["zone"] == "SYSTEM" else found["zone"]
+        zone = await session_zone(self._catalog_fetch)
+        if zone.summer_time:
             self.ctx.logger.warning(
                 "sql %s: the database session's zone (%s) has summer time; in the hour its clocks go back, a time "
                 "for TIMESTAMP column(s) %s in that hour's second pass is stored an hour early (MariaDB/MySQL cannot "
                 "tell the two apart). A server whose time_zone is '+00:00', or DATETIME columns, avoid it",
-                self.config.name, zone, ", ".join(sorted(self._dialect.moments)),
+                self.config.name, zone.name, ", ".join(sorted(self._dialect.moments)),
             )  # fmt: skip
 
     async def _catalog_fetch(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from adapters.sql.catalog import Fetch, column_type, holds_time, time_step, unique_keys
+from adapters.sql.catalog import Fetch, column_type, column_types, holds_time, session_zone, time_step, unique_keys
 from adapters.sql.config import SqlPollConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
 from adapters.sql.pool import fetch as fetch_rows
@@ -345,6 +345,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                     try:
                         await self._check_keys()
                         await self._learn_column()
+                        await self._say_zone()
                     except Exception as exc:  # noqa: BLE001 - a catalog this server does not have: the poll goes on unchecked
                         self.ctx.logger.warning("sql_poll %s: could not check the watermark's columns: %r", self.config.name, exc)
                 await self._drain()
@@ -422,6 +423,27 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                 "sql_poll %s: %s tells times apart to %gs: rows are read once that much more than settle has passed",
                 self.config.name, column, step,
             )  # fmt: skip
+
+    async def _say_zone(self) -> None:
+        """MariaDB/MySQL: TIMESTAMP columns read in a session zone that is not UTC, said once. Such
+        a column holds a moment, but comes back as its wall-clock time in the session's zone, with
+        no zone: ``timestamp()`` in the mapping takes it as UTC unless told the zone, and every
+        time was off by the server's offset, unsaid."""
+        if self._postgres:
+            return
+        found = await column_types(self._fetch, postgres=False, table=self.config.table)
+        moments = sorted(c for c, (kind, _) in (found or {}).items() if kind == "timestamp")
+        if not moments:
+            return
+        zone = await session_zone(self._fetch)
+        if zone.is_utc:
+            return
+        self.ctx.logger.warning(
+            "sql_poll %s (%s): TIMESTAMP column(s) %s are read as wall-clock times in the database session's zone (%s), "
+            "with no zone, which timestamp() takes as UTC: map them as timestamp(%s, \"<the server's zone>\") (an IANA name), "
+            "or set the server's time_zone to '+00:00'",
+            self.config.name, self._where, ", ".join(moments), zone.described(), moments[0],
+        )  # fmt: skip
 
     async def _check_keys(self) -> None:
         """Whether the watermark picks out one row. Each page goes on after its last row's

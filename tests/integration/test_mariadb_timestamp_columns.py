@@ -167,3 +167,28 @@ async def test_bus_migrate_loads_compares_and_rolls_back_timestamp_columns_as_mo
         assert await moments(dsn, table, "paid") == before  # the updated row's moment put back to the millisecond
     finally:
         await run_sql_at(dsn, f"DROP TABLE IF EXISTS {table}")
+
+
+async def test_sql_poll_says_its_timestamp_columns_come_in_the_servers_zone(
+    berlin_mariadb: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """sql_poll reads a TIMESTAMP column as its wall-clock time in the session's zone, with no zone,
+    and `timestamp()` in a mapping takes that as UTC: on a server outside UTC every time was off by
+    its offset, unsaid. It is said once at start, with the zone and what to map instead."""
+    from tests.integration.test_sql_poll import hub_config, wait_published
+
+    dsn = berlin_mariadb
+    table = f"customers_{uuid.uuid4().hex[:8]}"
+    await run_sql_at(
+        dsn, f"CREATE TABLE {table} (id integer PRIMARY KEY, cust_nm varchar(100), email varchar(100), updated_at TIMESTAMP(6) NULL)"
+    )
+    await run_sql_at(dsn, f"INSERT INTO {table} VALUES (1, 'Ada', 'ada@example.com', FROM_UNIXTIME(1709280000))")
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", hub_config(bootstrap, dsn, table, settle="0s"))) as hub:
+            await wait_published(hub, 1)
+        said = [r.getMessage() for r in caplog.records if "TIMESTAMP column(s)" in r.getMessage()]
+        assert len(said) == 1, said
+        assert "updated_at are read as wall-clock times in the database session's zone (Europe/Berlin, UTC+01:00 now" in said[0]
+        assert 'map them as timestamp(updated_at, "<the server\'s zone>")' in said[0]
+    finally:
+        await run_sql_at(dsn, f"DROP TABLE IF EXISTS {table}")
