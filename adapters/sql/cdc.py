@@ -221,7 +221,10 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
 
     async def _ensure(self, connection: Any) -> None:
         checkpoints = self.ctx.checkpoints
-        read_before = await checkpoints.load(self.config.name) if checkpoints is not None else None
+        if self._remembered:  # connected again: what this run saved last is the newest (one reader per slot)
+            read_before: dict[str, Any] | None = {"slot": self._slot, "lsn": self._remembered}
+        else:  # the whole checkpoint topic is read, which the embedded broker never compacts
+            read_before = await checkpoints.load(self.config.name) if checkpoints is not None else None
         self.position = await _ensure_slot(connection, self.config, self._where, self.ctx.logger, read_before=read_before)
         await self._remember()
 
