@@ -13,6 +13,7 @@ them back on rollback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import subprocess
@@ -25,6 +26,7 @@ import pytest
 import yaml
 
 from bus.kafka.reader import read_topic
+from tests.conftest import require_service
 from tests.integration.test_delivery import post
 from tests.integration.test_migrate_files import cli
 from tests.integration.test_sql import eventually, run_sql_at
@@ -192,3 +194,51 @@ async def test_sql_poll_says_its_timestamp_columns_come_in_the_servers_zone(
         assert 'map them as timestamp(updated_at, "<the server\'s zone>")' in said[0]
     finally:
         await run_sql_at(dsn, f"DROP TABLE IF EXISTS {table}")
+
+
+async def legacy_source(dsn: str, table: str) -> None:
+    """A legacy table of one payment, its time in a TIMESTAMP column."""
+    await run_sql_at(
+        dsn, f"CREATE TABLE {table} (ref VARCHAR(64) PRIMARY KEY, amount VARCHAR(16), currency VARCHAR(8), paid TIMESTAMP(3) NULL)"
+    )
+    await run_sql_at(dsn, f"INSERT INTO {table} VALUES ('F-1', '1.00', 'eur', FROM_UNIXTIME(1709280000))")
+
+
+async def test_a_migration_from_mariadb_says_its_timestamp_columns_come_in_the_servers_zone(
+    berlin_mariadb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A migration's MariaDB source reads its TIMESTAMP columns as wall-clock times in the session's
+    zone, with no zone (the mapping's `timestamp()` takes them as UTC): said, with the zone, as the
+    plan or run reads it. The same source on a UTC server says nothing."""
+    dsn = berlin_mariadb
+    source, target = f"legacy_{uuid.uuid4().hex[:8]}", f"books_{uuid.uuid4().hex[:8]}"
+    await legacy_source(dsn, source)
+    await run_sql_at(dsn, f"CREATE TABLE {target} (ref VARCHAR(64) PRIMARY KEY, amount DECIMAL(12,2), paid TIMESTAMP(3) NULL)")
+    path = write_migration(tmp_path, dsn, target)
+    document = yaml.safe_load(path.read_text())
+    document["migrations"][0]["source"] = {"sql": {"dsn": dsn, "query": f"SELECT ref, amount, currency, paid FROM {source}"}}
+    document["migrations"][0]["emit"]["map"]["description"] = "str(paid)"
+    path.write_text(yaml.safe_dump(document))
+    try:
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "plan", "export", "-c", str(path), "--json")
+        assert code == 0, err
+        assert json.loads(out)["rows"] == 1
+        assert "migration export: TIMESTAMP column(s) paid of the source are read as wall-clock times" in err, err
+        assert "(Europe/Berlin, UTC+01:00 now, with summer time)" in err or "(Europe/Berlin, UTC+02:00 now, with summer time)" in err, err
+
+        # The machine's shared server keeps UTC: nothing to say.
+        require_service("MariaDB", "127.0.0.1", 3306)
+        shared = "mysql://root@127.0.0.1:3306/test"
+        await legacy_source(shared, source)
+        [(zone,)] = await run_sql_at(shared, "SELECT TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), NOW())")
+        assert zone == 0, "the shared server is expected to keep UTC"
+        document["migrations"][0]["source"]["sql"]["dsn"] = shared
+        path.write_text(yaml.safe_dump(document))
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "plan", "export", "-c", str(path), "--json")
+        assert code == 0 and json.loads(out)["rows"] == 1, err
+        assert "TIMESTAMP column(s)" not in err, err
+    finally:
+        await run_sql_at(dsn, f"DROP TABLE IF EXISTS {source}")
+        with contextlib.suppress(Exception):
+            await run_sql_at("mysql://root@127.0.0.1:3306/test", f"DROP TABLE IF EXISTS {source}")
+        await run_sql_at(dsn, f"DROP TABLE IF EXISTS {target}")

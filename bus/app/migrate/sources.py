@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = ["UnreadableRow", "count_rows", "file_digest", "row_json", "source_path", "source_rows"]
 
 import hashlib
+import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ from bus.config.migrations import MigrationConfig
 from bus.documents import CsvRecord, LineTooLong, bounded_lines, csv_header_problem, csv_records, parse_json, text_codec
 from bus.errors import BusError
 from bus.jsontext import dumps as json_dumps
+
+log = logging.getLogger("bus.migrate")
 
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not decode, kept by "surrogateescape"
 _SURROGATE = re.compile("[\ud800-\udfff]")  # no character: undecoded bytes, or half of a surrogate pair alone
@@ -191,8 +194,10 @@ async def _sql_rows(config: MigrationConfig) -> AsyncIterator[tuple[str, Any]]:
             async with pool.acquire() as conn, conn.cursor(aiomysql.SSDictCursor) as cursor:
                 # Read only, as PostgreSQL's above: a query that would write fails, on any engine (MyISAM too).
                 await cursor.execute("START TRANSACTION READ ONLY")
+                zone = await _session_zone(conn)
                 try:
                     await cursor.execute(query)
+                    _say_timestamp_columns(config, cursor.description or (), zone)
                     while rows := await cursor.fetchmany(source.batch_size):
                         for row in rows:
                             n += 1
@@ -201,6 +206,37 @@ async def _sql_rows(config: MigrationConfig) -> AsyncIterator[tuple[str, Any]]:
                     await conn.rollback()
     finally:
         await close_pool(pool, dsn)
+
+
+async def _session_zone(connection: Any) -> Any:
+    """The MariaDB/MySQL session's zone (``adapters.sql.catalog.session_zone``), on ``connection``."""
+    import aiomysql
+
+    from adapters.sql.catalog import session_zone
+
+    async def fetch(sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        async with connection.cursor(aiomysql.DictCursor) as cursor:
+            await cursor.execute(sql, args)
+            return list(await cursor.fetchall())
+
+    return await session_zone(fetch)
+
+
+_TIMESTAMP_TYPES = {7, 17}  # MySQL's protocol: TIMESTAMP, TIMESTAMP2
+
+
+def _say_timestamp_columns(config: MigrationConfig, description: Any, zone: Any) -> None:
+    """TIMESTAMP columns of a MariaDB/MySQL source read in a session zone that is not UTC: they come
+    as wall-clock times there, with no zone, which ``timestamp()`` in the mapping takes as UTC
+    unless told; every time would be moved by the server's offset, unsaid."""
+    moments = [str(column[0]) for column in description if column[1] in _TIMESTAMP_TYPES]
+    if moments and not zone.is_utc:
+        log.warning(
+            "migration %s: TIMESTAMP column(s) %s of the source are read as wall-clock times in the database session's zone "
+            "(%s), with no zone, which timestamp() takes as UTC: map them as timestamp(%s, \"<the server's zone>\") (an IANA "
+            "name), or set the server's time_zone to '+00:00'",
+            config.name, ", ".join(moments), zone.described(), moments[0],
+        )  # fmt: skip
 
 
 def file_digest(path: Path) -> str:
