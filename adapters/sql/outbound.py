@@ -168,6 +168,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         # The mapped columns that keep a fixed number of decimal places (adapters/sql/numbers.py).
         self._places = Places({}, {}, round_them=False, where="")
         self._learned = False  # the table's columns read from the catalog (at start, or at the first write)
+        self._zone_notice = ""  # a session zone with summer time, for TIMESTAMP columns (the console's attention)
         # MariaDB/MySQL: an upsert whose key no unique index matches is a plain INSERT (PostgreSQL
         # refuses it): every redelivery and every update added a row, unsaid. Checked before the
         # first write, and again before each write until it holds.
@@ -206,6 +207,9 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
 
     def progress(self) -> dict[str, int | str]:
         return {"transactions": self.transactions}
+
+    def attention(self) -> str:
+        return self._zone_notice
 
     async def health(self) -> Health:
         return Health(self._pool is not None, "" if self._pool is not None else "not connected")
@@ -320,12 +324,13 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         clocks go back that time names two moments: the later is stored an hour early."""
         zone = await session_zone(self._catalog_fetch)
         if zone.summer_time:
-            self.ctx.logger.warning(
-                "sql %s: the database session's zone (%s) has summer time; in the hour its clocks go back, a time "
-                "for TIMESTAMP column(s) %s in that hour's second pass is stored an hour early (MariaDB/MySQL cannot "
-                "tell the two apart). A server whose time_zone is '+00:00', or DATETIME columns, avoid it",
-                self.config.name, zone.name, ", ".join(sorted(self._dialect.moments)),
-            )  # fmt: skip
+            self._zone_notice = (
+                f"the database session's zone ({zone.name}) has summer time; in the hour its clocks go back, a time for "
+                f"TIMESTAMP column(s) {', '.join(sorted(self._dialect.moments))} in that hour's second pass is stored an hour "
+                "early (MariaDB/MySQL cannot tell the two apart). A server whose time_zone is '+00:00', or DATETIME columns, "
+                "avoid it"
+            )
+            self.ctx.logger.warning("sql %s: %s", self.config.name, self._zone_notice)
 
     async def _catalog_fetch(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         return await fetch_rows(self._pool, sql, args, postgres=self._postgres)

@@ -275,6 +275,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         self._strays_due = 0.0  # monotonic time of the next look
         self._keys_checked = False
         self._loose_keys = ""  # why (column, id) may not pick out one row: rows at a page's end can be passed over
+        self._zone_notice = ""  # TIMESTAMP columns read in a session zone that is not UTC
         # The database's clock when last read, and this host's (epoch seconds) then: saved with the
         # position, so a clock gone back while the hub was down is found too (_watch_clock).
         self._clock: tuple[dt.datetime, float] | None = None
@@ -320,7 +321,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         return found
 
     def attention(self) -> str:
-        return "; ".join(filter(None, [self._loose_keys, *self._strays.values()]))
+        return "; ".join(filter(None, [self._loose_keys, self._zone_notice, *self._strays.values()]))
 
     async def health(self) -> Health:
         return Health(not self._problem, self._problem)
@@ -438,12 +439,12 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         zone = await session_zone(self._fetch)
         if zone.is_utc:
             return
-        self.ctx.logger.warning(
-            "sql_poll %s (%s): TIMESTAMP column(s) %s are read as wall-clock times in the database session's zone (%s), "
-            "with no zone, which timestamp() takes as UTC: map them as timestamp(%s, \"<the server's zone>\") (an IANA name), "
-            "or set the server's time_zone to '+00:00'",
-            self.config.name, self._where, ", ".join(moments), zone.described(), moments[0],
-        )  # fmt: skip
+        self._zone_notice = (
+            f"TIMESTAMP column(s) {', '.join(moments)} are read as wall-clock times in the database session's zone "
+            f"({zone.described()}), with no zone, which timestamp() takes as UTC: map them as "
+            f"timestamp({moments[0]}, \"<the server's zone>\") (an IANA name), or set the server's time_zone to '+00:00'"
+        )
+        self.ctx.logger.warning("sql_poll %s (%s): %s", self.config.name, self._where, self._zone_notice)
 
     async def _check_keys(self) -> None:
         """Whether the watermark picks out one row. Each page goes on after its last row's

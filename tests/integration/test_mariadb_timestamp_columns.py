@@ -88,6 +88,8 @@ async def test_a_time_goes_into_a_timestamp_column_as_its_moment_whatever_the_se
 
             await eventually(settled)
             letters = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("books"))
+            [books] = [a for a in hub.outbound if a.config.name == "books"]
+            assert "has summer time" in books.attention(), books.attention()  # the console lists it
         assert await moments(dsn, table, "paid") == {"pi_1": ("1709280000.000",), "pi_2": ("1719835200.123",)}
         local = {r[0]: str(r[1]) for r in await run_sql_at(dsn, f"SELECT ref, paid_local FROM {table}")}
         assert local == {"pi_1": "2024-03-01 03:00:00", "pi_2": "2024-07-01 08:00:00.123000"}  # New York's wall clock
@@ -188,6 +190,7 @@ async def test_sql_poll_says_its_timestamp_columns_come_in_the_servers_zone(
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", hub_config(bootstrap, dsn, table, settle="0s"))) as hub:
             await wait_published(hub, 1)
+            assert "TIMESTAMP column(s) updated_at are read" in hub.inbound[0].attention(), hub.inbound[0].attention()
         said = [r.getMessage() for r in caplog.records if "TIMESTAMP column(s)" in r.getMessage()]
         assert len(said) == 1, said
         assert "updated_at are read as wall-clock times in the database session's zone (Europe/Berlin, UTC+01:00 now" in said[0]
