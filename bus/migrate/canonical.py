@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = [
     "ChecksumLines",
+    "aligned",
     "canonical",
     "checksum_in_order",
     "differing_fields",
@@ -89,10 +90,56 @@ def digest(value: Any) -> str:
     return hashlib.sha256(_canonical_json(canonical(value)).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def aligned(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``actual``, each field where ``expected`` has a time read as the time it names: a service
+    keeps a time in a layout of its own (ISO 8601 text with "Z" or "+0000", with or without
+    milliseconds; seconds or milliseconds since 1970), and compared as text every record written
+    into one was a difference. Records nested in records are aligned too; a value that names no
+    time stays as it is (a difference)."""
+    if not expected or not actual:
+        return actual
+    found: dict[str, Any] | None = None
+    for name, want in expected.items():
+        got = actual.get(name)
+        now: Any
+        if isinstance(want, datetime):
+            now = _moment(got)
+        elif isinstance(want, dict) and isinstance(got, dict):
+            now = aligned(want, got)
+        else:
+            continue
+        if now is not None and now is not got:
+            if found is None:
+                found = dict(actual)
+            found[name] = now
+    return actual if found is None else found
+
+
+_EPOCH_MS = 100_000_000_000  # larger than this, seconds since 1970 would be after the year 5138: milliseconds
+
+
+def _moment(value: Any) -> datetime | None:
+    """The time ``value`` names (ISO 8601 text, or epoch seconds or milliseconds), or None."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = value / 1000 if abs(value) >= _EPOCH_MS else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
 def differing_fields(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
     """field -> (expected, actual), canonical, for every field of ``expected`` the target holds
     otherwise. A missing row is the field ``(row)``; fields the target has beyond those
-    expected (columns the mapping does not write, fields a service adds) are not differences."""
+    expected (columns the mapping does not write, fields a service adds) are not differences. A
+    time the target keeps in its own layout is compared as the time it names (``aligned``)."""
+    actual = aligned(expected, actual)
     if expected is None or actual is None:
         if expected is None and actual is None:
             return {}

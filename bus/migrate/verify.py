@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bus.errors import PermanentError
-from bus.migrate.canonical import ChecksumLines, differing_fields, digest, from_typed_json
+from bus.migrate.canonical import ChecksumLines, aligned, differing_fields, digest, from_typed_json
 from bus.migrate.journal import Entry, Journal
 from bus.migrate.targets import Targets
 
@@ -128,6 +128,8 @@ def _compare(check: SubscriberCheck, entry: Entry, now: Any, whole_first: bool) 
     expected = from_typed_json(entry.expected) if entry.expected is not None else None
     if whole_first and expected is not None and now is not None and len(now) > len(expected):
         return None
+    if expected is not None and now is not None:
+        now = aligned(expected, now)  # a time the target keeps in its own layout, as the time it names
     shown = now if expected is None or now is None else {name: now.get(name) for name in expected}
     held = digest(shown)
     if held == entry.digest:  # equal: no field by field comparison needed

@@ -336,3 +336,53 @@ async def test_now_in_a_mapping_is_the_runs_time_so_a_resumed_run_agrees_with_it
     finally:
         await connection.execute(f"DROP TABLE IF EXISTS {table}")
         await connection.close()
+
+
+@pytest.mark.parametrize(
+    ("layout", "keeps"),
+    [
+        pytest.param("as sent", None, id="as-sent"),
+        pytest.param(  # Salesforce's layout: milliseconds, an offset without a colon
+            "+0000",
+            lambda d: {**d, "paid": datetime.fromisoformat(d["paid"]).strftime("%Y-%m-%dT%H:%M:%S.000+0000")},
+            id="salesforce-layout",
+        ),
+        pytest.param(  # Stripe's: seconds since 1970
+            "epoch", lambda d: {**d, "paid": int(datetime.fromisoformat(d["paid"]).timestamp())}, id="epoch-seconds"
+        ),
+    ],
+)
+async def test_a_time_an_api_keeps_in_its_own_layout_is_the_same_time(
+    layout: str, keeps: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An HTTP target answers a time as text, in its own layout, or as epoch seconds, where the run
+    meant a time: compared as text, every record was a difference (even an API that keeps the
+    hub's own "2024-03-01T08:00:00.000Z"), the report failed, and a second run wrote every record
+    again. A time read back where a time was meant is compared as the moment it names."""
+    service = await DocumentService(keeps=keeps).start()
+    try:
+        write_export(tmp_path / "export.csv")
+        document = yaml.safe_load(write_config(tmp_path, "unused").read_text())
+        document["routes"] = [{"name": "all", "from": "Payment", "to": ["crm"]}]
+        url = f"http://127.0.0.1:{service.port}/p/$${{payment_id}}"
+        document["outbound"] = [
+            {"name": "crm", "type": "http", "method": "PUT", "url": url, "body": {"ref": "payment_id", "paid": "timestamp(description)"}}
+        ]
+        document["migrations"][0]["targets"] = {"crm": {"read": url}}
+        config = tmp_path / "bus.yaml"
+        config.write_text(yaml.safe_dump(document, allow_unicode=True))
+
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "run", "export", "-c", str(config), "--json")
+        assert code == 0, err
+        [crm] = json.loads(out)["subscribers"]
+        assert crm["records"] == ROWS and crm["differences"] == [] and crm["checksums_equal"], crm["differences"][:3]
+        kept = service.documents["/p/F-0001"]["paid"]
+        assert kept == {"as sent": "2024-03-02T08:00:00.000Z", "+0000": "2024-03-02T08:00:00.000+0000", "epoch": 1709366400}[layout]
+
+        writes = sum(service.writes.values())
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "run", "export", "-c", str(config), "--json", "--again")
+        assert code == 0, err
+        assert json.loads(out)["subscribers"][0]["entries"] == {"unchanged": ROWS}
+        assert sum(service.writes.values()) == writes  # nothing written again
+    finally:
+        await service.stop()

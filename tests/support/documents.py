@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Self
 
 from aiohttp import web
@@ -17,9 +18,17 @@ from examples.kit.standin import serve
 class DocumentService:
     """PUT stores (with a field of its own, as services add), GET answers, DELETE removes; 404 for
     what is not there. ``refuse``: paths answered 400, read or written (a record the service will
-    not show); ``delay``: seconds each PUT takes (a slow target)."""
+    not show); ``delay``: seconds each PUT takes (a slow target); ``keeps``: how the service keeps
+    a document it is given (its own layout of times, say), applied to each PUT's body."""
 
-    def __init__(self, *, refuse: frozenset[str] = frozenset(), delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        refuse: frozenset[str] = frozenset(),
+        delay: float = 0.0,
+        keeps: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self._keeps = keeps
         self.documents: dict[str, dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()  # by method
         self.writes: Counter[str] = Counter()  # PUTs by path
@@ -47,6 +56,8 @@ class DocumentService:
             await asyncio.sleep(self._delay)
             self.writes[path] += 1
             document = await request.json()
+            if self._keeps is not None:
+                document = self._keeps(document)
             self.documents[path] = {**document, "stored_by": "stand-in"}
             return web.json_response({"ok": True})
         if request.method == "DELETE":

@@ -91,3 +91,24 @@ def test_progress_is_a_bar_on_a_terminal_and_counted_in_metrics() -> None:
     assert "250/1,000 rows read, 240 written, 0 unchanged, 10 refused, 0 failed" in line and "ETA " in line
     assert REGISTRY.get_sample_value("bus_migration_rows_total", {"migration": "bar-test", "outcome": "written"}) == before + 240
     assert REGISTRY.get_sample_value("bus_migration_rows_expected", {"migration": "bar-test"}) == 1000
+
+
+def test_a_time_kept_in_another_layout_is_the_same_time_and_another_time_is_a_difference() -> None:
+    meant = {"paid": datetime(2024, 3, 1, 8, 0, 0, 500000, tzinfo=UTC), "ref": "F-1", "order": {"placed": datetime(2024, 3, 1, tzinfo=UTC)}}
+    same = [
+        "2024-03-01T08:00:00.500Z",
+        "2024-03-01T08:00:00.500+0000",
+        "2024-03-01T09:00:00.500+01:00",
+        "2024-03-01 08:00:00.5+00:00",
+        1709280000500,  # epoch milliseconds
+        1709280000.5,  # epoch seconds
+    ]
+    for kept in same:
+        assert differing_fields(meant, {"paid": kept, "ref": "F-1", "order": {"placed": "2024-03-01T00:00:00Z"}}) == {}, kept
+    for kept in ["2024-03-01T08:00:00Z", 1709280000, "tomorrow", True, None]:  # the milliseconds lost, no time, a flag, nothing
+        assert set(differing_fields(meant, {"paid": kept, "ref": "F-1", "order": {"placed": "2024-03-01T00:00:00Z"}})) == {"paid"}, kept
+    assert set(differing_fields(meant, {"paid": "2024-03-01T08:00:00.500Z", "ref": "F-1", "order": {"placed": "2024-03-02"}})) == {"order"}
+    assert set(differing_fields(meant, {"paid": "2024-03-01T08:00:00.500Z", "ref": "2024-03-01", "order": {"placed": 0}})) == {
+        "ref",  # text where text was meant is compared as text
+        "order",
+    }
