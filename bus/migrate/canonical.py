@@ -91,11 +91,13 @@ def digest(value: Any) -> str:
 
 
 def aligned(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``actual``, each field where ``expected`` has a time read as the time it names: a service
-    keeps a time in a layout of its own (ISO 8601 text with "Z" or "+0000", with or without
-    milliseconds; seconds or milliseconds since 1970), and compared as text every record written
-    into one was a difference. Records nested in records are aligned too; a value that names no
-    time stays as it is (a difference)."""
+    """``actual``, each field where ``expected`` has a time read as the time it names, and each
+    where it has a number and ``actual`` text read as the number in it: a service keeps a time in a
+    layout of its own (ISO 8601 text with "Z" or "+0000", with or without milliseconds; seconds or
+    milliseconds since 1970) and may keep numbers as text (Shopify's prices, "19.90"), and compared
+    as text every record written into one was a difference. Records nested in records are aligned
+    too; a value that names no time or number stays as it is (a difference). Text meant stays
+    text: "12.50" sent as text and 12.5 read back still differ."""
     if not expected or not actual:
         return actual
     found: dict[str, Any] | None = None
@@ -104,6 +106,8 @@ def aligned(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> d
         now: Any
         if isinstance(want, datetime):
             now = _moment(got)
+        elif isinstance(got, str) and isinstance(want, int | float | Decimal) and not isinstance(want, bool):
+            now = _number_in(got)
         elif isinstance(want, dict) and isinstance(got, dict):
             now = aligned(want, got)
         else:
@@ -116,6 +120,15 @@ def aligned(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> d
 
 
 _EPOCH_MS = 100_000_000_000  # larger than this, seconds since 1970 would be after the year 5138: milliseconds
+
+
+def _number_in(text: str) -> Decimal | None:
+    """The number a service keeps as text (Shopify's prices: ``"19.90"``), or None."""
+    try:
+        number = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
 
 
 def _moment(value: Any) -> datetime | None:

@@ -112,3 +112,15 @@ def test_a_time_kept_in_another_layout_is_the_same_time_and_another_time_is_a_di
         "ref",  # text where text was meant is compared as text
         "order",
     }
+
+
+def test_a_number_a_service_keeps_as_text_is_the_same_number() -> None:
+    meant = {"price": Decimal("19.9"), "quantity": 3, "sku": "A-1", "flag": 1}
+    assert differing_fields(meant, {"price": "19.90", "quantity": "3", "sku": "A-1", "flag": 1}) == {}  # Shopify's prices
+    assert set(differing_fields(meant, {"price": "19.91", "quantity": "3.0001", "sku": "A-1", "flag": "yes"})) == {
+        "price",
+        "quantity",
+        "flag",
+    }
+    assert set(differing_fields(meant, {"price": "NaN", "quantity": 3, "sku": "A-1", "flag": 1})) == {"price"}
+    assert set(differing_fields({"sku": "007"}, {"sku": 7})) == {"sku"}  # text meant is text
