@@ -151,7 +151,7 @@ def differing_fields(expected: dict[str, Any] | None, actual: dict[str, Any] | N
     """field -> (expected, actual), canonical, for every field of ``expected`` the target holds
     otherwise. A missing row is the field ``(row)``; fields the target has beyond those
     expected (columns the mapping does not write, fields a service adds) are not differences. A
-    time the target keeps in its own layout is compared as the time it names (``aligned``)."""
+    time or a number the target keeps in its own layout is compared as what it names (``aligned``)."""
     actual = aligned(expected, actual)
     if expected is None or actual is None:
         if expected is None and actual is None:

@@ -129,7 +129,7 @@ def _compare(check: SubscriberCheck, entry: Entry, now: Any, whole_first: bool) 
     if whole_first and expected is not None and now is not None and len(now) > len(expected):
         return None
     if expected is not None and now is not None:
-        now = aligned(expected, now)  # a time the target keeps in its own layout, as the time it names
+        now = aligned(expected, now)  # a time or a number the target keeps in its own layout, as what it names
     shown = now if expected is None or now is None else {name: now.get(name) for name in expected}
     held = digest(shown)
     if held == entry.digest:  # equal: no field by field comparison needed
