@@ -95,28 +95,37 @@ def aligned(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> d
     where it has a number and ``actual`` text read as the number in it: a service keeps a time in a
     layout of its own (ISO 8601 text with "Z" or "+0000", with or without milliseconds; seconds or
     milliseconds since 1970) and may keep numbers as text (Shopify's prices, "19.90"), and compared
-    as text every record written into one was a difference. Records nested in records are aligned
-    too; a value that names no time or number stays as it is (a difference). Text meant stays
-    text: "12.50" sent as text and 12.5 read back still differ."""
+    as text every record written into one was a difference. Records and lists nested in records
+    (an order's lines) are aligned too, a nested record to the fields meant (fields a service adds
+    to a line are no differences, as at the top); a value that names no time or number stays as it
+    is (a difference). Text meant stays text: "12.50" sent as text and 12.5 read back differ."""
     if not expected or not actual:
         return actual
     found: dict[str, Any] | None = None
     for name, want in expected.items():
         got = actual.get(name)
-        now: Any
-        if isinstance(want, datetime):
-            now = _moment(got)
-        elif isinstance(got, str) and isinstance(want, int | float | Decimal) and not isinstance(want, bool):
-            now = _number_in(got)
-        elif isinstance(want, dict) and isinstance(got, dict):
-            now = aligned(want, got)
-        else:
-            continue
-        if now is not None and now is not got:
+        now = _aligned_value(want, got)
+        if now is not got:
             if found is None:
                 found = dict(actual)
             found[name] = now
     return actual if found is None else found
+
+
+def _aligned_value(want: Any, got: Any) -> Any:
+    """``got`` as ``aligned`` reads it where ``want`` was meant: the same object when nothing changes."""
+    if isinstance(want, datetime):
+        return _moment(got) or got
+    if isinstance(got, str) and isinstance(want, int | float | Decimal) and not isinstance(want, bool):
+        number = _number_in(got)
+        return got if number is None else number
+    if isinstance(want, dict) and isinstance(got, dict):  # a nested record: the fields meant, as at the top
+        fields = {k: _aligned_value(w, got.get(k)) for k, w in want.items()}
+        return got if got.keys() == fields.keys() and all(fields[k] is got[k] for k in fields) else fields
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+        items = [_aligned_value(w, g) for w, g in zip(want, got, strict=True)]
+        return got if all(i is g for i, g in zip(items, got, strict=True)) else items
+    return got
 
 
 _EPOCH_MS = 100_000_000_000  # larger than this, seconds since 1970 would be after the year 5138: milliseconds

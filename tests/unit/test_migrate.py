@@ -124,3 +124,12 @@ def test_a_number_a_service_keeps_as_text_is_the_same_number() -> None:
     }
     assert set(differing_fields(meant, {"price": "NaN", "quantity": 3, "sku": "A-1", "flag": 1})) == {"price"}
     assert set(differing_fields({"sku": "007"}, {"sku": 7})) == {"sku"}  # text meant is text
+
+
+def test_times_and_numbers_in_a_records_list_are_aligned_too_and_fields_a_service_adds_to_a_line_are_no_differences() -> None:
+    meant = {"lines": [{"sku": "A-1", "price": Decimal("19.9"), "shipped": datetime(2024, 3, 1, 8, tzinfo=UTC)}, {"sku": "B-2"}]}
+    kept = {"lines": [{"sku": "A-1", "price": "19.90", "shipped": "2024-03-01T08:00:00.000+0000"}, {"sku": "B-2", "added": 1}]}
+    assert differing_fields(meant, kept) == {}
+    moved = {"lines": [{"sku": "A-1", "price": "19.90", "shipped": "2024-03-01T09:00:00Z"}, {"sku": "B-2"}]}
+    assert set(differing_fields(meant, moved)) == {"lines"}
+    assert set(differing_fields(meant, {"lines": [kept["lines"][0]]})) == {"lines"}  # a line missing
