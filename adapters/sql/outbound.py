@@ -23,17 +23,17 @@ from __future__ import annotations
 __all__ = ["SqlOutbound"]
 
 import contextlib
-from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from datetime import datetime
 from itertools import groupby
 from typing import Any, ClassVar
 
-from adapters.sql.catalog import column_types, holds_time, session_zone, unique_keys
+from adapters.sql.catalog import column_types, session_zone, unique_keys
 from adapters.sql.config import SqlOutboundConfig
 from adapters.sql.numbers import Places, places_of
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
 from adapters.sql.pool import fetch as fetch_rows
 from adapters.sql.target_state import SqlTargetState
+from adapters.sql.times import Convert, converter, epoch, takes_wall_clock
 from bus.adapter_api import (
     Body,
     Context,
@@ -50,11 +50,7 @@ from bus.adapter_api import (
     time_zone,
 )
 
-_STEPS = [10 ** (6 - digits) for digits in range(7)]  # microseconds in the last digit a column keeps
 _STRUCTURED = (dict, list)  # values that go into a column as their JSON text
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_EARLIEST_TIMESTAMP = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)  # MariaDB/MySQL TIMESTAMP's first second
 
 
 class _Dialect:
@@ -69,9 +65,13 @@ class _Dialect:
         # wall-clock time given to them in the session's zone. Each takes FROM_UNIXTIME(epoch).
         self.moments: frozenset[str] = frozenset()
 
+    def mark(self, column: str, n: int) -> str:
+        """The placeholder of the ``n``-th value (from 1) of a statement, a value of ``column``."""
+        raise NotImplementedError
+
     def marks(self, columns: list[str]) -> list[str]:
         """The placeholders of ``columns``, in order."""
-        raise NotImplementedError
+        return [self.mark(c, n) for n, c in enumerate(columns, 1)]
 
     def upsert(self) -> str:
         raise NotImplementedError
@@ -96,8 +96,8 @@ class _Dialect:
 
 
 class _Postgres(_Dialect):
-    def marks(self, columns: list[str]) -> list[str]:
-        return [f"${i}" for i in range(1, len(columns) + 1)]
+    def mark(self, column: str, n: int) -> str:
+        return f"${n}"
 
     def upsert(self) -> str:
         updates = [c for c in self.columns if c not in self.key]
@@ -106,8 +106,8 @@ class _Postgres(_Dialect):
 
 
 class _MySql(_Dialect):
-    def marks(self, columns: list[str]) -> list[str]:
-        return ["FROM_UNIXTIME(%s)" if c in self.moments else "%s" for c in columns]
+    def mark(self, column: str, n: int) -> str:
+        return "FROM_UNIXTIME(%s)" if column in self.moments else "%s"
 
     def upsert(self) -> str:
         return f"{self.insert()}{self.upsert_tail()}"
@@ -139,32 +139,17 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         self._dialect: _Dialect = _Postgres(config) if self._postgres else _MySql(config)
         self._values = Body(config.columns)
         self._zone = time_zone(config.timezone)
-        # Columns whose times are written as wall-clock time in ``timezone``. MariaDB/MySQL: every
-        # column but TIMESTAMP ones (DATETIME holds no zone; the driver wrote an aware time's own
-        # wall clock, so times given with different offsets were stored in different zones, unsaid).
-        # PostgreSQL: those of type ``timestamp`` (without time zone), read from the catalog: asyncpg
-        # refuses an aware time for one, so such a table could not be written at all.
+        # How a time goes into each column, by its type (adapters/sql/times.py): the columns that
+        # take its wall-clock time in ``timezone`` as it is, converted inline (until the catalog is
+        # read, every MariaDB/MySQL column, as DATETIME does), and the others' conversions.
         self._wall_clock: frozenset[str] = frozenset() if self._postgres else frozenset(config.columns)
+        self._times: dict[str, Convert] = {}
         # Columns a record or a list goes into as its JSON text: neither driver takes one (asyncpg
         # "expected str, got dict" for a json, jsonb or text column; PyMySQL "dict can not be used
         # as parameter"), so every such event was dead-lettered. PostgreSQL arrays take a list as
         # it is (the catalog says which columns are arrays).
         self._arrays: frozenset[str] = frozenset()
-        # Date columns (from the catalog): a time goes into one as its date in ``timezone``. asyncpg
-        # took an aware time's own date (23:30 at -05:00 went in as that day, the next in UTC), and
-        # MariaDB the date of the wall clock the hub gave it: by database and by the sender's
-        # offset, one moment landed on different days.
-        self._dates: frozenset[str] = frozenset()
-        # Time-of-day columns (``time``, MariaDB/MySQL ``TIME``) and the digits of a second they keep:
-        # a time goes into one as its wall-clock time of day in ``timezone``, cut to those digits.
-        # asyncpg took an aware time's own time of day (at the sender's offset), rounded, where
-        # MariaDB took the wall clock the hub gave it in ``timezone``.
-        self._times_of_day: dict[str, int] = {}
         self.json_columns: frozenset[str] = frozenset()  # PostgreSQL jsonb: what bus migrate reads back is compared as JSON
-        # Time columns that keep fewer than six digits of a second, and how many (from the catalog):
-        # a time is cut to them here. PostgreSQL rounds (23:59:59.6 into `timestamp(0)` became the
-        # next day), MariaDB cuts: the same event landed in different seconds, or days, by database.
-        self._time_digits: dict[str, int] = {}
         # The mapped columns that keep a fixed number of decimal places (adapters/sql/numbers.py).
         self._places = Places({}, {}, round_them=False, where="")
         self._learned = False  # the table's columns read from the catalog (at start, or at the first write)
@@ -225,52 +210,15 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         for column, value in row.items():
             if isinstance(value, _STRUCTURED) and column not in self._arrays:
                 row[column] = target_json(value, f"column {column}")
-        for column in self._dates:
-            value = row[column]
-            if isinstance(value, datetime):
-                row[column] = (value.astimezone(self._zone) if value.tzinfo is not None else value).date()
-        for column, digits in self._times_of_day.items():
-            value = row[column]
-            if isinstance(value, datetime):
-                local = value.astimezone(self._zone) if value.tzinfo is not None else value
-                row[column] = local.time().replace(microsecond=local.microsecond - local.microsecond % _STEPS[digits])
         for column in self._wall_clock:
             value = row[column]
             if isinstance(value, datetime) and value.tzinfo is not None:
                 row[column] = value.astimezone(self._zone).replace(tzinfo=None)
-        for column in self._dialect.moments:
-            row[column] = self._moment(column, row[column])
-        for column, digits in self._time_digits.items():
-            value = row[column]
-            if isinstance(value, datetime) and value.microsecond % _STEPS[digits]:
-                row[column] = value.replace(microsecond=value.microsecond - value.microsecond % _STEPS[digits])
+        for column, convert in self._times.items():
+            row[column] = convert(row[column])
         if self._places:
             self._places.fit(row)
         return row
-
-    def _moment(self, column: str, value: Any) -> Any:
-        """A value for a MariaDB/MySQL TIMESTAMP column, as the moment it names (a time without a
-        zone, or text of one, is in ``timezone``). The column holds 1970-01-01 00:00:01 UTC at the
-        earliest, and FROM_UNIXTIME gives NULL for an earlier one, even in strict mode."""
-        if value is None:
-            return None
-        if isinstance(value, str):
-            try:
-                value = datetime.fromisoformat(value)
-            except ValueError:
-                raise PermanentError(f"{self._where}: column {column} is a TIMESTAMP and takes a time, not {value!r}") from None
-        elif isinstance(value, date) and not isinstance(value, datetime):
-            value = datetime.combine(value, time())
-        if not isinstance(value, datetime):
-            raise PermanentError(f"{self._where}: column {column} is a TIMESTAMP and takes a time, not {type(value).__name__} {value!r}")
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=self._zone)
-        if value < _EARLIEST_TIMESTAMP:
-            raise PermanentError(
-                f"{self._where}: column {column} is a TIMESTAMP, which holds no time before 1970-01-01 00:00:01 UTC: "
-                f"{value.isoformat()} would be stored as NULL; use a DATETIME column for it"
-            )
-        return value
 
     def arguments(self, row: dict[str, Any], columns: list[str]) -> list[Any]:
         """The statement's values of ``columns``: a TIMESTAMP column's moment as seconds since
@@ -278,7 +226,7 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         if not self._dialect.moments:
             return [row[c] for c in columns]
         moments = self._dialect.moments
-        return [_epoch(row[c]) if c in moments else row[c] for c in columns]
+        return [epoch(row[c]) if c in moments else row[c] for c in columns]
 
     async def _learn_columns(self) -> None:
         """The mapped columns' types, from the catalog: which keep a fixed number of decimal places
@@ -291,12 +239,17 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
         if found is None:
             return
         mapped = {c: found[c.lower()] for c in self.config.columns if c.lower() in found}  # unquoted names fold
-        self._dates = frozenset(c for c, (kind, _) in mapped.items() if kind == "date")
-        self._times_of_day = {
-            c: min(6, 6 if digits is None else digits) for c, (kind, digits) in mapped.items() if kind in ("time", "time without time zone")
+        plain = {c for c, (kind, digits) in mapped.items() if takes_wall_clock(kind, digits, postgres=self._postgres)}
+        if not self._postgres:  # a column the catalog does not list: as before (the write names it)
+            plain |= set(self.config.columns) - set(mapped)
+        self._wall_clock = frozenset(plain)
+        self._times = {
+            c: convert
+            for c, (kind, digits) in mapped.items()
+            if c not in plain
+            and (convert := converter(kind, digits, postgres=self._postgres, zone=self._zone, column=c, where=self._where)) is not None
         }
         if self._postgres:
-            self._wall_clock = frozenset(c for c, (kind, _) in mapped.items() if kind == "timestamp without time zone")
             self._arrays = frozenset(c for c, (kind, _) in mapped.items() if kind.endswith("[]"))
             self.json_columns = frozenset(c for c, (kind, _) in mapped.items() if kind == "jsonb")
         else:
@@ -306,13 +259,9 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
             if self._dialect.moments:
                 with contextlib.suppress(Exception):  # a notice only: a server that cannot answer it still takes the writes
                     await self._say_summer_time()
-            self._wall_clock = frozenset(self.config.columns) - self._dialect.moments
             build = {"upsert": self._dialect.upsert, "insert": self._dialect.insert, "delete": self._dialect.delete}
             self._statement = build[self.config.operation]()
             self._delete = self._dialect.delete()
-        self._time_digits = {
-            c: digits for c, (kind, digits) in mapped.items() if holds_time(kind) and kind != "date" and digits is not None and digits < 6
-        }
         places = {c: n for c, (kind, digits) in mapped.items() if (n := places_of(kind, digits)) is not None}
         kinds = {c: mapped[c][0] for c in places}
         self._places = Places(places, kinds, round_them=self.config.numbers == "round", where=self._where)
@@ -491,13 +440,6 @@ async def _execute_rows(cursor: Any, parts: tuple[str, str, str], rows: list[lis
         chunk.append(one)
         size += len(one) + 1
     await cursor.execute(head + ",".join(chunk) + tail)
-
-
-def _epoch(value: Any) -> Any:
-    """An aware time as seconds since 1970 with six decimal places; anything else as it is."""
-    if not isinstance(value, datetime):
-        return value
-    return Decimal((value - _EPOCH) // _MICROSECOND).scaleb(-6)
 
 
 def _classify(exc: Exception, where: str) -> Exception:

@@ -13,17 +13,15 @@ __all__ = ["SqlTargetState"]
 
 import contextlib
 import json
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from adapters.sql.pool import fetch as fetch_rows
+from adapters.sql.times import from_epoch
 from bus.adapter_api import Event, RetryableError, comparable
 
 if TYPE_CHECKING:
     from adapters.sql.outbound import SqlOutbound
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 READ_CHUNK = 500  # keys per SELECT (PostgreSQL allows 32,767 parameters)
 
 
@@ -54,20 +52,15 @@ class SqlTargetState:
                 with contextlib.suppress(ValueError):
                     row[column] = json.dumps(json.loads(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
-    def _placeholder(self, i: int, column: str) -> str:
-        if self._postgres:
-            return f"${i}"
-        return "FROM_UNIXTIME(%s)" if column in self._out.dialect.moments else "%s"
-
     def _select(self, n: int) -> str:
+        mark = self._out.dialect.mark
         names = list(dict.fromkeys([*self._key, *self._columns]))
         if len(self._key) == 1:
-            where = f"{self._key[0]} IN ({', '.join(self._placeholder(i, self._key[0]) for i in range(1, n + 1))})"
+            where = f"{self._key[0]} IN ({', '.join(mark(self._key[0], i) for i in range(1, n + 1))})"
         else:
             width = len(self._key)
             where = " OR ".join(
-                "(" + " AND ".join(f"{k} = {self._placeholder(r * width + j + 1, k)}" for j, k in enumerate(self._key)) + ")"
-                for r in range(n)
+                "(" + " AND ".join(f"{k} = {mark(k, r * width + j + 1)}" for j, k in enumerate(self._key)) + ")" for r in range(n)
             )
         # A TIMESTAMP column is read as the moment it holds (its wall-clock time would be in the
         # session's zone), as it was written (outbound.py).
@@ -89,7 +82,7 @@ class SqlTargetState:
             for row in rows:
                 for column in self._out.dialect.moments:
                     if row[column] is not None:
-                        row[column] = _EPOCH + timedelta(microseconds=int(Decimal(row[column]) * 1_000_000))
+                        row[column] = from_epoch(row[column])
                 held = {c: row[c] for c in self._columns}
                 self._as_json(held)
                 found[_key_text([row[k] for k in self._key])] = held

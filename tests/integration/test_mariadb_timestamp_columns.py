@@ -27,10 +27,10 @@ import yaml
 
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
-from tests.integration.test_delivery import post
 from tests.integration.test_migrate_files import cli
-from tests.integration.test_sql import eventually, run_sql_at
-from tests.support.hub import build_hub, payment, payment_hub_config, write_config
+from tests.integration.test_migrate_files import write_config as write_migration_config
+from tests.integration.test_sql import eventually, post_paid, run_sql_at
+from tests.support.hub import build_hub, payment_hub_config, write_config
 from tests.support.mariadb_private import private_mariadb
 from tests.support.target import Target
 
@@ -76,10 +76,7 @@ async def test_a_time_goes_into_a_timestamp_column_as_its_moment_whatever_the_se
     }
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
-            events = [payment(i) for i in (1, 2, 3)]
-            for event in events:
-                event["data"]["paid"] = sent[event["data"]["id"]]
-            await post(hub, *events)
+            await post_paid(hub, sent)
 
             async def settled() -> bool:
                 written = len(await run_sql_at(dsn, f"SELECT ref FROM {table}"))
@@ -107,39 +104,22 @@ ROWS = 150
 
 
 def write_migration(tmp_path: Path, dsn: str, table: str) -> Path:
-    with (tmp_path / "export.csv").open("w", newline="") as handle:
+    """test_migrate_files' export migration, of times in several zones, winter and summer, with
+    milliseconds, into one MariaDB table ``table``."""
+    with (tmp_path / "export.csv").open("w", newline="", encoding="latin-1") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["ref", "amount", "currency", "paid"])
-        for i in range(ROWS):  # offsets of several zones, winter and summer, and milliseconds
-            writer.writerow([f"F-{i:04d}", f"{i}.00", "eur", f"2024-{1 + i % 12:02d}-15T{i % 24:02d}:30:00.{i % 1000:03d}-0{i % 8}:00"])
-    document = {
-        "kafka": {"bootstrap": "127.0.0.1:1", "topic_prefix": f"m{uuid.uuid4().hex[:8]}"},
-        "routes": [{"name": "all", "from": "Payment", "to": ["books"]}],
-        "outbound": [
-            {
-                "name": "books",
-                "type": "sql",
-                "dsn": dsn,
-                "table": table,
-                "key": ["ref"],
-                "columns": {"ref": "payment_id", "amount": "decimal(amount) / 100", "paid": "timestamp(description)"},
-            }
-        ],
-        "migrations": [
-            {
-                "name": "export",
-                "source": {"file": {"path": "export.csv"}},
-                "emit": {
-                    "schema": "Payment",
-                    "key": "ref",
-                    "map": {"payment_id": "ref", "amount": "minor_units(amount, currency)", "currency": "currency", "description": "paid"},
-                },
-                "batch_size": 64,
-            }
-        ],
-    }
-    path = tmp_path / "bus.yaml"
-    path.write_text(yaml.safe_dump(document))
+        writer.writerow(["ref", "amount", "currency", "customer", "paid"])
+        for i in range(ROWS):
+            writer.writerow(
+                [f"F-{i:04d}", f"{i}.00", "eur", "Ada", f"2024-{1 + i % 12:02d}-15T{i % 24:02d}:30:00.{i % 1000:03d}-0{i % 8}:00"]
+            )
+    path = write_migration_config(tmp_path, table)
+    document = yaml.safe_load(path.read_text())
+    [books] = [o for o in document["outbound"] if o["name"] == "books"]
+    books["dsn"] = dsn
+    del books["columns"]["customer"]
+    document["outbound"], document["routes"][0]["to"] = [books], ["books"]
+    path.write_text(yaml.safe_dump(document, allow_unicode=True))
     return path
 
 
@@ -219,7 +199,9 @@ async def test_a_migration_from_mariadb_says_its_timestamp_columns_come_in_the_s
     await run_sql_at(dsn, f"CREATE TABLE {target} (ref VARCHAR(64) PRIMARY KEY, amount DECIMAL(12,2), paid TIMESTAMP(3) NULL)")
     path = write_migration(tmp_path, dsn, target)
     document = yaml.safe_load(path.read_text())
-    document["migrations"][0]["source"] = {"sql": {"dsn": dsn, "query": f"SELECT ref, amount, currency, paid FROM {source}"}}
+    document["migrations"][0]["source"] = {
+        "sql": {"dsn": dsn, "query": f"SELECT ref, amount, currency, 'Ada' AS customer, paid FROM {source}"}
+    }
     document["migrations"][0]["emit"]["map"]["description"] = "str(paid)"
     path.write_text(yaml.safe_dump(document))
     try:

@@ -77,6 +77,14 @@ async def written_and_not_refused(hub: Any, kind: str, dsn: str, table: str, out
     assert not letters, dict(letters[0].headers)["bus_error"]
 
 
+async def post_paid(hub: Any, sent: dict[str, str]) -> None:
+    """Post payments pi_1, pi_2... each with ``data.paid`` the time ``sent`` gives it."""
+    events = [payment(i) for i in range(1, len(sent) + 1)]
+    for event in events:
+        event["data"]["paid"] = sent[event["data"]["id"]]
+    await post(hub, *events)
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
     for _ in range(int(timeout / 0.2)):
         if await check():
@@ -390,10 +398,7 @@ async def test_times_go_into_columns_without_a_zone_as_wall_clock_time_in_the_ta
     sent = {"pi_1": "2024-03-01T10:00:00+02:00", "pi_2": "2024-03-01T08:30:00Z", "pi_3": "2024-07-01T12:00:00Z"}  # pi_3: summer time
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
-            events = [payment(i) for i in (1, 2, 3)]
-            for event in events:
-                event["data"]["paid"] = sent[event["data"]["id"]]
-            await post(hub, *events)
+            await post_paid(hub, sent)
 
             async def written() -> bool:
                 for table in tables.values():
@@ -697,10 +702,7 @@ async def test_a_time_goes_into_date_and_time_of_day_columns_as_its_date_and_tim
     }
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
-            events = [payment(i) for i in (1, 2, 3)]
-            for event in events:
-                event["data"]["paid"] = sent[event["data"]["id"]]
-            await post(hub, *events)
+            await post_paid(hub, sent)
 
             async def written() -> bool:
                 return len(await run_sql(kind, dsn, f"SELECT payment_id FROM {table}")) >= 3
