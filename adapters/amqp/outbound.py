@@ -1,9 +1,11 @@
 """``amqp`` outbound: publish each event as a persistent JSON message, with publisher confirms.
 
 Delivered = the broker confirmed the message (it is routed and stored). Unroutable (no queue
-bound for the routing key) or refused by the broker = permanent (dead letter: fix the binding,
-then ``bus dlq replay``). Connection loss or no confirm in ``timeout_s`` = retried. The event id
-is the AMQP ``message_id`` (and ``ce_id`` header), so a consumer can drop repeats.
+bound for the routing key) = permanent (dead letter: fix the binding, then ``bus dlq replay``).
+Retried: a connection loss, no confirm in ``timeout_s``, and a nack: RabbitMQ nacks a message a
+queue at its length limit refuses (``x-overflow: reject-publish``) or that a queue failed to
+store, and takes it once there is room. The event id is the AMQP ``message_id`` (and ``ce_id``
+header), so a consumer can drop repeats.
 """
 
 from __future__ import annotations
@@ -83,8 +85,11 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
                 await self._exchange.publish(self.message(event), routing_key=routing_key)
         except PublishError as exc:
             raise PermanentError(f"unroutable: no queue bound to {where} ({exc!r})") from exc
-        except DeliveryError as exc:
-            raise PermanentError(f"the broker refused the message for {where} ({exc!r})") from exc
+        except DeliveryError as exc:  # a nack: busy, not wrong (dead-lettered, every event was lost while a queue was briefly full)
+            raise RetryableError(
+                f"the broker did not take the message for {where}: it nacked it (a queue at its length limit with "
+                f"x-overflow reject-publish, or a queue that failed to store it) ({exc!r})"
+            ) from exc
         except TimeoutError as exc:
             raise RetryableError(f"no confirm from the AMQP broker within {self.config.timeout_s:g}s for {where}") from exc
         except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:

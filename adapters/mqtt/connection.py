@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "BoundedReads",
     "PahoAcks",
+    "PublishOutcomes",
     "SessionFlag",
     "client_for",
     "connect",
@@ -19,11 +20,13 @@ __all__ = [
     "user_property",
 ]
 
+from contextvars import ContextVar
 from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.properties import Properties, VariableByteIntegers
+from paho.mqtt.reasoncodes import ReasonCode
 
 from bus.adapter_api import KEPT_OF_TOO_LARGE, MAX_MESSAGE_BYTES, RetryableError, Truncated
 
@@ -91,6 +94,76 @@ class SessionFlag:
             given(*args)
 
         paho.on_connect = on_connect
+
+
+# The packet id of the PUBLISH the current task sent last: set by ``PublishOutcomes``'s wrap of
+# paho's publish, which aiomqtt calls in the publishing task, and read in that task after the wait.
+_SENT: ContextVar[int] = ContextVar("mqtt_publish_mid")
+
+# PUBACK reason codes (MQTT 5, 3.4.2.1) that will be given again to the same message: not
+# authorized, topic name invalid, payload format invalid. The others (unspecified, implementation
+# specific, packet identifier in use, quota exceeded) may pass, and are retried.
+REFUSED_FOR_GOOD = frozenset({0x87, 0x90, 0x99})
+
+
+class PublishOutcomes:
+    """What an MQTT 5 broker answered to each publish, which aiomqtt drops.
+
+    A broker that does not take a QoS 1 message says so in its PUBACK's reason code (0x87 "Not
+    authorized" for a topic its ACL denies, 0x97 "Quota exceeded", ...), and aiomqtt's publish
+    returns as for a stored message: the hub counted such an event delivered and it was gone. paho
+    hands the code to its ``on_publish`` callback, which is wrapped here; ``refusal()`` gives the
+    current task's last publish's code if it was a failure. The broker's Maximum Packet Size (its
+    CONNACK) is kept too: a larger PUBLISH makes the broker close the connection, on every try.
+    MQTT 3.1.1 has neither: its broker acknowledges a message it drops like one it stores.
+
+    Reaches paho through aiomqtt's ``_client``, like ``PahoAcks``; checked at start.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        paho: Any = getattr(client, "_client", None)
+        hooks = ("publish", "on_publish", "on_connect")
+        if paho is None or not all(callable(getattr(paho, name, None)) for name in hooks):
+            raise RuntimeError(
+                f"aiomqtt {getattr(aiomqtt, '__version__', '?')} no longer wraps a paho client as before: "
+                "a broker's refusal of a message (its PUBACK's reason code) could not be read"
+            )
+        self.maximum_packet_size: int | None = None
+        self._refused: dict[int, ReasonCode] = {}
+        publish, on_publish, on_connect = paho.publish, paho.on_publish, paho.on_connect
+
+        def publish_noting_its_id(*args: Any, **kwargs: Any) -> Any:
+            info = publish(*args, **kwargs)
+            _SENT.set(info.mid)
+            return info
+
+        def on_publish_noting_refusals(client: Any, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
+            if reason.is_failure:
+                self._refused[mid] = reason
+            on_publish(client, userdata, mid, reason, properties)
+
+        def on_connect_noting_limits(*args: Any) -> None:  # (client, userdata, flags, reason, properties)
+            properties = args[4] if len(args) > 4 else None
+            self.maximum_packet_size = getattr(properties, "MaximumPacketSize", None)
+            on_connect(*args)
+
+        paho.publish = publish_noting_its_id
+        paho.on_publish = on_publish_noting_refusals
+        paho.on_connect = on_connect_noting_limits
+
+    def refusal(self) -> ReasonCode | None:
+        """The broker's failure code for the publish this task made last, if it refused it."""
+        mid = _SENT.get(None)
+        return None if mid is None else self._refused.pop(mid, None)
+
+
+def publish_packet_size(topic: str, payload: bytes, properties: Properties | None, *, protocol: str) -> int:
+    """The bytes of a QoS 1 PUBLISH packet as paho builds it (MQTT 3.3): fixed header, topic,
+    packet id, MQTT 5's properties, payload."""
+    remaining = 2 + len(topic.encode()) + 2 + len(payload)
+    if protocol == "5":
+        remaining += len(properties.pack()) if properties is not None else 1  # type: ignore[no-untyped-call]
+    return 1 + len(VariableByteIntegers.encode(remaining)) + remaining  # type: ignore[no-untyped-call]
 
 
 class PahoAcks:

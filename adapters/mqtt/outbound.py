@@ -3,6 +3,13 @@
 A broker that does not answer within ``timeout_s`` or a lost connection is retried (the
 connection is made again). MQTT 3.1.1 has no message id field: the event id travels in the
 payload when the ``body`` maps ``$id``, so subscribers can drop repeats.
+
+On MQTT 5 the broker's answer is read: a message it refuses for good (its PUBACK says not
+authorized, topic name invalid or payload format invalid) is permanent, a dead letter with the
+broker's reason; one it refuses for now (quota exceeded, unspecified) is retried. A message
+larger than the broker's Maximum Packet Size is permanent before it is sent (sent, the broker
+closes the connection, on every try). A 3.1.1 broker acknowledges a message it drops (an ACL's
+denial, its ``message_size_limit``) as one it stores: use ``protocol: "5"`` to hear of it.
 """
 
 from __future__ import annotations
@@ -15,8 +22,15 @@ from typing import ClassVar
 import aiomqtt
 
 from adapters.mqtt.config import MqttOutboundConfig
-from adapters.mqtt.connection import client_for, connect, publish_properties
-from bus.adapter_api import Body, Context, Event, Health, Outbound, RetryableError, compile_template, one_level, target_json
+from adapters.mqtt.connection import (
+    REFUSED_FOR_GOOD,
+    PublishOutcomes,
+    client_for,
+    connect,
+    publish_packet_size,
+    publish_properties,
+)
+from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, one_level, target_json
 
 
 class MqttOutbound(Outbound[MqttOutboundConfig]):
@@ -29,12 +43,14 @@ class MqttOutbound(Outbound[MqttOutboundConfig]):
         # A value is one topic level: '/' would publish a level deeper (another account's topic).
         self._topic = compile_template(config.topic, escape=one_level("the MQTT topic", "/+#"))
         self._client: aiomqtt.Client | None = None
+        self._outcomes: PublishOutcomes | None = None
 
     async def start(self) -> None:
         if self._client is None:
             client = client_for(self.config, None, persistent=False)
+            outcomes = PublishOutcomes(client)  # before connecting: the CONNACK's limits are read
             await connect(client, self.config)
-            self._client = client
+            self._client, self._outcomes = client, outcomes
 
     async def stop(self) -> None:
         client, self._client = self._client, None
@@ -48,15 +64,23 @@ class MqttOutbound(Outbound[MqttOutboundConfig]):
     async def deliver(self, event: Event) -> None:
         if self._client is None:
             await self.start()  # a lost connection is made again here; failing raises RetryableError
-        assert self._client is not None
+        assert self._client is not None and self._outcomes is not None
         topic = self._topic(event.data, event.meta())
-        payload = target_json(self._body.render(event), "message")
+        payload = target_json(self._body.render(event), "message").encode()
+        # MQTT 5: the trace continues to the subscribers (a user property, as the W3C MQTT draft has it).
+        properties = publish_properties(traceparent=event.traceparent) if self.config.protocol == "5" else None
+        where = f"{topic!r} on {self.config.host}:{self.config.port}"
+        largest = self._outcomes.maximum_packet_size
+        if largest is not None and (size := publish_packet_size(topic, payload, properties, protocol=self.config.protocol)) > largest:
+            raise PermanentError(f"the message is a {size:,}-byte packet, over the {largest:,} bytes the broker takes, for {where}")
         try:
-            # MQTT 5: the trace continues to the subscribers (a user property, as the W3C MQTT draft has it).
-            properties = publish_properties(traceparent=event.traceparent) if self.config.protocol == "5" else None
             await self._client.publish(
                 topic, payload, qos=1, retain=self.config.retain, timeout=self.config.timeout_s, properties=properties
             )
         except aiomqtt.MqttError as exc:
             await self.stop()
-            raise RetryableError(f"mqtt publish to {topic!r} on {self.config.host}:{self.config.port} failed: {exc}") from exc
+            raise RetryableError(f"mqtt publish to {where} failed: {exc}") from exc
+        refused = self._outcomes.refusal()
+        if refused is not None:
+            said = f"the broker refused the message for {where}: {refused} (reason code 0x{refused.value:02x})"
+            raise PermanentError(said) if refused.value in REFUSED_FOR_GOOD else RetryableError(said)

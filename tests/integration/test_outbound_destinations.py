@@ -8,34 +8,19 @@ broker were down, its key's later events held behind it."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bus.adapter_api import Context, Event, PermanentError
+from bus.adapter_api import Event, PermanentError
 from tests.conftest import require_service
+from tests.support.outbounds import outbound
 
 
 def event(account: str, i: int = 0) -> Event:
     return Event(schema="UsageMetric", data={"account": account, "value": 1.0}, source="/t", id=f"e{i}")
-
-
-def build(kind: str, spec: dict[str, Any]) -> Any:
-    modules = {
-        "mqtt": ("adapters.mqtt.config", "MqttOutboundConfig", "adapters.mqtt.outbound", "MqttOutbound"),
-        "nats": ("adapters.nats.config", "NatsOutboundConfig", "adapters.nats.outbound", "NatsOutbound"),
-        "kafka": ("adapters.kafka.config", "KafkaOutboundConfig", "adapters.kafka.outbound", "KafkaOutbound"),
-        "amqp": ("adapters.amqp.config", "AmqpOutboundConfig", "adapters.amqp.outbound", "AmqpOutbound"),
-    }
-    import importlib
-
-    config_module, config_name, adapter_module, adapter_name = modules[kind]
-    config = getattr(importlib.import_module(config_module), config_name).model_validate({"name": "out", "type": kind, **spec})
-    return getattr(importlib.import_module(adapter_module), adapter_name)(config, Context("out", logging.getLogger("test")))
 
 
 async def test_an_mqtt_topic_value_is_one_level_and_cannot_reach_another_accounts_topic() -> None:
@@ -43,7 +28,7 @@ async def test_an_mqtt_topic_value_is_one_level_and_cannot_reach_another_account
     import aiomqtt
 
     run = uuid.uuid4().hex[:8]
-    out = build("mqtt", {"host": "127.0.0.1", "topic": f"t{run}/accounts/${{account}}/alerts"})
+    out = outbound("mqtt", {"host": "127.0.0.1", "topic": f"t{run}/accounts/${{account}}/alerts"})
     received: list[str] = []
     async with aiomqtt.Client("127.0.0.1", 1883) as listener:
         await listener.subscribe(f"t{run}/accounts/victim/#", qos=1)  # what the victim account's devices listen to
@@ -77,7 +62,7 @@ async def test_a_nats_subject_value_is_one_token() -> None:
     connection = await nats.connect("nats://127.0.0.1:4222")
     stream = connection.jetstream()
     await stream.add_stream(name=f"DEST_{run}", subjects=[f"d{run}.>"])
-    out = build("nats", {"url": "nats://127.0.0.1:4222", "subject": f"d{run}.accounts.${{account}}.alerts"})
+    out = outbound("nats", {"url": "nats://127.0.0.1:4222", "subject": f"d{run}.accounts.${{account}}.alerts"})
     await out.start()
     try:
         for value, refused in (
@@ -98,7 +83,7 @@ async def test_a_nats_subject_value_is_one_token() -> None:
 
 
 async def test_a_kafka_topic_or_an_amqp_routing_key_the_broker_would_refuse_is_refused_first(bootstrap: str) -> None:
-    out = build("kafka", {"bootstrap": bootstrap, "topic": "sites.${account}"})
+    out = outbound("kafka", {"bootstrap": bootstrap, "topic": "sites.${account}"})
     await out.start()
     try:
         for value in ("a b", "a/b", "x" * 300):
@@ -109,7 +94,7 @@ async def test_a_kafka_topic_or_an_amqp_routing_key_the_broker_would_refuse_is_r
         await out.stop()
 
     require_service("RabbitMQ", "127.0.0.1", 5672)
-    amqp = build("amqp", {"url": "amqp://guest:guest@127.0.0.1:5672/", "routing_key": "alerts.${account}"})
+    amqp = outbound("amqp", {"url": "amqp://guest:guest@127.0.0.1:5672/", "routing_key": "alerts.${account}"})
     await amqp.start()
     try:
         with pytest.raises(PermanentError, match="over AMQP's 255"):

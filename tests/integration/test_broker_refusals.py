@@ -1,0 +1,155 @@
+"""A target broker that answers "no" is heard, and told apart from one that is down.
+
+Each broker has a way to refuse one message while it stays up: an MQTT 5 PUBACK with a failure
+reason code (a topic its ACL denies), a JetStream error (a stream full for now, a message over the
+stream's largest), a RabbitMQ nack (a queue at its length limit with ``x-overflow:
+reject-publish``). The hub took an MQTT refusal for a delivery (the event was gone, unsaid),
+dead-lettered every event while a RabbitMQ queue was briefly full, and retried for a day a message
+that would never fit a stream or a broker's largest packet, as if the broker were down, reconnecting
+on every try. Against real brokers: the machine's NATS and RabbitMQ, and Mosquitto brokers of the
+test's own (an ACL, a largest packet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from adapters.mqtt.connection import publish_packet_size, publish_properties
+from bus.adapter_api import Event, PermanentError, RetryableError, target_json
+from tests.conftest import require_service
+from tests.support.mosquitto_private import private_mosquitto
+from tests.support.outbounds import outbound
+
+
+def event(text: str, i: int = 0) -> Event:
+    return Event(schema="UsageMetric", data={"account": text, "value": 1.0}, source="/t", id=f"e{i}")
+
+
+async def received(client: aiomqtt.Client, count: int, timeout: float = 10) -> list[bytes]:
+    got: list[bytes] = []
+
+    async def take() -> None:
+        async for message in client.messages:
+            got.append(bytes(message.payload))
+            if len(got) == count:
+                return
+
+    await asyncio.wait_for(take(), timeout)
+    return got
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_an_mqtt_topic_the_brokers_acl_denies_is_a_refusal_on_mqtt_5(protocol: str) -> None:
+    with private_mosquitto(allowed="open/#") as port:
+        out = outbound("mqtt", {"host": "127.0.0.1", "port": port, "topic": "${account}/x", "protocol": protocol, "timeout_s": 5})
+        async with aiomqtt.Client("127.0.0.1", port) as listener:
+            await listener.subscribe("open/#", qos=1)
+            await out.start()
+            try:
+                if protocol == "5":
+                    with pytest.raises(PermanentError, match=r"refused the message for 'closed/x' .*Not authorized \(reason code 0x87\)"):
+                        await out.deliver(event("closed"))
+                else:  # 3.1.1 has no way to say it: the broker acknowledges the message it drops
+                    await out.deliver(event("closed"))
+                await out.deliver(event("open", 1))  # the same connection goes on: allowed topics are delivered
+                assert [b'"open"' in payload for payload in await received(listener, 1)] == [True]
+            finally:
+                await out.stop()
+
+
+async def test_an_mqtt_message_over_the_brokers_largest_packet_is_refused_before_it_is_sent() -> None:
+    """Sent, the broker closes the connection (every try, and the other events' publishes with it):
+    the broker's Maximum Packet Size from its CONNACK is checked first, to the byte."""
+    largest = 1000
+    with private_mosquitto(f"max_packet_size {largest}") as port:
+        out = outbound("mqtt", {"host": "127.0.0.1", "port": port, "topic": "big/x", "protocol": "5", "timeout_s": 5})
+
+        def packet(e: Event) -> tuple[bytes, int]:
+            body = target_json(out._body.render(e), "message").encode()  # what deliver sends
+            return body, publish_packet_size("big/x", body, publish_properties(traceparent=e.traceparent), protocol="5")
+
+        at_limit = event("a" * 900)
+        while (size := packet(at_limit)[1]) != largest:
+            at_limit.data["account"] = "a" * (len(at_limit.data["account"]) + largest - size)
+        over = event("a" * (len(at_limit.data["account"]) + 1), 1)
+        over.traceparent = at_limit.traceparent
+        assert (packet(at_limit)[1], packet(over)[1]) == (largest, largest + 1)
+
+        async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as listener:
+            await listener.subscribe("big/#", qos=1)
+            await out.start()
+            try:
+                with pytest.raises(PermanentError, match=r"a 1,001-byte packet, over the 1,000 bytes the broker takes"):
+                    await out.deliver(over)
+                await out.deliver(at_limit)  # the largest packet the broker takes is delivered, on the same connection
+                assert [len(p) for p in await received(listener, 1)] == [len(packet(at_limit)[0])]
+            finally:
+                await out.stop()
+
+        # Sent anyway, a larger packet costs the connection. (Mosquitto counts a packet's size without
+        # its length's own bytes, so it takes up to 2 bytes more than MQTT 5's total packet size,
+        # which is what the hub measures and what other brokers count.)
+        bigger = event("a" * (len(over.data["account"]) + 10), 2)
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5, timeout=3) as plain:
+                await plain.publish("big/x", packet(bigger)[0], qos=1, properties=publish_properties(traceparent=bigger.traceparent))
+
+
+async def test_jetstream_refusals_are_told_apart_full_for_now_or_never_fits() -> None:
+    require_service("NATS", "127.0.0.1", 4222)
+    import nats
+    from nats.js.api import DiscardPolicy, StreamConfig
+
+    run = uuid.uuid4().hex[:8]
+    connection = await nats.connect("nats://127.0.0.1:4222")
+    js = connection.jetstream()
+    await js.add_stream(StreamConfig(name=f"R_{run}", subjects=[f"r{run}.>"], max_msgs=2, discard=DiscardPolicy.NEW, max_msg_size=2000))
+    out = outbound("nats", {"url": "nats://127.0.0.1:4222", "subject": f"r{run}.x"})
+    await out.start()
+    try:
+        with pytest.raises(PermanentError, match=r"stream refused the message .*message size exceeds maximum allowed \(status 400"):
+            await out.deliver(event("a" * 3000))
+        max_payload = connection.max_payload
+        with pytest.raises(PermanentError, match=rf"over the NATS server's max_payload of {max_payload:,}"):
+            await out.deliver(event("a" * max_payload))
+        await out.deliver(event("one", 1))
+        await out.deliver(event("two", 2))
+        with pytest.raises(RetryableError, match=r"did not take the message .*maximum messages exceeded \(status 503"):
+            await out.deliver(event("three", 3))
+        await js.purge_stream(f"R_{run}")  # the stream's consumer caught up: the same event goes in when tried again
+        await out.deliver(event("three", 3))
+        assert (await js.stream_info(f"R_{run}")).state.messages == 1
+    finally:
+        await out.stop()
+        await js.delete_stream(f"R_{run}")
+        await connection.close()
+
+
+async def test_a_rabbitmq_queue_at_its_length_limit_is_busy_not_a_dead_letter() -> None:
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    import aio_pika
+
+    queue_name = f"full-{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    channel = await connection.channel()
+    arguments: dict[str, Any] = {"x-max-length": 2, "x-overflow": "reject-publish"}
+    queue = await channel.declare_queue(queue_name, arguments=arguments, auto_delete=True)
+    out = outbound("amqp", {"url": "amqp://guest:guest@127.0.0.1:5672/", "routing_key": queue_name})
+    await out.start()
+    try:
+        await out.deliver(event("one", 1))
+        await out.deliver(event("two", 2))
+        with pytest.raises(RetryableError, match=r"the broker did not take the message .*a queue at its length limit"):
+            await out.deliver(event("three", 3))
+        message = await queue.get(timeout=5)  # a consumer takes one: there is room again
+        await message.ack()
+        await out.deliver(event("three", 3))
+        assert (await channel.declare_queue(queue_name, arguments=arguments, auto_delete=True)).declaration_result.message_count == 2
+    finally:
+        await out.stop()
+        await connection.close()
