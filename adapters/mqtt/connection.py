@@ -113,8 +113,9 @@ class PublishOutcomes:
     authorized" for a topic its ACL denies, 0x97 "Quota exceeded", ...), and aiomqtt's publish
     returns as for a stored message: the hub counted such an event delivered and it was gone. paho
     hands the code to its ``on_publish`` callback, which is wrapped here; ``refusal()`` gives the
-    current task's last publish's code if it was a failure. The broker's Maximum Packet Size (its
-    CONNACK) is kept too: a larger PUBLISH makes the broker close the connection, on every try.
+    current task's last publish's code if it was a failure. The broker's Maximum Packet Size and
+    Maximum QoS (its CONNACK) are kept too: a larger PUBLISH, or one at a higher QoS, makes the
+    broker close the connection, on every try.
     MQTT 3.1.1 has neither: its broker acknowledges a message it drops like one it stores.
 
     Reaches paho through aiomqtt's ``_client``, like ``PahoAcks``; checked at start.
@@ -129,6 +130,7 @@ class PublishOutcomes:
                 "a broker's refusal of a message (its PUBACK's reason code) could not be read"
             )
         self.maximum_packet_size: int | None = None
+        self.maximum_qos: int | None = None  # MQTT 5 brokers that take less than QoS 2 say so
         self._refused: dict[int, ReasonCode] = {}
         publish, on_publish, on_connect = paho.publish, paho.on_publish, paho.on_connect
 
@@ -145,6 +147,7 @@ class PublishOutcomes:
         def on_connect_noting_limits(*args: Any) -> None:  # (client, userdata, flags, reason, properties)
             properties = args[4] if len(args) > 4 else None
             self.maximum_packet_size = getattr(properties, "MaximumPacketSize", None)
+            self.maximum_qos = getattr(properties, "MaximumQoS", None)
             on_connect(*args)
 
         paho.publish = publish_noting_its_id

@@ -5,6 +5,12 @@ acknowledgement is switched on in ``adapters.mqtt.connection``. A message the hu
 is never acknowledged: with a persistent session the broker delivers it again after a restart.
 MQTT has no negative acknowledgement, so while Kafka cannot take an event the message is held
 and tried again.
+
+The broker's answer to each subscription is read: one it refuses (an ACL that denies the topic
+filter, on brokers that say so in the SUBACK) fails the start, retried, with the broker's reason in
+``/readyz``, as a broker that cannot be reached does; it used to look subscribed while nothing came.
+One granted at QoS 0 only (a broker's ``max_qos 0``) is said at WARNING and in the console's
+attention: such messages come without an acknowledgement, so one in flight when the hub stops is lost.
 """
 
 from __future__ import annotations
@@ -12,8 +18,8 @@ from __future__ import annotations
 __all__ = ["MqttInbound"]
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
-from typing import ClassVar
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import aiomqtt
 from paho.mqtt.client import topic_matches_sub
@@ -36,6 +42,7 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         self._acks: PahoAcks | None = None
         self._pass_retained = False  # this connection found its session kept: retained messages are re-sends
         self._new_filters: list[str] = []  # topics the kept session did not have: their retained messages are new
+        self._at_most_once: list[str] = []  # topic filters the broker granted at QoS 0 only
 
     async def open(self) -> None:
         client = client_for(self.config, self.config.client_id or f"bus-{self.config.name}", persistent=self.config.persistent_session)
@@ -61,18 +68,39 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
             if gone:
                 await client.unsubscribe(gone)
                 self.ctx.logger.info("mqtt %s unsubscribed its kept session from %s (no longer in the config)", self.config.name, gone)
+            granted = {}
             for topic in self.config.topics:
                 if options is not None:
-                    await client.subscribe(topic, options=options)
+                    granted[topic] = await client.subscribe(topic, options=options)
                 else:
-                    await client.subscribe(topic, qos=1)
+                    granted[topic] = await client.subscribe(topic, qos=1)
+            self._check_granted(granted)
             if self.config.persistent_session and (had is None or sorted(had) != sorted(self.config.topics)):
                 await self._remember_subscribed()
-        except (aiomqtt.MqttError, KafkaUnavailable) as exc:
-            await client.__aexit__(None, None, None)
+        except (aiomqtt.MqttError, KafkaUnavailable, RetryableError) as exc:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+            if isinstance(exc, RetryableError):
+                raise
             raise RetryableError(f"mqtt {self.config.name}: cannot subscribe to {self.config.topics}: {exc}") from exc
         self._client, self._acks = client, acks
         self.ctx.logger.info("mqtt %s subscribed to %s on %s:%d", self.config.name, self.config.topics, self.config.host, self.config.port)
+
+    def _check_granted(self, granted: Mapping[str, Sequence[Any]]) -> None:
+        """The SUBACK of each subscription: a refusal is an error, QoS 0 (no acknowledgements) a warning."""
+        refused = {topic: codes[0] for topic, codes in granted.items() if _value(codes[0]) >= 0x80}
+        if refused:
+            said = ", ".join(
+                f"{topic!r}: {getattr(code, 'getName', lambda: 'Failure')()} (0x{_value(code):02x})" for topic, code in refused.items()
+            )
+            raise RetryableError(f"mqtt {self.config.name}: the broker refused the subscription to {said}")
+        at_most_once = [topic for topic, codes in granted.items() if _value(codes[0]) == 0]
+        if at_most_once != self._at_most_once and at_most_once:
+            self.ctx.logger.warning("mqtt %s: %s", self.config.name, _at_most_once(at_most_once))
+        self._at_most_once = at_most_once
+
+    def attention(self) -> str:
+        return _at_most_once(self._at_most_once) if self._at_most_once else ""
 
     async def _subscribed(self) -> list[str] | None:
         """The topics the persistent session was last subscribed to, or None if never said (a hub
@@ -124,3 +152,15 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
 
     def connected(self) -> bool:
         return self._client is not None
+
+
+def _value(code: Any) -> int:
+    """A SUBACK's code: paho gives MQTT 5's as a ReasonCode and 3.1.1's granted QoS as an int or a ReasonCode."""
+    return int(getattr(code, "value", code))
+
+
+def _at_most_once(topics: list[str]) -> str:
+    return (
+        f"the broker granted {', '.join(map(repr, topics))} at QoS 0 only (its max_qos): those messages come without an "
+        "acknowledgement, so one in flight when the hub stops or loses its connection is lost; allow QoS 1 at the broker"
+    )

@@ -8,7 +8,8 @@ On MQTT 5 the broker's answer is read: a message it refuses for good (its PUBACK
 authorized, topic name invalid or payload format invalid) is permanent, a dead letter with the
 broker's reason; one it refuses for now (quota exceeded, unspecified) is retried. A message
 larger than the broker's Maximum Packet Size is permanent before it is sent (sent, the broker
-closes the connection, on every try). A 3.1.1 broker acknowledges a message it drops (an ACL's
+closes the connection, on every try). A broker whose Maximum QoS is 0 fails the start, retried,
+with that reason: it would close the connection on every QoS 1 publish. A 3.1.1 broker acknowledges a message it drops (an ACL's
 denial, its ``message_size_limit``) as one it stores: use ``protocol: "5"`` to hear of it.
 """
 
@@ -50,6 +51,13 @@ class MqttOutbound(Outbound[MqttOutboundConfig]):
             client = client_for(self.config, None, persistent=False)
             outcomes = PublishOutcomes(client)  # before connecting: the CONNACK's limits are read
             await connect(client, self.config)
+            if outcomes.maximum_qos == 0:  # every QoS 1 publish would cost the connection: not ready, saying why
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.__aexit__(None, None, None)
+                raise RetryableError(
+                    f"mqtt {self.config.name}: the broker at {self.config.host}:{self.config.port} takes QoS 0 only (its "
+                    "Maximum QoS): the hub publishes at QoS 1, so that the broker confirms each message; allow QoS 1 there"
+                )
             self._client, self._outcomes = client, outcomes
 
     async def stop(self) -> None:

@@ -13,6 +13,7 @@ test's own (an ACL, a largest packet).
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -153,3 +154,97 @@ async def test_a_rabbitmq_queue_at_its_length_limit_is_busy_not_a_dead_letter() 
     finally:
         await out.stop()
         await connection.close()
+
+
+def mqtt_inbound(port: int, topics: list[str], protocol: str = "3.1.1") -> Any:
+    from adapters.mqtt.config import MqttInboundConfig
+    from adapters.mqtt.inbound import MqttInbound
+    from bus.adapter_api import Context
+
+    class NoSink:  # the subscription is what is looked at; no message is read
+        async def publish(self, event: object) -> None: ...
+
+    spec = {"type": "mqtt", "name": "sensors", "host": "127.0.0.1", "port": port, "topics": topics, "protocol": protocol}
+    config = MqttInboundConfig.model_validate({**spec, "persistent_session": False, "emit": {"schema": "Payment"}})
+    return MqttInbound(config, Context(name="sensors", logger=logging.getLogger("bus.adapter.sensors"), sink=NoSink()))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_an_mqtt_subscription_granted_at_qos_0_only_is_said(protocol: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Such messages come without an acknowledgement: one in flight when the hub stops is lost."""
+    with private_mosquitto("max_qos 0") as port:
+        inbound = mqtt_inbound(port, ["plant/+/temp"], protocol)
+        with caplog.at_level(logging.WARNING):
+            await inbound.open()
+        try:
+            said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(said) == 1 and "granted 'plant/+/temp' at QoS 0 only" in said[0]
+            assert "in flight when the hub stops" in inbound.attention()
+        finally:
+            await inbound.close()
+    with private_mosquitto() as port:  # a broker that allows QoS 1 says nothing
+        inbound = mqtt_inbound(port, ["plant/+/temp"], protocol)
+        caplog.clear()
+        await inbound.open()
+        await inbound.close()
+        assert inbound.attention() == "" and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_an_mqtt_subscription_the_broker_refuses_fails_the_start_saying_so() -> None:
+    """Mosquitto grants any subscription and filters by its ACL later; brokers such as HiveMQ, EMQX
+    or AWS IoT refuse a denied filter in the SUBACK (0x80). A stand-in broker answers as they do:
+    the adapter looked subscribed, and nothing ever came."""
+    refused_filter = "plant/secret/#"
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readexactly(1)
+                length, shift = 0, 0
+                while True:  # the remaining length, a variable byte integer
+                    byte = (await reader.readexactly(1))[0]
+                    length += (byte & 0x7F) << shift
+                    shift += 7
+                    if byte < 0x80:
+                        break
+                body = await reader.readexactly(length)
+                kind = head[0] & 0xF0
+                if kind == 0x10:  # CONNECT: accepted
+                    writer.write(bytes([0x20, 2, 0, 0]))
+                elif kind == 0x80:  # SUBSCRIBE (one filter per packet, as paho sends them): 0x80 for the denied one
+                    packet_id, name_length = body[:2], int.from_bytes(body[2:4], "big")
+                    name = body[4 : 4 + name_length].decode()
+                    writer.write(bytes([0x90, 3]) + packet_id + bytes([0x80 if name == refused_filter else 1]))
+                elif kind == 0xC0:  # PINGREQ
+                    writer.write(bytes([0xD0, 0]))
+                elif kind == 0xE0:  # DISCONNECT
+                    break
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        inbound = mqtt_inbound(port, ["plant/+/temp", refused_filter])
+        with pytest.raises(RetryableError, match=r"the broker refused the subscription to 'plant/secret/#': .*\(0x80\)"):
+            await inbound.open()
+        assert not inbound.connected()
+        inbound = mqtt_inbound(port, ["plant/+/temp"])  # the filters it grants: started
+        await inbound.open()
+        assert inbound.connected()
+        await inbound.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_mqtt_5_broker_that_takes_qos_0_only_keeps_the_outbound_from_starting_saying_why() -> None:
+    """Every QoS 1 publish cost the connection and was retried, for a day, as "Operation timed out"."""
+    with private_mosquitto("max_qos 0") as port:
+        out = outbound("mqtt", {"host": "127.0.0.1", "port": port, "topic": "x", "protocol": "5", "timeout_s": 5})
+        with pytest.raises(RetryableError, match=r"takes QoS 0 only \(its Maximum QoS\)"):
+            await out.start()
+        assert not (await out.health()).ok
