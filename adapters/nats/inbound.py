@@ -4,6 +4,13 @@ Batches of ``batch`` messages are fetched; the consume loop and the in-order ack
 are ``bus.queue_inbound``'s, with at most ``batch`` messages in flight. Bad payloads go to the
 inbound dead-letter topic and are acknowledged; while Kafka cannot take an event, its message is
 held and marked in progress (its ack wait starts again, and no redelivery is counted).
+
+A durable consumer deleted while the hub reads it (by an operator, or with its stream) left the
+fetches timing out for good, the adapter connected and healthy, nothing read: while no message
+comes, whether the consumer is still there is asked every ``CHECK_IDLE_S``. Gone, the consume
+task fails saying so (the hub restarts the adapter and reports it), and the consumer is made
+again from after the last message the hub acknowledged, or from the stream's start when the
+stream itself was made again.
 """
 
 from __future__ import annotations
@@ -12,18 +19,21 @@ __all__ = ["NatsInbound"]
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from adapters.nats.config import NatsInboundConfig
 from adapters.nats.connection import connect
 from bus.adapter_api import Context, RetryableError
 from bus.queue_inbound import QueueInbound
+
+CHECK_IDLE_S = 10.0  # while nothing comes, how often the durable consumer's presence is checked
 
 
 class NatsInbound(QueueInbound[NatsInboundConfig]):
@@ -35,6 +45,10 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         super().__init__(config, ctx)
         self._connection: Any = None
         self._subscription: Any = None
+        # Where the hub is in the stream, kept across restarts of the adapter (not of the hub): a
+        # consumer deleted meanwhile is made again from after the last message acknowledged.
+        self._stream_made: Any = None  # the stream's creation time: another value is another stream
+        self._acknowledged = 0  # the stream sequence of the last message acknowledged
 
     def max_in_flight(self) -> int:
         return self.config.batch
@@ -44,12 +58,12 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         try:
             js = connection.jetstream()
             try:
-                await js.stream_info(self.config.stream)
+                stream = await js.stream_info(self.config.stream)
             except NotFoundError:
                 if not self.config.declare:
                     raise
-                await js.add_stream(name=self.config.stream, subjects=[self.config.subject])
-            durable = self.config.durable or f"bus-{self.config.name}"
+                stream = await js.add_stream(name=self.config.stream, subjects=[self.config.subject])
+            durable = self._durable()
             try:
                 info = await js.consumer_info(self.config.stream, durable)
             except NotFoundError:  # none yet: pull_subscribe makes it with the config's subject
@@ -57,6 +71,9 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
             if info is not None:
                 self._check_acks(info, durable)
                 await self._follow_subject(js, info, durable)
+            else:
+                await self._resume_lost(js, stream, durable)
+            self._stream_made = stream.created
             subscription = await js.pull_subscribe(self.config.subject, durable=durable, stream=self.config.stream)
         except NatsError as exc:
             await connection.close()
@@ -66,6 +83,33 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
             raise
         self._connection, self._subscription = connection, subscription
         self.ctx.logger.info("nats %s consuming %s from stream %s", self.config.name, self.config.subject, self.config.stream)
+
+    def _durable(self) -> str:
+        return self.config.durable or f"bus-{self.config.name}"
+
+    async def _resume_lost(self, js: Any, stream: Any, durable: str) -> None:
+        """The durable consumer is gone though this adapter read through it before: made again
+        from after the last message acknowledged, if the stream is the one it read (pull_subscribe
+        would make it from the stream's start, and every message read before would come again)."""
+        if self._stream_made is None:
+            return  # never read here: pull_subscribe makes it, from the start
+        if stream.created != self._stream_made:
+            self._acknowledged = 0
+            self.ctx.logger.warning(
+                "nats %s: stream %s was made again since it was last read; durable consumer %s reads it from its start",
+                self.config.name, self.config.stream, durable,
+            )  # fmt: skip
+            return
+        start = self._acknowledged + 1
+        config = ConsumerConfig(
+            durable_name=durable, filter_subject=self.config.subject, ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+        )  # fmt: skip
+        await js.add_consumer(self.config.stream, config=config)
+        self.ctx.logger.warning(
+            "nats %s: durable consumer %s of stream %s was gone; made again from stream sequence %d, after the last "
+            "message the hub acknowledged", self.config.name, durable, self.config.stream, start,
+        )  # fmt: skip
 
     def _check_acks(self, info: Any, durable: str) -> None:
         """A durable consumer made elsewhere (an operator's, ``declare: false``) that takes no
@@ -104,17 +148,35 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         )  # fmt: skip
 
     async def messages(self) -> AsyncIterator[Any]:
+        checked = time.monotonic()
         while True:
             try:
                 batch = await self._subscription.fetch(self.config.batch, timeout=1)
             except (NatsTimeout, TimeoutError):  # nats-py also raises asyncio's own when its deadline runs out mid-fetch
+                if time.monotonic() - checked >= CHECK_IDLE_S:
+                    await self._check_consumer()
+                    checked = time.monotonic()
                 continue
             except NatsError as exc:
                 self.ctx.logger.warning("nats %s: fetch failed (%r); retrying", self.config.name, exc)
                 await asyncio.sleep(1)
                 continue
+            checked = time.monotonic()
             for message in batch:
                 yield message
+
+    async def _check_consumer(self) -> None:
+        """Quiet for a while: is the durable consumer still there? A fetch from one deleted times out like one from an empty stream."""
+        durable = self._durable()
+        try:
+            await self._connection.jetstream().consumer_info(self.config.stream, durable)
+        except NotFoundError as exc:
+            raise RetryableError(
+                f"nats {self.config.name}: durable consumer {durable} of stream {self.config.stream} is gone "
+                f"({exc.description or exc!r}): deleted by someone, or with its stream; nothing could be read through it"
+            ) from exc
+        except (NatsError, TimeoutError):
+            pass  # the server did not answer: the fetches say so if it lasts
 
     def payload(self, message: Any) -> bytes:
         return bytes(message.data)
@@ -128,6 +190,7 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
 
     async def ack(self, message: Any) -> None:
         await message.ack()
+        self._acknowledged = max(self._acknowledged, message.metadata.sequence.stream)
 
     async def keep_alive(self, message: Any) -> None:
         with contextlib.suppress(NatsError):  # "+WPI": the ack wait starts again, no redelivery counted

@@ -190,3 +190,53 @@ async def test_a_durable_consumer_that_takes_no_acknowledgements_is_refused_sayi
         await js.delete_stream(f"IN_{run}")
         await connection.close()
         await target.stop()
+
+
+async def test_a_durable_consumer_deleted_while_read_is_made_again_from_where_the_hub_was(
+    tmp_path: Path, bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleted by an operator, or with its stream, the consumer's fetches timed out for good: the
+    adapter looked connected and read nothing. Now the hub notices within a quiet while, restarts
+    the adapter saying why, and reads on from after the last message it acknowledged (not the
+    stream's start again); a stream made again is read from its start."""
+    monkeypatch.setattr("adapters.nats.inbound.CHECK_IDLE_S", 0.5)
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    spec = config(bootstrap, target, run)
+    spec["routes"], spec["outbound"] = [{"name": "all", "from": "Payment", "to": ["erp"]}], spec["outbound"][:1]
+    path = write_config(tmp_path / "bus.yaml", spec)
+    connection = await nats.connect(URL)
+    js = connection.jetstream()
+
+    async def publish(first: int, last: int) -> None:
+        for i in range(first, last):
+            await js.publish(f"t{run}.orders.created", json.dumps({"id": f"n{i}", "account": f"a{i % 3}", "seq": i}).encode())
+
+    def delivered() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for call in target.accepted:
+            counts[call.body["payment_id"]] = counts.get(call.body["payment_id"], 0) + 1
+        return counts
+
+    try:
+        async with build_hub(path):
+            await publish(0, 10)
+            await target.wait_for(lambda: len(delivered()) == 10)
+            await js.delete_consumer(f"IN_{run}", "bus-orders")
+            await publish(10, 15)
+            await target.wait_for(lambda: len(delivered()) == 15, timeout=30)
+            assert delivered() == {f"n{i}": 1 for i in range(15)}  # nothing read twice, nothing passed over
+            said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+            assert any("durable consumer bus-orders" in m and "is gone" in m for m in said), said
+            assert any("made again from stream sequence 11, after the last message the hub acknowledged" in m for m in said), said
+
+            await js.delete_stream(f"IN_{run}")  # and the stream made again, as by a redeploy of NATS's config
+            await js.add_stream(name=f"IN_{run}", subjects=[f"t{run}.orders.>"])
+            await publish(15, 18)
+            await target.wait_for(lambda: len(delivered()) == 18, timeout=30)
+            assert delivered() == {f"n{i}": 1 for i in range(18)}
+            assert any(f"stream IN_{run} was made again" in r.getMessage() for r in caplog.records)
+    finally:
+        await js.delete_stream(f"IN_{run}")
+        await connection.close()
+        await target.stop()
