@@ -52,9 +52,10 @@ class EventSink(Protocol):
 
     async def reject(self, payload: bytes, reason: str, *, headers: Mapping[str, str] | None = None) -> None: ...
 
-    def refused(self, outcome: Literal["rejected", "unauthorized"]) -> None:
-        """Count a request answered with a refusal at the edge (4xx to its sender), so it shows
-        in ``bus_inbound_events_total`` beside the accepted ones. Nothing is produced."""
+    def refused(self, outcome: Literal["rejected", "unauthorized", "skipped"]) -> None:
+        """Count a request answered with a refusal at the edge (4xx to its sender), or a message
+        passed over as configured ("skipped"), so it shows in ``bus_inbound_events_total`` beside
+        the accepted ones. Nothing is produced."""
 
 
 # The largest message read. An event is at most 960 KiB (bus/kafka/clients.py), but a message may

@@ -13,7 +13,8 @@ BUILD = Info("bus_build", "The hub's version and the role this process runs.")
 
 INBOUND_EVENTS = Counter(
     "bus_inbound_events_total",
-    "Events received by inbound adapters, by outcome (accepted, rejected, unavailable, dead_lettered: kept on the inbound DLQ).",
+    "Events received by inbound adapters, by outcome (accepted, rejected, unavailable, dead_lettered: kept on the inbound "
+    "DLQ, skipped: passed over as configured, such as a kafka inbound's tombstones).",
     ["adapter", "outcome"],
 )
 HTTP_REFUSED = Counter(

@@ -38,6 +38,12 @@ class KafkaInboundConfig(_Cluster):
     topics: list[str] = Field(min_length=1, description="Topics to read.", examples=[["erp.orders.v1"]])
     group: str | None = Field(default=None, description="Consumer group; default bus-bridge-<name>.")
     start: Literal["earliest", "latest"] = Field(default="earliest", description="Where a new group starts.")
+    tombstones: Literal["dead_letter", "skip"] = Field(
+        default="dead_letter",
+        description="A record with no value (a tombstone: a key deleted on a compacted topic, as Debezium writes after each "
+        "delete): dead_letter parks it on the inbound dead letters saying so; skip passes over it, counted as "
+        '`bus_inbound_events_total{outcome="skipped"}` and in the adapter\'s progress.',
+    )
     emit: EmitSpec = Field(
         description="How a value becomes a canonical event. Default id: <topic>:<partition>:<offset>, stable across re-reads."
     )

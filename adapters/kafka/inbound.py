@@ -53,6 +53,7 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
         self.bridged = 0  # values taken (published or parked) since start
         self._next: dict[TopicPartition, int] = {}  # per partition: the offset the next batch should start at
         self.lost = 0  # records the foreign topic's retention removed before they were read
+        self.tombstones = 0  # records with no value passed over (tombstones: skip)
         self._lost_said = ""
 
     async def start(self) -> None:
@@ -88,7 +89,11 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
             await self._avro.close()
 
     def progress(self) -> dict[str, int | str]:
-        return {"bridged": self.bridged, **({"lost_to_retention": self.lost} if self.lost else {})}
+        return {
+            "bridged": self.bridged,
+            **({"lost_to_retention": self.lost} if self.lost else {}),
+            **({"tombstones_skipped": self.tombstones} if self.tombstones else {}),
+        }
 
     def attention(self) -> str:
         return self._lost_said
@@ -151,6 +156,7 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
     async def _bridge(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self._consumer is not None
         acks: list[Awaitable[None]] = []
+        skipped = self.tombstones
         for tp, records in batch.items():
             try:
                 await self._gap(tp, records[0].offset)
@@ -161,7 +167,10 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
         for records in batch.values():
             for record in records:
                 origin = {"kafka_topic": record.topic, "kafka_partition": str(record.partition), "kafka_offset": str(record.offset)}
-                raw = record.value or b""
+                if record.value is None:  # a tombstone: nothing to decode (it was parked as "not JSON")
+                    await self._tombstone(record, origin)
+                    continue
+                raw = record.value
                 try:
                     document = await self._decode(raw)
                 except RetryableError:
@@ -191,8 +200,21 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
             await self._consumer.commit(offsets)
         except KafkaError as exc:  # the events are on Kafka: a re-read repeats them with the same ids
             raise RetryableError(f"committing offsets: {exc!r}") from exc
-        self.bridged += sum(len(records) for records in batch.values())
+        self.bridged += sum(len(records) for records in batch.values()) - (self.tombstones - skipped)
         self._next.update(offsets)
+
+    async def _tombstone(self, record: Any, origin: dict[str, str]) -> None:
+        if self.config.tombstones == "skip":
+            self.sink.refused("skipped")
+            self.tombstones += 1
+            return
+        key = record.key.decode(errors="replace")[:200] if record.key is not None else None
+        await self.sink.reject(
+            b"",
+            f"a tombstone (a record with no value, key {key!r}): a key deleted on a compacted topic; nothing to map. "
+            "Set tombstones: skip to pass over them",
+            headers=origin,
+        )
 
     async def _decode(self, raw: bytes) -> Any:
         if self._avro is not None:

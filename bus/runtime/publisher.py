@@ -46,7 +46,7 @@ class KafkaSink:
         self._timeout = timeout
         self._deadlines = Deadlines(timeout)
         self._accepted = INBOUND_EVENTS.labels(adapter, "accepted")
-        self._refused = {outcome: INBOUND_EVENTS.labels(adapter, outcome) for outcome in ("rejected", "unauthorized")}
+        self._refused = {outcome: INBOUND_EVENTS.labels(adapter, outcome) for outcome in ("rejected", "unauthorized", "skipped")}
         self._unavailable = INBOUND_EVENTS.labels(adapter, "unavailable")
         self._parked = INBOUND_EVENTS.labels(adapter, "dead_lettered")
         self._latency = PRODUCE_SECONDS.labels(adapter)
@@ -131,7 +131,7 @@ class KafkaSink:
         self._kafka_errors.inc()
         return KafkaUnavailable(f"Kafka did not acknowledge event {event_id} within {self._timeout:g}s: {exc!r}", retry_after=5)
 
-    def refused(self, outcome: Literal["rejected", "unauthorized"]) -> None:
+    def refused(self, outcome: Literal["rejected", "unauthorized", "skipped"]) -> None:
         self._refused[outcome].inc()
 
     async def reject(self, payload: bytes, reason: str, *, headers: Mapping[str, str] | None = None) -> None:

@@ -22,6 +22,7 @@ from bus.kafka.clients import make_admin
 from bus.kafka.reader import read_topic
 from bus.kafka.registry_client import RegistryClient
 from bus.kafka.topics import TopicSpec, ensure_topics
+from bus.metrics import INBOUND_EVENTS
 from bus.ports import free_port
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.wait import until
@@ -206,3 +207,53 @@ async def test_records_a_foreign_topics_retention_removed_unread_are_said_as_los
             assert "erp.payments/0 offsets 10 to 14" in erp.attention()
             seen = await bridged(hub)
         assert sorted(seen) == sorted(f"{topic}:0:{i}" for i in [*range(10), *range(15, 20)])
+
+
+async def test_tombstones_are_parked_saying_so_or_passed_over_as_configured(tmp_path: Path, bootstrap: str) -> None:
+    """A compacted topic's deletes (Debezium writes one after each delete) are records with no
+    value. They were parked as values that are not JSON ("Expecting value"); now the dead letter
+    says what it is, and ``tombstones: skip`` passes over them, counted."""
+    prefix = unique_prefix()
+    topic = f"{prefix}.foreign.customers"
+    emit = {"schema": "Payment", "key": "txn", "map": {"payment_id": "txn", "amount": "cents", "currency": "lower(ccy)"}}
+
+    def spec(tombstones: str | None) -> dict[str, Any]:
+        inbound = {"name": "crm", "type": "kafka", "bootstrap": bootstrap, "topics": [topic], "session_timeout_ms": 3000, "emit": emit}
+        if tombstones is not None:
+            inbound |= {"tombstones": tombstones, "group": f"{prefix}-skip"}
+        return {
+            "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 1, "session_timeout_ms": 3000},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "ops": {"host": "127.0.0.1", "port": 0},
+            "inbound": [inbound],
+        }
+
+    admin = make_admin(KafkaConfig(bootstrap=bootstrap), bootstrap)
+    await admin.start()
+    try:
+        await ensure_topics(admin, [TopicSpec(topic, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(4):
+            value = None if i == 1 else json.dumps({"txn": f"t{i}", "cents": i, "ccy": "EUR"}).encode()
+            await producer.send_and_wait(topic, value, key=f"c{i}".encode())
+    finally:
+        await producer.stop()
+
+    async with build_hub(write_config(tmp_path / "parked.yaml", spec(None))) as hub:
+        await until(lambda: hub.inbound[0].progress()["bridged"] == 4, "the four records", timeout=60)
+        parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("crm"))
+        assert len(parked) == 1
+        headers = dict(parked[0].headers)
+        assert b"a tombstone (a record with no value, key 'c1')" in headers["bus_error"] and headers["kafka_offset"] == b"1"
+        assert sorted(await bridged(hub)) == [f"{topic}:0:{i}" for i in (0, 2, 3)]
+
+    async with build_hub(write_config(tmp_path / "skipped.yaml", spec("skip"))) as hub:  # a group of its own: read again
+        crm = hub.inbound[0]
+        await until(lambda: crm.progress()["bridged"] == 3, "the three values", timeout=60)
+        assert crm.progress()["tombstones_skipped"] == 1
+        assert INBOUND_EVENTS.labels("crm", "skipped")._value.get() >= 1
+        assert len(await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("crm"))) == 1  # none added
