@@ -1,7 +1,8 @@
 """``amqp`` inbound: consume a RabbitMQ queue; acknowledge each message once Kafka has its event.
 
 The consume loop, the in-order acknowledgement and the dead letters are ``bus.queue_inbound``'s.
-Up to ``prefetch`` messages are in flight. While Kafka cannot take an event, its message is held
+Up to ``prefetch`` messages are in flight; one over 16 MiB is not read whole (``adapters.amqp.bounded``).
+While Kafka cannot take an event, its message is held
 (not acknowledged) and reading stops behind it; a requeue would count as a delivery, and a
 quorum queue with a delivery limit drops a message requeued that many times.
 """
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
+from adapters.amqp.bounded import BoundedConnection
 from adapters.amqp.config import AmqpInboundConfig
 from adapters.amqp.connection import connect
 from bus.adapter_api import Context, KafkaUnavailable, RetryableError
@@ -36,7 +38,8 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
         return self.config.prefetch
 
     async def open(self) -> None:
-        connection = await connect(self.config.url.get_secret_value(), f"amqp {self.config.name}")
+        # Its channels read no message over 16 MiB whole: one is parked from its start.
+        connection = await connect(self.config.url.get_secret_value(), f"amqp {self.config.name}", connection_class=BoundedConnection)
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.config.prefetch)

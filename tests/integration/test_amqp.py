@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +21,7 @@ from bus.app.cli import main
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.memory import resident_peak_mb, resident_peak_reset
 from tests.support.target import Target
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -275,6 +277,70 @@ async def test_a_channel_the_broker_closes_is_opened_again_and_reading_goes_on(t
             await publish(5, 10)
             await target.wait_for(lambda: len(erp()) >= 10, timeout=30)
         assert erp() == {f"m{i}" for i in range(10)}, sorted(erp())
+    finally:
+        await connection.close()
+        await target.stop()
+
+
+async def test_a_message_too_large_to_read_is_parked_from_its_start_also_after_the_channel_is_opened_again(
+    tmp_path: Path, bootstrap: str
+) -> None:
+    """RabbitMQ 3 takes messages of up to 128 MiB (512 configured). aiormq assembled each whole,
+    about twice its size in memory, and with `prefetch` of them in flight a pod went past its
+    memory limit, the queue giving them again at every start. A message over 16 MiB is now read
+    past, its first 64 KiB parked with its size, on the channel the hub opens again after the
+    broker closed one too."""
+    run = uuid.uuid4().hex[:8]
+    queue, exchange, out_queue = f"t.in.{run}", f"t.ex.{run}", f"t.out.{run}"
+    target = await Target().start()
+    spec = config(bootstrap, target, queue, exchange, out_queue)
+    spec["routes"][0]["to"], spec["outbound"] = ["erp"], spec["outbound"][:1]
+    path = write_config(tmp_path / "bus.yaml", spec)
+    head = json.dumps({"id": "big", "account": "acc1", "seq": 1, "pad": ""}).encode()[:-2]
+    connection = await aio_pika.connect_robust(URL)
+    try:
+        channel = await connection.channel()
+        ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        async with build_hub(path) as hub:
+            consuming = await hub.inbound[0]._queue.channel.get_underlay_channel()
+            await consuming.basic_ack(delivery_tag=999_999)  # the broker closes the hub's channel; it is opened again
+            await asyncio.sleep(1)
+            assert consuming.is_closed, "the broker did not close the channel: the test proves nothing"
+            resident_peak_reset()
+            before = resident_peak_mb()
+            # Sent from another process: this one's peak is the hub's alone.
+            sender = (
+                "import asyncio, sys, aio_pika\n"
+                "async def main():\n"
+                f"    connection = await aio_pika.connect({URL!r})\n"
+                "    channel = await connection.channel()\n"
+                f"    exchange = await channel.get_exchange({exchange!r})\n"
+                f"    body = {head!r} + b'a' * (100_000_000 - {len(head)} - 2) + b'\"}}'\n"
+                "    await exchange.publish(aio_pika.Message(body, message_id='big'), routing_key='order.created')\n"
+                "    await connection.close()\n"
+                "asyncio.run(main())\n"
+            )
+            sent = await asyncio.create_subprocess_exec(sys.executable, "-c", sender)
+            assert await sent.wait() == 0
+            small = json.dumps({"id": "small", "account": "acc2", "seq": 2}).encode()
+            await ex.publish(aio_pika.Message(small, message_id="small"), routing_key="order.created")
+            await target.wait_for(lambda: len(target.accepted) == 1, timeout=60)
+            grown = resident_peak_mb() - before
+            parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("orders"))
+            assert len(parked) == 1, parked
+            headers = dict(parked[0].headers)
+            assert headers["bus_error"] == b"a message of 100,000,000 bytes; at most 16,777,216 are read", headers
+            assert headers["bus_truncated_from_bytes"] == b"100000000" and headers["amqp_message_id"] == b"big"
+            assert parked[0].value == (head + b"a" * 65536)[:65536]
+            assert target.accepted[0].body["payment_id"] == "small"  # the message after it flowed
+            # Read whole, the message took about 200 MB; read past, a few frames.
+            assert grown < 40, f"the hub's peak resident set grew by {grown:.0f} MB for a 100 MB message"
+        async with build_hub(path) as hub:  # acknowledged: not given again
+            await ex.publish(
+                aio_pika.Message(json.dumps({"id": "after", "account": "acc2", "seq": 3}).encode()), routing_key="order.created"
+            )
+            await target.wait_for(lambda: len(target.accepted) == 2, timeout=60)
+            assert len(await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("orders"))) == 1
     finally:
         await connection.close()
         await target.stop()

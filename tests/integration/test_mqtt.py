@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.memory import resident_peak_mb, resident_peak_reset
 from tests.support.target import Target
 
 
@@ -158,16 +159,6 @@ async def test_mqtt5_carries_the_trace_both_ways_and_keeps_its_session(tmp_path:
     at_target = {c.headers["Idempotency-Key"]: c.headers["traceparent"].split("-")[1] for c in target.accepted}
     assert at_target == traces  # each event continues its device's trace
     assert alerts == traces  # and so does each MQTT 5 publish out
-
-
-def resident_peak_reset() -> None:
-    """Start this process's peak resident set (VmHWM) again from what it holds now."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def resident_peak_mb() -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
