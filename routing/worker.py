@@ -62,6 +62,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._worker.load_state(assigned)
 
 
+class _Stopping(Exception):
+    """The router is being stopped while a throttled copy waits for its token: the batch is left
+    uncommitted (the partitions' next owner routes it again, with the same ids)."""
+
+
 class RouterWorker:
     def __init__(
         self,
@@ -164,6 +169,10 @@ class RouterWorker:
         log.info("router: aggregator state loaded for %d partition(s)", len(wanted))
 
     async def _run(self) -> None:
+        with contextlib.suppress(_Stopping):
+            await self._loop()
+
+    async def _loop(self) -> None:
         last_commit = time.monotonic()
         while not self._stopping.is_set():
             batch = await self._join_watch.getmany(timeout_ms=200, max_records=self._max_records)  # bounded, a join too
@@ -223,8 +232,12 @@ class RouterWorker:
                     return
 
     async def _send(self, out: Send) -> asyncio.Future[object]:
-        if out.throttle is not None:
-            await out.throttle.take()
+        if out.throttle is not None and (delay := out.throttle.delay_for()) > 0:
+            # The token is waited for, or a stop: a throttled route's batch (a copy a second, for
+            # a batch of 500 events) held the stop, and the process's shutdown, for its whole time.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+                raise _Stopping
         future: asyncio.Future[object] = await self._producer.send(
             out.topic, out.value, key=out.key, headers=out.headers, partition=out.partition
         )

@@ -229,3 +229,32 @@ async def test_routing_patterns_over_the_real_broker(tmp_path: Path, bootstrap: 
         assert 'bus_route_evaluation_seconds_total{route="invoice"}' in metrics
     finally:
         await target.stop()
+
+
+async def test_a_throttled_routes_batch_does_not_hold_the_stop_and_nothing_is_lost(tmp_path: Path, bootstrap: str) -> None:
+    """A throttled route copies at its rate, and a batch of events waited for every token before
+    the router could stop: 2 a second, 40 events held the stop (and a pod's shutdown, past its
+    grace period) for 20 s. Now the stop ends the wait; the batch is left uncommitted and the next
+    router routes it again (a copy already made comes again with the same id)."""
+    from tests.faults.test_delivery_faults import hub_config, post_all
+
+    target = await Target().start()
+    spec = hub_config(bootstrap, {"audit": {"url": f"{target.url}/audit"}})
+    spec["kafka"]["partitions"] = 1  # one batch
+    spec["routes"][0]["throttle"] = {"rate": 2.0, "burst": 1}
+    path = write_config(tmp_path / "bus.yaml", spec)
+    events = [{"id": f"e{i}", "key": f"k{i % 5}", "seq": i} for i in range(40)]
+    try:
+        async with build_hub(path) as hub:
+            await post_all(hub, events)
+            await target.wait_for(lambda: len(target.accepted) >= 2, timeout=30)  # the batch is being copied
+            stopping = time.monotonic()
+            await hub.stop()
+        took = time.monotonic() - stopping
+        assert took < 10, f"the hub took {took:.1f}s to stop behind its throttled route"
+        assert len(target.accepted) < 40
+        del spec["routes"][0]["throttle"]  # the same route and group, unthrottled: the rest at once
+        async with build_hub(write_config(path, spec)):
+            await target.wait_for(lambda: {c.body["payment_id"] for c in target.accepted} == {e["id"] for e in events}, timeout=60)
+    finally:
+        await target.stop()
