@@ -93,7 +93,7 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         would make it from the stream's start, and every message read before would come again)."""
         if self._stream_made is None:
             return  # never read here: pull_subscribe makes it, from the start
-        if stream.created != self._stream_made:
+        if stream.created != self._stream_made or stream.state.last_seq < self._acknowledged:  # (a server that gives no time)
             self._acknowledged = 0
             self.ctx.logger.warning(
                 "nats %s: stream %s was made again since it was last read; durable consumer %s reads it from its start",
