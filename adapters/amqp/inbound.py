@@ -1,10 +1,10 @@
 """``amqp`` inbound: consume a RabbitMQ queue; acknowledge each message once Kafka has its event.
 
 The consume loop, the in-order acknowledgement and the dead letters are ``bus.queue_inbound``'s.
-Up to ``prefetch`` messages are in flight; one over 16 MiB is not read whole (``adapters.amqp.bounded``).
-While Kafka cannot take an event, its message is held
-(not acknowledged) and reading stops behind it; a requeue would count as a delivery, and a
-quorum queue with a delivery limit drops a message requeued that many times.
+Up to ``prefetch`` messages are in flight; one over 16 MiB is not read whole
+(``adapters.amqp.bounded``). While Kafka cannot take an event, its message is held (not
+acknowledged) and reading stops behind it; a requeue would count as a delivery, and a quorum
+queue with a delivery limit drops a message requeued that many times.
 """
 
 from __future__ import annotations

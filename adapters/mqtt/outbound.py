@@ -9,8 +9,9 @@ authorized, topic name invalid or payload format invalid) is permanent, a dead l
 broker's reason; one it refuses for now (quota exceeded, unspecified) is retried. A message
 larger than the broker's Maximum Packet Size is permanent before it is sent (sent, the broker
 closes the connection, on every try). A broker whose Maximum QoS is 0 fails the start, retried,
-with that reason: it would close the connection on every QoS 1 publish. A 3.1.1 broker acknowledges a message it drops (an ACL's
-denial, its ``message_size_limit``) as one it stores: use ``protocol: "5"`` to hear of it.
+with that reason: it would close the connection on every QoS 1 publish. A 3.1.1 broker
+acknowledges a message it drops (an ACL's denial, its ``message_size_limit``) as one it stores:
+use ``protocol: "5"`` to hear of it.
 """
 
 from __future__ import annotations
