@@ -1,7 +1,11 @@
 """``amqp`` outbound: publish each event as a persistent JSON message, with publisher confirms.
 
 Delivered = the broker confirmed the message (it is routed and stored). Unroutable (no queue
-bound for the routing key) = permanent (dead letter: fix the binding, then ``bus dlq replay``).
+bound for the routing key) = permanent (dead letter: fix the binding, then ``bus dlq replay``),
+and so is a message over the broker's ``max_message_size``: RabbitMQ answers it by closing the
+channel, which took every other event's publish down with it for seconds, on every try of that
+one event, for a day. The limit is learnt from the first such answer, and a larger message is
+refused from then on before it is sent.
 Retried: a connection loss, no confirm in ``timeout_s``, and a nack: RabbitMQ nacks a message a
 queue at its length limit refuses (``x-overflow: reject-publish``) or that a queue failed to
 store, and takes it once there is room. The event id is the AMQP ``message_id`` (and ``ce_id``
@@ -13,11 +17,12 @@ from __future__ import annotations
 __all__ = ["AmqpOutbound"]
 
 import asyncio
+import re
 from typing import Any, ClassVar
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed, DeliveryError, PublishError
 
 from adapters.amqp.config import AmqpOutboundConfig
 from adapters.amqp.connection import connect
@@ -35,6 +40,7 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
         self._routing_key = compile_template(config.routing_key)
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
+        self._largest: int | None = None  # the broker's max_message_size, once it refused a message for it
 
     async def start(self) -> None:
         if self._connection is not None:
@@ -80,9 +86,17 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
         if len(routing_key.encode()) > 255:  # AMQP's limit: the broker closes the channel, on every try
             raise PermanentError(f"the routing key is {len(routing_key.encode())} bytes, over AMQP's 255: {routing_key[:80]!r}...")
         where = f"exchange {self.config.exchange or '(default)'!r} with routing key {routing_key!r}"
+        message = self.message(event)
+        if self._largest is not None and len(message.body) > self._largest:
+            raise PermanentError(self._too_large(len(message.body), where))
         try:
             async with asyncio.timeout(self.config.timeout_s):  # not wait_for: no task per event
-                await self._exchange.publish(self.message(event), routing_key=routing_key)
+                await self._exchange.publish(message, routing_key=routing_key)
+        except ChannelPreconditionFailed as exc:
+            if (limit := _MAX_SIZE.search(str(exc))) is None:
+                raise RetryableError(f"AMQP publish to {where} failed: {exc!r}") from exc
+            self._largest = int(limit.group(1))
+            raise PermanentError(self._too_large(len(message.body), where)) from exc
         except PublishError as exc:
             raise PermanentError(f"unroutable: no queue bound to {where} ({exc!r})") from exc
         except DeliveryError as exc:  # a nack: busy, not wrong (dead-lettered, every event was lost while a queue was briefly full)
@@ -94,3 +108,10 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
             raise RetryableError(f"no confirm from the AMQP broker within {self.config.timeout_s:g}s for {where}") from exc
         except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
             raise RetryableError(f"AMQP publish to {where} failed: {exc!r}") from exc
+
+    def _too_large(self, size: int, where: str) -> str:
+        return f"the message is {size:,} bytes, over the {self._largest:,} the broker takes (its max_message_size), for {where}"
+
+
+# RabbitMQ's answer to a message over its max_message_size (it closes the channel with it).
+_MAX_SIZE = re.compile(r"larger than configured max size (\d+)")

@@ -25,6 +25,7 @@ from bus.adapter_api import Event, PermanentError, RetryableError, target_json
 from tests.conftest import require_service
 from tests.support.mosquitto_private import private_mosquitto
 from tests.support.outbounds import outbound
+from tests.support.rabbitmq_private import private_rabbitmq
 
 
 def event(text: str, i: int = 0) -> Event:
@@ -248,3 +249,37 @@ async def test_an_mqtt_5_broker_that_takes_qos_0_only_keeps_the_outbound_from_st
         with pytest.raises(RetryableError, match=r"takes QoS 0 only \(its Maximum QoS\)"):
             await out.start()
         assert not (await out.health()).ok
+
+
+async def test_a_message_over_rabbitmqs_max_message_size_is_refused_and_does_not_take_the_channel_down_again() -> None:
+    """RabbitMQ answers a message over its max_message_size by closing the channel: every other
+    publish on it failed for seconds, on every try of that one event (retried for a day as a
+    broker fault). It is now a dead letter with the broker's limit, learnt from that answer, and a
+    larger message after it is refused before it is sent. A node of the test's own, set to 2,000 bytes."""
+    with private_rabbitmq("max_message_size = 2000") as url:
+        import aio_pika
+
+        queue_name = f"sized-{uuid.uuid4().hex[:8]}"
+        connection = await aio_pika.connect(url)
+        queue = await (await connection.channel()).declare_queue(queue_name, durable=True)
+        out = outbound("amqp", {"url": url, "routing_key": queue_name, "timeout_s": 5})
+        await out.start()
+        try:
+            await out.deliver(event("small", 1))
+            with pytest.raises(PermanentError, match=r"over the 2,000 the broker takes \(its max_message_size\)"):
+                await out.deliver(event("a" * 3000, 2))
+            for _ in range(100):  # the broker closed the channel; aio-pika opens it again within seconds
+                try:
+                    await out.deliver(event("small", 3))
+                    break
+                except RetryableError:
+                    await asyncio.sleep(0.2)
+            else:
+                pytest.fail("the channel was not opened again")
+            with pytest.raises(PermanentError, match=r"over the 2,000 the broker takes"):
+                await out.deliver(event("a" * 3000, 4))
+            await out.deliver(event("small", 5))  # at once: the larger one was not sent, the channel stayed open
+            assert (await queue.channel.declare_queue(queue_name, durable=True)).declaration_result.message_count == 3
+        finally:
+            await out.stop()
+            await connection.close()
