@@ -66,12 +66,43 @@ _XML_INLINE_BYTES = 64 * 1024
 _BATCH_SLICE = 500
 
 
-async def _parse(kind: str, body: bytes) -> Any:
-    """The body as a document; ValueError with the reason when it does not parse (or nests too deep)."""
+# Charsets that need no decoding here: JSON's own detection (UTF-8, 16, 32) reads them.
+_UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+
+
+def _charset(content_type: str) -> str | None:
+    """The ``charset`` parameter of a Content-Type header, lower case, unquoted; None if absent."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower() or None
+    return None
+
+
+def _known_charset(charset: str | None) -> bool:
+    """A text encoding Python knows (decoding refuses the codecs that are not: rot13, base64...; an
+    empty input is not looked up at all)."""
+    if charset is None or charset in _UTF8:
+        return True
+    try:
+        b"a".decode(charset)
+    except LookupError:
+        return False
+    except UnicodeDecodeError:  # one byte is not enough for it (utf-16): a text encoding all the same
+        return True
+    return True
+
+
+async def _parse(kind: str, body: bytes, charset: str | None = None) -> Any:
+    """The body as a document; ValueError with the reason when it does not parse (or nests too deep).
+    A ``charset`` other than UTF-8 (a legacy system's ISO-8859-1 or windows-1252) decodes JSON and
+    form bodies; an XML body says its own encoding in its declaration, which expat reads."""
+    legacy = charset is not None and charset not in _UTF8
     if kind == "json":
-        return parse_json(body)
+        return parse_json(body.decode(charset) if legacy and charset is not None else body)
     if kind == "form":
-        fields = parse_qs(body.decode("utf-8", errors="strict"), keep_blank_values=True, strict_parsing=bool(body))
+        encoding = charset if legacy and charset is not None else "utf-8"  # for the raw bytes and the %-escapes alike
+        fields = parse_qs(body.decode(encoding), keep_blank_values=True, strict_parsing=bool(body), encoding=encoding, errors="strict")
         return {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
     if len(body) <= _XML_INLINE_BYTES:
         return parse_xml(body)
@@ -179,6 +210,9 @@ class WebhookInbound(Inbound[WebhookConfig]):
         kind = _kind(request.content_type)
         if kind not in self.config.accept:
             return _problem(415, f"Content-Type {request.content_type!r} is not accepted here; send {', '.join(self.config.accept)}")
+        charset = _charset(request.headers.get("content-type", ""))
+        if not _known_charset(charset):
+            return _problem(415, f"charset {charset!r} is not one this hub can read; send UTF-8")
         coding = request.headers.get("Content-Encoding", "").strip().lower()
         if coding not in ("", "identity"):  # a compressed body would be read as text, and refused as "invalid JSON"
             return _problem(
@@ -201,7 +235,7 @@ class WebhookInbound(Inbound[WebhookConfig]):
         ):
             return _problem(401, refused)
         try:
-            document: Any = await _parse(kind, body)
+            document: Any = await _parse(kind, body, charset)
             # CloudEvents in either content mode: the document to map, and its attributes (id, time...).
             document, cloudevent = from_http(request.headers, document, request.content_type)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -205,3 +205,51 @@ async def test_a_body_too_slow_is_408_and_one_cut_off_is_dropped_with_nothing_pr
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as client:
             assert (await client.post("/hooks/payments", json=payment(9))).status_code == 202
         assert [r.key for r in await read_canonical(hub, 2)] == [b"pi_9"]  # not pi_8
+
+
+async def test_a_legacy_charset_is_read_as_declared_and_an_unknown_one_is_415(tmp_path: Path, bootstrap: str) -> None:
+    """A legacy system posts ISO-8859-1 or windows-1252 and says so (`charset=`). Read as UTF-8,
+    it was refused as invalid JSON (or its form field was garbled): now the declared charset
+    decodes JSON and form bodies; one Python does not know is 415, saying so."""
+    spec = payment_hub_config(bootstrap, "http://127.0.0.1:9")
+    form_map = {"payment_id": "id", "amount": "int(amount)", "currency": '"eur"', "customer_id": "customer"}
+    spec["inbound"].append(
+        {
+            "name": "forms",
+            "type": "http_webhook",
+            "path": "/hooks/forms",
+            "accept": ["form"],
+            "emit": {"schema": "Payment", "id": "id", "map": form_map},
+        }
+    )
+    async with build_hub(write_config(tmp_path / "bus.yaml", spec), role="inbound") as hub:
+        assert hub.web is not None
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}", headers={"X-API-Key": "k1"}) as client:
+            latin = payment(1)
+            latin["data"]["customer"] = "Müller"
+            body = json.dumps(latin, ensure_ascii=False).encode("iso-8859-1")
+            assert (await client.post("/hooks/payments", content=body, headers={"Content-Type": "application/json"})).status_code == 400
+            posted = await client.post("/hooks/payments", content=body, headers={"Content-Type": "application/json; charset=ISO-8859-1"})
+            assert posted.status_code == 202, posted.text
+            cp1252 = payment(2)
+            cp1252["data"]["customer"] = "Café €"  # 0x80 is € in windows-1252 only
+            posted = await client.post(
+                "/hooks/payments",
+                content=json.dumps(cp1252, ensure_ascii=False).encode("windows-1252"),
+                headers={"Content-Type": 'application/json; charset="windows-1252"'},
+            )
+            assert posted.status_code == 202, posted.text
+            # A form: the charset decodes the raw bytes and the %-escapes alike.
+            form = b"id=evt_3&amount=5&customer=Stra%DFe+M\xfcller"
+            posted = await client.post(
+                "/hooks/forms", content=form, headers={"Content-Type": "application/x-www-form-urlencoded; charset=latin-1"}
+            )
+            assert posted.status_code == 202, posted.text
+            refused = await client.post("/hooks/payments", content=body, headers={"Content-Type": "application/json; charset=rot13"})
+            assert refused.status_code == 415 and refused.json()["error"] == "charset 'rot13' is not one this hub can read; send UTF-8"
+            refused = await client.post("/hooks/payments", content=body, headers={"Content-Type": "application/json; charset=klingon"})
+            assert refused.status_code == 415
+        records = await read_canonical(hub, 3)
+        parsed = SchemaCatalog.load().get("Payment").parsed
+        customers = sorted(schemaless_reader(io.BytesIO(r.value[5:]), parsed, None)["customer_id"] for r in records)
+        assert customers == ["Café €", "Müller", "Straße Müller"]
