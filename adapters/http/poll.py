@@ -194,8 +194,12 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         return url + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
 
     def _json(self, response: httpx.Response) -> Any:
+        # An answer in another charset than UTF-8 that says so (a legacy API's ISO-8859-1) is
+        # decoded as it says; it failed as "not JSON" at every poll.
+        declared = (response.charset_encoding or "").lower()
+        body = response.text if declared and declared not in ("utf-8", "utf8", "us-ascii", "ascii") else response.content
         try:
-            return parse_json(response.content)  # nested at most 256 deep, as every document the hub reads
+            return parse_json(body)  # nested at most 256 deep, as every document the hub reads
         except ValueError as exc:
             raise RetryableError(
                 f"{response.request.url} answered {response.status_code} with a body that is not JSON: {response.text[:200]!r}"

@@ -480,3 +480,27 @@ async def test_an_overlap_reads_a_record_that_became_visible_late_once(tmp_path:
         await api.stop()
     asked = [r["query"].get("updated_since") for r in api.requests]
     assert "2026-03-01T09:55:05Z" in asked, sorted(set(filter(None, asked)))  # five minutes before the position, as the API writes it
+
+
+async def test_an_answer_in_a_declared_legacy_charset_is_read_as_declared(tmp_path: Path, bootstrap: str) -> None:
+    """A legacy API answers ISO-8859-1 and says so (`charset=`): read as UTF-8, every poll failed
+    as "a body that is not JSON", for good."""
+
+    async def handle(request: web.Request) -> web.Response:
+        page = {"data": [{"id": "c1", "email": "m@example.com", "name": "Müller", "updated_at": "2024-01-01T00:00:00Z"}]}
+        body = json.dumps(page, ensure_ascii=False).encode("iso-8859-1")
+        return web.Response(body=body, headers={"Content-Type": "application/json; charset=ISO-8859-1"})
+
+    runner, port = await contacts_api(handle)
+    try:
+        poll = {
+            "url": f"http://127.0.0.1:{port}/api/contacts",
+            "records": "data",
+            "auth": {"type": "api_key", "header": "X-Api-Key", "key": "k"},
+        }
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, CrmApi(), poll))) as hub:
+            await wait_published(hub, 1, timeout=20)
+            [record] = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer"))
+            assert hub.codec.decode(record.value)[1]["name"] == "Müller"
+    finally:
+        await runner.cleanup()
