@@ -43,6 +43,7 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         self._pass_retained = False  # this connection found its session kept: retained messages are re-sends
         self._new_filters: list[str] = []  # topics the kept session did not have: their retained messages are new
         self._at_most_once: list[str] = []  # topic filters the broker granted at QoS 0 only
+        self._lost_session = ""  # said while the broker has not kept the hub's session since it lost one
 
     async def open(self) -> None:
         client = client_for(self.config, self.config.client_id or f"bus-{self.config.name}", persistent=self.config.persistent_session)
@@ -59,6 +60,10 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         self._pass_retained = self.config.protocol != "5" and kept
         options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB) if self.config.protocol == "5" else None
         try:
+            if self.config.persistent_session and not session.present:
+                await self._say_if_session_lost()
+            elif kept:
+                self._lost_session = ""
             # The topics the kept session has (saved at each start): a topic the config no longer
             # names is unsubscribed (the broker kept sending its messages, published as events after
             # it was taken out of the config), and one it did not have takes its retained messages.
@@ -99,8 +104,23 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
             self.ctx.logger.warning("mqtt %s: %s", self.config.name, _at_most_once(at_most_once))
         self._at_most_once = at_most_once
 
+    async def _say_if_session_lost(self) -> None:
+        """The broker has no session for the hub's client id, though the hub subscribed under it
+        before (its topics are saved with its position): what was published to them while the hub
+        was away is gone, unsaid by MQTT. Said at WARNING and in the console's attention."""
+        before = await self._subscribed()
+        if not before:
+            return  # the first start under this id (or a hub that kept no record): nothing was expected
+        client_id = self.config.client_id or f"bus-{self.config.name}"
+        self._lost_session = (
+            f"the broker did not keep the hub's session (client id {client_id}): messages published to "
+            f"{', '.join(map(repr, before))} while the hub was away are lost, but for retained ones (the broker restarted "
+            "without persistence, the session expired, or another client connected with the same id)"
+        )
+        self.ctx.logger.warning("mqtt %s: %s", self.config.name, self._lost_session)
+
     def attention(self) -> str:
-        return _at_most_once(self._at_most_once) if self._at_most_once else ""
+        return "; ".join(filter(None, [self._lost_session, _at_most_once(self._at_most_once) if self._at_most_once else ""]))
 
     async def _subscribed(self) -> list[str] | None:
         """The topics the persistent session was last subscribed to, or None if never said (a hub

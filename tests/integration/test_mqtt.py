@@ -288,3 +288,44 @@ async def test_a_topic_changed_in_the_config_changes_what_the_kept_session_bring
             await device.publish(f"t{run}/meters/m1/usage", b"", qos=1, retain=True)  # cleared
     finally:
         await target.stop()
+
+
+async def test_a_session_the_broker_did_not_keep_is_said(tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A broker restarted without persistence (or a session expired) has no session for the hub's
+    client id: what was published while the hub was away is gone, and MQTT says nothing of it.
+    The hub knows it subscribed under that id before, and now says so; a kept session says nothing."""
+    from tests.support.mosquitto_private import private_mosquitto
+
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    cfg = config(bootstrap, target, run, unique_prefix())
+    cfg["outbound"], cfg["routes"][0]["to"] = cfg["outbound"][:1], ["erp"]
+
+    async def publish(port: int, name: str) -> None:
+        async with aiomqtt.Client("127.0.0.1", port) as sensor:
+            await sensor.publish(f"t{run}/sensors/d1/usage", json.dumps({"id": name, "device": "d1", "value": 1}), qos=1)
+
+    def lost_said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "did not keep the hub's session" in r.getMessage()]
+
+    try:
+        with private_mosquitto() as port:
+            cfg["inbound"][0]["port"] = port
+            path = write_config(tmp_path / "bus.yaml", cfg)
+            async with build_hub(path):
+                pass  # subscribed under its client id
+            await publish(port, "while-away")
+            async with build_hub(path) as hub:
+                await target.wait_for(lambda: len(target.accepted) == 1)  # the kept session brought it
+                assert lost_said() == [] and hub.inbound[0].attention() == ""
+        with private_mosquitto(port=port):  # the broker restarted, without persistence: no session
+            await publish(port, "lost")
+            async with build_hub(path) as hub:
+                [said] = lost_said()
+                assert f"client id bus-test-{run}" in said and f"'t{run}/sensors/+/usage'" in said
+                assert "did not keep the hub's session" in hub.inbound[0].attention()
+                await publish(port, "after")
+                await target.wait_for(lambda: len(target.accepted) == 2)
+        assert [c.body["payment_id"] for c in target.accepted] == ["while-away", "after"]
+    finally:
+        await target.stop()

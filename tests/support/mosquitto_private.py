@@ -17,15 +17,16 @@ from tests.support.private_server import binaries_missing, server_folder, stop_s
 
 
 @contextmanager
-def private_mosquitto(*settings: str, allowed: str | None = None) -> Iterator[int]:
+def private_mosquitto(*settings: str, allowed: str | None = None, port: int | None = None) -> Iterator[int]:
     """Yields the port of a fresh anonymous broker with ``settings`` (mosquitto.conf lines:
     ``max_packet_size 1000``) and, with ``allowed``, an ACL letting clients read and write that
-    topic filter only; stops and removes it after."""
+    topic filter only; stops and removes it after. ``port``: the one a broker stopped before had
+    (a restart, as clients see it)."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not shutil.which(binary):
         binaries_missing("the Mosquitto broker (mosquitto) is not installed")
     folder, as_user = server_folder("bus-mosquitto-", "mosquitto")
-    port = free_port()
+    port = port or free_port()
     lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false", *settings]
     if allowed is not None:
         (folder / "acl").write_text(f"topic readwrite {allowed}\n")
