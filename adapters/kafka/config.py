@@ -38,6 +38,13 @@ class KafkaInboundConfig(_Cluster):
     topics: list[str] = Field(min_length=1, description="Topics to read.", examples=[["erp.orders.v1"]])
     group: str | None = Field(default=None, description="Consumer group; default bus-bridge-<name>.")
     start: Literal["earliest", "latest"] = Field(default="earliest", description="Where a new group starts.")
+    isolation: Literal["read_committed", "read_uncommitted"] = Field(
+        default="read_committed",
+        description="read_committed: records of a transaction its producer aborted (Kafka Streams or Flink with "
+        "exactly-once, Kafka Connect's exactly-once sources) are never read, and open transactions' records only once "
+        "committed; a topic written without transactions reads the same either way. read_uncommitted reads them all, "
+        "aborted ones too.",
+    )
     tombstones: Literal["dead_letter", "skip"] = Field(
         default="dead_letter",
         description="A record with no value (a tombstone: a key deleted on a compacted topic, as Debezium writes after each "

@@ -67,6 +67,7 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
             group_id=self.config.group or f"bus-bridge-{self.config.name}",
             session_timeout_ms=c.session_timeout_ms,
             auto_offset_reset=c.start,
+            isolation_level=c.isolation,  # what a producer aborted was never data: it is not bridged
         )
         try:
             await consumer.start()
