@@ -257,3 +257,38 @@ async def test_tombstones_are_parked_saying_so_or_passed_over_as_configured(tmp_
         assert crm.progress()["tombstones_skipped"] == 1
         assert INBOUND_EVENTS.labels("crm", "skipped")._value.get() >= 1
         assert len(await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("crm"))) == 1  # none added
+
+
+async def test_a_topic_written_compressed_with_any_kafka_codec_is_bridged(tmp_path: Path, bootstrap: str) -> None:
+    """Java producers compress with lz4, snappy or zstd as often as not (a cluster's
+    `compression.type` may set it for every topic). aiokafka reads those only with cramjam
+    installed, which the hub did not ask for: such a topic was never read, the bridge reading
+    the same batch again every second, for good. Written here by librdkafka (confluent-kafka),
+    which has every codec built in."""
+    from confluent_kafka import Producer
+
+    prefix = unique_prefix()
+    topic = f"{prefix}.foreign.compressed"
+    admin = make_admin(KafkaConfig(bootstrap=bootstrap), bootstrap)
+    await admin.start()
+    try:
+        await ensure_topics(admin, [TopicSpec(topic, 1, 1)])
+    finally:
+        await admin.close()
+    codecs = ["gzip", "snappy", "lz4", "zstd"]
+    for i, codec in enumerate(codecs):
+        producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 0})
+        for j in range(3):
+            producer.produce(topic, json.dumps({"txn": f"{codec}-{j}", "cents": i * 10 + j, "ccy": "EUR"}).encode())
+        assert producer.flush(30) == 0
+        del producer  # its threads end with it, not at the end of the session
+    emit = {"schema": "Payment", "id": "txn", "key": "txn", "map": {"payment_id": "txn", "amount": "cents", "currency": "lower(ccy)"}}
+    config = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 1, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [{"name": "erp", "type": "kafka", "bootstrap": bootstrap, "topics": [topic], "session_timeout_ms": 3000, "emit": emit}],
+    }
+    async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+        await until(lambda: hub.inbound[0].progress()["bridged"] == 12, "the twelve records", timeout=30)
+        assert sorted(await bridged(hub)) == sorted(f"{codec}-{j}" for codec in codecs for j in range(3))
