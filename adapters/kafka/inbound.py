@@ -220,7 +220,14 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
     async def _decode(self, raw: bytes) -> Any:
         if self._avro is not None:
             return await self._avro.decode(raw)  # RetryableError (registry down) propagates: the batch is read again
+        header = ""
+        if raw[:1] == b"\x00" and len(raw) > 5:
+            # Confluent's JSON Schema serializer writes its wire format: a zero byte and the schema's
+            # id, then the JSON. No JSON document starts with a zero byte, so the header is dropped
+            # (every such value was parked as "not JSON"); the document is checked by the mapping.
+            header = f" after a Confluent wire-format header (schema id {int.from_bytes(raw[1:5], 'big')}: Avro needs format: avro)"
+            raw = raw[5:]
         try:
             return parse_json(raw)
         except ValueError as exc:
-            raise PermanentError(f"value is not JSON: {exc}") from exc
+            raise PermanentError(f"value is not JSON{header}: {exc}") from exc

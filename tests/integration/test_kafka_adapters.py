@@ -209,41 +209,49 @@ async def test_records_a_foreign_topics_retention_removed_unread_are_said_as_los
         assert sorted(seen) == sorted(f"{topic}:0:{i}" for i in [*range(10), *range(15, 20)])
 
 
-async def test_tombstones_are_parked_saying_so_or_passed_over_as_configured(tmp_path: Path, bootstrap: str) -> None:
-    """A compacted topic's deletes (Debezium writes one after each delete) are records with no
-    value. They were parked as values that are not JSON ("Expecting value"); now the dead letter
-    says what it is, and ``tombstones: skip`` passes over them, counted."""
-    prefix = unique_prefix()
-    topic = f"{prefix}.foreign.customers"
-    emit = {"schema": "Payment", "key": "txn", "map": {"payment_id": "txn", "amount": "cents", "currency": "lower(ccy)"}}
+BRIDGE_EMIT = {"schema": "Payment", "key": "txn", "map": {"payment_id": "txn", "amount": "cents", "currency": "lower(ccy)"}}
 
-    def spec(tombstones: str | None) -> dict[str, Any]:
-        inbound = {"name": "crm", "type": "kafka", "bootstrap": bootstrap, "topics": [topic], "session_timeout_ms": 3000, "emit": emit}
-        if tombstones is not None:
-            inbound |= {"tombstones": tombstones, "group": f"{prefix}-skip"}
-        return {
-            "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 1, "session_timeout_ms": 3000},
-            "http": {"host": "127.0.0.1", "port": 0},
-            "ops": {"host": "127.0.0.1", "port": 0},
-            "inbound": [inbound],
-        }
 
+async def one_partition_topic(bootstrap: str, topic: str) -> None:
     admin = make_admin(KafkaConfig(bootstrap=bootstrap), bootstrap)
     await admin.start()
     try:
         await ensure_topics(admin, [TopicSpec(topic, 1, 1)])
     finally:
         await admin.close()
+
+
+def bridge_config(bootstrap: str, prefix: str, topic: str, **inbound: Any) -> dict[str, Any]:
+    """A hub whose one inbound, ``crm``, bridges ``topic`` of the same broker into Payment events."""
+    bridge = {"name": "crm", "type": "kafka", "bootstrap": bootstrap, "topics": [topic], "session_timeout_ms": 3000, "emit": BRIDGE_EMIT}
+    return {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 1, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [bridge | inbound],
+    }
+
+
+def payment_value(txn: str, cents: int) -> bytes:
+    return json.dumps({"txn": txn, "cents": cents, "ccy": "EUR"}).encode()
+
+
+async def test_tombstones_are_parked_saying_so_or_passed_over_as_configured(tmp_path: Path, bootstrap: str) -> None:
+    """A compacted topic's deletes (Debezium writes one after each delete) are records with no
+    value. They were parked as values that are not JSON ("Expecting value"); now the dead letter
+    says what it is, and ``tombstones: skip`` passes over them, counted."""
+    prefix = unique_prefix()
+    topic = f"{prefix}.foreign.customers"
+    await one_partition_topic(bootstrap, topic)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for i in range(4):
-            value = None if i == 1 else json.dumps({"txn": f"t{i}", "cents": i, "ccy": "EUR"}).encode()
-            await producer.send_and_wait(topic, value, key=f"c{i}".encode())
+            await producer.send_and_wait(topic, None if i == 1 else payment_value(f"t{i}", i), key=f"c{i}".encode())
     finally:
         await producer.stop()
 
-    async with build_hub(write_config(tmp_path / "parked.yaml", spec(None))) as hub:
+    async with build_hub(write_config(tmp_path / "parked.yaml", bridge_config(bootstrap, prefix, topic))) as hub:
         await until(lambda: hub.inbound[0].progress()["bridged"] == 4, "the four records", timeout=60)
         parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("crm"))
         assert len(parked) == 1
@@ -251,7 +259,8 @@ async def test_tombstones_are_parked_saying_so_or_passed_over_as_configured(tmp_
         assert b"a tombstone (a record with no value, key 'c1')" in headers["bus_error"] and headers["kafka_offset"] == b"1"
         assert sorted(await bridged(hub)) == [f"{topic}:0:{i}" for i in (0, 2, 3)]
 
-    async with build_hub(write_config(tmp_path / "skipped.yaml", spec("skip"))) as hub:  # a group of its own: read again
+    skipping = bridge_config(bootstrap, prefix, topic, tombstones="skip", group=f"{prefix}-skip")  # a group of its own: read again
+    async with build_hub(write_config(tmp_path / "skipped.yaml", skipping)) as hub:
         crm = hub.inbound[0]
         await until(lambda: crm.progress()["bridged"] == 3, "the three values", timeout=60)
         assert crm.progress()["tombstones_skipped"] == 1
@@ -269,26 +278,33 @@ async def test_a_topic_written_compressed_with_any_kafka_codec_is_bridged(tmp_pa
 
     prefix = unique_prefix()
     topic = f"{prefix}.foreign.compressed"
-    admin = make_admin(KafkaConfig(bootstrap=bootstrap), bootstrap)
-    await admin.start()
-    try:
-        await ensure_topics(admin, [TopicSpec(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await one_partition_topic(bootstrap, topic)
     codecs = ["gzip", "snappy", "lz4", "zstd"]
     for i, codec in enumerate(codecs):
         producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 0})
         for j in range(3):
-            producer.produce(topic, json.dumps({"txn": f"{codec}-{j}", "cents": i * 10 + j, "ccy": "EUR"}).encode())
+            producer.produce(topic, payment_value(f"{codec}-{j}", i * 10 + j))
         assert producer.flush(30) == 0
         del producer  # its threads end with it, not at the end of the session
-    emit = {"schema": "Payment", "id": "txn", "key": "txn", "map": {"payment_id": "txn", "amount": "cents", "currency": "lower(ccy)"}}
-    config = {
-        "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 1, "session_timeout_ms": 3000},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "ops": {"host": "127.0.0.1", "port": 0},
-        "inbound": [{"name": "erp", "type": "kafka", "bootstrap": bootstrap, "topics": [topic], "session_timeout_ms": 3000, "emit": emit}],
-    }
-    async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+    emit = {**BRIDGE_EMIT, "id": "txn"}
+    async with build_hub(write_config(tmp_path / "bus.yaml", bridge_config(bootstrap, prefix, topic, emit=emit))) as hub:
         await until(lambda: hub.inbound[0].progress()["bridged"] == 12, "the twelve records", timeout=30)
         assert sorted(await bridged(hub)) == sorted(f"{codec}-{j}" for codec in codecs for j in range(3))
+
+
+async def test_json_in_confluents_wire_format_is_read_and_avro_in_it_is_parked_saying_so(tmp_path: Path, bootstrap: str) -> None:
+    """Confluent's JSON Schema serializer puts a zero byte and the schema's id before the JSON:
+    every such value was parked as "not JSON". No JSON starts with a zero byte, so the header is
+    dropped. Avro in that format, on a bridge set to JSON, is parked saying to set format: avro."""
+    prefix = unique_prefix()
+    topic = f"{prefix}.foreign.json-schema"
+    await one_partition_topic(bootstrap, topic)
+    avro = wire(42, {"txn": "a1", "cents": 5, "ccy": "USD"})
+    await produce(bootstrap, topic, [struct.pack(">bI", 0, 7) + payment_value("j1", 1), avro, payment_value("j2", 2)])
+    emit = {**BRIDGE_EMIT, "id": "txn"}
+    async with build_hub(write_config(tmp_path / "bus.yaml", bridge_config(bootstrap, prefix, topic, emit=emit))) as hub:
+        await until(lambda: hub.inbound[0].progress()["bridged"] == 3, "the three records", timeout=30)
+        assert sorted(await bridged(hub)) == ["j1", "j2"]
+        [parked] = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("crm"))
+        said = dict(parked.headers)["bus_error"].decode()
+        assert said.startswith("value is not JSON after a Confluent wire-format header (schema id 42: Avro needs format: avro)"), said
