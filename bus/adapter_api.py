@@ -36,6 +36,7 @@ __all__ = [
     "BodyCheck",
     "BodyMap",
     "Checkpoints",
+    "ClientTls",
     "ConfigModel",
     "ConfigPath",
     "ConnectionTokens",
@@ -115,7 +116,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
-from bus.config.adapters import AdapterConfig, Contract, EmitSpec, OpenApiOperation, OutboundConfig, PayloadShape
+from bus.config.adapters import AdapterConfig, ClientTls, Contract, EmitSpec, OpenApiOperation, OutboundConfig, PayloadShape
 from bus.config.base import ConfigModel
 from bus.config.fields import AnswerExpression, BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity

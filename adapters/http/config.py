@@ -32,8 +32,8 @@ from bus.adapter_api import (
     AdapterConfig,
     AnswerExpression,
     BodyMap,
+    ClientTls,
     ConfigModel,
-    ConfigPath,
     Contract,
     Duration,
     EmitSpec,
@@ -166,32 +166,6 @@ class OAuth2Connection(ConfigModel):
 
     type: Literal["oauth2_connection"] = "oauth2_connection"
     connection: str = Field(description="The connection's name.", examples=["quickbooks"])
-
-
-class ClientTls(ConfigModel):
-    """TLS to the target: the CA that signs its certificate, and the hub's own client certificate
-    for mutual TLS (banks, payment networks, B2B gateways ask for one)."""
-
-    ca: ConfigPath | None = Field(
-        default=None, description="PEM file of the CA(s) that sign the target's certificate (default: the system's trusted CAs)."
-    )
-    cert: ConfigPath | None = Field(default=None, description="PEM file of the hub's client certificate (and its chain), for mutual TLS.")
-    key: ConfigPath | None = Field(default=None, description="PEM file of the client certificate's private key.")
-    key_password: SecretStr | None = Field(default=None, description="The key's password, if it is encrypted.")
-
-    @model_validator(mode="after")
-    def _pair(self) -> ClientTls:
-        if (self.cert is None) != (self.key is None):
-            raise ValueError("give both cert and key for a client certificate, or neither")
-        return self
-
-    def context(self) -> ssl.SSLContext:
-        """The SSL context (reads the files: at start, or in bus validate); ssl.SSLError or OSError if they do not fit."""
-        found = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
-        if self.cert is not None and self.key is not None:
-            password = self.key_password.get_secret_value() if self.key_password else None
-            found.load_cert_chain(str(self.cert), str(self.key), password=password)
-        return found
 
 
 class AnswerRules(ConfigModel):

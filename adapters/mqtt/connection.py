@@ -20,6 +20,7 @@ __all__ = [
     "user_property",
 ]
 
+import ssl
 from contextvars import ContextVar
 from typing import Any
 
@@ -36,7 +37,12 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
 def client_for(config: Any, identifier: str | None, *, persistent: bool) -> aiomqtt.Client:
-    credentials = {"username": config.username, "password": config.password.get_secret_value() if config.password else None}
+    credentials: dict[str, Any] = {"username": config.username, "password": config.password.get_secret_value() if config.password else None}
+    if config.tls is not None:  # the files are read at each connection: a renewed certificate is taken up
+        try:
+            credentials["tls_context"] = config.tls.context()
+        except (OSError, ssl.SSLError) as exc:
+            raise RetryableError(f"mqtt {config.name}: the TLS files cannot be used: {exc}") from exc
     if config.protocol == "5":
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = SESSION_EXPIRY_S if persistent else 0

@@ -6,12 +6,13 @@ Adapters import them through ``bus.adapter_api``; the loader and the checker rea
 
 from __future__ import annotations
 
-__all__ = ["AdapterConfig", "Contract", "EmitSpec", "OpenApiOperation", "OutboundConfig", "PayloadShape"]
+__all__ = ["AdapterConfig", "ClientTls", "Contract", "EmitSpec", "OpenApiOperation", "OutboundConfig", "PayloadShape"]
 
+import ssl
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from bus.config.base import ConfigModel
 from bus.config.delivery import DeliveryPolicy
@@ -127,3 +128,29 @@ class EmitSpec(ConfigModel):
         description="The shape of what the source sends (a JSON Schema or a sample): the paths `map`, `key`, `id` and "
         "`subject` read are then checked against it at load, with suggestions for typos.",
     )
+
+
+class ClientTls(ConfigModel):
+    """TLS to a target or a broker: the CA that signs its certificate, and the hub's own client
+    certificate for mutual TLS (banks, payment networks, B2B gateways, AWS IoT Core ask for one)."""
+
+    ca: ConfigPath | None = Field(
+        default=None, description="PEM file of the CA(s) that sign the target's certificate (default: the system's trusted CAs)."
+    )
+    cert: ConfigPath | None = Field(default=None, description="PEM file of the hub's client certificate (and its chain), for mutual TLS.")
+    key: ConfigPath | None = Field(default=None, description="PEM file of the client certificate's private key.")
+    key_password: SecretStr | None = Field(default=None, description="The key's password, if it is encrypted.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> ClientTls:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("give both cert and key for a client certificate, or neither")
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        """The SSL context (reads the files: at start, or in bus validate); ssl.SSLError or OSError if they do not fit."""
+        found = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        if self.cert is not None and self.key is not None:
+            password = self.key_password.get_secret_value() if self.key_password else None
+            found.load_cert_chain(str(self.cert), str(self.key), password=password)
+        return found

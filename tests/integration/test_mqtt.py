@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bus.app.cli import main
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.hub import build_hub, unique_prefix, write_config
@@ -327,5 +329,55 @@ async def test_a_session_the_broker_did_not_keep_is_said(tmp_path: Path, bootstr
                 await publish(port, "after")
                 await target.wait_for(lambda: len(target.accepted) == 2)
         assert [c.body["payment_id"] for c in target.accepted] == ["while-away", "after"]
+    finally:
+        await target.stop()
+
+
+async def test_a_broker_that_takes_only_tls_with_a_client_certificate(tmp_path: Path, bootstrap: str) -> None:
+    """Cloud and production brokers take only TLS (8883), and IoT platforms (AWS IoT Core, Azure
+    IoT Hub) identify a gateway by its client certificate: the hub could not connect to one at all.
+    A broker of the test's own asks every client for a certificate signed by its CA: with the
+    hub's, sensor messages come in and alerts go out over TLS; without one, the hub cannot start
+    the adapters and says why; files that cannot be used fail `bus validate`."""
+    from tests.support.certs import Authority
+    from tests.support.mosquitto_private import private_mosquitto
+
+    authority = Authority(tmp_path / "pki")
+    server, hub_cert = authority.issue("broker", server=True), authority.issue("hub")
+    device = authority.issue("device")
+    files = {"ca.pem": authority.cert, "broker.pem": server.cert, "broker.key": server.key}
+    tls_listener = ("cafile {dir}/ca.pem", "certfile {dir}/broker.pem", "keyfile {dir}/broker.key", "require_certificate true")
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    try:
+        with private_mosquitto(*tls_listener, files=files) as port:
+            cfg = config(bootstrap, target, run, unique_prefix())
+            tls = {"ca": str(authority.cert), "cert": str(hub_cert.cert), "key": str(hub_cert.key)}
+            for adapter in (cfg["inbound"][0], cfg["outbound"][1]):
+                adapter |= {"port": port, "tls": tls}
+            path = write_config(tmp_path / "bus.yaml", cfg)
+            context = ssl.create_default_context(cafile=str(authority.cert))
+            context.load_cert_chain(str(device.cert), str(device.key))
+            async with (
+                aiomqtt.Client("127.0.0.1", port, tls_context=context) as listener,
+                aiomqtt.Client("127.0.0.1", port, tls_context=context) as sensor,
+                build_hub(path) as hub,
+            ):
+                await listener.subscribe(f"t{run}/alerts/#", qos=1)
+                await sensor.publish(f"t{run}/sensors/d1/usage", json.dumps({"id": "r1", "device": "d1", "value": 7}), qos=1)
+                await target.wait_for(lambda: len(target.accepted) == 1)
+                alert = await asyncio.wait_for(anext(listener.messages), 30)
+                assert json.loads(alert.payload) == {"id": "r1", "v": 7}  # type: ignore[arg-type]
+                for adapter in (hub.inbound[0], hub.outbound[1]):
+                    assert (await adapter.health()).ok, adapter.config.name
+
+            for adapter in (cfg["inbound"][0], cfg["outbound"][1]):
+                adapter["tls"] = {"ca": str(authority.cert)}  # TLS, but no client certificate
+            async with build_hub(write_config(path, cfg)) as hub:
+                for what in ("inbound sensors", "outbound alerts"):
+                    assert what in hub.starting and f"cannot connect to 127.0.0.1:{port}" in hub.starting[what], hub.starting
+
+        cfg["inbound"][0]["tls"] = {"ca": str(tmp_path / "missing.pem")}
+        assert main(["validate", "-c", str(write_config(path, cfg))]) != 0
     finally:
         await target.stop()

@@ -11,23 +11,29 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from bus.ports import free_port
 from tests.support.private_server import binaries_missing, server_folder, stop_server, wait_listening
 
 
 @contextmanager
-def private_mosquitto(*settings: str, allowed: str | None = None, port: int | None = None) -> Iterator[int]:
+def private_mosquitto(
+    *settings: str, allowed: str | None = None, port: int | None = None, files: dict[str, Path] | None = None
+) -> Iterator[int]:
     """Yields the port of a fresh anonymous broker with ``settings`` (mosquitto.conf lines:
     ``max_packet_size 1000``) and, with ``allowed``, an ACL letting clients read and write that
     topic filter only; stops and removes it after. ``port``: the one a broker stopped before had
-    (a restart, as clients see it)."""
+    (a restart, as clients see it). ``files`` are copied into the broker's own folder (it may not
+    read the test's), which settings name as ``{dir}``: ``cafile {dir}/ca.pem``."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not shutil.which(binary):
         binaries_missing("the Mosquitto broker (mosquitto) is not installed")
     folder, as_user = server_folder("bus-mosquitto-", "mosquitto")
     port = port or free_port()
-    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false", *settings]
+    for name, source in (files or {}).items():
+        shutil.copyfile(source, folder / name)
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false", *(line.format(dir=folder) for line in settings)]
     if allowed is not None:
         (folder / "acl").write_text(f"topic readwrite {allowed}\n")
         lines.append(f"acl_file {folder / 'acl'}")
