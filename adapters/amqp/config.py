@@ -4,11 +4,33 @@ from __future__ import annotations
 
 __all__ = ["AmqpInboundConfig", "AmqpOutboundConfig", "Binding"]
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, ConfigModel, EmitSpec, OutboundConfig, TemplateText
+from bus.adapter_api import AdapterConfig, BodyMap, ClientTls, ConfigModel, Contract, EmitSpec, OutboundConfig, TemplateText
+
+
+class _Broker(ConfigModel):
+    url: SecretStr = Field(
+        description="Broker URL (may hold a password: use ${ENV}); amqps:// for TLS.", examples=["amqp://guest:guest@rabbitmq:5672/"]
+    )
+    tls: ClientTls | None = Field(
+        default=None,
+        description="With an amqps:// URL: the CA that signs the broker's certificate (default: the system's), and a client "
+        "certificate for mutual TLS (a broker with `ssl_options.fail_if_no_peer_cert`).",
+        examples=[{"ca": "certs/rabbitmq-ca.pem", "cert": "certs/hub.pem", "key": "certs/hub.key"}],
+    )
+
+    @model_validator(mode="after")
+    def _tls_needs_amqps(self) -> _Broker:
+        if self.tls is not None and not self.url.get_secret_value().startswith("amqps://"):
+            raise ValueError("tls is for an amqps:// url (TLS); this url is plain AMQP")
+        return self
+
+    def contract(self, base_dir: Path) -> Contract:
+        return self.tls.checked() if self.tls is not None else Contract()
 
 
 class Binding(ConfigModel):
@@ -19,13 +41,12 @@ class Binding(ConfigModel):
     routing_key: str = Field(default="#", description="Binding key.", examples=["order.created"])
 
 
-class AmqpInboundConfig(AdapterConfig):
+class AmqpInboundConfig(_Broker, AdapterConfig):
     """Consume JSON messages from a queue. Each message is acknowledged only after Kafka has its
     event; a message that cannot become one goes to the inbound dead-letter topic with the reason,
     then is acknowledged. While Kafka cannot take an event, its message is held (reading stops behind it)."""
 
     type: Literal["amqp"] = "amqp"
-    url: SecretStr = Field(description="Broker URL (may hold a password: use ${ENV}).", examples=["amqp://guest:guest@rabbitmq:5672/"])
     queue: str = Field(description="Queue to consume.", examples=["erp.orders"])
     declare: bool = Field(default=True, description="Declare the queue (durable) if it does not exist.")
     bindings: list[Binding] = Field(default_factory=list, description="Exchanges to bind the queue to (needs declare).")
@@ -33,12 +54,11 @@ class AmqpInboundConfig(AdapterConfig):
     emit: EmitSpec = Field(description="How the JSON body becomes a canonical event.")
 
 
-class AmqpOutboundConfig(OutboundConfig):
+class AmqpOutboundConfig(_Broker, OutboundConfig):
     """Publish each event as a persistent JSON message, with publisher confirms: a delivery counts
     only once the broker confirmed it. The event id travels as the AMQP message id."""
 
     type: Literal["amqp"] = "amqp"
-    url: SecretStr = Field(description="Broker URL (may hold a password: use ${ENV}).", examples=["amqp://guest:guest@rabbitmq:5672/"])
     exchange: str = Field(default="", description="Exchange to publish to; empty: the default exchange (routing key = queue name).")
     routing_key: TemplateText = Field(description="Routing key: a ${} template over the event's fields.", examples=["orders.${status}"])
     declare_queue: str | None = Field(

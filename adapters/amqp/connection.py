@@ -4,18 +4,26 @@ from __future__ import annotations
 
 __all__ = ["connect"]
 
+import ssl
+
 import aio_pika
 from aio_pika import RobustConnection
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
-from bus.adapter_api import RetryableError
+from bus.adapter_api import ClientTls, RetryableError
 
 
-async def connect(url: str, what: str, connection_class: type[RobustConnection] = RobustConnection) -> AbstractRobustConnection:
+async def connect(
+    url: str, what: str, connection_class: type[RobustConnection] = RobustConnection, *, tls: ClientTls | None = None
+) -> AbstractRobustConnection:
     """A robust connection (it reconnects by itself), or RetryableError naming the broker."""
     try:
-        return await aio_pika.connect_robust(url, timeout=10, connection_class=connection_class)
+        context = tls.context() if tls is not None else None  # amqps:// without it: the system's CAs
+    except (OSError, ssl.SSLError) as exc:
+        raise RetryableError(f"{what}: the TLS files cannot be used: {exc}") from exc
+    try:
+        return await aio_pika.connect_robust(url, timeout=10, connection_class=connection_class, ssl_context=context)
     except (OSError, AMQPError, TimeoutError) as exc:
         host = url.rsplit("@", 1)[-1]  # never log the password
         raise RetryableError(f"{what}: cannot connect to AMQP broker {host}: {exc!r}") from exc

@@ -39,7 +39,9 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
 
     async def open(self) -> None:
         # Its channels read no message over 16 MiB whole: one is parked from its start.
-        connection = await connect(self.config.url.get_secret_value(), f"amqp {self.config.name}", connection_class=BoundedConnection)
+        connection = await connect(
+            self.config.url.get_secret_value(), f"amqp {self.config.name}", connection_class=BoundedConnection, tls=self.config.tls
+        )
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.config.prefetch)

@@ -45,7 +45,7 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
     async def start(self) -> None:
         if self._connection is not None:
             return
-        connection = await connect(self.config.url.get_secret_value(), f"amqp {self.config.name}")
+        connection = await connect(self.config.url.get_secret_value(), f"amqp {self.config.name}", tls=self.config.tls)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             if self.config.declare_queue:

@@ -19,7 +19,6 @@ __all__ = [
 ]
 
 import re
-import ssl
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -252,11 +251,8 @@ class HttpOutboundConfig(AnswerRules, OutboundConfig):
     )
 
     def contract(self, base_dir: Path) -> Contract:
-        if self.tls is not None:
-            try:
-                self.tls.context()
-            except (OSError, ssl.SSLError) as exc:
-                return Contract(errors=((("tls",), f"the TLS files cannot be used: {exc}"),))
+        if self.tls is not None and (problems := self.tls.checked()).errors:
+            return problems
         return outbound_contract(self.url, self.method, self.body, self.openapi)
 
 

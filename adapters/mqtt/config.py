@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = ["MqttInboundConfig", "MqttOutboundConfig"]
 
-import ssl
 from pathlib import Path
 from typing import Literal
 
@@ -32,12 +31,7 @@ class _Broker(AdapterConfig):
     )
 
     def contract(self, base_dir: Path) -> Contract:
-        if self.tls is not None:
-            try:
-                self.tls.context()
-            except (OSError, ssl.SSLError) as exc:
-                return Contract(errors=((("tls",), f"the TLS files cannot be used: {exc}"),))
-        return Contract()
+        return self.tls.checked() if self.tls is not None else Contract()
 
 
 class MqttInboundConfig(_Broker):

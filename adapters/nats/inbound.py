@@ -54,7 +54,7 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         return self.config.batch
 
     async def open(self) -> None:
-        connection = await connect(self.config.url.get_secret_value(), f"nats {self.config.name}")
+        connection = await connect(self.config.url.get_secret_value(), f"nats {self.config.name}", self.config.tls)
         try:
             js = connection.jetstream()
             try:

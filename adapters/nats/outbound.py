@@ -37,7 +37,7 @@ class NatsOutbound(Outbound[NatsOutboundConfig]):
 
     async def start(self) -> None:
         if self._connection is None:
-            self._connection = await connect(self.config.url.get_secret_value(), f"nats {self.config.name}")
+            self._connection = await connect(self.config.url.get_secret_value(), f"nats {self.config.name}", self.config.tls)
 
     async def stop(self) -> None:
         connection, self._connection = self._connection, None

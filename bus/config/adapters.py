@@ -147,6 +147,14 @@ class ClientTls(ConfigModel):
             raise ValueError("give both cert and key for a client certificate, or neither")
         return self
 
+    def checked(self) -> Contract:
+        """For a config's ``contract()``: an error at ``tls`` when the files cannot be used (``bus validate``)."""
+        try:
+            self.context()
+        except (OSError, ssl.SSLError) as exc:
+            return Contract(errors=((("tls",), f"the TLS files cannot be used: {exc}"),))
+        return Contract()
+
     def context(self) -> ssl.SSLContext:
         """The SSL context (reads the files: at start, or in bus validate); ssl.SSLError or OSError if they do not fit."""
         found = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -256,7 +257,8 @@ async def test_a_message_over_rabbitmqs_max_message_size_is_refused_and_does_not
     publish on it failed for seconds, on every try of that one event (retried for a day as a
     broker fault). It is now a dead letter with the broker's limit, learnt from that answer, and a
     larger message after it is refused before it is sent. A node of the test's own, set to 2,000 bytes."""
-    with private_rabbitmq("max_message_size = 2000") as url:
+    with private_rabbitmq("max_message_size = 2000") as node:
+        url = node.url
         import aio_pika
 
         queue_name = f"sized-{uuid.uuid4().hex[:8]}"
@@ -283,3 +285,70 @@ async def test_a_message_over_rabbitmqs_max_message_size_is_refused_and_does_not
         finally:
             await out.stop()
             await connection.close()
+
+
+async def test_nats_and_rabbitmq_over_mutual_tls(tmp_path: Path) -> None:
+    """Production NATS and RabbitMQ servers take TLS, often asking every client for a certificate:
+    the hub had no way to give one (nor a CA of the server's own). Servers of the test's own ask
+    for a certificate signed by the test's CA: with the hub's, events are delivered; without one,
+    the outbound cannot start, saying why; a tls block on a plain amqp:// url is a config error."""
+    from pydantic import ValidationError
+
+    from adapters.amqp.config import AmqpOutboundConfig
+    from tests.support.certs import Authority
+    from tests.support.nats_private import private_nats
+
+    authority = Authority(tmp_path / "pki")
+    server, hub = authority.issue("server", server=True), authority.issue("hub")
+    files = {"ca.pem": authority.cert, "server.pem": server.cert, "server.key": server.key}
+    with_cert = {"ca": str(authority.cert), "cert": str(hub.cert), "key": str(hub.key)}
+    without = {"ca": str(authority.cert)}
+
+    tls = 'tls { cert_file: "{dir}/server.pem", key_file: "{dir}/server.key", ca_file: "{dir}/ca.pem", verify: true }'
+    with private_nats(tls, files=files) as port:
+        url = f"tls://127.0.0.1:{port}"
+        out = outbound("nats", {"url": url, "subject": "secure.x", "tls": with_cert})
+        await out.start()
+        try:
+            js = out._connection.jetstream()
+            await js.add_stream(name="SECURE", subjects=["secure.>"])
+            await out.deliver(event("one", 1))
+            assert (await js.stream_info("SECURE")).state.messages == 1
+        finally:
+            await out.stop()
+        refused = outbound("nats", {"url": url, "subject": "secure.x", "tls": without})
+        with pytest.raises(RetryableError, match=rf"cannot connect to NATS at tls://127.0.0.1:{port}: .*last: .*SSL"):
+            await refused.start()
+
+    ssl_listener = (
+        "listeners.ssl.default = 127.0.0.1:{tls_port}",
+        "ssl_options.cacertfile = {dir}/ca.pem",
+        "ssl_options.certfile = {dir}/server.pem",
+        "ssl_options.keyfile = {dir}/server.key",
+        "ssl_options.verify = verify_peer",
+        "ssl_options.fail_if_no_peer_cert = true",
+    )
+    with private_rabbitmq(*ssl_listener, files=files) as node:
+        plain_url, tls_port = node.url, node.tls_port
+        url = f"amqps://guest:guest@127.0.0.1:{tls_port}/"
+        queue_name = f"secure-{uuid.uuid4().hex[:8]}"
+        out = outbound("amqp", {"url": url, "routing_key": queue_name, "declare_queue": queue_name, "tls": with_cert})
+        await out.start()
+        try:
+            await out.deliver(event("one", 1))
+        finally:
+            await out.stop()
+        import aio_pika
+
+        connection = await aio_pika.connect(plain_url)
+        try:
+            queue = await (await connection.channel()).declare_queue(queue_name, durable=True, passive=True)
+            assert queue.declaration_result.message_count == 1
+        finally:
+            await connection.close()
+        refused = outbound("amqp", {"url": url, "routing_key": queue_name, "tls": without})
+        with pytest.raises(RetryableError, match=rf"cannot connect to AMQP broker 127.0.0.1:{tls_port}"):
+            await refused.start()
+
+    with pytest.raises(ValidationError, match="tls is for an amqps:// url"):
+        AmqpOutboundConfig.model_validate({"name": "o", "type": "amqp", "url": "amqp://h/", "routing_key": "k", "tls": with_cert})

@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from bus.ports import free_port
@@ -23,15 +24,26 @@ from tests.support.private_server import binaries_missing, wait_listening
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 
 
+@dataclass(frozen=True)
+class RabbitNode:
+    url: str  # amqp://guest:guest@127.0.0.1:PORT/
+    tls_port: int  # where a listener set with ``listeners.ssl.default = {tls_port}`` listens
+
+
 @contextmanager
-def private_rabbitmq(*settings: str) -> Iterator[str]:
-    """Yields the AMQP URL (guest/guest) of a fresh node started with ``settings`` (rabbitmq.conf
-    lines: ``max_message_size = 2000``); stops it and removes its folder after."""
+def private_rabbitmq(*settings: str, files: dict[str, Path] | None = None) -> Iterator[RabbitNode]:
+    """A fresh node started with ``settings`` (rabbitmq.conf lines: ``max_message_size = 2000``),
+    in which ``{dir}`` names its folder (where ``files`` are copied) and ``{tls_port}`` a second
+    free port; stopped and its folder removed after."""
     if not SERVER.exists():
         binaries_missing("the RabbitMQ server (rabbitmq-server) is not installed")
     folder = Path(tempfile.mkdtemp(prefix="bus-rabbitmq-"))
-    port, distribution = free_port(), free_port()
-    (folder / "rabbitmq.conf").write_text("\n".join([f"listeners.tcp.local = 127.0.0.1:{port}", "loopback_users = none", *settings]) + "\n")
+    for name, source in (files or {}).items():
+        shutil.copyfile(source, folder / name)
+    port, distribution, tls_port = free_port(), free_port(), free_port()
+    lines = [f"listeners.tcp.local = 127.0.0.1:{port}", "loopback_users = none"]
+    lines += [line.format(dir=folder, tls_port=tls_port) for line in settings]
+    (folder / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
     (folder / "enabled_plugins").write_text("[].\n")
     env = {
         **os.environ,
@@ -48,7 +60,9 @@ def private_rabbitmq(*settings: str) -> Iterator[str]:
     server = subprocess.Popen([str(SERVER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         wait_listening(server, port, "RabbitMQ", timeout=60)
-        yield f"amqp://guest:guest@127.0.0.1:{port}/"
+        if any("{tls_port}" in line for line in settings):
+            wait_listening(server, tls_port, "RabbitMQ's TLS listener", timeout=30)
+        yield RabbitNode(f"amqp://guest:guest@127.0.0.1:{port}/", tls_port)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
