@@ -5,10 +5,12 @@ from __future__ import annotations
 __all__ = ["PostgresCdcConfig", "SqlOutboundConfig", "SqlPollConfig", "Watermark"]
 
 import re
+import ssl
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from adapters.sql.pool import mysql_tls
 from bus.adapter_api import AdapterConfig, Body, ConfigModel, Duration, EmitSpec, Expression, Kind, OutboundConfig, duration, time_zone
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -21,8 +23,14 @@ def _identifier(name: str) -> str:
 
 
 def _dsn(dsn: SecretStr) -> SecretStr:
-    if not dsn.get_secret_value().startswith(("postgresql://", "postgres://", "mysql://", "mariadb://")):
+    text = dsn.get_secret_value()
+    if not text.startswith(("postgresql://", "postgres://", "mysql://", "mariadb://")):
         raise ValueError("dsn must start with postgresql://, postgres://, mysql:// or mariadb://")
+    if text.startswith(("mysql://", "mariadb://")) and "${" not in text:
+        try:
+            mysql_tls(text)  # its TLS options (the files are read: a missing one is said at load)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"the dsn's TLS files cannot be used: {exc}") from exc
     return dsn
 
 
@@ -34,8 +42,10 @@ class SqlOutboundConfig(OutboundConfig):
 
     type: Literal["sql"] = "sql"
     dsn: SecretStr = Field(
-        description="postgresql://user:pass@host:5432/db or mysql://user:pass@host:3306/db (use ${ENV} for the password).",
-        examples=["postgresql://bus@postgres:5432/erp"],
+        description="postgresql://user:pass@host:5432/db or mysql://user:pass@host:3306/db (use ${ENV} for the password). "
+        "TLS: libpq's ?sslmode=... for PostgreSQL; ?ssl-mode=VERIFY_IDENTITY&ssl-ca=...&ssl-cert=...&ssl-key=... for "
+        "MariaDB/MySQL (docs/adapters.md, sql).",
+        examples=["postgresql://bus@postgres:5432/erp", "mysql://hub@db:3306/erp?ssl-mode=VERIFY_IDENTITY&ssl-ca=/certs/ca.pem"],
     )
     table: str = Field(description="Target table (schema.table allowed).", examples=["ledger_payments"])
     columns: Annotated[dict[str, str], Kind("body")] = Field(

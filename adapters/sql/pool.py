@@ -3,18 +3,59 @@
 
 from __future__ import annotations
 
-__all__ = ["close_pool", "describe", "fetch", "is_postgres", "open_pool"]
+__all__ = ["close_pool", "describe", "fetch", "is_postgres", "mysql_tls", "open_pool"]
 
 import asyncio
 import contextlib
+import ssl
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from bus.adapter_api import RetryableError
 
 
 def is_postgres(dsn: str) -> bool:
     return dsn.startswith(("postgresql://", "postgres://"))
+
+
+# MariaDB/MySQL TLS, named in the DSN's query as MySQL's own clients name it (mysql --ssl-mode...).
+_SSL_MODES = {"disabled", "required", "verify_ca", "verify_identity"}
+_SSL_OPTIONS = {"ssl-mode", "ssl-ca", "ssl-cert", "ssl-key"}
+
+
+def mysql_tls(dsn: str) -> ssl.SSLContext | None:
+    """The TLS a ``mysql://`` DSN asks for in its query: ``ssl-mode`` (DISABLED, REQUIRED: encrypted
+    without checking the server's certificate, VERIFY_CA, VERIFY_IDENTITY: its name too; with
+    ``ssl-ca`` alone, VERIFY_CA), ``ssl-ca`` (default: the system's CAs), ``ssl-cert`` and
+    ``ssl-key`` (a client certificate). ValueError for anything else in the query: it was ignored,
+    and ``?ssl=true`` connected in plain text, unsaid."""
+    query = parse_qs(urlsplit(dsn).query, keep_blank_values=True)
+    unknown = sorted(set(query) - _SSL_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"the dsn's query has {', '.join(unknown)}, which the hub does not read for MariaDB/MySQL; it reads "
+            f"{', '.join(sorted(_SSL_OPTIONS))} (ssl-mode: DISABLED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY)"
+        )
+    options = {name: values[-1] for name, values in query.items()}
+    implied = "verify_ca" if "ssl-ca" in options else "required" if options else "disabled"  # as MySQL's own client implies
+    mode = options.get("ssl-mode", implied).lower()
+    if mode not in _SSL_MODES:
+        raise ValueError(f"ssl-mode {options['ssl-mode']!r} is not one of DISABLED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY")
+    if mode == "disabled":
+        if len(options) > 1:
+            raise ValueError("ssl-mode=DISABLED with ssl-ca, ssl-cert or ssl-key: say which is meant")
+        return None
+    if ("ssl-cert" in options) != ("ssl-key" in options):
+        raise ValueError("give both ssl-cert and ssl-key for a client certificate, or neither")
+    context = ssl.create_default_context(cafile=options.get("ssl-ca"))  # OSError when the file cannot be read
+    if mode == "required":  # encrypted, as MySQL's REQUIRED: the certificate is not checked
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode == "verify_ca":
+        context.check_hostname = False
+    if "ssl-cert" in options:
+        context.load_cert_chain(options["ssl-cert"], options["ssl-key"])
+    return context
 
 
 def describe(dsn: str, table: str) -> str:
@@ -59,6 +100,7 @@ async def open_pool(
         init = f"SET SESSION {', '.join(session)}" if session else None
 
         url = urlsplit(dsn)
+        tls = mysql_tls(dsn)
         return await aiomysql.create_pool(
             host=url.hostname or "localhost",
             port=url.port or 3306,
@@ -70,6 +112,7 @@ async def open_pool(
             autocommit=autocommit,
             connect_timeout=10,
             init_command=init,
+            ssl=tls,
         )
     except Exception as exc:  # any driver failure at connect: the caller retries
         raise RetryableError(f"{what}: cannot connect: {exc!r}") from exc

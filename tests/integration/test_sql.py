@@ -722,3 +722,64 @@ async def test_a_time_goes_into_date_and_time_of_day_columns_as_its_date_and_tim
     finally:
         await target.stop()
         await run_sql(kind, dsn, f"DROP TABLE IF EXISTS {table}")
+
+
+async def test_mariadb_over_mutual_tls_from_the_dsn_and_a_query_it_does_not_read_is_refused(tmp_path: Path) -> None:
+    """Managed MySQL and MariaDB (RDS with require_secure_transport, Azure, PlanetScale) take
+    only TLS, and some users only with a client certificate. The DSN's query was ignored: there
+    was no way to ask for TLS, and `?ssl=true` connected in plain text, unsaid. Now the query
+    takes MySQL's own option names; anything else is a config error. A server of the test's own
+    with a user that must show a certificate signed by the test's CA."""
+    import aiomysql
+    from pydantic import ValidationError
+
+    from adapters.sql.config import SqlOutboundConfig
+    from bus.adapter_api import Context, Event, RetryableError
+    from tests.support.certs import Authority
+    from tests.support.mariadb_private import private_mariadb
+
+    authority = Authority(tmp_path / "pki")
+    server, client = authority.issue("mariadb", server=True), authority.issue("hub")
+    files = {"ca.pem": authority.cert, "server.pem": server.cert, "server.key": server.key}
+    tls = ("--ssl-ca={dir}/ca.pem", "--ssl-cert={dir}/server.pem", "--ssl-key={dir}/server.key")
+    with private_mariadb(*tls, files=files) as dsn:
+        url = urlsplit(dsn)
+        admin = await aiomysql.connect(host="127.0.0.1", port=url.port, user="root", db="test", autocommit=True)
+        async with admin.cursor() as cursor:
+            await cursor.execute("CREATE TABLE notes (id VARCHAR(20) PRIMARY KEY, body TEXT)")
+            await cursor.execute("CREATE USER 'hub'@'%' REQUIRE X509")
+            await cursor.execute("GRANT ALL ON test.* TO 'hub'@'%'")
+        admin.close()
+
+        def sql_out(query: str) -> Any:
+            from adapters.sql.outbound import SqlOutbound
+
+            spec = {"name": "notes", "type": "sql", "dsn": f"mysql://hub@127.0.0.1:{url.port}/test?{query}", "table": "notes"}
+            config = SqlOutboundConfig.model_validate({**spec, "key": ["id"], "columns": {"id": "id", "body": "body"}})
+            return SqlOutbound(config, Context("notes", logging.getLogger("test")))
+
+        certified = f"ssl-mode=VERIFY_IDENTITY&ssl-ca={authority.cert}&ssl-cert={client.cert}&ssl-key={client.key}"
+        out = sql_out(certified)
+        await out.start()
+        try:
+            await out.deliver(Event(schema="Note", data={"id": "n1", "body": "over TLS"}, source="/t", id="e1"))
+            async with out._pool.acquire() as connection, connection.cursor() as cursor:
+                await cursor.execute("SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'")
+                assert (await cursor.fetchone())[0], "the hub's session is not encrypted"
+                await cursor.execute("SELECT body FROM notes WHERE id = 'n1'")
+                assert await cursor.fetchone() == ("over TLS",)
+        finally:
+            await out.stop()
+
+        uncertified = sql_out(f"ssl-ca={authority.cert}")  # TLS (VERIFY_CA implied), but no certificate to show
+        with pytest.raises(RetryableError, match=r"cannot connect: .*Access denied for user 'hub'"):
+            await uncertified.start()
+
+    base = {"name": "n", "type": "sql", "table": "t", "key": ["id"], "columns": {"id": "id"}}
+    for query, said in (
+        ("ssl=true", "the dsn's query has ssl, which the hub does not read"),
+        ("ssl-mode=PREFERRED", "is not one of DISABLED"),
+        ("ssl-ca=/no/such.pem", "the dsn's TLS files cannot be used"),
+    ):
+        with pytest.raises(ValidationError, match=said):
+            SqlOutboundConfig.model_validate({**base, "dsn": f"mysql://h/db?{query}"})

@@ -19,13 +19,18 @@ from tests.support.private_server import binaries_missing, server_folder, stop_s
 
 
 @contextmanager
-def private_mariadb(*settings: str) -> Iterator[str]:
+def private_mariadb(*settings: str, files: dict[str, Path] | None = None) -> Iterator[str]:
     """Yields the DSN (database ``test``) of a fresh server started with ``settings`` (mariadbd
-    options: ``--sql-mode=``); stops and removes it after."""
+    options: ``--sql-mode=``), in which ``{dir}`` names the server's folder, where ``files`` are
+    copied (it may not read the test's); stops and removes it after."""
     install, server_bin = shutil.which("mariadb-install-db"), shutil.which("mariadbd") or "/usr/sbin/mariadbd"
     if install is None or not Path(server_bin).exists():
         binaries_missing("MariaDB server binaries (mariadb-install-db, mariadbd) are not installed")
     folder, as_user = server_folder("bus-mariadb-", "mysql")
+    for name, source in (files or {}).items():
+        shutil.copyfile(source, folder / name)
+        if as_user:
+            shutil.chown(folder / name, "mysql")
     data, port = folder / "data", free_port()
     subprocess.run(
         [*as_user, install, f"--datadir={data}", "--auth-root-authentication-method=normal", "--skip-test-db"],
@@ -35,7 +40,7 @@ def private_mariadb(*settings: str) -> Iterator[str]:
     server = subprocess.Popen(
         [*as_user, server_bin, "--no-defaults", f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
          f"--socket={folder / 'sock'}", f"--pid-file={folder / 'pid'}", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
-         *settings],
+         *(setting.format(dir=folder) for setting in settings)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip
