@@ -6,6 +6,7 @@ __all__ = ["connect"]
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from typing import Any
 
@@ -13,6 +14,8 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
 from bus.adapter_api import ClientTls, RetryableError
+
+_NATS_LOG = logging.getLogger("nats.aio.client")
 
 
 async def connect(url: str, what: str, tls: ClientTls | None = None) -> Any:
@@ -23,10 +26,11 @@ async def connect(url: str, what: str, tls: ClientTls | None = None) -> Any:
     except (OSError, ssl.SSLError) as exc:
         raise RetryableError(f"{what}: the TLS files cannot be used: {exc}") from exc
     client = NatsClient()
-    errors: list[Exception] = []  # what each attempt met (a refused certificate): the timeout alone says nothing
+    last: list[Exception] = []  # what the last attempt met (a refused certificate): the timeout alone says nothing
 
     async def noted(error: Exception) -> None:
-        errors.append(error)
+        last[:] = [error]  # the last only: the callback lives as long as the connection
+        _NATS_LOG.error("nats: encountered error", exc_info=error)  # nats-py's own line, which a callback replaces
 
     try:
         await asyncio.wait_for(
@@ -37,6 +41,6 @@ async def connect(url: str, what: str, tls: ClientTls | None = None) -> Any:
         with contextlib.suppress(Exception):
             await client.close()
         host = url.rsplit("@", 1)[-1]  # never log a password
-        met = f" (last: {errors[-1]!r})" if errors and isinstance(exc, TimeoutError) else ""
+        met = f" (last: {last[0]!r})" if last and isinstance(exc, TimeoutError) else ""
         raise RetryableError(f"{what}: cannot connect to NATS at {host}: {exc!r}{met}") from exc
     return client
