@@ -1,13 +1,15 @@
-"""A target broker that answers "no" is heard, and told apart from one that is down.
+"""A broker that answers "no" is heard, and told apart from one that is down.
 
-Each broker has a way to refuse one message while it stays up: an MQTT 5 PUBACK with a failure
-reason code (a topic its ACL denies), a JetStream error (a stream full for now, a message over the
-stream's largest), a RabbitMQ nack (a queue at its length limit with ``x-overflow:
-reject-publish``). The hub took an MQTT refusal for a delivery (the event was gone, unsaid),
-dead-lettered every event while a RabbitMQ queue was briefly full, and retried for a day a message
-that would never fit a stream or a broker's largest packet, as if the broker were down, reconnecting
-on every try. Against real brokers: the machine's NATS and RabbitMQ, and Mosquitto brokers of the
-test's own (an ACL, a largest packet).
+Each broker has ways to refuse one message, or one client, while it stays up: an MQTT 5 PUBACK
+with a failure reason code (a topic its ACL denies), a SUBACK that refuses a filter or grants QoS 0
+only, a largest packet or a Maximum QoS in its CONNACK; a JetStream error (a stream full for now,
+a message over the stream's largest); a RabbitMQ nack (a queue at its length limit with
+``x-overflow: reject-publish``) or a channel closed for a message over its ``max_message_size``;
+a TLS handshake that asks for a client certificate. The hub took an MQTT refusal for a delivery
+(the event was gone, unsaid), dead-lettered every event while a RabbitMQ queue was briefly full,
+and retried for a day a message that would never fit, as if the broker were down, reconnecting on
+every try. Against real brokers: the machine's NATS and RabbitMQ, and Mosquitto, RabbitMQ and NATS
+servers of the test's own (an ACL, a largest packet, a small max_message_size, mutual TLS).
 """
 
 from __future__ import annotations
