@@ -19,7 +19,12 @@ delivery. This client does what a delivery needs and nothing else:
   the connection is closed: a target that answers without end cannot exhaust the hub's memory;
 - a header name or value holding a line break or NUL is refused (``ValueError``) before anything
   is sent: it would split the request;
-- no redirects (a 3xx is the answer), no cookies, no proxies.
+- no redirects (a 3xx is the answer), no cookies;
+- the proxy the environment names, as every HTTP client honours it (``HTTPS_PROXY``,
+  ``HTTP_PROXY``, ``NO_PROXY``; credentials in the proxy's URL go as ``Proxy-Authorization``):
+  an https target through a CONNECT tunnel, an http one with its absolute URL. Deliveries went
+  straight to the target, where a company's network lets only its proxy out: they failed while
+  the pollers (httpx, which honours the same variables) worked.
 
 A target that closes a kept-alive connection at the moment a request is sent on it gets that
 request again on a new connection when the method is idempotent (PUT, DELETE); otherwise the
@@ -31,12 +36,14 @@ from __future__ import annotations
 __all__ = ["Response", "WireClient", "WireError", "via_wire"]
 
 import asyncio
+import base64
 import math
 import re
 import ssl
+import urllib.request
 import zlib
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -263,14 +270,20 @@ class WireClient:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self.connections_made = 0  # for tests and diagnostics: kept-alive connections are reused
+        self._proxies = urllib.request.getproxies_environment()  # read once: HTTPS_PROXY, HTTP_PROXY, NO_PROXY
+        self._routes: dict[tuple[str, str, int], URL | None] = {}  # per target: its proxy, or None
 
     async def request(self, method: str, url: URL, headers: dict[str, str], body: bytes = b"") -> Response:
         """``method url`` with ``headers`` and ``body``; the whole answer. Raises ValueError for a
         request that cannot be sent (a bad URL or header), TimeoutError, or OSError (WireError)."""
         if url.scheme not in ("http", "https") or not url.raw_host:
             raise ValueError(f"cannot send a request to {url}: only http and https URLs with a host")
-        head = self._head(method, url, headers, body)
         key = (url.scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80))
+        proxy = self._routes[key] if key in self._routes else self._route(key)
+        if proxy is not None and key[0] == "http":  # through the proxy: the request names the whole URL
+            head = self._head(method, url, {**headers, **_proxy_authorization(proxy)}, body, target=str(url.with_fragment(None)))
+        else:
+            head = self._head(method, url, headers, body)
         async with self._slots:
             connection = await self._connection(key)
             try:
@@ -297,7 +310,16 @@ class WireClient:
         connection.close()
         self._open.discard(connection)
 
-    def _head(self, method: str, url: URL, headers: dict[str, str], body: bytes) -> bytes:
+    def _route(self, key: tuple[str, str, int]) -> URL | None:
+        """The proxy the environment names for this target (None: straight to it), found once."""
+        scheme, host, port = key
+        named = self._proxies.get(scheme)
+        bypass = bool(named) and urllib.request.proxy_bypass_environment(f"{host}:{port}", self._proxies)  # type: ignore[attr-defined]
+        proxy = URL(named if "://" in named else f"http://{named}") if named and not bypass else None
+        self._routes[key] = proxy
+        return proxy
+
+    def _head(self, method: str, url: URL, headers: dict[str, str], body: bytes, *, target: str | None = None) -> bytes:
         host = url.host_port_subcomponent
         # One search over every name and every value (the common case: nothing wrong); the
         # offender is looked for only when there is one.
@@ -310,7 +332,7 @@ class WireClient:
                 host = value  # a configured Host (a target reached by address) wins over the URL's
             elif lowered not in ("content-length", "transfer-encoding", "connection"):  # the client's own
                 lines.append(f"{name}: {value}\r\n")
-        lines[0] = f"{method} {url.raw_path_qs} HTTP/1.1\r\nHost: {host}\r\n"
+        lines[0] = f"{method} {target or url.raw_path_qs} HTTP/1.1\r\nHost: {host}\r\n"
         lines.append("\r\n")
         try:
             return "".join(lines).encode("latin-1")
@@ -331,17 +353,40 @@ class WireClient:
             if self._tls is None:
                 self._tls = ssl.create_default_context()  # once: loading the system's CAs takes milliseconds
             tls = self._tls
+        proxy = self._routes.get(key)
         async with asyncio.timeout(self._connect_timeout):
-            _, protocol = await loop.create_connection(
-                lambda: _Connection(key, self._read_timeout, self._max_answer_bytes, self._answer_within),
-                host,
-                port,
-                ssl=tls,
-                server_hostname=host if tls else None,
-            )
+            if proxy is not None and tls is not None:
+                protocol = await self._tunnel(key, proxy, tls)
+            else:
+                _, protocol = await loop.create_connection(
+                    lambda: _Connection(key, self._read_timeout, self._max_answer_bytes, self._answer_within),
+                    (proxy.raw_host or "") if proxy is not None else host,
+                    (proxy.port or 80) if proxy is not None else port,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
+                )
         self.connections_made += 1
         self._open.add(protocol)
         return protocol
+
+    async def _tunnel(self, key: tuple[str, str, int], proxy: URL, tls: ssl.SSLContext) -> _Connection:
+        """A connection to an https target through the proxy's CONNECT tunnel, TLS end to end."""
+        _, host, port = key
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        loop = asyncio.get_running_loop()
+        raw, handshake = await loop.create_connection(_Tunnel, proxy.raw_host or "", proxy.port or 80)
+        try:
+            await handshake.ask(raw, proxy, where)
+            transport = await loop.start_tls(raw, handshake, tls, server_hostname=host)
+        except BaseException:
+            raw.abort()
+            raise
+        if transport is None:  # the loop's type allows it; a transport that closed meanwhile
+            raise WireError(f"TLS to {where} through the proxy {proxy.raw_host}:{proxy.port} could not start")
+        connection = _Connection(key, self._read_timeout, self._max_answer_bytes, self._answer_within)
+        transport.set_protocol(connection)
+        connection.connection_made(transport)
+        return connection
 
     async def close(self) -> None:
         for connection in self._open:
@@ -349,6 +394,44 @@ class WireClient:
         self._open.clear()
         self._idle.clear()
         await asyncio.sleep(0)  # let the transports close
+
+
+class _Tunnel(asyncio.Protocol):
+    """The CONNECT exchange with a proxy, before TLS starts over the same connection (a protocol,
+    not a stream: a StreamWriter closes its transport when it is collected)."""
+
+    def __init__(self) -> None:
+        self._answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._got = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self._got += data
+        if b"\r\n\r\n" in self._got and not self._answer.done():
+            self._answer.set_result(bytes(self._got))
+        elif len(self._got) > _MAX_HEAD_BYTES and not self._answer.done():
+            self._answer.set_exception(WireError("the proxy's answer to CONNECT has a head over 64 KiB"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._answer.done():
+            self._answer.set_exception(WireError(f"the proxy closed the connection before answering CONNECT ({exc!r})"))
+
+    async def ask(self, transport: asyncio.BaseTransport, proxy: URL, where: str) -> None:
+        """CONNECT ``where``; WireError with the proxy's answer unless it is 200."""
+        assert isinstance(transport, asyncio.Transport)
+        asked = f"CONNECT {where} HTTP/1.1\r\nHost: {where}\r\n"
+        asked += "".join(f"{name}: {value}\r\n" for name, value in _proxy_authorization(proxy).items())
+        transport.write((asked + "\r\n").encode("latin-1"))
+        status = (await self._answer).split(b"\r\n", 1)[0].decode("latin-1")
+        if status.split(" ")[1:2] != ["200"]:
+            raise WireError(f"the proxy {proxy.raw_host}:{proxy.port} refused the tunnel to {where}: {status}")
+
+
+def _proxy_authorization(proxy: URL) -> dict[str, str]:
+    """Basic credentials for the proxy, from its URL (http://user:password@proxy:3128)."""
+    if proxy.raw_user is None:
+        return {}
+    pair = f"{unquote(proxy.raw_user)}:{unquote(proxy.raw_password or '')}"
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
 
 
 def via_wire(client: WireClient) -> Post:

@@ -5,6 +5,7 @@ Standard Webhooks project's own library, not with the hub's code."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -220,3 +221,80 @@ async def test_templated_url_method_and_headers(tmp_path: Path, bootstrap: str) 
         assert "/api/payments/pi%2F..%2F..%2Fadmin%3Fx%3D1?source=bus" in calls
     finally:
         await api.stop()
+
+
+async def test_deliveries_go_through_the_proxy_the_environment_names(tmp_path: Path, bootstrap: str, monkeypatch: Any) -> None:
+    """Where a company's network lets only its proxy out, every HTTP client honours HTTPS_PROXY,
+    HTTP_PROXY and NO_PROXY. The pollers did (httpx); deliveries went straight to the target and
+    failed. Now an https target is reached through a CONNECT tunnel and an http one with its
+    absolute URL, with the proxy's credentials; NO_PROXY names what goes straight."""
+    import ssl
+
+    from tests.support.certs import Authority
+    from tests.support.http_proxy import ForwardProxy
+
+    authority = Authority(tmp_path / "pki")
+    issued = authority.issue("target", server=True)
+    received: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(f"{request.scheme} {request.path} {(await request.json())['id']}")
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/{name}", hook)
+    plain_runner, plain_port = await serve(app)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(issued.cert), str(issued.key))
+    secure_runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await secure_runner.setup()
+    await web.TCPSite(secure_runner, "127.0.0.1", 0, ssl_context=context).start()
+    secure_port = int(secure_runner.addresses[0][1])
+    proxy = await ForwardProxy(user="hub", password="s3cr=t").start()
+
+    config = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [{"name": "in", "type": "http_webhook", "path": "/in", "emit": {"schema": "Payment", "id": "id", "map": {
+            "payment_id": "id", "amount": "amount", "currency": '"eur"'}}}],
+        "routes": [{"name": "all", "from": "Payment", "to": ["secure", "plain"]}],
+        "outbound": [
+            {"name": "secure", "type": "http", "url": f"https://127.0.0.1:{secure_port}/secure", "body": {"id": "payment_id"},
+             "tls": {"ca": str(authority.cert)}},
+            {"name": "plain", "type": "http", "url": f"http://127.0.0.1:{plain_port}/plain", "body": {"id": "payment_id"}},
+        ],
+    }  # fmt: skip
+    path = write_config(tmp_path / "bus.yaml", config)
+
+    def through_proxy() -> list[tuple[str, str, str | None]]:
+        ports = (f":{secure_port}", f":{plain_port}/")
+        return [(a.method, a.target, a.authorization) for a in proxy.asked if any(p in a.target for p in ports)]
+
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+        monkeypatch.setenv("HTTP_PROXY", proxy.url())
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with build_hub(path) as hub:
+            assert hub.web is not None
+            await Source([f"http://127.0.0.1:{hub.web.port}/in"]).send_all({"id": f"p{i}", "amount": i} for i in range(3))
+            await until(lambda: len(received) == 6, "the deliveries", timeout=30)
+        assert sorted(received) == sorted([f"https /secure p{i}" for i in range(3)] + [f"http /plain p{i}" for i in range(3)])
+        credentials = "Basic " + base64.b64encode(b"hub:s3cr=t").decode()
+        seen = through_proxy()
+        assert ("CONNECT", f"127.0.0.1:{secure_port}", credentials) in seen  # one tunnel, kept alive
+        # An http target's requests name its whole URL (the stand-in reads a connection's first, then relays it).
+        assert [s for s in seen if s[0] == "POST"][:1] == [("POST", f"http://127.0.0.1:{plain_port}/plain", credentials)]
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # straight to them: the proxy sees nothing more
+        before = len(through_proxy())
+        async with build_hub(path) as hub:
+            assert hub.web is not None
+            await Source([f"http://127.0.0.1:{hub.web.port}/in"]).send_all({"id": f"q{i}", "amount": i} for i in range(2))
+            await until(lambda: len(received) == 10, "the deliveries", timeout=30)
+        assert len(through_proxy()) == before
+    finally:
+        await proxy.stop()
+        await plain_runner.cleanup()
+        await secure_runner.cleanup()
