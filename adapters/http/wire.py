@@ -37,6 +37,7 @@ __all__ = ["Response", "WireClient", "WireError", "via_wire"]
 
 import asyncio
 import base64
+import ipaddress
 import math
 import re
 import ssl
@@ -311,10 +312,13 @@ class WireClient:
         self._open.discard(connection)
 
     def _route(self, key: tuple[str, str, int]) -> URL | None:
-        """The proxy the environment names for this target (None: straight to it), found once."""
+        """The proxy the environment names for this target (None: straight to it), found once. A
+        loopback target never goes through one, as Go's clients do: a proxy's loopback is not ours."""
         scheme, host, port = key
         named = self._proxies.get(scheme)
-        bypass = bool(named) and urllib.request.proxy_bypass_environment(f"{host}:{port}", self._proxies)  # type: ignore[attr-defined]
+        bypass = bool(named) and (
+            _loopback(host) or urllib.request.proxy_bypass_environment(f"{host}:{port}", self._proxies)  # type: ignore[attr-defined]
+        )
         proxy = URL(named if "://" in named else f"http://{named}") if named and not bypass else None
         self._routes[key] = proxy
         return proxy
@@ -424,6 +428,15 @@ class _Tunnel(asyncio.Protocol):
         status = (await self._answer).split(b"\r\n", 1)[0].decode("latin-1")
         if status.split(" ")[1:2] != ["200"]:
             raise WireError(f"the proxy {proxy.raw_host}:{proxy.port} refused the tunnel to {where}: {status}")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _proxy_authorization(proxy: URL) -> dict[str, str]:

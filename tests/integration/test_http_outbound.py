@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from bus.kafka.reader import read_topic
 from examples.kit.standin import serve
 from tests.support.accounting import AccountingApi
 from tests.support.hub import build_hub, payment, unique_prefix, write_config
+from tests.support.private_server import binaries_missing
 from tests.support.source import Source
 from tests.support.wait import until
 
@@ -233,8 +235,13 @@ async def test_deliveries_go_through_the_proxy_the_environment_names(tmp_path: P
     from tests.support.certs import Authority
     from tests.support.http_proxy import ForwardProxy
 
+    # The targets by the machine's own name, not 127.0.0.1: a loopback address never goes through a
+    # proxy (a proxy's loopback is not the hub's), as Go's HTTP clients have it.
+    here = socket.gethostname()
+    if socket.gethostbyname(here) != "127.0.0.1":
+        binaries_missing(f"the machine's name {here} does not resolve to 127.0.0.1, where the targets listen")
     authority = Authority(tmp_path / "pki")
-    issued = authority.issue("target", server=True)
+    issued = authority.issue("target", server=True, dns=(here,))
     received: list[str] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -258,11 +265,12 @@ async def test_deliveries_go_through_the_proxy_the_environment_names(tmp_path: P
         "ops": {"host": "127.0.0.1", "port": 0},
         "inbound": [{"name": "in", "type": "http_webhook", "path": "/in", "emit": {"schema": "Payment", "id": "id", "map": {
             "payment_id": "id", "amount": "amount", "currency": '"eur"'}}}],
-        "routes": [{"name": "all", "from": "Payment", "to": ["secure", "plain"]}],
+        "routes": [{"name": "all", "from": "Payment", "to": ["secure", "plain", "local"]}],
         "outbound": [
-            {"name": "secure", "type": "http", "url": f"https://127.0.0.1:{secure_port}/secure", "body": {"id": "payment_id"},
+            {"name": "secure", "type": "http", "url": f"https://{here}:{secure_port}/secure", "body": {"id": "payment_id"},
              "tls": {"ca": str(authority.cert)}},
-            {"name": "plain", "type": "http", "url": f"http://127.0.0.1:{plain_port}/plain", "body": {"id": "payment_id"}},
+            {"name": "plain", "type": "http", "url": f"http://{here}:{plain_port}/plain", "body": {"id": "payment_id"}},
+            {"name": "local", "type": "http", "url": f"http://127.0.0.1:{plain_port}/local", "body": {"id": "payment_id"}},
         ],
     }  # fmt: skip
     path = write_config(tmp_path / "bus.yaml", config)
@@ -279,20 +287,24 @@ async def test_deliveries_go_through_the_proxy_the_environment_names(tmp_path: P
         async with build_hub(path) as hub:
             assert hub.web is not None
             await Source([f"http://127.0.0.1:{hub.web.port}/in"]).send_all({"id": f"p{i}", "amount": i} for i in range(3))
-            await until(lambda: len(received) == 6, "the deliveries", timeout=30)
-        assert sorted(received) == sorted([f"https /secure p{i}" for i in range(3)] + [f"http /plain p{i}" for i in range(3)])
+            await until(lambda: len(received) == 9, "the deliveries", timeout=30)
+        expected = [
+            f"{scheme} /{name} p{i}" for scheme, name in (("https", "secure"), ("http", "plain"), ("http", "local")) for i in range(3)
+        ]
+        assert sorted(received) == sorted(expected)
         credentials = "Basic " + base64.b64encode(b"hub:s3cr=t").decode()
         seen = through_proxy()
-        assert ("CONNECT", f"127.0.0.1:{secure_port}", credentials) in seen  # one tunnel, kept alive
+        assert ("CONNECT", f"{here}:{secure_port}", credentials) in seen  # one tunnel, kept alive
         # An http target's requests name its whole URL (the stand-in reads a connection's first, then relays it).
-        assert [s for s in seen if s[0] == "POST"][:1] == [("POST", f"http://127.0.0.1:{plain_port}/plain", credentials)]
+        assert [s for s in seen if s[0] == "POST"][:1] == [("POST", f"http://{here}:{plain_port}/plain", credentials)]
+        assert not [s for s in proxy.asked if s.target.endswith("/local")]  # a loopback target: straight to it
 
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # straight to them: the proxy sees nothing more
+        monkeypatch.setenv("NO_PROXY", here)  # straight to them: the proxy sees nothing more
         before = len(through_proxy())
         async with build_hub(path) as hub:
             assert hub.web is not None
             await Source([f"http://127.0.0.1:{hub.web.port}/in"]).send_all({"id": f"q{i}", "amount": i} for i in range(2))
-            await until(lambda: len(received) == 10, "the deliveries", timeout=30)
+            await until(lambda: len(received) == 15, "the deliveries", timeout=30)
         assert len(through_proxy()) == before
     finally:
         await proxy.stop()

@@ -44,7 +44,8 @@ class Authority:
         self.cert = folder / f"{name.replace(' ', '-').lower()}.pem"
         self.cert.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, *, server: bool = False, password: bytes | None = None) -> Issued:
+    def issue(self, name: str, *, server: bool = False, password: bytes | None = None, dns: tuple[str, ...] = ()) -> Issued:
+        """A leaf for ``name``; a server's is for 127.0.0.1 and the host names in ``dns``."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         builder = (
@@ -61,7 +62,7 @@ class Authority:
         )
         if server:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *map(x509.DNSName, dns)]), critical=False
             )
         cert = builder.sign(self._key, hashes.SHA256())
         encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
