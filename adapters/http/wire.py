@@ -358,6 +358,9 @@ class WireClient:
                 self._tls = ssl.create_default_context()  # once: loading the system's CAs takes milliseconds
             tls = self._tls
         proxy = self._routes.get(key)
+        if proxy is not None and proxy.scheme != "http":  # said at each try (retried), never taken for the target's fault
+            raise WireError(f"the proxy {proxy.scheme}://{proxy.raw_host}:{proxy.port} is reached over {proxy.scheme}; the "
+                            "delivery client reaches proxies over plain http (name it http://, as most proxies are)")  # fmt: skip
         async with asyncio.timeout(self._connect_timeout):
             if proxy is not None and tls is not None:
                 protocol = await self._tunnel(key, proxy, tls)
