@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import MQTT_LOG_ERR
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
 from paho.mqtt.reasoncodes import ReasonCode
@@ -74,10 +75,26 @@ def publish_properties(**user: str) -> Properties:
 
 
 async def connect(client: aiomqtt.Client, config: Any) -> None:
+    # What paho met while connecting (a broker refusing the TLS handshake for want of a client
+    # certificate): aiomqtt then waits for a CONNACK that never comes and says only "Operation
+    # timed out". paho's ``on_log`` is its public hook for those lines.
+    met: list[str] = []
+    paho: Any = getattr(client, "_client", None)
+    if paho is not None:
+
+        def note(_client: Any, _userdata: Any, level: int, line: str) -> None:
+            if level == MQTT_LOG_ERR:
+                met[:] = [line]
+
+        paho.on_log = note
     try:
         await client.__aenter__()
     except aiomqtt.MqttError as exc:
-        raise RetryableError(f"mqtt {config.name}: cannot connect to {config.host}:{config.port}: {exc}") from exc
+        said = f" ({met[0]})" if met else ""
+        raise RetryableError(f"mqtt {config.name}: cannot connect to {config.host}:{config.port}: {exc}{said}") from exc
+    finally:
+        if paho is not None:
+            paho.on_log = None  # while set, paho formats its every debug line, one per packet
 
 
 class SessionFlag:
