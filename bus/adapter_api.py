@@ -73,6 +73,7 @@ __all__ = [
     "TargetOptions",
     "TargetState",
     "TemplateText",
+    "TlsConnection",
     "Tracing",
     "Truncated",
     "WebMount",
@@ -116,7 +117,16 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from bus.batching import GroupCommit
 from bus.codec import Codec, wire_header
-from bus.config.adapters import AdapterConfig, ClientTls, Contract, EmitSpec, OpenApiOperation, OutboundConfig, PayloadShape
+from bus.config.adapters import (
+    AdapterConfig,
+    ClientTls,
+    Contract,
+    EmitSpec,
+    OpenApiOperation,
+    OutboundConfig,
+    PayloadShape,
+    TlsConnection,
+)
 from bus.config.base import ConfigModel
 from bus.config.fields import AnswerExpression, BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
 from bus.config.models import KafkaConfig, KafkaSecurity

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 __all__ = ["AmqpInboundConfig", "AmqpOutboundConfig", "Binding"]
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, ClientTls, ConfigModel, Contract, EmitSpec, OutboundConfig, TemplateText
+from bus.adapter_api import AdapterConfig, BodyMap, ConfigModel, EmitSpec, OutboundConfig, TemplateText, TlsConnection
 
 
-class _Broker(ConfigModel):
+class _Broker(TlsConnection):
     url: SecretStr = Field(
         description="Broker URL (may hold a password: use ${ENV}); amqps:// for TLS.", examples=["amqp://guest:guest@rabbitmq:5672/"]
-    )
-    tls: ClientTls | None = Field(
-        default=None,
-        description="With an amqps:// URL: the CA that signs the broker's certificate (default: the system's), and a client "
-        "certificate for mutual TLS (a broker with `ssl_options.fail_if_no_peer_cert`).",
-        examples=[{"ca": "certs/rabbitmq-ca.pem", "cert": "certs/hub.pem", "key": "certs/hub.key"}],
     )
 
     @model_validator(mode="after")
@@ -28,9 +21,6 @@ class _Broker(ConfigModel):
         if self.tls is not None and not self.url.get_secret_value().startswith("amqps://"):
             raise ValueError("tls is for an amqps:// url (TLS); this url is plain AMQP")
         return self
-
-    def contract(self, base_dir: Path) -> Contract:
-        return self.tls.checked() if self.tls is not None else Contract()
 
 
 class Binding(ConfigModel):

@@ -157,7 +157,7 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
     async def _bridge(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self._consumer is not None
         acks: list[Awaitable[None]] = []
-        skipped = self.tombstones
+        skipped = 0  # tombstones passed over in this batch: counted once it is committed (a batch read again counts once)
         for tp, records in batch.items():
             try:
                 await self._gap(tp, records[0].offset)
@@ -169,7 +169,10 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
             for record in records:
                 origin = {"kafka_topic": record.topic, "kafka_partition": str(record.partition), "kafka_offset": str(record.offset)}
                 if record.value is None:  # a tombstone: nothing to decode (it was parked as "not JSON")
-                    await self._tombstone(record, origin)
+                    if self.config.tombstones == "skip":
+                        skipped += 1
+                    else:
+                        await self._park_tombstone(record, origin)
                     continue
                 raw = record.value
                 try:
@@ -201,14 +204,13 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
             await self._consumer.commit(offsets)
         except KafkaError as exc:  # the events are on Kafka: a re-read repeats them with the same ids
             raise RetryableError(f"committing offsets: {exc!r}") from exc
-        self.bridged += sum(len(records) for records in batch.values()) - (self.tombstones - skipped)
+        self.bridged += sum(len(records) for records in batch.values()) - skipped
+        self.tombstones += skipped
+        for _ in range(skipped):
+            self.sink.refused("skipped")
         self._next.update(offsets)
 
-    async def _tombstone(self, record: Any, origin: dict[str, str]) -> None:
-        if self.config.tombstones == "skip":
-            self.sink.refused("skipped")
-            self.tombstones += 1
-            return
+    async def _park_tombstone(self, record: Any, origin: dict[str, str]) -> None:
         key = record.key.decode(errors="replace")[:200] if record.key is not None else None
         await self.sink.reject(
             b"",

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 __all__ = ["MqttInboundConfig", "MqttOutboundConfig"]
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from bus.adapter_api import AdapterConfig, BodyMap, ClientTls, Contract, EmitSpec, OutboundConfig, TemplateText
+from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText, TlsConnection
 
 
-class _Broker(AdapterConfig):
+class _Broker(TlsConnection, AdapterConfig):
     host: str = Field(description="Broker host.", examples=["mosquitto"])
-    port: int = Field(default=1883, ge=1, le=65535, description="Broker port (8883 is MQTT over TLS's).")
-    tls: ClientTls | None = Field(
-        default=None,
-        description="Connect over TLS (cloud and production brokers take only TLS, on port 8883): the CA that signs the "
-        "broker's certificate (default: the system's), and a client certificate for mutual TLS (AWS IoT Core, Azure IoT "
-        "Hub and most IoT platforms identify devices and gateways by one). `{}` for TLS with the system's CAs.",
-        examples=[{}, {"ca": "certs/AmazonRootCA1.pem", "cert": "certs/hub.pem.crt", "key": "certs/hub-private.pem.key"}],
-    )
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port (8883 is MQTT over TLS's, with `tls:`).")
     username: str | None = Field(default=None, description="User, if the broker asks for one.")
     password: SecretStr | None = Field(default=None, description="Password (use ${ENV}).")
     protocol: Literal["3.1.1", "5"] = Field(
@@ -29,9 +21,6 @@ class _Broker(AdapterConfig):
         description='MQTT version. "5" carries the W3C traceparent as a user property both ways (a trace continues '
         "from a device through the hub to a subscriber); a persistent session then lasts a week after a disconnect.",
     )
-
-    def contract(self, base_dir: Path) -> Contract:
-        return self.tls.checked() if self.tls is not None else Contract()
 
 
 class MqttInboundConfig(_Broker):

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 __all__ = ["NatsInboundConfig", "NatsOutboundConfig"]
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from bus.adapter_api import AdapterConfig, BodyMap, ClientTls, Contract, EmitSpec, OutboundConfig, TemplateText
+from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText, TlsConnection
 
 
-class _Server(AdapterConfig):
+class _Server(TlsConnection, AdapterConfig):
     url: SecretStr = Field(
         description="Server URL (may hold a token or password: use ${ENV}); tls:// for TLS.", examples=["nats://nats:4222"]
     )
-    tls: ClientTls | None = Field(
-        default=None,
-        description="TLS to the server: the CA that signs its certificate (default: the system's), and a client certificate "
-        "for mutual TLS (a server with `tls { verify: true }`).",
-        examples=[{"ca": "certs/nats-ca.pem", "cert": "certs/hub.pem", "key": "certs/hub.key"}],
-    )
-
-    def contract(self, base_dir: Path) -> Contract:
-        return self.tls.checked() if self.tls is not None else Contract()
 
 
 class NatsInboundConfig(_Server):

@@ -6,10 +6,11 @@ Adapters import them through ``bus.adapter_api``; the loader and the checker rea
 
 from __future__ import annotations
 
-__all__ = ["AdapterConfig", "ClientTls", "Contract", "EmitSpec", "OpenApiOperation", "OutboundConfig", "PayloadShape"]
+__all__ = ["AdapterConfig", "ClientTls", "Contract", "EmitSpec", "OpenApiOperation", "OutboundConfig", "PayloadShape", "TlsConnection"]
 
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, model_validator
@@ -162,3 +163,19 @@ class ClientTls(ConfigModel):
             password = self.key_password.get_secret_value() if self.key_password else None
             found.load_cert_chain(str(self.cert), str(self.key), password=password)
         return found
+
+
+class TlsConnection(ConfigModel):
+    """A config whose connection to a broker or server may be made over TLS (``tls:``); ``bus
+    validate`` checks its files. The queue families (mqtt, amqp, nats) share it."""
+
+    tls: ClientTls | None = Field(
+        default=None,
+        description="TLS to the broker or server: the CA that signs its certificate (default: the system's), and the hub's "
+        "client certificate for mutual TLS (AWS IoT Core, Azure IoT Hub, a RabbitMQ with fail_if_no_peer_cert, a NATS "
+        "server with verify: true). `{}` is TLS with the system's CAs.",
+        examples=[{}, {"ca": "certs/broker-ca.pem", "cert": "certs/hub.pem", "key": "certs/hub.key"}],
+    )
+
+    def contract(self, base_dir: Path) -> Contract:
+        return self.tls.checked() if self.tls is not None else Contract()

@@ -29,6 +29,7 @@ from tests.conftest import require_service
 from tests.support.mosquitto_private import private_mosquitto
 from tests.support.outbounds import outbound
 from tests.support.rabbitmq_private import private_rabbitmq
+from tests.support.tcp import tcp_server
 
 
 def event(text: str, i: int = 0) -> Event:
@@ -201,37 +202,30 @@ async def test_an_mqtt_subscription_the_broker_refuses_fails_the_start_saying_so
     refused_filter = "plant/secret/#"
 
     async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readexactly(1)
-                length, shift = 0, 0
-                while True:  # the remaining length, a variable byte integer
-                    byte = (await reader.readexactly(1))[0]
-                    length += (byte & 0x7F) << shift
-                    shift += 7
-                    if byte < 0x80:
-                        break
-                body = await reader.readexactly(length)
-                kind = head[0] & 0xF0
-                if kind == 0x10:  # CONNECT: accepted
-                    writer.write(bytes([0x20, 2, 0, 0]))
-                elif kind == 0x80:  # SUBSCRIBE (one filter per packet, as paho sends them): 0x80 for the denied one
-                    packet_id, name_length = body[:2], int.from_bytes(body[2:4], "big")
-                    name = body[4 : 4 + name_length].decode()
-                    writer.write(bytes([0x90, 3]) + packet_id + bytes([0x80 if name == refused_filter else 1]))
-                elif kind == 0xC0:  # PINGREQ
-                    writer.write(bytes([0xD0, 0]))
-                elif kind == 0xE0:  # DISCONNECT
+        while True:
+            head = await reader.readexactly(1)
+            length, shift = 0, 0
+            while True:  # the remaining length, a variable byte integer
+                byte = (await reader.readexactly(1))[0]
+                length += (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
                     break
-                await writer.drain()
-        except asyncio.IncompleteReadError:
-            pass
-        finally:
-            writer.close()
+            body = await reader.readexactly(length)
+            kind = head[0] & 0xF0
+            if kind == 0x10:  # CONNECT: accepted
+                writer.write(bytes([0x20, 2, 0, 0]))
+            elif kind == 0x80:  # SUBSCRIBE (one filter per packet, as paho sends them): 0x80 for the denied one
+                packet_id, name_length = body[:2], int.from_bytes(body[2:4], "big")
+                name = body[4 : 4 + name_length].decode()
+                writer.write(bytes([0x90, 3]) + packet_id + bytes([0x80 if name == refused_filter else 1]))
+            elif kind == 0xC0:  # PINGREQ
+                writer.write(bytes([0xD0, 0]))
+            elif kind == 0xE0:  # DISCONNECT
+                break
+            await writer.drain()
 
-    server = await asyncio.start_server(broker, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_server(broker) as port:
         inbound = mqtt_inbound(port, ["plant/+/temp", refused_filter])
         with pytest.raises(RetryableError, match=r"the broker refused the subscription to 'plant/secret/#': .*\(0x80\)"):
             await inbound.open()
@@ -240,9 +234,6 @@ async def test_an_mqtt_subscription_the_broker_refuses_fails_the_start_saying_so
         await inbound.open()
         assert inbound.connected()
         await inbound.close()
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_an_mqtt_5_broker_that_takes_qos_0_only_keeps_the_outbound_from_starting_saying_why() -> None:

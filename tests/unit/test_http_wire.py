@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -19,29 +19,14 @@ from adapters.http.outbound import HttpOutbound
 from adapters.http.wire import WireClient, WireError
 from bus.adapter_api import Context, Event, PermanentError
 from examples.kit.standin import serve
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+from tests.support.tcp import Handler, tcp_server
 
 
 @asynccontextmanager
 async def raw_server(handler: Handler) -> AsyncIterator[URL]:
     """A TCP server running ``handler`` per connection; yields its URL."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_server(handler) as port:
         yield URL(f"http://127.0.0.1:{port}/in")
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
