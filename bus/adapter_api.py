@@ -308,6 +308,13 @@ class Inbound(Adapter[C]):
     # Optional, for a migration's hand-over to this inbound (``migrations[].then``).
     handover: ClassVar[bool] = False
 
+    # A source one process must read at a time, however many replicas of the hub run (a poller,
+    # a replication slot, a drop folder, an MQTT session): the hub starts the adapter only in the
+    # process that holds its lease, and the others stand by (bus.app.leased_inbound). False for
+    # sources that share their work out themselves (a webhook behind a Service, a queue's
+    # competing consumers, a Kafka consumer group).
+    one_reader: ClassVar[bool] = False
+
     @classmethod
     def position_of(cls, config: Any) -> dict[str, Any] | None:
         """What a position this inbound saves is a position in: the source and the order it is read

@@ -101,6 +101,17 @@ KAFKA_CLIENT_WARNINGS = Counter(
     ["component"],
 )
 COMPONENT_UP = Gauge("bus_component_up", "1 while a supervised component runs, 0 while it is down or being restarted.", ["component"])
+INBOUND_LEASE = Gauge(
+    "bus_inbound_lease",
+    "1 in the one hub process that reads a source read by one process at a time (pollers, postgres_cdc, file, mqtt), "
+    "0 in the others, which stand by to take over.",
+    ["adapter"],
+)
+INBOUND_LEASE_CHANGES = Counter(
+    "bus_inbound_lease_changes_total",
+    "Times this process took a source's lease over from another (gained, after standing by) or lost it while reading.",
+    ["adapter", "change"],
+)
 SUBSCRIBER_STATE = Gauge(
     "bus_subscriber_state",
     "A subscriber's delivery state: 1 for the current one of healthy, retrying (events failing and being retried), "

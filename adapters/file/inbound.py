@@ -157,6 +157,7 @@ def _digest(path: Path) -> str:
 class FileInbound(Inbound[FileInboundConfig]):
     Config: ClassVar[type[FileInboundConfig]] = FileInboundConfig
     summary: ClassVar[str] = "Read CSV or JSON Lines files from a drop folder; move each to done/ once every row is on Kafka."
+    one_reader: ClassVar[bool] = True  # a shared drop folder: each replica would import every file
 
     def __init__(self, config: FileInboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)

@@ -35,6 +35,7 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
     Config: ClassVar[type[MqttInboundConfig]] = MqttInboundConfig
     summary: ClassVar[str] = "Subscribe to MQTT topics (QoS 1); acknowledge only after Kafka acknowledged."
     family: ClassVar[str] = "mqtt"
+    one_reader: ClassVar[bool] = True  # one session per client id: the broker hands it to the last client to connect
 
     def __init__(self, config: MqttInboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)

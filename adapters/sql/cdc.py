@@ -135,6 +135,7 @@ async def _follow_tables(connection: Any, config: PostgresCdcConfig, publication
 class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
     Config: ClassVar[type[PostgresCdcConfig]] = PostgresCdcConfig
     summary: ClassVar[str] = "PostgreSQL change data capture (logical replication, pgoutput): inserts, updates, deletes."
+    one_reader: ClassVar[bool] = True  # a replication slot takes one reader
 
     def __init__(self, config: PostgresCdcConfig, ctx: Context) -> None:
         super().__init__(config, ctx)

@@ -227,6 +227,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
     Config: ClassVar[type[SqlPollConfig]] = SqlPollConfig
     summary: ClassVar[str] = "Read new and changed rows of a PostgreSQL or MariaDB/MySQL table by a watermark; position kept in Kafka."
     handover: ClassVar[bool] = True
+    one_reader: ClassVar[bool] = True  # one replica polls: each would publish every row
 
     @classmethod
     def position_of(cls, config: SqlPollConfig) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from bus.adapter_api import Adapter, AdapterRegistry, Context, Inbound, Outbound
 from bus.app.adapter_metrics import PROGRESS
 from bus.app.hub_view import HubView
+from bus.app.leased_inbound import LeasedInbound
 from bus.app.setup import BackgroundStarts, create_topics, register_schemas, registry_client, retrying, topic_specs, version
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig
@@ -184,9 +185,25 @@ class Hub:
                 sink = KafkaSink(self._producer, self.codec, self.topics, adapter=config.name, timeout=kafka.produce_timeout_s)
                 adapter = self._build(config, sink=sink)
                 assert isinstance(adapter, Inbound)
+                if adapter.one_reader:
+                    adapter = self._leased(adapter)
                 await self._starts.start(adapter, f"inbound {config.name}")
                 self.inbound.append(adapter)
             await self.web.start()
+
+    def _leased(self, adapter: Inbound[Any]) -> LeasedInbound:
+        """A source one process reads at a time: run where its lease is held, stand by elsewhere."""
+        leased = LeasedInbound(
+            adapter,
+            kafka=self.config.kafka,
+            bootstrap=self.bootstrap,
+            topic=self.topics.leases,
+            group=self.topics.lease_group(adapter.config.name),
+            starts=self._starts,
+            supervisor=self.supervisor,
+        )
+        self.supervisor.watch(f"inbound:{adapter.config.name}", leased.restart)  # its task died: restarted only if it runs here
+        return leased
 
     async def _start_worker(self, adapter: Outbound[Any]) -> DeliveryWorker:
         assert self._producer is not None

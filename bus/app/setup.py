@@ -73,6 +73,8 @@ def topic_specs(loaded: LoadedConfig, topics: TopicNames) -> list[TopicSpec]:
         specs.append(TopicSpec(topics.ledger(config.name), n, rf))
     specs.append(TopicSpec(topics.router_dead_letter, n, rf))
     specs += [TopicSpec(topics.inbound_dead_letter(c.name), n, rf) for c in loaded.inbound]
+    if loaded.inbound:
+        specs.append(TopicSpec(topics.leases, 1, rf))  # only its groups' membership counts: nothing is written to it
     specs += [TopicSpec(topics.table(t.name), n, rf, {"cleanup.policy": "compact"}) for t in hub.tables]
     # Aggregator state follows its source partitions, so it has the same partition count.
     specs += [TopicSpec(topics.aggregate_state(r.name), n, rf, {"cleanup.policy": "compact"}) for r in hub.routes if r.aggregate]
@@ -141,6 +143,15 @@ class BackgroundStarts:
             self.why.pop(what, None)
             log.info("%s started", what)
             return
+
+    async def forget(self, what: str) -> None:
+        """Stop trying to start ``what`` (a source whose lease this process lost)."""
+        mine = [task for task in self._tasks if task.get_name() == f"start:{what}"]
+        self._tasks = [task for task in self._tasks if task not in mine]
+        for task in mine:
+            task.cancel()
+        await asyncio.gather(*mine, return_exceptions=True)
+        self.why.pop(what, None)
 
     async def cancel(self) -> None:
         tasks, self._tasks = self._tasks, []

@@ -75,6 +75,15 @@ class TopicNames:
         return f"{self.prefix}._credentials"
 
     @property
+    def leases(self) -> str:
+        """The topic whose one partition each source read by one process at a time is leased
+        through (a consumer group per source, ``bus.kafka.lease``); nothing is written to it."""
+        return f"{self.prefix}._leases"
+
+    def lease_group(self, inbound: str) -> str:
+        return f"{self.prefix}-lease-{inbound}"
+
+    @property
     def control(self) -> str:
         """What operators asked of the running hub (a subscriber paused...), keyed by what it is
         about (compacted): every replica reads it, so a restarted or scaled pod obeys it too."""

@@ -1,0 +1,149 @@
+"""Sources read by one hub process at a time, however many replicas run.
+
+An inbound adapter whose class says ``one_reader = True`` (a poller, ``postgres_cdc``, a drop
+folder, an MQTT session) runs inside ``LeasedInbound``: the adapter starts only in the process
+that holds its lease (bus.kafka.lease), and the others stand by, ready (``/readyz``), shown as
+``standby`` in the console and ``bus status``, ``bus_inbound_lease`` 0. When the holder stops,
+another process takes over at once, from the position the holder saved; when it dies, within the
+session timeout. Without it every replica of the inbound role read every such source: a poller
+published each record once per replica (and spent the API's rate limit as many times), a second
+``postgres_cdc`` failed for good on the slot the first held, and two MQTT clients with one id
+took the session from each other in turn.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LeasedInbound"]
+
+import asyncio
+from typing import Any
+
+from bus.adapter_api import Health, Inbound, RetryableError
+from bus.app.setup import BackgroundStarts
+from bus.config.models import KafkaConfig
+from bus.errors import KafkaUnavailable
+from bus.kafka.lease import Lease
+from bus.metrics import INBOUND_LEASE, INBOUND_LEASE_CHANGES
+from bus.runtime.supervisor import Supervisor
+
+
+class LeasedInbound(Inbound[Any]):
+    """``inner`` runs while this process holds its lease, and stands by otherwise."""
+
+    def __init__(
+        self,
+        inner: Inbound[Any],
+        *,
+        kafka: KafkaConfig,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        starts: BackgroundStarts,
+        supervisor: Supervisor,
+    ) -> None:
+        super().__init__(inner.config, inner.ctx)
+        self.inner = inner
+        self._starts = starts
+        self._supervisor = supervisor
+        self._name = inner.config.name
+        self._what = f"inbound {self._name}"  # BackgroundStarts' and /readyz's name for it
+        self._component = f"inbound:{self._name}"  # the supervisor's, for the adapter's own tasks
+        self._keeper_component = f"lease:{self._name}"
+        self._lease = Lease(kafka, bootstrap, topic=topic, group=group, on_change=self._changed, logger=inner.ctx.logger)
+        self._lock = asyncio.Lock()  # a loss waits for a start in progress: the source never runs twice here
+        self._running = False  # the adapter was started (or is being started) here
+        self._answered = False  # the group has answered once: later gains are takeovers
+        self._keeper: asyncio.Task[None] | None = None
+        INBOUND_LEASE.labels(self._name).set(0)
+
+    @property
+    def standing_by(self) -> bool:
+        return self._lease.held is False
+
+    async def start(self) -> None:
+        try:
+            await self._lease.start()
+        except KafkaUnavailable as exc:
+            raise RetryableError(str(exc)) from exc
+        self._supervisor.watch(self._keeper_component, self._rejoin)
+        self._keeper = self._supervisor.spawn(self._keeper_component, self._lease.keep(), name=f"lease:{self._name}")
+
+    async def restart(self) -> None:
+        """The adapter's own task died: start it again, if this process still reads the source."""
+        async with self._lock:
+            if self._running:
+                await self.inner.stop()
+                await self.inner.start()
+
+    async def _rejoin(self) -> None:
+        """The lease's task died (a join that never completed): leave, stop the source, join anew."""
+        await self._leave()
+        await self.start()
+
+    async def stop(self) -> None:
+        await self._leave()
+
+    async def _leave(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            async with self._supervisor.stopping(self._keeper_component):
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
+        async with self._lock:
+            await self._release()
+        await self._lease.stop()  # after the source stopped: the next holder starts from what it saved
+
+    async def _changed(self, held: bool) -> None:
+        log = self.inner.ctx.logger
+        async with self._lock:
+            if held:
+                took_over = self._answered
+                self._answered = True
+                INBOUND_LEASE.labels(self._name).set(1)
+                if took_over:
+                    INBOUND_LEASE_CHANGES.labels(self._name, "gained").inc()
+                    log.warning(
+                        "inbound %s: this process takes over reading the source (lease group %s): the process that read it "
+                        "stopped or was lost",
+                        self._name,
+                        self._lease.group,
+                    )
+                else:
+                    log.info("inbound %s: this process reads the source (it holds lease group %s)", self._name, self._lease.group)
+                self._running = True
+                await self._starts.start(self.inner, self._what)  # a system that is down is tried again in the background
+                return
+            first = not self._answered
+            self._answered = True
+            if first:
+                log.info("inbound %s: standing by; another hub process reads the source (lease group %s)", self._name, self._lease.group)
+                return
+            INBOUND_LEASE_CHANGES.labels(self._name, "lost").inc()
+            log.warning(
+                "inbound %s: another hub process took the source's lease (this one was cut off from Kafka for longer than "
+                "kafka.session_timeout_ms); stopping its reading here",
+                self._name,
+            )
+            await self._release()
+
+    async def _release(self) -> None:
+        INBOUND_LEASE.labels(self._name).set(0)
+        if not self._running:
+            return
+        self._running = False
+        await self._starts.forget(self._what)
+        async with self._supervisor.stopping(self._component):
+            await self.inner.stop()
+
+    async def health(self) -> Health:
+        if self._lease.held is None:
+            return Health(False, f"waiting for the lease group {self._lease.group} to answer (which process reads the source)")
+        if not self._lease.held:
+            return Health(True, f"standby: another hub process reads the source (lease group {self._lease.group})")
+        return await self.inner.health()
+
+    def progress(self) -> dict[str, int | str]:
+        return self.inner.progress() if self._running else {}
+
+    def attention(self) -> str:
+        return self.inner.attention() if self._running else ""

@@ -1,0 +1,166 @@
+"""One holder at a time across every process of the hub: Kafka's group protocol as a lease.
+
+Some sources must be read by one process at a time however many replicas run (a poller, which
+would publish every record once per replica and spend the API's rate limit as many times; a
+replication slot, which takes one reader; a drop folder on a shared volume; an MQTT session,
+which the broker gives to the last client that connected with its id). Each process that could
+read such a source joins the consumer group ``<prefix>-lease-<name>`` on the one-partition topic
+``<prefix>._leases``; the member the group gives that partition holds the lease. Nothing is
+written to the topic or read from it (the partition is paused): only the membership counts.
+
+The assignment is sticky. Each member says in its JoinGroup metadata the epoch at which it took
+the lease (0: it holds none), and the group's leader gives the partition to the member that
+claims the highest, or, when none claims it, to one member at a new epoch. So a process joining
+or leaving does not move a lease another process holds (its source would stop and start for
+nothing); a holder that stops leaves the group after its source stopped, and another member
+takes the lease at once; a holder that dies keeps it until its session times out
+(``kafka.session_timeout_ms``). A holder cut off from Kafka for longer than that may read on
+while another has taken over, but it cannot publish what it reads (Kafka is what it lost), and
+at its next join it learns that it lost the lease and stops.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Lease", "LeaseAssignor"]
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
+from aiokafka.errors import KafkaError
+
+from bus.config.models import KafkaConfig
+from bus.errors import KafkaUnavailable
+from bus.kafka.clients import make_consumer
+from bus.kafka.join_watch import JoinWatch
+
+
+def _epoch(data: bytes | None) -> int:
+    return int.from_bytes(data[:8], "big") if data and len(data) >= 8 else 0
+
+
+class LeaseAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
+    """The group's assignment of one lease: sticky to the member that holds it (see the module)."""
+
+    name = "bus-lease"
+    version = 0
+
+    def __init__(self) -> None:
+        self.epoch = 0  # the epoch at which this member holds the lease; 0: it holds none
+
+    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        return ConsumerProtocolMemberMetadata(self.version, sorted(topics), self.epoch.to_bytes(8, "big"))
+
+    def assign(
+        self, cluster: ClusterMetadata, members: Mapping[str, ConsumerProtocolMemberMetadata]
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        topics = sorted({topic for meta in members.values() for topic in meta.subscription})
+        leases = [(topic, min(cluster.partitions_for_topic(topic) or {0})) for topic in topics]
+        answer = {member: ConsumerProtocolMemberAssignment(self.version, [], b"") for member in members}
+        if not members or not leases:
+            return answer
+        holder, epoch = choose_holder({member: _epoch(meta.user_data) for member, meta in members.items()})
+        answer[holder] = ConsumerProtocolMemberAssignment(
+            self.version, [(topic, [partition]) for topic, partition in leases], epoch.to_bytes(8, "big")
+        )
+        return answer
+
+    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
+        self.epoch = _epoch(assignment.user_data) if assignment.assignment else 0
+
+
+def choose_holder(claims: Mapping[str, int]) -> tuple[str, int]:
+    """The member that holds the lease and its epoch, from each member's claim (0: none). The
+    highest claim keeps it (two claim only after one was cut off while the other took over: the
+    later one keeps it); with no claim, the first member by id takes it at a new epoch."""
+    member = max(sorted(claims), key=lambda m: claims[m])  # sorted: the first of equal claims
+    if claims[member]:
+        return member, claims[member]
+    return min(claims), 1
+
+
+class Lease:
+    """Membership of one lease's group. ``on_change(held)`` is awaited each time this process
+    gains or loses the lease (``held`` says which); ``held`` is None until the group first
+    answered. Run ``keep()`` as a task for as long as the lease is wanted: it keeps the
+    membership (a member that stops asking leaves the group) and raises ``GroupJoinStuck`` when
+    a join does not complete within ``kafka.join_timeout_s``."""
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        bootstrap: str,
+        *,
+        topic: str,
+        group: str,
+        on_change: Callable[[bool], Awaitable[None]],
+        logger: logging.Logger,
+    ) -> None:
+        self.group = group
+        self.held: bool | None = None
+        self._kafka = kafka
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._on_change = on_change
+        self._log = logger
+        self._assignor = LeaseAssignor()
+        self._consumer: AIOKafkaConsumer | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self._assignor.epoch
+
+    async def start(self) -> None:
+        """Join the group (in the background: ``held`` says when it answered). Raises KafkaUnavailable."""
+        self._assignor.epoch = 0  # a new member holds nothing, whatever an earlier one held
+        consumer = make_consumer(
+            self._kafka, self._bootstrap, group_id=self.group, partition_assignment_strategy=(self._assignor,), max_poll_records=1
+        )
+        consumer.subscribe([self._topic], listener=_Listener(self, consumer))
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()
+            raise KafkaUnavailable(f"lease group {self.group} cannot be joined: {exc!r}") from exc
+        self._consumer = consumer
+
+    async def keep(self) -> None:
+        assert self._consumer is not None
+        watch = JoinWatch(self._consumer, self.group, self._kafka.join_timeout_s)
+        while True:  # the partition is paused: each call waits its timeout, or for a rebalance
+            await watch.getmany(timeout_ms=1000, max_records=1)
+
+    async def stop(self) -> None:
+        """Leave the group: another member takes the lease at once. Call after the source stopped."""
+        consumer, self._consumer = self._consumer, None
+        self.held = None
+        self._assignor.epoch = 0
+        if consumer is not None:
+            await consumer.stop()
+
+    async def _assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        mine = {tp for tp in assigned if tp.topic == self._topic}
+        if mine:
+            consumer.pause(*mine)  # nothing to read: the membership is the lease
+        held = bool(mine)
+        if held != self.held:
+            self.held = held
+            await self._on_change(held)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, lease: Lease, consumer: AIOKafkaConsumer) -> None:
+        self._lease = lease
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Nothing to do: a rebalance leaves the lease where it is (sticky), and a holder that is
+        # not given it again learns so in on_partitions_assigned.
+        await asyncio.sleep(0)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._lease._assigned(self._consumer, assigned)

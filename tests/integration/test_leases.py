@@ -1,0 +1,231 @@
+"""Sources read by one hub process at a time, however many replicas of the inbound role run
+(bus.kafka.lease, bus.app.leased_inbound): on the embedded broker, with the real pollers.
+
+Before leases, each replica ran every poller: each record was published once per replica, a
+second `postgres_cdc` could never start, and MQTT sessions were taken from each other in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bus.app.hub import Hub
+from bus.app.leased_inbound import LeasedInbound
+from bus.kafka.reader import read_topic
+from bus.ports import free_port
+from tests.conftest import require_service
+from tests.support.crm import CrmApi
+from tests.support.hub import HubProcess, build_hub, unique_prefix, write_config
+from tests.support.wait import until
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def poll_config(bootstrap: str, api: CrmApi, prefix: str) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [
+            {
+                "name": "contacts",
+                "type": "http_poll",
+                "interval": "200ms",
+                "url": f"{api.url}/api/contacts",
+                "records": "data",
+                "auth": {"type": "oauth2", "token_url": f"{api.url}/oauth/token", "client_id": "hub", "client_secret": "s3cret"},
+                "pagination": {"type": "page", "size_param": "per_page", "size": 10},
+                "since": {"param": "updated_since", "field": "updated_at", "id": "id"},
+                "emit": {"schema": "Customer", "key": "id", "map": {"customer_id": "id", "email": "email", "name": "name"}},
+            }
+        ],
+    }
+
+
+async def published(hub: Hub, schema: str = "Customer") -> Counter[str]:
+    records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical(schema))
+    return Counter(dict(r.headers)["ce_id"].decode() for r in records)
+
+
+def leased(hub: Hub) -> LeasedInbound:
+    adapter = hub.inbound[0]
+    assert isinstance(adapter, LeasedInbound), "a poller runs under a lease"
+    return adapter
+
+
+@contextlib.asynccontextmanager
+async def started(*hubs: Hub) -> AsyncIterator[None]:
+    try:
+        await asyncio.gather(*(hub.start() for hub in hubs))
+        yield
+    finally:
+        await asyncio.gather(*(hub.stop() for hub in hubs))
+
+
+async def test_two_replicas_poll_once_and_the_standby_takes_over_where_the_holder_stopped(tmp_path: Path, bootstrap: str) -> None:
+    api = await CrmApi().start()
+    for i in range(30):
+        api.add(f"c{i:03}", f"2026-01-01T00:00:{i:02d}Z")
+    path = write_config(tmp_path / "bus.yaml", poll_config(bootstrap, api, unique_prefix()))
+    first, second = build_hub(path, role="inbound"), build_hub(path, role="inbound")
+    try:
+        async with started(first, second):
+            await until(lambda: {leased(first).standing_by, leased(second).standing_by} == {True, False}, "one holder, one standby")
+            holder, standby = (first, second) if leased(second).standing_by else (second, first)
+            await until(lambda: int(holder.inbound[0].progress().get("polls", 0)) >= 5, "the holder polls", timeout=30)
+            assert standby.inbound[0].progress() == {}, "the standby does not poll"
+            # Both are ready: standing by is a healthy state, said as such.
+            assert all((await standby.readiness()).values()) and all((await holder.readiness()).values())
+            health = await standby.inbound[0].health()
+            assert health.ok and "standby" in health.detail, health
+            seen = await published(holder)
+            assert len(seen) == 30 and max(seen.values()) == 1, "each record published once, not once per replica"
+
+            # The holder stops (a rolling update, a scale-down): the standby takes over at once,
+            # from the position the holder saved, and reads what changed meanwhile.
+            await holder.stop()
+            for i in range(30, 40):
+                api.add(f"c{i:03}", f"2026-01-01T00:01:{i:02d}Z")
+            await until(lambda: leased(standby).standing_by is False, "the standby takes over", timeout=20)
+            await until(lambda: int(standby.inbound[0].progress().get("polls", 0)) >= 1, "the new holder polls", timeout=20)
+            for _ in range(100):
+                seen = await published(standby)
+                if len(seen) == 40:
+                    break
+                await asyncio.sleep(0.2)
+            assert len(seen) == 40 and max(seen.values()) == 1, seen.most_common(3)
+            asked = [r["query"].get("updated_since") for r in api.requests if r.get("query")]
+            assert "2026-01-01T00:00:29Z" in asked, "the new holder asked from the saved watermark, not from the start"
+    finally:
+        await api.stop()
+
+
+async def test_a_replica_added_or_removed_does_not_move_the_lease(tmp_path: Path, bootstrap: str) -> None:
+    api = await CrmApi().start()
+    api.add("c000", "2026-01-01T00:00:00Z")
+    path = write_config(tmp_path / "bus.yaml", poll_config(bootstrap, api, unique_prefix()))
+    first, second, third = (build_hub(path, role="inbound") for _ in range(3))
+    try:
+        async with started(first):
+            await until(lambda: leased(first).standing_by is False, "the only replica holds the lease")
+            epoch = leased(first)._lease.epoch
+            async with started(second, third):  # two more join: the group rebalances twice or more
+                await until(lambda: leased(second).standing_by and leased(third).standing_by, "the new replicas stand by")
+                assert leased(first).standing_by is False and leased(first)._lease.epoch == epoch
+                polls = int(first.inbound[0].progress()["polls"])
+                await until(lambda: int(first.inbound[0].progress()["polls"]) > polls + 2, "the holder polls on, never stopped")
+            assert leased(first).standing_by is False
+    finally:
+        await api.stop()
+
+
+def _lease_gauge(text: str, adapter: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "bus_inbound_lease" and sample.labels.get("adapter") == adapter:
+                return sample.value
+    return None
+
+
+async def test_a_killed_holder_is_replaced_within_the_session_timeout_and_no_row_is_lost(tmp_path: Path, bootstrap: str) -> None:
+    """Two `bus run --role inbound` processes with one `sql_poll`; the holder is killed (SIGKILL,
+    no goodbye to the group): the other takes the lease once its session times out and reads on
+    from the saved watermark."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    table = f"lease_{unique_prefix()}"
+    dsn = "postgresql://postgres@127.0.0.1:5432/test"
+    db = await asyncpg.connect(dsn)
+    await db.execute(f"CREATE TABLE {table} (id text PRIMARY KEY, email text, name text, updated_at timestamptz NOT NULL)")
+    insert = f"INSERT INTO {table} VALUES ($1, $2, $3, now())"
+    ports = [free_port(), free_port()]
+    config = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "inbound": [
+            {
+                "name": "customers",
+                "type": "sql_poll",
+                "dsn": dsn,
+                "table": table,
+                "columns": ["id", "email", "name"],
+                "watermark": {"column": "updated_at", "id": "id"},
+                "interval": "200ms",
+                "settle": "300ms",
+                "emit": {"schema": "Customer", "key": "id", "map": {"customer_id": "id", "email": "email", "name": "name"}},
+            }
+        ],
+    }
+    processes = []
+    for port in ports:
+        path = write_config(tmp_path / f"bus-{port}.yaml", {**config, "ops": {"host": "127.0.0.1", "port": port}})
+        processes.append(HubProcess(path, port, role="inbound"))
+    try:
+        for i in range(20):
+            await db.execute(insert, f"r{i:03}", f"r{i}@example.com", f"R{i}")
+        await asyncio.gather(*(p.start() for p in processes))
+        async with httpx.AsyncClient() as client:
+
+            async def gauges() -> list[float | None]:
+                texts = [(await client.get(f"http://127.0.0.1:{port}/metrics")).text for port in ports]
+                return [_lease_gauge(text, "customers") for text in texts]
+
+            for _ in range(200):
+                if sorted(await gauges(), key=str) == [0.0, 1.0]:
+                    break
+                await asyncio.sleep(0.1)
+            assert sorted(await gauges(), key=str) == [0.0, 1.0], "one process holds the lease, the other stands by"
+            holder = (await gauges()).index(1.0)
+            hub = build_hub(processes[0].config, role="inbound")  # for its topic names only
+            topic = hub.topics.canonical("Customer")
+            kafka = hub.config.kafka
+
+            async def ids() -> Counter[str]:
+                records = await read_topic(kafka, bootstrap, topic)
+                return Counter(r.key.decode() for r in records if r.key is not None)
+
+            for _ in range(200):
+                if len(await ids()) == 20:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(await ids()) == 20 and max((await ids()).values()) == 1, "read once, by the holder"
+
+            killed = processes[holder].proc
+            assert killed is not None
+            os.kill(killed.pid, signal.SIGKILL)
+            await killed.wait()
+            for i in range(20, 35):
+                await db.execute(insert, f"r{i:03}", f"r{i}@example.com", f"R{i}")
+            other = ports[1 - holder]
+            for _ in range(300):
+                text = (await client.get(f"http://127.0.0.1:{other}/metrics")).text
+                if _lease_gauge(text, "customers") == 1.0 and len(await ids()) == 35:
+                    break
+                await asyncio.sleep(0.1)
+            assert _lease_gauge(text, "customers") == 1.0, "the standby took the lease over"
+            took_over = [
+                s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == "bus_inbound_lease_changes_total" and s.labels == {"adapter": "customers", "change": "gained"}
+            ]
+            assert took_over == [1.0]
+            seen = await ids()
+            assert len(seen) == 35, f"rows lost: {sorted(set(f'r{i:03}' for i in range(35)) - set(seen))}"
+            assert max(seen.values()) == 1, "the new holder read on from the saved watermark"
+    finally:
+        for process in processes:
+            await process.kill()
+        await db.execute(f"DROP TABLE IF EXISTS {table}")
+        await db.close()

@@ -1,0 +1,52 @@
+"""The lease group's assignment (bus.kafka.lease): one holder, sticky to the one that holds it."""
+
+from __future__ import annotations
+
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
+
+from bus.kafka.lease import LeaseAssignor, choose_holder
+
+
+class _Cluster:
+    """What the assignor reads of aiokafka's ClusterMetadata: a topic's partitions."""
+
+    def __init__(self, partitions: dict[str, set[int]]) -> None:
+        self._partitions = partitions
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return self._partitions.get(topic)
+
+
+def claim(epoch: int, topic: str = "p._leases") -> ConsumerProtocolMemberMetadata:
+    return ConsumerProtocolMemberMetadata(0, [topic], epoch.to_bytes(8, "big"))
+
+
+def test_the_holder_keeps_the_lease_whoever_joins() -> None:
+    assert choose_holder({"m-b": 3, "m-a": 0, "m-0": 0}) == ("m-b", 3)
+    assert choose_holder({"m-z": 1, "m-a": 0}) == ("m-z", 1)
+
+
+def test_with_no_holder_the_first_member_takes_it() -> None:
+    assert choose_holder({"m-c": 0, "m-a": 0, "m-b": 0}) == ("m-a", 1)
+
+
+def test_two_claims_after_a_cut_off_holder_came_back_the_later_keeps_it() -> None:
+    assert choose_holder({"m-old": 2, "m-new": 5}) == ("m-new", 5)
+    assert choose_holder({"m-b": 2, "m-a": 2}) == ("m-a", 2)  # equal claims: one, the same in every leader
+
+
+def test_assign_gives_the_one_partition_to_one_member_and_its_epoch_travels() -> None:
+    leader, member = LeaseAssignor(), LeaseAssignor()
+    cluster = _Cluster({"p._leases": {0}})
+    answer = leader.assign(cluster, {"m-1": claim(0), "m-2": claim(4), "m-3": claim(0)})
+    held = {m for m, a in answer.items() if a.assignment}
+    assert held == {"m-2"} and answer["m-2"].assignment == [("p._leases", [0])]
+    member.on_assignment(answer["m-2"])
+    assert member.epoch == 4 and member.metadata(["p._leases"]).user_data == (4).to_bytes(8, "big")
+    member.on_assignment(answer["m-1"])  # given nothing: it claims nothing at its next join
+    assert member.epoch == 0
+
+
+def test_a_topic_of_more_partitions_leases_its_first_only() -> None:
+    answer = LeaseAssignor().assign(_Cluster({"p._leases": {2, 0, 1}}), {"m-1": claim(0), "m-2": claim(0)})
+    assert answer["m-1"].assignment == [("p._leases", [0])] and not answer["m-2"].assignment
