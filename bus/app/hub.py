@@ -61,6 +61,9 @@ from schemas.catalog import SchemaCatalog
 from schemas.embedded_registry import EmbeddedRegistry
 
 log = logging.getLogger("bus.app.hub")
+# How long a start waits for the lease groups of sources read by one process to say where each is
+# read, beyond a session timeout (a member that died without leaving holds a group that long).
+_LEASE_ANSWER_S = 15.0
 Role = Literal["all", "inbound", "router", "outbound"]
 ROLES: tuple[Role, ...] = ("all", "inbound", "router", "outbound")
 
@@ -189,6 +192,9 @@ class Hub:
                     adapter = self._leased(adapter)
                 await self._starts.start(adapter, f"inbound {config.name}")
                 self.inbound.append(adapter)
+            # The lease groups form side by side (on Kafka, a new group waits 3 s for more members).
+            within = _LEASE_ANSWER_S + kafka.session_timeout_ms / 1000
+            await asyncio.gather(*(a.decided(within) for a in self.inbound if isinstance(a, LeasedInbound)))
             await self.web.start()
 
     def _leased(self, adapter: Inbound[Any]) -> LeasedInbound:

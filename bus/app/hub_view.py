@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 
 from bus.adapter_api import AdapterRegistry
 from bus.apidocs import asyncapi_document, openapi_document
+from bus.app.leased_inbound import LeasedInbound
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig, load_config
 from bus.deadletters import DeadLetter, DeadLetters, Filter
@@ -150,6 +151,8 @@ class HubView:
                 state, detail = "starting", hub.starting[f"inbound {config.name}"]
             elif adapter is not None and not (health := await adapter.health()).ok:
                 state, detail = "unhealthy", health.detail
+            elif isinstance(adapter, LeasedInbound) and adapter.standing_by:
+                state, detail = "standby", health.detail
             nodes.append(
                 InboundNode(
                     name=config.name,

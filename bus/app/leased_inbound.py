@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = ["LeasedInbound"]
 
 import asyncio
+import contextlib
 from typing import Any
 
 from bus.adapter_api import Health, Inbound, RetryableError
@@ -52,6 +53,7 @@ class LeasedInbound(Inbound[Any]):
         self._lease = Lease(kafka, bootstrap, topic=topic, group=group, on_change=self._changed, logger=inner.ctx.logger)
         self._lock = asyncio.Lock()  # a loss waits for a start in progress: the source never runs twice here
         self._running = False  # the adapter was started (or is being started) here
+        self._ran = False  # it was, at least once
         self._answered = False  # the group has answered once: later gains are takeovers
         self._keeper: asyncio.Task[None] | None = None
         INBOUND_LEASE.labels(self._name).set(0)
@@ -59,6 +61,14 @@ class LeasedInbound(Inbound[Any]):
     @property
     def standing_by(self) -> bool:
         return self._lease.held is False
+
+    async def decided(self, within_s: float) -> None:
+        """Wait until the group said whether this process reads the source (and, if it does, the
+        adapter's first start was tried), for at most ``within_s``: the hub's start returns with
+        its sources running, as without leases. Past that, ``health`` says what it waits for."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within_s):
+                await self._lease.answered.wait()
 
     async def start(self) -> None:
         try:
@@ -110,7 +120,7 @@ class LeasedInbound(Inbound[Any]):
                     )
                 else:
                     log.info("inbound %s: this process reads the source (it holds lease group %s)", self._name, self._lease.group)
-                self._running = True
+                self._running = self._ran = True
                 await self._starts.start(self.inner, self._what)  # a system that is down is tried again in the background
                 return
             first = not self._answered
@@ -143,7 +153,8 @@ class LeasedInbound(Inbound[Any]):
         return await self.inner.health()
 
     def progress(self) -> dict[str, int | str]:
-        return self.inner.progress() if self._running else {}
+        # What it did while it ran here (kept after a stop, as any adapter's); nothing if it never did.
+        return self.inner.progress() if self._ran else {}
 
     def attention(self) -> str:
         return self.inner.attention() if self._running else ""

@@ -21,7 +21,7 @@ from typing import Any
 from bus.app.api_client import ApiClient, ApiRefused, token_from
 from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME
 
-_FINE = {"running", "healthy", "not_running_here"}
+_FINE = {"running", "standby", "healthy", "not_running_here"}
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:

@@ -109,6 +109,7 @@ class Lease:
         self._log = logger
         self._assignor = LeaseAssignor()
         self._consumer: AIOKafkaConsumer | None = None
+        self.answered = asyncio.Event()  # set once the group first answered and on_change returned
 
     @property
     def epoch(self) -> int:
@@ -117,6 +118,7 @@ class Lease:
     async def start(self) -> None:
         """Join the group (in the background: ``held`` says when it answered). Raises KafkaUnavailable."""
         self._assignor.epoch = 0  # a new member holds nothing, whatever an earlier one held
+        self.answered.clear()
         consumer = make_consumer(
             self._kafka, self._bootstrap, group_id=self.group, partition_assignment_strategy=(self._assignor,), max_poll_records=1
         )
@@ -150,6 +152,7 @@ class Lease:
         if held != self.held:
             self.held = held
             await self._on_change(held)
+        self.answered.set()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -48,7 +48,10 @@ class Problem(_Out):
 class InboundNode(_Out):
     name: str
     type: str = Field(description="The adapter type.")
-    state: Literal["running", "starting", "unhealthy"] = Field(description="starting: its system could not be reached yet.")
+    state: Literal["running", "standby", "starting", "unhealthy"] = Field(
+        description="starting: its system could not be reached yet. standby: a source one process reads at a time (a poller, "
+        "postgres_cdc, file, mqtt) that another hub process reads now; this one takes over if that one stops."
+    )
     detail: str = Field(default="", description="Why it is not running, secrets masked.")
     schema_: str | None = Field(default=None, alias="schema", description="The canonical schema it emits.")
     topic: str | None = Field(default=None, description="The canonical topic it publishes to.")

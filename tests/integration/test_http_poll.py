@@ -17,7 +17,7 @@ from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
 from examples.kit.standin import serve
 from tests.support.crm import CrmApi
-from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.hub import build_hub, reading, unique_prefix, write_config
 from tests.support.wait import health_saying, until
 
 
@@ -196,7 +196,7 @@ async def test_ready_while_the_first_poll_still_walks_its_pages(tmp_path: Path, 
     poll = {"url": f"{api.url}/api/contacts", "records": "data", "pagination": {"type": "page", "size_param": "per_page", "size": 2}}
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, api, poll))) as hub:
-            adapter = hub.inbound[0]
+            adapter = reading(hub)
             seen = await wait_published(hub, 4)
             assert getattr(adapter, "polls", None) == 0 and len(seen) < 40  # the first poll is still walking its 20 pages
             assert (await adapter.health()).ok
@@ -237,7 +237,7 @@ async def test_a_page_larger_than_max_page_bytes_is_refused_unread_and_said(tmp_
     }
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, CrmApi(), poll))) as hub:
-            adapter = hub.inbound[0]
+            adapter = reading(hub)
             for mode, says in (("everything", "answers 3"), ("bomb", "answers more than 65,536 bytes")):
                 state["mode"] = mode
                 health = await health_saying(adapter, "max_page_bytes", says)
@@ -285,7 +285,7 @@ async def test_a_next_link_or_a_redirect_to_another_origin_is_not_followed_with_
     }
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, CrmApi(), poll))) as hub:
-            adapter = hub.inbound[0]
+            adapter = reading(hub)
             for mode in ("link", "redirect"):
                 state["mode"] = mode
                 health = await health_saying(adapter, f"localhost:{other_port}", "not followed, the poll's credentials would go with it")
@@ -333,7 +333,7 @@ async def test_an_api_whose_next_page_points_back_is_said_and_not_walked_without
         poll = {"url": f"http://127.0.0.1:{port}/api/contacts", "records": "data", "auth": None, "pagination": pagination, "retries": 0}
         try:
             async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, CrmApi(), poll))) as hub:
-                adapter = hub.inbound[0]
+                adapter = reading(hub)
                 if handle is cursors:
                     health = await health_saying(adapter, "would ask for page 2 again")
                     assert not health.ok and "?cursor=p2" in health.detail and "go round without end" in health.detail, health
@@ -389,7 +389,7 @@ async def test_a_walk_cut_short_of_an_unsorted_api_keeps_its_position(tmp_path: 
 
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", raw)) as hub:
-            adapter = hub.inbound[0]
+            adapter = reading(hub)
             await until(lambda: "the position stays where it was" in adapter.attention(), "the cut walk said", timeout=30)
             assert await keys(hub) == {"c5", "c4"}  # page 1 only, walked again at each poll
         raw["inbound"][0]["pagination"]["max_pages"] = 10
@@ -426,7 +426,7 @@ async def test_an_api_said_to_be_sorted_that_is_not_loses_no_record_and_is_said(
 
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", raw)) as hub:
-            adapter = hub.inbound[0]
+            adapter = reading(hub)
             await until(lambda: adapter.polls >= 2, "two polls", timeout=30)
             assert set(await keys(hub)) == {f"c{i}" for i in range(6)}
             assert "not in watermark order" in adapter.attention(), adapter.attention()

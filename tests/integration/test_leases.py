@@ -21,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bus.app.cli import main
 from bus.app.hub import Hub
 from bus.app.leased_inbound import LeasedInbound
 from bus.kafka.reader import read_topic
@@ -32,12 +33,14 @@ from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(240)
 
+READ = "lease-viewer-token"
+
 
 def poll_config(bootstrap: str, api: CrmApi, prefix: str) -> dict[str, Any]:
     return {
         "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix, "partitions": 2, "session_timeout_ms": 3000},
         "http": {"host": "127.0.0.1", "port": 0},
-        "ops": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0, "tokens": [{"name": "viewer", "token": READ, "scope": "read"}]},
         "inbound": [
             {
                 "name": "contacts",
@@ -74,7 +77,9 @@ async def started(*hubs: Hub) -> AsyncIterator[None]:
         await asyncio.gather(*(hub.stop() for hub in hubs))
 
 
-async def test_two_replicas_poll_once_and_the_standby_takes_over_where_the_holder_stopped(tmp_path: Path, bootstrap: str) -> None:
+async def test_two_replicas_poll_once_and_the_standby_takes_over_where_the_holder_stopped(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     api = await CrmApi().start()
     for i in range(30):
         api.add(f"c{i:03}", f"2026-01-01T00:00:{i:02d}Z")
@@ -92,6 +97,16 @@ async def test_two_replicas_poll_once_and_the_standby_takes_over_where_the_holde
             assert health.ok and "standby" in health.detail, health
             seen = await published(holder)
             assert len(seen) == 30 and max(seen.values()) == 1, "each record published once, not once per replica"
+            # The management API and `bus status` say which process reads it; standing by is fine.
+            for hub, state in ((holder, "running"), (standby, "standby")):
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1") as client:
+                    node = (await client.get("/topology", headers={"Authorization": f"Bearer {READ}"})).json()["inbound"][0]
+                assert node["state"] == state, node
+                capsys.readouterr()
+                monkeypatch.setenv("BUS_OPS_TOKEN", READ)
+                assert await asyncio.to_thread(main, ["status", "--hub", f"http://127.0.0.1:{hub.ops.port}"]) == 0
+                assert state in capsys.readouterr().out
+            assert "another hub process reads the source" in node["detail"]
 
             # The holder stops (a rolling update, a scale-down): the standby takes over at once,
             # from the position the holder saved, and reads what changed meanwhile.

@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import yaml
 
-from bus.adapter_api import AdapterRegistry
+from bus.adapter_api import AdapterRegistry, Inbound
 from bus.app.hub import Hub, Role
+from bus.app.leased_inbound import LeasedInbound
 from bus.config.loader import LoadedConfig, load_config
 from schemas.catalog import SchemaCatalog
 
@@ -103,6 +104,13 @@ def payment_hub_config(
             {"name": "support", "type": "http", "url": f"{target_url}/support"},
         ],
     }
+
+
+def reading(hub: Hub, index: int = 0) -> Inbound[Any]:
+    """The inbound adapter at ``index`` itself, for a test that looks inside it: a source read by
+    one process at a time runs inside its lease (bus.app.leased_inbound)."""
+    adapter = hub.inbound[index]
+    return adapter.inner if isinstance(adapter, LeasedInbound) else adapter
 
 
 def load(path: Path) -> tuple[LoadedConfig, AdapterRegistry, SchemaCatalog]:

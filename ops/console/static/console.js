@@ -81,7 +81,7 @@ const STATE_CLASS = {
   running: "ok", healthy: "ok", delivered: "ok",
   retrying: "warn", starting: "warn", in_flight: "warn", replayed: "warn", not_running_here: "warn",
   circuit_open: "bad", unhealthy: "bad", dead_lettered: "bad", refused: "bad",
-  paused: "paused", purged: "paused",
+  paused: "paused", purged: "paused", standby: "paused",
 };
 const stateClass = (state) => STATE_CLASS[state] || "warn";
 const badge = (state, text) => h("span", { class: `badge s-${stateClass(state)}` }, text || state.replaceAll("_", " "));
@@ -171,8 +171,9 @@ function graph(topology) {
     const state = n.attention && n.state === "running" ? "running · needs attention" : n.state;
     const el = node(col[0], y(i), kind, `${n.name} (${n.type})`, `${state} · ${n.schema || ""} · ${perSecond(n.rate)}`, null);
     el.setAttribute("data-inbound", n.name);
-    el.setAttribute("data-attention", n.state !== "running" || n.attention ? "yes" : "no");
-    if (n.attention) el.append(s("title", {}, n.attention));
+    el.setAttribute("data-attention", !["running", "standby"].includes(n.state) || n.attention ? "yes" : "no");
+    el.setAttribute("data-state", n.state);
+    if (n.attention || n.detail) el.append(s("title", {}, n.attention || n.detail));
     return el;
   };
   topology.inbound.forEach((n, i) =>
@@ -202,7 +203,8 @@ async function showTopology() {
     await refreshLetters(false);
     if (gen !== generation) return;
     const trouble = topology.subscribers.filter(needsAttention);
-    const badInbound = topology.inbound.filter((n) => n.state !== "running" || n.attention);
+    // standby: another hub process reads that source now (its lease); nothing to act on here.
+    const badInbound = topology.inbound.filter((n) => !["running", "standby"].includes(n.state) || n.attention);
     document.getElementById("who").textContent = `role: ${topology.role}`;
     show(
       h("h2", {}, "Topology"),
