@@ -121,7 +121,11 @@ class LeasedInbound(Inbound[Any]):
                 else:
                     log.info("inbound %s: this process reads the source (it holds lease group %s)", self._name, self._lease.group)
                 self._running = self._ran = True
-                await self._starts.start(self.inner, self._what)  # a system that is down is tried again in the background
+                try:
+                    await self._starts.start(self.inner, self._what)  # a system that is down is tried again in the background
+                except Exception as exc:  # not retryable (a config the system refuses): said, and /readyz says it
+                    log.exception("inbound %s failed to start", self._name)
+                    self._starts.why[self._what] = f"failed to start: {exc!r}"
                 return
             first = not self._answered
             self._answered = True

@@ -149,10 +149,12 @@ class Lease:
         if mine:
             consumer.pause(*mine)  # nothing to read: the membership is the lease
         held = bool(mine)
-        if held != self.held:
-            self.held = held
-            await self._on_change(held)
-        self.answered.set()
+        try:
+            if held != self.held:
+                self.held = held
+                await self._on_change(held)
+        finally:
+            self.answered.set()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -294,3 +294,32 @@ async def test_an_inbound_that_needs_attention_while_it_runs_is_listed(tmp_path:
             await run_sql("postgresql", dsn, f"UPDATE {table} SET updated_at = '2021-01-01' WHERE id = 2")
             await expect(legacy).to_have_attribute("data-attention", "no", timeout=20_000)
             await expect(page.locator("#attention")).to_contain_text("all parts healthy")
+
+
+async def test_a_source_another_replica_reads_is_shown_standing_by_not_failing(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
+    """Two inbound replicas with one poller: the console of the one that stands by shows the
+    poller as standby (grey, with why on hover), not as a part that needs attention."""
+    from tests.integration.test_leases import poll_config
+    from tests.support.crm import CrmApi
+    from tests.support.hub import unique_prefix
+    from tests.support.wait import until
+
+    api = await CrmApi().start()
+    api.add("c000", "2026-01-01T00:00:00Z")
+    config = poll_config(bootstrap, api, unique_prefix())
+    config["ops"]["tokens"] = [{"name": "admin", "token": TOKEN}]
+    path = write_config(tmp_path / "bus.yaml", config)
+    try:
+        async with build_hub(path, role="inbound") as first, build_hub(path, role="inbound") as second:
+            await until(lambda: any(getattr(h.inbound[0], "standing_by", False) for h in (first, second)), "a standby")
+            standby = first if getattr(first.inbound[0], "standing_by", False) else second
+            page = await signed_in(browser, standby.ops.port)
+            contacts = page.locator('[data-inbound="contacts"]')
+            await expect(contacts).to_have_attribute("data-state", "standby", timeout=20_000)
+            await expect(contacts).to_have_attribute("data-attention", "no")
+            await expect(contacts).to_contain_text("standby")
+            await expect(contacts.locator("title")).to_contain_text("another hub process reads the source")
+            await expect(page.locator("#attention")).to_contain_text("all parts healthy")
+            await shot(page, "topology-inbound-standby")
+    finally:
+        await api.stop()

@@ -14,18 +14,22 @@ import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import Field
 
+from bus.adapter_api import AdapterConfig, AdapterRegistry, EmitSpec, Inbound
 from bus.app.cli import main
 from bus.app.hub import Hub
 from bus.app.leased_inbound import LeasedInbound
+from bus.config.loader import load_config
 from bus.kafka.reader import read_topic
 from bus.ports import free_port
+from schemas.catalog import SchemaCatalog
 from tests.conftest import require_service
 from tests.support.crm import CrmApi
 from tests.support.hub import HubProcess, build_hub, unique_prefix, write_config
@@ -244,3 +248,64 @@ async def test_a_killed_holder_is_replaced_within_the_session_timeout_and_no_row
             await process.kill()
         await db.execute(f"DROP TABLE IF EXISTS {table}")
         await db.close()
+
+
+class SourceConfig(AdapterConfig):
+    type: Literal["leased_source"] = "leased_source"
+    refuse: bool = Field(default=False, description="Its start fails for good (a setting its system refuses).")
+    emit: EmitSpec
+
+
+class LeasedSource(Inbound[SourceConfig]):
+    """A source read by one process whose reading task dies once, or whose start fails for good."""
+
+    Config: ClassVar[type[SourceConfig]] = SourceConfig
+    summary: ClassVar[str] = "a source of the tests"
+    one_reader: ClassVar[bool] = True
+    starts = 0
+
+    async def start(self) -> None:
+        LeasedSource.starts += 1
+        if self.config.refuse:
+            raise ValueError("the source refused the settings")
+        self._task = self.ctx.spawn(self._read(), name=f"read:{self.config.name}")
+
+    async def _read(self) -> None:
+        await asyncio.sleep(0.1)
+        if LeasedSource.starts == 1:
+            raise KeyError("a field the adapter assumed is always there")
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        if task := getattr(self, "_task", None):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_leased_source_that_dies_is_restarted_and_one_that_cannot_start_is_said(tmp_path: Path, bootstrap: str) -> None:
+    registry = AdapterRegistry.from_entry_points().clone()
+    registry.register("leased_source", LeasedSource)
+    catalog = SchemaCatalog.load()
+    emit = {"schema": "Customer", "map": {"customer_id": "id", "email": "email", "name": "name"}}
+    config: dict[str, Any] = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [{"name": "source", "type": "leased_source", "emit": emit}],
+    }
+
+    def hub_of(body: dict[str, Any]) -> Hub:
+        loaded = load_config(write_config(tmp_path / "bus.yaml", body), registry, known_schemas=lambda h: catalog.parsed())
+        return Hub(loaded, registry, catalog)
+
+    LeasedSource.starts = 0
+    async with hub_of(config) as hub:
+        # Its task died: the supervisor restarts it through the lease (it still reads here).
+        await until(lambda: hub.supervisor.detail().get("inbound:source", {}).get("up") is True, "restarted", timeout=30)
+        assert LeasedSource.starts == 2 and hub.supervisor.detail()["inbound:source"]["restarts"] == 1
+        assert all((await hub.readiness()).values())
+
+    config["inbound"][0]["refuse"] = True
+    async with hub_of(config) as hub:
+        assert not (await hub.readiness())["inbound:source"]
+        assert "failed to start: ValueError('the source refused the settings')" in (await hub.problems())["inbound:source"]

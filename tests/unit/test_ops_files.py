@@ -15,7 +15,8 @@ from tests.support.tools import ROOT, tool
 def test_alert_rules_pass_promtool_check() -> None:
     result = subprocess.run([tool("promtool"), "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 20 rules found" in result.stdout
+    alerts = RULES.read_text().count("- alert: ")
+    assert f"SUCCESS: {alerts} rules found" in result.stdout  # every alert in the file was read as one
 
 
 def test_alert_rules_fire_on_their_stories() -> None:
