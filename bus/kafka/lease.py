@@ -39,6 +39,11 @@ from bus.kafka.clients import make_consumer
 from bus.kafka.join_watch import JoinWatch
 
 
+# How often a member calls getmany: often enough for aiokafka's max_poll_interval_ms (300 s), past
+# which it would leave the group; each call costs a wake-up and nothing else.
+_ASK_EVERY_MS = 30_000
+
+
 def _epoch(data: bytes | None) -> int:
     return int.from_bytes(data[:8], "big") if data and len(data) >= 8 else 0
 
@@ -122,19 +127,21 @@ class Lease:
         consumer = make_consumer(
             self._kafka, self._bootstrap, group_id=self.group, partition_assignment_strategy=(self._assignor,), max_poll_records=1
         )
-        consumer.subscribe([self._topic], listener=_Listener(self, consumer))
         try:
             await consumer.start()
         except KafkaError as exc:
             await consumer.stop()
             raise KafkaUnavailable(f"lease group {self.group} cannot be joined: {exc!r}") from exc
+        # Subscribed after the start, which would otherwise wait for the group's first answer
+        # (half a session timeout on the embedded broker): the hub waits for every lease at once.
+        consumer.subscribe([self._topic], listener=_Listener(self, consumer))
         self._consumer = consumer
 
     async def keep(self) -> None:
         assert self._consumer is not None
         watch = JoinWatch(self._consumer, self.group, self._kafka.join_timeout_s)
-        while True:  # the partition is paused: each call waits its timeout, or for a rebalance
-            await watch.getmany(timeout_ms=1000, max_records=1)
+        while True:  # the partition is paused: each call waits out its timeout (rebalances go on meanwhile)
+            await watch.getmany(timeout_ms=_ASK_EVERY_MS, max_records=1)
 
     async def stop(self) -> None:
         """Leave the group: another member takes the lease at once. Call after the source stopped."""

@@ -220,7 +220,7 @@ async function showTopology() {
                 n.last_error || ""))))
         : h("p", { id: "attention" }, badge("healthy", "all parts healthy")),
       h("div", { class: "legend", "aria-hidden": "true" },
-        badge("healthy"), badge("retrying"), badge("circuit_open", "circuit open / dead letters"), badge("paused")),
+        badge("healthy"), badge("retrying"), badge("circuit_open", "circuit open / dead letters"), badge("paused", "paused / standby")),
       graph(topology),
       h("p", {}, `${topology.inbound.length} inbound, ${topology.routes.length} routes, ${topology.subscribers.length} subscribers. `,
         "Rates are per second over about the last 10 s; the page refreshes every 2 s."),
