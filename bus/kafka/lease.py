@@ -38,7 +38,6 @@ from bus.errors import KafkaUnavailable
 from bus.kafka.clients import make_consumer
 from bus.kafka.join_watch import JoinWatch
 
-
 # How often a member calls getmany: often enough for aiokafka's max_poll_interval_ms (300 s), past
 # which it would leave the group; each call costs a wake-up and nothing else.
 _ASK_EVERY_MS = 30_000
