@@ -403,3 +403,31 @@ async def test_a_table_added_to_the_config_is_published(
             seen = await changes(hub)
     assert [key for _, key, _ in seen] == ["1", "3"], seen
     assert "(added: cust_extra; taken out: public.cust_master)" in caplog.text, caplog.text
+
+
+async def test_two_replicas_share_one_slot_one_reads_and_the_other_takes_over(logical_dsn: str, tmp_path: Path, bootstrap: str) -> None:
+    """Two processes of the inbound role with one postgres_cdc: the slot takes one reader, so one
+    reads and the other stands by, both ready (the second failed for good on the active slot, and
+    was never ready). When the reader stops, the other reads on from the slot's position."""
+    await sql(logical_dsn, "DROP TABLE IF EXISTS cust_master", CUST_MASTER)
+    config = hub_config(bootstrap, logical_dsn)
+    config["inbound"][0]["name"] = "shared-cdc"
+    path = write_config(tmp_path / "bus.yaml", config)
+    first, second = build_hub(path, role="inbound"), build_hub(path, role="inbound")
+    try:
+        await asyncio.gather(first.start(), second.start())
+        standing = [getattr(hub.inbound[0], "standing_by", None) for hub in (first, second)]
+        assert sorted(standing, key=str) == [False, True], standing
+        reader, standby = (first, second) if standing[1] else (second, first)
+        assert all((await standby.readiness()).values()) and all((await reader.readiness()).values())
+        await until(lambda: bool(reader.inbound[0].progress().get("position")), "the slot to be created")
+        await sql(logical_dsn, "INSERT INTO cust_master SELECT i, 'C' || i, NULL, 0 FROM generate_series(1, 10) i")
+        await wait_changes(reader, 10)
+
+        await reader.stop()
+        await sql(logical_dsn, "INSERT INTO cust_master SELECT i, 'C' || i, NULL, 0 FROM generate_series(11, 20) i")
+        seen = await wait_changes(standby, 20, timeout=30)
+        assert [key for _, key, _ in seen] == [str(i) for i in range(1, 21)], "each change once, in commit order"
+        assert standby.inbound[0].progress()["position"] == await slot_position(logical_dsn, "bus_shared_cdc")
+    finally:
+        await asyncio.gather(first.stop(), second.stop())
