@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 from bus.app.cli import main
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
-from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.hub import build_hub, reading, unique_prefix, write_config
 from tests.support.memory import resident_peak_mb, resident_peak_reset, the_cut_letter
 from tests.support.target import Target
 
@@ -376,4 +376,51 @@ async def test_a_broker_that_takes_only_tls_with_a_client_certificate(tmp_path: 
         cfg["inbound"][0]["tls"] = {"ca": str(tmp_path / "missing.pem")}
         assert main(["validate", "-c", str(write_config(path, cfg))]) != 0
     finally:
+        await target.stop()
+
+
+async def test_two_replicas_keep_one_session_and_the_other_takes_it_over(tmp_path: Path, bootstrap: str) -> None:
+    """Two inbound replicas with one mqtt inbound (one client id): one process holds the session
+    and the other stands by. Both connected, the broker handed the session to whichever connected
+    last, and took it back at its reconnection, in turn."""
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    body = config(bootstrap, target, run, unique_prefix())
+    del body["routes"], body["outbound"]
+    path = write_config(tmp_path / "bus.yaml", body)
+    first, second = build_hub(path, role="inbound"), build_hub(path, role="inbound")
+    try:
+        async with aiomqtt.Client("127.0.0.1", 1883) as sensor:
+            await asyncio.gather(first.start(), second.start())
+            standing = [getattr(hub.inbound[0], "standing_by", None) for hub in (first, second)]
+            assert sorted(standing, key=str) == [False, True], standing
+            reader, standby = (first, second) if standing[1] else (second, first)
+            for i in range(30):
+                await sensor.publish(f"t{run}/sensors/d{i % 3}/usage", json.dumps({"id": f"r{i}", "device": "d", "value": i}), qos=1)
+                await asyncio.sleep(0.02)
+            topic = reader.topics.canonical("Payment")
+
+            async def ids() -> list[str]:
+                records = await read_topic(reader.config.kafka, reader.bootstrap, topic)
+                return sorted(dict(r.headers)["ce_id"].decode() for r in records)
+
+            for _ in range(150):
+                if len(await ids()) >= 30:
+                    break
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1)  # a second reader, if any, would have doubled some by now
+            assert await ids() == sorted(f"r{i}" for i in range(30)), "each message once"
+            assert reading(standby)._client is None, "the standby never connected"
+            assert (await reader.inbound[0].health()).ok and all((await standby.readiness()).values())
+
+            await reader.stop()  # the persistent session goes to the other, with what came meanwhile
+            for i in range(30, 40):
+                await sensor.publish(f"t{run}/sensors/d{i % 3}/usage", json.dumps({"id": f"r{i}", "device": "d", "value": i}), qos=1)
+            for _ in range(150):
+                if len(await ids()) >= 40:
+                    break
+                await asyncio.sleep(0.2)
+            assert await ids() == sorted(f"r{i}" for i in range(40)), "each message once, none lost in the hand-over"
+    finally:
+        await asyncio.gather(first.stop(), second.stop())
         await target.stop()
