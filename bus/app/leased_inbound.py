@@ -50,7 +50,7 @@ class LeasedInbound(Inbound[Any]):
         self._what = f"inbound {self._name}"  # BackgroundStarts' and /readyz's name for it
         self._component = f"inbound:{self._name}"  # the supervisor's, for the adapter's own tasks
         self._keeper_component = f"lease:{self._name}"
-        self._lease = Lease(kafka, bootstrap, topic=topic, group=group, on_change=self._changed, logger=inner.ctx.logger)
+        self._lease = Lease(kafka, bootstrap, topic=topic, group=group, on_change=self._changed)
         self._lock = asyncio.Lock()  # a loss waits for a start in progress: the source never runs twice here
         self._running = False  # the adapter was started (or is being started) here
         self._ran = False  # it was, at least once
@@ -88,6 +88,7 @@ class LeasedInbound(Inbound[Any]):
     async def _rejoin(self) -> None:
         """The lease's task died (a join that never completed): leave, stop the source, join anew."""
         await self._leave()
+        self._answered = False  # the new membership's first answer is no takeover (the supervisor said why)
         await self.start()
 
     async def stop(self) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 __all__ = ["Lease", "LeaseAssignor"]
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -102,7 +101,6 @@ class Lease:
         topic: str,
         group: str,
         on_change: Callable[[bool], Awaitable[None]],
-        logger: logging.Logger,
     ) -> None:
         self.group = group
         self.held: bool | None = None
@@ -110,7 +108,6 @@ class Lease:
         self._bootstrap = bootstrap
         self._topic = topic
         self._on_change = on_change
-        self._log = logger
         self._assignor = LeaseAssignor()
         self._consumer: AIOKafkaConsumer | None = None
         self.answered = asyncio.Event()  # set once the group first answered and on_change returned

@@ -242,7 +242,9 @@ async def test_a_killed_holder_is_replaced_within_the_session_timeout_and_no_row
             assert took_over == [1.0]
             seen = await ids()
             assert len(seen) == 35, f"rows lost: {sorted(set(f'r{i:03}' for i in range(35)) - set(seen))}"
-            assert max(seen.values()) == 1, "the new holder read on from the saved watermark"
+            # At least once: rows the killed holder published after its last saved position may come
+            # again; those written after the kill come once, read on from the saved watermark.
+            assert all(seen[f"r{i:03}"] == 1 for i in range(20, 35)), seen
     finally:
         for process in processes:
             await process.kill()
