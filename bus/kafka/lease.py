@@ -10,7 +10,7 @@ written to the topic or read from it (the partition is paused): only the members
 
 The assignment is sticky. Each member says in its JoinGroup metadata the epoch at which it took
 the lease (0: it holds none), and the group's leader gives the partition to the member that
-claims the highest, or, when none claims it, to one member at a new epoch. So a process joining
+claims the highest, or, when none claims it, to one member at a new epoch (the leader's clock). So a process joining
 or leaving does not move a lease another process holds (its source would stop and start for
 nothing); a holder that stops leaves the group after its source stopped, and another member
 takes the lease at once; a holder that dies keeps it until its session times out
@@ -24,6 +24,7 @@ from __future__ import annotations
 __all__ = ["Lease", "LeaseAssignor"]
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -66,7 +67,8 @@ class LeaseAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         answer = {member: ConsumerProtocolMemberAssignment(self.version, [], b"") for member in members}
         if not members or not leases:
             return answer
-        holder, epoch = choose_holder({member: _epoch(meta.user_data) for member, meta in members.items()})
+        claims = {member: _epoch(meta.user_data) for member, meta in members.items()}
+        holder, epoch = choose_holder(claims, new_epoch=max(time.time_ns() // 1_000_000, max(claims.values()) + 1))
         answer[holder] = ConsumerProtocolMemberAssignment(
             self.version, [(topic, [partition]) for topic, partition in leases], epoch.to_bytes(8, "big")
         )
@@ -76,14 +78,17 @@ class LeaseAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         self.epoch = _epoch(assignment.user_data) if assignment.assignment else 0
 
 
-def choose_holder(claims: Mapping[str, int]) -> tuple[str, int]:
+def choose_holder(claims: Mapping[str, int], *, new_epoch: int) -> tuple[str, int]:
     """The member that holds the lease and its epoch, from each member's claim (0: none). The
-    highest claim keeps it (two claim only after one was cut off while the other took over: the
-    later one keeps it); with no claim, the first member by id takes it at a new epoch."""
+    highest claim keeps it; with no claim, the first member by id takes it at ``new_epoch``.
+
+    Epochs are the leader's clock in milliseconds when a holder was chosen, so a later holder has
+    the higher one even when the leader that chose it never knew the earlier holder: two claim it
+    only after one was cut off from Kafka while the other took over, and the later keeps it."""
     member = max(sorted(claims), key=lambda m: claims[m])  # sorted: the first of equal claims
     if claims[member]:
         return member, claims[member]
-    return min(claims), 1
+    return min(claims), new_epoch
 
 
 class Lease:

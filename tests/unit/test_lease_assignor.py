@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
 from bus.kafka.lease import LeaseAssignor, choose_holder
@@ -22,17 +24,32 @@ def claim(epoch: int, topic: str = "p._leases") -> ConsumerProtocolMemberMetadat
 
 
 def test_the_holder_keeps_the_lease_whoever_joins() -> None:
-    assert choose_holder({"m-b": 3, "m-a": 0, "m-0": 0}) == ("m-b", 3)
-    assert choose_holder({"m-z": 1, "m-a": 0}) == ("m-z", 1)
+    assert choose_holder({"m-b": 3, "m-a": 0, "m-0": 0}, new_epoch=9) == ("m-b", 3)
+    assert choose_holder({"m-z": 1, "m-a": 0}, new_epoch=9) == ("m-z", 1)
 
 
-def test_with_no_holder_the_first_member_takes_it() -> None:
-    assert choose_holder({"m-c": 0, "m-a": 0, "m-b": 0}) == ("m-a", 1)
+def test_with_no_holder_the_first_member_takes_it_at_a_new_epoch() -> None:
+    assert choose_holder({"m-c": 0, "m-a": 0, "m-b": 0}, new_epoch=9) == ("m-a", 9)
 
 
 def test_two_claims_after_a_cut_off_holder_came_back_the_later_keeps_it() -> None:
-    assert choose_holder({"m-old": 2, "m-new": 5}) == ("m-new", 5)
-    assert choose_holder({"m-b": 2, "m-a": 2}) == ("m-a", 2)  # equal claims: one, the same in every leader
+    assert choose_holder({"m-old": 2, "m-new": 5}, new_epoch=9) == ("m-new", 5)
+    assert choose_holder({"m-b": 2, "m-a": 2}, new_epoch=9) == ("m-a", 2)  # equal claims: one, the same in every leader
+
+
+def test_a_holder_chosen_by_a_leader_that_never_knew_the_first_has_the_later_epoch() -> None:
+    """A holds the lease and is cut off; B, alone in the group, is given it by itself as leader;
+    A comes back: B's epoch is the later one, whoever leads the join that follows."""
+    first = LeaseAssignor().assign(_Cluster({"p._leases": {0}}), {"a": claim(0), "b": claim(0)})
+    a_epoch = LeaseAssignor()
+    a_epoch.on_assignment(first["a"])
+    time.sleep(0.01)  # A's session times out: seconds pass, at the least milliseconds
+    alone = LeaseAssignor().assign(_Cluster({"p._leases": {0}}), {"b": claim(0)})
+    b_epoch = LeaseAssignor()
+    b_epoch.on_assignment(alone["b"])
+    assert b_epoch.epoch > a_epoch.epoch > 0
+    back = LeaseAssignor().assign(_Cluster({"p._leases": {0}}), {"a": claim(a_epoch.epoch), "b": claim(b_epoch.epoch)})
+    assert back["b"].assignment and not back["a"].assignment
 
 
 def test_assign_gives_the_one_partition_to_one_member_and_its_epoch_travels() -> None:

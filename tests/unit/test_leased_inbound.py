@@ -1,0 +1,100 @@
+"""What a process does when the lease group moves a source to it or away from it
+(bus.app.leased_inbound), driven through the lease's own assignment handling: a process that
+took over says so; one that lost the source (cut off from Kafka while another took over) stops
+reading it at once and says why."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import pytest
+from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
+
+from bus.adapter_api import AdapterConfig, Context, Inbound
+from bus.app.leased_inbound import LeasedInbound
+from bus.app.setup import BackgroundStarts
+from bus.config.models import KafkaConfig
+from bus.runtime.supervisor import Supervisor
+
+TOPIC = "p._leases"
+
+
+class Source(Inbound[AdapterConfig]):
+    Config: ClassVar[type[AdapterConfig]] = AdapterConfig
+    one_reader: ClassVar[bool] = True
+
+    def __init__(self, config: AdapterConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self.reading = False
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        self.reading = True
+
+    async def stop(self) -> None:
+        self.reading = False
+
+
+class _Consumer:
+    """What the lease asks of aiokafka's consumer when it is given the partition."""
+
+    def pause(self, *partitions: Any) -> None:
+        pass
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def given(leased: LeasedInbound, held: bool) -> None:
+    await leased._lease._assigned(_Consumer(), {TopicPartition(TOPIC, 0)} if held else set())  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def leased() -> LeasedInbound:
+    config = AdapterConfig(type="source", name="unit-lease")
+    inner = Source(config, Context(name="unit-lease", logger=logging.getLogger("adapters.source.unit-lease")))
+    return LeasedInbound(
+        inner,
+        kafka=KafkaConfig(bootstrap="127.0.0.1:9"),
+        bootstrap="127.0.0.1:9",
+        topic=TOPIC,
+        group="p-lease-unit-lease",
+        starts=BackgroundStarts(),
+        supervisor=Supervisor(),
+    )
+
+
+async def test_a_standby_that_is_given_the_source_takes_over_and_says_so(leased: LeasedInbound, caplog: pytest.LogCaptureFixture) -> None:
+    inner = leased.inner
+    assert isinstance(inner, Source)
+    assert not (await leased.health()).ok  # the group has not answered yet
+    gained = sample("bus_inbound_lease_changes_total", adapter="unit-lease", change="gained")
+    await given(leased, False)
+    assert leased.standing_by and not inner.reading and (await leased.health()).ok
+    assert leased.progress() == {} and sample("bus_inbound_lease", adapter="unit-lease") == 0
+    caplog.set_level(logging.INFO)
+    await given(leased, True)
+    assert inner.reading and not leased.standing_by and sample("bus_inbound_lease", adapter="unit-lease") == 1
+    assert sample("bus_inbound_lease_changes_total", adapter="unit-lease", change="gained") == gained + 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("this process takes over reading the source" in w for w in warnings), warnings
+    await given(leased, True)  # a rebalance that leaves it here: nothing stops or starts again
+    assert inner.starts == 1
+
+
+async def test_a_reader_that_lost_the_source_stops_reading_at_once(leased: LeasedInbound, caplog: pytest.LogCaptureFixture) -> None:
+    inner = leased.inner
+    assert isinstance(inner, Source)
+    caplog.set_level(logging.INFO)
+    await given(leased, True)
+    assert inner.reading and [r.levelno for r in caplog.records if "reads the source" in r.getMessage()] == [logging.INFO]
+    lost = sample("bus_inbound_lease_changes_total", adapter="unit-lease", change="lost")
+    await given(leased, False)
+    assert not inner.reading and leased.standing_by and sample("bus_inbound_lease", adapter="unit-lease") == 0
+    assert sample("bus_inbound_lease_changes_total", adapter="unit-lease", change="lost") == lost + 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("another hub process took the source's lease" in w for w in warnings), warnings
