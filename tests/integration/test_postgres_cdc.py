@@ -419,8 +419,12 @@ async def test_two_replicas_share_one_slot_one_reads_and_the_other_takes_over(lo
         standing = [getattr(hub.inbound[0], "standing_by", None) for hub in (first, second)]
         assert sorted(standing, key=str) == [False, True], standing
         reader, standby = (first, second) if standing[1] else (second, first)
-        assert all((await standby.readiness()).values()) and all((await reader.readiness()).values())
         await until(lambda: bool(reader.inbound[0].progress().get("position")), "the slot to be created")
+        for _ in range(100):  # the reader is ready once connected to its slot; the standby at once
+            if all((await reader.readiness()).values()):
+                break
+            await asyncio.sleep(0.1)
+        assert all((await standby.readiness()).values()) and all((await reader.readiness()).values())
         await sql(logical_dsn, "INSERT INTO cust_master SELECT i, 'C' || i, NULL, 0 FROM generate_series(1, 10) i")
         await wait_changes(reader, 10)
 
