@@ -109,7 +109,8 @@ INBOUND_LEASE = Gauge(
 )
 INBOUND_LEASE_CHANGES = Counter(
     "bus_inbound_lease_changes_total",
-    "Times this process took a source's lease over from another (gained, after standing by) or lost it while reading.",
+    "Times this process took a source's lease over from another (gained, after standing by), lost it while reading "
+    "(cut off from Kafka while another took over), or handed it over (handed_over: it could not read the source).",
     ["adapter", "change"],
 )
 SUBSCRIBER_STATE = Gauge(

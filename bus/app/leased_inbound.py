@@ -9,6 +9,12 @@ session timeout. Without it every replica of the inbound role read every such so
 published each record once per replica (and spent the API's rate limit as many times), a second
 ``postgres_cdc`` failed for good on the slot the first held, and two MQTT clients with one id
 took the session from each other in turn.
+
+A holder that cannot read its source for ``_HAND_OVER_AFTER_S`` (its start keeps failing, or the
+adapter is not healthy: the database unreachable from this pod's node, a firewall that lets only
+some nodes through) hands the lease to another process that may reach it, and is given it back
+only when no other could read it either, for ``_UNABLE_FOR_S``: one bad pod does not stall a
+source another could read, and while the source is down for all the lease stays put.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ __all__ = ["LeasedInbound"]
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from bus.adapter_api import Health, Inbound, RetryableError
@@ -26,6 +33,10 @@ from bus.errors import KafkaUnavailable
 from bus.kafka.lease import Lease
 from bus.metrics import INBOUND_LEASE, INBOUND_LEASE_CHANGES
 from bus.runtime.supervisor import Supervisor
+
+_HAND_OVER_AFTER_S = 60.0  # a source that cannot be read here this long goes to another process
+_UNABLE_FOR_S = 600.0  # after which this process is given it back only when no other could read it
+_CHECK_EVERY_S = 5.0  # how often the holder looks at its source's health
 
 
 class LeasedInbound(Inbound[Any]):
@@ -56,6 +67,8 @@ class LeasedInbound(Inbound[Any]):
         self._ran = False  # it was, at least once
         self._answered = False  # the group has answered once: later gains are takeovers
         self._keeper: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None  # the holder's look at its source's health
+        self._able_again: asyncio.TimerHandle | None = None
         INBOUND_LEASE.labels(self._name).set(0)
 
     @property
@@ -92,6 +105,8 @@ class LeasedInbound(Inbound[Any]):
         await self.start()
 
     async def stop(self) -> None:
+        if self._able_again is not None:
+            self._able_again.cancel()
         await self._leave()
 
     async def _leave(self) -> None:
@@ -127,6 +142,8 @@ class LeasedInbound(Inbound[Any]):
                 except Exception as exc:  # not retryable (a config the system refuses): said, and /readyz says it
                     log.exception("inbound %s failed to start", self._name)
                     self._starts.why[self._what] = f"failed to start: {exc!r}"
+                if not self._lease.unable:  # handed over lately and given back: no other could read it either
+                    self._watcher = asyncio.create_task(self._watch(), name=f"lease-watch:{self._name}")
                 return
             first = not self._answered
             self._answered = True
@@ -141,8 +158,57 @@ class LeasedInbound(Inbound[Any]):
             )
             await self._release()
 
+    async def _watch(self) -> None:
+        """While this process reads the source: hand it over when it cannot be read here for long."""
+        failing_since: float | None = None
+        try:
+            while True:
+                await asyncio.sleep(_CHECK_EVERY_S)
+                why = self._starts.why.get(self._what)
+                if why is None and not (health := await self.inner.health()).ok:
+                    why = health.detail or "not healthy"
+                if why is None:
+                    failing_since = None
+                    continue
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since >= _HAND_OVER_AFTER_S:
+                    await self._hand_over(why)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not pass unsaid; the source reads on meanwhile
+            self.inner.ctx.logger.exception("inbound %s: watching the source failed", self._name)
+
+    async def _hand_over(self, why: str) -> None:
+        INBOUND_LEASE_CHANGES.labels(self._name, "handed_over").inc()
+        self.inner.ctx.logger.warning(
+            "inbound %s: the source could not be read from this process for %.0f s (%s); handing it to another hub "
+            "process that may reach it (this one is given it back only if no other can read it, for %.0f s)",
+            self._name,
+            _HAND_OVER_AFTER_S,
+            why,
+            _UNABLE_FOR_S,
+        )
+        self._lease.cannot_read(True)
+        self._able_again = asyncio.get_running_loop().call_later(_UNABLE_FOR_S, self._able)
+        await self._leave()  # the others' group gives it to one of them at once
+        self._answered = False  # the new membership's first answer is no takeover
+        await self.start()
+
+    def _able(self) -> None:
+        """The time since this process handed the source over has passed: it may be given it again,
+        and if it holds it now (no other could read it), it watches the source again."""
+        self._able_again = None
+        self._lease.cannot_read(False)
+        if self._running and self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name=f"lease-watch:{self._name}")
+
     async def _release(self) -> None:
         INBOUND_LEASE.labels(self._name).set(0)
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         if not self._running:
             return
         self._running = False

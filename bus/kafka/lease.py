@@ -47,6 +47,11 @@ def _epoch(data: bytes | None) -> int:
     return int.from_bytes(data[:8], "big") if data and len(data) >= 8 else 0
 
 
+def _claim(data: bytes | None) -> tuple[int, bool]:
+    """A member's JoinGroup claim: the epoch it holds the lease at, and whether it cannot read the source."""
+    return _epoch(data), bool(data and len(data) >= 9 and data[8])
+
+
 class LeaseAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
     """The group's assignment of one lease: sticky to the member that holds it (see the module)."""
 
@@ -55,9 +60,11 @@ class LeaseAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
 
     def __init__(self) -> None:
         self.epoch = 0  # the epoch at which this member holds the lease; 0: it holds none
+        self.unable = False  # this member could not read the source lately: another should take it
 
     def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
-        return ConsumerProtocolMemberMetadata(self.version, sorted(topics), self.epoch.to_bytes(8, "big"))
+        claim = self.epoch.to_bytes(8, "big") + bytes([self.unable])
+        return ConsumerProtocolMemberMetadata(self.version, sorted(topics), claim)
 
     def assign(
         self, cluster: ClusterMetadata, members: Mapping[str, ConsumerProtocolMemberMetadata]
@@ -67,8 +74,9 @@ class LeaseAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         answer = {member: ConsumerProtocolMemberAssignment(self.version, [], b"") for member in members}
         if not members or not leases:
             return answer
-        claims = {member: _epoch(meta.user_data) for member, meta in members.items()}
-        holder, epoch = choose_holder(claims, new_epoch=max(time.time_ns() // 1_000_000, max(claims.values()) + 1))
+        claims = {member: _claim(meta.user_data) for member, meta in members.items()}
+        newest = max(epoch for epoch, _ in claims.values())
+        holder, epoch = choose_holder(claims, new_epoch=max(time.time_ns() // 1_000_000, newest + 1))
         answer[holder] = ConsumerProtocolMemberAssignment(
             self.version, [(topic, [partition]) for topic, partition in leases], epoch.to_bytes(8, "big")
         )
@@ -78,17 +86,22 @@ class LeaseAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         self.epoch = _epoch(assignment.user_data) if assignment.assignment else 0
 
 
-def choose_holder(claims: Mapping[str, int], *, new_epoch: int) -> tuple[str, int]:
-    """The member that holds the lease and its epoch, from each member's claim (0: none). The
-    highest claim keeps it; with no claim, the first member by id takes it at ``new_epoch``.
+def choose_holder(claims: Mapping[str, tuple[int, bool]], *, new_epoch: int) -> tuple[str, int]:
+    """The member that holds the lease and its epoch, from each member's claim: the epoch it holds
+    it at (0: none) and whether it could not read the source lately. Among the members that could
+    (all of them, when none could), the highest claim keeps it; with no claim, the first member
+    by id takes it at ``new_epoch``. So a holder that cannot reach the source from where it runs
+    gives it to one that may, and while the source is down for all it stays where it is.
 
     Epochs are the leader's clock in milliseconds when a holder was chosen, so a later holder has
     the higher one even when the leader that chose it never knew the earlier holder: two claim it
     only after one was cut off from Kafka while the other took over, and the later keeps it."""
-    member = max(sorted(claims), key=lambda m: claims[m])  # sorted: the first of equal claims
-    if claims[member]:
-        return member, claims[member]
-    return min(claims), new_epoch
+    able = {member: epoch for member, (epoch, unable) in claims.items() if not unable}
+    candidates = able or {member: epoch for member, (epoch, _) in claims.items()}
+    member = max(sorted(candidates), key=lambda m: candidates[m])  # sorted: the first of equal claims
+    if candidates[member]:
+        return member, candidates[member]
+    return min(candidates), new_epoch
 
 
 class Lease:
@@ -120,6 +133,15 @@ class Lease:
     @property
     def epoch(self) -> int:
         return self._assignor.epoch
+
+    @property
+    def unable(self) -> bool:
+        return bool(self._assignor.unable)
+
+    def cannot_read(self, unable: bool) -> None:
+        """Say at the next join whether this process could not read the source lately: such a
+        member is given the lease only when no member could read it."""
+        self._assignor.unable = unable
 
     async def start(self) -> None:
         """Join the group (in the background: ``held`` says when it answered). Raises KafkaUnavailable."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections import Counter
@@ -23,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import Field
 
 from bus.adapter_api import AdapterConfig, AdapterRegistry, EmitSpec, Inbound
+from bus.app import leased_inbound
 from bus.app.cli import main
 from bus.app.hub import Hub
 from bus.app.leased_inbound import LeasedInbound
@@ -311,3 +313,64 @@ async def test_a_leased_source_that_dies_is_restarted_and_one_that_cannot_start_
     async with hub_of(config) as hub:
         assert not (await hub.readiness())["inbound:source"]
         assert "failed to start: ValueError('the source refused the settings')" in (await hub.problems())["inbound:source"]
+
+
+async def test_a_holder_that_cannot_reach_the_source_hands_it_to_one_that_can(
+    tmp_path: Path, bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One replica cannot reach the API (a firewall that lets only some nodes through): holding the
+    lease, it would have stalled a source the other replica reaches. After the hand-over time it
+    gives the lease up; the other reads everything, and the first is not given it back."""
+    monkeypatch.setattr(leased_inbound, "_HAND_OVER_AFTER_S", 2.0)
+    monkeypatch.setattr(leased_inbound, "_CHECK_EVERY_S", 0.2)
+    api = await CrmApi().start()
+    for i in range(12):
+        api.add(f"c{i:03}", f"2026-01-01T00:00:{i:02d}Z")
+    prefix = unique_prefix()
+    cut_off = poll_config(bootstrap, api, prefix)
+    cut_off["inbound"][0]["url"] = "http://127.0.0.1:9/api/contacts"  # nothing listens there
+    cut_off["inbound"][0]["auth"]["token_url"] = "http://127.0.0.1:9/oauth/token"
+    blocked = build_hub(write_config(tmp_path / "blocked.yaml", cut_off), role="inbound")
+    reaching = build_hub(write_config(tmp_path / "bus.yaml", poll_config(bootstrap, api, prefix)), role="inbound")
+    caplog.set_level(logging.WARNING)
+    try:
+        await blocked.start()  # first: it holds the lease
+        assert leased(blocked).standing_by is False
+        await reaching.start()
+        await until(lambda: leased(reaching).standing_by is False, "the lease handed to the replica that reaches the API", timeout=30)
+        for _ in range(100):
+            seen = await published(reaching)
+            if len(seen) == 12:
+                break
+            await asyncio.sleep(0.2)
+        assert len(seen) == 12 and max(seen.values()) == 1
+        assert leased(blocked).standing_by and leased(blocked)._lease.unable
+        handed = [r.getMessage() for r in caplog.records if "handing it to another hub process" in r.getMessage()]
+        assert len(handed) == 1 and "127.0.0.1:9" in handed[0], handed
+        await asyncio.sleep(1)
+        assert leased(reaching).standing_by is False, "not given back to the replica that cannot read it"
+    finally:
+        await asyncio.gather(blocked.stop(), reaching.stop())
+        await api.stop()
+
+
+async def test_a_source_down_for_every_replica_is_not_passed_round_and_round(
+    tmp_path: Path, bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(leased_inbound, "_HAND_OVER_AFTER_S", 1.0)
+    monkeypatch.setattr(leased_inbound, "_CHECK_EVERY_S", 0.1)
+    api = await CrmApi().start()
+    body = poll_config(bootstrap, api, unique_prefix())
+    body["inbound"][0]["url"] = "http://127.0.0.1:9/api/contacts"  # down for both
+    body["inbound"][0]["auth"]["token_url"] = "http://127.0.0.1:9/oauth/token"
+    path = write_config(tmp_path / "bus.yaml", body)
+    first, second = build_hub(path, role="inbound"), build_hub(path, role="inbound")
+    caplog.set_level(logging.WARNING)
+    try:
+        async with started(first, second):
+            await asyncio.sleep(20)  # twenty hand-over times, and room for five rejoins of the group
+            handed = [r for r in caplog.records if "handing it to another hub process" in r.getMessage()]
+            assert 1 <= len(handed) <= 2, [r.getMessage() for r in handed]  # each replica tried once at most
+            assert {leased(first).standing_by, leased(second).standing_by} == {True, False}, "one reader still"
+    finally:
+        await api.stop()

@@ -180,7 +180,7 @@ ALLOWED_LABELS = {
     "connection",  # an OAuth2 connection's name in the config (bus_connection_state)
     "operation",  # a Kafka request kind that failed in the hub (bus_kafka_errors_total): produce, commit, ledger, dead_letter
     "server", "reason",  # the webhook server and one of five fixed refusals (bus_http_refused_total)
-    "change",  # gained or lost, a source's lease (bus_inbound_lease_changes_total)
+    "change",  # gained, lost or handed_over, a source's lease (bus_inbound_lease_changes_total)
 }  # fmt: skip
 
 

@@ -19,22 +19,34 @@ class _Cluster:
         return self._partitions.get(topic)
 
 
-def claim(epoch: int, topic: str = "p._leases") -> ConsumerProtocolMemberMetadata:
-    return ConsumerProtocolMemberMetadata(0, [topic], epoch.to_bytes(8, "big"))
+def claim(epoch: int, topic: str = "p._leases", *, unable: bool = False) -> ConsumerProtocolMemberMetadata:
+    return ConsumerProtocolMemberMetadata(0, [topic], epoch.to_bytes(8, "big") + bytes([unable]))
 
 
 def test_the_holder_keeps_the_lease_whoever_joins() -> None:
-    assert choose_holder({"m-b": 3, "m-a": 0, "m-0": 0}, new_epoch=9) == ("m-b", 3)
-    assert choose_holder({"m-z": 1, "m-a": 0}, new_epoch=9) == ("m-z", 1)
+    assert choose_holder({"m-b": (3, False), "m-a": (0, False), "m-0": (0, False)}, new_epoch=9) == ("m-b", 3)
+    assert choose_holder({"m-z": (1, False), "m-a": (0, False)}, new_epoch=9) == ("m-z", 1)
 
 
 def test_with_no_holder_the_first_member_takes_it_at_a_new_epoch() -> None:
-    assert choose_holder({"m-c": 0, "m-a": 0, "m-b": 0}, new_epoch=9) == ("m-a", 9)
+    assert choose_holder({"m-c": (0, False), "m-a": (0, False), "m-b": (0, False)}, new_epoch=9) == ("m-a", 9)
 
 
 def test_two_claims_after_a_cut_off_holder_came_back_the_later_keeps_it() -> None:
-    assert choose_holder({"m-old": 2, "m-new": 5}, new_epoch=9) == ("m-new", 5)
-    assert choose_holder({"m-b": 2, "m-a": 2}, new_epoch=9) == ("m-a", 2)  # equal claims: one, the same in every leader
+    assert choose_holder({"m-old": (2, False), "m-new": (5, False)}, new_epoch=9) == ("m-new", 5)
+    assert choose_holder({"m-b": (2, False), "m-a": (2, False)}, new_epoch=9) == ("m-a", 2)  # equal claims: one, the same in every leader
+
+
+def test_a_holder_that_cannot_read_the_source_gives_it_to_one_that_may() -> None:
+    assert choose_holder({"m-a": (5, True), "m-b": (0, False), "m-c": (0, False)}, new_epoch=9) == ("m-b", 9)
+    # Every member could not read it lately (the source is down for all): it stays where it is.
+    assert choose_holder({"m-a": (5, True), "m-b": (0, True)}, new_epoch=9) == ("m-a", 5)
+    assert choose_holder({"m-a": (0, True), "m-b": (0, True)}, new_epoch=9) == ("m-a", 9)
+    answer = LeaseAssignor().assign(_Cluster({"p._leases": {0}}), {"m-a": claim(5, unable=True), "m-b": claim(0)})
+    assert answer["m-b"].assignment and not answer["m-a"].assignment
+    member = LeaseAssignor()
+    member.unable = True
+    assert member.metadata(["p._leases"]).user_data[8] == 1  # said at the next join
 
 
 def test_a_holder_chosen_by_a_leader_that_never_knew_the_first_has_the_later_epoch() -> None:
@@ -59,7 +71,7 @@ def test_assign_gives_the_one_partition_to_one_member_and_its_epoch_travels() ->
     held = {m for m, a in answer.items() if a.assignment}
     assert held == {"m-2"} and answer["m-2"].assignment == [("p._leases", [0])]
     member.on_assignment(answer["m-2"])
-    assert member.epoch == 4 and member.metadata(["p._leases"]).user_data == (4).to_bytes(8, "big")
+    assert member.epoch == 4 and member.metadata(["p._leases"]).user_data == (4).to_bytes(8, "big") + b"\x00"
     member.on_assignment(answer["m-1"])  # given nothing: it claims nothing at its next join
     assert member.epoch == 0
 
