@@ -69,6 +69,7 @@ class LeasedInbound(Inbound[Any]):
         self._keeper: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None  # the holder's look at its source's health
         self._able_again: asyncio.TimerHandle | None = None
+        self._stopped = False  # stop() was called: no rejoin or hand-over joins again
         INBOUND_LEASE.labels(self._name).set(0)
 
     @property
@@ -102,9 +103,11 @@ class LeasedInbound(Inbound[Any]):
         """The lease's task died (a join that never completed): leave, stop the source, join anew."""
         await self._leave()
         self._answered = False  # the new membership's first answer is no takeover (the supervisor said why)
-        await self.start()
+        if not self._stopped:
+            await self.start()
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._able_again is not None:
             self._able_again.cancel()
         await self._leave()
@@ -193,7 +196,8 @@ class LeasedInbound(Inbound[Any]):
         self._able_again = asyncio.get_running_loop().call_later(_UNABLE_FOR_S, self._able)
         await self._leave()  # the others' group gives it to one of them at once
         self._answered = False  # the new membership's first answer is no takeover
-        await self.start()
+        if not self._stopped:
+            await self._starts.start(self, self._what)  # joins again; while Kafka cannot answer, tried in the background
 
     def _able(self) -> None:
         """The time since this process handed the source over has passed: it may be given it again,
