@@ -146,7 +146,7 @@ class LeasedInbound(Inbound[Any]):
                     log.exception("inbound %s failed to start", self._name)
                     self._starts.why[self._what] = f"failed to start: {exc!r}"
                 if not self._lease.unable:  # handed over lately and given back: no other could read it either
-                    self._watcher = asyncio.create_task(self._watch(), name=f"lease-watch:{self._name}")
+                    self._start_watching()
                 return
             first = not self._answered
             self._answered = True
@@ -205,7 +205,10 @@ class LeasedInbound(Inbound[Any]):
         self._able_again = None
         self._lease.cannot_read(False)
         if self._running and self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch(), name=f"lease-watch:{self._name}")
+            self._start_watching()
+
+    def _start_watching(self) -> None:
+        self._watcher = asyncio.create_task(self._watch(), name=f"lease-watch:{self._name}")
 
     async def _release(self) -> None:
         INBOUND_LEASE.labels(self._name).set(0)

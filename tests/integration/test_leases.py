@@ -29,7 +29,9 @@ from bus.app.cli import main
 from bus.app.hub import Hub
 from bus.app.leased_inbound import LeasedInbound
 from bus.config.loader import load_config
+from bus.config.models import KafkaConfig
 from bus.kafka.reader import read_topic
+from bus.kafka.topics import TopicNames
 from bus.ports import free_port
 from schemas.catalog import SchemaCatalog
 from tests.conftest import require_service
@@ -208,9 +210,8 @@ async def test_a_killed_holder_is_replaced_within_the_session_timeout_and_no_row
                 await asyncio.sleep(0.1)
             assert sorted(await gauges(), key=str) == [0.0, 1.0], "one process holds the lease, the other stands by"
             holder = (await gauges()).index(1.0)
-            hub = build_hub(processes[0].config, role="inbound")  # for its topic names only
-            topic = hub.topics.canonical("Customer")
-            kafka = hub.config.kafka
+            topic = TopicNames(config["kafka"]["topic_prefix"]).canonical("Customer")
+            kafka = KafkaConfig(bootstrap=bootstrap)
 
             async def ids() -> Counter[str]:
                 records = await read_topic(kafka, bootstrap, topic)
