@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bus.ports import free_port
-from tests.support.private_server import binaries_missing, server_folder, stop_server, wait_listening
+from tests.support.private_server import binaries_missing, launch, server_folder, stop_server, wait_listening
 
 
 @contextmanager
@@ -37,15 +37,14 @@ def private_mariadb(*settings: str, files: dict[str, Path] | None = None) -> Ite
         check=True,
         capture_output=True,
     )
-    server = subprocess.Popen(
+    server = launch(
         [*as_user, server_bin, "--no-defaults", f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
          f"--socket={folder / 'sock'}", f"--pid-file={folder / 'pid'}", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
          *(setting.format(dir=folder) for setting in settings)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        folder,
     )  # fmt: skip
     try:
-        wait_listening(server, port, "MariaDB")
+        wait_listening(server, port, "MariaDB", folder)
         subprocess.run(["mariadb", "--no-defaults", "-h127.0.0.1", f"-P{port}", "-uroot", "-e", "CREATE DATABASE test"], check=True)
         yield f"mysql://root@127.0.0.1:{port}/test"
     finally:

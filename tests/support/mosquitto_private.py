@@ -8,13 +8,12 @@ second. As root, the broker runs as the ``mosquitto`` user.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bus.ports import free_port
-from tests.support.private_server import binaries_missing, server_folder, stop_server, wait_listening
+from tests.support.private_server import binaries_missing, launch, server_folder, stop_server, wait_listening
 
 
 @contextmanager
@@ -38,9 +37,9 @@ def private_mosquitto(
         (folder / "acl").write_text(f"topic readwrite {allowed}\n")
         lines.append(f"acl_file {folder / 'acl'}")
     (folder / "mosquitto.conf").write_text("\n".join(lines) + "\n")
-    server = subprocess.Popen([*as_user, binary, "-c", str(folder / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = launch([*as_user, binary, "-c", str(folder / "mosquitto.conf")], folder)
     try:
-        wait_listening(server, port, "Mosquitto")
+        wait_listening(server, port, "Mosquitto", folder)
         yield port
     finally:
         stop_server(server, folder)

@@ -8,14 +8,13 @@ a second.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bus.ports import free_port
-from tests.support.private_server import binaries_missing, stop_server, wait_listening
+from tests.support.private_server import binaries_missing, launch, stop_server, wait_listening
 
 
 @contextmanager
@@ -31,9 +30,9 @@ def private_nats(config: str = "", *, files: dict[str, Path] | None = None) -> I
     port = free_port()
     text = f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{folder / "js"}" }}\n' + config.replace("{dir}", str(folder))
     (folder / "nats-server.conf").write_text(text)
-    server = subprocess.Popen([binary, "-c", str(folder / "nats-server.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = launch([binary, "-c", str(folder / "nats-server.conf")], folder)
     try:
-        wait_listening(server, port, "NATS server")
+        wait_listening(server, port, "NATS server", folder)
         yield port
     finally:
         stop_server(server, folder)

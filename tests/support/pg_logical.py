@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bus.ports import free_port
-from tests.support.private_server import binaries_missing, server_folder, stop_server, wait_listening
+from tests.support.private_server import binaries_missing, launch, server_folder, stop_server, wait_listening
 
 
 def _bin_dir() -> Path | None:
@@ -40,14 +40,13 @@ def logical_postgres() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    server = subprocess.Popen(
+    server = launch(
         [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
          "-c", "listen_addresses=127.0.0.1", "-c", "wal_level=logical", "-c", "fsync=off", "-c", "max_replication_slots=10"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        folder,
     )  # fmt: skip
     try:
-        wait_listening(server, port, "PostgreSQL")
+        wait_listening(server, port, "PostgreSQL", folder)
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"], capture_output=True, check=False)

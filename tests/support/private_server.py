@@ -1,6 +1,7 @@
 """What the tests' private database servers share (tests/support/pg_logical.py,
 tests/support/mariadb_private.py): skipping or failing when the binaries are missing, a folder
-the server's own user owns, waiting for its port, and stopping it."""
+the server's own user owns, starting it with its output in a file there, waiting for its port, and
+stopping it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -35,7 +36,21 @@ def server_folder(prefix: str, user: str) -> tuple[Path, list[str]]:
     return folder, ["runuser", "-u", user, "--"]
 
 
-def wait_listening(server: subprocess.Popen[bytes], port: int, what: str, *, timeout: float = 30) -> None:
+def launch(command: list[str], folder: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """Start a server whose output goes to ``folder/server.log``. Not to a pipe: nobody reads one while
+    the tests run, and once it holds 64 KiB the server's next log line blocks it. A PostgreSQL that
+    logged each logical-decoding peek did so mid-module: a first read that did not return for a
+    minute, and a fast shutdown that could not finish (80 s at the module's end)."""
+    with (folder / "server.log").open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **popen)
+
+
+def _log_tail(server: subprocess.Popen[bytes], folder: Path) -> str:
+    log = folder / "server.log"
+    return log.read_bytes()[-2000:].decode(errors="replace") if log.exists() else ""
+
+
+def wait_listening(server: subprocess.Popen[bytes], port: int, what: str, folder: Path, *, timeout: float = 30) -> None:
     """Until ``server`` accepts connections on ``port``; RuntimeError with the end of its log if it dies or takes too long."""
     deadline = time.monotonic() + timeout
     while True:
@@ -44,8 +59,7 @@ def wait_listening(server: subprocess.Popen[bytes], port: int, what: str, *, tim
             return
         except OSError as exc:
             if server.poll() is not None or time.monotonic() > deadline:
-                log = server.stderr.read().decode()[-2000:] if server.stderr else ""
-                raise RuntimeError(f"the test's {what} did not start: {log}") from exc
+                raise RuntimeError(f"the test's {what} did not start: {_log_tail(server, folder)}") from exc
             time.sleep(0.1)
 
 
@@ -58,6 +72,4 @@ def stop_server(server: subprocess.Popen[bytes], folder: Path) -> None:
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
-    if server.stderr is not None:
-        server.stderr.close()
     shutil.rmtree(folder, ignore_errors=True)

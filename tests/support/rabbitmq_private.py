@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bus.ports import free_port
-from tests.support.private_server import binaries_missing, wait_listening
+from tests.support.private_server import binaries_missing, launch, wait_listening
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 
@@ -57,11 +57,11 @@ def private_rabbitmq(*settings: str, files: dict[str, Path] | None = None) -> It
         "RABBITMQ_PID_FILE": str(folder / "pid"),
     }
     # A session of its own: the script starts the Erlang VM as a child, and the whole group is stopped.
-    server = subprocess.Popen([str(SERVER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    server = launch([str(SERVER)], folder, env=env, start_new_session=True)
     try:
-        wait_listening(server, port, "RabbitMQ", timeout=60)
+        wait_listening(server, port, "RabbitMQ", folder, timeout=60)
         if any("{tls_port}" in line for line in settings):
-            wait_listening(server, tls_port, "RabbitMQ's TLS listener", timeout=30)
+            wait_listening(server, tls_port, "RabbitMQ's TLS listener", folder, timeout=30)
         yield RabbitNode(f"amqp://guest:guest@127.0.0.1:{port}/", tls_port)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -72,6 +72,4 @@ def private_rabbitmq(*settings: str, files: dict[str, Path] | None = None) -> It
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)
             server.wait()
-        if server.stderr is not None:
-            server.stderr.close()
         shutil.rmtree(folder, ignore_errors=True)
