@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
@@ -32,6 +33,10 @@ from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, 
 _PEEK = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)"
 _PREFETCH = 1000  # rows the cursor fetches at a time
 _CHUNK = 1000  # a large transaction's changes handed to Kafka, and acknowledged, at a time
+# The newest WAL a peek could decode: flushed WAL on a primary, replayed WAL on a standby
+# (logical decoding on a standby, PostgreSQL 16 and later).
+_DECODABLE = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text"
+_PEEK_IDLE_AT_LEAST_EVERY_S = 60.0  # a slot dropped while the server is idle is still found within a minute
 _TYPE_NAMES = "SELECT format_type(t, NULL) AS name FROM unnest($1::oid[]) WITH ORDINALITY AS x(t, n) ORDER BY n"
 
 
@@ -154,6 +159,9 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         self._remembered = ""  # the position last saved in Kafka
         self._key_types: dict[Relation, tuple[str, ...]] = {}  # per table (as last described), its key columns' SQL types
         self._read_back_said: set[tuple[str, str]] = set()  # tables whose unchanged large values were read back: said once
+        # Where the server's WAL ended when the last peek found the slot caught up, and when: while it
+        # has not moved there is nothing to decode, and the peek is skipped (_read_once).
+        self._caught_up_at: tuple[str, float] | None = None
 
     async def start(self) -> None:
         if self._task is not None:
@@ -218,6 +226,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
             await connection.close()
             raise
         self._connection = connection
+        self._caught_up_at = None  # the slot may have moved, or been made again, while this process was away
         self.ctx.logger.info("postgres_cdc %s reading slot %s (publication %s)", self.config.name, self._slot, self._publication)
 
     async def _ensure(self, connection: Any) -> None:
@@ -269,6 +278,17 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         the same ids. Read with one fetch, a bulk UPDATE of millions of rows was held whole, the
         pod killed for its memory, and the same transaction read again at every start: the slot
         never moved, and the server kept its WAL until its disk was full."""
+        try:
+            decodable = str(await self._connection.fetchval(_DECODABLE))
+        except (OSError, ConnectionError) as exc:
+            raise RetryableError(f"{self._where}: connection lost: {exc!r}") from exc
+        if self._caught_up_at is not None:
+            at, since = self._caught_up_at
+            if decodable == at and time.monotonic() - since < _PEEK_IDLE_AT_LEAST_EVERY_S:
+                # Nothing written since the slot was caught up. Each peek starts a decoding session that
+                # reads the WAL again from the slot's restart point and logs two LOG lines in the server's
+                # log: every half second on an idle server, about 700,000 lines a day.
+                return False
         decoder = Decoder(hold=self.config.large_transaction, known=self._large)  # a new decoding session per read
         changes: list[Change] = []
         rows = published = 0
@@ -303,7 +323,10 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
             await self._remember()
         if published:
             self.ctx.logger.info("postgres_cdc %s: %d change(s); slot at %s", self.config.name, published, self.position)
-        return bool(decoder.skimmed) or rows >= self.config.batch
+        more = bool(decoder.skimmed) or rows >= self.config.batch
+        # Caught up: the peek decoded all WAL flushed before it started, ``decodable`` included.
+        self._caught_up_at = None if more else (decodable, time.monotonic())
+        return more
 
     async def _publish(self, changes: list[Change]) -> int:
         """Hand the changes to Kafka in order and wait for every acknowledgement; how many went."""

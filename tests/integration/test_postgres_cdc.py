@@ -444,3 +444,30 @@ async def _two_replicas_share_one_slot(logical_dsn: str, tmp_path: Path, bootstr
         assert standby.inbound[0].progress()["position"] == await slot_position(logical_dsn, "bus_shared_cdc")
     finally:
         await asyncio.gather(first.stop(), second.stop())
+
+
+def _decoding_sessions(dsn_log: Path, slot: str) -> int:
+    return dsn_log.read_text(errors="replace").count(f'starting logical decoding for slot "{slot}"')
+
+
+async def test_an_idle_server_is_not_decoded_again_at_every_interval(logical_dsn: str, tmp_path: Path, bootstrap: str) -> None:
+    """Each peek is a decoding session on the server (the WAL read again from the slot's restart
+    point, two LOG lines in its log); with nothing written there is nothing to decode."""
+    await sql(logical_dsn, "DROP TABLE IF EXISTS cust_master", CUST_MASTER)
+    connection = await asyncpg.connect(logical_dsn)
+    try:  # the test's server logs to server.log beside its data folder (tests/support/private_server.py)
+        log = Path(await connection.fetchval("SHOW data_directory")).parent / "server.log"
+    finally:
+        await connection.close()
+    path = write_config(tmp_path / "bus.yaml", hub_config(bootstrap, logical_dsn, slot="bus_idle", publication="bus_idle"))
+    async with build_hub(path) as hub:  # interval 100ms
+        await slot_made(hub)
+        await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'Ada', 'ada@example.com', 10)")
+        await wait_changes(hub, 1)
+        await asyncio.sleep(1)  # the change's read, and the one that found the slot caught up, are done
+        before = _decoding_sessions(log, "bus_idle")
+        await asyncio.sleep(3)  # 30 intervals with nothing written
+        idle = _decoding_sessions(log, "bus_idle") - before
+        assert idle <= 1, f"{idle} decoding sessions in 3 s on an idle server"
+        await sql(logical_dsn, "INSERT INTO cust_master VALUES (2, 'Grace', 'grace@example.com', 20)")
+        assert [key for _, key, _ in await wait_changes(hub, 2, timeout=10)] == ["1", "2"]
