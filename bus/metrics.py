@@ -113,6 +113,12 @@ INBOUND_LEASE_CHANGES = Counter(
     "(cut off from Kafka while another took over), or handed it over (handed_over: it could not read the source).",
     ["adapter", "change"],
 )
+INBOUND_PAUSED = Gauge(
+    "bus_inbound_paused",
+    "1 while an operator has paused the inbound adapter (POST /api/v1/inbound/NAME/pause): its source is not read, "
+    "a webhook answers 503; 0 otherwise.",
+    ["adapter"],
+)
 SUBSCRIBER_STATE = Gauge(
     "bus_subscriber_state",
     "A subscriber's delivery state: 1 for the current one of healthy, retrying (events failing and being retried), "

@@ -202,7 +202,10 @@ class WebhookInbound(Inbound[WebhookConfig]):
 
     async def _answer(self, request: Request) -> Response:
         if not self._accepting:
-            return _problem(503, "the hub is shutting down; retry", **{"Retry-After": "5"})
+            # Stopped: the hub is shutting down, or an operator paused this source (bus.app.source_pauses).
+            return _problem(
+                503, "not accepting requests now (the hub is stopping, or this endpoint is paused); retry later", **{"Retry-After": "5"}
+            )
         if (refusal := await self._refused(request)) is not None:
             return refusal
         if request.content_length is not None and request.content_length > self.config.max_body_bytes:

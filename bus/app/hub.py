@@ -29,6 +29,7 @@ from bus.app.adapter_metrics import PROGRESS
 from bus.app.hub_view import HubView
 from bus.app.leased_inbound import LeasedInbound
 from bus.app.setup import BackgroundStarts, create_topics, register_schemas, registry_client, retrying, topic_specs, version
+from bus.app.source_pauses import PAUSE_INBOUND, SourcePauses
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig
 from bus.credentials.connections import Connections
@@ -112,6 +113,7 @@ class Hub:
         self._started = False
         self.tracing = NO_TRACING
         self.supervisor = Supervisor()
+        self.source_pauses = SourcePauses(self._starts, self.supervisor)  # inbound adapters paused by an operator
         self._router_tables: TableStore | None = None
         self.connections: Connections | None = None  # OAuth2 connections (connections:), with their refreshers
 
@@ -159,6 +161,12 @@ class Hub:
             await retrying("reading the connections' tokens", self.connections.load)
             self.connections.run(lambda component, coro: self.supervisor.spawn(component, coro, name=component))
 
+        if self._runs("outbound") or self._runs("inbound"):
+            self._control = ControlWatcher(kafka, self.bootstrap, self.topics.control, self._on_control)
+            await self._control.start()  # what operators asked (paused subscribers and sources) holds here too
+            self.supervisor.watch("control", None)
+            if self._control.task is not None:
+                self.supervisor.adopt("control", self._control.task)
         if self._runs("outbound"):
             for config in self.loaded.outbound:
                 adapter = self._build(config)
@@ -171,11 +179,6 @@ class Hub:
             self.workers += [worker for worker in started if isinstance(worker, DeliveryWorker)]  # stopped by stop() if one failed
             if failed := next((error for error in started if isinstance(error, BaseException)), None):
                 raise failed
-            self._control = ControlWatcher(kafka, self.bootstrap, self.topics.control, self._on_control)
-            await self._control.start()  # what operators asked (paused subscribers) holds here too
-            self.supervisor.watch("control", None)
-            if self._control.task is not None:
-                self.supervisor.adopt("control", self._control.task)
         if self._runs("router"):
             producer = self._producer
             tables = self._router_tables = TableStore(self.config.tables, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics)
@@ -190,7 +193,7 @@ class Hub:
                 assert isinstance(adapter, Inbound)
                 if adapter.one_reader:
                     adapter = self._leased(adapter)
-                await self._starts.start(adapter, f"inbound {config.name}")
+                await self.source_pauses.start(adapter)  # not started if an operator paused it
                 self.inbound.append(adapter)
             # The lease groups form side by side (on Kafka, a new group waits 3 s for more members).
             within = _LEASE_ANSWER_S + kafka.session_timeout_ms / 1000
@@ -247,7 +250,11 @@ class Hub:
         return self._producer
 
     def _on_control(self, key: str, value: dict[str, Any] | None) -> None:
-        """A control record (bus.runtime.control): pause or resume a subscriber of this process."""
+        """A control record (bus.runtime.control): pause or resume a subscriber or a source of this process."""
+        if key.startswith(PAUSE_INBOUND):
+            if self._runs("inbound"):
+                self.source_pauses.record(key.removeprefix(PAUSE_INBOUND), value)
+            return
         name = key.removeprefix("pause/")
         if not key.startswith("pause/"):
             return
@@ -363,7 +370,8 @@ class Hub:
             checks["inbound"] = self.web is not None and self.web.port != 0 and len(self.inbound) == len(self.loaded.inbound)
             for inbound in self.inbound:
                 name = inbound.config.name
-                checks[f"inbound:{name}"] = f"inbound {name}" not in self.starting and (await inbound.health()).ok
+                paused = self.source_pauses.paused_by(name) is not None  # deliberately not read: the pod stays ready
+                checks[f"inbound:{name}"] = paused or (f"inbound {name}" not in self.starting and (await inbound.health()).ok)
         for component, (ready, _) in self.supervisor.status().items():
             checks[component] = checks.get(component, True) and ready
         return checks
@@ -388,6 +396,8 @@ class Hub:
         for direction, adapters in (("inbound", self.inbound), ("outbound", self.outbound)):
             for adapter in adapters:
                 what = f"{direction} {adapter.config.name}"
+                if direction == "inbound" and self.source_pauses.paused_by(adapter.config.name) is not None:
+                    continue
                 if what in self.starting:
                     found[f"{direction}:{adapter.config.name}"] = f"not started: {self.starting[what]}"
                     continue
@@ -407,6 +417,7 @@ class Hub:
         on close): the embedded broker in particular is always stopped. The first failure is
         logged with its traceback and the others after it still run."""
         await self.supervisor.close()  # what ends from here on is being stopped, not failing
+        await self.source_pauses.close()
         await self._starts.cancel()
         steps: list[tuple[str, Any]] = [(f"inbound {a.config.name}", a.stop) for a in self.inbound]
         if self.web is not None:

@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from bus.adapter_api import AdapterRegistry
 from bus.apidocs import asyncapi_document, openapi_document
 from bus.app.leased_inbound import LeasedInbound
+from bus.app.source_pauses import PAUSE_INBOUND, SourcePauses
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig, load_config
 from bus.deadletters import DeadLetter, DeadLetters, Filter
@@ -43,6 +44,7 @@ from ops.api.models import (
     EventLineage,
     EventSearch,
     InboundNode,
+    InboundPauseState,
     LedgerBalance,
     LineageAttempt,
     LineageCopy,
@@ -89,6 +91,8 @@ class HubParts(Protocol):
     def producer(self) -> Any: ...
     @property
     def paused(self) -> Mapping[str, str]: ...
+    @property
+    def source_pauses(self) -> SourcePauses: ...
     @property
     def bootstrap(self) -> str: ...
     @property
@@ -147,7 +151,10 @@ class HubView:
             schema = getattr(emit, "schema_", None)
             adapter = running.get(config.name)
             state, detail = "running", ""
-            if f"inbound {config.name}" in hub.starting:
+            paused_by = hub.source_pauses.paused_by(config.name) if adapter is not None else None
+            if paused_by is not None:
+                state, detail = "paused", f"paused by {paused_by}: its source is not read until resumed"
+            elif f"inbound {config.name}" in hub.starting:
                 state, detail = "starting", hub.starting[f"inbound {config.name}"]
             elif adapter is not None and not (health := await adapter.health()).ok:
                 state, detail = "unhealthy", health.detail
@@ -159,6 +166,7 @@ class HubView:
                     type=config.type,
                     state=state,
                     detail=detail,
+                    paused_by=paused_by,
                     schema=schema,
                     topic=hub.topics.canonical(schema) if schema else None,
                     progress=adapter.progress() if adapter is not None else {},
@@ -253,6 +261,17 @@ class HubView:
             raise RuntimeError("the hub has no producer yet: try again once it is ready")
         await write_control(producer, self._hub.topics.control, f"pause/{name}", {"paused": paused, "by": by})
         return PauseState(subscriber=name, paused=paused, by=by)
+
+    async def set_inbound_paused(self, name: str, paused: bool, by: str) -> InboundPauseState | None:
+        """Ask every process of the inbound role to pause (or resume) inbound adapter ``name``
+        (bus.app.source_pauses)."""
+        if not any(c.name == name for c in self._hub.loaded.inbound):
+            return None
+        producer = self._hub.producer
+        if producer is None:
+            raise RuntimeError("the hub has no producer yet: try again once it is ready")
+        await write_control(producer, self._hub.topics.control, f"{PAUSE_INBOUND}{name}", {"paused": paused, "by": by})
+        return InboundPauseState(inbound=name, paused=paused, by=by)
 
     async def subscriber(self, name: str) -> SubscriberDetail | None:
         config = next((c for c in self._hub.loaded.outbound if c.name == name), None)

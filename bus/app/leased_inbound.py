@@ -15,6 +15,10 @@ adapter is not healthy: the database unreachable from this pod's node, a firewal
 some nodes through) hands the lease to another process that may reach it, and is given it back
 only when no other could read it either, for ``_UNABLE_FOR_S``: one bad pod does not stall a
 source another could read, and while the source is down for all the lease stays put.
+
+A source an operator paused (``pause``: the management API, through the control topic, in every
+replica) is not read while the lease is kept: a standby does not take it over, and ``resume``
+starts it again where the lease is.
 """
 
 from __future__ import annotations
@@ -70,11 +74,29 @@ class LeasedInbound(Inbound[Any]):
         self._watcher: asyncio.Task[None] | None = None  # the holder's look at its source's health
         self._able_again: asyncio.TimerHandle | None = None
         self._stopped = False  # stop() was called: no rejoin or hand-over joins again
+        self._paused_by: str | None = None  # an operator paused the source: not read, the lease kept
         INBOUND_LEASE.labels(self._name).set(0)
 
     @property
     def standing_by(self) -> bool:
         return self._lease.held is False
+
+    @property
+    def paused_by(self) -> str | None:
+        return self._paused_by
+
+    async def pause(self, by: str) -> None:
+        """Stop reading the source here, keeping the lease: no other process takes it over."""
+        async with self._lock:
+            self._paused_by = by
+            await self._stop_reading()
+
+    async def resume(self) -> None:
+        """Read the source again, if this process holds its lease."""
+        async with self._lock:
+            self._paused_by = None
+            if self._lease.held and not self._running:
+                await self._start_reading()
 
     async def decided(self, within_s: float) -> None:
         """Wait until the group said whether this process reads the source (and, if it does, the
@@ -139,14 +161,10 @@ class LeasedInbound(Inbound[Any]):
                     )
                 else:
                     log.info("inbound %s: this process reads the source (it holds lease group %s)", self._name, self._lease.group)
-                self._running = self._ran = True
-                try:
-                    await self._starts.start(self.inner, self._what)  # a system that is down is tried again in the background
-                except Exception as exc:  # not retryable (a config the system refuses): said, and /readyz says it
-                    log.exception("inbound %s failed to start", self._name)
-                    self._starts.why[self._what] = f"failed to start: {exc!r}"
-                if not self._lease.unable:  # handed over lately and given back: no other could read it either
-                    self._start_watching()
+                if self._paused_by is None:
+                    await self._start_reading()
+                else:
+                    log.info("inbound %s: paused by %s: not read until resumed", self._name, self._paused_by)
                 return
             first = not self._answered
             self._answered = True
@@ -207,11 +225,24 @@ class LeasedInbound(Inbound[Any]):
         if self._running and self._watcher is None:
             self._start_watching()
 
+    async def _start_reading(self) -> None:
+        self._running = self._ran = True
+        try:
+            await self._starts.start(self.inner, self._what)  # a system that is down is tried again in the background
+        except Exception as exc:  # not retryable (a config the system refuses): said, and /readyz says it
+            self.inner.ctx.logger.exception("inbound %s failed to start", self._name)
+            self._starts.why[self._what] = f"failed to start: {exc!r}"
+        if not self._lease.unable:  # handed over lately and given back: no other could read it either
+            self._start_watching()
+
     def _start_watching(self) -> None:
         self._watcher = asyncio.create_task(self._watch(), name=f"lease-watch:{self._name}")
 
     async def _release(self) -> None:
         INBOUND_LEASE.labels(self._name).set(0)
+        await self._stop_reading()
+
+    async def _stop_reading(self) -> None:
         watcher, self._watcher = self._watcher, None
         if watcher is not None and watcher is not asyncio.current_task():
             watcher.cancel()
@@ -224,6 +255,8 @@ class LeasedInbound(Inbound[Any]):
             await self.inner.stop()
 
     async def health(self) -> Health:
+        if self._paused_by is not None:
+            return Health(True, f"paused by {self._paused_by}")
         if self._lease.held is None:
             return Health(False, f"waiting for the lease group {self._lease.group} to answer (which process reads the source)")
         if not self._lease.held:

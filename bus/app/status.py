@@ -4,7 +4,7 @@
     bus status --hub URL --watch 5                     again every 5 s, until Ctrl-C
     bus status --hub URL --json                        the API's answer as it is
 
-Exit code: 0 when every part is running or healthy, 1 when one is not (a paused subscriber
+Exit code: 0 when every part is running or healthy, 1 when one is not (a paused subscriber or source
 counts as not), 2 when the hub cannot be asked (no answer, no token, a refused token).
 """
 

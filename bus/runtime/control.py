@@ -1,6 +1,7 @@
 """What operators ask of the running hub, kept in Kafka: a compacted control topic (one
 partition), one record per thing asked about, the latest one winning. Today: a subscriber
-paused (``pause/<subscriber>``: ``{"paused": true, "by": "<token name>", "at": "<time>"}``).
+paused (``pause/<subscriber>``: ``{"paused": true, "by": "<token name>", "at": "<time>"}``), and
+an inbound adapter paused (``pause-inbound/<inbound>``, the same value; bus.app.source_pauses).
 
 Every process reads the whole topic when it starts and follows it after, so the desired state
 reaches every replica within a fetch (well under a second here, a few at most), and a pod that

@@ -82,7 +82,7 @@ class WebServer:
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         key = (method.upper(), path)
-        if key in self._routes and self._routes[key] is not handler:
+        if key in self._routes and self._routes[key] != handler:  # ==: a bound method is a new object at each access
             raise BusError(f"two inbound adapters serve {method} {path}")
         self._routes[key] = handler
 

@@ -33,6 +33,7 @@ from ops.api.models import (
     DeadLetterPage,
     EventLineage,
     EventSearch,
+    InboundPauseState,
     MigrationRuns,
     PauseState,
     Problem,
@@ -64,6 +65,8 @@ class HubView(Protocol):
     def asyncapi(self) -> dict[str, Any]: ...
 
     async def set_paused(self, name: str, paused: bool, by: str) -> PauseState | None: ...
+
+    async def set_inbound_paused(self, name: str, paused: bool, by: str) -> InboundPauseState | None: ...
 
     async def dead_letters(self, where: DeadLetterAction, *, offset: int, limit: int) -> DeadLetterPage: ...
 
@@ -177,6 +180,15 @@ def api_app(view: HubView) -> web.Application:
         log.warning("audit: %s %s subscriber %s", state.by, "paused" if paused else "resumed", name)
         return web.json_response(state.model_dump(mode="json"), status=202)
 
+    async def post_inbound_pause(request: web.Request) -> web.Response:
+        name, paused = request.match_info["name"], request.match_info["action"] == "pause"
+        state = await view.set_inbound_paused(name, paused, by=request.get(TOKEN_NAME, "unknown"))
+        if state is None:
+            known = ", ".join(n.name for n in (await view.topology()).inbound) or "none"
+            raise ApiError(404, f"no inbound adapter named {name!r} (inbound adapters: {known})")
+        log.warning("audit: %s %s inbound %s", state.by, "paused" if paused else "resumed", name)
+        return web.json_response(state.model_dump(mode="json"), status=202)
+
     def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
         raw = request.query.get(name)
         if raw is None:
@@ -280,4 +292,5 @@ def api_app(view: HubView) -> web.Application:
     app.router.add_get("/reconcile", get_reconcile)
     app.router.add_post("/config/validate", post_validate)
     app.router.add_post(r"/subscribers/{name}/{action:pause|resume}", post_pause)
+    app.router.add_post(r"/inbound/{name}/{action:pause|resume}", post_inbound_pause)
     return app

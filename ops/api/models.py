@@ -12,6 +12,7 @@ __all__ = [
     "EventLineage",
     "EventSearch",
     "InboundNode",
+    "InboundPauseState",
     "LedgerBalance",
     "MigrationRun",
     "MigrationRuns",
@@ -48,10 +49,12 @@ class Problem(_Out):
 class InboundNode(_Out):
     name: str
     type: str = Field(description="The adapter type.")
-    state: Literal["running", "standby", "starting", "unhealthy"] = Field(
+    state: Literal["running", "standby", "paused", "starting", "unhealthy"] = Field(
         description="starting: its system could not be reached yet. standby: a source one process reads at a time (a poller, "
-        "postgres_cdc, file, mqtt) that another hub process reads now; this one takes over if that one stops."
+        "postgres_cdc, file, mqtt) that another hub process reads now; this one takes over if that one stops. paused: by an "
+        "operator (POST /inbound/{name}/pause): its source is not read, a webhook answers 503, until resumed."
     )
+    paused_by: str | None = Field(default=None, description="Who paused it (a token's name), while paused.")
     detail: str = Field(default="", description="Why it is not running, secrets masked.")
     schema_: str | None = Field(default=None, alias="schema", description="The canonical schema it emits.")
     topic: str | None = Field(default=None, description="The canonical topic it publishes to.")
@@ -130,6 +133,14 @@ class PauseState(_Out):
     """What was asked: every replica delivering to the subscriber obeys within seconds."""
 
     subscriber: str
+    paused: bool
+    by: str = Field(description="The token's name: who asked.")
+
+
+class InboundPauseState(_Out):
+    """What was asked: every process of the inbound role running the adapter obeys within seconds."""
+
+    inbound: str
     paused: bool
     by: str = Field(description="The token's name: who asked.")
 

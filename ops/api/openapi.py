@@ -15,6 +15,7 @@ from ops.api.models import (
     DeadLetterPage,
     EventLineage,
     EventSearch,
+    InboundPauseState,
     MigrationRuns,
     PauseState,
     Problem,
@@ -42,15 +43,16 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": _REF.format(model=model.__name__)}
 
 
-def _pause(action: str, summary: str) -> dict[str, Any]:
+def _pause(action: str, summary: str, *, inbound: bool = False) -> dict[str, Any]:
+    answer = InboundPauseState if inbound else PauseState
     return {
         "post": {
-            "operationId": f"{action}Subscriber",
+            "operationId": f"{action}{'Inbound' if inbound else 'Subscriber'}",
             "summary": summary + " Needs a write token; the token's name is recorded as who asked.",
             "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {
-                "202": {"description": "Asked.", "content": {"application/json": {"schema": _ref(PauseState)}}},
-                "404": {"description": "No such subscriber.", "content": _PROBLEM},
+                "202": {"description": "Asked.", "content": {"application/json": {"schema": _ref(answer)}}},
+                "404": {"description": f"No such {'inbound adapter' if inbound else 'subscriber'}.", "content": _PROBLEM},
                 **_ERRORS,
             },
         }
@@ -85,6 +87,7 @@ def openapi_document() -> dict[str, Any]:
         SubscriberDetail,
         ValidationReport,
         PauseState,
+        InboundPauseState,
         DeadLetterPage,
         DeadLetterAction,
         DeadLetterDone,
@@ -133,6 +136,14 @@ def openapi_document() -> dict[str, Any]:
             },
             "/subscribers/{name}/pause": _pause("pause", "Stop delivering to it, in every replica within seconds: events wait in Kafka."),
             "/subscribers/{name}/resume": _pause("resume", "Deliver to it again, in every replica within seconds."),
+            "/inbound/{name}/pause": _pause(
+                "pause",
+                "Stop reading its source, in every process of the inbound role within seconds: a poller, a replication slot or "
+                "a drop folder is not read (positions kept), a queue's messages wait at the broker, a webhook answers 503 with "
+                "Retry-After.",
+                inbound=True,
+            ),
+            "/inbound/{name}/resume": _pause("resume", "Read its source again, from where it stopped.", inbound=True),
             "/dead-letters": {
                 "get": {
                     "operationId": "listDeadLetters",
