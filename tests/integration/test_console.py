@@ -323,3 +323,44 @@ async def test_a_source_another_replica_reads_is_shown_standing_by_not_failing(t
             await shot(page, "topology-inbound-standby")
     finally:
         await api.stop()
+
+
+async def test_a_source_is_paused_and_resumed_from_its_page(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
+    """The inbound node opens the adapter's page; Pause stops the webhook taking requests (503),
+    the topology shows it paused by the token's name under "need attention", Resume takes them again."""
+    import httpx
+
+    target = await Target().start()
+    try:
+        config = hub_config(bootstrap, {"erp": {"url": f"{target.url}/erp"}})
+        config["ops"]["tokens"] = [{"name": "admin", "token": TOKEN}]
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            assert hub.web is not None
+            page = await signed_in(browser, hub.ops.port)
+            source = page.locator('[data-inbound="in"]')
+            await expect(source).to_have_attribute("data-state", "running", timeout=20_000)
+            await source.focus()
+            await page.keyboard.press("Enter")  # keyboard: the node is a link
+            await expect(page.get_by_role("heading", name="Inbound in")).to_be_visible()
+            await page.get_by_role("button", name="Pause reading").click()
+            await expect(page.locator("#status")).to_contain_text("Paused in")
+            await expect(page.locator("#inbound-detail")).to_contain_text("paused by admin", timeout=10_000)
+            await shot(page, "inbound-paused")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}") as web:
+                refused = await web.post("/in", json={"id": "p1", "key": "k", "seq": 1})
+                assert refused.status_code == 503 and "Retry-After" in refused.headers
+
+                await page.goto(f"http://127.0.0.1:{hub.ops.port}/console/#/")
+                await expect(source).to_have_attribute("data-state", "paused", timeout=20_000)
+                await expect(source).to_have_attribute("data-attention", "yes")
+                await expect(page.locator("#attention")).to_contain_text("paused by admin")
+                await shot(page, "topology-inbound-paused")
+
+                await page.locator("#attention a", has_text="in").click()
+                await page.get_by_role("button", name="Resume reading").click()
+                await expect(page.locator("#status")).to_contain_text("Resumed in")
+                await expect(page.get_by_role("button", name="Pause reading")).to_be_visible(timeout=10_000)
+                assert (await web.post("/in", json={"id": "p1", "key": "k", "seq": 1})).status_code == 202
+            await target.wait_for(lambda: len(target.accepted) == 1)
+    finally:
+        await target.stop()

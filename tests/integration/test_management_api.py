@@ -70,6 +70,7 @@ async def test_the_api_shows_a_failing_subscriber_and_refuses_what_it_should(
                     "name": "in",
                     "type": "http_webhook",
                     "state": "running",
+                    "paused_by": None,
                     "detail": "",
                     "schema": "Payment",
                     "topic": hub.topics.canonical("Payment"),

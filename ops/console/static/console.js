@@ -169,7 +169,8 @@ function graph(topology) {
   const inboundNode = (n, i) => {
     const kind = n.attention && n.state === "running" ? "warn" : stateClass(n.state);
     const state = n.attention && n.state === "running" ? "running · needs attention" : n.state;
-    const el = node(col[0], y(i), kind, `${n.name} (${n.type})`, `${state} · ${n.schema || ""} · ${perSecond(n.rate)}`, null);
+    const el = node(col[0], y(i), kind, `${n.name} (${n.type})`, `${state} · ${n.schema || ""} · ${perSecond(n.rate)}`,
+      `#/inbound/${encodeURIComponent(n.name)}`, `Inbound ${n.name}: ${state}`);
     el.setAttribute("data-inbound", n.name);
     el.setAttribute("data-attention", !["running", "standby"].includes(n.state) || n.attention ? "yes" : "no");
     el.setAttribute("data-state", n.state);
@@ -212,8 +213,9 @@ async function showTopology() {
         ? h("div", { class: "attention", id: "attention" },
             h("strong", {}, `${trouble.length + badInbound.length} part(s) need attention`),
             h("ul", {},
-              badInbound.map((n) => h("li", {},
-                n.state === "running" ? `inbound ${n.name}: ${n.attention}` : `inbound ${n.name}: ${n.state} ${n.detail || ""}`)),
+              badInbound.map((n) => h("li", {}, "inbound ",
+                h("a", { href: `#/inbound/${encodeURIComponent(n.name)}` }, n.name), ": ",
+                n.state === "running" ? n.attention : [badge(n.state), " ", n.detail || ""])),
               trouble.map((n) => h("li", {},
                 h("a", { href: `#/subscriber/${encodeURIComponent(n.name)}` }, n.name), ": ", badge(n.state), " ",
                 lettersByName && lettersByName[n.name] ? `${lettersByName[n.name]} open dead letter(s) ` : "",
@@ -229,6 +231,49 @@ async function showTopology() {
   await draw();
   if (gen !== generation) return;
   window.busConsoleRedraw = draw; // one refresh on demand: the tests time it
+  every(POLL_MS, () => draw().catch(failed));
+}
+
+// -- one inbound adapter -----------------------------------------------------------------------
+async function showInbound(name) {
+  const gen = generation;
+  const draw = async () => {
+    const topology = await api("/topology");
+    if (gen !== generation) return;
+    const n = topology.inbound.find((x) => x.name === name);
+    if (!n) {
+      show(h("p", {}, h("a", { href: "#/" }, "← Topology")), h("p", { class: "error" }, `No inbound adapter named ${name} here.`));
+      return;
+    }
+    const progress = Object.entries(n.progress || {});
+    show(
+      h("p", {}, h("a", { href: "#/" }, "← Topology")),
+      h("h2", {}, `Inbound ${n.name} `, badge(n.state)),
+      h("table", {},
+        h("tbody", {},
+          h("tr", {}, h("th", { scope: "row" }, "Type"), h("td", {}, n.type)),
+          h("tr", {}, h("th", { scope: "row" }, "Schema"), h("td", {}, n.schema || "–")),
+          h("tr", {}, h("th", { scope: "row" }, "Topic"), h("td", {}, n.topic || "–")),
+          h("tr", {}, h("th", { scope: "row" }, "Events per second"), h("td", {}, perSecond(n.rate))),
+          h("tr", {}, h("th", { scope: "row" }, "Paused by"), h("td", {}, n.paused_by || "–")),
+          h("tr", {}, h("th", { scope: "row" }, "State"), h("td", { id: "inbound-detail" }, n.detail || n.state)),
+          h("tr", {}, h("th", { scope: "row" }, "Needs"), h("td", {}, n.attention || "–")),
+          progress.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k.replaceAll("_", " ")), h("td", {}, String(v)))))),
+      h("div", { class: "actions" },
+        n.state === "paused"
+          ? h("button", { id: "resume", type: "button", onclick: () => steer("resume") }, "Resume reading")
+          : h("button", { id: "pause", type: "button", onclick: () => steer("pause") }, "Pause reading")),
+      h("p", {}, "A pause stops reading the source in every hub process within seconds: records, changes and messages wait at ",
+        "the source, a webhook answers 503 so its sender retries later. A resume reads on from where it stopped."),
+    );
+  };
+  const steer = async (action) => {
+    const done = await api(`/inbound/${encodeURIComponent(name)}/${action}`, { method: "POST" });
+    say(`${done.paused ? "Paused" : "Resumed"} ${name}: every inbound process obeys within seconds.`);
+    await draw();
+  };
+  await draw();
+  if (gen !== generation) return;
   every(POLL_MS, () => draw().catch(failed));
 }
 
@@ -487,13 +532,15 @@ async function route() {
   document.getElementById("signout").hidden = false;
   const hash = location.hash || "#/";
   for (const a of document.querySelectorAll("nav a")) {
-    const current = a.getAttribute("href") === hash || (a.getAttribute("href") === "#/" && hash.startsWith("#/subscriber/"))
+    const current = a.getAttribute("href") === hash
+      || (a.getAttribute("href") === "#/" && (hash.startsWith("#/subscriber/") || hash.startsWith("#/inbound/")))
       || (a.getAttribute("href") === "#/events" && hash.startsWith("#/event"));
     if (current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   const [, page, rest] = hash.match(/^#\/([^/?]*)\/?(.*)$/) || [];
   try {
     if (page === "subscriber") await showSubscriber(decodeURIComponent(rest));
+    else if (page === "inbound") await showInbound(decodeURIComponent(rest));
     else if (page === "event") await showEvent(decodeURIComponent(rest));
     else if (page === "events") showSearch(new URLSearchParams(location.hash.split("?")[1] || "").get("q"));
     else if (page === "config") await showConfig();
