@@ -119,6 +119,12 @@ async def test_a_paused_webhook_and_queue_take_nothing_and_a_resume_loses_nothin
             assert await paused_metric(hub, "orders") == 1.0
             # Paused on purpose: the pod stays ready (a webhook's Service keeps it), and `bus status` says it.
             assert all((await hub.readiness()).values()), await hub.readiness()
+            # A process started while they are paused obeys before it takes anything, and stops cleanly paused.
+            async with build_hub(path, role="inbound") as late:
+                await until_state(late, "orders", "paused")
+                await until_state(late, "hooks", "paused")
+                await asyncio.sleep(1)
+            assert set(await ids(hub, "Payment")) == {"w1", "q1"}, "nothing taken by a process started while paused"
             monkeypatch.setenv("BUS_OPS_TOKEN", READ)
             capsys.readouterr()
             assert await asyncio.to_thread(main, ["status", "--hub", f"http://127.0.0.1:{hub.ops.port}"]) == 1
