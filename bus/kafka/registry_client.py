@@ -16,6 +16,7 @@ from __future__ import annotations
 
 __all__ = ["RegistryClient"]
 
+import functools
 import logging
 from typing import Any
 
@@ -34,16 +35,22 @@ class RegistryClient:
     ) -> None:
         auth = httpx.BasicAuth(username, password or "") if username else None
         headers = {"Accept": _CONTENT_TYPE, **({"Authorization": f"Bearer {token}"} if token else {})}
-        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers=headers)
+        self._open = functools.partial(httpx.AsyncClient, base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers=headers)
+        self._http = self._open()
 
     @property
     def base_url(self) -> str:
         return str(self._http.base_url)
 
     async def close(self) -> None:
+        """Closes its connections; a later call opens new ones. An adapter that holds one is stopped
+        and started again (a supervisor's restart, an operator's pause and resume): it used to be
+        left with a closed client, every schema it had not seen yet refused for good."""
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, json: Any = None) -> Any:
+        if self._http.is_closed:
+            self._http = self._open()
         try:
             response = await self._http.request(method, path, json=json, headers={"Content-Type": _CONTENT_TYPE})
         except httpx.HTTPError as exc:

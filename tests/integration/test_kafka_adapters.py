@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaProducer
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
@@ -41,10 +42,10 @@ PARTNER_PAYMENT = {
 }
 
 
-def wire(schema_id: int, record: dict[str, Any]) -> bytes:
+def wire(schema_id: int, record: dict[str, Any], schema: dict[str, Any] = LEGACY_PAYMENT) -> bytes:
     out = io.BytesIO()
     out.write(struct.pack(">bI", 0, schema_id))
-    schemaless_writer(out, parse_schema(LEGACY_PAYMENT), record)
+    schemaless_writer(out, parse_schema(schema), record)
     return out.getvalue()
 
 
@@ -133,12 +134,36 @@ async def test_bridge_in_and_publish_out_as_json_and_avro(tmp_path: Path, bootst
         parked_avro = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("erp-avro"))
         assert len(parked_avro) == 1 and b"987654" in dict(parked_avro[0].headers)["bus_error"]
 
+        # Paused and resumed (its adapter stopped and started, as a supervisor's restart does): a
+        # schema the bridge has not seen yet is still fetched from the registry. Its client was
+        # left closed by the stop, and every new schema id refused for good.
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{ops_port}/api/v1", headers={"Authorization": "Bearer tok-partner"}
+        ) as api:
+            assert (await api.post("/inbound/erp-avro/pause")).status_code == 202
+            await until(lambda: hub.source_pauses.paused_by("erp-avro") is not None, "the pause obeyed")
+            assert (await api.post("/inbound/erp-avro/resume")).status_code == 202
+            await until(lambda: hub.source_pauses.paused_by("erp-avro") is None, "the resume obeyed")
+        evolved = {**LEGACY_PAYMENT, "fields": [*LEGACY_PAYMENT["fields"], {"name": "memo", "type": ["null", "string"], "default": None}]}
+        client = RegistryClient(registry, token="tok-partner")
+        try:
+            evolved_id = await client.register(f"{avro_in}-value", json.dumps(evolved))
+        finally:
+            await client.close()
+        assert evolved_id != schema_id
+        await produce(bootstrap, avro_in, [wire(evolved_id, {"txn": "e1", "cents": 9, "ccy": "USD", "memo": "new"}, evolved)])
+        avro_bridge = next(a for a in hub.inbound if a.config.name == "erp-avro")
+        await until(lambda: int(avro_bridge.progress()["bridged"]) == 12, "the value of the new schema", timeout=30)
+        assert len(await bridged(hub)) == 41
+        parked_avro = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("erp-avro"))
+        assert len(parked_avro) == 1, [dict(r.headers)["bus_error"] for r in parked_avro]
+
     # Stopped: more values arrive; the restart reads only those (offsets were committed).
     await produce(bootstrap, json_in, [json.dumps({"txn": f"k{i}", "cents": 7, "ccy": "EUR"}).encode() for i in range(10)])
     async with build_hub(path) as hub:
         await until(lambda: hub.inbound[0].progress()["bridged"] == 10, "the values written while the hub was down", timeout=60)
         seen = await bridged(hub)
-        assert len(seen) == 50 and sum(seen.values()) == 50, "a value was bridged twice after a clean restart"
+        assert len(seen) == 51 and sum(seen.values()) == 51, "a value was bridged twice after a clean restart"
         out_json: list[Any] = []
         out_avro: list[Any] = []
 
@@ -146,7 +171,7 @@ async def test_bridge_in_and_publish_out_as_json_and_avro(tmp_path: Path, bootst
             nonlocal out_json, out_avro
             out_json = await read_topic(hub.config.kafka, hub.bootstrap, json_out)
             out_avro = await read_topic(hub.config.kafka, hub.bootstrap, avro_out)
-            return len({dict(r.headers)["ce_id"] for r in out_json}) == 50 and len({dict(r.headers)["ce_id"] for r in out_avro}) == 50
+            return len({dict(r.headers)["ce_id"] for r in out_json}) == 51 and len({dict(r.headers)["ce_id"] for r in out_avro}) == 51
 
         for _ in range(150):
             if await outputs():
