@@ -45,7 +45,7 @@ from aiokafka import TopicPartition
 
 from bus.config.models import KafkaConfig
 from bus.event import now_rfc3339
-from bus.kafka.clients import make_admin, make_consumer, make_producer, outside_bootstrap
+from bus.kafka.clients import make_admin, make_consumer, make_producer, outside_bootstrap, stop_consumer
 from bus.kafka.reader import batches_from_start, stream_topics
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 from bus.logs import REDACTOR
@@ -391,7 +391,7 @@ class DeadLetters:
                     else:
                         latest[record.key] = (this, before[1] if before[0][1] == this[1] else before[0])
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
         self._latest[tp] = (start, latest)
 
     async def purge(self, letters: list[DeadLetter]) -> int:

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bus.config.models import KafkaConfig
-from bus.kafka.clients import make_admin, make_consumer, outside_bootstrap
+from bus.kafka.clients import make_admin, make_consumer, outside_bootstrap, stop_consumer
 from bus.kafka.reader import partitions_of, stream_topics
 from bus.kafka.topics import TopicNames
 
@@ -187,7 +187,7 @@ class Reconciler:
             await consumer.start()
             return {tp.partition: (await consumer.committed(tp)) or 0 for tp in await partitions_of(consumer, topic)}
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def missing_topics(self, subscriber: str) -> list[str]:
         """The subscriber's topics the cluster does not have (asked without creating them: a

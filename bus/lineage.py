@@ -49,7 +49,7 @@ from aiokafka import TopicPartition
 from bus.config.models import KafkaConfig
 from bus.jsontext import compact
 from bus.kafka.batches import Record
-from bus.kafka.clients import make_consumer
+from bus.kafka.clients import make_consumer, stop_consumer
 from bus.kafka.reader import partitions_of, read_from_start
 
 log = logging.getLogger("bus.lineage")
@@ -236,7 +236,7 @@ async def read_index(
         tps = sorted({TopicPartition(topic, index_partition(v, len(partitions))) for v in wanted})
         await read_from_start(consumer, tps, apply, timeout_s=timeout_s)
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     return wanted
 
 
@@ -266,5 +266,5 @@ async def fetch_at(kafka: KafkaConfig, bootstrap: str, positions: Iterable[str],
                     if record.offset == offset:
                         found[f"{tp.topic}/{tp.partition}/{offset}"] = record
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     return found

@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 
 from bus.config.models import KafkaConfig
 from bus.config.routes import TableConfig
+from bus.kafka.clients import stop_consumer
 from bus.kafka.reader import replay_and_keep
 from bus.kafka.topics import TopicNames
 from bus.runtime.ending import cancel
@@ -100,7 +101,7 @@ class TableStore:
                     log.warning("tables: cannot follow updates (%r); retrying", exc)
                     await asyncio.sleep(1)
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -35,7 +35,7 @@ from bus.config.models import KafkaConfig
 from bus.errors import BusError
 from bus.event import now_rfc3339
 from bus.kafka.batches import BatchSender, Record
-from bus.kafka.clients import make_consumer
+from bus.kafka.clients import make_consumer, stop_consumer
 from bus.kafka.join_watch import JoinWatch
 from bus.kafka.lag import LAG
 from bus.kafka.reader import replay, until_kafka_answers
@@ -131,7 +131,7 @@ class RouterWorker:
             if task is not None:
                 await asyncio.gather(task, return_exceptions=True)  # a crash was already reported by the hub
         finally:
-            await self._consumer.stop()  # also when it never started (no routes): an unclosed consumer warns
+            await stop_consumer(self._consumer)  # also when it never started (no routes): an unclosed consumer warns
         if self.tables is not None:
             await self.tables.stop()
         log.info("router stopped")

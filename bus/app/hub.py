@@ -443,11 +443,7 @@ class Hub:
         steps += [("ops server", self.ops.stop), ("tracing", self.tracing.shutdown)]
         if self.broker is not None:
             steps.append(("embedded broker", self.broker.stop))
-        for what, step in steps:
-            try:
-                await step()
-            except Exception:
-                log.exception("stopping %s failed; going on with the rest", what)
+        await _in_turn(steps)
         self.web = self.router = self._producer = self._lookup = self._registry = self.broker = self._control = None
         self.inbound, self.outbound, self.workers = [], [], []
         self.tracing = NO_TRACING
@@ -480,6 +476,23 @@ class Hub:
                 loop.remove_signal_handler(sig)
             await self.stop()
         log.info("hub stopped cleanly")
+
+
+async def _in_turn(steps: list[tuple[str, Callable[[], Awaitable[object]]]]) -> None:
+    """The stop's steps one after another; each failure is logged with its traceback, and the
+    steps after it still run."""
+    for what, step in steps:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the stop itself is being cancelled
+            # A client's own (aiokafka's fetcher, cancelled in its back-off while Kafka is away): it
+            # ended the stop there, and the embedded broker and the rest were never stopped.
+            log.warning("stopping %s raised a CancelledError of its own; going on with the rest", what)
+        except Exception:
+            log.exception("stopping %s failed; going on with the rest", what)
 
 
 def _together(steps: list[tuple[str, Callable[[], Awaitable[object]]]]) -> Callable[[], Awaitable[None]]:

@@ -11,8 +11,10 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "outside_bootstrap",
+    "stop_consumer",
 ]
 
+import asyncio
 import logging
 from typing import Any
 
@@ -39,6 +41,7 @@ class _ClientWarnings(logging.Handler):
 
 
 logging.getLogger("aiokafka").addHandler(_ClientWarnings())
+log = logging.getLogger("bus.kafka.clients")
 
 
 def client_options(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
@@ -121,6 +124,23 @@ def make_consumer(config: KafkaConfig, bootstrap: str, *topics: str, group_id: s
         **overrides,
     }
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, without the CancelledError it can raise that is not the caller's.
+
+    aiokafka's fetcher cancels its pending fetches at a stop and awaits them; one cancelled in
+    its back-off after a failed fetch (Kafka unreachable) lets the CancelledError out of
+    ``stop()`` (aio-libs/aiokafka#647). Raised in the hub's stop, it ended the stop there: the
+    steps after it (the producer, the embedded broker) were never taken. Only a cancellation of
+    the calling task itself goes on up."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.debug("a Kafka consumer's stop raised a CancelledError of its own (Kafka unreachable): it is stopped")
 
 
 def make_admin(config: KafkaConfig, bootstrap: str) -> AIOKafkaAdminClient:

@@ -35,7 +35,7 @@ from aiokafka.errors import KafkaError
 
 from bus.config.models import KafkaConfig
 from bus.errors import KafkaUnavailable
-from bus.kafka.clients import make_consumer
+from bus.kafka.clients import make_consumer, stop_consumer
 from bus.kafka.join_watch import JoinWatch
 
 # How often a member calls getmany: often enough for aiokafka's max_poll_interval_ms (300 s), past
@@ -153,7 +153,7 @@ class Lease:
         try:
             await consumer.start()
         except KafkaError as exc:
-            await consumer.stop()
+            await stop_consumer(consumer)
             raise KafkaUnavailable(f"lease group {self.group} cannot be joined: {exc!r}") from exc
         # Subscribed after the start, which would otherwise wait for the group's first answer
         # (half a session timeout on the embedded broker): the hub waits for every lease at once.
@@ -172,7 +172,7 @@ class Lease:
         self.held = None
         self._assignor.epoch = 0
         if consumer is not None:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def _assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         mine = {tp for tp in assigned if tp.topic == self._topic}

@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 
 from bus.config.models import KafkaConfig
 from bus.errors import RetryableError
-from bus.kafka.clients import make_consumer
+from bus.kafka.clients import make_consumer, stop_consumer
 
 Record = Any  # aiokafka's ConsumerRecord (aiokafka ships no type information)
 T = TypeVar("T")
@@ -109,7 +109,7 @@ async def replay_and_keep(
         if partitions:
             await read_from_start(consumer, partitions, apply, timeout_s=timeout_s)
     except BaseException:
-        await consumer.stop()
+        await stop_consumer(consumer)
         raise
     return consumer
 
@@ -126,7 +126,7 @@ async def replay(
     ledger, tables, aggregator state, the registry) rebuilt in memory."""
     if partitions:
         consumer = await replay_and_keep(kafka, bootstrap, partitions, apply, timeout_s=timeout_s)
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def until_kafka_answers(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -169,7 +169,7 @@ async def stream_topics(
             async for batch in batches_from_start(consumer, tps, timeout_s=timeout_s):
                 yield batch
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def read_topics(kafka: KafkaConfig, bootstrap: str, topics: Iterable[str], *, timeout_s: float = 120.0) -> dict[str, list[Record]]:
@@ -189,4 +189,4 @@ async def read_topics(kafka: KafkaConfig, bootstrap: str, topics: Iterable[str],
             found[tp.topic].extend(by_tp[tp])
         return found
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)

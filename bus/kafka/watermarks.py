@@ -14,7 +14,7 @@ __all__ = ["Watermarks"]
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus.config.models import KafkaConfig
-from bus.kafka.clients import make_consumer
+from bus.kafka.clients import make_consumer, stop_consumer
 
 
 class Watermarks:
@@ -39,7 +39,7 @@ class Watermarks:
             try:
                 await consumer.start()
             except BaseException:
-                await consumer.stop()
+                await stop_consumer(consumer)
                 raise
             self._consumer = consumer
         if set(self._consumer.assignment()) != partitions:
@@ -51,4 +51,4 @@ class Watermarks:
     async def stop(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            await stop_consumer(consumer)

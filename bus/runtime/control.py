@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from bus.config.models import KafkaConfig
 from bus.event import now_rfc3339
+from bus.kafka.clients import stop_consumer
 from bus.kafka.reader import replay_and_keep
 
 log = logging.getLogger("bus.runtime.control")
@@ -91,4 +92,4 @@ class ControlWatcher:
             await asyncio.gather(task, return_exceptions=True)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            await stop_consumer(consumer)

@@ -46,7 +46,7 @@ from bus.codec import Codec
 from bus.config.delivery import DeliveryPolicy
 from bus.config.models import KafkaConfig
 from bus.errors import BusError
-from bus.kafka.clients import make_consumer
+from bus.kafka.clients import make_consumer, stop_consumer
 from bus.kafka.join_watch import JoinWatch
 from bus.kafka.lag import LAG
 from bus.kafka.reader import until_kafka_answers
@@ -160,7 +160,7 @@ class DeliveryWorker:
         try:
             await self._consumer.start()
         except BaseException:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
             raise
         self._consumer.subscribe([self._topic], listener=_Rebalance(self))
         self._task = asyncio.create_task(self._run(), name=f"deliver:{self.name}")
@@ -197,7 +197,7 @@ class DeliveryWorker:
 
     async def stop(self) -> None:
         if self._task is None:
-            await self._consumer.stop()  # never started: close it anyway (an unclosed consumer warns)
+            await stop_consumer(self._consumer)  # never started: close it anyway (an unclosed consumer warns)
             return
         self._stopping.set()
         self._room.set()
@@ -211,7 +211,7 @@ class DeliveryWorker:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             await self._books.stop()
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
             log.info("delivery worker %s stopped", self.name)
 
     # -- partitions come and go ------------------------------------------------------------------

@@ -73,7 +73,7 @@ async def test_health_and_readiness(tmp_path: Path, bootstrap: str) -> None:
         assert ready.status_code == 200
         assert ready.json() == {
             "ready": True,
-            "checks": {"kafka": True, "schemas": True, "inbound": True, "inbound:payments": True},
+            "checks": {"kafka": True, "schemas": True, "control": True, "inbound": True, "inbound:payments": True},
             "kafka": {"bootstrap": hub.bootstrap},  # where `bus dlq --hub` finds the hub's Kafka
         }
         metrics = (await http.get("/metrics")).text

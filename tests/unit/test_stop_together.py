@@ -1,5 +1,6 @@
-"""The hub stops its delivery workers side by side (bus.app.hub._together): a stop takes the
-slowest worker's drain, not the sum of all; one that fails is logged by name and the rest finish."""
+"""The hub stops its parts in turn (bus.app.hub._in_turn) and its delivery workers side by side
+(bus.app.hub._together): a stop takes the slowest worker's drain, not the sum of all; one that
+fails is logged by name and the rest finish, and only a cancellation of the stop itself ends it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 
 import pytest
 
-from bus.app.hub import _together
+from bus.app.hub import _in_turn, _together
+from bus.kafka.clients import stop_consumer
 
 
 async def test_steps_run_side_by_side_and_a_failure_is_logged_while_the_rest_finish(caplog: pytest.LogCaptureFixture) -> None:
@@ -47,3 +49,63 @@ async def test_a_cancelled_stop_is_not_swallowed() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         await _together([("delivery worker w", cancelled)])()
+
+
+async def test_a_step_that_raises_a_cancelled_error_of_its_own_does_not_end_the_stop(caplog: pytest.LogCaptureFixture) -> None:
+    """aiokafka's consumer.stop() can raise a CancelledError that is its own (aio-libs/aiokafka#647:
+    a fetch cancelled in its back-off while Kafka is away); it ended the hub's stop there, the
+    embedded broker never stopped."""
+    done: list[str] = []
+
+    async def stray() -> None:
+        raise asyncio.CancelledError
+
+    async def broker() -> None:
+        done.append("embedded broker")
+
+    with caplog.at_level(logging.WARNING, logger="bus.app.hub"):
+        await _in_turn([("control watcher", stray), ("embedded broker", broker)])
+    assert done == ["embedded broker"]
+    assert "stopping control watcher raised a CancelledError of its own" in caplog.text
+
+
+async def test_a_stop_that_is_itself_cancelled_ends_there() -> None:
+    done: list[str] = []
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    async def after() -> None:
+        done.append("after")
+
+    stop = asyncio.create_task(_in_turn([("slow", slow), ("after", after)]))
+    await started.wait()
+    stop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stop
+    assert done == []
+
+
+async def test_a_consumer_whose_stop_raises_its_own_cancelled_error_is_stopped_quietly() -> None:
+    class Consumer:  # aiokafka's stop() as it behaves after a fetch cancelled in its back-off
+        stopped = False
+
+        async def stop(self) -> None:
+            self.stopped = True
+            raise asyncio.CancelledError
+
+    consumer = Consumer()
+    await stop_consumer(consumer)  # type: ignore[arg-type]
+    assert consumer.stopped
+
+    class Slow:
+        async def stop(self) -> None:
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(stop_consumer(Slow()))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # the caller's own cancellation goes on up
