@@ -212,6 +212,12 @@ def adapter() -> dict[str, Any]:
                 {"accepted": 'sum(increase(bus_inbound_events_total{adapter="$adapter",outcome="accepted"}[1h]))'},
                 kind="stat",
             ),
+            _panel(
+                "Paused by an operator",
+                {"paused": 'max(bus_inbound_paused{adapter="$adapter"})'},
+                kind="stat",
+                description="1 while paused (POST /api/v1/inbound/NAME/pause): its source is not read until resumed.",
+            ),
         ],
     ]
     return _dashboard(
