@@ -17,7 +17,15 @@ from bus.adapter_api import AdapterRegistry
 from bus.config.connections import ConnectionConfig, CredentialsConfig
 from bus.config.fields import ConfigJsonSchema
 from bus.config.migrations import MigrationConfig
-from bus.config.models import HttpServerConfig, HubConfig, KafkaConfig, LineageConfig, OpsServerConfig, SchemaRegistryConfig
+from bus.config.models import (
+    HttpServerConfig,
+    HubConfig,
+    KafkaConfig,
+    LeasesConfig,
+    LineageConfig,
+    OpsServerConfig,
+    SchemaRegistryConfig,
+)
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.tracing import TracingConfig
 
@@ -139,6 +147,12 @@ def config_reference(registry: AdapterRegistry) -> str:
         ("router", RouterConfig, "How routes of one schema combine."),
         ("tracing", TracingConfig, "OpenTelemetry spans; the W3C traceparent travels with every event either way."),
         ("lineage", LineageConfig, "Where every event went: the index behind `GET /api/v1/events/{id}` and the console's search."),
+        (
+            "leases",
+            LeasesConfig,
+            "Sources read by one hub process at a time (pollers, postgres_cdc, file, mqtt inbound): when one is handed to "
+            "another process (docs/operations.md).",
+        ),
         ("tables[]", TableConfig, "Lookup tables for `enrich`."),
         (
             "routes[]",

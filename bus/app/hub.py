@@ -210,6 +210,7 @@ class Hub:
             group=self.topics.lease_group(adapter.config.name),
             starts=self._starts,
             supervisor=self.supervisor,
+            leases=self.config.leases,
         )
         self.supervisor.watch(f"inbound:{adapter.config.name}", leased.restart)  # its task died: restarted only if it runs here
         return leased

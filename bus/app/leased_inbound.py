@@ -10,10 +10,10 @@ published each record once per replica (and spent the API's rate limit as many t
 ``postgres_cdc`` failed for good on the slot the first held, and two MQTT clients with one id
 took the session from each other in turn.
 
-A holder that cannot read its source for ``_HAND_OVER_AFTER_S`` (its start keeps failing, or the
+A holder that cannot read its source for ``leases.hand_over_after`` (its start keeps failing, or the
 adapter is not healthy: the database unreachable from this pod's node, a firewall that lets only
 some nodes through) hands the lease to another process that may reach it, and is given it back
-only when no other could read it either, for ``_UNABLE_FOR_S``: one bad pod does not stall a
+only when no other could read it either, for ``leases.passed_by_for``: one bad pod does not stall a
 source another could read, and while the source is down for all the lease stays put.
 
 A source an operator paused (``pause``: the management API, through the control topic, in every
@@ -32,15 +32,13 @@ from typing import Any
 
 from bus.adapter_api import Health, Inbound, RetryableError
 from bus.app.setup import BackgroundStarts
-from bus.config.models import KafkaConfig
+from bus.config.models import KafkaConfig, LeasesConfig
 from bus.errors import KafkaUnavailable
 from bus.kafka.lease import Lease
 from bus.metrics import INBOUND_LEASE, INBOUND_LEASE_CHANGES
 from bus.runtime.supervisor import Supervisor
 
-_HAND_OVER_AFTER_S = 60.0  # a source that cannot be read here this long goes to another process
-_UNABLE_FOR_S = 600.0  # after which this process is given it back only when no other could read it
-_CHECK_EVERY_S = 5.0  # how often the holder looks at its source's health
+_CHECK_EVERY_S = 5.0  # how often the holder looks at its source's health (more often with a short hand-over time)
 
 
 class LeasedInbound(Inbound[Any]):
@@ -56,6 +54,7 @@ class LeasedInbound(Inbound[Any]):
         group: str,
         starts: BackgroundStarts,
         supervisor: Supervisor,
+        leases: LeasesConfig | None = None,
     ) -> None:
         super().__init__(inner.config, inner.ctx)
         self.inner = inner
@@ -66,6 +65,9 @@ class LeasedInbound(Inbound[Any]):
         self._component = f"inbound:{self._name}"  # the supervisor's, for the adapter's own tasks
         self._keeper_component = f"lease:{self._name}"
         self._lease = Lease(kafka, bootstrap, topic=topic, group=group, on_change=self._changed)
+        leases = leases or LeasesConfig()
+        self._hand_over_after = leases.hand_over_after.total_seconds() if leases.hand_over_after is not None else None
+        self._passed_by_for = leases.passed_by_for.total_seconds()
         self._lock = asyncio.Lock()  # a loss waits for a start in progress: the source never runs twice here
         self._running = False  # the adapter was started (or is being started) here
         self._ran = False  # it was, at least once
@@ -182,9 +184,10 @@ class LeasedInbound(Inbound[Any]):
     async def _watch(self) -> None:
         """While this process reads the source: hand it over when it cannot be read here for long."""
         failing_since: float | None = None
+        assert self._hand_over_after is not None
         try:
             while True:
-                await asyncio.sleep(_CHECK_EVERY_S)
+                await asyncio.sleep(min(_CHECK_EVERY_S, self._hand_over_after / 5))
                 why = self._starts.why.get(self._what)
                 if why is None and not (health := await self.inner.health()).ok:
                     why = health.detail or "not healthy"
@@ -192,7 +195,7 @@ class LeasedInbound(Inbound[Any]):
                     failing_since = None
                     continue
                 failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since >= _HAND_OVER_AFTER_S:
+                if time.monotonic() - failing_since >= self._hand_over_after:
                     await self._hand_over(why)
                     return
         except asyncio.CancelledError:
@@ -206,12 +209,12 @@ class LeasedInbound(Inbound[Any]):
             "inbound %s: the source could not be read from this process for %.0f s (%s); handing it to another hub "
             "process that may reach it (this one is given it back only if no other can read it, for %.0f s)",
             self._name,
-            _HAND_OVER_AFTER_S,
+            self._hand_over_after,
             why,
-            _UNABLE_FOR_S,
+            self._passed_by_for,
         )
         self._lease.cannot_read(True)
-        self._able_again = asyncio.get_running_loop().call_later(_UNABLE_FOR_S, self._able)
+        self._able_again = asyncio.get_running_loop().call_later(self._passed_by_for, self._able)
         await self._leave()  # the others' group gives it to one of them at once
         self._answered = False  # the new membership's first answer is no takeover
         if not self._stopped:
@@ -236,7 +239,8 @@ class LeasedInbound(Inbound[Any]):
             self._start_watching()
 
     def _start_watching(self) -> None:
-        self._watcher = asyncio.create_task(self._watch(), name=f"lease-watch:{self._name}")
+        if self._hand_over_after is not None:  # null: a source is never handed over
+            self._watcher = asyncio.create_task(self._watch(), name=f"lease-watch:{self._name}")
 
     async def _release(self) -> None:
         INBOUND_LEASE.labels(self._name).set(0)

@@ -11,6 +11,7 @@ __all__ = [
     "KafkaConfig",
     "KafkaOAuth",
     "KafkaSecurity",
+    "LeasesConfig",
     "LineageConfig",
     "OpsServerConfig",
     "OpsToken",
@@ -25,6 +26,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from bus.config.base import ConfigModel
 from bus.config.connections import ConnectionConfig, CredentialsConfig
+from bus.config.fields import Duration, duration
 from bus.config.migrations import MigrationConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.credentials.client_credentials import ClientCredentialsGrant
@@ -194,6 +196,29 @@ class LineageConfig(ConfigModel):
     retention_hours: float = Field(default=168, gt=0, description="How long lineage is kept (the index topic's retention.ms).")
 
 
+class LeasesConfig(ConfigModel):
+    """Sources read by one hub process at a time (pollers, postgres_cdc, file, mqtt inbound): when
+    the process that reads one hands it to another (bus.app.leased_inbound)."""
+
+    hand_over_after: Duration | None = Field(
+        default=duration("60s"),
+        description="A process that cannot read its source this long (the adapter's start keeps failing, or it is not "
+        "healthy: the source unreachable from that pod's node) hands it to another process that may reach it. null: never; "
+        "it reads on, or waits, where it is.",
+    )
+    passed_by_for: Duration = Field(
+        default=duration("10m"),
+        description="After handing a source over, how long a process is given it back only if no other process could read it "
+        "either: a source down for every process is not passed round and round.",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> LeasesConfig:
+        if self.hand_over_after is not None and self.hand_over_after.total_seconds() < 1:
+            raise ValueError("hand_over_after must be at least 1s (null: never hand a source over)")
+        return self
+
+
 class HubConfig(ConfigModel):
     """The whole hub, but for ``inbound``/``outbound``: each entry there is checked against its
     adapter's own model (``bus.config.loader``), and the JSON Schema lists them per adapter type."""
@@ -211,6 +236,9 @@ class HubConfig(ConfigModel):
     routes: list[RouteConfig] = Field(default_factory=list)
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry spans (the traceparent travels regardless).")
     lineage: LineageConfig = Field(default_factory=LineageConfig, description="Where every event went, for lookups by id or key.")
+    leases: LeasesConfig = Field(
+        default_factory=LeasesConfig, description="When a source read by one hub process at a time is handed to another."
+    )
     credentials: CredentialsConfig | None = Field(default=None, description="Where the tokens of `connections` are kept, encrypted.")
     connections: list[ConnectionConfig] = Field(
         default_factory=list, description="OAuth2 authorization-code connections adapters call APIs with (`bus auth login NAME`)."

@@ -24,7 +24,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import Field
 
 from bus.adapter_api import AdapterConfig, AdapterRegistry, EmitSpec, Inbound
-from bus.app import leased_inbound
 from bus.app.cli import main
 from bus.app.hub import Hub
 from bus.app.leased_inbound import LeasedInbound
@@ -317,18 +316,17 @@ async def test_a_leased_source_that_dies_is_restarted_and_one_that_cannot_start_
 
 
 async def test_a_holder_that_cannot_reach_the_source_hands_it_to_one_that_can(
-    tmp_path: Path, bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One replica cannot reach the API (a firewall that lets only some nodes through): holding the
     lease, it would have stalled a source the other replica reaches. After the hand-over time it
     gives the lease up; the other reads everything, and the first is not given it back."""
-    monkeypatch.setattr(leased_inbound, "_HAND_OVER_AFTER_S", 2.0)
-    monkeypatch.setattr(leased_inbound, "_CHECK_EVERY_S", 0.2)
     api = await CrmApi().start()
     for i in range(12):
         api.add(f"c{i:03}", f"2026-01-01T00:00:{i:02d}Z")
     prefix = unique_prefix()
     cut_off = poll_config(bootstrap, api, prefix)
+    cut_off["leases"] = {"hand_over_after": "2s"}  # 60 s by default
     cut_off["inbound"][0]["url"] = "http://127.0.0.1:9/api/contacts"  # nothing listens there
     cut_off["inbound"][0]["auth"]["token_url"] = "http://127.0.0.1:9/oauth/token"
     blocked = build_hub(write_config(tmp_path / "blocked.yaml", cut_off), role="inbound")
@@ -356,12 +354,11 @@ async def test_a_holder_that_cannot_reach_the_source_hands_it_to_one_that_can(
 
 
 async def test_a_source_down_for_every_replica_is_not_passed_round_and_round(
-    tmp_path: Path, bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(leased_inbound, "_HAND_OVER_AFTER_S", 1.0)
-    monkeypatch.setattr(leased_inbound, "_CHECK_EVERY_S", 0.1)
     api = await CrmApi().start()
     body = poll_config(bootstrap, api, unique_prefix())
+    body["leases"] = {"hand_over_after": "1s"}
     body["inbound"][0]["url"] = "http://127.0.0.1:9/api/contacts"  # down for both
     body["inbound"][0]["auth"]["token_url"] = "http://127.0.0.1:9/oauth/token"
     path = write_config(tmp_path / "bus.yaml", body)

@@ -6,16 +6,18 @@ reading it at once and says why."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import pytest
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
+from pydantic import ValidationError
 
 from bus.adapter_api import AdapterConfig, Context, Inbound
 from bus.app.leased_inbound import LeasedInbound
 from bus.app.setup import BackgroundStarts
-from bus.config.models import KafkaConfig
+from bus.config.models import KafkaConfig, LeasesConfig
 from bus.runtime.supervisor import Supervisor
 
 TOPIC = "p._leases"
@@ -98,3 +100,45 @@ async def test_a_reader_that_lost_the_source_stops_reading_at_once(leased: Lease
     assert sample("bus_inbound_lease_changes_total", adapter="unit-lease", change="lost") == lost + 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("another hub process took the source's lease" in w for w in warnings), warnings
+
+
+async def test_a_paused_source_is_not_read_where_its_lease_is_and_a_resume_reads_it(leased: LeasedInbound) -> None:
+    inner = leased.inner
+    assert isinstance(inner, Source)
+    await leased.pause("admin")  # before the group answers: a process started while the source is paused
+    await given(leased, True)
+    assert not inner.reading and not leased.standing_by, "the lease is held, the source not read"
+    health = await leased.health()
+    assert health.ok and health.detail == "paused by admin"
+    await leased.resume()
+    assert inner.reading and inner.starts == 1
+    await leased.pause("ops")
+    assert not inner.reading and not leased.standing_by and leased.paused_by == "ops"
+    assert sample("bus_inbound_lease", adapter="unit-lease") == 1, "still the holder: no standby takes it over"
+    await leased.resume()
+    assert inner.reading and inner.starts == 2
+
+
+def test_the_hand_over_time_is_config_and_can_be_switched_off() -> None:
+    assert LeasesConfig().hand_over_after == timedelta(seconds=60)
+    assert LeasesConfig.model_validate({"hand_over_after": None}).hand_over_after is None
+    with pytest.raises(ValidationError, match="hand_over_after must be at least 1s"):
+        LeasesConfig.model_validate({"hand_over_after": "500ms"})
+
+
+async def test_a_source_that_is_never_handed_over_is_not_watched() -> None:
+    config = AdapterConfig(type="source", name="unit-lease-kept")
+    inner = Source(config, Context(name="unit-lease-kept", logger=logging.getLogger("adapters.source.unit-lease-kept")))
+    leased = LeasedInbound(
+        inner,
+        kafka=KafkaConfig(bootstrap="127.0.0.1:9"),
+        bootstrap="127.0.0.1:9",
+        topic=TOPIC,
+        group="p-lease-unit-lease-kept",
+        starts=BackgroundStarts(),
+        supervisor=Supervisor(),
+        leases=LeasesConfig.model_validate({"hand_over_after": None}),
+    )
+    await given(leased, True)
+    assert inner.reading and leased._watcher is None
+    await given(leased, False)
