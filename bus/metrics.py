@@ -119,6 +119,12 @@ INBOUND_PAUSED = Gauge(
     "a webhook answers 503; 0 otherwise.",
     ["adapter"],
 )
+STRANDED_EVENTS = Gauge(
+    "bus_stranded_events",
+    "Work left on the topics of a subscriber no longer in the config (removed or renamed), as found at this process's "
+    "start: undelivered (events past its delivery group's committed offsets) and dead_letters (open ones). Nothing reads them.",
+    ["subscriber", "kind"],
+)
 SUBSCRIBER_STATE = Gauge(
     "bus_subscriber_state",
     "A subscriber's delivery state: 1 for the current one of healthy, retrying (events failing and being retried), "

@@ -30,6 +30,7 @@ from bus.app.hub_view import HubView
 from bus.app.leased_inbound import LeasedInbound
 from bus.app.setup import BackgroundStarts, create_topics, register_schemas, registry_client, retrying, topic_specs, version
 from bus.app.source_pauses import PAUSE_INBOUND, SourcePauses
+from bus.app.stranded import report_stranded
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig
 from bus.credentials.connections import Connections
@@ -107,6 +108,8 @@ class Hub:
         self._lookup: RegistryClient | None = None  # fetches writer schemas of ids first seen in a value
         self.workers: list[DeliveryWorker] = []
         self.paused: dict[str, str] = {}  # subscriber -> who paused it (the control topic's word)
+        self.stranded: dict[str, dict[str, int]] = {}  # a subscriber no longer configured -> the work its topics hold
+        self._stranded_task: asyncio.Task[None] | None = None
         self._control: ControlWatcher | None = None
         self.router: RouterWorker | RouterService | None = None
         self._schemas_ready = False
@@ -179,6 +182,9 @@ class Hub:
             self.workers += [worker for worker in started if isinstance(worker, DeliveryWorker)]  # stopped by stop() if one failed
             if failed := next((error for error in started if isinstance(error, BaseException)), None):
                 raise failed
+            # Work left on the topics of a subscriber taken out of the config: looked for once, in the background.
+            configured = {c.name for c in self.loaded.outbound}
+            self._stranded_task = asyncio.create_task(self._look_for_stranded(configured), name="stranded")
         if self._runs("router"):
             producer = self._producer
             tables = self._router_tables = TableStore(self.config.tables, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics)
@@ -249,6 +255,14 @@ class Hub:
     @property
     def producer(self) -> AIOKafkaProducer | None:
         return self._producer
+
+    async def _look_for_stranded(self, configured: set[str]) -> None:
+        try:
+            found = await report_stranded(self.config.kafka, self.bootstrap, self.topics, configured)
+        except Exception as exc:  # noqa: BLE001 - a look that failed must not touch the hub; it is said
+            log.warning("could not look for subscribers taken out of the config that left work behind: %r", exc)
+            return
+        self.stranded = {s.subscriber: {"undelivered": s.undelivered, "dead_letters": s.dead_letters} for s in found if s.holds_work}
 
     def _on_control(self, key: str, value: dict[str, Any] | None) -> None:
         """A control record (bus.runtime.control): pause or resume a subscriber or a source of this process."""
@@ -384,6 +398,8 @@ class Hub:
             found["components"] = restarted
         if self.workers:
             found["subscribers"] = {w.name: w.status() for w in self.workers}
+        if self.stranded:
+            found["stranded"] = self.stranded  # bus.app.stranded: said at WARNING at start
         if self.connections is not None:
             found["connections"] = self.connections.status()
         done = {f"{a.direction}:{a.config.name}": p for a in (*self.inbound, *self.outbound) if (p := a.progress())}
@@ -419,6 +435,10 @@ class Hub:
         logged with its traceback and the others after it still run."""
         await self.supervisor.close()  # what ends from here on is being stopped, not failing
         await self.source_pauses.close()
+        if self._stranded_task is not None:
+            self._stranded_task.cancel()
+            await asyncio.gather(self._stranded_task, return_exceptions=True)
+            self._stranded_task = None
         await self._starts.cancel()
         steps: list[tuple[str, Any]] = [(f"inbound {a.config.name}", a.stop) for a in self.inbound]
         if self.web is not None:

@@ -181,6 +181,7 @@ ALLOWED_LABELS = {
     "operation",  # a Kafka request kind that failed in the hub (bus_kafka_errors_total): produce, commit, ledger, dead_letter
     "server", "reason",  # the webhook server and one of five fixed refusals (bus_http_refused_total)
     "change",  # gained, lost or handed_over, a source's lease (bus_inbound_lease_changes_total)
+    "kind",  # undelivered or dead_letters, on a removed subscriber's topics (bus_stranded_events)
 }  # fmt: skip
 
 
