@@ -315,6 +315,12 @@ class Inbound(Adapter[C]):
     # competing consumers, a Kafka consumer group).
     one_reader: ClassVar[bool] = False
 
+    async def hold(self) -> None:
+        """Called instead of ``start`` in a process that starts while an operator has this adapter
+        paused (bus.app.source_pauses): take nothing, but be there to say so where a sender would
+        otherwise get no answer at all (a webhook serves its path and answers 503). ``start``
+        follows on resume. Default: nothing."""
+
     @classmethod
     def position_of(cls, config: Any) -> dict[str, Any] | None:
         """What a position this inbound saves is a position in: the source and the order it is read

@@ -153,6 +153,10 @@ class WebhookInbound(Inbound[WebhookConfig]):
             self._accepting = True
             self.ctx.logger.info("http_webhook %s accepting POST %s", self.config.name, self.config.path)
 
+    async def hold(self) -> None:
+        if self.ctx.web is not None:  # paused before this process started: its path answers 503, not 404
+            self.ctx.web.add_route("POST", self.config.path, self._handle)
+
     async def stop(self) -> None:
         self._accepting = False  # new requests get 503 while in-flight ones finish
         if self._jwt is not None:

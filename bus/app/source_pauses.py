@@ -71,6 +71,7 @@ class SourcePauses:
                 await self._starts.start(adapter, f"inbound {name}")
             else:
                 self._stopped_here.add(name)
+                await adapter.hold()
 
     def paused_by(self, name: str) -> str | None:
         """Who paused it, once this process obeys (None while it runs)."""

@@ -123,6 +123,9 @@ async def test_a_paused_webhook_and_queue_take_nothing_and_a_resume_loses_nothin
             async with build_hub(path, role="inbound") as late:
                 await until_state(late, "orders", "paused")
                 await until_state(late, "hooks", "paused")
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{late.web.port}") as late_web:  # type: ignore[union-attr]
+                    held = await late_web.post("/hooks", json={"id": "w9", "seq": 9})
+                assert held.status_code == 503 and held.headers["Retry-After"], (held.status_code, held.text)  # not a 404
                 await asyncio.sleep(1)
             assert set(await ids(hub, "Payment")) == {"w1", "q1"}, "nothing taken by a process started while paused"
             monkeypatch.setenv("BUS_OPS_TOKEN", READ)
