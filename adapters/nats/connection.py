@@ -42,5 +42,11 @@ async def connect(url: str, what: str, tls: ClientTls | None = None) -> Any:
             await client.close()
         host = url.rsplit("@", 1)[-1]  # never log a password
         met = f" (last: {last[0]!r})" if last and isinstance(exc, TimeoutError) else ""
+        # A server that wants a client certificate ends the TLS connection after the handshake: the
+        # client meets a TLS alert, or, as the timing falls, a broken pipe or a reset. Said plainly.
+        if url.startswith("tls://") and last and isinstance(last[0], ssl.SSLError | BrokenPipeError | ConnectionResetError):
+            met += (
+                "; the server ended the TLS connection: it may want a client certificate (tls.cert_file, tls.key_file) or refuse this one"
+            )
         raise RetryableError(f"{what}: cannot connect to NATS at {host}: {exc!r}{met}") from exc
     return client
