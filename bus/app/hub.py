@@ -332,7 +332,9 @@ class Hub:
         checkpoints = None
         if sink is not None and self._producer is not None:
             store = KafkaCheckpoints(self._producer, self.config.kafka, self.bootstrap, self.topics.checkpoints)
-            checkpoints = SourceCheckpoints(store, cls.position_of(config) if issubclass(cls, Inbound) else None, logger)
+            source = cls.position_of(config) if issubclass(cls, Inbound) else None
+            configured = frozenset(c.name for c in self.loaded.inbound)  # a position of a name gone from it may be a rename's
+            checkpoints = SourceCheckpoints(store, source, logger, configured=configured)
         component = f"{'inbound' if sink is not None else 'outbound'}:{config.name}"
         ctx = Context(
             name=config.name,

@@ -34,13 +34,20 @@ class KafkaCheckpoints:
 
     async def load(self, name: str) -> dict[str, Any] | None:
         """The last position saved under ``name``, or None if it never saved one."""
-        key = name.encode()
-        latest: dict[str, Any] | None = None
+        return (await self._latest({name.encode()})).get(name)
+
+    async def load_all(self) -> dict[str, dict[str, Any]]:
+        """The last position saved under each name."""
+        return await self._latest(None)
+
+    async def _latest(self, keys: set[bytes] | None) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
         for record in await read_topic(self._kafka, self._bootstrap, self.topic):
-            if record.key != key:
+            if record.key is None or (keys is not None and record.key not in keys):
                 continue
+            name = record.key.decode(errors="replace")
             if record.value is None:
-                latest = None
+                found.pop(name, None)
                 continue
             try:
                 position = json.loads(record.value)
@@ -59,8 +66,8 @@ class KafkaCheckpoints:
                     position,
                 )
                 continue
-            latest = position
-        return latest
+            found[name] = position
+        return found
 
     async def save(self, name: str, position: dict[str, Any]) -> None:
         """Store ``position``; returns once Kafka acknowledged it. Raises KafkaUnavailable."""
@@ -79,13 +86,18 @@ class SourceCheckpoints:
     config changed to read another table (or by another column) applied the old table's position
     to the new one and passed over every row before it, with nothing said."""
 
-    def __init__(self, store: KafkaCheckpoints, source: dict[str, Any] | None, logger: logging.Logger) -> None:
+    def __init__(
+        self, store: KafkaCheckpoints, source: dict[str, Any] | None, logger: logging.Logger, *, configured: frozenset[str] | None = None
+    ) -> None:
         self._store = store
         self._source = source
         self._logger = logger
+        self._configured = configured  # the config's inbound names: a position of another name may be a rename's
 
     async def load(self, name: str) -> dict[str, Any] | None:
         saved = await self._store.load(name)
+        if saved is None and self._source is not None and self._configured is not None:
+            saved = await self._renamed(name)
         if saved is None or self._source is None:
             return saved
         of = saved.pop("of", None)
@@ -100,6 +112,34 @@ class SourceCheckpoints:
 
     async def save(self, name: str, position: dict[str, Any]) -> None:
         await self._store.save(name, {**position, "of": self._source} if self._source is not None else position)
+
+    async def _renamed(self, name: str) -> dict[str, Any] | None:
+        """The position of an adapter no longer in the config that read this very source (the same
+        ``position_of``): the one this adapter was before a rename. Without it a renamed poller
+        found no position under its new name and read its source again from the start, every
+        record published again (with new event ids where they carry the adapter's name)."""
+        assert self._configured is not None and self._source is not None
+        former = {
+            other: position
+            for other, position in (await self._store.load_all()).items()
+            if other != name and other not in self._configured and position.get("of") == self._source
+        }
+        if len(former) > 1:
+            self._logger.warning(
+                "%s: no saved position under this name; %s, no longer in the config, each saved one in the same source: "
+                "none is taken, and reading starts from the beginning",
+                name, ", ".join(sorted(former)),
+            )  # fmt: skip
+            return None
+        if not former:
+            return None
+        ((old, position),) = former.items()
+        self._logger.warning(
+            "%s: no saved position under this name, but %s, no longer in the config, saved one in the same source (%s): "
+            "taken as this adapter's own (a rename), and reading goes on from there",
+            name, old, _shown(self._source, self._source),
+        )  # fmt: skip
+        return dict(position)
 
 
 def _shown(source: Any, order: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -469,3 +470,29 @@ async def test_a_watermark_column_that_holds_no_time_is_read(
             assert (await hub.inbound[0].health()).ok and "stray_rows" not in hub.inbound[0].progress()
         assert "version holds no time (bigint): read in its order without a time horizon" in caplog.text
         assert "query failed" not in caplog.text, caplog.text
+
+
+async def test_a_renamed_poller_goes_on_from_the_position_its_former_name_saved(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poller renamed in the config found no position under its new name and read its whole
+    table again: every row published a second time, under new event ids. The position of a name
+    no longer in the config that read the same table is now taken as its own, and said."""
+    kind, dsn = "postgresql", DATABASES["postgresql"][2]
+    async with table_in(kind) as table:
+        await run_sql(kind, dsn, insert_rows(table, range(1, 6), lambda i: f"2025-06-01 00:00:0{i}"))
+        config = hub_config(bootstrap, dsn, table)
+        async with build_hub(write_config(tmp_path / "old.yaml", config)) as hub:
+            assert len(await wait_published(hub, 5)) == 5
+        config["inbound"][0]["name"] = "legacy-crm"
+        caplog.set_level(logging.WARNING)
+        async with build_hub(write_config(tmp_path / "new.yaml", config)) as hub:
+            await run_sql(kind, dsn, insert_rows(table, range(6, 8), lambda i: f"2025-06-01 00:00:0{i}"))
+            ids = await wait_published(hub, 7, timeout=30)
+            await asyncio.sleep(1)  # a second reading of the table would be on its way by now
+            ids = await published(hub)
+        assert sorted(ids) == sorted(
+            [f"legacy:{i}@2025-06-01T00:00:0{i}+00:00" for i in range(1, 6)]
+            + [f"legacy-crm:{i}@2025-06-01T00:00:0{i}+00:00" for i in (6, 7)]
+        ), ids
+        assert "legacy-crm: no saved position under this name, but legacy, no longer in the config" in caplog.text
