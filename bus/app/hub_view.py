@@ -256,10 +256,7 @@ class HubView:
         within a fetch by each process that delivers to it (``bus.runtime.control``)."""
         if not any(c.name == name for c in self._hub.loaded.outbound):
             return None
-        producer = self._hub.producer
-        if producer is None:
-            raise RuntimeError("the hub has no producer yet: try again once it is ready")
-        await write_control(producer, self._hub.topics.control, f"pause/{name}", {"paused": paused, "by": by})
+        await self._ask(f"pause/{name}", {"paused": paused, "by": by})
         return PauseState(subscriber=name, paused=paused, by=by)
 
     async def set_inbound_paused(self, name: str, paused: bool, by: str) -> InboundPauseState | None:
@@ -267,11 +264,15 @@ class HubView:
         (bus.app.source_pauses)."""
         if not any(c.name == name for c in self._hub.loaded.inbound):
             return None
+        await self._ask(f"{PAUSE_INBOUND}{name}", {"paused": paused, "by": by})
+        return InboundPauseState(inbound=name, paused=paused, by=by)
+
+    async def _ask(self, key: str, value: dict[str, Any]) -> None:
+        """Record what an operator asked on the control topic (every process obeys it)."""
         producer = self._hub.producer
         if producer is None:
             raise RuntimeError("the hub has no producer yet: try again once it is ready")
-        await write_control(producer, self._hub.topics.control, f"{PAUSE_INBOUND}{name}", {"paused": paused, "by": by})
-        return InboundPauseState(inbound=name, paused=paused, by=by)
+        await write_control(producer, self._hub.topics.control, key, value)
 
     async def subscriber(self, name: str) -> SubscriberDetail | None:
         config = next((c for c in self._hub.loaded.outbound if c.name == name), None)

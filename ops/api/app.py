@@ -171,23 +171,24 @@ def api_app(view: HubView) -> web.Application:
     app.router.add_get("/subscribers", get_subscribers)
     app.router.add_get("/subscribers/{name}", get_subscriber)
 
-    async def post_pause(request: web.Request) -> web.Response:
+    async def steer(request: web.Request, inbound: bool) -> web.Response:
+        """Pause or resume a subscriber, or an inbound adapter (``inbound``): 202 once recorded."""
         name, paused = request.match_info["name"], request.match_info["action"] == "pause"
-        state = await view.set_paused(name, paused, by=request.get(TOKEN_NAME, "unknown"))
+        by = request.get(TOKEN_NAME, "unknown")
+        state = await (view.set_inbound_paused if inbound else view.set_paused)(name, paused, by=by)
+        what = "inbound adapter" if inbound else "subscriber"
         if state is None:
-            known = ", ".join(s.name for s in (await view.topology()).subscribers) or "none"
-            raise ApiError(404, f"no subscriber named {name!r} (subscribers: {known})")
-        log.warning("audit: %s %s subscriber %s", state.by, "paused" if paused else "resumed", name)
+            topology = await view.topology()
+            known = ", ".join(n.name for n in (topology.inbound if inbound else topology.subscribers)) or "none"
+            raise ApiError(404, f"no {what} named {name!r} ({what}s: {known})")
+        log.warning("audit: %s %s %s %s", by, "paused" if paused else "resumed", "inbound" if inbound else "subscriber", name)
         return web.json_response(state.model_dump(mode="json"), status=202)
 
+    async def post_pause(request: web.Request) -> web.Response:
+        return await steer(request, inbound=False)
+
     async def post_inbound_pause(request: web.Request) -> web.Response:
-        name, paused = request.match_info["name"], request.match_info["action"] == "pause"
-        state = await view.set_inbound_paused(name, paused, by=request.get(TOKEN_NAME, "unknown"))
-        if state is None:
-            known = ", ".join(n.name for n in (await view.topology()).inbound) or "none"
-            raise ApiError(404, f"no inbound adapter named {name!r} (inbound adapters: {known})")
-        log.warning("audit: %s %s inbound %s", state.by, "paused" if paused else "resumed", name)
-        return web.json_response(state.model_dump(mode="json"), status=202)
+        return await steer(request, inbound=True)
 
     def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
         raw = request.query.get(name)

@@ -55,19 +55,24 @@ async def given(leased: LeasedInbound, held: bool) -> None:
     await leased._lease._assigned(_Consumer(), {TopicPartition(TOPIC, 0)} if held else set())  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def leased() -> LeasedInbound:
-    config = AdapterConfig(type="source", name="unit-lease")
-    inner = Source(config, Context(name="unit-lease", logger=logging.getLogger("adapters.source.unit-lease")))
+def leased_source(name: str, leases: LeasesConfig | None = None) -> LeasedInbound:
+    config = AdapterConfig(type="source", name=name)
+    inner = Source(config, Context(name=name, logger=logging.getLogger(f"adapters.source.{name}")))
     return LeasedInbound(
         inner,
         kafka=KafkaConfig(bootstrap="127.0.0.1:9"),
         bootstrap="127.0.0.1:9",
         topic=TOPIC,
-        group="p-lease-unit-lease",
+        group=f"p-lease-{name}",
         starts=BackgroundStarts(),
         supervisor=Supervisor(),
+        leases=leases,
     )
+
+
+@pytest.fixture
+def leased() -> LeasedInbound:
+    return leased_source("unit-lease")
 
 
 async def test_a_standby_that_is_given_the_source_takes_over_and_says_so(leased: LeasedInbound, caplog: pytest.LogCaptureFixture) -> None:
@@ -127,18 +132,9 @@ def test_the_hand_over_time_is_config_and_can_be_switched_off() -> None:
 
 
 async def test_a_source_that_is_never_handed_over_is_not_watched() -> None:
-    config = AdapterConfig(type="source", name="unit-lease-kept")
-    inner = Source(config, Context(name="unit-lease-kept", logger=logging.getLogger("adapters.source.unit-lease-kept")))
-    leased = LeasedInbound(
-        inner,
-        kafka=KafkaConfig(bootstrap="127.0.0.1:9"),
-        bootstrap="127.0.0.1:9",
-        topic=TOPIC,
-        group="p-lease-unit-lease-kept",
-        starts=BackgroundStarts(),
-        supervisor=Supervisor(),
-        leases=LeasesConfig.model_validate({"hand_over_after": None}),
-    )
+    leased = leased_source("unit-lease-kept", LeasesConfig.model_validate({"hand_over_after": None}))
+    inner = leased.inner
+    assert isinstance(inner, Source)
     await given(leased, True)
     assert inner.reading and leased._watcher is None
     await given(leased, False)
