@@ -4,6 +4,7 @@
     bus validate -c bus.yaml                                    check a config; no I/O
     bus health -c bus.yaml [--ready]                            is the hub of this config alive (ready)? exit 0 or 1
     bus status --hub URL [--watch S] [--json]                   a running hub's parts and their states (management API)
+    bus pause|resume subscriber|inbound NAME --hub URL          stop or restart a subscriber's deliveries or a source's reads
     bus adapters list                                           the adapter types installed
     bus adapters describe TYPE [--json-schema]                  one type's config fields (or JSON Schema)
     bus test -c bus.yaml tests.yaml                             route tests, no broker needed
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from bus.app import auth_commands, commands, kafka_commands
 from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME
+from bus.app.pause_commands import steer
 from bus.app.status import status
 from bus.errors import BusError, ConfigError
 from bus.logs import configure_logging
@@ -77,6 +79,23 @@ def _parser() -> argparse.ArgumentParser:
     shown.add_argument("--json", action="store_true", help="the API's answer as it is")
     shown.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
     shown.set_defaults(func=status)
+
+    for verb, text in (
+        ("pause", "stop delivering to a subscriber, or reading an inbound adapter's source, in every process of a running hub"),
+        ("resume", "deliver to a subscriber, or read an inbound adapter's source, again from where it stopped"),
+    ):
+        steered = sub.add_parser(verb, help=text)
+        steered.add_argument("kind", choices=["subscriber", "inbound"], help="a subscriber (outbound adapter) or an inbound adapter")
+        steered.add_argument("name", help="its name in the config")
+        steered.add_argument("--hub", required=True, help="the hub's ops address, e.g. http://127.0.0.1:9090")
+        steered.add_argument("--token-file", type=Path, help="a file holding a write token (default: $BUS_OPS_TOKEN)")
+        if verb == "pause":
+            steered.add_argument("--reason", help="why, shown with the pause in bus status and the console (one line)")
+        steered.add_argument(
+            "--wait", type=float, default=15.0, help="seconds to wait until the hub shows it obeyed (default 15; 0: do not wait)"
+        )
+        steered.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
+        steered.set_defaults(func=steer, steer_command=verb, reason=None)
 
     adapters = sub.add_parser("adapters", help="adapter catalogue")
     adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)

@@ -108,6 +108,7 @@ class Hub:
         self._lookup: RegistryClient | None = None  # fetches writer schemas of ids first seen in a value
         self.workers: list[DeliveryWorker] = []
         self.paused: dict[str, str] = {}  # subscriber -> who paused it (the control topic's word)
+        self.pause_notes: dict[str, tuple[str, str]] = {}  # a pause's control key -> (why, when), as the operator asked
         self.stranded: dict[str, dict[str, int]] = {}  # a subscriber no longer configured -> the work its topics hold
         self._stranded_task: asyncio.Task[None] | None = None
         self._control: ControlWatcher | None = None
@@ -266,6 +267,10 @@ class Hub:
 
     def _on_control(self, key: str, value: dict[str, Any] | None) -> None:
         """A control record (bus.runtime.control): pause or resume a subscriber or a source of this process."""
+        if value and value.get("paused"):  # what the topology shows with the pause (read by every process: any may serve the API)
+            self.pause_notes[key] = (str(value.get("reason") or "")[:500], str(value.get("at") or ""))
+        else:
+            self.pause_notes.pop(key, None)
         if key.startswith(PAUSE_INBOUND):
             if self._runs("inbound"):
                 self.source_pauses.record(key.removeprefix(PAUSE_INBOUND), value)

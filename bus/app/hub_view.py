@@ -94,6 +94,8 @@ class HubParts(Protocol):
     @property
     def source_pauses(self) -> SourcePauses: ...
     @property
+    def pause_notes(self) -> Mapping[str, tuple[str, str]]: ...
+    @property
     def bootstrap(self) -> str: ...
     @property
     def codec(self) -> Codec: ...
@@ -152,8 +154,10 @@ class HubView:
             adapter = running.get(config.name)
             state, detail = "running", ""
             paused_by = hub.source_pauses.paused_by(config.name) if adapter is not None else None
+            reason, paused_at = hub.pause_notes.get(f"{PAUSE_INBOUND}{config.name}", ("", None)) if paused_by else ("", None)
             if paused_by is not None:
-                state, detail = "paused", f"paused by {paused_by}: its source is not read until resumed"
+                why = f" ({reason})" if reason else ""
+                state, detail = "paused", f"paused by {paused_by}{why}: its source is not read until resumed"
             elif f"inbound {config.name}" in hub.starting:
                 state, detail = "starting", hub.starting[f"inbound {config.name}"]
             elif adapter is not None and not (health := await adapter.health()).ok:
@@ -167,6 +171,8 @@ class HubView:
                     state=state,
                     detail=detail,
                     paused_by=paused_by,
+                    paused_reason=reason or None,
+                    paused_at=paused_at,
                     schema=schema,
                     topic=hub.topics.canonical(schema) if schema else None,
                     progress=adapter.progress() if adapter is not None else {},
@@ -212,6 +218,7 @@ class HubView:
             return SubscriberDetail(**base, state="unhealthy", last_error="its delivery worker is not running", progress=progress)
         status = worker.status()
         state = status["state"]
+        reason, paused_at = hub.pause_notes.get(f"pause/{name}", ("", None)) if state == "paused" else ("", None)
         if adapter is not None and state == "healthy" and not (health := await adapter.health()).ok:
             state, status["last_error"] = "unhealthy", health.detail
         return SubscriberDetail(
@@ -223,6 +230,8 @@ class HubView:
             buffered=status.get("buffered", 0),
             last_error=status.get("last_error") or "",
             paused_by=status.get("paused_by"),
+            paused_reason=reason or None,
+            paused_at=paused_at,
             ledger=LedgerBalance(**worker.balance()),
             progress=progress,
         )
@@ -251,21 +260,21 @@ class HubView:
             sub.rate_in, sub.rate_out = rates.get(f"entered/{sub.name}"), rates.get(f"delivered/{sub.name}")
         return Topology(role=self._hub.role, inbound=inbound, routes=routes, subscribers=subscribers)
 
-    async def set_paused(self, name: str, paused: bool, by: str) -> PauseState | None:
+    async def set_paused(self, name: str, paused: bool, by: str, reason: str = "") -> PauseState | None:
         """Ask every replica to pause (or resume) subscriber ``name``: a control record, obeyed
         within a fetch by each process that delivers to it (``bus.runtime.control``)."""
         if not any(c.name == name for c in self._hub.loaded.outbound):
             return None
-        await self._ask(f"pause/{name}", {"paused": paused, "by": by})
-        return PauseState(subscriber=name, paused=paused, by=by)
+        await self._ask(f"pause/{name}", {"paused": paused, "by": by, "reason": reason})
+        return PauseState(subscriber=name, paused=paused, by=by, reason=reason)
 
-    async def set_inbound_paused(self, name: str, paused: bool, by: str) -> InboundPauseState | None:
+    async def set_inbound_paused(self, name: str, paused: bool, by: str, reason: str = "") -> InboundPauseState | None:
         """Ask every process of the inbound role to pause (or resume) inbound adapter ``name``
         (bus.app.source_pauses)."""
         if not any(c.name == name for c in self._hub.loaded.inbound):
             return None
-        await self._ask(f"{PAUSE_INBOUND}{name}", {"paused": paused, "by": by})
-        return InboundPauseState(inbound=name, paused=paused, by=by)
+        await self._ask(f"{PAUSE_INBOUND}{name}", {"paused": paused, "by": by, "reason": reason})
+        return InboundPauseState(inbound=name, paused=paused, by=by, reason=reason)
 
     async def _ask(self, key: str, value: dict[str, Any]) -> None:
         """Record what an operator asked on the control topic (every process obeys it)."""

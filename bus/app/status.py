@@ -58,7 +58,7 @@ def render(topology: dict[str, Any]) -> str:
             str(s["failing_events"]),
             str(s["held_keys"]),
             _rate(s.get("rate_out")),
-            (s.get("last_error") or "")[:80],
+            (s.get("paused_reason") or s.get("last_error") or "")[:80],
         ]
         for s in topology["subscribers"]
     ]
@@ -67,7 +67,7 @@ def render(topology: dict[str, Any]) -> str:
             f"role: {topology['role']}",
             _table(inbound, ["INBOUND", "TYPE", "STATE", "TOPIC", "DETAIL"]) if inbound else "no inbound adapters here",
             _table(routes, ["ROUTE", "FROM", "TO", "MATCHED", "EMITTED", "DROPPED", "FAILED", "IN/S", "OUT/S"]) if routes else "no routes",
-            _table(subscribers, ["SUBSCRIBER", "TYPE", "STATE", "FAILING", "HELD KEYS", "DELIVERED/S", "LAST ERROR"])
+            _table(subscribers, ["SUBSCRIBER", "TYPE", "STATE", "FAILING", "HELD KEYS", "DELIVERED/S", "LAST ERROR OR WHY PAUSED"])
             if subscribers
             else "no subscribers",
         ]

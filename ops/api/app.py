@@ -35,6 +35,7 @@ from ops.api.models import (
     EventSearch,
     InboundPauseState,
     MigrationRuns,
+    PauseRequest,
     PauseState,
     Problem,
     ReconcileBalance,
@@ -64,9 +65,9 @@ class HubView(Protocol):
 
     def asyncapi(self) -> dict[str, Any]: ...
 
-    async def set_paused(self, name: str, paused: bool, by: str) -> PauseState | None: ...
+    async def set_paused(self, name: str, paused: bool, by: str, reason: str = "") -> PauseState | None: ...
 
-    async def set_inbound_paused(self, name: str, paused: bool, by: str) -> InboundPauseState | None: ...
+    async def set_inbound_paused(self, name: str, paused: bool, by: str, reason: str = "") -> InboundPauseState | None: ...
 
     async def dead_letters(self, where: DeadLetterAction, *, offset: int, limit: int) -> DeadLetterPage: ...
 
@@ -171,17 +172,35 @@ def api_app(view: HubView) -> web.Application:
     app.router.add_get("/subscribers", get_subscribers)
     app.router.add_get("/subscribers/{name}", get_subscriber)
 
+    async def pause_request(request: web.Request) -> PauseRequest:
+        """The optional body of a pause or resume: ``{"reason": "..."}``."""
+        raw = await request.read() if request.can_read_body else b""
+        if not raw.strip():
+            return PauseRequest()
+        try:
+            return PauseRequest.model_validate(parse_json(raw))
+        except ValueError as exc:  # JSON that does not parse, and pydantic's ValidationError (a ValueError)
+            raise ApiError(400, f'send nothing, or a JSON object {{"reason": "..."}}: {exc}') from None
+
     async def steer(request: web.Request, inbound: bool) -> web.Response:
         """Pause or resume a subscriber, or an inbound adapter (``inbound``): 202 once recorded."""
         name, paused = request.match_info["name"], request.match_info["action"] == "pause"
         by = request.get(TOKEN_NAME, "unknown")
-        state = await (view.set_inbound_paused if inbound else view.set_paused)(name, paused, by=by)
+        reason = (await pause_request(request)).reason
+        state = await (view.set_inbound_paused if inbound else view.set_paused)(name, paused, by=by, reason=reason)
         what = "inbound adapter" if inbound else "subscriber"
         if state is None:
             topology = await view.topology()
             known = ", ".join(n.name for n in (topology.inbound if inbound else topology.subscribers)) or "none"
             raise ApiError(404, f"no {what} named {name!r} ({what}s: {known})")
-        log.warning("audit: %s %s %s %s", by, "paused" if paused else "resumed", "inbound" if inbound else "subscriber", name)
+        log.warning(
+            "audit: %s %s %s %s%s",
+            by,
+            "paused" if paused else "resumed",
+            "inbound" if inbound else "subscriber",
+            name,
+            f" ({REDACTOR.redact(reason)})" if reason else "",
+        )
         return web.json_response(state.model_dump(mode="json"), status=202)
 
     async def post_pause(request: web.Request) -> web.Response:

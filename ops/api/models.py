@@ -16,6 +16,7 @@ __all__ = [
     "LedgerBalance",
     "MigrationRun",
     "MigrationRuns",
+    "PauseRequest",
     "PauseState",
     "Problem",
     "ReconcileBalance",
@@ -29,7 +30,9 @@ __all__ = [
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_MAX_REASON = 500  # characters: a sentence and a ticket link, not a document
 
 
 class _Out(BaseModel):
@@ -55,6 +58,8 @@ class InboundNode(_Out):
         "operator (POST /inbound/{name}/pause): its source is not read, a webhook answers 503, until resumed."
     )
     paused_by: str | None = Field(default=None, description="Who paused it (a token's name), while paused.")
+    paused_reason: str | None = Field(default=None, description="Why, as the operator who paused it said (null if they said nothing).")
+    paused_at: str | None = Field(default=None, description="When it was paused (RFC 3339), while paused.")
     detail: str = Field(default="", description="Why it is not running, secrets masked.")
     schema_: str | None = Field(default=None, alias="schema", description="The canonical schema it emits.")
     topic: str | None = Field(default=None, description="The canonical topic it publishes to.")
@@ -103,6 +108,8 @@ class SubscriberNode(_Out):
         "the outbound role."
     )
     paused_by: str | None = Field(default=None, description="Who paused it (a token's name), while paused.")
+    paused_reason: str | None = Field(default=None, description="Why, as the operator who paused it said (null if they said nothing).")
+    paused_at: str | None = Field(default=None, description="When it was paused (RFC 3339), while paused.")
     since: str | None = Field(default=None, description="When it entered this state (RFC 3339).")
     failing_events: int = 0
     held_keys: int = Field(default=0, description="Keys whose events wait in memory behind an earlier one.")
@@ -129,12 +136,31 @@ class SubscriberDetail(SubscriberNode):
     progress: dict[str, int | str] = Field(default_factory=dict, description="What its adapter has done since it started.")
 
 
+class PauseRequest(_Out):
+    """The optional body of a pause: why, for whoever looks next (a resume takes none)."""
+
+    reason: str = Field(
+        default="",
+        max_length=_MAX_REASON,
+        description="Why it is paused (a maintenance window, a ticket): shown with the pause in the topology, `bus status` and "
+        "the console, and in the audit line.",
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _one_line(cls, reason: str) -> str:
+        if any(ch < " " or "\x7f" <= ch < "\xa0" for ch in reason):
+            raise ValueError("a reason is one line of text: no control characters (line breaks, tabs, escapes)")
+        return reason.strip()
+
+
 class PauseState(_Out):
     """What was asked: every replica delivering to the subscriber obeys within seconds."""
 
     subscriber: str
     paused: bool
     by: str = Field(description="The token's name: who asked.")
+    reason: str = Field(default="", description="Why, as given with the pause.")
 
 
 class InboundPauseState(_Out):
@@ -143,6 +169,7 @@ class InboundPauseState(_Out):
     inbound: str
     paused: bool
     by: str = Field(description="The token's name: who asked.")
+    reason: str = Field(default="", description="Why, as given with the pause.")
 
 
 class Topology(_Out):

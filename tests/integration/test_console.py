@@ -342,9 +342,17 @@ async def test_a_source_is_paused_and_resumed_from_its_page(tmp_path: Path, boot
             await source.focus()
             await page.keyboard.press("Enter")  # keyboard: the node is a link
             await expect(page.get_by_role("heading", name="Inbound in")).to_be_visible()
+            reason = page.get_by_label("Reason (optional)")
+            await reason.fill("partner resends old orders, OPS-42")
+            await page.wait_for_timeout(3_000)  # the page redraws every 2 s (POLL_MS): what was typed stays
+            await expect(reason).to_have_value("partner resends old orders, OPS-42")
             await page.get_by_role("button", name="Pause reading").click()
             await expect(page.locator("#status")).to_contain_text("Paused in")
-            await expect(page.locator("#inbound-detail")).to_contain_text("paused by admin", timeout=10_000)
+            await expect(page.locator("#inbound-detail")).to_contain_text(
+                "paused by admin (partner resends old orders, OPS-42)", timeout=10_000
+            )
+            await expect(page.locator("#paused-by")).to_contain_text("admin at 20")
+            await expect(page.locator("#paused-by")).to_contain_text(": partner resends old orders, OPS-42")
             await shot(page, "inbound-paused")
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}") as web:
                 refused = await web.post("/in", json={"id": "p1", "key": "k", "seq": 1})

@@ -71,6 +71,8 @@ async def test_the_api_shows_a_failing_subscriber_and_refuses_what_it_should(
                     "type": "http_webhook",
                     "state": "running",
                     "paused_by": None,
+                    "paused_reason": None,
+                    "paused_at": None,
                     "detail": "",
                     "schema": "Payment",
                     "topic": hub.topics.canonical("Payment"),
@@ -162,6 +164,8 @@ async def test_a_pause_stops_both_outbound_replicas_within_seconds_and_a_resume_
 ) -> None:
     target = await Target().start()
     path = write_config(tmp_path / "bus.yaml", config(bootstrap, target, target))
+    write_token = tmp_path / "token"
+    write_token.write_text(WRITE + "\n")
     try:
         async with (
             build_hub(path, role="inbound") as edge,
@@ -177,8 +181,9 @@ async def test_a_pause_stops_both_outbound_replicas_within_seconds_and_a_resume_
             refused = await api.post("/subscribers/erp/pause", headers=viewer)
             assert refused.status_code == 403 and refused.json()["detail"] == "token 'viewer' may only read"
             assert (await api.post("/subscribers/nope/pause", headers=admin)).status_code == 404
-            asked = await api.post("/subscribers/erp/pause", headers=admin)
-            assert asked.status_code == 202 and asked.json() == {"subscriber": "erp", "paused": True, "by": "admin"}
+            asked = await api.post("/subscribers/erp/pause", headers=admin, json={"reason": "ERP upgrade until 14:00"})
+            assert asked.status_code == 202, asked.text
+            assert asked.json() == {"subscriber": "erp", "paused": True, "by": "admin", "reason": "ERP upgrade until 14:00"}
 
             started = asyncio.get_running_loop().time()
             while not all(w.health.state == "paused" for hub in (first, second) for w in hub.workers if w.name == "erp"):
@@ -187,13 +192,20 @@ async def test_a_pause_stops_both_outbound_replicas_within_seconds_and_a_resume_
             print(f"both replicas paused {asyncio.get_running_loop().time() - started:.2f}s after the request")
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{first.ops.port}/api/v1", headers=viewer) as replica:
                 shown = (await replica.get("/subscribers/erp")).json()
-                assert (shown["state"], shown["paused_by"]) == ("paused", "admin")
+                assert (shown["state"], shown["paused_by"], shown["paused_reason"]) == ("paused", "admin", "ERP upgrade until 14:00")
+                assert shown["paused_at"], shown
 
             await post_all(edge, [{"id": f"b{i}", "key": f"k{i}", "seq": i} for i in range(30)])
             await target.wait_for(lambda: len([c for c in target.accepted if c.path == "/crm"]) == 60, timeout=60)
             assert len([c for c in target.accepted if c.path == "/erp"]) == 30  # crm flows on; erp's events wait in Kafka
 
-            assert (await api.post("/subscribers/erp/resume", headers=admin)).status_code == 202
+            # The CLI against the inbound process: it records the resume, and says it cannot watch outbound replicas from there.
+            capsys.readouterr()
+            steered = await asyncio.to_thread(
+                main, ["resume", "subscriber", "erp", "--hub", f"http://127.0.0.1:{edge.ops.port}", "--token-file", str(write_token)]
+            )
+            said = capsys.readouterr().out
+            assert steered == 0 and "resume subscriber erp" in said and "runs the inbound role" in said, said
             await target.wait_for(lambda: len([c for c in target.accepted if c.path == "/erp"]) >= 60, timeout=60)
             erp = [c.headers["Idempotency-Key"] for c in target.accepted if c.path == "/erp"]
             assert sorted(erp) == sorted([f"a{i}" for i in range(30)] + [f"b{i}" for i in range(30)])  # each once

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bus.app.cli import main
 from bus.app.hub import Hub
 from bus.app.leased_inbound import LeasedInbound
+from bus.event import now_rfc3339
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.integration.test_leases import poll_config, started
@@ -103,11 +104,21 @@ async def test_a_paused_webhook_and_queue_take_nothing_and_a_resume_loses_nothin
                 assert refused.status_code == 403, refused.text
             missing = await admin.post("/inbound/nope/pause")
             assert missing.status_code == 404 and "hooks, orders" in missing.json()["detail"], missing.text
-            for name in ("hooks", "orders"):
-                asked = await admin.post(f"/inbound/{name}/pause")
-                assert asked.status_code == 202 and asked.json() == {"inbound": name, "paused": True, "by": "admin"}
-            await until_state(hub, "hooks", "paused")
-            await until_state(hub, "orders", "paused")
+            for bad in (b'{"reason": "line one\\nline two"}', b'{"reason": "' + b"x" * 501 + b'"}', b'{"why": "x"}', b"not json", b"[1]"):
+                refused = await admin.post("/inbound/hooks/pause", content=bad, headers={"Content-Type": "application/json"})
+                assert refused.status_code == 400 and "reason" in refused.json()["detail"], (bad, refused.text)
+            assert (await node(hub, "hooks"))["state"] == "running", "a refused request asks nothing"
+            asked = await admin.post("/inbound/hooks/pause")  # no body: a pause without a reason
+            assert asked.status_code == 202 and asked.json() == {"inbound": "hooks", "paused": True, "by": "admin", "reason": ""}
+            # The CLI asks the same, with a reason, and waits until the hub shows it obeyed.
+            monkeypatch.setenv("BUS_OPS_TOKEN", WRITE)
+            hub_url = f"http://127.0.0.1:{hub.ops.port}"
+            capsys.readouterr()
+            why = "partner sends duplicates, ticket OPS-42"
+            assert await asyncio.to_thread(main, ["pause", "inbound", "orders", "--hub", hub_url, "--reason", why]) == 0
+            said = capsys.readouterr().out
+            assert f"pause inbound orders ({why})" in said and "orders: paused (by admin)" in said, said
+            assert (await node(hub, "hooks"))["state"] == "paused"
 
             answer = await web.post("/hooks", json={"id": "w2", "seq": 2})
             assert answer.status_code == 503 and answer.headers["Retry-After"], (answer.status_code, answer.text)
@@ -115,7 +126,9 @@ async def test_a_paused_webhook_and_queue_take_nothing_and_a_resume_loses_nothin
             await asyncio.sleep(2)  # a queue consumer would have taken them by now
             assert set(await ids(hub, "Payment")) == {"w1", "q1"}, "nothing taken while paused"
             shown = await node(hub, "orders")
-            assert shown["paused_by"] == "admin" and "paused by admin" in shown["detail"], shown
+            assert shown["paused_by"] == "admin" and f"paused by admin ({why})" in shown["detail"], shown
+            assert shown["paused_reason"] == why and shown["paused_at"] <= now_rfc3339(), shown
+            assert (await node(hub, "hooks"))["paused_reason"] is None
             assert await paused_metric(hub, "orders") == 1.0
             # Paused on purpose: the pod stays ready (a webhook's Service keeps it), and `bus status` says it.
             assert all((await hub.readiness()).values()), await hub.readiness()
@@ -130,11 +143,18 @@ async def test_a_paused_webhook_and_queue_take_nothing_and_a_resume_loses_nothin
             assert set(await ids(hub, "Payment")) == {"w1", "q1"}, "nothing taken by a process started while paused"
             monkeypatch.setenv("BUS_OPS_TOKEN", READ)
             capsys.readouterr()
-            assert await asyncio.to_thread(main, ["status", "--hub", f"http://127.0.0.1:{hub.ops.port}"]) == 1
-            assert "paused by admin" in capsys.readouterr().out
+            assert await asyncio.to_thread(main, ["status", "--hub", hub_url]) == 1
+            assert f"paused by admin ({why})" in capsys.readouterr().out
+            # A read token may not steer: said, exit 2, nothing asked.
+            assert await asyncio.to_thread(main, ["resume", "inbound", "orders", "--hub", hub_url]) == 2
+            assert "403" in capsys.readouterr().err
+            assert (await node(hub, "orders"))["state"] == "paused"
 
-            for name in ("hooks", "orders"):
-                assert (await admin.post(f"/inbound/{name}/resume")).status_code == 202
+            monkeypatch.setenv("BUS_OPS_TOKEN", WRITE)
+            assert await asyncio.to_thread(main, ["resume", "inbound", "orders", "--hub", hub_url]) == 0
+            assert "orders: running" in capsys.readouterr().out
+            assert (await node(hub, "orders"))["paused_reason"] is None
+            assert (await admin.post("/inbound/hooks/resume")).status_code == 202
             await until_state(hub, "hooks", "running")
             assert (await web.post("/hooks", json={"id": "w2", "seq": 2})).status_code == 202  # the sender's retry
             seen = await until_ids(hub, {"w1", "w2", "q1", "q2", "q3"})

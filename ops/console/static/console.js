@@ -85,6 +85,18 @@ const STATE_CLASS = {
 };
 const stateClass = (state) => STATE_CLASS[state] || "warn";
 const badge = (state, text) => h("span", { class: `badge s-${stateClass(state)}` }, text || state.replaceAll("_", " "));
+// Who paused it, when, and why (the reason the operator gave), in one line.
+const pausedText = (n) => n.paused_by
+  ? [`${n.paused_by}`, n.paused_at ? ` at ${n.paused_at}` : "", n.paused_reason ? `: ${n.paused_reason}` : ""].join("")
+  : "–";
+// The reason typed for a pause is kept across the page's redraws (the page redraws every few seconds).
+function reasonField(kept) {
+  return h("label", {}, "Reason (optional) ",
+    h("input", { id: "pause-reason", type: "text", maxlength: 500, value: kept.text,
+      placeholder: "e.g. ERP maintenance until 14:00, ticket OPS-123",
+      oninput: (e) => { kept.text = e.target.value; } }));
+}
+const typing = () => document.activeElement?.id === "pause-reason";
 const needsAttention = (s) => !["healthy", "not_running_here"].includes(s.state) || (lettersByName && lettersByName[s.name] > 0);
 
 // -- sign in -----------------------------------------------------------------------------------
@@ -237,6 +249,7 @@ async function showTopology() {
 // -- one inbound adapter -----------------------------------------------------------------------
 async function showInbound(name) {
   const gen = generation;
+  const reason = { text: "" };
   const draw = async () => {
     const topology = await api("/topology");
     if (gen !== generation) return;
@@ -255,31 +268,34 @@ async function showInbound(name) {
           h("tr", {}, h("th", { scope: "row" }, "Schema"), h("td", {}, n.schema || "–")),
           h("tr", {}, h("th", { scope: "row" }, "Topic"), h("td", {}, n.topic || "–")),
           h("tr", {}, h("th", { scope: "row" }, "Events per second"), h("td", {}, perSecond(n.rate))),
-          h("tr", {}, h("th", { scope: "row" }, "Paused by"), h("td", {}, n.paused_by || "–")),
+          h("tr", {}, h("th", { scope: "row" }, "Paused by"), h("td", { id: "paused-by" }, pausedText(n))),
           h("tr", {}, h("th", { scope: "row" }, "State"), h("td", { id: "inbound-detail" }, n.detail || n.state)),
           h("tr", {}, h("th", { scope: "row" }, "Needs"), h("td", {}, n.attention || "–")),
           progress.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k.replaceAll("_", " ")), h("td", {}, String(v)))))),
       h("div", { class: "actions" },
         n.state === "paused"
           ? h("button", { id: "resume", type: "button", onclick: () => steer("resume") }, "Resume reading")
-          : h("button", { id: "pause", type: "button", onclick: () => steer("pause") }, "Pause reading")),
+          : [reasonField(reason), h("button", { id: "pause", type: "button", onclick: () => steer("pause") }, "Pause reading")]),
       h("p", {}, "A pause stops reading the source in every hub process within seconds: records, changes and messages wait at ",
         "the source, a webhook answers 503 so its sender retries later. A resume reads on from where it stopped."),
     );
   };
   const steer = async (action) => {
-    const done = await api(`/inbound/${encodeURIComponent(name)}/${action}`, { method: "POST" });
+    const body = action === "pause" && reason.text.trim() ? { reason: reason.text.trim() } : undefined;
+    const done = await api(`/inbound/${encodeURIComponent(name)}/${action}`, { method: "POST", body });
+    reason.text = "";
     say(`${done.paused ? "Paused" : "Resumed"} ${name}: every inbound process obeys within seconds.`);
     await draw();
   };
   await draw();
   if (gen !== generation) return;
-  every(POLL_MS, () => draw().catch(failed));
+  every(POLL_MS, () => { if (!typing()) draw().catch(failed); });
 }
 
 // -- one subscriber ----------------------------------------------------------------------------
 async function showSubscriber(name) {
   const gen = generation;
+  const reason = { text: "" };
   let confirming = null; // {action, where, matched}
   let leftOut = []; // letters the last replay left out: a later event of their key came after them
   const draw = async () => {
@@ -334,12 +350,12 @@ async function showSubscriber(name) {
           h("tr", {}, h("th", { scope: "row" }, "Type"), h("td", {}, sub.type)),
           h("tr", {}, h("th", { scope: "row" }, "Routes"), h("td", {}, sub.routes.join(", ") || "none")),
           h("tr", {}, h("th", { scope: "row" }, "Since"), h("td", {}, sub.since || "–")),
-          h("tr", {}, h("th", { scope: "row" }, "Paused by"), h("td", {}, sub.paused_by || "–")),
+          h("tr", {}, h("th", { scope: "row" }, "Paused by"), h("td", { id: "paused-by" }, pausedText(sub))),
           h("tr", {}, h("th", { scope: "row" }, "Last error"), h("td", { id: "last-error" }, sub.last_error || "–")))),
       h("div", { class: "actions" },
         sub.state === "paused"
           ? h("button", { id: "resume", type: "button", onclick: () => steer("resume") }, "Resume deliveries")
-          : h("button", { id: "pause", type: "button", onclick: () => steer("pause") }, "Pause deliveries")),
+          : [reasonField(reason), h("button", { id: "pause", type: "button", onclick: () => steer("pause") }, "Pause deliveries")]),
       h("h3", {}, `Open dead letters (${page.total})`),
       h("div", { class: "actions" },
         h("button", { id: "replay-all", type: "button", disabled: page.total === 0, onclick: () => ask("replay", { all: true }) },
@@ -369,13 +385,15 @@ async function showSubscriber(name) {
     );
   };
   const steer = async (action) => {
-    const done = await api(`/subscribers/${encodeURIComponent(name)}/${action}`, { method: "POST" });
+    const body = action === "pause" && reason.text.trim() ? { reason: reason.text.trim() } : undefined;
+    const done = await api(`/subscribers/${encodeURIComponent(name)}/${action}`, { method: "POST", body });
+    reason.text = "";
     say(`${done.paused ? "Paused" : "Resumed"} ${name}: every replica obeys within seconds.`);
     await draw();
   };
   await draw();
   if (gen !== generation) return;
-  every(POLL_MS * 2, () => { if (!main.querySelector(".confirm")) draw().catch(failed); });
+  every(POLL_MS * 2, () => { if (!main.querySelector(".confirm") && !typing()) draw().catch(failed); });
 }
 
 // -- events ------------------------------------------------------------------------------------
