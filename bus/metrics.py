@@ -122,7 +122,8 @@ INBOUND_PAUSED = Gauge(
 STRANDED_EVENTS = Gauge(
     "bus_stranded_events",
     "Work left on the topics of a subscriber no longer in the config (removed or renamed), as found at this process's "
-    "start: undelivered (events past its delivery group's committed offsets) and dead_letters (open ones). Nothing reads them.",
+    "start: undelivered (events past its delivery group's committed offsets) and dead_letters (open ones); _in.NAME: an inbound "
+    "adapter no longer in the config, its open inbound dead letters. Nothing reads them.",
     ["subscriber", "kind"],
 )
 SUBSCRIBER_STATE = Gauge(

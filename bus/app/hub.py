@@ -183,9 +183,6 @@ class Hub:
             self.workers += [worker for worker in started if isinstance(worker, DeliveryWorker)]  # stopped by stop() if one failed
             if failed := next((error for error in started if isinstance(error, BaseException)), None):
                 raise failed
-            # Work left on the topics of a subscriber taken out of the config: looked for once, in the background.
-            configured = {c.name for c in self.loaded.outbound}
-            self._stranded_task = asyncio.create_task(self._look_for_stranded(configured), name="stranded")
         if self._runs("router"):
             producer = self._producer
             tables = self._router_tables = TableStore(self.config.tables, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics)
@@ -206,6 +203,11 @@ class Hub:
             within = _LEASE_ANSWER_S + kafka.session_timeout_ms / 1000
             await asyncio.gather(*(a.decided(within) for a in self.inbound if isinstance(a, LeasedInbound)))
             await self.web.start()
+        if self._runs("outbound") or self._runs("inbound"):
+            # Work left on the topics of a subscriber, or an inbound adapter, taken out of the config: looked for once, in the background.
+            subscribers = {c.name for c in self.loaded.outbound} if self._runs("outbound") else None
+            inbound = {c.name for c in self.loaded.inbound} if self._runs("inbound") else None
+            self._stranded_task = asyncio.create_task(self._look_for_stranded(subscribers, inbound), name="stranded")
 
     def _leased(self, adapter: Inbound[Any]) -> LeasedInbound:
         """A source one process reads at a time: run where its lease is held, stand by elsewhere."""
@@ -257,9 +259,9 @@ class Hub:
     def producer(self) -> AIOKafkaProducer | None:
         return self._producer
 
-    async def _look_for_stranded(self, configured: set[str]) -> None:
+    async def _look_for_stranded(self, subscribers: set[str] | None, inbound: set[str] | None) -> None:
         try:
-            found = await report_stranded(self.config.kafka, self.bootstrap, self.topics, configured)
+            found = await report_stranded(self.config.kafka, self.bootstrap, self.topics, subscribers, inbound)
         except Exception as exc:  # noqa: BLE001 - a look that failed must not touch the hub; it is said
             log.warning("could not look for subscribers taken out of the config that left work behind: %r", exc)
             return

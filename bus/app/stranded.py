@@ -12,6 +12,10 @@ sets ``bus_stranded_events{subscriber, kind}`` and shows it in ``/readyz``'s det
 "Not delivered" is counted as the events past the delivery group's committed offsets (the end
 of each partition minus its committed offset): what no worker settled and committed. A removed
 subscriber whose backlog was delivered, and whose dead letters were handled, is said at INFO.
+
+An inbound adapter taken out of the config leaves its inbound dead letters (``<prefix>.dlq._in.NAME``:
+the raw messages it could not turn into events) the same way, and ``bus dlq`` lists only configured
+names: each process of the inbound role looks for those too, named ``_in.NAME`` as ``bus dlq`` names them.
 """
 
 from __future__ import annotations
@@ -45,19 +49,30 @@ class Stranded:
         return bool(self.undelivered or self.dead_letters)
 
 
-async def find_stranded(kafka: KafkaConfig, bootstrap: str, topics: TopicNames, configured: set[str]) -> list[Stranded]:
-    """Each subscriber of this prefix that has a delivery topic and is not in ``configured``."""
+async def find_stranded(
+    kafka: KafkaConfig, bootstrap: str, topics: TopicNames, configured: set[str] | None, inbound: set[str] | None = None
+) -> list[Stranded]:
+    """Each subscriber of this prefix that has a delivery topic and is not in ``configured``, and
+    each inbound adapter that has an inbound dead-letter topic and is not in ``inbound`` (as
+    ``_in.NAME``). None: not looked for (a process that does not run that role)."""
     admin = make_admin(kafka, bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
     finally:
         await admin.close()
-    start = topics.delivery("")
-    removed = sorted({name.removeprefix(start) for name in existing if name.startswith(start)} - configured)
     found = []
     reconciler, ends, letters = Reconciler(kafka, bootstrap, topics), Watermarks(kafka, bootstrap), DeadLetters(kafka, bootstrap, topics)
     try:
+        if inbound is not None:
+            start = topics.inbound_dead_letter("")
+            for adapter in sorted({name.removeprefix(start) for name in existing if name.startswith(start)} - inbound):
+                dead = sum([len(batch) async for batch in letters.scan([f"_in.{adapter}"], Filter())])
+                found.append(Stranded(f"_in.{adapter}", 0, dead))
+        start = topics.delivery("")
+        removed = (
+            sorted({name.removeprefix(start) for name in existing if name.startswith(start)} - configured) if configured is not None else []
+        )
         for name in removed:
             committed = await reconciler.committed(name)
             partitions = {TopicPartition(topics.delivery(name), p) for p in committed}
@@ -72,12 +87,30 @@ async def find_stranded(kafka: KafkaConfig, bootstrap: str, topics: TopicNames, 
     return found
 
 
-async def report_stranded(kafka: KafkaConfig, bootstrap: str, topics: TopicNames, configured: set[str]) -> list[Stranded]:
+async def report_stranded(
+    kafka: KafkaConfig, bootstrap: str, topics: TopicNames, configured: set[str] | None, inbound: set[str] | None = None
+) -> list[Stranded]:
     """``find_stranded``, said: a WARNING and the gauge for each one that holds work."""
-    found = await find_stranded(kafka, bootstrap, topics, configured)
+    found = await find_stranded(kafka, bootstrap, topics, configured, inbound)
     for item in found:
-        STRANDED_EVENTS.labels(item.subscriber, "undelivered").set(item.undelivered)
         STRANDED_EVENTS.labels(item.subscriber, "dead_letters").set(item.dead_letters)
+        if item.subscriber.startswith("_in."):
+            adapter = item.subscriber.removeprefix("_in.")
+            if item.dead_letters:
+                log.warning(
+                    "inbound adapter %s is no longer in the config, but %s holds %d open dead letter(s): messages it could not "
+                    "read, kept raw, that nothing lists now (bus dlq takes configured names). Put it back in the config to list "
+                    "and purge them (bus dlq list --subscriber _in.%s) or read that topic; fix them at their source and send "
+                    "them again; once they are done with, delete the topic",
+                    adapter,
+                    topics.inbound_dead_letter(adapter),
+                    item.dead_letters,
+                    adapter,
+                )
+            else:
+                log.info("inbound adapter %s is no longer in the config; its inbound dead letters are all handled", adapter)
+            continue
+        STRANDED_EVENTS.labels(item.subscriber, "undelivered").set(item.undelivered)
         if not item.holds_work:
             log.info("subscriber %s is no longer in the config; its topics hold nothing left to deliver", item.subscriber)
             continue
