@@ -101,6 +101,7 @@ __all__ = [
     "paths_of",
     "redact",
     "stop_in_order",
+    "stop_kafka_consumer",
     "target_json",
     "text_cell",
     "text_codec",
@@ -161,6 +162,7 @@ from bus.jsontext import dumps as json_dumps
 from bus.jsontext import text_cell
 from bus.jsontext import to_target as target_json
 from bus.kafka.clients import make_consumer, make_producer
+from bus.kafka.clients import stop_consumer as stop_kafka_consumer  # its stop, without aiokafka#647's stray CancelledError
 from bus.logs import REDACTOR
 from bus.mapping import Emitter
 from bus.migrate.canonical import canonical as comparable  # a value as bus migrate compares it

@@ -31,6 +31,7 @@ from bus.adapter_api import (
     finish_task,
     kafka_consumer,
     parse_json,
+    stop_kafka_consumer,
 )
 
 
@@ -72,8 +73,11 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
         try:
             await consumer.start()
         except KafkaError as exc:
-            await consumer.stop()
+            await stop_kafka_consumer(consumer)
             raise RetryableError(f"kafka {self.config.name}: cannot reach {self.config.bootstrap}: {exc!r}") from exc
+        except BaseException:  # a start cancelled while it joins (a hub stopping): its consumer is closed, not left open
+            await stop_kafka_consumer(consumer)
+            raise
         self._consumer = consumer
         self._stopping.clear()
         self._task = self.ctx.spawn(self._consume(), name=f"kafka-bridge:{self.config.name}")
@@ -85,7 +89,7 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
             await finish_task(task, within=10)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            await stop_kafka_consumer(consumer)
         if self._avro is not None:
             await self._avro.close()
 

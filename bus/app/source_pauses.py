@@ -27,6 +27,7 @@ from bus.metrics import INBOUND_PAUSED
 from bus.runtime.supervisor import Supervisor
 
 log = logging.getLogger("bus.app.source_pauses")
+_FINISH_AT_STOP_S = 10.0
 PAUSE_INBOUND = "pause-inbound/"  # a subscriber's pause is ``pause/NAME``: an inbound and a subscriber may share a name
 
 
@@ -37,6 +38,9 @@ class SourcePauses:
         self._supervisor = supervisor
         self._adapters: dict[str, Inbound[Any]] = {}
         self._stopped_here: set[str] = set()  # adapters (not leased) this process stopped for a pause
+        # What this process has done, as shown (the topology, /readyz): an adapter reads paused once its stop is over,
+        # and running once its start is, not while either is under way (a webhook's route, a queue's consumer).
+        self._obeyed: dict[str, str] = {}
         self._lock = asyncio.Lock()  # one change at a time, in the order asked (the lock is first come, first served)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -66,24 +70,27 @@ class SourcePauses:
             if isinstance(adapter, LeasedInbound):
                 if by is not None:
                     await adapter.pause(by)  # before it joins: if the lease comes here, the source is not read
+                    self._obeyed[name] = by
                 await self._starts.start(adapter, f"inbound {name}")
             elif by is None:
                 await self._starts.start(adapter, f"inbound {name}")
             else:
                 self._stopped_here.add(name)
                 await adapter.hold()
+                self._obeyed[name] = by
 
     def paused_by(self, name: str) -> str | None:
-        """Who paused it, once this process obeys (None while it runs)."""
-        adapter = self._adapters.get(name)
-        if isinstance(adapter, LeasedInbound):
-            return adapter.paused_by
-        return self.asked.get(name) if name in self._stopped_here else None
+        """Who paused it, once this process has obeyed (its stop over); None once a resume has
+        started it again (or while it runs)."""
+        return self._obeyed.get(name)
 
     async def _apply(self, name: str) -> None:
+        by = None
         try:
             async with self._lock:
-                adapter, by = self._adapters[name], self.asked.get(name)
+                adapter, by = self._adapters.get(name), self.asked.get(name)
+                if adapter is None:  # the hub is stopping
+                    return
                 if isinstance(adapter, LeasedInbound):
                     if by == adapter.paused_by:
                         return
@@ -98,6 +105,10 @@ class SourcePauses:
                     await self._starts.start(adapter, f"inbound {name}")  # a system down now is tried in the background
                 else:
                     return
+                if by is None:
+                    self._obeyed.pop(name, None)
+                else:
+                    self._obeyed[name] = by
                 INBOUND_PAUSED.labels(name).set(0 if by is None else 1)
                 if by is not None:
                     log.warning("inbound %s paused by %s: its source is not read until resumed", name, by)
@@ -105,12 +116,21 @@ class SourcePauses:
                     log.warning("inbound %s resumed: its source is read again", name)
         except Exception:  # a start that fails for good: said here and in /readyz (BackgroundStarts)
             log.exception("inbound %s: obeying a pause or resume failed", name)
-            self._starts.why.setdefault(f"inbound {name}", "failed to resume (see the log)")
+            if by is None:
+                self._obeyed.pop(name, None)
+                self._starts.why.setdefault(f"inbound {name}", "failed to resume (see the log)")
+            else:
+                self._obeyed[name] = by  # taken for stopped, as a resume will take it: what is left of it is not read
 
     async def close(self) -> None:
+        """At the hub's stop: a pause or resume under way ends first (for a while), so no adapter is
+        left half started or half stopped for the hub's stop of it; one that takes longer is cancelled."""
+        self._adapters = {}  # records read from now on start nothing
         tasks, self._tasks = set(self._tasks), set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._adapters.clear()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=_FINISH_AT_STOP_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         self._stopped_here.clear()
+        self._obeyed.clear()

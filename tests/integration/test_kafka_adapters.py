@@ -6,17 +6,23 @@ and events published out as JSON and as Avro that a plain fastavro reader decode
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
+import logging
 import struct
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaProducer
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from adapters.kafka.config import KafkaInboundConfig
+from adapters.kafka.inbound import KafkaInbound
+from bus.adapter_api import Context
 from bus.app.hub import Hub
 from bus.config.models import KafkaConfig
 from bus.kafka.clients import make_admin
@@ -333,3 +339,39 @@ async def test_json_in_confluents_wire_format_is_read_and_avro_in_it_is_parked_s
         [parked] = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("crm"))
         said = dict(parked.headers)["bus_error"].decode()
         assert said.startswith("value is not JSON after a Confluent wire-format header (schema id 42: Avro needs format: avro)"), said
+
+
+async def test_a_start_cancelled_while_it_joins_its_group_leaves_no_consumer_open(bootstrap: str) -> None:
+    """A hub that stops while a bridge's resume (or a restart) is still joining the source's group
+    cancels that start: its consumer is closed, not left open. An open one warns when it is collected,
+    which pytest here turns into a failure."""
+    topic = f"cancelled-{unique_prefix()}"
+    admin = make_admin(KafkaConfig(bootstrap=bootstrap), bootstrap)
+    await admin.start()
+    try:
+        await ensure_topics(admin, [TopicSpec(topic, 1, 1)])
+    finally:
+        await admin.close()
+    config = KafkaInboundConfig.model_validate(
+        {
+            "type": "kafka",
+            "name": "bridge",
+            "bootstrap": bootstrap,
+            "topics": [topic],
+            "session_timeout_ms": 6000,
+            "emit": {"schema": "Payment"},
+        }
+    )
+
+    class NoSink:
+        async def publish(self, event: object) -> None: ...
+
+    adapter = KafkaInbound(config, Context(name="bridge", logger=logging.getLogger("t"), sink=NoSink()))  # type: ignore[arg-type]
+    starting = asyncio.create_task(adapter.start())
+    await asyncio.sleep(0.3)  # a group's first join takes about half the session timeout on the embedded broker
+    assert not starting.done(), "the start should still be joining"
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    gc.collect()  # the consumer, had it been left open, warns now
+    await adapter.stop()
