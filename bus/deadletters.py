@@ -416,8 +416,8 @@ class DeadLetters:
 
     async def _ensure_state_topic(self) -> None:
         admin = make_admin(self._kafka, self._bootstrap)
-        await admin.start()
         try:
+            await admin.start()
             await ensure_topics(
                 admin, [TopicSpec(self._names.dead_letter_state, 1, self._kafka.replication_factor, {"cleanup.policy": "compact"})]
             )

@@ -193,8 +193,8 @@ class Reconciler:
         """The subscriber's topics the cluster does not have (asked without creating them: a
         read of a missing topic would create it empty on brokers that auto-create)."""
         admin = make_admin(self._kafka, self._bootstrap)
-        await admin.start()
         try:
+            await admin.start()
             existing = set(await admin.list_topics())
         finally:
             await admin.close()

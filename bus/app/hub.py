@@ -66,6 +66,7 @@ log = logging.getLogger("bus.app.hub")
 # How long a start waits for the lease groups of sources read by one process to say where each is
 # read, beyond a session timeout (a member that died without leaving holds a group that long).
 _LEASE_ANSWER_S = 15.0
+_STRANDED_LOOK_AT_STOP_S = 5.0  # how long a stop waits for the look for stranded work to end
 Role = Literal["all", "inbound", "router", "outbound"]
 ROLES: tuple[Role, ...] = ("all", "inbound", "router", "outbound")
 
@@ -183,6 +184,11 @@ class Hub:
             self.workers += [worker for worker in started if isinstance(worker, DeliveryWorker)]  # stopped by stop() if one failed
             if failed := next((error for error in started if isinstance(error, BaseException)), None):
                 raise failed
+        if self._runs("outbound") or self._runs("inbound"):
+            # Work left on the topics of a subscriber, or an inbound adapter, taken out of the config: looked for once, in the background.
+            subscribers = {c.name for c in self.loaded.outbound} if self._runs("outbound") else None
+            inbound = {c.name for c in self.loaded.inbound} if self._runs("inbound") else None
+            self._stranded_task = asyncio.create_task(self._look_for_stranded(subscribers, inbound), name="stranded")
         if self._runs("router"):
             producer = self._producer
             tables = self._router_tables = TableStore(self.config.tables, kafka=kafka, bootstrap=self.bootstrap, topics=self.topics)
@@ -203,11 +209,6 @@ class Hub:
             within = _LEASE_ANSWER_S + kafka.session_timeout_ms / 1000
             await asyncio.gather(*(a.decided(within) for a in self.inbound if isinstance(a, LeasedInbound)))
             await self.web.start()
-        if self._runs("outbound") or self._runs("inbound"):
-            # Work left on the topics of a subscriber, or an inbound adapter, taken out of the config: looked for once, in the background.
-            subscribers = {c.name for c in self.loaded.outbound} if self._runs("outbound") else None
-            inbound = {c.name for c in self.loaded.inbound} if self._runs("inbound") else None
-            self._stranded_task = asyncio.create_task(self._look_for_stranded(subscribers, inbound), name="stranded")
 
     def _leased(self, adapter: Inbound[Any]) -> LeasedInbound:
         """A source one process reads at a time: run where its lease is held, stand by elsewhere."""
@@ -444,10 +445,13 @@ class Hub:
         logged with its traceback and the others after it still run."""
         await self.supervisor.close()  # what ends from here on is being stopped, not failing
         await self.source_pauses.close()
-        if self._stranded_task is not None:
-            self._stranded_task.cancel()
-            await asyncio.gather(self._stranded_task, return_exceptions=True)
+        if (looking := self._stranded_task) is not None:
             self._stranded_task = None
+            # Let it end (milliseconds here; seconds on a large cluster): cut off while its Kafka client
+            # was connecting, that client's first connection is left open (aiokafka closes it only on errors).
+            await asyncio.wait({looking}, timeout=_STRANDED_LOOK_AT_STOP_S)
+            looking.cancel()
+            await asyncio.gather(looking, return_exceptions=True)
         await self._starts.cancel()
         steps: list[tuple[str, Any]] = [(f"inbound {a.config.name}", a.stop) for a in self.inbound]
         if self.web is not None:

@@ -83,8 +83,8 @@ def topic_specs(loaded: LoadedConfig, topics: TopicNames) -> list[TopicSpec]:
 
 async def create_topics(kafka: KafkaConfig, bootstrap: str, specs: list[TopicSpec]) -> None:
     admin = make_admin(kafka, bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         await ensure_topics(admin, specs)
     finally:
         await admin.close()

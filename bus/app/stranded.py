@@ -56,8 +56,8 @@ async def find_stranded(
     each inbound adapter that has an inbound dead-letter topic and is not in ``inbound`` (as
     ``_in.NAME``). None: not looked for (a process that does not run that role)."""
     admin = make_admin(kafka, bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
     finally:
         await admin.close()
