@@ -4,17 +4,51 @@ from __future__ import annotations
 
 __all__ = ["NatsInboundConfig", "NatsOutboundConfig"]
 
+import dataclasses
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText, TlsConnection
+from adapters.nats.credentials import check_seed_file, read_creds
+from bus.adapter_api import AdapterConfig, BodyMap, ConfigPath, Contract, EmitSpec, OutboundConfig, TemplateText, TlsConnection
 
 
 class _Server(TlsConnection, AdapterConfig):
     url: SecretStr = Field(
-        description="Server URL (may hold a token or password: use ${ENV}); tls:// for TLS.", examples=["nats://nats:4222"]
+        description="Server URL (may hold a user and password, or a token: use ${ENV}); tls:// for TLS.", examples=["nats://nats:4222"]
     )
+    credentials: ConfigPath | None = Field(
+        default=None,
+        description="A .creds file (the user's JWT and nkey seed), for NATS decentralized auth: accounts made with nsc, Synadia "
+        "Cloud, NGS. Read at every connection, so a rotated file is taken up at the next reconnect.",
+        examples=["secrets/hub.creds"],
+    )
+    nkey_seed: ConfigPath | None = Field(
+        default=None,
+        description="A file holding the user's nkey seed (SU...), for a server whose users are nkeys "
+        "(authorization { users: [{nkey: U...}] }).",
+        examples=["secrets/hub.nk"],
+    )
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> _Server:
+        if self.credentials is not None and self.nkey_seed is not None:
+            raise ValueError("give credentials (a .creds file) or nkey_seed, not both: a .creds file holds its own seed")
+        return self
+
+    def contract(self, base_dir: Path) -> Contract:
+        """``bus validate``: the TLS files, and the credentials or seed file read and checked."""
+        found = super().contract(base_dir)
+        try:
+            if self.credentials is not None:
+                read_creds(self.credentials)
+            if self.nkey_seed is not None:
+                check_seed_file(self.nkey_seed)
+        except ValueError as exc:
+            where = ("credentials",) if self.credentials is not None else ("nkey_seed",)
+            return dataclasses.replace(found, errors=(*found.errors, (where, str(exc))))
+        return found
 
 
 class NatsInboundConfig(_Server):

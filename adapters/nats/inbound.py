@@ -54,7 +54,13 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         return self.config.batch
 
     async def open(self) -> None:
-        connection = await connect(self.config.url.get_secret_value(), f"nats {self.config.name}", self.config.tls)
+        connection = await connect(
+            self.config.url.get_secret_value(),
+            f"nats {self.config.name}",
+            self.config.tls,
+            credentials=self.config.credentials,
+            nkey_seed=self.config.nkey_seed,
+        )
         try:
             js = connection.jetstream()
             try:

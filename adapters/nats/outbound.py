@@ -37,7 +37,13 @@ class NatsOutbound(Outbound[NatsOutboundConfig]):
 
     async def start(self) -> None:
         if self._connection is None:
-            self._connection = await connect(self.config.url.get_secret_value(), f"nats {self.config.name}", self.config.tls)
+            self._connection = await connect(
+                self.config.url.get_secret_value(),
+                f"nats {self.config.name}",
+                self.config.tls,
+                credentials=self.config.credentials,
+                nkey_seed=self.config.nkey_seed,
+            )
 
     async def stop(self) -> None:
         connection, self._connection = self._connection, None
