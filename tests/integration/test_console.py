@@ -372,3 +372,37 @@ async def test_a_source_is_paused_and_resumed_from_its_page(tmp_path: Path, boot
             await target.wait_for(lambda: len(target.accepted) == 1)
     finally:
         await target.stop()
+
+
+async def test_a_subscriber_is_paused_with_a_reason_and_resumed_from_its_page(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
+    """Pause deliveries with a reason: the page says who, when and why, the topology lists it under
+    "need attention" with the reason, events wait; Resume delivers them."""
+    target = await Target().start()
+    try:
+        config = hub_config(bootstrap, {"erp": {"url": f"{target.url}/erp"}})
+        config["ops"]["tokens"] = [{"name": "admin", "token": TOKEN}]
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            page = await signed_in(browser, hub.ops.port)
+            await page.goto(f"http://127.0.0.1:{hub.ops.port}/console/#/subscriber/erp")
+            await page.get_by_label("Reason (optional)").fill("ERP upgrade until 14:00")
+            await page.get_by_role("button", name="Pause deliveries").click()
+            await expect(page.locator("#status")).to_contain_text("Paused erp")
+            await expect(page.get_by_role("button", name="Resume deliveries")).to_be_visible(timeout=10_000)
+            await expect(page.locator("#paused-by")).to_contain_text("admin at 20")
+            await expect(page.locator("#paused-by")).to_contain_text(": ERP upgrade until 14:00")
+            await shot(page, "subscriber-paused")
+            await post_all(hub, [{"id": "w1", "key": "k", "seq": 1}])
+
+            await page.goto(f"http://127.0.0.1:{hub.ops.port}/console/#/")
+            await expect(page.locator('[data-subscriber="erp"]')).to_have_attribute("data-state", "paused", timeout=20_000)
+            await expect(page.locator("#attention")).to_contain_text("by admin at")
+            await expect(page.locator("#attention")).to_contain_text("ERP upgrade until 14:00")
+            await shot(page, "topology-subscriber-paused")
+            assert target.accepted == [], "nothing delivered while paused"
+
+            await page.locator("#attention a", has_text="erp").click()
+            await page.get_by_role("button", name="Resume deliveries").click()
+            await expect(page.locator("#status")).to_contain_text("Resumed erp")
+            await target.wait_for(lambda: len(target.accepted) == 1)
+    finally:
+        await target.stop()

@@ -231,7 +231,7 @@ async function showTopology() {
               trouble.map((n) => h("li", {},
                 h("a", { href: `#/subscriber/${encodeURIComponent(n.name)}` }, n.name), ": ", badge(n.state), " ",
                 lettersByName && lettersByName[n.name] ? `${lettersByName[n.name]} open dead letter(s) ` : "",
-                n.last_error || ""))))
+                n.state === "paused" ? `by ${pausedText(n)}` : n.last_error || ""))))
         : h("p", { id: "attention" }, badge("healthy", "all parts healthy")),
       h("div", { class: "legend", "aria-hidden": "true" },
         badge("healthy"), badge("retrying"), badge("circuit_open", "circuit open / dead letters"), badge("paused", "paused / standby")),
