@@ -89,6 +89,7 @@ __all__ = [
     "duration",
     "finish_task",
     "first_path",
+    "http_client",
     "json_dumps",
     "json_response",
     "kafka_consumer",
@@ -157,6 +158,7 @@ from bus.event import Event
 from bus.expr import compile_expression, compile_template, one_level, paths_of
 from bus.expr.body import Body
 from bus.expr.functions import parse_duration, time_zone
+from bus.http_clients import async_client as http_client  # the environment's proxies, never for loopback
 from bus.intake import MAX_MESSAGE_BYTES, EventSink, Intake, Truncated, stop_in_order
 from bus.jsontext import dumps as json_dumps
 from bus.jsontext import text_cell

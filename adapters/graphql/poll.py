@@ -34,7 +34,7 @@ from adapters.graphql.documents import error_codes, said
 from adapters.http.bounded import AnswerTooLarge, AnswerTooSlow, answer_budget, read_bounded
 from adapters.http.config import SendApiKey
 from adapters.polling import Poller, Position, Walk, record_id, wait_seconds
-from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression, parse_json
+from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression, http_client, parse_json
 from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, via_httpx
 
 _WAIT_STATUSES = {429, 503}
@@ -78,7 +78,7 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()} | {"Accept": "application/json"}
         if isinstance(self.config.auth, SendApiKey):
             headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
-        self._client = httpx.AsyncClient(timeout=self.config.timeout_s, headers=headers)
+        self._client = http_client(timeout=self.config.timeout_s, headers=headers)
 
     async def close(self) -> None:
         client, self._client = self._client, None

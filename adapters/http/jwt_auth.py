@@ -18,7 +18,7 @@ import httpx
 import jwt
 from pydantic import Field, SecretStr, model_validator
 
-from bus.adapter_api import ConfigModel, parse_json
+from bus.adapter_api import ConfigModel, http_client, parse_json
 
 _ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
@@ -118,7 +118,7 @@ class JwtVerifier:
     async def _fetch(self) -> None:
         assert self.config.jwks_url is not None
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=10.0)
+            self._client = http_client(timeout=10.0)
         self._fetched_at = time.monotonic()
         try:
             response = await self._client.get(self.config.jwks_url)

@@ -34,6 +34,7 @@ from bus.adapter_api import (
     KafkaUnavailable,
     RetryableError,
     compile_expression,
+    http_client,
     parse_json,
 )
 from bus.credentials.client_credentials import ClientCredentials, OAuth2ClientCredentials, via_httpx
@@ -95,9 +96,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
                     "points there): not followed, the poll's credentials would go with it"
                 )
 
-        self._client = httpx.AsyncClient(
-            timeout=self.config.timeout_s, headers=headers, follow_redirects=True, event_hooks={"request": [inside]}
-        )
+        self._client = http_client(timeout=self.config.timeout_s, headers=headers, follow_redirects=True, event_hooks={"request": [inside]})
 
     async def close(self) -> None:
         client, self._client = self._client, None

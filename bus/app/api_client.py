@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from bus.errors import BusError
+from bus.http_clients import client
 
 
 class ApiRefused(BusError):
@@ -39,7 +40,8 @@ class ApiClient:
     def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
         url = f"{self.base}{path}"
         try:
-            answer = httpx.request(method, url, params=params, json=body, headers=self._headers, timeout=self._timeout)
+            with client(timeout=self._timeout) as http:  # a hub on this machine is reached directly, whatever HTTP_PROXY says
+                answer = http.request(method, url, params=params, json=body, headers=self._headers)
         except httpx.HTTPError as exc:
             raise ApiRefused(f"{url}: no answer ({exc.__class__.__name__}: {exc}); is the hub running there?") from None
         if answer.status_code >= 400:

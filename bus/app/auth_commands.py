@@ -17,7 +17,6 @@ import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 from aiohttp import web
 from cryptography.fernet import Fernet
 
@@ -28,6 +27,7 @@ from bus.app.setup import create_topics
 from bus.config.connections import ConnectionConfig
 from bus.credentials.grant import ConsentLost, Grant, TokenEndpointError, Tokens, pkce_pair
 from bus.credentials.store import CredentialStore
+from bus.http_clients import async_client
 from bus.kafka.clients import make_producer
 from bus.kafka.topics import TopicNames, TopicSpec
 
@@ -92,7 +92,7 @@ async def _login(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     verifier, challenge = pkce_pair()
     state = secrets.token_urlsafe(24)
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with async_client(timeout=30) as client:
         grant = Grant(connection, client)
         print(
             f"Open this URL and approve the access of connection {connection.name}:\n\n  {grant.consent_url(state, challenge)}\n",

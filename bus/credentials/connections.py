@@ -27,12 +27,11 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import httpx
-
 from bus.config.connections import ConnectionConfig
 from bus.credentials.grant import ConsentLost, Grant, TokenEndpointError, Tokens
 from bus.credentials.store import CredentialStore
 from bus.errors import KafkaUnavailable, RetryableError
+from bus.http_clients import async_client
 from bus.metrics import CONNECTION_REFRESHES, CONNECTION_STATE
 from bus.runtime.ending import cancel
 
@@ -141,7 +140,7 @@ class Connections:
     """Every connection of a config, loaded from the store, refreshed in the background."""
 
     def __init__(self, configs: list[ConnectionConfig], store: CredentialStore) -> None:
-        self._client = httpx.AsyncClient(timeout=30)
+        self._client = async_client(timeout=30)
         self._store = store
         self.by_name = {c.name: Connection(c, Grant(c, self._client), store) for c in configs}
         self._tasks: list[asyncio.Task[None]] = []

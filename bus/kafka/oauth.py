@@ -6,11 +6,11 @@ from __future__ import annotations
 
 __all__ = ["ClientCredentialsTokens"]
 
-import httpx
 from aiokafka.abc import AbstractTokenProvider
 
 from bus.config.models import KafkaOAuth
 from bus.credentials.client_credentials import ClientCredentials, via_httpx
+from bus.http_clients import async_client
 
 
 class ClientCredentialsTokens(AbstractTokenProvider):  # type: ignore[misc]
@@ -25,7 +25,7 @@ class ClientCredentialsTokens(AbstractTokenProvider):  # type: ignore[misc]
     async def _post(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
         # A client per token request (one per token lifetime): aiokafka gives a token provider no
         # close hook, so a client kept between requests would never be closed.
-        async with httpx.AsyncClient(timeout=self._timeout_s) as client:
+        async with async_client(timeout=self._timeout_s) as client:
             return await via_httpx(client)(url, form, headers)
 
     def extensions(self) -> dict[str, str]:

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from bus.errors import BusError, PermanentError, RetryableError
+from bus.http_clients import async_client
 
 log = logging.getLogger("bus.kafka.registry_client")
 
@@ -35,7 +36,7 @@ class RegistryClient:
     ) -> None:
         auth = httpx.BasicAuth(username, password or "") if username else None
         headers = {"Accept": _CONTENT_TYPE, **({"Authorization": f"Bearer {token}"} if token else {})}
-        self._open = functools.partial(httpx.AsyncClient, base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers=headers)
+        self._open = functools.partial(async_client, base_url=url.rstrip("/"), auth=auth, timeout=timeout, headers=headers)
         self._http = self._open()
 
     @property

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from bus.app.cli import main
 from bus.kafka.reader import read_topic
 from examples.kit.standin import serve
 from tests.support.accounting import AccountingApi
@@ -262,7 +263,7 @@ async def test_deliveries_go_through_the_proxy_the_environment_names(tmp_path: P
     config = {
         "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
         "http": {"host": "127.0.0.1", "port": 0},
-        "ops": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0, "tokens": [{"name": "ops", "token": "proxy-test-token", "scope": "read"}]},
         "inbound": [{"name": "in", "type": "http_webhook", "path": "/in", "emit": {"schema": "Payment", "id": "id", "map": {
             "payment_id": "id", "amount": "amount", "currency": '"eur"'}}}],
         "routes": [{"name": "all", "from": "Payment", "to": ["secure", "plain", "local"]}],
@@ -288,6 +289,11 @@ async def test_deliveries_go_through_the_proxy_the_environment_names(tmp_path: P
             assert hub.web is not None
             await Source([f"http://127.0.0.1:{hub.web.port}/in"]).send_all({"id": f"p{i}", "amount": i} for i in range(3))
             await until(lambda: len(received) == 9, "the deliveries", timeout=30)
+            # The hub's calls to itself (its schemas registered with the embedded registry on its ops port) and
+            # the CLI's to a local hub go straight: a proxy elsewhere cannot reach this machine's loopback.
+            monkeypatch.setenv("BUS_OPS_TOKEN", "proxy-test-token")
+            assert await asyncio.to_thread(main, ["status", "--hub", f"http://127.0.0.1:{hub.ops.port}"]) == 0
+            assert not [a.target for a in proxy.asked if f":{hub.ops.port}" in a.target], proxy.asked
         expected = [
             f"{scheme} /{name} p{i}" for scheme, name in (("https", "secure"), ("http", "plain"), ("http", "local")) for i in range(3)
         ]
