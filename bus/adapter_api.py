@@ -90,6 +90,7 @@ __all__ = [
     "finish_task",
     "first_path",
     "http_client",
+    "is_loopback",
     "json_dumps",
     "json_response",
     "kafka_consumer",
@@ -100,6 +101,7 @@ __all__ = [
     "parse_json",
     "parse_xml",
     "paths_of",
+    "proxy_options",
     "redact",
     "stop_in_order",
     "stop_kafka_consumer",
@@ -159,6 +161,7 @@ from bus.expr import compile_expression, compile_template, one_level, paths_of
 from bus.expr.body import Body
 from bus.expr.functions import parse_duration, time_zone
 from bus.http_clients import async_client as http_client  # the environment's proxies, never for loopback
+from bus.http_clients import is_loopback, proxy_options
 from bus.intake import MAX_MESSAGE_BYTES, EventSink, Intake, Truncated, stop_in_order
 from bus.jsontext import dumps as json_dumps
 from bus.jsontext import text_cell

@@ -37,7 +37,6 @@ __all__ = ["Response", "WireClient", "WireError", "via_wire"]
 
 import asyncio
 import base64
-import ipaddress
 import math
 import re
 import ssl
@@ -50,6 +49,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from bus.adapter_api import is_loopback
 from bus.credentials.client_credentials import Post, Unreachable
 
 _BAD_NAME = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")  # an HTTP token (RFC 9110 5.6.2)
@@ -317,7 +317,7 @@ class WireClient:
         scheme, host, port = key
         named = self._proxies.get(scheme)
         bypass = bool(named) and (
-            _loopback(host) or urllib.request.proxy_bypass_environment(f"{host}:{port}", self._proxies)  # type: ignore[attr-defined]
+            is_loopback(host) or urllib.request.proxy_bypass_environment(f"{host}:{port}", self._proxies)  # type: ignore[attr-defined]
         )
         proxy = URL(named if "://" in named else f"http://{named}") if named and not bypass else None
         self._routes[key] = proxy
@@ -431,15 +431,6 @@ class _Tunnel(asyncio.Protocol):
         status = (await self._answer).split(b"\r\n", 1)[0].decode("latin-1")
         if status.split(" ")[1:2] != ["200"]:
             raise WireError(f"the proxy {proxy.raw_host}:{proxy.port} refused the tunnel to {where}: {status}")
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _proxy_authorization(proxy: URL) -> dict[str, str]:

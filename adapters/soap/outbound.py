@@ -25,7 +25,7 @@ from __future__ import annotations
 __all__ = ["SoapOutbound"]
 
 import asyncio
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 
@@ -33,7 +33,7 @@ from adapters.http.answers import AnswerChecks
 from adapters.http.bounded import AnswerTooLarge, answer_budget, read_body_bounded
 from adapters.soap.config import SoapOutboundConfig
 from adapters.soap.wsdl import Answer, Fault, FaultError, Operation, WsdlError
-from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError
+from bus.adapter_api import Body, Context, Event, Outbound, PermanentError, RetryableError, proxy_options
 
 _RETRYABLE = {408, 425, 429}
 
@@ -47,6 +47,8 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
         self._body = Body(config.body)
         self._operation: Operation | None = None
         self._client: aiohttp.ClientSession | None = None
+        self._proxy: dict[str, Any] = {}  # the environment's proxy for the service (bus.http_clients.proxy_options)
+        self._proxy_headers: dict[str, str] = {}
         self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         basic = config.basic_auth
         self._auth = aiohttp.BasicAuth(basic.username, basic.password.get_secret_value()) if basic else None
@@ -59,6 +61,7 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
             except WsdlError as exc:
                 raise RetryableError(str(exc)) from exc
         if self._client is None:
+            self._proxy, self._proxy_headers = proxy_options(self._operation.address)  # read once: a SOAP service is one address
             timeout = self.config.timeout_s
             self._client = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=answer_budget(timeout), connect=timeout, sock_connect=timeout, sock_read=timeout),
@@ -78,10 +81,10 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
             body, headers = operation.envelope(self._body.render(event))
         except ValueError as exc:  # the event's values do not fit the operation: no call can succeed
             raise PermanentError(str(exc)) from exc
-        headers = {**self._headers, **headers, self.config.idempotency_header: event.id}
+        headers = {**self._headers, **headers, self.config.idempotency_header: event.id, **self._proxy_headers}
         url = operation.address
         try:
-            async with client.post(url, data=body, headers=headers, auth=self._auth, allow_redirects=False) as response:
+            async with client.post(url, data=body, headers=headers, auth=self._auth, allow_redirects=False, **self._proxy) as response:
                 raw = await read_body_bounded(response, limit=self.config.max_answer_bytes)
                 status, content_type = response.status, response.headers.get("Content-Type", "")
         except AnswerTooLarge as exc:  # whether the service did it cannot be read: asked again, with the same idempotency key

@@ -24,7 +24,7 @@ from adapters.http.bounded import AnswerTooLarge, answer_budget, read_body_bound
 from adapters.polling import Poller, Position, Walk, record_id
 from adapters.soap.config import SoapPollConfig
 from adapters.soap.wsdl import Answer, FaultError, Operation, WsdlError
-from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression
+from bus.adapter_api import Context, ExpressionError, KafkaUnavailable, RetryableError, compile_expression, proxy_options
 
 
 class SoapPollInbound(Poller[SoapPollConfig]):
@@ -41,6 +41,8 @@ class SoapPollInbound(Poller[SoapPollConfig]):
         self._since_of = compile_expression(config.since.field)
         self._operation: Operation | None = None
         self._client: aiohttp.ClientSession | None = None
+        self._proxy: dict[str, Any] = {}  # the environment's proxy for the service (bus.http_clients.proxy_options)
+        self._proxy_headers: dict[str, str] = {}
         self._overlap = config.since.overlap.total_seconds()
         self._position = Position(None, set(), None, overlap=self._overlap)
         basic = config.basic_auth
@@ -59,6 +61,7 @@ class SoapPollInbound(Poller[SoapPollConfig]):
         else:
             self._position = Position(self.config.since.initial, set(), None, overlap=self._overlap)
         timeout = self.config.timeout_s
+        self._proxy, self._proxy_headers = proxy_options(self._operation.address) if self._operation is not None else ({}, {})
         self._client = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=answer_budget(timeout), connect=timeout, sock_read=timeout)
         )
@@ -119,13 +122,15 @@ class SoapPollInbound(Poller[SoapPollConfig]):
             body, headers = operation.envelope(values)
         except ValueError as exc:
             raise RetryableError(str(exc)) from exc  # the config's parameters do not fit: shown until fixed
-        headers = {**{k: v.get_secret_value() for k, v in self.config.headers.items()}, **headers}
+        headers = {**{k: v.get_secret_value() for k, v in self.config.headers.items()}, **headers, **self._proxy_headers}
         delay = 1.0
         for attempt in range(self.config.retries + 1):
             try:
                 # Redirects are not followed: the call (its headers, and a WS-Security password in
                 # the envelope a 307 sends again) would go wherever the answer points.
-                async with client.post(operation.address, data=body, headers=headers, auth=self._auth, allow_redirects=False) as response:
+                async with client.post(
+                    operation.address, data=body, headers=headers, auth=self._auth, allow_redirects=False, **self._proxy
+                ) as response:
                     raw = await read_body_bounded(response, limit=self.config.max_answer_bytes)
                     status, content_type = response.status, response.headers.get("Content-Type", "")
                     if 300 <= status < 400:

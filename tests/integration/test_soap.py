@@ -364,3 +364,51 @@ async def test_a_redirect_is_not_followed_with_the_calls_credentials(tmp_path: P
         await ledger.stop()
         await moved_runner.cleanup()
         await other_runner.cleanup()
+
+
+async def test_calls_go_through_the_proxy_the_environment_names(tmp_path: Path, bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a company's network lets only its proxy out: SOAP calls (aiohttp, which reads no proxy
+    variable unless told) went straight to the service and failed. They go through HTTP_PROXY with
+    the proxy's credentials now, and straight to what NO_PROXY names or to loopback."""
+    import base64
+    import socket
+
+    from tests.support.http_proxy import ForwardProxy
+    from tests.support.private_server import binaries_missing
+
+    here = socket.gethostname()  # by the machine's name: a loopback address never goes through a proxy
+    if socket.gethostbyname(here) != "127.0.0.1":
+        binaries_missing(f"the machine's name {here} does not resolve to 127.0.0.1, where the service listens")
+    ledger = await SoapLedger(username="hub", password="s3cret").start()
+    proxy = await ForwardProxy(user="hub", password="pr0xy").start()
+    endpoint = f"http://{here}:{ledger.port}/soap"
+    wsse = {"username": "hub", "password": "s3cret"}
+    calls = write(
+        tmp_path, ledger, hub_config(bootstrap, [WEBHOOK], [soap_block(ledger, tmp_path / "ledger.wsdl", wsse=wsse, url=endpoint)])
+    )
+    polls = write_config(tmp_path / "polls.yaml", hub_config(bootstrap, [soap_poll_block(url=endpoint, wsse=wsse)]))
+    credentials = "Basic " + base64.b64encode(b"hub:pr0xy").decode()
+
+    def through_proxy() -> int:
+        return sum(1 for a in proxy.asked if (a.method, a.target, a.authorization) == ("POST", endpoint, credentials))
+
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url())
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with build_hub(calls) as hub:
+            await post(hub, invoice(1), invoice(2))
+            await until(lambda: len(ledger.invoices) == 2, "two invoices posted", timeout=30)
+        assert through_proxy() == 1, proxy.asked  # one connection, kept alive (the stand-in records a connection's first request)
+        async with build_hub(polls):
+            await until(lambda: any(c["operation"] == "ListInvoices" for c in ledger.calls), "a poll", timeout=30)
+        assert through_proxy() == 2, proxy.asked
+
+        monkeypatch.setenv("NO_PROXY", here)
+        async with build_hub(calls) as hub:
+            await post(hub, invoice(3))
+            await until(lambda: len(ledger.invoices) == 3, "the third invoice", timeout=30)
+        assert through_proxy() == 2, "NO_PROXY: straight to the service"
+    finally:
+        await proxy.stop()
+        await ledger.stop()
