@@ -11,6 +11,12 @@ comes, whether the consumer is still there is asked every ``CHECK_IDLE_S``. Gone
 task fails saying so (the hub restarts the adapter and reports it), and the consumer is made
 again from after the last message the hub acknowledged, or from the stream's start when the
 stream itself was made again.
+
+Where the hub is in the stream (the last sequence acknowledged, and which stream) is also saved
+with the hub's positions in Kafka, at most every ``SAVE_EVERY_S`` and at a stop: a durable
+consumer deleted while the hub was down, or an adapter renamed (its durable consumer is named
+after it), is made again from there at the next start. It was made from the stream's start, and
+every message the stream still held became an event again.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from nats.js.errors import NotFoundError
 
 from adapters.nats.config import NatsInboundConfig
 from adapters.nats.connection import connect
-from bus.adapter_api import Context, RetryableError
+from bus.adapter_api import Context, KafkaUnavailable, RetryableError
 from bus.queue_inbound import QueueInbound
 
 CHECK_IDLE_S = 10.0  # while nothing comes, how often the durable consumer's presence is checked
+SAVE_EVERY_S = 1.0  # how often, at most, where the hub is in the stream is saved in Kafka while messages come
 
 
 class NatsInbound(QueueInbound[NatsInboundConfig]):
@@ -49,6 +56,11 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         # consumer deleted meanwhile is made again from after the last message acknowledged.
         self._stream_made: Any = None  # the stream's creation time: another value is another stream
         self._acknowledged = 0  # the stream sequence of the last message acknowledged
+        self._saved = (0, 0.0)  # the sequence last saved in Kafka, and when (monotonic)
+
+    @classmethod
+    def position_of(cls, config: NatsInboundConfig) -> dict[str, Any] | None:
+        return {"stream": config.stream, "subject": config.subject}
 
     def max_in_flight(self) -> int:
         return self.config.batch
@@ -78,6 +90,8 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
                 self._check_acks(info, durable)
                 await self._follow_subject(js, info, durable)
             else:
+                if self._stream_made is None:
+                    await self._load_position(stream)
                 await self._resume_lost(js, stream, durable)
             self._stream_made = stream.created
             subscription = await js.pull_subscribe(self.config.subject, durable=durable, stream=self.config.stream)
@@ -92,6 +106,32 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
 
     def _durable(self) -> str:
         return self.config.durable or f"bus-{self.config.name}"
+
+    async def _load_position(self, stream: Any) -> None:
+        """No durable consumer at this process's first start: where the hub was in this stream, as
+        saved in Kafka (by this adapter, or by its former name), if it is this very stream."""
+        checkpoints = self.ctx.checkpoints
+        saved = await checkpoints.load(self.config.name) if checkpoints is not None else None
+        if not saved or not isinstance(saved.get("sequence"), int):
+            return
+        if saved.get("stream_made") != str(stream.created):
+            self.ctx.logger.warning(
+                "nats %s: stream %s was made again since the hub last read it: its durable consumer reads it from its start",
+                self.config.name, self.config.stream,
+            )  # fmt: skip
+            return
+        self._stream_made, self._acknowledged = stream.created, saved["sequence"]
+        self._saved = (saved["sequence"], time.monotonic())
+
+    async def _save_position(self) -> None:
+        checkpoints = self.ctx.checkpoints
+        if checkpoints is None or self._stream_made is None or self._acknowledged == self._saved[0]:
+            return
+        self._saved = (self._acknowledged, time.monotonic())
+        try:
+            await checkpoints.save(self.config.name, {"sequence": self._acknowledged, "stream_made": str(self._stream_made)})
+        except KafkaUnavailable as exc:  # a fallback only (the durable consumer keeps the place): tried again at the next save
+            self.ctx.logger.debug("nats %s: position not saved: %s", self.config.name, exc)
 
     async def _resume_lost(self, js: Any, stream: Any, durable: str) -> None:
         """The durable consumer is gone though this adapter read through it before: made again
@@ -197,12 +237,15 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
     async def ack(self, message: Any) -> None:
         await message.ack()
         self._acknowledged = max(self._acknowledged, message.metadata.sequence.stream)
+        if time.monotonic() - self._saved[1] >= SAVE_EVERY_S:
+            await self._save_position()
 
     async def keep_alive(self, message: Any) -> None:
         with contextlib.suppress(NatsError):  # "+WPI": the ack wait starts again, no redelivery counted
             await message.in_progress()
 
     async def close(self) -> None:
+        await self._save_position()
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()

@@ -240,3 +240,55 @@ async def test_a_durable_consumer_deleted_while_read_is_made_again_from_where_th
         await js.delete_stream(f"IN_{run}")
         await connection.close()
         await target.stop()
+
+
+async def test_a_durable_consumer_deleted_while_the_hub_is_down_or_renamed_with_its_adapter_reads_on_from_the_hubs_place(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The durable consumer keeps the hub's place in the stream. Deleted while the hub was down, or
+    never there under a renamed adapter's name (bus-<name>), it was made again from the stream's
+    start, and every message the stream held came again. The hub's own saved place is used now."""
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    spec = config(bootstrap, target, run)
+    spec["routes"], spec["outbound"] = [{"name": "all", "from": "Payment", "to": ["erp"]}], spec["outbound"][:1]
+    path = write_config(tmp_path / "bus.yaml", spec)
+    connection = await nats.connect(URL)
+    js = connection.jetstream()
+
+    async def publish(first: int, last: int) -> None:
+        for i in range(first, last):
+            await js.publish(f"t{run}.orders.created", json.dumps({"id": f"n{i}", "account": f"a{i % 3}", "seq": i}).encode())
+
+    def delivered() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for call in target.accepted:
+            counts[call.body["payment_id"]] = counts.get(call.body["payment_id"], 0) + 1
+        return counts
+
+    try:
+        async with build_hub(path):
+            await publish(0, 10)
+            await target.wait_for(lambda: len(delivered()) == 10)
+        await js.delete_consumer(f"IN_{run}", "bus-orders")  # while the hub is down
+        await publish(10, 13)
+        async with build_hub(path):
+            await target.wait_for(lambda: len(delivered()) == 13, timeout=30)
+            await asyncio.sleep(1)  # anything read twice would have come by now
+        assert delivered() == {f"n{i}": 1 for i in range(13)}, delivered()
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any("made again from stream sequence 11, after the last message the hub acknowledged" in m for m in said), said
+
+        spec["inbound"][0]["name"] = "orders-v2"  # renamed: its durable consumer is bus-orders-v2, which does not exist
+        write_config(tmp_path / "bus.yaml", spec)
+        await publish(13, 15)
+        async with build_hub(path):
+            await target.wait_for(lambda: len(delivered()) == 15, timeout=30)
+            await asyncio.sleep(1)
+        assert delivered() == {f"n{i}": 1 for i in range(15)}, delivered()
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any("orders-v2: no saved position under this name, but orders" in m for m in said), said
+    finally:
+        await js.delete_stream(f"IN_{run}")
+        await connection.close()
+        await target.stop()
