@@ -70,7 +70,7 @@ def read_creds(path: Path) -> UserCredentials:
     text = _read(path, "the credentials file")
     jwt, seed = _JWT.search(text), _SEED.search(text)
     if jwt is None or seed is None:
-        missing = " and ".join(n for n, m in (("a user JWT block", jwt), ("a user nkey seed block", seed)) if m is None)
+        missing = " and no ".join(n for n, m in (("user JWT block", jwt), ("user nkey seed block", seed)) if m is None)
         raise ValueError(
             f"the credentials file {path} has no {missing} (-----BEGIN NATS USER JWT----- ... and -----BEGIN USER NKEY SEED----- "
             "...): give the .creds file nsc or your NATS provider made for the user"

@@ -22,6 +22,7 @@ import argparse
 import sys
 import time
 from typing import Any
+from urllib.parse import quote
 
 from bus.app.api_client import ApiClient, ApiRefused, token_from
 from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME
@@ -39,7 +40,7 @@ def _node(topology: dict[str, Any], kind: str, name: str) -> dict[str, Any] | No
 def steer(args: argparse.Namespace) -> int:
     pausing = args.steer_command == "pause"
     kind, name = args.kind, args.name
-    path = f"/{'subscribers' if kind == 'subscriber' else 'inbound'}/{name}/{args.steer_command}"
+    path = f"/{'subscribers' if kind == 'subscriber' else 'inbound'}/{quote(name, safe='')}/{args.steer_command}"
     try:
         client = ApiClient(args.hub, token_from(args.token_file), timeout=args.timeout)
         asked = client.post(path, {"reason": args.reason} if pausing and args.reason else None)

@@ -113,7 +113,7 @@ def test_bus_validate_says_what_is_wrong_with_a_creds_or_seed_file(tmp_path: Pat
     good = operator.user_creds("x")
     files = {
         # nats-py's own reader loops for ever on a file without a JWT block: the hub reads it first.
-        "no-jwt.creds": (f"-----BEGIN USER NKEY SEED-----\n{user.seed}\n------END USER NKEY SEED------\n", "has no a user JWT block"),
+        "no-jwt.creds": (f"-----BEGIN USER NKEY SEED-----\n{user.seed}\n------END USER NKEY SEED------\n", "has no user JWT block ("),
         "expired.creds": (operator.user_creds("old", expires=int(time.time()) - 3600), "its user JWT expired at"),
         "account-seed.creds": (
             good.replace(next(x for x in good.splitlines() if x.startswith("SU")), operator.account.seed),
