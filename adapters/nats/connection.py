@@ -121,4 +121,8 @@ async def connect(
             given = "the credentials file" if credentials else "the nkey seed" if nkey_seed else "the URL's user and password or token"
             met = f"; the server refused {given} (authorization violation): check that it is this server's user"
         raise RetryableError(f"{what}: cannot connect to NATS at {host}: {exc!r}{met}") from exc
+    except BaseException:  # cancelled while connecting (the hub stopping): the client is closed, not left reconnecting
+        with contextlib.suppress(Exception):
+            await client.close()
+        raise
     return client
