@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["connect"]
 
+import contextlib
 import ssl
 
 import aio_pika
@@ -22,8 +23,19 @@ async def connect(
         context = tls.context() if tls is not None else None  # amqps:// without it: the system's CAs
     except (OSError, ssl.SSLError) as exc:
         raise RetryableError(f"{what}: the TLS files cannot be used: {exc}") from exc
+    # aio_pika.connect_robust, with the connection in hand: cancelled while it connects (the hub
+    # stopping during a start), a robust connection goes on reconnecting in the background, and
+    # takes the cancellation of its task at the process's end for a failed attempt: it never ends.
+    connection = connection_class(aio_pika.connection.make_url(url), ssl_context=context)
     try:
-        return await aio_pika.connect_robust(url, timeout=10, connection_class=connection_class, ssl_context=context)
+        await connection.connect(timeout=10)
     except (OSError, AMQPError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await connection.close()
         host = url.rsplit("@", 1)[-1]  # never log the password
         raise RetryableError(f"{what}: cannot connect to AMQP broker {host}: {exc!r}") from exc
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await connection.close()
+        raise
+    return connection

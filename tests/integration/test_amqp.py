@@ -340,3 +340,41 @@ async def test_a_message_too_large_to_read_is_parked_from_its_start_also_after_t
     finally:
         await connection.close()
         await target.stop()
+
+
+async def test_a_connection_cancelled_while_it_is_made_leaves_nothing_running() -> None:
+    """A hub that stops while an AMQP adapter is still connecting (a broker slow to answer) cancels
+    that start. aio_pika's robust connection went on reconnecting in the background, and took the
+    cancellation of its task at the process's end for a failed attempt: the process never ended."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepts and never answers the AMQP greeting: the client waits
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = AmqpInboundConfig.model_validate(
+        {"type": "amqp", "name": "x", "url": f"amqp://guest:guest@127.0.0.1:{port}/", "queue": "q", "emit": {"schema": "Payment"}}
+    )
+
+    class NoSink:
+        async def publish(self, event: object) -> None: ...
+
+    adapter = AmqpInbound(config, Context(name="x", logger=logging.getLogger("t"), sink=NoSink()))  # type: ignore[arg-type]
+    before = set(asyncio.all_tasks())
+    try:
+        starting = asyncio.create_task(adapter.start())
+        await asyncio.sleep(0.5)
+        assert not starting.done(), "the start should still be connecting"
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        await asyncio.sleep(0.5)
+        left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
+        assert left == [], [t.get_coro() for t in left]
+    finally:
+        await adapter.stop()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
