@@ -29,13 +29,11 @@ async def connect(
     connection = connection_class(aio_pika.connection.make_url(url), ssl_context=context)
     try:
         await connection.connect(timeout=10)
-    except (OSError, AMQPError, TimeoutError) as exc:
+    except BaseException as exc:
         with contextlib.suppress(Exception):
             await connection.close()
-        host = url.rsplit("@", 1)[-1]  # never log the password
-        raise RetryableError(f"{what}: cannot connect to AMQP broker {host}: {exc!r}") from exc
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await connection.close()
+        if isinstance(exc, OSError | AMQPError | TimeoutError):
+            host = url.rsplit("@", 1)[-1]  # never log the password
+            raise RetryableError(f"{what}: cannot connect to AMQP broker {host}: {exc!r}") from exc
         raise
     return connection

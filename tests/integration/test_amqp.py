@@ -22,6 +22,7 @@ from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.memory import resident_peak_mb, resident_peak_reset, the_cut_letter
+from tests.support.silent_server import left_running_after_cancelling, silent_server
 from tests.support.target import Target
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -346,35 +347,17 @@ async def test_a_connection_cancelled_while_it_is_made_leaves_nothing_running() 
     """A hub that stops while an AMQP adapter is still connecting (a broker slow to answer) cancels
     that start. aio_pika's robust connection went on reconnecting in the background, and took the
     cancellation of its task at the process's end for a failed attempt: the process never ended."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)  # accepts and never answers the AMQP greeting: the client waits
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    config = AmqpInboundConfig.model_validate(
-        {"type": "amqp", "name": "x", "url": f"amqp://guest:guest@127.0.0.1:{port}/", "queue": "q", "emit": {"schema": "Payment"}}
-    )
 
     class NoSink:
         async def publish(self, event: object) -> None: ...
 
-    adapter = AmqpInbound(config, Context(name="x", logger=logging.getLogger("t"), sink=NoSink()))  # type: ignore[arg-type]
-    before = set(asyncio.all_tasks())
-    try:
-        starting = asyncio.create_task(adapter.start())
-        await asyncio.sleep(0.5)
-        assert not starting.done(), "the start should still be connecting"
-        starting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await starting
-        await asyncio.sleep(0.5)
-        left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
-        assert left == [], [t.get_coro() for t in left]
-    finally:
-        await adapter.stop()
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+    async with silent_server() as port:  # accepts and never answers the AMQP greeting: the client waits
+        config = AmqpInboundConfig.model_validate(
+            {"type": "amqp", "name": "x", "url": f"amqp://guest:guest@127.0.0.1:{port}/", "queue": "q", "emit": {"schema": "Payment"}}
+        )
+        adapter = AmqpInbound(config, Context(name="x", logger=logging.getLogger("t"), sink=NoSink()))  # type: ignore[arg-type]
+        try:
+            left = await left_running_after_cancelling(adapter.start())
+            assert left == [], [t.get_coro() for t in left]
+        finally:
+            await adapter.stop()

@@ -346,12 +346,7 @@ async def test_a_start_cancelled_while_it_joins_its_group_leaves_no_consumer_ope
     cancels that start: its consumer is closed, not left open. An open one warns when it is collected,
     which pytest here turns into a failure."""
     topic = f"cancelled-{unique_prefix()}"
-    admin = make_admin(KafkaConfig(bootstrap=bootstrap), bootstrap)
-    await admin.start()
-    try:
-        await ensure_topics(admin, [TopicSpec(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await one_partition_topic(bootstrap, topic)
     config = KafkaInboundConfig.model_validate(
         {
             "type": "kafka",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,20 @@ def config(bootstrap: str, target: Target, run: str) -> dict[str, Any]:
             {"name": "nowhere", "type": "nats", "url": URL, "subject": f"t{run}.unstreamed", "delivery": {"max_attempts": 2}},
         ],
     }
+
+
+async def publish_orders(js: Any, run: str, first: int, last: int) -> None:
+    """Orders n<first>..n<last - 1> on the run's inbound subject."""
+    for i in range(first, last):
+        await js.publish(f"t{run}.orders.created", json.dumps({"id": f"n{i}", "account": f"a{i % 3}", "seq": i}).encode())
+
+
+def deliveries_by_id(target: Target) -> dict[str, int]:
+    """How many times the target took each payment."""
+    counts: dict[str, int] = {}
+    for call in target.accepted:
+        counts[call.body["payment_id"]] = counts.get(call.body["payment_id"], 0) + 1
+    return counts
 
 
 async def test_stream_in_stream_out_with_durable_resume(tmp_path: Path, bootstrap: str) -> None:
@@ -208,15 +223,11 @@ async def test_a_durable_consumer_deleted_while_read_is_made_again_from_where_th
     connection = await nats.connect(URL)
     js = connection.jetstream()
 
-    async def publish(first: int, last: int) -> None:
-        for i in range(first, last):
-            await js.publish(f"t{run}.orders.created", json.dumps({"id": f"n{i}", "account": f"a{i % 3}", "seq": i}).encode())
+    def publish(first: int, last: int) -> Awaitable[None]:
+        return publish_orders(js, run, first, last)
 
     def delivered() -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for call in target.accepted:
-            counts[call.body["payment_id"]] = counts.get(call.body["payment_id"], 0) + 1
-        return counts
+        return deliveries_by_id(target)
 
     try:
         async with build_hub(path):
@@ -256,15 +267,11 @@ async def test_a_durable_consumer_deleted_while_the_hub_is_down_or_renamed_with_
     connection = await nats.connect(URL)
     js = connection.jetstream()
 
-    async def publish(first: int, last: int) -> None:
-        for i in range(first, last):
-            await js.publish(f"t{run}.orders.created", json.dumps({"id": f"n{i}", "account": f"a{i % 3}", "seq": i}).encode())
+    def publish(first: int, last: int) -> Awaitable[None]:
+        return publish_orders(js, run, first, last)
 
     def delivered() -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for call in target.accepted:
-            counts[call.body["payment_id"]] = counts.get(call.body["payment_id"], 0) + 1
-        return counts
+        return deliveries_by_id(target)
 
     try:
         async with build_hub(path):

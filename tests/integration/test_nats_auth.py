@@ -23,6 +23,7 @@ from bus.app.cli import main
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.nats_accounts import Operator, Pair, write
 from tests.support.nats_private import private_nats
+from tests.support.silent_server import left_running_after_cancelling, silent_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -145,28 +146,6 @@ def test_bus_validate_says_what_is_wrong_with_a_creds_or_seed_file(tmp_path: Pat
 async def test_a_connection_cancelled_while_it_is_made_leaves_nothing_running() -> None:
     """A hub that stops while a NATS adapter is still connecting (a server slow to answer) cancels
     that start: the client is closed, not left trying to connect for ever in the background."""
-    import asyncio
-
-    held: list[asyncio.StreamWriter] = []
-
-    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)  # accepts and never says INFO: the client waits
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    before = set(asyncio.all_tasks())
-    try:
-        starting = asyncio.create_task(outbound(port).start())
-        await asyncio.sleep(0.5)
-        assert not starting.done(), "the start should still be connecting"
-        starting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await starting
-        await asyncio.sleep(0.5)
-        left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
+    async with silent_server() as port:  # accepts and never says INFO: the client waits
+        left = await left_running_after_cancelling(outbound(port).start())
         assert left == [], [t.get_coro() for t in left]
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
