@@ -89,7 +89,14 @@ async def connect(client: aiomqtt.Client, config: Any) -> None:
         paho.on_log = note
     try:
         await client.__aenter__()
-    except aiomqtt.MqttError as exc:
+    except BaseException as exc:
+        # A try that timed out or was cancelled (the hub stopping) left paho's socket open and
+        # aiomqtt's housekeeping task running: one more of each per retry, for as long as a broker
+        # takes connections and never answers. Closing the socket through paho also ends the task.
+        if paho is not None:
+            paho._sock_close()
+        if not isinstance(exc, aiomqtt.MqttError):
+            raise
         said = f" ({met[0]})" if met else ""
         raise RetryableError(f"mqtt {config.name}: cannot connect to {config.host}:{config.port}: {exc}{said}") from exc
     finally:

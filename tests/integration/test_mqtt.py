@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 import uuid
 from pathlib import Path
@@ -16,11 +17,16 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from adapters.mqtt.config import MqttOutboundConfig
+from adapters.mqtt.connection import connect
+from adapters.mqtt.outbound import MqttOutbound
+from bus.adapter_api import Context, RetryableError
 from bus.app.cli import main
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.hub import build_hub, reading, unique_prefix, write_config
 from tests.support.memory import resident_peak_mb, resident_peak_reset, the_cut_letter
+from tests.support.silent_server import left_running_after_cancelling, silent_server
 from tests.support.target import Target
 
 
@@ -424,3 +430,33 @@ async def test_two_replicas_keep_one_session_and_the_other_takes_it_over(tmp_pat
     finally:
         await asyncio.gather(first.stop(), second.stop())
         await target.stop()
+
+
+def an_outbound(port: int) -> MqttOutbound:
+    config = MqttOutboundConfig.model_validate({"type": "mqtt", "name": "alerts", "host": "127.0.0.1", "port": port, "topic": "t"})
+    return MqttOutbound(config, Context(name="alerts", logger=logging.getLogger("t")))
+
+
+async def test_a_connection_cancelled_while_it_is_made_leaves_nothing_running() -> None:
+    """A hub that stops while an MQTT adapter is still connecting (a broker slow to send its
+    CONNACK) cancels that start. aiomqtt kept the socket open and its housekeeping task running."""
+    async with silent_server() as port:  # accepts and never sends CONNACK: the client waits
+        outbound = an_outbound(port)
+        left = await left_running_after_cancelling(outbound.start())
+        assert left == [], [t.get_coro() for t in left]
+
+
+async def test_a_broker_that_never_answers_costs_no_socket_per_try() -> None:
+    """A broker that takes the connection and never answers: each try times out and is retried
+    by the supervisor. aiomqtt kept each try's socket open and its task running: a hub left
+    retrying for a day held thousands of sockets."""
+    async with silent_server() as port:
+        config = MqttOutboundConfig.model_validate({"type": "mqtt", "name": "alerts", "host": "127.0.0.1", "port": port, "topic": "t"})
+        before = set(asyncio.all_tasks())
+        clients = [aiomqtt.Client("127.0.0.1", port, timeout=0.3) for _ in range(3)]
+        for client in clients:
+            with pytest.raises(RetryableError, match="cannot connect"):
+                await connect(client, config)
+        await asyncio.sleep(0.1)
+        assert [t for t in asyncio.all_tasks() - before if not t.done()] == []
+        assert [client._client.socket() for client in clients] == [None, None, None]  # each try's socket closed
