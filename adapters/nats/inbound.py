@@ -57,6 +57,7 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         self._stream_made: Any = None  # the stream's creation time: another value is another stream
         self._acknowledged = 0  # the stream sequence of the last message acknowledged
         self._saved = (0, 0.0)  # the sequence last saved in Kafka, and when (monotonic)
+        self._save_failing = False  # said once when saving stops working, and once when it works again
 
     @classmethod
     def position_of(cls, config: NatsInboundConfig) -> dict[str, Any] | None:
@@ -112,7 +113,14 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         saved in Kafka (by this adapter, or by its former name), if it is this very stream."""
         checkpoints = self.ctx.checkpoints
         saved = await checkpoints.load(self.config.name) if checkpoints is not None else None
-        if not saved or not isinstance(saved.get("sequence"), int):
+        if not saved:
+            return
+        sequence = saved.get("sequence")
+        if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
+            self.ctx.logger.warning(
+                "nats %s: the position saved for it in Kafka cannot be read (%.200r): its durable consumer reads "
+                "stream %s from its start", self.config.name, saved, self.config.stream,
+            )  # fmt: skip
             return
         if saved.get("stream_made") != str(stream.created):
             self.ctx.logger.warning(
@@ -131,7 +139,16 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         try:
             await checkpoints.save(self.config.name, {"sequence": self._acknowledged, "stream_made": str(self._stream_made)})
         except KafkaUnavailable as exc:  # a fallback only (the durable consumer keeps the place): tried again at the next save
-            self.ctx.logger.debug("nats %s: position not saved: %s", self.config.name, exc)
+            if not self._save_failing:
+                self._save_failing = True
+                self.ctx.logger.warning(
+                    "nats %s: its position in stream %s cannot be saved in Kafka (%s): reading goes on, the durable "
+                    "consumer keeps the place; tried again at each save", self.config.name, self.config.stream, exc,
+                )  # fmt: skip
+            return
+        if self._save_failing:
+            self._save_failing = False
+            self.ctx.logger.info("nats %s: its position is saved in Kafka again (stream sequence %d)", self.config.name, self._acknowledged)
 
     async def _resume_lost(self, js: Any, stream: Any, durable: str) -> None:
         """The durable consumer is gone though this adapter read through it before: made again
