@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 from pydantic import Field, SecretStr, field_validator
 
 from adapters.http.config import AnswerRules
@@ -38,10 +39,22 @@ class WsseUsernameToken(ConfigModel):
 
 
 class BasicAuth(ConfigModel):
-    """HTTP Basic authentication on every call."""
+    """HTTP Basic authentication on every call (RFC 7617, credentials in UTF-8). A 401 answer is
+    the credentials' fault, not the event's: the call is retried until they are fixed."""
 
-    username: str = Field(description="The user name.")
+    username: str = Field(description="The user name (no ':', which ends the user name in Basic credentials).")
     password: SecretStr = Field(description="The password (use ${ENV} or ${file:...}).")
+
+    @field_validator("username")
+    @classmethod
+    def _user(cls, text: str) -> str:
+        if ":" in text or not text.isprintable():
+            raise ValueError("a Basic user name cannot hold ':' (it ends the user name) or control characters")
+        return text
+
+    def header(self) -> dict[str, str]:
+        """The Authorization header every call carries."""
+        return {"Authorization": aiohttp.encode_basic_auth(self.username, self.password.get_secret_value())}
 
 
 class _SoapEndpoint(ConfigModel):

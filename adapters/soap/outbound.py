@@ -49,9 +49,8 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
         self._client: aiohttp.ClientSession | None = None
         self._proxy: dict[str, Any] = {}  # the environment's proxy for the service (bus.http_clients.proxy_options)
         self._proxy_headers: dict[str, str] = {}
-        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         basic = config.basic_auth
-        self._auth = aiohttp.BasicAuth(basic.username, basic.password.get_secret_value()) if basic else None
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()} | (basic.header() if basic else {})
         self._answer_checks = AnswerChecks(retry_when=config.retry_when, refused_when=config.refused_when)
 
     async def start(self) -> None:
@@ -84,7 +83,7 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
         headers = {**self._headers, **headers, self.config.idempotency_header: event.id, **self._proxy_headers}
         url = operation.address
         try:
-            async with client.post(url, data=body, headers=headers, auth=self._auth, allow_redirects=False, **self._proxy) as response:
+            async with client.post(url, data=body, headers=headers, allow_redirects=False, **self._proxy) as response:
                 raw = await read_body_bounded(response, limit=self.config.max_answer_bytes)
                 status, content_type = response.status, response.headers.get("Content-Type", "")
         except AnswerTooLarge as exc:  # whether the service did it cannot be read: asked again, with the same idempotency key
@@ -110,6 +109,8 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
         detail = f"{operation.name} at {url} answered {status}: {raw[:300].decode('utf-8', errors='replace')}"
         if status >= 500 or status in _RETRYABLE:
             raise RetryableError(detail)
+        if status == 401 and self.config.basic_auth is not None:  # the credentials are at fault, not the event: wait for a fix
+            raise RetryableError(f"{detail} (the basic_auth credentials were refused)")
         raise PermanentError(detail)
 
     def _classified(self, fault: Fault, operation: str) -> Exception:

@@ -46,7 +46,7 @@ class SoapPollInbound(Poller[SoapPollConfig]):
         self._overlap = config.since.overlap.total_seconds()
         self._position = Position(None, set(), None, overlap=self._overlap)
         basic = config.basic_auth
-        self._auth = aiohttp.BasicAuth(basic.username, basic.password.get_secret_value()) if basic else None
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()} | (basic.header() if basic else {})
 
     async def open(self) -> None:
         assert self.ctx.checkpoints is not None
@@ -122,15 +122,13 @@ class SoapPollInbound(Poller[SoapPollConfig]):
             body, headers = operation.envelope(values)
         except ValueError as exc:
             raise RetryableError(str(exc)) from exc  # the config's parameters do not fit: shown until fixed
-        headers = {**{k: v.get_secret_value() for k, v in self.config.headers.items()}, **headers, **self._proxy_headers}
+        headers = {**self._headers, **headers, **self._proxy_headers}
         delay = 1.0
         for attempt in range(self.config.retries + 1):
             try:
                 # Redirects are not followed: the call (its headers, and a WS-Security password in
                 # the envelope a 307 sends again) would go wherever the answer points.
-                async with client.post(
-                    operation.address, data=body, headers=headers, auth=self._auth, allow_redirects=False, **self._proxy
-                ) as response:
+                async with client.post(operation.address, data=body, headers=headers, allow_redirects=False, **self._proxy) as response:
                     raw = await read_body_bounded(response, limit=self.config.max_answer_bytes)
                     status, content_type = response.status, response.headers.get("Content-Type", "")
                     if 300 <= status < 400:

@@ -56,6 +56,7 @@ class SoapLedger:
     lists_in_id_order: bool = False  # ListInvoices in the order invoices were made, not by ChangedAt (as many ERPs do)
     username: str | None = None
     password: str = ""
+    basic: tuple[str, str] | None = None  # HTTP Basic credentials every call must carry (UTF-8), when set
     fail_next: int = 0
     invoices: list[dict[str, Any]] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)  # version, operation, outcome of every call
@@ -139,6 +140,9 @@ class SoapLedger:
         wanted = "text/xml" if ns == SOAP11 else "application/soap+xml"
         if not content_type.startswith(wanted):
             return web.Response(status=415, text=f"SOAP {version} wants {wanted}")
+        if self.basic is not None and request.headers.get("Authorization") != self._basic_expected():
+            self.calls.append({"version": version, "outcome": 401})
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="ledger", charset="UTF-8"'})
         if self.fail_next:
             self.fail_next -= 1
             self.calls.append({"version": version, "outcome": 503})
@@ -158,6 +162,10 @@ class SoapLedger:
         asked = {"since": call.findtext(f"{{{TNS}}}ChangedSince") or ""} if operation == "ListInvoices" else {}
         self.calls.append({"version": version, "operation": operation, "outcome": "ok", **asked})
         return web.Response(body=self._envelope(ns, answer), content_type=wanted)
+
+    def _basic_expected(self) -> str:
+        assert self.basic is not None
+        return "Basic " + base64.b64encode(":".join(self.basic).encode()).decode()
 
     @staticmethod
     def _envelope(ns: str, content: Any) -> bytes:

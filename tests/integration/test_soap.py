@@ -182,6 +182,47 @@ async def test_a_wrong_password_is_retried_not_dead_lettered(port: str, tmp_path
         await ledger.stop()
 
 
+async def test_http_basic_credentials_in_utf8_on_both_directions_and_a_refusal_waits_for_a_fix(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``basic_auth`` on the soap outbound and on soap_poll: every call carries the credentials
+    (UTF-8, RFC 7617); a 401 is the credentials' fault, so the event waits for a fix instead of
+    being dead-lettered. A user name with ':' cannot be sent in Basic credentials: refused at load."""
+    ledger = await SoapLedger(basic=("hub", "pässwörd")).start()
+    ledger.add_invoice("L-001", "4100", "1.50", "2026-08-01T00:00:00Z")
+    outbound = soap_block(ledger, tmp_path / "ledger.wsdl", basic_auth={"username": "hub", "password": "pässwörd"})
+    poll = soap_poll_block(basic_auth={"username": "hub", "password": "pässwörd"})
+    path = write(tmp_path, ledger, hub_config(bootstrap, [WEBHOOK, poll], [outbound]))
+    try:
+        async with build_hub(path) as hub:
+            await post(hub, invoice(1))
+            await until(lambda: "INV-2026-0001" in {i["InvoiceNumber"] for i in ledger.invoices}, "the posted invoice at the ledger")
+            for _ in range(300):  # and the ledger's invoice read by soap_poll
+                polled = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Invoice"))
+                if "L-001" in {hub.codec.decode(r.value)[1]["invoice_id"] for r in polled}:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("soap_poll read nothing")
+        assert 401 not in {c["outcome"] for c in ledger.calls}
+
+        outbound["basic_auth"]["password"] = "wrong"
+        write(tmp_path, ledger, hub_config(bootstrap, [WEBHOOK], [outbound]))
+        async with build_hub(path) as hub:
+            await post(hub, invoice(2))
+            await until(lambda: [c["outcome"] for c in ledger.calls].count(401) >= 3, "three refused attempts", timeout=30)
+            assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("erp")) == []
+        assert "INV-2026-0002" not in {i.get("InvoiceNumber") for i in ledger.invoices}
+    finally:
+        await ledger.stop()
+
+    outbound["basic_auth"]["username"] = "hub:admin"
+    write(tmp_path, ledger, hub_config(bootstrap, [WEBHOOK], [outbound]))
+    assert main(["validate", "--json", "-c", str(path)]) == 2
+    errors = {e["field"]: e["message"] for e in json.loads(capsys.readouterr().out)["errors"]}
+    assert "cannot hold ':'" in errors["outbound[0].basic_auth.username"], errors
+
+
 async def test_soap_poll_reads_changed_invoices_by_a_watermark(tmp_path: Path, bootstrap: str) -> None:
     ledger = await SoapLedger().start()
     for i in range(25):
