@@ -78,6 +78,8 @@ class LeasedInbound(Inbound[Any]):
         self._stopped = False  # stop() was called: no rejoin or hand-over joins again
         self._paused_by: str | None = None  # an operator paused the source: not read, the lease kept
         INBOUND_LEASE.labels(self._name).set(0)
+        for change in ("gained", "lost", "handed_over"):  # at 0 from the start: a first change shows in increase()
+            INBOUND_LEASE_CHANGES.labels(self._name, change)
 
     @property
     def standing_by(self) -> bool:

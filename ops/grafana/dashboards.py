@@ -219,6 +219,22 @@ def adapter() -> dict[str, Any]:
                 description="1 while paused (POST /api/v1/inbound/NAME/pause): its source is not read until resumed.",
             ),
         ],
+        [
+            _panel(
+                "Processes reading the source",
+                {"reading": 'sum(bus_inbound_lease{adapter="$adapter"})'},
+                kind="stat",
+                description="For a source read by one process at a time (pollers, postgres_cdc, file, mqtt): 1 is right; "
+                "0 means no process holds its lease (each one's /readyz says why), 2 or more a holder cut off from Kafka "
+                "reading on while another took over. Empty for sources every process reads.",
+            ),
+            _panel(
+                "Lease changes",
+                {"{{change}}": f'sum by (change) (increase(bus_inbound_lease_changes_total{{adapter="$adapter"}}[{RATE}]))'},
+                description="gained: a standby took the source over; lost: a holder cut off from Kafka; handed_over: a holder "
+                "that could not read the source let another try.",
+            ),
+        ],
     ]
     return _dashboard(
         "bus-adapter",
