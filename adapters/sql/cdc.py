@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Awaitable
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from adapters.sql.config import PostgresCdcConfig
 from adapters.sql.pgoutput import Change, Decoder, Relation, column_value, lsn_text
@@ -48,34 +49,33 @@ def _names(config: PostgresCdcConfig) -> tuple[str, str]:
 
 async def _ensure_slot(
     connection: Any, config: PostgresCdcConfig, where: str, logger: logging.Logger, *, read_before: dict[str, Any] | None = None
-) -> str:
-    """The publication and the slot, created when missing (``create: true``); the slot's position.
-    Each statement on its own: a slot cannot be created in a transaction that has written.
+) -> tuple[str, str]:
+    """The publication and the slot, created when missing (``create: true``); the slot's position
+    and the publication read with it. Each statement on its own: a slot cannot be created in a
+    transaction that has written.
 
     ``read_before``: where this adapter last left the slot (kept in Kafka). A slot that is missing
     although it was read is lost, not new: the changes since that position cannot be read, and
-    making a new slot silently would pass over them (``lost_slot``)."""
+    making a new slot silently would pass over them (``lost_slot``). A position saved under a
+    former name (a rename) names that name's slot, which is taken over (``_take_over``)."""
     slot_name, publication = _names(config)
+    publication = _publication_kept(config, read_before, slot_name) or publication
     wal_level = await connection.fetchval("SHOW wal_level")
     if wal_level != "logical":
         raise RetryableError(
             f"{where}: the server has wal_level={wal_level}; logical decoding needs wal_level=logical "
             "(ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL)"
         )
-    has_publication = await connection.fetchval("SELECT count(*) FROM pg_publication WHERE pubname = $1", publication)
-    if not has_publication:
-        if not config.create:
-            raise RetryableError(f"{where}: publication {publication} does not exist (create: false)")
-        if not config.tables:
-            raise RetryableError(f"{where}: publication {publication} does not exist and no `tables` are given")
-        # Identifiers are checked plain names (config.py).
-        await connection.execute(f"CREATE PUBLICATION {publication} FOR TABLE {', '.join(config.tables)}")
-        logger.info("postgres_cdc %s created publication %s", config.name, publication)
-    elif config.tables:
-        await _follow_tables(connection, config, publication, logger)
-    slot = await connection.fetchrow(
-        "SELECT plugin, confirmed_flush_lsn::text AS at FROM pg_replication_slots WHERE slot_name = $1", slot_name
-    )
+    query = "SELECT plugin, confirmed_flush_lsn::text AS at FROM pg_replication_slots WHERE slot_name = $1"
+    slot = await connection.fetchrow(query, slot_name)
+    former = (read_before or {}).get("slot")
+    renamed = slot is None and config.slot is None and isinstance(former, str) and former != slot_name
+    if renamed and await _take_over(connection, config, str(former), slot_name, logger):
+        slot = await connection.fetchrow(query, slot_name)
+        # The copied slot's changes are decoded with the catalog of their day, when only the
+        # former name's publication existed: one made now is "not found" for each of them.
+        publication = _publication_kept(config, read_before, str(former)) or publication
+    await _ensure_publication(connection, config, publication, where, logger)
     if slot is None:
         last = (read_before or {}).get("lsn") if (read_before or {}).get("slot") == slot_name else None
         lost = last is not None
@@ -95,10 +95,61 @@ async def _ensure_slot(
             )  # fmt: skip
         created = await connection.fetchrow("SELECT lsn::text AS at FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot_name)
         logger.info("postgres_cdc %s created slot %s at %s", config.name, slot_name, created["at"])
-        return str(created["at"])
+        return str(created["at"]), publication
     if slot["plugin"] != "pgoutput":
         raise RetryableError(f"{where}: slot {slot_name} uses the {slot['plugin']} plugin, not pgoutput")
-    return str(slot["at"])
+    return str(slot["at"]), publication
+
+
+def _publication_kept(config: PostgresCdcConfig, read_before: dict[str, Any] | None, slot_name: str) -> str | None:
+    """The publication read with ``slot_name`` as the saved position says (a renamed adapter goes
+    on with its former name's; ``bus_<former name>`` when a position saved before said none), when
+    the config names none. Checked as a plain name: it is written into statements."""
+    if config.publication is not None or not read_before or read_before.get("slot") != slot_name:
+        return None
+    kept = read_before.get("publication", slot_name)
+    return kept if isinstance(kept, str) and re.fullmatch(r"[a-z_][a-z0-9_]*", kept) and kept != _names(config)[1] else None
+
+
+async def _ensure_publication(connection: Any, config: PostgresCdcConfig, publication: str, where: str, logger: logging.Logger) -> None:
+    has_publication = await connection.fetchval("SELECT count(*) FROM pg_publication WHERE pubname = $1", publication)
+    if not has_publication:
+        if not config.create:
+            raise RetryableError(f"{where}: publication {publication} does not exist (create: false)")
+        if not config.tables:
+            raise RetryableError(f"{where}: publication {publication} does not exist and no `tables` are given")
+        # Identifiers are checked plain names (config.py).
+        await connection.execute(f"CREATE PUBLICATION {publication} FOR TABLE {', '.join(config.tables)}")
+        logger.info("postgres_cdc %s created publication %s", config.name, publication)
+    elif config.tables:
+        await _follow_tables(connection, config, publication, logger)
+
+
+async def _take_over(connection: Any, config: PostgresCdcConfig, former: str, slot_name: str, logger: logging.Logger) -> bool:
+    """A renamed adapter (its slot named after it by default) is given its former name's place
+    (bus.runtime.checkpoints: the position the former name saved in the same database): the
+    former slot is copied under the new name, at the same position, and dropped. A new slot made
+    from now passed over every change committed since the former one's position, and the former
+    slot, read by no one, kept the server's WAL until its disk filled."""
+    import asyncpg
+
+    if not await connection.fetchval("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND plugin = 'pgoutput'", former):
+        return False  # gone too: the new slot is made as for a new adapter
+    copied = await connection.fetchval("SELECT lsn::text FROM pg_copy_logical_replication_slot($1, $2)", former, slot_name)
+    try:
+        await connection.execute("SELECT pg_drop_replication_slot($1)", former)
+    except asyncpg.ObjectInUseError:  # a hub process still running under the former name reads it
+        logger.warning(
+            "postgres_cdc %s: replication slot %s (of its former name) copied to %s at %s, but it is still read by another "
+            "process (a hub still running under the former name): once that has stopped, drop it, or it keeps the server's "
+            "WAL: SELECT pg_drop_replication_slot('%s')", config.name, former, slot_name, copied, former,
+        )  # fmt: skip
+        return True
+    logger.warning(
+        "postgres_cdc %s: renamed: replication slot %s (of its former name) copied to %s at %s and dropped; reading goes on "
+        "from there", config.name, former, slot_name, copied,
+    )  # fmt: skip
+    return True
 
 
 async def _follow_tables(connection: Any, config: PostgresCdcConfig, publication: str, logger: logging.Logger) -> None:
@@ -141,6 +192,13 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
     Config: ClassVar[type[PostgresCdcConfig]] = PostgresCdcConfig
     summary: ClassVar[str] = "PostgreSQL change data capture (logical replication, pgoutput): inserts, updates, deletes."
     one_reader: ClassVar[bool] = True  # a replication slot takes one reader
+
+    @classmethod
+    def position_of(cls, config: PostgresCdcConfig) -> dict[str, Any] | None:
+        """The database, and the publication when one is named: what a renamed adapter's former
+        position must be in for its slot to be taken over. Not the tables (one added keeps the
+        slot) nor the host (an address changed after a failover)."""
+        return {"database": urlsplit(config.dsn.get_secret_value()).path.lstrip("/"), "publication": config.publication}
 
     def __init__(self, config: PostgresCdcConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
@@ -232,10 +290,12 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
     async def _ensure(self, connection: Any) -> None:
         checkpoints = self.ctx.checkpoints
         if self._remembered:  # connected again: what this run saved last is the newest (one reader per slot)
-            read_before: dict[str, Any] | None = {"slot": self._slot, "lsn": self._remembered}
+            read_before: dict[str, Any] | None = {"slot": self._slot, "lsn": self._remembered, "publication": self._publication}
         else:  # the whole checkpoint topic is read, which the embedded broker never compacts
             read_before = await checkpoints.load(self.config.name) if checkpoints is not None else None
-        self.position = await _ensure_slot(connection, self.config, self._where, self.ctx.logger, read_before=read_before)
+        self.position, publication = await _ensure_slot(connection, self.config, self._where, self.ctx.logger, read_before=read_before)
+        if publication != self._publication:  # a renamed adapter's former publication: saved with the position now
+            self._publication, self._remembered = publication, ""
         await self._remember()
 
     async def _remember(self) -> None:
@@ -243,7 +303,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         if self.ctx.checkpoints is None or self.position == self._remembered:
             return
         try:
-            await self.ctx.checkpoints.save(self.config.name, {"slot": self._slot, "lsn": self.position})
+            await self.ctx.checkpoints.save(self.config.name, {"slot": self._slot, "lsn": self.position, "publication": self._publication})
         except KafkaUnavailable as exc:
             raise RetryableError(f"saving the slot's position: {exc}") from exc
         self._remembered = self.position
@@ -263,7 +323,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         where = describe(config.dsn.get_secret_value(), slot)
         connection = await asyncpg.connect(config.dsn.get_secret_value(), timeout=10)
         try:
-            lsn = await _ensure_slot(connection, config, where, logging.getLogger(f"adapters.postgres_cdc.{config.name}"))
+            lsn, _ = await _ensure_slot(connection, config, where, logging.getLogger(f"adapters.postgres_cdc.{config.name}"))
         finally:
             await connection.close()
         return {"slot": slot, "lsn": lsn, "held_by": "source"}

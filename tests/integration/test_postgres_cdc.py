@@ -471,3 +471,48 @@ async def test_an_idle_server_is_not_decoded_again_at_every_interval(logical_dsn
         assert idle <= 1, f"{idle} decoding sessions in 3 s on an idle server"
         await sql(logical_dsn, "INSERT INTO cust_master VALUES (2, 'Grace', 'grace@example.com', 20)")
         assert [key for _, key, _ in await wait_changes(hub, 2, timeout=10)] == ["1", "2"]
+
+
+async def test_a_renamed_adapter_reads_on_from_its_former_slot_and_frees_it(
+    logical_dsn: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An adapter renamed in the config (its slot is named after it: bus_<name>) made a new slot
+    from now: every change committed while the hub was down for the rename was passed over, and
+    the former slot, read by no one, kept the server's WAL until its disk filled. It now takes its
+    former name's slot over (found by the position that name saved in Kafka): copied, dropped."""
+    await sql(logical_dsn, "DROP TABLE IF EXISTS cust_master", CUST_MASTER)
+    config = hub_config(bootstrap, logical_dsn)
+    config["inbound"][0]["name"] = "crm-cdc"
+    path = write_config(tmp_path / "bus.yaml", config)
+    try:
+        async with build_hub(path) as hub:
+            await slot_made(hub)
+            await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'Before', 'a@x.io', 0)")
+            await wait_changes(hub, 1)
+        await sql(logical_dsn, "INSERT INTO cust_master VALUES (2, 'During the rename', 'b@x.io', 0)")
+
+        config["inbound"][0]["name"] = "crm-changes"
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            await slot_made(hub)
+            await sql(logical_dsn, "INSERT INTO cust_master VALUES (3, 'After', 'c@x.io', 0)")
+            await wait_changes(hub, 3)
+            await asyncio.sleep(1)  # anything read twice would have come by now
+            assert [key for _, key, _ in await changes(hub)] == ["1", "2", "3"]
+        assert await slot_position(logical_dsn, "bus_crm_cdc") == "None"  # dropped: no WAL kept for no one
+        assert await slot_position(logical_dsn, "bus_crm_changes") != "None"
+        assert "renamed: replication slot bus_crm_cdc (of its former name) copied to bus_crm_changes" in caplog.text
+
+        await sql(logical_dsn, "INSERT INTO cust_master VALUES (4, 'Next start', 'd@x.io', 0)")
+        async with build_hub(path) as hub:  # and at the next start, its own slot with the publication it read with
+            await wait_changes(hub, 4)
+            await asyncio.sleep(1)
+            assert [key for _, key, _ in await changes(hub)] == ["1", "2", "3", "4"]
+            assert (await hub.inbound[0].health()).ok
+    finally:
+        connection = await asyncpg.connect(logical_dsn)
+        try:
+            for slot in ("bus_crm_cdc", "bus_crm_changes"):
+                await connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot)
+            await connection.execute("DROP PUBLICATION IF EXISTS bus_crm_cdc, bus_crm_changes")
+        finally:
+            await connection.close()
