@@ -19,6 +19,7 @@ from bus.ports import free_port
 from tests.conftest import require_service
 from tests.support.hub import build_hub, payment, unique_prefix, write_config
 from tests.support.proxy import TcpProxy
+from tests.support.silent_server import silent_server
 from tests.support.source import Source
 from tests.support.wait import until
 
@@ -120,3 +121,41 @@ async def test_hub_starts_without_them_and_they_join_when_back(tmp_path: Path, b
         await js_connection.close()
         await rabbit.stop()
         await gnatsd.stop()
+
+
+async def test_sources_that_never_answer_hold_the_stop_once_not_once_each(tmp_path: Path, bootstrap: str) -> None:
+    """Each poller stuck on a source that takes the connection and never answers waits for its poll
+    at a stop (up to 10 s). The hub stopped its inbound adapters one after another: five such
+    sources outlasted the pod's grace period, and Kubernetes killed the hub before its deliveries
+    drained. They stop side by side now: three take about as long as one (a ratio within the run)."""
+
+    def poller(name: str, port: int) -> dict[str, Any]:
+        return {
+            "name": name,
+            "type": "http_poll",
+            "url": f"http://127.0.0.1:{port}/customers",
+            "since": {"param": "updated_since", "field": "updated_at", "id": "id"},
+            "emit": {"schema": "Customer", "key": "id", "map": {"customer_id": "id", "email": "email", "name": "name"}},
+        }
+
+    async def stop_seconds(count: int) -> float:
+        config = {
+            "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "ops": {"host": "127.0.0.1", "port": 0},
+            "inbound": [poller(f"crm{i}", port) for i in range(count)],
+        }
+        accepted.clear()
+        hub = build_hub(write_config(tmp_path / "bus.yaml", config))
+        await hub.start()
+        await until(lambda: len(accepted) >= count, f"{count} polls under way")
+        began = time.monotonic()
+        await hub.stop()
+        return time.monotonic() - began
+
+    accepted: list[object] = []
+    async with silent_server(accepted) as port:
+        one = await stop_seconds(1)
+        three = await stop_seconds(3)
+    assert one > 5, one  # a poll under way was waited for: the case this test is about
+    assert three < 1.7 * one, (one, three)  # in turn it took three times as long

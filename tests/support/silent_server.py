@@ -9,12 +9,15 @@ from contextlib import asynccontextmanager
 
 
 @asynccontextmanager
-async def silent_server() -> AsyncIterator[int]:
-    """Yields the port of a server on loopback that accepts and never answers."""
+async def silent_server(accepted: list[object] | None = None) -> AsyncIterator[int]:
+    """Yields the port of a server on loopback that accepts and never answers; each connection
+    it accepts is added to ``accepted`` when given."""
     held: list[asyncio.StreamWriter] = []
 
     async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)
+        if accepted is not None:
+            accepted.append(writer)
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     try:
