@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from adapters.sql.config import PostgresCdcConfig
@@ -37,8 +37,18 @@ _CHUNK = 1000  # a large transaction's changes handed to Kafka, and acknowledged
 # The newest WAL a peek could decode: flushed WAL on a primary, replayed WAL on a standby
 # (logical decoding on a standby, PostgreSQL 16 and later).
 _DECODABLE = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text"
+_FORMER_EVERY_S = 10.0  # how often a former name's slot still in use at a rename is tried again (_drop_former)
 _PEEK_IDLE_AT_LEAST_EVERY_S = 60.0  # a slot dropped while the server is idle is still found within a minute
 _TYPE_NAMES = "SELECT format_type(t, NULL) AS name FROM unnest($1::oid[]) WITH ORDINALITY AS x(t, n) ORDER BY n"
+
+
+class _Slot(NamedTuple):
+    at: str  # the slot's position
+    publication: str  # the publication it is read with
+    former: str = ""  # a former name's slot taken over while another process still read it: to drop once no one does
+
+
+_PLAIN = re.compile(r"[a-z_][a-z0-9_]*")  # a slot's or publication's name read back from Kafka, written into statements
 
 
 def _names(config: PostgresCdcConfig) -> tuple[str, str]:
@@ -49,7 +59,7 @@ def _names(config: PostgresCdcConfig) -> tuple[str, str]:
 
 async def _ensure_slot(
     connection: Any, config: PostgresCdcConfig, where: str, logger: logging.Logger, *, read_before: dict[str, Any] | None = None
-) -> tuple[str, str]:
+) -> _Slot:
     """The publication and the slot, created when missing (``create: true``); the slot's position
     and the publication read with it. Each statement on its own: a slot cannot be created in a
     transaction that has written.
@@ -70,7 +80,9 @@ async def _ensure_slot(
     slot = await connection.fetchrow(query, slot_name)
     former = (read_before or {}).get("slot")
     renamed = slot is None and config.slot is None and isinstance(former, str) and former != slot_name
-    if renamed and await _take_over(connection, config, str(former), slot_name, logger):
+    in_use = ""
+    if renamed and (taken := await _take_over(connection, config, str(former), slot_name, logger)):
+        in_use = str(former) if taken == "in use" else ""
         slot = await connection.fetchrow(query, slot_name)
         # The copied slot's changes are decoded with the catalog of their day, when only the
         # former name's publication existed: one made now is "not found" for each of them.
@@ -95,10 +107,10 @@ async def _ensure_slot(
             )  # fmt: skip
         created = await connection.fetchrow("SELECT lsn::text AS at FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot_name)
         logger.info("postgres_cdc %s created slot %s at %s", config.name, slot_name, created["at"])
-        return str(created["at"]), publication
+        return _Slot(str(created["at"]), publication)
     if slot["plugin"] != "pgoutput":
         raise RetryableError(f"{where}: slot {slot_name} uses the {slot['plugin']} plugin, not pgoutput")
-    return str(slot["at"]), publication
+    return _Slot(str(slot["at"]), publication, in_use)
 
 
 def _publication_kept(config: PostgresCdcConfig, read_before: dict[str, Any] | None, slot_name: str) -> str | None:
@@ -108,7 +120,7 @@ def _publication_kept(config: PostgresCdcConfig, read_before: dict[str, Any] | N
     if config.publication is not None or not read_before or read_before.get("slot") != slot_name:
         return None
     kept = read_before.get("publication", slot_name)
-    return kept if isinstance(kept, str) and re.fullmatch(r"[a-z_][a-z0-9_]*", kept) and kept != _names(config)[1] else None
+    return kept if isinstance(kept, str) and _PLAIN.fullmatch(kept) and kept != _names(config)[1] else None
 
 
 async def _ensure_publication(connection: Any, config: PostgresCdcConfig, publication: str, where: str, logger: logging.Logger) -> None:
@@ -125,7 +137,9 @@ async def _ensure_publication(connection: Any, config: PostgresCdcConfig, public
         await _follow_tables(connection, config, publication, logger)
 
 
-async def _take_over(connection: Any, config: PostgresCdcConfig, former: str, slot_name: str, logger: logging.Logger) -> bool:
+async def _take_over(
+    connection: Any, config: PostgresCdcConfig, former: str, slot_name: str, logger: logging.Logger
+) -> Literal["dropped", "in use", ""]:
     """A renamed adapter (its slot named after it by default) is given its former name's place
     (bus.runtime.checkpoints: the position the former name saved in the same database): the
     former slot is copied under the new name, at the same position, and dropped. A new slot made
@@ -134,22 +148,23 @@ async def _take_over(connection: Any, config: PostgresCdcConfig, former: str, sl
     import asyncpg
 
     if not await connection.fetchval("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND plugin = 'pgoutput'", former):
-        return False  # gone too: the new slot is made as for a new adapter
+        return ""  # gone too: the new slot is made as for a new adapter
     copied = await connection.fetchval("SELECT lsn::text FROM pg_copy_logical_replication_slot($1, $2)", former, slot_name)
     try:
         await connection.execute("SELECT pg_drop_replication_slot($1)", former)
-    except asyncpg.ObjectInUseError:  # a hub process still running under the former name reads it
+    except asyncpg.ObjectInUseError:  # a hub process still running under the former name (a rolling update)
         logger.warning(
-            "postgres_cdc %s: replication slot %s (of its former name) copied to %s at %s, but it is still read by another "
-            "process (a hub still running under the former name): once that has stopped, drop it, or it keeps the server's "
-            "WAL: SELECT pg_drop_replication_slot('%s')", config.name, former, slot_name, copied, former,
+            "postgres_cdc %s: renamed: replication slot %s (of its former name) copied to %s at %s; it is still read by "
+            "another process (a hub still running under the former name, whose changes come twice meanwhile, under both "
+            "names' event ids), and is dropped once no process reads it",
+            config.name, former, slot_name, copied,
         )  # fmt: skip
-        return True
+        return "in use"
     logger.warning(
         "postgres_cdc %s: renamed: replication slot %s (of its former name) copied to %s at %s and dropped; reading goes on "
         "from there", config.name, former, slot_name, copied,
     )  # fmt: skip
-    return True
+    return "dropped"
 
 
 async def _follow_tables(connection: Any, config: PostgresCdcConfig, publication: str, logger: logging.Logger) -> None:
@@ -220,6 +235,8 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         # Where the server's WAL ended when the last peek found the slot caught up, and when: while it
         # has not moved there is nothing to decode, and the peek is skipped (_read_once).
         self._caught_up_at: tuple[str, float] | None = None
+        self._former = ""  # a former name's slot still read by another process when it was taken over (_drop_former)
+        self._former_tried = 0.0  # when its drop was last tried (monotonic)
 
     async def start(self) -> None:
         if self._task is not None:
@@ -257,6 +274,8 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
                     self._problem = ""  # connected to the slot: ready while a long backlog is still being read
                 read = await self._read_once()
                 self._problem = ""
+                if self._former:
+                    await self._drop_former()
                 if read:
                     continue  # more may be waiting: read again at once
             except RetryableError as exc:
@@ -293,9 +312,37 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
             read_before: dict[str, Any] | None = {"slot": self._slot, "lsn": self._remembered, "publication": self._publication}
         else:  # the whole checkpoint topic is read, which the embedded broker never compacts
             read_before = await checkpoints.load(self.config.name) if checkpoints is not None else None
-        self.position, publication = await _ensure_slot(connection, self.config, self._where, self.ctx.logger, read_before=read_before)
-        if publication != self._publication:  # a renamed adapter's former publication: saved with the position now
-            self._publication, self._remembered = publication, ""
+        slot = await _ensure_slot(connection, self.config, self._where, self.ctx.logger, read_before=read_before)
+        self.position = slot.at
+        if slot.publication != self._publication:  # a renamed adapter's former publication: saved with the position now
+            self._publication, self._remembered = slot.publication, ""
+        kept = (read_before or {}).get("former") if (read_before or {}).get("slot") == self._slot else None
+        former = slot.former or kept
+        if isinstance(former, str) and _PLAIN.fullmatch(former) and former != self._former:
+            self._former, self._remembered = former, ""  # saved with the position: a restart goes on trying
+        await self._remember()
+
+    async def _drop_former(self) -> None:
+        """The former name's slot, taken over while another process still read it (a rolling
+        update: the pods of the old config stop after the new ones start): dropped once no process
+        reads it, tried every ``_FORMER_EVERY_S``. Left, it kept the server's WAL for good."""
+        if time.monotonic() - self._former_tried < _FORMER_EVERY_S:
+            return
+        self._former_tried = time.monotonic()
+        import asyncpg
+
+        try:
+            found = await self._connection.fetchval("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", self._former)
+            if found:
+                await self._connection.execute("SELECT pg_drop_replication_slot($1)", self._former)
+        except asyncpg.ObjectInUseError:
+            return  # still read: tried again later
+        if found:
+            self.ctx.logger.warning(
+                "postgres_cdc %s: replication slot %s (of its former name) dropped: no process reads it any more",
+                self.config.name, self._former,
+            )  # fmt: skip
+        self._former, self._remembered = "", ""  # the next save says no more of it
         await self._remember()
 
     async def _remember(self) -> None:
@@ -303,7 +350,8 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         if self.ctx.checkpoints is None or self.position == self._remembered:
             return
         try:
-            await self.ctx.checkpoints.save(self.config.name, {"slot": self._slot, "lsn": self.position, "publication": self._publication})
+            saved = {"slot": self._slot, "lsn": self.position, "publication": self._publication}
+            await self.ctx.checkpoints.save(self.config.name, saved | ({"former": self._former} if self._former else {}))
         except KafkaUnavailable as exc:
             raise RetryableError(f"saving the slot's position: {exc}") from exc
         self._remembered = self.position
@@ -323,7 +371,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         where = describe(config.dsn.get_secret_value(), slot)
         connection = await asyncpg.connect(config.dsn.get_secret_value(), timeout=10)
         try:
-            lsn, _ = await _ensure_slot(connection, config, where, logging.getLogger(f"adapters.postgres_cdc.{config.name}"))
+            lsn = (await _ensure_slot(connection, config, where, logging.getLogger(f"adapters.postgres_cdc.{config.name}"))).at
         finally:
             await connection.close()
         return {"slot": slot, "lsn": lsn, "held_by": "source"}

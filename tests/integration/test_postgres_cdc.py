@@ -516,3 +516,70 @@ async def test_a_renamed_adapter_reads_on_from_its_former_slot_and_frees_it(
             await connection.execute("DROP PUBLICATION IF EXISTS bus_crm_cdc, bus_crm_changes")
         finally:
             await connection.close()
+
+
+async def test_a_former_slot_still_read_at_the_rename_is_dropped_once_no_one_reads_it(
+    logical_dsn: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling update: the pods of the old config (the adapter's former name) still read its
+    slot when the renamed adapter starts, so the former slot cannot be dropped then. It is copied,
+    and dropped once no process reads it; left, it kept the server's WAL for good."""
+    await sql(logical_dsn, "DROP TABLE IF EXISTS cust_master", CUST_MASTER)
+    config = hub_config(bootstrap, logical_dsn)
+    config["inbound"][0]["name"] = "erp-cdc"
+    path = write_config(tmp_path / "bus.yaml", config)
+    old_pod = None
+    try:
+        async with build_hub(path) as hub:
+            await slot_made(hub)
+            await sql(logical_dsn, "INSERT INTO cust_master VALUES (1, 'Before', 'a@x.io', 0)")
+            await wait_changes(hub, 1)
+        # A process of the old config reading the former slot (a replication connection holds it).
+        old_pod = await asyncio.create_subprocess_exec(
+            "pg_recvlogical", "-d", logical_dsn, "-S", "bus_erp_cdc", "--start", "-o", "proto_version=1",
+            "-o", "publication_names=bus_erp_cdc", "-f", "/dev/null",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await until_slot_active(logical_dsn, "bus_erp_cdc")
+
+        config["inbound"][0]["name"] = "erp-changes"
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            await slot_made(hub)
+            assert "is still read by another process" in caplog.text
+            assert await slot_position(logical_dsn, "bus_erp_cdc") != "None"  # not dropped while read
+            await sql(logical_dsn, "INSERT INTO cust_master VALUES (2, 'After', 'b@x.io', 0)")
+            await wait_changes(hub, 2)
+
+            old_pod.terminate()  # the old pod stops
+            await old_pod.wait()
+            old_pod = None
+            for _ in range(300):
+                if await slot_position(logical_dsn, "bus_erp_cdc") == "None":
+                    break
+                await asyncio.sleep(0.1)
+            assert await slot_position(logical_dsn, "bus_erp_cdc") == "None", "the former slot is still there"
+            assert "replication slot bus_erp_cdc (of its former name) dropped: no process reads it any more" in caplog.text
+            assert (await hub.inbound[0].health()).ok
+    finally:
+        if old_pod is not None:
+            old_pod.kill()
+            await old_pod.wait()
+        connection = await asyncpg.connect(logical_dsn)
+        try:
+            for slot in ("bus_erp_cdc", "bus_erp_changes"):
+                await connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot)
+            await connection.execute("DROP PUBLICATION IF EXISTS bus_erp_cdc, bus_erp_changes")
+        finally:
+            await connection.close()
+
+
+async def until_slot_active(dsn: str, slot: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        for _ in range(100):
+            if await connection.fetchval("SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"slot {slot} never became active")
+    finally:
+        await connection.close()
