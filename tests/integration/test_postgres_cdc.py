@@ -17,7 +17,7 @@ from bus.app.hub import Hub
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.hub import build_hub, unique_prefix, write_config
-from tests.support.pg_logical import logical_postgres
+from tests.support.pg_logical import logical_postgres, server_tool
 from tests.support.wait import until
 
 
@@ -536,7 +536,7 @@ async def test_a_former_slot_still_read_at_the_rename_is_dropped_once_no_one_rea
             await wait_changes(hub, 1)
         # A process of the old config reading the former slot (a replication connection holds it).
         old_pod = await asyncio.create_subprocess_exec(
-            "pg_recvlogical", "-d", logical_dsn, "-S", "bus_erp_cdc", "--start", "-o", "proto_version=1",
+            server_tool("pg_recvlogical"), "-d", logical_dsn, "-S", "bus_erp_cdc", "--start", "-o", "proto_version=1",
             "-o", "publication_names=bus_erp_cdc", "-f", "/dev/null",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip

@@ -19,6 +19,14 @@ from bus.ports import free_port
 from tests.support.private_server import binaries_missing, launch, server_folder, stop_server, wait_listening
 
 
+def server_tool(name: str) -> str:
+    """A program of the PostgreSQL install the private server runs from (pg_recvlogical)."""
+    bin_dir = _bin_dir()
+    if bin_dir is None or not (bin_dir / name).exists():
+        binaries_missing(f"PostgreSQL's {name} is not installed")
+    return str(bin_dir / name)
+
+
 def _bin_dir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if found:
