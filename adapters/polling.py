@@ -65,6 +65,7 @@ def _later(a: Any, b: Any) -> bool:
         return str(a) > str(b)
 
 
+_FINISH_POLL_S = 10.0  # how long a stop waits for a poll that holds records to end (its position saved)
 _TIME = re.compile(r"(\d{4}-\d{2}-\d{2})(?:([T ])(\d{2}:\d{2}(?::\d{2})?)(\.\d+)?)?(Z|[+-]\d{2}(?::?\d{2})?)?")
 
 
@@ -255,6 +256,9 @@ class Poller(Inbound[C]):
         # on it saves its position only after a poll reads to the end, as with ``since.ordered: false``.
         self.unsorted = ""
         self.polls = 0  # completed polls
+        # Records of the poll under way handed to Kafka: a stop lets that poll end (its position
+        # saved), where one that holds none yet (waiting for the source to answer) ends at once.
+        self._holding = False
 
     @property
     def interval(self) -> float:
@@ -288,8 +292,8 @@ class Poller(Inbound[C]):
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            self._stopping.set()  # a poll in progress ends after its current page
-            await finish_task(task, within=10)
+            self._stopping.set()  # a poll that holds records ends after its current page; one waiting for the source, now
+            await finish_task(task, within=_FINISH_POLL_S if self._holding else 0)
         await self.close()
 
     def progress(self) -> dict[str, int | str]:
@@ -359,6 +363,7 @@ class Poller(Inbound[C]):
         the caller saves its position only after this returns. RetryableError when Kafka does not
         take them (the position is not saved, the next poll reads them again)."""
         acks: list[Awaitable[None]] = []
+        self._holding = True  # until the poll ends (_run)
         for document, raw, event_id in documents:
             try:
                 acks.append(await self.intake.submit_document(document, raw=raw, event_id=event_id))
@@ -419,6 +424,8 @@ class Poller(Inbound[C]):
             except Exception as exc:  # a bug must not end polling silently; it shows in /readyz
                 self._problem = f"unexpected error: {exc!r}"
                 self.ctx.logger.exception("%s %s: unexpected error", self.kind, name)
+            finally:
+                self._holding = False
             await self.sleep(self.interval)  # from the end of this poll to the start of the next, as documented
 
     async def sleep(self, seconds: float) -> None:

@@ -37,6 +37,7 @@ _CHUNK = 1000  # a large transaction's changes handed to Kafka, and acknowledged
 # The newest WAL a peek could decode: flushed WAL on a primary, replayed WAL on a standby
 # (logical decoding on a standby, PostgreSQL 16 and later).
 _DECODABLE = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text"
+_FINISH_READ_S = 10.0  # how long a stop waits for a read under way to publish its changes and advance the slot
 _FORMER_EVERY_S = 10.0  # how often a former name's slot still in use at a rename is tried again (_drop_former)
 _PEEK_IDLE_AT_LEAST_EVERY_S = 60.0  # a slot dropped while the server is idle is still found within a minute
 _TYPE_NAMES = "SELECT format_type(t, NULL) AS name FROM unnest($1::oid[]) WITH ORDINALITY AS x(t, n) ORDER BY n"
@@ -235,6 +236,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         # Where the server's WAL ended when the last peek found the slot caught up, and when: while it
         # has not moved there is nothing to decode, and the peek is skipped (_read_once).
         self._caught_up_at: tuple[str, float] | None = None
+        self._reading = False  # a read of the slot under way (changes may be in Kafka's hands): a stop lets it finish
         self._former = ""  # a former name's slot still read by another process when it was taken over (_drop_former)
         self._former_tried = 0.0  # when its drop was last tried (monotonic)
 
@@ -249,8 +251,10 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            self._stopping.set()  # the transactions in flight are finished and the slot advanced
-            await finish_task(task, within=10)
+            # The transactions in flight are finished and the slot advanced; a connection still
+            # being made (a server that does not answer) ends at once: it holds nothing.
+            self._stopping.set()
+            await finish_task(task, within=_FINISH_READ_S if self._reading else 0)
         await self._disconnect()
 
     def progress(self) -> dict[str, int | str]:
@@ -272,7 +276,11 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
                 if self._connection is None:
                     await self._connect()
                     self._problem = ""  # connected to the slot: ready while a long backlog is still being read
-                read = await self._read_once()
+                self._reading = True
+                try:
+                    read = await self._read_once()
+                finally:
+                    self._reading = False
                 self._problem = ""
                 if self._former:
                     await self._drop_former()

@@ -96,6 +96,7 @@ def _queries_for(config: SqlPollConfig, found: tuple[str, int | None] | None, *,
     return _Queries(config, postgres=postgres, transactions=transactions, step=step if step and step >= _FINEST_STEP else 0.0)
 
 
+_FINISH_BATCH_S = 10.0  # how long a stop waits for a batch handed to Kafka to be acknowledged and its position saved
 _CLOCK_TOLERANCE = dt.timedelta(seconds=60)  # the database's clock may fall behind this host's by this much unsaid
 
 
@@ -268,6 +269,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         self._position: tuple[Any, Any] | None = None
         self._pool: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._holding = False  # a batch handed to Kafka, its position not saved yet: a stop lets it finish
         self._stopping = asyncio.Event()
         self._problem = "not started"
         self.rows = 0  # rows published since start
@@ -306,8 +308,10 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            self._stopping.set()  # the batch in flight is finished and its position saved
-            await finish_task(task, within=10)
+            # A batch handed to Kafka is finished and its position saved; a query or a connection
+            # still waiting for the database ends at once (nothing of it taken yet).
+            self._stopping.set()
+            await finish_task(task, within=_FINISH_BATCH_S if self._holding else 0)
         pool, self._pool = self._pool, None
         if pool is not None:
             await close_pool(pool, self._dsn)
@@ -375,7 +379,11 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             rows = await self._query()
             self._problem = ""  # the source answers: ready, though a long backfill may go on for hours
             if rows:
-                await self._publish(rows)
+                self._holding = True
+                try:
+                    await self._publish(rows)
+                finally:
+                    self._holding = False
                 self.ctx.logger.info(
                     "sql_poll %s: %d row(s) in %.2fs; now after %s",
                     self.config.name, len(rows), time.monotonic() - started, self._describe(self._position),

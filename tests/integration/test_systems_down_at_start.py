@@ -5,6 +5,7 @@ when both come back the adapters start on their own and nothing is lost."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -14,6 +15,7 @@ from typing import Any
 import aio_pika
 import httpx
 import nats
+from aiohttp import web
 
 from bus.ports import free_port
 from tests.conftest import require_service
@@ -123,39 +125,97 @@ async def test_hub_starts_without_them_and_they_join_when_back(tmp_path: Path, b
         await gnatsd.stop()
 
 
-async def test_sources_that_never_answer_hold_the_stop_once_not_once_each(tmp_path: Path, bootstrap: str) -> None:
-    """Each poller stuck on a source that takes the connection and never answers waits for its poll
-    at a stop (up to 10 s). The hub stopped its inbound adapters one after another: five such
-    sources outlasted the pod's grace period, and Kubernetes killed the hub before its deliveries
-    drained. They stop side by side now: three take about as long as one (a ratio within the run)."""
+CUSTOMER = {"schema": "Customer", "key": "id", "map": {"customer_id": "str(id)", "email": "email", "name": "name"}}
 
-    def poller(name: str, port: int) -> dict[str, Any]:
-        return {
-            "name": name,
-            "type": "http_poll",
-            "url": f"http://127.0.0.1:{port}/customers",
-            "since": {"param": "updated_since", "field": "updated_at", "id": "id"},
-            "emit": {"schema": "Customer", "key": "id", "map": {"customer_id": "id", "email": "email", "name": "name"}},
-        }
+
+def poller(name: str, url: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "http_poll",
+        "url": url,
+        "pagination": {"type": "link"},
+        "since": {"param": "updated_since", "field": "updated_at", "id": "id"},
+        "emit": CUSTOMER,
+    }
+
+
+def sources_config(bootstrap: str, inbound: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": inbound,
+    }
+
+
+async def test_sources_that_never_answer_do_not_hold_the_stop(tmp_path: Path, bootstrap: str) -> None:
+    """Sources that take the connection and never answer (an API, PostgreSQL and MariaDB for
+    sql_poll, PostgreSQL for postgres_cdc): each poll or connection under way was waited for up to
+    10 s at a stop, one after another (20 s for these four). Nothing of them is in Kafka's hands:
+    they end at once now."""
+    accepted: list[object] = []
+    async with silent_server(accepted) as port:
+        dsn = f"postgresql://u@127.0.0.1:{port}/crm"
+        columns = {"columns": ["id", "name", "email"], "watermark": {"column": "updated_at", "id": "id"}, "emit": CUSTOMER}
+        inbound = [
+            poller("crm", f"http://127.0.0.1:{port}/customers"),
+            {"name": "pg", "type": "sql_poll", "dsn": dsn, "table": "customers", **columns},
+            {"name": "maria", "type": "sql_poll", "dsn": f"mysql://u@127.0.0.1:{port}/crm", "table": "customers", **columns},
+            {
+                "name": "cdc",
+                "type": "postgres_cdc",
+                "dsn": f"postgresql://u@127.0.0.1:{port}/crm",
+                "tables": ["customers"],
+                "emit": CUSTOMER,
+            },
+        ]
+        hub = build_hub(write_config(tmp_path / "bus.yaml", sources_config(bootstrap, inbound)))
+        await hub.start()
+        await until(lambda: len(accepted) >= 4, "every source connecting")
+        began = time.monotonic()
+        await hub.stop()
+        took = time.monotonic() - began
+    assert took < 5, f"the stop took {took:.1f}s"  # 10 s each before, 10 s for all side by side: none now
+
+
+async def test_polls_that_hold_records_finish_side_by_side_at_a_stop(tmp_path: Path, bootstrap: str) -> None:
+    """A poll that has handed a page's records to Kafka is let finish at a stop (up to 10 s), so
+    that its position is saved. The hub stopped its inbound adapters one after another: five such
+    polls outlasted the pod's grace period, and Kubernetes killed the hub before its deliveries
+    drained. They stop side by side now: three take about as long as one (a ratio within the run)."""
+    asked: list[str] = []
+    released = asyncio.Event()
+
+    async def customers(request: web.Request) -> web.Response:
+        asked.append(request.path_qs)
+        if "page=2" in request.query_string:
+            await released.wait()  # the second page never comes
+        record = {"id": 1, "name": "Ada", "email": "ada@example.com", "updated_at": "2026-12-01T10:00:00Z"}
+        return web.json_response([record], headers={"Link": f'<{request.url.with_query(page="2")}>; rel="next"'})
+
+    app = web.Application()
+    app.router.add_get("/customers", customers)
+    runner = web.AppRunner(app, shutdown_timeout=0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/customers"
 
     async def stop_seconds(count: int) -> float:
-        config = {
-            "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
-            "http": {"host": "127.0.0.1", "port": 0},
-            "ops": {"host": "127.0.0.1", "port": 0},
-            "inbound": [poller(f"crm{i}", port) for i in range(count)],
-        }
-        accepted.clear()
-        hub = build_hub(write_config(tmp_path / "bus.yaml", config))
+        asked.clear()
+        inbound = [poller(f"crm{i}", url) for i in range(count)]
+        hub = build_hub(write_config(tmp_path / "bus.yaml", sources_config(bootstrap, inbound)))
         await hub.start()
-        await until(lambda: len(accepted) >= count, f"{count} polls under way")
+        await until(lambda: sum("page=2" in a for a in asked) >= count, f"{count} polls waiting for their second page")
         began = time.monotonic()
         await hub.stop()
         return time.monotonic() - began
 
-    accepted: list[object] = []
-    async with silent_server(accepted) as port:
+    try:
         one = await stop_seconds(1)
         three = await stop_seconds(3)
-    assert one > 5, one  # a poll under way was waited for: the case this test is about
+    finally:
+        released.set()
+        await runner.cleanup()
+    assert one > 5, one  # a poll holding records was let finish: the case this test is about
     assert three < 1.7 * one, (one, three)  # in turn it took three times as long
