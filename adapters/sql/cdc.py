@@ -345,6 +345,12 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
                 await self._connection.execute("SELECT pg_drop_replication_slot($1)", self._former)
         except asyncpg.ObjectInUseError:
             return  # still read: tried again later
+        except asyncpg.PostgresError as exc:  # refused (a role without the right): said, and left to an operator
+            self.ctx.logger.warning(
+                "postgres_cdc %s: replication slot %s (of its former name) could not be dropped (%s): it keeps the server's "
+                "WAL until it is: SELECT pg_drop_replication_slot('%s')", self.config.name, self._former, exc, self._former,
+            )  # fmt: skip
+            found = False
         if found:
             self.ctx.logger.warning(
                 "postgres_cdc %s: replication slot %s (of its former name) dropped: no process reads it any more",

@@ -453,9 +453,9 @@ class Hub:
             looking.cancel()
             await asyncio.gather(looking, return_exceptions=True)
         await self._starts.cancel()
-        # Inbound adapters stop side by side too: each may wait for a poll or a connection under
-        # way (up to 10 s against a source that does not answer), and in turn five such sources
-        # took longer than the pod's grace period, which ended in a kill before the drain below.
+        # Inbound adapters stop side by side too: each may wait up to 10 s for a poll that has
+        # handed records to Kafka to save its position, and in turn five such waits outlasted the
+        # pod's grace period, which ended in a kill before the drain below.
         steps: list[tuple[str, Any]] = [("inbound adapters", _together([(f"inbound {a.config.name}", a.stop) for a in self.inbound]))]
         if self.web is not None:
             steps.append(("webhook server", self.web.stop))
