@@ -63,6 +63,15 @@ class DeliveryPolicy(ConfigModel):
     backoff_initial: Duration = Field(default=duration("200ms"), description="First retry delay; doubles each attempt, with jitter.")
     backoff_max: Duration = Field(default=duration("30s"), description="Longest retry delay.")
     rate_limit: RateLimitConfig | None = Field(default=None, description="Pace calls to the target.")
+    drain_at_stop: Duration = Field(
+        default=duration("20s"),
+        description="How long a stop (or a worker's restart) waits for calls to the target still under way. Calls "
+        "past it are cut: their events are not settled and are delivered again, with the same idempotency key, by the "
+        "next owner. Keep it, with the other stops' waits, inside the pod's grace period (the chart's "
+        "terminationGracePeriodSeconds, 45 s): a target that answers slowly (a long timeout_s, or an answer sent a "
+        "byte at a time) held the stop until Kubernetes killed the pod.",
+        examples=["20s", "5s"],
+    )
     circuit_breaker: CircuitBreakerConfig | None = Field(
         default_factory=CircuitBreakerConfig, description="Open the circuit on repeated failures (set null to disable)."
     )

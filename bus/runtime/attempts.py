@@ -185,13 +185,17 @@ class EventDelivery:
             if wait > 0:
                 return wait
             self._attempts.inc()
-            if self._tracing.enabled:  # one span per attempt; the target gets its traceparent
-                with self._tracing.span(
-                    f"deliver {self.name}", event.traceparent, kind="client", attributes={"bus.event_id": event.id}
-                ) as tp:
-                    await self.adapter.deliver(dataclasses.replace(event, traceparent=tp or event.traceparent))
-            else:
-                await self.adapter.deliver(event)
+            try:
+                if self._tracing.enabled:  # one span per attempt; the target gets its traceparent
+                    with self._tracing.span(
+                        f"deliver {self.name}", event.traceparent, kind="client", attributes={"bus.event_id": event.id}
+                    ) as tp:
+                        await self.adapter.deliver(dataclasses.replace(event, traceparent=tp or event.traceparent))
+                else:
+                    await self.adapter.deliver(event)
+            except asyncio.CancelledError:
+                self.gate.cut()  # a call cut (a stop): were it the half-open probe, none would ever go again
+                raise
             return 0.0
 
     async def _dead_letter(self, record: Record, error: BusError, *, attempts: int, closing: asyncio.Event) -> None:

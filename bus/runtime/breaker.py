@@ -64,6 +64,10 @@ class CircuitBreaker:
             return max(0.0, self._opened_at + self._reset_after - self._clock())
         return 0.0
 
+    def cut(self) -> None:
+        """A call cut before its answer: if it was the half-open probe, the next call may be one."""
+        self._probing = False
+
     def success(self) -> None:
         if self.state != State.CLOSED:
             self._recent.clear()  # a fresh start after the target came back

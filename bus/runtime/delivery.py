@@ -203,7 +203,7 @@ class DeliveryWorker:
         self._room.set()
         try:
             await asyncio.gather(self._task, return_exceptions=True)  # a crash was already reported by the supervisor
-            await self._give_up(list(self._partitions))
+            await self._give_up(list(self._partitions), within=self.policy.drain_at_stop.total_seconds())
         finally:
             self._task = None
             for task in (self._flusher, self._probe):
@@ -235,11 +235,28 @@ class DeliveryWorker:
         self._lag.revoked(revoked)
         self._update_ledger_gauges()
 
-    async def _give_up(self, partitions: list[int]) -> None:
+    async def _give_up(self, partitions: list[int], *, within: float | None = None) -> None:
+        """Let the calls under way finish, record and commit what was settled, and forget the
+        partitions. ``within`` (a stop): calls still under way after it are cut, their events left
+        unsettled for the next owner (a rebalance waits for them: the process goes on)."""
         owned = [self._partitions[p] for p in partitions if p in self._partitions]
         for part in owned:
             part.closing.set()
-        await asyncio.gather(*(lane for part in owned for lane in list(part.lanes)), return_exceptions=True)
+        lanes = [lane for part in owned for lane in list(part.lanes)]
+        if lanes:
+            _, pending = await asyncio.wait(lanes, timeout=within)
+            if pending:
+                log.warning(
+                    "delivery worker %s: %d call(s) to the target still under way %.0fs into the stop (delivery.drain_at_stop): "
+                    "cut; their events are delivered again, with the same idempotency keys, by the next owner",
+                    self.name, len(pending), within,
+                )  # fmt: skip
+                for lane in pending:
+                    lane.cancel()
+                await asyncio.wait(pending, timeout=5)
+            for lane in lanes:  # a lane's failure was its own (the supervisor reports the worker's): read, so it is not logged as lost
+                if lane.done() and not lane.cancelled():
+                    lane.exception()
         await self._flush([part.book.partition for part in owned])
         for part in owned:
             del self._partitions[part.book.partition]

@@ -75,6 +75,11 @@ class TargetGate:
                 self._circuit_opened.inc()
             self._moved()
 
+    def cut(self) -> None:
+        """A call cut before the target answered (a stop): it says nothing of the target."""
+        if self.breaker is not None:
+            self.breaker.cut()
+
     def answered(self) -> None:
         """The target answered (took the event or refused it): it is up."""
         if self.breaker is not None:

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus.app.hub import Hub
@@ -260,5 +261,37 @@ async def test_a_webhooks_request_headers_can_be_read_in_its_mapping(tmp_path: P
             await target.wait_for(lambda: len(target.accepted) == 2)
         assert sorted(c.body["payment_id"] for c in target.accepted) == ["pi_1", "pi_3"]
         assert {c.body["description"] for c in target.accepted} == {"push"}
+    finally:
+        await target.stop()
+
+
+async def test_a_stop_cuts_calls_still_under_way_after_drain_at_stop_and_they_come_again(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop waited for each call under way to be answered, however long the target took (its
+    timeout_s, or six times it for an answer sent a byte at a time): a slow target held the stop
+    past the pod's grace period, and Kubernetes killed it. After ``delivery.drain_at_stop`` the
+    call is cut, said, and its event delivered again by the next hub with the same idempotency key."""
+    calls: list[str] = []
+
+    def slow_first_time(call: Call) -> float:
+        calls.append(call.headers["Idempotency-Key"])
+        return 300.0 if len(calls) == 1 else 0.0  # the first answer would take five minutes
+
+    target = await Target(delay=slow_first_time).start()
+    cfg = payment_hub_config(bootstrap, target.url, prefix=unique_prefix())
+    cfg["outbound"][0] |= {"timeout_s": 120, "delivery": {"drain_at_stop": "1s"}}
+    config = write_config(tmp_path / "bus.yaml", cfg)
+    try:
+        async with build_hub(config) as hub:
+            await post(hub, payment(1))
+            await target.wait_for(lambda: len(calls) >= 1)  # the call is under way
+            began = time.monotonic()
+        stopped_in = time.monotonic() - began
+        assert stopped_in < 15, f"the stop took {stopped_in:.0f}s"  # 120 s (the call's timeout) before
+        assert "1 call(s) to the target still under way 1s into the stop (delivery.drain_at_stop): cut" in caplog.text
+        async with build_hub(config) as hub:  # the event was not settled: it comes again
+            await target.wait_for(lambda: any(c.headers["Idempotency-Key"] == "evt_1" for c in target.accepted))
+        assert calls[:2] == ["evt_1", "evt_1"]
     finally:
         await target.stop()

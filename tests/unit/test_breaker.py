@@ -48,3 +48,17 @@ def test_a_dead_target_opens_it() -> None:
     for _ in range(10):
         breaker.failure()
     assert breaker.state == State.OPEN
+
+
+def test_a_probe_cut_before_its_answer_lets_the_next_call_probe() -> None:
+    """A stop cuts calls still under way (delivery.drain_at_stop). Were one the half-open probe,
+    the breaker waited for its answer for good: no call went again, the subscriber stalled."""
+    clock = Clock()
+    breaker = CircuitBreaker(10.0, failure_ratio=0.5, window=2, min_calls=2, clock=clock)
+    breaker.failure()
+    breaker.failure()
+    clock.now = 10.0
+    assert breaker.wait_time() == 0 and breaker.state == State.HALF_OPEN  # the probe goes
+    assert breaker.wait_time() == 1.0  # the others wait for its answer
+    breaker.cut()  # no answer will come
+    assert breaker.wait_time() == 0 and breaker.state == State.HALF_OPEN  # the next call is the probe
