@@ -3,7 +3,7 @@ protects a subscriber. Adapter authors never write retry loops (docs/architectur
 
 from __future__ import annotations
 
-__all__ = ["CircuitBreakerConfig", "DeliveryPolicy", "RateLimitConfig"]
+__all__ = ["STOP_AFTER_DRAIN_S", "STOP_WAITS_BEFORE_DRAIN_S", "CircuitBreakerConfig", "DeliveryPolicy", "RateLimitConfig"]
 
 from typing import Literal
 
@@ -39,6 +39,13 @@ class CircuitBreakerConfig(ConfigModel):
     when_open: Literal["wait", "dead_letter"] = Field(
         default="wait", description="While open: events wait in Kafka (default), or go to the dead-letter topic at once."
     )
+
+
+# A stop's waits around the delivery drain (docs/architecture.md), for the config check that the
+# whole stop fits the pod's grace period: the inbound adapters' (a poll holding records, 10 s) and
+# the webhook server's (8 s) before it; committing, leaving the groups and the producer's flush after.
+STOP_WAITS_BEFORE_DRAIN_S = 18.0
+STOP_AFTER_DRAIN_S = 5.0
 
 
 class DeliveryPolicy(ConfigModel):

@@ -241,6 +241,7 @@ def load_config(
             schemas=found_schemas,
             locate=lambda loc: marks.find(loc, default_file),
             base_dir=base_dir,
+            grace_s=_grace_period(os.environ if env is None else env),
         )
         # The checker quotes expressions, and an expression may hold a ${SECRET}: mask them.
         masked = Redactor()
@@ -264,6 +265,15 @@ def load_config(
         warnings=warnings,
         unchecked=unchecked,
     )
+
+
+def _grace_period(env: Mapping[str, str]) -> float | None:
+    """How long Kubernetes lets the pod stop (the chart passes terminationGracePeriodSeconds as
+    ``BUS_TERMINATION_GRACE_S``); None elsewhere, or when it is not a number."""
+    try:
+        return float(env["BUS_TERMINATION_GRACE_S"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _in_order(issues: list[ConfigIssue]) -> list[ConfigIssue]:

@@ -373,6 +373,22 @@ def test_helm_install_and_upgrade_validate_the_config_first() -> None:
     assert not [j for j in by_kind(render({"validateHook": {"enabled": False}}), "Job")]
 
 
+def test_the_pods_and_the_validate_hook_know_the_grace_period_their_stop_must_fit() -> None:
+    """The config check warns when a subscriber's delivery.drain_at_stop, with a stop's other
+    waits, outlasts the pod's grace period: it reads that from BUS_TERMINATION_GRACE_S, which the
+    chart sets from terminationGracePeriodSeconds in every hub pod and in `bus validate`'s hook,
+    beside the user's own env."""
+    manifests = render({"terminationGracePeriodSeconds": 60, "env": [{"name": "TZ", "value": "UTC"}]})
+    pods = [d["spec"]["template"]["spec"] for d in by_kind(manifests, "Deployment")]
+    pods += [j["spec"]["template"]["spec"] for j in by_kind(manifests, "Job") if j["metadata"]["name"].endswith("-validate")]
+    assert len(pods) >= 2
+    for pod in pods:
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["BUS_TERMINATION_GRACE_S"] == "60" and env["TZ"] == "UTC", env
+    for deployment in by_kind(manifests, "Deployment"):
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
+
+
 def test_the_strimzi_preset_finds_the_cluster_ca_and_the_kafka_user() -> None:
     manifests = render(yaml.safe_load((CHART / "ci" / "strimzi-values.yaml").read_text()))
     [config] = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-config")]

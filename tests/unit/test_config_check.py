@@ -516,3 +516,31 @@ def test_an_adapter_whose_own_check_breaks_is_a_config_error_naming_it(tmp_path:
     with pytest.raises(ConfigError) as info:
         load_config(_config(tmp_path, text), registry, known_schemas=lambda h: catalog.parsed())
     assert "inbound[0]: the broken_check adapter's own config check failed: KeyError('a field the check assumed')" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("drain", "grace", "warned"), [("20s", "45", False), ("40s", "45", True), ("40s", None, False), ("40s", "90", False)]
+)
+def test_a_drain_that_a_stop_could_not_finish_within_the_pods_grace_period_is_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, drain: str, grace: str | None, warned: bool
+) -> None:
+    """The chart passes the pod's grace period (BUS_TERMINATION_GRACE_S); a subscriber whose
+    delivery.drain_at_stop, with the stop's other waits, outlasts it would be killed mid-drain."""
+    routes = "  - name: all\n    from: Order\n    to: [books]"
+    books = f'url: "http://books/", delivery: {{drain_at_stop: {drain}}}}}'
+    text = BASE.replace("{routes}", routes).replace('url: "http://books/"}', books)
+    if grace is None:
+        monkeypatch.delenv("BUS_TERMINATION_GRACE_S", raising=False)
+    else:
+        monkeypatch.setenv("BUS_TERMINATION_GRACE_S", grace)
+    code, errors, warnings = _validate(_config(tmp_path, text), capsys)
+    assert (code, errors) == (0, [])
+    said = [str(w["message"]) for w in warnings if w["field"] == "outbound[0].delivery.drain_at_stop"]
+    if warned:
+        assert said == [
+            "a stop may take 63s (the sources' and the webhook server's waits, 18s, this 40s drain, then about 5s to commit), "
+            "longer than the 45s the pod is given (terminationGracePeriodSeconds): it would be killed before its deliveries "
+            "drain; lower drain_at_stop or raise terminationGracePeriodSeconds"
+        ], said
+    else:
+        assert said == []

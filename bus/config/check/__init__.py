@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from bus.config.check.checker import Findings, Loc, Locate, record_of
 from bus.config.check.payloads import PayloadChecks
 from bus.config.check.routes import RouteChecks, condition_warnings, transform_sets
+from bus.config.delivery import STOP_AFTER_DRAIN_S, STOP_WAITS_BEFORE_DRAIN_S, DeliveryPolicy
 from bus.config.fields import expression_fields
 from bus.config.models import HubConfig
 from bus.expr.typecheck import Scope, closest
@@ -70,8 +71,10 @@ def check_config(
     schemas: Mapping[str, Any],
     locate: Locate,
     base_dir: Path,
+    grace_s: float | None = None,
 ) -> Findings:
-    """Check the meaning of a config whose shape is valid. ``schemas``: name -> parsed Avro schema."""
+    """Check the meaning of a config whose shape is valid. ``schemas``: name -> parsed Avro schema.
+    ``grace_s``: how long the pod is given to stop (Kubernetes), when known."""
     types = {name: from_avro(parsed) for name, parsed in schemas.items()}
     check = _Check(locate, types, base_dir)
     produced: dict[str, list[set[str] | None]] = {}
@@ -115,6 +118,17 @@ def check_config(
         if not inputs:
             check.warn(("outbound", i, "name"), f"no route sends to outbound {name!r}: it never delivers anything")
         check.outbound(i, config, inputs)  # with no inputs: its contract alone
+        policy = getattr(config, "delivery", None)
+        if grace_s is not None and isinstance(policy, DeliveryPolicy):
+            drain = policy.drain_at_stop.total_seconds()
+            if (stop := STOP_WAITS_BEFORE_DRAIN_S + drain + STOP_AFTER_DRAIN_S) > grace_s:
+                check.warn(
+                    ("outbound", i, "delivery", "drain_at_stop"),
+                    f"a stop may take {stop:g}s (the sources' and the webhook server's waits, {STOP_WAITS_BEFORE_DRAIN_S:g}s, "
+                    f"this {drain:g}s drain, then about {STOP_AFTER_DRAIN_S:g}s to commit), longer than the {grace_s:g}s the pod "
+                    "is given (terminationGracePeriodSeconds): it would be killed before its deliveries drain; lower "
+                    "drain_at_stop or raise terminationGracePeriodSeconds",
+                )
     connections = [c.name for c in hub.connections]
     for direction, configs in (("inbound", inbound), ("outbound", outbound)):
         for at, adapter in configs:
