@@ -32,7 +32,7 @@ from bus.adapter_api import (
     KafkaUnavailable,
     RetryableError,
     compile_expression,
-    finish_task,
+    finish_read,
 )
 
 
@@ -65,7 +65,6 @@ def _later(a: Any, b: Any) -> bool:
         return str(a) > str(b)
 
 
-_FINISH_POLL_S = 10.0  # how long a stop waits for a poll that holds records to end (its position saved)
 _TIME = re.compile(r"(\d{4}-\d{2}-\d{2})(?:([T ])(\d{2}:\d{2}(?::\d{2})?)(\.\d+)?)?(Z|[+-]\d{2}(?::?\d{2})?)?")
 
 
@@ -293,7 +292,7 @@ class Poller(Inbound[C]):
         task, self._task = self._task, None
         if task is not None:
             self._stopping.set()  # a poll that holds records ends after its current page; one waiting for the source, now
-            await finish_task(task, within=_FINISH_POLL_S if self._holding else 0)
+            await finish_read(task, holding=self._holding)
         await self.close()
 
     def progress(self) -> dict[str, int | str]:

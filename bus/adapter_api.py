@@ -87,6 +87,7 @@ __all__ = [
     "csv_header_problem",
     "csv_records",
     "duration",
+    "finish_read",
     "finish_task",
     "first_path",
     "http_client",
@@ -173,6 +174,7 @@ from bus.mapping import Emitter
 from bus.migrate.canonical import canonical as comparable  # a value as bus migrate compares it
 from bus.openapi import ApiOperation, BodyCheck, ContractError, operation_in
 from bus.runtime.ending import finish as finish_task
+from bus.runtime.ending import finish_read
 from bus.runtime.http1 import Request, Response, json_response
 from bus.tracing import NO_TRACING, Tracing
 

@@ -88,6 +88,11 @@ class _SoapEndpoint(ConfigModel):
         "service answering without end must not take the hub's memory.",
     )
 
+    def call_headers(self) -> dict[str, str]:
+        """The HTTP headers of every call: ``headers``, then Basic's Authorization."""
+        basic = self.basic_auth.header() if self.basic_auth is not None else {}
+        return {k: v.get_secret_value() for k, v in self.headers.items()} | basic
+
     def bound(self) -> Operation:
         """The operation, bound to its port (the WSDL is read once per change of the file)."""
         token = self.wsse

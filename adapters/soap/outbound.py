@@ -49,8 +49,7 @@ class SoapOutbound(Outbound[SoapOutboundConfig]):
         self._client: aiohttp.ClientSession | None = None
         self._proxy: dict[str, Any] = {}  # the environment's proxy for the service (bus.http_clients.proxy_options)
         self._proxy_headers: dict[str, str] = {}
-        basic = config.basic_auth
-        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()} | (basic.header() if basic else {})
+        self._headers = config.call_headers()
         self._answer_checks = AnswerChecks(retry_when=config.retry_when, refused_when=config.refused_when)
 
     async def start(self) -> None:

@@ -45,8 +45,7 @@ class SoapPollInbound(Poller[SoapPollConfig]):
         self._proxy_headers: dict[str, str] = {}
         self._overlap = config.since.overlap.total_seconds()
         self._position = Position(None, set(), None, overlap=self._overlap)
-        basic = config.basic_auth
-        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()} | (basic.header() if basic else {})
+        self._headers = config.call_headers()
 
     async def open(self) -> None:
         assert self.ctx.checkpoints is not None

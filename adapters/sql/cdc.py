@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from adapters.sql.config import PostgresCdcConfig
 from adapters.sql.pgoutput import Change, Decoder, Relation, column_value, lsn_text
 from adapters.sql.pool import describe
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, finish_task
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, finish_read
 
 _PEEK = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)"
 _PREFETCH = 1000  # rows the cursor fetches at a time
@@ -37,7 +37,6 @@ _CHUNK = 1000  # a large transaction's changes handed to Kafka, and acknowledged
 # The newest WAL a peek could decode: flushed WAL on a primary, replayed WAL on a standby
 # (logical decoding on a standby, PostgreSQL 16 and later).
 _DECODABLE = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text"
-_FINISH_READ_S = 10.0  # how long a stop waits for a read under way to publish its changes and advance the slot
 _FORMER_EVERY_S = 10.0  # how often a former name's slot still in use at a rename is tried again (_drop_former)
 _PEEK_IDLE_AT_LEAST_EVERY_S = 60.0  # a slot dropped while the server is idle is still found within a minute
 _TYPE_NAMES = "SELECT format_type(t, NULL) AS name FROM unnest($1::oid[]) WITH ORDINALITY AS x(t, n) ORDER BY n"
@@ -254,7 +253,7 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
             # The transactions in flight are finished and the slot advanced; a connection still
             # being made (a server that does not answer) ends at once: it holds nothing.
             self._stopping.set()
-            await finish_task(task, within=_FINISH_READ_S if self._reading else 0)
+            await finish_read(task, holding=self._reading)
         await self._disconnect()
 
     def progress(self) -> dict[str, int | str]:

@@ -45,7 +45,7 @@ from adapters.sql.catalog import Fetch, column_type, column_types, holds_time, s
 from adapters.sql.config import SqlPollConfig
 from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
 from adapters.sql.pool import fetch as fetch_rows
-from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, finish_task
+from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, finish_read
 
 _NO_PROCESS_PRIVILEGE = 1227  # MariaDB/MySQL: "Access denied; you need (at least one of) the PROCESS privilege(s)"
 _STRAYS_COUNTED = 1000  # rows counted per kind of stray; beyond it, "more than 1,000"
@@ -96,7 +96,6 @@ def _queries_for(config: SqlPollConfig, found: tuple[str, int | None] | None, *,
     return _Queries(config, postgres=postgres, transactions=transactions, step=step if step and step >= _FINEST_STEP else 0.0)
 
 
-_FINISH_BATCH_S = 10.0  # how long a stop waits for a batch handed to Kafka to be acknowledged and its position saved
 _CLOCK_TOLERANCE = dt.timedelta(seconds=60)  # the database's clock may fall behind this host's by this much unsaid
 
 
@@ -311,7 +310,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             # A batch handed to Kafka is finished and its position saved; a query or a connection
             # still waiting for the database ends at once (nothing of it taken yet).
             self._stopping.set()
-            await finish_task(task, within=_FINISH_BATCH_S if self._holding else 0)
+            await finish_read(task, holding=self._holding)
         pool, self._pool = self._pool, None
         if pool is not None:
             await close_pool(pool, self._dsn)

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from bus.config.base import ConfigModel
 from bus.config.fields import Duration, duration
+from bus.runtime.ending import FINISH_HOLDING_S, WEBHOOK_DRAIN_S
 
 
 class RateLimitConfig(ConfigModel):
@@ -42,9 +43,9 @@ class CircuitBreakerConfig(ConfigModel):
 
 
 # A stop's waits around the delivery drain (docs/architecture.md), for the config check that the
-# whole stop fits the pod's grace period: the inbound adapters' (a poll holding records, 10 s) and
-# the webhook server's (8 s) before it; committing, leaving the groups and the producer's flush after.
-STOP_WAITS_BEFORE_DRAIN_S = 18.0
+# whole stop fits the pod's grace period: the inbound adapters' and the webhook server's before it;
+# committing, leaving the groups and the producer's flush after.
+STOP_WAITS_BEFORE_DRAIN_S = FINISH_HOLDING_S + WEBHOOK_DRAIN_S
 STOP_AFTER_DRAIN_S = 5.0
 
 

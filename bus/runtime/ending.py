@@ -11,13 +11,18 @@ of the caller is passed on (after cancelling the task). A task's own failure is 
 
 from __future__ import annotations
 
-__all__ = ["cancel", "finish"]
+__all__ = ["FINISH_HOLDING_S", "WEBHOOK_DRAIN_S", "cancel", "finish", "finish_read"]
 
 import asyncio
 import logging
 from typing import Any
 
 log = logging.getLogger("bus.tasks")
+
+# What a hub's stop waits for before its deliveries drain (the config check adds them to each
+# subscriber's delivery.drain_at_stop and compares the sum with the pod's grace period):
+FINISH_HOLDING_S = 10.0  # a source's read that has handed records to Kafka: acknowledged, its position saved
+WEBHOOK_DRAIN_S = 8.0  # webhook requests in progress
 
 
 async def finish(task: asyncio.Task[Any], *, within: float, grace: float = 5.0) -> None:
@@ -32,6 +37,13 @@ async def finish(task: asyncio.Task[Any], *, within: float, grace: float = 5.0) 
         await cancel(task, within=grace)
         return
     _outcome(task)
+
+
+async def finish_read(task: asyncio.Task[Any], *, holding: bool) -> None:
+    """End a source's reading task, told to stop: a read that has handed records to Kafka
+    (``holding``) is given ``FINISH_HOLDING_S`` to have them acknowledged and save its position;
+    one still waiting for its source (a connection, a query, a page) holds nothing and ends now."""
+    await finish(task, within=FINISH_HOLDING_S if holding else 0)
 
 
 async def cancel(task: asyncio.Task[Any], *, within: float = 5.0) -> None:

@@ -25,7 +25,7 @@ from aiohttp import web
 from bus.adapter_api import Handler
 from bus.errors import BusError, StartupError
 from bus.metrics import HTTP_REFUSED
-from bus.runtime.ending import cancel
+from bus.runtime.ending import WEBHOOK_DRAIN_S, cancel
 from bus.runtime.http1 import Connection, Request, Response, json_response
 
 log = logging.getLogger("bus.runtime.web")
@@ -59,7 +59,7 @@ class WebServer:
         port: int,
         *,
         name: str = "webhooks",
-        drain_timeout: float = 8.0,
+        drain_timeout: float = WEBHOOK_DRAIN_S,
         idle_timeout_s: float = 75.0,
         max_connections: int = 10_000,
     ) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +209,41 @@ async def test_a_durable_consumer_that_takes_no_acknowledgements_is_refused_sayi
         await target.stop()
 
 
+@dataclass
+class OrdersFlow:
+    """A run's orders stream to one HTTP target through a hub config written at ``path``."""
+
+    run: str
+    target: Target
+    spec: dict[str, Any]
+    path: Path
+    js: Any
+
+    def publish(self, first: int, last: int) -> Awaitable[None]:
+        return publish_orders(self.js, self.run, first, last)
+
+    def delivered(self) -> dict[str, int]:
+        return deliveries_by_id(self.target)
+
+
+@asynccontextmanager
+async def orders_to_one_target(tmp_path: Path, bootstrap: str) -> AsyncIterator[OrdersFlow]:
+    """The inbound ``orders`` routed to ``erp`` alone; the stream, the connection and the target
+    are gone after."""
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    spec = config(bootstrap, target, run)
+    spec["routes"], spec["outbound"] = [{"name": "all", "from": "Payment", "to": ["erp"]}], spec["outbound"][:1]
+    connection = await nats.connect(URL)
+    js = connection.jetstream()
+    try:
+        yield OrdersFlow(run, target, spec, write_config(tmp_path / "bus.yaml", spec), js)
+    finally:
+        await js.delete_stream(f"IN_{run}")
+        await connection.close()
+        await target.stop()
+
+
 async def test_a_durable_consumer_deleted_while_read_is_made_again_from_where_the_hub_was(
     tmp_path: Path, bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -215,21 +252,9 @@ async def test_a_durable_consumer_deleted_while_read_is_made_again_from_where_th
     the adapter saying why, and reads on from after the last message it acknowledged (not the
     stream's start again); a stream made again is read from its start."""
     monkeypatch.setattr("adapters.nats.inbound.CHECK_IDLE_S", 0.5)
-    run = uuid.uuid4().hex[:8]
-    target = await Target().start()
-    spec = config(bootstrap, target, run)
-    spec["routes"], spec["outbound"] = [{"name": "all", "from": "Payment", "to": ["erp"]}], spec["outbound"][:1]
-    path = write_config(tmp_path / "bus.yaml", spec)
-    connection = await nats.connect(URL)
-    js = connection.jetstream()
-
-    def publish(first: int, last: int) -> Awaitable[None]:
-        return publish_orders(js, run, first, last)
-
-    def delivered() -> dict[str, int]:
-        return deliveries_by_id(target)
-
-    try:
+    async with orders_to_one_target(tmp_path, bootstrap) as flow:
+        run, target, path, js = flow.run, flow.target, flow.path, flow.js
+        publish, delivered = flow.publish, flow.delivered
         async with build_hub(path):
             await publish(0, 10)
             await target.wait_for(lambda: len(delivered()) == 10)
@@ -247,10 +272,6 @@ async def test_a_durable_consumer_deleted_while_read_is_made_again_from_where_th
             await target.wait_for(lambda: len(delivered()) == 18, timeout=30)
             assert delivered() == {f"n{i}": 1 for i in range(18)}
             assert any(f"stream IN_{run} was made again" in r.getMessage() for r in caplog.records)
-    finally:
-        await js.delete_stream(f"IN_{run}")
-        await connection.close()
-        await target.stop()
 
 
 async def test_a_durable_consumer_deleted_while_the_hub_is_down_or_renamed_with_its_adapter_reads_on_from_the_hubs_place(
@@ -259,21 +280,9 @@ async def test_a_durable_consumer_deleted_while_the_hub_is_down_or_renamed_with_
     """The durable consumer keeps the hub's place in the stream. Deleted while the hub was down, or
     never there under a renamed adapter's name (bus-<name>), it was made again from the stream's
     start, and every message the stream held came again. The hub's own saved place is used now."""
-    run = uuid.uuid4().hex[:8]
-    target = await Target().start()
-    spec = config(bootstrap, target, run)
-    spec["routes"], spec["outbound"] = [{"name": "all", "from": "Payment", "to": ["erp"]}], spec["outbound"][:1]
-    path = write_config(tmp_path / "bus.yaml", spec)
-    connection = await nats.connect(URL)
-    js = connection.jetstream()
-
-    def publish(first: int, last: int) -> Awaitable[None]:
-        return publish_orders(js, run, first, last)
-
-    def delivered() -> dict[str, int]:
-        return deliveries_by_id(target)
-
-    try:
+    async with orders_to_one_target(tmp_path, bootstrap) as flow:
+        run, target, spec, path, js = flow.run, flow.target, flow.spec, flow.path, flow.js
+        publish, delivered = flow.publish, flow.delivered
         async with build_hub(path):
             await publish(0, 10)
             await target.wait_for(lambda: len(delivered()) == 10)
@@ -295,7 +304,3 @@ async def test_a_durable_consumer_deleted_while_the_hub_is_down_or_renamed_with_
         assert delivered() == {f"n{i}": 1 for i in range(15)}, delivered()
         said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert any("orders-v2: no saved position under this name, but orders" in m for m in said), said
-    finally:
-        await js.delete_stream(f"IN_{run}")
-        await connection.close()
-        await target.stop()

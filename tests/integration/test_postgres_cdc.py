@@ -94,6 +94,16 @@ async def sql(dsn: str, *statements: str) -> None:
         await connection.close()
 
 
+async def drop_slots_and_publications(dsn: str, *names: str) -> None:
+    """What a test made under ``names`` on the shared private server, gone for the next test."""
+    listed = ", ".join(f"'{name}'" for name in names)
+    await sql(
+        dsn,
+        f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ({listed})",
+        f"DROP PUBLICATION IF EXISTS {', '.join(names)}",
+    )
+
+
 async def slot_position(dsn: str, slot: str = "bus_legacy_cdc") -> str:
     connection = await asyncpg.connect(dsn)
     try:
@@ -509,13 +519,7 @@ async def test_a_renamed_adapter_reads_on_from_its_former_slot_and_frees_it(
             assert [key for _, key, _ in await changes(hub)] == ["1", "2", "3", "4"]
             assert (await hub.inbound[0].health()).ok
     finally:
-        connection = await asyncpg.connect(logical_dsn)
-        try:
-            for slot in ("bus_crm_cdc", "bus_crm_changes"):
-                await connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot)
-            await connection.execute("DROP PUBLICATION IF EXISTS bus_crm_cdc, bus_crm_changes")
-        finally:
-            await connection.close()
+        await drop_slots_and_publications(logical_dsn, "bus_crm_cdc", "bus_crm_changes")
 
 
 async def test_a_former_slot_still_read_at_the_rename_is_dropped_once_no_one_reads_it(
@@ -564,13 +568,7 @@ async def test_a_former_slot_still_read_at_the_rename_is_dropped_once_no_one_rea
         if old_pod is not None:
             old_pod.kill()
             await old_pod.wait()
-        connection = await asyncpg.connect(logical_dsn)
-        try:
-            for slot in ("bus_erp_cdc", "bus_erp_changes"):
-                await connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot)
-            await connection.execute("DROP PUBLICATION IF EXISTS bus_erp_cdc, bus_erp_changes")
-        finally:
-            await connection.close()
+        await drop_slots_and_publications(logical_dsn, "bus_erp_cdc", "bus_erp_changes")
 
 
 async def until_slot_active(dsn: str, slot: str) -> None:
