@@ -1,4 +1,4 @@
-"""The base of inbound adapters over a queue-like source (AMQP, MQTT, NATS JetStream): one consume
+"""The base of inbound adapters over a queue-like source (AMQP, MQTT, NATS JetStream, Redis Streams): one consume
 loop, one in-order acknowledgement, one way to stop.
 
 A subclass says how to reach its source (``open``, ``close``, ``connected``), how to read it
@@ -42,7 +42,7 @@ Message = Any  # the source library's message object
 
 
 class QueueInbound(Inbound[C]):
-    family: ClassVar[str] = "queue"  # in log lines and task names: "amqp", "mqtt", "nats"
+    family: ClassVar[str] = "queue"  # in log lines and task names: "amqp", "mqtt", "nats", "redis"
 
     def __init__(self, config: C, ctx: Context) -> None:
         super().__init__(config, ctx)
@@ -82,6 +82,11 @@ class QueueInbound(Inbound[C]):
     def traceparent(self, message: Message) -> str | None:
         return None
 
+    def refused(self, message: Message) -> str | None:
+        """Why the message cannot be read at all (a Redis entry without the configured field), or
+        None. A refused message is parked with the reason, its ``payload`` kept, then acknowledged."""
+        return None
+
     @abstractmethod
     async def ack(self, message: Message) -> None: ...
 
@@ -110,7 +115,13 @@ class QueueInbound(Inbound[C]):
         held = 0
         while True:
             try:
-                ack = await self._intake.submit(self.payload(message), traceparent=self.traceparent(message), origin=self.origin(message))
+                reason = self.refused(message)
+                if reason is not None:
+                    ack = await self._intake.park(self.payload(message), reason, self.origin(message))
+                else:
+                    ack = await self._intake.submit(
+                        self.payload(message), traceparent=self.traceparent(message), origin=self.origin(message)
+                    )
             except KafkaUnavailable as exc:
                 if held == 0:
                     self.ctx.logger.warning(

@@ -1,0 +1,266 @@
+"""``redis`` inbound: read a Redis Stream through a consumer group; acknowledge (XACK) each entry
+once Kafka has its event.
+
+The consume loop, the in-order acknowledgement and the dead letters are ``bus.queue_inbound``'s.
+What Redis Streams add:
+
+- Each process reads as its own consumer of the group (``<host>-<pid>``: a pod's name, so a
+  restarted container finds its own unacknowledged entries at once and reads them first).
+- An entry another consumer took and never acknowledged (its process died, or its pod was
+  replaced by one of another name) stays pending for good: Redis never hands it out again by
+  itself. Every ``claim_after / 2`` the adapter takes over the group's entries idle for longer
+  than ``claim_after`` (XAUTOCLAIM) and reads them. Entries this process holds while Kafka cannot
+  take their events are claimed afresh each second (``keep_alive``), so no other process takes
+  them while they are being worked on.
+- Consumers a replaced pod left behind with nothing pending are removed from the group after an
+  hour, so ``XINFO CONSUMERS`` does not grow with every deploy.
+- An entry deleted from the stream before it was read (XDEL, trimming) is acknowledged and said.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RedisInbound"]
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from adapters.redis.config import RedisInboundConfig
+from adapters.redis.connection import connect, where
+from bus.adapter_api import Context, RetryableError, target_json
+from bus.queue_inbound import QueueInbound
+
+Entry = tuple[bytes, dict[bytes, bytes]]  # (entry id, fields)
+
+_BLOCK_MS = 1000  # how long a read waits for new entries; a stop ends it at once (the read is cancelled)
+_LEFT_BEHIND_MS = 3_600_000  # a consumer with nothing pending, unseen for this long, is removed from the group
+
+
+class RedisInbound(QueueInbound[RedisInboundConfig]):
+    Config: ClassVar[type[RedisInboundConfig]] = RedisInboundConfig
+    summary: ClassVar[str] = "Read a Redis Stream through a consumer group; XACK only after Kafka acknowledged."
+    family: ClassVar[str] = "redis"
+
+    def __init__(self, config: RedisInboundConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self._redis: Redis | None = None
+        self._group = config.group or f"bus-{config.name}"
+        self._consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self._stream = config.stream.encode()
+        self._field = config.field.encode() if config.field is not None else None
+        self._where = f"{where(config.url.get_secret_value())} stream {config.stream!r} group {self._group!r}"
+        self._in_flight: set[bytes] = set()  # entry ids read and not yet acknowledged here: never read twice
+        self._claim_ms = int(config.claim_after.total_seconds() * 1000)
+        self.claimed = 0  # entries taken over from consumers that left them unacknowledged
+        self.deleted = 0  # entries deleted from the stream before they were read
+
+    def max_in_flight(self) -> int:
+        return self.config.batch
+
+    def progress(self) -> dict[str, int | str]:
+        found: dict[str, int | str] = {"consumer": self._consumer}
+        if self.claimed:
+            found["claimed"] = self.claimed
+        if self.deleted:
+            found["deleted_before_read"] = self.deleted
+        return found
+
+    async def open(self) -> None:
+        client = await connect(
+            self.config.url.get_secret_value(),
+            f"redis {self.config.name}",
+            tls=self.config.tls,
+            timeout_s=_BLOCK_MS / 1000 + 10,  # above the blocking read's wait
+            client_name=f"bus-{self.config.name}",
+        )
+        try:
+            await self._join(client)
+        except BaseException:
+            await client.aclose()
+            raise
+        self._redis = client
+        self._in_flight.clear()
+        self.ctx.logger.info("redis %s reading %s as consumer %s", self.config.name, self._where, self._consumer)
+
+    async def _join(self, client: Redis) -> None:
+        """The group exists (made when ``declare``), or RetryableError saying what is missing."""
+        try:
+            groups = await client.xinfo_groups(self._stream)
+        except ResponseError as exc:  # no such key
+            if not self.config.declare:
+                raise RetryableError(f"redis {self.config.name}: {self._where}: no such stream ({exc}); declare is off") from exc
+            groups = []
+        except RedisError as exc:
+            raise RetryableError(f"redis {self.config.name}: {self._where}: {exc!r}") from exc
+        if any(g["name"] == self._group.encode() for g in groups):
+            return
+        if not self.config.declare:
+            raise RetryableError(f"redis {self.config.name}: {self._where}: no such consumer group, and declare is off")
+        start = "0" if self.config.start_at == "oldest" else "$"
+        try:
+            await client.xgroup_create(self._stream, self._group, id=start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):  # made meanwhile by another replica: fine
+                raise RetryableError(f"redis {self.config.name}: cannot make the consumer group of {self._where}: {exc}") from exc
+            return
+        except RedisError as exc:
+            raise RetryableError(f"redis {self.config.name}: {self._where}: {exc!r}") from exc
+        self.ctx.logger.info(
+            "redis %s: made consumer group %s on stream %r, reading from its %s entry",
+            self.config.name, self._group, self.config.stream, self.config.start_at,
+        )  # fmt: skip
+
+    async def messages(self) -> AsyncIterator[Entry]:
+        try:
+            async for entry in self._own_pending():
+                yield entry
+            next_claim = 0.0
+            while True:
+                if time.monotonic() >= next_claim:
+                    async for entry in self._claimed():
+                        yield entry
+                    await self._remove_left_behind()
+                    next_claim = time.monotonic() + max(1.0, self._claim_ms / 2000)
+                for entry in await self._read(">", block=True):
+                    yield entry
+        except ResponseError as exc:  # the group or the stream deleted under the hub, most likely
+            raise RetryableError(f"redis {self.config.name}: reading {self._where}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise RetryableError(f"redis {self.config.name}: lost {self._where}: {exc!r}") from exc
+
+    async def _read(self, start: str | bytes, *, block: bool = False) -> list[Entry]:
+        assert self._redis is not None
+        found: Any = await self._redis.xreadgroup(
+            self._group, self._consumer, {self._stream: start}, count=self.config.batch, block=_BLOCK_MS if block else None
+        )
+        entries: list[Entry] = found[0][1] if found else []
+        return entries
+
+    async def _own_pending(self) -> AsyncIterator[Entry]:
+        """Entries given to this consumer before and never acknowledged (the process restarted
+        in the same pod, or the connection was lost): read again first, in their order."""
+        start: bytes = b"0-0"
+        while True:
+            entries = await self._read(start)
+            if not entries:
+                return
+            for entry_id, fields in entries:
+                start = entry_id
+                if not fields:  # deleted from the stream since it was read
+                    await self._gone([entry_id])
+                elif entry_id not in self._in_flight:
+                    yield self._taken(entry_id, fields)
+
+    async def _claimed(self) -> AsyncIterator[Entry]:
+        """The group's entries left unacknowledged for ``claim_after`` by any consumer, taken over."""
+        assert self._redis is not None
+        start: bytes | str = "0-0"
+        while True:
+            found = await self._redis.xautoclaim(self._stream, self._group, self._consumer, self._claim_ms, start, count=self.config.batch)
+            start, entries = found[0], found[1]
+            deleted = found[2] if len(found) > 2 else []
+            if deleted:  # XAUTOCLAIM has taken them out of the pending list already
+                self._said_gone(len(deleted))
+            fresh = [(entry_id, fields) for entry_id, fields in entries if entry_id not in self._in_flight]
+            if fresh:
+                self.claimed += len(fresh)
+                self.ctx.logger.warning(
+                    "redis %s: took over %d entr%s of %s left unacknowledged for over %s by another consumer (a process that "
+                    "died?); reading them now", self.config.name, len(fresh), "y" if len(fresh) == 1 else "ies", self._where,
+                    f"{self.config.claim_after.total_seconds():g}s",
+                )  # fmt: skip
+            for entry_id, fields in fresh:
+                yield self._taken(entry_id, fields)
+            if start in (b"0-0", "0-0"):
+                return
+
+    async def _remove_left_behind(self) -> None:
+        """Consumers with nothing pending not seen for an hour (replaced pods) leave the group."""
+        assert self._redis is not None
+        for consumer in await self._redis.xinfo_consumers(self._stream, self._group):
+            name = consumer["name"].decode(errors="replace")
+            if consumer["pending"] == 0 and consumer["idle"] > _LEFT_BEHIND_MS and name != self._consumer:
+                await self._redis.xgroup_delconsumer(self._stream, self._group, consumer["name"])
+                self.ctx.logger.info("redis %s: consumer %s of group %s left nothing pending; removed", self.config.name, name, self._group)
+
+    def _taken(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+        self._in_flight.add(entry_id)
+        return entry_id, fields
+
+    async def _gone(self, entry_ids: list[bytes]) -> None:
+        assert self._redis is not None
+        await self._redis.xack(self._stream, self._group, *entry_ids)
+        self._said_gone(len(entry_ids))
+
+    def _said_gone(self, count: int) -> None:
+        self.deleted += count
+        self.ctx.logger.warning(
+            "redis %s: %d %s of %s deleted from the stream (XDEL, or trimmed by MAXLEN) before the hub read %s: nothing to read",
+            self.config.name, count, "entry" if count == 1 else "entries", self._where, "it" if count == 1 else "them",
+        )  # fmt: skip
+
+    def refused(self, message: Entry) -> str | None:
+        _, fields = message
+        if self._field is not None:
+            if self._field not in fields:
+                names = ", ".join(sorted(k.decode(errors="replace") for k in fields))
+                return f"the entry has no field {self.config.field!r} (it has {names})"
+            return None
+        for name, value in fields.items():
+            for what, text in (("name", name), ("value", value)):
+                try:
+                    text.decode()
+                except UnicodeDecodeError as exc:
+                    field = name.decode(errors="replace")
+                    return f"the entry's field {field!r}: its {what} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        return None
+
+    def payload(self, message: Entry) -> bytes:
+        _, fields = message
+        if self._field is not None:
+            return fields.get(self._field) or target_json(_shown(fields), "entry").encode()
+        return target_json(_shown(fields), "entry").encode()
+
+    def origin(self, message: Entry) -> Mapping[str, str]:
+        return {"bus_origin": f"redis:{self.config.stream}", "redis_entry_id": message[0].decode()}
+
+    def traceparent(self, message: Entry) -> str | None:
+        value = message[1].get(b"traceparent")
+        return value.decode(errors="replace") if value else None
+
+    async def ack(self, message: Entry) -> None:
+        assert self._redis is not None
+        entry_id = message[0]
+        try:
+            await self._redis.xack(self._stream, self._group, entry_id)
+        finally:
+            self._in_flight.discard(entry_id)
+
+    async def keep_alive(self, message: Entry) -> None:
+        """Claimed afresh, with every entry read behind it: idle no longer, none is taken over
+        by another process while this one holds them."""
+        if self._redis is None or not self._in_flight:
+            return
+        try:
+            await self._redis.xclaim(self._stream, self._group, self._consumer, 0, list(self._in_flight), justid=True)
+        except (RedisError, OSError) as exc:
+            self.ctx.logger.info("redis %s: could not refresh the entries held (%r)", self.config.name, exc)
+
+    async def close(self) -> None:
+        client, self._redis = self._redis, None
+        if client is not None:
+            await asyncio.shield(client.aclose())
+
+    def connected(self) -> bool:
+        return self._redis is not None
+
+
+def _shown(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """An entry's fields as a JSON object of strings (bytes that are not UTF-8 shown escaped)."""
+    return {k.decode(errors="backslashreplace"): v.decode(errors="backslashreplace") for k, v in fields.items()}
