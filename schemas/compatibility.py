@@ -204,8 +204,10 @@ class _Resolver:
                     self.resolve(reader, branch, path)
                 elif not self.matches(reader, branch):
                     b = _unwrap(self.writers.deref(branch))
-                    if _kind(b) == r_kind:
-                        self.resolve(reader, b, path)  # same kind (a record, a decimal...): say what inside it breaks
+                    if _kind(b) == r_kind or (_kind(b), r_kind) in _PROMOTIONS:
+                        # Same kind (a record, a decimal...): say what inside it breaks; a promotion
+                        # with a caveat (bytes read as string): say the caveat, not that it cannot be read.
+                        self.resolve(reader, b, path)
                     else:
                         self.problem(path, f"the writer's union branch {_describe(b)} cannot be read as {_describe(reader)}")
             return

@@ -296,3 +296,13 @@ def test_a_decimal_changed_inside_a_writers_union_says_so() -> None:
     reader = _record("R", "x", [{"name": "a", "type": {**decimal, "precision": 12}}])
     messages = [str(p) for p in resolve(reader, writer)]
     assert "R.a: decimal changed from precision 10 scale 2 to precision 12 scale 2: the same bytes would read as another number" in messages
+
+
+def test_a_union_branch_of_bytes_read_as_string_is_the_caveat_not_a_refusal() -> None:
+    """Found by the differential test: a writer's ["bytes"] read as "string" resolves (Apache Avro
+    agrees); the only problem is the caveat that bytes which are not UTF-8 cannot be read."""
+    writer = _record("R", "t", [{"name": "b", "type": ["bytes"]}])
+    reader = _record("R", "t", [{"name": "b", "type": "string"}])
+    assert avro_says_compatible(reader, writer)
+    [problem] = resolve(reader, writer)
+    assert "bytes read as string" in problem.message, problem
