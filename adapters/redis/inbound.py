@@ -23,6 +23,7 @@ __all__ = ["RedisInbound"]
 
 import asyncio
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -33,12 +34,14 @@ from redis.exceptions import RedisError, ResponseError
 
 from adapters.redis.config import RedisInboundConfig
 from adapters.redis.connection import connect, where
-from bus.adapter_api import Context, RetryableError, target_json
+from bus.adapter_api import Context, KafkaUnavailable, RetryableError, target_json
 from bus.queue_inbound import QueueInbound
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # (entry id, fields)
 
 _BLOCK_MS = 1000  # how long a read waits for new entries; a stop ends it at once (the read is cancelled)
+SAVE_EVERY_S = 1.0  # how often, at most, where the hub is in the stream is saved in Kafka while entries come
+_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _LEFT_BEHIND_MS = 3_600_000  # a consumer with nothing pending, unseen for this long, is removed from the group
 
 
@@ -57,8 +60,17 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
         self._where = f"{where(config.url.get_secret_value())} stream {config.stream!r} group {self._group!r}"
         self._in_flight: set[bytes] = set()  # entry ids read and not yet acknowledged here: never read twice
         self._claim_ms = int(config.claim_after.total_seconds() * 1000)
+        # Where the hub is in the stream, also kept in Kafka: a group deleted, or an adapter renamed
+        # (its group is bus-<name>), is made again from after the last entry acknowledged.
+        self._acknowledged: bytes | None = None  # the newest entry id acknowledged
+        self._saved: tuple[bytes | None, float] = (None, 0.0)  # the id last saved in Kafka, and when (monotonic)
+        self._save_failing = False  # said once when saving stops working, and once when it works again
         self.claimed = 0  # entries taken over from consumers that left them unacknowledged
         self.deleted = 0  # entries deleted from the stream before they were read
+
+    @classmethod
+    def position_of(cls, config: RedisInboundConfig) -> dict[str, Any] | None:
+        return {"stream": config.stream}
 
     def max_in_flight(self) -> int:
         return self.config.batch
@@ -92,17 +104,18 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
         """The group exists (made when ``declare``), or RetryableError saying what is missing."""
         try:
             groups = await client.xinfo_groups(self._stream)
+            stream_exists = True
         except ResponseError as exc:  # no such key
             if not self.config.declare:
                 raise RetryableError(f"redis {self.config.name}: {self._where}: no such stream ({exc}); declare is off") from exc
-            groups = []
+            groups, stream_exists = [], False
         except RedisError as exc:
             raise RetryableError(f"redis {self.config.name}: {self._where}: {exc!r}") from exc
         if any(g["name"] == self._group.encode() for g in groups):
             return
         if not self.config.declare:
             raise RetryableError(f"redis {self.config.name}: {self._where}: no such consumer group, and declare is off")
-        start = "0" if self.config.start_at == "oldest" else "$"
+        start, said = await self._start_of_group(client, stream_exists)
         try:
             await client.xgroup_create(self._stream, self._group, id=start, mkstream=True)
         except ResponseError as exc:
@@ -111,10 +124,65 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             return
         except RedisError as exc:
             raise RetryableError(f"redis {self.config.name}: {self._where}: {exc!r}") from exc
-        self.ctx.logger.info(
-            "redis %s: made consumer group %s on stream %r, reading from its %s entry",
-            self.config.name, self._group, self.config.stream, self.config.start_at,
-        )  # fmt: skip
+        if self._acknowledged is None:
+            name, group, stream = self.config.name, self._group, self.config.stream
+            self.ctx.logger.info("redis %s: made consumer group %s on stream %r, %s", name, group, stream, said)
+        else:
+            self.ctx.logger.warning(
+                "redis %s: consumer group %s of stream %r was missing though the hub read through it before (deleted by "
+                "someone, a rename of the adapter, or a Redis that lost its data): made again, %s",
+                self.config.name, self._group, self.config.stream, said,
+            )  # fmt: skip
+
+    async def _start_of_group(self, client: Redis, stream_exists: bool) -> tuple[str | bytes, str]:
+        """Where a group made now starts, and why: after the last entry the hub acknowledged in
+        this stream (kept in Kafka: a group deleted, or the adapter renamed), or at ``start_at``.
+        Made from ``start_at`` instead, every entry the stream held would come again (or none
+        added while the group was missing would come)."""
+        if self._acknowledged is None:
+            await self._load_position()
+        if self._acknowledged is None:
+            return ("0" if self.config.start_at == "oldest" else "$"), f"reading from its {self.config.start_at} entry"
+        last = _id_of(self._acknowledged)
+        if not stream_exists:
+            return "0", "with the stream, which did not exist any more: every entry added to it is read"
+        newest = (await client.xinfo_stream(self._stream))["last-generated-id"]
+        if _id_of(newest) < last:  # its ids begin again: another stream under the same key
+            return "0", "reading from its oldest entry: the stream was made again since (its ids begin again)"
+        return self._acknowledged, f"reading from after entry {self._acknowledged.decode()}, the last the hub acknowledged"
+
+    async def _load_position(self) -> None:
+        checkpoints = self.ctx.checkpoints
+        saved = await checkpoints.load(self.config.name) if checkpoints is not None else None
+        if not saved:
+            return
+        entry = saved.get("entry")
+        if not isinstance(entry, str) or _ENTRY_ID.fullmatch(entry) is None:
+            self.ctx.logger.warning(
+                "redis %s: the position saved for it in Kafka cannot be read (%.200r): not used", self.config.name, saved
+            )
+            return
+        self._acknowledged = entry.encode()
+        self._saved = (self._acknowledged, time.monotonic())
+
+    async def _save_position(self) -> None:
+        checkpoints = self.ctx.checkpoints
+        if checkpoints is None or self._acknowledged is None or self._acknowledged == self._saved[0]:
+            return
+        self._saved = (self._acknowledged, time.monotonic())
+        try:
+            await checkpoints.save(self.config.name, {"entry": self._acknowledged.decode()})
+        except KafkaUnavailable as exc:  # a fallback only (the group keeps the place): tried again at the next save
+            if not self._save_failing:
+                self._save_failing = True
+                self.ctx.logger.warning(
+                    "redis %s: where it is in stream %r cannot be saved in Kafka (%s): reading goes on, the consumer group "
+                    "keeps the place; tried again at each save", self.config.name, self.config.stream, exc,
+                )  # fmt: skip
+            return
+        if self._save_failing:
+            self._save_failing = False
+            self.ctx.logger.info("redis %s: where it is in the stream is saved in Kafka again", self.config.name)
 
     async def messages(self) -> AsyncIterator[Entry]:
         try:
@@ -241,6 +309,10 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             await self._redis.xack(self._stream, self._group, entry_id)
         finally:
             self._in_flight.discard(entry_id)
+        if self._acknowledged is None or _id_of(entry_id) > _id_of(self._acknowledged):
+            self._acknowledged = entry_id
+        if time.monotonic() - self._saved[1] >= SAVE_EVERY_S:
+            await self._save_position()
 
     async def keep_alive(self, message: Entry) -> None:
         """Claimed afresh, with every entry read behind it: idle no longer, none is taken over
@@ -253,12 +325,20 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             self.ctx.logger.info("redis %s: could not refresh the entries held (%r)", self.config.name, exc)
 
     async def close(self) -> None:
+        await self._save_position()
         client, self._redis = self._redis, None
         if client is not None:
             await asyncio.shield(client.aclose())
 
     def connected(self) -> bool:
         return self._redis is not None
+
+
+def _id_of(entry_id: bytes | str) -> tuple[int, int]:
+    """An entry id (``1700000000000-3``) in the stream's order."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _shown(fields: dict[bytes, bytes]) -> dict[str, Any]:

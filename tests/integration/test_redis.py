@@ -195,6 +195,51 @@ async def test_entries_left_pending_by_a_consumer_that_died_are_taken_over(
             await target.stop()
 
 
+async def test_a_group_deleted_or_an_adapter_renamed_goes_on_after_the_last_entry_acknowledged(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A consumer group deleted while the hub reads through it (an operator's XGROUP DESTROY, a
+    Redis that lost its data), or an adapter renamed (its group is bus-<name>), is made again from
+    after the last entry the hub acknowledged (kept with its positions in Kafka), said at WARNING:
+    made at `oldest`, every entry the stream held came again; at `newest`, those added while it was
+    missing never came."""
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    stream = f"t{run}.orders"
+    config = hub_config(bootstrap, target, run, field="data")
+    path = write_config(tmp_path / "bus.yaml", config)
+
+    async def add(first: int, last: int) -> None:
+        for i in range(first, last):
+            await client.xadd(stream, {"data": json.dumps(order(i))})
+
+    async with redis_client() as client:
+        try:
+            async with build_hub(path):
+                await add(0, 10)
+                await target.wait_for(lambda: len(delivered(target)) == 10)
+                await asyncio.sleep(1.2)  # the position is saved at most every second
+                await client.xgroup_destroy(stream, "bus-orders")
+                await add(10, 15)
+                await target.wait_for(lambda: len(delivered(target)) == 15, timeout=30)
+            assert "consumer group bus-orders of stream" in caplog.text and "was missing" in caplog.text
+            assert "reading from after entry" in caplog.text
+            assert "inbound:orders restarted (1 restart(s)" in caplog.text
+            assert "restart failed" not in caplog.text  # the consume task's death is not raised again by the restart's stop
+
+            caplog.clear()
+            config["inbound"][0]["name"] = "shop-orders"  # renamed while the hub is down: its group is bus-shop-orders
+            await add(15, 20)
+            async with build_hub(write_config(path, config)):
+                await target.wait_for(lambda: len(delivered(target)) == 20, timeout=30)
+                await asyncio.sleep(0.5)  # anything read twice would arrive now
+            assert delivered(target) == {f"n{i}": 1 for i in range(20)}
+            assert "consumer group bus-shop-orders of stream" in caplog.text and "was missing" in caplog.text
+        finally:
+            await drop_keys(client, run)
+            await target.stop()
+
+
 async def test_the_whole_entry_is_the_document_when_no_field_is_named(tmp_path: Path, bootstrap: str) -> None:
     """Producers that write flat entries (XADD orders * id 42 status paid) are read as objects of
     strings; an entry with bytes that are not UTF-8 is parked saying which field; a group made at
