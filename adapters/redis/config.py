@@ -73,7 +73,8 @@ class RedisInboundConfig(_Server):
     claim_after: Duration = Field(
         default=timedelta(minutes=1),
         description="An entry another consumer of the group took and has not acknowledged for this long (its process died) is "
-        "taken over and read here. Longer than the longest Kafka outage an entry may be held through.",
+        "taken over and read here. Entries a process holds (while Kafka cannot take their events) are claimed afresh by it "
+        "every third of this, so they are not taken over.",
     )
     emit: EmitSpec = Field(description="How the JSON document becomes a canonical event.")
 

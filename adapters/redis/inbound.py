@@ -9,9 +9,9 @@ What Redis Streams add:
 - An entry another consumer took and never acknowledged (its process died, or its pod was
   replaced by one of another name) stays pending for good: Redis never hands it out again by
   itself. Every ``claim_after / 2`` the adapter takes over the group's entries idle for longer
-  than ``claim_after`` (XAUTOCLAIM) and reads them. Entries this process holds while Kafka cannot
-  take their events are claimed afresh each second (``keep_alive``), so no other process takes
-  them while they are being worked on.
+  than ``claim_after`` (XAUTOCLAIM) and reads them. Entries this process has held for a third of
+  ``claim_after`` (while Kafka cannot take their events, say) are claimed afresh, so no other
+  process takes them over while they are being worked on.
 - Consumers a replaced pod left behind with nothing pending are removed from the group after an
   hour, so ``XINFO CONSUMERS`` does not grow with every deploy.
 - An entry deleted from the stream before it was read (XDEL, trimming) is acknowledged and said.
@@ -58,7 +58,10 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
         self._stream = config.stream.encode()
         self._field = config.field.encode() if config.field is not None else None
         self._where = f"{where(config.url.get_secret_value())} stream {config.stream!r} group {self._group!r}"
-        self._in_flight: set[bytes] = set()  # entry ids read and not yet acknowledged here: never read twice
+        # Entry ids read and not yet acknowledged here (never read twice), and when each was last
+        # claimed: ``_keep_fresh`` claims those held a while afresh, so no other process takes them.
+        self._in_flight: dict[bytes, float] = {}
+        self._refresher: asyncio.Task[None] | None = None
         self._claim_ms = int(config.claim_after.total_seconds() * 1000)
         # Where the hub is in the stream, also kept in Kafka: a group deleted, or an adapter renamed
         # (its group is bus-<name>), is made again from after the last entry acknowledged.
@@ -98,6 +101,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             raise
         self._redis = client
         self._in_flight.clear()
+        self._refresher = self.ctx.spawn(self._keep_fresh(), name=f"redis-keep-fresh:{self.config.name}")
         self.ctx.logger.info("redis %s reading %s as consumer %s", self.config.name, self._where, self._consumer)
 
     async def _join(self, client: Redis) -> None:
@@ -195,7 +199,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
                         yield entry
                     await self._remove_left_behind()
                     next_claim = time.monotonic() + max(1.0, self._claim_ms / 2000)
-                for entry in await self._read(">", block=True):
+                for entry in self._taking(await self._read(">", block=True)):
                     yield entry
         except ResponseError as exc:  # the group or the stream deleted under the hub, most likely
             raise RetryableError(f"redis {self.config.name}: reading {self._where}: {exc}") from exc
@@ -218,12 +222,12 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             entries = await self._read(start)
             if not entries:
                 return
-            for entry_id, fields in entries:
-                start = entry_id
-                if not fields:  # deleted from the stream since it was read
-                    await self._gone([entry_id])
-                elif entry_id not in self._in_flight:
-                    yield self._taken(entry_id, fields)
+            start = entries[-1][0]
+            gone = [entry_id for entry_id, fields in entries if not fields]  # deleted from the stream since they were read
+            if gone:
+                await self._gone(gone)
+            for entry in self._taking([entry for entry in entries if entry[1]]):
+                yield entry
 
     async def _claimed(self) -> AsyncIterator[Entry]:
         """The group's entries left unacknowledged for ``claim_after`` by any consumer, taken over."""
@@ -235,7 +239,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             deleted = found[2] if len(found) > 2 else []
             if deleted:  # XAUTOCLAIM has taken them out of the pending list already
                 self._said_gone(len(deleted))
-            fresh = [(entry_id, fields) for entry_id, fields in entries if entry_id not in self._in_flight]
+            fresh = self._taking(entries)
             if fresh:
                 self.claimed += len(fresh)
                 self.ctx.logger.warning(
@@ -243,8 +247,8 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
                     "died?); reading them now", self.config.name, len(fresh), "y" if len(fresh) == 1 else "ies", self._where,
                     f"{self.config.claim_after.total_seconds():g}s",
                 )  # fmt: skip
-            for entry_id, fields in fresh:
-                yield self._taken(entry_id, fields)
+            for entry in fresh:
+                yield entry
             if start in (b"0-0", "0-0"):
                 return
 
@@ -257,9 +261,33 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
                 await self._redis.xgroup_delconsumer(self._stream, self._group, consumer["name"])
                 self.ctx.logger.info("redis %s: consumer %s of group %s left nothing pending; removed", self.config.name, name, self._group)
 
-    def _taken(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-        self._in_flight.add(entry_id)
-        return entry_id, fields
+    def _taking(self, entries: list[Entry]) -> list[Entry]:
+        """Those of ``entries`` not already being worked on here, marked as being so now."""
+        now = time.monotonic()
+        taken = [entry for entry in entries if entry[0] not in self._in_flight]
+        for entry_id, _ in taken:
+            self._in_flight[entry_id] = now
+        return taken
+
+    async def _keep_fresh(self) -> None:
+        """Entries held here for a third of ``claim_after`` (behind one Kafka cannot take yet, or
+        waiting for its acknowledgement) are claimed afresh: idle again, so no other process's
+        XAUTOCLAIM takes them over while this one works on them."""
+        every = self._claim_ms / 3000
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            held: list[Any] = [entry_id for entry_id, at in self._in_flight.items() if now - at >= every]
+            if not held or self._redis is None:
+                continue
+            try:
+                await self._redis.xclaim(self._stream, self._group, self._consumer, 0, held, justid=True)
+            except (RedisError, OSError) as exc:  # the consume loop says so if the connection is lost
+                self.ctx.logger.info("redis %s: could not claim the entries held afresh (%r)", self.config.name, exc)
+                continue
+            for entry_id in held:
+                if entry_id in self._in_flight:
+                    self._in_flight[entry_id] = now
 
     async def _gone(self, entry_ids: list[bytes]) -> None:
         assert self._redis is not None
@@ -308,23 +336,17 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
         try:
             await self._redis.xack(self._stream, self._group, entry_id)
         finally:
-            self._in_flight.discard(entry_id)
+            self._in_flight.pop(entry_id, None)
         if self._acknowledged is None or _id_of(entry_id) > _id_of(self._acknowledged):
             self._acknowledged = entry_id
         if time.monotonic() - self._saved[1] >= SAVE_EVERY_S:
             await self._save_position()
 
-    async def keep_alive(self, message: Entry) -> None:
-        """Claimed afresh, with every entry read behind it: idle no longer, none is taken over
-        by another process while this one holds them."""
-        if self._redis is None or not self._in_flight:
-            return
-        try:
-            await self._redis.xclaim(self._stream, self._group, self._consumer, 0, list(self._in_flight), justid=True)
-        except (RedisError, OSError) as exc:
-            self.ctx.logger.info("redis %s: could not refresh the entries held (%r)", self.config.name, exc)
-
     async def close(self) -> None:
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            await asyncio.wait({refresher})
         await self._save_position()
         client, self._redis = self._redis, None
         if client is not None:

@@ -148,3 +148,85 @@ async def test_queue_messages_wait_out_a_kafka_outage_a_delivery_limit_does_not_
     finally:
         await channel.queue_delete(queue_name)
         await rabbit.close()
+
+
+async def test_redis_entries_held_through_a_kafka_outage_are_not_taken_over(tmp_path: Path) -> None:
+    """A Redis Stream read through a consumer group: while Kafka cannot take events the inbound
+    holds the entries it read, unacknowledged. Another process's XAUTOCLAIM takes over any entry
+    idle for claim_after (meant for consumers that died), so a hold longer than that would hand
+    the entries to a second reader while this one still works on them. The entries held are
+    claimed afresh every third of claim_after: a competitor claiming with claim_after (1 s here)
+    through a 6 s outage takes none, and every entry arrives once Kafka is back."""
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from bus.kafka.reader import read_topic
+    from tests.conftest import require_service
+    from tests.support.hub import unique_prefix
+
+    require_service("Redis", "127.0.0.1", 6379)
+    stream = f"t{uuid.uuid4().hex[:8]}.orders"
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    proxy_port = free_port()
+    try:
+        async with EmbeddedBroker(advertised_port=proxy_port) as broker:
+            proxy = TcpProxy(proxy_port, broker.port)
+            await proxy.start()
+            try:
+                config = {
+                    "kafka": {"bootstrap": broker.bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "produce_timeout_s": 2},
+                    "http": {"host": "127.0.0.1", "port": 0},
+                    "ops": {"host": "127.0.0.1", "port": 0},
+                    "inbound": [
+                        {
+                            "name": "orders",
+                            "type": "redis",
+                            "url": "redis://127.0.0.1:6379/0",
+                            "stream": stream,
+                            "claim_after": "1s",
+                            "emit": {
+                                "schema": "Payment",
+                                "id": "id",
+                                "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"'},
+                            },
+                        }
+                    ],
+                }
+                async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+
+                    async def ids() -> list[str]:
+                        records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
+                        return sorted(dict(r.headers)["ce_id"].decode() for r in records)
+
+                    await client.xadd(stream, {"id": "m0", "seq": "0"})
+                    for _ in range(100):
+                        if await ids() == ["m0"]:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert await ids() == ["m0"]
+                    proxy.cut = True
+                    proxy.sever()
+                    for i in range(1, 6):
+                        await client.xadd(stream, {"id": f"m{i}", "seq": str(i)})
+                    taken: list[object] = []
+                    for _ in range(20):  # 6 s: six times claim_after
+                        _, entries, _ = await client.xautoclaim(stream, "bus-orders", "competitor", 1000, "0-0", count=100)
+                        taken += entries
+                        await asyncio.sleep(0.3)
+                    held = (await client.xpending(stream, "bus-orders"))["pending"]
+                    proxy.cut = False
+                    wanted = sorted(f"m{i}" for i in range(6))
+                    for _ in range(300):
+                        if sorted(set(await ids())) == wanted:
+                            break
+                        await asyncio.sleep(0.2)
+                    assert sorted(set(await ids())) == wanted, await ids()
+                assert taken == [], taken
+                assert held == 5  # the outage was real: the five entries waited, unacknowledged
+                assert (await client.xpending(stream, "bus-orders"))["pending"] == 0
+            finally:
+                await proxy.stop()
+    finally:
+        await client.delete(stream)
+        await client.aclose()

@@ -25,6 +25,7 @@ from bus.app.cli import main
 from bus.event import Event
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
+from tests.support.certs import Authority
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.redis_private import private_redis
 from tests.support.target import Target
@@ -373,6 +374,52 @@ async def test_a_redis_out_of_memory_or_refusing_the_user_is_retried_not_dead_le
             wrong = outbound(f"redis://reader:nope@127.0.0.1:{port}/0", command="set", key="s")
             with pytest.raises(RetryableError, match=f"Redis at 127.0.0.1:{port}/0 refused the credentials"):
                 await wrong.start()
+
+
+async def test_both_directions_over_mutual_tls(tmp_path: Path, bootstrap: str) -> None:
+    """A Redis that takes only TLS connections with a client certificate (managed Redis services,
+    `tls-auth-clients yes`): the hub reads a stream and writes keys over rediss:// with its own
+    certificate (its key protected by a password); without a certificate the server refuses it,
+    and the start says it cannot reach Redis."""
+    server_ca, client_ca = Authority(tmp_path / "server-ca", "Cache CA"), Authority(tmp_path / "client-ca", "Client CA")
+    served = server_ca.issue("redis", server=True)
+    hub_cert = client_ca.issue("hub", password=b"k3y")
+    with private_redis(tls=(served.cert, served.key, client_ca.cert)) as port:
+        url = f"rediss://127.0.0.1:{port}/0"
+        tls = {"ca": str(server_ca.cert), "cert": str(hub_cert.cert), "key": str(hub_cert.key), "key_password": "k3y"}
+        config = {
+            "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "ops": {"host": "127.0.0.1", "port": 0},
+            "inbound": [
+                {
+                    "name": "orders",
+                    "type": "redis",
+                    "url": url,
+                    "tls": tls,
+                    "stream": "orders",
+                    "emit": {"schema": "Payment", "id": "id", "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"'}},
+                }
+            ],
+            "routes": [{"name": "all", "from": "Payment", "to": ["cache"]}],
+            "outbound": [{"name": "cache", "type": "redis", "url": url, "tls": tls, "command": "set", "key": "payment:$${payment_id}"}],
+        }
+        client = aioredis.Redis.from_url(
+            url, ssl_ca_certs=str(server_ca.cert), ssl_certfile=str(hub_cert.cert), ssl_keyfile=str(hub_cert.key), ssl_password="k3y"
+        )
+        try:
+            async with build_hub(write_config(tmp_path / "bus.yaml", config)):
+                await client.xadd("orders", order(1))
+                for _ in range(150):
+                    if await client.exists("payment:n1"):
+                        break
+                    await asyncio.sleep(0.2)
+            assert json.loads(await client.get("payment:n1"))["amount"] == 1
+        finally:
+            await client.aclose()
+        bare = outbound(url, command="set", key="k", tls={"ca": str(server_ca.cert)})
+        with pytest.raises(RetryableError, match=f"cannot reach Redis at 127.0.0.1:{port}/0"):
+            await bare.start()
 
 
 def test_bus_validate_names_the_field_of_a_redis_config_that_cannot_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -150,7 +150,7 @@ def sources_config(bootstrap: str, inbound: list[dict[str, Any]]) -> dict[str, A
 
 async def test_sources_that_never_answer_do_not_hold_the_stop(tmp_path: Path, bootstrap: str) -> None:
     """Sources that take the connection and never answer (an API, PostgreSQL and MariaDB for
-    sql_poll, PostgreSQL for postgres_cdc): each poll or connection under way was waited for up to
+    sql_poll, PostgreSQL for postgres_cdc, a Redis stream): each poll or connection under way was waited for up to
     10 s at a stop, one after another (20 s for these four). Nothing of them is in Kafka's hands:
     they end at once now."""
     accepted: list[object] = []
@@ -168,10 +168,11 @@ async def test_sources_that_never_answer_do_not_hold_the_stop(tmp_path: Path, bo
                 "tables": ["customers"],
                 "emit": CUSTOMER,
             },
+            {"name": "stream", "type": "redis", "url": f"redis://127.0.0.1:{port}/0", "stream": "customers", "emit": CUSTOMER},
         ]
         hub = build_hub(write_config(tmp_path / "bus.yaml", sources_config(bootstrap, inbound)))
         await hub.start()
-        await until(lambda: len(accepted) >= 4, "every source connecting")
+        await until(lambda: len(accepted) >= 5, "every source connecting")
         began = time.monotonic()
         await hub.stop()
         took = time.monotonic() - began

@@ -17,15 +17,22 @@ from tests.support.private_server import binaries_missing, launch, stop_server, 
 
 
 @contextmanager
-def private_redis(*settings: str) -> Iterator[int]:
+def private_redis(*settings: str, tls: tuple[Path, Path, Path] | None = None) -> Iterator[int]:
     """Yields the port of a fresh server started with ``settings`` (``--maxmemory``, ``1mb``, ...);
-    stops and removes it after."""
+    stops and removes it after. With ``tls`` (its certificate, key, and the CA its clients'
+    certificates must be signed by) it takes only TLS connections, with a client certificate."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(binary).exists():
         binaries_missing("the Redis server (redis-server) is not installed")
     folder = Path(tempfile.mkdtemp(prefix="bus-redis-"))
     port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
+    command = [binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
+    if tls is None:
+        command += ["--port", str(port)]
+    else:
+        cert, key, clients_ca = tls
+        command += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+        command += ["--tls-ca-cert-file", str(clients_ca), "--tls-auth-clients", "yes"]
     server = launch([*command, *settings], folder)
     try:
         wait_listening(server, port, "Redis server", folder)
