@@ -5,6 +5,7 @@
   its own (``<stream>:bus-ids:<id>``, expiring), and one script checks it, appends and marks it
   in one step on the server. ``maxlen`` trims the stream (``MAXLEN ~``).
 - ``set`` and ``hset`` write the event's record under its key: an upsert, so a repeat is harmless.
+  ``bus migrate`` reads them back and puts them back (adapters/redis/target_state.py).
   ``hset`` with ``replace`` (the default) deletes the hash and writes it again in one transaction,
   so a field the source dropped does not linger. ``delete_when`` deletes the key.
 
@@ -40,6 +41,7 @@ from redis.exceptions import (
 
 from adapters.redis.config import RedisOutboundConfig
 from adapters.redis.connection import connect, where
+from adapters.redis.target_state import RedisTargetState
 from bus.adapter_api import (
     Body,
     Context,
@@ -48,6 +50,7 @@ from bus.adapter_api import (
     Outbound,
     PermanentError,
     RetryableError,
+    TargetOptions,
     compile_expression,
     compile_template,
     target_json,
@@ -137,20 +140,43 @@ class RedisOutbound(Outbound[RedisOutboundConfig]):
     async def deliver(self, event: Event) -> None:
         if self._redis is None:
             raise RetryableError(f"redis outbound {self.config.name} is not started")
-        key = self._key(event.data, event.meta())
+        key = self.key_of(event)
         try:
             if self.config.command == "xadd":
                 await self._append(key, event)
-            elif self._delete_when is not None and self._delete_when(event.data, event.meta()):
+            elif self.deletes(event):
                 await self._redis.delete(key)
             elif self.config.command == "set":
-                await self._redis.set(key, target_json(self._body.render(event), "value"), px=self._ttl_ms)
+                await self._redis.set(key, target_json(self.rendered(event), "value"), px=self._ttl_ms)
             else:
-                await self._write_hash(key, event)
+                await self._write_hash(key, self.hash_fields(event))
         except ResponseError as exc:
             raise self._refused(key, exc) from exc
         except (RedisError, OSError) as exc:  # a lost connection, a timeout: the command may or may not have run
             raise RetryableError(f"Redis at {self._where} did not answer for {key!r}: {exc!r}") from exc
+
+    # What a delivery writes, for ``deliver`` and for bus migrate (adapters/redis/target_state.py).
+    def key_of(self, event: Event) -> str:
+        return self._key(event.data, event.meta())
+
+    def deletes(self, event: Event) -> bool:
+        """Whether this event deletes its key (``delete_when`` holds)."""
+        return self._delete_when is not None and bool(self._delete_when(event.data, event.meta()))
+
+    def rendered(self, event: Event) -> dict[str, Any]:
+        return self._body.render(event)
+
+    def hash_fields(self, event: Event) -> dict[str, str]:
+        """The hash ``hset`` writes: each of the body's fields as text, a null as no field."""
+        return {name: text_cell(value, f"hash's {name}") for name, value in self.rendered(event).items() if value is not None}
+
+    def client(self) -> Redis:
+        if self._redis is None:
+            raise RetryableError(f"redis outbound {self.config.name} is not started")
+        return self._redis
+
+    def target_state(self, options: TargetOptions) -> RedisTargetState | None:
+        return RedisTargetState(self) if self.config.command in ("set", "hset") else None
 
     async def _append(self, stream: str, event: Event) -> None:
         assert self._redis is not None
@@ -166,10 +192,8 @@ class RedisOutbound(Outbound[RedisOutboundConfig]):
         pairs = [part for name, value in fields.items() for part in (name, value)]
         await self._append_once(keys=[stream, f"{stream}:bus-ids:{event.id}"], args=[self._window_ms, self._maxlen, *pairs])
 
-    async def _write_hash(self, key: str, event: Event) -> None:
+    async def _write_hash(self, key: str, fields: dict[str, str]) -> None:
         assert self._redis is not None
-        body = self._body.render(event)
-        fields = {name: text_cell(value, f"hash's {name}") for name, value in body.items() if value is not None}
         async with self._redis.pipeline(transaction=True) as transaction:
             if self.config.replace:
                 transaction.delete(key)

@@ -447,3 +447,90 @@ def test_bus_validate_names_the_field_of_a_redis_config_that_cannot_work(tmp_pat
         assert main(["validate", "-c", str(path)]) == 2
         out = capsys.readouterr()
         assert "outbound[0]" in out.out + out.err and said in out.out + out.err, out
+
+
+async def test_a_migration_into_redis_keys_is_read_back_names_drift_and_rolls_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bus migrate run` into a hash per customer and a JSON string per payment: every key read
+    back checks out; a hash field changed behind the hub's back is named by `verify` with the
+    differing field; `rollback` deletes the keys the run made and puts back the ones it replaced
+    (a hash and a string that is not JSON, as they were)."""
+    import yaml
+
+    run = uuid.uuid4().hex[:8]
+    rows = [{"ref": f"P-{i:03d}", "cents": i * 100, "customer": f"c{i % 5}", "paid": i % 2 == 0} for i in range(60)]
+    (tmp_path / "export.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    document = {
+        "kafka": {"bootstrap": "127.0.0.1:1", "topic_prefix": f"m{run}"},
+        "routes": [{"name": "all", "from": "Payment", "to": ["payments", "customers"]}],
+        "outbound": [
+            {"name": "payments", "type": "redis", "url": URL, "command": "set", "key": f"t{run}.payment:$${{payment_id}}"},
+            {
+                "name": "customers",
+                "type": "redis",
+                "url": URL,
+                "command": "hset",
+                "key": f"t{run}.customer:$${{customer_id}}",
+                "body": {"last": "payment_id", "amount": "amount", "settled": 'status == "succeeded"'},
+            },
+        ],
+        "migrations": [
+            {
+                "name": "payments",
+                "source": {"file": {"path": "export.jsonl"}},
+                "emit": {
+                    "schema": "Payment",
+                    "key": "ref",
+                    "map": {
+                        "payment_id": "ref",
+                        "amount": "cents",
+                        "currency": '"eur"',
+                        "customer_id": "customer",
+                        "status": 'switch(paid, true, "succeeded", "pending")',
+                    },
+                },
+                "batch_size": 25,
+            }
+        ],
+    }
+    config = str(tmp_path / "bus.yaml")
+    (tmp_path / "bus.yaml").write_text(yaml.safe_dump(document))
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([*args, "-c", config, "--json"])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    async with redis_client() as client:
+        try:
+            await client.hset(f"t{run}.customer:c1", mapping={"last": "OLD-1", "note": "kept by the CRM"})
+            await client.set(f"t{run}.payment:P-007", "legacy text, not JSON")
+            before = {
+                key: (await client.type(key), await client.dump(key)) for key in [k async for k in client.scan_iter(match=f"t{run}*")]
+            }
+
+            code, out, err = await asyncio.to_thread(cli, "migrate", "run", "payments")
+            assert code == 0, err
+            report = json.loads(out)
+            by_name = {s["subscriber"]: s for s in report["subscribers"]}
+            assert by_name["payments"]["checksums_equal"] and by_name["payments"]["records"] == 60
+            assert by_name["customers"]["checksums_equal"] and by_name["customers"]["verifiable"] is True
+            assert json.loads(await client.get(f"t{run}.payment:P-007"))["amount"] == 700
+            assert await client.hgetall(f"t{run}.customer:c4") == {b"last": b"P-059", b"amount": b"5900", b"settled": b"false"}
+
+            await client.hset(f"t{run}.customer:c3", "amount", "1")  # behind the hub's back
+            code, out, _ = await asyncio.to_thread(cli, "migrate", "verify", report["run"])
+            assert code == 1
+            [customers] = [s for s in json.loads(out)["subscribers"] if s["subscriber"] == "customers"]
+            assert customers["differences"] == [
+                {"key": f"t{run}.customer:c3", "fields": {"amount": {"expected": "5800", "actual": "1"}}}
+            ], customers["differences"]
+
+            code, out, err = await asyncio.to_thread(cli, "migrate", "rollback", report["run"])
+            assert code == 0, out + err
+            after = {key: (await client.type(key), await client.dump(key)) for key in [k async for k in client.scan_iter(match=f"t{run}*")]}
+            assert after == before
+        finally:
+            await drop_keys(client, run)
