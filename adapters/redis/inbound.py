@@ -119,7 +119,10 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             return
         if not self.config.declare:
             raise RetryableError(f"redis {self.config.name}: {self._where}: no such consumer group, and declare is off")
-        start, said = await self._start_of_group(client, stream_exists)
+        try:
+            start, said = await self._start_of_group(client, stream_exists)
+        except RedisError as exc:
+            raise RetryableError(f"redis {self.config.name}: {self._where}: {exc!r}") from exc
         try:
             await client.xgroup_create(self._stream, self._group, id=start, mkstream=True)
         except ResponseError as exc:
@@ -242,10 +245,11 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             fresh = self._taking(entries)
             if fresh:
                 self.claimed += len(fresh)
+                count, idle = len(fresh), f"{self.config.claim_after.total_seconds():g}s"
                 self.ctx.logger.warning(
-                    "redis %s: took over %d entr%s of %s left unacknowledged for over %s by another consumer (a process that "
-                    "died?); reading them now", self.config.name, len(fresh), "y" if len(fresh) == 1 else "ies", self._where,
-                    f"{self.config.claim_after.total_seconds():g}s",
+                    "redis %s: took over %d %s of %s left unacknowledged for over %s (by a process that died, or an "
+                    "acknowledgement that was lost); reading them now",
+                    self.config.name, count, "entry" if count == 1 else "entries", self._where, idle,
                 )  # fmt: skip
             for entry in fresh:
                 yield entry
@@ -320,7 +324,9 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
     def payload(self, message: Entry) -> bytes:
         _, fields = message
         if self._field is not None:
-            return fields.get(self._field) or target_json(_shown(fields), "entry").encode()
+            value = fields.get(self._field)
+            if value is not None:
+                return value  # even empty: parked as "invalid JSON"
         return target_json(_shown(fields), "entry").encode()
 
     def origin(self, message: Entry) -> Mapping[str, str]:

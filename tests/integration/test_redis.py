@@ -122,13 +122,14 @@ async def test_a_stream_read_by_a_group_resumes_where_it_stopped_and_parks_what_
             async with build_hub(path) as hub:
                 await add(0, 20)
                 await client.xadd(stream, {"data": "{broken"})
+                await client.xadd(stream, {"data": ""})  # present but empty: not JSON, not the entry's other fields
                 await client.xadd(stream, {"payload": json.dumps(order(99))})  # not the configured field
                 await add(20, 30)
                 await target.wait_for(lambda: len(target.accepted) == 30)
                 parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("orders"))
                 reasons = {r.value: dict(r.headers)["bus_error"].decode() for r in parked}
-                assert set(reasons) == {b"{broken", json.dumps({"payload": json.dumps(order(99))}, separators=(",", ":")).encode()}
-                assert "invalid JSON" in reasons[b"{broken"]
+                assert set(reasons) == {b"{broken", b"", json.dumps({"payload": json.dumps(order(99))}, separators=(",", ":")).encode()}
+                assert "invalid JSON" in reasons[b"{broken"] and "invalid JSON" in reasons[b""]
                 assert any("the entry has no field 'data' (it has payload)" in reason for reason in reasons.values()), reasons
                 assert all(dict(r.headers)["bus_origin"] == f"redis:{stream}".encode() for r in parked)
                 await until(lambda: hub.inbound[0].progress()["consumer"] != "", "started")
