@@ -179,3 +179,25 @@ async def test_the_recipe_kit_starts_the_hub_on_new_ports_when_another_program_t
     finally:
         squatter.close()
         assert await hub.stop() == 0
+
+
+@pytest.mark.timeout(240)
+async def test_online_and_store_orders_reach_the_redis_feed_once_and_cache_each_customers_last(bootstrap: str) -> None:
+    require_service("Redis", "127.0.0.1", 6379)
+    run = recipe("orders-to-redis-feed")
+    prefix = unique_prefix()
+    report = await run.run(12, 12, bootstrap=bootstrap, prefix=prefix)
+    assert report.problems() == []
+    ids = [entry["order_id"] for entry in report.feed]
+    assert len(ids) == len(set(ids)) == 23 and f"pos-{run.MISTYPED}" not in ids  # 12 online, 11 of the 12 sales
+    assert {c: h["last_order"] for c, h in report.customers.items()} == {
+        "207": f"shopify-{report.online[8]['id']}",
+        "208": f"shopify-{report.online[9]['id']}",
+        "311": f"shopify-{report.online[10]['id']}",
+        "412": f"shopify-{report.online[11]['id']}",
+        "c-901": "pos-S0009",
+        "c-902": "pos-S0011",
+    }
+    online = next(e for e in report.feed if e["order_id"] == f"shopify-{report.online[0]['id']}")
+    assert [line["sku"] for line in online["lines"]] == [li["sku"] for li in report.online[0]["line_items"]]
+    assert report.sales_pending == 0 and report.answers["forged"] == 401

@@ -13,10 +13,11 @@ from bus.recipes import find_recipes, variables
 RECIPES = {r.name: r for r in find_recipes()}
 
 
-def test_the_seven_recipes_are_found_with_their_titles() -> None:
+def test_the_eight_recipes_are_found_with_their_titles() -> None:
     assert sorted(RECIPES) == [
         "ehr-visits-to-billing",
         "legacy-db-to-cases",
+        "orders-to-redis-feed",
         "salesforce-hubspot-leads",
         "shop-orders-to-soap-erp",
         "shopify-orders-to-quickbooks",
