@@ -28,7 +28,7 @@ from bus.config.models import HubConfig
 from bus.config.yaml_files import Marks, config_files, dotted, merge
 from bus.errors import ConfigError, ConfigIssue
 from bus.expr.typecheck import closest
-from bus.logs import Redactor
+from bus.logs import Redactor, secrets_in
 
 Loc = tuple[str | int, ...]
 
@@ -261,7 +261,7 @@ def load_config(
         inbound=[c for _, c in inbound],
         outbound=[c for _, c in outbound],
         files=files,
-        secrets=_secret_shaped(interpolated),
+        secrets=_secret_shaped(interpolated) - _in_plain_sight(hub, [c for _, c in (*inbound, *outbound)]),
         warnings=warnings,
         unchecked=unchecked,
     )
@@ -280,6 +280,18 @@ def _in_order(issues: list[ConfigIssue]) -> list[ConfigIssue]:
     """By file, then line (issues with no line last in their file), duplicates removed."""
     unique = list(dict.fromkeys(issues))
     return sorted(unique, key=lambda i: (i.file, i.line is None, i.line or 0))
+
+
+def _in_plain_sight(hub: HubConfig, adapters: list[AdapterConfig]) -> set[str]:
+    """Values the hub shows by design wherever it runs, so never secrets: the topic prefix (in
+    every topic name), the Kafka bootstrap servers, the adapters' and routes' names (in metric
+    labels). Taken from ${...} (``topic_prefix: ${TOPIC_PREFIX}``), they were masked in every log
+    line that named a topic: ``***.deliver.erp``, an inbound ``***ify-orders`` when the prefix was
+    ``shop``. A value that is also a secret field's (a password) stays masked."""
+    bootstrap = str(hub.kafka.bootstrap)
+    shown = {hub.kafka.topic_prefix, bootstrap, *bootstrap.split(",")}
+    shown |= {config.name for config in adapters} | {route.name for route in hub.routes}
+    return shown - set(secrets_in([hub, adapters])) - {""}
 
 
 def _secret_shaped(values: set[str]) -> set[str]:

@@ -61,6 +61,30 @@ def test_secrets_from_the_config_are_masked_wherever_they_appear(
     assert "auth failed for password ***" in str(second["exception"])
 
 
+def test_names_the_hub_shows_anyway_are_not_masked_when_they_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured: tuple[logging.Logger, Redactor, io.StringIO]
+) -> None:
+    """Every ${...} value is masked in logs, for a secret put in a field that is not a secret's
+    (a URL path, an expression). The topic prefix, the Kafka bootstrap servers and the adapters'
+    names from ${...} were masked too: every log line naming a topic read ``***.deliver.erp``, and
+    an inbound named after the prefix ``***ify-orders``. They are in every topic name and metric
+    label anyway; they are shown now, and a secret planted beside them is still masked."""
+    logger, redactor, stream = captured
+    monkeypatch.setenv("PREFIX", "shop")
+    monkeypatch.setenv("BOOT", "127.0.0.1:9092")
+    monkeypatch.setenv("PATH_TOKEN", "tok-in-the-path")
+    config = payment_hub_config("${BOOT}", "http://127.0.0.1:1/${PATH_TOKEN}")
+    config["kafka"]["topic_prefix"] = "${PREFIX}"
+    config["inbound"][0]["name"] = "shopify-orders"
+    loaded, _, _ = load(write_config(tmp_path / "bus.yaml", config))
+    assert loaded.hub.kafka.topic_prefix == "shop" and "tok-in-the-path" in loaded.secrets
+    assert not {"shop", "127.0.0.1:9092"} & loaded.secrets
+    redactor.remember([*loaded.secrets, *secrets_in([loaded.hub, loaded.inbound, loaded.outbound])])
+    logger.info("shopify-orders: published to shop.canonical.Payment via 127.0.0.1:9092; POST /tok-in-the-path")
+    [entry] = lines(stream)
+    assert entry["message"] == "shopify-orders: published to shop.canonical.Payment via 127.0.0.1:9092; POST /***"
+
+
 @pytest.mark.parametrize(
     ("message", "hidden"),
     [
