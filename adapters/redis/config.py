@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RedisInboundConfig", "RedisOutboundConfig"]
+__all__ = ["RedisInboundConfig", "RedisOutboundConfig", "Sentinel"]
 
 from datetime import timedelta
 from typing import Literal
@@ -10,7 +10,36 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, Expression, OutboundConfig, TemplateText, TlsConnection
+from bus.adapter_api import AdapterConfig, BodyMap, ConfigModel, Duration, EmitSpec, Expression, OutboundConfig, TemplateText, TlsConnection
+
+
+class Sentinel(ConfigModel):
+    """Redis Sentinel: the sentinels say which server is the primary now, and after a failover."""
+
+    master: str = Field(min_length=1, description="The name the sentinels know the primary by.", examples=["mymaster"])
+    nodes: list[str] = Field(
+        min_length=1,
+        description="The sentinels, host:port (26379 by default).",
+        examples=[["sentinel-0.redis:26379", "sentinel-1.redis:26379", "sentinel-2.redis:26379"]],
+    )
+    password: SecretStr | None = Field(default=None, description="The sentinels' own password (requirepass), if they ask for one.")
+
+    @field_validator("nodes")
+    @classmethod
+    def _host_ports(cls, nodes: list[str]) -> list[str]:
+        for node in nodes:
+            _address(node)
+        return nodes
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return [_address(node) for node in self.nodes]
+
+
+def _address(node: str) -> tuple[str, int]:
+    host, _, port = node.rpartition(":") if ":" in node else (node, "", "26379")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{node!r} is not host:port")
+    return host, int(port)
 
 
 class _Server(TlsConnection, AdapterConfig):
@@ -36,6 +65,12 @@ class _Server(TlsConnection, AdapterConfig):
         except ValueError as exc:
             raise ValueError(f"the URL's port: {exc}") from None
         return value
+
+    sentinel: Sentinel | None = Field(
+        default=None,
+        description="Find the primary through Redis Sentinel: the url's user, password, database and scheme are used, its "
+        "host and port are not. After a failover the next connection goes to the new primary.",
+    )
 
     @model_validator(mode="after")
     def _tls_needs_rediss(self) -> _Server:

@@ -6,23 +6,32 @@ __all__ = ["connect", "where"]
 
 import contextlib
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError
+from redis.asyncio.sentinel import Sentinel as Sentinels
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
+from adapters.redis.config import Sentinel
 from bus.adapter_api import ClientTls, RetryableError
 
 
-def where(url: str) -> str:
-    """The server as logs may show it: host, port and database, never the password."""
+def where(url: str, sentinel: Sentinel | None = None) -> str:
+    """The server as logs may show it: host, port and database (or the primary the sentinels
+    name), never the password."""
     parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or 6379}/{parts.path.strip('/') or '0'}"
+    database = parts.path.strip("/") or "0"
+    if sentinel is not None:
+        return f"primary {sentinel.master!r}/{database} of the sentinels at {', '.join(sentinel.nodes)}"
+    return f"{parts.hostname}:{parts.port or 6379}/{database}"
 
 
-async def connect(url: str, what: str, *, tls: ClientTls | None, timeout_s: float, client_name: str) -> Redis:
+async def connect(
+    url: str, what: str, *, tls: ClientTls | None, timeout_s: float, client_name: str, sentinel: Sentinel | None = None
+) -> Redis:
     """A client whose server answered a PING, or RetryableError naming the server.
 
     The client's own retries are off: a command sent again after a lost answer could append to a
@@ -37,22 +46,57 @@ async def connect(url: str, what: str, *, tls: ClientTls | None, timeout_s: floa
             ssl_keyfile=str(tls.key) if tls.key else None,
             ssl_password=tls.key_password.get_secret_value() if tls.key_password else None,
         )
-    client = Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        client_name=client_name,
+    common: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "client_name": client_name,
         **options,
-    )
+    }
+    client = Redis.from_url(url, **common) if sentinel is None else _through_sentinels(url, sentinel, common)
     try:
         await client.ping()
     except BaseException as exc:
         with contextlib.suppress(Exception):
             await client.aclose()
         if isinstance(exc, AuthenticationError) or (isinstance(exc, ResponseError) and "WRONGPASS" in str(exc)):
-            raise RetryableError(f"{what}: Redis at {where(url)} refused the credentials: {exc}") from exc
+            raise RetryableError(f"{what}: Redis at {where(url, sentinel)} refused the credentials: {exc}") from exc
+        if isinstance(exc, MasterNotFoundError):  # none answered, or none knows the name
+            raise RetryableError(f"{what}: cannot find the {where(url, sentinel)}: {exc}") from exc
         if isinstance(exc, RedisError | OSError | TimeoutError):
-            raise RetryableError(f"{what}: cannot reach Redis at {where(url)}: {exc!r}") from exc
+            raise RetryableError(f"{what}: cannot reach Redis at {where(url, sentinel)}: {exc!r}") from exc
         raise
     return client
+
+
+def _through_sentinels(url: str, sentinel: Sentinel, common: dict[str, Any]) -> Redis:
+    """A client of the primary the sentinels name: each new connection asks them again, so after
+    a failover the runtime's retry reaches the new primary (the old one answers READONLY, retried)."""
+    parts = urlsplit(url)
+    sentinel_options = {"socket_timeout": common["socket_timeout"], "socket_connect_timeout": common["socket_connect_timeout"]}
+    if sentinel.password is not None:
+        sentinel_options["password"] = sentinel.password.get_secret_value()
+    found: Any = Sentinels(sentinel.addresses(), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    client: _ThroughSentinels = found.master_for(
+        sentinel.master,
+        redis_class=_ThroughSentinels,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        db=int(parts.path.strip("/") or 0),
+        ssl=parts.scheme == "rediss",
+        **common,
+    )
+    client.sentinels = found.sentinels
+    return client
+
+
+class _ThroughSentinels(Redis):
+    """A client of the primary that closes its connections to the sentinels with its own (redis-py
+    leaves them open: one socket per start of the adapter)."""
+
+    sentinels: list[Redis] = []  # noqa: RUF012 - set per instance by _through_sentinels
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for watcher in self.sentinels:
+            await watcher.aclose()

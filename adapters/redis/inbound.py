@@ -57,7 +57,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
         self._consumer = f"{socket.gethostname()}-{os.getpid()}"
         self._stream = config.stream.encode()
         self._field = config.field.encode() if config.field is not None else None
-        self._where = f"{where(config.url.get_secret_value())} stream {config.stream!r} group {self._group!r}"
+        self._where = f"{where(config.url.get_secret_value(), config.sentinel)} stream {config.stream!r} group {self._group!r}"
         # Entry ids read and not yet acknowledged here (never read twice), and when each was last
         # claimed: ``_keep_fresh`` claims those held a while afresh, so no other process takes them.
         self._in_flight: dict[bytes, float] = {}
@@ -91,6 +91,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             self.config.url.get_secret_value(),
             f"redis {self.config.name}",
             tls=self.config.tls,
+            sentinel=self.config.sentinel,
             timeout_s=_BLOCK_MS / 1000 + 10,  # above the blocking read's wait
             client_name=f"bus-{self.config.name}",
         )

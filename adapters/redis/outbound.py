@@ -108,7 +108,7 @@ class RedisOutbound(Outbound[RedisOutboundConfig]):
         self._ttl_ms = int(config.ttl.total_seconds() * 1000) if config.ttl is not None else None
         self._window_ms = int(config.dedupe_window.total_seconds() * 1000)
         self._maxlen = str(config.maxlen) if config.maxlen is not None else ""
-        self._where = where(config.url.get_secret_value())
+        self._where = where(config.url.get_secret_value(), config.sentinel)
         self._redis: Redis | None = None
         self._append_once: Any = None
 
@@ -118,6 +118,7 @@ class RedisOutbound(Outbound[RedisOutboundConfig]):
                 self.config.url.get_secret_value(),
                 f"redis outbound {self.config.name}",
                 tls=self.config.tls,
+                sentinel=self.config.sentinel,
                 timeout_s=self.config.timeout_s,
                 client_name=f"bus-{self.config.name}",
             )

@@ -27,7 +27,7 @@ from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.certs import Authority
 from tests.support.hub import build_hub, unique_prefix, write_config
-from tests.support.redis_private import private_redis
+from tests.support.redis_private import private_redis, redis_with_sentinel
 from tests.support.target import Target
 from tests.support.wait import until
 
@@ -423,6 +423,76 @@ async def test_both_directions_over_mutual_tls(tmp_path: Path, bootstrap: str) -
             await bare.start()
 
 
+async def test_a_sentinel_failover_loses_nothing_read_or_written(tmp_path: Path, bootstrap: str) -> None:
+    """Redis behind Sentinel (a primary, a replica, a sentinel): the hub finds the primary through
+    the sentinel, reads a stream and writes keys there; the primary is killed mid-flow, the
+    sentinel promotes the replica, and the hub goes on with it (its reads and writes fail on the
+    lost connection, are retried, and find the new primary): every entry read, every key written,
+    nothing left pending."""
+    with redis_with_sentinel("orders-primary") as setup:
+        sentinel = {"master": "orders-primary", "nodes": [f"127.0.0.1:{setup.sentinel}"]}
+        url = "redis://ignored-host:1/0"  # with a sentinel only the url's credentials and database count
+        config = {
+            "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "ops": {"host": "127.0.0.1", "port": 0},
+            "inbound": [
+                {
+                    "name": "orders",
+                    "type": "redis",
+                    "url": url,
+                    "sentinel": sentinel,
+                    "stream": "orders",
+                    "emit": {"schema": "Payment", "id": "id", "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"'}},
+                }
+            ],
+            "routes": [{"name": "all", "from": "Payment", "to": ["cache"]}],
+            "outbound": [
+                {"name": "cache", "type": "redis", "url": url, "sentinel": sentinel, "command": "set", "key": "payment:$${payment_id}"}
+            ],
+        }
+        watcher = aioredis.Redis(port=setup.sentinel)
+
+        async def primary() -> int:
+            _, port = await watcher.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "orders-primary")
+            return int(port)
+
+        async def written(client: aioredis.Redis, count: int) -> bool:
+            return bool(await client.exists(*[f"payment:n{i}" for i in range(count)]) == count)
+
+        first = aioredis.Redis(port=setup.primary)
+        try:
+            async with build_hub(write_config(tmp_path / "bus.yaml", config)):
+                for i in range(10):
+                    await first.xadd("orders", order(i))
+                for _ in range(150):
+                    if await written(first, 10):
+                        break
+                    await asyncio.sleep(0.2)
+                assert await written(first, 10)
+                await first.execute_command("WAIT", 1, 5000)  # the replica has all of it, the group's acknowledgements too
+                setup.kill_primary()
+                for _ in range(150):  # down after 1 s, then the election
+                    if await primary() == setup.replica:
+                        break
+                    await asyncio.sleep(0.2)
+                assert await primary() == setup.replica
+                promoted = aioredis.Redis(port=setup.replica)
+                for i in range(10, 20):
+                    await promoted.xadd("orders", order(i))
+                for _ in range(300):
+                    if await written(promoted, 20):
+                        break
+                    await asyncio.sleep(0.2)
+                pending = await promoted.xpending("orders", "bus-orders")
+            assert await written(promoted, 20)
+            assert pending["pending"] == 0
+            await promoted.aclose()
+        finally:
+            await first.aclose()
+            await watcher.aclose()
+
+
 def test_bus_validate_names_the_field_of_a_redis_config_that_cannot_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The URL's scheme and database, TLS on a plain URL, and settings the command would ignore
     are refused at load, naming the adapter's field."""
@@ -442,6 +512,7 @@ def test_bus_validate_names_the_field_of_a_redis_config_that_cannot_work(tmp_pat
         ({"command": "xadd", "ttl": "1h"}, "ttl (only with set or hset) would do nothing"),
         ({"command": "set", "replace": False}, "replace (only with hset) would do nothing"),
         ({"command": "set", "tls": {}}, "tls is for a rediss:// url"),
+        ({"command": "set", "sentinel": {"master": "m", "nodes": ["sentinel-0:port"]}}, "'sentinel-0:port' is not host:port"),
     ):
         config = {**base, "outbound": [{"name": "cache", "type": "redis", "url": URL, "key": "k", **settings}]}
         path = write_config(tmp_path / "bus.yaml", config)
