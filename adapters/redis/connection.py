@@ -76,7 +76,8 @@ def _through_sentinels(url: str, sentinel: Sentinel, common: dict[str, Any]) -> 
     sentinel_options = {"socket_timeout": common["socket_timeout"], "socket_connect_timeout": common["socket_connect_timeout"]}
     if sentinel.password is not None:
         sentinel_options["password"] = sentinel.password.get_secret_value()
-    found: Any = Sentinels(sentinel.addresses(), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    sentinels: Any = Sentinels  # typed from redis 8.2 on, not before
+    found = sentinels(sentinel.addresses(), sentinel_kwargs=sentinel_options)
     client: _ThroughSentinels = found.master_for(
         sentinel.master,
         redis_class=_ThroughSentinels,
