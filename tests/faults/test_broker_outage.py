@@ -5,15 +5,55 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from bus.app.hub import Hub
 from bus.kafka.broker import EmbeddedBroker
+from bus.kafka.reader import read_topic
 from bus.ports import free_port
-from tests.support.hub import build_hub, payment, payment_hub_config, write_config
+from tests.support.hub import build_hub, flow_config, payment, payment_hub_config, write_config
 from tests.support.proxy import TcpProxy
 from tests.support.target import Target
+from tests.support.wait import until_true
+
+
+@asynccontextmanager
+async def broker_behind_proxy() -> AsyncIterator[tuple[EmbeddedBroker, TcpProxy]]:
+    """An embedded broker whose clients reach it only through a proxy the test can cut."""
+    proxy_port = free_port()
+    async with EmbeddedBroker(advertised_port=proxy_port) as broker:
+        proxy = TcpProxy(proxy_port, broker.port)
+        await proxy.start()
+        try:
+            yield broker, proxy
+        finally:
+            await proxy.stop()
+
+
+def queue_hub(bootstrap: str, inbound: dict[str, Any]) -> dict[str, Any]:
+    """A hub of one queue inbound making payments, that gives Kafka 2 s to acknowledge."""
+    config = flow_config(bootstrap, [inbound])
+    config["kafka"].update(partitions=1, produce_timeout_s=2)
+    return config
+
+
+async def canonical_ids(hub: Hub) -> list[str]:
+    records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
+    return sorted(dict(r.headers)["ce_id"].decode() for r in records)
+
+
+async def ids_arrive(hub: Hub, wanted: list[str], *, timeout: float) -> None:
+    """Every one of ``wanted`` on the canonical topic (once or more: at least once)."""
+
+    async def arrived() -> bool:
+        return sorted(set(await canonical_ids(hub))) == wanted
+
+    await until_true(arrived, f"events {wanted} on the canonical topic", timeout=timeout)
 
 
 async def test_ten_second_broker_outage_loses_nothing(tmp_path: Path) -> None:
@@ -77,9 +117,7 @@ async def test_queue_messages_wait_out_a_kafka_outage_a_delivery_limit_does_not_
 
     import aio_pika
 
-    from bus.kafka.reader import read_topic
     from tests.conftest import require_service
-    from tests.support.hub import unique_prefix
 
     require_service("RabbitMQ", "127.0.0.1", 5672)
     url, queue_name = "amqp://guest:guest@127.0.0.1:5672/", f"limited-{uuid.uuid4().hex[:8]}"
@@ -92,59 +130,30 @@ async def test_queue_messages_wait_out_a_kafka_outage_a_delivery_limit_does_not_
             body = json.dumps({"id": f"m{i}", "seq": i, "account": f"a{i % 3}"}).encode()
             await channel.default_exchange.publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), queue_name)
 
-    proxy_port = free_port()
+    inbound = {
+        "name": "orders",
+        "type": "amqp",
+        "url": url,
+        "queue": queue_name,
+        "declare": False,  # a platform team's quorum queue
+        "emit": {"schema": "Payment", "id": "id", "key": "account", "map": {"payment_id": "id", "amount": "seq", "currency": '"eur"'}},
+    }
     try:
-        async with EmbeddedBroker(advertised_port=proxy_port) as broker:
-            proxy = TcpProxy(proxy_port, broker.port)
-            await proxy.start()
-            try:
-                config = {
-                    "kafka": {"bootstrap": broker.bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "produce_timeout_s": 2},
-                    "http": {"host": "127.0.0.1", "port": 0},
-                    "ops": {"host": "127.0.0.1", "port": 0},
-                    "inbound": [
-                        {
-                            "name": "orders",
-                            "type": "amqp",
-                            "url": url,
-                            "queue": queue_name,
-                            "declare": False,  # a platform team's quorum queue
-                            "emit": {
-                                "schema": "Payment",
-                                "id": "id",
-                                "key": "account",
-                                "map": {"payment_id": "id", "amount": "seq", "currency": '"eur"'},
-                            },
-                        }
-                    ],
-                }
-                async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
-
-                    async def ids() -> list[str]:
-                        records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
-                        return sorted(dict(r.headers)["ce_id"].decode() for r in records)
-
-                    await send(0, 1)
-                    for _ in range(100):
-                        if await ids() == ["m0"]:
-                            break
-                        await asyncio.sleep(0.1)
-                    assert await ids() == ["m0"]
-                    proxy.cut = True
-                    proxy.sever()
-                    await send(1, 6)
-                    await asyncio.sleep(8)  # four times the delivery limit, at one give-back a second
-                    proxy.cut = False
-                    # Every one arrives; one whose write Kafka made but whose acknowledgement the
-                    # outage lost is sent again under its id (at least once: a target drops repeats).
-                    wanted = sorted(f"m{i}" for i in range(6))
-                    for _ in range(300):
-                        if sorted(set(await ids())) == wanted:
-                            break
-                        await asyncio.sleep(0.2)
-                    assert sorted(set(await ids())) == wanted, await ids()
-            finally:
-                await proxy.stop()
+        async with (
+            broker_behind_proxy() as (broker, proxy),
+            build_hub(write_config(tmp_path / "bus.yaml", queue_hub(broker.bootstrap, inbound))) as hub,
+        ):
+            await send(0, 1)
+            await ids_arrive(hub, ["m0"], timeout=10)
+            assert await canonical_ids(hub) == ["m0"]
+            proxy.cut = True
+            proxy.sever()
+            await send(1, 6)
+            await asyncio.sleep(8)  # four times the delivery limit, at one give-back a second
+            proxy.cut = False
+            # Every one arrives; one whose write Kafka made but whose acknowledgement the
+            # outage lost is sent again under its id (at least once: a target drops repeats).
+            await ids_arrive(hub, sorted(f"m{i}" for i in range(6)), timeout=60)
     finally:
         await channel.queue_delete(queue_name)
         await rabbit.close()
@@ -161,72 +170,40 @@ async def test_redis_entries_held_through_a_kafka_outage_are_not_taken_over(tmp_
 
     import redis.asyncio as aioredis
 
-    from bus.kafka.reader import read_topic
     from tests.conftest import require_service
-    from tests.support.hub import unique_prefix
 
     require_service("Redis", "127.0.0.1", 6379)
     stream = f"t{uuid.uuid4().hex[:8]}.orders"
     client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
-    proxy_port = free_port()
+    inbound = {
+        "name": "orders",
+        "type": "redis",
+        "url": "redis://127.0.0.1:6379/0",
+        "stream": stream,
+        "claim_after": "1s",
+        "emit": {"schema": "Payment", "id": "id", "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"'}},
+    }
     try:
-        async with EmbeddedBroker(advertised_port=proxy_port) as broker:
-            proxy = TcpProxy(proxy_port, broker.port)
-            await proxy.start()
-            try:
-                config = {
-                    "kafka": {"bootstrap": broker.bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "produce_timeout_s": 2},
-                    "http": {"host": "127.0.0.1", "port": 0},
-                    "ops": {"host": "127.0.0.1", "port": 0},
-                    "inbound": [
-                        {
-                            "name": "orders",
-                            "type": "redis",
-                            "url": "redis://127.0.0.1:6379/0",
-                            "stream": stream,
-                            "claim_after": "1s",
-                            "emit": {
-                                "schema": "Payment",
-                                "id": "id",
-                                "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"'},
-                            },
-                        }
-                    ],
-                }
-                async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
-
-                    async def ids() -> list[str]:
-                        records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
-                        return sorted(dict(r.headers)["ce_id"].decode() for r in records)
-
-                    await client.xadd(stream, {"id": "m0", "seq": "0"})
-                    for _ in range(100):
-                        if await ids() == ["m0"]:
-                            break
-                        await asyncio.sleep(0.1)
-                    assert await ids() == ["m0"]
-                    proxy.cut = True
-                    proxy.sever()
-                    for i in range(1, 6):
-                        await client.xadd(stream, {"id": f"m{i}", "seq": str(i)})
-                    taken: list[object] = []
-                    for _ in range(20):  # 6 s: six times claim_after
-                        _, entries, _ = await client.xautoclaim(stream, "bus-orders", "competitor", 1000, "0-0", count=100)
-                        taken += entries
-                        await asyncio.sleep(0.3)
-                    held = (await client.xpending(stream, "bus-orders"))["pending"]
-                    proxy.cut = False
-                    wanted = sorted(f"m{i}" for i in range(6))
-                    for _ in range(300):
-                        if sorted(set(await ids())) == wanted:
-                            break
-                        await asyncio.sleep(0.2)
-                    assert sorted(set(await ids())) == wanted, await ids()
-                assert taken == [], taken
-                assert held == 5  # the outage was real: the five entries waited, unacknowledged
-                assert (await client.xpending(stream, "bus-orders"))["pending"] == 0
-            finally:
-                await proxy.stop()
+        async with broker_behind_proxy() as (broker, proxy):
+            async with build_hub(write_config(tmp_path / "bus.yaml", queue_hub(broker.bootstrap, inbound))) as hub:
+                await client.xadd(stream, {"id": "m0", "seq": "0"})
+                await ids_arrive(hub, ["m0"], timeout=10)
+                assert await canonical_ids(hub) == ["m0"]
+                proxy.cut = True
+                proxy.sever()
+                for i in range(1, 6):
+                    await client.xadd(stream, {"id": f"m{i}", "seq": str(i)})
+                taken: list[object] = []
+                for _ in range(20):  # 6 s: six times claim_after
+                    _, entries, _ = await client.xautoclaim(stream, "bus-orders", "competitor", 1000, "0-0", count=100)
+                    taken += entries
+                    await asyncio.sleep(0.3)
+                held = (await client.xpending(stream, "bus-orders"))["pending"]
+                proxy.cut = False
+                await ids_arrive(hub, sorted(f"m{i}" for i in range(6)), timeout=60)
+            assert taken == [], taken
+            assert held == 5  # the outage was real: the five entries waited, unacknowledged
+            assert (await client.xpending(stream, "bus-orders"))["pending"] == 0
     finally:
         await client.delete(stream)
         await client.aclose()

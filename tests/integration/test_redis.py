@@ -26,10 +26,10 @@ from bus.event import Event
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.certs import Authority
-from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.hub import build_hub, flow_config, write_config
 from tests.support.redis_private import private_redis, redis_with_sentinel
 from tests.support.target import Target
-from tests.support.wait import until
+from tests.support.wait import until, until_true
 
 URL = "redis://127.0.0.1:6379/0"
 
@@ -57,39 +57,44 @@ async def drop_keys(client: aioredis.Redis, run: str) -> None:
 
 def hub_config(bootstrap: str, target: Target, run: str, **inbound: Any) -> dict[str, Any]:
     """Orders read from the stream t<run>.orders, sent to an HTTP target, a hash per customer and a stream."""
-    return {
-        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 3, "session_timeout_ms": 3000},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "ops": {"host": "127.0.0.1", "port": 0},
-        "inbound": [
-            {
-                "name": "orders",
-                "type": "redis",
-                "url": URL,
-                "stream": f"t{run}.orders",
-                "emit": {
-                    "schema": "Payment",
-                    "id": "id",
-                    "key": "account",
-                    "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"', "customer_id": "account"},
-                },
-                **inbound,
-            }
-        ],
-        "routes": [{"name": "all", "from": "Payment", "to": ["erp", "latest", "feed"]}],
-        "outbound": [
-            {"name": "erp", "type": "http", "url": f"{target.url}/erp"},
-            {
-                "name": "latest",
-                "type": "redis",
-                "url": URL,
-                "command": "hset",
-                "key": f"t{run}.customer:$${{customer_id}}",
-                "body": {"last_payment": "payment_id", "amount": "amount", "at": "$time"},
-            },
-            {"name": "feed", "type": "redis", "url": URL, "command": "xadd", "key": f"t{run}.feed", "maxlen": 10_000},
-        ],
+    orders = {
+        "name": "orders",
+        "type": "redis",
+        "url": URL,
+        "stream": f"t{run}.orders",
+        "emit": {
+            "schema": "Payment",
+            "id": "id",
+            "key": "account",
+            "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"', "customer_id": "account"},
+        },
+        **inbound,
     }
+    latest = {
+        "name": "latest",
+        "type": "redis",
+        "url": URL,
+        "command": "hset",
+        "key": f"t{run}.customer:$${{customer_id}}",
+        "body": {"last_payment": "payment_id", "amount": "amount", "at": "$time"},
+    }
+    feed = {"name": "feed", "type": "redis", "url": URL, "command": "xadd", "key": f"t{run}.feed", "maxlen": 10_000}
+    erp = {"name": "erp", "type": "http", "url": f"{target.url}/erp"}
+    return flow_config(bootstrap, [orders], [erp, latest, feed], schema="Payment")
+
+
+def stream_to_keys(bootstrap: str, url: str, **connection: Any) -> dict[str, Any]:
+    """Entries of the stream `orders` become payments, each kept under payment:<id>; ``connection``
+    (tls, sentinel) for both ends."""
+    emit = {"schema": "Payment", "id": "id", "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"'}}
+    inbound = {"name": "orders", "type": "redis", "url": url, "stream": "orders", "emit": emit, **connection}
+    cache = {"name": "cache", "type": "redis", "url": url, "command": "set", "key": "payment:$${payment_id}", **connection}
+    return flow_config(bootstrap, [inbound], [cache], schema="Payment")
+
+
+async def written(client: aioredis.Redis, count: int) -> bool:
+    """Whether payment:n0 .. payment:n<count - 1> are all there."""
+    return bool(await client.exists(*[f"payment:n{i}" for i in range(count)]) == count)
 
 
 def order(i: int) -> dict[str, str]:
@@ -178,12 +183,12 @@ async def test_entries_left_pending_by_a_consumer_that_died_are_taken_over(
                     [orders] = hub.inbound
                     await target.wait_for(lambda: len(delivered(target)) == 8)
                     await until(lambda: orders.progress().get("claimed") == 5, "the dead pod's entries claimed", timeout=30)
+
+                    async def only_ours_left() -> bool:
+                        return [c["name"] for c in await client.xinfo_consumers(stream, "bus-orders")] == [ours.encode()]
+
+                    await until_true(only_ours_left, "the dead pod's consumer removed", timeout=10)
                     consumers = await client.xinfo_consumers(stream, "bus-orders")
-                    for _ in range(50):
-                        if [c["name"] for c in consumers] == [ours.encode()]:
-                            break
-                        await asyncio.sleep(0.2)
-                        consumers = await client.xinfo_consumers(stream, "bus-orders")
                     pending = await client.xpending(stream, "bus-orders")
             assert delivered(target) == {f"n{i}": 1 for i in range(9) if i != 7}
             assert orders.progress()["deleted_before_read"] == 1
@@ -254,11 +259,11 @@ async def test_the_whole_entry_is_the_document_when_no_field_is_named(tmp_path: 
             await client.xadd(stream, order(100))  # before the group: passed over
             config = hub_config(bootstrap, target, run, start_at="newest")
             async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
-                for _ in range(100):  # the group is made as the adapter starts
-                    groups = await client.xinfo_groups(stream)
-                    if groups:
-                        break
-                    await asyncio.sleep(0.1)
+
+                async def group_made() -> bool:  # as the adapter starts
+                    return bool(await client.exists(stream)) and bool(await client.xinfo_groups(stream))
+
+                await until_true(group_made, "the consumer group made", timeout=10)
                 await client.xadd(stream, order(1))
                 await client.xadd(stream, {"id": "n2", "note": b"\xff\xfe"})
                 await client.xadd(stream, order(3))
@@ -388,33 +393,18 @@ async def test_both_directions_over_mutual_tls(tmp_path: Path, bootstrap: str) -
     with private_redis(tls=(served.cert, served.key, client_ca.cert)) as port:
         url = f"rediss://127.0.0.1:{port}/0"
         tls = {"ca": str(server_ca.cert), "cert": str(hub_cert.cert), "key": str(hub_cert.key), "key_password": "k3y"}
-        config = {
-            "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
-            "http": {"host": "127.0.0.1", "port": 0},
-            "ops": {"host": "127.0.0.1", "port": 0},
-            "inbound": [
-                {
-                    "name": "orders",
-                    "type": "redis",
-                    "url": url,
-                    "tls": tls,
-                    "stream": "orders",
-                    "emit": {"schema": "Payment", "id": "id", "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"'}},
-                }
-            ],
-            "routes": [{"name": "all", "from": "Payment", "to": ["cache"]}],
-            "outbound": [{"name": "cache", "type": "redis", "url": url, "tls": tls, "command": "set", "key": "payment:$${payment_id}"}],
-        }
+        config = stream_to_keys(bootstrap, url, tls=tls)
         client = aioredis.Redis.from_url(
             url, ssl_ca_certs=str(server_ca.cert), ssl_certfile=str(hub_cert.cert), ssl_keyfile=str(hub_cert.key), ssl_password="k3y"
         )
         try:
             async with build_hub(write_config(tmp_path / "bus.yaml", config)):
                 await client.xadd("orders", order(1))
-                for _ in range(150):
-                    if await client.exists("payment:n1"):
-                        break
-                    await asyncio.sleep(0.2)
+
+                async def stored() -> bool:
+                    return bool(await client.exists("payment:n1"))
+
+                await until_true(stored, "the payment written", timeout=30)
             assert json.loads(await client.get("payment:n1"))["amount"] == 1
         finally:
             await client.aclose()
@@ -432,58 +422,30 @@ async def test_a_sentinel_failover_loses_nothing_read_or_written(tmp_path: Path,
     with redis_with_sentinel("orders-primary") as setup:
         sentinel = {"master": "orders-primary", "nodes": [f"127.0.0.1:{setup.sentinel}"]}
         url = "redis://ignored-host:1/0"  # with a sentinel only the url's credentials and database count
-        config = {
-            "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
-            "http": {"host": "127.0.0.1", "port": 0},
-            "ops": {"host": "127.0.0.1", "port": 0},
-            "inbound": [
-                {
-                    "name": "orders",
-                    "type": "redis",
-                    "url": url,
-                    "sentinel": sentinel,
-                    "stream": "orders",
-                    "emit": {"schema": "Payment", "id": "id", "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"'}},
-                }
-            ],
-            "routes": [{"name": "all", "from": "Payment", "to": ["cache"]}],
-            "outbound": [
-                {"name": "cache", "type": "redis", "url": url, "sentinel": sentinel, "command": "set", "key": "payment:$${payment_id}"}
-            ],
-        }
+        config = stream_to_keys(bootstrap, url, sentinel=sentinel)
         watcher = aioredis.Redis(port=setup.sentinel)
 
         async def primary() -> int:
             _, port = await watcher.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "orders-primary")
             return int(port)
 
-        async def written(client: aioredis.Redis, count: int) -> bool:
-            return bool(await client.exists(*[f"payment:n{i}" for i in range(count)]) == count)
-
         first = aioredis.Redis(port=setup.primary)
         try:
             async with build_hub(write_config(tmp_path / "bus.yaml", config)):
                 for i in range(10):
                     await first.xadd("orders", order(i))
-                for _ in range(150):
-                    if await written(first, 10):
-                        break
-                    await asyncio.sleep(0.2)
-                assert await written(first, 10)
+                await until_true(lambda: written(first, 10), "the first ten written", timeout=30)
                 await first.execute_command("WAIT", 1, 5000)  # the replica has all of it, the group's acknowledgements too
                 setup.kill_primary()
-                for _ in range(150):  # down after 1 s, then the election
-                    if await primary() == setup.replica:
-                        break
-                    await asyncio.sleep(0.2)
-                assert await primary() == setup.replica
+
+                async def promoted_now() -> bool:  # down after 1 s, then the election
+                    return await primary() == setup.replica
+
+                await until_true(promoted_now, "the replica promoted", timeout=30)
                 promoted = aioredis.Redis(port=setup.replica)
                 for i in range(10, 20):
                     await promoted.xadd("orders", order(i))
-                for _ in range(300):
-                    if await written(promoted, 20):
-                        break
-                    await asyncio.sleep(0.2)
+                await until_true(lambda: written(promoted, 20), "all twenty written", timeout=60)
                 pending = await promoted.xpending("orders", "bus-orders")
             assert await written(promoted, 20)
             assert pending["pending"] == 0
