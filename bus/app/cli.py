@@ -10,6 +10,7 @@
     bus test -c bus.yaml tests.yaml                             route tests, no broker needed
     bus routes explain -c bus.yaml event.json                   which routes match an event, and what they emit
     bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters (or --hub URL: through the management API)
+    bus redeliver SUBSCRIBER --since TIME -c bus.yaml           send a subscriber again what it was delivered
     bus migrate plan NAME -c bus.yaml                           a migration's dry run: what it would write, what refuse
     bus migrate run NAME -c bus.yaml                            the load: resumable, checked by reading back, with a report
     bus migrate rollback RUN -c bus.yaml                        put the targets back as they were before a run
@@ -149,6 +150,27 @@ def _parser() -> argparse.ArgumentParser:
                 help="also replay letters that a later event of the same key came after (they would put older data over newer)",
             )
         cmd.set_defaults(func=kafka_commands.dlq)
+
+    redeliver = sub.add_parser(
+        "redeliver",
+        help="send a subscriber again what it was delivered since a time (a target restored from a backup): "
+        "copies at the end of its delivery topic, delivered by the running hub",
+    )
+    redeliver.add_argument("subscriber", help="the outbound adapter's name")
+    redeliver.add_argument("--since", required=True, help="reached its delivery topic at or after (ISO 8601; without a zone, UTC)")
+    redeliver.add_argument("--until", help="and before (default: now)")
+    redeliver.add_argument("-c", "--config", type=Path, help="the hub's config: go straight to its Kafka")
+    redeliver.add_argument("--bootstrap", help="Kafka to use instead of the config's")
+    redeliver.add_argument("--hub", help="a running hub's ops URL, e.g. http://127.0.0.1:9090: go through its management API instead")
+    redeliver.add_argument("--token-file", type=Path, help="with --hub: a file holding the API token (default: $BUS_OPS_TOKEN)")
+    redeliver.add_argument("--dry-run", action="store_true", help="say what would be sent; send nothing")
+    redeliver.add_argument(
+        "--include-superseded",
+        action="store_true",
+        help="send also events that a later event of the same key came after (they would put older data over newer)",
+    )
+    redeliver.add_argument("--json", action="store_true")
+    redeliver.set_defaults(func=kafka_commands.redeliver)
 
     reconcile = sub.add_parser(
         "reconcile",

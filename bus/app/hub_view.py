@@ -33,6 +33,7 @@ from bus.ledger import Reconciler
 from bus.lineage import DeliveryHop, IndexHits, RoutedHop, fetch_at, read_index
 from bus.logs import REDACTOR
 from bus.migrate.journal import RunInfo, state_folder
+from bus.redelivery import Redeliverer, Redelivery
 from bus.runtime.control import write_control
 from bus.runtime.delivery import DeliveryWorker
 from ops.api.models import (
@@ -55,9 +56,12 @@ from ops.api.models import (
     MigrationRuns,
     PauseState,
     ReconcileBalance,
+    RedeliveryDone,
+    RedeliveryRequest,
     RouteNode,
     SubscriberDetail,
     SubscriberNode,
+    SupersededEvent,
     SupersededLetter,
     Topology,
     UnsendableLetter,
@@ -349,6 +353,19 @@ class HubView:
             action=action, matched=matched, done=done, dry_run=where.dry_run, superseded=superseded, unsendable=unsendable
         )
 
+    async def redeliver(self, name: str, asked: RedeliveryRequest) -> RedeliveryDone | None:
+        """Send subscriber ``name`` again what it was delivered in the window ``asked`` gives, as
+        `bus redeliver` does (bus.redelivery). None: no such subscriber."""
+        if not any(c.name == name for c in self._hub.loaded.outbound):
+            return None
+        since = datetime.fromisoformat(asked.since)
+        until = datetime.fromisoformat(asked.until) if asked.until else None
+        kafka = self._hub.loaded.hub.kafka
+        done = await Redeliverer(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix)).redeliver(
+            name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded
+        )
+        return redelivery_out(done, paused=name in self._hub.paused)
+
     def _store(self) -> DeadLetters:
         kafka = self._hub.loaded.hub.kafka
         return DeadLetters(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix))
@@ -568,3 +585,24 @@ class HubView:
 def _oldest_first(letter: DeadLetter) -> tuple[str, str, int, int]:
     """Dead letters oldest first, in an order that does not change between calls (pages do not overlap)."""
     return (letter.failed_at or "", letter.subscriber, letter.partition, letter.offset)
+
+
+def redelivery_out(done: Redelivery, *, paused: bool = False) -> RedeliveryDone:
+    """A redelivery's outcome as the management API and `bus redeliver --json` give it."""
+    return RedeliveryDone(
+        subscriber=done.subscriber,
+        since=done.since.isoformat(),
+        until=done.until.isoformat() if done.until else None,
+        dry_run=done.dry_run,
+        matched=done.matched,
+        to_send=done.to_send,
+        sent=done.sent,
+        dead_lettered=done.dead_lettered,
+        superseded=done.superseded,
+        superseded_events=[SupersededEvent(event_id=s.event_id, position=s.position, after=s.after) for s in done.superseded_samples],
+        earlier_copies=done.earlier_copies,
+        kept_in_order=done.kept_in_order,
+        not_settled=done.not_settled,
+        oldest_kept=done.oldest_kept.isoformat() if done.oldest_kept else None,
+        paused=paused,
+    )

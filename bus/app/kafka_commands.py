@@ -240,3 +240,79 @@ def balance_of(found: dict[str, Any]) -> Any:
         if pair in fields:
             fields[pair] = tuple(fields[pair])
     return Balance(**fields)
+
+
+def redeliver(args: argparse.Namespace) -> int:
+    """``bus redeliver SUBSCRIBER --since TIME``: send a subscriber again what it was delivered
+    (bus.redelivery), straight to Kafka with the config or through a running hub's API."""
+    from datetime import datetime
+
+    from bus.app.hub_view import redelivery_out
+    from bus.kafka.topics import TopicNames
+    from bus.redelivery import Redeliverer
+
+    if (refused := _no_config(args)) is not None:
+        return refused
+    try:
+        since = datetime.fromisoformat(args.since)
+        until = datetime.fromisoformat(args.until) if args.until else None
+    except ValueError as exc:
+        print(f"bus: --since and --until take an ISO 8601 time, e.g. 2026-12-01T14:00:00+00:00: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.hub is not None:
+        client = ApiClient(args.hub, token_from(args.token_file))
+        asked = {"since": args.since, "until": args.until, "dry_run": args.dry_run, "include_superseded": args.include_superseded}
+        done = client.post(f"/subscribers/{args.subscriber}/redeliver", {k: v for k, v in asked.items() if v is not None})
+        return _print_redelivery(done, args.json)
+    loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
+    if not any(c.name == args.subscriber for c in loaded.outbound):
+        known = ", ".join(c.name for c in loaded.outbound) or "none"
+        print(f"bus: no outbound adapter named {args.subscriber!r} (outbound: {known})", file=sys.stderr)
+        return EXIT_CONFIG
+    kafka = loaded.hub.kafka
+    redeliverer = Redeliverer(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix))
+
+    async def run() -> dict[str, Any]:
+        done = await redeliverer.redeliver(args.subscriber, since, until, dry_run=args.dry_run, include_superseded=args.include_superseded)
+        return redelivery_out(done).model_dump(mode="json")
+
+    try:
+        found = asyncio.run(run())
+    except (ValueError, LookupError) as exc:
+        print(f"bus: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return _print_redelivery(found, args.json)
+
+
+def _print_redelivery(done: dict[str, Any], as_json: bool) -> int:
+    """Exit 1 when part of the window is no longer in Kafka: not all that was asked could be sent."""
+    code = EXIT_RUNTIME if done.get("oldest_kept") else 0
+    if as_json:
+        print(json.dumps(done, indent=2))
+        return code
+    window = f"since {done['since']}" + (f" until {done['until']}" if done.get("until") else "")
+    verb = "would send again" if done["dry_run"] else "sent again"
+    print(f"{done['subscriber']}: {done['matched']} event(s) delivered {window}; {verb} {done['to_send']}")
+    left = [
+        (done["dead_lettered"], "dead-lettered (bus dlq replays or purges them)"),
+        (done["superseded"], "superseded: a later event of the same key came after (--include-superseded sends them)"),
+        (done["earlier_copies"], "copies an earlier redelivery made of events sent again now"),
+    ]
+    for count, why in left:
+        if count:
+            print(f"  left out: {count} {why}")
+    for event in done.get("superseded_events", [])[:20]:
+        print(f"    {event['event_id']} at {event['position']} (after it: {event['after']})")
+    if done["kept_in_order"]:
+        print(f"  {done['kept_in_order']} live event(s) that reached the topic ahead of a copy of their key sent again behind it")
+    if done["not_settled"]:
+        print(f"  {done['not_settled']} event(s) of the window are still on their way to the subscriber (not copied)")
+    if done.get("paused"):
+        print("  the subscriber is paused: the copies wait until it is resumed")
+    if done.get("oldest_kept"):
+        print(
+            f"bus: Kafka no longer holds what reached the subscriber before {done['oldest_kept']} (the topic's retention): "
+            "that part of the window cannot be sent again",
+            file=sys.stderr,
+        )
+    return code

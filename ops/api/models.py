@@ -20,9 +20,12 @@ __all__ = [
     "PauseState",
     "Problem",
     "ReconcileBalance",
+    "RedeliveryDone",
+    "RedeliveryRequest",
     "RouteNode",
     "SubscriberDetail",
     "SubscriberNode",
+    "SupersededEvent",
     "SupersededLetter",
     "Topology",
     "ValidationReport",
@@ -268,6 +271,46 @@ class DeadLetterDone(_Out):
         description="Letters a replay cannot send at all, and why (at most 100): only a part was kept (too large for Kafka), "
         "or they name no topic to go back to. They stay open.",
     )
+
+
+class RedeliveryRequest(_Out):
+    """Which of what a subscriber was delivered to send it again (a target restored from a backup)."""
+
+    since: str = Field(description="Reached the subscriber's delivery topic at or after (RFC 3339; without a zone, UTC).")
+    until: str | None = Field(default=None, description="And before (RFC 3339; default: now).")
+    dry_run: bool = Field(default=False, description="Say what would be sent; send nothing.")
+    include_superseded: bool = Field(
+        default=False,
+        description="Send also events that a later event of the same key came after (sent again, they would put older data over newer).",
+    )
+
+
+class SupersededEvent(_Out):
+    event_id: str
+    position: str = Field(description="Its partition/offset on the subscriber's delivery topic.")
+    after: str = Field(description="The id of the later event of the same key that came after it.")
+
+
+class RedeliveryDone(_Out):
+    subscriber: str
+    since: str
+    until: str | None
+    dry_run: bool
+    matched: int = Field(description="Events of the window the subscriber has settled (delivered or dead-lettered).")
+    to_send: int = Field(description="Of those, the ones sent again (or, on a dry run, that would be).")
+    sent: int = Field(description="Copies written to the delivery topic (0 on a dry run); the hub delivers them as any event.")
+    dead_lettered: int = Field(description="Left out: dead-lettered there; `bus dlq` replays or purges those.")
+    superseded: int = Field(description="Left out: a later event of the same key came after (see include_superseded).")
+    superseded_events: list[SupersededEvent] = Field(default_factory=list, description="The first 100 of them.")
+    earlier_copies: int = Field(description="Left out: copies an earlier redelivery made of events sent again now.")
+    kept_in_order: int = Field(
+        description="Live events of a sent key that reached the topic ahead of its copy, sent again behind it (the newest stays last)."
+    )
+    not_settled: int = Field(description="Events of the window still on their way to the subscriber: they are not copied.")
+    oldest_kept: str | None = Field(
+        default=None, description="Set when Kafka no longer holds the start of the window (retention): the oldest time it holds."
+    )
+    paused: bool = Field(default=False, description="The subscriber is paused: the copies wait until it is resumed.")
 
 
 class ReconcileBalance(BaseModel):

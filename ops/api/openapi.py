@@ -21,6 +21,8 @@ from ops.api.models import (
     PauseState,
     Problem,
     ReconcileBalance,
+    RedeliveryDone,
+    RedeliveryRequest,
     SubscriberDetail,
     SubscriberNode,
     Topology,
@@ -95,6 +97,8 @@ def openapi_document() -> dict[str, Any]:
         DeadLetterPage,
         DeadLetterAction,
         DeadLetterDone,
+        RedeliveryRequest,
+        RedeliveryDone,
         ReconcileBalance,
         EventLineage,
         EventSearch,
@@ -140,6 +144,21 @@ def openapi_document() -> dict[str, Any]:
             },
             "/subscribers/{name}/pause": _pause("pause", "Stop delivering to it, in every replica within seconds: events wait in Kafka."),
             "/subscribers/{name}/resume": _pause("resume", "Deliver to it again, in every replica within seconds."),
+            "/subscribers/{name}/redeliver": {
+                "post": {
+                    "operationId": "redeliverToSubscriber",
+                    "summary": "Send the subscriber again what it was delivered in a window of time (a target restored from a "
+                    "backup), as `bus redeliver`: copies at the end of its delivery topic, delivered like any event. "
+                    "Needs a write token; try `dry_run: true` first.",
+                    "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(RedeliveryRequest)}}},
+                    "responses": {
+                        **_ok(_ref(RedeliveryDone), "What the window held, what was sent again and what was left out, and why."),
+                        **bad_body,
+                        "404": {"description": "No such subscriber, or nothing was ever routed to it.", "content": _PROBLEM},
+                    },
+                }
+            },
             "/inbound/{name}/pause": _pause(
                 "pause",
                 "Stop reading its source, in every process of the inbound role within seconds: a poller, a replication slot or "

@@ -1,0 +1,378 @@
+"""Redelivery: send a subscriber again what it was delivered since a time (``bus redeliver``).
+
+A target restored from last night's backup, a CRM whose import was rolled back, a warehouse table
+truncated by mistake: the events are still on the subscriber's delivery topic
+(``<prefix>.deliver.<subscriber>``) for as long as Kafka keeps them. A redelivery copies the ones
+the subscriber was delivered in a window of time to the end of that topic, each to the partition
+it came from (so a key's copies keep their order) and marked ``bus_replayed_from`` with where the
+original is. The running hub delivers the copies like any event: retries, circuit breaker, dead
+letters, the ledger and lineage, every replica, no restart and no offset moved behind its back.
+
+Which records are copied:
+
+- the window is of the time each record reached the delivery topic (its Kafka timestamp), from
+  ``since`` up to ``until`` (default: now), and only records the subscriber has settled (below its
+  consumer group's committed offset): those at or after it are still on their way anyway;
+- not one the subscriber dead-lettered: the dead-letter workflow owns it (``bus dlq``), replayed
+  or purged there; a replayed letter's copy is a record of its own, and is copied if it is in the
+  window;
+- not a copy made by an earlier redelivery whose original is copied too (twice would be twice);
+- not one that a later event of the same key came after on the partition (delivered or still to
+  come), unless asked (``include_superseded``): copied to the end, it would reach the target after
+  that event and put older data over newer, as a dead letter replayed late would. A live event of a
+  copied key that reaches the partition while the copies are written, ahead of a copy, is copied
+  again behind it for the same reason, so each key's newest event stays the last one delivered.
+
+The start of the window is found with Kafka's offsets-for-times lookup and checked against the
+record before it; every record read is checked against the window again (timestamps are the
+producers' clocks, not always in offset order). Memory: a few numbers per record of the window and
+one entry per key after it, never the records themselves (read twice instead).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Redeliverer", "Redelivery", "SupersededCopy"]
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bus.config.models import KafkaConfig
+from bus.deadletters import DeadLetters
+from bus.errors import RetryableError
+from bus.kafka.clients import make_consumer, make_producer, outside_bootstrap, stop_consumer
+from bus.kafka.reader import Record, partitions_of
+from bus.kafka.topics import TopicNames
+
+log = logging.getLogger("bus.redelivery")
+REPLAYED_FROM = "bus_replayed_from"
+_SAMPLES = 100  # superseded events named in the outcome; the rest are counted
+_SEND_CHUNK = 1000  # copies in flight at once
+_ORDER_ROUNDS = 5  # rounds of copying again live events that overtook a copy
+
+
+@dataclass
+class SupersededCopy:
+    event_id: str
+    position: str  # partition/offset on the delivery topic
+    after: str  # the id of the later event of its key
+
+
+@dataclass
+class Redelivery:
+    """What a redelivery found and did (or, dry, would do)."""
+
+    subscriber: str
+    since: datetime
+    until: datetime | None
+    dry_run: bool
+    matched: int = 0  # records of the window the subscriber has settled
+    sent: int = 0  # copies written (0 on a dry run)
+    dead_lettered: int = 0  # left to the dead-letter workflow
+    earlier_copies: int = 0  # copies of an earlier redelivery whose original is copied too
+    superseded: int = 0  # left out: a later event of the same key came after
+    superseded_samples: list[SupersededCopy] = field(default_factory=list)
+    kept_in_order: int = 0  # live events copied again behind a copy of their key
+    not_settled: int = 0  # records of the window still on their way to the subscriber (not copied)
+    oldest_kept: datetime | None = None  # set when Kafka no longer holds the start of the window
+
+    @property
+    def to_send(self) -> int:
+        return self.matched - self.dead_lettered - self.earlier_copies - self.superseded
+
+
+@dataclass
+class _Partition:
+    """One partition's window, from the first read (offsets and keys only)."""
+
+    tp: TopicPartition
+    committed: int
+    chosen: list[int] = field(default_factory=list)  # offsets to copy, ascending
+    keys: dict[int, bytes] = field(default_factory=dict)  # chosen offset -> its key (keyed records only)
+    read_to: int = 0  # the first offset the first read did not see
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _header(record: Record, name: str) -> bytes | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return bytes(value) if value is not None else None
+    return None
+
+
+class Redeliverer:
+    """Redeliveries on one hub's delivery topics (one topic prefix)."""
+
+    def __init__(self, kafka: KafkaConfig, bootstrap: str, topics: TopicNames) -> None:
+        self._kafka = kafka
+        self._bootstrap = outside_bootstrap(bootstrap)
+        self._names = topics
+
+    async def redeliver(
+        self,
+        subscriber: str,
+        since: datetime,
+        until: datetime | None = None,
+        *,
+        dry_run: bool = False,
+        include_superseded: bool = False,
+    ) -> Redelivery:
+        since, until = _aware(since), _aware(until) if until is not None else None
+        now = datetime.now(UTC)
+        if since > now:
+            raise ValueError(f"since ({since.isoformat()}) is in the future: nothing was delivered after it yet")
+        if until is not None and until <= since:
+            raise ValueError(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
+        outcome = Redelivery(subscriber, since, until, dry_run)
+        topic = self._names.delivery(subscriber)
+        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)
+        try:
+            await consumer.start()
+            partitions = await partitions_of(consumer, topic)
+            if not partitions:
+                raise LookupError(f"subscriber {subscriber!r} has no delivery topic {topic!r}: nothing was ever routed to it")
+            committed = await self._committed(subscriber, partitions)
+            dead = await self._dead_positions(subscriber, topic)
+            window = (_millis(since), _millis(until) if until is not None else None)
+            parts = [_Partition(tp, committed[tp]) for tp in partitions]
+            for part in parts:
+                if part.committed > 0:  # nothing settled: nothing delivered to copy
+                    await self._choose(consumer, part, window, dead, outcome, include_superseded=include_superseded)
+        finally:
+            await stop_consumer(consumer)
+        if dry_run or not any(part.chosen for part in parts):
+            return outcome
+        producer = make_producer(self._kafka, self._bootstrap)
+        await producer.start()
+        try:
+            for part in parts:
+                copies = await self._copy(producer, part, outcome)
+                if not include_superseded and part.keys:
+                    await self._keep_order(producer, part, copies, dead, outcome)
+        finally:
+            await producer.stop()
+        log.warning(
+            "redelivered %d event(s) to %s delivered since %s%s (left out: %d dead-lettered, %d superseded, %d earlier copies)",
+            outcome.sent, subscriber, since.isoformat(), f" until {until.isoformat()}" if until else "",
+            outcome.dead_lettered, outcome.superseded, outcome.earlier_copies,
+        )  # fmt: skip
+        return outcome
+
+    async def _committed(self, subscriber: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The subscriber's committed offsets: what lies below is settled (delivered or dead-lettered)."""
+        group = make_consumer(self._kafka, self._bootstrap, group_id=self._names.delivery_group(subscriber))
+        try:
+            await group.start()
+            return {tp: (await group.committed(tp)) or 0 for tp in partitions}
+        finally:
+            await stop_consumer(group)
+
+    async def _dead_positions(self, subscriber: str, topic: str) -> set[str]:
+        """Positions on ``topic`` the subscriber dead-lettered (whatever became of the letter since)."""
+        positions: set[str] = set()
+        async for batch in DeadLetters(self._kafka, self._bootstrap, self._names).scan([subscriber]):
+            for letter in batch:
+                origin = letter.origin
+                if origin is not None and origin[0] == topic:
+                    positions.add(f"{topic}/{origin[1]}/{origin[2]}")
+        return positions
+
+    async def _start(self, consumer: AIOKafkaConsumer, tp: TopicPartition, since_ms: int) -> tuple[int | None, int]:
+        """The first offset of ``tp`` that can be in the window (None: no record is as late as
+        ``since``), and the partition's first offset still kept. Kafka's answer to "the first
+        record at or after ``since``", checked by the record before it; where that answer cannot
+        be trusted (no timestamp given back, as the embedded broker answers for a time after its
+        last record, or the record before it in the window too), the partition's start: every
+        record is checked against the window anyway."""
+        beginning = (await consumer.beginning_offsets([tp]))[tp]
+        found = (await consumer.offsets_for_times({tp: since_ms}))[tp]
+        if found is None:
+            return None, beginning
+        if found.timestamp < 0 or found.offset <= beginning:
+            return beginning, beginning
+        before = await _one(consumer, tp, found.offset - 1)
+        if before is None or before.timestamp >= since_ms:
+            return beginning, beginning
+        return int(found.offset), beginning
+
+    async def _choose(
+        self,
+        consumer: AIOKafkaConsumer,
+        part: _Partition,
+        window: tuple[int, int | None],
+        dead: set[str],
+        outcome: Redelivery,
+        *,
+        include_superseded: bool,
+    ) -> None:
+        """The first read of a partition: which records of the window to copy. Keeps offsets,
+        keys and ids only."""
+        since_ms, until_ms = window
+        tp, topic = part.tp, part.tp.topic
+        start, beginning = await self._start(consumer, tp, since_ms)
+        if start is None:
+            return
+        candidates: list[tuple[int, bytes | None, str]] = []  # (offset, key, event id)
+        chosen_offsets: set[int] = set()
+        newest: dict[bytes, tuple[int, str]] = {}  # key -> its latest record outside the window that reached the target or will
+        first_seen: Record | None = None
+        async for record in _records(consumer, tp, start):
+            first_seen = first_seen or record
+            part.read_to = record.offset + 1
+            position = f"{topic}/{tp.partition}/{record.offset}"
+            in_window = record.timestamp >= since_ms and (until_ms is None or record.timestamp < until_ms)
+            event_id = (_header(record, "ce_id") or b"").decode(errors="replace")
+            if in_window and record.offset >= part.committed:
+                outcome.not_settled += 1
+            if in_window and record.offset < part.committed:
+                outcome.matched += 1
+                if position in dead:
+                    outcome.dead_lettered += 1
+                    continue
+                original = (_header(record, REPLAYED_FROM) or b"").decode(errors="replace")
+                was_topic, _, was = original.rpartition("/")
+                if was_topic == f"{topic}/{tp.partition}" and was.isdigit() and int(was) in chosen_offsets:
+                    outcome.earlier_copies += 1
+                    continue
+                candidates.append((record.offset, record.key, event_id))
+                chosen_offsets.add(record.offset)
+            elif record.key is not None and position not in dead:
+                newest[record.key] = (record.offset, event_id)
+        if first_seen is not None and start == beginning > 0 and first_seen.timestamp > since_ms:
+            # Records before it were dropped by the topic's retention: that part of the window is gone.
+            kept = datetime.fromtimestamp(first_seen.timestamp / 1000, UTC)
+            outcome.oldest_kept = kept if outcome.oldest_kept is None else min(outcome.oldest_kept, kept)
+        for offset, key, event_id in candidates:
+            later = newest.get(key) if key is not None and not include_superseded else None
+            if later is not None and later[0] > offset:
+                outcome.superseded += 1
+                if len(outcome.superseded_samples) < _SAMPLES:
+                    outcome.superseded_samples.append(SupersededCopy(event_id, f"{tp.partition}/{offset}", later[1]))
+                continue
+            part.chosen.append(offset)
+            if key is not None:
+                part.keys[offset] = key
+
+    async def _copy(self, producer: AIOKafkaProducer, part: _Partition, outcome: Redelivery) -> dict[int, bytes | None]:
+        """The second read: copy the chosen records to the end of their partition. Returns each
+        copy's offset and key."""
+        if not part.chosen:
+            return {}
+        tp, wanted = part.tp, set(part.chosen)
+        copies: dict[int, bytes | None] = {}
+        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)
+        try:
+            await consumer.start()
+            pending: list[tuple[bytes | None, Awaitable[Any]]] = []
+            async for record in _records(consumer, tp, part.chosen[0], last=part.chosen[-1]):
+                if record.offset not in wanted:
+                    continue
+                pending.append((record.key, await producer.send(tp.topic, record.value, key=record.key, partition=tp.partition,
+                                                                headers=_copy_headers(record))))  # fmt: skip
+                if len(pending) >= _SEND_CHUNK:
+                    copies.update(await _settle(pending))
+                    outcome.sent += len(pending)
+                    pending = []
+            copies.update(await _settle(pending))
+            outcome.sent += len(pending)
+        finally:
+            await stop_consumer(consumer)
+        return copies
+
+    async def _keep_order(
+        self, producer: AIOKafkaProducer, part: _Partition, copies: dict[int, bytes | None], dead: set[str], outcome: Redelivery
+    ) -> None:
+        """Live events of a copied key that reached the partition after the first read and ahead
+        of a copy of that key: copied again behind it, so the key's newest event is delivered last."""
+        last_copy: dict[bytes, int] = {}
+        for offset, key in copies.items():
+            if key is not None:
+                last_copy[key] = max(offset, last_copy.get(key, -1))
+        ours, start = set(copies), part.read_to
+        for _ in range(_ORDER_ROUNDS):
+            if not last_copy:
+                return
+            end = max(last_copy.values())
+            overtaken: list[Record] = []
+            consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)
+            try:
+                await consumer.start()
+                async for record in _records(consumer, part.tp, start, last=end):
+                    if record.offset in ours or record.key is None or f"{part.tp.topic}/{part.tp.partition}/{record.offset}" in dead:
+                        continue
+                    if last_copy.get(record.key, -1) > record.offset:
+                        overtaken.append(record)
+            finally:
+                await stop_consumer(consumer)
+            if not overtaken:
+                return
+            pending = [(r.key, await producer.send(part.tp.topic, r.value, key=r.key, partition=part.tp.partition,
+                                                   headers=_copy_headers(r))) for r in overtaken]  # fmt: skip
+            again = await _settle(pending)
+            outcome.kept_in_order += len(again)
+            ours |= set(again)
+            start = end + 1
+            last_copy = {key: offset for offset, key in again.items() if key is not None}
+        log.warning(
+            "redelivery to %s: live events of copied keys kept overtaking the copies; the order of the last ones is not checked",
+            part.tp.topic,
+        )
+
+
+def _aware(moment: datetime) -> datetime:
+    """A time given without a zone is UTC (the hub's logs and records are)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _copy_headers(record: Record) -> list[tuple[str, bytes]]:
+    position = f"{record.topic}/{record.partition}/{record.offset}".encode()
+    return [*((k, v) for k, v in record.headers or () if k != REPLAYED_FROM), (REPLAYED_FROM, position)]
+
+
+async def _settle(pending: list[tuple[bytes | None, Awaitable[Any]]]) -> dict[int, bytes | None]:
+    """Wait for the copies sent: each one's offset (where it landed) and key."""
+    done: dict[int, bytes | None] = {}
+    for key, future in pending:
+        metadata = await future
+        done[metadata.offset] = key
+    return done
+
+
+async def _one(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> Record | None:
+    async for record in _records(consumer, tp, offset, last=offset):
+        return record
+    return None
+
+
+async def _records(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, *, last: int | None = None, timeout_s: float = 120.0
+) -> AsyncIterator[Record]:
+    """The records of ``tp`` from ``first`` up to ``last`` (default: the end, the high watermark
+    of the fetch answers: the embedded broker's ListOffsets answers too low)."""
+    consumer.assign([tp])
+    consumer.seek(tp, first)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        batches = await consumer.getmany(tp, timeout_ms=500)
+        for record in batches.get(tp, []):
+            if last is not None and record.offset > last:
+                return
+            yield record
+        position = await consumer.position(tp)
+        if last is not None and position > last:
+            return
+        highwater = consumer.highwater(tp)
+        if highwater is not None and position >= highwater:
+            return
+        if batches:
+            deadline = time.monotonic() + timeout_s  # progress: the bound is on a read that stalls
+        elif time.monotonic() > deadline:
+            raise RetryableError(f"could not read {tp.topic}/{tp.partition} from offset {position} within {timeout_s:.0f}s")
