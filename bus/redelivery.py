@@ -98,7 +98,7 @@ class _Partition:
 
 
 def _millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    return max(0, int(moment.timestamp() * 1000))  # Kafka has no time before 1970
 
 
 def _header(record: Record, name: str) -> bytes | None:

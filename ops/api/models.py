@@ -358,7 +358,11 @@ class LineageDelivery(_Out):
     attempts: int = Field(description="Calls made to the target.")
     failures: list[LineageAttempt] = Field(description="The failed attempts (the first and last few of a long run).")
     position: str = Field(description="topic/partition/offset of the copy on the delivery topic.")
-    replayed_from: str | None = Field(default=None, description="The dead letter this copy was replayed from.")
+    replayed_from: str | None = Field(
+        default=None,
+        description="Where this copy was sent again from: a dead letter (`bus dlq replay`), "
+        "or an earlier copy on the delivery topic (`bus redeliver`).",
+    )
     data: dict[str, object] | None = Field(default=None, description="What the route emitted for this subscriber, secrets masked.")
 
 

@@ -11,13 +11,16 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.faults.test_delivery_faults import hub_config, post_all
+from tests.integration.test_redelivery import settled
 from tests.support.hub import build_hub, write_config
 from tests.support.target import Target
 from tests.support.tools import ROOT, tool
@@ -41,8 +44,8 @@ async def browser() -> AsyncIterator[Browser]:
             await found.close()
 
 
-async def signed_in(browser: Browser, ops_port: int, *, slow_topology_s: float = 0) -> Page:
-    page = await browser.new_page(viewport={"width": 1366, "height": 800})  # a laptop screen
+async def signed_in(browser: Browser, ops_port: int, *, slow_topology_s: float = 0, timezone_id: str | None = None) -> Page:
+    page = await browser.new_page(viewport={"width": 1366, "height": 800}, timezone_id=timezone_id)  # a laptop screen
     if slow_topology_s:  # a hub slow to answer (a loaded machine): its answer comes after the operator moved on
 
         async def late(route: Any) -> None:
@@ -404,5 +407,46 @@ async def test_a_subscriber_is_paused_with_a_reason_and_resumed_from_its_page(tm
             await page.get_by_role("button", name="Resume deliveries").click()
             await expect(page.locator("#status")).to_contain_text("Resumed erp")
             await target.wait_for(lambda: len(target.accepted) == 1)
+    finally:
+        await target.stop()
+
+
+async def test_a_target_that_lost_what_it_got_is_sent_it_again_from_its_page(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
+    """An operator in Berlin types when the ERP's backup was taken, in their own time: a dry run
+    says what would be sent, and "Yes" sends the events delivered since then again, and only them."""
+    target = await Target().start()
+    try:
+        config = hub_config(bootstrap, {"erp": {"url": f"{target.url}/erp"}})
+        config["ops"]["tokens"] = [{"name": "admin", "token": TOKEN}]
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            await post_all(hub, [{"id": f"before-{i}", "key": f"k{i}", "seq": i} for i in range(3)])
+            await target.wait_for(lambda: len(target.accepted) == 3)
+            # A whole second (the field's precision) after the events before it, as the time of the backup.
+            now = datetime.now(UTC)
+            since = now.replace(microsecond=0) + timedelta(seconds=1)
+            await asyncio.sleep((since - now).total_seconds() + 0.05)
+            await post_all(hub, [{"id": f"after-{i}", "key": f"k{i}", "seq": 10 + i} for i in range(3)])
+            await target.wait_for(lambda: len(target.accepted) == 6)
+            await settled(hub, "erp", since)
+            target.accepted.clear()  # restored from the backup: what came after it is gone
+
+            page = await signed_in(browser, hub.ops.port, timezone_id="Europe/Berlin")
+            await page.goto(f"http://127.0.0.1:{hub.ops.port}/console/#/subscriber/erp")
+            await page.get_by_role("button", name="Send again…").click()
+            await expect(page.locator("#status")).to_contain_text("Give the time since when")
+            local = since.astimezone(ZoneInfo("Europe/Berlin")).strftime("%Y-%m-%dT%H:%M:%S")
+            await page.get_by_label("Since").fill(local)
+            await page.get_by_role("button", name="Send again…").click()
+            confirm = page.get_by_role("alertdialog", name="Confirm sending again")
+            await expect(confirm).to_contain_text("3 of the 3 event(s) delivered in the window would be sent again", timeout=30_000)
+            await shot(page, "subscriber-redeliver-confirm")
+            await asyncio.sleep(0.5)
+            assert target.accepted == [], "a dry run sent something"
+            await page.get_by_role("button", name="Yes, send again").click()
+            await expect(page.locator("#status")).to_contain_text("Sent again 3 event(s) to erp.", timeout=30_000)
+            await target.wait_for(lambda: len(target.accepted) == 3)
+            await asyncio.sleep(1)  # anything more would arrive now
+            assert sorted(call.body["payment_id"] for call in target.accepted) == ["after-0", "after-1", "after-2"]
+            await shot(page, "subscriber-redelivered")
     finally:
         await target.stop()

@@ -21,7 +21,8 @@ function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs || {})) {
     if (value === null || value === undefined || value === false) continue;
-    if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    // A handler's failure (the hub refused, or could not be reached) is said on the status line, not lost.
+    if (name.startsWith("on")) el.addEventListener(name.slice(2), (e) => Promise.resolve().then(() => value(e)).catch(failed));
     else el.setAttribute(name, value === true ? "" : String(value));
   }
   for (const child of children.flat()) {
@@ -96,7 +97,16 @@ function reasonField(kept) {
       placeholder: "e.g. ERP maintenance until 14:00, ticket OPS-123",
       oninput: (e) => { kept.text = e.target.value; } }));
 }
-const typing = () => document.activeElement?.id === "pause-reason";
+const typing = () => ["pause-reason", "redeliver-since", "redeliver-until"].includes(document.activeElement?.id);
+// A datetime-local field's value (the browser's own zone) as RFC 3339 in UTC; "" stays "".
+const utc = (local) => (local ? new Date(local).toISOString() : "");
+// What a redelivery left out, in words (the API's counts).
+const leftOutText = (done) => [
+  [done.dead_lettered, "dead-lettered (replay or purge those as dead letters)"],
+  [done.superseded, "superseded: a later event of the same key came after"],
+  [done.earlier_copies, "already sent again by an earlier redelivery"],
+  [done.not_settled, "still on their way"],
+].filter(([count]) => count).map(([count, why]) => `${count} ${why}`).join("; ");
 const needsAttention = (s) => !["healthy", "not_running_here"].includes(s.state) || (lettersByName && lettersByName[s.name] > 0);
 
 // -- sign in -----------------------------------------------------------------------------------
@@ -298,6 +308,7 @@ async function showSubscriber(name) {
   const reason = { text: "" };
   let confirming = null; // {action, where, matched}
   let leftOut = []; // letters the last replay left out: a later event of their key came after them
+  const resend = { since: "", until: "", dry: null }; // the window typed, and its dry run while it is confirmed
   const draw = async () => {
     const sub = await api(`/subscribers/${encodeURIComponent(name)}`);
     const page = await api(`/dead-letters?subscriber=${encodeURIComponent(name)}&limit=200`);
@@ -356,6 +367,26 @@ async function showSubscriber(name) {
         sub.state === "paused"
           ? h("button", { id: "resume", type: "button", onclick: () => steer("resume") }, "Resume deliveries")
           : [reasonField(reason), h("button", { id: "pause", type: "button", onclick: () => steer("pause") }, "Pause deliveries")]),
+      h("h3", {}, "Send again what it was delivered"),
+      h("p", {}, "For a target that lost what it got (restored from a backup, an import rolled back): the events it was ",
+        "delivered in the window are sent again, in their order, through every replica. Dead letters and events a later ",
+        "event of their key came after are left out."),
+      h("div", { class: "actions" },
+        h("label", {}, "Since ", h("input", { id: "redeliver-since", type: "datetime-local", step: 1, value: resend.since,
+          oninput: (e) => { resend.since = e.target.value; } })),
+        h("label", {}, "Until (optional) ", h("input", { id: "redeliver-until", type: "datetime-local", step: 1, value: resend.until,
+          oninput: (e) => { resend.until = e.target.value; } })),
+        h("button", { id: "redeliver", type: "button", onclick: () => redeliver(true) }, "Send again…")),
+      resend.dry
+        ? h("div", { class: "confirm", role: "alertdialog", "aria-label": "Confirm sending again" },
+            `${resend.dry.to_send} of the ${resend.dry.matched} event(s) delivered in the window would be sent again`,
+            leftOutText(resend.dry) ? ` (left out: ${leftOutText(resend.dry)})` : "",
+            resend.dry.paused ? ". The subscriber is paused: they wait until it is resumed. " : ". ",
+            h("button", { id: "redeliver-yes", class: "primary", type: "button", disabled: resend.dry.to_send === 0,
+              onclick: () => redeliver(false) }, "Yes, send again"),
+            " ",
+            h("button", { type: "button", onclick: async () => { resend.dry = null; await draw(); } }, "Cancel"))
+        : null,
       h("h3", {}, `Open dead letters (${page.total})`),
       h("div", { class: "actions" },
         h("button", { id: "replay-all", type: "button", disabled: page.total === 0, onclick: () => ask("replay", { all: true }) },
@@ -390,6 +421,28 @@ async function showSubscriber(name) {
     reason.text = "";
     say(`${done.paused ? "Paused" : "Resumed"} ${name}: every replica obeys within seconds.`);
     await draw();
+  };
+  // A dry run first (its counts confirmed), then the redelivery itself.
+  const redeliver = async (dry) => {
+    if (!resend.since) {
+      say("Give the time since when the target lost what it was delivered.", true);
+      return;
+    }
+    const body = { since: utc(resend.since), dry_run: dry };
+    if (resend.until) body.until = utc(resend.until);
+    resend.dry = null;
+    say(dry ? "Reading what the window holds…" : "Sending again…");
+    const done = await api(`/subscribers/${encodeURIComponent(name)}/redeliver`, { method: "POST", body });
+    if (dry) {
+      resend.dry = done;
+      say("");
+    } else {
+      const left = leftOutText(done);
+      say(`Sent again ${done.sent} event(s) to ${name}.` + (left ? ` Left out: ${left}.` : "")
+        + (done.oldest_kept ? ` Kafka no longer holds what came before ${done.oldest_kept}.` : ""));
+    }
+    await draw();
+    document.getElementById("redeliver-yes")?.focus();
   };
   await draw();
   if (gen !== generation) return;

@@ -1,0 +1,210 @@
+"""`bus redeliver`: a target that lost what it was delivered in a window of time (restored from a
+backup, an import rolled back) gets it again from the subscriber's delivery topic, through the
+running hub, without what would do harm: dead letters (the DLQ workflow owns them), events a later
+event of their key came after, and copies an earlier redelivery already made."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bus.app.cli import main
+from bus.app.hub import Hub
+from bus.config.models import KafkaConfig
+from bus.kafka.topics import TopicNames
+from bus.redelivery import Redeliverer, Redelivery, _Partition
+from tests.integration.test_delivery import post
+from tests.support.hub import build_hub, payment, payment_hub_config, unique_prefix, write_config
+from tests.support.target import Call, Target
+
+WRITE = "write-token-5678"
+
+
+async def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, list(args))  # main() runs its own event loop
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+async def a_moment_between() -> datetime:
+    """A time no record shares with the records before or after it (Kafka's timestamps are ms)."""
+    await asyncio.sleep(0.05)
+    moment = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    return moment
+
+
+async def settled_dry_run(capsys: pytest.CaptureFixture[str], subscriber: str, *args: str) -> dict[str, Any]:
+    """A dry run once the subscriber has committed all it was sent (only settled events are copied)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        code, out, err = await cli(capsys, "redeliver", subscriber, *args, "--dry-run", "--json")
+        assert code == 0, err
+        found: dict[str, Any] = json.loads(out)
+        if found["not_settled"] == 0:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, found
+        await asyncio.sleep(0.3)
+
+
+async def settled(hub: Hub, subscriber: str, since: datetime) -> None:
+    """Wait until the subscriber has committed what it was sent since ``since`` (only settled events are copied)."""
+    redeliverer = Redeliverer(hub.loaded.hub.kafka, hub.bootstrap, hub.topics)
+    deadline = asyncio.get_running_loop().time() + 30
+    while (found := await redeliverer.redeliver(subscriber, since, dry_run=True)).not_settled:
+        assert asyncio.get_running_loop().time() < deadline, found
+        await asyncio.sleep(0.3)
+
+
+async def copies_on(bootstrap: str, topic: str) -> list[Any]:
+    """The records of ``topic`` that a redelivery wrote (every partition)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        found: list[Any] = []
+        while True:
+            batches = await consumer.getmany(timeout_ms=500)
+            found += [r for records in batches.values() for r in records]
+            ends = [(consumer.highwater(tp), await consumer.position(tp)) for tp in tps]
+            if all(high is not None and at >= high for high, at in ends):
+                return [r for r in found if any(k == "bus_replayed_from" for k, _ in r.headers or ())]
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def test_a_target_that_lost_a_window_gets_it_again_without_dead_letters_or_older_over_newer(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held: dict[str, int] = {}  # what the ERP holds by payment: an upsert, the last write wins
+
+    def answer(call: Call) -> tuple[int, dict[str, object]]:
+        if call.body["event"] == "evt_7":
+            return 422, {}  # refused for good: a dead letter
+        held[call.body["external_id"]] = call.body["amount_cents"]
+        return 201, {}
+
+    target = await Target(answer=answer).start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["ops"]["tokens"] = [{"name": "admin", "token": WRITE, "scope": "write"}]
+    path = write_config(tmp_path / "bus.yaml", config)
+    direct = ["-c", str(path), "--bootstrap", bootstrap]
+    erp = lambda: [c for c in target.accepted if c.path == "/erp"]  # noqa: E731
+    try:
+        async with build_hub(path) as hub:
+            await post(hub, *(payment(i) for i in range(6)))  # before the window: the ERP's backup has these
+            await target.wait_for(lambda: len(erp()) == 6)
+            since = await a_moment_between()
+            second_6 = {**payment(6, amount=260_000), "id": "evt_6b"}
+            await post(hub, payment(6), second_6, payment(7), payment(8), payment(9))
+            await target.wait_for(lambda: len(erp()) == 10 and len(target.calls) >= 11)  # evt_7 refused
+            until = await a_moment_between()
+            newer_8 = {**payment(8, amount=280_000), "id": "evt_8b"}
+            await post(hub, newer_8)  # after the window: pi_8's newest, which the ERP still holds
+            await target.wait_for(lambda: len(erp()) == 11)
+
+            # The ERP loses what it got in the window (an import rolled back): pi_6, pi_8 and pi_9 go back.
+            for payment_id in ("pi_6", "pi_9"):
+                del held[payment_id]
+            target.accepted.clear()
+            window = ["--since", since.isoformat(), "--until", until.isoformat()]
+
+            dry = await settled_dry_run(capsys, "erp", *window, *direct)
+            assert dry["dry_run"] and dry["sent"] == 0, dry
+            # five events of the window were delivered or dead-lettered; evt_7 is the DLQ's, evt_8 came before evt_8b
+            assert (dry["matched"], dry["to_send"], dry["dead_lettered"], dry["superseded"]) == (5, 3, 1, 1), dry
+            assert [(e["event_id"], e["after"]) for e in dry["superseded_events"]] == [("evt_8", "evt_8b")], dry
+            await asyncio.sleep(1)
+            assert erp() == []  # a dry run sends nothing
+
+            code, out, _ = await cli(capsys, "redeliver", "erp", *window, *direct)
+            assert code == 0 and "sent again 3" in out and "left out: 1 dead-lettered" in out and "evt_8 at" in out, out
+            await target.wait_for(lambda: len(erp()) == 3)
+            assert [c.body["event"] for c in erp() if c.body["external_id"] == "pi_6"] == ["evt_6", "evt_6b"]  # in order
+            assert held["pi_6"] == 260_000 and held["pi_9"] == 150_000 and held["pi_8"] == 280_000  # the newest stays
+            assert sorted(c.headers["Idempotency-Key"] for c in erp()) == ["evt_6", "evt_6b", "evt_9"]  # the same ids
+            copies = await copies_on(bootstrap, hub.topics.delivery("erp"))
+            assert len(copies) == 3 and all(
+                dict(r.headers)["bus_replayed_from"].decode().startswith(f"{hub.topics.delivery('erp')}/") for r in copies
+            )
+
+            # Again, through the management API, with no end: the first copies are not copied a second time
+            # (their originals are), and evt_8 and evt_8b are both in the window now, in their order.
+            await settled_dry_run(capsys, "erp", "--since", since.isoformat(), *direct)  # the copies delivered and committed
+            target.accepted.clear()
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1") as api:
+                admin = {"Authorization": f"Bearer {WRITE}"}
+                assert (await api.post("/subscribers/nope/redeliver", json={"since": since.isoformat()}, headers=admin)).status_code == 404
+                future = await api.post("/subscribers/erp/redeliver", json={"since": "2999-01-01T00:00:00Z"}, headers=admin)
+                assert future.status_code == 400 and "in the future" in future.json()["detail"], future.text
+                bad = await api.post("/subscribers/erp/redeliver", json={"since": "yesterday"}, headers=admin)
+                assert bad.status_code == 400, bad.text
+                done = (await api.post("/subscribers/erp/redeliver", json={"since": since.isoformat()}, headers=admin)).json()
+            assert (done["matched"], done["earlier_copies"], done["dead_lettered"], done["superseded"]) == (9, 3, 1, 0), done
+            assert (done["to_send"], done["sent"], done["paused"]) == (5, 5, False), done
+            await target.wait_for(lambda: len(erp()) == 5)
+            assert sorted(c.body["event"] for c in erp()) == ["evt_6", "evt_6b", "evt_8", "evt_8b", "evt_9"]
+            assert [c.body["event"] for c in erp() if c.body["external_id"] == "pi_8"] == ["evt_8", "evt_8b"]
+            assert held["pi_8"] == 280_000 and held["pi_6"] == 260_000
+    finally:
+        await target.stop()
+    # The ledger balances: copies are deliveries of events it knows.
+    code, out, _ = await cli(capsys, "reconcile", *direct, "--subscriber", "erp", "--json")
+    assert code == 0 and json.loads(out)[0]["unaccounted"] == [], out
+
+
+async def test_a_live_event_that_overtakes_a_copy_of_its_key_is_sent_again_behind_it(bootstrap: str) -> None:
+    """Between the read that chooses what to copy and the copies, a live event of a copied key
+    reaches the partition: it is ahead of the (older) copy, which would put older data over newer
+    at the target. It is copied again behind the copy."""
+    names = TopicNames(unique_prefix())
+    topic, kafka = names.delivery("erp"), KafkaConfig(bootstrap=bootstrap, topic_prefix=names.prefix)
+    tp = TopicPartition(topic, 0)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        since = await a_moment_between()
+        for i, key in enumerate([b"a", b"b", b"a"]):
+            await producer.send_and_wait(topic, b"v%d" % i, key=key, partition=0, headers=[("ce_id", b"e%d" % i)])
+        group = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=names.delivery_group("erp"), enable_auto_commit=False)
+        await group.start()
+        try:
+            group.assign([tp])
+            await group.commit({tp: 3})  # all three delivered
+        finally:
+            await group.stop()
+
+        redeliverer = Redeliverer(kafka, bootstrap, names)
+        outcome = Redelivery("erp", since, None, dry_run=False)
+        part = _Partition(tp, committed=3)
+        reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await reader.start()
+        try:
+            await redeliverer._choose(reader, part, (int(since.timestamp() * 1000), None), set(), outcome, include_superseded=False)
+        finally:
+            await reader.stop()
+        assert part.chosen == [0, 1, 2]
+        await producer.send_and_wait(topic, b"live", key=b"b", partition=0, headers=[("ce_id", b"e3")])  # newer than e1
+        copies = await redeliverer._copy(producer, part, outcome)
+        await redeliverer._keep_order(producer, part, copies, set(), outcome)
+    finally:
+        await producer.stop()
+    assert outcome.kept_in_order == 1
+    records = await copies_on(bootstrap, topic)
+    last_of_b = [r for r in records if r.key == b"b"][-1]
+    assert last_of_b.value == b"live" and dict(last_of_b.headers)["bus_replayed_from"] == f"{topic}/0/3".encode()
