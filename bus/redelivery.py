@@ -144,8 +144,7 @@ class Redeliverer:
             window = (_millis(since), _millis(until) if until is not None else None)
             parts = [_Partition(tp, committed[tp]) for tp in partitions]
             for part in parts:
-                if part.committed > 0:  # nothing settled: nothing delivered to copy
-                    await self._choose(consumer, part, window, dead, outcome, include_superseded=include_superseded)
+                await self._choose(consumer, part, window, dead, outcome, include_superseded=include_superseded)
         finally:
             await stop_consumer(consumer)
         if dry_run or not any(part.chosen for part in parts):
@@ -193,6 +192,9 @@ class Redeliverer:
         last record, or the record before it in the window too), the partition's start: every
         record is checked against the window anyway."""
         beginning = (await consumer.beginning_offsets([tp]))[tp]
+        if (await consumer.end_offsets([tp]))[tp] <= beginning:
+            # Empty (the embedded broker's latest offset can be too low, never below a record that is there).
+            return None, beginning
         found = (await consumer.offsets_for_times({tp: since_ms}))[tp]
         if found is None:
             return None, beginning

@@ -143,6 +143,18 @@ async def test_a_target_that_lost_a_window_gets_it_again_without_dead_letters_or
                 dict(r.headers)["bus_replayed_from"].decode().startswith(f"{hub.topics.delivery('erp')}/") for r in copies
             )
 
+            # The lineage shows the copy as another delivery of the same event, and where it was sent again from.
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1") as api:
+                deadline = asyncio.get_running_loop().time() + 30
+                while (
+                    len((lineage := (await api.get("/events/evt_9", headers={"Authorization": f"Bearer {WRITE}"})).json())["deliveries"])
+                    < 2
+                ):
+                    assert asyncio.get_running_loop().time() < deadline, lineage
+                    await asyncio.sleep(0.3)
+            first, again = lineage["deliveries"]
+            assert (first["replayed_from"], again["replayed_from"], again["outcome"]) == (None, first["position"], "delivered"), lineage
+
             # Again, through the management API, with no end: the first copies are not copied a second time
             # (their originals are), and evt_8 and evt_8b are both in the window now, in their order.
             await settled_dry_run(capsys, "erp", "--since", since.isoformat(), *direct)  # the copies delivered and committed
