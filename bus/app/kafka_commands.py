@@ -260,7 +260,8 @@ def redeliver(args: argparse.Namespace) -> int:
         print(f"bus: --since and --until take an ISO 8601 time, e.g. 2026-12-01T14:00:00+00:00: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.hub is not None:
-        client = ApiClient(args.hub, token_from(args.token_file))
+        # A day of a busy subscriber's events is read and copied before the hub answers: minutes, not the usual 2.
+        client = ApiClient(args.hub, token_from(args.token_file), timeout=3600)
         asked = {"since": args.since, "until": args.until, "dry_run": args.dry_run, "include_superseded": args.include_superseded}
         done = client.post(f"/subscribers/{args.subscriber}/redeliver", {k: v for k, v in asked.items() if v is not None})
         return _print_redelivery(done, args.json)
