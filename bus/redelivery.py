@@ -35,7 +35,7 @@ __all__ = ["Redeliverer", "Redelivery", "SupersededCopy"]
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -111,10 +111,11 @@ def _header(record: Record, name: str) -> bytes | None:
 class Redeliverer:
     """Redeliveries on one hub's delivery topics (one topic prefix)."""
 
-    def __init__(self, kafka: KafkaConfig, bootstrap: str, topics: TopicNames) -> None:
+    def __init__(self, kafka: KafkaConfig, bootstrap: str, topics: TopicNames, *, progress: Callable[[str], None] | None = None) -> None:
         self._kafka = kafka
         self._bootstrap = outside_bootstrap(bootstrap)
         self._names = topics
+        self._progress = progress or (lambda _: None)  # a line per partition read and per 10,000 copies (a terminal's)
 
     async def redeliver(
         self,
@@ -248,6 +249,7 @@ class Redeliverer:
                 chosen_offsets.add(record.offset)
             elif record.key is not None and position not in dead:
                 newest[record.key] = (record.offset, event_id)
+        self._progress(f"{topic}/{tp.partition}: read from offset {start} to {part.read_to}, {len(candidates):,} event(s) of the window")
         if first_seen is not None and start == beginning > 0 and first_seen.timestamp > since_ms:
             # Records before it were dropped by the topic's retention: that part of the window is gone.
             kept = datetime.fromtimestamp(first_seen.timestamp / 1000, UTC)
@@ -283,6 +285,8 @@ class Redeliverer:
                     copies.update(await _settle(pending))
                     outcome.sent += len(pending)
                     pending = []
+                    if outcome.sent % (10 * _SEND_CHUNK) == 0:
+                        self._progress(f"{outcome.sent:,} of {outcome.to_send:,} sent again")
             copies.update(await _settle(pending))
             outcome.sent += len(pending)
         finally:

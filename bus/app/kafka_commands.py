@@ -271,7 +271,8 @@ def redeliver(args: argparse.Namespace) -> int:
         print(f"bus: no outbound adapter named {args.subscriber!r} (outbound: {known})", file=sys.stderr)
         return EXIT_CONFIG
     kafka = loaded.hub.kafka
-    redeliverer = Redeliverer(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix))
+    said = (lambda line: print(f"bus: {line}", file=sys.stderr)) if sys.stderr.isatty() else None  # progress on a terminal
+    redeliverer = Redeliverer(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix), progress=said)
 
     async def run() -> dict[str, Any]:
         done = await redeliverer.redeliver(args.subscriber, since, until, dry_run=args.dry_run, include_superseded=args.include_superseded)

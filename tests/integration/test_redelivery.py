@@ -201,7 +201,8 @@ async def test_a_live_event_that_overtakes_a_copy_of_its_key_is_sent_again_behin
         finally:
             await group.stop()
 
-        redeliverer = Redeliverer(kafka, bootstrap, names)
+        said: list[str] = []
+        redeliverer = Redeliverer(kafka, bootstrap, names, progress=said.append)
         outcome = Redelivery("erp", since, None, dry_run=False)
         part = _Partition(tp, committed=3)
         reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -211,6 +212,7 @@ async def test_a_live_event_that_overtakes_a_copy_of_its_key_is_sent_again_behin
         finally:
             await reader.stop()
         assert part.chosen == [0, 1, 2]
+        assert said == [f"{topic}/0: read from offset 0 to 3, 3 event(s) of the window"]  # what a terminal is told
         await producer.send_and_wait(topic, b"live", key=b"b", partition=0, headers=[("ce_id", b"e3")])  # newer than e1
         copies = await redeliverer._copy(producer, part, outcome)
         await redeliverer._keep_order(producer, part, copies, set(), outcome)
