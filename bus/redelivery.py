@@ -11,8 +11,9 @@ letters, the ledger and lineage, every replica, no restart and no offset moved b
 Which records are copied:
 
 - the window is of the time each record reached the delivery topic (its Kafka timestamp), from
-  ``since`` up to ``until`` (default: now), and only records the subscriber has settled (below its
-  consumer group's committed offset): those at or after it are still on their way anyway;
+  ``since`` up to ``until`` (default: now), optionally only the events of some keys (``keys``: a
+  customer's, an order's), and only records the subscriber has settled (below its consumer
+  group's committed offset): those at or after it are still on their way anyway;
 - not one the subscriber dead-lettered: the dead-letter workflow owns it (``bus dlq``), replayed
   or purged there; a replayed letter's copy is a record of its own, and is copied if it is in the
   window;
@@ -35,7 +36,7 @@ __all__ = ["Redeliverer", "Redelivery", "SupersededCopy"]
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,7 @@ class Redelivery:
     since: datetime
     until: datetime | None
     dry_run: bool
+    keys: list[str] = field(default_factory=list)  # only these keys' events; empty: every key
     matched: int = 0  # records of the window the subscriber has settled
     sent: int = 0  # copies written (0 on a dry run)
     dead_lettered: int = 0  # left to the dead-letter workflow
@@ -84,6 +86,20 @@ class Redelivery:
     @property
     def to_send(self) -> int:
         return self.matched - self.dead_lettered - self.earlier_copies - self.superseded
+
+
+@dataclass(frozen=True)
+class _Window:
+    since_ms: int
+    until_ms: int | None
+    keys: set[bytes] | None  # None: every key
+
+    def holds(self, record: Record) -> bool:
+        return (
+            record.timestamp >= self.since_ms
+            and (self.until_ms is None or record.timestamp < self.until_ms)
+            and (self.keys is None or record.key in self.keys)
+        )
 
 
 @dataclass
@@ -125,6 +141,7 @@ class Redeliverer:
         *,
         dry_run: bool = False,
         include_superseded: bool = False,
+        keys: Collection[str] = (),
     ) -> Redelivery:
         since, until = _aware(since), _aware(until) if until is not None else None
         now = datetime.now(UTC)
@@ -132,7 +149,7 @@ class Redeliverer:
             raise ValueError(f"since ({since.isoformat()}) is in the future: nothing was delivered after it yet")
         if until is not None and until <= since:
             raise ValueError(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
-        outcome = Redelivery(subscriber, since, until, dry_run)
+        outcome = Redelivery(subscriber, since, until, dry_run, keys=sorted(keys))
         topic = self._names.delivery(subscriber)
         consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)
         try:
@@ -142,7 +159,7 @@ class Redeliverer:
                 raise LookupError(f"subscriber {subscriber!r} has no delivery topic {topic!r}: nothing was ever routed to it")
             committed = await self._committed(subscriber, partitions)
             dead = await self._dead_positions(subscriber, topic)
-            window = (_millis(since), _millis(until) if until is not None else None)
+            window = _Window(_millis(since), _millis(until) if until is not None else None, {k.encode() for k in keys} or None)
             parts = [_Partition(tp, committed[tp]) for tp in partitions]
             for part in parts:
                 await self._choose(consumer, part, window, dead, outcome, include_superseded=include_superseded)
@@ -210,7 +227,7 @@ class Redeliverer:
         self,
         consumer: AIOKafkaConsumer,
         part: _Partition,
-        window: tuple[int, int | None],
+        window: _Window,
         dead: set[str],
         outcome: Redelivery,
         *,
@@ -218,9 +235,8 @@ class Redeliverer:
     ) -> None:
         """The first read of a partition: which records of the window to copy. Keeps offsets,
         keys and ids only."""
-        since_ms, until_ms = window
         tp, topic = part.tp, part.tp.topic
-        start, beginning = await self._start(consumer, tp, since_ms)
+        start, beginning = await self._start(consumer, tp, window.since_ms)
         if start is None:
             return
         candidates: list[tuple[int, bytes | None, str]] = []  # (offset, key, event id)
@@ -231,7 +247,7 @@ class Redeliverer:
             first_seen = first_seen or record
             part.read_to = record.offset + 1
             position = f"{topic}/{tp.partition}/{record.offset}"
-            in_window = record.timestamp >= since_ms and (until_ms is None or record.timestamp < until_ms)
+            in_window = window.holds(record)
             event_id = (_header(record, "ce_id") or b"").decode(errors="replace")
             if in_window and record.offset >= part.committed:
                 outcome.not_settled += 1
@@ -250,7 +266,7 @@ class Redeliverer:
             elif record.key is not None and position not in dead:
                 newest[record.key] = (record.offset, event_id)
         self._progress(f"{topic}/{tp.partition}: read from offset {start} to {part.read_to}, {len(candidates):,} event(s) of the window")
-        if first_seen is not None and start == beginning > 0 and first_seen.timestamp > since_ms:
+        if first_seen is not None and start == beginning > 0 and first_seen.timestamp > window.since_ms:
             # Records before it were dropped by the topic's retention: that part of the window is gone.
             kept = datetime.fromtimestamp(first_seen.timestamp / 1000, UTC)
             outcome.oldest_kept = kept if outcome.oldest_kept is None else min(outcome.oldest_kept, kept)

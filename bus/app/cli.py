@@ -159,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     redeliver.add_argument("subscriber", help="the outbound adapter's name")
     redeliver.add_argument("--since", required=True, help="reached its delivery topic at or after (ISO 8601; without a zone, UTC)")
     redeliver.add_argument("--until", help="and before (default: now)")
+    redeliver.add_argument("--key", action="append", help="only the events of this key (repeatable): a customer's, an order's")
     redeliver.add_argument("-c", "--config", type=Path, help="the hub's config: go straight to its Kafka")
     redeliver.add_argument("--bootstrap", help="Kafka to use instead of the config's")
     redeliver.add_argument("--hub", help="a running hub's ops URL, e.g. http://127.0.0.1:9090: go through its management API instead")

@@ -362,7 +362,7 @@ class HubView:
         until = datetime.fromisoformat(asked.until) if asked.until else None
         kafka = self._hub.loaded.hub.kafka
         done = await Redeliverer(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix)).redeliver(
-            name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded
+            name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded, keys=asked.keys
         )
         return redelivery_out(done, paused=name in self._hub.paused)
 
@@ -593,6 +593,7 @@ def redelivery_out(done: Redelivery, *, paused: bool = False) -> RedeliveryDone:
         subscriber=done.subscriber,
         since=done.since.isoformat(),
         until=done.until.isoformat() if done.until else None,
+        keys=done.keys,
         dry_run=done.dry_run,
         matched=done.matched,
         to_send=done.to_send,

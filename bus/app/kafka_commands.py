@@ -262,7 +262,13 @@ def redeliver(args: argparse.Namespace) -> int:
     if args.hub is not None:
         # A day of a busy subscriber's events is read and copied before the hub answers: minutes, not the usual 2.
         client = ApiClient(args.hub, token_from(args.token_file), timeout=3600)
-        asked = {"since": args.since, "until": args.until, "dry_run": args.dry_run, "include_superseded": args.include_superseded}
+        asked = {
+            "since": args.since,
+            "until": args.until,
+            "keys": args.key or None,
+            "dry_run": args.dry_run,
+            "include_superseded": args.include_superseded,
+        }
         done = client.post(f"/subscribers/{args.subscriber}/redeliver", {k: v for k, v in asked.items() if v is not None})
         return _print_redelivery(done, args.json)
     loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
@@ -275,7 +281,9 @@ def redeliver(args: argparse.Namespace) -> int:
     redeliverer = Redeliverer(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix), progress=said)
 
     async def run() -> dict[str, Any]:
-        done = await redeliverer.redeliver(args.subscriber, since, until, dry_run=args.dry_run, include_superseded=args.include_superseded)
+        done = await redeliverer.redeliver(
+            args.subscriber, since, until, dry_run=args.dry_run, include_superseded=args.include_superseded, keys=args.key or ()
+        )
         return redelivery_out(done).model_dump(mode="json")
 
     try:
@@ -293,6 +301,8 @@ def _print_redelivery(done: dict[str, Any], as_json: bool) -> int:
         print(json.dumps(done, indent=2))
         return code
     window = f"since {done['since']}" + (f" until {done['until']}" if done.get("until") else "")
+    if done.get("keys"):
+        window += f" of key(s) {', '.join(done['keys'])}"
     verb = "would send again" if done["dry_run"] else "sent again"
     print(f"{done['subscriber']}: {done['matched']} event(s) delivered {window}; {verb} {done['to_send']}")
     left = [

@@ -278,6 +278,7 @@ class RedeliveryRequest(_Out):
 
     since: str = Field(description="Reached the subscriber's delivery topic at or after (RFC 3339; without a zone, UTC).")
     until: str | None = Field(default=None, description="And before (RFC 3339; default: now).")
+    keys: list[str] = Field(default_factory=list, description="Only the events of these keys (a customer's, an order's); default all.")
     dry_run: bool = Field(default=False, description="Say what would be sent; send nothing.")
     include_superseded: bool = Field(
         default=False,
@@ -295,6 +296,7 @@ class RedeliveryDone(_Out):
     subscriber: str
     since: str
     until: str | None
+    keys: list[str] = Field(default_factory=list, description="Only these keys' events were looked at; empty: every key.")
     dry_run: bool
     matched: int = Field(description="Events of the window the subscriber has settled (delivered or dead-lettered).")
     to_send: int = Field(description="Of those, the ones sent again (or, on a dry run, that would be).")

@@ -19,7 +19,7 @@ from bus.app.cli import main
 from bus.app.hub import Hub
 from bus.config.models import KafkaConfig
 from bus.kafka.topics import TopicNames
-from bus.redelivery import Redeliverer, Redelivery, _Partition
+from bus.redelivery import Redeliverer, Redelivery, _Partition, _Window
 from tests.integration.test_delivery import post
 from tests.support.hub import build_hub, payment, payment_hub_config, unique_prefix, write_config
 from tests.support.target import Call, Target
@@ -173,6 +173,15 @@ async def test_a_target_that_lost_a_window_gets_it_again_without_dead_letters_or
             assert sorted(c.body["event"] for c in erp()) == ["evt_6", "evt_6b", "evt_8", "evt_8b", "evt_9"]
             assert [c.body["event"] for c in erp() if c.body["external_id"] == "pi_8"] == ["evt_8", "evt_8b"]
             assert held["pi_8"] == 280_000 and held["pi_6"] == 260_000
+
+            # One payment's events only (a support case): pi_9's original, not the two copies made of it.
+            await settled_dry_run(capsys, "erp", "--since", since.isoformat(), *direct)
+            target.accepted.clear()
+            code, out, _ = await cli(capsys, "redeliver", "erp", "--since", since.isoformat(), "--key", "pi_9", *direct, "--json")
+            one = json.loads(out)
+            assert code == 0 and (one["keys"], one["matched"], one["earlier_copies"], one["sent"]) == (["pi_9"], 3, 2, 1), out
+            await target.wait_for(lambda: len(erp()) == 1)
+            assert erp()[0].body["event"] == "evt_9"
     finally:
         await target.stop()
     # The ledger balances: copies are deliveries of events it knows.
@@ -208,7 +217,8 @@ async def test_a_live_event_that_overtakes_a_copy_of_its_key_is_sent_again_behin
         reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await reader.start()
         try:
-            await redeliverer._choose(reader, part, (int(since.timestamp() * 1000), None), set(), outcome, include_superseded=False)
+            window = _Window(int(since.timestamp() * 1000), None, None)
+            await redeliverer._choose(reader, part, window, set(), outcome, include_superseded=False)
         finally:
             await reader.stop()
         assert part.chosen == [0, 1, 2]
