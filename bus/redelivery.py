@@ -55,6 +55,9 @@ REPLAYED_FROM = "bus_replayed_from"
 _SAMPLES = 100  # superseded events named in the outcome; the rest are counted
 _SEND_CHUNK = 1000  # copies in flight at once
 _ORDER_ROUNDS = 5  # rounds of copying again live events that overtook a copy
+# A read here ends at the partition's end, where a fetch waits this long for more: short, since
+# nothing waits for records to come (the embedded broker holds every fetch that long, data or not).
+_FETCH_WAIT_MS = 50
 
 
 @dataclass
@@ -108,6 +111,8 @@ class _Partition:
 
     tp: TopicPartition
     committed: int
+    start: int | None  # the first offset that can be in the window (None: none can)
+    beginning: int  # the first offset Kafka still keeps
     chosen: list[int] = field(default_factory=list)  # offsets to copy, ascending
     keys: dict[int, bytes] = field(default_factory=dict)  # chosen offset -> its key (keyed records only)
     read_to: int = 0  # the first offset the first read did not see
@@ -151,7 +156,7 @@ class Redeliverer:
             raise ValueError(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
         outcome = Redelivery(subscriber, since, until, dry_run, keys=sorted(keys))
         topic = self._names.delivery(subscriber)
-        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)
+        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None, fetch_max_wait_ms=_FETCH_WAIT_MS)
         try:
             await consumer.start()
             partitions = await partitions_of(consumer, topic)
@@ -160,7 +165,8 @@ class Redeliverer:
             committed = await self._committed(subscriber, partitions)
             dead = await self._dead_positions(subscriber, topic)
             window = _Window(_millis(since), _millis(until) if until is not None else None, {k.encode() for k in keys} or None)
-            parts = [_Partition(tp, committed[tp]) for tp in partitions]
+            starts = await self._starts(consumer, partitions, window.since_ms)
+            parts = [_Partition(tp, committed[tp], *starts[tp]) for tp in partitions]
             for part in parts:
                 await self._choose(consumer, part, window, dead, outcome, include_superseded=include_superseded)
         finally:
@@ -202,26 +208,34 @@ class Redeliverer:
                     positions.add(f"{topic}/{origin[1]}/{origin[2]}")
         return positions
 
-    async def _start(self, consumer: AIOKafkaConsumer, tp: TopicPartition, since_ms: int) -> tuple[int | None, int]:
-        """The first offset of ``tp`` that can be in the window (None: no record is as late as
-        ``since``), and the partition's first offset still kept. Kafka's answer to "the first
-        record at or after ``since``", checked by the record before it; where that answer cannot
-        be trusted (no timestamp given back, as the embedded broker answers for a time after its
-        last record, or the record before it in the window too), the partition's start: every
-        record is checked against the window anyway."""
-        beginning = (await consumer.beginning_offsets([tp]))[tp]
-        if (await consumer.end_offsets([tp]))[tp] <= beginning:
-            # Empty (the embedded broker's latest offset can be too low, never below a record that is there).
-            return None, beginning
-        found = (await consumer.offsets_for_times({tp: since_ms}))[tp]
-        if found is None:
-            return None, beginning
-        if found.timestamp < 0 or found.offset <= beginning:
-            return beginning, beginning
-        before = await _one(consumer, tp, found.offset - 1)
-        if before is None or before.timestamp >= since_ms:
-            return beginning, beginning
-        return int(found.offset), beginning
+    async def _starts(
+        self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since_ms: int
+    ) -> dict[TopicPartition, tuple[int | None, int]]:
+        """Per partition, the first offset that can be in the window (None: no record is as late
+        as ``since``) and the first offset still kept. Kafka's answer to "the first record at or
+        after ``since``", checked by the record before it; where that answer cannot be trusted (no
+        timestamp given back, as the embedded broker answers for a time after its last record, or
+        the record before it in the window too), the partition's start: every record is checked
+        against the window anyway. The offsets are asked for all partitions at once and before any
+        is assigned: a consumer with a fetch in flight has its other requests answered after that
+        fetch (a whole fetch wait each on the embedded broker)."""
+        beginnings = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+        # Empty: the embedded broker's latest offset can be too low, never below a record that is there.
+        kept = [tp for tp in partitions if ends[tp] > beginnings[tp]]
+        found = await consumer.offsets_for_times({tp: since_ms for tp in kept}) if kept else {}
+        starts: dict[TopicPartition, tuple[int | None, int]] = {tp: (None, beginnings[tp]) for tp in partitions}
+        for tp in kept:
+            answer, beginning = found.get(tp), beginnings[tp]
+            if answer is None:
+                continue
+            if answer.timestamp < 0 or answer.offset <= beginning:
+                starts[tp] = (beginning, beginning)
+                continue
+            before = await _one(consumer, tp, answer.offset - 1)
+            trusted = before is not None and before.timestamp < since_ms
+            starts[tp] = (int(answer.offset) if trusted else beginning, beginning)
+        return starts
 
     async def _choose(
         self,
@@ -236,7 +250,7 @@ class Redeliverer:
         """The first read of a partition: which records of the window to copy. Keeps offsets,
         keys and ids only."""
         tp, topic = part.tp, part.tp.topic
-        start, beginning = await self._start(consumer, tp, window.since_ms)
+        start, beginning = part.start, part.beginning
         if start is None:
             return
         candidates: list[tuple[int, bytes | None, str]] = []  # (offset, key, event id)
@@ -288,7 +302,7 @@ class Redeliverer:
             return {}
         tp, wanted = part.tp, set(part.chosen)
         copies: dict[int, bytes | None] = {}
-        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)
+        consumer = make_consumer(self._kafka, self._bootstrap, group_id=None, fetch_max_wait_ms=_FETCH_WAIT_MS)
         try:
             await consumer.start()
             pending: list[tuple[bytes | None, Awaitable[Any]]] = []
@@ -324,7 +338,7 @@ class Redeliverer:
                 return
             end = max(last_copy.values())
             overtaken: list[Record] = []
-            consumer = make_consumer(self._kafka, self._bootstrap, group_id=None)
+            consumer = make_consumer(self._kafka, self._bootstrap, group_id=None, fetch_max_wait_ms=_FETCH_WAIT_MS)
             try:
                 await consumer.start()
                 async for record in _records(consumer, part.tp, start, last=end):

@@ -159,7 +159,8 @@ async def test_a_target_that_lost_a_window_gets_it_again_without_dead_letters_or
             # (their originals are), and evt_8 and evt_8b are both in the window now, in their order.
             await settled_dry_run(capsys, "erp", "--since", since.isoformat(), *direct)  # the copies delivered and committed
             target.accepted.clear()
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1") as api:
+            # The redelivery reads the topics before the hub answers: seconds on a loaded machine, not httpx's default 5.
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", timeout=60) as api:
                 admin = {"Authorization": f"Bearer {WRITE}"}
                 assert (await api.post("/subscribers/nope/redeliver", json={"since": since.isoformat()}, headers=admin)).status_code == 404
                 future = await api.post("/subscribers/erp/redeliver", json={"since": "2999-01-01T00:00:00Z"}, headers=admin)
@@ -213,7 +214,7 @@ async def test_a_live_event_that_overtakes_a_copy_of_its_key_is_sent_again_behin
         said: list[str] = []
         redeliverer = Redeliverer(kafka, bootstrap, names, progress=said.append)
         outcome = Redelivery("erp", since, None, dry_run=False)
-        part = _Partition(tp, committed=3)
+        part = _Partition(tp, committed=3, start=0, beginning=0)
         reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await reader.start()
         try:
