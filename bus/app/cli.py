@@ -299,6 +299,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BusError as exc:
         print(f"bus: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
+    except Exception as exc:
+        from aiokafka.errors import KafkaError  # here, not at the top: most commands never touch Kafka
+
+        if not isinstance(exc, KafkaError):
+            raise
+        # `bus dlq`, `bus reconcile`, `bus redeliver` straight to a Kafka that is down: said, not a traceback.
+        print(f"bus: Kafka did not answer ({exc}): is it running, and is kafka.bootstrap (or --bootstrap) its address?", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":
