@@ -1,5 +1,5 @@
 """The commands that go straight to Kafka say so when it does not answer, with exit 1 (they printed
-aiokafka's traceback and `bus dlq list` exited 0)."""
+aiokafka's traceback)."""
 
 from __future__ import annotations
 
