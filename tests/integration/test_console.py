@@ -44,7 +44,9 @@ async def browser() -> AsyncIterator[Browser]:
             await found.close()
 
 
-async def signed_in(browser: Browser, ops_port: int, *, slow_topology_s: float = 0, timezone_id: str | None = None) -> Page:
+async def signed_in(
+    browser: Browser, ops_port: int, *, slow_topology_s: float = 0, timezone_id: str | None = None, token: str = TOKEN
+) -> Page:
     page = await browser.new_page(viewport={"width": 1366, "height": 800}, timezone_id=timezone_id)  # a laptop screen
     if slow_topology_s:  # a hub slow to answer (a loaded machine): its answer comes after the operator moved on
 
@@ -54,7 +56,7 @@ async def signed_in(browser: Browser, ops_port: int, *, slow_topology_s: float =
 
         await page.route("**/api/v1/topology", late)
     await page.goto(f"http://127.0.0.1:{ops_port}/console/")
-    await page.get_by_label("API token").fill(TOKEN)
+    await page.get_by_label("API token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
     return page
 
@@ -448,5 +450,22 @@ async def test_a_target_that_lost_what_it_got_is_sent_it_again_from_its_page(tmp
             await asyncio.sleep(1)  # anything more would arrive now
             assert sorted(call.body["payment_id"] for call in target.accepted) == ["after-0", "after-1", "after-2"]
             await shot(page, "subscriber-redelivered")
+    finally:
+        await target.stop()
+
+
+async def test_a_button_the_hub_refuses_says_why(tmp_path: Path, bootstrap: str, browser: Browser) -> None:
+    """A read-only token pressing Pause: the hub answers 403, and the page says so (it said nothing)."""
+    target = await Target().start()
+    try:
+        config = hub_config(bootstrap, {"erp": {"url": f"{target.url}/erp"}})
+        config["ops"]["tokens"] = [{"name": "admin", "token": TOKEN}, {"name": "viewer", "token": "console-viewer-token", "scope": "read"}]
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            page = await signed_in(browser, hub.ops.port, token="console-viewer-token")
+            await page.goto(f"http://127.0.0.1:{hub.ops.port}/console/#/subscriber/erp")
+            await page.get_by_role("button", name="Pause deliveries").click()
+            await expect(page.locator("#status")).to_contain_text("The hub refused: token 'viewer' may only read")
+            await expect(page.get_by_role("button", name="Pause deliveries")).to_be_visible()  # not paused
+            await shot(page, "subscriber-refused")
     finally:
         await target.stop()
