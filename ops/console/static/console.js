@@ -97,7 +97,7 @@ function reasonField(kept) {
       placeholder: "e.g. ERP maintenance until 14:00, ticket OPS-123",
       oninput: (e) => { kept.text = e.target.value; } }));
 }
-const typing = () => ["pause-reason", "redeliver-since", "redeliver-until"].includes(document.activeElement?.id);
+const typing = () => ["pause-reason", "redeliver-since", "redeliver-until", "redeliver-keys"].includes(document.activeElement?.id);
 // A datetime-local field's value (the browser's own zone) as RFC 3339 in UTC; "" stays "".
 const utc = (local) => (local ? new Date(local).toISOString() : "");
 // What a redelivery left out, in words (the API's counts).
@@ -308,7 +308,7 @@ async function showSubscriber(name) {
   const reason = { text: "" };
   let confirming = null; // {action, where, matched}
   let leftOut = []; // letters the last replay left out: a later event of their key came after them
-  const resend = { since: "", until: "", dry: null }; // the window typed, and its dry run while it is confirmed
+  const resend = { since: "", until: "", keys: "", dry: null }; // the window typed, and its dry run while it is confirmed
   const draw = async () => {
     const sub = await api(`/subscribers/${encodeURIComponent(name)}`);
     const page = await api(`/dead-letters?subscriber=${encodeURIComponent(name)}&limit=200`);
@@ -376,6 +376,8 @@ async function showSubscriber(name) {
           oninput: (e) => { resend.since = e.target.value; } })),
         h("label", {}, "Until (optional) ", h("input", { id: "redeliver-until", type: "datetime-local", step: 1, value: resend.until,
           oninput: (e) => { resend.until = e.target.value; } })),
+        h("label", {}, "Only keys (optional) ", h("input", { id: "redeliver-keys", type: "text", value: resend.keys,
+          placeholder: "e.g. cus_123, cus_456", oninput: (e) => { resend.keys = e.target.value; } })),
         h("button", { id: "redeliver", type: "button", onclick: () => redeliver(true) }, "Send again…")),
       resend.dry
         ? h("div", { class: "confirm", role: "alertdialog", "aria-label": "Confirm sending again" },
@@ -430,6 +432,8 @@ async function showSubscriber(name) {
     }
     const body = { since: utc(resend.since), dry_run: dry };
     if (resend.until) body.until = utc(resend.until);
+    const keys = resend.keys.split(",").map((k) => k.trim()).filter((k) => k);
+    if (keys.length) body.keys = keys;
     resend.dry = null;
     say(dry ? "Reading what the window holds…" : "Sending again…");
     const done = await api(`/subscribers/${encodeURIComponent(name)}/redeliver`, { method: "POST", body });
