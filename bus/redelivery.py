@@ -36,7 +36,8 @@ __all__ = ["Redeliverer", "Redelivery", "SupersededCopy"]
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -383,14 +384,15 @@ async def _settle(pending: list[tuple[bytes | None, Awaitable[Any]]]) -> dict[in
 
 
 async def _one(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> Record | None:
-    async for record in _records(consumer, tp, offset, last=offset):
-        return record
+    async with aclosing(_records(consumer, tp, offset, last=offset)) as records:  # closed here, not by the collector
+        async for record in records:
+            return record
     return None
 
 
 async def _records(
     consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, *, last: int | None = None, timeout_s: float = 120.0
-) -> AsyncIterator[Record]:
+) -> AsyncGenerator[Record, None]:
     """The records of ``tp`` from ``first`` up to ``last`` (default: the end, the high watermark
     of the fetch answers: the embedded broker's ListOffsets answers too low)."""
     consumer.assign([tp])
