@@ -118,7 +118,8 @@ async def test_a_target_that_lost_a_window_gets_it_again_without_dead_letters_or
             await post(hub, newer_8)  # after the window: pi_8's newest, which the ERP still holds
             await target.wait_for(lambda: len(erp()) == 11)
 
-            # The ERP loses what it got in the window (an import rolled back): pi_6, pi_8 and pi_9 go back.
+            # The ERP loses what it got in the window (an import rolled back): pi_6 and pi_9 are gone; pi_8 holds
+            # evt_8b's amount, which came after the window.
             for payment_id in ("pi_6", "pi_9"):
                 del held[payment_id]
             target.accepted.clear()
