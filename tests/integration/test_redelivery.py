@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -234,3 +236,74 @@ async def test_a_live_event_that_overtakes_a_copy_of_its_key_is_sent_again_behin
     records = await copies_on(bootstrap, topic)
     last_of_b = [r for r in records if r.key == b"b"][-1]
     assert last_of_b.value == b"live" and dict(last_of_b.headers)["bus_replayed_from"] == f"{topic}/0/3".encode()
+
+
+async def test_random_windows_never_copy_what_they_must_not_and_keep_each_keys_newest_last(bootstrap: str) -> None:
+    """Random partitions of keyed events (some dead-lettered, some not settled yet) and random
+    windows: a redelivery never copies a dead letter, an event not settled or one outside the
+    window, copies each chosen event once, in order; and every key it copies ends with its newest
+    event that is not a dead letter as the last one on the partition (what an upsert target
+    holds when the copies are delivered)."""
+    rng = random.Random(20261206)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for case in range(25):
+            names = TopicNames(unique_prefix())
+            topic, tp = names.delivery("erp"), TopicPartition(names.delivery("erp"), 0)
+            base = int(time.time() * 1000) - 100_000
+            count = rng.randint(1, 14)
+            keys = [rng.choice([b"a", b"b", b"c", None]) for _ in range(count)]
+            committed = rng.randint(0, count)
+            dead = {i for i in range(committed) if rng.random() < 0.2}
+            first, last = sorted(rng.sample(range(count + 1), 2))  # the window: the events first..last-1
+            for i, key in enumerate(keys):
+                await producer.send_and_wait(topic, b"v", key=key, partition=0, timestamp_ms=base + 10 * i, headers=[("ce_id", b"e%d" % i)])
+            for i in sorted(dead):
+                origin = f"{topic}/0/{i}".encode()
+                await producer.send_and_wait(
+                    names.dead_letter("erp"), b"v", key=keys[i], headers=[("ce_id", b"e%d" % i), ("bus_origin", origin)]
+                )
+            group = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=names.delivery_group("erp"), enable_auto_commit=False)
+            await group.start()
+            try:
+                group.assign([tp])
+                await group.commit({tp: committed})
+            finally:
+                await group.stop()
+            since = datetime.fromtimestamp((base + 10 * first - 5) / 1000, UTC)
+            until = datetime.fromtimestamp((base + 10 * last - 5) / 1000, UTC)
+            kafka = KafkaConfig(bootstrap=bootstrap, topic_prefix=names.prefix)
+            done = await Redeliverer(kafka, bootstrap, names).redeliver("erp", since, until)
+            shown = f"case {case}: keys {keys}, committed {committed}, dead {sorted(dead)}, window {first}..{last - 1}: {done}"
+
+            after = [r for r in await copies_on(bootstrap, topic) if r.partition == 0]
+            copied = [int(dict(r.headers)["bus_replayed_from"].decode().rpartition("/")[2]) for r in after]
+            assert len(copied) == done.sent == done.to_send, shown
+            assert copied == sorted(set(copied)), shown  # each once, in order
+            assert all(first <= i < last and i < committed and i not in dead for i in copied), shown
+            assert done.matched == len([i for i in range(first, last) if i < committed]), shown
+            # Every copied key ends with its newest event that reached (or will reach) the target.
+            final = {r.key: dict(r.headers)["ce_id"] for r in await _whole(bootstrap, tp)}  # the last record of each key
+            for key in {keys[i] for i in copied} - {None}:
+                newest = max(i for i, k in enumerate(keys) if k == key and i not in dead)
+                assert final[key] == b"e%d" % newest, shown
+    finally:
+        await producer.stop()
+
+
+async def _whole(bootstrap: str, tp: TopicPartition) -> list[Any]:
+    """Every record of ``tp``, in offset order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        found: list[Any] = []
+        while True:
+            found += (await consumer.getmany(tp, timeout_ms=300)).get(tp, [])
+            high = consumer.highwater(tp)
+            if high is not None and await consumer.position(tp) >= high:
+                return found
+    finally:
+        await consumer.stop()
