@@ -164,10 +164,10 @@ class Redeliverer:
             if not partitions:
                 raise LookupError(f"subscriber {subscriber!r} has no delivery topic {topic!r}: nothing was ever routed to it")
             committed = await self._committed(subscriber, partitions)
-            dead = await self._dead_positions(subscriber, topic)
             window = _Window(_millis(since), _millis(until) if until is not None else None, {k.encode() for k in keys} or None)
             starts = await self._starts(consumer, partitions, window.since_ms)
             parts = [_Partition(tp, committed[tp], *starts[tp]) for tp in partitions]
+            dead = await self._dead_offsets(subscriber, parts)
             for part in parts:
                 await self._choose(consumer, part, window, dead, outcome, include_superseded=include_superseded)
         finally:
@@ -180,7 +180,7 @@ class Redeliverer:
             for part in parts:
                 copies = await self._copy(producer, part, outcome)
                 if not include_superseded and part.keys:
-                    await self._keep_order(producer, part, copies, dead, outcome)
+                    await self._keep_order(producer, part, copies, dead.get(part.tp.partition, set()), outcome)
         finally:
             await producer.stop()
         log.warning(
@@ -199,15 +199,19 @@ class Redeliverer:
         finally:
             await stop_consumer(group)
 
-    async def _dead_positions(self, subscriber: str, topic: str) -> set[str]:
-        """Positions on ``topic`` the subscriber dead-lettered (whatever became of the letter since)."""
-        positions: set[str] = set()
+    async def _dead_offsets(self, subscriber: str, parts: list[_Partition]) -> dict[int, set[int]]:
+        """Per partition, the offsets the subscriber dead-lettered (whatever became of the letter
+        since), from where the partition is read on: a target down for a day left a letter per
+        event, and only those the reads can meet are kept."""
+        topic = self._names.delivery(subscriber)
+        read_from = {part.tp.partition: part.start for part in parts if part.start is not None}
+        offsets: dict[int, set[int]] = {partition: set() for partition in read_from}
         async for batch in DeadLetters(self._kafka, self._bootstrap, self._names).scan([subscriber]):
             for letter in batch:
                 origin = letter.origin
-                if origin is not None and origin[0] == topic:
-                    positions.add(f"{topic}/{origin[1]}/{origin[2]}")
-        return positions
+                if origin is not None and origin[0] == topic and origin[1] in read_from and origin[2] >= read_from[origin[1]]:
+                    offsets[origin[1]].add(origin[2])
+        return offsets
 
     async def _starts(
         self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since_ms: int
@@ -243,7 +247,7 @@ class Redeliverer:
         consumer: AIOKafkaConsumer,
         part: _Partition,
         window: _Window,
-        dead: set[str],
+        dead_lettered: dict[int, set[int]],
         outcome: Redelivery,
         *,
         include_superseded: bool,
@@ -251,6 +255,7 @@ class Redeliverer:
         """The first read of a partition: which records of the window to copy. Keeps offsets,
         keys and ids only."""
         tp, topic = part.tp, part.tp.topic
+        dead = dead_lettered.get(tp.partition, set())
         start, beginning = part.start, part.beginning
         if start is None:
             return
@@ -261,14 +266,13 @@ class Redeliverer:
         async for record in _records(consumer, tp, start):
             first_seen = first_seen or record
             part.read_to = record.offset + 1
-            position = f"{topic}/{tp.partition}/{record.offset}"
             in_window = window.holds(record)
             event_id = (_header(record, "ce_id") or b"").decode(errors="replace")
             if in_window and record.offset >= part.committed:
                 outcome.not_settled += 1
             if in_window and record.offset < part.committed:
                 outcome.matched += 1
-                if position in dead:
+                if record.offset in dead:
                     outcome.dead_lettered += 1
                     continue
                 original = (_header(record, REPLAYED_FROM) or b"").decode(errors="replace")
@@ -278,7 +282,7 @@ class Redeliverer:
                     continue
                 candidates.append((record.offset, record.key, event_id))
                 chosen_offsets.add(record.offset)
-            elif record.key is not None and position not in dead:
+            elif record.key is not None and record.offset not in dead:
                 newest[record.key] = (record.offset, event_id)
         self._progress(f"{topic}/{tp.partition}: read from offset {start} to {part.read_to}, {len(candidates):,} event(s) of the window")
         if first_seen is not None and start == beginning > 0 and first_seen.timestamp > window.since_ms:
@@ -325,7 +329,7 @@ class Redeliverer:
         return copies
 
     async def _keep_order(
-        self, producer: AIOKafkaProducer, part: _Partition, copies: dict[int, bytes | None], dead: set[str], outcome: Redelivery
+        self, producer: AIOKafkaProducer, part: _Partition, copies: dict[int, bytes | None], dead: set[int], outcome: Redelivery
     ) -> None:
         """Live events of a copied key that reached the partition after the first read and ahead
         of a copy of that key: copied again behind it, so the key's newest event is delivered last."""
@@ -343,7 +347,7 @@ class Redeliverer:
             try:
                 await consumer.start()
                 async for record in _records(consumer, part.tp, start, last=end):
-                    if record.offset in ours or record.key is None or f"{part.tp.topic}/{part.tp.partition}/{record.offset}" in dead:
+                    if record.offset in ours or record.key is None or record.offset in dead:
                         continue
                     if last_copy.get(record.key, -1) > record.offset:
                         overtaken.append(record)

@@ -222,7 +222,7 @@ async def test_a_live_event_that_overtakes_a_copy_of_its_key_is_sent_again_behin
         await reader.start()
         try:
             window = _Window(int(since.timestamp() * 1000), None, None)
-            await redeliverer._choose(reader, part, window, set(), outcome, include_superseded=False)
+            await redeliverer._choose(reader, part, window, {}, outcome, include_superseded=False)
         finally:
             await reader.stop()
         assert part.chosen == [0, 1, 2]
