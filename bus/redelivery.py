@@ -35,7 +35,6 @@ from __future__ import annotations
 __all__ = ["Redeliverer", "Redelivery", "SupersededCopy"]
 
 import logging
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -46,9 +45,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bus.config.models import KafkaConfig
 from bus.deadletters import DeadLetters
-from bus.errors import RetryableError
 from bus.kafka.clients import make_consumer, make_producer, outside_bootstrap, stop_consumer
-from bus.kafka.reader import Record, partitions_of
+from bus.kafka.reader import Record, batches_from_start, partitions_of
 from bus.kafka.topics import TopicNames
 
 log = logging.getLogger("bus.redelivery")
@@ -394,27 +392,13 @@ async def _one(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> R
     return None
 
 
-async def _records(
-    consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, *, last: int | None = None, timeout_s: float = 120.0
-) -> AsyncGenerator[Record, None]:
-    """The records of ``tp`` from ``first`` up to ``last`` (default: the end, the high watermark
-    of the fetch answers: the embedded broker's ListOffsets answers too low)."""
-    consumer.assign([tp])
-    consumer.seek(tp, first)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        batches = await consumer.getmany(tp, timeout_ms=500)
-        for record in batches.get(tp, []):
-            if last is not None and record.offset > last:
-                return
-            yield record
-        position = await consumer.position(tp)
-        if last is not None and position > last:
-            return
-        highwater = consumer.highwater(tp)
-        if highwater is not None and position >= highwater:
-            return
-        if batches:
-            deadline = time.monotonic() + timeout_s  # progress: the bound is on a read that stalls
-        elif time.monotonic() > deadline:
-            raise RetryableError(f"could not read {tp.topic}/{tp.partition} from offset {position} within {timeout_s:.0f}s")
+async def _records(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, *, last: int | None = None) -> AsyncGenerator[Record, None]:
+    """The records of ``tp`` from ``first`` up to ``last`` (default: the end), through the
+    reader every state topic uses (bus.kafka.reader: its end is the fetch answers' high
+    watermark), closed here when ``last`` is passed."""
+    async with aclosing(batches_from_start(consumer, [tp], after={tp: first - 1})) as batches:
+        async for _, records in batches:
+            for record in records:
+                if last is not None and record.offset > last:
+                    return
+                yield record

@@ -21,7 +21,7 @@ __all__ = [
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -63,10 +63,11 @@ async def batches_from_start(
     *,
     timeout_s: float = 120.0,
     after: dict[TopicPartition, int] | None = None,
-) -> AsyncIterator[tuple[TopicPartition, list[Record]]]:
+) -> AsyncGenerator[tuple[TopicPartition, list[Record]], None]:
     """``read_from_start`` as the batches come, for a reader that keeps only what it needs of
     each (a topic of any size read in bounded memory). ``after``: a partition's offset to read
-    after instead of its start (records at it or before are not read, where there are still any)."""
+    after instead of its start (records at it or before are not read, where there are still any).
+    ``timeout_s``: how long the read may go without a record before it is given up."""
     beginnings = await consumer.beginning_offsets(partitions)
     starts = {tp: max(beginnings[tp], after[tp] + 1) if after and tp in after else beginnings[tp] for tp in partitions}
     latest = await consumer.end_offsets(partitions)
@@ -78,7 +79,10 @@ async def batches_from_start(
     pending = {tp for tp in partitions if latest[tp] > beginnings[tp]}
     deadline = time.monotonic() + timeout_s
     while pending:
-        for tp, records in (await consumer.getmany(*pending, timeout_ms=200)).items():
+        batches = await consumer.getmany(*pending, timeout_ms=200)
+        if batches:  # the bound is on a read that stalls, not on one that is long (a day of a topic)
+            deadline = time.monotonic() + timeout_s
+        for tp, records in batches.items():
             yield tp, records
         for tp in list(pending):
             highwater = consumer.highwater(tp)
@@ -86,7 +90,7 @@ async def batches_from_start(
                 pending.discard(tp)
         if pending and time.monotonic() > deadline:
             names = ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in pending))
-            raise RetryableError(f"could not read {names} to the end within {timeout_s:.0f}s")
+            raise RetryableError(f"could not read {names} to the end: nothing came for {timeout_s:.0f}s")
 
 
 async def replay_and_keep(
