@@ -2,8 +2,9 @@
 
 Every answer is a model of ``ops.api.models``; every error is an RFC 9457 problem
 (``application/problem+json``), whatever went wrong: an unknown name (404), a bad body (400), a
-missing or weak token (401, 403, from the ops server's guard), or a bug (500, logged with its
-traceback, the answer saying only that). What the hub is doing comes from a ``HubView``, which
+missing or weak token (401, 403, from the ops server's guard), the hub's Kafka not answering
+(503 with Retry-After, logged at WARNING), or a bug (500, logged with its traceback, the answer
+saying only that). What the hub is doing comes from a ``HubView``, which
 the composition root (``bus.app``) provides: this package reads the hub only through it.
 
 Access: every call needs a token from ``ops.tokens`` (``Authorization: Bearer <token>``); a
@@ -23,9 +24,11 @@ from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from bus.documents import parse_json
+from bus.errors import RetryableError
 from bus.logs import REDACTOR
 from ops.api.models import (
     DeadLetterAction,
@@ -120,6 +123,9 @@ async def _problems(request: web.Request, handler: Callable[[web.Request], Await
             raise
         detail = exc.text if exc.text and exc.text != exc.reason else f"{request.method} {request.path}: {exc.reason.lower()}"
         return problem(exc.status, detail, request.path)
+    except (KafkaError, RetryableError) as exc:  # the hub's Kafka does not answer: try again, not a bug of the hub
+        log.warning("management API: %s %s: Kafka did not answer (%r)", request.method, request.path, exc)
+        return problem(503, f"the hub's Kafka did not answer ({exc}): try again shortly", request.path, **{"Retry-After": "5"})
     except Exception:
         log.exception("management API: %s %s failed", request.method, request.path)
         return problem(500, "the hub failed to answer this request (its log has the details)", request.path)

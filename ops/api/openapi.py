@@ -35,6 +35,7 @@ _ERRORS = {
     "401": {"description": "No token, or an unknown one.", "content": _PROBLEM},
     "403": {"description": "The token may not do this.", "content": _PROBLEM},
     "500": {"description": "The hub failed to answer.", "content": _PROBLEM},
+    "503": {"description": "The hub's Kafka did not answer: try again (Retry-After).", "content": _PROBLEM},
 }
 
 

@@ -207,3 +207,28 @@ async def test_redis_entries_held_through_a_kafka_outage_are_not_taken_over(tmp_
     finally:
         await client.delete(stream)
         await client.aclose()
+
+
+async def test_the_management_api_says_503_when_the_hubs_kafka_does_not_answer(tmp_path: Path) -> None:
+    """A redelivery or a dead-letter replay asked while the hub is cut off from Kafka: 503 with
+    Retry-After and the reason (it was a 500, "the hub failed", with a traceback in the log)."""
+    target = await Target().start()
+    try:
+        async with broker_behind_proxy() as (broker, proxy):
+            config = payment_hub_config(broker.bootstrap, target.url)
+            config["ops"]["tokens"] = [{"name": "admin", "token": "outage-admin-token", "scope": "write"}]
+            async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+                proxy.cut = True
+                proxy.sever()
+                admin = {"Authorization": "Bearer outage-admin-token"}
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", timeout=60) as api:
+                    for path, body in (
+                        ("/subscribers/erp/redeliver", {"since": "2026-01-01T00:00:00Z", "dry_run": True}),
+                        ("/dead-letters/replay", {"subscriber": "erp", "dry_run": True}),
+                    ):
+                        answer = await api.post(path, json=body, headers=admin)
+                        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5", (path, answer.text)
+                        assert "Kafka did not answer" in answer.json()["detail"], answer.text
+                proxy.cut = False
+    finally:
+        await target.stop()
