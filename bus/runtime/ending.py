@@ -27,7 +27,13 @@ WEBHOOK_DRAIN_S = 8.0  # webhook requests in progress
 
 async def finish(task: asyncio.Task[Any], *, within: float, grace: float = 5.0) -> None:
     """Wait up to ``within`` seconds for ``task`` to end by itself (it was told to stop), then
-    cancel it (``cancel``, bounded by ``grace``)."""
+    cancel it (``cancel``, bounded by ``grace``). ``within`` 0: cancelled where it waits now,
+    without a turn first (a read waiting for its source whose answer just came would take that
+    turn to hand the records to Kafka, and be cancelled before their acknowledgements and its
+    position: every record read again at the next start)."""
+    if within <= 0:
+        await cancel(task, within=grace)
+        return
     try:
         await asyncio.wait({task}, timeout=within)
     except asyncio.CancelledError:

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from bus.runtime.ending import cancel, finish
+from bus.runtime.ending import cancel, finish, finish_read
 
 
 async def test_a_task_that_holds_on_to_its_cancellation_does_not_hold_the_stop(caplog: pytest.LogCaptureFixture) -> None:
@@ -85,3 +85,23 @@ async def test_cancel_waits_for_a_task_that_cleans_up_after_its_cancellation() -
     await asyncio.sleep(0)
     await cancel(task, within=5)
     assert task.cancelled() and cleaned == [True]
+
+
+async def test_a_read_holding_nothing_is_cancelled_where_it_waits_without_another_step() -> None:
+    """The source's answer came just as the stop did: the read, holding nothing when told to stop,
+    was given a turn first, handed the records to Kafka in it, and was cancelled before their
+    acknowledgements and its position (a sql_poll restarted after a clean stop published a page
+    twice; seen in CI on a loaded machine)."""
+    answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    handed: list[str] = []
+
+    async def read() -> None:
+        await answer  # waiting for the source
+        handed.append("records")  # what it would hand to Kafka
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(read())
+    await asyncio.sleep(0)  # the read waits for its source
+    answer.set_result(None)  # which answers now, as the stop comes
+    await finish_read(task, holding=False)
+    assert task.cancelled() and handed == []
