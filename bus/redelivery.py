@@ -32,7 +32,7 @@ one entry per key after it, never the records themselves (read twice instead).
 
 from __future__ import annotations
 
-__all__ = ["Redeliverer", "Redelivery", "SupersededCopy"]
+__all__ = ["Redeliverer", "Redelivery", "SupersededCopy", "checked_window", "keep_order", "records", "settle", "window_starts"]
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
@@ -147,12 +147,7 @@ class Redeliverer:
         include_superseded: bool = False,
         keys: Collection[str] = (),
     ) -> Redelivery:
-        since, until = _aware(since), _aware(until) if until is not None else None
-        now = datetime.now(UTC)
-        if since > now:
-            raise ValueError(f"since ({since.isoformat()}) is in the future: nothing was delivered after it yet")
-        if until is not None and until <= since:
-            raise ValueError(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
+        since, until = checked_window(since, until)
         outcome = Redelivery(subscriber, since, until, dry_run, keys=sorted(keys))
         topic = self._names.delivery(subscriber)
         consumer = make_consumer(self._kafka, self._bootstrap, group_id=None, fetch_max_wait_ms=_FETCH_WAIT_MS)
@@ -163,7 +158,7 @@ class Redeliverer:
                 raise LookupError(f"subscriber {subscriber!r} has no delivery topic {topic!r}: nothing was ever routed to it")
             committed = await self._committed(subscriber, partitions)
             window = _Window(_millis(since), _millis(until) if until is not None else None, {k.encode() for k in keys} or None)
-            starts = await self._starts(consumer, partitions, window.since_ms)
+            starts = await window_starts(consumer, partitions, window.since_ms)
             parts = [_Partition(tp, committed[tp], *starts[tp]) for tp in partitions]
             dead = await self._dead_offsets(subscriber, parts)
             for part in parts:
@@ -211,35 +206,6 @@ class Redeliverer:
                     offsets[origin[1]].add(origin[2])
         return offsets
 
-    async def _starts(
-        self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since_ms: int
-    ) -> dict[TopicPartition, tuple[int | None, int]]:
-        """Per partition, the first offset that can be in the window (None: no record is as late
-        as ``since``) and the first offset still kept. Kafka's answer to "the first record at or
-        after ``since``", checked by the record before it; where that answer cannot be trusted (no
-        timestamp given back, as the embedded broker answers for a time after its last record, or
-        the record before it in the window too), the partition's start: every record is checked
-        against the window anyway. The offsets are asked for all partitions at once and before any
-        is assigned: a consumer with a fetch in flight has its other requests answered after that
-        fetch (a whole fetch wait each on the embedded broker)."""
-        beginnings = await consumer.beginning_offsets(partitions)
-        ends = await consumer.end_offsets(partitions)
-        # Empty: the embedded broker's latest offset can be too low, never below a record that is there.
-        kept = [tp for tp in partitions if ends[tp] > beginnings[tp]]
-        found = await consumer.offsets_for_times({tp: since_ms for tp in kept}) if kept else {}
-        starts: dict[TopicPartition, tuple[int | None, int]] = {tp: (None, beginnings[tp]) for tp in partitions}
-        for tp in kept:
-            answer, beginning = found.get(tp), beginnings[tp]
-            if answer is None:
-                continue
-            if answer.timestamp < 0 or answer.offset <= beginning:
-                starts[tp] = (beginning, beginning)
-                continue
-            before = await _one(consumer, tp, answer.offset - 1)
-            trusted = before is not None and before.timestamp < since_ms
-            starts[tp] = (int(answer.offset) if trusted else beginning, beginning)
-        return starts
-
     async def _choose(
         self,
         consumer: AIOKafkaConsumer,
@@ -261,7 +227,7 @@ class Redeliverer:
         chosen_offsets: set[int] = set()
         newest: dict[bytes, tuple[int, str]] = {}  # key -> its latest record outside the window that reached the target or will
         first_seen: Record | None = None
-        async for record in _records(consumer, tp, start):
+        async for record in records(consumer, tp, start):
             first_seen = first_seen or record
             part.read_to = record.offset + 1
             in_window = window.holds(record)
@@ -309,18 +275,18 @@ class Redeliverer:
         try:
             await consumer.start()
             pending: list[tuple[bytes | None, Awaitable[Any]]] = []
-            async for record in _records(consumer, tp, part.chosen[0], last=part.chosen[-1]):
+            async for record in records(consumer, tp, part.chosen[0], last=part.chosen[-1]):
                 if record.offset not in wanted:
                     continue
                 pending.append((record.key, await producer.send(tp.topic, record.value, key=record.key, partition=tp.partition,
                                                                 headers=_copy_headers(record))))  # fmt: skip
                 if len(pending) >= _SEND_CHUNK:
-                    copies.update(await _settle(pending))
+                    copies.update(await settle(pending))
                     outcome.sent += len(pending)
                     pending = []
                     if outcome.sent % (10 * _SEND_CHUNK) == 0:
                         self._progress(f"{outcome.sent:,} of {outcome.to_send:,} sent again")
-            copies.update(await _settle(pending))
+            copies.update(await settle(pending))
             outcome.sent += len(pending)
         finally:
             await stop_consumer(consumer)
@@ -331,39 +297,97 @@ class Redeliverer:
     ) -> None:
         """Live events of a copied key that reached the partition after the first read and ahead
         of a copy of that key: copied again behind it, so the key's newest event is delivered last."""
-        last_copy: dict[bytes, int] = {}
-        for offset, key in copies.items():
-            if key is not None:
-                last_copy[key] = max(offset, last_copy.get(key, -1))
-        ours, start = set(copies), part.read_to
-        for _ in range(_ORDER_ROUNDS):
-            if not last_copy:
-                return
-            end = max(last_copy.values())
-            overtaken: list[Record] = []
-            consumer = make_consumer(self._kafka, self._bootstrap, group_id=None, fetch_max_wait_ms=_FETCH_WAIT_MS)
-            try:
-                await consumer.start()
-                async for record in _records(consumer, part.tp, start, last=end):
-                    if record.offset in ours or record.key is None or record.offset in dead:
-                        continue
-                    if last_copy.get(record.key, -1) > record.offset:
-                        overtaken.append(record)
-            finally:
-                await stop_consumer(consumer)
-            if not overtaken:
-                return
-            pending = [(r.key, await producer.send(part.tp.topic, r.value, key=r.key, partition=part.tp.partition,
-                                                   headers=_copy_headers(r))) for r in overtaken]  # fmt: skip
-            again = await _settle(pending)
-            outcome.kept_in_order += len(again)
-            ours |= set(again)
-            start = end + 1
-            last_copy = {key: offset for offset, key in again.items() if key is not None}
-        log.warning(
-            "redelivery to %s: live events of copied keys kept overtaking the copies; the order of the last ones is not checked",
-            part.tp.topic,
+        outcome.kept_in_order += await keep_order(
+            self._kafka, self._bootstrap, producer, part.tp, start=part.read_to, copies=copies, leave=lambda record: record.offset in dead
         )
+
+
+async def keep_order(
+    kafka: KafkaConfig,
+    bootstrap: str,
+    producer: AIOKafkaProducer,
+    tp: TopicPartition,
+    *,
+    start: int,
+    copies: dict[int, bytes | None],
+    leave: Callable[[Record], bool],
+) -> int:
+    """After copies (offset -> key) were written to the end of ``tp``: the live events of a copied
+    key found from ``start`` on and ahead of that key's last copy are copied again behind it, so
+    each key's newest event is the last one delivered; ``leave`` names records not to copy (a
+    dead letter's original, a record the caller saw before it wrote). Returns how many were
+    copied again."""
+    last_copy: dict[bytes, int] = {}
+    for offset, key in copies.items():
+        if key is not None:
+            last_copy[key] = max(offset, last_copy.get(key, -1))
+    ours, again_total = set(copies), 0
+    for _ in range(_ORDER_ROUNDS):
+        if not last_copy:
+            return again_total
+        end = max(last_copy.values())
+        overtaken: list[Record] = []
+        consumer = make_consumer(kafka, bootstrap, group_id=None, fetch_max_wait_ms=_FETCH_WAIT_MS)
+        try:
+            await consumer.start()
+            async for record in records(consumer, tp, start, last=end):
+                if record.offset in ours or record.key is None or leave(record):
+                    continue
+                if last_copy.get(record.key, -1) > record.offset:
+                    overtaken.append(record)
+        finally:
+            await stop_consumer(consumer)
+        if not overtaken:
+            return again_total
+        pending = [(r.key, await producer.send(tp.topic, r.value, key=r.key, partition=tp.partition,
+                                               headers=_copy_headers(r))) for r in overtaken]  # fmt: skip
+        again = await settle(pending)
+        again_total += len(again)
+        ours |= set(again)
+        start = end + 1
+        last_copy = {key: offset for offset, key in again.items() if key is not None}
+    log.warning("copies to %s: live events of copied keys kept overtaking the copies; the order of the last ones is not checked", tp.topic)
+    return again_total
+
+
+async def window_starts(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since_ms: int
+) -> dict[TopicPartition, tuple[int | None, int]]:
+    """Per partition, the first offset that can be in the window (None: no record is as late
+    as ``since``) and the first offset still kept. Kafka's answer to "the first record at or
+    after ``since``", checked by the record before it; where that answer cannot be trusted (no
+    timestamp given back, as the embedded broker answers for a time after its last record, or
+    the record before it in the window too), the partition's start: every record is checked
+    against the window anyway. The offsets are asked for all partitions at once and before any
+    is assigned: a consumer with a fetch in flight has its other requests answered after that
+    fetch (a whole fetch wait each on the embedded broker)."""
+    beginnings = await consumer.beginning_offsets(partitions)
+    ends = await consumer.end_offsets(partitions)
+    # Empty: the embedded broker's latest offset can be too low, never below a record that is there.
+    kept = [tp for tp in partitions if ends[tp] > beginnings[tp]]
+    found = await consumer.offsets_for_times({tp: since_ms for tp in kept}) if kept else {}
+    starts: dict[TopicPartition, tuple[int | None, int]] = {tp: (None, beginnings[tp]) for tp in partitions}
+    for tp in kept:
+        answer, beginning = found.get(tp), beginnings[tp]
+        if answer is None:
+            continue
+        if answer.timestamp < 0 or answer.offset <= beginning:
+            starts[tp] = (beginning, beginning)
+            continue
+        before = await _one(consumer, tp, answer.offset - 1)
+        trusted = before is not None and before.timestamp < since_ms
+        starts[tp] = (int(answer.offset) if trusted else beginning, beginning)
+    return starts
+
+
+def checked_window(since: datetime, until: datetime | None) -> tuple[datetime, datetime | None]:
+    """A window of time as asked (a time without a zone is UTC); ValueError for one that cannot hold anything."""
+    since, until = _aware(since), _aware(until) if until is not None else None
+    if since > datetime.now(UTC):
+        raise ValueError(f"since ({since.isoformat()}) is in the future: nothing was delivered after it yet")
+    if until is not None and until <= since:
+        raise ValueError(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
+    return since, until
 
 
 def _aware(moment: datetime) -> datetime:
@@ -376,7 +400,7 @@ def _copy_headers(record: Record) -> list[tuple[str, bytes]]:
     return [*((k, v) for k, v in record.headers or () if k != REPLAYED_FROM), (REPLAYED_FROM, position)]
 
 
-async def _settle(pending: list[tuple[bytes | None, Awaitable[Any]]]) -> dict[int, bytes | None]:
+async def settle(pending: list[tuple[bytes | None, Awaitable[Any]]]) -> dict[int, bytes | None]:
     """Wait for the copies sent: each one's offset (where it landed) and key."""
     done: dict[int, bytes | None] = {}
     for key, future in pending:
@@ -386,13 +410,13 @@ async def _settle(pending: list[tuple[bytes | None, Awaitable[Any]]]) -> dict[in
 
 
 async def _one(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> Record | None:
-    async with aclosing(_records(consumer, tp, offset, last=offset)) as records:  # closed here, not by the collector
-        async for record in records:
+    async with aclosing(records(consumer, tp, offset, last=offset)) as found:  # closed here, not by the collector
+        async for record in found:
             return record
     return None
 
 
-async def _records(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, *, last: int | None = None) -> AsyncGenerator[Record, None]:
+async def records(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, *, last: int | None = None) -> AsyncGenerator[Record, None]:
     """The records of ``tp`` from ``first`` up to ``last`` (default: the end), through the
     reader every state topic uses (bus.kafka.reader: its end is the fetch answers' high
     watermark), closed here when ``last`` is passed."""

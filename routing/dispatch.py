@@ -101,12 +101,21 @@ def _rewrite_headers(headers: Headers, route: str, schema: str, id_suffix: str |
     return out
 
 
+def _uncounted(schema: str, unmatched: bool) -> None:
+    return None
+
+
 class Dispatcher:
-    def __init__(self, router: Router, *, codec: Codec, topics: TopicNames, tables: Sequence[TableConfig] = ()) -> None:
+    def __init__(
+        self, router: Router, *, codec: Codec, topics: TopicNames, tables: Sequence[TableConfig] = (), metrics: bool = True
+    ) -> None:
         self.router = router
         self._codec = codec
         self._names = topics
-        ROUTE_COLLECTOR.watch(router)
+        if metrics:
+            ROUTE_COLLECTOR.watch(router)
+        else:  # a second look at past events (a backfill): the hub's routing metrics count the live flow only
+            self._count = _uncounted  # type: ignore[method-assign]
         self._buckets = {
             r.name: TokenBucket(r.config.throttle.rate, r.config.throttle.burst) for r in router.routes if r.config.throttle is not None
         }

@@ -11,6 +11,7 @@
     bus routes explain -c bus.yaml event.json                   which routes match an event, and what they emit
     bus dlq list|show|replay|purge -c bus.yaml [filters]        dead letters (or --hub URL: through the management API)
     bus redeliver SUBSCRIBER --since TIME -c bus.yaml           send a subscriber again what it was delivered
+    bus backfill SUBSCRIBER --since TIME --hub URL              give a subscriber what was routed before it joined
     bus migrate plan NAME -c bus.yaml                           a migration's dry run: what it would write, what refuse
     bus migrate run NAME -c bus.yaml                            the load: resumable, checked by reading back, with a report
     bus migrate rollback RUN -c bus.yaml                        put the targets back as they were before a run
@@ -172,6 +173,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     redeliver.add_argument("--json", action="store_true")
     redeliver.set_defaults(func=kafka_commands.redeliver)
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="give a subscriber the events its routes give it from what reached the canonical topics since a time (a system "
+        "that just joined): written at the end of its delivery topic, delivered by the running hub",
+    )
+    backfill.add_argument("subscriber", help="the outbound adapter's name")
+    backfill.add_argument("--since", required=True, help="reached the canonical topics at or after (ISO 8601; without a zone, UTC)")
+    backfill.add_argument("--until", help="and before (default: now)")
+    backfill.add_argument("--key", action="append", help="only the events of this key (repeatable): a customer's, an order's")
+    backfill.add_argument(
+        "--hub", required=True, help="the running hub's ops URL, e.g. http://127.0.0.1:9090 (its routes, schemas and tables are used)"
+    )
+    backfill.add_argument("--token-file", type=Path, help="a file holding the API token (default: $BUS_OPS_TOKEN)")
+    backfill.add_argument("--dry-run", action="store_true", help="say what would be written; write nothing")
+    backfill.add_argument(
+        "--include-superseded",
+        action="store_true",
+        help="write also events of a key whose later event the subscriber was delivered (they would put older data over newer)",
+    )
+    backfill.add_argument("--json", action="store_true")
+    backfill.set_defaults(func=kafka_commands.backfill)
 
     reconcile = sub.add_parser(
         "reconcile",

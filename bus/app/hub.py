@@ -122,6 +122,11 @@ class Hub:
         self._router_tables: TableStore | None = None
         self.connections: Connections | None = None  # OAuth2 connections (connections:), with their refreshers
 
+    @property
+    def router_tables(self) -> TableStore | None:
+        """The lookup tables this process routes with (None where it does not route)."""
+        return self._router_tables
+
     def _runs(self, role: Role) -> bool:
         return self.role in ("all", role)
 

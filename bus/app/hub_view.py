@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 
 from bus.adapter_api import AdapterRegistry
 from bus.apidocs import asyncapi_document, openapi_document
+from bus.app.backfill import Backfill, Backfiller
 from bus.app.leased_inbound import LeasedInbound
 from bus.app.source_pauses import PAUSE_INBOUND, SourcePauses
 from bus.codec import Codec
@@ -37,6 +38,8 @@ from bus.redelivery import Redeliverer, Redelivery
 from bus.runtime.control import write_control
 from bus.runtime.delivery import DeliveryWorker
 from ops.api.models import (
+    BackfillDone,
+    BackfillRequest,
     ConfigIssueOut,
     DeadLetterAction,
     DeadLetterDone,
@@ -44,6 +47,7 @@ from ops.api.models import (
     DeadLetterSummary,
     EventLineage,
     EventSearch,
+    FailedBackfill,
     InboundNode,
     InboundPauseState,
     LedgerBalance,
@@ -67,6 +71,7 @@ from ops.api.models import (
     UnsendableLetter,
     ValidationReport,
 )
+from routing.tables import TableStore
 from schemas.catalog import SchemaCatalog
 
 _ACTION_CHUNK = 1000  # dead letters replayed or purged at a time
@@ -103,6 +108,8 @@ class HubParts(Protocol):
     def bootstrap(self) -> str: ...
     @property
     def codec(self) -> Codec: ...
+    @property
+    def router_tables(self) -> TableStore | None: ...
 
 
 class Rates:
@@ -366,6 +373,32 @@ class HubView:
         )
         return redelivery_out(done, paused=name in self._hub.paused)
 
+    async def backfill(self, name: str, asked: BackfillRequest) -> BackfillDone | None:
+        """Give subscriber ``name`` the events its routes give it from the canonical topics' records
+        of the window ``asked`` gives, as `bus backfill` does (bus.app.backfill). None: no such subscriber."""
+        if not any(c.name == name for c in self._hub.loaded.outbound):
+            return None
+        since = datetime.fromisoformat(asked.since)
+        until = datetime.fromisoformat(asked.until) if asked.until else None
+        hub = self._hub.loaded.hub
+        kafka, live = hub.kafka, self._hub.router_tables
+        # The lookup tables as the router sees them now: this process's own when it routes, else read once.
+        store = live or TableStore(hub.tables, kafka=kafka, bootstrap=self._hub.bootstrap, topics=TopicNames(kafka.topic_prefix))
+        try:
+            if live is None:
+                await store.start()
+            backfiller = Backfiller(
+                kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix), routes=hub.routes, router=hub.router,
+                codec=self._hub.codec, tables=store.tables, table_configs=hub.tables,
+            )  # fmt: skip
+            done = await backfiller.backfill(
+                name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded, keys=asked.keys
+            )
+        finally:
+            if live is None:
+                await store.stop()
+        return backfill_out(done, paused=name in self._hub.paused)
+
     def _store(self) -> DeadLetters:
         kafka = self._hub.loaded.hub.kafka
         return DeadLetters(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix))
@@ -585,6 +618,34 @@ class HubView:
 def _oldest_first(letter: DeadLetter) -> tuple[str, str, int, int]:
     """Dead letters oldest first, in an order that does not change between calls (pages do not overlap)."""
     return (letter.failed_at or "", letter.subscriber, letter.partition, letter.offset)
+
+
+def backfill_out(done: Backfill, *, paused: bool = False) -> BackfillDone:
+    """A backfill's outcome as the management API and `bus backfill --json` give it."""
+    return BackfillDone(
+        subscriber=done.subscriber,
+        since=done.since.isoformat(),
+        until=done.until.isoformat() if done.until else None,
+        keys=done.keys,
+        dry_run=done.dry_run,
+        routes=done.routes,
+        left_out_routes=done.left_out_routes,
+        read=done.read,
+        not_routed=done.not_routed,
+        matched=done.matched,
+        to_send=done.to_send,
+        sent=done.sent,
+        already_delivered=done.already_delivered,
+        superseded=done.superseded,
+        superseded_events=[SupersededEvent(event_id=s.event_id, position=s.position, after=s.after) for s in done.superseded_samples],
+        failed=done.failed,
+        failed_events=[
+            FailedBackfill(event_id=f.event_id, position=f.position, route=f.route, reason=f.reason) for f in done.failed_samples
+        ],
+        kept_in_order=done.kept_in_order,
+        oldest_kept=done.oldest_kept.isoformat() if done.oldest_kept else None,
+        paused=paused,
+    )
 
 
 def redelivery_out(done: Redelivery, *, paused: bool = False) -> RedeliveryDone:

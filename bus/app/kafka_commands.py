@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 from typing import Any
+from urllib.parse import quote
 
 from bus.adapter_api import AdapterRegistry
 from bus.app.api_client import ApiClient, token_from
@@ -292,6 +293,70 @@ def redeliver(args: argparse.Namespace) -> int:
         print(f"bus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return _print_redelivery(found, args.json)
+
+
+def backfill(args: argparse.Namespace) -> int:
+    """``bus backfill SUBSCRIBER --since TIME --hub URL``: give a subscriber the events routed
+    before it could receive them (bus.app.backfill), through the running hub's API: the records
+    are routed with its routes, registered schemas and lookup tables."""
+    from datetime import datetime
+
+    try:
+        for moment in (args.since, args.until):
+            if moment is not None:
+                datetime.fromisoformat(moment)
+    except ValueError as exc:
+        print(f"bus: --since and --until take an ISO 8601 time, e.g. 2026-12-01T14:00:00+00:00: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    client = ApiClient(args.hub, token_from(args.token_file), timeout=3600)  # a busy history is read and routed before it answers
+    asked = {
+        "since": args.since,
+        "until": args.until,
+        "keys": args.key or None,
+        "dry_run": args.dry_run,
+        "include_superseded": args.include_superseded,
+    }
+    done = client.post(f"/subscribers/{quote(args.subscriber, safe='')}/backfill", {k: v for k, v in asked.items() if v is not None})
+    code = EXIT_RUNTIME if done.get("oldest_kept") or done.get("failed") else 0
+    if args.json:
+        print(json.dumps(done, indent=2))
+        return code
+    window = f"since {done['since']}" + (f" until {done['until']}" if done.get("until") else "")
+    if done.get("keys"):
+        window += f" of key(s) {', '.join(done['keys'])}"
+    verb = "would write" if done["dry_run"] else "wrote"
+    print(
+        f"{done['subscriber']}: {done['read']} record(s) reached the canonical topics {window}; "
+        f"routes {', '.join(done['routes'])} give it {done['matched']} event(s); {verb} {done['to_send']}"
+    )
+    for route, why in done.get("left_out_routes", {}).items():
+        print(f"  route {route} left out: {why}")
+    left = [
+        (done["already_delivered"], "already delivered (the same event id is on its delivery topic)"),
+        (done["superseded"], "superseded: it was delivered a later event of the same key (--include-superseded writes them)"),
+    ]
+    for count, why in left:
+        if count:
+            print(f"  left out: {count} {why}")
+    for event in done.get("superseded_events", [])[:20]:
+        print(f"    {event['event_id']} at {event['position']} (delivered after it: {event['after']})")
+    if done["failed"]:
+        print(f"  {done['failed']} event(s) a route failed on (nothing written for them):")
+        for event in done.get("failed_events", [])[:20]:
+            print(f"    {event['event_id']} at {event['position']}, route {event['route']}: {event['reason']}")
+    if done["kept_in_order"]:
+        print(f"  {done['kept_in_order']} live event(s) that reached the topic ahead of a written one of their key written again behind it")
+    if done["not_routed"]:
+        print(f"  {done['not_routed']} record(s) of the window are not routed yet: the router gives them to every subscriber")
+    if done.get("paused"):
+        print("  the subscriber is paused: the events wait until it is resumed")
+    if done.get("oldest_kept"):
+        print(
+            f"bus: Kafka no longer holds what reached the canonical topics before {done['oldest_kept']} (the topics' retention): "
+            "that part of the window cannot be backfilled",
+            file=sys.stderr,
+        )
+    return code
 
 
 def _print_redelivery(done: dict[str, Any], as_json: bool) -> int:

@@ -31,6 +31,8 @@ from bus.documents import parse_json
 from bus.errors import RetryableError
 from bus.logs import REDACTOR
 from ops.api.models import (
+    BackfillDone,
+    BackfillRequest,
     DeadLetterAction,
     DeadLetterDone,
     DeadLetterPage,
@@ -81,6 +83,8 @@ class HubView(Protocol):
     async def reconcile(self, subscriber: str | None, window_s: int) -> list[ReconcileBalance]: ...
 
     async def redeliver(self, name: str, asked: RedeliveryRequest) -> RedeliveryDone | None: ...
+
+    async def backfill(self, name: str, asked: BackfillRequest) -> BackfillDone | None: ...
 
     def running_config(self) -> dict[str, Any]: ...
 
@@ -307,6 +311,35 @@ def api_app(view: HubView) -> web.Application:
             )
         return _answer(done)
 
+    async def post_backfill(request: web.Request) -> web.Response:
+        """Give a subscriber the events routed before it could receive them (`bus backfill`)."""
+        name = request.match_info["name"]
+        try:
+            asked = BackfillRequest.model_validate(parse_json(await request.read()) if request.can_read_body else {})
+            for moment in (asked.since, asked.until):
+                if moment is not None:
+                    datetime.fromisoformat(moment)
+        except ValueError as exc:  # JSON that does not parse, a ValidationError, a time that is not one
+            raise ApiError(400, f'send a JSON object {{"since": "<RFC 3339 time>", "until": ..., "dry_run": ...}}: {exc}') from None
+        try:
+            done = await view.backfill(name, asked)
+        except ValueError as exc:  # a window that cannot hold anything, a subscriber no route can backfill
+            raise ApiError(400, str(exc)) from None
+        except LookupError as exc:
+            raise ApiError(404, str(exc)) from None
+        if done is None:
+            known = ", ".join(n.name for n in (await view.topology()).subscribers) or "none"
+            raise ApiError(404, f"no subscriber named {name!r} (subscribers: {known})")
+        if not done.dry_run:
+            log.warning(
+                "audit: %s backfilled %d event(s) to subscriber %s (%s)",
+                request.get(TOKEN_NAME, "unknown"),
+                done.sent,
+                name,
+                asked.model_dump_json(exclude_defaults=True),
+            )
+        return _answer(done)
+
     async def get_reconcile(request: web.Request) -> web.Response:
         window = query_int(request, "window_s", 900, 1, 31 * 86400)
         try:
@@ -352,5 +385,6 @@ def api_app(view: HubView) -> web.Application:
     app.router.add_post("/config/validate", post_validate)
     app.router.add_post(r"/subscribers/{name}/{action:pause|resume}", post_pause)
     app.router.add_post(r"/subscribers/{name}/redeliver", post_redeliver)
+    app.router.add_post(r"/subscribers/{name}/backfill", post_backfill)
     app.router.add_post(r"/inbound/{name}/{action:pause|resume}", post_inbound_pause)
     return app

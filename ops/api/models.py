@@ -4,6 +4,8 @@ them (``ops.api.openapi``), never written by hand, and every answer is one of th
 from __future__ import annotations
 
 __all__ = [
+    "BackfillDone",
+    "BackfillRequest",
     "ConfigIssueOut",
     "DeadLetterAction",
     "DeadLetterDone",
@@ -11,6 +13,7 @@ __all__ = [
     "DeadLetterSummary",
     "EventLineage",
     "EventSearch",
+    "FailedBackfill",
     "InboundNode",
     "InboundPauseState",
     "LedgerBalance",
@@ -313,6 +316,56 @@ class RedeliveryDone(_Out):
         default=None, description="Set when Kafka no longer holds the start of the window (retention): the oldest time it holds."
     )
     paused: bool = Field(default=False, description="The subscriber is paused: the copies wait until it is resumed.")
+
+
+class BackfillRequest(_Out):
+    """Which events routed before a subscriber could receive them to give it now (a system that just joined)."""
+
+    since: str = Field(description="Reached the canonical topics at or after (RFC 3339; without a zone, UTC).")
+    until: str | None = Field(default=None, description="And before (RFC 3339; default: now).")
+    keys: list[str] = Field(default_factory=list, description="Only the events of these keys (a customer's, an order's); default all.")
+    dry_run: bool = Field(default=False, description="Say what would be written; write nothing.")
+    include_superseded: bool = Field(
+        default=False,
+        description="Write also events of a key whose later event the subscriber was delivered (they would put older data over newer).",
+    )
+
+
+class FailedBackfill(_Out):
+    event_id: str
+    position: str = Field(description="The canonical record's topic/partition/offset.")
+    route: str
+    reason: str = Field(description="Why the route failed on it, as a live route's dead letter says it.")
+
+
+class BackfillDone(_Out):
+    subscriber: str
+    since: str
+    until: str | None
+    keys: list[str] = Field(default_factory=list, description="Only these keys' records were looked at; empty: every key.")
+    dry_run: bool
+    routes: list[str] = Field(description="The subscriber's routes the records went through (as they are configured now).")
+    left_out_routes: dict[str, str] = Field(
+        default_factory=dict, description="The subscriber's routes a backfill cannot go through, and why."
+    )
+    read: int = Field(description="Canonical records of the window the router has routed.")
+    not_routed: int = Field(description="Records of the window the router has not routed yet: it will, to every subscriber.")
+    matched: int = Field(description="Events the routes give the subscriber for those records.")
+    to_send: int = Field(description="Of those, the ones written (or, on a dry run, that would be).")
+    sent: int = Field(description="Events written to the delivery topic (0 on a dry run); the hub delivers them as any event.")
+    already_delivered: int = Field(description="Left out: the subscriber's delivery topic already holds the same event id.")
+    superseded: int = Field(description="Left out: the subscriber was delivered a later event of the same key (see include_superseded).")
+    superseded_events: list[SupersededEvent] = Field(default_factory=list, description="The first 100 of them.")
+    failed: int = Field(description="A route failed on the record (a transform error): nothing written for it.")
+    failed_events: list[FailedBackfill] = Field(default_factory=list, description="The first 100 of them, with why.")
+    kept_in_order: int = Field(
+        description="Live events of a written key that reached the topic ahead of its copy, written again behind it "
+        "(the newest stays last)."
+    )
+    oldest_kept: str | None = Field(
+        default=None, description="Set when Kafka no longer holds the start of the window (retention): the oldest time it holds."
+    )
+    paused: bool = Field(default=False, description="The subscriber is paused: the events wait until it is resumed.")
 
 
 class ReconcileBalance(BaseModel):

@@ -10,6 +10,8 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from ops.api.models import (
+    BackfillDone,
+    BackfillRequest,
     DeadLetterAction,
     DeadLetterDone,
     DeadLetterPage,
@@ -100,6 +102,8 @@ def openapi_document() -> dict[str, Any]:
         DeadLetterDone,
         RedeliveryRequest,
         RedeliveryDone,
+        BackfillRequest,
+        BackfillDone,
         ReconcileBalance,
         EventLineage,
         EventSearch,
@@ -157,6 +161,21 @@ def openapi_document() -> dict[str, Any]:
                         **_ok(_ref(RedeliveryDone), "What the window held, what was sent again and what was left out, and why."),
                         **bad_body,
                         "404": {"description": "No such subscriber, or nothing was ever routed to it.", "content": _PROBLEM},
+                    },
+                }
+            },
+            "/subscribers/{name}/backfill": {
+                "post": {
+                    "operationId": "backfillSubscriber",
+                    "summary": "Give the subscriber the events its routes give it from what reached the canonical topics in a window "
+                    "of time (a system that just joined), as `bus backfill`: written at the end of its delivery topic, delivered "
+                    "like any event; what it already has, or has newer, is left out. Needs a write token; try `dry_run: true` first.",
+                    "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(BackfillRequest)}}},
+                    "responses": {
+                        **_ok(_ref(BackfillDone), "What the window held, what was written and what was left out, and why."),
+                        **bad_body,
+                        "404": {"description": "No such subscriber, or it has no delivery topic.", "content": _PROBLEM},
                     },
                 }
             },

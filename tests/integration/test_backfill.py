@@ -1,0 +1,134 @@
+"""`bus backfill`: a system that joins the hub gets the events routed before it joined, from the
+canonical topics, through its own routes (their transforms as configured now), without what it
+already has, without older data over newer, and without any other subscriber seeing them again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bus.app.cli import main
+from tests.integration.test_delivery import post
+from tests.support.hub import build_hub, payment, payment_hub_config, write_config
+from tests.support.target import Call, Target
+
+WRITE = "write-token-backfill"
+
+
+async def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, list(args))  # main() runs its own event loop
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+async def routed_dry_run(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    """A dry run once the router has routed (and committed) every record of the window."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        code, out, err = await cli(capsys, "backfill", *args, "--dry-run", "--json")
+        assert code in (0, 1), err
+        found: dict[str, Any] = json.loads(out)
+        if found["not_routed"] == 0:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, found
+        await asyncio.sleep(0.3)
+
+
+async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held: dict[str, int] = {}  # what the CRM holds by payment: an upsert, the last write wins
+
+    def answer(call: Call) -> tuple[int, dict[str, object]]:
+        if call.path == "/crm":
+            held[call.body["id"]] = call.body["amount"]
+        return 201, {}
+
+    target = await Target(answer=answer).start()
+    before = payment_hub_config(bootstrap, target.url)
+    before["ops"]["tokens"] = [{"name": "admin", "token": WRITE, "scope": "write"}]
+    path = write_config(tmp_path / "bus.yaml", before)
+    crm = lambda: [c for c in target.accepted if c.path == "/crm"]  # noqa: E731
+    erp = lambda: [c for c in target.accepted if c.path == "/erp"]  # noqa: E731
+    since = datetime.now(UTC)
+    try:
+        async with build_hub(path) as hub:
+            await post(hub, *(payment(i) for i in range(6)))
+            await post(hub, {**payment(1, amount=160_000), "id": "evt_1b"})  # pi_1's newer state, in order after evt_1
+            await post(hub, {**payment(5, amount=999), "id": "evt_5c"})  # the CRM route's transform fails on this one
+            await target.wait_for(lambda: len(erp()) == 7)
+        erp_before = len(erp())
+
+        # The CRM joins: a route of its own, whose transform fails on an amount of 999.
+        after = json.loads(json.dumps(before))
+        after["outbound"].append(
+            {"name": "crm", "type": "http", "url": f"{target.url}/crm", "body": {"id": "payment_id", "amount": "amount", "event": "$id"}}
+        )
+        after["routes"].append(
+            {
+                "name": "payments-to-crm",
+                "from": "Payment",
+                "to": ["crm"],
+                "transform": {
+                    "map": {
+                        "payment_id": "payment_id",
+                        "amount": "amount + 0 * (amount % (amount - 999))",
+                        "currency": "currency",
+                        "customer_id": "customer_id",
+                        "status": "status",
+                    }
+                },
+            }
+        )
+        write_config(path, after)
+        async with build_hub(path) as hub:
+            await post(hub, payment(6), {**payment(2, amount=170_000), "id": "evt_2b"})  # live: the CRM gets these at once
+            await target.wait_for(lambda: len(crm()) == 2)
+            assert held == {"pi_6": 150_000, "pi_2": 170_000}
+            hub_url = f"http://127.0.0.1:{hub.ops.port}"
+            (tmp_path / "token").write_text(WRITE)
+            asked = ["crm", "--since", since.isoformat(), "--hub", hub_url, "--token-file", str(tmp_path / "token")]
+
+            dry = await routed_dry_run(capsys, *asked)
+            # 10 records: evt_0..evt_5, evt_1b, evt_5c (999), evt_6, evt_2b. The route gives the CRM
+            # one event for each but the 999, on which it fails; evt_6 and evt_2b it has; evt_2 came before evt_2b.
+            assert (dry["read"], dry["matched"], dry["failed"]) == (10, 9, 1), dry
+            assert (dry["already_delivered"], dry["superseded"], dry["to_send"], dry["sent"]) == (2, 1, 6, 0), dry
+            assert [(e["event_id"], e["after"]) for e in dry["superseded_events"]] == [("evt_2", "evt_2b")], dry
+            assert dry["failed_events"][0]["route"] == "payments-to-crm" and dry["failed_events"][0]["event_id"] == "evt_5c", dry
+            assert dry["routes"] == ["payments-to-crm"], dry
+            await asyncio.sleep(1)
+            assert len(crm()) == 2  # a dry run writes nothing
+
+            code, out, _ = await cli(capsys, "backfill", *asked)
+            assert code == 1, out  # a route failed on one record: said, and the exit code says so
+            assert "wrote 6" in out and "left out: 2 already delivered" in out and "evt_2 at" in out and "evt_5c at" in out, out
+            await target.wait_for(lambda: len(crm()) == 8)
+            # pi_1 in the canonical order (evt_1 then evt_1b), pi_2 still its newest, pi_5 as evt_5 had it
+            assert held == {"pi_0": 150_000, "pi_1": 160_000, "pi_2": 170_000, "pi_3": 150_000, "pi_4": 150_000,
+                            "pi_5": 150_000, "pi_6": 150_000}  # fmt: skip
+            events = [c.body["event"] for c in crm()]
+            assert events.index("evt_1") < events.index("evt_1b"), events
+            await asyncio.sleep(1)
+            assert len(erp()) == erp_before + 2, [c.body for c in erp()]  # the two live events; no history again
+
+            again = await routed_dry_run(capsys, *asked)
+            assert (again["to_send"], again["already_delivered"]) == (0, 8), again  # a second backfill writes nothing
+
+            # Through the API, with a window that cannot hold anything: refused with why.
+            async with httpx.AsyncClient(base_url=f"{hub_url}/api/v1", headers={"Authorization": f"Bearer {WRITE}"}) as api:
+                refused = await api.post("/subscribers/crm/backfill", json={"since": "2999-01-01T00:00:00Z"})
+                assert refused.status_code == 400 and "future" in refused.json()["detail"], refused.text
+                unknown = await api.post("/subscribers/nobody/backfill", json={"since": since.isoformat()})
+                assert unknown.status_code == 404, unknown.text
+                support = await api.post("/subscribers/support/backfill", json={"since": since.isoformat(), "dry_run": True})
+                assert support.status_code == 200 and support.json()["routes"] == ["failed"], support.text
+    finally:
+        await target.stop()
