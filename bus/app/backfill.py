@@ -31,7 +31,7 @@ choose, once to write) rather than held.
 
 from __future__ import annotations
 
-__all__ = ["Backfill", "Backfiller", "FailedCopy"]
+__all__ = ["Backfill", "Backfiller", "FailedCopy", "routes_to"]
 
 import logging
 from collections.abc import Awaitable, Callable, Collection
@@ -120,6 +120,20 @@ class _Run:
     delivered: _Delivered = field(default_factory=_Delivered)
 
 
+def routes_to(routes: list[RouteConfig], subscriber: str) -> tuple[list[RouteConfig], dict[str, str]]:
+    """The routes a backfill of ``subscriber`` goes through, and those it leaves out, with why."""
+    wanted: list[RouteConfig] = []
+    left_out: dict[str, str] = {}
+    for route in routes:
+        if subscriber not in route.to:
+            continue
+        if route.aggregate is not None:
+            left_out[route.name] = "it aggregates events over a window or a count, which a part of history cannot make again"
+        else:
+            wanted.append(route)
+    return wanted, left_out
+
+
 def _header(record: Any, name: str) -> bytes | None:
     for key, value in record.headers or ():
         if key == name:
@@ -155,19 +169,6 @@ class Backfiller:
         )
         self._progress = progress or (lambda _: None)
 
-    def routes_to(self, subscriber: str) -> tuple[list[RouteConfig], dict[str, str]]:
-        """The routes a backfill of ``subscriber`` goes through, and those it leaves out, with why."""
-        wanted: list[RouteConfig] = []
-        left_out: dict[str, str] = {}
-        for route in self._routes:
-            if subscriber not in route.to:
-                continue
-            if route.aggregate is not None:
-                left_out[route.name] = "it aggregates events over a window or a count, which a part of history cannot make again"
-            else:
-                wanted.append(route)
-        return wanted, left_out
-
     async def backfill(
         self,
         subscriber: str,
@@ -179,7 +180,7 @@ class Backfiller:
         keys: Collection[str] = (),
     ) -> Backfill:
         since, until = checked_window(since, until)
-        wanted, left_out = self.routes_to(subscriber)
+        wanted, left_out = routes_to(self._routes, subscriber)
         if not wanted:
             why = "; ".join(f"{name}: {reason}" for name, reason in left_out.items())
             raise ValueError(f"no route delivers to {subscriber!r} that a backfill can go through" + (f" ({why})" if why else ""))

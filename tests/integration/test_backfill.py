@@ -104,6 +104,8 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
             assert [(e["event_id"], e["after"]) for e in dry["superseded_events"]] == [("evt_2", "evt_2b")], dry
             assert dry["failed_events"][0]["route"] == "payments-to-crm" and dry["failed_events"][0]["event_id"] == "evt_5c", dry
             assert dry["routes"] == ["payments-to-crm"], dry
+            one_key = await routed_dry_run(capsys, *asked, "--key", "pi_1")  # one payment's history only
+            assert (one_key["read"], one_key["to_send"], one_key["keys"]) == (2, 2, ["pi_1"]), one_key
             await asyncio.sleep(1)
             assert len(crm()) == 2  # a dry run writes nothing
 
@@ -121,6 +123,8 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
 
             again = await routed_dry_run(capsys, *asked)
             assert (again["to_send"], again["already_delivered"]) == (0, 8), again  # a second backfill writes nothing
+            anyway = await routed_dry_run(capsys, *asked, "--include-superseded")
+            assert (anyway["to_send"], anyway["superseded"]) == (1, 0), anyway  # evt_2, older than what the CRM holds
 
             # Through the API, with a window that cannot hold anything: refused with why.
             async with httpx.AsyncClient(base_url=f"{hub_url}/api/v1", headers={"Authorization": f"Bearer {WRITE}"}) as api:

@@ -97,7 +97,8 @@ function reasonField(kept) {
       placeholder: "e.g. ERP maintenance until 14:00, ticket OPS-123",
       oninput: (e) => { kept.text = e.target.value; } }));
 }
-const typing = () => ["pause-reason", "redeliver-since", "redeliver-until", "redeliver-keys"].includes(document.activeElement?.id);
+const typing = () => ["pause-reason", "redeliver-since", "redeliver-until", "redeliver-keys", "backfill-since", "backfill-until",
+  "backfill-keys"].includes(document.activeElement?.id);
 // A datetime-local field's value (the browser's own zone) as RFC 3339 in UTC; "" stays "".
 const utc = (local) => (local ? new Date(local).toISOString() : "");
 // What a redelivery left out, in words (the API's counts).
@@ -107,6 +108,38 @@ const leftOutText = (done) => [
   [done.earlier_copies, "already sent again by an earlier redelivery"],
   [done.not_settled, "still on their way"],
 ].filter(([count]) => count).map(([count, why]) => `${count} ${why}`).join("; ");
+// What a backfill left out, in words (the API's counts).
+const backfillLeftOutText = (done) => [
+  [done.already_delivered, "already delivered"],
+  [done.superseded, "superseded: it was delivered a later event of the same key"],
+  [done.not_routed, "not routed yet (the router gives them to every subscriber)"],
+  [done.failed, `a route failed on them (${(done.failed_events || []).slice(0, 3).map((x) => `${x.event_id}: ${x.reason}`).join("; ")})`],
+].filter(([count]) => count).map(([count, why]) => `${count} ${why}`).join("; ");
+// The two actions on a window of time, worded for each (the same fields, a dry run confirmed first).
+const WINDOW_ACTIONS = {
+  redeliver: {
+    title: "Send again what it was delivered",
+    about: "For a target that lost what it got (restored from a backup, an import rolled back): the events it was "
+      + "delivered in the window are sent again, in their order, through every replica. Dead letters and events a later "
+      + "event of their key came after are left out.",
+    button: "Send again…", yes: "Yes, send again", confirm: "Confirm sending again", missing: "Give the time since when the target lost what it was delivered.",
+    reading: "Reading what the window holds…", doing: "Sending again…",
+    would: (d) => `${d.to_send} of the ${d.matched} event(s) delivered in the window would be sent again`,
+    did: (d, name) => `Sent again ${d.sent} event(s) to ${name}.`,
+    left: leftOutText,
+  },
+  backfill: {
+    title: "Give it the history (a system that joined later)",
+    about: "The events its routes give it from what reached the hub in the window, before it could receive them, are "
+      + "written for it alone, in their order. What it already has, and older events of a key it already has a newer "
+      + "event of, are left out.",
+    button: "Backfill…", yes: "Yes, backfill", confirm: "Confirm the backfill", missing: "Give the time since when it should have the history.",
+    reading: "Routing what the window holds…", doing: "Backfilling…",
+    would: (d) => `${d.to_send} of the ${d.matched} event(s) its routes (${d.routes.join(", ")}) give it from the window would be written`,
+    did: (d, name) => `Backfilled ${d.sent} event(s) to ${name}.`,
+    left: backfillLeftOutText,
+  },
+};
 const needsAttention = (s) => !["healthy", "not_running_here"].includes(s.state) || (lettersByName && lettersByName[s.name] > 0);
 
 // -- sign in -----------------------------------------------------------------------------------
@@ -308,7 +341,8 @@ async function showSubscriber(name) {
   const reason = { text: "" };
   let confirming = null; // {action, where, matched}
   let leftOut = []; // letters the last replay left out: a later event of their key came after them
-  const resend = { since: "", until: "", keys: "", dry: null }; // the window typed, and its dry run while it is confirmed
+  // Per window action (WINDOW_ACTIONS): the window typed, and its dry run while it is confirmed.
+  const windows = { redeliver: { since: "", until: "", keys: "", dry: null }, backfill: { since: "", until: "", keys: "", dry: null } };
   const draw = async () => {
     const sub = await api(`/subscribers/${encodeURIComponent(name)}`);
     const page = await api(`/dead-letters?subscriber=${encodeURIComponent(name)}&limit=200`);
@@ -367,28 +401,8 @@ async function showSubscriber(name) {
         sub.state === "paused"
           ? h("button", { id: "resume", type: "button", onclick: () => steer("resume") }, "Resume deliveries")
           : [reasonField(reason), h("button", { id: "pause", type: "button", onclick: () => steer("pause") }, "Pause deliveries")]),
-      h("h3", {}, "Send again what it was delivered"),
-      h("p", {}, "For a target that lost what it got (restored from a backup, an import rolled back): the events it was ",
-        "delivered in the window are sent again, in their order, through every replica. Dead letters and events a later ",
-        "event of their key came after are left out."),
-      h("div", { class: "actions" },
-        h("label", {}, "Since ", h("input", { id: "redeliver-since", type: "datetime-local", step: 1, value: resend.since,
-          oninput: (e) => { resend.since = e.target.value; } })),
-        h("label", {}, "Until (optional) ", h("input", { id: "redeliver-until", type: "datetime-local", step: 1, value: resend.until,
-          oninput: (e) => { resend.until = e.target.value; } })),
-        h("label", {}, "Only keys (optional) ", h("input", { id: "redeliver-keys", type: "text", value: resend.keys,
-          placeholder: "e.g. cus_123, cus_456", oninput: (e) => { resend.keys = e.target.value; } })),
-        h("button", { id: "redeliver", type: "button", onclick: () => redeliver(true) }, "Send again…")),
-      resend.dry
-        ? h("div", { class: "confirm", role: "alertdialog", "aria-label": "Confirm sending again" },
-            `${resend.dry.to_send} of the ${resend.dry.matched} event(s) delivered in the window would be sent again`,
-            leftOutText(resend.dry) ? ` (left out: ${leftOutText(resend.dry)})` : "",
-            resend.dry.paused ? ". The subscriber is paused: they wait until it is resumed. " : ". ",
-            h("button", { id: "redeliver-yes", class: "primary", type: "button", disabled: resend.dry.to_send === 0,
-              onclick: () => redeliver(false) }, "Yes, send again"),
-            " ",
-            h("button", { type: "button", onclick: async () => { resend.dry = null; await draw(); } }, "Cancel"))
-        : null,
+      windowSection("redeliver"),
+      windowSection("backfill"),
       h("h3", {}, `Open dead letters (${page.total})`),
       h("div", { class: "actions" },
         h("button", { id: "replay-all", type: "button", disabled: page.total === 0, onclick: () => ask("replay", { all: true }) },
@@ -424,29 +438,57 @@ async function showSubscriber(name) {
     say(`${done.paused ? "Paused" : "Resumed"} ${name}: every replica obeys within seconds.`);
     await draw();
   };
-  // A dry run first (its counts confirmed), then the redelivery itself.
-  const redeliver = async (dry) => {
-    if (!resend.since) {
-      say("Give the time since when the target lost what it was delivered.", true);
+  // A window of time and its action's button; the dry run's counts to confirm, once asked.
+  const windowSection = (kind) => {
+    const words = WINDOW_ACTIONS[kind];
+    const typed = windows[kind];
+    const field = (label, part, attrs) => h("label", {}, label, h("input", { id: `${kind}-${part}`, ...attrs, value: typed[part],
+      oninput: (e) => { typed[part] = e.target.value; } }));
+    return [
+      h("h3", {}, words.title),
+      h("p", {}, words.about),
+      h("div", { class: "actions" },
+        field("Since ", "since", { type: "datetime-local", step: 1 }),
+        field("Until (optional) ", "until", { type: "datetime-local", step: 1 }),
+        field("Only keys (optional) ", "keys", { type: "text", placeholder: "e.g. cus_123, cus_456" }),
+        h("button", { id: kind, type: "button", onclick: () => onWindow(kind, true) }, words.button)),
+      typed.dry
+        ? h("div", { class: "confirm", role: "alertdialog", "aria-label": words.confirm },
+            words.would(typed.dry),
+            words.left(typed.dry) ? ` (left out: ${words.left(typed.dry)})` : "",
+            typed.dry.paused ? ". The subscriber is paused: they wait until it is resumed. " : ". ",
+            h("button", { id: `${kind}-yes`, class: "primary", type: "button", disabled: typed.dry.to_send === 0,
+              onclick: () => onWindow(kind, false) }, words.yes),
+            " ",
+            h("button", { type: "button", onclick: async () => { typed.dry = null; await draw(); } }, "Cancel"))
+        : null,
+    ];
+  };
+  // A dry run first (its counts confirmed), then the action itself.
+  const onWindow = async (kind, dry) => {
+    const words = WINDOW_ACTIONS[kind];
+    const typed = windows[kind];
+    if (!typed.since) {
+      say(words.missing, true);
       return;
     }
-    const body = { since: utc(resend.since), dry_run: dry };
-    if (resend.until) body.until = utc(resend.until);
-    const keys = resend.keys.split(",").map((k) => k.trim()).filter((k) => k);
+    const body = { since: utc(typed.since), dry_run: dry };
+    if (typed.until) body.until = utc(typed.until);
+    const keys = typed.keys.split(",").map((k) => k.trim()).filter((k) => k);
     if (keys.length) body.keys = keys;
-    resend.dry = null;
-    say(dry ? "Reading what the window holds…" : "Sending again…");
-    const done = await api(`/subscribers/${encodeURIComponent(name)}/redeliver`, { method: "POST", body });
+    typed.dry = null;
+    say(dry ? words.reading : words.doing);
+    const done = await api(`/subscribers/${encodeURIComponent(name)}/${kind}`, { method: "POST", body });
     if (dry) {
-      resend.dry = done;
+      typed.dry = done;
       say("");
     } else {
-      const left = leftOutText(done);
-      say(`Sent again ${done.sent} event(s) to ${name}.` + (left ? ` Left out: ${left}.` : "")
+      const left = words.left(done);
+      say(words.did(done, name) + (left ? ` Left out: ${left}.` : "")
         + (done.oldest_kept ? ` Kafka no longer holds what came before ${done.oldest_kept}.` : ""));
     }
     await draw();
-    document.getElementById("redeliver-yes")?.focus();
+    document.getElementById(`${kind}-yes`)?.focus();
   };
   await draw();
   if (gen !== generation) return;
