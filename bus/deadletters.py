@@ -46,6 +46,7 @@ from aiokafka import TopicPartition
 from bus.config.models import KafkaConfig
 from bus.event import now_rfc3339
 from bus.kafka.clients import make_admin, make_consumer, make_producer, outside_bootstrap, stop_consumer
+from bus.kafka.headers import header_text
 from bus.kafka.reader import batches_from_start, stream_topics
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 from bus.logs import REDACTOR
@@ -132,10 +133,7 @@ class DeadLetter:
     status: str = "new"  # new, replayed, purged
 
     def header(self, name: str) -> str:
-        for k, v in self.headers:
-            if k == name and v is not None:
-                return v.decode(errors="replace")
-        return ""
+        return header_text(self.headers, name)
 
     @property
     def cut(self) -> bool:

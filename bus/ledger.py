@@ -44,6 +44,7 @@ from typing import Any
 
 from bus.config.models import KafkaConfig
 from bus.kafka.clients import make_admin, make_consumer, outside_bootstrap, stop_consumer
+from bus.kafka.headers import header_text
 from bus.kafka.reader import partitions_of, stream_topics
 from bus.kafka.topics import TopicNames
 
@@ -164,13 +165,6 @@ class Balance:
         return data
 
 
-def _header(record: Any, name: str) -> str:
-    for key, value in record.headers or ():
-        if key == name and value is not None:
-            return str(value.decode(errors="replace"))
-    return ""
-
-
 class Reconciler:
     """Audit one hub's subscribers against Kafka (``bus reconcile``)."""
 
@@ -219,7 +213,7 @@ class Reconciler:
                 elif tp.topic == ledger:
                     await asyncio.to_thread(audit.add_entries, [LedgerEntry.decode(r.value) for r in records])
                 else:
-                    await asyncio.to_thread(audit.add_letters, [_header(r, "bus_origin") for r in records])
+                    await asyncio.to_thread(audit.add_letters, [header_text(r.headers, "bus_origin") for r in records])
             return await asyncio.to_thread(audit.balance, target_ids)
         finally:
             audit.close()
@@ -263,7 +257,10 @@ class Audit:
 
     def add_copies(self, records: Iterable[Any]) -> None:
         """Delivery records (aiokafka's, or anything with partition, offset and headers)."""
-        rows = [(r.partition, r.offset, _header(r, "ce_id") or f"{r.partition}/{r.offset}", _header(r, "ce_time")) for r in records]
+        rows = [
+            (r.partition, r.offset, header_text(r.headers, "ce_id") or f"{r.partition}/{r.offset}", header_text(r.headers, "ce_time"))
+            for r in records
+        ]
         self._db.executemany("INSERT OR IGNORE INTO copies VALUES (?, ?, ?, ?)", rows)  # a position is read once
         self._copies += len(rows)
 

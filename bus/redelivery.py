@@ -46,6 +46,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bus.config.models import KafkaConfig
 from bus.deadletters import DeadLetters
 from bus.kafka.clients import make_consumer, make_producer, outside_bootstrap, stop_consumer
+from bus.kafka.headers import header_text
 from bus.kafka.reader import Record, batches_from_start, partitions_of
 from bus.kafka.topics import TopicNames
 
@@ -119,13 +120,6 @@ class _Partition:
 
 def _millis(moment: datetime) -> int:
     return max(0, int(moment.timestamp() * 1000))  # Kafka has no time before 1970
-
-
-def _header(record: Record, name: str) -> bytes | None:
-    for key, value in record.headers or ():
-        if key == name:
-            return bytes(value) if value is not None else None
-    return None
 
 
 class Redeliverer:
@@ -231,7 +225,7 @@ class Redeliverer:
             first_seen = first_seen or record
             part.read_to = record.offset + 1
             in_window = window.holds(record)
-            event_id = (_header(record, "ce_id") or b"").decode(errors="replace")
+            event_id = header_text(record.headers, "ce_id")
             if in_window and record.offset >= part.committed:
                 outcome.not_settled += 1
             if in_window and record.offset < part.committed:
@@ -239,7 +233,7 @@ class Redeliverer:
                 if record.offset in dead:
                     outcome.dead_lettered += 1
                     continue
-                original = (_header(record, REPLAYED_FROM) or b"").decode(errors="replace")
+                original = header_text(record.headers, REPLAYED_FROM)
                 was_topic, _, was = original.rpartition("/")
                 if was_topic == f"{topic}/{tp.partition}" and was.isdigit() and int(was) in chosen_offsets:
                     outcome.earlier_copies += 1

@@ -45,6 +45,7 @@ from bus.codec import Codec
 from bus.config.models import KafkaConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
 from bus.kafka.clients import make_consumer, make_producer, outside_bootstrap, stop_consumer
+from bus.kafka.headers import header_bytes, header_text
 from bus.kafka.reader import Record, partitions_of
 from bus.kafka.topics import TopicNames
 from bus.redelivery import REPLAYED_FROM, SupersededCopy, checked_window, keep_order, records, window_starts
@@ -132,13 +133,6 @@ def routes_to(routes: list[RouteConfig], subscriber: str) -> tuple[list[RouteCon
         else:
             wanted.append(route)
     return wanted, left_out
-
-
-def _header(record: Any, name: str) -> bytes | None:
-    for key, value in record.headers or ():
-        if key == name:
-            return bytes(value) if value is not None else None
-    return None
 
 
 class Backfiller:
@@ -229,7 +223,7 @@ class Backfiller:
                 outcome.kept_in_order += await keep_order(
                     self._kafka, self._bootstrap, producer, TopicPartition(run.delivery, partition),
                     start=delivered.read_to.get(partition, 0), copies=written,
-                    leave=lambda record: delivered.has(_header(record, "ce_id") or b""),
+                    leave=lambda record: delivered.has(header_bytes(record.headers, "ce_id") or b""),
                 )  # fmt: skip
         finally:
             await producer.stop()
@@ -270,7 +264,7 @@ class Backfiller:
                 continue
             async for record in records(consumer, tp, start):
                 found.read_to[tp.partition] = record.offset + 1
-                event_id = _header(record, "ce_id")
+                event_id = header_bytes(record.headers, "ce_id")
                 if event_id:
                     found.ids.add(event_id)
                     if b"/" in event_id:
@@ -296,7 +290,7 @@ class Backfiller:
         async for record in records(consumer, tp, start):
             first_seen = first_seen or record
             read += 1
-            event_id = _header(record, "ce_id") or b""
+            event_id = header_bytes(record.headers, "ce_id") or b""
             if record.key is not None and event_id and delivered.has(event_id):
                 newest[record.key] = (record.offset, event_id.decode(errors="replace"))
             if record.timestamp < since_ms or (until_ms is not None and record.timestamp >= until_ms):
@@ -314,14 +308,14 @@ class Backfiller:
                     continue
                 if send.topic == run.delivery:
                     outcome.matched += 1
-                    copy_id = _header(send, "ce_id") or b""
+                    copy_id = header_bytes(send.headers, "ce_id") or b""
                     if copy_id and copy_id in delivered.ids:
                         outcome.already_delivered += 1
                     else:
                         candidates.append((record.offset, record.key, copy_id))
                 elif send.topic == self._names.router_dead_letter:
                     outcome.failed += 1
-                    reason = (_header(send, "bus_error") or b"").decode(errors="replace")
+                    reason = header_text(send.headers, "bus_error")
                     log.warning("backfill to %s: route %s failed on %s/%d/%d: %s", outcome.subscriber, send.route, tp.topic,
                                 tp.partition, record.offset, reason)  # fmt: skip
                     if len(outcome.failed_samples) < _SAMPLES:
@@ -368,7 +362,11 @@ class Backfiller:
                     await self._dispatcher.learn_ids([record.value])
                 origin = f"{record.topic}/{record.partition}/{record.offset}".encode()
                 for send in self._plan(record):
-                    if send.topic != run.delivery or send.route not in run.routes or (_header(send, "ce_id") or b"") not in ids:
+                    if (
+                        send.topic != run.delivery
+                        or send.route not in run.routes
+                        or (header_bytes(send.headers, "ce_id") or b"") not in ids
+                    ):
                         continue
                     headers = [*((k, v) for k, v in send.headers if k != REPLAYED_FROM), (REPLAYED_FROM, origin)]
                     pending.append((send.key, await producer.send(run.delivery, send.value, key=send.key, headers=headers)))

@@ -42,10 +42,11 @@ from bus.event import Event
 from bus.expr import compile_expression, compile_template
 from bus.expr.body import Body
 from bus.jsontext import dumps as json_dumps
+from bus.kafka.headers import header_text
 from bus.kafka.topics import TopicNames
 from bus.logs import Redactor
 from bus.mapping import Emitter
-from routing.dispatch import Dispatcher, Send
+from routing.dispatch import Dispatcher
 from routing.router import Router
 from schemas.catalog import SchemaCatalog
 
@@ -180,7 +181,7 @@ class RouteTester:
         assert decision is not None
         taken = {o.route.name: o for o in decision.outcomes}
         failed = {
-            self._header(send, "bus_route"): self._header(send, "bus_error")
+            header_text(send.headers, "bus_route"): header_text(send.headers, "bus_error")
             for send in sends
             if send.topic == self.topics.router_dead_letter
         }
@@ -216,10 +217,6 @@ class RouteTester:
         if not decision.outcomes:
             lines.append("  no route matched: the event goes nowhere")
         return Explanation(lines, received, dead, sent)
-
-    @staticmethod
-    def _header(send: Send, name: str) -> str:
-        return next((v.decode() for k, v in send.headers if k == name), "")
 
     def render(self, config: BaseModel, data: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         """What an outbound adapter sends for one event: each of its expressions, templates and
