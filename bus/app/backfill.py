@@ -25,8 +25,8 @@ ahead of a written one is written again behind it (bus.redelivery.keep_order), s
 newest event is the last one delivered.
 
 Memory: the event ids on the subscriber's delivery topic since the window's start, one entry per
-key of the window, and the offsets of the records to write; the records are read twice (once to
-choose, once to write) rather than held.
+key of the window, the offsets of the records to write, and the events to write as the first read
+planned them up to 64 MB (past that, the records are read and routed again to be written).
 """
 
 from __future__ import annotations
@@ -49,13 +49,16 @@ from bus.kafka.headers import header_bytes, header_text
 from bus.kafka.reader import Record, partitions_of
 from bus.kafka.topics import TopicNames
 from bus.redelivery import REPLAYED_FROM, SupersededCopy, checked_window, keep_order, records, window_starts
-from routing.dispatch import Dispatcher
+from routing.dispatch import Dispatcher, Send
 from routing.router import Router
 
 log = logging.getLogger("bus.backfill")
 _SAMPLES = 100  # superseded and failed events named in the outcome; the rest are counted
 _SEND_CHUNK = 1000  # copies in flight at once
 _FETCH_WAIT_MS = 50  # reads end at the partition's end: nothing waits for records to come
+# The copies the first read planned are kept for the writes up to this many bytes in all (routing
+# every record a second time was half of a backfill's time); past it, the records are read again.
+_HOLD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -119,6 +122,8 @@ class _Run:
     include_superseded: bool
     outcome: Backfill
     delivered: _Delivered = field(default_factory=_Delivered)
+    held: dict[TopicPartition, dict[int, list[Send]]] = field(default_factory=dict)  # the planned copies kept, by partition and offset
+    held_bytes: int = 0
 
 
 def routes_to(routes: list[RouteConfig], subscriber: str) -> tuple[list[RouteConfig], dict[str, str]]:
@@ -285,6 +290,7 @@ class Backfiller:
         since_ms, until_ms, keys, outcome, delivered = run.since_ms, run.until_ms, run.keys, run.outcome, run.delivered
         candidates: list[tuple[int, bytes | None, bytes]] = []  # (offset, key, the copy's event id)
         newest: dict[bytes, tuple[int, str]] = {}  # key -> its latest record the subscriber was delivered
+        held: dict[int, list[Send]] | None = None if run.outcome.dry_run else {}  # what the writes will send, while it fits
         first_seen: Record | None = None
         read = 0
         async for record in records(consumer, tp, start):
@@ -311,8 +317,14 @@ class Backfiller:
                     copy_id = header_bytes(send.headers, "ce_id") or b""
                     if copy_id and copy_id in delivered.ids:
                         outcome.already_delivered += 1
-                    else:
-                        candidates.append((record.offset, record.key, copy_id))
+                        continue
+                    candidates.append((record.offset, record.key, copy_id))
+                    if held is not None:
+                        run.held_bytes += len(send.value or b"") + len(send.key or b"") + sum(len(v or b"") + 32 for _, v in send.headers)
+                        if run.held_bytes > _HOLD_BYTES:
+                            held = None  # this partition's records are read again to be written
+                        else:
+                            held.setdefault(record.offset, []).append(send)
                 elif send.topic == self._names.router_dead_letter:
                     outcome.failed += 1
                     reason = header_text(send.headers, "bus_error")
@@ -337,6 +349,8 @@ class Backfiller:
                     )
                 continue
             chosen.setdefault(offset, set()).add(copy_id)
+        if held is not None:
+            run.held[tp] = held
         return chosen
 
     async def _write(
@@ -347,34 +361,41 @@ class Backfiller:
         run: _Run,
         copies: dict[int, dict[int, bytes | None]],
     ) -> None:
-        """The second read of a canonical partition: route the chosen records again and write
-        their copies for the subscriber, in the partition's order."""
+        """Write the chosen records' copies for the subscriber, in the partition's order: as the
+        first read planned them when they were kept, else read and routed again."""
+        pending: list[tuple[bytes | None, Awaitable[Any]]] = []
+
+        async def write(record_offset: int, sends: list[Send]) -> None:
+            nonlocal pending
+            ids = chosen[record_offset]
+            origin = f"{tp.topic}/{tp.partition}/{record_offset}".encode()
+            for send in sends:
+                if send.topic != run.delivery or send.route not in run.routes or (header_bytes(send.headers, "ce_id") or b"") not in ids:
+                    continue
+                headers = [*((k, v) for k, v in send.headers if k != REPLAYED_FROM), (REPLAYED_FROM, origin)]
+                pending.append((send.key, await producer.send(run.delivery, send.value, key=send.key, headers=headers)))
+            if len(pending) >= _SEND_CHUNK:
+                await _settle(pending, copies, run.outcome)
+                pending = []
+                if run.outcome.sent % (10 * _SEND_CHUNK) < _SEND_CHUNK:
+                    self._progress(f"{run.outcome.sent:,} of {run.outcome.to_send:,} written")
+
+        held = run.held.pop(tp, None)
+        if held is not None:  # planned by the first read: written as they are
+            for offset in sorted(chosen):
+                await write(offset, held[offset])
+            await _settle(pending, copies, run.outcome)
+            return
         offsets = sorted(chosen)
         consumer = make_consumer(self._kafka, self._bootstrap, group_id=None, fetch_max_wait_ms=_FETCH_WAIT_MS)
-        pending: list[tuple[bytes | None, Awaitable[Any]]] = []
         try:
             await consumer.start()
             async for record in records(consumer, tp, offsets[0], last=offsets[-1]):
-                ids = chosen.get(record.offset)
-                if ids is None:
+                if record.offset not in chosen:
                     continue
                 if not self._codec.knows_value(record.value):
                     await self._dispatcher.learn_ids([record.value])
-                origin = f"{record.topic}/{record.partition}/{record.offset}".encode()
-                for send in self._plan(record):
-                    if (
-                        send.topic != run.delivery
-                        or send.route not in run.routes
-                        or (header_bytes(send.headers, "ce_id") or b"") not in ids
-                    ):
-                        continue
-                    headers = [*((k, v) for k, v in send.headers if k != REPLAYED_FROM), (REPLAYED_FROM, origin)]
-                    pending.append((send.key, await producer.send(run.delivery, send.value, key=send.key, headers=headers)))
-                if len(pending) >= _SEND_CHUNK:
-                    await _settle(pending, copies, run.outcome)
-                    pending = []
-                    if run.outcome.sent % (10 * _SEND_CHUNK) < _SEND_CHUNK:
-                        self._progress(f"{run.outcome.sent:,} of {run.outcome.to_send:,} written")
+                await write(record.offset, self._plan(record))
             await _settle(pending, copies, run.outcome)
         finally:
             await stop_consumer(consumer)

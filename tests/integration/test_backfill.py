@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bus.app import backfill
 from bus.app.cli import main
 from tests.integration.test_delivery import post
 from tests.support.hub import build_hub, payment, payment_hub_config, write_config
@@ -41,9 +42,12 @@ async def routed_dry_run(capsys: pytest.CaptureFixture[str], *args: str) -> dict
         await asyncio.sleep(0.3)
 
 
+@pytest.mark.parametrize("hold_bytes", [None, 0], ids=["kept-from-the-first-read", "read-again-to-write"])
 async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it(
-    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, hold_bytes: int | None
 ) -> None:
+    if hold_bytes is not None:  # a history larger than what a backfill keeps between its reads
+        monkeypatch.setattr(backfill, "_HOLD_BYTES", hold_bytes)
     held: dict[str, int] = {}  # what the CRM holds by payment: an upsert, the last write wins
 
     def answer(call: Call) -> tuple[int, dict[str, object]]:
