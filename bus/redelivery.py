@@ -32,7 +32,7 @@ one entry per key after it, never the records themselves (read twice instead).
 
 from __future__ import annotations
 
-__all__ = ["Redeliverer", "Redelivery", "SupersededCopy", "checked_window", "keep_order", "records", "settle", "window_starts"]
+__all__ = ["Redeliverer", "Redelivery", "SupersededCopy", "checked_window", "keep_order", "records", "window_starts"]
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
@@ -275,12 +275,12 @@ class Redeliverer:
                 pending.append((record.key, await producer.send(tp.topic, record.value, key=record.key, partition=tp.partition,
                                                                 headers=_copy_headers(record))))  # fmt: skip
                 if len(pending) >= _SEND_CHUNK:
-                    copies.update(await settle(pending))
+                    copies.update(await _settle(pending))
                     outcome.sent += len(pending)
                     pending = []
                     if outcome.sent % (10 * _SEND_CHUNK) == 0:
                         self._progress(f"{outcome.sent:,} of {outcome.to_send:,} sent again")
-            copies.update(await settle(pending))
+            copies.update(await _settle(pending))
             outcome.sent += len(pending)
         finally:
             await stop_consumer(consumer)
@@ -335,7 +335,7 @@ async def keep_order(
             return again_total
         pending = [(r.key, await producer.send(tp.topic, r.value, key=r.key, partition=tp.partition,
                                                headers=_copy_headers(r))) for r in overtaken]  # fmt: skip
-        again = await settle(pending)
+        again = await _settle(pending)
         again_total += len(again)
         ours |= set(again)
         start = end + 1
@@ -394,7 +394,7 @@ def _copy_headers(record: Record) -> list[tuple[str, bytes]]:
     return [*((k, v) for k, v in record.headers or () if k != REPLAYED_FROM), (REPLAYED_FROM, position)]
 
 
-async def settle(pending: list[tuple[bytes | None, Awaitable[Any]]]) -> dict[int, bytes | None]:
+async def _settle(pending: list[tuple[bytes | None, Awaitable[Any]]]) -> dict[int, bytes | None]:
     """Wait for the copies sent: each one's offset (where it landed) and key."""
     done: dict[int, bytes | None] = {}
     for key, future in pending:
