@@ -75,6 +75,11 @@ class StartupError(BusError):
     to do (a port in use, an address no interface has). Exit code 1."""
 
 
+class Busy(BusError):
+    """Another process is doing the same thing right now (a redelivery or backfill of the same
+    subscriber): refused at once with who to wait for, rather than done twice (HTTP 409)."""
+
+
 class RetryableError(BusError):
     """Temporary failure: the runtime backs off and tries again."""
 

@@ -115,6 +115,7 @@ class _Run:
     """One backfill's question and what it has found so far."""
 
     routes: set[str]  # the subscriber's routes it goes through
+    sources: list[str]  # their canonical topics
     delivery: str  # the subscriber's delivery topic
     since_ms: int
     until_ms: int | None
@@ -186,11 +187,11 @@ class Backfiller:
         names = {r.name for r in wanted}
         outcome = Backfill(subscriber, since, until, dry_run, sorted(names), keys=sorted(keys), left_out_routes=left_out)
         run = _Run(
-            names, self._names.delivery(subscriber), int(since.timestamp() * 1000),
-            int(until.timestamp() * 1000) if until is not None else None, {k.encode() for k in keys} or None,
-            include_superseded, outcome,
+            names, sorted({self._names.canonical(r.from_) for r in wanted}), self._names.delivery(subscriber),
+            int(since.timestamp() * 1000), int(until.timestamp() * 1000) if until is not None else None,
+            {k.encode() for k in keys} or None, include_superseded, outcome,
         )  # fmt: skip
-        sources = sorted({self._names.canonical(r.from_) for r in wanted})
+        outcome, sources = run.outcome, run.sources
         # The router's position first, then the delivery topic: whatever the router routed below
         # that position was written to the delivery topic before it is read, so its ids are there.
         routed_to = await self._router_position(sources)
@@ -214,7 +215,7 @@ class Backfiller:
                         chosen[tp] = await self._choose(consumer, tp, (start, beginning, routed_to.get(tp, 0)), run)
         finally:
             await stop_consumer(consumer)
-        if dry_run or not any(chosen.values()):
+        if outcome.dry_run or not any(chosen.values()):
             return outcome
         producer = make_producer(self._kafka, self._bootstrap)
         await producer.start()
@@ -234,7 +235,8 @@ class Backfiller:
             await producer.stop()
         log.warning(
             "backfilled %d event(s) to %s from %s since %s%s (left out: %d already delivered, %d superseded, %d failed)",
-            outcome.sent, subscriber, ", ".join(sources), since.isoformat(), f" until {until.isoformat()}" if until else "",
+            outcome.sent, outcome.subscriber, ", ".join(sources), outcome.since.isoformat(),
+            f" until {outcome.until.isoformat()}" if outcome.until else "",
             outcome.already_delivered, outcome.superseded, outcome.failed,
         )  # fmt: skip
         return outcome

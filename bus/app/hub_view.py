@@ -13,7 +13,8 @@ import json
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -28,7 +29,7 @@ from bus.app.source_pauses import PAUSE_INBOUND, SourcePauses
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig, load_config
 from bus.deadletters import DeadLetter, DeadLetters, Filter
-from bus.errors import ConfigError, ConfigIssue
+from bus.errors import Busy, ConfigError, ConfigIssue
 from bus.kafka.topics import TopicNames
 from bus.ledger import Reconciler
 from bus.lineage import DeliveryHop, IndexHits, RoutedHop, fetch_at, read_index
@@ -144,6 +145,10 @@ class HubView:
         self._registry = registry
         self._catalog = catalog
         self._rates = Rates()
+        # Subscribers that a redelivery or backfill asked of this process is writing copies to, and
+        # what: a second one at the same moment (a button pressed twice, two operators) would write
+        # the same events again, and is refused until the first is done.
+        self._copying: dict[str, str] = {}
 
     def webhooks_openapi(self, server: str) -> dict[str, Any]:
         loaded = self._hub.loaded
@@ -368,9 +373,10 @@ class HubView:
         since = datetime.fromisoformat(asked.since)
         until = datetime.fromisoformat(asked.until) if asked.until else None
         kafka = self._hub.loaded.hub.kafka
-        done = await Redeliverer(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix)).redeliver(
-            name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded, keys=asked.keys
-        )
+        with nullcontext() if asked.dry_run else self._one_copy_at_a_time(name, "redelivery"):
+            done = await Redeliverer(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix)).redeliver(
+                name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded, keys=asked.keys
+            )
         return redelivery_out(done, paused=name in self._hub.paused)
 
     async def backfill(self, name: str, asked: BackfillRequest) -> BackfillDone | None:
@@ -385,19 +391,32 @@ class HubView:
         # The lookup tables as the router sees them now: this process's own when it routes, else read once.
         store = live or TableStore(hub.tables, kafka=kafka, bootstrap=self._hub.bootstrap, topics=TopicNames(kafka.topic_prefix))
         try:
-            if live is None:
-                await store.start()
-            backfiller = Backfiller(
-                kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix), routes=hub.routes, router=hub.router,
-                codec=self._hub.codec, tables=store.tables, table_configs=hub.tables,
-            )  # fmt: skip
-            done = await backfiller.backfill(
-                name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded, keys=asked.keys
-            )
+            copying = nullcontext() if asked.dry_run else self._one_copy_at_a_time(name, "backfill")
+            with copying:
+                if live is None:
+                    await store.start()
+                backfiller = Backfiller(
+                    kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix), routes=hub.routes, router=hub.router,
+                    codec=self._hub.codec, tables=store.tables, table_configs=hub.tables,
+                )  # fmt: skip
+                done = await backfiller.backfill(
+                    name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded, keys=asked.keys
+                )
         finally:
             if live is None:
                 await store.stop()
         return backfill_out(done, paused=name in self._hub.paused)
+
+    @contextmanager
+    def _one_copy_at_a_time(self, subscriber: str, what: str) -> Iterator[None]:
+        under_way = self._copying.get(subscriber)
+        if under_way is not None:
+            raise Busy(f"{under_way} is under way in this process; ask again once it is done")
+        self._copying[subscriber] = f"a {what} to {subscriber} asked at {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+        try:
+            yield
+        finally:
+            del self._copying[subscriber]
 
     def _store(self) -> DeadLetters:
         kafka = self._hub.loaded.hub.kafka

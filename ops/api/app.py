@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from bus.documents import parse_json
-from bus.errors import RetryableError
+from bus.errors import Busy, RetryableError
 from bus.logs import REDACTOR
 from ops.api.models import (
     BackfillDone,
@@ -294,6 +294,8 @@ def api_app(view: HubView) -> web.Application:
             raise ApiError(400, f'send a JSON object {{"since": "<RFC 3339 time>", "until": ..., "dry_run": ...}}: {exc}') from None
         try:
             done = await view.redeliver(name, asked)
+        except Busy as exc:  # another redelivery or backfill of the subscriber is writing
+            raise ApiError(409, str(exc)) from None
         except ValueError as exc:  # a window that cannot hold anything (since in the future, until before since)
             raise ApiError(400, str(exc)) from None
         except LookupError as exc:
@@ -323,6 +325,8 @@ def api_app(view: HubView) -> web.Application:
             raise ApiError(400, f'send a JSON object {{"since": "<RFC 3339 time>", "until": ..., "dry_run": ...}}: {exc}') from None
         try:
             done = await view.backfill(name, asked)
+        except Busy as exc:  # another redelivery or backfill of the subscriber is writing
+            raise ApiError(409, str(exc)) from None
         except ValueError as exc:  # a window that cannot hold anything, a subscriber no route can backfill
             raise ApiError(400, str(exc)) from None
         except LookupError as exc:

@@ -32,6 +32,7 @@ from ops.api.models import (
 )
 
 _REF = "#/components/schemas/{model}"
+_COPIES_BUSY = "A redelivery or backfill to the subscriber is under way in this hub process: ask again once it is done."
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _ERRORS = {
     "401": {"description": "No token, or an unknown one.", "content": _PROBLEM},
@@ -161,6 +162,10 @@ def openapi_document() -> dict[str, Any]:
                         **_ok(_ref(RedeliveryDone), "What the window held, what was sent again and what was left out, and why."),
                         **bad_body,
                         "404": {"description": "No such subscriber, or nothing was ever routed to it.", "content": _PROBLEM},
+                        "409": {
+                            "description": "A redelivery or backfill of the subscriber is under way in another process.",
+                            "content": _PROBLEM,
+                        },
                     },
                 }
             },
@@ -176,6 +181,10 @@ def openapi_document() -> dict[str, Any]:
                         **_ok(_ref(BackfillDone), "What the window held, what was written and what was left out, and why."),
                         **bad_body,
                         "404": {"description": "No such subscriber, or it has no delivery topic.", "content": _PROBLEM},
+                        "409": {
+                            "description": "A redelivery or backfill of the subscriber is under way in another process.",
+                            "content": _PROBLEM,
+                        },
                     },
                 }
             },

@@ -122,8 +122,9 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
                             "pi_5": 150_000, "pi_6": 150_000}  # fmt: skip
             events = [c.body["event"] for c in crm()]
             assert events.index("evt_1") < events.index("evt_1b"), events
-            await asyncio.sleep(1)
-            assert len(erp()) == erp_before + 2, [c.body for c in erp()]  # the two live events; no history again
+            await target.wait_for(lambda: len(erp()) >= erp_before + 2)  # the two live events
+            await asyncio.sleep(1)  # anything more would arrive now
+            assert len(erp()) == erp_before + 2, [c.body for c in erp()]  # and no history again
 
             again = await routed_dry_run(capsys, *asked)
             assert (again["to_send"], again["already_delivered"]) == (0, 8), again  # a second backfill writes nothing
@@ -138,5 +139,10 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
                 assert unknown.status_code == 404, unknown.text
                 support = await api.post("/subscribers/support/backfill", json={"since": since.isoformat(), "dry_run": True})
                 assert support.status_code == 200 and support.json()["routes"] == ["failed"], support.text
+                # Asked twice at once (a button pressed twice): the second is refused while the first writes.
+                twice = await asyncio.gather(*(api.post("/subscribers/erp/backfill", json={"since": since.isoformat()}) for _ in range(2)))
+                assert sorted(answer.status_code for answer in twice) == [200, 409], [a.text for a in twice]
+                refused_twice = next(a for a in twice if a.status_code == 409).json()["detail"]
+                assert "a backfill to erp asked at" in refused_twice and "under way in this process" in refused_twice, refused_twice
     finally:
         await target.stop()
