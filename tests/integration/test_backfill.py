@@ -42,9 +42,18 @@ async def routed_dry_run(capsys: pytest.CaptureFixture[str], *args: str) -> dict
         await asyncio.sleep(0.3)
 
 
-@pytest.mark.parametrize("hold_bytes", [None, 0], ids=["kept-from-the-first-read", "read-again-to-write"])
+@pytest.mark.parametrize(
+    ("hold_bytes", "engine"),
+    [(None, "aiokafka"), (0, "aiokafka"), (None, "faust")],
+    ids=["kept-from-the-first-read", "read-again-to-write", "faust-router"],
+)
 async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it(
-    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, hold_bytes: int | None
+    tmp_path: Path,
+    bootstrap: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    hold_bytes: int | None,
+    engine: str,
 ) -> None:
     if hold_bytes is not None:  # a history larger than what a backfill keeps between its reads
         monkeypatch.setattr(backfill, "_HOLD_BYTES", hold_bytes)
@@ -58,6 +67,7 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
     target = await Target(answer=answer).start()
     before = payment_hub_config(bootstrap, target.url)
     before["ops"]["tokens"] = [{"name": "admin", "token": WRITE, "scope": "write"}]
+    before["router"] = {"engine": engine}  # the router's position is read from either engine's group
     path = write_config(tmp_path / "bus.yaml", before)
     crm = lambda: [c for c in target.accepted if c.path == "/crm"]  # noqa: E731
     erp = lambda: [c for c in target.accepted if c.path == "/erp"]  # noqa: E731
