@@ -156,3 +156,7 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
                 assert "a backfill to erp asked at" in refused_twice and "under way in this process" in refused_twice, refused_twice
     finally:
         await target.stop()
+    # The ledger balances: what a backfill wrote entered the CRM's delivery topic and was delivered.
+    code, out, _ = await cli(capsys, "reconcile", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "crm", "--json")
+    balance = json.loads(out)[0]
+    assert code == 0 and balance["unaccounted"] == [] and (balance["entered"], balance["delivered"]) == (8, 8), out
