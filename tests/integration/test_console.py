@@ -475,6 +475,8 @@ async def test_a_subscriber_that_joined_later_is_given_the_history_from_its_page
         config["outbound"].append({"name": "crm", "type": "http", "url": f"{target.url}/crm"})
         config["routes"].append({"name": "to-crm", "from": "Payment", "when": "amount >= 1", "to": ["crm"]})
         async with build_hub(write_config(path, config)) as hub:
+            await post_all(hub, [{"id": "after-2", "key": "k2", "seq": 20}])  # live: k2's newest, which the CRM gets at once
+            await target.wait_for(lambda: len(target.accepted) == 5)  # the ERP gets after-2 too
             page = await signed_in(browser, hub.ops.port, timezone_id="America/New_York")
             await page.goto(f"http://127.0.0.1:{hub.ops.port}/console/#/subscriber/crm")
             local = since.astimezone(ZoneInfo("America/New_York")).strftime("%Y-%m-%dT%H:%M:%S")
@@ -488,17 +490,27 @@ async def test_a_subscriber_that_joined_later_is_given_the_history_from_its_page
                     break
                 await page.get_by_role("button", name="Cancel").click()
                 await asyncio.sleep(0.3)
-            # before-0 has amount 0: the CRM's route leaves it out, as it would have live
-            await expect(confirm).to_contain_text("2 of the 2 event(s) its routes (to-crm) give it from the window would be written")
+            # before-0 has amount 0: the CRM's route leaves it out, as it would have live; after-2 it has, and
+            # before-2 is older than it (k2)
+            await expect(confirm).to_contain_text("1 of the 3 event(s) its routes (to-crm) give it from the window would be written")
+            await expect(confirm).to_contain_text("1 already delivered; 1 superseded")
+            await page.get_by_role("button", name="Cancel").click()
+            await page.locator("#backfill-superseded").check()  # a target that keeps every event: older ones too
+            await page.get_by_role("button", name="Backfill…").click()
+            await expect(confirm).to_contain_text("2 of the 3 event(s)", timeout=30_000)
+            await page.get_by_role("button", name="Cancel").click()
+            await page.locator("#backfill-superseded").uncheck()
+            await page.get_by_role("button", name="Backfill…").click()
+            await expect(confirm).to_contain_text("1 of the 3 event(s)", timeout=30_000)
             await shot(page, "subscriber-backfill-confirm")
             await asyncio.sleep(0.5)
-            assert target.accepted == [c for c in target.accepted if c.path == "/erp"] and len(target.accepted) == 3, "a dry run wrote"
+            assert len(target.accepted) == 5, "a dry run wrote"  # the ERP's 4 (after-2 too) and the CRM's after-2
             await page.get_by_role("button", name="Yes, backfill").click()
-            await expect(page.locator("#status")).to_contain_text("Backfilled 2 event(s) to crm.", timeout=30_000)
-            await target.wait_for(lambda: len(target.accepted) == 5)
+            await expect(page.locator("#status")).to_contain_text("Backfilled 1 event(s) to crm.", timeout=30_000)
+            await target.wait_for(lambda: len(target.accepted) == 6)
             await asyncio.sleep(1)  # anything more would arrive now
-            assert sorted(c.body["payment_id"] for c in target.accepted if c.path == "/crm") == ["before-1", "before-2"]
-            assert len([c for c in target.accepted if c.path == "/erp"]) == 3, "the ERP was sent the history again"
+            assert [c.body["payment_id"] for c in target.accepted if c.path == "/crm"] == ["after-2", "before-1"]
+            assert len([c for c in target.accepted if c.path == "/erp"]) == 4, "the ERP was sent the history again"
             await shot(page, "subscriber-backfilled")
     finally:
         await target.stop()

@@ -342,7 +342,10 @@ async function showSubscriber(name) {
   let confirming = null; // {action, where, matched}
   let leftOut = []; // letters the last replay left out: a later event of their key came after them
   // Per window action (WINDOW_ACTIONS): the window typed, and its dry run while it is confirmed.
-  const windows = { redeliver: { since: "", until: "", keys: "", dry: null }, backfill: { since: "", until: "", keys: "", dry: null } };
+  const windows = {
+    redeliver: { since: "", until: "", keys: "", superseded: false, dry: null },
+    backfill: { since: "", until: "", keys: "", superseded: false, dry: null },
+  };
   const draw = async () => {
     const sub = await api(`/subscribers/${encodeURIComponent(name)}`);
     const page = await api(`/dead-letters?subscriber=${encodeURIComponent(name)}&limit=200`);
@@ -451,6 +454,8 @@ async function showSubscriber(name) {
         field("Since ", "since", { type: "datetime-local", step: 1 }),
         field("Until (optional) ", "until", { type: "datetime-local", step: 1 }),
         field("Only keys (optional) ", "keys", { type: "text", placeholder: "e.g. cus_123, cus_456" }),
+        h("label", {}, h("input", { id: `${kind}-superseded`, type: "checkbox", checked: typed.superseded,
+          onchange: (e) => { typed.superseded = e.target.checked; } }), " Also events a newer event of their key came after (older data over newer)"),
         h("button", { id: kind, type: "button", onclick: () => onWindow(kind, true) }, words.button)),
       typed.dry
         ? h("div", { class: "confirm", role: "alertdialog", "aria-label": words.confirm },
@@ -473,6 +478,7 @@ async function showSubscriber(name) {
       return;
     }
     const body = { since: utc(typed.since), dry_run: dry };
+    if (typed.superseded) body.include_superseded = true; // a target that keeps every event, not only each key's latest
     if (typed.until) body.until = utc(typed.until);
     const keys = typed.keys.split(",").map((k) => k.trim()).filter((k) => k);
     if (keys.length) body.keys = keys;
