@@ -2,10 +2,11 @@
 
 A system that joins the hub (a new CRM, a warehouse, a second ERP) receives what is routed from
 then on; the customers, orders and payments that came through before are still on the canonical
-topics (``<prefix>.<Schema>``) for as long as Kafka keeps them. A backfill runs the records of a
-window of time on those topics through the routes that deliver to the subscriber (the routes as
-they are now: conditions, transforms, lookups in today's tables) and writes what they give it to
-the end of its delivery topic, marked ``bus_replayed_from`` with the canonical record's position.
+topics (``<prefix>.canonical.<Schema>``) for as long as Kafka keeps them. A backfill runs the
+records of a window of time on those topics through the routes that deliver to the subscriber
+(the routes as they are now: conditions, transforms, lookups in today's tables) and writes what
+they give it to the end of its delivery topic, marked ``bus_replayed_from`` with the canonical
+record's position.
 The running hub delivers them like any event: retries, circuit breaker, dead letters, the ledger
 and lineage. Nothing else sees them: no other subscriber, no table, no aggregate.
 
@@ -191,7 +192,7 @@ class Backfiller:
             int(since.timestamp() * 1000), int(until.timestamp() * 1000) if until is not None else None,
             {k.encode() for k in keys} or None, include_superseded, outcome,
         )  # fmt: skip
-        outcome, sources = run.outcome, run.sources
+        sources = run.sources
         # The router's position first, then the delivery topic: whatever the router routed below
         # that position was written to the delivery topic before it is read, so its ids are there.
         routed_to = await self._router_position(sources)
