@@ -13,8 +13,8 @@ import json
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -24,12 +24,13 @@ from prometheus_client import REGISTRY
 from bus.adapter_api import AdapterRegistry
 from bus.apidocs import asyncapi_document, openapi_document
 from bus.app.backfill import Backfill, Backfiller
+from bus.app.copy_jobs import CopyJobs
 from bus.app.leased_inbound import LeasedInbound
 from bus.app.source_pauses import PAUSE_INBOUND, SourcePauses
 from bus.codec import Codec
 from bus.config.loader import LoadedConfig, load_config
 from bus.deadletters import DeadLetter, DeadLetters, Filter
-from bus.errors import Busy, ConfigError, ConfigIssue
+from bus.errors import ConfigError, ConfigIssue
 from bus.kafka.topics import TopicNames
 from bus.ledger import Reconciler
 from bus.lineage import DeliveryHop, IndexHits, RoutedHop, fetch_at, read_index
@@ -145,10 +146,7 @@ class HubView:
         self._registry = registry
         self._catalog = catalog
         self._rates = Rates()
-        # Subscribers that a redelivery or backfill asked of this process is writing copies to, and
-        # what: a second one at the same moment (a button pressed twice, two operators) would write
-        # the same events again, and is refused until the first is done.
-        self._copying: dict[str, str] = {}
+        self.copy_jobs = CopyJobs()  # the redeliveries and backfills this process is writing
 
     def webhooks_openapi(self, server: str) -> dict[str, Any]:
         loaded = self._hub.loaded
@@ -254,7 +252,9 @@ class HubView:
 
     async def topology(self) -> Topology:
         subscribers = [
-            SubscriberNode(**s.model_dump(exclude={"progress"})) for c in self._hub.loaded.outbound for s in [await self._subscriber(c)]
+            SubscriberNode(**s.model_dump(exclude={"progress", "copying"}))
+            for c in self._hub.loaded.outbound
+            for s in [await self._subscriber(c)]
         ]
         inbound, routes = await self._inbound(), self._routes()
         counters: dict[str, float] = {}
@@ -301,7 +301,11 @@ class HubView:
 
     async def subscriber(self, name: str) -> SubscriberDetail | None:
         config = next((c for c in self._hub.loaded.outbound if c.name == name), None)
-        return None if config is None else await self._subscriber(config)
+        if config is None:
+            return None
+        detail = await self._subscriber(config)
+        detail.copying = self.copy_jobs.under_way(name)
+        return detail
 
     def _dead_letter_names(self) -> list[str]:
         loaded = self._hub.loaded
@@ -373,8 +377,9 @@ class HubView:
         since = datetime.fromisoformat(asked.since)
         until = datetime.fromisoformat(asked.until) if asked.until else None
         kafka = self._hub.loaded.hub.kafka
-        with nullcontext() if asked.dry_run else self._one_copy_at_a_time(name, "redelivery"):
-            done = await Redeliverer(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix)).redeliver(
+        with self._job(name, "redelivery", dry=asked.dry_run) as progress:
+            redeliverer = Redeliverer(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix), progress=progress)
+            done = await redeliverer.redeliver(
                 name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded, keys=asked.keys
             )
         return redelivery_out(done, paused=name in self._hub.paused)
@@ -391,13 +396,12 @@ class HubView:
         # The lookup tables as the router sees them now: this process's own when it routes, else read once.
         store = live or TableStore(hub.tables, kafka=kafka, bootstrap=self._hub.bootstrap, topics=TopicNames(kafka.topic_prefix))
         try:
-            copying = nullcontext() if asked.dry_run else self._one_copy_at_a_time(name, "backfill")
-            with copying:
+            with self._job(name, "backfill", dry=asked.dry_run) as progress:
                 if live is None:
                     await store.start()
                 backfiller = Backfiller(
                     kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix), routes=hub.routes, router=hub.router,
-                    codec=self._hub.codec, tables=store.tables, table_configs=hub.tables,
+                    codec=self._hub.codec, tables=store.tables, table_configs=hub.tables, progress=progress,
                 )  # fmt: skip
                 done = await backfiller.backfill(
                     name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded, keys=asked.keys
@@ -407,16 +411,9 @@ class HubView:
                 await store.stop()
         return backfill_out(done, paused=name in self._hub.paused)
 
-    @contextmanager
-    def _one_copy_at_a_time(self, subscriber: str, what: str) -> Iterator[None]:
-        under_way = self._copying.get(subscriber)
-        if under_way is not None:
-            raise Busy(f"{under_way} is under way in this process; ask again once it is done")
-        self._copying[subscriber] = f"a {what} to {subscriber} asked at {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
-        try:
-            yield
-        finally:
-            del self._copying[subscriber]
+    def _job(self, subscriber: str, what: str, *, dry: bool) -> AbstractContextManager[Callable[[str], None]]:
+        """A redelivery's or backfill's progress callback, holding the subscriber while it writes."""
+        return nullcontext(self.copy_jobs.looking(subscriber, what)) if dry else self.copy_jobs.writing(subscriber, what)
 
     def _store(self) -> DeadLetters:
         kafka = self._hub.loaded.hub.kafka

@@ -140,6 +140,10 @@ class SubscriberNode(_Out):
 
 class SubscriberDetail(SubscriberNode):
     progress: dict[str, int | str] = Field(default_factory=dict, description="What its adapter has done since it started.")
+    copying: str | None = Field(
+        default=None,
+        description="A redelivery or backfill the process that answered is writing to it: what, asked when, and how far it is.",
+    )
 
 
 class PauseRequest(_Out):

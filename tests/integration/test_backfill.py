@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,15 @@ from tests.support.hub import build_hub, payment, payment_hub_config, write_conf
 from tests.support.target import Call, Target
 
 WRITE = "write-token-backfill"
+
+
+class Said(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -55,6 +65,10 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
     hold_bytes: int | None,
     engine: str,
 ) -> None:
+    said = Said()  # a backfill's progress, as the hub logs it (on its own logger: the CLI calls set the root's handlers anew)
+    jobs_log = logging.getLogger("bus.app.copy_jobs")
+    jobs_log.addHandler(said)
+    jobs_log.setLevel(logging.INFO)
     if hold_bytes is not None:  # a history larger than what a backfill keeps between its reads
         monkeypatch.setattr(backfill, "_HOLD_BYTES", hold_bytes)
     held: dict[str, int] = {}  # what the CRM holds by payment: an upsert, the last write wins
@@ -127,6 +141,8 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
             assert code == 1, out  # a route failed on one record: said, and the exit code says so
             assert "wrote 6" in out and "left out: 2 already delivered" in out and "evt_2 at" in out and "evt_5c at" in out, out
             await target.wait_for(lambda: len(crm()) == 8)
+            progress = said.lines
+            assert any(line.startswith("a backfill to crm asked at") and "canonical.Payment/0: read" in line for line in progress), progress
             # pi_1 in the canonical order (evt_1 then evt_1b), pi_2 still its newest, pi_5 as evt_5 had it
             assert held == {"pi_0": 150_000, "pi_1": 160_000, "pi_2": 170_000, "pi_3": 150_000, "pi_4": 150_000,
                             "pi_5": 150_000, "pi_6": 150_000}  # fmt: skip
@@ -154,8 +170,11 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
                 assert sorted(answer.status_code for answer in twice) == [200, 409], [a.text for a in twice]
                 refused_twice = next(a for a in twice if a.status_code == 409).json()["detail"]
                 assert "a backfill to erp asked at" in refused_twice and "under way in this process" in refused_twice, refused_twice
+                assert (await api.get("/subscribers/erp")).json()["copying"] is None  # shown while one writes, gone after
     finally:
         await target.stop()
+        jobs_log.removeHandler(said)
+        jobs_log.setLevel(logging.NOTSET)
     # The ledger balances: what a backfill wrote entered the CRM's delivery topic and was delivered.
     code, out, _ = await cli(capsys, "reconcile", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "crm", "--json")
     balance = json.loads(out)[0]

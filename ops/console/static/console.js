@@ -399,7 +399,8 @@ async function showSubscriber(name) {
           h("tr", {}, h("th", { scope: "row" }, "Routes"), h("td", {}, sub.routes.join(", ") || "none")),
           h("tr", {}, h("th", { scope: "row" }, "Since"), h("td", {}, sub.since || "–")),
           h("tr", {}, h("th", { scope: "row" }, "Paused by"), h("td", { id: "paused-by" }, pausedText(sub))),
-          h("tr", {}, h("th", { scope: "row" }, "Last error"), h("td", { id: "last-error" }, sub.last_error || "–")))),
+          h("tr", {}, h("th", { scope: "row" }, "Last error"), h("td", { id: "last-error" }, sub.last_error || "–")),
+          sub.copying ? h("tr", {}, h("th", { scope: "row" }, "Under way"), h("td", { id: "copying" }, sub.copying)) : null)),
       h("div", { class: "actions" },
         sub.state === "paused"
           ? h("button", { id: "resume", type: "button", onclick: () => steer("resume") }, "Resume deliveries")
