@@ -9,13 +9,17 @@ import argparse
 import asyncio
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 from urllib.parse import quote
 
 from bus.adapter_api import AdapterRegistry
-from bus.app.api_client import ApiClient, token_from
+from bus.app.api_client import ApiClient, ApiRefused, token_from
 from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME, _load
 from bus.app.kafka_address import kafka_bootstrap as _bootstrap
+
+_PROGRESS_EVERY_S = 1.0  # how often a redelivery or backfill through the API is asked how far it is
 
 
 def _print_letters(rows: list[dict[str, Any]], as_json: bool) -> None:
@@ -270,7 +274,7 @@ def redeliver(args: argparse.Namespace) -> int:
             "dry_run": args.dry_run,
             "include_superseded": args.include_superseded,
         }
-        done = client.post(f"/subscribers/{args.subscriber}/redeliver", {k: v for k, v in asked.items() if v is not None})
+        done = _while_it_writes(client, args.subscriber, "redeliver", {k: v for k, v in asked.items() if v is not None})
         return _print_redelivery(done, args.json)
     loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
     if not any(c.name == args.subscriber for c in loaded.outbound):
@@ -316,7 +320,7 @@ def backfill(args: argparse.Namespace) -> int:
         "dry_run": args.dry_run,
         "include_superseded": args.include_superseded,
     }
-    done = client.post(f"/subscribers/{quote(args.subscriber, safe='')}/backfill", {k: v for k, v in asked.items() if v is not None})
+    done = _while_it_writes(client, args.subscriber, "backfill", {k: v for k, v in asked.items() if v is not None})
     code = EXIT_RUNTIME if done.get("oldest_kept") or done.get("failed") else 0
     if args.json:
         print(json.dumps(done, indent=2))
@@ -357,6 +361,29 @@ def backfill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return code
+
+
+def _while_it_writes(client: ApiClient, subscriber: str, action: str, body: dict[str, Any]) -> Any:
+    """POST a redelivery or backfill and, while the hub works on it, say on stderr how far it is
+    (the subscriber's ``copying``, each time it changes): a long one is not a silent wait."""
+    name = quote(subscriber, safe="")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answer = pool.submit(client.post, f"/subscribers/{name}/{action}", body)
+        said = None
+        while not body.get("dry_run"):
+            try:
+                answer.result(timeout=_PROGRESS_EVERY_S)
+                break
+            except FutureTimeout:
+                pass
+            try:
+                now = client.get(f"/subscribers/{name}").get("copying")
+            except ApiRefused:
+                continue  # a look that failed: the answer says what happened
+            if now and now != said:
+                print(f"bus: {now}", file=sys.stderr, flush=True)
+                said = now
+        return answer.result()
 
 
 def _print_redelivery(done: dict[str, Any], as_json: bool) -> int:

@@ -13,9 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bus.app import backfill
+from bus.app import backfill, kafka_commands
 from bus.app.cli import main
+from bus.app.hub import Hub
+from bus.event import Event
 from tests.integration.test_delivery import post
 from tests.support.hub import build_hub, payment, payment_hub_config, write_config
 from tests.support.target import Call, Target
@@ -179,3 +182,70 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
     code, out, _ = await cli(capsys, "reconcile", "-c", str(path), "--bootstrap", bootstrap, "--subscriber", "crm", "--json")
     balance = json.loads(out)[0]
     assert code == 0 and balance["unaccounted"] == [] and (balance["entered"], balance["delivered"]) == (8, 8), out
+
+
+async def routed_all(hub: Hub, count: int) -> None:
+    """Wait until the hub's router has committed ``count`` canonical Payment records."""
+    group = AIOKafkaConsumer(bootstrap_servers=hub.bootstrap, group_id=f"{hub.topics.prefix}-router", enable_auto_commit=False)
+    await group.start()
+    try:
+        tps = [TopicPartition(hub.topics.canonical("Payment"), p) for p in range(3)]
+        deadline = asyncio.get_running_loop().time() + 60
+        while sum([(await group.committed(tp)) or 0 for tp in tps]) < count:
+            assert asyncio.get_running_loop().time() < deadline, "the router did not route the history"
+            await asyncio.sleep(0.2)
+    finally:
+        await group.stop()
+
+
+async def test_a_long_backfill_says_how_far_it_is(
+    tmp_path: Path, bootstrap: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40,000 events of history: `bus backfill --hub` says on stderr how far the hub is while it
+    works (it was one silent wait for the answer), and the subscriber shows it meanwhile."""
+    monkeypatch.setattr(kafka_commands, "_PROGRESS_EVERY_S", 0.1)  # asked often: the whole backfill takes a second or two
+    target = await Target().start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["ops"]["tokens"] = [{"name": "admin", "token": WRITE, "scope": "write"}]
+    path = write_config(tmp_path / "bus.yaml", config)
+    since = datetime.now(UTC)
+    try:
+        async with build_hub(path) as hub:  # no route of it takes EUR payments: the history goes nowhere yet
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+            await producer.start()
+            try:
+                sent = []
+                for i in range(40_000):
+                    data = {"payment_id": f"pi_{i}", "amount": i, "currency": "eur", "customer_id": None, "status": "succeeded"}
+                    event = Event(schema="Payment", data=data, source="/history", key=f"pi_{i}", id=f"evt_{i}", type="Payment")
+                    value = hub.codec.encode("Payment", data)
+                    sent.append(
+                        await producer.send(hub.topics.canonical("Payment"), value, key=event.key.encode(), headers=event.headers())
+                    )
+                for future in sent:
+                    await future
+            finally:
+                await producer.stop()
+            await routed_all(hub, 40_000)  # before the CRM joins: routed to nobody
+        config["outbound"].append({"name": "crm", "type": "http", "url": f"{target.url}/crm"})
+        config["routes"].append({"name": "first-ones", "from": "Payment", "when": "amount < 5", "to": ["crm"]})
+        async with build_hub(write_config(path, config)) as hub:
+            (tmp_path / "token").write_text(WRITE)
+            asked = [
+                "crm",
+                "--since",
+                since.isoformat(),
+                "--hub",
+                f"http://127.0.0.1:{hub.ops.port}",
+                "--token-file",
+                str(tmp_path / "token"),
+            ]
+            dry = await routed_dry_run(capsys, *asked)
+            assert (dry["read"], dry["to_send"]) == (40_000, 5), json.dumps(dry)
+            code, out, err = await cli(capsys, "backfill", *asked)
+            assert code == 0 and "wrote 5" in out, out
+            said = [line for line in err.splitlines() if line.startswith("bus: a backfill to crm asked at")]
+            assert said and any("canonical.Payment/" in line and "record(s)" in line for line in said), err
+            await target.wait_for(lambda: len([c for c in target.accepted if c.path == "/crm"]) == 5)
+    finally:
+        await target.stop()
