@@ -157,21 +157,16 @@ def _parser() -> argparse.ArgumentParser:
         help="send a subscriber again what it was delivered since a time (a target restored from a backup): "
         "copies at the end of its delivery topic, delivered by the running hub",
     )
-    redeliver.add_argument("subscriber", help="the outbound adapter's name")
-    redeliver.add_argument("--since", required=True, help="reached its delivery topic at or after (ISO 8601; without a zone, UTC)")
-    redeliver.add_argument("--until", help="and before (default: now)")
-    redeliver.add_argument("--key", action="append", help="only the events of this key (repeatable): a customer's, an order's")
+    _window_arguments(
+        redeliver,
+        reached="its delivery topic",
+        dry="say what would be sent; send nothing",
+        superseded="send also events that a later event of the same key came after (they would put older data over newer)",
+    )
     redeliver.add_argument("-c", "--config", type=Path, help="the hub's config: go straight to its Kafka")
     redeliver.add_argument("--bootstrap", help="Kafka to use instead of the config's")
     redeliver.add_argument("--hub", help="a running hub's ops URL, e.g. http://127.0.0.1:9090: go through its management API instead")
     redeliver.add_argument("--token-file", type=Path, help="with --hub: a file holding the API token (default: $BUS_OPS_TOKEN)")
-    redeliver.add_argument("--dry-run", action="store_true", help="say what would be sent; send nothing")
-    redeliver.add_argument(
-        "--include-superseded",
-        action="store_true",
-        help="send also events that a later event of the same key came after (they would put older data over newer)",
-    )
-    redeliver.add_argument("--json", action="store_true")
     redeliver.set_defaults(func=kafka_commands.redeliver)
 
     backfill = sub.add_parser(
@@ -179,21 +174,16 @@ def _parser() -> argparse.ArgumentParser:
         help="give a subscriber the events its routes give it from what reached the canonical topics since a time (a system "
         "that just joined): written at the end of its delivery topic, delivered by the running hub",
     )
-    backfill.add_argument("subscriber", help="the outbound adapter's name")
-    backfill.add_argument("--since", required=True, help="reached the canonical topics at or after (ISO 8601; without a zone, UTC)")
-    backfill.add_argument("--until", help="and before (default: now)")
-    backfill.add_argument("--key", action="append", help="only the events of this key (repeatable): a customer's, an order's")
+    _window_arguments(
+        backfill,
+        reached="the canonical topics",
+        dry="say what would be written; write nothing",
+        superseded="write also events of a key whose later event the subscriber was delivered (they would put older data over newer)",
+    )
     backfill.add_argument(
         "--hub", required=True, help="the running hub's ops URL, e.g. http://127.0.0.1:9090 (its routes, schemas and tables are used)"
     )
     backfill.add_argument("--token-file", type=Path, help="a file holding the API token (default: $BUS_OPS_TOKEN)")
-    backfill.add_argument("--dry-run", action="store_true", help="say what would be written; write nothing")
-    backfill.add_argument(
-        "--include-superseded",
-        action="store_true",
-        help="write also events of a key whose later event the subscriber was delivered (they would put older data over newer)",
-    )
-    backfill.add_argument("--json", action="store_true")
     backfill.set_defaults(func=kafka_commands.backfill)
 
     reconcile = sub.add_parser(
@@ -304,6 +294,17 @@ def _parser() -> argparse.ArgumentParser:
     topics.add_argument("-c", "--config", type=Path, default=Path("bus.yaml"))
     topics.set_defaults(func=commands.docs_asyncapi)
     return parser
+
+
+def _window_arguments(parser: argparse.ArgumentParser, *, reached: str, dry: str, superseded: str) -> None:
+    """What `bus redeliver` and `bus backfill` both take: a subscriber and a window of time (and keys) on ``reached``."""
+    parser.add_argument("subscriber", help="the outbound adapter's name")
+    parser.add_argument("--since", required=True, help=f"reached {reached} at or after (ISO 8601; without a zone, UTC)")
+    parser.add_argument("--until", help="and before (default: now)")
+    parser.add_argument("--key", action="append", help="only the events of this key (repeatable): a customer's, an order's")
+    parser.add_argument("--dry-run", action="store_true", help=dry)
+    parser.add_argument("--include-superseded", action="store_true", help=superseded)
+    parser.add_argument("--json", action="store_true")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

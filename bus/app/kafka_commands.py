@@ -11,6 +11,7 @@ import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -250,32 +251,18 @@ def balance_of(found: dict[str, Any]) -> Any:
 def redeliver(args: argparse.Namespace) -> int:
     """``bus redeliver SUBSCRIBER --since TIME``: send a subscriber again what it was delivered
     (bus.redelivery), straight to Kafka with the config or through a running hub's API."""
-    from datetime import datetime
-
     from bus.app.hub_view import redelivery_out
     from bus.kafka.topics import TopicNames
     from bus.redelivery import Redeliverer
 
     if (refused := _no_config(args)) is not None:
         return refused
-    try:
-        since = datetime.fromisoformat(args.since)
-        until = datetime.fromisoformat(args.until) if args.until else None
-    except ValueError as exc:
-        print(f"bus: --since and --until take an ISO 8601 time, e.g. 2026-12-01T14:00:00+00:00: {exc}", file=sys.stderr)
+    window = _window(args)
+    if window is None:
         return EXIT_CONFIG
+    since, until = window
     if args.hub is not None:
-        # A day of a busy subscriber's events is read and copied before the hub answers: minutes, not the usual 2.
-        client = ApiClient(args.hub, token_from(args.token_file), timeout=3600)
-        asked = {
-            "since": args.since,
-            "until": args.until,
-            "keys": args.key or None,
-            "dry_run": args.dry_run,
-            "include_superseded": args.include_superseded,
-        }
-        done = _while_it_writes(client, args.subscriber, "redeliver", {k: v for k, v in asked.items() if v is not None})
-        return _print_redelivery(done, args.json)
+        return _print_redelivery(_through_hub(args, "redeliver"), args.json)
     loaded, _ = _load(args.config, AdapterRegistry.from_entry_points())
     if not any(c.name == args.subscriber for c in loaded.outbound):
         known = ", ".join(c.name for c in loaded.outbound) or "none"
@@ -303,24 +290,9 @@ def backfill(args: argparse.Namespace) -> int:
     """``bus backfill SUBSCRIBER --since TIME --hub URL``: give a subscriber the events routed
     before it could receive them (bus.app.backfill), through the running hub's API: the records
     are routed with its routes, registered schemas and lookup tables."""
-    from datetime import datetime
-
-    try:
-        for moment in (args.since, args.until):
-            if moment is not None:
-                datetime.fromisoformat(moment)
-    except ValueError as exc:
-        print(f"bus: --since and --until take an ISO 8601 time, e.g. 2026-12-01T14:00:00+00:00: {exc}", file=sys.stderr)
+    if _window(args) is None:
         return EXIT_CONFIG
-    client = ApiClient(args.hub, token_from(args.token_file), timeout=3600)  # a busy history is read and routed before it answers
-    asked = {
-        "since": args.since,
-        "until": args.until,
-        "keys": args.key or None,
-        "dry_run": args.dry_run,
-        "include_superseded": args.include_superseded,
-    }
-    done = _while_it_writes(client, args.subscriber, "backfill", {k: v for k, v in asked.items() if v is not None})
+    done = _through_hub(args, "backfill")
     code = EXIT_RUNTIME if done.get("oldest_kept") or done.get("failed") else 0
     if args.json:
         print(json.dumps(done, indent=2))
@@ -361,6 +333,29 @@ def backfill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return code
+
+
+def _window(args: argparse.Namespace) -> tuple[datetime, datetime | None] | None:
+    """``--since`` and ``--until`` as times; None (said) when one is not a time."""
+    try:
+        return datetime.fromisoformat(args.since), datetime.fromisoformat(args.until) if args.until else None
+    except ValueError as exc:
+        print(f"bus: --since and --until take an ISO 8601 time, e.g. 2026-12-01T14:00:00+00:00: {exc}", file=sys.stderr)
+        return None
+
+
+def _through_hub(args: argparse.Namespace, action: str) -> Any:
+    """A redelivery or backfill asked of the running hub's API (``--hub``), with its progress on stderr."""
+    # A day of a busy subscriber's events is read (and routed) and written before the hub answers: minutes, not the usual 2.
+    client = ApiClient(args.hub, token_from(args.token_file), timeout=3600)
+    asked = {
+        "since": args.since,
+        "until": args.until,
+        "keys": args.key or None,
+        "dry_run": args.dry_run,
+        "include_superseded": args.include_superseded,
+    }
+    return _while_it_writes(client, args.subscriber, action, {k: v for k, v in asked.items() if v is not None})
 
 
 def _while_it_writes(client: ApiClient, subscriber: str, action: str, body: dict[str, Any]) -> Any:

@@ -282,49 +282,24 @@ def api_app(view: HubView) -> web.Application:
             )
         return _answer(done)
 
-    async def post_redeliver(request: web.Request) -> web.Response:
-        """Send a subscriber again what it was delivered in a window of time (`bus redeliver`)."""
+    async def copies_asked(
+        request: web.Request,
+        model: type[RedeliveryRequest] | type[BackfillRequest],
+        act: Callable[[str, Any], Awaitable[RedeliveryDone | BackfillDone | None]],
+        did: str,
+    ) -> web.Response:
+        """A redelivery or a backfill: copies written to a subscriber's delivery topic for a window
+        of time, the request checked the same way, the outcome answered, and an audit line."""
         name = request.match_info["name"]
         try:
-            asked = RedeliveryRequest.model_validate(parse_json(await request.read()) if request.can_read_body else {})
+            asked = model.model_validate(parse_json(await request.read()) if request.can_read_body else {})
             for moment in (asked.since, asked.until):
                 if moment is not None:
                     datetime.fromisoformat(moment)
         except ValueError as exc:  # JSON that does not parse, a ValidationError, a time that is not one
             raise ApiError(400, f'send a JSON object {{"since": "<RFC 3339 time>", "until": ..., "dry_run": ...}}: {exc}') from None
         try:
-            done = await view.redeliver(name, asked)
-        except Busy as exc:  # another redelivery or backfill of the subscriber is writing
-            raise ApiError(409, str(exc)) from None
-        except ValueError as exc:  # a window that cannot hold anything (since in the future, until before since)
-            raise ApiError(400, str(exc)) from None
-        except LookupError as exc:
-            raise ApiError(404, str(exc)) from None
-        if done is None:
-            known = ", ".join(n.name for n in (await view.topology()).subscribers) or "none"
-            raise ApiError(404, f"no subscriber named {name!r} (subscribers: {known})")
-        if not done.dry_run:
-            log.warning(
-                "audit: %s redelivered %d event(s) to subscriber %s (%s)",
-                request.get(TOKEN_NAME, "unknown"),
-                done.sent,
-                name,
-                asked.model_dump_json(exclude_defaults=True),
-            )
-        return _answer(done)
-
-    async def post_backfill(request: web.Request) -> web.Response:
-        """Give a subscriber the events routed before it could receive them (`bus backfill`)."""
-        name = request.match_info["name"]
-        try:
-            asked = BackfillRequest.model_validate(parse_json(await request.read()) if request.can_read_body else {})
-            for moment in (asked.since, asked.until):
-                if moment is not None:
-                    datetime.fromisoformat(moment)
-        except ValueError as exc:  # JSON that does not parse, a ValidationError, a time that is not one
-            raise ApiError(400, f'send a JSON object {{"since": "<RFC 3339 time>", "until": ..., "dry_run": ...}}: {exc}') from None
-        try:
-            done = await view.backfill(name, asked)
+            done = await act(name, asked)
         except Busy as exc:  # another redelivery or backfill of the subscriber is writing
             raise ApiError(409, str(exc)) from None
         except ValueError as exc:  # a window that cannot hold anything, a subscriber no route can backfill
@@ -336,13 +311,22 @@ def api_app(view: HubView) -> web.Application:
             raise ApiError(404, f"no subscriber named {name!r} (subscribers: {known})")
         if not done.dry_run:
             log.warning(
-                "audit: %s backfilled %d event(s) to subscriber %s (%s)",
+                "audit: %s %s %d event(s) to subscriber %s (%s)",
                 request.get(TOKEN_NAME, "unknown"),
+                did,
                 done.sent,
                 name,
                 asked.model_dump_json(exclude_defaults=True),
             )
         return _answer(done)
+
+    async def post_redeliver(request: web.Request) -> web.Response:
+        """Send a subscriber again what it was delivered in a window of time (`bus redeliver`)."""
+        return await copies_asked(request, RedeliveryRequest, view.redeliver, "redelivered")
+
+    async def post_backfill(request: web.Request) -> web.Response:
+        """Give a subscriber the events routed before it could receive them (`bus backfill`)."""
+        return await copies_asked(request, BackfillRequest, view.backfill, "backfilled")
 
     async def get_reconcile(request: web.Request) -> web.Response:
         window = query_int(request, "window_s", 900, 1, 31 * 86400)
