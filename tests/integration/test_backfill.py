@@ -222,11 +222,13 @@ async def test_a_long_backfill_says_how_far_it_is(
                     sent.append(
                         await producer.send(hub.topics.canonical("Payment"), value, key=event.key.encode(), headers=event.headers())
                     )
+                # and one record that is not an event at all (a producer outside the hub): no route can read it
+                sent.append(await producer.send(hub.topics.canonical("Payment"), b"not avro", key=b"junk", headers=[("ce_id", b"junk-1")]))
                 for future in sent:
                     await future
             finally:
                 await producer.stop()
-            await routed_all(hub, 40_000)  # before the CRM joins: routed to nobody
+            await routed_all(hub, 40_001)  # before the CRM joins: routed to nobody
         config["outbound"].append({"name": "crm", "type": "http", "url": f"{target.url}/crm"})
         config["routes"].append({"name": "first-ones", "from": "Payment", "when": "amount < 5", "to": ["crm"]})
         async with build_hub(write_config(path, config)) as hub:
@@ -241,9 +243,10 @@ async def test_a_long_backfill_says_how_far_it_is(
                 str(tmp_path / "token"),
             ]
             dry = await routed_dry_run(capsys, *asked)
-            assert (dry["read"], dry["to_send"]) == (40_000, 5), json.dumps(dry)
+            assert (dry["read"], dry["to_send"], dry["failed"]) == (40_001, 5, 1), json.dumps(dry)
+            assert dry["failed_events"][0]["event_id"] == "junk-1" and dry["failed_events"][0]["route"] == "_router", dry
             code, out, err = await cli(capsys, "backfill", *asked)
-            assert code == 0 and "wrote 5" in out, out
+            assert code == 1 and "wrote 5" in out and "junk-1" in out, out  # said, and the exit code says so
             said = [line for line in err.splitlines() if line.startswith("bus: a backfill to crm asked at")]
             assert said and any("canonical.Payment/" in line and "record(s)" in line for line in said), err
             await target.wait_for(lambda: len([c for c in target.accepted if c.path == "/crm"]) == 5)
