@@ -72,10 +72,24 @@ class _Server(TlsConnection, AdapterConfig):
         "host and port are not. After a failover the next connection goes to the new primary.",
     )
 
+    cluster: bool = Field(
+        default=False,
+        description="The url names a node of a Redis Cluster (open-source cluster mode: self-run, ElastiCache or MemoryDB "
+        "with cluster mode on, a cluster's configuration endpoint): the other nodes are found from it, and each command goes "
+        "to the primary that serves its key's slot, following the cluster as slots move and replicas are promoted. Only "
+        "database 0 exists there.",
+    )
+
     @model_validator(mode="after")
     def _tls_needs_rediss(self) -> _Server:
         if self.tls is not None and not self.url.get_secret_value().startswith("rediss://"):
             raise ValueError("tls is for a rediss:// url (TLS); this url is plain redis://")
+        if self.cluster:
+            if self.sentinel is not None:
+                raise ValueError("cluster and sentinel do not go together: a Redis Cluster promotes its replicas itself")
+            database = urlsplit(self.url.get_secret_value()).path.strip("/")
+            if database not in ("", "0"):
+                raise ValueError(f"a Redis Cluster has only database 0; the url names database {database}")
         return self
 
 

@@ -2,42 +2,68 @@
 
 from __future__ import annotations
 
-__all__ = ["connect", "where"]
+__all__ = ["UNANSWERED", "connect", "where"]
 
 import contextlib
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError
 from redis.asyncio.sentinel import Sentinel as Sentinels
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+)
 
 from adapters.redis.config import Sentinel
 from bus.adapter_api import ClientTls, RetryableError
 
+# What a command may fail with when a server or the cluster does not answer, or answers
+# "not now". Two of redis-py's cluster errors (no node reachable, a slot no node serves yet) are
+# not RedisErrors: not caught here, they would be taken for a bug of the adapter's.
+UNANSWERED = (RedisError, RedisClusterUnreachableError, SlotNotCoveredError, OSError)
 
-def where(url: str, sentinel: Sentinel | None = None) -> str:
+
+def where(url: str, sentinel: Sentinel | None = None, *, cluster: bool = False) -> str:
     """The server as logs may show it: host, port and database (or the primary the sentinels
-    name), never the password."""
+    name, or the cluster a node belongs to), never the password."""
     parts = urlsplit(url)
     database = parts.path.strip("/") or "0"
     if sentinel is not None:
         return f"primary {sentinel.master!r}/{database} of the sentinels at {', '.join(sentinel.nodes)}"
-    return f"{parts.hostname}:{parts.port or 6379}/{database}"
+    if cluster:
+        return f"{_host_port(url)} (cluster)"
+    return f"{_host_port(url)}/{database}"
 
 
 async def connect(
-    url: str, what: str, *, tls: ClientTls | None, timeout_s: float, client_name: str, sentinel: Sentinel | None = None
+    url: str,
+    what: str,
+    *,
+    tls: ClientTls | None,
+    timeout_s: float,
+    client_name: str,
+    sentinel: Sentinel | None = None,
+    cluster: bool = False,
 ) -> Redis:
     """A client whose server answered a PING, or RetryableError naming the server.
 
     The client's own retries are off: a command sent again after a lost answer could append to a
     stream twice, and the hub's runtime already backs off and retries (adapters never retry on
-    their own). ``timeout_s`` bounds connecting and every answer: a server that takes the
-    connection and never answers fails the call instead of holding it."""
+    their own). A cluster client still follows MOVED and ASK redirects (the command did not run
+    where it was sent). ``timeout_s`` bounds connecting and every answer: a server that takes the
+    connection and never answers fails the call instead of holding it.
+
+    A server's mode and ``cluster`` must agree: a single-node client of a cluster node would have
+    every key of another node's slots refused (MOVED), and dead-letter those events."""
     options: dict[str, Any] = {}
     if tls is not None:
         options.update(
@@ -53,20 +79,56 @@ async def connect(
         "client_name": client_name,
         **options,
     }
-    client = Redis.from_url(url, **common) if sentinel is None else _through_sentinels(url, sentinel, common)
+    client: Redis
+    if cluster:
+        client = RedisCluster.from_url(url, **common)  # type: ignore[assignment]  # the same commands, routed by key slot
+    elif sentinel is None:
+        client = Redis.from_url(url, **common)
+    else:
+        client = _through_sentinels(url, sentinel, common)
+    shown = where(url, sentinel, cluster=cluster)
     try:
         await client.ping()
+        if not cluster:
+            await _not_a_cluster_node(client, what, shown)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             await client.aclose()
+        if isinstance(exc, RetryableError):
+            raise
         if isinstance(exc, AuthenticationError) or (isinstance(exc, ResponseError) and "WRONGPASS" in str(exc)):
-            raise RetryableError(f"{what}: Redis at {where(url, sentinel)} refused the credentials: {exc}") from exc
+            raise RetryableError(f"{what}: Redis at {shown} refused the credentials: {exc}") from exc
         if isinstance(exc, MasterNotFoundError):  # none answered, or none knows the name
-            raise RetryableError(f"{what}: cannot find the {where(url, sentinel)}: {exc}") from exc
+            raise RetryableError(f"{what}: cannot find the {shown}: {exc}") from exc
+        if isinstance(exc, RedisClusterException) and "Cluster mode is not enabled" in str(exc):
+            raise RetryableError(
+                f"{what}: Redis at {_host_port(url)} is not a node of a Redis Cluster (its cluster mode is off): take out `cluster: true`"
+            ) from exc
+        if isinstance(exc, RedisClusterException):
+            raise RetryableError(f"{what}: cannot reach {shown}: {exc}") from exc
         if isinstance(exc, RedisError | OSError | TimeoutError):
-            raise RetryableError(f"{what}: cannot reach Redis at {where(url, sentinel)}: {exc!r}") from exc
+            raise RetryableError(f"{what}: cannot reach Redis at {shown}: {exc!r}") from exc
         raise
     return client
+
+
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}"
+
+
+async def _not_a_cluster_node(client: Redis, what: str, shown: str) -> None:
+    """RetryableError when the server is a node of a Redis Cluster (``cluster_enabled:1``). A
+    server whose user may not ask INFO is taken as it says it is."""
+    try:
+        info = await client.info("cluster")
+    except ResponseError:  # NOPERM for INFO: nothing to tell
+        return
+    if info.get("cluster_enabled") in (1, "1"):
+        raise RetryableError(
+            f"{what}: Redis at {shown} is a node of a Redis Cluster: set `cluster: true` (a single-node client would have "
+            "every key another node serves refused with MOVED)"
+        )
 
 
 def _through_sentinels(url: str, sentinel: Sentinel, common: dict[str, Any]) -> Redis:

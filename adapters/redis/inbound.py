@@ -30,10 +30,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from adapters.redis.config import RedisInboundConfig
-from adapters.redis.connection import connect, where
+from adapters.redis.connection import UNANSWERED, connect, where
 from bus.adapter_api import Context, KafkaUnavailable, RetryableError, target_json
 from bus.queue_inbound import QueueInbound
 
@@ -57,7 +57,8 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
         self._consumer = f"{socket.gethostname()}-{os.getpid()}"
         self._stream = config.stream.encode()
         self._field = config.field.encode() if config.field is not None else None
-        self._where = f"{where(config.url.get_secret_value(), config.sentinel)} stream {config.stream!r} group {self._group!r}"
+        server = where(config.url.get_secret_value(), config.sentinel, cluster=config.cluster)
+        self._where = f"{server} stream {config.stream!r} group {self._group!r}"
         # Entry ids read and not yet acknowledged here (never read twice), and when each was last
         # claimed: ``_keep_fresh`` claims those held a while afresh, so no other process takes them.
         self._in_flight: dict[bytes, float] = {}
@@ -92,6 +93,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             f"redis {self.config.name}",
             tls=self.config.tls,
             sentinel=self.config.sentinel,
+            cluster=self.config.cluster,
             timeout_s=_BLOCK_MS / 1000 + 10,  # above the blocking read's wait
             client_name=f"bus-{self.config.name}",
         )
@@ -114,7 +116,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             if not self.config.declare:
                 raise RetryableError(f"redis {self.config.name}: {self._where}: no such stream ({exc}); declare is off") from exc
             groups, stream_exists = [], False
-        except RedisError as exc:
+        except UNANSWERED as exc:
             raise RetryableError(f"redis {self.config.name}: {self._where}: {exc!r}") from exc
         if any(g["name"] == self._group.encode() for g in groups):
             return
@@ -122,7 +124,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             raise RetryableError(f"redis {self.config.name}: {self._where}: no such consumer group, and declare is off")
         try:
             start, said = await self._start_of_group(client, stream_exists)
-        except RedisError as exc:
+        except UNANSWERED as exc:
             raise RetryableError(f"redis {self.config.name}: {self._where}: {exc!r}") from exc
         try:
             await client.xgroup_create(self._stream, self._group, id=start, mkstream=True)
@@ -130,7 +132,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
             if "BUSYGROUP" not in str(exc):  # made meanwhile by another replica: fine
                 raise RetryableError(f"redis {self.config.name}: cannot make the consumer group of {self._where}: {exc}") from exc
             return
-        except RedisError as exc:
+        except UNANSWERED as exc:
             raise RetryableError(f"redis {self.config.name}: {self._where}: {exc!r}") from exc
         if self._acknowledged is None:
             name, group, stream = self.config.name, self._group, self.config.stream
@@ -207,7 +209,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
                     yield entry
         except ResponseError as exc:  # the group or the stream deleted under the hub, most likely
             raise RetryableError(f"redis {self.config.name}: reading {self._where}: {exc}") from exc
-        except (RedisError, OSError) as exc:
+        except UNANSWERED as exc:
             raise RetryableError(f"redis {self.config.name}: lost {self._where}: {exc!r}") from exc
 
     async def _read(self, start: str | bytes, *, block: bool = False) -> list[Entry]:
@@ -287,7 +289,7 @@ class RedisInbound(QueueInbound[RedisInboundConfig]):
                 continue
             try:
                 await self._redis.xclaim(self._stream, self._group, self._consumer, 0, held, justid=True)
-            except (RedisError, OSError) as exc:  # the consume loop says so if the connection is lost
+            except UNANSWERED as exc:  # the consume loop says so if the connection is lost
                 self.ctx.logger.info("redis %s: could not claim the entries held afresh (%r)", self.config.name, exc)
                 continue
             for entry_id in held:

@@ -26,7 +26,9 @@ import contextlib
 from typing import Any, ClassVar
 
 from redis.asyncio import Redis
+from redis.crc import key_slot
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     BusyLoadingError,
     ClusterDownError,
@@ -34,13 +36,12 @@ from redis.exceptions import (
     NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
-    RedisError,
     ResponseError,
     TryAgainError,
 )
 
 from adapters.redis.config import RedisOutboundConfig
-from adapters.redis.connection import connect, where
+from adapters.redis.connection import UNANSWERED, connect, where
 from adapters.redis.target_state import RedisTargetState
 from bus.adapter_api import (
     Body,
@@ -76,12 +77,37 @@ return id
 
 # Refusals that an operator or time ends, the same for every event: retried, not dead-lettered.
 # redis-py turns most into classes of their own (and takes the code off the message); the rest
-# keep their code as the message's first word.
+# keep their code as the message's first word. In a cluster: a slot on the move (MOVED, ASK the
+# client could not follow), a cluster without a quorum (CLUSTERDOWN), keys mid-migration (TRYAGAIN).
 _PASSING = (
     OutOfMemoryError, ReadOnlyError, NoPermissionError, AuthenticationError, BusyLoadingError, MasterDownError, TryAgainError,
-    ClusterDownError,
+    ClusterDownError, AskError,
 )  # fmt: skip
 _PASSING_CODES = {"OOM", "BUSY", "MISCONF", "READONLY", "NOAUTH", "WRONGPASS", "NOPERM", "LOADING"}
+
+
+def _hash_tag(key: str) -> str | None:
+    """The part of ``key`` a Redis Cluster hashes to find its slot when it is not the whole key:
+    between the first ``{`` and the first ``}`` after it, when not empty."""
+    opened = key.find("{")
+    closed = key.find("}", opened + 1) if opened >= 0 else -1
+    return key[opened + 1 : closed] if closed > opened + 1 else None
+
+
+def marker_key(stream: str, event_id: str, *, cluster: bool) -> str:
+    """Where an appended event's id is kept for the dedupe window. The append script touches the
+    stream and this key in one step, which a Redis Cluster runs only when both hash to one slot:
+    there the stream's name is made the marker's hash tag (unless it has one of its own, which
+    the marker, starting with it, shares)."""
+    if not cluster or _hash_tag(stream) is not None:
+        return f"{stream}:bus-ids:{event_id}"
+    marker = f"{{{stream}}}:bus-ids:{event_id}"
+    if key_slot(marker.encode()) != key_slot(stream.encode()):  # a "}" in the name ends the tag early
+        raise PermanentError(
+            f"the stream {stream!r}: in a Redis Cluster its dedupe marker cannot share its slot (a '}}' in its name without a "
+            "'{' before it); name the stream without it, give it a hash tag ({orders}), or set dedupe_window: 0s"
+        )
+    return marker
 
 
 def _key_part(value: str) -> str:
@@ -108,7 +134,7 @@ class RedisOutbound(Outbound[RedisOutboundConfig]):
         self._ttl_ms = int(config.ttl.total_seconds() * 1000) if config.ttl is not None else None
         self._window_ms = int(config.dedupe_window.total_seconds() * 1000)
         self._maxlen = str(config.maxlen) if config.maxlen is not None else ""
-        self._where = where(config.url.get_secret_value(), config.sentinel)
+        self._where = where(config.url.get_secret_value(), config.sentinel, cluster=config.cluster)
         self._redis: Redis | None = None
         self._append_once: Any = None
 
@@ -119,6 +145,7 @@ class RedisOutbound(Outbound[RedisOutboundConfig]):
                 f"redis outbound {self.config.name}",
                 tls=self.config.tls,
                 sentinel=self.config.sentinel,
+                cluster=self.config.cluster,
                 timeout_s=self.config.timeout_s,
                 client_name=f"bus-{self.config.name}",
             )
@@ -134,7 +161,7 @@ class RedisOutbound(Outbound[RedisOutboundConfig]):
             return Health(False, "not connected to Redis")
         try:
             await asyncio.wait_for(self._redis.ping(), timeout=2)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except UNANSWERED as exc:
             return Health(False, f"Redis at {self._where} does not answer: {exc!r}")
         return Health(True)
 
@@ -153,7 +180,7 @@ class RedisOutbound(Outbound[RedisOutboundConfig]):
                 await self._write_hash(key, self.hash_fields(event))
         except ResponseError as exc:
             raise self._refused(key, exc) from exc
-        except (RedisError, OSError) as exc:  # a lost connection, a timeout: the command may or may not have run
+        except UNANSWERED as exc:  # a lost connection, a timeout: the command may or may not have run
             raise RetryableError(f"Redis at {self._where} did not answer for {key!r}: {exc!r}") from exc
 
     # What a delivery writes, for ``deliver`` and for bus migrate (adapters/redis/target_state.py).
@@ -191,7 +218,8 @@ class RedisOutbound(Outbound[RedisOutboundConfig]):
             await self._redis.xadd(stream, fields, maxlen=self.config.maxlen, approximate=True)  # type: ignore[arg-type]
             return
         pairs = [part for name, value in fields.items() for part in (name, value)]
-        await self._append_once(keys=[stream, f"{stream}:bus-ids:{event.id}"], args=[self._window_ms, self._maxlen, *pairs])
+        marker = marker_key(stream, event.id, cluster=self.config.cluster)
+        await self._append_once(keys=[stream, marker], args=[self._window_ms, self._maxlen, *pairs])
 
     async def _write_hash(self, key: str, fields: dict[str, str]) -> None:
         assert self._redis is not None

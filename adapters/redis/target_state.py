@@ -6,6 +6,8 @@ again) and deletes a key the run created, a batch in one transaction. What is co
 Redis holds: for ``set`` the JSON document, for ``hset`` the hash's fields as text (a delivery
 writes ``true``, a record as its JSON text, a time as RFC 3339). A key's TTL is not put back: a
 restored key keeps none. A stream (``xadd``) can be neither read back by event nor rolled back.
+In a Redis Cluster a transaction holds only keys of one slot: a batch is put back in one
+transaction per slot (each key is put back whole, and a rollback that stops is resumed).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 __all__ = ["RedisTargetState"]
 
 import json
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
+from adapters.redis.connection import UNANSWERED
 from bus.adapter_api import Event, PermanentError, RetryableError, parse_json, target_json
 
 if TYPE_CHECKING:
@@ -52,7 +57,7 @@ class RedisTargetState:
                     else:
                         pipe.get(key)
                 found = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
+        except UNANSWERED as exc:
             raise RetryableError(f"reading back from Redis: {exc!r}") from exc
         return [self._record(key, held) for (key,), held in zip(addresses, found, strict=True)]
 
@@ -73,20 +78,30 @@ class RedisTargetState:
     async def restore(self, items: list[tuple[Any, dict[str, Any] | None]]) -> None:
         client = self._out.client()
         try:
-            async with client.pipeline(transaction=True) as transaction:
-                for (key,), before in items:
-                    if before is None:
-                        transaction.delete(key)
-                    elif self._hash:
-                        transaction.delete(key)
-                        if before:
-                            transaction.hset(key, mapping={field: str(value) for field, value in before.items()})
-                    elif set(before) == {_TEXT}:
-                        transaction.set(key, before[_TEXT])
-                    else:
-                        transaction.set(key, target_json(before, "value"))
-                await transaction.execute()
+            for together in self._transactions(items):
+                async with client.pipeline(transaction=True) as transaction:
+                    for (key,), before in together:
+                        if before is None:
+                            transaction.delete(key)
+                        elif self._hash:
+                            transaction.delete(key)
+                            if before:
+                                transaction.hset(key, mapping={field: str(value) for field, value in before.items()})
+                        elif set(before) == {_TEXT}:
+                            transaction.set(key, before[_TEXT])
+                        else:
+                            transaction.set(key, target_json(before, "value"))
+                    await transaction.execute()
         except ResponseError as exc:
             raise PermanentError(f"Redis refused to put the keys back: {exc}") from exc
-        except (RedisError, OSError) as exc:
+        except UNANSWERED as exc:
             raise RetryableError(f"putting keys back into Redis: {exc!r}") from exc
+
+    def _transactions(self, items: list[tuple[Any, dict[str, Any] | None]]) -> list[list[tuple[Any, dict[str, Any] | None]]]:
+        """The batch in one transaction, or in a cluster one per slot its keys hash to."""
+        if not self._out.config.cluster:
+            return [items]
+        by_slot: dict[int, list[tuple[Any, dict[str, Any] | None]]] = defaultdict(list)
+        for item in items:
+            by_slot[key_slot(item[0][0].encode())].append(item)
+        return list(by_slot.values())

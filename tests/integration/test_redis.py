@@ -456,8 +456,9 @@ async def test_a_sentinel_failover_loses_nothing_read_or_written(tmp_path: Path,
 
 
 def test_bus_validate_names_the_field_of_a_redis_config_that_cannot_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The URL's scheme and database, TLS on a plain URL, and settings the command would ignore
-    are refused at load, naming the adapter's field."""
+    """The URL's scheme and database, TLS on a plain URL, settings the command would ignore, and a
+    cluster behind sentinels or with a database other than 0 are refused at load, naming the
+    adapter's field."""
     base = {"kafka": {"bootstrap": "127.0.0.1:9092", "topic_prefix": "t"}, "inbound": [], "routes": []}
     cases = {
         "http://127.0.0.1:6379": "a redis:// or rediss:// URL",
@@ -475,6 +476,8 @@ def test_bus_validate_names_the_field_of_a_redis_config_that_cannot_work(tmp_pat
         ({"command": "set", "replace": False}, "replace (only with hset) would do nothing"),
         ({"command": "set", "tls": {}}, "tls is for a rediss:// url"),
         ({"command": "set", "sentinel": {"master": "m", "nodes": ["sentinel-0:port"]}}, "'sentinel-0:port' is not host:port"),
+        ({"command": "set", "cluster": True, "sentinel": {"master": "m", "nodes": ["s:26379"]}}, "cluster and sentinel do not go"),
+        ({"command": "set", "cluster": True, "url": "redis://127.0.0.1:6379/2"}, "a Redis Cluster has only database 0"),
     ):
         config = {**base, "outbound": [{"name": "cache", "type": "redis", "url": URL, "key": "k", **settings}]}
         path = write_config(tmp_path / "bus.yaml", config)

@@ -1,5 +1,6 @@
 """A Redis server of the test's own, for settings the machine's shared server cannot take without
-disturbing the other tests (a memory limit that refuses writes, users with narrow permissions).
+disturbing the other tests (a memory limit that refuses writes, users with narrow permissions),
+and setups made of several (a primary watched by a sentinel, a Redis Cluster).
 
 redis-server on a free port, nothing kept on disk; it starts in well under a second.
 """
@@ -9,10 +10,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import redis
+from redis.crc import key_slot
 
 from bus.ports import free_port
 from tests.support.private_server import binaries_missing, launch, stop_server, wait_listening
@@ -91,3 +96,101 @@ def redis_with_sentinel(master: str = "mymaster") -> Iterator[SentinelSetup]:
     finally:
         for server, folder in reversed(started):
             stop_server(server, folder)
+
+
+@dataclass
+class ClusterSetup:
+    """A Redis Cluster of the test's own: its primaries' ports (each serving a third of the slots)
+    and, with replicas, each replica's port by its primary's."""
+
+    primaries: list[int]
+    replicas: dict[int, int]
+    _servers: dict[int, tuple[subprocess.Popen[bytes], Path]]
+
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.primaries[0]}/0"
+
+    def owner(self, key: str) -> int:
+        """The port of the primary that serves ``key``'s slot now."""
+        slot = key_slot(key.encode())
+        with redis.Redis(port=self.primaries[0]) as client:
+            for start, end, (_, port, *_), *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(port)
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def move_slot_of(self, key: str, to: int) -> None:
+        """The slot of ``key`` and every key in it moved to the primary at port ``to``, as
+        `redis-cli --cluster reshard` does it: IMPORTING and MIGRATING, MIGRATE of its keys (a
+        stream with its consumer groups), then the slot given to its new owner on every node.
+        Clients meanwhile get ASK redirects, then MOVED."""
+        slot, source = key_slot(key.encode()), self.owner(key)
+        if source == to:
+            return
+        with redis.Redis(port=source) as old, redis.Redis(port=to) as new:
+            old_id, new_id = old.execute_command("CLUSTER", "MYID"), new.execute_command("CLUSTER", "MYID")
+            new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", old_id)
+            old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", new_id)
+            while keys := old.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                old.execute_command("MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *keys)
+            for port in self.primaries:
+                with redis.Redis(port=port) as node:
+                    node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", new_id)
+
+    def kill(self, port: int) -> None:
+        """The node's process ends at once (SIGKILL): its replica is promoted once the others
+        count it as failed (cluster-node-timeout, 1 s here)."""
+        server, folder = self._servers.pop(port)
+        server.kill()
+        stop_server(server, folder)
+
+
+@contextmanager
+def redis_cluster(*, replicas: bool = False) -> Iterator[ClusterSetup]:
+    """Three primaries (and a replica of each, with ``replicas``) made a cluster by
+    `redis-cli --cluster create`, every slot served, nothing kept on disk."""
+    binary, cli = shutil.which("redis-server") or "/usr/bin/redis-server", shutil.which("redis-cli") or "/usr/bin/redis-cli"
+    if not Path(binary).exists() or not Path(cli).exists():
+        binaries_missing("the Redis server and its redis-cli are not installed")
+    servers: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
+    try:
+        ports = [free_port() for _ in range(6 if replicas else 3)]
+        for port in ports:
+            folder = Path(tempfile.mkdtemp(prefix="bus-redis-cluster-"))
+            command = [binary, "--port", str(port), "--cluster-port", str(free_port()), "--bind", "127.0.0.1"]
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]
+            command += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
+            servers[port] = (launch(command, folder), folder)
+            wait_listening(servers[port][0], port, "Redis Cluster node", folder)
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        made = subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "1" if replicas else "0", "--cluster-yes"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if made.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout.decode()[-2000:]} {made.stderr.decode()[-2000:]}")
+        deadline = time.monotonic() + 30
+        while not all(_cluster_ok(port) for port in ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test's Redis Cluster did not reach cluster_state:ok in 30 s")
+            time.sleep(0.1)
+        primaries, of = [], {}
+        for port in ports:
+            with redis.Redis(port=port) as client:
+                role = client.execute_command("ROLE")
+                if role[0] == b"master":
+                    primaries.append(port)
+                else:
+                    of[int(role[2])] = port
+        yield ClusterSetup(sorted(primaries), of, servers)
+    finally:
+        for server, folder in servers.values():
+            stop_server(server, folder)
+
+
+def _cluster_ok(port: int) -> bool:
+    with redis.Redis(port=port) as client:
+        info = client.execute_command("CLUSTER", "INFO").decode()
+    return "cluster_state:ok" in info
