@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError
 from redis.asyncio.sentinel import Sentinel as Sentinels
@@ -30,6 +30,11 @@ from bus.adapter_api import ClientTls, RetryableError
 # "not now". Two of redis-py's cluster errors (no node reachable, a slot no node serves yet) are
 # not RedisErrors: not caught here, they would be taken for a bug of the adapter's.
 UNANSWERED = (RedisError, RedisClusterUnreachableError, SlotNotCoveredError, OSError)
+
+# The nodes each cluster (by its url's node) had when a client last reached it. A client made
+# again (an adapter restarted after a primary failed) starts from any of them: the url's node may
+# be the one that failed, and a client that knew only it could not find the cluster again.
+_CLUSTER_NODES: dict[str, list[tuple[str, int]]] = {}
 
 
 def where(url: str, sentinel: Sentinel | None = None, *, cluster: bool = False) -> str:
@@ -81,7 +86,8 @@ async def connect(
     }
     client: Redis
     if cluster:
-        client = RedisCluster.from_url(url, **common)  # type: ignore[assignment]  # the same commands, routed by key slot
+        known = [ClusterNode(host, port) for host, port in _CLUSTER_NODES.get(_host_port(url), [])]
+        client = RedisCluster.from_url(url, startup_nodes=known, **common)  # type: ignore[assignment]  # the same commands, by key slot
     elif sentinel is None:
         client = Redis.from_url(url, **common)
     else:
@@ -89,7 +95,9 @@ async def connect(
     shown = where(url, sentinel, cluster=cluster)
     try:
         await client.ping()
-        if not cluster:
+        if isinstance(client, RedisCluster):
+            _CLUSTER_NODES[_host_port(url)] = [(node.host, node.port) for node in client.get_nodes()]
+        else:
             await _not_a_cluster_node(client, what, shown)
     except BaseException as exc:
         with contextlib.suppress(Exception):

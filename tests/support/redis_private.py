@@ -111,9 +111,9 @@ class ClusterSetup:
         return f"redis://127.0.0.1:{self.primaries[0]}/0"
 
     def owner(self, key: str) -> int:
-        """The port of the primary that serves ``key``'s slot now."""
+        """The port of the primary that serves ``key``'s slot now, as a live node sees it."""
         slot = key_slot(key.encode())
-        with redis.Redis(port=self.primaries[0]) as client:
+        with redis.Redis(port=next(iter(self._servers))) as client:
             for start, end, (_, port, *_), *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
                     return int(port)
