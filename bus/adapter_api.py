@@ -81,11 +81,13 @@ __all__ = [
     "allow_large_csv_fields",
     "bounded_lines",
     "brief",
+    "check_dsn",
     "comparable",
     "compile_expression",
     "compile_template",
     "csv_header_problem",
     "csv_records",
+    "dsn_servers",
     "duration",
     "finish_read",
     "finish_task",
@@ -147,6 +149,8 @@ from bus.documents import (
     parse_xml,
     text_codec,
 )
+from bus.dsn import check_dsn
+from bus.dsn import servers as dsn_servers
 from bus.errors import (
     EventRejected,
     EventTooLarge,

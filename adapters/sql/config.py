@@ -11,7 +11,19 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.sql.pool import mysql_tls
-from bus.adapter_api import AdapterConfig, Body, ConfigModel, Duration, EmitSpec, Expression, Kind, OutboundConfig, duration, time_zone
+from bus.adapter_api import (
+    AdapterConfig,
+    Body,
+    ConfigModel,
+    Duration,
+    EmitSpec,
+    Expression,
+    Kind,
+    OutboundConfig,
+    check_dsn,
+    duration,
+    time_zone,
+)
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -24,8 +36,7 @@ def _identifier(name: str) -> str:
 
 def _dsn(dsn: SecretStr) -> SecretStr:
     text = dsn.get_secret_value()
-    if not text.startswith(("postgresql://", "postgres://", "mysql://", "mariadb://")):
-        raise ValueError("dsn must start with postgresql://, postgres://, mysql:// or mariadb://")
+    check_dsn(text)
     if text.startswith(("mysql://", "mariadb://")) and "${" not in text:
         try:
             mysql_tls(text)  # its TLS options (the files are read: a missing one is said at load)
@@ -44,8 +55,13 @@ class SqlOutboundConfig(OutboundConfig):
     dsn: SecretStr = Field(
         description="postgresql://user:pass@host:5432/db or mysql://user:pass@host:3306/db (use ${ENV} for the password). "
         "TLS: libpq's ?sslmode=... for PostgreSQL; ?ssl-mode=VERIFY_IDENTITY&ssl-ca=...&ssl-cert=...&ssl-key=... for "
-        "MariaDB/MySQL (docs/adapters.md, sql).",
-        examples=["postgresql://bus@postgres:5432/erp", "mysql://hub@db:3306/erp?ssl-mode=VERIFY_IDENTITY&ssl-ca=/certs/ca.pem"],
+        "MariaDB/MySQL (docs/adapters.md, sql). PostgreSQL may name several servers, tried in turn: "
+        "host1:5432,host2:5432 with ?target_session_attrs=read-write writes to whichever is the primary now.",
+        examples=[
+            "postgresql://bus@postgres:5432/erp",
+            "postgresql://bus@pg-1:5432,pg-2:5432/erp?target_session_attrs=read-write",
+            "mysql://hub@db:3306/erp?ssl-mode=VERIFY_IDENTITY&ssl-ca=/certs/ca.pem",
+        ],
     )
     table: str = Field(description="Target table (schema.table allowed).", examples=["ledger_payments"])
     columns: Annotated[dict[str, str], Kind("body")] = Field(
@@ -148,7 +164,9 @@ class SqlPollConfig(AdapterConfig):
 
     type: Literal["sql_poll"] = "sql_poll"
     dsn: SecretStr = Field(
-        description="postgresql://user:pass@host:5432/db or mysql://user:pass@host:3306/db (use ${ENV} for the password).",
+        description="postgresql://user:pass@host:5432/db or mysql://user:pass@host:3306/db (use ${ENV} for the password). "
+        "PostgreSQL may name several servers, tried in turn (host1:5432,host2:5432; ?target_session_attrs=prefer-standby "
+        "reads from a standby when one answers).",
         examples=["postgresql://bus@legacy-db:5432/crm"],
     )
     table: str = Field(description="Table or view to read (schema.table allowed).", examples=["customers"])
@@ -224,7 +242,8 @@ class PostgresCdcConfig(AdapterConfig):
     type: Literal["postgres_cdc"] = "postgres_cdc"
     dsn: SecretStr = Field(
         description="postgresql://user:pass@host:5432/db; the user needs the REPLICATION attribute (and to own the tables if "
-        "the publication is created here). The server needs wal_level = logical.",
+        "the publication is created here). The server needs wal_level = logical. Several servers may be named "
+        "(host1:5432,host2:5432?target_session_attrs=primary): the slot is read on the primary.",
         examples=["postgresql://cdc@legacy-db:5432/crm"],
     )
     tables: list[str] = Field(
@@ -258,8 +277,7 @@ class PostgresCdcConfig(AdapterConfig):
     @field_validator("dsn")
     @classmethod
     def _check_dsn(cls, dsn: SecretStr) -> SecretStr:
-        if not dsn.get_secret_value().startswith(("postgresql://", "postgres://")):
-            raise ValueError("dsn must start with postgresql:// or postgres://")
+        check_dsn(dsn.get_secret_value(), postgres_only=True)
         return dsn
 
     @field_validator("tables")

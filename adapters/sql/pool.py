@@ -11,7 +11,7 @@ import ssl
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from bus.adapter_api import RetryableError
+from bus.adapter_api import RetryableError, dsn_servers
 
 
 def is_postgres(dsn: str) -> bool:
@@ -59,9 +59,9 @@ def mysql_tls(dsn: str) -> ssl.SSLContext | None:
 
 
 def describe(dsn: str, table: str) -> str:
-    """host:port/table, for messages: never the user or the password."""
-    url = urlsplit(dsn)
-    return f"{url.hostname}:{url.port or ''}/{table}"
+    """host:port/table (the servers, comma-separated, when the dsn names several), for messages:
+    never the user or the password."""
+    return f"{dsn_servers(dsn)}/{table}"
 
 
 # MariaDB/MySQL outside strict mode (``sql_mode=''``: MySQL 5.6's default, which many legacy

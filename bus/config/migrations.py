@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from bus.config.adapters import EmitSpec
 from bus.config.base import ConfigModel
 from bus.config.fields import TemplateText
+from bus.dsn import check_dsn
 
 # What a source query starts with, after blanks and comments: a read. (It also runs in a read-only
 # transaction; this says it at `bus validate`, before anything is contacted.)
@@ -25,6 +26,12 @@ class SqlSource(ConfigModel):
     table: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", description="Read every row of this table.")
     query: str | None = Field(default=None, description="Or read what this SELECT returns (the source's own filter goes here).")
     batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows fetched at a time (a server-side cursor).")
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, dsn: SecretStr) -> SecretStr:
+        check_dsn(dsn.get_secret_value())
+        return dsn
 
     @field_validator("query")
     @classmethod

@@ -1,0 +1,77 @@
+"""A PostgreSQL DSN that names several servers, as libpq's do for a primary that can move
+(Patroni, CloudNativePG, a standby promoted by hand): the sql adapters take it and go where it says,
+against the machine's PostgreSQL and one of the test's own made read-only (a standby's answer to
+`SHOW transaction_read_only`)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from bus.kafka.reader import read_topic
+from bus.ports import free_port
+from tests.conftest import require_service
+from tests.integration.test_delivery import post
+from tests.integration.test_sql import eventually, ledger_config
+from tests.support.hub import build_hub, payment, write_config
+from tests.support.pg_logical import logical_postgres
+from tests.support.target import Target
+
+SHARED = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def test_a_dsn_naming_several_servers_writes_and_reads_on_the_one_that_takes_writes(tmp_path: Path, bootstrap: str) -> None:
+    """The DSN lists a server that is down, a read-only one and the writable one, with
+    `target_session_attrs=read-write`: the sql outbound writes every event to the writable one
+    (none on the read-only one, none dead-lettered) and a sql_poll reads them back from it. Both
+    raised at start before: the URL's port was read as one number."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    table = f"t_servers_{uuid.uuid4().hex[:8]}"
+    create = f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL)"
+    with logical_postgres() as private:
+        standby = await asyncpg.connect(private)
+        await standby.execute("CREATE DATABASE test")
+        await standby.close()
+        standby = await asyncpg.connect(private.rsplit("/", 1)[0] + "/test")
+        await standby.execute(create)
+        await standby.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        await standby.execute("SELECT pg_reload_conf()")
+        shared = await asyncpg.connect(SHARED)
+        await shared.execute(create)
+        port = private.rsplit(":", 1)[1].split("/")[0]
+        dsn = f"postgresql://postgres@127.0.0.1:{free_port()},127.0.0.1:{port},127.0.0.1:5432/test?target_session_attrs=read-write"
+        target = await Target().start()
+        config = ledger_config(bootstrap, target, dsn, table)
+        config["inbound"].append(
+            {
+                "name": "ledger-rows",
+                "type": "sql_poll",
+                "dsn": dsn,
+                "table": table,
+                "watermark": {"id": "payment_id"},
+                "interval": "200ms",
+                "emit": {"schema": "Payment", "map": {"payment_id": "payment_id", "amount": "amount", "currency": '"usd"'}},
+            }
+        )
+        try:
+            async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+                await post(hub, *(payment(i) for i in range(1, 6)))
+
+                async def all_written() -> bool:
+                    return int(await shared.fetchval(f"SELECT count(*) FROM {table}")) == 5
+
+                await eventually(all_written)
+                assert await standby.fetchval(f"SELECT count(*) FROM {table}") == 0
+                assert not await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
+
+                async def polled() -> bool:  # the five posted, and the five rows read back by sql_poll
+                    return len(await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))) == 10
+
+                await eventually(polled)
+        finally:
+            await shared.execute(f"DROP TABLE {table}")
+            await shared.close()
+            await standby.close()
+            await target.stop()
