@@ -16,7 +16,9 @@ from bus.adapter_api import AdapterConfig, BodyMap, ConfigPath, Contract, EmitSp
 
 class _Server(TlsConnection, AdapterConfig):
     url: SecretStr = Field(
-        description="Server URL (may hold a user and password, or a token: use ${ENV}); tls:// for TLS.", examples=["nats://nats:4222"]
+        description="Server URL (may hold a user and password, or a token: use ${ENV}); tls:// for TLS. Several servers of a "
+        "cluster, comma-separated, so that a start needs any one of them up: nats://nats-0:4222,nats://nats-1:4222.",
+        examples=["nats://nats:4222", "nats://nats-0:4222,nats://nats-1:4222,nats://nats-2:4222"],
     )
     credentials: ConfigPath | None = Field(
         default=None,

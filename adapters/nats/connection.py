@@ -73,6 +73,9 @@ async def connect(
     except (OSError, ssl.SSLError) as exc:
         raise RetryableError(f"{what}: the TLS files cannot be used: {exc}") from exc
     auth = _auth(credentials, nkey_seed, what)
+    # Several servers of a cluster, comma-separated as the nats CLI takes them: the first start
+    # needs one of them up, not a given one (once connected, the client learns the others).
+    servers = [server.strip() for server in url.split(",") if server.strip()]
     client = NatsClient()
     last: list[Exception] = []  # what the last attempt met (a refused certificate): the timeout alone says nothing
 
@@ -87,7 +90,7 @@ async def connect(
     async def first_connection() -> None:
         connecting = asyncio.ensure_future(
             client.connect(
-                servers=[url], connect_timeout=5, allow_reconnect=True, max_reconnect_attempts=-1, tls=context, error_cb=noted, **auth
+                servers=servers, connect_timeout=5, allow_reconnect=True, max_reconnect_attempts=-1, tls=context, error_cb=noted, **auth
             )
         )
         refusal = asyncio.ensure_future(refused.wait())
@@ -109,11 +112,12 @@ async def connect(
     except (NatsError, OSError, TimeoutError) as exc:
         with contextlib.suppress(Exception):
             await client.close()
-        host = url.rsplit("@", 1)[-1]  # never log a password
+        host = ", ".join(server.rsplit("@", 1)[-1] for server in servers)  # never log a password
         met = f" (last: {last[0]!r})" if last and isinstance(exc, TimeoutError) else ""
         # A server that wants a client certificate ends the TLS connection after the handshake: the
         # client meets a TLS alert, or, as the timing falls, a broken pipe or a reset. Said plainly.
-        if url.startswith("tls://") and last and isinstance(last[0], ssl.SSLError | BrokenPipeError | ConnectionResetError):
+        over_tls = any(server.startswith("tls://") for server in servers)
+        if over_tls and last and isinstance(last[0], ssl.SSLError | BrokenPipeError | ConnectionResetError):
             met += (
                 "; the server ended the TLS connection: it may want a client certificate (tls.cert_file, tls.key_file) or refuse this one"
             )

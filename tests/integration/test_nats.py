@@ -304,3 +304,43 @@ async def test_a_durable_consumer_deleted_while_the_hub_is_down_or_renamed_with_
         assert delivered() == {f"n{i}": 1 for i in range(15)}, delivered()
         said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert any("orders-v2: no saved position under this name, but orders" in m for m in said), said
+
+
+async def test_a_url_naming_several_servers_reaches_the_cluster_through_any_that_answers() -> None:
+    """The url lists servers comma-separated, as the nats CLI takes them: with the first one
+    down the outbound connects to the next and publishes; with all down the start fails naming
+    every one (and no password)."""
+    import logging
+
+    from adapters.nats.config import NatsOutboundConfig
+    from adapters.nats.outbound import NatsOutbound
+    from bus.adapter_api import Context, RetryableError
+    from bus.event import Event
+    from bus.ports import free_port
+
+    run = uuid.uuid4().hex[:8]
+    down, other = free_port(), free_port()
+    client = await nats.connect(URL)
+    js = client.jetstream()
+    await js.add_stream(name=f"SRV_{run}", subjects=[f"t{run}.srv"])
+
+    def outbound(url: str) -> NatsOutbound:
+        config = NatsOutboundConfig.model_validate({"name": "out", "type": "nats", "url": url, "subject": f"t{run}.srv"})
+        return NatsOutbound(config, Context(name="out", logger=logging.getLogger("test.nats")))
+
+    try:
+        adapter = outbound(f"nats://127.0.0.1:{down}, {URL}")
+        await adapter.start()
+        try:
+            await adapter.deliver(Event(schema="Customer", data={"id": "c1"}, source="/crm", id=f"e-{run}", type="Customer"))
+        finally:
+            await adapter.stop()
+        assert (await js.stream_info(f"SRV_{run}")).state.messages == 1
+
+        nowhere = outbound(f"nats://hub:s3cret@127.0.0.1:{down},nats://hub:s3cret@127.0.0.1:{other}")
+        with pytest.raises(RetryableError, match=rf"cannot connect to NATS at 127\.0\.0\.1:{down}, 127\.0\.0\.1:{other}: ") as refused:
+            await nowhere.start()
+        assert "s3cret" not in str(refused.value)
+    finally:
+        await js.delete_stream(f"SRV_{run}")
+        await client.close()
