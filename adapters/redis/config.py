@@ -90,6 +90,11 @@ class _Server(TlsConnection, AdapterConfig):
             database = urlsplit(self.url.get_secret_value()).path.strip("/")
             if database not in ("", "0"):
                 raise ValueError(f"a Redis Cluster has only database 0; the url names database {database}")
+            if self.tls is not None and self.tls.key_password is not None:
+                raise ValueError(
+                    "tls.key_password: the Redis Cluster client cannot read a key protected by a password; give it the key "
+                    "unprotected (a secret mounted as a file)"
+                )
         return self
 
 

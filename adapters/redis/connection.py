@@ -75,8 +75,9 @@ async def connect(
             ssl_ca_certs=str(tls.ca) if tls.ca else None,
             ssl_certfile=str(tls.cert) if tls.cert else None,
             ssl_keyfile=str(tls.key) if tls.key else None,
-            ssl_password=tls.key_password.get_secret_value() if tls.key_password else None,
         )
+        if tls.key_password is not None:  # never with a cluster: its client takes no key password (refused at load)
+            options["ssl_password"] = tls.key_password.get_secret_value()
     common: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,

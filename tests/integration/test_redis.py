@@ -478,6 +478,10 @@ def test_bus_validate_names_the_field_of_a_redis_config_that_cannot_work(tmp_pat
         ({"command": "set", "sentinel": {"master": "m", "nodes": ["sentinel-0:port"]}}, "'sentinel-0:port' is not host:port"),
         ({"command": "set", "cluster": True, "sentinel": {"master": "m", "nodes": ["s:26379"]}}, "cluster and sentinel do not go"),
         ({"command": "set", "cluster": True, "url": "redis://127.0.0.1:6379/2"}, "a Redis Cluster has only database 0"),
+        (
+            {"command": "set", "cluster": True, "url": "rediss://h:6379/0", "tls": {"key": "k.pem", "cert": "c.pem", "key_password": "p"}},
+            "cannot read a key protected by a password",
+        ),
     ):
         config = {**base, "outbound": [{"name": "cache", "type": "redis", "url": URL, "key": "k", **settings}]}
         path = write_config(tmp_path / "bus.yaml", config)

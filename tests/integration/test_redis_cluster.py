@@ -272,3 +272,26 @@ async def test_a_migration_into_cluster_keys_is_read_back_and_rolled_back_slot_b
             assert await held() == before
         finally:
             await client.aclose()
+
+
+async def test_a_cluster_that_takes_only_tls_is_read_and_written_over_rediss(tmp_path: Path, bootstrap: str) -> None:
+    """A cluster whose nodes take only TLS, from clients and from each other (managed services'
+    in-transit encryption): the hub finds the nodes through one rediss:// url and its CA, and
+    reads the stream and writes the keys over every node."""
+    from tests.support.certs import Authority
+
+    authority = Authority(tmp_path / "ca", "Cache CA")
+    served = authority.issue("redis", peer=True)
+    with redis_cluster(tls=(served.cert, served.key, authority.cert)) as cluster:
+        config = cluster_flow(bootstrap, cluster.url())
+        for adapter in (*config["inbound"], *config["outbound"]):
+            adapter["tls"] = {"ca": str(authority.cert)}
+        client = RedisCluster.from_url(cluster.url(), ssl_ca_certs=str(authority.cert))
+        try:
+            async with build_hub(write_config(tmp_path / "bus.yaml", config)):
+                for i in range(12):
+                    await client.xadd("orders", order(i))
+                await settled(client, 12)
+            assert {cluster.owner(f"payment:n{i}") for i in range(12)} == set(cluster.primaries)
+        finally:
+            await client.aclose()

@@ -44,8 +44,11 @@ class Authority:
         self.cert = folder / f"{name.replace(' ', '-').lower()}.pem"
         self.cert.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, *, server: bool = False, password: bytes | None = None, dns: tuple[str, ...] = ()) -> Issued:
-        """A leaf for ``name``; a server's is for 127.0.0.1 and the host names in ``dns``."""
+    def issue(
+        self, name: str, *, server: bool = False, password: bytes | None = None, dns: tuple[str, ...] = (), peer: bool = False
+    ) -> Issued:
+        """A leaf for ``name``; a server's is for 127.0.0.1 and the host names in ``dns``. A
+        ``peer``'s is a server's that is also a client's (a cluster node's, which its peers ask for)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         builder = (
@@ -57,10 +60,15 @@ class Authority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                    if peer
+                    else [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
             )
         )
-        if server:
+        if server or peer:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *map(x509.DNSName, dns)]), critical=False
             )

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.crc import key_slot
@@ -106,14 +107,19 @@ class ClusterSetup:
     primaries: list[int]
     replicas: dict[int, int]
     _servers: dict[int, tuple[subprocess.Popen[bytes], Path]]
+    ca: Path | None = None  # TLS only, its server certificates signed by this CA
 
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.primaries[0]}/0"
+        return f"{'rediss' if self.ca else 'redis'}://127.0.0.1:{self.primaries[0]}/0"
+
+    def node(self, port: int) -> redis.Redis:
+        """A client of the one node at ``port`` (over TLS when the cluster takes only that)."""
+        return _node(port, self.ca)
 
     def owner(self, key: str) -> int:
         """The port of the primary that serves ``key``'s slot now, as a live node sees it."""
         slot = key_slot(key.encode())
-        with redis.Redis(port=next(iter(self._servers))) as client:
+        with self.node(next(iter(self._servers))) as client:
             for start, end, (_, port, *_), *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
                     return int(port)
@@ -127,14 +133,14 @@ class ClusterSetup:
         slot, source = key_slot(key.encode()), self.owner(key)
         if source == to:
             return
-        with redis.Redis(port=source) as old, redis.Redis(port=to) as new:
+        with self.node(source) as old, self.node(to) as new:
             old_id, new_id = old.execute_command("CLUSTER", "MYID"), new.execute_command("CLUSTER", "MYID")
             new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", old_id)
             old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", new_id)
             while keys := old.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
                 old.execute_command("MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *keys)
             for port in self.primaries:
-                with redis.Redis(port=port) as node:
+                with self.node(port) as node:
                     node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", new_id)
 
     def kill(self, port: int) -> None:
@@ -146,9 +152,12 @@ class ClusterSetup:
 
 
 @contextmanager
-def redis_cluster(*, replicas: bool = False) -> Iterator[ClusterSetup]:
+def redis_cluster(*, replicas: bool = False, tls: tuple[Path, Path, Path] | None = None) -> Iterator[ClusterSetup]:
     """Three primaries (and a replica of each, with ``replicas``) made a cluster by
-    `redis-cli --cluster create`, every slot served, nothing kept on disk."""
+    `redis-cli --cluster create`, every slot served, nothing kept on disk. With ``tls`` (the
+    nodes' certificate, its key and their CA) the nodes take only TLS, from clients and from each
+    other (ElastiCache's in-transit encryption), without asking clients for a certificate; the
+    nodes ask each other for one, so theirs must serve as a client's too (``Authority.issue(peer=True)``)."""
     binary, cli = shutil.which("redis-server") or "/usr/bin/redis-server", shutil.which("redis-cli") or "/usr/bin/redis-cli"
     if not Path(binary).exists() or not Path(cli).exists():
         binaries_missing("the Redis server and its redis-cli are not installed")
@@ -157,14 +166,22 @@ def redis_cluster(*, replicas: bool = False) -> Iterator[ClusterSetup]:
         ports = [free_port() for _ in range(6 if replicas else 3)]
         for port in ports:
             folder = Path(tempfile.mkdtemp(prefix="bus-redis-cluster-"))
-            command = [binary, "--port", str(port), "--cluster-port", str(free_port()), "--bind", "127.0.0.1"]
+            command = [binary, "--cluster-port", str(free_port()), "--bind", "127.0.0.1"]
+            if tls is None:
+                command += ["--port", str(port)]
+            else:
+                cert, key, ca = tls
+                command += ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes"]
+                command += ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
+                command += ["--tls-auth-clients", "no"]
             command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]
             command += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
             servers[port] = (launch(command, folder), folder)
             wait_listening(servers[port][0], port, "Redis Cluster node", folder)
         nodes = [f"127.0.0.1:{port}" for port in ports]
+        over_tls = ["--tls", "--cacert", str(tls[2])] if tls else []
         made = subprocess.run(
-            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "1" if replicas else "0", "--cluster-yes"],
+            [cli, *over_tls, "--cluster", "create", *nodes, "--cluster-replicas", "1" if replicas else "0", "--cluster-yes"],
             capture_output=True,
             timeout=60,
             check=False,
@@ -172,25 +189,31 @@ def redis_cluster(*, replicas: bool = False) -> Iterator[ClusterSetup]:
         if made.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout.decode()[-2000:]} {made.stderr.decode()[-2000:]}")
         deadline = time.monotonic() + 30
-        while not all(_cluster_ok(port) for port in ports):
+        ca = tls[2] if tls else None
+        while not all(_cluster_ok(port, ca) for port in ports):
             if time.monotonic() > deadline:
                 raise RuntimeError("the test's Redis Cluster did not reach cluster_state:ok in 30 s")
             time.sleep(0.1)
         primaries, of = [], {}
         for port in ports:
-            with redis.Redis(port=port) as client:
+            with _node(port, ca) as client:
                 role = client.execute_command("ROLE")
                 if role[0] == b"master":
                     primaries.append(port)
                 else:
                     of[int(role[2])] = port
-        yield ClusterSetup(sorted(primaries), of, servers)
+        yield ClusterSetup(sorted(primaries), of, servers, ca)
     finally:
         for server, folder in servers.values():
             stop_server(server, folder)
 
 
-def _cluster_ok(port: int) -> bool:
-    with redis.Redis(port=port) as client:
+def _node(port: int, ca: Path | None) -> redis.Redis:
+    options: dict[str, Any] = {} if ca is None else {"ssl": True, "ssl_ca_certs": str(ca)}
+    return redis.Redis(host="127.0.0.1", port=port, **options)
+
+
+def _cluster_ok(port: int, ca: Path | None) -> bool:
+    with _node(port, ca) as client:
         info = client.execute_command("CLUSTER", "INFO").decode()
     return "cluster_state:ok" in info
