@@ -23,10 +23,20 @@ class _Broker(TlsConnection):
         return self
 
 
+QueueArguments = dict[str, str | int | bool]
+_QUEUE_ARGUMENTS = (
+    "Arguments of a queue the hub makes (x-queue-type: quorum, x-message-ttl, x-dead-letter-exchange...). A queue that "
+    "exists is used as it is, whatever its type and arguments (an operator's quorum queue): it is not declared again."
+)
+
+
 class Binding(ConfigModel):
     """Bind the queue to an exchange, so messages published there reach it."""
 
-    exchange: str = Field(description="Exchange name (declared durable, of `exchange_type`, if missing).", examples=["orders"])
+    exchange: str = Field(
+        description="Exchange name (declared durable, of `exchange_type`, if missing; one that exists is used as it is).",
+        examples=["orders"],
+    )
     exchange_type: Literal["direct", "topic", "fanout", "headers"] = Field(default="topic", description="Exchange type.")
     routing_key: str = Field(default="#", description="Binding key.", examples=["order.created"])
 
@@ -39,9 +49,18 @@ class AmqpInboundConfig(_Broker, AdapterConfig):
     type: Literal["amqp"] = "amqp"
     queue: str = Field(description="Queue to consume.", examples=["erp.orders"])
     declare: bool = Field(default=True, description="Declare the queue (durable) if it does not exist.")
+    queue_arguments: QueueArguments = Field(default_factory=dict, description=_QUEUE_ARGUMENTS, examples=[{"x-queue-type": "quorum"}])
     bindings: list[Binding] = Field(default_factory=list, description="Exchanges to bind the queue to (needs declare).")
     prefetch: int = Field(default=100, ge=1, le=10_000, description="Messages in flight at once (unacknowledged).")
     emit: EmitSpec = Field(description="How the JSON body becomes a canonical event.")
+
+    @model_validator(mode="after")
+    def _declaring(self) -> AmqpInboundConfig:
+        if not self.declare:
+            unused = [name for name in ("bindings", "queue_arguments") if getattr(self, name)]
+            if unused:
+                raise ValueError(f"{' and '.join(unused)} would do nothing with declare off: the hub declares and binds nothing then")
+        return self
 
 
 class AmqpOutboundConfig(_Broker, OutboundConfig):
@@ -52,8 +71,12 @@ class AmqpOutboundConfig(_Broker, OutboundConfig):
     exchange: str = Field(default="", description="Exchange to publish to; empty: the default exchange (routing key = queue name).")
     routing_key: TemplateText = Field(description="Routing key: a ${} template over the event's fields.", examples=["orders.${status}"])
     declare_queue: str | None = Field(
-        default=None, description="Declare this durable queue first (handy with the default exchange).", examples=["billing.invoices"]
+        default=None,
+        description="Declare this durable queue first if it does not exist (handy with the default exchange).",
+        examples=["billing.invoices"],
     )
+    queue_arguments: QueueArguments = Field(default_factory=dict, description=_QUEUE_ARGUMENTS, examples=[{"x-queue-type": "quorum"}])
+
     body: BodyMap = Field(
         default=None,
         description=(
@@ -64,3 +87,9 @@ class AmqpOutboundConfig(_Broker, OutboundConfig):
         examples=[{"invoice": "invoice_id", "total": "amount", "event_id": "$id"}],
     )
     timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for the broker's confirm; then retry.")
+
+    @model_validator(mode="after")
+    def _arguments_need_a_queue(self) -> AmqpOutboundConfig:
+        if self.queue_arguments and not self.declare_queue:
+            raise ValueError("queue_arguments would do nothing without declare_queue (the queue they are for)")
+        return self

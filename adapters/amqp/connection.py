@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["connect"]
+__all__ = ["connect", "exists"]
 
 import contextlib
 import ssl
+from typing import Literal
 
 import aio_pika
 from aio_pika import RobustConnection
 from aio_pika.abc import AbstractRobustConnection
-from aiormq.exceptions import AMQPError
+from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from bus.adapter_api import ClientTls, RetryableError
 
@@ -37,3 +38,21 @@ async def connect(
             raise RetryableError(f"{what}: cannot connect to AMQP broker {host}: {exc!r}") from exc
         raise
     return connection
+
+
+async def exists(connection: AbstractRobustConnection, kind: Literal["queue", "exchange"], name: str) -> bool:
+    """Whether the broker has the queue or exchange ``name``, asked passively on a channel of its
+    own (a missing one closes the channel it is asked on).
+
+    One that exists is used as it is: declared again with other settings than its own (a quorum
+    queue, a queue with a TTL or a dead-letter exchange, an exchange of another type) the broker
+    refuses with PRECONDITION_FAILED and closes the channel, and the adapter could not start."""
+    try:
+        async with connection.channel() as channel:
+            if kind == "queue":
+                await channel.declare_queue(name, passive=True)
+            else:
+                await channel.declare_exchange(name, passive=True)
+    except ChannelNotFoundEntity:
+        return False
+    return True

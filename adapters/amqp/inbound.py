@@ -19,7 +19,7 @@ from aiormq.exceptions import AMQPError
 
 from adapters.amqp.bounded import BoundedConnection
 from adapters.amqp.config import AmqpInboundConfig
-from adapters.amqp.connection import connect
+from adapters.amqp.connection import connect, exists
 from bus.adapter_api import Context, KafkaUnavailable, RetryableError
 from bus.queue_inbound import QueueInbound
 
@@ -47,11 +47,14 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
             await channel.set_qos(prefetch_count=self.config.prefetch)
             queue: Any
             if self.config.declare:
-                queue = await channel.declare_queue(self.config.queue, durable=True)
+                queue = await self._declared(connection, channel)
                 had = await self._had()
                 await self._unbind_dropped(connection, had or [])
                 for binding in self.config.bindings:
-                    exchange = await channel.declare_exchange(binding.exchange, binding.exchange_type, durable=True)
+                    if await exists(connection, "exchange", binding.exchange):
+                        exchange = await channel.declare_exchange(binding.exchange, passive=True)
+                    else:
+                        exchange = await channel.declare_exchange(binding.exchange, binding.exchange_type, durable=True)
                     await queue.bind(exchange, binding.routing_key)
                 if self.ctx.checkpoints is not None and had != self._wanted():
                     await self.ctx.checkpoints.save(self.config.name, {"bindings": self._wanted()})
@@ -62,6 +65,16 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
             raise RetryableError(f"amqp {self.config.name}: cannot use queue {self.config.queue!r}: {exc!r}") from exc
         self._connection, self._queue = connection, queue
         self.ctx.logger.info("amqp %s consuming queue %s", self.config.name, self.config.queue)
+
+    async def _declared(self, connection: AbstractRobustConnection, channel: Any) -> Any:
+        """The queue as it is when it exists (an operator's quorum queue, its TTL and dead-letter
+        arguments kept), else made durable with ``queue_arguments``."""
+        if await exists(connection, "queue", self.config.queue):
+            return await channel.declare_queue(self.config.queue, passive=True)
+        made = await channel.declare_queue(self.config.queue, durable=True, arguments=self.config.queue_arguments or None)
+        name, queue, arguments = self.config.name, self.config.queue, self.config.queue_arguments
+        self.ctx.logger.info("amqp %s: made queue %s (durable, arguments %s)", name, queue, arguments)
+        return made
 
     def _wanted(self) -> list[list[str]]:
         return sorted([b.exchange, b.routing_key] for b in self.config.bindings)

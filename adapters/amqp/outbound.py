@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed, DeliveryError, PublishError
 
 from adapters.amqp.config import AmqpOutboundConfig
-from adapters.amqp.connection import connect
+from adapters.amqp.connection import connect, exists
 from bus.adapter_api import Body, Context, Event, Health, Outbound, PermanentError, RetryableError, compile_template, target_json
 from bus.cloudevents import prefixed_headers
 
@@ -48,8 +48,8 @@ class AmqpOutbound(Outbound[AmqpOutboundConfig]):
         connection = await connect(self.config.url.get_secret_value(), f"amqp {self.config.name}", tls=self.config.tls)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            if self.config.declare_queue:
-                await channel.declare_queue(self.config.declare_queue, durable=True)
+            if self.config.declare_queue and not await exists(connection, "queue", self.config.declare_queue):
+                await channel.declare_queue(self.config.declare_queue, durable=True, arguments=self.config.queue_arguments or None)
             if self.config.exchange:
                 self._exchange = await channel.get_exchange(self.config.exchange, ensure=True)
             else:

@@ -69,7 +69,7 @@ def config(bootstrap: str, target: Target, queue: str, exchange: str, out_queue:
 
 
 async def drain(channel: Any, queue_name: str, count: int, timeout: float = 30) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    queue = await channel.declare_queue(queue_name, durable=True)
+    queue = await channel.declare_queue(queue_name, passive=True)  # as it is: a quorum queue refuses a plain declare
     got: list[aio_pika.abc.AbstractIncomingMessage] = []
     async with asyncio.timeout(timeout):
         async with queue.iterator() as messages:
@@ -361,3 +361,58 @@ async def test_a_connection_cancelled_while_it_is_made_leaves_nothing_running() 
             assert left == [], [t.get_coro() for t in left]
         finally:
             await adapter.stop()
+
+
+async def test_a_queue_and_an_exchange_that_exist_with_settings_of_their_own_are_used_as_they_are(tmp_path: Path, bootstrap: str) -> None:
+    """An operator's quorum queue with a TTL, a fanout exchange where the binding's default type
+    is topic, and a quorum queue to publish into: declared again by the hub, each was refused
+    (PRECONDITION_FAILED, inequivalent arg) and the adapters never started. Now each is used as it
+    is: the hub reads the queue, binds it, and publishes into the existing queue; a queue the hub
+    makes itself gets `queue_arguments` (a quorum queue: a plain declare of it is refused)."""
+    run = uuid.uuid4().hex[:8]
+    source, exchange, out, made = f"t.in.{run}", f"t.ex.{run}", f"t.out.{run}", f"t.made.{run}"
+    target = await Target().start()
+    connection = await aio_pika.connect_robust(URL)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(source, durable=True, arguments={"x-queue-type": "quorum", "x-message-ttl": 600_000})
+        fanout = await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+        await channel.declare_queue(out, durable=True, arguments={"x-queue-type": "quorum"})
+        hub_config = config(bootstrap, target, source, exchange, out)
+        audit = {"name": "audit", "type": "amqp", "url": URL, "routing_key": made, "declare_queue": made}
+        hub_config["outbound"].append({**audit, "queue_arguments": {"x-queue-type": "quorum"}})
+        hub_config["routes"][0]["to"].append("audit")
+        async with build_hub(write_config(tmp_path / "bus.yaml", hub_config)):
+            for i in range(5):
+                body = json.dumps({"id": f"q{i}", "account": f"a{i % 2}", "seq": i}).encode()
+                await fanout.publish(aio_pika.Message(body, message_id=f"q{i}"), routing_key="anything")
+            await target.wait_for(lambda: len(target.accepted) == 5)
+            assert sorted(m.message_id for m in await drain(channel, out, 5)) == [f"q{i}" for i in range(5)]
+            assert len(await drain(channel, made, 5)) == 5
+        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match=r"x-queue-type.*quorum"):
+            await (await connection.channel()).declare_queue(made, durable=True)
+    finally:
+        cleanup = await connection.channel()
+        for queue in (source, out, made):
+            await cleanup.queue_delete(queue)
+        await cleanup.exchange_delete(exchange)
+        await connection.close()
+        await target.stop()
+
+
+def test_settings_that_would_do_nothing_are_refused_at_load() -> None:
+    """Bindings or queue arguments with declare off were ignored without a word (the hub declares
+    and binds nothing then); queue arguments need the outbound's declare_queue."""
+    from pydantic import ValidationError
+
+    from adapters.amqp.config import AmqpOutboundConfig
+
+    inbound = {"type": "amqp", "name": "x", "url": URL, "queue": "q", "declare": False, "emit": {"schema": "Payment"}}
+    with pytest.raises(ValidationError, match="bindings would do nothing with declare off"):
+        AmqpInboundConfig.model_validate({**inbound, "bindings": [{"exchange": "orders"}]})
+    with pytest.raises(ValidationError, match="queue_arguments would do nothing with declare off"):
+        AmqpInboundConfig.model_validate({**inbound, "queue_arguments": {"x-queue-type": "quorum"}})
+    with pytest.raises(ValidationError, match="queue_arguments would do nothing without declare_queue"):
+        AmqpOutboundConfig.model_validate(
+            {"type": "amqp", "name": "x", "url": URL, "routing_key": "k", "queue_arguments": {"x-queue-type": "quorum"}}
+        )
