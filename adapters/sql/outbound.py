@@ -403,9 +403,30 @@ class SqlOutbound(Outbound[SqlOutboundConfig]):
                         await connection.rollback()
                         raise
         except Exception as exc:
+            if _code_of(exc) in _READ_ONLY_ERRORS:
+                await self._reconnect_later()
             raise _classify(exc, self._where) from exc
         self.transactions += 1
 
+    async def _reconnect_later(self) -> None:
+        """Every connection of the pool closed when next given back or taken: the next write
+        connects afresh (to the server that takes writes now, when the dsn names several)."""
+        with contextlib.suppress(Exception):  # a pool that cannot say so is retried as it is
+            if self._postgres:
+                await self._pool.expire_connections()
+            else:
+                await self._pool.clear()
+
+
+# A server that takes no writes: a standby, or a primary set read-only (for maintenance, or by a
+# cloud service whose storage is full). Every event would fail the same way: it is the setup's
+# fault, never the event's. The pool's connections are dropped, so the next try connects afresh
+# and a DSN naming several servers finds the one that takes writes now.
+_READ_ONLY = (
+    "the server takes no writes: a standby, or a server set read-only (a failover under way, or a dsn that reaches a standby: "
+    "name the servers with ?target_session_attrs=read-write)"
+)
+_READ_ONLY_ERRORS = {"25006", 1290, 1792, 1836}  # PostgreSQL's SQLSTATE; MariaDB/MySQL --read-only, read-only transaction, read-only mode
 
 # What says the target's schema or grants do not match the config (SQLSTATEs; MySQL error numbers).
 _PG_SETUP = {
@@ -415,6 +436,7 @@ _PG_SETUP = {
     "42501": "permission denied",
     "42883": "no such function or operator",
     "42P10": "no unique index matches the key columns (the upsert's conflict target)",
+    "25006": _READ_ONLY,
 }
 _MYSQL_SETUP = {
     1146: "no such table",
@@ -423,6 +445,9 @@ _MYSQL_SETUP = {
     1142: "permission denied on the table",
     1143: "permission denied on a column",
     1044: "permission denied on the database",
+    1290: _READ_ONLY,
+    1792: _READ_ONLY,
+    1836: _READ_ONLY,
 }
 
 
@@ -440,6 +465,13 @@ async def _execute_rows(cursor: Any, parts: tuple[str, str, str], rows: list[lis
         chunk.append(one)
         size += len(one) + 1
     await cursor.execute(head + ",".join(chunk) + tail)
+
+
+def _code_of(exc: Exception) -> int | str | None:
+    """MariaDB/MySQL's error number, or PostgreSQL's SQLSTATE."""
+    if exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return getattr(exc, "sqlstate", None)
 
 
 def _classify(exc: Exception, where: str) -> Exception:

@@ -75,3 +75,53 @@ async def test_a_dsn_naming_several_servers_writes_and_reads_on_the_one_that_tak
             await shared.close()
             await standby.close()
             await target.stop()
+
+
+async def test_a_primary_that_turns_read_only_is_left_for_the_server_that_takes_writes(tmp_path: Path, bootstrap: str) -> None:
+    """A switchover: the DSN names a private server (first, writable) and the machine's, with
+    `target_session_attrs=read-write`. Events go to the first; then it turns read-only (a demoted
+    primary, a cloud database whose storage is full). The writes it refuses are the setup's fault,
+    retried with the reason and never dead-lettered, and the pool's connections are dropped, so the
+    next try connects afresh and lands on the server that takes writes now. Before, every event
+    was dead-lettered ("cannot execute INSERT in a read-only transaction")."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    table = f"t_switch_{uuid.uuid4().hex[:8]}"
+    create = f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL)"
+    with logical_postgres() as private:
+        admin = await asyncpg.connect(private)
+        await admin.execute("CREATE DATABASE test")
+        await admin.close()
+        first = await asyncpg.connect(private.rsplit("/", 1)[0] + "/test")
+        await first.execute(create)
+        shared = await asyncpg.connect(SHARED)
+        await shared.execute(create)
+        port = private.rsplit(":", 1)[1].split("/")[0]
+        dsn = f"postgresql://postgres@127.0.0.1:{port},127.0.0.1:5432/test?target_session_attrs=read-write"
+        target = await Target().start()
+        delivery = {"backoff_initial": "50ms", "backoff_max": "300ms", "circuit_breaker": None}
+        # One event a transaction: a refused batch is written again row by row, which would hide
+        # how one refusal is classed.
+        config = ledger_config(bootstrap, target, dsn, table, delivery=delivery, batch_size=1)
+        try:
+            async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+                await post(hub, *(payment(i) for i in range(1, 4)))
+
+                async def on_the_first() -> bool:
+                    return int(await first.fetchval(f"SELECT count(*) FROM {table}")) == 3
+
+                await eventually(on_the_first)
+                await first.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+                await first.execute("SELECT pg_reload_conf()")
+                await post(hub, *(payment(i) for i in range(4, 7)))
+
+                async def on_the_other() -> bool:
+                    return int(await shared.fetchval(f"SELECT count(*) FROM {table}")) == 3
+
+                await eventually(on_the_other)
+                assert not await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
+                assert int(await first.fetchval(f"SELECT count(*) FROM {table}")) == 3
+        finally:
+            await shared.execute(f"DROP TABLE {table}")
+            await shared.close()
+            await first.close()
+            await target.stop()

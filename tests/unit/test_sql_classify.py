@@ -22,6 +22,11 @@ from bus.errors import PermanentError, RetryableError
         (asyncpg.exceptions.UndefinedTableError('relation "t" does not exist'), True, "no such table"),
         (asyncpg.exceptions.InsufficientPrivilegeError("permission denied for table t"), True, "permission denied"),
         (asyncpg.exceptions.CheckViolationError("new row violates check constraint"), False, "CheckViolationError"),
+        # A server that takes no writes (a standby, a primary set read-only): every event alike.
+        (asyncpg.exceptions.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"), True, "takes no writes"),
+        (pymysql.err.OperationalError(1290, "The MariaDB server is running with the --read-only option"), True, "takes no writes"),
+        (pymysql.err.OperationalError(1792, "Cannot execute statement in a READ ONLY transaction"), True, "takes no writes"),
+        (pymysql.err.OperationalError(1836, "Running in read-only mode"), True, "takes no writes"),
     ],
 )
 def test_setup_errors_are_retried_and_data_errors_dead_lettered(error: Exception, retried: bool, says: str) -> None:
