@@ -25,6 +25,17 @@ $(TOOLS)/.prometheus:
 	  dpkg-deb -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus && rm -rf $(TOOLS)/deb && touch $@; \
 	else echo "no apt-get: install prometheus and promtool yourself, or their tests skip"; fi
 
+# PgBouncer (and the c-ares library it needs) for the tests of a PostgreSQL behind a pooler in
+# transaction mode, from Debian's packages, unpacked into .tools/ like Prometheus.
+$(TOOLS)/.pgbouncer:
+	@mkdir -p $(TOOLS)/deb-pgbouncer
+	@if command -v apt-get >/dev/null; then \
+	  (cd $(TOOLS)/deb-pgbouncer && (apt-get download pgbouncer libc-ares2 >/dev/null 2>&1 || \
+	    (apt-get update -qq && apt-get download pgbouncer libc-ares2))) && \
+	  for deb in $(TOOLS)/deb-pgbouncer/*.deb; do dpkg-deb -x $$deb $(TOOLS)/pgbouncer || exit 1; done && \
+	  rm -rf $(TOOLS)/deb-pgbouncer && touch $@; \
+	else echo "no apt-get: install pgbouncer yourself, or the tests of a pooled PostgreSQL skip"; fi
+
 # checkov in a venv of its own (its many pins would fight the project's), for the chart's and the
 # Dockerfile's security policies; the CRD models of the Prometheus operator and KEDA from npm,
 # to validate the chart's custom resources.
@@ -76,7 +87,7 @@ quickstart: $(VENV)/.installed
 # tests wait on brokers, processes and timers rather than the CPU (each worker starts its own
 # embedded broker); the suite took 1,152 s with three and 929 s with four, in the same hour.
 # (xdist's loadgroup would keep the fault tests on one worker, but with pytest 9 it does not group.)
-test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.checkov $(TOOLS)/.crd-models $(TOOLS)/.asyncapi-specs $(TOOLS)/.chromium $(TOOLS)/.image-tools
+test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.pgbouncer $(TOOLS)/.checkov $(TOOLS)/.crd-models $(TOOLS)/.asyncapi-specs $(TOOLS)/.chromium $(TOOLS)/.image-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -35,8 +35,9 @@ def _host_and_port(server: str) -> tuple[str, str]:
 
 def check_dsn(dsn: str, *, postgres_only: bool = False) -> None:
     """ValueError saying what is wrong with ``dsn``: its scheme, a server's port, several servers
-    for MariaDB/MySQL, an unknown ``target_session_attrs``. A DSN still holding a ``${...}`` (not
-    resolved at this point) is checked for its scheme only, or not at all when that is one too."""
+    for MariaDB/MySQL, an unknown ``target_session_attrs``, a ``pgbouncer`` flag that is neither
+    true nor false. A DSN still holding a ``${...}`` (not resolved at this point) is checked for
+    its scheme only, or not at all when that is one too."""
     schemes = POSTGRES if postgres_only else POSTGRES + MYSQL
     if "${" in dsn.partition("://")[0]:  # the whole DSN from the environment, not resolved at this point
         return
@@ -56,6 +57,10 @@ def check_dsn(dsn: str, *, postgres_only: bool = False) -> None:
             f"a MariaDB/MySQL dsn names one server, not {len(named)} (its driver connects to one): for a cluster, name its "
             "proxy or endpoint (MaxScale, ProxySQL, a cloud endpoint)"
         )
-    unknown = [value for value in parse_qs(urlsplit(dsn).query).get("target_session_attrs", []) if value not in _SESSION_ATTRS]
+    query = parse_qs(urlsplit(dsn).query, keep_blank_values=True)
+    unknown = [value for value in query.get("target_session_attrs", []) if value not in _SESSION_ATTRS]
     if unknown and dsn.startswith(POSTGRES):
         raise ValueError(f"target_session_attrs must be one of {', '.join(_SESSION_ATTRS)}, not {unknown[0]!r}")
+    flag = [value for value in query.get("pgbouncer", []) if value.lower() not in ("true", "false")]
+    if flag and dsn.startswith(POSTGRES):
+        raise ValueError(f"pgbouncer must be true or false, not {flag[0]!r}")

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from adapters.sql.config import PostgresCdcConfig
 from adapters.sql.pgoutput import Change, Decoder, Relation, column_value, lsn_text
-from adapters.sql.pool import describe
+from adapters.sql.pool import describe, postgres_connection
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, finish_read
 
 _PEEK = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)"
@@ -301,7 +301,8 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
         import asyncpg
 
         try:
-            connection = await asyncpg.connect(self._dsn, timeout=10)
+            target, options = postgres_connection(self._dsn)
+            connection = await asyncpg.connect(target, timeout=10, **options)
         except Exception as exc:  # any driver failure at connect
             raise RetryableError(f"{self._where}: cannot connect: {exc!r}") from exc
         try:
@@ -382,7 +383,8 @@ class PostgresCdcInbound(Inbound[PostgresCdcConfig]):
 
         slot, _ = _names(config)
         where = describe(config.dsn.get_secret_value(), slot)
-        connection = await asyncpg.connect(config.dsn.get_secret_value(), timeout=10)
+        target, options = postgres_connection(config.dsn.get_secret_value())
+        connection = await asyncpg.connect(target, timeout=10, **options)
         try:
             lsn = (await _ensure_slot(connection, config, where, logging.getLogger(f"adapters.postgres_cdc.{config.name}"))).at
         finally:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from adapters.sql.catalog import column_types, session_zone, unique_keys
 from adapters.sql.config import SqlOutboundConfig
 from adapters.sql.numbers import Places, places_of
-from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
+from adapters.sql.pool import POOLER_HINT, close_pool, describe, is_postgres, open_pool
 from adapters.sql.pool import fetch as fetch_rows
 from adapters.sql.target_state import SqlTargetState
 from adapters.sql.times import Convert, converter, epoch, takes_wall_clock
@@ -437,6 +437,9 @@ _PG_SETUP = {
     "42883": "no such function or operator",
     "42P10": "no unique index matches the key columns (the upsert's conflict target)",
     "25006": _READ_ONLY,
+    # A prepared statement a pooler in transaction mode lost (26000) or met twice (42P05).
+    "26000": POOLER_HINT,
+    "42P05": POOLER_HINT,
 }
 _MYSQL_SETUP = {
     1146: "no such table",

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 from adapters.sql.catalog import Fetch, column_type, column_types, holds_time, session_zone, time_step, unique_keys
 from adapters.sql.config import SqlPollConfig
-from adapters.sql.pool import close_pool, describe, is_postgres, open_pool
+from adapters.sql.pool import close_pool, describe, is_postgres, open_pool, pooler_said
 from adapters.sql.pool import fetch as fetch_rows
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, finish_read
 
@@ -363,7 +363,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                 self._problem = str(exc)
                 self.ctx.logger.warning("sql_poll %s: %s; trying again in %gs", self.config.name, exc, self._interval)
             except Exception as exc:  # noqa: BLE001 (a bug or a query the database refuses: shown in /readyz, polling goes on)
-                self._problem = f"{self._where}: {type(exc).__name__}: {exc}"
+                self._problem = f"{self._where}: {type(exc).__name__}: {exc}{pooler_said(exc)}"
                 self.ctx.logger.warning("sql_poll %s: query failed: %s", self.config.name, self._problem)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)

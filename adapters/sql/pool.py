@@ -3,15 +3,49 @@
 
 from __future__ import annotations
 
-__all__ = ["close_pool", "describe", "fetch", "is_postgres", "mysql_tls", "open_pool"]
+__all__ = ["POOLER_HINT", "close_pool", "describe", "fetch", "is_postgres", "mysql_tls", "open_pool", "pooler_said", "postgres_connection"]
 
 import asyncio
 import contextlib
 import ssl
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 from bus.adapter_api import RetryableError, dsn_servers
+
+# `?pgbouncer=true` in a PostgreSQL DSN (the flag Prisma's users know): no named prepared statements
+# kept per connection (asyncpg's statement cache). Behind a pooler in transaction mode (PgBouncer
+# before 1.21, or without max_prepared_statements) a session's next statement may run on another
+# server connection, where the statement asyncpg prepared does not exist: nearly every write
+# failed ("prepared statement __asyncpg_stmt_4__ does not exist"). Not the default: preparing each
+# statement where it runs cost the sql outbound a quarter of its rate against PostgreSQL itself
+# (bench/RESULTS.md, 2026-12-07).
+_POOLER_FLAG = "pgbouncer"
+
+
+POOLER_HINT = (
+    "a connection pooler in transaction mode (PgBouncer) runs the statements of one session on several server "
+    "connections, and a prepared statement was not where it ran: add ?pgbouncer=true to the dsn"
+)
+POOLER_ERRORS = {"26000", "42P05"}  # a prepared statement the pooler lost, or met twice
+
+
+def pooler_said(exc: BaseException) -> str:
+    """``POOLER_HINT`` after "; " when ``exc`` is what a pooler in transaction mode makes of prepared statements."""
+    return f"; {POOLER_HINT}" if getattr(exc, "sqlstate", None) in POOLER_ERRORS else ""
+
+
+def postgres_connection(dsn: str) -> tuple[str, dict[str, Any]]:
+    """The DSN asyncpg is given (without the hub's own ``pgbouncer`` flag, which it would send the
+    server as a setting) and the options the flag asks for."""
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    flag = query.pop(_POOLER_FLAG, None)
+    if flag is None:
+        return dsn, {}
+    kept = urlencode(query, doseq=True)
+    options = {"statement_cache_size": 0} if flag[-1].lower() == "true" else {}
+    return urlunsplit(parts._replace(query=kept)), options
 
 
 def is_postgres(dsn: str) -> bool:
@@ -90,7 +124,8 @@ async def open_pool(
         if is_postgres(dsn):
             import asyncpg
 
-            return await asyncpg.create_pool(dsn, min_size=1, max_size=size, timeout=10, command_timeout=statement_timeout)
+            target, options = postgres_connection(dsn)
+            return await asyncpg.create_pool(target, min_size=1, max_size=size, timeout=10, command_timeout=statement_timeout, **options)
         import aiomysql
 
         waits = max(1, round(statement_timeout)) if statement_timeout else None

@@ -15,8 +15,9 @@ from bus.ports import free_port
 from tests.conftest import require_service
 from tests.integration.test_delivery import post
 from tests.integration.test_sql import eventually, ledger_config
-from tests.support.hub import build_hub, payment, write_config
+from tests.support.hub import build_hub, payment, reading, write_config
 from tests.support.pg_logical import logical_postgres
+from tests.support.pgbouncer_private import pgbouncer
 from tests.support.target import Target
 
 SHARED = "postgresql://postgres@127.0.0.1:5432/test"
@@ -125,3 +126,69 @@ async def test_a_primary_that_turns_read_only_is_left_for_the_server_that_takes_
             await shared.close()
             await first.close()
             await target.stop()
+
+
+async def test_behind_pgbouncer_in_transaction_mode_the_dsn_flag_keeps_no_prepared_statements(tmp_path: Path, bootstrap: str) -> None:
+    """PgBouncer in transaction mode runs one session's statements on several server connections.
+    Without `?pgbouncer=true` the driver's prepared statements are not where the next statement
+    runs: the writes that fail wait, retried with what to add to the dsn, and none is
+    dead-lettered (each one was before: "prepared statement __asyncpg_stmt_4__ does not exist").
+    With the flag every event is written and a sql_poll reads them back through the pooler."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    table = f"t_pooled_{uuid.uuid4().hex[:8]}"
+    shared = await asyncpg.connect(SHARED)
+    await shared.execute(f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL)")
+    target = await Target().start()
+    delivery = {"backoff_initial": "50ms", "backoff_max": "300ms", "circuit_breaker": None, "concurrency": 16}
+    try:
+        with pgbouncer() as port:
+            pooled = f"postgresql://postgres@127.0.0.1:{port}/test"
+            config = ledger_config(bootstrap, target, pooled, table, delivery=delivery, batch_size=1)
+            async with build_hub(write_config(tmp_path / "without.yaml", config)) as hub:
+                await post(hub, *(payment(i) for i in range(1, 41)))
+                worker = hub.workers[0]
+
+                async def says_what_to_add() -> bool:
+                    return "add ?pgbouncer=true to the dsn" in str(worker.status().get("last_error", ""))
+
+                await eventually(says_what_to_add)
+                assert not await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
+
+            await shared.execute(f"TRUNCATE {table}")
+            flagged = f"{pooled}?pgbouncer=true"
+            config = ledger_config(bootstrap, target, flagged, table, delivery=delivery, batch_size=1)
+            config["inbound"].append(
+                {
+                    "name": "ledger-rows",
+                    "type": "sql_poll",
+                    "dsn": flagged,
+                    "table": table,
+                    "watermark": {"id": "payment_id"},
+                    "interval": "200ms",
+                    "emit": {"schema": "Payment", "map": {"payment_id": "payment_id", "amount": "amount", "currency": '"usd"'}},
+                }
+            )
+            async with build_hub(write_config(tmp_path / "with.yaml", config)) as hub:
+                await post(hub, *(payment(i) for i in range(1, 41)))
+
+                async def all_written() -> bool:
+                    return int(await shared.fetchval(f"SELECT count(*) FROM {table}")) == 40
+
+                await eventually(all_written)
+
+                seen: list[int] = [0]
+
+                async def polled() -> bool:  # the forty posted, and the forty rows read back by sql_poll
+                    seen[0] = len(await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment")))
+                    return seen[0] >= 80
+
+                try:
+                    await eventually(polled, timeout=90)
+                except AssertionError:
+                    raise AssertionError(f"{seen[0]} events, the poller's health: {await reading(hub, 1).health()}") from None
+                assert seen[0] == 80
+                assert not await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
+    finally:
+        await shared.execute(f"DROP TABLE {table}")
+        await shared.close()
+        await target.stop()

@@ -1,5 +1,5 @@
 """Tools the tests run that pip does not install into the venv. `make test` puts them under
-.tools/: Prometheus and promtool (Debian's package, unpacked), checkov (a venv of its own: its
+.tools/: Prometheus and promtool, and PgBouncer (Debian's packages, unpacked), checkov (a venv of its own: its
 pins would fight ours), the CRD models and the AsyncAPI specification's JSON Schemas from npm. A test that needs one that is missing skips
 with how to get it on a laptop, and fails in CI."""
 
@@ -17,6 +17,7 @@ TOOLS = ROOT / ".tools"
 _PLACES = {
     "prometheus": TOOLS / "prometheus/usr/bin/prometheus",
     "promtool": TOOLS / "prometheus/usr/bin/promtool",
+    "pgbouncer": TOOLS / "pgbouncer/usr/sbin/pgbouncer",
     "checkov": TOOLS / "checkov/bin/checkov",
     "crd-models": TOOLS / "crd-models/node_modules",
     "asyncapi-specs": TOOLS / "asyncapi/node_modules/@asyncapi/specs/schemas/3.0.0-without-$id.json",

@@ -21,6 +21,7 @@ from bus.dsn import check_dsn, servers
         "mariadb://root@db/test?ssl-mode=DISABLED",
         "postgresql://hub:${PG_PASSWORD}@db:${PORT}/erp",  # not resolved yet: the scheme alone is checked
         "${LEGACY_DSN}",
+        "postgresql://hub@pgbouncer:6432/erp?pgbouncer=true",
     ],
 )
 def test_dsns_that_connect_pass(dsn: str) -> None:
@@ -36,6 +37,7 @@ def test_dsns_that_connect_pass(dsn: str) -> None:
         ("postgresql://db-1,,db-2/erp", "an empty server in its list"),
         ("mysql://root@db-1:3306,db-2:3306/erp", "a MariaDB/MySQL dsn names one server, not 2"),
         ("postgresql://db-1,db-2/erp?target_session_attrs=master", "target_session_attrs must be one of any, primary"),
+        ("postgresql://pgbouncer:6432/erp?pgbouncer=yes", "pgbouncer must be true or false, not 'yes'"),
     ],
 )
 def test_dsns_that_cannot_work_are_refused_saying_why(dsn: str, said: str) -> None:
@@ -53,3 +55,14 @@ def test_the_servers_are_shown_without_credentials() -> None:
     assert servers("mysql://root:pw@127.0.0.1:3306/test") == "127.0.0.1:3306"
     assert servers("postgresql://hub:p@ss@db/erp") == "db"  # an @ left unescaped in the password
     assert servers("postgresql:///erp") == "localhost"
+
+
+def test_the_pgbouncer_flag_is_the_hubs_and_never_reaches_the_driver() -> None:
+    """asyncpg would send an unknown query parameter to the server as a setting (and be refused)."""
+    from adapters.sql.pool import postgres_connection
+
+    dsn, options = postgres_connection("postgresql://hub@pgb:6432/erp?sslmode=require&pgbouncer=true&target_session_attrs=any")
+    assert dsn == "postgresql://hub@pgb:6432/erp?sslmode=require&target_session_attrs=any"
+    assert options == {"statement_cache_size": 0}
+    assert postgres_connection("postgresql://hub@pgb:6432/erp?pgbouncer=false") == ("postgresql://hub@pgb:6432/erp", {})
+    assert postgres_connection("postgresql://hub@db/erp?sslmode=require") == ("postgresql://hub@db/erp?sslmode=require", {})

@@ -27,6 +27,9 @@ from bus.errors import PermanentError, RetryableError
         (pymysql.err.OperationalError(1290, "The MariaDB server is running with the --read-only option"), True, "takes no writes"),
         (pymysql.err.OperationalError(1792, "Cannot execute statement in a READ ONLY transaction"), True, "takes no writes"),
         (pymysql.err.OperationalError(1836, "Running in read-only mode"), True, "takes no writes"),
+        # What PgBouncer in transaction mode makes of the driver's prepared statements.
+        (asyncpg.exceptions.InvalidSQLStatementNameError('prepared statement "__asyncpg_stmt_4__" does not exist'), True, "pgbouncer="),
+        (asyncpg.exceptions.DuplicatePreparedStatementError('prepared statement "__asyncpg_stmt_1__" already exists'), True, "?pgbouncer"),
     ],
 )
 def test_setup_errors_are_retried_and_data_errors_dead_lettered(error: Exception, retried: bool, says: str) -> None:
