@@ -21,18 +21,16 @@ from bus.adapter_api import RetryableError, dsn_servers
 # statement where it runs cost the sql outbound a quarter of its rate against PostgreSQL itself
 # (bench/RESULTS.md, 2026-12-07).
 _POOLER_FLAG = "pgbouncer"
-
-
 POOLER_HINT = (
     "a connection pooler in transaction mode (PgBouncer) runs the statements of one session on several server "
     "connections, and a prepared statement was not where it ran: add ?pgbouncer=true to the dsn"
 )
-POOLER_ERRORS = {"26000", "42P05"}  # a prepared statement the pooler lost, or met twice
+_POOLER_ERRORS = {"26000", "42P05"}  # a prepared statement the pooler lost, or met twice
 
 
 def pooler_said(exc: BaseException) -> str:
     """``POOLER_HINT`` after "; " when ``exc`` is what a pooler in transaction mode makes of prepared statements."""
-    return f"; {POOLER_HINT}" if getattr(exc, "sqlstate", None) in POOLER_ERRORS else ""
+    return f"; {POOLER_HINT}" if getattr(exc, "sqlstate", None) in _POOLER_ERRORS else ""
 
 
 def postgres_connection(dsn: str) -> tuple[str, dict[str, Any]]:
