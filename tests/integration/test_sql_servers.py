@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from bus.kafka.reader import read_topic
 from bus.ports import free_port
@@ -128,16 +129,23 @@ async def test_a_primary_that_turns_read_only_is_left_for_the_server_that_takes_
             await target.stop()
 
 
-async def test_behind_pgbouncer_in_transaction_mode_the_dsn_flag_keeps_no_prepared_statements(tmp_path: Path, bootstrap: str) -> None:
+async def test_behind_pgbouncer_in_transaction_mode_the_dsn_flag_keeps_no_prepared_statements(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """PgBouncer in transaction mode runs one session's statements on several server connections.
     Without `?pgbouncer=true` the driver's prepared statements are not where the next statement
     runs: the writes that fail wait, retried with what to add to the dsn, and none is
     dead-lettered (each one was before: "prepared statement __asyncpg_stmt_4__ does not exist").
-    With the flag every event is written and a sql_poll reads them back through the pooler."""
+    With the flag every event is written, and a sql_poll reads a legacy table through the pooler
+    (its rows, in key order, become events that are written too)."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     table = f"t_pooled_{uuid.uuid4().hex[:8]}"
     shared = await asyncpg.connect(SHARED)
     await shared.execute(f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL)")
+    # A table of its own for the poller, filled before it starts: an id watermark on the table the
+    # outbound fills at concurrency 16 would pass keys committed out of order, and miss them.
+    await shared.execute(f"CREATE TABLE {table}_legacy (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL)")
+    await shared.executemany(f"INSERT INTO {table}_legacy VALUES ($1, $2)", [(f"legacy-{i:02d}", i) for i in range(40)])
     target = await Target().start()
     delivery = {"backoff_initial": "50ms", "backoff_max": "300ms", "circuit_breaker": None, "concurrency": 16}
     try:
@@ -155,6 +163,7 @@ async def test_behind_pgbouncer_in_transaction_mode_the_dsn_flag_keeps_no_prepar
                 assert not await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
 
             await shared.execute(f"TRUNCATE {table}")
+            caplog.clear()
             flagged = f"{pooled}?pgbouncer=true"
             config = ledger_config(bootstrap, target, flagged, table, delivery=delivery, batch_size=1)
             config["inbound"].append(
@@ -162,7 +171,7 @@ async def test_behind_pgbouncer_in_transaction_mode_the_dsn_flag_keeps_no_prepar
                     "name": "ledger-rows",
                     "type": "sql_poll",
                     "dsn": flagged,
-                    "table": table,
+                    "table": f"{table}_legacy",
                     "watermark": {"id": "payment_id"},
                     "interval": "200ms",
                     "emit": {"schema": "Payment", "map": {"payment_id": "payment_id", "amount": "amount", "currency": '"usd"'}},
@@ -171,14 +180,14 @@ async def test_behind_pgbouncer_in_transaction_mode_the_dsn_flag_keeps_no_prepar
             async with build_hub(write_config(tmp_path / "with.yaml", config)) as hub:
                 await post(hub, *(payment(i) for i in range(1, 41)))
 
-                async def all_written() -> bool:
-                    return int(await shared.fetchval(f"SELECT count(*) FROM {table}")) == 40
+                async def all_written() -> bool:  # the forty posted, and the forty legacy rows polled
+                    return int(await shared.fetchval(f"SELECT count(*) FROM {table}")) == 80
 
-                await eventually(all_written)
+                await eventually(all_written, timeout=90)
 
                 seen: list[int] = [0]
 
-                async def polled() -> bool:  # the forty posted, and the forty rows read back by sql_poll
+                async def polled() -> bool:  # the forty posted, and the forty legacy rows polled
                     seen[0] = len(await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment")))
                     return seen[0] >= 80
 
@@ -188,7 +197,11 @@ async def test_behind_pgbouncer_in_transaction_mode_the_dsn_flag_keeps_no_prepar
                     raise AssertionError(f"{seen[0]} events, the poller's health: {await reading(hub, 1).health()}") from None
                 assert seen[0] == 80
                 assert not await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
+            # Not written in the end by retrying until a statement happened to run where it was
+            # prepared: no write and no poll met the pooler's refusal at all.
+            met = [r.getMessage() for r in caplog.records if "pgbouncer=true" in r.getMessage() or "does not exist" in r.getMessage()]
+            assert not met, met[:3]
     finally:
-        await shared.execute(f"DROP TABLE {table}")
+        await shared.execute(f"DROP TABLE {table}, {table}_legacy")
         await shared.close()
         await target.stop()
