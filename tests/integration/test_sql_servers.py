@@ -24,6 +24,26 @@ from tests.support.target import Target
 SHARED = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+async def the_same_table_on_both(private: str, table: str) -> tuple[asyncpg.Connection, asyncpg.Connection, str]:
+    """``table`` made in database `test` of the private server (made there too) and of the
+    machine's; connections to both, and the private server's port."""
+    create = f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL)"
+    admin = await asyncpg.connect(private)
+    await admin.execute("CREATE DATABASE test")
+    await admin.close()
+    own = await asyncpg.connect(private.rsplit("/", 1)[0] + "/test")
+    await own.execute(create)
+    shared = await asyncpg.connect(SHARED)
+    await shared.execute(create)
+    return own, shared, private.rsplit(":", 1)[1].split("/", maxsplit=1)[0]
+
+
+async def read_only(connection: asyncpg.Connection) -> None:
+    """Its server turns read-only for every session, as a standby answers `SHOW transaction_read_only`."""
+    await connection.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+    await connection.execute("SELECT pg_reload_conf()")
+
+
 async def test_a_dsn_naming_several_servers_writes_and_reads_on_the_one_that_takes_writes(tmp_path: Path, bootstrap: str) -> None:
     """The DSN lists a server that is down, a read-only one and the writable one, with
     `target_session_attrs=read-write`: the sql outbound writes every event to the writable one
@@ -31,18 +51,9 @@ async def test_a_dsn_naming_several_servers_writes_and_reads_on_the_one_that_tak
     raised at start before: the URL's port was read as one number."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     table = f"t_servers_{uuid.uuid4().hex[:8]}"
-    create = f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL)"
     with logical_postgres() as private:
-        standby = await asyncpg.connect(private)
-        await standby.execute("CREATE DATABASE test")
-        await standby.close()
-        standby = await asyncpg.connect(private.rsplit("/", 1)[0] + "/test")
-        await standby.execute(create)
-        await standby.execute("ALTER SYSTEM SET default_transaction_read_only = on")
-        await standby.execute("SELECT pg_reload_conf()")
-        shared = await asyncpg.connect(SHARED)
-        await shared.execute(create)
-        port = private.rsplit(":", 1)[1].split("/")[0]
+        standby, shared, port = await the_same_table_on_both(private, table)
+        await read_only(standby)
         dsn = f"postgresql://postgres@127.0.0.1:{free_port()},127.0.0.1:{port},127.0.0.1:5432/test?target_session_attrs=read-write"
         target = await Target().start()
         config = ledger_config(bootstrap, target, dsn, table)
@@ -88,16 +99,8 @@ async def test_a_primary_that_turns_read_only_is_left_for_the_server_that_takes_
     was dead-lettered ("cannot execute INSERT in a read-only transaction")."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     table = f"t_switch_{uuid.uuid4().hex[:8]}"
-    create = f"CREATE TABLE {table} (payment_id VARCHAR(64) PRIMARY KEY, amount BIGINT NOT NULL)"
     with logical_postgres() as private:
-        admin = await asyncpg.connect(private)
-        await admin.execute("CREATE DATABASE test")
-        await admin.close()
-        first = await asyncpg.connect(private.rsplit("/", 1)[0] + "/test")
-        await first.execute(create)
-        shared = await asyncpg.connect(SHARED)
-        await shared.execute(create)
-        port = private.rsplit(":", 1)[1].split("/")[0]
+        first, shared, port = await the_same_table_on_both(private, table)
         dsn = f"postgresql://postgres@127.0.0.1:{port},127.0.0.1:5432/test?target_session_attrs=read-write"
         target = await Target().start()
         delivery = {"backoff_initial": "50ms", "backoff_max": "300ms", "circuit_breaker": None}
@@ -112,8 +115,7 @@ async def test_a_primary_that_turns_read_only_is_left_for_the_server_that_takes_
                     return int(await first.fetchval(f"SELECT count(*) FROM {table}")) == 3
 
                 await eventually(on_the_first)
-                await first.execute("ALTER SYSTEM SET default_transaction_read_only = on")
-                await first.execute("SELECT pg_reload_conf()")
+                await read_only(first)
                 await post(hub, *(payment(i) for i in range(4, 7)))
 
                 async def on_the_other() -> bool:
