@@ -242,6 +242,7 @@ C = TypeVar("C", bound=AdapterConfig)
 class Poller(Inbound[C]):
     kind: ClassVar[str] = "poll"  # the adapter type, for messages ("http_poll")
     one_reader: ClassVar[bool] = True  # one replica polls: each would publish every record, on the API's rate limit
+    position_in_kafka: ClassVar[bool] = True  # the watermark: only the checkpoint topic keeps it
 
     def __init__(self, config: C, ctx: Context, *, id_of: str | None = None) -> None:
         super().__init__(config, ctx)

@@ -328,6 +328,18 @@ class Inbound(Adapter[C]):
     # competing consumers, a Kafka consumer group).
     one_reader: ClassVar[bool] = False
 
+    # The position it saves is where reading resumes, and nothing else keeps it (a poller's
+    # watermark). False where the source keeps the place itself (a durable consumer, a consumer
+    # group, a replication slot) and a saved position is only a fallback or a note. ``bus positions
+    # reset`` and ``adopt`` act on the first kind only: on the second they would change nothing.
+    position_in_kafka: ClassVar[bool] = False
+
+    # The parts of ``position_of`` that only narrow what is read (a poller's filter: a `where`, an
+    # API's fixed query), not its order: ``bus positions adopt`` keeps a position across a change
+    # of these alone; across a change of the order (another watermark column) it would be read as
+    # what it is not.
+    position_filters: ClassVar[frozenset[str]] = frozenset()
+
     async def hold(self) -> None:
         """Called instead of ``start`` in a process that starts while an operator has this adapter
         paused (bus.app.source_pauses): take nothing, but be there to say so where a sender would

@@ -51,10 +51,14 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
     summary: ClassVar[str] = "Poll a GraphQL query over a Relay cursor connection; position kept in Kafka."
     kind: ClassVar[str] = "graphql_poll"
 
+    position_filters: ClassVar[frozenset[str]] = frozenset({"variables"})
+
     @classmethod
     def position_of(cls, config: GraphQLPollConfig) -> dict[str, Any] | None:
         since = config.since.field if config.since else None
-        return {"path": urlsplit(config.url).path, "connection": config.connection, "since": since}  # not the host: see http_poll
+        # The fixed variables are a filter (see http_poll), but for the page size (Relay's first/last).
+        variables = {k: v for k, v in sorted(config.variables.items()) if k not in ("first", "last", config.cursor_variable)}
+        return {"path": urlsplit(config.url).path, "connection": config.connection, "variables": variables, "since": since}
 
     def __init__(self, config: GraphQLPollConfig, ctx: Context) -> None:
         super().__init__(config, ctx, id_of=config.since.id if config.since else None)

@@ -21,7 +21,7 @@ __all__ = ["HttpPollInbound"]
 import json
 import time
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
@@ -54,10 +54,17 @@ class HttpPollInbound(Poller[HttpPollConfig]):
     summary: ClassVar[str] = "Poll a REST API (pagination, ETag, OAuth2, rate limits); position kept in Kafka."
     kind: ClassVar[str] = "http_poll"
 
+    position_filters: ClassVar[frozenset[str]] = frozenset({"query"})
+
     @classmethod
     def position_of(cls, config: HttpPollConfig) -> dict[str, Any] | None:
-        # The path, not the host: an API moved to another host is the same source.
-        return {"path": urlsplit(config.url).path, "records": config.records, "since": config.since.field}
+        # The path, not the host: an API moved to another host is the same source. The fixed query
+        # (the URL's and `params`) is a filter (?status=open): a watermark taken among open records
+        # would pass over every closed one before it. The pages' and the watermark's own are not.
+        moving = {config.since.param, config.pagination.param or _DEFAULT_PARAM.get(config.pagination.type), config.pagination.size_param}
+        url = urlsplit(config.url)
+        query = {k: v for k, v in [*parse_qsl(url.query, keep_blank_values=True), *config.params.items()] if k not in moving}
+        return {"path": url.path, "query": dict(sorted(query.items())), "records": config.records, "since": config.since.field}
 
     def __init__(self, config: HttpPollConfig, ctx: Context) -> None:
         super().__init__(config, ctx, id_of=config.since.id)

@@ -32,9 +32,13 @@ class SoapPollInbound(Poller[SoapPollConfig]):
     summary: ClassVar[str] = "Call a WSDL operation on an interval (a watermark parameter); new records published; position kept in Kafka."
     kind: ClassVar[str] = "soap_poll"
 
+    position_filters: ClassVar[frozenset[str]] = frozenset({"params"})
+
     @classmethod
     def position_of(cls, config: SoapPollConfig) -> dict[str, Any] | None:
-        return {"operation": config.operation, "records": config.records, "since": config.since.field}
+        # The fixed parameters are a filter, as an http_poll's query is (the watermark's own is not).
+        params = {k: v for k, v in config.params.items() if k != config.since.param}
+        return {"operation": config.operation, "params": params, "records": config.records, "since": config.since.field}
 
     def __init__(self, config: SoapPollConfig, ctx: Context) -> None:
         super().__init__(config, ctx, id_of=config.since.id)

@@ -228,11 +228,18 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
     summary: ClassVar[str] = "Read new and changed rows of a PostgreSQL or MariaDB/MySQL table by a watermark; position kept in Kafka."
     handover: ClassVar[bool] = True
     one_reader: ClassVar[bool] = True  # one replica polls: each would publish every row
+    position_in_kafka: ClassVar[bool] = True  # the watermark: only the checkpoint topic keeps it
+
+    position_filters: ClassVar[frozenset[str]] = frozenset({"where"})
 
     @classmethod
     def position_of(cls, config: SqlPollConfig) -> dict[str, Any] | None:
         mark = config.watermark
-        return {"table": config.table, "column": mark.column, "id": mark.id}
+        source = {"table": config.table, "column": mark.column, "id": mark.id}
+        # A `where` is ANDed with the watermark: one added only narrows what is read (a position
+        # saved without it is still good, see same_source); one changed or dropped may widen it,
+        # and a watermark taken among the old rows would pass over the new ones before it.
+        return source if config.where is None else {**source, "where": " ".join(config.where.split())}
 
     @classmethod
     async def position_now(cls, config: SqlPollConfig) -> dict[str, Any] | None:
@@ -291,6 +298,9 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         if self.ctx.checkpoints is None:
             raise RuntimeError(f"sql_poll {self.config.name} needs the hub's checkpoint store")
         saved = await self.ctx.checkpoints.load(self.config.name)
+        # What the store says, also when it says nothing: a start after a pause reads from a position
+        # forgotten meanwhile (``bus positions reset``) from the start, not from where it stood.
+        self._position, self._read_from, self._clock = None, None, None
         if saved is not None:
             self._position = (_decode(saved.get("column")), _decode(saved.get("id")))
             read_from = _decode(saved.get("read_from"))

@@ -16,6 +16,7 @@
     bus migrate run NAME -c bus.yaml                            the load: resumable, checked by reading back, with a report
     bus migrate rollback RUN -c bus.yaml                        put the targets back as they were before a run
     bus migrate cutover RUN -c bus.yaml                         the live inbound (then:) takes over where the run began
+    bus positions list|reset|adopt -c bus.yaml                  where each poller reads from; forget it, or keep it across a filter change
     bus reconcile -c bus.yaml [--target-ids FILE]               the delivery ledger: is every event accounted for? (or --hub URL)
     bus auth login NAME -c bus.yaml [--paste]                    give the hub an OAuth2 connection's consent (PKCE); tokens stored
     bus auth status -c bus.yaml | bus auth key                  the connections' stored tokens | a new credentials.key
@@ -202,6 +203,26 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--show-ids", type=int, default=20, help="how many ids to print per list (default 20)")
     reconcile.add_argument("--json", action="store_true")
     reconcile.set_defaults(func=kafka_commands.reconcile)
+
+    positions = sub.add_parser(
+        "positions", help="where each poller reads from (its saved position), and keeping or forgetting it: list, reset, adopt"
+    )
+    positions_sub = positions.add_subparsers(dest="positions_command", required=True)
+    listed = positions_sub.add_parser("list", help="each inbound's saved position, and whether it is for what the config reads now")
+    listed.add_argument("--json", action="store_true")
+    forget = positions_sub.add_parser("reset", help="forget an inbound's position: its source is read again from the start")
+    keep = positions_sub.add_parser(
+        "adopt", help="keep an inbound's position for what the config reads now (its filter changed on purpose)"
+    )
+    keep.add_argument("--force", action="store_true", help="also when more than the filter changed (the same source under another name)")
+    for cmd in (forget, keep):
+        cmd.add_argument("name", help="the inbound adapter's name")
+        cmd.add_argument("--stopped", action="store_true", help="no process of the hub runs: go on although the inbound is not paused")
+    for cmd in (listed, forget, keep):
+        cmd.add_argument("-c", "--config", type=Path, required=True, help="the hub's config")
+        cmd.add_argument("--bootstrap", help="Kafka to use instead of the config's")
+        cmd.add_argument("--hub", help="or the running hub whose (embedded) broker to use: http://HOST:OPS_PORT")
+        cmd.set_defaults(func=kafka_commands.positions)
 
     schemas = sub.add_parser("schemas", help="schema evolution: check (a CI gate), register, diff")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)

@@ -415,3 +415,45 @@ def _print_redelivery(done: dict[str, Any], as_json: bool) -> int:
             file=sys.stderr,
         )
     return code
+
+
+def positions(args: argparse.Namespace) -> int:
+    """``bus positions list|reset|adopt``: see bus.app.positions."""
+    from bus.app import positions as kept
+    from bus.errors import BusError
+
+    registry = AdapterRegistry.from_entry_points()
+    loaded, _ = _load(args.config, registry)
+    bootstrap = _bootstrap(args, loaded.hub)
+    if args.positions_command == "list":
+        rows = asyncio.run(kept.view(loaded, registry, bootstrap))
+        if args.json:
+            print(json.dumps([row.as_json() for row in rows], indent=2, ensure_ascii=False, default=str))
+        else:
+            print("\n".join(row.line() for row in rows) or "no inbound of this config keeps a position")
+        return 0
+    try:
+        if args.positions_command == "reset":
+            row = asyncio.run(kept.reset(loaded, registry, bootstrap, args.name, stopped=args.stopped))
+            said = (
+                "had no position: its next start reads from the start"
+                if row.state == "none"
+                else (f"position forgotten (was {kept.brief(row.saved)}): its next start reads the source from its start")
+            )
+        else:
+            row = asyncio.run(kept.adopt(loaded, registry, bootstrap, args.name, stopped=args.stopped, force=args.force))
+            said = (
+                f"position kept for what it reads now ({', '.join(row.differs)} changed): it goes on from {kept.brief(row.saved)}"
+                if row.state == "another-source"
+                else f"nothing to adopt: {row.line()}"
+            )
+    except kept.Refused as exc:
+        print(f"bus: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except BusError as exc:
+        if isinstance(exc, kept.KafkaUnavailable):
+            raise
+        print(f"bus: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.name}: {said}")
+    return 0

@@ -8,7 +8,7 @@ up to that position, so a restart resumes there: events after the last save are 
 
 from __future__ import annotations
 
-__all__ = ["KafkaCheckpoints", "SourceCheckpoints"]
+__all__ = ["KafkaCheckpoints", "SourceCheckpoints", "as_saved", "same_source"]
 
 import asyncio
 import json
@@ -26,7 +26,8 @@ log = logging.getLogger("bus.checkpoints")
 
 
 class KafkaCheckpoints:
-    def __init__(self, producer: AIOKafkaProducer, kafka: KafkaConfig, bootstrap: str, topic: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer | None, kafka: KafkaConfig, bootstrap: str, topic: str) -> None:
+        """``producer`` None: read only (``bus positions list``)."""
         self._producer = producer
         self._kafka = kafka
         self._bootstrap = bootstrap
@@ -71,6 +72,8 @@ class KafkaCheckpoints:
 
     async def save(self, name: str, position: dict[str, Any]) -> None:
         """Store ``position``; returns once Kafka acknowledged it. Raises KafkaUnavailable."""
+        if self._producer is None:
+            raise RuntimeError(f"checkpoint of {name}: this store was opened read only")
         value = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
         try:
             await asyncio.wait_for(
@@ -90,7 +93,7 @@ class SourceCheckpoints:
         self, store: KafkaCheckpoints, source: dict[str, Any] | None, logger: logging.Logger, *, configured: frozenset[str] | None = None
     ) -> None:
         self._store = store
-        self._source = source
+        self._source = as_saved(source)
         self._logger = logger
         self._configured = configured  # the config's inbound names: a position of another name may be a rename's
 
@@ -101,7 +104,10 @@ class SourceCheckpoints:
         if saved is None or self._source is None:
             return saved
         of = saved.pop("of", None)
-        if of is None or of == self._source:  # a position saved before positions said what of is taken as it is
+        if of == self._source:
+            return saved
+        if of is None or same_source(of, self._source):  # a position saved before positions said what of (or said less)
+            await self._taken_as_now(name, saved)
             return saved
         self._logger.warning(
             "%s: its saved position is in %s, and the config now reads %s: that position is not used, and reading starts "
@@ -113,6 +119,15 @@ class SourceCheckpoints:
     async def save(self, name: str, position: dict[str, Any]) -> None:
         await self._store.save(name, {**position, "of": self._source} if self._source is not None else position)
 
+    async def _taken_as_now(self, name: str, position: dict[str, Any]) -> None:
+        """Saved again as a position in what the config reads now: a poller saves only when its
+        position moves, and until then the next change of the config (a `where` added now, changed
+        later) would be judged against the older, shorter description, which agrees with any."""
+        try:
+            await self.save(name, position)
+        except KafkaUnavailable as exc:  # the position is still good to use; the next save says what of
+            self._logger.warning("%s: its saved position could not be saved again with what it is in (%s)", name, exc)
+
     async def _renamed(self, name: str) -> dict[str, Any] | None:
         """The position of an adapter no longer in the config that read this very source (the same
         ``position_of``): the one this adapter was before a rename. Without it a renamed poller
@@ -122,7 +137,7 @@ class SourceCheckpoints:
         former = {
             other: position
             for other, position in (await self._store.load_all()).items()
-            if other != name and other not in self._configured and position.get("of") == self._source
+            if other != name and other not in self._configured and same_source(position.get("of"), self._source)
         }
         if len(former) > 1:
             self._logger.warning(
@@ -140,6 +155,25 @@ class SourceCheckpoints:
             name, old, _shown(self._source, self._source),
         )  # fmt: skip
         return dict(position)
+
+
+def as_saved(source: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``source`` as it comes back from the store (JSON: tuples become lists, a YAML date its text),
+    so that one read back compares equal to the one the config gives now."""
+    return None if source is None else json.loads(json.dumps(source, default=str))
+
+
+def same_source(saved: Any, now: dict[str, Any] | None) -> bool:
+    """Whether a position saved in ``saved`` (what ``position_of`` said then) is one in ``now``.
+    Equal, or saved by an earlier version of the adapter whose ``position_of`` said less (a poller's
+    filter joined it later): every part it said agrees with now. Without that, every saved position
+    would be dropped by the upgrade that made ``position_of`` say more, and each source read again
+    from its start."""
+    if saved == now:
+        return True
+    if not isinstance(saved, dict) or not isinstance(now, dict) or not saved.keys() < now.keys():
+        return False
+    return all(saved[k] == now[k] for k in saved)
 
 
 def _shown(source: Any, order: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from bus.errors import BusError
 from bus.kafka.clients import make_producer
 from bus.kafka.topics import TopicNames
 from bus.migrate.journal import Journal
+from bus.runtime.checkpoints import as_saved, same_source
 
 _LOG = logging.getLogger("bus.migrate")
 
@@ -45,15 +46,15 @@ def _source_now(loaded: LoadedConfig, registry: AdapterRegistry, name: str, run_
     if config is None:
         raise BusError(f"run {run_id} hands over to inbound {name}, which the config no longer has")
     cls = registry.get(config.type, "inbound")
-    now = cls.position_of(config) if isinstance(cls, type) and issubclass(cls, Inbound) else None
+    now = as_saved(cls.position_of(config)) if isinstance(cls, type) and issubclass(cls, Inbound) else None
     if recorded is None:
         return now
-    if now != recorded:
+    if not same_source(recorded, now):
         raise BusError(
             f"run {run_id} recorded its hand-over position in {_shown(recorded)}, and inbound {name} now reads "
             f"{_shown(now)}: that position would skip rows of what it reads now; run the migration again for it"
         )
-    return recorded
+    return now
 
 
 def _shown(source: Any) -> str:
