@@ -3,7 +3,7 @@
 A file is taken once it has not changed for ``settle``. Its sha256 is taken first (a file imported
 before is skipped), then its rows are read a batch at a time and handed to Kafka in file order (a
 row that cannot become an event, or is not text in the file's encoding, is kept on the inbound
-dead-letter topic with its line number), at most ``_IN_FLIGHT`` awaiting Kafka's acknowledgement
+dead-letter topic with its line number), at most ``rows.IN_FLIGHT`` awaiting Kafka's acknowledgement
 at once; once every one is acknowledged the file moves to ``done/`` with a manifest. Memory stays
 flat whatever the file's size (the whole file used to be held at once, about 19 times its size:
 a 20 MB export was enough to kill an inbound pod at the chart's limit, again at every restart).
@@ -24,100 +24,33 @@ from __future__ import annotations
 __all__ = ["FileInbound"]
 
 import asyncio
-import collections
 import contextlib
 import errno
 import hashlib
-import itertools
 import json
 import os
-import re
 import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
 from adapters.file.config import FileInboundConfig
+from adapters.file.rows import Unreadable, publish_rows
 from bus.adapter_api import (
     Context,
     Health,
     Inbound,
     Intake,
     KafkaUnavailable,
-    LineTooLong,
     RetryableError,
-    bounded_lines,
-    csv_header_problem,
-    csv_records,
     parse_json,
     text_codec,
 )
 
 _OWN = ("done", "failed", "skipped")  # the folders files are moved to, in the drop folder
 _PROBE = ".bus-probe-"  # a file made and removed at once, to see that the folders can be written
-_BATCH = 1000  # rows read and parsed (off the event loop) at a time
-_IN_FLIGHT = 10_000  # rows handed to Kafka and not yet acknowledged, at most
-_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not decode, kept by "surrogateescape"
-
-
-class _Unreadable(Exception):
-    """The file as a whole cannot be read as the configured format."""
-
-
-def _rows(handle: TextIO, kind: str, delimiter: str, encoding: str) -> Iterator[tuple[int, Any, bytes]]:
-    """(line number, document or a ValueError, raw bytes) for each row, read as the file streams."""
-
-    def raw(text: str) -> bytes:
-        return text.encode(encoding, "surrogateescape")  # the row's bytes as they are in the file
-
-    def not_text(number: int) -> ValueError:
-        return ValueError(f"line {number}: not {encoding} text; if the whole file is in another encoding, set encoding (e.g. latin-1)")
-
-    if kind == "jsonl":
-        for number, read in enumerate(bounded_lines(handle), start=1):
-            if isinstance(read, LineTooLong):
-                yield number, ValueError(f"line {number}: {read}; the line is skipped"), raw(read.head + "...")
-                continue
-            line = read.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if _UNDECODED.search(line):
-                yield number, not_text(number), raw(line)
-                continue
-            try:
-                yield number, parse_json(line), raw(line)
-            except ValueError as exc:
-                yield number, ValueError(f"line {number}: invalid JSON: {exc}"), raw(line)
-        return
-    records = csv_records(handle, delimiter)
-    header = next(records, None)
-    if header is None or not header.values:
-        raise _Unreadable(f"the CSV header cannot be read: {header.error}" if header is not None else "no CSV header row")
-    if _UNDECODED.search("".join(header.values)):
-        raise _Unreadable(f"the CSV header is not {encoding} text; set encoding (e.g. latin-1)")
-    problem = csv_header_problem(header.values, delimiter)
-    if problem:
-        raise _Unreadable(problem)
-    names, width = header.values, len(header.values)
-    for record in records:
-        number, values = record.line, record.values
-        if values is None:  # this record only; the reader goes on after it
-            yield number, ValueError(f"line {number}: {record.error}"), raw(record.text)
-        elif _UNDECODED.search(record.text):
-            yield number, not_text(number), raw(record.text)
-        elif len(values) > width:  # an unquoted separator shifted the rest
-            yield number, ValueError(f"line {number}: {len(values) - width} field(s) beyond the header"), raw(record.text)
-        elif len(values) < width:  # not read as nulls: the record was cut short
-            yield number, ValueError(f"line {number}: {width - len(values)} field(s) fewer than the header names"), raw(record.text)
-        else:
-            yield number, dict(zip(names, values, strict=True)), raw(record.text)
-
-
-def _next_rows(rows: Iterator[tuple[int, Any, bytes]]) -> list[tuple[int, Any, bytes]]:
-    return list(itertools.islice(rows, _BATCH))
 
 
 class _NotAFile(OSError):
@@ -311,35 +244,18 @@ class FileInbound(Inbound[FileInboundConfig]):
                 self.config.name, path.name, earlier["file"],
             )  # fmt: skip
             return manifest
-        acks: collections.deque[Awaitable[None]] = collections.deque()
-        parked_before = self._intake.parked
-        count = 0
         with await asyncio.to_thread(_open_text, path, encoding) as handle:
-            rows = _rows(handle, kind, delimiter, encoding)
             try:
-                batch = await asyncio.to_thread(_next_rows, rows)
-            except _Unreadable as exc:  # before any row: the file as a whole
+                counts = await publish_rows(
+                    self._intake, self.sink, handle, origin=f"file:{path.name}", checksum=checksum, kind=kind, encoding=encoding,
+                    delimiter=delimiter,
+                )  # fmt: skip
+            except Unreadable as exc:  # before any row: the file as a whole
                 manifest["error"] = str(exc)
                 await asyncio.to_thread(self._move, path, "failed", manifest)
                 self.ctx.logger.warning("file %s: %s cannot be read (%s); moved to failed/", self.config.name, path.name, exc)
                 return manifest
-            while batch:
-                for line, document, raw in batch:
-                    count += 1
-                    origin = {"bus_origin": f"file:{path.name}:{line}", "file_sha256": checksum, "file_line": str(line)}
-                    if isinstance(document, ValueError):
-                        await self.sink.reject(raw, str(document), headers=origin)
-                        manifest["rejected"] += 1
-                        continue
-                    acks.append(await self._intake.submit_document(document, raw=raw, event_id=f"{checksum[:16]}:{line}", origin=origin))
-                    while len(acks) > _IN_FLIGHT:
-                        await acks.popleft()  # KafkaUnavailable propagates: the file stays for the next poll
-                batch = await asyncio.to_thread(_next_rows, rows)
-        for ack in acks:
-            await ack
-        manifest["rows"] = count
-        manifest["rejected"] += self._intake.parked - parked_before  # rows refused while mapping
-        manifest["accepted"] = count - manifest["rejected"]
+        manifest.update(counts)
         # Imported: this process does not read it again, even if the move fails (it says so).
         self._digests[checksum] = {"file": path.name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         try:

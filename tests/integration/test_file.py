@@ -156,13 +156,13 @@ async def test_a_line_in_another_encoding_is_refused_alone_with_its_bytes_and_th
     """A UTF-8 export with one line in latin-1 (a legacy system's record pasted in) used to fail the
     whole file; now that row alone is refused, its exact bytes kept on the inbound dead letters,
     and the rest imported. The file is read as it streams, a batch at a time (memory: bench/file_memory.py)."""
-    from adapters.file import inbound
+    from adapters.file.rows import BATCH
 
     folder = tmp_path / "inbox"
     folder.mkdir()
     folder.with_name("inbox-utf8").mkdir()
     target = await Target().start()
-    rows = 2 * inbound._BATCH + 7  # more than one batch
+    rows = 2 * BATCH + 7  # more than one batch
     lines = [b"ref,cents,cur\n"] + [f"r{i},{i},EUR\n".encode() for i in range(rows)]
     lines[6] = b"r5,5,EUR \xfc\n"  # \xfc: latin-1's u-umlaut, not UTF-8 (file line 7)
     data = b"".join(lines)
@@ -185,7 +185,9 @@ def test_rows_are_read_as_the_file_streams() -> None:
     """Taking the first batch reads about a batch of the file, not all of it."""
     import itertools
 
-    from adapters.file.inbound import _BATCH, _next_rows, _rows
+    from adapters.file.rows import BATCH as _BATCH
+    from adapters.file.rows import next_rows as _next_rows
+    from adapters.file.rows import rows as _rows
 
     text = CountingText("ref,cents\n" + "".join(f"r{i},{i}\n" for i in range(10 * _BATCH)))
     rows = _rows(text, "csv", ",", "utf-8")
@@ -200,7 +202,7 @@ def test_a_stray_quote_refuses_its_line_with_its_bytes_and_the_rows_after_it_are
     quote, as one field. The drop folder imported none of those rows and parked them as one."""
     import io
 
-    from adapters.file.inbound import _rows
+    from adapters.file.rows import rows as _rows
 
     text = 'ref,cents\nr1,1\nr2,"Smith\nr3,3\nr4,4\nr5,"5"\nr6,6\n'
     rows = list(_rows(io.StringIO(text, newline=""), "csv", ",", "utf-8"))
@@ -273,7 +275,7 @@ def test_a_line_too_long_is_one_failed_row_and_the_rows_after_it_are_read() -> N
     such file could exhaust the hub's memory, and again at every restart."""
     import io
 
-    from adapters.file.inbound import _rows
+    from adapters.file.rows import rows as _rows
     from bus.documents import MAX_LINE_CHARS
 
     text = io.StringIO('{"ref": "a"}\n' + "x" * (MAX_LINE_CHARS + 1) + '\n{"ref": "b"}\n', newline="")
