@@ -36,6 +36,16 @@ $(TOOLS)/.pgbouncer:
 	  rm -rf $(TOOLS)/deb-pgbouncer && touch $@; \
 	else echo "no apt-get: install pgbouncer yourself, or the tests of a pooled PostgreSQL skip"; fi
 
+# OpenSSH's sshd (its internal SFTP server) for the sftp adapter's tests, from Debian's package.
+$(TOOLS)/.openssh:
+	@mkdir -p $(TOOLS)/deb-openssh
+	@if command -v apt-get >/dev/null; then \
+	  (cd $(TOOLS)/deb-openssh && (apt-get download openssh-server >/dev/null 2>&1 || \
+	    (apt-get update -qq && apt-get download openssh-server))) && \
+	  for deb in $(TOOLS)/deb-openssh/*.deb; do dpkg-deb -x $$deb $(TOOLS)/openssh || exit 1; done && \
+	  rm -rf $(TOOLS)/deb-openssh && touch $@; \
+	else echo "no apt-get: install openssh-server yourself, or the sftp adapter's tests skip"; fi
+
 # checkov in a venv of its own (its many pins would fight the project's), for the chart's and the
 # Dockerfile's security policies; the CRD models of the Prometheus operator and KEDA from npm,
 # to validate the chart's custom resources.
@@ -87,7 +97,7 @@ quickstart: $(VENV)/.installed
 # tests wait on brokers, processes and timers rather than the CPU (each worker starts its own
 # embedded broker); the suite took 1,152 s with three and 929 s with four, in the same hour.
 # (xdist's loadgroup would keep the fault tests on one worker, but with pytest 9 it does not group.)
-test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.pgbouncer $(TOOLS)/.checkov $(TOOLS)/.crd-models $(TOOLS)/.asyncapi-specs $(TOOLS)/.chromium $(TOOLS)/.image-tools
+test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.pgbouncer $(TOOLS)/.openssh $(TOOLS)/.checkov $(TOOLS)/.crd-models $(TOOLS)/.asyncapi-specs $(TOOLS)/.chromium $(TOOLS)/.image-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

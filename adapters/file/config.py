@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FileInboundConfig", "FileOutboundConfig"]
+__all__ = ["DropFolderConfig", "FileInboundConfig", "FileOutboundConfig"]
 
 from pathlib import Path
 from typing import Literal
@@ -12,14 +12,10 @@ from pydantic import Field, model_validator
 from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, OutboundConfig, duration
 
 
-class FileInboundConfig(AdapterConfig):
-    """Read every file that appears in a folder, row by row, into events. A file moves to `done/`
-    only after every row is on Kafka or kept on the inbound dead-letter topic with its line
-    number; a file that cannot be read at all moves to `failed/`. Each move leaves a manifest
-    beside the file (`<name>.manifest.json`: sha256, rows, accepted, rejected, time)."""
+class DropFolderConfig(AdapterConfig):
+    """What every drop folder of CSV or JSON Lines files says, wherever the folder is (``file``:
+    on this host's disk; ``sftp``: on an SFTP server)."""
 
-    type: Literal["file"] = "file"
-    path: Path = Field(description="The drop folder.", examples=["/data/inbox/orders"])
     pattern: str = Field(default="*", description="Which files to take (glob).", examples=["*.csv"])
     format: Literal["auto", "csv", "jsonl"] = Field(default="auto", description="auto: by suffix (.csv, .jsonl/.ndjson).")
     encoding: str = Field(default="utf-8", description="Text encoding of the files (legacy exports are often latin-1).")
@@ -35,6 +31,16 @@ class FileInboundConfig(AdapterConfig):
         "target that deduplicates sees repeats).",
     )
     emit: EmitSpec = Field(description="How a row (CSV: header -> value, as text) becomes a canonical event.")
+
+
+class FileInboundConfig(DropFolderConfig):
+    """Read every file that appears in a folder, row by row, into events. A file moves to `done/`
+    only after every row is on Kafka or kept on the inbound dead-letter topic with its line
+    number; a file that cannot be read at all moves to `failed/`. Each move leaves a manifest
+    beside the file (`<name>.manifest.json`: sha256, rows, accepted, rejected, time)."""
+
+    type: Literal["file"] = "file"
+    path: Path = Field(description="The drop folder.", examples=["/data/inbox/orders"])
 
 
 class FileOutboundConfig(OutboundConfig):

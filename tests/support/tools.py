@@ -1,5 +1,5 @@
 """Tools the tests run that pip does not install into the venv. `make test` puts them under
-.tools/: Prometheus and promtool, and PgBouncer (Debian's packages, unpacked), checkov (a venv of its own: its
+.tools/: Prometheus and promtool, PgBouncer and OpenSSH's sshd (Debian's packages, unpacked), checkov (a venv of its own: its
 pins would fight ours), the CRD models and the AsyncAPI specification's JSON Schemas from npm. A test that needs one that is missing skips
 with how to get it on a laptop, and fails in CI."""
 
@@ -18,6 +18,7 @@ _PLACES = {
     "prometheus": TOOLS / "prometheus/usr/bin/prometheus",
     "promtool": TOOLS / "prometheus/usr/bin/promtool",
     "pgbouncer": TOOLS / "pgbouncer/usr/sbin/pgbouncer",
+    "sshd": TOOLS / "openssh/usr/sbin/sshd",
     "checkov": TOOLS / "checkov/bin/checkov",
     "crd-models": TOOLS / "crd-models/node_modules",
     "asyncapi-specs": TOOLS / "asyncapi/node_modules/@asyncapi/specs/schemas/3.0.0-without-$id.json",

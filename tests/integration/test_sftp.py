@@ -1,0 +1,175 @@
+"""The ``sftp`` inbound against a real OpenSSH server the test starts (tests/support/sftp_private.py)
+and the real embedded broker: files uploaded become events and move to done/ on the server with
+a manifest, a bad row is kept with its line number, a file uploaded twice is skipped, one still
+being uploaded waits, and a server that shows another host key, refuses the login or will not let
+files be moved out is said, with nothing fetched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus.app.hub import Hub
+from bus.errors import ConfigError
+from bus.kafka.reader import read_topic
+from tests.support.hub import build_hub, load, unique_prefix, write_config
+from tests.support.sftp_private import SftpServer, sftp_server
+from tests.support.wait import health_saying
+
+pytestmark = pytest.mark.timeout(180)
+
+EMIT = {"schema": "Payment", "key": "ref", "map": {"payment_id": "ref", "amount": "int(cents)", "currency": "lower(cur)"}}
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    with sftp_server() as found:
+        yield found
+
+
+def hub_config(bootstrap: str, inbound: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 2, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": [{"name": "partner", "type": "sftp", "poll_interval": "200ms", "settle": "0s", "emit": EMIT, **inbound}],
+    }
+
+
+def drop(server: SftpServer, name: str) -> Path:
+    """A drop folder of its own for one test, on the same server."""
+    folder = server.folder / name
+    folder.mkdir()
+    os.chown(folder, *server.owner)
+    return folder
+
+
+async def payments(hub: Hub) -> list[str]:
+    records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
+    return sorted(dict(r.headers)["ce_id"].decode() for r in records)
+
+
+async def moved(path: Path, timeout: float = 30) -> dict[str, Any]:
+    """The manifest beside ``path`` once the file is there."""
+    manifest = path.with_name(path.name + ".manifest.json")
+    for _ in range(int(timeout / 0.1)):
+        if manifest.exists() and path.exists():
+            return dict(json.loads(manifest.read_text()))
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{path} did not appear; the folder holds {sorted(p.name for p in path.parent.parent.rglob('*'))}")
+
+
+async def test_uploaded_files_become_events_and_move_to_done_on_the_server(tmp_path: Path, bootstrap: str, server: SftpServer) -> None:
+    folder = drop(server, "orders")
+    csv_bytes = b"ref,cents,cur\nr1,100,EUR\nr2,oops,EUR\nr3,300\nr4,400,USD\n"
+    server.put("orders-1.csv", csv_bytes, into=folder)
+    server.put("orders-2.jsonl", b'{"ref": "j1", "cents": "5", "cur": "USD"}\n{broken\n', into=folder)
+    server.put("notes.txt", b"not taken: another pattern", into=folder)
+    config = hub_config(bootstrap, server.config(path=str(folder), pattern="orders-*"))
+    async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+        first = await moved(folder / "done" / "orders-1.csv")
+        assert (first["rows"], first["accepted"], first["rejected"]) == (4, 2, 2), first
+        assert (folder / "done" / "orders-1.csv").read_bytes() == csv_bytes, "moved as it was"
+        second = await moved(folder / "done" / "orders-2.jsonl")
+        assert (second["rows"], second["accepted"], second["rejected"]) == (2, 1, 1), second
+        ids = await payments(hub)
+        assert len(ids) == 3 and all(i.endswith((":2", ":5", ":1")) for i in ids), ids
+        parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("partner"))
+        origins = sorted(dict(r.headers)["bus_origin"].decode() for r in parked)
+        assert origins == ["sftp:orders-1.csv:3", "sftp:orders-1.csv:4", "sftp:orders-2.jsonl:2"], origins
+        assert (folder / "notes.txt").exists(), "another pattern: left alone"
+
+        # The same content again under another name: not imported twice.
+        server.put("orders-3.csv", csv_bytes, into=folder)
+        skipped = await moved(folder / "skipped" / "orders-3.csv")
+        assert skipped["duplicate_of"]["file"] == "orders-1.csv", skipped
+        # A file that cannot be read as a whole (no header) goes to failed/ with the reason.
+        server.put("orders-4.csv", b"", into=folder)
+        failed = await moved(folder / "failed" / "orders-4.csv")
+        assert "no CSV header row" in failed["error"], failed
+        # A link in a folder others may write to could point the hub at any file the account reads.
+        (folder / "orders-5.csv").symlink_to("/etc/passwd")
+        os.chown(folder / "orders-5.csv", *server.owner, follow_symlinks=False)
+        linked = await moved(folder / "failed" / "orders-5.csv")
+        assert "orders-5.csv is a symbolic link" in linked["error"] and linked["sha256"] == "none", linked
+        await asyncio.sleep(0.5)
+        assert len(await payments(hub)) == 3, "nothing published twice"
+        assert hub.inbound[0].progress()["files"] == 2
+
+
+async def test_a_file_still_being_uploaded_waits_until_it_settles(tmp_path: Path, bootstrap: str, server: SftpServer) -> None:
+    folder = drop(server, "slow")
+    config = hub_config(bootstrap, server.config(path=str(folder), settle="3s"))
+    async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+        part = server.put("batch.csv", b"ref,cents,cur\nr1,100,EUR\n", into=folder)
+        await asyncio.sleep(1.0)  # five looks: it has not stayed the same for settle yet
+        with part.open("ab") as handle:  # the upload goes on
+            handle.write(b"r2,200,EUR\n")
+        manifest = await moved(folder / "done" / "batch.csv")
+        assert manifest["accepted"] == 2, manifest
+        assert len(await payments(hub)) == 2
+
+
+async def test_another_host_key_or_a_refused_login_is_said_and_nothing_fetched(
+    tmp_path: Path, bootstrap: str, server: SftpServer
+) -> None:
+    import warnings
+
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        import asyncssh
+
+    folder = drop(server, "guarded")
+    server.put("orders.csv", b"ref,cents,cur\nr1,100,EUR\n", into=folder)
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+    imposter = stranger.export_public_key().decode().strip()
+    config = hub_config(bootstrap, server.config(path=str(folder), host_key=f"127.0.0.1 {imposter}"))
+    async with build_hub(write_config(tmp_path / "imposter.yaml", config)) as hub:
+        health = await health_saying(hub.inbound[0], "the server's host key is not the one configured")
+        assert not health.ok and "ssh-keyscan -p" in health.detail, health
+    config = hub_config(bootstrap, server.config(path=str(folder), private_key=stranger.export_private_key().decode()))
+    async with build_hub(write_config(tmp_path / "stranger.yaml", config)) as hub:
+        health = await health_saying(hub.inbound[0], "the login was refused")
+        assert not health.ok, health
+    assert (folder / "orders.csv").exists() and not (folder / "done").exists(), "nothing fetched, nothing moved"
+
+
+async def test_no_file_is_fetched_while_files_cannot_be_moved_out(tmp_path: Path, bootstrap: str, server: SftpServer) -> None:
+    folder = drop(server, "locked")
+    for sub in ("done", "failed", "skipped"):
+        (folder / sub).mkdir()
+        os.chown(folder / sub, *server.owner)
+    (folder / "done").chmod(0o555)
+    server.put("orders.csv", b"ref,cents,cur\nr1,100,EUR\n", into=folder)
+    config = hub_config(bootstrap, server.config(path=str(folder)))
+    async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+        health = await health_saying(hub.inbound[0], "cannot write in", "done")
+        assert not health.ok and "no file is fetched" in health.detail, health
+        assert await payments(hub) == []
+        (folder / "done").chmod(0o755)
+        await moved(folder / "done" / "orders.csv")
+        assert len(await payments(hub)) == 1
+        assert (await hub.inbound[0].health()).ok
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"host_key": None}, "give the server's `host_key`"),
+        ({"host_key": "ssh-ed25519 not-base64"}, "host_key is not an SSH public key"),
+        ({"private_key": None}, "give `password` or `private_key`"),
+    ],
+)
+def test_a_server_not_named_safely_is_a_config_error(tmp_path: Path, server: SftpServer, change: dict[str, Any], message: str) -> None:
+    inbound = {k: v for k, v in {**server.config(), **change}.items() if v is not None}
+    config = hub_config("127.0.0.1:9092", inbound)
+    with pytest.raises(ConfigError) as raised:
+        load(write_config(tmp_path / "bus.yaml", config))
+    assert message in str(raised.value) and "inbound[0]" in str(raised.value), raised.value
