@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DropFolderConfig", "FileInboundConfig", "FileOutboundConfig"]
+__all__ = ["DropFolderConfig", "FileInboundConfig", "FileOutboundConfig", "RollingFilesConfig"]
 
 from pathlib import Path
 from typing import Literal
@@ -43,14 +43,10 @@ class FileInboundConfig(DropFolderConfig):
     path: Path = Field(description="The drop folder.", examples=["/data/inbox/orders"])
 
 
-class FileOutboundConfig(OutboundConfig):
-    """Append each event as a line to a rolling file: JSON Lines or CSV, for batch consumers (a data
-    lake loader, a legacy import job). A file is written as `<prefix>-<UTC time>-<n>.<ext>.part` and
-    renamed to `.<ext>` when it rolls, so a reader only ever sees complete files. An event counts as
-    delivered once its line is flushed and fsynced (one fsync per batch of events in flight)."""
+class RollingFilesConfig(OutboundConfig):
+    """What rolling files written from events say, wherever their folder is (``file``: this host's
+    disk; ``sftp``: an SFTP server)."""
 
-    type: Literal["file"] = "file"
-    path: Path = Field(description="The folder files are written to (created if missing).", examples=["/data/outbox/payments"])
     prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$", description="File name prefix; default the adapter's name.")
     format: Literal["jsonl", "csv"] = Field(default="jsonl", description="jsonl: one JSON object per line; csv: a header, then rows.")
     body: BodyMap = Field(
@@ -71,7 +67,17 @@ class FileOutboundConfig(OutboundConfig):
     fsync: bool = Field(default=True, description="fsync before an event counts as delivered (false: flushed to the OS only).")
 
     @model_validator(mode="after")
-    def _check(self) -> FileOutboundConfig:
+    def _check(self) -> RollingFilesConfig:
         if self.format == "csv" and not self.body:
             raise ValueError("format csv needs `body`: its fields are the columns, in order")
         return self
+
+
+class FileOutboundConfig(RollingFilesConfig):
+    """Append each event as a line to a rolling file: JSON Lines or CSV, for batch consumers (a data
+    lake loader, a legacy import job). A file is written as `<prefix>-<UTC time>-<n>.<ext>.part` and
+    renamed to `.<ext>` when it rolls, so a reader only ever sees complete files. An event counts as
+    delivered once its line is flushed and fsynced (one fsync per batch of events in flight)."""
+
+    type: Literal["file"] = "file"
+    path: Path = Field(description="The folder files are written to (created if missing).", examples=["/data/outbox/payments"])

@@ -9,7 +9,7 @@ and renamed, so nothing half-written is ever published and every acknowledged li
 
 from __future__ import annotations
 
-__all__ = ["FileOutbound"]
+__all__ = ["FileOutbound", "RollingFiles"]
 
 import asyncio
 import csv
@@ -20,9 +20,9 @@ import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from adapters.file.config import FileOutboundConfig
+from adapters.file.config import FileOutboundConfig, RollingFilesConfig
 from bus.adapter_api import Body, Context, Event, GroupCommit, Health, Outbound, PermanentError, RetryableError, target_json, text_cell
 
 # What makes a spreadsheet take a cell for a formula (OWASP's CSV injection list), and a number,
@@ -31,41 +31,36 @@ _FORMULA_STARTS = frozenset("=+-@\t\r")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-class FileOutbound(Outbound[FileOutboundConfig]):
-    Config: ClassVar[type[FileOutboundConfig]] = FileOutboundConfig
-    summary: ClassVar[str] = "Append each event to rolling JSON Lines or CSV files; a file is renamed from .part when complete."
+C = TypeVar("C", bound=RollingFilesConfig)
 
-    def __init__(self, config: FileOutboundConfig, ctx: Context) -> None:
+
+class RollingFiles(Outbound[C]):
+    """Lines rendered from events, written a batch at a time (group commit) to a file that rolls by
+    size and age: what the ``file`` and ``sftp`` outbounds share. Where the file is, and how it is
+    written, completed and recovered after a crash, is theirs (``_write``, ``_finish``,
+    ``_recover_leftovers``, ``health``)."""
+
+    def __init__(self, config: C, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._body = Body(config.body)
         self._columns = list(config.body or {})
         self._prefix = config.prefix or config.name
         self._ext = config.format
         self._roll_s = config.roll_every.total_seconds()
-        self._file: Any = None
-        self._part: Path | None = None
+        self._file: Any = None  # the file being written, None between files
+        self._part: Any = None  # its name (a Path here, a remote path for sftp)
         self._opened = 0.0
         self._size = 0
         self._seq = 0
-        self._lines: GroupCommit[bytes] = GroupCommit(self._write_lines, max_batch=10_000, name=f"file-out:{config.name}")
+        self._lines: GroupCommit[bytes] = GroupCommit(self._write_lines, max_batch=10_000, name=f"{config.type}-out:{config.name}")
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one thread at a time touches the open file
         self.files = 0  # files completed since start
 
     async def start(self) -> None:
-        try:
-            self.config.path.mkdir(parents=True, exist_ok=True)
-            for part in sorted(self.config.path.glob(f"{self._prefix}-*.{self._ext}.part")):
-                try:
-                    await asyncio.to_thread(_recover, part)
-                except OSError as exc:  # that one alone: the others are completed, and the adapter starts
-                    self.ctx.logger.warning("file %s: cannot complete %s left by an earlier run: %s", self.config.name, part.name, exc)
-                    continue
-                self.ctx.logger.warning("file %s: completed %s left by an earlier run", self.config.name, part.name)
-        except OSError as exc:
-            raise RetryableError(f"file {self.config.name}: cannot use {self.config.path}: {exc}") from exc
+        await self._recover_leftovers()
         if self._ticker is None:
-            self._ticker = self.ctx.spawn(self._roll_by_age(), name=f"file-roll:{self.config.name}")
+            self._ticker = self.ctx.spawn(self._roll_by_age(), name=f"{self.config.type}-roll:{self.config.name}")
 
     async def stop(self) -> None:
         ticker, self._ticker = self._ticker, None
@@ -74,7 +69,7 @@ class FileOutbound(Outbound[FileOutboundConfig]):
             await asyncio.gather(ticker, return_exceptions=True)
         await self._lines.idle()
         async with self._lock:
-            await asyncio.to_thread(self._complete)
+            await self._finish()
 
     async def _roll_by_age(self) -> None:
         """A file whose subscriber went quiet is completed on time, not at the next event."""
@@ -83,16 +78,12 @@ class FileOutbound(Outbound[FileOutboundConfig]):
             if self._file is not None and time.monotonic() - self._opened >= self._roll_s:
                 async with self._lock:
                     try:
-                        await asyncio.to_thread(self._complete)
-                    except OSError as exc:
-                        self.ctx.logger.warning("file %s: completing %s: %s", self.config.name, self._part, exc)
+                        await self._finish()
+                    except (OSError, RetryableError) as exc:
+                        self.ctx.logger.warning("%s %s: completing %s: %s", self.config.type, self.config.name, self._part, exc)
 
     def progress(self) -> dict[str, int | str]:
         return {"files": self.files}
-
-    async def health(self) -> Health:
-        ok = os.access(self.config.path, os.W_OK)
-        return Health(ok, "" if ok else f"{self.config.path} is not writable")
 
     def _line(self, event: Event) -> bytes:
         record = self._body.render(event)
@@ -121,15 +112,74 @@ class FileOutbound(Outbound[FileOutboundConfig]):
 
     async def _write_lines(self, lines: list[bytes]) -> None:
         """One write, one flush, one fsync for every line in flight."""
+        async with self._lock:
+            await self._write(b"".join(lines))
+
+    # -- where the files are: the subclass's -----------------------------------------------------
+    async def _recover_leftovers(self) -> None:
+        """Complete the ``.part`` files a crash left (every whole line kept, a torn one cut)."""
+        raise NotImplementedError
+
+    async def _write(self, data: bytes) -> None:
+        """Append one batch's lines (under the lock), rolling first when due; RetryableError when
+        they are not written (nothing of them is left in the file: a retry writes them again)."""
+        raise NotImplementedError
+
+    async def _finish(self) -> None:
+        """Complete the file being written, if there is one (under the lock)."""
+        raise NotImplementedError
+
+    def _rolls_now(self) -> bool:
+        return self._file is not None and (self._size >= self.config.roll_bytes or time.monotonic() - self._opened >= self._roll_s)
+
+    def _next_name(self) -> str:
+        self._seq += 1
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        return f"{self._prefix}-{stamp}-{os.getpid()}-{self._seq:04d}.{self._ext}.part"
+
+    def _csv_header(self) -> bytes:
+        out = io.StringIO()
+        csv.writer(out, delimiter=self.config.delimiter, lineterminator="\n").writerow(self._columns)
+        return out.getvalue().encode()
+
+
+class FileOutbound(RollingFiles[FileOutboundConfig]):
+    Config: ClassVar[type[FileOutboundConfig]] = FileOutboundConfig
+    summary: ClassVar[str] = "Append each event to rolling JSON Lines or CSV files; a file is renamed from .part when complete."
+
+    # -- where the files are: this host's disk (the sftp outbound puts them on a server) ----------
+    async def _recover_leftovers(self) -> None:
+        """Complete the ``.part`` files a crash left (every whole line kept, a torn one cut)."""
         try:
-            async with self._lock:
-                await asyncio.to_thread(self._append, b"".join(lines))
+            self.config.path.mkdir(parents=True, exist_ok=True)
+            for part in sorted(self.config.path.glob(f"{self._prefix}-*.{self._ext}.part")):
+                try:
+                    await asyncio.to_thread(_recover, part)
+                except OSError as exc:  # that one alone: the others are completed, and the adapter starts
+                    self.ctx.logger.warning("file %s: cannot complete %s left by an earlier run: %s", self.config.name, part.name, exc)
+                    continue
+                self.ctx.logger.warning("file %s: completed %s left by an earlier run", self.config.name, part.name)
+        except OSError as exc:
+            raise RetryableError(f"file {self.config.name}: cannot use {self.config.path}: {exc}") from exc
+
+    async def _write(self, data: bytes) -> None:
+        """Append one batch's lines (under the lock); RetryableError when they are not written."""
+        try:
+            await asyncio.to_thread(self._append, data)
         except OSError as exc:
             raise RetryableError(f"file {self.config.name}: writing {self._part}: {exc}") from exc
 
+    async def _finish(self) -> None:
+        """Complete the file being written, if there is one (under the lock)."""
+        await asyncio.to_thread(self._complete)
+
+    async def health(self) -> Health:
+        ok = os.access(self.config.path, os.W_OK)
+        return Health(ok, "" if ok else f"{self.config.path} is not writable")
+
     # -- file handling (in a worker thread: blocking I/O) ----------------------------------------
     def _append(self, data: bytes) -> None:
-        if self._file is not None and (self._size >= self.config.roll_bytes or time.monotonic() - self._opened >= self._roll_s):
+        if self._rolls_now():
             self._complete()
         if self._file is None:
             self._open()
@@ -146,24 +196,19 @@ class FileOutbound(Outbound[FileOutboundConfig]):
         self._size += len(data)
 
     def _open(self) -> None:
-        self._seq += 1
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        self._part = self.config.path / f"{self._prefix}-{stamp}-{os.getpid()}-{self._seq:04d}.{self._ext}.part"
         # Created, never opened: an outbox is often writable by others (an SFTP share), and a link
         # planted at the next name would have had the hub write wherever it points.
         while True:
+            self._part = self.config.path / self._next_name()
             try:
                 fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
                 break
             except FileExistsError:
-                self._seq += 1
-                self._part = self.config.path / f"{self._prefix}-{stamp}-{os.getpid()}-{self._seq:04d}.{self._ext}.part"
+                continue
         self._file = open(fd, "wb")  # noqa: SIM115 (kept open across batches; closed in _complete)
         self._opened, self._size = time.monotonic(), 0
         if self._ext == "csv":
-            out = io.StringIO()
-            csv.writer(out, delimiter=self.config.delimiter, lineterminator="\n").writerow(self._columns)
-            header = out.getvalue().encode()
+            header = self._csv_header()
             self._file.write(header)
             self._size = len(header)
 

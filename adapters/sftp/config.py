@@ -1,14 +1,14 @@
-"""Config model of the sftp inbound: a drop folder on an SFTP server."""
+"""Config models of the sftp adapters: a drop folder on an SFTP server in, rolling files written to one out."""
 
 from __future__ import annotations
 
-__all__ = ["SftpInboundConfig", "SftpServer"]
+__all__ = ["SftpInboundConfig", "SftpOutboundConfig", "SftpServer"]
 
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from adapters.file.config import DropFolderConfig
+from adapters.file.config import DropFolderConfig, RollingFilesConfig
 from bus.adapter_api import ConfigModel, ConfigPath, Duration, duration
 
 
@@ -72,4 +72,19 @@ class SftpInboundConfig(SftpServer, DropFolderConfig):
         default=1024**3,
         ge=1,
         description="A larger file is not fetched (each is fetched into a temporary file first): moved to failed/ with the reason.",
+    )
+
+
+class SftpOutboundConfig(SftpServer, RollingFilesConfig):
+    """Rolling JSON Lines or CSV files written to a folder on an SFTP server, as the `file` outbound
+    writes them to a local one: each as `<prefix>-<UTC time>-<pid>-<n>.<ext>.part` until it rolls,
+    then renamed, so the partner only ever sees complete files. An event counts as delivered once
+    its batch is written (and, with `fsync`, on the server's disk)."""
+
+    type: Literal["sftp"] = "sftp"
+    path: str = Field(description="The folder on the server files are written to (made if missing).", examples=["/inbound/payments"])
+    fsync: bool = Field(
+        default=True,
+        description="Have the server fsync each batch before its events count as delivered (OpenSSH's fsync@openssh.com; "
+        "a server without it is said once, and written without).",
     )

@@ -1,8 +1,9 @@
-"""The ``sftp`` inbound against a real OpenSSH server the test starts (tests/support/sftp_private.py)
-and the real embedded broker: files uploaded become events and move to done/ on the server with
+"""The ``sftp`` adapters against a real OpenSSH server the test starts (tests/support/sftp_private.py)
+and the real embedded broker. In: files uploaded become events and move to done/ on the server with
 a manifest, a bad row is kept with its line number, a file uploaded twice is skipped, one still
 being uploaded waits, and a server that shows another host key, refuses the login or will not let
-files be moved out is said, with nothing fetched."""
+files be moved out is said, with nothing fetched. Out: rolling files the partner only sees whole,
+a crash's leftover completed, and a connection cut mid-file costing no line and doubling none."""
 
 from __future__ import annotations
 
@@ -17,9 +18,13 @@ import pytest
 from bus.app.hub import Hub
 from bus.errors import ConfigError
 from bus.kafka.reader import read_topic
-from tests.support.hub import build_hub, load, unique_prefix, write_config
+from bus.ports import free_port
+from tests.integration.test_delivery import post
+from tests.support.hub import build_hub, load, payment, payment_hub_config, unique_prefix, write_config
+from tests.support.proxy import TcpProxy
 from tests.support.sftp_private import SftpServer, sftp_server
-from tests.support.wait import health_saying
+from tests.support.target import Target
+from tests.support.wait import health_saying, until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -115,9 +120,7 @@ async def test_a_file_still_being_uploaded_waits_until_it_settles(tmp_path: Path
         assert len(await payments(hub)) == 2
 
 
-async def test_another_host_key_or_a_refused_login_is_said_and_nothing_fetched(
-    tmp_path: Path, bootstrap: str, server: SftpServer
-) -> None:
+async def test_another_host_key_or_a_refused_login_is_said_and_nothing_fetched(tmp_path: Path, bootstrap: str, server: SftpServer) -> None:
     import warnings
 
     from cryptography.utils import CryptographyDeprecationWarning
@@ -173,3 +176,79 @@ def test_a_server_not_named_safely_is_a_config_error(tmp_path: Path, server: Sft
     with pytest.raises(ConfigError) as raised:
         load(write_config(tmp_path / "bus.yaml", config))
     assert message in str(raised.value) and "inbound[0]" in str(raised.value), raised.value
+
+
+def lines_on(folder: Path, pattern: str) -> list[str]:
+    return [line for f in sorted(folder.glob(pattern)) for line in f.read_text().splitlines()]
+
+
+async def test_rolling_files_are_written_to_the_server_whole_and_once(tmp_path: Path, bootstrap: str, server: SftpServer) -> None:
+    outbox = drop(server, "outbox")
+    # What a crash left on the server: two whole lines and a torn third.
+    server.put("lake-20261101T000000-1-0001.jsonl.part", b'{"payment":"old_1"}\n{"payment":"old_2"}\n{"paym', into=outbox)
+    target = await Target().start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["routes"] = [{"name": "all", "from": "Payment", "to": ["lake", "legacy"]}]
+    config["outbound"] = [
+        {"name": "lake", **server.config(path=str(outbox)), "type": "sftp", "roll_bytes": 1500, "delivery": {"concurrency": 16}},
+        {
+            "name": "legacy",
+            **server.config(path=str(outbox / "csv")),  # made on the server
+            "type": "sftp",
+            "format": "csv",
+            "body": {"PAYMENT_ID": "payment_id", "AMOUNT": "amount"},
+            "roll_every": "1s",
+        },
+    ]
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            lake, legacy = hub.outbound
+            await post(hub, *(payment(i, amount=i) for i in range(60)))
+            await until(lambda: int(legacy.progress()["files"]) >= 1, "the CSV file to roll by age (1s)", timeout=30)
+            assert int(lake.progress()["files"]) >= 2  # ~100 bytes a line, 1,500 bytes a file
+            for done in outbox.glob("*.jsonl"):  # a partner sees only whole files
+                for line in done.read_text().splitlines():
+                    json.loads(line)
+        assert not list(outbox.rglob("*.part")), "completed at stop"
+        recovered = (outbox / "lake-20261101T000000-1-0001.jsonl").read_text()
+        assert recovered == '{"payment":"old_1"}\n{"payment":"old_2"}\n', "the torn line cut, the rest kept"
+        events = [json.loads(line) for line in lines_on(outbox, "lake-2026*.jsonl") if '"payment_id"' in line]
+        assert sorted(e["payment_id"] for e in events) == sorted(f"pi_{i}" for i in range(60)), "each once"
+        rows = []
+        for f in sorted((outbox / "csv").glob("*.csv")):
+            lines = f.read_text().splitlines()
+            assert lines[0] == "PAYMENT_ID,AMOUNT", "a header in every file"
+            rows += lines[1:]
+        assert sorted(r.split(",")[0] for r in rows) == sorted(f"pi_{i}" for i in range(60))
+    finally:
+        await target.stop()
+
+
+async def test_a_connection_lost_mid_file_leaves_no_torn_or_doubled_line(tmp_path: Path, bootstrap: str, server: SftpServer) -> None:
+    outbox = drop(server, "cut")
+    proxy = TcpProxy(free_port(), server.port)
+    await proxy.start()
+    target = await Target().start()
+    config = payment_hub_config(bootstrap, target.url)
+    config["routes"] = [{"name": "all", "from": "Payment", "to": ["lake"]}]
+    sftp = {**server.config(path=str(outbox)), "port": proxy.listen_port, "timeout_s": 2}
+    config["outbound"] = [{"name": "lake", **sftp, "type": "sftp", "delivery": {"concurrency": 4}}]
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            lake = hub.outbound[0]
+            await post(hub, *(payment(i) for i in range(20)))
+            await until(lambda: len(lines_on(outbox, "*.part")) == 20, "the first 20 lines on the server", timeout=30)
+            proxy.cut = True
+            proxy.sever()
+            await post(hub, *(payment(i) for i in range(20, 40)))
+            health = await health_saying(lake, "writing", timeout=20)
+            assert not health.ok, health
+            proxy.cut = False
+            await until(lambda: len(lines_on(outbox, "*.part")) == 40, "every line once the server is back", timeout=60)
+            assert (await lake.health()).ok
+        lines = lines_on(outbox, "*.jsonl")
+        ids = sorted(json.loads(line)["payment_id"] for line in lines)
+        assert ids == sorted(f"pi_{i}" for i in range(40)), "each line whole, and once"
+    finally:
+        await target.stop()
+        await proxy.stop()
