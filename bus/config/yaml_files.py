@@ -102,15 +102,23 @@ def _read_file(
 ) -> tuple[dict[str, Any], dict[Loc, int]]:
     """Parse one YAML file into plain data plus the line of every mapping key and list item."""
     name = str(path)
+    text = ""
     try:
-        loader = _Loader(path.read_text())
+        text = path.read_text()
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        issues.append(ConfigIssue(name, line, "", f"YAML syntax: {exc.problem}"))
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark else None
+        problem = f"YAML syntax: {exc.problem}"
+        lines = text.splitlines()
+        if mark is not None and mark.line < len(lines) and lines[mark.line][mark.column : mark.column + 1] == "`":
+            # YAML keeps ` for itself: an expression that starts with a quoted field name (`Order ID`) must be quoted whole.
+            problem += ": a value that starts with ` (a field name between backticks) must be in quotes: \"`Order ID`\""
+        issues.append(ConfigIssue(name, line, "", problem))
         return {}, {}
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
         issues.append(ConfigIssue(name, None, "", f"cannot read: {exc}"))

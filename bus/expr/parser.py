@@ -42,6 +42,7 @@ _TOKEN = re.compile(
   | (?P<number>\d+\.\d+|\d+)
   | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
   | (?P<meta>\$[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<quoted>`(?:[^`\\]|\\.)*`)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op>==|!=|<=|>=|<|>|\+|-|\*|/|%|\(|\)|\[|\]|,|\.)
     """,
@@ -60,7 +61,7 @@ _ZONE_ARGUMENT = {"timestamp": 1, "format_time": 2}  # the functions that take a
 
 @dataclass(frozen=True, slots=True)
 class _Tok:
-    kind: str  # number, string, meta, name, op, kw, end
+    kind: str  # number, string, meta, name, quoted, op, kw, end
     value: str
     pos: int
 
@@ -71,6 +72,9 @@ def _tokenize(text: str) -> list[_Tok]:
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None:
+            if text[pos] in "`\"'":
+                what = "field name (`...`)" if text[pos] == "`" else "string"
+                raise ExpressionError(f"a quoted {what} is not closed", expression=text, position=pos)
             raise ExpressionError(f"unexpected character {text[pos]!r}", expression=text, position=pos)
         kind = match.lastgroup or ""
         value = match.group()
@@ -189,6 +193,8 @@ class _Parser:
             if self.tok.value == "(" and self.tok.kind == "op":
                 return self.call(tok)
             return t.Field(None, tok.value, tok.pos)
+        if tok.kind == "quoted":  # a field whose name is no identifier: `Order ID`, `Währung`, `first-name`
+            return t.Field(None, _unquote(tok.value), tok.pos)
         if tok.kind == "op" and tok.value == "(":
             inner = self.expression(0)
             self.expect(")")
@@ -235,9 +241,9 @@ class _Parser:
         while self.tok.kind == "op" and self.tok.value in (".", "["):
             if self.advance().value == ".":
                 tok = self.advance()
-                if tok.kind not in ("name", "kw"):
+                if tok.kind not in ("name", "kw", "quoted"):
                     raise self.error("expected a field name after '.'", tok)
-                base = t.Field(base, tok.value, tok.pos)
+                base = t.Field(base, _unquote(tok.value) if tok.kind == "quoted" else tok.value, tok.pos)
             else:
                 index = self.expression(0)
                 self.expect("]")

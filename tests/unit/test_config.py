@@ -141,6 +141,15 @@ def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
     assert issues[0].startswith(f"{tmp_path}/bus.yaml:3: <top level>: YAML syntax:")
 
 
+def test_a_value_that_starts_with_a_backtick_is_told_to_be_quoted(tmp_path: Path) -> None:
+    """YAML keeps ` for itself; an expression that starts with a field name between backticks
+    (`Order ID`) is a syntax error that only YAML's own words described."""
+    issues = _issues(tmp_path, "inbound:\n  - name: a\n    emit: {key: `Order ID`}\n")
+    assert issues[0].startswith(f"{tmp_path}/bus.yaml:3: <top level>: YAML syntax:")
+    assert "must be in quotes" in issues[0]
+    assert "must be in quotes" not in _issues(tmp_path, "kafka:\n  bootstrap: [oops\nroutes: []\n")[0]
+
+
 def test_folder_of_files_merges_lists_and_keeps_each_files_lines(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("kafka: {bootstrap: embedded}\noutbound:\n  - name: erp\n    type: http\n    url: http://x/\n")
     (tmp_path / "b.yaml").write_text("routes:\n  - name: r\n    from: Order\n    to: [erp, nope]\n")

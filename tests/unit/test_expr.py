@@ -222,3 +222,40 @@ def test_templates() -> None:
         url({"on": True, "off": False, "at": at, "filter": None, "ratio": float("inf")})
     with pytest.raises(ExpressionError, match="unclosed or invalid"):
         compile_template("Hello ${name")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("`Order ID`", "A-17"),  # a CSV header with a space
+        ("`Währung`", "EUR"),  # a German bank export's header
+        ("`first-name` + ' ' + `@odata.etag`", 'Zoë W/"3"'),
+        ("customer.`Customer Name`", "Ørsted A/S"),
+        ("`lines`[0].`unit price` * 2", 25.0),
+        ("`a\\`b`", 1),  # a backtick inside: escaped
+        ("`Order ID` == `Order ID`", True),
+        ("`no such`", None),  # a missing field is null, as any other
+    ],
+)
+def test_a_field_whose_name_is_no_identifier_is_read_between_backticks(text: str, expected: object) -> None:
+    """Legacy exports name their columns as people do (`Order ID`, `Währung`, `Amount (EUR)`),
+    JSON keys may hold dashes or dots; none of those could be read at the top of a document."""
+    doc = {
+        "Order ID": "A-17",
+        "Währung": "EUR",
+        "first-name": "Zoë",
+        "@odata.etag": 'W/"3"',
+        "customer": {"Customer Name": "Ørsted A/S"},
+        "lines": [{"unit price": 12.5}],
+        "a`b": 1,
+    }
+    assert compile_expression(text)(doc, {}) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [("`Order ID", "a quoted field name (`...`) is not closed"), ('"open', "a quoted string is not closed")]
+)
+def test_an_unclosed_quote_says_so(text: str, message: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(text)
+    assert message in str(info.value) and info.value.position == 0
