@@ -201,3 +201,16 @@ async def test_online_and_store_orders_reach_the_redis_feed_once_and_cache_each_
     online = next(e for e in report.feed if e["order_id"] == f"shopify-{report.online[0]['id']}")
     assert [line["sku"] for line in online["lines"]] == [li["sku"] for li in report.online[0]["line_items"]]
     assert report.sales_pending == 0 and report.answers["forged"] == 401
+
+
+@pytest.mark.timeout(240)
+async def test_bank_statements_over_sftp_reach_the_erp_import_once_to_the_cent(bootstrap: str) -> None:
+    run = recipe("bank-statements-over-sftp")
+    report = await run.run(bootstrap=bootstrap, prefix=unique_prefix())
+    assert report.problems() == []
+    got = {row["BELEGNR"]: row for row in report.imported}
+    assert got["BK-20261201-001"]["BETRAG"] == "1234,56" and got["BK-20261202-004"]["BETRAG"] == "0,05"
+    assert got["BK-20261201-001"]["TEXT"] == "Müller GmbH: Rechnung 2026-1001", "LATIN1 read as it is"
+    assert got["BK-20261202-002"]["BETRAG"] == "12,30", "the garbled booking, as corrected"
+    assert "BK-20261201-003" not in got and "BK-20261202-003" not in got, "debits stay out"
+    assert len(report.imported) == 6 and report.import_files and not report.unfinished

@@ -11,10 +11,12 @@ from bus.app.cli import main
 from bus.recipes import find_recipes, variables
 
 RECIPES = {r.name: r for r in find_recipes()}
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIJLSk2XDmeizOMmPa+u1xp21ely5rtgHn9NsONHSEgD"  # an SFTP server's, as ssh-keyscan prints it
 
 
-def test_the_eight_recipes_are_found_with_their_titles() -> None:
+def test_the_nine_recipes_are_found_with_their_titles() -> None:
     assert sorted(RECIPES) == [
+        "bank-statements-over-sftp",
         "ehr-visits-to-billing",
         "legacy-db-to-cases",
         "orders-to-redis-feed",
@@ -37,7 +39,13 @@ def test_every_recipe_config_validates_once_its_variables_are_set(name: str, mon
     assert main(["validate", "-c", str(config)]) == 2  # unset: a config error naming the variable
     for variable in required:
         value = (
-            "1234" if variable.endswith("_ID") else "http://127.0.0.1:9/x" if variable.endswith("_URL") else "value-for-" + variable.lower()
+            "1234"
+            if variable.endswith("_ID")
+            else "http://127.0.0.1:9/x"
+            if variable.endswith("_URL")
+            else HOST_KEY
+            if variable.endswith("_HOST_KEY")
+            else "value-for-" + variable.lower()
         )
         monkeypatch.setenv(variable, value)
     assert main(["validate", "-c", str(config)]) == 0
@@ -68,7 +76,7 @@ def test_bus_new_lists_copies_and_refuses_to_overwrite(tmp_path: Path, capsys: p
     assert main(["new", "shopify-orders-to-quickbooks", str(target)]) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
     assert main(["new", "no-such-recipe", str(tmp_path / "x")]) == 2
-    assert "no recipe named 'no-such-recipe'; recipes: ehr-visits-to-billing" in capsys.readouterr().err
+    assert "no recipe named 'no-such-recipe'; recipes: bank-statements-over-sftp, ehr-visits-to-billing" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
@@ -97,3 +105,18 @@ def test_bus_new_copies_the_contracts_a_recipe_names_so_the_copy_validates(tmp_p
     assert main(["validate", "--strict", "-c", str(target / "bus.yaml")]) == 0  # the WSDL and schema were found beside it
     (target / "ledger.wsdl").unlink()
     assert main(["validate", "-c", str(target / "bus.yaml")]) == 2
+
+
+def test_every_recipe_is_installed_with_the_package() -> None:
+    """`bus new` in the image reads the recipes from <prefix>/share/integration-bus/examples/: a
+    recipe missing from pyproject's data-files is listed from a checkout and absent once installed."""
+    import tomllib
+
+    root = next(iter(RECIPES.values())).folder.parents[1]
+    data_files = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    for name, found in RECIPES.items():
+        patterns = data_files.get(f"share/integration-bus/examples/{name}")
+        assert patterns, f"{name} is not in pyproject's [tool.setuptools.data-files]"
+        shipped = {p for pattern in patterns for p in root.glob(pattern)}
+        copied = {p for p in found.folder.iterdir() if p.suffix in (".yaml", ".md", ".sql", ".wsdl", ".graphql")}
+        assert copied <= shipped, f"{name}: {sorted(str(p) for p in copied - shipped)} not shipped"
