@@ -33,14 +33,13 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from bus.adapter_api import AdapterRegistry, Inbound
+from bus.app.source_pauses import PAUSE_INBOUND
 from bus.config.loader import LoadedConfig
 from bus.errors import BusError, KafkaUnavailable
 from bus.kafka.clients import make_producer
 from bus.kafka.reader import read_topic
 from bus.kafka.topics import TopicNames
 from bus.runtime.checkpoints import KafkaCheckpoints, as_saved, same_source
-
-_PAUSE_INBOUND = "pause-inbound/"  # bus.app.source_pauses.PAUSE_INBOUND, without importing the hub's runtime
 
 
 class Refused(BusError):
@@ -105,13 +104,13 @@ async def _read(loaded: LoadedConfig, bootstrap: str) -> tuple[dict[str, dict[st
     paused: dict[str, str] = {}
     for record in await read_topic(loaded.hub.kafka, bootstrap, topics.control):
         key = (record.key or b"").decode(errors="replace")
-        if not key.startswith(_PAUSE_INBOUND):
+        if not key.startswith(PAUSE_INBOUND):
             continue
         try:
             value = json.loads(record.value) if record.value is not None else None
         except (ValueError, RecursionError):
             continue
-        name = key[len(_PAUSE_INBOUND) :]
+        name = key[len(PAUSE_INBOUND) :]
         if isinstance(value, dict) and value.get("paused"):
             paused[name] = str(value.get("by") or "someone")
         else:
