@@ -114,8 +114,8 @@ def _read_file(
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
         problem = f"YAML syntax: {exc.problem}"
-        lines = text.splitlines()
-        if mark is not None and mark.line < len(lines) and lines[mark.line][mark.column : mark.column + 1] == "`":
+        rows = text.splitlines()
+        if mark is not None and mark.line < len(rows) and rows[mark.line][mark.column : mark.column + 1] == "`":
             # YAML keeps ` for itself: an expression that starts with a quoted field name (`Order ID`) must be quoted whole.
             problem += ": a value that starts with ` (a field name between backticks) must be in quotes: \"`Order ID`\""
         issues.append(ConfigIssue(name, line, "", problem))
