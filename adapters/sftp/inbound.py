@@ -155,6 +155,9 @@ class SftpInbound(Inbound[SftpInboundConfig]):
             except KafkaUnavailable as exc:
                 self.ctx.logger.warning("%s: %s; %s stays on the server and is fetched again", self._where, exc, name)
                 break
+            except asyncssh.SFTPNoSuchFile:  # taken away since the listing (by the partner, another reader): nothing to do
+                self._seen.pop(name, None)
+                self.ctx.logger.info("%s: %s is no longer in the folder; passed over", self._where, name)
             except asyncssh.SFTPError as exc:  # this file: the server refused an operation on it
                 await self._fail(name, f"the server refused it: {sftp_errors(exc)}")
 
