@@ -117,7 +117,7 @@ def _read_file(
         rows = text.splitlines()
         if mark is not None and mark.line < len(rows) and rows[mark.line][mark.column : mark.column + 1] == "`":
             # YAML keeps ` for itself: an expression that starts with a quoted field name (`Order ID`) must be quoted whole.
-            problem += ": a value that starts with ` (a field name between backticks) must be in quotes: \"`Order ID`\""
+            problem += ': a value that starts with ` (a field name between backticks) must be in quotes: "`Order ID`"'
         issues.append(ConfigIssue(name, line, "", problem))
         return {}, {}
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
