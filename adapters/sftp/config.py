@@ -68,6 +68,14 @@ class SftpInboundConfig(SftpServer, DropFolderConfig):
         description="A file must show the same size and time this long, over two looks, before it is fetched (still being "
         "uploaded). The server's clock is not used.",
     )
+    after: Literal["move", "delete", "keep"] = Field(
+        default="move",
+        description="What is done with a file once read. move: to done/ (failed/, skipped/) on the server beside a "
+        "manifest; the account must be able to rename there. delete: removed from the server (an outbox the partner "
+        "empties by hand). keep: left where it is, for an account that may only read (a bank's outbox its own job "
+        "clears): what was read, by name, size and time, is remembered on the hub's checkpoint topic, so each file is "
+        "read once; a file changed in place is read again.",
+    )
     max_file_bytes: int = Field(
         default=1024**3,
         ge=1,

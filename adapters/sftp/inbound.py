@@ -43,6 +43,7 @@ from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, 
 _OWN = ("done", "failed", "skipped")
 _PROBE = ".bus-probe-"
 _MANIFEST = ".manifest.json"
+_DIGESTS_KEPT = 1000  # after: delete or keep: contents remembered, to skip a file sent again (the newest)
 _UNREACHABLE = (OSError, TimeoutError, asyncssh.Error)  # the connection, not one file: the pass ends, the next logs in again
 
 
@@ -59,6 +60,14 @@ class SftpInbound(Inbound[SftpInboundConfig]):
     Config: ClassVar[type[SftpInboundConfig]] = SftpInboundConfig
     summary: ClassVar[str] = "Read CSV or JSON Lines files from a folder on an SFTP server; move each to done/ there once on Kafka."
     one_reader: ClassVar[bool] = True  # one folder: each replica would import every file
+
+    position_in_kafka: ClassVar[bool] = True  # with after: delete or keep, what was read is remembered only there
+
+    @classmethod
+    def position_of(cls, config: SftpInboundConfig) -> dict[str, Any] | None:
+        """With ``after: delete`` or ``keep``, the files read are remembered by name: in this folder
+        (another folder's memory is not used). With ``move``, done/ on the server is the record."""
+        return None if config.after == "move" else {"path": config.path, "pattern": config.pattern}
 
     def __init__(self, config: SftpInboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
@@ -77,6 +86,10 @@ class SftpInbound(Inbound[SftpInboundConfig]):
         self._seen: dict[str, tuple[int, int, float]] = {}
         self._digests: dict[str, dict[str, str]] | None = None  # what done/ holds, by content
         self._stuck: dict[str, str] = {}  # imported, not moved out: name -> why (not fetched again while the hub runs)
+        # after: delete or keep: the files read, name -> [size, mtime, outcome], and the contents read
+        # (sha256 -> file, time; the newest _DIGESTS_KEPT), as saved on the checkpoint topic.
+        self._memory: dict[str, Any] | None = None
+        self._signature: tuple[int, int] = (0, 0)  # the size and time of the file being taken
         self.files = 0  # files imported since start
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -106,8 +119,8 @@ class SftpInbound(Inbound[SftpInboundConfig]):
             return ""
         names = ", ".join(f"{name} ({why})" for name, why in list(self._stuck.items())[:5])
         return (
-            f"{len(self._stuck)} file(s) imported and not moved to done/ on the server: {names}; not fetched again while the hub "
-            "runs: move them away, or they are imported again after a restart"
+            f"{len(self._stuck)} file(s) imported and not put away on the server (moved to done/, or deleted): {names}; not "
+            "fetched again while the hub runs: move them away, or they are imported again after a restart"
         )
 
     def _said(self, problem: str) -> None:
@@ -143,10 +156,15 @@ class SftpInbound(Inbound[SftpInboundConfig]):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
 
     async def _pass(self) -> None:
-        unmovable = await self._unmovable()
-        self._said(unmovable)
-        if unmovable:
-            return
+        if self.config.after == "move":
+            unmovable = await self._unmovable()
+            self._said(unmovable)
+            if unmovable:
+                return
+        else:
+            if self._memory is None:
+                self._memory = await self._recall()
+            self._said("")
         for name, attrs in await self._ready():
             if self._stopping.is_set():
                 break
@@ -195,6 +213,8 @@ class SftpInbound(Inbound[SftpInboundConfig]):
             if name in self._stuck:
                 continue
             present.add(name)
+            if self._memory is not None and self._memory["files"].get(name, [None, None])[:2] == [attrs.size, attrs.mtime]:
+                continue  # read before, unchanged since (after: keep; a delete that failed)
             if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
                 ready.append((name, attrs))
                 continue
@@ -209,6 +229,10 @@ class SftpInbound(Inbound[SftpInboundConfig]):
             ready.append((name, attrs))
         for gone in set(self._seen) - present:
             del self._seen[gone]
+        if self._memory is not None:  # gone from the folder: forgotten (the partner's job cleared it)
+            files = self._memory["files"]
+            for gone in [n for n in files if n not in present and fnmatch.fnmatchcase(n, self.config.pattern)]:
+                del files[gone]
         return ready
 
     def _kind(self, name: str) -> str:
@@ -222,6 +246,7 @@ class SftpInbound(Inbound[SftpInboundConfig]):
             kind = "a symbolic link" if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK else "not a regular file"
             return await self._refuse(name, {"sha256": "none"}, f"{name} is {kind}; the drop folder takes files")
         size = int(attrs.size or 0)
+        self._signature = (size, int(attrs.mtime or 0))
         if size > self.config.max_file_bytes:
             reason = f"{name} holds {size:,} bytes, more than max_file_bytes ({self.config.max_file_bytes:,}); not fetched"
             return await self._refuse(name, {"sha256": "none", "bytes": size}, reason)
@@ -295,7 +320,11 @@ class SftpInbound(Inbound[SftpInboundConfig]):
             self.ctx.logger.warning("%s: %s", self._where, self.attention())
 
     async def _read_digests(self) -> dict[str, dict[str, str]]:
-        """SHA-256 -> the file imported with it, from done/'s manifests on the server."""
+        """SHA-256 -> the file imported with it, from done/'s manifests on the server (or, with
+        ``after: delete`` or ``keep``, from what the hub remembers)."""
+        if self._memory is not None:
+            digests: dict[str, dict[str, str]] = self._memory["digests"]
+            return digests
         found: dict[str, dict[str, str]] = {}
         for entry in sorted(await self._sftp.readdir(self._at("done")), key=lambda e: str(e.filename)):
             name = str(entry.filename)
@@ -311,9 +340,40 @@ class SftpInbound(Inbound[SftpInboundConfig]):
                 )
         return found
 
+    async def _recall(self) -> dict[str, Any]:
+        """What was read before (after: delete or keep), from the checkpoint topic."""
+        saved = await self.ctx.checkpoints.load(self.config.name) if self.ctx.checkpoints is not None else None
+        files, digests = (saved or {}).get("files"), (saved or {}).get("digests")
+        return {"files": files if isinstance(files, dict) else {}, "digests": digests if isinstance(digests, dict) else {}}
+
+    async def _remember(self, name: str, where: str, manifest: dict[str, Any]) -> None:
+        """after: delete or keep: the file's outcome saved before the file is deleted (a delete
+        that is not saved would be harmless; a file deleted and not remembered, too)."""
+        assert self._memory is not None
+        self._memory["files"][name] = [*self._signature, where]
+        digests = self._memory["digests"]
+        if where == "done" and manifest.get("sha256") not in (None, "none", "unknown"):
+            digests[manifest["sha256"]] = {"file": name, "at": manifest["at"]}
+            for old in list(digests)[: max(0, len(digests) - _DIGESTS_KEPT)]:
+                del digests[old]
+        self.ctx.logger.info("%s: %s", self._where, json.dumps(manifest, ensure_ascii=False))  # the manifest, in the log
+        if self.ctx.checkpoints is None:
+            return
+        try:
+            await self.ctx.checkpoints.save(self.config.name, self._memory)
+        except KafkaUnavailable as exc:  # not read again by this process; after a restart it would be (its rows keep their ids)
+            self.ctx.logger.warning("%s: what was read could not be saved (%s); saved with the next file", self._where, exc)
+
     async def _move(self, name: str, where: str, manifest: dict[str, Any]) -> None:
-        """The manifest first, then the file: a file in done/ always has its manifest beside it."""
+        """Put a file away once read: to ``where`` (done/, failed/, skipped/) beside its manifest,
+        or, with ``after: delete`` or ``keep``, remembered (and deleted)."""
         manifest["at"] = _now()
+        if self.config.after != "move":
+            await self._remember(name, where, manifest)
+            if self.config.after == "delete":
+                await self._sftp.remove(self._at(name))  # refused: SFTPError, the file stays remembered (not read again)
+            self._seen.pop(name, None)
+            return
         target = name
         if await self._sftp.exists(self._at(where, target)):  # the same name again: keep both
             stem, suffix = posixpath.splitext(name)

@@ -252,3 +252,60 @@ async def test_a_connection_lost_mid_file_leaves_no_torn_or_doubled_line(tmp_pat
     finally:
         await target.stop()
         await proxy.stop()
+
+
+async def test_a_read_only_outbox_is_read_once_across_restarts_and_a_file_changed_in_place_again(
+    tmp_path: Path, bootstrap: str, server: SftpServer
+) -> None:
+    """A bank's outbox the account may only read (after: keep): nothing can be moved out, so what
+    was read is remembered on the checkpoint topic, by name, size and time."""
+    folder = drop(server, "bank-outbox")
+    server.put("statement-1.csv", b"ref,cents,cur\nr1,100,EUR\nr2,200,EUR\n", into=folder)
+    folder.chmod(0o555)  # the account may list and read, not write
+    config = hub_config(bootstrap, server.config(path=str(folder), after="keep"))
+    path = write_config(tmp_path / "bus.yaml", config)
+    try:
+        async with build_hub(path) as hub:
+            for _ in range(100):
+                if len(await payments(hub)) == 2:
+                    break
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0)  # five more looks: read once
+            assert len(await payments(hub)) == 2 and (await hub.inbound[0].health()).ok
+        async with build_hub(path) as hub:  # a restart: remembered, not read again
+            await asyncio.sleep(1.5)
+            assert len(await payments(hub)) == 2
+            folder.chmod(0o755)
+            (folder / "statement-1.csv").write_bytes(b"ref,cents,cur\nr1,100,EUR\nr2,200,EUR\nr3,300,EUR\n")  # changed in place
+            os.utime(folder / "statement-1.csv", (1, 1))
+            server.put("statement-2.csv", b"ref,cents,cur\nr1,100,EUR\nr2,200,EUR\n", into=folder)  # the first one's content again
+            for _ in range(100):
+                if len(await payments(hub)) == 5:
+                    break
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0)
+            ids = await payments(hub)
+            assert len(ids) == 5, ids  # the changed file's three rows (new ids: another digest); the copy skipped
+            assert (folder / "statement-1.csv").exists() and (folder / "statement-2.csv").exists(), "kept where they were"
+            assert not (folder / "done").exists()
+    finally:
+        folder.chmod(0o755)
+
+
+async def test_after_delete_removes_each_file_once_read(tmp_path: Path, bootstrap: str, server: SftpServer) -> None:
+    folder = drop(server, "outbox-delete")
+    server.put("orders.csv", b"ref,cents,cur\nr1,100,EUR\n", into=folder)
+    config = hub_config(bootstrap, server.config(path=str(folder), after="delete"))
+    async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+        for _ in range(100):
+            if not (folder / "orders.csv").exists():
+                break
+            await asyncio.sleep(0.2)
+        assert not (folder / "orders.csv").exists() and not (folder / "done").exists()
+        assert len(await payments(hub)) == 1
+        server.put("orders.csv", b"ref,cents,cur\nr1,100,EUR\nr9,900,EUR\n", into=folder)  # the partner's next export, same name
+        for _ in range(100):
+            if len(await payments(hub)) == 3:
+                break
+            await asyncio.sleep(0.2)
+        assert len(await payments(hub)) == 3 and not (folder / "orders.csv").exists()
