@@ -11,10 +11,13 @@ every row is acknowledged it is moved on the server to ``done/`` beside a manife
 cannot be read at all goes to ``failed/`` with the reason in its manifest. Kafka not acknowledging
 leaves the file where it is for the next pass (rows keep their ids: digest and line).
 
-Moving a file out is what records it as imported, so nothing is fetched while files cannot be
-moved: each pass makes and removes a probe file in the folder and in ``done/``, ``failed/`` and
-``skipped/`` (an account that may read but not rename), and while that fails the adapter is not
-healthy, says why, and waits. A server that cannot be reached or refuses the login (or shows
+With ``after: move`` (the default), moving a file out is what records it as imported, so nothing
+is fetched while files cannot be moved: each pass makes and removes a probe file in the folder and
+in ``done/``, ``failed/`` and ``skipped/`` (an account that may read but not rename), and while
+that fails the adapter is not healthy, says why, and waits. With ``after: delete`` (each file
+removed once read) or ``keep`` (left for an account that may only read), what was read is
+remembered on the checkpoint topic instead (name, size and time; the newest contents' digests),
+saved before a file is deleted. A server that cannot be reached or refuses the login (or shows
 another host key) is said the same way and tried again every ``poll_interval``.
 """
 
@@ -74,9 +77,7 @@ class SftpInbound(Inbound[SftpInboundConfig]):
         self._intake = Intake(self.sink, config.emit, source=f"/inbound/{config.name}")
         self._interval = config.poll_interval.total_seconds()
         self._settle = config.settle.total_seconds()
-        self._where = (
-            f"sftp {config.name} ({config.username}@{config.host}:{config.port}{'' if config.path.startswith('/') else ':'}{config.path})"
-        )
+        self._where = f"sftp {config.name} ({config.username}@{config.host}:{config.port} {config.path})"
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._connection: Any = None
@@ -241,12 +242,12 @@ class SftpInbound(Inbound[SftpInboundConfig]):
         return "jsonl" if posixpath.splitext(name)[1].lower() in (".jsonl", ".ndjson") else "csv"
 
     async def take(self, name: str, attrs: Any) -> dict[str, Any]:
-        """Fetch one file, publish its rows, move it on the server; returns its manifest."""
+        """Fetch one file, publish its rows, put it away; returns its manifest."""
+        size = int(attrs.size or 0)
+        self._signature = (size, int(attrs.mtime or 0))  # what after: delete or keep remember it by
         if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
             kind = "a symbolic link" if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK else "not a regular file"
             return await self._refuse(name, {"sha256": "none"}, f"{name} is {kind}; the drop folder takes files")
-        size = int(attrs.size or 0)
-        self._signature = (size, int(attrs.mtime or 0))
         if size > self.config.max_file_bytes:
             reason = f"{name} holds {size:,} bytes, more than max_file_bytes ({self.config.max_file_bytes:,}); not fetched"
             return await self._refuse(name, {"sha256": "none", "bytes": size}, reason)

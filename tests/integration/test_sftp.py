@@ -309,3 +309,20 @@ async def test_after_delete_removes_each_file_once_read(tmp_path: Path, bootstra
                 break
             await asyncio.sleep(0.2)
         assert len(await payments(hub)) == 3 and not (folder / "orders.csv").exists()
+
+
+async def test_a_known_hosts_file_names_the_server_as_openssh_writes_it(tmp_path: Path, server: SftpServer) -> None:
+    from adapters.sftp.config import SftpServer as ServerConfig
+    from adapters.sftp.connection import SftpRefused, open_sftp
+
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{server.port} {server.host_key}\n")
+    settings = {k: v for k, v in server.config().items() if k not in ("host_key", "path")}
+    connection, client = await open_sftp(ServerConfig.model_validate({**settings, "known_hosts": known}))
+    try:
+        assert await client.isdir(str(server.folder))
+    finally:
+        connection.close()
+    known.write_text(f"[127.0.0.1]:{server.port + 1} {server.host_key}\n")  # another server's entry: this one is unknown
+    with pytest.raises(SftpRefused, match="host key is not the one configured"):
+        await open_sftp(ServerConfig.model_validate({**settings, "known_hosts": known}))
