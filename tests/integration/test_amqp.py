@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 import uuid
 from collections import defaultdict
@@ -16,13 +15,14 @@ import pytest
 
 from adapters.amqp.config import AmqpInboundConfig
 from adapters.amqp.inbound import AmqpInbound
-from bus.adapter_api import Context, RetryableError
+from bus.adapter_api import RetryableError
 from bus.app.cli import main
 from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.memory import resident_peak_mb, resident_peak_reset, the_cut_letter
 from tests.support.silent_server import left_running_after_cancelling, silent_server
+from tests.support.sink import bare_context
 from tests.support.target import Target
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -168,10 +168,7 @@ async def test_unreachable_broker_is_a_retryable_error_without_the_password() ->
         {"type": "amqp", "name": "x", "url": "amqp://guest:s3cret@127.0.0.1:1/", "queue": "q", "emit": {"schema": "Payment"}}
     )
 
-    class NoSink:
-        async def publish(self, event: object) -> None: ...
-
-    adapter = AmqpInbound(config, Context(name="x", logger=logging.getLogger("t"), sink=NoSink()))  # type: ignore[arg-type]
+    adapter = AmqpInbound(config, bare_context())
     with pytest.raises(RetryableError) as caught:
         await adapter.start()
     assert "127.0.0.1:1" in str(caught.value) and "s3cret" not in str(caught.value)
@@ -348,14 +345,11 @@ async def test_a_connection_cancelled_while_it_is_made_leaves_nothing_running() 
     that start. aio_pika's robust connection went on reconnecting in the background, and took the
     cancellation of its task at the process's end for a failed attempt: the process never ended."""
 
-    class NoSink:
-        async def publish(self, event: object) -> None: ...
-
     async with silent_server() as port:  # accepts and never answers the AMQP greeting: the client waits
         config = AmqpInboundConfig.model_validate(
             {"type": "amqp", "name": "x", "url": f"amqp://guest:guest@127.0.0.1:{port}/", "queue": "q", "emit": {"schema": "Payment"}}
         )
-        adapter = AmqpInbound(config, Context(name="x", logger=logging.getLogger("t"), sink=NoSink()))  # type: ignore[arg-type]
+        adapter = AmqpInbound(config, bare_context())
         try:
             left = await left_running_after_cancelling(adapter.start())
             assert left == [], [t.get_coro() for t in left]

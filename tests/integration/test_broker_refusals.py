@@ -29,6 +29,7 @@ from tests.conftest import require_service
 from tests.support.mosquitto_private import private_mosquitto
 from tests.support.outbounds import outbound
 from tests.support.rabbitmq_private import private_rabbitmq
+from tests.support.sink import bare_context
 from tests.support.tcp import tcp_server
 
 
@@ -164,14 +165,10 @@ async def test_a_rabbitmq_queue_at_its_length_limit_is_busy_not_a_dead_letter() 
 def mqtt_inbound(port: int, topics: list[str], protocol: str = "3.1.1") -> Any:
     from adapters.mqtt.config import MqttInboundConfig
     from adapters.mqtt.inbound import MqttInbound
-    from bus.adapter_api import Context
-
-    class NoSink:  # the subscription is what is looked at; no message is read
-        async def publish(self, event: object) -> None: ...
 
     spec = {"type": "mqtt", "name": "sensors", "host": "127.0.0.1", "port": port, "topics": topics, "protocol": protocol}
     config = MqttInboundConfig.model_validate({**spec, "persistent_session": False, "emit": {"schema": "Payment"}})
-    return MqttInbound(config, Context(name="sensors", logger=logging.getLogger("bus.adapter.sensors"), sink=NoSink()))  # type: ignore[arg-type]
+    return MqttInbound(config, bare_context("sensors", "bus.adapter.sensors"))  # the subscription is looked at; no message read
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])

@@ -9,7 +9,6 @@ import asyncio
 import gc
 import io
 import json
-import logging
 import struct
 from collections import Counter
 from pathlib import Path
@@ -22,7 +21,6 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from adapters.kafka.config import KafkaInboundConfig
 from adapters.kafka.inbound import KafkaInbound
-from bus.adapter_api import Context
 from bus.app.hub import Hub
 from bus.config.models import KafkaConfig
 from bus.kafka.clients import make_admin
@@ -32,6 +30,7 @@ from bus.kafka.topics import TopicSpec, ensure_topics
 from bus.metrics import INBOUND_EVENTS
 from bus.ports import free_port
 from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.sink import bare_context
 from tests.support.wait import until
 
 LEGACY_PAYMENT = {
@@ -358,10 +357,7 @@ async def test_a_start_cancelled_while_it_joins_its_group_leaves_no_consumer_ope
         }
     )
 
-    class NoSink:
-        async def publish(self, event: object) -> None: ...
-
-    adapter = KafkaInbound(config, Context(name="bridge", logger=logging.getLogger("t"), sink=NoSink()))  # type: ignore[arg-type]
+    adapter = KafkaInbound(config, bare_context("bridge"))
     starting = asyncio.create_task(adapter.start())
     await asyncio.sleep(0.3)  # a group's first join takes about half the session timeout on the embedded broker
     assert not starting.done(), "the start should still be joining"

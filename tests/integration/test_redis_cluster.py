@@ -21,6 +21,7 @@ from bus.event import Event
 from tests.conftest import require_service
 from tests.support.hub import build_hub, flow_config, write_config
 from tests.support.redis_private import ClusterSetup, redis_cluster
+from tests.support.sink import bare_context
 from tests.support.wait import until_true
 
 EMIT = {"schema": "Payment", "id": "id", "key": "account", "map": {"payment_id": "id", "amount": "int(seq)", "currency": '"eur"'}}
@@ -179,10 +180,7 @@ async def test_a_server_whose_mode_is_not_the_configs_refuses_the_start_saying_w
     against a server that is no cluster node fails saying to take it out. Both in and out."""
     require_service("Redis", "127.0.0.1", 6379)
 
-    class NoSink:  # the start is what is looked at; no entry is read
-        async def publish(self, event: object) -> None: ...
-
-    ctx = Context(name="x", logger=logging.getLogger("test.redis_cluster"), sink=NoSink())  # type: ignore[arg-type]
+    ctx = bare_context(logger="test.redis_cluster")  # the start is what is looked at; no entry is read
     with redis_cluster() as cluster:
         single = RedisOutbound(
             RedisOutboundConfig.model_validate({"name": "x", "type": "redis", "url": cluster.url(), "command": "set", "key": "k"}), ctx

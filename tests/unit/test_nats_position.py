@@ -14,6 +14,7 @@ import pytest
 from adapters.nats.config import NatsInboundConfig
 from adapters.nats.inbound import NatsInbound
 from bus.adapter_api import Context, KafkaUnavailable
+from tests.support.sink import NoSink
 
 
 class Kafka:
@@ -30,10 +31,6 @@ class Kafka:
         if not self.up:
             raise KafkaUnavailable("no broker answered")
         self.saved[name] = position
-
-
-class NoSink:
-    async def publish(self, event: object) -> None: ...
 
 
 def an_inbound(kafka: Kafka) -> NatsInbound:
