@@ -420,7 +420,7 @@ def _print_redelivery(done: dict[str, Any], as_json: bool) -> int:
 def positions(args: argparse.Namespace) -> int:
     """``bus positions list|reset|adopt``: see bus.app.positions."""
     from bus.app import positions as kept
-    from bus.errors import BusError
+    from bus.errors import BusError, KafkaUnavailable
 
     registry = AdapterRegistry.from_entry_points()
     loaded, _ = _load(args.config, registry)
@@ -450,9 +450,9 @@ def positions(args: argparse.Namespace) -> int:
     except kept.Refused as exc:
         print(f"bus: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
-    except BusError as exc:
-        if isinstance(exc, kept.KafkaUnavailable):
-            raise
+    except KafkaUnavailable:
+        raise  # bus.app.cli prints it, exit 1: the hub's Kafka, not the command, is at fault
+    except BusError as exc:  # a wrong name, a change that would misread the position
         print(f"bus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"{args.name}: {said}")

@@ -24,7 +24,7 @@ wrong name or a change that would misread the position.
 
 from __future__ import annotations
 
-__all__ = ["KafkaUnavailable", "Refused", "Standing", "adopt", "brief", "reset", "view"]
+__all__ = ["Refused", "Standing", "adopt", "brief", "reset", "view"]
 
 import json
 from dataclasses import dataclass, field
