@@ -24,6 +24,20 @@ from bench.common import rss_mb, write
 from bench.hubs import HubProcess
 from bus.kafka.broker import EmbeddedBroker
 
+# How a row of ``export`` becomes a Payment (bench/sftp_import.py imports the same file).
+EMIT = {
+    "schema": "Payment",
+    "key": "ref",
+    "map": {
+        "payment_id": "ref",
+        "amount": "int(cents)",
+        "currency": "currency",
+        "customer_id": "customer",
+        "status": "status",
+        "description": "null",
+    },
+}
+
 
 def export(path: Path, rows: int) -> int:
     with path.open("w") as handle:
@@ -48,18 +62,7 @@ async def peak_while_importing(bootstrap: str, rows: int) -> dict[str, float]:
                     "pattern": "*.csv",
                     "settle": "100ms",
                     "poll_interval": "200ms",
-                    "emit": {
-                        "schema": "Payment",
-                        "key": "ref",
-                        "map": {
-                            "payment_id": "ref",
-                            "amount": "int(cents)",
-                            "currency": "currency",
-                            "customer_id": "customer",
-                            "status": "status",
-                            "description": "null",
-                        },
-                    },
+                    "emit": EMIT,
                 }
             ],
         }

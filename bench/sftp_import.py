@@ -26,23 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import write
-from bench.file_memory import export
+from bench.file_memory import EMIT, export
 from bench.hubs import HubProcess
 from bus.kafka.broker import EmbeddedBroker
 from tests.support.sftp_private import SftpServer, sftp_server
-
-EMIT = {
-    "schema": "Payment",
-    "key": "ref",
-    "map": {
-        "payment_id": "ref",
-        "amount": "int(cents)",
-        "currency": "currency",
-        "customer_id": "customer",
-        "status": "status",
-        "description": "null",
-    },
-}
 
 
 async def one_import(bootstrap: str, rows: int, staged: Path, server: SftpServer | None) -> float:

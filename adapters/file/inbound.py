@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
 from adapters.file.config import FileInboundConfig
-from adapters.file.rows import Unreadable, publish_rows
+from adapters.file.rows import Unreadable, format_of, publish_rows
 from bus.adapter_api import (
     Context,
     Health,
@@ -217,14 +217,9 @@ class FileInbound(Inbound[FileInboundConfig]):
                 ready.append(path)
         return ready
 
-    def _kind(self, path: Path) -> str:
-        if self.config.format != "auto":
-            return self.config.format
-        return "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "csv"
-
     async def take(self, path: Path) -> dict[str, Any]:
         """Read one file into Kafka and move it; returns its manifest. KafkaUnavailable: left in place."""
-        kind, encoding, delimiter = self._kind(path), self.config.encoding, self.config.delimiter
+        kind, encoding, delimiter = format_of(path.name, self.config.format), self.config.encoding, self.config.delimiter
         try:
             checksum = await asyncio.to_thread(_digest, path)  # off the event loop, a block at a time
         except _NotAFile as exc:

@@ -6,7 +6,7 @@ acknowledgement at once, so memory stays flat whatever the file's size."""
 
 from __future__ import annotations
 
-__all__ = ["BATCH", "IN_FLIGHT", "Unreadable", "next_rows", "publish_rows", "rows"]
+__all__ = ["BATCH", "IN_FLIGHT", "Unreadable", "format_of", "next_rows", "publish_rows", "rows"]
 
 import asyncio
 import collections
@@ -20,6 +20,13 @@ from bus.adapter_api import EventSink, Intake, LineTooLong, bounded_lines, csv_h
 BATCH = 1000  # rows read and parsed (off the event loop) at a time
 IN_FLIGHT = 10_000  # rows handed to Kafka and not yet acknowledged, at most
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not decode, kept by "surrogateescape"
+
+
+def format_of(name: str, configured: str) -> str:
+    """csv or jsonl: the configured format, or with ``auto`` the file name's suffix (.jsonl, .ndjson)."""
+    if configured != "auto":
+        return configured
+    return "jsonl" if name.lower().endswith((".jsonl", ".ndjson")) else "csv"
 
 
 class Unreadable(Exception):

@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
-from adapters.file.rows import Unreadable, publish_rows
+from adapters.file.rows import Unreadable, format_of, publish_rows
 from adapters.sftp.config import SftpInboundConfig
 from adapters.sftp.connection import SftpRefused, asyncssh, open_sftp, sftp_errors
 from bus.adapter_api import Context, Health, Inbound, Intake, KafkaUnavailable, RetryableError, parse_json, text_codec
@@ -236,11 +236,6 @@ class SftpInbound(Inbound[SftpInboundConfig]):
                 del files[gone]
         return ready
 
-    def _kind(self, name: str) -> str:
-        if self.config.format != "auto":
-            return self.config.format
-        return "jsonl" if posixpath.splitext(name)[1].lower() in (".jsonl", ".ndjson") else "csv"
-
     async def take(self, name: str, attrs: Any) -> dict[str, Any]:
         """Fetch one file, publish its rows, put it away; returns its manifest."""
         size = int(attrs.size or 0)
@@ -285,7 +280,7 @@ class SftpInbound(Inbound[SftpInboundConfig]):
         with text:
             try:
                 counts = await publish_rows(
-                    self._intake, self.sink, text, origin=f"sftp:{name}", checksum=checksum, kind=self._kind(name),
+                    self._intake, self.sink, text, origin=f"sftp:{name}", checksum=checksum, kind=format_of(name, self.config.format),
                     encoding=encoding, delimiter=self.config.delimiter,
                 )  # fmt: skip
             except Unreadable as exc:
