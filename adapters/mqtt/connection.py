@@ -84,7 +84,7 @@ async def connect(client: aiomqtt.Client, config: Any) -> None:
 
         def note(_client: Any, _userdata: Any, level: int, line: str) -> None:
             if level == MQTT_LOG_ERR:
-                met[:] = [line]
+                met.append(line)
 
         paho.on_log = note
     try:
@@ -97,11 +97,25 @@ async def connect(client: aiomqtt.Client, config: Any) -> None:
             paho._sock_close()
         if not isinstance(exc, aiomqtt.MqttError):
             raise
-        said = f" ({met[0]})" if met else ""
-        raise RetryableError(f"mqtt {config.name}: cannot connect to {config.host}:{config.port}: {exc}{said}") from exc
+        raise RetryableError(f"mqtt {config.name}: cannot connect to {config.host}:{config.port}: {exc}{_why(met, config)}") from exc
     finally:
         if paho is not None:
             paho.on_log = None  # while set, paho formats its every debug line, one per packet
+
+
+def _why(met: list[str], config: Any) -> str:
+    """What paho met, for the error: the TLS alert when one came (it names the cause), else its
+    last line. Under TLS 1.3 a broker that wants a client certificate checks for it after the
+    handshake, and whether its alert or only the closed socket ("EOF occurred") reaches the hub
+    is a race: so a TLS failure without a client certificate of the hub's says what to try."""
+    if not met:
+        return ""
+    line = next((seen for seen in met if "ALERT" in seen), met[-1])
+    hint = ""
+    tls = getattr(config, "tls", None)
+    if tls is not None and tls.cert is None and ("SSL" in line or "EOF" in line):
+        hint = "; if the broker asks for a client certificate, give tls.cert and tls.key"
+    return f" ({line}{hint})"
 
 
 class SessionFlag:

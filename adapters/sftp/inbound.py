@@ -179,6 +179,11 @@ class SftpInbound(Inbound[SftpInboundConfig]):
                 self.ctx.logger.info("%s: %s is no longer in the folder; passed over", self._where, name)
             except asyncssh.SFTPError as exc:  # this file: the server refused an operation on it
                 await self._fail(name, f"the server refused it: {sftp_errors(exc)}")
+            except (RetryableError, *_UNREACHABLE):
+                raise  # the connection, not this file: logged in again next pass
+            except Exception as exc:  # one file's failure stays that file's (poison isolation)
+                self.ctx.logger.exception("%s: %s could not be imported", self._where, name)
+                await self._fail(name, f"it could not be imported: {type(exc).__name__}: {exc}")
 
     def _at(self, *parts: str) -> str:
         return posixpath.join(self.config.path, *parts)

@@ -377,7 +377,10 @@ async def test_a_broker_that_takes_only_tls_with_a_client_certificate(tmp_path: 
             async with build_hub(write_config(path, cfg)) as hub:
                 for what in ("inbound sensors", "outbound alerts"):
                     said = hub.starting.get(what, "")
-                    assert f"cannot connect to 127.0.0.1:{port}" in said and "CERTIFICATE_REQUIRED" in said, hub.starting
+                    # The broker's alert (CERTIFICATE_REQUIRED) or only its closed socket reaches
+                    # the hub, a race under TLS 1.3: either way the error says what to give.
+                    assert f"cannot connect to 127.0.0.1:{port}" in said, hub.starting
+                    assert "give tls.cert and tls.key" in said, hub.starting
 
         cfg["inbound"][0]["tls"] = {"ca": str(tmp_path / "missing.pem")}
         assert main(["validate", "-c", str(write_config(path, cfg))]) != 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -326,3 +327,44 @@ async def test_a_known_hosts_file_names_the_server_as_openssh_writes_it(tmp_path
     known.write_text(f"[127.0.0.1]:{server.port + 1} {server.host_key}\n")  # another server's entry: this one is unknown
     with pytest.raises(SftpRefused, match="host key is not the one configured"):
         await open_sftp(ServerConfig.model_validate({**settings, "known_hosts": known}))
+
+
+async def test_a_file_that_fails_unforeseen_or_vanishes_after_the_listing_leaves_the_next_files_to_go_on(
+    tmp_path: Path, bootstrap: str, server: SftpServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Faults injected at the two seams no real input reaches on purpose: a file taken away by
+    another reader between the listing and its fetch is passed over; a failure no one foresaw
+    while one file is imported sends that file to failed/ with the reason. The files after each
+    are imported as usual, and the adapter keeps watching."""
+    from adapters.sftp import inbound
+
+    folder = drop(server, "poison")
+    for name in ("a-gone.csv", "b-poison.csv", "c-fine.csv"):
+        server.put(name, f"ref,cents,cur\n{name[0]}1,100,EUR\n".encode(), into=folder)
+    listed, publish = inbound.SftpInbound._ready, inbound.publish_rows
+
+    async def ready_then_taken_away(self: Any) -> list[tuple[str, Any]]:
+        found: list[tuple[str, Any]] = await listed(self)
+        (folder / "a-gone.csv").unlink(missing_ok=True)  # another reader took it
+        return found
+
+    async def publish_failing_one(*args: Any, origin: str, **kwargs: Any) -> dict[str, int]:
+        if origin == "sftp:b-poison.csv":
+            raise RuntimeError("an unforeseen failure")
+        return await publish(*args, origin=origin, **kwargs)
+
+    monkeypatch.setattr(inbound.SftpInbound, "_ready", ready_then_taken_away)
+    monkeypatch.setattr(inbound, "publish_rows", publish_failing_one)
+    caplog.set_level(logging.INFO, logger="adapters.sftp")
+    config = hub_config(bootstrap, server.config(path=str(folder)))
+    async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+        failed = await moved(folder / "failed" / "b-poison.csv")
+        assert failed["error"] == "b-poison.csv: it could not be imported: RuntimeError: an unforeseen failure", failed
+        done = await moved(folder / "done" / "c-fine.csv")
+        assert done["accepted"] == 1, done
+        assert [i.split(":")[-1] for i in await payments(hub)] == ["2"], "only c-fine.csv's row"
+        assert "a-gone.csv is no longer in the folder; passed over" in caplog.text
+        assert not (folder / "failed" / "a-gone.csv").exists()
+        server.put("d-later.csv", b"ref,cents,cur\nd1,100,EUR\n", into=folder)
+        await moved(folder / "done" / "d-later.csv")
+        assert hub.inbound[0].progress()["files"] == 2
