@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 
 from bus.adapter_api import AdapterRegistry
 from bus.apidocs import asyncapi_document, openapi_document
+from bus.app import positions as saved_positions
 from bus.app.backfill import Backfill, Backfiller
 from bus.app.copy_jobs import CopyJobs
 from bus.app.leased_inbound import LeasedInbound
@@ -61,6 +62,8 @@ from ops.api.models import (
     MigrationRun,
     MigrationRuns,
     PauseState,
+    PositionChanged,
+    PositionState,
     ReconcileBalance,
     RedeliveryDone,
     RedeliveryRequest,
@@ -291,6 +294,35 @@ class HubView:
             return None
         await self._ask(f"{PAUSE_INBOUND}{name}", {"paused": paused, "by": by, "reason": reason})
         return InboundPauseState(inbound=name, paused=paused, by=by, reason=reason)
+
+    async def positions(self) -> list[PositionState]:
+        """Where each polling source reads from, as `bus positions list` says (bus.app.positions)."""
+        return [
+            PositionState.model_validate(row.as_json())
+            for row in await saved_positions.view(self._hub.loaded, self._registry, self._hub.bootstrap)
+        ]
+
+    async def change_position(self, name: str, action: Literal["reset", "adopt"], *, force: bool = False) -> PositionChanged | None:
+        """Forget (``reset``) or keep (``adopt``) inbound ``name``'s position, as `bus positions`
+        does: refused (positions.Refused) unless it is paused, and, where this process reads it,
+        until this process has stopped reading it. None: no such inbound."""
+        if not any(c.name == name for c in self._hub.loaded.inbound):
+            return None
+        here = self._runs("inbound") and any(a.config.name == name for a in self._hub.inbound)
+        if here and self._hub.source_pauses.paused_by(name) is None:
+            raise saved_positions.Refused(
+                f"inbound {name} is being read by this process: pause it first (POST /inbound/{name}/pause) and wait "
+                "until the topology shows it paused"
+            )
+        loaded, bootstrap = self._hub.loaded, self._hub.bootstrap
+        if action == "reset":
+            before = await saved_positions.reset(loaded, self._registry, bootstrap, name)
+        else:
+            before = await saved_positions.adopt(loaded, self._registry, bootstrap, name, force=force)
+        changed, said = saved_positions.outcome(action, before)
+        return PositionChanged(
+            inbound=name, action=action, changed=changed, said=said, before=PositionState.model_validate(before.as_json())
+        )
 
     async def _ask(self, key: str, value: dict[str, Any]) -> None:
         """Record what an operator asked on the control topic (every process obeys it)."""

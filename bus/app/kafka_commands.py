@@ -435,18 +435,9 @@ def positions(args: argparse.Namespace) -> int:
     try:
         if args.positions_command == "reset":
             row = asyncio.run(kept.reset(loaded, registry, bootstrap, args.name, stopped=args.stopped))
-            said = (
-                "had no position: its next start reads from the start"
-                if row.state == "none"
-                else (f"position forgotten (was {kept.brief(row.saved)}): its next start reads the source from its start")
-            )
         else:
             row = asyncio.run(kept.adopt(loaded, registry, bootstrap, args.name, stopped=args.stopped, force=args.force))
-            said = (
-                f"position kept for what it reads now ({', '.join(row.differs)} changed): it goes on from {kept.brief(row.saved)}"
-                if row.state == "another-source"
-                else f"nothing to adopt: {row.line()}"
-            )
+        _, said = kept.outcome(args.positions_command, row)
     except kept.Refused as exc:
         print(f"bus: {exc}", file=sys.stderr)
         return EXIT_RUNTIME

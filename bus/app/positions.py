@@ -24,7 +24,7 @@ wrong name or a change that would misread the position.
 
 from __future__ import annotations
 
-__all__ = ["Refused", "Standing", "adopt", "brief", "reset", "view"]
+__all__ = ["Refused", "Standing", "adopt", "brief", "outcome", "reset", "view"]
 
 import json
 from dataclasses import dataclass, field
@@ -154,6 +154,17 @@ def _standings(loaded: LoadedConfig, registry: AdapterRegistry, saved: dict[str,
             row.differs = sorted(k for k in {*was, *reads} if was.get(k) != reads.get(k))
         found.append(row)
     return found
+
+
+def outcome(action: str, before: Standing) -> tuple[bool, str]:
+    """Whether a ``reset`` or an ``adopt`` of ``before`` changed the position, and what it did, in a sentence."""
+    if action == "reset":
+        if before.state == "none":
+            return False, "had no position: its next start reads from the start"
+        return True, f"position forgotten (was {brief(before.saved)}): its next start reads the source from its start"
+    if before.state == "another-source":
+        return True, f"position kept for what it reads now ({', '.join(before.differs)} changed): it goes on from {brief(before.saved)}"
+    return False, f"nothing to adopt: {before.line()}"
 
 
 async def view(loaded: LoadedConfig, registry: AdapterRegistry, bootstrap: str) -> list[Standing]:

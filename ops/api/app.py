@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from bus.documents import parse_json
-from bus.errors import Busy, RetryableError
+from bus.errors import BusError, Busy, RetryableError
 from bus.logs import REDACTOR
 from ops.api.models import (
     BackfillDone,
@@ -42,6 +42,9 @@ from ops.api.models import (
     MigrationRuns,
     PauseRequest,
     PauseState,
+    PositionChange,
+    PositionChanged,
+    PositionState,
     Problem,
     ReconcileBalance,
     RedeliveryDone,
@@ -75,6 +78,10 @@ class HubView(Protocol):
     async def set_paused(self, name: str, paused: bool, by: str, reason: str = "") -> PauseState | None: ...
 
     async def set_inbound_paused(self, name: str, paused: bool, by: str, reason: str = "") -> InboundPauseState | None: ...
+
+    async def positions(self) -> list[PositionState]: ...
+
+    async def change_position(self, name: str, action: Literal["reset", "adopt"], *, force: bool = False) -> PositionChanged | None: ...
 
     async def dead_letters(self, where: DeadLetterAction, *, offset: int, limit: int) -> DeadLetterPage: ...
 
@@ -222,6 +229,30 @@ def api_app(view: HubView) -> web.Application:
 
     async def post_inbound_pause(request: web.Request) -> web.Response:
         return await steer(request, inbound=True)
+
+    async def get_positions(_: web.Request) -> web.Response:
+        return web.json_response(REDACTOR.redact_tree([row.model_dump(mode="json") for row in await view.positions()]))
+
+    async def post_position(request: web.Request) -> web.Response:
+        """Forget (reset) or keep (adopt) a paused inbound's saved position, as `bus positions` does."""
+        name, action = request.match_info["name"], request.match_info["action"]
+        raw = await request.read() if request.can_read_body else b""
+        try:
+            asked = PositionChange.model_validate(parse_json(raw)) if raw.strip() else PositionChange()
+        except ValueError as exc:  # JSON that does not parse, and pydantic's ValidationError (a ValueError)
+            raise ApiError(400, f'send nothing, or a JSON object {{"force": true}}: {exc}') from None
+        try:
+            done = await view.change_position(name, "reset" if action == "reset" else "adopt", force=asked.force)
+        except RetryableError:
+            raise  # the hub's Kafka: 503, said by the middleware
+        except BusError as exc:  # not paused, a source that keeps its own place, more than the filter changed
+            raise ApiError(409, str(exc)) from None
+        if done is None:
+            known = ", ".join(n.name for n in (await view.topology()).inbound) or "none"
+            raise ApiError(404, f"no inbound adapter named {name!r} (inbound adapters: {known})")
+        if done.changed:
+            log.warning("audit: %s %s the position of inbound %s: %s", request.get(TOKEN_NAME, "unknown"), action, name, done.said)
+        return _answer(done)
 
     def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
         raw = request.query.get(name)
@@ -375,4 +406,6 @@ def api_app(view: HubView) -> web.Application:
     app.router.add_post(r"/subscribers/{name}/redeliver", post_redeliver)
     app.router.add_post(r"/subscribers/{name}/backfill", post_backfill)
     app.router.add_post(r"/inbound/{name}/{action:pause|resume}", post_inbound_pause)
+    app.router.add_get("/positions", get_positions)
+    app.router.add_post(r"/inbound/{name}/position/{action:reset|adopt}", post_position)
     return app

@@ -21,6 +21,9 @@ __all__ = [
     "MigrationRuns",
     "PauseRequest",
     "PauseState",
+    "PositionChange",
+    "PositionChanged",
+    "PositionState",
     "Problem",
     "ReconcileBalance",
     "RedeliveryDone",
@@ -180,6 +183,50 @@ class InboundPauseState(_Out):
     paused: bool
     by: str = Field(description="The token's name: who asked.")
     reason: str = Field(default="", description="Why, as given with the pause.")
+
+
+class PositionState(_Out):
+    """Where a polling source reads from, as the checkpoint topic holds it, against what the config reads now."""
+
+    name: str = Field(description="The inbound adapter.")
+    type: str = Field(description="The adapter type.")
+    kept_in: Literal["kafka", "the source"] = Field(
+        description="kafka: the position lives only on the checkpoint topic. the source: a durable consumer, a consumer group or "
+        "a replication slot keeps its place; the saved one is a fallback, shown, not changed."
+    )
+    reads: dict[str, object] | None = Field(description="What the config reads now: the table or API path, watermark and filter.")
+    state: Literal["current", "none", "another-source", "renamed-from"] = Field(
+        description="current: used at the next start. none: its next start reads from the start. another-source: saved while "
+        "it read something else (see differs); NOT used, the source is read from its start unless adopted. renamed-from: none "
+        "under this name; a former name's is taken at the next start."
+    )
+    position: dict[str, object] | None = Field(default=None, description="The saved position (a watermark, a cursor).")
+    saved_in: dict[str, object] | None = Field(
+        default=None, description="What the position was saved in (null: saved before positions said)."
+    )
+    differs: list[str] = Field(default_factory=list, description="The parts of what is read that changed since it was saved.")
+    renamed_from: str | None = Field(default=None, description="The former name whose position is taken (state renamed-from).")
+    paused_by: str | None = Field(default=None, description="Who paused the inbound, while paused: a position is changed only then.")
+
+
+class PositionChange(_Out):
+    """The body of an adopt (a reset takes none)."""
+
+    force: bool = Field(
+        default=False,
+        description="Adopt even when more than the filter changed (the same source under another name): the position is then "
+        "read as a place in what the config reads now.",
+    )
+
+
+class PositionChanged(_Out):
+    """What a reset or an adopt did."""
+
+    inbound: str
+    action: Literal["reset", "adopt"]
+    changed: bool = Field(description="false: there was nothing to do (no position to forget, or it was current already).")
+    said: str = Field(description="What it did, in a sentence.")
+    before: PositionState = Field(description="The position as it stood before.")
 
 
 class Topology(_Out):

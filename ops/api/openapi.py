@@ -21,6 +21,9 @@ from ops.api.models import (
     MigrationRuns,
     PauseRequest,
     PauseState,
+    PositionChange,
+    PositionChanged,
+    PositionState,
     Problem,
     ReconcileBalance,
     RedeliveryDone,
@@ -68,6 +71,28 @@ def _pause(action: str, summary: str, *, inbound: bool = False) -> dict[str, Any
     }
 
 
+def _position(action: str, summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": f"{action}InboundPosition",
+            "summary": summary + " Only while the inbound is paused (POST /inbound/{name}/pause), so no reader saves over it. "
+            "Needs a write token.",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": _ref(PositionChange)}}},
+            "responses": {
+                **_ok(_ref(PositionChanged), "What was done (or that there was nothing to do), and the position before."),
+                "400": {"description": "A body that is not one, said why.", "content": _PROBLEM},
+                "404": {"description": "No such inbound adapter.", "content": _PROBLEM},
+                "409": {
+                    "description": "Not paused (or not yet stopped in this process), an inbound that saves no position or keeps "
+                    "its place in its source, or more than the filter changed (adopt without force): said why.",
+                    "content": _PROBLEM,
+                },
+            },
+        }
+    }
+
+
 def _query(name: str, description: str, *, kind: str = "string", fmt: str | None = None, **bounds: int) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": kind, **bounds, **({"format": fmt} if fmt else {})}
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
@@ -98,6 +123,9 @@ def openapi_document() -> dict[str, Any]:
         PauseRequest,
         PauseState,
         InboundPauseState,
+        PositionState,
+        PositionChange,
+        PositionChanged,
         DeadLetterPage,
         DeadLetterAction,
         DeadLetterDone,
@@ -196,6 +224,23 @@ def openapi_document() -> dict[str, Any]:
                 inbound=True,
             ),
             "/inbound/{name}/resume": _pause("resume", "Read its source again, from where it stopped.", inbound=True),
+            "/positions": {
+                "get": {
+                    "operationId": "listPositions",
+                    "summary": "Where each polling source reads from (its saved position), and whether that position is for what "
+                    "the config reads now, as `bus positions list --json` prints it.",
+                    "responses": _ok({"type": "array", "items": _ref(PositionState)}, "One row per inbound that saves a position."),
+                }
+            },
+            "/inbound/{name}/position/reset": _position(
+                "reset",
+                "Forget the inbound's saved position: when resumed, its source is read again from its start (`bus positions reset`).",
+            ),
+            "/inbound/{name}/position/adopt": _position(
+                "adopt",
+                "Keep the inbound's saved position for what the config reads now, after its filter changed on purpose: records the "
+                "new filter lets in that sit before the position are not read (`bus positions adopt`).",
+            ),
             "/dead-letters": {
                 "get": {
                     "operationId": "listDeadLetters",

@@ -178,3 +178,50 @@ async def test_a_source_that_keeps_its_own_place_is_listed_not_changed(
     assert rows["orders"]["state"] == rows["legacy"]["state"] == "none", rows
     assert await bus("positions", "reset", "orders", "-c", path, "--bootstrap", bootstrap, "--stopped") == 2
     assert "keeps its place in its source" in capsys.readouterr().err
+
+
+async def test_a_changed_filter_is_adopted_through_the_management_api_while_the_source_is_paused(tmp_path: Path, bootstrap: str) -> None:
+    """The operator's way on a running hub: pause the source, deploy the widened `where` (it stays
+    paused across the restart, not read), see its position saved in another source, adopt it,
+    resume. Refused while the source is read, for a read-only token and for an unknown name."""
+    async with table_in(KIND) as table:
+        await run_sql(KIND, DSN, insert_rows(table, range(1, 3), stamp("2020-01-02")))
+        await run_sql(KIND, DSN, insert_rows(table, range(3, 4), stamp("2020-01-01")))  # outside the filter, before its position
+        config = hub_config(bootstrap, DSN, table, where="id <= 2")
+        config["ops"]["tokens"] = [
+            {"name": "admin", "token": ADMIN, "scope": "write"},
+            {"name": "viewer", "token": "viewer-token", "scope": "read"},
+        ]
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        async with build_hub(write_config(tmp_path / "narrow.yaml", config)) as hub:
+            assert await settled(hub, 2) == {"legacy:1", "legacy:2"}
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers=admin) as api:
+                refused = await api.post("/inbound/legacy/position/reset")
+                assert refused.status_code == 409 and "being read by this process" in refused.json()["detail"], refused.text
+                assert (await api.post("/inbound/legacy/pause", json={"reason": "where widened"})).status_code == 202
+
+        config["inbound"][0]["where"] = "id <= 100"  # widened: row 3 belongs now, before the saved watermark
+        async with build_hub(write_config(tmp_path / "wide.yaml", config)) as hub:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers=admin) as api:
+                rows = (await api.get("/positions")).json()
+                assert [(r["name"], r["state"], r["differs"], r["paused_by"]) for r in rows] == [
+                    ("legacy", "another-source", ["where"], "admin")
+                ], rows
+                viewer = await api.post("/inbound/legacy/position/adopt", headers={"Authorization": "Bearer viewer-token"})
+                assert viewer.status_code == 403, viewer.text
+                unknown = await api.post("/inbound/nope/position/adopt")
+                assert unknown.status_code == 404 and "legacy" in unknown.json()["detail"], unknown.text
+                bad = await api.post("/inbound/legacy/position/adopt", json={"force": "perhaps"})
+                assert bad.status_code == 400, bad.text
+
+                adopted = await api.post("/inbound/legacy/position/adopt")
+                assert adopted.status_code == 200, adopted.text
+                done = adopted.json()
+                assert done["changed"] and done["before"]["state"] == "another-source" and "where changed" in done["said"], done
+                assert (await api.get("/positions")).json()[0]["state"] == "current"
+                again = (await api.post("/inbound/legacy/position/adopt")).json()
+                assert not again["changed"] and again["said"].startswith("nothing to adopt"), again
+
+                await run_sql(KIND, DSN, insert_rows(table, range(4, 5), stamp("2021-01-01")))
+                assert (await api.post("/inbound/legacy/resume")).status_code == 202
+                assert await settled(hub, 3) == {"legacy:1", "legacy:2", "legacy:4"}, "adopted: row 3, before the position, is not read"
