@@ -531,3 +531,55 @@ async def test_a_button_the_hub_refuses_says_why(tmp_path: Path, bootstrap: str,
             await shot(page, "subscriber-refused")
     finally:
         await target.stop()
+
+
+async def test_a_pollers_position_is_seen_and_kept_across_a_changed_filter_from_its_page(
+    tmp_path: Path, bootstrap: str, browser: Browser
+) -> None:
+    """An sql_poll whose `where` was widened while it was paused: its page shows the position as
+    saved in another source (what changed), offers to keep it only while paused, asks to confirm,
+    and once kept and resumed the poller goes on from it."""
+    import httpx
+
+    from tests.integration.test_positions import DSN, KIND, settled, stamp
+    from tests.integration.test_sql import run_sql
+    from tests.integration.test_sql_poll import hub_config as poll_config
+    from tests.integration.test_sql_poll import insert_rows, table_in
+
+    async with table_in(KIND) as table:
+        await run_sql(KIND, DSN, insert_rows(table, range(1, 3), stamp("2020-01-02")))
+        await run_sql(KIND, DSN, insert_rows(table, range(3, 4), stamp("2020-01-01")))
+        config = poll_config(bootstrap, DSN, table, where="id <= 2")
+        config["ops"]["tokens"] = [{"name": "admin", "token": TOKEN}]
+        async with build_hub(write_config(tmp_path / "narrow.yaml", config)) as hub:
+            await settled(hub, 2)
+            page = await signed_in(browser, hub.ops.port)
+            await page.goto(f"http://127.0.0.1:{hub.ops.port}/console/#/inbound/legacy")
+            await expect(page.locator("#position-state")).to_have_text("current", timeout=20_000)
+            await expect(page.get_by_role("button", name="Read again from the start…")).to_be_disabled()
+            await page.get_by_role("button", name="Pause reading").click()
+            await expect(page.get_by_role("button", name="Resume reading")).to_be_visible(timeout=10_000)
+            await page.close()
+
+        config["inbound"][0]["where"] = "id <= 100"
+        async with build_hub(write_config(tmp_path / "wide.yaml", config)) as hub:
+            page = await signed_in(browser, hub.ops.port)
+            await page.goto(f"http://127.0.0.1:{hub.ops.port}/console/#/inbound/legacy")
+            await expect(page.locator("#position-state")).to_have_text("another source", timeout=20_000)
+            await expect(page.locator("#position-saved-in")).to_contain_text("id <= 2")
+            await expect(page.locator("#position-saved-in")).to_contain_text("(where changed)")
+            await expect(page.locator("#position-text")).to_contain_text("NOT used")
+            await shot(page, "inbound-position-another-source")
+            await page.get_by_role("button", name="Keep this position…").click()
+            await expect(page.get_by_role("alertdialog")).to_contain_text("Records the changed where lets in")
+            await shot(page, "inbound-position-confirm")
+            await page.get_by_role("button", name="Yes, keep it").click()
+            await expect(page.locator("#status")).to_contain_text("legacy: position kept for what it reads now (where changed)")
+            await expect(page.locator("#position-state")).to_have_text("current")
+            await shot(page, "inbound-position-kept")
+
+            await run_sql(KIND, DSN, insert_rows(table, range(4, 5), stamp("2021-01-01")))
+            await page.get_by_role("button", name="Resume reading").click()
+            assert await settled(hub, 3) == {"legacy:1", "legacy:2", "legacy:4"}, "kept: row 3, before the position, is not read"
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(f"http://127.0.0.1:{hub.ops.port}/readyz")).status_code == 200

@@ -201,27 +201,29 @@ async def test_a_changed_filter_is_adopted_through_the_management_api_while_the_
                 assert (await api.post("/inbound/legacy/pause", json={"reason": "where widened"})).status_code == 202
 
         config["inbound"][0]["where"] = "id <= 100"  # widened: row 3 belongs now, before the saved watermark
-        async with build_hub(write_config(tmp_path / "wide.yaml", config)) as hub:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers=admin) as api:
-                rows = (await api.get("/positions")).json()
-                assert [(r["name"], r["state"], r["differs"], r["paused_by"]) for r in rows] == [
-                    ("legacy", "another-source", ["where"], "admin")
-                ], rows
-                viewer = await api.post("/inbound/legacy/position/adopt", headers={"Authorization": "Bearer viewer-token"})
-                assert viewer.status_code == 403, viewer.text
-                unknown = await api.post("/inbound/nope/position/adopt")
-                assert unknown.status_code == 404 and "legacy" in unknown.json()["detail"], unknown.text
-                bad = await api.post("/inbound/legacy/position/adopt", json={"force": "perhaps"})
-                assert bad.status_code == 400, bad.text
+        async with (
+            build_hub(write_config(tmp_path / "wide.yaml", config)) as hub,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers=admin) as api,
+        ):
+            rows = (await api.get("/positions")).json()
+            assert [(r["name"], r["state"], r["differs"], r["paused_by"]) for r in rows] == [
+                ("legacy", "another-source", ["where"], "admin")
+            ], rows
+            viewer = await api.post("/inbound/legacy/position/adopt", headers={"Authorization": "Bearer viewer-token"})
+            assert viewer.status_code == 403, viewer.text
+            unknown = await api.post("/inbound/nope/position/adopt")
+            assert unknown.status_code == 404 and "legacy" in unknown.json()["detail"], unknown.text
+            bad = await api.post("/inbound/legacy/position/adopt", json={"force": "perhaps"})
+            assert bad.status_code == 400, bad.text
 
-                adopted = await api.post("/inbound/legacy/position/adopt")
-                assert adopted.status_code == 200, adopted.text
-                done = adopted.json()
-                assert done["changed"] and done["before"]["state"] == "another-source" and "where changed" in done["said"], done
-                assert (await api.get("/positions")).json()[0]["state"] == "current"
-                again = (await api.post("/inbound/legacy/position/adopt")).json()
-                assert not again["changed"] and again["said"].startswith("nothing to adopt"), again
+            adopted = await api.post("/inbound/legacy/position/adopt")
+            assert adopted.status_code == 200, adopted.text
+            done = adopted.json()
+            assert done["changed"] and done["before"]["state"] == "another-source" and "where changed" in done["said"], done
+            assert (await api.get("/positions")).json()[0]["state"] == "current"
+            again = (await api.post("/inbound/legacy/position/adopt")).json()
+            assert not again["changed"] and again["said"].startswith("nothing to adopt"), again
 
-                await run_sql(KIND, DSN, insert_rows(table, range(4, 5), stamp("2021-01-01")))
-                assert (await api.post("/inbound/legacy/resume")).status_code == 202
-                assert await settled(hub, 3) == {"legacy:1", "legacy:2", "legacy:4"}, "adopted: row 3, before the position, is not read"
+            await run_sql(KIND, DSN, insert_rows(table, range(4, 5), stamp("2021-01-01")))
+            assert (await api.post("/inbound/legacy/resume")).status_code == 202
+            assert await settled(hub, 3) == {"legacy:1", "legacy:2", "legacy:4"}, "adopted: row 3, before the position, is not read"

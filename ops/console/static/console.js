@@ -290,11 +290,76 @@ async function showTopology() {
 }
 
 // -- one inbound adapter -----------------------------------------------------------------------
+// Where a poller reads from (GET /positions), in words, by its state.
+const POSITION_TEXT = {
+  current: "Saved for what the config reads now: reading goes on from it.",
+  none: "No position saved: the source is read from its start.",
+  "another-source": "Saved while it read something else: NOT used. When resumed, the source is read from its start, "
+    + "unless the position is kept for what the config reads now (a filter changed on purpose).",
+  "renamed-from": "None under this name: a former name's is taken when it starts (a rename).",
+};
+const brief = (value) => (value === null || value === undefined ? "–" : JSON.stringify(value));
+
 async function showInbound(name) {
   const gen = generation;
   const reason = { text: "" };
+  let position = null; // this inbound's row of GET /positions, read at open, every 10 s and after each change
+  let positionRead = 0;
+  let confirming = null; // "reset" or "adopt", while asked to confirm
+  const readPosition = async () => {
+    position = (await api("/positions")).find((x) => x.name === name) || null;
+    positionRead = Date.now();
+  };
+  const changePosition = async (action) => {
+    confirming = null;
+    const done = await api(`/inbound/${encodeURIComponent(name)}/position/${action}`, { method: "POST" });
+    say(`${name}: ${done.said}`);
+    await readPosition();
+    await draw();
+  };
+  const positionSection = (n) => {
+    if (!position) return null;
+    const paused = n.state === "paused";
+    const movable = position.kept_in === "kafka";
+    const ask = (action) => async () => { confirming = action; await draw(); document.getElementById("confirm-yes")?.focus(); };
+    const question = confirming === "reset"
+      ? "Forget the position? When resumed, the source is read again from its start (its records come again)."
+      : `Keep the position for what the config reads now? Records the changed ${position.differs.join(", ")} lets in that sit `
+        + "before it are not read.";
+    return [
+      h("h3", {}, "Position"),
+      h("table", {},
+        h("tbody", {},
+          h("tr", {}, h("th", { scope: "row" }, "State"), h("td", { id: "position-state" }, position.state.replaceAll("-", " "))),
+          h("tr", {}, h("th", { scope: "row" }, "Position"), h("td", { id: "position" }, brief(position.position))),
+          h("tr", {}, h("th", { scope: "row" }, "Reads"), h("td", {}, brief(position.reads))),
+          position.state === "another-source"
+            ? h("tr", {}, h("th", { scope: "row" }, "Saved in"),
+                h("td", { id: "position-saved-in" }, `${brief(position.saved_in)} (${position.differs.join(", ")} changed)`))
+            : null)),
+      h("p", { id: "position-text" }, movable ? POSITION_TEXT[position.state]
+        : "The source keeps its place itself (a durable consumer, a consumer group, a replication slot): "
+          + "the position saved here is a fallback, shown, not changed."),
+      confirming
+        ? h("div", { class: "confirm", role: "alertdialog", "aria-label": "Confirm" }, question, " ",
+            h("button", { id: "confirm-yes", class: "primary", type: "button", onclick: () => changePosition(confirming) },
+              confirming === "reset" ? "Yes, read from the start" : "Yes, keep it"),
+            " ",
+            h("button", { type: "button", onclick: async () => { confirming = null; await draw(); } }, "Cancel"))
+        : movable && position.state !== "none" && position.state !== "renamed-from"
+          ? h("div", { class: "actions" },
+              position.state === "another-source"
+                ? h("button", { id: "adopt", type: "button", disabled: !paused, onclick: ask("adopt") }, "Keep this position…")
+                : null,
+              h("button", { id: "reset", class: "danger", type: "button", disabled: !paused, onclick: ask("reset") },
+                "Read again from the start…"),
+              paused ? null : h("span", {}, " Pause reading first: a reader would save over a change."))
+          : null,
+    ];
+  };
   const draw = async () => {
     const topology = await api("/topology");
+    if (Date.now() - positionRead > 10000) await readPosition();
     if (gen !== generation) return;
     const n = topology.inbound.find((x) => x.name === name);
     if (!n) {
@@ -321,13 +386,16 @@ async function showInbound(name) {
           : [reasonField(reason), h("button", { id: "pause", type: "button", onclick: () => steer("pause") }, "Pause reading")]),
       h("p", {}, "A pause stops reading the source in every hub process within seconds: records, changes and messages wait at ",
         "the source, a webhook answers 503 so its sender retries later. A resume reads on from where it stopped."),
+      positionSection(n),
     );
   };
   const steer = async (action) => {
     const body = action === "pause" && reason.text.trim() ? { reason: reason.text.trim() } : undefined;
     const done = await api(`/inbound/${encodeURIComponent(name)}/${action}`, { method: "POST", body });
     reason.text = "";
+    confirming = null;
     say(`${done.paused ? "Paused" : "Resumed"} ${name}: every inbound process obeys within seconds.`);
+    await readPosition();
     await draw();
   };
   await draw();
