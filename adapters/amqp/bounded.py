@@ -20,10 +20,11 @@ __all__ = ["BoundedChannel", "BoundedConnection", "bound_reads"]
 
 from typing import Any
 
-from aio_pika import RobustChannel, RobustConnection
+from aio_pika import RobustChannel
 from aiormq.abc import DeliveredMessage
 from pamqp.body import ContentBody
 
+from adapters.amqp.connection import ServersConnection
 from bus.adapter_api import KEPT_OF_TOO_LARGE, MAX_MESSAGE_BYTES, Truncated
 
 
@@ -67,7 +68,7 @@ class BoundedChannel(RobustChannel):
         await super()._on_open()
 
 
-class BoundedConnection(RobustConnection):
-    """A robust connection whose channels are ``BoundedChannel``s."""
+class BoundedConnection(ServersConnection):
+    """A robust connection (over a cluster's nodes) whose channels are ``BoundedChannel``s."""
 
     CHANNEL_CLASS = BoundedChannel

@@ -8,18 +8,27 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from adapters.amqp.connection import broker_servers
 from bus.adapter_api import AdapterConfig, BodyMap, ConfigModel, EmitSpec, OutboundConfig, TemplateText, TlsConnection
 
 
 class _Broker(TlsConnection):
     url: SecretStr = Field(
-        description="Broker URL (may hold a password: use ${ENV}); amqps:// for TLS.", examples=["amqp://guest:guest@rabbitmq:5672/"]
+        description="Broker URL (may hold a password: use ${ENV}); amqps:// for TLS. The nodes of a cluster, comma-separated "
+        "(`amqp://hub:${RABBIT_PASSWORD}@rabbit-0:5672,rabbit-1:5672,rabbit-2:5672/erp`): a start takes the first that "
+        "answers, and after a node is lost the adapter reconnects to the next.",
+        examples=["amqp://guest:guest@rabbitmq:5672/", "amqps://hub:${RABBIT_PASSWORD}@rabbit-0:5671,rabbit-1:5671/erp"],
     )
 
     @model_validator(mode="after")
     def _tls_needs_amqps(self) -> _Broker:
-        if self.tls is not None and not self.url.get_secret_value().startswith("amqps://"):
+        url = self.url.get_secret_value()
+        if "${" in url.partition("://")[0]:  # the whole url from the environment, not resolved at this point
+            return self
+        if self.tls is not None and not url.startswith("amqps://"):
             raise ValueError("tls is for an amqps:// url (TLS); this url is plain AMQP")
+        if "${" not in url:  # a password from the environment, say: checked once resolved, when the adapter connects
+            broker_servers(url)  # ValueError saying what is wrong with it, at load
         return self
 
 

@@ -18,9 +18,11 @@ from adapters.amqp.inbound import AmqpInbound
 from bus.adapter_api import RetryableError
 from bus.app.cli import main
 from bus.kafka.reader import read_topic
+from bus.ports import free_port
 from tests.conftest import require_service
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.memory import resident_peak_mb, resident_peak_reset, the_cut_letter
+from tests.support.proxy import TcpProxy
 from tests.support.silent_server import left_running_after_cancelling, silent_server
 from tests.support.sink import bare_context
 from tests.support.target import Target
@@ -201,6 +203,85 @@ async def test_restart_mid_stream_loses_nothing(tmp_path: Path, bootstrap: str) 
     finally:
         await connection.close()
         await target.stop()
+
+
+async def test_a_url_naming_a_clusters_nodes_starts_on_one_that_answers_and_follows_a_lost_node_to_the_next(
+    tmp_path: Path, bootstrap: str
+) -> None:
+    """`url` names three nodes: the first never answers, the next two are this machine's broker
+    behind proxies the test controls. The hub starts on the second; when that node is lost
+    (every connection through it cut, and no new one taken), the inbound and the outbound
+    reconnect to the third and the flow goes on with nothing lost. A message or a publish whose
+    acknowledgement the lost node took with it comes again (at least once), with the same id."""
+    run = uuid.uuid4().hex[:8]
+    queue, exchange, out_queue = f"t.in.{run}", f"t.ex.{run}", f"t.out.{run}"
+    target = await Target().start()
+    lost, kept = TcpProxy(free_port(), 5672), TcpProxy(free_port(), 5672)
+    await lost.start()
+    await kept.start()
+    connection = await aio_pika.connect_robust(URL)
+    try:
+        channel = await connection.channel()
+        ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        nodes = f"amqp://guest:guest@127.0.0.1:{free_port()},127.0.0.1:{lost.listen_port},127.0.0.1:{kept.listen_port}/"
+        cfg = config(bootstrap, target, queue, exchange, out_queue)
+        cfg["inbound"][0]["url"] = cfg["outbound"][1]["url"] = nodes
+
+        async def publish(first: int, last: int) -> None:
+            for i in range(first, last):
+                body = json.dumps({"id": f"m{i}", "account": f"acc{i % 10}", "seq": i}).encode()
+                await ex.publish(aio_pika.Message(body, message_id=f"m{i}"), routing_key="order.created")
+
+        async with build_hub(write_config(tmp_path / "bus.yaml", cfg)) as hub:
+            await publish(0, 50)
+            await target.wait_for(lambda: len({c.body["payment_id"] for c in target.accepted}) == 50)
+            assert lost._writers, "started on the first node that answers"
+            lost.cut = True  # the node is lost: its connections cut, new ones refused
+            lost.sever()
+            await publish(50, 100)
+            await target.wait_for(lambda: len({c.body["payment_id"] for c in target.accepted}) == 100, timeout=60)
+            published: set[str] = set()
+            async with asyncio.timeout(60):
+                while len(published) < 100:
+                    published.update(json.loads(m.body)["payment"] for m in await drain(channel, out_queue, 1))
+            assert published == {f"m{i}" for i in range(100)}
+            assert kept._writers, "reconnected through the third node"
+            for adapter in (hub.inbound[0], hub.outbound[1]):
+                assert (await adapter.health()).ok, adapter.config.name
+        assert {c.body["payment_id"] for c in target.accepted if c.path == "/erp"} == {f"m{i}" for i in range(100)}
+    finally:
+        await connection.close()
+        await lost.stop()
+        await kept.stop()
+        await target.stop()
+
+
+def test_a_url_whose_nodes_cannot_be_read_is_a_config_error() -> None:
+    for url, said in (
+        ("amqp://guest:guest@rabbit-0:5672,rabbit-1:oops/", "broker 'rabbit-1:oops'"),
+        ("amqp://guest:guest@rabbit-0:5672,/", "names no broker host"),
+        ("http://rabbit-0/", "starts with amqp://"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            AmqpInboundConfig.model_validate({"type": "amqp", "name": "x", "url": url, "queue": "q", "emit": {"schema": "Payment"}})
+
+
+async def test_no_node_answering_is_a_retryable_error_naming_each_without_the_password() -> None:
+    first, second = free_port(), free_port()
+    config = AmqpInboundConfig.model_validate(
+        {
+            "type": "amqp",
+            "name": "x",
+            "url": f"amqp://guest:s3cret@127.0.0.1:{first},127.0.0.1:{second}/",
+            "queue": "q",
+            "emit": {"schema": "Payment"},
+        }
+    )
+    with pytest.raises(RetryableError) as caught:
+        await AmqpInbound(config, bare_context()).start()
+    said = str(caught.value)
+    assert "no AMQP node answers" in said and f"127.0.0.1:{first}" in said and f"127.0.0.1:{second}" in said, said
+    assert "s3cret" not in said
 
 
 async def test_a_binding_taken_out_of_the_config_is_taken_off_the_queue(tmp_path: Path, bootstrap: str) -> None:
