@@ -1,0 +1,1 @@
+"""Email: each event sent as a message through an SMTP server."""
