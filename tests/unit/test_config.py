@@ -62,7 +62,7 @@ def test_unknown_adapter_type(tmp_path: Path) -> None:
     assert len(issues) == 1
     assert issues[0].endswith(
         "bus.yaml:17: outbound[0].type: unknown outbound adapter type 'htttp'; "
-        "did you mean 'http'? (known: amqp, file, graphql, http, kafka, mqtt, nats, redis, sftp, soap, sql, webhook)"
+        "did you mean 'http'? (known: amqp, email, file, graphql, http, kafka, mqtt, nats, redis, sftp, soap, sql, webhook)"
     )
 
 
