@@ -25,8 +25,10 @@ def one_address(text: str) -> str:
     if not at or not local or "." not in domain.strip(".") or " " in box:
         raise ValueError(f"{text!r} is not an email address (box@example.com, or Name <box@example.com>)")
     try:
-        Address(display_name=name, addr_spec=box)
-    except (ValueError, IndexError) as exc:  # the email package's own parser: a local part it cannot read
+        # The email package's own parser (a local part it cannot read); an international one
+        # (jörg@..., RFC 6531) is the server's to take or refuse (SMTPUTF8), as the sending says.
+        Address(display_name=name, addr_spec=box if box.isascii() else box.encode("ascii", "replace").decode().replace("?", "x"))
+    except (ValueError, IndexError) as exc:
         raise ValueError(f"{text!r} is not an email address: {exc}") from None
     return text
 

@@ -28,7 +28,7 @@ import hashlib
 import html
 import re
 from email.message import EmailMessage
-from email.utils import formatdate, getaddresses
+from email.utils import formataddr, formatdate, getaddresses
 from typing import Any, ClassVar
 
 import aiosmtplib
@@ -48,7 +48,7 @@ def _addresses(rendered: str, field: str) -> list[str]:
     for name, box in getaddresses([rendered]):
         if not name and not box:
             continue
-        text = f"{name} <{box}>" if name else box
+        text = formataddr((name, box)) if name else box  # a name with a comma is quoted again: "Lee, Ann" <ann@...>
         try:
             one_address(text)
         except ValueError as exc:
@@ -206,6 +206,8 @@ class EmailOutbound(Outbound[EmailOutboundConfig]):
                 if exc.code >= 500:
                     raise PermanentError(f"{self._where} refused the message: {_answer(exc)}") from exc
                 raise RetryableError(f"{self._where} refused the message for now: {_answer(exc)}") from exc
+            except aiosmtplib.SMTPNotSupported as exc:  # an international address, and a server without SMTPUTF8
+                raise PermanentError(f"{self._where} cannot take this message: {exc}") from exc
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 await self._lost()
                 raise RetryableError(f"email to {self._where} failed: {exc!r}") from exc

@@ -90,6 +90,7 @@ async def test_payments_become_emails_and_the_servers_answers_decide_what_is_ret
             paid(4, "ann@example.com\r\nBcc: evil@example.com"),
             paid(5, "not an address"),
             paid(6, "ann@example.com"),
+            paid(7, '"Lee, Ann" <lee@example.com>, jörg@example.com'),  # a quoted name with a comma; an international address
         )
         subject = "Payment pi_1: first Bcc: evil@example.com <script>"
         await until(lambda: mailbox.by_subject(subject))
@@ -116,7 +117,10 @@ async def test_payments_become_emails_and_the_servers_answers_decide_what_is_ret
         assert "holds a line break" in reasons["evt_4"], reasons
         assert "to 'not an address'" in reasons["evt_5"] and "is not an email address" in reasons["evt_5"], reasons
         await asyncio.sleep(1.0)
-        assert sorted(r.message["X-Bus-Event-Id"] for r in mailbox.received) == ["evt_1", "evt_2", "evt_3"], "each sent once"
+        assert sorted(r.message["X-Bus-Event-Id"] for r in mailbox.received) == ["evt_1", "evt_2", "evt_3", "evt_7"], "each sent once"
+        (seventh,) = mailbox.by_subject("Payment pi_7: thanks")
+        assert seventh.message["To"] == '"Lee, Ann" <lee@example.com>, jörg@example.com', seventh.message["To"]
+        assert sorted(seventh.recipients) == ["archive@example.com", "jörg@example.com", "lee@example.com"]
         # The one recipient that does not exist refused (550), the blind copy taken: sent, and said.
         assert [r.recipients for r in mailbox.received if r.message["X-Bus-Event-Id"] == "evt_2"] == [["archive@example.com"]]
         assert "event evt_2 sent, but" in caplog.text and "nobody@example.com: 550 5.1.1" in caplog.text
