@@ -81,7 +81,7 @@ class EmailOutboundConfig(OutboundConfig):
     @field_validator("sender")
     @classmethod
     def _sender(cls, sender: str) -> str:
-        return one_address(sender) if "${" not in sender else sender
+        return one_address(sender)  # not a template: the envelope sender, where bounces go, is one address
 
     @model_validator(mode="after")
     def _no_password_in_the_clear(self) -> EmailOutboundConfig:

@@ -74,7 +74,8 @@ class EmailOutbound(Outbound[EmailOutboundConfig]):
         self._subject = compile_template(config.subject, escape=lambda v: _LINE_BREAKS.sub(" ", v))
         self._text = compile_template(config.text)
         self._html = compile_template(config.html, escape=html.escape) if config.html else None
-        self._domain = config.sender.rpartition("@")[2].rstrip(">").strip() or "bus.invalid"
+        self._envelope_sender = getaddresses([config.sender])[0][1]  # where bounces go
+        self._domain = self._envelope_sender.rpartition("@")[2] or "bus.invalid"
         self._where = f"{config.host}:{config.port}"
         self._smtp: aiosmtplib.SMTP | None = None
         self._failing = ""  # why the last connection could not be made; "" once one is
@@ -175,9 +176,8 @@ class EmailOutbound(Outbound[EmailOutboundConfig]):
 
     async def deliver(self, event: Event) -> None:
         message, recipients = self.message(event)
-        sender = getaddresses([self.config.sender])[0][1]
         async with self._lock:
-            refused = await self._send(message, sender, recipients)
+            refused = await self._send(message, self._envelope_sender, recipients)
         if refused:
             self.ctx.logger.warning(
                 "email %s: event %s sent, but %s refused %s",

@@ -170,6 +170,7 @@ async def test_a_refused_login_or_an_unknown_certificate_is_said_and_nothing_is_
     ("change", "message"),
     [
         ({"from": "billing at example.com"}, "is not an email address"),
+        ({"from": "$${sales_rep}"}, "is not an email address"),  # not a template: the envelope sender is one address
         ({"security": "none"}, "would send the password in the clear"),
         ({"password": None}, "give both username and password"),
     ],
