@@ -30,6 +30,11 @@ import pytest
 
 from tests.conftest import IN_CI
 
+# The first test of a worker waits for the build: on a machine that has no base image yet,
+# debootstrap (a minute or two) and then the image's own build (its dependencies installed, a few
+# minutes more on a loaded machine) come first. The build's own steps are bounded (600 s, 900 s).
+pytestmark = pytest.mark.timeout(1800)
+
 ROOT = Path(__file__).resolve().parents[2]
 BASE_REPOSITORY = "localhost/bus-base"
 BASE = f"{BASE_REPOSITORY}:3.11-slim-bookworm"  # the tag the Dockerfile pins

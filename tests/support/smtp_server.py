@@ -5,6 +5,7 @@ mailbox, ``450 4.2.0`` greylisted for a number of tries) and can drop every conn
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,10 @@ from bus.ports import free_port
 from tests.support.certs import Authority
 
 USER, PASSWORD = "hub", "smtp-secret-7d2"
+
+# aiosmtpd says every command at INFO, from its own thread, also while it stops after a test (its
+# "EOF received" then reached a log stream pytest had closed): warnings and errors only.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 @dataclass
