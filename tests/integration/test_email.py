@@ -166,6 +166,29 @@ async def test_a_refused_login_or_an_unknown_certificate_is_said_and_nothing_is_
     assert server.mailbox.received == []
 
 
+async def test_an_international_address_to_a_server_that_cannot_take_one_is_refused_for_good(tmp_path: Path) -> None:
+    """RFC 6531: a mailbox like jörg@example.com needs a server that offers SMTPUTF8. One that
+    does not cannot take the message however often it is tried: a dead letter saying so, and the
+    next message goes out on the same connection."""
+    from adapters.email.outbound import EmailOutbound
+    from bus.errors import PermanentError
+    from bus.event import Event
+    from tests.support.sink import bare_context
+
+    with smtp_server(tmp_path, smtputf8=False) as server:
+        settings = {"name": "m", "type": "email", **server.config(), "from": "b@example.com", "to": "${to}", "subject": "s", "text": "t"}
+        adapter = EmailOutbound(EmailOutboundConfig.model_validate(settings), bare_context())
+        await adapter.start()
+        try:
+            with pytest.raises(PermanentError, match=r"cannot take this message: .*SMTPUTF8 is not supported"):
+                await adapter.deliver(Event(schema="Payment", data={"to": "jörg@example.com"}, source="t", id="e1"))
+            await adapter.deliver(Event(schema="Payment", data={"to": "joerg@example.com"}, source="t", id="e2"))
+        finally:
+            await adapter.stop()
+        assert [r.recipients for r in server.mailbox.received] == [["joerg@example.com"]]
+        assert server.mailbox.logins == 1
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

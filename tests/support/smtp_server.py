@@ -106,8 +106,9 @@ def _authenticate(mailbox: Mailbox) -> Any:
 
 
 @contextmanager
-def smtp_server(folder: Path, *, idle_timeout: float = 300) -> Iterator[SmtpServer]:
-    """``idle_timeout``: seconds a connection may stay idle before the server closes it (Postfix: 300)."""
+def smtp_server(folder: Path, *, idle_timeout: float = 300, smtputf8: bool = True) -> Iterator[SmtpServer]:
+    """``idle_timeout``: seconds a connection may stay idle before the server closes it (Postfix:
+    300). ``smtputf8``: whether it takes international addresses (RFC 6531)."""
     authority = Authority(folder / "smtp-pki")
     issued = authority.issue("smtp", server=True)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -124,6 +125,7 @@ def smtp_server(folder: Path, *, idle_timeout: float = 300) -> Iterator[SmtpServ
         auth_require_tls=True,
         authenticator=_authenticate(mailbox),
         timeout=idle_timeout,
+        enable_SMTPUTF8=smtputf8,
     )
     controller.start()
     try:
