@@ -6,16 +6,53 @@ __all__ = ["MqttInboundConfig", "MqttOutboundConfig"]
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText, TlsConnection
 
 
+def _named(hosts: str, port: int) -> list[tuple[str, int]]:
+    """(host, port) per comma-separated entry: ``name``, ``name:port``, ``[IPv6]:port`` or a bare IPv6 address."""
+    found = []
+    for entry in (e.strip() for e in hosts.split(",")):
+        if entry.startswith("["):
+            name, _, rest = entry[1:].partition("]")
+            number = rest.removeprefix(":")
+        elif entry.count(":") == 1:
+            name, _, number = entry.partition(":")
+        else:
+            name, number = entry, ""
+        if number and not number.isdigit():
+            raise ValueError(f"broker {entry!r}: the port must be a number")
+        found.append((name, int(number) if number else port))
+    return found
+
+
 class _Broker(TlsConnection, AdapterConfig):
-    host: str = Field(description="Broker host.", examples=["mosquitto"])
+    host: str = Field(
+        description="Broker host; the nodes of a cluster, comma-separated, each with its own port if not `port` "
+        "(`emqx-0,emqx-1,emqx-2:8884`): a start takes the first that answers, and after a node is lost the adapter "
+        "connects to the next.",
+        examples=["mosquitto", "emqx-0.emqx,emqx-1.emqx"],
+    )
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port (8883 is MQTT over TLS's, with `tls:`).")
     username: str | None = Field(default=None, description="User, if the broker asks for one.")
     password: SecretStr | None = Field(default=None, description="Password (use ${ENV}).")
+
+    @field_validator("host")
+    @classmethod
+    def _hosts(cls, host: str) -> str:
+        for name, port in _named(host, 1883):  # ValueError naming the entry that cannot be read
+            if not name:
+                raise ValueError(f"host names an empty broker in {host!r}")
+            if not 0 < port < 65536:
+                raise ValueError(f"broker {name}:{port}: the port must be from 1 to 65535")
+        return host
+
+    def servers(self) -> list[tuple[str, int]]:
+        """(host, port) of each node ``host`` names, in order."""
+        return _named(self.host, self.port)
+
     protocol: Literal["3.1.1", "5"] = Field(
         default="3.1.1",
         description='MQTT version. "5" carries the W3C traceparent as a user property both ways (a trace continues '

@@ -16,6 +16,8 @@ __all__ = [
     "SessionFlag",
     "client_for",
     "connect",
+    "in_turn",
+    "none_answers",
     "publish_properties",
     "user_property",
 ]
@@ -37,7 +39,21 @@ from bus.adapter_api import KEPT_OF_TOO_LARGE, MAX_MESSAGE_BYTES, RetryableError
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
-def client_for(config: Any, identifier: str | None, *, persistent: bool) -> aiomqtt.Client:
+def in_turn(config: Any, last: tuple[str, int] | None) -> list[tuple[str, int]]:
+    """The broker's nodes to try, the one connected to last first (a restart after a lost
+    connection tries it again before the others: most losses are a blip, not a node down)."""
+    servers = config.servers()
+    return sorted(servers, key=lambda s: s != last) if last in servers else servers
+
+
+def none_answers(config: Any, failed: list[str]) -> RetryableError:
+    """The error when no node could be connected to: each node's reason."""
+    if len(failed) == 1:
+        return RetryableError(failed[0])
+    return RetryableError(f"mqtt {config.name}: no broker node answers ({'; '.join(failed)})")
+
+
+def client_for(config: Any, identifier: str | None, *, persistent: bool, server: tuple[str, int]) -> aiomqtt.Client:
     credentials: dict[str, Any] = {"username": config.username, "password": config.password.get_secret_value() if config.password else None}
     if config.tls is not None:  # the files are read at each connection: a renewed certificate is taken up
         try:
@@ -48,8 +64,7 @@ def client_for(config: Any, identifier: str | None, *, persistent: bool) -> aiom
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = SESSION_EXPIRY_S if persistent else 0
         return aiomqtt.Client(
-            config.host,
-            config.port,
+            *server,
             **credentials,
             identifier=identifier,
             protocol=aiomqtt.ProtocolVersion.V5,
@@ -57,7 +72,7 @@ def client_for(config: Any, identifier: str | None, *, persistent: bool) -> aiom
             properties=properties,
             timeout=10,
         )
-    return aiomqtt.Client(config.host, config.port, **credentials, identifier=identifier, clean_session=not persistent, timeout=10)
+    return aiomqtt.Client(*server, **credentials, identifier=identifier, clean_session=not persistent, timeout=10)
 
 
 def user_property(message: aiomqtt.Message, name: str) -> str | None:
@@ -74,7 +89,7 @@ def publish_properties(**user: str) -> Properties:
     return properties
 
 
-async def connect(client: aiomqtt.Client, config: Any) -> None:
+async def connect(client: aiomqtt.Client, config: Any, server: tuple[str, int]) -> None:
     # What paho met while connecting (a broker refusing the TLS handshake for want of a client
     # certificate): aiomqtt then waits for a CONNACK that never comes and says only "Operation
     # timed out". paho's ``on_log`` is its public hook for those lines.
@@ -97,7 +112,7 @@ async def connect(client: aiomqtt.Client, config: Any) -> None:
             paho._sock_close()
         if not isinstance(exc, aiomqtt.MqttError):
             raise
-        raise RetryableError(f"mqtt {config.name}: cannot connect to {config.host}:{config.port}: {exc}{_why(met, config)}") from exc
+        raise RetryableError(f"mqtt {config.name}: cannot connect to {server[0]}:{server[1]}: {exc}{_why(met, config)}") from exc
     finally:
         if paho is not None:
             paho.on_log = None  # while set, paho formats its every debug line, one per packet

@@ -26,7 +26,7 @@ from paho.mqtt.client import topic_matches_sub
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters.mqtt.config import MqttInboundConfig
-from adapters.mqtt.connection import BoundedReads, PahoAcks, SessionFlag, client_for, connect, user_property
+from adapters.mqtt.connection import BoundedReads, PahoAcks, SessionFlag, client_for, connect, in_turn, none_answers, user_property
 from bus.adapter_api import Context, KafkaUnavailable, RetryableError
 from bus.queue_inbound import QueueInbound
 
@@ -40,6 +40,7 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
     def __init__(self, config: MqttInboundConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self._client: aiomqtt.Client | None = None
+        self._server: tuple[str, int] | None = None  # the broker node connected to last
         self._acks: PahoAcks | None = None
         self._pass_retained = False  # this connection found its session kept: retained messages are re-sends
         self._new_filters: list[str] = []  # topics the kept session did not have: their retained messages are new
@@ -47,11 +48,23 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         self._lost_session = ""  # said while the broker has not kept the hub's session since it lost one
 
     async def open(self) -> None:
-        client = client_for(self.config, self.config.client_id or f"bus-{self.config.name}", persistent=self.config.persistent_session)
-        acks = PahoAcks(client)
-        BoundedReads(client)  # a message over 16 MiB is parked from its start, never read whole
-        session = SessionFlag(client)
-        await connect(client, self.config)
+        failed: list[str] = []
+        for server in in_turn(self.config, self._server):
+            client = client_for(
+                self.config, self.config.client_id or f"bus-{self.config.name}", persistent=self.config.persistent_session, server=server
+            )
+            acks = PahoAcks(client)
+            BoundedReads(client)  # a message over 16 MiB is parked from its start, never read whole
+            session = SessionFlag(client)
+            try:
+                await connect(client, self.config, server)
+            except RetryableError as exc:
+                failed.append(str(exc))
+                continue
+            self._server = server
+            break
+        else:
+            raise none_answers(self.config, failed)
         # A broker sends retained messages again whenever a client subscribes, and the hub subscribes
         # at every start and reconnect: each was published again as a new event. A session the broker
         # kept already brought what was published meanwhile (retain flag 0). MQTT 5 says so at the
@@ -90,7 +103,7 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
                 raise
             raise RetryableError(f"mqtt {self.config.name}: cannot subscribe to {self.config.topics}: {exc}") from exc
         self._client, self._acks = client, acks
-        self.ctx.logger.info("mqtt %s subscribed to %s on %s:%d", self.config.name, self.config.topics, self.config.host, self.config.port)
+        self.ctx.logger.info("mqtt %s subscribed to %s on %s:%d", self.config.name, self.config.topics, *server)
 
     def _check_granted(self, granted: Mapping[str, Sequence[Any]]) -> None:
         """The SUBACK of each subscription: a refusal is an error, QoS 0 (no acknowledgements) a warning."""

@@ -29,6 +29,8 @@ from adapters.mqtt.connection import (
     PublishOutcomes,
     client_for,
     connect,
+    in_turn,
+    none_answers,
     publish_packet_size,
     publish_properties,
 )
@@ -45,21 +47,31 @@ class MqttOutbound(Outbound[MqttOutboundConfig]):
         # A value is one topic level: '/' would publish a level deeper (another account's topic).
         self._topic = compile_template(config.topic, escape=one_level("the MQTT topic", "/+#"))
         self._client: aiomqtt.Client | None = None
+        self._server: tuple[str, int] | None = None  # the broker node connected to last
         self._outcomes: PublishOutcomes | None = None
 
     async def start(self) -> None:
-        if self._client is None:
-            client = client_for(self.config, None, persistent=False)
+        if self._client is not None:
+            return
+        failed: list[str] = []
+        for server in in_turn(self.config, self._server):
+            client = client_for(self.config, None, persistent=False, server=server)
             outcomes = PublishOutcomes(client)  # before connecting: the CONNACK's limits are read
-            await connect(client, self.config)
+            try:
+                await connect(client, self.config, server)
+            except RetryableError as exc:
+                failed.append(str(exc))
+                continue
             if outcomes.maximum_qos == 0:  # every QoS 1 publish would cost the connection: not ready, saying why
                 with contextlib.suppress(aiomqtt.MqttError):
                     await client.__aexit__(None, None, None)
                 raise RetryableError(
-                    f"mqtt {self.config.name}: the broker at {self.config.host}:{self.config.port} takes QoS 0 only (its "
+                    f"mqtt {self.config.name}: the broker at {server[0]}:{server[1]} takes QoS 0 only (its "
                     "Maximum QoS): the hub publishes at QoS 1, so that the broker confirms each message; allow QoS 1 there"
                 )
-            self._client, self._outcomes = client, outcomes
+            self._client, self._outcomes, self._server = client, outcomes, server
+            return
+        raise none_answers(self.config, failed)
 
     async def stop(self) -> None:
         client, self._client = self._client, None
@@ -78,7 +90,7 @@ class MqttOutbound(Outbound[MqttOutboundConfig]):
         payload = target_json(self._body.render(event), "message").encode()
         # MQTT 5: the trace continues to the subscribers (a user property, as the W3C MQTT draft has it).
         properties = publish_properties(traceparent=event.traceparent) if self.config.protocol == "5" else None
-        where = f"{topic!r} on {self.config.host}:{self.config.port}"
+        where = f"{topic!r} on {self._server[0]}:{self._server[1]}" if self._server else repr(topic)
         largest = self._outcomes.maximum_packet_size
         if largest is not None and (size := publish_packet_size(topic, payload, properties, protocol=self.config.protocol)) > largest:
             raise PermanentError(f"the message is a {size:,}-byte packet, over the {largest:,} bytes the broker takes, for {where}")

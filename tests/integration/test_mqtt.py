@@ -117,6 +117,71 @@ async def test_sensors_in_alerts_out_bad_payload_kept_and_restart_resumes(tmp_pa
     assert topic == f"t{run}/alerts/d{body['v'] % 4}"
 
 
+async def test_a_host_naming_a_clusters_nodes_starts_on_one_that_answers_and_follows_a_lost_node_to_the_next(
+    tmp_path: Path, bootstrap: str
+) -> None:
+    """`host` names three nodes: the first never answers, the next two are this machine's
+    Mosquitto behind proxies the test controls (one broker: the session is the cluster's). The
+    hub starts on the second; when that node is lost (its connections cut, new ones refused), the
+    inbound and the outbound connect to the third and nothing published is lost."""
+    from bus.ports import free_port
+    from tests.support.proxy import TcpProxy
+
+    run = uuid.uuid4().hex[:8]
+    target = await Target().start()
+    lost, kept = TcpProxy(free_port(), 1883), TcpProxy(free_port(), 1883)
+    await lost.start()
+    await kept.start()
+    cfg = config(bootstrap, target, run, unique_prefix())
+    nodes = f"127.0.0.1:{free_port()},127.0.0.1:{lost.listen_port},127.0.0.1:{kept.listen_port}"
+    cfg["inbound"][0]["host"] = cfg["outbound"][1]["host"] = nodes
+    alerts: set[str] = set()
+    try:
+        async with aiomqtt.Client("127.0.0.1", 1883) as listener, aiomqtt.Client("127.0.0.1", 1883) as sensor:
+            await listener.subscribe(f"t{run}/alerts/#", qos=1)
+
+            async def listen() -> None:
+                async for message in listener.messages:
+                    alerts.add(json.loads(message.payload)["id"])  # type: ignore[arg-type]
+
+            async def publish(first: int, last: int) -> None:
+                for i in range(first, last):
+                    body = json.dumps({"id": f"r{i}", "device": f"d{i % 4}", "value": i})
+                    await sensor.publish(f"t{run}/sensors/d{i % 4}/usage", body, qos=1)
+
+            listening = asyncio.create_task(listen())
+            try:
+                async with build_hub(write_config(tmp_path / "bus.yaml", cfg)) as hub:
+                    await publish(0, 20)
+                    await target.wait_for(lambda: len({c.body["payment_id"] for c in target.accepted}) == 20)
+                    assert lost._writers and not kept._writers, "started on the first node that answers"
+                    lost.cut = True  # the node is lost
+                    lost.sever()
+                    await publish(20, 40)
+                    await target.wait_for(lambda: len({c.body["payment_id"] for c in target.accepted}) == 40, timeout=60)
+                    for _ in range(300):
+                        if len(alerts) >= 40:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert kept._writers, "reconnected through the third node"
+                    for adapter in (reading(hub), hub.outbound[1]):
+                        assert (await adapter.health()).ok, adapter.config.name
+            finally:
+                listening.cancel()
+        assert {c.body["payment_id"] for c in target.accepted} == {f"r{i}" for i in range(40)}
+        assert alerts == {f"r{i}" for i in range(40)}
+    finally:
+        await lost.stop()
+        await kept.stop()
+        await target.stop()
+
+
+def test_a_host_list_that_cannot_be_read_is_a_config_error() -> None:
+    for host, said in (("mqtt-0,mqtt-1:x", "broker 'mqtt-1:x': the port must be a number"), ("mqtt-0,,mqtt-1", "empty broker")):
+        with pytest.raises(ValueError, match=said):
+            MqttOutboundConfig.model_validate({"type": "mqtt", "name": "alerts", "host": host, "topic": "t"})
+
+
 async def test_mqtt5_carries_the_trace_both_ways_and_keeps_its_session(tmp_path: Path, bootstrap: str) -> None:
     """MQTT 5: a device's `traceparent` user property continues into the hub's event and out to
     the hub's own MQTT publishes; the persistent session (a session expiry, MQTT 5's way) keeps
@@ -459,7 +524,7 @@ async def test_a_broker_that_never_answers_costs_no_socket_per_try() -> None:
         clients = [aiomqtt.Client("127.0.0.1", port, timeout=0.3) for _ in range(3)]
         for client in clients:
             with pytest.raises(RetryableError, match="cannot connect"):
-                await connect(client, config)
+                await connect(client, config, ("127.0.0.1", port))
         await asyncio.sleep(0.1)
         assert [t for t in asyncio.all_tasks() - before if not t.done()] == []
         assert [client._client.socket() for client in clients] == [None, None, None]  # each try's socket closed
