@@ -31,8 +31,8 @@ def _named(hosts: str, port: int) -> list[tuple[str, int]]:
 class _Broker(TlsConnection, AdapterConfig):
     host: str = Field(
         description="Broker host; the nodes of a cluster, comma-separated, each with its own port if not `port` "
-        "(`emqx-0,emqx-1,emqx-2:8884`): a start takes the first that answers, and after a node is lost the adapter "
-        "connects to the next.",
+        "(`emqx-0,emqx-1,emqx-2:8884`): a start takes the first that answers; after a lost connection the node it was on "
+        "is tried first, then the others.",
         examples=["mosquitto", "emqx-0.emqx,emqx-1.emqx"],
     )
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port (8883 is MQTT over TLS's, with `tls:`).")
