@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +56,13 @@ def logical_postgres() -> Iterator[str]:
     )  # fmt: skip
     try:
         wait_listening(server, port, "PostgreSQL", folder)
+        # Listening is not taking connections: until its startup ends, PostgreSQL answers "the
+        # database system is starting up" (a test connected then, on a loaded machine, and failed).
+        deadline = time.monotonic() + 30
+        while subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"], check=False).returncode != 0:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the test's PostgreSQL on port {port} did not take connections within 30 s")
+            time.sleep(0.1)
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"], capture_output=True, check=False)
