@@ -16,6 +16,10 @@ some nodes through) hands the lease to another process that may reach it, and is
 only when no other could read it either, for ``leases.passed_by_for``: one bad pod does not stall a
 source another could read, and while the source is down for all the lease stays put.
 
+A holder cut off from Kafka's group coordinator stops reading before its session there could
+have timed out (bus.kafka.lease): two processes never read the source at once, even when the
+holder can still reach the source, or the partitions it publishes to.
+
 A source an operator paused (``pause``: the management API, through the control topic, in every
 replica) is not read while the lease is kept: a standby does not take it over, and ``resume``
 starts it again where the lease is.
@@ -34,7 +38,7 @@ from bus.adapter_api import Health, Inbound, RetryableError
 from bus.app.setup import BackgroundStarts
 from bus.config.models import KafkaConfig, LeasesConfig
 from bus.errors import KafkaUnavailable
-from bus.kafka.lease import Lease
+from bus.kafka.lease import Lease, LeaseOutOfTouch
 from bus.metrics import INBOUND_LEASE, INBOUND_LEASE_CHANGES
 from bus.runtime.supervisor import Supervisor
 
@@ -116,7 +120,18 @@ class LeasedInbound(Inbound[Any]):
         except KafkaUnavailable as exc:
             raise RetryableError(str(exc)) from exc
         self._supervisor.watch(self._keeper_component, self._rejoin)
-        self._keeper = self._supervisor.spawn(self._keeper_component, self._lease.keep(), name=f"lease:{self._name}")
+        self._keeper = self._supervisor.spawn(self._keeper_component, self._keep(), name=f"lease:{self._name}")
+
+    async def _keep(self) -> None:
+        try:
+            await self._lease.keep()
+        except LeaseOutOfTouch as exc:
+            # Stopped here at once: the supervisor's rejoin comes after its back-off.
+            async with self._lock:
+                INBOUND_LEASE_CHANGES.labels(self._name, "lost").inc()  # the fence fires only in the holder
+                self.inner.ctx.logger.warning("inbound %s: %s; stopping its reading here", self._name, exc)
+                await self._release()
+            raise  # the supervisor joins the group again with a new member
 
     async def restart(self) -> None:
         """The adapter's own task died: start it again, if this process still reads the source."""
@@ -144,6 +159,7 @@ class LeasedInbound(Inbound[Any]):
             async with self._supervisor.stopping(self._keeper_component):
                 keeper.cancel()
                 await asyncio.gather(keeper, return_exceptions=True)
+        await self._lease.quiet()  # a gain not yet acted on does not start the source after this
         async with self._lock:
             await self._release()
         await self._lease.stop()  # after the source stopped: the next holder starts from what it saved

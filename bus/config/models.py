@@ -75,6 +75,13 @@ class KafkaConfig(ConfigModel):
         description='"embedded" starts the Tansu broker shipped with the hub; otherwise host:port[,host:port].',
         examples=["embedded", "kafka-0:9092,kafka-1:9092"],
     )
+    client_id: str = Field(
+        default="integration-bus",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="The client id every Kafka client of the hub sends: what the brokers' request logs and metrics name it "
+        "by, and what client quotas match. To tell the processes apart, put the pod's name in it "
+        '(`"integration-bus-${HOSTNAME}"`).',
+    )
     embedded_port: int = Field(
         default=0,
         ge=0,

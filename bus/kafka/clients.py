@@ -49,6 +49,7 @@ def client_options(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
     sec = config.security
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
+        "client_id": config.client_id,
         "security_protocol": sec.protocol,
         "metadata_max_age_ms": config.metadata_max_age_ms,
     }

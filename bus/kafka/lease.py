@@ -14,18 +14,28 @@ claims the highest, or, when none claims it, to one member at a new epoch (the l
 or leaving does not move a lease another process holds (its source would stop and start for
 nothing); a holder that stops leaves the group after its source stopped, and another member
 takes the lease at once; a holder that dies keeps it until its session times out
-(``kafka.session_timeout_ms``). A holder cut off from Kafka for longer than that may read on
-while another has taken over, but it cannot publish what it reads (Kafka is what it lost), and
-at its next join it learns that it lost the lease and stops.
+(``kafka.session_timeout_ms``).
+
+A holder cut off from the group's coordinator (Kafka down, a network partition, a coordinator
+lost while the partitions it publishes to are still reachable) learns nothing from the group
+until it reaches it again, while the group gives the lease to another member once the holder's
+session times out. So the holder fences itself: when nothing the coordinator answered has
+confirmed its membership for ``_FENCE_SHARE`` of the session timeout, ``keep()`` raises
+``LeaseOutOfTouch`` and the source is stopped here, before the coordinator could have counted
+the session out (the session runs from the last heartbeat the coordinator received, which was
+sent no earlier than the last one confirmed). Then the membership starts again, and the group
+says who reads the source once this process reaches it.
 """
 
 from __future__ import annotations
 
-__all__ = ["Lease", "LeaseAssignor"]
+__all__ = ["Lease", "LeaseAssignor", "LeaseOutOfTouch"]
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.cluster import ClusterMetadata
@@ -34,13 +44,30 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, Cons
 from aiokafka.errors import KafkaError
 
 from bus.config.models import KafkaConfig
-from bus.errors import KafkaUnavailable
+from bus.errors import BusError, KafkaUnavailable
 from bus.kafka.clients import make_consumer, stop_consumer
 from bus.kafka.join_watch import JoinWatch
 
 # How often a member calls getmany: often enough for aiokafka's max_poll_interval_ms (300 s), past
 # which it would leave the group; each call costs a wake-up and nothing else.
 _ASK_EVERY_MS = 30_000
+
+
+log = logging.getLogger("bus.kafka.lease")
+
+# Past this share of the session timeout without a confirmed exchange with the coordinator, a
+# holder stops reading: the rest of the session (2 s of the default 10) is for its source's stop.
+_FENCE_SHARE = 0.8
+
+# The coordinator's requests that confirm a membership when answered without an error: Heartbeat,
+# and JoinGroup and SyncGroup, which the coordinator holds while the group forms (an awaited join
+# keeps the member in the group), so they count from when they were sent.
+_HEARTBEAT, _JOIN_GROUP, _SYNC_GROUP = 12, 11, 14
+_REBALANCE_IN_PROGRESS = 27  # a heartbeat's answer while the group forms: still a member
+
+
+class LeaseOutOfTouch(BusError):
+    """The lease's holder has heard nothing from the group's coordinator for too long to be sure it still holds it."""
 
 
 def _epoch(data: bytes | None) -> int:
@@ -105,9 +132,9 @@ def choose_holder(claims: Mapping[str, tuple[int, bool]], *, new_epoch: int) -> 
 
 
 class Lease:
-    """Membership of one lease's group. ``on_change(held)`` is awaited each time this process
-    gains or loses the lease (``held`` says which); ``held`` is None until the group first
-    answered. Run ``keep()`` as a task for as long as the lease is wanted: it keeps the
+    """Membership of one lease's group. ``on_change(held)`` is awaited, in a task of its own and
+    in turn, each time this process gains or loses the lease (``held`` says which); ``held`` is
+    None until the group first answered. Run ``keep()`` as a task for as long as the lease is wanted: it keeps the
     membership (a member that stops asking leaves the group) and raises ``GroupJoinStuck`` when
     a join does not complete within ``kafka.join_timeout_s``."""
 
@@ -129,6 +156,10 @@ class Lease:
         self._assignor = LeaseAssignor()
         self._consumer: AIOKafkaConsumer | None = None
         self.answered = asyncio.Event()  # set once the group first answered and on_change returned
+        self._fence_s = kafka.session_timeout_ms / 1000 * _FENCE_SHARE
+        self._contact = time.monotonic()  # when the last exchange that confirmed the membership was sent
+        self._joins_out: dict[int, float] = {}  # JoinGroup and SyncGroup requests awaited, by id: when sent
+        self._changing: asyncio.Task[None] | None = None  # the on_change being told, after those before it
 
     @property
     def epoch(self) -> int:
@@ -157,32 +188,115 @@ class Lease:
             raise KafkaUnavailable(f"lease group {self.group} cannot be joined: {exc!r}") from exc
         # Subscribed after the start, which would otherwise wait for the group's first answer
         # (half a session timeout on the embedded broker): the hub waits for every lease at once.
+        self._contact = time.monotonic()
+        self._joins_out.clear()
+        self._watch_coordinator(consumer)
         consumer.subscribe([self._topic], listener=_Listener(self, consumer))
         self._consumer = consumer
 
+    def _watch_coordinator(self, consumer: AIOKafkaConsumer) -> None:
+        """Note each exchange with the group's coordinator that confirms this membership.
+
+        aiokafka says nothing of its heartbeats (and, cut off from the coordinator, waits for it
+        without end, never counting its session out), so its private ``_send_req``, through which
+        every request to the coordinator goes, is wrapped; tests/integration/test_leases.py fails
+        if an upgrade moves it."""
+        coordinator = getattr(consumer, "_coordinator", None)
+        send = getattr(coordinator, "_send_req", None)
+        if send is None:
+            raise BusError(f"lease group {self.group}: this aiokafka has no GroupCoordinator._send_req to watch the lease by")
+
+        async def sent(request: Any) -> Any:
+            started = time.monotonic()
+            kind = getattr(request, "API_KEY", None)
+            awaited = kind in (_JOIN_GROUP, _SYNC_GROUP)
+            if awaited:
+                self._joins_out[id(request)] = started
+            try:
+                response = await send(request)
+            finally:
+                self._joins_out.pop(id(request), None)
+            error = getattr(response, "error_code", None)
+            if (error == 0 and kind in (_HEARTBEAT, _JOIN_GROUP, _SYNC_GROUP)) or (error == _REBALANCE_IN_PROGRESS and kind == _HEARTBEAT):
+                self._contact = max(self._contact, started)
+            return response
+
+        coordinator._send_req = sent  # type: ignore[union-attr]  # present: _send_req was found on it
+
+    def out_of_touch_s(self) -> float:
+        """For how long nothing confirmed this membership (a join or sync awaited counts from when it was sent)."""
+        latest = max((self._contact, *self._joins_out.values()))
+        return time.monotonic() - latest
+
     async def keep(self) -> None:
+        """Keep the membership; raises LeaseOutOfTouch when the holder cannot be sure it still holds the lease."""
         assert self._consumer is not None
-        watch = JoinWatch(self._consumer, self.group, self._kafka.join_timeout_s)
+        tasks = [asyncio.create_task(self._ask(self._consumer)), asyncio.create_task(self._fence())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()
+
+    async def _ask(self, consumer: AIOKafkaConsumer) -> None:
+        watch = JoinWatch(consumer, self.group, self._kafka.join_timeout_s)
         while True:  # the partition is paused: each call waits out its timeout (rebalances go on meanwhile)
             await watch.getmany(timeout_ms=_ASK_EVERY_MS, max_records=1)
 
+    async def _fence(self) -> None:
+        # Checked apart from getmany, which may wait out a join or a coordinator that cannot be found.
+        while True:
+            await asyncio.sleep(self._fence_s / 8)
+            silent = self.out_of_touch_s()
+            if self.held and silent > self._fence_s:
+                self.held = None  # not known until the group answers again
+                await self.quiet()
+                raise LeaseOutOfTouch(
+                    f"lease group {self.group}: nothing from Kafka's group coordinator has confirmed this process's "
+                    f"membership for {silent:.1f} s ({_FENCE_SHARE:.0%} of kafka.session_timeout_ms): another process may "
+                    "take the source over meanwhile, so it is not read here until the group answers again"
+                )
+
     async def stop(self) -> None:
         """Leave the group: another member takes the lease at once. Call after the source stopped."""
+        await self.quiet()
         consumer, self._consumer = self._consumer, None
         self.held = None
         self._assignor.epoch = 0
         if consumer is not None:
             await stop_consumer(consumer)
 
+    async def quiet(self) -> None:
+        """Drop the changes not yet told (the source is being stopped here): none starts it after this."""
+        changing, self._changing = self._changing, None
+        if changing is not None and not changing.done():
+            changing.cancel()
+            await asyncio.gather(changing, return_exceptions=True)
+
     async def _assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         mine = {tp for tp in assigned if tp.topic == self._topic}
         if mine:
             consumer.pause(*mine)  # nothing to read: the membership is the lease
         held = bool(mine)
+        if held != self.held:
+            self.held = held
+            # Told in a task of its own: aiokafka sends no heartbeat until this listener returns,
+            # and a source's start may take longer than the session (a connect that times out),
+            # past which the group would count this member out and move the lease.
+            self._changing = asyncio.create_task(self._tell(self._changing, held), name=f"lease-change:{self.group}")
+        elif self._changing is None or self._changing.done():
+            self.answered.set()
+
+    async def _tell(self, before: asyncio.Task[None] | None, held: bool) -> None:
+        if before is not None:
+            await asyncio.gather(before, return_exceptions=True)  # in the order they came: a gain, then a loss
         try:
-            if held != self.held:
-                self.held = held
-                await self._on_change(held)
+            await self._on_change(held)
+        except Exception:  # a bug here must not pass unsaid; the group's answer stands
+            log.exception("lease group %s: acting on %s the lease failed", self.group, "gaining" if held else "losing")
         finally:
             self.answered.set()
 

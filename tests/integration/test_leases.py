@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import Field
 
@@ -29,6 +30,7 @@ from bus.app.hub import Hub
 from bus.app.leased_inbound import LeasedInbound
 from bus.config.loader import load_config
 from bus.config.models import KafkaConfig
+from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.reader import read_topic
 from bus.kafka.topics import TopicNames
 from bus.ports import free_port
@@ -36,6 +38,7 @@ from schemas.catalog import SchemaCatalog
 from tests.conftest import require_service
 from tests.support.crm import CrmApi
 from tests.support.hub import HubProcess, build_hub, unique_prefix, write_config
+from tests.support.proxy import KafkaProxy
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(240)
@@ -151,6 +154,69 @@ async def test_a_replica_added_or_removed_does_not_move_the_lease(tmp_path: Path
             assert leased(first).standing_by is False
     finally:
         await api.stop()
+
+
+async def test_a_holder_cut_off_from_the_group_stops_reading_before_another_takes_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The holder's connections to Kafka go silent (a network partition; the holder still
+    reaches the API it polls): the group gives the lease to the standby once the holder's
+    session times out, and aiokafka, waiting for the coordinator, would never have told the
+    holder. It stops reading first, on its own; back in touch, it stands by."""
+    api = await CrmApi().start()
+    api.add("c000", "2026-01-01T00:00:00Z")
+    proxy_port = free_port()
+    async with EmbeddedBroker(advertised_port=proxy_port) as broker:  # every client connects through the proxy
+        proxy = KafkaProxy(proxy_port, broker.port)
+        await proxy.start()
+        prefix = unique_prefix()
+        hubs = []
+        for client_id in ("hub-a", "hub-b"):
+            config = poll_config(broker.bootstrap, api, prefix)
+            config["kafka"]["client_id"] = client_id
+            hubs.append(build_hub(write_config(tmp_path / f"{client_id}.yaml", config), role="inbound"))
+        holder, standby = hubs
+        lost = REGISTRY.get_sample_value("bus_inbound_lease_changes_total", {"adapter": "contacts", "change": "lost"}) or 0
+        try:
+            async with started(holder):
+                await until(lambda: leased(holder)._running, "the first replica reads the source")
+                async with started(standby):
+                    await until(lambda: leased(standby).standing_by, "the second stands by")
+                    readers: list[tuple[bool, bool]] = []
+
+                    async def sample() -> None:
+                        while True:
+                            readers.append((leased(holder)._running, leased(standby)._running))
+                            await asyncio.sleep(0.02)
+
+                    sampler = asyncio.create_task(sample())
+                    try:
+                        with caplog.at_level(logging.WARNING):
+                            proxy.silence("hub-a")
+                            await until(lambda: leased(standby)._running, "the standby takes the source over", timeout=60)
+                            assert (True, True) not in readers, "two processes read the source at once"
+                            assert (False, False) in readers, "the holder stopped before the standby started"
+                            assert any(
+                                "nothing from Kafka's group coordinator has confirmed this process's membership" in r.message
+                                and r.levelno == logging.WARNING
+                                for r in caplog.records
+                            ), "the holder says why it stopped"
+                            changes = REGISTRY.get_sample_value(
+                                "bus_inbound_lease_changes_total", {"adapter": "contacts", "change": "lost"}
+                            )
+                            assert changes == lost + 1
+                            assert not (await holder.readiness())["inbound:contacts"], "cut off, the holder is not ready"
+
+                            proxy.heal("hub-a")
+                            await until(lambda: leased(holder).standing_by, "back in touch, the first replica stands by", timeout=90)
+                            assert leased(standby)._running and (True, True) not in readers
+                            polls = int(standby.inbound[0].progress()["polls"])
+                            await until(lambda: int(standby.inbound[0].progress()["polls"]) > polls + 2, "the new holder polls on")
+                    finally:
+                        sampler.cancel()
+        finally:
+            await proxy.stop()
+            await api.stop()
 
 
 def _lease_gauge(text: str, adapter: str) -> float | None:

@@ -53,3 +53,56 @@ class TcpProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers.discard(writer)
         self._writers.discard(up_writer)
+
+
+class KafkaProxy(TcpProxy):
+    """A TCP proxy in front of a Kafka broker that can cut off the clients of one process only,
+    told apart by the client id of each connection's first request (``kafka.client_id``).
+
+    Their connections go silent, as over a network partition: nothing is closed, and what either
+    side sends is held (as TCP would keep resending it) until ``heal``, when it goes through; new
+    connections from them are held the same way once their first request names them."""
+
+    def __init__(self, listen_port: int, upstream_port: int) -> None:
+        super().__init__(listen_port, upstream_port)
+        self._open: dict[str, asyncio.Event] = {}  # per client id: set while its data goes through
+
+    def _gate(self, client_id: str) -> asyncio.Event:
+        gate = self._open.get(client_id)
+        if gate is None:
+            gate = self._open[client_id] = asyncio.Event()
+            gate.set()
+        return gate
+
+    def silence(self, client_id: str) -> None:
+        self._gate(client_id).clear()
+
+    def heal(self, client_id: str) -> None:
+        self._gate(client_id).set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            size = await reader.readexactly(4)
+            first = await reader.readexactly(int.from_bytes(size, "big"))
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except (OSError, asyncio.IncompleteReadError):
+            writer.transport.abort()
+            return
+        # A request header: api key (2), version (2), correlation id (4), then the client id as a
+        # nullable string (a length of 2 bytes), in every header version.
+        length = int.from_bytes(first[8:10], "big", signed=True)
+        gate = self._gate(first[10 : 10 + length].decode() if length > 0 else "")
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, data: bytes = b"") -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data or (data := await src.read(65536)):
+                    await gate.wait()
+                    dst.write(data)
+                    await dst.drain()
+                    data = b""
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer, size + first), pipe(up_reader, writer))
+        self._writers.discard(writer)
+        self._writers.discard(up_writer)

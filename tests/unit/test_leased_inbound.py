@@ -5,6 +5,7 @@ reading it at once and says why."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -52,7 +53,10 @@ def sample(name: str, **labels: str) -> float:
 
 
 async def given(leased: LeasedInbound, held: bool) -> None:
-    await leased._lease._assigned(_Consumer(), {TopicPartition(TOPIC, 0)} if held else set())  # type: ignore[arg-type]
+    lease = leased._lease
+    await lease._assigned(_Consumer(), {TopicPartition(TOPIC, 0)} if held else set())  # type: ignore[arg-type]
+    if lease._changing is not None:
+        await lease._changing  # acted on in a task of its own
 
 
 def leased_source(name: str, leases: LeasesConfig | None = None) -> LeasedInbound:
@@ -105,6 +109,37 @@ async def test_a_reader_that_lost_the_source_stops_reading_at_once(leased: Lease
     assert sample("bus_inbound_lease_changes_total", adapter="unit-lease", change="lost") == lost + 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("another hub process took the source's lease" in w for w in warnings), warnings
+
+
+async def test_a_slow_start_does_not_hold_up_the_group_and_changes_are_acted_on_in_order(leased: LeasedInbound) -> None:
+    """aiokafka sends no heartbeat while its rebalance listener runs: a source's start inside it
+    (a connect that times out) outlasted the session, and the group counted the holder out."""
+    inner = leased.inner
+    assert isinstance(inner, Source)
+    gate = asyncio.Event()
+    started = inner.start
+
+    async def slow_start() -> None:
+        await gate.wait()
+        await started()
+
+    inner.start = slow_start  # type: ignore[method-assign]
+    lease = leased._lease
+    await asyncio.wait_for(lease._assigned(_Consumer(), {TopicPartition(TOPIC, 0)}), 1)  # type: ignore[arg-type]
+    await asyncio.wait_for(lease._assigned(_Consumer(), set()), 1)  # type: ignore[arg-type]
+    assert not lease.answered.is_set() and not inner.reading, "the start is still in progress"
+    gate.set()
+    assert lease._changing is not None
+    await lease._changing
+    assert inner.starts == 1 and not inner.reading and leased.standing_by, "the gain, then the loss"
+
+    gate.clear()
+    await lease._assigned(_Consumer(), {TopicPartition(TOPIC, 0)})  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    await leased.stop()  # the process stops while the gain is being acted on
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert not inner.reading and inner.starts == 1, "a gain not acted on before the stop never starts the source"
 
 
 async def test_a_paused_source_is_not_read_where_its_lease_is_and_a_resume_reads_it(leased: LeasedInbound) -> None:
