@@ -80,6 +80,12 @@ class Busy(BusError):
     subscriber): refused at once with who to wait for, rather than done twice (HTTP 409)."""
 
 
+class ComponentHalted(BusError):
+    """A component stopped itself for a condition outside the hub that it cannot ride out in place
+    (Kafka's group coordinator out of reach): the supervisor says so at WARNING, without the
+    traceback a bug gets, and starts it again."""
+
+
 class RetryableError(BusError):
     """Temporary failure: the runtime backs off and tries again."""
 

@@ -23,10 +23,10 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from bus.errors import BusError
+from bus.errors import ComponentHalted
 
 
-class GroupJoinStuck(BusError):
+class GroupJoinStuck(ComponentHalted):
     """The consumer group has needed a join for longer than kafka.join_timeout_s."""
 
 

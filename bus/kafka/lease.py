@@ -44,7 +44,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, Cons
 from aiokafka.errors import KafkaError
 
 from bus.config.models import KafkaConfig
-from bus.errors import BusError, KafkaUnavailable
+from bus.errors import BusError, ComponentHalted, KafkaUnavailable
 from bus.kafka.clients import make_consumer, stop_consumer
 from bus.kafka.join_watch import JoinWatch
 
@@ -66,7 +66,7 @@ _HEARTBEAT, _JOIN_GROUP, _SYNC_GROUP = 12, 11, 14
 _REBALANCE_IN_PROGRESS = 27  # a heartbeat's answer while the group forms: still a member
 
 
-class LeaseOutOfTouch(BusError):
+class LeaseOutOfTouch(ComponentHalted):
     """The lease's holder has heard nothing from the group's coordinator for too long to be sure it still holds it."""
 
 

@@ -6,7 +6,8 @@ inbound adapter's consume loop, a delivery worker, the router. Its tasks are sta
 raised, or returned while no one asked the component to stop), the supervisor:
 
 1. logs it at ERROR with the traceback (a task dying is a bug or an unforeseen condition; bad
-   *input* never gets here, it is parked where it came in);
+   *input* never gets here, it is parked where it came in), or at WARNING without one when the
+   task stopped itself with ``ComponentHalted`` (Kafka out of reach: foreseen, and said);
 2. counts it in ``bus_component_restarts_total{component}`` and sets ``bus_component_up`` to 0;
 3. restarts the component (its ``restart`` function: stop, then start again) after a backoff
    (1 s doubling to 30 s), and logs at WARNING when it runs again;
@@ -30,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from bus.errors import ComponentHalted
 from bus.metrics import COMPONENT_RESTARTS as RESTARTS
 from bus.metrics import COMPONENT_UP as UP
 
@@ -98,7 +100,10 @@ class Supervisor:
             return
         error = task.exception()
         why = f"{task.get_name()} ended on its own" if error is None else f"{task.get_name()} died: {error!r}"
-        log.error("%s: %s; restarting it", component, why, exc_info=error)
+        if isinstance(error, ComponentHalted):  # foreseen, and said where it happened: no traceback
+            log.warning("%s: %s; starting it again", component, error)
+        else:
+            log.error("%s: %s; restarting it", component, why, exc_info=error)
         state.up = False
         state.last_error = why
         state.failures.append(time.monotonic())

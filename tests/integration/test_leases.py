@@ -201,6 +201,10 @@ async def test_a_holder_cut_off_from_the_group_stops_reading_before_another_take
                                 and r.levelno == logging.WARNING
                                 for r in caplog.records
                             ), "the holder says why it stopped"
+                            halted = [r for r in caplog.records if r.name == "bus.runtime.supervisor"]
+                            assert halted and all(r.levelno == logging.WARNING and r.exc_info is None for r in halted), (
+                                "foreseen: said at WARNING without a traceback"
+                            )
                             changes = REGISTRY.get_sample_value(
                                 "bus_inbound_lease_changes_total", {"adapter": "contacts", "change": "lost"}
                             )
