@@ -25,6 +25,12 @@ class _Cluster(AdapterConfig):
         description="Bearer token for the registry: a write token of a hub's embedded registry (its writes need one).",
     )
     session_timeout_ms: int = Field(default=10_000, ge=1000, description="Consumer group session timeout (inbound).")
+    client_id: str = Field(
+        default="integration-bus",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="The client id sent to this cluster: what its owners' request logs and client quotas go by (the "
+        "one they gave you, if they did).",
+    )
     format: Literal["json", "avro"] = Field(
         default="json", description="json: UTF-8 JSON values; avro: the Confluent wire format (magic byte, schema id, Avro body)."
     )

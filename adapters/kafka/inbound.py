@@ -69,6 +69,7 @@ class KafkaInbound(Inbound[KafkaInboundConfig]):
             session_timeout_ms=c.session_timeout_ms,
             auto_offset_reset=c.start,
             isolation_level=c.isolation,  # what a producer aborted was never data: it is not bridged
+            client_id=c.client_id,
         )
         try:
             await consumer.start()

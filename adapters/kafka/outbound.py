@@ -58,7 +58,12 @@ class KafkaOutbound(Outbound[KafkaOutboundConfig]):
     async def start(self) -> None:
         if self._producer is not None:
             return
-        producer = kafka_producer(self.config.bootstrap, self.config.security, request_timeout_ms=int(self.config.timeout_s * 1000))
+        producer = kafka_producer(
+            self.config.bootstrap,
+            self.config.security,
+            request_timeout_ms=int(self.config.timeout_s * 1000),
+            client_id=self.config.client_id,
+        )
         try:
             await producer.start()
         except KafkaError as exc:

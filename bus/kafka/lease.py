@@ -134,9 +134,10 @@ def choose_holder(claims: Mapping[str, tuple[int, bool]], *, new_epoch: int) -> 
 class Lease:
     """Membership of one lease's group. ``on_change(held)`` is awaited, in a task of its own and
     in turn, each time this process gains or loses the lease (``held`` says which); ``held`` is
-    None until the group first answered. Run ``keep()`` as a task for as long as the lease is wanted: it keeps the
-    membership (a member that stops asking leaves the group) and raises ``GroupJoinStuck`` when
-    a join does not complete within ``kafka.join_timeout_s``."""
+    None until the group first answered. Run ``keep()`` as a task for as long as the lease is
+    wanted: it keeps the membership (a member that stops asking leaves the group), raises
+    ``GroupJoinStuck`` when a join does not complete within ``kafka.join_timeout_s``, and
+    ``LeaseOutOfTouch`` when the holder can no longer be sure it holds the lease."""
 
     def __init__(
         self,

@@ -18,9 +18,11 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from pydantic import ValidationError
 
-from adapters.kafka.config import KafkaInboundConfig
+from adapters.kafka.config import KafkaInboundConfig, KafkaOutboundConfig
 from adapters.kafka.inbound import KafkaInbound
+from adapters.kafka.outbound import KafkaOutbound
 from bus.app.hub import Hub
 from bus.config.models import KafkaConfig
 from bus.kafka.clients import make_admin
@@ -30,6 +32,7 @@ from bus.kafka.topics import TopicSpec, ensure_topics
 from bus.metrics import INBOUND_EVENTS
 from bus.ports import free_port
 from tests.support.hub import build_hub, unique_prefix, write_config
+from tests.support.proxy import KafkaProxy
 from tests.support.sink import bare_context
 from tests.support.wait import until
 
@@ -366,3 +369,42 @@ async def test_a_start_cancelled_while_it_joins_its_group_leaves_no_consumer_ope
         await starting
     gc.collect()  # the consumer, had it been left open, warns now
     await adapter.stop()
+
+
+async def test_the_hub_and_its_bridges_name_themselves_to_each_cluster_by_their_client_id(bootstrap: str) -> None:
+    """What a cluster's owners see in their request logs and match quotas by: not aiokafka's version."""
+    port = bootstrap.rsplit(":", 1)[1]
+    proxy = KafkaProxy(free_port(), int(port))  # the bootstrap connection goes through it (the broker advertises itself)
+    await proxy.start()
+    try:
+        through = f"127.0.0.1:{proxy.listen_port}"
+        topic = f"named-{unique_prefix()}"
+        await one_partition_topic(bootstrap, topic)
+        inbound = KafkaInbound(
+            KafkaInboundConfig.model_validate(
+                {
+                    "type": "kafka",
+                    "name": "bridge",
+                    "bootstrap": through,
+                    "topics": [topic],
+                    "client_id": "partner-quota-7",
+                    "session_timeout_ms": 3000,
+                    "emit": {"schema": "Payment"},
+                }
+            ),
+            bare_context("bridge"),
+        )
+        outbound = KafkaOutbound(
+            KafkaOutboundConfig.model_validate({"type": "kafka", "name": "out", "bootstrap": through, "topic": topic}), bare_context("out")
+        )
+        hubs = make_admin(KafkaConfig(bootstrap=through, client_id="integration-bus-pod-1"), through)
+        for client in (inbound, outbound):
+            await client.start()
+            await client.stop()
+        await hubs.start()
+        await hubs.close()
+        assert set(proxy.client_ids) == {"partner-quota-7", "integration-bus", "integration-bus-pod-1"}, proxy.client_ids
+    finally:
+        await proxy.stop()
+    with pytest.raises(ValidationError, match="client_id"):
+        KafkaConfig(client_id="has spaces")

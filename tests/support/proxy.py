@@ -66,6 +66,7 @@ class KafkaProxy(TcpProxy):
     def __init__(self, listen_port: int, upstream_port: int) -> None:
         super().__init__(listen_port, upstream_port)
         self._open: dict[str, asyncio.Event] = {}  # per client id: set while its data goes through
+        self.client_ids: list[str] = []  # of every connection, in the order they came
 
     def _gate(self, client_id: str) -> asyncio.Event:
         gate = self._open.get(client_id)
@@ -91,7 +92,9 @@ class KafkaProxy(TcpProxy):
         # A request header: api key (2), version (2), correlation id (4), then the client id as a
         # nullable string (a length of 2 bytes), in every header version.
         length = int.from_bytes(first[8:10], "big", signed=True)
-        gate = self._gate(first[10 : 10 + length].decode() if length > 0 else "")
+        client_id = first[10 : 10 + length].decode() if length > 0 else ""
+        self.client_ids.append(client_id)
+        gate = self._gate(client_id)
         self._writers.update((writer, up_writer))
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, data: bytes = b"") -> None:
