@@ -161,6 +161,9 @@ class Lease:
         self._contact = time.monotonic()  # when the last exchange that confirmed the membership was sent
         self._joins_out: dict[int, float] = {}  # JoinGroup and SyncGroup requests awaited, by id: when sent
         self._changing: asyncio.Task[None] | None = None  # the on_change being told, after those before it
+        # Set when the fence fired: this membership, left until the supervisor's rejoin replaces
+        # it, may be given the lease again when Kafka answers, with no fence watching: ignored.
+        self._fenced = False
 
     @property
     def epoch(self) -> int:
@@ -191,6 +194,7 @@ class Lease:
         # (half a session timeout on the embedded broker): the hub waits for every lease at once.
         self._contact = time.monotonic()
         self._joins_out.clear()
+        self._fenced = False
         self._watch_coordinator(consumer)
         consumer.subscribe([self._topic], listener=_Listener(self, consumer))
         self._consumer = consumer
@@ -254,6 +258,7 @@ class Lease:
             silent = self.out_of_touch_s()
             if self.held and silent > self._fence_s:
                 self.held = None  # not known until the group answers again
+                self._fenced = True
                 await self.quiet()
                 raise LeaseOutOfTouch(
                     f"lease group {self.group}: nothing from Kafka's group coordinator has confirmed this process's "
@@ -278,6 +283,8 @@ class Lease:
             await asyncio.gather(changing, return_exceptions=True)
 
     async def _assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        if self._fenced:
+            return
         mine = {tp for tp in assigned if tp.topic == self._topic}
         if mine:
             consumer.pause(*mine)  # nothing to read: the membership is the lease

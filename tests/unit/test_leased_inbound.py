@@ -19,6 +19,7 @@ from bus.adapter_api import AdapterConfig, Context, Inbound
 from bus.app.leased_inbound import LeasedInbound
 from bus.app.setup import BackgroundStarts
 from bus.config.models import KafkaConfig, LeasesConfig
+from bus.kafka.lease import LeaseOutOfTouch
 from bus.runtime.supervisor import Supervisor
 
 TOPIC = "p._leases"
@@ -46,6 +47,10 @@ class _Consumer:
 
     def pause(self, *partitions: Any) -> None:
         pass
+
+    async def getmany(self, **_: Any) -> dict[Any, Any]:
+        await asyncio.Event().wait()  # the lease's partition is paused: nothing ever comes
+        return {}
 
 
 def sample(name: str, **labels: str) -> float:
@@ -140,6 +145,24 @@ async def test_a_slow_start_does_not_hold_up_the_group_and_changes_are_acted_on_
     gate.set()
     await asyncio.sleep(0.05)
     assert not inner.reading and inner.starts == 1, "a gain not acted on before the stop never starts the source"
+
+
+async def test_a_holder_out_of_touch_stops_reading_and_its_old_membership_is_not_given_the_source_again(
+    leased: LeasedInbound, caplog: pytest.LogCaptureFixture
+) -> None:
+    inner = leased.inner
+    assert isinstance(inner, Source)
+    lease = leased._lease
+    await given(leased, True)
+    assert inner.reading
+    lease._consumer = _Consumer()  # type: ignore[assignment]
+    lease._contact -= 3600  # nothing from the coordinator for an hour
+    with pytest.raises(LeaseOutOfTouch, match="nothing from Kafka's group coordinator has confirmed"):
+        await leased._keep()  # the fence, beside getmany
+    assert not inner.reading and lease.held is None and not leased.standing_by
+    assert "stopping its reading here" in caplog.text
+    await given(leased, True)  # Kafka answers the old membership before the supervisor replaces it
+    assert not inner.reading and inner.starts == 1, "no fence would watch it: the new membership decides"
 
 
 async def test_a_paused_source_is_not_read_where_its_lease_is_and_a_resume_reads_it(leased: LeasedInbound) -> None:
