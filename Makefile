@@ -96,7 +96,8 @@ quickstart: $(VENV)/.installed
 # non-zero exit into a failure, so "no tests" can never pass. Four workers on two cores: most
 # tests wait on brokers, processes and timers rather than the CPU (each worker starts its own
 # embedded broker); the suite took 1,152 s with three and 929 s with four, in the same hour.
-# (xdist's loadgroup would keep the fault tests on one worker, but with pytest 9 it does not group.)
+# The fault and end-to-end tests run in two lanes at the head of two workers' shares
+# (tests/conftest.py, pytest_collection_modifyitems): at most two at once, never all on one.
 test: $(VENV)/.installed $(TOOLS)/.prometheus $(TOOLS)/.pgbouncer $(TOOLS)/.openssh $(TOOLS)/.checkov $(TOOLS)/.crd-models $(TOOLS)/.asyncapi-specs $(TOOLS)/.chromium $(TOOLS)/.image-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
