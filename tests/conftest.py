@@ -21,26 +21,6 @@ if IN_CI:
     hypothesis.settings.load_profile("ci")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist, the fault and end-to-end tests (minutes each, hubs killed and restarted under
-    load) run in two lanes of their own, side by side, at the head of two workers' shares.
-
-    ``--dist worksteal`` hands each worker a contiguous share of the collection and steals from
-    the tail of a share: these tests, collected first, all landed at the head of the first
-    worker's and ran one after the other, about 1,200 of the suite's 1,700 s on a loaded 2-core
-    machine, while the other workers had finished. Two lanes keep at most two of them running at
-    once (the machine stays usable for their timings) and halve that path."""
-    workers = int(getattr(config, "workerinput", {}).get("workercount", 0))
-    if workers < 3:
-        return
-    heavy = [item for item in items if item.nodeid.startswith(("tests/faults/", "tests/e2e/"))]
-    light = [item for item in items if not item.nodeid.startswith(("tests/faults/", "tests/e2e/"))]
-    first, second = heavy[0::2], heavy[1::2]
-    share = len(items) // workers  # where the second worker's share starts
-    ahead = max(share - len(first), 0)
-    items[:] = first + light[:ahead] + second + light[ahead:]
-
-
 def require_service(name: str, host: str, port: int) -> None:
     """Skip with a clear reason on a laptop without the service; fail in CI, where skipping hides gaps."""
     try:
