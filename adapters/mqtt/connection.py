@@ -13,18 +13,19 @@ __all__ = [
     "BoundedReads",
     "PahoAcks",
     "PublishOutcomes",
+    "Server",
     "SessionFlag",
     "client_for",
     "connect",
-    "in_turn",
-    "none_answers",
+    "connect_first",
     "publish_properties",
     "user_property",
 ]
 
 import ssl
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 from paho.mqtt.client import MQTT_LOG_ERR
@@ -39,18 +40,32 @@ from bus.adapter_api import KEPT_OF_TOO_LARGE, MAX_MESSAGE_BYTES, RetryableError
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
-def in_turn(config: Any, last: tuple[str, int] | None) -> list[tuple[str, int]]:
-    """The broker's nodes to try, the one connected to last first (a restart after a lost
-    connection tries it again before the others: most losses are a blip, not a node down)."""
-    servers = config.servers()
-    return sorted(servers, key=lambda s: s != last) if last in servers else servers
+Server = tuple[str, int]
+W = TypeVar("W")  # what watches a client from before its CONNECT
 
 
-def none_answers(config: Any, failed: list[str]) -> RetryableError:
-    """The error when no node could be connected to: each node's reason."""
+async def connect_first(
+    config: Any, last: Server | None, make: Callable[[Server], tuple[aiomqtt.Client, W]]
+) -> tuple[aiomqtt.Client, W, Server]:
+    """Connect to the broker's nodes in turn until one answers; the one connected to last is tried
+    first (a restart after a lost connection: most losses are a blip, not a node down).
+
+    ``make(server)`` builds the client and what must watch it from before its CONNECT (the
+    acknowledgements, the session flag, the CONNACK's limits); it comes back with the client
+    and the node. None answering raises RetryableError with each node's reason."""
+    servers: list[Server] = config.servers()
+    failed: list[str] = []
+    for server in sorted(servers, key=lambda s: s != last) if last in servers else servers:
+        client, watching = make(server)
+        try:
+            await connect(client, config, server)
+        except RetryableError as exc:
+            failed.append(str(exc))
+            continue
+        return client, watching, server
     if len(failed) == 1:
-        return RetryableError(failed[0])
-    return RetryableError(f"mqtt {config.name}: no broker node answers ({'; '.join(failed)})")
+        raise RetryableError(failed[0])
+    raise RetryableError(f"mqtt {config.name}: no broker node answers ({'; '.join(failed)})")
 
 
 def client_for(config: Any, identifier: str | None, *, persistent: bool, server: tuple[str, int]) -> aiomqtt.Client:

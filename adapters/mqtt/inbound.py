@@ -26,7 +26,7 @@ from paho.mqtt.client import topic_matches_sub
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters.mqtt.config import MqttInboundConfig
-from adapters.mqtt.connection import BoundedReads, PahoAcks, SessionFlag, client_for, connect, in_turn, none_answers, user_property
+from adapters.mqtt.connection import BoundedReads, PahoAcks, Server, SessionFlag, client_for, connect_first, user_property
 from bus.adapter_api import Context, KafkaUnavailable, RetryableError
 from bus.queue_inbound import QueueInbound
 
@@ -48,23 +48,15 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         self._lost_session = ""  # said while the broker has not kept the hub's session since it lost one
 
     async def open(self) -> None:
-        failed: list[str] = []
-        for server in in_turn(self.config, self._server):
+        def make(server: Server) -> tuple[aiomqtt.Client, tuple[PahoAcks, SessionFlag]]:
             client = client_for(
                 self.config, self.config.client_id or f"bus-{self.config.name}", persistent=self.config.persistent_session, server=server
             )
-            acks = PahoAcks(client)
             BoundedReads(client)  # a message over 16 MiB is parked from its start, never read whole
-            session = SessionFlag(client)
-            try:
-                await connect(client, self.config, server)
-            except RetryableError as exc:
-                failed.append(str(exc))
-                continue
-            self._server = server
-            break
-        else:
-            raise none_answers(self.config, failed)
+            return client, (PahoAcks(client), SessionFlag(client))
+
+        client, (acks, session), server = await connect_first(self.config, self._server, make)
+        self._server = server
         # A broker sends retained messages again whenever a client subscribes, and the hub subscribes
         # at every start and reconnect: each was published again as a new event. A session the broker
         # kept already brought what was published meanwhile (retain flag 0). MQTT 5 says so at the

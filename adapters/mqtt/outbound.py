@@ -27,10 +27,9 @@ from adapters.mqtt.config import MqttOutboundConfig
 from adapters.mqtt.connection import (
     REFUSED_FOR_GOOD,
     PublishOutcomes,
+    Server,
     client_for,
-    connect,
-    in_turn,
-    none_answers,
+    connect_first,
     publish_packet_size,
     publish_properties,
 )
@@ -53,25 +52,20 @@ class MqttOutbound(Outbound[MqttOutboundConfig]):
     async def start(self) -> None:
         if self._client is not None:
             return
-        failed: list[str] = []
-        for server in in_turn(self.config, self._server):
+
+        def make(server: Server) -> tuple[aiomqtt.Client, PublishOutcomes]:
             client = client_for(self.config, None, persistent=False, server=server)
-            outcomes = PublishOutcomes(client)  # before connecting: the CONNACK's limits are read
-            try:
-                await connect(client, self.config, server)
-            except RetryableError as exc:
-                failed.append(str(exc))
-                continue
-            if outcomes.maximum_qos == 0:  # every QoS 1 publish would cost the connection: not ready, saying why
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await client.__aexit__(None, None, None)
-                raise RetryableError(
-                    f"mqtt {self.config.name}: the broker at {server[0]}:{server[1]} takes QoS 0 only (its "
-                    "Maximum QoS): the hub publishes at QoS 1, so that the broker confirms each message; allow QoS 1 there"
-                )
-            self._client, self._outcomes, self._server = client, outcomes, server
-            return
-        raise none_answers(self.config, failed)
+            return client, PublishOutcomes(client)  # before connecting: the CONNACK's limits are read
+
+        client, outcomes, server = await connect_first(self.config, self._server, make)
+        if outcomes.maximum_qos == 0:  # every QoS 1 publish would cost the connection: not ready, saying why
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+            raise RetryableError(
+                f"mqtt {self.config.name}: the broker at {server[0]}:{server[1]} takes QoS 0 only (its "
+                "Maximum QoS): the hub publishes at QoS 1, so that the broker confirms each message; allow QoS 1 there"
+            )
+        self._client, self._outcomes, self._server = client, outcomes, server
 
     async def stop(self) -> None:
         client, self._client = self._client, None
