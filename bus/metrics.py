@@ -100,6 +100,12 @@ KAFKA_CLIENT_WARNINGS = Counter(
     "coordinator), which never reach the hub's own code. The log line says which.",
     ["component"],
 )
+EVENT_LOOP_LAG = Histogram(
+    "bus_event_loop_lag_seconds",
+    "How much later than due the process's event loop ran a timer, sampled 4 times a second. Seconds mean the "
+    "process was held up (starved of CPU, or a call that blocks the loop): no heartbeat, webhook or delivery ran.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 COMPONENT_UP = Gauge("bus_component_up", "1 while a supervised component runs, 0 while it is down or being restarted.", ["component"])
 INBOUND_LEASE = Gauge(
     "bus_inbound_lease",

@@ -47,6 +47,7 @@ from bus.runtime.checkpoints import KafkaCheckpoints, SourceCheckpoints
 from bus.runtime.collector import tune_after_start
 from bus.runtime.control import ControlWatcher
 from bus.runtime.delivery import DeliveryWorker
+from bus.runtime.loop_lag import LoopLag
 from bus.runtime.publisher import KafkaSink
 from bus.runtime.supervisor import Supervisor
 from bus.runtime.web import WebServer
@@ -112,6 +113,7 @@ class Hub:
         self.pause_notes: dict[str, tuple[str, str]] = {}  # a pause's control key -> (why, when), as the operator asked
         self.stranded: dict[str, dict[str, int]] = {}  # a subscriber no longer configured -> the work its topics hold
         self._stranded_task: asyncio.Task[None] | None = None
+        self.loop_lag = LoopLag()
         self._control: ControlWatcher | None = None
         self.router: RouterWorker | RouterService | None = None
         self._schemas_ready = False
@@ -151,6 +153,7 @@ class Hub:
 
     async def _start(self) -> None:
         kafka = self.config.kafka
+        self.loop_lag.start()  # first: a start held up (a blocking call, a CPU limit) is seen too
         self.tracing = Tracing(self.config.tracing)
         if kafka.bootstrap == "embedded":
             self.broker = EmbeddedBroker(kafka.embedded_port or None)
@@ -449,6 +452,7 @@ class Hub:
         on close): the embedded broker in particular is always stopped. The first failure is
         logged with its traceback and the others after it still run."""
         await self.supervisor.close()  # what ends from here on is being stopped, not failing
+        await self.loop_lag.stop()
         await self.source_pauses.close()
         if (looking := self._stranded_task) is not None:
             self._stranded_task = None

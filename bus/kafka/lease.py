@@ -131,6 +131,18 @@ def choose_holder(claims: Mapping[str, tuple[int, bool]], *, new_epoch: int) -> 
     return min(candidates), new_epoch
 
 
+def _held_up(held_up: float, silent: float) -> str:
+    """What to add when the silence was this process's own: its event loop, held up (starved of
+    CPU, or a call that blocks it), sent no heartbeat either, so the broker may count it out alike;
+    the cause to look for is here, not in Kafka."""
+    if held_up < max(0.5, silent / 4):
+        return ""
+    return (
+        f"; this process's event loop was itself held up for {held_up:.1f} s meanwhile and sent no heartbeat then "
+        "(starved of CPU, or a call that blocks the loop): look at the process's CPU limit and throttling first"
+    )
+
+
 class Lease:
     """Membership of one lease's group. ``on_change(held)`` is awaited, in a task of its own and
     in turn, each time this process gains or loses the lease (``held`` says which); ``held`` is
@@ -253,8 +265,15 @@ class Lease:
 
     async def _fence(self) -> None:
         # Checked apart from getmany, which may wait out a join or a coordinator that cannot be found.
+        step = self._fence_s / 8
+        held_up = 0.0  # the longest this loop was held up since the last confirmed exchange
+        contact = self._contact
         while True:
-            await asyncio.sleep(self._fence_s / 8)
+            asleep = time.monotonic()
+            await asyncio.sleep(step)
+            if self._contact != contact:
+                contact, held_up = self._contact, 0.0
+            held_up = max(held_up, time.monotonic() - asleep - step)
             silent = self.out_of_touch_s()
             if self.held and silent > self._fence_s:
                 self.held = None  # not known until the group answers again
@@ -263,7 +282,7 @@ class Lease:
                 raise LeaseOutOfTouch(
                     f"lease group {self.group}: nothing from Kafka's group coordinator has confirmed this process's "
                     f"membership for {silent:.1f} s ({_FENCE_SHARE:.0%} of kafka.session_timeout_ms): another process may "
-                    "take the source over meanwhile, so it is not read here until the group answers again"
+                    f"take the source over meanwhile, so it is not read here until the group answers again{_held_up(held_up, silent)}"
                 )
 
     async def stop(self) -> None:

@@ -187,6 +187,17 @@ def overview() -> dict[str, Any]:
                 unit="short",
             ),
         ],
+        [
+            _panel(
+                "Event loop held up (p99)",
+                {
+                    "{{instance}}": f"histogram_quantile(0.99, sum by (instance, le) (rate(bus_event_loop_lag_seconds_bucket[{RATE}])))",
+                },
+                unit="s",
+                description="How late each process runs what is due. Seconds: starved of CPU or blocked; nothing runs "
+                "meanwhile, not even Kafka's heartbeats (BusEventLoopHeldUp).",
+            ),
+        ],
     ]
     return _dashboard("bus-overview", "Integration bus: overview", rows, [])
 

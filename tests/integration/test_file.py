@@ -20,7 +20,7 @@ from tests.conftest import IN_CI
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.lines import CountingText
 from tests.support.target import Target
-from tests.support.wait import health_saying, until
+from tests.support.wait import health_saying, healthy, until
 
 
 def config(bootstrap: str, folder: Path, target: Target) -> dict[str, Any]:
@@ -330,7 +330,7 @@ async def test_no_file_is_read_while_files_cannot_be_moved_out_and_done_may_be_o
                 immutable(folder / "failed", False)
             await wait_for_file(archive / "tuesday.csv")
             await target.wait_for(lambda: len(target.accepted) == 3)
-            assert (await exports.health()).ok
+            assert (await healthy(exports)).ok
             await asyncio.sleep(1.0)
             assert len(target.calls) == 3  # each row once
     finally:
@@ -367,7 +367,7 @@ async def test_a_file_imported_that_cannot_be_moved_to_done_is_not_read_again_an
                 await target.wait_for(lambda: len(target.accepted) == 2)
                 await asyncio.sleep(1.5)  # several passes
                 assert len(target.calls) == 2 and export.exists()  # imported once, though it stays
-                assert (await exports.health()).ok  # other files are read on
+                assert (await healthy(exports)).ok  # other files are read on
             finally:
                 immutable(export, False)
             manifest = await wait_for_file(folder / "done" / "wednesday.csv")

@@ -18,7 +18,7 @@ from bus.kafka.reader import read_topic
 from examples.kit.standin import serve
 from tests.support.crm import CrmApi
 from tests.support.hub import build_hub, reading, unique_prefix, write_config
-from tests.support.wait import health_saying, until
+from tests.support.wait import health_saying, healthy, until
 
 
 def config(bootstrap: str, api: CrmApi, poll: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +97,7 @@ async def test_pages_ties_late_rows_rate_limits_and_token_refresh(tmp_path: Path
                 await asyncio.sleep(0.1)  # more polls with nothing new
             seen = await published(hub)
             assert sum(seen.values()) == 131 and max(seen.values()) == 1, "a poll published a record twice"
-            assert (await hub.inbound[0].health()).ok
+            assert (await healthy(hub.inbound[0])).ok
             checkpoints = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.checkpoints)
             position = json.loads(checkpoints[-1].value)
             assert (position["since"], position["seen"]) == ("2026-01-01T00:00:13Z", ["c000"]) and position["etag"]
@@ -199,7 +199,7 @@ async def test_ready_while_the_first_poll_still_walks_its_pages(tmp_path: Path, 
             adapter = reading(hub)
             seen = await wait_published(hub, 4)
             assert getattr(adapter, "polls", None) == 0 and len(seen) < 40  # the first poll is still walking its 20 pages
-            assert (await adapter.health()).ok
+            assert (await healthy(adapter)).ok
             checks = await hub.readiness()
             assert all(checks.values()), checks  # /readyz is 200
     finally:
@@ -346,7 +346,7 @@ async def test_an_api_whose_next_page_points_back_is_said_and_not_walked_without
                     assert "page 2 holds the same 2 record(s) as page 1" in adapter.attention(), adapter.attention()
                     assert caplog.text.count("taken as the last page") == 1  # said when it changes, not at every poll
                     assert asked[:2] == ["1", "2"] and set(asked) == {"1", "2"}, asked  # two pages per poll
-                    assert (await adapter.health()).ok
+                    assert (await healthy(adapter)).ok
         finally:
             await runner.cleanup()
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -221,6 +222,34 @@ async def test_a_holder_cut_off_from_the_group_stops_reading_before_another_take
         finally:
             await proxy.stop()
             await api.stop()
+
+
+async def test_a_holder_whose_own_loop_was_held_up_says_so_and_reads_again(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process starved of CPU (or blocked by a call) sends no heartbeat either, so Kafka may
+    count it out as if cut off: the holder stops reading alike, and the warning points at the
+    process, not at Kafka. Once the loop runs again the group answers and it reads on."""
+    api = await CrmApi().start()
+    api.add("c000", "2026-01-01T00:00:00Z")
+    hub = build_hub(write_config(tmp_path / "bus.yaml", poll_config(bootstrap, api, unique_prefix())), role="inbound")
+    try:
+        async with started(hub):
+            await until(lambda: leased(hub)._running, "the replica reads the source")
+            polls = int(hub.inbound[0].progress()["polls"])
+            with caplog.at_level(logging.WARNING):
+                time.sleep(2.8)  # the whole loop held up past 80 % of the 3 s session
+                await until(
+                    lambda: any("event loop was itself held up for" in r.message for r in caplog.records),
+                    "the holder says its own loop was held up",
+                    timeout=10,
+                )
+            said = next(r.message for r in caplog.records if "event loop was itself held up for" in r.message)
+            assert "nothing from Kafka's group coordinator has confirmed" in said, said
+            await until(lambda: leased(hub)._running, "it reads the source again", timeout=60)
+            await until(lambda: int(hub.inbound[0].progress().get("polls", 0)) > polls + 2, "it polls on", timeout=30)
+    finally:
+        await api.stop()
 
 
 def _lease_gauge(text: str, adapter: str) -> float | None:

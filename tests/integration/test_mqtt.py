@@ -28,6 +28,7 @@ from tests.support.hub import build_hub, reading, unique_prefix, write_config
 from tests.support.memory import resident_peak_mb, resident_peak_reset, the_cut_letter
 from tests.support.silent_server import left_running_after_cancelling, silent_server
 from tests.support.target import Target
+from tests.support.wait import healthy
 
 
 @pytest.fixture(autouse=True)
@@ -165,7 +166,7 @@ async def test_a_host_naming_a_clusters_nodes_starts_on_one_that_answers_and_fol
                         await asyncio.sleep(0.1)
                     assert kept._writers, "reconnected through the third node"
                     for adapter in (reading(hub), hub.outbound[1]):
-                        assert (await adapter.health()).ok, adapter.config.name
+                        assert (await healthy(adapter)).ok, adapter.config.name
             finally:
                 listening.cancel()
         assert {c.body["payment_id"] for c in target.accepted} == {f"r{i}" for i in range(40)}
@@ -435,7 +436,7 @@ async def test_a_broker_that_takes_only_tls_with_a_client_certificate(tmp_path: 
                 alert = await asyncio.wait_for(anext(listener.messages), 30)
                 assert json.loads(alert.payload) == {"id": "r1", "v": 7}  # type: ignore[arg-type]
                 for adapter in (hub.inbound[0], hub.outbound[1]):
-                    assert (await adapter.health()).ok, adapter.config.name
+                    assert (await healthy(adapter)).ok, adapter.config.name
 
             for adapter in (cfg["inbound"][0], cfg["outbound"][1]):
                 adapter["tls"] = {"ca": str(authority.cert)}  # TLS, but no client certificate
@@ -485,7 +486,7 @@ async def test_two_replicas_keep_one_session_and_the_other_takes_it_over(tmp_pat
             await asyncio.sleep(1)  # a second reader, if any, would have doubled some by now
             assert await ids() == sorted(f"r{i}" for i in range(30)), "each message once"
             assert reading(standby)._client is None, "the standby never connected"
-            assert (await reader.inbound[0].health()).ok and all((await standby.readiness()).values())
+            assert (await healthy(reader.inbound[0])).ok and all((await standby.readiness()).values())
 
             await reader.stop()  # the persistent session goes to the other, with what came meanwhile
             for i in range(30, 40):

@@ -35,6 +35,7 @@ from bus.kafka.topics import TopicNames, TopicSpec
 from bus.ports import free_port
 from tests.support.hub import HubProcess, build_hub, payment, payment_hub_config, unique_prefix, write_config
 from tests.support.oauth_provider import OAuthProvider
+from tests.support.wait import healthy
 
 
 async def readyz(ops_port: int) -> dict[str, Any]:
@@ -251,7 +252,7 @@ async def test_a_polling_inbound_calls_through_a_connection(tmp_path: Path, boot
                     break
                 await asyncio.sleep(0.1)
             assert await published() == 6
-            assert (await hub.inbound[0].health()).ok
+            assert (await healthy(hub.inbound[0])).ok
         assert provider.count("refresh") >= 1 and provider.count("reuse") == 0, provider.events
     finally:
         await provider.stop()

@@ -18,7 +18,7 @@ from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.support.hub import build_hub, unique_prefix, write_config
 from tests.support.pg_logical import logical_postgres, server_tool
-from tests.support.wait import until
+from tests.support.wait import healthy, until
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ async def test_inserts_updates_deletes_and_restart(logical_dsn: str, tmp_path: P
         assert [op for op, _, _ in seen] == ["c"] * 40 + ["u", "u", "d", "c"]
         assert [key for _, key, _ in seen[:3]] == ["1", "2", "3"] and seen[42][1] == "5"
         assert len({event_id for _, _, event_id in seen}) == 44
-        assert (await cdc.health()).ok
+        assert (await healthy(cdc)).ok
         position = await slot_position(logical_dsn)
         assert position == cdc.progress()["position"]  # advanced after Kafka acknowledged
 
@@ -325,7 +325,7 @@ async def test_a_slot_that_is_gone_is_not_made_again_unsaid(
         await sql(logical_dsn, "INSERT INTO cust_master VALUES (4, 'After', 'd@x.io', 0)")
         seen = await wait_changes(hub, 2)
         assert [key for _, key, _ in seen] == ["1", "4"]  # 2 and 3 fell in the gap, as the WARNING said
-        assert (await cdc.health()).ok
+        assert (await healthy(cdc)).ok
 
 
 async def test_an_update_that_left_a_large_value_unchanged_carries_that_value(logical_dsn: str, tmp_path: Path, bootstrap: str) -> None:
@@ -534,7 +534,7 @@ async def test_a_renamed_adapter_reads_on_from_its_former_slot_and_frees_it(
             await wait_changes(hub, 4)
             await asyncio.sleep(1)
             assert [key for _, key, _ in await changes(hub)] == ["1", "2", "3", "4"]
-            assert (await hub.inbound[0].health()).ok
+            assert (await healthy(hub.inbound[0])).ok
     finally:
         await drop_slots_and_publications(logical_dsn, "bus_crm_cdc", "bus_crm_changes")
 
@@ -580,7 +580,7 @@ async def test_a_former_slot_still_read_at_the_rename_is_dropped_once_no_one_rea
                 await asyncio.sleep(0.1)
             assert await slot_position(logical_dsn, "bus_erp_cdc") == "None", "the former slot is still there"
             assert "replication slot bus_erp_cdc (of its former name) dropped: no process reads it any more" in caplog.text
-            assert (await hub.inbound[0].health()).ok
+            assert (await healthy(hub.inbound[0])).ok
     finally:
         if old_pod is not None:
             old_pod.kill()

@@ -25,7 +25,7 @@ from tests.support.hub import build_hub, load, payment, payment_hub_config, uniq
 from tests.support.proxy import TcpProxy
 from tests.support.sftp_private import SftpServer, sftp_server
 from tests.support.target import Target
-from tests.support.wait import health_saying, until
+from tests.support.wait import health_saying, healthy, until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -160,7 +160,7 @@ async def test_no_file_is_fetched_while_files_cannot_be_moved_out(tmp_path: Path
         (folder / "done").chmod(0o755)
         await moved(folder / "done" / "orders.csv")
         assert len(await payments(hub)) == 1
-        assert (await hub.inbound[0].health()).ok
+        assert (await healthy(hub.inbound[0])).ok
 
 
 @pytest.mark.parametrize(

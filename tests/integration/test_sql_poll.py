@@ -23,7 +23,7 @@ from bus.kafka.reader import read_topic
 from tests.conftest import require_service
 from tests.integration.test_sql import DATABASES, run_sql
 from tests.support.hub import build_hub, unique_prefix, write_config
-from tests.support.wait import health_saying, until
+from tests.support.wait import health_saying, healthy, until
 
 COLUMNS = {
     "postgresql": "id integer PRIMARY KEY, cust_nm varchar(100), email varchar(100), updated_at timestamptz NOT NULL DEFAULT now()",
@@ -155,7 +155,7 @@ async def test_backfill_ties_late_commit_updates_and_a_bad_row(kind: str, tmp_pa
             assert sum(1 for i in ids if i.startswith("legacy:3@")) == 2
             assert any(i.startswith("legacy:7@") for i in ids)
             assert all(n == 1 for n in ids.values()), [i for i, n in ids.items() if n > 1]
-            assert (await hub.inbound[0].health()).ok
+            assert (await healthy(hub.inbound[0])).ok
 
 
 @pytest.mark.parametrize("kind", list(DATABASES))
@@ -257,7 +257,7 @@ async def test_rows_the_watermark_cannot_reach_are_said(
             labels = {"direction": "inbound", "adapter": "legacy", "measure": "stray_rows"}
             assert REGISTRY.get_sample_value("bus_adapter_progress", labels) == 3
             assert "are never read (id 4, 5)" in caplog.text
-            assert (await poll.health()).ok  # the rows it can reach flow on
+            assert (await healthy(poll)).ok  # the rows it can reach flow on
 
             await run_sql(kind, dsn, f"UPDATE {table} SET updated_at = '2021-01-01 00:00:00' WHERE id IN (4, 5, 6)")
             ids = await wait_published(hub, 6)
@@ -471,7 +471,7 @@ async def test_a_watermark_column_that_holds_no_time_is_read(
             await run_sql(kind, dsn, f"UPDATE {table} SET version = 20, cust_nm = 'Renamed' WHERE id = 1")
             ids = await wait_published(hub, 4, timeout=20)
             assert sorted(ids) == ["legacy:1@11", "legacy:1@20", "legacy:2@12", "legacy:3@13"], ids
-            assert (await hub.inbound[0].health()).ok and "stray_rows" not in hub.inbound[0].progress()
+            assert (await healthy(hub.inbound[0])).ok and "stray_rows" not in hub.inbound[0].progress()
         assert "version holds no time (bigint): read in its order without a time horizon" in caplog.text
         assert "query failed" not in caplog.text, caplog.text
 
