@@ -15,8 +15,10 @@ import pytest
 
 from adapters.email.config import EmailOutboundConfig
 from bus.app.cli import main
+from bus.ports import free_port
 from tests.integration.test_delivery import dead_letters
 from tests.support.hub import build_hub, payment_hub_config, write_config
+from tests.support.proxy import TcpProxy
 from tests.support.smtp_server import SmtpServer, smtp_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -146,6 +148,32 @@ async def test_a_connection_the_server_closed_while_idle_is_made_again_without_a
             await until(lambda: len(server.mailbox.received) == 2)
             assert server.mailbox.logins >= 2, "a new connection for the second"
         assert "subscriber receipts: retrying" not in caplog.text
+
+
+async def test_a_connection_dropped_unsaid_on_the_way_is_made_again_without_a_retry(
+    tmp_path: Path, bootstrap: str, server: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A firewall or NAT between the hub and the server forgets an idle connection without telling
+    either end: the adapter learns it only when the next message's first command is answered with a
+    reset. That message goes out on a new connection at once, not as a failed try."""
+    proxy = TcpProxy(free_port(), server.port)
+    await proxy.start()
+    try:
+        config = email_config(bootstrap, server)
+        config["outbound"][0]["port"] = proxy.listen_port
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            assert hub.web is not None
+            await post(hub.web.port, paid(1, "ann@example.com"))
+            await until(lambda: len(server.mailbox.received) == 1)
+            proxy.go_stale()
+            assert (await hub.outbound[0].health()).ok, "nothing is known of it yet"
+            await post(hub.web.port, paid(2, "bob@example.com"))
+            await until(lambda: len(server.mailbox.received) == 2)
+            assert proxy.stale_used == 1, "the second message was tried on the forgotten connection first"
+            assert proxy.connections == 2 and server.mailbox.logins >= 2, "and sent on a new one"
+        assert "subscriber receipts: retrying" not in caplog.text
+    finally:
+        await proxy.stop()
 
 
 async def test_a_refused_login_or_an_unknown_certificate_is_said_and_nothing_is_sent(

@@ -14,6 +14,9 @@ class TcpProxy:
         self.cut = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.connections = 0  # accepted and piped
+        self.stale_used = 0  # stale connections a client wrote on, and was reset
+        self._open: list[list[bool]] = []  # each open connection's "stale" flag
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
@@ -30,6 +33,13 @@ class TcpProxy:
             writer.transport.abort()
         self._writers.clear()
 
+    def go_stale(self) -> None:
+        """Forget every open connection without a word, as a NAT or firewall does with one left idle:
+        neither end hears of it until the client writes on it, which is answered with a reset. New
+        connections are served as before."""
+        for stale in self._open:
+            stale[0] = True
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.cut:
             writer.transport.abort()
@@ -39,18 +49,27 @@ class TcpProxy:
         except OSError:
             writer.transport.abort()
             return
+        self.connections += 1
         self._writers.update((writer, up_writer))
+        stale = [False]
+        self._open.append(stale)
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, from_client: bool) -> None:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                 while data := await src.read(65536):
                     if self.cut:
+                        break
+                    if stale[0]:
+                        if from_client:
+                            self.stale_used += 1
+                            writer.transport.abort()
                         break
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, from_client=True), pipe(up_reader, writer, from_client=False))
+        self._open.remove(stale)
         self._writers.discard(writer)
         self._writers.discard(up_writer)
 
