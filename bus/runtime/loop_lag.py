@@ -31,7 +31,7 @@ class LoopLag:
         self._every_s = every_s
         self._held_up_s = held_up_s
         self._task: asyncio.Task[None] | None = None
-        self.worst_s = 0.0  # the longest hold-up seen, for tests and status
+        self.worst_s = 0.0  # the longest hold-up seen since the start
         self._unsaid = 0  # hold-ups since the last line, not said yet
         self._unsaid_worst_s = 0.0
         self._said_at = float("-inf")
@@ -62,7 +62,9 @@ class LoopLag:
         self._unsaid_worst_s = max(self._unsaid_worst_s, late)
         if now - self._said_at < _SAY_EVERY_S:
             return
-        more = f" ({self._unsaid - 1} more since the last line, the longest {self._unsaid_worst_s:.1f} s)" if self._unsaid > 1 else ""
+        more = ""
+        if self._unsaid > 1:
+            more = f" ({self._unsaid - 1} more since the last line; the longest of all {self._unsaid_worst_s:.1f} s)"
         log.warning(
             "this process's event loop was held up for %.1f s%s: nothing ran meanwhile (no heartbeat to Kafka, no "
             "webhook answered, no delivery); it is starved of CPU (look at its CPU limit and throttling) or a call "

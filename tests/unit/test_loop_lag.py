@@ -47,7 +47,7 @@ async def test_a_held_up_loop_is_measured_and_said_once_a_minute(caplog: pytest.
             time.sleep(0.2)  # the minute is over: said, with the one in between
             await asyncio.sleep(0.1)
             said = [r for r in caplog.records if r.name == "bus.runtime.loop_lag"]
-            assert len(said) == 2 and "(1 more since the last line, the longest " in said[1].getMessage(), said[1].getMessage()
+            assert len(said) == 2 and "(1 more since the last line; the longest of all " in said[1].getMessage(), said[1].getMessage()
     finally:
         await lag.stop()
     assert lag._task is None
