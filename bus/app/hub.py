@@ -113,7 +113,7 @@ class Hub:
         self.pause_notes: dict[str, tuple[str, str]] = {}  # a pause's control key -> (why, when), as the operator asked
         self.stranded: dict[str, dict[str, int]] = {}  # a subscriber no longer configured -> the work its topics hold
         self._stranded_task: asyncio.Task[None] | None = None
-        self.loop_lag = LoopLag()
+        self._loop_lag = LoopLag()
         self._control: ControlWatcher | None = None
         self.router: RouterWorker | RouterService | None = None
         self._schemas_ready = False
@@ -153,7 +153,7 @@ class Hub:
 
     async def _start(self) -> None:
         kafka = self.config.kafka
-        self.loop_lag.start()  # first: a start held up (a blocking call, a CPU limit) is seen too
+        self._loop_lag.start()  # first: a start held up (a blocking call, a CPU limit) is seen too
         self.tracing = Tracing(self.config.tracing)
         if kafka.bootstrap == "embedded":
             self.broker = EmbeddedBroker(kafka.embedded_port or None)
@@ -452,7 +452,7 @@ class Hub:
         on close): the embedded broker in particular is always stopped. The first failure is
         logged with its traceback and the others after it still run."""
         await self.supervisor.close()  # what ends from here on is being stopped, not failing
-        await self.loop_lag.stop()
+        await self._loop_lag.stop()
         await self.source_pauses.close()
         if (looking := self._stranded_task) is not None:
             self._stranded_task = None

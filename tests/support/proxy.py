@@ -16,7 +16,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self.connections = 0  # accepted and piped
         self.stale_used = 0  # stale connections a client wrote on, and was reset
-        self._open: list[list[bool]] = []  # each open connection's "stale" flag
+        self._stale: set[asyncio.StreamWriter] = set()  # the connections go_stale forgot
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
@@ -37,8 +37,7 @@ class TcpProxy:
         """Forget every open connection without a word, as a NAT or firewall does with one left idle:
         neither end hears of it until the client writes on it, which is answered with a reset. New
         connections are served as before."""
-        for stale in self._open:
-            stale[0] = True
+        self._stale.update(self._writers)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.cut:
@@ -51,16 +50,14 @@ class TcpProxy:
             return
         self.connections += 1
         self._writers.update((writer, up_writer))
-        stale = [False]
-        self._open.append(stale)
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, from_client: bool) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                 while data := await src.read(65536):
                     if self.cut:
                         break
-                    if stale[0]:
-                        if from_client:
+                    if writer in self._stale:
+                        if src is reader:  # the client wrote on it: answered with a reset
                             self.stale_used += 1
                             writer.transport.abort()
                         break
@@ -68,10 +65,9 @@ class TcpProxy:
                     await dst.drain()
             dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer, from_client=True), pipe(up_reader, writer, from_client=False))
-        self._open.remove(stale)
-        self._writers.discard(writer)
-        self._writers.discard(up_writer)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.difference_update((writer, up_writer))
+        self._stale.difference_update((writer, up_writer))
 
 
 class KafkaProxy(TcpProxy):

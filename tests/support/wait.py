@@ -28,12 +28,7 @@ async def until_true(check: Callable[[], Awaitable[bool]], what: str, timeout: f
 async def health_saying(adapter: Any, *texts: str, timeout: float = 10.0) -> Any:
     """The adapter's health once its detail says every one of ``texts`` (or, at the deadline, as
     it is then, for the test's assertion to show)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        health = await adapter.health()
-        if all(text in health.detail for text in texts) or time.monotonic() > deadline:
-            return health
-        await asyncio.sleep(0.1)
+    return await _health_when(adapter, lambda health: all(text in health.detail for text in texts), timeout)
 
 
 async def healthy(adapter: Any, timeout: float = 30.0) -> Any:
@@ -42,9 +37,14 @@ async def healthy(adapter: Any, timeout: float = 30.0) -> Any:
     The tests' sessions are 3 s: on a loaded machine a holder whose loop was held up past 80 % of
     one stops reading and joins again (bus/kafka/lease.py), which says "waiting for the lease
     group" for a few seconds. Any other detail is returned at once, for the test to assert on."""
+    return await _health_when(adapter, lambda health: health.ok or "waiting for the lease group" not in health.detail, timeout)
+
+
+async def _health_when(adapter: Any, done: Callable[[Any], bool], timeout: float) -> Any:
+    """The adapter's health once ``done`` says so, or as it is at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
         health = await adapter.health()
-        if health.ok or "waiting for the lease group" not in health.detail or time.monotonic() > deadline:
+        if done(health) or time.monotonic() > deadline:
             return health
         await asyncio.sleep(0.1)
