@@ -3,16 +3,18 @@ depends on it: SSH with a host key of its own and one account that logs in with 
 folder of this machine as the account's whole file system (asyncssh's SFTP server, chrooted).
 
 What the hub meets as it would at a real server: the host key it must have been given
-(`host_key`, what `ssh-keyscan` prints), key login only, files appearing while it polls, and
-renames that fail when the target name exists (the adapter keeps both names). The tests of the
-sftp adapters themselves run against OpenSSH's sshd (tests/support/sftp_private.py); a recipe
-runs with what its venv has.
+(`host_key`, what `ssh-keyscan` prints), key login (and password login when the stand-in is given
+a password), files appearing while it polls, and renames that fail when the target name exists
+(the adapter keeps both names). The tests of the sftp adapters themselves run against OpenSSH's
+sshd (tests/support/sftp_private.py), and against this server for password login, which an
+unprivileged sshd cannot check; a recipe runs with what its venv has.
 """
 
 from __future__ import annotations
 
 __all__ = ["SftpStandIn"]
 
+import secrets
 import tempfile
 import warnings
 from pathlib import Path
@@ -28,8 +30,9 @@ with warnings.catch_warnings():  # asyncssh names DSA's types at import, which c
 
 
 class SftpStandIn:
-    def __init__(self, username: str, folders: tuple[str, ...] = ()) -> None:
+    def __init__(self, username: str, folders: tuple[str, ...] = (), *, password: str | None = None) -> None:
         self.username = username
+        self.password = password  # also accepted, when given (key login is always)
         self.root = Path(tempfile.mkdtemp(prefix=f"sftp-{username}-"))
         for folder in folders:
             (self.root / folder.strip("/")).mkdir(parents=True, exist_ok=True)
@@ -62,10 +65,10 @@ class SftpStandIn:
         return target
 
     async def start(self) -> SftpStandIn:
-        root, username, accepted = bytes(self.root), self.username, self._client.convert_to_public()
+        root, username, accepted, password = bytes(self.root), self.username, self._client.convert_to_public(), self.password
         self.port = free_port()
 
-        class Account(asyncssh.SSHServer):  # one account, by key only
+        class Account(asyncssh.SSHServer):  # one account, by key (and by password when one is set)
             def begin_auth(self, name: str) -> bool:
                 return True  # authentication is required
 
@@ -74,6 +77,12 @@ class SftpStandIn:
 
             def validate_public_key(self, name: str, key: Any) -> bool:
                 return bool(name == username and key.public_data == accepted.public_data)
+
+            def password_auth_supported(self) -> bool:
+                return password is not None
+
+            def validate_password(self, name: str, given: str) -> bool:
+                return name == username and password is not None and secrets.compare_digest(given, password)
 
         def sftp(chan: Any) -> Any:
             return asyncssh.SFTPServer(chan, chroot=root)

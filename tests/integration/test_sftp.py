@@ -2,8 +2,10 @@
 and the real embedded broker. In: files uploaded become events and move to done/ on the server with
 a manifest, a bad row is kept with its line number, a file uploaded twice is skipped, one still
 being uploaded waits, and a server that shows another host key, refuses the login or will not let
-files be moved out is said, with nothing fetched. Out: rolling files the partner only sees whole,
-a crash's leftover completed, and a connection cut mid-file costing no line and doubling none."""
+files be moved out is said, with nothing fetched; a password login (against asyncssh's server,
+since an unprivileged sshd cannot check one) fetches, and a wrong password is refused. Out:
+rolling files the partner only sees whole, a crash's leftover completed, and a connection cut
+mid-file costing no line and doubling none."""
 
 from __future__ import annotations
 
@@ -368,3 +370,27 @@ async def test_a_file_that_fails_unforeseen_or_vanishes_after_the_listing_leaves
         server.put("d-later.csv", b"ref,cents,cur\nd1,100,EUR\n", into=folder)
         await moved(folder / "done" / "d-later.csv")
         assert hub.inbound[0].progress()["files"] == 2
+
+
+async def test_a_password_login_fetches_and_a_wrong_password_is_refused_with_nothing_fetched(tmp_path: Path, bootstrap: str) -> None:
+    # An unprivileged sshd cannot check a password (tests/support/sftp_private.py), so this one
+    # logs in to asyncssh's own SFTP server, which takes the password over the same SSH protocol.
+    from examples.kit.sftp_server import SftpStandIn
+
+    bank = await SftpStandIn("acme-hub", ("in",), password="s3cret-Pa55").start()
+    try:
+        login = {"host": "127.0.0.1", "port": bank.port, "username": "acme-hub", "host_key": bank.host_key, "path": "/in"}
+        bank.drop("/in/orders.csv", b"ref,cents,cur\nr1,100,EUR\nr2,200,USD\n")
+        config = hub_config(bootstrap, {**login, "password": "not-it"})
+        async with build_hub(write_config(tmp_path / "wrong.yaml", config)) as hub:
+            health = await health_saying(hub.inbound[0], "the login was refused")
+            assert not health.ok and "password" in health.detail, health
+            assert await payments(hub) == []
+        assert bank.path("/in/orders.csv").exists() and not bank.path("/in/done").exists(), "nothing fetched, nothing moved"
+        config = hub_config(bootstrap, {**login, "password": "s3cret-Pa55"})
+        async with build_hub(write_config(tmp_path / "right.yaml", config)) as hub:
+            await moved(bank.path("/in/done/orders.csv"))
+            assert len(await payments(hub)) == 2
+            assert (await healthy(hub.inbound[0])).ok
+    finally:
+        await bank.stop()
