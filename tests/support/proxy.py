@@ -40,6 +40,13 @@ class TcpProxy:
         self._stale.update(self._writers)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._relay(reader, writer)
+
+    async def _relay(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes = b"", gate: asyncio.Event | None = None
+    ) -> None:
+        """Pipe a client's connection to the upstream both ways until either end closes: ``first``
+        (what was read of it already) goes ahead, and data waits while ``gate`` is clear."""
         if self.cut:
             writer.transport.abort()
             return
@@ -51,9 +58,11 @@ class TcpProxy:
         self.connections += 1
         self._writers.update((writer, up_writer))
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, data: bytes = b"") -> None:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await src.read(65536):
+                while data or (data := await src.read(65536)):
+                    if gate is not None:
+                        await gate.wait()
                     if self.cut:
                         break
                     if writer in self._stale:
@@ -63,9 +72,10 @@ class TcpProxy:
                         break
                     dst.write(data)
                     await dst.drain()
+                    data = b""
             dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, first), pipe(up_reader, writer))
         self._writers.difference_update((writer, up_writer))
         self._stale.difference_update((writer, up_writer))
 
@@ -100,7 +110,6 @@ class KafkaProxy(TcpProxy):
         try:
             size = await reader.readexactly(4)
             first = await reader.readexactly(int.from_bytes(size, "big"))
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except (OSError, asyncio.IncompleteReadError):
             writer.transport.abort()
             return
@@ -109,18 +118,4 @@ class KafkaProxy(TcpProxy):
         length = int.from_bytes(first[8:10], "big", signed=True)
         client_id = first[10 : 10 + length].decode() if length > 0 else ""
         self.client_ids.append(client_id)
-        gate = self._gate(client_id)
-        self._writers.update((writer, up_writer))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, data: bytes = b"") -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data or (data := await src.read(65536)):
-                    await gate.wait()
-                    dst.write(data)
-                    await dst.drain()
-                    data = b""
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer, size + first), pipe(up_reader, writer))
-        self._writers.discard(writer)
-        self._writers.discard(up_writer)
+        await self._relay(reader, writer, size + first, self._gate(client_id))
