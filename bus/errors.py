@@ -80,6 +80,13 @@ class Busy(BusError):
     subscriber): refused at once with who to wait for, rather than done twice (HTTP 409)."""
 
 
+class ClaimLost(BusError):
+    """A redelivery or backfill could not renew its claim on the subscriber (bus.app.copy_claims)
+    for long enough that another process may take the subscriber over, and stopped writing so as
+    not to write the same copies beside it (HTTP 503). What it wrote stays; asked again, the job
+    leaves out what is delivered."""
+
+
 class ComponentHalted(BusError):
     """A component stopped itself for a condition outside the hub that it cannot ride out in place
     (Kafka's group coordinator out of reach): the supervisor says so at WARNING, without the

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from bus.adapter_api import Adapter, AdapterRegistry, Context, Inbound, Outbound
 from bus.app.adapter_metrics import PROGRESS
+from bus.app.copy_jobs import ClaimsAt, CopyJobs
 from bus.app.hub_view import HubView
 from bus.app.leased_inbound import LeasedInbound
 from bus.app.setup import BackgroundStarts, create_topics, register_schemas, registry_client, retrying, topic_specs, version
@@ -98,6 +99,7 @@ class Hub:
         self.ops = OpsServer(
             ops.host, ops.port, self.readiness, problems=self.problems, detail=self.detail, tokens=tokens, idle_timeout_s=ops.idle_timeout_s
         )
+        self.copy_jobs = CopyJobs(self._claims_at)  # the redeliveries and backfills under way
         self.ops.mount(API_PREFIX, api_app(HubView(self, adapters, catalog)))  # the management API
         self.web: WebServer | None = None
         self._registry: EmbeddedRegistry | None = None
@@ -276,8 +278,14 @@ class Hub:
             return
         self.stranded = {s.subscriber: {"undelivered": s.undelivered, "dead_letters": s.dead_letters} for s in found if s.holds_work}
 
-    def _on_control(self, key: str, value: dict[str, Any] | None) -> None:
-        """A control record (bus.runtime.control): pause or resume a subscriber or a source of this process."""
+    def _claims_at(self) -> ClaimsAt | None:
+        """Where copy jobs claim their subscriber: the control topic, once this process has reached Kafka."""
+        return ClaimsAt(self.config.kafka, self.bootstrap, self.topics.control) if self._producer is not None else None
+
+    def _on_control(self, key: str, value: dict[str, Any] | None, offset: int) -> None:
+        """A control record (bus.runtime.control): pause or resume a subscriber or a source of this
+        process, or a copy job's claim on a subscriber (bus.app.copy_claims)."""
+        self.copy_jobs.seen(key, value, offset)
         if value and value.get("paused"):  # what the topology shows with the pause (read by every process: any may serve the API)
             self.pause_notes[key] = (str(value.get("reason") or "")[:500], str(value.get("at") or ""))
         else:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -115,6 +115,8 @@ class HubParts(Protocol):
     def codec(self) -> Codec: ...
     @property
     def router_tables(self) -> TableStore | None: ...
+    @property
+    def copy_jobs(self) -> CopyJobs: ...
 
 
 class Rates:
@@ -149,7 +151,6 @@ class HubView:
         self._registry = registry
         self._catalog = catalog
         self._rates = Rates()
-        self.copy_jobs = CopyJobs()  # the redeliveries and backfills this process is writing
 
     def webhooks_openapi(self, server: str) -> dict[str, Any]:
         loaded = self._hub.loaded
@@ -336,7 +337,7 @@ class HubView:
         if config is None:
             return None
         detail = await self._subscriber(config)
-        detail.copying = self.copy_jobs.under_way(name)
+        detail.copying = self._hub.copy_jobs.under_way(name)
         return detail
 
     def _dead_letter_names(self) -> list[str]:
@@ -409,7 +410,7 @@ class HubView:
         since = datetime.fromisoformat(asked.since)
         until = datetime.fromisoformat(asked.until) if asked.until else None
         kafka = self._hub.loaded.hub.kafka
-        with self._job(name, "redelivery", dry=asked.dry_run) as progress:
+        async with self._job(name, "redelivery", dry=asked.dry_run) as progress:
             redeliverer = Redeliverer(kafka, self._hub.bootstrap, TopicNames(kafka.topic_prefix), progress=progress)
             done = await redeliverer.redeliver(
                 name, since, until, dry_run=asked.dry_run, include_superseded=asked.include_superseded, keys=asked.keys
@@ -428,7 +429,7 @@ class HubView:
         # The lookup tables as the router sees them now: this process's own when it routes, else read once.
         store = live or TableStore(hub.tables, kafka=kafka, bootstrap=self._hub.bootstrap, topics=TopicNames(kafka.topic_prefix))
         try:
-            with self._job(name, "backfill", dry=asked.dry_run) as progress:
+            async with self._job(name, "backfill", dry=asked.dry_run) as progress:
                 if live is None:
                     await store.start()
                 backfiller = Backfiller(
@@ -443,9 +444,9 @@ class HubView:
                 await store.stop()
         return backfill_out(done, paused=name in self._hub.paused)
 
-    def _job(self, subscriber: str, what: str, *, dry: bool) -> AbstractContextManager[Callable[[str], None]]:
+    def _job(self, subscriber: str, what: str, *, dry: bool) -> AbstractAsyncContextManager[Callable[[str], None]]:
         """A redelivery's or backfill's progress callback, holding the subscriber while it writes."""
-        return nullcontext(self.copy_jobs.looking(subscriber, what)) if dry else self.copy_jobs.writing(subscriber, what)
+        return nullcontext(self._hub.copy_jobs.looking(subscriber, what)) if dry else self._hub.copy_jobs.writing(subscriber, what)
 
     def _store(self) -> DeadLetters:
         kafka = self._hub.loaded.hub.kafka

@@ -9,9 +9,10 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -251,7 +252,9 @@ def balance_of(found: dict[str, Any]) -> Any:
 def redeliver(args: argparse.Namespace) -> int:
     """``bus redeliver SUBSCRIBER --since TIME``: send a subscriber again what it was delivered
     (bus.redelivery), straight to Kafka with the config or through a running hub's API."""
+    from bus.app.copy_claims import claim_copies
     from bus.app.hub_view import redelivery_out
+    from bus.errors import BusError
     from bus.kafka.topics import TopicNames
     from bus.redelivery import Redeliverer
 
@@ -268,21 +271,39 @@ def redeliver(args: argparse.Namespace) -> int:
         known = ", ".join(c.name for c in loaded.outbound) or "none"
         print(f"bus: no outbound adapter named {args.subscriber!r} (outbound: {known})", file=sys.stderr)
         return EXIT_CONFIG
-    kafka = loaded.hub.kafka
-    said = (lambda line: print(f"bus: {line}", file=sys.stderr)) if sys.stderr.isatty() else None  # progress on a terminal
-    redeliverer = Redeliverer(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix), progress=said)
+    kafka, bootstrap, topics = loaded.hub.kafka, _bootstrap(args, loaded.hub), TopicNames(loaded.hub.kafka.topic_prefix)
+    on_terminal = sys.stderr.isatty()
 
     async def run() -> dict[str, Any]:
-        done = await redeliverer.redeliver(
-            args.subscriber, since, until, dry_run=args.dry_run, include_superseded=args.include_superseded, keys=args.key or ()
-        )
-        return redelivery_out(done).model_dump(mode="json")
+        async def redeliver(progress: Callable[[str], None] | None) -> dict[str, Any]:
+            redeliverer = Redeliverer(kafka, bootstrap, topics, progress=progress)
+            done = await redeliverer.redeliver(
+                args.subscriber, since, until, dry_run=args.dry_run, include_superseded=args.include_superseded, keys=args.key or ()
+            )
+            return redelivery_out(done).model_dump(mode="json")
+
+        said = (lambda line: print(f"bus: {line}", file=sys.stderr)) if on_terminal else None  # progress on a terminal
+        if args.dry_run:
+            return await redeliver(said)
+        what = f"a redelivery to {args.subscriber} asked at {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} by `bus redeliver -c`"
+        # Held across the hub: a redelivery or backfill of the same subscriber asked of a replica meanwhile is refused.
+        async with claim_copies(kafka, bootstrap, topics.control, args.subscriber, what) as holding:
+
+            def progressed(line: str) -> None:
+                holding.progressed(line)
+                if said is not None:
+                    said(line)
+
+            return await redeliver(progressed)
 
     try:
         found = asyncio.run(run())
     except (ValueError, LookupError) as exc:
         print(f"bus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BusError as exc:  # Busy: another one is under way; ClaimLost: stopped, to be asked again
+        print(f"bus: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     return _print_redelivery(found, args.json)
 
 

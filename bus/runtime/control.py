@@ -1,7 +1,8 @@
 """What operators ask of the running hub, kept in Kafka: a compacted control topic (one
 partition), one record per thing asked about, the latest one winning. Today: a subscriber
-paused (``pause/<subscriber>``: ``{"paused": true, "by": "<token name>", "at": "<time>"}``), and
-an inbound adapter paused (``pause-inbound/<inbound>``, the same value; bus.app.source_pauses).
+paused (``pause/<subscriber>``: ``{"paused": true, "by": "<token name>", "at": "<time>"}``), an
+inbound adapter paused (``pause-inbound/<inbound>``, the same value; bus.app.source_pauses), and
+a redelivery's or backfill's claim on its subscriber (``copy/<subscriber>/<id>``, bus.app.copy_claims).
 
 Every process reads the whole topic when it starts and follows it after, so the desired state
 reaches every replica within a fetch (well under a second here, a few at most), and a pod that
@@ -26,7 +27,7 @@ from bus.kafka.clients import stop_consumer
 from bus.kafka.reader import replay_and_keep
 
 log = logging.getLogger("bus.runtime.control")
-Apply = Callable[[str, dict[str, Any] | None], None]
+Apply = Callable[[str, dict[str, Any] | None, int], None]  # key, value (None: a tombstone), offset
 
 # The control topic is quiet: an operator writes to it a few times a day. With the hub's usual
 # fetch wait (25 ms on the embedded broker) its reader made 40 empty fetches a second, each a
@@ -59,7 +60,7 @@ class ControlWatcher:
             except (ValueError, RecursionError):
                 log.warning("control record %s is not JSON: ignored", key)
                 continue
-            self._apply(key, value if isinstance(value, dict) else None)
+            self._apply(key, value if isinstance(value, dict) else None, record.offset)
 
     async def start(self) -> None:
         """Apply everything asked so far, then follow what is asked next."""

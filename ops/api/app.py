@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from bus.documents import parse_json
-from bus.errors import BusError, Busy, RetryableError
+from bus.errors import BusError, Busy, ClaimLost, RetryableError
 from bus.logs import REDACTOR
 from ops.api.models import (
     BackfillDone,
@@ -333,6 +333,8 @@ def api_app(view: HubView) -> web.Application:
             done = await act(name, asked)
         except Busy as exc:  # another redelivery or backfill of the subscriber is writing
             raise ApiError(409, str(exc)) from None
+        except ClaimLost as exc:  # this one stopped, its claim on the subscriber out of date: ask again
+            raise ApiError(503, str(exc)) from None
         except ValueError as exc:  # a window that cannot hold anything, a subscriber no route can backfill
             raise ApiError(400, str(exc)) from None
         except LookupError as exc:

@@ -191,7 +191,13 @@ def openapi_document() -> dict[str, Any]:
                         **bad_body,
                         "404": {"description": "No such subscriber, or nothing was ever routed to it.", "content": _PROBLEM},
                         "409": {
-                            "description": "A redelivery or backfill of the subscriber is under way in another process.",
+                            "description": "A redelivery or backfill of the subscriber is under way, in this process or another "
+                            "one (the answer names it and where).",
+                            "content": _PROBLEM,
+                        },
+                        "503": {
+                            "description": "It stopped writing: its claim on the subscriber could not be renewed on the control "
+                            "topic (Kafka out of reach). Ask again: what it wrote is left out as delivered.",
                             "content": _PROBLEM,
                         },
                     },
@@ -210,7 +216,13 @@ def openapi_document() -> dict[str, Any]:
                         **bad_body,
                         "404": {"description": "No such subscriber, or it has no delivery topic.", "content": _PROBLEM},
                         "409": {
-                            "description": "A redelivery or backfill of the subscriber is under way in another process.",
+                            "description": "A redelivery or backfill of the subscriber is under way, in this process or another "
+                            "one (the answer names it and where).",
+                            "content": _PROBLEM,
+                        },
+                        "503": {
+                            "description": "It stopped writing: its claim on the subscriber could not be renewed on the control "
+                            "topic (Kafka out of reach). Ask again: what it wrote is left out as delivered.",
                             "content": _PROBLEM,
                         },
                     },
