@@ -93,8 +93,21 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAX_VALUES = 200_000  # mappings, lists and scalars in one file once aliases are expanded; real configs have thousands
 
 
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
+def _short(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!", 1)
+
+
 class _TooLarge(Exception):
     pass
+
+
+class _Refused(Exception):
+    def __init__(self, line: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.line, self.field, self.message = line, field, message
 
 
 def _read_file(
@@ -137,11 +150,19 @@ def _read_file(
         if budget[0] < 0:  # aliases expand as often as they are used: a "billion laughs" file never ends
             raise _TooLarge
         lines.setdefault(loc, n.start_mark.line + 1)
+        if isinstance(n, yaml.CollectionNode) and n.tag not in _PLAIN_TAGS:  # !!python/object and the like: never built
+            raise _Refused(n.start_mark.line + 1, dotted(loc), f"the YAML tag {_short(n.tag)} is not allowed in a config")
         if isinstance(n, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in n.value:
                 key = str(key_node.value)
-                lines[(*loc, key)] = key_node.start_mark.line + 1
+                line = key_node.start_mark.line + 1
+                if key in out and key != "<<":
+                    # YAML keeps the last one: the first (a whole `routes:` list, a field's mapping) would be dropped unsaid.
+                    first = lines[(*loc, key)]
+                    issues.append(ConfigIssue(name, line, dotted((*loc, key)), f"{key!r} is given twice here (lines {first} "
+                                              f"and {line}); YAML would keep only the last one: merge them or remove one"))  # fmt: skip
+                lines[(*loc, key)] = line
                 out[key] = walk(value_node, (*loc, key))
             return out
         if isinstance(n, yaml.SequenceNode):
@@ -159,6 +180,9 @@ def _read_file(
     except yaml.MarkedYAMLError as exc:  # a scalar YAML cannot construct (``=``, an unknown tag)
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         issues.append(ConfigIssue(name, line, "", f"YAML: {exc.problem}"))
+        return {}, {}
+    except _Refused as refused:
+        issues.append(ConfigIssue(name, refused.line, refused.field, refused.message))
         return {}, {}
     except _TooLarge:
         issues.append(ConfigIssue(name, None, "", f"expands to more than {_MAX_VALUES} values (YAML aliases used over and over?)"))

@@ -158,3 +158,31 @@ def test_yaml_bombs_are_one_line_config_errors(tmp_path: Path, text: str, messag
         load_config(path, AdapterRegistry.from_entry_points(), env={})
     assert re.search(message, str(caught.value)), caught.value
     assert len(caught.value.issues) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        # A second `routes:` further down a long file: YAML keeps the last list, and every route of the first was gone unsaid.
+        (
+            "routes:\n  - {name: a, from: Payment, to: [erp]}\noutbound: []\nroutes: []\n",
+            "bus.yaml:4: routes:",
+            "'routes' is given twice here (lines 1 and 4)",
+        ),
+        # A field mapped twice in one route: the first mapping was dropped.
+        (
+            "routes:\n  - name: a\n    from: Payment\n    to: [erp]\n    when: amount > 1\n    when: amount > 2\n",
+            "bus.yaml:6: routes[0].when:",
+            "'when' is given twice here (lines 5 and 6)",
+        ),
+        # PyYAML's unsafe tags are never built (safe loading), and are named rather than taken for plain data.
+        ("kafka: !!python/object/apply:os.system [echo hi]\n", "bus.yaml:1: kafka:", "the YAML tag !!python/object/apply:os.system"),
+    ],
+)
+def test_a_key_given_twice_or_an_unsafe_tag_is_a_config_error_naming_its_line(tmp_path: Path, text: str, where: str, message: str) -> None:
+    path = tmp_path / "bus.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, AdapterRegistry.from_entry_points(), env={})
+    said = [str(issue) for issue in caught.value.issues]
+    assert any(where in line and message in line for line in said), said
