@@ -37,6 +37,7 @@ from bus.adapter_api import EmitSpec
 from bus.codec import Codec
 from bus.config.fields import expression_fields
 from bus.config.loader import LoadedConfig
+from bus.config.yaml_files import safe_load_unique
 from bus.errors import BusError, ConfigError, ConfigIssue, ExpressionError
 from bus.event import Event
 from bus.expr import compile_expression, compile_template
@@ -99,7 +100,10 @@ class Explanation:
 
 def load_tests(path: Path) -> list[TestCase]:
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = safe_load_unique(path.read_text()) or {}
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise ConfigError([ConfigIssue(str(path), line, "", f"cannot read tests: {exc.problem}")]) from exc
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read tests: {exc}")]) from exc
     cases: list[TestCase] = []

@@ -8,7 +8,7 @@ file, stripped of its trailing newline). Values never appear in error messages.
 
 from __future__ import annotations
 
-__all__ = ["VARIABLE", "Marks", "config_files", "merge"]
+__all__ = ["VARIABLE", "Marks", "config_files", "merge", "safe_load_unique"]
 
 import re
 from collections.abc import Mapping
@@ -94,6 +94,28 @@ _MAX_VALUES = 200_000  # mappings, lists and scalars in one file once aliases ar
 
 
 _PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen and key != "<<":
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice here (lines {seen[key]} and {key_node.start_mark.line + 1}); "
+                    "YAML would keep only the last one", key_node.start_mark,
+                )  # fmt: skip
+            seen.setdefault(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load``, with a key given twice in a mapping a ``yaml.MarkedYAMLError`` (the
+    files beside a config: route tests)."""
+    return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 - a SafeLoader
 
 
 def _short(tag: str) -> str:

@@ -149,6 +149,16 @@ def test_bad_test_file_is_a_config_error(config: Path, tmp_path: Path, capsys: p
     assert "tests.yaml: tests[0].input: Field required" in capsys.readouterr().err
 
 
+def test_a_key_given_twice_in_a_test_file_is_a_config_error_naming_its_lines(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # YAML keeps the last `expect:`: the first expectation was never checked, and the test passed on the second.
+    tests = tmp_path / "tests.yaml"
+    tests.write_text("tests:\n  - name: big\n    input: {amount: 1}\n    expect: {erp: 1}\n    expect: {erp: 0}\n")
+    assert main(["test", "-c", str(config), str(tests)]) == 2
+    assert "tests.yaml:5: <top level>: cannot read tests: 'expect' is given twice here (lines 4 and 5)" in capsys.readouterr().err
+
+
 def test_routes_explain(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"schema": "Order", "event": {**ORDER, "customer_id": "c-404", "lines": []}}))
