@@ -87,6 +87,13 @@ def check_signature(
     return None
 
 
+def _epoch(text: str) -> int | None:
+    """A sender's timestamp: ASCII digits, at most 16 (milliseconds until the year 318857). Not
+    ``int()`` alone, which takes signs, spaces, underscores and other scripts' digits, and numbers
+    past what a float holds, which then broke the age's arithmetic (an answer 500, not 401)."""
+    return int(text) if 0 < len(text) <= 16 and text.isascii() and text.isdigit() else None
+
+
 def _hubspot(
     headers: Mapping[str, str], secrets: list[bytes], body: bytes, *, method: str, url: str, tolerance_s: int, now: float
 ) -> str | None:
@@ -94,10 +101,10 @@ def _hubspot(
     if not offered:
         return "missing signature header X-HubSpot-Signature-v3"
     stamp = headers.get("X-HubSpot-Request-Timestamp", "")
-    try:
-        age = abs(now - int(stamp) / 1000)
-    except ValueError:
+    at_ms = _epoch(stamp)
+    if at_ms is None:
         return "X-HubSpot-Request-Timestamp is missing or not milliseconds"
+    age = abs(now - at_ms / 1000)
     if age > tolerance_s:
         return f"X-HubSpot-Request-Timestamp is {age:.0f}s from now (tolerance {tolerance_s}s)"
     message = method.encode() + url.encode() + body + stamp.encode()
@@ -113,9 +120,8 @@ def _stripe(value: str, secrets: list[bytes], body: bytes, tolerance_s: int, now
     for item in value.split(","):
         key, _, text = item.strip().partition("=")
         parts.setdefault(key, []).append(text)
-    try:
-        timestamp = int(parts.get("t", [""])[0])
-    except ValueError:
+    timestamp = _epoch(parts.get("t", [""])[0])
+    if timestamp is None:
         return "Stripe-Signature has no valid timestamp t="
     if abs(now - timestamp) > tolerance_s:
         return f"Stripe-Signature timestamp is {abs(now - timestamp):.0f}s from now (tolerance {tolerance_s}s)"

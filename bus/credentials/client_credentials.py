@@ -22,6 +22,7 @@ import httpx
 from pydantic import Field, SecretStr
 
 from bus.config.base import ConfigModel
+from bus.credentials.expiry import lifetime as token_lifetime
 from bus.documents import parse_json
 from bus.errors import RetryableError
 
@@ -131,7 +132,7 @@ class ClientCredentials:
             token = str(answer["access_token"])
         except (ValueError, KeyError, TypeError) as exc:
             raise RetryableError(f"{self._what}: token endpoint answered without an access_token: {text[:200]}") from exc
-        lifetime = float(answer.get("expires_in") or 3600)
+        lifetime = token_lifetime(answer.get("expires_in") if isinstance(answer, dict) else None)
         self._token = token
         self._refresh_at = time.monotonic() + lifetime - min(self.config.refresh_before_s, lifetime / 10)
         self.fetched += 1

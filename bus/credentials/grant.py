@@ -16,6 +16,7 @@ from urllib.parse import quote_plus, urlencode
 import httpx
 
 from bus.config.connections import ConnectionConfig
+from bus.credentials.expiry import lifetime as token_lifetime
 from bus.documents import parse_json
 
 
@@ -113,7 +114,7 @@ class Grant:
         return Tokens(
             access_token=str(body["access_token"]),
             refresh_token=str(body.get("refresh_token") or previous_refresh),
-            expires_at=now + float(body.get("expires_in") or 3600),
+            expires_at=now + token_lifetime(body.get("expires_in")),
             generation=generation,
             obtained_at=now,
             scope=str(body.get("scope", "")),

@@ -98,6 +98,21 @@ async def test_each_scheme_takes_good_signatures_and_refuses_the_rest(hub: Hub) 
         ),
         ("hubspot", body(16), hubspot_headers(hubspot_url, body(16), "other", now * 1000), "does not match method, URL, body"),
         ("hubspot", body(17), {}, "missing signature header X-HubSpot-Signature-v3"),
+        # Timestamps no clock could give (a number past what a float holds broke the check itself: 500, not 401)
+        ("stripe", body(18), {"Stripe-Signature": f"t={'9' * 400},v1=abc"}, "no valid timestamp"),
+        ("stripe", body(19), {"Stripe-Signature": "t=1e9,v1=abc"}, "no valid timestamp"),
+        (
+            "hubspot",
+            body(20),
+            {**hubspot_headers(hubspot_url, body(20), "hs-client-secret", now * 1000), "X-HubSpot-Request-Timestamp": "9" * 400},
+            "not milliseconds",
+        ),
+        (
+            "hubspot",
+            body(21),
+            {**hubspot_headers(hubspot_url, body(21), "hs-client-secret", now * 1000), "X-HubSpot-Request-Timestamp": "-5"},
+            "not milliseconds",
+        ),
     ]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.web.port}") as client:
         for name, payload, headers in good:
