@@ -17,6 +17,7 @@ import datetime as dt
 import email.utils
 import hashlib
 import json
+import math
 import re
 from abc import abstractmethod
 from collections.abc import Awaitable
@@ -45,10 +46,12 @@ def wait_seconds(value: str, now: float) -> float | None:
         number = float(value)
     except ValueError:
         try:
-            return email.utils.parsedate_to_datetime(value).timestamp() - now
-        except (TypeError, ValueError):
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+        except (TypeError, ValueError, OverflowError):
             return None
-    return number - now if number > 1_000_000_000 else number  # an epoch time, or a delta
+    if not math.isfinite(number):  # "nan", "inf", 1e999: no wait a server meant; the caller's own backoff
+        return None
+    return max(0.0, number - now if number > 1_000_000_000 else number)  # an epoch time (past: none), or a delta
 
 
 def record_id(record: Any) -> str:
