@@ -77,8 +77,8 @@ class JwtVerifier:
             return None, f"expected `Bearer <token>` in {self.config.header}"
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
-            return None, f"malformed token: {exc}"
+        except jwt.InvalidTokenError as exc:  # DecodeError, or a header PyJWT refuses (a kid that is not text)
+            return None, f"malformed token ({exc})"  # not "token: ...", which logs and answers mask as a secret
         if header.get("alg") not in self._algorithms:
             return None, f"algorithm {header.get('alg')!r} is not accepted"
         key = self.config.secret.get_secret_value() if self.config.secret else await self._key(header.get("kid"))
@@ -105,7 +105,7 @@ class JwtVerifier:
         except jwt.MissingRequiredClaimError as exc:
             return None, f"token lacks the {exc.claim!r} claim"
         except jwt.InvalidTokenError as exc:
-            return None, f"invalid token: {exc}"
+            return None, f"invalid token ({exc})"
         return claims, ""
 
     async def _key(self, kid: str | None) -> Any:
