@@ -120,7 +120,8 @@ class OpsServer:
         offered = _offered(request)
         token = self._token(offered) if offered else None
         if token is None:
-            reason = "this endpoint changes the hub: send a token of scope write (Authorization: Bearer <token>)"
+            # Not "Authorization: Bearer <token>": answers are redacted, and that reads as a header with its secret.
+            reason = "this endpoint changes the hub: send a token of scope write, as the header Authorization with Bearer and the token"
             return web.json_response({"error_code": 40101, "message": reason}, status=401, headers=_CHALLENGE)
         if token.scope != "write":
             return web.json_response({"error_code": 40301, "message": f"token {token.name!r} may only read"}, status=403)
@@ -132,7 +133,11 @@ class OpsServer:
         offered = _offered(request)
         token = self._token(offered) if offered else None
         if token is None:
-            why = "send a token from ops.tokens (Authorization: Bearer <token>)" if not offered else "the token is not one of ops.tokens"
+            why = (
+                "send a token from ops.tokens, as the header Authorization with Bearer and the token"
+                if not offered
+                else "the token is not one of ops.tokens"
+            )
             return problem(401, why, request.path, **_CHALLENGE)
         request[TOKEN_NAME] = token.name  # who, for the audit record of a write
         reads = request.method in ("GET", "HEAD", "OPTIONS") or request.path == f"{API_PREFIX}/config/validate"

@@ -46,6 +46,9 @@ async def test_the_api_shows_a_failing_subscriber_and_refuses_what_it_should(
             anonymous = await api.get("/topology")
             assert anonymous.status_code == 401 and anonymous.headers["content-type"].startswith("application/problem+json")
             assert anonymous.json()["status"] == 401 and "Bearer" in anonymous.headers["WWW-Authenticate"]
+            # The reason says how, whole: as "Authorization: Bearer <token>" the answers' redaction masked half of it.
+            assert "as the header Authorization with Bearer and the token" in anonymous.json()["detail"], anonymous.text
+            assert "***" not in anonymous.text, anonymous.text
             assert (await api.get("/topology", headers={"Authorization": "Bearer nope"})).status_code == 401
 
             reader = {"Authorization": f"Bearer {READ}"}
