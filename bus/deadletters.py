@@ -153,7 +153,7 @@ class DeadLetter:
         """Where it failed from (``bus_origin``: topic, partition, offset), if the letter says."""
         topic, _, offset = self.header("bus_origin").rpartition("/")
         topic, _, partition = topic.rpartition("/")
-        if not topic or not (partition.isdigit() and offset.isdigit()):
+        if not topic or not (partition.isascii() and partition.isdigit() and offset.isascii() and offset.isdigit()):
             return None
         return topic, int(partition), int(offset)
 

@@ -235,7 +235,7 @@ class Redeliverer:
                     continue
                 original = header_text(record.headers, REPLAYED_FROM)
                 was_topic, _, was = original.rpartition("/")
-                if was_topic == f"{topic}/{tp.partition}" and was.isdigit() and int(was) in chosen_offsets:
+                if was_topic == f"{topic}/{tp.partition}" and was.isascii() and was.isdigit() and int(was) in chosen_offsets:
                     outcome.earlier_copies += 1
                     continue
                 candidates.append((record.offset, record.key, event_id))

@@ -48,7 +48,7 @@ async def read_bounded(
             response = await client.send(request, stream=True)
             try:
                 declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > limit and "Content-Encoding" not in response.headers:
+                if declared.isascii() and declared.isdigit() and int(declared) > limit and "Content-Encoding" not in response.headers:
                     raise AnswerTooLarge(f"{method} {response.request.url} answers {int(declared):,} bytes; at most {limit:,} are read")
                 parts: list[bytes] = []
                 size = 0

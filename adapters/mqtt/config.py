@@ -22,7 +22,7 @@ def _named(hosts: str, port: int) -> list[tuple[str, int]]:
             name, _, number = entry.partition(":")
         else:
             name, number = entry, ""
-        if number and not number.isdigit():
+        if number and not (number.isascii() and number.isdigit()):
             raise ValueError(f"broker {entry!r}: the port must be a number")
         found.append((name, int(number) if number else port))
     return found

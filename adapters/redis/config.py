@@ -37,7 +37,7 @@ class Sentinel(ConfigModel):
 
 def _address(node: str) -> tuple[str, int]:
     host, _, port = node.rpartition(":") if ":" in node else (node, "", "26379")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{node!r} is not host:port")
     return host, int(port)
 
@@ -58,7 +58,7 @@ class _Server(TlsConnection, AdapterConfig):
         if not parts.hostname:
             raise ValueError("the URL names no host: redis://host:6379/0")
         path = parts.path.strip("/")
-        if path and not path.isdigit():
+        if path and not (path.isascii() and path.isdigit()):
             raise ValueError(f"the URL's path is the database number (redis://host:6379/0), not {parts.path!r}")
         try:
             parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number

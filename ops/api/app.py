@@ -258,7 +258,7 @@ def api_app(view: HubView) -> web.Application:
         raw = request.query.get(name)
         if raw is None:
             return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # "²" is a digit to isdigit(), not to int()
             raise ApiError(400, f"{name} must be a whole number from {low} to {high}, not {raw!r}")
         return int(raw)
 
@@ -269,8 +269,10 @@ def api_app(view: HubView) -> web.Application:
                 given[name] = query[name]
         if "id" in query:
             given["ids"] = [query["id"]]
-        if query.get("all") in ("true", "1"):
-            given["all"] = True
+        if "all" in query:
+            if query["all"] not in ("true", "1", "false", "0"):
+                raise ApiError(400, f"all must be true or false (1 or 0), not {query['all']!r}")
+            given["all"] = query["all"] in ("true", "1")
         try:
             where = DeadLetterAction.model_validate(given)
             for moment in (where.since, where.until):

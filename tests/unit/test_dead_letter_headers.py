@@ -45,3 +45,14 @@ def test_a_record_too_large_is_cut_part_by_part_to_what_kafka_takes() -> None:
     same_key, _, kept = cut_to_fit(b"k1", value, small)
     assert same_key == b"k1" and ("ce_id", b"e1") in kept and "bus_headers_dropped" not in dict(kept)
     assert not DeadLetter("erp", "t", 0, 0, b"k1", b"whole", small).cut
+
+
+def test_a_letter_whose_origin_is_not_topic_partition_offset_has_none() -> None:
+    def letter(origin: bytes) -> DeadLetter:
+        return DeadLetter("erp", "t.dlq.erp", 0, 7, None, b"{}", [("bus_origin", origin)])
+
+    assert letter(b"t.deliver.erp/2/41").origin == ("t.deliver.erp", 2, 41)
+    # written by anything that can produce to the topic: "\u00b2" is a digit to isdigit() and broke int() (a ValueError
+    # out of every listing of the topic's letters)
+    for origin in ("t.deliver.erp/2/4\u00b2".encode(), b"t.deliver.erp/x/41", b"41", b""):
+        assert letter(origin).origin is None, origin
