@@ -288,6 +288,9 @@ def said(error: Any) -> str:
     return f"{text} [{code}]" if code else text
 
 
-def error_codes(errors: list[Any]) -> set[Any]:
-    """The ``extensions.code`` of each GraphQL error that has one (THROTTLED, BAD_USER_INPUT...)."""
-    return {e["extensions"].get("code") for e in errors if isinstance(e, dict) and isinstance(e.get("extensions"), dict)}
+def error_codes(errors: list[Any]) -> set[str]:
+    """The ``extensions.code`` of each GraphQL error that has one (THROTTLED, BAD_USER_INPUT...).
+    Codes are text by the spec's convention; a server that sends a list or an object there (a
+    TypeError here before: unhashable) has them left out."""
+    found = (e["extensions"].get("code") for e in errors if isinstance(e, dict) and isinstance(e.get("extensions"), dict))
+    return {code for code in found if isinstance(code, str)}

@@ -7,8 +7,9 @@ the hub meets real GraphQL answers (``data`` and ``errors`` with locations, path
   pageInfo { hasNextPage endCursor }); cursors are opaque base64 of the position, as graphql-relay
   makes them; ordered by creation, or by (updatedAt, id) when ``updatedSince`` is given.
 - ``createInvoice(input)``: stores an invoice; a customer in ``closed_customers`` gets a GraphQL
-  error (BAD_USER_INPUT, as Apollo answers); a negative amount gets a user error in the payload
-  (Shopify's ``userErrors``).
+  error (BAD_USER_INPUT, as Apollo answers), one in ``frozen_customers`` an error whose code is a
+  list (as some servers send it, off the spec's convention); a negative amount gets a user error
+  in the payload (Shopify's ``userErrors``).
 - Throttling as Shopify does it: ``throttle_queries`` / ``throttle_mutations`` answer that many
   queries / mutations 200 with an error whose code is THROTTLED; ``fail_next`` answers that many
   calls 503.
@@ -48,6 +49,7 @@ class GraphQLShop:
     orders: list[dict[str, Any]] = field(default_factory=list)
     invoices: list[dict[str, Any]] = field(default_factory=list)
     closed_customers: set[str] = field(default_factory=set)
+    frozen_customers: set[str] = field(default_factory=set)
     throttle_queries: int = 0
     throttle_mutations: int = 0
     fail_next: int = 0
@@ -102,6 +104,8 @@ class GraphQLShop:
     def _create_invoice(self, _info: Any, input: dict[str, Any]) -> dict[str, Any]:
         if input["customerId"] in self.closed_customers:
             raise GraphQLError(f"customer {input['customerId']} is closed; no invoice can be issued", extensions={"code": "BAD_USER_INPUT"})
+        if input["customerId"] in self.frozen_customers:
+            raise GraphQLError(f"account {input['customerId']} is frozen", extensions={"code": ["ACCOUNT_FROZEN", "BAD_USER_INPUT"]})
         if input["amount"] < 0:
             return {"invoice": None, "userErrors": [{"field": ["input", "amount"], "message": "Amount must be positive"}]}
         invoice = {"id": f"inv_{len(self.invoices) + 1}", **input}

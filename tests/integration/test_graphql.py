@@ -191,14 +191,15 @@ async def test_since_mode_reads_changed_nodes_from_the_watermark(tmp_path: Path,
 
 
 async def test_a_mutation_refused_for_one_input_dead_letters_that_event_only(tmp_path: Path, bootstrap: str) -> None:
-    api = await GraphQLShop(throttle_mutations=2, closed_customers={"cus_closed"}).start()
+    api = await GraphQLShop(throttle_mutations=2, closed_customers={"cus_closed"}, frozen_customers={"cus_frozen"}).start()
     for i in range(40):
-        api.add_order(i, 100 + i, "2026-05-01T00:00:00Z", customer="cus_closed" if i in (5, 17) else f"cus_{i % 4}")
+        customer = "cus_closed" if i in (5, 17) else "cus_frozen" if i == 23 else f"cus_{i % 4}"
+        api.add_order(i, 100 + i, "2026-05-01T00:00:00Z", customer=customer)
     api.add_order(99, -5, "2026-05-01T00:00:00Z", customer="cus_1")  # refused by a user error in the payload
     path = write(tmp_path, hub_config(bootstrap, [poll_block(api)], [invoice_block(api)]))
     try:
         async with build_hub(path) as hub:
-            await until(lambda: len(api.invoices) >= 38, "38 invoices", timeout=60)
+            await until(lambda: len(api.invoices) >= 37, "37 invoices", timeout=60)
 
             async def parked() -> list[Any]:
                 return await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.dead_letter("ledger"))
@@ -206,16 +207,18 @@ async def test_a_mutation_refused_for_one_input_dead_letters_that_event_only(tmp
             letters: list[Any] = []
             for _ in range(100):
                 letters = await parked()
-                if len(letters) >= 3:
+                if len(letters) >= 4:
                     break
                 await asyncio.sleep(0.2)
             reasons = {hub.codec.decode(r.value)[1]["order_id"]: dict(r.headers)["bus_error"].decode() for r in letters}
-            assert set(reasons) == {"gid://shop/Order/5", "gid://shop/Order/17", "gid://shop/Order/99"}, reasons
+            assert set(reasons) == {"gid://shop/Order/5", "gid://shop/Order/17", "gid://shop/Order/23", "gid://shop/Order/99"}, reasons
+            # an error whose code is a list, off the spec's convention: refused for this event, not taken for the adapter's bug
+            assert "account cus_frozen is frozen" in reasons["gid://shop/Order/23"], reasons
             assert "customer cus_closed is closed" in reasons["gid://shop/Order/5"]
             assert "BAD_USER_INPUT" in reasons["gid://shop/Order/5"]
             assert "Amount must be positive (at input.amount)" in reasons["gid://shop/Order/99"]
         numbers = Counter(i["number"] for i in api.invoices)
-        assert len(numbers) == 38 and max(numbers.values()) == 1
+        assert len(numbers) == 37 and max(numbers.values()) == 1
         sent = next(c["variables"] for c in api.calls if "input" in c["variables"])
         assert sent["input"]["currency"] == "EUR" and isinstance(sent["input"]["amount"], int)
         assert Counter(str(c["outcome"]) for c in api.calls)["THROTTLED"] == 2  # retried, not dead-lettered
