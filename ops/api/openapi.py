@@ -143,6 +143,18 @@ def openapi_document() -> dict[str, Any]:
     subscribers = TypeAdapter(list[SubscriberNode]).json_schema(ref_template=_REF, mode="serialization", by_alias=True)
     not_found = {"404": {"description": "No such subscriber.", "content": _PROBLEM}}
     bad_body = {"400": {"description": "A bad body or parameter, said why.", "content": _PROBLEM}}
+    held = {  # a redelivery or backfill: one per subscriber at a time across the hub (a claim on the control topic)
+        "409": {
+            "description": "A redelivery or backfill of the subscriber is under way, in this process or another one (the answer "
+            "names it and where).",
+            "content": _PROBLEM,
+        },
+        "503": {
+            "description": "It stopped writing: its claim on the subscriber could not be renewed on the control topic (Kafka out "
+            "of reach). Ask again: what it wrote is left out as delivered.",
+            "content": _PROBLEM,
+        },
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -190,16 +202,7 @@ def openapi_document() -> dict[str, Any]:
                         **_ok(_ref(RedeliveryDone), "What the window held, what was sent again and what was left out, and why."),
                         **bad_body,
                         "404": {"description": "No such subscriber, or nothing was ever routed to it.", "content": _PROBLEM},
-                        "409": {
-                            "description": "A redelivery or backfill of the subscriber is under way, in this process or another "
-                            "one (the answer names it and where).",
-                            "content": _PROBLEM,
-                        },
-                        "503": {
-                            "description": "It stopped writing: its claim on the subscriber could not be renewed on the control "
-                            "topic (Kafka out of reach). Ask again: what it wrote is left out as delivered.",
-                            "content": _PROBLEM,
-                        },
+                        **held,
                     },
                 }
             },
@@ -215,16 +218,7 @@ def openapi_document() -> dict[str, Any]:
                         **_ok(_ref(BackfillDone), "What the window held, what was written and what was left out, and why."),
                         **bad_body,
                         "404": {"description": "No such subscriber, or it has no delivery topic.", "content": _PROBLEM},
-                        "409": {
-                            "description": "A redelivery or backfill of the subscriber is under way, in this process or another "
-                            "one (the answer names it and where).",
-                            "content": _PROBLEM,
-                        },
-                        "503": {
-                            "description": "It stopped writing: its claim on the subscriber could not be renewed on the control "
-                            "topic (Kafka out of reach). Ask again: what it wrote is left out as delivered.",
-                            "content": _PROBLEM,
-                        },
+                        **held,
                     },
                 }
             },
