@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = ["EVALUATION_ERRORS", "MAX_RESULT", "Compiled", "Conditions", "compile_conditions", "compile_expression", "paths_of"]
 
 import ast
+import decimal
 import functools
 import operator
 import re
@@ -196,6 +197,9 @@ class Compiled:
 
     def failure(self, exc: Exception) -> ExpressionError:
         """What a caller of ``fn`` raises for an ``EVALUATION_ERRORS`` exception."""
+        if isinstance(exc, decimal.DecimalException):  # its text is only its class: "[<class 'decimal.Overflow'>]"
+            said = "an exponent too large" if isinstance(exc, decimal.Overflow) else "NaN, or more than 28 digits"
+            return ExpressionError(f"cannot evaluate {self.text!r}: not defined for these decimals ({said})")
         return ExpressionError(f"cannot evaluate {self.text!r}: {exc}")
 
 

@@ -13,6 +13,7 @@ __all__ = ["FUNCTIONS", "fixed_now", "parse_duration", "time_zone", "to_timestam
 import functools
 import hashlib
 import hmac
+import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,7 +76,37 @@ _MAX_ROUND_DIGITS = 100  # round(x, 10**9) builds a number of 10**9 digits: minu
 def _round(value: Any, digits: Any = 0) -> Any:
     if isinstance(digits, bool) or not isinstance(digits, int) or abs(digits) > _MAX_ROUND_DIGITS:
         raise ValueError(f"round: digits must be a whole number from -{_MAX_ROUND_DIGITS} to {_MAX_ROUND_DIGITS}, not {digits!r}")
+    if type(value) is Decimal:
+        _whole_fits(value)
     return round(value, digits) if digits else round(value)
+
+
+# Python's own bound on whole numbers written as text. A decimal read from text can say 1e999999999
+# in 11 characters; made whole (int, round) it became a number of a billion digits, minutes of CPU
+# and gigabytes for one event, the process held meanwhile.
+_MAX_WHOLE_DIGITS = 4300
+
+
+def _whole_fits(value: Decimal) -> None:
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a finite number")
+    if value.adjusted() >= _MAX_WHOLE_DIGITS:
+        raise ValueError(f"{value:.6e} has more than {_MAX_WHOLE_DIGITS:,} digits")
+
+
+def _int(value: Any) -> int:
+    if type(value) is Decimal:
+        _whole_fits(value)
+    return int(value)
+
+
+def _float(value: Any) -> float:
+    """A float, finite: text that says "nan", "inf" or 1e999 is not a number a system meant (as
+    JSON, which has no NaN or infinity, and whose numbers beyond a double the parser refuses)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 def _text(value: Any) -> str:
@@ -167,12 +198,16 @@ def _iso(value: Any) -> str | None:
 
 
 def _decimal(value: Any) -> Decimal | None:
+    """Money: a finite decimal (NaN and the infinities, which text can say, are no amount)."""
     if value is None:
         return None
     try:
-        return value if isinstance(value, Decimal) else Decimal(str(value))
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
     except InvalidOperation as exc:
         raise ValueError(f"{value!r} is not a number") from exc
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 def _exponent(currency: Any) -> int:
@@ -186,7 +221,10 @@ def _minor_units(amount: Any, currency: Any) -> int | None:
     value = _decimal(amount)
     if value is None:
         return None
-    return int((value * (Decimal(10) ** _exponent(currency))).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    try:
+        return int((value * (Decimal(10) ** _exponent(currency))).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    except InvalidOperation:  # the context's 28 digits: its own message is only the class's name
+        raise ValueError(f"{amount!r} in minor units has more than 28 digits: no amount") from None
 
 
 def _major_units(minor: Any, currency: Any) -> Decimal | None:
@@ -275,8 +313,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "mask": _mask,
     "hmac_sha256": _hmac_sha256,
     "str": _nullable(_text),
-    "int": _nullable(int),
-    "float": _nullable(float),
+    "int": _nullable(_int),
+    "float": _nullable(_float),
     "bool": _nullable(bool),
     "abs": _nullable(abs),
     "round": _nullable(_round),

@@ -87,8 +87,12 @@ def test_xml_entities_are_refused() -> None:
         ("join(data.items, data.sep)", {"data": {"items": list(range(100_000)), "sep": "z" * 1000}}),
         ("mask(data.a, 0, data.c)", {"data": {"a": "x" * 100_000, "c": "y" * 100_000}}),
         ("data.a + data.a", {"data": {"a": "x" * 600_000}}),
+        # 11 characters of text, made a whole number of a billion digits (minutes of CPU, the process held)
+        ("int(decimal(data.a))", {"data": {"a": "1e999999999"}}),
+        ("round(decimal(data.a))", {"data": {"a": "1e999999999"}}),
     ],
 )
+@pytest.mark.timeout(20)
 def test_expressions_cannot_be_made_to_build_huge_values(expression: str, document: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(ExpressionError) as caught:
         compile_expression(expression)(document)
@@ -186,3 +190,24 @@ def test_a_key_given_twice_or_an_unsafe_tag_is_a_config_error_naming_its_line(tm
         load_config(path, AdapterRegistry.from_entry_points(), env={})
     said = [str(issue) for issue in caught.value.issues]
     assert any(where in line and message in line for line in said), said
+
+
+@pytest.mark.parametrize(
+    ("expression", "value", "said"),
+    [
+        # text that says no number a system meant is refused where it came in, as the JSON parser refuses NaN and 1e999
+        ("float(data.a)", "nan", "'nan' is not a finite number"),
+        ("float(data.a)", "-Infinity", "'-Infinity' is not a finite number"),
+        ("float(data.a)", "1e400", "'1e400' is not a finite number"),
+        ("decimal(data.a)", "NaN", "'NaN' is not a finite number"),
+        ("minor_units(data.a, 'usd')", "inf", "'inf' is not a finite number"),
+        # decimal's own errors said in words, not as "[<class 'decimal.InvalidOperation'>]"
+        ("minor_units(data.a, 'usd')", "1e400", "'1e400' in minor units has more than 28 digits"),
+        ("major_units(data.a, 'usd')", "1e999999999", "not defined for these decimals (an exponent too large)"),
+        ("int(decimal(data.a))", "1e999999999", "has more than 4,300 digits"),
+    ],
+)
+def test_numbers_no_system_meant_are_refused_saying_why(expression: str, value: str, said: str) -> None:
+    with pytest.raises(ExpressionError, match=re.escape(said)):
+        compile_expression(expression)({"data": {"a": value}})
+    assert compile_expression(expression)({"data": {"a": "12.5"}}) is not None  # the same expression reads a number
