@@ -112,6 +112,7 @@ __all__ = [
     "text_cell",
     "text_codec",
     "time_zone",
+    "whole_number",
 ]
 
 import asyncio
@@ -176,6 +177,7 @@ from bus.kafka.clients import stop_consumer as stop_kafka_consumer  # its stop, 
 from bus.logs import REDACTOR
 from bus.mapping import Emitter
 from bus.migrate.canonical import canonical as comparable  # a value as bus migrate compares it
+from bus.numbers import whole_number
 from bus.openapi import ApiOperation, BodyCheck, ContractError, operation_in
 from bus.runtime.ending import finish as finish_task
 from bus.runtime.ending import finish_read

@@ -50,6 +50,7 @@ from bus.kafka.headers import header_text
 from bus.kafka.reader import batches_from_start, stream_topics
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 from bus.logs import REDACTOR
+from bus.numbers import whole_number
 
 # The longest reason a dead letter keeps: an error can quote a whole value (a mapping's, a target's),
 # and an event of 960 KiB with its value quoted again would be more than Kafka takes.
@@ -153,9 +154,10 @@ class DeadLetter:
         """Where it failed from (``bus_origin``: topic, partition, offset), if the letter says."""
         topic, _, offset = self.header("bus_origin").rpartition("/")
         topic, _, partition = topic.rpartition("/")
-        if not topic or not (partition.isascii() and partition.isdigit() and offset.isascii() and offset.isdigit()):
+        number, position = whole_number(partition), whole_number(offset)
+        if not topic or number is None or position is None:
             return None
-        return topic, int(partition), int(offset)
+        return topic, number, position
 
     @property
     def failed_at(self) -> str:

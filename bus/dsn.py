@@ -13,6 +13,8 @@ __all__ = ["check_dsn", "servers"]
 
 from urllib.parse import parse_qs, urlsplit
 
+from bus.numbers import whole_number
+
 POSTGRES = ("postgresql://", "postgres://")
 MYSQL = ("mysql://", "mariadb://")
 # What asyncpg takes for target_session_attrs (libpq's names).
@@ -50,7 +52,7 @@ def check_dsn(dsn: str, *, postgres_only: bool = False) -> None:
         host, port = _host_and_port(server)
         if not host and len(named) > 1:
             raise ValueError(f"the dsn names an empty server in its list: {servers(dsn)!r}")
-        if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        if port and not whole_number(port, 65535):
             raise ValueError(f"the dsn's server {server!r}: the port must be a number from 1 to 65535")
     if len(named) > 1 and dsn.startswith(MYSQL):
         raise ValueError(

@@ -49,6 +49,7 @@ from bus.kafka.clients import make_consumer, make_producer, outside_bootstrap, s
 from bus.kafka.headers import header_text
 from bus.kafka.reader import Record, batches_from_start, partitions_of
 from bus.kafka.topics import TopicNames
+from bus.numbers import whole_number
 
 log = logging.getLogger("bus.redelivery")
 REPLAYED_FROM = "bus_replayed_from"
@@ -235,7 +236,7 @@ class Redeliverer:
                     continue
                 original = header_text(record.headers, REPLAYED_FROM)
                 was_topic, _, was = original.rpartition("/")
-                if was_topic == f"{topic}/{tp.partition}" and was.isascii() and was.isdigit() and int(was) in chosen_offsets:
+                if was_topic == f"{topic}/{tp.partition}" and whole_number(was) in chosen_offsets:
                     outcome.earlier_copies += 1
                     continue
                 candidates.append((record.offset, record.key, event_id))

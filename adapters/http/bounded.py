@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 import httpx
 
+from bus.adapter_api import whole_number
+
 # Headers of the answer as it came on the wire; the body handed on is already decoded.
 _WIRE_ONLY = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
@@ -47,9 +49,9 @@ async def read_bounded(
         async with asyncio.timeout(within):
             response = await client.send(request, stream=True)
             try:
-                declared = response.headers.get("Content-Length", "")
-                if declared.isascii() and declared.isdigit() and int(declared) > limit and "Content-Encoding" not in response.headers:
-                    raise AnswerTooLarge(f"{method} {response.request.url} answers {int(declared):,} bytes; at most {limit:,} are read")
+                declared = whole_number(response.headers.get("Content-Length", ""))
+                if declared is not None and declared > limit and "Content-Encoding" not in response.headers:
+                    raise AnswerTooLarge(f"{method} {response.request.url} answers {declared:,} bytes; at most {limit:,} are read")
                 parts: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():

@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from bus.adapter_api import ConfigModel
+from bus.adapter_api import ConfigModel, whole_number
 
 
 class SignatureAuth(ConfigModel):
@@ -87,11 +87,13 @@ def check_signature(
     return None
 
 
+_LATEST = 10**16 - 1
+
+
 def _epoch(text: str) -> int | None:
-    """A sender's timestamp: ASCII digits, at most 16 (milliseconds until the year 318857). Not
-    ``int()`` alone, which takes signs, spaces, underscores and other scripts' digits, and numbers
-    past what a float holds, which then broke the age's arithmetic (an answer 500, not 401)."""
-    return int(text) if 0 < len(text) <= 16 and text.isascii() and text.isdigit() else None
+    """A sender's timestamp: at most 16 digits (milliseconds until the year 318857). Numbers past
+    what a float holds broke the age's arithmetic (an answer 500, not 401)."""
+    return whole_number(text, _LATEST)
 
 
 def _hubspot(

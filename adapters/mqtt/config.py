@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText, TlsConnection
+from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, OutboundConfig, TemplateText, TlsConnection, whole_number
 
 
 def _named(hosts: str, port: int) -> list[tuple[str, int]]:
@@ -22,9 +22,10 @@ def _named(hosts: str, port: int) -> list[tuple[str, int]]:
             name, _, number = entry.partition(":")
         else:
             name, number = entry, ""
-        if number and not (number.isascii() and number.isdigit()):
-            raise ValueError(f"broker {entry!r}: the port must be a number")
-        found.append((name, int(number) if number else port))
+        given = whole_number(number, 65535) if number else port
+        if not given:
+            raise ValueError(f"broker {entry!r}: the port must be a number from 1 to 65535")
+        found.append((name, given))
     return found
 
 

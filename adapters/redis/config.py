@@ -10,7 +10,18 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, ConfigModel, Duration, EmitSpec, Expression, OutboundConfig, TemplateText, TlsConnection
+from bus.adapter_api import (
+    AdapterConfig,
+    BodyMap,
+    ConfigModel,
+    Duration,
+    EmitSpec,
+    Expression,
+    OutboundConfig,
+    TemplateText,
+    TlsConnection,
+    whole_number,
+)
 
 
 class Sentinel(ConfigModel):
@@ -37,9 +48,10 @@ class Sentinel(ConfigModel):
 
 def _address(node: str) -> tuple[str, int]:
     host, _, port = node.rpartition(":") if ":" in node else (node, "", "26379")
-    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+    number = whole_number(port, 65535)
+    if not host or not number:
         raise ValueError(f"{node!r} is not host:port")
-    return host, int(port)
+    return host, number
 
 
 class _Server(TlsConnection, AdapterConfig):
@@ -58,7 +70,7 @@ class _Server(TlsConnection, AdapterConfig):
         if not parts.hostname:
             raise ValueError("the URL names no host: redis://host:6379/0")
         path = parts.path.strip("/")
-        if path and not (path.isascii() and path.isdigit()):
+        if path and whole_number(path) is None:
             raise ValueError(f"the URL's path is the database number (redis://host:6379/0), not {parts.path!r}")
         try:
             parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number

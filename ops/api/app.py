@@ -28,8 +28,9 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from bus.documents import parse_json
-from bus.errors import BusError, Busy, ClaimLost, RetryableError
+from bus.errors import BusError, Busy, ClaimLost, RetryableError, brief
 from bus.logs import REDACTOR
+from bus.numbers import whole_number
 from ops.api.models import (
     BackfillDone,
     BackfillRequest,
@@ -258,9 +259,10 @@ def api_app(view: HubView) -> web.Application:
         raw = request.query.get(name)
         if raw is None:
             return default
-        if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # "²" is a digit to isdigit(), not to int()
-            raise ApiError(400, f"{name} must be a whole number from {low} to {high}, not {raw!r}")
-        return int(raw)
+        number = whole_number(raw, high)
+        if number is None or number < low:
+            raise ApiError(400, f"{name} must be a whole number from {low} to {high}, not {brief(raw, 40)!r}")
+        return number
 
     def filters(query: Mapping[str, str], body: Mapping[str, Any] | None = None) -> DeadLetterAction:
         given: dict[str, Any] = dict(body or {})

@@ -21,7 +21,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.faults.test_delivery_faults import hub_config, post_all
 from tests.integration.test_redelivery import settled
-from tests.support.hub import build_hub, write_config
+from tests.support.hub import build_hub, ready_within, write_config
 from tests.support.target import Target
 from tests.support.tools import ROOT, tool
 
@@ -539,7 +539,6 @@ async def test_a_pollers_position_is_seen_and_kept_across_a_changed_filter_from_
     """An sql_poll whose `where` was widened while it was paused: its page shows the position as
     saved in another source (what changed), offers to keep it only while paused, asks to confirm,
     and once kept and resumed the poller goes on from it."""
-    import httpx
 
     from tests.integration.test_positions import DSN, KIND, settled, stamp
     from tests.integration.test_sql import run_sql
@@ -581,5 +580,4 @@ async def test_a_pollers_position_is_seen_and_kept_across_a_changed_filter_from_
             await run_sql(KIND, DSN, insert_rows(table, range(4, 5), stamp("2021-01-01")))
             await page.get_by_role("button", name="Resume reading").click()
             assert await settled(hub, 3) == {"legacy:1", "legacy:2", "legacy:4"}, "kept: row 3, before the position, is not read"
-            async with httpx.AsyncClient() as client:
-                assert (await client.get(f"http://127.0.0.1:{hub.ops.port}/readyz")).status_code == 200
+            await ready_within(hub.ops.port)

@@ -243,7 +243,11 @@ async def test_dead_letters_and_the_ledger_through_the_api_are_what_the_cli_says
             assert (one["total"], len(one["items"]), one["items"][0]) == (3, 1, page["items"][1])
             # What a page or a filter cannot be is a 400 naming it: "²" passed isdigit() and broke int() (a 500); an
             # all= that is neither true nor false was taken as false without a word.
-            for asked, said in ({"limit": "\u00b2"}, "limit must be a whole number"), ({"all": "maybe"}, "all must be true or false"):
+            for asked, said in (
+                ({"limit": "\u00b2"}, "limit must be a whole number"),
+                ({"offset": "9" * 5000}, "offset must be a whole number"),  # int() raised past 4,300 digits: a 500
+                ({"all": "maybe"}, "all must be true or false"),
+            ):
                 refused = await api.get("/dead-letters", params={"subscriber": "crm", **asked}, headers=viewer)
                 assert refused.status_code == 400 and said in refused.json()["detail"], refused.text
 

@@ -178,7 +178,12 @@ async def test_a_host_naming_a_clusters_nodes_starts_on_one_that_answers_and_fol
 
 
 def test_a_host_list_that_cannot_be_read_is_a_config_error() -> None:
-    for host, said in (("mqtt-0,mqtt-1:x", "broker 'mqtt-1:x': the port must be a number"), ("mqtt-0,,mqtt-1", "empty broker")):
+    for host, said in (
+        ("mqtt-0,mqtt-1:x", "broker 'mqtt-1:x': the port must be a number"),
+        ("mqtt-0:99999", "broker 'mqtt-0:99999': the port must be a number from 1 to 65535"),  # was taken, to fail at connect
+        ("mqtt-0:0", "the port must be a number from 1"),
+        ("mqtt-0,,mqtt-1", "empty broker"),
+    ):
         with pytest.raises(ValueError, match=said):
             MqttOutboundConfig.model_validate({"type": "mqtt", "name": "alerts", "host": host, "topic": "t"})
 

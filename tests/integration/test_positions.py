@@ -17,7 +17,7 @@ from bus.app.cli import main
 from bus.app.hub import Hub
 from tests.integration.test_sql import DATABASES, run_sql
 from tests.integration.test_sql_poll import hub_config, insert_rows, published, table_in, wait_published
-from tests.support.hub import build_hub, write_config
+from tests.support.hub import build_hub, ready_within, write_config
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -152,8 +152,7 @@ async def test_a_paused_poller_is_reset_and_reads_its_table_again_on_resume(
             assert sorted((await published(hub)).values()) == [1, 1]
             assert await bus("resume", "inbound", "legacy", "--hub", hub_url) == 0
             await read_again(hub, 2)
-            async with httpx.AsyncClient() as client:
-                assert (await client.get(f"{hub_url}/readyz")).status_code == 200
+            await ready_within(hub.ops.port)
 
 
 async def test_a_source_that_keeps_its_own_place_is_listed_not_changed(

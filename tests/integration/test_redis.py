@@ -463,6 +463,7 @@ def test_bus_validate_names_the_field_of_a_redis_config_that_cannot_work(tmp_pat
     cases = {
         "http://127.0.0.1:6379": "a redis:// or rediss:// URL",
         "redis://127.0.0.1:6379/orders": "the URL's path is the database number",
+        "redis://127.0.0.1:6379/" + "1" * 5000: "the URL's path is the database number",
     }
     for url, said in cases.items():
         config = {**base, "outbound": [{"name": "cache", "type": "redis", "url": url, "command": "set", "key": "k"}]}
@@ -476,6 +477,7 @@ def test_bus_validate_names_the_field_of_a_redis_config_that_cannot_work(tmp_pat
         ({"command": "set", "replace": False}, "replace (only with hset) would do nothing"),
         ({"command": "set", "tls": {}}, "tls is for a rediss:// url"),
         ({"command": "set", "sentinel": {"master": "m", "nodes": ["sentinel-0:port"]}}, "'sentinel-0:port' is not host:port"),
+        ({"command": "set", "sentinel": {"master": "m", "nodes": ["s:" + "9" * 5000]}}, "is not host:port"),  # int() raised past 4,300 digits
         ({"command": "set", "cluster": True, "sentinel": {"master": "m", "nodes": ["s:26379"]}}, "cluster and sentinel do not go"),
         ({"command": "set", "cluster": True, "url": "redis://127.0.0.1:6379/2"}, "a Redis Cluster has only database 0"),
         (

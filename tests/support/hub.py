@@ -124,6 +124,23 @@ def build_hub(path: Path, role: Role = "all") -> Hub:
     return Hub(loaded, registry, catalog, role=role)
 
 
+async def ready_within(ops_port: int, timeout: float = 30) -> None:
+    """/readyz answers 200 within ``timeout`` seconds; AssertionError with its last answer otherwise.
+
+    A test asks this rather than one GET where a loaded machine may briefly and rightly make the hub
+    unready: a starved event loop misses its lease group's heartbeats, and the source is read
+    again only once the group confirms it (the supervisor restarts it, which /readyz shows)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while True:
+            answer = await client.get(f"http://127.0.0.1:{ops_port}/readyz")
+            if answer.status_code == 200:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not ready within {timeout}s: {answer.status_code} {answer.text[:2000]}")
+            await asyncio.sleep(0.2)
+
+
 def payment(i: int, *, amount: int = 150_000, currency: str = "USD", status: str = "succeeded") -> dict[str, Any]:
     return {
         "id": f"evt_{i}",

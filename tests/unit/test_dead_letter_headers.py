@@ -54,5 +54,5 @@ def test_a_letter_whose_origin_is_not_topic_partition_offset_has_none() -> None:
     assert letter(b"t.deliver.erp/2/41").origin == ("t.deliver.erp", 2, 41)
     # written by anything that can produce to the topic: "\u00b2" is a digit to isdigit() and broke int() (a ValueError
     # out of every listing of the topic's letters)
-    for origin in ("t.deliver.erp/2/4\u00b2".encode(), b"t.deliver.erp/x/41", b"41", b""):
+    for origin in ("t.deliver.erp/2/4\u00b2".encode(), b"t.deliver.erp/x/41", b"41", b"", b"t.deliver.erp/2/" + b"4" * 5000):
         assert letter(origin).origin is None, origin

@@ -35,6 +35,7 @@ def test_dsns_that_connect_pass(dsn: str) -> None:
         ("postgresql://db:54x2/erp", "the dsn's server 'db:54x2': the port must be a number from 1 to 65535"),
         ("postgresql://db-1:5432,db-2:99999/erp", "'db-2:99999': the port must be a number"),
         ("postgresql://db:54\u00b2/erp", "'db:54\u00b2': the port must be a number"),  # a digit to isdigit(), not to int()
+        ("postgresql://db:" + "5" * 5000 + "/erp", "the port must be a number from 1 to 65535"),  # int() raised past 4,300 digits
         ("postgresql://db-1,,db-2/erp", "an empty server in its list"),
         ("mysql://root@db-1:3306,db-2:3306/erp", "a MariaDB/MySQL dsn names one server, not 2"),
         ("postgresql://db-1,db-2/erp?target_session_attrs=master", "target_session_attrs must be one of any, primary"),
