@@ -30,14 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bus.adapter_api import EmitSpec
 from bus.codec import Codec
 from bus.config.fields import expression_fields
 from bus.config.loader import LoadedConfig
-from bus.config.yaml_files import safe_load_unique
+from bus.config.yaml_files import dotted, read_marked
 from bus.errors import BusError, ConfigError, ConfigIssue, ExpressionError
 from bus.event import Event
 from bus.expr import compile_expression, compile_template
@@ -99,21 +98,20 @@ class Explanation:
 
 
 def load_tests(path: Path) -> list[TestCase]:
-    try:
-        raw = safe_load_unique(path.read_text()) or {}
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
-        raise ConfigError([ConfigIssue(str(path), line, "", f"cannot read tests: {exc.problem}")]) from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read tests: {exc}")]) from exc
+    """The cases of a route test file (``tests:``, a list), each field's error naming its line."""
+    raw, marks = read_marked(path)
+    listed = raw.get("tests", [])
+    if not isinstance(listed, list):
+        raise ConfigError([ConfigIssue(*marks.find(("tests",), str(path)), "tests", "must be a list of test cases (- name: ...)")])
     cases: list[TestCase] = []
     issues: list[ConfigIssue] = []
-    for i, case in enumerate(raw.get("tests", []) if isinstance(raw, dict) else []):
+    for i, case in enumerate(listed):
         try:
             cases.append(TestCase.model_validate(case))
         except ValidationError as exc:
             for err in exc.errors(include_input=False):
-                issues.append(ConfigIssue(str(path), None, f"tests[{i}]." + ".".join(str(p) for p in err["loc"]), err["msg"]))
+                loc = ("tests", i, *err["loc"])
+                issues.append(ConfigIssue(*marks.find(loc, str(path)), dotted(loc), err["msg"]))
     if issues:
         raise ConfigError(issues)
     return cases

@@ -8,7 +8,7 @@ file, stripped of its trailing newline). Values never appear in error messages.
 
 from __future__ import annotations
 
-__all__ = ["VARIABLE", "Marks", "config_files", "merge", "safe_load_unique"]
+__all__ = ["VARIABLE", "Marks", "config_files", "dotted", "merge", "read_marked"]
 
 import re
 from collections.abc import Mapping
@@ -96,26 +96,9 @@ _MAX_VALUES = 200_000  # mappings, lists and scalars in one file once aliases ar
 _PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
-class _UniqueKeys(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str | int | float | bool) and key in seen and key != "<<":
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"{key!r} is given twice here (lines {seen[key]} and {key_node.start_mark.line + 1}); "
-                    "YAML would keep only the last one", key_node.start_mark,
-                )  # fmt: skip
-            seen.setdefault(key, key_node.start_mark.line + 1)
-        return super().construct_mapping(node, deep=deep)
-
-
-def safe_load_unique(text: str) -> Any:
-    """``yaml.safe_load``, with a key given twice in a mapping a ``yaml.MarkedYAMLError`` (the
-    files beside a config: route tests)."""
-    return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 - a SafeLoader
+def _given_twice(key: Any, first: int, again: int) -> str:
+    # YAML keeps the last one: the first (a whole `routes:` list, a field's mapping) would be dropped unsaid.
+    return f"{key!r} is given twice here (lines {first} and {again}); YAML would keep only the last one: merge them or remove one"
 
 
 def _short(tag: str) -> str:
@@ -132,10 +115,24 @@ class _Refused(Exception):
         self.line, self.field, self.message = line, field, message
 
 
+def read_marked(path: Path) -> tuple[dict[str, Any], Marks]:
+    """A YAML file beside a config (route tests) read as a config file is, every value's line kept
+    and the same refusals (a key given twice, tags, aliases expanded without end), but nothing
+    interpolated: ``${...}`` there is the data under test. ConfigError naming file and line."""
+    issues: list[ConfigIssue] = []
+    data, lines = _read_file(path, None, issues)
+    if issues:
+        raise ConfigError(issues)
+    marks = Marks()
+    marks.at = {loc: (str(path), line) for loc, line in lines.items()}
+    return data, marks
+
+
 def _read_file(
-    path: Path, env: Mapping[str, str], issues: list[ConfigIssue], found: set[str] | None = None
+    path: Path, env: Mapping[str, str] | None, issues: list[ConfigIssue], found: set[str] | None = None
 ) -> tuple[dict[str, Any], dict[Loc, int]]:
-    """Parse one YAML file into plain data plus the line of every mapping key and list item."""
+    """Parse one YAML file into plain data plus the line of every mapping key and list item;
+    ``${...}`` interpolated from ``env`` unless it is None."""
     name = str(path)
     text = ""
     try:
@@ -180,17 +177,15 @@ def _read_file(
                 key = str(key_node.value)
                 line = key_node.start_mark.line + 1
                 if key in out and key != "<<":
-                    # YAML keeps the last one: the first (a whole `routes:` list, a field's mapping) would be dropped unsaid.
                     first = lines[(*loc, key)]
-                    issues.append(ConfigIssue(name, line, dotted((*loc, key)), f"{key!r} is given twice here (lines {first} "
-                                              f"and {line}); YAML would keep only the last one: merge them or remove one"))  # fmt: skip
+                    issues.append(ConfigIssue(name, line, dotted((*loc, key)), _given_twice(key, first, line)))
                 lines[(*loc, key)] = line
                 out[key] = walk(value_node, (*loc, key))
             return out
         if isinstance(n, yaml.SequenceNode):
             return [walk(item, (*loc, i)) for i, item in enumerate(n.value)]
         value = scalars.construct_object(n)  # scalar: reuse YAML's own typing rules
-        if isinstance(value, str) and "${" in value:
+        if env is not None and isinstance(value, str) and "${" in value:
             issue_count = len(issues)
             value = _interpolate(value, env, name, issues, dotted(loc), found=found)
             for i in range(issue_count, len(issues)):

@@ -477,7 +477,8 @@ def test_bus_validate_names_the_field_of_a_redis_config_that_cannot_work(tmp_pat
         ({"command": "set", "replace": False}, "replace (only with hset) would do nothing"),
         ({"command": "set", "tls": {}}, "tls is for a rediss:// url"),
         ({"command": "set", "sentinel": {"master": "m", "nodes": ["sentinel-0:port"]}}, "'sentinel-0:port' is not host:port"),
-        ({"command": "set", "sentinel": {"master": "m", "nodes": ["s:" + "9" * 5000]}}, "is not host:port"),  # int() raised past 4,300 digits
+        # int() raised past 4,300 digits
+        ({"command": "set", "sentinel": {"master": "m", "nodes": ["s:" + "9" * 5000]}}, "is not host:port"),
         ({"command": "set", "cluster": True, "sentinel": {"master": "m", "nodes": ["s:26379"]}}, "cluster and sentinel do not go"),
         ({"command": "set", "cluster": True, "url": "redis://127.0.0.1:6379/2"}, "a Redis Cluster has only database 0"),
         (

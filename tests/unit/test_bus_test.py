@@ -144,9 +144,16 @@ def test_transform_output_that_does_not_fit_its_schema_is_a_dead_letter(config: 
 
 
 def test_bad_test_file_is_a_config_error(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tests = write_tests(tmp_path, [{"name": "no input"}])
+    tests = tmp_path / "tests.yaml"
+    tests.write_text("tests:\n  - name: fine\n    input: {amount: 1}\n  - name: no input\n    expect: {erp: 1}\n")
     assert main(["test", "-c", str(config), str(tests)]) == 2
-    assert "tests.yaml: tests[0].input: Field required" in capsys.readouterr().err
+    assert "tests.yaml:4: tests[1].input: Field required" in capsys.readouterr().err  # the line of the case, was none
+    tests.write_text("tests:\n  name: not a list\n")
+    assert main(["test", "-c", str(config), str(tests)]) == 2
+    assert "tests.yaml:1: tests: must be a list of test cases" in capsys.readouterr().err
+    tests.write_text("tests:\n  - name: tagged\n    input: !!python/object:os.system {}\n")
+    assert main(["test", "-c", str(config), str(tests)]) == 2
+    assert "tests.yaml:3: tests[0].input: the YAML tag !!python/object:os.system is not allowed" in capsys.readouterr().err
 
 
 def test_a_key_given_twice_in_a_test_file_is_a_config_error_naming_its_lines(
@@ -156,7 +163,7 @@ def test_a_key_given_twice_in_a_test_file_is_a_config_error_naming_its_lines(
     tests = tmp_path / "tests.yaml"
     tests.write_text("tests:\n  - name: big\n    input: {amount: 1}\n    expect: {erp: 1}\n    expect: {erp: 0}\n")
     assert main(["test", "-c", str(config), str(tests)]) == 2
-    assert "tests.yaml:5: <top level>: cannot read tests: 'expect' is given twice here (lines 4 and 5)" in capsys.readouterr().err
+    assert "tests.yaml:5: tests[0].expect: 'expect' is given twice here (lines 4 and 5)" in capsys.readouterr().err
 
 
 def test_routes_explain(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
