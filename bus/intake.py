@@ -122,8 +122,7 @@ class Intake:
         except EventRejected as exc:
             return await self.park(raw, str(exc), self._with_id(document, event_id, origin))
         except Exception as exc:  # noqa: BLE001 - one message's failure, whatever it is, stays that message's
-            # Not foreseen, so worth a look (once per message, at WARNING), but no reason to stop reading.
-            log.warning("%s: a message could not be mapped (%r); parked on the inbound dead letters", self._emitter.source, exc)
+            # Not foreseen, so worth a look (the park is said at WARNING, with this reason), but no reason to stop reading.
             reason = f"could not map the message: {type(exc).__name__}: {exc}"
             return await self.park(raw, reason, self._with_id(document, event_id, origin))
 

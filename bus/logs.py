@@ -12,13 +12,15 @@ and state changes; each failure is one WARNING line; per-event detail is DEBUG.
 
 from __future__ import annotations
 
-__all__ = ["EVENT_TRACE", "REDACTOR", "JsonFormatter", "Redactor", "about_event", "configure_logging", "secrets_in"]
+__all__ = ["EVENT_TRACE", "REDACTOR", "JsonFormatter", "Redactor", "RepeatedWarning", "about_event", "configure_logging", "secrets_in"]
 
+import asyncio
 import contextlib
 import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -115,6 +117,38 @@ def about_event(traceparent: str | None) -> Iterator[None]:
         yield
     finally:
         EVENT_TRACE.reset(token)
+
+
+class RepeatedWarning:
+    """A WARNING that may come once per message (one refused, one parked), said at most once per
+    ``every_s``: the first at once, the ones after it within the interval as one line when it
+    ends (how many, and the latest's words). A flood of bad messages cannot flood the log, and
+    none goes unsaid."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 60.0) -> None:
+        self._logger, self._every_s = logger, every_s
+        self._quiet_until = 0.0
+        self._held = 0
+        self._latest = ""
+
+    def warn(self, text: str) -> None:
+        if time.monotonic() >= self._quiet_until:
+            self._logger.warning("%s", text)
+            self._quiet(asyncio.get_running_loop())
+        else:
+            self._held += 1
+            self._latest = text
+
+    def _quiet(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._quiet_until = time.monotonic() + self._every_s
+        loop.call_later(self._every_s, self._interval_ended, loop)
+
+    def _interval_ended(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._held:
+            return  # quiet: the next one is said at once
+        held, self._held = self._held, 0
+        self._logger.warning("%s (%d like it in the last %gs; the latest said here)", self._latest, held, self._every_s)
+        self._quiet(loop)
 
 
 class JsonFormatter(logging.Formatter):

@@ -16,10 +16,11 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bus.codec import Codec
 from bus.deadletters import KEPT_OF_TOO_LARGE, truncated, why_headers
-from bus.errors import EventTooLarge, KafkaUnavailable
+from bus.errors import EventTooLarge, KafkaUnavailable, brief
 from bus.event import Event
 from bus.kafka.clients import MAX_EVENT_BYTES, MEASURE_ABOVE
 from bus.kafka.topics import TopicNames
+from bus.logs import RepeatedWarning
 from bus.metrics import INBOUND_EVENTS, KAFKA_ERRORS, PRODUCE_SECONDS
 from bus.runtime.deadlines import Deadlines
 
@@ -49,6 +50,7 @@ class KafkaSink:
         self._refused = {outcome: INBOUND_EVENTS.labels(adapter, outcome) for outcome in ("rejected", "unauthorized", "skipped")}
         self._unavailable = INBOUND_EVENTS.labels(adapter, "unavailable")
         self._parked = INBOUND_EVENTS.labels(adapter, "dead_lettered")
+        self._parked_said = RepeatedWarning(log)
         self._latency = PRODUCE_SECONDS.labels(adapter)
         self._kafka_errors = KAFKA_ERRORS.labels(f"inbound:{adapter}", "produce")
 
@@ -158,6 +160,7 @@ class KafkaSink:
             self._unavailable.inc()
             raise KafkaUnavailable(f"Kafka did not take a rejected message within {self._timeout:g}s: {exc!r}", retry_after=5) from exc
         self._parked.inc()
+        self._parked_said.warn(f"inbound {self._adapter}: a message was parked on its dead letters ({topic}): {brief(reason, 500)}")
 
     async def _park(self, topic: str, payload: bytes, headers: list[tuple[str, bytes]]) -> None:
         async with asyncio.timeout(self._timeout):

@@ -114,7 +114,9 @@ async def open_transaction(kind: str, dsn: str, sql: str) -> AsyncIterator[Any]:
 
 
 @pytest.mark.parametrize("kind", list(DATABASES))
-async def test_backfill_ties_late_commit_updates_and_a_bad_row(kind: str, tmp_path: Path, bootstrap: str) -> None:
+async def test_backfill_ties_late_commit_updates_and_a_bad_row(
+    kind: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
     dsn = DATABASES[kind][2]
     async with table_in(kind) as table:
         # 230 historical rows, 50 per timestamp: batches of 40 end inside runs of equal timestamps.
@@ -137,6 +139,8 @@ async def test_backfill_ties_late_commit_updates_and_a_bad_row(kind: str, tmp_pa
                 await asyncio.sleep(0.2)
             assert len(parked) == 1 and b"name" in dict(parked[0].headers)["bus_error"], parked
             assert b'"id": 7' in parked[0].value
+            parked_said = [r for r in caplog.records if "inbound legacy: a message was parked on its dead letters" in r.getMessage()]
+            assert [r.levelname for r in parked_said] == ["WARNING"] and "name" in parked_said[0].getMessage(), caplog.text  # was unsaid
 
             # A writer stamps row 1000 now and commits only later; row 1001 is stamped and committed after it.
             async with open_transaction(kind, dsn, f"INSERT INTO {table} (id, cust_nm, email) VALUES (1000, 'Late', 'l@x.io')") as commit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.logs import JsonFormatter, Redactor, about_event, secrets_in
+from bus.logs import JsonFormatter, Redactor, RepeatedWarning, about_event, secrets_in
 from tests.support.hub import load, payment_hub_config, write_config
 
 
@@ -124,3 +125,23 @@ def test_json_lines_about_an_event_carry_its_trace_and_span_ids() -> None:
     assert "trace_id" not in json.loads(formatter.format(record))  # and gone after
     with about_event("not-a-traceparent"):
         assert "trace_id" not in json.loads(formatter.format(record))
+
+
+async def test_a_warning_repeated_per_message_is_said_at_once_then_summed_up_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger = logging.getLogger("test.repeated")
+    said = RepeatedWarning(logger, every_s=0.3)
+    with caplog.at_level(logging.WARNING, logger="test.repeated"):
+        said.warn("parked: a")
+        for reason in ("b", "c", "d"):
+            said.warn(f"parked: {reason}")
+        assert [r.getMessage() for r in caplog.records] == ["parked: a"]  # the first at once, the flood held
+        await asyncio.sleep(0.45)
+        assert [r.getMessage() for r in caplog.records][1:] == ["parked: d (3 like it in the last 0.3s; the latest said here)"]
+        said.warn("parked: e")  # within the interval the summary opened: held
+        await asyncio.sleep(0.45)
+        assert caplog.records[-1].getMessage() == "parked: e (1 like it in the last 0.3s; the latest said here)"
+        await asyncio.sleep(0.45)  # an interval with none: quiet, and the next is said at once
+        said.warn("parked: f")
+        assert caplog.records[-1].getMessage() == "parked: f" and len(caplog.records) == 4
