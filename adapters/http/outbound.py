@@ -39,6 +39,7 @@ from adapters.http.config import HttpOutboundConfig, OAuth2Connection, SendApiKe
 from adapters.http.contracts import body_check
 from adapters.http.target_state import HttpTargetState
 from adapters.http.wire import WireClient, via_wire
+from adapters.polling import wait_seconds
 from bus.adapter_api import (
     Body,
     BodyCheck,
@@ -84,11 +85,9 @@ class Answer:
 
 
 def _retry_after(response: Answer) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: fall back to the runtime's backoff
+    """Retry-After as seconds or an HTTP date (RFC 9110); None when it says no wait a clock can use
+    (the runtime's backoff then). The runtime caps it at ``delivery.backoff_max``."""
+    return wait_seconds(response.headers.get("Retry-After", ""), time.time())
 
 
 def _json_body(document: Any) -> bytes:
