@@ -38,7 +38,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -188,22 +188,41 @@ class DeadLetter:
 
 @dataclass
 class Filter:
+    """Which dead letters an action is about. A time without a zone is UTC (the hub's records
+    are); with a window asked, a letter whose failure time cannot be told is in none."""
+
     since: datetime | None = None
     until: datetime | None = None
     error_class: str | None = None
     ids: set[str] = field(default_factory=set)
     include_handled: bool = False
 
+    def __post_init__(self) -> None:
+        # Naive against aware raised TypeError at the first letter: a listing or a purge that broke.
+        self.since, self.until = _in_utc(self.since), _in_utc(self.until)
+
     def __call__(self, letter: DeadLetter) -> bool:
         if self.ids and letter.event_id not in self.ids and f"{letter.partition}/{letter.offset}" not in self.ids:
             return False
         if self.error_class and letter.header("bus_error_class") != self.error_class:
             return False
-        if (self.since or self.until) and letter.failed_at:
-            at = datetime.fromisoformat(letter.failed_at.replace("Z", "+00:00"))
-            if (self.since and at < self.since) or (self.until and at >= self.until):
+        if self.since or self.until:
+            at = _moment(letter.failed_at)
+            if at is None or (self.since and at < self.since) or (self.until and at >= self.until):
                 return False
         return self.include_handled or letter.status == "new"
+
+
+def _in_utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def _moment(text: str) -> datetime | None:
+    """A letter's ``bus_failed_at``, written by the hub or by anything that can produce to the topic."""
+    try:
+        return _in_utc(datetime.fromisoformat(text))
+    except ValueError:
+        return None
 
 
 class DeadLetters:

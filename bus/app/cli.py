@@ -37,6 +37,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from bus.app import auth_commands, commands, kafka_commands
@@ -136,8 +137,8 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--hub", help="a running hub's ops URL, e.g. http://127.0.0.1:9090: go through its management API instead")
         cmd.add_argument("--token-file", type=Path, help="with --hub: a file holding the API token (default: $BUS_OPS_TOKEN)")
         cmd.add_argument("--subscriber", help="an outbound adapter name, _router, or _in.INBOUND; default all")
-        cmd.add_argument("--since", help="failed at or after (ISO 8601)")
-        cmd.add_argument("--until", help="failed before (ISO 8601)")
+        cmd.add_argument("--since", type=_iso_time, help="failed at or after (ISO 8601; without a zone, UTC)")
+        cmd.add_argument("--until", type=_iso_time, help="failed before (ISO 8601)")
         cmd.add_argument("--error-class", help="e.g. PermanentError, RetryableError, UnknownSchemaId")
         cmd.add_argument("--all", action="store_true", help="include letters already replayed or purged")
         cmd.add_argument("ids", nargs="*", help="event ids or partition/offset positions")
@@ -317,11 +318,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _iso_time(text: str) -> str:
+    """A ``--since``/``--until`` checked as it is typed (the text is passed on as given: to a hub's
+    API, or read as a time here): "garbage" ended in a traceback once the config had loaded."""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"an ISO 8601 time, e.g. 2026-12-01T14:00:00+00:00, not {text!r} ({exc})") from None
+    return text
+
+
 def _window_arguments(parser: argparse.ArgumentParser, *, reached: str, dry: str, superseded: str) -> None:
     """What `bus redeliver` and `bus backfill` both take: a subscriber and a window of time (and keys) on ``reached``."""
     parser.add_argument("subscriber", help="the outbound adapter's name")
-    parser.add_argument("--since", required=True, help=f"reached {reached} at or after (ISO 8601; without a zone, UTC)")
-    parser.add_argument("--until", help="and before (default: now)")
+    parser.add_argument("--since", required=True, type=_iso_time, help=f"reached {reached} at or after (ISO 8601; without a zone, UTC)")
+    parser.add_argument("--until", type=_iso_time, help="and before (default: now)")
     parser.add_argument("--key", action="append", help="only the events of this key (repeatable): a customer's, an order's")
     parser.add_argument("--dry-run", action="store_true", help=dry)
     parser.add_argument("--include-superseded", action="store_true", help=superseded)

@@ -4,10 +4,11 @@ Kafka: a letter that Kafka refused would be written again for ever, holding up w
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from bus.deadletters import KEPT_OF_TOO_LARGE, MAX_REASON_CHARS, DeadLetter, cut_to_fit, why_headers
+from bus.deadletters import KEPT_OF_TOO_LARGE, MAX_REASON_CHARS, DeadLetter, Filter, cut_to_fit, why_headers
 from bus.kafka.clients import MAX_EVENT_BYTES
 
 
@@ -56,3 +57,20 @@ def test_a_letter_whose_origin_is_not_topic_partition_offset_has_none() -> None:
     # out of every listing of the topic's letters)
     for origin in ("t.deliver.erp/2/4\u00b2".encode(), b"t.deliver.erp/x/41", b"41", b"", b"t.deliver.erp/2/" + b"4" * 5000):
         assert letter(origin).origin is None, origin
+
+
+def test_a_time_window_over_letters_takes_a_time_without_a_zone_as_utc_and_skips_letters_it_cannot_place() -> None:
+    """`--since 2026-12-01` (no zone) against the hub's aware times raised TypeError at the first
+    letter; a `bus_failed_at` that is no time (written by anything that can produce to the topic)
+    raised ValueError. Either broke the whole listing or purge."""
+
+    def letter(failed_at: bytes) -> DeadLetter:
+        return DeadLetter("erp", "t.dlq.erp", 0, 7, None, b"{}", [("bus_failed_at", failed_at)])
+
+    window = Filter(since=datetime(2026, 12, 1), until=datetime(2026, 12, 2, tzinfo=UTC))
+    assert window(letter(b"2026-12-01T10:00:00Z")) and window(letter(b"2026-12-01T10:00:00"))  # a naive one: UTC too
+    assert not window(letter(b"2026-11-30T23:59:59+00:00")) and not window(letter(b"2026-12-02T00:00:00Z"))
+    assert not window(letter(b"2026-12-01T00:30:00+01:00"))  # 23:30 UTC the day before
+    for unplaced in (b"yesterday", b"", b"2026-13-01T00:00:00Z"):
+        assert not window(letter(unplaced)), unplaced
+    assert Filter()(letter(b"yesterday"))  # no window asked: in
