@@ -34,6 +34,8 @@ from __future__ import annotations
 __all__ = ["main"]
 
 import argparse
+import contextlib
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -46,6 +48,7 @@ from bus.app.pause_commands import steer
 from bus.app.status import status
 from bus.errors import BusError, ConfigError
 from bus.logs import configure_logging
+from bus.numbers import whole_number
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,15 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="ask a running hub (its config names the ops port) whether it is alive: exit 0 or 1")
     health.add_argument("-c", "--config", type=Path, required=True)
     health.add_argument("--ready", action="store_true", help="ask /readyz (serving) instead of /healthz (alive)")
-    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer (default 3)")
+    health.add_argument("--timeout", type=_seconds, default=3.0, help="seconds to wait for the answer (default 3)")
     health.set_defaults(func=commands.health)
 
     shown = sub.add_parser("status", help="a running hub's topology and each part's state, through its management API")
     shown.add_argument("--hub", required=True, help="the hub's ops address, e.g. http://127.0.0.1:9090")
     shown.add_argument("--token-file", type=Path, help="a file holding the API token (default: $BUS_OPS_TOKEN)")
-    shown.add_argument("--watch", type=float, metavar="SECONDS", help="show it again every SECONDS, until Ctrl-C")
+    shown.add_argument("--watch", type=_seconds, metavar="SECONDS", help="show it again every SECONDS, until Ctrl-C")
     shown.add_argument("--json", action="store_true", help="the API's answer as it is")
-    shown.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
+    shown.add_argument("--timeout", type=_seconds, default=10.0, help="seconds to wait for an answer (default 10)")
     shown.set_defaults(func=status)
 
     for verb, text in (
@@ -96,9 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "pause":
             steered.add_argument("--reason", help="why, shown with the pause in bus status and the console (one line)")
         steered.add_argument(
-            "--wait", type=float, default=15.0, help="seconds to wait until the hub shows it obeyed (default 15; 0: do not wait)"
+            "--wait", type=_seconds_or_none, default=15.0, help="seconds to wait until the hub shows it obeyed (default 15; 0: do not wait)"
         )
-        steered.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
+        steered.add_argument("--timeout", type=_seconds, default=10.0, help="seconds to wait for each answer (default 10)")
         steered.set_defaults(func=steer, steer_command=verb, reason=None)
 
     adapters = sub.add_parser("adapters", help="adapter catalogue")
@@ -201,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument(
         "--target-ids", type=Path, help="a file of the event ids the target holds, one per line: compared with what was delivered"
     )
-    reconcile.add_argument("--show-ids", type=int, default=20, help="how many ids to print per list (default 20)")
+    reconcile.add_argument("--show-ids", type=_count, default=20, help="how many ids to print per list (default 20)")
     reconcile.add_argument("--json", action="store_true")
     reconcile.set_defaults(func=kafka_commands.reconcile)
 
@@ -257,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("name", help="the migration's name")
     run.add_argument("--without-rollback", action="store_true", help="start although some target cannot be rolled back")
     run.add_argument("--again", action="store_true", help="import a file although a finished run imported the same bytes")
-    run.add_argument("--metrics-port", type=int, help="serve the run's Prometheus metrics on this port")
+    run.add_argument("--metrics-port", type=_port, help="serve the run's Prometheus metrics on this port")
     verify = migrate_sub.add_parser("verify", help="read every record of a run back again and rewrite its report")
     verify.add_argument("run", help="the run's id (bus migrate runs)")
     rollback = migrate_sub.add_parser("rollback", help="put the targets back as they were before a run")
@@ -296,7 +299,7 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--paste", action="store_true", help="type in the code (or the redirected URL) instead of receiving the redirect"
             )
-            cmd.add_argument("--timeout", type=float, default=600, help="seconds to wait for the provider's redirect (default 600)")
+            cmd.add_argument("--timeout", type=_seconds, default=600, help="seconds to wait for the provider's redirect (default 600)")
         cmd.add_argument("-c", "--config", type=Path, default=Path("bus.yaml"))
         cmd.add_argument("--bootstrap", help="Kafka to use instead of the config's")
         cmd.add_argument("--hub", help="a running hub's ops URL, to ask for its embedded broker's address")
@@ -316,6 +319,39 @@ def _parser() -> argparse.ArgumentParser:
     topics.add_argument("-c", "--config", type=Path, default=Path("bus.yaml"))
     topics.set_defaults(func=commands.docs_asyncapi)
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A duration in seconds, more than 0 and finite: "nan" or "-1" reached a socket's timeout as a traceback."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0, not {text!r}")
+    return seconds
+
+
+def _seconds_or_none(text: str) -> float:
+    """The same, or 0 for none."""
+    with contextlib.suppress(ValueError):
+        if float(text) == 0:
+            return 0.0
+    return _seconds(text)
+
+
+def _count(text: str) -> int:
+    number = whole_number(text.strip())
+    if number is None:
+        raise argparse.ArgumentTypeError(f"a whole number from 0, not {text!r}")
+    return number
+
+
+def _port(text: str) -> int:
+    number = whole_number(text.strip(), 65535)
+    if not number:
+        raise argparse.ArgumentTypeError(f"a port from 1 to 65535, not {text!r}")
+    return number
 
 
 def _iso_time(text: str) -> str:
