@@ -160,21 +160,39 @@ def test(args: argparse.Namespace) -> int:
 
 def explain(args: argparse.Namespace) -> int:
 
+    from pydantic import ValidationError
+
     from bus.app.route_tests import RouteTester, TestInput
+    from bus.documents import parse_json
     from schemas.catalog import SchemaCatalog
 
     loaded, catalog = _load(args.config, AdapterRegistry.from_entry_points())
     assert isinstance(catalog, SchemaCatalog)
-    document = json.loads(args.event.read_text())
+    try:
+        document = parse_json(args.event.read_bytes())
+    except OSError as exc:
+        print(f"bus: cannot read {args.event}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as exc:
+        print(f"bus: {args.event} is not JSON: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.inbound:
         given = TestInput(inbound=args.inbound, body=document)
     else:
+        if not isinstance(document, dict):
+            print(f'bus: {args.event} must hold a JSON object: the event, or {{"schema": ..., "event": {{...}}}}', file=sys.stderr)
+            return EXIT_CONFIG
         schema = args.schema or document.get("schema")
         event = document.get("event", document) if not args.schema else document
         if schema is None:
             print('bus: name the event\'s schema with --schema, or give {"schema": ..., "event": {...}}', file=sys.stderr)
             return EXIT_CONFIG
-        given = TestInput.model_validate({"schema": schema, "event": event})
+        try:
+            given = TestInput.model_validate({"schema": schema, "event": event})
+        except ValidationError as exc:
+            said = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+            print(f"bus: {args.event}: {said}", file=sys.stderr)
+            return EXIT_CONFIG
     for line in RouteTester(loaded, catalog).explain(given).lines:
         print(line)
     return 0

@@ -128,6 +128,7 @@ class RouteTester:
         self.tables = {t.name: dict(t.rows) for t in hub.tables}
         self.router = Router(hub.routes, hub.router, tables=self.tables)
         self.codec = Codec()
+        self._schemas = set(catalog.names())
         for i, name in enumerate(catalog.names(), start=1):
             self.codec.add(name, i, catalog.get(name).parsed)
         self.topics = TopicNames(hub.kafka.topic_prefix)
@@ -162,6 +163,8 @@ class RouteTester:
         else:
             assert given.schema_ is not None and given.event is not None
             schema, data, meta = given.schema_, given.event, {"id": "test-event", "key": None, **given.meta}
+            if schema not in self._schemas:  # a KeyError and a traceback, for a test's typo
+                raise BusError(f"no schema named {schema!r} (schemas: {', '.join(sorted(self._schemas))})")
         self.codec.validate(schema, data)
         # The hub's own path from here: the record as an inbound adapter produces it, planned by
         # the router's Dispatcher, each delivery decoded as its subscriber decodes it.

@@ -201,3 +201,27 @@ def test_tests_can_assert_what_an_adapter_sends(tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     assert '-      "ref": "x"' in out and '"cents": 300000' in out
     assert 'url: "http://books/INV-o-1"' in out  # explained, for the reader
+
+
+@pytest.mark.parametrize(
+    ("content", "said", "code"),
+    [
+        (b"not json", "is not JSON: Expecting value", 2),
+        (b"\xff\xfe{}", "is not JSON", 2),
+        (b"[1, 2]", 'must hold a JSON object: the event, or {"schema": ..., "event": {...}}', 2),
+        (b'{"schema": "Order", "event": [1]}', "event: Input should be a valid dictionary", 2),
+        (b'{"schema": "Ordr", "event": {}}', "no schema named 'Ordr' (schemas: ", 1),
+        (None, "cannot read", 2),
+    ],
+    ids=["not-json", "not-utf8", "not-an-object", "event-not-an-object", "unknown-schema", "missing"],
+)
+def test_routes_explain_of_an_event_file_it_cannot_use_says_why(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, said: str, code: int
+) -> None:
+    """Each was a traceback: JSONDecodeError, UnicodeDecodeError, AttributeError, ValidationError, KeyError, FileNotFoundError."""
+    event = tmp_path / "event.json"
+    if content is not None:
+        event.write_bytes(content)
+    assert main(["routes", "explain", "-c", str(config), str(event)]) == code
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err, err
