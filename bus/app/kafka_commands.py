@@ -186,7 +186,10 @@ def reconcile(args: argparse.Namespace) -> int:
 
     if (refused := _no_config(args)) is not None:
         return refused
-    window = parse_duration(args.window)
+    try:
+        window = parse_duration(args.window)
+    except ValueError:  # "forever": a traceback, not the words below
+        window = None
     if window is None or window.total_seconds() < 1:
         print(f"bus: --window {args.window!r} is not a duration of at least 1s (e.g. 15m, 1h, 1d)", file=sys.stderr)
         return EXIT_CONFIG

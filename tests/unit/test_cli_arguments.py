@@ -54,3 +54,9 @@ def test_seconds_counts_and_ports_no_clock_or_socket_can_use_are_said(
     config: Path, capsys: pytest.CaptureFixture[str], command: list[str], said: str
 ) -> None:
     assert said in refused([*command, "-c", str(config)], capsys)
+
+
+def test_a_reconcile_window_that_is_no_duration_is_said(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reconcile", "-c", str(config), "--window", "forever"]) == 2  # a ValueError traceback
+    said = capsys.readouterr().err
+    assert "--window 'forever' is not a duration of at least 1s" in said and "Traceback" not in said, said
