@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +31,28 @@ def require_service(name: str, host: str, port: int) -> None:
         if IN_CI:
             pytest.fail(f"{message}; CI must run every test", pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """The root logger as each test found it. A test that runs the ``bus`` command calls its
+    ``configure_logging``, which (rightly, for a process) replaces the root logger's handlers with
+    one on ``sys.stderr``: in a test that is the test's capture, closed when the test ends. Left
+    there, every later log line in the worker failed to write and printed a "--- Logging error ---"
+    with a whole stack instead (hundreds per hub test: noise, and CPU the hubs under test wanted)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore")}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    for name, was in levels.items():
+        logging.getLogger(name).setLevel(was)
 
 
 @pytest.fixture(autouse=True)

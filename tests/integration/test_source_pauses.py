@@ -227,7 +227,12 @@ async def test_a_paused_poller_is_read_by_no_replica_and_a_resume_reads_on_from_
                     assert (await admin.post("/inbound/contacts/resume")).status_code == 202
                 seen = await until_published(standby, 15)
                 assert max(seen.values()) == 1, seen
-                assert leased(third).progress() == {}, "only the holder reads it once resumed"
+                # Only the holder reads it once resumed: the standby that took over, unless a loop held
+                # up past the session timeout (a loaded machine) handed the lease on to the third.
+                replicas = {"standby": standby, "third": third}
+                readers = {name for name, hub in replicas.items() if leased(hub).progress()}
+                holders = {name for name, hub in replicas.items() if not leased(hub).standing_by}
+                assert len(readers) == 1 and readers == holders, (readers, holders)
     finally:
         await crm.stop()
 
