@@ -24,6 +24,7 @@ Loc = tuple[str | int, ...]
 _VAR = re.compile(r"(?<!\$)\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 VARIABLE = _VAR  # for tools that list what a config reads (bus new)
 _LIST_SECTIONS = ("inbound", "routes", "outbound", "schema_dirs")
+_MAX_SECRET_BYTES = 1_000_000  # a key, a token, a PEM chain: far less
 
 
 class Marks:
@@ -60,9 +61,17 @@ def _interpolate(
         if name.startswith("file:"):
             secret_path = Path(name[5:])
             try:
-                content = secret_path.read_text().rstrip("\n")
+                with secret_path.open("rb") as file:  # at most a secret's size: /dev/zero read on until memory ran out
+                    raw = file.read(_MAX_SECRET_BYTES + 1)
+                if len(raw) > _MAX_SECRET_BYTES:
+                    issues.append(ConfigIssue(where, None, fld, f"secret file {secret_path} holds more than {_MAX_SECRET_BYTES:,} bytes"))
+                    return ""
+                content = raw.decode().rstrip("\n")
             except OSError as exc:
                 issues.append(ConfigIssue(where, None, fld, f"cannot read secret file {secret_path}: {exc.strerror}"))
+                return ""
+            except UnicodeDecodeError:
+                issues.append(ConfigIssue(where, None, fld, f"secret file {secret_path} is not UTF-8 text"))
                 return ""
             if found is not None:
                 found.add(content)

@@ -136,6 +136,24 @@ def test_env_and_secret_file_interpolation(tmp_path: Path) -> None:
     assert "s3cret" not in repr(loaded.inbound[0])
 
 
+@pytest.mark.parametrize(
+    ("secret", "said"),
+    [
+        ("/dev/zero", "secret file /dev/zero holds more than 1,000,000 bytes"),  # was read until memory ran out
+        ("BINARY", "is not UTF-8 text"),  # a UnicodeDecodeError traceback out of bus validate
+        ("FOLDER", "cannot read secret file"),
+    ],
+)
+def test_a_secret_file_that_is_no_secret_is_a_config_error(tmp_path: Path, secret: str, said: str) -> None:
+    binary, folder = tmp_path / "key.der", tmp_path / "secrets"
+    binary.write_bytes(b"\x30\x82\xff\xfe")
+    folder.mkdir()
+    where = {"BINARY": str(binary), "FOLDER": str(folder)}.get(secret, secret)
+    text = GOOD.replace("    path: /hooks/shop\n", f"    path: /hooks/shop\n    auth: {{type: api_key, keys: ['${{file:{where}}}']}}\n")
+    issues = _issues(tmp_path, text)
+    assert any("bus.yaml:7: inbound[0].auth.keys[0]: " in issue and said in issue for issue in issues), issues
+
+
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
     issues = _issues(tmp_path, "kafka:\n  bootstrap: [oops\nroutes: []\n")
     assert issues[0].startswith(f"{tmp_path}/bus.yaml:3: <top level>: YAML syntax:")
