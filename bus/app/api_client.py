@@ -24,10 +24,27 @@ class ApiRefused(BusError):
     """The hub answered with an error, or did not answer."""
 
 
+_MAX_TOKEN_CHARS = 4096
+
+
 def token_from(token_file: Path | None) -> str:
-    token = token_file.read_text().strip() if token_file is not None else os.environ.get("BUS_OPS_TOKEN", "")
+    """The API token, from ``token_file`` or ``$BUS_OPS_TOKEN``; ApiRefused saying what is wrong
+    with it (each was a traceback: a folder, a binary file, a line break inside)."""
+    where = f"--token-file {token_file}" if token_file is not None else "BUS_OPS_TOKEN"
+    if token_file is not None:
+        try:
+            with token_file.open("rb") as file:
+                token = file.read(_MAX_TOKEN_CHARS + 1).decode("ascii").strip()
+        except OSError as exc:
+            raise ApiRefused(f"cannot read {where}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ApiRefused(f"{where} holds something other than a token (not ASCII text)") from None
+    else:
+        token = os.environ.get("BUS_OPS_TOKEN", "").strip()
     if not token:
         raise ApiRefused("the management API needs a token: set BUS_OPS_TOKEN or pass --token-file (ops.tokens in the config)")
+    if len(token) > _MAX_TOKEN_CHARS or not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        raise ApiRefused(f"{where} holds something other than a token: one line of ASCII without spaces, at most {_MAX_TOKEN_CHARS}")
     return token
 
 

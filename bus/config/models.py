@@ -22,7 +22,7 @@ __all__ = [
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bus.config.base import ConfigModel
 from bus.config.connections import ConnectionConfig, CredentialsConfig
@@ -176,6 +176,16 @@ class OpsToken(ConfigModel):
     name: str = Field(description="Who holds it; written in the log with every write made with it.", examples=["ci", "platform-team"])
     token: SecretStr = Field(description="The token itself (a secret: use ${ENV} or ${file:...}).")
     scope: Literal["read", "write"] = Field(default="write", description="read: may read what is not open; write: may also change.")
+
+    @field_validator("token")
+    @classmethod
+    def _one_word_of_ascii(cls, value: SecretStr) -> SecretStr:
+        # What an Authorization header can carry: a token with a space, a line break or another
+        # script was never matched (the CLI refuses it the same way), and is said here without its value.
+        token = value.get_secret_value()
+        if not token or len(token) > 4096 or not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+            raise ValueError("a token is one word of printable ASCII (no spaces or line breaks), 1 to 4096 characters")
+        return value
 
 
 class OpsServerConfig(HttpServerConfig):
