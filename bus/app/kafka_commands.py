@@ -226,6 +226,9 @@ def reconcile(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"bus: cannot read --target-ids: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        except UnicodeDecodeError:  # a traceback
+            print(f"bus: --target-ids {args.target_ids} is not UTF-8 text (one event id per line)", file=sys.stderr)
+            return EXIT_CONFIG
         target_ids = {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
     reconciler = Reconciler(kafka, _bootstrap(args, loaded.hub), TopicNames(kafka.topic_prefix))
 

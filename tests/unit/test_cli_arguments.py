@@ -60,3 +60,16 @@ def test_a_reconcile_window_that_is_no_duration_is_said(config: Path, capsys: py
     assert main(["reconcile", "-c", str(config), "--window", "forever"]) == 2  # a ValueError traceback
     said = capsys.readouterr().err
     assert "--window 'forever' is not a duration of at least 1s" in said and "Traceback" not in said, said
+
+
+def test_a_target_ids_file_that_is_not_text_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bus.yaml"
+    config.write_text(
+        f'kafka: {{bootstrap: "127.0.0.1:{free_port()}", topic_prefix: t}}\ninbound: []\nroutes: []\n'
+        "outbound: [{name: erp, type: http, url: 'http://127.0.0.1:9/erp'}]\n"
+    )
+    ids = tmp_path / "ids.bin"
+    ids.write_bytes(b"\x30\x82\xff\xfe")
+    assert main(["reconcile", "-c", str(config), "--subscriber", "erp", "--target-ids", str(ids)]) == 2  # a UnicodeDecodeError traceback
+    said = capsys.readouterr().err
+    assert "is not UTF-8 text (one event id per line)" in said and "Traceback" not in said, said
