@@ -59,15 +59,19 @@ class ApiClient:
         try:
             with client(timeout=self._timeout) as http:  # a hub on this machine is reached directly, whatever HTTP_PROXY says
                 answer = http.request(method, url, params=params, json=body, headers=self._headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ApiRefused(f"{url}: no answer ({exc.__class__.__name__}: {exc}); is the hub running there?") from None
+        try:
+            found = answer.json()
+        except ValueError:  # another server on that port (a proxy's HTML page): a JSONDecodeError traceback
+            found = None
         if answer.status_code >= 400:
-            try:
-                detail = answer.json().get("detail", answer.text)
-            except ValueError:
-                detail = answer.text[:300]
-            raise ApiRefused(f"{method} {url}: {answer.status_code} {detail}")
-        return answer.json()
+            detail = found.get("detail") if isinstance(found, dict) else None
+            raise ApiRefused(f"{method} {url}: {answer.status_code} {detail if isinstance(detail, str) else answer.text[:300]}")
+        if found is None:
+            kind = answer.headers.get("content-type", "no content type")
+            raise ApiRefused(f"{method} {url}: answered {answer.status_code} with {kind}, not JSON: is that a hub's ops port?")
+        return found
 
     def get(self, path: str, **params: Any) -> Any:
         return self.call("GET", path, params={k: v for k, v in params.items() if v is not None})
