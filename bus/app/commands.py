@@ -220,6 +220,9 @@ def new(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         print(f"bus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except OSError as exc:  # a folder that cannot be made there: a traceback
+        print(f"bus: cannot write the recipe into {args.dir}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
     for path in written:
         print(f"  wrote {path}")
     print(

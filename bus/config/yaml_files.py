@@ -25,6 +25,7 @@ _VAR = re.compile(r"(?<!\$)\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?
 VARIABLE = _VAR  # for tools that list what a config reads (bus new)
 _LIST_SECTIONS = ("inbound", "routes", "outbound", "schema_dirs")
 _MAX_SECRET_BYTES = 1_000_000  # a key, a token, a PEM chain: far less
+MAX_FILE_BYTES = 50_000_000  # one YAML file; a config of a thousand routes is about 1 MB
 
 
 class Marks:
@@ -145,7 +146,12 @@ def _read_file(
     name = str(path)
     text = ""
     try:
-        text = path.read_text()
+        with path.open("rb") as file:  # bounded: /dev/zero given as the config was read until memory ran out
+            raw = file.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            issues.append(ConfigIssue(name, None, "", f"larger than {MAX_FILE_BYTES:,} bytes: not a config (split it into files)"))
+            return {}, {}
+        text = raw.decode()
         loader = _Loader(text)
         try:
             node = loader.get_single_node()

@@ -201,6 +201,11 @@ def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "bad.yaml:14: routes[0].to[0]: no outbound adapter named 'crm' (known: erp)" in err
 
 
+def test_a_config_file_past_any_configs_size_is_refused_unread(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "-c", "/dev/zero"]) == 2  # read until memory ran out
+    assert "/dev/zero: <top level>: larger than 50,000,000 bytes: not a config" in capsys.readouterr().err
+
+
 def test_cli_validate_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "-c", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: <top level>: file not found" in capsys.readouterr().err

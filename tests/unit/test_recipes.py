@@ -78,6 +78,9 @@ def test_bus_new_lists_copies_and_refuses_to_overwrite(tmp_path: Path, capsys: p
     assert main(["new", "no-such-recipe", str(tmp_path / "x")]) == 2
     assert "no recipe named 'no-such-recipe'; recipes: bank-statements-over-sftp, ehr-visits-to-billing" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    (tmp_path / "a-file").write_text("")
+    assert main(["new", "shopify-orders-to-quickbooks", str(tmp_path / "a-file" / "below")]) == 2  # a traceback
+    assert "cannot write the recipe into" in capsys.readouterr().err
 
 
 def test_the_loop_guard_route_tests_pass_and_fail_with_the_wrong_app_id(
