@@ -16,15 +16,13 @@ from typing import Any
 
 import httpx
 
+from bus.config.models import MAX_TOKEN_CHARS, plain_token
 from bus.errors import BusError
 from bus.http_clients import client
 
 
 class ApiRefused(BusError):
     """The hub answered with an error, or did not answer."""
-
-
-_MAX_TOKEN_CHARS = 4096
 
 
 def token_from(token_file: Path | None) -> str:
@@ -34,7 +32,7 @@ def token_from(token_file: Path | None) -> str:
     if token_file is not None:
         try:
             with token_file.open("rb") as file:
-                token = file.read(_MAX_TOKEN_CHARS + 1).decode("ascii").strip()
+                token = file.read(MAX_TOKEN_CHARS + 1).decode("ascii").strip()
         except OSError as exc:
             raise ApiRefused(f"cannot read {where}: {exc.strerror}") from None
         except UnicodeDecodeError:
@@ -43,8 +41,8 @@ def token_from(token_file: Path | None) -> str:
         token = os.environ.get("BUS_OPS_TOKEN", "").strip()
     if not token:
         raise ApiRefused("the management API needs a token: set BUS_OPS_TOKEN or pass --token-file (ops.tokens in the config)")
-    if len(token) > _MAX_TOKEN_CHARS or not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
-        raise ApiRefused(f"{where} holds something other than a token: one line of ASCII without spaces, at most {_MAX_TOKEN_CHARS}")
+    if not plain_token(token):
+        raise ApiRefused(f"{where} holds something other than a token: one line of ASCII without spaces, at most {MAX_TOKEN_CHARS}")
     return token
 
 

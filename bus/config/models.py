@@ -6,6 +6,7 @@ Adapter blocks are validated by each adapter's own ``Config`` (see ``bus.config.
 from __future__ import annotations
 
 __all__ = [
+    "MAX_TOKEN_CHARS",
     "HttpServerConfig",
     "HubConfig",
     "KafkaConfig",
@@ -17,6 +18,7 @@ __all__ = [
     "OpsToken",
     "RouteConfig",
     "SchemaRegistryConfig",
+    "plain_token",
 ]
 
 from pathlib import Path
@@ -180,12 +182,19 @@ class OpsToken(ConfigModel):
     @field_validator("token")
     @classmethod
     def _one_word_of_ascii(cls, value: SecretStr) -> SecretStr:
-        # What an Authorization header can carry: a token with a space, a line break or another
-        # script was never matched (the CLI refuses it the same way), and is said here without its value.
-        token = value.get_secret_value()
-        if not token or len(token) > 4096 or not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
-            raise ValueError("a token is one word of printable ASCII (no spaces or line breaks), 1 to 4096 characters")
+        # A token with a space, a line break or another script was never matched: said here, without its value.
+        if not plain_token(value.get_secret_value()):
+            raise ValueError(f"a token is one word of printable ASCII (no spaces or line breaks), 1 to {MAX_TOKEN_CHARS} characters")
         return value
+
+
+MAX_TOKEN_CHARS = 4096
+
+
+def plain_token(token: str) -> bool:
+    """Whether ``token`` is what an Authorization header carries whole: one word of printable ASCII
+    (the config's ``ops.tokens`` and the ``bus`` command's ``--token-file`` are held to it alike)."""
+    return 0 < len(token) <= MAX_TOKEN_CHARS and token.isascii() and token.isprintable() and not any(c.isspace() for c in token)
 
 
 class OpsServerConfig(HttpServerConfig):
