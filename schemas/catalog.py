@@ -13,6 +13,7 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
 
+from bus.documents import parse_json
 from bus.errors import ConfigError, ConfigIssue
 
 BUILTIN_DIR = Path(__file__).parent / "canonical"
@@ -46,8 +47,7 @@ class SchemaCatalog:
                 continue
             for path in sorted(folder.glob("*.avsc")):
                 try:
-                    raw = json.loads(path.read_text())
-                    parsed: dict[str, Any] = parse_schema(raw)  # type: ignore[assignment]  # a record schema parses to a dict
+                    raw, parsed = _record_schema(path)
                 except (OSError, ValueError, SchemaParseException) as exc:
                     issues.append(ConfigIssue(str(path), None, "", f"invalid Avro schema: {exc}"))
                     continue
@@ -76,3 +76,14 @@ class SchemaCatalog:
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._by_name.values())
+
+
+def _record_schema(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record schema in an ``.avsc`` file, as written and as fastavro parsed it; ValueError
+    saying why it is not one (a file of nested lists was a RecursionError, "string" or a union a
+    TypeError: tracebacks out of loading the config)."""
+    raw = parse_json(path.read_bytes())
+    if not isinstance(raw, dict) or raw.get("type") != "record":
+        raise ValueError('a schema file holds one record schema: {"type": "record", "name": ..., "fields": [...]}')
+    parsed: dict[str, Any] = parse_schema(raw)  # type: ignore[assignment]  # a record schema parses to a dict
+    return raw, parsed

@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bus.documents import parse_json
 from bus.errors import PermanentError, RetryableError
 from bus.kafka.registry_client import RegistryClient
 from schemas.catalog import SchemaCatalog
@@ -31,7 +32,7 @@ OK, INCOMPATIBLE, BAD_INPUT, UNREACHABLE = 0, 1, 2, 3
 
 def _load(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return parse_json(path.read_bytes())  # bounded in depth: nested lists were a RecursionError
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a schema file: {exc}") from exc
 

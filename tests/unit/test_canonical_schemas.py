@@ -5,10 +5,12 @@ ways), instants as timestamp-millis, money as integer minor units beside a curre
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bus.errors import ConfigError
 from schemas.catalog import SchemaCatalog
 from schemas.compatibility import resolve
 
@@ -67,3 +69,22 @@ def test_every_schema_reads_itself_and_ignores_an_added_optional_field() -> None
         assert resolve(raw, raw) == []
         grown = {**raw, "fields": [*raw["fields"], {"name": "extra", "type": ["null", "string"], "default": None, "doc": "x"}]}
         assert resolve(grown, raw) == [] and resolve(raw, grown) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('"string"', "a schema file holds one record schema"),  # a TypeError out of loading the config
+        ('["null", "string"]', "a schema file holds one record schema"),
+        ("[" * 100_000 + "]" * 100_000, "JSON nested more than 256 levels deep"),  # a RecursionError
+        ('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}', "invalid Avro schema"),
+        ("\udcff", "invalid Avro schema"),  # not UTF-8
+    ],
+    ids=["a-primitive", "a-union", "nested", "unknown-type", "not-utf8"],
+)
+def test_a_schema_file_that_is_no_record_schema_is_a_config_error_naming_it(tmp_path: Path, text: str, said: str) -> None:
+    (tmp_path / "custom.avsc").write_bytes(text.encode(errors="surrogateescape"))
+    with pytest.raises(ConfigError) as refused:
+        SchemaCatalog.load([tmp_path])
+    [issue] = refused.value.issues
+    assert issue.file == str(tmp_path / "custom.avsc") and said in issue.message, issue

@@ -54,3 +54,12 @@ def test_check_against_a_git_ref(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["schemas", "check", "--against", "HEAD", "--dir", str(folder)]) == 1
     assert "Order.amount: type narrowed from long to int" in capsys.readouterr().out
     assert main(["schemas", "check", "--against", "no-such-ref", "--dir", str(folder)]) == 2
+
+
+def test_diff_of_a_file_nested_past_any_schema_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, deep = tmp_path / "old.avsc", tmp_path / "deep.avsc"
+    old.write_text(json.dumps({"type": "record", "name": "X", "fields": []}))
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["schemas", "diff", str(old), str(deep)]) == 2  # a RecursionError traceback
+    said = capsys.readouterr()
+    assert "not a schema file: JSON nested more than 256 levels deep" in said.out + said.err
