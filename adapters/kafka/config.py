@@ -7,9 +7,21 @@ __all__ = ["KafkaInboundConfig", "KafkaOutboundConfig"]
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from fastavro import parse_schema
+from fastavro.schema import SchemaParseException
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, EmitSpec, Expression, KafkaSecurity, OutboundConfig, TemplateText
+from bus.adapter_api import (
+    AdapterConfig,
+    BodyMap,
+    ConfigPath,
+    EmitSpec,
+    Expression,
+    KafkaSecurity,
+    OutboundConfig,
+    TemplateText,
+    parse_json,
+)
 
 
 class _Cluster(AdapterConfig):
@@ -78,10 +90,25 @@ class KafkaOutboundConfig(_Cluster, OutboundConfig):
         default=None, description="Expression for the record key; default the event's key.", examples=["customer_id"]
     )
     body: BodyMap = Field(default=None, description="The value: field -> expression; none sends the event's data as is.")
-    schema_file: Path | None = Field(
-        default=None, description="format avro: the .avsc the value is written with; registered under <topic>-value at start."
+    schema_file: ConfigPath | None = Field(
+        default=None,
+        description="format avro: the .avsc the value is written with (relative to the config file); registered under "
+        "<topic>-value at start.",
     )
     timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for the cluster's acknowledgement.")
+
+    @field_validator("schema_file")
+    @classmethod
+    def _an_avro_schema(cls, path: Path | None) -> Path | None:
+        # Read when the config loads, not at the adapter's start: a missing or broken file was found only then.
+        if path is not None:
+            try:
+                parse_schema(parse_json(path.read_bytes()))
+            except OSError as exc:
+                raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+            except (ValueError, TypeError, KeyError, SchemaParseException) as exc:
+                raise ValueError(f"{path} is not an Avro schema: {exc}") from None
+        return path
 
     @model_validator(mode="after")
     def _check(self) -> KafkaOutboundConfig:

@@ -10,7 +10,6 @@ from __future__ import annotations
 __all__ = ["KafkaOutbound"]
 
 import asyncio
-import json
 import re
 from typing import Any, ClassVar
 
@@ -30,6 +29,7 @@ from bus.adapter_api import (
     compile_expression,
     compile_template,
     kafka_producer,
+    parse_json,
     target_json,
 )
 from bus.cloudevents import prefixed_headers
@@ -51,7 +51,7 @@ class KafkaOutbound(Outbound[KafkaOutboundConfig]):
             if config.format == "avro" and config.registry_url
             else None
         )
-        self._schema = json.loads(config.schema_file.read_text()) if config.schema_file else None
+        self._schema = parse_json(config.schema_file.read_bytes()) if config.schema_file else None
         self._writers: dict[str, tuple[int, Any]] = {}  # topic -> (schema id, parsed schema)
         self._producer: AIOKafkaProducer | None = None
 

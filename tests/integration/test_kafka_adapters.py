@@ -408,3 +408,22 @@ async def test_the_hub_and_its_bridges_name_themselves_to_each_cluster_by_their_
         await proxy.stop()
     with pytest.raises(ValidationError, match="client_id"):
         KafkaConfig(client_id="has spaces")
+
+
+def test_an_avro_schema_file_that_cannot_be_used_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """Read when the config loads: a missing or broken .avsc was found only at the adapter's start."""
+    base = {"type": "kafka", "name": "partner", "bootstrap": "127.0.0.1:9092", "topic": "t", "format": "avro"}
+    base["registry_url"] = "http://127.0.0.1:8081"
+    broken, binary = tmp_path / "broken.avsc", tmp_path / "binary.avsc"
+    broken.write_text(json.dumps({"type": "record", "name": "P", "fields": [{"name": "a", "type": "nope"}]}))
+    binary.write_bytes(b"\x30\x82\xff\xfe")
+    for path, said in (
+        (tmp_path / "none.avsc", "cannot read"),
+        (broken, "is not an Avro schema"),
+        (binary, "is not an Avro schema"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            KafkaOutboundConfig.model_validate({**base, "schema_file": str(path)})
+    good = tmp_path / "good.avsc"
+    good.write_text(json.dumps(PARTNER_PAYMENT))
+    assert KafkaOutboundConfig.model_validate({**base, "schema_file": str(good)}).schema_file == good
