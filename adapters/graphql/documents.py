@@ -21,7 +21,6 @@ __all__ = [
     "variables_json_schema",
 ]
 
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
@@ -97,7 +96,7 @@ def _line(exc: GraphQLError) -> str:
 def _load(path: str, modified: float) -> GraphQLSchema:
     text = Path(path).read_text()
     if path.endswith(".json"):
-        found = json.loads(text)
+        found = parse_json(text)  # bounded in depth: a file of nested lists was a RecursionError
         found = found.get("data", found) if isinstance(found, dict) else found
         if not isinstance(found, dict) or "__schema" not in found:
             raise SchemaError(f"{path} is JSON but not an introspection result (no __schema)")

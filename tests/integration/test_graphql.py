@@ -258,6 +258,12 @@ def test_bus_validate_checks_documents_and_mappings_against_the_schema(tmp_path:
     block["schema"] = "shop.json"
     write_config(tmp_path / "bus.yaml", hub_config("127.0.0.1:9", [poll], [block]))
     assert main(["validate", "--json", "-c", str(tmp_path / "bus.yaml")]) == 0, capsys.readouterr().out
+    # An introspection file nested past any schema is said, naming the field (a RecursionError traceback).
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    write_config(tmp_path / "bus.yaml", hub_config("127.0.0.1:9", [poll_block(api, schema="deep.json")], [invoice_block(api)]))
+    assert main(["validate", "-c", str(tmp_path / "bus.yaml")]) == 2
+    said = capsys.readouterr().err
+    assert "deep.json is not a GraphQL schema: JSON nested more than 256 levels deep" in said, said
 
 
 def test_a_document_that_is_not_the_right_operation_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
