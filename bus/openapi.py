@@ -13,7 +13,6 @@ __all__ = ["ApiOperation", "BodyCheck", "ContractError", "find_operation", "inli
 
 import copy
 import difflib
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from bus.documents import parse_json
 from bus.patterns import PatternError
 from bus.patterns import search as pattern_search
 
@@ -38,11 +38,18 @@ _URI = "urn:bus:contract"
 @lru_cache(maxsize=16)
 def _read(path: str, modified: float) -> Any:
     text = Path(path).read_text(encoding="utf-8")
-    return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    if path.endswith(".json"):
+        return parse_json(text)  # bounded in depth: nested lists were a RecursionError
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # not a ValueError: it was a traceback out of bus validate
+        raise ValueError(f"not YAML: {exc}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply to be an OpenAPI document") from None
 
 
 def load_document(path: Path) -> Any:
-    """The document at ``path`` (JSON or YAML); OSError or ValueError (yaml.YAMLError) if it cannot be read."""
+    """The document at ``path`` (JSON or YAML); OSError or ValueError saying why if it cannot be read."""
     return _read(str(path), path.stat().st_mtime)
 
 
