@@ -38,6 +38,7 @@ from aiokafka.errors import KafkaError
 from fastavro import parse_schema
 
 from bus.config.models import KafkaConfig
+from bus.documents import parse_json
 from bus.errors import RetryableError
 from bus.kafka.clients import make_producer
 from bus.kafka.reader import replay
@@ -76,7 +77,7 @@ class _Version:
 
 def _normalise(schema: str) -> str:
     """Same schema, same text: parse and re-dump compactly so whitespace never changes an id."""
-    return json.dumps(json.loads(schema), separators=(",", ":"))
+    return json.dumps(parse_json(schema), separators=(",", ":"))  # bounded in depth: a RecursionError was a 500
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
@@ -392,7 +393,7 @@ class EmbeddedRegistry:
     @staticmethod
     async def _schema_from(request: web.Request) -> str | web.Response:
         try:
-            body = await request.json()
+            body = parse_json(await request.read())
             return _normalise(body["schema"])
         except (ValueError, KeyError, TypeError):
             return _error(422, 42201, 'Invalid schema: the body must be {"schema": "<Avro schema JSON>"}')

@@ -56,6 +56,10 @@ async def test_rest_api_and_persistence_across_hub_restarts(tmp_path: Path, boot
             assert (await http.get("/schemas/ids/12345")).json()["error_code"] == 40403
             bad = await http.post("/subjects/thing-value/versions", json={"schema": "{not json"})
             assert (bad.status_code, bad.json()["error_code"]) == (422, 42201)
+            # Nested past any schema, in the schema's text or in the body itself: refused, not a 500 (RecursionError).
+            for body in (json.dumps({"schema": "[" * 50_000 + "]" * 50_000}).encode(), b'{"schema": ' + b"[" * 50_000):
+                deep = await http.post("/subjects/thing-value/versions", content=body, headers={"Content-Type": "application/json"})
+                assert (deep.status_code, deep.json()["error_code"]) == (422, 42201), deep.text
 
     # A new hub process reads the subjects back from Kafka: same versions, same ids.
     async with build_hub(config, role="inbound") as hub:
