@@ -379,7 +379,7 @@ class EmbeddedRegistry:
 
     async def _set_level(self, request: web.Request, subject: str) -> web.Response:
         try:
-            body = await request.json()
+            body = parse_json(await request.read())  # bounded in depth: a RecursionError was a 500
             level = str(body["compatibility"])
             await self.set_level(subject, level)
         except (ValueError, KeyError, TypeError) as exc:

@@ -120,6 +120,8 @@ async def test_compatibility_levels_checks_and_deletes_survive_a_restart(tmp_pat
         assert (await http.get("/config/other")).status_code == 404
         bad_level = await http.put("/config/thing-value", json={"compatibility": "SIDEWAYS"})
         assert bad_level.status_code == 422 and "BACKWARD_TRANSITIVE" in bad_level.json()["message"]
+        deep = await http.put("/config/thing-value", content=b"[" * 50_000, headers={"Content-Type": "application/json"})
+        assert (deep.status_code, deep.json()["error_code"]) == (422, 42203), deep.text  # a RecursionError: a 500
         assert (await http.post("/subjects/thing-value/versions", json={"schema": json.dumps(v3)})).status_code == 200
         assert (await http.delete("/subjects/thing-value/versions/1")).json() == 1
         assert (await http.get("/subjects/thing-value/versions")).json() == [2, 3]
