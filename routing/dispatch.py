@@ -320,7 +320,7 @@ class Dispatcher:
         try:
             record = json.loads(value or b"")
             group = key.decode() if key is not None else None
-        except ValueError:  # UnicodeDecodeError is one too
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; nesting past Python's stack the other
             record = group = None
         if aggregator is None:
             why = (

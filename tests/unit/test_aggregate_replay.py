@@ -67,6 +67,10 @@ def test_a_replayed_result_is_shaped_again_or_refused_with_its_reason(tmp_path: 
         [(to, said, _)] = replay(record, headers_, key)
         assert to == topics.router_dead_letter and why in said["bus_error"], said
 
+    # A value nested past Python's stack (written to the topic by hand): the same, not a RecursionError out of the router.
+    [deep] = dispatcher.plan(b"acct", b"[" * 100_000, ours, "bus.canonical.Payment/0/8")
+    assert deep.topic == topics.router_dead_letter and b"without its record" in dict(deep.headers)["bus_error"]
+
     # Anything else that is not Avro stays the router's plain dead letter.
     [(to, said, _)] = replay(result, [("ce_id", b"e1")])
     assert to == topics.router_dead_letter and AGGREGATE_HEADER not in said and "totals" not in said.get("bus_route", "")
