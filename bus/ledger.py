@@ -31,11 +31,12 @@ entered the hub) into a checksum a target can compute from its own ids (``window
 
 from __future__ import annotations
 
-__all__ = ["Audit", "Balance", "LedgerEntry", "Reconciler", "Window", "offset_ranges", "window_checksum"]
+__all__ = ["Audit", "Balance", "LedgerEntry", "Reconciler", "Window", "offset_ranges", "readable_entries", "window_checksum"]
 
 import asyncio
 import hashlib
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,8 @@ from bus.kafka.clients import make_admin, make_consumer, outside_bootstrap, stop
 from bus.kafka.headers import header_text
 from bus.kafka.reader import partitions_of, stream_topics
 from bus.kafka.topics import TopicNames
+
+log = logging.getLogger("bus.ledger")
 
 
 def offset_ranges(offsets: Iterable[int]) -> list[tuple[int, int]]:
@@ -84,6 +87,22 @@ class LedgerEntry:
         data["delivered"] = [tuple(r) for r in data["delivered"]]
         data["dead_lettered"] = [tuple(r) for r in data["dead_lettered"]]
         return cls(**data)
+
+
+def readable_entries(records: Iterable[Any]) -> list[LedgerEntry]:
+    """The ledger entries among a partition's records; one the hub did not write (by hand, another
+    program) is skipped and said: raised, it ended every reconcile of the subscriber, or kept a
+    delivery worker from taking up the partition. Without it, events it settled past the commit
+    may be delivered again (same ids)."""
+    found = []
+    for record in records:
+        if not record.value:
+            continue  # a tombstone: compaction's, nothing to read
+        try:
+            found.append(LedgerEntry.decode(record.value))
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            log.warning("ledger record %s/%d/%d cannot be read (%r); skipped", record.topic, record.partition, record.offset, exc)
+    return found
 
 
 def totals_at(entries: Iterable[LedgerEntry], committed: int) -> tuple[int, int]:
@@ -211,7 +230,7 @@ class Reconciler:
                 if tp.topic == delivery:
                     await asyncio.to_thread(audit.add_copies, records)
                 elif tp.topic == ledger:
-                    await asyncio.to_thread(audit.add_entries, [LedgerEntry.decode(r.value) for r in records])
+                    await asyncio.to_thread(audit.add_entries, readable_entries(records))
                 else:
                     await asyncio.to_thread(audit.add_letters, [header_text(r.headers, "bus_origin") for r in records])
             return await asyncio.to_thread(audit.balance, target_ids)

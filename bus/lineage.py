@@ -216,7 +216,7 @@ async def read_index(
             try:
                 value = json.loads(record.value)
                 at, entries = str(value["at"]), value["hops"]
-            except (TypeError, ValueError, KeyError):
+            except (TypeError, ValueError, KeyError, RecursionError):
                 continue  # not an index record: nothing to learn from it
             for entry in entries:
                 if not isinstance(entry, list) or len(entry) < 2 or (hits := wanted.get(entry[1])) is None:

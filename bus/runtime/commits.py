@@ -27,7 +27,7 @@ from bus.event import now_rfc3339
 from bus.kafka.batches import Record
 from bus.kafka.reader import replay
 from bus.kafka.watermarks import Watermarks
-from bus.ledger import LedgerEntry
+from bus.ledger import LedgerEntry, readable_entries
 from bus.lineage import LineageBatch
 from bus.metrics import DEAD_LETTERS, DELIVERIES, KAFKA_ERRORS, LEDGER
 from bus.runtime.settlement import Draft, PartitionBook
@@ -74,15 +74,7 @@ class Bookkeeper:
         entries: dict[int, list[LedgerEntry]] = defaultdict(list)
 
         def apply(tp: TopicPartition, records: list[Any]) -> None:
-            for record in records:
-                if not record.value:
-                    continue
-                try:
-                    entries[tp.partition].append(LedgerEntry.decode(record.value))
-                except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                    # Not an entry the hub wrote: skipped, said (raised, the partition was never taken up);
-                    # without it, events it settled past the commit may be delivered again (same ids).
-                    log.warning("ledger record %s/%d/%d cannot be read (%r); skipped", tp.topic, tp.partition, record.offset, exc)
+            entries[tp.partition] += readable_entries(records)  # one not written by the hub: skipped, said
 
         await replay(self._kafka, self._bootstrap, [TopicPartition(self._ledger, p) for p in partitions], apply)
         return {p: PartitionBook.restore(p, committed[p], entries[p]) for p in partitions}

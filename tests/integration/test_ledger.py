@@ -110,6 +110,9 @@ async def test_reconcile_finds_events_committed_past_without_delivery(
         await producer.start()
         for n in range(3):
             await producer.send_and_wait(topic, b"", key=b"k", headers=[("ce_id", f"lost_{n}".encode())])
+        # And records on the ledger the hub did not write: skipped and said (they ended every reconcile).
+        for junk in (b"not json", b"[" * 100_000, b'{"partition": 0}'):
+            await producer.send_and_wait(hub.topics.ledger("erp"), junk, partition=0)
         await producer.stop()
         rogue = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, session_timeout_ms=3000)
         await rogue.start()
