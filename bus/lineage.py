@@ -218,6 +218,8 @@ async def read_index(
                 at, entries = str(value["at"]), value["hops"]
             except (TypeError, ValueError, KeyError, RecursionError):
                 continue  # not an index record: nothing to learn from it
+            if not isinstance(entries, list):
+                continue  # the same ("hops": 5 broke the lookup)
             for entry in entries:
                 if not isinstance(entry, list) or len(entry) < 2 or (hits := wanted.get(entry[1])) is None:
                     continue

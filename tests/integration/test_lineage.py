@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from bus.app.cli import main
 from tests.faults.test_delivery_faults import hub_config, post_all
@@ -54,6 +55,14 @@ async def test_an_event_is_followed_through_delivery_dead_letter_and_replay(
             build_hub(write_config(tmp_path / "bus.yaml", config)) as hub,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", timeout=60) as api,
         ):
+            # Records on the index the hub did not write, on every partition: skipped by each lookup (a
+            # "hops" that is no list, or a value nested past the stack, broke it: a 500).
+            producer = AIOKafkaProducer(bootstrap_servers=hub.bootstrap)
+            await producer.start()
+            for partition in range(hub.config.lineage.partitions):
+                for junk in (b'{"at": "x", "hops": 5}', b"[" * 100_000, b"not json"):
+                    await producer.send_and_wait(hub.topics.lineage, junk, partition=partition)
+            await producer.stop()
             await post_all(hub, [{"id": f"p-{i}", "key": f"cust-{i % 3}", "seq": i} for i in range(10)])
             found = await lineage_when(
                 api,
