@@ -221,9 +221,14 @@ async def read_index(
             if not isinstance(entries, list):
                 continue  # the same ("hops": 5 broke the lookup)
             for entry in entries:
-                if not isinstance(entry, list) or len(entry) < 2 or (hits := wanted.get(entry[1])) is None:
+                if not isinstance(entry, list) or len(entry) < 2 or not isinstance(entry[1], str):
                     continue
-                parsed = _parse(entry, at)
+                if (hits := wanted.get(entry[1])) is None:
+                    continue
+                try:
+                    parsed = _parse(entry, at)
+                except (TypeError, ValueError, IndexError):  # an entry no hub wrote: a 500 for the lookup
+                    continue
                 if isinstance(parsed, str):
                     if parsed not in hits.aliases:
                         hits.aliases.append(parsed)

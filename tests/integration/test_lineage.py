@@ -60,7 +60,8 @@ async def test_an_event_is_followed_through_delivery_dead_letter_and_replay(
             producer = AIOKafkaProducer(bootstrap_servers=hub.bootstrap)
             await producer.start()
             for partition in range(hub.config.lineage.partitions):
-                for junk in (b'{"at": "x", "hops": 5}', b"[" * 100_000, b"not json"):
+                junk_hops = [["r", ["p-7"]], ["r", "p-7", "x", 5], ["d", "p-7", *range(6), 5, 0]]
+                for junk in (b'{"at": "x", "hops": 5}', b"[" * 100_000, b"not json", json.dumps({"at": "x", "hops": junk_hops}).encode()):
                     await producer.send_and_wait(hub.topics.lineage, junk, partition=partition)
             await producer.stop()
             await post_all(hub, [{"id": f"p-{i}", "key": f"cust-{i % 3}", "seq": i} for i in range(10)])
