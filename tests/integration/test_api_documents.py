@@ -111,7 +111,7 @@ async def test_a_running_hub_serves_both_documents_to_a_reader_and_means_them(tm
     target = await Target().start()
     path = hub_config(tmp_path, bootstrap, target.url)
     try:
-        async with build_hub(path) as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1") as api:
+        async with build_hub(path) as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", timeout=60) as api:
             assert (await api.get("/webhooks.openapi.json")).status_code == 401
             headers = {"Authorization": f"Bearer {READ}"}
             webhooks = (await api.get("/webhooks.openapi.json", headers=headers)).json()

@@ -110,7 +110,7 @@ async def test_two_replicas_poll_once_and_the_standby_takes_over_where_the_holde
             assert len(seen) == 30 and max(seen.values()) == 1, "each record published once, not once per replica"
             # The management API and `bus status` say which process reads it; standing by is fine.
             for hub, state in ((holder, "running"), (standby, "standby")):
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1") as client:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", timeout=60) as client:
                     node = (await client.get("/topology", headers={"Authorization": f"Bearer {READ}"})).json()["inbound"][0]
                 assert node["state"] == state, node
                 capsys.readouterr()

@@ -41,7 +41,7 @@ async def test_the_api_shows_a_failing_subscriber_and_refuses_what_it_should(
     try:
         async with (
             build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, good, bad))) as hub,
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1") as api,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", timeout=60) as api,
         ):
             anonymous = await api.get("/topology")
             assert anonymous.status_code == 401 and anonymous.headers["content-type"].startswith("application/problem+json")
@@ -231,7 +231,7 @@ async def test_dead_letters_and_the_ledger_through_the_api_are_what_the_cli_says
     path = write_config(tmp_path / "bus.yaml", found)
     viewer, admin = {"Authorization": f"Bearer {READ}"}, {"Authorization": f"Bearer {WRITE}"}
     try:
-        async with build_hub(path) as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1") as api:
+        async with build_hub(path) as hub, httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", timeout=60) as api:
             await post_all(hub, [{"id": f"e{i}", "key": f"k{i}", "seq": i} for i in range(3)])
             deadline = asyncio.get_running_loop().time() + 60
             while (page := (await api.get("/dead-letters", params={"subscriber": "crm"}, headers=viewer)).json())["total"] < 3:

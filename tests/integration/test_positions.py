@@ -194,7 +194,7 @@ async def test_a_changed_filter_is_adopted_through_the_management_api_while_the_
         admin = {"Authorization": f"Bearer {ADMIN}"}
         async with build_hub(write_config(tmp_path / "narrow.yaml", config)) as hub:
             assert await settled(hub, 2) == {"legacy:1", "legacy:2"}
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers=admin) as api:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers=admin, timeout=60) as api:
                 refused = await api.post("/inbound/legacy/position/reset")
                 assert refused.status_code == 409 and "being read by this process" in refused.json()["detail"], refused.text
                 assert (await api.post("/inbound/legacy/pause", json={"reason": "where widened"})).status_code == 202
@@ -202,7 +202,7 @@ async def test_a_changed_filter_is_adopted_through_the_management_api_while_the_
         config["inbound"][0]["where"] = "id <= 100"  # widened: row 3 belongs now, before the saved watermark
         async with (
             build_hub(write_config(tmp_path / "wide.yaml", config)) as hub,
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers=admin) as api,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers=admin, timeout=60) as api,
         ):
             rows = (await api.get("/positions")).json()
             assert [(r["name"], r["state"], r["differs"], r["paused_by"]) for r in rows] == [

@@ -147,7 +147,7 @@ async def test_a_target_that_lost_a_window_gets_it_again_without_dead_letters_or
             )
 
             # The lineage shows the copy as another delivery of the same event, and where it was sent again from.
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1") as api:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", timeout=60) as api:
                 deadline = asyncio.get_running_loop().time() + 30
                 while (
                     len((lineage := (await api.get("/events/evt_9", headers={"Authorization": f"Bearer {WRITE}"})).json())["deliveries"])

@@ -42,7 +42,7 @@ async def ids(hub: Hub, schema: str) -> Counter[str]:
 
 
 def api(hub: Hub, token: str = WRITE) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers={"Authorization": f"Bearer {token}"})
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.ops.port}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
 
 async def node(hub: Hub, name: str) -> dict[str, Any]:
