@@ -31,6 +31,9 @@ TOKEN = "console-admin-token"
 # another test: the key "acme-corp" was shown as "***-corp").
 ACME = "k7f3e9cw2x"
 SHOTS = ROOT / "test-artifacts" / "console"
+# What the page shows comes from API calls that read Kafka: on a loaded machine (the whole suite on
+# two cores) one took longer than expect()'s default 5 s, and a page that was right failed.
+expect.set_options(timeout=20_000)
 
 
 @pytest.fixture

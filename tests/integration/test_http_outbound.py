@@ -67,7 +67,10 @@ def github_style(body: bytes, headers: dict[str, str]) -> dict[str, Any]:
 
 
 async def test_oauth2_tokens_and_signed_webhooks(tmp_path: Path, bootstrap: str) -> None:
-    api = await AccountingApi(token_ttl=2.0).start()
+    # The first token lives long, so the revocation below is met with it and a 401 whatever the
+    # machine's load (a loop held up 2.7 s let a 2 s token lapse first: refetched, no 401 seen);
+    # the ones after it live 2 s, to see one lapse and be refetched before use.
+    api = await AccountingApi(token_ttl=60.0).start()
     standard = Receiver(lambda body, headers: Webhook(SECRET).verify(body, headers))
     hmac_receiver = Receiver(github_style)
     wrong = Receiver(lambda body, headers: Webhook(SECRET).verify(body, headers))
@@ -120,6 +123,7 @@ async def test_oauth2_tokens_and_signed_webhooks(tmp_path: Path, bootstrap: str)
             source = Source([f"http://127.0.0.1:{hub.web.port}/hooks/payments"])
             await source.send_all(payment(i) for i in range(20))
             await until(lambda: len({key for key, _ in api.invoices}) == 20, "the first 20 invoices")
+            api.token_ttl = 2.0
             api.revoke_all()  # credentials rotated by an administrator: the next calls get 401
             await source.send_all(payment(i) for i in range(20, 40))
             await until(lambda: len({key for key, _ in api.invoices}) == 40, "invoices after the revocation")
