@@ -133,6 +133,10 @@ async def connect(client: aiomqtt.Client, config: Any, server: tuple[str, int]) 
             paho.on_log = None  # while set, paho formats its every debug line, one per packet
 
 
+# Words of a TLS failure in what paho met, in whichever case OpenSSL's text and paho's own put them.
+_TLS_SIGNS = ("ssl", "tls", "eof", "alert", "certificate", "handshake")
+
+
 def _why(met: list[str], config: Any) -> str:
     """What paho met, for the error: the TLS alert when one came (it names the cause), else its
     last line. Under TLS 1.3 a broker that wants a client certificate checks for it after the
@@ -140,10 +144,10 @@ def _why(met: list[str], config: Any) -> str:
     is a race: so a TLS failure without a client certificate of the hub's says what to try."""
     if not met:
         return ""
-    line = next((seen for seen in met if "ALERT" in seen), met[-1])
+    line = next((seen for seen in met if "alert" in seen.lower()), met[-1])
     hint = ""
     tls = getattr(config, "tls", None)
-    if tls is not None and tls.cert is None and ("SSL" in line or "EOF" in line):
+    if tls is not None and tls.cert is None and any(sign in line.lower() for sign in _TLS_SIGNS):
         hint = "; if the broker asks for a client certificate, give tls.cert and tls.key"
     return f" ({line}{hint})"
 

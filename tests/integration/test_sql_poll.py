@@ -440,12 +440,13 @@ async def test_a_writer_that_commits_while_a_poll_runs_is_not_passed_over(tmp_pa
                     watcher = await asyncpg.connect(dsn)
                     try:
                         waiting = f"SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%FROM {view} WHERE%'"
-                        for _ in range(100):  # a poll is in the view's wait: it took its snapshot with the writer open
-                            if await watcher.fetchval(waiting):
-                                break
+                        # a poll is in the view's wait: it took its snapshot with the writer open (a
+                        # poll comes round every interval; a loaded machine may take seconds to start one)
+                        deadline = asyncio.get_running_loop().time() + 30
+                        while not await watcher.fetchval(waiting):
+                            if asyncio.get_running_loop().time() > deadline:
+                                raise AssertionError("no poll was seen in the view's wait in 30 s")
                             await asyncio.sleep(0.02)
-                        else:
-                            raise AssertionError("no poll was seen in the view's wait")
                     finally:
                         await watcher.close()
                     await commit()
