@@ -38,13 +38,13 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from bus.config.models import KafkaConfig
-from bus.event import now_rfc3339
+from bus.event import in_utc, moment_of, now_rfc3339
 from bus.kafka.clients import make_admin, make_consumer, make_producer, outside_bootstrap, stop_consumer
 from bus.kafka.headers import header_text
 from bus.kafka.reader import batches_from_start, stream_topics
@@ -199,7 +199,8 @@ class Filter:
 
     def __post_init__(self) -> None:
         # Naive against aware raised TypeError at the first letter: a listing or a purge that broke.
-        self.since, self.until = _in_utc(self.since), _in_utc(self.until)
+        self.since = in_utc(self.since) if self.since is not None else None
+        self.until = in_utc(self.until) if self.until is not None else None
 
     def __call__(self, letter: DeadLetter) -> bool:
         if self.ids and letter.event_id not in self.ids and f"{letter.partition}/{letter.offset}" not in self.ids:
@@ -207,22 +208,10 @@ class Filter:
         if self.error_class and letter.header("bus_error_class") != self.error_class:
             return False
         if self.since or self.until:
-            at = _moment(letter.failed_at)
+            at = moment_of(letter.failed_at)  # written by the hub, or by anything that can produce to the topic
             if at is None or (self.since and at < self.since) or (self.until and at >= self.until):
                 return False
         return self.include_handled or letter.status == "new"
-
-
-def _in_utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
-def _moment(text: str) -> datetime | None:
-    """A letter's ``bus_failed_at``, written by the hub or by anything that can produce to the topic."""
-    try:
-        return _in_utc(datetime.fromisoformat(text))
-    except ValueError:
-        return None
 
 
 class DeadLetters:

@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bus.config.models import KafkaConfig
+from bus.event import moment_of
 from bus.kafka.clients import make_admin, make_consumer, outside_bootstrap, stop_consumer
 from bus.kafka.headers import header_text
 from bus.kafka.reader import partitions_of, stream_topics
@@ -131,10 +132,10 @@ def window_checksum(ids: Iterable[str]) -> str:
 
 
 def window_start(event_time: str, window_s: int) -> str:
-    try:
-        seconds = datetime.fromisoformat(event_time.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    moment = moment_of(event_time)
+    if moment is None:
         return "unknown"
+    seconds = moment.timestamp()
     return datetime.fromtimestamp(seconds - seconds % window_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -11,12 +11,11 @@ import uuid
 __all__ = ["Emitter"]
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from bus.config.adapters import EmitSpec
 from bus.errors import EventRejected, ExpressionError
-from bus.event import Event, new_traceparent
+from bus.event import Event, new_traceparent, rfc3339_moment
 from bus.expr import compile_expression
 from bus.expr.body import Body
 
@@ -143,10 +142,10 @@ class Emitter:
         if not id_mapped and cloudevent.get("id"):
             event.id = cloudevent["id"]  # the sender's own id: a redelivery keeps it
         if cloudevent.get("time"):
-            try:
-                datetime.fromisoformat(cloudevent["time"])
-            except ValueError:
-                raise EventRejected(f"the CloudEvent's time {cloudevent['time']!r} is not an RFC 3339 timestamp") from None
+            if rfc3339_moment(cloudevent["time"]) is None:  # a date alone, or no zone: read as local time downstream
+                raise EventRejected(
+                    f"the CloudEvent's time {cloudevent['time'][:60]!r} is not an RFC 3339 timestamp (a date, a time and a zone)"
+                )
             event.time = cloudevent["time"]
         if not subject_mapped and cloudevent.get("subject"):
             event.subject = cloudevent["subject"]

@@ -45,6 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bus.config.models import KafkaConfig
 from bus.deadletters import DeadLetters
+from bus.event import in_utc
 from bus.kafka.clients import make_consumer, make_producer, outside_bootstrap, stop_consumer
 from bus.kafka.headers import header_text
 from bus.kafka.reader import Record, batches_from_start, partitions_of
@@ -377,17 +378,12 @@ async def window_starts(
 
 def checked_window(since: datetime, until: datetime | None) -> tuple[datetime, datetime | None]:
     """A window of time as asked (a time without a zone is UTC); ValueError for one that cannot hold anything."""
-    since, until = _aware(since), _aware(until) if until is not None else None
+    since, until = in_utc(since), in_utc(until) if until is not None else None
     if since > datetime.now(UTC):
         raise ValueError(f"since ({since.isoformat()}) is in the future: nothing was delivered after it yet")
     if until is not None and until <= since:
         raise ValueError(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
     return since, until
-
-
-def _aware(moment: datetime) -> datetime:
-    """A time given without a zone is UTC (the hub's logs and records are)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _copy_headers(record: Record) -> list[tuple[str, bytes]]:

@@ -15,12 +15,13 @@ __all__ = ["DEFAULT_MAX_AGE", "RetryPolicy", "Step", "event_age", "seconds"]
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Literal
 
 from bus.config.delivery import DeliveryPolicy
 from bus.config.fields import format_duration
 from bus.errors import BusError, PermanentError, RetryableError
+from bus.event import moment_of
 
 DEFAULT_MAX_AGE = "24h"
 
@@ -32,10 +33,8 @@ def seconds(delta: timedelta | None, default: float) -> float:
 
 def event_age(event_time: str, now: float) -> float | None:
     """Seconds from an event's own time (ce_time) to ``now`` (epoch); None for a time we cannot read."""
-    try:
-        return max(0.0, now - datetime.fromisoformat(event_time).timestamp())
-    except ValueError:
-        return None
+    moment = moment_of(event_time)
+    return None if moment is None else max(0.0, now - moment.timestamp())
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,10 +151,30 @@ def test_a_structured_event_without_what_the_spec_requires_is_refused_with_the_r
         from_http({}, envelope, "application/cloudevents+json")
 
 
-def test_a_time_that_is_not_rfc_3339_is_refused() -> None:
+@pytest.mark.parametrize(
+    "time",
+    [
+        "yesterday",
+        "2026-12-01",  # a date alone: ISO 8601, not RFC 3339
+        "2026-12-01T10:00:00",  # no zone: whoever reads it next takes it as their local time
+        "20261201T100000Z",  # ISO 8601's basic form
+        "2026-W49-1T10:00:00Z",  # a week date
+        "2026-12-01T10:00Z",  # no seconds
+        "9999-12-31T23:59:59-01:00",  # past year 9999 once in UTC: broke `bus reconcile`'s windows
+        "2026-12-01T10:00:00+24:00",
+        "٢٠٢٦-12-01T10:00:00Z",  # digits of another script
+    ],
+)
+def test_a_time_that_is_not_rfc_3339_is_refused(time: str) -> None:
     plain = Emitter(EmitSpec.model_validate({"schema": "Customer"}), source="/inbound/crm")
     with pytest.raises(EventRejected, match="not an RFC 3339 timestamp"):
-        plain.build({"customer_id": "c"}, cloudevent={"id": "1", "time": "yesterday"})
+        plain.build({"customer_id": "c"}, cloudevent={"id": "1", "time": time})
+
+
+@pytest.mark.parametrize("time", ["2026-12-01T10:00:00Z", "2026-12-01t10:00:00.123456789z", "2026-12-01 10:00:00+05:30"])
+def test_an_rfc_3339_time_in_any_of_its_forms_is_taken_as_sent(time: str) -> None:
+    plain = Emitter(EmitSpec.model_validate({"schema": "Customer"}), source="/inbound/crm")
+    assert plain.build({"customer_id": "c"}, cloudevent={"id": "1", "time": time}).time == time
 
 
 def test_a_plain_request_carries_no_attributes() -> None:

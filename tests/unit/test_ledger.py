@@ -106,6 +106,17 @@ def test_windows_and_target_comparison() -> None:
     assert not b.ok
 
 
+def test_times_other_producers_wrote_fall_in_their_window_or_in_unknown_and_never_stop_the_audit() -> None:
+    """`ce_time` is whatever the producer of the topic wrote: a time past year 9999 once in UTC
+    stopped `bus reconcile` with "year 10000 is out of range", and one without a zone went to a
+    window of the reconciler's local zone."""
+    times = ["9999-12-31T23:59:59-01:00", "2026-11-24T10:15:00", "no time", "0001-01-01T00:00:00+01:00"]
+    incoming = [rec(0, i, f"e{i}", time) for i, time in enumerate(times)]
+    b = audit("erp", {0: 4}, incoming, [entry(0, 4, [0, 1, 2, 3], totals=(4, 0))], set(), TOPIC, 3600, None)
+    assert [(w.start, w.delivered) for w in b.windows] == [("2026-11-24T10:00:00Z", 1), ("unknown", 3)]
+    assert b.balanced
+
+
 def test_a_commit_with_no_ledger_behind_it_cannot_be_proved_balanced() -> None:
     # Offsets 0-4 were committed by a consumer the ledger knows nothing of (it is younger, or lost).
     incoming = [rec(0, i, f"e{i}") for i in range(6)]

@@ -58,3 +58,18 @@ def test_event_age_reads_rfc3339_and_refuses_what_it_cannot_read() -> None:
     assert event_age("2026-12-03T10:00:00Z", now=1_796_292_060.0) == 60.0
     assert event_age("not a time", now=0.0) is None
     assert event_age("2026-12-03T10:00:00+00:00", now=0.0) == 0.0  # the future reads as no age, never negative
+
+
+def test_a_time_another_producer_wrote_without_a_zone_is_utc_whatever_the_hubs_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ce_time` on a topic may come from any producer: one without a zone was read in the hub's
+    local zone, so an event's age (and its max_age) moved with the pod's TZ."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert event_age("2026-12-03T10:00:00", now=1_796_292_060.0) == 60.0
+        assert event_age("9999-12-31T23:59:59-01:00", now=0.0) is None  # no moment Python can hold
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
