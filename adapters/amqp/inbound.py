@@ -120,7 +120,12 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
 
     def traceparent(self, message: AbstractIncomingMessage) -> str | None:
         value = (message.headers or {}).get("traceparent")
-        return str(value) if value else None
+        if isinstance(value, bytes | bytearray | memoryview):  # a byte array ("x"), as some clients send strings
+            try:
+                value = bytes(value).decode("ascii")
+            except UnicodeDecodeError:
+                return None
+        return value if isinstance(value, str) and value else None  # not a number's or a table's text
 
     async def ack(self, message: AbstractIncomingMessage) -> None:
         await message.ack()

@@ -491,3 +491,36 @@ def test_settings_that_would_do_nothing_are_refused_at_load() -> None:
         AmqpOutboundConfig.model_validate(
             {"type": "amqp", "name": "x", "url": URL, "routing_key": "k", "queue_arguments": {"x-queue-type": "quorum"}}
         )
+
+
+async def test_a_trace_sent_as_text_or_as_a_byte_array_is_continued(tmp_path: Path, bootstrap: str) -> None:
+    """AMQP headers are typed: a `traceparent` a client sent as a byte array (field type "x", as
+    some clients do for strings) was read as the text of a bytes object, failed the format check,
+    and the caller's trace was dropped for a new one. Anything but text is still not a trace."""
+    run = uuid.uuid4().hex[:8]
+    queue, exchange, out_queue = f"t.in.{run}", f"t.ex.{run}", f"t.out.{run}"
+    traces = {f"m{i}": uuid.uuid4().hex for i in range(3)}
+    sent: dict[str, Any] = {
+        "m0": f"00-{traces['m0']}-00f067aa0ba902b7-01",
+        "m1": bytearray(f"00-{traces['m1']}-00f067aa0ba902b7-01".encode()),
+        "m2": 7,  # a number is no trace: a new one is started
+    }
+    target = await Target().start()
+    connection = await aio_pika.connect_robust(URL)
+    try:
+        channel = await connection.channel()
+        ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        cfg = config(bootstrap, target, queue, exchange, out_queue)
+        cfg["routes"][0]["to"] = ["erp"]
+        async with build_hub(write_config(tmp_path / "bus.yaml", cfg)):
+            for i, (message_id, traceparent) in enumerate(sent.items()):
+                body = json.dumps({"id": message_id, "account": "acc", "seq": i}).encode()
+                message = aio_pika.Message(body, message_id=message_id, headers={"traceparent": traceparent})
+                await ex.publish(message, routing_key="order.created")
+            await target.wait_for(lambda: len(target.accepted) == 3)
+    finally:
+        await connection.close()
+        await target.stop()
+    at_target = {c.body["payment_id"]: c.headers["traceparent"].split("-")[1] for c in target.accepted}
+    assert at_target["m0"] == traces["m0"] and at_target["m1"] == traces["m1"], at_target
+    assert at_target["m2"] not in traces.values() and len(at_target["m2"]) == 32
