@@ -52,6 +52,7 @@ __all__ = [
     "EventTooLarge",
     "Expression",
     "ExpressionError",
+    "FileTooLarge",
     "GroupCommit",
     "Health",
     "Inbound",
@@ -105,6 +106,7 @@ __all__ = [
     "parse_xml",
     "paths_of",
     "proxy_options",
+    "read_at_most",
     "redact",
     "stop_in_order",
     "stop_kafka_consumer",
@@ -140,6 +142,7 @@ from bus.config.fields import AnswerExpression, BodyMap, ConfigPath, Duration, E
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.deadletters import KEPT_OF_TOO_LARGE
 from bus.documents import (
+    FileTooLarge,
     LineTooLong,
     allow_large_csv_fields,
     bounded_lines,
@@ -148,6 +151,7 @@ from bus.documents import (
     first_path,
     parse_json,
     parse_xml,
+    read_at_most,
     text_codec,
 )
 from bus.dsn import check_dsn

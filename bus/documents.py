@@ -16,6 +16,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_LINE_CHARS",
     "CsvRecord",
+    "FileTooLarge",
     "LineTooLong",
     "allow_large_csv_fields",
     "bounded_lines",
@@ -24,6 +25,7 @@ __all__ = [
     "first_path",
     "parse_json",
     "parse_xml",
+    "read_at_most",
     "text_codec",
 ]
 
@@ -34,6 +36,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 from xml.parsers import expat
 
@@ -191,6 +194,21 @@ def bounded_lines(handle: TextIO, limit: int = MAX_LINE_CHARS) -> Iterator[str |
         while (rest := read(_SKIP_CHUNK)) and rest[-1] not in "\n\r":
             chars += len(rest)
         yield LineTooLong(chars + len(rest.rstrip("\r\n")), head)
+
+
+class FileTooLarge(ValueError):
+    """A file past what it may hold for its use, left unread past the limit."""
+
+
+def read_at_most(path: Path, limit: int, what: str = "") -> bytes:
+    """The bytes of a file a config or a command names, read only up to ``limit``: a path to
+    ``/dev/zero``, a device or a log file given by mistake was read until memory ran out. Raises
+    ``FileTooLarge`` (naming ``what`` the file is for) past it, ``OSError`` as ``open`` does."""
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(f"{what or path} holds more than {limit:,} bytes")
+    return data
 
 
 def text_codec(encoding: str) -> str:

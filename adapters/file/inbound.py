@@ -46,10 +46,12 @@ from bus.adapter_api import (
     KafkaUnavailable,
     RetryableError,
     parse_json,
+    read_at_most,
     text_codec,
 )
 
 _OWN = ("done", "failed", "skipped")  # the folders files are moved to, in the drop folder
+_MAX_MANIFEST_BYTES = 1_000_000
 _PROBE = ".bus-probe-"  # a file made and removed at once, to see that the folders can be written
 
 
@@ -276,7 +278,8 @@ class FileInbound(Inbound[FileInboundConfig]):
         found: dict[str, dict[str, str]] = {}
         for manifest_path in sorted((self.config.path / "done").glob("*.manifest.json")):
             try:
-                seen = parse_json(manifest_path.read_text())  # a shared folder: anyone may have written it
+                # A shared folder: anyone may have written it (a manifest holds about 300 bytes).
+                seen = parse_json(read_at_most(manifest_path, _MAX_MANIFEST_BYTES))
                 found.setdefault(str(seen["sha256"]), {"file": str(seen["file"]), "at": str(seen.get("at", ""))})
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 # Edited or truncated: it does not count, so a file it described could be imported again.

@@ -17,11 +17,15 @@ from bus.adapter_api import (
     ConfigPath,
     EmitSpec,
     Expression,
+    FileTooLarge,
     KafkaSecurity,
     OutboundConfig,
     TemplateText,
     parse_json,
+    read_at_most,
 )
+
+MAX_SCHEMA_FILE_BYTES = 10_000_000  # one Avro schema; the largest real ones are tens of kilobytes
 
 
 class _Cluster(AdapterConfig):
@@ -103,9 +107,11 @@ class KafkaOutboundConfig(_Cluster, OutboundConfig):
         # Read when the config loads, not at the adapter's start: a missing or broken file was found only then.
         if path is not None:
             try:
-                parse_schema(parse_json(path.read_bytes()))
+                parse_schema(parse_json(read_at_most(path, MAX_SCHEMA_FILE_BYTES)))
             except OSError as exc:
                 raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+            except FileTooLarge as exc:
+                raise ValueError(f"{exc}: not an Avro schema") from None
             except (ValueError, TypeError, KeyError, SchemaParseException) as exc:
                 raise ValueError(f"{path} is not an Avro schema: {exc}") from None
         return path

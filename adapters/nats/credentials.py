@@ -22,6 +22,8 @@ from typing import Any
 
 import nkeys
 
+from bus.adapter_api import FileTooLarge, read_at_most
+
 _MAX_BYTES = 64 * 1024  # a .creds file is under 2 KB
 _JWT = re.compile(rb"-{3,}BEGIN NATS USER JWT-{3,}\s*?\n\s*(\S+)\s*\n\s*-{3,}END NATS USER JWT-{3,}")
 _SEED = re.compile(rb"-{3,}BEGIN USER NKEY SEED-{3,}\s*?\n\s*(\S+)\s*\n\s*-{3,}END USER NKEY SEED-{3,}")
@@ -34,11 +36,10 @@ class UserCredentials:
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > _MAX_BYTES:
-            raise ValueError(f"{what} {path} holds {size:,} bytes: not a NATS credentials file (they hold about 1 KB)")
-        return path.read_bytes()
+    try:  # bounded as it is read: a device (/dev/zero) says it holds 0 bytes
+        return read_at_most(path, _MAX_BYTES, f"{what} {path}")
+    except FileTooLarge as exc:
+        raise ValueError(f"{exc}: not a NATS credentials file (they hold about 1 KB)") from None
     except OSError as exc:
         raise ValueError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from bus.documents import FileTooLarge, read_at_most
 from bus.errors import ConfigError, ConfigIssue
 
 Loc = tuple[str | int, ...]
@@ -62,12 +63,10 @@ def _interpolate(
         if name.startswith("file:"):
             secret_path = Path(name[5:])
             try:
-                with secret_path.open("rb") as file:  # at most a secret's size: /dev/zero read on until memory ran out
-                    raw = file.read(_MAX_SECRET_BYTES + 1)
-                if len(raw) > _MAX_SECRET_BYTES:
-                    issues.append(ConfigIssue(where, None, fld, f"secret file {secret_path} holds more than {_MAX_SECRET_BYTES:,} bytes"))
-                    return ""
-                content = raw.decode().rstrip("\n")
+                content = read_at_most(secret_path, _MAX_SECRET_BYTES, f"secret file {secret_path}").decode().rstrip("\n")
+            except FileTooLarge as exc:
+                issues.append(ConfigIssue(where, None, fld, str(exc)))
+                return ""
             except OSError as exc:
                 issues.append(ConfigIssue(where, None, fld, f"cannot read secret file {secret_path}: {exc.strerror}"))
                 return ""
@@ -146,12 +145,11 @@ def _read_file(
     name = str(path)
     text = ""
     try:
-        with path.open("rb") as file:  # bounded: /dev/zero given as the config was read until memory ran out
-            raw = file.read(MAX_FILE_BYTES + 1)
-        if len(raw) > MAX_FILE_BYTES:
-            issues.append(ConfigIssue(name, None, "", f"larger than {MAX_FILE_BYTES:,} bytes: not a config (split it into files)"))
+        try:
+            text = read_at_most(path, MAX_FILE_BYTES, "the file").decode()
+        except FileTooLarge as exc:
+            issues.append(ConfigIssue(name, None, "", f"{exc}: not a config (split it into files)"))
             return {}, {}
-        text = raw.decode()
         loader = _Loader(text)
         try:
             node = loader.get_single_node()

@@ -254,12 +254,14 @@ async def test_a_link_or_a_fifo_in_the_drop_folder_is_refused_unread(tmp_path: P
 
 async def test_a_manifest_planted_in_done_cannot_fail_the_files_that_come(tmp_path: Path, bootstrap: str) -> None:
     """done/ of a shared drop folder holds manifests anyone may have written. One nested too deep
-    raised RecursionError out of the reader of manifests, and the file being taken went to failed/."""
+    raised RecursionError out of the reader of manifests, and the file being taken went to failed/;
+    one that never ends (a link to /dev/zero) was read until memory ran out."""
     folder = tmp_path / "inbox"
     folder.mkdir()
     folder.with_name("inbox-utf8").mkdir()
     (folder / "done").mkdir()
     (folder / "done" / "evil.csv.manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    (folder / "done" / "endless.csv.manifest.json").symlink_to("/dev/zero")
     target = await Target().start()
     try:
         async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, folder, target))):

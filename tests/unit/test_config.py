@@ -203,7 +203,7 @@ def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_a_config_file_past_any_configs_size_is_refused_unread(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "-c", "/dev/zero"]) == 2  # read until memory ran out
-    assert "/dev/zero: <top level>: larger than 50,000,000 bytes: not a config" in capsys.readouterr().err
+    assert "/dev/zero: <top level>: the file holds more than 50,000,000 bytes: not a config" in capsys.readouterr().err
 
 
 def test_cli_validate_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,8 @@ import yaml
 from pydantic import BaseModel
 
 from bus.config.check.checker import Checker, Loc, texts_of
-from bus.documents import text_codec
+from bus.config.yaml_files import MAX_FILE_BYTES
+from bus.documents import read_at_most, text_codec
 from bus.expr import paths_of
 from bus.expr.typecheck import Scope, closest
 from bus.expr.types import (
@@ -121,8 +122,8 @@ class PayloadChecks(Checker):
             if isinstance(value, str):
                 path = Path(value) if Path(value).is_absolute() else self.base_dir / value
                 try:
-                    value = yaml.safe_load(path.read_text())  # JSON is YAML
-                except (OSError, yaml.YAMLError) as exc:
+                    value = yaml.safe_load(read_at_most(path, MAX_FILE_BYTES).decode())  # JSON is YAML
+                except (OSError, ValueError, yaml.YAMLError) as exc:  # too large, not UTF-8, not YAML
                     self.error((*loc, what), f"cannot read {path}: {exc}")
                     return None
             return convert(value)
