@@ -20,8 +20,11 @@ from bus.adapter_api import AdapterRegistry
 from bus.app.api_client import ApiClient, ApiRefused, token_from
 from bus.app.commands import EXIT_CONFIG, EXIT_RUNTIME, _load
 from bus.app.kafka_address import kafka_bootstrap as _bootstrap
+from bus.documents import FileTooLarge, read_at_most
 
 _PROGRESS_EVERY_S = 1.0  # how often a redelivery or backfill through the API is asked how far it is
+
+MAX_TARGET_IDS_BYTES = 512_000_000  # some ten million event ids
 
 
 def _print_letters(rows: list[dict[str, Any]], as_json: bool) -> None:
@@ -221,10 +224,13 @@ def reconcile(args: argparse.Namespace) -> int:
         if len(subscribers) != 1:
             print("bus: --target-ids compares one subscriber: add --subscriber NAME", file=sys.stderr)
             return EXIT_CONFIG
-        try:
-            text = args.target_ids.read_text()
+        try:  # /dev/zero given by mistake is said, not read until memory runs out
+            text = read_at_most(args.target_ids, MAX_TARGET_IDS_BYTES, f"--target-ids {args.target_ids}").decode()
         except OSError as exc:
             print(f"bus: cannot read --target-ids: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except FileTooLarge as exc:
+            print(f"bus: {exc} (one event id per line)", file=sys.stderr)
             return EXIT_CONFIG
         except UnicodeDecodeError:  # a traceback
             print(f"bus: --target-ids {args.target_ids} is not UTF-8 text (one event id per line)", file=sys.stderr)

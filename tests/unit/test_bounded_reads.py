@@ -103,3 +103,21 @@ def test_schemas_diff_of_a_file_that_never_ends(tmp_path: Path, capsys: pytest.C
     assert main(["schemas", "diff", str(good), str(zero(tmp_path / "new.avsc"))]) == 2
     out = capsys.readouterr()
     assert "new.avsc holds more than 10,000,000 bytes" in out.err + out.out, out
+
+
+def test_reconcile_target_ids_that_never_end(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bus.app import kafka_commands
+
+    monkeypatch.setattr(kafka_commands, "MAX_TARGET_IDS_BYTES", 1000)  # 512 MB is not worth reading to prove it
+    config = write_config(tmp_path / "bus.yaml", payment_hub_config("127.0.0.1:9", "http://127.0.0.1:9"))
+    ids = zero(tmp_path / "ids.txt")
+    assert main(["reconcile", "-c", str(config), "--subscriber", "erp", "--target-ids", str(ids)]) == 2
+    said = capsys.readouterr().err
+    assert "--target-ids" in said and "ids.txt holds more than 1,000 bytes (one event id per line)" in said, said
+
+
+def test_an_openapi_document_that_never_ends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = payment_hub_config("127.0.0.1:9", "http://127.0.0.1:9")
+    config["inbound"][0]["emit"]["payload"] = {"openapi": {"document": str(zero(tmp_path / "shop.yaml")), "operation": "pay"}}
+    errors = validate_errors(tmp_path, config, capsys)
+    assert any("document" in key and "holds more than 50,000,000 bytes" in m for key, m in errors.items()), errors
