@@ -51,6 +51,7 @@ from bus.jsontext import compact
 from bus.kafka.batches import Record
 from bus.kafka.clients import make_consumer, stop_consumer
 from bus.kafka.reader import partitions_of, read_from_start
+from bus.numbers import whole_number
 
 log = logging.getLogger("bus.lineage")
 MAX_FAILURES = 10  # failed attempts kept per settled event: the first ones and the last ones matter most
@@ -187,19 +188,56 @@ class IndexHits:
 
 
 def _copy(text: str) -> tuple[str, str, str | None]:
-    route, topic, *suffix = text.split(">", 2)
+    route, topic, *suffix = _text(text).split(">", 2)
     return route, topic, suffix[0] if suffix else None
 
 
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{type(value).__name__} where text belongs")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"{type(value).__name__} where a list belongs")
+    return value
+
+
+def read_position(text: str) -> tuple[str, int, int] | None:
+    """``topic/partition/offset`` as its parts; None for anything else (a sign, a number past
+    Kafka's, a missing part: an index entry no hub wrote)."""
+    topic, _, rest = text.rpartition("/")
+    topic, _, partition_text = topic.rpartition("/")
+    partition, offset = whole_number(partition_text, 2**31 - 1), whole_number(rest)
+    if not topic or partition is None or offset is None:
+        return None
+    return topic, partition, offset
+
+
+def _position(value: Any) -> str:
+    if read_position(_text(value)) is None:
+        raise ValueError(f"{value[:80]!r} is no topic/partition/offset")
+    return str(value)
+
+
 def _parse(entry: list[Any], at: str) -> Hop | str | None:
+    """One index entry; TypeError or ValueError for one no hub wrote (every field is checked here,
+    for a lookup hands them on: an unhashable subscriber, a position that is none, a count that is
+    text were each a 500 from GET /events/{id})."""
     kind = entry[0] if entry else None
     if kind == "r" and len(entry) >= 4:
-        return RoutedHop(entry[1], at, entry[2], [_copy(c) for c in entry[3]])
+        return RoutedHop(_text(entry[1]), at, _position(entry[2]), [_copy(c) for c in _list(entry[3])])
     if kind == "d" and len(entry) >= 9:
-        event_id, at, subscriber, position, outcome, attempts = entry[1:7]
-        return DeliveryHop(event_id, at, subscriber, position, outcome, attempts, [(f[0], f[1]) for f in entry[7]], entry[8])
+        event_id, at, subscriber, outcome = (_text(v) for v in (entry[1], entry[2], entry[3], entry[5]))
+        attempts, replayed_from = entry[6], entry[8]
+        if type(attempts) is not int or attempts < 0:
+            raise TypeError(f"attempts {attempts!r} is no count")
+        failures = [(_text(f[0]), _text(f[1])) for f in map(_list, _list(entry[7]))]
+        replayed = None if replayed_from is None else _text(replayed_from)
+        return DeliveryHop(event_id, at, subscriber, _position(entry[4]), outcome, attempts, failures, replayed)
     if kind == "k" and len(entry) >= 3:
-        return str(entry[2])
+        return _text(entry[2])
     return None  # a newer hub's entry kind: skipped, not an error
 
 
@@ -252,8 +290,10 @@ async def fetch_at(kafka: KafkaConfig, bootstrap: str, positions: Iterable[str],
     gone with the topic's retention, or never there)."""
     wanted: dict[TopicPartition, set[int]] = {}
     for position in positions:
-        topic, partition_text, offset_text = position.rsplit("/", 2)
-        wanted.setdefault(TopicPartition(topic, int(partition_text)), set()).add(int(offset_text))
+        if (parts := read_position(position)) is None:
+            continue  # not a place a record can be
+        topic, partition, offset = parts
+        wanted.setdefault(TopicPartition(topic, partition), set()).add(offset)
     found: dict[str, Any] = {}
     if not wanted:
         return found

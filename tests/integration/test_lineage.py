@@ -60,7 +60,18 @@ async def test_an_event_is_followed_through_delivery_dead_letter_and_replay(
             producer = AIOKafkaProducer(bootstrap_servers=hub.bootstrap)
             await producer.start()
             for partition in range(hub.config.lineage.partitions):
-                junk_hops = [["r", ["p-7"]], ["r", "p-7", "x", 5], ["d", "p-7", *range(6), 5, 0]]
+                junk_hops = [
+                    ["r", ["p-7"]],
+                    ["r", "p-7", "x", 5],
+                    ["d", "p-7", *range(6), 5, 0],
+                    # The right shape, a field of the wrong type: each was a 500 from the lookup.
+                    ["r", "p-7", "t/0/1", [5]],  # a copy that is no text
+                    ["d", "p-7", "2026-12-07T10:00:00Z", ["crm"], "t/0/1", "delivered", 1, [], None],  # unhashable
+                    ["d", "p-7", "2026-12-07T10:00:00Z", "crm", "nowhere", "delivered", 1, [], None],  # no position
+                    ["d", "p-7", "2026-12-07T10:00:00Z", "crm", "t/0/-5", "delivered", 1, [], None],  # a negative offset
+                    ["d", "p-7", "2026-12-07T10:00:00Z", "crm", "t/0/1", "delivered", "one", [], None],  # no count
+                    ["d", "p-7", "2026-12-07T10:00:00Z", "crm", "t/0/1", "delivered", 1, [[1, 2]], None],  # a failure of numbers
+                ]
                 for junk in (b'{"at": "x", "hops": 5}', b"[" * 100_000, b"not json", json.dumps({"at": "x", "hops": junk_hops}).encode()):
                     await producer.send_and_wait(hub.topics.lineage, junk, partition=partition)
             await producer.stop()
