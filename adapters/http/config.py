@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.http.contracts import outbound_contract, webhook_contract
 from adapters.http.jwt_auth import JwtAuth
@@ -76,7 +76,20 @@ class WebhookConfig(AdapterConfig):
     provides_headers: ClassVar[bool] = True  # the request's headers, as $headers[...]
 
     type: Literal["http_webhook"] = "http_webhook"
-    path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$", description="URL path to serve.", examples=["/hooks/stripe"])
+    path: str = Field(
+        pattern=r"^/[A-Za-z0-9/_.-]*$",
+        description="URL path to serve: no empty, `.` or `..` segment (HTTP clients and proxies resolve or merge them away).",
+        examples=["/hooks/stripe"],
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _reachable(cls, path: str) -> str:
+        # "/hooks/../x" is sent as "/x" by curl, browsers and SDKs alike: such a path is never reached.
+        if any(segment in ("", ".", "..") for segment in path[1:].split("/")[:-1]) or path.endswith(("/.", "/..")):
+            raise ValueError(f"{path!r} has an empty, '.' or '..' segment, which HTTP clients and proxies resolve or merge away")
+        return path
+
     auth: ApiKeyAuth | JwtAuth | None = Field(
         default=None,
         description="API key (type api_key, the default) or JWT bearer token (type jwt: a shared secret or a JWKS); "

@@ -544,3 +544,40 @@ def test_a_drain_that_a_stop_could_not_finish_within_the_pods_grace_period_is_wa
         ], said
     else:
         assert said == []
+
+
+def test_a_name_making_a_topic_longer_than_kafka_takes_is_said_at_its_field(quickstart: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Topic names are the prefix and a name from the config: one past Kafka's 249 characters
+    passed `bus validate`, and the hub could not create its topics at start."""
+    long_name = "erp-" + "x" * 240
+    text = quickstart.read_text().replace("  - name: erp\n", f"  - name: {long_name}\n").replace("to: [erp]", f"to: [{long_name}]")
+    quickstart.write_text(text)
+    code, errors, _ = _validate(quickstart, capsys)
+    assert code == 2 and [e["field"] for e in errors] == ["outbound[0].name"], errors
+    assert "makes the topic bus.deliver.erp-xxxx" in str(errors[0]["message"]) and "256 characters long" in str(errors[0]["message"])
+    assert "Kafka takes at most 249" in str(errors[0]["message"])
+
+    _edit(quickstart, "  partitions: 3\n", f"  partitions: 3\n  topic_prefix: {'p' * 240}\n")
+    code, errors, _ = _validate(quickstart, capsys)
+    assert code == 2 and [e["field"] for e in errors] == ["kafka.topic_prefix"], errors  # said once, not at every name
+
+
+def test_two_inbounds_on_one_path_are_refused_at_the_second(quickstart: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both passed `bus validate`; the second was refused only as it started, while the first
+    took its senders' requests."""
+    text = quickstart.read_text()
+    start = text.index("  - name: payments\n")
+    end = text.index("routes:")
+    quickstart.write_text(text[:end] + text[start:end].replace("name: payments", "name: payments-copy", 1) + text[end:])
+    code, errors, _ = _validate(quickstart, capsys)
+    assert code == 2 and [(e["field"], e["message"]) for e in errors] == [
+        ("inbound[1].path", "POST /hooks/payments is served by inbound 'payments' already: give each its own path")
+    ], errors
+
+
+@pytest.mark.parametrize("path", ["/hooks/../payments", "/hooks/./payments", "/hooks//payments", "/hooks/.."])
+def test_a_webhook_path_no_sender_can_reach_is_refused(quickstart: Path, capsys: pytest.CaptureFixture[str], path: str) -> None:
+    _edit(quickstart, "path: /hooks/payments", f"path: {path}")
+    code, errors, _ = _validate(quickstart, capsys)
+    assert code == 2 and [e["field"] for e in errors] == ["inbound[0].path"], errors
+    assert "segment, which HTTP clients and proxies resolve or merge away" in str(errors[0]["message"])

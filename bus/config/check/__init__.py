@@ -38,6 +38,7 @@ from bus.config.fields import expression_fields
 from bus.config.models import HubConfig
 from bus.expr.typecheck import Scope, closest
 from bus.expr.types import ANY, Record, Type, from_avro, from_json_schema
+from bus.kafka.topics import TopicNames
 
 
 class _Check(PayloadChecks, RouteChecks):
@@ -152,4 +153,56 @@ def check_config(
                 f"field(s) {', '.join(never)} of schema {schema} set by no inbound mapping or transform: always their "
                 'default (map a field to "null" to say it is left empty on purpose)',
             )
+    _topic_names(check, hub, inbound, outbound)
+    _endpoints(check, inbound)
     return check.found
+
+
+def _endpoints(check: _Check, inbound: Sequence[tuple[int, BaseModel]]) -> None:
+    """One inbound per method and path of the hub's HTTP server: a second one passed `bus
+    validate` and was refused only when it started, while the first took its senders' requests."""
+    served: dict[tuple[str, str], str] = {}
+    for i, config in inbound:
+        describe = getattr(config, "http_endpoint", None)
+        if not callable(describe):
+            continue
+        endpoint = describe()
+        method, path = str(endpoint.get("method", "post")).upper(), str(endpoint["path"])
+        name = str(getattr(config, "name", ""))
+        if (first := served.setdefault((method, path), name)) != name:
+            check.error(("inbound", i, "path"), f"{method} {path} is served by inbound {first!r} already: give each its own path")
+
+
+MAX_TOPIC_CHARS = 249  # Kafka refuses a longer topic name when the hub creates it
+
+
+def _topic_names(
+    check: _Check, hub: HubConfig, inbound: Sequence[tuple[int, BaseModel]], outbound: Sequence[tuple[int, BaseModel]]
+) -> None:
+    """Every topic a name in the config makes fits Kafka's limit: a long prefix, adapter, route,
+    table or schema name passed `bus validate` and stopped the hub at its start."""
+    topics = TopicNames(hub.kafka.topic_prefix)
+    if len(topics.checkpoints) > MAX_TOPIC_CHARS:  # the prefix alone: said once, not at every name
+        check.error(
+            ("kafka", "topic_prefix"),
+            f"makes the topic {topics.checkpoints[:40]}... {len(topics.checkpoints)} characters long, and Kafka takes at most "
+            f"{MAX_TOPIC_CHARS}: shorten it",
+        )
+        return
+    named: list[tuple[Loc, str]] = [(("outbound", i, "name"), topics.delivery(str(getattr(c, "name", "")))) for i, c in outbound]
+    named += [(("inbound", i, "name"), topics.inbound_dead_letter(str(getattr(c, "name", "")))) for i, c in inbound]
+    named += [(("tables", j, "name"), topics.table(t.name)) for j, t in enumerate(hub.tables)]
+    for i, route in enumerate(hub.routes):
+        named.append((("routes", i, "from"), topics.canonical(route.from_)))
+        if route.aggregate:
+            named.append((("routes", i, "name"), topics.aggregate_state(route.name)))
+    for i, config in inbound:
+        if (schema := getattr(getattr(config, "emit", None), "schema_", None)) is not None:
+            named.append((("inbound", i, "emit", "schema"), topics.canonical(str(schema))))
+    for loc, topic in named:
+        if len(topic) > MAX_TOPIC_CHARS:
+            check.error(
+                loc,
+                f"makes the topic {topic[:40]}... {len(topic)} characters long, and Kafka takes at most {MAX_TOPIC_CHARS}: "
+                "shorten this name or kafka.topic_prefix",
+            )
