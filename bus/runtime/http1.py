@@ -12,7 +12,8 @@ webhook senders use, completely and strictly:
   while a handler has more than ``_BODY_HIGH_WATER`` bytes of body it has not asked for;
 - llhttp refuses what request smugglers send (both Content-Length and Transfer-Encoding, bad
   chunk sizes, bare CR or LF, invalid header names): 400 and the connection is closed;
-- a request head over ``_MAX_HEAD_BYTES`` or ``_MAX_HEADERS`` fields is answered 431;
+- a request head over ``_MAX_HEAD_BYTES`` or ``_MAX_HEADERS`` fields is answered 431, a transfer
+  coding other than chunked (gzip: the body would reach the handler still compressed) 501;
   protocol upgrades (h2c, WebSocket) are answered 400 rather than half-served;
 - an answer sent before the body was read whole (401, 413, 415...) closes the connection, so
   the rest of the body is never taken for the next request.
@@ -227,6 +228,10 @@ class _TooFarAhead(Exception):
     pass
 
 
+class _UnknownCoding(Exception):
+    pass
+
+
 Dispatch = Callable[[Request], Awaitable[Response]]
 
 
@@ -282,6 +287,8 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._refuse(431, str(exc.__context__), why="head_too_large")
+            elif isinstance(exc.__context__, _UnknownCoding):
+                self._refuse(501, str(exc.__context__), why="transfer_coding")
             elif isinstance(exc.__context__, _TooFarAhead):
                 # The requests before it are answered first, in order; then it is refused, and the
                 # connection closed (nothing after it was parsed).
@@ -335,6 +342,10 @@ class Connection(asyncio.Protocol):
             key = name.decode("latin-1").lower()
             text = value.decode("utf-8", "replace")
             headers[key] = f"{dict.__getitem__(headers, key)}, {text}" if key in headers else text
+        if (coding := headers.get("transfer-encoding")) is not None and coding.strip().lower() != "chunked":
+            # llhttp takes "gzip, chunked" as chunked and hands on the body still compressed; RFC 9112
+            # (6.1): a coding the server does not understand is answered 501.
+            raise _UnknownCoding(f"Transfer-Encoding {coding[:60]!r} is not supported: send the body as it is, or chunked")
         parser = self._parser
         method, target = parser.get_method().decode("ascii"), self._url.decode("latin-1")
         request = Request(self, method, target, headers, keep_alive=parser.should_keep_alive(), host=self._host)

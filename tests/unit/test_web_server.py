@@ -202,6 +202,19 @@ async def test_unknown_paths_and_methods_and_http_1_0() -> None:
         (b"POST /hooks/x HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431, "exceeds", "head_too_large"),
         (b"POST /hooks/x HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n", 431, "fields", "head_too_large"),
         (b"POST /hooks/x HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n{}", 400, "upgrades", "upgrade"),
+        # A coding llhttp passes over: the body reached the handler still compressed.
+        (
+            b"POST /hooks/x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            501,
+            "not supported",
+            "transfer_coding",
+        ),
+        (
+            b"POST /hooks/x HTTP/1.1\r\nTransfer-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            501,
+            "not supported",
+            "transfer_coding",
+        ),
     ],
 )
 async def test_malformed_and_hostile_requests_are_refused_and_the_connection_closed(
