@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,17 @@ def config(bootstrap: str, target: Target, queue: str, exchange: str, out_queue:
             },
         ],
     }
+
+
+@contextlib.asynccontextmanager
+async def topic_exchange(name: str) -> AsyncIterator[Any]:
+    """The durable topic exchange ``name``, on a connection of the test's own, closed after."""
+    connection = await aio_pika.connect_robust(URL)
+    try:
+        channel = await connection.channel()
+        yield await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+    finally:
+        await connection.close()
 
 
 async def drain(channel: Any, queue_name: str, count: int, timeout: float = 30) -> list[aio_pika.abc.AbstractIncomingMessage]:
@@ -506,20 +519,15 @@ async def test_a_trace_sent_as_text_or_as_a_byte_array_is_continued(tmp_path: Pa
         "m2": 7,  # a number is no trace: a new one is started
     }
     target = await Target().start()
-    connection = await aio_pika.connect_robust(URL)
+    cfg = config(bootstrap, target, queue, exchange, out_queue)
+    cfg["routes"][0]["to"] = ["erp"]
     try:
-        channel = await connection.channel()
-        ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        cfg = config(bootstrap, target, queue, exchange, out_queue)
-        cfg["routes"][0]["to"] = ["erp"]
-        async with build_hub(write_config(tmp_path / "bus.yaml", cfg)):
+        async with topic_exchange(exchange) as ex, build_hub(write_config(tmp_path / "bus.yaml", cfg)):
             for i, (message_id, traceparent) in enumerate(sent.items()):
                 body = json.dumps({"id": message_id, "account": "acc", "seq": i}).encode()
-                message = aio_pika.Message(body, message_id=message_id, headers={"traceparent": traceparent})
-                await ex.publish(message, routing_key="order.created")
+                await ex.publish(aio_pika.Message(body, message_id=message_id, headers={"traceparent": traceparent}), "order.created")
             await target.wait_for(lambda: len(target.accepted) == 3)
     finally:
-        await connection.close()
         await target.stop()
     at_target = {c.body["payment_id"]: c.headers["traceparent"].split("-")[1] for c in target.accepted}
     assert at_target["m0"] == traces["m0"] and at_target["m1"] == traces["m1"], at_target
