@@ -89,11 +89,25 @@ def _finite(text: str) -> float:
     return value
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = key if len(key) <= 60 else key[:60] + "..."
+                raise ValueError(f"the key {shown!r} is given twice in one object: which of its values counts is not said")
+            seen.add(key)
+    return document
+
+
 # Python's parser takes NaN, Infinity and -Infinity, which JSON does not have (RFC 8259): taken, a
 # NaN went on to every target as the bare word NaN, which their JSON parsers refuse. And it reads a
 # number beyond a double's range (1e400) as infinity: the event took it, and each target refused
-# it later (JSON has no infinity) or stored "Infinity" (a PostgreSQL double). Made once.
-_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+# it later (JSON has no infinity) or stored "Infinity" (a PostgreSQL double). A key given twice in
+# an object (RFC 8259: names SHOULD be unique) was read as its last value, where a signature
+# checker, a gateway or the sender's own log may have read the first: refused. Made once.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_unique_keys)
 
 
 def parse_json(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:

@@ -65,6 +65,18 @@ def test_a_number_beyond_a_double_is_refused_not_read_as_infinity(number: str) -
     assert parse_json(b'{"amount": 1.7e308, "small": 1e-400}') == {"amount": 1.7e308, "small": 0.0}  # within range; too small is 0
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'{"amount": 1, "currency": "eur", "amount": 1000000}', b'{"data": {"object": {"id": "a", "id": "b"}}}', b'[{"k": 1, "k": 1}]'],
+)
+def test_a_key_given_twice_in_one_object_is_refused(body: bytes) -> None:
+    """Python keeps the last of a repeated key, where a gateway, a signature checker or the
+    sender's own log may take the first: the event would carry a value no one else saw."""
+    with pytest.raises(ValueError, match=r"^the key '(amount|id|k)' is given twice in one object"):
+        parse_json(body)
+    assert parse_json(b'{"a": {"id": 1}, "b": {"id": 2}}') == {"a": {"id": 1}, "b": {"id": 2}}  # one key in two objects
+
+
 def test_a_number_too_long_to_read_says_so_in_the_senders_terms() -> None:
     with pytest.raises(
         ValueError, match=r"^a number has more than [0-9,]+ digits$"
