@@ -12,7 +12,17 @@ and state changes; each failure is one WARNING line; per-event detail is DEBUG.
 
 from __future__ import annotations
 
-__all__ = ["EVENT_TRACE", "REDACTOR", "JsonFormatter", "Redactor", "RepeatedWarning", "about_event", "configure_logging", "secrets_in"]
+__all__ = [
+    "EVENT_TRACE",
+    "REDACTOR",
+    "JsonFormatter",
+    "Redactor",
+    "RepeatedWarning",
+    "TextFormatter",
+    "about_event",
+    "configure_logging",
+    "secrets_in",
+]
 
 import asyncio
 import contextlib
@@ -151,6 +161,26 @@ class RepeatedWarning:
         self._quiet(loop)
 
 
+# Control characters as escapes: C0 but the tab, DEL, C1 (a terminal's escape sequences), and
+# Unicode's line and paragraph separators.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160)) if c != 9} | {
+    10: "\\n",
+    13: "\\r",
+    0x2028: "\\u2028",  # line and paragraph separators: line breaks to some log viewers
+    0x2029: "\\u2029",
+}
+
+
+class TextFormatter(logging.Formatter):
+    """One line per message: control characters in a message (a line break or a terminal escape
+    in a sender's value quoted by a reason) are written as escapes, so no one can forge a log
+    line or drive an operator's terminal. A traceback after the message keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        return line if line.isprintable() else line.translate(_CONTROLS)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the event's trace_id and span_id
     when the line is about an event, anything passed in ``extra=``, and the exception text."""
@@ -183,7 +213,7 @@ def configure_logging(level: str = "INFO", fmt: Literal["text", "json"] = "text"
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

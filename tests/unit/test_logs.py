@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.logs import JsonFormatter, Redactor, RepeatedWarning, about_event, secrets_in
+from bus.logs import JsonFormatter, Redactor, RepeatedWarning, TextFormatter, about_event, secrets_in
 from tests.support.hub import load, payment_hub_config, write_config
 
 
@@ -145,3 +145,25 @@ async def test_a_warning_repeated_per_message_is_said_at_once_then_summed_up_per
         await asyncio.sleep(0.45)  # an interval with none: quiet, and the next is said at once
         said.warn("parked: f")
         assert caplog.records[-1].getMessage() == "parked: f" and len(caplog.records) == 4
+
+
+def test_a_text_line_cannot_be_split_or_drive_a_terminal_by_what_a_message_quotes() -> None:
+    """Reasons quote senders' values: a line break in one wrote a second line of the sender's
+    choosing into the hub's text log, and an escape sequence reached the operator's terminal."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(TextFormatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("bus.test.text")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("parked: %s", "bad\r\nERROR bus.auth: admin logged in\x1b[2J\u2028tab\there, jörg ✓")
+        try:
+            raise ValueError("x")
+        except ValueError:
+            logger.exception("failed: %s", "a\nb")
+    finally:
+        logger.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "WARNING bus.test.text: parked: bad\\r\\nERROR bus.auth: admin logged in\\x1b[2J\\u2028tab\there, jörg ✓"
+    assert lines[1] == "ERROR bus.test.text: failed: a\\nb" and lines[2] == "Traceback (most recent call last):", lines
