@@ -7,7 +7,8 @@ router's further, by phase).
 
 The roles, with the integration of the headline bench (bench/latency.py):
 
-- inbound: a webhook body to the record handed to the producer: JSON parse, the ``emit`` mapping,
+- inbound: a webhook body to the record handed to the producer: JSON parse (``parse_json``, as
+  the webhook does, with its checks: json.loads until 2026-12-07), the ``emit`` mapping,
   the schema check, Avro encode, the CloudEvents headers (what ``KafkaSink.submit`` does before
   ``send``). The HTTP server's request handling and aiokafka's produce are not in it: see the
   profile in bench/RESULTS.md for their share.
@@ -88,13 +89,15 @@ def canonical(n: int) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]
 
 
 def inbound(n: int) -> Callable[[], None]:
+    from bus.documents import parse_json  # what the webhook parses a body with (its checks included)
+
     avro = codec()
     emitter = headline_emitter()
     work = bodies(n)
 
     def run() -> None:
         for body in work:
-            event = emitter.build(json.loads(body))
+            event = emitter.build(parse_json(body))
             avro.validate(event.schema, event.data)
             avro.encode(event.schema, event.data)
             _ = event.key.encode() if event.key is not None else None

@@ -10,7 +10,7 @@ On Kafka an event is three things (docs/architecture.md):
 
 from __future__ import annotations
 
-__all__ = ["Event", "in_utc", "moment_of", "new_traceparent", "now_rfc3339", "rfc3339_moment"]
+__all__ = ["Event", "epoch_ms_moment", "in_utc", "moment_of", "new_traceparent", "now_rfc3339", "rfc3339_moment"]
 
 import functools
 import os
@@ -67,6 +67,15 @@ def moment_of(text: str) -> datetime | None:
     try:
         return in_utc(datetime.fromisoformat(text)).astimezone(UTC)
     except (ValueError, OverflowError, TypeError):
+        return None
+
+
+def epoch_ms_moment(ms: float) -> datetime | None:
+    """Milliseconds since the epoch (a Kafka record's timestamp, which its producer sets) as a time
+    in UTC; None past the years 1 to 9999."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
         return None
 
 

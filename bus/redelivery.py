@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bus.config.models import KafkaConfig
 from bus.deadletters import DeadLetters
-from bus.event import in_utc
+from bus.event import epoch_ms_moment, in_utc
 from bus.kafka.clients import make_consumer, make_producer, outside_bootstrap, stop_consumer
 from bus.kafka.headers import header_text
 from bus.kafka.reader import Record, batches_from_start, partitions_of
@@ -245,9 +245,14 @@ class Redeliverer:
             elif record.key is not None and record.offset not in dead:
                 newest[record.key] = (record.offset, event_id)
         self._progress(f"{topic}/{tp.partition}: read from offset {start} to {part.read_to}, {len(candidates):,} event(s) of the window")
-        if first_seen is not None and start == beginning > 0 and first_seen.timestamp > window.since_ms:
-            # Records before it were dropped by the topic's retention: that part of the window is gone.
-            kept = datetime.fromtimestamp(first_seen.timestamp / 1000, UTC)
+        # Records before it were dropped by the topic's retention: that part of the window is gone
+        # (the record's time is its producer's: maybe no time).
+        if (
+            first_seen is not None
+            and start == beginning > 0
+            and first_seen.timestamp > window.since_ms
+            and (kept := epoch_ms_moment(first_seen.timestamp)) is not None
+        ):
             outcome.oldest_kept = kept if outcome.oldest_kept is None else min(outcome.oldest_kept, kept)
         for offset, key, event_id in candidates:
             later = newest.get(key) if key is not None and not include_superseded else None

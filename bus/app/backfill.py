@@ -37,7 +37,7 @@ __all__ = ["Backfill", "Backfiller", "FailedCopy", "routes_to"]
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -45,6 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bus.codec import Codec
 from bus.config.models import KafkaConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
+from bus.event import epoch_ms_moment
 from bus.kafka.clients import make_consumer, make_producer, outside_bootstrap, stop_consumer
 from bus.kafka.headers import header_bytes, header_text
 from bus.kafka.reader import Record, partitions_of
@@ -339,8 +340,13 @@ class Backfiller:
                             FailedCopy(event_id.decode(errors="replace"), f"{tp.topic}/{tp.partition}/{record.offset}", send.route, reason)
                         )
         self._progress(f"{tp.topic}/{tp.partition}: read {read:,} record(s) from offset {start}, {len(candidates):,} event(s) to write")
-        if first_seen is not None and start == beginning > 0 and first_seen.timestamp > since_ms:
-            kept = datetime.fromtimestamp(first_seen.timestamp / 1000, UTC)  # retention removed the window's start
+        # Retention removed the window's start (the record's time is its producer's: maybe no time).
+        if (
+            first_seen is not None
+            and start == beginning > 0
+            and first_seen.timestamp > since_ms
+            and (kept := epoch_ms_moment(first_seen.timestamp)) is not None
+        ):
             outcome.oldest_kept = kept if outcome.oldest_kept is None else min(outcome.oldest_kept, kept)
         chosen: dict[int, set[bytes]] = {}
         for offset, key, copy_id in candidates:

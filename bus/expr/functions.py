@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bus.errors import PermanentError
+from bus.event import epoch_ms_moment
 from bus.jsontext import text_cell
 from bus.patterns import search
 
@@ -152,7 +153,9 @@ def to_timestamp(value: Any, zone: str | None = None) -> datetime | None:
     if isinstance(value, bool):
         raise TypeError("a boolean is not a timestamp")
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000, UTC)
+        if (moment := epoch_ms_moment(value)) is None:  # an OSError or OverflowError, not an expression's error
+            raise ValueError(f"{value!r} milliseconds since 1970 is no time between the years 1 and 9999")
+        return moment
     if isinstance(value, str):
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC if zone is None else time_zone(zone))

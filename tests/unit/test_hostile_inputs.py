@@ -146,6 +146,24 @@ def test_expressions_over_any_values_return_or_raise_expression_error(expression
         compile_expression(expression)({"a": a, "b": b})
 
 
+@pytest.mark.parametrize("millis", [10**20, -(10**18), 1.7e308, float("nan"), 253_402_300_800_000])
+def test_an_epoch_no_calendar_holds_is_an_expression_error(millis: float) -> None:
+    """`timestamp()` of a number of milliseconds past the year 9999 raised OSError (EOVERFLOW) or
+    OverflowError out of the expression: a traceback where the event's dead letter belonged."""
+    with pytest.raises(ExpressionError, match="milliseconds since 1970 is no time between the years 1 and 9999"):
+        compile_expression("timestamp(a)")({"a": millis})
+    assert str(compile_expression("timestamp(a)")({"a": 253_402_300_799_000})) == "9999-12-31 23:59:59+00:00"
+
+
+def test_a_kafka_timestamp_no_calendar_holds_is_no_time() -> None:
+    """A record's timestamp is its producer's to set: one past the year 9999 stopped a redelivery
+    or backfill that met it where retention had cut the window."""
+    from bus.event import epoch_ms_moment
+
+    assert epoch_ms_moment(2**63 - 1) is None and epoch_ms_moment(-(2**63)) is None
+    assert str(epoch_ms_moment(1_700_000_000_000)) == "2023-11-14 22:13:20+00:00"
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=400))
 def test_any_config_text_loads_or_fails_with_a_config_error(tmp_path: Path, text: str) -> None:
