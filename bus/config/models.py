@@ -91,7 +91,12 @@ class KafkaConfig(ConfigModel):
         description='With bootstrap "embedded": the port the embedded broker listens on (127.0.0.1); 0 picks a free one. '
         "CLI commands find it anyway through the hub's ops port (`bus dlq ... --hub http://127.0.0.1:9090`).",
     )
-    topic_prefix: str = Field(default="bus", pattern=r"^[A-Za-z0-9._-]+$", description="Prefix of every topic the hub creates.")
+    topic_prefix: str = Field(
+        default="bus",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Prefix of every topic the hub creates (`<prefix>.deliver.<outbound>`, `<prefix>.canonical.<schema>`...): "
+        "with the name it is joined to, at most 249 characters, as Kafka takes; `bus validate` says which name goes past.",
+    )
     partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of the topics the hub creates.")
     replication_factor: int = Field(default=1, ge=1, description="Replication factor of the topics the hub creates.")
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
