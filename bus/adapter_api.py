@@ -26,7 +26,9 @@ from __future__ import annotations
 
 __all__ = [
     "KEPT_OF_TOO_LARGE",
+    "MAX_DOCUMENT_FILE_BYTES",
     "MAX_MESSAGE_BYTES",
+    "MAX_SCHEMA_FILE_BYTES",
     "Adapter",
     "AdapterConfig",
     "AdapterRegistry",
@@ -142,6 +144,8 @@ from bus.config.fields import AnswerExpression, BodyMap, ConfigPath, Duration, E
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.deadletters import KEPT_OF_TOO_LARGE
 from bus.documents import (
+    MAX_DOCUMENT_FILE_BYTES,
+    MAX_SCHEMA_FILE_BYTES,
     FileTooLarge,
     LineTooLong,
     allow_large_csv_fields,

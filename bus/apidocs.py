@@ -23,8 +23,7 @@ from typing import Any
 import yaml
 
 from bus.config.loader import LoadedConfig
-from bus.config.yaml_files import MAX_FILE_BYTES
-from bus.documents import read_at_most
+from bus.documents import MAX_DOCUMENT_FILE_BYTES, read_at_most
 from bus.expr import paths_of
 from bus.kafka.topics import TopicNames
 from bus.openapi import find_operation, inline, load_document
@@ -99,7 +98,7 @@ def _texts(value: Any) -> list[str]:
 def _read(value: Any, base_dir: Path) -> Any:
     if isinstance(value, str):
         path = Path(value) if Path(value).is_absolute() else base_dir / value
-        return yaml.safe_load(read_at_most(path, MAX_FILE_BYTES).decode("utf-8"))
+        return yaml.safe_load(read_at_most(path, MAX_DOCUMENT_FILE_BYTES).decode("utf-8"))
     return value
 
 

@@ -44,12 +44,13 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from bus.config.models import KafkaConfig
-from bus.event import in_utc, moment_of, now_rfc3339
+from bus.event import now_rfc3339
 from bus.kafka.clients import make_admin, make_consumer, make_producer, outside_bootstrap, stop_consumer
 from bus.kafka.headers import header_text
 from bus.kafka.reader import batches_from_start, stream_topics
 from bus.kafka.topics import TopicNames, TopicSpec, ensure_topics
 from bus.logs import REDACTOR
+from bus.moments import in_utc, moment_of
 from bus.numbers import whole_number
 
 # The longest reason a dead letter keeps: an error can quote a whole value (a mapping's, a target's),

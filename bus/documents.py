@@ -14,7 +14,9 @@ from __future__ import annotations
 __all__ = [
     "CSV_MAX_FIELD",
     "MAX_DEPTH",
+    "MAX_DOCUMENT_FILE_BYTES",
     "MAX_LINE_CHARS",
+    "MAX_SCHEMA_FILE_BYTES",
     "CsvRecord",
     "FileTooLarge",
     "LineTooLong",
@@ -208,6 +210,12 @@ def bounded_lines(handle: TextIO, limit: int = MAX_LINE_CHARS) -> Iterator[str |
         while (rest := read(_SKIP_CHUNK)) and rest[-1] not in "\n\r":
             chars += len(rest)
         yield LineTooLong(chars + len(rest.rstrip("\r\n")), head)
+
+
+# What a file a config or a command names may hold, read whole (``read_at_most``): past it, the
+# file is not what it was named as (a log, a disk image, /dev/zero given by mistake).
+MAX_DOCUMENT_FILE_BYTES = 50_000_000  # a config file (a thousand routes: about 1 MB), a contract, a sample, an event
+MAX_SCHEMA_FILE_BYTES = 10_000_000  # one Avro schema (the largest real ones are tens of kilobytes)
 
 
 class FileTooLarge(ValueError):

@@ -10,15 +10,13 @@ On Kafka an event is three things (docs/architecture.md):
 
 from __future__ import annotations
 
-__all__ = ["Event", "epoch_ms_moment", "in_utc", "moment_of", "new_traceparent", "now_rfc3339", "rfc3339_moment"]
+__all__ = ["Event", "new_traceparent", "now_rfc3339"]
 
 import functools
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from bus.cloudevents import kafka_headers
@@ -36,47 +34,6 @@ def now_rfc3339() -> str:
     now = time.time()
     second = int(now)
     return f"{_second_text(second)}.{int((now - second) * 1000):03d}Z"
-
-
-# RFC 3339's date-time (section 5.6): a full date, "T" (or a space, or "t"), a time of day with
-# seconds, a fraction if any, and a zone; CloudEvents' `time` must be one.
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII)
-
-
-def in_utc(moment: datetime) -> datetime:
-    """A time given without a zone is UTC (the hub's logs and records are)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def rfc3339_moment(text: str) -> datetime | None:
-    """``text`` as a time in UTC if it is an RFC 3339 timestamp that names a real moment, else None.
-    ISO 8601 readers take much more (a date alone, no zone, week dates, "20261201T1000"): a time
-    without a zone is read as local time by whoever reads it next."""
-    if len(text) > 64 or not _RFC3339.fullmatch(text):
-        return None
-    try:
-        return datetime.fromisoformat(text.upper()).astimezone(UTC)
-    except (ValueError, OverflowError):  # a 13th month; a moment past year 9999 once in UTC
-        return None
-
-
-def moment_of(text: str) -> datetime | None:
-    """A time written in a record the hub may not have written (``ce_time`` from any producer), in
-    UTC: any ISO 8601 form Python reads, a time without a zone taken as UTC; None when it is none or
-    lies outside the years 1 to 9999 in UTC."""
-    try:
-        return in_utc(datetime.fromisoformat(text)).astimezone(UTC)
-    except (ValueError, OverflowError, TypeError):
-        return None
-
-
-def epoch_ms_moment(ms: float) -> datetime | None:
-    """Milliseconds since the epoch (a Kafka record's timestamp, which its producer sets) as a time
-    in UTC; None past the years 1 to 9999."""
-    try:
-        return datetime.fromtimestamp(ms / 1000, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 def new_traceparent() -> str:

@@ -44,11 +44,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bus.config.models import KafkaConfig
-from bus.event import moment_of
 from bus.kafka.clients import make_admin, make_consumer, outside_bootstrap, stop_consumer
 from bus.kafka.headers import header_text
 from bus.kafka.reader import partitions_of, stream_topics
 from bus.kafka.topics import TopicNames
+from bus.moments import moment_of
 
 log = logging.getLogger("bus.ledger")
 

@@ -15,9 +15,10 @@ from typing import Any
 
 from bus.config.adapters import EmitSpec
 from bus.errors import EventRejected, ExpressionError
-from bus.event import Event, new_traceparent, rfc3339_moment
+from bus.event import Event, new_traceparent
 from bus.expr import compile_expression
 from bus.expr.body import Body
+from bus.moments import rfc3339_moment
 
 # A W3C traceparent (version, trace id, parent span id, flags).
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")

@@ -27,7 +27,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from bus.documents import parse_json, read_at_most
+from bus.documents import MAX_DOCUMENT_FILE_BYTES, parse_json, read_at_most
 from bus.patterns import PatternError
 from bus.patterns import search as pattern_search
 
@@ -35,12 +35,9 @@ _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _URI = "urn:bus:contract"
 
 
-MAX_DOCUMENT_BYTES = 50_000_000  # the largest public APIs' OpenAPI documents are a few megabytes
-
-
 @lru_cache(maxsize=16)
 def _read(path: str, modified: float) -> Any:
-    text = read_at_most(Path(path), MAX_DOCUMENT_BYTES).decode("utf-8")
+    text = read_at_most(Path(path), MAX_DOCUMENT_FILE_BYTES).decode("utf-8")
     if path.endswith(".json"):
         return parse_json(text)  # bounded in depth: nested lists were a RecursionError
     try:

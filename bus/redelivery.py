@@ -45,11 +45,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bus.config.models import KafkaConfig
 from bus.deadletters import DeadLetters
-from bus.event import epoch_ms_moment, in_utc
 from bus.kafka.clients import make_consumer, make_producer, outside_bootstrap, stop_consumer
 from bus.kafka.headers import header_text
 from bus.kafka.reader import Record, batches_from_start, partitions_of
 from bus.kafka.topics import TopicNames
+from bus.moments import epoch_ms_moment, in_utc
 from bus.numbers import whole_number
 
 log = logging.getLogger("bus.redelivery")

@@ -13,7 +13,7 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
 
-from bus.documents import parse_json, read_at_most
+from bus.documents import MAX_SCHEMA_FILE_BYTES, parse_json, read_at_most
 from bus.errors import ConfigError, ConfigIssue
 
 BUILTIN_DIR = Path(__file__).parent / "canonical"
@@ -78,14 +78,11 @@ class SchemaCatalog:
         return iter(self._by_name.values())
 
 
-MAX_SCHEMA_BYTES = 10_000_000  # one .avsc; the largest real ones are tens of kilobytes
-
-
 def _record_schema(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The record schema in an ``.avsc`` file, as written and as fastavro parsed it; ValueError
     saying why it is not one (a file of nested lists was a RecursionError, "string" or a union a
     TypeError: tracebacks out of loading the config)."""
-    raw = parse_json(read_at_most(path, MAX_SCHEMA_BYTES))
+    raw = parse_json(read_at_most(path, MAX_SCHEMA_FILE_BYTES))
     if not isinstance(raw, dict) or raw.get("type") != "record":
         raise ValueError('a schema file holds one record schema: {"type": "record", "name": ..., "fields": [...]}')
     parsed: dict[str, Any] = parse_schema(raw)  # type: ignore[assignment]  # a record schema parses to a dict

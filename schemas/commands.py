@@ -21,10 +21,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bus.documents import parse_json, read_at_most
+from bus.documents import MAX_SCHEMA_FILE_BYTES, parse_json, read_at_most
 from bus.errors import PermanentError, RetryableError
 from bus.kafka.registry_client import RegistryClient
-from schemas.catalog import MAX_SCHEMA_BYTES, SchemaCatalog
+from schemas.catalog import SchemaCatalog
 from schemas.compatibility import check, resolve
 
 OK, INCOMPATIBLE, BAD_INPUT, UNREACHABLE = 0, 1, 2, 3
@@ -32,7 +32,7 @@ OK, INCOMPATIBLE, BAD_INPUT, UNREACHABLE = 0, 1, 2, 3
 
 def _load(path: Path) -> Any:
     try:
-        return parse_json(read_at_most(path, MAX_SCHEMA_BYTES))  # bounded in size and depth
+        return parse_json(read_at_most(path, MAX_SCHEMA_FILE_BYTES))  # bounded in size and depth
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a schema file: {exc}") from exc
 

@@ -57,9 +57,7 @@ from graphql import (
 )
 from graphql.language import DocumentNode
 
-from bus.adapter_api import parse_json, read_at_most
-
-MAX_SCHEMA_BYTES = 50_000_000  # an SDL or introspection file; large public APIs' are a few megabytes
+from bus.adapter_api import MAX_DOCUMENT_FILE_BYTES, parse_json, read_at_most
 
 _SCALARS: dict[str, dict[str, Any]] = {
     "Int": {"type": "integer"},
@@ -96,7 +94,7 @@ def _line(exc: GraphQLError) -> str:
 
 @lru_cache(maxsize=32)
 def _load(path: str, modified: float) -> GraphQLSchema:
-    text = read_at_most(Path(path), MAX_SCHEMA_BYTES).decode()
+    text = read_at_most(Path(path), MAX_DOCUMENT_FILE_BYTES).decode()
     if path.endswith(".json"):
         found = parse_json(text)  # bounded in depth: a file of nested lists was a RecursionError
         found = found.get("data", found) if isinstance(found, dict) else found

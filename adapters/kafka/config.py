@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["KafkaInboundConfig", "KafkaOutboundConfig"]
+__all__ = ["KafkaInboundConfig", "KafkaOutboundConfig", "read_schema_file"]
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bus.adapter_api import (
+    MAX_SCHEMA_FILE_BYTES,
     AdapterConfig,
     BodyMap,
     ConfigPath,
@@ -25,7 +26,10 @@ from bus.adapter_api import (
     read_at_most,
 )
 
-MAX_SCHEMA_FILE_BYTES = 10_000_000  # one Avro schema; the largest real ones are tens of kilobytes
+
+def read_schema_file(path: Path) -> Any:
+    """The Avro schema (as JSON) in ``path``, read bounded: what the config's check and the adapter read."""
+    return parse_json(read_at_most(path, MAX_SCHEMA_FILE_BYTES))
 
 
 class _Cluster(AdapterConfig):
@@ -107,7 +111,7 @@ class KafkaOutboundConfig(_Cluster, OutboundConfig):
         # Read when the config loads, not at the adapter's start: a missing or broken file was found only then.
         if path is not None:
             try:
-                parse_schema(parse_json(read_at_most(path, MAX_SCHEMA_FILE_BYTES)))
+                parse_schema(read_schema_file(path))
             except OSError as exc:
                 raise ValueError(f"cannot read {path}: {exc.strerror}") from None
             except FileTooLarge as exc:

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from adapters.kafka.avro import WireAvro
-from adapters.kafka.config import MAX_SCHEMA_FILE_BYTES, KafkaOutboundConfig
+from adapters.kafka.config import KafkaOutboundConfig, read_schema_file
 from bus.adapter_api import (
     Body,
     Context,
@@ -29,8 +29,6 @@ from bus.adapter_api import (
     compile_expression,
     compile_template,
     kafka_producer,
-    parse_json,
-    read_at_most,
     target_json,
 )
 from bus.cloudevents import prefixed_headers
@@ -52,7 +50,7 @@ class KafkaOutbound(Outbound[KafkaOutboundConfig]):
             if config.format == "avro" and config.registry_url
             else None
         )
-        self._schema = parse_json(read_at_most(config.schema_file, MAX_SCHEMA_FILE_BYTES)) if config.schema_file else None
+        self._schema = read_schema_file(config.schema_file) if config.schema_file else None
         self._writers: dict[str, tuple[int, Any]] = {}  # topic -> (schema id, parsed schema)
         self._producer: AIOKafkaProducer | None = None
 

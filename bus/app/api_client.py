@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from bus.config.models import MAX_TOKEN_CHARS, plain_token
+from bus.documents import FileTooLarge, read_at_most
 from bus.errors import BusError
 from bus.http_clients import client
 
@@ -29,10 +30,12 @@ def token_from(token_file: Path | None) -> str:
     """The API token, from ``token_file`` or ``$BUS_OPS_TOKEN``; ApiRefused saying what is wrong
     with it (each was a traceback: a folder, a binary file, a line break inside)."""
     where = f"--token-file {token_file}" if token_file is not None else "BUS_OPS_TOKEN"
+    not_a_token = f"{where} holds something other than a token: one line of ASCII without spaces, at most {MAX_TOKEN_CHARS}"
     if token_file is not None:
-        try:
-            with token_file.open("rb") as file:
-                token = file.read(MAX_TOKEN_CHARS + 1).decode("ascii").strip()
+        try:  # the token and a line end
+            token = read_at_most(token_file, MAX_TOKEN_CHARS + 2, where).decode("ascii").strip()
+        except FileTooLarge:
+            raise ApiRefused(not_a_token) from None
         except OSError as exc:
             raise ApiRefused(f"cannot read {where}: {exc.strerror}") from None
         except UnicodeDecodeError:
@@ -42,7 +45,7 @@ def token_from(token_file: Path | None) -> str:
     if not token:
         raise ApiRefused("the management API needs a token: set BUS_OPS_TOKEN or pass --token-file (ops.tokens in the config)")
     if not plain_token(token):
-        raise ApiRefused(f"{where} holds something other than a token: one line of ASCII without spaces, at most {MAX_TOKEN_CHARS}")
+        raise ApiRefused(not_a_token)
     return token
 
 

@@ -45,11 +45,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bus.codec import Codec
 from bus.config.models import KafkaConfig
 from bus.config.routes import RouteConfig, RouterConfig, TableConfig
-from bus.event import epoch_ms_moment
 from bus.kafka.clients import make_consumer, make_producer, outside_bootstrap, stop_consumer
 from bus.kafka.headers import header_bytes, header_text
 from bus.kafka.reader import Record, partitions_of
 from bus.kafka.topics import TopicNames
+from bus.moments import epoch_ms_moment
 from bus.redelivery import REPLAYED_FROM, SupersededCopy, checked_window, keep_order, records, window_starts
 from routing.dispatch import Dispatcher, Send
 from routing.router import Router

@@ -163,14 +163,13 @@ def explain(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from bus.app.route_tests import RouteTester, TestInput
-    from bus.config.yaml_files import MAX_FILE_BYTES
-    from bus.documents import FileTooLarge, parse_json, read_at_most
+    from bus.documents import MAX_DOCUMENT_FILE_BYTES, FileTooLarge, parse_json, read_at_most
     from schemas.catalog import SchemaCatalog
 
     loaded, catalog = _load(args.config, AdapterRegistry.from_entry_points())
     assert isinstance(catalog, SchemaCatalog)
     try:
-        document = parse_json(read_at_most(args.event, MAX_FILE_BYTES))  # /dev/zero given by mistake: said, not read on
+        document = parse_json(read_at_most(args.event, MAX_DOCUMENT_FILE_BYTES))  # /dev/zero given by mistake: said, not read on
     except OSError as exc:
         print(f"bus: cannot read {args.event}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from bus.documents import FileTooLarge, read_at_most
+from bus.documents import MAX_DOCUMENT_FILE_BYTES, FileTooLarge, read_at_most
 from bus.errors import ConfigError, ConfigIssue
 
 Loc = tuple[str | int, ...]
@@ -26,7 +26,6 @@ _VAR = re.compile(r"(?<!\$)\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?
 VARIABLE = _VAR  # for tools that list what a config reads (bus new)
 _LIST_SECTIONS = ("inbound", "routes", "outbound", "schema_dirs")
 _MAX_SECRET_BYTES = 1_000_000  # a key, a token, a PEM chain: far less
-MAX_FILE_BYTES = 50_000_000  # one YAML file; a config of a thousand routes is about 1 MB
 
 
 class Marks:
@@ -146,7 +145,7 @@ def _read_file(
     text = ""
     try:
         try:
-            text = read_at_most(path, MAX_FILE_BYTES, "the file").decode()
+            text = read_at_most(path, MAX_DOCUMENT_FILE_BYTES, "the file").decode()
         except FileTooLarge as exc:
             issues.append(ConfigIssue(name, None, "", f"{exc}: not a config (split it into files)"))
             return {}, {}

@@ -24,8 +24,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bus.errors import PermanentError
-from bus.event import epoch_ms_moment
 from bus.jsontext import text_cell
+from bus.moments import epoch_ms_moment
 from bus.patterns import search
 
 # ISO 4217 currencies whose minor unit is not 1/100 (the rest use 2 decimals).

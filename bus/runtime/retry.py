@@ -21,7 +21,7 @@ from typing import Literal
 from bus.config.delivery import DeliveryPolicy
 from bus.config.fields import format_duration
 from bus.errors import BusError, PermanentError, RetryableError
-from bus.event import moment_of
+from bus.moments import moment_of
 
 DEFAULT_MAX_AGE = "24h"
 

@@ -158,7 +158,7 @@ def test_an_epoch_no_calendar_holds_is_an_expression_error(millis: float) -> Non
 def test_a_kafka_timestamp_no_calendar_holds_is_no_time() -> None:
     """A record's timestamp is its producer's to set: one past the year 9999 stopped a redelivery
     or backfill that met it where retention had cut the window."""
-    from bus.event import epoch_ms_moment
+    from bus.moments import epoch_ms_moment
 
     assert epoch_ms_moment(2**63 - 1) is None and epoch_ms_moment(-(2**63)) is None
     assert str(epoch_ms_moment(1_700_000_000_000)) == "2023-11-14 22:13:20+00:00"

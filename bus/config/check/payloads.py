@@ -11,8 +11,7 @@ import yaml
 from pydantic import BaseModel
 
 from bus.config.check.checker import Checker, Loc, texts_of
-from bus.config.yaml_files import MAX_FILE_BYTES
-from bus.documents import read_at_most, text_codec
+from bus.documents import MAX_DOCUMENT_FILE_BYTES, read_at_most, text_codec
 from bus.expr import paths_of
 from bus.expr.typecheck import Scope, closest
 from bus.expr.types import (
@@ -122,7 +121,7 @@ class PayloadChecks(Checker):
             if isinstance(value, str):
                 path = Path(value) if Path(value).is_absolute() else self.base_dir / value
                 try:
-                    value = yaml.safe_load(read_at_most(path, MAX_FILE_BYTES).decode())  # JSON is YAML
+                    value = yaml.safe_load(read_at_most(path, MAX_DOCUMENT_FILE_BYTES).decode())  # JSON is YAML
                 except (OSError, ValueError, yaml.YAMLError) as exc:  # too large, not UTF-8, not YAML
                     self.error((*loc, what), f"cannot read {path}: {exc}")
                     return None
