@@ -32,7 +32,7 @@ one entry per key after it, never the records themselves (read twice instead).
 
 from __future__ import annotations
 
-__all__ = ["Redeliverer", "Redelivery", "SupersededCopy", "checked_window", "keep_order", "records", "window_starts"]
+__all__ = ["Redeliverer", "Redelivery", "SupersededCopy", "checked_window", "kafka_time_ms", "keep_order", "records", "window_starts"]
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
@@ -120,8 +120,10 @@ class _Partition:
     read_to: int = 0  # the first offset the first read did not see
 
 
-def _millis(moment: datetime) -> int:
-    return max(0, int(moment.timestamp() * 1000))  # Kafka has no time before 1970
+def kafka_time_ms(moment: datetime) -> int:
+    """``moment`` as a Kafka timestamp: a time before 1970 is its start (Kafka has none earlier, and
+    the client refuses to look one up)."""
+    return max(0, int(moment.timestamp() * 1000))
 
 
 class Redeliverer:
@@ -153,7 +155,7 @@ class Redeliverer:
             if not partitions:
                 raise LookupError(f"subscriber {subscriber!r} has no delivery topic {topic!r}: nothing was ever routed to it")
             committed = await self._committed(subscriber, partitions)
-            window = _Window(_millis(since), _millis(until) if until is not None else None, {k.encode() for k in keys} or None)
+            window = _Window(kafka_time_ms(since), kafka_time_ms(until) if until is not None else None, {k.encode() for k in keys} or None)
             starts = await window_starts(consumer, partitions, window.since_ms)
             parts = [_Partition(tp, committed[tp], *starts[tp]) for tp in partitions]
             dead = await self._dead_offsets(subscriber, parts)

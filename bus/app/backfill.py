@@ -50,7 +50,7 @@ from bus.kafka.headers import header_bytes, header_text
 from bus.kafka.reader import Record, partitions_of
 from bus.kafka.topics import TopicNames
 from bus.moments import epoch_ms_moment
-from bus.redelivery import REPLAYED_FROM, SupersededCopy, checked_window, keep_order, records, window_starts
+from bus.redelivery import REPLAYED_FROM, SupersededCopy, checked_window, kafka_time_ms, keep_order, records, window_starts
 from routing.dispatch import Dispatcher, Send
 from routing.router import Router
 
@@ -190,7 +190,7 @@ class Backfiller:
         outcome = Backfill(subscriber, since, until, dry_run, sorted(names), keys=sorted(keys), left_out_routes=left_out)
         run = _Run(
             names, sorted({self._names.canonical(r.from_) for r in wanted}), self._names.delivery(subscriber),
-            int(since.timestamp() * 1000), int(until.timestamp() * 1000) if until is not None else None,
+            kafka_time_ms(since), kafka_time_ms(until) if until is not None else None,
             {k.encode() for k in keys} or None, include_superseded, outcome,
         )  # fmt: skip
         sources = run.sources

@@ -135,6 +135,10 @@ async def test_a_subscriber_that_joins_later_gets_the_history_its_routes_give_it
             assert [(e["event_id"], e["after"]) for e in dry["superseded_events"]] == [("evt_2", "evt_2b")], dry
             assert dry["failed_events"][0]["route"] == "payments-to-crm" and dry["failed_events"][0]["event_id"] == "evt_5c", dry
             assert dry["routes"] == ["payments-to-crm"], dry
+            # "From the very beginning": Kafka has no time before 1970, and a window that began earlier
+            # stopped the backfill ("The target time cannot be negative").
+            ever = await routed_dry_run(capsys, "crm", "--since", "1960-01-01T00:00:00+00:00", *asked[3:])
+            assert (ever["read"], ever["matched"], ever["to_send"]) == (10, 9, 6), ever
             one_key = await routed_dry_run(capsys, *asked, "--key", "pi_1")  # one payment's history only
             assert (one_key["read"], one_key["to_send"], one_key["keys"]) == (2, 2, ["pi_1"]), one_key
             await asyncio.sleep(1)

@@ -307,3 +307,28 @@ async def _whole(bootstrap: str, tp: TopicPartition) -> list[Any]:
                 return found
     finally:
         await consumer.stop()
+
+
+async def test_a_window_that_starts_before_1970_starts_at_the_first_record(bootstrap: str) -> None:
+    """Kafka's timestamps start at the epoch, and the client refuses to ask for an earlier one: a
+    `--since 1960-01-01` (an operator's "from the very beginning") stopped the redelivery with
+    aiokafka's "The target time cannot be negative"."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    names = TopicNames(unique_prefix())
+    topic, tp = names.delivery("erp"), TopicPartition(names.delivery("erp"), 0)
+    try:
+        for i in range(3):
+            await producer.send_and_wait(topic, b"v", key=b"k%d" % i, partition=0, headers=[("ce_id", b"e%d" % i)])
+    finally:
+        await producer.stop()
+    group = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=names.delivery_group("erp"), enable_auto_commit=False)
+    await group.start()
+    try:
+        group.assign([tp])
+        await group.commit({tp: 3})
+    finally:
+        await group.stop()
+    kafka = KafkaConfig(bootstrap=bootstrap, topic_prefix=names.prefix)
+    done = await Redeliverer(kafka, bootstrap, names).redeliver("erp", datetime(1960, 1, 1, tzinfo=UTC), dry_run=True)
+    assert done.matched == 3 and done.to_send == 3, done
