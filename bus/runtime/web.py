@@ -106,7 +106,15 @@ class WebServer:
             HTTP_REFUSED.labels(self._name, "method_not_allowed").inc()
             return json_response({"error": f"method {request.method} not allowed on {path}"}, status=405, headers={"Allow": allowed})
         HTTP_REFUSED.labels(self._name, "no_route").inc()  # a sender pointed at the wrong path shows here
-        return json_response({"error": f"no inbound adapter serves {path}"}, status=404)
+        near = self._near(path)
+        return json_response({"error": f"no inbound adapter serves {path}" + (f"; did you mean {near}?" if near else "")}, status=404)
+
+    def _near(self, path: str) -> str | None:
+        """The path served that ``path`` differs from only by a trailing slash or by case: the most
+        common slip where a sender's URL is typed in. Said in the 404, which the sender's delivery
+        log shows; not served under both, which would make the path a sender uses a matter of luck."""
+        wanted = path.rstrip("/").lower()
+        return next((p for _, p in sorted(self._routes) if p.rstrip("/").lower() == wanted), None)
 
     async def start(self) -> None:
         if self._server is not None:

@@ -182,7 +182,12 @@ async def test_unknown_paths_and_methods_and_http_1_0() -> None:
         assert (await client.get("/hooks/x")).status_code == 405
         assert (await client.get("/hooks/x")).headers["Allow"] == "POST"
         assert (await client.post("/nowhere")).status_code == 404
-        assert (refused("method_not_allowed"), refused("no_route")) == (before[0] + 2, before[1] + 1)
+        assert "did you mean" not in (await client.post("/nowhere")).json()["error"]
+        # A sender's URL typed with a trailing slash or in another case: refused, with the path served.
+        for slip in ("/hooks/x/", "/Hooks/X", "/hooks/x//"):
+            missed = await client.post(slip)
+            assert missed.status_code == 404 and missed.json()["error"].endswith("did you mean /hooks/x?"), missed.text
+        assert (refused("method_not_allowed"), refused("no_route")) == (before[0] + 2, before[1] + 5)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"POST /hooks/x HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
         status, headers, _ = await answer_of(reader)
