@@ -321,14 +321,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_MOST_SECONDS = 7 * 86_400  # a week: any wait a command makes, and far below what a socket's timer can hold
+
+
 def _seconds(text: str) -> float:
-    """A duration in seconds, more than 0 and finite: "nan" or "-1" reached a socket's timeout as a traceback."""
+    """A duration in seconds, more than 0 and at most a week: "nan", "-1" or 1e23 reached a
+    socket's timeout as a traceback."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"a number of seconds above 0, not {text!r}")
+    if not (0 < seconds <= _MOST_SECONDS):  # NaN compares false
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0 and at most {_MOST_SECONDS:,} (a week), not {text!r}")
     return seconds
 
 

@@ -42,8 +42,10 @@ def test_a_since_or_until_that_is_no_time_is_said_before_anything_runs(
 @pytest.mark.parametrize(
     ("command", "said"),
     [
-        (["health", "--timeout", "nan"], "argument --timeout: a number of seconds above 0, not 'nan'"),  # a socket's ValueError
-        (["health", "--timeout", "-1"], "a number of seconds above 0, not '-1'"),
+        (["health", "--timeout", "nan"], "argument --timeout: a number of seconds above 0 and at most 604,800 (a week), not 'nan'"),  # a socket's ValueError
+        (["health", "--timeout", "-1"], "a number of seconds above 0 and at most 604,800 (a week), not '-1'"),
+        (["health", "--timeout", "99999999999999999999999"], "at most 604,800 (a week), not '99999999999999999999999'"),  # OverflowError
+        (["health", "--timeout", "inf"], "at most 604,800 (a week), not 'inf'"),
         (["status", "--hub", "http://127.0.0.1:9", "--watch", "0"], "argument --watch: a number of seconds above 0"),
         (["pause", "inbound", "x", "--hub", "http://127.0.0.1:9", "--wait", "inf"], "argument --wait: a number of seconds"),
         (["reconcile", "--show-ids", "-5"], "argument --show-ids: a whole number from 0, not '-5'"),
