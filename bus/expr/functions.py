@@ -175,14 +175,19 @@ def parse_duration(value: Any) -> timedelta | None:
     if value is None or isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
+        seconds = value
+    elif isinstance(value, str):
         text = value.strip()
         parts = _DURATION.findall(text)
         if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
             raise ValueError(f"invalid duration {value!r} (examples: 500ms, 90s, 5m, 1h30m, 2d)")
-        return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
-    raise TypeError(f"cannot read {type(value).__name__} as a duration")
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise TypeError(f"cannot read {type(value).__name__} as a duration")
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):  # past timedelta's 999,999,999 days, or NaN: an OverflowError is no config error
+        raise ValueError(f"{value!r} is no duration this hub can hold (a finite length of at most 999,999,999 days)") from None
 
 
 def _millis(value: Any) -> int | None:

@@ -178,6 +178,7 @@ def test_now_is_aware_utc() -> None:
     ("text", "message"),
     [
         ('duration("soon")', "invalid duration 'soon'"),
+        ("duration(100000000000000)", "no duration this hub can hold"),  # an OverflowError out of the mapping
         ('minor_units("x", "usd")', "'x' is not a number"),
         ('minor_units("1", "dollars")', "'dollars' is not an ISO 4217 currency code"),
         ('timestamp("yesterday")', "Invalid isoformat string"),
