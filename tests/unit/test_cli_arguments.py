@@ -42,7 +42,8 @@ def test_a_since_or_until_that_is_no_time_is_said_before_anything_runs(
 @pytest.mark.parametrize(
     ("command", "said"),
     [
-        (["health", "--timeout", "nan"], "argument --timeout: a number of seconds above 0 and at most 604,800 (a week), not 'nan'"),  # a socket's ValueError
+        # a socket's ValueError
+        (["health", "--timeout", "nan"], "argument --timeout: a number of seconds above 0 and at most 604,800 (a week), not 'nan'"),
         (["health", "--timeout", "-1"], "a number of seconds above 0 and at most 604,800 (a week), not '-1'"),
         (["health", "--timeout", "99999999999999999999999"], "at most 604,800 (a week), not '99999999999999999999999'"),  # OverflowError
         (["health", "--timeout", "inf"], "at most 604,800 (a week), not 'inf'"),
