@@ -19,7 +19,8 @@ INBOUND_EVENTS = Counter(
 )
 HTTP_REFUSED = Counter(
     "bus_http_refused_total",
-    "Requests the webhook server answered before any inbound adapter saw them, by reason: malformed (not valid "
+    "Requests the webhook server (server=webhooks) answered before any inbound adapter saw them, and the ops port's "
+    "(server=ops: malformed and head_too_large only), by reason: malformed (not valid "
     "HTTP/1.1; 400), head_too_large (431), upgrade (h2c or WebSocket; 400), transfer_coding (a Transfer-Encoding other "
     "than chunked; 501), no_route (404), method_not_allowed (405), "
     "pipelined (429: more than 64 requests sent ahead of their answers), too_many_connections (closed unanswered: "

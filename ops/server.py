@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from bus.logs import REDACTOR
+from bus.metrics import HTTP_REFUSED
 from bus.runtime.web import listen
 from ops.api.app import PREFIX as API_PREFIX
 from ops.api.app import TOKEN_NAME, problem
@@ -43,6 +45,31 @@ class Token:
     name: str
     secret: str
     scope: Scope
+
+
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic only in typeshed
+    """aiohttp's server logs every request it cannot parse (a port scanner, TLS or HTTP/2 spoken to
+    the plain port, a URL over 8 KiB) at ERROR with a traceback: anyone who could reach the ops port
+    could fill the log and set off alerts that read it. Those are counted, as the webhook server's
+    are (``bus_http_refused_total{server="ops"}``), and logged at DEBUG; a handler's own failure (a
+    500) stays an ERROR with its traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kwargs: object) -> None:
+        if self._refused(exc_info):
+            self.logger.debug(msg, *args, exc_info=exc_info, **kwargs)
+        else:
+            self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+    def debug(self, msg: object, *args: object, exc_info: object = None, **kwargs: object) -> None:
+        self._refused(exc_info)  # aiohttp says a first request that is not HTTP at all at DEBUG itself: counted too
+        self.logger.debug(msg, *args, exc_info=exc_info, **kwargs)
+
+    @staticmethod
+    def _refused(exc: object) -> bool:
+        if not (isinstance(exc, HttpProcessingError) and exc.code < 500):
+            return False
+        HTTP_REFUSED.labels("ops", "head_too_large" if isinstance(exc, LineTooLong) else "malformed").inc()
+        return True
 
 
 def _is_read(request: web.Request) -> bool:
@@ -177,7 +204,9 @@ class OpsServer:
         add_console(app)
         for prefix, sub in self._subapps:
             app.add_subapp(prefix, sub)
-        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self._idle_timeout_s)
+        self._runner = web.AppRunner(
+            app, access_log=None, keepalive_timeout=self._idle_timeout_s, logger=_ServerLog(logging.getLogger("aiohttp.server"))
+        )
         await self._runner.setup()
         await listen(web.TCPSite(self._runner, self._host, self._port), field="ops", host=self._host, port=self._port)
         self.port = self._runner.addresses[0][1]
