@@ -72,6 +72,10 @@ class _TooLarge(Exception):
     """Raised in a parser callback: the answer outgrew its limit."""
 
 
+class _Unsolicited(Exception):
+    """Raised in a parser callback: the target sent another answer after the one asked for."""
+
+
 class WireError(ConnectionError):
     """The target's connection failed or its answer could not be read (an OSError: retryable)."""
 
@@ -102,7 +106,7 @@ class _Connection(asyncio.Protocol):
         # protect no one (the hub is the answer's last reader, not a proxy that passes it on) and
         # such a target could never be delivered to. Everything else stays strict (two lengths).
         self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
-        self._answer: asyncio.Future[None] | None = None
+        self._answer: asyncio.Future[Response] | None = None
         # One timer per connection, re-armed only when it fires early, rather than one per
         # request and per read: each would be a TimerHandle pushed on the loop's heap and cancelled.
         self._timer: asyncio.TimerHandle | None = None
@@ -134,6 +138,9 @@ class _Connection(asyncio.Protocol):
             self._fail(WireError(f"the target closed the connection{' mid-answer' if self.got_bytes else ''}"))
 
     def data_received(self, data: bytes) -> None:
+        if self._answer is None or self._answer.done():
+            self.close()  # bytes no request asked for: whatever they are, the connection's answers can no longer be paired
+            return
         self.got_bytes = True
         self._arm()
         try:
@@ -141,6 +148,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(WireError("the target asked to switch protocols"))
         except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _Unsolicited):
+                self.close()  # the answer asked for is complete and kept; what follows it was never asked for
+                return
             if not isinstance(exc.__context__, _TooLarge):
                 raise
             self._fail(WireError(str(exc.__context__)))
@@ -149,6 +159,12 @@ class _Connection(asyncio.Protocol):
             self._fail(WireError(f"the target's answer is not HTTP/1.1: {exc}"))
 
     # -- httptools callbacks -----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._answer is None or self._answer.done():
+            # A second answer in the same bytes as the first (a target that answers twice): its
+            # head and body would have been read into the first's, already complete.
+            raise _Unsolicited
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > _MAX_HEAD_BYTES:
@@ -187,9 +203,8 @@ class _Connection(asyncio.Protocol):
         self._deadline = loop.time() + self._answer_within
         self.transport.write(request)
         self._arm()
-        await self._answer
-        body = b"".join(self._body)
-        encoding = self._headers.get("Content-Encoding", "").lower()
+        answer = await self._answer
+        body, encoding = answer.body, answer.headers.get("Content-Encoding", "").lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
             decoder = zlib.decompressobj(47 if encoding != "deflate" else 15)  # 47: gzip or zlib header
             try:
@@ -198,7 +213,7 @@ class _Connection(asyncio.Protocol):
                 raise WireError(f"the target's {encoding} answer cannot be decoded: {exc}") from exc
             if len(body) > self._max_answer_bytes:
                 raise WireError(f"the target's {encoding} answer decodes to over {self._max_answer_bytes} bytes; it was not read")
-        return Response(self._status, body, CIMultiDictProxy(self._headers))
+        return answer if body is answer.body else Response(answer.status, body, answer.headers)
 
     @property
     def keep_alive(self) -> bool:
@@ -238,8 +253,9 @@ class _Connection(asyncio.Protocol):
         self.close()  # what is late on it would be read as the next request's answer
 
     def _finish(self) -> None:
+        """The answer is whole: taken now, as it stands (the parser goes on with any bytes after it)."""
         if self._answer is not None and not self._answer.done():
-            self._answer.set_result(None)
+            self._answer.set_result(Response(self._status, b"".join(self._body), CIMultiDictProxy(self._headers)))
 
     def _fail(self, exc: BaseException) -> None:
         if self._answer is not None and not self._answer.done():

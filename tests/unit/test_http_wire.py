@@ -112,6 +112,28 @@ async def test_a_compressed_answer_and_an_interim_one_are_read_as_the_target_mea
     assert (answer.status, answer.body) == (202, b'{"ok": true}')
 
 
+async def test_a_target_that_answers_twice_keeps_its_first_answer_and_loses_the_connection(client: WireClient) -> None:
+    """A second answer in the same bytes as the first (a buggy target, or one answering ahead) was
+    parsed into the first, already complete: its status replaced the first's (a 103, so the
+    delivery was dead-lettered "answered 103"), its headers were added and its body appended."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(
+                b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Id: 1\r\n\r\nok"
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\nX-Id: 2\r\n\r\nfail"
+            )
+            await writer.drain()
+
+    async with raw_server(handler) as url:
+        for _ in range(2):
+            answer = await client.request("POST", url, {}, b"{}")
+            assert (answer.status, answer.body, answer.headers.getall("X-Id")) == (201, b"ok", ["1"])
+    assert client.connections_made == 2  # what followed was never asked for: the connection is not reused
+
+
 async def test_an_answer_whose_lines_end_with_a_bare_lf_is_read_and_an_ambiguous_one_is_not(client: WireClient) -> None:
     """Older and hand-written servers end lines with LF alone (RFC 9112 2.2 lets a recipient take
     it, as curl does): such a target used to be retried for a day, then dead-lettered, "not
