@@ -155,6 +155,8 @@ def _check_xml_depth(body: bytes, max_depth: int) -> None:
         parser.Parse(body, True)
     except expat.ExpatError as exc:
         raise ValueError(str(exc)) from exc
+    except LookupError as exc:  # the declaration names an encoding Python has not ("ISO-885z-1", "rot13")
+        raise ValueError(f"the XML declares an encoding this hub cannot read: {exc}") from None
 
 
 def parse_xml(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:

@@ -84,6 +84,21 @@ def test_a_number_too_long_to_read_says_so_in_the_senders_terms() -> None:
         parse_json(b'{"amount": ' + b"9" * 5000 + b"}")
 
 
+@FAST
+@given(st.text(max_size=30).filter(lambda name: '"' not in name))
+def test_an_xml_declaration_naming_any_encoding_parses_or_fails_with_a_value_error(encoding: str) -> None:
+    """An encoding Python has not ("ISO-885z-1") or that is not a text encoding ("rot13") was a
+    LookupError: a webhook's 500 and an ERROR with a traceback per request."""
+    with contextlib.suppress(ValueError):
+        parse_xml(f'<?xml version="1.0" encoding="{encoding}"?><a>x</a>'.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("encoding", ["ISO-885z-1", "rot13", "base64"])
+def test_an_xml_encoding_this_hub_cannot_read_is_said(encoding: str) -> None:
+    with pytest.raises(ValueError, match="^the XML declares an encoding this hub cannot read"):
+        parse_xml(f'<?xml version="1.0" encoding="{encoding}"?><a>x</a>'.encode())
+
+
 def test_xml_entities_are_refused() -> None:
     bomb = b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><l>&b;</l>'
     with pytest.raises(ValueError, match="entities"):
