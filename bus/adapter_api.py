@@ -76,12 +76,14 @@ __all__ = [
     "TargetOptions",
     "TargetState",
     "TemplateText",
+    "TextEncoding",
     "TlsConnection",
     "Tracing",
     "Truncated",
     "WebMount",
     "WireFormat",
     "allow_large_csv_fields",
+    "ascii_compatible",
     "bounded_lines",
     "brief",
     "check_dsn",
@@ -116,6 +118,7 @@ __all__ = [
     "text_cell",
     "text_codec",
     "time_zone",
+    "undecodable",
     "whole_number",
 ]
 
@@ -140,7 +143,18 @@ from bus.config.adapters import (
     TlsConnection,
 )
 from bus.config.base import ConfigModel
-from bus.config.fields import AnswerExpression, BodyMap, ConfigPath, Duration, Expression, Kind, SecretTemplate, TemplateText, duration
+from bus.config.fields import (
+    AnswerExpression,
+    BodyMap,
+    ConfigPath,
+    Duration,
+    Expression,
+    Kind,
+    SecretTemplate,
+    TemplateText,
+    TextEncoding,
+    duration,
+)
 from bus.config.models import KafkaConfig, KafkaSecurity
 from bus.deadletters import KEPT_OF_TOO_LARGE
 from bus.documents import (
@@ -149,6 +163,7 @@ from bus.documents import (
     FileTooLarge,
     LineTooLong,
     allow_large_csv_fields,
+    ascii_compatible,
     bounded_lines,
     csv_header_problem,
     csv_records,
@@ -157,6 +172,7 @@ from bus.documents import (
     parse_xml,
     read_at_most,
     text_codec,
+    undecodable,
 )
 from bus.dsn import check_dsn
 from bus.dsn import servers as dsn_servers

@@ -21,14 +21,17 @@ __all__ = [
     "FileTooLarge",
     "LineTooLong",
     "allow_large_csv_fields",
+    "ascii_compatible",
     "bounded_lines",
     "csv_header_problem",
     "csv_records",
     "first_path",
+    "known_text_encoding",
     "parse_json",
     "parse_xml",
     "read_at_most",
     "text_codec",
+    "undecodable",
 ]
 
 import codecs
@@ -233,6 +236,49 @@ def read_at_most(path: Path, limit: int, what: str = "") -> bytes:
     if len(data) > limit:
         raise FileTooLarge(f"{what or path} holds more than {limit:,} bytes")
     return data
+
+
+_ASCII_SAMPLE = b'\r\n\t ,;|"#abcxyzABCXYZ0189'  # what line ends, separators and quotes are made of
+
+
+def known_text_encoding(encoding: str) -> str:
+    """``encoding`` if Python has a text codec by that name; ValueError naming some otherwise."""
+    try:
+        "x".encode(encoding)  # LookupError for a name Python does not know, and for codecs not of text (base64)
+    except LookupError as exc:
+        raise ValueError(f"{exc} (text encodings: utf-8, latin-1, cp1252, utf-16, ...)") from None
+    return encoding
+
+
+def ascii_compatible(encoding: str) -> bool:
+    """Whether ``encoding`` writes line ends, separators and quotes as ASCII does (UTF-8, Latin-1,
+    the Windows code pages): then bytes it cannot decode are kept line by line ("surrogateescape")
+    and only their line is refused. UTF-16 and UTF-32 are not: there a broken character cannot be
+    kept, and the text after it cannot be found."""
+    try:
+        return _ASCII_SAMPLE.decode(encoding) == _ASCII_SAMPLE.decode("ascii")
+    except (UnicodeDecodeError, LookupError):
+        return False
+
+
+def undecodable(handle: TextIO, encoding: str) -> str | None:
+    """Why the file under ``handle`` (opened, nothing read yet) is not text in ``encoding``, or None;
+    read through once, a block at a time, then put back at its start."""
+    decoder, at = codecs.getincrementaldecoder(encoding)(), 0
+    try:
+        while block := handle.buffer.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return f"not {encoding} text at byte {at + exc.start:,} ({exc.reason})"
+            at += len(block)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            return f"not {encoding} text: the file ends inside a character ({exc.reason})"
+        return None
+    finally:
+        handle.seek(0)
 
 
 def text_codec(encoding: str) -> str:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, OutboundConfig, duration
+from bus.adapter_api import AdapterConfig, BodyMap, Duration, EmitSpec, OutboundConfig, TextEncoding, duration
 
 
 class DropFolderConfig(AdapterConfig):
@@ -18,7 +18,11 @@ class DropFolderConfig(AdapterConfig):
 
     pattern: str = Field(default="*", description="Which files to take (glob).", examples=["*.csv"])
     format: Literal["auto", "csv", "jsonl"] = Field(default="auto", description="auto: by suffix (.csv, .jsonl/.ndjson).")
-    encoding: str = Field(default="utf-8", description="Text encoding of the files (legacy exports are often latin-1).")
+    encoding: TextEncoding = Field(
+        default="utf-8",
+        description="Text encoding of the files (legacy exports are often latin-1). UTF-8, Latin-1 and the like: a line that "
+        "is not text in it is refused alone. UTF-16 and UTF-32: a file with a broken character is refused whole, before any row.",
+    )
     delimiter: str = Field(default=",", min_length=1, max_length=1, description="csv: the field separator.")
     poll_interval: Duration = Field(default=duration("5s"), description="How often the folder is looked at.")
     settle: Duration = Field(

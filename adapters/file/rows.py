@@ -15,7 +15,17 @@ import re
 from collections.abc import Awaitable, Iterator
 from typing import Any, TextIO
 
-from bus.adapter_api import EventSink, Intake, LineTooLong, bounded_lines, csv_header_problem, csv_records, parse_json
+from bus.adapter_api import (
+    EventSink,
+    Intake,
+    LineTooLong,
+    ascii_compatible,
+    bounded_lines,
+    csv_header_problem,
+    csv_records,
+    parse_json,
+    undecodable,
+)
 
 BATCH = 1000  # rows read and parsed (off the event loop) at a time
 IN_FLIGHT = 10_000  # rows handed to Kafka and not yet acknowledged, at most
@@ -41,6 +51,12 @@ def rows(handle: TextIO, kind: str, delimiter: str, encoding: str) -> Iterator[t
 
     def not_text(number: int) -> ValueError:
         return ValueError(f"line {number}: not {encoding} text; if the whole file is in another encoding, set encoding (e.g. latin-1)")
+
+    # In UTF-16 or UTF-32 a broken character (a file cut at an odd byte) cannot be kept for its line
+    # alone: the reader stopped there with a UnicodeDecodeError after the rows before it were on
+    # Kafka, and the file went to failed/ half imported. Checked whole, before any row.
+    if not ascii_compatible(encoding) and (why := undecodable(handle, encoding)):
+        raise Unreadable(f"{why}; no row was read")
 
     if kind == "jsonl":
         for number, read in enumerate(bounded_lines(handle), start=1):

@@ -19,6 +19,7 @@ __all__ = [
     "Kind",
     "SecretTemplate",
     "TemplateText",
+    "TextEncoding",
     "duration",
     "expression_fields",
     "format_duration",
@@ -36,6 +37,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainSerializer, SecretStr, ValidationInfo, WithJsonSchema
 from pydantic.json_schema import GenerateJsonSchema
 
+from bus.documents import known_text_encoding
 from bus.expr import compile_expression, compile_template, tree
 from bus.expr.body import Body
 from bus.expr.functions import parse_duration
@@ -123,6 +125,9 @@ AnswerExpression = Annotated[str, AfterValidator(_check_answer_expression)]
 TemplateText = Annotated[str, AfterValidator(_check_template), Kind("template")]  # text with ${expression} parts
 SecretTemplate = Annotated[SecretStr, AfterValidator(_check_secret_template), Kind("template")]  # a secret that may hold ${}
 BodyMap = Annotated[dict[str, Any] | None, AfterValidator(Body.check), Kind("body")]  # field -> expression or nested block
+# A file's text encoding: one Python has a text codec for, refused at load otherwise ("latin1x",
+# "base64"): it was a LookupError when the first file came.
+TextEncoding = Annotated[str, AfterValidator(known_text_encoding)]
 # "500ms", "30s", "5m", "1h30m" in YAML; a timedelta from the moment the config is loaded.
 Duration = Annotated[
     timedelta,

@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 
 from bus.config.adapters import EmitSpec
 from bus.config.base import ConfigModel
-from bus.config.fields import TemplateText
+from bus.config.fields import TemplateText, TextEncoding
 from bus.dsn import check_dsn
 
 # What a source query starts with, after blanks and comments: a read. (It also runs in a read-only
@@ -50,7 +50,7 @@ class SqlSource(ConfigModel):
 class FileSource(ConfigModel):
     path: Path = Field(description="The file (relative to the config file's folder).")
     format: Literal["csv", "jsonl"] | None = Field(default=None, description="Default: by the file's suffix (.csv, .jsonl, .ndjson).")
-    encoding: str = Field(
+    encoding: TextEncoding = Field(
         default="utf-8",
         description="The file's text encoding (e.g. latin-1 for an old export). A line that is not text in it is refused, "
         "not the whole file; a UTF-8 file may start with a byte order mark.",
@@ -66,15 +66,6 @@ class FileSource(ConfigModel):
     def kind(self) -> Literal["csv", "jsonl"]:
         """``format``, or by the file's suffix: .csv is CSV, anything else JSON Lines."""
         return self.format or ("csv" if self.path.suffix.lower() == ".csv" else "jsonl")
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        try:
-            "x".encode(value)  # LookupError for a name Python does not know, and for codecs not of text (base64)
-        except LookupError as exc:
-            raise ValueError(f"{exc} (text encodings: utf-8, latin-1, cp1252, ...)") from None
-        return value
 
 
 class MigrationSource(ConfigModel):

@@ -181,6 +181,36 @@ async def test_a_line_in_another_encoding_is_refused_alone_with_its_bytes_and_th
         await target.stop()
 
 
+async def test_a_utf16_file_with_a_broken_character_is_refused_whole_before_any_row(tmp_path: Path, bootstrap: str) -> None:
+    """Excel's "Unicode Text" is UTF-16. A file cut at an odd byte, or holding a lone surrogate,
+    cannot be refused a line at a time as a UTF-8 file can: the reader stopped at the broken
+    character with a UnicodeDecodeError after the rows before it were on Kafka, and the file went
+    to failed/ half imported. It is now checked whole first: failed/, no row published."""
+    folder = tmp_path / "inbox"
+    for name in ("inbox", "inbox-utf8", "inbox-utf16"):
+        (tmp_path / name).mkdir()
+    target = await Target().start()
+    settings = config(bootstrap, folder, target)
+    settings["inbound"].append(
+        {**settings["inbound"][1], "name": "exports-utf16", "path": str(tmp_path / "inbox-utf16"), "encoding": "utf-16"}
+    )
+    good = "ref,cents,cur\n" + "".join(f"u{i},{i},EUR\n" for i in range(3))
+    broken = ("ref,cents,cur\n" + "".join(f"b{i},{i},EUR\n" for i in range(50))).encode("utf-16")[:-1]  # cut at an odd byte
+    try:
+        async with build_hub(write_config(tmp_path / "bus.yaml", settings)):
+            (tmp_path / "inbox-utf16" / "broken.csv").write_bytes(broken)
+            failed = await wait_for_file(tmp_path / "inbox-utf16" / "failed" / "broken.csv")
+            assert "not utf-16 text: the file ends inside a character" in failed["error"] and "no row was read" in failed["error"], failed
+            (tmp_path / "inbox-utf16" / "good.csv").write_bytes(good.encode("utf-16"))
+            manifest = await wait_for_file(tmp_path / "inbox-utf16" / "done" / "good.csv")
+            assert {k: manifest[k] for k in ("rows", "accepted", "rejected")} == {"rows": 3, "accepted": 3, "rejected": 0}, manifest
+            await target.wait_for(lambda: len(target.accepted) >= 3)
+            await asyncio.sleep(1)  # anything from the broken file would have arrived by now
+            assert sorted(call.body["payment_id"] for call in target.accepted) == ["u0", "u1", "u2"]
+    finally:
+        await target.stop()
+
+
 def test_rows_are_read_as_the_file_streams() -> None:
     """Taking the first batch reads about a batch of the file, not all of it."""
     import itertools

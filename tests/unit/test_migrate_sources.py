@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from adapters.file.config import FileInboundConfig
 from bus.app.cli import main
 from bus.app.migrate.sources import UnreadableRow, row_json, source_rows
 from bus.config.migrations import FileSource, MigrationConfig
@@ -107,6 +108,20 @@ def test_a_json_array_is_not_taken_for_json_lines(tmp_path: Path, data: bytes) -
 def test_an_encoding_that_is_not_one_of_text_is_a_config_error(encoding: str) -> None:
     with pytest.raises(ValueError, match="text encodings: utf-8"):
         FileSource.model_validate({"path": "e.csv", "encoding": encoding})
+    # A drop folder's too: it was a LookupError when the first file came (the sftp inbound shares the model).
+    emit = {"schema": "Payment", "map": {"payment_id": "ref"}}
+    with pytest.raises(ValueError, match="text encodings: utf-8"):
+        FileInboundConfig.model_validate({"name": "x", "type": "file", "path": "/tmp", "encoding": encoding, "emit": emit})
+
+
+def test_a_utf16_file_with_a_broken_character_stops_before_any_row(tmp_path: Path) -> None:
+    """In UTF-16 a broken character cannot be refused on its line alone: the run stopped there with
+    a UnicodeDecodeError, half done. The whole file is checked first; a sound one reads as any."""
+    text = "ref,note\n" + "".join(f"R{i},caf\u00e9\n" for i in range(20))
+    rows = read(tmp_path, "e.csv", text.encode("utf-16"), encoding="utf-16")
+    assert len(rows) == 20 and rows[0][1] == {"ref": "R0", "note": "caf\u00e9"}
+    with pytest.raises(BusError, match=r"e\.csv is not utf-16 text at byte [0-9,]+ \(illegal UTF-16 surrogate\); no row was read"):
+        read(tmp_path, "e.csv", text.encode("utf-16")[:100] + b"\x00\xd8A\x00" + text.encode("utf-16-le")[100:], encoding="utf-16")
 
 
 def config_with_csv(tmp_path: Path, header: bytes, map_: dict[str, str]) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 __all__ = ["UnreadableRow", "count_rows", "file_digest", "row_json", "source_path", "source_rows"]
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -24,7 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from bus.config.migrations import MigrationConfig
-from bus.documents import CsvRecord, LineTooLong, bounded_lines, csv_header_problem, csv_records, parse_json, text_codec
+from bus.documents import (
+    CsvRecord,
+    LineTooLong,
+    ascii_compatible,
+    bounded_lines,
+    csv_header_problem,
+    csv_records,
+    parse_json,
+    text_codec,
+    undecodable,
+)
 from bus.errors import BusError
 from bus.jsontext import dumps as json_dumps
 
@@ -107,7 +118,12 @@ def _not_text(config: MigrationConfig, text: str) -> UnreadableRow:
 async def _file_rows(config: MigrationConfig, base_dir: Path) -> AsyncIterator[tuple[str, Any]]:
     """(where, row) per record of a CSV or JSON Lines file; one that cannot be read: (where, UnreadableRow)."""
     path = source_path(config, base_dir)
+    encoding = config.source.file.encoding if config.source.file is not None else "utf-8"
     with _open(config, path) as handle:
+        # UTF-16 or UTF-32: a broken character cannot be refused on its line alone (the reader
+        # stopped there with a UnicodeDecodeError, the run half done); checked whole, first.
+        if not ascii_compatible(encoding) and (why := await asyncio.to_thread(undecodable, handle, encoding)):
+            raise BusError(f"migration {config.name}: {path} is {why}; no row was read")
         try:
             rows = _csv_rows(config, path, handle) if _kind(config) == "csv" else _jsonl_rows(config, path, handle)
             for where, row in rows:
