@@ -271,11 +271,15 @@ def undecodable(handle: TextIO, encoding: str) -> str | None:
                 decoder.decode(block)
             except UnicodeDecodeError as exc:
                 return f"not {encoding} text at byte {at + exc.start:,} ({exc.reason})"
+            except UnicodeError as exc:  # "UTF-16 stream does not start with BOM": no position to name
+                return f"not {encoding} text ({exc}; without a byte order mark, name the order: utf-16-le or utf-16-be)"
             at += len(block)
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
             return f"not {encoding} text: the file ends inside a character ({exc.reason})"
+        except UnicodeError as exc:
+            return f"not {encoding} text ({exc})"
         return None
     finally:
         handle.seek(0)

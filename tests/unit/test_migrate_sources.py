@@ -122,6 +122,9 @@ def test_a_utf16_file_with_a_broken_character_stops_before_any_row(tmp_path: Pat
     assert len(rows) == 20 and rows[0][1] == {"ref": "R0", "note": "caf\u00e9"}
     with pytest.raises(BusError, match=r"e\.csv is not utf-16 text at byte [0-9,]+ \(illegal UTF-16 surrogate\); no row was read"):
         read(tmp_path, "e.csv", text.encode("utf-16")[:100] + b"\x00\xd8A\x00" + text.encode("utf-16-le")[100:], encoding="utf-16")
+    with pytest.raises(BusError, match="without a byte order mark, name the order: utf-16-le or utf-16-be"):
+        read(tmp_path, "e.csv", text.encode("utf-16-le"), encoding="utf-16")  # a UnicodeError, not a UnicodeDecodeError
+    assert len(read(tmp_path, "e.csv", text.encode("utf-16-le"), encoding="utf-16-le")) == 20
 
 
 def config_with_csv(tmp_path: Path, header: bytes, map_: dict[str, str]) -> Path:
