@@ -20,6 +20,7 @@ import logging
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -54,6 +55,7 @@ class Codec:
 
     def __init__(self) -> None:
         self._by_name: dict[str, tuple[int, Any]] = {}
+        self._moments: dict[str, tuple[str, ...]] = {}  # by schema name: its top-level timestamp fields
         self._by_id: dict[int, tuple[str, Any, Any]] = {}  # id -> (name, writer schema, reader schema or None)
         # The same entries by their 5-byte wire header: decoding is one dict lookup, no unpacking.
         self._by_header: dict[bytes, tuple[str, Any, Any]] = {}
@@ -70,6 +72,7 @@ class Codec:
     def add(self, name: str, schema_id: int, parsed_schema: Any) -> None:
         """Make schema ``name`` (registered as ``schema_id``) the writer schema for ``name``."""
         self._by_name[name] = (schema_id, parsed_schema)
+        self._moments[name] = _timestamp_fields(parsed_schema)
         self._remember(schema_id, (name, parsed_schema, None))
 
     def _remember(self, schema_id: int, entry: tuple[str, Any, Any]) -> None:
@@ -143,6 +146,9 @@ class Codec:
         # Ask yes/no first: with raise_errors=True fastavro tries union branches by raising and
         # catching (json-dumping the value each time), 12 us against under 2 for a valid record.
         if validate(record, parsed, raise_errors=False):
+            for field in self._moments[name]:  # most schemas have none
+                if (why := _beyond_the_calendar(record.get(field))) is not None:
+                    raise EventRejected(f"does not match schema {name}: {field} is {why}")
             return
         try:
             validate(record, parsed, raise_errors=True)
@@ -180,9 +186,34 @@ class Codec:
         name, writer, reader = entry
         try:
             record = schemaless_reader(io.BytesIO(payload[5:]), writer, reader)
-        except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError) as exc:
+            # OverflowError: a timestamp or date past the years 1 to 9999, which a producer outside
+            # the hub may write; it came out of the router's plan() and stopped it at every start.
             raise PermanentError(f"undecodable Avro body for schema {name} (id {self.peek_id(payload)}): {exc}") from exc
         return name, record  # type: ignore[return-value]  # record schemas only: add() and learn() take nothing else
+
+
+def _timestamp_fields(schema: Any) -> tuple[str, ...]:
+    """The top-level fields of a record schema that hold a timestamp (alone, or in a union)."""
+    found = []
+    for field in schema.get("fields", ()) if isinstance(schema, dict) else ():
+        kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        if any(isinstance(k, dict) and str(k.get("logicalType", "")).startswith("timestamp-") for k in kinds):
+            found.append(field["name"])
+    return tuple(found)
+
+
+def _beyond_the_calendar(value: Any) -> str | None:
+    """Why a time cannot be read back once written, or None. Avro keeps a timestamp as units since
+    1970 in UTC: 9999-12-31T23:59:59-14:00 is written (its offset keeps it in Python's calendar)
+    and is the year 10000 once read, which no reader can return."""
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        return None
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        return f"{value.isoformat()}, outside the years 1 to 9999 in UTC"
+    return None
 
 
 def _has_surrogate(value: Any) -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import struct
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from fastavro import schemaless_reader
@@ -100,3 +101,25 @@ async def test_records_naming_schema_ids_in_a_flood_do_not_hold_the_reader_on_th
     codec._budget = 1_000_000.0
     await codec.learn_ids(struct.pack(">bI", 0, 2_000_000 + i) for i in range(50))
     assert len(codec._unknown) <= 5  # forgotten past the bound: only asked about again
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14))), datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))],
+    ids=["after-9999", "before-year-1"],
+)
+def test_a_time_no_reader_can_return_is_refused_where_it_is_made_and_read_as_a_dead_letter(moment: datetime) -> None:
+    """9999-12-31T23:59:59-14:00 is in Python's calendar and Avro writes it, but it is the year
+    10000 in UTC, and reading it back raised OverflowError: a sender's time passed the webhook
+    (202), and the record stopped the router at every start. It is refused where the event is
+    made, naming the field; one written by a producer outside the hub is an unreadable record."""
+    catalog = SchemaCatalog.load()
+    codec = Codec()
+    codec.add("Refund", 7, catalog.get("Refund").parsed)
+    refund = {"refund_id": "re_1", "payment_id": "pi_1", "amount": 100, "currency": "usd", "reason": None, "status": "succeeded"}
+    codec.validate("Refund", {**refund, "created_at": datetime(2026, 12, 1, tzinfo=timezone(timedelta(hours=-14)))})  # in range
+    with pytest.raises(EventRejected, match=r"^does not match schema Refund: created_at is .*, outside the years 1 to 9999 in UTC$"):
+        codec.validate("Refund", {**refund, "created_at": moment})
+    written = codec.encode("Refund", {**refund, "created_at": moment})  # as a producer that does not check would write it
+    with pytest.raises(PermanentError, match="undecodable Avro body for schema Refund"):
+        codec.decode(written)
