@@ -42,7 +42,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 from xml.parsers import expat
 
 import xmltodict
@@ -113,13 +113,20 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 # an object (RFC 8259: names SHOULD be unique) was read as its last value, where a signature
 # checker, a gateway or the sender's own log may have read the first: refused. Made once.
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_unique_keys)
+# For answers from systems the config names (a target's answer, a polled API's page, a token
+# endpoint's): a key given twice is read as its last value, as those systems' other clients read
+# it. Refused, one such key in a polled page held the whole source at every poll, and one in a
+# target's 200 had a delivery the target took sent again until it was dead-lettered.
+_LAST_WINS = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
-def parse_json(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
-    """The document in ``data``; ``ValueError`` (with the reason) when it is not JSON or too deep."""
+def parse_json(data: bytes | str, *, max_depth: int = MAX_DEPTH, repeated_keys: Literal["refuse", "last"] = "refuse") -> Any:
+    """The document in ``data``; ``ValueError`` (with the reason) when it is not JSON or too deep.
+    ``repeated_keys="last"`` reads a key given twice in an object as its last value: for what a
+    configured system answers, not for what a sender sends in."""
     try:
         text = data.decode(json.detect_encoding(data), "surrogatepass") if isinstance(data, bytes | bytearray) else data
-        document = _DECODER.decode(text)
+        document = (_DECODER if repeated_keys == "refuse" else _LAST_WINS).decode(text)
     except RecursionError:
         raise ValueError(f"JSON nested more than {max_depth} levels deep") from None
     except ValueError as exc:

@@ -110,7 +110,7 @@ def introspect(url: str, headers: dict[str, str], timeout: float = 15.0) -> Grap
     often turned off in production: save the answer from a test system to a file instead)."""
     try:
         answer = httpx.post(url, json={"query": get_introspection_query()}, headers=headers, timeout=timeout)
-        body = parse_json(answer.content)
+        body = parse_json(answer.content, repeated_keys="last")
     except (httpx.HTTPError, ValueError) as exc:
         raise SchemaError(f"cannot introspect {url}: {exc}") from exc
     data = body.get("data") if isinstance(body, dict) else None

@@ -43,7 +43,7 @@ class GraphQLOutbound(HttpOutbound):
 
     def check_answer(self, method: str, url: str, response: Answer) -> None:
         try:
-            answer = parse_json(response.text)  # nested at most 256 deep: a deeper answer is no GraphQL answer
+            answer = parse_json(response.text, repeated_keys="last")  # nested at most 256 deep: a deeper answer is no GraphQL answer
         except ValueError:
             answer = None
         if not isinstance(answer, dict) or not ("data" in answer or "errors" in answer):

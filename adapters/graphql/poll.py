@@ -250,7 +250,7 @@ class GraphQLPollInbound(Poller[GraphQLPollConfig]):
     @staticmethod
     def _json(response: httpx.Response) -> Any:
         try:
-            return parse_json(response.content)  # nested at most 256 deep, as every document the hub reads
+            return parse_json(response.content, repeated_keys="last")  # nested at most 256 deep, as every document the hub reads
         except ValueError as exc:
             raise RetryableError(
                 f"{response.request.url} answered {response.status_code} with a body that is not JSON: {response.text[:200]!r}"

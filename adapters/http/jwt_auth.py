@@ -123,7 +123,7 @@ class JwtVerifier:
         try:
             response = await self._client.get(self.config.jwks_url)
             response.raise_for_status()
-            keys = jwt.PyJWKSet.from_dict(parse_json(response.content))
+            keys = jwt.PyJWKSet.from_dict(parse_json(response.content, repeated_keys="last"))
         except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as exc:
             self._fetched_at = float("-inf")  # try again on the next request
             raise KeysUnavailable(f"cannot fetch the JWKS from {self.config.jwks_url}: {exc!r}") from exc

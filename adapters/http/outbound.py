@@ -223,7 +223,7 @@ class HttpOutbound(Outbound[HttpOutboundConfig]):
             return  # nothing to judge (204 No Content): a delivery
         said = f"{method} {url} answered {response.status_code}"
         try:
-            answer = parse_json(response.text)
+            answer = parse_json(response.text, repeated_keys="last")
         except ValueError:
             # A proxy's or a maintenance page in a 200: the target itself may answer later.
             raise RetryableError(f"{said} with no JSON to judge refused_when/retry_when by: {response.text[:200]!r}") from None

@@ -205,7 +205,7 @@ class HttpPollInbound(Poller[HttpPollConfig]):
         declared = (response.charset_encoding or "").lower()
         body = response.text if declared and declared not in ("utf-8", "utf8", "us-ascii", "ascii") else response.content
         try:
-            return parse_json(body)  # nested at most 256 deep, as every document the hub reads
+            return parse_json(body, repeated_keys="last")  # nested at most 256 deep, as every document the hub reads
         except ValueError as exc:
             raise RetryableError(
                 f"{response.request.url} answered {response.status_code} with a body that is not JSON: {response.text[:200]!r}"

@@ -61,7 +61,7 @@ class HttpTargetState:
         if not 200 <= status < 300:
             raise PermanentError(f"GET {address[0]} answered {status}: {text[:200]}")
         try:
-            document = parse_json(text)
+            document = parse_json(text, repeated_keys="last")
         except ValueError:
             raise PermanentError(f"GET {address[0]} answered something that is not JSON: {text[:200]!r}") from None
         return document if isinstance(document, dict) else {"(body)": document}

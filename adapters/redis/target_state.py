@@ -70,7 +70,7 @@ class RedisTargetState:
             return None
         text = held.decode(errors="replace")
         try:
-            document = parse_json(text)
+            document = parse_json(text, repeated_keys="last")
         except ValueError:
             return {_TEXT: text}
         return document if isinstance(document, dict) else {_TEXT: text}

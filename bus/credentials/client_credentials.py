@@ -128,7 +128,7 @@ class ClientCredentials:
             # the secret is fixed the next attempt succeeds, and events wait in Kafka meanwhile.
             raise RetryableError(f"{self._what}: token endpoint {c.token_url} refused the client credentials: {status} {_error_of(text)}")
         try:
-            answer = parse_json(text)
+            answer = parse_json(text, repeated_keys="last")
             token = str(answer["access_token"])
         except (ValueError, KeyError, TypeError) as exc:
             raise RetryableError(f"{self._what}: token endpoint answered without an access_token: {text[:200]}") from exc
@@ -140,7 +140,7 @@ class ClientCredentials:
 
 def _error_of(text: str) -> str:
     try:
-        body = parse_json(text)
+        body = parse_json(text, repeated_keys="last")
         return f"{body.get('error', '')} {body.get('error_description', '')}".strip() or text[:200]
     except (ValueError, AttributeError):
         return text[:200]

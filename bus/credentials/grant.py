@@ -101,7 +101,7 @@ class Grant:
         except httpx.HTTPError as exc:
             raise TokenEndpointError(f"connection {c.name}: token endpoint {c.token_url} unreachable: {exc!r}") from exc
         try:
-            body = parse_json(answer.content)  # an answer nested 100,000 deep is no answer, not a RecursionError
+            body = parse_json(answer.content, repeated_keys="last")  # an answer nested 100,000 deep is no answer, not a RecursionError
         except ValueError:
             body = {}
         if answer.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:

@@ -504,3 +504,27 @@ async def test_an_answer_in_a_declared_legacy_charset_is_read_as_declared(tmp_pa
             assert hub.codec.decode(record.value)[1]["name"] == "Müller"
     finally:
         await runner.cleanup()
+
+
+async def test_a_page_that_gives_a_key_twice_is_read_as_the_apis_other_clients_read_it(tmp_path: Path, bootstrap: str) -> None:
+    """An API whose serializer writes a key twice in one record: the whole page was refused as
+    "not JSON" at every poll, and the source stood still. Its last value counts, as in any client."""
+
+    async def handle(request: web.Request) -> web.Response:
+        record = b'{"id": "c1", "email": "old@example.com", "email": "m@example.com", "name": "M", "updated_at": "2024-01-01T00:00:00Z"}'
+        body = b'{"data": [' + record + b"]}"
+        return web.Response(body=body, headers={"Content-Type": "application/json"})
+
+    runner, port = await contacts_api(handle)
+    try:
+        poll = {
+            "url": f"http://127.0.0.1:{port}/api/contacts",
+            "records": "data",
+            "auth": {"type": "api_key", "header": "X-Api-Key", "key": "k"},
+        }
+        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, CrmApi(), poll))) as hub:
+            await wait_published(hub, 1, timeout=20)
+            [record] = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer"))
+            assert hub.codec.decode(record.value)[1]["email"] == "m@example.com"
+    finally:
+        await runner.cleanup()

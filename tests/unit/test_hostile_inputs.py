@@ -75,6 +75,8 @@ def test_a_key_given_twice_in_one_object_is_refused(body: bytes) -> None:
     with pytest.raises(ValueError, match=r"^the key '(amount|id|k)' is given twice in one object"):
         parse_json(body)
     assert parse_json(b'{"a": {"id": 1}, "b": {"id": 2}}') == {"a": {"id": 1}, "b": {"id": 2}}  # one key in two objects
+    # What a configured system answers (a target, a polled API, a token endpoint) is read as its other clients read it.
+    assert parse_json(b'{"k": 1, "k": 2, "n": [{"k": 3, "k": 4}]}', repeated_keys="last") == {"k": 2, "n": [{"k": 4}]}
 
 
 def test_a_number_too_long_to_read_says_so_in_the_senders_terms() -> None:

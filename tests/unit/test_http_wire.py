@@ -449,3 +449,30 @@ async def test_a_nan_or_an_infinity_is_refused_naming_its_field_and_never_sent()
         finally:
             await adapter.stop()
         assert len(seen) == 1  # only the first
+
+
+async def test_a_target_whose_answer_gives_a_key_twice_is_judged_by_the_last_value_and_not_asked_again() -> None:
+    """A 200 whose JSON gives a key twice (an API's serializer bug) was "no JSON to judge
+    refused_when by": the delivery the target had taken was retried, and sent again, until it was
+    dead-lettered. What a configured system answers is read as its other clients read it."""
+    answers = [b'{"ok": false, "ok": true}', b'{"ok": true, "ok": false}']
+    requests: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while answers:
+            requests.append(await read_request(reader))
+            body = answers.pop(0)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    async with raw_server(handler) as url:
+        config = HttpOutboundConfig.model_validate({"name": "erp", "type": "http", "url": str(url), "refused_when": "$answer.ok == false"})
+        adapter = HttpOutbound(config, Context("erp", logging.getLogger("test")))
+        await adapter.start()
+        try:
+            await adapter.deliver(Event(schema="Payment", data={"payment_id": "pi_1"}, source="/t"))  # delivered: the last ok is true
+            with pytest.raises(PermanentError, match="refused"):  # refused by the last value, not retried as "no JSON"
+                await adapter.deliver(Event(schema="Payment", data={"payment_id": "pi_2"}, source="/t"))
+        finally:
+            await adapter.stop()
+    assert len(requests) == 2
