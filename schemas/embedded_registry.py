@@ -395,7 +395,9 @@ class EmbeddedRegistry:
         try:
             body = parse_json(await request.read())
             return _normalise(body["schema"])
-        except (ValueError, KeyError, TypeError):
+        except ValueError as exc:  # not JSON, nested too deep, a key twice: said, not taken for a wrong shape
+            return _error(422, 42201, f'Invalid schema: {exc} (the body must be {{"schema": "<Avro schema JSON>"}})')
+        except (KeyError, TypeError):
             return _error(422, 42201, 'Invalid schema: the body must be {"schema": "<Avro schema JSON>"}')
 
     def app(self) -> web.Application:
