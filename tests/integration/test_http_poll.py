@@ -482,14 +482,11 @@ async def test_an_overlap_reads_a_record_that_became_visible_late_once(tmp_path:
     assert "2026-03-01T09:55:05Z" in asked, sorted(set(filter(None, asked)))  # five minutes before the position, as the API writes it
 
 
-async def test_an_answer_in_a_declared_legacy_charset_is_read_as_declared(tmp_path: Path, bootstrap: str) -> None:
-    """A legacy API answers ISO-8859-1 and says so (`charset=`): read as UTF-8, every poll failed
-    as "a body that is not JSON", for good."""
+async def the_record_polled_from(tmp_path: Path, bootstrap: str, body: bytes, content_type: str) -> dict[str, Any]:
+    """The one Customer an API serving ``body`` as its only page is polled into."""
 
     async def handle(request: web.Request) -> web.Response:
-        page = {"data": [{"id": "c1", "email": "m@example.com", "name": "Müller", "updated_at": "2024-01-01T00:00:00Z"}]}
-        body = json.dumps(page, ensure_ascii=False).encode("iso-8859-1")
-        return web.Response(body=body, headers={"Content-Type": "application/json; charset=ISO-8859-1"})
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     runner, port = await contacts_api(handle)
     try:
@@ -501,30 +498,23 @@ async def test_an_answer_in_a_declared_legacy_charset_is_read_as_declared(tmp_pa
         async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, CrmApi(), poll))) as hub:
             await wait_published(hub, 1, timeout=20)
             [record] = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer"))
-            assert hub.codec.decode(record.value)[1]["name"] == "Müller"
+            return hub.codec.decode(record.value)[1]
     finally:
         await runner.cleanup()
+
+
+async def test_an_answer_in_a_declared_legacy_charset_is_read_as_declared(tmp_path: Path, bootstrap: str) -> None:
+    """A legacy API answers ISO-8859-1 and says so (`charset=`): read as UTF-8, every poll failed
+    as "a body that is not JSON", for good."""
+    page = {"data": [{"id": "c1", "email": "m@example.com", "name": "Müller", "updated_at": "2024-01-01T00:00:00Z"}]}
+    body = json.dumps(page, ensure_ascii=False).encode("iso-8859-1")
+    customer = await the_record_polled_from(tmp_path, bootstrap, body, "application/json; charset=ISO-8859-1")
+    assert customer["name"] == "Müller"
 
 
 async def test_a_page_that_gives_a_key_twice_is_read_as_the_apis_other_clients_read_it(tmp_path: Path, bootstrap: str) -> None:
     """An API whose serializer writes a key twice in one record: the whole page was refused as
     "not JSON" at every poll, and the source stood still. Its last value counts, as in any client."""
-
-    async def handle(request: web.Request) -> web.Response:
-        record = b'{"id": "c1", "email": "old@example.com", "email": "m@example.com", "name": "M", "updated_at": "2024-01-01T00:00:00Z"}'
-        body = b'{"data": [' + record + b"]}"
-        return web.Response(body=body, headers={"Content-Type": "application/json"})
-
-    runner, port = await contacts_api(handle)
-    try:
-        poll = {
-            "url": f"http://127.0.0.1:{port}/api/contacts",
-            "records": "data",
-            "auth": {"type": "api_key", "header": "X-Api-Key", "key": "k"},
-        }
-        async with build_hub(write_config(tmp_path / "bus.yaml", config(bootstrap, CrmApi(), poll))) as hub:
-            await wait_published(hub, 1, timeout=20)
-            [record] = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Customer"))
-            assert hub.codec.decode(record.value)[1]["email"] == "m@example.com"
-    finally:
-        await runner.cleanup()
+    record = b'{"id": "c1", "email": "old@example.com", "email": "m@example.com", "name": "M", "updated_at": "2024-01-01T00:00:00Z"}'
+    customer = await the_record_polled_from(tmp_path, bootstrap, b'{"data": [' + record + b"]}", "application/json")
+    assert customer["email"] == "m@example.com"
