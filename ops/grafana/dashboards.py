@@ -132,7 +132,8 @@ def overview() -> dict[str, Any]:
                 description="rejected and unauthorized (4xx to the sender), unavailable (Kafka did not ack in time), "
                 "dead_lettered (kept on the inbound DLQ); and requests the webhook server refused before any adapter "
                 "saw them: no_route (a sender posting to a path no adapter serves), method_not_allowed, malformed, "
-                "head_too_large, upgrade, transfer_coding, pipelined, too_many_connections.",
+                "head_too_large, upgrade, transfer_coding, pipelined, too_many_connections; and, as the ops server, "
+                "requests to the ops port that are not HTTP (malformed, head_too_large).",
             ),
             _panel(
                 "Routed per route",
