@@ -446,6 +446,11 @@ async def test_a_sentinel_failover_loses_nothing_read_or_written(tmp_path: Path,
                 for i in range(10, 20):
                     await promoted.xadd("orders", order(i))
                 await until_true(lambda: written(promoted, 20), "all twenty written", timeout=60)
+
+                async def none_pending() -> bool:  # each entry is acknowledged just after its write
+                    return (await promoted.xpending("orders", "bus-orders"))["pending"] == 0
+
+                await until_true(none_pending, "every entry acknowledged", timeout=30)
                 pending = await promoted.xpending("orders", "bus-orders")
             assert await written(promoted, 20)
             assert pending["pending"] == 0

@@ -57,9 +57,10 @@ async def test_an_expires_in_no_clock_can_use_is_a_default_lifetime_not_a_failed
         async with httpx.AsyncClient() as client:
             started = time.monotonic()
             tokens = {await credentials.token(via_httpx(client)) for _ in range(20)}
+            took = time.monotonic() - started  # the fetch itself: seconds on a loaded machine
             assert len(tokens) == 1 and api.tokens_issued == 1  # a token, used for the burst (it raised ValueError before)
             refresh_in = credentials._refresh_at - started  # when the next fetch is due is the behaviour here
-            assert lives - min(60.0, lives / 10) - 1 <= refresh_in <= lives, (said, refresh_in)
+            assert lives - min(60.0, lives / 10) - 1 <= refresh_in <= lives + took, (said, refresh_in, took)
     finally:
         await api.stop()
 
