@@ -269,8 +269,12 @@ def ascii_compatible(encoding: str) -> bool:
 
 
 def undecodable(handle: TextIO, encoding: str) -> str | None:
-    """Why the file under ``handle`` (opened, nothing read yet) is not text in ``encoding``, or None;
-    read through once, a block at a time, then put back at its start."""
+    """Why the file under ``handle`` (opened, nothing read yet) is not text in ``encoding``, or None.
+    Only for an encoding that is not ``ascii_compatible`` (UTF-16, UTF-32), where one broken
+    character loses the lines after it: the file is read through once, a block at a time, then put
+    back at its start. In the others a broken line is refused alone, so None at once."""
+    if ascii_compatible(encoding):
+        return None
     decoder, at = codecs.getincrementaldecoder(encoding)(), 0
     try:
         while block := handle.buffer.read(1 << 20):

@@ -19,7 +19,6 @@ from bus.adapter_api import (
     EventSink,
     Intake,
     LineTooLong,
-    ascii_compatible,
     bounded_lines,
     csv_header_problem,
     csv_records,
@@ -55,7 +54,7 @@ def rows(handle: TextIO, kind: str, delimiter: str, encoding: str) -> Iterator[t
     # In UTF-16 or UTF-32 a broken character (a file cut at an odd byte) cannot be kept for its line
     # alone: the reader stopped there with a UnicodeDecodeError after the rows before it were on
     # Kafka, and the file went to failed/ half imported. Checked whole, before any row.
-    if not ascii_compatible(encoding) and (why := undecodable(handle, encoding)):
+    if why := undecodable(handle, encoding):
         raise Unreadable(f"{why}; no row was read")
 
     if kind == "jsonl":

@@ -28,7 +28,6 @@ from bus.config.migrations import MigrationConfig
 from bus.documents import (
     CsvRecord,
     LineTooLong,
-    ascii_compatible,
     bounded_lines,
     csv_header_problem,
     csv_records,
@@ -122,7 +121,7 @@ async def _file_rows(config: MigrationConfig, base_dir: Path) -> AsyncIterator[t
     with _open(config, path) as handle:
         # UTF-16 or UTF-32: a broken character cannot be refused on its line alone (the reader
         # stopped there with a UnicodeDecodeError, the run half done); checked whole, first.
-        if not ascii_compatible(encoding) and (why := await asyncio.to_thread(undecodable, handle, encoding)):
+        if why := await asyncio.to_thread(undecodable, handle, encoding):
             raise BusError(f"migration {config.name}: {path} is {why}; no row was read")
         try:
             rows = _csv_rows(config, path, handle) if _kind(config) == "csv" else _jsonl_rows(config, path, handle)
