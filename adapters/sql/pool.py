@@ -106,7 +106,14 @@ _STRICT = "sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL
 
 
 async def open_pool(
-    dsn: str, size: int, *, what: str, autocommit: bool = False, statement_timeout: float | None = None, writes: bool = False
+    dsn: str,
+    size: int,
+    *,
+    what: str,
+    autocommit: bool = False,
+    statement_timeout: float | None = None,
+    writes: bool = False,
+    lenient_times: bool = False,
 ) -> Any:
     """autocommit (MariaDB/MySQL): every statement its own transaction, so a reader sees each new
     commit (under REPEATABLE READ, an open transaction would keep showing its first snapshot).
@@ -117,12 +124,20 @@ async def open_pool(
     nothing said so. On PostgreSQL the driver cancels the statement (TimeoutError); on
     MariaDB/MySQL the lock waits (rows and metadata) end with error 1205.
 
-    writes (MariaDB/MySQL): the sessions are in strict mode (``_STRICT``)."""
+    writes (MariaDB/MySQL): the sessions are in strict mode (``_STRICT``).
+
+    lenient_times (PostgreSQL): a date or time Python cannot hold (past year 9999, BC) is read as
+    PostgreSQL's text of it, not an error that fails the whole query (``pg_times``): for pools
+    that read rows."""
     try:
         if is_postgres(dsn):
             import asyncpg
 
             target, options = postgres_connection(dsn)
+            if lenient_times:
+                from adapters.sql import pg_times
+
+                options["init"] = pg_times.install
             return await asyncpg.create_pool(target, min_size=1, max_size=size, timeout=10, command_timeout=statement_timeout, **options)
         import aiomysql
 
