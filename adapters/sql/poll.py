@@ -19,8 +19,9 @@ With only ``id`` (no timestamp column) the adapter reads inserts, not updates, a
 become visible in order (a sequence handed out in one transaction and committed after a later one
 can be passed by: use a timestamp column when writers overlap).
 
-Some rows the watermark cannot reach: a NULL in the watermark column is never read, and a time
-stamped far ahead (a typo'd year, 'infinity') is read only when that time comes. Every
+Some rows the watermark cannot reach: a NULL in the watermark column is never read, a MariaDB
+zero date (0000-00-00, a legacy column's default) sorts first and is read only by a poll from the
+start, and a time stamped far ahead (a typo'd year, 'infinity') is read only when that time comes. Every
 ``stray_check`` the adapter looks for them (by the watermark's index, at most 1,000 of each) and
 says so: a WARNING when what it finds changes, and the count and first ids in the adapter's
 progress (``/readyz`` detail, the management API, ``bus_adapter_progress{measure="stray_rows"}``).
@@ -192,14 +193,22 @@ class _Queries:
     @staticmethod
     def _strays(config: SqlPollConfig, postgres: bool, where: list[str], timeless: bool) -> dict[str, str]:
         """What looks for rows the watermark cannot reach, by kind: NULL in the watermark column
-        (never read), and, for a time column (``settle`` on), times more than ``stray_ahead`` after
-        the database's now (read only then). Each is a range of the watermark's index."""
+        (never read); on MariaDB/MySQL, the zero date in a time column (read only by a poll from
+        the start); and, for a time column (``settle`` on), times more than ``stray_ahead`` after
+        the database's now (read only then). Each is a range of the watermark's index.
+
+        MariaDB's ``IS NULL`` also matches the zero date in a NOT NULL date column (an ODBC
+        convenience): the rows a backfill had read were said to be NULL and never read. ``<=>
+        NULL`` means NULL alone."""
         mark = config.watermark
         if mark.column is None or config.stray_check is None:
             return {}
         head = f"SELECT {mark.id}, {mark.column} FROM {config.table} WHERE "  # noqa: S608 (checked identifiers)
         limit = f" LIMIT {_STRAYS_COUNTED + 1}"
-        found = {"null": head + " AND ".join([*where, f"{mark.column} IS NULL"]) + f" ORDER BY {mark.id}" + limit}
+        null = f"{mark.column} IS NULL" if postgres else f"{mark.column} <=> NULL"
+        found = {"null": head + " AND ".join([*where, null]) + f" ORDER BY {mark.id}" + limit}
+        if not postgres and not timeless:
+            found["zero"] = head + " AND ".join([*where, f"{mark.column} = '0000-00-00'"]) + f" ORDER BY {mark.id}" + limit
         if config.settle.total_seconds() and not timeless:
             ahead = config.stray_ahead.total_seconds()
             clock = f"NOW(6) + INTERVAL {round(ahead * 1_000_000)} MICROSECOND"
@@ -501,6 +510,11 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
             named = ", ".join(str(row[mark.id]) for row in rows[:_STRAYS_NAMED]) + (", ..." if len(rows) > _STRAYS_NAMED else "")
             if kind == "null":
                 found[kind] = f"{count} row(s) with {mark.column} NULL are never read ({mark.id} {named})"
+            elif kind == "zero":
+                found[kind] = (
+                    f"{count} row(s) with {mark.column} 0000-00-00 (the zero date, a legacy column's default) are read only "
+                    f"by a poll from the start: a row stamped so after the poll moved on is never read ({mark.id} {named})"
+                )
             else:
                 first = _text(rows[0][mark.column])
                 ahead = self.config.stray_ahead.total_seconds()

@@ -271,6 +271,30 @@ async def test_rows_the_watermark_cannot_reach_are_said(
             assert REGISTRY.get_sample_value("bus_adapter_progress", labels) is None
 
 
+async def test_mariadb_zero_dates_in_the_watermark_are_said_as_what_they_are(tmp_path: Path, bootstrap: str) -> None:
+    """A legacy MariaDB column ``NOT NULL DEFAULT '0000-00-00 00:00:00'`` (an application that
+    stamps only its updates): the zero date sorts first, so rows stamped so are read by a poll
+    from the start, and one inserted so later is never read. ``IS NULL`` matches the zero date in
+    such a column: the rows the backfill had read were said to be NULL and never read. They are
+    said as zero dates, the row inserted later among them; a real NULL would still be said so."""
+    dsn = DATABASES["mariadb"][2]
+    async with table_in("mariadb") as table:
+        await run_sql("mariadb", dsn, f"ALTER TABLE {table} MODIFY updated_at datetime(6) NOT NULL DEFAULT '0000-00-00 00:00:00'")
+        await run_sql("mariadb", dsn, f"INSERT INTO {table} (id, cust_nm, email) VALUES (1, 'Z', 'z@x.io'), (2, 'Z', 'z@x.io')")
+        await run_sql("mariadb", dsn, insert_rows(table, range(3, 5), lambda i: "2020-01-01 00:00:00"))
+        config = hub_config(bootstrap, dsn, table, stray_check="300ms")
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            [poll] = hub.inbound
+            ids = await wait_published(hub, 4)
+            assert {i.split("@")[0] for i in ids} == {f"legacy:{n}" for n in range(1, 5)}, ids  # the zero-dated rows read first
+            await run_sql("mariadb", dsn, f"INSERT INTO {table} (id, cust_nm, email) VALUES (5, 'Z', 'z@x.io')")
+            await until(lambda: poll.progress().get("stray_rows") == 3, "three zero-dated rows counted", timeout=30)
+            strays = str(poll.progress()["strays"])
+            assert "3 row(s) with updated_at 0000-00-00" in strays and "(id 1, 2, 5)" in strays, strays
+            assert "NULL" not in strays, strays
+            assert len(await published(hub)) == 4  # what the zero date hides: the row inserted after the poll moved on
+
+
 @pytest.mark.parametrize("kind", list(DATABASES))
 async def test_a_table_whose_watermark_may_not_pick_out_one_row_is_said(
     kind: str, tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
