@@ -87,6 +87,7 @@ class SftpInbound(Inbound[SftpInboundConfig]):
         self._seen: dict[str, tuple[int, int, float]] = {}
         self._digests: dict[str, dict[str, str]] | None = None  # what done/ holds, by content
         self._stuck: dict[str, str] = {}  # imported, not moved out: name -> why (not fetched again while the hub runs)
+        self._unsafe: list[str] = []  # names the server listed that no file in the folder can have ("../x", "a/b")
         # after: delete or keep: the files read, name -> [size, mtime, outcome], and the contents read
         # (sha256 -> file, time; the newest _DIGESTS_KEPT), as saved on the checkpoint topic.
         self._memory: dict[str, Any] | None = None
@@ -116,12 +117,20 @@ class SftpInbound(Inbound[SftpInboundConfig]):
         return {"files": self.files}
 
     def attention(self) -> str:
-        if not self._stuck:
-            return ""
-        names = ", ".join(f"{name} ({why})" for name, why in list(self._stuck.items())[:5])
+        said = [self._unsafe_said()] if self._unsafe else []
+        if self._stuck:
+            names = ", ".join(f"{name} ({why})" for name, why in list(self._stuck.items())[:5])
+            said.append(
+                f"{len(self._stuck)} file(s) imported and not put away on the server (moved to done/, or deleted): {names}; not "
+                "fetched again while the hub runs: move them away, or they are imported again after a restart"
+            )
+        return "; ".join(said)
+
+    def _unsafe_said(self) -> str:
+        names = ", ".join(repr(name) for name in self._unsafe[:5]) + (", ..." if len(self._unsafe) > 5 else "")
         return (
-            f"{len(self._stuck)} file(s) imported and not put away on the server (moved to done/, or deleted): {names}; not "
-            "fetched again while the hub runs: move them away, or they are imported again after a restart"
+            f"the server listed {len(self._unsafe)} name(s) in {self.config.path} that no file there can have ({names}: a "
+            "name holding '/' reaches outside the folder); passed over"
         )
 
     def _said(self, problem: str) -> None:
@@ -213,6 +222,11 @@ class SftpInbound(Inbound[SftpInboundConfig]):
         for entry in sorted(await self._sftp.readdir(self.config.path), key=lambda e: str(e.filename)):
             name, attrs = str(entry.filename), entry.attrs
             if name in (".", "..", *_OWN) or name.startswith(_PROBE) or name.endswith(_MANIFEST):
+                continue
+            if "/" in name or "\0" in name:  # a server's bug, or a hostile one: joined to the path, "../x" is another folder's file
+                if name not in self._unsafe:
+                    self._unsafe.append(name)
+                    self.ctx.logger.warning("%s: %s", self._where, self._unsafe_said())
                 continue
             if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY or not fnmatch.fnmatchcase(name, self.config.pattern):
                 continue

@@ -394,3 +394,32 @@ async def test_a_password_login_fetches_and_a_wrong_password_is_refused_with_not
             assert (await healthy(hub.inbound[0])).ok
     finally:
         await bank.stop()
+
+
+async def test_names_a_server_lists_that_reach_outside_the_folder_are_passed_over(
+    tmp_path: Path, bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that lists ``../outside.csv`` or ``inner/deep.csv`` in the drop folder (a bug of
+    its own, or a hostile one): joined to the folder's path, such a name is another folder's
+    file, which the hub fetched, published and moved away. No file in the folder can have such a
+    name: it is passed over and said (WARNING, the console's "need attention"), and the folder's
+    own files are read as usual."""
+    from tests.support.hostile_sftp import hostile_sftp
+
+    root = tmp_path / "server"
+    (root / "drop" / "inner").mkdir(parents=True)
+    (root / "outside.csv").write_bytes(b"ref,cents,cur\nout1,100,EUR\n")
+    (root / "drop" / "inner" / "deep.csv").write_bytes(b"ref,cents,cur\ndeep1,100,EUR\n")
+    (root / "drop" / "own.csv").write_bytes(b"ref,cents,cur\nown1,100,EUR\n")
+    async with hostile_sftp(root, [b"../outside.csv", b"inner/deep.csv"]) as server:
+        config = hub_config(bootstrap, server.config("/drop", pattern="*.csv"))
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            await moved(root / "drop" / "done" / "own.csv")
+            [partner] = hub.inbound
+            await until(lambda: "'../outside.csv', 'inner/deep.csv'" in partner.attention(), "the names said", timeout=30)
+            await asyncio.sleep(1.0)  # five more polls: nothing else is taken
+            assert [i.split(":")[-1] for i in await payments(hub)] == ["2"], "only own.csv's row"
+            assert (root / "outside.csv").exists() and (root / "drop" / "inner" / "deep.csv").exists()
+            assert not (root / "done").exists() and not (root / "drop" / "inner" / "done").exists()
+            said = [r for r in caplog.records if "reaches outside the folder" in r.getMessage()]
+            assert [r.levelname for r in said] == ["WARNING", "WARNING"], caplog.text  # once per name, not at every poll
