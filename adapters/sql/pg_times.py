@@ -44,20 +44,15 @@ def _era(year: int) -> str:
     return "" if year > 0 else " BC"
 
 
-def _cycles(count: int, cycle: int) -> tuple[int, int]:
-    """``count`` as (400-year cycles, the rest): the rest falls in 2000 to 2399, which Python holds."""
-    return divmod(count, cycle)
-
-
 def _date_text(days: int) -> str:
-    cycles, rest = _cycles(days, _CYCLE_DAYS)
+    cycles, rest = divmod(days, _CYCLE_DAYS)  # whole 400-year cycles, and a rest in 2000 to 2399, which Python holds
     day = _Y2K_DATE + dt.timedelta(days=rest)
     year = day.year + 400 * cycles
     return f"{_year(year)}-{day.month:02d}-{day.day:02d}{_era(year)}"
 
 
 def _time_text(microseconds: int, zone: str) -> str:
-    cycles, rest = _cycles(microseconds, _CYCLE_MICROSECONDS)
+    cycles, rest = divmod(microseconds, _CYCLE_MICROSECONDS)
     moment = _Y2K + dt.timedelta(microseconds=rest)
     year = moment.year + 400 * cycles
     fraction = f".{moment.microsecond:06d}".rstrip("0") if moment.microsecond else ""

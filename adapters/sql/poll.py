@@ -94,7 +94,8 @@ def _queries_for(config: SqlPollConfig, found: tuple[str, int | None] | None, *,
     if found is not None and not holds_time(found[0]):
         return _Queries(config, postgres=postgres, transactions=transactions, timeless=True)
     step = time_step(*found) if found is not None and config.settle.total_seconds() else None
-    return _Queries(config, postgres=postgres, transactions=transactions, step=step if step and step >= _FINEST_STEP else 0.0)
+    step = step if step and step >= _FINEST_STEP else 0.0
+    return _Queries(config, postgres=postgres, transactions=transactions, step=step, zero_dates=found is not None and not postgres)
 
 
 _CLOCK_TOLERANCE = dt.timedelta(seconds=60)  # the database's clock may fall behind this host's by this much unsaid
@@ -112,7 +113,16 @@ def _text(value: Any) -> str:
 class _Queries:
     """The statements of one table, built once at start from checked identifiers."""
 
-    def __init__(self, config: SqlPollConfig, *, postgres: bool, transactions: bool, step: float = 0.0, timeless: bool = False) -> None:
+    def __init__(
+        self,
+        config: SqlPollConfig,
+        *,
+        postgres: bool,
+        transactions: bool,
+        step: float = 0.0,
+        timeless: bool = False,
+        zero_dates: bool = False,
+    ) -> None:
         mark = config.watermark
         columns = config.columns
         if "*" not in columns:
@@ -152,7 +162,7 @@ class _Queries:
         self.since = head + where(since) + tail if since else ""
         # The database's clock, as wall-clock time (what a column without a zone holds) and as a moment.
         self.clock = "SELECT localtimestamp AS wall, now() AS moment" if postgres else "SELECT NOW(6) AS wall, NULL AS moment"
-        self.strays = self._strays(config, postgres, [f"({config.where})"] if config.where else [], timeless)
+        self.strays = self._strays(config, postgres, [f"({config.where})"] if config.where else [], timeless, zero_dates)
         self.postgres = postgres
         self.transactions = transactions
         self.keyed = mark.column is not None
@@ -191,10 +201,10 @@ class _Queries:
         return f"LEAST({clock}, COALESCE({oldest}, '9999-12-31 23:59:59'))"
 
     @staticmethod
-    def _strays(config: SqlPollConfig, postgres: bool, where: list[str], timeless: bool) -> dict[str, str]:
+    def _strays(config: SqlPollConfig, postgres: bool, where: list[str], timeless: bool, zero_dates: bool) -> dict[str, str]:
         """What looks for rows the watermark cannot reach, by kind: NULL in the watermark column
-        (never read); on MariaDB/MySQL, the zero date in a time column (read only by a poll from
-        the start); and, for a time column (``settle`` on), times more than ``stray_ahead`` after
+        (never read); on MariaDB/MySQL, the zero date in a column the catalog says holds a time
+        (``zero_dates``: read only by a poll from the start); and, for a time column (``settle`` on), times more than ``stray_ahead`` after
         the database's now (read only then). Each is a range of the watermark's index.
 
         MariaDB's ``IS NULL`` also matches the zero date in a NOT NULL date column (an ODBC
@@ -207,7 +217,7 @@ class _Queries:
         limit = f" LIMIT {_STRAYS_COUNTED + 1}"
         null = f"{mark.column} IS NULL" if postgres else f"{mark.column} <=> NULL"
         found = {"null": head + " AND ".join([*where, null]) + f" ORDER BY {mark.id}" + limit}
-        if not postgres and not timeless:
+        if zero_dates:  # compared with another type's values, '0000-00-00' would be a warning at every look
             found["zero"] = head + " AND ".join([*where, f"{mark.column} = '0000-00-00'"]) + f" ORDER BY {mark.id}" + limit
         if config.settle.total_seconds() and not timeless:
             ahead = config.stray_ahead.total_seconds()
