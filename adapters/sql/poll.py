@@ -268,7 +268,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
         migration also wrote: written again by key, not doubled)."""
         dsn = config.dsn.get_secret_value()
         postgres = is_postgres(dsn)
-        pool = await open_pool(dsn, 1, what=f"sql_poll {config.name}", lenient_times=True)
+        pool = await open_pool(dsn, 1, what=f"sql_poll {config.name}", reads_rows=True)
         try:
             fetch = functools.partial(fetch_rows, pool, postgres=postgres)
             column = await _watermark_type(fetch, config, postgres)
@@ -372,7 +372,7 @@ class SqlPollInbound(Inbound[SqlPollConfig]):
                 if self._pool is None:
                     what = f"sql_poll {self.config.name} ({self._where})"
                     self._pool = await open_pool(
-                        self._dsn, 1, what=what, autocommit=True, statement_timeout=self.config.statement_timeout_s, lenient_times=True
+                        self._dsn, 1, what=what, autocommit=True, statement_timeout=self.config.statement_timeout_s, reads_rows=True
                     )
                 if not self._keys_checked:
                     self._keys_checked = True

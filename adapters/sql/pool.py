@@ -113,7 +113,7 @@ async def open_pool(
     autocommit: bool = False,
     statement_timeout: float | None = None,
     writes: bool = False,
-    lenient_times: bool = False,
+    reads_rows: bool = False,
 ) -> Any:
     """autocommit (MariaDB/MySQL): every statement its own transaction, so a reader sees each new
     commit (under REPEATABLE READ, an open transaction would keep showing its first snapshot).
@@ -126,18 +126,18 @@ async def open_pool(
 
     writes (MariaDB/MySQL): the sessions are in strict mode (``_STRICT``).
 
-    lenient_times (PostgreSQL): a date or time Python cannot hold (past year 9999, BC) is read as
-    PostgreSQL's text of it, not an error that fails the whole query (``pg_times``): for pools
-    that read rows."""
+    reads_rows (PostgreSQL): the rows read are made into events: values come as ``pg_values``
+    says (uuid and inet as text; a date or time Python cannot hold as PostgreSQL's text of it, not
+    an error that fails the whole query)."""
     try:
         if is_postgres(dsn):
             import asyncpg
 
             target, options = postgres_connection(dsn)
-            if lenient_times:
-                from adapters.sql import pg_times
+            if reads_rows:
+                from adapters.sql import pg_values
 
-                options["init"] = pg_times.install
+                options["init"] = pg_values.install
             return await asyncpg.create_pool(target, min_size=1, max_size=size, timeout=10, command_timeout=statement_timeout, **options)
         import aiomysql
 

@@ -195,7 +195,7 @@ async def _sql_rows(config: MigrationConfig) -> AsyncIterator[tuple[str, Any]]:
     assert source is not None
     dsn = source.dsn.get_secret_value()
     query = source.query or f"SELECT * FROM {source.table}"  # noqa: S608 - the table name matches ^[A-Za-z_][A-Za-z0-9_.]*$
-    pool = await open_pool(dsn, 1, what=f"migration {config.name}", lenient_times=True)
+    pool = await open_pool(dsn, 1, what=f"migration {config.name}", reads_rows=True)
     n = 0
     try:
         if is_postgres(dsn):

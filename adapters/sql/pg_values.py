@@ -1,17 +1,25 @@
-"""Reading PostgreSQL dates and times that Python cannot hold, as the text PostgreSQL prints.
+"""PostgreSQL values as the hub's readers take them: as JSON would hold them where asyncpg gives
+Python objects a mapping cannot use, and never an error for one value.
 
-PostgreSQL keeps dates from 4713 BC to 5874897 AD; Python's from year 1 to 9999. asyncpg raised
-for a single value outside Python's range (a typo'd ``20224-01-01``, a ``0044-03-15 BC``), and
-the whole query with it: a ``sql_poll`` failed at every poll on that one row and read nothing
-after it, a migration stopped there. Connections that read rows (``open_pool(...,
-lenient_times=True)``) decode ``date``, ``timestamp`` and ``timestamptz`` here instead: a value
-Python holds arrives as asyncpg gives it (``infinity`` too, as ``date.max``/``datetime.max``), one
-it cannot as PostgreSQL's own text of it (``10000-01-01``, ``0044-03-15 00:00:00 BC``,
-``10000-01-01 00:00:00+00``), as MariaDB's driver hands a date it cannot hold (``0000-00-00``).
-The row goes on; a mapping that puts the value into a time refuses that row with the value named
-(a dead letter, a refused row of a migration), and one that does not use it is not held up.
+Connections that read rows (``open_pool(..., reads_rows=True)``: ``sql_poll``, a migration's
+SQL source) install these codecs:
 
-Values are decoded from PostgreSQL's binary form (counts of days or microseconds since
+- ``uuid``, ``inet``, ``cidr``, ``bit`` and ``varbit`` come as their text, as ``postgres_cdc``
+  gives them (pgoutput sends text). asyncpg gave ``UUID`` and ``ipaddress`` objects: a table
+  keyed by uuid mapped as ``customer_id: id`` had every row refused ("of type UUID, expected
+  string"), and ``lower(id)`` failed.
+- ``date``, ``timestamp`` and ``timestamptz`` come as asyncpg gives them (``infinity`` too, as
+  ``date.max``/``datetime.max``), but for a value Python cannot hold. PostgreSQL keeps dates from
+  4713 BC to 5874897 AD, Python from year 1 to 9999, and asyncpg raised for one value outside
+  (a typo'd ``20224-01-01``, a ``0044-03-15 BC``), failing the whole query: a ``sql_poll`` failed
+  at every poll on that one row and read nothing after it, a migration stopped there. Such a
+  value comes as PostgreSQL's own text of it (``10000-01-01``, ``0044-03-15 00:00:00 BC``,
+  ``10000-01-01 00:00:00+00``), as MariaDB's driver hands a date it cannot hold
+  (``0000-00-00``). The row goes on; a mapping that puts the value into a time refuses that row
+  with the value named (a dead letter, a refused row of a migration), and one that does not use
+  it is not held up.
+
+Times are decoded from PostgreSQL's binary form (counts of days or microseconds since
 2000-01-01), so the text does not depend on the session's DateStyle or TimeZone; the cost is
 about a third of a microsecond per value (measured against asyncpg's own decoder, 200,000 rows).
 The encoders take what asyncpg's take, and that text back (a position saved from such a row)."""
@@ -153,7 +161,12 @@ _CODECS = {
 }
 
 
+_AS_TEXT = ("uuid", "inet", "cidr", "bit", "varbit")
+
+
 async def install(connection: Any) -> None:
-    """Decode this asyncpg connection's dates and times as the module says (a pool's ``init``)."""
+    """Decode this asyncpg connection's values as the module says (a pool's ``init``)."""
     for name, (encoder, decoder) in _CODECS.items():
         await connection.set_type_codec(name, schema="pg_catalog", encoder=encoder, decoder=decoder, format="tuple")
+    for name in _AS_TEXT:
+        await connection.set_type_codec(name, schema="pg_catalog", encoder=str, decoder=str, format="text")

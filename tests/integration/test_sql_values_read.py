@@ -1,12 +1,15 @@
-"""PostgreSQL dates and times that Python cannot hold (past year 9999, BC), against this machine's
-PostgreSQL: one such value failed the whole query, so a ``sql_poll`` read nothing after that row
-at any poll, and a migration stopped at it.
+"""PostgreSQL values as ``sql_poll`` and ``bus migrate`` read them, against this machine's
+PostgreSQL: a date or time that Python cannot hold (past year 9999, BC) failed the whole query, so
+a ``sql_poll`` read nothing after that row at any poll, and a migration stopped at it; a uuid or
+an inet came as a Python object no string field takes, so a table keyed by uuid had every row
+refused.
 
-- the text a reader gets for such a value is PostgreSQL's own, to the character, for thousands of
-  values of each type; values Python holds come as asyncpg gives them; and a value read goes back
-  into a query as the same value;
+- the text a reader gets for a time beyond Python's years is PostgreSQL's own, to the character,
+  for thousands of values of each type; values Python holds come as asyncpg gives them; and a
+  value read goes back into a query as the same value;
 - ``sql_poll`` reads on past such rows: one whose odd value the mapping does not use is published,
-  one whose odd value the mapping puts into a time is parked with the value named;
+  one whose odd value the mapping puts into a time is parked with the value named; a uuid key and
+  an inet are mapped into string fields as their text;
 - ``bus migrate plan`` over such a table refuses exactly those rows, naming the value.
 """
 
@@ -45,6 +48,8 @@ ROWS = {
     7: ("2001-02-03", "2025-02-03 04:05:06"),
 }
 MAPPED_ODDLY = {4: "20224-05-01 10:00:00.5", 5: "0300-01-01 00:00:00 BC"}
+# The uuid key and the inet go into string fields as they are: no str() needed.
+MAP = {"lead_id": "ref", "company": "lower(ref)", "email": "email", "source": "seen_from", "updated_at": "archived_at"}
 
 
 @asynccontextmanager
@@ -56,8 +61,8 @@ async def odd_table() -> AsyncIterator[str]:
     connection = await asyncpg.connect(DSN)
     try:
         await connection.execute(
-            f"CREATE TABLE {table} (id integer PRIMARY KEY, email text, born date, archived_at timestamp, "
-            "updated_at timestamptz NOT NULL DEFAULT '2025-06-01 08:00:00+00')"
+            f"CREATE TABLE {table} (id integer PRIMARY KEY, ref uuid NOT NULL DEFAULT gen_random_uuid(), email text, born date, "
+            "archived_at timestamp, seen_from inet DEFAULT '10.1.2.3', updated_at timestamptz NOT NULL DEFAULT '2025-06-01 08:00:00+00')"
         )
         for ident, (born, archived) in ROWS.items():
             await connection.execute(
@@ -86,7 +91,7 @@ async def test_the_text_is_postgresqls_own_and_goes_back_as_the_same_value() -> 
         values.append(f"{year:04d}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d} {clock}{era}")
     # The server's own text in UTC and ISO style, which the hub's text follows whatever the session's settings.
     plain = await asyncpg.connect(DSN, server_settings={"TimeZone": "UTC", "DateStyle": "ISO"})
-    pool = await open_pool(DSN, 1, what="test", lenient_times=True)
+    pool = await open_pool(DSN, 1, what="test", reads_rows=True)
     beyond = {"date": 0, "timestamp": 0, "timestamptz": 0}
     try:
         async with pool.acquire() as connection:
@@ -121,6 +126,16 @@ async def test_the_text_is_postgresqls_own_and_goes_back_as_the_same_value() -> 
     assert all(n > 300 for n in beyond.values()), beyond  # most of the values are beyond Python's years
 
 
+async def uuids(table: str) -> dict[int, str]:
+    import asyncpg
+
+    connection = await asyncpg.connect(DSN)
+    try:
+        return {r["id"]: r["ref"] for r in await connection.fetch(f"SELECT id, ref::text AS ref FROM {table}")}
+    finally:
+        await connection.close()
+
+
 def poll_config(bootstrap: str, table: str) -> dict[str, Any]:
     return {
         "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
@@ -132,12 +147,12 @@ def poll_config(bootstrap: str, table: str) -> dict[str, Any]:
                 "type": "sql_poll",
                 "dsn": DSN,
                 "table": table,
-                "columns": ["id", "email", "born", "archived_at"],
+                "columns": ["id", "ref", "email", "born", "archived_at", "seen_from"],
                 "watermark": {"column": "updated_at", "id": "id"},
                 "interval": "200ms",
                 "settle": "0s",
                 "batch_size": 3,
-                "emit": {"schema": "Lead", "key": "id", "map": {"lead_id": "str(id)", "email": "email", "updated_at": "archived_at"}},
+                "emit": {"schema": "Lead", "key": "id", "map": MAP},
             }
         ],
     }
@@ -166,6 +181,10 @@ async def test_sql_poll_reads_on_past_times_python_cannot_hold(tmp_path: Path, b
             events, parked = seen
             published = sorted(int(dict(r.headers)["ce_id"].decode().split(":")[1].split("@")[0]) for r in events)
             assert published == [1, 2, 3, 6, 7]
+            refs = await uuids(table)
+            leads = [hub.codec.decode(r.value)[1] for r in events]
+            assert sorted(lead["lead_id"] for lead in leads) == sorted(refs[i] for i in published)
+            assert all(lead["company"] == lead["lead_id"] and lead["source"] == "10.1.2.3" for lead in leads), leads[0]
             reasons = {json.loads(r.value)["id"]: dict(r.headers)["bus_error"].decode() for r in parked}
             assert set(reasons) == set(MAPPED_ODDLY)
             for ident, text in MAPPED_ODDLY.items():
@@ -184,7 +203,7 @@ def migration_config(tmp_path: Path, table: str) -> Path:
             {
                 "name": "leads",
                 "source": {"sql": {"dsn": DSN, "table": table, "batch_size": 2}},
-                "emit": {"schema": "Lead", "key": "id", "map": {"lead_id": "str(id)", "email": "email", "updated_at": "archived_at"}},
+                "emit": {"schema": "Lead", "key": "id", "map": MAP},
             }
         ],
     }
