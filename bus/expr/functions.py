@@ -110,6 +110,26 @@ def _float(value: Any) -> float:
     return number
 
 
+_TRUE_WORDS = frozenset({"true", "t", "yes", "y", "on", "1"})
+_FALSE_WORDS = frozenset({"false", "f", "no", "n", "off", "0", ""})
+
+
+def _bool(value: Any) -> bool:
+    """``bool(x)``: text as the systems that send it mean it. Python's ``bool("false")`` is True (any
+    text but "" is), so ``bool(active)`` over a CSV column, a form field or an XML element made
+    every "false" and "0" true, unsaid. Text is read as true/t/yes/y/on/1 or false/f/no/n/off/0
+    (any case, around spaces; "" is false); other text is an error that names it. Numbers: any
+    but 0 is true. Anything else as Python tells it (an empty list is false)."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+        raise ValueError(f"bool: {value[:40]!r} is not a yes or a no (true/false, yes/no, on/off, 1/0, t/f, y/n)")
+    return bool(value)
+
+
 def _text(value: Any) -> str:
     """``str(x)``: the value as the hub writes it for other systems (``true``, a time in RFC 3339,
     a record or a list as its JSON text), not Python's forms (``True``,
@@ -323,7 +343,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "str": _nullable(_text),
     "int": _nullable(_int),
     "float": _nullable(_float),
-    "bool": _nullable(bool),
+    "bool": _nullable(_bool),
     "abs": _nullable(abs),
     "round": _nullable(_round),
     "min": lambda *vs: min(v for v in vs if v is not None) if any(v is not None for v in vs) else None,

@@ -208,6 +208,20 @@ def test_str_writes_values_as_the_hub_writes_them_for_other_systems() -> None:
         compile_expression("str(ratio)")({"ratio": float("nan")})
 
 
+def test_bool_reads_text_as_its_senders_mean_it() -> None:
+    """Python's bool("false") is True: ``bool(active)`` over a CSV column, a form field or an XML
+    element made every "false", "0" and "no" true, with nothing said. Text is read as a yes or a
+    no; text that is neither is an error naming it (a refused row), never a guess."""
+    flag = compile_expression("bool(active)")
+    said = {text: flag({"active": text}) for text in ["true", "True", " YES ", "y", "on", "1", "t"]}
+    said |= {text: flag({"active": text}) for text in ["false", "FALSE", "no", "N", "off", "0", "f", ""]}
+    assert said == {text: text.strip().lower() in {"true", "yes", "y", "on", "1", "t"} for text in said}
+    assert [flag({"active": v}) for v in (0, 1, 2, 0.0, None, [], True, False)] == [False, True, True, False, None, False, True, False]
+    with pytest.raises(ExpressionError, match="'maybe' is not a yes or a no"):
+        flag({"active": "maybe"})
+    assert compile_expression('bool(active) and not bool("0")')({"active": "yes"}) is True
+
+
 def test_templates() -> None:
     template = compile_template('Order ${order_id} for ${upper(customer.name)}: ${missing}$${literal} ${"}"}')
     assert template({"order_id": 7, "customer": {"name": "ada"}}) == "Order 7 for ADA: ${literal} }"
