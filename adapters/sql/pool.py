@@ -105,6 +105,14 @@ def describe(dsn: str, table: str) -> str:
 _STRICT = "sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')"
 
 
+def _bits_as_numbers() -> dict[Any, Any]:
+    """PyMySQL's conversions, with a BIT column's bytes read as the number they hold."""
+    from pymysql.constants import FIELD_TYPE
+    from pymysql.converters import conversions
+
+    return {**conversions, FIELD_TYPE.BIT: lambda value: int.from_bytes(value, "big")}
+
+
 async def open_pool(
     dsn: str,
     size: int,
@@ -126,9 +134,10 @@ async def open_pool(
 
     writes (MariaDB/MySQL): the sessions are in strict mode (``_STRICT``).
 
-    reads_rows (PostgreSQL): the rows read are made into events: values come as ``pg_values``
+    reads_rows: the rows read are made into events. PostgreSQL's values come as ``pg_values``
     says (uuid and inet as text; a date or time Python cannot hold as PostgreSQL's text of it, not
-    an error that fails the whole query)."""
+    an error that fails the whole query). MariaDB/MySQL's BIT comes as a number: its driver gave
+    bytes, and ``bool()`` of a ``BIT(1)`` flag (the legacy boolean) of 0, ``b"\\x00"``, was true."""
     try:
         if is_postgres(dsn):
             import asyncpg
@@ -146,6 +155,7 @@ async def open_pool(
         if writes:
             session.append(_STRICT)
         init = f"SET SESSION {', '.join(session)}" if session else None
+        options = {"conv": _bits_as_numbers()} if reads_rows else {}
 
         url = urlsplit(dsn)
         tls = mysql_tls(dsn)
@@ -161,6 +171,7 @@ async def open_pool(
             connect_timeout=10,
             init_command=init,
             ssl=tls,
+            **options,
         )
     except Exception as exc:  # any driver failure at connect: the caller retries
         raise RetryableError(f"{what}: cannot connect: {exc!r}") from exc

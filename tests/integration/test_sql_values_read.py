@@ -10,7 +10,9 @@ refused.
 - ``sql_poll`` reads on past such rows: one whose odd value the mapping does not use is published,
   one whose odd value the mapping puts into a time is parked with the value named; a uuid key and
   an inet are mapped into string fields as their text;
-- ``bus migrate plan`` over such a table refuses exactly those rows, naming the value.
+- ``bus migrate plan`` over such a table refuses exactly those rows, naming the value;
+- a MariaDB ``BIT(1)`` flag (the legacy boolean) comes as the number it holds: its driver gave
+  bytes, and ``bool()`` of ``b"\\x00"`` was true.
 """
 
 from __future__ import annotations
@@ -229,3 +231,41 @@ async def test_a_migration_plan_refuses_only_the_rows_that_map_such_a_time(tmp_p
         samples = {s["row"]["id"]: r["reason"] for r in found["refusals"] for s in r["samples"]}
         assert set(samples) == set(MAPPED_ODDLY), samples
         assert all(MAPPED_ODDLY[ident] in reason for ident, reason in samples.items()), samples
+
+
+async def test_a_mariadb_bit_flag_is_read_as_its_number(tmp_path: Path, bootstrap: str) -> None:
+    require_service("MariaDB", "127.0.0.1", 3306)
+    from tests.integration.test_sql import run_sql
+
+    dsn = "mysql://root@127.0.0.1:3306/test"
+    table = f"products_{uuid.uuid4().hex[:8]}"
+    await run_sql(
+        "mariadb", dsn,
+        f"CREATE TABLE {table} (sku varchar(20) PRIMARY KEY, name varchar(50), price decimal(10,2), active BIT(1), "
+        "updated_at datetime(6) NOT NULL DEFAULT '2025-06-01 08:00:00')",
+    )  # fmt: skip
+    await run_sql("mariadb", dsn, f"INSERT INTO {table} (sku, name, price, active) VALUES ('A', 'On', 1.50, 1), ('B', 'Off', 2.00, 0)")
+    try:
+        config = poll_config(bootstrap, table)
+        config["inbound"][0].update(
+            dsn=dsn,
+            columns=["sku", "name", "price", "active"],
+            watermark={"column": "updated_at", "id": "sku"},
+            emit={
+                "schema": "Product",
+                "key": "sku",
+                "map": {"sku": "sku", "name": "name", "currency": '"eur"', "price": 'minor_units(price, "eur")', "active": "bool(active)"},
+            },
+        )
+        async with build_hub(write_config(tmp_path / "bus.yaml", config)) as hub:
+            found: dict[str, bool] = {}
+
+            async def both() -> bool:
+                records = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Product"))
+                found.update({p["sku"]: p["active"] for p in (hub.codec.decode(r.value)[1] for r in records)})
+                return len(found) == 2
+
+            await until_true(both, timeout=60, what="both products published")
+            assert found == {"A": True, "B": False}
+    finally:
+        await run_sql("mariadb", dsn, f"DROP TABLE {table}")
