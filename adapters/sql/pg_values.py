@@ -30,6 +30,7 @@ __all__ = ["install"]
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Any
 
 _Y2K = dt.datetime(2000, 1, 1)
@@ -80,28 +81,26 @@ def _decode_date(value: tuple[int]) -> dt.date | str:
         return _date_text(days)
 
 
-def _decode_timestamp(value: tuple[int]) -> dt.datetime | str:
-    (microseconds,) = value
-    if microseconds == _TIME_INFINITY:
-        return dt.datetime.max
-    if microseconds == _TIME_NEG_INFINITY:
-        return dt.datetime.min
-    try:
-        return _Y2K + dt.timedelta(microseconds=microseconds)
-    except OverflowError:
-        return _time_text(microseconds, "")
+def _time_decoder(epoch: dt.datetime, zone: str) -> Callable[[tuple[int]], dt.datetime | str]:
+    """A ``timestamp`` (``epoch`` naive) or ``timestamptz`` (``epoch`` in UTC) decoder. Infinity
+    comes naive for both, as asyncpg gives it."""
+
+    def decode(value: tuple[int]) -> dt.datetime | str:
+        (microseconds,) = value
+        if microseconds == _TIME_INFINITY:
+            return dt.datetime.max
+        if microseconds == _TIME_NEG_INFINITY:
+            return dt.datetime.min
+        try:
+            return epoch + dt.timedelta(microseconds=microseconds)
+        except OverflowError:
+            return _time_text(microseconds, zone)
+
+    return decode
 
 
-def _decode_timestamptz(value: tuple[int]) -> dt.datetime | str:
-    (microseconds,) = value
-    if microseconds == _TIME_INFINITY:  # naive, as asyncpg gives it
-        return dt.datetime.max
-    if microseconds == _TIME_NEG_INFINITY:
-        return dt.datetime.min
-    try:
-        return _Y2K_UTC + dt.timedelta(microseconds=microseconds)
-    except OverflowError:
-        return _time_text(microseconds, "+00")
+_decode_timestamp = _time_decoder(_Y2K, "")
+_decode_timestamptz = _time_decoder(_Y2K_UTC, "+00")
 
 
 def _parsed(text: str) -> tuple[int, int]:

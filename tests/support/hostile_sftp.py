@@ -5,18 +5,13 @@ such a name: no file system holds one."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.utils import CryptographyDeprecationWarning
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-    import asyncssh
+from tests.support.sftp_private import asyncssh  # imported there without cryptography's warnings
 
 
 @dataclass
