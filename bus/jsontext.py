@@ -106,7 +106,11 @@ def text_cell(value: Any, what: str = "cell") -> str:
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | Decimal):
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():  # a PostgreSQL numeric 'NaN': no amount, as a float's NaN is none
+            raise PermanentError(f"the {what} is {value}, not a number a text field can carry")
         return str(value)
     if isinstance(value, float | dict | list):
         return to_target(value, what)  # a float as JSON writes it; NaN refused, naming the cell

@@ -206,6 +206,9 @@ def test_str_writes_values_as_the_hub_writes_them_for_other_systems() -> None:
     }
     with pytest.raises(ExpressionError, match="not a number"):
         compile_expression("str(ratio)")({"ratio": float("nan")})
+    for amount in (Decimal("NaN"), Decimal("-Infinity")):  # a PostgreSQL numeric read by sql_poll: no amount, as a float's NaN
+        with pytest.raises(ExpressionError, match="not a number"):
+            compile_expression("str(amount)")({"amount": amount})
 
 
 def test_bool_reads_text_as_its_senders_mean_it() -> None:
