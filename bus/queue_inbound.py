@@ -41,6 +41,10 @@ C = TypeVar("C", bound=AdapterConfig)
 Message = Any  # the source library's message object
 
 
+async def _nothing() -> None:
+    return None
+
+
 class QueueInbound(Inbound[C]):
     family: ClassVar[str] = "queue"  # in log lines and task names: "amqp", "mqtt", "nats", "redis"
 
@@ -87,6 +91,11 @@ class QueueInbound(Inbound[C]):
         None. A refused message is parked with the reason, its ``payload`` kept, then acknowledged."""
         return None
 
+    def passed_over(self, message: Message) -> bool:
+        """Whether the message is one the config says to pass over (an empty MQTT message, with
+        ``empty: skip``): acknowledged in its turn, counted as skipped, nothing produced."""
+        return False
+
     @abstractmethod
     async def ack(self, message: Message) -> None: ...
 
@@ -115,6 +124,9 @@ class QueueInbound(Inbound[C]):
         held = 0
         while True:
             try:
+                if self.passed_over(message):
+                    self.sink.refused("skipped")
+                    return _nothing()
                 reason = self.refused(message)
                 if reason is not None:
                     ack = await self._intake.park(self.payload(message), reason, self.origin(message))

@@ -71,6 +71,12 @@ class MqttInboundConfig(_Broker):
     topics: list[str] = Field(min_length=1, description="Topic filters; + and # wildcards.", examples=[["sensors/+/usage"]])
     client_id: str | None = Field(default=None, description="Client id of the persistent session; default bus-<name>.")
     persistent_session: bool = Field(default=True, description="Keep the session (and unacknowledged messages) across restarts.")
+    empty: Literal["dead_letter", "skip"] = Field(
+        default="dead_letter",
+        description="A message with no payload (how MQTT clears a topic's retained message: its subscribers receive one): "
+        "dead_letter parks it on the inbound dead letters saying so; skip passes over it, counted as "
+        '`bus_inbound_events_total{outcome="skipped"}` and in the adapter\'s progress.',
+    )
     emit: EmitSpec = Field(description="How the JSON payload becomes a canonical event.")
 
 

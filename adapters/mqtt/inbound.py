@@ -46,6 +46,7 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         self._new_filters: list[str] = []  # topics the kept session did not have: their retained messages are new
         self._at_most_once: list[str] = []  # topic filters the broker granted at QoS 0 only
         self._lost_session = ""  # said while the broker has not kept the hub's session since it lost one
+        self.empty_skipped = 0  # empty messages passed over (empty: skip)
 
     async def open(self) -> None:
         def make(server: Server) -> tuple[aiomqtt.Client, tuple[PahoAcks, SessionFlag]]:
@@ -155,6 +156,23 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
                     )  # fmt: skip
                 continue
             yield message
+
+    def refused(self, message: aiomqtt.Message) -> str | None:
+        if message.payload or self.config.empty == "skip":
+            return None
+        return (
+            "an empty message (how MQTT clears a topic's retained message, sent to the topic's subscribers): nothing to map. "
+            "Set empty: skip to pass over them"
+        )
+
+    def passed_over(self, message: aiomqtt.Message) -> bool:
+        if message.payload or self.config.empty != "skip":
+            return False
+        self.empty_skipped += 1
+        return True
+
+    def progress(self) -> dict[str, int | str]:
+        return {"empty_skipped": self.empty_skipped} if self.empty_skipped else {}
 
     def payload(self, message: aiomqtt.Message) -> bytes:
         return message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()

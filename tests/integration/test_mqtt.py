@@ -534,3 +534,42 @@ async def test_a_broker_that_never_answers_costs_no_socket_per_try() -> None:
         await asyncio.sleep(0.1)
         assert [t for t in asyncio.all_tasks() - before if not t.done()] == []
         assert [client._client.socket() for client in clients] == [None, None, None]  # each try's socket closed
+
+
+async def test_an_empty_message_clearing_a_retained_one_is_parked_saying_so_or_passed_over(tmp_path: Path, bootstrap: str) -> None:
+    """A device cleared from a topic (its retained message deleted: an empty message, which the
+    broker sends to the topic's subscribers) was parked as "invalid JSON", a dead letter for a
+    routine act. It is parked saying what it is and how to pass over such messages; with
+    ``empty: skip`` it is acknowledged, counted and passed over, and the messages after it flow."""
+    run = uuid.uuid4().hex[:8]
+    emit = {"schema": "Payment", "id": "id", "key": "device", "map": {"payment_id": "id", "amount": "value", "currency": '"usd"'}}
+    inbound = [
+        {"name": name, "type": "mqtt", "host": "127.0.0.1", "topics": [f"t{run}/{name}/+"], "client_id": f"bus-{name}-{run}", "emit": emit}
+        for name in ("parks", "skips")
+    ]
+    inbound[1]["empty"] = "skip"
+    cfg = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": inbound,
+    }
+    async with build_hub(write_config(tmp_path / "bus.yaml", cfg)) as hub, aiomqtt.Client("127.0.0.1", 1883) as device:
+        parks, skips = hub.inbound
+        await healthy(parks)
+        await healthy(skips)
+        for name in ("parks", "skips"):
+            await device.publish(f"t{run}/{name}/d1", json.dumps({"id": f"{name}-1", "device": "d1", "value": 1}), qos=1, retain=True)
+            await device.publish(f"t{run}/{name}/d1", b"", qos=1, retain=True)  # the device taken out: its state cleared
+            await device.publish(f"t{run}/{name}/d2", json.dumps({"id": f"{name}-2", "device": "d2", "value": 2}), qos=1)
+        for _ in range(150):
+            events = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
+            parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("parks"))
+            if len(events) == 4 and parked and skips.progress().get("empty_skipped") == 1:
+                break
+            await asyncio.sleep(0.2)
+        assert sorted(dict(r.headers)["ce_id"].decode() for r in events) == ["parks-1", "parks-2", "skips-1", "skips-2"]
+        assert len(parked) == 1 and b"clears a topic's retained message" in dict(parked[0].headers)["bus_error"], parked
+        assert b"empty: skip" in dict(parked[0].headers)["bus_error"]
+        assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("skips")) == []
+        assert skips.progress() == {"empty_skipped": 1} and parks.progress() == {}
