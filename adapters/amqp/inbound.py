@@ -5,12 +5,19 @@ Up to ``prefetch`` messages are in flight; one over 16 MiB is not read whole
 (``adapters.amqp.bounded``). While Kafka cannot take an event, its message is held (not
 acknowledged) and reading stops behind it; a requeue would count as a delivery, and a quorum
 queue with a delivery limit drops a message requeued that many times.
+
+A body sent compressed, its ``content_encoding`` ``gzip`` or ``deflate`` (Spring AMQP's
+compressing post-processors, and clients that compress large payloads), is read decompressed, up
+to 16 MiB: each was parked as "invalid JSON". One that does not decompress, or decompresses to
+more (a compression bomb), is parked saying so, its compressed body kept. Any other
+``content_encoding`` (Spring writes the charset, ``UTF-8``, there) leaves the body as it is.
 """
 
 from __future__ import annotations
 
 __all__ = ["AmqpInbound"]
 
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
@@ -20,7 +27,7 @@ from aiormq.exceptions import AMQPError
 from adapters.amqp.bounded import BoundedConnection
 from adapters.amqp.config import AmqpInboundConfig
 from adapters.amqp.connection import connect, exists
-from bus.adapter_api import Context, KafkaUnavailable, RetryableError
+from bus.adapter_api import MAX_MESSAGE_BYTES, Context, KafkaUnavailable, RetryableError, Truncated
 from bus.queue_inbound import QueueInbound
 
 
@@ -33,6 +40,7 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
         super().__init__(config, ctx)
         self._connection: AbstractRobustConnection | None = None
         self._queue: Any = None
+        self._inflated: tuple[AbstractIncomingMessage, bytes] | None = None  # refused() decompressed it; payload() hands it on
 
     def max_in_flight(self) -> int:
         return self.config.prefetch
@@ -112,8 +120,20 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
             async for message in messages:
                 yield message
 
+    def refused(self, message: AbstractIncomingMessage) -> str | None:
+        """A compressed body that cannot be read (see the module); one that can is kept for ``payload``."""
+        coding = (message.content_encoding or "").strip().lower()
+        if coding not in _WINDOWS or isinstance(message.body, Truncated):  # too large to read: parked for its size
+            return None
+        try:
+            self._inflated = (message, _inflate(message.body, coding))
+        except ValueError as exc:
+            return f"content_encoding {coding}: {exc}"
+        return None
+
     def payload(self, message: AbstractIncomingMessage) -> bytes:
-        return message.body
+        inflated, self._inflated = self._inflated, None
+        return inflated[1] if inflated is not None and inflated[0] is message else message.body
 
     def origin(self, message: AbstractIncomingMessage) -> Mapping[str, str]:
         return {"bus_origin": f"amqp:{self.config.queue}", "amqp_message_id": message.message_id or ""}
@@ -137,3 +157,27 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
 
     def connected(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
+
+
+# zlib's window bits for each content coding: gzip's header, or deflate's zlib wrapper or none
+# (HTTP's "deflate" is the zlib wrapper, but raw deflate is sent as often).
+_WINDOWS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _inflate(body: bytes, coding: str) -> bytes:
+    """``body`` decompressed, at most MAX_MESSAGE_BYTES; ValueError saying why not. Never more is
+    held: a few KiB of zeros decompress to gigabytes."""
+    window = _WINDOWS[coding]
+    for wbits in (window, -zlib.MAX_WBITS) if coding == "deflate" else (window,):
+        inflater = zlib.decompressobj(wbits)
+        try:
+            found = inflater.decompress(body, MAX_MESSAGE_BYTES + 1)
+        except zlib.error as exc:
+            problem = f"the body does not decompress ({exc})"
+            continue
+        if len(found) > MAX_MESSAGE_BYTES or inflater.unconsumed_tail:
+            raise ValueError(f"the body decompresses to more than {MAX_MESSAGE_BYTES:,} bytes, which are read at most")
+        if not inflater.eof:
+            raise ValueError("the body does not decompress (it ends before its compressed stream does)")
+        return found
+    raise ValueError(problem)

@@ -532,3 +532,52 @@ async def test_a_trace_sent_as_text_or_as_a_byte_array_is_continued(tmp_path: Pa
     at_target = {c.body["payment_id"]: c.headers["traceparent"].split("-")[1] for c in target.accepted}
     assert at_target["m0"] == traces["m0"] and at_target["m1"] == traces["m1"], at_target
     assert at_target["m2"] not in traces.values() and len(at_target["m2"]) == 32
+
+
+async def test_a_compressed_body_is_read_decompressed_and_one_that_cannot_be_is_parked_saying_why(tmp_path: Path, bootstrap: str) -> None:
+    """Producers that compress (Spring AMQP's GZip and Deflater post-processors) set
+    content_encoding: each such message was parked as "invalid JSON". gzip and deflate (with
+    zlib's wrapper or without) are read decompressed; a body that does not decompress, or that
+    decompresses past 16 MiB (a few KiB that would be gigabytes), is parked saying so, its bytes
+    kept as they came. Spring's content_encoding "UTF-8" (a charset) leaves the body as it is."""
+    import gzip
+    import zlib
+
+    run = uuid.uuid4().hex[:8]
+    queue, exchange, out_queue = f"t.in.{run}", f"t.ex.{run}", f"t.out.{run}"
+    target = await Target().start()
+    cfg = config(bootstrap, target, queue, exchange, out_queue)
+    cfg["routes"][0]["to"] = ["erp"]
+
+    def document(message_id: str) -> bytes:
+        return json.dumps({"id": message_id, "account": "acc", "seq": 1}).encode()
+
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    bomb = gzip.compress(b"0" * (17 << 20))  # 17 MiB of zeros: about 17 KiB compressed
+    sent = {
+        "gz": (gzip.compress(document("gz")), "gzip"),
+        "zl": (zlib.compress(document("zl")), "deflate"),
+        "raw": (raw.compress(document("raw")) + raw.flush(), "deflate"),
+        "utf": (document("utf"), "UTF-8"),
+        "broken": (gzip.compress(document("broken"))[:-12], "gzip"),
+        "bomb": (bomb, "gzip"),
+    }
+    try:
+        async with topic_exchange(exchange) as ex, build_hub(write_config(tmp_path / "bus.yaml", cfg)) as hub:
+            for message_id, (body, coding) in sent.items():
+                await ex.publish(aio_pika.Message(body, message_id=message_id, content_encoding=coding), "order.created")
+            await target.wait_for(lambda: len(target.accepted) == 4)
+            parked: list[Any] = []
+            for _ in range(100):
+                parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("orders"))
+                if len(parked) == 2:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        await target.stop()
+    assert sorted(c.body["payment_id"] for c in target.accepted) == ["gz", "raw", "utf", "zl"]
+    reasons = {dict(r.headers)["amqp_message_id"].decode(): dict(r.headers)["bus_error"].decode() for r in parked}
+    assert set(reasons) == {"broken", "bomb"}, reasons
+    assert reasons["broken"].startswith("content_encoding gzip: the body does not decompress"), reasons
+    assert "decompresses to more than 16,777,216 bytes" in reasons["bomb"], reasons
+    assert {dict(r.headers)["amqp_message_id"].decode(): r.value for r in parked}["bomb"] == bomb  # kept as it came
