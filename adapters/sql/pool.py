@@ -134,10 +134,13 @@ async def open_pool(
 
     writes (MariaDB/MySQL): the sessions are in strict mode (``_STRICT``).
 
-    reads_rows: the rows read are made into events. PostgreSQL's values come as ``pg_values``
+    reads_rows (PostgreSQL): the rows read are made into events: values come as ``pg_values``
     says (uuid and inet as text; a date or time Python cannot hold as PostgreSQL's text of it, not
-    an error that fails the whole query). MariaDB/MySQL's BIT comes as a number: its driver gave
-    bytes, and ``bool()`` of a ``BIT(1)`` flag (the legacy boolean) of 0, ``b"\\x00"``, was true."""
+    an error that fails the whole query).
+
+    MariaDB/MySQL's BIT is read as a number on every pool: its driver gave bytes, so ``bool()`` of
+    a ``BIT(1)`` flag (the legacy boolean) of 0, ``b"\\x00"``, was true, and a flag a migration
+    wrote read back as other bytes than the value it wrote (a difference in every record)."""
     try:
         if is_postgres(dsn):
             import asyncpg
@@ -155,7 +158,6 @@ async def open_pool(
         if writes:
             session.append(_STRICT)
         init = f"SET SESSION {', '.join(session)}" if session else None
-        options = {"conv": _bits_as_numbers()} if reads_rows else {}
 
         url = urlsplit(dsn)
         tls = mysql_tls(dsn)
@@ -171,7 +173,7 @@ async def open_pool(
             connect_timeout=10,
             init_command=init,
             ssl=tls,
-            **options,
+            conv=_bits_as_numbers(),
         )
     except Exception as exc:  # any driver failure at connect: the caller retries
         raise RetryableError(f"{what}: cannot connect: {exc!r}") from exc

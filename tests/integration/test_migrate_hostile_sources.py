@@ -336,3 +336,58 @@ async def test_sigterm_stops_a_run_saying_where_and_the_same_command_resumes_it(
         assert len(got) == rows and max(got.values()) <= 2  # every record; one stopped mid-write may be written again
     finally:
         await service.stop()
+
+
+async def test_a_mariadb_bit_flag_in_the_target_is_read_back_as_what_was_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A legacy MariaDB table keeps a flag as BIT(1). What the run wrote (true, false) came back
+    as the bytes b"\\x01" and b"\\x00", which compared as other values: every record was reported
+    as changed behind the hub's back. It is read back as its number, and the checksums agree."""
+    require_service("MariaDB", "127.0.0.1", 3306)
+    import aiomysql
+
+    table = f"catalogue_{uuid.uuid4().hex[:8]}"
+    rows = [{"sku": f"S-{i}", "name": f"Item {i}", "cents": 100 * i, "active": ["yes", "no"][i % 2]} for i in range(4)]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    document = {
+        "kafka": {"bootstrap": "127.0.0.1:1"},
+        "routes": [{"name": "all", "from": "Product", "to": ["catalogue"]}],
+        "outbound": [
+            {
+                "name": "catalogue",
+                "type": "sql",
+                "dsn": "mysql://root@127.0.0.1:3306/test",
+                "table": table,
+                "key": ["sku"],
+                "columns": {"sku": "sku", "active": "active"},
+            }
+        ],
+        "migrations": [
+            {
+                "name": "items",
+                "source": {"file": {"path": "items.jsonl"}},
+                "emit": {
+                    "schema": "Product",
+                    "key": "sku",
+                    "map": {"sku": "sku", "name": "name", "currency": '"eur"', "price": "cents", "active": "bool(active)"},
+                },
+            }
+        ],
+    }
+    (tmp_path / "bus.yaml").write_text(yaml.safe_dump(document))
+    my = await aiomysql.connect(host="127.0.0.1", user="root", db="test", autocommit=True)
+    try:
+        async with my.cursor() as cursor:
+            await cursor.execute(f"CREATE TABLE {table} (sku varchar(20) PRIMARY KEY, active BIT(1) NOT NULL)")
+        code, out, err = await asyncio.to_thread(cli, capsys, "migrate", "run", "items", "-c", str(tmp_path / "bus.yaml"), "--json")
+        report = json.loads(out)
+        catalogue = next(s for s in report["subscribers"] if s["subscriber"] == "catalogue")
+        assert code == 0 and catalogue["checksums_equal"] and catalogue["different"] == 0, (catalogue, err)
+        async with my.cursor() as cursor:
+            await cursor.execute(f"SELECT sku, active + 0 FROM {table} ORDER BY sku")
+            assert await cursor.fetchall() == (("S-0", 1), ("S-1", 0), ("S-2", 1), ("S-3", 0))
+    finally:
+        async with my.cursor() as cursor:
+            await cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        my.close()
