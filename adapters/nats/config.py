@@ -64,6 +64,12 @@ class NatsInboundConfig(_Server):
     durable: str | None = Field(default=None, description="Durable consumer name; default bus-<name>.")
     declare: bool = Field(default=True, description="Create the stream (file storage, the subject) if it does not exist.")
     batch: int = Field(default=100, ge=1, le=10_000, description="Messages fetched at once (and in flight).")
+    empty: Literal["dead_letter", "skip"] = Field(
+        default="dead_letter",
+        description="A message with no payload (a key-value bucket's delete or purge marker, read from its KV_ stream): "
+        "dead_letter parks it on the inbound dead letters saying so; skip passes over it, counted as "
+        '`bus_inbound_events_total{outcome="skipped"}` and in the adapter\'s progress.',
+    )
     emit: EmitSpec = Field(description="How the JSON payload becomes a canonical event.")
 
 

@@ -58,6 +58,7 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         self._acknowledged = 0  # the stream sequence of the last message acknowledged
         self._saved = (0, 0.0)  # the sequence last saved in Kafka, and when (monotonic)
         self._save_failing = False  # said once when saving stops working, and once when it works again
+        self.empty_skipped = 0  # empty messages passed over (empty: skip)
 
     @classmethod
     def position_of(cls, config: NatsInboundConfig) -> dict[str, Any] | None:
@@ -240,6 +241,22 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
             ) from exc
         except (NatsError, TimeoutError):
             pass  # the server did not answer: the fetches say so if it lasts
+
+    def refused(self, message: Any) -> str | None:
+        if message.data or self.config.empty == "skip":
+            return None
+        operation = (message.headers or {}).get("KV-Operation")
+        what = f"a key-value bucket's {operation} marker for {message.subject}" if operation else "an empty message"
+        return f"{what}: nothing to map. Set empty: skip to pass over them"
+
+    def passed_over(self, message: Any) -> bool:
+        if message.data or self.config.empty != "skip":
+            return False
+        self.empty_skipped += 1
+        return True
+
+    def progress(self) -> dict[str, int | str]:
+        return {"empty_skipped": self.empty_skipped} if self.empty_skipped else {}
 
     def payload(self, message: Any) -> bytes:
         return bytes(message.data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -343,4 +344,50 @@ async def test_a_url_naming_several_servers_reaches_the_cluster_through_any_that
         assert "s3cret" not in str(refused.value)
     finally:
         await js.delete_stream(f"SRV_{run}")
+        await client.close()
+
+
+async def test_a_key_value_buckets_delete_marker_is_parked_saying_so_or_passed_over(tmp_path: Path, bootstrap: str) -> None:
+    """A JetStream key-value bucket read as the stream of its changes (``KV_<bucket>``): deleting a
+    key writes a marker with no payload, which was parked as "invalid JSON". It is parked naming
+    the marker and the key, or with ``empty: skip`` acknowledged, counted and passed over; the
+    changes after it flow either way."""
+    run = uuid.uuid4().hex[:8]
+    emit = {"schema": "Payment", "id": "id", "key": "account", "map": {"payment_id": "id", "amount": "seq", "currency": '"eur"'}}
+    inbound = [
+        {"name": name, "type": "nats", "url": URL, "stream": f"KV_{name}{run}", "subject": f"$KV.{name}{run}.>", "emit": emit}
+        for name in ("parks", "skips")
+    ]
+    inbound[1]["empty"] = "skip"
+    cfg = {
+        "kafka": {"bootstrap": bootstrap, "topic_prefix": unique_prefix(), "partitions": 1, "session_timeout_ms": 3000},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "inbound": inbound,
+    }
+    client = await nats.connect(URL)
+    js = client.jetstream()
+    try:
+        buckets = {name: await js.create_key_value(bucket=f"{name}{run}", history=5) for name in ("parks", "skips")}
+        for name, bucket in buckets.items():
+            await bucket.put("acc-1", json.dumps({"id": f"{name}-1", "account": "acc-1", "seq": 1}).encode())
+            await bucket.delete("acc-1")  # the account closed: a marker with no payload
+            await bucket.put("acc-2", json.dumps({"id": f"{name}-2", "account": "acc-2", "seq": 2}).encode())
+        async with build_hub(write_config(tmp_path / "bus.yaml", cfg)) as hub:
+            parks, skips = hub.inbound
+            for _ in range(150):
+                events = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.canonical("Payment"))
+                parked = await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("parks"))
+                if len(events) == 4 and parked and skips.progress().get("empty_skipped") == 1:
+                    break
+                await asyncio.sleep(0.2)
+            assert sorted(dict(r.headers)["ce_id"].decode() for r in events) == ["parks-1", "parks-2", "skips-1", "skips-2"]
+            reason = dict(parked[0].headers)["bus_error"].decode() if len(parked) == 1 else repr(parked)
+            assert reason == f"a key-value bucket's DEL marker for $KV.parks{run}.acc-1: nothing to map. Set empty: skip to pass over them"
+            assert await read_topic(hub.config.kafka, hub.bootstrap, hub.topics.inbound_dead_letter("skips")) == []
+            assert skips.progress() == {"empty_skipped": 1} and parks.progress() == {}
+    finally:
+        for name in ("parks", "skips"):
+            with contextlib.suppress(Exception):
+                await js.delete_key_value(f"{name}{run}")
         await client.close()
