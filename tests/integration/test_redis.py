@@ -142,6 +142,11 @@ async def test_a_stream_read_by_a_group_resumes_where_it_stopped_and_parks_what_
             await add(30, 40)  # while the hub is down: the group keeps its place
             async with build_hub(path):
                 await target.wait_for(lambda: len(delivered(target)) == 40)
+
+                async def fed() -> bool:  # the stream is another subscriber's: it may join later than the HTTP target's
+                    return len(await client.xrange(f"t{run}.feed")) >= 40
+
+                await until_true(fed, "the feed holds all forty", timeout=60)
                 await asyncio.sleep(0.5)  # anything read twice would arrive now
                 feed = await client.xrange(f"t{run}.feed")
                 pending = await client.xpending(stream, "bus-orders")
