@@ -11,7 +11,10 @@ family:
   source only then: nothing is acknowledged that Kafka does not have.
 - A message that cannot become an event (not JSON, nested too deep, a failed mapping, a schema
   mismatch) is parked on the adapter's inbound dead-letter topic with the reason by ``Intake``,
-  then acknowledged: one poison message never stops the queue.
+  then acknowledged: one poison message never stops the queue. So is one the family refuses
+  (``refused``), one whose body cannot be read (``payload`` raises ``Unreadable``), and an empty
+  one where the family's config says what to do with those (``empty``): park it, saying what it
+  is (``empty_means``), or pass over it, counted as skipped.
 - While Kafka cannot take an event, the message is held and tried again every second, and
   reading stops behind it (``keep_alive`` tells the source it is still being worked on: a
   JetStream consumer redelivers a message not acknowledged within its ack wait). It used to be
@@ -26,12 +29,12 @@ family:
 
 from __future__ import annotations
 
-__all__ = ["QueueInbound"]
+__all__ = ["QueueInbound", "Unreadable"]
 
 import asyncio
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from bus.adapter_api import AdapterConfig, Context, Health, Inbound
 from bus.errors import KafkaUnavailable
@@ -45,6 +48,15 @@ async def _nothing() -> None:
     return None
 
 
+class Unreadable(Exception):
+    """Raised by ``payload`` for a body that cannot be read (a compressed body that does not
+    decompress): the message is parked with this reason, ``raw`` (its bytes as they came) kept."""
+
+    def __init__(self, reason: str, raw: bytes) -> None:
+        super().__init__(reason)
+        self.raw = raw
+
+
 class QueueInbound(Inbound[C]):
     family: ClassVar[str] = "queue"  # in log lines and task names: "amqp", "mqtt", "nats", "redis"
 
@@ -55,6 +67,7 @@ class QueueInbound(Inbound[C]):
         self._flowing = asyncio.Event()  # cleared while an event Kafka did not acknowledge is sent again
         self._flowing.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.empty_skipped = 0  # empty messages passed over (``empty`` says skip)
 
     # -- what a family provides -----------------------------------------------------------------
     def max_in_flight(self) -> int:
@@ -91,10 +104,18 @@ class QueueInbound(Inbound[C]):
         None. A refused message is parked with the reason, its ``payload`` kept, then acknowledged."""
         return None
 
-    def passed_over(self, message: Message) -> bool:
-        """Whether the message is one the config says to pass over (an empty MQTT message, with
-        ``empty: skip``): acknowledged in its turn, counted as skipped, nothing produced."""
-        return False
+    def empty(self) -> Literal["dead_letter", "skip"] | None:
+        """What the config says to do with a message with no payload (an MQTT retained message
+        cleared, a key-value delete marker), or None where it says nothing: the body goes to the
+        intake like any other (and is parked as not JSON)."""
+        return None
+
+    def empty_means(self, message: Message) -> str:
+        """What an empty message is, for the reason it is parked with."""
+        return "an empty message"
+
+    def progress(self) -> dict[str, int | str]:
+        return {"empty_skipped": self.empty_skipped} if self.empty_skipped else {}
 
     @abstractmethod
     async def ack(self, message: Message) -> None: ...
@@ -124,16 +145,7 @@ class QueueInbound(Inbound[C]):
         held = 0
         while True:
             try:
-                if self.passed_over(message):
-                    self.sink.refused("skipped")
-                    return _nothing()
-                reason = self.refused(message)
-                if reason is not None:
-                    ack = await self._intake.park(self.payload(message), reason, self.origin(message))
-                else:
-                    ack = await self._intake.submit(
-                        self.payload(message), traceparent=self.traceparent(message), origin=self.origin(message)
-                    )
+                ack = await self._hand_over(message)
             except KafkaUnavailable as exc:
                 if held == 0:
                     self.ctx.logger.warning(
@@ -146,6 +158,26 @@ class QueueInbound(Inbound[C]):
                 if held:
                     self.ctx.logger.warning("%s %s: Kafka takes events again after %d s", self.family, self.config.name, held)
                 return ack
+
+    async def _hand_over(self, message: Message) -> Awaitable[None]:
+        """The message to Kafka, or to the dead letters with its reason, or passed over (see the module)."""
+        origin = self.origin(message)
+        reason = self.refused(message)
+        if reason is not None:
+            return await self._intake.park(self.payload(message), reason, origin)
+        try:
+            payload = self.payload(message)
+        except Unreadable as exc:
+            return await self._intake.park(exc.raw, str(exc), origin)
+        if not payload and (empty := self.empty()) is not None:
+            if empty == "skip":
+                self.empty_skipped += 1
+                self.sink.refused("skipped")
+                return _nothing()
+            return await self._intake.park(
+                payload, f"{self.empty_means(message)}: nothing to map. Set empty: skip to pass over them", origin
+            )
+        return await self._intake.submit(payload, traceparent=self.traceparent(message), origin=origin)
 
     async def _acknowledge(self) -> None:
         while True:

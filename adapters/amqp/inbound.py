@@ -28,7 +28,7 @@ from adapters.amqp.bounded import BoundedConnection
 from adapters.amqp.config import AmqpInboundConfig
 from adapters.amqp.connection import connect, exists
 from bus.adapter_api import MAX_MESSAGE_BYTES, Context, KafkaUnavailable, RetryableError, Truncated
-from bus.queue_inbound import QueueInbound
+from bus.queue_inbound import QueueInbound, Unreadable
 
 
 class AmqpInbound(QueueInbound[AmqpInboundConfig]):
@@ -40,7 +40,6 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
         super().__init__(config, ctx)
         self._connection: AbstractRobustConnection | None = None
         self._queue: Any = None
-        self._inflated: tuple[AbstractIncomingMessage, bytes] | None = None  # refused() decompressed it; payload() hands it on
 
     def max_in_flight(self) -> int:
         return self.config.prefetch
@@ -120,20 +119,15 @@ class AmqpInbound(QueueInbound[AmqpInboundConfig]):
             async for message in messages:
                 yield message
 
-    def refused(self, message: AbstractIncomingMessage) -> str | None:
-        """A compressed body that cannot be read (see the module); one that can is kept for ``payload``."""
+    def payload(self, message: AbstractIncomingMessage) -> bytes:
+        """The body, decompressed when it came compressed (see the module)."""
         coding = (message.content_encoding or "").strip().lower()
         if coding not in _WINDOWS or isinstance(message.body, Truncated):  # too large to read: parked for its size
-            return None
+            return message.body
         try:
-            self._inflated = (message, _inflate(message.body, coding))
+            return _inflate(message.body, coding)
         except ValueError as exc:
-            return f"content_encoding {coding}: {exc}"
-        return None
-
-    def payload(self, message: AbstractIncomingMessage) -> bytes:
-        inflated, self._inflated = self._inflated, None
-        return inflated[1] if inflated is not None and inflated[0] is message else message.body
+            raise Unreadable(f"content_encoding {coding}: {exc}", message.body) from None
 
     def origin(self, message: AbstractIncomingMessage) -> Mapping[str, str]:
         return {"bus_origin": f"amqp:{self.config.queue}", "amqp_message_id": message.message_id or ""}

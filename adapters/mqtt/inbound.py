@@ -19,7 +19,7 @@ __all__ = ["MqttInbound"]
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import aiomqtt
 from paho.mqtt.client import topic_matches_sub
@@ -46,7 +46,6 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
         self._new_filters: list[str] = []  # topics the kept session did not have: their retained messages are new
         self._at_most_once: list[str] = []  # topic filters the broker granted at QoS 0 only
         self._lost_session = ""  # said while the broker has not kept the hub's session since it lost one
-        self.empty_skipped = 0  # empty messages passed over (empty: skip)
 
     async def open(self) -> None:
         def make(server: Server) -> tuple[aiomqtt.Client, tuple[PahoAcks, SessionFlag]]:
@@ -157,22 +156,11 @@ class MqttInbound(QueueInbound[MqttInboundConfig]):
                 continue
             yield message
 
-    def refused(self, message: aiomqtt.Message) -> str | None:
-        if message.payload or self.config.empty == "skip":
-            return None
-        return (
-            "an empty message (how MQTT clears a topic's retained message, sent to the topic's subscribers): nothing to map. "
-            "Set empty: skip to pass over them"
-        )
+    def empty(self) -> Literal["dead_letter", "skip"]:
+        return self.config.empty
 
-    def passed_over(self, message: aiomqtt.Message) -> bool:
-        if message.payload or self.config.empty != "skip":
-            return False
-        self.empty_skipped += 1
-        return True
-
-    def progress(self) -> dict[str, int | str]:
-        return {"empty_skipped": self.empty_skipped} if self.empty_skipped else {}
+    def empty_means(self, message: aiomqtt.Message) -> str:
+        return "an empty message (how MQTT clears a topic's retained message, sent to the topic's subscribers)"
 
     def payload(self, message: aiomqtt.Message) -> bytes:
         return message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()

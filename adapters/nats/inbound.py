@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
@@ -58,7 +58,6 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         self._acknowledged = 0  # the stream sequence of the last message acknowledged
         self._saved = (0, 0.0)  # the sequence last saved in Kafka, and when (monotonic)
         self._save_failing = False  # said once when saving stops working, and once when it works again
-        self.empty_skipped = 0  # empty messages passed over (empty: skip)
 
     @classmethod
     def position_of(cls, config: NatsInboundConfig) -> dict[str, Any] | None:
@@ -242,21 +241,12 @@ class NatsInbound(QueueInbound[NatsInboundConfig]):
         except (NatsError, TimeoutError):
             pass  # the server did not answer: the fetches say so if it lasts
 
-    def refused(self, message: Any) -> str | None:
-        if message.data or self.config.empty == "skip":
-            return None
+    def empty(self) -> Literal["dead_letter", "skip"]:
+        return self.config.empty
+
+    def empty_means(self, message: Any) -> str:
         operation = (message.headers or {}).get("KV-Operation")
-        what = f"a key-value bucket's {operation} marker for {message.subject}" if operation else "an empty message"
-        return f"{what}: nothing to map. Set empty: skip to pass over them"
-
-    def passed_over(self, message: Any) -> bool:
-        if message.data or self.config.empty != "skip":
-            return False
-        self.empty_skipped += 1
-        return True
-
-    def progress(self) -> dict[str, int | str]:
-        return {"empty_skipped": self.empty_skipped} if self.empty_skipped else {}
+        return f"a key-value bucket's {operation} marker for {message.subject}" if operation else "an empty message"
 
     def payload(self, message: Any) -> bytes:
         return bytes(message.data)
